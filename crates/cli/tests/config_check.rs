@@ -1,0 +1,138 @@
+//! `redcap-warden config check` and the global conventions (exit codes,
+//! --json, --version, completions), run as a user would run them.
+
+use assert_cmd::Command;
+
+const GOOD: &str =
+    "[redcap]\nurl = \"https://redcap.example.org/api/\"\ntime_zone = \"America/Chicago\"\n";
+
+fn warden(dir: &std::path::Path) -> Command {
+    let mut cmd = Command::cargo_bin("redcap-warden").unwrap();
+    cmd.current_dir(dir);
+    cmd
+}
+
+fn check(text: &str, json: bool) -> (i32, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("warden.toml"), text).unwrap();
+    let mut cmd = warden(dir.path());
+    cmd.args(["config", "check"]);
+    if json {
+        cmd.arg("--json");
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+#[test]
+fn a_sound_file_exits_zero() {
+    let (code, out, err) = check(GOOD, false);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("warden.toml: ok (sha256 "), "{out}");
+}
+
+#[test]
+fn a_typo_gives_one_precise_message_and_exit_one() {
+    let (code, out, _) = check(&GOOD.replace("time_zone", "timezone"), false);
+    assert_eq!(code, 1);
+    assert_eq!(
+        out.trim_end(),
+        "warden.toml:3:1: `redcap.timezone`: unknown field `timezone`, expected `url` or `time_zone`; fix: did you mean `time_zone`? rename the key or remove it"
+    );
+}
+
+#[test]
+fn a_missing_field_gives_one_precise_message() {
+    let (code, out, _) = check("[redcap]\ntime_zone = \"UTC\"\n", false);
+    assert_eq!(code, 1);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(out.starts_with("warden.toml:1:1: `redcap.url`: missing field `url`; fix: add `url = …` to the [redcap] table"), "{out}");
+}
+
+#[test]
+fn a_wrong_type_gives_one_precise_message() {
+    let (code, out, _) = check(&GOOD.replace("\"America/Chicago\"", "true"), false);
+    assert_eq!(code, 1);
+    assert_eq!(
+        out.trim_end(),
+        "warden.toml:3:13: `redcap.time_zone`: invalid type: boolean `true`, expected a string; fix: write a string here"
+    );
+}
+
+#[test]
+fn json_output_is_data() {
+    let (code, out, _) = check(&GOOD.replace("url", "ur1"), true);
+    assert_eq!(code, 1);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["problems"][0]["field"], "redcap.ur1");
+    assert_eq!(v["problems"][0]["line"], 2);
+    let (code, out, _) = check(GOOD, true);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["ok"], true);
+}
+
+#[test]
+fn a_missing_file_is_an_error_with_the_way_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = warden(dir.path())
+        .args(["config", "check"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("warden.toml: cannot read the configuration file"),
+        "{err}"
+    );
+    assert!(err.contains("redcap-warden init"), "{err}");
+}
+
+#[test]
+fn the_config_flag_chooses_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("other.toml"), GOOD).unwrap();
+    let out = warden(dir.path())
+        .args(["--config", "other.toml", "config", "check"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn version_help_and_completions_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = warden(dir.path()).arg("--version").output().unwrap();
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().trim(),
+        format!("redcap-warden {}", env!("CARGO_PKG_VERSION"))
+    );
+    let out = warden(dir.path()).arg("--help").output().unwrap();
+    assert!(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .contains("Exit codes: 0 all well, 1 findings, 2 error")
+    );
+    let out = warden(dir.path())
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .contains("redcap-warden")
+    );
+}
+
+#[test]
+fn usage_errors_exit_two() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = warden(dir.path()).arg("no-such-command").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
