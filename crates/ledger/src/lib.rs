@@ -1,0 +1,2 @@
+//! The ledger: redcap-warden's tamper-evident audit log.
+pub mod merkle;
