@@ -1,0 +1,317 @@
+//! Every error text the REDCap API answers with, in one place.
+//!
+//! Texts marked *verbatim* are given in full by `redcap-api.md`; the others
+//! are cited there only by their language key (or with an ellipsis) and are
+//! our best reconstruction (INF) — they keep the documented status and
+//! meaning, and are easy to correct here once checked on a live server.
+
+use std::fmt;
+
+/// An error answer of the REDCap API: an HTTP status and a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiError {
+    // ----- 403: entry gate (§1.6, §1.7) -----
+    /// Missing/unknown/malformed token, suspended user, user not in project. *Verbatim.*
+    NoApiPermission,
+    /// `api_120`: a super token was needed (Create Project) or was invalid. INF completion.
+    SuperTokenRequired,
+    /// Project rights expired as of the date (`YYYY-MM-DD`). *Verbatim.*
+    RightsExpired { date: String },
+    /// Export action without API Export. *Verbatim.*
+    NoApiExport,
+    /// Import action (or user delete) without API Import. *Verbatim.*
+    NoApiImport,
+    /// Delete without Delete Record right. *Verbatim.*
+    NoDeleteRecord,
+    /// Rename without Rename Record right. *Verbatim.*
+    NoRenameRecord,
+    /// Randomize without Randomize right. *Verbatim.*
+    NoRandomize,
+    /// `api_183`: DAG methods by a DAG-assigned user. *Verbatim.*
+    DagMemberForbidden,
+    /// Record/report/log export with "No Access" export rights on every form. *Verbatim.*
+    NoExportAccess,
+    /// Log export without the Logging right. *Verbatim.*
+    NoLoggingRight,
+    /// Record import while the project is in Analysis/Cleanup. *Verbatim.*
+    AnalysisCleanup,
+
+    // ----- 400: request shape -----
+    /// Bad `content`. *Verbatim.*
+    InvalidContent,
+    /// Bad `action`. *Verbatim.*
+    InvalidAction,
+    /// `data` is not valid JSON; carries PHP's decoder message. *Verbatim.*
+    BadJson { decoder: String },
+    /// `data` is not valid XML. *Verbatim.*
+    BadXml { details: String },
+    /// `data` is not valid CSV (INF: the XML wording with our details).
+    BadCsv { details: String },
+    /// `api_01`. *Verbatim.*
+    ApiDisabled,
+
+    // ----- 400: method-level privileges (§4.1, §5.1, §6) -----
+    /// `api_229`: export users/roles/mappings without User Rights. *Verbatim.*
+    UserRightsExportPrivilege,
+    /// `api_103`: import/delete users without full User Rights. INF text.
+    UserRightsImportPrivilege,
+    /// `api_171`: import roles / role mappings without full User Rights. INF text.
+    UserRoleImportPrivilege,
+    /// `api_221`: export DAGs / user-DAG mapping without the DAG right. INF text.
+    DagExportPrivilege,
+    /// `api_222`: import/delete DAGs / user-DAG mapping without the DAG right. INF text.
+    DagImportPrivilege,
+    /// `api_184`: user-DAG mapping import by a DAG-assigned user. INF text.
+    DagMappingByDagMember,
+    /// `api_124`: metadata import without Design. INF text.
+    DesignPrivilege,
+    /// `api_135`: record delete without API Import. INF text.
+    RecordDeleteNeedsImport,
+
+    // ----- 400: Create Project (§2.5) -----
+    /// `api_123`: more than one project in `data`. INF text.
+    OneProjectOnly,
+    /// Missing `project_title`/`purpose` or bad `purpose`. INF completion of an elided text.
+    ProjectAttributesMissing,
+    /// `purpose` = 1 without `purpose_other`. INF text.
+    PurposeOtherMissing,
+
+    // ----- 400: users and roles (§4.3–4.7) -----
+    /// `rights_385`–`388`: a rights attribute with a bad value. *Verbatim* for 0/1.
+    InvalidRightsValue {
+        field: String,
+        user: String,
+        value: String,
+        allowed: &'static str,
+    },
+    /// `api_113`–`117`: unknown form name. *Verbatim.*
+    UnknownForm { form: String, user: String },
+    /// `api_113`–`117`: bad form-level value. *Verbatim* tail, INF head.
+    InvalidFormRight {
+        form: String,
+        user: String,
+        value: String,
+    },
+    /// `api_112`: user in a role cannot be edited by Import Users. INF completion.
+    UserInRole { user: String },
+    /// `api_111`: unknown DAG in Import Users. *Verbatim.*
+    InvalidUserDag { dag: String },
+    /// `rights_443`: bad username. INF text.
+    InvalidUsername { user: String },
+    /// A row without `username`. INF text.
+    UsernameMissing,
+    /// Delete Users: a name that is not a project user. INF text.
+    UnknownUsers { users: Vec<String> },
+    /// New role without a label. *Verbatim.*
+    RoleLabelBlank,
+    /// Import roles with unknown unique names. *Verbatim* prefix.
+    InvalidRoleNames { names: Vec<String> },
+    /// `api_170`: delete roles with unknown unique names. INF text.
+    UnknownRolesToDelete { names: Vec<String> },
+    /// Role mapping: first row lacks `username`/`unique_role_name`. INF text.
+    RoleMappingKeysMissing,
+    /// Role mapping: a username twice. INF text.
+    DuplicateUsername { user: String },
+    /// Role-based rights and a `users[]`/`roles[]` list that is missing or empty. INF text.
+    ListParameterMissing { parameter: &'static str },
+
+    // ----- 400: DAGs (§5.3, §5.4) -----
+    /// Import DAGs without the two required keys. *Verbatim.*
+    DagAttributesMissing,
+    /// Import DAGs: unknown unique name. INF completion.
+    UnknownDagToRename { name: String },
+    /// Import DAGs: label longer than 100 characters. INF text.
+    DagLabelTooLong { label: String },
+    /// `api_157`: delete unknown DAGs. INF text.
+    UnknownDagsToDelete { names: Vec<String> },
+    /// User-DAG mapping: unknown DAG. INF text.
+    InvalidMappingDag { user: String, dag: String },
+    /// User-DAG mapping: user not in the project. INF text.
+    MappingUserNotInProject { user: String },
+    /// User-DAG mapping: rows without the two keys. INF text.
+    DagMappingKeysMissing,
+
+    // ----- 400: records and metadata (§5.5, §6) -----
+    /// Unknown values in `records`/`fields`/`forms`/`events`. *Verbatim.*
+    InvalidParameterValues {
+        parameter: &'static str,
+        values: Vec<String>,
+    },
+    /// `data_import_tool_171/172`: DAG user sent `redcap_data_access_group`. INF completion.
+    IllegalDagField,
+    /// `data_import_tool_251`: records of another DAG. *Verbatim.*
+    RecordsInOtherDag { records: Vec<String> },
+    /// Non-DAG user names invalid DAGs in `redcap_data_access_group`. *Verbatim.*
+    InvalidRecordDags { names: Vec<String> },
+    /// Record import validation errors (lines of `"record","field","value","message"`).
+    RecordValidation { lines: Vec<ValidationLine> },
+    /// `api_136`: `records` is not an array for delete. INF text.
+    RecordsNotArray,
+    /// `api_137`: no records for delete. INF text.
+    NoRecordsGiven,
+    /// `api_131`: records to delete that do not exist. *Verbatim.*
+    RecordsDoNotExist { records: Vec<String> },
+    /// `api_102`: design change in production. INF text.
+    ProductionDesign,
+    /// Metadata import problems (INF texts).
+    BadMetadata { details: String },
+}
+
+/// One line of a record import validation error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidationLine {
+    pub record: String,
+    pub field: String,
+    pub value: String,
+    pub message: String,
+}
+
+impl ValidationLine {
+    /// Text that `data_import_tool_307` gives for an existing record with no DAG
+    /// touched by a DAG user. *Verbatim.*
+    pub const OTHER_DAG: &'static str = "This record cannot be imported because it already exists in the project and belongs to another Data Access Group.";
+    /// An imported field that the project does not have. INF text.
+    pub const NO_SUCH_FIELD: &'static str = "The field does not exist in the project.";
+    /// Import into an instrument without view & edit rights. INF text.
+    pub const NO_FORM_EDIT: &'static str = "You do not have edit privileges for the instrument containing this field.";
+    /// Creating a record without the Create Records right. INF text.
+    pub const NO_RECORD_CREATE: &'static str = "You do not have privileges to create new records.";
+    /// A checkbox or yes/no value outside its choices. INF text.
+    pub const BAD_CHOICE: &'static str = "The value is not a valid category for this field.";
+}
+
+impl fmt::Display for ValidationLine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "\"{}\",\"{}\",\"{}\",\"{}\"",
+            self.record, self.field, self.value, self.message
+        )
+    }
+}
+
+fn quoted_list(items: &[String]) -> String {
+    items
+        .iter()
+        .map(|i| format!("'{i}'"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl ApiError {
+    /// The HTTP status REDCap answers with.
+    pub fn status(&self) -> u16 {
+        use ApiError::*;
+        match self {
+            NoApiPermission | SuperTokenRequired | RightsExpired { .. } | NoApiExport
+            | NoApiImport | NoDeleteRecord | NoRenameRecord | NoRandomize | DagMemberForbidden
+            | NoExportAccess | NoLoggingRight | AnalysisCleanup => 403,
+            _ => 400,
+        }
+    }
+
+    /// The message, exactly as it goes into the error body.
+    pub fn message(&self) -> String {
+        use ApiError::*;
+        match self {
+            NoApiPermission => "You do not have permissions to use the API".into(),
+            SuperTokenRequired => "You do not have permissions to use the API 'Create Project' method. You must have been granted a 64-character Super API Token by a REDCap administrator in order to use this method.".into(),
+            RightsExpired { date } => format!("You do not have API rights because your privileges have expired for this project as of {date}."),
+            NoApiExport => "You do not have API Export privileges".into(),
+            NoApiImport => "You do not have API Import/Update privileges".into(),
+            NoDeleteRecord => "You do not have Delete Record privileges".into(),
+            NoRenameRecord => "You do not have Rename Record privileges".into(),
+            NoRandomize => "You do not have Randomize privileges".into(),
+            DagMemberForbidden => "You do not have permission to export/import/delete Data Access Groups because you have been assigned to a Data Access Group.".into(),
+            NoExportAccess => "The API request cannot complete because currently you have \"No Access\" data export rights. Higher level data export rights are required for this operation.".into(),
+            NoLoggingRight => "The API request cannot complete because currently you do not have \"Logging\" privileges, which are required for this operation.".into(),
+            AnalysisCleanup => "Data may not be imported because the project is in Analysis/Cleanup status.".into(),
+            InvalidContent => "The value of the parameter \"content\" is not valid".into(),
+            InvalidAction => "The value of the parameter \"action\" is not valid".into(),
+            BadJson { decoder } => format!("The data being imported is not formatted correctly. PHP error from JSON decoder: {decoder}. The JSON must be in an array, as in [{{ ... }}]."),
+            BadXml { details } | BadCsv { details } => format!("The data being imported is not formatted correctly. Error: {details}"),
+            ApiDisabled => "The REDCap API is not enabled.".into(),
+            UserRightsExportPrivilege => "Insufficient user privileges: You must have 'API Export' privileges and 'User Rights' privileges (Full Access or Read Only) in the project.".into(),
+            UserRightsImportPrivilege => "Insufficient user privileges: You must have 'API Import/Update' privileges and 'User Rights' privileges (Full Access) in the project.".into(),
+            UserRoleImportPrivilege => "Insufficient user privileges: You must have 'API Import/Update' privileges and 'User Rights' privileges (Full Access) in the project to import user roles or user-role assignments.".into(),
+            DagExportPrivilege => "Insufficient user privileges: You must have 'API Export' privileges and 'Data Access Groups' privileges in the project.".into(),
+            DagImportPrivilege => "Insufficient user privileges: You must have 'API Import/Update' privileges and 'Data Access Groups' privileges in the project.".into(),
+            DagMappingByDagMember => "You do not have permission to import User-DAG assignments because you have been assigned to a Data Access Group.".into(),
+            DesignPrivilege => "Insufficient user privileges: You must have 'Project Design and Setup' privileges in the project.".into(),
+            RecordDeleteNeedsImport => "Insufficient user privileges: You must have 'API Import/Update' privileges in the project to delete records.".into(),
+            OneProjectOnly => "Only one project may be created at a time. The data contains more than one project.".into(),
+            ProjectAttributesMissing => "One or more components are missing in your input data. The following attributes are required: project_title, purpose. Also, 'purpose' must have a value of 0, 1, 2, 3, or 4.".into(),
+            PurposeOtherMissing => "The attribute 'purpose_other' is required when 'purpose' has a value of 1 (Other).".into(),
+            InvalidRightsValue { field, user, value, allowed } => format!("The field named \"{field}\" for user \"{user}\" with value \"{value}\" is not a valid rights value. It must be {allowed}."),
+            UnknownForm { form, user } => format!("The form named \"{form}\" is incorrect for the user \"{user}\" The form does not exist in this project."),
+            InvalidFormRight { form, user, value } => format!("The form named \"{form}\" for user \"{user}\" with value \"{value}\" is not a valid form-level rights value. It must be 0, 1, 2 or 3."),
+            UserInRole { user } => format!("The user \"{user}\" cannot have their user privileges modified because the user belongs to a user role. Remove the user from the role first."),
+            InvalidUserDag { dag } => format!("data_access_group \"{dag}\" is not a valid unique Data Access Group name for this project."),
+            InvalidUsername { user } => format!("The username \"{user}\" is not valid. Usernames may contain only letters, numbers, underscores, apostrophes, spaces, periods, hyphens and the at sign (@)."),
+            UsernameMissing => "One or more components are missing in your input data. The following attributes are required: username".into(),
+            UnknownUsers { users } => format!("The following users are not users in this project: {}", users.join(", ")),
+            RoleLabelBlank => "The Role Label is blank.".into(),
+            InvalidRoleNames { names } => format!("Invalid Unique Role Names: {}", names.join(", ")),
+            UnknownRolesToDelete { names } => format!("The following unique role names are invalid: {}", names.join(", ")),
+            RoleMappingKeysMissing => "One or more components are missing in your input data. The following attributes are required: username, unique_role_name".into(),
+            DuplicateUsername { user } => format!("The username \"{user}\" appears more than once in the data."),
+            ListParameterMissing { parameter } => format!("The parameter \"{parameter}\" is missing or empty."),
+            DagAttributesMissing => "One or more components are missing in your input data. The following attributes are required: data_access_group_name, unique_group_name".into(),
+            UnknownDagToRename { name } => format!("The unique group name \"{name}\" does not exist in the project. NOTE: The unique group name is auto-generated by REDCap; leave it blank to create a new Data Access Group."),
+            DagLabelTooLong { label } => format!("The Data Access Group name \"{label}\" is longer than 100 characters."),
+            UnknownDagsToDelete { names } => format!("The following Data Access Groups are not valid: {}", names.join(", ")),
+            InvalidMappingDag { user, dag } => format!("The unique group name \"{dag}\" for user \"{user}\" is not a valid Data Access Group in this project."),
+            MappingUserNotInProject { user } => format!("The user \"{user}\" is not a user in this project."),
+            DagMappingKeysMissing => "One or more components are missing in your input data. The following attributes are required: username, redcap_data_access_group".into(),
+            InvalidParameterValues { parameter, values } => format!("The following values in the parameter \"{parameter}\" are not valid: {}", quoted_list(values)),
+            IllegalDagField => "ERROR: Illegal use of 'redcap_data_access_group' field! You are currently in a Data Access Group, so you may not assign records to Data Access Groups. Remove the field from your data.".into(),
+            RecordsInOtherDag { records } => format!("The following records cannot be modified because they do not belong to your Data Access Group: {}", records.join(", ")),
+            InvalidRecordDags { names } => format!("The following Data Access Group are invalid for the redcap_data_access_group field: {}", names.join(", ")),
+            RecordValidation { lines } => lines.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"),
+            RecordsNotArray => "The parameter \"records\" must be an array.".into(),
+            NoRecordsGiven => "No records were provided to delete.".into(),
+            RecordsDoNotExist { records } => format!("One or more of the records provided cannot be deleted because they do not exist in the project. The following records do not exist: {}", records.join(", ")),
+            ProductionDesign => "This method cannot be used while the project is in production status.".into(),
+            BadMetadata { details } => details.clone(),
+        }
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message())
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_follow_the_catalogue() {
+        assert_eq!(ApiError::NoApiPermission.status(), 403);
+        assert_eq!(ApiError::DagMemberForbidden.status(), 403);
+        assert_eq!(ApiError::UserRightsExportPrivilege.status(), 400);
+        assert_eq!(ApiError::InvalidContent.status(), 400);
+    }
+
+    #[test]
+    fn parameterised_texts() {
+        assert_eq!(
+            ApiError::RightsExpired { date: "2026-01-31".into() }.message(),
+            "You do not have API rights because your privileges have expired for this project as of 2026-01-31."
+        );
+        assert_eq!(
+            ApiError::BadJson { decoder: "Syntax error".into() }.message(),
+            "The data being imported is not formatted correctly. PHP error from JSON decoder: Syntax error. The JSON must be in an array, as in [{ ... }]."
+        );
+        assert_eq!(
+            ApiError::InvalidParameterValues { parameter: "fields", values: vec!["x".into(), "y".into()] }.message(),
+            "The following values in the parameter \"fields\" are not valid: 'x', 'y'"
+        );
+        let line = ValidationLine { record: "1".into(), field: "f".into(), value: "v".into(), message: "m".into() };
+        assert_eq!(ApiError::RecordValidation { lines: vec![line.clone(), line] }.message(), "\"1\",\"f\",\"v\",\"m\"\n\"1\",\"f\",\"v\",\"m\"");
+    }
+}

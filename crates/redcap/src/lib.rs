@@ -1,0 +1,32 @@
+//! REDCap API wire types shared by `redcap-sandbox` and (later) the async
+//! client.
+//!
+//! Everything here follows `redcap-api.md` (the project's specification of
+//! REDCap 15.7.6 behaviour):
+//!
+//! - [`Token`] / [`SuperToken`]: API tokens held in zeroizing secret types
+//!   that never print their value.
+//! - [`rights`]: the user-rights model of §4.3–4.5, with both encodings of the
+//!   per-form viewing rights normalised into one [`FormRight`].
+//! - [`ApiError`]: every error text the API answers with, in one place, with
+//!   its HTTP status (§1.6, §4, §5, §6).
+//! - [`Content`] / [`Action`]: the method whitelist of §1.5 and the action
+//!   derivation of §1.4.
+//! - [`dag::unique_group_names`]: the unique DAG name derivation of §5.2.
+//! - [`RedcapVersion`]: the version a server reports, which selects encodings.
+
+pub mod dag;
+pub mod error;
+pub mod method;
+pub mod rights;
+pub mod token;
+pub mod version;
+
+pub use error::ApiError;
+pub use method::{Action, Content};
+pub use rights::{
+    ExportRight, FormRight, FormRightsEncoding, LockRecords, Rights, RightsError, UserRightsLevel,
+    UserRights,
+};
+pub use token::{SuperToken, Token, TokenError};
+pub use version::RedcapVersion;
