@@ -243,10 +243,10 @@ fn path_at(text: &str, offset: usize) -> String {
     fn find(table: &toml::de::DeTable<'_>, offset: usize, path: &mut Vec<String>) -> bool {
         for (key, value) in table.iter() {
             path.push(key.get_ref().to_string());
-            if let Some(inner) = value.get_ref().as_table() {
-                if find(inner, offset, path) {
-                    return true;
-                }
+            if let Some(inner) = value.get_ref().as_table()
+                && find(inner, offset, path)
+            {
+                return true;
             }
             if key.span().contains(&offset) || value.span().contains(&offset) {
                 return true;

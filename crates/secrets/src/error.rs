@@ -1,0 +1,76 @@
+//! Errors say which store failed and what to do about it, in one line.
+//! None of them ever contains a secret value.
+
+use crate::{Label, SecretName};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "{store}: no secret named `{name}`; fix: check the name with `redcap-warden secrets list`"
+    )]
+    NotFound { store: String, name: SecretName },
+
+    #[error("{store}: secret `{name}` has no version {what}")]
+    NoSuchVersion {
+        store: String,
+        name: SecretName,
+        what: String,
+    },
+
+    #[error("{store}: secret `{name}` has no `{label}` version")]
+    LabelNotSet {
+        store: String,
+        name: SecretName,
+        label: Label,
+    },
+
+    #[error("{store}: secret `{name}` is deleted; fix: restore it before using it")]
+    Deleted { store: String, name: SecretName },
+
+    #[error("{store}: {detail}")]
+    InvalidRequest { store: String, detail: String },
+
+    #[error(
+        "{store}: cannot decrypt with identity {identity}: it is not the key this store was encrypted to; fix: point [secrets.file] identity at the right identity file (restore it from backup); the store was not modified"
+    )]
+    WrongKey { store: String, identity: String },
+
+    #[error(
+        "{store}: the store is damaged ({detail}); fix: restore the file from backup; it was not modified"
+    )]
+    Corrupt { store: String, detail: String },
+
+    #[error("{store}: identity {identity} is unusable ({detail}); fix: {fix}")]
+    BadIdentity {
+        store: String,
+        identity: String,
+        detail: String,
+        fix: String,
+    },
+
+    #[error("{store}: {op} failed: {source}; fix: {fix}")]
+    Io {
+        store: String,
+        op: String,
+        fix: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{store}: unreachable ({detail}); fix: {fix}")]
+    Unreachable {
+        store: String,
+        detail: String,
+        fix: String,
+    },
+
+    #[error("{store}: access denied ({detail}); fix: {fix}")]
+    Denied {
+        store: String,
+        detail: String,
+        fix: String,
+    },
+
+    #[error("{store}: a concurrent writer changed secret `{name}` first; fix: retry")]
+    Conflict { store: String, name: SecretName },
+}
