@@ -37,6 +37,23 @@ pub struct Args {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Set up a new installation in an empty directory: a commented
+    /// warden.toml (at --config) and a data directory beside it holding the
+    /// encrypted secrets store, its identity, and the fingerprint key.
+    /// Refuses to touch an existing setup.
+    Init {
+        /// REDCap's API endpoint, ending in /api/.
+        #[arg(long, value_name = "URL")]
+        redcap_url: String,
+        /// IANA name of the REDCap server's time zone [default: this machine's].
+        #[arg(long, value_name = "ZONE")]
+        time_zone: Option<String>,
+    },
+
+    /// Store, list and inspect secrets. No command ever prints a value.
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
+
     /// Work with warden.toml.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -52,5 +69,33 @@ pub enum Command {
 pub enum ConfigCommand {
     /// Validate the configuration file: exit 0 if it is sound, 1 listing
     /// every problem with its line, field and fix, 2 if it cannot be read.
+    Check,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Store a new version of a secret. The value is read from a no-echo
+    /// prompt on a terminal, or from standard input otherwise — never from
+    /// the command line.
+    Put {
+        /// The secret's name, e.g. redcap/site-01/etl.
+        name: String,
+        /// Why the secret is being written (recorded with the version).
+        #[arg(long)]
+        reason: String,
+        /// The label the new version gets: current (in use at once) or
+        /// pending (to be verified, then promoted).
+        #[arg(long, default_value = "current", value_parser = ["current", "pending"])]
+        label: String,
+    },
+    /// List the secrets with their current version's fingerprint and age.
+    List,
+    /// Show every version of a secret: labels, who wrote it, when and why.
+    History {
+        /// The secret's name.
+        name: String,
+    },
+    /// Check that the store is reachable, decrypts and is properly
+    /// protected: exit 0 if so, 1 listing what is wrong.
     Check,
 }

@@ -5,6 +5,8 @@
 
 mod args;
 mod commands;
+mod operator;
+mod store;
 
 use std::process::ExitCode;
 

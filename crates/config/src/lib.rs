@@ -26,6 +26,9 @@ use toml::Spanned;
 pub struct Config {
     /// The REDCap server the tool governs.
     pub redcap: RedcapSection,
+    /// Where REDCap tokens and the tool's own keys are kept.
+    #[serde(default)]
+    pub secrets: SecretsSection,
 }
 
 /// A loaded configuration together with where it came from, so relative

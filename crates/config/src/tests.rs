@@ -170,3 +170,30 @@ fn invalid_utf8_is_a_problem_not_a_panic() {
     assert_eq!(e.problems[0].line, 2);
     assert!(e.problems[0].message.contains("UTF-8"));
 }
+
+#[test]
+fn secrets_default_to_the_embedded_file_store() {
+    let c = parse(GOOD, Path::new("warden.toml")).unwrap();
+    assert_eq!(c.secrets.backend, SecretsBackend::File);
+    assert_eq!(c.secrets.file.path, Path::new("data/secrets.age"));
+    assert_eq!(c.secrets.file.keep_versions, 20);
+    let c = parse(
+        &format!("{GOOD}[secrets.file]\nkeep_versions = 5\n"),
+        Path::new("w"),
+    )
+    .unwrap();
+    assert_eq!(c.secrets.file.keep_versions, 5);
+    assert_eq!(c.secrets.file.identity, Path::new("data/identity.txt"));
+}
+
+#[test]
+fn an_unknown_backend_lists_the_known_ones() {
+    let p = only(&format!("{GOOD}[secrets]\nbackend = \"fiel\"\n"));
+    assert_eq!(p.field.as_deref(), Some("secrets.backend"));
+    assert!(
+        p.message.contains("unknown variant `fiel`"),
+        "{}",
+        p.message
+    );
+    assert_eq!(p.fix, "did you mean `file`?");
+}

@@ -2,13 +2,36 @@
 
 mod completions;
 mod config;
+mod init;
+mod secrets;
 
 use crate::Outcome;
-use crate::args::{Args, Command, ConfigCommand};
+use crate::args::{Args, Command, ConfigCommand, SecretsCommand};
 
 pub fn run(args: &Args) -> anyhow::Result<Outcome> {
     match &args.command {
+        Command::Init {
+            redcap_url,
+            time_zone,
+        } => init::run(args, redcap_url, time_zone.as_deref()),
         Command::Config(ConfigCommand::Check) => config::check(args),
+        Command::Secrets(cmd) => match cmd {
+            SecretsCommand::Put {
+                name,
+                reason,
+                label,
+            } => secrets::put(args, name, reason, label),
+            SecretsCommand::List => secrets::list(args),
+            SecretsCommand::History { name } => secrets::history(args, name),
+            SecretsCommand::Check => secrets::check(args),
+        },
         Command::Completions { shell } => completions::print(*shell),
     }
+}
+
+/// The runtime for commands that talk to stores and servers.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
 }

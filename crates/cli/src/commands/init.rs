@@ -1,0 +1,181 @@
+//! `init`: a new installation in an empty directory.
+
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use secrets::file::{generate_identity, write_identity_file};
+use secrets::{FileStore, FingerprintKey, VersionMeta};
+
+use crate::Outcome;
+use crate::args::Args;
+use crate::operator::Operator;
+use crate::store::file_store_options;
+
+/// Writes warden.toml and the data directory: identity (0600), encrypted
+/// store, fingerprint key. Nothing that exists is ever overwritten; if a
+/// step fails, what this run created is removed again.
+pub fn run(args: &Args, redcap_url: &str, time_zone: Option<&str>) -> anyhow::Result<Outcome> {
+    let operator = Operator::current(args.operator.as_deref())?;
+    let config_path = &args.config;
+    if config_path.exists() {
+        bail!(
+            "{} already exists; init sets up a new installation and never overwrites one (use another directory or --config path)",
+            config_path.display()
+        );
+    }
+    let time_zone = match time_zone {
+        Some(z) => z.to_string(),
+        None => jiff::tz::TimeZone::system()
+            .iana_name()
+            .map(str::to_string)
+            .context("this machine's time zone has no IANA name; pass --time-zone, e.g. --time-zone Europe/Berlin")?,
+    };
+    let text = template(redcap_url, &time_zone);
+    // The same checks `config check` makes, before anything is created.
+    let config = warden_config::parse(&text, config_path).map_err(|e| {
+        anyhow::anyhow!("{e}").context(
+            "the values given to init do not make a valid configuration (fix the flag named)",
+        )
+    })?;
+    let loaded = warden_config::LoadedConfig {
+        path: config_path.clone(),
+        config,
+        sha256: String::new(),
+    };
+    let opts = file_store_options(&loaded);
+    let data_dir = durable::parent_dir(&opts.path).to_path_buf();
+    if data_dir.exists() {
+        bail!(
+            "{} already exists; init never reuses an existing data directory (move it away or use another directory)",
+            data_dir.display()
+        );
+    }
+
+    let created = Created {
+        dir: data_dir.clone(),
+        config: config_path.clone(),
+    };
+    let result = (|| -> anyhow::Result<()> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&data_dir)
+            .with_context(|| format!("creating {}", data_dir.display()))?;
+        write_identity_file(&opts.identity, &generate_identity())
+            .with_context(|| format!("writing the identity {}", opts.identity.display()))?;
+        let store = FileStore::create(opts.clone())?;
+        let meta = VersionMeta {
+            operator: operator.to_string(),
+            at: jiff::Timestamp::now(),
+            reason: "initial setup (redcap-warden init)".into(),
+            fingerprint: None,
+            rotation_id: None,
+        };
+        super::runtime()?.block_on(FingerprintKey::generate(1).save(&store, meta))?;
+        write_new_file(config_path, text.as_bytes())
+            .with_context(|| format!("writing {}", config_path.display()))?;
+        Ok(())
+    })();
+    if let Err(e) = result {
+        created.undo();
+        return Err(e.context("init failed; nothing was left behind"));
+    }
+
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "config": config_path, "store": opts.path, "identity": opts.identity,
+                "operator": operator, "backup": [config_path, &opts.path, &opts.identity],
+            })
+        );
+    } else {
+        println!("Created {}", config_path.display());
+        println!("Created {} (encrypted secrets store)", opts.path.display());
+        println!(
+            "Created {} (its identity, mode 0600)",
+            opts.identity.display()
+        );
+        println!("Stored the token fingerprint key in the secrets store.");
+        println!();
+        println!(
+            "Back up {} and {} together, and keep the identity as safe as the tokens:",
+            opts.path.display(),
+            opts.identity.display()
+        );
+        println!(
+            "without it the store cannot be decrypted and every REDCap token must be re-issued in REDCap's UI."
+        );
+        println!("Next: `redcap-warden secrets put NAME --reason …` to store a token.");
+    }
+    Ok(Outcome::Clean)
+}
+
+/// What a failed init removes again: only what it created itself.
+struct Created {
+    dir: PathBuf,
+    config: PathBuf,
+}
+
+impl Created {
+    fn undo(&self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = std::fs::remove_file(&self.config);
+    }
+}
+
+fn write_new_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::File::open(durable::parent_dir(path))?.sync_all()
+}
+
+fn template(redcap_url: &str, time_zone: &str) -> String {
+    let quote = |s: &str| toml_string(s);
+    format!(
+        r#"# redcap-warden configuration. No secret ever goes in this file:
+# tokens and keys live in the secrets store below.
+# Check it with `redcap-warden config check`; docs/configuration.md explains every key.
+
+[redcap]
+# REDCap's API endpoint, ending in /api/ (https, except on loopback).
+url = {url}
+# The REDCap server's time zone: its log timestamps are server-local.
+time_zone = {tz}
+
+[secrets]
+# file: one age-encrypted file (the embedded default).
+backend = "file"
+
+[secrets.file]
+path = "data/secrets.age"
+# Back this up with the store: without it every token must be re-issued.
+identity = "data/identity.txt"
+# Old versions kept per secret (labelled versions are always kept).
+keep_versions = 20
+"#,
+        url = quote(redcap_url),
+        tz = quote(time_zone),
+    )
+}
+
+/// A TOML basic string.
+fn toml_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
