@@ -114,10 +114,10 @@ impl Canary {
                 let p = e.path();
                 if p.is_dir() {
                     stack.push(p);
-                } else if !allowed.iter().any(|a| a == &p) {
-                    if let Ok(bytes) = std::fs::read(&p) {
-                        leaks.extend(self.find(&p.display().to_string(), &bytes));
-                    }
+                } else if !allowed.iter().any(|a| a == &p)
+                    && let Ok(bytes) = std::fs::read(&p)
+                {
+                    leaks.extend(self.find(&p.display().to_string(), &bytes));
                 }
             }
         }
