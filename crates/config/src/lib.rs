@@ -12,11 +12,13 @@
 //! Each feature adds its own section here (see `docs/configuration.md`).
 
 mod problem;
+mod secrets;
 mod sections;
 
 use std::path::{Path, PathBuf};
 
 pub use problem::{ConfigError, LoadError, Problem};
+pub use secrets::*;
 pub use sections::*;
 use toml::Spanned;
 
