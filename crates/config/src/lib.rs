@@ -11,12 +11,14 @@
 //! No secret is ever part of this file: tokens live in the secrets store.
 //! Each feature adds its own section here (see `docs/configuration.md`).
 
+mod gateway;
 mod problem;
 mod secrets;
 mod sections;
 
 use std::path::{Path, PathBuf};
 
+pub use gateway::*;
 pub use problem::{ConfigError, LoadError, Problem};
 pub use secrets::*;
 pub use sections::*;
@@ -31,6 +33,18 @@ pub struct Config {
     /// Where REDCap tokens and the tool's own keys are kept.
     #[serde(default)]
     pub secrets: SecretsSection,
+    /// The gateway's listeners and limits.
+    #[serde(default)]
+    pub gateway: GatewaySection,
+    /// REDCap projects, each with its sites.
+    #[serde(default)]
+    pub study: Vec<StudySection>,
+    /// REDCap service accounts and the secrets holding their tokens.
+    #[serde(default)]
+    pub account: Vec<AccountSection>,
+    /// Applications calling REDCap through the gateway.
+    #[serde(default)]
+    pub client: Vec<ClientSection>,
 }
 
 /// A loaded configuration together with where it came from, so relative
@@ -123,6 +137,7 @@ fn validate(config: &Config, text: &str) -> Vec<Problem> {
         sections::check_time_zone,
         "write the IANA name of the REDCap server's time zone, e.g. time_zone = \"Europe/Berlin\"",
     );
+    gateway::validate(config, text, &mut problems);
     problems
 }
 

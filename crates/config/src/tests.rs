@@ -197,3 +197,104 @@ fn an_unknown_backend_lists_the_known_ones() {
     );
     assert_eq!(p.fix, "did you mean `file`?");
 }
+
+const GATEWAY: &str = r#"
+[redcap]
+url = "https://redcap.example.org/api/"
+time_zone = "Europe/Berlin"
+
+[gateway]
+listen = "127.0.0.1:9000"
+
+[[study]]
+name = "heart"
+project_id = 14
+
+[[study.site]]
+name = "site-a"
+dag_id = 3
+
+[[account]]
+name = "heart-a-etl"
+username = "svc_heart_a_etl"
+secret = "redcap/heart/site-a/etl"
+study = "heart"
+site = "site-a"
+
+[[client]]
+name = "etl-a"
+account = "heart-a-etl"
+allow = ["record:export", "record:import", "version"]
+sources = ["10.1.0.0/16", "::1"]
+"#;
+
+#[test]
+fn a_gateway_configuration_parses() {
+    let c = parse(GATEWAY, Path::new("w")).unwrap();
+    assert_eq!(c.gateway.listen.port(), 9000);
+    assert_eq!(c.gateway.max_input_vars, 1000);
+    assert_eq!(c.study[0].site[0].dag_id, 3);
+    assert_eq!(c.client[0].write_reason, WriteReason::Required);
+    let m = Method::parse(c.client[0].allow[2].get_ref()).unwrap();
+    assert_eq!(
+        (m.content, m.action),
+        (redcap::Content::Version, redcap::Action::Export)
+    );
+}
+
+#[test]
+fn broken_references_name_the_field_and_line() {
+    let p = only(&GATEWAY.replace("account = \"heart-a-etl\"", "account = \"heart-b-etl\""));
+    assert_eq!(p.field.as_deref(), Some("client.account"));
+    assert_eq!(p.line, 26);
+    assert!(
+        p.message
+            .contains("account `heart-b-etl`, which is not defined"),
+        "{}",
+        p.message
+    );
+
+    let p = only(&GATEWAY.replace("site = \"site-a\"", "site = \"site-z\""));
+    assert_eq!(p.field.as_deref(), Some("account.site"));
+    assert!(p.message.contains("has no site `site-z`"));
+
+    let p = only(&GATEWAY.replace("\"record:import\"", "\"recrod:import\""));
+    assert_eq!(p.field.as_deref(), Some("client.allow"));
+    assert!(p.message.contains("`recrod` is not a REDCap API content"));
+
+    let p = only(&GATEWAY.replace("\"10.1.0.0/16\"", "\"10.1.0.0/33\""));
+    assert_eq!(p.field.as_deref(), Some("client.sources"));
+
+    let p = only(&GATEWAY.replace("redcap/heart/site-a/etl", "Redcap Token"));
+    assert_eq!(p.field.as_deref(), Some("account.secret"));
+
+    let twice = format!("{GATEWAY}\n[[study]]\nname = \"heart\"\n");
+    let p = only(&twice);
+    assert!(
+        p.message.contains("study `heart` is defined twice"),
+        "{}",
+        p.message
+    );
+}
+
+#[test]
+fn source_ranges_match_addresses() {
+    let r = SourceRange::parse("10.1.0.0/16").unwrap();
+    assert!(r.contains("10.1.200.3".parse().unwrap()));
+    assert!(!r.contains("10.2.0.1".parse().unwrap()));
+    assert!(
+        r.contains("::ffff:10.1.0.9".parse().unwrap()),
+        "IPv4-mapped IPv6"
+    );
+    assert!(
+        SourceRange::parse("0.0.0.0/0")
+            .unwrap()
+            .contains("8.8.8.8".parse().unwrap())
+    );
+    assert!(
+        SourceRange::parse("::1")
+            .unwrap()
+            .contains("::1".parse().unwrap())
+    );
+    assert!(SourceRange::parse("nonsense").is_err());
+}
