@@ -176,6 +176,8 @@ impl ValidationLine {
     pub const NO_FORM_EDIT: &'static str = "You do not have edit privileges for the instrument containing this field.";
     /// Creating a record without the Create Records right. INF text.
     pub const NO_RECORD_CREATE: &'static str = "You do not have privileges to create new records.";
+    /// A row whose record ID is blank. INF text.
+    pub const BLANK_RECORD_ID: &'static str = "The record ID cannot be blank.";
     /// A checkbox or yes/no value outside its choices. INF text.
     pub const BAD_CHOICE: &'static str = "The value is not a valid category for this field.";
 }

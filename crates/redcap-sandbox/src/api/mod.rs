@@ -1,0 +1,385 @@
+//! The REDCap API: `POST /api/`.
+//!
+//! [`handle`] runs one request through REDCap's processing order (§1.3):
+//! page-view log, token check (super tokens for `version` and Create
+//! Project), project-rights expiry, `data` decoding, `content` whitelist,
+//! `action` derivation (§1.4), the entry privilege gate by action, then the
+//! method. Each method family lives in its own file with the same shape:
+//! check the method's privileges, parse the parameters, apply them to the
+//! state, write the response.
+//!
+//! Methods the sandbox does not implement answer as REDCap answers a content
+//! it does not know: 400 `The value of the parameter "content" is not valid`.
+
+mod dags;
+mod logging;
+mod metadata;
+mod project;
+mod records;
+mod roles;
+mod users;
+mod version;
+
+pub use users::{import_user_row, parse_expiration, user_row, valid_username};
+
+use redcap::{Action, ApiError, Content, Rights};
+use serde_json::{Map, Value};
+
+use crate::Config;
+use crate::db::{Db, LogKind, LogRow, Project, State};
+use crate::format::{Format, Reply, decode_rows};
+use crate::post::Post;
+
+/// Who is calling, with the rights that apply to this request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub username: String,
+    /// `None` for a super token.
+    pub project_id: Option<u64>,
+    pub admin: bool,
+    /// Effective rights: role over user, admin bypass, mobile-app escalation.
+    pub rights: Rights,
+    /// The caller's DAG; `None` for administrators and unassigned users.
+    pub group_id: Option<u64>,
+}
+
+/// Server-local time of the request.
+pub struct Now {
+    /// `YYYY-MM-DD HH:MM` (log timestamps, §7.1).
+    pub minute: String,
+    /// `YYYY-MM-DD HH:MM:SS`.
+    pub second: String,
+    /// `YYYY-MM-DD`.
+    pub today: String,
+}
+
+impl Now {
+    pub fn new(config: &Config) -> Now {
+        let z = jiff::ZonedDateTime::now().with_time_zone(config.timezone.clone());
+        Now {
+            minute: z.strftime("%Y-%m-%d %H:%M").to_string(),
+            second: z.strftime("%Y-%m-%d %H:%M:%S").to_string(),
+            today: z.strftime("%Y-%m-%d").to_string(),
+        }
+    }
+}
+
+/// Everything a method needs.
+pub struct Ctx<'a> {
+    pub state: &'a mut State,
+    pub config: &'a Config,
+    pub post: &'a Post,
+    pub format: Format,
+    pub return_format: Format,
+    pub action: Action,
+    pub caller: Caller,
+    pub now: Now,
+    /// `data`, decoded in `format` (step 5 of §1.3).
+    pub rows: Option<Vec<Map<String, Value>>>,
+}
+
+impl Ctx<'_> {
+    /// The caller's project (project-token calls only).
+    pub fn project(&self) -> &Project {
+        let id = self.caller.project_id.unwrap_or_default();
+        &self.state.projects[&id]
+    }
+
+    /// The caller's project, mutable; marks the state changed.
+    pub fn project_mut(&mut self) -> &mut Project {
+        let id = self.caller.project_id.unwrap_or_default();
+        self.state.touch();
+        self.state
+            .projects
+            .get_mut(&id)
+            .expect("a project-token caller's project exists")
+    }
+
+    /// Writes an event-log row for the caller's project.
+    pub fn log(
+        &mut self,
+        kind: LogKind,
+        action: impl Into<String>,
+        details: impl Into<String>,
+        record: Option<String>,
+        group_id: Option<u64>,
+    ) {
+        let row = LogRow {
+            id: 0,
+            project_id: self.caller.project_id,
+            ts: self.now.minute.clone(),
+            username: self.caller.username.to_lowercase(),
+            kind,
+            action: action.into(),
+            details: details.into(),
+            record,
+            group_id,
+        };
+        self.state.log(row);
+    }
+
+    /// A Manage/Design row whose details are `description` (e.g.
+    /// `Export users (API)`); "(API Playground)" when `playground` is sent
+    /// (§10.16).
+    pub fn log_manage(&mut self, kind: LogKind, description: &str) {
+        let details = self.api_label(description);
+        self.log(kind, "Manage/Design ", details, None, None);
+    }
+
+    /// `"<text> (API)"`, or `"<text> (API Playground)"`.
+    pub fn api_label(&self, text: &str) -> String {
+        if self.post.has("playground") {
+            format!("{text} (API Playground)")
+        } else {
+            format!("{text} (API)")
+        }
+    }
+
+    /// The imported rows; a missing `data` is an empty import.
+    pub fn take_rows(&mut self) -> Vec<Map<String, Value>> {
+        self.rows.take().unwrap_or_default()
+    }
+
+    /// A bare count, the answer of most write methods (§1.6).
+    pub fn count(&self, n: usize) -> Reply {
+        Reply::ok(self.format, n.to_string())
+    }
+
+    /// Rows rendered in `format`.
+    pub fn rows_reply(
+        &self,
+        rows: &[Map<String, Value>],
+        empty_header: &[&str],
+        root: &str,
+        item: &str,
+    ) -> Reply {
+        Reply::ok(
+            self.format,
+            crate::format::render_rows(self.format, rows, empty_header, root, item),
+        )
+    }
+}
+
+/// A JSON value as the string PHP would see (`1` → `"1"`).
+pub fn text(value: Option<&Value>) -> String {
+    value.and_then(redcap::rights::wire_text).unwrap_or_default()
+}
+
+/// Runs one API request start to finish inside one critical section.
+pub fn handle(db: &Db, config: &Config, post: &Post) -> Reply {
+    let format = Format::from_param(post.str("format"));
+    let return_format = Format::return_format(post.str("returnFormat"), format);
+    let mut txn = db.begin();
+    let reply = match process(&mut txn.state, config, post, format, return_format) {
+        Ok(reply) => reply,
+        Err(err) => Reply::error(&err, return_format),
+    };
+    if let Err(e) = txn.commit() {
+        tracing::error!("cannot persist the sandbox state: {e:#}");
+        return Reply {
+            status: 500,
+            content_type: "text/plain; charset=utf-8",
+            body: "The sandbox could not save its state; see its log.".into(),
+        };
+    }
+    reply
+}
+
+fn resolve_caller(
+    state: &State,
+    post: &Post,
+    content: &str,
+    has_data: bool,
+) -> Result<Caller, ApiError> {
+    let token = post.str("token");
+    let super_route = content == "version" || (content == "project" && has_data);
+    if super_route && token.len() == 64 {
+        let account = state
+            .accounts
+            .values()
+            .find(|a| a.super_token.as_deref() == Some(token) && !a.suspended)
+            .ok_or(ApiError::SuperTokenRequired)?;
+        return Ok(Caller {
+            username: account.username.clone(),
+            project_id: None,
+            admin: account.administrator,
+            rights: Rights::default(),
+            group_id: None,
+        });
+    }
+    // Only [A-Za-z0-9]+ is looked up; nothing is trimmed (§1.7, §10.11).
+    let well_formed = !token.is_empty() && token.bytes().all(|b| b.is_ascii_alphanumeric());
+    if content == "project" && has_data {
+        return Err(if well_formed {
+            ApiError::SuperTokenRequired
+        } else {
+            ApiError::NoApiPermission
+        });
+    }
+    if !well_formed {
+        return Err(ApiError::NoApiPermission);
+    }
+    let (pid, username) = state.find_token(token).ok_or(ApiError::NoApiPermission)?;
+    let project = &state.projects[&pid];
+    let member = &project.members[&username];
+    let admin = state
+        .accounts
+        .get(&username)
+        .is_some_and(|a| a.administrator);
+    let mut rights = if admin {
+        Rights::full(&project.forms())
+    } else {
+        project.member_rights(member)
+    };
+    // §4.8: the Mobile App right plus mobile_app=1 escalates this request.
+    let mobile = post.str("mobile_app") == "1" || post.str("mobileApp") == "1";
+    if mobile && (rights.mobile_app || admin) {
+        rights.escalate_for_mobile_app();
+    }
+    Ok(Caller {
+        username,
+        project_id: Some(pid),
+        admin,
+        rights,
+        group_id: if admin { None } else { member.group_id },
+    })
+}
+
+/// The entry gate of §1.3 step 7 (32-character tokens).
+fn entry_gate(content: Content, action: Action, rights: &Rights) -> Result<(), ApiError> {
+    match action {
+        Action::Export | Action::List if !rights.api_export => Err(ApiError::NoApiExport),
+        Action::Import | Action::ImportApp | Action::CreateFolder if !rights.api_import => {
+            Err(ApiError::NoApiImport)
+        }
+        Action::Delete => match content {
+            Content::User => {
+                if !rights.api_import {
+                    Err(ApiError::NoApiImport)
+                } else if !rights.record_delete {
+                    Err(ApiError::NoDeleteRecord)
+                } else {
+                    Ok(())
+                }
+            }
+            Content::FileRepository if !rights.api_import => Err(ApiError::NoApiImport),
+            // Delete DAGs checks only the DAG right, in its handler (§5.1).
+            Content::Dag | Content::FileRepository => Ok(()),
+            _ if !rights.record_delete => Err(ApiError::NoDeleteRecord),
+            _ => Ok(()),
+        },
+        Action::Rename if !rights.record_rename => Err(ApiError::NoRenameRecord),
+        Action::Randomize if rights.random_perform != Some(true) => Err(ApiError::NoRandomize),
+        _ => Ok(()),
+    }
+}
+
+fn process(
+    state: &mut State,
+    config: &Config,
+    post: &Post,
+    format: Format,
+    return_format: Format,
+) -> Result<Reply, ApiError> {
+    let now = Now::new(config);
+    let content_raw = post.str("content");
+    let has_data = post.has("data");
+
+    // Step 5: token. Unknown tokens leave no row in any project (§1.6).
+    let caller = resolve_caller(state, post, content_raw, has_data)?;
+
+    // Step 2: the page-view row, written for every authenticated request,
+    // including those refused below (§7.2).
+    state.log(LogRow {
+        id: 0,
+        project_id: caller.project_id,
+        ts: now.minute.clone(),
+        username: caller.username.to_lowercase(),
+        kind: LogKind::PageView,
+        action: "Page View".into(),
+        details: format!("Page accessed: {}api/", config.public_url()),
+        record: None,
+        group_id: None,
+    });
+
+    // Step 5: project-rights expiry (administrators are exempt, §8.1).
+    if let Some(pid) = caller.project_id
+        && !caller.admin
+    {
+        let member = &state.projects[&pid].members[&caller.username];
+        if let Some(exp) = &member.expiration
+            && exp.as_str() <= now.today.as_str()
+        {
+            return Err(ApiError::RightsExpired { date: exp.clone() });
+        }
+    }
+
+    // Step 5: `data` decoding.
+    let rows = match post.get("data").and_then(|d| d.as_str()) {
+        Some(data) => Some(decode_rows(format, data)?),
+        None => None,
+    };
+
+    // Step 6: content whitelist and action.
+    let content = Content::parse(content_raw).ok_or(ApiError::InvalidContent)?;
+    let action = Action::derive(content, post.str("action"), has_data)?;
+
+    // Step 7: privilege gate for project tokens.
+    if caller.project_id.is_some() {
+        entry_gate(content, action, &caller.rights)?;
+    }
+
+    let mut ctx = Ctx {
+        state,
+        config,
+        post,
+        format,
+        return_format,
+        action,
+        caller,
+        now,
+        rows,
+    };
+
+    // Super tokens reach only `version` and Create Project.
+    if ctx.caller.project_id.is_none() {
+        return match (content, action) {
+            (Content::Version, _) => version::export(&mut ctx),
+            (Content::Project, Action::Import) => project::create(&mut ctx),
+            _ => Err(ApiError::NoApiPermission),
+        };
+    }
+
+    use Action as A;
+    use Content as C;
+    match (content, action) {
+        (C::Version, _) => version::export(&mut ctx),
+        (C::Project, A::Export) => project::export(&mut ctx),
+        (C::Metadata, A::Export) => metadata::export(&mut ctx),
+        (C::Metadata, A::Import) => metadata::import(&mut ctx),
+        (C::Instrument, A::Export) => metadata::export_instruments(&mut ctx),
+        (C::User, A::Export) => users::export(&mut ctx),
+        (C::User, A::Import) => users::import(&mut ctx),
+        (C::User, A::Delete) => users::delete(&mut ctx),
+        (C::UserRole, A::Export) => roles::export(&mut ctx),
+        (C::UserRole, A::Import) => roles::import(&mut ctx),
+        (C::UserRole, A::Delete) => roles::delete(&mut ctx),
+        (C::UserRoleMapping, A::Export) => roles::export_mapping(&mut ctx),
+        (C::UserRoleMapping, A::Import) => roles::import_mapping(&mut ctx),
+        (C::Dag, A::Export) => dags::export(&mut ctx),
+        (C::Dag, A::Import) => dags::import(&mut ctx),
+        (C::Dag, A::Delete) => dags::delete(&mut ctx),
+        (C::Dag, A::Switch) => dags::switch(&mut ctx),
+        (C::UserDagMapping, A::Export) => dags::export_mapping(&mut ctx),
+        (C::UserDagMapping, A::Import) => dags::import_mapping(&mut ctx),
+        (C::Record, A::Export) => records::export(&mut ctx),
+        (C::Record, A::Import) => records::import(&mut ctx),
+        (C::Record, A::Delete) => records::delete(&mut ctx),
+        (C::Log, A::Export) => logging::export(&mut ctx),
+        // Not implemented: answered like an unknown content.
+        (C::Project, A::Import) => Err(ApiError::SuperTokenRequired),
+        (C::Dag | C::User | C::UserRole, _) => Err(ApiError::InvalidAction),
+        (C::Record, _) => Err(ApiError::InvalidAction),
+        _ => Err(ApiError::InvalidContent),
+    }
+}

@@ -1,0 +1,536 @@
+//! Records: Export / Import / Delete, flat and EAV, classic projects (§5.5,
+//! §6.1–6.3).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use redcap::error::ValidationLine;
+use redcap::{ApiError, ExportRight};
+use serde_json::{Map, Value};
+
+use super::{Ctx, text};
+use crate::db::{Field, LogKind, Project, Record};
+use crate::format::{Format, Reply, php_json};
+
+/// The DAG pseudo-field of flat rows.
+const DAG_FIELD: &str = "redcap_data_access_group";
+
+/// One data column of a flat row.
+#[derive(Debug, Clone)]
+struct Column {
+    name: String,
+    form: String,
+    /// The field it belongs to (`None` for `<form>_complete`).
+    field: Option<usize>,
+    /// For checkbox columns, the choice code.
+    code: Option<String>,
+}
+
+/// The flat columns of a project: each form's fields (checkboxes expanded to
+/// `name___code`, descriptive fields skipped), then `<form>_complete`.
+fn columns(project: &Project) -> Vec<Column> {
+    let mut cols = Vec::new();
+    for form in project.forms() {
+        for (i, f) in project.metadata.iter().enumerate() {
+            if f.form_name != form || f.is_descriptive() {
+                continue;
+            }
+            if f.field_type == "checkbox" {
+                for code in f.choice_codes() {
+                    cols.push(Column {
+                        name: format!("{}___{}", f.field_name, code.to_lowercase()),
+                        form: form.clone(),
+                        field: Some(i),
+                        code: Some(code),
+                    });
+                }
+            } else {
+                cols.push(Column {
+                    name: f.field_name.clone(),
+                    form: form.clone(),
+                    field: Some(i),
+                    code: None,
+                });
+            }
+        }
+        cols.push(Column {
+            name: format!("{form}_complete"),
+            form: form.clone(),
+            field: None,
+            code: None,
+        });
+    }
+    cols
+}
+
+/// Record names sort numerically when they are numbers (§6.1).
+fn record_order(name: &str) -> (u8, u64, String) {
+    match name.parse::<u64>() {
+        Ok(n) => (0, n, String::new()),
+        Err(_) => (1, 0, name.to_owned()),
+    }
+}
+
+/// Whether a de-identified export drops this field (§4.5): identifiers,
+/// free text, notes and dates.
+fn dropped_when_deidentified(f: &Field, is_record_id: bool) -> bool {
+    if is_record_id {
+        return false;
+    }
+    let validation = f.text_validation_type_or_show_slider_number.as_str();
+    f.identifier == "y"
+        || f.field_type == "notes"
+        || (f.field_type == "text" && (validation.is_empty() || validation.starts_with("date") || validation.starts_with("time")))
+}
+
+/// Export Records (flat or EAV; `records`, `fields`, `forms`,
+/// `exportDataAccessGroups`). DAG-assigned callers see only their DAG's
+/// records and never the DAG column (§5.5).
+pub fn export(ctx: &mut Ctx) -> Result<Reply, ApiError> {
+    if !ctx.caller.rights.has_any_export_right() {
+        return Err(ApiError::NoExportAccess);
+    }
+    let project = ctx.project();
+    let all = columns(project);
+    let field_names: Vec<&str> = project.metadata.iter().map(|f| f.field_name.as_str()).collect();
+    let fields = ctx.post.list("fields", true).unwrap_or_default();
+    let forms = ctx.post.list("forms", true).unwrap_or_default();
+    let bad: Vec<String> = fields
+        .iter()
+        .filter(|f| !field_names.contains(&f.as_str()) && !all.iter().any(|c| c.field.is_none() && &c.name == *f))
+        .cloned()
+        .collect();
+    if !bad.is_empty() {
+        return Err(ApiError::InvalidParameterValues { parameter: "fields", values: bad });
+    }
+    let project_forms = project.forms();
+    let bad: Vec<String> = forms.iter().filter(|f| !project_forms.contains(f)).cloned().collect();
+    if !bad.is_empty() {
+        return Err(ApiError::InvalidParameterValues { parameter: "forms", values: bad });
+    }
+    let rid = project.record_id_field().to_owned();
+    let rights = &ctx.caller.rights;
+    let selected: Vec<&Column> = all
+        .iter()
+        .filter(|c| {
+            if fields.is_empty() && forms.is_empty() {
+                return true;
+            }
+            let field_name = c.field.map(|i| project.metadata[i].field_name.as_str());
+            forms.contains(&c.form)
+                || fields.iter().any(|f| Some(f.as_str()) == field_name || *f == c.name)
+        })
+        .filter(|c| {
+            let right = rights.forms_export.get(&c.form).copied().unwrap_or(ExportRight::NoAccess);
+            let field = c.field.map(|i| &project.metadata[i]);
+            let is_rid = field.is_some_and(|f| f.field_name == rid);
+            match right {
+                ExportRight::NoAccess => false,
+                ExportRight::FullDataSet => true,
+                ExportRight::RemoveIdentifiers => !field.is_some_and(|f| f.identifier == "y" && !is_rid),
+                ExportRight::DeIdentified => !field.is_some_and(|f| dropped_when_deidentified(f, is_rid)),
+            }
+        })
+        .collect();
+    let wanted = ctx.post.list("records", true);
+    let mut names: Vec<&String> = project
+        .records
+        .iter()
+        .filter(|(_, r)| ctx.caller.group_id.is_none() || r.group_id == ctx.caller.group_id)
+        .filter(|(n, _)| wanted.as_ref().is_none_or(|w| w.is_empty() || w.contains(n)))
+        .map(|(n, _)| n)
+        .collect();
+    names.sort_by_key(|n| record_order(n));
+    let with_dag = ctx.post.flag("exportDataAccessGroups") && ctx.caller.group_id.is_none();
+    let eav = ctx.post.str("type") == "eav";
+    let mut rows = Vec::new();
+    for name in names {
+        let record = &project.records[name];
+        if eav {
+            for c in &selected {
+                let v = record.values.get(&c.name).cloned().unwrap_or_default();
+                let (field, value) = match (&c.code, c.field) {
+                    (Some(code), Some(i)) if v == "1" => (project.metadata[i].field_name.clone(), code.clone()),
+                    (Some(_), _) => continue,
+                    _ if v.is_empty() => continue,
+                    _ => (c.name.clone(), v),
+                };
+                let mut m = Map::new();
+                m.insert("record".into(), name.clone().into());
+                m.insert("field_name".into(), field.into());
+                m.insert("value".into(), value.into());
+                rows.push(m);
+            }
+            continue;
+        }
+        let mut m = Map::new();
+        for (i, c) in selected.iter().enumerate() {
+            m.insert(c.name.clone(), record.values.get(&c.name).cloned().unwrap_or_default().into());
+            if with_dag && i == 0 {
+                let dag = record.group_id.and_then(|g| project.dag_name(g)).unwrap_or_default();
+                m.insert(DAG_FIELD.into(), dag.into());
+            }
+        }
+        rows.push(m);
+    }
+    let header: Vec<&str> = if eav {
+        vec!["record", "field_name", "value"]
+    } else {
+        selected.iter().map(|c| c.name.as_str()).collect()
+    };
+    let reply = ctx.rows_reply(&rows, &header, "records", "item");
+    let mut details = format!("export_format: {}, rawOrLabel: raw", ctx.format.log_name());
+    if with_dag {
+        details.push_str(", export_data_access_group: Yes");
+    }
+    ctx.log(LogKind::Export, "Data export (API) ", details, None, None);
+    Ok(reply)
+}
+
+/// Rows of an EAV import (`record`, `field_name`, `value`) as flat rows.
+fn eav_to_flat(rows: Vec<Map<String, Value>>, rid: &str, project: &Project) -> Vec<Map<String, Value>> {
+    let mut flat: Vec<(String, Map<String, Value>)> = Vec::new();
+    for row in rows {
+        let record = text(row.get("record"));
+        let field = text(row.get("field_name"));
+        let value = text(row.get("value"));
+        let pos = match flat.iter().position(|(r, _)| *r == record) {
+            Some(p) => p,
+            None => {
+                let mut m = Map::new();
+                m.insert(rid.to_owned(), record.clone().into());
+                flat.push((record, m));
+                flat.len() - 1
+            }
+        };
+        let is_checkbox = project.metadata.iter().any(|f| f.field_name == field && f.field_type == "checkbox");
+        if is_checkbox {
+            flat[pos].1.insert(format!("{field}___{}", value.to_lowercase()), "1".into());
+        } else {
+            flat[pos].1.insert(field, value.into());
+        }
+    }
+    flat.into_iter().map(|(_, m)| m).collect()
+}
+
+/// Import Records: `overwriteBehavior`, `forceAutoNumber`, `returnContent`,
+/// the DAG rules of §5.5–5.6, per-form edit rights, Create Records right.
+pub fn import(ctx: &mut Ctx) -> Result<Reply, ApiError> {
+    if ctx.project().status == 2 {
+        return Err(ApiError::AnalysisCleanup);
+    }
+    let project = ctx.project().clone();
+    let rid = project.record_id_field().to_owned();
+    let mut rows = ctx.take_rows();
+    if ctx.post.str("type") == "eav" {
+        rows = eav_to_flat(rows, &rid, &project);
+    }
+    let overwrite = ctx.post.str("overwriteBehavior") == "overwrite";
+    let auto = ctx.post.flag("forceAutoNumber");
+    let caller_dag = ctx.caller.group_id;
+    let rights = ctx.caller.rights.clone();
+
+    // DAG column rules.
+    if rows.iter().any(|r| r.contains_key(DAG_FIELD)) {
+        if caller_dag.is_some() {
+            return Err(ApiError::IllegalDagField);
+        }
+        let mut bad: Vec<String> = rows
+            .iter()
+            .map(|r| text(r.get(DAG_FIELD)).trim().to_owned())
+            .filter(|d| !d.is_empty() && project.dag_id(d).is_none())
+            .collect();
+        bad.dedup();
+        if !bad.is_empty() {
+            return Err(ApiError::InvalidRecordDags { names: bad });
+        }
+    }
+
+    // Auto-numbering: `<group_id>-<n>` for DAG users (§5.5).
+    let mut id_map: BTreeMap<String, String> = BTreeMap::new();
+    if auto {
+        let prefix = caller_dag.map(|g| format!("{g}-")).unwrap_or_default();
+        let mut next = project
+            .records
+            .keys()
+            .filter_map(|k| k.strip_prefix(&prefix).and_then(|n| n.parse::<u64>().ok()))
+            .max()
+            .unwrap_or(0)
+            + 1;
+        for r in &rows {
+            let original = text(r.get(&rid));
+            id_map.entry(original).or_insert_with(|| {
+                let id = format!("{prefix}{next}");
+                next += 1;
+                id
+            });
+        }
+    }
+
+    let cols = columns(&project);
+    let col_of = |name: &str| cols.iter().find(|c| c.name == name);
+    let mut lines = Vec::new();
+    let mut other_dag = Vec::new();
+    let mut ids: Vec<String> = Vec::new();
+    for row in &rows {
+        let original = text(row.get(&rid)).trim().to_owned();
+        let id = if auto { id_map[&text(row.get(&rid))].clone() } else { original.clone() };
+        if id.is_empty() {
+            lines.push(line("", &rid, "", ValidationLine::BLANK_RECORD_ID));
+            continue;
+        }
+        match project.records.get(&id) {
+            Some(existing) => match (caller_dag, existing.group_id) {
+                (Some(mine), Some(theirs)) if mine != theirs => {
+                    if !other_dag.contains(&id) {
+                        other_dag.push(id.clone());
+                    }
+                }
+                (Some(_), None) => lines.push(line(&id, &rid, &id, ValidationLine::OTHER_DAG)),
+                _ => {}
+            },
+            None if !rights.record_create && !ids.contains(&id) => {
+                lines.push(line(&id, &rid, &id, ValidationLine::NO_RECORD_CREATE));
+            }
+            None => {}
+        }
+        for (k, v) in row {
+            if *k == rid || k == DAG_FIELD {
+                continue;
+            }
+            let value = text(Some(v));
+            let Some(col) = col_of(k) else {
+                lines.push(line(&id, k, &value, ValidationLine::NO_SUCH_FIELD));
+                continue;
+            };
+            let can_edit = rights.forms.get(&col.form).is_some_and(|r| r.can_edit());
+            if !can_edit && !value.is_empty() {
+                lines.push(line(&id, k, &value, ValidationLine::NO_FORM_EDIT));
+                continue;
+            }
+            let ok = match (col.field, &col.code) {
+                (None, _) => ["", "0", "1", "2"].contains(&value.as_str()),
+                (Some(_), Some(_)) => ["", "0", "1"].contains(&value.as_str()),
+                (Some(i), None) => {
+                    let codes = project.metadata[i].choice_codes();
+                    value.is_empty() || codes.is_empty() || codes.contains(&value)
+                }
+            };
+            if !ok {
+                lines.push(line(&id, k, &value, ValidationLine::BAD_CHOICE));
+            }
+        }
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    if !other_dag.is_empty() {
+        return Err(ApiError::RecordsInOtherDag { records: other_dag });
+    }
+    if !lines.is_empty() {
+        return Err(ApiError::RecordValidation { lines });
+    }
+
+    // Apply.
+    let mut project = project;
+    let mut logs: Vec<(bool, String, Vec<String>, Option<u64>, Option<String>)> = Vec::new();
+    for row in &rows {
+        let id = if auto { id_map[&text(row.get(&rid))].clone() } else { text(row.get(&rid)).trim().to_owned() };
+        let is_new = !project.records.contains_key(&id);
+        let record = project.records.entry(id.clone()).or_insert_with(|| Record {
+            group_id: caller_dag,
+            values: BTreeMap::new(),
+        });
+        let mut changes = Vec::new();
+        if is_new {
+            record.values.insert(rid.clone(), id.clone());
+            changes.push(format!("{rid} = '{id}'"));
+        }
+        let mut touched_forms = BTreeSet::new();
+        for (k, v) in row {
+            if *k == rid || k == DAG_FIELD {
+                continue;
+            }
+            let value = text(Some(v));
+            if value.is_empty() && !overwrite {
+                continue;
+            }
+            let old = record.values.get(k).cloned().unwrap_or_default();
+            if old != value {
+                if value.is_empty() {
+                    record.values.remove(k);
+                } else {
+                    record.values.insert(k.clone(), value.clone());
+                }
+                changes.push(format!("{k} = '{value}'"));
+            }
+            if let Some(c) = col_of(k)
+                && !value.is_empty()
+            {
+                touched_forms.insert(c.form.clone());
+            }
+        }
+        for form in touched_forms {
+            record.values.entry(format!("{form}_complete")).or_insert_with(|| "0".into());
+        }
+        let mut dag_change = None;
+        if let Some(v) = row.get(DAG_FIELD) {
+            let name = text(Some(v)).trim().to_owned();
+            let group = if name.is_empty() { None } else { project.dag_id(&name) };
+            let record = project.records.get_mut(&id).expect("just inserted");
+            if (group.is_some() || overwrite) && record.group_id != group {
+                record.group_id = group;
+                dag_change = Some(if name.is_empty() {
+                    "Remove record from Data Access Group".to_owned()
+                } else {
+                    format!("Assign record to Data Access Group (redcap_data_access_group = '{name}')")
+                });
+            }
+        }
+        let group = project.records[&id].group_id;
+        logs.push((is_new, id, changes, group, dag_change));
+    }
+    *ctx.project_mut() = project;
+    for (is_new, id, changes, group, dag_change) in logs {
+        let (kind, verb) = if is_new {
+            (LogKind::RecordAdd, "Create record")
+        } else {
+            (LogKind::RecordEdit, "Update record")
+        };
+        if is_new || !changes.is_empty() {
+            let action = format!("{} {id}", ctx.api_label(verb));
+            ctx.log(kind, action, changes.join(", "), Some(id.clone()), group);
+        }
+        if let Some(d) = dag_change {
+            let action = format!("{} {id}", ctx.api_label("Update record"));
+            let details = ctx.api_label(&d);
+            ctx.log(LogKind::RecordEdit, action, details, Some(id.clone()), group);
+        }
+    }
+    Ok(import_reply(ctx, &ids, &id_map, auto))
+}
+
+fn line(record: &str, field: &str, value: &str, message: &str) -> ValidationLine {
+    ValidationLine {
+        record: record.to_owned(),
+        field: field.to_owned(),
+        value: value.to_owned(),
+        message: message.to_owned(),
+    }
+}
+
+/// The answer of Import Records, by `returnContent` and `returnFormat` (§6.2).
+fn import_reply(ctx: &Ctx, ids: &[String], id_map: &BTreeMap<String, String>, auto: bool) -> Reply {
+    let f = ctx.return_format;
+    let xml_head = "<?xml version=\"1.0\" encoding=\"UTF-8\" ?>";
+    let list = |items: Vec<String>, csv_header: &str| match f {
+        Format::Json => php_json(&Value::Array(items.into_iter().map(Value::String).collect())),
+        Format::Xml => format!(
+            "{xml_head}<ids>{}</ids>",
+            items.iter().map(|i| format!("<id>{i}</id>")).collect::<String>()
+        ),
+        Format::Csv => {
+            let mut s = format!("{csv_header}\n");
+            for i in items {
+                s.push_str(&i);
+                s.push('\n');
+            }
+            s
+        }
+    };
+    let body = match ctx.post.str("returnContent") {
+        "ids" => list(ids.to_vec(), "id"),
+        "auto_ids" if auto => {
+            let pairs = id_map.iter().map(|(orig, new)| (new.clone(), orig.clone()));
+            let mut pairs: Vec<(String, String)> = pairs.collect();
+            pairs.sort_by_key(|(new, _)| ids.iter().position(|i| i == new));
+            list(pairs.into_iter().map(|(n, o)| format!("{n},{o}")).collect(), "id,original_id")
+        }
+        "nothing" => String::new(),
+        _ => match f {
+            Format::Json => format!("{{\"count\": {}}}", ids.len()),
+            Format::Xml => format!("{xml_head}<count>{}</count>", ids.len()),
+            Format::Csv => ids.len().to_string(),
+        },
+    };
+    Reply::ok(f, body)
+}
+
+/// Delete Records (`records[]`, optional `instrument`): API Import is checked
+/// here (400 `api_135`); records outside the caller's DAG count as missing.
+pub fn delete(ctx: &mut Ctx) -> Result<Reply, ApiError> {
+    if !ctx.caller.rights.api_import {
+        return Err(ApiError::RecordDeleteNeedsImport);
+    }
+    let records = match ctx.post.get("records") {
+        Some(v) => v.array_strings().ok_or(ApiError::RecordsNotArray)?,
+        None => Vec::new(),
+    };
+    let records: Vec<String> = records.into_iter().filter(|r| !r.is_empty()).collect();
+    if records.is_empty() {
+        return Err(ApiError::NoRecordsGiven);
+    }
+    let instrument = ctx.post.str("instrument").to_owned();
+    let project = ctx.project();
+    if !instrument.is_empty() && !project.forms().contains(&instrument) {
+        return Err(ApiError::InvalidParameterValues {
+            parameter: "instrument",
+            values: vec![instrument],
+        });
+    }
+    let missing: Vec<String> = records
+        .iter()
+        .filter(|r| {
+            project
+                .records
+                .get(*r)
+                .is_none_or(|rec| ctx.caller.group_id.is_some() && rec.group_id != ctx.caller.group_id)
+        })
+        .cloned()
+        .collect();
+    if !missing.is_empty() {
+        return Err(ApiError::RecordsDoNotExist { records: missing });
+    }
+    let cols: Vec<String> = columns(project)
+        .into_iter()
+        .filter(|c| c.form == instrument)
+        .map(|c| c.name)
+        .collect();
+    let rid = project.record_id_field().to_owned();
+    let mut deleted = Vec::new();
+    let project = ctx.project_mut();
+    for r in &records {
+        if deleted.iter().any(|(d, _)| d == r) {
+            continue;
+        }
+        if instrument.is_empty() {
+            let group = project.records.remove(r).and_then(|rec| rec.group_id);
+            deleted.push((r.clone(), group));
+        } else if let Some(rec) = project.records.get_mut(r) {
+            rec.values.retain(|k, _| !cols.contains(k) || *k == rid);
+            deleted.push((r.clone(), rec.group_id));
+        }
+    }
+    let n = deleted.len();
+    for (r, group) in deleted {
+        let action = format!("{} {r}", ctx.api_label("Delete record"));
+        let details = if instrument.is_empty() {
+            format!("{rid} = '{r}'")
+        } else {
+            format!("instrument = '{instrument}'")
+        };
+        ctx.log(LogKind::RecordDelete, action, details, Some(r), group);
+    }
+    Ok(ctx.count(n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numeric_aware_order() {
+        let mut v = vec!["10", "2", "b", "1", "a"];
+        v.sort_by_key(|n| record_order(n));
+        assert_eq!(v, ["1", "2", "10", "a", "b"]);
+    }
+}

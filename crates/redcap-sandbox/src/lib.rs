@@ -1,0 +1,256 @@
+//! redcap-sandbox: a faithful emulator of the part of REDCap's API that
+//! token governance touches, for tests and demos.
+//!
+//! - [`api`]: `POST /api/`, REDCap's methods with its processing order,
+//!   rights, DAG rules, error texts and logging (`redcap-api.md`).
+//! - [`admin`]: `/sandbox/…`, out-of-band endpoints for what REDCap does only
+//!   in its web UI (accounts, project tokens, super tokens, suspension,
+//!   expiry), guarded by the admin secret.
+//! - [`db`]: the shared state, its lock and its files.
+//!
+//! Tests start it in-process with [`Server::start`] on `127.0.0.1:0`.
+
+pub mod admin;
+pub mod api;
+pub mod db;
+pub mod format;
+pub mod post;
+pub mod xml;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use redcap::RedcapVersion;
+
+use crate::db::{Account, Db};
+use crate::post::{Post, Upload};
+
+/// The username that holds `--super-token` and performs admin-endpoint
+/// actions in the log.
+pub const SITE_ADMIN: &str = "site_admin";
+
+/// How the sandbox runs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where to listen (`127.0.0.1:0` picks a free port).
+    pub listen: SocketAddr,
+    /// The state directory.
+    pub data: PathBuf,
+    /// A 64-hex super token given to the `site_admin` account at start.
+    pub super_token: Option<String>,
+    /// Bearer secret for `/sandbox/`; without it those endpoints refuse.
+    pub admin_secret: Option<String>,
+    /// The URL clients use (for page-view rows); default `http://<listen>/`.
+    pub public_url: Option<String>,
+    /// Server-local time zone of log timestamps.
+    pub timezone: jiff::tz::TimeZone,
+    /// The REDCap version played (answers `version`, picks encodings).
+    pub version: RedcapVersion,
+}
+
+impl Config {
+    /// A config for tests: loopback, free port, UTC, the spec's version.
+    pub fn for_tests(data: PathBuf) -> Config {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data,
+            super_token: None,
+            admin_secret: None,
+            public_url: None,
+            timezone: jiff::tz::TimeZone::UTC,
+            version: RedcapVersion::SPEC,
+        }
+    }
+
+    /// The public base URL, ending in `/`.
+    pub fn public_url(&self) -> String {
+        let mut url = self
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}/", self.listen));
+        if !url.ends_with('/') {
+            url.push('/');
+        }
+        url
+    }
+}
+
+/// What every request handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Db,
+    pub config: Arc<Config>,
+}
+
+/// Builds the HTTP application over an opened state.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/api/", any(api_endpoint))
+        .route("/api", any(api_endpoint))
+        .merge(admin::routes())
+        .layer(DefaultBodyLimit::max(512 * 1024 * 1024))
+        .with_state(state)
+}
+
+/// Opens the state in `config.data` and installs `--super-token`.
+pub fn open_state(config: &Config) -> anyhow::Result<Db> {
+    let db = Db::open(&config.data)?;
+    if let Some(token) = &config.super_token {
+        redcap::SuperToken::parse(token).context("--super-token")?;
+        let mut txn = db.begin();
+        let taken = txn
+            .state
+            .accounts
+            .values()
+            .any(|a| a.super_token.as_deref() == Some(token.as_str()));
+        if !taken {
+            let account = txn
+                .state
+                .accounts
+                .entry(SITE_ADMIN.to_owned())
+                .or_insert_with(|| Account {
+                    username: SITE_ADMIN.to_owned(),
+                    administrator: true,
+                    ..Account::default()
+                });
+            account.super_token = Some(token.clone());
+            txn.state.touch();
+        }
+        txn.commit()?;
+    }
+    Ok(db)
+}
+
+/// `/api/`: POST only (501 otherwise, §1.1); the body read like `$_POST`.
+async fn api_endpoint(State(app): State<AppState>, req: Request) -> Response {
+    if req.method() != Method::POST {
+        return (
+            StatusCode::NOT_IMPLEMENTED,
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            "The requested method is not implemented.",
+        )
+            .into_response();
+    }
+    let post = match read_post(req).await {
+        Ok(p) => p,
+        Err(msg) => {
+            return (StatusCode::BAD_REQUEST, msg).into_response();
+        }
+    };
+    let db = app.db.clone();
+    let config = app.config.clone();
+    let reply = tokio::task::spawn_blocking(move || api::handle(&db, &config, &post)).await;
+    match reply {
+        Ok(r) => {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(r.content_type));
+            let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            (status, headers, r.body).into_response()
+        }
+        Err(e) => {
+            tracing::error!("API request failed: {e}");
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
+        }
+    }
+}
+
+/// Reads a form or multipart body; any other body is an empty `$_POST`.
+async fn read_post(req: Request) -> Result<Post, String> {
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if content_type.starts_with("multipart/form-data") {
+        let mut multipart = Multipart::from_request(req, &())
+            .await
+            .map_err(|e| format!("unreadable multipart body: {e}"))?;
+        let mut post = Post::default();
+        while let Some(field) = multipart
+            .next_field()
+            .await
+            .map_err(|e| format!("unreadable multipart body: {e}"))?
+        {
+            let name = field.name().unwrap_or("").to_owned();
+            let filename = field.file_name().map(str::to_owned);
+            let bytes = field
+                .bytes()
+                .await
+                .map_err(|e| format!("unreadable multipart body: {e}"))?;
+            match filename {
+                Some(filename) => post.files.push(Upload {
+                    name,
+                    filename,
+                    bytes: bytes.to_vec(),
+                }),
+                None => post.push(&name, String::from_utf8_lossy(&bytes).into_owned()),
+            }
+        }
+        Ok(post)
+    } else if content_type.starts_with("application/x-www-form-urlencoded") {
+        let bytes = Bytes::from_request(req, &())
+            .await
+            .map_err(|e| format!("unreadable body: {e}"))?;
+        Ok(Post::from_urlencoded(&bytes))
+    } else {
+        Ok(Post::default())
+    }
+}
+
+/// A running sandbox.
+pub struct Server {
+    /// The bound address.
+    pub addr: SocketAddr,
+    /// `http://<addr>/api/`, for clients.
+    pub api_url: String,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Server {
+    /// Opens the state and starts serving on `config.listen`.
+    pub async fn start(mut config: Config) -> anyhow::Result<Server> {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let addr = listener.local_addr()?;
+        config.listen = addr;
+        let db = open_state(&config)?;
+        let app = app(AppState {
+            db,
+            config: Arc::new(config),
+        });
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app.into_make_service())
+                .with_graceful_shutdown(async move {
+                    let _ = rx.await;
+                })
+                .await
+        });
+        Ok(Server {
+            addr,
+            api_url: format!("http://{addr}/api/"),
+            shutdown: Some(tx),
+            task,
+        })
+    }
+
+    /// Stops accepting requests and waits for the server to finish.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        (&mut self.task).await??;
+        Ok(())
+    }
+}
