@@ -129,6 +129,26 @@ pub fn atomic_replace(fs: &dyn FileSystem, path: &Path, bytes: &[u8]) -> io::Res
     fs.sync_dir(dir)
 }
 
+/// Creates `dir` and its missing ancestors durably: after each new
+/// directory is created, its parent is synced, so a power cut cannot undo
+/// the directory after this returns.
+pub fn create_dir_all_durable(fs: &dyn FileSystem, dir: &Path) -> io::Result<()> {
+    let mut missing = Vec::new();
+    let mut cur = dir;
+    while !cur.as_os_str().is_empty() && !fs.exists(cur) {
+        missing.push(cur);
+        match cur.parent() {
+            Some(p) => cur = p,
+            None => break,
+        }
+    }
+    fs.create_dir_all(dir)?;
+    for created in missing.iter().rev() {
+        fs.sync_dir(parent_dir(created))?;
+    }
+    Ok(())
+}
+
 /// The directory containing `path` (`.` for a bare file name, as the
 /// operating system resolves it).
 pub fn parent_dir(path: &Path) -> &Path {
@@ -202,6 +222,23 @@ mod tests {
         assert_eq!(err.raw_os_error(), Some(5));
         sim.clear_faults();
         assert!(sim.list_dir(Path::new("/d")).unwrap().is_empty());
+    }
+
+    #[test]
+    fn create_dir_all_durable_survives_a_crash() {
+        let sim = SimFs::new();
+        create_dir_all_durable(&sim, Path::new("/a/b/c")).unwrap();
+        let after = sim.crash();
+        assert!(after.exists(Path::new("/a/b/c")));
+        // Plain create_dir_all does not.
+        let sim = SimFs::new();
+        sim.create_dir_all(Path::new("/a/b/c")).unwrap();
+        assert!(!sim.crash().exists(Path::new("/a")));
+        // Existing ancestors are left alone; relative paths work.
+        let sim = SimFs::new();
+        create_dir_all_durable(&sim, Path::new("x/y")).unwrap();
+        create_dir_all_durable(&sim, Path::new("x/y")).unwrap();
+        assert!(sim.crash().exists(Path::new("x/y")));
     }
 
     #[test]

@@ -1,4 +1,29 @@
 //! The ledger: redcap-warden's tamper-evident audit log.
+//!
+//! Every API call and every state change becomes one line of JSON (an
+//! [`Entry`]) in an append-only file. The lines are the leaves of an RFC
+//! 6962 Merkle tree ([`merkle`]); signed checkpoints ([`checkpoint`], C2SP
+//! signed notes) commit to the tree's root, so anyone with the verifier key
+//! can check that nothing signed was changed, removed or reordered
+//! ([`verify_dir`]) and that one checkpoint extends another
+//! ([`prove_consistency`]). The format is specified in `docs/ledger.md`.
+//!
+//! [`Ledger`] is the file backend's writer: group-committed, crash-safe
+//! appends through the [`durable::FileSystem`] trait, fail-closed on any
+//! I/O error.
+
 pub mod checkpoint;
 pub mod entry;
+mod error;
+mod files;
 pub mod merkle;
+mod writer;
+
+pub use checkpoint::{Checkpoint, NoteError, VerifierKey};
+pub use entry::{Entry, EntryKind, FORMAT_VERSION};
+pub use error::{LedgerError, VerifyError};
+pub use files::{
+    ConsistencyProof, InclusionProof, VerifyReport, prove_consistency, prove_inclusion,
+    read_entries, verify_dir,
+};
+pub use writer::{Ledger, LedgerOptions, Receipt, Recovery, new_origin};

@@ -1,0 +1,113 @@
+//! Errors of the file ledger and of verification.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::checkpoint::NoteError;
+use crate::merkle::ProofError;
+
+/// What went wrong opening, writing or proving from a ledger.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("ledger I/O: cannot {op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "ledger {dir} is locked by another process; stop it (or submit entries through the running gateway)"
+    )]
+    Locked { dir: PathBuf },
+    #[error("{dir} already holds a ledger; refusing to create another over it")]
+    AlreadyExists { dir: PathBuf },
+    #[error("{dir} holds no ledger (no segment starting with a valid header); run init")]
+    NotALedger { dir: PathBuf },
+    #[error(
+        "ledger {dir} is damaged at or below its signed size {signed}: first bad entry is seq {seq} ({detail}); refusing to open: this is tampering or disk corruption, run `ledger verify` and restore from the export"
+    )]
+    Tampered {
+        dir: PathBuf,
+        signed: u64,
+        seq: u64,
+        detail: String,
+    },
+    #[error(
+        "ledger {dir}: checkpoint #{index} in checkpoints.notes is not valid: {source}; refusing to open"
+    )]
+    BadCheckpoint {
+        dir: PathBuf,
+        index: usize,
+        #[source]
+        source: NoteError,
+    },
+    #[error(
+        "the ledger writer stopped after an I/O error and accepts no more entries until restart and recovery: {cause}"
+    )]
+    Poisoned { cause: String },
+    #[error("the ledger is closed")]
+    Closed,
+    #[error("{0}")]
+    OutOfRange(String),
+    #[error("cannot generate a random ledger id: {0}")]
+    Random(String),
+    #[error(transparent)]
+    Proof(#[from] ProofError),
+}
+
+/// The first thing `verify_dir` found wrong, and where.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{dir} holds no ledger entries")]
+    NoEntries { dir: PathBuf },
+    #[error("{segment} line {line}: entry seq {seq}: {problem}")]
+    Entry {
+        segment: PathBuf,
+        line: u64,
+        seq: u64,
+        problem: String,
+    },
+    #[error("checkpoint #{index} in checkpoints.notes: {problem}")]
+    Checkpoint { index: usize, problem: String },
+    #[error(
+        "checkpoint #{index} signs {size} entries but the log holds only {entries}: entries from seq {entries} on are missing"
+    )]
+    CheckpointBeyondLog {
+        index: usize,
+        size: u64,
+        entries: u64,
+    },
+    #[error(
+        "checkpoint #{index} signs a different tree of {size} entries: an entry with seq in {first_seq}..{size} was changed"
+    )]
+    RootMismatch {
+        index: usize,
+        size: u64,
+        /// The previous checkpoint's size (verified): the change is at or
+        /// after this seq.
+        first_seq: u64,
+    },
+}
+
+impl VerifyError {
+    /// The range of seqs that holds the first bad entry, when the failure
+    /// is about entries: exact for a bad line, the span between two
+    /// checkpoints for a root mismatch.
+    pub fn bad_seqs(&self) -> Option<std::ops::Range<u64>> {
+        match self {
+            VerifyError::Entry { seq, .. } => Some(*seq..*seq + 1),
+            VerifyError::CheckpointBeyondLog { entries, .. } => Some(*entries..*entries + 1),
+            VerifyError::RootMismatch {
+                size, first_seq, ..
+            } => Some(*first_seq..*size),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,575 @@
+//! The on-disk layout of a file ledger, and reading it: scanning segments,
+//! parsing the checkpoints file, verification and proofs.
+//!
+//! ```text
+//! <dir>/seg-<first seq, 20 digits>.jsonl   segments, in seq order
+//! <dir>/checkpoints.notes                  signed notes, concatenated
+//! <dir>/seg-….jsonl.torn[.N]               bytes moved aside by recovery
+//! <dir>/lock                               the writer's exclusive lock
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use durable::FileSystem;
+
+use crate::checkpoint::{Checkpoint, VerifierKey};
+use crate::entry::{Entry, EntryKind, FORMAT_VERSION};
+use crate::error::{LedgerError, VerifyError};
+use crate::merkle::{self, Hash, TreeBuilder};
+
+pub(crate) const CHECKPOINTS: &str = "checkpoints.notes";
+pub(crate) const LOCK: &str = "lock";
+
+pub(crate) fn segment_name(first_seq: u64) -> String {
+    format!("seg-{first_seq:020}.jsonl")
+}
+
+fn parse_segment_name(path: &Path) -> Option<u64> {
+    let name = path.file_name()?.to_str()?;
+    let digits = name.strip_prefix("seg-")?.strip_suffix(".jsonl")?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// The segment files of `dir`, in order.
+pub(crate) fn list_segments(fs: &dyn FileSystem, dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut segs: Vec<(u64, PathBuf)> = fs
+        .list_dir(dir)?
+        .into_iter()
+        .filter_map(|p| parse_segment_name(&p).map(|n| (n, p)))
+        .collect();
+    segs.sort();
+    Ok(segs.into_iter().map(|(_, p)| p).collect())
+}
+
+/// Where and why a scan stopped before the end of the data.
+#[derive(Clone, Debug)]
+pub(crate) struct Stop {
+    /// Index into `Scan::segments`.
+    pub segment: usize,
+    /// Byte offset in that segment where the bad line starts.
+    pub offset: u64,
+    /// 1-based line number in that segment.
+    pub line: u64,
+    /// The seq the bad line should have had.
+    pub seq: u64,
+    pub problem: String,
+}
+
+/// Every valid entry of a ledger directory, in order, up to the first
+/// incomplete, unparsable or out-of-sequence line.
+#[derive(Debug, Default)]
+pub(crate) struct Scan {
+    pub segments: Vec<PathBuf>,
+    /// Valid length of each segment (all of it unless the scan stopped in it).
+    pub lens: Vec<u64>,
+    pub leaves: Vec<Hash>,
+    pub origin: Option<String>,
+    pub key_id: Option<String>,
+    pub last_ts: Option<jiff::Timestamp>,
+    pub stop: Option<Stop>,
+    /// Total bytes from the stop to the end of the data.
+    pub remaining_bytes: u64,
+}
+
+pub(crate) fn scan(fs: &dyn FileSystem, dir: &Path) -> Result<Scan, (PathBuf, std::io::Error)> {
+    let segments = list_segments(fs, dir).map_err(|e| (dir.to_path_buf(), e))?;
+    let mut out = Scan {
+        segments: segments.clone(),
+        ..Scan::default()
+    };
+    for (i, path) in segments.iter().enumerate() {
+        let data = fs.read(path).map_err(|e| (path.clone(), e))?;
+        if out.stop.is_some() {
+            out.lens.push(0);
+            out.remaining_bytes += data.len() as u64;
+            continue;
+        }
+        let expected = out.leaves.len() as u64;
+        let named = parse_segment_name(path).expect("listed segments parse");
+        if named != expected {
+            out.stop = Some(Stop {
+                segment: i,
+                offset: 0,
+                line: 1,
+                seq: expected,
+                problem: format!(
+                    "segment is named for seq {named}, but the previous segments end before seq {expected}"
+                ),
+            });
+            out.lens.push(0);
+            out.remaining_bytes += data.len() as u64;
+            continue;
+        }
+        let (valid, stop) = scan_segment(&data, i, &mut out);
+        out.lens.push(valid);
+        if let Some(stop) = stop {
+            out.remaining_bytes += data.len() as u64 - valid;
+            out.stop = Some(stop);
+        }
+    }
+    Ok(out)
+}
+
+/// Scans one segment; returns the valid length and the stop, if any.
+fn scan_segment(data: &[u8], index: usize, out: &mut Scan) -> (u64, Option<Stop>) {
+    let mut offset = 0usize;
+    let mut line_no = 0u64;
+    while offset < data.len() {
+        line_no += 1;
+        let seq = out.leaves.len() as u64;
+        let stop = |problem: String| Stop {
+            segment: index,
+            offset: offset as u64,
+            line: line_no,
+            seq,
+            problem,
+        };
+        let Some(nl) = data[offset..].iter().position(|&b| b == b'\n') else {
+            return (
+                offset as u64,
+                Some(stop(format!(
+                    "incomplete line ({} bytes without a newline)",
+                    data.len() - offset
+                ))),
+            );
+        };
+        let line = &data[offset..offset + nl];
+        let entry = match Entry::from_line(line) {
+            Ok(e) => e,
+            Err(e) => return (offset as u64, Some(stop(e.to_string()))),
+        };
+        if entry.seq != seq {
+            return (
+                offset as u64,
+                Some(stop(format!("out of sequence: line has seq {}", entry.seq))),
+            );
+        }
+        let first_in_segment = line_no == 1;
+        match (&entry.kind, first_in_segment) {
+            (
+                EntryKind::Header {
+                    version,
+                    origin,
+                    key_id,
+                },
+                true,
+            ) => {
+                if *version != FORMAT_VERSION {
+                    return (
+                        offset as u64,
+                        Some(stop(format!("unsupported format version {version}"))),
+                    );
+                }
+                if let Some(first) = &out.origin
+                    && first != origin
+                {
+                    return (
+                        offset as u64,
+                        Some(stop(format!(
+                            "header names origin {origin:?}, the ledger's is {first:?}"
+                        ))),
+                    );
+                }
+                out.origin = Some(origin.clone());
+                out.key_id = Some(key_id.clone());
+            }
+            (EntryKind::Header { .. }, false) => {
+                return (
+                    offset as u64,
+                    Some(stop("header entry in the middle of a segment".into())),
+                );
+            }
+            (_, true) => {
+                return (
+                    offset as u64,
+                    Some(stop("a segment must open with a header entry".into())),
+                );
+            }
+            (_, false) => {}
+        }
+        // Timestamps are non-decreasing as written, but a reader does not
+        // stop on a late one: a changed `ts` in line n would then be
+        // reported at line n + 1. The root check catches it at line n.
+        out.last_ts = Some(out.last_ts.map_or(entry.ts, |t| t.max(entry.ts)));
+        out.leaves.push(merkle::leaf_hash(line));
+        offset += nl + 1;
+    }
+    (offset as u64, None)
+}
+
+/// The checkpoints file split into notes.
+#[derive(Debug, Default)]
+pub(crate) struct Notes {
+    pub notes: Vec<String>,
+    /// Length of the complete notes; bytes past it are an incomplete tail.
+    pub valid_len: u64,
+    pub total_len: u64,
+    /// The bytes past `valid_len`.
+    pub tail: Vec<u8>,
+}
+
+/// Whether `tail` can be the start of one note cut short by a power cut
+/// (rather than damage): at most three text lines, and at most one
+/// unfinished signature line after the blank line.
+pub(crate) fn plausible_torn_note(tail: &[u8]) -> bool {
+    const SIG: &[u8] = "\u{2014} ".as_bytes();
+    let newlines = |b: &[u8]| b.iter().filter(|&&c| c == b'\n').count();
+    match tail.windows(2).position(|w| w == b"\n\n") {
+        None => newlines(tail) <= 3,
+        Some(i) => {
+            let rest = &tail[i + 2..];
+            newlines(&tail[..i]) == 2
+                && newlines(rest) == 0
+                && (rest.starts_with(SIG) || SIG.starts_with(rest))
+        }
+    }
+}
+
+/// Splits the checkpoints file: each note is its text, a blank line, and
+/// one or more lines starting with "— ". Bytes that do not complete a note
+/// form the tail.
+pub(crate) fn parse_notes(data: &[u8]) -> Notes {
+    const SIG: &[u8] = "\u{2014} ".as_bytes();
+    let mut out = Notes {
+        total_len: data.len() as u64,
+        ..Notes::default()
+    };
+    let mut pos = 0usize;
+    while pos < data.len() {
+        let Some(blank) = data[pos..].windows(2).position(|w| w == b"\n\n") else {
+            break;
+        };
+        let mut end = pos + blank + 2;
+        let mut sigs = 0;
+        while data[end..].starts_with(SIG) {
+            match data[end..].iter().position(|&b| b == b'\n') {
+                Some(nl) => {
+                    end += nl + 1;
+                    sigs += 1;
+                }
+                None => break,
+            }
+        }
+        let Ok(note) = std::str::from_utf8(&data[pos..end]) else {
+            break;
+        };
+        if sigs == 0 {
+            break;
+        }
+        out.notes.push(note.to_owned());
+        pos = end;
+        out.valid_len = pos as u64;
+    }
+    out.tail = data[out.valid_len as usize..].to_vec();
+    out
+}
+
+/// What `verify_dir` found: a log whose every entry, root and checkpoint
+/// checks out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifyReport {
+    pub origin: String,
+    pub segments: usize,
+    pub entries: u64,
+    pub root: Hash,
+    pub checkpoints: usize,
+    /// The size the last checkpoint signs (0 if none).
+    pub anchored: u64,
+    /// Entries past the last checkpoint, not yet covered by a signature.
+    pub unanchored: u64,
+}
+
+/// Recomputes every leaf and root of the ledger in `dir` and checks every
+/// checkpoint's signature (by `key`) and root. Strict: any incomplete line
+/// or incomplete checkpoint counts as a failure (opening the ledger for
+/// writing recovers a torn tail; verification never modifies anything).
+pub fn verify_dir(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    key: &VerifierKey,
+) -> Result<VerifyReport, VerifyError> {
+    let scanned = scan(fs, dir).map_err(|(path, source)| VerifyError::Io { path, source })?;
+    if let Some(stop) = &scanned.stop {
+        return Err(VerifyError::Entry {
+            segment: scanned.segments[stop.segment].clone(),
+            line: stop.line,
+            seq: stop.seq,
+            problem: stop.problem.clone(),
+        });
+    }
+    let notes_path = dir.join(CHECKPOINTS);
+    let has_notes = fs.read(&notes_path).is_ok_and(|d| !d.is_empty());
+    let origin = match scanned.origin.clone() {
+        Some(origin) => origin,
+        // Every entry is gone but checkpoints remain: the check of their
+        // sizes below names the missing entries.
+        None if has_notes => key.name.clone(),
+        None => {
+            return Err(VerifyError::NoEntries {
+                dir: dir.to_path_buf(),
+            });
+        }
+    };
+    if origin != key.name {
+        return Err(VerifyError::Entry {
+            segment: scanned.segments[0].clone(),
+            line: 1,
+            seq: 0,
+            problem: format!(
+                "the header names origin {origin:?}, the verifier key is for {:?}",
+                key.name
+            ),
+        });
+    }
+    let notes = match fs.read(&notes_path) {
+        Ok(data) => parse_notes(&data),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Notes::default(),
+        Err(source) => {
+            return Err(VerifyError::Io {
+                path: notes_path,
+                source,
+            });
+        }
+    };
+    if notes.valid_len != notes.total_len {
+        return Err(VerifyError::Checkpoint {
+            index: notes.notes.len(),
+            problem: format!(
+                "incomplete or malformed note at byte {} of {CHECKPOINTS}",
+                notes.valid_len
+            ),
+        });
+    }
+    let mut checkpoints = Vec::new();
+    for (index, note) in notes.notes.iter().enumerate() {
+        let cp = Checkpoint::verify(note, key).map_err(|e| VerifyError::Checkpoint {
+            index,
+            problem: e.to_string(),
+        })?;
+        if let Some(prev) = checkpoints.last().map(|c: &Checkpoint| c.size)
+            && cp.size < prev
+        {
+            return Err(VerifyError::Checkpoint {
+                index,
+                problem: format!("signs size {} after an earlier one signed {prev}", cp.size),
+            });
+        }
+        checkpoints.push(cp);
+    }
+    check_roots(&scanned.leaves, &checkpoints)?;
+    let entries = scanned.leaves.len() as u64;
+    let anchored = checkpoints.last().map_or(0, |c| c.size);
+    Ok(VerifyReport {
+        origin,
+        segments: scanned.segments.len(),
+        entries,
+        root: merkle::root(&scanned.leaves),
+        checkpoints: checkpoints.len(),
+        anchored,
+        unanchored: entries - anchored,
+    })
+}
+
+/// Checks each checkpoint's root against the leaves, in one pass.
+pub(crate) fn check_roots(leaves: &[Hash], checkpoints: &[Checkpoint]) -> Result<(), VerifyError> {
+    let mut tree = TreeBuilder::new();
+    let mut prev_size = 0;
+    for (index, cp) in checkpoints.iter().enumerate() {
+        if cp.size > leaves.len() as u64 {
+            return Err(VerifyError::CheckpointBeyondLog {
+                index,
+                size: cp.size,
+                entries: leaves.len() as u64,
+            });
+        }
+        while tree.size() < cp.size {
+            tree.push(leaves[tree.size() as usize]);
+        }
+        if tree.root() != cp.root {
+            return Err(VerifyError::RootMismatch {
+                index,
+                size: cp.size,
+                first_seq: prev_size,
+            });
+        }
+        prev_size = cp.size;
+    }
+    Ok(())
+}
+
+/// An inclusion proof of entry `seq` in the tree of `size` entries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InclusionProof {
+    pub seq: u64,
+    pub size: u64,
+    pub leaf_hash: Hash,
+    pub root: Hash,
+    pub proof: Vec<Hash>,
+}
+
+/// A consistency proof between the trees of `old` and `new` entries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConsistencyProof {
+    pub old: u64,
+    pub new: u64,
+    pub old_root: Hash,
+    pub new_root: Hash,
+    pub proof: Vec<Hash>,
+}
+
+/// Every complete, valid entry of the ledger in `dir`, in order (stopping
+/// at the first incomplete or invalid line). For `show` and `tail`.
+pub fn read_entries(fs: &dyn FileSystem, dir: &Path) -> Result<Vec<Entry>, LedgerError> {
+    let scanned = scan(fs, dir).map_err(|(path, source)| LedgerError::Io {
+        op: "read",
+        path,
+        source,
+    })?;
+    let mut out = Vec::with_capacity(scanned.leaves.len());
+    for (i, path) in scanned.segments.iter().enumerate() {
+        let data = fs.read(path).map_err(|source| LedgerError::Io {
+            op: "read",
+            path: path.clone(),
+            source,
+        })?;
+        let valid = &data[..(scanned.lens[i] as usize).min(data.len())];
+        for line in valid.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            if out.len() == scanned.leaves.len() {
+                break;
+            }
+            out.push(Entry::from_line(line).expect("scanned lines parse"));
+        }
+    }
+    Ok(out)
+}
+
+fn valid_leaves(fs: &dyn FileSystem, dir: &Path) -> Result<Vec<Hash>, LedgerError> {
+    let scanned = scan(fs, dir).map_err(|(path, source)| LedgerError::Io {
+        op: "read",
+        path,
+        source,
+    })?;
+    Ok(scanned.leaves)
+}
+
+/// Proves entry `seq` is in the tree of the first `size` entries (default:
+/// every complete entry). Reads the directory; needs no lock.
+pub fn prove_inclusion(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    seq: u64,
+    size: Option<u64>,
+) -> Result<InclusionProof, LedgerError> {
+    let leaves = valid_leaves(fs, dir)?;
+    let size = size.unwrap_or(leaves.len() as u64);
+    if size > leaves.len() as u64 {
+        return Err(LedgerError::OutOfRange(format!(
+            "tree size {size} is larger than the log ({} entries)",
+            leaves.len()
+        )));
+    }
+    if seq >= size {
+        return Err(LedgerError::OutOfRange(format!(
+            "seq {seq} is not in a tree of {size} entries"
+        )));
+    }
+    let proof = merkle::inclusion_proof(&leaves, seq, size);
+    Ok(InclusionProof {
+        seq,
+        size,
+        leaf_hash: leaves[seq as usize],
+        root: merkle::root(&leaves[..size as usize]),
+        proof,
+    })
+}
+
+/// Proves the tree of `new` entries extends the tree of `old` entries.
+/// `old` must be at least 1: a proof from the empty tree proves nothing.
+pub fn prove_consistency(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    old: u64,
+    new: u64,
+) -> Result<ConsistencyProof, LedgerError> {
+    let leaves = valid_leaves(fs, dir)?;
+    if old == 0 || old > new || new > leaves.len() as u64 {
+        return Err(LedgerError::OutOfRange(format!(
+            "a consistency proof needs 1 <= old <= new <= {} (the log size); got old {old}, new {new}",
+            leaves.len()
+        )));
+    }
+    Ok(ConsistencyProof {
+        old,
+        new,
+        old_root: merkle::root(&leaves[..old as usize]),
+        new_root: merkle::root(&leaves[..new as usize]),
+        proof: merkle::consistency_proof(&leaves, old, new),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segment_names_round_trip_and_others_are_ignored() {
+        assert_eq!(segment_name(42), "seg-00000000000000000042.jsonl");
+        assert_eq!(
+            parse_segment_name(Path::new("/l/seg-00000000000000000042.jsonl")),
+            Some(42)
+        );
+        for other in [
+            "seg-00000000000000000042.jsonl.torn",
+            "seg-42.jsonl",
+            "checkpoints.notes",
+            "seg-0000000000000000004x.jsonl",
+        ] {
+            assert_eq!(parse_segment_name(Path::new(other)), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn torn_note_prefixes_are_plausible_damage_is_not() {
+        let note = "o\n2\nBBBB\n\n\u{2014} o sig2\n".as_bytes();
+        for cut in 0..note.len() {
+            assert!(plausible_torn_note(&note[..cut]), "cut {cut}");
+        }
+        for bad in [
+            "o\n2\nBBBB\n\nX o sig2",
+            "o\n2\nBBBB\nextra\n\n",
+            "o\n2\n\n\u{2014} o sig2",
+            "o\n2\nBBBB\n\n\u{2014} o sig2\nmore",
+            "o\n2\nBBBB\nX\n",
+        ] {
+            assert!(!plausible_torn_note(bad.as_bytes()), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn notes_split_and_tail() {
+        let a = "o\n1\nAAAA\n\n\u{2014} o sig1\n";
+        let b = "o\n2\nBBBB\n\n\u{2014} o sig2\n\u{2014} w sig3\n";
+        let both = format!("{a}{b}");
+        let n = parse_notes(both.as_bytes());
+        assert_eq!(n.notes, vec![a.to_owned(), b.to_owned()]);
+        assert_eq!(n.valid_len, both.len() as u64);
+        let first_sig_end = b.find("sig2\n").unwrap() + 5;
+        for cut in 1..b.len() {
+            let mut torn = a.as_bytes().to_vec();
+            torn.extend_from_slice(&b.as_bytes()[..cut]);
+            let n = parse_notes(&torn);
+            // A torn note still counts once a whole signature line of it
+            // survived: that much of it is a complete, verifiable note.
+            if cut >= first_sig_end {
+                assert_eq!(n.notes.len(), 2, "cut {cut}");
+                assert_eq!(n.valid_len, (a.len() + first_sig_end) as u64, "cut {cut}");
+            } else {
+                assert_eq!(n.notes, vec![a.to_owned()], "cut {cut}");
+                assert_eq!(n.valid_len, a.len() as u64);
+            }
+        }
+    }
+}

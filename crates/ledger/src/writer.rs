@@ -1,0 +1,745 @@
+//! The file ledger's writer: recovery on open, group-committed appends,
+//! periodic signed checkpoints, fail-closed poisoning.
+//!
+//! Group commit: an appender queues its entry and, if no write is in
+//! progress, becomes the leader: it takes every queued entry, assigns seqs
+//! and timestamps, writes them with one `write_all` and one `sync_data`,
+//! then wakes the others. Each appender returns only once the batch holding
+//! its entry is durable. Any I/O error poisons the writer: that batch,
+//! every queued entry and every later append fail until the ledger is
+//! reopened (which runs recovery).
+//!
+//! Checkpoints are signed from the durable size only (`State::size` moves
+//! after the sync), so a checkpoint never covers an entry before its fsync.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use durable::{DurableFile, FileSystem};
+use ed25519_dalek::SigningKey;
+use jiff::Timestamp;
+
+use crate::checkpoint::{Checkpoint, NoteError, VerifierKey};
+use crate::entry::{Entry, EntryKind, FORMAT_VERSION};
+use crate::error::{LedgerError, VerifyError};
+use crate::files::{self, CHECKPOINTS, LOCK, segment_name};
+use crate::merkle::{self, Hash, TreeBuilder};
+
+/// How a file ledger is opened.
+#[derive(Clone, Debug)]
+pub struct LedgerOptions {
+    /// Start a new segment once the active one reaches this size.
+    pub segment_max_bytes: u64,
+    /// Sign a checkpoint this often while entries arrive (`None`: only on
+    /// [`Ledger::checkpoint`] and [`Ledger::close`], for deterministic
+    /// tests).
+    pub checkpoint_interval: Option<Duration>,
+    /// Take the exclusive lock `<dir>/lock` (on the real file system).
+    pub lock: bool,
+}
+
+impl Default for LedgerOptions {
+    fn default() -> Self {
+        LedgerOptions {
+            segment_max_bytes: 64 << 20,
+            checkpoint_interval: Some(Duration::from_secs(1)),
+            lock: true,
+        }
+    }
+}
+
+/// Proof that an entry is durable: its seq and leaf hash.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Receipt {
+    pub seq: u64,
+    pub leaf_hash: Hash,
+}
+
+/// What recovery did when the ledger was opened.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recovery {
+    /// Bytes moved from the segments to `torn_file`.
+    pub moved_bytes: u64,
+    /// The seq the first moved line would have had.
+    pub from_seq: u64,
+    pub torn_file: Option<PathBuf>,
+    /// Why the scan stopped there.
+    pub reason: String,
+    /// Bytes of an incomplete trailing note cut from checkpoints.notes.
+    pub checkpoint_tail_bytes: u64,
+}
+
+/// A file ledger open for writing. Share it between threads with `Arc`.
+pub struct Ledger {
+    shared: Arc<Shared>,
+    ticker: Mutex<Option<JoinHandle<()>>>,
+    recovery: Option<Recovery>,
+    _lock: Option<std::fs::File>,
+}
+
+struct Shared {
+    fs: Arc<dyn FileSystem>,
+    dir: PathBuf,
+    origin: String,
+    key: SigningKey,
+    verifier: VerifierKey,
+    segment_max_bytes: u64,
+    state: Mutex<State>,
+    wake: Condvar,
+    cp: Mutex<CheckpointFile>,
+    stop: Mutex<bool>,
+    stop_wake: Condvar,
+}
+
+struct State {
+    queue: Vec<(u64, EntryKind)>,
+    next_ticket: u64,
+    done: std::collections::HashMap<u64, Receipt>,
+    committing: bool,
+    closed: bool,
+    poisoned: Option<String>,
+    io: Option<Segment>,
+    /// Durable entries and their root.
+    size: u64,
+    root: Hash,
+}
+
+/// The active segment; owned by the leader while it writes.
+struct Segment {
+    file: Box<dyn DurableFile>,
+    path: PathBuf,
+    len: u64,
+    next_seq: u64,
+    last_ts: Timestamp,
+    tree: TreeBuilder,
+    key_id: String,
+}
+
+struct CheckpointFile {
+    file: Option<Box<dyn DurableFile>>,
+    last_size: u64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn io_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> LedgerError {
+    let path = path.to_path_buf();
+    move |source| LedgerError::Io { op, path, source }
+}
+
+/// A fresh origin `<host>/redcap-warden/<random ledger id>`.
+pub fn new_origin(host: &str) -> Result<String, LedgerError> {
+    let mut id = [0u8; 8];
+    getrandom::fill(&mut id).map_err(|e| LedgerError::Random(e.to_string()))?;
+    Ok(format!("{host}/redcap-warden/{}", hex::encode(id)))
+}
+
+fn take_lock(dir: &Path) -> Result<std::fs::File, LedgerError> {
+    let path = dir.join(LOCK);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io_err("open the lock file", &path))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(LedgerError::Locked {
+            dir: dir.to_path_buf(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(io_err("lock", &path)(e)),
+    }
+}
+
+impl Ledger {
+    /// Creates a new ledger in `dir` (created if missing, must hold no
+    /// ledger): the first segment with its header, durably, and a first
+    /// checkpoint. `origin` names the ledger and its key (see
+    /// [`new_origin`]).
+    pub fn create(
+        fs: Arc<dyn FileSystem>,
+        dir: &Path,
+        origin: &str,
+        key: SigningKey,
+        options: LedgerOptions,
+    ) -> Result<Ledger, LedgerError> {
+        durable::create_dir_all_durable(fs.as_ref(), dir)
+            .map_err(io_err("create the directory", dir))?;
+        let lock_file = options.lock.then(|| take_lock(dir)).transpose()?;
+        let existing = files::list_segments(fs.as_ref(), dir).map_err(io_err("list", dir))?;
+        if !existing.is_empty() || fs.exists(&dir.join(CHECKPOINTS)) {
+            return Err(LedgerError::AlreadyExists {
+                dir: dir.to_path_buf(),
+            });
+        }
+        let verifier = VerifierKey::from_signing_key(origin, &key);
+        let header = Entry {
+            seq: 0,
+            ts: Timestamp::now(),
+            kind: EntryKind::Header {
+                version: FORMAT_VERSION,
+                origin: origin.to_owned(),
+                key_id: verifier.key_id_hex(),
+            },
+        };
+        let seg = dir.join(segment_name(0));
+        let mut file = fs.create_new(&seg).map_err(io_err("create", &seg))?;
+        let mut line = header.to_line();
+        line.push(b'\n');
+        file.write_all(&line).map_err(io_err("write", &seg))?;
+        file.sync_data().map_err(io_err("sync", &seg))?;
+        let notes = dir.join(CHECKPOINTS);
+        fs.create_new(&notes).map_err(io_err("create", &notes))?;
+        fs.sync_dir(dir).map_err(io_err("sync", dir))?;
+        drop(file);
+        let ledger = Ledger::open_inner(fs, dir, key, options, lock_file)?;
+        ledger.checkpoint()?;
+        Ok(ledger)
+    }
+
+    /// Opens the ledger in `dir` for writing, recovering a torn tail (see
+    /// the module docs and `docs/ledger.md`). Refuses to open if anything
+    /// at or below the last signed checkpoint is damaged.
+    pub fn open(
+        fs: Arc<dyn FileSystem>,
+        dir: &Path,
+        key: SigningKey,
+        options: LedgerOptions,
+    ) -> Result<Ledger, LedgerError> {
+        let lock_file = options.lock.then(|| take_lock(dir)).transpose()?;
+        Ledger::open_inner(fs, dir, key, options, lock_file)
+    }
+
+    fn open_inner(
+        fs: Arc<dyn FileSystem>,
+        dir: &Path,
+        key: SigningKey,
+        options: LedgerOptions,
+        lock_file: Option<std::fs::File>,
+    ) -> Result<Ledger, LedgerError> {
+        let recovered = recover(fs.as_ref(), dir, &key)?;
+        let shared = Arc::new(Shared {
+            verifier: VerifierKey::from_signing_key(&recovered.origin, &key),
+            origin: recovered.origin,
+            key,
+            dir: dir.to_path_buf(),
+            segment_max_bytes: options.segment_max_bytes,
+            state: Mutex::new(State {
+                queue: Vec::new(),
+                next_ticket: 0,
+                done: Default::default(),
+                committing: false,
+                closed: false,
+                poisoned: None,
+                size: recovered.segment.tree.size(),
+                root: recovered.segment.tree.root(),
+                io: Some(recovered.segment),
+            }),
+            wake: Condvar::new(),
+            cp: Mutex::new(CheckpointFile {
+                file: Some(recovered.checkpoints),
+                last_size: recovered.signed,
+            }),
+            stop: Mutex::new(false),
+            stop_wake: Condvar::new(),
+            fs,
+        });
+        let ticker = options.checkpoint_interval.map(|every| {
+            let shared = Arc::clone(&shared);
+            std::thread::spawn(move || shared.tick(every))
+        });
+        let ledger = Ledger {
+            shared,
+            ticker: Mutex::new(ticker),
+            recovery: recovered.recovery.clone(),
+            _lock: lock_file,
+        };
+        if let Some(r) = &recovered.recovery {
+            let message = match &r.torn_file {
+                Some(torn) => format!(
+                    "recovery moved {} bytes from seq {} on ({}) to {}; {} bytes of an incomplete checkpoint dropped",
+                    r.moved_bytes,
+                    r.from_seq,
+                    r.reason,
+                    torn.display(),
+                    r.checkpoint_tail_bytes
+                ),
+                None => format!(
+                    "recovery dropped {} bytes of an incomplete checkpoint at the end of {CHECKPOINTS}",
+                    r.checkpoint_tail_bytes
+                ),
+            };
+            ledger.append(EntryKind::Alert {
+                code: "ledger.recovered".into(),
+                message,
+            })?;
+        }
+        Ok(ledger)
+    }
+
+    /// Appends an entry; returns once it is durable. Safe to call from many
+    /// threads at once: concurrent entries share one write and one sync.
+    pub fn append(&self, kind: EntryKind) -> Result<Receipt, LedgerError> {
+        if matches!(kind, EntryKind::Header { .. }) {
+            return Err(LedgerError::OutOfRange(
+                "header entries are written by the ledger itself".into(),
+            ));
+        }
+        let sh = &self.shared;
+        let mut st = lock(&sh.state);
+        if let Some(cause) = &st.poisoned {
+            return Err(LedgerError::Poisoned {
+                cause: cause.clone(),
+            });
+        }
+        if st.closed {
+            return Err(LedgerError::Closed);
+        }
+        let ticket = st.next_ticket;
+        st.next_ticket += 1;
+        st.queue.push((ticket, kind));
+        loop {
+            if let Some(receipt) = st.done.remove(&ticket) {
+                return Ok(receipt);
+            }
+            if let Some(cause) = &st.poisoned {
+                return Err(LedgerError::Poisoned {
+                    cause: cause.clone(),
+                });
+            }
+            if st.committing {
+                st = sh.wake.wait(st).unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+            st.committing = true;
+            let batch = std::mem::take(&mut st.queue);
+            let mut seg = st
+                .io
+                .take()
+                .expect("the segment is home when no one commits");
+            drop(st);
+            let result = sh.commit(&mut seg, batch);
+            st = lock(&sh.state);
+            st.io = Some(seg);
+            st.committing = false;
+            match result {
+                Ok((receipts, size, root)) => {
+                    st.done.extend(receipts);
+                    st.size = size;
+                    st.root = root;
+                }
+                Err(cause) => st.poisoned = Some(cause),
+            }
+            sh.wake.notify_all();
+        }
+    }
+
+    /// Signs a checkpoint of the durable tree now, unless the last one
+    /// already covers it. Returns the new checkpoint, if any.
+    pub fn checkpoint(&self) -> Result<Option<Checkpoint>, LedgerError> {
+        self.shared.checkpoint()
+    }
+
+    /// Stops accepting entries, waits for those in flight, signs a final
+    /// checkpoint. Idempotent; also run on drop.
+    pub fn close(&self) -> Result<Option<Checkpoint>, LedgerError> {
+        *lock(&self.shared.stop) = true;
+        self.shared.stop_wake.notify_all();
+        if let Some(t) = lock(&self.ticker).take() {
+            let _ = t.join();
+        }
+        {
+            let mut st = lock(&self.shared.state);
+            st.closed = true;
+            while st.committing || !st.queue.is_empty() {
+                st = self.shared.wake.wait(st).unwrap_or_else(|e| e.into_inner());
+            }
+        }
+        self.shared.checkpoint()
+    }
+
+    /// The verifier key for this ledger's checkpoints
+    /// (`name+keyid+base64key` when displayed).
+    pub fn verifier_key(&self) -> &VerifierKey {
+        &self.shared.verifier
+    }
+
+    pub fn origin(&self) -> &str {
+        &self.shared.origin
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// Entries waiting for the next group commit.
+    pub fn pending(&self) -> usize {
+        lock(&self.shared.state).queue.len()
+    }
+
+    /// The number of durable entries.
+    pub fn size(&self) -> u64 {
+        lock(&self.shared.state).size
+    }
+
+    /// The root of the durable tree.
+    pub fn root(&self) -> Hash {
+        lock(&self.shared.state).root
+    }
+
+    /// What recovery did when this ledger was opened, if anything.
+    pub fn recovery(&self) -> Option<&Recovery> {
+        self.recovery.as_ref()
+    }
+}
+
+impl Drop for Ledger {
+    fn drop(&mut self) {
+        let _ = self.close();
+    }
+}
+
+impl Shared {
+    /// Writes one batch; returns receipts, the new durable size and root,
+    /// or the cause that poisons the writer.
+    #[allow(clippy::type_complexity)]
+    fn commit(
+        &self,
+        seg: &mut Segment,
+        batch: Vec<(u64, EntryKind)>,
+    ) -> Result<(Vec<(u64, Receipt)>, u64, Hash), String> {
+        let fs = self.fs.as_ref();
+        match fs.same_file(&seg.path, seg.file.as_ref()) {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(format!(
+                    "{} no longer names the open segment (deleted or replaced)",
+                    seg.path.display()
+                ));
+            }
+            Err(e) => return Err(format!("cannot check {}: {e}", seg.path.display())),
+        }
+        if seg.len >= self.segment_max_bytes {
+            let path = self.dir.join(segment_name(seg.next_seq));
+            let file = fs
+                .create_new(&path)
+                .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+            fs.sync_dir(&self.dir)
+                .map_err(|e| format!("cannot sync {}: {e}", self.dir.display()))?;
+            seg.file = file;
+            seg.path = path;
+            seg.len = 0;
+        }
+        let mut buf = Vec::new();
+        let mut receipts = Vec::with_capacity(batch.len());
+        let mut push = |seg: &mut Segment, kind: EntryKind| {
+            let now = Timestamp::now().max(seg.last_ts);
+            let entry = Entry {
+                seq: seg.next_seq,
+                ts: now,
+                kind,
+            };
+            let line = entry.to_line();
+            let leaf = merkle::leaf_hash(&line);
+            buf.extend_from_slice(&line);
+            buf.push(b'\n');
+            seg.tree.push(leaf);
+            seg.next_seq += 1;
+            seg.last_ts = now;
+            Receipt {
+                seq: entry.seq,
+                leaf_hash: leaf,
+            }
+        };
+        if seg.len == 0 {
+            let header = EntryKind::Header {
+                version: FORMAT_VERSION,
+                origin: self.origin.clone(),
+                key_id: seg.key_id.clone(),
+            };
+            push(seg, header);
+        }
+        for (ticket, kind) in batch {
+            receipts.push((ticket, push(seg, kind)));
+        }
+        seg.file
+            .write_all(&buf)
+            .map_err(|e| format!("cannot write {}: {e}", seg.path.display()))?;
+        seg.file
+            .sync_data()
+            .map_err(|e| format!("cannot sync {}: {e}", seg.path.display()))?;
+        seg.len += buf.len() as u64;
+        Ok((receipts, seg.tree.size(), seg.tree.root()))
+    }
+
+    fn checkpoint(&self) -> Result<Option<Checkpoint>, LedgerError> {
+        let mut cp = lock(&self.cp);
+        let (size, root) = {
+            let st = lock(&self.state);
+            if let Some(cause) = &st.poisoned {
+                return Err(LedgerError::Poisoned {
+                    cause: cause.clone(),
+                });
+            }
+            (st.size, st.root)
+        };
+        if size <= cp.last_size {
+            return Ok(None);
+        }
+        let checkpoint = Checkpoint {
+            origin: self.origin.clone(),
+            size,
+            root,
+        };
+        let note = checkpoint.sign(&self.key);
+        let path = self.dir.join(CHECKPOINTS);
+        let Some(file) = cp.file.as_mut() else {
+            return Err(LedgerError::Closed);
+        };
+        if let Err(e) = file
+            .write_all(note.as_bytes())
+            .and_then(|()| file.sync_data())
+        {
+            let cause = format!("cannot write checkpoint to {}: {e}", path.display());
+            lock(&self.state).poisoned = Some(cause.clone());
+            self.wake.notify_all();
+            return Err(LedgerError::Poisoned { cause });
+        }
+        cp.last_size = size;
+        Ok(Some(checkpoint))
+    }
+
+    fn tick(&self, every: Duration) {
+        let mut stopped = lock(&self.stop);
+        loop {
+            let (guard, _) = self
+                .stop_wake
+                .wait_timeout(stopped, every)
+                .unwrap_or_else(|e| e.into_inner());
+            stopped = guard;
+            if *stopped {
+                return;
+            }
+            drop(stopped);
+            // A failure poisons the writer; appenders report it.
+            let _ = self.checkpoint();
+            stopped = lock(&self.stop);
+        }
+    }
+}
+
+struct Recovered {
+    origin: String,
+    segment: Segment,
+    checkpoints: Box<dyn DurableFile>,
+    signed: u64,
+    recovery: Option<Recovery>,
+}
+
+/// Scans the directory, refuses damage at or below the signed size, moves
+/// a torn tail aside, and opens the active segment and checkpoints file.
+fn recover(fs: &dyn FileSystem, dir: &Path, key: &SigningKey) -> Result<Recovered, LedgerError> {
+    let scan = files::scan(fs, dir).map_err(|(path, source)| LedgerError::Io {
+        op: "read",
+        path,
+        source,
+    })?;
+    let notes_path = dir.join(CHECKPOINTS);
+    let notes = match fs.read(&notes_path) {
+        Ok(data) => files::parse_notes(&data),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => files::Notes::default(),
+        Err(e) => return Err(io_err("read", &notes_path)(e)),
+    };
+    // The checkpoints name the origin too: if the header of the first
+    // segment is damaged, they still say whose ledger this is, and the
+    // damage is reported as tampering below.
+    let signed_origin = notes
+        .notes
+        .first()
+        .and_then(|n| n.split('\n').next())
+        .map(str::to_owned);
+    let Some(origin) = signed_origin.clone().or_else(|| scan.origin.clone()) else {
+        return Err(LedgerError::NotALedger {
+            dir: dir.to_path_buf(),
+        });
+    };
+    let verifier = VerifierKey::from_signing_key(&origin, key);
+    let mut checkpoints: Vec<Checkpoint> = Vec::new();
+    for (index, note) in notes.notes.iter().enumerate() {
+        let bad = |source| LedgerError::BadCheckpoint {
+            dir: dir.to_path_buf(),
+            index,
+            source,
+        };
+        let cp = Checkpoint::verify(note, &verifier).map_err(bad)?;
+        if checkpoints.last().is_some_and(|p| p.size > cp.size) {
+            return Err(bad(NoteError::Malformed(
+                "signs a smaller tree than an earlier checkpoint".into(),
+            )));
+        }
+        checkpoints.push(cp);
+    }
+    let signed = checkpoints.last().map_or(0, |c| c.size);
+    let tampered = |seq: u64, detail: String| LedgerError::Tampered {
+        dir: dir.to_path_buf(),
+        signed,
+        seq,
+        detail,
+    };
+    if notes.valid_len < notes.total_len && !files::plausible_torn_note(&notes.tail) {
+        return Err(LedgerError::BadCheckpoint {
+            dir: dir.to_path_buf(),
+            index: notes.notes.len(),
+            source: NoteError::Malformed(format!(
+                "{CHECKPOINTS} is damaged from byte {} on (not an interrupted write)",
+                notes.valid_len
+            )),
+        });
+    }
+    if signed > 0 && scan.origin.as_deref() != Some(origin.as_str()) {
+        return Err(tampered(
+            0,
+            format!(
+                "the header of the first segment does not name origin {origin:?}, which the checkpoints sign"
+            ),
+        ));
+    }
+    if let Some(stop) = &scan.stop
+        && stop.seq < signed
+    {
+        return Err(tampered(
+            stop.seq,
+            format!(
+                "{} line {}: {}",
+                scan.segments[stop.segment].display(),
+                stop.line,
+                stop.problem
+            ),
+        ));
+    }
+    match files::check_roots(&scan.leaves, &checkpoints) {
+        Ok(()) => {}
+        Err(VerifyError::CheckpointBeyondLog { entries, .. }) => {
+            return Err(tampered(
+                entries,
+                format!("entries from seq {entries} on are missing"),
+            ));
+        }
+        Err(VerifyError::RootMismatch {
+            first_seq, size, ..
+        }) => {
+            return Err(tampered(
+                first_seq,
+                format!("an entry with seq in {first_seq}..{size} differs from what was signed"),
+            ));
+        }
+        Err(other) => return Err(tampered(0, other.to_string())),
+    }
+
+    let mut recovery = None;
+    let mut segments = scan.segments.clone();
+    if let Some(stop) = &scan.stop {
+        let seg_path = &scan.segments[stop.segment];
+        let mut torn_bytes = fs.read(seg_path).map_err(io_err("read", seg_path))?;
+        torn_bytes.drain(..stop.offset as usize);
+        for later in &scan.segments[stop.segment + 1..] {
+            torn_bytes.extend(fs.read(later).map_err(io_err("read", later))?);
+        }
+        let torn = unique_torn_path(fs, seg_path);
+        let mut file = fs.create_new(&torn).map_err(io_err("create", &torn))?;
+        file.write_all(&torn_bytes)
+            .map_err(io_err("write", &torn))?;
+        file.sync_data().map_err(io_err("sync", &torn))?;
+        fs.sync_dir(dir).map_err(io_err("sync", dir))?;
+        if stop.offset == 0 {
+            fs.remove_file(seg_path)
+                .map_err(io_err("remove", seg_path))?;
+        } else {
+            let mut f = fs.open_append(seg_path).map_err(io_err("open", seg_path))?;
+            f.set_len(stop.offset)
+                .map_err(io_err("truncate", seg_path))?;
+            f.sync_data().map_err(io_err("sync", seg_path))?;
+        }
+        for later in &scan.segments[stop.segment + 1..] {
+            fs.remove_file(later).map_err(io_err("remove", later))?;
+        }
+        fs.sync_dir(dir).map_err(io_err("sync", dir))?;
+        segments.truncate(stop.segment + usize::from(stop.offset > 0));
+        recovery = Some(Recovery {
+            moved_bytes: scan.remaining_bytes,
+            from_seq: stop.seq,
+            torn_file: Some(torn),
+            reason: stop.problem.clone(),
+            checkpoint_tail_bytes: 0,
+        });
+    }
+
+    let tail = notes.total_len - notes.valid_len;
+    let mut notes_file = fs
+        .open_append(&notes_path)
+        .map_err(io_err("open", &notes_path))?;
+    if tail > 0 {
+        notes_file
+            .set_len(notes.valid_len)
+            .map_err(io_err("truncate", &notes_path))?;
+        notes_file
+            .sync_data()
+            .map_err(io_err("sync", &notes_path))?;
+        recovery
+            .get_or_insert(Recovery {
+                moved_bytes: 0,
+                from_seq: scan.leaves.len() as u64,
+                torn_file: None,
+                reason: String::new(),
+                checkpoint_tail_bytes: 0,
+            })
+            .checkpoint_tail_bytes = tail;
+    }
+    // The checkpoints file may have just been created.
+    fs.sync_dir(dir).map_err(io_err("sync", dir))?;
+
+    let next_seq = scan.leaves.len() as u64;
+    let path = segments
+        .last()
+        .cloned()
+        .unwrap_or_else(|| dir.join(segment_name(next_seq)));
+    let file = fs.open_append(&path).map_err(io_err("open", &path))?;
+    let len = file.len().map_err(io_err("stat", &path))?;
+    if len == 0 {
+        fs.sync_dir(dir).map_err(io_err("sync", dir))?;
+    }
+    let mut tree = TreeBuilder::new();
+    for leaf in &scan.leaves {
+        tree.push(*leaf);
+    }
+    Ok(Recovered {
+        segment: Segment {
+            file,
+            path,
+            len,
+            next_seq,
+            last_ts: scan.last_ts.unwrap_or(Timestamp::UNIX_EPOCH),
+            tree,
+            key_id: verifier.key_id_hex(),
+        },
+        origin,
+        checkpoints: notes_file,
+        signed,
+        recovery,
+    })
+}
+
+fn unique_torn_path(fs: &dyn FileSystem, seg: &Path) -> PathBuf {
+    let base = format!("{}.torn", seg.display());
+    let mut candidate = PathBuf::from(&base);
+    let mut n = 1;
+    while fs.exists(&candidate) {
+        candidate = PathBuf::from(format!("{base}.{n}"));
+        n += 1;
+    }
+    candidate
+}
