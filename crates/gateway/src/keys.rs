@@ -1,0 +1,387 @@
+//! Client keys: what applications present instead of a REDCap token.
+//!
+//! A key looks like a REDCap project token — 32 upper-case hex characters,
+//! 128 random bits — so PyCap, REDCapR and other clients that check token
+//! shape accept it unchanged. The gateway keeps only each key's SHA-256;
+//! the key itself exists once, when it is issued, and goes straight into a
+//! secrets backend or a 0600 file, never to the terminal.
+//!
+//! Unlike REDCap's own tokens, keys expire (default 90 days) and rotate
+//! with an overlap: issuing a new key for a client shortens the client's
+//! older keys to the overlap window instead of killing them at once.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use durable::FileSystem;
+use jiff::{SignedDuration, Timestamp};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+const FORMAT: &str = "redcap-warden/client-keys/1";
+
+/// A freshly issued key. Only [`ClientKey::expose`] reveals it.
+pub struct ClientKey(Zeroizing<String>);
+
+impl ClientKey {
+    fn generate() -> ClientKey {
+        let mut bytes = Zeroizing::new([0u8; 16]);
+        getrandom::fill(&mut *bytes).expect("the operating system's random source failed");
+        ClientKey(Zeroizing::new(hex::encode_upper(*bytes)))
+    }
+
+    /// The key, for its one delivery.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for ClientKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClientKey(<redacted>)")
+    }
+}
+
+/// SHA-256 of a presented key: how keys are stored and looked up.
+pub fn digest(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+/// What the gateway knows about one key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRecord {
+    /// `k-` and the first 8 hex of the digest: names the key in lists,
+    /// revocations and the ledger without revealing it.
+    pub id: String,
+    pub client: String,
+    /// Hex SHA-256 of the key.
+    pub sha256: String,
+    pub issued_at: Timestamp,
+    pub issued_by: String,
+    pub expires_at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used: Option<Timestamp>,
+}
+
+/// The state of a key at a moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyState {
+    Active,
+    Expired,
+    Revoked,
+}
+
+impl KeyRecord {
+    pub fn state(&self, now: Timestamp) -> KeyState {
+        if self.revoked_at.is_some() {
+            KeyState::Revoked
+        } else if now >= self.expires_at {
+            KeyState::Expired
+        } else {
+            KeyState::Active
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("client keys file {path}: {op} failed: {source}; fix: check the data directory's permissions and free space")]
+    Io {
+        path: PathBuf,
+        op: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("client keys file {path} is damaged ({detail}); fix: restore it from backup, or revoke-and-reissue every client key")]
+    Corrupt { path: PathBuf, detail: String },
+    #[error("no client key `{id}`; fix: see `redcap-warden keys list`")]
+    NoSuchKey { id: String },
+    #[error("client key `{id}` is already revoked")]
+    AlreadyRevoked { id: String },
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Document {
+    format: String,
+    keys: Vec<KeyRecord>,
+}
+
+/// The keys file: hashes, expiry, revocation. Every change is a
+/// read-modify-write under an exclusive lock, replaced atomically.
+pub struct KeyFile {
+    path: PathBuf,
+    fs: Arc<dyn FileSystem>,
+    lock: Option<PathBuf>,
+}
+
+/// Lifetimes for [`KeyFile::issue`].
+#[derive(Debug, Clone, Copy)]
+pub struct KeyPolicy {
+    pub lifetime: SignedDuration,
+    pub overlap: SignedDuration,
+}
+
+impl KeyFile {
+    /// The keys file on the real file system, locked through `<file>.lock`.
+    pub fn new(path: &Path) -> KeyFile {
+        let mut lock = path.as_os_str().to_owned();
+        lock.push(".lock");
+        KeyFile { path: path.to_path_buf(), fs: Arc::new(durable::OsFs), lock: Some(lock.into()) }
+    }
+
+    /// Through any file system (tests), without an inter-process lock.
+    pub fn with_fs(path: &Path, fs: Arc<dyn FileSystem>) -> KeyFile {
+        KeyFile { path: path.to_path_buf(), fs, lock: None }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn io(&self, op: &'static str) -> impl FnOnce(std::io::Error) -> KeyError + '_ {
+        move |source| KeyError::Io { path: self.path.clone(), op, source }
+    }
+
+    fn locked(&self) -> Result<Option<std::fs::File>, KeyError> {
+        let Some(lock) = &self.lock else { return Ok(None) };
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(lock)
+            .map_err(self.io("opening the lock"))?;
+        f.lock().map_err(self.io("locking"))?;
+        Ok(Some(f))
+    }
+
+    /// Every key record. A missing file is an empty list.
+    pub fn list(&self) -> Result<Vec<KeyRecord>, KeyError> {
+        if !self.fs.exists(&self.path) {
+            return Ok(Vec::new());
+        }
+        let bytes = self.fs.read(&self.path).map_err(self.io("reading"))?;
+        let doc: Document = serde_json::from_slice(&bytes)
+            .map_err(|e| KeyError::Corrupt { path: self.path.clone(), detail: e.to_string() })?;
+        if doc.format != FORMAT {
+            return Err(KeyError::Corrupt { path: self.path.clone(), detail: format!("unknown format `{}`", doc.format) });
+        }
+        Ok(doc.keys)
+    }
+
+    fn update<T>(&self, f: impl FnOnce(&mut Vec<KeyRecord>) -> Result<T, KeyError>) -> Result<T, KeyError> {
+        let _lock = self.locked()?;
+        let mut keys = self.list()?;
+        let out = f(&mut keys)?;
+        let doc = Document { format: FORMAT.into(), keys };
+        let bytes = serde_json::to_vec_pretty(&doc).expect("serialisable");
+        durable::atomic_replace(&*self.fs, &self.path, &bytes).map_err(self.io("writing"))?;
+        Ok(out)
+    }
+
+    /// Issues a new key for `client`. The client's other active keys are
+    /// shortened to expire within the overlap window, so a deployment has
+    /// that long to switch. Returns the key and its record, and the records
+    /// that were shortened.
+    pub fn issue(
+        &self,
+        client: &str,
+        operator: &str,
+        policy: KeyPolicy,
+        now: Timestamp,
+    ) -> Result<(ClientKey, KeyRecord, Vec<KeyRecord>), KeyError> {
+        let key = ClientKey::generate();
+        let sha = hex::encode(digest(key.expose()));
+        let record = KeyRecord {
+            id: format!("k-{}", &sha[..8]),
+            client: client.to_string(),
+            sha256: sha,
+            issued_at: now,
+            issued_by: operator.to_string(),
+            expires_at: now + policy.lifetime,
+            revoked_at: None,
+            revoked_reason: None,
+            last_used: None,
+        };
+        let overlap_end = now + policy.overlap;
+        let shortened = self.update(|keys| {
+            let mut shortened = Vec::new();
+            for k in keys.iter_mut() {
+                if k.client == client && k.state(now) == KeyState::Active && k.expires_at > overlap_end {
+                    k.expires_at = overlap_end;
+                    shortened.push(k.clone());
+                }
+            }
+            keys.push(record.clone());
+            Ok(shortened)
+        })?;
+        Ok((key, record, shortened))
+    }
+
+    /// Revokes the key with id `id` at once.
+    pub fn revoke(&self, id: &str, reason: &str, now: Timestamp) -> Result<KeyRecord, KeyError> {
+        self.update(|keys| {
+            let k = keys.iter_mut().find(|k| k.id == id).ok_or_else(|| KeyError::NoSuchKey { id: id.into() })?;
+            if k.revoked_at.is_some() {
+                return Err(KeyError::AlreadyRevoked { id: id.into() });
+            }
+            k.revoked_at = Some(now);
+            k.revoked_reason = Some(reason.to_string());
+            Ok(k.clone())
+        })
+    }
+
+    /// Records when keys were last used (the gateway flushes this now and
+    /// then, not on every request).
+    pub fn record_use(&self, last_used: &HashMap<String, Timestamp>) -> Result<(), KeyError> {
+        if last_used.is_empty() {
+            return Ok(());
+        }
+        self.update(|keys| {
+            for k in keys.iter_mut() {
+                if let Some(t) = last_used.get(&k.id) {
+                    k.last_used = Some(k.last_used.map_or(*t, |old| old.max(*t)));
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// The keys as the gateway looks them up.
+    pub fn ring(&self) -> Result<KeyRing, KeyError> {
+        let mut by_digest = HashMap::new();
+        for k in self.list()? {
+            let Ok(bytes) = hex::decode(&k.sha256) else {
+                return Err(KeyError::Corrupt { path: self.path.clone(), detail: format!("key `{}` has a bad digest", k.id) });
+            };
+            let Ok(d) = <[u8; 32]>::try_from(bytes.as_slice()) else {
+                return Err(KeyError::Corrupt { path: self.path.clone(), detail: format!("key `{}` has a bad digest", k.id) });
+            };
+            by_digest.insert(d, k);
+        }
+        Ok(KeyRing { by_digest })
+    }
+}
+
+/// Presented key → record, for the gateway.
+#[derive(Debug, Default, Clone)]
+pub struct KeyRing {
+    by_digest: HashMap<[u8; 32], KeyRecord>,
+}
+
+/// The verdict on a presented key.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Presented<'a> {
+    Valid(&'a KeyRecord),
+    Expired(&'a KeyRecord),
+    Revoked(&'a KeyRecord),
+    Unknown,
+}
+
+impl KeyRing {
+    /// Looks a presented key up by its digest and confirms the match in
+    /// constant time. Keys carry 128 random bits, so the map lookup's
+    /// timing reveals nothing usable about any key.
+    pub fn check(&self, presented: &str, now: Timestamp) -> Presented<'_> {
+        let d = digest(presented);
+        match self.by_digest.get_key_value(&d) {
+            Some((stored, record)) if bool::from(stored.ct_eq(&d)) => match record.state(now) {
+                KeyState::Active => Presented::Valid(record),
+                KeyState::Expired => Presented::Expired(record),
+                KeyState::Revoked => Presented::Revoked(record),
+            },
+            _ => Presented::Unknown,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_digest.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_digest.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> KeyPolicy {
+        KeyPolicy { lifetime: SignedDuration::from_hours(24 * 90), overlap: SignedDuration::from_hours(24 * 7) }
+    }
+
+    fn file() -> (tempfile::TempDir, KeyFile) {
+        let dir = tempfile::tempdir().unwrap();
+        let f = KeyFile::new(&dir.path().join("client-keys.json"));
+        (dir, f)
+    }
+
+    #[test]
+    fn keys_look_like_redcap_tokens_and_only_their_hash_is_kept() {
+        let (dir, f) = file();
+        let now = Timestamp::now();
+        let (key, record, _) = f.issue("etl", "alice", policy(), now).unwrap();
+        let k = key.expose();
+        assert_eq!(k.len(), 32);
+        assert!(k.chars().all(|c| c.is_ascii_digit() || ('A'..='F').contains(&c)));
+        assert_eq!(format!("{key:?}"), "ClientKey(<redacted>)");
+        let stored = std::fs::read_to_string(dir.path().join("client-keys.json")).unwrap();
+        assert!(!stored.contains(k) && !stored.contains(&k.to_lowercase()));
+        assert!(stored.contains(&record.sha256));
+        assert_eq!(record.expires_at, now + policy().lifetime);
+    }
+
+    #[test]
+    fn the_ring_accepts_valid_keys_and_names_why_others_fail() {
+        let (_dir, f) = file();
+        let now = Timestamp::now();
+        let (a, ra, _) = f.issue("etl", "alice", policy(), now).unwrap();
+        let (b, rb, _) = f.issue("ui", "alice", policy(), now).unwrap();
+        f.revoke(&rb.id, "leaked", now).unwrap();
+        let ring = f.ring().unwrap();
+        assert_eq!(ring.check(a.expose(), now), Presented::Valid(&ra));
+        assert!(matches!(ring.check(b.expose(), now), Presented::Revoked(_)));
+        assert!(matches!(ring.check(a.expose(), ra.expires_at), Presented::Expired(_)));
+        assert_eq!(ring.check("0123456789ABCDEF0123456789ABCDEF", now), Presented::Unknown);
+        assert_eq!(ring.check(&a.expose().to_lowercase(), now), Presented::Unknown, "keys are exact");
+        assert!(matches!(f.revoke(&rb.id, "again", now), Err(KeyError::AlreadyRevoked { .. })));
+        assert!(matches!(f.revoke("k-nope", "x", now), Err(KeyError::NoSuchKey { .. })));
+    }
+
+    #[test]
+    fn reissuing_keeps_the_old_key_working_only_through_the_overlap() {
+        let (_dir, f) = file();
+        let t0 = Timestamp::now();
+        let (old, _, _) = f.issue("etl", "alice", policy(), t0).unwrap();
+        let t1 = t0 + SignedDuration::from_hours(24 * 30);
+        let (new, _, shortened) = f.issue("etl", "alice", policy(), t1).unwrap();
+        assert_eq!(shortened.len(), 1);
+        let ring = f.ring().unwrap();
+        assert!(matches!(ring.check(old.expose(), t1), Presented::Valid(_)), "both work during the overlap");
+        assert!(matches!(ring.check(new.expose(), t1), Presented::Valid(_)));
+        let after = t1 + policy().overlap;
+        assert!(matches!(ring.check(old.expose(), after), Presented::Expired(_)));
+        assert!(matches!(ring.check(new.expose(), after), Presented::Valid(_)));
+    }
+
+    #[test]
+    fn last_use_is_recorded_and_a_damaged_file_is_reported() {
+        let (dir, f) = file();
+        let now = Timestamp::now();
+        let (_, r, _) = f.issue("etl", "alice", policy(), now).unwrap();
+        f.record_use(&HashMap::from([(r.id.clone(), now)])).unwrap();
+        assert_eq!(f.list().unwrap()[0].last_used, Some(now));
+        std::fs::write(dir.path().join("client-keys.json"), "{").unwrap();
+        let e = f.list().unwrap_err().to_string();
+        assert!(e.contains("damaged") && e.contains("fix:"), "{e}");
+    }
+}

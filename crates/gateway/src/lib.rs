@@ -1,0 +1,11 @@
+//! The gateway: a REDCap-protocol reverse proxy that holds the tokens.
+//!
+//! Applications keep their REDCap client (PyCap, REDCapR, curl) and point it
+//! at the gateway with a gateway-issued client key in place of a token. Per
+//! request the gateway authenticates the key, checks the client's policy,
+//! makes a `request` entry durable in the ledger, injects the account's real
+//! token, forwards a canonical body to REDCap, and records the `response`.
+//! If the ledger cannot make the entry durable, nothing is forwarded.
+
+pub mod keys;
+pub mod php;
