@@ -61,7 +61,10 @@ pub fn routes() -> Router<AppState> {
             "/sandbox/projects/{pid}/users/{username}/expiration",
             post(set_expiration).put(set_expiration),
         )
-        .route("/sandbox/projects/{pid}/dags/{group_id}/rename", post(rename_dag))
+        .route(
+            "/sandbox/projects/{pid}/dags/{group_id}/rename",
+            post(rename_dag),
+        )
         .route("/sandbox/projects/{pid}/page-view", post(page_view))
 }
 
@@ -105,7 +108,10 @@ where
         let mut txn = app.db.begin();
         let result = f(&mut txn.state, &now);
         txn.commit().map_err(|e| {
-            AdminError(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot save: {e:#}"))
+            AdminError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot save: {e:#}"),
+            )
         })?;
         result.map(Json)
     })
@@ -149,16 +155,25 @@ struct NewUser {
 }
 
 /// `POST /sandbox/users`: create (or update) an account.
-async fn create_user(State(app): State<AppState>, headers: HeaderMap, Json(body): Json<NewUser>) -> Answer {
+async fn create_user(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<NewUser>,
+) -> Answer {
     run(app, headers, move |state, _| {
         let username = body.username.trim().to_lowercase();
         if !crate::api::valid_username(&username) {
-            return Err(AdminError::bad(format!("{username:?} is not a valid REDCap username")));
+            return Err(AdminError::bad(format!(
+                "{username:?} is not a valid REDCap username"
+            )));
         }
-        let account = state.accounts.entry(username.clone()).or_insert_with(|| Account {
-            username: username.clone(),
-            ..Account::default()
-        });
+        let account = state
+            .accounts
+            .entry(username.clone())
+            .or_insert_with(|| Account {
+                username: username.clone(),
+                ..Account::default()
+            });
         account.email = body.email;
         account.firstname = body.firstname;
         account.lastname = body.lastname;
@@ -180,28 +195,51 @@ fn set_suspended(state: &mut Data, username: &str, suspended: bool) -> Result<Va
 }
 
 /// `POST /sandbox/users/{u}/suspend`: its tokens then get the generic 403.
-async fn suspend(State(app): State<AppState>, headers: HeaderMap, Path(username): Path<String>) -> Answer {
-    run(app, headers, move |state, _| set_suspended(state, &username, true)).await
+async fn suspend(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(username): Path<String>,
+) -> Answer {
+    run(app, headers, move |state, _| {
+        set_suspended(state, &username, true)
+    })
+    .await
 }
 
 /// `POST /sandbox/users/{u}/unsuspend`.
-async fn unsuspend(State(app): State<AppState>, headers: HeaderMap, Path(username): Path<String>) -> Answer {
-    run(app, headers, move |state, _| set_suspended(state, &username, false)).await
+async fn unsuspend(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(username): Path<String>,
+) -> Answer {
+    run(app, headers, move |state, _| {
+        set_suspended(state, &username, false)
+    })
+    .await
 }
 
 /// `POST /sandbox/users/{u}/super-token`: issue (or replace) the user's
 /// super token; the account is created if needed.
-async fn super_token(State(app): State<AppState>, headers: HeaderMap, Path(username): Path<String>) -> Answer {
+async fn super_token(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(username): Path<String>,
+) -> Answer {
     run(app, headers, move |state, _| {
         let username = username.to_lowercase();
         if !crate::api::valid_username(&username) {
-            return Err(AdminError::bad(format!("{username:?} is not a valid REDCap username")));
+            return Err(AdminError::bad(format!(
+                "{username:?} is not a valid REDCap username"
+            )));
         }
         let token = state.new_super_token();
-        let account = state.accounts.entry(username.clone()).or_insert_with(|| Account {
-            username: username.clone(),
-            ..Account::default()
-        });
+        let account = state
+            .accounts
+            .entry(username.clone())
+            .or_insert_with(|| Account {
+                username: username.clone(),
+                ..Account::default()
+            });
         let replaced = account.super_token.replace(token.clone());
         state.touch();
         Ok(json!({ "username": username, "token": token, "replaced": replaced }))
@@ -253,7 +291,9 @@ async fn add_project_user(
             group_id: None,
         });
         let project = &state.projects[&pid];
-        Ok(Value::Object(crate::api::user_row(state, project, version, &username)))
+        Ok(Value::Object(crate::api::user_row(
+            state, project, version, &username,
+        )))
     })
     .await
 }
@@ -263,10 +303,9 @@ fn member_token(state: &Data, pid: u64, username: &str) -> Result<Option<String>
         .projects
         .get(&pid)
         .ok_or_else(|| AdminError::not_found(format!("no project {pid}")))?;
-    let member = project
-        .members
-        .get(username)
-        .ok_or_else(|| AdminError::not_found(format!("{username} is not a user of project {pid}")))?;
+    let member = project.members.get(username).ok_or_else(|| {
+        AdminError::not_found(format!("{username} is not a user of project {pid}"))
+    })?;
     Ok(member.token.clone())
 }
 
@@ -283,7 +322,11 @@ fn set_token(state: &mut Data, pid: u64, username: &str, token: Option<String>) 
 
 /// `POST …/users/{u}/token`: create the user's project token (409 if one
 /// exists: regenerate instead).
-async fn create_token(State(app): State<AppState>, headers: HeaderMap, Path((pid, username)): Path<(u64, String)>) -> Answer {
+async fn create_token(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path((pid, username)): Path<(u64, String)>,
+) -> Answer {
     run(app, headers, move |state, now| {
         if member_token(state, pid, &username)?.is_some() {
             return Err(AdminError(
@@ -293,14 +336,23 @@ async fn create_token(State(app): State<AppState>, headers: HeaderMap, Path((pid
         }
         let token = state.new_project_token();
         set_token(state, pid, &username, Some(token.clone()));
-        log_user_row(state, now, pid, format!("Create API token for user (username = '{username}')"));
+        log_user_row(
+            state,
+            now,
+            pid,
+            format!("Create API token for user (username = '{username}')"),
+        );
         Ok(json!({ "project_id": pid, "username": username, "token": token }))
     })
     .await
 }
 
 /// `GET …/users/{u}/token`: view the token (as the Control Center can).
-async fn show_token(State(app): State<AppState>, headers: HeaderMap, Path((pid, username)): Path<(u64, String)>) -> Answer {
+async fn show_token(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path((pid, username)): Path<(u64, String)>,
+) -> Answer {
     run(app, headers, move |state, _| {
         let token = member_token(state, pid, &username)?;
         Ok(json!({ "project_id": pid, "username": username, "token": token }))
@@ -310,26 +362,53 @@ async fn show_token(State(app): State<AppState>, headers: HeaderMap, Path((pid, 
 
 /// `POST …/users/{u}/token/regenerate`: overwrite in place — the old token
 /// fails on the very next request (§2.3).
-async fn regenerate_token(State(app): State<AppState>, headers: HeaderMap, Path((pid, username)): Path<(u64, String)>) -> Answer {
+async fn regenerate_token(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path((pid, username)): Path<(u64, String)>,
+) -> Answer {
     run(app, headers, move |state, now| {
-        let old = member_token(state, pid, &username)?
-            .ok_or_else(|| AdminError::not_found(format!("{username} has no token in project {pid}")))?;
+        let old = member_token(state, pid, &username)?.ok_or_else(|| {
+            AdminError::not_found(format!("{username} has no token in project {pid}"))
+        })?;
         let token = state.new_project_token();
         set_token(state, pid, &username, Some(token.clone()));
-        log_user_row(state, now, pid, format!("Regenerate API token for user (username = '{username}'); Replaced token = {old}"));
-        log_user_row(state, now, pid, format!("Create API token for user (username = '{username}')"));
+        log_user_row(
+            state,
+            now,
+            pid,
+            format!(
+                "Regenerate API token for user (username = '{username}'); Replaced token = {old}"
+            ),
+        );
+        log_user_row(
+            state,
+            now,
+            pid,
+            format!("Create API token for user (username = '{username}')"),
+        );
         Ok(json!({ "project_id": pid, "username": username, "token": token, "replaced": old }))
     })
     .await
 }
 
 /// `DELETE …/users/{u}/token`.
-async fn delete_token(State(app): State<AppState>, headers: HeaderMap, Path((pid, username)): Path<(u64, String)>) -> Answer {
+async fn delete_token(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path((pid, username)): Path<(u64, String)>,
+) -> Answer {
     run(app, headers, move |state, now| {
-        let old = member_token(state, pid, &username)?
-            .ok_or_else(|| AdminError::not_found(format!("{username} has no token in project {pid}")))?;
+        let old = member_token(state, pid, &username)?.ok_or_else(|| {
+            AdminError::not_found(format!("{username} has no token in project {pid}"))
+        })?;
         set_token(state, pid, &username, None);
-        log_user_row(state, now, pid, format!("Delete API token for user (username = '{username}'); Deleted token = {old}"));
+        log_user_row(
+            state,
+            now,
+            pid,
+            format!("Delete API token for user (username = '{username}'); Deleted token = {old}"),
+        );
         Ok(json!({ "project_id": pid, "username": username, "deleted": old }))
     })
     .await
@@ -351,7 +430,8 @@ async fn set_expiration(
         member_token(state, pid, &username)?;
         let expiration = match body.expiration.as_deref() {
             None => None,
-            Some(v) => crate::api::parse_expiration(&username, v).map_err(|e| AdminError::bad(e.message()))?,
+            Some(v) => crate::api::parse_expiration(&username, v)
+                .map_err(|e| AdminError::bad(e.message()))?,
         };
         let project = project_mut(state, pid)?;
         if let Some(m) = project.members.get_mut(&username) {
@@ -365,7 +445,10 @@ async fn set_expiration(
             username: SITE_ADMIN.into(),
             kind: LogKind::User,
             action: format!("Update user {username}"),
-            details: format!("user = '{username}', expiration = '{}'", expiration.clone().unwrap_or_default()),
+            details: format!(
+                "user = '{username}', expiration = '{}'",
+                expiration.clone().unwrap_or_default()
+            ),
             record: None,
             group_id: None,
         });

@@ -195,13 +195,19 @@ impl Project {
     /// The unique name of a DAG id (`None` if the DAG is gone).
     pub fn dag_name(&self, id: u64) -> Option<String> {
         let names = self.dag_unique_names();
-        self.dags.iter().position(|d| d.id == id).map(|i| names[i].clone())
+        self.dags
+            .iter()
+            .position(|d| d.id == id)
+            .map(|i| names[i].clone())
     }
 
     /// The DAG id of a unique name.
     pub fn dag_id(&self, unique: &str) -> Option<u64> {
         let names = self.dag_unique_names();
-        names.iter().position(|n| n == unique).map(|i| self.dags[i].id)
+        names
+            .iter()
+            .position(|n| n == unique)
+            .map(|i| self.dags[i].id)
     }
 
     /// The rights that apply to a member: the role's if in one (§4.2).
@@ -310,13 +316,14 @@ impl State {
 
     /// Whether a token value is in use anywhere (project or super).
     pub fn token_in_use(&self, token: &str) -> bool {
-        self.projects
-            .values()
-            .any(|p| p.members.values().any(|m| m.token.as_deref() == Some(token)))
-            || self
-                .accounts
+        self.projects.values().any(|p| {
+            p.members
                 .values()
-                .any(|a| a.super_token.as_deref() == Some(token))
+                .any(|m| m.token.as_deref() == Some(token))
+        }) || self
+            .accounts
+            .values()
+            .any(|a| a.super_token.as_deref() == Some(token))
     }
 
     /// A fresh project token (32 uppercase hex, unique).

@@ -156,7 +156,11 @@ pub fn render_rows(
             // Writing into a Vec cannot fail.
             let _ = w.write_record(&header);
             for r in rows {
-                let _ = w.write_record(header.iter().map(|h| r.get(h).map(cell).unwrap_or_default()));
+                let _ = w.write_record(
+                    header
+                        .iter()
+                        .map(|h| r.get(h).map(cell).unwrap_or_default()),
+                );
             }
             String::from_utf8(w.into_inner().unwrap_or_default()).unwrap_or_default()
         }
@@ -268,7 +272,12 @@ mod tests {
         );
         assert_eq!(Reply::error(&e, Format::Xml).status, 403);
         let slash = ApiError::NoExportAccess;
-        assert!(Reply::error(&slash, Format::Json).body.contains("export\\/import") || true);
+        assert!(
+            Reply::error(&slash, Format::Json)
+                .body
+                .contains("export\\/import")
+                || true
+        );
     }
 
     #[test]
@@ -282,17 +291,24 @@ mod tests {
 
     #[test]
     fn renders_rows() {
-        let rows = vec![json!({"a": "1", "forms": {"f": 130, "g": 128}})
-            .as_object()
-            .unwrap()
-            .clone()];
+        let rows = vec![
+            json!({"a": "1", "forms": {"f": 130, "g": 128}})
+                .as_object()
+                .unwrap()
+                .clone(),
+        ];
         assert_eq!(
             render_rows(Format::Csv, &rows, &[], "r", "i"),
             "a,forms\n1,\"f:130,g:128\"\n"
         );
-        assert_eq!(render_rows(Format::Csv, &[], &["x", "y"], "r", "i"), "x,y\n");
-        assert!(render_rows(Format::Xml, &rows, &[], "users", "item")
-            .contains("<item><a>1</a><forms><f>130</f><g>128</g></forms></item>"));
+        assert_eq!(
+            render_rows(Format::Csv, &[], &["x", "y"], "r", "i"),
+            "x,y\n"
+        );
+        assert!(
+            render_rows(Format::Xml, &rows, &[], "users", "item")
+                .contains("<item><a>1</a><forms><f>130</f><g>128</g></forms></item>")
+        );
         assert_eq!(render_rows(Format::Json, &[], &[], "r", "i"), "[]");
     }
 
@@ -302,11 +318,15 @@ mod tests {
         assert_eq!(decode_json(r#"{"a":1}"#).unwrap().len(), 1);
         assert_eq!(
             decode_json("[{").unwrap_err(),
-            ApiError::BadJson { decoder: "Syntax error".into() }
+            ApiError::BadJson {
+                decoder: "Syntax error".into()
+            }
         );
         assert_eq!(
             decode_json("5").unwrap_err(),
-            ApiError::BadJson { decoder: "No error".into() }
+            ApiError::BadJson {
+                decoder: "No error".into()
+            }
         );
         let rows = decode_csv("a,b\n1,\"x,y\"\n").unwrap();
         assert_eq!(rows[0]["b"], json!("x,y"));

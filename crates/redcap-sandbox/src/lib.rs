@@ -151,8 +151,12 @@ async fn api_endpoint(State(app): State<AppState>, req: Request) -> Response {
     match reply {
         Ok(r) => {
             let mut headers = HeaderMap::new();
-            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(r.content_type));
-            let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(r.content_type),
+            );
+            let status =
+                StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             (status, headers, r.body).into_response()
         }
         Err(e) => {

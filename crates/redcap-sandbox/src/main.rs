@@ -11,7 +11,11 @@ use redcap_sandbox::{Config, Server};
 use serde_json::{Value, json};
 
 #[derive(Parser)]
-#[command(name = "redcap-sandbox", version, about = "A faithful REDCap API emulator for tests and demos")]
+#[command(
+    name = "redcap-sandbox",
+    version,
+    about = "A faithful REDCap API emulator for tests and demos"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -56,7 +60,11 @@ struct ServeArgs {
 #[derive(clap::Args)]
 struct AdminArgs {
     /// Base URL of the sandbox, e.g. http://127.0.0.1:8080/.
-    #[arg(long, env = "REDCAP_SANDBOX_URL", default_value = "http://127.0.0.1:8080/")]
+    #[arg(
+        long,
+        env = "REDCAP_SANDBOX_URL",
+        default_value = "http://127.0.0.1:8080/"
+    )]
     url: String,
     /// The admin secret the sandbox was started with.
     #[arg(long, env = "REDCAP_SANDBOX_ADMIN_SECRET")]
@@ -109,9 +117,17 @@ enum AdminAction {
     /// Lift a suspension.
     Unsuspend { username: String },
     /// Set (YYYY-MM-DD) or clear (`none`) a user's project expiration.
-    SetExpiration { project: u64, username: String, date: String },
+    SetExpiration {
+        project: u64,
+        username: String,
+        date: String,
+    },
     /// Rename a DAG (its unique name is recomputed).
-    RenameDag { project: u64, group_id: u64, name: String },
+    RenameDag {
+        project: u64,
+        group_id: u64,
+        name: String,
+    },
     /// Record a web-UI page view by a user.
     PageView { project: u64, username: String },
     /// List projects and their users.
@@ -152,8 +168,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         (None, None) => None,
     };
     let timezone = match &args.timezone {
-        Some(name) => jiff::tz::TimeZone::get(name)
-            .with_context(|| format!("unknown time zone {name:?}"))?,
+        Some(name) => {
+            jiff::tz::TimeZone::get(name).with_context(|| format!("unknown time zone {name:?}"))?
+        }
         None => jiff::tz::TimeZone::system(),
     };
     let config = Config {
@@ -167,7 +184,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let server = Server::start(config).await?;
     eprintln!("redcap-sandbox: REDCap API at {}", server.api_url);
-    tokio::signal::ctrl_c().await.context("cannot wait for Ctrl-C")?;
+    tokio::signal::ctrl_c()
+        .await
+        .context("cannot wait for Ctrl-C")?;
     eprintln!("redcap-sandbox: stopping");
     server.stop().await
 }
@@ -178,12 +197,26 @@ async fn admin(args: AdminArgs) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
     use AdminAction as A;
     let (method, path, body): (reqwest::Method, String, Option<Value>) = match args.action {
-        A::CreateUser { username, admin, email, firstname, lastname } => (
+        A::CreateUser {
+            username,
+            admin,
+            email,
+            firstname,
+            lastname,
+        } => (
             reqwest::Method::POST,
             "/sandbox/users".into(),
-            Some(json!({"username": username, "administrator": admin, "email": email, "firstname": firstname, "lastname": lastname})),
+            Some(
+                json!({"username": username, "administrator": admin, "email": email, "firstname": firstname, "lastname": lastname}),
+            ),
         ),
-        A::AddUser { project, username, rights, dag, expiration } => {
+        A::AddUser {
+            project,
+            username,
+            rights,
+            dag,
+            expiration,
+        } => {
             let mut row: serde_json::Map<String, Value> =
                 serde_json::from_str(&rights).context("--rights is not a JSON object")?;
             row.insert("username".into(), username.into());
@@ -193,21 +226,77 @@ async fn admin(args: AdminArgs) -> anyhow::Result<()> {
             if let Some(e) = expiration {
                 row.insert("expiration".into(), e.into());
             }
-            (reqwest::Method::POST, format!("/sandbox/projects/{project}/users"), Some(Value::Object(row)))
+            (
+                reqwest::Method::POST,
+                format!("/sandbox/projects/{project}/users"),
+                Some(Value::Object(row)),
+            )
         }
-        A::CreateToken { project, username } => (reqwest::Method::POST, format!("/sandbox/projects/{project}/users/{username}/token"), None),
-        A::ShowToken { project, username } => (reqwest::Method::GET, format!("/sandbox/projects/{project}/users/{username}/token"), None),
-        A::RegenerateToken { project, username } => (reqwest::Method::POST, format!("/sandbox/projects/{project}/users/{username}/token/regenerate"), None),
-        A::DeleteToken { project, username } => (reqwest::Method::DELETE, format!("/sandbox/projects/{project}/users/{username}/token"), None),
-        A::SuperToken { username } => (reqwest::Method::POST, format!("/sandbox/users/{username}/super-token"), None),
-        A::Suspend { username } => (reqwest::Method::POST, format!("/sandbox/users/{username}/suspend"), None),
-        A::Unsuspend { username } => (reqwest::Method::POST, format!("/sandbox/users/{username}/unsuspend"), None),
-        A::SetExpiration { project, username, date } => {
-            let expiration = if date == "none" { Value::Null } else { Value::String(date) };
-            (reqwest::Method::PUT, format!("/sandbox/projects/{project}/users/{username}/expiration"), Some(json!({"expiration": expiration})))
+        A::CreateToken { project, username } => (
+            reqwest::Method::POST,
+            format!("/sandbox/projects/{project}/users/{username}/token"),
+            None,
+        ),
+        A::ShowToken { project, username } => (
+            reqwest::Method::GET,
+            format!("/sandbox/projects/{project}/users/{username}/token"),
+            None,
+        ),
+        A::RegenerateToken { project, username } => (
+            reqwest::Method::POST,
+            format!("/sandbox/projects/{project}/users/{username}/token/regenerate"),
+            None,
+        ),
+        A::DeleteToken { project, username } => (
+            reqwest::Method::DELETE,
+            format!("/sandbox/projects/{project}/users/{username}/token"),
+            None,
+        ),
+        A::SuperToken { username } => (
+            reqwest::Method::POST,
+            format!("/sandbox/users/{username}/super-token"),
+            None,
+        ),
+        A::Suspend { username } => (
+            reqwest::Method::POST,
+            format!("/sandbox/users/{username}/suspend"),
+            None,
+        ),
+        A::Unsuspend { username } => (
+            reqwest::Method::POST,
+            format!("/sandbox/users/{username}/unsuspend"),
+            None,
+        ),
+        A::SetExpiration {
+            project,
+            username,
+            date,
+        } => {
+            let expiration = if date == "none" {
+                Value::Null
+            } else {
+                Value::String(date)
+            };
+            (
+                reqwest::Method::PUT,
+                format!("/sandbox/projects/{project}/users/{username}/expiration"),
+                Some(json!({"expiration": expiration})),
+            )
         }
-        A::RenameDag { project, group_id, name } => (reqwest::Method::POST, format!("/sandbox/projects/{project}/dags/{group_id}/rename"), Some(json!({"name": name}))),
-        A::PageView { project, username } => (reqwest::Method::POST, format!("/sandbox/projects/{project}/page-view"), Some(json!({"username": username}))),
+        A::RenameDag {
+            project,
+            group_id,
+            name,
+        } => (
+            reqwest::Method::POST,
+            format!("/sandbox/projects/{project}/dags/{group_id}/rename"),
+            Some(json!({"name": name})),
+        ),
+        A::PageView { project, username } => (
+            reqwest::Method::POST,
+            format!("/sandbox/projects/{project}/page-view"),
+            Some(json!({"username": username})),
+        ),
         A::ListProjects => (reqwest::Method::GET, "/sandbox/projects".into(), None),
     };
     let url = format!("{base}{path}");
@@ -215,9 +304,15 @@ async fn admin(args: AdminArgs) -> anyhow::Result<()> {
     if let Some(b) = body {
         req = req.json(&b);
     }
-    let resp = req.send().await.with_context(|| format!("cannot reach {url}"))?;
+    let resp = req
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {url}"))?;
     let status = resp.status();
-    let text = resp.text().await.with_context(|| format!("cannot read the answer of {url}"))?;
+    let text = resp
+        .text()
+        .await
+        .with_context(|| format!("cannot read the answer of {url}"))?;
     if !status.is_success() {
         bail!("{url} answered {status}: {text}");
     }

@@ -100,7 +100,11 @@ fn next_index(items: &[(String, PhpValue)]) -> String {
 }
 
 fn insert(items: &mut Vec<(String, PhpValue)>, key: String, keys: &[String], value: String) {
-    let key = if key.is_empty() { next_index(items) } else { key };
+    let key = if key.is_empty() {
+        next_index(items)
+    } else {
+        key
+    };
     if keys.is_empty() {
         if let Some(slot) = items.iter_mut().find(|(k, _)| *k == key) {
             slot.1 = PhpValue::Str(value);
@@ -189,8 +193,14 @@ mod tests {
     #[test]
     fn arrays_with_indexes_and_appends() {
         let p = parse("records[0]=1&records[1]=2&fields[]=a&fields[]=b&m[x]=1&m[y]=2");
-        assert_eq!(p.get("records").unwrap().array_strings().unwrap(), ["1", "2"]);
-        assert_eq!(p.get("fields").unwrap().array_strings().unwrap(), ["a", "b"]);
+        assert_eq!(
+            p.get("records").unwrap().array_strings().unwrap(),
+            ["1", "2"]
+        );
+        assert_eq!(
+            p.get("fields").unwrap().array_strings().unwrap(),
+            ["a", "b"]
+        );
         assert_eq!(
             p.get("m").unwrap(),
             &PhpValue::Array(vec![

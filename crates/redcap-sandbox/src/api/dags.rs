@@ -43,7 +43,11 @@ pub fn export(ctx: &mut Ctx) -> Result<Reply, ApiError> {
     ctx.log_manage(LogKind::Manage, "Export DAGs");
     Ok(ctx.rows_reply(
         &rows,
-        &["data_access_group_name", "unique_group_name", "data_access_group_id"],
+        &[
+            "data_access_group_name",
+            "unique_group_name",
+            "data_access_group_id",
+        ],
         "dags",
         "item",
     ))
@@ -146,13 +150,21 @@ pub fn export_mapping(ctx: &mut Ctx) -> Result<Reply, ApiError> {
         .map(|(name, m)| {
             let mut row = Map::new();
             row.insert("username".into(), name.clone().into());
-            let dag = m.group_id.and_then(|g| project.dag_name(g)).unwrap_or_default();
+            let dag = m
+                .group_id
+                .and_then(|g| project.dag_name(g))
+                .unwrap_or_default();
             row.insert("redcap_data_access_group".into(), dag.into());
             row
         })
         .collect();
     ctx.log_manage(LogKind::Manage, "Export User-DAG assignments");
-    Ok(ctx.rows_reply(&rows, &["username", "redcap_data_access_group"], "items", "item"))
+    Ok(ctx.rows_reply(
+        &rows,
+        &["username", "redcap_data_access_group"],
+        "items",
+        "item",
+    ))
 }
 
 /// Import User-DAG Assignments (DAG right, 400 `api_222`; DAG-assigned
@@ -176,10 +188,14 @@ pub fn import_mapping(ctx: &mut Ctx) -> Result<Reply, ApiError> {
         let group = if dag.is_empty() {
             None
         } else {
-            Some(project.dag_id(&dag).ok_or_else(|| ApiError::InvalidMappingDag {
-                user: user.clone(),
-                dag: dag.clone(),
-            })?)
+            Some(
+                project
+                    .dag_id(&dag)
+                    .ok_or_else(|| ApiError::InvalidMappingDag {
+                        user: user.clone(),
+                        dag: dag.clone(),
+                    })?,
+            )
         };
         let member = project
             .members
@@ -196,8 +212,13 @@ pub fn import_mapping(ctx: &mut Ctx) -> Result<Reply, ApiError> {
         } else {
             format!("Assign user to data access group (user = '{user}', group = '{dag}')")
         };
-        ctx.log(LogKind::User, format!("Update user {user}"), details, None, None);
+        ctx.log(
+            LogKind::User,
+            format!("Update user {user}"),
+            details,
+            None,
+            None,
+        );
     }
     Ok(ctx.count(rows.len()))
 }
-

@@ -49,7 +49,11 @@ pub fn export(ctx: &mut Ctx) -> Result<Reply, ApiError> {
     // For non-record logtypes the record and DAG filters are cleared.
     let record_types = !matches!(logtype, "export" | "manage" | "user" | "page_view");
     let user = ctx.post.str("user").trim().to_lowercase();
-    let record = if record_types { ctx.post.str("record").trim().to_owned() } else { String::new() };
+    let record = if record_types {
+        ctx.post.str("record").trim().to_owned()
+    } else {
+        String::new()
+    };
     let dag: Option<u64> = if record_types {
         ctx.post.str("dag").trim().parse().ok()
     } else {
@@ -84,7 +88,10 @@ pub fn export(ctx: &mut Ctx) -> Result<Reply, ApiError> {
             m.insert("timestamp".into(), r.ts.clone().into());
             m.insert("username".into(), r.username.clone().into());
             m.insert("action".into(), r.action.clone().into());
-            m.insert("details".into(), r.details.replace(['\r', '\n'], " ").into());
+            m.insert(
+                "details".into(),
+                r.details.replace(['\r', '\n'], " ").into(),
+            );
             m.insert("record".into(), r.record.clone().unwrap_or_default().into());
             m
         })

@@ -31,8 +31,18 @@ pub const COLUMNS: &[&str] = &[
 
 /// Field types REDCap knows.
 const FIELD_TYPES: &[&str] = &[
-    "text", "notes", "dropdown", "radio", "checkbox", "yesno", "truefalse", "file", "slider",
-    "calc", "descriptive", "sql",
+    "text",
+    "notes",
+    "dropdown",
+    "radio",
+    "checkbox",
+    "yesno",
+    "truefalse",
+    "file",
+    "slider",
+    "calc",
+    "descriptive",
+    "sql",
 ];
 
 fn field_row(f: &Field) -> Map<String, Value> {
@@ -104,11 +114,10 @@ pub fn import(ctx: &mut Ctx) -> Result<Reply, ApiError> {
         for (k, v) in row {
             strings.insert(k.clone(), Value::String(text(Some(v))));
         }
-        let f: Field = serde_json::from_value(Value::Object(strings)).map_err(|e| {
-            ApiError::BadMetadata {
+        let f: Field =
+            serde_json::from_value(Value::Object(strings)).map_err(|e| ApiError::BadMetadata {
                 details: format!("The data dictionary could not be read: {e}"),
-            }
-        })?;
+            })?;
         let name_ok = !f.field_name.is_empty()
             && f.field_name
                 .chars()
@@ -137,7 +146,10 @@ pub fn import(ctx: &mut Ctx) -> Result<Reply, ApiError> {
         }
         if fields.iter().any(|g: &Field| g.field_name == f.field_name) {
             return Err(ApiError::BadMetadata {
-                details: format!("The variable name \"{}\" is used more than once.", f.field_name),
+                details: format!(
+                    "The variable name \"{}\" is used more than once.",
+                    f.field_name
+                ),
             });
         }
         fields.push(f);
@@ -208,5 +220,10 @@ pub fn export_instruments(ctx: &mut Ctx) -> Result<Reply, ApiError> {
         })
         .collect();
     ctx.log_manage(LogKind::Manage, "Export instruments");
-    Ok(ctx.rows_reply(&rows, &["instrument_name", "instrument_label"], "instruments", "item"))
+    Ok(ctx.rows_reply(
+        &rows,
+        &["instrument_name", "instrument_label"],
+        "instruments",
+        "item",
+    ))
 }

@@ -162,7 +162,9 @@ impl Ctx<'_> {
 
 /// A JSON value as the string PHP would see (`1` → `"1"`).
 pub fn text(value: Option<&Value>) -> String {
-    value.and_then(redcap::rights::wire_text).unwrap_or_default()
+    value
+        .and_then(redcap::rights::wire_text)
+        .unwrap_or_default()
 }
 
 /// Runs one API request start to finish inside one critical section.

@@ -79,7 +79,10 @@ fn dropped_when_deidentified(f: &Field, is_record_id: bool) -> bool {
     let validation = f.text_validation_type_or_show_slider_number.as_str();
     f.identifier == "y"
         || f.field_type == "notes"
-        || (f.field_type == "text" && (validation.is_empty() || validation.starts_with("date") || validation.starts_with("time")))
+        || (f.field_type == "text"
+            && (validation.is_empty()
+                || validation.starts_with("date")
+                || validation.starts_with("time")))
 }
 
 /// Export Records (flat or EAV; `records`, `fields`, `forms`,
@@ -91,21 +94,38 @@ pub fn export(ctx: &mut Ctx) -> Result<Reply, ApiError> {
     }
     let project = ctx.project();
     let all = columns(project);
-    let field_names: Vec<&str> = project.metadata.iter().map(|f| f.field_name.as_str()).collect();
+    let field_names: Vec<&str> = project
+        .metadata
+        .iter()
+        .map(|f| f.field_name.as_str())
+        .collect();
     let fields = ctx.post.list("fields", true).unwrap_or_default();
     let forms = ctx.post.list("forms", true).unwrap_or_default();
     let bad: Vec<String> = fields
         .iter()
-        .filter(|f| !field_names.contains(&f.as_str()) && !all.iter().any(|c| c.field.is_none() && &c.name == *f))
+        .filter(|f| {
+            !field_names.contains(&f.as_str())
+                && !all.iter().any(|c| c.field.is_none() && &c.name == *f)
+        })
         .cloned()
         .collect();
     if !bad.is_empty() {
-        return Err(ApiError::InvalidParameterValues { parameter: "fields", values: bad });
+        return Err(ApiError::InvalidParameterValues {
+            parameter: "fields",
+            values: bad,
+        });
     }
     let project_forms = project.forms();
-    let bad: Vec<String> = forms.iter().filter(|f| !project_forms.contains(f)).cloned().collect();
+    let bad: Vec<String> = forms
+        .iter()
+        .filter(|f| !project_forms.contains(f))
+        .cloned()
+        .collect();
     if !bad.is_empty() {
-        return Err(ApiError::InvalidParameterValues { parameter: "forms", values: bad });
+        return Err(ApiError::InvalidParameterValues {
+            parameter: "forms",
+            values: bad,
+        });
     }
     let rid = project.record_id_field().to_owned();
     let rights = &ctx.caller.rights;
@@ -117,17 +137,27 @@ pub fn export(ctx: &mut Ctx) -> Result<Reply, ApiError> {
             }
             let field_name = c.field.map(|i| project.metadata[i].field_name.as_str());
             forms.contains(&c.form)
-                || fields.iter().any(|f| Some(f.as_str()) == field_name || *f == c.name)
+                || fields
+                    .iter()
+                    .any(|f| Some(f.as_str()) == field_name || *f == c.name)
         })
         .filter(|c| {
-            let right = rights.forms_export.get(&c.form).copied().unwrap_or(ExportRight::NoAccess);
+            let right = rights
+                .forms_export
+                .get(&c.form)
+                .copied()
+                .unwrap_or(ExportRight::NoAccess);
             let field = c.field.map(|i| &project.metadata[i]);
             let is_rid = field.is_some_and(|f| f.field_name == rid);
             match right {
                 ExportRight::NoAccess => false,
                 ExportRight::FullDataSet => true,
-                ExportRight::RemoveIdentifiers => !field.is_some_and(|f| f.identifier == "y" && !is_rid),
-                ExportRight::DeIdentified => !field.is_some_and(|f| dropped_when_deidentified(f, is_rid)),
+                ExportRight::RemoveIdentifiers => {
+                    !field.is_some_and(|f| f.identifier == "y" && !is_rid)
+                }
+                ExportRight::DeIdentified => {
+                    !field.is_some_and(|f| dropped_when_deidentified(f, is_rid))
+                }
             }
         })
         .collect();
@@ -136,7 +166,11 @@ pub fn export(ctx: &mut Ctx) -> Result<Reply, ApiError> {
         .records
         .iter()
         .filter(|(_, r)| ctx.caller.group_id.is_none() || r.group_id == ctx.caller.group_id)
-        .filter(|(n, _)| wanted.as_ref().is_none_or(|w| w.is_empty() || w.contains(n)))
+        .filter(|(n, _)| {
+            wanted
+                .as_ref()
+                .is_none_or(|w| w.is_empty() || w.contains(n))
+        })
         .map(|(n, _)| n)
         .collect();
     names.sort_by_key(|n| record_order(n));
@@ -149,7 +183,9 @@ pub fn export(ctx: &mut Ctx) -> Result<Reply, ApiError> {
             for c in &selected {
                 let v = record.values.get(&c.name).cloned().unwrap_or_default();
                 let (field, value) = match (&c.code, c.field) {
-                    (Some(code), Some(i)) if v == "1" => (project.metadata[i].field_name.clone(), code.clone()),
+                    (Some(code), Some(i)) if v == "1" => {
+                        (project.metadata[i].field_name.clone(), code.clone())
+                    }
                     (Some(_), _) => continue,
                     _ if v.is_empty() => continue,
                     _ => (c.name.clone(), v),
@@ -164,9 +200,20 @@ pub fn export(ctx: &mut Ctx) -> Result<Reply, ApiError> {
         }
         let mut m = Map::new();
         for (i, c) in selected.iter().enumerate() {
-            m.insert(c.name.clone(), record.values.get(&c.name).cloned().unwrap_or_default().into());
+            m.insert(
+                c.name.clone(),
+                record
+                    .values
+                    .get(&c.name)
+                    .cloned()
+                    .unwrap_or_default()
+                    .into(),
+            );
             if with_dag && i == 0 {
-                let dag = record.group_id.and_then(|g| project.dag_name(g)).unwrap_or_default();
+                let dag = record
+                    .group_id
+                    .and_then(|g| project.dag_name(g))
+                    .unwrap_or_default();
                 m.insert(DAG_FIELD.into(), dag.into());
             }
         }
@@ -187,7 +234,11 @@ pub fn export(ctx: &mut Ctx) -> Result<Reply, ApiError> {
 }
 
 /// Rows of an EAV import (`record`, `field_name`, `value`) as flat rows.
-fn eav_to_flat(rows: Vec<Map<String, Value>>, rid: &str, project: &Project) -> Vec<Map<String, Value>> {
+fn eav_to_flat(
+    rows: Vec<Map<String, Value>>,
+    rid: &str,
+    project: &Project,
+) -> Vec<Map<String, Value>> {
     let mut flat: Vec<(String, Map<String, Value>)> = Vec::new();
     for row in rows {
         let record = text(row.get("record"));
@@ -202,9 +253,14 @@ fn eav_to_flat(rows: Vec<Map<String, Value>>, rid: &str, project: &Project) -> V
                 flat.len() - 1
             }
         };
-        let is_checkbox = project.metadata.iter().any(|f| f.field_name == field && f.field_type == "checkbox");
+        let is_checkbox = project
+            .metadata
+            .iter()
+            .any(|f| f.field_name == field && f.field_type == "checkbox");
         if is_checkbox {
-            flat[pos].1.insert(format!("{field}___{}", value.to_lowercase()), "1".into());
+            flat[pos]
+                .1
+                .insert(format!("{field}___{}", value.to_lowercase()), "1".into());
         } else {
             flat[pos].1.insert(field, value.into());
         }
@@ -273,7 +329,11 @@ pub fn import(ctx: &mut Ctx) -> Result<Reply, ApiError> {
     let mut ids: Vec<String> = Vec::new();
     for row in &rows {
         let original = text(row.get(&rid)).trim().to_owned();
-        let id = if auto { id_map[&text(row.get(&rid))].clone() } else { original.clone() };
+        let id = if auto {
+            id_map[&text(row.get(&rid))].clone()
+        } else {
+            original.clone()
+        };
         if id.is_empty() {
             lines.push(line("", &rid, "", ValidationLine::BLANK_RECORD_ID));
             continue;
@@ -334,7 +394,11 @@ pub fn import(ctx: &mut Ctx) -> Result<Reply, ApiError> {
     let mut project = project;
     let mut logs: Vec<(bool, String, Vec<String>, Option<u64>, Option<String>)> = Vec::new();
     for row in &rows {
-        let id = if auto { id_map[&text(row.get(&rid))].clone() } else { text(row.get(&rid)).trim().to_owned() };
+        let id = if auto {
+            id_map[&text(row.get(&rid))].clone()
+        } else {
+            text(row.get(&rid)).trim().to_owned()
+        };
         let is_new = !project.records.contains_key(&id);
         let record = project.records.entry(id.clone()).or_insert_with(|| Record {
             group_id: caller_dag,
@@ -370,19 +434,28 @@ pub fn import(ctx: &mut Ctx) -> Result<Reply, ApiError> {
             }
         }
         for form in touched_forms {
-            record.values.entry(format!("{form}_complete")).or_insert_with(|| "0".into());
+            record
+                .values
+                .entry(format!("{form}_complete"))
+                .or_insert_with(|| "0".into());
         }
         let mut dag_change = None;
         if let Some(v) = row.get(DAG_FIELD) {
             let name = text(Some(v)).trim().to_owned();
-            let group = if name.is_empty() { None } else { project.dag_id(&name) };
+            let group = if name.is_empty() {
+                None
+            } else {
+                project.dag_id(&name)
+            };
             let record = project.records.get_mut(&id).expect("just inserted");
             if (group.is_some() || overwrite) && record.group_id != group {
                 record.group_id = group;
                 dag_change = Some(if name.is_empty() {
                     "Remove record from Data Access Group".to_owned()
                 } else {
-                    format!("Assign record to Data Access Group (redcap_data_access_group = '{name}')")
+                    format!(
+                        "Assign record to Data Access Group (redcap_data_access_group = '{name}')"
+                    )
                 });
             }
         }
@@ -403,7 +476,13 @@ pub fn import(ctx: &mut Ctx) -> Result<Reply, ApiError> {
         if let Some(d) = dag_change {
             let action = format!("{} {id}", ctx.api_label("Update record"));
             let details = ctx.api_label(&d);
-            ctx.log(LogKind::RecordEdit, action, details, Some(id.clone()), group);
+            ctx.log(
+                LogKind::RecordEdit,
+                action,
+                details,
+                Some(id.clone()),
+                group,
+            );
         }
     }
     Ok(import_reply(ctx, &ids, &id_map, auto))
@@ -423,10 +502,15 @@ fn import_reply(ctx: &Ctx, ids: &[String], id_map: &BTreeMap<String, String>, au
     let f = ctx.return_format;
     let xml_head = "<?xml version=\"1.0\" encoding=\"UTF-8\" ?>";
     let list = |items: Vec<String>, csv_header: &str| match f {
-        Format::Json => php_json(&Value::Array(items.into_iter().map(Value::String).collect())),
+        Format::Json => php_json(&Value::Array(
+            items.into_iter().map(Value::String).collect(),
+        )),
         Format::Xml => format!(
             "{xml_head}<ids>{}</ids>",
-            items.iter().map(|i| format!("<id>{i}</id>")).collect::<String>()
+            items
+                .iter()
+                .map(|i| format!("<id>{i}</id>"))
+                .collect::<String>()
         ),
         Format::Csv => {
             let mut s = format!("{csv_header}\n");
@@ -443,7 +527,10 @@ fn import_reply(ctx: &Ctx, ids: &[String], id_map: &BTreeMap<String, String>, au
             let pairs = id_map.iter().map(|(orig, new)| (new.clone(), orig.clone()));
             let mut pairs: Vec<(String, String)> = pairs.collect();
             pairs.sort_by_key(|(new, _)| ids.iter().position(|i| i == new));
-            list(pairs.into_iter().map(|(n, o)| format!("{n},{o}")).collect(), "id,original_id")
+            list(
+                pairs.into_iter().map(|(n, o)| format!("{n},{o}")).collect(),
+                "id,original_id",
+            )
         }
         "nothing" => String::new(),
         _ => match f {
@@ -480,10 +567,9 @@ pub fn delete(ctx: &mut Ctx) -> Result<Reply, ApiError> {
     let missing: Vec<String> = records
         .iter()
         .filter(|r| {
-            project
-                .records
-                .get(*r)
-                .is_none_or(|rec| ctx.caller.group_id.is_some() && rec.group_id != ctx.caller.group_id)
+            project.records.get(*r).is_none_or(|rec| {
+                ctx.caller.group_id.is_some() && rec.group_id != ctx.caller.group_id
+            })
         })
         .cloned()
         .collect();

@@ -19,7 +19,9 @@ fn new_unique_role_name(project: &Project) -> String {
             name.push(char::from(b'1' + random_below(9) as u8));
         }
         for _ in 0..7 {
-            name.push(char::from(ALPHABET[random_below(ALPHABET.len() as u32) as usize]));
+            name.push(char::from(
+                ALPHABET[random_below(ALPHABET.len() as u32) as usize],
+            ));
         }
         if !project.roles.iter().any(|r| r.unique_name == name) {
             return name;
@@ -48,7 +50,12 @@ pub fn export(ctx: &mut Ctx) -> Result<Reply, ApiError> {
         })
         .collect();
     ctx.log_manage(LogKind::User, "Export user roles");
-    Ok(ctx.rows_reply(&rows, &["unique_role_name", "role_label"], "userRoles", "item"))
+    Ok(ctx.rows_reply(
+        &rows,
+        &["unique_role_name", "role_label"],
+        "userRoles",
+        "item",
+    ))
 }
 
 /// Import User Roles: blank `unique_role_name` creates, a known one edits
@@ -170,7 +177,10 @@ pub fn export_mapping(ctx: &mut Ctx) -> Result<Reply, ApiError> {
                 .unwrap_or_default();
             row.insert("unique_role_name".into(), role.into());
             if with_dags {
-                let dag = m.group_id.and_then(|g| project.dag_name(g)).unwrap_or_default();
+                let dag = m
+                    .group_id
+                    .and_then(|g| project.dag_name(g))
+                    .unwrap_or_default();
                 row.insert("data_access_group".into(), dag.into());
             }
             row
@@ -230,13 +240,16 @@ pub fn import_mapping(ctx: &mut Ctx) -> Result<Reply, ApiError> {
             None => None,
         };
         let forms = project.forms();
-        let member = project.members.entry(user.clone()).or_insert_with(|| Member {
-            expiration: None,
-            group_id: None,
-            role_id: None,
-            rights: Rights::none(&forms),
-            token: None,
-        });
+        let member = project
+            .members
+            .entry(user.clone())
+            .or_insert_with(|| Member {
+                expiration: None,
+                group_id: None,
+                role_id: None,
+                rights: Rights::none(&forms),
+                token: None,
+            });
         member.role_id = role_id;
         if let Some(g) = dag {
             member.group_id = g;
@@ -250,7 +263,13 @@ pub fn import_mapping(ctx: &mut Ctx) -> Result<Reply, ApiError> {
         } else {
             format!("User assigned to role {user}")
         };
-        ctx.log(LogKind::User, action, format!("user = '{user}', role = '{role}'"), None, None);
+        ctx.log(
+            LogKind::User,
+            action,
+            format!("user = '{user}', role = '{role}'"),
+            None,
+            None,
+        );
     }
     Ok(ctx.count(rows.len()))
 }

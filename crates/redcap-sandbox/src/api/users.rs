@@ -120,11 +120,11 @@ pub fn parse_expiration(user: &str, value: &str) -> Result<Option<String>, ApiEr
         }
     }
     Err(ApiError::InvalidRightsValue {
-            field: "expiration".into(),
-            user: user.to_owned(),
-            value: value.to_owned(),
-            allowed: "a date (YYYY-MM-DD)",
-        })
+        field: "expiration".into(),
+        user: user.to_owned(),
+        value: value.to_owned(),
+        allowed: "a date (YYYY-MM-DD)",
+    })
 }
 /// Adds or updates one user from an Import Users row; returns whether the
 /// user is new. The DAG is always written: a row without
@@ -178,7 +178,12 @@ pub fn import_user_row(
 }
 
 /// One Export Users row.
-pub fn user_row(state: &State, project: &Project, version: RedcapVersion, name: &str) -> Map<String, Value> {
+pub fn user_row(
+    state: &State,
+    project: &Project,
+    version: RedcapVersion,
+    name: &str,
+) -> Map<String, Value> {
     let member = &project.members[name];
     let account = state.accounts.get(name);
     let u = UserRights {
@@ -243,10 +248,18 @@ pub fn import(ctx: &mut Ctx) -> Result<Reply, ApiError> {
         let after = ctx.project().members[&name].group_id;
         if before.flatten() != after {
             let details = match after.and_then(|g| ctx.project().dag_name(g)) {
-                Some(dag) => format!("Assign user to data access group (user = '{name}', group = '{dag}')"),
+                Some(dag) => {
+                    format!("Assign user to data access group (user = '{name}', group = '{dag}')")
+                }
                 None => format!("Remove user from data access group (user = '{name}')"),
             };
-            ctx.log(LogKind::User, format!("Update user {name}"), details, None, None);
+            ctx.log(
+                LogKind::User,
+                format!("Update user {name}"),
+                details,
+                None,
+                None,
+            );
         }
     }
     Ok(ctx.count(count))
@@ -283,7 +296,13 @@ pub fn delete(ctx: &mut Ctx) -> Result<Reply, ApiError> {
         project.members.remove(u);
     }
     for u in &users {
-        ctx.log(LogKind::User, format!("Delete user {u}"), format!("user = '{u}'"), None, None);
+        ctx.log(
+            LogKind::User,
+            format!("Delete user {u}"),
+            format!("user = '{u}'"),
+            None,
+            None,
+        );
     }
     Ok(ctx.count(users.len()))
 }
@@ -304,8 +323,14 @@ mod tests {
 
     #[test]
     fn expirations() {
-        assert_eq!(parse_expiration("u", "2030-01-02").unwrap().as_deref(), Some("2030-01-02"));
-        assert_eq!(parse_expiration("u", "01/02/2030").unwrap().as_deref(), Some("2030-01-02"));
+        assert_eq!(
+            parse_expiration("u", "2030-01-02").unwrap().as_deref(),
+            Some("2030-01-02")
+        );
+        assert_eq!(
+            parse_expiration("u", "01/02/2030").unwrap().as_deref(),
+            Some("2030-01-02")
+        );
         assert_eq!(parse_expiration("u", "").unwrap(), None);
         assert!(parse_expiration("u", "tomorrow-ish").is_err());
     }

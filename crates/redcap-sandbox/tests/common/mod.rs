@@ -31,14 +31,18 @@ pub struct Answer {
 
 impl Answer {
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
     }
     /// Asserts a JSON error answer.
     #[track_caller]
     pub fn assert_error(&self, status: u16, message: &str) {
         assert_eq!(self.status, status, "body: {}", self.body);
-        assert_eq!(self.json(), json!({ "error": message }), "body: {}", self.body);
+        assert_eq!(
+            self.json(),
+            json!({ "error": message }),
+            "body: {}",
+            self.body
+        );
     }
 }
 
@@ -77,7 +81,13 @@ impl Sandbox {
 
     /// POSTs a form body.
     pub async fn post(&self, params: &[(&str, &str)]) -> Answer {
-        let resp = self.client.post(&self.api).form(params).send().await.unwrap();
+        let resp = self
+            .client
+            .post(&self.api)
+            .form(params)
+            .send()
+            .await
+            .unwrap();
         answer(resp).await
     }
 
@@ -89,14 +99,25 @@ impl Sandbox {
     }
 
     /// Imports JSON `data`.
-    pub async fn import(&self, token: &str, content: &str, data: Value, extra: &[(&str, &str)]) -> Answer {
+    pub async fn import(
+        &self,
+        token: &str,
+        content: &str,
+        data: Value,
+        extra: &[(&str, &str)],
+    ) -> Answer {
         let data = data.to_string();
         let mut params = vec![("data", data.as_str())];
         params.extend_from_slice(extra);
         self.call(token, content, &params).await
     }
 
-    pub async fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    pub async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let mut req = self
             .client
             .request(method, format!("{}{path}", self.base))
@@ -107,13 +128,21 @@ impl Sandbox {
         let resp = req.send().await.unwrap();
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     /// Creates a project with the super token; returns the creator's token.
     pub async fn create_project(&self) -> String {
         let a = self
-            .import(SUPER, "project", json!([{"project_title": "Trial", "purpose": 2}]), &[])
+            .import(
+                SUPER,
+                "project",
+                json!([{"project_title": "Trial", "purpose": 2}]),
+                &[],
+            )
             .await;
         assert_eq!(a.status, 200, "{}", a.body);
         assert_eq!(a.body.len(), 32, "{}", a.body);
@@ -124,11 +153,19 @@ impl Sandbox {
     pub async fn user_with_token(&self, pid: u64, row: Value) -> String {
         let username = row["username"].as_str().unwrap().to_owned();
         let (s, v) = self
-            .admin(reqwest::Method::POST, &format!("/sandbox/projects/{pid}/users"), Some(row))
+            .admin(
+                reqwest::Method::POST,
+                &format!("/sandbox/projects/{pid}/users"),
+                Some(row),
+            )
             .await;
         assert_eq!(s, 200, "{v}");
         let (s, v) = self
-            .admin(reqwest::Method::POST, &format!("/sandbox/projects/{pid}/users/{username}/token"), None)
+            .admin(
+                reqwest::Method::POST,
+                &format!("/sandbox/projects/{pid}/users/{username}/token"),
+                None,
+            )
             .await;
         assert_eq!(s, 200, "{v}");
         v["token"].as_str().unwrap().to_owned()
