@@ -246,6 +246,29 @@ mod tests {
         assert_eq!(Entry::from_line(line.as_bytes()).unwrap(), sample());
     }
 
+    /// The escaping rules docs/ledger.md §2.1 states.
+    #[test]
+    fn strings_are_escaped_as_documented() {
+        let e = Entry {
+            seq: 1,
+            ts: Timestamp::UNIX_EPOCH,
+            kind: EntryKind::Alert {
+                code: "a/b \u{e9}\u{2014}".into(),
+                message: "q\"b\\n\nr\rt\tb\u{8}f\u{c}c\u{1}d\u{1f}\u{7f}".into(),
+            },
+        };
+        let line = String::from_utf8(e.to_line()).unwrap();
+        assert!(
+            line.ends_with(concat!(
+                "\"code\":\"a/b \u{e9}\u{2014}\",",
+                r#""message":"q\"b\\n\nr\rt\tb\bf\fc\u0001d\u001f"#,
+                "\u{7f}\"}"
+            )),
+            "{line}"
+        );
+        assert_eq!(Entry::from_line(line.as_bytes()).unwrap(), e);
+    }
+
     #[test]
     fn optional_fields_are_written_as_null() {
         let e = Entry {
