@@ -28,7 +28,11 @@ pub fn base_unique_name(label: &str) -> String {
     }
     if name.is_empty() {
         let digest = Md5::digest(label.as_bytes());
-        name = digest.iter().map(|b| format!("{b:02x}")).collect::<String>()[..10].to_owned();
+        name = digest
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()[..10]
+            .to_owned();
     }
     name
 }
@@ -106,7 +110,10 @@ mod tests {
             ["site_a", "site_ab", "site_ac"]
         );
         // Ordering is by trimmed label, not storage order.
-        assert_eq!(unique_group_names(&["site a ", "Site A"]), ["site_a", "site_ab"]);
+        assert_eq!(
+            unique_group_names(&["site a ", "Site A"]),
+            ["site_a", "site_ab"]
+        );
         assert_eq!(unique_group_names(&["B", "A"]), ["b", "a"]);
     }
 

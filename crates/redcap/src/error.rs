@@ -173,7 +173,8 @@ impl ValidationLine {
     /// An imported field that the project does not have. INF text.
     pub const NO_SUCH_FIELD: &'static str = "The field does not exist in the project.";
     /// Import into an instrument without view & edit rights. INF text.
-    pub const NO_FORM_EDIT: &'static str = "You do not have edit privileges for the instrument containing this field.";
+    pub const NO_FORM_EDIT: &'static str =
+        "You do not have edit privileges for the instrument containing this field.";
     /// Creating a record without the Create Records right. INF text.
     pub const NO_RECORD_CREATE: &'static str = "You do not have privileges to create new records.";
     /// A row whose record ID is blank. INF text.
@@ -205,9 +206,18 @@ impl ApiError {
     pub fn status(&self) -> u16 {
         use ApiError::*;
         match self {
-            NoApiPermission | SuperTokenRequired | RightsExpired { .. } | NoApiExport
-            | NoApiImport | NoDeleteRecord | NoRenameRecord | NoRandomize | DagMemberForbidden
-            | NoExportAccess | NoLoggingRight | AnalysisCleanup => 403,
+            NoApiPermission
+            | SuperTokenRequired
+            | RightsExpired { .. }
+            | NoApiExport
+            | NoApiImport
+            | NoDeleteRecord
+            | NoRenameRecord
+            | NoRandomize
+            | DagMemberForbidden
+            | NoExportAccess
+            | NoLoggingRight
+            | AnalysisCleanup => 403,
             _ => 400,
         }
     }
@@ -302,18 +312,39 @@ mod tests {
     #[test]
     fn parameterised_texts() {
         assert_eq!(
-            ApiError::RightsExpired { date: "2026-01-31".into() }.message(),
+            ApiError::RightsExpired {
+                date: "2026-01-31".into()
+            }
+            .message(),
             "You do not have API rights because your privileges have expired for this project as of 2026-01-31."
         );
         assert_eq!(
-            ApiError::BadJson { decoder: "Syntax error".into() }.message(),
+            ApiError::BadJson {
+                decoder: "Syntax error".into()
+            }
+            .message(),
             "The data being imported is not formatted correctly. PHP error from JSON decoder: Syntax error. The JSON must be in an array, as in [{ ... }]."
         );
         assert_eq!(
-            ApiError::InvalidParameterValues { parameter: "fields", values: vec!["x".into(), "y".into()] }.message(),
+            ApiError::InvalidParameterValues {
+                parameter: "fields",
+                values: vec!["x".into(), "y".into()]
+            }
+            .message(),
             "The following values in the parameter \"fields\" are not valid: 'x', 'y'"
         );
-        let line = ValidationLine { record: "1".into(), field: "f".into(), value: "v".into(), message: "m".into() };
-        assert_eq!(ApiError::RecordValidation { lines: vec![line.clone(), line] }.message(), "\"1\",\"f\",\"v\",\"m\"\n\"1\",\"f\",\"v\",\"m\"");
+        let line = ValidationLine {
+            record: "1".into(),
+            field: "f".into(),
+            value: "v".into(),
+            message: "m".into(),
+        };
+        assert_eq!(
+            ApiError::RecordValidation {
+                lines: vec![line.clone(), line]
+            }
+            .message(),
+            "\"1\",\"f\",\"v\",\"m\"\n\"1\",\"f\",\"v\",\"m\""
+        );
     }
 }

@@ -25,8 +25,8 @@ pub mod version;
 pub use error::ApiError;
 pub use method::{Action, Content};
 pub use rights::{
-    ExportRight, FormRight, FormRightsEncoding, LockRecords, Rights, RightsError, UserRightsLevel,
-    UserRights,
+    ExportRight, FormRight, FormRightsEncoding, LockRecords, Rights, RightsError, UserRights,
+    UserRightsLevel,
 };
 pub use token::{SuperToken, Token, TokenError};
 pub use version::RedcapVersion;

@@ -164,12 +164,11 @@ impl Action {
                 _ => Err(ApiError::InvalidAction),
             };
         }
-        if content == C::Record {
-            if let Some(a @ (Action::Delete | Action::Rename | Action::Randomize)) =
+        if content == C::Record
+            && let Some(a @ (Action::Delete | Action::Rename | Action::Randomize)) =
                 Action::parse(action)
-            {
-                return Ok(a);
-            }
+        {
+            return Ok(a);
         }
         if content == C::Version || !has_data {
             Ok(Action::Export)
@@ -216,7 +215,11 @@ mod tests {
         assert_eq!(ok(C::Metadata, "delete", true), A::Import);
         assert_eq!(ok(C::Project, "", true), A::Import);
         assert_eq!(ok(C::UserDagMapping, "import", false), A::Export);
-        for (c, a) in [(C::Dag, "bogus"), (C::User, "rename"), (C::UserRole, "Export")] {
+        for (c, a) in [
+            (C::Dag, "bogus"),
+            (C::User, "rename"),
+            (C::UserRole, "Export"),
+        ] {
             assert_eq!(Action::derive(c, a, false), Err(ApiError::InvalidAction));
         }
     }

@@ -431,7 +431,9 @@ impl Rights {
     /// The summary export right that gates record, report and log exports
     /// (§4.5): none if every form is "no access".
     pub fn has_any_export_right(&self) -> bool {
-        self.forms_export.values().any(|r| *r != ExportRight::NoAccess)
+        self.forms_export
+            .values()
+            .any(|r| *r != ExportRight::NoAccess)
     }
 
     /// Whether `name` is a privilege attribute (not `forms`/`forms_export`).
@@ -451,20 +453,22 @@ impl Rights {
         }
         match name {
             "user_rights" => {
-                self.user_rights = UserRightsLevel::from_code(parse_int(name, value, "0, 1, or 2")?)
-                    .ok_or_else(|| RightsError::InvalidValue {
-                        field: name.into(),
-                        value: value.into(),
-                        allowed: "0, 1, or 2",
-                    })?;
+                self.user_rights =
+                    UserRightsLevel::from_code(parse_int(name, value, "0, 1, or 2")?).ok_or_else(
+                        || RightsError::InvalidValue {
+                            field: name.into(),
+                            value: value.into(),
+                            allowed: "0, 1, or 2",
+                        },
+                    )?;
             }
             "lock_records" => {
                 self.lock_records = LockRecords::from_code(parse_int(name, value, "0, 1, or 2")?)
                     .ok_or_else(|| RightsError::InvalidValue {
-                        field: name.into(),
-                        value: value.into(),
-                        allowed: "0, 1, or 2",
-                    })?;
+                    field: name.into(),
+                    value: value.into(),
+                    allowed: "0, 1, or 2",
+                })?;
             }
             // Not validated by REDCap; kept when numeric, ignored otherwise.
             "data_quality_resolution" => {
@@ -575,10 +579,11 @@ impl Rights {
             forms.insert(f.clone(), FormRight::NoAccess);
         }
         for (form, value) in pairs {
-            let right = FormRight::from_wire(value).ok_or_else(|| RightsError::InvalidFormValue {
-                form: form.clone(),
-                value: value.clone(),
-            })?;
+            let right =
+                FormRight::from_wire(value).ok_or_else(|| RightsError::InvalidFormValue {
+                    form: form.clone(),
+                    value: value.clone(),
+                })?;
             forms.insert(form.clone(), right);
         }
         self.forms = forms;
@@ -596,10 +601,11 @@ impl Rights {
             forms.insert(f.clone(), ExportRight::NoAccess);
         }
         for (form, value) in pairs {
-            let right = ExportRight::from_wire(value).ok_or_else(|| RightsError::InvalidFormValue {
-                form: form.clone(),
-                value: value.clone(),
-            })?;
+            let right =
+                ExportRight::from_wire(value).ok_or_else(|| RightsError::InvalidFormValue {
+                    form: form.clone(),
+                    value: value.clone(),
+                })?;
             forms.insert(form.clone(), right);
         }
         self.forms_export = forms;
@@ -756,7 +762,10 @@ mod tests {
             assert_eq!(i64::from(r.code(FormRightsEncoding::Bitmask)), bitmask);
         }
         assert_eq!(FormRight::from_code(146), Some(FormRight::ViewEditDelete));
-        assert_eq!(FormRight::from_code(154), Some(FormRight::ViewEditResponsesDelete));
+        assert_eq!(
+            FormRight::from_code(154),
+            Some(FormRight::ViewEditResponsesDelete)
+        );
         for bad in [4, -1, 131, 127, 255] {
             assert_eq!(FormRight::from_code(bad), None, "{bad}");
         }
@@ -827,7 +836,10 @@ mod tests {
         assert_eq!(r.set_attribute("nonsense", "1"), Ok(false));
         assert!(matches!(
             r.set_attribute("design", "2"),
-            Err(RightsError::InvalidValue { allowed: "0 or 1", .. })
+            Err(RightsError::InvalidValue {
+                allowed: "0 or 1",
+                ..
+            })
         ));
         assert_eq!(r.set_attribute("user_rights", "2"), Ok(true));
         assert!(r.set_attribute("user_rights", "3").is_err());

@@ -33,7 +33,10 @@ fn check(value: &str, kind: &'static str, expected: usize) -> Result<(), TokenEr
             actual: value.chars().count(),
         });
     }
-    if !value.bytes().all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b)) {
+    if !value
+        .bytes()
+        .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))
+    {
         return Err(TokenError::Characters { kind });
     }
     Ok(())

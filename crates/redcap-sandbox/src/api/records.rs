@@ -340,10 +340,8 @@ pub fn import(ctx: &mut Ctx) -> Result<Reply, ApiError> {
         }
         match project.records.get(&id) {
             Some(existing) => match (caller_dag, existing.group_id) {
-                (Some(mine), Some(theirs)) if mine != theirs => {
-                    if !other_dag.contains(&id) {
-                        other_dag.push(id.clone());
-                    }
+                (Some(mine), Some(theirs)) if mine != theirs && !other_dag.contains(&id) => {
+                    other_dag.push(id.clone());
                 }
                 (Some(_), None) => lines.push(line(&id, &rid, &id, ValidationLine::OTHER_DAG)),
                 _ => {}
@@ -392,7 +390,9 @@ pub fn import(ctx: &mut Ctx) -> Result<Reply, ApiError> {
 
     // Apply.
     let mut project = project;
-    let mut logs: Vec<(bool, String, Vec<String>, Option<u64>, Option<String>)> = Vec::new();
+    // (new?, record, changes, its DAG, DAG change) per imported row.
+    type RecordLog = (bool, String, Vec<String>, Option<u64>, Option<String>);
+    let mut logs: Vec<RecordLog> = Vec::new();
     for row in &rows {
         let id = if auto {
             id_map[&text(row.get(&rid))].clone()
