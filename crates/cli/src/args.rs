@@ -58,6 +58,10 @@ pub enum Command {
     #[command(subcommand)]
     Config(ConfigCommand),
 
+    /// Verify, prove from and inspect the audit ledger.
+    #[command(subcommand)]
+    Ledger(LedgerCommand),
+
     /// Print a shell completion script to standard output.
     Completions {
         /// The shell to write completions for.
@@ -98,4 +102,52 @@ pub enum SecretsCommand {
     /// Check that the store is reachable, decrypts and is properly
     /// protected: exit 0 if so, 1 listing what is wrong.
     Check,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LedgerCommand {
+    /// Recompute every leaf and root and check every checkpoint signature:
+    /// exit 0 if the ledger is intact, 1 naming the first failure.
+    Verify {
+        /// Verify with this verifier key instead of the one pinned in
+        /// warden.toml (`name+keyid+base64key`).
+        #[arg(long, value_name = "VKEY")]
+        key: Option<String>,
+        /// A checkpoint kept elsewhere (signed note): prove the ledger
+        /// still contains exactly the tree it signed.
+        #[arg(long, value_name = "FILE")]
+        trusted_checkpoint: Option<PathBuf>,
+    },
+    /// Print the checkpoint verifier key (last line), derived from the
+    /// signing key in the secrets store.
+    PublicKey,
+    /// Print the last entries, one JSON line each.
+    Tail {
+        /// How many entries.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        count: usize,
+    },
+    /// Print one entry.
+    Show {
+        /// The entry's sequence number.
+        seq: u64,
+    },
+    /// Print an inclusion or consistency proof as JSON.
+    #[command(subcommand)]
+    Prove(ProveCommand),
+    /// Sign a checkpoint over every entry now.
+    Checkpoint,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProveCommand {
+    /// Prove entry SEQ is in the tree of the first SIZE entries.
+    Inclusion {
+        seq: u64,
+        /// Tree size [default: every entry].
+        #[arg(long)]
+        size: Option<u64>,
+    },
+    /// Prove the tree of NEW entries extends the tree of OLD entries.
+    Consistency { old: u64, new: u64 },
 }

@@ -245,3 +245,71 @@ fn a_damaged_setup_is_reported_by_check_with_the_fix() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("chmod 600"), "{}", text(&out));
 }
+
+#[test]
+fn every_change_is_in_the_ledger_and_verify_catches_tampering() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(init(dir.path()).status.success());
+    let put = warden(
+        dir.path(),
+        &["secrets", "put", "redcap/x", "--reason", "because"],
+        Some("AAAABBBBCCCCDDDDEEEEFFFF00001111"),
+    );
+    assert!(put.status.success(), "{}", text(&put));
+
+    let tail = warden(dir.path(), &["ledger", "tail"], None);
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&tail.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let kinds: Vec<&str> = lines.iter().map(|l| l["kind"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        ["header", "admin", "key", "secret", "secret", "secret"]
+    );
+    let last = lines.last().unwrap();
+    assert_eq!(last["name"], "redcap/x");
+    assert_eq!(last["reason"], "because");
+    assert_eq!(last["operator"], os_login());
+    assert!(last["fingerprint"].as_str().unwrap().starts_with("fp1:"));
+
+    let verify = warden(dir.path(), &["ledger", "verify", "--json"], None);
+    assert_eq!(verify.status.code(), Some(0), "{}", text(&verify));
+    let v: serde_json::Value = serde_json::from_slice(&verify.stdout).unwrap();
+    assert_eq!(v["entries"], 6);
+    assert_eq!(v["unanchored"], 0, "closing a command signs a checkpoint");
+
+    // Flip one byte of the reason of the last entry.
+    let seg = std::fs::read_dir(dir.path().join("data/ledger"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .unwrap();
+    let content = std::fs::read_to_string(&seg).unwrap();
+    std::fs::write(&seg, content.replace("\"because\"", "\"becausf\"")).unwrap();
+    let verify = warden(dir.path(), &["ledger", "verify"], None);
+    assert_eq!(verify.status.code(), Some(1), "{}", text(&verify));
+    assert!(text(&verify).contains("FAILED"), "{}", text(&verify));
+}
+
+#[test]
+fn verify_refuses_a_checkpoint_from_another_key() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    assert!(init(a.path()).status.success());
+    assert!(init(b.path()).status.success());
+    let other = warden(b.path(), &["ledger", "public-key", "--json"], None);
+    let key: serde_json::Value = serde_json::from_slice(&other.stdout).unwrap();
+    let verify = warden(
+        a.path(),
+        &[
+            "ledger",
+            "verify",
+            "--key",
+            key["verifier_key"].as_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(verify.status.code(), Some(1), "{}", text(&verify));
+    assert!(text(&verify).contains("(--key)"), "{}", text(&verify));
+}

@@ -12,6 +12,7 @@
 //! Each feature adds its own section here (see `docs/configuration.md`).
 
 mod gateway;
+mod ledger;
 mod problem;
 mod secrets;
 mod sections;
@@ -19,6 +20,7 @@ mod sections;
 use std::path::{Path, PathBuf};
 
 pub use gateway::*;
+pub use ledger::*;
 pub use problem::{ConfigError, LoadError, Problem};
 pub use secrets::*;
 pub use sections::*;
@@ -33,6 +35,8 @@ pub struct Config {
     /// Where REDCap tokens and the tool's own keys are kept.
     #[serde(default)]
     pub secrets: SecretsSection,
+    /// The audit ledger; `init` writes this section.
+    pub ledger: Option<LedgerSection>,
     /// The gateway's listeners and limits.
     #[serde(default)]
     pub gateway: GatewaySection,
@@ -137,6 +141,14 @@ fn validate(config: &Config, text: &str) -> Vec<Problem> {
         sections::check_time_zone,
         "write the IANA name of the REDCap server's time zone, e.g. time_zone = \"Europe/Berlin\"",
     );
+    if let Some(l) = &config.ledger {
+        check(
+            "ledger.verifier_key",
+            &l.verifier_key,
+            ledger::check_verifier_key,
+            "restore the value `redcap-warden init` wrote, or print it with `redcap-warden ledger public-key` on the machine that holds the signing key",
+        );
+    }
     gateway::validate(config, text, &mut problems);
     problems
 }

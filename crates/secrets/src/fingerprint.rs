@@ -10,6 +10,7 @@ use sha2::Sha256;
 use zeroize::Zeroizing;
 
 use crate::{
+    VersionId,
     Label, Result, SecretName, SecretStore, SecretValue, Selector, StoreError, VersionMeta,
 };
 
@@ -84,8 +85,9 @@ impl FingerprintKey {
         Ok(FingerprintKey { id: stored.id, key })
     }
 
-    /// Writes this key as the store's current fingerprint key.
-    pub async fn save(&self, store: &dyn SecretStore, meta: VersionMeta) -> Result<()> {
+    /// Writes this key as the store's current fingerprint key; returns the
+    /// new version's id.
+    pub async fn save(&self, store: &dyn SecretStore, meta: VersionMeta) -> Result<VersionId> {
         let stored = Zeroizing::new(
             serde_json::to_string(&Stored {
                 id: self.id,
@@ -100,8 +102,7 @@ impl FingerprintKey {
                 meta,
                 Label::Current,
             )
-            .await?;
-        Ok(())
+            .await
     }
 }
 

@@ -4,8 +4,10 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
+use governance::audit::{self, AuditTrail};
+use ledger::EntryKind;
 use secrets::file::{generate_identity, write_identity_file};
-use secrets::{FileStore, FingerprintKey, VersionMeta};
+use secrets::{FINGERPRINT_KEY_SECRET, FileStore, FingerprintKey, VersionMeta};
 
 use crate::Outcome;
 use crate::args::Args;
@@ -31,7 +33,10 @@ pub fn run(args: &Args, redcap_url: &str, time_zone: Option<&str>) -> anyhow::Re
             .map(str::to_string)
             .context("this machine's time zone has no IANA name; pass --time-zone, e.g. --time-zone Europe/Berlin")?,
     };
-    let text = template(redcap_url, &time_zone);
+    let signing_key = audit::new_signing_key();
+    let origin = ledger::new_origin(&audit::host_name())?;
+    let verifier = ledger::VerifierKey::from_signing_key(&origin, &signing_key);
+    let text = template(redcap_url, &time_zone, &verifier.to_string());
     // The same checks `config check` makes, before anything is created.
     let config = warden_config::parse(&text, config_path).map_err(|e| {
         anyhow::anyhow!("{e}").context(
@@ -45,6 +50,7 @@ pub fn run(args: &Args, redcap_url: &str, time_zone: Option<&str>) -> anyhow::Re
     };
     let opts = file_store_options(&loaded);
     let data_dir = durable::parent_dir(&opts.path).to_path_buf();
+    let ledger_dir = audit::ledger_dir(&loaded)?;
     if data_dir.exists() {
         bail!(
             "{} already exists; init never reuses an existing data directory (move it away or use another directory)",
@@ -65,14 +71,56 @@ pub fn run(args: &Args, redcap_url: &str, time_zone: Option<&str>) -> anyhow::Re
         write_identity_file(&opts.identity, &generate_identity())
             .with_context(|| format!("writing the identity {}", opts.identity.display()))?;
         let store = FileStore::create(opts.clone())?;
+        let reason = "initial setup (redcap-warden init)";
         let meta = VersionMeta {
             operator: operator.to_string(),
             at: jiff::Timestamp::now(),
-            reason: "initial setup (redcap-warden init)".into(),
+            reason: reason.into(),
             fingerprint: None,
             rotation_id: None,
         };
-        super::runtime()?.block_on(FingerprintKey::generate(1).save(&store, meta))?;
+        super::runtime()?.block_on(async {
+            let fp_version = FingerprintKey::generate(1)
+                .save(&store, meta.clone())
+                .await?;
+            let sk_version = audit::save_signing_key(&store, &signing_key, meta).await?;
+            let trail = AuditTrail::create(ledger_dir.clone(), origin.clone(), signing_key).await?;
+            let op = operator.to_string();
+            trail
+                .record(EntryKind::Admin {
+                    operator: op.clone(),
+                    action: "init".into(),
+                    target: config_path.display().to_string(),
+                    reason: reason.into(),
+                })
+                .await?;
+            trail
+                .record(EntryKind::Key {
+                    operator: op.clone(),
+                    action: "create".into(),
+                    key_name: origin.clone(),
+                    verifier_key: Some(verifier.to_string()),
+                    reason: "ledger checkpoint signing key".into(),
+                })
+                .await?;
+            for (name, version) in [
+                (FINGERPRINT_KEY_SECRET, fp_version.0),
+                (audit::SIGNING_KEY_SECRET, sk_version),
+            ] {
+                trail
+                    .record(EntryKind::Secret {
+                        operator: op.clone(),
+                        name: name.into(),
+                        version,
+                        action: "create".into(),
+                        fingerprint: None,
+                        reason: reason.into(),
+                    })
+                    .await?;
+            }
+            trail.close().await?;
+            anyhow::Ok(())
+        })?;
         write_new_file(config_path, text.as_bytes())
             .with_context(|| format!("writing {}", config_path.display()))?;
         Ok(())
@@ -86,7 +134,8 @@ pub fn run(args: &Args, redcap_url: &str, time_zone: Option<&str>) -> anyhow::Re
         println!(
             "{}",
             serde_json::json!({
-                "config": config_path, "store": opts.path, "identity": opts.identity,
+                "config": config_path, "store": opts.path, "identity": opts.identity, "ledger": ledger_dir,
+                "verifier_key": verifier.to_string(),
                 "operator": operator, "backup": [config_path, &opts.path, &opts.identity],
             })
         );
@@ -97,7 +146,17 @@ pub fn run(args: &Args, redcap_url: &str, time_zone: Option<&str>) -> anyhow::Re
             "Created {} (its identity, mode 0600)",
             opts.identity.display()
         );
-        println!("Stored the token fingerprint key in the secrets store.");
+        println!(
+            "Created {} (audit ledger; first entries record this setup)",
+            ledger_dir.display()
+        );
+        println!(
+            "Stored the token fingerprint key and the ledger signing key in the secrets store."
+        );
+        println!(
+            "Ledger verifier key (pinned in {}): {verifier}",
+            config_path.display()
+        );
         println!();
         println!(
             "Back up {} and {} together, and keep the identity as safe as the tokens:",
@@ -136,7 +195,7 @@ fn write_new_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::File::open(durable::parent_dir(path))?.sync_all()
 }
 
-fn template(redcap_url: &str, time_zone: &str) -> String {
+fn template(redcap_url: &str, time_zone: &str, verifier_key: &str) -> String {
     let quote = |s: &str| toml_string(s);
     format!(
         r#"# redcap-warden configuration. No secret ever goes in this file:
@@ -159,7 +218,15 @@ path = "data/secrets.age"
 identity = "data/identity.txt"
 # Old versions kept per secret (labelled versions are always kept).
 keep_versions = 20
+
+[ledger]
+# The audit ledger: every API call and every change this tool makes.
+dir = "data/ledger"
+# Checkpoints are signed with a key kept in the secrets store; this pinned
+# key verifies them. `redcap-warden ledger verify` uses it.
+verifier_key = {vk}
 "#,
+        vk = quote(verifier_key),
         url = quote(redcap_url),
         tz = quote(time_zone),
     )

@@ -9,6 +9,9 @@ use secrets::{
 use serde_json::json;
 use zeroize::Zeroizing;
 
+use governance::audit::AuditTrail;
+use ledger::EntryKind;
+
 use crate::Outcome;
 use crate::args::Args;
 use crate::operator::Operator;
@@ -35,8 +38,11 @@ pub fn put(args: &Args, name: &str, reason: &str, label: &str) -> anyhow::Result
     let label: Label = label.parse().map_err(anyhow::Error::msg)?;
     let config = load_config(&args.config)?;
     let store = open_store(&config)?;
-    let value = read_value(&name)?;
     let rt = super::runtime()?;
+    // Open the ledger before changing anything: a change that cannot be
+    // recorded is not made.
+    let trail = rt.block_on(AuditTrail::open(&config, &*store))?;
+    let value = read_value(&name)?;
     let key = rt
         .block_on(FingerprintKey::load(&*store))
         .with_context(|| format!("reading the fingerprint key `{FINGERPRINT_KEY_SECRET}` (was the store set up with `redcap-warden init`?)"))?;
@@ -49,6 +55,20 @@ pub fn put(args: &Args, name: &str, reason: &str, label: &str) -> anyhow::Result
         rotation_id: None,
     };
     let version = rt.block_on(store.put(&name, value, meta, label))?;
+    rt.block_on(async {
+        trail
+            .record(EntryKind::Secret {
+                operator: operator.to_string(),
+                name: name.to_string(),
+                version: version.0.clone(),
+                action: format!("put ({label})"),
+                fingerprint: Some(fingerprint.to_string()),
+                reason: reason.to_string(),
+            })
+            .await?;
+        trail.close().await
+    })
+    .with_context(|| format!("`{name}` version {version} was stored but its ledger entry could not be written; record it by hand and check the ledger"))?;
     if args.json {
         println!(
             "{}",

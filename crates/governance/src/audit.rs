@@ -1,0 +1,198 @@
+//! The tool's own changes, recorded in the ledger.
+//!
+//! Every change redcap-warden makes — a secret written, a client key issued
+//! or revoked, rights applied, a token rotated — is a ledger entry naming
+//! the operator and the reason. The ledger's checkpoint signing key lives
+//! in the secrets store (never beside the ledger); its verifier key is
+//! pinned in `warden.toml`, and a signing key that does not match the pin
+//! is refused rather than used.
+//!
+//! A command opens the ledger *before* it changes anything, so a change is
+//! never made when it could not be recorded.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use ed25519_dalek::SigningKey;
+use ledger::{EntryKind, Ledger, LedgerError, LedgerOptions, Receipt, VerifierKey};
+use secrets::{Label, SecretName, SecretStore, SecretValue, Selector, StoreError, VersionMeta};
+use warden_config::LoadedConfig;
+use zeroize::Zeroizing;
+
+/// The store entry holding the checkpoint signing key (hex of the Ed25519
+/// seed).
+pub const SIGNING_KEY_SECRET: &str = "warden/ledger-signing-key";
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error(
+        "{config} has no [ledger] section, and every change redcap-warden makes must be recorded in the ledger; fix: set up with `redcap-warden init`"
+    )]
+    NotConfigured { config: PathBuf },
+    #[error("reading the ledger signing key `{SIGNING_KEY_SECRET}`: {0}")]
+    Key(#[source] StoreError),
+    #[error(
+        "the ledger signing key in the secrets store is damaged ({0}); fix: restore the store from backup"
+    )]
+    BadKey(String),
+    #[error(
+        "the ledger signing key in the secrets store does not match the verifier key pinned in {config}; refusing to sign with it. fix: restore the matching store or warden.toml from backup"
+    )]
+    KeyMismatch { config: PathBuf },
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error("the ledger writer task failed: {0}")]
+    Task(String),
+}
+
+/// A fresh signing key and the ledger origin `<host>/redcap-warden/<id>`.
+pub fn new_signing_key() -> SigningKey {
+    let mut seed = Zeroizing::new([0u8; 32]);
+    getrandom::fill(&mut *seed).expect("the operating system's random source failed");
+    SigningKey::from_bytes(&seed)
+}
+
+/// This machine's host name, for the origin.
+pub fn host_name() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .filter(|h| {
+            !h.is_empty()
+                && h.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        })
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// Stores the signing key as the current version of [`SIGNING_KEY_SECRET`].
+pub async fn save_signing_key(
+    store: &dyn SecretStore,
+    key: &SigningKey,
+    meta: VersionMeta,
+) -> Result<String, StoreError> {
+    let value = SecretValue::new(Zeroizing::new(hex::encode(key.to_bytes())).to_string());
+    let v = store
+        .put(&signing_key_name(), value, meta, Label::Current)
+        .await?;
+    Ok(v.0)
+}
+
+/// Reads the signing key and checks it against the pinned verifier key.
+pub async fn load_signing_key(
+    config: &LoadedConfig,
+    store: &dyn SecretStore,
+) -> Result<(SigningKey, VerifierKey), AuditError> {
+    let section = config
+        .config
+        .ledger
+        .as_ref()
+        .ok_or_else(|| AuditError::NotConfigured {
+            config: config.path.clone(),
+        })?;
+    let pinned = section.verifier_key();
+    let secret = store
+        .get(&signing_key_name(), &Selector::Label(Label::Current))
+        .await
+        .map_err(AuditError::Key)?;
+    let bytes = Zeroizing::new(
+        hex::decode(secret.value.expose()).map_err(|e| AuditError::BadKey(e.to_string()))?,
+    );
+    let seed: &[u8; 32] = bytes
+        .as_slice()
+        .try_into()
+        .map_err(|_| AuditError::BadKey("not 32 bytes".into()))?;
+    let key = SigningKey::from_bytes(seed);
+    if key.verifying_key() != pinned.key {
+        return Err(AuditError::KeyMismatch {
+            config: config.path.clone(),
+        });
+    }
+    Ok((key, pinned))
+}
+
+fn signing_key_name() -> SecretName {
+    SecretName::new(SIGNING_KEY_SECRET).expect("valid constant name")
+}
+
+/// The ledger directory named in the configuration.
+pub fn ledger_dir(config: &LoadedConfig) -> Result<PathBuf, AuditError> {
+    let section = config
+        .config
+        .ledger
+        .as_ref()
+        .ok_or_else(|| AuditError::NotConfigured {
+            config: config.path.clone(),
+        })?;
+    Ok(config.resolve(&section.dir))
+}
+
+/// The ledger open for a command's changes: entries are appended durably,
+/// and closing signs a final checkpoint.
+pub struct AuditTrail {
+    ledger: Arc<Ledger>,
+}
+
+impl AuditTrail {
+    /// Opens the ledger for writing (taking its lock) before any change.
+    pub async fn open(
+        config: &LoadedConfig,
+        store: &dyn SecretStore,
+    ) -> Result<AuditTrail, AuditError> {
+        let (key, _) = load_signing_key(config, store).await?;
+        let dir = ledger_dir(config)?;
+        let options = LedgerOptions {
+            checkpoint_interval: None,
+            ..LedgerOptions::default()
+        };
+        let ledger = tokio::task::spawn_blocking(move || {
+            Ledger::open(Arc::new(durable::OsFs), &dir, key, options)
+        })
+        .await
+        .map_err(|e| AuditError::Task(e.to_string()))??;
+        Ok(AuditTrail {
+            ledger: Arc::new(ledger),
+        })
+    }
+
+    /// Creates a new ledger (used by `init`).
+    pub async fn create(
+        dir: PathBuf,
+        origin: String,
+        key: SigningKey,
+    ) -> Result<AuditTrail, AuditError> {
+        let options = LedgerOptions {
+            checkpoint_interval: None,
+            ..LedgerOptions::default()
+        };
+        let ledger = tokio::task::spawn_blocking(move || {
+            Ledger::create(Arc::new(durable::OsFs), &dir, &origin, key, options)
+        })
+        .await
+        .map_err(|e| AuditError::Task(e.to_string()))??;
+        Ok(AuditTrail {
+            ledger: Arc::new(ledger),
+        })
+    }
+
+    /// Appends one entry; returns once it is durable.
+    pub async fn record(&self, kind: EntryKind) -> Result<Receipt, AuditError> {
+        let ledger = self.ledger.clone();
+        Ok(tokio::task::spawn_blocking(move || ledger.append(kind))
+            .await
+            .map_err(|e| AuditError::Task(e.to_string()))??)
+    }
+
+    /// Signs a final checkpoint and releases the ledger.
+    pub async fn close(self) -> Result<(), AuditError> {
+        let ledger = self.ledger;
+        tokio::task::spawn_blocking(move || ledger.close())
+            .await
+            .map_err(|e| AuditError::Task(e.to_string()))??;
+        Ok(())
+    }
+
+    pub fn verifier_key(&self) -> &VerifierKey {
+        self.ledger.verifier_key()
+    }
+}
