@@ -93,14 +93,18 @@ impl KeyRecord {
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error("client keys file {path}: {op} failed: {source}; fix: check the data directory's permissions and free space")]
+    #[error(
+        "client keys file {path}: {op} failed: {source}; fix: check the data directory's permissions and free space"
+    )]
     Io {
         path: PathBuf,
         op: &'static str,
         #[source]
         source: std::io::Error,
     },
-    #[error("client keys file {path} is damaged ({detail}); fix: restore it from backup, or revoke-and-reissue every client key")]
+    #[error(
+        "client keys file {path} is damaged ({detail}); fix: restore it from backup, or revoke-and-reissue every client key"
+    )]
     Corrupt { path: PathBuf, detail: String },
     #[error("no client key `{id}`; fix: see `redcap-warden keys list`")]
     NoSuchKey { id: String },
@@ -135,12 +139,20 @@ impl KeyFile {
     pub fn new(path: &Path) -> KeyFile {
         let mut lock = path.as_os_str().to_owned();
         lock.push(".lock");
-        KeyFile { path: path.to_path_buf(), fs: Arc::new(durable::OsFs), lock: Some(lock.into()) }
+        KeyFile {
+            path: path.to_path_buf(),
+            fs: Arc::new(durable::OsFs),
+            lock: Some(lock.into()),
+        }
     }
 
     /// Through any file system (tests), without an inter-process lock.
     pub fn with_fs(path: &Path, fs: Arc<dyn FileSystem>) -> KeyFile {
-        KeyFile { path: path.to_path_buf(), fs, lock: None }
+        KeyFile {
+            path: path.to_path_buf(),
+            fs,
+            lock: None,
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -148,11 +160,17 @@ impl KeyFile {
     }
 
     fn io(&self, op: &'static str) -> impl FnOnce(std::io::Error) -> KeyError + '_ {
-        move |source| KeyError::Io { path: self.path.clone(), op, source }
+        move |source| KeyError::Io {
+            path: self.path.clone(),
+            op,
+            source,
+        }
     }
 
     fn locked(&self) -> Result<Option<std::fs::File>, KeyError> {
-        let Some(lock) = &self.lock else { return Ok(None) };
+        let Some(lock) = &self.lock else {
+            return Ok(None);
+        };
         let f = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -169,19 +187,30 @@ impl KeyFile {
             return Ok(Vec::new());
         }
         let bytes = self.fs.read(&self.path).map_err(self.io("reading"))?;
-        let doc: Document = serde_json::from_slice(&bytes)
-            .map_err(|e| KeyError::Corrupt { path: self.path.clone(), detail: e.to_string() })?;
+        let doc: Document = serde_json::from_slice(&bytes).map_err(|e| KeyError::Corrupt {
+            path: self.path.clone(),
+            detail: e.to_string(),
+        })?;
         if doc.format != FORMAT {
-            return Err(KeyError::Corrupt { path: self.path.clone(), detail: format!("unknown format `{}`", doc.format) });
+            return Err(KeyError::Corrupt {
+                path: self.path.clone(),
+                detail: format!("unknown format `{}`", doc.format),
+            });
         }
         Ok(doc.keys)
     }
 
-    fn update<T>(&self, f: impl FnOnce(&mut Vec<KeyRecord>) -> Result<T, KeyError>) -> Result<T, KeyError> {
+    fn update<T>(
+        &self,
+        f: impl FnOnce(&mut Vec<KeyRecord>) -> Result<T, KeyError>,
+    ) -> Result<T, KeyError> {
         let _lock = self.locked()?;
         let mut keys = self.list()?;
         let out = f(&mut keys)?;
-        let doc = Document { format: FORMAT.into(), keys };
+        let doc = Document {
+            format: FORMAT.into(),
+            keys,
+        };
         let bytes = serde_json::to_vec_pretty(&doc).expect("serialisable");
         durable::atomic_replace(&*self.fs, &self.path, &bytes).map_err(self.io("writing"))?;
         Ok(out)
@@ -215,7 +244,10 @@ impl KeyFile {
         let shortened = self.update(|keys| {
             let mut shortened = Vec::new();
             for k in keys.iter_mut() {
-                if k.client == client && k.state(now) == KeyState::Active && k.expires_at > overlap_end {
+                if k.client == client
+                    && k.state(now) == KeyState::Active
+                    && k.expires_at > overlap_end
+                {
                     k.expires_at = overlap_end;
                     shortened.push(k.clone());
                 }
@@ -229,7 +261,10 @@ impl KeyFile {
     /// Revokes the key with id `id` at once.
     pub fn revoke(&self, id: &str, reason: &str, now: Timestamp) -> Result<KeyRecord, KeyError> {
         self.update(|keys| {
-            let k = keys.iter_mut().find(|k| k.id == id).ok_or_else(|| KeyError::NoSuchKey { id: id.into() })?;
+            let k = keys
+                .iter_mut()
+                .find(|k| k.id == id)
+                .ok_or_else(|| KeyError::NoSuchKey { id: id.into() })?;
             if k.revoked_at.is_some() {
                 return Err(KeyError::AlreadyRevoked { id: id.into() });
             }
@@ -260,10 +295,16 @@ impl KeyFile {
         let mut by_digest = HashMap::new();
         for k in self.list()? {
             let Ok(bytes) = hex::decode(&k.sha256) else {
-                return Err(KeyError::Corrupt { path: self.path.clone(), detail: format!("key `{}` has a bad digest", k.id) });
+                return Err(KeyError::Corrupt {
+                    path: self.path.clone(),
+                    detail: format!("key `{}` has a bad digest", k.id),
+                });
             };
             let Ok(d) = <[u8; 32]>::try_from(bytes.as_slice()) else {
-                return Err(KeyError::Corrupt { path: self.path.clone(), detail: format!("key `{}` has a bad digest", k.id) });
+                return Err(KeyError::Corrupt {
+                    path: self.path.clone(),
+                    detail: format!("key `{}` has a bad digest", k.id),
+                });
             };
             by_digest.insert(d, k);
         }
@@ -316,7 +357,10 @@ mod tests {
     use super::*;
 
     fn policy() -> KeyPolicy {
-        KeyPolicy { lifetime: SignedDuration::from_hours(24 * 90), overlap: SignedDuration::from_hours(24 * 7) }
+        KeyPolicy {
+            lifetime: SignedDuration::from_hours(24 * 90),
+            overlap: SignedDuration::from_hours(24 * 7),
+        }
     }
 
     fn file() -> (tempfile::TempDir, KeyFile) {
@@ -332,7 +376,10 @@ mod tests {
         let (key, record, _) = f.issue("etl", "alice", policy(), now).unwrap();
         let k = key.expose();
         assert_eq!(k.len(), 32);
-        assert!(k.chars().all(|c| c.is_ascii_digit() || ('A'..='F').contains(&c)));
+        assert!(
+            k.chars()
+                .all(|c| c.is_ascii_digit() || ('A'..='F').contains(&c))
+        );
         assert_eq!(format!("{key:?}"), "ClientKey(<redacted>)");
         let stored = std::fs::read_to_string(dir.path().join("client-keys.json")).unwrap();
         assert!(!stored.contains(k) && !stored.contains(&k.to_lowercase()));
@@ -350,11 +397,27 @@ mod tests {
         let ring = f.ring().unwrap();
         assert_eq!(ring.check(a.expose(), now), Presented::Valid(&ra));
         assert!(matches!(ring.check(b.expose(), now), Presented::Revoked(_)));
-        assert!(matches!(ring.check(a.expose(), ra.expires_at), Presented::Expired(_)));
-        assert_eq!(ring.check("0123456789ABCDEF0123456789ABCDEF", now), Presented::Unknown);
-        assert_eq!(ring.check(&a.expose().to_lowercase(), now), Presented::Unknown, "keys are exact");
-        assert!(matches!(f.revoke(&rb.id, "again", now), Err(KeyError::AlreadyRevoked { .. })));
-        assert!(matches!(f.revoke("k-nope", "x", now), Err(KeyError::NoSuchKey { .. })));
+        assert!(matches!(
+            ring.check(a.expose(), ra.expires_at),
+            Presented::Expired(_)
+        ));
+        assert_eq!(
+            ring.check("0123456789ABCDEF0123456789ABCDEF", now),
+            Presented::Unknown
+        );
+        assert_eq!(
+            ring.check(&a.expose().to_lowercase(), now),
+            Presented::Unknown,
+            "keys are exact"
+        );
+        assert!(matches!(
+            f.revoke(&rb.id, "again", now),
+            Err(KeyError::AlreadyRevoked { .. })
+        ));
+        assert!(matches!(
+            f.revoke("k-nope", "x", now),
+            Err(KeyError::NoSuchKey { .. })
+        ));
     }
 
     #[test]
@@ -366,11 +429,20 @@ mod tests {
         let (new, _, shortened) = f.issue("etl", "alice", policy(), t1).unwrap();
         assert_eq!(shortened.len(), 1);
         let ring = f.ring().unwrap();
-        assert!(matches!(ring.check(old.expose(), t1), Presented::Valid(_)), "both work during the overlap");
+        assert!(
+            matches!(ring.check(old.expose(), t1), Presented::Valid(_)),
+            "both work during the overlap"
+        );
         assert!(matches!(ring.check(new.expose(), t1), Presented::Valid(_)));
         let after = t1 + policy().overlap;
-        assert!(matches!(ring.check(old.expose(), after), Presented::Expired(_)));
-        assert!(matches!(ring.check(new.expose(), after), Presented::Valid(_)));
+        assert!(matches!(
+            ring.check(old.expose(), after),
+            Presented::Expired(_)
+        ));
+        assert!(matches!(
+            ring.check(new.expose(), after),
+            Presented::Valid(_)
+        ));
     }
 
     #[test]

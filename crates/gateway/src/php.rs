@@ -42,13 +42,19 @@ impl Field {
 /// Why a body was refused; the message says what to change.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
-    #[error("the request has {count} fields, more than the {max} PHP reads (max_input_vars); REDCap would silently drop the rest. Send fewer fields.")]
+    #[error(
+        "the request has {count} fields, more than the {max} PHP reads (max_input_vars); REDCap would silently drop the rest. Send fewer fields."
+    )]
     TooManyFields { count: usize, max: usize },
-    #[error("the parameter \"{name}\" is sent more than once; REDCap would use only the last. Send it once.")]
+    #[error(
+        "the parameter \"{name}\" is sent more than once; REDCap would use only the last. Send it once."
+    )]
     Repeated { name: String },
     #[error("the parameter \"{name}\" must be a single value, not an array")]
     ArrayNotAllowed { name: String },
-    #[error("the parameter name \"{raw}\" is rewritten by PHP to \"{php}\"; use the name \"{php}\" itself")]
+    #[error(
+        "the parameter name \"{raw}\" is rewritten by PHP to \"{php}\"; use the name \"{php}\" itself"
+    )]
     Rewritten { raw: String, php: String },
     #[error("the request body is not valid form data ({detail})")]
     Malformed { detail: String },
@@ -56,7 +62,15 @@ pub enum Refusal {
 
 /// Parameters whose meaning must be unambiguous: the method and formats,
 /// the credential, and what decides the shape of the answer.
-pub const SINGLE_VALUED: &[&str] = &["token", "content", "action", "format", "returnFormat", "returnContent", "type"];
+pub const SINGLE_VALUED: &[&str] = &[
+    "token",
+    "content",
+    "action",
+    "format",
+    "returnFormat",
+    "returnContent",
+    "type",
+];
 
 /// Parameters the gateway removes: they change how REDCap treats the
 /// caller (`mobile_app` escalates rights, `playground` relabels the log).
@@ -72,33 +86,57 @@ pub struct Form {
 impl Form {
     /// The value of a scalar parameter.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.fields.iter().find(|f| f.base == name && f.is_scalar()).map(|f| f.value.as_str())
+        self.fields
+            .iter()
+            .find(|f| f.base == name && f.is_scalar())
+            .map(|f| f.value.as_str())
     }
 
     /// The values of an array parameter (`records[0]=…`), or of a scalar
     /// split on commas where REDCap accepts that form.
     pub fn list(&self, name: &str) -> Vec<String> {
-        let items: Vec<String> =
-            self.fields.iter().filter(|f| f.base == name && !f.is_scalar()).map(|f| f.value.clone()).collect();
+        let items: Vec<String> = self
+            .fields
+            .iter()
+            .filter(|f| f.base == name && !f.is_scalar())
+            .map(|f| f.value.clone())
+            .collect();
         if !items.is_empty() {
             return items;
         }
         self.get(name)
-            .map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect())
+            .map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
     /// Removes a scalar parameter and returns its value.
     pub fn take(&mut self, name: &str) -> Option<String> {
-        let i = self.fields.iter().position(|f| f.base == name && f.is_scalar())?;
+        let i = self
+            .fields
+            .iter()
+            .position(|f| f.base == name && f.is_scalar())?;
         Some(self.fields.remove(i).value)
     }
 
     /// Sets a scalar parameter, replacing it or appending it.
     pub fn set(&mut self, name: &str, value: &str) {
-        match self.fields.iter_mut().find(|f| f.base == name && f.is_scalar()) {
+        match self
+            .fields
+            .iter_mut()
+            .find(|f| f.base == name && f.is_scalar())
+        {
             Some(f) => f.value = value.to_string(),
-            None => self.fields.push(Field { base: name.into(), keys: vec![], value: value.into() }),
+            None => self.fields.push(Field {
+                base: name.into(),
+                keys: vec![],
+                value: value.into(),
+            }),
         }
     }
 
@@ -165,7 +203,9 @@ pub fn php_name(raw: &str) -> Option<(String, Vec<String>)> {
 
 /// Parses a urlencoded body strictly (see the module docs).
 pub fn parse_form(body: &[u8], max_input_vars: usize) -> Result<Form, Refusal> {
-    let text = std::str::from_utf8(body).map_err(|_| Refusal::Malformed { detail: "not UTF-8".into() })?;
+    let text = std::str::from_utf8(body).map_err(|_| Refusal::Malformed {
+        detail: "not UTF-8".into(),
+    })?;
     let pairs: Vec<(String, String)> = if text.is_empty() {
         Vec::new()
     } else {
@@ -183,13 +223,18 @@ pub fn parse_form(body: &[u8], max_input_vars: usize) -> Result<Form, Refusal> {
 /// Applies the strict rules to (raw name, value) pairs from any encoding.
 pub fn check_fields(pairs: Vec<(String, String)>, max_input_vars: usize) -> Result<Form, Refusal> {
     if pairs.len() > max_input_vars {
-        return Err(Refusal::TooManyFields { count: pairs.len(), max: max_input_vars });
+        return Err(Refusal::TooManyFields {
+            count: pairs.len(),
+            max: max_input_vars,
+        });
     }
     let mut fields = Vec::with_capacity(pairs.len());
     // base name -> (seen as scalar, explicit keys seen)
     let mut seen: HashMap<String, (bool, Vec<Vec<String>>)> = HashMap::new();
     for (raw, value) in pairs {
-        let Some((base, keys)) = php_name(&raw) else { continue };
+        let Some((base, keys)) = php_name(&raw) else {
+            continue;
+        };
         let raw_base = raw.split('[').next().unwrap_or_default().to_string();
         let protected = SINGLE_VALUED.contains(&base.as_str()) || STRIPPED.contains(&base.as_str());
         if protected && raw_base != base {
@@ -230,9 +275,16 @@ fn percent_decode(s: &str) -> Result<String, Refusal> {
         match bytes[i] {
             b'+' => out.push(b' '),
             b'%' => {
-                let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok());
                 let Some(b) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) else {
-                    return Err(Refusal::Malformed { detail: format!("bad percent-escape near \"{}\"", &s[i..s.len().min(i + 3)]) });
+                    return Err(Refusal::Malformed {
+                        detail: format!(
+                            "bad percent-escape near \"{}\"",
+                            &s[i..s.len().min(i + 3)]
+                        ),
+                    });
                 };
                 out.push(b);
                 i += 2;
@@ -241,13 +293,17 @@ fn percent_decode(s: &str) -> Result<String, Refusal> {
         }
         i += 1;
     }
-    String::from_utf8(out).map_err(|_| Refusal::Malformed { detail: "a decoded value is not UTF-8".into() })
+    String::from_utf8(out).map_err(|_| Refusal::Malformed {
+        detail: "a decoded value is not UTF-8".into(),
+    })
 }
 
 fn percent_encode(s: &str, out: &mut String) {
     for b in s.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
             b' ' => out.push('+'),
             _ => out.push_str(&format!("%{b:02X}")),
         }
@@ -266,11 +322,20 @@ mod tests {
     fn php_rewrites_names_as_php_does() {
         assert_eq!(php_name("a.b c"), Some(("a_b_c".into(), vec![])));
         assert_eq!(php_name("  x"), Some(("x".into(), vec![])));
-        assert_eq!(php_name("r[0][k]"), Some(("r".into(), vec!["0".into(), "k".into()])));
+        assert_eq!(
+            php_name("r[0][k]"),
+            Some(("r".into(), vec!["0".into(), "k".into()]))
+        );
         assert_eq!(php_name("r[]"), Some(("r".into(), vec!["".into()])));
         assert_eq!(php_name("a[b"), Some(("a_b".into(), vec![])));
-        assert_eq!(php_name("a.b[c.d]"), Some(("a_b".into(), vec!["c.d".into()])));
-        assert_eq!(php_name("r[0]junk[1]"), Some(("r".into(), vec!["0".into()])));
+        assert_eq!(
+            php_name("a.b[c.d]"),
+            Some(("a_b".into(), vec!["c.d".into()]))
+        );
+        assert_eq!(
+            php_name("r[0]junk[1]"),
+            Some(("r".into(), vec!["0".into()]))
+        );
         assert_eq!(php_name("[x]"), None);
         assert_eq!(php_name(""), None);
     }
@@ -282,33 +347,72 @@ mod tests {
         assert_eq!(f.get("content"), Some("record"));
         assert_eq!(f.list("records"), ["1", "2"]);
         assert_eq!(f.list("fields"), ["a", "b"]);
-        assert_eq!(f.names(), ["token", "content", "format", "records", "fields", "type"]);
+        assert_eq!(
+            f.names(),
+            ["token", "content", "format", "records", "fields", "type"]
+        );
         assert_eq!(parse(&f.encode()).unwrap(), f);
     }
 
     #[test]
     fn a_repeated_scalar_is_refused() {
-        assert_eq!(parse("content=record&content=user"), Err(Refusal::Repeated { name: "content".into() }));
-        assert_eq!(parse("data=1&data=2"), Err(Refusal::Repeated { name: "data".into() }));
-        assert_eq!(parse("a=1&a[]=2"), Err(Refusal::Repeated { name: "a".into() }));
-        assert_eq!(parse("a[]=1&a=2"), Err(Refusal::Repeated { name: "a".into() }));
-        assert_eq!(parse("r[0]=1&r[0]=2"), Err(Refusal::Repeated { name: "r".into() }));
+        assert_eq!(
+            parse("content=record&content=user"),
+            Err(Refusal::Repeated {
+                name: "content".into()
+            })
+        );
+        assert_eq!(
+            parse("data=1&data=2"),
+            Err(Refusal::Repeated {
+                name: "data".into()
+            })
+        );
+        assert_eq!(
+            parse("a=1&a[]=2"),
+            Err(Refusal::Repeated { name: "a".into() })
+        );
+        assert_eq!(
+            parse("a[]=1&a=2"),
+            Err(Refusal::Repeated { name: "a".into() })
+        );
+        assert_eq!(
+            parse("r[0]=1&r[0]=2"),
+            Err(Refusal::Repeated { name: "r".into() })
+        );
         assert!(parse("r[]=1&r[]=2").is_ok(), "appending is unambiguous");
     }
 
     #[test]
     fn arrays_of_single_valued_parameters_are_refused() {
         for p in SINGLE_VALUED {
-            assert_eq!(parse(&format!("{p}[]=x")), Err(Refusal::ArrayNotAllowed { name: (*p).into() }), "{p}");
+            assert_eq!(
+                parse(&format!("{p}[]=x")),
+                Err(Refusal::ArrayNotAllowed { name: (*p).into() }),
+                "{p}"
+            );
         }
     }
 
     #[test]
     fn names_php_rewrites_onto_protected_parameters_are_refused() {
-        for raw in ["mobile.app", "mobile app", " token", "  content", " mobile_app", " playground"] {
+        for raw in [
+            "mobile.app",
+            "mobile app",
+            " token",
+            "  content",
+            " mobile_app",
+            " playground",
+        ] {
             let body = format!("{}=1", raw.replace(' ', "+"));
             let got = parse(&body);
-            assert!(matches!(got, Err(Refusal::Rewritten { .. }) | Err(Refusal::ArrayNotAllowed { .. })), "{raw}: {got:?}");
+            assert!(
+                matches!(
+                    got,
+                    Err(Refusal::Rewritten { .. }) | Err(Refusal::ArrayNotAllowed { .. })
+                ),
+                "{raw}: {got:?}"
+            );
         }
         // Harmless rewrites of other names pass, under PHP's name.
         assert_eq!(parse("my.field=1").unwrap().fields[0].base, "my_field");
@@ -334,7 +438,10 @@ mod tests {
     fn malformed_bodies_are_refused_not_guessed() {
         assert!(matches!(parse("a=%zz"), Err(Refusal::Malformed { .. })));
         assert!(matches!(parse("a=%"), Err(Refusal::Malformed { .. })));
-        assert!(matches!(parse_form(&[0xff], 10), Err(Refusal::Malformed { .. })));
+        assert!(matches!(
+            parse_form(&[0xff], 10),
+            Err(Refusal::Malformed { .. })
+        ));
         assert_eq!(parse("a=x+y%2By").unwrap().get("a"), Some("x y+y"));
     }
 
