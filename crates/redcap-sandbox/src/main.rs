@@ -156,7 +156,7 @@ async fn main() -> ExitCode {
     }
 }
 
-/// Runs the sandbox until Ctrl-C.
+/// Runs the sandbox until Ctrl-C or SIGTERM.
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let super_token = match (&args.super_token, &args.super_token_file) {
         (Some(t), _) => Some(t.clone()),
@@ -184,11 +184,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let server = Server::start(config).await?;
     eprintln!("redcap-sandbox: REDCap API at {}", server.api_url);
-    tokio::signal::ctrl_c()
-        .await
-        .context("cannot wait for Ctrl-C")?;
+    shutdown_signal().await?;
     eprintln!("redcap-sandbox: stopping");
     server.stop().await
+}
+
+/// Waits for Ctrl-C or SIGTERM.
+async fn shutdown_signal() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot listen for SIGTERM")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("cannot wait for Ctrl-C")?,
+        _ = term.recv() => {}
+    }
+    Ok(())
 }
 
 /// Calls one admin endpoint and prints its JSON answer.

@@ -937,3 +937,41 @@ async fn records_flat_json_with_dags_and_rights() {
         json!([{"record_id": "10"}, {"record_id": "1-1"}])
     );
 }
+
+#[tokio::test]
+async fn field_names_instruments_and_next_record_name() {
+    let sb = Sandbox::start().await;
+    let admin = sb.create_project().await;
+    sb.standard_metadata(&admin).await;
+    let names = sb
+        .call(&admin, "exportFieldNames", &[("field", "symptoms")])
+        .await
+        .json();
+    assert_eq!(
+        names,
+        json!([
+            {"original_field_name": "symptoms", "choice_value": "1", "export_field_name": "symptoms___1"},
+            {"original_field_name": "symptoms", "choice_value": "2", "export_field_name": "symptoms___2"}
+        ])
+    );
+    let forms = sb.call(&admin, "instrument", &[]).await.json();
+    assert_eq!(forms[0]["instrument_name"], "demographics");
+    assert_eq!(forms[1]["instrument_name"], "visit");
+    let next = sb.call(&admin, "generateNextRecordName", &[]).await;
+    assert_eq!((next.status, next.body.as_str()), (200, "1"));
+    sb.import(&admin, "record", json!([{"record_id": "7"}]), &[])
+        .await;
+    assert_eq!(
+        sb.call(&admin, "generateNextRecordName", &[]).await.body,
+        "8"
+    );
+    let md = sb
+        .call(&admin, "metadata", &[("fields[0]", "age")])
+        .await
+        .json();
+    assert_eq!(md.as_array().unwrap().len(), 1);
+    assert_eq!(
+        md[0]["text_validation_type_or_show_slider_number"],
+        "integer"
+    );
+}

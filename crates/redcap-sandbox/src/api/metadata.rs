@@ -227,3 +227,45 @@ pub fn export_instruments(ctx: &mut Ctx) -> Result<Reply, ApiError> {
         "item",
     ))
 }
+
+/// Export List of Export Field Names: `original_field_name`, `choice_value`,
+/// `export_field_name` (checkboxes expand to `name___code`; descriptive
+/// fields have none). Optional `field` limits it to one field.
+pub fn export_field_names(ctx: &mut Ctx) -> Result<Reply, ApiError> {
+    let project = ctx.project();
+    let only = ctx.post.str("field").trim().to_owned();
+    if !only.is_empty() && !project.metadata.iter().any(|f| f.field_name == only) {
+        return Err(ApiError::InvalidParameterValues {
+            parameter: "field",
+            values: vec![only],
+        });
+    }
+    let mut rows = Vec::new();
+    for f in &project.metadata {
+        if f.is_descriptive() || (!only.is_empty() && f.field_name != only) {
+            continue;
+        }
+        let mut push = |choice: &str, export: String| {
+            let mut m = Map::new();
+            m.insert("original_field_name".into(), f.field_name.clone().into());
+            m.insert("choice_value".into(), choice.into());
+            m.insert("export_field_name".into(), export.into());
+            rows.push(m);
+        };
+        if f.field_type == "checkbox" {
+            for code in f.choice_codes() {
+                let export = format!("{}___{}", f.field_name, code.to_lowercase());
+                push(&code, export);
+            }
+        } else {
+            push("", f.field_name.clone());
+        }
+    }
+    ctx.log_manage(LogKind::Manage, "Export list of export field names");
+    Ok(ctx.rows_reply(
+        &rows,
+        &["original_field_name", "choice_value", "export_field_name"],
+        "fields",
+        "field",
+    ))
+}

@@ -360,6 +360,8 @@ fn process(
         (C::Metadata, A::Export) => metadata::export(&mut ctx),
         (C::Metadata, A::Import) => metadata::import(&mut ctx),
         (C::Instrument, A::Export) => metadata::export_instruments(&mut ctx),
+        (C::ExportFieldNames, A::Export) => metadata::export_field_names(&mut ctx),
+        (C::GenerateNextRecordName, A::Export) => records::next_record_name(&mut ctx),
         (C::User, A::Export) => users::export(&mut ctx),
         (C::User, A::Import) => users::import(&mut ctx),
         (C::User, A::Delete) => users::delete(&mut ctx),

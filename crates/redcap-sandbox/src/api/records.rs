@@ -609,6 +609,28 @@ pub fn delete(ctx: &mut Ctx) -> Result<Reply, ApiError> {
     Ok(ctx.count(n))
 }
 
+/// Generate Next Record Name: the next integer, or `<group_id>-<n>` for a
+/// DAG-assigned caller (§5.5). Needs some export right (403 "No Access").
+pub fn next_record_name(ctx: &mut Ctx) -> Result<Reply, ApiError> {
+    if !ctx.caller.rights.has_any_export_right() {
+        return Err(ApiError::NoExportAccess);
+    }
+    let prefix = ctx
+        .caller
+        .group_id
+        .map(|g| format!("{g}-"))
+        .unwrap_or_default();
+    let next = ctx
+        .project()
+        .records
+        .keys()
+        .filter_map(|k| k.strip_prefix(&prefix).and_then(|n| n.parse::<u64>().ok()))
+        .max()
+        .unwrap_or(0)
+        + 1;
+    Ok(Reply::ok(ctx.format, format!("{prefix}{next}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
