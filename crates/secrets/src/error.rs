@@ -73,4 +73,19 @@ pub enum StoreError {
 
     #[error("{store}: a concurrent writer changed secret `{name}` first; fix: retry")]
     Conflict { store: String, name: SecretName },
+
+    #[error("{store}: cannot read {what} ({detail}); fix: {fix}")]
+    Credential {
+        store: String,
+        what: String,
+        detail: String,
+        fix: String,
+    },
+
+    #[error("{store}: the server refused the request ({detail}); fix: {fix}")]
+    Backend {
+        store: String,
+        detail: String,
+        fix: String,
+    },
 }

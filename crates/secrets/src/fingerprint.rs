@@ -10,8 +10,8 @@ use sha2::Sha256;
 use zeroize::Zeroizing;
 
 use crate::{
-    VersionId,
-    Label, Result, SecretName, SecretStore, SecretValue, Selector, StoreError, VersionMeta,
+    Label, Result, SecretName, SecretStore, SecretValue, Selector, StoreError, VersionId,
+    VersionMeta,
 };
 
 /// The store entry holding the fingerprint key.

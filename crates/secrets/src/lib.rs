@@ -11,7 +11,8 @@
 //! Values are [`SecretValue`]s: zeroized on drop and never printed by
 //! `Debug`. Nothing in this crate formats a value into a message.
 //!
-//! Backends: [`FileStore`] (one age-encrypted file, the embedded default).
+//! Backends: [`FileStore`] (one age-encrypted file, the embedded default),
+//! [`VaultStore`] (OpenBao / HashiCorp Vault KV version 2).
 //! Every backend passes the same contract suite (`tests/contract/`).
 
 mod error;
@@ -21,6 +22,7 @@ mod labels;
 mod name;
 mod store;
 mod value;
+pub mod vault;
 
 pub use error::StoreError;
 pub use file::{FileStore, FileStoreOptions};
@@ -31,5 +33,6 @@ pub use store::{
     VersionMeta,
 };
 pub use value::SecretValue;
+pub use vault::{CredentialSource, VaultAuth, VaultStore, VaultStoreOptions};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
