@@ -58,6 +58,11 @@ pub enum Command {
     #[command(subcommand)]
     Config(ConfigCommand),
 
+    /// Issue, list and revoke the client keys applications use with the
+    /// gateway in place of a REDCap token.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+
     /// Verify, prove from and inspect the audit ledger.
     #[command(subcommand)]
     Ledger(LedgerCommand),
@@ -150,4 +155,35 @@ pub enum ProveCommand {
     },
     /// Prove the tree of NEW entries extends the tree of OLD entries.
     Consistency { old: u64, new: u64 },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Issue a new key for a client and deliver it into the secrets store
+    /// or a new 0600 file — never to the terminal. The client's older keys
+    /// keep working through the overlap window ([gateway] key_overlap_days).
+    #[command(group = clap::ArgGroup::new("destination").required(true).args(["to_store", "to_file"]))]
+    Issue {
+        /// The client, as named in a [[client]] section.
+        client: String,
+        /// Store the key as this secret.
+        #[arg(long, value_name = "NAME")]
+        to_store: Option<String>,
+        /// Write the key to this new file (mode 0600).
+        #[arg(long, value_name = "PATH")]
+        to_file: Option<PathBuf>,
+        /// Why the key is issued (recorded in the ledger).
+        #[arg(long)]
+        reason: String,
+    },
+    /// List every key with its state, expiry and last use.
+    List,
+    /// Revoke a key at once.
+    Revoke {
+        /// The key's id (`k-…`, from `keys list`).
+        id: String,
+        /// Why (recorded in the ledger).
+        #[arg(long)]
+        reason: String,
+    },
 }

@@ -3,11 +3,14 @@
 mod completions;
 mod config;
 mod init;
+mod keys;
 mod ledger;
 mod secrets;
 
 use crate::Outcome;
-use crate::args::{Args, Command, ConfigCommand, LedgerCommand, ProveCommand, SecretsCommand};
+use crate::args::{
+    Args, Command, ConfigCommand, KeysCommand, LedgerCommand, ProveCommand, SecretsCommand,
+};
 
 pub fn run(args: &Args) -> anyhow::Result<Outcome> {
     match &args.command {
@@ -25,6 +28,22 @@ pub fn run(args: &Args) -> anyhow::Result<Outcome> {
             SecretsCommand::List => secrets::list(args),
             SecretsCommand::History { name } => secrets::history(args, name),
             SecretsCommand::Check => secrets::check(args),
+        },
+        Command::Keys(cmd) => match cmd {
+            KeysCommand::Issue {
+                client,
+                to_store,
+                to_file,
+                reason,
+            } => keys::issue(
+                args,
+                client,
+                to_store.as_deref(),
+                to_file.as_deref(),
+                reason,
+            ),
+            KeysCommand::List => keys::list(args),
+            KeysCommand::Revoke { id, reason } => keys::revoke(args, id, reason),
         },
         Command::Ledger(cmd) => match cmd {
             LedgerCommand::Verify {
@@ -51,4 +70,20 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?)
+}
+
+/// A `--reason` as recorded: trimmed, and never empty.
+fn reason(raw: &str) -> anyhow::Result<String> {
+    let r = raw.trim();
+    if r.is_empty() {
+        anyhow::bail!("--reason is empty; say why (it is recorded in the ledger with your login)");
+    }
+    Ok(r.to_string())
+}
+
+/// `2026-11-28T10:00:00.123456789Z` → `2026-11-28 10:00:00`.
+fn short_time(ts: &str) -> String {
+    ts.get(..19)
+        .map(|s| s.replace('T', " "))
+        .unwrap_or_else(|| ts.to_string())
 }

@@ -29,12 +29,7 @@ pub fn put(args: &Args, name: &str, reason: &str, label: &str) -> anyhow::Result
             "`{name}` is reserved for redcap-warden's own keys (names under `{RESERVED_PREFIX}`); choose another name"
         );
     }
-    let reason = reason.trim();
-    if reason.is_empty() {
-        bail!(
-            "--reason is empty; say why the secret is being written (it is recorded with the version)"
-        );
-    }
+    let reason = super::reason(reason)?;
     let label: Label = label.parse().map_err(anyhow::Error::msg)?;
     let config = load_config(&args.config)?;
     let store = open_store(&config)?;
@@ -50,7 +45,7 @@ pub fn put(args: &Args, name: &str, reason: &str, label: &str) -> anyhow::Result
     let meta = VersionMeta {
         operator: operator.to_string(),
         at: jiff::Timestamp::now(),
-        reason: reason.to_string(),
+        reason: reason.clone(),
         fingerprint: Some(fingerprint.to_string()),
         rotation_id: None,
     };
@@ -63,7 +58,7 @@ pub fn put(args: &Args, name: &str, reason: &str, label: &str) -> anyhow::Result
                 version: version.0.clone(),
                 action: format!("put ({label})"),
                 fingerprint: Some(fingerprint.to_string()),
-                reason: reason.to_string(),
+                reason: reason.clone(),
             })
             .await?;
         trail.close().await
@@ -149,7 +144,7 @@ pub fn list(args: &Args) -> anyhow::Result<Outcome> {
             c["fingerprint"].as_str().unwrap_or("-"),
             c["at"]
                 .as_str()
-                .map(short_time)
+                .map(super::short_time)
                 .unwrap_or_else(|| "-".into()),
             r["pending"].as_str().unwrap_or("-"),
             c["operator"].as_str().unwrap_or("-"),
@@ -181,7 +176,7 @@ pub fn history(args: &Args, name: &str) -> anyhow::Result<Outcome> {
             } else {
                 labels.join(",")
             },
-            short_time(&v.meta.at.to_string()),
+            super::short_time(&v.meta.at.to_string()),
             v.meta.fingerprint.as_deref().unwrap_or("-"),
             v.meta.operator,
             v.meta.reason,
@@ -231,11 +226,4 @@ pub fn check(args: &Args) -> anyhow::Result<Outcome> {
     } else {
         Outcome::Findings
     })
-}
-
-/// `2026-11-28T10:00:00.123456789Z` → `2026-11-28 10:00:00`.
-fn short_time(ts: &str) -> String {
-    ts.get(..19)
-        .map(|s| s.replace('T', " "))
-        .unwrap_or_else(|| ts.to_string())
 }

@@ -1,0 +1,225 @@
+//! `keys issue | list | revoke`: client keys for the gateway.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use gateway::keys::{KeyFile, KeyPolicy};
+use governance::audit::AuditTrail;
+use jiff::{SignedDuration, Timestamp};
+use ledger::EntryKind;
+use secrets::{Label, SecretName, SecretValue, VersionMeta};
+use serde_json::json;
+use warden_config::LoadedConfig;
+
+use crate::Outcome;
+use crate::args::Args;
+use crate::operator::Operator;
+use crate::store::{load_config, open_store};
+
+fn key_file(config: &LoadedConfig) -> KeyFile {
+    KeyFile::new(&config.resolve(&config.config.gateway.keys_file))
+}
+
+/// Issues a key and delivers it straight to its destination. If delivery
+/// fails the key is revoked at once: a key nobody received must not work.
+pub fn issue(
+    args: &Args,
+    client: &str,
+    to_store: Option<&str>,
+    to_file: Option<&Path>,
+    reason: &str,
+) -> anyhow::Result<Outcome> {
+    let operator = Operator::current(args.operator.as_deref())?;
+    let reason = super::reason(reason)?;
+    let config = load_config(&args.config)?;
+    if !config
+        .config
+        .client
+        .iter()
+        .any(|c| c.name.get_ref() == client)
+    {
+        let known: Vec<&str> = config
+            .config
+            .client
+            .iter()
+            .map(|c| c.name.get_ref().as_str())
+            .collect();
+        bail!(
+            "no [[client]] named `{client}` in {}; known clients: {}",
+            config.path.display(),
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
+        );
+    }
+    let secret_name = to_store
+        .map(SecretName::new)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    if let Some(path) = to_file
+        && path.exists()
+    {
+        bail!(
+            "{} already exists; keys are only written to new files",
+            path.display()
+        );
+    }
+    let store = open_store(&config)?;
+    let rt = super::runtime()?;
+    let trail = rt.block_on(AuditTrail::open(&config, &*store))?;
+    let gw = &config.config.gateway;
+    let policy = KeyPolicy {
+        lifetime: SignedDuration::from_hours(24 * i64::from(gw.key_lifetime_days)),
+        overlap: SignedDuration::from_hours(24 * i64::from(gw.key_overlap_days)),
+    };
+    let keys = key_file(&config);
+    let now = Timestamp::now();
+    let (key, record, shortened) = keys.issue(client, &operator.to_string(), policy, now)?;
+
+    let delivered = match (&secret_name, to_file) {
+        (Some(name), _) => {
+            let meta = VersionMeta {
+                operator: operator.to_string(),
+                at: now,
+                reason: format!("client key {} for `{client}`: {reason}", record.id),
+                fingerprint: None,
+                rotation_id: None,
+            };
+            rt.block_on(store.put(
+                name,
+                SecretValue::new(key.expose().to_string()),
+                meta,
+                Label::Current,
+            ))
+            .map(|v| format!("secret `{name}` version {v}"))
+            .map_err(anyhow::Error::from)
+        }
+        (None, Some(path)) => {
+            write_key_file(path, key.expose()).map(|()| format!("{} (mode 0600)", path.display()))
+        }
+        (None, None) => unreachable!("clap requires one destination"),
+    };
+    drop(key);
+    let destination = match delivered {
+        Ok(d) => d,
+        Err(e) => {
+            keys.revoke(&record.id, "not delivered", Timestamp::now())?;
+            return Err(e.context(format!(
+                "delivering key {} failed; it was revoked at once",
+                record.id
+            )));
+        }
+    };
+    rt.block_on(async {
+        trail
+            .record(EntryKind::Key {
+                operator: operator.to_string(),
+                action: "issue".into(),
+                key_name: format!("client:{client}/{}", record.id),
+                verifier_key: None,
+                reason: format!(
+                    "{reason} (delivered to {destination}; expires {})",
+                    record.expires_at
+                ),
+            })
+            .await?;
+        trail.close().await
+    })?;
+    if args.json {
+        println!(
+            "{}",
+            json!({"client": client, "id": record.id, "expires_at": record.expires_at, "delivered_to": destination,
+                   "shortened": shortened.iter().map(|k| json!({"id": k.id, "expires_at": k.expires_at})).collect::<Vec<_>>()})
+        );
+    } else {
+        println!(
+            "Issued key {} for client `{client}`, delivered to {destination}; expires {}.",
+            record.id, record.expires_at
+        );
+        for k in shortened {
+            println!(
+                "Older key {} keeps working until {} (overlap window).",
+                k.id, k.expires_at
+            );
+        }
+    }
+    Ok(Outcome::Clean)
+}
+
+fn write_key_file(path: &Path, key: &str) -> anyhow::Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(format!("{key}\n").as_bytes())?;
+    f.sync_all()?;
+    Ok(())
+}
+
+pub fn list(args: &Args) -> anyhow::Result<Outcome> {
+    let config = load_config(&args.config)?;
+    let keys = key_file(&config).list()?;
+    let now = Timestamp::now();
+    if args.json {
+        let rows: Vec<_> = keys
+            .iter()
+            .map(|k| json!({"state": k.state(now), "key": k}))
+            .collect();
+        println!("{}", serde_json::Value::Array(rows));
+        return Ok(Outcome::Clean);
+    }
+    if keys.is_empty() {
+        println!("No client keys have been issued.");
+        return Ok(Outcome::Clean);
+    }
+    println!(
+        "{:<20} {:<11} {:<8} {:<20} {:<20} {:<20} BY",
+        "CLIENT", "ID", "STATE", "ISSUED (UTC)", "EXPIRES (UTC)", "LAST USED (UTC)"
+    );
+    for k in keys {
+        let state = format!("{:?}", k.state(now)).to_lowercase();
+        println!(
+            "{:<20} {:<11} {:<8} {:<20} {:<20} {:<20} {}",
+            k.client,
+            k.id,
+            state,
+            super::short_time(&k.issued_at.to_string()),
+            super::short_time(&k.expires_at.to_string()),
+            k.last_used
+                .map(|t| super::short_time(&t.to_string()))
+                .unwrap_or_else(|| "never".into()),
+            k.issued_by,
+        );
+    }
+    Ok(Outcome::Clean)
+}
+
+pub fn revoke(args: &Args, id: &str, reason: &str) -> anyhow::Result<Outcome> {
+    let operator = Operator::current(args.operator.as_deref())?;
+    let reason = super::reason(reason)?;
+    let config = load_config(&args.config)?;
+    let store = open_store(&config)?;
+    let rt = super::runtime()?;
+    let trail = rt.block_on(AuditTrail::open(&config, &*store))?;
+    let record = key_file(&config).revoke(id, &reason, Timestamp::now())?;
+    rt.block_on(async {
+        trail
+            .record(EntryKind::Key {
+                operator: operator.to_string(),
+                action: "revoke".into(),
+                key_name: format!("client:{}/{}", record.client, record.id),
+                verifier_key: None,
+                reason: reason.clone(),
+            })
+            .await?;
+        trail.close().await
+    })?;
+    println!("Revoked key {} of client `{}`.", record.id, record.client);
+    Ok(Outcome::Clean)
+}
