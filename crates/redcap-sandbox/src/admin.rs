@@ -66,6 +66,9 @@ pub fn routes() -> Router<AppState> {
             post(rename_dag),
         )
         .route("/sandbox/projects/{pid}/page-view", post(page_view))
+        .route("/sandbox/projects/{pid}/status", post(set_status))
+        .route("/sandbox/banned-ips", get(list_banned))
+        .route("/sandbox/banned-ips/{ip}", axum::routing::delete(unban))
 }
 
 /// Constant-time comparison of the bearer secret.
@@ -534,6 +537,58 @@ async fn page_view(
             group_id: None,
         });
         Ok(json!({ "project_id": pid, "username": body.username, "page": page }))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+struct Status {
+    /// 0 development, 1 production, 2 analysis/cleanup.
+    status: u8,
+}
+
+/// `POST /sandbox/projects/{pid}/status` `{"status": 0|1|2}`: move the
+/// project between development, production and analysis/cleanup.
+async fn set_status(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(pid): Path<u64>,
+    Json(body): Json<Status>,
+) -> Answer {
+    run(app, headers, move |state, now| {
+        if body.status > 2 {
+            return Err(AdminError::bad(
+                "status is 0 (development), 1 (production) or 2 (analysis/cleanup)",
+            ));
+        }
+        let project = project_mut(state, pid)?;
+        project.status = body.status;
+        if body.status == 1 && project.production_time.is_empty() {
+            project.production_time = now.second.clone();
+        }
+        state.touch();
+        Ok(json!({ "project_id": pid, "status": body.status }))
+    })
+    .await
+}
+
+/// `GET /sandbox/banned-ips`: IPs banned by the page-hit limiter.
+async fn list_banned(State(app): State<AppState>, headers: HeaderMap) -> Answer {
+    run(app, headers, |state, _| Ok(json!(state.banned_ips))).await
+}
+
+/// `DELETE /sandbox/banned-ips/{ip}`: lift a ban (Control Center "Banned IP
+/// Addresses").
+async fn unban(State(app): State<AppState>, headers: HeaderMap, Path(ip): Path<String>) -> Answer {
+    run(app, headers, move |state, _| {
+        let addr: std::net::IpAddr = ip
+            .parse()
+            .map_err(|_| AdminError::bad(format!("{ip:?} is not an IP address")))?;
+        if !state.banned_ips.remove(&addr) {
+            return Err(AdminError::not_found(format!("{addr} is not banned")));
+        }
+        state.touch();
+        Ok(json!({ "unbanned": addr }))
     })
     .await
 }

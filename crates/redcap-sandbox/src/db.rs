@@ -283,6 +283,13 @@ pub struct State {
     pub next_role_id: u64,
     pub accounts: BTreeMap<String, Account>,
     pub projects: BTreeMap<u64, Project>,
+    /// IP addresses banned by the page-hit limiter (permanent, §9.1).
+    #[serde(default)]
+    pub banned_ips: std::collections::BTreeSet<std::net::IpAddr>,
+    /// Recent API hits per IP (last 60 seconds), for the limiter.
+    #[serde(skip)]
+    pub hits:
+        std::collections::HashMap<std::net::IpAddr, std::collections::VecDeque<std::time::Instant>>,
     #[serde(skip)]
     pub log: Vec<LogRow>,
     #[serde(skip)]

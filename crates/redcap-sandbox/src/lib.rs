@@ -24,7 +24,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, Multipart, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
@@ -54,6 +54,11 @@ pub struct Config {
     pub timezone: jiff::tz::TimeZone,
     /// The REDCap version played (answers `version`, picks encodings).
     pub version: RedcapVersion,
+    /// Per-IP page hits per minute above which the IP is banned for good
+    /// (§9.1); `None` (the default) switches the limiter off.
+    pub page_hit_threshold: Option<u32>,
+    /// IPs the limiter never counts.
+    pub rate_limit_exempt: Vec<std::net::IpAddr>,
 }
 
 impl Config {
@@ -67,6 +72,8 @@ impl Config {
             public_url: None,
             timezone: jiff::tz::TimeZone::UTC,
             version: RedcapVersion::SPEC,
+            page_hit_threshold: None,
+            rate_limit_exempt: Vec::new(),
         }
     }
 
@@ -130,7 +137,11 @@ pub fn open_state(config: &Config) -> anyhow::Result<Db> {
 }
 
 /// `/api/`: POST only (501 otherwise, §1.1); the body read like `$_POST`.
-async fn api_endpoint(State(app): State<AppState>, req: Request) -> Response {
+async fn api_endpoint(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+) -> Response {
     if req.method() != Method::POST {
         return (
             StatusCode::NOT_IMPLEMENTED,
@@ -147,7 +158,8 @@ async fn api_endpoint(State(app): State<AppState>, req: Request) -> Response {
     };
     let db = app.db.clone();
     let config = app.config.clone();
-    let reply = tokio::task::spawn_blocking(move || api::handle(&db, &config, &post)).await;
+    let reply =
+        tokio::task::spawn_blocking(move || api::handle(&db, &config, &post, peer.ip())).await;
     match reply {
         Ok(r) => {
             let mut headers = HeaderMap::new();
@@ -235,11 +247,14 @@ impl Server {
         });
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            axum::serve(listener, app.into_make_service())
-                .with_graceful_shutdown(async move {
-                    let _ = rx.await;
-                })
-                .await
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
+                let _ = rx.await;
+            })
+            .await
         });
         Ok(Server {
             addr,

@@ -55,6 +55,13 @@ struct ServeArgs {
     /// REDCap version to play; selects encodings (bitmask form rights ≥ 15.6).
     #[arg(long, default_value = "15.7.6")]
     redcap_version: RedcapVersion,
+    /// Ban an IP for good after more than N API requests in 60 seconds
+    /// (REDCap's page_hit_threshold_per_minute); off unless given.
+    #[arg(long, value_name = "N")]
+    page_hit_threshold: Option<u32>,
+    /// An IP the rate limiter never counts (repeatable).
+    #[arg(long, value_name = "IP")]
+    rate_limit_exempt: Vec<std::net::IpAddr>,
 }
 
 #[derive(clap::Args)]
@@ -132,6 +139,12 @@ enum AdminAction {
     PageView { project: u64, username: String },
     /// List projects and their users.
     ListProjects,
+    /// Set a project's status: 0 development, 1 production, 2 analysis/cleanup.
+    SetStatus { project: u64, status: u8 },
+    /// List IPs banned by the rate limiter.
+    BannedIps,
+    /// Lift an IP ban.
+    Unban { ip: String },
 }
 
 #[tokio::main]
@@ -181,6 +194,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         public_url: args.public_url,
         timezone,
         version: args.redcap_version,
+        page_hit_threshold: args.page_hit_threshold,
+        rate_limit_exempt: args.rate_limit_exempt,
     };
     let server = Server::start(config).await?;
     eprintln!("redcap-sandbox: REDCap API at {}", server.api_url);
@@ -307,6 +322,17 @@ async fn admin(args: AdminArgs) -> anyhow::Result<()> {
             Some(json!({"username": username})),
         ),
         A::ListProjects => (reqwest::Method::GET, "/sandbox/projects".into(), None),
+        A::SetStatus { project, status } => (
+            reqwest::Method::POST,
+            format!("/sandbox/projects/{project}/status"),
+            Some(json!({ "status": status })),
+        ),
+        A::BannedIps => (reqwest::Method::GET, "/sandbox/banned-ips".into(), None),
+        A::Unban { ip } => (
+            reqwest::Method::DELETE,
+            format!("/sandbox/banned-ips/{ip}"),
+            None,
+        ),
     };
     let url = format!("{base}{path}");
     let mut req = client.request(method, &url).bearer_auth(&args.secret);

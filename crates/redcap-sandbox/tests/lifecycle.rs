@@ -379,3 +379,76 @@ async fn state_survives_a_restart() {
         2
     );
 }
+
+#[tokio::test]
+async fn rate_limiter_bans_an_ip_for_good() {
+    let sb = Sandbox::start_with(|c| c.page_hit_threshold = Some(3)).await;
+    for _ in 0..3 {
+        assert_eq!(sb.call(common::SUPER, "version", &[]).await.status, 200);
+    }
+    // The request that crosses the threshold still completes…
+    assert_eq!(sb.call(common::SUPER, "version", &[]).await.status, 200);
+    // …then the IP is banned, whatever the request.
+    let a = sb.call("anything", "version", &[]).await;
+    assert_eq!(a.status, 429);
+    assert_eq!(
+        a.body,
+        "Your IP address (127.0.0.1) has been banned due to suspected abuse."
+    );
+    let (s, v) = sb.admin(Method::GET, "/sandbox/banned-ips", None).await;
+    assert_eq!((s, v), (200, json!(["127.0.0.1"])));
+    // The ban survives a restart; an admin lifts it.
+    let sb = sb.restart().await;
+    assert_eq!(sb.call(common::SUPER, "version", &[]).await.status, 429);
+    let (s, _) = sb
+        .admin(Method::DELETE, "/sandbox/banned-ips/127.0.0.1", None)
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(sb.call(common::SUPER, "version", &[]).await.status, 200);
+}
+
+#[tokio::test]
+async fn rate_limiter_is_off_by_default() {
+    let sb = Sandbox::start().await;
+    for _ in 0..30 {
+        assert_eq!(sb.call(common::SUPER, "version", &[]).await.status, 200);
+    }
+}
+
+#[tokio::test]
+async fn project_status_gates_design_and_imports() {
+    let sb = Sandbox::start().await;
+    let admin = sb.create_project().await;
+    let (s, _) = sb
+        .admin(
+            Method::POST,
+            "/sandbox/projects/1/status",
+            Some(json!({"status": 1})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        sb.call(&admin, "project", &[]).await.json()["in_production"],
+        1
+    );
+    sb.import(
+        &admin,
+        "metadata",
+        json!([{"field_name": "record_id", "form_name": "f", "field_type": "text"}]),
+        &[],
+    )
+    .await
+    .assert_error(400, &redcap::ApiError::ProductionDesign.message());
+    sb.admin(
+        Method::POST,
+        "/sandbox/projects/1/status",
+        Some(json!({"status": 2})),
+    )
+    .await;
+    sb.import(&admin, "record", json!([{"record_id": "1"}]), &[])
+        .await
+        .assert_error(
+            403,
+            "Data may not be imported because the project is in Analysis/Cleanup status.",
+        );
+}

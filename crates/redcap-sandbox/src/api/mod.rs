@@ -22,6 +22,9 @@ mod version;
 
 pub use users::{import_user_row, parse_expiration, user_row, valid_username};
 
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
 use redcap::{Action, ApiError, Content, Rights};
 use serde_json::{Map, Value};
 
@@ -167,14 +170,50 @@ pub fn text(value: Option<&Value>) -> String {
         .unwrap_or_default()
 }
 
+/// The per-IP page-hit limiter of §9.1 (step 2 of §1.3): a banned IP gets
+/// 429 in plain text; the request that crosses the threshold still
+/// completes, later ones are refused until an admin lifts the ban.
+fn rate_limit(state: &mut State, config: &Config, ip: IpAddr) -> Option<Reply> {
+    if state.banned_ips.contains(&ip) {
+        return Some(Reply {
+            status: 429,
+            content_type: "text/html; charset=utf-8",
+            body: format!("Your IP address ({ip}) has been banned due to suspected abuse."),
+        });
+    }
+    let threshold = config.page_hit_threshold.filter(|t| *t > 0)?;
+    if config.rate_limit_exempt.contains(&ip) {
+        return None;
+    }
+    let now = Instant::now();
+    let window = state.hits.entry(ip).or_default();
+    window.push_back(now);
+    while window
+        .front()
+        .is_some_and(|t| now.duration_since(*t) > Duration::from_secs(60))
+    {
+        window.pop_front();
+    }
+    if window.len() > threshold as usize {
+        state.hits.remove(&ip);
+        state.banned_ips.insert(ip);
+        state.touch();
+        tracing::warn!("banned {ip}: more than {threshold} API requests in a minute");
+    }
+    None
+}
+
 /// Runs one API request start to finish inside one critical section.
-pub fn handle(db: &Db, config: &Config, post: &Post) -> Reply {
+pub fn handle(db: &Db, config: &Config, post: &Post, ip: IpAddr) -> Reply {
     let format = Format::from_param(post.str("format"));
     let return_format = Format::return_format(post.str("returnFormat"), format);
     let mut txn = db.begin();
-    let reply = match process(&mut txn.state, config, post, format, return_format) {
-        Ok(reply) => reply,
-        Err(err) => Reply::error(&err, return_format),
+    let reply = match rate_limit(&mut txn.state, config, ip) {
+        Some(refused) => refused,
+        None => match process(&mut txn.state, config, post, format, return_format) {
+            Ok(reply) => reply,
+            Err(err) => Reply::error(&err, return_format),
+        },
     };
     if let Err(e) = txn.commit() {
         tracing::error!("cannot persist the sandbox state: {e:#}");

@@ -48,17 +48,27 @@ impl Answer {
 
 impl Sandbox {
     pub async fn start() -> Sandbox {
+        Sandbox::start_with(|_| {}).await
+    }
+
+    /// Starts with a tweaked configuration.
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Sandbox {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_owned();
-        let mut sb = Sandbox::start_in(&dir).await;
+        let mut sb = Sandbox::start_configured(&dir, tweak).await;
         sb._tmp = Some(tmp);
         sb
     }
 
     pub async fn start_in(dir: &Path) -> Sandbox {
+        Sandbox::start_configured(dir, |_| {}).await
+    }
+
+    async fn start_configured(dir: &Path, tweak: impl FnOnce(&mut Config)) -> Sandbox {
         let mut config = Config::for_tests(dir.to_owned());
         config.super_token = Some(SUPER.into());
         config.admin_secret = Some(SECRET.into());
+        tweak(&mut config);
         let server = Server::start(config).await.unwrap();
         Sandbox {
             api: server.api_url.clone(),
