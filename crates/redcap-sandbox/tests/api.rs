@@ -975,3 +975,43 @@ async fn field_names_instruments_and_next_record_name() {
         "integer"
     );
 }
+
+#[tokio::test]
+async fn raw_or_label() {
+    let sb = Sandbox::start().await;
+    let admin = sb.create_project().await;
+    sb.standard_metadata(&admin).await;
+    sb.import(
+        &admin,
+        "record",
+        json!([{"record_id": "1", "symptoms___2": "1", "arm": "b", "visit_complete": "2"}]),
+        &[],
+    )
+    .await;
+    let rows = sb
+        .call(
+            &admin,
+            "record",
+            &[("forms", "visit"), ("rawOrLabel", "label")],
+        )
+        .await
+        .json();
+    assert_eq!(
+        rows,
+        json!([{"symptoms___1": "Unchecked", "symptoms___2": "Checked", "arm": "B", "visit_complete": "Complete"}])
+    );
+    let rows = sb
+        .call(
+            &admin,
+            "record",
+            &[
+                ("forms", "visit"),
+                ("rawOrLabel", "label"),
+                ("exportCheckboxLabel", "true"),
+            ],
+        )
+        .await
+        .json();
+    assert_eq!(rows[0]["symptoms___1"], "");
+    assert_eq!(rows[0]["symptoms___2"], "Cough");
+}

@@ -700,6 +700,8 @@ pub struct UserRights {
     /// Unique DAG name, or `None` for no DAG.
     pub data_access_group: Option<String>,
     pub data_access_group_id: Option<u64>,
+    /// The DAG's label; exported from REDCap 16.0.0 on (§4.9).
+    pub data_access_group_label: Option<String>,
     pub rights: Rights,
 }
 
@@ -725,6 +727,15 @@ impl UserRights {
                 .map(Value::from)
                 .unwrap_or_else(|| Value::from("")),
         );
+        if version >= RedcapVersion::new(16, 0, 0) {
+            m.insert(
+                "data_access_group_label".into(),
+                self.data_access_group_label
+                    .clone()
+                    .unwrap_or_default()
+                    .into(),
+            );
+        }
         self.rights
             .write_json(&mut m, version, ValueStyle::Integers, form_order);
         m
@@ -742,6 +753,7 @@ impl UserRights {
             expiration: opt("expiration"),
             data_access_group: opt("data_access_group"),
             data_access_group_id: opt("data_access_group_id").and_then(|s| s.parse().ok()),
+            data_access_group_label: opt("data_access_group_label"),
             rights: Rights::from_json(object)?,
         })
     }
@@ -815,6 +827,9 @@ mod tests {
         assert_eq!(keys, forms);
         assert_eq!(new["design"], json!(1));
         assert!(new.get("data_quality_resolution").is_none());
+        assert!(new.get("data_access_group_label").is_none());
+        let v16 = u.to_json(RedcapVersion::new(16, 0, 0), &forms);
+        assert_eq!(v16["data_access_group_label"], json!(""));
         let old = u.to_json(RedcapVersion::new(14, 0, 0), &forms);
         assert_eq!(old["forms"], json!({"b_form": 3, "a_form": 3}));
         assert!(old.get("email_logging").is_none());

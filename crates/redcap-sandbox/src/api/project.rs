@@ -37,6 +37,9 @@ pub fn export(ctx: &mut Ctx) -> Result<Reply, ApiError> {
     m.insert("project_grant_number".into(), "".into());
     m.insert("project_pi_firstname".into(), "".into());
     m.insert("project_pi_lastname".into(), "".into());
+    if ctx.config.version >= redcap::RedcapVersion::new(15, 8, 2) {
+        m.insert("project_pi_email".into(), "".into());
+    }
     m.insert("display_today_now_button".into(), b(true));
     m.insert("missing_data_codes".into(), "".into());
     m.insert("external_modules".into(), "".into());

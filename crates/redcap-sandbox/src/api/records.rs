@@ -176,6 +176,8 @@ pub fn export(ctx: &mut Ctx) -> Result<Reply, ApiError> {
     names.sort_by_key(|n| record_order(n));
     let with_dag = ctx.post.flag("exportDataAccessGroups") && ctx.caller.group_id.is_none();
     let eav = ctx.post.str("type") == "eav";
+    let labels = ctx.post.str("rawOrLabel") == "label";
+    let checkbox_label = ctx.post.flag("exportCheckboxLabel");
     let mut rows = Vec::new();
     for name in names {
         let record = &project.records[name];
@@ -200,15 +202,13 @@ pub fn export(ctx: &mut Ctx) -> Result<Reply, ApiError> {
         }
         let mut m = Map::new();
         for (i, c) in selected.iter().enumerate() {
-            m.insert(
-                c.name.clone(),
-                record
-                    .values
-                    .get(&c.name)
-                    .cloned()
-                    .unwrap_or_default()
-                    .into(),
-            );
+            let raw = record.values.get(&c.name).cloned().unwrap_or_default();
+            let value = if labels {
+                label_of(project, c, &raw, checkbox_label)
+            } else {
+                raw
+            };
+            m.insert(c.name.clone(), value.into());
             if with_dag && i == 0 {
                 let dag = record
                     .group_id
@@ -225,12 +225,60 @@ pub fn export(ctx: &mut Ctx) -> Result<Reply, ApiError> {
         selected.iter().map(|c| c.name.as_str()).collect()
     };
     let reply = ctx.rows_reply(&rows, &header, "records", "item");
-    let mut details = format!("export_format: {}, rawOrLabel: raw", ctx.format.log_name());
+    let mut details = format!(
+        "export_format: {}, rawOrLabel: {}",
+        ctx.format.log_name(),
+        if labels { "label" } else { "raw" }
+    );
     if with_dag {
         details.push_str(", export_data_access_group: Yes");
     }
     ctx.log(LogKind::Export, "Data export (API) ", details, None, None);
     Ok(reply)
+}
+
+/// The label of a flat value (`rawOrLabel=label`): choice labels for
+/// radio/dropdown, Yes/No, True/False, form status names; checkboxes give
+/// Checked/Unchecked, or the choice label / blank with `exportCheckboxLabel`.
+fn label_of(project: &Project, col: &Column, raw: &str, checkbox_label: bool) -> String {
+    let Some(i) = col.field else {
+        return match raw {
+            "0" => "Incomplete",
+            "1" => "Unverified",
+            "2" => "Complete",
+            _ => raw,
+        }
+        .to_owned();
+    };
+    let field = &project.metadata[i];
+    let choice_label = |code: &str| {
+        field
+            .select_choices_or_calculations
+            .split('|')
+            .filter_map(|c| c.split_once(','))
+            .find(|(k, _)| k.trim() == code)
+            .map(|(_, l)| l.trim().to_owned())
+    };
+    match (field.field_type.as_str(), &col.code) {
+        ("checkbox", Some(code)) => match (raw == "1", checkbox_label) {
+            (true, true) => choice_label(code).unwrap_or_default(),
+            (false, true) => String::new(),
+            (true, false) => "Checked".into(),
+            (false, false) => "Unchecked".into(),
+        },
+        ("yesno", _) => match raw {
+            "1" => "Yes".into(),
+            "0" => "No".into(),
+            _ => raw.to_owned(),
+        },
+        ("truefalse", _) => match raw {
+            "1" => "True".into(),
+            "0" => "False".into(),
+            _ => raw.to_owned(),
+        },
+        ("radio" | "dropdown", _) => choice_label(raw).unwrap_or_else(|| raw.to_owned()),
+        _ => raw.to_owned(),
+    }
 }
 
 /// Rows of an EAV import (`record`, `field_name`, `value`) as flat rows.

@@ -194,6 +194,10 @@ pub fn user_row(
         expiration: member.expiration.clone(),
         data_access_group: member.group_id.and_then(|g| project.dag_name(g)),
         data_access_group_id: member.group_id.filter(|g| project.dag_name(*g).is_some()),
+        data_access_group_label: member
+            .group_id
+            .and_then(|g| project.dags.iter().find(|d| d.id == g))
+            .map(|d| d.name.clone()),
         rights: project.member_rights(member),
     };
     u.to_json(version, &project.forms())
