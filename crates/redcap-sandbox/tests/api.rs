@@ -1015,3 +1015,57 @@ async fn raw_or_label() {
     assert_eq!(rows[0]["symptoms___1"], "");
     assert_eq!(rows[0]["symptoms___2"], "Cough");
 }
+
+#[tokio::test]
+async fn xml_data_for_create_project_and_users() {
+    let sb = Sandbox::start().await;
+    let xml = "<?xml version=\"1.0\" encoding=\"UTF-8\" ?><item><project_title>XML &amp; co</project_title><purpose>1</purpose><purpose_other>Demo</purpose_other></item>";
+    let a = sb
+        .post(&[
+            ("token", SUPER),
+            ("content", "project"),
+            ("format", "xml"),
+            ("data", xml),
+        ])
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let token = a.body;
+    assert_eq!(
+        sb.call(&token, "project", &[]).await.json()["project_title"],
+        "XML & co"
+    );
+    let users = "<users><item><username>xavier</username><api_export>1</api_export><forms><my_first_instrument>129</my_first_instrument></forms></item></users>";
+    let a = sb
+        .post(&[
+            ("token", &token),
+            ("content", "user"),
+            ("format", "xml"),
+            ("data", users),
+        ])
+        .await;
+    assert_eq!((a.status, a.body.as_str()), (200, "1"));
+    let out = sb
+        .post(&[("token", &token), ("content", "user"), ("format", "xml")])
+        .await;
+    assert!(
+        out.body.contains("<item><username>xavier</username>"),
+        "{}",
+        out.body
+    );
+    assert!(
+        out.body
+            .contains("<forms><my_first_instrument>129</my_first_instrument></forms>"),
+        "{}",
+        out.body
+    );
+    // purpose 1 needs purpose_other.
+    let a = sb
+        .post(&[
+            ("token", SUPER),
+            ("content", "project"),
+            ("format", "json"),
+            ("data", r#"[{"project_title":"x","purpose":1}]"#),
+        ])
+        .await;
+    a.assert_error(400, &redcap::ApiError::PurposeOtherMissing.message());
+}
