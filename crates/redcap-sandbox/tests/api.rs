@@ -1069,3 +1069,213 @@ async fn xml_data_for_create_project_and_users() {
         .await;
     a.assert_error(400, &redcap::ApiError::PurposeOtherMissing.message());
 }
+
+#[tokio::test]
+async fn more_catalogue_errors_rename_and_form_rights() {
+    let sb = Sandbox::start().await;
+    let admin = sb.create_project().await;
+    sb.standard_metadata(&admin).await;
+    sb.import(
+        &admin,
+        "dag",
+        json!([{"data_access_group_name": "Site A", "unique_group_name": ""}]),
+        &[("action", "import")],
+    )
+    .await;
+    sb.import(
+        &admin,
+        "record",
+        json!([{"record_id": "1", "name": "Ann", "redcap_data_access_group": "site_a"}]),
+        &[],
+    )
+    .await;
+    sb.import(
+        &admin,
+        "record",
+        json!([{"record_id": "2", "redcap_data_access_group": "mars"}]),
+        &[],
+    )
+    .await
+    .assert_error(
+        400,
+        "The following Data Access Group are invalid for the redcap_data_access_group field: mars",
+    );
+    sb.call(
+        &admin,
+        "userRole",
+        &[("action", "delete"), ("roles[0]", "U-NOPE")],
+    )
+    .await
+    .assert_error(
+        400,
+        &redcap::ApiError::UnknownRolesToDelete {
+            names: vec!["U-NOPE".into()],
+        }
+        .message(),
+    );
+    sb.import(
+        &admin,
+        "dag",
+        json!([{"data_access_group_name": "X", "unique_group_name": "nope"}]),
+        &[("action", "import")],
+    )
+    .await
+    .assert_error(
+        400,
+        &redcap::ApiError::UnknownDagToRename {
+            name: "nope".into(),
+        }
+        .message(),
+    );
+    // A blank DAG value unassigns only with overwriteBehavior=overwrite (§5.6).
+    sb.import(
+        &admin,
+        "record",
+        json!([{"record_id": "1", "redcap_data_access_group": ""}]),
+        &[],
+    )
+    .await;
+    let dag_of_1 = |v: Value| {
+        v[0]["redcap_data_access_group"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let exp = [
+        ("records", "1"),
+        ("fields", "record_id"),
+        ("exportDataAccessGroups", "1"),
+    ];
+    assert_eq!(
+        dag_of_1(sb.call(&admin, "record", &exp).await.json()),
+        "site_a"
+    );
+    sb.import(
+        &admin,
+        "record",
+        json!([{"record_id": "1", "redcap_data_access_group": ""}]),
+        &[("overwriteBehavior", "overwrite")],
+    )
+    .await;
+    assert_eq!(dag_of_1(sb.call(&admin, "record", &exp).await.json()), "");
+
+    // Rename: entry gate, 200-with-message validation, success.
+    let norename = sb
+        .user_with_token(1, rights("norename", json!({"api_import": 1})))
+        .await;
+    sb.call(
+        &norename,
+        "record",
+        &[
+            ("action", "rename"),
+            ("record", "1"),
+            ("new_record_name", "9"),
+        ],
+    )
+    .await
+    .assert_error(403, "You do not have Rename Record privileges");
+    for (params, message) in [
+        (vec![], "Current record name must be provided."),
+        (vec![("record", "77")], "Current Record does not exists."),
+        (vec![("record", "1")], "New record name must be provided."),
+    ] {
+        let mut p = vec![("action", "rename")];
+        p.extend(params);
+        let a = sb.call(&admin, "record", &p).await;
+        assert_eq!((a.status, a.body.as_str()), (200, message));
+    }
+    let a = sb
+        .call(
+            &admin,
+            "record",
+            &[
+                ("action", "rename"),
+                ("record", "1"),
+                ("new_record_name", "100"),
+            ],
+        )
+        .await;
+    assert_eq!((a.status, a.body.as_str()), (200, "1"));
+    assert_eq!(
+        sb.call(&admin, "record", &[("fields", "record_id,name")])
+            .await
+            .json(),
+        json!([{"record_id": "100", "name": "Ann"}])
+    );
+
+    // Per-form rights on import: read-only forms cannot be written.
+    let reader = sb
+        .user_with_token(
+            1,
+            rights(
+                "reader",
+                json!({"api_import": 1, "forms": {"demographics": 2, "visit": 1}}),
+            ),
+        )
+        .await;
+    let a = sb
+        .import(
+            &reader,
+            "record",
+            json!([{"record_id": "100", "name": "Bo", "arm": "a"}]),
+            &[],
+        )
+        .await;
+    a.assert_error(
+        400,
+        &format!(
+            "\"100\",\"name\",\"Bo\",\"{}\"",
+            redcap::error::ValidationLine::NO_FORM_EDIT
+        ),
+    );
+    let a = sb
+        .import(
+            &reader,
+            "record",
+            json!([{"record_id": "100", "arm": "a"}]),
+            &[],
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    // Creating records needs the Create Records right.
+    let a = sb
+        .import(
+            &reader,
+            "record",
+            json!([{"record_id": "300", "arm": "a"}]),
+            &[],
+        )
+        .await;
+    a.assert_error(
+        400,
+        &format!(
+            "\"300\",\"record_id\",\"300\",\"{}\"",
+            redcap::error::ValidationLine::NO_RECORD_CREATE
+        ),
+    );
+
+    // Export Logging's numeric dag filter keeps rows on records that were in
+    // that DAG when the row was written (record 1 was, before the reset).
+    sb.import(
+        &admin,
+        "record",
+        json!([{"record_id": "5", "age": "1", "redcap_data_access_group": "site_a"}]),
+        &[],
+    )
+    .await;
+    let rows = sb
+        .call(&admin, "log", &[("logtype", "record"), ("dag", "1")])
+        .await
+        .json();
+    assert!(!rows.as_array().unwrap().is_empty());
+    let records: Vec<&str> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["record"].as_str().unwrap())
+        .collect();
+    assert!(
+        records.contains(&"5") && records.iter().all(|r| ["1", "5"].contains(r)),
+        "{rows}"
+    );
+}

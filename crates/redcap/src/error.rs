@@ -157,6 +157,19 @@ pub enum ApiError {
     BadMetadata { details: String },
 }
 
+/// Rename Record answers its validation failures with HTTP **200** and the
+/// message as a plain body (§6.3, §10.3); these are not [`ApiError`]s.
+pub mod rename {
+    /// `api_187`. *Verbatim.*
+    pub const RECORD_MISSING: &str = "Current record name must be provided.";
+    /// `api_188`. *Verbatim* (REDCap's grammar).
+    pub const RECORD_UNKNOWN: &str = "Current Record does not exists.";
+    /// `api_189`. *Verbatim.*
+    pub const NEW_NAME_MISSING: &str = "New record name must be provided.";
+    /// The new name is taken. INF text.
+    pub const NEW_NAME_TAKEN: &str = "The new record name already exists in the project.";
+}
+
 /// One line of a record import validation error.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ValidationLine {

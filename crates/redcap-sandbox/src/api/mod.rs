@@ -418,6 +418,7 @@ fn process(
         (C::Record, A::Export) => records::export(&mut ctx),
         (C::Record, A::Import) => records::import(&mut ctx),
         (C::Record, A::Delete) => records::delete(&mut ctx),
+        (C::Record, A::Rename) => records::rename(&mut ctx),
         (C::Log, A::Export) => logging::export(&mut ctx),
         // Not implemented: answered like an unknown content.
         (C::Project, A::Import) => Err(ApiError::SuperTokenRequired),

@@ -657,6 +657,43 @@ pub fn delete(ctx: &mut Ctx) -> Result<Reply, ApiError> {
     Ok(ctx.count(n))
 }
 
+/// Rename Record (`record`, `new_record_name`): Rename right at the entry
+/// gate; validation failures come back with HTTP 200 and a plain message
+/// (§10.3). Records outside the caller's DAG count as missing.
+pub fn rename(ctx: &mut Ctx) -> Result<Reply, ApiError> {
+    use redcap::error::rename as msg;
+    let old = ctx.post.str("record").trim().to_owned();
+    let new = ctx.post.str("new_record_name").trim().to_owned();
+    let plain = |m: &str| Ok(Reply::ok(ctx.format, m.to_owned()));
+    if old.is_empty() {
+        return plain(msg::RECORD_MISSING);
+    }
+    let visible = ctx
+        .project()
+        .records
+        .get(&old)
+        .is_some_and(|r| ctx.caller.group_id.is_none() || r.group_id == ctx.caller.group_id);
+    if !visible {
+        return plain(msg::RECORD_UNKNOWN);
+    }
+    if new.is_empty() {
+        return plain(msg::NEW_NAME_MISSING);
+    }
+    if ctx.project().records.contains_key(&new) {
+        return plain(msg::NEW_NAME_TAKEN);
+    }
+    let project = ctx.project_mut();
+    let rid = project.record_id_field().to_owned();
+    let mut record = project.records.remove(&old).expect("checked above");
+    record.values.insert(rid.clone(), new.clone());
+    let group = record.group_id;
+    project.records.insert(new.clone(), record);
+    let action = format!("{} {new}", ctx.api_label("Update record"));
+    let details = ctx.api_label(&format!("Rename record ({rid} = '{old}' -> '{new}')"));
+    ctx.log(LogKind::RecordEdit, action, details, Some(new), group);
+    Ok(Reply::ok(ctx.format, "1".into()))
+}
+
 /// Generate Next Record Name: the next integer, or `<group_id>-<n>` for a
 /// DAG-assigned caller (§5.5). Needs some export right (403 "No Access").
 pub fn next_record_name(ctx: &mut Ctx) -> Result<Reply, ApiError> {
