@@ -12,18 +12,23 @@
 //!   its HTTP status (§1.6, §4, §5, §6).
 //! - [`Content`] / [`Action`]: the method whitelist of §1.5 and the action
 //!   derivation of §1.4.
+//! - [`response`]: finding the error in a body of any format and
+//!   classifying a refusal (invalid token, missing API right, expiry,
+//!   privilege, bad request, IP ban, server error).
 //! - [`dag::unique_group_names`]: the unique DAG name derivation of §5.2.
 //! - [`RedcapVersion`]: the version a server reports, which selects encodings.
 
 pub mod dag;
 pub mod error;
 pub mod method;
+pub mod response;
 pub mod rights;
 pub mod token;
 pub mod version;
 
 pub use error::ApiError;
 pub use method::{Action, Content};
+pub use response::{Refusal, classify, error_message};
 pub use rights::{
     ExportRight, FormRight, FormRightsEncoding, LockRecords, Rights, RightsError, UserRights,
     UserRightsLevel,
