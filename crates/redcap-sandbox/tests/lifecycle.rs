@@ -44,9 +44,13 @@ async fn regeneration_kills_the_old_token_at_once_and_is_logged() {
         new.bytes()
             .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))
     );
-    sb.call(&old, "version", &[])
-        .await
-        .assert_error(403, GENERIC_403);
+    let dead = sb.call(&old, "version", &[]).await;
+    dead.assert_error(403, GENERIC_403);
+    // What a client makes of it.
+    assert_eq!(
+        redcap::classify(dead.status, &dead.body),
+        Some(redcap::Refusal::InvalidToken)
+    );
     assert_eq!(sb.call(&new, "version", &[]).await.status, 200);
     // REDCap's rows, with the full old token (§2.3).
     let log = sb.call(&admin, "log", &[("logtype", "user")]).await.json();
