@@ -68,7 +68,11 @@ fn split_name(raw: &str) -> Option<(String, Vec<String>)> {
                 rest = Some(&raw[i..]);
                 break;
             }
-            // Unmatched '[': PHP turns it into '_' and keeps the rest verbatim.
+            // Unmatched '[': PHP turns it into '_' and keeps the rest
+            // verbatim — unless nothing came before it (empty name).
+            if base.is_empty() {
+                return None;
+            }
             base.push('_');
             base.push_str(&raw[i + 1..]);
             rest = None;
@@ -242,7 +246,7 @@ mod tests {
         // Unmatched bracket becomes '_'.
         assert_eq!(parse("a[b=1").str("a_b"), "1");
         // Empty names vanish.
-        assert!(parse("=1&[x]=2").values.is_empty());
+        assert!(parse("=1&[x]=2&[y=3&+=4").values.is_empty());
     }
 
     #[test]
@@ -254,5 +258,29 @@ mod tests {
         assert!(p.list("forms", true).is_none());
         assert!(p.flag("x"));
         assert!(!p.flag("y"));
+    }
+
+    proptest::proptest! {
+        /// Any body parses without panicking; every parsed name is
+        /// non-empty, and has no `.` or space unless an unmatched `[`
+        /// (kept verbatim after it, as PHP does) let them through.
+        #[test]
+        fn any_body_parses(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
+            let post = Post::from_urlencoded(&body);
+            for (name, _) in &post.values {
+                proptest::prop_assert!(!name.is_empty());
+                proptest::prop_assert!(!name.starts_with(' '));
+                let raw: Vec<String> = form_urlencoded::parse(&body).map(|(k, _)| k.into_owned()).collect();
+                if raw.iter().all(|k| !k.contains('[')) {
+                    proptest::prop_assert!(!name.contains('.') && !name.contains(' '));
+                }
+            }
+        }
+
+        #[test]
+        fn names_with_brackets_never_panic(name in "[a-z .\\[\\]]{0,12}", value in "[a-z]{0,4}") {
+            let mut post = Post::default();
+            post.push(&name, value);
+        }
     }
 }
