@@ -7,5 +7,13 @@
 //! token, forwards a canonical body to REDCap, and records the `response`.
 //! If the ledger cannot make the entry durable, nothing is forwarded.
 
+mod denials;
 pub mod keys;
 pub mod php;
+pub mod policy;
+pub mod reply;
+pub mod server;
+pub mod tokens;
+pub mod upstream;
+
+pub use server::{LedgerOpener, RunningGateway, Services, StartError, start};

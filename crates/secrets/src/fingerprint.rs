@@ -65,6 +65,15 @@ impl FingerprintKey {
         Fingerprint(format!("fp{}:{}", self.id, hex::encode(&digest[..8])))
     }
 
+    /// `hm<key id>:<64 hex>`: the full HMAC, for what the ledger records
+    /// instead of a body or a filter (no patient data in the ledger).
+    pub fn hmac_hex(&self, bytes: &[u8]) -> String {
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key)
+            .expect("HMAC takes any key length");
+        mac.update(bytes);
+        format!("hm{}:{}", self.id, hex::encode(mac.finalize().into_bytes()))
+    }
+
     /// Reads the current key from the store.
     pub async fn load(store: &dyn SecretStore) -> Result<FingerprintKey> {
         let name = key_name();

@@ -1,0 +1,107 @@
+//! Who may do what: the clients, accounts and sites of `warden.toml`,
+//! compiled into lookup tables the request path consults.
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+
+use redcap::{Action, Content};
+use secrets::SecretName;
+use warden_config::{Config, Method, SourceRange, WriteReason};
+
+/// A REDCap service account the gateway holds a token for.
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub name: String,
+    pub username: String,
+    pub secret: SecretName,
+    pub study: String,
+    pub site: Option<String>,
+    /// The site's DAG id, for site accounts.
+    pub dag_id: Option<u64>,
+}
+
+/// An application and what it may call.
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub name: String,
+    pub account: String,
+    pub allow: HashSet<(Content, Action)>,
+    pub write_reason: WriteReason,
+    pub sources: Vec<SourceRange>,
+}
+
+impl Client {
+    pub fn allows(&self, content: Content, action: Action) -> bool {
+        self.allow.contains(&(content, action))
+    }
+
+    pub fn source_allowed(&self, ip: IpAddr) -> bool {
+        self.sources.is_empty() || self.sources.iter().any(|r| r.contains(ip))
+    }
+}
+
+/// Actions that change data in REDCap (and so need a reason when the
+/// client's policy asks for one).
+pub fn is_write(action: Action) -> bool {
+    !matches!(action, Action::Export | Action::List)
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    pub clients: HashMap<String, Client>,
+    pub accounts: HashMap<String, Account>,
+}
+
+impl Policy {
+    /// Builds the tables from a configuration that `warden_config` has
+    /// already validated (every reference resolves, every entry parses).
+    pub fn from_config(config: &Config) -> Policy {
+        let mut accounts = HashMap::new();
+        for a in &config.account {
+            let dag_id = a.site.as_ref().and_then(|site| {
+                config
+                    .study
+                    .iter()
+                    .find(|s| s.name.get_ref() == a.study.get_ref())
+                    .and_then(|s| s.site.iter().find(|x| x.name.get_ref() == site.get_ref()))
+                    .map(|x| x.dag_id)
+            });
+            accounts.insert(
+                a.name.get_ref().clone(),
+                Account {
+                    name: a.name.get_ref().clone(),
+                    username: a.username.clone(),
+                    secret: SecretName::new(a.secret.get_ref()).expect("validated"),
+                    study: a.study.get_ref().clone(),
+                    site: a.site.as_ref().map(|s| s.get_ref().clone()),
+                    dag_id,
+                },
+            );
+        }
+        let mut clients = HashMap::new();
+        for c in &config.client {
+            let allow = c
+                .allow
+                .iter()
+                .map(|m| Method::parse(m.get_ref()).expect("validated"))
+                .map(|m| (m.content, m.action))
+                .collect();
+            let sources = c
+                .sources
+                .iter()
+                .map(|s| SourceRange::parse(s.get_ref()).expect("validated"))
+                .collect();
+            clients.insert(
+                c.name.get_ref().clone(),
+                Client {
+                    name: c.name.get_ref().clone(),
+                    account: c.account.get_ref().clone(),
+                    allow,
+                    write_reason: c.write_reason,
+                    sources,
+                },
+            );
+        }
+        Policy { clients, accounts }
+    }
+}

@@ -1,0 +1,802 @@
+//! The request path, in the order DESIGN.md gives it:
+//!
+//! 1. read the body exactly as PHP will ([`crate::php`]) and refuse anything
+//!    ambiguous;
+//! 2. authenticate the client key ([`crate::keys`]); refusals are answered
+//!    in REDCap's 403 shape and counted per source and minute;
+//! 3. authorise: the client's allowed methods, source addresses, a reason
+//!    for writes where its policy asks for one;
+//! 4. make the `request` entry durable in the ledger — or answer 503 and
+//!    forward nothing;
+//! 5. inject the account's token and forward a canonical body through the
+//!    outbound limiter; if REDCap refuses the token, re-read the store once
+//!    (a rotation may have happened) and retry;
+//! 6. record the `response` entry and return REDCap's answer.
+//!
+//! If the ledger fails, the gateway is *degraded*: every request gets 503
+//! until the ledger has been reopened, and then an `alert` entry records
+//! the outage and how many requests were refused.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use jiff::Timestamp;
+use ledger::{EntryKind, Ledger, LedgerError};
+use redcap::{Action, Content};
+use secrets::{FingerprintKey, SecretStore};
+use serde_json::json;
+use tokio::sync::oneshot;
+use warden_config::{LoadedConfig, WriteReason};
+
+use crate::denials::Denials;
+use crate::keys::{KeyFile, KeyRing, Presented};
+use crate::php::{self, Form};
+use crate::policy::{self, Policy};
+use crate::reply::{ApiReply, ErrorFormat, NO_API_PERMISSION};
+use crate::tokens::TokenCache;
+use crate::upstream::{Upstream, UpstreamError};
+
+/// Opens (or reopens, after a failure) the ledger the gateway writes.
+pub type LedgerOpener = Arc<dyn Fn() -> Result<Ledger, LedgerError> + Send + Sync>;
+
+/// What the gateway is given to run: the loaded configuration and the
+/// services it writes to.
+pub struct Services {
+    pub config: LoadedConfig,
+    pub store: Arc<dyn SecretStore>,
+    pub fingerprint: FingerprintKey,
+    pub open_ledger: LedgerOpener,
+    /// Where the key file lives (normally from the configuration).
+    pub keys: KeyFile,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("opening the ledger: {0}")]
+    Ledger(#[from] LedgerError),
+    #[error("listening on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Keys(#[from] crate::keys::KeyError),
+    #[error("{0}")]
+    Upstream(#[from] UpstreamError),
+}
+
+struct Outage {
+    since: Timestamp,
+    refused: u64,
+    /// Entries that could not be written (responses to requests already
+    /// forwarded); written first when the ledger is back.
+    missing: Vec<EntryKind>,
+    cause: String,
+}
+
+struct Shared {
+    config: LoadedConfig,
+    policy: Policy,
+    tokens: TokenCache,
+    fingerprint: FingerprintKey,
+    /// Fingerprints of the accounts' current tokens: a client presenting
+    /// one of these holds a real REDCap token.
+    token_fingerprints: RwLock<HashMap<String, String>>,
+    keys: KeyFile,
+    ring: RwLock<(KeyRing, Option<std::time::SystemTime>)>,
+    key_use: Mutex<HashMap<String, Timestamp>>,
+    ledger: RwLock<Option<Arc<Ledger>>>,
+    open_ledger: LedgerOpener,
+    outage: Mutex<Option<Outage>>,
+    upstream: Upstream,
+    denials: Denials,
+    requests: AtomicU64,
+}
+
+/// A running gateway; [`RunningGateway::shutdown`] stops it gracefully.
+pub struct RunningGateway {
+    pub addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: Option<oneshot::Sender<()>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Starts the client and admin listeners.
+pub async fn start(services: Services) -> Result<RunningGateway, StartError> {
+    let Services {
+        config,
+        store,
+        fingerprint,
+        open_ledger,
+        keys,
+    } = services;
+    let gw = config.config.gateway.clone();
+    let opener = open_ledger.clone();
+    let ledger = Arc::new(
+        tokio::task::spawn_blocking(move || opener())
+            .await
+            .expect("the opening task panicked")?,
+    );
+    let ring = keys.ring()?;
+    let ring_mtime = file_mtime(keys.path());
+    let upstream = Upstream::new(config.config.redcap.url(), gw.outbound_per_minute)?;
+    let shared = Arc::new(Shared {
+        policy: Policy::from_config(&config.config),
+        tokens: TokenCache::new(store, Duration::from_secs(gw.token_cache_seconds)),
+        fingerprint,
+        token_fingerprints: RwLock::new(HashMap::new()),
+        keys,
+        ring: RwLock::new((ring, ring_mtime)),
+        key_use: Mutex::new(HashMap::new()),
+        ledger: RwLock::new(Some(ledger)),
+        open_ledger,
+        outage: Mutex::new(None),
+        upstream,
+        denials: Denials::default(),
+        requests: AtomicU64::new(0),
+        config,
+    });
+    shared.load_token_fingerprints().await;
+    shared
+        .append(EntryKind::Admin {
+            operator: "gateway".into(),
+            action: "start".into(),
+            target: shared.config.path.display().to_string(),
+            reason: format!("warden.toml sha256 {}", shared.config.sha256),
+        })
+        .await
+        .ok();
+
+    let app = Router::new()
+        .route("/api/", any(api))
+        .route("/api", any(api))
+        .layer(DefaultBodyLimit::max(
+            usize::try_from(gw.max_body_bytes).unwrap_or(usize::MAX),
+        ))
+        .with_state(shared.clone());
+    let admin = Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .with_state(shared.clone());
+    let listener = tokio::net::TcpListener::bind(gw.listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: gw.listen,
+            source,
+        })?;
+    let admin_listener = tokio::net::TcpListener::bind(gw.admin_listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: gw.admin_listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: gw.listen,
+        source,
+    })?;
+    let admin_addr = admin_listener
+        .local_addr()
+        .map_err(|source| StartError::Bind {
+            addr: gw.admin_listen,
+            source,
+        })?;
+
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let (admin_stop_tx, admin_stop_rx) = oneshot::channel::<()>();
+    let serve = tokio::spawn(async move {
+        let _ = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = stop_rx.await;
+            let _ = admin_stop_tx.send(());
+        })
+        .await;
+    });
+    let admin_serve = tokio::spawn(async move {
+        let _ = axum::serve(admin_listener, admin)
+            .with_graceful_shutdown(async move {
+                let _ = admin_stop_rx.await;
+            })
+            .await;
+    });
+    let ticker = {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                shared.housekeeping(false).await;
+            }
+        })
+    };
+    Ok(RunningGateway {
+        addr,
+        admin_addr,
+        shared,
+        stop: Some(stop_tx),
+        tasks: vec![serve, admin_serve, ticker],
+    })
+}
+
+impl RunningGateway {
+    /// Stops accepting, lets requests in flight finish, writes what is
+    /// pending (denials, a stop entry) and signs a final checkpoint.
+    pub async fn shutdown(mut self) -> Result<(), LedgerError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let ticker = self.tasks.pop();
+        if let Some(t) = ticker {
+            t.abort();
+        }
+        for t in self.tasks.drain(..) {
+            let _ = t.await;
+        }
+        self.shared.housekeeping(true).await;
+        self.shared
+            .append(EntryKind::Admin {
+                operator: "gateway".into(),
+                action: "stop".into(),
+                target: self.shared.config.path.display().to_string(),
+                reason: format!(
+                    "{} requests served",
+                    self.shared.requests.load(Ordering::Relaxed)
+                ),
+            })
+            .await
+            .ok();
+        let ledger = self
+            .shared
+            .ledger
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(ledger) = ledger {
+            tokio::task::spawn_blocking(move || ledger.close())
+                .await
+                .expect("the closing task panicked")?;
+        }
+        Ok(())
+    }
+
+    /// Whether the ledger failed and requests are being refused.
+    pub fn degraded(&self) -> bool {
+        self.shared
+            .outage
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+}
+
+fn file_mtime(path: &std::path::Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+impl Shared {
+    /// Appends durably, or records the outage and fails.
+    async fn append(&self, kind: EntryKind) -> Result<(), ()> {
+        let ledger = self
+            .ledger
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let Some(ledger) = ledger else {
+            self.note_outage("the ledger is being reopened".into(), None);
+            return Err(());
+        };
+        let pending = kind.clone();
+        match tokio::task::spawn_blocking(move || ledger.append(kind)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => {
+                self.note_outage(e.to_string(), Some(pending));
+                Err(())
+            }
+            Err(e) => {
+                self.note_outage(format!("the append task failed: {e}"), Some(pending));
+                Err(())
+            }
+        }
+    }
+
+    fn note_outage(&self, cause: String, missing: Option<EntryKind>) {
+        let mut outage = self.outage.lock().unwrap_or_else(|e| e.into_inner());
+        let o = outage.get_or_insert_with(|| {
+            tracing::error!(%cause, "ledger unavailable: refusing requests until it is back");
+            Outage {
+                since: Timestamp::now(),
+                refused: 0,
+                missing: Vec::new(),
+                cause,
+            }
+        });
+        if let Some(EntryKind::Response { .. }) = &missing {
+            o.missing.extend(missing);
+        }
+    }
+
+    fn degraded(&self) -> bool {
+        self.outage
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
+    /// Once a second: flush finished minutes of denials and key use; try
+    /// to reopen a failed ledger. At shutdown, flush everything.
+    async fn housekeeping(&self, everything: bool) {
+        if self.degraded() {
+            self.try_recover().await;
+        }
+        let now = Timestamp::now();
+        for entry in self.denials.drain(now, everything) {
+            let _ = self.append(entry).await;
+        }
+        let used: HashMap<String, Timestamp> = {
+            let mut u = self.key_use.lock().unwrap_or_else(|e| e.into_inner());
+            if everything || now.as_second() % 60 == 0 {
+                std::mem::take(&mut *u)
+            } else {
+                HashMap::new()
+            }
+        };
+        if let Err(e) = self.keys.record_use(&used) {
+            tracing::warn!(error = %e, "could not record client key use");
+        }
+    }
+
+    async fn try_recover(&self) {
+        // Drop our handle first so the old writer releases its lock.
+        drop(
+            self.ledger
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .take(),
+        );
+        let opener = self.open_ledger.clone();
+        let reopened = match tokio::task::spawn_blocking(move || opener())
+            .await
+            .expect("the opening task panicked")
+        {
+            Ok(l) => Arc::new(l),
+            Err(e) => {
+                tracing::warn!(error = %e, "the ledger cannot be reopened yet");
+                return;
+            }
+        };
+        // Entries owed from before the failure go in first.
+        let missing = self
+            .outage
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+            .map(|o| std::mem::take(&mut o.missing))
+            .unwrap_or_default();
+        let ledger = reopened.clone();
+        let owed = missing.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            owed.into_iter()
+                .try_for_each(|e| ledger.append(e).map(|_| ()))
+        })
+        .await;
+        if !matches!(written, Ok(Ok(()))) {
+            if let Some(o) = self
+                .outage
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_mut()
+            {
+                o.missing = missing;
+            }
+            return;
+        }
+        // Install the ledger before ending the outage, so a request that
+        // sees the gateway healthy also finds a ledger to write to.
+        *self.ledger.write().unwrap_or_else(|e| e.into_inner()) = Some(reopened);
+        let Some(outage) = self.outage.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+            return;
+        };
+        let message = format!(
+            "ledger unavailable from {} to {}, {} requests refused ({})",
+            outage.since,
+            Timestamp::now(),
+            outage.refused,
+            outage.cause
+        );
+        tracing::info!("ledger reopened; requests are accepted again");
+        let _ = self
+            .append(EntryKind::Alert {
+                code: "ledger_unavailable".into(),
+                message,
+            })
+            .await;
+    }
+
+    async fn load_token_fingerprints(&self) {
+        let mut map = HashMap::new();
+        for account in self.policy.accounts.values() {
+            if let Ok(t) = self.tokens.refresh(&account.secret).await {
+                map.insert(
+                    self.fingerprint.fingerprint(&t.value).0,
+                    account.name.clone(),
+                );
+            }
+        }
+        *self
+            .token_fingerprints
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = map;
+    }
+
+    /// Checks a presented key, re-reading the key file once if it changed
+    /// since it was loaded (a key issued a moment ago works at once).
+    fn check_key(
+        &self,
+        presented: &str,
+        now: Timestamp,
+    ) -> Result<crate::keys::KeyRecord, &'static str> {
+        for attempt in 0..2 {
+            {
+                let ring = self.ring.read().unwrap_or_else(|e| e.into_inner());
+                match ring.0.check(presented, now) {
+                    Presented::Valid(r) => return Ok(r.clone()),
+                    Presented::Expired(_) => return Err("expired key"),
+                    Presented::Revoked(_) => return Err("revoked key"),
+                    Presented::Unknown if attempt == 1 => return Err("unknown key"),
+                    Presented::Unknown => {}
+                }
+            }
+            let mtime = file_mtime(self.keys.path());
+            let stale = self.ring.read().unwrap_or_else(|e| e.into_inner()).1 != mtime;
+            if !stale {
+                return Err("unknown key");
+            }
+            match self.keys.ring() {
+                Ok(ring) => *self.ring.write().unwrap_or_else(|e| e.into_inner()) = (ring, mtime),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not reload client keys");
+                    return Err("unknown key");
+                }
+            }
+        }
+        Err("unknown key")
+    }
+}
+
+/// The client listener: `/api/`, REDCap's protocol.
+async fn api(
+    State(gw): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match handle(&gw, peer, method, &headers, body).await {
+        Ok(r) => r,
+        Err(reply) => reply.into_response(),
+    }
+}
+
+async fn handle(
+    gw: &Shared,
+    peer: SocketAddr,
+    method: Method,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiReply> {
+    let started = Instant::now();
+    let now = Timestamp::now();
+    let source = peer.ip().to_string();
+    if method != Method::POST {
+        return Ok((
+            StatusCode::NOT_IMPLEMENTED,
+            "The requested method is not implemented.",
+        )
+            .into_response());
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if content_type.starts_with("multipart/") {
+        return Err(ApiReply::new(
+            StatusCode::BAD_REQUEST,
+            "The gateway does not accept multipart/form-data bodies yet (file uploads); send application/x-www-form-urlencoded",
+            ErrorFormat::Xml,
+        ));
+    }
+    let mut form = php::parse_form(&body, gw.config.config.gateway.max_input_vars)
+        .map_err(|r| ApiReply::new(StatusCode::BAD_REQUEST, r.to_string(), ErrorFormat::Xml))?;
+    let fmt = ErrorFormat::of(&form);
+
+    // Authenticate.
+    let presented = form.take("token").unwrap_or_default();
+    let key = match gw.check_key(&presented, now) {
+        Ok(k) => k,
+        Err(why) => {
+            let fp = gw.fingerprint.fingerprint_bytes(presented.as_bytes()).0;
+            let holder = gw
+                .token_fingerprints
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&fp)
+                .cloned();
+            if let Some(account) = holder {
+                let _ = gw
+                    .append(EntryKind::Alert {
+                        code: "real_token_presented".into(),
+                        message: format!(
+                            "a client at {source} presented the REDCap token of account `{account}` ({fp}) to the gateway: someone holds the real token; rotate it now"
+                        ),
+                    })
+                    .await;
+            }
+            gw.denials.count(now, &source, None, why);
+            return Err(ApiReply::new(StatusCode::FORBIDDEN, NO_API_PERMISSION, fmt));
+        }
+    };
+    gw.key_use
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(key.id.clone(), now);
+    let deny = |reason: String, status: StatusCode, message: String| {
+        gw.denials.count(now, &source, Some(&key.client), &reason);
+        ApiReply::new(status, message, fmt)
+    };
+    let Some(client) = gw.policy.clients.get(&key.client) else {
+        return Err(deny(
+            "client no longer configured".into(),
+            StatusCode::FORBIDDEN,
+            NO_API_PERMISSION.into(),
+        ));
+    };
+    let account = gw
+        .policy
+        .accounts
+        .get(&client.account)
+        .expect("validated: every client names an account");
+    if !client.source_allowed(peer.ip()) {
+        return Err(deny(
+            format!("source {source} not allowed"),
+            StatusCode::FORBIDDEN,
+            format!(
+                "The gateway does not accept requests for client \"{}\" from this address",
+                client.name
+            ),
+        ));
+    }
+
+    // Authorise the method.
+    let content_raw = form.get("content").unwrap_or("").to_string();
+    let Some(content) = Content::parse(&content_raw) else {
+        return Err(ApiReply::new(
+            StatusCode::BAD_REQUEST,
+            redcap::ApiError::InvalidContent.message(),
+            fmt,
+        ));
+    };
+    let action = Action::derive(
+        content,
+        form.get("action").unwrap_or(""),
+        form.get("data").is_some(),
+    )
+    .map_err(|e| ApiReply::new(StatusCode::BAD_REQUEST, e.message(), fmt))?;
+    if !client.allows(content, action) {
+        return Err(deny(
+            format!("not allowed: {}:{}", content.as_str(), action.as_str()),
+            StatusCode::FORBIDDEN,
+            format!(
+                "The gateway does not allow client \"{}\" to call {}:{}",
+                client.name,
+                content.as_str(),
+                action.as_str()
+            ),
+        ));
+    }
+    let reason = reason_of(headers, &mut form);
+    if policy::is_write(action) && client.write_reason == WriteReason::Required && reason.is_none()
+    {
+        return Err(deny(
+            "write without a reason".into(),
+            StatusCode::BAD_REQUEST,
+            "This client must give a reason for changes: send it in the X-Warden-Reason header or a \"reason\" field".into(),
+        ));
+    }
+
+    if gw.degraded() {
+        if let Some(o) = gw.outage.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            o.refused += 1;
+        }
+        return Err(ledger_unavailable(fmt));
+    }
+
+    // Record the request durably before anything reaches REDCap.
+    let request_id = request_id();
+    let canonical_without_token = form.encode();
+    let record_ids = {
+        let mut ids = form.list("records");
+        ids.extend(form.get("record").map(str::to_string));
+        ids
+    };
+    let entry = EntryKind::Request {
+        request_id: request_id.clone(),
+        client: client.name.clone(),
+        account: account.name.clone(),
+        site: account.site.clone(),
+        content: Some(content.as_str().into()),
+        action: Some(action.as_str().into()),
+        format: form.get("format").map(str::to_string),
+        params: form.names(),
+        record_ids,
+        filter_hmac: form
+            .get("filterLogic")
+            .map(|f| gw.fingerprint.hmac_hex(f.as_bytes())),
+        body_hmac: gw.fingerprint.hmac_hex(canonical_without_token.as_bytes()),
+        body_bytes: canonical_without_token.len() as u64,
+        reason,
+    };
+    if gw.append(entry).await.is_err() {
+        if let Some(o) = gw.outage.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            o.refused += 1;
+        }
+        return Err(ledger_unavailable(fmt));
+    }
+    gw.requests.fetch_add(1, Ordering::Relaxed);
+
+    // Inject the token and forward; retry once if REDCap refuses a token
+    // that the store has since replaced.
+    let unavailable =
+        |what: &str| ApiReply::new(StatusCode::SERVICE_UNAVAILABLE, what.to_string(), fmt);
+    let mut token = gw
+        .tokens
+        .get(&account.secret)
+        .await
+        .map_err(|_| unavailable("The gateway cannot read this account's token from its secrets store; nothing was sent to REDCap"))?;
+    let mut attempt = 0;
+    let reply = loop {
+        let mut outgoing = form.clone();
+        outgoing.set("token", token.value.expose());
+        let reply = match gw.upstream.post(outgoing.encode()).await {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = gw
+                    .append(EntryKind::Response {
+                        request_id: request_id.clone(),
+                        status: 503,
+                        record_ids: vec![],
+                        body_hmac: String::new(),
+                        body_bytes: 0,
+                        latency_ms: started.elapsed().as_millis() as u64,
+                    })
+                    .await;
+                if matches!(e, UpstreamError::Banned) {
+                    let _ = gw
+                        .append(EntryKind::Alert {
+                            code: "redcap_ip_banned".into(),
+                            message: e.to_string(),
+                        })
+                        .await;
+                }
+                return Err(unavailable(&format!("{e}; the request was not completed")));
+            }
+        };
+        let refused =
+            reply.status == 403 && String::from_utf8_lossy(&reply.body).contains(NO_API_PERMISSION);
+        if refused && attempt == 0 {
+            attempt += 1;
+            if let Ok(fresh) = gw.tokens.refresh(&account.secret).await
+                && fresh.version != token.version
+            {
+                token = fresh;
+                continue;
+            }
+            let _ = gw
+                .append(EntryKind::Alert {
+                    code: "token_refused".into(),
+                    message: format!(
+                        "REDCap refused the current token of account `{}` ({}); it may have been regenerated or revoked outside redcap-warden",
+                        account.name,
+                        gw.fingerprint.fingerprint(&token.value)
+                    ),
+                })
+                .await;
+        }
+        break reply;
+    };
+
+    let response_entry = EntryKind::Response {
+        request_id,
+        status: reply.status,
+        record_ids: vec![],
+        body_hmac: gw.fingerprint.hmac_hex(&reply.body),
+        body_bytes: reply.body.len() as u64,
+        latency_ms: started.elapsed().as_millis() as u64,
+    };
+    // REDCap has acted; its answer goes back even if this entry fails (the
+    // gateway is then degraded and writes the entry when the ledger is back).
+    let _ = gw.append(response_entry).await;
+    let mut response = (
+        StatusCode::from_u16(reply.status).unwrap_or(StatusCode::BAD_GATEWAY),
+        reply.body,
+    )
+        .into_response();
+    if let Some(ct) = reply
+        .content_type
+        .and_then(|c| HeaderValue::from_str(&c).ok())
+    {
+        response.headers_mut().insert(header::CONTENT_TYPE, ct);
+    }
+    Ok(response)
+}
+
+fn ledger_unavailable(fmt: ErrorFormat) -> ApiReply {
+    ApiReply::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "The gateway cannot record this request in its audit ledger, so it was not sent to REDCap; try again later",
+        fmt,
+    )
+}
+
+/// The reason for a change: the `X-Warden-Reason` header or a `reason`
+/// field (removed before forwarding: REDCap has no such parameter).
+fn reason_of(headers: &HeaderMap, form: &mut Form) -> Option<String> {
+    let field = form.take("reason");
+    let header = headers
+        .get("x-warden-reason")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    header
+        .or(field)
+        .map(|r| r.trim().chars().take(1000).collect::<String>())
+        .filter(|r| !r.is_empty())
+}
+
+fn request_id() -> String {
+    let mut b = [0u8; 12];
+    getrandom::fill(&mut b).expect("the operating system's random source failed");
+    hex::encode(b)
+}
+
+async fn health(State(gw): State<Arc<Shared>>) -> Response {
+    let degraded = gw.degraded();
+    let ledger_size = gw
+        .ledger
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        .map(|l| l.size());
+    let body = json!({
+        "status": if degraded { "degraded" } else { "ok" },
+        "ledger_entries": ledger_size,
+        "requests": gw.requests.load(Ordering::Relaxed),
+        "outbound_in_window": gw.upstream.limiter().in_window(),
+        "redcap_banned": gw.upstream.is_banned(),
+    });
+    let status = if degraded {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+async fn ready(State(gw): State<Arc<Shared>>) -> StatusCode {
+    if gw.degraded() || gw.upstream.is_banned() {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    }
+}

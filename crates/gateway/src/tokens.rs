@@ -1,0 +1,76 @@
+//! The accounts' REDCap tokens, read from the secrets store and kept for a
+//! bounded time. A token is never guessed: when the store cannot be read
+//! and the cached copy is older than its lifetime, the request fails.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use secrets::{Label, Result, SecretName, SecretStore, SecretValue, Selector, VersionId};
+
+/// A token and the store version it came from.
+#[derive(Debug, Clone)]
+pub struct CachedToken {
+    pub value: SecretValue,
+    pub version: VersionId,
+}
+
+pub struct TokenCache {
+    store: Arc<dyn SecretStore>,
+    ttl: Duration,
+    entries: Mutex<HashMap<SecretName, (CachedToken, Instant)>>,
+}
+
+impl TokenCache {
+    pub fn new(store: Arc<dyn SecretStore>, ttl: Duration) -> TokenCache {
+        TokenCache {
+            store,
+            ttl,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The current token, from the cache while it is younger than the TTL.
+    pub async fn get(&self, name: &SecretName) -> Result<CachedToken> {
+        if let Some((t, at)) = self
+            .entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            && at.elapsed() < self.ttl
+        {
+            return Ok(t.clone());
+        }
+        self.refresh(name).await
+    }
+
+    /// Reads the store's current token now (after REDCap refused the cached
+    /// one, or on reload).
+    pub async fn refresh(&self, name: &SecretName) -> Result<CachedToken> {
+        let secret = self
+            .store
+            .get(name, &Selector::Label(Label::Current))
+            .await?;
+        let token = CachedToken {
+            value: secret.value,
+            version: secret.version,
+        };
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.clone(), (token.clone(), Instant::now()));
+        Ok(token)
+    }
+
+    /// Forgets every cached token (admin reload).
+    pub fn clear(&self) {
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
+    pub fn store(&self) -> &Arc<dyn SecretStore> {
+        &self.store
+    }
+}

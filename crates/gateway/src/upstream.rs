@@ -1,0 +1,179 @@
+//! Calls to REDCap: one HTTP client, behind the outbound limiter.
+//!
+//! REDCap's only rate limit is per IP and *permanent*: past its threshold
+//! (600 requests a minute by default) the IP is banned until an
+//! administrator lifts the ban. Every call redcap-warden makes goes through
+//! one sliding 60-second window that stays well under it, and a 429 from
+//! REDCap stops all outbound calls until restart.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+
+/// A sliding 60-second window of calls.
+pub struct Limiter {
+    per_minute: usize,
+    max_wait: Duration,
+    calls: Mutex<VecDeque<Instant>>,
+}
+
+const WINDOW: Duration = Duration::from_secs(60);
+
+impl Limiter {
+    pub fn new(per_minute: u32, max_wait: Duration) -> Limiter {
+        Limiter {
+            per_minute: per_minute.max(1) as usize,
+            max_wait,
+            calls: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// Waits for a slot in the window; `false` if none frees up within the
+    /// maximum wait.
+    pub async fn acquire(&self) -> bool {
+        let deadline = Instant::now() + self.max_wait;
+        loop {
+            let wait = {
+                let mut calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
+                let now = Instant::now();
+                while calls
+                    .front()
+                    .is_some_and(|t| now.duration_since(*t) >= WINDOW)
+                {
+                    calls.pop_front();
+                }
+                if calls.len() < self.per_minute {
+                    calls.push_back(now);
+                    return true;
+                }
+                WINDOW - now.duration_since(*calls.front().expect("the window is full"))
+            };
+            if Instant::now() + wait > deadline {
+                return false;
+            }
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Calls in the current window.
+    pub fn in_window(&self) -> usize {
+        let calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        calls
+            .iter()
+            .filter(|t| now.duration_since(**t) < WINDOW)
+            .count()
+    }
+}
+
+/// REDCap's answer, as received.
+#[derive(Debug, Clone)]
+pub struct UpstreamReply {
+    pub status: u16,
+    pub content_type: Option<String>,
+    pub body: Bytes,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("the outbound limit of {0} calls a minute to REDCap is reached")]
+    Limited(usize),
+    #[error(
+        "REDCap answered 429: this machine's IP address is banned; outbound calls are stopped until an administrator lifts the ban and the gateway restarts"
+    )]
+    Banned,
+    #[error("REDCap could not be reached: {0}")]
+    Transport(String),
+}
+
+pub struct Upstream {
+    http: reqwest::Client,
+    url: String,
+    limiter: Limiter,
+    banned: AtomicBool,
+}
+
+impl Upstream {
+    pub fn new(url: &str, per_minute: u32) -> Result<Upstream, UpstreamError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(600))
+            .build()
+            .map_err(|e| UpstreamError::Transport(e.to_string()))?;
+        Ok(Upstream {
+            http,
+            url: url.to_string(),
+            limiter: Limiter::new(per_minute, Duration::from_secs(30)),
+            banned: AtomicBool::new(false),
+        })
+    }
+
+    pub fn is_banned(&self) -> bool {
+        self.banned.load(Ordering::SeqCst)
+    }
+
+    pub fn limiter(&self) -> &Limiter {
+        &self.limiter
+    }
+
+    /// POSTs a form body. Errors never contain the body (it holds a token).
+    pub async fn post(&self, body: String) -> Result<UpstreamReply, UpstreamError> {
+        if self.is_banned() {
+            return Err(UpstreamError::Banned);
+        }
+        if !self.limiter.acquire().await {
+            return Err(UpstreamError::Limited(self.limiter.per_minute));
+        }
+        let resp = self
+            .http
+            .post(&self.url)
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| UpstreamError::Transport(e.without_url().to_string()))?;
+        let status = resp.status().as_u16();
+        if status == 429 {
+            self.banned.store(true, Ordering::SeqCst);
+            return Err(UpstreamError::Banned);
+        }
+        let content_type = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| UpstreamError::Transport(e.without_url().to_string()))?;
+        Ok(UpstreamReply {
+            status,
+            content_type,
+            body,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_window_admits_its_limit_then_refuses_within_the_wait() {
+        let l = Limiter::new(3, Duration::from_millis(10));
+        for _ in 0..3 {
+            assert!(l.acquire().await);
+        }
+        assert_eq!(l.in_window(), 3);
+        assert!(
+            !l.acquire().await,
+            "a fourth call in the same minute must wait past the deadline"
+        );
+    }
+}
