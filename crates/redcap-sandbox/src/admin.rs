@@ -68,6 +68,7 @@ pub fn routes() -> Router<AppState> {
         .route("/sandbox/projects/{pid}/page-view", post(page_view))
         .route("/sandbox/projects/{pid}/status", post(set_status))
         .route("/sandbox/banned-ips", get(list_banned))
+        .route("/sandbox/system", post(set_system))
         .route("/sandbox/banned-ips/{ip}", axum::routing::delete(unban))
 }
 
@@ -589,6 +590,26 @@ async fn unban(State(app): State<AppState>, headers: HeaderMap, Path(ip): Path<S
         }
         state.touch();
         Ok(json!({ "unbanned": addr }))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+struct System {
+    api_enabled: bool,
+}
+
+/// `POST /sandbox/system` `{"api_enabled": bool}`: the Control Center switch
+/// that turns the whole API off (400 `api_01`).
+async fn set_system(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<System>,
+) -> Answer {
+    run(app, headers, move |state, _| {
+        state.api_disabled = !body.api_enabled;
+        state.touch();
+        Ok(json!({ "api_enabled": body.api_enabled }))
     })
     .await
 }

@@ -283,6 +283,9 @@ pub struct State {
     pub next_role_id: u64,
     pub accounts: BTreeMap<String, Account>,
     pub projects: BTreeMap<u64, Project>,
+    /// The system setting "API enabled" is off (§1.3 step 3).
+    #[serde(default)]
+    pub api_disabled: bool,
     /// IP addresses banned by the page-hit limiter (permanent, §9.1).
     #[serde(default)]
     pub banned_ips: std::collections::BTreeSet<std::net::IpAddr>,

@@ -145,6 +145,14 @@ enum AdminAction {
     BannedIps,
     /// Lift an IP ban.
     Unban { ip: String },
+    /// Switch the whole API on or off (`on` / `off`).
+    Api { state: OnOff },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum OnOff {
+    On,
+    Off,
 }
 
 #[tokio::main]
@@ -326,6 +334,11 @@ async fn admin(args: AdminArgs) -> anyhow::Result<()> {
             reqwest::Method::POST,
             format!("/sandbox/projects/{project}/status"),
             Some(json!({ "status": status })),
+        ),
+        A::Api { state } => (
+            reqwest::Method::POST,
+            "/sandbox/system".into(),
+            Some(json!({ "api_enabled": matches!(state, OnOff::On) })),
         ),
         A::BannedIps => (reqwest::Method::GET, "/sandbox/banned-ips".into(), None),
         A::Unban { ip } => (

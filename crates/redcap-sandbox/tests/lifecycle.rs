@@ -456,3 +456,31 @@ async fn project_status_gates_design_and_imports() {
             "Data may not be imported because the project is in Analysis/Cleanup status.",
         );
 }
+
+#[tokio::test]
+async fn api_switched_off_system_wide() {
+    let sb = Sandbox::start().await;
+    let token = sb.create_project().await;
+    let (s, _) = sb
+        .admin(
+            Method::POST,
+            "/sandbox/system",
+            Some(json!({"api_enabled": false})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    // Before the token is even looked at (§1.3 step 3).
+    sb.call("bad", "version", &[])
+        .await
+        .assert_error(400, "The REDCap API is not enabled.");
+    sb.call(&token, "version", &[])
+        .await
+        .assert_error(400, "The REDCap API is not enabled.");
+    sb.admin(
+        Method::POST,
+        "/sandbox/system",
+        Some(json!({"api_enabled": true})),
+    )
+    .await;
+    assert_eq!(sb.call(&token, "version", &[]).await.status, 200);
+}
