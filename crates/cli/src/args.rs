@@ -58,6 +58,12 @@ pub enum Command {
     #[command(subcommand)]
     Config(ConfigCommand),
 
+    /// Run the gateway: applications call it with REDCap's protocol and a
+    /// client key; it enforces each client's policy, records every call in
+    /// the ledger and forwards with the account's real token. Stops
+    /// gracefully on Ctrl-C or SIGTERM.
+    Serve,
+
     /// Issue, list and revoke the client keys applications use with the
     /// gateway in place of a REDCap token.
     #[command(subcommand)]

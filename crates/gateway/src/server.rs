@@ -57,6 +57,8 @@ pub struct Services {
     pub open_ledger: LedgerOpener,
     /// Where the key file lives (normally from the configuration).
     pub keys: KeyFile,
+    /// Who started the gateway (recorded in the start and stop entries).
+    pub operator: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +88,7 @@ struct Outage {
 
 struct Shared {
     config: LoadedConfig,
+    operator: String,
     policy: Policy,
     tokens: TokenCache,
     fingerprint: FingerprintKey,
@@ -120,6 +123,7 @@ pub async fn start(services: Services) -> Result<RunningGateway, StartError> {
         fingerprint,
         open_ledger,
         keys,
+        operator,
     } = services;
     let gw = config.config.gateway.clone();
     let opener = open_ledger.clone();
@@ -146,11 +150,12 @@ pub async fn start(services: Services) -> Result<RunningGateway, StartError> {
         denials: Denials::default(),
         requests: AtomicU64::new(0),
         config,
+        operator,
     });
     shared.load_token_fingerprints().await;
     shared
         .append(EntryKind::Admin {
-            operator: "gateway".into(),
+            operator: shared.operator.clone(),
             action: "start".into(),
             target: shared.config.path.display().to_string(),
             reason: format!("warden.toml sha256 {}", shared.config.sha256),
@@ -248,7 +253,7 @@ impl RunningGateway {
         self.shared.housekeeping(true).await;
         self.shared
             .append(EntryKind::Admin {
-                operator: "gateway".into(),
+                operator: self.shared.operator.clone(),
                 action: "stop".into(),
                 target: self.shared.config.path.display().to_string(),
                 reason: format!(

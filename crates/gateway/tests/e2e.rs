@@ -272,6 +272,7 @@ allow = ["record:export"]
             store,
             fingerprint,
             open_ledger: opener,
+            operator: "tester".into(),
         })
         .await
         .unwrap()

@@ -6,6 +6,7 @@ mod init;
 mod keys;
 mod ledger;
 mod secrets;
+mod serve;
 
 use crate::Outcome;
 use crate::args::{
@@ -29,6 +30,7 @@ pub fn run(args: &Args) -> anyhow::Result<Outcome> {
             SecretsCommand::History { name } => secrets::history(args, name),
             SecretsCommand::Check => secrets::check(args),
         },
+        Command::Serve => serve::run(args),
         Command::Keys(cmd) => match cmd {
             KeysCommand::Issue {
                 client,

@@ -1,0 +1,72 @@
+//! `serve`: the gateway in the foreground.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use gateway::keys::KeyFile;
+use governance::audit;
+use ledger::{Ledger, LedgerOptions};
+use secrets::FingerprintKey;
+
+use crate::Outcome;
+use crate::args::Args;
+use crate::operator::Operator;
+use crate::store::{load_config, open_store};
+
+pub fn run(args: &Args) -> anyhow::Result<Outcome> {
+    let operator = Operator::current(args.operator.as_deref())?;
+    let config = load_config(&args.config)?;
+    let store = open_store(&config)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let (signing, _) = audit::load_signing_key(&config, &*store).await?;
+        let fingerprint = FingerprintKey::load(&*store)
+            .await
+            .context("reading the fingerprint key")?;
+        let ledger_dir = audit::ledger_dir(&config)?;
+        let open_ledger: gateway::LedgerOpener = Arc::new(move || {
+            Ledger::open(
+                Arc::new(durable::OsFs),
+                &ledger_dir,
+                signing.clone(),
+                LedgerOptions::default(),
+            )
+        });
+        let keys = KeyFile::new(&config.resolve(&config.config.gateway.keys_file));
+        let running = gateway::start(gateway::Services {
+            config: config.clone(),
+            store,
+            fingerprint,
+            open_ledger,
+            keys,
+            operator: operator.to_string(),
+        })
+        .await?;
+        eprintln!(
+            "redcap-warden gateway: REDCap API at http://{}/api/ (forwarding to {})",
+            running.addr,
+            config.config.redcap.url()
+        );
+        eprintln!(
+            "admin: http://{}/health; stop with Ctrl-C",
+            running.admin_addr
+        );
+        shutdown_signal().await;
+        eprintln!("stopping: draining requests, signing a final checkpoint");
+        running.shutdown().await?;
+        anyhow::Ok(())
+    })?;
+    Ok(Outcome::Clean)
+}
+
+/// Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
