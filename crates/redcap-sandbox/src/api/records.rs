@@ -177,6 +177,13 @@ pub fn export(ctx: &mut Ctx) -> Result<Reply, ApiError> {
     let with_dag = ctx.post.flag("exportDataAccessGroups") && ctx.caller.group_id.is_none();
     let eav = ctx.post.str("type") == "eav";
     let labels = ctx.post.str("rawOrLabel") == "label";
+    // Unique DAG names are derived from all labels: compute them once.
+    let dag_names: std::collections::HashMap<u64, String> = project
+        .dags
+        .iter()
+        .map(|d| d.id)
+        .zip(project.dag_unique_names())
+        .collect();
     let checkbox_label = ctx.post.flag("exportCheckboxLabel");
     let mut rows = Vec::new();
     for name in names {
@@ -212,7 +219,7 @@ pub fn export(ctx: &mut Ctx) -> Result<Reply, ApiError> {
             if with_dag && i == 0 {
                 let dag = record
                     .group_id
-                    .and_then(|g| project.dag_name(g))
+                    .and_then(|g| dag_names.get(&g).cloned())
                     .unwrap_or_default();
                 m.insert(DAG_FIELD.into(), dag.into());
             }
@@ -371,10 +378,13 @@ pub fn import(ctx: &mut Ctx) -> Result<Reply, ApiError> {
     }
 
     let cols = columns(&project);
-    let col_of = |name: &str| cols.iter().find(|c| c.name == name);
+    let by_name: std::collections::HashMap<&str, &Column> =
+        cols.iter().map(|c| (c.name.as_str(), c)).collect();
+    let col_of = |name: &str| by_name.get(name).copied();
     let mut lines = Vec::new();
     let mut other_dag = Vec::new();
     let mut ids: Vec<String> = Vec::new();
+    let mut seen: BTreeSet<String> = BTreeSet::new();
     for row in &rows {
         let original = text(row.get(&rid)).trim().to_owned();
         let id = if auto {
@@ -394,7 +404,7 @@ pub fn import(ctx: &mut Ctx) -> Result<Reply, ApiError> {
                 (Some(_), None) => lines.push(line(&id, &rid, &id, ValidationLine::OTHER_DAG)),
                 _ => {}
             },
-            None if !rights.record_create && !ids.contains(&id) => {
+            None if !rights.record_create && !seen.contains(&id) => {
                 lines.push(line(&id, &rid, &id, ValidationLine::NO_RECORD_CREATE));
             }
             None => {}
@@ -425,7 +435,7 @@ pub fn import(ctx: &mut Ctx) -> Result<Reply, ApiError> {
                 lines.push(line(&id, k, &value, ValidationLine::BAD_CHOICE));
             }
         }
-        if !ids.contains(&id) {
+        if seen.insert(id.clone()) {
             ids.push(id);
         }
     }
