@@ -14,12 +14,63 @@ use crate::args::Args;
 use crate::operator::Operator;
 use crate::store::file_store_options;
 
-/// Writes warden.toml and the data directory: identity (0600), encrypted
-/// store, fingerprint key. Nothing that exists is ever overwritten; if a
-/// step fails, what this run created is removed again.
+/// What `init` made.
+pub struct Setup {
+    pub store: PathBuf,
+    pub identity: PathBuf,
+    pub ledger: PathBuf,
+    pub verifier: ledger::VerifierKey,
+}
+
+/// `init` as a command: creates the setup and says what to back up.
 pub fn run(args: &Args, redcap_url: &str, time_zone: Option<&str>) -> anyhow::Result<Outcome> {
     let operator = Operator::current(args.operator.as_deref())?;
     let config_path = &args.config;
+    let Setup { store, identity, ledger: ledger_dir, verifier } =
+        create(config_path, redcap_url, time_zone, "", &operator)?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "config": config_path, "store": store, "identity": identity, "ledger": ledger_dir,
+                "verifier_key": verifier.to_string(),
+                "operator": operator, "backup": [config_path, &store, &identity],
+            })
+        );
+    } else {
+        println!("Created {}", config_path.display());
+        println!("Created {} (encrypted secrets store)", store.display());
+        println!("Created {} (its identity, mode 0600)", identity.display());
+        println!("Created {} (audit ledger; first entries record this setup)", ledger_dir.display());
+        println!("Stored the token fingerprint key and the ledger signing key in the secrets store.");
+        println!("Ledger verifier key (pinned in {}): {verifier}", config_path.display());
+        println!();
+        println!(
+            "Back up {} and {} together, and keep the identity as safe as the tokens:",
+            store.display(),
+            identity.display()
+        );
+        println!(
+            "without it the store cannot be decrypted and every REDCap token must be re-issued in REDCap's UI."
+        );
+        println!("Next: `redcap-warden secrets put NAME --reason …` to store a token.");
+    }
+    Ok(Outcome::Clean)
+}
+
+/// Writes warden.toml (the commented template plus `extra` sections) and
+/// the data directory: identity (0600), encrypted store, fingerprint key,
+/// ledger signing key, and the ledger with entries recording the setup.
+/// Nothing that exists is ever overwritten; if a step fails, what this run
+/// created is removed again.
+pub fn create(
+    config_path: &Path,
+    redcap_url: &str,
+    time_zone: Option<&str>,
+    extra: &str,
+    operator: &Operator,
+) -> anyhow::Result<Setup> {
+    let config_path = &config_path.to_path_buf();
     if config_path.exists() {
         bail!(
             "{} already exists; init sets up a new installation and never overwrites one (use another directory or --config path)",
@@ -36,7 +87,7 @@ pub fn run(args: &Args, redcap_url: &str, time_zone: Option<&str>) -> anyhow::Re
     let signing_key = audit::new_signing_key();
     let origin = ledger::new_origin(&audit::host_name())?;
     let verifier = ledger::VerifierKey::from_signing_key(&origin, &signing_key);
-    let text = template(redcap_url, &time_zone, &verifier.to_string());
+    let text = template(redcap_url, &time_zone, &verifier.to_string()) + extra;
     // The same checks `config check` makes, before anything is created.
     let config = warden_config::parse(&text, config_path).map_err(|e| {
         anyhow::anyhow!("{e}").context(
@@ -130,45 +181,7 @@ pub fn run(args: &Args, redcap_url: &str, time_zone: Option<&str>) -> anyhow::Re
         return Err(e.context("init failed; nothing was left behind"));
     }
 
-    if args.json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "config": config_path, "store": opts.path, "identity": opts.identity, "ledger": ledger_dir,
-                "verifier_key": verifier.to_string(),
-                "operator": operator, "backup": [config_path, &opts.path, &opts.identity],
-            })
-        );
-    } else {
-        println!("Created {}", config_path.display());
-        println!("Created {} (encrypted secrets store)", opts.path.display());
-        println!(
-            "Created {} (its identity, mode 0600)",
-            opts.identity.display()
-        );
-        println!(
-            "Created {} (audit ledger; first entries record this setup)",
-            ledger_dir.display()
-        );
-        println!(
-            "Stored the token fingerprint key and the ledger signing key in the secrets store."
-        );
-        println!(
-            "Ledger verifier key (pinned in {}): {verifier}",
-            config_path.display()
-        );
-        println!();
-        println!(
-            "Back up {} and {} together, and keep the identity as safe as the tokens:",
-            opts.path.display(),
-            opts.identity.display()
-        );
-        println!(
-            "without it the store cannot be decrypted and every REDCap token must be re-issued in REDCap's UI."
-        );
-        println!("Next: `redcap-warden secrets put NAME --reason …` to store a token.");
-    }
-    Ok(Outcome::Clean)
+    Ok(Setup { store: opts.path, identity: opts.identity, ledger: ledger_dir, verifier })
 }
 
 /// What a failed init removes again: only what it created itself.

@@ -4,6 +4,7 @@ use std::io::{IsTerminal, Read};
 
 use anyhow::{Context, bail};
 use secrets::{
+    Fingerprint, SecretStore, VersionId,
     FINGERPRINT_KEY_SECRET, FingerprintKey, Label, SecretName, SecretValue, VersionMeta,
 };
 use serde_json::json;
@@ -38,32 +39,8 @@ pub fn put(args: &Args, name: &str, reason: &str, label: &str) -> anyhow::Result
     // recorded is not made.
     let trail = rt.block_on(AuditTrail::open(&config, &*store))?;
     let value = read_value(&name)?;
-    let key = rt
-        .block_on(FingerprintKey::load(&*store))
-        .with_context(|| format!("reading the fingerprint key `{FINGERPRINT_KEY_SECRET}` (was the store set up with `redcap-warden init`?)"))?;
-    let fingerprint = key.fingerprint(&value);
-    let meta = VersionMeta {
-        operator: operator.to_string(),
-        at: jiff::Timestamp::now(),
-        reason: reason.clone(),
-        fingerprint: Some(fingerprint.to_string()),
-        rotation_id: None,
-    };
-    let version = rt.block_on(store.put(&name, value, meta, label))?;
-    rt.block_on(async {
-        trail
-            .record(EntryKind::Secret {
-                operator: operator.to_string(),
-                name: name.to_string(),
-                version: version.0.clone(),
-                action: format!("put ({label})"),
-                fingerprint: Some(fingerprint.to_string()),
-                reason: reason.clone(),
-            })
-            .await?;
-        trail.close().await
-    })
-    .with_context(|| format!("`{name}` version {version} was stored but its ledger entry could not be written; record it by hand and check the ledger"))?;
+    let (version, fingerprint) = rt.block_on(store_version(&*store, &trail, &name, value, label, &reason, &operator))?;
+    rt.block_on(trail.close())?;
     if args.json {
         println!(
             "{}",
@@ -73,6 +50,46 @@ pub fn put(args: &Args, name: &str, reason: &str, label: &str) -> anyhow::Result
         println!("Stored `{name}` version {version} as {label} ({fingerprint}) by {operator}.");
     }
     Ok(Outcome::Clean)
+}
+
+/// Writes a version (with its fingerprint and the operator's reason) and
+/// its ledger entry. The caller opened `trail` before reading the value, so
+/// nothing is stored that could not be recorded.
+pub async fn store_version(
+    store: &dyn SecretStore,
+    trail: &AuditTrail,
+    name: &SecretName,
+    value: SecretValue,
+    label: Label,
+    reason: &str,
+    operator: &Operator,
+) -> anyhow::Result<(VersionId, Fingerprint)> {
+    let key = FingerprintKey::load(store).await.with_context(|| {
+        format!("reading the fingerprint key `{FINGERPRINT_KEY_SECRET}` (was the store set up with `redcap-warden init`?)")
+    })?;
+    let fingerprint = key.fingerprint(&value);
+    let meta = VersionMeta {
+        operator: operator.to_string(),
+        at: jiff::Timestamp::now(),
+        reason: reason.to_string(),
+        fingerprint: Some(fingerprint.to_string()),
+        rotation_id: None,
+    };
+    let version = store.put(name, value, meta, label).await?;
+    trail
+        .record(EntryKind::Secret {
+            operator: operator.to_string(),
+            name: name.to_string(),
+            version: version.0.clone(),
+            action: format!("put ({label})"),
+            fingerprint: Some(fingerprint.to_string()),
+            reason: reason.to_string(),
+        })
+        .await
+        .with_context(|| {
+            format!("`{name}` version {version} was stored but its ledger entry could not be written; record it by hand and check the ledger")
+        })?;
+    Ok((version, fingerprint))
 }
 
 /// The value from a no-echo prompt on a terminal, otherwise all of standard

@@ -3,10 +3,12 @@
 use std::sync::Arc;
 
 use anyhow::Context;
+use gateway::RunningGateway;
 use gateway::keys::KeyFile;
 use governance::audit;
 use ledger::{Ledger, LedgerOptions};
-use secrets::FingerprintKey;
+use secrets::{FingerprintKey, SecretStore};
+use warden_config::LoadedConfig;
 
 use crate::Outcome;
 use crate::args::Args;
@@ -17,48 +19,46 @@ pub fn run(args: &Args) -> anyhow::Result<Outcome> {
     let operator = Operator::current(args.operator.as_deref())?;
     let config = load_config(&args.config)?;
     let store = open_store(&config)?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async {
-        let (signing, _) = audit::load_signing_key(&config, &*store).await?;
-        let fingerprint = FingerprintKey::load(&*store)
-            .await
-            .context("reading the fingerprint key")?;
-        let ledger_dir = audit::ledger_dir(&config)?;
-        let open_ledger: gateway::LedgerOpener = Arc::new(move || {
-            Ledger::open(
-                Arc::new(durable::OsFs),
-                &ledger_dir,
-                signing.clone(),
-                LedgerOptions::default(),
-            )
-        });
-        let keys = KeyFile::new(&config.resolve(&config.config.gateway.keys_file));
-        let running = gateway::start(gateway::Services {
-            config: config.clone(),
-            store,
-            fingerprint,
-            open_ledger,
-            keys,
-            operator: operator.to_string(),
-        })
-        .await?;
+        let running = start_gateway(&config, store, &operator).await?;
         eprintln!(
             "redcap-warden gateway: REDCap API at http://{}/api/ (forwarding to {})",
             running.addr,
             config.config.redcap.url()
         );
-        eprintln!(
-            "admin: http://{}/health; stop with Ctrl-C",
-            running.admin_addr
-        );
+        eprintln!("admin: http://{}/health; stop with Ctrl-C", running.admin_addr);
         shutdown_signal().await;
         eprintln!("stopping: draining requests, signing a final checkpoint");
         running.shutdown().await?;
         anyhow::Ok(())
     })?;
     Ok(Outcome::Clean)
+}
+
+/// Opens the ledger with the signing key from the store and starts the
+/// gateway's listeners.
+pub async fn start_gateway(
+    config: &LoadedConfig,
+    store: Arc<dyn SecretStore>,
+    operator: &Operator,
+) -> anyhow::Result<RunningGateway> {
+    let (signing, _) = audit::load_signing_key(config, &*store).await?;
+    let fingerprint = FingerprintKey::load(&*store).await.context("reading the fingerprint key")?;
+    let ledger_dir = audit::ledger_dir(config)?;
+    let open_ledger: gateway::LedgerOpener = Arc::new(move || {
+        Ledger::open(Arc::new(durable::OsFs), &ledger_dir, signing.clone(), LedgerOptions::default())
+    });
+    let keys = KeyFile::new(&config.resolve(&config.config.gateway.keys_file));
+    Ok(gateway::start(gateway::Services {
+        config: config.clone(),
+        store,
+        fingerprint,
+        open_ledger,
+        keys,
+        operator: operator.to_string(),
+    })
+    .await?)
 }
 
 /// Ctrl-C or SIGTERM.
