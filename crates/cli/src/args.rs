@@ -64,6 +64,27 @@ pub enum Command {
     /// gracefully on Ctrl-C or SIGTERM.
     Serve,
 
+    /// Try everything on this machine with nothing installed: starts
+    /// redcap-sandbox (a REDCap API emulator) and the gateway, seeds a
+    /// two-site study with least-privilege site accounts, tokens in the
+    /// encrypted store and client keys in 0600 files, prints a PyCap
+    /// snippet, and serves until Ctrl-C. Run again in the same directory to
+    /// resume.
+    Quickstart {
+        /// Where everything is kept.
+        #[arg(long, default_value = "warden-quickstart", value_name = "DIR")]
+        dir: PathBuf,
+        /// Address of redcap-sandbox.
+        #[arg(long, default_value = "127.0.0.1:8480", value_name = "ADDR")]
+        sandbox_listen: std::net::SocketAddr,
+        /// Address of the gateway (first run only; later runs read warden.toml).
+        #[arg(long, default_value = "127.0.0.1:8470", value_name = "ADDR")]
+        listen: std::net::SocketAddr,
+        /// Address of the gateway's admin listener (first run only).
+        #[arg(long, default_value = "127.0.0.1:8471", value_name = "ADDR")]
+        admin_listen: std::net::SocketAddr,
+    },
+
     /// Issue, list and revoke the client keys applications use with the
     /// gateway in place of a REDCap token.
     #[command(subcommand)]

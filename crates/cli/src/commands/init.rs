@@ -26,8 +26,12 @@ pub struct Setup {
 pub fn run(args: &Args, redcap_url: &str, time_zone: Option<&str>) -> anyhow::Result<Outcome> {
     let operator = Operator::current(args.operator.as_deref())?;
     let config_path = &args.config;
-    let Setup { store, identity, ledger: ledger_dir, verifier } =
-        create(config_path, redcap_url, time_zone, "", &operator)?;
+    let Setup {
+        store,
+        identity,
+        ledger: ledger_dir,
+        verifier,
+    } = create(config_path, redcap_url, time_zone, "", &operator)?;
     if args.json {
         println!(
             "{}",
@@ -41,9 +45,17 @@ pub fn run(args: &Args, redcap_url: &str, time_zone: Option<&str>) -> anyhow::Re
         println!("Created {}", config_path.display());
         println!("Created {} (encrypted secrets store)", store.display());
         println!("Created {} (its identity, mode 0600)", identity.display());
-        println!("Created {} (audit ledger; first entries record this setup)", ledger_dir.display());
-        println!("Stored the token fingerprint key and the ledger signing key in the secrets store.");
-        println!("Ledger verifier key (pinned in {}): {verifier}", config_path.display());
+        println!(
+            "Created {} (audit ledger; first entries record this setup)",
+            ledger_dir.display()
+        );
+        println!(
+            "Stored the token fingerprint key and the ledger signing key in the secrets store."
+        );
+        println!(
+            "Ledger verifier key (pinned in {}): {verifier}",
+            config_path.display()
+        );
         println!();
         println!(
             "Back up {} and {} together, and keep the identity as safe as the tokens:",
@@ -181,7 +193,12 @@ pub fn create(
         return Err(e.context("init failed; nothing was left behind"));
     }
 
-    Ok(Setup { store: opts.path, identity: opts.identity, ledger: ledger_dir, verifier })
+    Ok(Setup {
+        store: opts.path,
+        identity: opts.identity,
+        ledger: ledger_dir,
+        verifier,
+    })
 }
 
 /// What a failed init removes again: only what it created itself.

@@ -5,6 +5,7 @@ mod config;
 mod init;
 mod keys;
 mod ledger;
+mod quickstart;
 mod secrets;
 mod serve;
 
@@ -31,6 +32,20 @@ pub fn run(args: &Args) -> anyhow::Result<Outcome> {
             SecretsCommand::Check => secrets::check(args),
         },
         Command::Serve => serve::run(args),
+        Command::Quickstart {
+            dir,
+            sandbox_listen,
+            listen,
+            admin_listen,
+        } => quickstart::run(
+            args,
+            dir,
+            &quickstart::Listen {
+                sandbox: *sandbox_listen,
+                gateway: *listen,
+                admin: *admin_listen,
+            },
+        ),
         Command::Keys(cmd) => match cmd {
             KeysCommand::Issue {
                 client,

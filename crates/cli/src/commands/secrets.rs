@@ -4,8 +4,8 @@ use std::io::{IsTerminal, Read};
 
 use anyhow::{Context, bail};
 use secrets::{
-    Fingerprint, SecretStore, VersionId,
-    FINGERPRINT_KEY_SECRET, FingerprintKey, Label, SecretName, SecretValue, VersionMeta,
+    FINGERPRINT_KEY_SECRET, Fingerprint, FingerprintKey, Label, SecretName, SecretStore,
+    SecretValue, VersionId, VersionMeta,
 };
 use serde_json::json;
 use zeroize::Zeroizing;
@@ -39,7 +39,9 @@ pub fn put(args: &Args, name: &str, reason: &str, label: &str) -> anyhow::Result
     // recorded is not made.
     let trail = rt.block_on(AuditTrail::open(&config, &*store))?;
     let value = read_value(&name)?;
-    let (version, fingerprint) = rt.block_on(store_version(&*store, &trail, &name, value, label, &reason, &operator))?;
+    let (version, fingerprint) = rt.block_on(store_version(
+        &*store, &trail, &name, value, label, &reason, &operator,
+    ))?;
     rt.block_on(trail.close())?;
     if args.json {
         println!(

@@ -19,7 +19,9 @@ pub fn run(args: &Args) -> anyhow::Result<Outcome> {
     let operator = Operator::current(args.operator.as_deref())?;
     let config = load_config(&args.config)?;
     let store = open_store(&config)?;
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async {
         let running = start_gateway(&config, store, &operator).await?;
         eprintln!(
@@ -27,7 +29,10 @@ pub fn run(args: &Args) -> anyhow::Result<Outcome> {
             running.addr,
             config.config.redcap.url()
         );
-        eprintln!("admin: http://{}/health; stop with Ctrl-C", running.admin_addr);
+        eprintln!(
+            "admin: http://{}/health; stop with Ctrl-C",
+            running.admin_addr
+        );
         shutdown_signal().await;
         eprintln!("stopping: draining requests, signing a final checkpoint");
         running.shutdown().await?;
@@ -44,10 +49,17 @@ pub async fn start_gateway(
     operator: &Operator,
 ) -> anyhow::Result<RunningGateway> {
     let (signing, _) = audit::load_signing_key(config, &*store).await?;
-    let fingerprint = FingerprintKey::load(&*store).await.context("reading the fingerprint key")?;
+    let fingerprint = FingerprintKey::load(&*store)
+        .await
+        .context("reading the fingerprint key")?;
     let ledger_dir = audit::ledger_dir(config)?;
     let open_ledger: gateway::LedgerOpener = Arc::new(move || {
-        Ledger::open(Arc::new(durable::OsFs), &ledger_dir, signing.clone(), LedgerOptions::default())
+        Ledger::open(
+            Arc::new(durable::OsFs),
+            &ledger_dir,
+            signing.clone(),
+            LedgerOptions::default(),
+        )
     });
     let keys = KeyFile::new(&config.resolve(&config.config.gateway.keys_file));
     Ok(gateway::start(gateway::Services {
