@@ -38,6 +38,9 @@ pub struct GatewaySection {
     /// Client keys (only their SHA-256) and their expiry and revocation.
     #[serde(default = "default_keys_file")]
     pub keys_file: PathBuf,
+    /// Accounts the gateway has quarantined, until an operator releases them.
+    #[serde(default = "default_accounts_file")]
+    pub accounts_file: PathBuf,
     /// How long a newly issued client key is valid.
     #[serde(default = "default_key_lifetime_days")]
     pub key_lifetime_days: u32,
@@ -59,6 +62,7 @@ impl Default for GatewaySection {
             max_body_bytes: default_max_body_bytes(),
             token_cache_seconds: default_token_cache_seconds(),
             keys_file: default_keys_file(),
+            accounts_file: default_accounts_file(),
             key_lifetime_days: default_key_lifetime_days(),
             key_overlap_days: default_key_overlap_days(),
             outbound_per_minute: default_outbound_per_minute(),
@@ -83,6 +87,9 @@ fn default_token_cache_seconds() -> u64 {
 }
 fn default_keys_file() -> PathBuf {
     "data/client-keys.json".into()
+}
+fn default_accounts_file() -> PathBuf {
+    "data/account-status.json".into()
 }
 fn default_key_lifetime_days() -> u32 {
     90
@@ -156,6 +163,11 @@ pub struct ClientSection {
     /// Source addresses or CIDR ranges allowed to use its key; empty = any.
     #[serde(default)]
     pub sources: Vec<Spanned<String>>,
+    /// For clients of site accounts: allow exports whose rows the gateway
+    /// cannot check against the site's DAG (reports, PDFs, the file
+    /// repository, logging). Off by default: such exports are refused.
+    #[serde(default)]
+    pub unchecked_exports: bool,
 }
 
 /// A `content[:action]` pair from an `allow` list.

@@ -7,6 +7,7 @@
 //! token, forwards a canonical body to REDCap, and records the `response`.
 //! If the ledger cannot make the entry durable, nothing is forwarded.
 
+mod answer;
 mod denials;
 pub mod keys;
 pub mod php;

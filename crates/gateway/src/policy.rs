@@ -28,6 +28,7 @@ pub struct Client {
     pub allow: HashSet<(Content, Action)>,
     pub write_reason: WriteReason,
     pub sources: Vec<SourceRange>,
+    pub unchecked_exports: bool,
 }
 
 impl Client {
@@ -44,6 +45,20 @@ impl Client {
 /// client's policy asks for one).
 pub fn is_write(action: Action) -> bool {
     !matches!(action, Action::Export | Action::List)
+}
+
+/// Exports whose rows the gateway cannot check against a site's DAG.
+pub fn unchecked_export(content: Content) -> bool {
+    matches!(
+        content,
+        Content::Report
+            | Content::Pdf
+            | Content::FileRepository
+            | Content::File
+            | Content::Log
+            | Content::ProjectXml
+            | Content::Tableau
+    )
 }
 
 #[derive(Debug, Clone, Default)]
@@ -99,6 +114,7 @@ impl Policy {
                     allow,
                     write_reason: c.write_reason,
                     sources,
+                    unchecked_exports: c.unchecked_exports,
                 },
             );
         }

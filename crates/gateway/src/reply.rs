@@ -8,33 +8,43 @@ use axum::response::{IntoResponse, Response};
 
 use crate::php::Form;
 
-/// The format REDCap would answer an error in.
+/// A wire format as REDCap normalises `format` and `returnFormat`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorFormat {
+pub enum Format {
     Json,
     Csv,
     Xml,
 }
 
-impl ErrorFormat {
-    /// `returnFormat`, or `format` when it is empty; anything else is XML.
-    pub fn of(form: &Form) -> ErrorFormat {
-        let pick = |v: &str| match v {
-            "json" => ErrorFormat::Json,
-            "csv" => ErrorFormat::Csv,
-            _ => ErrorFormat::Xml,
-        };
-        match form.get("returnFormat").filter(|v| !v.is_empty()) {
-            Some(rf) => pick(rf),
-            None => pick(form.get("format").unwrap_or("")),
+impl Format {
+    /// `json`, `csv`; anything else is XML.
+    pub fn from_param(v: &str) -> Format {
+        match v {
+            "json" => Format::Json,
+            "csv" => Format::Csv,
+            _ => Format::Xml,
         }
     }
 
-    fn content_type(self) -> &'static str {
+    /// The format of errors and import answers: `returnFormat`, or
+    /// `format` when it is empty.
+    pub fn of(form: &Form) -> Format {
+        match form.get("returnFormat").filter(|v| !v.is_empty()) {
+            Some(rf) => Format::from_param(rf),
+            None => Format::from_param(form.get("format").unwrap_or("")),
+        }
+    }
+
+    /// The format of exported data: `format`.
+    pub fn of_data(form: &Form) -> Format {
+        Format::from_param(form.get("format").unwrap_or(""))
+    }
+
+    pub fn content_type(self) -> &'static str {
         match self {
-            ErrorFormat::Json => "application/json; charset=utf-8",
-            ErrorFormat::Csv => "text/csv; charset=utf-8",
-            ErrorFormat::Xml => "text/xml; charset=utf-8",
+            Format::Json => "application/json; charset=utf-8",
+            Format::Csv => "text/csv; charset=utf-8",
+            Format::Xml => "text/xml; charset=utf-8",
         }
     }
 }
@@ -47,11 +57,11 @@ pub const NO_API_PERMISSION: &str = "You do not have permissions to use the API"
 pub struct ApiReply {
     pub status: StatusCode,
     pub message: String,
-    pub format: ErrorFormat,
+    pub format: Format,
 }
 
 impl ApiReply {
-    pub fn new(status: StatusCode, message: impl Into<String>, format: ErrorFormat) -> ApiReply {
+    pub fn new(status: StatusCode, message: impl Into<String>, format: Format) -> ApiReply {
         ApiReply {
             status,
             message: message.into(),
@@ -62,11 +72,11 @@ impl ApiReply {
     pub fn body(&self) -> String {
         match self.format {
             // PHP's json_encode escapes `/`.
-            ErrorFormat::Json => serde_json::json!({ "error": self.message })
+            Format::Json => serde_json::json!({ "error": self.message })
                 .to_string()
                 .replace('/', "\\/"),
-            ErrorFormat::Csv => format!("ERROR: {}", self.message),
-            ErrorFormat::Xml => {
+            Format::Csv => format!("ERROR: {}", self.message),
+            Format::Xml => {
                 format!(
                     "<?xml version=\"1.0\" encoding=\"UTF-8\" ?><hash><error>{}</error></hash>",
                     self.message
@@ -92,35 +102,35 @@ mod tests {
     use super::*;
     use crate::php::parse_form;
 
-    fn fmt(body: &str) -> ErrorFormat {
-        ErrorFormat::of(&parse_form(body.as_bytes(), 100).unwrap())
+    fn fmt(body: &str) -> Format {
+        Format::of(&parse_form(body.as_bytes(), 100).unwrap())
     }
 
     #[test]
     fn the_error_format_follows_return_format_then_format() {
-        assert_eq!(fmt("format=json"), ErrorFormat::Json);
-        assert_eq!(fmt("format=json&returnFormat=csv"), ErrorFormat::Csv);
-        assert_eq!(fmt("format=csv&returnFormat="), ErrorFormat::Csv);
-        assert_eq!(fmt("format=odm"), ErrorFormat::Xml);
-        assert_eq!(fmt(""), ErrorFormat::Xml);
+        assert_eq!(fmt("format=json"), Format::Json);
+        assert_eq!(fmt("format=json&returnFormat=csv"), Format::Csv);
+        assert_eq!(fmt("format=csv&returnFormat="), Format::Csv);
+        assert_eq!(fmt("format=odm"), Format::Xml);
+        assert_eq!(fmt(""), Format::Xml);
     }
 
     #[test]
     fn bodies_match_redcaps_shapes() {
         let r = |f| ApiReply::new(StatusCode::FORBIDDEN, NO_API_PERMISSION, f).body();
         assert_eq!(
-            r(ErrorFormat::Json),
+            r(Format::Json),
             r#"{"error":"You do not have permissions to use the API"}"#
         );
         assert_eq!(
-            r(ErrorFormat::Csv),
+            r(Format::Csv),
             "ERROR: You do not have permissions to use the API"
         );
         assert_eq!(
-            r(ErrorFormat::Xml),
+            r(Format::Xml),
             "<?xml version=\"1.0\" encoding=\"UTF-8\" ?><hash><error>You do not have permissions to use the API</error></hash>"
         );
-        let slash = ApiReply::new(StatusCode::BAD_REQUEST, "a/b", ErrorFormat::Json).body();
+        let slash = ApiReply::new(StatusCode::BAD_REQUEST, "a/b", Format::Json).body();
         assert_eq!(slash, r#"{"error":"a\/b"}"#);
     }
 }

@@ -17,7 +17,7 @@
 //! until the ledger has been reopened, and then an `alert` entry records
 //! the outage and how many requests were refused.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -37,11 +37,14 @@ use serde_json::json;
 use tokio::sync::oneshot;
 use warden_config::{LoadedConfig, WriteReason};
 
+use governance::accounts::{AccountStatusFile, Quarantine};
+
+use crate::answer;
 use crate::denials::Denials;
 use crate::keys::{KeyFile, KeyRing, Presented};
 use crate::php::{self, Form};
 use crate::policy::{self, Policy};
-use crate::reply::{ApiReply, ErrorFormat, NO_API_PERMISSION};
+use crate::reply::{ApiReply, Format, NO_API_PERMISSION};
 use crate::tokens::TokenCache;
 use crate::upstream::{Upstream, UpstreamError};
 
@@ -74,6 +77,8 @@ pub enum StartError {
     #[error("{0}")]
     Keys(#[from] crate::keys::KeyError),
     #[error("{0}")]
+    Status(#[from] governance::accounts::StatusError),
+    #[error("{0}")]
     Upstream(#[from] UpstreamError),
 }
 
@@ -97,6 +102,9 @@ struct Shared {
     token_fingerprints: RwLock<HashMap<String, String>>,
     keys: KeyFile,
     ring: RwLock<(KeyRing, Option<std::time::SystemTime>)>,
+    status: AccountStatusFile,
+    /// Quarantines as last read from `status`, and that file's mtime.
+    quarantined: RwLock<(BTreeMap<String, Quarantine>, Option<std::time::SystemTime>)>,
     key_use: Mutex<HashMap<String, Timestamp>>,
     ledger: RwLock<Option<Arc<Ledger>>>,
     open_ledger: LedgerOpener,
@@ -134,6 +142,7 @@ pub async fn start(services: Services) -> Result<RunningGateway, StartError> {
     );
     let ring = keys.ring()?;
     let ring_mtime = file_mtime(keys.path());
+    let status = AccountStatusFile::new(&config.resolve(&config.config.gateway.accounts_file));
     let upstream = Upstream::new(config.config.redcap.url(), gw.outbound_per_minute)?;
     let shared = Arc::new(Shared {
         policy: Policy::from_config(&config.config),
@@ -142,6 +151,8 @@ pub async fn start(services: Services) -> Result<RunningGateway, StartError> {
         token_fingerprints: RwLock::new(HashMap::new()),
         keys,
         ring: RwLock::new((ring, ring_mtime)),
+        quarantined: RwLock::new((status.quarantined()?, file_mtime(status.path()))),
+        status,
         key_use: Mutex::new(HashMap::new()),
         ledger: RwLock::new(Some(ledger)),
         open_ledger,
@@ -446,6 +457,35 @@ impl Shared {
             .unwrap_or_else(|e| e.into_inner()) = map;
     }
 
+    /// The account's quarantine, re-reading the status file when it changed
+    /// (an operator released the account).
+    fn quarantine_of(&self, account: &str) -> Option<Quarantine> {
+        let mtime = file_mtime(self.status.path());
+        if self.quarantined.read().unwrap_or_else(|e| e.into_inner()).1 != mtime {
+            match self.status.quarantined() {
+                Ok(q) => *self.quarantined.write().unwrap_or_else(|e| e.into_inner()) = (q, mtime),
+                Err(e) => tracing::warn!(error = %e, "could not re-read account status"),
+            }
+        }
+        self.quarantined
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .get(account)
+            .cloned()
+    }
+
+    /// Quarantines in memory at once, whether or not the file could be written.
+    fn quarantine_now(&self, account: &str, reason: &str) {
+        let mut q = self.quarantined.write().unwrap_or_else(|e| e.into_inner());
+        q.0.entry(account.to_string())
+            .or_insert_with(|| Quarantine {
+                since: Timestamp::now(),
+                reason: reason.to_string(),
+                by: "gateway".into(),
+            });
+    }
+
     /// Checks a presented key, re-reading the key file once if it changed
     /// since it was loaded (a key issued a moment ago works at once).
     fn check_key(
@@ -520,12 +560,12 @@ async fn handle(
         return Err(ApiReply::new(
             StatusCode::BAD_REQUEST,
             "The gateway does not accept multipart/form-data bodies yet (file uploads); send application/x-www-form-urlencoded",
-            ErrorFormat::Xml,
+            Format::Xml,
         ));
     }
     let mut form = php::parse_form(&body, gw.config.config.gateway.max_input_vars)
-        .map_err(|r| ApiReply::new(StatusCode::BAD_REQUEST, r.to_string(), ErrorFormat::Xml))?;
-    let fmt = ErrorFormat::of(&form);
+        .map_err(|r| ApiReply::new(StatusCode::BAD_REQUEST, r.to_string(), Format::Xml))?;
+    let fmt = Format::of(&form);
 
     // Authenticate.
     let presented = form.take("token").unwrap_or_default();
@@ -619,6 +659,58 @@ async fn handle(
             StatusCode::BAD_REQUEST,
             "This client must give a reason for changes: send it in the X-Warden-Reason header or a \"reason\" field".into(),
         ));
+    }
+
+    if let Some(q) = gw.quarantine_of(&account.name) {
+        return Err(deny(
+            "account quarantined".into(),
+            StatusCode::FORBIDDEN,
+            format!(
+                "The gateway has quarantined account \"{}\" since {} ({}); an operator must release it",
+                account.name, q.since, q.reason
+            ),
+        ));
+    }
+    // REDCap then answers without record ids: the ledger could not say
+    // which records changed.
+    if answer::php_true(form.get("backgroundProcess")) {
+        return Err(deny(
+            "backgroundProcess".into(),
+            StatusCode::BAD_REQUEST,
+            "The gateway does not forward backgroundProcess=true: REDCap would not report which records changed; send the import without it".into(),
+        ));
+    }
+    form.take("backgroundProcess");
+    let site_export = account.dag_id.is_some() && !policy::is_write(action);
+    if site_export && policy::unchecked_export(content) && !client.unchecked_exports {
+        return Err(deny(
+            format!("unchecked export: {}", content.as_str()),
+            StatusCode::FORBIDDEN,
+            format!(
+                "The gateway cannot check the rows of a {} export against site \"{}\"'s Data Access Group, and client \"{}\" is not allowed unchecked exports",
+                content.as_str(),
+                account.site.as_deref().unwrap_or_default(),
+                client.name
+            ),
+        ));
+    }
+    // DAG guard: REDCap never gives a DAG-restricted account the DAG
+    // column, so asking for it proves the restriction on every export. (A
+    // restricted account's answer has no such column to strip; an
+    // unrestricted one's is withheld whole.)
+    let dag_guard = site_export && content == Content::Record;
+    if dag_guard {
+        form.set("exportDataAccessGroups", "true");
+    }
+    // Learn the ids of imported records.
+    let wanted = answer::ReturnContent::of(
+        form.get("returnContent"),
+        answer::php_true(form.get("forceAutoNumber")),
+    );
+    let rewrite_ids =
+        content == Content::Record && action == Action::Import && wanted.needs_rewrite();
+    if rewrite_ids {
+        form.set("returnContent", "ids");
     }
 
     if gw.degraded() {
@@ -722,10 +814,23 @@ async fn handle(
         break reply;
     };
 
+    let body_text = String::from_utf8_lossy(&reply.body).into_owned();
+    let ok = reply.status == 200;
+    let record_ids = match (content, action) {
+        (Content::Record, Action::Import) if ok => {
+            answer::import_ids(&body_text, fmt).unwrap_or_default()
+        }
+        (Content::Record, Action::Export) if ok => answer::export_ids(
+            &body_text,
+            Format::of_data(&form),
+            form.get("type") == Some("eav"),
+        ),
+        _ => Vec::new(),
+    };
     let response_entry = EntryKind::Response {
         request_id,
         status: reply.status,
-        record_ids: vec![],
+        record_ids: record_ids.clone(),
         body_hmac: gw.fingerprint.hmac_hex(&reply.body),
         body_bytes: reply.body.len() as u64,
         latency_ms: started.elapsed().as_millis() as u64,
@@ -733,9 +838,41 @@ async fn handle(
     // REDCap has acted; its answer goes back even if this entry fails (the
     // gateway is then degraded and writes the entry when the ledger is back).
     let _ = gw.append(response_entry).await;
+
+    if dag_guard && ok && answer::has_dag_column(&body_text, Format::of_data(&form)) {
+        let why = format!(
+            "REDCap returned the Data Access Group column to site account `{}` (site `{}`, DAG id {}): it is not restricted to its DAG (removed from the DAG, or made an administrator); its export was withheld",
+            account.name,
+            account.site.as_deref().unwrap_or_default(),
+            account.dag_id.unwrap_or_default()
+        );
+        let _ = gw
+            .append(EntryKind::Alert {
+                code: "dag_guard".into(),
+                message: why.clone(),
+            })
+            .await;
+        if let Err(e) = gw.status.quarantine(&account.name, &why, "gateway") {
+            tracing::error!(error = %e, account = %account.name, "could not persist the quarantine");
+        }
+        gw.quarantine_now(&account.name, &why);
+        return Err(ApiReply::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "The gateway withheld this export: REDCap no longer restricts account \"{}\" to its Data Access Group. The account is quarantined until an operator releases it",
+                account.name
+            ),
+            fmt,
+        ));
+    }
+    let body = if rewrite_ids && ok {
+        axum::body::Bytes::from(answer::rebuild_import_answer(wanted, &record_ids, fmt))
+    } else {
+        reply.body
+    };
     let mut response = (
         StatusCode::from_u16(reply.status).unwrap_or(StatusCode::BAD_GATEWAY),
-        reply.body,
+        body,
     )
         .into_response();
     if let Some(ct) = reply
@@ -747,7 +884,7 @@ async fn handle(
     Ok(response)
 }
 
-fn ledger_unavailable(fmt: ErrorFormat) -> ApiReply {
+fn ledger_unavailable(fmt: Format) -> ApiReply {
     ApiReply::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "The gateway cannot record this request in its audit ledger, so it was not sent to REDCap; try again later",

@@ -2,4 +2,5 @@
 //! secrets store and the ledger. Today: the audit trail of the tool's own
 //! changes ([`audit`]).
 
+pub mod accounts;
 pub mod audit;

@@ -1,0 +1,447 @@
+//! The gateway's end-to-end harness: redcap-sandbox in-process, a real
+//! secrets store and ledger, and the sandbox's own log as the witness of
+//! what reached "REDCap".
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use durable::{FileSystem, OsFs};
+use gateway::keys::{KeyFile, KeyPolicy};
+use gateway::{RunningGateway, Services};
+use ledger::{EntryKind, Ledger, LedgerOptions};
+use redcap_sandbox::{Config as SandboxConfig, Server};
+use secrets::{
+    FileStore, FileStoreOptions, FingerprintKey, Label, SecretName, SecretStore, SecretValue,
+    VersionMeta,
+};
+use serde_json::{Value, json};
+
+pub const SUPER: &str = "ABCDEF0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF0123456789";
+pub const ADMIN: &str = "sandbox-admin-secret";
+
+pub struct World {
+    pub _tmp: tempfile::TempDir,
+    pub dir: PathBuf,
+    pub _sandbox: Server,
+    pub sandbox_base: String,
+    pub store: Arc<FileStore>,
+    pub http: reqwest::Client,
+    /// The service account's REDCap token (the canary).
+    pub token: String,
+    pub pid: u64,
+    pub signing: ed25519_dalek::SigningKey,
+    /// The project owner's token (not governed; used to change REDCap).
+    pub owner: String,
+    /// The site account's token.
+    pub site_token: String,
+    pub dag_id: u64,
+    /// Client keys by client name.
+    pub keys: std::collections::HashMap<String, String>,
+}
+
+pub fn meta(reason: &str) -> VersionMeta {
+    VersionMeta {
+        operator: "test".into(),
+        at: jiff::Timestamp::now(),
+        reason: reason.into(),
+        fingerprint: None,
+        rotation_id: None,
+    }
+}
+
+impl World {
+    pub async fn new() -> World {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let mut sc = SandboxConfig::for_tests(dir.join("sandbox"));
+        sc.super_token = Some(SUPER.into());
+        sc.admin_secret = Some(ADMIN.into());
+        let sandbox = Server::start(sc).await.unwrap();
+        let sandbox_base = format!("http://{}", sandbox.addr);
+        let http = reqwest::Client::new();
+
+        // A project, its data dictionary, a record, and a service account.
+        let api = format!("{sandbox_base}/api/");
+        let admin_token = http
+            .post(&api)
+            .form(&[
+                ("token", SUPER),
+                ("content", "project"),
+                ("format", "json"),
+                ("data", r#"[{"project_title":"Heart","purpose":2}]"#),
+            ])
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(admin_token.len(), 32, "{admin_token}");
+        let info: Value = http
+            .post(&api)
+            .form(&[
+                ("token", admin_token.as_str()),
+                ("content", "project"),
+                ("format", "json"),
+            ])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let pid = info["project_id"].as_u64().unwrap();
+        let md = json!([
+            {"field_name": "record_id", "form_name": "demographics", "field_type": "text", "field_label": "ID"},
+            {"field_name": "age", "form_name": "demographics", "field_type": "text", "field_label": "Age"}
+        ]);
+        let r = http
+            .post(&api)
+            .form(&[
+                ("token", admin_token.as_str()),
+                ("content", "metadata"),
+                ("format", "json"),
+                ("data", &md.to_string()),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+        let data =
+            json!([{"record_id": "1", "age": "40"}, {"record_id": "2", "age": "51"}]).to_string();
+        let r = http
+            .post(&api)
+            .form(&[
+                ("token", admin_token.as_str()),
+                ("content", "record"),
+                ("format", "json"),
+                ("data", &data),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+
+        let add = http
+            .post(format!("{sandbox_base}/sandbox/projects/{pid}/users"))
+            .bearer_auth(ADMIN)
+            .json(
+                &json!({"username": "svc_etl", "api_export": 1, "api_import": 1, "record_create": 1,
+                          "forms": {"demographics": 1}, "forms_export": {"demographics": 1}}),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(add.status(), 200, "{}", add.text().await.unwrap());
+        let t: Value = http
+            .post(format!(
+                "{sandbox_base}/sandbox/projects/{pid}/users/svc_etl/token"
+            ))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let token = t["token"].as_str().unwrap().to_string();
+
+        // A site: a DAG, a record in it, and a service account bound to it.
+        let dags =
+            json!([{"data_access_group_name": "Site A", "unique_group_name": ""}]).to_string();
+        let r = http
+            .post(&api)
+            .form(&[
+                ("token", admin_token.as_str()),
+                ("content", "dag"),
+                ("action", "import"),
+                ("format", "json"),
+                ("data", &dags),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+        let dags: Value = http
+            .post(&api)
+            .form(&[
+                ("token", admin_token.as_str()),
+                ("content", "dag"),
+                ("format", "json"),
+            ])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let dag_id = dags[0]["data_access_group_id"].as_u64().unwrap();
+        let data = json!([{"record_id": "3", "age": "33", "redcap_data_access_group": "site_a"}])
+            .to_string();
+        let r = http
+            .post(&api)
+            .form(&[
+                ("token", admin_token.as_str()),
+                ("content", "record"),
+                ("format", "json"),
+                ("data", &data),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+        let add = http
+            .post(format!("{sandbox_base}/sandbox/projects/{pid}/users"))
+            .bearer_auth(ADMIN)
+            .json(&json!({"username": "svc_site", "api_export": 1, "api_import": 1, "record_create": 1, "data_access_group": "site_a",
+                          "forms": {"demographics": 1}, "forms_export": {"demographics": 1}}))
+            .send().await.unwrap();
+        assert_eq!(add.status(), 200, "{}", add.text().await.unwrap());
+        let t: Value = http
+            .post(format!(
+                "{sandbox_base}/sandbox/projects/{pid}/users/svc_site/token"
+            ))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let site_token = t["token"].as_str().unwrap().to_string();
+
+        // The warden side: store, fingerprint key, the account's token.
+        std::fs::create_dir_all(dir.join("data")).unwrap();
+        let opts = FileStoreOptions {
+            path: dir.join("data/secrets.age"),
+            identity: dir.join("data/identity.txt"),
+            keep_versions: 10,
+        };
+        secrets::file::write_identity_file(&opts.identity, &secrets::file::generate_identity())
+            .unwrap();
+        let store = Arc::new(FileStore::create(opts).unwrap());
+        FingerprintKey::generate(1)
+            .save(&*store, meta("init"))
+            .await
+            .unwrap();
+        store
+            .put(
+                &SecretName::new("redcap/heart/etl").unwrap(),
+                SecretValue::new(token.clone()),
+                meta("initial"),
+                Label::Current,
+            )
+            .await
+            .unwrap();
+        store
+            .put(
+                &SecretName::new("redcap/heart/site-a").unwrap(),
+                SecretValue::new(site_token.clone()),
+                meta("initial"),
+                Label::Current,
+            )
+            .await
+            .unwrap();
+
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).unwrap();
+        let signing = ed25519_dalek::SigningKey::from_bytes(&seed);
+        let mut w = World {
+            _tmp: tmp,
+            dir,
+            _sandbox: sandbox,
+            sandbox_base,
+            store,
+            http,
+            token,
+            pid,
+            signing,
+            keys: Default::default(),
+            owner: admin_token,
+            site_token,
+            dag_id,
+        };
+        let keyfile = KeyFile::new(&w.dir.join("data/client-keys.json"));
+        let policy = KeyPolicy {
+            lifetime: jiff::SignedDuration::from_hours(24),
+            overlap: jiff::SignedDuration::from_hours(1),
+        };
+        for client in ["etl", "reader", "site-app"] {
+            let (k, _, _) = keyfile
+                .issue(client, "test", policy, jiff::Timestamp::now())
+                .unwrap();
+            w.keys.insert(client.into(), k.expose().to_string());
+        }
+        w
+    }
+
+    pub fn config_text(&self) -> String {
+        format!(
+            r#"
+[redcap]
+url = "{base}/api/"
+time_zone = "UTC"
+
+[gateway]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+keys_file = "data/client-keys.json"
+
+[[study]]
+name = "heart"
+
+[[study.site]]
+name = "site-a"
+dag_id = {dag_id}
+
+[[account]]
+name = "heart-etl"
+username = "svc_etl"
+secret = "redcap/heart/etl"
+study = "heart"
+
+[[client]]
+name = "etl"
+account = "heart-etl"
+allow = ["record:export", "record:import", "version", "project"]
+
+[[client]]
+name = "reader"
+account = "heart-etl"
+allow = ["record:export"]
+
+[[account]]
+name = "heart-site-a"
+username = "svc_site"
+secret = "redcap/heart/site-a"
+study = "heart"
+site = "site-a"
+
+[[client]]
+name = "site-app"
+account = "heart-site-a"
+allow = ["record:export", "record:import", "log"]
+write_reason = "optional"
+"#,
+            base = self.sandbox_base,
+            dag_id = self.dag_id
+        )
+    }
+
+    pub fn create_ledger(&self, fs: Arc<dyn FileSystem>, dir: &Path) {
+        fs.create_dir_all(dir).unwrap();
+        let opts = LedgerOptions {
+            lock: false,
+            ..LedgerOptions::default()
+        };
+        Ledger::create(
+            fs,
+            dir,
+            "test/redcap-warden/0011223344556677",
+            self.signing.clone(),
+            opts,
+        )
+        .unwrap()
+        .close()
+        .unwrap();
+    }
+
+    pub async fn start_gateway(
+        &self,
+        fs: Arc<dyn FileSystem>,
+        ledger_dir: PathBuf,
+    ) -> RunningGateway {
+        let path = self.dir.join("warden.toml");
+        std::fs::write(&path, self.config_text()).unwrap();
+        let config = warden_config::load(&path).unwrap();
+        let signing = self.signing.clone();
+        let opener: gateway::LedgerOpener = Arc::new(move || {
+            Ledger::open(
+                fs.clone(),
+                &ledger_dir,
+                signing.clone(),
+                LedgerOptions {
+                    lock: false,
+                    ..LedgerOptions::default()
+                },
+            )
+        });
+        let store: Arc<dyn SecretStore> = self.store.clone();
+        let fingerprint = FingerprintKey::load(&*store).await.unwrap();
+        gateway::start(Services {
+            keys: KeyFile::new(&self.dir.join("data/client-keys.json")),
+            config,
+            store,
+            fingerprint,
+            open_ledger: opener,
+            operator: "tester".into(),
+        })
+        .await
+        .unwrap()
+    }
+
+    pub async fn start_on_disk(&self) -> (RunningGateway, PathBuf) {
+        let dir = self.dir.join("data/ledger");
+        self.create_ledger(Arc::new(OsFs), &dir);
+        (self.start_gateway(Arc::new(OsFs), dir.clone()).await, dir)
+    }
+
+    /// POSTs a form to the gateway.
+    pub async fn call(&self, gw: &RunningGateway, params: &[(&str, &str)]) -> (u16, String) {
+        let r = self
+            .http
+            .post(format!("http://{}/api/", gw.addr))
+            .form(params)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    /// The sandbox's own log rows for the service account (what reached REDCap).
+    pub async fn redcap_log(&self) -> Vec<Value> {
+        let api = format!("{}/api/", self.sandbox_base);
+        // The project creator (site_admin) reads the log through the super
+        // token's project token: fetch it through the admin endpoint.
+        let t: Value = self
+            .http
+            .get(format!(
+                "{}/sandbox/projects/{}/users/site_admin/token",
+                self.sandbox_base, self.pid
+            ))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let admin_token = t["token"].as_str().unwrap().to_string();
+        let rows: Value = self
+            .http
+            .post(&api)
+            .form(&[
+                ("token", admin_token.as_str()),
+                ("content", "log"),
+                ("format", "json"),
+                ("user", "svc_etl"),
+            ])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        rows.as_array().cloned().unwrap_or_default()
+    }
+}
+
+pub fn entries(fs: &dyn FileSystem, dir: &Path) -> Vec<EntryKind> {
+    ledger::read_entries(fs, dir)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect()
+}

@@ -1,0 +1,281 @@
+//! Site accounts through the gateway: the DAG guard, quarantine, exports
+//! the gateway cannot check, and record ids learned from imports.
+
+mod common;
+
+use common::*;
+use durable::OsFs;
+use governance::accounts::AccountStatusFile;
+use ledger::EntryKind;
+use serde_json::{Value, json};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restricted_site_account_exports_only_its_site_and_no_dag_column() {
+    let w = World::new().await;
+    let (gw, _) = w.start_on_disk().await;
+    let (s, b) = w
+        .call(
+            &gw,
+            &[
+                ("token", &w.keys["site-app"]),
+                ("content", "record"),
+                ("format", "json"),
+            ],
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let rows: Value = serde_json::from_str(&b).unwrap();
+    assert_eq!(
+        rows.as_array().unwrap().len(),
+        1,
+        "only site A's record: {b}"
+    );
+    assert_eq!(rows[0]["record_id"], "3");
+    assert!(!b.contains("redcap_data_access_group"));
+    gw.shutdown().await.unwrap();
+}
+
+async fn assert_withheld_and_quarantined(
+    w: &World,
+    gw: &gateway::RunningGateway,
+    ledger_dir: &std::path::Path,
+) {
+    let (s, b) = w
+        .call(
+            gw,
+            &[
+                ("token", &w.keys["site-app"]),
+                ("content", "record"),
+                ("format", "json"),
+            ],
+        )
+        .await;
+    assert_eq!(s, 403, "{b}");
+    assert!(b.contains("withheld this export"), "{b}");
+    assert!(
+        !b.contains("\"record_id\""),
+        "no data may reach the client: {b}"
+    );
+    let (s, b) = w
+        .call(
+            gw,
+            &[
+                ("token", &w.keys["site-app"]),
+                ("content", "record"),
+                ("format", "json"),
+            ],
+        )
+        .await;
+    assert_eq!(s, 403, "{b}");
+    assert!(b.contains("quarantined account"), "{b}");
+    let status = AccountStatusFile::new(&w.dir.join("data/account-status.json"));
+    assert!(
+        status.quarantined().unwrap().contains_key("heart-site-a"),
+        "the quarantine outlives the process"
+    );
+    let alert = entries(&OsFs, ledger_dir)
+        .into_iter()
+        .find_map(|k| match k {
+            EntryKind::Alert { code, message } if code == "dag_guard" => Some(message),
+            _ => None,
+        });
+    assert!(alert.expect("a dag_guard alert").contains("heart-site-a"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_site_account_dropped_from_its_dag_is_withheld_and_quarantined() {
+    let w = World::new().await;
+    let (gw, ledger_dir) = w.start_on_disk().await;
+    // Someone updates the account's rights without data_access_group:
+    // REDCap silently removes it from its DAG.
+    let api = format!("{}/api/", w.sandbox_base);
+    let rights = json!([{"username": "svc_site", "api_export": 1}]).to_string();
+    let r = w
+        .http
+        .post(&api)
+        .form(&[
+            ("token", w.owner.as_str()),
+            ("content", "user"),
+            ("format", "json"),
+            ("data", &rights),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    assert_withheld_and_quarantined(&w, &gw, &ledger_dir).await;
+    gw.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_site_account_made_administrator_is_withheld_and_quarantined() {
+    let w = World::new().await;
+    let (gw, ledger_dir) = w.start_on_disk().await;
+    let r = w
+        .http
+        .post(format!("{}/sandbox/users", w.sandbox_base))
+        .bearer_auth(ADMIN)
+        .json(&json!({"username": "svc_site", "administrator": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_withheld_and_quarantined(&w, &gw, &ledger_dir).await;
+    // Releasing the account lets calls through again (the guard still
+    // watches every export).
+    AccountStatusFile::new(&w.dir.join("data/account-status.json"))
+        .release("heart-site-a")
+        .unwrap();
+    let r = w
+        .http
+        .post(format!("{}/sandbox/users", w.sandbox_base))
+        .bearer_auth(ADMIN)
+        .json(&json!({"username": "svc_site", "administrator": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (s, b) = w
+        .call(
+            &gw,
+            &[
+                ("token", &w.keys["site-app"]),
+                ("content", "record"),
+                ("format", "json"),
+            ],
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    gw.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn exports_the_gateway_cannot_check_are_refused_to_site_clients() {
+    let w = World::new().await;
+    let (gw, _) = w.start_on_disk().await;
+    let (s, b) = w
+        .call(
+            &gw,
+            &[
+                ("token", &w.keys["site-app"]),
+                ("content", "log"),
+                ("format", "json"),
+            ],
+        )
+        .await;
+    assert_eq!(s, 403, "{b}");
+    assert!(b.contains("cannot check the rows of a log export"), "{b}");
+    gw.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn imports_report_record_ids_to_the_ledger_in_the_shape_the_client_asked() {
+    let w = World::new().await;
+    let (gw, ledger_dir) = w.start_on_disk().await;
+    let key = &w.keys["site-app"];
+    let (s, b) = w
+        .call(
+            &gw,
+            &[
+                ("token", key),
+                ("content", "record"),
+                ("format", "json"),
+                ("data", r#"[{"record_id":"8","age":"1"}]"#),
+            ],
+        )
+        .await;
+    assert_eq!((s, b.as_str()), (200, "{\"count\": 1}"));
+    let (s, b) = w
+        .call(
+            &gw,
+            &[
+                ("token", key),
+                ("content", "record"),
+                ("format", "json"),
+                ("returnFormat", "xml"),
+                ("data", r#"[{"record_id":"9","age":"2"}]"#),
+            ],
+        )
+        .await;
+    assert_eq!(
+        (s, b.as_str()),
+        (
+            200,
+            "<?xml version=\"1.0\" encoding=\"UTF-8\" ?><count>1</count>"
+        )
+    );
+    let (s, b) = w
+        .call(
+            &gw,
+            &[
+                ("token", key),
+                ("content", "record"),
+                ("format", "json"),
+                ("returnContent", "nothing"),
+                ("data", r#"[{"record_id":"10","age":"3"}]"#),
+            ],
+        )
+        .await;
+    assert_eq!((s, b.as_str()), (200, ""));
+    let (s, b) = w
+        .call(
+            &gw,
+            &[
+                ("token", key),
+                ("content", "record"),
+                ("format", "json"),
+                ("returnContent", "ids"),
+                ("data", r#"[{"record_id":"11","age":"4"}]"#),
+            ],
+        )
+        .await;
+    assert_eq!((s, b.as_str()), (200, "[\"11\"]"));
+    let (s, b) = w
+        .call(
+            &gw,
+            &[
+                ("token", key),
+                ("content", "record"),
+                ("format", "json"),
+                ("backgroundProcess", "TRUE"),
+                ("data", "[]"),
+            ],
+        )
+        .await;
+    assert_eq!(s, 400, "{b}");
+    let (s, b) = w
+        .call(
+            &gw,
+            &[
+                ("token", key),
+                ("content", "record"),
+                ("format", "json"),
+                ("backgroundProcess", "0"),
+                ("data", r#"[{"record_id":"12","age":"5"}]"#),
+            ],
+        )
+        .await;
+    assert_eq!(
+        (s, b.as_str()),
+        (200, "{\"count\": 1}"),
+        "a false backgroundProcess is dropped"
+    );
+    gw.shutdown().await.unwrap();
+    let ids: Vec<Vec<String>> = entries(&OsFs, &ledger_dir)
+        .into_iter()
+        .filter_map(|k| match k {
+            EntryKind::Response {
+                status: 200,
+                record_ids,
+                ..
+            } => Some(record_ids),
+            _ => None,
+        })
+        .collect();
+    for id in ["8", "9", "10", "11", "12"] {
+        assert!(
+            ids.iter().any(|r| r == &[id.to_string()]),
+            "record {id} missing from the ledger: {ids:?}"
+        );
+    }
+}

@@ -1,0 +1,173 @@
+//! Service-account status that outlives a process: quarantines.
+//!
+//! The gateway quarantines an account when it sees something that must not
+//! happen — a site account's export arriving with a Data Access Group
+//! column, meaning REDCap no longer restricts it to its site. A quarantined
+//! account's calls are refused until an operator releases it with a
+//! recorded reason (`redcap-warden accounts release`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use durable::FileSystem;
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+const FORMAT: &str = "redcap-warden/account-status/1";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quarantine {
+    pub since: Timestamp,
+    pub reason: String,
+    /// Who quarantined it (`gateway` for the DAG guard).
+    pub by: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    #[error(
+        "account status file {path}: {op} failed: {source}; fix: check the data directory's permissions and free space"
+    )]
+    Io {
+        path: PathBuf,
+        op: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("account status file {path} is damaged ({detail}); fix: restore it from backup")]
+    Corrupt { path: PathBuf, detail: String },
+    #[error("account `{0}` is not quarantined")]
+    NotQuarantined(String),
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Document {
+    format: String,
+    quarantined: BTreeMap<String, Quarantine>,
+}
+
+/// The status file: read-modify-write under an exclusive lock, replaced
+/// atomically.
+pub struct AccountStatusFile {
+    path: PathBuf,
+    fs: Arc<dyn FileSystem>,
+    lock: PathBuf,
+}
+
+impl AccountStatusFile {
+    pub fn new(path: &Path) -> AccountStatusFile {
+        let mut lock = path.as_os_str().to_owned();
+        lock.push(".lock");
+        AccountStatusFile {
+            path: path.to_path_buf(),
+            fs: Arc::new(durable::OsFs),
+            lock: lock.into(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn io(&self, op: &'static str) -> impl FnOnce(std::io::Error) -> StatusError + '_ {
+        move |source| StatusError::Io {
+            path: self.path.clone(),
+            op,
+            source,
+        }
+    }
+
+    /// Quarantined accounts by name. A missing file means none.
+    pub fn quarantined(&self) -> Result<BTreeMap<String, Quarantine>, StatusError> {
+        if !self.fs.exists(&self.path) {
+            return Ok(BTreeMap::new());
+        }
+        let bytes = self.fs.read(&self.path).map_err(self.io("reading"))?;
+        let doc: Document = serde_json::from_slice(&bytes).map_err(|e| StatusError::Corrupt {
+            path: self.path.clone(),
+            detail: e.to_string(),
+        })?;
+        if doc.format != FORMAT {
+            return Err(StatusError::Corrupt {
+                path: self.path.clone(),
+                detail: format!("unknown format `{}`", doc.format),
+            });
+        }
+        Ok(doc.quarantined)
+    }
+
+    fn update<T>(
+        &self,
+        f: impl FnOnce(&mut BTreeMap<String, Quarantine>) -> Result<T, StatusError>,
+    ) -> Result<T, StatusError> {
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&self.lock)
+            .map_err(self.io("opening the lock"))?;
+        lock.lock().map_err(self.io("locking"))?;
+        let mut q = self.quarantined()?;
+        let out = f(&mut q)?;
+        let bytes = serde_json::to_vec_pretty(&Document {
+            format: FORMAT.into(),
+            quarantined: q,
+        })
+        .expect("serialisable");
+        durable::atomic_replace(&*self.fs, &self.path, &bytes).map_err(self.io("writing"))?;
+        Ok(out)
+    }
+
+    /// Quarantines `account` (keeping the first quarantine if it already is).
+    pub fn quarantine(&self, account: &str, reason: &str, by: &str) -> Result<(), StatusError> {
+        self.update(|q| {
+            q.entry(account.to_string()).or_insert_with(|| Quarantine {
+                since: Timestamp::now(),
+                reason: reason.to_string(),
+                by: by.to_string(),
+            });
+            Ok(())
+        })
+    }
+
+    /// Releases `account`; returns the quarantine it was under.
+    pub fn release(&self, account: &str) -> Result<Quarantine, StatusError> {
+        self.update(|q| {
+            q.remove(account)
+                .ok_or_else(|| StatusError::NotQuarantined(account.to_string()))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quarantine_persists_until_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = AccountStatusFile::new(&dir.path().join("status.json"));
+        assert!(f.quarantined().unwrap().is_empty());
+        f.quarantine("site-a", "DAG column in an export", "gateway")
+            .unwrap();
+        f.quarantine("site-a", "again", "gateway").unwrap();
+        let again = AccountStatusFile::new(&dir.path().join("status.json"));
+        let q = again.quarantined().unwrap();
+        assert_eq!(
+            q["site-a"].reason, "DAG column in an export",
+            "the first cause is kept"
+        );
+        assert_eq!(again.release("site-a").unwrap().by, "gateway");
+        assert!(matches!(
+            again.release("site-a"),
+            Err(StatusError::NotQuarantined(_))
+        ));
+        std::fs::write(dir.path().join("status.json"), "[").unwrap();
+        assert!(matches!(
+            again.quarantined(),
+            Err(StatusError::Corrupt { .. })
+        ));
+    }
+}
