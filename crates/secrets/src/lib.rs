@@ -12,9 +12,12 @@
 //! `Debug`. Nothing in this crate formats a value into a message.
 //!
 //! Backends: [`FileStore`] (one age-encrypted file, the embedded default),
-//! [`VaultStore`] (OpenBao / HashiCorp Vault KV version 2).
+//! [`VaultStore`] (OpenBao / HashiCorp Vault KV version 2), and with the
+//! `aws` feature `AwsStore` (AWS Secrets Manager).
 //! Every backend passes the same contract suite (`tests/contract/`).
 
+#[cfg(feature = "aws")]
+pub mod aws;
 mod error;
 pub mod file;
 mod fingerprint;
@@ -24,6 +27,8 @@ mod store;
 mod value;
 pub mod vault;
 
+#[cfg(feature = "aws")]
+pub use aws::{AwsStore, AwsStoreOptions};
 pub use error::StoreError;
 pub use file::{FileStore, FileStoreOptions};
 pub use fingerprint::{FINGERPRINT_KEY_SECRET, Fingerprint, FingerprintKey};
