@@ -64,6 +64,11 @@ pub enum Command {
     /// gracefully on Ctrl-C or SIGTERM.
     Serve,
 
+    /// Tell the running gateway to re-read warden.toml, the client keys and
+    /// account status, and to forget cached tokens. Prints what changed;
+    /// the gateway records it in the ledger.
+    Reload,
+
     /// Try everything on this machine with nothing installed: starts
     /// redcap-sandbox (a REDCap API emulator) and the gateway, seeds a
     /// two-site study with least-privilege site accounts, tokens in the
@@ -84,6 +89,11 @@ pub enum Command {
         #[arg(long, default_value = "127.0.0.1:8471", value_name = "ADDR")]
         admin_listen: std::net::SocketAddr,
     },
+
+    /// The service accounts of warden.toml and their status; release an
+    /// account the gateway quarantined.
+    #[command(subcommand)]
+    Accounts(AccountsCommand),
 
     /// Issue, list and revoke the client keys applications use with the
     /// gateway in place of a REDCap token.
@@ -210,6 +220,20 @@ pub enum KeysCommand {
         /// The key's id (`k-…`, from `keys list`).
         id: String,
         /// Why (recorded in the ledger).
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AccountsCommand {
+    /// Every configured account: its REDCap user, study, site and status.
+    List,
+    /// Lift a quarantine, once the cause is understood and fixed.
+    Release {
+        /// The account, as named in an [[account]] section.
+        account: String,
+        /// What was found and fixed (recorded in the ledger).
         #[arg(long)]
         reason: String,
     },

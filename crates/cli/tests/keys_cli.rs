@@ -204,3 +204,44 @@ fn refusals_are_clear() {
         "x"
     );
 }
+
+#[test]
+fn a_quarantined_account_is_listed_and_released_with_a_reason() {
+    let dir = setup();
+    let status = dir.path().join("data/account-status.json");
+    std::fs::write(
+        &status,
+        r#"{"format":"redcap-warden/account-status/1","quarantined":{"heart-etl":{"since":"2026-11-28T10:00:00Z","reason":"DAG column seen","by":"gateway"}}}"#,
+    )
+    .unwrap();
+    let list = warden(dir.path(), &["accounts", "list"]);
+    assert_eq!(list.status.code(), Some(1), "{}", text(&list));
+    assert!(text(&list).contains("QUARANTINED"), "{}", text(&list));
+    let rel = warden(
+        dir.path(),
+        &[
+            "accounts",
+            "release",
+            "heart-etl",
+            "--reason",
+            "DAG restored in REDCap",
+        ],
+    );
+    assert!(rel.status.success(), "{}", text(&rel));
+    let list = warden(dir.path(), &["accounts", "list"]);
+    assert_eq!(list.status.code(), Some(0), "{}", text(&list));
+    let tail = String::from_utf8_lossy(&warden(dir.path(), &["ledger", "tail", "-n", "1"]).stdout)
+        .to_string();
+    assert!(
+        tail.contains("release quarantine")
+            && tail.contains("DAG restored in REDCap")
+            && tail.contains("DAG column seen"),
+        "{tail}"
+    );
+    let again = warden(
+        dir.path(),
+        &["accounts", "release", "heart-etl", "--reason", "x"],
+    );
+    assert_eq!(again.status.code(), Some(2));
+    assert!(text(&again).contains("not quarantined"), "{}", text(&again));
+}

@@ -41,6 +41,10 @@ pub struct GatewaySection {
     /// Accounts the gateway has quarantined, until an operator releases them.
     #[serde(default = "default_accounts_file")]
     pub accounts_file: PathBuf,
+    /// The admin listener's bearer credential (0600), created at first
+    /// start; the CLI reads it to reach a running gateway.
+    #[serde(default = "default_admin_token_file")]
+    pub admin_token_file: PathBuf,
     /// How long a newly issued client key is valid.
     #[serde(default = "default_key_lifetime_days")]
     pub key_lifetime_days: u32,
@@ -63,6 +67,7 @@ impl Default for GatewaySection {
             token_cache_seconds: default_token_cache_seconds(),
             keys_file: default_keys_file(),
             accounts_file: default_accounts_file(),
+            admin_token_file: default_admin_token_file(),
             key_lifetime_days: default_key_lifetime_days(),
             key_overlap_days: default_key_overlap_days(),
             outbound_per_minute: default_outbound_per_minute(),
@@ -90,6 +95,9 @@ fn default_keys_file() -> PathBuf {
 }
 fn default_accounts_file() -> PathBuf {
     "data/account-status.json".into()
+}
+fn default_admin_token_file() -> PathBuf {
+    "data/gateway-admin-token".into()
 }
 fn default_key_lifetime_days() -> u32 {
     90

@@ -11,6 +11,7 @@
 //! No secret is ever part of this file: tokens live in the secrets store.
 //! Each feature adds its own section here (see `docs/configuration.md`).
 
+mod diff;
 mod gateway;
 mod ledger;
 mod problem;
@@ -19,6 +20,7 @@ mod sections;
 
 use std::path::{Path, PathBuf};
 
+pub use diff::field_diff;
 pub use gateway::*;
 pub use ledger::*;
 pub use problem::{ConfigError, LoadError, Problem};
@@ -57,6 +59,8 @@ pub struct Config {
 pub struct LoadedConfig {
     pub path: PathBuf,
     pub config: Config,
+    /// The file's text as loaded (it holds no secrets), for diffs.
+    pub text: String,
     /// SHA-256 of the file's bytes, hex; recorded in ledger entries so an
     /// inspector can tell which configuration was in force.
     pub sha256: String,
@@ -98,6 +102,7 @@ pub fn load(path: &Path) -> Result<LoadedConfig, LoadError> {
     Ok(LoadedConfig {
         path: path.to_path_buf(),
         config,
+        text: text.clone(),
         sha256: sha256_hex(text.as_bytes()),
     })
 }

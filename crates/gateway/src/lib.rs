@@ -7,9 +7,11 @@
 //! token, forwards a canonical body to REDCap, and records the `response`.
 //! If the ledger cannot make the entry durable, nothing is forwarded.
 
+mod admin;
 mod answer;
 mod denials;
 pub mod keys;
+mod metrics;
 pub mod php;
 pub mod policy;
 pub mod reply;

@@ -28,20 +28,21 @@ use axum::body::Bytes;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get};
+use axum::routing::any;
 use jiff::Timestamp;
 use ledger::{EntryKind, Ledger, LedgerError};
 use redcap::{Action, Content};
 use secrets::{FingerprintKey, SecretStore};
-use serde_json::json;
 use tokio::sync::oneshot;
 use warden_config::{LoadedConfig, WriteReason};
 
 use governance::accounts::{AccountStatusFile, Quarantine};
 
+use crate::admin;
 use crate::answer;
 use crate::denials::Denials;
 use crate::keys::{KeyFile, KeyRing, Presented};
+use crate::metrics::Metrics;
 use crate::php::{self, Form};
 use crate::policy::{self, Policy};
 use crate::reply::{ApiReply, Format, NO_API_PERMISSION};
@@ -80,6 +81,18 @@ pub enum StartError {
     Status(#[from] governance::accounts::StatusError),
     #[error("{0}")]
     Upstream(#[from] UpstreamError),
+    #[error("the admin credential {path}: {source}; fix: check the data directory's permissions")]
+    AdminToken {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The configuration in force and what the request path reads from it.
+pub(crate) struct Applied {
+    pub config: LoadedConfig,
+    pub policy: Policy,
 }
 
 struct Outage {
@@ -91,27 +104,31 @@ struct Outage {
     cause: String,
 }
 
-struct Shared {
-    config: LoadedConfig,
+pub(crate) struct Shared {
+    /// The configuration in force and the policy compiled from it; both
+    /// are replaced together by a reload.
+    pub(crate) applied: RwLock<Arc<Applied>>,
     operator: String,
-    policy: Policy,
-    tokens: TokenCache,
+    pub(crate) tokens: TokenCache,
     fingerprint: FingerprintKey,
     /// Fingerprints of the accounts' current tokens: a client presenting
     /// one of these holds a real REDCap token.
     token_fingerprints: RwLock<HashMap<String, String>>,
-    keys: KeyFile,
-    ring: RwLock<(KeyRing, Option<std::time::SystemTime>)>,
-    status: AccountStatusFile,
+    pub(crate) keys: KeyFile,
+    pub(crate) ring: RwLock<(KeyRing, Option<std::time::SystemTime>)>,
+    pub(crate) status: AccountStatusFile,
     /// Quarantines as last read from `status`, and that file's mtime.
-    quarantined: RwLock<(BTreeMap<String, Quarantine>, Option<std::time::SystemTime>)>,
+    pub(crate) quarantined: RwLock<(BTreeMap<String, Quarantine>, Option<std::time::SystemTime>)>,
     key_use: Mutex<HashMap<String, Timestamp>>,
-    ledger: RwLock<Option<Arc<Ledger>>>,
+    pub(crate) ledger: RwLock<Option<Arc<Ledger>>>,
     open_ledger: LedgerOpener,
     outage: Mutex<Option<Outage>>,
-    upstream: Upstream,
+    pub(crate) upstream: Upstream,
     denials: Denials,
-    requests: AtomicU64,
+    pub(crate) requests: AtomicU64,
+    pub(crate) metrics: Metrics,
+    /// Bearer credential of the admin listener's state-changing endpoints.
+    pub(crate) admin_token: admin::AdminToken,
 }
 
 /// A running gateway; [`RunningGateway::shutdown`] stops it gracefully.
@@ -143,9 +160,13 @@ pub async fn start(services: Services) -> Result<RunningGateway, StartError> {
     let ring = keys.ring()?;
     let ring_mtime = file_mtime(keys.path());
     let status = AccountStatusFile::new(&config.resolve(&config.config.gateway.accounts_file));
+    let admin_token_path = config.resolve(&config.config.gateway.admin_token_file);
     let upstream = Upstream::new(config.config.redcap.url(), gw.outbound_per_minute)?;
     let shared = Arc::new(Shared {
-        policy: Policy::from_config(&config.config),
+        applied: RwLock::new(Arc::new(Applied {
+            policy: Policy::from_config(&config.config),
+            config: config.clone(),
+        })),
         tokens: TokenCache::new(store, Duration::from_secs(gw.token_cache_seconds)),
         fingerprint,
         token_fingerprints: RwLock::new(HashMap::new()),
@@ -160,7 +181,13 @@ pub async fn start(services: Services) -> Result<RunningGateway, StartError> {
         upstream,
         denials: Denials::default(),
         requests: AtomicU64::new(0),
-        config,
+        metrics: Metrics::default(),
+        admin_token: admin::load_or_create_token(&admin_token_path).map_err(|source| {
+            StartError::AdminToken {
+                path: admin_token_path.clone(),
+                source,
+            }
+        })?,
         operator,
     });
     shared.load_token_fingerprints().await;
@@ -168,8 +195,8 @@ pub async fn start(services: Services) -> Result<RunningGateway, StartError> {
         .append(EntryKind::Admin {
             operator: shared.operator.clone(),
             action: "start".into(),
-            target: shared.config.path.display().to_string(),
-            reason: format!("warden.toml sha256 {}", shared.config.sha256),
+            target: config.path.display().to_string(),
+            reason: admin::config_change_reason(&config),
         })
         .await
         .ok();
@@ -181,10 +208,7 @@ pub async fn start(services: Services) -> Result<RunningGateway, StartError> {
             usize::try_from(gw.max_body_bytes).unwrap_or(usize::MAX),
         ))
         .with_state(shared.clone());
-    let admin = Router::new()
-        .route("/health", get(health))
-        .route("/ready", get(ready))
-        .with_state(shared.clone());
+    let admin = admin::routes().with_state(shared.clone());
     let listener = tokio::net::TcpListener::bind(gw.listen)
         .await
         .map_err(|source| StartError::Bind {
@@ -266,7 +290,7 @@ impl RunningGateway {
             .append(EntryKind::Admin {
                 operator: self.shared.operator.clone(),
                 action: "stop".into(),
-                target: self.shared.config.path.display().to_string(),
+                target: self.shared.applied().config.path.display().to_string(),
                 reason: format!(
                     "{} requests served",
                     self.shared.requests.load(Ordering::Relaxed)
@@ -298,13 +322,20 @@ impl RunningGateway {
     }
 }
 
-fn file_mtime(path: &std::path::Path) -> Option<std::time::SystemTime> {
+pub(crate) fn file_mtime(path: &std::path::Path) -> Option<std::time::SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
 impl Shared {
+    pub(crate) fn applied(&self) -> Arc<Applied> {
+        self.applied
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// Appends durably, or records the outage and fails.
-    async fn append(&self, kind: EntryKind) -> Result<(), ()> {
+    pub(crate) async fn append(&self, kind: EntryKind) -> Result<(), ()> {
         let ledger = self
             .ledger
             .read()
@@ -344,7 +375,7 @@ impl Shared {
         }
     }
 
-    fn degraded(&self) -> bool {
+    pub(crate) fn degraded(&self) -> bool {
         self.outage
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -441,9 +472,9 @@ impl Shared {
             .await;
     }
 
-    async fn load_token_fingerprints(&self) {
+    pub(crate) async fn load_token_fingerprints(&self) {
         let mut map = HashMap::new();
-        for account in self.policy.accounts.values() {
+        for account in self.applied().policy.accounts.values() {
             if let Ok(t) = self.tokens.refresh(&account.secret).await {
                 map.insert(
                     self.fingerprint.fingerprint(&t.value).0,
@@ -529,10 +560,14 @@ async fn api(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    match handle(&gw, peer, method, &headers, body).await {
+    let started = Instant::now();
+    let response = match handle(&gw, peer, method, &headers, body).await {
         Ok(r) => r,
         Err(reply) => reply.into_response(),
-    }
+    };
+    gw.metrics
+        .observe(response.status().as_u16(), started.elapsed());
+    response
 }
 
 async fn handle(
@@ -563,7 +598,8 @@ async fn handle(
             Format::Xml,
         ));
     }
-    let mut form = php::parse_form(&body, gw.config.config.gateway.max_input_vars)
+    let applied = gw.applied();
+    let mut form = php::parse_form(&body, applied.config.config.gateway.max_input_vars)
         .map_err(|r| ApiReply::new(StatusCode::BAD_REQUEST, r.to_string(), Format::Xml))?;
     let fmt = Format::of(&form);
 
@@ -590,6 +626,7 @@ async fn handle(
                     .await;
             }
             gw.denials.count(now, &source, None, why);
+            gw.metrics.denied();
             return Err(ApiReply::new(StatusCode::FORBIDDEN, NO_API_PERMISSION, fmt));
         }
     };
@@ -599,16 +636,17 @@ async fn handle(
         .insert(key.id.clone(), now);
     let deny = |reason: String, status: StatusCode, message: String| {
         gw.denials.count(now, &source, Some(&key.client), &reason);
+        gw.metrics.denied();
         ApiReply::new(status, message, fmt)
     };
-    let Some(client) = gw.policy.clients.get(&key.client) else {
+    let Some(client) = applied.policy.clients.get(&key.client) else {
         return Err(deny(
             "client no longer configured".into(),
             StatusCode::FORBIDDEN,
             NO_API_PERMISSION.into(),
         ));
     };
-    let account = gw
+    let account = applied
         .policy
         .accounts
         .get(&client.account)
@@ -910,35 +948,4 @@ fn request_id() -> String {
     let mut b = [0u8; 12];
     getrandom::fill(&mut b).expect("the operating system's random source failed");
     hex::encode(b)
-}
-
-async fn health(State(gw): State<Arc<Shared>>) -> Response {
-    let degraded = gw.degraded();
-    let ledger_size = gw
-        .ledger
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .as_ref()
-        .map(|l| l.size());
-    let body = json!({
-        "status": if degraded { "degraded" } else { "ok" },
-        "ledger_entries": ledger_size,
-        "requests": gw.requests.load(Ordering::Relaxed),
-        "outbound_in_window": gw.upstream.limiter().in_window(),
-        "redcap_banned": gw.upstream.is_banned(),
-    });
-    let status = if degraded {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else {
-        StatusCode::OK
-    };
-    (status, axum::Json(body)).into_response()
-}
-
-async fn ready(State(gw): State<Arc<Shared>>) -> StatusCode {
-    if gw.degraded() || gw.upstream.is_banned() {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else {
-        StatusCode::OK
-    }
 }

@@ -13,6 +13,8 @@ use secrets::{Label, Result, SecretName, SecretStore, SecretValue, Selector, Ver
 pub struct CachedToken {
     pub value: SecretValue,
     pub version: VersionId,
+    /// When this version was written to the store (its age is a metric).
+    pub written_at: jiff::Timestamp,
 }
 
 pub struct TokenCache {
@@ -54,12 +56,22 @@ impl TokenCache {
         let token = CachedToken {
             value: secret.value,
             version: secret.version,
+            written_at: secret.meta.at,
         };
         self.entries
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(name.clone(), (token.clone(), Instant::now()));
         Ok(token)
+    }
+
+    /// When each cached token was written, by secret name.
+    pub fn written_at(&self) -> Vec<(SecretName, jiff::Timestamp)> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries
+            .iter()
+            .map(|(n, (t, _))| (n.clone(), t.written_at))
+            .collect()
     }
 
     /// Forgets every cached token (admin reload).

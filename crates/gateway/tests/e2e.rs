@@ -416,27 +416,6 @@ async fn presenting_a_real_redcap_token_raises_an_alert() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_admin_listener_reports_health() {
-    let w = World::new().await;
-    let (gw, _) = w.start_on_disk().await;
-    let h: Value = w
-        .http
-        .get(format!("http://{}/health", gw.admin_addr))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(h["status"], "ok");
-    assert_eq!(h["redcap_banned"], false);
-    gw.shutdown().await.unwrap();
-}
-
-/// The live segment is unlinked behind the writer's back: the writer
-/// notices before its next batch and fails closed; with the segment gone
-/// there is nothing to reopen, so the gateway stays refusing.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_unlinked_ledger_file_stops_forwarding() {
     let w = World::new().await;
     let sim = SimFs::new();
@@ -469,4 +448,156 @@ async fn an_unlinked_ledger_file_stops_forwarding() {
     );
     assert_eq!(w.redcap_log().await.len(), before, "nothing reached REDCap");
     gw.shutdown().await.ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_admin_listener_serves_metrics_reloads_and_takes_cli_entries() {
+    let w = World::new().await;
+    let (gw, ledger_dir) = w.start_on_disk().await;
+    let admin = format!("http://{}", gw.admin_addr);
+    let token = std::fs::read_to_string(w.dir.join("data/gateway-admin-token")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(w.dir.join("data/gateway-admin-token"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+
+    let h: Value = w
+        .http
+        .get(format!("{admin}/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (h["status"].as_str(), h["redcap_banned"].as_bool()),
+        (Some("ok"), Some(false))
+    );
+    let reader = w.keys["reader"].clone();
+    assert_eq!(
+        w.call(&gw, &[("token", &reader), ("content", "version")])
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        w.http
+            .get(format!("{admin}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    let m = w
+        .http
+        .get(format!("{admin}/metrics"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(m.contains("warden_requests_total{status=\"403\"} 1"), "{m}");
+    assert!(m.contains("warden_denied_total 1"), "{m}");
+    assert!(
+        m.contains("warden_token_age_seconds{account=\"heart-etl\"}"),
+        "{m}"
+    );
+
+    // Allow the reader `version`, then reload.
+    let path = w.dir.join("warden.toml");
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "name = \"reader\"\naccount = \"heart-etl\"\nallow = [\"record:export\"]",
+        "name = \"reader\"\naccount = \"heart-etl\"\nallow = [\"record:export\", \"version\"]",
+    );
+    std::fs::write(&path, text).unwrap();
+    assert_eq!(
+        w.http
+            .post(format!("{admin}/admin/reload"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    let r: Value = w
+        .http
+        .post(format!("{admin}/admin/reload"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["reloaded"], true);
+    assert_eq!(
+        r["changes"][0],
+        r#"client[reader].allow: ["record:export"] → ["record:export", "version"]"#,
+        "{r}"
+    );
+    assert_eq!(
+        w.call(&gw, &[("token", &reader), ("content", "version")])
+            .await
+            .0,
+        200
+    );
+
+    // A broken file is not applied.
+    std::fs::write(&path, "[redcap\n").unwrap();
+    let r = w
+        .http
+        .post(format!("{admin}/admin/reload"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        w.call(&gw, &[("token", &reader), ("content", "version")])
+            .await
+            .0,
+        200,
+        "the old policy stays"
+    );
+
+    // The CLI's entries while the gateway holds the ledger.
+    let entry = json!({"kind": "admin", "operator": "alice", "action": "test", "target": "x", "reason": "because"});
+    let r = w
+        .http
+        .post(format!("{admin}/admin/ledger/append"))
+        .bearer_auth(&token)
+        .json(&entry)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let forged = json!({"kind": "response", "request_id": "x", "status": 200, "record_ids": [], "body_hmac": "", "body_bytes": 0, "latency_ms": 0});
+    let r = w
+        .http
+        .post(format!("{admin}/admin/ledger/append"))
+        .bearer_auth(&token)
+        .json(&forged)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    gw.shutdown().await.unwrap();
+
+    let kinds = entries(&OsFs, &ledger_dir);
+    assert!(kinds.iter().any(|k| matches!(k, EntryKind::Admin { action, reason, .. } if action == "reload" && reason.contains("client[reader].allow"))));
+    assert!(
+        kinds
+            .iter()
+            .any(|k| matches!(k, EntryKind::Admin { operator, .. } if operator == "alice"))
+    );
+    assert!(kinds.iter().any(|k| matches!(k, EntryKind::Admin { action, reason, .. } if action == "start" && reason.contains("first start"))));
 }

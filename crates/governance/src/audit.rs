@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use ed25519_dalek::SigningKey;
-use ledger::{EntryKind, Ledger, LedgerError, LedgerOptions, Receipt, VerifierKey};
+use ledger::{EntryKind, Ledger, LedgerError, LedgerOptions, VerifierKey};
 use secrets::{Label, SecretName, SecretStore, SecretValue, Selector, StoreError, VersionMeta};
 use warden_config::LoadedConfig;
 use zeroize::Zeroizing;
@@ -43,6 +43,8 @@ pub enum AuditError {
     Ledger(#[from] LedgerError),
     #[error("the ledger writer task failed: {0}")]
     Task(String),
+    #[error("{0}")]
+    Gateway(String),
 }
 
 /// A fresh signing key and the ledger origin `<host>/redcap-warden/<id>`.
@@ -128,13 +130,25 @@ pub fn ledger_dir(config: &LoadedConfig) -> Result<PathBuf, AuditError> {
 }
 
 /// The ledger open for a command's changes: entries are appended durably,
-/// and closing signs a final checkpoint.
+/// and closing signs a final checkpoint. While a gateway holds the ledger,
+/// entries go through its admin listener instead (it appends them to the
+/// same ledger and signs them in its next checkpoint).
 pub struct AuditTrail {
-    ledger: Arc<Ledger>,
+    writer: Writer,
+}
+
+enum Writer {
+    Local(Arc<Ledger>),
+    Gateway {
+        url: String,
+        token: Zeroizing<String>,
+        http: reqwest::Client,
+    },
 }
 
 impl AuditTrail {
-    /// Opens the ledger for writing (taking its lock) before any change.
+    /// Opens the ledger for writing (taking its lock) before any change;
+    /// if a running gateway holds it, entries go through the gateway.
     pub async fn open(
         config: &LoadedConfig,
         store: &dyn SecretStore,
@@ -145,13 +159,41 @@ impl AuditTrail {
             checkpoint_interval: None,
             ..LedgerOptions::default()
         };
-        let ledger = tokio::task::spawn_blocking(move || {
+        let opened = tokio::task::spawn_blocking(move || {
             Ledger::open(Arc::new(durable::OsFs), &dir, key, options)
         })
         .await
-        .map_err(|e| AuditError::Task(e.to_string()))??;
+        .map_err(|e| AuditError::Task(e.to_string()))?;
+        match opened {
+            Ok(ledger) => Ok(AuditTrail {
+                writer: Writer::Local(Arc::new(ledger)),
+            }),
+            Err(LedgerError::Locked { dir }) => AuditTrail::through_gateway(config, &dir),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The running gateway's admin listener, reached with the credential
+    /// in `[gateway] admin_token_file`.
+    fn through_gateway(
+        config: &LoadedConfig,
+        dir: &std::path::Path,
+    ) -> Result<AuditTrail, AuditError> {
+        let gw = &config.config.gateway;
+        let token_file = config.resolve(&gw.admin_token_file);
+        let token = std::fs::read_to_string(&token_file).map_err(|e| {
+            AuditError::Gateway(format!(
+                "the ledger {} is held by another process, and the gateway's admin credential {} cannot be read ({e}); stop the other process or run this command where the gateway's data directory is readable",
+                dir.display(),
+                token_file.display()
+            ))
+        })?;
         Ok(AuditTrail {
-            ledger: Arc::new(ledger),
+            writer: Writer::Gateway {
+                url: format!("http://{}/admin/ledger/append", gw.admin_listen),
+                token: Zeroizing::new(token.trim().to_string()),
+                http: reqwest::Client::new(),
+            },
         })
     }
 
@@ -171,28 +213,53 @@ impl AuditTrail {
         .await
         .map_err(|e| AuditError::Task(e.to_string()))??;
         Ok(AuditTrail {
-            ledger: Arc::new(ledger),
+            writer: Writer::Local(Arc::new(ledger)),
         })
     }
 
     /// Appends one entry; returns once it is durable.
-    pub async fn record(&self, kind: EntryKind) -> Result<Receipt, AuditError> {
-        let ledger = self.ledger.clone();
-        Ok(tokio::task::spawn_blocking(move || ledger.append(kind))
-            .await
-            .map_err(|e| AuditError::Task(e.to_string()))??)
+    pub async fn record(&self, kind: EntryKind) -> Result<(), AuditError> {
+        match &self.writer {
+            Writer::Local(ledger) => {
+                let ledger = ledger.clone();
+                tokio::task::spawn_blocking(move || ledger.append(kind))
+                    .await
+                    .map_err(|e| AuditError::Task(e.to_string()))??;
+                Ok(())
+            }
+            Writer::Gateway { url, token, http } => {
+                let resp = http
+                    .post(url)
+                    .bearer_auth(token.as_str())
+                    .json(&kind)
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        AuditError::Gateway(format!(
+                            "the gateway holds the ledger but cannot be reached at {url}: {}",
+                            e.without_url()
+                        ))
+                    })?;
+                if !resp.status().is_success() {
+                    let status = resp.status();
+                    let body = resp.text().await.unwrap_or_default();
+                    return Err(AuditError::Gateway(format!(
+                        "the gateway refused the ledger entry ({status}): {body}"
+                    )));
+                }
+                Ok(())
+            }
+        }
     }
 
-    /// Signs a final checkpoint and releases the ledger.
+    /// Signs a final checkpoint and releases the ledger (a running gateway
+    /// signs its own checkpoints).
     pub async fn close(self) -> Result<(), AuditError> {
-        let ledger = self.ledger;
-        tokio::task::spawn_blocking(move || ledger.close())
-            .await
-            .map_err(|e| AuditError::Task(e.to_string()))??;
+        if let Writer::Local(ledger) = self.writer {
+            tokio::task::spawn_blocking(move || ledger.close())
+                .await
+                .map_err(|e| AuditError::Task(e.to_string()))??;
+        }
         Ok(())
-    }
-
-    pub fn verifier_key(&self) -> &VerifierKey {
-        self.ledger.verifier_key()
     }
 }

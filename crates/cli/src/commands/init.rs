@@ -109,6 +109,7 @@ pub fn create(
     let loaded = warden_config::LoadedConfig {
         path: config_path.clone(),
         config,
+        text: text.clone(),
         sha256: String::new(),
     };
     let opts = file_store_options(&loaded);

@@ -1,5 +1,6 @@
 //! One module per command; `run` dispatches.
 
+mod accounts;
 mod completions;
 mod config;
 mod init;
@@ -11,7 +12,8 @@ mod serve;
 
 use crate::Outcome;
 use crate::args::{
-    Args, Command, ConfigCommand, KeysCommand, LedgerCommand, ProveCommand, SecretsCommand,
+    AccountsCommand, Args, Command, ConfigCommand, KeysCommand, LedgerCommand, ProveCommand,
+    SecretsCommand,
 };
 
 pub fn run(args: &Args) -> anyhow::Result<Outcome> {
@@ -32,6 +34,7 @@ pub fn run(args: &Args) -> anyhow::Result<Outcome> {
             SecretsCommand::Check => secrets::check(args),
         },
         Command::Serve => serve::run(args),
+        Command::Reload => serve::reload(args),
         Command::Quickstart {
             dir,
             sandbox_listen,
@@ -46,6 +49,10 @@ pub fn run(args: &Args) -> anyhow::Result<Outcome> {
                 admin: *admin_listen,
             },
         ),
+        Command::Accounts(AccountsCommand::List) => accounts::list(args),
+        Command::Accounts(AccountsCommand::Release { account, reason }) => {
+            accounts::release(args, account, reason)
+        }
         Command::Keys(cmd) => match cmd {
             KeysCommand::Issue {
                 client,

@@ -82,3 +82,63 @@ pub async fn shutdown_signal() {
         _ = term.recv() => {}
     }
 }
+
+/// `reload`: POST /admin/reload on the running gateway.
+pub fn reload(args: &Args) -> anyhow::Result<Outcome> {
+    let config = load_config(&args.config)?;
+    let gw = &config.config.gateway;
+    let token_file = config.resolve(&gw.admin_token_file);
+    let token = std::fs::read_to_string(&token_file).with_context(|| {
+        format!(
+            "reading the gateway's admin credential {} (has the gateway been started?)",
+            token_file.display()
+        )
+    })?;
+    let url = format!("http://{}/admin/reload", gw.admin_listen);
+    let answer: serde_json::Value = super::runtime()?.block_on(async {
+        let resp = reqwest::Client::new()
+            .post(&url)
+            .bearer_auth(token.trim())
+            .send()
+            .await
+            .with_context(|| {
+                format!("no gateway answers at {url}; is `redcap-warden serve` running?")
+            })?;
+        let status = resp.status();
+        let body: serde_json::Value = resp
+            .json()
+            .await
+            .context("the gateway's answer is not JSON")?;
+        if !status.is_success() {
+            anyhow::bail!(
+                "the gateway did not reload ({status}): {}",
+                body["error"].as_str().unwrap_or_default()
+            );
+        }
+        anyhow::Ok(body)
+    })?;
+    if args.json {
+        println!("{answer}");
+        return Ok(Outcome::Clean);
+    }
+    let changes = answer["changes"].as_array().cloned().unwrap_or_default();
+    if changes.is_empty() {
+        println!("Reloaded; warden.toml is unchanged.");
+    } else {
+        println!("Reloaded; changes:");
+        for c in &changes {
+            println!("  {}", c.as_str().unwrap_or_default());
+        }
+    }
+    for r in answer["restart_required"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+    {
+        println!(
+            "needs a restart to take effect: {}",
+            r.as_str().unwrap_or_default()
+        );
+    }
+    Ok(Outcome::Clean)
+}

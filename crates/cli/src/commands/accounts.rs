@@ -1,0 +1,106 @@
+//! `accounts list | release`.
+
+use anyhow::bail;
+use governance::accounts::AccountStatusFile;
+use governance::audit::AuditTrail;
+use ledger::EntryKind;
+use serde_json::json;
+use warden_config::LoadedConfig;
+
+use crate::Outcome;
+use crate::args::Args;
+use crate::operator::Operator;
+use crate::store::{load_config, open_store};
+
+fn status_file(config: &LoadedConfig) -> AccountStatusFile {
+    AccountStatusFile::new(&config.resolve(&config.config.gateway.accounts_file))
+}
+
+/// Lists the accounts; exit 1 when any is quarantined.
+pub fn list(args: &Args) -> anyhow::Result<Outcome> {
+    let config = load_config(&args.config)?;
+    let quarantined = status_file(&config).quarantined()?;
+    let rows: Vec<_> = config
+        .config
+        .account
+        .iter()
+        .map(|a| {
+            let name = a.name.get_ref();
+            json!({
+                "name": name, "username": a.username, "study": a.study.get_ref(),
+                "site": a.site.as_ref().map(|s| s.get_ref()), "secret": a.secret.get_ref(),
+                "quarantine": quarantined.get(name),
+            })
+        })
+        .collect();
+    if args.json {
+        println!("{}", serde_json::Value::Array(rows));
+    } else if rows.is_empty() {
+        println!("No [[account]] sections in {}.", config.path.display());
+    } else {
+        println!(
+            "{:<24} {:<24} {:<12} {:<10} STATUS",
+            "ACCOUNT", "REDCAP USER", "STUDY", "SITE"
+        );
+        for r in &rows {
+            let status = match r["quarantine"].as_object() {
+                Some(q) => format!(
+                    "QUARANTINED since {} by {}: {}",
+                    super::short_time(q["since"].as_str().unwrap_or_default()),
+                    q["by"].as_str().unwrap_or_default(),
+                    q["reason"].as_str().unwrap_or_default()
+                ),
+                None => "active".into(),
+            };
+            println!(
+                "{:<24} {:<24} {:<12} {:<10} {status}",
+                r["name"].as_str().unwrap_or_default(),
+                r["username"].as_str().unwrap_or_default(),
+                r["study"].as_str().unwrap_or_default(),
+                r["site"].as_str().unwrap_or("-"),
+            );
+        }
+    }
+    Ok(if quarantined.is_empty() {
+        Outcome::Clean
+    } else {
+        Outcome::Findings
+    })
+}
+
+pub fn release(args: &Args, account: &str, reason: &str) -> anyhow::Result<Outcome> {
+    let operator = Operator::current(args.operator.as_deref())?;
+    let reason = super::reason(reason)?;
+    let config = load_config(&args.config)?;
+    if !config
+        .config
+        .account
+        .iter()
+        .any(|a| a.name.get_ref() == account)
+    {
+        bail!(
+            "no [[account]] named `{account}` in {}",
+            config.path.display()
+        );
+    }
+    let store = open_store(&config)?;
+    let rt = super::runtime()?;
+    let trail = rt.block_on(AuditTrail::open(&config, &*store))?;
+    let was = status_file(&config).release(account)?;
+    rt.block_on(async {
+        trail
+            .record(EntryKind::Admin {
+                operator: operator.to_string(),
+                action: "release quarantine".into(),
+                target: format!("account:{account}"),
+                reason: format!(
+                    "{reason} (quarantined since {} by {}: {})",
+                    was.since, was.by, was.reason
+                ),
+            })
+            .await?;
+        trail.close().await
+    })?;
+    println!("Released account `{account}`; the gateway accepts its calls again.");
+    Ok(Outcome::Clean)
+}
