@@ -144,6 +144,19 @@ pub enum SecretsCommand {
     /// Check that the store is reachable, decrypts and is properly
     /// protected: exit 0 if so, 1 listing what is wrong.
     Check,
+    /// Copy every secret with its whole history (versions in order, their
+    /// metadata, labels) from the configured backend into another one
+    /// configured in its own [secrets.BACKEND] table, then read everything
+    /// back and compare fingerprints. Never prints a value. Afterwards set
+    /// `[secrets] backend` to the new backend.
+    Migrate {
+        /// The backend to copy into.
+        #[arg(long, value_name = "BACKEND", value_parser = ["file", "vault", "aws"])]
+        to: String,
+        /// Why (recorded in the ledger).
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

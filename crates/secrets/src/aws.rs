@@ -26,24 +26,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 
 use crate::{
-    CheckItem, CheckReport, Label, Result, Secret, SecretName, SecretStore, SecretValue, Selector,
+    AwsStoreOptions, CheckItem, CheckReport, Label, Result, Secret, SecretName, SecretStore, SecretValue, Selector,
     StoreError, VersionId, VersionInfo, VersionMeta,
 };
-
-/// Where the secrets are.
-#[derive(Debug, Clone)]
-pub struct AwsStoreOptions {
-    /// AWS region; `None`: from the environment or profile.
-    pub region: Option<String>,
-    /// A different endpoint (a VPC endpoint, or moto in tests).
-    pub endpoint_url: Option<String>,
-    /// Prefix of every secret name, e.g. `redcap-warden/`.
-    pub prefix: String,
-    /// Days a deleted secret can be restored (7 to 30).
-    pub recovery_window_days: i64,
-    /// KMS key for new secrets; `None`: the account's default key.
-    pub kms_key_id: Option<String>,
-}
 
 pub struct AwsStore {
     opts: AwsStoreOptions,

@@ -23,16 +23,18 @@ pub mod file;
 mod fingerprint;
 mod labels;
 mod name;
+mod open;
 mod store;
 mod value;
 pub mod vault;
 
 #[cfg(feature = "aws")]
-pub use aws::{AwsStore, AwsStoreOptions};
+pub use aws::AwsStore;
 pub use error::StoreError;
 pub use file::{FileStore, FileStoreOptions};
 pub use fingerprint::{FINGERPRINT_KEY_SECRET, Fingerprint, FingerprintKey};
 pub use name::SecretName;
+pub use open::{AwsStoreOptions, open_aws};
 pub use store::{
     CheckItem, CheckReport, Label, Secret, SecretStore, Selector, VersionId, VersionInfo,
     VersionMeta,

@@ -32,6 +32,7 @@ pub fn run(args: &Args) -> anyhow::Result<Outcome> {
             SecretsCommand::List => secrets::list(args),
             SecretsCommand::History { name } => secrets::history(args, name),
             SecretsCommand::Check => secrets::check(args),
+            SecretsCommand::Migrate { to, reason } => secrets::migrate(args, to, reason),
         },
         Command::Serve => serve::run(args),
         Command::Reload => serve::reload(args),

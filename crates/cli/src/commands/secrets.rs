@@ -1,13 +1,17 @@
-//! `secrets put | list | history | check`. No command prints a value.
+//! `secrets put | list | history | check | migrate`. No command prints a
+//! value.
 
 use std::io::{IsTerminal, Read};
 
 use anyhow::{Context, bail};
+use std::collections::BTreeMap;
+
 use secrets::{
     FINGERPRINT_KEY_SECRET, Fingerprint, FingerprintKey, Label, SecretName, SecretStore,
-    SecretValue, VersionId, VersionMeta,
+    SecretValue, Selector, StoreError, VersionId, VersionMeta,
 };
 use serde_json::json;
+use warden_config::SecretsBackend;
 use zeroize::Zeroizing;
 
 use governance::audit::AuditTrail;
@@ -16,7 +20,7 @@ use ledger::EntryKind;
 use crate::Outcome;
 use crate::args::Args;
 use crate::operator::Operator;
-use crate::store::{load_config, open_store};
+use crate::store::{load_config, open_backend, open_store};
 
 /// Names under `warden/` hold the tool's own keys and are written only by
 /// the tool.
@@ -245,4 +249,232 @@ pub fn check(args: &Args) -> anyhow::Result<Outcome> {
     } else {
         Outcome::Findings
     })
+}
+
+/// One secret's copy, as `migrate` reports it.
+struct Copied {
+    name: SecretName,
+    versions: usize,
+    already_there: bool,
+}
+
+/// `secrets migrate --to BACKEND`: copies every live secret of the
+/// configured store, oldest version first, into the store configured under
+/// `[secrets.BACKEND]`, gives the copies the same labels, then reads every
+/// version back from both and compares fingerprints, metadata and labels.
+/// A secret whose copy already matches is left alone, so a run that
+/// stopped half-way can be repeated.
+pub fn migrate(args: &Args, to: &str, reason: &str) -> anyhow::Result<Outcome> {
+    let operator = Operator::current(args.operator.as_deref())?;
+    let reason = super::reason(reason)?;
+    let to: SecretsBackend = to.parse().map_err(anyhow::Error::msg)?;
+    let config = load_config(&args.config)?;
+    let from = config.config.secrets.backend;
+    if from == to {
+        bail!(
+            "[secrets] backend is already `{to}`; migrate copies from the configured backend into another one",
+            to = to.as_str()
+        );
+    }
+    let source = open_store(&config)?;
+    let dest = open_backend(&config, to)?;
+    let rt = super::runtime()?;
+    let trail = rt.block_on(AuditTrail::open(&config, &*source))?;
+    let key = rt
+        .block_on(FingerprintKey::load(&*source))
+        .with_context(|| {
+            format!("reading the fingerprint key `{FINGERPRINT_KEY_SECRET}` from the source store")
+        })?;
+    let copied = rt.block_on(async {
+        let mut copied = Vec::new();
+        for name in source.list().await? {
+            let c = migrate_one(&*source, &*dest, &key, &name).await?;
+            let history = dest.history(&name).await?;
+            let current = history.iter().find(|v| v.labels.contains(&Label::Current));
+            if !c.already_there {
+                trail
+                    .record(EntryKind::Secret {
+                        operator: operator.to_string(),
+                        name: name.to_string(),
+                        version: current.map_or("-".into(), |v| v.version.0.clone()),
+                        action: format!(
+                            "migrate ({} versions from {} to {})",
+                            c.versions,
+                            from.as_str(),
+                            to.as_str()
+                        ),
+                        fingerprint: current.and_then(|v| v.meta.fingerprint.clone()),
+                        reason: reason.clone(),
+                    })
+                    .await
+                    .with_context(|| format!("`{name}` was copied but its ledger entry could not be written; record it by hand and check the ledger"))?;
+            }
+            copied.push(c);
+        }
+        anyhow::Ok(copied)
+    })?;
+    rt.block_on(trail.close())?;
+    let versions: usize = copied.iter().map(|c| c.versions).sum();
+    if args.json {
+        println!(
+            "{}",
+            json!({
+                "from": source.describe(), "to": dest.describe(), "verified": true,
+                "secrets": copied.iter().map(|c| json!({
+                    "name": c.name, "versions": c.versions,
+                    "status": if c.already_there { "already-present" } else { "copied" },
+                })).collect::<Vec<_>>(),
+            })
+        );
+    } else {
+        for c in &copied {
+            println!(
+                "{} `{}` ({} version{})",
+                if c.already_there {
+                    "already present"
+                } else {
+                    "copied"
+                },
+                c.name,
+                c.versions,
+                if c.versions == 1 { "" } else { "s" }
+            );
+        }
+        println!(
+            "Migrated {} secret(s), {versions} version(s), from {} to {}.",
+            copied.len(),
+            source.describe(),
+            dest.describe()
+        );
+        println!("Verified: every version's fingerprint, metadata and labels match the source.");
+        println!(
+            "Next: set `backend = \"{}\"` under [secrets] in {}, run `redcap-warden secrets check`, and keep the old store until you no longer need it.",
+            to.as_str(),
+            config.path.display()
+        );
+    }
+    Ok(Outcome::Clean)
+}
+
+async fn migrate_one(
+    source: &dyn SecretStore,
+    dest: &dyn SecretStore,
+    key: &FingerprintKey,
+    name: &SecretName,
+) -> anyhow::Result<Copied> {
+    let history = source.history(name).await?;
+    match dest.history(name).await {
+        Ok(_) => {
+            let differences = compare(source, dest, key, name).await?;
+            if differences.is_empty() {
+                return Ok(Copied {
+                    name: name.clone(),
+                    versions: history.len(),
+                    already_there: true,
+                });
+            }
+            bail!(
+                "`{name}` already exists in {} and differs from the source ({}); nothing of it was changed; remove it there (or choose another prefix) and run migrate again",
+                dest.describe(),
+                differences.join("; ")
+            );
+        }
+        Err(StoreError::NotFound { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
+    // Oldest first, each as `pending` so no copy is `current` before the
+    // labels are set to match the source.
+    let mut ids: BTreeMap<VersionId, VersionId> = BTreeMap::new();
+    for v in history.iter().rev() {
+        let s = source
+            .get(name, &Selector::Version(v.version.clone()))
+            .await?;
+        let id = dest.put(name, s.value, s.meta, Label::Pending).await?;
+        ids.insert(v.version.clone(), id);
+    }
+    let holder = |label: Label| {
+        history
+            .iter()
+            .find(|v| v.labels.contains(&label))
+            .map(|v| ids[&v.version].clone())
+    };
+    let current = holder(Label::Current);
+    let previous = holder(Label::Previous);
+    let pending = holder(Label::Pending);
+    match (&current, &previous) {
+        // Making the old one current first lets the move to the new current
+        // push it to `previous`, as on every backend.
+        (Some(c), Some(p)) => {
+            dest.move_label(name, Label::Current, p).await?;
+            dest.move_label(name, Label::Current, c).await?;
+        }
+        (Some(c), None) => dest.move_label(name, Label::Current, c).await?,
+        (None, Some(p)) => dest.move_label(name, Label::Previous, p).await?,
+        (None, None) => {}
+    }
+    match &pending {
+        Some(p) => dest.move_label(name, Label::Pending, p).await?,
+        None => dest.remove_label(name, Label::Pending).await?,
+    }
+    let differences = compare(source, dest, key, name).await?;
+    if !differences.is_empty() {
+        bail!(
+            "`{name}` was copied to {} but does not read back the same ({}); the source is unchanged; remove the copy there and run migrate again",
+            dest.describe(),
+            differences.join("; ")
+        );
+    }
+    Ok(Copied {
+        name: name.clone(),
+        versions: history.len(),
+        already_there: false,
+    })
+}
+
+/// What differs between the source's and the destination's history of
+/// `name`, version by version in order: fingerprints of the values (under
+/// the store's fingerprint key), metadata and labels. Empty when equal.
+/// Never names a value.
+async fn compare(
+    source: &dyn SecretStore,
+    dest: &dyn SecretStore,
+    key: &FingerprintKey,
+    name: &SecretName,
+) -> anyhow::Result<Vec<String>> {
+    let a = source.history(name).await?;
+    let b = dest.history(name).await?;
+    let mut differences = Vec::new();
+    if a.len() != b.len() {
+        differences.push(format!(
+            "{} version(s) in the source, {} in the destination",
+            a.len(),
+            b.len()
+        ));
+        return Ok(differences);
+    }
+    for (i, (va, vb)) in a.iter().zip(&b).enumerate() {
+        let n = a.len() - i;
+        if va.labels != vb.labels {
+            differences.push(format!(
+                "version #{n} has labels {:?} in the source, {:?} in the destination",
+                va.labels, vb.labels
+            ));
+        }
+        if va.meta != vb.meta {
+            differences.push(format!("version #{n} has different metadata"));
+        }
+        let sa = source
+            .get(name, &Selector::Version(va.version.clone()))
+            .await?;
+        let sb = dest
+            .get(name, &Selector::Version(vb.version.clone()))
+            .await?;
+        let (fa, fb) = (key.fingerprint(&sa.value), key.fingerprint(&sb.value));
+        if fa != fb {
+            differences.push(format!(
+                "version #{n} has fingerprint {fa} in the source, {fb} in the destination"
+            ));
+        }
+    }
+    Ok(differences)
 }
