@@ -1,5 +1,5 @@
-//! REDCap API wire types shared by `redcap-sandbox` and (later) the async
-//! client.
+//! REDCap API wire types shared by `redcap-sandbox` and the async
+//! [`client`] (feature `client`, on by default).
 //!
 //! Everything here follows `redcap-api.md` (the project's specification of
 //! REDCap 15.7.6 behaviour):
@@ -18,6 +18,8 @@
 //! - [`dag::unique_group_names`]: the unique DAG name derivation of §5.2.
 //! - [`RedcapVersion`]: the version a server reports, which selects encodings.
 
+#[cfg(feature = "client")]
+pub mod client;
 pub mod dag;
 pub mod error;
 pub mod method;

@@ -1,0 +1,93 @@
+//! Data Access Groups and user-DAG mapping (§5.1–5.4).
+
+use serde::{Deserialize, Serialize};
+
+use super::rows::{number, text};
+use super::{Error, Format, OutboundLimiter, Params, Project};
+use crate::Content;
+
+/// One DAG (Export DAGs).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Dag {
+    #[serde(deserialize_with = "text")]
+    pub data_access_group_name: String,
+    #[serde(deserialize_with = "text")]
+    pub unique_group_name: String,
+    #[serde(deserialize_with = "number")]
+    pub data_access_group_id: u64,
+}
+
+/// One row of Import DAGs: an empty `unique_group_name` creates a DAG,
+/// an existing one renames it (§5.3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NewDag {
+    pub data_access_group_name: String,
+    pub unique_group_name: String,
+}
+
+/// One row of the user-DAG mapping; an empty DAG means "no DAG".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DagAssignment {
+    #[serde(deserialize_with = "text")]
+    pub username: String,
+    #[serde(deserialize_with = "text")]
+    pub redcap_data_access_group: String,
+}
+
+impl<L: OutboundLimiter> Project<L> {
+    /// Export DAGs.
+    pub async fn export_dags(&self) -> Result<Vec<Dag>, Error> {
+        self.call_json("Export DAGs", Params::export(Content::Dag))
+            .await
+    }
+
+    /// Import DAGs (always with `action=import`: without it REDCap treats
+    /// the call as an export, §10.9); answers the number of rows.
+    pub async fn import_dags(&self, dags: &[NewDag]) -> Result<usize, Error> {
+        let data = serde_json::to_string(dags).map_err(Error::encode)?;
+        self.call_count(
+            "Import DAGs",
+            Params::write(Content::Dag)
+                .set("action", "import")
+                .format(Format::Json)
+                .set("data", data),
+        )
+        .await
+    }
+
+    /// Delete DAGs by unique name.
+    pub async fn delete_dags<S: AsRef<str>>(&self, dags: &[S]) -> Result<usize, Error> {
+        self.call_count(
+            "Delete DAGs",
+            Params::write(Content::Dag)
+                .set("action", "delete")
+                .format(Format::Json)
+                .list("dags", dags),
+        )
+        .await
+    }
+
+    /// Export User-DAG Assignments.
+    pub async fn export_user_dag_assignments(&self) -> Result<Vec<DagAssignment>, Error> {
+        self.call_json(
+            "Export User-DAG Assignments",
+            Params::export(Content::UserDagMapping),
+        )
+        .await
+    }
+
+    /// Import User-DAG Assignments; answers the number of rows.
+    pub async fn import_user_dag_assignments(
+        &self,
+        rows: &[DagAssignment],
+    ) -> Result<usize, Error> {
+        let data = serde_json::to_string(rows).map_err(Error::encode)?;
+        self.call_count(
+            "Import User-DAG Assignments",
+            Params::write(Content::UserDagMapping)
+                .format(Format::Json)
+                .set("data", data),
+        )
+        .await
+    }
+}
