@@ -26,8 +26,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 
 use crate::{
-    AwsStoreOptions, CheckItem, CheckReport, Label, Result, Secret, SecretName, SecretStore, SecretValue, Selector,
-    StoreError, VersionId, VersionInfo, VersionMeta,
+    AwsStoreOptions, CheckItem, CheckReport, Label, Result, Secret, SecretName, SecretStore,
+    SecretValue, Selector, StoreError, VersionId, VersionInfo, VersionMeta,
 };
 
 pub struct AwsStore {

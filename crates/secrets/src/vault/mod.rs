@@ -627,7 +627,7 @@ impl SecretStore for VaultStore {
         let mount = self.opts.mount.trim_matches('/');
         let needed: [(&str, &[&str]); 4] = [
             ("data", &["create", "read", "update"]),
-            ("metadata", &["read", "list", "update"]),
+            ("metadata", &["create", "read", "update", "list"]),
             ("delete", &["update"]),
             ("undelete", &["update"]),
         ];
