@@ -162,7 +162,8 @@ pub trait SecretStore: Send + Sync {
     /// The names of every secret that is not deleted, sorted.
     async fn list(&self) -> Result<Vec<SecretName>>;
 
-    /// Every version of `name`, newest first, without values.
+    /// Every version of `name`, newest first, without values. Fails with
+    /// [`crate::StoreError::Deleted`] while `name` is soft-deleted.
     async fn history(&self, name: &SecretName) -> Result<Vec<VersionInfo>>;
 
     /// Soft-deletes `name`: reads fail until [`SecretStore::restore`].

@@ -467,10 +467,7 @@ impl SecretStore for FileStore {
         let name = name.clone();
         self.blocking(move |s| {
             s.read(|doc| {
-                let entry = doc.secrets.get(&name).ok_or_else(|| StoreError::NotFound {
-                    store: s.describe(),
-                    name: name.clone(),
-                })?;
+                let entry = s.live_entry(doc, &name)?;
                 Ok(entry
                     .versions
                     .iter()

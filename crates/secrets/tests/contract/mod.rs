@@ -223,7 +223,14 @@ pub async fn soft_delete_and_restore(store: &dyn SecretStore) {
         store.put(&n, value("v2"), meta("2"), Label::Current).await,
         Err(StoreError::Deleted { .. })
     ));
+    // Vault keeps a version's metadata inside its (now deleted) data, so no
+    // backend serves the history of a deleted secret.
+    assert!(matches!(
+        store.history(&n).await,
+        Err(StoreError::Deleted { .. })
+    ));
     store.restore(&n).await.unwrap();
+    assert_eq!(store.history(&n).await.unwrap().len(), 1);
     assert_eq!(current(store, &n).await.value.expose(), "keep me");
 }
 
