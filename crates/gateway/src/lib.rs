@@ -17,6 +17,7 @@ pub mod policy;
 pub mod reply;
 pub mod server;
 pub mod tokens;
+pub mod upload;
 pub mod upstream;
 
 pub use server::{LedgerOpener, RunningGateway, Services, StartError, start};

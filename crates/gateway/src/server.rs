@@ -24,7 +24,6 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -47,6 +46,7 @@ use crate::php::{self, Form};
 use crate::policy::{self, Policy};
 use crate::reply::{ApiReply, Format, NO_API_PERMISSION};
 use crate::tokens::TokenCache;
+use crate::upload;
 use crate::upstream::{Upstream, UpstreamError};
 
 /// Opens (or reopens, after a failure) the ledger the gateway writes.
@@ -556,12 +556,11 @@ impl Shared {
 async fn api(
     State(gw): State<Arc<Shared>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    method: Method,
-    headers: HeaderMap,
-    body: Bytes,
+    request: axum::extract::Request,
 ) -> Response {
     let started = Instant::now();
-    let response = match handle(&gw, peer, method, &headers, body).await {
+    let (parts, body) = request.into_parts();
+    let response = match handle(&gw, peer, parts.method, &parts.headers, body).await {
         Ok(r) => r,
         Err(reply) => reply.into_response(),
     };
@@ -575,7 +574,7 @@ async fn handle(
     peer: SocketAddr,
     method: Method,
     headers: &HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Result<Response, ApiReply> {
     let started = Instant::now();
     let now = Timestamp::now();
@@ -591,16 +590,38 @@ async fn handle(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    if content_type.starts_with("multipart/") {
-        return Err(ApiReply::new(
-            StatusCode::BAD_REQUEST,
-            "The gateway does not accept multipart/form-data bodies yet (file uploads); send application/x-www-form-urlencoded",
-            Format::Xml,
-        ));
-    }
     let applied = gw.applied();
-    let mut form = php::parse_form(&body, applied.config.config.gateway.max_input_vars)
-        .map_err(|r| ApiReply::new(StatusCode::BAD_REQUEST, r.to_string(), Format::Xml))?;
+    let limits = &applied.config.config.gateway;
+    let limited = axum::body::Body::new(http_body_util::Limited::new(
+        body,
+        usize::try_from(limits.max_body_bytes).unwrap_or(usize::MAX),
+    ));
+    let refused = |message: String| ApiReply::new(StatusCode::BAD_REQUEST, message, Format::Xml);
+    let (mut form, upload) = if content_type.starts_with("multipart/form-data") {
+        let spool = applied.config.resolve(&limits.accounts_file);
+        let spool = durable::parent_dir(&spool).join("spool");
+        upload::read(limited, content_type, &spool, limits.max_input_vars)
+            .await
+            .map_err(|e| match e {
+                upload::UploadError::Spool(_) => {
+                    ApiReply::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string(), Format::Xml)
+                }
+                other => refused(other.to_string()),
+            })?
+    } else {
+        let bytes = axum::body::to_bytes(limited, usize::MAX)
+            .await
+            .map_err(|_| {
+                refused(format!(
+                    "The request body is larger than the gateway accepts ({} bytes)",
+                    limits.max_body_bytes
+                ))
+            })?;
+        (
+            php::parse_form(&bytes, limits.max_input_vars).map_err(|r| refused(r.to_string()))?,
+            None,
+        )
+    };
     let fmt = Format::of(&form);
 
     // Authenticate.
@@ -760,7 +781,16 @@ async fn handle(
 
     // Record the request durably before anything reaches REDCap.
     let request_id = request_id();
-    let canonical_without_token = form.encode();
+    // What the request entry hashes: the canonical fields, and for an
+    // upload the SHA-256 of the file after a line break.
+    let mut canonical_without_token = form.encode();
+    let mut params = form.names();
+    if let Some(u) = &upload {
+        canonical_without_token.push('\n');
+        canonical_without_token.push_str(&hex::encode(u.sha256));
+        params.push(u.field.clone());
+    }
+    let body_bytes = form.encode().len() as u64 + upload.as_ref().map_or(0, |u| u.size);
     let record_ids = {
         let mut ids = form.list("records");
         ids.extend(form.get("record").map(str::to_string));
@@ -774,13 +804,13 @@ async fn handle(
         content: Some(content.as_str().into()),
         action: Some(action.as_str().into()),
         format: form.get("format").map(str::to_string),
-        params: form.names(),
+        params,
         record_ids,
         filter_hmac: form
             .get("filterLogic")
             .map(|f| gw.fingerprint.hmac_hex(f.as_bytes())),
         body_hmac: gw.fingerprint.hmac_hex(canonical_without_token.as_bytes()),
-        body_bytes: canonical_without_token.len() as u64,
+        body_bytes,
         reason,
     };
     if gw.append(entry).await.is_err() {
@@ -804,7 +834,18 @@ async fn handle(
     let reply = loop {
         let mut outgoing = form.clone();
         outgoing.set("token", token.value.expose());
-        let reply = match gw.upstream.post(outgoing.encode()).await {
+        let sent = match &upload {
+            None => gw.upstream.post(outgoing.encode()).await,
+            Some(u) => match upload::outgoing(&outgoing, u).await {
+                Ok((content_type, length, body)) => {
+                    gw.upstream.send(&content_type, length, body).await
+                }
+                Err(e) => Err(UpstreamError::Transport(format!(
+                    "reading the spooled upload: {e}"
+                ))),
+            },
+        };
+        let reply = match sent {
             Ok(r) => r,
             Err(e) => {
                 let _ = gw

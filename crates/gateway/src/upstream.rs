@@ -119,8 +119,25 @@ impl Upstream {
         &self.limiter
     }
 
-    /// POSTs a form body. Errors never contain the body (it holds a token).
+    /// POSTs a urlencoded form body.
     pub async fn post(&self, body: String) -> Result<UpstreamReply, UpstreamError> {
+        let len = body.len() as u64;
+        self.send(
+            "application/x-www-form-urlencoded",
+            len,
+            reqwest::Body::from(body),
+        )
+        .await
+    }
+
+    /// POSTs a body of the given type and exact length (a streamed upload).
+    /// Errors never contain the body: it holds a token.
+    pub async fn send(
+        &self,
+        content_type: &str,
+        length: u64,
+        body: reqwest::Body,
+    ) -> Result<UpstreamReply, UpstreamError> {
         if self.is_banned() {
             return Err(UpstreamError::Banned);
         }
@@ -130,10 +147,8 @@ impl Upstream {
         let resp = self
             .http
             .post(&self.url)
-            .header(
-                reqwest::header::CONTENT_TYPE,
-                "application/x-www-form-urlencoded",
-            )
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .header(reqwest::header::CONTENT_LENGTH, length)
             .body(body)
             .send()
             .await

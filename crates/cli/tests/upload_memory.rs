@@ -1,0 +1,211 @@
+//! A 50 MB file upload through a running gateway (`redcap-warden serve`, a
+//! separate process, so its memory can be read from /proc): the file
+//! reaches the upstream whole, the request entry names it by size and
+//! hash, and the gateway's peak memory grows by far less than the file.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::Path;
+use std::process::{Command as StdCommand, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use assert_cmd::Command;
+use assert_cmd::cargo::CommandCargoExt;
+
+const FILE_BYTES: usize = 50 * 1024 * 1024;
+
+fn warden(dir: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut c = Command::cargo_bin("redcap-warden").unwrap();
+    c.current_dir(dir).args(args);
+    if let Some(s) = stdin {
+        c.write_stdin(s.to_string());
+    }
+    c.output().unwrap()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A stand-in for REDCap that reads each request whole and remembers how
+/// many body bytes it saw and whether a file part was there.
+fn upstream(listener: std::net::TcpListener, seen: Arc<Mutex<Vec<(usize, bool)>>>) {
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut length = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+                if line == "\r\n" {
+                    break;
+                }
+            }
+            let mut body = vec![0u8; length];
+            reader.read_exact(&mut body).unwrap();
+            let has_file = body.windows(9).any(|w| w == b"filename=");
+            seen.lock().unwrap().push((body.len(), has_file));
+            let answer = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n[]";
+            let _ = stream.write_all(answer.as_bytes());
+        }
+    });
+}
+
+fn vm(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with(field)).unwrap();
+    line.split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        * 1024
+}
+
+#[test]
+fn a_50_mb_upload_streams_through_with_bounded_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let up_port = up.local_addr().unwrap().port();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    upstream(up, seen.clone());
+
+    let url = format!("http://127.0.0.1:{up_port}/api/");
+    assert!(
+        warden(
+            dir.path(),
+            &["init", "--redcap-url", &url, "--time-zone", "UTC"],
+            None
+        )
+        .status
+        .success()
+    );
+    let (port, admin) = (free_port(), free_port());
+    let cfg = dir.path().join("warden.toml");
+    let mut toml = std::fs::read_to_string(&cfg).unwrap();
+    toml.push_str(&format!(
+        "\n[gateway]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin}\"\n\n[[study]]\nname = \"s\"\n\n[[account]]\nname = \"a\"\nusername = \"svc\"\nsecret = \"redcap/a\"\nstudy = \"s\"\n\n[[client]]\nname = \"app\"\naccount = \"a\"\nallow = [\"file:import\"]\nwrite_reason = \"optional\"\n"
+    ));
+    std::fs::write(&cfg, toml).unwrap();
+    assert!(
+        warden(
+            dir.path(),
+            &["secrets", "put", "redcap/a", "--reason", "t"],
+            Some("0123456789ABCDEF0123456789ABCDEF")
+        )
+        .status
+        .success()
+    );
+    assert!(
+        warden(
+            dir.path(),
+            &[
+                "keys",
+                "issue",
+                "app",
+                "--to-file",
+                "app.key",
+                "--reason",
+                "t"
+            ],
+            None
+        )
+        .status
+        .success()
+    );
+    let key = std::fs::read_to_string(dir.path().join("app.key"))
+        .unwrap()
+        .trim()
+        .to_string();
+
+    let mut child = StdCommand::cargo_bin("redcap-warden")
+        .unwrap()
+        .current_dir(dir.path())
+        .arg("serve")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the gateway did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let pid = child.id();
+    let before = vm(pid, "VmRSS:");
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (status, body) = rt.block_on(async {
+        let file: Vec<u8> = (0..FILE_BYTES).map(|i| (i % 251) as u8).collect();
+        let form = reqwest::multipart::Form::new()
+            .text("token", key.clone())
+            .text("content", "file")
+            .text("action", "import")
+            .text("record", "1")
+            .text("field", "consent_pdf")
+            .part(
+                "file",
+                reqwest::multipart::Part::bytes(file).file_name("scan.pdf"),
+            );
+        let r = reqwest::Client::new()
+            .post(format!("http://127.0.0.1:{port}/api/"))
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    });
+    let peak = vm(pid, "VmHWM:");
+    let _ = StdCommand::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status();
+    let _ = child.wait();
+
+    assert_eq!(status, 200, "{body}");
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1);
+    assert!(
+        seen[0].0 > FILE_BYTES && seen[0].1,
+        "the whole file reached the upstream: {seen:?}"
+    );
+    let growth = peak.saturating_sub(before);
+    assert!(
+        growth < 16 * 1024 * 1024,
+        "the gateway's peak memory grew by {growth} bytes for a {FILE_BYTES}-byte upload (limit 16 MiB)"
+    );
+    let spool = dir.path().join("data/spool");
+    assert_eq!(
+        std::fs::read_dir(&spool).map(|d| d.count()).unwrap_or(0),
+        0,
+        "the spool file is removed"
+    );
+    let tail =
+        String::from_utf8_lossy(&warden(dir.path(), &["ledger", "tail", "-n", "4"], None).stdout)
+            .to_string();
+    let request: serde_json::Value = tail
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|e| e["kind"] == "request")
+        .expect("a request entry");
+    assert_eq!(request["content"], "file");
+    assert_eq!(
+        request["params"],
+        serde_json::json!(["content", "action", "record", "field", "file"])
+    );
+    assert!(
+        request["body_bytes"].as_u64().unwrap() > FILE_BYTES as u64,
+        "{request}"
+    );
+    eprintln!("gateway peak memory growth for a {FILE_BYTES}-byte upload: {growth} bytes");
+}
