@@ -422,7 +422,8 @@ impl AwsStore {
         StoreError::Corrupt {
             store: self.store(),
             detail: format!(
-                "secret `{name}` holds a version that is not a redcap-warden payload ({e})"
+                "secret `{name}` holds a version that is not a redcap-warden payload ({})",
+                crate::error::json_error_position(&e)
             ),
         }
     }

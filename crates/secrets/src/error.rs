@@ -89,3 +89,38 @@ pub enum StoreError {
         fix: String,
     },
 }
+
+/// A JSON parse error without its message: serde's messages quote the
+/// offending input ("invalid type: string \"…\""), which here may be a
+/// secret, so only the kind and position are kept.
+pub(crate) fn json_error_position(e: &serde_json::Error) -> String {
+    let kind = match e.classify() {
+        serde_json::error::Category::Io => "read",
+        serde_json::error::Category::Syntax => "syntax",
+        serde_json::error::Category::Data => "structure",
+        serde_json::error::Category::Eof => "truncation",
+    };
+    format!(
+        "JSON {kind} error at line {}, column {}",
+        e.line(),
+        e.column()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn json_errors_never_quote_the_input() {
+        let e = serde_json::from_str::<std::collections::BTreeMap<String, u32>>(
+            r#"{"a": "C0FFEE00SECRET"}"#,
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("C0FFEE00SECRET"),
+            "serde quotes input"
+        );
+        let safe = super::json_error_position(&e);
+        assert!(!safe.contains("C0FFEE00SECRET"), "{safe}");
+        assert_eq!(safe, "JSON structure error at line 1, column 22");
+    }
+}

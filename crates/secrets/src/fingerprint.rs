@@ -82,11 +82,14 @@ impl FingerprintKey {
             store: store.describe(),
             detail,
         };
-        let stored: Stored = serde_json::from_str(secret.value.expose())
-            .map_err(|e| corrupt(format!("`{name}` is not a fingerprint key: {e}")))?;
+        let stored: Stored = serde_json::from_str(secret.value.expose()).map_err(|e| {
+            corrupt(format!(
+                "`{name}` is not a fingerprint key: {}",
+                crate::error::json_error_position(&e)
+            ))
+        })?;
         let key = Zeroizing::new(
-            hex::decode(&stored.key)
-                .map_err(|e| corrupt(format!("`{name}` key is not hex: {e}")))?,
+            hex::decode(&stored.key).map_err(|_| corrupt(format!("`{name}` key is not hex")))?,
         );
         if key.len() < 32 {
             return Err(corrupt(format!("`{name}` key is shorter than 256 bits")));

@@ -183,3 +183,31 @@ fn a_recovery_window_aws_refuses_is_refused_up_front() {
     .unwrap();
     assert!(e.to_string().contains("7 to 30"), "{e}");
 }
+
+/// A secret written by other tooling (a bare JSON string, not `{value,
+/// meta}`) is reported as not ours, without quoting what it holds.
+#[tokio::test]
+async fn a_foreign_secret_is_reported_without_its_value() {
+    let Some(ep) = endpoint() else { return };
+    let prefix = format!("{}/", unique("foreign"));
+    let conf = aws_sdk_secretsmanager::config::Builder::from(&sdk())
+        .endpoint_url(&ep)
+        .build();
+    let client = aws_sdk_secretsmanager::Client::from_conf(conf);
+    client
+        .create_secret()
+        .name(format!("{prefix}other"))
+        .secret_string(format!("\"{}\"", contract::CANARY))
+        .send()
+        .await
+        .unwrap();
+    let store = AwsStore::with_sdk_config(options(&ep, &prefix), sdk()).unwrap();
+    let e = store
+        .get(&name("other"), &Selector::Label(Label::Current))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, StoreError::Corrupt { .. }), "{e}");
+    let msg = one_line(&e);
+    assert!(!msg.contains(contract::CANARY), "{msg}");
+    assert!(msg.contains("not a redcap-warden payload"), "{msg}");
+}

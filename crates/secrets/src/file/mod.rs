@@ -194,7 +194,10 @@ impl FileStore {
         let doc: Document =
             serde_json::from_slice(&plaintext).map_err(|e| StoreError::Corrupt {
                 store: store.clone(),
-                detail: format!("decrypted, but not a store document: {e}"),
+                detail: format!(
+                    "decrypted, but not a store document: {}",
+                    crate::error::json_error_position(&e)
+                ),
             })?;
         if doc.format != FORMAT {
             return Err(StoreError::Corrupt {

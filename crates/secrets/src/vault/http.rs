@@ -104,7 +104,11 @@ impl Answer {
     pub fn json<'a, T: Deserialize<'a>>(&'a self, http: &Http, what: &str) -> Result<T> {
         serde_json::from_slice(&self.body).map_err(|e| StoreError::Backend {
             store: http.store.clone(),
-            detail: format!("unexpected answer to {what} (HTTP {}): {e}", self.status),
+            detail: format!(
+                "unexpected answer to {what} (HTTP {}): {}",
+                self.status,
+                crate::error::json_error_position(&e)
+            ),
             fix: "check that [secrets.vault] address points at OpenBao or Vault and mount at a KV version 2 engine".into(),
         })
     }
