@@ -1,28 +1,13 @@
 //! `init` and `secrets put | list | history | check`, run as an operator
 //! would, with a canary token scanned for everywhere afterwards.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use assert_cmd::Command;
 use canary::Canary;
-
-fn warden(dir: &Path, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut cmd = Command::cargo_bin("redcap-warden").unwrap();
-    cmd.current_dir(dir).args(args).env_remove("SUDO_USER");
-    if let Some(input) = stdin {
-        cmd.write_stdin(input.to_string());
-    }
-    cmd.output().unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use common::{text, warden};
 
 fn init(dir: &Path) -> Output {
     warden(

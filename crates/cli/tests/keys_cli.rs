@@ -1,25 +1,11 @@
 //! `keys issue | list | revoke` as an operator runs them.
 
-use std::path::Path;
-use std::process::Output;
+mod common;
 
-use assert_cmd::Command;
+use common::{text, warden as run};
 
-fn warden(dir: &Path, args: &[&str]) -> Output {
-    Command::cargo_bin("redcap-warden")
-        .unwrap()
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+fn warden(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    run(dir, args, None)
 }
 
 const CLIENTS: &str = r#"

@@ -2,91 +2,17 @@
 //! their ledger entries go through the running gateway, which holds the
 //! ledger; `reload` applies a changed warden.toml.
 
-use std::path::Path;
-use std::process::{Child, Command as StdCommand, Output, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-use assert_cmd::Command;
-use assert_cmd::cargo::CommandCargoExt;
-
-fn warden(dir: &Path, args: &[&str]) -> Output {
-    Command::cargo_bin("redcap-warden")
-        .unwrap()
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Serving(Child);
-
-impl Drop for Serving {
-    fn drop(&mut self) {
-        let _ = terminate(self.0.id());
-        let _ = self.0.wait();
-    }
-}
-
-fn terminate(pid: u32) -> std::io::Result<()> {
-    StdCommand::new("kill")
-        .arg("-TERM")
-        .arg(pid.to_string())
-        .status()
-        .map(|_| ())
-}
+use common::*;
 
 #[test]
 fn commands_record_through_a_running_gateway_and_reload_applies_changes() {
     let dir = tempfile::tempdir().unwrap();
-    let out = warden(
-        dir.path(),
-        &[
-            "init",
-            "--redcap-url",
-            "http://127.0.0.1:9/api/",
-            "--time-zone",
-            "UTC",
-        ],
-    );
-    assert!(out.status.success(), "{}", text(&out));
-    let (port, admin) = (free_port(), free_port());
-    let cfg = dir.path().join("warden.toml");
-    let mut toml = std::fs::read_to_string(&cfg).unwrap();
-    toml.push_str(&format!(
-        "\n[gateway]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin}\"\n\n[[study]]\nname = \"s\"\n\n[[account]]\nname = \"a\"\nusername = \"svc\"\nsecret = \"redcap/a\"\nstudy = \"s\"\n\n[[client]]\nname = \"app\"\naccount = \"a\"\nallow = [\"version\"]\n"
-    ));
-    std::fs::write(&cfg, &toml).unwrap();
-
-    let child = StdCommand::cargo_bin("redcap-warden")
-        .unwrap()
-        .current_dir(dir.path())
-        .arg("serve")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let serving = Serving(child);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", admin)).is_err() {
-        assert!(Instant::now() < deadline, "the gateway did not start");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    init(dir.path(), "http://127.0.0.1:9/api/");
+    let (extra, port, _) = gateway_config(r#"["version"]"#);
+    add_config(dir.path(), &extra);
+    let serving = Serving::start(dir.path(), port);
 
     // The gateway holds the ledger; this change is recorded through it.
     let issue = warden(
@@ -100,18 +26,21 @@ fn commands_record_through_a_running_gateway_and_reload_applies_changes() {
             "--reason",
             "while serving",
         ],
+        None,
     );
     assert!(issue.status.success(), "{}", text(&issue));
 
+    let cfg = dir.path().join("warden.toml");
+    let toml = std::fs::read_to_string(&cfg).unwrap();
     std::fs::write(
         &cfg,
         toml.replace(
-            "allow = [\"version\"]",
-            "allow = [\"version\", \"project\"]",
+            r#"allow = ["version"]"#,
+            r#"allow = ["version", "project"]"#,
         ),
     )
     .unwrap();
-    let reload = warden(dir.path(), &["reload"]);
+    let reload = warden(dir.path(), &["reload"], None);
     assert!(reload.status.success(), "{}", text(&reload));
     assert!(
         text(&reload).contains("client[app].allow"),
@@ -120,11 +49,12 @@ fn commands_record_through_a_running_gateway_and_reload_applies_changes() {
     );
 
     drop(serving);
-    let tail = String::from_utf8_lossy(&warden(dir.path(), &["ledger", "tail", "-n", "5"]).stdout)
-        .to_string();
+    let tail =
+        String::from_utf8_lossy(&warden(dir.path(), &["ledger", "tail", "-n", "5"], None).stdout)
+            .to_string();
     assert!(tail.contains("while serving"), "{tail}");
     assert!(tail.contains("\"action\":\"reload\""), "{tail}");
     assert!(tail.contains("\"action\":\"stop\""), "{tail}");
-    let verify = warden(dir.path(), &["ledger", "verify"]);
+    let verify = warden(dir.path(), &["ledger", "verify"], None);
     assert_eq!(verify.status.code(), Some(0), "{}", text(&verify));
 }

@@ -3,33 +3,14 @@
 //! reaches the upstream whole, the request entry names it by size and
 //! hash, and the gateway's peak memory grows by far less than the file.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::path::Path;
-use std::process::{Command as StdCommand, Output, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+mod common;
 
-use assert_cmd::Command;
-use assert_cmd::cargo::CommandCargoExt;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::sync::{Arc, Mutex};
+
+use common::*;
 
 const FILE_BYTES: usize = 50 * 1024 * 1024;
-
-fn warden(dir: &Path, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut c = Command::cargo_bin("redcap-warden").unwrap();
-    c.current_dir(dir).args(args);
-    if let Some(s) = stdin {
-        c.write_stdin(s.to_string());
-    }
-    c.output().unwrap()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A stand-in for REDCap that reads each request whole and remembers how
 /// many body bytes it saw and whether a file part was there.
@@ -80,68 +61,36 @@ fn a_50_mb_upload_streams_through_with_bounded_memory() {
     let seen = Arc::new(Mutex::new(Vec::new()));
     upstream(up, seen.clone());
 
-    let url = format!("http://127.0.0.1:{up_port}/api/");
-    assert!(
-        warden(
-            dir.path(),
-            &["init", "--redcap-url", &url, "--time-zone", "UTC"],
-            None
-        )
-        .status
-        .success()
+    init(dir.path(), &format!("http://127.0.0.1:{up_port}/api/"));
+    let (extra, port, _) = gateway_config(r#"["file:import"]"#);
+    add_config(dir.path(), &extra);
+    let put = warden(
+        dir.path(),
+        &["secrets", "put", "redcap/a", "--reason", "t"],
+        Some("0123456789ABCDEF0123456789ABCDEF"),
     );
-    let (port, admin) = (free_port(), free_port());
-    let cfg = dir.path().join("warden.toml");
-    let mut toml = std::fs::read_to_string(&cfg).unwrap();
-    toml.push_str(&format!(
-        "\n[gateway]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin}\"\n\n[[study]]\nname = \"s\"\n\n[[account]]\nname = \"a\"\nusername = \"svc\"\nsecret = \"redcap/a\"\nstudy = \"s\"\n\n[[client]]\nname = \"app\"\naccount = \"a\"\nallow = [\"file:import\"]\nwrite_reason = \"optional\"\n"
-    ));
-    std::fs::write(&cfg, toml).unwrap();
-    assert!(
-        warden(
-            dir.path(),
-            &["secrets", "put", "redcap/a", "--reason", "t"],
-            Some("0123456789ABCDEF0123456789ABCDEF")
-        )
-        .status
-        .success()
+    assert!(put.status.success(), "{}", text(&put));
+    let issue = warden(
+        dir.path(),
+        &[
+            "keys",
+            "issue",
+            "app",
+            "--to-file",
+            "app.key",
+            "--reason",
+            "t",
+        ],
+        None,
     );
-    assert!(
-        warden(
-            dir.path(),
-            &[
-                "keys",
-                "issue",
-                "app",
-                "--to-file",
-                "app.key",
-                "--reason",
-                "t"
-            ],
-            None
-        )
-        .status
-        .success()
-    );
+    assert!(issue.status.success(), "{}", text(&issue));
     let key = std::fs::read_to_string(dir.path().join("app.key"))
         .unwrap()
         .trim()
         .to_string();
 
-    let mut child = StdCommand::cargo_bin("redcap-warden")
-        .unwrap()
-        .current_dir(dir.path())
-        .arg("serve")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "the gateway did not start");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let pid = child.id();
+    let serving = Serving::start(dir.path(), port);
+    let pid = serving.pid();
     let before = vm(pid, "VmRSS:");
 
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -166,11 +115,7 @@ fn a_50_mb_upload_streams_through_with_bounded_memory() {
         (r.status().as_u16(), r.text().await.unwrap())
     });
     let peak = vm(pid, "VmHWM:");
-    let _ = StdCommand::new("kill")
-        .arg("-TERM")
-        .arg(pid.to_string())
-        .status();
-    let _ = child.wait();
+    drop(serving);
 
     assert_eq!(status, 200, "{body}");
     let seen = seen.lock().unwrap().clone();

@@ -149,6 +149,27 @@ pub fn create_dir_all_durable(fs: &dyn FileSystem, dir: &Path) -> io::Result<()>
     Ok(())
 }
 
+/// Takes an exclusive advisory lock on `lock_path` (created if missing),
+/// waiting for other holders — other processes, or other opens in this
+/// one. The lock is held until the returned file is dropped. It lives
+/// outside [`FileSystem`]: a power cut releases every lock anyway.
+pub fn lock_exclusive(lock_path: &Path) -> io::Result<std::fs::File> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(lock_path)?;
+    file.lock()?;
+    Ok(file)
+}
+
+/// `<path>.lock`: where the lock guarding `path` lives.
+pub fn lock_path_for(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
 /// The directory containing `path` (`.` for a bare file name, as the
 /// operating system resolves it).
 pub fn parent_dir(path: &Path) -> &Path {

@@ -137,12 +137,10 @@ pub struct KeyPolicy {
 impl KeyFile {
     /// The keys file on the real file system, locked through `<file>.lock`.
     pub fn new(path: &Path) -> KeyFile {
-        let mut lock = path.as_os_str().to_owned();
-        lock.push(".lock");
         KeyFile {
             path: path.to_path_buf(),
             fs: Arc::new(durable::OsFs),
-            lock: Some(lock.into()),
+            lock: Some(durable::lock_path_for(path)),
         }
     }
 
@@ -168,17 +166,11 @@ impl KeyFile {
     }
 
     fn locked(&self) -> Result<Option<std::fs::File>, KeyError> {
-        let Some(lock) = &self.lock else {
-            return Ok(None);
-        };
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(lock)
-            .map_err(self.io("opening the lock"))?;
-        f.lock().map_err(self.io("locking"))?;
-        Ok(Some(f))
+        self.lock
+            .as_deref()
+            .map(durable::lock_exclusive)
+            .transpose()
+            .map_err(self.io("locking"))
     }
 
     /// Every key record. A missing file is an empty list.

@@ -58,12 +58,10 @@ pub struct AccountStatusFile {
 
 impl AccountStatusFile {
     pub fn new(path: &Path) -> AccountStatusFile {
-        let mut lock = path.as_os_str().to_owned();
-        lock.push(".lock");
         AccountStatusFile {
             path: path.to_path_buf(),
             fs: Arc::new(durable::OsFs),
-            lock: lock.into(),
+            lock: durable::lock_path_for(path),
         }
     }
 
@@ -102,13 +100,7 @@ impl AccountStatusFile {
         &self,
         f: impl FnOnce(&mut BTreeMap<String, Quarantine>) -> Result<T, StatusError>,
     ) -> Result<T, StatusError> {
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&self.lock)
-            .map_err(self.io("opening the lock"))?;
-        lock.lock().map_err(self.io("locking"))?;
+        let _lock = durable::lock_exclusive(&self.lock).map_err(self.io("locking"))?;
         let mut q = self.quarantined()?;
         let out = f(&mut q)?;
         let bytes = serde_json::to_vec_pretty(&Document {

@@ -85,14 +85,7 @@ pub async fn load_signing_key(
     config: &LoadedConfig,
     store: &dyn SecretStore,
 ) -> Result<(SigningKey, VerifierKey), AuditError> {
-    let section = config
-        .config
-        .ledger
-        .as_ref()
-        .ok_or_else(|| AuditError::NotConfigured {
-            config: config.path.clone(),
-        })?;
-    let pinned = section.verifier_key();
+    let pinned = ledger_section(config)?.verifier_key();
     let secret = store
         .get(&signing_key_name(), &Selector::Label(Label::Current))
         .await
@@ -119,14 +112,18 @@ fn signing_key_name() -> SecretName {
 
 /// The ledger directory named in the configuration.
 pub fn ledger_dir(config: &LoadedConfig) -> Result<PathBuf, AuditError> {
-    let section = config
+    Ok(config.resolve(&ledger_section(config)?.dir))
+}
+
+/// `[ledger]`, which every change needs.
+fn ledger_section(config: &LoadedConfig) -> Result<&warden_config::LedgerSection, AuditError> {
+    config
         .config
         .ledger
         .as_ref()
         .ok_or_else(|| AuditError::NotConfigured {
             config: config.path.clone(),
-        })?;
-    Ok(config.resolve(&section.dir))
+        })
 }
 
 /// The ledger open for a command's changes: entries are appended durably,

@@ -56,14 +56,14 @@ struct Inner {
 impl FileStore {
     /// Opens an existing store on the real file system.
     pub fn open(opts: FileStoreOptions) -> Result<FileStore> {
-        let lock = lock_path(&opts.path);
+        let lock = durable::lock_path_for(&opts.path);
         FileStore::open_with(opts, Arc::new(durable::OsFs), Some(lock))
     }
 
     /// Creates a new, empty store encrypted to the identity file at
     /// `opts.identity`, which must exist. Refuses to overwrite a store.
     pub fn create(opts: FileStoreOptions) -> Result<FileStore> {
-        let lock = lock_path(&opts.path);
+        let lock = durable::lock_path_for(&opts.path);
         FileStore::create_with(opts, Arc::new(durable::OsFs), Some(lock))
     }
 
@@ -144,28 +144,13 @@ impl FileStore {
         let guard = self.inner.local.lock().unwrap_or_else(|p| p.into_inner());
         let file = match &self.inner.lock_file {
             None => None,
-            Some(path) => {
-                let f = std::fs::OpenOptions::new()
-                    .create(true)
-                    .truncate(false)
-                    .write(true)
-                    .open(path)
-                    .map_err(|e| {
-                        self.io(
-                            "opening the lock file",
-                            "check the data directory's permissions",
-                            e,
-                        )
-                    })?;
-                f.lock().map_err(|e| {
-                    self.io(
-                        "taking the store lock",
-                        "check the data directory's file system",
-                        e,
-                    )
-                })?;
-                Some(f)
-            }
+            Some(path) => Some(durable::lock_exclusive(path).map_err(|e| {
+                self.io(
+                    "taking the store lock",
+                    "check the data directory's permissions and file system",
+                    e,
+                )
+            })?),
         };
         Ok((guard, file))
     }
@@ -503,10 +488,4 @@ impl SecretStore for FileStore {
 
 fn describe(path: &Path) -> String {
     format!("age file store {}", path.display())
-}
-
-fn lock_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".lock");
-    path.with_file_name(name)
 }

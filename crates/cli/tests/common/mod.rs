@@ -1,0 +1,104 @@
+//! What the CLI's tests share: running the binary, reading its output,
+//! a setup with a study, and a `serve` process that is stopped on drop.
+
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::{Child, Command as StdCommand, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use assert_cmd::Command;
+use assert_cmd::cargo::CommandCargoExt;
+
+/// Runs `redcap-warden` in `dir`, with `stdin` if given, without SUDO_USER.
+pub fn warden(dir: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut cmd = Command::cargo_bin("redcap-warden").unwrap();
+    cmd.current_dir(dir).args(args).env_remove("SUDO_USER");
+    if let Some(input) = stdin {
+        cmd.write_stdin(input.to_string());
+    }
+    cmd.output().unwrap()
+}
+
+/// Standard output and error together.
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `init` in `dir` against `redcap_url`.
+pub fn init(dir: &Path, redcap_url: &str) {
+    let out = warden(
+        dir,
+        &["init", "--redcap-url", redcap_url, "--time-zone", "UTC"],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+/// Appends TOML to `dir`'s warden.toml.
+pub fn add_config(dir: &Path, toml: &str) {
+    let path = dir.join("warden.toml");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str(toml);
+    std::fs::write(path, text).unwrap();
+}
+
+/// A `[gateway]` on free loopback ports, one study, one account whose token
+/// is the secret `redcap/a`, one client `app` allowed `allow`.
+pub fn gateway_config(allow: &str) -> (String, u16, u16) {
+    let (port, admin) = (free_port(), free_port());
+    let toml = format!(
+        "\n[gateway]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin}\"\n\n[[study]]\nname = \"s\"\n\n[[account]]\nname = \"a\"\nusername = \"svc\"\nsecret = \"redcap/a\"\nstudy = \"s\"\n\n[[client]]\nname = \"app\"\naccount = \"a\"\nallow = {allow}\nwrite_reason = \"optional\"\n"
+    );
+    (toml, port, admin)
+}
+
+/// `redcap-warden serve` in `dir`, ready once `port` accepts connections;
+/// SIGTERM (a graceful stop) on drop.
+pub struct Serving(pub Child);
+
+impl Serving {
+    pub fn start(dir: &Path, port: u16) -> Serving {
+        let child = StdCommand::cargo_bin("redcap-warden")
+            .unwrap()
+            .current_dir(dir)
+            .arg("serve")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let serving = Serving(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "the gateway did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        serving
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = StdCommand::new("kill")
+            .arg("-TERM")
+            .arg(self.0.id().to_string())
+            .status();
+        let _ = self.0.wait();
+    }
+}
