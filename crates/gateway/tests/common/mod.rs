@@ -305,7 +305,7 @@ study = "heart"
 [[client]]
 name = "etl"
 account = "heart-etl"
-allow = ["record:export", "record:import", "version", "project"]
+allow = ["record:export", "record:import", "metadata", "version", "project"]
 
 [[client]]
 name = "reader"
@@ -322,7 +322,7 @@ site = "site-a"
 [[client]]
 name = "site-app"
 account = "heart-site-a"
-allow = ["record:export", "record:import", "log"]
+allow = ["record:export", "record:import", "metadata", "log"]
 write_reason = "optional"
 "#,
             base = self.sandbox_base,
