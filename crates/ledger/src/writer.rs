@@ -91,6 +91,8 @@ struct Shared {
     cp: Mutex<CheckpointFile>,
     stop: Mutex<bool>,
     stop_wake: Condvar,
+    /// Batches written (one segment sync each).
+    syncs: std::sync::atomic::AtomicU64,
 }
 
 struct State {
@@ -246,6 +248,7 @@ impl Ledger {
             }),
             stop: Mutex::new(false),
             stop_wake: Condvar::new(),
+            syncs: Default::default(),
             fs,
         });
         let ticker = options.checkpoint_interval.map(|every| {
@@ -381,6 +384,12 @@ impl Ledger {
         lock(&self.shared.state).queue.len()
     }
 
+    /// Group commits since the ledger was opened: each is one write and
+    /// one sync of the segment, covering every entry waiting for it.
+    pub fn syncs(&self) -> u64 {
+        self.shared.syncs.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The number of durable entries.
     pub fn size(&self) -> u64 {
         lock(&self.shared.state).size
@@ -473,6 +482,8 @@ impl Shared {
             .sync_data()
             .map_err(|e| format!("cannot sync {}: {e}", seg.path.display()))?;
         seg.len += buf.len() as u64;
+        self.syncs
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok((receipts, seg.tree.size(), seg.tree.root()))
     }
 
