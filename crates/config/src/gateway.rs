@@ -20,6 +20,14 @@ pub struct GatewaySection {
     /// Where clients connect (REDCap's protocol: POST /api/).
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// Serve clients over TLS with this certificate chain (PEM); needs
+    /// `tls_key`. Without both, the client listener speaks plain HTTP —
+    /// acceptable only on loopback or behind a TLS-terminating proxy.
+    #[serde(default)]
+    pub tls_cert: Option<Spanned<PathBuf>>,
+    /// The certificate's private key (PEM, PKCS#8, PKCS#1 or SEC1).
+    #[serde(default)]
+    pub tls_key: Option<Spanned<PathBuf>>,
     /// The admin listener (health, metrics, reload); keep it off networks
     /// clients can reach.
     #[serde(default = "default_admin_listen")]
@@ -61,6 +69,8 @@ impl Default for GatewaySection {
     fn default() -> Self {
         GatewaySection {
             listen: default_listen(),
+            tls_cert: None,
+            tls_key: None,
             admin_listen: default_admin_listen(),
             max_input_vars: default_max_input_vars(),
             max_body_bytes: default_max_body_bytes(),
@@ -256,6 +266,18 @@ impl SourceRange {
 /// Cross-references between sections: every name unique, every reference
 /// resolvable, every allow entry and source parseable.
 pub(crate) fn validate(config: &crate::Config, text: &str, problems: &mut Vec<Problem>) {
+    if config.gateway.tls_cert.is_none() && !config.gateway.listen.ip().is_loopback() {
+        problems.push(Problem {
+            line: 0,
+            column: 0,
+            field: Some("gateway.listen".into()),
+            message: format!(
+                "the client listener {} is not on loopback but has no TLS: client keys would cross the network in clear",
+                config.gateway.listen
+            ),
+            fix: "set tls_cert and tls_key, or listen on 127.0.0.1 behind a TLS-terminating proxy".into(),
+        });
+    }
     let mut push = |span: std::ops::Range<usize>, field: String, message: String, fix: String| {
         problems.push(Problem::at_offset(
             text,
@@ -265,6 +287,22 @@ pub(crate) fn validate(config: &crate::Config, text: &str, problems: &mut Vec<Pr
             fix,
         ));
     };
+    let gw = &config.gateway;
+    match (&gw.tls_cert, &gw.tls_key) {
+        (Some(c), None) => push(
+            c.span(),
+            "gateway.tls_cert".into(),
+            "tls_cert is set without tls_key".into(),
+            "set tls_key to the certificate's private key file, or remove tls_cert".into(),
+        ),
+        (None, Some(k)) => push(
+            k.span(),
+            "gateway.tls_key".into(),
+            "tls_key is set without tls_cert".into(),
+            "set tls_cert to the certificate chain file, or remove tls_key".into(),
+        ),
+        _ => {}
+    }
     unique(config.study.iter().map(|s| &s.name), "study", &mut push);
     unique(config.account.iter().map(|a| &a.name), "account", &mut push);
     unique(config.client.iter().map(|c| &c.name), "client", &mut push);

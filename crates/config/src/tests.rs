@@ -298,3 +298,17 @@ fn source_ranges_match_addresses() {
     );
     assert!(SourceRange::parse("nonsense").is_err());
 }
+
+#[test]
+fn tls_needs_both_files_and_a_public_listener_needs_tls() {
+    let p = only(&format!("{GOOD}[gateway]\ntls_cert = \"cert.pem\"\n"));
+    assert_eq!(p.field.as_deref(), Some("gateway.tls_cert"));
+    assert!(p.fix.contains("tls_key"), "{}", p.fix);
+    let p = only(&format!("{GOOD}[gateway]\nlisten = \"0.0.0.0:8470\"\n"));
+    assert_eq!(p.field.as_deref(), Some("gateway.listen"));
+    assert!(p.message.contains("no TLS"), "{}", p.message);
+    let ok = format!(
+        "{GOOD}[gateway]\nlisten = \"0.0.0.0:8470\"\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n"
+    );
+    parse(&ok, Path::new("w")).unwrap();
+}

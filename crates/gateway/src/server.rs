@@ -81,6 +81,15 @@ pub enum StartError {
     Status(#[from] governance::accounts::StatusError),
     #[error("{0}")]
     Upstream(#[from] UpstreamError),
+    #[error(
+        "loading the TLS certificate {cert} and key {key}: {source}; fix: point [gateway] tls_cert and tls_key at PEM files the gateway can read"
+    )]
+    Tls {
+        cert: std::path::PathBuf,
+        key: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("the admin credential {path}: {source}; fix: check the data directory's permissions")]
     AdminToken {
         path: std::path::PathBuf,
@@ -234,17 +243,49 @@ pub async fn start(services: Services) -> Result<RunningGateway, StartError> {
 
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let (admin_stop_tx, admin_stop_rx) = oneshot::channel::<()>();
-    let serve = tokio::spawn(async move {
-        let _ = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = stop_rx.await;
-            let _ = admin_stop_tx.send(());
-        })
-        .await;
-    });
+    let stopped = async move {
+        let _ = stop_rx.await;
+        let _ = admin_stop_tx.send(());
+    };
+    let service = app.into_make_service_with_connect_info::<SocketAddr>();
+    let serve = match (&gw.tls_cert, &gw.tls_key) {
+        (Some(cert), Some(key)) => {
+            let (cert, key) = (
+                config.resolve(cert.get_ref()),
+                config.resolve(key.get_ref()),
+            );
+            let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(&cert, &key)
+                .await
+                .map_err(|source| StartError::Tls {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    source,
+                })?;
+            let listener = listener.into_std().map_err(|source| StartError::Bind {
+                addr: gw.listen,
+                source,
+            })?;
+            let server =
+                axum_server::from_tcp_rustls(listener, tls).map_err(|source| StartError::Bind {
+                    addr: gw.listen,
+                    source,
+                })?;
+            let handle = axum_server::Handle::new();
+            let drain = handle.clone();
+            tokio::spawn(async move {
+                stopped.await;
+                drain.graceful_shutdown(Some(Duration::from_secs(30)));
+            });
+            tokio::spawn(async move {
+                let _ = server.handle(handle).serve(service).await;
+            })
+        }
+        _ => tokio::spawn(async move {
+            let _ = axum::serve(listener, service)
+                .with_graceful_shutdown(stopped)
+                .await;
+        }),
+    };
     let admin_serve = tokio::spawn(async move {
         let _ = axum::serve(admin_listener, admin)
             .with_graceful_shutdown(async move {

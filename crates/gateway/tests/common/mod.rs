@@ -37,6 +37,8 @@ pub struct World {
     /// The site account's token.
     pub site_token: String,
     pub dag_id: u64,
+    /// Extra lines for the `[gateway]` table (TLS settings).
+    pub gateway_extra: std::sync::Mutex<String>,
     /// Client keys by client name.
     pub keys: std::collections::HashMap<String, String>,
 }
@@ -260,6 +262,7 @@ impl World {
             signing,
             keys: Default::default(),
             owner: admin_token,
+            gateway_extra: Default::default(),
             site_token,
             dag_id,
         };
@@ -288,6 +291,7 @@ time_zone = "UTC"
 listen = "127.0.0.1:0"
 admin_listen = "127.0.0.1:0"
 keys_file = "data/client-keys.json"
+{gateway_extra}
 
 [[study]]
 name = "heart"
@@ -326,6 +330,7 @@ allow = ["record:export", "record:import", "metadata", "log"]
 write_reason = "optional"
 "#,
             base = self.sandbox_base,
+            gateway_extra = self.gateway_extra.lock().unwrap(),
             dag_id = self.dag_id
         )
     }
@@ -348,11 +353,11 @@ write_reason = "optional"
         .unwrap();
     }
 
-    pub async fn start_gateway(
+    pub async fn try_start_gateway(
         &self,
         fs: Arc<dyn FileSystem>,
         ledger_dir: PathBuf,
-    ) -> RunningGateway {
+    ) -> Result<RunningGateway, gateway::StartError> {
         let path = self.dir.join("warden.toml");
         std::fs::write(&path, self.config_text()).unwrap();
         let config = warden_config::load(&path).unwrap();
@@ -379,7 +384,14 @@ write_reason = "optional"
             operator: "tester".into(),
         })
         .await
-        .unwrap()
+    }
+
+    pub async fn start_gateway(
+        &self,
+        fs: Arc<dyn FileSystem>,
+        ledger_dir: PathBuf,
+    ) -> RunningGateway {
+        self.try_start_gateway(fs, ledger_dir).await.unwrap()
     }
 
     pub async fn start_on_disk(&self) -> (RunningGateway, PathBuf) {
