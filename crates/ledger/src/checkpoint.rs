@@ -38,6 +38,8 @@ pub enum NoteError {
     NoSignature { name: String, key_id: String },
     #[error("the signature by key {name} on the checkpoint is invalid")]
     BadSignature { name: String },
+    #[error("breaks the signing-key chain: {0}")]
+    KeyChain(String),
 }
 
 /// A signed tree head: the tree of the first `size` entries has `root`.
@@ -185,6 +187,20 @@ impl Checkpoint {
             })
         }
     }
+}
+
+/// Parses a note without checking any signature; returns the checkpoint and
+/// the key ids of its Ed25519 signature lines that carry its origin as key
+/// name. For the part of a key chain older than the pinned key (see
+/// `docs/ledger.md` §4.4), whose first key the log does not record.
+pub(crate) fn parse_unverified(note: &str) -> Result<(Checkpoint, Vec<[u8; 4]>), NoteError> {
+    let (cp, sigs) = parse(note)?;
+    let ids = sigs
+        .into_iter()
+        .filter(|(name, _, _)| *name == cp.origin)
+        .map(|(_, id, _)| id)
+        .collect();
+    Ok((cp, ids))
 }
 
 /// Signs note `text` (newline-terminated lines) with `key` under `name`.

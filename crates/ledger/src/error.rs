@@ -48,6 +48,18 @@ pub enum LedgerError {
     Poisoned { cause: String },
     #[error("the ledger is closed")]
     Closed,
+    #[error(
+        "ledger {dir}: the signing key given (id {given}) is not the one in force ({current}); use the key of the latest rotation"
+    )]
+    WrongKey {
+        dir: PathBuf,
+        given: String,
+        current: String,
+    },
+    #[error(
+        "the signing-key rotation entry at seq {seq} (to {key}) is not yet covered by a checkpoint of the previous key: open the ledger with the previous key and call rotate_key with the new key to finish it; no checkpoint is signed until then"
+    )]
+    RotationPending { seq: u64, key: String },
     #[error("{0}")]
     OutOfRange(String),
     #[error("cannot generate a random ledger id: {0}")]

@@ -12,13 +12,16 @@ use std::path::{Path, PathBuf};
 
 use durable::FileSystem;
 
-use crate::checkpoint::{Checkpoint, VerifierKey};
+use crate::checkpoint::{Checkpoint, NoteError, VerifierKey, parse_unverified};
 use crate::entry::{Entry, EntryKind, FORMAT_VERSION};
 use crate::error::{LedgerError, VerifyError};
 use crate::merkle::{self, Hash, TreeBuilder};
 
 pub(crate) const CHECKPOINTS: &str = "checkpoints.notes";
 pub(crate) const LOCK: &str = "lock";
+/// The `action` of the `key` entry that rotates the checkpoint signing key
+/// (its `key_name` is the ledger's origin). See `docs/ledger.md` §4.4.
+pub const ROTATE_ACTION: &str = "rotate";
 
 pub(crate) fn segment_name(first_seq: u64) -> String {
     format!("seg-{first_seq:020}.jsonl")
@@ -68,7 +71,12 @@ pub(crate) struct Scan {
     pub leaves: Vec<Hash>,
     pub origin: Option<String>,
     pub key_id: Option<String>,
+    /// The key id in the first segment's header: the ledger's first key.
+    pub first_key_id: Option<String>,
     pub last_ts: Option<jiff::Timestamp>,
+    /// Signing-key rotations: seq of each rotation `key` entry and the
+    /// verifier key it carries.
+    pub rotations: Vec<(u64, Option<String>)>,
     pub stop: Option<Stop>,
     /// Total bytes from the stop to the end of the data.
     pub remaining_bytes: u64,
@@ -175,6 +183,9 @@ fn scan_segment(data: &[u8], index: usize, out: &mut Scan) -> (u64, Option<Stop>
                 }
                 out.origin = Some(origin.clone());
                 out.key_id = Some(key_id.clone());
+                if out.first_key_id.is_none() {
+                    out.first_key_id = Some(key_id.clone());
+                }
             }
             (EntryKind::Header { .. }, false) => {
                 return (
@@ -189,6 +200,17 @@ fn scan_segment(data: &[u8], index: usize, out: &mut Scan) -> (u64, Option<Stop>
                 );
             }
             (_, false) => {}
+        }
+        if let EntryKind::Key {
+            action,
+            key_name,
+            verifier_key,
+            ..
+        } = &entry.kind
+            && action == ROTATE_ACTION
+            && out.origin.as_deref() == Some(key_name.as_str())
+        {
+            out.rotations.push((seq, verifier_key.clone()));
         }
         // Timestamps are non-decreasing as written, but a reader does not
         // stop on a late one: a changed `ts` in line n would then be
@@ -267,6 +289,177 @@ pub(crate) fn parse_notes(data: &[u8]) -> Notes {
     out
 }
 
+/// The checkpoints, checked along the signing-key chain.
+#[derive(Debug)]
+pub(crate) struct KeyWalk {
+    pub checkpoints: Vec<Checkpoint>,
+    /// The key in force after the last checkpoint: it signs the next one.
+    /// `None` only when that is still the ledger's first key and the walk
+    /// started from a later one (the log names the first key by id only).
+    pub current: Option<VerifierKey>,
+    /// Rotations in force (each covered by a checkpoint).
+    pub applied: usize,
+}
+
+/// Checks every checkpoint's signature along the chain of signing keys
+/// (`docs/ledger.md` §4.4): the key in force signs each checkpoint; a
+/// rotation `key` entry puts its key in force once a checkpoint signed by
+/// the key in force before it covers it (size > its seq).
+///
+/// The walk starts from `pinned` as the ledger's first key. If that fails
+/// and `pinned` is a key some rotation introduces, it starts there instead:
+/// checkpoints before that rotation was in force are checked with the keys
+/// the log records (the first one by key id, `first_key_id`), and then at
+/// least one checkpoint must be signed by `pinned` or a key after it,
+/// unless `need_pinned_signature` is false (the writer reopening its own
+/// ledger). Every root is checked against the log separately
+/// ([`check_roots`]): that is what makes the keys taken from the log
+/// trustworthy.
+pub(crate) fn walk_keys(
+    notes: &[String],
+    rotations: &[(u64, Option<String>)],
+    pinned: &VerifierKey,
+    first_key_id: Option<&str>,
+    need_pinned_signature: bool,
+) -> Result<KeyWalk, (usize, NoteError)> {
+    let keys: Vec<Result<VerifierKey, String>> = rotations
+        .iter()
+        .map(|(_, key)| {
+            let key = key.as_deref().ok_or("carries no verifier key")?;
+            let key = VerifierKey::parse(key).map_err(|e| e.to_string())?;
+            if key.name != pinned.name {
+                return Err(format!(
+                    "names key {:?}, not the ledger's origin {:?}",
+                    key.name, pinned.name
+                ));
+            }
+            Ok(key)
+        })
+        .collect();
+    let forward = walk_from(notes, rotations, &keys, pinned, 0, first_key_id);
+    if forward.is_ok() {
+        return forward;
+    }
+    let Some(at) = keys.iter().position(|k| k.as_ref() == Ok(pinned)) else {
+        return forward;
+    };
+    let walk = walk_from(notes, rotations, &keys, pinned, at + 1, first_key_id)?;
+    let pinned_signed = walk.applied > at && {
+        // The checkpoint that put `pinned` in force was signed by the key
+        // before it; a later one must be signed by `pinned` (or later).
+        let first_by_pinned = walk
+            .checkpoints
+            .iter()
+            .position(|c| c.size > rotations[at].0)
+            .map(|i| i + 1);
+        first_by_pinned.is_some_and(|i| i < walk.checkpoints.len())
+    };
+    if need_pinned_signature && !pinned_signed {
+        return Err((
+            notes.len(),
+            NoteError::KeyChain(format!(
+                "no checkpoint is signed by the pinned key {} (id {}), which the key entry at seq {} introduces",
+                pinned.name,
+                pinned.key_id_hex(),
+                rotations[at].0
+            )),
+        ));
+    }
+    Ok(walk)
+}
+
+/// One walk of [`walk_keys`]: `start` is the chain position of `pinned`
+/// (0: the first key; i: the key of rotation i − 1).
+fn walk_from(
+    notes: &[String],
+    rotations: &[(u64, Option<String>)],
+    keys: &[Result<VerifierKey, String>],
+    pinned: &VerifierKey,
+    start: usize,
+    first_key_id: Option<&str>,
+) -> Result<KeyWalk, (usize, NoteError)> {
+    let mut applied = 0usize;
+    let mut checkpoints: Vec<Checkpoint> = Vec::with_capacity(notes.len());
+    for (index, note) in notes.iter().enumerate() {
+        let in_force = match (applied, start) {
+            (0, 0) => Some(pinned),
+            (0, _) => None,
+            (n, _) => Some(keys[n - 1].as_ref().expect("checked when applied")),
+        };
+        let cp = match in_force {
+            Some(key) => Checkpoint::verify(note, key).map_err(|e| {
+                // Signed by a key whose rotation is not yet in force?
+                let early = (applied..keys.len()).find(|&j| {
+                    keys[j]
+                        .as_ref()
+                        .is_ok_and(|k| Checkpoint::verify(note, k).is_ok())
+                });
+                match early {
+                    Some(j) => NoteError::KeyChain(format!(
+                        "signed by key id {}, which the key entry at seq {} introduces, before a checkpoint signed by the key in force (id {}) covered that entry",
+                        keys[j].as_ref().map(|k| k.key_id_hex()).unwrap_or_default(),
+                        rotations[j].0,
+                        key.key_id_hex()
+                    )),
+                    None => e,
+                }
+            }),
+            None => parse_unverified(note).and_then(|(cp, ids)| {
+                if cp.origin != pinned.name {
+                    return Err(NoteError::WrongOrigin {
+                        got: cp.origin,
+                        want: pinned.name.clone(),
+                    });
+                }
+                match first_key_id {
+                    Some(id) if !ids.iter().any(|i| hex::encode(i) == id) => {
+                        Err(NoteError::NoSignature {
+                            name: pinned.name.clone(),
+                            key_id: id.to_owned(),
+                        })
+                    }
+                    _ => Ok(cp),
+                }
+            }),
+        }
+        .map_err(|e| (index, e))?;
+        if let Some(prev) = checkpoints.last()
+            && cp.size < prev.size
+        {
+            return Err((
+                index,
+                NoteError::Malformed(format!(
+                    "signs size {} after an earlier one signed {}",
+                    cp.size, prev.size
+                )),
+            ));
+        }
+        while applied < rotations.len() && rotations[applied].0 < cp.size {
+            if let Err(problem) = &keys[applied] {
+                return Err((
+                    index,
+                    NoteError::KeyChain(format!(
+                        "covers the key rotation entry at seq {}, which {problem}",
+                        rotations[applied].0
+                    )),
+                ));
+            }
+            applied += 1;
+        }
+        checkpoints.push(cp);
+    }
+    let current = match (applied, start) {
+        (0, 0) => Some(pinned.clone()),
+        (0, _) => None,
+        (n, _) => keys[n - 1].as_ref().ok().cloned(),
+    };
+    Ok(KeyWalk {
+        checkpoints,
+        current,
+        applied,
+    })
+}
+
 /// What `verify_dir` found: a log whose every entry, root and checkpoint
 /// checks out.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -280,6 +473,12 @@ pub struct VerifyReport {
     pub anchored: u64,
     /// Entries past the last checkpoint, not yet covered by a signature.
     pub unanchored: u64,
+    /// The key that signs the next checkpoint: the pinned key, or the last
+    /// key a covered rotation put in force (§4.4).
+    pub signing_key: Option<VerifierKey>,
+    /// Signing-key rotations in force (each covered by a checkpoint of the
+    /// key before it).
+    pub key_rotations: usize,
 }
 
 /// Recomputes every leaf and root of the ledger in `dir` and checks every
@@ -343,22 +542,18 @@ pub fn verify_dir(
             ),
         });
     }
-    let mut checkpoints = Vec::new();
-    for (index, note) in notes.notes.iter().enumerate() {
-        let cp = Checkpoint::verify(note, key).map_err(|e| VerifyError::Checkpoint {
-            index,
-            problem: e.to_string(),
-        })?;
-        if let Some(prev) = checkpoints.last().map(|c: &Checkpoint| c.size)
-            && cp.size < prev
-        {
-            return Err(VerifyError::Checkpoint {
-                index,
-                problem: format!("signs size {} after an earlier one signed {prev}", cp.size),
-            });
-        }
-        checkpoints.push(cp);
-    }
+    let walk = walk_keys(
+        &notes.notes,
+        &scanned.rotations,
+        key,
+        scanned.first_key_id.as_deref(),
+        true,
+    )
+    .map_err(|(index, e)| VerifyError::Checkpoint {
+        index,
+        problem: e.to_string(),
+    })?;
+    let checkpoints = walk.checkpoints;
     check_roots(&scanned.leaves, &checkpoints)?;
     let entries = scanned.leaves.len() as u64;
     let anchored = checkpoints.last().map_or(0, |c| c.size);
@@ -370,6 +565,8 @@ pub fn verify_dir(
         checkpoints: checkpoints.len(),
         anchored,
         unanchored: entries - anchored,
+        signing_key: walk.current,
+        key_rotations: walk.applied,
     })
 }
 

@@ -23,7 +23,7 @@ pub use checkpoint::{Checkpoint, NoteError, VerifierKey};
 pub use entry::{Entry, EntryKind, FORMAT_VERSION};
 pub use error::{LedgerError, VerifyError};
 pub use files::{
-    ConsistencyProof, InclusionProof, VerifyReport, prove_consistency, prove_inclusion,
-    read_entries, verify_dir,
+    ConsistencyProof, InclusionProof, ROTATE_ACTION, VerifyReport, prove_consistency,
+    prove_inclusion, read_entries, verify_dir,
 };
 pub use writer::{Ledger, LedgerOptions, Receipt, Recovery, new_origin};

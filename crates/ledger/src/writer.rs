@@ -15,7 +15,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use durable::{DurableFile, FileSystem};
 use ed25519_dalek::SigningKey;
@@ -24,7 +24,7 @@ use jiff::Timestamp;
 use crate::checkpoint::{Checkpoint, NoteError, VerifierKey};
 use crate::entry::{Entry, EntryKind, FORMAT_VERSION};
 use crate::error::{LedgerError, VerifyError};
-use crate::files::{self, CHECKPOINTS, LOCK, segment_name};
+use crate::files::{self, CHECKPOINTS, LOCK, ROTATE_ACTION, segment_name};
 use crate::merkle::{self, Hash, TreeBuilder};
 
 /// How a file ledger is opened.
@@ -83,11 +83,11 @@ struct Shared {
     fs: Arc<dyn FileSystem>,
     dir: PathBuf,
     origin: String,
-    key: SigningKey,
-    verifier: VerifierKey,
     segment_max_bytes: u64,
     state: Mutex<State>,
     wake: Condvar,
+    /// Signalled when an entry is queued while a leader gathers a batch.
+    arrive: Condvar,
     cp: Mutex<CheckpointFile>,
     stop: Mutex<bool>,
     stop_wake: Condvar,
@@ -106,6 +106,14 @@ struct State {
     /// Durable entries and their root.
     size: u64,
     root: Hash,
+    /// Key id for the headers of new segments: the key signing checkpoints.
+    key_id: String,
+    /// A leader is waiting in [`Shared::gather`] for entries to arrive.
+    leader_waiting: bool,
+    /// Sizes of the last two batches (older first).
+    recent_batches: [usize; 2],
+    /// Moving average of one batch's write and sync.
+    commit_time: Duration,
 }
 
 /// The active segment; owned by the leader while it writes.
@@ -119,9 +127,18 @@ struct Segment {
     key_id: String,
 }
 
+/// The checkpoints file and the key that signs the next checkpoint; its
+/// lock orders checkpoints and key rotations.
 struct CheckpointFile {
     file: Option<Box<dyn DurableFile>>,
     last_size: u64,
+    key: SigningKey,
+    verifier: VerifierKey,
+    /// A rotation `key` entry no checkpoint covers yet, found on open (the
+    /// writer stopped between writing it and signing the old key's
+    /// checkpoint): no checkpoint is signed until [`Ledger::rotate_key`]
+    /// finishes it.
+    pending: Option<(Receipt, VerifierKey)>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -224,10 +241,9 @@ impl Ledger {
         lock_file: Option<std::fs::File>,
     ) -> Result<Ledger, LedgerError> {
         let recovered = recover(fs.as_ref(), dir, &key)?;
+        let verifier = VerifierKey::from_signing_key(&recovered.origin, &key);
         let shared = Arc::new(Shared {
-            verifier: VerifierKey::from_signing_key(&recovered.origin, &key),
             origin: recovered.origin,
-            key,
             dir: dir.to_path_buf(),
             segment_max_bytes: options.segment_max_bytes,
             state: Mutex::new(State {
@@ -239,12 +255,20 @@ impl Ledger {
                 poisoned: None,
                 size: recovered.segment.tree.size(),
                 root: recovered.segment.tree.root(),
+                key_id: verifier.key_id_hex(),
                 io: Some(recovered.segment),
+                leader_waiting: false,
+                recent_batches: [0, 0],
+                commit_time: Duration::ZERO,
             }),
             wake: Condvar::new(),
+            arrive: Condvar::new(),
             cp: Mutex::new(CheckpointFile {
                 file: Some(recovered.checkpoints),
                 last_size: recovered.signed,
+                key,
+                verifier,
+                pending: recovered.pending,
             }),
             stop: Mutex::new(false),
             stop_wake: Condvar::new(),
@@ -292,6 +316,20 @@ impl Ledger {
                 "header entries are written by the ledger itself".into(),
             ));
         }
+        if let EntryKind::Key {
+            action, key_name, ..
+        } = &kind
+            && action == ROTATE_ACTION
+            && *key_name == self.shared.origin
+        {
+            return Err(LedgerError::OutOfRange(
+                "signing-key rotation entries are written only by Ledger::rotate_key".into(),
+            ));
+        }
+        self.append_any(kind)
+    }
+
+    fn append_any(&self, kind: EntryKind) -> Result<Receipt, LedgerError> {
         let sh = &self.shared;
         let mut st = lock(&sh.state);
         if let Some(cause) = &st.poisoned {
@@ -305,6 +343,9 @@ impl Ledger {
         let ticket = st.next_ticket;
         st.next_ticket += 1;
         st.queue.push((ticket, kind));
+        if st.leader_waiting {
+            sh.arrive.notify_one();
+        }
         loop {
             if let Some(receipt) = st.done.remove(&ticket) {
                 return Ok(receipt);
@@ -319,14 +360,22 @@ impl Ledger {
                 continue;
             }
             st.committing = true;
+            st = sh.gather(st);
             let batch = std::mem::take(&mut st.queue);
             let mut seg = st
                 .io
                 .take()
                 .expect("the segment is home when no one commits");
+            seg.key_id.clone_from(&st.key_id);
             drop(st);
+            let batch_len = batch.len();
+            let started = Instant::now();
             let result = sh.commit(&mut seg, batch);
+            let took = started.elapsed();
             st = lock(&sh.state);
+            st.recent_batches = [st.recent_batches[1], batch_len];
+            // Exponential moving average, weight 1/8.
+            st.commit_time = (st.commit_time * 7 + took) / 8;
             st.io = Some(seg);
             st.committing = false;
             match result {
@@ -345,6 +394,67 @@ impl Ledger {
     /// already covers it. Returns the new checkpoint, if any.
     pub fn checkpoint(&self) -> Result<Option<Checkpoint>, LedgerError> {
         self.shared.checkpoint()
+    }
+
+    /// Rotates the checkpoint signing key to `new` (`docs/ledger.md` §4.4):
+    /// appends a `key` entry (action `rotate`, key name the origin) carrying
+    /// the new verifier key, signs a checkpoint covering it with the current
+    /// key, then signs the same tree with `new`, which signs every later
+    /// checkpoint and whose key id heads every later segment. Returns the
+    /// `key` entry's receipt once both checkpoints are durable.
+    ///
+    /// Entries appended meanwhile are unaffected. If the process stops
+    /// after the entry is durable but before the old key's checkpoint is,
+    /// the ledger reopens only with the old key, signs no checkpoint, and
+    /// this call with the same `new` key finishes the rotation (without a
+    /// second entry).
+    pub fn rotate_key(
+        &self,
+        new: SigningKey,
+        operator: &str,
+        reason: &str,
+    ) -> Result<Receipt, LedgerError> {
+        let sh = &self.shared;
+        let mut cp = lock(&sh.cp);
+        if cp.file.is_none() {
+            return Err(LedgerError::Closed);
+        }
+        let new_verifier = VerifierKey::from_signing_key(&sh.origin, &new);
+        let receipt = match cp.pending.take() {
+            Some((receipt, key)) if key == new_verifier => receipt,
+            Some((receipt, key)) => {
+                let err = LedgerError::RotationPending {
+                    seq: receipt.seq,
+                    key: key.to_string(),
+                };
+                cp.pending = Some((receipt, key));
+                return Err(err);
+            }
+            None => {
+                if new_verifier == cp.verifier {
+                    return Err(LedgerError::OutOfRange(
+                        "the new signing key is the current one".into(),
+                    ));
+                }
+                self.append_any(EntryKind::Key {
+                    operator: operator.to_owned(),
+                    action: ROTATE_ACTION.into(),
+                    key_name: sh.origin.clone(),
+                    verifier_key: Some(new_verifier.to_string()),
+                    reason: reason.to_owned(),
+                })?
+            }
+        };
+        // The old key covers the entry: the durable size includes it, since
+        // the append returned only after its batch synced.
+        sh.sign_locked(&mut cp, false)?;
+        cp.key = new;
+        cp.verifier = new_verifier;
+        lock(&sh.state).key_id = cp.verifier.key_id_hex();
+        // The new key's first checkpoint, of the same tree if nothing
+        // arrived meanwhile.
+        sh.sign_locked(&mut cp, true)?;
+        Ok(receipt)
     }
 
     /// Stops accepting entries, waits for those in flight, signs a final
@@ -366,9 +476,10 @@ impl Ledger {
     }
 
     /// The verifier key for this ledger's checkpoints
-    /// (`name+keyid+base64key` when displayed).
-    pub fn verifier_key(&self) -> &VerifierKey {
-        &self.shared.verifier
+    /// (`name+keyid+base64key` when displayed): the current signing key's,
+    /// which changes on [`Ledger::rotate_key`].
+    pub fn verifier_key(&self) -> VerifierKey {
+        lock(&self.shared.cp).verifier.clone()
     }
 
     pub fn origin(&self) -> &str {
@@ -413,6 +524,38 @@ impl Drop for Ledger {
 }
 
 impl Shared {
+    /// Lets a new leader wait, briefly, for the writers its predecessor
+    /// just released to queue their next entries.
+    ///
+    /// Without this, closed-loop writers split into two alternating halves:
+    /// while one batch syncs the other half queues, and the writers a sync
+    /// releases arrive just after the next leader took the queue, so every
+    /// sync carries only about half of them. The leader waits until the
+    /// queue is as long as the larger of the last two batches, or for a
+    /// quarter of a typical write and sync (at most 2 ms), whichever comes
+    /// first. A lone writer never waits: its last batches held one entry.
+    fn gather<'a>(&'a self, mut st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        let want = st.recent_batches[0].max(st.recent_batches[1]);
+        if want < 2 || st.queue.len() >= want {
+            return st;
+        }
+        let deadline = Instant::now() + (st.commit_time / 4).min(Duration::from_millis(2));
+        st.leader_waiting = true;
+        while st.queue.len() < want && !st.closed {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            st = self
+                .arrive
+                .wait_timeout(st, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        st.leader_waiting = false;
+        st
+    }
+
     /// Writes one batch; returns receipts, the new durable size and root,
     /// or the cause that poisons the writer.
     #[allow(clippy::type_complexity)]
@@ -489,6 +632,23 @@ impl Shared {
 
     fn checkpoint(&self) -> Result<Option<Checkpoint>, LedgerError> {
         let mut cp = lock(&self.cp);
+        self.sign_locked(&mut cp, false)
+    }
+
+    /// Signs a checkpoint of the durable tree with the current key, unless
+    /// the last one covers it (`again`: also when it has the same size, for
+    /// a new key's first checkpoint).
+    fn sign_locked(
+        &self,
+        cp: &mut CheckpointFile,
+        again: bool,
+    ) -> Result<Option<Checkpoint>, LedgerError> {
+        if let Some((receipt, key)) = &cp.pending {
+            return Err(LedgerError::RotationPending {
+                seq: receipt.seq,
+                key: key.to_string(),
+            });
+        }
         let (size, root) = {
             let st = lock(&self.state);
             if let Some(cause) = &st.poisoned {
@@ -498,7 +658,7 @@ impl Shared {
             }
             (st.size, st.root)
         };
-        if size <= cp.last_size {
+        if size < cp.last_size || (size == cp.last_size && !again) {
             return Ok(None);
         }
         let checkpoint = Checkpoint {
@@ -506,7 +666,7 @@ impl Shared {
             size,
             root,
         };
-        let note = checkpoint.sign(&self.key);
+        let note = checkpoint.sign(&cp.key);
         let path = self.dir.join(CHECKPOINTS);
         let Some(file) = cp.file.as_mut() else {
             return Err(LedgerError::Closed);
@@ -549,6 +709,7 @@ struct Recovered {
     checkpoints: Box<dyn DurableFile>,
     signed: u64,
     recovery: Option<Recovery>,
+    pending: Option<(Receipt, VerifierKey)>,
 }
 
 /// Scans the directory, refuses damage at or below the signed size, moves
@@ -579,21 +740,63 @@ fn recover(fs: &dyn FileSystem, dir: &Path, key: &SigningKey) -> Result<Recovere
         });
     };
     let verifier = VerifierKey::from_signing_key(&origin, key);
-    let mut checkpoints: Vec<Checkpoint> = Vec::new();
-    for (index, note) in notes.notes.iter().enumerate() {
-        let bad = |source| LedgerError::BadCheckpoint {
-            dir: dir.to_path_buf(),
-            index,
-            source,
-        };
-        let cp = Checkpoint::verify(note, &verifier).map_err(bad)?;
-        if checkpoints.last().is_some_and(|p| p.size > cp.size) {
-            return Err(bad(NoteError::Malformed(
-                "signs a smaller tree than an earlier checkpoint".into(),
-            )));
-        }
-        checkpoints.push(cp);
+    // The writer holds the current key only: checkpoints older than it are
+    // checked with the keys the log records (§4.4); `verify` checks them
+    // from the pinned key.
+    let walk = files::walk_keys(
+        &notes.notes,
+        &scan.rotations,
+        &verifier,
+        scan.first_key_id.as_deref(),
+        false,
+    )
+    .map_err(|(index, source)| LedgerError::BadCheckpoint {
+        dir: dir.to_path_buf(),
+        index,
+        source,
+    })?;
+    let mut pending = None;
+    if walk.current.as_ref() != Some(&verifier) {
+        // Rotating to this key, interrupted before the old key covered it?
+        let uncovered = scan.rotations[walk.applied..]
+            .iter()
+            .find(|(_, k)| k.as_deref() == Some(verifier.to_string().as_str()));
+        return Err(match uncovered {
+            Some((seq, _)) => LedgerError::RotationPending {
+                seq: *seq,
+                key: verifier.to_string(),
+            },
+            None => LedgerError::WrongKey {
+                dir: dir.to_path_buf(),
+                given: verifier.key_id_hex(),
+                current: walk
+                    .current
+                    .as_ref()
+                    .map_or("the ledger's first key".into(), |k| {
+                        format!("key id {}", k.key_id_hex())
+                    }),
+            },
+        });
     }
+    if let Some((seq, key)) = scan.rotations.get(walk.applied) {
+        let key = key
+            .as_deref()
+            .and_then(|k| VerifierKey::parse(k).ok())
+            .ok_or_else(|| LedgerError::Tampered {
+                dir: dir.to_path_buf(),
+                signed: walk.checkpoints.last().map_or(0, |c| c.size),
+                seq: *seq,
+                detail: "key rotation entry without a valid verifier key".into(),
+            })?;
+        pending = Some((
+            Receipt {
+                seq: *seq,
+                leaf_hash: scan.leaves[*seq as usize],
+            },
+            key,
+        ));
+    }
+    let checkpoints = walk.checkpoints;
     let signed = checkpoints.last().map_or(0, |c| c.size);
     let tampered = |seq: u64, detail: String| LedgerError::Tampered {
         dir: dir.to_path_buf(),
@@ -741,6 +944,7 @@ fn recover(fs: &dyn FileSystem, dir: &Path, key: &SigningKey) -> Result<Recovere
         checkpoints: notes_file,
         signed,
         recovery,
+        pending,
     })
 }
 

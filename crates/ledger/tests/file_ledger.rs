@@ -56,7 +56,7 @@ fn append_close_verify_and_prove_on_disk() {
     let dir = tmp.path().join("ledger");
     let fs: Arc<dyn FileSystem> = Arc::new(OsFs);
     let ledger = Ledger::create(fs.clone(), &dir, ORIGIN, key(), LedgerOptions::default()).unwrap();
-    assert_eq!(ledger.verifier_key(), &vkey());
+    assert_eq!(ledger.verifier_key(), vkey());
     let ledger = Arc::new(ledger);
     let threads: Vec<_> = (0..8)
         .map(|t| {
