@@ -15,6 +15,7 @@ mod metrics;
 pub mod php;
 pub mod policy;
 pub mod reply;
+mod request;
 pub mod server;
 pub mod tokens;
 pub mod upload;

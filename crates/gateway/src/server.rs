@@ -1,17 +1,8 @@
-//! The request path, in the order DESIGN.md gives it:
-//!
-//! 1. read the body exactly as PHP will ([`crate::php`]) and refuse anything
-//!    ambiguous;
-//! 2. authenticate the client key ([`crate::keys`]); refusals are answered
-//!    in REDCap's 403 shape and counted per source and minute;
-//! 3. authorise: the client's allowed methods, source addresses, a reason
-//!    for writes where its policy asks for one;
-//! 4. make the `request` entry durable in the ledger — or answer 503 and
-//!    forward nothing;
-//! 5. inject the account's token and forward a canonical body through the
-//!    outbound limiter; if REDCap refuses the token, re-read the store once
-//!    (a rotation may have happened) and retry;
-//! 6. record the `response` entry and return REDCap's answer.
+//! The gateway's lifecycle and shared state: starting the listeners,
+//! the state every request reads ([`Shared`]), the once-a-second
+//! housekeeping (denied-entry flushes, key-use records, reopening a failed
+//! ledger), and graceful shutdown. The request path itself is
+//! [`crate::request`].
 //!
 //! If the ledger fails, the gateway is *degraded*: every request gets 503
 //! until the ledger has been reopened, and then an `alert` entry records
@@ -21,32 +12,25 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::extract::DefaultBodyLimit;
 use axum::routing::any;
 use jiff::Timestamp;
 use ledger::{EntryKind, Ledger, LedgerError};
-use redcap::{Action, Content};
 use secrets::{FingerprintKey, SecretStore};
 use tokio::sync::oneshot;
-use warden_config::{LoadedConfig, WriteReason};
+use warden_config::LoadedConfig;
 
 use governance::accounts::{AccountStatusFile, Quarantine};
 
 use crate::admin;
-use crate::answer;
 use crate::denials::Denials;
 use crate::keys::{KeyFile, KeyRing, Presented};
 use crate::metrics::Metrics;
-use crate::php::{self, Form};
-use crate::policy::{self, Policy};
-use crate::reply::{ApiReply, Format, NO_API_PERMISSION};
+use crate::policy::Policy;
 use crate::tokens::TokenCache;
-use crate::upload;
 use crate::upstream::{Upstream, UpstreamError};
 
 /// Opens (or reopens, after a failure) the ledger the gateway writes.
@@ -104,7 +88,7 @@ pub(crate) struct Applied {
     pub policy: Policy,
 }
 
-struct Outage {
+pub(crate) struct Outage {
     since: Timestamp,
     refused: u64,
     /// Entries that could not be written (responses to requests already
@@ -117,23 +101,23 @@ pub(crate) struct Shared {
     /// The configuration in force and the policy compiled from it; both
     /// are replaced together by a reload.
     pub(crate) applied: RwLock<Arc<Applied>>,
-    operator: String,
+    pub(crate) operator: String,
     pub(crate) tokens: TokenCache,
-    fingerprint: FingerprintKey,
+    pub(crate) fingerprint: FingerprintKey,
     /// Fingerprints of the accounts' current tokens: a client presenting
     /// one of these holds a real REDCap token.
-    token_fingerprints: RwLock<HashMap<String, String>>,
+    pub(crate) token_fingerprints: RwLock<HashMap<String, String>>,
     pub(crate) keys: KeyFile,
     pub(crate) ring: RwLock<(KeyRing, Option<std::time::SystemTime>)>,
     pub(crate) status: AccountStatusFile,
     /// Quarantines as last read from `status`, and that file's mtime.
     pub(crate) quarantined: RwLock<(BTreeMap<String, Quarantine>, Option<std::time::SystemTime>)>,
-    key_use: Mutex<HashMap<String, Timestamp>>,
+    pub(crate) key_use: Mutex<HashMap<String, Timestamp>>,
     pub(crate) ledger: RwLock<Option<Arc<Ledger>>>,
-    open_ledger: LedgerOpener,
-    outage: Mutex<Option<Outage>>,
+    pub(crate) open_ledger: LedgerOpener,
+    pub(crate) outage: Mutex<Option<Outage>>,
     pub(crate) upstream: Upstream,
-    denials: Denials,
+    pub(crate) denials: Denials,
     pub(crate) requests: AtomicU64,
     pub(crate) metrics: Metrics,
     /// Bearer credential of the admin listener's state-changing endpoints.
@@ -211,8 +195,8 @@ pub async fn start(services: Services) -> Result<RunningGateway, StartError> {
         .ok();
 
     let app = Router::new()
-        .route("/api/", any(api))
-        .route("/api", any(api))
+        .route("/api/", any(crate::request::api))
+        .route("/api", any(crate::request::api))
         .layer(DefaultBodyLimit::max(
             usize::try_from(gw.max_body_bytes).unwrap_or(usize::MAX),
         ))
@@ -416,6 +400,19 @@ impl Shared {
         }
     }
 
+    /// Counts a request refused because the ledger is down (for the
+    /// outage's alert).
+    pub(crate) fn count_refused(&self) {
+        if let Some(o) = self
+            .outage
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+        {
+            o.refused += 1;
+        }
+    }
+
     pub(crate) fn degraded(&self) -> bool {
         self.outage
             .lock()
@@ -531,7 +528,7 @@ impl Shared {
 
     /// The account's quarantine, re-reading the status file when it changed
     /// (an operator released the account).
-    fn quarantine_of(&self, account: &str) -> Option<Quarantine> {
+    pub(crate) fn quarantine_of(&self, account: &str) -> Option<Quarantine> {
         let mtime = file_mtime(self.status.path());
         if self.quarantined.read().unwrap_or_else(|e| e.into_inner()).1 != mtime {
             match self.status.quarantined() {
@@ -548,7 +545,7 @@ impl Shared {
     }
 
     /// Quarantines in memory at once, whether or not the file could be written.
-    fn quarantine_now(&self, account: &str, reason: &str) {
+    pub(crate) fn quarantine_now(&self, account: &str, reason: &str) {
         let mut q = self.quarantined.write().unwrap_or_else(|e| e.into_inner());
         q.0.entry(account.to_string())
             .or_insert_with(|| Quarantine {
@@ -560,7 +557,7 @@ impl Shared {
 
     /// Checks a presented key, re-reading the key file once if it changed
     /// since it was loaded (a key issued a moment ago works at once).
-    fn check_key(
+    pub(crate) fn check_key(
         &self,
         presented: &str,
         now: Timestamp,
@@ -591,443 +588,4 @@ impl Shared {
         }
         Err("unknown key")
     }
-}
-
-/// The client listener: `/api/`, REDCap's protocol.
-async fn api(
-    State(gw): State<Arc<Shared>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    request: axum::extract::Request,
-) -> Response {
-    let started = Instant::now();
-    let (parts, body) = request.into_parts();
-    let response = match handle(&gw, peer, parts.method, &parts.headers, body).await {
-        Ok(r) => r,
-        Err(reply) => reply.into_response(),
-    };
-    gw.metrics
-        .observe(response.status().as_u16(), started.elapsed());
-    response
-}
-
-async fn handle(
-    gw: &Shared,
-    peer: SocketAddr,
-    method: Method,
-    headers: &HeaderMap,
-    body: axum::body::Body,
-) -> Result<Response, ApiReply> {
-    let started = Instant::now();
-    let now = Timestamp::now();
-    let source = peer.ip().to_string();
-    if method != Method::POST {
-        return Ok((
-            StatusCode::NOT_IMPLEMENTED,
-            "The requested method is not implemented.",
-        )
-            .into_response());
-    }
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let applied = gw.applied();
-    let limits = &applied.config.config.gateway;
-    let limited = axum::body::Body::new(http_body_util::Limited::new(
-        body,
-        usize::try_from(limits.max_body_bytes).unwrap_or(usize::MAX),
-    ));
-    let refused = |message: String| ApiReply::new(StatusCode::BAD_REQUEST, message, Format::Xml);
-    let (mut form, upload) = if content_type.starts_with("multipart/form-data") {
-        let spool = applied.config.resolve(&limits.accounts_file);
-        let spool = durable::parent_dir(&spool).join("spool");
-        upload::read(limited, content_type, &spool, limits.max_input_vars)
-            .await
-            .map_err(|e| match e {
-                upload::UploadError::Spool(_) => {
-                    ApiReply::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string(), Format::Xml)
-                }
-                other => refused(other.to_string()),
-            })?
-    } else {
-        let bytes = axum::body::to_bytes(limited, usize::MAX)
-            .await
-            .map_err(|_| {
-                refused(format!(
-                    "The request body is larger than the gateway accepts ({} bytes)",
-                    limits.max_body_bytes
-                ))
-            })?;
-        (
-            php::parse_form(&bytes, limits.max_input_vars).map_err(|r| refused(r.to_string()))?,
-            None,
-        )
-    };
-    let fmt = Format::of(&form);
-
-    // Authenticate.
-    let presented = form.take("token").unwrap_or_default();
-    let key = match gw.check_key(&presented, now) {
-        Ok(k) => k,
-        Err(why) => {
-            let fp = gw.fingerprint.fingerprint_bytes(presented.as_bytes()).0;
-            let holder = gw
-                .token_fingerprints
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(&fp)
-                .cloned();
-            if let Some(account) = holder {
-                let _ = gw
-                    .append(EntryKind::Alert {
-                        code: "real_token_presented".into(),
-                        message: format!(
-                            "a client at {source} presented the REDCap token of account `{account}` ({fp}) to the gateway: someone holds the real token; rotate it now"
-                        ),
-                    })
-                    .await;
-            }
-            gw.denials.count(now, &source, None, why);
-            gw.metrics.denied();
-            return Err(ApiReply::new(StatusCode::FORBIDDEN, NO_API_PERMISSION, fmt));
-        }
-    };
-    gw.key_use
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(key.id.clone(), now);
-    let deny = |reason: String, status: StatusCode, message: String| {
-        gw.denials.count(now, &source, Some(&key.client), &reason);
-        gw.metrics.denied();
-        ApiReply::new(status, message, fmt)
-    };
-    let Some(client) = applied.policy.clients.get(&key.client) else {
-        return Err(deny(
-            "client no longer configured".into(),
-            StatusCode::FORBIDDEN,
-            NO_API_PERMISSION.into(),
-        ));
-    };
-    let account = applied
-        .policy
-        .accounts
-        .get(&client.account)
-        .expect("validated: every client names an account");
-    if !client.source_allowed(peer.ip()) {
-        return Err(deny(
-            format!("source {source} not allowed"),
-            StatusCode::FORBIDDEN,
-            format!(
-                "The gateway does not accept requests for client \"{}\" from this address",
-                client.name
-            ),
-        ));
-    }
-
-    // Authorise the method.
-    let content_raw = form.get("content").unwrap_or("").to_string();
-    let Some(content) = Content::parse(&content_raw) else {
-        return Err(ApiReply::new(
-            StatusCode::BAD_REQUEST,
-            redcap::ApiError::InvalidContent.message(),
-            fmt,
-        ));
-    };
-    let action = Action::derive(
-        content,
-        form.get("action").unwrap_or(""),
-        form.get("data").is_some(),
-    )
-    .map_err(|e| ApiReply::new(StatusCode::BAD_REQUEST, e.message(), fmt))?;
-    if !client.allows(content, action) {
-        return Err(deny(
-            format!("not allowed: {}:{}", content.as_str(), action.as_str()),
-            StatusCode::FORBIDDEN,
-            format!(
-                "The gateway does not allow client \"{}\" to call {}:{}",
-                client.name,
-                content.as_str(),
-                action.as_str()
-            ),
-        ));
-    }
-    let reason = reason_of(headers, &mut form);
-    if policy::is_write(action) && client.write_reason == WriteReason::Required && reason.is_none()
-    {
-        return Err(deny(
-            "write without a reason".into(),
-            StatusCode::BAD_REQUEST,
-            "This client must give a reason for changes: send it in the X-Warden-Reason header or a \"reason\" field".into(),
-        ));
-    }
-
-    if let Some(q) = gw.quarantine_of(&account.name) {
-        return Err(deny(
-            "account quarantined".into(),
-            StatusCode::FORBIDDEN,
-            format!(
-                "The gateway has quarantined account \"{}\" since {} ({}); an operator must release it",
-                account.name, q.since, q.reason
-            ),
-        ));
-    }
-    // REDCap then answers without record ids: the ledger could not say
-    // which records changed.
-    if answer::php_true(form.get("backgroundProcess")) {
-        return Err(deny(
-            "backgroundProcess".into(),
-            StatusCode::BAD_REQUEST,
-            "The gateway does not forward backgroundProcess=true: REDCap would not report which records changed; send the import without it".into(),
-        ));
-    }
-    form.take("backgroundProcess");
-    let site_export = account.dag_id.is_some() && !policy::is_write(action);
-    if site_export && policy::unchecked_export(content) && !client.unchecked_exports {
-        return Err(deny(
-            format!("unchecked export: {}", content.as_str()),
-            StatusCode::FORBIDDEN,
-            format!(
-                "The gateway cannot check the rows of a {} export against site \"{}\"'s Data Access Group, and client \"{}\" is not allowed unchecked exports",
-                content.as_str(),
-                account.site.as_deref().unwrap_or_default(),
-                client.name
-            ),
-        ));
-    }
-    // DAG guard: REDCap never gives a DAG-restricted account the DAG
-    // column, so asking for it proves the restriction on every export. (A
-    // restricted account's answer has no such column to strip; an
-    // unrestricted one's is withheld whole.)
-    let dag_guard = site_export && content == Content::Record;
-    if dag_guard {
-        form.set("exportDataAccessGroups", "true");
-    }
-    // Learn the ids of imported records.
-    let wanted = answer::ReturnContent::of(
-        form.get("returnContent"),
-        answer::php_true(form.get("forceAutoNumber")),
-    );
-    let rewrite_ids =
-        content == Content::Record && action == Action::Import && wanted.needs_rewrite();
-    if rewrite_ids {
-        form.set("returnContent", "ids");
-    }
-
-    if gw.degraded() {
-        if let Some(o) = gw.outage.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
-            o.refused += 1;
-        }
-        return Err(ledger_unavailable(fmt));
-    }
-
-    // Record the request durably before anything reaches REDCap.
-    let request_id = request_id();
-    // What the request entry hashes: the canonical fields, and for an
-    // upload the SHA-256 of the file after a line break.
-    let mut canonical_without_token = form.encode();
-    let mut params = form.names();
-    if let Some(u) = &upload {
-        canonical_without_token.push('\n');
-        canonical_without_token.push_str(&hex::encode(u.sha256));
-        params.push(u.field.clone());
-    }
-    let body_bytes = form.encode().len() as u64 + upload.as_ref().map_or(0, |u| u.size);
-    let record_ids = {
-        let mut ids = form.list("records");
-        ids.extend(form.get("record").map(str::to_string));
-        ids
-    };
-    let entry = EntryKind::Request {
-        request_id: request_id.clone(),
-        client: client.name.clone(),
-        account: account.name.clone(),
-        site: account.site.clone(),
-        content: Some(content.as_str().into()),
-        action: Some(action.as_str().into()),
-        format: form.get("format").map(str::to_string),
-        params,
-        record_ids,
-        filter_hmac: form
-            .get("filterLogic")
-            .map(|f| gw.fingerprint.hmac_hex(f.as_bytes())),
-        body_hmac: gw.fingerprint.hmac_hex(canonical_without_token.as_bytes()),
-        body_bytes,
-        reason,
-    };
-    if gw.append(entry).await.is_err() {
-        if let Some(o) = gw.outage.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
-            o.refused += 1;
-        }
-        return Err(ledger_unavailable(fmt));
-    }
-    gw.requests.fetch_add(1, Ordering::Relaxed);
-
-    // Inject the token and forward; retry once if REDCap refuses a token
-    // that the store has since replaced.
-    let unavailable =
-        |what: &str| ApiReply::new(StatusCode::SERVICE_UNAVAILABLE, what.to_string(), fmt);
-    let mut token = gw
-        .tokens
-        .get(&account.secret)
-        .await
-        .map_err(|_| unavailable("The gateway cannot read this account's token from its secrets store; nothing was sent to REDCap"))?;
-    let mut attempt = 0;
-    let reply = loop {
-        let mut outgoing = form.clone();
-        outgoing.set("token", token.value.expose());
-        let sent = match &upload {
-            None => gw.upstream.post(outgoing.encode()).await,
-            Some(u) => match upload::outgoing(&outgoing, u).await {
-                Ok((content_type, length, body)) => {
-                    gw.upstream.send(&content_type, length, body).await
-                }
-                Err(e) => Err(UpstreamError::Transport(format!(
-                    "reading the spooled upload: {e}"
-                ))),
-            },
-        };
-        let reply = match sent {
-            Ok(r) => r,
-            Err(e) => {
-                let _ = gw
-                    .append(EntryKind::Response {
-                        request_id: request_id.clone(),
-                        status: 503,
-                        record_ids: vec![],
-                        body_hmac: String::new(),
-                        body_bytes: 0,
-                        latency_ms: started.elapsed().as_millis() as u64,
-                    })
-                    .await;
-                if matches!(e, UpstreamError::Banned) {
-                    let _ = gw
-                        .append(EntryKind::Alert {
-                            code: "redcap_ip_banned".into(),
-                            message: e.to_string(),
-                        })
-                        .await;
-                }
-                return Err(unavailable(&format!("{e}; the request was not completed")));
-            }
-        };
-        let refused =
-            reply.status == 403 && String::from_utf8_lossy(&reply.body).contains(NO_API_PERMISSION);
-        if refused && attempt == 0 {
-            attempt += 1;
-            if let Ok(fresh) = gw.tokens.refresh(&account.secret).await
-                && fresh.version != token.version
-            {
-                token = fresh;
-                continue;
-            }
-            let _ = gw
-                .append(EntryKind::Alert {
-                    code: "token_refused".into(),
-                    message: format!(
-                        "REDCap refused the current token of account `{}` ({}); it may have been regenerated or revoked outside redcap-warden",
-                        account.name,
-                        gw.fingerprint.fingerprint(&token.value)
-                    ),
-                })
-                .await;
-        }
-        break reply;
-    };
-
-    let body_text = String::from_utf8_lossy(&reply.body).into_owned();
-    let ok = reply.status == 200;
-    let record_ids = match (content, action) {
-        (Content::Record, Action::Import) if ok => {
-            answer::import_ids(&body_text, fmt).unwrap_or_default()
-        }
-        (Content::Record, Action::Export) if ok => answer::export_ids(
-            &body_text,
-            Format::of_data(&form),
-            form.get("type") == Some("eav"),
-        ),
-        _ => Vec::new(),
-    };
-    let response_entry = EntryKind::Response {
-        request_id,
-        status: reply.status,
-        record_ids: record_ids.clone(),
-        body_hmac: gw.fingerprint.hmac_hex(&reply.body),
-        body_bytes: reply.body.len() as u64,
-        latency_ms: started.elapsed().as_millis() as u64,
-    };
-    // REDCap has acted; its answer goes back even if this entry fails (the
-    // gateway is then degraded and writes the entry when the ledger is back).
-    let _ = gw.append(response_entry).await;
-
-    if dag_guard && ok && answer::has_dag_column(&body_text, Format::of_data(&form)) {
-        let why = format!(
-            "REDCap returned the Data Access Group column to site account `{}` (site `{}`, DAG id {}): it is not restricted to its DAG (removed from the DAG, or made an administrator); its export was withheld",
-            account.name,
-            account.site.as_deref().unwrap_or_default(),
-            account.dag_id.unwrap_or_default()
-        );
-        let _ = gw
-            .append(EntryKind::Alert {
-                code: "dag_guard".into(),
-                message: why.clone(),
-            })
-            .await;
-        if let Err(e) = gw.status.quarantine(&account.name, &why, "gateway") {
-            tracing::error!(error = %e, account = %account.name, "could not persist the quarantine");
-        }
-        gw.quarantine_now(&account.name, &why);
-        return Err(ApiReply::new(
-            StatusCode::FORBIDDEN,
-            format!(
-                "The gateway withheld this export: REDCap no longer restricts account \"{}\" to its Data Access Group. The account is quarantined until an operator releases it",
-                account.name
-            ),
-            fmt,
-        ));
-    }
-    let body = if rewrite_ids && ok {
-        axum::body::Bytes::from(answer::rebuild_import_answer(wanted, &record_ids, fmt))
-    } else {
-        reply.body
-    };
-    let mut response = (
-        StatusCode::from_u16(reply.status).unwrap_or(StatusCode::BAD_GATEWAY),
-        body,
-    )
-        .into_response();
-    if let Some(ct) = reply
-        .content_type
-        .and_then(|c| HeaderValue::from_str(&c).ok())
-    {
-        response.headers_mut().insert(header::CONTENT_TYPE, ct);
-    }
-    Ok(response)
-}
-
-fn ledger_unavailable(fmt: Format) -> ApiReply {
-    ApiReply::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "The gateway cannot record this request in its audit ledger, so it was not sent to REDCap; try again later",
-        fmt,
-    )
-}
-
-/// The reason for a change: the `X-Warden-Reason` header or a `reason`
-/// field (removed before forwarding: REDCap has no such parameter).
-fn reason_of(headers: &HeaderMap, form: &mut Form) -> Option<String> {
-    let field = form.take("reason");
-    let header = headers
-        .get("x-warden-reason")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    header
-        .or(field)
-        .map(|r| r.trim().chars().take(1000).collect::<String>())
-        .filter(|r| !r.is_empty())
-}
-
-fn request_id() -> String {
-    let mut b = [0u8; 12];
-    getrandom::fill(&mut b).expect("the operating system's random source failed");
-    hex::encode(b)
 }
