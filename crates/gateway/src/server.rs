@@ -113,6 +113,7 @@ pub(crate) struct Shared {
     /// Quarantines as last read from `status`, and that file's mtime.
     pub(crate) quarantined: RwLock<(BTreeMap<String, Quarantine>, Option<std::time::SystemTime>)>,
     pub(crate) key_use: Mutex<HashMap<String, Timestamp>>,
+    pub(crate) key_use_flushed: Mutex<std::time::Instant>,
     pub(crate) ledger: RwLock<Option<Arc<Ledger>>>,
     pub(crate) open_ledger: LedgerOpener,
     pub(crate) outage: Mutex<Option<Outage>>,
@@ -168,6 +169,7 @@ pub async fn start(services: Services) -> Result<RunningGateway, StartError> {
         quarantined: RwLock::new((status.quarantined()?, file_mtime(status.path()))),
         status,
         key_use: Mutex::new(HashMap::new()),
+        key_use_flushed: Mutex::new(std::time::Instant::now()),
         ledger: RwLock::new(Some(ledger)),
         open_ledger,
         outage: Mutex::new(None),
@@ -430,10 +432,12 @@ impl Shared {
         for entry in self.denials.drain(now, everything) {
             let _ = self.append(entry).await;
         }
+        // Key use goes to the key file once a minute, not per request.
         let used: HashMap<String, Timestamp> = {
-            let mut u = self.key_use.lock().unwrap_or_else(|e| e.into_inner());
-            if everything || now.as_second() % 60 == 0 {
-                std::mem::take(&mut *u)
+            let mut last = self.key_use_flushed.lock().unwrap_or_else(|e| e.into_inner());
+            if everything || last.elapsed() >= Duration::from_secs(60) {
+                *last = std::time::Instant::now();
+                std::mem::take(&mut *self.key_use.lock().unwrap_or_else(|e| e.into_inner()))
             } else {
                 HashMap::new()
             }
