@@ -31,7 +31,7 @@ use warden_config::LoadedConfig;
 use zeroize::Zeroizing;
 
 use crate::policy::Policy;
-use crate::server::{Applied, Shared, file_mtime};
+use crate::server::{Applied, Shared, file_stamp};
 
 /// The admin bearer credential.
 pub struct AdminToken(Zeroizing<String>);
@@ -226,11 +226,11 @@ async fn reload(State(gw): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     });
     gw.tokens.clear();
     if let Ok(ring) = gw.keys.ring() {
-        *gw.ring.write().unwrap_or_else(|e| e.into_inner()) = (ring, file_mtime(gw.keys.path()));
+        *gw.ring.write().unwrap_or_else(|e| e.into_inner()) = (ring, file_stamp(gw.keys.path()));
     }
     if let Ok(q) = gw.status.quarantined() {
         *gw.quarantined.write().unwrap_or_else(|e| e.into_inner()) =
-            (q, file_mtime(gw.status.path()));
+            (q, file_stamp(gw.status.path()));
     }
     gw.load_token_fingerprints().await;
     let _ = remember_applied(&new);

@@ -108,10 +108,10 @@ pub(crate) struct Shared {
     /// one of these holds a real REDCap token.
     pub(crate) token_fingerprints: RwLock<HashMap<String, String>>,
     pub(crate) keys: KeyFile,
-    pub(crate) ring: RwLock<(KeyRing, Option<std::time::SystemTime>)>,
+    pub(crate) ring: RwLock<(KeyRing, Option<FileStamp>)>,
     pub(crate) status: AccountStatusFile,
     /// Quarantines as last read from `status`, and that file's mtime.
-    pub(crate) quarantined: RwLock<(BTreeMap<String, Quarantine>, Option<std::time::SystemTime>)>,
+    pub(crate) quarantined: RwLock<(BTreeMap<String, Quarantine>, Option<FileStamp>)>,
     pub(crate) key_use: Mutex<HashMap<String, Timestamp>>,
     pub(crate) key_use_flushed: Mutex<std::time::Instant>,
     pub(crate) ledger: RwLock<Option<Arc<Ledger>>>,
@@ -152,7 +152,7 @@ pub async fn start(services: Services) -> Result<RunningGateway, StartError> {
             .expect("the opening task panicked")?,
     );
     let ring = keys.ring()?;
-    let ring_mtime = file_mtime(keys.path());
+    let ring_mtime = file_stamp(keys.path());
     let status = AccountStatusFile::new(&config.resolve(&config.config.gateway.accounts_file));
     let admin_token_path = config.resolve(&config.config.gateway.admin_token_file);
     let upstream = Upstream::new(config.config.redcap.url(), gw.outbound_per_minute)?;
@@ -166,7 +166,7 @@ pub async fn start(services: Services) -> Result<RunningGateway, StartError> {
         token_fingerprints: RwLock::new(HashMap::new()),
         keys,
         ring: RwLock::new((ring, ring_mtime)),
-        quarantined: RwLock::new((status.quarantined()?, file_mtime(status.path()))),
+        quarantined: RwLock::new((status.quarantined()?, file_stamp(status.path()))),
         status,
         key_use: Mutex::new(HashMap::new()),
         key_use_flushed: Mutex::new(std::time::Instant::now()),
@@ -349,8 +349,16 @@ impl RunningGateway {
     }
 }
 
-pub(crate) fn file_mtime(path: &std::path::Path) -> Option<std::time::SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+/// What identifies a version of a small state file: the files are replaced
+/// atomically (a new inode each time), so inode, length and modification
+/// time together change on every write, even two writes within one tick
+/// of the file system's clock.
+pub(crate) type FileStamp = (u64, u64, std::time::SystemTime);
+
+pub(crate) fn file_stamp(path: &std::path::Path) -> Option<FileStamp> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.ino(), m.len(), m.modified().ok()?))
 }
 
 impl Shared {
@@ -533,7 +541,7 @@ impl Shared {
     /// The account's quarantine, re-reading the status file when it changed
     /// (an operator released the account).
     pub(crate) fn quarantine_of(&self, account: &str) -> Option<Quarantine> {
-        let mtime = file_mtime(self.status.path());
+        let mtime = file_stamp(self.status.path());
         if self.quarantined.read().unwrap_or_else(|e| e.into_inner()).1 != mtime {
             match self.status.quarantined() {
                 Ok(q) => *self.quarantined.write().unwrap_or_else(|e| e.into_inner()) = (q, mtime),
@@ -577,7 +585,7 @@ impl Shared {
                     Presented::Unknown => {}
                 }
             }
-            let mtime = file_mtime(self.keys.path());
+            let mtime = file_stamp(self.keys.path());
             let stale = self.ring.read().unwrap_or_else(|e| e.into_inner()).1 != mtime;
             if !stale {
                 return Err("unknown key");
