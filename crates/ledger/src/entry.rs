@@ -197,6 +197,332 @@ impl Entry {
     }
 }
 
+/// What [`check_line_fast`] learned from a line it accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct FastLine<'a> {
+    pub seq: u64,
+    /// The `ts` text: fixed width, so text order is time order.
+    pub ts: &'a str,
+}
+
+#[derive(Clone, Copy)]
+enum Field {
+    Str,
+    OptStr,
+    StrList,
+    Int(u64),
+}
+
+/// The fields, in order, of the kinds the fast path handles (every kind
+/// but `header` and `key`, which are rare and carry what a scan needs).
+fn fast_schema(kind: &[u8]) -> Option<&'static [(&'static str, Field)]> {
+    use Field::{Int, OptStr, Str, StrList};
+    const U64: Field = Int(u64::MAX);
+    Some(match kind {
+        b"request" => &[
+            ("request_id", Str),
+            ("client", Str),
+            ("account", Str),
+            ("site", OptStr),
+            ("content", OptStr),
+            ("action", OptStr),
+            ("format", OptStr),
+            ("params", StrList),
+            ("record_ids", StrList),
+            ("filter_hmac", OptStr),
+            ("body_hmac", Str),
+            ("body_bytes", U64),
+            ("reason", OptStr),
+        ],
+        b"response" => &[
+            ("request_id", Str),
+            ("status", Int(u16::MAX as u64)),
+            ("record_ids", StrList),
+            ("body_hmac", Str),
+            ("body_bytes", U64),
+            ("latency_ms", U64),
+        ],
+        b"denied" => &[
+            ("source", Str),
+            ("client", OptStr),
+            ("reason", Str),
+            ("count", U64),
+        ],
+        b"alert" => &[("code", Str), ("message", Str)],
+        b"admin" => &[
+            ("operator", Str),
+            ("action", Str),
+            ("target", Str),
+            ("reason", Str),
+        ],
+        b"secret" => &[
+            ("operator", Str),
+            ("name", Str),
+            ("version", Str),
+            ("action", Str),
+            ("fingerprint", OptStr),
+            ("reason", Str),
+        ],
+        b"rights" => &[
+            ("operator", Str),
+            ("account", Str),
+            ("project", Str),
+            ("changes", StrList),
+            ("reason", Str),
+        ],
+        b"reauth" => &[
+            ("operator", Str),
+            ("account", Str),
+            ("until", OptStr),
+            ("reason", Str),
+        ],
+        b"rotation" => &[
+            ("rotation_id", Str),
+            ("account", Str),
+            ("from", Str),
+            ("to", Str),
+            ("operator", Str),
+            ("detail", Str),
+        ],
+        b"reconcile" => &[
+            ("window_start", Str),
+            ("window_end", Str),
+            ("findings", U64),
+            ("summary", Str),
+        ],
+        b"review" => &[
+            ("reviewer", Str),
+            ("scope", Str),
+            ("outcome", Str),
+            ("note", Str),
+        ],
+        _ => return None,
+    })
+}
+
+/// A byte cursor for the fast path.
+struct Cursor<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn lit(&mut self, s: &[u8]) -> Option<()> {
+        // A byte loop: these literals are short, and a call to memcmp for
+        // each of a line's dozen field names costs more than the compare.
+        let got = self.b.get(self.i..self.i + s.len())?;
+        if got.iter().zip(s).all(|(a, b)| a == b) {
+            self.i += s.len();
+            Some(())
+        } else {
+            None
+        }
+    }
+
+    /// A canonical non-negative integer no larger than `max`.
+    fn int(&mut self, max: u64) -> Option<u64> {
+        let start = self.i;
+        let mut v: u64 = 0;
+        while let Some(&c) = self.b.get(self.i)
+            && c.is_ascii_digit()
+        {
+            v = v.checked_mul(10)?.checked_add(u64::from(c - b'0'))?;
+            self.i += 1;
+        }
+        let n = self.i - start;
+        if n == 0 || (n > 1 && self.b[start] == b'0') || v > max {
+            return None;
+        }
+        Some(v)
+    }
+
+    /// A string in serde_json's minimal escaping; returns its raw bytes
+    /// (between the quotes).
+    fn string(&mut self) -> Option<&'a [u8]> {
+        self.lit(b"\"")?;
+        let start = self.i;
+        loop {
+            // Skip plain bytes in one tight loop.
+            let plain = self.b[self.i..]
+                .iter()
+                .position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
+            self.i += plain;
+            let c = self.b[self.i];
+            match c {
+                b'"' => {
+                    let raw = &self.b[start..self.i];
+                    self.i += 1;
+                    return Some(raw);
+                }
+                b'\\' => {
+                    let e = *self.b.get(self.i + 1)?;
+                    match e {
+                        b'"' | b'\\' | b'n' | b'r' | b't' | b'b' | b'f' => self.i += 2,
+                        b'u' => {
+                            // Only \u00XX, lowercase, for a control character
+                            // without a short escape.
+                            let hex = self.b.get(self.i + 2..self.i + 6)?;
+                            let v = match hex {
+                                [b'0', b'0', h, l] => {
+                                    let d = |x: u8| match x {
+                                        b'0'..=b'9' => Some(x - b'0'),
+                                        b'a'..=b'f' => Some(x - b'a' + 10),
+                                        _ => None,
+                                    };
+                                    d(*h)? * 16 + d(*l)?
+                                }
+                                _ => return None,
+                            };
+                            if v >= 0x20 || matches!(v, 0x08 | 0x09 | 0x0a | 0x0c | 0x0d) {
+                                return None;
+                            }
+                            self.i += 6;
+                        }
+                        _ => return None,
+                    }
+                }
+                0x00..=0x1f => return None,
+                _ => self.i += 1,
+            }
+        }
+    }
+
+    fn value(&mut self, field: Field) -> Option<()> {
+        match field {
+            Field::Str => self.string().map(drop),
+            Field::OptStr => {
+                if self.lit(b"null").is_some() {
+                    Some(())
+                } else {
+                    self.string().map(drop)
+                }
+            }
+            Field::Int(max) => self.int(max).map(drop),
+            Field::StrList => {
+                self.lit(b"[")?;
+                if self.lit(b"]").is_some() {
+                    return Some(());
+                }
+                loop {
+                    self.string()?;
+                    if self.lit(b"]").is_some() {
+                        return Some(());
+                    }
+                    self.lit(b",")?;
+                }
+            }
+        }
+    }
+}
+
+/// Whether `ts` is a timestamp exactly as the writer prints it, in a range
+/// where parsing and printing round-trip (years 0001–9998, no leap second).
+fn canonical_ts(ts: &[u8]) -> bool {
+    let [
+        y0,
+        y1,
+        y2,
+        y3,
+        b'-',
+        m0,
+        m1,
+        b'-',
+        d0,
+        d1,
+        b'T',
+        h0,
+        h1,
+        b':',
+        n0,
+        n1,
+        b':',
+        s0,
+        s1,
+        b'.',
+        frac @ ..,
+    ] = ts
+    else {
+        return false;
+    };
+    let [f @ .., b'Z'] = frac else {
+        return false;
+    };
+    let digits = [y0, y1, y2, y3, m0, m1, d0, d1, h0, h1, n0, n1, s0, s1];
+    if f.len() != 9 || !f.iter().chain(digits).all(u8::is_ascii_digit) {
+        return false;
+    }
+    let n = |a: &u8, b: &u8| u32::from(a - b'0') * 10 + u32::from(b - b'0');
+    let year = n(y0, y1) * 100 + n(y2, y3);
+    let (month, day) = (n(m0, m1), n(d0, d1));
+    let leap = year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400));
+    let days = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return false,
+    };
+    (1..=9998).contains(&year)
+        && (1..=days).contains(&day)
+        && n(h0, h1) <= 23
+        && n(n0, n1) <= 59
+        && n(s0, s1) <= 59
+}
+
+/// The fast path of [`Entry::from_line`] for verification: accepts a line
+/// only if it is certainly valid UTF-8, canonical JSON of a known kind
+/// other than `header` and `key`, with a valid `ts`; `None` means "ask the
+/// full parser" (which rejects or accepts it), never "invalid". It must
+/// never accept a line the full parser rejects (tested against it).
+#[cfg(test)]
+pub(crate) fn check_line_fast(line: &[u8]) -> Option<FastLine<'_>> {
+    let mut with_nl = line.to_vec();
+    with_nl.push(b'\n');
+    let (fast, len) = check_next_line_fast(&with_nl)?;
+    (len == line.len()).then_some(())?;
+    // Re-borrow the ts from `line` (same offsets).
+    let start = fast.ts.as_ptr() as usize - with_nl.as_ptr() as usize;
+    let ts = std::str::from_utf8(&line[start..start + fast.ts.len()]).ok()?;
+    Some(FastLine { seq: fast.seq, ts })
+}
+
+/// [`check_line_fast`] on the line at the start of `rest`, which needs no
+/// separate search for its newline: a canonical entry holds no raw
+/// newline, so the line ends right after its closing brace. Returns the
+/// line's length (without the newline).
+pub(crate) fn check_next_line_fast(rest: &[u8]) -> Option<(FastLine<'_>, usize)> {
+    let mut c = Cursor { b: rest, i: 0 };
+    c.lit(b"{\"seq\":")?;
+    let seq = c.int(u64::MAX)?;
+    c.lit(b",\"ts\":")?;
+    let ts_start = c.i + 1;
+    let ts = c.string()?;
+    if !canonical_ts(ts) {
+        return None;
+    }
+    c.lit(b",\"kind\":")?;
+    let schema = fast_schema(c.string()?)?;
+    for (name, field) in schema {
+        c.lit(b",\"")?;
+        c.lit(name.as_bytes())?;
+        c.lit(b"\":")?;
+        c.value(*field)?;
+    }
+    c.lit(b"}")?;
+    let len = c.i;
+    if rest.get(len) != Some(&b'\n') {
+        return None;
+    }
+    let text = std::str::from_utf8(&rest[..len]).ok()?;
+    Some((
+        FastLine {
+            seq,
+            ts: &text[ts_start..ts_start + ts.len()],
+        },
+        len,
+    ))
+}
+
 /// `ts` as RFC 3339 UTC with exactly nine fractional digits.
 mod ts_nanos {
     use jiff::Timestamp;
@@ -311,9 +637,8 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn every_kind_round_trips() {
-        let kinds = vec![
+    fn all_kinds() -> Vec<EntryKind> {
+        vec![
             EntryKind::Header {
                 version: 1,
                 origin: "o".into(),
@@ -406,7 +731,12 @@ mod tests {
                 outcome: "ok".into(),
                 note: "n".into(),
             },
-        ];
+        ]
+    }
+
+    #[test]
+    fn every_kind_round_trips() {
+        let kinds = all_kinds();
         let mut names = std::collections::BTreeSet::new();
         for (i, kind) in kinds.into_iter().enumerate() {
             names.insert(kind.name());
@@ -423,5 +753,81 @@ mod tests {
             assert_eq!(Entry::from_line(&line).unwrap(), e);
         }
         assert_eq!(names.len(), 13);
+    }
+
+    /// The fast path accepts every canonical ordinary entry, and never a
+    /// line the full parser rejects: checked on every kind with awkward
+    /// strings, and on every single-byte change and deletion of them.
+    #[test]
+    fn fast_path_never_accepts_what_the_parser_rejects() {
+        let mut lines = Vec::new();
+        for (i, kind) in all_kinds().into_iter().enumerate() {
+            let fast = !matches!(kind, EntryKind::Header { .. } | EntryKind::Key { .. });
+            let line = Entry {
+                seq: i as u64 * 1000 + 7,
+                ts: "2024-02-29T23:59:59.000000001Z".parse().unwrap(),
+                kind,
+            }
+            .to_line();
+            assert_eq!(
+                check_line_fast(&line).is_some(),
+                fast,
+                "{}",
+                String::from_utf8_lossy(&line)
+            );
+            lines.push(line);
+        }
+        let awkward = Entry {
+            seq: u64::MAX,
+            ts: "0001-01-01T00:00:00.000000000Z".parse().unwrap(),
+            kind: EntryKind::Alert {
+                code: "q\"\\/\u{1}\u{1f}\n\r\t\u{8}\u{c}\u{7f}".into(),
+                message: "é ✓ \u{2028} 😀".into(),
+            },
+        }
+        .to_line();
+        assert!(check_line_fast(&awkward).is_some());
+        lines.push(awkward);
+        let replacements = [
+            b'0', b'1', b'9', b'a', b'f', b'A', b'u', b'n', b'"', b'\\', b',', b':', b'[', b']',
+            b'{', b'}', b' ', b'-', b'T', b'Z', 0x00, 0x1f, 0x7f, 0x80, 0xc3, 0xff,
+        ];
+        let check = |m: &[u8]| {
+            if let Some(fast) = check_line_fast(m) {
+                let full = Entry::from_line(m).unwrap_or_else(|e| {
+                    panic!("fast path accepted {:?}: {e}", String::from_utf8_lossy(m))
+                });
+                assert_eq!(full.seq, fast.seq);
+                assert_eq!(format_ts(&full.ts), fast.ts);
+            }
+        };
+        for line in &lines {
+            for i in 0..line.len() {
+                for r in replacements {
+                    let mut m = line.clone();
+                    m[i] = r;
+                    check(&m);
+                }
+                let mut m = line.clone();
+                m.remove(i);
+                check(&m);
+                let mut m = line.clone();
+                m.insert(i, b'0');
+                check(&m);
+            }
+        }
+        for ts in [
+            "2023-02-29T00:00:00.000000000Z",
+            "2026-13-01T00:00:00.000000000Z",
+            "2026-04-31T00:00:00.000000000Z",
+            "2026-01-01T24:00:00.000000000Z",
+            "2026-01-01T00:00:60.000000000Z",
+            "0000-01-01T00:00:00.000000000Z",
+            "9999-12-31T00:00:00.000000000Z",
+        ] {
+            let line =
+                format!(r#"{{"seq":1,"ts":"{ts}","kind":"alert","code":"c","message":"m"}}"#);
+            assert!(check_line_fast(line.as_bytes()).is_none(), "{ts}");
+        }
     }
 }

@@ -88,46 +88,164 @@ pub(crate) fn scan(fs: &dyn FileSystem, dir: &Path) -> Result<Scan, (PathBuf, st
         segments: segments.clone(),
         ..Scan::default()
     };
-    for (i, path) in segments.iter().enumerate() {
-        let data = fs.read(path).map_err(|e| (path.clone(), e))?;
-        if out.stop.is_some() {
-            out.lens.push(0);
-            out.remaining_bytes += data.len() as u64;
-            continue;
+    // Each segment is read while the one before it is parsed.
+    let read = |path: &PathBuf| fs.read(path);
+    std::thread::scope(|scope| {
+        let mut next: Option<std::thread::ScopedJoinHandle<'_, std::io::Result<Vec<u8>>>> = None;
+        for (i, path) in segments.iter().enumerate() {
+            let data = match next.take() {
+                Some(handle) => handle.join().expect("the read-ahead thread panicked"),
+                None => read(path),
+            }
+            .map_err(|e| (path.clone(), e))?;
+            next = segments.get(i + 1).map(|p| scope.spawn(move || read(p)));
+            if out.stop.is_some() {
+                out.lens.push(0);
+                out.remaining_bytes += data.len() as u64;
+                continue;
+            }
+            let expected = out.leaves.len() as u64;
+            let named = parse_segment_name(path).expect("listed segments parse");
+            if named != expected {
+                out.stop = Some(Stop {
+                    segment: i,
+                    offset: 0,
+                    line: 1,
+                    seq: expected,
+                    problem: format!(
+                        "segment is named for seq {named}, but the previous segments end before seq {expected}"
+                    ),
+                });
+                out.lens.push(0);
+                out.remaining_bytes += data.len() as u64;
+                continue;
+            }
+            let (valid, stop) = scan_segment(&data, i, &mut out);
+            out.lens.push(valid);
+            if let Some(stop) = stop {
+                out.remaining_bytes += data.len() as u64 - valid;
+                out.stop = Some(stop);
+            }
         }
-        let expected = out.leaves.len() as u64;
-        let named = parse_segment_name(path).expect("listed segments parse");
-        if named != expected {
-            out.stop = Some(Stop {
-                segment: i,
-                offset: 0,
-                line: 1,
-                seq: expected,
-                problem: format!(
-                    "segment is named for seq {named}, but the previous segments end before seq {expected}"
-                ),
-            });
-            out.lens.push(0);
-            out.remaining_bytes += data.len() as u64;
-            continue;
-        }
-        let (valid, stop) = scan_segment(&data, i, &mut out);
-        out.lens.push(valid);
-        if let Some(stop) = stop {
-            out.remaining_bytes += data.len() as u64 - valid;
-            out.stop = Some(stop);
-        }
-    }
+        Ok::<(), (PathBuf, std::io::Error)>(())
+    })?;
     Ok(out)
+}
+
+/// One line of a segment, hashed and parsed (possibly on another thread).
+struct Line<'a> {
+    offset: usize,
+    /// The line without its newline; `None` if the newline is missing.
+    bytes: Option<&'a [u8]>,
+    leaf: Hash,
+    parsed: Parsed<'a>,
+}
+
+enum Parsed<'a> {
+    /// A canonical ordinary entry (not a header, not a key entry).
+    Fast(crate::entry::FastLine<'a>),
+    Full(Box<Entry>),
+    Bad(String),
+    Incomplete,
+}
+
+/// Hashes and parses the lines of `data[from..to]` (`from` and `to` at line
+/// starts or the end), stopping after the first bad or incomplete one.
+fn parse_lines(data: &[u8], from: usize, to: usize) -> Vec<Line<'_>> {
+    let mut out = Vec::with_capacity((to - from) / 256 + 1);
+    let mut offset = from;
+    while offset < to {
+        if let Some((fast, len)) = crate::entry::check_next_line_fast(&data[offset..to]) {
+            let line = &data[offset..offset + len];
+            out.push(Line {
+                offset,
+                bytes: Some(line),
+                leaf: merkle::leaf_hash(line),
+                parsed: Parsed::Fast(fast),
+            });
+            offset += len + 1;
+            continue;
+        }
+        let Some(nl) = data[offset..to].iter().position(|&b| b == b'\n') else {
+            out.push(Line {
+                offset,
+                bytes: None,
+                leaf: [0; 32],
+                parsed: Parsed::Incomplete,
+            });
+            break;
+        };
+        let line = &data[offset..offset + nl];
+        let parsed = match Entry::from_line(line) {
+            Ok(e) => Parsed::Full(Box::new(e)),
+            Err(e) => Parsed::Bad(e.to_string()),
+        };
+        let bad = matches!(parsed, Parsed::Bad(_));
+        out.push(Line {
+            offset,
+            bytes: Some(line),
+            leaf: merkle::leaf_hash(line),
+            parsed,
+        });
+        if bad {
+            break;
+        }
+        offset += nl + 1;
+    }
+    out
+}
+
+/// [`parse_lines`] over the whole segment, split at line starts between
+/// the available CPUs: hashing and parsing are per line; the checks that
+/// depend on order run afterwards, in order.
+fn parse_segment(data: &[u8]) -> Vec<Vec<Line<'_>>> {
+    const MIN_CHUNK: usize = 1 << 20;
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8)
+        .min(data.len() / MIN_CHUNK)
+        .max(1);
+    if threads == 1 {
+        return vec![parse_lines(data, 0, data.len())];
+    }
+    let mut bounds = vec![0];
+    for k in 1..threads {
+        let at = (data.len() * k / threads).max(*bounds.last().expect("non-empty"));
+        let next = data[at..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(data.len(), |nl| at + nl + 1);
+        bounds.push(next);
+    }
+    bounds.push(data.len());
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = bounds
+            .windows(2)
+            .map(|w| {
+                let (from, to) = (w[0], w[1]);
+                scope.spawn(move || parse_lines(data, from, to))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a parser thread panicked"))
+            .collect()
+    })
 }
 
 /// Scans one segment; returns the valid length and the stop, if any.
 fn scan_segment(data: &[u8], index: usize, out: &mut Scan) -> (u64, Option<Stop>) {
-    let mut offset = 0usize;
+    let chunks = parse_segment(data);
     let mut line_no = 0u64;
-    while offset < data.len() {
+    // The latest `ts` of the fast-path lines, as text (fixed width, years
+    // 0001–9998: text order is time order), and of the others.
+    let mut fast_ts: Option<&str> = None;
+    let mut full_ts: Option<jiff::Timestamp> = None;
+    let mut result = (data.len() as u64, None);
+    'lines: for line in chunks.iter().flatten() {
         line_no += 1;
         let seq = out.leaves.len() as u64;
+        let offset = line.offset;
         let stop = |problem: String| Stop {
             segment: index,
             offset: offset as u64,
@@ -135,91 +253,108 @@ fn scan_segment(data: &[u8], index: usize, out: &mut Scan) -> (u64, Option<Stop>
             seq,
             problem,
         };
-        let Some(nl) = data[offset..].iter().position(|&b| b == b'\n') else {
-            return (
-                offset as u64,
-                Some(stop(format!(
-                    "incomplete line ({} bytes without a newline)",
-                    data.len() - offset
-                ))),
-            );
-        };
-        let line = &data[offset..offset + nl];
-        let entry = match Entry::from_line(line) {
-            Ok(e) => e,
-            Err(e) => return (offset as u64, Some(stop(e.to_string()))),
-        };
-        if entry.seq != seq {
-            return (
-                offset as u64,
-                Some(stop(format!("out of sequence: line has seq {}", entry.seq))),
-            );
-        }
         let first_in_segment = line_no == 1;
-        match (&entry.kind, first_in_segment) {
-            (
-                EntryKind::Header {
-                    version,
-                    origin,
-                    key_id,
-                },
-                true,
-            ) => {
-                if *version != FORMAT_VERSION {
-                    return (
-                        offset as u64,
-                        Some(stop(format!("unsupported format version {version}"))),
-                    );
-                }
-                if let Some(first) = &out.origin
-                    && first != origin
-                {
-                    return (
-                        offset as u64,
-                        Some(stop(format!(
-                            "header names origin {origin:?}, the ledger's is {first:?}"
-                        ))),
-                    );
-                }
-                out.origin = Some(origin.clone());
-                out.key_id = Some(key_id.clone());
-                if out.first_key_id.is_none() {
-                    out.first_key_id = Some(key_id.clone());
-                }
-            }
-            (EntryKind::Header { .. }, false) => {
-                return (
+        let entry_seq = match &line.parsed {
+            Parsed::Incomplete => {
+                result = (
                     offset as u64,
-                    Some(stop("header entry in the middle of a segment".into())),
+                    Some(stop(format!(
+                        "incomplete line ({} bytes without a newline)",
+                        data.len() - offset
+                    ))),
                 );
+                break 'lines;
             }
-            (_, true) => {
-                return (
-                    offset as u64,
-                    Some(stop("a segment must open with a header entry".into())),
-                );
+            Parsed::Bad(problem) => {
+                result = (offset as u64, Some(stop(problem.clone())));
+                break 'lines;
             }
-            (_, false) => {}
+            Parsed::Fast(fast) => fast.seq,
+            Parsed::Full(entry) => entry.seq,
+        };
+        if entry_seq != seq {
+            result = (
+                offset as u64,
+                Some(stop(format!("out of sequence: line has seq {entry_seq}"))),
+            );
+            break;
         }
-        if let EntryKind::Key {
-            action,
-            key_name,
-            verifier_key,
-            ..
-        } = &entry.kind
-            && action == ROTATE_ACTION
-            && out.origin.as_deref() == Some(key_name.as_str())
-        {
-            out.rotations.push((seq, verifier_key.clone()));
+        let problem = match &line.parsed {
+            Parsed::Fast(fast) => {
+                if fast_ts.is_none_or(|t| t < fast.ts) {
+                    fast_ts = Some(fast.ts);
+                }
+                first_in_segment.then(|| "a segment must open with a header entry".to_owned())
+            }
+            Parsed::Full(entry) => {
+                full_ts = Some(full_ts.map_or(entry.ts, |t| t.max(entry.ts)));
+                check_full(entry, first_in_segment, seq, out)
+            }
+            Parsed::Incomplete | Parsed::Bad(_) => unreachable!("handled above"),
+        };
+        if let Some(problem) = problem {
+            result = (offset as u64, Some(stop(problem)));
+            break;
         }
-        // Timestamps are non-decreasing as written, but a reader does not
-        // stop on a late one: a changed `ts` in line n would then be
-        // reported at line n + 1. The root check catches it at line n.
-        out.last_ts = Some(out.last_ts.map_or(entry.ts, |t| t.max(entry.ts)));
-        out.leaves.push(merkle::leaf_hash(line));
-        offset += nl + 1;
+        debug_assert!(line.bytes.is_some());
+        out.leaves.push(line.leaf);
     }
-    (offset as u64, None)
+    // Timestamps are non-decreasing as written, but a reader does not
+    // stop on a late one: a changed `ts` in line n would then be reported
+    // at line n + 1. The root check catches it at line n.
+    let fast_ts = fast_ts.and_then(|t| t.parse::<jiff::Timestamp>().ok());
+    for ts in [fast_ts, full_ts].into_iter().flatten() {
+        out.last_ts = Some(out.last_ts.map_or(ts, |t| t.max(ts)));
+    }
+    result
+}
+
+/// The order-dependent checks of a fully parsed entry (§2.4), and the
+/// rotation entries it records; returns the problem, if any.
+fn check_full(entry: &Entry, first_in_segment: bool, seq: u64, out: &mut Scan) -> Option<String> {
+    match (&entry.kind, first_in_segment) {
+        (
+            EntryKind::Header {
+                version,
+                origin,
+                key_id,
+            },
+            true,
+        ) => {
+            if *version != FORMAT_VERSION {
+                return Some(format!("unsupported format version {version}"));
+            }
+            if let Some(first) = &out.origin
+                && first != origin
+            {
+                return Some(format!(
+                    "header names origin {origin:?}, the ledger's is {first:?}"
+                ));
+            }
+            out.origin = Some(origin.clone());
+            out.key_id = Some(key_id.clone());
+            if out.first_key_id.is_none() {
+                out.first_key_id = Some(key_id.clone());
+            }
+        }
+        (EntryKind::Header { .. }, false) => {
+            return Some("header entry in the middle of a segment".into());
+        }
+        (_, true) => return Some("a segment must open with a header entry".into()),
+        (_, false) => {}
+    }
+    if let EntryKind::Key {
+        action,
+        key_name,
+        verifier_key,
+        ..
+    } = &entry.kind
+        && action == ROTATE_ACTION
+        && out.origin.as_deref() == Some(key_name.as_str())
+    {
+        out.rotations.push((seq, verifier_key.clone()));
+    }
+    None
 }
 
 /// The checkpoints file split into notes.
@@ -554,14 +689,14 @@ pub fn verify_dir(
         problem: e.to_string(),
     })?;
     let checkpoints = walk.checkpoints;
-    check_roots(&scanned.leaves, &checkpoints)?;
+    let root = check_roots(&scanned.leaves, &checkpoints)?;
     let entries = scanned.leaves.len() as u64;
     let anchored = checkpoints.last().map_or(0, |c| c.size);
     Ok(VerifyReport {
         origin,
         segments: scanned.segments.len(),
         entries,
-        root: merkle::root(&scanned.leaves),
+        root,
         checkpoints: checkpoints.len(),
         anchored,
         unanchored: entries - anchored,
@@ -570,9 +705,55 @@ pub fn verify_dir(
     })
 }
 
-/// Checks each checkpoint's root against the leaves, in one pass.
-pub(crate) fn check_roots(leaves: &[Hash], checkpoints: &[Checkpoint]) -> Result<(), VerifyError> {
+/// Leaves per block whose root [`block_roots`] computes ahead.
+const BLOCK: usize = 4096;
+
+/// The roots of the complete, aligned blocks of `BLOCK` leaves, computed
+/// on the available CPUs: interior hashing is the one part of verification
+/// that is otherwise sequential.
+fn block_roots(leaves: &[Hash]) -> Vec<Hash> {
+    let blocks: Vec<&[Hash]> = leaves.chunks_exact(BLOCK).collect();
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8)
+        .min(blocks.len() / 8)
+        .max(1);
+    if threads == 1 {
+        return blocks.iter().map(|b| merkle::root(b)).collect();
+    }
+    let per = blocks.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = blocks
+            .chunks(per)
+            .map(|part| {
+                scope.spawn(move || part.iter().map(|b| merkle::root(b)).collect::<Vec<_>>())
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("a hashing thread panicked"))
+            .collect()
+    })
+}
+
+/// Checks each checkpoint's root against the leaves, in one pass; returns
+/// the root of all the leaves.
+pub(crate) fn check_roots(
+    leaves: &[Hash],
+    checkpoints: &[Checkpoint],
+) -> Result<Hash, VerifyError> {
+    let blocks = block_roots(leaves);
     let mut tree = TreeBuilder::new();
+    let grow = |tree: &mut TreeBuilder, to: usize| {
+        while (tree.size() as usize) < to {
+            let at = tree.size() as usize;
+            if at.is_multiple_of(BLOCK) && at + BLOCK <= to {
+                tree.push_subtree(blocks[at / BLOCK], BLOCK as u64);
+            } else {
+                tree.push(leaves[at]);
+            }
+        }
+    };
     let mut prev_size = 0;
     for (index, cp) in checkpoints.iter().enumerate() {
         if cp.size > leaves.len() as u64 {
@@ -582,9 +763,7 @@ pub(crate) fn check_roots(leaves: &[Hash], checkpoints: &[Checkpoint]) -> Result
                 entries: leaves.len() as u64,
             });
         }
-        while tree.size() < cp.size {
-            tree.push(leaves[tree.size() as usize]);
-        }
+        grow(&mut tree, cp.size as usize);
         if tree.root() != cp.root {
             return Err(VerifyError::RootMismatch {
                 index,
@@ -594,7 +773,8 @@ pub(crate) fn check_roots(leaves: &[Hash], checkpoints: &[Checkpoint]) -> Result
         }
         prev_size = cp.size;
     }
-    Ok(())
+    grow(&mut tree, leaves.len());
+    Ok(tree.root())
 }
 
 /// An inclusion proof of entry `seq` in the tree of `size` entries.

@@ -103,6 +103,25 @@ impl TreeBuilder {
         self.size += 1;
     }
 
+    /// Appends the root of a perfect subtree of `size` leaves (a power of
+    /// two); the tree's size must be a multiple of `size`, so the subtree
+    /// is exactly the one the leaves would have built.
+    pub fn push_subtree(&mut self, root: Hash, size: u64) {
+        assert!(size.is_power_of_two() && self.size.is_multiple_of(size));
+        let mut hash = root;
+        let mut height = size;
+        while let Some(&(left, left_size)) = self.stack.last() {
+            if left_size != height {
+                break;
+            }
+            self.stack.pop();
+            hash = node_hash(&left, &hash);
+            height *= 2;
+        }
+        self.stack.push((hash, height));
+        self.size += size;
+    }
+
     /// The root of the tree of every leaf pushed so far.
     pub fn root(&self) -> Hash {
         let mut iter = self.stack.iter().rev();

@@ -351,9 +351,11 @@ impl Ledger {
                 return Ok(receipt);
             }
             if let Some(cause) = &st.poisoned {
-                return Err(LedgerError::Poisoned {
-                    cause: cause.clone(),
-                });
+                let cause = cause.clone();
+                // Nobody commits after a poisoning: take the entry back, so
+                // that close() does not wait for it.
+                st.queue.retain(|(t, _)| *t != ticket);
+                return Err(LedgerError::Poisoned { cause });
             }
             if st.committing {
                 st = sh.wake.wait(st).unwrap_or_else(|e| e.into_inner());
@@ -468,7 +470,7 @@ impl Ledger {
         {
             let mut st = lock(&self.shared.state);
             st.closed = true;
-            while st.committing || !st.queue.is_empty() {
+            while st.committing || (!st.queue.is_empty() && st.poisoned.is_none()) {
                 st = self.shared.wake.wait(st).unwrap_or_else(|e| e.into_inner());
             }
         }
@@ -836,7 +838,7 @@ fn recover(fs: &dyn FileSystem, dir: &Path, key: &SigningKey) -> Result<Recovere
         ));
     }
     match files::check_roots(&scan.leaves, &checkpoints) {
-        Ok(()) => {}
+        Ok(_) => {}
         Err(VerifyError::CheckpointBeyondLog { entries, .. }) => {
             return Err(tampered(
                 entries,
