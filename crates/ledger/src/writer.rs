@@ -96,7 +96,9 @@ struct Shared {
 }
 
 struct State {
-    queue: Vec<(u64, EntryKind)>,
+    /// Entries waiting for a leader, with the thread to unpark when their
+    /// batch is durable (or the writer is poisoned).
+    queue: Vec<(u64, EntryKind, std::thread::Thread)>,
     next_ticket: u64,
     done: std::collections::HashMap<u64, Receipt>,
     committing: bool,
@@ -342,7 +344,7 @@ impl Ledger {
         }
         let ticket = st.next_ticket;
         st.next_ticket += 1;
-        st.queue.push((ticket, kind));
+        st.queue.push((ticket, kind, std::thread::current()));
         if st.leader_waiting {
             sh.arrive.notify_one();
         }
@@ -354,16 +356,25 @@ impl Ledger {
                 let cause = cause.clone();
                 // Nobody commits after a poisoning: take the entry back, so
                 // that close() does not wait for it.
-                st.queue.retain(|(t, _)| *t != ticket);
+                st.queue.retain(|(t, _, _)| *t != ticket);
                 return Err(LedgerError::Poisoned { cause });
             }
             if st.committing {
-                st = sh.wake.wait(st).unwrap_or_else(|e| e.into_inner());
+                // Targeted wake-ups: the leader unparks exactly the threads
+                // of its batch, and one queued thread to lead the next, so a
+                // commit does not wake every waiter. Park tokens make an
+                // unpark before the park harmless; spurious wake-ups loop.
+                drop(st);
+                std::thread::park();
+                st = lock(&sh.state);
                 continue;
             }
             st.committing = true;
             st = sh.gather(st);
-            let batch = std::mem::take(&mut st.queue);
+            let (batch, threads): (Vec<_>, Vec<_>) = std::mem::take(&mut st.queue)
+                .into_iter()
+                .map(|(t, kind, thread)| ((t, kind), thread))
+                .unzip();
             let mut seg = st
                 .io
                 .take()
@@ -387,6 +398,15 @@ impl Ledger {
                     st.root = root;
                 }
                 Err(cause) => st.poisoned = Some(cause),
+            }
+            let me = std::thread::current().id();
+            for thread in threads.iter().filter(|t| t.id() != me) {
+                thread.unpark();
+            }
+            if st.poisoned.is_some() {
+                st.queue.iter().for_each(|(_, _, t)| t.unpark());
+            } else if let Some((_, _, next)) = st.queue.first() {
+                next.unpark();
             }
             sh.wake.notify_all();
         }
@@ -678,7 +698,11 @@ impl Shared {
             .and_then(|()| file.sync_data())
         {
             let cause = format!("cannot write checkpoint to {}: {e}", path.display());
-            lock(&self.state).poisoned = Some(cause.clone());
+            {
+                let mut st = lock(&self.state);
+                st.poisoned = Some(cause.clone());
+                st.queue.iter().for_each(|(_, _, t)| t.unpark());
+            }
             self.wake.notify_all();
             return Err(LedgerError::Poisoned { cause });
         }
