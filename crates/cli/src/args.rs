@@ -192,6 +192,14 @@ pub enum LedgerCommand {
     Prove(ProveCommand),
     /// Sign a checkpoint over every entry now.
     Checkpoint,
+    /// Replace the checkpoint signing key: the new key goes into the
+    /// secrets store, a `key` entry naming it is signed by the old key, and
+    /// warden.toml's pinned verifier key is updated. Stop the gateway first.
+    RotateKey {
+        /// Why (recorded in the ledger).
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -298,3 +298,43 @@ fn verify_refuses_a_checkpoint_from_another_key() {
     assert_eq!(verify.status.code(), Some(1), "{}", text(&verify));
     assert!(text(&verify).contains("(--key)"), "{}", text(&verify));
 }
+
+#[test]
+fn the_signing_key_rotates_and_the_ledger_still_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(init(dir.path()).status.success());
+    let before = std::fs::read_to_string(dir.path().join("warden.toml")).unwrap();
+    let out = warden(
+        dir.path(),
+        &["ledger", "rotate-key", "--reason", "annual rotation"],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let after = std::fs::read_to_string(dir.path().join("warden.toml")).unwrap();
+    assert_ne!(before, after, "the new verifier key is pinned");
+    assert!(text(&out).contains("now pins"), "{}", text(&out));
+    // Later changes are signed with the new key; the whole chain verifies.
+    let put = warden(
+        dir.path(),
+        &["secrets", "put", "redcap/x", "--reason", "after"],
+        Some("AAAABBBBCCCCDDDDEEEEFFFF00001111"),
+    );
+    assert!(put.status.success(), "{}", text(&put));
+    let verify = warden(dir.path(), &["ledger", "verify"], None);
+    assert_eq!(verify.status.code(), Some(0), "{}", text(&verify));
+    let tail =
+        String::from_utf8_lossy(&warden(dir.path(), &["ledger", "tail", "-n", "3"], None).stdout)
+            .to_string();
+    assert!(
+        tail.contains("\"action\":\"rotate\"") && tail.contains("annual rotation"),
+        "{tail}"
+    );
+    let hist = warden(
+        dir.path(),
+        &["secrets", "history", "warden/ledger-signing-key", "--json"],
+        None,
+    );
+    let v: serde_json::Value = serde_json::from_slice(&hist.stdout).unwrap();
+    assert_eq!(v[0]["labels"][0], "current");
+    assert_eq!(v[1]["labels"][0], "previous", "the old key stays reachable");
+}

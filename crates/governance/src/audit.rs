@@ -260,3 +260,107 @@ impl AuditTrail {
         Ok(())
     }
 }
+
+/// Rotates the checkpoint signing key: the new key becomes the store's
+/// current version (the old one stays as `previous`), a `key` entry naming
+/// the new verifier key is appended and covered by a checkpoint of the old
+/// key, and the ledger signs with the new key from then on. Returns the new
+/// verifier key, which must then be pinned in `warden.toml`.
+///
+/// Finishes an interrupted rotation too: if the ledger reports one pending,
+/// it is opened with the previous key and completed with the current one.
+pub async fn rotate_signing_key(
+    config: &LoadedConfig,
+    store: &dyn SecretStore,
+    operator: &str,
+    reason: &str,
+) -> Result<VerifierKey, AuditError> {
+    let dir = ledger_dir(config)?;
+    let stored = |label| async move {
+        let secret = store
+            .get(&signing_key_name(), &Selector::Label(label))
+            .await
+            .map_err(AuditError::Key)?;
+        let bytes = Zeroizing::new(
+            hex::decode(secret.value.expose()).map_err(|e| AuditError::BadKey(e.to_string()))?,
+        );
+        let seed: &[u8; 32] = bytes
+            .as_slice()
+            .try_into()
+            .map_err(|_| AuditError::BadKey("not 32 bytes".into()))?;
+        Ok::<_, AuditError>(SigningKey::from_bytes(seed))
+    };
+    let current = stored(Label::Current).await?;
+    let options = LedgerOptions {
+        checkpoint_interval: None,
+        ..LedgerOptions::default()
+    };
+    let open = |key: SigningKey| {
+        let (dir, options) = (dir.clone(), options.clone());
+        async move {
+            tokio::task::spawn_blocking(move || {
+                Ledger::open(Arc::new(durable::OsFs), &dir, key, options)
+            })
+            .await
+            .map_err(|e| AuditError::Task(e.to_string()))?
+            .map_err(AuditError::from)
+        }
+    };
+    let (ledger, new) = match open(current.clone()).await {
+        // An earlier rotation stopped between its entry and the old key's
+        // checkpoint: the current stored key is the new one.
+        Err(AuditError::Ledger(LedgerError::RotationPending { .. })) => {
+            (open(stored(Label::Previous).await?).await?, current)
+        }
+        Err(AuditError::Ledger(LedgerError::Locked { dir })) => {
+            return Err(AuditError::Gateway(format!(
+                "the ledger {} is held by a running gateway; stop it, rotate the key, then start it again",
+                dir.display()
+            )));
+        }
+        Err(e) => return Err(e),
+        Ok(ledger) => {
+            let new = new_signing_key();
+            let meta = VersionMeta {
+                operator: operator.to_string(),
+                at: jiff::Timestamp::now(),
+                reason: reason.to_string(),
+                fingerprint: None,
+                rotation_id: None,
+            };
+            let version = save_signing_key(store, &new, meta)
+                .await
+                .map_err(AuditError::Key)?;
+            let ledger = Arc::new(ledger);
+            let l = ledger.clone();
+            let (op, why) = (operator.to_string(), reason.to_string());
+            tokio::task::spawn_blocking(move || {
+                l.append(EntryKind::Secret {
+                    operator: op,
+                    name: SIGNING_KEY_SECRET.into(),
+                    version,
+                    action: "rotate".into(),
+                    fingerprint: None,
+                    reason: why,
+                })
+            })
+            .await
+            .map_err(|e| AuditError::Task(e.to_string()))??;
+            (
+                Arc::try_unwrap(ledger)
+                    .map_err(|_| AuditError::Task("the ledger is still shared".into()))?,
+                new,
+            )
+        }
+    };
+    let (op, why) = (operator.to_string(), reason.to_string());
+    tokio::task::spawn_blocking(move || {
+        ledger.rotate_key(new, &op, &why)?;
+        let verifier = ledger.verifier_key();
+        ledger.close()?;
+        Ok::<_, LedgerError>(verifier)
+    })
+    .await
+    .map_err(|e| AuditError::Task(e.to_string()))?
+    .map_err(AuditError::from)
+}

@@ -190,3 +190,45 @@ pub fn checkpoint(args: &Args) -> anyhow::Result<Outcome> {
     println!("signed a checkpoint over every entry");
     Ok(Outcome::Clean)
 }
+
+/// `ledger rotate-key`: a new signing key, announced in the ledger under
+/// the old one, then pinned in warden.toml.
+pub fn rotate_key(args: &Args, reason: &str) -> anyhow::Result<Outcome> {
+    let operator = crate::operator::Operator::current(args.operator.as_deref())?;
+    let reason = super::reason(reason)?;
+    let config = load_config(&args.config)?;
+    let old = config
+        .config
+        .ledger
+        .as_ref()
+        .map(|l| l.verifier_key.get_ref().clone())
+        .unwrap_or_default();
+    let store = open_store(&config)?;
+    let new = super::runtime()?.block_on(audit::rotate_signing_key(
+        &config,
+        &*store,
+        &operator.to_string(),
+        &reason,
+    ))?;
+    let new = new.to_string();
+    // Pin the new key: the same file with only the key's value replaced.
+    let pinned = if !old.is_empty() && config.text.matches(old.as_str()).count() == 1 {
+        let text = config.text.replace(old.as_str(), &new);
+        durable::atomic_replace(&OsFs, &config.path, text.as_bytes()).is_ok()
+    } else {
+        false
+    };
+    if pinned {
+        println!(
+            "Rotated the ledger signing key; {} now pins:",
+            config.path.display()
+        );
+    } else {
+        println!(
+            "Rotated the ledger signing key. Set [ledger] verifier_key in {} to:",
+            config.path.display()
+        );
+    }
+    println!("{new}");
+    Ok(Outcome::Clean)
+}

@@ -85,6 +85,7 @@ pub fn run(args: &Args) -> anyhow::Result<Outcome> {
                 ledger::prove_consistency(args, *old, *new)
             }
             LedgerCommand::Checkpoint => ledger::checkpoint(args),
+            LedgerCommand::RotateKey { reason } => ledger::rotate_key(args, reason),
         },
         Command::Completions { shell } => completions::print(*shell),
     }
