@@ -442,7 +442,10 @@ impl Shared {
         }
         // Key use goes to the key file once a minute, not per request.
         let used: HashMap<String, Timestamp> = {
-            let mut last = self.key_use_flushed.lock().unwrap_or_else(|e| e.into_inner());
+            let mut last = self
+                .key_use_flushed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
             if everything || last.elapsed() >= Duration::from_secs(60) {
                 *last = std::time::Instant::now();
                 std::mem::take(&mut *self.key_use.lock().unwrap_or_else(|e| e.into_inner()))
