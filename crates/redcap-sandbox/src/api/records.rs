@@ -1,6 +1,7 @@
 //! Records: Export / Import / Delete, flat and EAV, classic projects (§5.5,
 //! §6.1–6.3).
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use redcap::error::ValidationLine;
@@ -162,7 +163,7 @@ pub fn export(ctx: &mut Ctx) -> Result<Reply, ApiError> {
         })
         .collect();
     let wanted = ctx.post.list("records", true);
-    let mut names: Vec<&String> = project
+    let mut records: Vec<(&String, &Record)> = project
         .records
         .iter()
         .filter(|(_, r)| ctx.caller.group_id.is_none() || r.group_id == ctx.caller.group_id)
@@ -171,9 +172,8 @@ pub fn export(ctx: &mut Ctx) -> Result<Reply, ApiError> {
                 .as_ref()
                 .is_none_or(|w| w.is_empty() || w.contains(n))
         })
-        .map(|(n, _)| n)
         .collect();
-    names.sort_by_key(|n| record_order(n));
+    records.sort_by_cached_key(|(n, _)| record_order(n));
     let with_dag = ctx.post.flag("exportDataAccessGroups") && ctx.caller.group_id.is_none();
     let eav = ctx.post.str("type") == "eav";
     let labels = ctx.post.str("rawOrLabel") == "label";
@@ -185,53 +185,55 @@ pub fn export(ctx: &mut Ctx) -> Result<Reply, ApiError> {
         .zip(project.dag_unique_names())
         .collect();
     let checkbox_label = ctx.post.flag("exportCheckboxLabel");
-    let mut rows = Vec::new();
-    for name in names {
-        let record = &project.records[name];
-        if eav {
-            for c in &selected {
-                let v = record.values.get(&c.name).cloned().unwrap_or_default();
-                let (field, value) = match (&c.code, c.field) {
-                    (Some(code), Some(i)) if v == "1" => {
-                        (project.metadata[i].field_name.clone(), code.clone())
-                    }
-                    (Some(_), _) => continue,
-                    _ if v.is_empty() => continue,
-                    _ => (c.name.clone(), v),
-                };
-                let mut m = Map::new();
-                m.insert("record".into(), name.clone().into());
-                m.insert("field_name".into(), field.into());
-                m.insert("value".into(), value.into());
-                rows.push(m);
-            }
-            continue;
-        }
-        let mut m = Map::new();
-        for (i, c) in selected.iter().enumerate() {
-            let raw = record.values.get(&c.name).cloned().unwrap_or_default();
-            let value = if labels {
-                label_of(project, c, &raw, checkbox_label)
-            } else {
-                raw
-            };
-            m.insert(c.name.clone(), value.into());
-            if with_dag && i == 0 {
-                let dag = record
-                    .group_id
-                    .and_then(|g| dag_names.get(&g).cloned())
-                    .unwrap_or_default();
-                m.insert(DAG_FIELD.into(), dag.into());
-            }
-        }
-        rows.push(m);
-    }
-    let header: Vec<&str> = if eav {
-        vec!["record", "field_name", "value"]
-    } else {
-        selected.iter().map(|c| c.name.as_str()).collect()
+    let flat = FlatRows {
+        project,
+        selected: &selected,
+        labels,
+        checkbox_label,
+        with_dag,
+        dag_names: &dag_names,
     };
-    let reply = ctx.rows_reply(&rows, &header, "records", "item");
+    let reply = if !eav && ctx.format == Format::Json {
+        // The common case, written straight into the body: building a map
+        // per row first costs several times more than the JSON itself.
+        let rows: Vec<&Record> = records.iter().map(|(_, r)| *r).collect();
+        let body = flat.json(rows.iter());
+        Reply::ok(Format::Json, body)
+    } else {
+        let mut rows = Vec::new();
+        for (name, record) in &records {
+            if eav {
+                for c in &selected {
+                    let v = record.values.get(&c.name).cloned().unwrap_or_default();
+                    let (field, value) = match (&c.code, c.field) {
+                        (Some(code), Some(i)) if v == "1" => {
+                            (project.metadata[i].field_name.clone(), code.clone())
+                        }
+                        (Some(_), _) => continue,
+                        _ if v.is_empty() => continue,
+                        _ => (c.name.clone(), v),
+                    };
+                    let mut m = Map::new();
+                    m.insert("record".into(), (*name).clone().into());
+                    m.insert("field_name".into(), field.into());
+                    m.insert("value".into(), value.into());
+                    rows.push(m);
+                }
+                continue;
+            }
+            let mut m = Map::new();
+            flat.for_each_cell(record, |k, v| {
+                m.insert(k.to_owned(), Value::String(v.into_owned()));
+            });
+            rows.push(m);
+        }
+        let header: Vec<&str> = if eav {
+            vec!["record", "field_name", "value"]
+        } else {
+            selected.iter().map(|c| c.name.as_str()).collect()
+        };
+        ctx.rows_reply(&rows, &header, "records", "item")
+    };
     let mut details = format!(
         "export_format: {}, rawOrLabel: {}",
         ctx.format.log_name(),
@@ -242,6 +244,81 @@ pub fn export(ctx: &mut Ctx) -> Result<Reply, ApiError> {
     }
     ctx.log(LogKind::Export, "Data export (API) ", details, None, None);
     Ok(reply)
+}
+
+/// What a flat export row is made of.
+struct FlatRows<'p> {
+    project: &'p Project,
+    selected: &'p [&'p Column],
+    labels: bool,
+    checkbox_label: bool,
+    with_dag: bool,
+    dag_names: &'p std::collections::HashMap<u64, String>,
+}
+
+impl<'p> FlatRows<'p> {
+    /// Calls `cell` with each (column, value) of one flat row, in export
+    /// order.
+    fn for_each_cell(&self, record: &'p Record, mut cell: impl FnMut(&'p str, Cow<'p, str>)) {
+        for (i, c) in self.selected.iter().enumerate() {
+            let raw = record.values.get(&c.name).map(String::as_str).unwrap_or("");
+            let value = if self.labels {
+                Cow::Owned(label_of(self.project, c, raw, self.checkbox_label))
+            } else {
+                Cow::Borrowed(raw)
+            };
+            cell(c.name.as_str(), value);
+            if self.with_dag && i == 0 {
+                let dag = record
+                    .group_id
+                    .and_then(|g| self.dag_names.get(&g).cloned())
+                    .unwrap_or_default();
+                cell(DAG_FIELD, Cow::Owned(dag));
+            }
+        }
+    }
+
+    /// Flat rows as the JSON array `php_json` would write for them (string
+    /// values, `/` escaped as `\/`), without building the rows first.
+    fn json<'r>(&self, records: impl Iterator<Item = &'r &'p Record>) -> String
+    where
+        'p: 'r,
+    {
+        let mut out = Vec::with_capacity(1 << 16);
+        out.push(b'[');
+        for (n, record) in records.enumerate() {
+            if n > 0 {
+                out.push(b',');
+            }
+            out.push(b'{');
+            let mut first = true;
+            self.for_each_cell(record, |k, v| {
+                if !first {
+                    out.push(b',');
+                }
+                first = false;
+                php_json_str(&mut out, k);
+                out.push(b':');
+                php_json_str(&mut out, &v);
+            });
+            out.push(b'}');
+        }
+        out.push(b']');
+        // Only whole JSON strings were written, so the bytes are UTF-8.
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// One JSON string as PHP's json_encode writes it here (see `php_json`).
+fn php_json_str(out: &mut Vec<u8>, s: &str) {
+    let start = out.len();
+    // Writing a &str into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+    if s.contains('/') {
+        let escaped = String::from_utf8_lossy(&out[start..]).replace('/', "\\/");
+        out.truncate(start);
+        out.extend_from_slice(escaped.as_bytes());
+    }
 }
 
 /// The label of a flat value (`rawOrLabel=label`): choice labels for
@@ -329,11 +406,13 @@ pub fn import(ctx: &mut Ctx) -> Result<Reply, ApiError> {
     if ctx.project().status == 2 {
         return Err(ApiError::AnalysisCleanup);
     }
-    let project = ctx.project().clone();
-    let rid = project.record_id_field().to_owned();
+    // Validation reads the project in place and applying starts only once
+    // nothing can fail, so all-or-nothing needs no copy of the project.
     let mut rows = ctx.take_rows();
+    let project = ctx.project();
+    let rid = project.record_id_field().to_owned();
     if ctx.post.str("type") == "eav" {
-        rows = eav_to_flat(rows, &rid, &project);
+        rows = eav_to_flat(rows, &rid, project);
     }
     let overwrite = ctx.post.str("overwriteBehavior") == "overwrite";
     let auto = ctx.post.flag("forceAutoNumber");
@@ -377,7 +456,7 @@ pub fn import(ctx: &mut Ctx) -> Result<Reply, ApiError> {
         }
     }
 
-    let cols = columns(&project);
+    let cols = columns(project);
     let by_name: std::collections::HashMap<&str, &Column> =
         cols.iter().map(|c| (c.name.as_str(), c)).collect();
     let col_of = |name: &str| by_name.get(name).copied();
@@ -446,8 +525,8 @@ pub fn import(ctx: &mut Ctx) -> Result<Reply, ApiError> {
         return Err(ApiError::RecordValidation { lines });
     }
 
-    // Apply.
-    let mut project = project;
+    // Apply: nothing below fails.
+    let project = ctx.project_mut();
     // (new?, record, changes, its DAG, DAG change) per imported row.
     type RecordLog = (bool, String, Vec<String>, Option<u64>, Option<String>);
     let mut logs: Vec<RecordLog> = Vec::new();
@@ -520,7 +599,6 @@ pub fn import(ctx: &mut Ctx) -> Result<Reply, ApiError> {
         let group = project.records[&id].group_id;
         logs.push((is_new, id, changes, group, dag_change));
     }
-    *ctx.project_mut() = project;
     for (is_new, id, changes, group, dag_change) in logs {
         let (kind, verb) = if is_new {
             (LogKind::RecordAdd, "Create record")
@@ -735,5 +813,54 @@ mod tests {
         let mut v = vec!["10", "2", "b", "1", "a"];
         v.sort_by_key(|n| record_order(n));
         assert_eq!(v, ["1", "2", "10", "a", "b"]);
+    }
+
+    #[test]
+    fn flat_json_writes_what_php_json_writes() {
+        let project: Project = serde_json::from_value(serde_json::json!({
+            "id": 1, "title": "t", "purpose": 0, "creation_time": "",
+            "members": {},
+            "metadata": [
+                {"field_name": "record_id", "form_name": "f", "field_type": "text", "field_label": "R"},
+                {"field_name": "name", "form_name": "f", "field_type": "text", "field_label": "N"}
+            ],
+            "dags": [{"id": 7, "name": "Site/A"}],
+            "records": {
+                "1": {"group_id": 7, "values": {"record_id": "1", "name": "a/b \"q\" \\ é\n\u{1}", "f_complete": "0"}},
+                "2": {"values": {"record_id": "2"}}
+            }
+        }))
+        .unwrap();
+        let cols = columns(&project);
+        let selected: Vec<&Column> = cols.iter().collect();
+        let dag_names = project
+            .dags
+            .iter()
+            .map(|d| d.id)
+            .zip(project.dag_unique_names())
+            .collect();
+        let flat = FlatRows {
+            project: &project,
+            selected: &selected,
+            labels: false,
+            checkbox_label: false,
+            with_dag: true,
+            dag_names: &dag_names,
+        };
+        let records: Vec<&Record> = project.records.values().collect();
+        let maps: Vec<Value> = records
+            .iter()
+            .map(|r| {
+                let mut m = Map::new();
+                flat.for_each_cell(r, |k, v| {
+                    m.insert(k.to_owned(), Value::String(v.into_owned()));
+                });
+                Value::Object(m)
+            })
+            .collect();
+        let body = flat.json(records.iter());
+        assert!(body.contains("a\\/b"), "{body}");
+        assert_eq!(body, php_json(&Value::Array(maps)));
+        assert_eq!(flat.json(std::iter::empty()), "[]");
     }
 }

@@ -382,7 +382,11 @@ impl<L: OutboundLimiter> Client<L> {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_owned();
-        let body = response.text().await.map_err(|e| Error::transport(&e))?;
+        // Bytes to String without reqwest's lossy decoding pass: exports run
+        // to tens of megabytes, and REDCap answers UTF-8.
+        let bytes = response.bytes().await.map_err(|e| Error::transport(&e))?;
+        let body = String::from_utf8(Vec::from(bytes))
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
         match crate::classify(status, &body) {
             None => Ok(Answer { content_type, body }),
             Some(refusal) => Err(Error::from(refusal)),
