@@ -71,6 +71,15 @@ where
 }
 
 fn main() -> anyhow::Result<()> {
+    // `cargo bench` passes `--bench`. `cargo test --all-targets` (and
+    // nextest, which lists with `--list`) run bench targets too: answer them
+    // with nothing so a benchmark never runs as part of the tests.
+    if !std::env::args().any(|a| a == "--bench") {
+        eprintln!(
+            "records: a benchmark; run it with `cargo bench -p redcap-sandbox --bench records`"
+        );
+        return Ok(());
+    }
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
