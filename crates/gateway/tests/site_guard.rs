@@ -172,94 +172,36 @@ async fn exports_the_gateway_cannot_check_are_refused_to_site_clients() {
 async fn imports_report_record_ids_to_the_ledger_in_the_shape_the_client_asked() {
     let w = World::new().await;
     let (gw, ledger_dir) = w.start_on_disk().await;
-    let key = &w.keys["site-app"];
-    let (s, b) = w
-        .call(
-            &gw,
-            &[
-                ("token", key),
-                ("content", "record"),
-                ("format", "json"),
-                ("data", r#"[{"record_id":"8","age":"1"}]"#),
-            ],
-        )
-        .await;
-    assert_eq!((s, b.as_str()), (200, "{\"count\": 1}"));
-    let (s, b) = w
-        .call(
-            &gw,
-            &[
-                ("token", key),
-                ("content", "record"),
-                ("format", "json"),
-                ("returnFormat", "xml"),
-                ("data", r#"[{"record_id":"9","age":"2"}]"#),
-            ],
-        )
-        .await;
-    assert_eq!(
-        (s, b.as_str()),
+    let key = w.keys["site-app"].as_str();
+    // (extra parameters, record imported, expected status and body)
+    let cases: [(&[(&str, &str)], &str, u16, &str); 6] = [
+        (&[], "8", 200, "{\"count\": 1}"),
         (
+            &[("returnFormat", "xml")],
+            "9",
             200,
-            "<?xml version=\"1.0\" encoding=\"UTF-8\" ?><count>1</count>"
-        )
-    );
-    let (s, b) = w
-        .call(
-            &gw,
-            &[
-                ("token", key),
-                ("content", "record"),
-                ("format", "json"),
-                ("returnContent", "nothing"),
-                ("data", r#"[{"record_id":"10","age":"3"}]"#),
-            ],
-        )
-        .await;
-    assert_eq!((s, b.as_str()), (200, ""));
-    let (s, b) = w
-        .call(
-            &gw,
-            &[
-                ("token", key),
-                ("content", "record"),
-                ("format", "json"),
-                ("returnContent", "ids"),
-                ("data", r#"[{"record_id":"11","age":"4"}]"#),
-            ],
-        )
-        .await;
-    assert_eq!((s, b.as_str()), (200, "[\"11\"]"));
-    let (s, b) = w
-        .call(
-            &gw,
-            &[
-                ("token", key),
-                ("content", "record"),
-                ("format", "json"),
-                ("backgroundProcess", "TRUE"),
-                ("data", "[]"),
-            ],
-        )
-        .await;
-    assert_eq!(s, 400, "{b}");
-    let (s, b) = w
-        .call(
-            &gw,
-            &[
-                ("token", key),
-                ("content", "record"),
-                ("format", "json"),
-                ("backgroundProcess", "0"),
-                ("data", r#"[{"record_id":"12","age":"5"}]"#),
-            ],
-        )
-        .await;
-    assert_eq!(
-        (s, b.as_str()),
-        (200, "{\"count\": 1}"),
-        "a false backgroundProcess is dropped"
-    );
+            "<?xml version=\"1.0\" encoding=\"UTF-8\" ?><count>1</count>",
+        ),
+        (&[("returnContent", "nothing")], "10", 200, ""),
+        (&[("returnContent", "ids")], "11", 200, "[\"11\"]"),
+        (&[("backgroundProcess", "0")], "12", 200, "{\"count\": 1}"),
+        (&[("backgroundProcess", "TRUE")], "13", 400, ""),
+    ];
+    for (extra, id, status, body) in cases {
+        let data = format!(r#"[{{"record_id":"{id}","age":"1"}}]"#);
+        let mut params = vec![
+            ("token", key),
+            ("content", "record"),
+            ("format", "json"),
+            ("data", data.as_str()),
+        ];
+        params.extend_from_slice(extra);
+        let (s, b) = w.call(&gw, &params).await;
+        assert_eq!(s, status, "{extra:?}: {b}");
+        if status == 200 {
+            assert_eq!(b, body, "{extra:?}");
+        }
+    }
     gw.shutdown().await.unwrap();
     let ids: Vec<Vec<String>> = entries(&OsFs, &ledger_dir)
         .into_iter()

@@ -64,155 +64,81 @@ impl World {
         let sandbox_base = format!("http://{}", sandbox.addr);
         let http = reqwest::Client::new();
 
-        // A project, its data dictionary, a record, and a service account.
+        // A project, its data dictionary, records, a DAG, and two service
+        // accounts: one study-wide, one bound to site A's DAG.
         let api = format!("{sandbox_base}/api/");
-        let admin_token = http
-            .post(&api)
-            .form(&[
-                ("token", SUPER),
-                ("content", "project"),
-                ("format", "json"),
-                ("data", r#"[{"project_title":"Heart","purpose":2}]"#),
-            ])
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let redcap = |params: Vec<(&'static str, String)>| {
+            let (http, api) = (http.clone(), api.clone());
+            async move {
+                let r = http.post(&api).form(&params).send().await.unwrap();
+                let status = r.status();
+                let body = r.text().await.unwrap();
+                assert_eq!(status, 200, "{params:?}: {body}");
+                body
+            }
+        };
+        let admin = |path: String, body: Option<Value>| {
+            let (http, base) = (http.clone(), sandbox_base.clone());
+            async move {
+                let mut req = http.post(format!("{base}{path}")).bearer_auth(ADMIN);
+                if let Some(b) = body {
+                    req = req.json(&b);
+                }
+                let r = req.send().await.unwrap();
+                assert_eq!(r.status(), 200, "{path}");
+                r.json::<Value>().await.unwrap()
+            }
+        };
+        let call = |token: &str, content: &str, data: Option<String>| {
+            let mut p = vec![
+                ("token", token.to_string()),
+                ("content", content.to_string()),
+                ("format", "json".to_string()),
+            ];
+            p.extend(data.map(|d| ("data", d)));
+            p
+        };
+        let project = r#"[{"project_title":"Heart","purpose":2}]"#.to_string();
+        let admin_token = redcap(call(SUPER, "project", Some(project))).await;
         assert_eq!(admin_token.len(), 32, "{admin_token}");
-        let info: Value = http
-            .post(&api)
-            .form(&[
-                ("token", admin_token.as_str()),
-                ("content", "project"),
-                ("format", "json"),
-            ])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let info: Value =
+            serde_json::from_str(&redcap(call(&admin_token, "project", None)).await).unwrap();
         let pid = info["project_id"].as_u64().unwrap();
         let md = json!([
             {"field_name": "record_id", "form_name": "demographics", "field_type": "text", "field_label": "ID"},
             {"field_name": "age", "form_name": "demographics", "field_type": "text", "field_label": "Age"}
         ]);
-        let r = http
-            .post(&api)
-            .form(&[
-                ("token", admin_token.as_str()),
-                ("content", "metadata"),
-                ("format", "json"),
-                ("data", &md.to_string()),
-            ])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
-        let data =
-            json!([{"record_id": "1", "age": "40"}, {"record_id": "2", "age": "51"}]).to_string();
-        let r = http
-            .post(&api)
-            .form(&[
-                ("token", admin_token.as_str()),
-                ("content", "record"),
-                ("format", "json"),
-                ("data", &data),
-            ])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-
-        let add = http
-            .post(format!("{sandbox_base}/sandbox/projects/{pid}/users"))
-            .bearer_auth(ADMIN)
-            .json(
-                &json!({"username": "svc_etl", "api_export": 1, "api_import": 1, "record_create": 1,
-                          "forms": {"demographics": 1}, "forms_export": {"demographics": 1}}),
-            )
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(add.status(), 200, "{}", add.text().await.unwrap());
-        let t: Value = http
-            .post(format!(
-                "{sandbox_base}/sandbox/projects/{pid}/users/svc_etl/token"
-            ))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let token = t["token"].as_str().unwrap().to_string();
-
-        // A site: a DAG, a record in it, and a service account bound to it.
-        let dags =
-            json!([{"data_access_group_name": "Site A", "unique_group_name": ""}]).to_string();
-        let r = http
-            .post(&api)
-            .form(&[
-                ("token", admin_token.as_str()),
-                ("content", "dag"),
-                ("action", "import"),
-                ("format", "json"),
-                ("data", &dags),
-            ])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
-        let dags: Value = http
-            .post(&api)
-            .form(&[
-                ("token", admin_token.as_str()),
-                ("content", "dag"),
-                ("format", "json"),
-            ])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        redcap(call(&admin_token, "metadata", Some(md.to_string()))).await;
+        let records = json!([{"record_id": "1", "age": "40"}, {"record_id": "2", "age": "51"}]);
+        redcap(call(&admin_token, "record", Some(records.to_string()))).await;
+        let mut dag_import = call(
+            &admin_token,
+            "dag",
+            Some(
+                json!([{"data_access_group_name": "Site A", "unique_group_name": ""}]).to_string(),
+            ),
+        );
+        dag_import.push(("action", "import".into()));
+        redcap(dag_import).await;
+        let dags: Value =
+            serde_json::from_str(&redcap(call(&admin_token, "dag", None)).await).unwrap();
         let dag_id = dags[0]["data_access_group_id"].as_u64().unwrap();
-        let data = json!([{"record_id": "3", "age": "33", "redcap_data_access_group": "site_a"}])
-            .to_string();
-        let r = http
-            .post(&api)
-            .form(&[
-                ("token", admin_token.as_str()),
-                ("content", "record"),
-                ("format", "json"),
-                ("data", &data),
-            ])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
-        let add = http
-            .post(format!("{sandbox_base}/sandbox/projects/{pid}/users"))
-            .bearer_auth(ADMIN)
-            .json(&json!({"username": "svc_site", "api_export": 1, "api_import": 1, "record_create": 1, "data_access_group": "site_a",
-                          "forms": {"demographics": 1}, "forms_export": {"demographics": 1}}))
-            .send().await.unwrap();
-        assert_eq!(add.status(), 200, "{}", add.text().await.unwrap());
-        let t: Value = http
-            .post(format!(
-                "{sandbox_base}/sandbox/projects/{pid}/users/svc_site/token"
-            ))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let site_token = t["token"].as_str().unwrap().to_string();
+        let site_record =
+            json!([{"record_id": "3", "age": "33", "redcap_data_access_group": "site_a"}]);
+        redcap(call(&admin_token, "record", Some(site_record.to_string()))).await;
+
+        let mut tokens = Vec::new();
+        for (user, dag) in [("svc_etl", None), ("svc_site", Some("site_a"))] {
+            let mut rights = json!({"username": user, "api_export": 1, "api_import": 1, "record_create": 1,
+                                    "forms": {"demographics": 1}, "forms_export": {"demographics": 1}});
+            if let Some(d) = dag {
+                rights["data_access_group"] = json!(d);
+            }
+            admin(format!("/sandbox/projects/{pid}/users"), Some(rights)).await;
+            let t = admin(format!("/sandbox/projects/{pid}/users/{user}/token"), None).await;
+            tokens.push(t["token"].as_str().unwrap().to_string());
+        }
+        let (token, site_token) = (tokens[0].clone(), tokens[1].clone());
 
         // The warden side: store, fingerprint key, the account's token.
         std::fs::create_dir_all(dir.join("data")).unwrap();
