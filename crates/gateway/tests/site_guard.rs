@@ -168,13 +168,20 @@ async fn exports_the_gateway_cannot_check_are_refused_to_site_clients() {
     gw.shutdown().await.unwrap();
 }
 
+/// Extra parameters, the record imported, the expected status and body.
+type ImportCase = (
+    &'static [(&'static str, &'static str)],
+    &'static str,
+    u16,
+    &'static str,
+);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn imports_report_record_ids_to_the_ledger_in_the_shape_the_client_asked() {
     let w = World::new().await;
     let (gw, ledger_dir) = w.start_on_disk().await;
     let key = w.keys["site-app"].as_str();
-    // (extra parameters, record imported, expected status and body)
-    let cases: [(&[(&str, &str)], &str, u16, &str); 6] = [
+    let cases: [ImportCase; 6] = [
         (&[], "8", 200, "{\"count\": 1}"),
         (
             &[("returnFormat", "xml")],
