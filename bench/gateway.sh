@@ -258,12 +258,18 @@ load() { # name, port, connections, PIDs of the server under test (not the upstr
     say "$name c=$c: p50 ${p50[$name,$c]} ms, p99 ${p99[$name,$c]} ms, ${rps[$name,$c]} req/s, ${cpu[$name,$c]} µs CPU/request, fdatasync/request ${syncs[$name,$c]}"
 }
 
+# On the server's CPU, where the ledger's syncs run: on a busy machine a
+# sync waited for from a contended CPU comes back a scheduler tick late.
 probe() {
-    taskset -c "$LOAD_CPU" "$bin/fsync-probe" --dir "$work/warden/data/ledger" --count 5000 --bytes 300
+    taskset -c "$SERVER_CPU" "$bin/fsync-probe" --dir "$work/warden/data/ledger" --count 5000 --bytes 300
 }
 
 say "== loads: $DURATION each, after a 2 s warm-up; wrk on CPU $LOAD_CPU, servers on CPU $SERVER_CPU"
 say "load before: $(uptime)"
+load1=$(cut -d' ' -f1 /proc/loadavg)
+quiet=yes
+awk -v l="$load1" 'BEGIN { exit !(l > 1.0) }' && quiet=no &&
+    say "WARNING: load average $load1: the machine is not quiet; the figures (the fsync baseline most) are unreliable"
 probe_before=$(probe)
 say "fsync-probe: $probe_before"
 for c in 1 "$CONNS"; do
@@ -292,6 +298,7 @@ calc() { awk "BEGIN { printf \"$1\", $2 }"; }
 
 echo
 echo "gateway benchmark, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, $fstype ($(findmnt -n -o SOURCE -T "$work")), wrk $DURATION per load"
+echo "load average at start $load1$([[ $quiet == no ]] && echo ' — NOT QUIET, figures unreliable')"
 echo
 echo "| target | connections | p50 ms | p99 ms | req/s | p50 − direct ms | req/s ÷ nginx | server CPU µs/req | fdatasync/req |"
 echo "|---|---|---|---|---|---|---|---|---|"
