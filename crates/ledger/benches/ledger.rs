@@ -27,6 +27,13 @@ const ORIGIN: &str = "bench.example/redcap-warden/0123456789abcdef";
 const RECORD_BYTES: usize = 300;
 
 fn main() {
+    // `cargo bench` passes `--bench`. `cargo test --all-targets` and nextest
+    // (which lists with `--list`) run bench targets too: answer them with
+    // nothing, so the benchmark never runs as part of the tests.
+    if !std::env::args().any(|a| a == "--bench") {
+        eprintln!("ledger: a benchmark; run it with `cargo bench -p ledger --bench ledger`");
+        return;
+    }
     let dir = std::env::var_os("LEDGER_BENCH_DIR").map_or_else(
         || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/ledger-bench"),
         PathBuf::from,
