@@ -574,19 +574,7 @@ impl Rights {
         known: &[String],
         pairs: &[(String, String)],
     ) -> Result<(), RightsError> {
-        let mut forms = BTreeMap::new();
-        for f in known {
-            forms.insert(f.clone(), FormRight::NoAccess);
-        }
-        for (form, value) in pairs {
-            let right =
-                FormRight::from_wire(value).ok_or_else(|| RightsError::InvalidFormValue {
-                    form: form.clone(),
-                    value: value.clone(),
-                })?;
-            forms.insert(form.clone(), right);
-        }
-        self.forms = forms;
+        self.forms = form_map(known, pairs, FormRight::NoAccess, FormRight::from_wire)?;
         Ok(())
     }
 
@@ -596,19 +584,7 @@ impl Rights {
         known: &[String],
         pairs: &[(String, String)],
     ) -> Result<(), RightsError> {
-        let mut forms = BTreeMap::new();
-        for f in known {
-            forms.insert(f.clone(), ExportRight::NoAccess);
-        }
-        for (form, value) in pairs {
-            let right =
-                ExportRight::from_wire(value).ok_or_else(|| RightsError::InvalidFormValue {
-                    form: form.clone(),
-                    value: value.clone(),
-                })?;
-            forms.insert(form.clone(), right);
-        }
-        self.forms_export = forms;
+        self.forms_export = form_map(known, pairs, ExportRight::NoAccess, ExportRight::from_wire)?;
         Ok(())
     }
 
@@ -757,6 +733,25 @@ impl UserRights {
             rights: Rights::from_json(object)?,
         })
     }
+}
+
+/// A per-form rights map: every `known` form at `none`, then `pairs` parsed
+/// with `parse` on top (an unparseable value is an error naming the form).
+fn form_map<R: Copy>(
+    known: &[String],
+    pairs: &[(String, String)],
+    none: R,
+    parse: fn(&str) -> Option<R>,
+) -> Result<BTreeMap<String, R>, RightsError> {
+    let mut forms: BTreeMap<String, R> = known.iter().map(|f| (f.clone(), none)).collect();
+    for (form, value) in pairs {
+        let right = parse(value).ok_or_else(|| RightsError::InvalidFormValue {
+            form: form.clone(),
+            value: value.clone(),
+        })?;
+        forms.insert(form.clone(), right);
+    }
+    Ok(forms)
 }
 
 #[cfg(test)]
