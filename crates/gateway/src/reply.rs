@@ -8,45 +8,17 @@ use axum::response::{IntoResponse, Response};
 
 use crate::php::Form;
 
-/// A wire format as REDCap normalises `format` and `returnFormat`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    Json,
-    Csv,
-    Xml,
+pub use redcap::Format;
+
+/// The format of errors and import answers: `returnFormat`, or `format`
+/// when it is empty.
+pub fn error_format(form: &Form) -> Format {
+    Format::return_format(form.get("returnFormat").unwrap_or(""), data_format(form))
 }
 
-impl Format {
-    /// `json`, `csv`; anything else is XML.
-    pub fn from_param(v: &str) -> Format {
-        match v {
-            "json" => Format::Json,
-            "csv" => Format::Csv,
-            _ => Format::Xml,
-        }
-    }
-
-    /// The format of errors and import answers: `returnFormat`, or
-    /// `format` when it is empty.
-    pub fn of(form: &Form) -> Format {
-        match form.get("returnFormat").filter(|v| !v.is_empty()) {
-            Some(rf) => Format::from_param(rf),
-            None => Format::from_param(form.get("format").unwrap_or("")),
-        }
-    }
-
-    /// The format of exported data: `format`.
-    pub fn of_data(form: &Form) -> Format {
-        Format::from_param(form.get("format").unwrap_or(""))
-    }
-
-    pub fn content_type(self) -> &'static str {
-        match self {
-            Format::Json => "application/json; charset=utf-8",
-            Format::Csv => "text/csv; charset=utf-8",
-            Format::Xml => "text/xml; charset=utf-8",
-        }
-    }
+/// The format of exported data: `format`.
+pub fn data_format(form: &Form) -> Format {
+    Format::from_param(form.get("format").unwrap_or(""))
 }
 
 /// REDCap's answer to an invalid, unknown or suspended token.
@@ -70,19 +42,7 @@ impl ApiReply {
     }
 
     pub fn body(&self) -> String {
-        match self.format {
-            // PHP's json_encode escapes `/`.
-            Format::Json => serde_json::json!({ "error": self.message })
-                .to_string()
-                .replace('/', "\\/"),
-            Format::Csv => format!("ERROR: {}", self.message),
-            Format::Xml => {
-                format!(
-                    "<?xml version=\"1.0\" encoding=\"UTF-8\" ?><hash><error>{}</error></hash>",
-                    self.message
-                )
-            }
-        }
+        redcap::wire::error_body(&self.message, self.format)
     }
 }
 
@@ -103,7 +63,7 @@ mod tests {
     use crate::php::parse_form;
 
     fn fmt(body: &str) -> Format {
-        Format::of(&parse_form(body.as_bytes(), 100).unwrap())
+        crate::reply::error_format(&parse_form(body.as_bytes(), 100).unwrap())
     }
 
     #[test]

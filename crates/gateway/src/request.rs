@@ -76,7 +76,7 @@ async fn handle(
         .unwrap_or("");
     let applied = gw.applied();
     let (mut form, upload) = read_body(&applied, content_type, body).await?;
-    let fmt = Format::of(&form);
+    let fmt = crate::reply::error_format(&form);
 
     let presented = form.take("token").unwrap_or_default();
     let key = authenticate(gw, &presented, now, &source, fmt).await?;
@@ -266,7 +266,7 @@ async fn handle(
         }
         (Content::Record, Action::Export) if ok => answer::export_ids(
             &body_text,
-            Format::of_data(&form),
+            crate::reply::data_format(&form),
             form.get("type") == Some("eav"),
         ),
         _ => Vec::new(),
@@ -283,7 +283,7 @@ async fn handle(
     // gateway is then degraded and writes the entry when the ledger is back).
     let _ = gw.append(response_entry).await;
 
-    if dag_guard && ok && answer::has_dag_column(&body_text, Format::of_data(&form)) {
+    if dag_guard && ok && answer::has_dag_column(&body_text, crate::reply::data_format(&form)) {
         let why = format!(
             "REDCap returned the Data Access Group column to site account `{}` (site `{}`, DAG id {}): it is not restricted to its DAG (removed from the DAG, or made an administrator); its export was withheld",
             account.name,

@@ -4,52 +4,7 @@
 use redcap::ApiError;
 use serde_json::{Map, Value};
 
-/// A normalised `format` or `returnFormat`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    Json,
-    Csv,
-    Xml,
-}
-
-impl Format {
-    /// `format`: `json`, `csv`, `xml` (and `odm`, answered as XML here);
-    /// anything else is XML (§1.2).
-    pub fn from_param(value: &str) -> Format {
-        match value {
-            "json" => Format::Json,
-            "csv" => Format::Csv,
-            _ => Format::Xml,
-        }
-    }
-
-    /// `returnFormat`: empty means the same as `format` (§1.2).
-    pub fn return_format(value: &str, format: Format) -> Format {
-        if value.is_empty() {
-            format
-        } else {
-            Format::from_param(value)
-        }
-    }
-
-    /// `Content-Type` of a body in this format.
-    pub fn content_type(self) -> &'static str {
-        match self {
-            Format::Json => "application/json; charset=utf-8",
-            Format::Csv => "text/csv; charset=utf-8",
-            Format::Xml => "text/xml; charset=utf-8",
-        }
-    }
-
-    /// The name REDCap writes into export log details.
-    pub fn log_name(self) -> &'static str {
-        match self {
-            Format::Json => "JSON",
-            Format::Csv => "CSV",
-            Format::Xml => "XML",
-        }
-    }
-}
+pub use redcap::Format;
 
 /// An HTTP answer of the API.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,18 +27,7 @@ impl Reply {
     /// An error in the shape `returnFormat` asks for (§1.6). JSON escapes `/`
     /// as PHP's `json_encode` does; XML does not escape the message.
     pub fn error(err: &ApiError, return_format: Format) -> Reply {
-        let message = err.message();
-        let body = match return_format {
-            Format::Json => {
-                let mut m = Map::new();
-                m.insert("error".into(), Value::String(message));
-                php_json(&Value::Object(m))
-            }
-            Format::Csv => format!("ERROR: {message}"),
-            Format::Xml => format!(
-                "<?xml version=\"1.0\" encoding=\"UTF-8\" ?><hash><error>{message}</error></hash>"
-            ),
-        };
+        let body = redcap::wire::error_body(&err.message(), return_format);
         Reply {
             status: err.status(),
             content_type: return_format.content_type(),

@@ -27,6 +27,7 @@ pub mod response;
 pub mod rights;
 pub mod token;
 pub mod version;
+pub mod wire;
 
 pub use error::ApiError;
 pub use method::{Action, Content};
@@ -37,3 +38,4 @@ pub use rights::{
 };
 pub use token::{SuperToken, Token, TokenError};
 pub use version::RedcapVersion;
+pub use wire::Format;
