@@ -17,6 +17,7 @@ pub mod entry;
 mod error;
 mod files;
 pub mod merkle;
+mod pending;
 mod writer;
 
 pub use checkpoint::{Checkpoint, NoteError, VerifierKey};
@@ -26,4 +27,5 @@ pub use files::{
     ConsistencyProof, InclusionProof, ROTATE_ACTION, VerifyReport, prove_consistency,
     prove_inclusion, read_entries, verify_dir,
 };
+pub use pending::Pending;
 pub use writer::{Ledger, LedgerOptions, Receipt, Recovery, new_origin};
