@@ -11,6 +11,12 @@
 //!
 //! Checkpoints are signed from the durable size only (`State::size` moves
 //! after the sync), so a checkpoint never covers an entry before its fsync.
+//!
+//! Deferred entries ([`Ledger::append_deferred`]) join the queue without
+//! leading a commit: they ride along with the next appender's batch, or a
+//! flusher thread commits them after [`LedgerOptions::deferred_delay`]. The
+//! gateway uses this for `response` entries, which must become durable but
+//! need not hold up the reply, so a request costs one sync, not two.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -26,6 +32,7 @@ use crate::entry::{Entry, EntryKind, FORMAT_VERSION};
 use crate::error::{LedgerError, VerifyError};
 use crate::files::{self, CHECKPOINTS, LOCK, ROTATE_ACTION, segment_name};
 use crate::merkle::{self, Hash, TreeBuilder};
+use crate::pending::{Completer, Pending};
 
 /// How a file ledger is opened.
 #[derive(Clone, Debug)]
@@ -38,6 +45,9 @@ pub struct LedgerOptions {
     pub checkpoint_interval: Option<Duration>,
     /// Take the exclusive lock `<dir>/lock` (on the real file system).
     pub lock: bool,
+    /// How long a deferred entry waits for an appender's batch to ride
+    /// along with before the flusher commits it on its own.
+    pub deferred_delay: Duration,
 }
 
 impl Default for LedgerOptions {
@@ -46,6 +56,7 @@ impl Default for LedgerOptions {
             segment_max_bytes: 64 << 20,
             checkpoint_interval: Some(Duration::from_secs(1)),
             lock: true,
+            deferred_delay: Duration::from_millis(5),
         }
     }
 }
@@ -75,6 +86,7 @@ pub struct Recovery {
 pub struct Ledger {
     shared: Arc<Shared>,
     ticker: Mutex<Option<JoinHandle<()>>>,
+    flusher: Mutex<Option<JoinHandle<()>>>,
     recovery: Option<Recovery>,
     _lock: Option<std::fs::File>,
 }
@@ -88,6 +100,10 @@ struct Shared {
     wake: Condvar,
     /// Signalled when an entry is queued while a leader gathers a batch.
     arrive: Condvar,
+    /// Signalled when a deferred entry is queued, a commit ends, or the
+    /// ledger closes: the flusher's wake-up.
+    deferred: Condvar,
+    deferred_delay: Duration,
     cp: Mutex<CheckpointFile>,
     stop: Mutex<bool>,
     stop_wake: Condvar,
@@ -96,9 +112,11 @@ struct Shared {
 }
 
 struct State {
-    /// Entries waiting for a leader, with the thread to unpark when their
-    /// batch is durable (or the writer is poisoned).
-    queue: Vec<(u64, EntryKind, std::thread::Thread)>,
+    /// Entries waiting for a leader, with who to tell when their batch is
+    /// durable (or the writer is poisoned).
+    queue: Vec<(u64, EntryKind, Waiter)>,
+    /// Deferred entries in `queue`.
+    deferred_queued: usize,
     next_ticket: u64,
     done: std::collections::HashMap<u64, Receipt>,
     committing: bool,
@@ -119,6 +137,23 @@ struct State {
 }
 
 /// The active segment; owned by the leader while it writes.
+/// Who waits for a queued entry.
+enum Waiter {
+    /// An appender thread, parked until its receipt is in `State::done`.
+    Thread(std::thread::Thread),
+    /// A deferred entry's [`Pending`].
+    Later(Completer),
+}
+
+impl Waiter {
+    /// Wakes a parked appender (a deferred entry has no thread to wake).
+    fn unpark(&self) {
+        if let Waiter::Thread(t) = self {
+            t.unpark();
+        }
+    }
+}
+
 struct Segment {
     file: Box<dyn DurableFile>,
     path: PathBuf,
@@ -250,6 +285,7 @@ impl Ledger {
             segment_max_bytes: options.segment_max_bytes,
             state: Mutex::new(State {
                 queue: Vec::new(),
+                deferred_queued: 0,
                 next_ticket: 0,
                 done: Default::default(),
                 committing: false,
@@ -265,6 +301,8 @@ impl Ledger {
             }),
             wake: Condvar::new(),
             arrive: Condvar::new(),
+            deferred: Condvar::new(),
+            deferred_delay: options.deferred_delay,
             cp: Mutex::new(CheckpointFile {
                 file: Some(recovered.checkpoints),
                 last_size: recovered.signed,
@@ -281,9 +319,14 @@ impl Ledger {
             let shared = Arc::clone(&shared);
             std::thread::spawn(move || shared.tick(every))
         });
+        let flusher = {
+            let shared = Arc::clone(&shared);
+            std::thread::spawn(move || shared.flush_deferred())
+        };
         let ledger = Ledger {
             shared,
             ticker: Mutex::new(ticker),
+            flusher: Mutex::new(Some(flusher)),
             recovery: recovered.recovery.clone(),
             _lock: lock_file,
         };
@@ -313,6 +356,46 @@ impl Ledger {
     /// Appends an entry; returns once it is durable. Safe to call from many
     /// threads at once: concurrent entries share one write and one sync.
     pub fn append(&self, kind: EntryKind) -> Result<Receipt, LedgerError> {
+        self.check_appendable(&kind)?;
+        self.append_any(kind)
+    }
+
+    /// Queues an entry without waiting for it: it is committed with the
+    /// next appender's batch, or by the flusher after
+    /// [`LedgerOptions::deferred_delay`], whichever comes first. The
+    /// returned [`Pending`] says when it is durable, or why it never will
+    /// be. Use it for entries that must become durable but need not be
+    /// before the caller goes on.
+    pub fn append_deferred(&self, kind: EntryKind) -> Pending {
+        if let Err(e) = self.check_appendable(&kind) {
+            return Pending::ready(Err(e));
+        }
+        let sh = &self.shared;
+        let mut st = lock(&sh.state);
+        if let Some(cause) = &st.poisoned {
+            return Pending::ready(Err(LedgerError::Poisoned {
+                cause: cause.clone(),
+            }));
+        }
+        if st.closed {
+            return Pending::ready(Err(LedgerError::Closed));
+        }
+        let (completer, pending) = Pending::new();
+        let ticket = st.next_ticket;
+        st.next_ticket += 1;
+        st.queue.push((ticket, kind, Waiter::Later(completer)));
+        st.deferred_queued += 1;
+        if st.leader_waiting {
+            sh.arrive.notify_one();
+        }
+        if !st.committing {
+            sh.deferred.notify_one();
+        }
+        pending
+    }
+
+    /// Refuses the entries only the ledger itself writes.
+    fn check_appendable(&self, kind: &EntryKind) -> Result<(), LedgerError> {
         if matches!(kind, EntryKind::Header { .. }) {
             return Err(LedgerError::OutOfRange(
                 "header entries are written by the ledger itself".into(),
@@ -328,7 +411,7 @@ impl Ledger {
                 "signing-key rotation entries are written only by Ledger::rotate_key".into(),
             ));
         }
-        self.append_any(kind)
+        Ok(())
     }
 
     fn append_any(&self, kind: EntryKind) -> Result<Receipt, LedgerError> {
@@ -344,7 +427,8 @@ impl Ledger {
         }
         let ticket = st.next_ticket;
         st.next_ticket += 1;
-        st.queue.push((ticket, kind, std::thread::current()));
+        st.queue
+            .push((ticket, kind, Waiter::Thread(std::thread::current())));
         if st.leader_waiting {
             sh.arrive.notify_one();
         }
@@ -369,46 +453,7 @@ impl Ledger {
                 st = lock(&sh.state);
                 continue;
             }
-            st.committing = true;
-            st = sh.gather(st);
-            let (batch, threads): (Vec<_>, Vec<_>) = std::mem::take(&mut st.queue)
-                .into_iter()
-                .map(|(t, kind, thread)| ((t, kind), thread))
-                .unzip();
-            let mut seg = st
-                .io
-                .take()
-                .expect("the segment is home when no one commits");
-            seg.key_id.clone_from(&st.key_id);
-            drop(st);
-            let batch_len = batch.len();
-            let started = Instant::now();
-            let result = sh.commit(&mut seg, batch);
-            let took = started.elapsed();
-            st = lock(&sh.state);
-            st.recent_batches = [st.recent_batches[1], batch_len];
-            // Exponential moving average, weight 1/8.
-            st.commit_time = (st.commit_time * 7 + took) / 8;
-            st.io = Some(seg);
-            st.committing = false;
-            match result {
-                Ok((receipts, size, root)) => {
-                    st.done.extend(receipts);
-                    st.size = size;
-                    st.root = root;
-                }
-                Err(cause) => st.poisoned = Some(cause),
-            }
-            let me = std::thread::current().id();
-            for thread in threads.iter().filter(|t| t.id() != me) {
-                thread.unpark();
-            }
-            if st.poisoned.is_some() {
-                st.queue.iter().for_each(|(_, _, t)| t.unpark());
-            } else if let Some((_, _, next)) = st.queue.first() {
-                next.unpark();
-            }
-            sh.wake.notify_all();
+            st = sh.lead(st);
         }
     }
 
@@ -487,11 +532,23 @@ impl Ledger {
         if let Some(t) = lock(&self.ticker).take() {
             let _ = t.join();
         }
+        lock(&self.shared.state).closed = true;
+        self.shared.deferred.notify_all();
+        if let Some(t) = lock(&self.flusher).take() {
+            let _ = t.join();
+        }
         {
+            // Commit what is still queued: appenders parked behind a
+            // commit, and deferred entries nobody took along.
             let mut st = lock(&self.shared.state);
-            st.closed = true;
-            while st.committing || (!st.queue.is_empty() && st.poisoned.is_none()) {
-                st = self.shared.wake.wait(st).unwrap_or_else(|e| e.into_inner());
+            loop {
+                if st.committing {
+                    st = self.shared.wake.wait(st).unwrap_or_else(|e| e.into_inner());
+                } else if !st.queue.is_empty() && st.poisoned.is_none() {
+                    st = self.shared.lead(st);
+                } else {
+                    break;
+                }
             }
         }
         self.shared.checkpoint()
@@ -578,6 +635,114 @@ impl Shared {
         st
     }
 
+    /// Commits every queued entry as one batch. The caller found no commit
+    /// in progress and becomes the leader; it gets the state back locked,
+    /// with every entry of the batch durable and its waiter told, or the
+    /// writer poisoned and every waiter told.
+    fn lead<'a>(&'a self, mut st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        st.committing = true;
+        st = self.gather(st);
+        let queued = std::mem::take(&mut st.queue);
+        st.deferred_queued = 0;
+        let mut batch = Vec::with_capacity(queued.len());
+        let mut waiters = Vec::with_capacity(queued.len());
+        for (ticket, kind, waiter) in queued {
+            batch.push((ticket, kind));
+            waiters.push(waiter);
+        }
+        let mut seg = st
+            .io
+            .take()
+            .expect("the segment is home when no one commits");
+        seg.key_id.clone_from(&st.key_id);
+        drop(st);
+        let batch_len = batch.len();
+        let started = Instant::now();
+        let result = self.commit(&mut seg, batch);
+        let took = started.elapsed();
+        st = lock(&self.state);
+        st.recent_batches = [st.recent_batches[1], batch_len];
+        // Exponential moving average, weight 1/8.
+        st.commit_time = (st.commit_time * 7 + took) / 8;
+        st.io = Some(seg);
+        st.committing = false;
+        let me = std::thread::current().id();
+        match result {
+            Ok((receipts, size, root)) => {
+                st.size = size;
+                st.root = root;
+                for ((ticket, receipt), waiter) in receipts.into_iter().zip(waiters) {
+                    match waiter {
+                        Waiter::Thread(t) => {
+                            st.done.insert(ticket, receipt);
+                            if t.id() != me {
+                                t.unpark();
+                            }
+                        }
+                        Waiter::Later(c) => c.complete(Ok(receipt)),
+                    }
+                }
+            }
+            Err(cause) => {
+                for waiter in waiters {
+                    match waiter {
+                        Waiter::Thread(t) => t.unpark(),
+                        Waiter::Later(c) => c.complete(Err(LedgerError::Poisoned {
+                            cause: cause.clone(),
+                        })),
+                    }
+                }
+                st.poisoned = Some(cause);
+            }
+        }
+        if st.poisoned.is_some() {
+            fail_queue(&mut st);
+        } else if let Some((_, _, next)) = st
+            .queue
+            .iter()
+            .find(|(_, _, w)| matches!(w, Waiter::Thread(_)))
+        {
+            // The next leader.
+            next.unpark();
+        }
+        if st.deferred_queued > 0 {
+            self.deferred.notify_one();
+        }
+        self.wake.notify_all();
+        st
+    }
+
+    /// The flusher thread: commits deferred entries that no appender took
+    /// along within `deferred_delay`. Exits when the ledger closes; close()
+    /// commits what is left.
+    fn flush_deferred(&self) {
+        let mut st = lock(&self.state);
+        loop {
+            if st.closed {
+                return;
+            }
+            if st.deferred_queued == 0 || st.committing || st.poisoned.is_some() {
+                st = self.deferred.wait(st).unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+            let deadline = Instant::now() + self.deferred_delay;
+            while !st.closed && st.deferred_queued > 0 {
+                let now = Instant::now();
+                if now >= deadline {
+                    break;
+                }
+                st = self
+                    .deferred
+                    .wait_timeout(st, deadline - now)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+            if !st.closed && st.deferred_queued > 0 && !st.committing && st.poisoned.is_none() {
+                st = self.lead(st);
+            }
+        }
+    }
+
     /// Writes one batch; returns receipts, the new durable size and root,
     /// or the cause that poisons the writer.
     #[allow(clippy::type_complexity)]
@@ -597,7 +762,7 @@ impl Shared {
             }
             Err(e) => return Err(format!("cannot check {}: {e}", seg.path.display())),
         }
-        if seg.len >= self.segment_max_bytes {
+        if seg.len >= self.segment_max_bytes || (seg.len > 0 && crossed_utc_midnight(seg.last_ts)) {
             let path = self.dir.join(segment_name(seg.next_seq));
             let file = fs
                 .create_new(&path)
@@ -701,7 +866,7 @@ impl Shared {
             {
                 let mut st = lock(&self.state);
                 st.poisoned = Some(cause.clone());
-                st.queue.iter().for_each(|(_, _, t)| t.unpark());
+                fail_queue(&mut st);
             }
             self.wake.notify_all();
             return Err(LedgerError::Poisoned { cause });
@@ -727,6 +892,34 @@ impl Shared {
             stopped = lock(&self.stop);
         }
     }
+}
+
+/// Whether the UTC day changed since `last` (the segment's latest entry):
+/// segments are sealed daily as well as at a size, so a day's entries can
+/// be exported once the day is over.
+fn crossed_utc_midnight(last: Timestamp) -> bool {
+    // Unix time has no leap seconds: every UTC day is 86,400 of its seconds.
+    let day = |t: Timestamp| t.as_second().div_euclid(86_400);
+    day(Timestamp::now()) > day(last)
+}
+
+/// After a poisoning: fails every queued deferred entry and wakes every
+/// queued appender (each takes its own entry back and reports the cause).
+fn fail_queue(st: &mut State) {
+    let cause = st.poisoned.clone().unwrap_or_default();
+    let queued = std::mem::take(&mut st.queue);
+    for (ticket, kind, waiter) in queued {
+        match waiter {
+            Waiter::Thread(t) => {
+                t.unpark();
+                st.queue.push((ticket, kind, Waiter::Thread(t)));
+            }
+            Waiter::Later(c) => c.complete(Err(LedgerError::Poisoned {
+                cause: cause.clone(),
+            })),
+        }
+    }
+    st.deferred_queued = 0;
 }
 
 struct Recovered {
@@ -983,4 +1176,18 @@ fn unique_torn_path(fs: &dyn FileSystem, seg: &Path) -> PathBuf {
         n += 1;
     }
     candidate
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_segment_is_sealed_once_its_utc_day_is_over() {
+        let now = Timestamp::now();
+        assert!(!crossed_utc_midnight(now));
+        assert!(crossed_utc_midnight(
+            now - jiff::SignedDuration::from_hours(25)
+        ));
+    }
 }

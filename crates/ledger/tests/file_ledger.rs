@@ -26,6 +26,7 @@ fn quiet() -> LedgerOptions {
         segment_max_bytes: 64 << 20,
         checkpoint_interval: None,
         lock: false,
+        ..LedgerOptions::default()
     }
 }
 

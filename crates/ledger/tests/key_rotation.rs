@@ -35,6 +35,7 @@ fn options() -> LedgerOptions {
         segment_max_bytes: 2048,
         checkpoint_interval: None,
         lock: false,
+        ..LedgerOptions::default()
     }
 }
 
