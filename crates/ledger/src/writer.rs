@@ -12,11 +12,14 @@
 //! Checkpoints are signed from the durable size only (`State::size` moves
 //! after the sync), so a checkpoint never covers an entry before its fsync.
 //!
-//! Deferred entries ([`Ledger::append_deferred`]) join the queue without
-//! leading a commit: they ride along with the next appender's batch, or a
-//! flusher thread commits them after [`LedgerOptions::deferred_delay`]. The
-//! gateway uses this for `response` entries, which must become durable but
-//! need not hold up the reply, so a request costs one sync, not two.
+//! Async callers do not block a thread: [`Ledger::append_async`] queues the
+//! entry and the ledger's committer thread leads its batch at once;
+//! the returned [`Pending`] is awaited. Deferred entries
+//! ([`Ledger::append_deferred`]) join the queue without asking for a
+//! commit: they ride along with the next batch, or the committer commits
+//! them after [`LedgerOptions::deferred_delay`]. The gateway uses this for
+//! `response` entries, which must become durable but need not hold up the
+//! reply, so a request costs one sync, not two.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -46,7 +49,7 @@ pub struct LedgerOptions {
     /// Take the exclusive lock `<dir>/lock` (on the real file system).
     pub lock: bool,
     /// How long a deferred entry waits for an appender's batch to ride
-    /// along with before the flusher commits it on its own.
+    /// along with before the committer thread commits it on its own.
     pub deferred_delay: Duration,
 }
 
@@ -86,7 +89,7 @@ pub struct Recovery {
 pub struct Ledger {
     shared: Arc<Shared>,
     ticker: Mutex<Option<JoinHandle<()>>>,
-    flusher: Mutex<Option<JoinHandle<()>>>,
+    committer: Mutex<Option<JoinHandle<()>>>,
     recovery: Option<Recovery>,
     _lock: Option<std::fs::File>,
 }
@@ -101,7 +104,7 @@ struct Shared {
     /// Signalled when an entry is queued while a leader gathers a batch.
     arrive: Condvar,
     /// Signalled when a deferred entry is queued, a commit ends, or the
-    /// ledger closes: the flusher's wake-up.
+    /// ledger closes: the committer thread's wake-up.
     deferred: Condvar,
     deferred_delay: Duration,
     cp: Mutex<CheckpointFile>,
@@ -115,8 +118,11 @@ struct State {
     /// Entries waiting for a leader, with who to tell when their batch is
     /// durable (or the writer is poisoned).
     queue: Vec<(u64, EntryKind, Waiter)>,
-    /// Deferred entries in `queue`.
-    deferred_queued: usize,
+    /// Entries in `queue` with a [`Pending`] rather than a parked thread
+    /// (async and deferred ones): the committer thread's business.
+    later_queued: usize,
+    /// Of those, async ones: the committer leads a batch for them at once.
+    urgent_queued: usize,
     next_ticket: u64,
     done: std::collections::HashMap<u64, Receipt>,
     committing: bool,
@@ -285,7 +291,8 @@ impl Ledger {
             segment_max_bytes: options.segment_max_bytes,
             state: Mutex::new(State {
                 queue: Vec::new(),
-                deferred_queued: 0,
+                later_queued: 0,
+                urgent_queued: 0,
                 next_ticket: 0,
                 done: Default::default(),
                 committing: false,
@@ -319,14 +326,14 @@ impl Ledger {
             let shared = Arc::clone(&shared);
             std::thread::spawn(move || shared.tick(every))
         });
-        let flusher = {
+        let committer = {
             let shared = Arc::clone(&shared);
-            std::thread::spawn(move || shared.flush_deferred())
+            std::thread::spawn(move || shared.commit_later())
         };
         let ledger = Ledger {
             shared,
             ticker: Mutex::new(ticker),
-            flusher: Mutex::new(Some(flusher)),
+            committer: Mutex::new(Some(committer)),
             recovery: recovered.recovery.clone(),
             _lock: lock_file,
         };
@@ -361,12 +368,24 @@ impl Ledger {
     }
 
     /// Queues an entry without waiting for it: it is committed with the
-    /// next appender's batch, or by the flusher after
+    /// next appender's batch, or by the committer thread after
     /// [`LedgerOptions::deferred_delay`], whichever comes first. The
     /// returned [`Pending`] says when it is durable, or why it never will
     /// be. Use it for entries that must become durable but need not be
     /// before the caller goes on.
     pub fn append_deferred(&self, kind: EntryKind) -> Pending {
+        self.append_later(kind, false)
+    }
+
+    /// Queues an entry for the committer thread, which leads its batch at
+    /// once (concurrent entries share it, as with [`Ledger::append`]);
+    /// await the returned [`Pending`] for the receipt. For async callers,
+    /// which must not block a thread while the batch syncs.
+    pub fn append_async(&self, kind: EntryKind) -> Pending {
+        self.append_later(kind, true)
+    }
+
+    fn append_later(&self, kind: EntryKind, urgent: bool) -> Pending {
         if let Err(e) = self.check_appendable(&kind) {
             return Pending::ready(Err(e));
         }
@@ -384,7 +403,8 @@ impl Ledger {
         let ticket = st.next_ticket;
         st.next_ticket += 1;
         st.queue.push((ticket, kind, Waiter::Later(completer)));
-        st.deferred_queued += 1;
+        st.later_queued += 1;
+        st.urgent_queued += usize::from(urgent);
         if st.leader_waiting {
             sh.arrive.notify_one();
         }
@@ -534,7 +554,7 @@ impl Ledger {
         }
         lock(&self.shared.state).closed = true;
         self.shared.deferred.notify_all();
-        if let Some(t) = lock(&self.flusher).take() {
+        if let Some(t) = lock(&self.committer).take() {
             let _ = t.join();
         }
         {
@@ -643,7 +663,8 @@ impl Shared {
         st.committing = true;
         st = self.gather(st);
         let queued = std::mem::take(&mut st.queue);
-        st.deferred_queued = 0;
+        st.later_queued = 0;
+        st.urgent_queued = 0;
         let mut batch = Vec::with_capacity(queued.len());
         let mut waiters = Vec::with_capacity(queued.len());
         for (ticket, kind, waiter) in queued {
@@ -705,28 +726,29 @@ impl Shared {
             // The next leader.
             next.unpark();
         }
-        if st.deferred_queued > 0 {
+        if st.later_queued > 0 {
             self.deferred.notify_one();
         }
         self.wake.notify_all();
         st
     }
 
-    /// The flusher thread: commits deferred entries that no appender took
-    /// along within `deferred_delay`. Exits when the ledger closes; close()
-    /// commits what is left.
-    fn flush_deferred(&self) {
+    /// The committer thread: leads a batch at once for async entries, and
+    /// for deferred entries that no batch took along within
+    /// `deferred_delay`. Exits when the ledger closes; close() commits
+    /// what is left.
+    fn commit_later(&self) {
         let mut st = lock(&self.state);
         loop {
             if st.closed {
                 return;
             }
-            if st.deferred_queued == 0 || st.committing || st.poisoned.is_some() {
+            if st.later_queued == 0 || st.committing || st.poisoned.is_some() {
                 st = self.deferred.wait(st).unwrap_or_else(|e| e.into_inner());
                 continue;
             }
             let deadline = Instant::now() + self.deferred_delay;
-            while !st.closed && st.deferred_queued > 0 {
+            while !st.closed && st.later_queued > 0 && st.urgent_queued == 0 {
                 let now = Instant::now();
                 if now >= deadline {
                     break;
@@ -737,7 +759,7 @@ impl Shared {
                     .unwrap_or_else(|e| e.into_inner())
                     .0;
             }
-            if !st.closed && st.deferred_queued > 0 && !st.committing && st.poisoned.is_none() {
+            if !st.closed && st.later_queued > 0 && !st.committing && st.poisoned.is_none() {
                 st = self.lead(st);
             }
         }
@@ -919,7 +941,8 @@ fn fail_queue(st: &mut State) {
             })),
         }
     }
-    st.deferred_queued = 0;
+    st.later_queued = 0;
+    st.urgent_queued = 0;
 }
 
 struct Recovered {

@@ -25,7 +25,7 @@ fn alert(i: usize) -> EntryKind {
     }
 }
 
-/// A ledger on the simulated file system whose flusher waits `delay`.
+/// A ledger on the simulated file system whose committer waits `delay`.
 fn ledger(delay: Duration) -> (SimFs, PathBuf, Ledger) {
     let sim = SimFs::new();
     let dir = PathBuf::from("/var/ledger");
@@ -40,7 +40,7 @@ fn ledger(delay: Duration) -> (SimFs, PathBuf, Ledger) {
 }
 
 #[test]
-fn the_flusher_commits_a_deferred_entry_nobody_takes_along() {
+fn the_committer_commits_a_deferred_entry_nobody_takes_along() {
     let (_sim, _dir, ledger) = ledger(Duration::from_millis(1));
     let syncs = ledger.syncs();
     let receipt = ledger.append_deferred(alert(1)).wait().unwrap();
@@ -55,7 +55,7 @@ fn the_flusher_commits_a_deferred_entry_nobody_takes_along() {
 
 #[test]
 fn a_deferred_entry_rides_along_with_the_next_append() {
-    // The flusher would wait an hour: only the append can commit it.
+    // The committer would wait an hour: only the append can commit it.
     let (_sim, _dir, ledger) = ledger(Duration::from_secs(3600));
     let syncs = ledger.syncs();
     let deferred = ledger.append_deferred(alert(1));
@@ -137,4 +137,38 @@ fn header_entries_are_refused_deferred_too() {
         ledger.append_deferred(header).wait(),
         Err(LedgerError::OutOfRange(_))
     ));
+}
+
+#[test]
+fn async_entries_are_committed_at_once_and_share_batches() {
+    // Deferred entries would wait an hour: only urgency commits these.
+    let (_sim, _dir, ledger) = ledger(Duration::from_secs(3600));
+    let ledger = Arc::new(ledger);
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let ledger = Arc::clone(&ledger);
+            std::thread::spawn(move || {
+                (0..25)
+                    .map(|i| ledger.append_async(alert(t * 100 + i)).wait().unwrap().seq)
+                    .collect::<Vec<u64>>()
+            })
+        })
+        .collect();
+    let mut seqs: Vec<u64> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=200).collect::<Vec<_>>());
+    assert_eq!(ledger.size(), 201);
+}
+
+#[test]
+fn an_async_entry_takes_queued_deferred_entries_along() {
+    let (_sim, _dir, ledger) = ledger(Duration::from_secs(3600));
+    let syncs = ledger.syncs();
+    let deferred = ledger.append_deferred(alert(1));
+    let urgent = ledger.append_async(alert(2)).wait().unwrap();
+    assert_eq!((deferred.wait().unwrap().seq, urgent.seq), (1, 2));
+    assert_eq!(ledger.syncs(), syncs + 1);
 }
