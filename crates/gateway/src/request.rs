@@ -54,7 +54,7 @@ pub(crate) async fn api(
 }
 
 async fn handle(
-    gw: &Shared,
+    gw: &std::sync::Arc<Shared>,
     peer: SocketAddr,
     method: Method,
     headers: &HeaderMap,
@@ -279,9 +279,11 @@ async fn handle(
         body_bytes: reply.body.len() as u64,
         latency_ms: started.elapsed().as_millis() as u64,
     };
-    // REDCap has acted; its answer goes back even if this entry fails (the
-    // gateway is then degraded and writes the entry when the ledger is back).
-    let _ = gw.append(response_entry).await;
+    // REDCap has acted; its answer goes back without waiting for this
+    // entry's sync (it rides along with the next one), and even if the entry
+    // fails (the gateway is then degraded and writes it when the ledger is
+    // back).
+    gw.append_soon(response_entry);
 
     if dag_guard && ok && answer::has_dag_column(&body_text, crate::reply::data_format(&form)) {
         let why = format!(

@@ -361,6 +361,8 @@ pub(crate) fn file_stamp(path: &std::path::Path) -> Option<FileStamp> {
     Some((m.ino(), m.len(), m.modified().ok()?))
 }
 
+const REOPENING: &str = "the ledger is being reopened";
+
 impl Shared {
     pub(crate) fn applied(&self) -> Arc<Applied> {
         self.applied
@@ -371,27 +373,44 @@ impl Shared {
 
     /// Appends durably, or records the outage and fails.
     pub(crate) async fn append(&self, kind: EntryKind) -> Result<(), ()> {
-        let ledger = self
-            .ledger
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let Some(ledger) = ledger else {
-            self.note_outage("the ledger is being reopened".into(), None);
+        let Some(ledger) = self.current_ledger() else {
+            self.note_outage(REOPENING.into(), None);
             return Err(());
         };
         let pending = kind.clone();
-        match tokio::task::spawn_blocking(move || ledger.append(kind)).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => {
+        match ledger.append_async(kind).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
                 self.note_outage(e.to_string(), Some(pending));
                 Err(())
             }
-            Err(e) => {
-                self.note_outage(format!("the append task failed: {e}"), Some(pending));
-                Err(())
-            }
         }
+    }
+
+    /// Queues an entry that must become durable but need not hold up the
+    /// caller (a `response` entry: REDCap has acted, its answer goes back).
+    /// It rides along with the next request's sync; if it fails, the
+    /// gateway turns degraded and writes it when the ledger is back.
+    pub(crate) fn append_soon(self: &Arc<Self>, kind: EntryKind) {
+        let Some(ledger) = self.current_ledger() else {
+            self.note_outage(REOPENING.into(), Some(kind));
+            return;
+        };
+        let pending = ledger.append_deferred(kind.clone());
+        let gw = Arc::clone(self);
+        tokio::spawn(async move {
+            if let Err(e) = pending.await {
+                gw.note_outage(e.to_string(), Some(kind));
+            }
+        });
+    }
+
+    /// The open ledger, or `None` while it is being reopened.
+    fn current_ledger(&self) -> Option<Arc<Ledger>> {
+        self.ledger
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn note_outage(&self, cause: String, missing: Option<EntryKind>) {
