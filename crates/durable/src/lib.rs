@@ -45,6 +45,11 @@ pub trait FileSystem: Send + Sync {
     fn create_new(&self, path: &Path) -> io::Result<Box<dyn DurableFile>>;
     /// Reads the whole file.
     fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
+    /// Opens the file for reading in pieces, so a large file can be read
+    /// through a reused buffer. The default reads it whole first.
+    fn open_read(&self, path: &Path) -> io::Result<Box<dyn io::Read + Send>> {
+        Ok(Box::new(io::Cursor::new(self.read(path)?)))
+    }
     /// Renames a file, replacing `to` if it exists. Durable only after both
     /// parent directories are synced.
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
