@@ -62,6 +62,16 @@ pub enum LedgerError {
     RotationPending { seq: u64, key: String },
     #[error("{0}")]
     OutOfRange(String),
+    #[error("ledger database: cannot {op}: {detail}")]
+    Database { op: &'static str, detail: String },
+    #[error(
+        "the ledger database runs with {setting} = {value}, so a commit can be acknowledged before it is on disk; refusing to open. fix: set {setting} = on for the ledger's role or database (ALTER ROLE ... SET {setting} = on) or in postgresql.conf"
+    )]
+    NotDurable { setting: String, value: String },
+    #[error(
+        "another process ({holder}) holds the checkpoint signer lease of this ledger; it signs the checkpoints (its lease is taken over once it lapses)"
+    )]
+    NotSigner { holder: String },
     #[error("cannot generate a random ledger id: {0}")]
     Random(String),
     #[error(transparent)]
@@ -88,6 +98,21 @@ pub enum VerifyError {
     },
     #[error("checkpoint #{index} in checkpoints.notes: {problem}")]
     Checkpoint { index: usize, problem: String },
+    #[error("cannot read the ledger database: {0}")]
+    Database(String),
+    #[error("table {table}, entry seq {seq}: {problem}")]
+    Row {
+        table: String,
+        seq: u64,
+        problem: String,
+    },
+    #[error("table {table}, checkpoint #{index} (id {id}): {problem}")]
+    StoredCheckpoint {
+        table: String,
+        index: usize,
+        id: i64,
+        problem: String,
+    },
     #[error(
         "checkpoint #{index} signs {size} entries but the log holds only {entries}: entries from seq {entries} on are missing"
     )]
@@ -114,7 +139,7 @@ impl VerifyError {
     /// checkpoints for a root mismatch.
     pub fn bad_seqs(&self) -> Option<std::ops::Range<u64>> {
         match self {
-            VerifyError::Entry { seq, .. } => Some(*seq..*seq + 1),
+            VerifyError::Entry { seq, .. } | VerifyError::Row { seq, .. } => Some(*seq..*seq + 1),
             VerifyError::CheckpointBeyondLog { entries, .. } => Some(*entries..*entries + 1),
             VerifyError::RootMismatch {
                 size, first_seq, ..

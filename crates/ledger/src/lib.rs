@@ -10,16 +10,23 @@
 //!
 //! [`Ledger`] is the file backend's writer: group-committed, crash-safe
 //! appends through the [`durable::FileSystem`] trait, fail-closed on any
-//! I/O error.
+//! I/O error. [`LedgerBackend`] is what the gateway and the CLI write
+//! through; with the `postgres` feature, `PgLedger` implements it over a
+//! PostgreSQL database that several processes share, and `PgReader`
+//! verifies and proves from it.
 
+mod backend;
 pub mod checkpoint;
 pub mod entry;
 mod error;
 mod files;
 pub mod merkle;
 mod pending;
+#[cfg(feature = "postgres")]
+mod pg;
 mod writer;
 
+pub use backend::LedgerBackend;
 pub use checkpoint::{Checkpoint, NoteError, VerifierKey};
 pub use entry::{Entry, EntryKind, FORMAT_VERSION};
 pub use error::{LedgerError, VerifyError};
@@ -28,4 +35,6 @@ pub use files::{
     prove_inclusion, read_entries, verify_dir,
 };
 pub use pending::Pending;
+#[cfg(feature = "postgres")]
+pub use pg::{DEFAULT_SCHEMA, PgLedger, PgOptions, PgReader, valid_schema};
 pub use writer::{Ledger, LedgerOptions, Receipt, Recovery, new_origin};

@@ -1,0 +1,686 @@
+//! The PostgreSQL backend against a real server: the file backend's suite
+//! where it applies (appends, verification, proofs, tampering), plus two
+//! writer processes, the signer lease, durability settings and a killed
+//! connection.
+//!
+//! Runs when WARDEN_TEST_DATABASE_URL names a database the tests may create
+//! schemas in (scripts/test starts a PostgreSQL 15 and sets it); otherwise
+//! each test prints a notice and passes without running.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ed25519_dalek::SigningKey;
+use ledger::{
+    EntryKind, LedgerBackend, LedgerError, PgLedger, PgOptions, PgReader, Receipt, VerifierKey,
+    VerifyError, merkle,
+};
+use postgres::{Client, NoTls};
+
+const ORIGIN: &str = "test.example/redcap-warden/00112233aabbccdd";
+
+fn key() -> SigningKey {
+    SigningKey::from_bytes(&[42; 32])
+}
+
+fn vkey() -> VerifierKey {
+    VerifierKey::from_signing_key(ORIGIN, &key())
+}
+
+/// The test database, or `None` (with a notice) when none is configured.
+fn database(test: &str) -> Option<String> {
+    match std::env::var("WARDEN_TEST_DATABASE_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            eprintln!(
+                "{test}: skipped: WARDEN_TEST_DATABASE_URL is not set (scripts/test starts PostgreSQL and sets it)"
+            );
+            None
+        }
+    }
+}
+
+/// A fresh schema for one test (dropped first if a previous run left it).
+fn fresh_schema(url: &str, name: &str) -> String {
+    let schema = format!("t{}_{name}", std::process::id());
+    admin(url)
+        .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        .unwrap();
+    schema
+}
+
+fn drop_schema(url: &str, schema: &str) {
+    admin(url)
+        .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        .unwrap();
+}
+
+fn admin(url: &str) -> Client {
+    Client::connect(url, NoTls).unwrap()
+}
+
+fn quiet(schema: &str) -> PgOptions {
+    PgOptions {
+        schema: schema.into(),
+        checkpoint_interval: None,
+        lease: Duration::from_secs(60),
+        ..PgOptions::default()
+    }
+}
+
+fn holder(schema: &str, name: &str) -> PgOptions {
+    PgOptions {
+        holder: Some(name.into()),
+        ..quiet(schema)
+    }
+}
+
+fn alert(i: usize) -> EntryKind {
+    EntryKind::Alert {
+        code: "test".into(),
+        message: format!("entry {i}"),
+    }
+}
+
+fn admin_entry(i: usize) -> EntryKind {
+    EntryKind::Admin {
+        operator: "ana".into(),
+        action: "apply".into(),
+        target: format!("account-{i}"),
+        reason: "change ticket 7".into(),
+    }
+}
+
+fn reader(url: &str, schema: &str) -> PgReader {
+    PgReader::connect(url, schema).unwrap()
+}
+
+#[test]
+fn append_close_verify_and_prove() {
+    let Some(url) = database("append_close_verify_and_prove") else {
+        return;
+    };
+    let schema = fresh_schema(&url, "basic");
+    let ledger = Arc::new(PgLedger::create(&url, ORIGIN, key(), quiet(&schema)).unwrap());
+    assert_eq!(ledger.verifier_key(), vkey());
+    assert_eq!(ledger.origin(), ORIGIN);
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let ledger = Arc::clone(&ledger);
+            std::thread::spawn(move || {
+                (0..25)
+                    .map(|i| ledger.append(alert(t * 100 + i)).unwrap())
+                    .collect::<Vec<Receipt>>()
+            })
+        })
+        .collect();
+    let mut receipts: Vec<Receipt> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    // A deferred entry through the trait object.
+    let backend: Arc<dyn LedgerBackend> = ledger.clone();
+    receipts.push(backend.append_deferred(admin_entry(1)).wait().unwrap());
+    receipts.sort_by_key(|r| r.seq);
+    let seqs: Vec<u64> = receipts.iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, (1..=201).collect::<Vec<_>>(), "seq 0 is the header");
+    assert_eq!(backend.size(), 202);
+    let final_cp = backend.close().unwrap().expect("a final checkpoint");
+    assert_eq!(final_cp.size, 202);
+    assert!(matches!(ledger.append(alert(0)), Err(LedgerError::Closed)));
+    assert!(backend.close().unwrap().is_none(), "close is idempotent");
+
+    let mut r = reader(&url, &schema);
+    let report = r.verify(&vkey()).unwrap();
+    assert_eq!(report.entries, 202);
+    assert_eq!(report.segments, 1);
+    assert_eq!(report.anchored, 202);
+    assert_eq!(report.unanchored, 0);
+    assert_eq!(report.checkpoints, 2, "one at create, one at close");
+    assert_eq!(report.root, final_cp.root);
+    assert_eq!(report.origin, ORIGIN);
+
+    let entries = r.read_entries().unwrap();
+    assert_eq!(entries.len(), 202);
+    for rc in &receipts {
+        assert_eq!(entries[rc.seq as usize].leaf_hash(), rc.leaf_hash);
+        let p = r.prove_inclusion(rc.seq, None).unwrap();
+        merkle::verify_inclusion(rc.seq, 202, &rc.leaf_hash, &p.proof, &final_cp.root).unwrap();
+    }
+    assert_eq!(r.entry(7).unwrap().unwrap(), entries[7]);
+    assert!(r.entry(202).unwrap().is_none());
+    assert_eq!(r.tail(3).unwrap(), entries[199..].to_vec());
+    let c = r.prove_consistency(17, 202).unwrap();
+    merkle::verify_consistency(17, 202, &c.proof, &c.old_root, &final_cp.root).unwrap();
+    assert!(r.prove_consistency(0, 202).is_err());
+    assert!(r.prove_inclusion(202, None).is_err());
+
+    let wrong = VerifierKey::from_signing_key(ORIGIN, &SigningKey::from_bytes(&[1; 32]));
+    assert!(matches!(
+        r.verify(&wrong),
+        Err(VerifyError::StoredCheckpoint { index: 0, .. })
+    ));
+    // The writer refuses a key that is not the ledger's.
+    assert!(matches!(
+        PgLedger::open(&url, SigningKey::from_bytes(&[1; 32]), quiet(&schema)),
+        Err(LedgerError::WrongKey { .. })
+    ));
+    // A second create over it is refused; an empty schema is no ledger.
+    assert!(matches!(
+        PgLedger::create(&url, ORIGIN, key(), quiet(&schema)),
+        Err(LedgerError::AlreadyExists { .. })
+    ));
+    let empty = fresh_schema(&url, "basic_empty");
+    assert!(matches!(
+        PgLedger::open(&url, key(), quiet(&empty)),
+        Err(LedgerError::NotALedger { .. })
+    ));
+    drop_schema(&url, &empty);
+    drop_schema(&url, &schema);
+}
+
+#[test]
+fn reopen_continues_the_log_and_checkpoints_are_consistent() {
+    let Some(url) = database("reopen_continues_the_log_and_checkpoints_are_consistent") else {
+        return;
+    };
+    let schema = fresh_schema(&url, "reopen");
+    let mut roots = Vec::new();
+    {
+        let ledger = PgLedger::create(&url, ORIGIN, key(), quiet(&schema)).unwrap();
+        for i in 0..5 {
+            ledger.append(alert(i)).unwrap();
+            roots.push(ledger.checkpoint().unwrap().unwrap());
+        }
+        assert!(ledger.checkpoint().unwrap().is_none(), "nothing new");
+    }
+    let ledger = PgLedger::open(&url, key(), quiet(&schema)).unwrap();
+    assert_eq!(ledger.size(), 6);
+    assert_eq!(ledger.append(admin_entry(9)).unwrap().seq, 6);
+    roots.push(ledger.close().unwrap().unwrap());
+    let mut r = reader(&url, &schema);
+    assert_eq!(r.verify(&vkey()).unwrap().checkpoints, 7);
+    for old in &roots {
+        for new in roots.iter().filter(|n| n.size >= old.size) {
+            let p = r.prove_consistency(old.size, new.size).unwrap();
+            assert_eq!(p.old_root, old.root);
+            assert_eq!(p.new_root, new.root);
+            merkle::verify_consistency(old.size, new.size, &p.proof, &old.root, &new.root).unwrap();
+        }
+    }
+    drop_schema(&url, &schema);
+}
+
+/// A closed ledger with a checkpoint after every entry; its rows.
+fn closed_ledger(url: &str, schema: &str, n: usize) -> Vec<(i64, Vec<u8>)> {
+    let ledger = PgLedger::create(url, ORIGIN, key(), quiet(schema)).unwrap();
+    for i in 0..n {
+        ledger
+            .append(if i % 2 == 0 { alert(i) } else { admin_entry(i) })
+            .unwrap();
+        ledger.checkpoint().unwrap();
+    }
+    ledger.close().unwrap();
+    rows(url, schema)
+}
+
+fn rows(url: &str, schema: &str) -> Vec<(i64, Vec<u8>)> {
+    admin(url)
+        .query(
+            &format!("SELECT seq, entry FROM {schema}.entries ORDER BY seq"),
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+/// Replaces the entries table's rows by `rows`, as someone with the
+/// owner's rights would (the append-only triggers switched off first).
+fn set_rows(url: &str, schema: &str, rows: &[(i64, Vec<u8>)]) {
+    let mut c = admin(url);
+    let mut tx = c.transaction().unwrap();
+    tx.batch_execute(&format!(
+        "ALTER TABLE {schema}.entries DISABLE TRIGGER USER; DELETE FROM {schema}.entries;"
+    ))
+    .unwrap();
+    for (seq, entry) in rows {
+        tx.execute(
+            &format!("INSERT INTO {schema}.entries (seq, entry) VALUES ($1, $2)"),
+            &[seq, entry],
+        )
+        .unwrap();
+    }
+    tx.batch_execute(&format!("ALTER TABLE {schema}.entries ENABLE TRIGGER USER"))
+        .unwrap();
+    tx.commit().unwrap();
+}
+
+/// With the table holding `tampered`, verify must fail naming a seq range
+/// that holds `want_seq`, and opening for writing must refuse, naming the
+/// first seq of that range.
+fn assert_detected(
+    url: &str,
+    schema: &str,
+    tampered: &[(i64, Vec<u8>)],
+    want_seq: u64,
+    what: &str,
+) {
+    set_rows(url, schema, tampered);
+    let err = reader(url, schema).verify(&vkey()).expect_err(what);
+    let range = err
+        .bad_seqs()
+        .unwrap_or_else(|| panic!("{what}: no seq in {err}"));
+    assert!(
+        range.contains(&want_seq),
+        "{what}: want seq {want_seq}, verify said {err}"
+    );
+    match PgLedger::open(url, key(), quiet(schema)) {
+        Err(LedgerError::Tampered { seq, .. }) => {
+            assert_eq!(
+                seq, range.start,
+                "{what}: open named seq {seq}, verify {err}"
+            )
+        }
+        Err(other) => panic!("{what}: open failed with {other}"),
+        Ok(_) => panic!("{what}: open accepted a tampered ledger"),
+    }
+}
+
+#[test]
+fn updated_deleted_swapped_and_truncated_rows_are_detected() {
+    let Some(url) = database("updated_deleted_swapped_and_truncated_rows_are_detected") else {
+        return;
+    };
+    let schema = fresh_schema(&url, "tamper");
+    let original = closed_ledger(&url, &schema, 6);
+    let n = original.len();
+    assert_eq!(n, 7);
+    // The tables refuse changes as such.
+    let mut c = admin(&url);
+    for sql in [
+        format!("UPDATE {schema}.entries SET entry = entry WHERE seq = 1"),
+        format!("DELETE FROM {schema}.entries WHERE seq = 1"),
+        format!("TRUNCATE {schema}.entries"),
+        format!("DELETE FROM {schema}.checkpoints"),
+    ] {
+        let err = c.batch_execute(&sql).expect_err(&sql);
+        assert!(
+            err.to_string().contains("append-only") || format!("{err:?}").contains("append-only"),
+            "{sql}: {err:?}"
+        );
+    }
+    for k in 0..n {
+        let seq = k as u64;
+        // UPDATE a row's bytes: a flipped bit at the start, middle and end.
+        let len = original[k].1.len();
+        for pos in [0, 1, len / 2, len - 2, len - 1] {
+            for bit in [0x01u8, 0x20] {
+                let mut t = original.clone();
+                t[k].1[pos] ^= bit;
+                assert_detected(
+                    &url,
+                    &schema,
+                    &t,
+                    seq,
+                    &format!("flip {bit:#x} at byte {pos} of seq {k}"),
+                );
+            }
+        }
+        // DELETE the row.
+        let mut t = original.clone();
+        t.remove(k);
+        assert_detected(&url, &schema, &t, seq, &format!("delete seq {k}"));
+        // Swap two rows' seq.
+        if k + 1 < n {
+            let mut t = original.clone();
+            t[k].0 = k as i64 + 1;
+            t[k + 1].0 = k as i64;
+            assert_detected(&url, &schema, &t, seq, &format!("swap seqs {k}, {}", k + 1));
+        }
+        // Keep only the rows before it.
+        assert_detected(
+            &url,
+            &schema,
+            &original[..k],
+            seq,
+            &format!("keep {k} rows"),
+        );
+        // A copy of the row appended at the end.
+        let mut t = original.clone();
+        t.push((n as i64, original[k].1.clone()));
+        assert_detected(
+            &url,
+            &schema,
+            &t,
+            n as u64,
+            &format!("duplicate seq {k} at the end"),
+        );
+    }
+    // The untouched ledger still verifies and opens.
+    set_rows(&url, &schema, &original);
+    reader(&url, &schema).verify(&vkey()).unwrap();
+    PgLedger::open(&url, key(), quiet(&schema))
+        .unwrap()
+        .close()
+        .unwrap();
+    drop_schema(&url, &schema);
+}
+
+#[test]
+fn tampered_checkpoints_are_detected() {
+    let Some(url) = database("tampered_checkpoints_are_detected") else {
+        return;
+    };
+    let schema = fresh_schema(&url, "tamper_cp");
+    closed_ledger(&url, &schema, 3);
+    let mut c = admin(&url);
+    let run = |c: &mut Client, sql: &str| {
+        c.batch_execute(&format!(
+            "ALTER TABLE {schema}.checkpoints DISABLE TRIGGER USER; {sql}; ALTER TABLE {schema}.checkpoints ENABLE TRIGGER USER"
+        ))
+        .unwrap()
+    };
+    // A changed size column.
+    run(
+        &mut c,
+        &format!(
+            "UPDATE {schema}.checkpoints SET size = size + 1 WHERE id = (SELECT max(id) FROM {schema}.checkpoints)"
+        ),
+    );
+    assert!(matches!(
+        reader(&url, &schema).verify(&vkey()),
+        Err(VerifyError::StoredCheckpoint { .. })
+    ));
+    assert!(matches!(
+        PgLedger::open(&url, key(), quiet(&schema)),
+        Err(LedgerError::Tampered { .. })
+    ));
+    run(
+        &mut c,
+        &format!(
+            "UPDATE {schema}.checkpoints SET size = size - 1 WHERE id = (SELECT max(id) FROM {schema}.checkpoints)"
+        ),
+    );
+    reader(&url, &schema).verify(&vkey()).unwrap();
+    // A changed note (its size line) no longer verifies.
+    run(
+        &mut c,
+        &format!(
+            "UPDATE {schema}.checkpoints SET note = replace(note, E'\\n4\\n', E'\\n3\\n') WHERE size = 4"
+        ),
+    );
+    assert!(matches!(
+        reader(&url, &schema).verify(&vkey()),
+        Err(VerifyError::StoredCheckpoint { .. })
+    ));
+    drop_schema(&url, &schema);
+}
+
+#[test]
+fn the_signer_lease_is_held_by_one_process_and_taken_over_when_it_lapses() {
+    let Some(url) =
+        database("the_signer_lease_is_held_by_one_process_and_taken_over_when_it_lapses")
+    else {
+        return;
+    };
+    let schema = fresh_schema(&url, "lease");
+    let a = PgLedger::create(&url, ORIGIN, key(), holder(&schema, "writer-a")).unwrap();
+    let b = PgLedger::open(&url, key(), holder(&schema, "writer-b")).unwrap();
+    let rb = b.append(alert(1)).unwrap();
+    assert_eq!(rb.seq, 1);
+    let ra = a.append(alert(2)).unwrap();
+    assert_eq!(ra.seq, 2, "the two writers share one sequence");
+    match b.checkpoint() {
+        Err(LedgerError::NotSigner { holder }) => assert!(holder.contains("writer-a"), "{holder}"),
+        other => panic!("b signed while a holds the lease: {other:?}"),
+    }
+    // a signs b's entry too.
+    assert_eq!(a.checkpoint().unwrap().unwrap().size, 3);
+    // a stops renewing (as a hung or killed process would): its lease lapses.
+    admin(&url)
+        .batch_execute(&format!(
+            "UPDATE {schema}.signer_lease SET expires_at = now() - interval '1 second'"
+        ))
+        .unwrap();
+    b.append(alert(3)).unwrap();
+    let cp = b.checkpoint().unwrap().expect("b took the lease over");
+    assert_eq!(cp.size, 4);
+    match a.checkpoint() {
+        Err(LedgerError::NotSigner { holder }) => assert!(holder.contains("writer-b"), "{holder}"),
+        other => panic!("a signed after b took over: {other:?}"),
+    }
+    // b closes and gives the lease up; a takes it at once and signs the rest.
+    a.append(alert(4)).unwrap();
+    assert_eq!(b.close().unwrap().unwrap().size, 5);
+    a.append(alert(5)).unwrap();
+    assert_eq!(a.checkpoint().unwrap().unwrap().size, 6);
+    a.close().unwrap();
+    let report = reader(&url, &schema).verify(&vkey()).unwrap();
+    assert_eq!((report.entries, report.anchored), (6, 6));
+    drop_schema(&url, &schema);
+}
+
+/// `url` with a server option set for the session.
+fn with_option(url: &str, option: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}options=-c%20{}", option.replace('=', "%3D"))
+}
+
+#[test]
+fn synchronous_commit_off_is_refused() {
+    let Some(url) = database("synchronous_commit_off_is_refused") else {
+        return;
+    };
+    let schema = fresh_schema(&url, "sync_off");
+    let off = with_option(&url, "synchronous_commit=off");
+    match PgLedger::create(&off, ORIGIN, key(), quiet(&schema)) {
+        Err(LedgerError::NotDurable { setting, value }) => {
+            assert_eq!(
+                (setting.as_str(), value.as_str()),
+                ("synchronous_commit", "off")
+            );
+            let message = LedgerError::NotDurable { setting, value }.to_string();
+            assert!(message.contains("synchronous_commit = on"), "{message}");
+        }
+        Err(other) => panic!("refused for another reason: {other}"),
+        Ok(_) => panic!("opened with synchronous_commit = off"),
+    }
+    // Nothing was created, and the same database with the setting on works.
+    PgLedger::create(&url, ORIGIN, key(), quiet(&schema))
+        .unwrap()
+        .close()
+        .unwrap();
+    let on = with_option(&url, "synchronous_commit=on");
+    PgLedger::open(&on, key(), quiet(&schema))
+        .unwrap()
+        .close()
+        .unwrap();
+    assert!(matches!(
+        PgLedger::open(&off, key(), quiet(&schema)),
+        Err(LedgerError::NotDurable { .. })
+    ));
+    drop_schema(&url, &schema);
+}
+
+#[test]
+fn a_killed_connection_poisons_the_writer() {
+    let Some(url) = database("a_killed_connection_poisons_the_writer") else {
+        return;
+    };
+    let schema = fresh_schema(&url, "killed");
+    let app = format!("warden_{schema}");
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let named = format!("{url}{sep}application_name={app}");
+    let ledger = PgLedger::create(&named, ORIGIN, key(), quiet(&schema)).unwrap();
+    ledger.append(alert(1)).unwrap();
+    let killed: i64 = admin(&url)
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1",
+            &[&app],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(killed, 1, "the writer's connection");
+    let err = ledger.append(alert(2)).expect_err("the connection is gone");
+    assert!(matches!(err, LedgerError::Poisoned { .. }), "{err}");
+    // Every later call fails too, without touching the database.
+    assert!(matches!(
+        ledger.append(alert(3)),
+        Err(LedgerError::Poisoned { .. })
+    ));
+    assert!(matches!(
+        ledger.append_deferred(alert(4)).wait(),
+        Err(LedgerError::Poisoned { .. })
+    ));
+    assert!(matches!(
+        ledger.checkpoint(),
+        Err(LedgerError::Poisoned { .. })
+    ));
+    drop(ledger);
+    // Reopening recovers: the acknowledged entry is there, nothing else.
+    let reopened = PgLedger::open(&url, key(), quiet(&schema)).unwrap();
+    assert_eq!(reopened.size(), 2);
+    assert_eq!(reopened.append(alert(5)).unwrap().seq, 2);
+    reopened.close().unwrap();
+    reader(&url, &schema).verify(&vkey()).unwrap();
+    drop_schema(&url, &schema);
+}
+
+const CHILD_ENV: &str = "WARDEN_PG_LEDGER_CHILD";
+
+/// Two processes append to one ledger at once (each from four threads,
+/// each signing checkpoints whenever it holds the lease): every seq from
+/// 1 is written exactly once, there is no hole, and the tree verifies.
+#[test]
+fn two_writer_processes_share_one_gapless_log() {
+    let Some(url) = database("two_writer_processes_share_one_gapless_log") else {
+        return;
+    };
+    let schema = fresh_schema(&url, "two_procs");
+    PgLedger::create(&url, ORIGIN, key(), quiet(&schema))
+        .unwrap()
+        .close()
+        .unwrap();
+    let per_process = 300;
+    let children: Vec<_> = ["one", "two"]
+        .iter()
+        .map(|name| {
+            std::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--exact",
+                    "child_writer",
+                    "--ignored",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env(CHILD_ENV, format!("{schema} {name} {per_process}"))
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut all = Vec::new();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        assert!(out.status.success(), "a writer process failed: {stdout}");
+        let seqs: Vec<u64> = stdout
+            .lines()
+            .filter_map(|l| l.strip_prefix("SEQ "))
+            .map(|s| s.parse().unwrap())
+            .collect();
+        assert_eq!(
+            seqs.len(),
+            per_process,
+            "every append of one process acknowledged"
+        );
+        all.extend(seqs);
+    }
+    let distinct: BTreeSet<u64> = all.iter().copied().collect();
+    assert_eq!(distinct.len(), all.len(), "a seq was handed out twice");
+    assert_eq!(
+        distinct.into_iter().collect::<Vec<_>>(),
+        (1..=2 * per_process as u64).collect::<Vec<_>>(),
+        "a hole in the sequence"
+    );
+    let mut r = reader(&url, &schema);
+    let report = r.verify(&vkey()).unwrap();
+    assert_eq!(report.entries, 2 * per_process as u64 + 1);
+    assert_eq!(
+        report.anchored, report.entries,
+        "the last to close signed everything"
+    );
+    let signers: i64 = admin(&url)
+        .query_one(
+            &format!("SELECT count(DISTINCT signer) FROM {schema}.checkpoints"),
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(signers >= 1);
+    drop_schema(&url, &schema);
+}
+
+/// One writer process of [`two_writer_processes_share_one_gapless_log`]
+/// (run by it with the child environment variable set).
+#[test]
+#[ignore = "a child process of two_writer_processes_share_one_gapless_log"]
+fn child_writer() {
+    let spec = std::env::var(CHILD_ENV).expect("run by two_writer_processes_share_one_gapless_log");
+    let mut parts = spec.split(' ');
+    let (schema, name, count) = (
+        parts.next().unwrap().to_owned(),
+        parts.next().unwrap().to_owned(),
+        parts.next().unwrap().parse::<usize>().unwrap(),
+    );
+    let url = std::env::var("WARDEN_TEST_DATABASE_URL").unwrap();
+    let ledger = Arc::new(
+        PgLedger::open(
+            &url,
+            key(),
+            PgOptions {
+                schema,
+                checkpoint_interval: Some(Duration::from_millis(20)),
+                lease: Duration::from_secs(5),
+                holder: Some(format!("process {name}")),
+                ..PgOptions::default()
+            },
+        )
+        .unwrap(),
+    );
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let ledger = ledger.clone();
+            let name = name.clone();
+            std::thread::spawn(move || {
+                (0..count / 4)
+                    .map(|i| {
+                        let kind = EntryKind::Admin {
+                            operator: name.clone(),
+                            action: "append".into(),
+                            target: format!("thread {t} entry {i}"),
+                            reason: "two-process test".into(),
+                        };
+                        if i % 5 == 0 {
+                            ledger.append_deferred(kind).wait().unwrap().seq
+                        } else {
+                            ledger.append(kind).unwrap().seq
+                        }
+                    })
+                    .collect::<Vec<u64>>()
+            })
+        })
+        .collect();
+    // A line of its own: libtest may have printed "test child_writer ... ".
+    let mut out = String::from("\n");
+    for t in threads {
+        for seq in t.join().unwrap() {
+            out.push_str(&format!("SEQ {seq}\n"));
+        }
+    }
+    ledger.close().unwrap();
+    print!("{out}");
+}
