@@ -63,6 +63,10 @@ pub struct GatewaySection {
     /// calls together); REDCap permanently bans an IP past its own limit.
     #[serde(default = "default_outbound_per_minute")]
     pub outbound_per_minute: u32,
+    /// The longest a single-account cut-over may hold an account's
+    /// requests before they are refused and the hold ends.
+    #[serde(default = "default_cutover_hold_seconds")]
+    pub cutover_hold_seconds: u64,
 }
 
 impl Default for GatewaySection {
@@ -81,6 +85,7 @@ impl Default for GatewaySection {
             key_lifetime_days: default_key_lifetime_days(),
             key_overlap_days: default_key_overlap_days(),
             outbound_per_minute: default_outbound_per_minute(),
+            cutover_hold_seconds: default_cutover_hold_seconds(),
         }
     }
 }
@@ -117,6 +122,9 @@ fn default_key_overlap_days() -> u32 {
 }
 fn default_outbound_per_minute() -> u32 {
     300
+}
+fn default_cutover_hold_seconds() -> u64 {
+    120
 }
 
 /// `[[study]]`: one REDCap project.

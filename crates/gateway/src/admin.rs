@@ -7,6 +7,10 @@
 //!   file's SHA-256 and a field-level diff.
 //! - `POST /admin/ledger/append`: while the gateway holds the ledger, the
 //!   CLI submits its entries here (bearer).
+//! - `GET /admin/keys`, `POST /admin/keys/issue`, `POST /admin/keys/revoke`:
+//!   client-key management (bearer; see [`crate::admin_keys`]).
+//! - `POST /admin/accounts/{account}/hold`, `.../release`: the cut-over
+//!   hold (bearer; see [`crate::hold`]).
 //!
 //! The bearer credential is a random value in a 0600 file beside the data
 //! (`[gateway] admin_token_file`), created at first start: whoever can read
@@ -25,6 +29,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use jiff::Timestamp;
 use ledger::EntryKind;
+use serde::Deserialize;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 use warden_config::LoadedConfig;
@@ -37,7 +42,7 @@ use crate::server::{Applied, Shared, file_stamp};
 pub struct AdminToken(Zeroizing<String>);
 
 impl AdminToken {
-    fn matches(&self, headers: &HeaderMap) -> bool {
+    pub(crate) fn matches(&self, headers: &HeaderMap) -> bool {
         let presented = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -78,9 +83,20 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/metrics", get(metrics))
         .route("/admin/reload", post(reload))
         .route("/admin/ledger/append", post(ledger_append))
+        .route("/admin/keys", get(crate::admin_keys::list))
+        .route("/admin/keys/issue", post(crate::admin_keys::issue))
+        .route("/admin/keys/revoke", post(crate::admin_keys::revoke))
+        .route(
+            "/admin/accounts/{account}/hold",
+            post(crate::hold::start_hold),
+        )
+        .route(
+            "/admin/accounts/{account}/release",
+            post(crate::hold::release_hold),
+        )
 }
 
-fn unauthorised() -> Response {
+pub(crate) fn unauthorised() -> Response {
     (
         StatusCode::UNAUTHORIZED,
         axum::Json(
@@ -104,6 +120,7 @@ async fn health(State(gw): State<Arc<Shared>>) -> Response {
         "requests": gw.requests.load(Ordering::Relaxed),
         "outbound_in_window": gw.upstream.limiter().in_window(),
         "redcap_banned": gw.upstream.is_banned(),
+        "held_accounts": gw.holds.list().into_iter().map(|(a, since)| json!({"account": a, "since": since})).collect::<Vec<_>>(),
     });
     let status = if degraded {
         StatusCode::SERVICE_UNAVAILABLE
@@ -314,4 +331,62 @@ pub(crate) fn config_change_reason(config: &LoadedConfig) -> String {
     };
     let _ = remember_applied(config);
     format!("warden.toml sha256 {}; {changes}", config.sha256)
+}
+
+// Helpers of the state-changing admin endpoints (keys, holds).
+
+pub(crate) fn refuse(status: StatusCode, message: String) -> Response {
+    (status, axum::Json(json!({ "error": message }))).into_response()
+}
+
+/// Parses a JSON body, or says what is wrong with it.
+pub(crate) fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, Response> {
+    serde_json::from_slice(body).map_err(|e| {
+        refuse(
+            StatusCode::BAD_REQUEST,
+            format!("the request body is not what this endpoint takes: {e}"),
+        )
+    })
+}
+
+/// `operator` and `reason` are both required and non-blank.
+pub(crate) fn who_and_why(operator: &str, reason: &str) -> Result<(String, String), Response> {
+    let (operator, reason) = (operator.trim(), reason.trim());
+    if operator.is_empty() || reason.is_empty() {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "`operator` (who you are) and `reason` (why) are both required: every change is recorded with them".into(),
+        ));
+    }
+    Ok((format!("admin-api ({operator})"), reason.to_string()))
+}
+
+/// Refuses while the ledger is down: the change could not be recorded.
+pub(crate) fn ledger_up(gw: &Shared) -> Result<(), Response> {
+    if gw.degraded() {
+        return Err(refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the ledger is unavailable, so this change could not be recorded; nothing was changed"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Records an admin change; if the entry fails the gateway is degraded and
+/// the caller hears that the change stands unrecorded.
+pub(crate) async fn record_change(
+    gw: &Shared,
+    entry: EntryKind,
+    done: serde_json::Value,
+) -> Response {
+    match gw.append(entry).await {
+        Ok(()) => axum::Json(done).into_response(),
+        Err(()) => refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "the change was made ({done}) but its ledger entry could not be written; the gateway is degraded until the ledger is back"
+            ),
+        ),
+    }
 }

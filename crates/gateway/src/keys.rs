@@ -134,6 +134,34 @@ pub struct KeyPolicy {
     pub overlap: SignedDuration,
 }
 
+impl KeyPolicy {
+    /// The lifetimes `[gateway]` sets (`key_lifetime_days`,
+    /// `key_overlap_days`).
+    pub fn from_config(gateway: &warden_config::GatewaySection) -> KeyPolicy {
+        let days = |d: u32| SignedDuration::from_hours(24 * i64::from(d));
+        KeyPolicy {
+            lifetime: days(gateway.key_lifetime_days),
+            overlap: days(gateway.key_overlap_days),
+        }
+    }
+}
+
+/// Delivers a key into a new file only its owner can read (mode 0600),
+/// synced; refuses to overwrite an existing file.
+pub fn write_new_key_file(path: &Path, key: &ClientKey) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    let mut line = Zeroizing::new(key.expose().to_string());
+    line.push('\n');
+    f.write_all(line.as_bytes())?;
+    f.sync_all()
+}
+
 impl KeyFile {
     /// The keys file on the real file system, locked through `<file>.lock`.
     pub fn new(path: &Path) -> KeyFile {

@@ -8,8 +8,10 @@
 //! If the ledger cannot make the entry durable, nothing is forwarded.
 
 mod admin;
+mod admin_keys;
 mod answer;
 mod denials;
+mod hold;
 pub mod keys;
 mod metrics;
 pub mod php;

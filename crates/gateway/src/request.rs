@@ -201,6 +201,18 @@ async fn handle(
         form.set("returnContent", "ids");
     }
 
+    // A single-account token cut-over: wait for the new token, within
+    // the hold's bound.
+    if let Err(expired) = gw.holds.wait(&account.name).await {
+        return Err(ApiReply::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!(
+                "The gateway held this request for {} s while account \"{}\"'s REDCap token was being replaced, and the replacement did not finish; try again later",
+                expired.seconds, account.name
+            ),
+            fmt,
+        ));
+    }
     if gw.degraded() {
         gw.count_refused();
         return Err(ledger_unavailable(fmt));

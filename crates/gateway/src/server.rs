@@ -123,6 +123,8 @@ pub(crate) struct Shared {
     pub(crate) metrics: Metrics,
     /// Bearer credential of the admin listener's state-changing endpoints.
     pub(crate) admin_token: admin::AdminToken,
+    /// Accounts whose requests wait for a token cut-over.
+    pub(crate) holds: crate::hold::Holds,
 }
 
 /// A running gateway; [`RunningGateway::shutdown`] stops it gracefully.
@@ -175,6 +177,7 @@ pub async fn start(services: Services) -> Result<RunningGateway, StartError> {
         outage: Mutex::new(None),
         upstream,
         denials: Denials::default(),
+        holds: Default::default(),
         requests: AtomicU64::new(0),
         metrics: Metrics::default(),
         admin_token: admin::load_or_create_token(&admin_token_path).map_err(|source| {
@@ -459,6 +462,9 @@ impl Shared {
         for entry in self.denials.drain(now, everything) {
             let _ = self.append(entry).await;
         }
+        for entry in self.holds.expire() {
+            let _ = self.append(entry).await;
+        }
         // Key use goes to the key file once a minute, not per request.
         let used: HashMap<String, Timestamp> = {
             let mut last = self
@@ -589,37 +595,30 @@ impl Shared {
             });
     }
 
-    /// Checks a presented key, re-reading the key file once if it changed
-    /// since it was loaded (a key issued a moment ago works at once).
+    /// Checks a presented key against the key file as it is now: if the
+    /// file changed since it was loaded (one `stat` per request), it is
+    /// re-read first, so a key issued or revoked a moment ago by
+    /// `keys issue`/`keys revoke` counts from the next request.
     pub(crate) fn check_key(
         &self,
         presented: &str,
         now: Timestamp,
     ) -> Result<crate::keys::KeyRecord, &'static str> {
-        for attempt in 0..2 {
-            {
-                let ring = self.ring.read().unwrap_or_else(|e| e.into_inner());
-                match ring.0.check(presented, now) {
-                    Presented::Valid(r) => return Ok(r.clone()),
-                    Presented::Expired(_) => return Err("expired key"),
-                    Presented::Revoked(_) => return Err("revoked key"),
-                    Presented::Unknown if attempt == 1 => return Err("unknown key"),
-                    Presented::Unknown => {}
-                }
-            }
-            let mtime = file_stamp(self.keys.path());
-            let stale = self.ring.read().unwrap_or_else(|e| e.into_inner()).1 != mtime;
-            if !stale {
-                return Err("unknown key");
-            }
+        let stamp = file_stamp(self.keys.path());
+        if self.ring.read().unwrap_or_else(|e| e.into_inner()).1 != stamp {
             match self.keys.ring() {
-                Ok(ring) => *self.ring.write().unwrap_or_else(|e| e.into_inner()) = (ring, mtime),
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not reload client keys");
-                    return Err("unknown key");
-                }
+                Ok(ring) => *self.ring.write().unwrap_or_else(|e| e.into_inner()) = (ring, stamp),
+                // Keep the keys last read: a half-written or unreadable file
+                // must not lock every client out, nor resurrect a key.
+                Err(e) => tracing::warn!(error = %e, "could not reload client keys"),
             }
         }
-        Err("unknown key")
+        let ring = self.ring.read().unwrap_or_else(|e| e.into_inner());
+        match ring.0.check(presented, now) {
+            Presented::Valid(r) => Ok(r.clone()),
+            Presented::Expired(_) => Err("expired key"),
+            Presented::Revoked(_) => Err("revoked key"),
+            Presented::Unknown => Err("unknown key"),
+        }
     }
 }

@@ -1,13 +1,11 @@
 //! `keys issue | list | revoke`: client keys for the gateway.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use anyhow::{Context, bail};
 use gateway::keys::{KeyFile, KeyPolicy};
 use governance::audit::AuditTrail;
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 use ledger::EntryKind;
 use secrets::{Label, SecretName, SecretValue, VersionMeta};
 use serde_json::json;
@@ -71,11 +69,7 @@ pub fn issue(
     let store = open_store(&config)?;
     let rt = super::runtime()?;
     let trail = rt.block_on(AuditTrail::open(&config, &*store))?;
-    let gw = &config.config.gateway;
-    let policy = KeyPolicy {
-        lifetime: SignedDuration::from_hours(24 * i64::from(gw.key_lifetime_days)),
-        overlap: SignedDuration::from_hours(24 * i64::from(gw.key_overlap_days)),
-    };
+    let policy = KeyPolicy::from_config(&config.config.gateway);
     let keys = key_file(&config);
     let now = Timestamp::now();
     let (key, record, shortened) = keys.issue(client, &operator.to_string(), policy, now)?;
@@ -98,9 +92,9 @@ pub fn issue(
             .map(|v| format!("secret `{name}` version {v}"))
             .map_err(anyhow::Error::from)
         }
-        (None, Some(path)) => {
-            write_key_file(path, key.expose()).map(|()| format!("{} (mode 0600)", path.display()))
-        }
+        (None, Some(path)) => gateway::keys::write_new_key_file(path, &key)
+            .with_context(|| format!("creating {}", path.display()))
+            .map(|()| format!("{} (mode 0600)", path.display())),
         (None, None) => unreachable!("clap requires one destination"),
     };
     drop(key);
@@ -148,18 +142,6 @@ pub fn issue(
         }
     }
     Ok(Outcome::Clean)
-}
-
-fn write_key_file(path: &Path, key: &str) -> anyhow::Result<()> {
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    f.write_all(format!("{key}\n").as_bytes())?;
-    f.sync_all()?;
-    Ok(())
 }
 
 pub fn list(args: &Args) -> anyhow::Result<Outcome> {

@@ -1,0 +1,335 @@
+//! The cut-over hold: while a single-account rotation swaps an account's
+//! token, that account's requests wait instead of failing.
+//!
+//! In single-account mode REDCap kills the old token the moment a person
+//! regenerates it in the web UI, and the new one works only once it is in
+//! the secrets store. The rotation (or an operator) starts a hold on the
+//! account before regenerating and releases it once the new token is
+//! `current`: requests arriving meanwhile wait, then go to REDCap with the
+//! new token. A hold is bounded (`[gateway] cutover_hold_seconds`, default
+//! 120): when it runs out, waiting and later requests get REDCap-shaped 503
+//! answers no more — the hold ends, an `alert` says how many requests it
+//! refused, and requests flow again (with whatever token the store holds).
+//!
+//! Admin endpoints: `POST /admin/accounts/{account}/hold` and
+//! `POST /admin/accounts/{account}/release`, each `{operator, reason}` and
+//! each an `admin` entry.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use jiff::Timestamp;
+use ledger::EntryKind;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::admin::{ledger_up, parse, record_change, refuse, unauthorised, who_and_why};
+use crate::server::Shared;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// The holds in force, by account name.
+#[derive(Default)]
+pub(crate) struct Holds {
+    active: Mutex<HashMap<String, Hold>>,
+}
+
+struct Hold {
+    since: Timestamp,
+    deadline: Instant,
+    limit: Duration,
+    /// Set to `true` when the hold is released; waiters watch it.
+    released: watch::Sender<bool>,
+    held: u64,
+    refused: u64,
+}
+
+/// Why a held request was not let through.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct HoldExpired {
+    pub seconds: u64,
+}
+
+/// What [`Holds::release`] reports.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Released {
+    pub held: u64,
+    pub refused: u64,
+    pub seconds: u64,
+}
+
+impl Holds {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Hold>> {
+        self.active.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts a hold on `account` for at most `limit`. Starting one that is
+    /// already in force is refused (its deadline is not silently moved).
+    pub(crate) fn start(&self, account: &str, limit: Duration) -> Result<(), Timestamp> {
+        let mut active = self.lock();
+        if let Some(h) = active.get(account)
+            && h.deadline > Instant::now()
+        {
+            return Err(h.since);
+        }
+        let (released, _) = watch::channel(false);
+        active.insert(
+            account.to_string(),
+            Hold {
+                since: Timestamp::now(),
+                deadline: Instant::now() + limit,
+                limit,
+                released,
+                held: 0,
+                refused: 0,
+            },
+        );
+        Ok(())
+    }
+
+    /// Ends the hold on `account`, letting its waiting requests through.
+    pub(crate) fn release(&self, account: &str) -> Option<Released> {
+        let hold = self.lock().remove(account)?;
+        hold.released.send_replace(true);
+        Some(Released {
+            held: hold.held,
+            refused: hold.refused,
+            seconds: hold
+                .deadline
+                .saturating_duration_since(Instant::now())
+                .as_secs(),
+        })
+    }
+
+    /// Waits while `account` is held: returns at once when it is not, when
+    /// the hold is released, or with [`HoldExpired`] when it runs out.
+    pub(crate) async fn wait(&self, account: &str) -> Result<(), HoldExpired> {
+        let (mut released, deadline, limit) = {
+            let mut active = self.lock();
+            let Some(h) = active.get_mut(account) else {
+                return Ok(());
+            };
+            if h.deadline <= Instant::now() {
+                h.refused += 1;
+                return Err(HoldExpired {
+                    seconds: h.limit.as_secs(),
+                });
+            }
+            h.held += 1;
+            (h.released.subscribe(), h.deadline, h.limit)
+        };
+        let outcome = tokio::time::timeout_at(deadline, released.wait_for(|r| *r)).await;
+        match outcome {
+            Ok(Ok(_)) => Ok(()),
+            // Timed out, or the hold was dropped without a release (it ran
+            // out and housekeeping removed it first).
+            Ok(Err(_)) | Err(_) => {
+                if let Some(h) = self.lock().get_mut(account) {
+                    h.refused += 1;
+                }
+                Err(HoldExpired {
+                    seconds: limit.as_secs(),
+                })
+            }
+        }
+    }
+
+    /// Removes holds past their deadline, with the `alert` each one owes.
+    pub(crate) fn expire(&self) -> Vec<EntryKind> {
+        let now = Instant::now();
+        let mut active = self.lock();
+        let expired: Vec<String> = active
+            .iter()
+            .filter(|(_, h)| h.deadline <= now)
+            .map(|(a, _)| a.clone())
+            .collect();
+        expired
+            .into_iter()
+            .filter_map(|account| {
+                let h = active.remove(&account)?;
+                Some(EntryKind::Alert {
+                    code: "cutover_hold_expired".into(),
+                    message: format!(
+                        "the cut-over hold on account `{account}` (since {}) ran out after {} s without being released: {} requests waited, {} were refused; requests flow again with the token the store holds",
+                        h.since,
+                        h.limit.as_secs(),
+                        h.held,
+                        h.refused
+                    ),
+                })
+            })
+            .collect()
+    }
+
+    /// Accounts held now, with when each hold started.
+    pub(crate) fn list(&self) -> Vec<(String, Timestamp)> {
+        let mut v: Vec<_> = self
+            .lock()
+            .iter()
+            .map(|(a, h)| (a.clone(), h.since))
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HoldRequest {
+    operator: String,
+    reason: String,
+}
+
+/// `POST /admin/accounts/{account}/hold`.
+pub(crate) async fn start_hold(
+    State(gw): State<Arc<Shared>>,
+    Path(account): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let (operator, reason) = match admit(&gw, &account, &headers, &body) {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let limit = Duration::from_secs(gw.applied().config.config.gateway.cutover_hold_seconds);
+    if let Err(since) = gw.holds.start(&account, limit) {
+        return refuse(
+            StatusCode::CONFLICT,
+            format!("account `{account}` is already held (since {since}); release it first"),
+        );
+    }
+    let entry = EntryKind::Admin {
+        operator,
+        action: "cutover-hold".into(),
+        target: format!("account:{account}"),
+        reason: format!("{reason} (at most {} s)", limit.as_secs()),
+    };
+    record_change(
+        &gw,
+        entry,
+        json!({"held": account, "at_most_seconds": limit.as_secs()}),
+    )
+    .await
+}
+
+/// `POST /admin/accounts/{account}/release`: the new token is in the store;
+/// the cached token is forgotten so waiting requests read it.
+pub(crate) async fn release_hold(
+    State(gw): State<Arc<Shared>>,
+    Path(account): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let (operator, reason) = match admit(&gw, &account, &headers, &body) {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    gw.tokens.clear();
+    let Some(released) = gw.holds.release(&account) else {
+        return refuse(
+            StatusCode::CONFLICT,
+            format!("account `{account}` is not held (never, or its hold already ran out)"),
+        );
+    };
+    let entry = EntryKind::Admin {
+        operator,
+        action: "cutover-release".into(),
+        target: format!("account:{account}"),
+        reason: format!(
+            "{reason} ({} requests waited, {} were refused)",
+            released.held, released.refused
+        ),
+    };
+    record_change(
+        &gw,
+        entry,
+        json!({"released": account, "waited": released.held, "refused": released.refused}),
+    )
+    .await
+}
+
+/// Bearer, body, a configured account, and a ledger that can record.
+fn admit(
+    gw: &Shared,
+    account: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(String, String), Response> {
+    if !gw.admin_token.matches(headers) {
+        return Err(unauthorised());
+    }
+    let req: HoldRequest = parse(body)?;
+    let who = who_and_why(&req.operator, &req.reason)?;
+    if !gw.applied().policy.accounts.contains_key(account) {
+        return Err(refuse(
+            StatusCode::NOT_FOUND,
+            format!("no [[account]] named `{account}` in the configuration in force"),
+        ));
+    }
+    ledger_up(gw)?;
+    Ok(who)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_unheld_account_passes_at_once() {
+        let holds = Holds::default();
+        assert_eq!(holds.wait("etl").await, Ok(()));
+    }
+
+    #[tokio::test]
+    async fn a_released_hold_lets_its_waiters_through() {
+        let holds = Arc::new(Holds::default());
+        holds.start("etl", Duration::from_secs(3600)).unwrap();
+        let waiter = {
+            let holds = Arc::clone(&holds);
+            tokio::spawn(async move { holds.wait("etl").await })
+        };
+        // The waiter is parked on the hold until it is released.
+        while holds.lock()["etl"].held == 0 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!waiter.is_finished());
+        let released = holds.release("etl").unwrap();
+        assert_eq!((released.held, released.refused), (1, 0));
+        assert_eq!(waiter.await.unwrap(), Ok(()));
+        assert_eq!(holds.wait("etl").await, Ok(()), "no hold any more");
+    }
+
+    #[test]
+    fn a_hold_in_force_is_not_restarted() {
+        let holds = Holds::default();
+        holds.start("etl", Duration::from_secs(3600)).unwrap();
+        let since = holds.list()[0].1;
+        assert_eq!(holds.start("etl", Duration::from_secs(5)), Err(since));
+        assert!(holds.expire().is_empty(), "not run out");
+    }
+
+    #[tokio::test]
+    async fn a_hold_that_ran_out_refuses_and_owes_an_alert() {
+        let holds = Holds::default();
+        holds.start("etl", Duration::ZERO).unwrap();
+        assert_eq!(holds.wait("etl").await, Err(HoldExpired { seconds: 0 }));
+        let alerts = holds.expire();
+        assert_eq!(alerts.len(), 1);
+        let EntryKind::Alert { code, message } = &alerts[0] else {
+            panic!("an alert")
+        };
+        assert_eq!(code, "cutover_hold_expired");
+        assert!(
+            message.contains("0 requests waited, 1 were refused"),
+            "{message}"
+        );
+        assert!(holds.list().is_empty());
+        assert_eq!(holds.wait("etl").await, Ok(()), "requests flow again");
+    }
+}
