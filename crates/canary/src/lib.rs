@@ -5,7 +5,13 @@
 //! line could give it: as is, upper and lower case, percent-encoded,
 //! JSON-escaped, base64 (standard and URL-safe, at all three alignments) and
 //! any 16-character slice of it.
+//!
+//! [`Canary::scan_process_tree`] reads `/proc/<pid>/cmdline` and
+//! `/proc/<pid>/environ` of a process and every descendant (found through
+//! the parent pid in `/proc/*/stat`), for a canary passed on a command line
+//! or through the environment.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
@@ -15,7 +21,14 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 pub struct Canary {
     value: String,
     needles: Vec<(String, Vec<u8>)>,
+    /// The first [`PREFIX`] bytes of every needle, for a one-pass search.
+    prefixes: HashSet<[u8; PREFIX]>,
 }
+
+/// Every needle is at least this long (the shortest is a 16-character
+/// slice), so a haystack is searched by looking up each 16-byte window in
+/// a set of needle prefixes and comparing in full only on a hit.
+const PREFIX: usize = 16;
 
 /// Where a needle was found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,20 +61,40 @@ impl Canary {
         );
         let json = serde_escape(value);
         add("JSON-escaped".into(), json.into_bytes());
-        // base64 of the value starting at each of the three byte alignments:
-        // inside a longer encoded blob, the canary's encoding is one of
-        // these, minus the first and last (partial) quartets.
-        for offset in 0..3 {
-            let bytes = prefixed(value, offset);
-            for (engine_name, encoded) in [
-                ("base64", STANDARD.encode(&bytes)),
-                ("base64url", URL_SAFE.encode(&bytes)),
-            ] {
-                let core = stable_core(&encoded, offset, bytes.len());
-                add(
-                    format!("{engine_name} (alignment {offset})"),
-                    core.into_bytes(),
-                );
+        let unicode: String = value
+            .chars()
+            .map(|c| format!("\\u{:04x}", c as u32))
+            .collect();
+        add("JSON \\u-escaped".into(), unicode.clone().into_bytes());
+        add(
+            "JSON \\u-escaped (upper)".into(),
+            unicode
+                .replace("\\u", "\\U")
+                .to_uppercase()
+                .replace("\\U", "\\u")
+                .into_bytes(),
+        );
+        // base64 of the value (and of its case variants) starting at each of
+        // the three byte alignments: inside a longer encoded blob, the
+        // canary's encoding is one of these, minus the first and last
+        // (partial) quartets.
+        for (case, text) in [
+            ("", value.to_string()),
+            (", upper case", value.to_uppercase()),
+            (", lower case", value.to_lowercase()),
+        ] {
+            for offset in 0..3 {
+                let bytes = prefixed(&text, offset);
+                for (engine_name, encoded) in [
+                    ("base64", STANDARD.encode(&bytes)),
+                    ("base64url", URL_SAFE.encode(&bytes)),
+                ] {
+                    let core = stable_core(&encoded, offset, bytes.len());
+                    add(
+                        format!("{engine_name} (alignment {offset}{case})"),
+                        core.into_bytes(),
+                    );
+                }
             }
         }
         let chars: Vec<char> = value.chars().collect();
@@ -78,9 +111,18 @@ impl Canary {
                 );
             }
         }
+        assert!(
+            needles.iter().all(|(_, n)| n.len() >= PREFIX),
+            "a canary needs at least 17 characters so every encoding is at least {PREFIX} bytes"
+        );
+        let prefixes = needles
+            .iter()
+            .map(|(_, n)| n[..PREFIX].try_into().expect("checked above"))
+            .collect();
         Canary {
             value: value.to_string(),
             needles,
+            prefixes,
         }
     }
 
@@ -89,35 +131,110 @@ impl Canary {
         &self.value
     }
 
+    /// `before ‖ canary ‖ after`, base64-encoded as one blob (standard or
+    /// URL-safe): how a canary looks inside an encoded body, for tests that
+    /// plant one to prove a scan finds it.
+    pub fn in_base64_blob(&self, before: &str, after: &str, url_safe: bool) -> String {
+        let text = format!("{before}{}{after}", self.value);
+        if url_safe {
+            URL_SAFE.encode(text)
+        } else {
+            STANDARD.encode(text)
+        }
+    }
+
     /// Every encoding of the canary found in `haystack`.
     pub fn find(&self, place: &str, haystack: &[u8]) -> Vec<Leak> {
-        self.needles
-            .iter()
-            .filter(|(_, n)| haystack.windows(n.len()).any(|w| w == n.as_slice()))
-            .map(|(enc, _)| Leak {
+        let mut found: Vec<usize> = Vec::new();
+        if haystack.len() >= PREFIX {
+            for start in 0..=haystack.len() - PREFIX {
+                let window: &[u8; PREFIX] = haystack[start..start + PREFIX]
+                    .try_into()
+                    .expect("a window of PREFIX bytes");
+                if !self.prefixes.contains(window) {
+                    continue;
+                }
+                for (i, (_, n)) in self.needles.iter().enumerate() {
+                    if !found.contains(&i) && haystack[start..].starts_with(n) {
+                        found.push(i);
+                    }
+                }
+            }
+        }
+        found.sort_unstable();
+        found
+            .into_iter()
+            .map(|i| Leak {
                 place: place.to_string(),
-                encoding: enc.clone(),
+                encoding: self.needles[i].0.clone(),
             })
             .collect()
     }
 
-    /// Scans every file below `dir` except those `allowed` (the secrets
-    /// store, the encrypted escrow).
+    /// Scans every regular file below `dir` except those `allowed` (the
+    /// secrets store, the encrypted escrow) and those under an allowed
+    /// directory. Symbolic links are not followed. A directory or file that
+    /// cannot be read is reported as a leak: what cannot be scanned cannot
+    /// be called clean.
     pub fn scan_dir(&self, dir: &Path, allowed: &[PathBuf]) -> Vec<Leak> {
+        self.scan_dir_where(dir, allowed, |_| true)
+    }
+
+    /// [`Canary::scan_dir`] limited to the files `keep` accepts (e.g. those
+    /// modified since a test began, in a shared temporary directory).
+    pub fn scan_dir_where(
+        &self,
+        dir: &Path,
+        allowed: &[PathBuf],
+        keep: impl Fn(&std::fs::Metadata) -> bool,
+    ) -> Vec<Leak> {
         let mut leaks = Vec::new();
+        let unreadable = |p: &Path, e: std::io::Error| Leak {
+            place: p.display().to_string(),
+            encoding: format!("unscanned: cannot read it ({e})"),
+        };
         let mut stack = vec![dir.to_path_buf()];
         while let Some(d) = stack.pop() {
-            let Ok(entries) = std::fs::read_dir(&d) else {
-                continue;
+            let entries = match std::fs::read_dir(&d) {
+                Ok(e) => e,
+                // Removed while we looked: nothing left to leak.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    leaks.push(unreadable(&d, e));
+                    continue;
+                }
             };
             for e in entries.flatten() {
                 let p = e.path();
-                if p.is_dir() {
+                if allowed.iter().any(|a| p.starts_with(a)) {
+                    continue;
+                }
+                let Ok(meta) = std::fs::symlink_metadata(&p) else {
+                    continue; // removed while we looked
+                };
+                if meta.is_dir() {
                     stack.push(p);
-                } else if !allowed.iter().any(|a| a == &p)
-                    && let Ok(bytes) = std::fs::read(&p)
-                {
-                    leaks.extend(self.find(&p.display().to_string(), &bytes));
+                } else if meta.is_file() && keep(&meta) {
+                    match std::fs::read(&p) {
+                        Ok(bytes) => leaks.extend(self.find(&p.display().to_string(), &bytes)),
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => leaks.push(unreadable(&p, e)),
+                    }
+                }
+            }
+        }
+        leaks
+    }
+
+    /// Scans the command line and environment of process `root` and of
+    /// every descendant. A process that exits while being read is skipped.
+    pub fn scan_process_tree(&self, root: u32) -> Vec<Leak> {
+        let mut leaks = Vec::new();
+        for pid in process_tree(root) {
+            for what in ["cmdline", "environ"] {
+                if let Ok(bytes) = std::fs::read(format!("/proc/{pid}/{what}")) {
+                    let place = format!("/proc/{pid}/{what} ({})", comm(pid));
+                    leaks.extend(self.find(&place, &bytes));
                 }
             }
         }
@@ -128,6 +245,53 @@ impl Canary {
     pub fn assert_clean(&self, leaks: &[Leak]) {
         assert!(leaks.is_empty(), "the canary token leaked: {leaks:#?}");
     }
+}
+
+/// `root` and every process descending from it, found by following the
+/// parent pid (field 4 of `/proc/<pid>/stat`) of every process.
+pub fn process_tree(root: u32) -> Vec<u32> {
+    let mut parent_of: Vec<(u32, u32)> = Vec::new();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for e in entries.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            if let Some(ppid) = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .as_deref()
+                .and_then(parent_pid)
+            {
+                parent_of.push((pid, ppid));
+            }
+        }
+    }
+    let mut tree = vec![root];
+    let mut i = 0;
+    while i < tree.len() {
+        let p = tree[i];
+        tree.extend(
+            parent_of
+                .iter()
+                .filter(|(_, ppid)| *ppid == p)
+                .map(|(pid, _)| *pid),
+        );
+        i += 1;
+    }
+    tree
+}
+
+/// The parent pid from the text of `/proc/<pid>/stat`: the command name
+/// in parentheses may itself hold spaces and parentheses, so the fields
+/// are read after the last `)`.
+fn parent_pid(stat: &str) -> Option<u32> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn comm(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
 }
 
 fn prefixed(value: &str, offset: usize) -> Vec<u8> {
@@ -191,6 +355,99 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn finds_the_new_encodings() {
+        let c = Canary::redcap_token();
+        let v = c.value();
+        let unicode: String = v
+            .chars()
+            .map(|ch| format!("\\u{:04x}", ch as u32))
+            .collect();
+        assert!(!c.find("u", unicode.as_bytes()).is_empty());
+        for offset in 0..3 {
+            let blob = URL_SAFE.encode(format!("{}{}", "z".repeat(offset), v.to_lowercase()));
+            assert!(
+                !c.find("b64 lower", blob.as_bytes()).is_empty(),
+                "lower-case base64 at offset {offset}"
+            );
+        }
+        // At the very end and very start of a haystack.
+        assert!(
+            !c.find("end", format!("xx{}", &v[16..]).as_bytes())
+                .is_empty()
+        );
+        assert!(!c.find("start", &v.as_bytes()[..16]).is_empty());
+        assert!(c.find("short", &v.as_bytes()[..15]).is_empty());
+    }
+
+    #[test]
+    fn scans_files_and_reports_what_it_cannot_read() {
+        let c = Canary::redcap_token();
+        let dir = std::env::temp_dir().join(format!("canary-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        std::fs::write(dir.join("clean"), b"nothing here").unwrap();
+        std::fs::write(
+            dir.join("sub/leak"),
+            STANDARD.encode(format!("ab{}", c.value())),
+        )
+        .unwrap();
+        std::fs::write(dir.join("store"), c.value()).unwrap();
+        let leaks = c.scan_dir(&dir, &[dir.join("store")]);
+        assert!(!leaks.is_empty());
+        assert!(
+            leaks.iter().all(|l| l.place.ends_with("sub/leak")),
+            "{leaks:?}"
+        );
+        assert!(
+            c.scan_dir(&dir, &[dir.join("store"), dir.join("sub")])
+                .is_empty()
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn finds_a_canary_in_a_grandchild_process_environment() {
+        let c = Canary::redcap_token();
+        // sh forks sleep (the `; true` keeps it from exec'ing it), which
+        // inherits the planted environment.
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg("sleep 30; true")
+            .env("PLANTED", c.value().to_lowercase())
+            .spawn()
+            .unwrap();
+        let root = format!("/proc/{}/", child.id());
+        let in_descendant = |leaks: &[Leak]| {
+            leaks
+                .iter()
+                .any(|l| l.place.contains("environ") && !l.place.contains(&root))
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let leaks = loop {
+            let leaks = c.scan_process_tree(child.id());
+            if in_descendant(&leaks) || std::time::Instant::now() > deadline {
+                break leaks;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        let tree = process_tree(child.id());
+        let _ = child.kill();
+        let _ = child.wait();
+        for pid in tree.iter().skip(1) {
+            let _ = std::process::Command::new("kill")
+                .arg(pid.to_string())
+                .status();
+        }
+        assert!(in_descendant(&leaks), "{leaks:?}");
+    }
+
+    #[test]
+    fn parent_pid_survives_odd_command_names() {
+        assert_eq!(parent_pid("42 (a) b (c)) S 7 42 42 0"), Some(7));
+        assert_eq!(parent_pid("garbage"), None);
     }
 
     #[test]

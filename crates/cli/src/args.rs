@@ -48,6 +48,11 @@ pub enum Command {
         /// IANA name of the REDCap server's time zone [default: this machine's].
         #[arg(long, value_name = "ZONE")]
         time_zone: Option<String>,
+        /// Protect the store's identity with a passphrase: asked twice
+        /// without echo on a terminal, otherwise read from the first line
+        /// of standard input. Never on the command line.
+        #[arg(long)]
+        passphrase: bool,
     },
 
     /// Store, list and inspect secrets. No command ever prints a value.
@@ -144,6 +149,19 @@ pub enum SecretsCommand {
     /// Check that the store is reachable, decrypts and is properly
     /// protected: exit 0 if so, 1 listing what is wrong.
     Check,
+    /// Add, change or remove the passphrase protecting the file store's
+    /// identity. The current passphrase comes from passphrase_file, the
+    /// systemd credential or a prompt; the new one is asked twice without
+    /// echo on a terminal, otherwise read from the first line of standard
+    /// input. The key itself does not change, so the store is untouched.
+    Passphrase {
+        /// Why (recorded in the ledger).
+        #[arg(long)]
+        reason: String,
+        /// Remove the passphrase: the identity is stored plain again.
+        #[arg(long)]
+        remove: bool,
+    },
     /// Copy every secret with its whole history (versions in order, their
     /// metadata, labels) from the configured backend into another one
     /// configured in its own [secrets.BACKEND] table, then read everything

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use secrets::file::{PASSPHRASE_CREDENTIAL, PassphraseSource, StoreIdentity};
 use secrets::{
     AwsStoreOptions, CredentialSource, FileStore, FileStoreOptions, SecretStore, VaultAuth,
     VaultStore, VaultStoreOptions,
@@ -22,6 +23,69 @@ pub fn file_store_options(config: &LoadedConfig) -> FileStoreOptions {
         identity: config.resolve(&file.identity),
         keep_versions: file.keep_versions,
     }
+}
+
+/// Where the passphrase of a protected identity comes from, in order:
+/// `[secrets.file] passphrase_file`, then the systemd credential
+/// `$CREDENTIALS_DIRECTORY/redcap-warden-identity-passphrase` (the variable
+/// holds a directory, never the passphrase). Neither the command line nor
+/// the environment ever carries the passphrase itself.
+pub fn passphrase_sources(config: &LoadedConfig) -> Vec<PassphraseSource> {
+    let mut sources = Vec::new();
+    if let Some(f) = &config.config.secrets.file.passphrase_file {
+        sources.push(PassphraseSource::File(config.resolve(f)));
+    }
+    if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY").filter(|d| !d.is_empty()) {
+        sources.push(PassphraseSource::Credential(
+            std::path::Path::new(&dir).join(PASSPHRASE_CREDENTIAL),
+        ));
+    }
+    sources
+}
+
+/// Whether a person can be asked: a terminal on standard input or error.
+pub fn terminal_attached() -> bool {
+    use std::io::IsTerminal;
+    std::io::stdin().is_terminal() || std::io::stderr().is_terminal()
+}
+
+/// Asks on the terminal without echo.
+pub fn prompt_secret(prompt: &str) -> anyhow::Result<secrets::file::SecretString> {
+    let typed = zeroize::Zeroizing::new(
+        rpassword::prompt_password(prompt).context("reading from the terminal")?,
+    );
+    Ok(secrets::file::SecretString::from(typed.to_string()))
+}
+
+/// The file store's identity, unlocked: with the configured passphrase
+/// sources, or — when none gives a passphrase and a terminal is attached —
+/// a no-echo prompt.
+pub fn unlock_identity(config: &LoadedConfig) -> anyhow::Result<StoreIdentity> {
+    let opts = file_store_options(config);
+    let store = format!("age file store {}", opts.path.display());
+    let mut sources = passphrase_sources(config);
+    let available = sources.iter().any(|s| match s {
+        PassphraseSource::Credential(p) => p.exists(),
+        _ => true,
+    });
+    if !available
+        && terminal_attached()
+        && secrets::file::identity_is_protected(&opts.identity).unwrap_or(false)
+    {
+        let passphrase = prompt_secret(&format!(
+            "Passphrase for the secrets-store identity {} (not echoed): ",
+            opts.identity.display()
+        ))?;
+        sources.push(PassphraseSource::Given {
+            passphrase,
+            from: "typed at the terminal".into(),
+        });
+    }
+    Ok(secrets::file::load_identity(
+        &opts.identity,
+        &store,
+        &sources,
+    )?)
 }
 
 /// The store `[secrets] backend` names.
@@ -52,7 +116,9 @@ pub fn open_backend(
     };
     match backend {
         SecretsBackend::File => {
-            let store = FileStore::open(file_store_options(config)).with_context(context)?;
+            let identity = unlock_identity(config).with_context(context)?;
+            let store = FileStore::open_with_identity(file_store_options(config), identity)
+                .with_context(context)?;
             Ok(Arc::new(store))
         }
         SecretsBackend::Vault => {

@@ -107,6 +107,11 @@ pub struct FileSecretsSection {
     /// How many old, unlabelled versions of each secret to keep.
     #[serde(default = "default_keep_versions")]
     pub keep_versions: usize,
+    /// For a passphrase-protected identity: a file (no group or other
+    /// permissions) whose first line is the passphrase, so `serve` can start
+    /// unattended. Never the passphrase itself.
+    #[serde(default)]
+    pub passphrase_file: Option<PathBuf>,
 }
 
 impl Default for FileSecretsSection {
@@ -115,6 +120,7 @@ impl Default for FileSecretsSection {
             path: default_store_path(),
             identity: default_identity_path(),
             keep_versions: default_keep_versions(),
+            passphrase_file: None,
         }
     }
 }
@@ -433,6 +439,19 @@ mod tests {
                 .contains("https://")
         );
         parse("[secrets.vault]\naddress = \"http://127.0.0.1:8200\"\ntoken_env = \"T\"\n").unwrap();
+    }
+
+    #[test]
+    fn the_passphrase_is_named_by_file_never_given() {
+        let s = parse("[secrets.file]\npassphrase_file = \"/etc/warden/passphrase\"\n").unwrap();
+        assert_eq!(
+            s.file.passphrase_file.as_deref(),
+            Some(std::path::Path::new("/etc/warden/passphrase"))
+        );
+        assert_eq!(parse("[secrets]\n").unwrap().file.passphrase_file, None);
+        let e = parse("[secrets.file]\npassphrase = \"hunter2hunter2\"\n").unwrap_err();
+        assert!(e.contains("unknown field `passphrase`"), "{e}");
+        assert!(!e.contains("hunter2"), "the passphrase was echoed: {e}");
     }
 
     #[test]

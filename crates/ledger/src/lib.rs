@@ -26,7 +26,7 @@ mod pending;
 mod pg;
 mod writer;
 
-pub use backend::LedgerBackend;
+pub use backend::{DEFAULT_SCHEMA, LedgerBackend, open_postgres, valid_schema};
 pub use checkpoint::{Checkpoint, NoteError, VerifierKey};
 pub use entry::{Entry, EntryKind, FORMAT_VERSION};
 pub use error::{LedgerError, VerifyError};
@@ -36,5 +36,5 @@ pub use files::{
 };
 pub use pending::Pending;
 #[cfg(feature = "postgres")]
-pub use pg::{DEFAULT_SCHEMA, PgLedger, PgOptions, PgReader, valid_schema};
+pub use pg::{PgLedger, PgOptions, PgReader};
 pub use writer::{Ledger, LedgerOptions, Receipt, Recovery, new_origin};

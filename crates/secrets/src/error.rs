@@ -36,6 +36,15 @@ pub enum StoreError {
     WrongKey { store: String, identity: String },
 
     #[error(
+        "{store}: the passphrase {from} does not unlock identity {identity}; fix: give the identity's passphrase (check [secrets.file] passphrase_file or the systemd credential; if it is lost, restore a backup of the identity whose passphrase you know); nothing was modified"
+    )]
+    WrongPassphrase {
+        store: String,
+        identity: String,
+        from: String,
+    },
+
+    #[error(
         "{store}: the store is damaged ({detail}); fix: restore the file from backup; it was not modified"
     )]
     Corrupt { store: String, detail: String },

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use governance::audit::{self, AuditTrail};
 use ledger::EntryKind;
-use secrets::file::{generate_identity, write_identity_file};
+use secrets::file::{SecretString, create_identity_file};
 use secrets::{FINGERPRINT_KEY_SECRET, FileStore, FingerprintKey, VersionMeta};
 
 use crate::Outcome;
@@ -23,28 +23,62 @@ pub struct Setup {
 }
 
 /// `init` as a command: creates the setup and says what to back up.
-pub fn run(args: &Args, redcap_url: &str, time_zone: Option<&str>) -> anyhow::Result<Outcome> {
+pub fn run(
+    args: &Args,
+    redcap_url: &str,
+    time_zone: Option<&str>,
+    passphrase: bool,
+) -> anyhow::Result<Outcome> {
     let operator = Operator::current(args.operator.as_deref())?;
     let config_path = &args.config;
+    if config_path.exists() {
+        bail!(
+            "{} already exists; init sets up a new installation and never overwrites one (use another directory or --config path)",
+            config_path.display()
+        );
+    }
+    let passphrase = if passphrase {
+        Some(super::secrets::read_new_passphrase(
+            "the new secrets-store identity",
+        )?)
+    } else {
+        None
+    };
     let Setup {
         store,
         identity,
         ledger: ledger_dir,
         verifier,
-    } = create(config_path, redcap_url, time_zone, "", &operator)?;
+    } = create_protected(
+        config_path,
+        redcap_url,
+        time_zone,
+        "",
+        &operator,
+        passphrase.as_ref(),
+    )?;
+    let protected = passphrase.is_some();
     if args.json {
         println!(
             "{}",
             serde_json::json!({
                 "config": config_path, "store": store, "identity": identity, "ledger": ledger_dir,
-                "verifier_key": verifier.to_string(),
+                "verifier_key": verifier.to_string(), "identity_passphrase": protected,
                 "operator": operator, "backup": [config_path, &store, &identity],
             })
         );
     } else {
         println!("Created {}", config_path.display());
         println!("Created {} (encrypted secrets store)", store.display());
-        println!("Created {} (its identity, mode 0600)", identity.display());
+        println!(
+            "Created {} (its identity, mode 0600{})",
+            identity.display(),
+            if protected {
+                ", protected by your passphrase"
+            } else {
+                ""
+            }
+        );
         println!(
             "Created {} (audit ledger; first entries record this setup)",
             ledger_dir.display()
@@ -65,6 +99,15 @@ pub fn run(args: &Args, redcap_url: &str, time_zone: Option<&str>) -> anyhow::Re
         println!(
             "without it the store cannot be decrypted and every REDCap token must be re-issued in REDCap's UI."
         );
+        if protected {
+            println!(
+                "The identity is locked by the passphrase: every command that opens the store asks for it on a terminal, and `serve` reads it from [secrets.file] passphrase_file (a mode-0600 file) or the systemd credential `{}`.",
+                secrets::file::PASSPHRASE_CREDENTIAL
+            );
+            println!(
+                "Losing the passphrase is losing the identity: keep it where the identity's backup is not, and known to more than one person."
+            );
+        }
         println!("Next: `redcap-warden secrets put NAME --reason …` to store a token.");
     }
     Ok(Outcome::Clean)
@@ -81,6 +124,18 @@ pub fn create(
     time_zone: Option<&str>,
     extra: &str,
     operator: &Operator,
+) -> anyhow::Result<Setup> {
+    create_protected(config_path, redcap_url, time_zone, extra, operator, None)
+}
+
+/// [`create`], with the identity encrypted to `passphrase` when given.
+pub fn create_protected(
+    config_path: &Path,
+    redcap_url: &str,
+    time_zone: Option<&str>,
+    extra: &str,
+    operator: &Operator,
+    passphrase: Option<&SecretString>,
 ) -> anyhow::Result<Setup> {
     let config_path = &config_path.to_path_buf();
     if config_path.exists() {
@@ -132,9 +187,10 @@ pub fn create(
             .mode(0o700)
             .create(&data_dir)
             .with_context(|| format!("creating {}", data_dir.display()))?;
-        write_identity_file(&opts.identity, &generate_identity())
+        let identity = create_identity_file(&opts.identity, passphrase)
             .with_context(|| format!("writing the identity {}", opts.identity.display()))?;
-        let store = FileStore::create(opts.clone())?;
+        let public_key = identity.public_key();
+        let store = FileStore::create_with_identity(opts.clone(), identity)?;
         let reason = "initial setup (redcap-warden init)";
         let meta = VersionMeta {
             operator: operator.to_string(),
@@ -167,6 +223,17 @@ pub fn create(
                     reason: "ledger checkpoint signing key".into(),
                 })
                 .await?;
+            if passphrase.is_some() {
+                trail
+                    .record(EntryKind::Key {
+                        operator: op.clone(),
+                        action: "identity passphrase set".into(),
+                        key_name: identity_key_name(&opts.identity, &public_key),
+                        verifier_key: None,
+                        reason: reason.into(),
+                    })
+                    .await?;
+            }
             for (name, version) in [
                 (FINGERPRINT_KEY_SECRET, fp_version.0),
                 (audit::SIGNING_KEY_SECRET, sk_version),
@@ -200,6 +267,12 @@ pub fn create(
         ledger: ledger_dir,
         verifier,
     })
+}
+
+/// How ledger entries name the store's identity: its path and its public
+/// key (which is not secret).
+pub fn identity_key_name(path: &Path, public_key: &str) -> String {
+    format!("secrets-store identity {} ({public_key})", path.display())
 }
 
 /// What a failed init removes again: only what it created itself.
@@ -247,6 +320,11 @@ backend = "file"
 path = "data/secrets.age"
 # Back this up with the store: without it every token must be re-issued.
 identity = "data/identity.txt"
+# For a passphrase-protected identity (init --passphrase, secrets passphrase):
+# a file, mode 0600, whose first line is the passphrase, so `serve` starts
+# unattended. Without it the passphrase is asked for on a terminal, or read
+# from the systemd credential redcap-warden-identity-passphrase.
+# passphrase_file = "/etc/redcap-warden/identity-passphrase"
 # Old versions kept per secret (labelled versions are always kept).
 keep_versions = 20
 

@@ -21,7 +21,8 @@ pub fn run(args: &Args) -> anyhow::Result<Outcome> {
         Command::Init {
             redcap_url,
             time_zone,
-        } => init::run(args, redcap_url, time_zone.as_deref()),
+            passphrase,
+        } => init::run(args, redcap_url, time_zone.as_deref(), *passphrase),
         Command::Config(ConfigCommand::Check) => config::check(args),
         Command::Secrets(cmd) => match cmd {
             SecretsCommand::Put {
@@ -33,6 +34,9 @@ pub fn run(args: &Args) -> anyhow::Result<Outcome> {
             SecretsCommand::History { name } => secrets::history(args, name),
             SecretsCommand::Check => secrets::check(args),
             SecretsCommand::Migrate { to, reason } => secrets::migrate(args, to, reason),
+            SecretsCommand::Passphrase { reason, remove } => {
+                secrets::passphrase(args, reason, *remove)
+            }
         },
         Command::Serve => serve::run(args),
         Command::Reload => serve::reload(args),

@@ -1,5 +1,5 @@
-//! `secrets put | list | history | check | migrate`. No command prints a
-//! value.
+//! `secrets put | list | history | check | migrate | passphrase`. No
+//! command prints a value or a passphrase.
 
 use std::io::{IsTerminal, Read};
 
@@ -20,7 +20,9 @@ use ledger::EntryKind;
 use crate::Outcome;
 use crate::args::Args;
 use crate::operator::Operator;
-use crate::store::{load_config, open_backend, open_store};
+use crate::store::{
+    file_store_options, load_config, open_backend, open_store, prompt_secret, unlock_identity,
+};
 
 /// Names under `warden/` hold the tool's own keys and are written only by
 /// the tool.
@@ -477,4 +479,163 @@ async fn compare(
         }
     }
     Ok(differences)
+}
+
+/// A new passphrase: asked twice without echo on a terminal, otherwise the
+/// first line of standard input. At least [`MIN_PASSPHRASE_CHARS`]
+/// characters, no control characters.
+///
+/// [`MIN_PASSPHRASE_CHARS`]: secrets::file::MIN_PASSPHRASE_CHARS
+pub fn read_new_passphrase(what: &str) -> anyhow::Result<secrets::file::SecretString> {
+    use secrets::file::{ExposeSecret, MIN_PASSPHRASE_CHARS};
+    let passphrase = if std::io::stdin().is_terminal() {
+        let first = prompt_secret(&format!("New passphrase for {what} (not echoed): "))?;
+        let again = prompt_secret("The same passphrase again: ")?;
+        if first.expose_secret() != again.expose_secret() {
+            bail!("the two passphrases differ; nothing was changed; run the command again");
+        }
+        first
+    } else {
+        let mut line = Zeroizing::new(String::new());
+        std::io::stdin()
+            .read_line(&mut line)
+            .context("reading the passphrase from standard input")?;
+        let trimmed = line.strip_suffix('\n').unwrap_or(&line);
+        let trimmed = trimmed.strip_suffix('\r').unwrap_or(trimmed);
+        secrets::file::SecretString::from(trimmed.to_string())
+    };
+    let chars = passphrase.expose_secret().chars().count();
+    if chars < MIN_PASSPHRASE_CHARS {
+        bail!(
+            "the passphrase has {chars} character(s); use at least {MIN_PASSPHRASE_CHARS} (a few random words make a good one); nothing was changed"
+        );
+    }
+    if passphrase.expose_secret().chars().any(char::is_control) {
+        bail!(
+            "the passphrase contains control characters; give it on one line; nothing was changed"
+        );
+    }
+    Ok(passphrase)
+}
+
+/// `secrets passphrase [--remove] --reason R`: adds, changes or removes the
+/// passphrase protecting the file store's identity. The identity file is
+/// rewritten atomically (0600 temporary file, sync, rename, directory
+/// sync); the key, and so the store, stay the same. Recorded in the ledger.
+pub fn passphrase(args: &Args, reason: &str, remove: bool) -> anyhow::Result<Outcome> {
+    use secrets::file::{PassphraseSource, PrivateOsFs, load_identity, replace_identity_file};
+    let operator = Operator::current(args.operator.as_deref())?;
+    let reason = super::reason(reason)?;
+    let config = load_config(&args.config)?;
+    let opts = file_store_options(&config);
+    let path = opts.identity.clone();
+    let describe = format!("age file store {}", opts.path.display());
+    // One change at a time.
+    let _lock = durable::lock_exclusive(&durable::lock_path_for(&path))
+        .with_context(|| format!("locking the identity {}", path.display()))?;
+    let identity = unlock_identity(&config)
+        .with_context(|| format!("unlocking the identity {}", path.display()))?;
+    let was_protected = identity.is_protected();
+    if remove && !was_protected {
+        bail!(
+            "the identity {} has no passphrase; nothing to remove",
+            path.display()
+        );
+    }
+    // The ledger is opened before anything changes: a change that cannot
+    // be recorded is not made.
+    let store: std::sync::Arc<dyn SecretStore> = match config.config.secrets.backend {
+        SecretsBackend::File => std::sync::Arc::new(secrets::FileStore::open_with_identity(
+            opts.clone(),
+            identity.clone(),
+        )?),
+        _ => open_store(&config)?,
+    };
+    let rt = super::runtime()?;
+    let trail = rt.block_on(AuditTrail::open(&config, &*store))?;
+    let new = if remove {
+        None
+    } else {
+        Some(read_new_passphrase(&format!(
+            "the secrets-store identity {}",
+            path.display()
+        ))?)
+    };
+    replace_identity_file(&PrivateOsFs, &path, &identity, new.as_ref()).with_context(|| {
+        format!(
+            "rewriting the identity {} (the previous file is intact unless this says the directory sync failed)",
+            path.display()
+        )
+    })?;
+    // Read it back as the next command will.
+    let sources: Vec<PassphraseSource> = new
+        .iter()
+        .map(|p| PassphraseSource::Given {
+            passphrase: p.clone(),
+            from: "just set".into(),
+        })
+        .collect();
+    let reread = load_identity(&path, &describe, &sources)?;
+    if reread.public_key() != identity.public_key() || reread.is_protected() != new.is_some() {
+        bail!(
+            "the rewritten identity {} does not read back as the same key; restore it from backup before using the store",
+            path.display()
+        );
+    }
+    let action = match (was_protected, new.is_some()) {
+        (false, true) => "identity passphrase set",
+        (true, true) => "identity passphrase changed",
+        _ => "identity passphrase removed",
+    };
+    rt.block_on(trail.record(EntryKind::Key {
+        operator: operator.to_string(),
+        action: action.into(),
+        key_name: super::init::identity_key_name(&path, &identity.public_key()),
+        verifier_key: None,
+        reason: reason.clone(),
+    }))
+    .with_context(|| {
+        format!("{action} on {} but its ledger entry could not be written; record it by hand and check the ledger", path.display())
+    })?;
+    rt.block_on(trail.close())?;
+    let passphrase_file = config
+        .config
+        .secrets
+        .file
+        .passphrase_file
+        .as_ref()
+        .map(|f| config.resolve(f));
+    if args.json {
+        println!(
+            "{}",
+            json!({"identity": path, "action": action, "protected": new.is_some(), "operator": operator})
+        );
+        return Ok(Outcome::Clean);
+    }
+    println!("{}: {action} by {operator}.", path.display());
+    match (&passphrase_file, new.is_some()) {
+        (Some(f), true) => println!(
+            "Write the new passphrase into {} (mode 0600) before the gateway next starts.",
+            f.display()
+        ),
+        (Some(f), false) => println!(
+            "{} is no longer needed: remove it and the passphrase_file line from {}.",
+            f.display(),
+            config.path.display()
+        ),
+        (None, true) => println!(
+            "`serve` needs the passphrase: set [secrets.file] passphrase_file to a mode-0600 file holding it, or pass the systemd credential `{}`.",
+            secrets::file::PASSPHRASE_CREDENTIAL
+        ),
+        (None, false) => {}
+    }
+    println!(
+        "The key did not change. Backups of the old identity file still open with the old {} — replace them with this file.",
+        if was_protected {
+            "passphrase"
+        } else {
+            "file alone"
+        }
+    );
+    Ok(Outcome::Clean)
 }

@@ -1,8 +1,9 @@
 //! The embedded default backend: every secret in one age-encrypted file.
 //!
 //! - The file is encrypted to an X25519 identity kept in its own file
-//!   (mode 0600) beside it; losing that identity means every token must be
-//!   re-issued through REDCap's UI, so it is what must be backed up.
+//!   (mode 0600) beside it, plain or protected by a passphrase; losing that
+//!   identity (or its passphrase) means every token must be re-issued
+//!   through REDCap's UI, so it is what must be backed up.
 //! - Every write decrypts, changes and re-encrypts the whole document under
 //!   an exclusive lock (`<file>.lock`), so two processes never lose each
 //!   other's writes, and replaces the file atomically through
@@ -13,6 +14,7 @@
 
 mod document;
 mod identity;
+mod private_fs;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -22,12 +24,18 @@ use durable::FileSystem;
 use zeroize::Zeroizing;
 
 use self::document::{Document, Entry, FORMAT, StoredVersion};
-pub use self::identity::{generate_identity, write_identity_file};
+pub use self::identity::{
+    MIN_PASSPHRASE_CHARS, PASSPHRASE_CREDENTIAL, PassphraseSource, StoreIdentity,
+    create_identity_file, generate_identity, identity_is_protected, load_identity,
+    read_passphrase_file, replace_identity_file, write_identity_file, write_new_identity_file,
+};
+pub use self::private_fs::PrivateOsFs;
 use crate::labels::{labels_of, move_label};
 use crate::{
     CheckItem, CheckReport, Label, Result, Secret, SecretName, SecretStore, SecretValue, Selector,
     StoreError, VersionId, VersionInfo, VersionMeta,
 };
+pub use age::secrecy::{ExposeSecret, SecretString};
 
 /// Where the store and its identity are, and how many unlabelled old
 /// versions of each secret to keep.
@@ -46,7 +54,7 @@ pub struct FileStore {
 struct Inner {
     opts: FileStoreOptions,
     fs: Arc<dyn FileSystem>,
-    identity: age::x25519::Identity,
+    identity: StoreIdentity,
     /// Serialises this process's own operations; `<file>.lock` (when
     /// `lock_file` is set) excludes other processes.
     local: Mutex<()>,
@@ -54,17 +62,54 @@ struct Inner {
 }
 
 impl FileStore {
-    /// Opens an existing store on the real file system.
+    /// Opens an existing store on the real file system. A
+    /// passphrase-protected identity needs [`FileStore::open_unlocking`].
     pub fn open(opts: FileStoreOptions) -> Result<FileStore> {
+        FileStore::open_unlocking(opts, &[])
+    }
+
+    /// Opens an existing store, unlocking a passphrase-protected identity
+    /// with the first of `sources` that gives a passphrase.
+    pub fn open_unlocking(
+        opts: FileStoreOptions,
+        sources: &[PassphraseSource],
+    ) -> Result<FileStore> {
+        let identity = identity::load_identity(&opts.identity, &describe(&opts.path), sources)?;
+        FileStore::open_with_identity(opts, identity)
+    }
+
+    /// Opens an existing store with an identity already unlocked.
+    pub fn open_with_identity(
+        opts: FileStoreOptions,
+        identity: StoreIdentity,
+    ) -> Result<FileStore> {
         let lock = durable::lock_path_for(&opts.path);
-        FileStore::open_with(opts, Arc::new(durable::OsFs), Some(lock))
+        FileStore::build(opts, Arc::new(PrivateOsFs), Some(lock), identity, false)
     }
 
     /// Creates a new, empty store encrypted to the identity file at
     /// `opts.identity`, which must exist. Refuses to overwrite a store.
     pub fn create(opts: FileStoreOptions) -> Result<FileStore> {
+        FileStore::create_unlocking(opts, &[])
+    }
+
+    /// [`FileStore::create`] with a passphrase-protected identity.
+    pub fn create_unlocking(
+        opts: FileStoreOptions,
+        sources: &[PassphraseSource],
+    ) -> Result<FileStore> {
         let lock = durable::lock_path_for(&opts.path);
-        FileStore::create_with(opts, Arc::new(durable::OsFs), Some(lock))
+        let identity = identity::load_identity(&opts.identity, &describe(&opts.path), sources)?;
+        FileStore::build(opts, Arc::new(PrivateOsFs), Some(lock), identity, true)
+    }
+
+    /// [`FileStore::create`] with an identity already unlocked.
+    pub fn create_with_identity(
+        opts: FileStoreOptions,
+        identity: StoreIdentity,
+    ) -> Result<FileStore> {
+        let lock = durable::lock_path_for(&opts.path);
+        FileStore::build(opts, Arc::new(PrivateOsFs), Some(lock), identity, true)
     }
 
     /// Opens a store through any file system (tests use `durable::SimFs`);
@@ -74,8 +119,33 @@ impl FileStore {
         fs: Arc<dyn FileSystem>,
         lock_file: Option<PathBuf>,
     ) -> Result<FileStore> {
+        let identity = identity::read_identity(&opts.identity, &describe(&opts.path))?;
+        FileStore::build(opts, fs, lock_file, identity, false)
+    }
+
+    pub fn create_with(
+        opts: FileStoreOptions,
+        fs: Arc<dyn FileSystem>,
+        lock_file: Option<PathBuf>,
+    ) -> Result<FileStore> {
+        let identity = identity::read_identity(&opts.identity, &describe(&opts.path))?;
+        FileStore::build(opts, fs, lock_file, identity, true)
+    }
+
+    fn build(
+        opts: FileStoreOptions,
+        fs: Arc<dyn FileSystem>,
+        lock_file: Option<PathBuf>,
+        identity: StoreIdentity,
+        create: bool,
+    ) -> Result<FileStore> {
         let store = describe(&opts.path);
-        let identity = identity::read_identity(&opts.identity, &store)?;
+        if create && fs.exists(&opts.path) {
+            return Err(StoreError::InvalidRequest {
+                store,
+                detail: "a store already exists at this path; it was not touched".into(),
+            });
+        }
         let s = FileStore {
             inner: Arc::new(Inner {
                 opts,
@@ -85,7 +155,10 @@ impl FileStore {
                 lock_file,
             }),
         };
-        if !s.inner.fs.exists(&s.inner.opts.path) {
+        if create {
+            let _guard = s.lock()?;
+            s.write_doc(&Document::empty())?;
+        } else if !s.inner.fs.exists(&s.inner.opts.path) {
             return Err(StoreError::Io {
                 store,
                 op: "opening the store".into(),
@@ -96,33 +169,9 @@ impl FileStore {
         Ok(s)
     }
 
-    pub fn create_with(
-        opts: FileStoreOptions,
-        fs: Arc<dyn FileSystem>,
-        lock_file: Option<PathBuf>,
-    ) -> Result<FileStore> {
-        let store = describe(&opts.path);
-        if fs.exists(&opts.path) {
-            return Err(StoreError::InvalidRequest {
-                store,
-                detail: "a store already exists at this path; it was not touched".into(),
-            });
-        }
-        let identity = identity::read_identity(&opts.identity, &store)?;
-        let s = FileStore {
-            inner: Arc::new(Inner {
-                opts,
-                fs,
-                identity,
-                local: Mutex::new(()),
-                lock_file,
-            }),
-        };
-        {
-            let _guard = s.lock()?;
-            s.write_doc(&Document::empty())?;
-        }
-        Ok(s)
+    /// The identity this store was opened with.
+    pub fn identity(&self) -> &StoreIdentity {
+        &self.inner.identity
     }
 
     fn describe(&self) -> String {
@@ -164,8 +213,8 @@ impl FileStore {
                 e,
             )
         })?;
-        let plaintext = Zeroizing::new(age::decrypt(&self.inner.identity, &ciphertext).map_err(
-            |e| match e {
+        let plaintext = Zeroizing::new(
+            age::decrypt(&self.inner.identity.key, &ciphertext).map_err(|e| match e {
                 age::DecryptError::NoMatchingKeys => StoreError::WrongKey {
                     store: store.clone(),
                     identity: self.inner.opts.identity.display().to_string(),
@@ -174,8 +223,8 @@ impl FileStore {
                     store: store.clone(),
                     detail: format!("not a readable age file: {other}"),
                 },
-            },
-        )?);
+            })?,
+        );
         let doc: Document =
             serde_json::from_slice(&plaintext).map_err(|e| StoreError::Corrupt {
                 store: store.clone(),
@@ -199,7 +248,7 @@ impl FileStore {
     fn write_doc(&self, doc: &Document) -> Result<()> {
         let plaintext = Zeroizing::new(serde_json::to_vec(doc).expect("the document serialises"));
         let ciphertext =
-            age::encrypt(&self.inner.identity.to_public(), &plaintext).map_err(|e| {
+            age::encrypt(&self.inner.identity.key.to_public(), &plaintext).map_err(|e| {
                 StoreError::Io {
                     store: self.describe(),
                     op: "encrypting the store".into(),
@@ -367,7 +416,10 @@ impl FileStore {
 
     fn check_sync(&self) -> Result<CheckReport> {
         let mut items = Vec::new();
-        items.extend(identity::check_identity_file(&self.inner.opts.identity));
+        items.extend(identity::check_identity_file(
+            &self.inner.opts.identity,
+            Some(&self.inner.identity),
+        ));
         match self.read(|doc| Ok(doc.secrets.len())) {
             Ok(n) => items.push(CheckItem {
                 ok: true,
