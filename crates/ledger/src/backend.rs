@@ -2,6 +2,10 @@
 //! for writing, whichever store holds it — the file [`Ledger`] or, with the
 //! `postgres` feature, [`crate::PgLedger`].
 
+use std::time::Duration;
+
+use ed25519_dalek::SigningKey;
+
 use crate::checkpoint::{Checkpoint, VerifierKey};
 use crate::entry::EntryKind;
 use crate::error::LedgerError;
@@ -74,6 +78,59 @@ impl LedgerBackend for Ledger {
 
     fn verifier_key(&self) -> VerifierKey {
         Ledger::verifier_key(self)
+    }
+}
+
+/// The PostgreSQL schema that holds a ledger's tables unless configured
+/// otherwise.
+pub const DEFAULT_SCHEMA: &str = "redcap_warden";
+
+/// Whether `schema` is a name the PostgreSQL backend accepts for its
+/// schema: a plain lowercase identifier, so it is used in SQL unquoted.
+pub fn valid_schema(schema: &str) -> Result<(), String> {
+    let ok = !schema.is_empty()
+        && schema.len() <= 63
+        && schema.starts_with(|c: char| c.is_ascii_lowercase())
+        && schema
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && !schema.starts_with("pg_");
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "schema {schema:?} is not a plain lowercase name (a-z, 0-9 and _, starting with a letter, at most 63 characters, not pg_…)"
+        ))
+    }
+}
+
+/// Opens the PostgreSQL ledger in `schema` of the database at `url` for
+/// writing (see `PgLedger::open`), signing checkpoints every
+/// `checkpoint_interval` while this process holds the signer lease. For
+/// callers that do not depend on the `postgres` feature themselves; a build
+/// without it says so.
+pub fn open_postgres(
+    url: &str,
+    schema: &str,
+    key: SigningKey,
+    checkpoint_interval: Option<Duration>,
+) -> Result<Box<dyn LedgerBackend>, LedgerError> {
+    #[cfg(feature = "postgres")]
+    {
+        let options = crate::pg::PgOptions {
+            schema: schema.to_owned(),
+            checkpoint_interval,
+            ..crate::pg::PgOptions::default()
+        };
+        Ok(Box::new(crate::pg::PgLedger::open(url, key, options)?))
+    }
+    #[cfg(not(feature = "postgres"))]
+    {
+        let _ = (url, schema, key, checkpoint_interval);
+        Err(LedgerError::Database {
+            op: "open the ledger",
+            detail: "this build of redcap-warden has no PostgreSQL support (cargo feature ledger/postgres)".into(),
+        })
     }
 }
 

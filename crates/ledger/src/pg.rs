@@ -39,7 +39,7 @@ use jiff::Timestamp;
 use postgres::{Client, IsolationLevel, NoTls, Statement, Transaction};
 use sha2::{Digest, Sha256};
 
-use crate::backend::LedgerBackend;
+use crate::backend::{DEFAULT_SCHEMA, LedgerBackend, valid_schema};
 use crate::checkpoint::{Checkpoint, NoteError, VerifierKey};
 use crate::entry::{Entry, EntryKind, FORMAT_VERSION};
 use crate::error::{LedgerError, VerifyError};
@@ -47,9 +47,6 @@ use crate::files::{self, ConsistencyProof, InclusionProof, ROTATE_ACTION, Verify
 use crate::merkle::{self, Hash, TreeBuilder};
 use crate::pending::{Completer, Pending};
 use crate::writer::Receipt;
-
-/// The schema that holds the ledger's tables unless configured otherwise.
-pub const DEFAULT_SCHEMA: &str = "redcap_warden";
 
 /// Rows fetched per round trip when a whole ledger is read.
 const FETCH_ROWS: i32 = 10_000;
@@ -82,24 +79,6 @@ impl Default for PgOptions {
             deferred_delay: Duration::from_millis(5),
             holder: None,
         }
-    }
-}
-
-/// Whether `schema` is a name the ledger accepts for its schema.
-pub fn valid_schema(schema: &str) -> Result<(), String> {
-    let ok = !schema.is_empty()
-        && schema.len() <= 63
-        && schema.starts_with(|c: char| c.is_ascii_lowercase())
-        && schema
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-        && !schema.starts_with("pg_");
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "schema {schema:?} is not a plain lowercase name (a-z, 0-9, _, starting with a letter, at most 63 characters, not pg_…)"
-        ))
     }
 }
 
