@@ -223,13 +223,14 @@ async fn handle(
     // What the request entry hashes: the canonical fields, and for an
     // upload the SHA-256 of the file after a line break.
     let mut canonical_without_token = form.encode();
+    let body_bytes =
+        canonical_without_token.len() as u64 + upload.as_ref().map_or(0, |u| u.size);
     let mut params = form.names();
     if let Some(u) = &upload {
         canonical_without_token.push('\n');
         canonical_without_token.push_str(&hex::encode(u.sha256));
         params.push(u.field.clone());
     }
-    let body_bytes = form.encode().len() as u64 + upload.as_ref().map_or(0, |u| u.size);
     let record_ids = {
         let mut ids = form.list("records");
         ids.extend(form.get("record").map(str::to_string));
@@ -270,7 +271,7 @@ async fn handle(
     .await?;
 
     // Step 6: the response entry, the DAG guard, the client's answer.
-    let body_text = String::from_utf8_lossy(&reply.body).into_owned();
+    let body_text = String::from_utf8_lossy(&reply.body);
     let ok = reply.status == 200;
     let record_ids = match (content, action) {
         (Content::Record, Action::Import) if ok => {
