@@ -223,8 +223,7 @@ async fn handle(
     // What the request entry hashes: the canonical fields, and for an
     // upload the SHA-256 of the file after a line break.
     let mut canonical_without_token = form.encode();
-    let body_bytes =
-        canonical_without_token.len() as u64 + upload.as_ref().map_or(0, |u| u.size);
+    let body_bytes = canonical_without_token.len() as u64 + upload.as_ref().map_or(0, |u| u.size);
     let mut params = form.names();
     if let Some(u) = &upload {
         canonical_without_token.push('\n');
