@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::*;
 use durable::OsFs;
 use ledger::EntryKind;
-use secrets::{Label, SecretName, SecretStore, SecretValue};
+use secrets::{Label, SecretName, SecretStore};
 use serde_json::{Value, json};
 
 /// POSTs JSON to the admin listener with the bearer credential; returns
@@ -302,29 +302,7 @@ async fn a_held_account_waits_for_its_new_token_then_goes_through() {
     );
 
     // The token is regenerated in REDCap's UI (the old one dies) and stored.
-    let t: Value = w
-        .http
-        .post(format!(
-            "{}/sandbox/projects/{}/users/svc_etl/token/regenerate",
-            w.sandbox_base, w.pid
-        ))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let new_token = t["token"].as_str().unwrap().to_string();
-    w.store
-        .put(
-            &SecretName::new("redcap/heart/etl").unwrap(),
-            SecretValue::new(new_token.clone()),
-            meta("rotated"),
-            Label::Current,
-        )
-        .await
-        .unwrap();
+    let new_token = w.regenerate_and_store_etl_token().await;
     let (s, b) = admin_post(
         &w,
         &gw,

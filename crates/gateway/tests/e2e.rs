@@ -12,7 +12,6 @@ use common::*;
 use durable::{FileSystem, OsFs, SimFs};
 use gateway::keys::{KeyFile, KeyPolicy};
 use ledger::EntryKind;
-use secrets::{Label, SecretName, SecretStore, SecretValue};
 use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -357,30 +356,7 @@ async fn a_token_regenerated_and_stored_is_picked_up_without_restart() {
         200
     );
     // Someone regenerates the token in REDCap's UI and stores the new one.
-    let t: Value = w
-        .http
-        .post(format!(
-            "{}/sandbox/projects/{}/users/svc_etl/token/regenerate",
-            w.sandbox_base, w.pid
-        ))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let new_token = t["token"].as_str().unwrap().to_string();
-    assert_ne!(new_token, w.token);
-    w.store
-        .put(
-            &SecretName::new("redcap/heart/etl").unwrap(),
-            SecretValue::new(new_token.clone()),
-            meta("rotated"),
-            Label::Current,
-        )
-        .await
-        .unwrap();
+    let new_token = w.regenerate_and_store_etl_token().await;
     let (s, b) = w.call(&gw, &[("token", etl), ("content", "version")]).await;
     assert_eq!(
         s, 200,

@@ -338,6 +338,37 @@ write_reason = "optional"
         (r.status().as_u16(), r.text().await.unwrap())
     }
 
+    /// What a person does in REDCap's UI and then with `secrets put`:
+    /// regenerates svc_etl's token (the old one dies at once) and stores the
+    /// new one as `current`. Returns the new token.
+    pub async fn regenerate_and_store_etl_token(&self) -> String {
+        let t: Value = self
+            .http
+            .post(format!(
+                "{}/sandbox/projects/{}/users/svc_etl/token/regenerate",
+                self.sandbox_base, self.pid
+            ))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let new_token = t["token"].as_str().unwrap().to_string();
+        assert_ne!(new_token, self.token);
+        self.store
+            .put(
+                &secrets::SecretName::new("redcap/heart/etl").unwrap(),
+                secrets::SecretValue::new(new_token.clone()),
+                meta("rotated"),
+                secrets::Label::Current,
+            )
+            .await
+            .unwrap();
+        new_token
+    }
+
     /// The sandbox's own log rows for the service account (what reached REDCap).
     pub async fn redcap_log(&self) -> Vec<Value> {
         let api = format!("{}/api/", self.sandbox_base);
