@@ -28,7 +28,7 @@ pub(crate) fn segment_name(first_seq: u64) -> String {
     format!("seg-{first_seq:020}.jsonl")
 }
 
-fn parse_segment_name(path: &Path) -> Option<u64> {
+pub(crate) fn parse_segment_name(path: &Path) -> Option<u64> {
     let name = path.file_name()?.to_str()?;
     let digits = name.strip_prefix("seg-")?.strip_suffix(".jsonl")?;
     if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
@@ -821,7 +821,33 @@ pub fn verify_dir(
     dir: &Path,
     key: &VerifierKey,
 ) -> Result<VerifyReport, VerifyError> {
-    let scanned = scan(fs, dir).map_err(|(path, source)| VerifyError::Io { path, source })?;
+    verify_dir_with_progress(fs, dir, key, &|_| {})
+}
+
+/// [`verify_dir`], calling `progress` with the number of segment bytes
+/// read so far (from the reading thread, as reading proceeds).
+pub fn verify_dir_with_progress(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    key: &VerifierKey,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<VerifyReport, VerifyError> {
+    verify_log(fs, dir, key, progress, false).map(|(report, _)| report)
+}
+
+/// [`verify_dir`]; with `beyond_ok`, checkpoints that sign more entries
+/// than the directory holds are allowed (an export holds only sealed
+/// segments but may hold later checkpoints): their signatures and the key
+/// chain are checked, their roots are not. Returns how many there are.
+pub(crate) fn verify_log(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    key: &VerifierKey,
+    progress: &(dyn Fn(u64) + Sync),
+    beyond_ok: bool,
+) -> Result<(VerifyReport, usize), VerifyError> {
+    let scanned = scan_with_progress(fs, dir, progress)
+        .map_err(|(path, source)| VerifyError::Io { path, source })?;
     if let Some(stop) = &scanned.stop {
         return Err(VerifyError::Entry {
             segment: scanned.segments[stop.segment].clone(),
@@ -885,19 +911,127 @@ pub fn verify_dir(
         problem: e.to_string(),
     })?;
     let checkpoints = walk.checkpoints;
-    let root = check_roots(&scanned.leaves, &checkpoints)?;
     let entries = scanned.leaves.len() as u64;
-    let anchored = checkpoints.last().map_or(0, |c| c.size);
-    Ok(VerifyReport {
-        origin,
-        segments: scanned.segments.len(),
-        entries,
-        root,
-        checkpoints: checkpoints.len(),
-        anchored,
-        unanchored: entries - anchored,
-        signing_key: walk.current,
-        key_rotations: walk.applied,
+    // Sizes are non-decreasing: the ones beyond the log are a suffix.
+    let within = if beyond_ok {
+        checkpoints.iter().take_while(|c| c.size <= entries).count()
+    } else {
+        checkpoints.len()
+    };
+    let root = check_roots(&scanned.leaves, &checkpoints[..within])?;
+    let anchored = checkpoints[..within].last().map_or(0, |c| c.size);
+    Ok((
+        VerifyReport {
+            origin,
+            segments: scanned.segments.len(),
+            entries,
+            root,
+            checkpoints: checkpoints.len(),
+            anchored,
+            unanchored: entries - anchored,
+            signing_key: walk.current,
+            key_rotations: walk.applied,
+        },
+        checkpoints.len() - within,
+    ))
+}
+
+/// The local ledger as `ledger export` sees it, checked first: the
+/// complete notes of the checkpoints file (read before the segments, so
+/// every checkpoint covers entries the scan sees), every entry up to an
+/// incomplete tail of the active segment, every checkpoint's signature
+/// (key chain from `key`) and root.
+#[cfg_attr(not(feature = "s3"), allow(dead_code))]
+pub(crate) struct ExportView {
+    pub segments: Vec<PathBuf>,
+    /// The seq of each segment's first entry (from its name).
+    pub firsts: Vec<u64>,
+    /// The complete notes of `checkpoints.notes`.
+    pub notes: Vec<u8>,
+    /// For each note: its end offset in `notes` and the size it signs.
+    pub note_ends: Vec<(u64, u64)>,
+    /// Seqs of the signing-key rotation entries.
+    pub rotations: Vec<u64>,
+    pub entries: u64,
+}
+
+#[cfg_attr(not(feature = "s3"), allow(dead_code))]
+pub(crate) fn export_view(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    key: &VerifierKey,
+) -> Result<ExportView, VerifyError> {
+    let notes_path = dir.join(CHECKPOINTS);
+    let notes = match fs.read(&notes_path) {
+        Ok(data) => parse_notes(&data),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Notes::default(),
+        Err(source) => {
+            return Err(VerifyError::Io {
+                path: notes_path,
+                source,
+            });
+        }
+    };
+    let scanned = scan(fs, dir).map_err(|(path, source)| VerifyError::Io { path, source })?;
+    if let Some(stop) = &scanned.stop
+        && stop.segment + 1 < scanned.segments.len()
+    {
+        return Err(VerifyError::Entry {
+            segment: scanned.segments[stop.segment].clone(),
+            line: stop.line,
+            seq: stop.seq,
+            problem: format!("{} (in a sealed segment)", stop.problem),
+        });
+    }
+    let Some(origin) = &scanned.origin else {
+        return Err(VerifyError::NoEntries {
+            dir: dir.to_path_buf(),
+        });
+    };
+    if *origin != key.name {
+        return Err(VerifyError::Entry {
+            segment: scanned.segments[0].clone(),
+            line: 1,
+            seq: 0,
+            problem: format!(
+                "the header names origin {origin:?}, the verifier key is for {:?}",
+                key.name
+            ),
+        });
+    }
+    let walk = walk_keys(
+        &notes.notes,
+        &scanned.rotations,
+        key,
+        scanned.first_key_id.as_deref(),
+        true,
+    )
+    .map_err(|(index, e)| VerifyError::Checkpoint {
+        index,
+        problem: e.to_string(),
+    })?;
+    check_roots(&scanned.leaves, &walk.checkpoints)?;
+    let mut end = 0u64;
+    let note_ends = notes
+        .notes
+        .iter()
+        .zip(&walk.checkpoints)
+        .map(|(note, cp)| {
+            end += note.len() as u64;
+            (end, cp.size)
+        })
+        .collect();
+    Ok(ExportView {
+        firsts: scanned
+            .segments
+            .iter()
+            .map(|p| parse_segment_name(p).expect("listed segments parse"))
+            .collect(),
+        segments: scanned.segments,
+        notes: notes.notes.concat().into_bytes(),
+        note_ends,
+        rotations: scanned.rotations.iter().map(|(seq, _)| *seq).collect(),
+        entries: scanned.leaves.len() as u64,
     })
 }
 

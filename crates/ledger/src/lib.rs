@@ -19,6 +19,7 @@ mod backend;
 pub mod checkpoint;
 pub mod entry;
 mod error;
+pub mod export;
 mod files;
 pub mod merkle;
 mod pending;
@@ -32,7 +33,7 @@ pub use entry::{Entry, EntryKind, FORMAT_VERSION};
 pub use error::{LedgerError, VerifyError};
 pub use files::{
     ConsistencyProof, InclusionProof, ROTATE_ACTION, VerifyReport, prove_consistency,
-    prove_inclusion, read_entries, verify_dir,
+    prove_inclusion, read_entries, verify_dir, verify_dir_with_progress,
 };
 pub use pending::Pending;
 #[cfg(feature = "postgres")]
