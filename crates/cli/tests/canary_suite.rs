@@ -1,0 +1,824 @@
+//! The leak canary suite: a REDCap token (issued by redcap-sandbox, so
+//! requests through the gateway really use it) is written through every
+//! command on every secrets backend — the age file, the age file with a
+//! passphrase-protected identity, OpenBao and AWS Secrets Manager (moto) —
+//! and then looked for, under every encoding the `canary` crate knows, in:
+//!
+//! - the standard output and error of every command, and every answer the
+//!   gateway gave;
+//! - every file of the installation except the encrypted store (warden.toml,
+//!   the data directory, the ledger, key files, spool files), and every file
+//!   written under the temporary directory while the suite ran;
+//! - the command line and environment of every process the suite started
+//!   and of all their descendants, read from /proc again and again while
+//!   each runs (`serve` and `quickstart` for their whole life).
+//!
+//! A backend whose server variable (from scripts/test) is missing is skipped
+//! with a message; under CI that is a failure. A self-check plants the canary
+//! in each kind of place scanned and requires the scanner to find it, so the
+//! suite can fail.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use canary::{Canary, Leak};
+use common::{add_config, free_port, gateway_config};
+use redcap_sandbox::{Config as SandboxConfig, Server};
+use serde_json::{Value, json};
+
+const SUPER: &str = "5A5A5A5A0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF5A5A5A5A";
+const ADMIN: &str = "canary-suite-sandbox-admin";
+const PASSPHRASE: &str = "canary suite identity passphrase";
+
+fn backend_server(var: &str, what: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => Some(v),
+        _ if std::env::var_os("CI").is_some() => {
+            panic!("{var} is not set: run the tests through scripts/test, which starts {what}")
+        }
+        _ => {
+            eprintln!(
+                "canary suite: SKIPPED the {what} backend: {var} is not set; run through scripts/test to start {what}"
+            );
+            None
+        }
+    }
+}
+
+fn unique(what: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{what}-{}-{nanos:x}", std::process::id())
+}
+
+/// A child process whose output is collected by threads and whose process
+/// tree is scanned whenever [`Watched::scan`] is called.
+struct Watched {
+    label: String,
+    child: Child,
+    stdout: Arc<Mutex<Vec<u8>>>,
+    stderr: Arc<Mutex<Vec<u8>>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+    scans: usize,
+}
+
+impl Watched {
+    fn spawn(label: String, mut cmd: Command, stdin: Option<String>) -> Watched {
+        cmd.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("{label}: {e}"));
+        let (stdout, stderr) = (Arc::default(), Arc::default());
+        let mut readers = Vec::new();
+        for (pipe, sink) in [
+            (
+                Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+                Arc::clone(&stdout),
+            ),
+            (Box::new(child.stderr.take().unwrap()), Arc::clone(&stderr)),
+        ] {
+            let sink: Arc<Mutex<Vec<u8>>> = sink;
+            let mut pipe = pipe;
+            readers.push(std::thread::spawn(move || {
+                let mut buf = [0u8; 8192];
+                while let Ok(n) = pipe.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    sink.lock().unwrap().extend_from_slice(&buf[..n]);
+                }
+            }));
+        }
+        if let Some(input) = stdin {
+            let mut pipe = child.stdin.take().unwrap();
+            readers.push(std::thread::spawn(move || {
+                let _ = pipe.write_all(input.as_bytes());
+            }));
+        }
+        Watched {
+            label,
+            child,
+            stdout,
+            stderr,
+            readers,
+            scans: 0,
+        }
+    }
+
+    fn scan(&mut self, canaries: &[&Canary], leaks: &mut Vec<Leak>) {
+        self.scans += 1;
+        for c in canaries {
+            for mut l in c.scan_process_tree(self.child.id()) {
+                l.place = format!("{}: {}", self.label, l.place);
+                leaks.push(l);
+            }
+        }
+    }
+
+    /// Scans until the process exits; returns its status and output.
+    fn finish(mut self, canaries: &[&Canary], leaks: &mut Vec<Leak>) -> Ran {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let status = loop {
+            self.scan(canaries, leaks);
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "{} did not finish", self.label);
+            std::thread::sleep(Duration::from_millis(3));
+        };
+        self.collect(status)
+    }
+
+    /// SIGTERM (a graceful stop), then wait.
+    fn stop(mut self, canaries: &[&Canary], leaks: &mut Vec<Leak>) -> Ran {
+        self.scan(canaries, leaks);
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let status = self.child.wait().unwrap();
+        self.collect(status)
+    }
+
+    fn collect(mut self, status: ExitStatus) -> Ran {
+        for r in self.readers.drain(..) {
+            r.join().unwrap();
+        }
+        Ran {
+            label: self.label.clone(),
+            status,
+            stdout: std::mem::take(&mut *self.stdout.lock().unwrap()),
+            stderr: std::mem::take(&mut *self.stderr.lock().unwrap()),
+            scans: self.scans,
+        }
+    }
+}
+
+struct Ran {
+    label: String,
+    status: ExitStatus,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    scans: usize,
+}
+
+impl Ran {
+    fn text(&self) -> String {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&self.stdout),
+            String::from_utf8_lossy(&self.stderr)
+        )
+    }
+
+    fn ok(&self) -> &Ran {
+        assert!(self.status.success(), "{}: {}", self.label, self.text());
+        self
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.stdout)
+            .unwrap_or_else(|e| panic!("{}: {e}: {}", self.label, self.text()))
+    }
+}
+
+/// Everything the suite saw, to be scanned at the end.
+struct Suite {
+    canary: Canary,
+    /// (place, bytes): command output, gateway answers.
+    seen: Vec<(String, Vec<u8>)>,
+    leaks: Vec<Leak>,
+    commands: usize,
+    process_scans: usize,
+    rt: tokio::runtime::Runtime,
+    http: reqwest::Client,
+}
+
+impl Suite {
+    fn command(&self, dir: &Path, args: &[&str]) -> Command {
+        let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("redcap-warden"));
+        cmd.current_dir(dir)
+            .args(args)
+            .env_remove("SUDO_USER")
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env_remove("AWS_PROFILE");
+        cmd
+    }
+
+    /// Runs a command to its end, watching its process tree.
+    fn run(&mut self, dir: &Path, args: &[&str], stdin: Option<&str>) -> Ran {
+        let label = format!("`redcap-warden {}`", args.join(" "));
+        let cmd = self.command(dir, args);
+        let w = Watched::spawn(label, cmd, stdin.map(str::to_string));
+        let ran = w.finish(&[&self.canary], &mut self.leaks);
+        self.record(&ran);
+        ran
+    }
+
+    fn record(&mut self, ran: &Ran) {
+        self.commands += 1;
+        self.process_scans += ran.scans;
+        self.seen
+            .push((format!("{}: stdout", ran.label), ran.stdout.clone()));
+        self.seen
+            .push((format!("{}: stderr", ran.label), ran.stderr.clone()));
+    }
+
+    /// A POST to the gateway's REDCap endpoint; the answer is kept for
+    /// scanning.
+    fn call(&mut self, port: u16, params: &[(&str, &str)]) -> (u16, String) {
+        let (status, body) = self.rt.block_on(async {
+            let r = self
+                .http
+                .post(format!("http://127.0.0.1:{port}/api/"))
+                .form(params)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        });
+        self.seen.push((
+            format!(
+                "gateway answer to {:?}",
+                params.iter().map(|p| p.0).collect::<Vec<_>>()
+            ),
+            body.clone().into_bytes(),
+        ));
+        (status, body)
+    }
+}
+
+fn wait_for_port(port: u16, w: &mut Watched, suite: &mut Suite) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        w.scan(&[&suite.canary], &mut suite.leaks);
+        if let Some(status) = w.child.try_wait().unwrap() {
+            panic!("{} exited early ({status})", w.label);
+        }
+        assert!(Instant::now() < deadline, "{} did not start", w.label);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn set_backend(dir: &Path, from: &str, to: &str) {
+    let path = dir.join("warden.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let old = format!("backend = \"{from}\"");
+    assert!(text.contains(&old), "{text}");
+    std::fs::write(&path, text.replace(&old, &format!("backend = \"{to}\""))).unwrap();
+}
+
+/// A sandbox project with one user `svc` allowed to export; its API token
+/// is the canary.
+fn sandbox(suite: &Suite, data: PathBuf) -> (Server, String) {
+    suite.rt.block_on(async {
+        let mut sc = SandboxConfig::for_tests(data);
+        sc.super_token = Some(SUPER.into());
+        sc.admin_secret = Some(ADMIN.into());
+        let server = Server::start(sc).await.unwrap();
+        let base = format!("http://{}", server.addr);
+        let http = &suite.http;
+        let project = http
+            .post(format!("{base}/api/"))
+            .form(&[
+                ("token", SUPER),
+                ("content", "project"),
+                ("format", "json"),
+                ("data", r#"[{"project_title":"Canary","purpose":2}]"#),
+            ])
+            .send()
+            .await
+            .unwrap();
+        let owner = project.text().await.unwrap();
+        assert_eq!(owner.len(), 32, "{owner}");
+        let info: Value = http
+            .post(format!("{base}/api/"))
+            .form(&[("token", owner.as_str()), ("content", "project"), ("format", "json")])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let pid = info["project_id"].as_u64().unwrap();
+        let md = json!([{"field_name": "record_id", "form_name": "f", "field_type": "text", "field_label": "ID"}]);
+        let r = http
+            .post(format!("{base}/api/"))
+            .form(&[
+                ("token", owner.as_str()),
+                ("content", "metadata"),
+                ("format", "json"),
+                ("data", &md.to_string()),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let rights = json!({"username": "svc", "api_export": 1, "forms": {"f": 1}, "forms_export": {"f": 1}});
+        let r = http
+            .post(format!("{base}/sandbox/projects/{pid}/users"))
+            .bearer_auth(ADMIN)
+            .json(&rights)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let t: Value = http
+            .post(format!("{base}/sandbox/projects/{pid}/users/svc/token"))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        (server, t["token"].as_str().unwrap().to_string())
+    })
+}
+
+/// Every command against the backend warden.toml names now: the canary is
+/// stored as `secret`, read by the gateway for real requests, and every
+/// inspecting command runs.
+fn every_command(suite: &mut Suite, dir: &Path, backend: &str, secret: &str, port: u16) {
+    let token = suite.canary.value().to_string();
+    suite
+        .run(
+            dir,
+            &[
+                "secrets",
+                "put",
+                secret,
+                "--reason",
+                &format!("canary on {backend}"),
+            ],
+            Some(&format!("{token}\n")),
+        )
+        .ok();
+    suite.run(dir, &["secrets", "list"], None).ok();
+    suite.run(dir, &["secrets", "list", "--json"], None).ok();
+    suite.run(dir, &["secrets", "history", secret], None).ok();
+    suite
+        .run(dir, &["secrets", "history", "redcap/a", "--json"], None)
+        .ok();
+    suite.run(dir, &["secrets", "check"], None).ok();
+    suite.run(dir, &["secrets", "check", "--json"], None).ok();
+    suite.run(dir, &["config", "check"], None).ok();
+    suite.run(dir, &["accounts", "list"], None).ok();
+    let key_file = format!("app-{backend}.key");
+    let issued = suite.run(
+        dir,
+        &[
+            "keys",
+            "issue",
+            "app",
+            "--to-file",
+            &key_file,
+            "--reason",
+            "canary",
+            "--json",
+        ],
+        None,
+    );
+    let issued_id = issued.ok().json()["id"].as_str().unwrap().to_string();
+    suite
+        .run(
+            dir,
+            &[
+                "keys",
+                "issue",
+                "app",
+                "--to-store",
+                &format!("clients/app-{backend}"),
+                "--reason",
+                "canary",
+            ],
+            None,
+        )
+        .ok();
+    suite.run(dir, &["keys", "list"], None).ok();
+    let key = std::fs::read_to_string(dir.join(&key_file))
+        .unwrap()
+        .trim()
+        .to_string();
+
+    // The gateway, watched for its whole life.
+    let cmd = suite.command(dir, &["serve"]);
+    let mut serving = Watched::spawn(format!("`redcap-warden serve` ({backend})"), cmd, None);
+    wait_for_port(port, &mut serving, suite);
+    for params in [
+        vec![("token", key.as_str()), ("content", "version")],
+        vec![
+            ("token", key.as_str()),
+            ("content", "project"),
+            ("format", "json"),
+        ],
+        vec![
+            ("token", key.as_str()),
+            ("content", "record"),
+            ("action", "export"),
+            ("format", "json"),
+            ("type", "flat"),
+        ],
+    ] {
+        let (status, body) = suite.call(port, &params);
+        assert_eq!(status, 200, "{params:?}: {body}");
+        serving.scan(&[&suite.canary], &mut suite.leaks);
+    }
+    // The real token presented as a client key: refused, and an alert.
+    let (status, body) = suite.call(port, &[("token", &token), ("content", "version")]);
+    assert_eq!(status, 403, "{body}");
+    // Commands while the gateway runs record through it.
+    suite.run(dir, &["keys", "list", "--json"], None).ok();
+    suite.run(dir, &["reload"], None).ok();
+    serving.scan(&[&suite.canary], &mut suite.leaks);
+    let ran = serving.stop(&[&suite.canary], &mut suite.leaks);
+    assert!(ran.status.success(), "{}", ran.text());
+    suite.record(&ran);
+
+    suite
+        .run(
+            dir,
+            &["keys", "revoke", &issued_id, "--reason", "canary"],
+            None,
+        )
+        .ok();
+    suite.run(dir, &["ledger", "verify"], None).ok();
+    let tail = suite.run(dir, &["ledger", "tail", "-n", "1000"], None);
+    let last = tail
+        .ok()
+        .stdout
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .count();
+    assert!(last > 5, "{}", tail.text());
+    for seq in [0, last / 2, last - 1] {
+        suite
+            .run(dir, &["ledger", "show", &seq.to_string()], None)
+            .ok();
+    }
+    let alert = String::from_utf8_lossy(&tail.stdout).to_string();
+    assert!(
+        alert.contains("\"kind\":\"alert\"") || alert.contains("\"kind\":\"denied\""),
+        "presenting the token as a key leaves a trace: {alert}"
+    );
+}
+
+/// `init` (plain, or with a passphrase and a passphrase file) plus the
+/// gateway's configuration.
+fn install(suite: &mut Suite, dir: &Path, redcap_url: &str, passphrase: bool) -> u16 {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut args = vec!["init", "--redcap-url", redcap_url, "--time-zone", "UTC"];
+    if passphrase {
+        args.push("--passphrase");
+        suite.run(dir, &args, Some(&format!("{PASSPHRASE}\n"))).ok();
+        let file = dir.join("passphrase");
+        std::fs::write(&file, format!("{PASSPHRASE}\n")).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let cfg = dir.join("warden.toml");
+        let text = std::fs::read_to_string(&cfg).unwrap();
+        let line = "\n# passphrase_file = \"/etc/redcap-warden/identity-passphrase\"";
+        assert!(text.contains(line), "{text}");
+        std::fs::write(
+            &cfg,
+            text.replace(line, "\npassphrase_file = \"passphrase\""),
+        )
+        .unwrap();
+    } else {
+        suite.run(dir, &args, None).ok();
+    }
+    let (toml, port, _) = gateway_config(r#"["version", "project", "record:export"]"#);
+    add_config(dir, &toml);
+    port
+}
+
+fn scan_installation(suite: &Suite, dir: &Path) -> Vec<Leak> {
+    suite.canary.scan_dir(dir, &[dir.join("data/secrets.age")])
+}
+
+/// Files under the temporary directory written since `since` by this
+/// user, except the allowed ones (the sandbox's own data: it plays REDCap).
+fn scan_temp(canary: &Canary, since: SystemTime, allowed: &[PathBuf]) -> Vec<Leak> {
+    use std::os::unix::fs::MetadataExt;
+    let me = nix::unistd::geteuid().as_raw();
+    let recent = |m: &std::fs::Metadata| m.modified().map(|t| t >= since).unwrap_or(true);
+    let mut leaks = Vec::new();
+    for e in std::fs::read_dir(std::env::temp_dir()).unwrap().flatten() {
+        let p = e.path();
+        let Ok(meta) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
+        if meta.uid() != me || allowed.iter().any(|a| p.starts_with(a)) {
+            continue;
+        }
+        if meta.is_dir() {
+            leaks.extend(canary.scan_dir_where(&p, allowed, recent));
+        } else if meta.is_file()
+            && recent(&meta)
+            && let Ok(bytes) = std::fs::read(&p)
+        {
+            leaks.extend(canary.find(&p.display().to_string(), &bytes));
+        }
+    }
+    leaks
+}
+
+#[test]
+fn a_canary_token_leaks_nowhere_through_any_command_or_backend() {
+    let started = SystemTime::now() - Duration::from_secs(1);
+    let root = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let http = reqwest::Client::new();
+    let mut suite = Suite {
+        canary: Canary::new("placeholder-until-the-sandbox-issues-one"),
+        seen: Vec::new(),
+        leaks: Vec::new(),
+        commands: 0,
+        process_scans: 0,
+        rt,
+        http,
+    };
+    let sandbox_dir = root.path().join("sandbox");
+    let (server, token) = sandbox(&suite, sandbox_dir.clone());
+    suite.canary = Canary::new(&token);
+    let redcap_url = server.api_url.clone();
+    let mut stores = vec![];
+    let mut covered = vec![];
+
+    // 1. The age file store.
+    let file_dir = root.path().join("file");
+    let port = install(&mut suite, &file_dir, &redcap_url, false);
+    every_command(&mut suite, &file_dir, "file", "redcap/a", port);
+    stores.push(file_dir.join("data/secrets.age"));
+    covered.push("file");
+
+    // 2. The age file store with a passphrase-protected identity, whose
+    //    passphrase is then changed.
+    let pp_dir = root.path().join("file-passphrase");
+    let pp_port = install(&mut suite, &pp_dir, &redcap_url, true);
+    every_command(&mut suite, &pp_dir, "file-passphrase", "redcap/a", pp_port);
+    suite
+        .run(
+            &pp_dir,
+            &["secrets", "passphrase", "--reason", "canary"],
+            Some("a second canary suite passphrase\n"),
+        )
+        .ok();
+    std::fs::write(
+        pp_dir.join("passphrase"),
+        "a second canary suite passphrase\n",
+    )
+    .unwrap();
+    suite.run(&pp_dir, &["secrets", "check"], None).ok();
+    stores.push(pp_dir.join("data/secrets.age"));
+    covered.push("file+passphrase");
+
+    // 3. file → vault → aws → file, every command on each.
+    let vault = backend_server("WARDEN_TEST_VAULT_ADDR", "OpenBao");
+    let aws = backend_server("WARDEN_TEST_AWS_ENDPOINT", "moto");
+    let mut backend = "file";
+    if let Some(addr) = &vault {
+        add_config(
+            &file_dir,
+            &format!(
+                "\n[secrets.vault]\naddress = \"{addr}\"\nprefix = \"{}\"\ntoken_env = \"WARDEN_TEST_VAULT_TOKEN\"\n",
+                unique("canary")
+            ),
+        );
+        suite
+            .run(
+                &file_dir,
+                &["secrets", "migrate", "--to", "vault", "--reason", "canary"],
+                None,
+            )
+            .ok();
+        set_backend(&file_dir, backend, "vault");
+        backend = "vault";
+        every_command(&mut suite, &file_dir, "vault", "redcap/on-vault", port);
+        covered.push("vault");
+    }
+    if let Some(endpoint) = &aws {
+        add_config(
+            &file_dir,
+            &format!(
+                "\n[secrets.aws]\nregion = \"us-east-1\"\nendpoint_url = \"{endpoint}\"\nprefix = \"{}/\"\n",
+                unique("canary")
+            ),
+        );
+        suite
+            .run(
+                &file_dir,
+                &["secrets", "migrate", "--to", "aws", "--reason", "canary"],
+                None,
+            )
+            .ok();
+        set_backend(&file_dir, backend, "aws");
+        backend = "aws";
+        every_command(&mut suite, &file_dir, "aws", "redcap/on-aws", port);
+        covered.push("aws");
+    }
+    if backend != "file" {
+        let back = suite.run(
+            &file_dir,
+            &[
+                "secrets", "migrate", "--to", "file", "--reason", "canary", "--json",
+            ],
+            None,
+        );
+        let copied = back.ok().json()["secrets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["status"] == "copied")
+            .count();
+        assert!(copied > 0, "{}", back.text());
+        set_backend(&file_dir, backend, "file");
+        suite.run(&file_dir, &["secrets", "list"], None).ok();
+        suite.run(&file_dir, &["secrets", "history", "redcap/on-vault"], None);
+        suite.run(&file_dir, &["ledger", "verify"], None).ok();
+    }
+
+    // 4. quickstart: its tokens are the sandbox's, read back from its store.
+    let quick = quickstart(&mut suite, root.path());
+
+    suite.rt.block_on(server.stop()).unwrap();
+
+    // Scan everything.
+    let mut leaks = std::mem::take(&mut suite.leaks);
+    for (place, bytes) in &suite.seen {
+        leaks.extend(suite.canary.find(place, bytes));
+    }
+    leaks.extend(scan_installation(&suite, &file_dir));
+    leaks.extend(scan_installation(&suite, &pp_dir));
+    let mut allowed = stores.clone();
+    allowed.push(sandbox_dir.clone());
+    allowed.extend(quick.allowed.iter().cloned());
+    leaks.extend(scan_temp(&suite.canary, started, &allowed));
+    for c in &quick.canaries {
+        leaks.extend(scan_temp(c, started, &allowed));
+        leaks.extend(c.scan_dir(&quick.dir, &quick.allowed));
+        for (place, bytes) in &suite.seen {
+            leaks.extend(c.find(place, bytes));
+        }
+    }
+    leaks.extend(quick.leaks);
+    eprintln!(
+        "canary suite: backends {covered:?}; {} commands; {} process-tree scans; quickstart {} token(s); {} outputs scanned",
+        suite.commands,
+        suite.process_scans,
+        quick.canaries.len(),
+        suite.seen.len()
+    );
+    suite.canary.assert_clean(&leaks);
+
+    self_check(&mut suite, &file_dir, started, &allowed);
+}
+
+struct Quick {
+    dir: PathBuf,
+    canaries: Vec<Canary>,
+    allowed: Vec<PathBuf>,
+    leaks: Vec<Leak>,
+}
+
+/// `quickstart` in its own directory: wait for the gateway, read the site
+/// tokens it stored (they are the canaries), scan its process tree, send a
+/// request through it, stop it.
+fn quickstart(suite: &mut Suite, root: &Path) -> Quick {
+    let dir = root.join("quickstart");
+    let (sandbox_port, port, admin) = (free_port(), free_port(), free_port());
+    let cmd = suite.command(
+        root,
+        &[
+            "quickstart",
+            "--dir",
+            "quickstart",
+            "--sandbox-listen",
+            &format!("127.0.0.1:{sandbox_port}"),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--admin-listen",
+            &format!("127.0.0.1:{admin}"),
+        ],
+    );
+    let mut w = Watched::spawn("`redcap-warden quickstart`".into(), cmd, None);
+    wait_for_port(port, &mut w, suite);
+    let store = secrets::FileStore::open(secrets::FileStoreOptions {
+        path: dir.join("data/secrets.age"),
+        identity: dir.join("data/identity.txt"),
+        keep_versions: 20,
+    })
+    .unwrap();
+    let canaries: Vec<Canary> = suite.rt.block_on(async {
+        use secrets::SecretStore;
+        let mut out = Vec::new();
+        for name in store.list().await.unwrap() {
+            if name.as_str().starts_with("redcap/") {
+                let s = store
+                    .get(&name, &secrets::Selector::Label(secrets::Label::Current))
+                    .await
+                    .unwrap();
+                out.push(Canary::new(s.value.expose()));
+            }
+        }
+        out
+    });
+    assert!(!canaries.is_empty(), "quickstart stored no tokens");
+    let mut leaks = Vec::new();
+    let refs: Vec<&Canary> = canaries.iter().collect();
+    w.scan(&refs, &mut leaks);
+    let key_file = std::fs::read_dir(dir.join("keys"))
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path();
+    let key = std::fs::read_to_string(&key_file)
+        .unwrap()
+        .trim()
+        .to_string();
+    let (status, body) = suite.call(port, &[("token", &key), ("content", "version")]);
+    assert_eq!(status, 200, "{body}");
+    w.scan(&refs, &mut leaks);
+    let ran = w.stop(&refs, &mut leaks);
+    suite.record(&ran);
+    Quick {
+        allowed: vec![
+            dir.join("data/secrets.age"),
+            // redcap-sandbox plays REDCap: its data holds the tokens.
+            dir.join("sandbox"),
+            dir.join("sandbox-credentials.json"),
+        ],
+        dir,
+        canaries,
+        leaks,
+    }
+}
+
+/// The scanner finds the canary when it is there: in a file of the
+/// installation (base64url, mid-blob), in a temporary file (percent-
+/// encoded), in a command's output (a 16-character slice), and in the
+/// environment of a grandchild of a watched process (lower case).
+fn self_check(suite: &mut Suite, dir: &Path, started: SystemTime, allowed: &[PathBuf]) {
+    let token = suite.canary.value().to_string();
+    let planted = dir.join("data/planted.json");
+    let blob = suite
+        .canary
+        .in_base64_blob("{\"x\":1,\"token\":\"", "\"}", true);
+    std::fs::write(&planted, format!("{{\"blob\":\"{blob}\"}}")).unwrap();
+    let found = scan_installation(suite, dir);
+    std::fs::remove_file(&planted).unwrap();
+    assert!(
+        found.iter().any(|l| l.place.ends_with("planted.json")),
+        "the installation scan missed a planted canary: {found:?}"
+    );
+
+    let tmp = tempfile::NamedTempFile::new().unwrap();
+    let percent: String = token.bytes().map(|b| format!("%{b:02x}")).collect();
+    std::fs::write(tmp.path(), format!("q=a&t={percent}")).unwrap();
+    let found = scan_temp(&suite.canary, started, allowed);
+    assert!(
+        found.iter().any(|l| Path::new(&l.place) == tmp.path()),
+        "the temporary-directory scan missed a planted canary: {found:?}"
+    );
+
+    // sh forks sleep (the commands after it keep sh from exec'ing it),
+    // which inherits the planted environment.
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg("sleep 2; echo \"...${SLICE}...\"")
+        .env("PLANTED", token.to_lowercase())
+        .env("SLICE", &token[3..19]);
+    let w = Watched::spawn("planted".into(), cmd, None);
+    let mut leaks = Vec::new();
+    let ran = w.finish(&[&suite.canary], &mut leaks);
+    assert!(
+        leaks
+            .iter()
+            .any(|l| l.place.contains("environ") && l.place.contains("sleep")),
+        "the process scan missed a canary in a grandchild's environment: {leaks:?}"
+    );
+    let found = suite.canary.find("planted output", &ran.stdout);
+    assert!(
+        found.iter().any(|l| l.encoding.contains("16-character")),
+        "the output scan missed a 16-character slice: {found:?} in {}",
+        ran.text()
+    );
+}
