@@ -12,7 +12,11 @@
 //! - `state.json`: everything but the logs, rewritten atomically (temp file,
 //!   fsync, rename, fsync directory) whenever it changed;
 //! - `log.jsonl`: REDCap's event and page-view logs, one row per line,
-//!   appended and fsynced; a torn last line (crash mid-write) is dropped.
+//!   appended and fsynced; a torn last line (crash mid-write) is dropped;
+//! - `edocs/<doc_id>`: the bytes of each file uploaded to a File Upload
+//!   field (REDCap's "edocs"); their name, type and size are in `state.json`.
+//!   A new file is written and fsynced before the state that points at it,
+//!   and a removed one is unlinked only after the state that forgot it.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -256,6 +260,24 @@ pub enum LogKind {
     PageView,
 }
 
+/// A file stored for a File Upload field (a row of REDCap's
+/// `redcap_edocs_metadata`); its bytes are `edocs/<doc_id>`. The record
+/// value of the field is the doc id, as in REDCap.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Doc {
+    pub project_id: u64,
+    /// The uploader's file name.
+    pub name: String,
+    /// The type the uploader declared (or one guessed from the name).
+    pub mime_type: String,
+    pub size: u64,
+}
+
+/// Where the bytes of a doc live.
+pub fn doc_path(dir: &Path, doc_id: u64) -> PathBuf {
+    dir.join("edocs").join(doc_id.to_string())
+}
+
 /// One log row.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LogRow {
@@ -289,6 +311,17 @@ pub struct State {
     /// IP addresses banned by the page-hit limiter (permanent, §9.1).
     #[serde(default)]
     pub banned_ips: std::collections::BTreeSet<std::net::IpAddr>,
+    /// Uploaded files by doc id.
+    #[serde(default)]
+    pub docs: BTreeMap<u64, Doc>,
+    #[serde(default)]
+    pub next_doc_id: u64,
+    /// Files of this request to write before the state (doc id, bytes).
+    #[serde(skip)]
+    docs_to_write: Vec<(u64, axum::body::Bytes)>,
+    /// Files of this request to unlink after the state.
+    #[serde(skip)]
+    docs_to_remove: Vec<u64>,
     /// Recent API hits per IP (last 60 seconds), for the limiter.
     #[serde(skip)]
     pub hits:
@@ -312,6 +345,27 @@ impl State {
         row.id = self.log.last().map_or(1, |r| r.id + 1);
         self.log.push(row.clone());
         self.pending_log.push(row);
+    }
+
+    /// Stores an uploaded file; its bytes reach the disk before the state
+    /// that refers to it. Answers the new doc id.
+    pub fn add_doc(&mut self, doc: Doc, bytes: axum::body::Bytes) -> u64 {
+        let id = self.next_doc_id.max(1);
+        self.next_doc_id = id + 1;
+        self.docs.insert(id, doc);
+        self.docs_to_write.push((id, bytes));
+        self.touch();
+        id
+    }
+
+    /// Forgets a stored file; its bytes are unlinked once the state is
+    /// durable. Unknown ids (a value that is not a doc id) are ignored.
+    pub fn remove_doc(&mut self, id: u64) {
+        if self.docs.remove(&id).is_some() {
+            self.docs_to_write.retain(|(i, _)| *i != id);
+            self.docs_to_remove.push(id);
+            self.touch();
+        }
     }
 
     /// Finds the project member whose token this is (account not suspended).
@@ -427,6 +481,14 @@ impl Txn<'_> {
     /// Makes this request's changes durable: log rows first (append + fsync),
     /// then the state file if it changed.
     pub fn commit(mut self) -> anyhow::Result<()> {
+        if !self.state.docs_to_write.is_empty() {
+            let dir = self.dir.join("edocs");
+            fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            for (id, bytes) in std::mem::take(&mut self.state.docs_to_write) {
+                write_durably(&doc_path(self.dir, id), &bytes)?;
+            }
+            sync_dir(&dir)?;
+        }
         if !self.state.pending_log.is_empty() {
             let path = self.dir.join("log.jsonl");
             let mut f = OpenOptions::new()
@@ -447,6 +509,16 @@ impl Txn<'_> {
             let bytes = serde_json::to_vec_pretty(&*self.state)?;
             write_atomically(&self.dir.join("state.json"), &bytes)?;
             self.state.dirty = false;
+        }
+        for id in std::mem::take(&mut self.state.docs_to_remove) {
+            let path = doc_path(self.dir, id);
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                // The state no longer refers to it: a leftover file is
+                // harmless, so the request still succeeds.
+                Err(e) => tracing::warn!("cannot remove {}: {e}", path.display()),
+            }
         }
         Ok(())
     }
@@ -474,18 +546,27 @@ fn read_log(path: &Path) -> anyhow::Result<Vec<LogRow>> {
 
 /// Temp file, fsync, rename over the target, fsync the directory.
 fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = path.with_extension("json.tmp");
+    write_durably(path, bytes)?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+/// Temp file, fsync, rename over the target (the caller syncs the directory).
+fn write_durably(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
     let mut f = File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
     f.write_all(bytes)
         .and_then(|()| f.sync_all())
         .with_context(|| format!("cannot write {}", tmp.display()))?;
     drop(f);
-    fs::rename(&tmp, path).with_context(|| format!("cannot replace {}", path.display()))?;
+    fs::rename(&tmp, path).with_context(|| format!("cannot replace {}", path.display()))
+}
+
+fn sync_dir(dir: &Path) -> anyhow::Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
-        .with_context(|| format!("cannot sync the directory {}", dir.display()))?;
-    Ok(())
+        .with_context(|| format!("cannot sync the directory {}", dir.display()))
 }
 
 /// `Rights` is stored as its REDCap export (bitmask form codes), so the state

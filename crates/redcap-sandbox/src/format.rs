@@ -1,38 +1,53 @@
 //! Wire formats: `format`/`returnFormat` normalisation (§1.2), error bodies
 //! (§1.6), rendering of exported rows and parsing of imported `data`.
 
+use std::borrow::Cow;
+
 use redcap::ApiError;
 use serde_json::{Map, Value};
 
 pub use redcap::Format;
 
 /// An HTTP answer of the API.
+///
+/// The body is bytes so that Export File can answer a stored file as it is;
+/// text answers hand over their `String`'s buffer (no copy), and the HTTP
+/// layer takes the `Vec` as it is (no copy either).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
     pub status: u16,
-    pub content_type: &'static str,
-    pub body: String,
+    pub content_type: Cow<'static, str>,
+    pub body: Vec<u8>,
+    /// Further response headers (Export File's `Content-Security-Policy`).
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl Reply {
     /// 200 with a body in `format`.
     pub fn ok(format: Format, body: String) -> Reply {
+        Reply::text(200, format.content_type(), body)
+    }
+
+    /// Any status with a text body.
+    pub fn text(status: u16, content_type: &'static str, body: String) -> Reply {
         Reply {
-            status: 200,
-            content_type: format.content_type(),
-            body,
+            status,
+            content_type: Cow::Borrowed(content_type),
+            body: body.into_bytes(),
+            headers: Vec::new(),
         }
+    }
+
+    /// The body as text (for tests and logs; binary bodies come out lossy).
+    pub fn body_text(&self) -> Cow<'_, str> {
+        String::from_utf8_lossy(&self.body)
     }
 
     /// An error in the shape `returnFormat` asks for (§1.6). JSON escapes `/`
     /// as PHP's `json_encode` does; XML does not escape the message.
     pub fn error(err: &ApiError, return_format: Format) -> Reply {
         let body = redcap::wire::error_body(&err.message(), return_format);
-        Reply {
-            status: err.status(),
-            content_type: return_format.content_type(),
-            body,
-        }
+        Reply::text(err.status(), return_format.content_type(), body)
     }
 }
 
@@ -203,15 +218,15 @@ mod tests {
     fn error_shapes() {
         let e = ApiError::NoApiExport;
         assert_eq!(
-            Reply::error(&e, Format::Json).body,
+            Reply::error(&e, Format::Json).body_text(),
             r#"{"error":"You do not have API Export privileges"}"#
         );
         assert_eq!(
-            Reply::error(&e, Format::Csv).body,
+            Reply::error(&e, Format::Csv).body_text(),
             "ERROR: You do not have API Export privileges"
         );
         assert_eq!(
-            Reply::error(&e, Format::Xml).body,
+            Reply::error(&e, Format::Xml).body_text(),
             "<?xml version=\"1.0\" encoding=\"UTF-8\" ?><hash><error>You do not have API Export privileges</error></hash>"
         );
         assert_eq!(Reply::error(&e, Format::Xml).status, 403);
@@ -219,7 +234,7 @@ mod tests {
         let slash = ApiError::DagMemberForbidden;
         assert!(
             Reply::error(&slash, Format::Json)
-                .body
+                .body_text()
                 .contains("export\\/import\\/delete")
         );
     }

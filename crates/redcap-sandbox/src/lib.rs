@@ -163,12 +163,19 @@ async fn api_endpoint(
     match reply {
         Ok(r) => {
             let mut headers = HeaderMap::new();
-            headers.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static(r.content_type),
-            );
+            // A stored file name can hold bytes a header may not; REDCap
+            // would send them anyway, the sandbox falls back to no name.
+            let content_type = HeaderValue::from_str(&r.content_type)
+                .unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream"));
+            headers.insert(header::CONTENT_TYPE, content_type);
+            for (name, value) in &r.headers {
+                if let Ok(v) = HeaderValue::from_str(value) {
+                    headers.insert(*name, v);
+                }
+            }
             let status =
                 StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            // `Body::from(Vec<u8>)` takes the buffer over: no copy.
             (status, headers, r.body).into_response()
         }
         Err(e) => {
@@ -198,15 +205,18 @@ async fn read_post(req: Request) -> Result<Post, String> {
         {
             let name = field.name().unwrap_or("").to_owned();
             let filename = field.file_name().map(str::to_owned);
+            let content_type = field.content_type().map(str::to_owned);
             let bytes = field
                 .bytes()
                 .await
                 .map_err(|e| format!("unreadable multipart body: {e}"))?;
             match filename {
+                // File parts stay bytes, shared with the request buffer.
                 Some(filename) => post.files.push(Upload {
                     name,
                     filename,
-                    bytes: bytes.to_vec(),
+                    content_type,
+                    bytes,
                 }),
                 None => post.push(&name, String::from_utf8_lossy(&bytes).into_owned()),
             }

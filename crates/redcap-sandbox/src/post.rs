@@ -40,12 +40,15 @@ impl PhpValue {
     }
 }
 
-/// An uploaded file part (multipart), as PHP's `$_FILES` would hold it.
+/// An uploaded file part (multipart), as PHP's `$_FILES` would hold it:
+/// the part's name, the client's file name, the client's declared type
+/// (`$_FILES[…]['type']`) and the raw bytes, never decoded.
 #[derive(Debug, Clone)]
 pub struct Upload {
     pub name: String,
     pub filename: String,
-    pub bytes: Vec<u8>,
+    pub content_type: Option<String>,
+    pub bytes: axum::body::Bytes,
 }
 
 /// The parsed `$_POST` (plus `$_FILES`).
@@ -135,6 +138,12 @@ fn insert(items: &mut Vec<(String, PhpValue)>, key: String, keys: &[String], val
 }
 
 impl Post {
+    /// The uploaded file part named `name` (`$_FILES[name]`); PHP keeps the
+    /// last of several with one name.
+    pub fn file(&self, name: &str) -> Option<&Upload> {
+        self.files.iter().rev().find(|u| u.name == name)
+    }
+
     /// Adds one `name=value` pair with PHP's rules.
     pub fn push(&mut self, name: &str, value: String) {
         if let Some((base, keys)) = split_name(name) {

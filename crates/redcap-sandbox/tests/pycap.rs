@@ -2,7 +2,8 @@
 //! through a realistic session (`pycap_session.py`): Create Project with the
 //! super token, metadata, records imported and exported in JSON, CSV and XML,
 //! flat and EAV, users and rights, roles, DAGs and the user-DAG mapping,
-//! logging with filters, deletes.
+//! logging with filters, deletes, and files (`import_file`, `export_file`,
+//! `delete_file`).
 //!
 //! `PYCAP_PYTHON` names a Python with `pycap` installed; `scripts/test`
 //! creates that venv and exports it. Without it the test passes with a note

@@ -224,4 +224,31 @@ assert p.delete_user_roles([role]) == 1
 assert p.delete_dags(["site_b"]) == 1
 assert p.delete_users(["carol"]) == 1
 assert sorted(u["username"] for u in p.export_users()) == ["bob", "dan", "site_admin"]
+
+# --- Files in a File Upload field -------------------------------------------
+step("files")
+assert p.import_metadata(md + [{"field_name": "consent", "form_name": "demographics",
+    "field_type": "file", "field_label": "Consent"}]) == len(md) + 1
+p = Project(API, token)  # PyCap caches the metadata; a new handle sees the file field
+content = b"signed consent\n\x00\xff\xfe"
+assert p.import_file("1", "consent", "consent.txt", io.BytesIO(content)) == [{}]
+data, headers = p.export_file("1", "consent")
+assert data == content, data
+assert headers == {"name": "consent.txt", "charset": "UTF-8"}, headers
+# (PyCap adds the record ID field to `fields`.)
+assert p.export_records(records=["1"], fields=["consent"]) == \
+    [{"record_id": "1", "consent": "[document]"}]
+try:
+    p.export_file("404", "consent")
+    raise AssertionError("exporting a file of a missing record succeeded")
+except RedcapError as e:
+    assert 'The record "404" does not exist' in message(e), e
+assert p.delete_file("1", "consent") == [{}]
+try:
+    p.export_file("1", "consent")
+    raise AssertionError("exporting a deleted file succeeded")
+except RedcapError as e:
+    assert "There is no file to download for this record" in message(e), e
+actions = [e["action"] for e in p.export_logging(log_type="record", record="1")]
+assert actions[:2] == ["Delete uploaded document (API) 1", "Upload document (API) 1"], actions
 print("PyCap session OK")

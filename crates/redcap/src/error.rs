@@ -4,6 +4,13 @@
 //! are cited there only by their language key (or with an ellipsis) and are
 //! our best reconstruction (INF) — they keep the documented status and
 //! meaning, and are easy to correct here once checked on a live server.
+//!
+//! `redcap-api.md` does not cover Export/Import/Delete File (`content=file`)
+//! or the text validation of record imports. Texts marked *observed* were
+//! read in public copies of REDCap's `API/file/*.php` from versions older
+//! than 15.7.6 (or, for validation, in an answer of a live server quoted in
+//! a client library's issue tracker): they are REDCap's wording, but 15.7.6
+//! may differ — VERIFY on a live server.
 
 use std::fmt;
 
@@ -155,6 +162,38 @@ pub enum ApiError {
     ProductionDesign,
     /// Metadata import problems (INF texts).
     BadMetadata { details: String },
+
+    // ----- Export / Import / Delete File (`content=file`) -----
+    /// Export File: the record does not exist (or is in another DAG). *Observed*;
+    /// REDCap HTML-escapes the name.
+    FileRecordMissing { record: String },
+    /// Import File: the record does not exist (or is in another DAG). *Observed*, not escaped.
+    FileUploadRecordMissing { record: String },
+    /// Delete File: the record does not exist (or is in another DAG). *Observed*, not escaped.
+    FileDeleteRecordMissing { record: String },
+    /// The field does not exist or is not a File Upload field. *Observed*; escaped.
+    NotAFileField { field: String },
+    /// Export File: the field holds no file for the record. *Observed.*
+    NoFileToDownload,
+    /// Delete File: the field holds no file for the record. *Observed.*
+    NoFileToDelete,
+    /// Import File without a `file` part. *Observed.*
+    NoFileUploaded,
+    /// Import File with a `file` part PHP reports as failed (no file name). *Observed.*
+    FileUploadProblem,
+    /// Import File in Analysis/Cleanup (403). *Observed.*
+    FileUploadAnalysisCleanup,
+    /// Delete File in Analysis/Cleanup (403). *Observed.*
+    FileDeleteAnalysisCleanup,
+    /// Export File of an identifier field with de-identified or
+    /// remove-identifier export rights (403). *Observed.*
+    FileIdentifierExport,
+    /// Export File when the stored bytes are gone from the server's disk. *Observed*
+    /// (REDCap names its storage path, so does the sandbox).
+    StoredFileMissing { path: String, name: String },
+    /// Import/Delete File without view & edit rights on the field's
+    /// instrument (403). INF text: the copies read show no such check.
+    FileFormNotEditable { field: String },
 }
 
 /// Rename Record answers its validation failures with HTTP **200** and the
@@ -194,6 +233,10 @@ impl ValidationLine {
     pub const BLANK_RECORD_ID: &'static str = "The record ID cannot be blank.";
     /// A checkbox or yes/no value outside its choices. INF text.
     pub const BAD_CHOICE: &'static str = "The value is not a valid category for this field.";
+    /// A value that fails its field's text validation (integer, number,
+    /// dates, email, phone, zipcode, time…). *Observed* on a live server for
+    /// `number_1dp` (redcapAPI issue #217); the sandbox uses it for every type.
+    pub const BAD_FORMAT: &'static str = "The value you provided could not be validated because it does not follow the expected format. Please try again.";
 }
 
 impl fmt::Display for ValidationLine {
@@ -204,6 +247,22 @@ impl fmt::Display for ValidationLine {
             self.record, self.field, self.value, self.message
         )
     }
+}
+
+/// PHP's `htmlspecialchars` (REDCap's `RCView::escape`): `& " ' < >`.
+fn html_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#039;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 fn quoted_list(items: &[String]) -> String {
@@ -230,7 +289,11 @@ impl ApiError {
             | DagMemberForbidden
             | NoExportAccess
             | NoLoggingRight
-            | AnalysisCleanup => 403,
+            | AnalysisCleanup
+            | FileUploadAnalysisCleanup
+            | FileDeleteAnalysisCleanup
+            | FileIdentifierExport
+            | FileFormNotEditable { .. } => 403,
             _ => 400,
         }
     }
@@ -298,6 +361,19 @@ impl ApiError {
             RecordsDoNotExist { records } => format!("One or more of the records provided cannot be deleted because they do not exist in the project. The following records do not exist: {}", records.join(", ")),
             ProductionDesign => "This method cannot be used while the project is in production status.".into(),
             BadMetadata { details } => details.clone(),
+            FileRecordMissing { record } => format!("The record \"{}\" does not exist", html_escape(record)),
+            FileUploadRecordMissing { record } => format!("The record '{record}' does not exist. It must exist to upload a file"),
+            FileDeleteRecordMissing { record } => format!("The record '{record}' does not exist"),
+            NotAFileField { field } => format!("The field '{}' does not exist or is not a 'file' field", html_escape(field)),
+            NoFileToDownload => "There is no file to download for this record".into(),
+            NoFileToDelete => "There is no file to delete for this record".into(),
+            NoFileUploaded => "No valid file was uploaded".into(),
+            FileUploadProblem => "There was a problem with the uploaded file".into(),
+            FileUploadAnalysisCleanup => "The file cannot be uploaded because the project is in Analysis/Cleanup status.".into(),
+            FileDeleteAnalysisCleanup => "The file cannot be deleted because the project is in Analysis/Cleanup status.".into(),
+            FileIdentifierExport => "The API request cannot complete because this File Upload field is an Identifier field while at the same time you currently have either \"De-Identified\" data export rights or \"Remove all tagged Identifier fields\" data export rights, which prevent you from exporting fields tagged as Identifiers. Higher level data export rights are required for this operation.".into(),
+            StoredFileMissing { path, name } => format!("The file \"{path}\" (\"{name}\") does not exist"),
+            FileFormNotEditable { field } => format!("You do not have edit privileges for the instrument containing the field '{field}'."),
         }
     }
 }

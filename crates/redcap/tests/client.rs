@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use common::{SUPER, Sandbox};
 use redcap::client::{
-    Client, DagAssignment, Error, Field, Format, ImportOptions, ImportResult, LogQuery, LogType,
-    NewDag, NewProject, OutboundLimiter, OverwriteBehavior, Params, RawOrLabel, RecordQuery,
-    RecordType, RetryPolicy, ReturnContent, RoleAssignment, Row,
+    Client, DagAssignment, Error, Field, FileField, FileUpload, Format, ImportOptions,
+    ImportResult, LogQuery, LogType, NewDag, NewProject, OutboundLimiter, OverwriteBehavior,
+    Params, RawOrLabel, RecordQuery, RecordType, RetryPolicy, ReturnContent, RoleAssignment, Row,
 };
 use redcap::{Content, FormRight, RedcapVersion, SuperToken, Token};
 use serde_json::{Value, json};
@@ -683,4 +683,120 @@ async fn the_limiter_sees_every_request_and_can_refuse() {
         Error::Throttled
     );
     assert_eq!(server.hits.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn files_export_import_and_delete() {
+    let sb = Sandbox::start().await;
+    let (client, token) = project(&sb).await;
+    let p = client.project(token);
+    let mut fields = metadata();
+    fields.push(Field::new("consent", "demographics", "file", "Consent"));
+    p.import_metadata(&fields).await.unwrap();
+    p.import_records(&[row(json!({"record_id": "1"}))], &ImportOptions::default())
+        .await
+        .unwrap();
+    let at = FileField::new("1", "consent");
+
+    // Nothing there yet: REDCap's message as a bad request.
+    assert_eq!(
+        p.export_file(&at).await.unwrap_err(),
+        Error::BadRequest {
+            message: "There is no file to download for this record".into()
+        }
+    );
+    // Bytes that look like an error body still come back as the file.
+    let bytes = b"ERROR: not an error\n\x00\xff".to_vec();
+    p.import_file(
+        &at,
+        FileUpload {
+            file_name: "consent.txt".into(),
+            content_type: Some("text/plain".into()),
+            bytes: bytes.clone(),
+        },
+    )
+    .await
+    .unwrap();
+    let d = p.export_file(&at).await.unwrap();
+    assert_eq!(d.bytes, bytes);
+    assert_eq!(d.name.as_deref(), Some("consent.txt"));
+    assert_eq!(d.mime_type, "text/plain");
+    assert!(
+        !format!("{d:?}").contains("not an error"),
+        "no contents in Debug"
+    );
+
+    // Errors keep REDCap's texts.
+    assert_eq!(
+        p.import_file(
+            &FileField::new("9", "consent"),
+            FileUpload {
+                file_name: "x.pdf".into(),
+                content_type: None,
+                bytes: vec![1],
+            },
+        )
+        .await
+        .unwrap_err(),
+        Error::BadRequest {
+            message: "The record '9' does not exist. It must exist to upload a file".into()
+        }
+    );
+    assert_eq!(
+        p.export_file(&FileField::new("1", "name"))
+            .await
+            .unwrap_err(),
+        Error::BadRequest {
+            message: "The field 'name' does not exist or is not a 'file' field".into()
+        }
+    );
+
+    p.delete_file(&at).await.unwrap();
+    assert_eq!(
+        p.delete_file(&at).await.unwrap_err(),
+        Error::BadRequest {
+            message: "There is no file to delete for this record".into()
+        }
+    );
+
+    // A token without API Export is refused as such.
+    let reader = sb
+        .user_with_token(1, json!({"username": "importer", "api_import": 1}))
+        .await;
+    let q = client.project(Token::parse(&reader).unwrap());
+    assert!(matches!(
+        q.export_file(&at).await.unwrap_err(),
+        Error::NoApiRight { .. }
+    ));
+}
+
+#[tokio::test]
+async fn file_exports_are_retried_and_uploads_are_not() {
+    let server = scripted(vec![503]).await;
+    let p = Client::new(&server.url)
+        .unwrap()
+        .with_retry(fast_retry())
+        .project(some_token());
+    let d = p.export_file(&FileField::new("1", "f")).await.unwrap();
+    assert_eq!(d.bytes, b"15.7.6");
+    assert_eq!(server.hits.load(Ordering::SeqCst), 2);
+
+    let server = scripted(vec![503, 503]).await;
+    let p = Client::new(&server.url)
+        .unwrap()
+        .with_retry(fast_retry())
+        .project(some_token());
+    let upload = FileUpload {
+        file_name: "a.txt".into(),
+        content_type: None,
+        bytes: b"a".to_vec(),
+    };
+    let e = p
+        .import_file(&FileField::new("1", "f"), upload)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Server { status: 503, .. }), "{e:?}");
+    let e = p.delete_file(&FileField::new("1", "f")).await.unwrap_err();
+    assert!(matches!(e, Error::Server { status: 503, .. }), "{e:?}");
+    assert_eq!(server.hits.load(Ordering::SeqCst), 2);
 }

@@ -12,12 +12,14 @@
 //! it does not know: 400 `The value of the parameter "content" is not valid`.
 
 mod dags;
+pub mod files;
 mod logging;
 mod metadata;
 mod project;
 mod records;
 mod roles;
 mod users;
+mod validation;
 mod version;
 
 pub use users::{import_user_row, parse_expiration, user_row, valid_username};
@@ -175,11 +177,11 @@ pub fn text(value: Option<&Value>) -> String {
 /// completes, later ones are refused until an admin lifts the ban.
 fn rate_limit(state: &mut State, config: &Config, ip: IpAddr) -> Option<Reply> {
     if state.banned_ips.contains(&ip) {
-        return Some(Reply {
-            status: 429,
-            content_type: "text/html; charset=utf-8",
-            body: format!("Your IP address ({ip}) has been banned due to suspected abuse."),
-        });
+        return Some(Reply::text(
+            429,
+            "text/html; charset=utf-8",
+            format!("Your IP address ({ip}) has been banned due to suspected abuse."),
+        ));
     }
     let threshold = config.page_hit_threshold.filter(|t| *t > 0)?;
     if config.rate_limit_exempt.contains(&ip) {
@@ -217,11 +219,11 @@ pub fn handle(db: &Db, config: &Config, post: &Post, ip: IpAddr) -> Reply {
     };
     if let Err(e) = txn.commit() {
         tracing::error!("cannot persist the sandbox state: {e:#}");
-        return Reply {
-            status: 500,
-            content_type: "text/plain; charset=utf-8",
-            body: "The sandbox could not save its state; see its log.".into(),
-        };
+        return Reply::text(
+            500,
+            "text/plain; charset=utf-8",
+            "The sandbox could not save its state; see its log.".into(),
+        );
     }
     reply
 }
@@ -427,10 +429,13 @@ fn process(
         (C::Record, A::Delete) => records::delete(&mut ctx),
         (C::Record, A::Rename) => records::rename(&mut ctx),
         (C::Log, A::Export) => logging::export(&mut ctx),
+        (C::File, A::Export) => files::export(&mut ctx),
+        (C::File, A::Import) => files::import(&mut ctx),
+        (C::File, A::Delete) => files::delete(&mut ctx),
         // Not implemented: answered like an unknown content.
         (C::Project, A::Import) => Err(ApiError::SuperTokenRequired),
         (C::Dag | C::User | C::UserRole, _) => Err(ApiError::InvalidAction),
-        (C::Record, _) => Err(ApiError::InvalidAction),
+        (C::Record | C::File, _) => Err(ApiError::InvalidAction),
         _ => Err(ApiError::InvalidContent),
     }
 }

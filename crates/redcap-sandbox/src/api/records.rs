@@ -8,7 +8,8 @@ use redcap::error::ValidationLine;
 use redcap::{ApiError, ExportRight};
 use serde_json::{Map, Value};
 
-use super::{Ctx, text};
+use super::validation::{self, DateFormat};
+use super::{Ctx, files, text};
 use crate::db::{Field, LogKind, Project, Record};
 use crate::format::{Format, Reply, php_json};
 
@@ -24,7 +25,13 @@ struct Column {
     field: Option<usize>,
     /// For checkbox columns, the choice code.
     code: Option<String>,
+    /// A File Upload field: its value is a doc id, exported as
+    /// `[document]` and never written by Import Records.
+    file: bool,
 }
+
+/// What Export Records shows for a File Upload field that holds a file.
+const DOCUMENT: &str = "[document]";
 
 /// The flat columns of a project: each form's fields (checkboxes expanded to
 /// `name___code`, descriptive fields skipped), then `<form>_complete`.
@@ -42,6 +49,7 @@ fn columns(project: &Project) -> Vec<Column> {
                         form: form.clone(),
                         field: Some(i),
                         code: Some(code),
+                        file: false,
                     });
                 }
             } else {
@@ -50,6 +58,7 @@ fn columns(project: &Project) -> Vec<Column> {
                     form: form.clone(),
                     field: Some(i),
                     code: None,
+                    file: f.field_type == "file",
                 });
             }
         }
@@ -58,6 +67,7 @@ fn columns(project: &Project) -> Vec<Column> {
             form: form.clone(),
             field: None,
             code: None,
+            file: false,
         });
     }
     cols
@@ -204,7 +214,10 @@ pub fn export(ctx: &mut Ctx) -> Result<Reply, ApiError> {
         for (name, record) in &records {
             if eav {
                 for c in &selected {
-                    let v = record.values.get(&c.name).cloned().unwrap_or_default();
+                    let mut v = record.values.get(&c.name).cloned().unwrap_or_default();
+                    if c.file && !v.is_empty() {
+                        v = DOCUMENT.to_owned();
+                    }
                     let (field, value) = match (&c.code, c.field) {
                         (Some(code), Some(i)) if v == "1" => {
                             (project.metadata[i].field_name.clone(), code.clone())
@@ -261,7 +274,10 @@ impl<'p> FlatRows<'p> {
     /// order.
     fn for_each_cell(&self, record: &'p Record, mut cell: impl FnMut(&'p str, Cow<'p, str>)) {
         for (i, c) in self.selected.iter().enumerate() {
-            let raw = record.values.get(&c.name).map(String::as_str).unwrap_or("");
+            let mut raw = record.values.get(&c.name).map(String::as_str).unwrap_or("");
+            if c.file && !raw.is_empty() {
+                raw = DOCUMENT;
+            }
             let value = if self.labels {
                 Cow::Owned(label_of(self.project, c, raw, self.checkbox_label))
             } else {
@@ -460,6 +476,22 @@ pub fn import(ctx: &mut Ctx) -> Result<Reply, ApiError> {
     let by_name: std::collections::HashMap<&str, &Column> =
         cols.iter().map(|c| (c.name.as_str(), c)).collect();
     let col_of = |name: &str| by_name.get(name).copied();
+
+    // Dates arrive in `dateFormat` and are stored as YYYY-MM-DD.
+    let date_format = DateFormat::from_param(ctx.post.str("dateFormat"));
+    if date_format != DateFormat::Ymd {
+        for row in &mut rows {
+            for (k, v) in row.iter_mut() {
+                let Some(i) = col_of(k).and_then(|c| c.field) else {
+                    continue;
+                };
+                let vtype = &project.metadata[i].text_validation_type_or_show_slider_number;
+                if let Some(ymd) = validation::to_ymd(vtype, text(Some(v)).trim(), date_format) {
+                    *v = Value::String(ymd);
+                }
+            }
+        }
+    }
     let mut lines = Vec::new();
     let mut other_dag = Vec::new();
     let mut ids: Vec<String> = Vec::new();
@@ -497,6 +529,11 @@ pub fn import(ctx: &mut Ctx) -> Result<Reply, ApiError> {
                 lines.push(line(&id, k, &value, ValidationLine::NO_SUCH_FIELD));
                 continue;
             };
+            // REDCap's record import skips File Upload fields (files come
+            // only through Import File).
+            if col.file {
+                continue;
+            }
             let can_edit = rights.forms.get(&col.form).is_some_and(|r| r.can_edit());
             if !can_edit && !value.is_empty() {
                 lines.push(line(&id, k, &value, ValidationLine::NO_FORM_EDIT));
@@ -512,6 +549,16 @@ pub fn import(ctx: &mut Ctx) -> Result<Reply, ApiError> {
             };
             if !ok {
                 lines.push(line(&id, k, &value, ValidationLine::BAD_CHOICE));
+                continue;
+            }
+            if let Some(i) = col.field {
+                let f = &project.metadata[i];
+                if f.field_type == "text"
+                    && !value.is_empty()
+                    && !validation::valid(&f.text_validation_type_or_show_slider_number, &value)
+                {
+                    lines.push(line(&id, k, &value, ValidationLine::BAD_FORMAT));
+                }
             }
         }
         if seen.insert(id.clone()) {
@@ -548,7 +595,7 @@ pub fn import(ctx: &mut Ctx) -> Result<Reply, ApiError> {
         }
         let mut touched_forms = BTreeSet::new();
         for (k, v) in row {
-            if *k == rid || k == DAG_FIELD {
+            if *k == rid || k == DAG_FIELD || col_of(k).is_some_and(|c| c.file) {
                 continue;
             }
             let value = text(Some(v));
@@ -719,10 +766,15 @@ pub fn delete(ctx: &mut Ctx) -> Result<Reply, ApiError> {
         .collect();
     let rid = project.record_id_field().to_owned();
     let mut deleted = Vec::new();
+    let mut docs = Vec::new();
+    let form = (!instrument.is_empty()).then_some(instrument.as_str());
     let project = ctx.project_mut();
     for r in &records {
         if deleted.iter().any(|(d, _)| d == r) {
             continue;
+        }
+        if let Some(rec) = project.records.get(r) {
+            docs.extend(files::record_docs(&project.metadata, &rec.values, form));
         }
         if instrument.is_empty() {
             let group = project.records.remove(r).and_then(|rec| rec.group_id);
@@ -731,6 +783,10 @@ pub fn delete(ctx: &mut Ctx) -> Result<Reply, ApiError> {
             rec.values.retain(|k, _| !cols.contains(k) || *k == rid);
             deleted.push((r.clone(), rec.group_id));
         }
+    }
+    // The record's files go with it.
+    for doc in docs {
+        ctx.state.remove_doc(doc);
     }
     let n = deleted.len();
     for (r, group) in deleted {

@@ -10,9 +10,9 @@ use crate::format::Reply;
 /// token's call is logged with no project (project id 0 in REDCap).
 pub fn export(ctx: &mut Ctx) -> Result<Reply, ApiError> {
     ctx.log_manage(LogKind::Manage, "Export REDCap version");
-    Ok(Reply {
-        status: 200,
-        content_type: "text/csv; charset=utf-8",
-        body: ctx.config.version.to_string(),
-    })
+    Ok(Reply::text(
+        200,
+        "text/csv; charset=utf-8",
+        ctx.config.version.to_string(),
+    ))
 }

@@ -101,6 +101,46 @@ impl Sandbox {
         answer(resp).await
     }
 
+    /// POSTs a form body and keeps the answer as bytes, with its headers.
+    pub async fn post_bytes(&self, params: &[(&str, &str)]) -> BytesAnswer {
+        let resp = self
+            .client
+            .post(&self.api)
+            .form(params)
+            .send()
+            .await
+            .unwrap();
+        bytes_answer(resp).await
+    }
+
+    /// POSTs a multipart body: `params` as text parts, plus a file part
+    /// named `file` (file name, declared type, bytes) when given.
+    pub async fn post_multipart(
+        &self,
+        params: &[(&str, &str)],
+        file: Option<(&str, Option<&str>, Vec<u8>)>,
+    ) -> Answer {
+        let mut form = reqwest::multipart::Form::new();
+        for (k, v) in params {
+            form = form.text(k.to_string(), v.to_string());
+        }
+        if let Some((name, mime, bytes)) = file {
+            let mut part = reqwest::multipart::Part::bytes(bytes).file_name(name.to_owned());
+            if let Some(m) = mime {
+                part = part.mime_str(m).unwrap();
+            }
+            form = form.part("file", part);
+        }
+        let resp = self
+            .client
+            .post(&self.api)
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        answer(resp).await
+    }
+
     /// POSTs a JSON-format call with `token` and `content` plus extras.
     pub async fn call(&self, token: &str, content: &str, extra: &[(&str, &str)]) -> Answer {
         let mut params = vec![("token", token), ("content", content), ("format", "json")];
@@ -193,6 +233,34 @@ impl Sandbox {
         ]);
         let a = self.import(token, "metadata", md, &[]).await;
         assert_eq!((a.status, a.body.as_str()), (200, "5"));
+    }
+}
+
+/// An HTTP answer kept as bytes.
+#[derive(Debug)]
+pub struct BytesAnswer {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub bytes: Vec<u8>,
+}
+
+impl BytesAnswer {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.bytes).into_owned()
+    }
+}
+
+async fn bytes_answer(resp: reqwest::Response) -> BytesAnswer {
+    BytesAnswer {
+        status: resp.status().as_u16(),
+        headers: resp.headers().clone(),
+        bytes: resp.bytes().await.unwrap().to_vec(),
     }
 }
 

@@ -27,6 +27,7 @@
 
 mod dags;
 mod error;
+mod files;
 mod logging;
 mod project;
 mod records;
@@ -38,6 +39,7 @@ use std::time::Duration;
 
 pub use dags::{Dag, DagAssignment, NewDag};
 pub use error::Error;
+pub use files::{FileDownload, FileField, FileUpload};
 pub use logging::{LogEntry, LogQuery, LogType};
 pub use project::{ExportFieldName, Field, Instrument, NewProject, ProjectInfo};
 pub use records::{
@@ -338,11 +340,25 @@ impl<L: OutboundLimiter> Client<L> {
     /// Sends one call with `secret` as its token; retries idempotent calls
     /// by the policy. A 200 with an `ERROR:` body is a refusal too.
     pub(crate) async fn send(&self, secret: &str, params: Params) -> Result<Answer, Error> {
-        let attempts = if params.idempotent {
+        self.send_with(secret, &params, None, text_answer).await
+    }
+
+    /// Like [`Client::send`], with an optional file part (multipart body;
+    /// never retried: an upload is a write) and a reader that turns the
+    /// status, `Content-Type` and body bytes into the answer.
+    pub(crate) async fn send_with<T>(
+        &self,
+        secret: &str,
+        params: &Params,
+        upload: Option<FileUpload>,
+        read: Reader<T>,
+    ) -> Result<T, Error> {
+        let attempts = if params.idempotent && upload.is_none() {
             self.retry.max_attempts.max(1)
         } else {
             1
         };
+        let mut upload = upload;
         let mut form: Vec<(&str, &str)> = Vec::with_capacity(params.pairs.len() + 1);
         form.push(("token", secret));
         form.extend(params.pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
@@ -352,7 +368,7 @@ impl<L: OutboundLimiter> Client<L> {
             if !self.limiter.acquire().await {
                 return Err(Error::Throttled);
             }
-            let result = self.attempt(&form).await;
+            let result = self.attempt(&form, upload.take(), read).await;
             let retry = attempt < attempts
                 && match &result {
                     Ok(_) => false,
@@ -367,14 +383,18 @@ impl<L: OutboundLimiter> Client<L> {
         }
     }
 
-    async fn attempt(&self, form: &[(&str, &str)]) -> Result<Answer, Error> {
-        let response = self
-            .http
-            .post(&*self.url)
-            .form(form)
-            .send()
-            .await
-            .map_err(|e| Error::transport(&e))?;
+    async fn attempt<T>(
+        &self,
+        form: &[(&str, &str)],
+        upload: Option<FileUpload>,
+        read: Reader<T>,
+    ) -> Result<T, Error> {
+        let request = self.http.post(&*self.url);
+        let request = match upload {
+            None => request.form(form),
+            Some(file) => request.multipart(files::multipart(form, file)?),
+        };
+        let response = request.send().await.map_err(|e| Error::transport(&e))?;
         let status = response.status().as_u16();
         let content_type = response
             .headers()
@@ -382,15 +402,24 @@ impl<L: OutboundLimiter> Client<L> {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_owned();
-        // Bytes to String without reqwest's lossy decoding pass: exports run
-        // to tens of megabytes, and REDCap answers UTF-8.
+        // The body's buffer is handed on as it is (no copy).
         let bytes = response.bytes().await.map_err(|e| Error::transport(&e))?;
-        let body = String::from_utf8(Vec::from(bytes))
-            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
-        match crate::classify(status, &body) {
-            None => Ok(Answer { content_type, body }),
-            Some(refusal) => Err(Error::from(refusal)),
-        }
+        read(status, content_type, Vec::from(bytes))
+    }
+}
+
+/// Turns an HTTP answer (status, `Content-Type`, body) into a call's result.
+pub(crate) type Reader<T> = fn(u16, String, Vec<u8>) -> Result<T, Error>;
+
+/// The reader of text answers: the body as a `String` (without reqwest's
+/// lossy decoding pass: exports run to tens of megabytes, and REDCap
+/// answers UTF-8), then REDCap's refusals sorted out.
+fn text_answer(status: u16, content_type: String, bytes: Vec<u8>) -> Result<Answer, Error> {
+    let body = String::from_utf8(bytes)
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+    match crate::classify(status, &body) {
+        None => Ok(Answer { content_type, body }),
+        Some(refusal) => Err(Error::from(refusal)),
     }
 }
 
