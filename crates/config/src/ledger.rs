@@ -33,6 +33,8 @@ pub struct LedgerSection {
     pub verifier_key: Spanned<String>,
     /// `[ledger.postgres]`, required when `backend = "postgres"`.
     pub postgres: Option<PostgresLedgerSection>,
+    /// `[ledger.export]`: where `ledger export` ships sealed segments.
+    pub export: Option<crate::ExportSection>,
 }
 
 #[derive(Deserialize)]
@@ -44,6 +46,7 @@ struct RawLedgerSection {
     dir: PathBuf,
     verifier_key: Spanned<String>,
     postgres: Option<PostgresLedgerSection>,
+    export: Option<crate::ExportSection>,
 }
 
 impl TryFrom<RawLedgerSection> for LedgerSection {
@@ -59,6 +62,7 @@ impl TryFrom<RawLedgerSection> for LedgerSection {
             dir: raw.dir,
             verifier_key: raw.verifier_key,
             postgres: raw.postgres,
+            export: raw.export,
         })
     }
 }

@@ -12,6 +12,7 @@
 //! Each feature adds its own section here (see `docs/configuration.md`).
 
 mod diff;
+mod export;
 mod gateway;
 mod ledger;
 mod problem;
@@ -21,6 +22,7 @@ mod sections;
 use std::path::{Path, PathBuf};
 
 pub use diff::field_diff;
+pub use export::*;
 pub use gateway::*;
 pub use ledger::*;
 pub use problem::{ConfigError, LoadError, Problem};
