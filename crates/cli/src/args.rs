@@ -190,6 +190,24 @@ pub enum LedgerCommand {
         /// still contains exactly the tree it signed.
         #[arg(long, value_name = "FILE")]
         trusted_checkpoint: Option<PathBuf>,
+        /// Verify what `ledger export` shipped to S3 instead (every leaf,
+        /// root and checkpoint), and compare it with the local ledger.
+        #[arg(long, conflicts_with = "trusted_checkpoint")]
+        from_export: bool,
+        /// With --from-export: this bucket instead of [ledger.export] bucket.
+        #[arg(long, requires = "from_export")]
+        bucket: Option<String>,
+        /// With --from-export: this key prefix instead of [ledger.export] prefix.
+        #[arg(long, requires = "from_export")]
+        prefix: Option<String>,
+    },
+    /// Ship sealed segments and the latest checkpoints to the S3 Object
+    /// Lock bucket of [ledger.export] (COMPLIANCE mode); ships only what is
+    /// not there yet, and records what it shipped in the ledger.
+    Export {
+        /// Why (recorded in the ledger), e.g. "nightly export".
+        #[arg(long)]
+        reason: String,
     },
     /// Print the checkpoint verifier key (last line), derived from the
     /// signing key in the secrets store.

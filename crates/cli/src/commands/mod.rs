@@ -6,6 +6,7 @@ mod config;
 mod init;
 mod keys;
 mod ledger;
+mod ledger_export;
 mod quickstart;
 mod secrets;
 mod serve;
@@ -76,9 +77,23 @@ pub fn run(args: &Args) -> anyhow::Result<Outcome> {
         },
         Command::Ledger(cmd) => match cmd {
             LedgerCommand::Verify {
+                from_export: true,
+                key,
+                bucket,
+                prefix,
+                ..
+            } => ledger_export::verify_from_export(
+                args,
+                key.as_deref(),
+                bucket.as_deref(),
+                prefix.as_deref(),
+            ),
+            LedgerCommand::Verify {
                 key,
                 trusted_checkpoint,
+                ..
             } => ledger::verify(args, key.as_deref(), trusted_checkpoint.as_deref()),
+            LedgerCommand::Export { reason } => ledger_export::export(args, reason),
             LedgerCommand::PublicKey => ledger::public_key(args),
             LedgerCommand::Tail { count } => ledger::tail(args, *count),
             LedgerCommand::Show { seq } => ledger::show(args, *seq),
