@@ -18,7 +18,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::any;
 use jiff::Timestamp;
-use ledger::{EntryKind, Ledger, LedgerError};
+use ledger::{EntryKind, LedgerBackend, LedgerError};
 use secrets::{FingerprintKey, SecretStore};
 use tokio::sync::oneshot;
 use warden_config::LoadedConfig;
@@ -34,7 +34,7 @@ use crate::tokens::TokenCache;
 use crate::upstream::{Upstream, UpstreamError};
 
 /// Opens (or reopens, after a failure) the ledger the gateway writes.
-pub type LedgerOpener = Arc<dyn Fn() -> Result<Ledger, LedgerError> + Send + Sync>;
+pub type LedgerOpener = Arc<dyn Fn() -> Result<Arc<dyn LedgerBackend>, LedgerError> + Send + Sync>;
 
 /// What the gateway is given to run: the loaded configuration and the
 /// services it writes to.
@@ -114,7 +114,7 @@ pub(crate) struct Shared {
     pub(crate) quarantined: RwLock<(BTreeMap<String, Quarantine>, Option<FileStamp>)>,
     pub(crate) key_use: Mutex<HashMap<String, Timestamp>>,
     pub(crate) key_use_flushed: Mutex<std::time::Instant>,
-    pub(crate) ledger: RwLock<Option<Arc<Ledger>>>,
+    pub(crate) ledger: RwLock<Option<Arc<dyn LedgerBackend>>>,
     pub(crate) open_ledger: LedgerOpener,
     pub(crate) outage: Mutex<Option<Outage>>,
     pub(crate) upstream: Upstream,
@@ -148,11 +148,9 @@ pub async fn start(services: Services) -> Result<RunningGateway, StartError> {
     } = services;
     let gw = config.config.gateway.clone();
     let opener = open_ledger.clone();
-    let ledger = Arc::new(
-        tokio::task::spawn_blocking(move || opener())
-            .await
-            .expect("the opening task panicked")?,
-    );
+    let ledger = tokio::task::spawn_blocking(move || opener())
+        .await
+        .expect("the opening task panicked")?;
     let ring = keys.ring()?;
     let ring_mtime = file_stamp(keys.path());
     let status = AccountStatusFile::new(&config.resolve(&config.config.gateway.accounts_file));
@@ -409,7 +407,7 @@ impl Shared {
     }
 
     /// The open ledger, or `None` while it is being reopened.
-    fn current_ledger(&self) -> Option<Arc<Ledger>> {
+    fn current_ledger(&self) -> Option<Arc<dyn LedgerBackend>> {
         self.ledger
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -496,7 +494,7 @@ impl Shared {
             .await
             .expect("the opening task panicked")
         {
-            Ok(l) => Arc::new(l),
+            Ok(l) => l,
             Err(e) => {
                 tracing::warn!(error = %e, "the ledger cannot be reopened yet");
                 return;

@@ -14,9 +14,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use ed25519_dalek::SigningKey;
-use ledger::{EntryKind, Ledger, LedgerError, LedgerOptions, VerifierKey};
+use ledger::{EntryKind, Ledger, LedgerBackend, LedgerError, LedgerOptions, VerifierKey};
 use secrets::{Label, SecretName, SecretStore, SecretValue, Selector, StoreError, VersionMeta};
-use warden_config::LoadedConfig;
+use warden_config::{LedgerBackendKind, LoadedConfig};
 use zeroize::Zeroizing;
 
 /// The store entry holding the checkpoint signing key (hex of the Ed25519
@@ -45,6 +45,8 @@ pub enum AuditError {
     Task(String),
     #[error("{0}")]
     Gateway(String),
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 /// A fresh signing key and the ledger origin `<host>/redcap-warden/<id>`.
@@ -115,6 +117,51 @@ pub fn ledger_dir(config: &LoadedConfig) -> Result<PathBuf, AuditError> {
     Ok(config.resolve(&ledger_section(config)?.dir))
 }
 
+/// Opens the configured ledger for writing: the file ledger in
+/// `[ledger] dir`, or the PostgreSQL ledger of `[ledger.postgres]`.
+/// Blocking; call it from a blocking thread.
+pub fn open_writer(
+    config: &LoadedConfig,
+    key: SigningKey,
+    checkpoint_interval: Option<std::time::Duration>,
+) -> Result<Arc<dyn LedgerBackend>, LedgerError> {
+    let section = config.config.ledger.as_ref().ok_or_else(|| {
+        LedgerError::OutOfRange(format!(
+            "{} has no [ledger] section; set up with `redcap-warden init`",
+            config.path.display()
+        ))
+    })?;
+    match section.backend {
+        LedgerBackendKind::File => Ok(Arc::new(Ledger::open(
+            Arc::new(durable::OsFs),
+            &config.resolve(&section.dir),
+            key,
+            LedgerOptions {
+                checkpoint_interval,
+                ..LedgerOptions::default()
+            },
+        )?)),
+        LedgerBackendKind::Postgres => {
+            let pg = section
+                .postgres
+                .as_ref()
+                .expect("validated: backend = postgres has [ledger.postgres]");
+            let url = Zeroizing::new(pg.connection_string(|p| config.resolve(p)).map_err(
+                |detail| LedgerError::Database {
+                    op: "read the connection string",
+                    detail,
+                },
+            )?);
+            Ok(Arc::from(ledger::open_postgres(
+                &url,
+                &pg.schema,
+                key,
+                checkpoint_interval,
+            )?))
+        }
+    }
+}
+
 /// `[ledger]`, which every change needs.
 fn ledger_section(config: &LoadedConfig) -> Result<&warden_config::LedgerSection, AuditError> {
     config
@@ -135,7 +182,7 @@ pub struct AuditTrail {
 }
 
 enum Writer {
-    Local(Arc<Ledger>),
+    Local(Arc<dyn LedgerBackend>),
     Gateway {
         url: String,
         token: Zeroizing<String>,
@@ -151,19 +198,13 @@ impl AuditTrail {
         store: &dyn SecretStore,
     ) -> Result<AuditTrail, AuditError> {
         let (key, _) = load_signing_key(config, store).await?;
-        let dir = ledger_dir(config)?;
-        let options = LedgerOptions {
-            checkpoint_interval: None,
-            ..LedgerOptions::default()
-        };
-        let opened = tokio::task::spawn_blocking(move || {
-            Ledger::open(Arc::new(durable::OsFs), &dir, key, options)
-        })
-        .await
-        .map_err(|e| AuditError::Task(e.to_string()))?;
+        let cfg = config.clone();
+        let opened = tokio::task::spawn_blocking(move || open_writer(&cfg, key, None))
+            .await
+            .map_err(|e| AuditError::Task(e.to_string()))?;
         match opened {
             Ok(ledger) => Ok(AuditTrail {
-                writer: Writer::Local(Arc::new(ledger)),
+                writer: Writer::Local(ledger),
             }),
             Err(LedgerError::Locked { dir }) => AuditTrail::through_gateway(config, &dir),
             Err(e) => Err(e.into()),
@@ -275,6 +316,11 @@ pub async fn rotate_signing_key(
     operator: &str,
     reason: &str,
 ) -> Result<VerifierKey, AuditError> {
+    if ledger_section(config)?.backend == LedgerBackendKind::Postgres {
+        return Err(AuditError::Unsupported(
+            "rotating the signing key of a PostgreSQL ledger is not supported yet (docs/ledger.md §9); the key stays as it is".into(),
+        ));
+    }
     let dir = ledger_dir(config)?;
     let stored = |label| async move {
         let secret = store

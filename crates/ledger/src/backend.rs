@@ -19,6 +19,14 @@ pub trait LedgerBackend: Send + Sync {
     /// many threads at once (concurrent entries are group-committed).
     fn append(&self, kind: EntryKind) -> Result<Receipt, LedgerError>;
 
+    /// Queues an entry for a group commit at once without blocking the
+    /// caller's thread: await (or wait for) the [`Pending`]. For async
+    /// callers. The default commits it now, as [`LedgerBackend::append`],
+    /// which blocks; both backends override it.
+    fn append_async(&self, kind: EntryKind) -> Pending {
+        Pending::ready(self.append(kind))
+    }
+
     /// Queues an entry that must become durable but need not be before the
     /// caller goes on; the [`Pending`] says when it is, or why it never
     /// will be. The default commits it now, as [`LedgerBackend::append`].
@@ -50,6 +58,10 @@ pub trait LedgerBackend: Send + Sync {
 impl LedgerBackend for Ledger {
     fn append(&self, kind: EntryKind) -> Result<Receipt, LedgerError> {
         Ledger::append(self, kind)
+    }
+
+    fn append_async(&self, kind: EntryKind) -> Pending {
+        Ledger::append_async(self, kind)
     }
 
     fn append_deferred(&self, kind: EntryKind) -> Pending {
@@ -171,8 +183,9 @@ mod tests {
         };
         assert_eq!(ledger.append(alert("a")).unwrap().seq, 1);
         assert_eq!(ledger.append_deferred(alert("b")).wait().unwrap().seq, 2);
-        assert_eq!(ledger.size(), 3);
-        assert_eq!(ledger.checkpoint().unwrap().unwrap().size, 3);
+        assert_eq!(ledger.append_async(alert("c")).wait().unwrap().seq, 3);
+        assert_eq!(ledger.size(), 4);
+        assert_eq!(ledger.checkpoint().unwrap().unwrap().size, 4);
         assert!(ledger.close().unwrap().is_none(), "nothing new to sign");
         assert!(matches!(
             ledger.append(alert("c")),

@@ -821,6 +821,12 @@ impl PgLedger {
         self.enqueue(kind, true).wait()
     }
 
+    /// Queues an entry for the writer thread's next transaction without
+    /// waiting: await (or wait for) the [`Pending`]. For async callers.
+    pub fn append_async(&self, kind: EntryKind) -> Pending {
+        self.enqueue(kind, true)
+    }
+
     /// Queues an entry to ride along with the next batch (or be committed
     /// after [`PgOptions::deferred_delay`]).
     pub fn append_deferred(&self, kind: EntryKind) -> Pending {
@@ -912,6 +918,10 @@ impl Drop for PgLedger {
 impl LedgerBackend for PgLedger {
     fn append(&self, kind: EntryKind) -> Result<Receipt, LedgerError> {
         PgLedger::append(self, kind)
+    }
+
+    fn append_async(&self, kind: EntryKind) -> Pending {
+        PgLedger::append_async(self, kind)
     }
 
     fn append_deferred(&self, kind: EntryKind) -> Pending {

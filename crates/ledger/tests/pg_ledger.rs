@@ -122,39 +122,40 @@ fn append_close_verify_and_prove() {
     // A deferred entry through the trait object.
     let backend: Arc<dyn LedgerBackend> = ledger.clone();
     receipts.push(backend.append_deferred(admin_entry(1)).wait().unwrap());
+    receipts.push(backend.append_async(admin_entry(2)).wait().unwrap());
     receipts.sort_by_key(|r| r.seq);
     let seqs: Vec<u64> = receipts.iter().map(|r| r.seq).collect();
-    assert_eq!(seqs, (1..=201).collect::<Vec<_>>(), "seq 0 is the header");
-    assert_eq!(backend.size(), 202);
+    assert_eq!(seqs, (1..=202).collect::<Vec<_>>(), "seq 0 is the header");
+    assert_eq!(backend.size(), 203);
     let final_cp = backend.close().unwrap().expect("a final checkpoint");
-    assert_eq!(final_cp.size, 202);
+    assert_eq!(final_cp.size, 203);
     assert!(matches!(ledger.append(alert(0)), Err(LedgerError::Closed)));
     assert!(backend.close().unwrap().is_none(), "close is idempotent");
 
     let mut r = reader(&url, &schema);
     let report = r.verify(&vkey()).unwrap();
-    assert_eq!(report.entries, 202);
+    assert_eq!(report.entries, 203);
     assert_eq!(report.segments, 1);
-    assert_eq!(report.anchored, 202);
+    assert_eq!(report.anchored, 203);
     assert_eq!(report.unanchored, 0);
     assert_eq!(report.checkpoints, 2, "one at create, one at close");
     assert_eq!(report.root, final_cp.root);
     assert_eq!(report.origin, ORIGIN);
 
     let entries = r.read_entries().unwrap();
-    assert_eq!(entries.len(), 202);
+    assert_eq!(entries.len(), 203);
     for rc in &receipts {
         assert_eq!(entries[rc.seq as usize].leaf_hash(), rc.leaf_hash);
         let p = r.prove_inclusion(rc.seq, None).unwrap();
-        merkle::verify_inclusion(rc.seq, 202, &rc.leaf_hash, &p.proof, &final_cp.root).unwrap();
+        merkle::verify_inclusion(rc.seq, 203, &rc.leaf_hash, &p.proof, &final_cp.root).unwrap();
     }
     assert_eq!(r.entry(7).unwrap().unwrap(), entries[7]);
-    assert!(r.entry(202).unwrap().is_none());
-    assert_eq!(r.tail(3).unwrap(), entries[199..].to_vec());
-    let c = r.prove_consistency(17, 202).unwrap();
-    merkle::verify_consistency(17, 202, &c.proof, &c.old_root, &final_cp.root).unwrap();
-    assert!(r.prove_consistency(0, 202).is_err());
-    assert!(r.prove_inclusion(202, None).is_err());
+    assert!(r.entry(203).unwrap().is_none());
+    assert_eq!(r.tail(3).unwrap(), entries[200..].to_vec());
+    let c = r.prove_consistency(17, 203).unwrap();
+    merkle::verify_consistency(17, 203, &c.proof, &c.old_root, &final_cp.root).unwrap();
+    assert!(r.prove_consistency(0, 203).is_err());
+    assert!(r.prove_inclusion(203, None).is_err());
 
     let wrong = VerifierKey::from_signing_key(ORIGIN, &SigningKey::from_bytes(&[1; 32]));
     assert!(matches!(

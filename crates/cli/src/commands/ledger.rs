@@ -1,22 +1,98 @@
-//! `ledger verify | public-key | tail | show | prove | checkpoint`.
+//! `ledger verify | public-key | tail | show | prove | checkpoint`, over
+//! the configured backend: the file ledger or PostgreSQL.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use durable::OsFs;
 use governance::audit::{self, AuditTrail};
-use ledger::{Checkpoint, VerifierKey};
+use ledger::{
+    Checkpoint, ConsistencyProof, Entry, InclusionProof, LedgerError, PgReader, VerifierKey,
+    VerifyError, VerifyReport,
+};
 use serde_json::json;
+use warden_config::{LedgerBackendKind, LoadedConfig};
 
 use crate::Outcome;
 use crate::args::Args;
 use crate::store::{load_config, open_store};
 
+/// The configured ledger, open for reading.
+enum Store {
+    File(PathBuf),
+    Postgres(Box<PgReader>),
+}
+
+impl Store {
+    fn open(config: &LoadedConfig) -> anyhow::Result<Store> {
+        let dir = audit::ledger_dir(config)?;
+        let section = config
+            .config
+            .ledger
+            .as_ref()
+            .expect("ledger_dir checked it");
+        Ok(match (section.backend, &section.postgres) {
+            (LedgerBackendKind::Postgres, Some(pg)) => {
+                let url = zeroize::Zeroizing::new(
+                    pg.connection_string(|p| config.resolve(p))
+                        .map_err(anyhow::Error::msg)?,
+                );
+                Store::Postgres(Box::new(
+                    PgReader::connect(&url, &pg.schema).context("opening the PostgreSQL ledger")?,
+                ))
+            }
+            _ => Store::File(dir),
+        })
+    }
+
+    /// Where the ledger is, for messages.
+    fn place(&self) -> String {
+        match self {
+            Store::File(dir) => dir.display().to_string(),
+            Store::Postgres(r) => r.place(),
+        }
+    }
+
+    /// With a progress bar on large file ledgers unless `json`.
+    fn verify(&mut self, key: &VerifierKey, json: bool) -> Result<VerifyReport, VerifyError> {
+        match self {
+            Store::File(dir) => super::ledger_export::verify_dir(dir, key, json),
+            Store::Postgres(r) => r.verify(key),
+        }
+    }
+
+    fn entries(&mut self) -> Result<Vec<Entry>, LedgerError> {
+        match self {
+            Store::File(dir) => ledger::read_entries(&OsFs, dir),
+            Store::Postgres(r) => r.read_entries(),
+        }
+    }
+
+    fn prove_inclusion(
+        &mut self,
+        seq: u64,
+        size: Option<u64>,
+    ) -> Result<InclusionProof, LedgerError> {
+        match self {
+            Store::File(dir) => ledger::prove_inclusion(&OsFs, dir, seq, size),
+            Store::Postgres(r) => r.prove_inclusion(seq, size),
+        }
+    }
+
+    fn prove_consistency(&mut self, old: u64, new: u64) -> Result<ConsistencyProof, LedgerError> {
+        match self {
+            Store::File(dir) => ledger::prove_consistency(&OsFs, dir, old, new),
+            Store::Postgres(r) => r.prove_consistency(old, new),
+        }
+    }
+}
+
 /// Checks the whole ledger against the pinned verifier key (or `--key`),
 /// never against a key found beside the ledger.
 pub fn verify(args: &Args, key: Option<&str>, trusted: Option<&Path>) -> anyhow::Result<Outcome> {
     let config = load_config(&args.config)?;
-    let dir = audit::ledger_dir(&config)?;
+    let mut store = Store::open(&config)?;
+    let place = store.place();
     let (key, key_source) = match key {
         Some(k) => (
             VerifierKey::parse(k).context("--key is not a verifier key")?,
@@ -34,16 +110,16 @@ pub fn verify(args: &Args, key: Option<&str>, trusted: Option<&Path>) -> anyhow:
             )
         }
     };
-    let report = match ledger::verify_dir(&OsFs, &dir, &key) {
+    let report = match store.verify(&key, args.json) {
         Ok(r) => r,
         Err(e) => {
             if args.json {
                 println!(
                     "{}",
-                    json!({"ok": false, "ledger": dir, "key": key.to_string(), "failure": e.to_string()})
+                    json!({"ok": false, "ledger": place, "key": key.to_string(), "failure": e.to_string()})
                 );
             } else {
-                println!("ledger {}: FAILED: {e}", dir.display());
+                println!("ledger {place}: FAILED: {e}");
                 println!("verified with key {key} ({key_source})");
             }
             return Ok(Outcome::Findings);
@@ -60,7 +136,7 @@ pub fn verify(args: &Args, key: Option<&str>, trusted: Option<&Path>) -> anyhow:
         } else if cp.size == 0 {
             true
         } else {
-            ledger::prove_consistency(&OsFs, &dir, cp.size, report.entries)?.old_root == cp.root
+            store.prove_consistency(cp.size, report.entries)?.old_root == cp.root
         };
         trusted_ok = Some((cp.size, matches));
     }
@@ -69,7 +145,7 @@ pub fn verify(args: &Args, key: Option<&str>, trusted: Option<&Path>) -> anyhow:
         println!(
             "{}",
             json!({
-                "ok": ok, "ledger": dir, "key": key.to_string(), "origin": report.origin,
+                "ok": ok, "ledger": place, "key": key.to_string(), "origin": report.origin,
                 "entries": report.entries, "segments": report.segments, "checkpoints": report.checkpoints,
                 "anchored": report.anchored, "unanchored": report.unanchored, "root": hex::encode(report.root),
                 "trusted_checkpoint": trusted_ok.map(|(size, m)| json!({"size": size, "consistent": m})),
@@ -77,8 +153,7 @@ pub fn verify(args: &Args, key: Option<&str>, trusted: Option<&Path>) -> anyhow:
         );
     } else {
         println!(
-            "ledger {}: {} entries in {} segment(s), root {}",
-            dir.display(),
+            "ledger {place}: {} entries in {} segment(s), root {}",
             report.entries,
             report.segments,
             hex::encode(report.root)
@@ -126,27 +201,38 @@ pub fn public_key(args: &Args) -> anyhow::Result<Outcome> {
     Ok(Outcome::Clean)
 }
 
-fn entries(args: &Args) -> anyhow::Result<Vec<ledger::Entry>> {
-    let config = load_config(&args.config)?;
-    let dir = audit::ledger_dir(&config)?;
-    Ok(ledger::read_entries(&OsFs, &dir)?)
+fn store(args: &Args) -> anyhow::Result<Store> {
+    Store::open(&load_config(&args.config)?)
 }
 
 pub fn tail(args: &Args, count: usize) -> anyhow::Result<Outcome> {
-    let all = entries(args)?;
-    for e in &all[all.len().saturating_sub(count)..] {
+    let last = match store(args)? {
+        // The database reads only the rows asked for.
+        Store::Postgres(mut r) => r.tail(count)?,
+        mut s => {
+            let mut all = s.entries()?;
+            all.split_off(all.len().saturating_sub(count))
+        }
+    };
+    for e in &last {
         println!("{}", String::from_utf8_lossy(&e.to_line()));
     }
     Ok(Outcome::Clean)
 }
 
 pub fn show(args: &Args, seq: u64) -> anyhow::Result<Outcome> {
-    let all = entries(args)?;
-    let Some(e) = all.get(seq as usize) else {
+    let (found, count) = match store(args)? {
+        Store::Postgres(mut r) => (r.entry(seq)?, r.count()?),
+        mut s => {
+            let mut all = s.entries()?;
+            let count = all.len() as u64;
+            ((seq < count).then(|| all.swap_remove(seq as usize)), count)
+        }
+    };
+    let Some(e) = found else {
         bail!(
-            "there is no entry {seq}; the ledger has {} entries (0 to {})",
-            all.len(),
-            all.len().saturating_sub(1)
+            "there is no entry {seq}; the ledger has {count} entries (0 to {})",
+            count.saturating_sub(1)
         );
     };
     println!("{}", String::from_utf8_lossy(&e.to_line()));
@@ -154,8 +240,7 @@ pub fn show(args: &Args, seq: u64) -> anyhow::Result<Outcome> {
 }
 
 pub fn prove_inclusion(args: &Args, seq: u64, size: Option<u64>) -> anyhow::Result<Outcome> {
-    let config = load_config(&args.config)?;
-    let p = ledger::prove_inclusion(&OsFs, &audit::ledger_dir(&config)?, seq, size)?;
+    let p = store(args)?.prove_inclusion(seq, size)?;
     println!(
         "{}",
         json!({
@@ -167,8 +252,7 @@ pub fn prove_inclusion(args: &Args, seq: u64, size: Option<u64>) -> anyhow::Resu
 }
 
 pub fn prove_consistency(args: &Args, old: u64, new: u64) -> anyhow::Result<Outcome> {
-    let config = load_config(&args.config)?;
-    let p = ledger::prove_consistency(&OsFs, &audit::ledger_dir(&config)?, old, new)?;
+    let p = store(args)?.prove_consistency(old, new)?;
     println!(
         "{}",
         json!({
@@ -183,6 +267,35 @@ pub fn checkpoint(args: &Args) -> anyhow::Result<Outcome> {
     let config = load_config(&args.config)?;
     let store = open_store(&config)?;
     let rt = super::runtime()?;
+    let postgres = config
+        .config
+        .ledger
+        .as_ref()
+        .is_some_and(|l| l.backend == LedgerBackendKind::Postgres);
+    if postgres {
+        // Several processes share a PostgreSQL ledger; one of them, the
+        // holder of the signer lease, signs its checkpoints.
+        let (key, _) = rt.block_on(audit::load_signing_key(&config, &*store))?;
+        let signed = rt.block_on(async {
+            let cfg = config.clone();
+            tokio::task::spawn_blocking(move || {
+                let ledger = audit::open_writer(&cfg, key, None)?;
+                let signed = ledger.checkpoint();
+                ledger.close()?;
+                signed
+            })
+            .await
+        })?;
+        match signed {
+            Ok(Some(cp)) => println!("signed a checkpoint of {} entries", cp.size),
+            Ok(None) => println!("the last checkpoint already covers every entry"),
+            Err(LedgerError::NotSigner { holder }) => println!(
+                "not signed here: {holder} holds the signer lease and signs the checkpoints"
+            ),
+            Err(e) => return Err(e.into()),
+        }
+        return Ok(Outcome::Clean);
+    }
     rt.block_on(async {
         let trail = AuditTrail::open(&config, &*store).await?;
         trail.close().await

@@ -6,7 +6,6 @@ use anyhow::Context;
 use gateway::RunningGateway;
 use gateway::keys::KeyFile;
 use governance::audit;
-use ledger::{Ledger, LedgerOptions};
 use secrets::{FingerprintKey, SecretStore};
 use warden_config::LoadedConfig;
 
@@ -52,13 +51,13 @@ pub async fn start_gateway(
     let fingerprint = FingerprintKey::load(&*store)
         .await
         .context("reading the fingerprint key")?;
-    let ledger_dir = audit::ledger_dir(config)?;
+    // The configured backend: the file ledger, or PostgreSQL.
+    let ledger_config = config.clone();
     let open_ledger: gateway::LedgerOpener = Arc::new(move || {
-        Ledger::open(
-            Arc::new(durable::OsFs),
-            &ledger_dir,
+        audit::open_writer(
+            &ledger_config,
             signing.clone(),
-            LedgerOptions::default(),
+            Some(std::time::Duration::from_secs(1)),
         )
     });
     let keys = KeyFile::new(&config.resolve(&config.config.gateway.keys_file));

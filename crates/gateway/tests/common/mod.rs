@@ -298,6 +298,7 @@ write_reason = "optional"
                     ..LedgerOptions::default()
                 },
             )
+            .map(|l| Arc::new(l) as Arc<dyn ledger::LedgerBackend>)
         });
         let store: Arc<dyn SecretStore> = self.store.clone();
         let fingerprint = FingerprintKey::load(&*store).await.unwrap();
