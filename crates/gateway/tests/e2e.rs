@@ -34,7 +34,7 @@ async fn an_export_goes_through_with_a_client_key_and_both_entries_are_written()
     let rows: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(
         rows,
-        json!([{"record_id": "2", "age": "51", "demographics_complete": "0"}])
+        json!([{"record_id": "2", "age": "51", "consent": "", "demographics_complete": "0"}])
     );
     gw.shutdown().await.unwrap();
 
@@ -573,4 +573,114 @@ async fn the_admin_listener_serves_metrics_reloads_and_takes_cli_entries() {
             .any(|k| matches!(k, EntryKind::Admin { operator, .. } if operator == "alice"))
     );
     assert!(kinds.iter().any(|k| matches!(k, EntryKind::Admin { action, reason, .. } if action == "start" && reason.contains("first start"))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_file_goes_through_the_gateway_byte_for_byte_with_its_name() {
+    let w = World::new().await;
+    let (gw, ledger_dir) = w.start_on_disk().await;
+    let etl = w.keys["etl"].clone();
+    let api = format!("http://{}/api/", gw.addr);
+    // Bytes that are not UTF-8, so no text conversion can pass them intact.
+    let scan: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
+    let form = reqwest::multipart::Form::new()
+        .text("token", etl.clone())
+        .text("content", "file")
+        .text("action", "import")
+        .text("record", "1")
+        .text("field", "consent")
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(scan.clone()).file_name("consent scan.pdf"),
+        );
+    let r = w
+        .http
+        .post(&api)
+        .header("X-Warden-Reason", "signed consent received")
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+
+    let r = w
+        .http
+        .post(&api)
+        .form(&[
+            ("token", etl.as_str()),
+            ("content", "file"),
+            ("action", "export"),
+            ("record", "1"),
+            ("field", "consent"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let content_type = r.headers()[reqwest::header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        content_type.contains("name=\"consent scan.pdf\""),
+        "clients read the file name from the content type: {content_type}"
+    );
+    assert_eq!(r.bytes().await.unwrap().as_ref(), scan.as_slice());
+
+    let (s, b) = w
+        .call(
+            &gw,
+            &[
+                ("token", &etl),
+                ("content", "file"),
+                ("action", "delete"),
+                ("record", "1"),
+                ("field", "consent"),
+                ("reason", "consent withdrawn"),
+            ],
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = w
+        .call(
+            &gw,
+            &[
+                ("token", &etl),
+                ("content", "file"),
+                ("action", "export"),
+                ("record", "1"),
+                ("field", "consent"),
+                ("returnFormat", "json"),
+            ],
+        )
+        .await;
+    assert_eq!(s, 400, "nothing left to export: {b}");
+    gw.shutdown().await.unwrap();
+
+    let requests: Vec<(Option<String>, Vec<String>)> = entries(&OsFs, &ledger_dir)
+        .into_iter()
+        .filter_map(|k| match k {
+            EntryKind::Request {
+                content: Some(c),
+                action,
+                record_ids,
+                ..
+            } if c == "file" => Some((action, record_ids)),
+            _ => None,
+        })
+        .collect();
+    let actions: Vec<_> = requests.iter().map(|(a, _)| a.as_deref()).collect();
+    assert_eq!(
+        actions,
+        vec![
+            Some("import"),
+            Some("export"),
+            Some("delete"),
+            Some("export")
+        ]
+    );
+    assert!(
+        requests.iter().all(|(_, ids)| ids == &["1"]),
+        "{requests:?}"
+    );
 }

@@ -106,7 +106,8 @@ impl World {
         let pid = info["project_id"].as_u64().unwrap();
         let md = json!([
             {"field_name": "record_id", "form_name": "demographics", "field_type": "text", "field_label": "ID"},
-            {"field_name": "age", "form_name": "demographics", "field_type": "text", "field_label": "Age"}
+            {"field_name": "age", "form_name": "demographics", "field_type": "text", "field_label": "Age"},
+            {"field_name": "consent", "form_name": "demographics", "field_type": "file", "field_label": "Signed consent"}
         ]);
         redcap(call(&admin_token, "metadata", Some(md.to_string()))).await;
         let records = json!([{"record_id": "1", "age": "40"}, {"record_id": "2", "age": "51"}]);
@@ -133,6 +134,9 @@ impl World {
                                     "forms": {"demographics": 1}, "forms_export": {"demographics": 1}});
             if let Some(d) = dag {
                 rights["data_access_group"] = json!(d);
+            } else {
+                // Deleting an uploaded file needs REDCap's Delete Record right.
+                rights["record_delete"] = json!(1);
             }
             admin(format!("/sandbox/projects/{pid}/users"), Some(rights)).await;
             let t = admin(format!("/sandbox/projects/{pid}/users/{user}/token"), None).await;
@@ -235,7 +239,7 @@ study = "heart"
 [[client]]
 name = "etl"
 account = "heart-etl"
-allow = ["record:export", "record:import", "metadata", "version", "project"]
+allow = ["record:export", "record:import", "metadata", "version", "project", "file:export", "file:import", "file:delete"]
 
 [[client]]
 name = "reader"
