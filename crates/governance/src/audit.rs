@@ -152,11 +152,14 @@ pub fn open_writer(
                     detail,
                 },
             )?);
+            // The first open moves the file ledger (written by `init`)
+            // into the database.
             Ok(Arc::from(ledger::open_postgres(
                 &url,
                 &pg.schema,
                 key,
                 checkpoint_interval,
+                Some(&config.resolve(&section.dir)),
             )?))
         }
     }

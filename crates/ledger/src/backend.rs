@@ -118,14 +118,21 @@ pub fn valid_schema(schema: &str) -> Result<(), String> {
 
 /// Opens the PostgreSQL ledger in `schema` of the database at `url` for
 /// writing (see `PgLedger::open`), signing checkpoints every
-/// `checkpoint_interval` while this process holds the signer lease. For
-/// callers that do not depend on the `postgres` feature themselves; a build
-/// without it says so.
+/// `checkpoint_interval` while this process holds the signer lease.
+///
+/// If the schema holds no ledger yet and `import_from` names a file
+/// ledger's directory, that ledger is moved into the database first (see
+/// `PgLedger::import_dir`; its lock is held meanwhile): this is how an
+/// installation changes to the PostgreSQL backend.
+///
+/// For callers that do not depend on the `postgres` feature themselves; a
+/// build without it says so.
 pub fn open_postgres(
     url: &str,
     schema: &str,
     key: SigningKey,
     checkpoint_interval: Option<Duration>,
+    import_from: Option<&std::path::Path>,
 ) -> Result<Box<dyn LedgerBackend>, LedgerError> {
     #[cfg(feature = "postgres")]
     {
@@ -134,15 +141,57 @@ pub fn open_postgres(
             checkpoint_interval,
             ..crate::pg::PgOptions::default()
         };
-        Ok(Box::new(crate::pg::PgLedger::open(url, key, options)?))
+        match crate::pg::PgLedger::open(url, key.clone(), options.clone()) {
+            Err(LedgerError::NotALedger { .. })
+                if import_from.is_some_and(|d| d.join(crate::files::CHECKPOINTS).exists()) =>
+            {
+                let dir = import_from.expect("checked");
+                let _lock = lock_dir(dir)?;
+                Ok(Box::new(crate::pg::PgLedger::import_dir(
+                    &durable::OsFs,
+                    dir,
+                    url,
+                    key,
+                    options,
+                )?))
+            }
+            other => Ok(Box::new(other?)),
+        }
     }
     #[cfg(not(feature = "postgres"))]
     {
-        let _ = (url, schema, key, checkpoint_interval);
+        let _ = (url, schema, key, checkpoint_interval, import_from);
         Err(LedgerError::Database {
             op: "open the ledger",
             detail: "this build of redcap-warden has no PostgreSQL support (cargo feature ledger/postgres)".into(),
         })
+    }
+}
+
+/// The file ledger's exclusive lock, as its writer takes it.
+#[cfg(feature = "postgres")]
+fn lock_dir(dir: &std::path::Path) -> Result<std::fs::File, LedgerError> {
+    let path = dir.join(crate::files::LOCK);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| LedgerError::Io {
+            op: "open the lock file",
+            path: path.clone(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(LedgerError::Locked {
+            dir: dir.to_path_buf(),
+        }),
+        Err(std::fs::TryLockError::Error(source)) => Err(LedgerError::Io {
+            op: "lock",
+            path,
+            source,
+        }),
     }
 }
 

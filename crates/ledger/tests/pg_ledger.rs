@@ -685,3 +685,84 @@ fn child_writer() {
     ledger.close().unwrap();
     print!("{out}");
 }
+
+/// Changing an installation to the PostgreSQL backend: its file ledger
+/// (several segments) moves into the database on the first open, and the
+/// log continues there: same entries, same checkpoints, same tree.
+#[test]
+fn a_file_ledger_is_imported_on_first_open() {
+    let Some(url) = database("a_file_ledger_is_imported_on_first_open") else {
+        return;
+    };
+    let schema = fresh_schema(&url, "import");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ledger");
+    let file = ledger::Ledger::create(
+        Arc::new(durable::OsFs),
+        &dir,
+        ORIGIN,
+        key(),
+        ledger::LedgerOptions {
+            segment_max_bytes: 600,
+            checkpoint_interval: None,
+            ..ledger::LedgerOptions::default()
+        },
+    )
+    .unwrap();
+    for i in 0..12 {
+        file.append(admin_entry(i)).unwrap();
+        if i % 4 == 3 {
+            file.checkpoint().unwrap();
+        }
+    }
+    file.close().unwrap();
+    drop(file);
+    let before = ledger::verify_dir(&durable::OsFs, &dir, &vkey()).unwrap();
+    assert!(before.segments > 1, "several segments, several headers");
+
+    // A damaged file ledger is not imported.
+    let seg = dir.join("seg-00000000000000000000.jsonl");
+    let good = std::fs::read(&seg).unwrap();
+    let mut bad = good.clone();
+    let at = bad.len() / 2;
+    bad[at] ^= 0x01;
+    std::fs::write(&seg, &bad).unwrap();
+    assert!(ledger::open_postgres(&url, &schema, key(), None, Some(&dir)).is_err());
+    assert!(matches!(
+        reader(&url, &schema).verify(&vkey()),
+        Err(VerifyError::NoEntries { .. })
+    ));
+    std::fs::write(&seg, &good).unwrap();
+
+    let pg = ledger::open_postgres(&url, &schema, key(), None, Some(&dir)).unwrap();
+    assert_eq!(
+        pg.size(),
+        before.entries + 1,
+        "and the import's alert entry"
+    );
+    let last = pg.append(alert(99)).unwrap();
+    assert_eq!(last.seq, before.entries + 1);
+    pg.close().unwrap();
+    drop(pg);
+    let mut r = reader(&url, &schema);
+    let after = r.verify(&vkey()).unwrap();
+    assert_eq!(after.entries, before.entries + 2);
+    assert_eq!(after.checkpoints, before.checkpoints + 1);
+    assert_eq!(after.unanchored, 0);
+    let entries = r.read_entries().unwrap();
+    assert_eq!(
+        entries[..before.entries as usize].to_vec(),
+        ledger::read_entries(&durable::OsFs, &dir).unwrap()
+    );
+    let alert_entry = String::from_utf8(entries[before.entries as usize].to_line()).unwrap();
+    assert!(alert_entry.contains("ledger.imported"), "{alert_entry}");
+    // The file ledger's last checkpoint is consistent with the new tree.
+    let p = r.prove_consistency(before.entries, after.entries).unwrap();
+    assert_eq!(p.old_root, before.root);
+    assert_eq!(p.new_root, after.root);
+    // Later opens do not import again.
+    let again = ledger::open_postgres(&url, &schema, key(), None, Some(&dir)).unwrap();
+    assert_eq!(again.size(), after.entries);
+    again.close().unwrap();
+    drop_schema(&url, &schema);
+}
