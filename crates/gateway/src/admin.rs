@@ -96,14 +96,10 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         )
 }
 
+const UNAUTHORISED: &str = "missing or wrong bearer credential (see [gateway] admin_token_file)";
+
 pub(crate) fn unauthorised() -> Response {
-    (
-        StatusCode::UNAUTHORIZED,
-        axum::Json(
-            json!({"error": "missing or wrong bearer credential (see [gateway] admin_token_file)"}),
-        ),
-    )
-        .into_response()
+    refuse(StatusCode::UNAUTHORIZED, UNAUTHORISED).into_response()
 }
 
 async fn health(State(gw): State<Arc<Shared>>) -> Response {
@@ -335,12 +331,31 @@ pub(crate) fn config_change_reason(config: &LoadedConfig) -> String {
 
 // Helpers of the state-changing admin endpoints (keys, holds).
 
-pub(crate) fn refuse(status: StatusCode, message: String) -> Response {
-    (status, axum::Json(json!({ "error": message }))).into_response()
+/// A refused admin call: its status and a JSON `{"error": ...}` body that
+/// says what is wrong.
+#[derive(Debug)]
+pub(crate) struct Refusal(StatusCode, String);
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        (self.0, axum::Json(json!({ "error": self.1 }))).into_response()
+    }
 }
 
-/// Parses a JSON body, or says what is wrong with it.
-pub(crate) fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, Response> {
+pub(crate) fn refuse(status: StatusCode, message: impl Into<String>) -> Refusal {
+    Refusal(status, message.into())
+}
+
+/// What every state-changing admin call checks first: the bearer
+/// credential, a well-formed JSON body, and who and why.
+pub(crate) fn admit<T: for<'de> Deserialize<'de>>(
+    gw: &Shared,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<T, Refusal> {
+    if !gw.admin_token.matches(headers) {
+        return Err(refuse(StatusCode::UNAUTHORIZED, UNAUTHORISED));
+    }
     serde_json::from_slice(body).map_err(|e| {
         refuse(
             StatusCode::BAD_REQUEST,
@@ -349,25 +364,25 @@ pub(crate) fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, Resp
     })
 }
 
-/// `operator` and `reason` are both required and non-blank.
-pub(crate) fn who_and_why(operator: &str, reason: &str) -> Result<(String, String), Response> {
+/// `operator` and `reason` are both required and non-blank; the recorded
+/// operator is `admin-api (<operator>)`.
+pub(crate) fn who_and_why(operator: &str, reason: &str) -> Result<(String, String), Refusal> {
     let (operator, reason) = (operator.trim(), reason.trim());
     if operator.is_empty() || reason.is_empty() {
         return Err(refuse(
             StatusCode::BAD_REQUEST,
-            "`operator` (who you are) and `reason` (why) are both required: every change is recorded with them".into(),
+            "`operator` (who you are) and `reason` (why) are both required: every change is recorded with them",
         ));
     }
     Ok((format!("admin-api ({operator})"), reason.to_string()))
 }
 
 /// Refuses while the ledger is down: the change could not be recorded.
-pub(crate) fn ledger_up(gw: &Shared) -> Result<(), Response> {
+pub(crate) fn ledger_up(gw: &Shared) -> Result<(), Refusal> {
     if gw.degraded() {
         return Err(refuse(
             StatusCode::SERVICE_UNAVAILABLE,
-            "the ledger is unavailable, so this change could not be recorded; nothing was changed"
-                .into(),
+            "the ledger is unavailable, so this change could not be recorded; nothing was changed",
         ));
     }
     Ok(())
@@ -379,14 +394,14 @@ pub(crate) async fn record_change(
     gw: &Shared,
     entry: EntryKind,
     done: serde_json::Value,
-) -> Response {
+) -> Result<Response, Refusal> {
     match gw.append(entry).await {
-        Ok(()) => axum::Json(done).into_response(),
-        Err(()) => refuse(
+        Ok(()) => Ok(axum::Json(done).into_response()),
+        Err(()) => Err(refuse(
             StatusCode::SERVICE_UNAVAILABLE,
             format!(
                 "the change was made ({done}) but its ledger entry could not be written; the gateway is degraded until the ledger is back"
             ),
-        ),
+        )),
     }
 }

@@ -26,7 +26,7 @@ use secrets::{Label, SecretName, SecretValue, VersionMeta};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::admin::{ledger_up, parse, record_change, refuse, unauthorised, who_and_why};
+use crate::admin::{Refusal, admit, ledger_up, record_change, refuse, unauthorised, who_and_why};
 use crate::keys::{KeyPolicy, KeyRecord, write_new_key_file};
 use crate::server::{Shared, file_stamp};
 
@@ -37,14 +37,17 @@ fn reload_ring(gw: &Shared) {
     }
 }
 
-pub(crate) async fn list(State(gw): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+pub(crate) async fn list(
+    State(gw): State<Arc<Shared>>,
+    headers: HeaderMap,
+) -> Result<Response, Refusal> {
     if !gw.admin_token.matches(&headers) {
-        return unauthorised();
+        return Ok(unauthorised());
     }
-    let mut keys = match gw.keys.list() {
-        Ok(k) => k,
-        Err(e) => return refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    };
+    let mut keys = gw
+        .keys
+        .list()
+        .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let unflushed = gw.key_use.lock().unwrap_or_else(|e| e.into_inner()).clone();
     for k in &mut keys {
         if let Some(&t) = unflushed.get(&k.id) {
@@ -56,7 +59,7 @@ pub(crate) async fn list(State(gw): State<Arc<Shared>>, headers: HeaderMap) -> R
         .iter()
         .map(|k| json!({"state": k.state(now), "key": k}))
         .collect();
-    axum::Json(rows).into_response()
+    Ok(axum::Json(rows).into_response())
 }
 
 #[derive(Deserialize)]
@@ -75,30 +78,21 @@ pub(crate) async fn issue(
     State(gw): State<Arc<Shared>>,
     headers: HeaderMap,
     body: axum::body::Bytes,
-) -> Response {
-    if !gw.admin_token.matches(&headers) {
-        return unauthorised();
-    }
-    let req: IssueRequest = match parse(&body) {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
-    let (operator, reason) = match who_and_why(&req.operator, &req.reason) {
-        Ok(w) => w,
-        Err(r) => return r,
-    };
+) -> Result<Response, Refusal> {
+    let req: IssueRequest = admit(&gw, &headers, &body)?;
+    let (operator, reason) = who_and_why(&req.operator, &req.reason)?;
     let applied = gw.applied();
     if !applied.policy.clients.contains_key(&req.client) {
         let mut known: Vec<&str> = applied.policy.clients.keys().map(String::as_str).collect();
         known.sort_unstable();
-        return refuse(
+        return Err(refuse(
             StatusCode::NOT_FOUND,
             format!(
                 "no [[client]] named `{}` in the configuration in force; known clients: {}",
                 req.client,
                 known.join(", ")
             ),
-        );
+        ));
     }
     enum Destination {
         Store(SecretName),
@@ -107,43 +101,41 @@ pub(crate) async fn issue(
     let destination = match (req.to_store, req.to_file) {
         (Some(name), None) => match SecretName::new(&name) {
             Ok(n) => Destination::Store(n),
-            Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("`to_store`: {e}")),
+            Err(e) => return Err(refuse(StatusCode::BAD_REQUEST, format!("`to_store`: {e}"))),
         },
         (None, Some(path)) if path.is_absolute() && !path.exists() => Destination::File(path),
         (None, Some(path)) if !path.is_absolute() => {
-            return refuse(
+            return Err(refuse(
                 StatusCode::BAD_REQUEST,
                 format!(
                     "`to_file` must be an absolute path on the gateway's host, not {}",
                     path.display()
                 ),
-            );
+            ));
         }
         (None, Some(path)) => {
-            return refuse(
+            return Err(refuse(
                 StatusCode::CONFLICT,
                 format!(
                     "{} already exists; keys are only written to new files",
                     path.display()
                 ),
-            );
+            ));
         }
         _ => {
-            return refuse(
+            return Err(refuse(
                 StatusCode::BAD_REQUEST,
-                "give exactly one of `to_store` (a secret name) or `to_file` (a new file on the gateway's host): the key is never sent back in the answer".into(),
-            );
+                "give exactly one of `to_store` (a secret name) or `to_file` (a new file on the gateway's host): the key is never sent back in the answer",
+            ));
         }
     };
-    if let Err(r) = ledger_up(&gw) {
-        return r;
-    }
+    ledger_up(&gw)?;
     let policy = KeyPolicy::from_config(&applied.config.config.gateway);
     let now = Timestamp::now();
-    let (key, record, shortened) = match gw.keys.issue(&req.client, &operator, policy, now) {
-        Ok(k) => k,
-        Err(e) => return refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    };
+    let (key, record, shortened) = gw
+        .keys
+        .issue(&req.client, &operator, policy, now)
+        .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let delivered = match &destination {
         Destination::Store(name) => {
             let meta = VersionMeta {
@@ -174,13 +166,13 @@ pub(crate) async fn issue(
                 .keys
                 .revoke(&record.id, "not delivered", Timestamp::now());
             reload_ring(&gw);
-            return refuse(
+            return Err(refuse(
                 StatusCode::BAD_GATEWAY,
                 format!(
                     "delivering key {} failed ({e}); it was revoked at once",
                     record.id
                 ),
-            );
+            ));
         }
     };
     reload_ring(&gw);
@@ -215,30 +207,19 @@ pub(crate) async fn revoke(
     State(gw): State<Arc<Shared>>,
     headers: HeaderMap,
     body: axum::body::Bytes,
-) -> Response {
-    if !gw.admin_token.matches(&headers) {
-        return unauthorised();
-    }
-    let req: RevokeRequest = match parse(&body) {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
-    let (operator, reason) = match who_and_why(&req.operator, &req.reason) {
-        Ok(w) => w,
-        Err(r) => return r,
-    };
-    if let Err(r) = ledger_up(&gw) {
-        return r;
-    }
+) -> Result<Response, Refusal> {
+    let req: RevokeRequest = admit(&gw, &headers, &body)?;
+    let (operator, reason) = who_and_why(&req.operator, &req.reason)?;
+    ledger_up(&gw)?;
     let record = match gw.keys.revoke(&req.id, &reason, Timestamp::now()) {
         Ok(r) => r,
         Err(e @ crate::keys::KeyError::NoSuchKey { .. }) => {
-            return refuse(StatusCode::NOT_FOUND, e.to_string());
+            return Err(refuse(StatusCode::NOT_FOUND, e.to_string()));
         }
         Err(e @ crate::keys::KeyError::AlreadyRevoked { .. }) => {
-            return refuse(StatusCode::CONFLICT, e.to_string());
+            return Err(refuse(StatusCode::CONFLICT, e.to_string()));
         }
-        Err(e) => return refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => return Err(refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
     };
     reload_ring(&gw);
     let entry = EntryKind::Key {

@@ -29,7 +29,7 @@ use ledger::EntryKind;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::admin::{ledger_up, parse, record_change, refuse, unauthorised, who_and_why};
+use crate::admin::{Refusal, admit, ledger_up, record_change, refuse, who_and_why};
 use crate::server::Shared;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -192,17 +192,14 @@ pub(crate) async fn start_hold(
     Path(account): Path<String>,
     headers: HeaderMap,
     body: axum::body::Bytes,
-) -> Response {
-    let (operator, reason) = match admit(&gw, &account, &headers, &body) {
-        Ok(w) => w,
-        Err(r) => return r,
-    };
+) -> Result<Response, Refusal> {
+    let (operator, reason) = admit_hold(&gw, &account, &headers, &body)?;
     let limit = Duration::from_secs(gw.applied().config.config.gateway.cutover_hold_seconds);
     if let Err(since) = gw.holds.start(&account, limit) {
-        return refuse(
+        return Err(refuse(
             StatusCode::CONFLICT,
             format!("account `{account}` is already held (since {since}); release it first"),
-        );
+        ));
     }
     let entry = EntryKind::Admin {
         operator,
@@ -225,17 +222,14 @@ pub(crate) async fn release_hold(
     Path(account): Path<String>,
     headers: HeaderMap,
     body: axum::body::Bytes,
-) -> Response {
-    let (operator, reason) = match admit(&gw, &account, &headers, &body) {
-        Ok(w) => w,
-        Err(r) => return r,
-    };
+) -> Result<Response, Refusal> {
+    let (operator, reason) = admit_hold(&gw, &account, &headers, &body)?;
     gw.tokens.clear();
     let Some(released) = gw.holds.release(&account) else {
-        return refuse(
+        return Err(refuse(
             StatusCode::CONFLICT,
             format!("account `{account}` is not held (never, or its hold already ran out)"),
-        );
+        ));
     };
     let entry = EntryKind::Admin {
         operator,
@@ -255,16 +249,13 @@ pub(crate) async fn release_hold(
 }
 
 /// Bearer, body, a configured account, and a ledger that can record.
-fn admit(
+fn admit_hold(
     gw: &Shared,
     account: &str,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<(String, String), Response> {
-    if !gw.admin_token.matches(headers) {
-        return Err(unauthorised());
-    }
-    let req: HoldRequest = parse(body)?;
+) -> Result<(String, String), Refusal> {
+    let req: HoldRequest = admit(gw, headers, body)?;
     let who = who_and_why(&req.operator, &req.reason)?;
     if !gw.applied().policy.accounts.contains_key(account) {
         return Err(refuse(

@@ -206,7 +206,7 @@ async fn handle(
     if let Err(expired) = gw.holds.wait(&account.name).await {
         return Err(ApiReply::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            &format!(
+            format!(
                 "The gateway held this request for {} s while account \"{}\"'s REDCap token was being replaced, and the replacement did not finish; try again later",
                 expired.seconds, account.name
             ),
