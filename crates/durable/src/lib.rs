@@ -21,7 +21,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-pub use os::OsFs;
+pub use os::{OsFs, PrivateOsFs};
 pub use sim::{Fault, SimFs};
 
 /// The identity of a file independent of its name: device and inode on Unix.

@@ -2,7 +2,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::{DurableFile, FileId, FileSystem};
@@ -10,6 +10,13 @@ use crate::{DurableFile, FileId, FileSystem};
 /// The operating system's file system.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct OsFs;
+
+/// [`OsFs`] whose new files are mode 0600 from their first byte, whatever
+/// the umask: for files only their owner may read, such as a secrets
+/// store's identity, which must never exist — not even as the temporary
+/// file of an [`crate::atomic_replace`] — readable by other users.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PrivateOsFs;
 
 struct OsFile(File);
 
@@ -20,23 +27,29 @@ fn id_of(meta: &fs::Metadata) -> FileId {
     }
 }
 
+/// Opens `path` for appending, creating it (only if new, with
+/// `create_new`) with `mode` if given, else as the umask says.
+fn open(path: &Path, create_new: bool, mode: Option<u32>) -> io::Result<Box<dyn DurableFile>> {
+    let mut options = OpenOptions::new();
+    options.read(true).append(true);
+    if create_new {
+        options.create_new(true);
+    } else {
+        options.create(true);
+    }
+    if let Some(mode) = mode {
+        options.mode(mode);
+    }
+    Ok(Box::new(OsFile(options.open(path)?)))
+}
+
 impl FileSystem for OsFs {
     fn open_append(&self, path: &Path) -> io::Result<Box<dyn DurableFile>> {
-        let file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(path)?;
-        Ok(Box::new(OsFile(file)))
+        open(path, false, None)
     }
 
     fn create_new(&self, path: &Path) -> io::Result<Box<dyn DurableFile>> {
-        let file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create_new(true)
-            .open(path)?;
-        Ok(Box::new(OsFile(file)))
+        open(path, true, None)
     }
 
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
@@ -78,6 +91,52 @@ impl FileSystem for OsFs {
 
     fn file_id(&self, path: &Path) -> io::Result<FileId> {
         Ok(id_of(&fs::metadata(path)?))
+    }
+}
+
+impl FileSystem for PrivateOsFs {
+    fn open_append(&self, path: &Path) -> io::Result<Box<dyn DurableFile>> {
+        open(path, false, Some(0o600))
+    }
+
+    fn create_new(&self, path: &Path) -> io::Result<Box<dyn DurableFile>> {
+        open(path, true, Some(0o600))
+    }
+
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        OsFs.read(path)
+    }
+
+    fn open_read(&self, path: &Path) -> io::Result<Box<dyn io::Read + Send>> {
+        OsFs.open_read(path)
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        OsFs.rename(from, to)
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        OsFs.remove_file(path)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        OsFs.sync_dir(dir)
+    }
+
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        OsFs.create_dir_all(dir)
+    }
+
+    fn list_dir(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
+        OsFs.list_dir(dir)
+    }
+
+    fn exists(&self, path: &Path) -> bool {
+        OsFs.exists(path)
+    }
+
+    fn file_id(&self, path: &Path) -> io::Result<FileId> {
+        OsFs.file_id(path)
     }
 }
 
@@ -130,6 +189,22 @@ mod tests {
         OsFs.remove_file(&path).unwrap();
         assert!(!OsFs.same_file(&path, f.as_ref()).unwrap());
         assert!(!OsFs.exists(&path));
+    }
+
+    #[test]
+    fn private_files_are_0600_even_when_replaced() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("f");
+        std::fs::write(&path, b"old").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        crate::atomic_replace(&PrivateOsFs, &path, b"new").unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(std::fs::read(&path).unwrap(), b"new");
+        let fresh = tmp.path().join("g");
+        PrivateOsFs.open_append(&fresh).unwrap();
+        assert_eq!(mode(&fresh), 0o600);
     }
 
     #[test]

@@ -14,7 +14,6 @@
 
 mod document;
 mod identity;
-mod private_fs;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -29,13 +28,13 @@ pub use self::identity::{
     create_identity_file, generate_identity, identity_is_protected, load_identity,
     read_passphrase_file, replace_identity_file, write_identity_file, write_new_identity_file,
 };
-pub use self::private_fs::PrivateOsFs;
 use crate::labels::{labels_of, move_label};
 use crate::{
     CheckItem, CheckReport, Label, Result, Secret, SecretName, SecretStore, SecretValue, Selector,
     StoreError, VersionId, VersionInfo, VersionMeta,
 };
 pub use age::secrecy::{ExposeSecret, SecretString};
+pub use durable::PrivateOsFs;
 
 /// Where the store and its identity are, and how many unlabelled old
 /// versions of each secret to keep.
