@@ -231,6 +231,10 @@ fn read_chunks(
 ) -> Result<(), (PathBuf, std::io::Error)> {
     let mut number = 0;
     let mut done = 0u64;
+    // Buffers start small and grow towards `chunk_bytes` while chunks come
+    // back full, so a small ledger (tests verify some thousands of times)
+    // never zero-fills megabytes of buffer it will not use.
+    let mut grow_to = chunk_bytes.min(64 << 10);
     for (segment, path) in segments.iter().enumerate() {
         let mut file = fs.open_read(path).map_err(|e| (path.clone(), e))?;
         let mut offset = 0u64;
@@ -239,8 +243,9 @@ fn read_chunks(
             let Ok((mut buf, leaves)) = pool.recv() else {
                 return Ok(());
             };
-            if buf.len() < chunk_bytes.max(2 * carry.len()) {
-                buf.resize(chunk_bytes.max(2 * carry.len()), 0);
+            let want = grow_to.max(2 * carry.len());
+            if buf.len() < want {
+                buf.resize(want, 0);
             }
             buf[..carry.len()].copy_from_slice(&carry);
             let mut len = carry.len();
@@ -267,6 +272,9 @@ fn read_chunks(
                     break;
                 }
                 buf.resize(buf.len() * 2, 0);
+            }
+            if !eof {
+                grow_to = (grow_to * 2).min(chunk_bytes);
             }
             let end = if eof {
                 len

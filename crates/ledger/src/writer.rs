@@ -136,6 +136,10 @@ struct State {
     key_id: String,
     /// A leader is waiting in [`Shared::gather`] for entries to arrive.
     leader_waiting: bool,
+    /// How many queued entries that leader waits for.
+    gather_want: usize,
+    /// The committer thread waits on `Shared::deferred`.
+    committer_waiting: bool,
     /// Sizes of the last two batches (older first).
     recent_batches: [usize; 2],
     /// Moving average of one batch's write and sync.
@@ -303,6 +307,8 @@ impl Ledger {
                 key_id: verifier.key_id_hex(),
                 io: Some(recovered.segment),
                 leader_waiting: false,
+                gather_want: 0,
+                committer_waiting: false,
                 recent_batches: [0, 0],
                 commit_time: Duration::ZERO,
             }),
@@ -405,12 +411,7 @@ impl Ledger {
         st.queue.push((ticket, kind, Waiter::Later(completer)));
         st.later_queued += 1;
         st.urgent_queued += usize::from(urgent);
-        if st.leader_waiting {
-            sh.arrive.notify_one();
-        }
-        if !st.committing {
-            sh.deferred.notify_one();
-        }
+        sh.announce(&mut st, true);
         pending
     }
 
@@ -449,9 +450,7 @@ impl Ledger {
         st.next_ticket += 1;
         st.queue
             .push((ticket, kind, Waiter::Thread(std::thread::current())));
-        if st.leader_waiting {
-            sh.arrive.notify_one();
-        }
+        sh.announce(&mut st, false);
         loop {
             if let Some(receipt) = st.done.remove(&ticket) {
                 return Ok(receipt);
@@ -640,6 +639,7 @@ impl Shared {
         }
         let deadline = Instant::now() + (st.commit_time / 4).min(Duration::from_millis(2));
         st.leader_waiting = true;
+        st.gather_want = want;
         while st.queue.len() < want && !st.closed {
             let now = Instant::now();
             if now >= deadline {
@@ -726,11 +726,30 @@ impl Shared {
             // The next leader.
             next.unpark();
         }
-        if st.later_queued > 0 {
+        if st.later_queued > 0 && st.committer_waiting {
+            st.committer_waiting = false;
             self.deferred.notify_one();
         }
-        self.wake.notify_all();
+        if st.closed {
+            // close() may wait for this commit.
+            self.wake.notify_all();
+        }
         st
+    }
+
+    /// Wakes whoever must hear of a newly queued entry: a gathering leader
+    /// once the queue holds what it waits for, and the committer thread if
+    /// it waits and the entry (`later`: async or deferred) is its business.
+    /// A wake-up is a system call and a context switch, so nobody is woken
+    /// for nothing, nor twice before it runs.
+    fn announce(&self, st: &mut State, later: bool) {
+        if st.leader_waiting && st.queue.len() >= st.gather_want {
+            self.arrive.notify_one();
+        }
+        if later && st.committer_waiting && !st.committing {
+            st.committer_waiting = false;
+            self.deferred.notify_one();
+        }
     }
 
     /// The committer thread: leads a batch at once for async entries, and
@@ -744,7 +763,9 @@ impl Shared {
                 return;
             }
             if st.later_queued == 0 || st.committing || st.poisoned.is_some() {
+                st.committer_waiting = true;
                 st = self.deferred.wait(st).unwrap_or_else(|e| e.into_inner());
+                st.committer_waiting = false;
                 continue;
             }
             let deadline = Instant::now() + self.deferred_delay;
@@ -753,11 +774,13 @@ impl Shared {
                 if now >= deadline {
                     break;
                 }
+                st.committer_waiting = true;
                 st = self
                     .deferred
                     .wait_timeout(st, deadline - now)
                     .unwrap_or_else(|e| e.into_inner())
                     .0;
+                st.committer_waiting = false;
             }
             if !st.closed && st.later_queued > 0 && !st.committing && st.poisoned.is_none() {
                 st = self.lead(st);
