@@ -45,8 +45,6 @@ pub enum AuditError {
     Task(String),
     #[error("{0}")]
     Gateway(String),
-    #[error("{0}")]
-    Unsupported(String),
 }
 
 /// A fresh signing key and the ledger origin `<host>/redcap-warden/<id>`.
@@ -309,7 +307,9 @@ impl AuditTrail {
 /// current version (the old one stays as `previous`), a `key` entry naming
 /// the new verifier key is appended and covered by a checkpoint of the old
 /// key, and the ledger signs with the new key from then on. Returns the new
-/// verifier key, which must then be pinned in `warden.toml`.
+/// verifier key, which must then be pinned in `warden.toml`. Works for both
+/// backends; with PostgreSQL this process must be able to take the signer
+/// lease (no running gateway holds it).
 ///
 /// Finishes an interrupted rotation too: if the ledger reports one pending,
 /// it is opened with the previous key and completed with the current one.
@@ -319,12 +319,7 @@ pub async fn rotate_signing_key(
     operator: &str,
     reason: &str,
 ) -> Result<VerifierKey, AuditError> {
-    if ledger_section(config)?.backend == LedgerBackendKind::Postgres {
-        return Err(AuditError::Unsupported(
-            "rotating the signing key of a PostgreSQL ledger is not supported yet (docs/ledger.md §9); the key stays as it is".into(),
-        ));
-    }
-    let dir = ledger_dir(config)?;
+    let postgres = ledger_section(config)?.backend == LedgerBackendKind::Postgres;
     let stored = |label| async move {
         let secret = store
             .get(&signing_key_name(), &Selector::Label(label))
@@ -340,20 +335,19 @@ pub async fn rotate_signing_key(
         Ok::<_, AuditError>(SigningKey::from_bytes(seed))
     };
     let current = stored(Label::Current).await?;
-    let options = LedgerOptions {
-        checkpoint_interval: None,
-        ..LedgerOptions::default()
-    };
     let open = |key: SigningKey| {
-        let (dir, options) = (dir.clone(), options.clone());
+        let config = config.clone();
         async move {
-            tokio::task::spawn_blocking(move || {
-                Ledger::open(Arc::new(durable::OsFs), &dir, key, options)
-            })
-            .await
-            .map_err(|e| AuditError::Task(e.to_string()))?
-            .map_err(AuditError::from)
+            tokio::task::spawn_blocking(move || open_writer(&config, key, None))
+                .await
+                .map_err(|e| AuditError::Task(e.to_string()))?
+                .map_err(AuditError::from)
         }
+    };
+    let held = |detail: String| {
+        AuditError::Gateway(format!(
+            "{detail}; stop every gateway that uses this ledger, rotate the key, then start them again (they load the new key from the secrets store)"
+        ))
     };
     let (ledger, new) = match open(current.clone()).await {
         // An earlier rotation stopped between its entry and the old key's
@@ -362,13 +356,30 @@ pub async fn rotate_signing_key(
             (open(stored(Label::Previous).await?).await?, current)
         }
         Err(AuditError::Ledger(LedgerError::Locked { dir })) => {
-            return Err(AuditError::Gateway(format!(
-                "the ledger {} is held by a running gateway; stop it, rotate the key, then start it again",
+            return Err(held(format!(
+                "the ledger {} is held by a running gateway",
                 dir.display()
             )));
         }
         Err(e) => return Err(e),
         Ok(ledger) => {
+            if postgres {
+                // Only the signer lease's holder rotates: take it (signing
+                // what is new) before a new key is stored.
+                let l = ledger.clone();
+                match tokio::task::spawn_blocking(move || l.checkpoint())
+                    .await
+                    .map_err(|e| AuditError::Task(e.to_string()))?
+                {
+                    Err(e @ LedgerError::NotSigner { .. }) => {
+                        let _ = tokio::task::spawn_blocking(move || ledger.close()).await;
+                        return Err(held(e.to_string()));
+                    }
+                    other => {
+                        other?;
+                    }
+                }
+            }
             let new = new_signing_key();
             let meta = VersionMeta {
                 operator: operator.to_string(),
@@ -380,7 +391,6 @@ pub async fn rotate_signing_key(
             let version = save_signing_key(store, &new, meta)
                 .await
                 .map_err(AuditError::Key)?;
-            let ledger = Arc::new(ledger);
             let l = ledger.clone();
             let (op, why) = (operator.to_string(), reason.to_string());
             tokio::task::spawn_blocking(move || {
@@ -395,11 +405,7 @@ pub async fn rotate_signing_key(
             })
             .await
             .map_err(|e| AuditError::Task(e.to_string()))??;
-            (
-                Arc::try_unwrap(ledger)
-                    .map_err(|_| AuditError::Task("the ledger is still shared".into()))?,
-                new,
-            )
+            (ledger, new)
         }
     };
     let (op, why) = (operator.to_string(), reason.to_string());
@@ -411,5 +417,9 @@ pub async fn rotate_signing_key(
     })
     .await
     .map_err(|e| AuditError::Task(e.to_string()))?
-    .map_err(AuditError::from)
+    .map_err(|e| match e {
+        // PostgreSQL: a gateway took the signer lease meanwhile.
+        LedgerError::NotSigner { .. } => held(e.to_string()),
+        e => AuditError::from(e),
+    })
 }

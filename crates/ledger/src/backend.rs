@@ -53,6 +53,24 @@ pub trait LedgerBackend: Send + Sync {
 
     /// The verifier key of the key that signs this writer's checkpoints.
     fn verifier_key(&self) -> VerifierKey;
+
+    /// Rotates the checkpoint signing key to `new` (`docs/ledger.md`
+    /// §4.4): a `key` entry carrying the new verifier key, covered by a
+    /// checkpoint of the current key, then a checkpoint of the same tree
+    /// by `new`, which signs every later one. Returns the entry's receipt.
+    /// Finishes a rotation to `new` found pending on open. The default
+    /// refuses: a backend that cannot rotate keeps its key.
+    fn rotate_key(
+        &self,
+        new: SigningKey,
+        operator: &str,
+        reason: &str,
+    ) -> Result<Receipt, LedgerError> {
+        let _ = (new, operator, reason);
+        Err(LedgerError::OutOfRange(
+            "this ledger backend cannot rotate its signing key; the key stays as it is".into(),
+        ))
+    }
 }
 
 impl LedgerBackend for Ledger {
@@ -90,6 +108,15 @@ impl LedgerBackend for Ledger {
 
     fn verifier_key(&self) -> VerifierKey {
         Ledger::verifier_key(self)
+    }
+
+    fn rotate_key(
+        &self,
+        new: SigningKey,
+        operator: &str,
+        reason: &str,
+    ) -> Result<Receipt, LedgerError> {
+        Ledger::rotate_key(self, new, operator, reason)
     }
 }
 

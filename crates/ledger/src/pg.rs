@@ -603,11 +603,16 @@ fn verify_scan(
             ),
         });
     }
-    let stored_err = |index: usize, problem: String| VerifyError::StoredCheckpoint {
-        table: sql.checkpoints(),
-        index,
-        id: stored[index].id,
-        problem,
+    let stored_err = |index: usize, problem: String| match stored.get(index) {
+        Some(row) => VerifyError::StoredCheckpoint {
+            table: sql.checkpoints(),
+            index,
+            id: row.id,
+            problem,
+        },
+        // About the chain as a whole (no checkpoint by the pinned key),
+        // past the last row.
+        None => VerifyError::Checkpoint { index, problem },
     };
     let notes: Vec<String> = stored.iter().map(|n| n.note.clone()).collect();
     let walk = files::walk_keys(
@@ -666,6 +671,29 @@ struct Shared {
 enum Request {
     Checkpoint(mpsc::Sender<Result<Option<Checkpoint>, LedgerError>>),
     Close(mpsc::Sender<Result<Option<Checkpoint>, LedgerError>>),
+    Rotate(Box<Rotation>),
+}
+
+/// A [`PgLedger::rotate_key`] for the writer thread.
+struct Rotation {
+    new: SigningKey,
+    operator: String,
+    reason: String,
+    reply: mpsc::Sender<Result<Receipt, LedgerError>>,
+}
+
+impl Request {
+    /// Answers the request with an error.
+    fn fail(self, e: LedgerError) {
+        match self {
+            Request::Checkpoint(reply) | Request::Close(reply) => {
+                let _ = reply.send(Err(e));
+            }
+            Request::Rotate(r) => {
+                let _ = r.reply.send(Err(e));
+            }
+        }
+    }
 }
 
 struct State {
@@ -916,7 +944,7 @@ impl PgLedger {
             && *key_name == self.shared.origin
         {
             return Err(LedgerError::OutOfRange(
-                "signing-key rotation entries are written only by a key rotation, which the PostgreSQL backend does not do yet".into(),
+                "signing-key rotation entries are written only by PgLedger::rotate_key".into(),
             ));
         }
         Ok(())
@@ -1016,10 +1044,63 @@ impl PgLedger {
         self.request(Request::Close, true)
     }
 
+    /// Rotates the checkpoint signing key to `new` (`docs/ledger.md` §4.4
+    /// and §9.3), as [`crate::Ledger::rotate_key`] does for a file ledger:
+    /// in **one transaction**, holding the signer lease row and the
+    /// ledger's advisory lock, appends the `key` entry (action `rotate`,
+    /// key name the origin) carrying the new verifier key, a checkpoint
+    /// covering it signed with the current key, and a checkpoint of the
+    /// same tree signed with `new`, which signs every later checkpoint.
+    /// Other processes see all of it or none of it.
+    ///
+    /// Only the holder of the signer lease rotates: if another process
+    /// holds it, [`LedgerError::NotSigner`] names it. A process that still
+    /// holds the old key refuses to sign (and gives the lease up, poisoned)
+    /// once it sees the rotation: it must be restarted with the new key.
+    ///
+    /// If the ledger was opened with a rotation entry no checkpoint covers
+    /// (a file ledger imported mid-rotation), nothing is signed until this
+    /// call with that entry's key finishes it, without a second entry;
+    /// another key gets [`LedgerError::RotationPending`].
+    pub fn rotate_key(
+        &self,
+        new: SigningKey,
+        operator: &str,
+        reason: &str,
+    ) -> Result<Receipt, LedgerError> {
+        let (reply, rx) = mpsc::channel();
+        {
+            let mut st = lock(&self.shared.state);
+            if let Some(cause) = &st.poisoned {
+                return Err(LedgerError::Poisoned {
+                    cause: cause.clone(),
+                });
+            }
+            if st.closed {
+                return Err(LedgerError::Closed);
+            }
+            st.requests.push(Request::Rotate(Box::new(Rotation {
+                new,
+                operator: operator.to_owned(),
+                reason: reason.to_owned(),
+                reply,
+            })));
+        }
+        self.shared.work.notify_one();
+        rx.recv().unwrap_or_else(|_| {
+            Err(lock(&self.shared.state)
+                .poisoned
+                .clone()
+                .map_or(LedgerError::Closed, |cause| LedgerError::Poisoned { cause }))
+        })
+    }
+
     pub fn origin(&self) -> &str {
         &self.shared.origin
     }
 
+    /// The verifier key of the key that signs this process's checkpoints;
+    /// it changes on [`PgLedger::rotate_key`].
     pub fn verifier_key(&self) -> VerifierKey {
         lock(&self.shared.state).verifier.clone()
     }
@@ -1082,6 +1163,15 @@ impl LedgerBackend for PgLedger {
     fn verifier_key(&self) -> VerifierKey {
         PgLedger::verifier_key(self)
     }
+
+    fn rotate_key(
+        &self,
+        new: SigningKey,
+        operator: &str,
+        reason: &str,
+    ) -> Result<Receipt, LedgerError> {
+        PgLedger::rotate_key(self, new, operator, reason)
+    }
 }
 
 /// The writer thread: owns the connection, commits batches, renews the
@@ -1102,6 +1192,9 @@ struct Writer {
     /// The last checkpoint row checked, and the size it signs.
     checked_note: i64,
     signed: u64,
+    /// A rotation `key` entry no checkpoint covers, found on open: no
+    /// checkpoint is signed until [`PgLedger::rotate_key`] finishes it.
+    pending: Option<(Receipt, VerifierKey)>,
     stmts: Statements,
 }
 
@@ -1214,6 +1307,21 @@ impl Writer {
             false,
         )
         .map_err(|(index, e)| match e {
+            // The key of a rotation no checkpoint covers yet.
+            NoteError::NoSignature { .. }
+                if scan.rotations.iter().any(|(seq, k)| {
+                    *seq >= signed && k.as_deref() == Some(verifier.to_string().as_str())
+                }) =>
+            {
+                LedgerError::RotationPending {
+                    seq: scan
+                        .rotations
+                        .iter()
+                        .find(|(seq, _)| *seq >= signed)
+                        .map_or(0, |(seq, _)| *seq),
+                    key: verifier.to_string(),
+                }
+            }
             // No signature by this key at all: the key is not this
             // ledger's (a forged signature line is `BadSignature`).
             NoteError::NoSignature { .. } => LedgerError::WrongKey {
@@ -1231,18 +1339,52 @@ impl Writer {
                 ),
             ),
         })?;
-        if walk.current.as_ref() != Some(&verifier) || walk.applied < scan.rotations.len() {
-            return Err(LedgerError::WrongKey {
-                dir: sql.place(),
-                given: verifier.key_id_hex(),
-                current: walk
-                    .current
-                    .as_ref()
-                    .map_or("the ledger's first key".into(), |k| {
-                        format!("key id {}", k.key_id_hex())
-                    }),
+        if walk.current.as_ref() != Some(&verifier) {
+            // Rotating to this key, and no checkpoint of the old key
+            // covers the rotation yet?
+            let uncovered = scan.rotations[walk.applied..]
+                .iter()
+                .find(|(_, k)| k.as_deref() == Some(verifier.to_string().as_str()));
+            return Err(match uncovered {
+                Some((seq, _)) => LedgerError::RotationPending {
+                    seq: *seq,
+                    key: verifier.to_string(),
+                },
+                None => LedgerError::WrongKey {
+                    dir: sql.place(),
+                    given: verifier.key_id_hex(),
+                    current: walk
+                        .current
+                        .as_ref()
+                        .map_or("the ledger's first key".into(), |k| {
+                            format!("key id {}", k.key_id_hex())
+                        }),
+                },
             });
         }
+        let pending = match scan.rotations.get(walk.applied) {
+            None => None,
+            Some((seq, key)) => {
+                let key = key
+                    .as_deref()
+                    .and_then(|k| VerifierKey::parse(k).ok())
+                    .filter(|k| k.name == origin)
+                    .ok_or_else(|| {
+                        tampered(
+                            signed,
+                            *seq,
+                            "signing-key rotation entry without a valid verifier key for this ledger".into(),
+                        )
+                    })?;
+                Some((
+                    Receipt {
+                        seq: *seq,
+                        leaf_hash: scan.leaves[*seq as usize],
+                    },
+                    key,
+                ))
+            }
+        };
         for (cp, row) in walk.checkpoints.iter().zip(&stored) {
             if cp.size as i64 != row.size {
                 return Err(tampered(
@@ -1297,6 +1439,7 @@ impl Writer {
             tree,
             checked_note: stored.last().map_or(0, |n| n.id),
             signed,
+            pending,
             stmts,
         };
         Ok((
@@ -1362,6 +1505,7 @@ impl Writer {
                 result = self.tick().map_err(String::from);
             }
             let mut replies = Vec::new();
+            let mut rotated = Vec::new();
             for request in requests {
                 match request {
                     Request::Checkpoint(reply) if result.is_ok() => match self.checkpoint_now() {
@@ -1374,6 +1518,14 @@ impl Writer {
                     Request::Checkpoint(reply) | Request::Close(reply) => {
                         replies.push((reply, Ok(None)));
                     }
+                    Request::Rotate(r) if result.is_ok() => match self.rotate(shared, &r) {
+                        Ok(outcome) => rotated.push((r.reply, outcome)),
+                        Err(f) => {
+                            result = Err(f.into());
+                            rotated.push((r.reply, Err(LedgerError::Closed)));
+                        }
+                    },
+                    Request::Rotate(r) => rotated.push((r.reply, Err(LedgerError::Closed))),
                 }
             }
             if let Err(cause) = result {
@@ -1383,7 +1535,15 @@ impl Writer {
                         cause: cause.clone(),
                     }));
                 }
+                for (reply, _) in rotated {
+                    let _ = reply.send(Err(LedgerError::Poisoned {
+                        cause: cause.clone(),
+                    }));
+                }
                 return;
+            }
+            for (reply, r) in rotated {
+                let _ = reply.send(r);
             }
             if closing {
                 // Entries queued before close() are in `batch`; append
@@ -1401,7 +1561,12 @@ impl Writer {
                         (Err(e), _) => Err(LedgerError::Poisoned {
                             cause: e.to_string(),
                         }),
-                        (Ok(cp), Ok(None)) => Ok(cp.clone()),
+                        (Ok(cp), Ok(None)) => match self.pending_error() {
+                            // Nothing was signed: say why, as a file
+                            // ledger's close does.
+                            Some(e) => Err(e),
+                            None => Ok(cp.clone()),
+                        },
                         (_, other) => other,
                     });
                 }
@@ -1423,11 +1588,15 @@ impl Writer {
             }));
         }
         for r in st.requests.drain(..) {
-            let (Request::Checkpoint(reply) | Request::Close(reply)) = r;
-            let _ = reply.send(Err(LedgerError::Poisoned {
+            r.fail(LedgerError::Poisoned {
                 cause: cause.clone(),
-            }));
+            });
         }
+        drop(st);
+        // A poisoned writer signs nothing more: let another process take
+        // the lease now rather than when it lapses (best effort: the
+        // connection may be what failed).
+        let _ = self.client.execute(&self.stmts.release, &[&self.holder]);
     }
 
     /// One transaction for the whole batch, under the advisory lock held
@@ -1464,45 +1633,8 @@ impl Writer {
     }
 
     fn insert(&mut self, kinds: Vec<EntryKind>) -> Result<Vec<Receipt>, Failure> {
-        let stmts = &self.stmts;
         let mut tx = self.client.transaction().map_err(at("begin a commit"))?;
-        tx.execute(&stmts.lock, &[&self.sql.lock_key])
-            .map_err(at("take the ledger's advisory lock"))?;
-        let last = tx
-            .query_opt(&stmts.last, &[])
-            .map_err(at("read the last entry"))?
-            .ok_or_else(|| {
-                Failure::Damage(format!(
-                    "{} holds no entries (not even the header): the ledger was emptied",
-                    self.sql.entries()
-                ))
-            })?;
-        let (last_seq, last_bytes): (i64, &[u8]) = (last.get(0), last.get(1));
-        let last_entry = Entry::from_line(last_bytes)
-            .ok()
-            .filter(|e| e.seq as i64 == last_seq)
-            .ok_or_else(|| {
-                Failure::Damage(format!(
-                    "the last row of {} (seq {last_seq}) is not a valid entry for its seq: the table was changed; run `ledger verify`",
-                    self.sql.entries()
-                ))
-            })?;
-        let mut ts = last_entry.ts;
-        let mut seqs = Vec::with_capacity(kinds.len());
-        let mut lines = Vec::with_capacity(kinds.len());
-        let mut receipts = Vec::with_capacity(kinds.len());
-        for (seq, kind) in (last_seq as u64 + 1..).zip(kinds) {
-            ts = Timestamp::now().max(ts);
-            let line = Entry { seq, ts, kind }.to_line();
-            receipts.push(Receipt {
-                seq,
-                leaf_hash: merkle::leaf_hash(&line),
-            });
-            seqs.push(seq as i64);
-            lines.push(line);
-        }
-        tx.execute(&stmts.insert, &[&seqs, &lines])
-            .map_err(at("insert the entries"))?;
+        let receipts = insert_rows(&mut tx, &self.stmts, &self.sql, kinds)?;
         tx.commit().map_err(at("commit the entries"))?;
         Ok(receipts)
     }
@@ -1519,26 +1651,157 @@ impl Writer {
     /// Once per interval: renew (or take) the lease and, holding it, sign
     /// what is new.
     fn tick(&mut self) -> Result<(), Failure> {
-        if self.lease()? {
+        // With a rotation pending nothing is signed: leave the lease to a
+        // process that can sign.
+        if self.pending.is_none() && self.lease()? {
             self.sign(false)?;
         }
         Ok(())
     }
 
     fn checkpoint_now(&mut self) -> Result<Result<Option<Checkpoint>, LedgerError>, Failure> {
+        if let Some(e) = self.pending_error() {
+            return Ok(Err(e));
+        }
         if !self.lease()? {
-            let holder: String = self
-                .client
-                .query_opt(&self.stmts.lease_holder, &[])
-                .map_err(at("read the signer lease"))?
-                .map_or_else(|| "unknown".into(), |r| r.get(0));
-            return Ok(Err(LedgerError::NotSigner { holder }));
+            return self.not_signer().map(Err);
         }
         self.sign(false).map(Ok)
     }
 
+    /// Who holds the signer lease, as an error for this process.
+    fn not_signer(&mut self) -> Result<LedgerError, Failure> {
+        let holder: String = self
+            .client
+            .query_opt(&self.stmts.lease_holder, &[])
+            .map_err(at("read the signer lease"))?
+            .map_or_else(|| "unknown".into(), |r| r.get(0));
+        Ok(LedgerError::NotSigner { holder })
+    }
+
+    /// Why nothing is signed while a rotation found on open is unfinished.
+    fn pending_error(&self) -> Option<LedgerError> {
+        self.pending
+            .as_ref()
+            .map(|(receipt, key)| LedgerError::RotationPending {
+                seq: receipt.seq,
+                key: key.to_string(),
+            })
+    }
+
+    /// [`PgLedger::rotate_key`], on the writer thread: the rotation entry
+    /// (unless one is pending), the old key's checkpoint covering it and
+    /// the new key's checkpoint of the same tree, in one transaction that
+    /// holds the signer lease row and the advisory lock.
+    fn rotate(
+        &mut self,
+        shared: &Shared,
+        r: &Rotation,
+    ) -> Result<Result<Receipt, LedgerError>, Failure> {
+        let new_verifier = VerifierKey::from_signing_key(&self.origin, &r.new);
+        match &self.pending {
+            Some((_, key)) if *key != new_verifier => {
+                return Ok(Err(self.pending_error().expect("a pending rotation")));
+            }
+            None if new_verifier == self.verifier => {
+                return Ok(Err(LedgerError::OutOfRange(
+                    "the new signing key is the current one".into(),
+                )));
+            }
+            _ => {}
+        }
+        if !self.lease()? {
+            return self.not_signer().map(Err);
+        }
+        let sql = self.sql.clone();
+        let mut tx = self
+            .client
+            .transaction()
+            .map_err(at("begin a key rotation"))?;
+        if tx
+            .query_opt(&self.stmts.hold_lease, &[&self.holder])
+            .map_err(at("lock the signer lease"))?
+            .is_none()
+        {
+            drop(tx);
+            return self.not_signer().map(Err);
+        }
+        // No entry commits until this transaction does: its checkpoints
+        // sign exactly the rows it sees.
+        tx.execute(&self.stmts.lock, &[&sql.lock_key])
+            .map_err(at("take the ledger's advisory lock"))?;
+        catch_up(
+            &mut tx,
+            &sql,
+            &mut self.scan,
+            &mut self.tree,
+            &self.verifier,
+            &mut self.signed,
+            &mut self.checked_note,
+        )?;
+        let receipt = match &self.pending {
+            Some((receipt, _)) => *receipt,
+            None => {
+                let kind = EntryKind::Key {
+                    operator: r.operator.clone(),
+                    action: ROTATE_ACTION.into(),
+                    key_name: self.origin.clone(),
+                    verifier_key: Some(new_verifier.to_string()),
+                    reason: r.reason.clone(),
+                };
+                let receipt = insert_rows(&mut tx, &self.stmts, &sql, vec![kind])?[0];
+                // Read back as every row is: the scan records the rotation.
+                let before = self.scan.leaves.len();
+                self.scan
+                    .read(&mut tx, &sql)
+                    .map_err(at("read the rotation entry"))?;
+                if self.scan.stop.is_some() || self.scan.leaves.len() != receipt.seq as usize + 1 {
+                    return Err(Failure::Damage(format!(
+                        "the rotation entry at seq {} does not read back from {}; run `ledger verify`",
+                        receipt.seq,
+                        sql.entries()
+                    )));
+                }
+                for leaf in &self.scan.leaves[before..] {
+                    self.tree.push(*leaf);
+                }
+                receipt
+            }
+        };
+        let size = self.tree.size();
+        let cp = Checkpoint {
+            origin: self.origin.clone(),
+            size,
+            root: self.tree.root(),
+        };
+        // The old key covers the rotation entry; then the new key signs
+        // the same tree (an equal size is allowed).
+        tx.query_one(
+            &self.stmts.add_note,
+            &[&(size as i64), &cp.sign(&self.key), &self.holder],
+        )
+        .map_err(at("store the old key's checkpoint"))?;
+        let id: i64 = tx
+            .query_one(
+                &self.stmts.add_note,
+                &[&(size as i64), &cp.sign(&r.new), &self.holder],
+            )
+            .map_err(at("store the new key's checkpoint"))?
+            .get(0);
+        tx.commit().map_err(at("commit the key rotation"))?;
+        self.key = r.new.clone();
+        self.verifier = new_verifier.clone();
+        self.pending = None;
+        self.signed = size;
+        self.checked_note = id;
+        let mut st = lock(&shared.state);
+        st.verifier = new_verifier;
+        st.size = st.size.max(size);
+        Ok(Ok(receipt))
+    }
+
     fn final_checkpoint(&mut self) -> Result<Option<Checkpoint>, Failure> {
-        let cp = if self.lease()? {
+        let cp = if self.pending.is_none() && self.lease()? {
             self.sign(false)?
         } else {
             None
@@ -1565,62 +1828,15 @@ impl Writer {
         {
             return Ok(None);
         }
-        let before = self.scan.leaves.len();
-        self.scan
-            .read(&mut tx, &sql)
-            .map_err(at("read the new entries"))?;
-        if let Some((seq, problem)) = &self.scan.stop {
-            return Err(Failure::Damage(format!(
-                "{} was changed: entry seq {seq}: {problem}; refusing to sign, run `ledger verify`",
-                sql.entries()
-            )));
-        }
-        if self
-            .scan
-            .rotations
-            .last()
-            .is_some_and(|(s, _)| *s >= before as u64)
-        {
-            return Err(Failure::Damage(
-                "another process rotated the signing key; reopen the ledger with the new key"
-                    .into(),
-            ));
-        }
-        for leaf in &self.scan.leaves[before..] {
-            self.tree.push(*leaf);
-        }
-        // Checkpoints other signers wrote since we last looked.
-        let foreign =
-            read_notes(&mut tx, &sql, self.checked_note).map_err(at("read the checkpoints"))?;
-        if !foreign.is_empty() {
-            let mut cps = Vec::with_capacity(foreign.len());
-            for n in &foreign {
-                let cp = Checkpoint::verify(&n.note, &self.verifier).map_err(|e| {
-                    Failure::Damage(format!(
-                        "checkpoint id {} in {} does not verify with this ledger's key: {e}",
-                        n.id,
-                        sql.checkpoints()
-                    ))
-                })?;
-                if (cp.size as i64) != n.size || cp.size < self.signed {
-                    return Err(Failure::Damage(format!(
-                        "checkpoint id {} in {} signs size {} after size {} was signed (or disagrees with its size column)",
-                        n.id,
-                        sql.checkpoints(),
-                        cp.size,
-                        self.signed
-                    )));
-                }
-                self.signed = cp.size;
-                cps.push(cp);
-            }
-            if let Err(e) = files::check_roots(&self.scan.leaves, &cps) {
-                return Err(Failure::Damage(format!(
-                    "a checkpoint another process signed does not match the entries: {e}"
-                )));
-            }
-            self.checked_note = foreign.last().map_or(self.checked_note, |n| n.id);
-        }
+        catch_up(
+            &mut tx,
+            &sql,
+            &mut self.scan,
+            &mut self.tree,
+            &self.verifier,
+            &mut self.signed,
+            &mut self.checked_note,
+        )?;
         let size = self.tree.size();
         if size < self.signed || (size == self.signed && !again) {
             tx.commit().map_err(at("end a checkpoint"))?;
@@ -1641,6 +1857,131 @@ impl Writer {
         self.signed = size;
         Ok(Some(cp))
     }
+}
+
+/// Inserts `kinds` as the entries after the last row, in `tx`, under the
+/// ledger's advisory lock (held until `tx` ends).
+fn insert_rows(
+    tx: &mut Transaction<'_>,
+    stmts: &Statements,
+    sql: &Sql,
+    kinds: Vec<EntryKind>,
+) -> Result<Vec<Receipt>, Failure> {
+    tx.execute(&stmts.lock, &[&sql.lock_key])
+        .map_err(at("take the ledger's advisory lock"))?;
+    let last = tx
+        .query_opt(&stmts.last, &[])
+        .map_err(at("read the last entry"))?
+        .ok_or_else(|| {
+            Failure::Damage(format!(
+                "{} holds no entries (not even the header): the ledger was emptied",
+                sql.entries()
+            ))
+        })?;
+    let (last_seq, last_bytes): (i64, &[u8]) = (last.get(0), last.get(1));
+    let last_entry = Entry::from_line(last_bytes)
+        .ok()
+        .filter(|e| e.seq as i64 == last_seq)
+        .ok_or_else(|| {
+            Failure::Damage(format!(
+                "the last row of {} (seq {last_seq}) is not a valid entry for its seq: the table was changed; run `ledger verify`",
+                sql.entries()
+            ))
+        })?;
+    let mut ts = last_entry.ts;
+    let mut seqs = Vec::with_capacity(kinds.len());
+    let mut lines = Vec::with_capacity(kinds.len());
+    let mut receipts = Vec::with_capacity(kinds.len());
+    for (seq, kind) in (last_seq as u64 + 1..).zip(kinds) {
+        ts = Timestamp::now().max(ts);
+        let line = Entry { seq, ts, kind }.to_line();
+        receipts.push(Receipt {
+            seq,
+            leaf_hash: merkle::leaf_hash(&line),
+        });
+        seqs.push(seq as i64);
+        lines.push(line);
+    }
+    tx.execute(&stmts.insert, &[&seqs, &lines])
+        .map_err(at("insert the entries"))?;
+    Ok(receipts)
+}
+
+/// Reads and checks, in `tx`, the rows and the checkpoints other processes
+/// added since the writer last looked: the rows as on open, the
+/// checkpoints by `verifier` (the key this process signs with) and
+/// against the rows. A rotation entry this process did not write ends
+/// here: its key must not sign past it.
+fn catch_up(
+    tx: &mut Transaction<'_>,
+    sql: &Sql,
+    scan: &mut RowScan,
+    tree: &mut TreeBuilder,
+    verifier: &VerifierKey,
+    signed: &mut u64,
+    checked_note: &mut i64,
+) -> Result<(), Failure> {
+    let before = scan.leaves.len();
+    scan.read(tx, sql).map_err(at("read the new entries"))?;
+    if let Some((seq, problem)) = &scan.stop {
+        return Err(Failure::Damage(format!(
+            "{} was changed: entry seq {seq}: {problem}; refusing to sign, run `ledger verify`",
+            sql.entries()
+        )));
+    }
+    if let Some((seq, key)) = scan.rotations.iter().find(|(s, _)| *s >= before as u64) {
+        return Err(Failure::Damage(superseded(sql, *seq, key.as_deref())));
+    }
+    for leaf in &scan.leaves[before..] {
+        tree.push(*leaf);
+    }
+    // Checkpoints other signers wrote since we last looked.
+    let foreign = read_notes(tx, sql, *checked_note).map_err(at("read the checkpoints"))?;
+    if foreign.is_empty() {
+        return Ok(());
+    }
+    let mut cps = Vec::with_capacity(foreign.len());
+    for n in &foreign {
+        let cp = Checkpoint::verify(&n.note, verifier).map_err(|e| {
+            Failure::Damage(format!(
+                "checkpoint id {} in {} does not verify with this process's signing key (id {}): {e}. If the signing key was rotated, restart this process so that it loads the new key from the secrets store; otherwise run `ledger verify`",
+                n.id,
+                sql.checkpoints(),
+                verifier.key_id_hex()
+            ))
+        })?;
+        if (cp.size as i64) != n.size || cp.size < *signed {
+            return Err(Failure::Damage(format!(
+                "checkpoint id {} in {} signs size {} after size {} was signed (or disagrees with its size column)",
+                n.id,
+                sql.checkpoints(),
+                cp.size,
+                signed
+            )));
+        }
+        *signed = cp.size;
+        cps.push(cp);
+    }
+    if let Err(e) = files::check_roots(&scan.leaves, &cps) {
+        return Err(Failure::Damage(format!(
+            "a checkpoint another process signed does not match the entries: {e}"
+        )));
+    }
+    *checked_note = foreign.last().map_or(*checked_note, |n| n.id);
+    Ok(())
+}
+
+/// Why a process stops signing once another one rotated the key.
+fn superseded(sql: &Sql, seq: u64, key: Option<&str>) -> String {
+    let to = key
+        .and_then(|k| VerifierKey::parse(k).ok())
+        .map_or("a key this process cannot read".into(), |k| {
+            format!("key id {}", k.key_id_hex())
+        });
+    format!(
+        "entry seq {seq} in {} rotates the signing key to {to}, and this process did not write it: it holds the old key and signs nothing more. Restart it (it loads the current key from the secrets store); if nobody rotated the key, the row was forged: run `ledger verify`",
+        sql.entries()
+    )
 }
 
 impl Statements {

@@ -766,3 +766,334 @@ fn a_file_ledger_is_imported_on_first_open() {
     again.close().unwrap();
     drop_schema(&url, &schema);
 }
+
+// Signing-key rotation (docs/ledger.md §4.4, §9.6): the expectations of
+// tests/key_rotation.rs for the file backend, plus the signer lease and a
+// second process still holding the old key.
+
+fn new_key() -> SigningKey {
+    SigningKey::from_bytes(&[43; 32])
+}
+
+fn forger_key() -> SigningKey {
+    SigningKey::from_bytes(&[66; 32])
+}
+
+fn vkey_of(key: &SigningKey) -> VerifierKey {
+    VerifierKey::from_signing_key(ORIGIN, key)
+}
+
+fn rotation(to: &SigningKey) -> EntryKind {
+    EntryKind::Key {
+        operator: "mallory".into(),
+        action: ledger::ROTATE_ACTION.into(),
+        key_name: ORIGIN.into(),
+        verifier_key: Some(vkey_of(to).to_string()),
+        reason: "rotate".into(),
+    }
+}
+
+/// Inserts a rotation entry to `to` after the last row, as a writer that
+/// stopped half-way (or an attacker with INSERT rights) would leave it;
+/// returns its seq.
+fn insert_rotation_row(url: &str, schema: &str, to: &SigningKey) -> u64 {
+    let rows = rows(url, schema);
+    let last = ledger::Entry::from_line(&rows.last().unwrap().1).unwrap();
+    let entry = ledger::Entry {
+        seq: last.seq + 1,
+        ts: last.ts,
+        kind: rotation(to),
+    };
+    admin(url)
+        .execute(
+            &format!("INSERT INTO {schema}.entries (seq, entry) VALUES ($1, $2)"),
+            &[&(entry.seq as i64), &entry.to_line()],
+        )
+        .unwrap();
+    entry.seq
+}
+
+/// Inserts a checkpoint of every row, signed by `key`.
+fn insert_note(url: &str, schema: &str, key: &SigningKey) {
+    let leaves: Vec<merkle::Hash> = rows(url, schema)
+        .iter()
+        .map(|(_, e)| merkle::leaf_hash(e))
+        .collect();
+    let note = ledger::Checkpoint {
+        origin: ORIGIN.into(),
+        size: leaves.len() as u64,
+        root: merkle::root(&leaves),
+    }
+    .sign(key);
+    admin(url)
+        .execute(
+            &format!(
+                "INSERT INTO {schema}.checkpoints (size, note, signer) VALUES ($1, $2, 'forger')"
+            ),
+            &[&(leaves.len() as i64), &note],
+        )
+        .unwrap();
+}
+
+fn rotation_rows(url: &str, schema: &str) -> usize {
+    rows(url, schema)
+        .iter()
+        .filter(|(_, e)| {
+            matches!(
+                ledger::Entry::from_line(e).unwrap().kind,
+                EntryKind::Key { ref action, .. } if action == ledger::ROTATE_ACTION
+            )
+        })
+        .count()
+}
+
+#[test]
+fn rotation_is_followed_from_the_old_and_from_the_new_pinned_key() {
+    let Some(url) = database("rotation_is_followed_from_the_old_and_from_the_new_pinned_key")
+    else {
+        return;
+    };
+    let schema = fresh_schema(&url, "rotate");
+    let ledger = PgLedger::create(&url, ORIGIN, key(), quiet(&schema)).unwrap();
+    for i in 0..20 {
+        ledger.append(admin_entry(i)).unwrap();
+    }
+    // Rotation entries are written by rotate_key only, and to a new key.
+    assert!(matches!(
+        ledger.append(rotation(&forger_key())),
+        Err(LedgerError::OutOfRange(_))
+    ));
+    assert!(matches!(
+        ledger.rotate_key(key(), "ana", "same key"),
+        Err(LedgerError::OutOfRange(_))
+    ));
+    let receipt = ledger
+        .rotate_key(new_key(), "ana", "annual rotation")
+        .unwrap();
+    assert_eq!(receipt.seq, 21);
+    assert_eq!(ledger.verifier_key(), vkey_of(&new_key()));
+    for i in 20..40 {
+        ledger.append(admin_entry(i)).unwrap();
+    }
+    ledger.close().unwrap();
+    drop(ledger);
+
+    let stored = rows(&url, &schema);
+    assert_eq!(stored.len(), 42);
+    match ledger::Entry::from_line(&stored[21].1).unwrap().kind {
+        EntryKind::Key {
+            action,
+            key_name,
+            verifier_key,
+            ..
+        } => {
+            assert_eq!(action, ledger::ROTATE_ACTION);
+            assert_eq!(key_name, ORIGIN);
+            assert_eq!(verifier_key, Some(vkey_of(&new_key()).to_string()));
+        }
+        other => panic!("not a key entry: {other:?}"),
+    }
+    for pinned in [vkey(), vkey_of(&new_key())] {
+        let report = reader(&url, &schema).verify(&pinned).unwrap();
+        assert_eq!(report.key_rotations, 1);
+        assert_eq!(report.signing_key, Some(vkey_of(&new_key())));
+        assert_eq!((report.entries, report.unanchored), (42, 0));
+    }
+    assert!(
+        reader(&url, &schema)
+            .verify(&vkey_of(&forger_key()))
+            .is_err()
+    );
+
+    // The old key no longer opens the ledger for writing; the new one
+    // does, and rotates again.
+    match PgLedger::open(&url, key(), quiet(&schema)) {
+        Err(LedgerError::WrongKey { .. }) => {}
+        other => panic!("want WrongKey, got {:?}", other.err()),
+    }
+    let third = SigningKey::from_bytes(&[44; 32]);
+    let ledger = PgLedger::open(&url, new_key(), quiet(&schema)).unwrap();
+    ledger.append(admin_entry(40)).unwrap();
+    // Through the trait, as governance calls it.
+    let backend: &dyn LedgerBackend = &ledger;
+    backend.rotate_key(third.clone(), "ana", "second").unwrap();
+    ledger.append(admin_entry(41)).unwrap();
+    ledger.close().unwrap();
+    drop(ledger);
+    for pinned in [vkey(), vkey_of(&new_key()), vkey_of(&third)] {
+        let report = reader(&url, &schema).verify(&pinned).unwrap();
+        assert_eq!(report.key_rotations, 2);
+        assert_eq!(report.signing_key, Some(vkey_of(&third)));
+        assert_eq!(report.anchored, report.entries);
+    }
+    drop_schema(&url, &schema);
+}
+
+#[test]
+fn only_the_lease_holder_rotates_and_an_old_key_process_stops_signing() {
+    let Some(url) = database("only_the_lease_holder_rotates_and_an_old_key_process_stops_signing")
+    else {
+        return;
+    };
+    let schema = fresh_schema(&url, "rotate_two");
+    let a = PgLedger::create(&url, ORIGIN, key(), holder(&schema, "writer-a")).unwrap();
+    let b = PgLedger::open(&url, key(), holder(&schema, "writer-b")).unwrap();
+    b.append(alert(1)).unwrap();
+    // a holds the lease (it signed the first checkpoint): b may not rotate,
+    // and nothing is written.
+    match b.rotate_key(new_key(), "ana", "rotate") {
+        Err(LedgerError::NotSigner { holder }) => assert!(holder.contains("writer-a"), "{holder}"),
+        other => panic!("b rotated while a holds the lease: {other:?}"),
+    }
+    assert_eq!(rotation_rows(&url, &schema), 0);
+    assert_eq!(b.verifier_key(), vkey());
+
+    a.rotate_key(new_key(), "ana", "rotate").unwrap();
+    // b still appends (a, the signer, signs its entries) ...
+    b.append(alert(2)).unwrap();
+    a.close().unwrap();
+    // ... but once it could sign, it sees the rotation and refuses, for
+    // good: it must be restarted with the new key.
+    match b.checkpoint() {
+        Err(LedgerError::Poisoned { cause }) => {
+            assert!(cause.contains("rotates the signing key"), "{cause}");
+            assert!(cause.contains("Restart"), "{cause}");
+        }
+        other => panic!("b signed with the old key after the rotation: {other:?}"),
+    }
+    assert!(matches!(
+        b.append(alert(3)),
+        Err(LedgerError::Poisoned { .. })
+    ));
+    // It gave the lease up: a process with the new key signs at once.
+    let c = PgLedger::open(&url, new_key(), holder(&schema, "writer-c")).unwrap();
+    c.append(alert(4)).unwrap();
+    assert!(c.checkpoint().unwrap().is_some());
+    c.close().unwrap();
+    drop((a, b, c));
+    let report = reader(&url, &schema).verify(&vkey()).unwrap();
+    assert_eq!(report.key_rotations, 1);
+    assert_eq!(report.signing_key, Some(vkey_of(&new_key())));
+    assert_eq!(report.anchored, report.entries);
+    drop_schema(&url, &schema);
+}
+
+#[test]
+fn interrupted_rotation_is_finished_by_rotating_again() {
+    let Some(url) = database("interrupted_rotation_is_finished_by_rotating_again") else {
+        return;
+    };
+    let schema = fresh_schema(&url, "rotate_pending");
+    closed_ledger(&url, &schema, 5);
+    // A rotation entry no checkpoint of the old key covers (a file ledger
+    // imported mid-rotation leaves one).
+    let seq = insert_rotation_row(&url, &schema, &new_key());
+
+    match PgLedger::open(&url, new_key(), quiet(&schema)) {
+        Err(LedgerError::RotationPending { seq: s, .. }) => assert_eq!(s, seq),
+        other => panic!("want RotationPending, got {:?}", other.err()),
+    }
+    // The old key opens it but signs nothing, not even on close.
+    let ledger = PgLedger::open(&url, key(), quiet(&schema)).unwrap();
+    ledger.append(admin_entry(99)).unwrap();
+    assert!(matches!(
+        ledger.close(),
+        Err(LedgerError::RotationPending { .. })
+    ));
+    drop(ledger);
+
+    let ledger = PgLedger::open(&url, key(), quiet(&schema)).unwrap();
+    ledger.append(admin_entry(100)).unwrap();
+    assert!(matches!(
+        ledger.checkpoint(),
+        Err(LedgerError::RotationPending { .. })
+    ));
+    assert!(matches!(
+        ledger.rotate_key(forger_key(), "ana", "other"),
+        Err(LedgerError::RotationPending { .. })
+    ));
+    let receipt = ledger.rotate_key(new_key(), "ana", "finish").unwrap();
+    assert_eq!(receipt.seq, seq);
+    assert_eq!(ledger.verifier_key(), vkey_of(&new_key()));
+    ledger.append(admin_entry(101)).unwrap();
+    ledger.close().unwrap();
+    drop(ledger);
+    assert_eq!(rotation_rows(&url, &schema), 1, "no second rotation entry");
+    for pinned in [vkey(), vkey_of(&new_key())] {
+        let report = reader(&url, &schema).verify(&pinned).unwrap();
+        assert_eq!(report.key_rotations, 1);
+        assert_eq!(report.unanchored, 0);
+    }
+    PgLedger::open(&url, new_key(), quiet(&schema))
+        .unwrap()
+        .close()
+        .unwrap();
+    drop_schema(&url, &schema);
+}
+
+#[test]
+fn forged_rotation_entries_are_rejected() {
+    let Some(url) = database("forged_rotation_entries_are_rejected") else {
+        return;
+    };
+    // A forged rotation past the last checkpoint changes nothing, and a
+    // writer that was open refuses to sign over it.
+    let schema = fresh_schema(&url, "rotate_forged");
+    closed_ledger(&url, &schema, 5);
+    let open = PgLedger::open(&url, key(), quiet(&schema)).unwrap();
+    insert_rotation_row(&url, &schema, &forger_key());
+    let report = reader(&url, &schema).verify(&vkey()).unwrap();
+    assert_eq!((report.unanchored, report.key_rotations), (1, 0));
+    assert_eq!(report.signing_key, Some(vkey()));
+    assert!(
+        reader(&url, &schema)
+            .verify(&vkey_of(&forger_key()))
+            .is_err()
+    );
+    match open.checkpoint() {
+        Err(LedgerError::Poisoned { cause }) => assert!(cause.contains("did not write"), "{cause}"),
+        other => panic!("signed over a forged rotation entry: {other:?}"),
+    }
+    drop(open);
+
+    // The forger signs a checkpoint covering it with their own key.
+    insert_note(&url, &schema, &forger_key());
+    let last = reader(&url, &schema)
+        .verify(&vkey())
+        .map(|_| ())
+        .unwrap_err();
+    match last {
+        VerifyError::StoredCheckpoint { index, problem, .. } => {
+            assert_eq!(index, 6, "the forger's note, after the 6 real ones");
+            assert!(
+                problem.contains("before a checkpoint signed by the key in force"),
+                "{problem}"
+            );
+        }
+        other => panic!("want the forged checkpoint rejected, got {other:?}"),
+    }
+    assert!(
+        reader(&url, &schema)
+            .verify(&vkey_of(&forger_key()))
+            .is_err()
+    );
+    assert!(PgLedger::open(&url, key(), quiet(&schema)).is_err());
+    assert!(PgLedger::open(&url, forger_key(), quiet(&schema)).is_err());
+    drop_schema(&url, &schema);
+
+    // A real rotation entry with a new-key checkpoint covering it, but no
+    // old-key checkpoint in between.
+    let schema = fresh_schema(&url, "rotate_skipped");
+    closed_ledger(&url, &schema, 5);
+    insert_rotation_row(&url, &schema, &new_key());
+    insert_note(&url, &schema, &new_key());
+    match reader(&url, &schema).verify(&vkey()) {
+        Err(VerifyError::StoredCheckpoint { problem, .. }) => assert!(
+            problem.contains("before a checkpoint signed by the key in force"),
+            "{problem}"
+        ),
+        other => panic!("want a checkpoint error, got {other:?}"),
+    }
+    assert!(reader(&url, &schema).verify(&vkey_of(&new_key())).is_err());
+    drop_schema(&url, &schema);
+}
