@@ -98,7 +98,7 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
 
 const UNAUTHORISED: &str = "missing or wrong bearer credential (see [gateway] admin_token_file)";
 
-pub(crate) fn unauthorised() -> Response {
+fn unauthorised() -> Response {
     refuse(StatusCode::UNAUTHORIZED, UNAUTHORISED).into_response()
 }
 
@@ -353,15 +353,22 @@ pub(crate) fn admit<T: for<'de> Deserialize<'de>>(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<T, Refusal> {
-    if !gw.admin_token.matches(headers) {
-        return Err(refuse(StatusCode::UNAUTHORIZED, UNAUTHORISED));
-    }
+    bearer(gw, headers)?;
     serde_json::from_slice(body).map_err(|e| {
         refuse(
             StatusCode::BAD_REQUEST,
             format!("the request body is not what this endpoint takes: {e}"),
         )
     })
+}
+
+/// The bearer credential, or 401.
+pub(crate) fn bearer(gw: &Shared, headers: &HeaderMap) -> Result<(), Refusal> {
+    if gw.admin_token.matches(headers) {
+        Ok(())
+    } else {
+        Err(refuse(StatusCode::UNAUTHORIZED, UNAUTHORISED))
+    }
 }
 
 /// `operator` and `reason` are both required and non-blank; the recorded

@@ -26,7 +26,7 @@ use secrets::{Label, SecretName, SecretValue, VersionMeta};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::admin::{Refusal, admit, ledger_up, record_change, refuse, unauthorised, who_and_why};
+use crate::admin::{Refusal, admit, bearer, ledger_up, record_change, refuse, who_and_why};
 use crate::keys::{KeyPolicy, KeyRecord, write_new_key_file};
 use crate::server::{Shared, file_stamp};
 
@@ -41,9 +41,7 @@ pub(crate) async fn list(
     State(gw): State<Arc<Shared>>,
     headers: HeaderMap,
 ) -> Result<Response, Refusal> {
-    if !gw.admin_token.matches(&headers) {
-        return Ok(unauthorised());
-    }
+    bearer(&gw, &headers)?;
     let mut keys = gw
         .keys
         .list()

@@ -7,9 +7,10 @@
 //! account before regenerating and releases it once the new token is
 //! `current`: requests arriving meanwhile wait, then go to REDCap with the
 //! new token. A hold is bounded (`[gateway] cutover_hold_seconds`, default
-//! 120): when it runs out, waiting and later requests get REDCap-shaped 503
-//! answers no more — the hold ends, an `alert` says how many requests it
-//! refused, and requests flow again (with whatever token the store holds).
+//! 120): when it runs out, the requests waiting for it get a 503 in
+//! REDCap's shape, the hold ends, an `alert` says how many requests waited
+//! and how many were refused, and requests flow again (with whatever token
+//! the store holds).
 //!
 //! Admin endpoints: `POST /admin/accounts/{account}/hold` and
 //! `POST /admin/accounts/{account}/release`, each `{operator, reason}` and
@@ -61,7 +62,6 @@ pub(crate) struct HoldExpired {
 pub(crate) struct Released {
     pub held: u64,
     pub refused: u64,
-    pub seconds: u64,
 }
 
 impl Holds {
@@ -100,10 +100,6 @@ impl Holds {
         Some(Released {
             held: hold.held,
             refused: hold.refused,
-            seconds: hold
-                .deadline
-                .saturating_duration_since(Instant::now())
-                .as_secs(),
         })
     }
 
@@ -195,6 +191,11 @@ pub(crate) async fn start_hold(
 ) -> Result<Response, Refusal> {
     let (operator, reason) = admit_hold(&gw, &account, &headers, &body)?;
     let limit = Duration::from_secs(gw.applied().config.config.gateway.cutover_hold_seconds);
+    // A hold that ran out but that housekeeping has not ended yet owes its
+    // alert before a new one replaces it.
+    for alert in gw.holds.expire() {
+        let _ = gw.append(alert).await;
+    }
     if let Err(since) = gw.holds.start(&account, limit) {
         return Err(refuse(
             StatusCode::CONFLICT,

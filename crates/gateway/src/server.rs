@@ -364,6 +364,14 @@ pub(crate) fn file_stamp(path: &std::path::Path) -> Option<FileStamp> {
 
 const REOPENING: &str = "the ledger is being reopened";
 
+/// The copy of an entry an outage keeps, to write when the ledger is back:
+/// only `response` entries, whose requests REDCap has already acted on
+/// (anything else failed before it could matter, and is not cloned on
+/// every request for nothing).
+fn owed(kind: &EntryKind) -> Option<EntryKind> {
+    matches!(kind, EntryKind::Response { .. }).then(|| kind.clone())
+}
+
 impl Shared {
     pub(crate) fn applied(&self) -> Arc<Applied> {
         self.applied
@@ -378,11 +386,11 @@ impl Shared {
             self.note_outage(REOPENING.into(), None);
             return Err(());
         };
-        let pending = kind.clone();
+        let owed = owed(&kind);
         match ledger.append_async(kind).await {
             Ok(_) => Ok(()),
             Err(e) => {
-                self.note_outage(e.to_string(), Some(pending));
+                self.note_outage(e.to_string(), owed);
                 Err(())
             }
         }
@@ -425,9 +433,7 @@ impl Shared {
                 cause,
             }
         });
-        if let Some(EntryKind::Response { .. }) = &missing {
-            o.missing.extend(missing);
-        }
+        o.missing.extend(missing);
     }
 
     /// Counts a request refused because the ledger is down (for the
