@@ -120,6 +120,28 @@ impl LedgerBackend for Ledger {
     }
 }
 
+/// Refuses, for every backend, the entries only the ledger itself writes:
+/// segment headers, and the rotation of its own signing key (written by
+/// `rotate_key`, which also signs the checkpoints around it).
+pub(crate) fn check_appendable(kind: &EntryKind, origin: &str) -> Result<(), LedgerError> {
+    if matches!(kind, EntryKind::Header { .. }) {
+        return Err(LedgerError::OutOfRange(
+            "header entries are written by the ledger itself".into(),
+        ));
+    }
+    if let EntryKind::Key {
+        action, key_name, ..
+    } = kind
+        && action == crate::files::ROTATE_ACTION
+        && key_name == origin
+    {
+        return Err(LedgerError::OutOfRange(
+            "signing-key rotation entries are written only by rotate_key".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// The PostgreSQL schema that holds a ledger's tables unless configured
 /// otherwise.
 pub const DEFAULT_SCHEMA: &str = "redcap_warden";

@@ -930,28 +930,8 @@ impl PgLedger {
         Ok(ledger)
     }
 
-    /// Refuses the entries only the ledger itself writes.
-    fn check_appendable(&self, kind: &EntryKind) -> Result<(), LedgerError> {
-        if matches!(kind, EntryKind::Header { .. }) {
-            return Err(LedgerError::OutOfRange(
-                "header entries are written by the ledger itself".into(),
-            ));
-        }
-        if let EntryKind::Key {
-            action, key_name, ..
-        } = kind
-            && action == ROTATE_ACTION
-            && *key_name == self.shared.origin
-        {
-            return Err(LedgerError::OutOfRange(
-                "signing-key rotation entries are written only by PgLedger::rotate_key".into(),
-            ));
-        }
-        Ok(())
-    }
-
     fn enqueue(&self, kind: EntryKind, urgent: bool) -> Pending {
-        if let Err(e) = self.check_appendable(&kind) {
+        if let Err(e) = crate::backend::check_appendable(&kind, &self.shared.origin) {
             return Pending::ready(Err(e));
         }
         let mut st = lock(&self.shared.state);

@@ -369,7 +369,7 @@ impl Ledger {
     /// Appends an entry; returns once it is durable. Safe to call from many
     /// threads at once: concurrent entries share one write and one sync.
     pub fn append(&self, kind: EntryKind) -> Result<Receipt, LedgerError> {
-        self.check_appendable(&kind)?;
+        crate::backend::check_appendable(&kind, &self.shared.origin)?;
         self.append_any(kind)
     }
 
@@ -392,7 +392,7 @@ impl Ledger {
     }
 
     fn append_later(&self, kind: EntryKind, urgent: bool) -> Pending {
-        if let Err(e) = self.check_appendable(&kind) {
+        if let Err(e) = crate::backend::check_appendable(&kind, &self.shared.origin) {
             return Pending::ready(Err(e));
         }
         let sh = &self.shared;
@@ -413,26 +413,6 @@ impl Ledger {
         st.urgent_queued += usize::from(urgent);
         sh.announce(&mut st, true);
         pending
-    }
-
-    /// Refuses the entries only the ledger itself writes.
-    fn check_appendable(&self, kind: &EntryKind) -> Result<(), LedgerError> {
-        if matches!(kind, EntryKind::Header { .. }) {
-            return Err(LedgerError::OutOfRange(
-                "header entries are written by the ledger itself".into(),
-            ));
-        }
-        if let EntryKind::Key {
-            action, key_name, ..
-        } = &kind
-            && action == ROTATE_ACTION
-            && *key_name == self.shared.origin
-        {
-            return Err(LedgerError::OutOfRange(
-                "signing-key rotation entries are written only by Ledger::rotate_key".into(),
-            ));
-        }
-        Ok(())
     }
 
     fn append_any(&self, kind: EntryKind) -> Result<Receipt, LedgerError> {
