@@ -1634,7 +1634,7 @@ impl Writer {
         // With a rotation pending nothing is signed: leave the lease to a
         // process that can sign.
         if self.pending.is_none() && self.lease()? {
-            self.sign(false)?;
+            self.sign(false, false)?;
         }
         Ok(())
     }
@@ -1646,7 +1646,7 @@ impl Writer {
         if !self.lease()? {
             return self.not_signer().map(Err);
         }
-        self.sign(false).map(Ok)
+        self.sign(false, false).map(Ok)
     }
 
     /// Who holds the signer lease, as an error for this process.
@@ -1782,7 +1782,7 @@ impl Writer {
 
     fn final_checkpoint(&mut self) -> Result<Option<Checkpoint>, Failure> {
         let cp = if self.pending.is_none() && self.lease()? {
-            self.sign(false)?
+            self.sign(false, true)?
         } else {
             None
         };
@@ -1794,8 +1794,11 @@ impl Writer {
 
     /// Signs every committed entry, in a transaction holding the lease row
     /// locked (so a takeover waits for it). `None` if this process no
-    /// longer holds the lease or nothing is new.
-    fn sign(&mut self, again: bool) -> Result<Option<Checkpoint>, Failure> {
+    /// longer holds the lease or nothing is new. With `release`, the lease
+    /// is given up in the same transaction: a process closing at the same
+    /// moment waits on the row, then takes the lease and signs what this
+    /// checkpoint did not cover — the last to close signs everything.
+    fn sign(&mut self, again: bool, release: bool) -> Result<Option<Checkpoint>, Failure> {
         let sql = self.sql.clone();
         let mut tx = self
             .client
@@ -1819,7 +1822,7 @@ impl Writer {
         )?;
         let size = self.tree.size();
         if size < self.signed || (size == self.signed && !again) {
-            tx.commit().map_err(at("end a checkpoint"))?;
+            end_signing(tx, &self.stmts, &self.holder, release)?;
             return Ok(None);
         }
         let cp = Checkpoint {
@@ -1832,11 +1835,26 @@ impl Writer {
             .query_one(&self.stmts.add_note, &[&(size as i64), &note, &self.holder])
             .map_err(at("store the checkpoint"))?
             .get(0);
-        tx.commit().map_err(at("commit the checkpoint"))?;
+        end_signing(tx, &self.stmts, &self.holder, release)?;
         self.checked_note = id;
         self.signed = size;
         Ok(Some(cp))
     }
+}
+
+/// Commits a signing transaction, giving the signer lease up in it first
+/// if asked.
+fn end_signing(
+    mut tx: Transaction<'_>,
+    stmts: &Statements,
+    holder: &str,
+    release: bool,
+) -> Result<(), Failure> {
+    if release {
+        tx.execute(&stmts.release, &[&holder])
+            .map_err(at("release the signer lease"))?;
+    }
+    tx.commit().map_err(at("commit the checkpoint"))
 }
 
 /// Inserts `kinds` as the entries after the last row, in `tx`, under the
