@@ -36,6 +36,10 @@ pub struct GatewaySection {
     /// gateway refuses such requests instead.
     #[serde(default = "default_max_input_vars")]
     pub max_input_vars: usize,
+    /// PHP's `max_input_nesting_level`: a name with more `[…]` groups
+    /// deletes its whole variable in REDCap; the gateway models that.
+    #[serde(default = "default_max_input_nesting_level")]
+    pub max_input_nesting_level: usize,
     /// Largest request body accepted, in bytes.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: u64,
@@ -77,6 +81,7 @@ impl Default for GatewaySection {
             tls_key: None,
             admin_listen: default_admin_listen(),
             max_input_vars: default_max_input_vars(),
+            max_input_nesting_level: default_max_input_nesting_level(),
             max_body_bytes: default_max_body_bytes(),
             token_cache_seconds: default_token_cache_seconds(),
             keys_file: default_keys_file(),
@@ -98,6 +103,9 @@ fn default_admin_listen() -> SocketAddr {
 }
 fn default_max_input_vars() -> usize {
     1000
+}
+fn default_max_input_nesting_level() -> usize {
+    64
 }
 fn default_max_body_bytes() -> u64 {
     256 * 1024 * 1024

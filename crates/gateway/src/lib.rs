@@ -11,10 +11,10 @@ mod admin;
 mod admin_keys;
 mod answer;
 mod denials;
+pub mod form;
 mod hold;
 pub mod keys;
 mod metrics;
-pub mod php;
 pub mod policy;
 pub mod reply;
 mod request;
@@ -24,3 +24,10 @@ pub mod upload;
 pub mod upstream;
 
 pub use server::{LedgerOpener, RunningGateway, Services, StartError, start};
+
+/// `n` random bytes from the operating system, in lower-case hex.
+pub(crate) fn random_hex(n: usize) -> String {
+    let mut b = vec![0u8; n];
+    getrandom::fill(&mut b).expect("the operating system's random source failed");
+    hex::encode(b)
+}

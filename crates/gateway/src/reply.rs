@@ -6,14 +6,26 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::php::Form;
+use crate::form::Form;
+use redcap::php_form::PhpArray;
 
 pub use redcap::Format;
 
 /// The format of errors and import answers: `returnFormat`, or `format`
 /// when it is empty.
 pub fn error_format(form: &Form) -> Format {
-    Format::return_format(form.get("returnFormat").unwrap_or(""), data_format(form))
+    error_format_of(form.post())
+}
+
+/// [`error_format`] read straight from a `$_POST` the gateway refused.
+pub fn error_format_of(post: &PhpArray) -> Format {
+    let text = |name: &str| {
+        post.get_name(name)
+            .and_then(|v| v.as_bytes())
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .unwrap_or("")
+    };
+    Format::return_format(text("returnFormat"), Format::from_param(text("format")))
 }
 
 /// The format of exported data: `format`.
@@ -60,10 +72,9 @@ impl IntoResponse for ApiReply {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::php::parse_form;
-
     fn fmt(body: &str) -> Format {
-        crate::reply::error_format(&parse_form(body.as_bytes(), 100).unwrap())
+        let limits = redcap::php_form::Limits::default();
+        error_format_of(&redcap::php_form::urlencoded::parse(body.as_bytes(), &limits).post)
     }
 
     #[test]

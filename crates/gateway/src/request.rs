@@ -24,12 +24,13 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use jiff::Timestamp;
 use ledger::EntryKind;
+use redcap::php_form::{BodyKind, Limits, urlencoded};
 use redcap::{Action, Content};
 use warden_config::WriteReason;
 
 use crate::answer;
+use crate::form::{self, Form};
 use crate::keys::KeyRecord;
-use crate::php::{self, Form};
 use crate::policy;
 use crate::reply::{ApiReply, Format, NO_API_PERMISSION};
 use crate::server::{Applied, Shared};
@@ -70,12 +71,8 @@ async fn handle(
         )
             .into_response());
     }
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
     let applied = gw.applied();
-    let (mut form, upload) = read_body(&applied, content_type, body).await?;
+    let (mut form, upload) = read_body(&applied, headers, body).await?;
     let fmt = crate::reply::error_format(&form);
 
     let presented = form.take("token").unwrap_or_default();
@@ -342,44 +339,95 @@ async fn handle(
     Ok(response)
 }
 
-/// Step 1: the body as PHP will read it, or a refusal. Uploads are spooled.
+/// Step 1: the body as PHP will read it ([`crate::form`]), or a refusal.
+/// Uploads are spooled.
 async fn read_body(
     applied: &Applied,
-    content_type: &str,
+    headers: &HeaderMap,
     body: axum::body::Body,
 ) -> Result<(Form, Option<Upload>), ApiReply> {
-    let limits = &applied.config.config.gateway;
+    let gateway = &applied.config.config.gateway;
+    let limits = php_limits(gateway);
     let limited = axum::body::Body::new(http_body_util::Limited::new(
         body,
-        usize::try_from(limits.max_body_bytes).unwrap_or(usize::MAX),
+        usize::try_from(gateway.max_body_bytes).unwrap_or(usize::MAX),
     ));
-    let refused = |message: String| ApiReply::new(StatusCode::BAD_REQUEST, message, Format::Xml);
-    let (form, upload) = if content_type.starts_with("multipart/form-data") {
-        let spool = applied.config.resolve(&limits.accounts_file);
-        let spool = durable::parent_dir(&spool).join("spool");
-        upload::read(limited, content_type, &spool, limits.max_input_vars)
+    let refused =
+        |message: String, fmt: Format| ApiReply::new(StatusCode::BAD_REQUEST, message, fmt);
+    let mut types = headers.get_all(header::CONTENT_TYPE).iter();
+    let content_type = types.next().map(HeaderValue::as_bytes).unwrap_or_default();
+    if types.next().is_some() {
+        return Err(refused(
+            "The request has more than one Content-Type header; send one".into(),
+            Format::Xml,
+        ));
+    }
+    match BodyKind::of(content_type) {
+        BodyKind::Multipart => {
+            let spool = applied.config.resolve(&gateway.accounts_file);
+            let spool = durable::parent_dir(&spool).join("spool");
+            upload::read(
+                limited,
+                content_type,
+                &spool,
+                &limits,
+                gateway.max_body_bytes,
+            )
             .await
             .map_err(|e| match e {
                 upload::UploadError::Spool(_) => {
                     ApiReply::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string(), Format::Xml)
                 }
-                other => refused(other.to_string()),
-            })?
-    } else {
-        let bytes = axum::body::to_bytes(limited, usize::MAX)
-            .await
-            .map_err(|_| {
-                refused(format!(
-                    "The request body is larger than the gateway accepts ({} bytes)",
-                    limits.max_body_bytes
-                ))
-            })?;
-        (
-            php::parse_form(&bytes, limits.max_input_vars).map_err(|r| refused(r.to_string()))?,
-            None,
-        )
-    };
-    Ok((form, upload))
+                other => refused(upperfirst(&other.to_string()), Format::Xml),
+            })
+        }
+        BodyKind::Urlencoded => {
+            let bytes = axum::body::to_bytes(limited, usize::MAX)
+                .await
+                .map_err(|_| {
+                    refused(
+                        format!(
+                            "The request body is larger than the gateway accepts ({} bytes)",
+                            gateway.max_body_bytes
+                        ),
+                        Format::Xml,
+                    )
+                })?;
+            let parsed = urlencoded::parse(&bytes, &limits);
+            form::check(&parsed, &limits)
+                .map(|f| (f, None))
+                .map_err(|r| {
+                    refused(
+                        upperfirst(&r.to_string()),
+                        crate::reply::error_format_of(&parsed.post),
+                    )
+                })
+        }
+        BodyKind::Other => Err(refused(
+            format!(
+                "PHP reads a request body into $_POST only for the Content-Type application/x-www-form-urlencoded or multipart/form-data; this request's is \"{}\"",
+                String::from_utf8_lossy(content_type)
+            ),
+            Format::Xml,
+        )),
+    }
+}
+
+/// The PHP limits of the REDCap server, as configured.
+fn php_limits(gateway: &warden_config::GatewaySection) -> Limits {
+    Limits {
+        max_input_vars: gateway.max_input_vars,
+        max_input_nesting_level: gateway.max_input_nesting_level,
+        ..Limits::default()
+    }
+}
+
+fn upperfirst(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().chain(c).collect(),
+        None => String::new(),
+    }
 }
 
 /// Step 2: the client key. A refused key is counted per source and minute;
@@ -525,7 +573,5 @@ fn reason_of(headers: &HeaderMap, form: &mut Form) -> Option<String> {
 }
 
 fn request_id() -> String {
-    let mut b = [0u8; 12];
-    getrandom::fill(&mut b).expect("the operating system's random source failed");
-    hex::encode(b)
+    crate::random_hex(12)
 }

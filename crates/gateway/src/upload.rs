@@ -1,29 +1,39 @@
-//! `multipart/form-data` requests (file uploads), with bounded memory.
+//! `multipart/form-data` requests (file uploads): read as PHP reads them,
+//! with bounded memory.
 //!
-//! The text parts are read into a [`Form`] under the same strict rules as a
-//! urlencoded body. The one file part is copied in fixed-size chunks into a
-//! spool file (0600, in the data directory, removed as soon as the request
-//! is done) while its SHA-256 is computed, so the `request` entry can name
-//! the whole body before anything is forwarded — whatever the order of the
-//! parts. The outgoing body is then streamed from the spool file; the
-//! gateway never holds more than a chunk of the file in memory.
+//! The body streams through [`redcap::php_form::multipart::Parser`], the
+//! same model of PHP's multipart reader the sandbox uses; its text parts
+//! become the `$_POST` that [`crate::form::check`] judges, and the one file
+//! part is copied, as it arrives, into a spool file (0600, in the data
+//! directory, removed as soon as the request is done) while its SHA-256 is
+//! computed, so the `request` entry can name the whole body before
+//! anything is forwarded. Anything PHP would read in a surprising way (a
+//! part it skips, text outside the parts, a second file, a file PHP would
+//! reject) is refused. The outgoing body is canonical: the checked text
+//! fields, then the file streamed from its spool; the gateway never holds
+//! more than a chunk of the file in memory.
 
 use std::path::Path;
 
 use axum::body::Body;
 use futures_util::StreamExt;
+use redcap::php_form::{Limits, Value, canonical, multipart};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
-use crate::php::{self, Form, Refusal};
+use crate::form::{self, Form, Refusal};
 
 /// The file part of an upload, spooled.
 pub struct Upload {
     /// The part's name (REDCap's file methods use `file`).
     pub field: String,
-    pub filename: String,
-    pub content_type: String,
+    /// The client's file name, as PHP read it.
+    pub filename: Vec<u8>,
+    /// The part's type as PHP reports it (empty when none was sent).
+    pub content_type: Vec<u8>,
+    /// Bytes in the file.
     pub size: u64,
+    /// SHA-256 of the file.
     pub sha256: [u8; 32],
     spool: tempfile::TempPath,
 }
@@ -31,86 +41,182 @@ pub struct Upload {
 /// Why an upload was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum UploadError {
+    /// The body breaks the gateway's reading rule.
     #[error(transparent)]
     Refused(#[from] Refusal),
+    /// More than one file part.
     #[error("the upload has more than one file part; send one file per request")]
     SeveralFiles,
-    #[error("the multipart body is malformed: {0}")]
-    Malformed(String),
+    /// A file part whose name is not a plain parameter name.
+    #[error(
+        "the file part's name \"{0}\" is not a plain parameter name; send the file as \"file\""
+    )]
+    FileName(String),
+    /// Larger than `max_body_bytes`.
+    #[error("the request body is larger than the gateway accepts ({0} bytes)")]
+    TooLarge(u64),
+    /// The client stopped sending, or sent something HTTP cannot carry.
+    #[error("the request body could not be read: {0}")]
+    Broken(String),
+    /// The spool file could not be written.
     #[error("the gateway cannot spool the upload: {0}")]
     Spool(std::io::Error),
 }
 
-/// Reads a multipart body: text parts into a form, the file part into a
-/// spool file under `spool_dir`.
+/// The file being spooled.
+struct Spooling {
+    field: String,
+    filename: Vec<u8>,
+    content_type: Vec<u8>,
+    file: tokio::fs::File,
+    path: tempfile::TempPath,
+    hash: Sha256,
+    size: u64,
+    error: Option<i64>,
+}
+
+/// Reads a multipart body: text parts into a checked form, the file part
+/// into a spool file under `spool_dir`.
 pub async fn read(
     body: Body,
-    content_type: &str,
+    content_type: &[u8],
     spool_dir: &Path,
-    max_input_vars: usize,
+    limits: &Limits,
+    max_body_bytes: u64,
 ) -> Result<(Form, Option<Upload>), UploadError> {
     let boundary =
-        multer::parse_boundary(content_type).map_err(|e| UploadError::Malformed(e.to_string()))?;
-    let mut multipart = multer::Multipart::new(body.into_data_stream(), boundary);
-    let mut pairs = Vec::new();
-    let mut upload: Option<Upload> = None;
-    while let Some(mut field) = multipart
-        .next_field()
-        .await
-        .map_err(|e| UploadError::Malformed(e.to_string()))?
-    {
-        let name = field.name().unwrap_or_default().to_string();
-        match field.file_name().map(str::to_string) {
-            None => {
-                let text = field
-                    .text()
-                    .await
-                    .map_err(|e| UploadError::Malformed(e.to_string()))?;
-                pairs.push((name, text));
-            }
-            Some(filename) => {
-                if upload.is_some() {
+        multipart::boundary(content_type).map_err(|e| Refusal::Unreadable(e.to_string()))?;
+    let mut parser = multipart::Parser::new(&boundary, limits);
+    let mut stream = body.into_data_stream();
+    let mut events = Vec::new();
+    let mut file: Option<Spooling> = None;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| body_error(&e, max_body_bytes))?;
+        parser.feed(&chunk, &mut events);
+        on_events(&mut events, &mut file, spool_dir).await?;
+    }
+    let parsed = parser.finish(&mut events);
+    on_events(&mut events, &mut file, spool_dir).await?;
+    let form = form::check(&parsed, limits)?;
+    let Some(mut f) = file else {
+        return Ok((form, None));
+    };
+    if f.error.is_some_and(|e| e != 0) {
+        return Err(Refusal::Multipart(
+            "a file part PHP would not accept (an empty file name, or a file cut short)",
+        )
+        .into());
+    }
+    check_representable(&form, &f.field)?;
+    f.file.flush().await.map_err(UploadError::Spool)?;
+    Ok((
+        form,
+        Some(Upload {
+            field: f.field,
+            filename: f.filename,
+            content_type: f.content_type,
+            size: f.size,
+            sha256: f.hash.finalize().into(),
+            spool: f.path,
+        }),
+    ))
+}
+
+fn body_error(e: &axum::Error, max_body_bytes: u64) -> UploadError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if s.is::<http_body_util::LengthLimitError>() {
+            return UploadError::TooLarge(max_body_bytes);
+        }
+        source = s.source();
+    }
+    UploadError::Broken(e.to_string())
+}
+
+async fn on_events(
+    events: &mut Vec<multipart::Event>,
+    file: &mut Option<Spooling>,
+    spool_dir: &Path,
+) -> Result<(), UploadError> {
+    for event in events.drain(..) {
+        match event {
+            multipart::Event::Field(_) => {}
+            multipart::Event::FileStart {
+                name,
+                filename,
+                content_type,
+            } => {
+                if file.is_some() {
                     return Err(UploadError::SeveralFiles);
                 }
+                let plain = !name.is_empty()
+                    && name.iter().all(|&c| c.is_ascii_alphanumeric() || c == b'_');
+                if !plain {
+                    return Err(UploadError::FileName(
+                        String::from_utf8_lossy(&name).into_owned(),
+                    ));
+                }
+                let field = String::from_utf8(name).expect("checked: ASCII");
                 std::fs::create_dir_all(spool_dir).map_err(UploadError::Spool)?;
                 let spool = tempfile::Builder::new()
                     .prefix("upload-")
                     .tempfile_in(spool_dir)
                     .map_err(UploadError::Spool)?;
-                let (file, path) = spool.into_parts();
-                let mut file = tokio::fs::File::from_std(file);
-                let mut hash = Sha256::new();
-                let mut size = 0u64;
-                while let Some(chunk) = field
-                    .chunk()
-                    .await
-                    .map_err(|e| UploadError::Malformed(e.to_string()))?
-                {
-                    hash.update(&chunk);
-                    size += chunk.len() as u64;
-                    file.write_all(&chunk).await.map_err(UploadError::Spool)?;
-                }
-                file.flush().await.map_err(UploadError::Spool)?;
-                let content_type = field
-                    .content_type()
-                    .map(|m| m.to_string())
-                    .unwrap_or_else(|| "application/octet-stream".into());
-                upload = Some(Upload {
-                    field: name,
+                let (f, path) = spool.into_parts();
+                *file = Some(Spooling {
+                    field,
                     filename,
                     content_type,
-                    size,
-                    sha256: hash.finalize().into(),
-                    spool: path,
+                    file: tokio::fs::File::from_std(f),
+                    path,
+                    hash: Sha256::new(),
+                    size: 0,
+                    error: None,
                 });
+            }
+            multipart::Event::FileData(data) => {
+                if let Some(f) = file.as_mut() {
+                    f.hash.update(&data);
+                    f.size += data.len() as u64;
+                    f.file.write_all(&data).await.map_err(UploadError::Spool)?;
+                }
+            }
+            multipart::Event::FileEnd { error, .. } => {
+                if let Some(f) = file.as_mut() {
+                    f.error = Some(error);
+                }
             }
         }
     }
-    let form = php::check_fields(
-        pairs,
-        max_input_vars.saturating_sub(usize::from(upload.is_some())),
-    )?;
-    Ok((form, upload))
+    Ok(())
+}
+
+/// The longest part name the canonical body writes: its header line must
+/// stay well inside PHP's 5,120-byte line buffer.
+const MAX_PART_NAME: usize = 4000;
+
+/// Whether the canonical multipart body can carry this form: every name
+/// must read back unchanged as a part name, and none may interact with the
+/// file part (PHP ignores a text part named like an earlier upload, and
+/// `MAX_FILE_SIZE` changes how it reads the file).
+fn check_representable(form: &Form, file_field: &str) -> Result<(), Refusal> {
+    for (name, _) in canonical::leaves(form.post()) {
+        let top = name.split(|&c| c == b'[').next().unwrap_or_default();
+        if top == file_field.as_bytes()
+            || redcap::php_form::register::normalize_multipart_name(top)
+                .eq_ignore_ascii_case(b"MAX_FILE_SIZE")
+        {
+            return Err(Refusal::Multipart(
+                "a text part that changes how PHP reads the file (MAX_FILE_SIZE, or the file's own name)",
+            ));
+        }
+        if name.len() > MAX_PART_NAME || !canonical::multipart_name_ok(&name) {
+            return Err(Refusal::Multipart(
+                "a field name that cannot be forwarded as a part name (too long, a line break, or a key starting with whitespace)",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The outgoing multipart body: the canonical text fields, then the file
@@ -120,23 +226,42 @@ pub async fn outgoing(
     form: &Form,
     upload: &Upload,
 ) -> std::io::Result<(String, u64, reqwest::Body)> {
-    let mut b = [0u8; 16];
-    getrandom::fill(&mut b).expect("the operating system's random source failed");
-    let boundary = format!("warden{}", hex::encode(b));
-    let mut head = String::new();
-    for f in &form.fields {
-        head.push_str(&format!(
-            "--{boundary}\r\nContent-Disposition: form-data; name=\"{}\"\r\n\r\n{}\r\n",
-            quote(&f.name()),
-            f.value
-        ));
+    let leaves = canonical::leaves(form.post());
+    let boundary = loop {
+        let b = format!("warden{}", crate::random_hex(16));
+        let clash = leaves.iter().any(|(_, v)| {
+            v.as_bytes()
+                .is_some_and(|v| memchr::memmem::find(v, b.as_bytes()).is_some())
+        });
+        if !clash {
+            break b;
+        }
+    };
+    let mut head: Vec<u8> = Vec::new();
+    for (name, value) in &leaves {
+        head.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=").as_bytes(),
+        );
+        head.extend_from_slice(&canonical::quote_multipart(name));
+        head.extend_from_slice(b"\r\n\r\n");
+        match value {
+            Value::Str(s) => head.extend_from_slice(s),
+            Value::Int(i) => head.extend_from_slice(i.to_string().as_bytes()),
+            Value::Array(_) => {}
+        }
+        head.extend_from_slice(b"\r\n");
     }
-    head.push_str(&format!(
-        "--{boundary}\r\nContent-Disposition: form-data; name=\"{}\"; filename=\"{}\"\r\nContent-Type: {}\r\n\r\n",
-        quote(&upload.field),
-        quote(&upload.filename),
-        upload.content_type.replace(['\r', '\n'], "")
-    ));
+    head.extend_from_slice(
+        format!("--{boundary}\r\nContent-Disposition: form-data; name=").as_bytes(),
+    );
+    head.extend_from_slice(&canonical::quote_multipart(upload.field.as_bytes()));
+    head.extend_from_slice(b"; filename=");
+    head.extend_from_slice(&canonical::quote_multipart(&upload.filename));
+    if !upload.content_type.is_empty() {
+        head.extend_from_slice(b"\r\nContent-Type: ");
+        head.extend_from_slice(&upload.content_type);
+    }
+    head.extend_from_slice(b"\r\n\r\n");
     let tail = format!("\r\n--{boundary}--\r\n");
     let length = head.len() as u64 + upload.size + tail.len() as u64;
     let file = tokio::fs::File::open(&upload.spool).await?;
@@ -153,9 +278,4 @@ pub async fn outgoing(
         length,
         reqwest::Body::wrap_stream(stream),
     ))
-}
-
-/// A header parameter value: quotes and line breaks cannot break out.
-fn quote(s: &str) -> String {
-    s.replace('"', "%22").replace(['\r', '\n'], " ")
 }

@@ -24,14 +24,14 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, Multipart, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use redcap::RedcapVersion;
 
 use crate::db::{Account, Db};
-use crate::post::{Post, Upload};
+use crate::post::Post;
 
 /// The username that holds `--super-token` and performs admin-endpoint
 /// actions in the log.
@@ -185,51 +185,17 @@ async fn api_endpoint(
     }
 }
 
-/// Reads a form or multipart body; any other body is an empty `$_POST`.
+/// Reads the body as PHP fills `$_POST` and `$_FILES` ([`post`]).
 async fn read_post(req: Request) -> Result<Post, String> {
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    if content_type.starts_with("multipart/form-data") {
-        let mut multipart = Multipart::from_request(req, &())
-            .await
-            .map_err(|e| format!("unreadable multipart body: {e}"))?;
-        let mut post = Post::default();
-        while let Some(field) = multipart
-            .next_field()
-            .await
-            .map_err(|e| format!("unreadable multipart body: {e}"))?
-        {
-            let name = field.name().unwrap_or("").to_owned();
-            let filename = field.file_name().map(str::to_owned);
-            let content_type = field.content_type().map(str::to_owned);
-            let bytes = field
-                .bytes()
-                .await
-                .map_err(|e| format!("unreadable multipart body: {e}"))?;
-            match filename {
-                // File parts stay bytes, shared with the request buffer.
-                Some(filename) => post.files.push(Upload {
-                    name,
-                    filename,
-                    content_type,
-                    bytes,
-                }),
-                None => post.push(&name, String::from_utf8_lossy(&bytes).into_owned()),
-            }
-        }
-        Ok(post)
-    } else if content_type.starts_with("application/x-www-form-urlencoded") {
-        let bytes = Bytes::from_request(req, &())
-            .await
-            .map_err(|e| format!("unreadable body: {e}"))?;
-        Ok(Post::from_urlencoded(&bytes))
-    } else {
-        Ok(Post::default())
-    }
+        .map(|v| v.as_bytes().to_vec())
+        .unwrap_or_default();
+    let bytes = Bytes::from_request(req, &())
+        .await
+        .map_err(|e| format!("unreadable body: {e}"))?;
+    Post::from_body(&content_type, &bytes)
 }
 
 /// A running sandbox.

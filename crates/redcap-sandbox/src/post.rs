@@ -1,14 +1,26 @@
-//! Request bodies read the way PHP fills `$_POST` (§1.1, DESIGN "gateway").
+//! Request bodies read the way PHP fills `$_POST` and `$_FILES` (§1.1,
+//! DESIGN "gateway").
 //!
-//! REDCap acts on PHP's `$_POST`, so the sandbox parses form and multipart
-//! bodies with PHP's rules:
-//!
-//! - `a[0]=x&a[1]=y`, `a[]=x&a[]=y` and `a[k]=x` build arrays (nesting works
-//!   too); `a[]` appends with the next integer key.
-//! - A later duplicate replaces an earlier one (last wins).
-//! - In the name before the first `[`, `.` and space become `_`; leading
-//!   spaces are dropped; an unmatched `[` also becomes `_`.
-//! - Multipart file parts go to `$_FILES`, not `$_POST`: they are kept apart.
+//! REDCap acts on PHP's `$_POST`, so the sandbox reads bodies with the
+//! same model of PHP's parser the gateway decides on,
+//! [`redcap::php_form`]: names cut at NUL, `.` and space turned into `_`,
+//! brackets building arrays, the last duplicate winning, PHP's multipart
+//! reader with its own quoting, and the `php.ini` limits of
+//! [`PHP_LIMITS`]. This file only adapts that model to the strings the
+//! API code works with.
+
+use redcap::php_form::{self, Limits, PhpArray, Value};
+
+/// The `php.ini` limits the sandbox reads bodies with: PHP's defaults,
+/// with REDCap's recommended `max_input_vars` of 10,000 and no upload
+/// size limit (REDCap's own file-size checks apply).
+pub const PHP_LIMITS: Limits = Limits {
+    max_input_vars: 10_000,
+    max_input_nesting_level: 64,
+    max_file_uploads: 20,
+    max_multipart_body_parts: None,
+    upload_max_filesize: 0,
+};
 
 /// A `$_POST` value: a string or an (ordered) array.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,6 +30,18 @@ pub enum PhpValue {
 }
 
 impl PhpValue {
+    fn of(v: &Value) -> PhpValue {
+        match v {
+            Value::Str(s) => PhpValue::Str(String::from_utf8_lossy(s).into_owned()),
+            Value::Int(i) => PhpValue::Str(i.to_string()),
+            Value::Array(a) => PhpValue::Array(
+                a.iter()
+                    .map(|(k, v)| (k.to_text(), PhpValue::of(v)))
+                    .collect(),
+            ),
+        }
+    }
+
     /// The string, if this is one.
     pub fn as_str(&self) -> Option<&str> {
         match self {
@@ -40,14 +64,15 @@ impl PhpValue {
     }
 }
 
-/// An uploaded file part (multipart), as PHP's `$_FILES` would hold it:
-/// the part's name, the client's file name, the client's declared type
-/// (`$_FILES[…]['type']`) and the raw bytes, never decoded.
+/// An uploaded file part, as PHP's `$_FILES` holds it: the part's name,
+/// the client's file name (its basename, PHP's `name`), the declared type
+/// and the raw bytes. `error` is PHP's `UPLOAD_ERR_*` (0: kept).
 #[derive(Debug, Clone)]
 pub struct Upload {
     pub name: String,
     pub filename: String,
     pub content_type: Option<String>,
+    pub error: i64,
     pub bytes: axum::body::Bytes,
 }
 
@@ -58,106 +83,46 @@ pub struct Post {
     pub files: Vec<Upload>,
 }
 
-/// Splits a raw field name into PHP's base name and bracket keys.
-fn split_name(raw: &str) -> Option<(String, Vec<String>)> {
-    let raw = raw.trim_start_matches(' ');
-    // Base: up to the first '[' that has a matching ']'.
-    let mut base = String::new();
-    let mut keys = Vec::new();
-    let mut rest = None;
-    for (i, c) in raw.char_indices() {
-        if c == '[' {
-            if raw[i + 1..].contains(']') {
-                rest = Some(&raw[i..]);
-                break;
-            }
-            // Unmatched '[': PHP turns it into '_' and keeps the rest
-            // verbatim — unless nothing came before it (empty name).
-            if base.is_empty() {
-                return None;
-            }
-            base.push('_');
-            base.push_str(&raw[i + 1..]);
-            rest = None;
-            break;
-        }
-        base.push(if c == '.' || c == ' ' { '_' } else { c });
-    }
-    if base.is_empty() {
-        return None;
-    }
-    let mut rest = rest.unwrap_or("");
-    while let Some(stripped) = rest.strip_prefix('[') {
-        let Some(end) = stripped.find(']') else { break };
-        keys.push(stripped[..end].to_owned());
-        rest = &stripped[end + 1..];
-    }
-    Some((base, keys))
-}
-
-fn next_index(items: &[(String, PhpValue)]) -> String {
-    let max = items
-        .iter()
-        .filter_map(|(k, _)| k.parse::<i64>().ok())
-        .max();
-    match max {
-        Some(m) if m >= 0 => (m + 1).to_string(),
-        _ => "0".to_owned(),
-    }
-}
-
-fn insert(items: &mut Vec<(String, PhpValue)>, key: String, keys: &[String], value: String) {
-    let key = if key.is_empty() {
-        next_index(items)
-    } else {
-        key
-    };
-    if keys.is_empty() {
-        if let Some(slot) = items.iter_mut().find(|(k, _)| *k == key) {
-            slot.1 = PhpValue::Str(value);
-        } else {
-            items.push((key, PhpValue::Str(value)));
-        }
-        return;
-    }
-    let pos = match items.iter().position(|(k, _)| *k == key) {
-        Some(p) => {
-            if !matches!(items[p].1, PhpValue::Array(_)) {
-                items[p].1 = PhpValue::Array(Vec::new());
-            }
-            p
-        }
-        None => {
-            items.push((key, PhpValue::Array(Vec::new())));
-            items.len() - 1
-        }
-    };
-    if let PhpValue::Array(inner) = &mut items[pos].1 {
-        insert(inner, keys[0].clone(), &keys[1..], value);
-    }
-}
-
 impl Post {
-    /// The uploaded file part named `name` (`$_FILES[name]`); PHP keeps the
-    /// last of several with one name.
-    pub fn file(&self, name: &str) -> Option<&Upload> {
-        self.files.iter().rev().find(|u| u.name == name)
+    /// Reads a body by its `Content-Type`, as PHP does; any type but a
+    /// form or multipart body is an empty `$_POST`.
+    pub fn from_body(content_type: &[u8], body: &[u8]) -> Result<Post, String> {
+        let (parsed, uploads) = php_form::parse_buffered(content_type, body, &PHP_LIMITS)
+            .map_err(|e| format!("unreadable multipart body: {e}"))?;
+        let files = uploads
+            .into_iter()
+            .map(|u| Upload {
+                name: String::from_utf8_lossy(&u.name).into_owned(),
+                filename: String::from_utf8_lossy(basename(&u.filename)).into_owned(),
+                content_type: (!u.content_type.is_empty())
+                    .then(|| String::from_utf8_lossy(&u.content_type).into_owned()),
+                error: u.error,
+                bytes: u.bytes.into(),
+            })
+            .collect();
+        Ok(Post::from_array(&parsed.post, files))
     }
 
-    /// Adds one `name=value` pair with PHP's rules.
-    pub fn push(&mut self, name: &str, value: String) {
-        if let Some((base, keys)) = split_name(name) {
-            insert(&mut self.values, base, &keys, value);
+    fn from_array(post: &PhpArray, files: Vec<Upload>) -> Post {
+        Post {
+            values: post
+                .iter()
+                .map(|(k, v)| (k.to_text(), PhpValue::of(v)))
+                .collect(),
+            files,
         }
     }
 
     /// Parses an `application/x-www-form-urlencoded` body.
     pub fn from_urlencoded(body: &[u8]) -> Self {
-        let mut post = Post::default();
-        for (k, v) in form_urlencoded::parse(body) {
-            post.push(&k, v.into_owned());
-        }
-        post
+        let parsed = php_form::urlencoded::parse(body, &PHP_LIMITS);
+        Post::from_array(&parsed.post, Vec::new())
+    }
+
+    /// The uploaded file part named `name` (`$_FILES[name]`); PHP keeps the
+    /// last of several with one name.
+    pub fn file(&self, name: &str) -> Option<&Upload> {
+        self.files.iter().rev().find(|u| u.name == name)
     }
 
     /// The value of a parameter.
@@ -192,6 +157,14 @@ impl Post {
             PhpValue::Str(s) => vec![s.clone()],
         };
         Some(items.into_iter().filter(|s| !s.is_empty()).collect())
+    }
+}
+
+/// PHP's `$_FILES[…]['name']`: after the last `/` or `\`.
+fn basename(path: &[u8]) -> &[u8] {
+    match path.iter().rposition(|&c| c == b'/' || c == b'\\') {
+        Some(i) => &path[i + 1..],
+        None => path,
     }
 }
 
@@ -270,26 +243,15 @@ mod tests {
     }
 
     proptest::proptest! {
-        /// Any body parses without panicking; every parsed name is
-        /// non-empty, and has no `.` or space unless an unmatched `[`
-        /// (kept verbatim after it, as PHP does) let them through.
+        /// Any body parses without panicking; every top-level name is
+        /// non-empty, and PHP 8 leaves no `.`, space or NUL in it.
         #[test]
         fn any_body_parses(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
             let post = Post::from_urlencoded(&body);
             for (name, _) in &post.values {
                 proptest::prop_assert!(!name.is_empty());
-                proptest::prop_assert!(!name.starts_with(' '));
-                let raw: Vec<String> = form_urlencoded::parse(&body).map(|(k, _)| k.into_owned()).collect();
-                if raw.iter().all(|k| !k.contains('[')) {
-                    proptest::prop_assert!(!name.contains('.') && !name.contains(' '));
-                }
+                proptest::prop_assert!(!name.contains(['.', ' ', '\0']), "{name:?}");
             }
-        }
-
-        #[test]
-        fn names_with_brackets_never_panic(name in "[a-z .\\[\\]]{0,12}", value in "[a-z]{0,4}") {
-            let mut post = Post::default();
-            post.push(&name, value);
         }
     }
 }

@@ -17,12 +17,15 @@
 //!   privilege, bad request, IP ban, server error).
 //! - [`dag::unique_group_names`]: the unique DAG name derivation of §5.2.
 //! - [`RedcapVersion`]: the version a server reports, which selects encodings.
+//! - [`php_form`]: PHP's request-body parsing, modelled exactly — what
+//!   REDCap will find in `$_POST` and `$_FILES`.
 
 #[cfg(feature = "client")]
 pub mod client;
 pub mod dag;
 pub mod error;
 pub mod method;
+pub mod php_form;
 pub mod response;
 pub mod rights;
 pub mod token;

@@ -179,7 +179,7 @@ pub fn export(ctx: &mut Ctx) -> Result<Reply, ApiError> {
 /// Import File: a multipart part named `file`; replaces the field's file.
 pub fn import(ctx: &mut Ctx) -> Result<Reply, ApiError> {
     let upload = ctx.post.file("file").ok_or(ApiError::NoFileUploaded)?;
-    if upload.filename.is_empty() {
+    if upload.filename.is_empty() || upload.error != 0 {
         return Err(ApiError::FileUploadProblem);
     }
     if ctx.project().status == 2 {
