@@ -107,7 +107,7 @@ pub async fn read(
         )
         .into());
     }
-    check_representable(&form, &f.field)?;
+    check_representable(&form)?;
     f.file.flush().await.map_err(UploadError::Spool)?;
     Ok((
         form,
@@ -149,7 +149,11 @@ async fn on_events(
                 if file.is_some() {
                     return Err(UploadError::SeveralFiles);
                 }
-                let plain = !name.is_empty()
+                // A part without a name gets a number from PHP: not a file
+                // REDCap would find.
+                let plain = name
+                    .first()
+                    .is_some_and(|c| c.is_ascii_alphabetic() || *c == b'_')
                     && name.iter().all(|&c| c.is_ascii_alphanumeric() || c == b'_');
                 if !plain {
                     return Err(UploadError::FileName(
@@ -196,23 +200,18 @@ async fn on_events(
 const MAX_PART_NAME: usize = 4000;
 
 /// Whether the canonical multipart body can carry this form: every name
-/// must read back unchanged as a part name, and none may interact with the
-/// file part (PHP ignores a text part named like an earlier upload, and
-/// `MAX_FILE_SIZE` changes how it reads the file).
-fn check_representable(form: &Form, file_field: &str) -> Result<(), Refusal> {
+/// must fit on a header line, and none may change how PHP reads the file
+/// (`MAX_FILE_SIZE`, which the canonical body would put before it).
+fn check_representable(form: &Form) -> Result<(), Refusal> {
     for (name, _) in canonical::leaves(form.post()) {
-        let top = name.split(|&c| c == b'[').next().unwrap_or_default();
-        if top == file_field.as_bytes()
-            || redcap::php_form::register::normalize_multipart_name(top)
-                .eq_ignore_ascii_case(b"MAX_FILE_SIZE")
-        {
+        if name.eq_ignore_ascii_case(b"MAX_FILE_SIZE") {
             return Err(Refusal::Multipart(
-                "a text part that changes how PHP reads the file (MAX_FILE_SIZE, or the file's own name)",
+                "a MAX_FILE_SIZE field, which changes how PHP reads the file",
             ));
         }
         if name.len() > MAX_PART_NAME || !canonical::multipart_name_ok(&name) {
             return Err(Refusal::Multipart(
-                "a field name that cannot be forwarded as a part name (too long, a line break, or a key starting with whitespace)",
+                "a field name that cannot be forwarded as a part name (too long, or a line feed or NUL in it)",
             ));
         }
     }

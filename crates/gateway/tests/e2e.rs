@@ -237,6 +237,77 @@ async fn refusals_use_redcaps_shapes_and_are_recorded() {
     assert_eq!(reasons, ["visit 3 entered"]);
 }
 
+/// The smuggling of issue #20: PHP cuts a name at its first NUL, so
+/// `content\0` and `action\0` overwrite `content` and `action` in REDCap.
+/// Both bodies are refused, naming the parameter, and nothing reaches
+/// REDCap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn names_php_cuts_at_a_nul_never_reach_redcap() {
+    let w = World::new().await;
+    let (gw, ledger_dir) = w.start_on_disk().await;
+    let before = w.redcap_log().await.len();
+    let requests_before = entries(&OsFs, &ledger_dir)
+        .iter()
+        .filter(|k| matches!(k, EntryKind::Request { .. }))
+        .count();
+    let raw = |key: &str, rest: &str| {
+        let body = format!("token={key}&{rest}");
+        let http = w.http.clone();
+        let url = format!("http://{}/api/", gw.addr);
+        async move {
+            let r = http
+                .post(url)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let (s, b) = raw(
+        &w.keys["etl"],
+        "content=version&content%00=user&format=json",
+    )
+    .await;
+    assert_eq!(s, 400, "{b}");
+    assert!(
+        b.contains(
+            r#"The parameter name \"content\\0\" is read by PHP, and so by REDCap, as \"content\""#
+        ),
+        "{b}"
+    );
+    let (s, b) = raw(
+        &w.keys["reader"],
+        "content=record&action=export&format=json&action%00=delete&records%5B0%5D=1",
+    )
+    .await;
+    assert_eq!(s, 400, "{b}");
+    assert!(b.contains(r#"as \"action\""#), "{b}");
+    // The same smuggling in a multipart body, with a NUL byte in the name.
+    let multipart = "--B\r\nContent-Disposition: form-data; name=\"token\"\r\n\r\nKEY\r\n--B\r\nContent-Disposition: form-data; name=\"content\"\r\n\r\nversion\r\n--B\r\nContent-Disposition: form-data; name=\"content\0x\"\r\n\r\nuser\r\n--B--\r\n"
+        .replace("KEY", &w.keys["etl"]);
+    let r = w
+        .http
+        .post(format!("http://{}/api/", gw.addr))
+        .header("content-type", "multipart/form-data; boundary=B")
+        .body(multipart)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let b = r.text().await.unwrap();
+    assert!(b.contains("NUL byte"), "{b}");
+
+    gw.shutdown().await.unwrap();
+    assert_eq!(w.redcap_log().await.len(), before, "nothing reached REDCap");
+    let requests_after = entries(&OsFs, &ledger_dir)
+        .iter()
+        .filter(|k| matches!(k, EntryKind::Request { .. }))
+        .count();
+    assert_eq!(requests_after, requests_before, "nothing was forwarded");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn revoked_and_expired_keys_are_refused() {
     let w = World::new().await;

@@ -96,8 +96,6 @@ pub enum Note {
     PartsLimit,
     /// Text parts past `max_input_vars`, which PHP ignored.
     TooManyVars,
-    /// A text part with the name of an earlier upload, which PHP ignored.
-    ShadowedByUpload,
     /// A part after the closing `--boundary--`, which PHP still read.
     PartAfterClose,
     /// The body ended before the closing `--boundary--`.
@@ -128,9 +126,6 @@ impl Note {
             }
             Note::TooManyVars => {
                 "more text parts than PHP's max_input_vars, past which PHP ignores them"
-            }
-            Note::ShadowedByUpload => {
-                "a text part with the name of an earlier file part, which PHP ignores"
             }
             Note::PartAfterClose => "a part after the closing boundary, which PHP still reads",
             Note::Unterminated => "no closing boundary",

@@ -18,23 +18,23 @@
 //!   wherever it is (not only at a line start), minus one CR before it.
 //! - A part with no `Content-Disposition` is skipped without reading its
 //!   data, so its lines are searched for a boundary line instead; so are
-//!   uploads PHP skips (bad brackets in the name, too many files) and the
-//!   rest of an upload it cancels for size. A part with neither `name` nor
+//!   uploads PHP skips (bad brackets in the name, too many files — and,
+//!   since PHP never resets that flag, every upload after a skipped one)
+//!   and the rest of an upload it cancels for size. A part with neither `name` nor
 //!   `filename` ends the whole body. A part with `filename` is an upload
-//!   (`$_FILES`), even with an empty file name; a later text part with
-//!   the upload's name is ignored.
-//! - Text part names are normalised (see
-//!   [`normalize_multipart_name`](super::register::normalize_multipart_name))
-//!   before registration; text parts past `max_input_vars` are ignored but
-//!   PHP reads on; `max_multipart_body_parts` (by default `max_input_vars`
-//!   + `max_file_uploads`) parts with a disposition end the body.
+//!   (`$_FILES`, under a normalised name: see
+//!   [`normalize_multipart_name`](super::register::normalize_multipart_name)),
+//!   even with an empty file name; a text part named `MAX_FILE_SIZE` (any
+//!   case) limits the uploads after it.
+//! - Text parts are registered like urlencoded fields; those past
+//!   `max_input_vars` are ignored but PHP reads on;
+//!   `max_multipart_body_parts` (by default `max_input_vars` +
+//!   `max_file_uploads`) parts with a disposition end the body.
 //!
 //! [`Parser`] replays exactly that, fed in chunks of any size: it keeps a
 //! window of at least the buffer's size (or the rest of the body), so each
 //! step sees what PHP's buffer would hold. Uploads stream out as
 //! [`Event::FileData`]; nothing but text values is kept.
-
-use std::collections::HashSet;
 
 use super::array::{PhpArray, Value};
 use super::register::{is_space, normalize_multipart_name, register};
@@ -133,9 +133,9 @@ pub struct Parser {
     uploads_left: i64,
     anonymous: u32,
     max_file_size: i64,
-    /// Names of uploads (normalised): text parts with these names are
-    /// ignored (PHP's `rfc1867_protected_variables`).
-    protected: HashSet<Vec<u8>>,
+    /// PHP never clears its `skip_upload`: once one upload is skipped,
+    /// every later one is too.
+    skip_uploads: bool,
     closed: bool,
 }
 
@@ -187,7 +187,7 @@ impl Parser {
             uploads_left: limits.max_file_uploads,
             anonymous: 0,
             max_file_size: 0,
-            protected: HashSet::new(),
+            skip_uploads: false,
             closed: false,
         }
     }
@@ -397,9 +397,8 @@ impl Parser {
                 self.state = State::Done;
             }
             (param, Some(filename)) => {
-                let mut skip = false;
                 if self.uploads_left <= 0 {
-                    skip = true;
+                    self.skip_uploads = true;
                     if self.uploads_left == 0 {
                         self.uploads_left -= 1;
                     }
@@ -408,7 +407,10 @@ impl Parser {
                     self.anonymous += 1;
                     (self.anonymous - 1).to_string().into_bytes()
                 });
-                if skip || !upload_brackets_ok(&param) {
+                if !self.skip_uploads && !upload_brackets_ok(&param) {
+                    self.skip_uploads = true;
+                }
+                if self.skip_uploads {
                     self.note(Note::SkippedUpload);
                     return;
                 }
@@ -440,33 +442,25 @@ impl Parser {
 
     fn text_part(&mut self, param: Vec<u8>, value: Vec<u8>, events: &mut Vec<Event>) {
         self.out.vars += 1;
-        let mut checked = param.clone();
-        let max_file_size = strtoll(&value);
-        if self.out.vars <= self.limits.max_input_vars {
-            let name = normalize_multipart_name(&param);
-            checked = name.clone();
-            if self.protected.contains(&name) {
-                self.note(Note::ShadowedByUpload);
-            } else {
-                let registration = register(
-                    &mut self.out.post,
-                    &name,
-                    Value::Str(value),
-                    self.limits.max_input_nesting_level,
-                );
-                self.out.fields.push(Field {
-                    raw_name: param,
-                    registration,
-                });
-                events.push(Event::Field(self.out.fields.len() - 1));
-            }
-        } else {
+        if param.eq_ignore_ascii_case(b"MAX_FILE_SIZE") {
+            self.max_file_size = strtoll(&value);
+        }
+        if self.out.vars > self.limits.max_input_vars {
             self.out.stopped_early = true;
             self.note(Note::TooManyVars);
+            return;
         }
-        if checked.eq_ignore_ascii_case(b"MAX_FILE_SIZE") {
-            self.max_file_size = max_file_size;
-        }
+        let registration = register(
+            &mut self.out.post,
+            &param,
+            Value::Str(value),
+            self.limits.max_input_nesting_level,
+        );
+        self.out.fields.push(Field {
+            raw_name: param,
+            registration,
+        });
+        events.push(Event::Field(self.out.fields.len() - 1));
     }
 
     fn file_data(&mut self, mut up: Box<Upload>, events: &mut Vec<Event>) {
@@ -523,7 +517,6 @@ impl Parser {
         } else {
             up.content_type.clone()
         };
-        let tmp_name = name_for(b"tmp_name");
         let entries = [
             (
                 name_for(b"name"),
@@ -531,29 +524,20 @@ impl Parser {
             ),
             (name_for(b"full_path"), Value::Str(up.filename.clone())),
             (name_for(b"type"), Value::Str(content_type)),
+            // PHP's temporary file name: the same for every run of the model.
+            (name_for(b"tmp_name"), Value::Str(Vec::new())),
+            (name_for(b"error"), Value::Int(up.cancel)),
+            (name_for(b"size"), Value::Int(size)),
         ];
         for (name, value) in entries {
-            self.register_file(&name, value, false);
+            register(
+                &mut self.out.files,
+                &normalize_multipart_name(&name),
+                value,
+                self.limits.max_input_nesting_level,
+            );
         }
-        self.protected.insert(normalize_multipart_name(param));
-        self.protected.insert(normalize_multipart_name(&tmp_name));
-        // PHP's temporary file name: the same for every run of the model.
-        self.register_file(&tmp_name, Value::Str(Vec::new()), true);
-        self.register_file(&name_for(b"error"), Value::Int(up.cancel), false);
-        self.register_file(&name_for(b"size"), Value::Int(size), false);
         self.state = State::Seek;
-    }
-
-    fn register_file(&mut self, name: &[u8], value: Value, override_protection: bool) {
-        let nesting = self.limits.max_input_nesting_level;
-        if override_protection {
-            register(&mut self.out.files, name, value, nesting);
-            return;
-        }
-        let name = normalize_multipart_name(name);
-        if !self.protected.contains(&name) {
-            register(&mut self.out.files, &name, value, nesting);
-        }
     }
 }
 
@@ -867,11 +851,19 @@ mod tests {
     }
 
     #[test]
-    fn uploads_shadow_later_text_parts_and_bad_names_are_skipped() {
-        let body = b"--B\r\nContent-Disposition: form-data; name=f; filename=x\r\n\r\nX\r\n--B\r\nContent-Disposition: form-data; name=f\r\n\r\ntext\r\n--B\r\nContent-Disposition: form-data; name=\"g]x\"; filename=y\r\n\r\n--B\r\nContent-Disposition: form-data; name=k\r\n\r\nv\r\n--B--\r\n";
+    fn uploads_with_bad_names_are_skipped_and_so_is_every_later_one() {
+        let body = b"--B\r\nContent-Disposition: form-data; name=f; filename=x\r\n\r\nX\r\n--B\r\nContent-Disposition: form-data; name=f\r\n\r\ntext\r\n--B\r\nContent-Disposition: form-data; name=\"g]x\"; filename=y\r\n\r\n--B\r\nContent-Disposition: form-data; name=h; filename=z\r\n\r\nXY\r\n--B--\r\n";
         let (p, _) = parse_all(body, 9);
-        assert_eq!(post_text(&p), [("k".into(), "v".into())]);
-        assert!(p.notes.contains(&Note::ShadowedByUpload));
+        assert_eq!(post_text(&p), [("f".into(), "text".into())]);
         assert!(p.notes.contains(&Note::SkippedUpload));
+        let files: Vec<String> = p.files.iter().map(|(k, _)| k.to_text()).collect();
+        assert_eq!(files, ["f"], "h comes after a skipped upload");
+    }
+
+    #[test]
+    fn max_file_size_in_any_case_cancels_later_uploads() {
+        let body = b"--B\r\nContent-Disposition: form-data; name=max_file_size\r\n\r\n1\r\n--B\r\nContent-Disposition: form-data; name=h; filename=z\r\n\r\nXY\r\n--B--\r\n";
+        let (_, events) = parse_all(body, 9);
+        assert!(events.contains(&Event::FileEnd { error: 2, size: 0 }));
     }
 }

@@ -7,15 +7,17 @@
 //! 1. The name is a C string: it ends at its first NUL byte.
 //! 2. Leading spaces are dropped; in the base name (before the first `[`)
 //!    every space and `.` becomes `_`. An empty base drops the field.
-//! 3. `[key]` groups descend into nested arrays; `[]` (or `[ ]`) appends
-//!    at the next free integer index; a leading space inside a key is kept
-//!    (`a[ x]` is the key `" x"`); numeric keys become integers.
+//! 3. `[key]` groups descend into nested arrays; `[]` appends at the next
+//!    free integer index, and so does `[` + one whitespace character + `]`
+//!    (`a[ ]`, `a[\t]`); otherwise a leading whitespace character stays in
+//!    the key (`a[ x]` is the key `" x"`); numeric keys become integers.
 //! 4. After a `]`, anything but `[` ends the name (`a[0]junk` is `a[0]`).
 //! 5. A `[` without a closing `]` right after the base turns into `_`, and
 //!    so does every space, `.` and `[` after it (`a[b.c` is `a_b_c`); at a
 //!    deeper level the unclosed group is ignored (`a[x][y` is `a[x]`).
 //! 6. More than `max_input_nesting_level` groups delete the whole base
-//!    variable, including what earlier fields put there.
+//!    variable, including what earlier fields put there — unless an append
+//!    on the way failed first.
 //! 7. A later value replaces an earlier one in place; descending through a
 //!    string replaces it with an array.
 
@@ -82,18 +84,19 @@ pub fn register(
     let mut pending = Some(top.clone());
     let mut ip = open;
     let mut nest = 0;
+    // PHP checks the nesting level before each group, but descends (and
+    // can fail an append) as it goes: an overflow only deletes the variable
+    // if every step before it succeeded.
+    let mut overflow = false;
     loop {
         nest += 1;
         if nest > max_nesting {
-            post.remove(&top);
-            return Registration {
-                top: Some(top),
-                effect: Effect::Deleted,
-            };
+            overflow = true;
+            break;
         }
         ip += 1;
         let index_start = ip;
-        if name.get(ip) == Some(&b' ') {
+        if name.get(ip).is_some_and(|&c| is_space(c)) {
             ip += 1;
         }
         let next = if name.get(ip) == Some(&b']') {
@@ -129,7 +132,7 @@ pub fn register(
         }
     }
 
-    let mut arr = post;
+    let mut arr = &mut *post;
     for step in path {
         arr = match step {
             Some(key) => arr.descend(key),
@@ -137,6 +140,13 @@ pub fn register(
                 Some(Value::Array(a)) => a,
                 _ => return failed(top),
             },
+        };
+    }
+    if overflow {
+        post.remove(&top);
+        return Registration {
+            top: Some(top),
+            effect: Effect::Deleted,
         };
     }
     match pending {
@@ -168,12 +178,13 @@ fn failed(top: Key) -> Registration {
     }
 }
 
-/// The name PHP registers for a multipart text part or upload
+/// The name PHP registers an upload's `$_FILES` entries under
 /// (`normalize_protected_variable`): leading spaces dropped, space and `.`
 /// in the base become `_`, leading whitespace (space, tab, CR, LF) inside
 /// each `[…]` group is dropped, and anything after the last group that is
-/// followed by something other than `[` is cut. So a multipart `a[ x]` is
-/// `a[x]`, where the same urlencoded name is the key `" x"`.
+/// followed by something other than `[` is cut. So an upload named
+/// `f[ x]` is `$_FILES['f']['name']['x']`, where a text part of that name
+/// is `$_POST['f'][' x']`.
 pub fn normalize_multipart_name(name: &[u8]) -> Vec<u8> {
     let start = name.iter().position(|&c| c != b' ').unwrap_or(name.len());
     let name = &name[start..];
@@ -295,7 +306,7 @@ mod tests {
     }
 
     #[test]
-    fn multipart_names_are_normalised_first() {
+    fn upload_names_are_normalised_first() {
         for (raw, want) in [
             ("a[ x]", "a[x]"),
             ("a[\tx][\r\ny]", "a[x][y]"),
