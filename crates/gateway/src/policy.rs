@@ -47,18 +47,50 @@ pub fn is_write(action: Action) -> bool {
     !matches!(action, Action::Export | Action::List)
 }
 
-/// Exports whose rows the gateway cannot check against a site's DAG.
-pub fn unchecked_export(content: Content) -> bool {
-    matches!(
-        content,
-        Content::Report
-            | Content::Pdf
-            | Content::FileRepository
-            | Content::File
-            | Content::Log
-            | Content::ProjectXml
-            | Content::Tableau
-    )
+/// Why the gateway cannot check a site account's export against the site's
+/// Data Access Group, if it cannot — and then the answer must not reach a
+/// site client unless its policy says `unchecked_exports`: the day the
+/// account drifts out of its DAG, whatever the guard cannot read is a leak.
+///
+/// The guard reads one thing: the `redcap_data_access_group` column REDCap
+/// adds to a *flat* record export in json, csv or xml when the caller is
+/// not DAG-restricted (`redcap-api.md` §5.5, §6.1). Everything else is
+/// refused: the methods below return record data or record-linked content
+/// with no such column; an EAV answer is not known to carry the DAG, an ODM
+/// answer carries it in a form not documented, and with label headers the
+/// DAG column cannot be told from a field.
+pub fn unguarded_export(content: Content, form: &crate::form::Form) -> Option<&'static str> {
+    match content {
+        Content::Record => {
+            if form.get("type") == Some("eav") {
+                Some(
+                    "an EAV record export (export type=flat instead: the same data, and the guard can read it)",
+                )
+            } else if form.get("format") == Some("odm") {
+                Some("an ODM record export (export json, csv or xml instead)")
+            } else if form.get("rawOrLabelHeaders") == Some("label") {
+                Some("a record export with label headers (export with rawOrLabelHeaders=raw)")
+            } else {
+                None
+            }
+        }
+        Content::Report => Some("a report export"),
+        Content::Pdf => Some("a PDF export"),
+        Content::File | Content::FileInfo | Content::FileSize => {
+            Some("a file attached to a record")
+        }
+        Content::FileRepository => Some("a file repository export"),
+        Content::Log => Some("a log export"),
+        Content::ProjectXml => Some("a project XML export"),
+        Content::Tableau => Some("a Tableau export"),
+        Content::ParticipantList => Some("a survey participant list"),
+        Content::SurveyLink
+        | Content::SurveyAccessCode
+        | Content::SurveyQueueLink
+        | Content::SurveyReturnCode => Some("a record's survey link or code"),
+        Content::MyCap => Some("a MyCap export"),
+        _ => None,
+    }
 }
 
 #[derive(Debug, Clone, Default)]

@@ -167,13 +167,15 @@ async fn handle(
     }
     form.take("backgroundProcess");
     let site_export = account.dag_id.is_some() && !policy::is_write(action);
-    if site_export && policy::unchecked_export(content) && !client.unchecked_exports {
+    if site_export
+        && !client.unchecked_exports
+        && let Some(what) = policy::unguarded_export(content, &form)
+    {
         return Err(deny(
-            format!("unchecked export: {}", content.as_str()),
+            format!("unchecked export: {}:{}", content.as_str(), action.as_str()),
             StatusCode::FORBIDDEN,
             format!(
-                "The gateway cannot check the rows of a {} export against site \"{}\"'s Data Access Group, and client \"{}\" is not allowed unchecked exports",
-                content.as_str(),
+                "The gateway cannot check {what} against site \"{}\"'s Data Access Group, and client \"{}\" is not allowed unchecked exports",
                 account.site.as_deref().unwrap_or_default(),
                 client.name
             ),
@@ -294,7 +296,14 @@ async fn handle(
     // back).
     gw.append_soon(response_entry);
 
-    if dag_guard && ok && answer::has_dag_column(&body_text, crate::reply::data_format(&form)) {
+    if dag_guard
+        && ok
+        && answer::has_dag_column(
+            &body_text,
+            crate::reply::data_format(&form),
+            answer::csv_delimiter(form.get("csvDelimiter")),
+        )
+    {
         let why = format!(
             "REDCap returned the Data Access Group column to site account `{}` (site `{}`, DAG id {}): it is not restricted to its DAG (removed from the DAG, or made an administrator); its export was withheld",
             account.name,

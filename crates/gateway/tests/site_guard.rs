@@ -149,22 +149,111 @@ async fn a_site_account_made_administrator_is_withheld_and_quarantined() {
     gw.shutdown().await.unwrap();
 }
 
+/// Issue #19, item 0: with the site account dropped from its DAG, no method
+/// that returns record data or record-linked content leaks another site's
+/// records — each is refused before anything is forwarded, or (flat
+/// exports, which the guard reads) withheld.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn exports_the_gateway_cannot_check_are_refused_to_site_clients() {
+async fn a_drifted_site_account_leaks_nothing_through_any_method() {
     let w = World::new().await;
-    let (gw, _) = w.start_on_disk().await;
-    let (s, b) = w
-        .call(
-            &gw,
-            &[
-                ("token", &w.keys["site-app"]),
-                ("content", "log"),
-                ("format", "json"),
-            ],
-        )
-        .await;
-    assert_eq!(s, 403, "{b}");
-    assert!(b.contains("cannot check the rows of a log export"), "{b}");
+    let (gw, ledger_dir) = w.start_on_disk().await;
+    let api = format!("{}/api/", w.sandbox_base);
+    let rights = json!([{"username": "svc_site", "api_export": 1}]).to_string();
+    let r = w
+        .http
+        .post(&api)
+        .form(&[
+            ("token", w.owner.as_str()),
+            ("content", "user"),
+            ("format", "json"),
+            ("data", &rights),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let forwarded = || {
+        entries(&OsFs, &ledger_dir)
+            .iter()
+            .filter(|k| matches!(k, EntryKind::Request { .. }))
+            .count()
+    };
+    let before = forwarded();
+    let key = w.keys["site-app"].clone();
+    let cases: &[&[(&str, &str)]] = &[
+        &[("content", "record"), ("type", "eav"), ("format", "json")],
+        &[("content", "record"), ("type", "eav"), ("format", "csv")],
+        &[("content", "record"), ("type", "eav"), ("format", "xml")],
+        &[("content", "record"), ("format", "odm")],
+        &[
+            ("content", "record"),
+            ("format", "csv"),
+            ("rawOrLabelHeaders", "label"),
+        ],
+        &[
+            ("content", "report"),
+            ("report_id", "1"),
+            ("format", "json"),
+        ],
+        &[("content", "pdf"), ("record", "1")],
+        &[
+            ("content", "file"),
+            ("action", "export"),
+            ("record", "1"),
+            ("field", "consent"),
+        ],
+        &[
+            ("content", "fileinfo"),
+            ("record", "1"),
+            ("field", "consent"),
+        ],
+        &[
+            ("content", "filesize"),
+            ("record", "1"),
+            ("field", "consent"),
+        ],
+        &[
+            ("content", "fileRepository"),
+            ("action", "export"),
+            ("doc_id", "1"),
+        ],
+        &[("content", "log"), ("format", "json")],
+        &[
+            ("content", "participantList"),
+            ("instrument", "baseline"),
+            ("format", "json"),
+        ],
+        &[
+            ("content", "surveyLink"),
+            ("record", "1"),
+            ("instrument", "baseline"),
+        ],
+        &[
+            ("content", "surveyAccessCode"),
+            ("record", "1"),
+            ("instrument", "baseline"),
+        ],
+        &[("content", "surveyQueueLink"), ("record", "1")],
+        &[
+            ("content", "surveyReturnCode"),
+            ("record", "1"),
+            ("instrument", "baseline"),
+        ],
+        &[("content", "project_xml"), ("returnRecords", "true")],
+        &[("content", "tableau")],
+        &[("content", "mycap")],
+    ];
+    for params in cases {
+        let mut form: Vec<(&str, &str)> = vec![("token", key.as_str())];
+        form.extend_from_slice(params);
+        let (s, b) = w.call(&gw, &form).await;
+        assert_eq!(s, 403, "{params:?}: {b}");
+        assert!(b.contains("cannot check"), "{params:?}: {b}");
+        assert!(!b.contains("record_id"), "{params:?}: {b}");
+    }
+    assert_eq!(forwarded(), before, "none of them reached REDCap");
+    // Flat exports are read: withheld, and the account quarantined.
+    assert_withheld_and_quarantined(&w, &gw, &ledger_dir).await;
     gw.shutdown().await.unwrap();
 }
 

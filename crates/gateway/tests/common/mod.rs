@@ -256,7 +256,7 @@ site = "site-a"
 [[client]]
 name = "site-app"
 account = "heart-site-a"
-allow = ["record:export", "record:import", "metadata", "log"]
+allow = ["record:export", "record:import", "metadata", "log", "report", "pdf", "file:export", "fileinfo", "filesize", "fileRepository:export", "participantList", "surveyLink", "surveyAccessCode", "surveyQueueLink", "surveyReturnCode", "project_xml", "tableau", "mycap"]
 write_reason = "optional"
 "#,
             base = self.sandbox_base,
