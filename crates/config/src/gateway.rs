@@ -6,12 +6,16 @@
 //! and what each may do).
 
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::path::PathBuf;
 
 use serde::Deserialize;
 use toml::Spanned;
+use toml::de::DeTable;
 
 use crate::Problem;
+use crate::problem::line_column;
+use crate::schema::{int_at, str_at, strs_at, table_at, tables_at};
 
 /// `[gateway]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -279,22 +283,17 @@ impl SourceRange {
     }
 }
 
-/// Cross-references between sections: every name unique, every reference
-/// resolvable, every allow entry and source parseable.
-pub(crate) fn validate(config: &crate::Config, text: &str, problems: &mut Vec<Problem>) {
-    if config.gateway.tls_cert.is_none() && !config.gateway.listen.ip().is_loopback() {
-        problems.push(Problem {
-            line: 0,
-            column: 0,
-            field: Some("gateway.listen".into()),
-            message: format!(
-                "the client listener {} is not on loopback but has no TLS: client keys would cross the network in clear",
-                config.gateway.listen
-            ),
-            fix: "set tls_cert and tls_key, or listen on 127.0.0.1 behind a TLS-terminating proxy".into(),
-        });
-    }
-    let mut push = |span: std::ops::Range<usize>, field: String, message: String, fix: String| {
+/// Cross-references between sections: every name well-formed and unique
+/// (studies, accounts, clients, the sites of a study), no two sites of a
+/// study on one DAG, no two studies on one REDCap project, no two accounts
+/// with one token, every reference resolvable, every allow entry and source
+/// parseable, TLS where the client listener is reachable from the network.
+/// Runs on the generic document, so it reports alongside the problems of
+/// the walk; a value of the wrong kind is skipped here (the walk reports
+/// it), and a reference is checked only when every entry it could name has
+/// a name.
+pub(crate) fn validate(doc: &DeTable<'_>, text: &str, problems: &mut Vec<Problem>) {
+    let mut push = |span: Range<usize>, field: String, message: String, fix: String| {
         problems.push(Problem::at_offset(
             text,
             span.start,
@@ -303,115 +302,222 @@ pub(crate) fn validate(config: &crate::Config, text: &str, problems: &mut Vec<Pr
             fix,
         ));
     };
-    let gw = &config.gateway;
-    match (&gw.tls_cert, &gw.tls_key) {
-        (Some(c), None) => push(
-            c.span(),
-            "gateway.tls_cert".into(),
-            "tls_cert is set without tls_key".into(),
-            "set tls_key to the certificate's private key file, or remove tls_cert".into(),
-        ),
-        (None, Some(k)) => push(
-            k.span(),
-            "gateway.tls_key".into(),
-            "tls_key is set without tls_cert".into(),
-            "set tls_cert to the certificate chain file, or remove tls_key".into(),
-        ),
-        _ => {}
-    }
-    unique(config.study.iter().map(|s| &s.name), "study", &mut push);
-    unique(config.account.iter().map(|a| &a.name), "account", &mut push);
-    unique(config.client.iter().map(|c| &c.name), "client", &mut push);
-    for study in &config.study {
-        unique(study.site.iter().map(|s| &s.name), "study.site", &mut push);
-    }
-    for account in &config.account {
-        let study = config
-            .study
-            .iter()
-            .find(|s| s.name.get_ref() == account.study.get_ref());
-        match study {
-            None => push(
-                account.study.span(),
-                "account.study".into(),
+    let line_of = |span: &Range<usize>| line_column(text, span.start).0;
+
+    if let Some(gw) = table_at(doc, "gateway") {
+        if let Some((listen, span)) = str_at(gw, "listen")
+            && let Ok(addr) = listen.parse::<SocketAddr>()
+            && !addr.ip().is_loopback()
+            && gw.get("tls_cert").is_none()
+        {
+            push(
+                span,
+                "gateway.listen".into(),
                 format!(
-                    "account `{}` names study `{}`, which is not defined",
-                    account.name.get_ref(),
-                    account.study.get_ref()
+                    "the client listener {addr} is not on loopback but has no TLS: client keys would cross the network in clear"
                 ),
-                "add a [[study]] with that name or correct the name".into(),
+                "set tls_cert and tls_key, or listen on 127.0.0.1 behind a TLS-terminating proxy"
+                    .into(),
+            );
+        }
+        match (gw.get("tls_cert"), gw.get("tls_key")) {
+            (Some(c), None) => push(
+                c.span(),
+                "gateway.tls_cert".into(),
+                "tls_cert is set without tls_key".into(),
+                "set tls_key to the certificate's private key file, or remove tls_cert".into(),
             ),
-            Some(study) => {
-                if let Some(site) = &account.site
-                    && !study
-                        .site
-                        .iter()
-                        .any(|s| s.name.get_ref() == site.get_ref())
+            (None, Some(k)) => push(
+                k.span(),
+                "gateway.tls_key".into(),
+                "tls_key is set without tls_cert".into(),
+                "set tls_cert to the certificate chain file, or remove tls_key".into(),
+            ),
+            _ => {}
+        }
+    }
+
+    let studies = tables_at(doc, "study");
+    let accounts = tables_at(doc, "account");
+    let clients = tables_at(doc, "client");
+    let study_names = names(&studies, "study", "study", &mut push, &line_of);
+    let account_names = names(&accounts, "account", "account", &mut push, &line_of);
+    names(&clients, "client", "client", &mut push, &line_of);
+
+    let mut projects: Vec<(i64, String, Range<usize>)> = Vec::new();
+    for (i, study, _) in &studies {
+        let study_name = str_at(study, "name").map_or("?", |(n, _)| n);
+        if let Some((id, span)) = int_at(study, "project_id") {
+            if let Some((_, other, first)) = projects.iter().find(|(p, _, _)| *p == id) {
+                push(
+                    span.clone(),
+                    format!("study[{i}].project_id"),
+                    format!(
+                        "studies `{other}` and `{study_name}` are both REDCap project {id} (first at line {})",
+                        line_of(first)
+                    ),
+                    "each [[study]] is one REDCap project: correct the project_id, or merge the two studies".into(),
+                );
+            }
+            projects.push((id, study_name.to_string(), span));
+        }
+        let sites = tables_at(study, "site");
+        names(
+            &sites,
+            &format!("study[{i}].site"),
+            "site",
+            &mut push,
+            &line_of,
+        );
+        let mut dags: Vec<(i64, &str, Range<usize>)> = Vec::new();
+        for (j, site, _) in &sites {
+            let site_name = str_at(site, "name").map_or("?", |(n, _)| n);
+            if let Some((dag, span)) = int_at(site, "dag_id") {
+                if let Some((_, other, first)) = dags.iter().find(|(d, _, _)| *d == dag) {
+                    push(
+                        span.clone(),
+                        format!("study[{i}].site[{j}].dag_id"),
+                        format!(
+                            "sites `{other}` and `{site_name}` of study `{study_name}` are both bound to DAG {dag} (first at line {})",
+                            line_of(first)
+                        ),
+                        "each site is one Data Access Group: write this site's own data_access_group_id (REDCap's API lists them with content=dag)".into(),
+                    );
+                }
+                dags.push((dag, site_name, span));
+            }
+        }
+    }
+
+    let mut secrets: Vec<(&str, &str, Range<usize>)> = Vec::new();
+    let mut users: Vec<(&str, &str, &str, Range<usize>)> = Vec::new();
+    for (i, account, _) in &accounts {
+        let account_name = str_at(account, "name").map_or("?", |(n, _)| n);
+        if let Some((study_ref, span)) = str_at(account, "study")
+            && let Some(study_names) = &study_names
+        {
+            match studies
+                .iter()
+                .find(|(_, s, _)| str_at(s, "name").is_some_and(|(n, _)| n == study_ref))
+            {
+                None if !study_names.contains(&study_ref) => push(
+                    span.clone(),
+                    format!("account[{i}].study"),
+                    format!(
+                        "account `{account_name}` names study `{study_ref}`, which is not defined"
+                    ),
+                    "add a [[study]] with that name or correct the name".into(),
+                ),
+                None => {}
+                Some((_, study, _)) => {
+                    let sites = tables_at(study, "site");
+                    let sites_named = sites.iter().all(|(_, s, _)| str_at(s, "name").is_some());
+                    if let Some((site_ref, site_span)) = str_at(account, "site")
+                        && sites_named
+                        && !sites
+                            .iter()
+                            .any(|(_, s, _)| str_at(s, "name").is_some_and(|(n, _)| n == site_ref))
+                    {
+                        push(
+                            site_span,
+                            format!("account[{i}].site"),
+                            format!("study `{study_ref}` has no site `{site_ref}`"),
+                            "add a [[study.site]] with that name under the study, or correct the name"
+                                .into(),
+                        );
+                    }
+                }
+            }
+            if let Some((username, user_span)) = str_at(account, "username") {
+                if let Some((other, _, _, first)) = users
+                    .iter()
+                    .find(|(_, u, s, _)| *u == username && *s == study_ref)
                 {
                     push(
-                        site.span(),
-                        "account.site".into(),
+                        user_span.clone(),
+                        format!("account[{i}].username"),
                         format!(
-                            "study `{}` has no site `{}`",
-                            study.name.get_ref(),
-                            site.get_ref()
+                            "accounts `{other}` and `{account_name}` are both REDCap user `{username}` in study `{study_ref}` (first at line {}); REDCap gives a user one token per project",
+                            line_of(first)
                         ),
-                        "add a [[study.site]] with that name under the study, or correct the name"
-                            .into(),
+                        "keep one [[account]] per REDCap user and study, and point the clients at it".into(),
+                    );
+                }
+                users.push((account_name, username, study_ref, user_span));
+            }
+        }
+        if let Some((secret, span)) = str_at(account, "secret") {
+            match ::secrets::SecretName::new(secret) {
+                Err(e) => push(
+                    span,
+                    format!("account[{i}].secret"),
+                    e,
+                    "use lower-case letters, digits and - _ . /, e.g. \"redcap/heart/site-a/etl\""
+                        .into(),
+                ),
+                Ok(_) => {
+                    if let Some((other, _, first)) = secrets.iter().find(|(_, s, _)| *s == secret) {
+                        push(
+                            span.clone(),
+                            format!("account[{i}].secret"),
+                            format!(
+                                "accounts `{other}` and `{account_name}` both use secret `{secret}` (first at line {}): one token under two names, so quarantine and the ledger could not tell them apart",
+                                line_of(first)
+                            ),
+                            "give each account the secret holding its own token".into(),
+                        );
+                    }
+                    secrets.push((account_name, secret, span));
+                }
+            }
+        }
+    }
+
+    for (i, client, _) in &clients {
+        let client_name = str_at(client, "name");
+        let shown = client_name.as_ref().map_or("?", |(n, _)| *n);
+        if let Some((account_ref, span)) = str_at(client, "account")
+            && account_names
+                .as_ref()
+                .is_some_and(|names| !names.contains(&account_ref))
+        {
+            push(
+                span,
+                format!("client[{i}].account"),
+                format!("client `{shown}` names account `{account_ref}`, which is not defined"),
+                "add an [[account]] with that name or correct the name".into(),
+            );
+        }
+        if let Some(allow) = strs_at(client, "allow") {
+            if let Some(list) = client.get("allow")
+                && list.get_ref().as_array().is_some_and(|a| a.is_empty())
+            {
+                let span = client_name
+                    .as_ref()
+                    .map_or_else(|| list.span(), |(_, s)| s.clone());
+                push(
+                    span,
+                    format!("client[{i}].allow"),
+                    format!("client `{shown}` is allowed nothing"),
+                    "list what it may call, e.g. allow = [\"record:export\"]".into(),
+                );
+            }
+            for (j, entry, span) in allow {
+                if let Err(e) = Method::parse(entry) {
+                    push(
+                        span,
+                        format!("client[{i}].allow[{j}]"),
+                        e,
+                        "write `content` or `content:action`, e.g. \"record:import\"".into(),
                     );
                 }
             }
         }
-        if let Err(e) = ::secrets::SecretName::new(account.secret.get_ref()) {
-            push(
-                account.secret.span(),
-                "account.secret".into(),
-                e,
-                "use lower-case letters, digits and - _ . /, e.g. \"redcap/heart/site-a/etl\""
-                    .into(),
-            );
-        }
-    }
-    for client in &config.client {
-        if !config
-            .account
-            .iter()
-            .any(|a| a.name.get_ref() == client.account.get_ref())
-        {
-            push(
-                client.account.span(),
-                "client.account".into(),
-                format!(
-                    "client `{}` names account `{}`, which is not defined",
-                    client.name.get_ref(),
-                    client.account.get_ref()
-                ),
-                "add an [[account]] with that name or correct the name".into(),
-            );
-        }
-        if client.allow.is_empty() {
-            push(
-                client.name.span(),
-                "client.allow".into(),
-                format!("client `{}` is allowed nothing", client.name.get_ref()),
-                "list what it may call, e.g. allow = [\"record:export\"]".into(),
-            );
-        }
-        for entry in &client.allow {
-            if let Err(e) = Method::parse(entry.get_ref()) {
+        for (j, source, span) in strs_at(client, "sources").unwrap_or_default() {
+            if let Err(e) = SourceRange::parse(source) {
                 push(
-                    entry.span(),
-                    "client.allow".into(),
-                    e,
-                    "write `content` or `content:action`, e.g. \"record:import\"".into(),
-                );
-            }
-        }
-        for source in &client.sources {
-            if let Err(e) = SourceRange::parse(source.get_ref()) {
-                push(
-                    source.span(),
-                    "client.sources".into(),
+                    span,
+                    format!("client[{i}].sources[{j}]"),
                     e,
                     "write an address or CIDR range, e.g. \"10.1.2.0/24\"".into(),
                 );
@@ -420,37 +526,50 @@ pub(crate) fn validate(config: &crate::Config, text: &str, problems: &mut Vec<Pr
     }
 }
 
-fn unique<'a>(
-    names: impl Iterator<Item = &'a Spanned<String>>,
+/// Checks the `name` of each table of an array (`what` names them in
+/// messages): well-formed and not defined twice. Returns every name when
+/// each table has one, so references to them can be checked; `None` when
+/// some table's name is missing or not a string (the walk reports that,
+/// and a reference to it would be a false alarm).
+fn names<'a>(
+    tables: &[(usize, &'a DeTable<'_>, Range<usize>)],
+    path: &str,
     what: &str,
-    push: &mut impl FnMut(std::ops::Range<usize>, String, String, String),
-) {
-    let mut seen: Vec<&str> = Vec::new();
-    for name in names {
-        if seen.contains(&name.get_ref().as_str()) {
+    push: &mut impl FnMut(Range<usize>, String, String, String),
+    line_of: &impl Fn(&Range<usize>) -> usize,
+) -> Option<Vec<&'a str>> {
+    let mut seen: Vec<(&str, Range<usize>)> = Vec::new();
+    let mut complete = true;
+    for (i, table, _) in tables {
+        let Some((name, span)) = str_at(table, "name") else {
+            complete = false;
+            continue;
+        };
+        let field = format!("{path}[{i}].name");
+        if let Some((_, first)) = seen.iter().find(|(n, _)| *n == name) {
             push(
-                name.span(),
-                format!("{what}.name"),
-                format!("{what} `{}` is defined twice", name.get_ref()),
+                span.clone(),
+                field.clone(),
+                format!(
+                    "{what} `{name}` is defined twice (first at line {})",
+                    line_of(first)
+                ),
                 "give each one a distinct name".into(),
             );
         }
-        seen.push(name.get_ref());
-        if name.get_ref().is_empty()
+        if name.is_empty()
             || !name
-                .get_ref()
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         {
             push(
-                name.span(),
-                format!("{what}.name"),
-                format!(
-                    "{what} name `{}` must be letters, digits, - and _",
-                    name.get_ref()
-                ),
+                span.clone(),
+                field,
+                format!("{what} name `{name}` must be letters, digits, - and _"),
                 "rename it, e.g. \"site-a\"".into(),
             );
         }
+        seen.push((name, span));
     }
+    complete.then(|| seen.into_iter().map(|(n, _)| n).collect())
 }

@@ -1,12 +1,15 @@
 //! `warden.toml`, the one configuration file of redcap-warden.
 //!
-//! The file is parsed in two passes. Serde (with `deny_unknown_fields`
-//! everywhere) turns the text into typed sections; then [`validate`] checks
-//! what types alone cannot say (a REDCap URL that ends in `/api/`, a time zone
-//! that exists). Both passes report [`Problem`]s that carry the line, column
-//! and dotted field name, plus a sentence saying how to fix it, because the
-//! people editing this file run clinical-trial infrastructure and should never
-//! have to guess what a parser meant.
+//! The file is parsed into a generic, spanned TOML document first. That is
+//! walked against a description of every key and the kind of value it takes
+//! (`schema`), and checked for what kinds alone cannot say (a REDCap URL
+//! that ends in `/api/`, a time zone that exists, names that are unique and
+//! references that resolve). Every problem found is reported, not only the
+//! first, each a [`Problem`] with the line, column and full path of the field
+//! (`study[1].site[0].dag_id`) plus a sentence saying how to fix it, because
+//! the people editing this file run clinical-trial infrastructure and should
+//! never have to guess what a parser meant. Only a file without problems is
+//! deserialized (serde, `deny_unknown_fields` everywhere) into [`Config`].
 //!
 //! No secret is ever part of this file: tokens live in the secrets store.
 //! Each feature adds its own section here (see `docs/configuration.md`).
@@ -16,6 +19,7 @@ mod export;
 mod gateway;
 mod ledger;
 mod problem;
+mod schema;
 mod secrets;
 mod sections;
 
@@ -28,7 +32,6 @@ pub use ledger::*;
 pub use problem::{ConfigError, LoadError, Problem};
 pub use secrets::*;
 pub use sections::*;
-use toml::Spanned;
 
 /// The whole of `warden.toml`, validated.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -110,54 +113,173 @@ pub fn load(path: &Path) -> Result<LoadedConfig, LoadError> {
 }
 
 /// Parses and validates configuration text; `path` is only used in messages.
+///
+/// A TOML syntax error stops the parser and is reported alone. Otherwise
+/// every problem is collected — unknown keys, wrong types, missing keys and
+/// values out of range ([`schema::walk`]), semantic and cross-reference
+/// checks ([`validate`]), the rules of the sections that check themselves
+/// while deserializing ([`section_rules`]) — and all are returned together,
+/// sorted by position. The typed [`Config`] is built only from a file with
+/// none.
 pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-    let config: Config = toml::from_str(text)
+    let doc = toml::de::DeTable::parse(text)
         .map_err(|e| ConfigError::new(path, vec![Problem::from_toml(text, &e)]))?;
-    let problems = validate(&config, text);
+    let mut problems = schema::walk(&doc, text);
+    validate(doc.get_ref(), text, &mut problems);
+    section_rules(text, &mut problems);
     if problems.is_empty() {
-        Ok(config)
-    } else {
-        Err(ConfigError::new(path, problems))
+        // The walk above describes every key the typed sections accept, so
+        // this should not fail; if the two ever disagree, the disagreement
+        // is reported like any other problem rather than ignored.
+        match toml::from_str::<Config>(text) {
+            Ok(config) => return Ok(config),
+            Err(e) => problems.push(Problem::from_toml(text, &e)),
+        }
     }
+    problems.sort_by_key(|p| (p.line, p.column));
+    problems.dedup();
+    Err(ConfigError::new(path, problems))
 }
 
-/// Checks what serde cannot: every rule here names the field and the fix.
-fn validate(config: &Config, text: &str) -> Vec<Problem> {
-    let mut problems = Vec::new();
-    let mut check =
-        |field: &str, value: &Spanned<String>, rule: fn(&str) -> Result<(), String>, fix: &str| {
-            if let Err(message) = rule(value.get_ref()) {
-                problems.push(Problem::at_offset(
-                    text,
-                    value.span().start,
-                    Some(field.to_string()),
-                    message,
-                    fix.to_string(),
-                ));
-            }
-        };
+/// Checks what the kinds of values alone cannot say: every rule here names
+/// the field and the fix. Works on the generic document, so it runs even
+/// when other parts of the file are broken; a value of the wrong kind is
+/// skipped here (the walk reports it).
+fn validate(doc: &toml::de::DeTable<'_>, text: &str, problems: &mut Vec<Problem>) {
+    let mut check = |field: &str,
+                     table: Option<&toml::de::DeTable<'_>>,
+                     key: &str,
+                     rule: fn(&str) -> Result<(), String>,
+                     fix: &str| {
+        if let Some((value, span)) = table.and_then(|t| schema::str_at(t, key))
+            && let Err(message) = rule(value)
+        {
+            problems.push(Problem::at_offset(
+                text,
+                span.start,
+                Some(field.to_string()),
+                message,
+                fix.to_string(),
+            ));
+        }
+    };
+    let redcap = schema::table_at(doc, "redcap");
     check(
         "redcap.url",
-        &config.redcap.url,
+        redcap,
+        "url",
         sections::check_redcap_url,
         "write the API address of your REDCap server, e.g. url = \"https://redcap.example.org/api/\"",
     );
     check(
         "redcap.time_zone",
-        &config.redcap.time_zone,
+        redcap,
+        "time_zone",
         sections::check_time_zone,
         "write the IANA name of the REDCap server's time zone, e.g. time_zone = \"Europe/Berlin\"",
     );
-    if let Some(l) = &config.ledger {
-        check(
-            "ledger.verifier_key",
-            &l.verifier_key,
-            ledger::check_verifier_key,
-            "restore the value `redcap-warden init` wrote, or print it with `redcap-warden ledger public-key` on the machine that holds the signing key",
-        );
+    check(
+        "ledger.verifier_key",
+        schema::table_at(doc, "ledger"),
+        "verifier_key",
+        ledger::check_verifier_key,
+        "restore the value `redcap-warden init` wrote, or print it with `redcap-warden ledger public-key` on the machine that holds the signing key",
+    );
+    for (section, backend, needs) in [
+        (
+            "secrets",
+            "vault",
+            "a [secrets.vault] table (docs/secrets.md lists its keys)",
+        ),
+        (
+            "secrets",
+            "aws",
+            "a [secrets.aws] table (docs/secrets.md lists its keys)",
+        ),
+        (
+            "ledger",
+            "postgres",
+            "a [ledger.postgres] table with url_file (or url, without a password); see docs/ledger.md §9",
+        ),
+    ] {
+        if let Some(table) = schema::table_at(doc, section)
+            && let Some((value, span)) = schema::str_at(table, "backend")
+            && value == backend
+            && table.get(backend).is_none()
+        {
+            problems.push(Problem::at_offset(
+                text,
+                span.start,
+                Some(format!("{section}.backend")),
+                format!("backend = \"{backend}\" needs {needs}"),
+                format!("add [{section}.{backend}], or remove the backend line to use the default"),
+            ));
+        }
     }
-    gateway::validate(config, text, &mut problems);
-    problems
+    gateway::validate(doc, text, problems);
+}
+
+/// The sections whose own rules run while they are deserialized (which
+/// credential source a Vault login uses, a PostgreSQL URL without a
+/// password, the export bucket's name…): each is deserialized on its own,
+/// so that a broken one does not hide the others. A section with a problem already found inside it is
+/// skipped: its deserialization would only repeat that problem.
+fn section_rules(text: &str, problems: &mut Vec<Problem>) {
+    use serde::Deserialize;
+
+    // Fields are read only by deserializing them (their rules run then).
+    #[derive(Deserialize)]
+    struct Secrets {
+        #[serde(rename = "secrets")]
+        _secrets: Option<SecretsPart>,
+    }
+    #[derive(Deserialize)]
+    struct SecretsPart {
+        #[serde(rename = "vault")]
+        _vault: Option<VaultSecretsSection>,
+    }
+    #[derive(Deserialize)]
+    struct LedgerPostgres {
+        #[serde(rename = "ledger")]
+        _ledger: Option<LedgerPostgresPart>,
+    }
+    #[derive(Deserialize)]
+    struct LedgerPostgresPart {
+        #[serde(rename = "postgres")]
+        _postgres: Option<PostgresLedgerSection>,
+    }
+    #[derive(Deserialize)]
+    struct LedgerExport {
+        #[serde(rename = "ledger")]
+        _ledger: Option<LedgerExportPart>,
+    }
+    #[derive(Deserialize)]
+    struct LedgerExportPart {
+        #[serde(rename = "export")]
+        _export: Option<ExportSection>,
+    }
+    fn unit<T: serde::de::DeserializeOwned>(text: &str, field: &str, problems: &mut Vec<Problem>) {
+        let inside = |p: &Problem| {
+            p.field.as_deref().is_some_and(|f| {
+                f == field
+                    || f.strip_prefix(field)
+                        .is_some_and(|rest| rest.starts_with(['.', '[']))
+            })
+        };
+        if problems.iter().any(inside) {
+            return;
+        }
+        if let Err(e) = toml::from_str::<T>(text) {
+            let mut p = Problem::from_toml(text, &e);
+            if !p.field.as_deref().is_some_and(|f| f.starts_with(field)) {
+                p.field = Some(field.to_string());
+            }
+            problems.push(p);
+        }
+    }
+    unit::<Secrets>(text, "secrets.vault", problems);
+    unit::<LedgerPostgres>(text, "ledger.postgres", problems);
+    unit::<LedgerExport>(text, "ledger.export", problems);
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {

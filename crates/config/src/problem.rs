@@ -36,17 +36,50 @@ impl ConfigError {
 }
 
 /// Why a configuration could not be loaded.
-#[derive(Debug, thiserror::Error)]
+///
+/// `Display` and `Error` are written by hand: the OS error of
+/// [`LoadError::Unreadable`] is part of its message, so it is not also
+/// returned as the error's `source()` — callers that print the whole chain
+/// (`anyhow`'s `{:#}`) would otherwise show it twice.
+#[derive(Debug)]
 pub enum LoadError {
     /// The file could not be read at all.
-    #[error("{}: cannot read the configuration file: {source}; fix: {}", path.display(), unreadable_fix(source))]
     Unreadable {
         path: PathBuf,
         source: std::io::Error,
     },
     /// The file was read and has problems.
-    #[error(transparent)]
-    Invalid(#[from] ConfigError),
+    Invalid(ConfigError),
+}
+
+impl From<ConfigError> for LoadError {
+    fn from(e: ConfigError) -> Self {
+        LoadError::Invalid(e)
+    }
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LoadError::Unreadable { path, source } => write!(
+                f,
+                "{}: cannot read the configuration file: {source}; fix: {}",
+                path.display(),
+                unreadable_fix(source)
+            ),
+            LoadError::Invalid(e) => fmt::Display::fmt(e, f),
+        }
+    }
+}
+
+impl std::error::Error for LoadError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            // Already in the message (see the type's documentation).
+            LoadError::Unreadable { .. } => None,
+            LoadError::Invalid(e) => std::error::Error::source(e),
+        }
+    }
 }
 
 fn unreadable_fix(e: &std::io::Error) -> &'static str {
@@ -183,7 +216,7 @@ fn join(table: &str, key: &str) -> String {
     }
 }
 
-fn line_column(text: &str, offset: usize) -> (usize, usize) {
+pub(crate) fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(text.len());
     let before = &text[..text.floor_char_boundary(offset)];
     let line = before.matches('\n').count() + 1;
@@ -196,6 +229,26 @@ fn quoted_after(message: &str, prefix: &str) -> Option<String> {
         .strip_prefix(prefix)
         .and_then(|rest| rest.split('`').next())
         .map(str::to_string)
+}
+
+/// `expected `a``, `expected `a` or `b``, `expected one of `a`, `b`, `c``:
+/// the way serde lists names, kept so messages read the same.
+pub(crate) fn expected_list(names: &[String], expected: &str) -> String {
+    match names {
+        [] => "there are none".to_string(),
+        [one] => format!("{expected} `{one}`"),
+        [a, b] => format!("{expected} `{a}` or `{b}`"),
+        _ => format!("{expected} one of {}", quoted_list(names, "`")),
+    }
+}
+
+/// `a`, `b`, `c` with the given quote around each name.
+pub(crate) fn quoted_list(names: &[String], quote: &str) -> String {
+    names
+        .iter()
+        .map(|n| format!("{quote}{n}{quote}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The names serde lists after "expected" (`a`, `b` or `c`).
@@ -212,7 +265,7 @@ fn expected_names(message: &str) -> Vec<String> {
 
 /// The expected name nearest to a misspelling, if it is near enough to be a
 /// typo rather than a different word.
-fn closest(name: &str, expected: &[String]) -> Option<String> {
+pub(crate) fn closest(name: &str, expected: &[String]) -> Option<String> {
     expected
         .iter()
         .map(|e| (edit_distance(name, e), e))

@@ -245,7 +245,7 @@ fn a_gateway_configuration_parses() {
 #[test]
 fn broken_references_name_the_field_and_line() {
     let p = only(&GATEWAY.replace("account = \"heart-a-etl\"", "account = \"heart-b-etl\""));
-    assert_eq!(p.field.as_deref(), Some("client.account"));
+    assert_eq!(p.field.as_deref(), Some("client[0].account"));
     assert_eq!(p.line, 26);
     assert!(
         p.message
@@ -255,18 +255,18 @@ fn broken_references_name_the_field_and_line() {
     );
 
     let p = only(&GATEWAY.replace("site = \"site-a\"", "site = \"site-z\""));
-    assert_eq!(p.field.as_deref(), Some("account.site"));
+    assert_eq!(p.field.as_deref(), Some("account[0].site"));
     assert!(p.message.contains("has no site `site-z`"));
 
     let p = only(&GATEWAY.replace("\"record:import\"", "\"recrod:import\""));
-    assert_eq!(p.field.as_deref(), Some("client.allow"));
+    assert_eq!(p.field.as_deref(), Some("client[0].allow[1]"));
     assert!(p.message.contains("`recrod` is not a REDCap API content"));
 
     let p = only(&GATEWAY.replace("\"10.1.0.0/16\"", "\"10.1.0.0/33\""));
-    assert_eq!(p.field.as_deref(), Some("client.sources"));
+    assert_eq!(p.field.as_deref(), Some("client[0].sources[0]"));
 
     let p = only(&GATEWAY.replace("redcap/heart/site-a/etl", "Redcap Token"));
-    assert_eq!(p.field.as_deref(), Some("account.secret"));
+    assert_eq!(p.field.as_deref(), Some("account[0].secret"));
 
     let twice = format!("{GATEWAY}\n[[study]]\nname = \"heart\"\n");
     let p = only(&twice);
@@ -311,4 +311,573 @@ fn tls_needs_both_files_and_a_public_listener_needs_tls() {
         "{GOOD}[gateway]\nlisten = \"0.0.0.0:8470\"\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n"
     );
     parse(&ok, Path::new("w")).unwrap();
+}
+
+/// No problem text may show a Rust type name (or serde's words for them).
+fn assert_user_words(p: &Problem) {
+    for word in [
+        "u8",
+        "u16",
+        "u32",
+        "u64",
+        "usize",
+        "i64",
+        "i32",
+        "f64",
+        "bool",
+        "SocketAddr",
+        "PathBuf",
+        "String",
+        "Vec",
+        "Option",
+        "sequence",
+        "map",
+        "struct",
+    ] {
+        for text in [&p.message, &p.fix] {
+            let hit = text
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .any(|w| w == word);
+            assert!(!hit, "`{word}` reaches the user: {p:?}");
+        }
+    }
+}
+
+fn places(problems: &[Problem]) -> Vec<(usize, usize, &str)> {
+    problems
+        .iter()
+        .map(|p| (p.line, p.column, p.field.as_deref().unwrap_or("")))
+        .collect()
+}
+
+/// Issue #19 item 6: one run lists every problem of a file, not the first.
+const MANY: &str = r#"[redcap]
+url = "https://redcap.example.org/api/"
+time_zone = "Europe/Berln"
+
+[gateway]
+outbound_per_minute = 0
+key_lifetime_day = 30
+
+[[study]]
+name = "heart"
+
+[[study.site]]
+name = "site-a"
+dag_id = 3
+
+[[study.site]]
+name = "site-b"
+dag_id = 3
+
+[[study]]
+name = "lung"
+
+[[study.site]]
+name = "site-a"
+dag_id = "7"
+
+[[account]]
+name = "heart-a"
+username = "svc_heart_a"
+secret = "redcap/heart/site-a"
+study = "heart"
+site = "site-a"
+
+[[client]]
+name = "app"
+account = "heart-b"
+allow = ["record:export", "metadata", 5]
+unchecked_exports = "no"
+"#;
+
+#[test]
+fn every_problem_of_a_file_is_reported_in_one_run() {
+    let p = problems(MANY);
+    assert_eq!(
+        places(&p),
+        [
+            (3, 13, "redcap.time_zone"),
+            (6, 23, "gateway.outbound_per_minute"),
+            (7, 1, "gateway.key_lifetime_day"),
+            (18, 10, "study[0].site[1].dag_id"),
+            (25, 10, "study[1].site[0].dag_id"),
+            (36, 11, "client[0].account"),
+            (37, 39, "client[0].allow[2]"),
+            (38, 21, "client[0].unchecked_exports"),
+        ],
+        "{p:#?}"
+    );
+    assert!(p[0].message.contains("`Europe/Berln` is not a time zone"));
+    assert!(
+        p[1].message
+            .contains("outbound_per_minute = 0 is not allowed")
+    );
+    assert!(
+        p[1].fix.contains(
+            "write a whole number from 1 to 4294967295 here, e.g. outbound_per_minute = 300"
+        ),
+        "{}",
+        p[1].fix
+    );
+    assert!(p[2].message.contains("unknown field `key_lifetime_day`"));
+    assert!(
+        p[2].fix.contains("did you mean `key_lifetime_days`?"),
+        "{}",
+        p[2].fix
+    );
+    assert!(
+        p[3].message.contains(
+            "`site-a` and `site-b` of study `heart` are both bound to DAG 3 (first at line 14)"
+        ),
+        "{}",
+        p[3].message
+    );
+    assert_eq!(
+        p[4].message,
+        "invalid type: string \"7\", expected a whole number"
+    );
+    assert_eq!(p[4].fix, "write a whole number here, e.g. dag_id = 3");
+    assert!(
+        p[5].message
+            .contains("account `heart-b`, which is not defined")
+    );
+    assert!(p[6].message.contains("expected a string"));
+    assert!(
+        p[7].message.contains("expected true or false"),
+        "{}",
+        p[7].message
+    );
+    p.iter().for_each(assert_user_words);
+    // And the text a user reads: one line each, sorted by line.
+    let shown = parse(MANY, Path::new("warden.toml"))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(shown.lines().count(), 8, "{shown}");
+    assert!(
+        shown
+            .lines()
+            .next()
+            .unwrap()
+            .starts_with("warden.toml:3:13: `redcap.time_zone`: "),
+        "{shown}"
+    );
+}
+
+#[test]
+fn the_reported_file_gives_all_three_problems() {
+    let text = r#"[redcap]
+url = "https://redcap.example.org/api/"
+time_zone = "Europe/Berlim"
+
+[gateway]
+outbound_per_minut = 100
+
+[[study]]
+name = "heart"
+
+[[account]]
+name = "heart-etl"
+username = "svc_etl"
+secret = "redcap/heart/etl"
+study = "heart"
+
+[[client]]
+name = "etl"
+account = "heart-elt"
+allow = ["record:export"]
+"#;
+    let p = problems(text);
+    assert_eq!(
+        places(&p),
+        [
+            (3, 13, "redcap.time_zone"),
+            (6, 1, "gateway.outbound_per_minut"),
+            (19, 11, "client[0].account"),
+        ],
+        "{p:#?}"
+    );
+    assert!(p[1].fix.contains("did you mean `outbound_per_minute`?"));
+}
+
+#[test]
+fn a_wrong_type_in_a_site_names_the_whole_path_in_user_words() {
+    let text = format!(
+        "{GATEWAY}\n[[study.site]]\nname = \"site-b\"\ndag_id = 4.5\n\n[[study.site]]\nname = \"site-c\"\ndag_id = true\n"
+    );
+    let p = problems(&text);
+    assert_eq!(p.len(), 2, "{p:#?}");
+    assert_eq!(p[0].field.as_deref(), Some("study[0].site[1].dag_id"));
+    assert_eq!((p[0].line, p[0].column), (32, 10));
+    assert_eq!(
+        p[0].message,
+        "invalid type: decimal number `4.5`, expected a whole number"
+    );
+    assert_eq!(p[1].field.as_deref(), Some("study[0].site[2].dag_id"));
+    p.iter().for_each(assert_user_words);
+
+    // Other kinds, each in words.
+    for (line, field, expected) in [
+        (
+            "listen = 8470",
+            "gateway.listen",
+            "expected an address like \"127.0.0.1:8470\"",
+        ),
+        (
+            "max_body_bytes = \"1M\"",
+            "gateway.max_body_bytes",
+            "expected a whole number",
+        ),
+        (
+            "keys_file = 3",
+            "gateway.keys_file",
+            "expected a path in quotes",
+        ),
+    ] {
+        let p = only(&format!("{GOOD}[gateway]\n{line}\n"));
+        assert_eq!(p.field.as_deref(), Some(field));
+        assert!(p.message.contains(expected), "{line}: {}", p.message);
+        assert_user_words(&p);
+    }
+    let p = only(&format!("{GOOD}[gateway]\nlisten = \"localhost:8470\"\n"));
+    assert_eq!(
+        p.message,
+        "`localhost:8470` is not an IP address with a port"
+    );
+    assert!(p.fix.contains("127.0.0.1:8470"), "{}", p.fix);
+    let p = problems(&GATEWAY.replace("allow = [", "allow = \"record:export\"\nx = ["));
+    assert_eq!(
+        places(&p),
+        [(27, 9, "client[0].allow"), (28, 1, "client[0].x")]
+    );
+    let p = only(&GATEWAY.replace(
+        "allow = [\"record:export\", \"record:import\", \"version\"]",
+        "allow = \"record:export\"",
+    ));
+    assert_eq!(p.field.as_deref(), Some("client[0].allow"));
+    assert!(
+        p.message.contains("expected an array of strings"),
+        "{}",
+        p.message
+    );
+}
+
+#[test]
+fn unknown_and_missing_keys_in_array_tables_have_full_paths() {
+    let p = only(&GATEWAY.replace("dag_id = 3", "dagid = 3"));
+    assert_eq!(p.field.as_deref(), Some("study[0].site[0].dagid"));
+    assert!(p.fix.contains("did you mean `dag_id`?"), "{}", p.fix);
+    let p = only(&GATEWAY.replace("dag_id = 3", ""));
+    assert_eq!(p.field.as_deref(), Some("study[0].site[0].dag_id"));
+    assert_eq!(p.line, 13, "the [[study.site]] header");
+    assert_eq!(
+        p.fix,
+        "add `dag_id = …` to this [[study.site]] table, e.g. dag_id = 3"
+    );
+}
+
+#[test]
+fn a_public_listener_without_tls_is_reported_at_its_line() {
+    let p = only(&format!("{GOOD}[gateway]\nlisten = \"0.0.0.0:8470\"\n"));
+    assert_eq!((p.line, p.column), (6, 10));
+    assert_eq!(p.field.as_deref(), Some("gateway.listen"));
+}
+
+#[test]
+fn zero_is_refused_where_it_means_nothing() {
+    for key in [
+        "outbound_per_minute",
+        "max_input_vars",
+        "max_input_nesting_level",
+        "max_body_bytes",
+        "token_cache_seconds",
+        "key_lifetime_days",
+        "cutover_hold_seconds",
+    ] {
+        let p = only(&format!("{GOOD}[gateway]\n{key} = 0\n"));
+        assert_eq!(p.field.as_deref(), Some(format!("gateway.{key}").as_str()));
+        assert_eq!((p.line, p.column), (6, key.len() + 4));
+        assert!(
+            p.message
+                .starts_with(&format!("{key} = 0 is not allowed: ")),
+            "{}",
+            p.message
+        );
+        assert_user_words(&p);
+        let p = only(&format!("{GOOD}[gateway]\n{key} = -1\n"));
+        assert!(p.message.contains("is not allowed"), "{}", p.message);
+    }
+    let p = only(&format!(
+        "{GOOD}[gateway]\nkey_lifetime_days = 4294967296\n"
+    ));
+    assert!(p.message.contains("too large"), "{}", p.message);
+    for (text, field) in [
+        (
+            "[secrets.file]\nkeep_versions = 0\n",
+            "secrets.file.keep_versions",
+        ),
+        (
+            "[secrets.aws]\nrecovery_window_days = 0\n",
+            "secrets.aws.recovery_window_days",
+        ),
+        (
+            "[[study]]\nname = \"s\"\nproject_id = 0\n",
+            "study[0].project_id",
+        ),
+        (
+            "[[study]]\nname = \"s\"\n[[study.site]]\nname = \"a\"\ndag_id = 0\n",
+            "study[0].site[0].dag_id",
+        ),
+    ] {
+        let p = only(&format!("{GOOD}{text}"));
+        assert_eq!(p.field.as_deref(), Some(field), "{text}");
+    }
+    // Where 0 means something, it stays allowed.
+    parse(
+        &format!(
+            "{GOOD}[gateway]\nkey_overlap_days = 0\n[secrets.vault]\naddress = \"https://v:8200\"\ntoken_env = \"T\"\nmax_versions = 0\n"
+        ),
+        Path::new("w"),
+    )
+    .unwrap();
+}
+
+#[test]
+fn duplicates_that_make_no_sense_are_refused() {
+    let extra = r#"
+[[study]]
+name = "heart"
+project_id = 14
+
+[[study]]
+name = "lung"
+project_id = 14
+
+[[study.site]]
+name = "site-a"
+dag_id = 5
+
+[[study.site]]
+name = "site-a"
+dag_id = 6
+
+[[account]]
+name = "heart-a-etl"
+username = "svc_heart_a_etl"
+secret = "redcap/heart/site-a/etl"
+study = "heart"
+
+[[client]]
+name = "etl-a"
+account = "heart-a-etl"
+allow = ["version"]
+"#;
+    let p = problems(&format!("{GATEWAY}{extra}"));
+    let fields: Vec<_> = p.iter().filter_map(|p| p.field.as_deref()).collect();
+    assert_eq!(
+        fields,
+        [
+            "study[1].name",
+            "study[1].project_id",
+            "study[2].project_id",
+            "study[2].site[1].name",
+            "account[1].name",
+            "account[1].username",
+            "account[1].secret",
+            "client[1].name",
+        ],
+        "{p:#?}"
+    );
+    assert!(
+        p[0].message
+            .contains("study `heart` is defined twice (first at line 10)")
+    );
+    assert!(p[3].message.contains("site `site-a` is defined twice"));
+    assert!(
+        p[6].message
+            .contains("both use secret `redcap/heart/site-a/etl`")
+    );
+    // The same site name in two studies is fine.
+    parse(
+        &format!(
+            "{GATEWAY}\n[[study]]\nname = \"lung\"\n[[study.site]]\nname = \"site-a\"\ndag_id = 3\n"
+        ),
+        Path::new("w"),
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_reference_to_an_unnamed_entry_is_not_a_false_alarm() {
+    let p = only(&GATEWAY.replace("name = \"heart\"", "name = 7"));
+    assert_eq!(p.field.as_deref(), Some("study[0].name"));
+    assert_eq!(p.fix, "write a string here, e.g. name = \"heart2\"");
+}
+
+#[test]
+fn the_rules_of_self_checking_sections_are_reported_with_the_rest() {
+    let text = format!(
+        "{GOOD}[secrets.vault]\naddress = \"https://v:8200\"\n\n[ledger.export]\nbucket = \"Bad_Bucket\"\nretention_days = 7\n\n[gateway]\noutbound_per_minute = 0\n"
+    );
+    let p = problems(&text);
+    let fields: Vec<_> = p.iter().filter_map(|p| p.field.as_deref()).collect();
+    assert!(fields.contains(&"secrets.vault"), "{p:#?}");
+    assert!(fields.contains(&"ledger.verifier_key"), "{p:#?}");
+    assert!(fields.contains(&"ledger.export"), "{p:#?}");
+    assert!(fields.contains(&"gateway.outbound_per_minute"), "{p:#?}");
+    assert!(p.iter().any(|p| p.message.contains("needs token_file")));
+    assert!(
+        p.iter()
+            .any(|p| p.message.contains("bucket \"Bad_Bucket\""))
+    );
+    let p = only(&format!("{GOOD}[secrets]\nbackend = \"vault\"\n"));
+    assert_eq!(p.field.as_deref(), Some("secrets.backend"));
+    assert!(
+        p.message.contains("needs a [secrets.vault] table"),
+        "{}",
+        p.message
+    );
+}
+
+#[test]
+fn odd_shapes_are_problems_never_panics() {
+    for text in [
+        "[[redcap]]\nurl = 1\n",
+        "redcap = 5\nstudy = 5\n",
+        "redcap = { url = \"https://r.example.org/api/\", time_zone = \"UTC\" }\nstudy = [1, \"x\", {}]\n",
+        "[redcap]\nurl = \"https://r.example.org/api/\"\ntime_zone = \"UTC\"\n[gateway]\nlisten = \"\"\nkeys_file = \"\"\nmax_body_bytes = 9223372036854775807\n",
+        "[redcap]\nurl = \"https://r.example.org/api/\"\ntime_zone = \"UTC\"\n[[client]]\nallow = []\nsources = [[1], {}]\n[[account]]\n[[study]]\n[[study.site]]\n",
+        "[redcap]\nurl = []\ntime_zone = {}\n[ledger]\nbackend = 1\n[secrets.file]\npath = 1979-05-27\n",
+        "[redcap.url]\n[secrets.vault.auth]\n[gateway.listen.x]\n",
+        "\u{feff}[redcap]\nurl = \"ö\"\ntime_zone = \"日本\"\n",
+    ] {
+        let p = problems(text);
+        assert!(!p.is_empty(), "{text}");
+        for p in &p {
+            assert!(p.line > 0, "{text}: no position: {p:?}");
+            assert!(p.field.is_some(), "{text}: no field: {p:?}");
+            assert_user_words(p);
+        }
+        let mut sorted = p.clone();
+        sorted.sort_by_key(|p| (p.line, p.column));
+        assert_eq!(p, sorted, "{text}: not sorted by position");
+    }
+}
+
+#[test]
+fn a_missing_file_names_its_os_error_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = load(&dir.path().join("warden.toml")).unwrap_err();
+    // Printed as a chain (anyhow's `{:#}`), the OS error must not repeat.
+    assert!(std::error::Error::source(&e).is_none());
+    let os = std::io::Error::from(std::io::ErrorKind::NotFound).to_string();
+    let shown = e.to_string();
+    assert!(
+        shown.contains("cannot read the configuration file"),
+        "{shown}"
+    );
+    assert_eq!(shown.matches("No such file").count(), 1, "{os}: {shown}");
+}
+
+/// The schema the walk uses and the serde structs that deserialize the
+/// file must agree key for key, in order (the order serde lists them in).
+#[test]
+fn the_schema_matches_the_serde_structs() {
+    use crate::schema::{self, Kind};
+    fn keys(fields: &[schema::Field]) -> Vec<&'static str> {
+        fields.iter().map(|f| f.key).collect()
+    }
+    let pairs: [(&str, &[schema::Field], &[&str]); 14] = [
+        ("top", schema::TOP, serde_fields::<Config>()),
+        ("redcap", schema::REDCAP, serde_fields::<RedcapSection>()),
+        ("secrets", schema::SECRETS, serde_fields::<SecretsSection>()),
+        (
+            "secrets.file",
+            schema::SECRETS_FILE,
+            serde_fields::<FileSecretsSection>(),
+        ),
+        (
+            "secrets.vault",
+            schema::SECRETS_VAULT,
+            serde_fields::<VaultSecretsSection>(),
+        ),
+        (
+            "secrets.aws",
+            schema::SECRETS_AWS,
+            serde_fields::<AwsSecretsSection>(),
+        ),
+        ("ledger", schema::LEDGER, serde_fields::<LedgerSection>()),
+        (
+            "ledger.postgres",
+            schema::LEDGER_POSTGRES,
+            serde_fields::<PostgresLedgerSection>(),
+        ),
+        (
+            "ledger.export",
+            schema::LEDGER_EXPORT,
+            serde_fields::<ExportSection>(),
+        ),
+        ("gateway", schema::GATEWAY, serde_fields::<GatewaySection>()),
+        ("study", schema::STUDY, serde_fields::<StudySection>()),
+        ("study.site", schema::SITE, serde_fields::<SiteSection>()),
+        ("account", schema::ACCOUNT, serde_fields::<AccountSection>()),
+        ("client", schema::CLIENT, serde_fields::<ClientSection>()),
+    ];
+    for (name, schema, serde) in pairs {
+        assert_eq!(keys(schema), serde, "[{name}]");
+    }
+    // Every table the schema nests is one of those above.
+    let nested: Vec<usize> = pairs
+        .iter()
+        .flat_map(|(_, fields, _)| fields.iter())
+        .filter_map(|f| match f.kind {
+            Kind::Table(t) | Kind::Tables(t) => Some(t.as_ptr() as usize),
+            _ => None,
+        })
+        .collect();
+    for ptr in nested {
+        assert!(pairs.iter().any(|(_, f, _)| f.as_ptr() as usize == ptr));
+    }
+}
+
+/// The field names a serde `Deserialize` asks for (of the raw struct, for
+/// the sections deserialized through `try_from`).
+fn serde_fields<'de, T: serde::Deserialize<'de>>() -> &'static [&'static str] {
+    #[derive(Debug)]
+    struct Fields(&'static [&'static str]);
+    impl std::fmt::Display for Fields {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "{:?}", self.0)
+        }
+    }
+    impl std::error::Error for Fields {}
+    impl serde::de::Error for Fields {
+        fn custom<M: std::fmt::Display>(_: M) -> Self {
+            Fields(&[])
+        }
+    }
+    struct Probe;
+    impl<'de> serde::Deserializer<'de> for Probe {
+        type Error = Fields;
+        fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Fields> {
+            Err(Fields(&[]))
+        }
+        fn deserialize_struct<V: serde::de::Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Fields> {
+            Err(Fields(fields))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+            bytes byte_buf option unit unit_struct newtype_struct seq tuple
+            tuple_struct map enum identifier ignored_any
+        }
+    }
+    match T::deserialize(Probe) {
+        Err(Fields(f)) => f,
+        Ok(_) => unreachable!("the probe never yields a value"),
+    }
 }
