@@ -1,6 +1,6 @@
-//! Reading REDCap's answers for what the ledger needs (record ids) and the
-//! DAG guard needs (a Data Access Group column), and giving the client back
-//! the shape it asked for.
+//! Reading REDCap's import answers for what the ledger needs (record ids),
+//! and giving the client back the shape it asked for. (Exports are read as
+//! they stream: [`crate::export`].)
 //!
 //! To learn which records an import changed, the gateway asks REDCap for
 //! `returnContent=ids` when the client asked for `count`, `nothing` or
@@ -75,7 +75,11 @@ pub fn import_ids(body: &str, format: Format) -> Option<Vec<String>> {
 }
 
 /// The answer the client asked for, rebuilt from the ids.
-pub fn rebuild_import_answer(wanted: ReturnContent, ids: &[String], format: Format) -> String {
+pub fn rebuild_import_answer(
+    wanted: ReturnContent,
+    ids: &ledger::RecordIds,
+    format: Format,
+) -> String {
     match wanted {
         ReturnContent::Nothing => String::new(),
         ReturnContent::Count => match format {
@@ -92,65 +96,6 @@ pub fn rebuild_import_answer(wanted: ReturnContent, ids: &[String], format: Form
     }
 }
 
-/// Record ids in a record export: the first column of a flat export (the
-/// record id field), or the `record` column of an EAV one. JSON and CSV;
-/// other formats yield none.
-pub fn export_ids(body: &str, format: Format, eav: bool) -> Vec<String> {
-    let mut ids: Vec<String> = Vec::new();
-    let mut push = |id: String| {
-        if !ids.contains(&id) {
-            ids.push(id);
-        }
-    };
-    match format {
-        Format::Json => {
-            let Ok(rows) =
-                serde_json::from_str::<Vec<serde_json::Map<String, serde_json::Value>>>(body)
-            else {
-                return ids;
-            };
-            for row in rows {
-                let value = if eav {
-                    row.get("record")
-                } else {
-                    row.values().next()
-                };
-                if let Some(v) = value {
-                    push(
-                        v.as_str()
-                            .map(str::to_string)
-                            .unwrap_or_else(|| v.to_string()),
-                    );
-                }
-            }
-        }
-        Format::Csv => {
-            let mut reader = csv::ReaderBuilder::new()
-                .has_headers(true)
-                .from_reader(body.as_bytes());
-            let column = if eav {
-                match reader
-                    .headers()
-                    .ok()
-                    .and_then(|h| h.iter().position(|c| c == "record"))
-                {
-                    Some(i) => i,
-                    None => return ids,
-                }
-            } else {
-                0
-            };
-            for record in reader.records().flatten() {
-                if let Some(id) = record.get(column) {
-                    push(id.to_string());
-                }
-            }
-        }
-        Format::Xml => {}
-    }
-    ids
-}
-
 /// REDCap's `csvDelimiter` (§6.1): `,` unless one of the others is given.
 pub fn csv_delimiter(value: Option<&str>) -> u8 {
     match value {
@@ -159,35 +104,6 @@ pub fn csv_delimiter(value: Option<&str>) -> u8 {
         Some("|") => b'|',
         Some("^") => b'^',
         _ => b',',
-    }
-}
-
-/// Whether a flat export carries the `redcap_data_access_group` column,
-/// which REDCap leaves out for DAG-restricted users.
-pub fn has_dag_column(body: &str, format: Format, delimiter: u8) -> bool {
-    const COLUMN: &str = "redcap_data_access_group";
-    match format {
-        Format::Json => {
-            serde_json::from_str::<Vec<serde_json::Map<String, serde_json::Value>>>(body)
-                .map(|rows| {
-                    rows.iter().any(|r| {
-                        r.contains_key(COLUMN)
-                            || r.get("field_name").and_then(|f| f.as_str()) == Some(COLUMN)
-                    })
-                })
-                .unwrap_or(false)
-        }
-        Format::Csv => csv::ReaderBuilder::new()
-            .has_headers(false)
-            .delimiter(delimiter)
-            .from_reader(body.as_bytes())
-            .records()
-            .next()
-            .and_then(Result::ok)
-            .is_some_and(|header| header.iter().any(|c| c.trim() == COLUMN)),
-        Format::Xml => {
-            body.contains(&format!("<{COLUMN}>")) || body.contains(&format!("<{COLUMN}/>"))
-        }
     }
 }
 
@@ -256,7 +172,7 @@ mod tests {
 
     #[test]
     fn answers_are_rebuilt_in_the_shape_asked_for() {
-        let ids = vec!["1".to_string(), "2".to_string()];
+        let ids: ledger::RecordIds = ["1", "2"].into_iter().collect();
         assert_eq!(
             rebuild_import_answer(ReturnContent::Count, &ids, Format::Json),
             "{\"count\": 2}"
@@ -273,62 +189,5 @@ mod tests {
             rebuild_import_answer(ReturnContent::Nothing, &ids, Format::Json),
             ""
         );
-    }
-
-    #[test]
-    fn export_ids_come_from_the_first_or_record_column() {
-        assert_eq!(
-            export_ids(
-                r#"[{"record_id":"1","a":"x"},{"record_id":"1","a":"y"},{"record_id":"2"}]"#,
-                Format::Json,
-                false
-            ),
-            ["1", "2"]
-        );
-        assert_eq!(
-            export_ids(
-                r#"[{"record":"7","field_name":"a","value":"1"}]"#,
-                Format::Json,
-                true
-            ),
-            ["7"]
-        );
-        assert_eq!(
-            export_ids("record_id,age\n3,40\n4,41\n", Format::Csv, false),
-            ["3", "4"]
-        );
-        assert_eq!(
-            export_ids("record,field_name,value\n9,age,1\n", Format::Csv, true),
-            ["9"]
-        );
-        assert!(export_ids("not json", Format::Json, false).is_empty());
-    }
-
-    #[test]
-    fn the_dag_column_is_found_in_every_format() {
-        let dag = |body: &str, format| has_dag_column(body, format, b',');
-        assert!(dag(
-            r#"[{"record_id":"1","redcap_data_access_group":"site_a"}]"#,
-            Format::Json
-        ));
-        assert!(!dag(r#"[{"record_id":"1"}]"#, Format::Json));
-        assert!(dag(
-            "record_id,redcap_data_access_group\n1,site_a\n",
-            Format::Csv
-        ));
-        assert!(dag(
-            "\"record_id\",\"redcap_data_access_group\"\n1,site_a\n",
-            Format::Csv
-        ));
-        assert!(!dag("record_id,age\n1,2\n", Format::Csv));
-        assert!(has_dag_column(
-            "record_id\tredcap_data_access_group\n1\tsite_a\n",
-            Format::Csv,
-            csv_delimiter(Some("tab"))
-        ));
-        assert!(dag(
-            "<records><item><redcap_data_access_group>a</redcap_data_access_group></item></records>",
-            Format::Xml
-        ));
     }
 }

@@ -1,45 +1,58 @@
-//! The request path, in the order DESIGN.md gives it:
+//! The request path, in the order DESIGN.md gives it; [`handle`] reads as
+//! this list:
 //!
-//! 1. [`read_body`]: the body exactly as PHP will read it ([`crate::php`],
+//! 1. [`read_body`]: the body exactly as PHP will read it ([`crate::form`],
 //!    [`crate::upload`]); anything ambiguous is refused;
 //! 2. [`authenticate`]: the client key ([`crate::keys`]); refusals are
 //!    answered in REDCap's 403 shape and counted per source and minute;
-//! 3. authorise: the client's allowed methods, source addresses, a reason
-//!    for writes, the account's quarantine, exports the DAG guard cannot
-//!    check;
-//! 4. the `request` entry is made durable — or the answer is 503 and
-//!    nothing is forwarded;
-//! 5. [`forward`]: the account's token is injected and the canonical body
+//! 3. [`authorise`]: the client's allowed methods, source addresses, a
+//!    reason for writes, the account's quarantine, exports the DAG guard
+//!    cannot check;
+//! 4. [`prepare`]: the form as it will be forwarded (the DAG guard's
+//!    `exportDataAccessGroups`, `returnContent=ids` for imports);
+//! 5. [`hold`]: a token cut-over in progress holds the request;
+//! 6. [`record_request`]: the `request` entry is made durable — or the
+//!    answer is 503 and nothing is forwarded;
+//! 7. [`forward`]: the account's token is injected and the canonical body
 //!    sent through the outbound limiter; if REDCap refuses a token the
 //!    store has since replaced, the call is retried once;
-//! 6. the `response` entry, the DAG guard, and the answer in the shape the
-//!    client asked for.
+//! 8. the answer: a record export streams to the client through
+//!    [`answer_export`] (the DAG guard decides on its head, record ids and
+//!    the body's HMAC are read on the fly, the `response` entry is written
+//!    when the stream ends); anything else is read whole by
+//!    [`answer_whole`] (record ids of imports, the shape the client asked
+//!    for).
 
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures_util::{Stream, StreamExt};
 use jiff::Timestamp;
-use ledger::EntryKind;
+use ledger::{Delivery, EntryKind, RecordIds};
 use redcap::php_form::{BodyKind, Limits, urlencoded};
 use redcap::{Action, Content};
 use warden_config::WriteReason;
 
 use crate::answer;
+use crate::export::{Head, Scanner, Shape};
 use crate::form::{self, Form};
 use crate::keys::KeyRecord;
-use crate::policy;
+use crate::policy::{self, Account, Client};
 use crate::reply::{ApiReply, Format, NO_API_PERMISSION};
 use crate::server::{Applied, Shared};
 use crate::upload::{self, Upload};
-use crate::upstream::{UpstreamError, UpstreamReply};
+use crate::upstream::{OpenAnswer, UpstreamError, UpstreamReply};
 
 /// The client listener: `/api/`, REDCap's protocol.
 pub(crate) async fn api(
-    State(gw): State<std::sync::Arc<Shared>>,
+    State(gw): State<Arc<Shared>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     request: axum::extract::Request,
 ) -> Response {
@@ -55,15 +68,13 @@ pub(crate) async fn api(
 }
 
 async fn handle(
-    gw: &std::sync::Arc<Shared>,
+    gw: &Arc<Shared>,
     peer: SocketAddr,
     method: Method,
     headers: &HeaderMap,
     body: axum::body::Body,
 ) -> Result<Response, ApiReply> {
     let started = Instant::now();
-    let now = Timestamp::now();
-    let source = peer.ip().to_string();
     if method != Method::POST {
         return Ok((
             StatusCode::NOT_IMPLEMENTED,
@@ -74,278 +85,62 @@ async fn handle(
     let applied = gw.applied();
     let (mut form, upload) = read_body(&applied, headers, body).await?;
     let fmt = crate::reply::error_format(&form);
-
-    let presented = form.take("token").unwrap_or_default();
-    let key = authenticate(gw, &presented, now, &source, fmt).await?;
-    gw.key_use
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(key.id.clone(), now);
-    let deny = |reason: String, status: StatusCode, message: String| {
-        gw.denials.count(now, &source, Some(&key.client), &reason);
-        gw.metrics.denied();
-        ApiReply::new(status, message, fmt)
-    };
-    let Some(client) = applied.policy.clients.get(&key.client) else {
-        return Err(deny(
-            "client no longer configured".into(),
-            StatusCode::FORBIDDEN,
-            NO_API_PERMISSION.into(),
-        ));
-    };
-    let account = applied
-        .policy
-        .accounts
-        .get(&client.account)
-        .expect("validated: every client names an account");
-    if !client.source_allowed(peer.ip()) {
-        return Err(deny(
-            format!("source {source} not allowed"),
-            StatusCode::FORBIDDEN,
-            format!(
-                "The gateway does not accept requests for client \"{}\" from this address",
-                client.name
-            ),
-        ));
-    }
-
-    // Step 3: authorise.
-    let content_raw = form.get("content").unwrap_or("").to_string();
-    let Some(content) = Content::parse(&content_raw) else {
-        return Err(ApiReply::new(
-            StatusCode::BAD_REQUEST,
-            redcap::ApiError::InvalidContent.message(),
-            fmt,
-        ));
-    };
-    let action = Action::derive(
-        content,
-        form.get("action").unwrap_or(""),
-        form.get("data").is_some(),
-    )
-    .map_err(|e| ApiReply::new(StatusCode::BAD_REQUEST, e.message(), fmt))?;
-    if !client.allows(content, action) {
-        return Err(deny(
-            format!("not allowed: {}:{}", content.as_str(), action.as_str()),
-            StatusCode::FORBIDDEN,
-            format!(
-                "The gateway does not allow client \"{}\" to call {}:{}",
-                client.name,
-                content.as_str(),
-                action.as_str()
-            ),
-        ));
-    }
-    let reason = reason_of(headers, &mut form);
-    if policy::is_write(action) && client.write_reason == WriteReason::Required && reason.is_none()
-    {
-        return Err(deny(
-            "write without a reason".into(),
-            StatusCode::BAD_REQUEST,
-            "This client must give a reason for changes: send it in the X-Warden-Reason header or a \"reason\" field".into(),
-        ));
-    }
-
-    if let Some(q) = gw.quarantine_of(&account.name) {
-        return Err(deny(
-            "account quarantined".into(),
-            StatusCode::FORBIDDEN,
-            format!(
-                "The gateway has quarantined account \"{}\" since {} ({}); an operator must release it",
-                account.name, q.since, q.reason
-            ),
-        ));
-    }
-    // REDCap then answers without record ids: the ledger could not say
-    // which records changed.
-    if answer::php_true(form.get("backgroundProcess")) {
-        return Err(deny(
-            "backgroundProcess".into(),
-            StatusCode::BAD_REQUEST,
-            "The gateway does not forward backgroundProcess=true: REDCap would not report which records changed; send the import without it".into(),
-        ));
-    }
-    form.take("backgroundProcess");
-    let site_export = account.dag_id.is_some() && !policy::is_write(action);
-    if site_export
-        && !client.unchecked_exports
-        && let Some(what) = policy::unguarded_export(content, &form)
-    {
-        return Err(deny(
-            format!("unchecked export: {}:{}", content.as_str(), action.as_str()),
-            StatusCode::FORBIDDEN,
-            format!(
-                "The gateway cannot check {what} against site \"{}\"'s Data Access Group, and client \"{}\" is not allowed unchecked exports",
-                account.site.as_deref().unwrap_or_default(),
-                client.name
-            ),
-        ));
-    }
-    // DAG guard: REDCap never gives a DAG-restricted account the DAG
-    // column, so asking for it proves the restriction on every export. (A
-    // restricted account's answer has no such column to strip; an
-    // unrestricted one's is withheld whole.)
-    let dag_guard = site_export && content == Content::Record;
-    if dag_guard {
-        form.set("exportDataAccessGroups", "true");
-    }
-    // Learn the ids of imported records.
-    let wanted = answer::ReturnContent::of(
-        form.get("returnContent"),
-        answer::php_true(form.get("forceAutoNumber")),
-    );
-    let rewrite_ids =
-        content == Content::Record && action == Action::Import && wanted.needs_rewrite();
-    if rewrite_ids {
-        form.set("returnContent", "ids");
-    }
-
-    // A single-account token cut-over: wait for the new token, within
-    // the hold's bound.
-    if let Err(expired) = gw.holds.wait(&account.name).await {
-        return Err(ApiReply::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "The gateway held this request for {} s while account \"{}\"'s REDCap token was being replaced, and the replacement did not finish; try again later",
-                expired.seconds, account.name
-            ),
-            fmt,
-        ));
-    }
-    if gw.degraded() {
-        gw.count_refused();
-        return Err(ledger_unavailable(fmt));
-    }
-
-    // Step 4: the request entry, durable before anything reaches REDCap.
-    let request_id = request_id();
-    // What the request entry hashes: the canonical fields, and for an
-    // upload the SHA-256 of the file after a line break.
-    let mut canonical_without_token = form.encode();
-    let body_bytes = canonical_without_token.len() as u64 + upload.as_ref().map_or(0, |u| u.size);
-    let mut params = form.names();
-    if let Some(u) = &upload {
-        canonical_without_token.push('\n');
-        canonical_without_token.push_str(&hex::encode(u.sha256));
-        params.push(u.field.clone());
-    }
-    let record_ids = {
-        let mut ids = form.list("records");
-        ids.extend(form.get("record").map(str::to_string));
-        ids
-    };
-    let entry = EntryKind::Request {
-        request_id: request_id.clone(),
-        client: client.name.clone(),
-        account: account.name.clone(),
-        site: account.site.clone(),
-        content: Some(content.as_str().into()),
-        action: Some(action.as_str().into()),
-        format: form.get("format").map(str::to_string),
-        params,
-        record_ids,
-        filter_hmac: form
-            .get("filterLogic")
-            .map(|f| gw.fingerprint.hmac_hex(f.as_bytes())),
-        body_hmac: gw.fingerprint.hmac_hex(canonical_without_token.as_bytes()),
-        body_bytes,
-        reason,
-    };
-    if gw.append(entry).await.is_err() {
-        gw.count_refused();
-        return Err(ledger_unavailable(fmt));
-    }
-    gw.requests.fetch_add(1, Ordering::Relaxed);
-
-    let reply = forward(
+    let caller = authenticate(gw, &mut form, peer, fmt).await?;
+    let call = authorise(gw, &applied, &caller, &mut form, headers, fmt)?;
+    let plan = prepare(&call, &mut form);
+    hold(gw, call.account, fmt).await?;
+    let request_id = record_request(gw, &call, &form, upload.as_ref(), fmt).await?;
+    let export = plan.streamed_export;
+    match forward(
         gw,
-        account,
+        &call,
         &form,
         upload.as_ref(),
         &request_id,
         started,
-        fmt,
+        export,
     )
-    .await?;
-
-    // Step 6: the response entry, the DAG guard, the client's answer.
-    let body_text = String::from_utf8_lossy(&reply.body);
-    let ok = reply.status == 200;
-    let record_ids = match (content, action) {
-        (Content::Record, Action::Import) if ok => {
-            answer::import_ids(&body_text, fmt).unwrap_or_default()
-        }
-        (Content::Record, Action::Export) if ok => answer::export_ids(
-            &body_text,
-            crate::reply::data_format(&form),
-            form.get("type") == Some("eav"),
-        ),
-        _ => Vec::new(),
-    };
-    let response_entry = EntryKind::Response {
-        request_id,
-        status: reply.status,
-        record_ids: record_ids.clone(),
-        body_hmac: gw.fingerprint.hmac_hex(&reply.body),
-        body_bytes: reply.body.len() as u64,
-        latency_ms: started.elapsed().as_millis() as u64,
-    };
-    // REDCap has acted; its answer goes back without waiting for this
-    // entry's sync (it rides along with the next one), and even if the entry
-    // fails (the gateway is then degraded and writes it when the ledger is
-    // back).
-    gw.append_soon(response_entry);
-
-    if dag_guard
-        && ok
-        && answer::has_dag_column(
-            &body_text,
-            crate::reply::data_format(&form),
-            answer::csv_delimiter(form.get("csvDelimiter")),
-        )
+    .await?
     {
-        let why = format!(
-            "REDCap returned the Data Access Group column to site account `{}` (site `{}`, DAG id {}): it is not restricted to its DAG (removed from the DAG, or made an administrator); its export was withheld",
-            account.name,
-            account.site.as_deref().unwrap_or_default(),
-            account.dag_id.unwrap_or_default()
-        );
-        let _ = gw
-            .append(EntryKind::Alert {
-                code: "dag_guard".into(),
-                message: why.clone(),
-            })
-            .await;
-        if let Err(e) = gw.status.quarantine(&account.name, &why, "gateway") {
-            tracing::error!(error = %e, account = %account.name, "could not persist the quarantine");
+        Forwarded::Stream(open) => {
+            Ok(answer_export(gw, &call, &form, &plan, request_id, started, open).await?)
         }
-        gw.quarantine_now(&account.name, &why);
-        return Err(ApiReply::new(
-            StatusCode::FORBIDDEN,
-            format!(
-                "The gateway withheld this export: REDCap no longer restricts account \"{}\" to its Data Access Group. The account is quarantined until an operator releases it",
-                account.name
-            ),
-            fmt,
-        ));
+        Forwarded::Whole(reply) => answer_whole(gw, &call, &plan, request_id, started, reply),
     }
-    let body = if rewrite_ids && ok {
-        axum::body::Bytes::from(answer::rebuild_import_answer(wanted, &record_ids, fmt))
-    } else {
-        reply.body
-    };
-    let mut response = (
-        StatusCode::from_u16(reply.status).unwrap_or(StatusCode::BAD_GATEWAY),
-        body,
-    )
-        .into_response();
-    if let Some(ct) = reply
-        .content_type
-        .and_then(|c| HeaderValue::from_str(&c).ok())
-    {
-        response.headers_mut().insert(header::CONTENT_TYPE, ct);
+}
+
+/// Who is calling: the key and where from.
+struct Caller {
+    key: KeyRecord,
+    source: String,
+    now: Timestamp,
+}
+
+/// An authorised call: who, for which account, doing what.
+struct Call<'a> {
+    client: &'a Client,
+    account: &'a Account,
+    content: Content,
+    action: Action,
+    reason: Option<String>,
+    fmt: Format,
+}
+
+impl Caller {
+    /// A refusal after the key is known: counted into `denied` entries.
+    fn deny(
+        &self,
+        gw: &Shared,
+        why: String,
+        status: StatusCode,
+        message: String,
+        fmt: Format,
+    ) -> ApiReply {
+        gw.denials
+            .count(self.now, &self.source, Some(&self.key.client), &why);
+        gw.metrics.denied();
+        ApiReply::new(status, message, fmt)
     }
-    Ok(response)
 }
 
 /// Step 1: the body as PHP will read it ([`crate::form`]), or a refusal.
@@ -439,17 +234,26 @@ fn upperfirst(s: &str) -> String {
     }
 }
 
-/// Step 2: the client key. A refused key is counted per source and minute;
-/// one that is a real REDCap token raises an alert.
+/// Step 2: the client key (taken out of the form: REDCap gets the real
+/// token instead). A refused key is counted per source and minute; one that
+/// is a real REDCap token raises an alert.
 async fn authenticate(
     gw: &Shared,
-    presented: &str,
-    now: Timestamp,
-    source: &str,
+    form: &mut Form,
+    peer: SocketAddr,
     fmt: Format,
-) -> Result<KeyRecord, ApiReply> {
-    match gw.check_key(presented, now) {
-        Ok(k) => Ok(k),
+) -> Result<Caller, ApiReply> {
+    let presented = form.take("token").unwrap_or_default();
+    let now = Timestamp::now();
+    let source = peer.ip().to_string();
+    match gw.check_key(&presented, now) {
+        Ok(key) => {
+            gw.key_use
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(key.id.clone(), now);
+            Ok(Caller { key, source, now })
+        }
         Err(why) => {
             let fp = gw.fingerprint.fingerprint_bytes(presented.as_bytes()).0;
             let holder = gw
@@ -468,69 +272,331 @@ async fn authenticate(
                     })
                     .await;
             }
-            gw.denials.count(now, source, None, why);
+            gw.denials.count(now, &source, None, why);
             gw.metrics.denied();
             Err(ApiReply::new(StatusCode::FORBIDDEN, NO_API_PERMISSION, fmt))
         }
     }
 }
 
-/// Step 5: inject the account's token and send; if REDCap refuses a token
+/// Step 3: what the client's policy allows.
+fn authorise<'a>(
+    gw: &Shared,
+    applied: &'a Applied,
+    caller: &'a Caller,
+    form: &mut Form,
+    headers: &HeaderMap,
+    fmt: Format,
+) -> Result<Call<'a>, ApiReply> {
+    let deny = |why: String, status, message| caller.deny(gw, why, status, message, fmt);
+    let Some(client) = applied.policy.clients.get(&caller.key.client) else {
+        return Err(deny(
+            "client no longer configured".into(),
+            StatusCode::FORBIDDEN,
+            NO_API_PERMISSION.into(),
+        ));
+    };
+    let account = applied
+        .policy
+        .accounts
+        .get(&client.account)
+        .expect("validated: every client names an account");
+    let ip = caller.source.parse().expect("an IP address printed");
+    if !client.source_allowed(ip) {
+        return Err(deny(
+            format!("source {} not allowed", caller.source),
+            StatusCode::FORBIDDEN,
+            format!(
+                "The gateway does not accept requests for client \"{}\" from this address",
+                client.name
+            ),
+        ));
+    }
+    let Some(content) = Content::parse(form.get("content").unwrap_or("")) else {
+        return Err(ApiReply::new(
+            StatusCode::BAD_REQUEST,
+            redcap::ApiError::InvalidContent.message(),
+            fmt,
+        ));
+    };
+    let action = Action::derive(
+        content,
+        form.get("action").unwrap_or(""),
+        form.get_bytes("data").is_some(),
+    )
+    .map_err(|e| ApiReply::new(StatusCode::BAD_REQUEST, e.message(), fmt))?;
+    if !client.allows(content, action) {
+        return Err(deny(
+            format!("not allowed: {}:{}", content.as_str(), action.as_str()),
+            StatusCode::FORBIDDEN,
+            format!(
+                "The gateway does not allow client \"{}\" to call {}:{}",
+                client.name,
+                content.as_str(),
+                action.as_str()
+            ),
+        ));
+    }
+    let reason = reason_of(headers, form);
+    if policy::is_write(action) && client.write_reason == WriteReason::Required && reason.is_none()
+    {
+        return Err(deny(
+            "write without a reason".into(),
+            StatusCode::BAD_REQUEST,
+            "This client must give a reason for changes: send it in the X-Warden-Reason header or a \"reason\" field".into(),
+        ));
+    }
+    if let Some(q) = gw.quarantine_of(&account.name) {
+        return Err(deny(
+            "account quarantined".into(),
+            StatusCode::FORBIDDEN,
+            format!(
+                "The gateway has quarantined account \"{}\" since {} ({}); an operator must release it",
+                account.name, q.since, q.reason
+            ),
+        ));
+    }
+    // REDCap then answers without record ids: the ledger could not say
+    // which records changed.
+    if answer::php_true(form.get("backgroundProcess")) {
+        return Err(deny(
+            "backgroundProcess".into(),
+            StatusCode::BAD_REQUEST,
+            "The gateway does not forward backgroundProcess=true: REDCap would not report which records changed; send the import without it".into(),
+        ));
+    }
+    let site_export = account.dag_id.is_some() && !policy::is_write(action);
+    if site_export
+        && !client.unchecked_exports
+        && let Some(what) = policy::unguarded_export(content, form)
+    {
+        return Err(deny(
+            format!("unchecked export: {}:{}", content.as_str(), action.as_str()),
+            StatusCode::FORBIDDEN,
+            format!(
+                "The gateway cannot check {what} against site \"{}\"'s Data Access Group, and client \"{}\" is not allowed unchecked exports",
+                account.site.as_deref().unwrap_or_default(),
+                client.name
+            ),
+        ));
+    }
+    Ok(Call {
+        client,
+        account,
+        content,
+        action,
+        reason,
+        fmt,
+    })
+}
+
+/// What [`prepare`] decided.
+struct Plan {
+    /// The DAG guard reads this export's head.
+    dag_guard: bool,
+    /// A record export: its answer streams.
+    streamed_export: bool,
+    /// The import answer the client asked for, when the gateway asked
+    /// REDCap for ids instead.
+    rewrite_ids: Option<answer::ReturnContent>,
+}
+
+/// Step 4: the form as it will be forwarded.
+fn prepare(call: &Call<'_>, form: &mut Form) -> Plan {
+    form.take("backgroundProcess");
+    let record = call.content == Content::Record;
+    // DAG guard: REDCap never gives a DAG-restricted account the DAG
+    // column, so asking for it proves the restriction on every export. (A
+    // restricted account's answer has no such column to strip; an
+    // unrestricted one's is withheld whole.)
+    let dag_guard = record && call.account.dag_id.is_some() && call.action == Action::Export;
+    if dag_guard {
+        form.set("exportDataAccessGroups", "true");
+    }
+    // Learn the ids of imported records.
+    let wanted = answer::ReturnContent::of(
+        form.get("returnContent"),
+        answer::php_true(form.get("forceAutoNumber")),
+    );
+    let rewrite_ids =
+        (record && call.action == Action::Import && wanted.needs_rewrite()).then(|| {
+            form.set("returnContent", "ids");
+            wanted
+        });
+    Plan {
+        dag_guard,
+        streamed_export: record && call.action == Action::Export,
+        rewrite_ids,
+    }
+}
+
+/// Step 5: a single-account token cut-over holds the request until the
+/// new token is in, within the hold's bound.
+async fn hold(gw: &Shared, account: &Account, fmt: Format) -> Result<(), ApiReply> {
+    if let Err(expired) = gw.holds.wait(&account.name).await {
+        return Err(ApiReply::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "The gateway held this request for {} s while account \"{}\"'s REDCap token was being replaced, and the replacement did not finish; try again later",
+                expired.seconds, account.name
+            ),
+            fmt,
+        ));
+    }
+    Ok(())
+}
+
+/// Step 6: the `request` entry, durable before anything reaches REDCap.
+/// Returns the request id.
+async fn record_request(
+    gw: &Shared,
+    call: &Call<'_>,
+    form: &Form,
+    upload: Option<&Upload>,
+    fmt: Format,
+) -> Result<String, ApiReply> {
+    if gw.degraded() {
+        gw.count_refused();
+        return Err(ledger_unavailable(fmt));
+    }
+    let request_id = crate::random_hex(12);
+    // What the request entry hashes: the canonical fields, and for an
+    // upload the SHA-256 of the file after a line break.
+    let mut canonical_without_token = form.encode();
+    let body_bytes = canonical_without_token.len() as u64 + upload.map_or(0, |u| u.size);
+    let mut params = form.names();
+    if let Some(u) = upload {
+        canonical_without_token.push('\n');
+        canonical_without_token.push_str(&hex::encode(u.sha256));
+        params.push(u.field.clone());
+    }
+    let mut record_ids: RecordIds = form.list("records").into();
+    if let Some(r) = form.get("record") {
+        record_ids.push(r);
+    }
+    let entry = EntryKind::Request {
+        request_id: request_id.clone(),
+        client: call.client.name.clone(),
+        account: call.account.name.clone(),
+        site: call.account.site.clone(),
+        content: Some(call.content.as_str().into()),
+        action: Some(call.action.as_str().into()),
+        format: form.get("format").map(str::to_string),
+        params,
+        record_ids,
+        filter_hmac: form
+            .get_bytes("filterLogic")
+            .map(|f| gw.fingerprint.hmac_hex(f)),
+        body_hmac: gw.fingerprint.hmac_hex(canonical_without_token.as_bytes()),
+        body_bytes,
+        reason: call.reason.clone(),
+    };
+    if gw.append(entry).await.is_err() {
+        gw.count_refused();
+        return Err(ledger_unavailable(fmt));
+    }
+    gw.requests.fetch_add(1, Ordering::Relaxed);
+    Ok(request_id)
+}
+
+/// What [`forward`] got back.
+enum Forwarded {
+    /// A record export's `200`, its body still to come.
+    Stream(OpenAnswer),
+    /// Any other answer, read whole.
+    Whole(UpstreamReply),
+}
+
+/// Step 7: inject the account's token and send; if REDCap refuses a token
 /// that the store has since replaced (a rotation), re-read and retry once.
 async fn forward(
     gw: &Shared,
-    account: &policy::Account,
+    call: &Call<'_>,
     form: &Form,
     upload: Option<&Upload>,
     request_id: &str,
     started: Instant,
-    fmt: Format,
-) -> Result<UpstreamReply, ApiReply> {
+    stream: bool,
+) -> Result<Forwarded, ApiReply> {
+    let account = call.account;
     let unavailable =
-        |what: &str| ApiReply::new(StatusCode::SERVICE_UNAVAILABLE, what.to_string(), fmt);
+        |what: &str| ApiReply::new(StatusCode::SERVICE_UNAVAILABLE, what.to_string(), call.fmt);
     let mut token = gw
         .tokens
         .get(&account.secret)
         .await
         .map_err(|_| unavailable("The gateway cannot read this account's token from its secrets store; nothing was sent to REDCap"))?;
     let mut attempt = 0;
-    let reply = loop {
+    loop {
         let mut outgoing = form.clone();
         outgoing.set("token", token.value.expose());
+        // The body was checked before the gateway added its own fields;
+        // PHP must still read all of them.
+        let max = gw.applied().config.config.gateway.max_input_vars;
+        if outgoing.field_count() > max {
+            let refusal = form::Refusal::TooManyOutgoing {
+                count: outgoing.field_count(),
+                max,
+            };
+            return Err(ApiReply::new(
+                StatusCode::BAD_REQUEST,
+                upperfirst(&refusal.to_string()),
+                call.fmt,
+            ));
+        }
         let sent = match upload {
-            None => gw.upstream.post(outgoing.encode()).await,
+            None => {
+                let body = outgoing.encode();
+                let len = body.len() as u64;
+                gw.upstream
+                    .open(
+                        "application/x-www-form-urlencoded",
+                        len,
+                        reqwest::Body::from(body),
+                    )
+                    .await
+            }
             Some(u) => match upload::outgoing(&outgoing, u).await {
                 Ok((content_type, length, body)) => {
-                    gw.upstream.send(&content_type, length, body).await
+                    gw.upstream.open(&content_type, length, body).await
                 }
                 Err(e) => Err(UpstreamError::Transport(format!(
                     "reading the spooled upload: {e}"
                 ))),
             },
         };
-        let reply = match sent {
-            Ok(r) => r,
-            Err(e) => {
+        let failed = |e: UpstreamError| async move {
+            let _ = gw
+                .append(EntryKind::Response {
+                    request_id: request_id.to_string(),
+                    status: 503,
+                    record_ids: RecordIds::new(),
+                    body_hmac: String::new(),
+                    body_bytes: 0,
+                    latency_ms: started.elapsed().as_millis() as u64,
+                    delivery: None,
+                })
+                .await;
+            if matches!(e, UpstreamError::Banned) {
                 let _ = gw
-                    .append(EntryKind::Response {
-                        request_id: request_id.to_string(),
-                        status: 503,
-                        record_ids: vec![],
-                        body_hmac: String::new(),
-                        body_bytes: 0,
-                        latency_ms: started.elapsed().as_millis() as u64,
+                    .append(EntryKind::Alert {
+                        code: "redcap_ip_banned".into(),
+                        message: e.to_string(),
                     })
                     .await;
-                if matches!(e, UpstreamError::Banned) {
-                    let _ = gw
-                        .append(EntryKind::Alert {
-                            code: "redcap_ip_banned".into(),
-                            message: e.to_string(),
-                        })
-                        .await;
-                }
-                return Err(unavailable(&format!("{e}; the request was not completed")));
             }
+            unavailable(&format!("{e}; the request was not completed"))
+        };
+        let open = match sent {
+            Ok(open) => open,
+            Err(e) => return Err(failed(e).await),
+        };
+        if stream && open.status == 200 {
+            return Ok(Forwarded::Stream(open));
+        }
+        let reply = match open.read().await {
+            Ok(r) => r,
+            Err(e) => return Err(failed(e).await),
         };
         let refused =
             reply.status == 403 && String::from_utf8_lossy(&reply.body).contains(NO_API_PERMISSION);
@@ -553,10 +619,317 @@ async fn forward(
                 })
                 .await;
         }
-        break reply;
-    };
+        return Ok(Forwarded::Whole(reply));
+    }
+}
 
-    Ok(reply)
+/// Step 8, for an answer read whole: the `response` entry, and the answer
+/// in the shape the client asked for.
+fn answer_whole(
+    gw: &Arc<Shared>,
+    call: &Call<'_>,
+    plan: &Plan,
+    request_id: String,
+    started: Instant,
+    reply: UpstreamReply,
+) -> Result<Response, ApiReply> {
+    let ok = reply.status == 200;
+    let record_ids: RecordIds = match (call.content, call.action) {
+        (Content::Record, Action::Import) if ok => {
+            answer::import_ids(&String::from_utf8_lossy(&reply.body), call.fmt)
+                .unwrap_or_default()
+                .into()
+        }
+        _ => RecordIds::new(),
+    };
+    let body = match plan.rewrite_ids {
+        Some(wanted) if ok => {
+            axum::body::Bytes::from(answer::rebuild_import_answer(wanted, &record_ids, call.fmt))
+        }
+        _ => reply.body.clone(),
+    };
+    // REDCap has acted; its answer goes back without waiting for this
+    // entry's sync (it rides along with the next one), and even if the entry
+    // fails (the gateway is then degraded and writes it when the ledger is
+    // back).
+    gw.append_soon(EntryKind::Response {
+        request_id,
+        status: reply.status,
+        record_ids,
+        body_hmac: gw.fingerprint.hmac_hex(&reply.body),
+        body_bytes: reply.body.len() as u64,
+        latency_ms: started.elapsed().as_millis() as u64,
+        delivery: None,
+    });
+    Ok(with_content_type(
+        (
+            StatusCode::from_u16(reply.status).unwrap_or(StatusCode::BAD_GATEWAY),
+            body,
+        )
+            .into_response(),
+        reply.content_type.as_deref(),
+    ))
+}
+
+fn with_content_type(mut response: Response, content_type: Option<&str>) -> Response {
+    if let Some(ct) = content_type.and_then(|c| HeaderValue::from_str(c).ok()) {
+        response.headers_mut().insert(header::CONTENT_TYPE, ct);
+    }
+    response
+}
+
+/// The most of a record export's head the gateway holds back while the
+/// DAG guard decides (one record's row, or the CSV header).
+const HEAD_LIMIT: usize = 16 * 1024 * 1024;
+
+/// Step 8, for a record export: the answer streams to the client. The DAG
+/// guard first holds back the head (the CSV header, the first JSON object
+/// or XML item) and decides; record ids, the body's size and HMAC are read
+/// as the bytes pass; the `response` entry is written when the stream ends
+/// — saying whether the client received all of it.
+async fn answer_export(
+    gw: &Arc<Shared>,
+    call: &Call<'_>,
+    form: &Form,
+    plan: &Plan,
+    request_id: String,
+    started: Instant,
+    open: OpenAnswer,
+) -> Result<Response, ApiReply> {
+    let field = gw.record_id_field(call.account).await;
+    let shape = match form.get("format").unwrap_or("") {
+        "json" => Shape::Json,
+        "csv" => Shape::Csv(answer::csv_delimiter(form.get("csvDelimiter"))),
+        "odm" => Shape::Odm,
+        _ => Shape::Xml,
+    };
+    let eav = form.get("type") == Some("eav");
+    let OpenAnswer {
+        status,
+        content_type,
+        content_length,
+        response,
+    } = open;
+    let mut tally = Tally {
+        gw: Arc::clone(gw),
+        request_id,
+        status,
+        started,
+        scanner: Scanner::new(shape, eav, field),
+        mac: Some(gw.fingerprint.hmac_stream()),
+        bytes: 0,
+        written: false,
+    };
+    let mut upstream: ChunkStream = Box::pin(response.bytes_stream());
+    let mut held: Vec<bytes::Bytes> = Vec::new();
+    let mut ended = false;
+    if plan.dag_guard {
+        let mut held_bytes = 0usize;
+        while tally.scanner.head() == Head::Pending && !tally.scanner.broken() {
+            match upstream.next().await {
+                None => {
+                    tally.scanner.finish();
+                    ended = true;
+                }
+                Some(Ok(chunk)) => {
+                    tally.pass(&chunk);
+                    held_bytes += chunk.len();
+                    held.push(chunk);
+                    if held_bytes > HEAD_LIMIT {
+                        break;
+                    }
+                }
+                Some(Err(e)) => {
+                    tally.write(Delivery::UpstreamFailed);
+                    return Err(ApiReply::new(
+                        StatusCode::BAD_GATEWAY,
+                        format!(
+                            "REDCap's answer broke off ({}); nothing was sent to the client",
+                            e.without_url()
+                        ),
+                        call.fmt,
+                    ));
+                }
+            }
+        }
+        match tally.scanner.head() {
+            Head::Clean => {}
+            Head::DagColumn => {
+                tally.write(Delivery::Withheld);
+                return Err(withhold_and_quarantine(gw, call).await);
+            }
+            Head::Pending => {
+                tally.write(Delivery::Withheld);
+                let why = if tally.scanner.broken() {
+                    "REDCap's answer is not the format it was asked for".to_string()
+                } else {
+                    format!("its first record is larger than {} MB", HEAD_LIMIT >> 20)
+                };
+                return Err(ApiReply::new(
+                    StatusCode::BAD_GATEWAY,
+                    format!(
+                        "The gateway withheld this export because it could not check it against the site's Data Access Group: {why}"
+                    ),
+                    call.fmt,
+                ));
+            }
+        }
+    }
+    let body = ExportBody {
+        held: held.into(),
+        upstream: (!ended).then_some(upstream),
+        length: content_length,
+        tally,
+    };
+    let mut response = Response::new(axum::body::Body::from_stream(body));
+    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    if let Some(len) = content_length.map(HeaderValue::from) {
+        response.headers_mut().insert(header::CONTENT_LENGTH, len);
+    }
+    Ok(with_content_type(response, content_type.as_deref()))
+}
+
+type ChunkStream = Pin<Box<dyn Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>;
+
+/// What the gateway learns from an answer as it passes, and the `response`
+/// entry it owes: written exactly once, when the stream ends, breaks, or
+/// the client goes away.
+struct Tally {
+    gw: Arc<Shared>,
+    request_id: String,
+    status: u16,
+    started: Instant,
+    scanner: Scanner,
+    mac: Option<secrets::HmacStream>,
+    bytes: u64,
+    written: bool,
+}
+
+impl Tally {
+    fn pass(&mut self, chunk: &[u8]) {
+        self.scanner.feed(chunk);
+        if let Some(m) = self.mac.as_mut() {
+            m.update(chunk);
+        }
+        self.bytes += chunk.len() as u64;
+    }
+
+    fn write(&mut self, delivery: Delivery) {
+        if std::mem::replace(&mut self.written, true) {
+            return;
+        }
+        if delivery == Delivery::Complete {
+            self.scanner.finish();
+        }
+        let scanner = std::mem::replace(&mut self.scanner, Scanner::new(Shape::Json, false, None));
+        self.gw.append_soon(EntryKind::Response {
+            request_id: std::mem::take(&mut self.request_id),
+            status: self.status,
+            record_ids: scanner.into_ids(),
+            body_hmac: self.mac.take().map(|m| m.finish_hex()).unwrap_or_default(),
+            body_bytes: self.bytes,
+            latency_ms: self.started.elapsed().as_millis() as u64,
+            delivery: Some(delivery),
+        });
+    }
+}
+
+/// The client's body of a streamed export: first what the guard held back,
+/// then REDCap's answer as it comes.
+struct ExportBody {
+    held: std::collections::VecDeque<bytes::Bytes>,
+    upstream: Option<ChunkStream>,
+    /// REDCap's `Content-Length`: hyper stops asking for more once it has
+    /// that many bytes, so the answer is complete then, not at the end of
+    /// the stream.
+    length: Option<u64>,
+    tally: Tally,
+}
+
+impl ExportBody {
+    /// The answer is whole once every byte REDCap announced has been
+    /// handed to the client's connection.
+    fn whole(&mut self) {
+        if self.length == Some(self.tally.bytes) && self.held.is_empty() {
+            self.tally.write(Delivery::Complete);
+        }
+    }
+}
+
+impl Stream for ExportBody {
+    type Item = Result<bytes::Bytes, std::io::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if let Some(chunk) = this.held.pop_front() {
+            if this.upstream.is_none() {
+                this.whole();
+            }
+            return Poll::Ready(Some(Ok(chunk)));
+        }
+        let Some(upstream) = this.upstream.as_mut() else {
+            this.tally.write(Delivery::Complete);
+            return Poll::Ready(None);
+        };
+        match upstream.as_mut().poll_next(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Ok(chunk))) => {
+                this.tally.pass(&chunk);
+                this.whole();
+                Poll::Ready(Some(Ok(chunk)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.upstream = None;
+                this.tally.write(Delivery::UpstreamFailed);
+                Poll::Ready(Some(Err(std::io::Error::other(format!(
+                    "REDCap's answer broke off: {}",
+                    e.without_url()
+                )))))
+            }
+            Poll::Ready(None) => {
+                this.upstream = None;
+                this.tally.write(Delivery::Complete);
+                Poll::Ready(None)
+            }
+        }
+    }
+}
+
+impl Drop for ExportBody {
+    /// The client went away before the end (hyper drops the body).
+    fn drop(&mut self) {
+        self.tally.write(Delivery::ClientDisconnected);
+    }
+}
+
+/// The DAG guard found the column: the export is withheld, an alert
+/// written and the account quarantined.
+async fn withhold_and_quarantine(gw: &Shared, call: &Call<'_>) -> ApiReply {
+    let account = call.account;
+    let why = format!(
+        "REDCap returned the Data Access Group column to site account `{}` (site `{}`, DAG id {}): it is not restricted to its DAG (removed from the DAG, or made an administrator); its export was withheld",
+        account.name,
+        account.site.as_deref().unwrap_or_default(),
+        account.dag_id.unwrap_or_default()
+    );
+    let _ = gw
+        .append(EntryKind::Alert {
+            code: "dag_guard".into(),
+            message: why.clone(),
+        })
+        .await;
+    if let Err(e) = gw.status.quarantine(&account.name, &why, "gateway") {
+        tracing::error!(error = %e, account = %account.name, "could not persist the quarantine");
+    }
+    gw.quarantine_now(&account.name, &why);
+    ApiReply::new(
+        StatusCode::FORBIDDEN,
+        format!(
+            "The gateway withheld this export: REDCap no longer restricts account \"{}\" to its Data Access Group. The account is quarantined until an operator releases it",
+            account.name
+        ),
+        call.fmt,
+    )
 }
 
 fn ledger_unavailable(fmt: Format) -> ApiReply {
@@ -579,8 +952,4 @@ fn reason_of(headers: &HeaderMap, form: &mut Form) -> Option<String> {
         .or(field)
         .map(|r| r.trim().chars().take(1000).collect::<String>())
         .filter(|r| !r.is_empty())
-}
-
-fn request_id() -> String {
-    crate::random_hex(12)
 }

@@ -125,6 +125,10 @@ pub(crate) struct Shared {
     pub(crate) admin_token: admin::AdminToken,
     /// Accounts whose requests wait for a token cut-over.
     pub(crate) holds: crate::hold::Holds,
+    /// Each account's project's record id field, and when it was read
+    /// (`None`: the read failed) — [`crate::record_field`].
+    pub(crate) record_fields:
+        Mutex<HashMap<String, (Option<crate::export::RecordIdField>, std::time::Instant)>>,
 }
 
 /// A running gateway; [`RunningGateway::shutdown`] stops it gracefully.
@@ -176,6 +180,7 @@ pub async fn start(services: Services) -> Result<RunningGateway, StartError> {
         upstream,
         denials: Denials::default(),
         holds: Default::default(),
+        record_fields: Default::default(),
         requests: AtomicU64::new(0),
         metrics: Metrics::default(),
         admin_token: admin::load_or_create_token(&admin_token_path).map_err(|source| {

@@ -130,14 +130,26 @@ impl Upstream {
         .await
     }
 
-    /// POSTs a body of the given type and exact length (a streamed upload).
-    /// Errors never contain the body: it holds a token.
+    /// POSTs a body of the given type and exact length (a streamed upload)
+    /// and reads the whole answer. Errors never contain the body: it holds
+    /// a token.
     pub async fn send(
         &self,
         content_type: &str,
         length: u64,
         body: reqwest::Body,
     ) -> Result<UpstreamReply, UpstreamError> {
+        self.open(content_type, length, body).await?.read().await
+    }
+
+    /// POSTs a body and returns as soon as REDCap's status and headers are
+    /// in: the body can then be streamed (a record export).
+    pub async fn open(
+        &self,
+        content_type: &str,
+        length: u64,
+        body: reqwest::Body,
+    ) -> Result<OpenAnswer, UpstreamError> {
         if self.is_banned() {
             return Err(UpstreamError::Banned);
         }
@@ -163,13 +175,38 @@ impl Upstream {
             .get(reqwest::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let body = resp
+        Ok(OpenAnswer {
+            status,
+            content_type,
+            content_length: resp.content_length(),
+            response: resp,
+        })
+    }
+}
+
+/// REDCap's answer with its body still to come.
+pub struct OpenAnswer {
+    /// The HTTP status.
+    pub status: u16,
+    /// REDCap's `Content-Type`.
+    pub content_type: Option<String>,
+    /// REDCap's `Content-Length`, when it sent one.
+    pub content_length: Option<u64>,
+    /// The body, to be read.
+    pub response: reqwest::Response,
+}
+
+impl OpenAnswer {
+    /// Reads the whole body.
+    pub async fn read(self) -> Result<UpstreamReply, UpstreamError> {
+        let body = self
+            .response
             .bytes()
             .await
             .map_err(|e| UpstreamError::Transport(e.without_url().to_string()))?;
         Ok(UpstreamReply {
-            status,
-            content_type,
+            status: self.status,
+            content_type: self.content_type,
             body,
         })
     }

@@ -59,7 +59,7 @@ async fn pycap_works_through_the_gateway() {
                 status: 200,
                 record_ids,
                 ..
-            } => Some(record_ids.clone()),
+            } => Some(record_ids.to_vec()),
             _ => None,
         })
         .flatten()

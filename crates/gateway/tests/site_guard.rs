@@ -306,7 +306,7 @@ async fn imports_report_record_ids_to_the_ledger_in_the_shape_the_client_asked()
                 status: 200,
                 record_ids,
                 ..
-            } => Some(record_ids),
+            } => Some(record_ids.to_vec()),
             _ => None,
         })
         .collect();

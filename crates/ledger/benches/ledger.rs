@@ -201,7 +201,7 @@ fn request(i: u64) -> EntryKind {
         action: Some("export".into()),
         format: Some("json".into()),
         params: vec!["content".into(), "format".into(), "records".into()],
-        record_ids: vec![format!("{}", 1000 + i % 9000)],
+        record_ids: vec![format!("{}", 1000 + i % 9000)].into(),
         filter_hmac: None,
         body_hmac: "5d41402abc4b2a76b9719d911017c592aa0c3b1e04a8b2c6b7e1f0d3c2a19e88".into(),
         body_bytes: 58,

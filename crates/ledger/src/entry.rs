@@ -12,6 +12,8 @@
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+pub use crate::record_ids::{Delivery, RecordIds};
+
 /// Version of the line format, written in every segment header.
 pub const FORMAT_VERSION: u32 = 1;
 
@@ -53,7 +55,7 @@ pub enum EntryKind {
         /// Names of every parameter sent (never their values).
         params: Vec<String>,
         /// Record ids the request names (HMACs for identifier fields).
-        record_ids: Vec<String>,
+        record_ids: RecordIds,
         /// HMAC of `filterLogic` under the fingerprint key, if present.
         filter_hmac: Option<String>,
         /// HMAC of the canonical request body under the fingerprint key.
@@ -65,10 +67,15 @@ pub enum EntryKind {
     Response {
         request_id: String,
         status: u16,
-        record_ids: Vec<String>,
+        record_ids: RecordIds,
         body_hmac: String,
         body_bytes: u64,
         latency_ms: u64,
+        /// Only for answers streamed to the client (record exports): whether
+        /// the client received it whole. Absent otherwise — and in every
+        /// line written before the field existed, which stay canonical.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        delivery: Option<Delivery>,
     },
     /// Refused attempts, aggregated per source and minute.
     Denied {
@@ -525,14 +532,28 @@ pub(crate) fn check_next_line_fast(rest: &[u8]) -> Option<(FastLine<'_>, usize)>
         return None;
     }
     c.lit(b",\"kind\":")?;
-    let schema = fast_schema(c.string()?)?;
+    let kind = c.string()?;
+    let schema = fast_schema(kind)?;
     for (name, field) in schema {
         c.lit(b",\"")?;
         c.lit(name.as_bytes())?;
         c.lit(b"\":")?;
         c.value(*field)?;
     }
-    c.lit(b"}")?;
+    // A streamed answer's response ends with its delivery.
+    if c.lit(b"}").is_none() {
+        c.lit(b",\"delivery\":")?;
+        let d = c.string()?;
+        if kind != b"response"
+            || !matches!(
+                d,
+                b"complete" | b"client_disconnected" | b"upstream_failed" | b"withheld"
+            )
+        {
+            return None;
+        }
+        c.lit(b"}")?;
+    }
     let len = c.i;
     if rest.get(len) != Some(&b'\n') {
         return None;
@@ -677,7 +698,7 @@ mod tests {
                 action: Some("export".into()),
                 format: Some("json".into()),
                 params: vec!["content".into(), "records".into()],
-                record_ids: vec!["101".into()],
+                record_ids: ["101"].into_iter().collect(),
                 filter_hmac: None,
                 body_hmac: "ab".into(),
                 body_bytes: 10,
@@ -686,10 +707,20 @@ mod tests {
             EntryKind::Response {
                 request_id: "r1".into(),
                 status: 200,
-                record_ids: vec![],
+                record_ids: RecordIds::new(),
                 body_hmac: "cd".into(),
                 body_bytes: 3,
                 latency_ms: 12,
+                delivery: None,
+            },
+            EntryKind::Response {
+                request_id: "r2".into(),
+                status: 200,
+                record_ids: ["1", "2"].into_iter().collect(),
+                body_hmac: "ef".into(),
+                body_bytes: 1 << 20,
+                latency_ms: 40,
+                delivery: Some(Delivery::ClientDisconnected),
             },
             EntryKind::Denied {
                 source: "10.0.0.1".into(),

@@ -25,6 +25,7 @@ pub mod merkle;
 mod pending;
 #[cfg(feature = "postgres")]
 mod pg;
+mod record_ids;
 mod writer;
 
 pub use backend::{DEFAULT_SCHEMA, LedgerBackend, open_postgres, valid_schema};
@@ -38,4 +39,5 @@ pub use files::{
 pub use pending::Pending;
 #[cfg(feature = "postgres")]
 pub use pg::{PgLedger, PgOptions, PgReader};
+pub use record_ids::{Delivery, RecordIds};
 pub use writer::{Ledger, LedgerOptions, Receipt, Recovery, new_origin};

@@ -74,6 +74,16 @@ impl FingerprintKey {
         format!("hm{}:{}", self.id, hex::encode(mac.finalize().into_bytes()))
     }
 
+    /// [`FingerprintKey::hmac_hex`] of data that arrives in pieces (an
+    /// answer streamed through the gateway).
+    pub fn hmac_stream(&self) -> HmacStream {
+        HmacStream {
+            id: self.id,
+            mac: <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key)
+                .expect("HMAC takes any key length"),
+        }
+    }
+
     /// Reads the current key from the store.
     pub async fn load(store: &dyn SecretStore) -> Result<FingerprintKey> {
         let name = key_name();
@@ -122,6 +132,29 @@ fn key_name() -> SecretName {
     SecretName::new(FINGERPRINT_KEY_SECRET).expect("valid constant name")
 }
 
+/// An HMAC being computed over pieces; [`HmacStream::finish_hex`] gives
+/// the same `hm<id>:<hex>` as [`FingerprintKey::hmac_hex`] of all of them.
+pub struct HmacStream {
+    id: u32,
+    mac: Hmac<Sha256>,
+}
+
+impl HmacStream {
+    /// Adds the next piece.
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.mac.update(bytes);
+    }
+
+    /// The HMAC of everything added.
+    pub fn finish_hex(self) -> String {
+        format!(
+            "hm{}:{}",
+            self.id,
+            hex::encode(self.mac.finalize().into_bytes())
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,6 +184,20 @@ mod tests {
             k1.fingerprint_bytes(b"abc").0,
             format!("fp1:{}", reference_hmac(&[7; 32], b"abc"))
         );
+    }
+
+    #[test]
+    fn a_streamed_hmac_equals_the_whole_one() {
+        let k = FingerprintKey {
+            id: 3,
+            key: Zeroizing::new(vec![9; 32]),
+        };
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        let mut s = k.hmac_stream();
+        for piece in data.chunks(977) {
+            s.update(piece);
+        }
+        assert_eq!(s.finish_hex(), k.hmac_hex(&data));
     }
 
     /// HMAC from its definition over plain SHA-256, to check the crate use.

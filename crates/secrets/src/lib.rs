@@ -32,7 +32,7 @@ pub mod vault;
 pub use aws::AwsStore;
 pub use error::StoreError;
 pub use file::{FileStore, FileStoreOptions};
-pub use fingerprint::{FINGERPRINT_KEY_SECRET, Fingerprint, FingerprintKey};
+pub use fingerprint::{FINGERPRINT_KEY_SECRET, Fingerprint, FingerprintKey, HmacStream};
 pub use name::SecretName;
 pub use open::{AwsStoreOptions, open_aws};
 pub use store::{
