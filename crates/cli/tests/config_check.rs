@@ -94,6 +94,106 @@ fn a_missing_file_is_an_error_with_the_way_out() {
 }
 
 #[test]
+fn a_missing_file_names_its_os_error_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = warden(dir.path())
+        .args(["config", "check"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    // ENOENT: "No such file or directory (os error 2)", printed once.
+    let os = std::io::Error::from_raw_os_error(2).to_string();
+    assert_eq!(err.matches(&os).count(), 1, "{os}: {err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+/// Issue #19 item 6: every problem in one run, each with its place, the
+/// full path of the field and a fix in words, sorted by line.
+#[test]
+fn every_problem_is_listed_in_one_run() {
+    let text = r#"[redcap]
+url = "https://redcap.example.org/api/"
+time_zone = "Europe/Berlim"
+
+[gateway]
+listen = "0.0.0.0:8470"
+outbound_per_minut = 100
+max_input_vars = 0
+
+[[study]]
+name = "heart"
+
+[[study.site]]
+name = "site-a"
+dag_id = 3
+
+[[study.site]]
+name = "site-b"
+dag_id = "4"
+
+[[study.site]]
+name = "site-c"
+dag_id = 3
+
+[[account]]
+name = "heart-etl"
+username = "svc_etl"
+secret = "redcap/heart/etl"
+study = "heart"
+
+[[client]]
+name = "etl"
+account = "heart-elt"
+allow = ["record:export", "recrod:import"]
+"#;
+    let (code, out, err) = check(text, false);
+    assert_eq!(code, 1, "{out}{err}");
+    let places: Vec<&str> = out
+        .lines()
+        .map(|l| {
+            let end = l.find("`: ").expect(l);
+            &l[..end + 1]
+        })
+        .collect();
+    assert_eq!(
+        places,
+        [
+            "warden.toml:3:13: `redcap.time_zone`",
+            "warden.toml:6:10: `gateway.listen`",
+            "warden.toml:7:1: `gateway.outbound_per_minut`",
+            "warden.toml:8:18: `gateway.max_input_vars`",
+            "warden.toml:19:10: `study[0].site[1].dag_id`",
+            "warden.toml:23:10: `study[0].site[2].dag_id`",
+            "warden.toml:33:11: `client[0].account`",
+            "warden.toml:34:27: `client[0].allow[1]`",
+        ],
+        "{out}"
+    );
+    assert!(out.contains("did you mean `outbound_per_minute`?"), "{out}");
+    assert!(
+        out.contains("invalid type: string \"4\", expected a whole number; fix: write a whole number here, e.g. dag_id = 3"),
+        "{out}"
+    );
+    for rust in ["u64", "usize", "u32", "SocketAddr", "bool"] {
+        assert!(
+            !out.split(|c: char| !c.is_ascii_alphanumeric())
+                .any(|w| w == rust),
+            "{rust} reaches the user: {out}"
+        );
+    }
+
+    let (code, out, _) = check(text, true);
+    assert_eq!(code, 1);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let problems = v["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 8, "{out}");
+    assert_eq!(problems[4]["field"], "study[0].site[1].dag_id");
+    assert_eq!(problems[4]["line"], 19);
+    assert_eq!(problems[4]["column"], 10);
+}
+
+#[test]
 fn the_config_flag_chooses_the_file() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("other.toml"), GOOD).unwrap();

@@ -635,10 +635,19 @@ fn check_value(
             };
             walk_table(text, table, value.span(), fields, &inner, out);
         }
-        (Kind::Table(_), _) => out.push(wrong_type(&format!(
-            "a table ([{}])",
-            place.header_key(field.key)
-        ))),
+        (Kind::Table(_), _) => {
+            let header = place.header_key(field.key);
+            out.push(Problem::at_offset(
+                text,
+                at,
+                Some(path),
+                format!(
+                    "invalid type: {}, expected a table ([{header}])",
+                    describe(value.get_ref())
+                ),
+                format!("write it as a [{header}] table with its keys on the lines below"),
+            ));
+        }
         (Kind::Tables(fields), DeValue::Array(items)) => {
             let header = place.header_key(field.key);
             for (i, item) in items.iter().enumerate() {

@@ -765,18 +765,35 @@ fn odd_shapes_are_problems_never_panics() {
 }
 
 #[test]
+fn a_value_where_a_table_belongs_says_how_to_write_the_table() {
+    let p = problems("[[redcap]]\nurl = 1\n");
+    assert_eq!(places(&p), [(1, 1, "redcap")]);
+    assert_eq!(
+        p[0].message,
+        "invalid type: array, expected a table ([redcap])"
+    );
+    assert_eq!(
+        p[0].fix,
+        "write it as a [redcap] table with its keys on the lines below"
+    );
+    let p = only(&format!("study = 5\n{GOOD}"));
+    assert_eq!(p.field.as_deref(), Some("study"));
+    assert_eq!(p.fix, "write each entry as a [[study]] table");
+}
+
+#[test]
 fn a_missing_file_names_its_os_error_once() {
     let dir = tempfile::tempdir().unwrap();
     let e = load(&dir.path().join("warden.toml")).unwrap_err();
     // Printed as a chain (anyhow's `{:#}`), the OS error must not repeat.
     assert!(std::error::Error::source(&e).is_none());
-    let os = std::io::Error::from(std::io::ErrorKind::NotFound).to_string();
+    let os = std::io::Error::from_raw_os_error(2).to_string(); // ENOENT
     let shown = e.to_string();
     assert!(
         shown.contains("cannot read the configuration file"),
         "{shown}"
     );
-    assert_eq!(shown.matches("No such file").count(), 1, "{os}: {shown}");
+    assert_eq!(shown.matches(&os).count(), 1, "{os}: {shown}");
 }
 
 /// The schema the walk uses and the serde structs that deserialize the
