@@ -153,6 +153,17 @@ pub enum EntryKind {
 }
 
 impl EntryKind {
+    /// About how long the entry's line is.
+    pub fn size_hint(&self) -> usize {
+        256 + match self {
+            EntryKind::Request {
+                record_ids, params, ..
+            } => record_ids.json_len_hint() + params.iter().map(|p| p.len() + 3).sum::<usize>(),
+            EntryKind::Response { record_ids, .. } => record_ids.json_len_hint(),
+            _ => 0,
+        }
+    }
+
     /// The JSON `kind` value.
     pub fn name(&self) -> &'static str {
         match self {
@@ -185,7 +196,17 @@ pub enum LineError {
 impl Entry {
     /// The line bytes (no newline): what is hashed and stored.
     pub fn to_line(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("entries always serialise")
+        let mut line = Vec::new();
+        self.write_line(&mut line);
+        line
+    }
+
+    /// Appends the line (no newline) to `out`, which is first grown to
+    /// hold it: a response naming a million records is one multi-megabyte
+    /// line, written once, with no copy and no doubling on the way.
+    pub fn write_line(&self, out: &mut Vec<u8>) {
+        out.reserve(self.kind.size_hint());
+        serde_json::to_writer(&mut *out, self).expect("entries always serialise");
     }
 
     /// Parses a line (without newline) and checks it is canonical.

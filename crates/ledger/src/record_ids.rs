@@ -5,7 +5,10 @@
 //! strings; in memory they are one buffer of length-prefixed UTF-8
 //! (a few bytes per id) rather than a million separate strings, so the
 //! gateway can collect them while an export streams past without its
-//! memory growing with anything but the ids' own bytes.
+//! memory growing with anything but the ids' own bytes. Clones share the
+//! buffer (an entry kept for a retry costs nothing more).
+
+use std::sync::Arc;
 
 use serde::de::{SeqAccess, Visitor};
 use serde::ser::SerializeSeq;
@@ -14,8 +17,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// An ordered list of record ids.
 #[derive(Clone, Default, PartialEq, Eq, Hash)]
 pub struct RecordIds {
-    /// `(varint length, bytes)*`.
-    data: Vec<u8>,
+    /// `(varint length, bytes)*`, shared by clones (copied on a push to a
+    /// shared list).
+    data: Arc<Vec<u8>>,
     count: usize,
     /// Where the last id starts, for [`RecordIds::last`].
     last: usize,
@@ -39,19 +43,25 @@ impl RecordIds {
 
     /// Appends an id.
     pub fn push(&mut self, id: &str) {
-        self.last = self.data.len();
+        let data = Arc::make_mut(&mut self.data);
+        self.last = data.len();
         let mut n = id.len();
         loop {
             let byte = (n & 0x7f) as u8;
             n >>= 7;
             if n == 0 {
-                self.data.push(byte);
+                data.push(byte);
                 break;
             }
-            self.data.push(byte | 0x80);
+            data.push(byte | 0x80);
         }
-        self.data.extend_from_slice(id.as_bytes());
+        data.extend_from_slice(id.as_bytes());
         self.count += 1;
+    }
+
+    /// About how many bytes the ids take as a JSON array (no escapes).
+    pub fn json_len_hint(&self) -> usize {
+        self.data.len() + 2 * self.count + 2
     }
 
     /// Appends an id unless it equals the last one (the rows of one record

@@ -807,9 +807,9 @@ impl Shared {
                 ts: now,
                 kind,
             };
-            let line = entry.to_line();
-            let leaf = merkle::leaf_hash(&line);
-            buf.extend_from_slice(&line);
+            let start = buf.len();
+            entry.write_line(&mut buf);
+            let leaf = merkle::leaf_hash(&buf[start..]);
             buf.push(b'\n');
             seg.tree.push(leaf);
             seg.next_seq += 1;
