@@ -193,8 +193,12 @@ struct Out<'a> {
 }
 
 impl Out<'_> {
+    /// A row's id (REDCap's record names are never empty: an empty cell
+    /// is a blank line, not a record).
     fn id(&mut self, bytes: &[u8]) {
-        self.ids.push_distinct(&String::from_utf8_lossy(bytes));
+        if !bytes.is_empty() {
+            self.ids.push_distinct(&String::from_utf8_lossy(bytes));
+        }
     }
 
     /// The first row is complete.
@@ -487,22 +491,30 @@ impl JsonReader {
 
 // ----------------------------------------------------------------- CSV
 
-/// A streaming CSV reader (REDCap's quoting through `csv-core`): the
-/// header row finds the id column, every later row gives an id.
+/// A streaming CSV reader for REDCap's quoting (RFC 4180: a field in
+/// double quotes may hold the delimiter, line breaks and `""` for a
+/// quote): the header row finds the id column, every later row gives an
+/// id. Fields it does not need are skipped with `memchr`, a run at a time.
 struct CsvReader {
     column: IdColumn,
     eav: bool,
-    csv: csv_core::Reader,
-    /// Field number within the record.
-    field: usize,
+    delimiter: u8,
     /// Record number (0 is the header).
     record: u64,
+    /// Field number within the record.
+    field: usize,
+    /// Inside a quoted field.
+    quoted: bool,
+    /// A quote inside a quoted field, not yet known to be `""` or the end.
+    quote_pending: bool,
     /// The id column, once the header is read.
     id_at: Option<usize>,
     /// The header cell or id being read.
     buf: Vec<u8>,
-    out: Vec<u8>,
     header_dag: bool,
+    /// Anything read in the current record (a last line without a line
+    /// break still counts).
+    started: bool,
 }
 
 impl CsvReader {
@@ -510,13 +522,15 @@ impl CsvReader {
         CsvReader {
             column,
             eav,
-            csv: csv_core::ReaderBuilder::new().delimiter(delimiter).build(),
-            field: 0,
+            delimiter,
             record: 0,
+            field: 0,
+            quoted: false,
+            quote_pending: false,
             id_at: None,
             buf: Vec::new(),
-            out: vec![0; 16 * 1024],
             header_dag: false,
+            started: false,
         }
     }
 
@@ -524,34 +538,58 @@ impl CsvReader {
         self.record == 0 || Some(self.field) == self.id_at
     }
 
-    fn feed(&mut self, mut input: &[u8], out: &mut Out<'_>) -> bool {
-        loop {
-            let (res, nin, nout) = self.csv.read_field(input, &mut self.out);
-            input = &input[nin..];
-            if self.capturing() {
-                self.buf.extend_from_slice(&self.out[..nout]);
-            }
-            match res {
-                csv_core::ReadFieldResult::InputEmpty => return true,
-                csv_core::ReadFieldResult::OutputFull => {}
-                csv_core::ReadFieldResult::Field { record_end } => {
-                    self.field_done(out);
-                    if record_end {
-                        self.record_done(out);
+    fn feed(&mut self, chunk: &[u8], out: &mut Out<'_>) -> bool {
+        let mut i = 0;
+        while i < chunk.len() {
+            self.started = true;
+            let keep = self.capturing();
+            if self.quote_pending {
+                self.quote_pending = false;
+                if chunk[i] == b'"' {
+                    if keep {
+                        self.buf.push(b'"');
                     }
+                    i += 1;
+                    continue;
                 }
-                csv_core::ReadFieldResult::End => return true,
+                self.quoted = false;
             }
-            if input.is_empty() {
-                return true;
+            if self.quoted {
+                let rest = &chunk[i..];
+                let n = memchr::memchr(b'"', rest).unwrap_or(rest.len());
+                if keep {
+                    self.buf.extend_from_slice(&rest[..n]);
+                }
+                i += n;
+                if i < chunk.len() {
+                    self.quote_pending = true;
+                    i += 1;
+                }
+                continue;
+            }
+            let rest = &chunk[i..];
+            let n = memchr::memchr3(self.delimiter, b'\n', b'"', rest).unwrap_or(rest.len());
+            if keep {
+                self.buf.extend(rest[..n].iter().filter(|&&c| c != b'\r'));
+            }
+            i += n;
+            let Some(&c) = chunk.get(i) else { break };
+            i += 1;
+            match c {
+                b'"' => self.quoted = true,
+                b'\n' => {
+                    self.field_done(out);
+                    self.record_done(out);
+                }
+                _ => self.field_done(out),
             }
         }
+        true
     }
 
     fn field_done(&mut self, out: &mut Out<'_>) {
         if self.record == 0 {
-            let cell = std::mem::take(&mut self.buf);
-            let cell = trim(&cell);
+            let cell = trim(&self.buf);
             let by_label = matches!(&self.column, IdColumn::Field(Some(f)) if self.field == 0 && cell == f.label.as_bytes());
             if self.id_at.is_none() && (self.column.is(cell) || by_label) {
                 self.id_at = Some(self.field);
@@ -560,8 +598,7 @@ impl CsvReader {
                 self.header_dag = true;
             }
         } else if Some(self.field) == self.id_at {
-            let id = std::mem::take(&mut self.buf);
-            out.id(&id);
+            out.id(&self.buf);
         }
         self.buf.clear();
         self.field += 1;
@@ -573,25 +610,19 @@ impl CsvReader {
         }
         self.record += 1;
         self.field = 0;
+        self.started = false;
     }
 
     fn finish(&mut self, out: &mut Out<'_>) -> bool {
-        loop {
-            let (res, _, nout) = self.csv.read_field(&[], &mut self.out);
-            if self.capturing() {
-                self.buf.extend_from_slice(&self.out[..nout]);
-            }
-            match res {
-                csv_core::ReadFieldResult::Field { record_end } => {
-                    self.field_done(out);
-                    if record_end {
-                        self.record_done(out);
-                    }
-                }
-                csv_core::ReadFieldResult::OutputFull => {}
-                _ => return true,
-            }
+        if self.quote_pending {
+            self.quote_pending = false;
+            self.quoted = false;
         }
+        if self.started {
+            self.field_done(out);
+            self.record_done(out);
+        }
+        !self.quoted
     }
 }
 
@@ -618,15 +649,14 @@ struct XmlReader {
     state: XState,
     /// The markup or text being read.
     buf: Vec<u8>,
-    /// Open elements (names).
-    stack: Vec<Vec<u8>>,
+    /// Open elements: their names end to end, and each one's length.
+    names: Vec<u8>,
+    stack: Vec<usize>,
     /// Text of the element at depth 3 (a field of an item), if captured.
     text: Vec<u8>,
     capture: bool,
     row_id: Option<Vec<u8>>,
     row_dag: bool,
-    /// `field_name` of an EAV row.
-    field_name: Option<Vec<u8>>,
     /// Bytes of `]]>` or `-->` matched at the end of the last chunk.
     matched: usize,
 }
@@ -649,12 +679,12 @@ impl XmlReader {
             eav,
             state: XState::Text,
             buf: Vec::new(),
+            names: Vec::new(),
             stack: Vec::new(),
             text: Vec::new(),
             capture: false,
             row_id: None,
             row_dag: false,
-            field_name: None,
             matched: 0,
         }
     }
@@ -695,11 +725,12 @@ impl XmlReader {
                         None
                     };
                     if let Some((state, prefix)) = section {
-                        let inner = self.buf.split_off(prefix);
-                        self.buf.clear();
+                        let mut read = std::mem::take(&mut self.buf);
                         self.state = state;
                         self.matched = 0;
-                        let (_, found) = self.section(&inner, 0);
+                        let (_, found) = self.section(&read[prefix..], 0);
+                        read.clear();
+                        self.buf = read;
                         if found {
                             // `]]>` inside what was read as markup: only
                             // possible if `>` closed it, so this cannot be.
@@ -710,7 +741,10 @@ impl XmlReader {
                     if i < chunk.len() {
                         i += 1; // the `>`
                         let tag = std::mem::take(&mut self.buf);
-                        if !self.tag(&tag, out) {
+                        let ok = self.tag(&tag, out);
+                        self.buf = tag;
+                        self.buf.clear();
+                        if !ok {
                             return false;
                         }
                         self.state = XState::Text;
@@ -794,10 +828,14 @@ impl XmlReader {
         }
         if let Some(name) = tag.strip_prefix(b"/") {
             let name = trim(name);
-            if self.stack.last().map(Vec::as_slice) != Some(name) {
+            let Some(&len) = self.stack.last() else {
+                return false;
+            };
+            if &self.names[self.names.len() - len..] != name {
                 return false;
             }
             self.stack.pop();
+            self.names.truncate(self.names.len() - len);
             self.close(name, out);
             return true;
         }
@@ -811,7 +849,7 @@ impl XmlReader {
             .iter()
             .position(|c| c.is_ascii_whitespace())
             .unwrap_or(body.len());
-        let name = body[..name_end].to_vec();
+        let name = &body[..name_end];
         if name.is_empty() {
             return false;
         }
@@ -823,7 +861,7 @@ impl XmlReader {
             }
         } else if self.stack.len() == 2 {
             // A field of an item.
-            self.capture = self.wanted(&name);
+            self.capture = self.wanted(name);
             self.text.clear();
             if !self.eav && name == DAG_COLUMN.as_bytes() {
                 self.row_dag = true;
@@ -831,13 +869,13 @@ impl XmlReader {
         } else if self.stack.len() == 1 {
             self.row_id = None;
             self.row_dag = false;
-            self.field_name = None;
         }
         if self_closing {
             self.capture = false;
-            self.close(&name, out);
+            self.close(name, out);
         } else {
-            self.stack.push(name);
+            self.names.extend_from_slice(name);
+            self.stack.push(name.len());
         }
         true
     }
@@ -852,14 +890,12 @@ impl XmlReader {
         }
         match self.stack.len() {
             2 if self.capture => {
-                let text = std::mem::take(&mut self.text);
                 if self.eav && name == b"field_name" {
-                    if text == DAG_COLUMN.as_bytes() {
+                    if self.text == DAG_COLUMN.as_bytes() {
                         self.row_dag = true;
                     }
-                    self.field_name = Some(text);
                 } else {
-                    self.row_id = Some(text);
+                    self.row_id = Some(std::mem::take(&mut self.text));
                 }
                 self.capture = false;
             }
