@@ -10,7 +10,8 @@ use crate::checkpoint::{Checkpoint, VerifierKey};
 use crate::entry::EntryKind;
 use crate::error::LedgerError;
 use crate::pending::Pending;
-use crate::writer::{Ledger, Receipt};
+use crate::witness::Witness;
+use crate::writer::{Adoption, Ledger, Receipt};
 
 /// A ledger open for writing. Every implementation is fail-closed: after
 /// any write error every append fails until the ledger is reopened.
@@ -53,6 +54,12 @@ pub trait LedgerBackend: Send + Sync {
 
     /// The verifier key of the key that signs this writer's checkpoints.
     fn verifier_key(&self) -> VerifierKey;
+
+    /// What an adoption (`ledger adopt-unsigned`) adopted on open, if the
+    /// ledger was opened with one and anything needed adopting.
+    fn adopted(&self) -> Option<String> {
+        None
+    }
 
     /// Rotates the checkpoint signing key to `new` (`docs/ledger.md`
     /// §4.4): a `key` entry carrying the new verifier key, covered by a
@@ -108,6 +115,10 @@ impl LedgerBackend for Ledger {
 
     fn verifier_key(&self) -> VerifierKey {
         Ledger::verifier_key(self)
+    }
+
+    fn adopted(&self) -> Option<String> {
+        Ledger::adopted(self).map(str::to_owned)
     }
 
     fn rotate_key(
@@ -183,11 +194,37 @@ pub fn open_postgres(
     checkpoint_interval: Option<Duration>,
     import_from: Option<&std::path::Path>,
 ) -> Result<Box<dyn LedgerBackend>, LedgerError> {
+    open_postgres_with(
+        url,
+        schema,
+        key,
+        checkpoint_interval,
+        import_from,
+        Vec::new(),
+        None,
+    )
+}
+
+/// [`open_postgres`], checking the ledger against `witnesses` on open and
+/// keeping them up to date while this process signs (`docs/ledger.md`
+/// §11), and with `adopt`, going on (recorded) where the open would
+/// refuse.
+pub fn open_postgres_with(
+    url: &str,
+    schema: &str,
+    key: SigningKey,
+    checkpoint_interval: Option<Duration>,
+    import_from: Option<&std::path::Path>,
+    witnesses: Vec<std::sync::Arc<dyn Witness>>,
+    adopt: Option<Adoption>,
+) -> Result<Box<dyn LedgerBackend>, LedgerError> {
     #[cfg(feature = "postgres")]
     {
         let options = crate::pg::PgOptions {
             schema: schema.to_owned(),
             checkpoint_interval,
+            witnesses,
+            adopt,
             ..crate::pg::PgOptions::default()
         };
         match crate::pg::PgLedger::open(url, key.clone(), options.clone()) {
@@ -209,7 +246,15 @@ pub fn open_postgres(
     }
     #[cfg(not(feature = "postgres"))]
     {
-        let _ = (url, schema, key, checkpoint_interval, import_from);
+        let _ = (
+            url,
+            schema,
+            key,
+            checkpoint_interval,
+            import_from,
+            witnesses,
+            adopt,
+        );
         Err(LedgerError::Database {
             op: "open the ledger",
             detail: "this build of redcap-warden has no PostgreSQL support (cargo feature ledger/postgres)".into(),

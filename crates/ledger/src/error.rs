@@ -74,6 +74,26 @@ pub enum LedgerError {
     NotSigner { holder: String },
     #[error("cannot generate a random ledger id: {0}")]
     Random(String),
+    #[error(
+        "ledger {dir}: the {entries} entries from seq {from_seq} on are signed by no checkpoint and their timestamps span {}, more than a writer leaves unsigned ({}: it signs at least every second, and on open what a crash left); refusing to sign them: checkpoints may have been deleted. Run `redcap-warden ledger verify` and compare with a checkpoint kept elsewhere; if the entries are genuine, `redcap-warden ledger adopt-unsigned --reason R` records that and signs them",
+        span_text(*span),
+        span_text(*limit)
+    )]
+    UnsignedTail {
+        dir: PathBuf,
+        from_seq: u64,
+        entries: u64,
+        span: std::time::Duration,
+        limit: std::time::Duration,
+    },
+    #[error(
+        "ledger {dir}: {witness} {problem}; refusing to sign: run `redcap-warden ledger verify`, and restore the ledger from the export or a backup; to accept the ledger as it is (recorded, with your login and reason), run `redcap-warden ledger adopt-unsigned --reason R`"
+    )]
+    Witness {
+        dir: PathBuf,
+        witness: String,
+        problem: String,
+    },
     #[error(transparent)]
     Proof(#[from] ProofError),
 }
@@ -122,6 +142,23 @@ pub enum VerifyError {
         entries: u64,
     },
     #[error(
+        "the {entries} entries from seq {from_seq} on are signed by no checkpoint in {place}, and their timestamps span {}: a writer leaves at most {} unsigned (it signs at least every second, and on open what a crash left). Checkpoints were deleted, or a writer stopped signing: compare with a checkpoint kept elsewhere (the witness, --trusted-checkpoint, the S3 export); if the entries are genuine, `redcap-warden ledger adopt-unsigned --reason R` signs them",
+        span_text(*span),
+        span_text(*limit)
+    )]
+    UnsignedTail {
+        from_seq: u64,
+        entries: u64,
+        span: std::time::Duration,
+        limit: std::time::Duration,
+        place: String,
+        /// Everything else checked out: the report, for a caller that
+        /// goes on to check witnesses.
+        report: Box<crate::files::VerifyReport>,
+    },
+    #[error("{witness} {problem}")]
+    Witness { witness: String, problem: String },
+    #[error(
         "checkpoint #{index} signs a different tree of {size} entries: an entry with seq in {first_seq}..{size} was changed"
     )]
     RootMismatch {
@@ -134,6 +171,17 @@ pub enum VerifyError {
 }
 
 impl VerifyError {
+    /// For an unsigned tail older than a writer leaves: the report of the
+    /// rest of the verification (which passed), and the failure as text;
+    /// any other failure is given back.
+    pub fn into_unsigned_tail(self) -> Result<(crate::files::VerifyReport, String), VerifyError> {
+        let text = self.to_string();
+        match self {
+            VerifyError::UnsignedTail { report, .. } => Ok((*report, text)),
+            other => Err(other),
+        }
+    }
+
     /// The range of seqs that holds the first bad entry, when the failure
     /// is about entries: exact for a bad line, the span between two
     /// checkpoints for a root mismatch.
@@ -141,10 +189,25 @@ impl VerifyError {
         match self {
             VerifyError::Entry { seq, .. } | VerifyError::Row { seq, .. } => Some(*seq..*seq + 1),
             VerifyError::CheckpointBeyondLog { entries, .. } => Some(*entries..*entries + 1),
+            VerifyError::UnsignedTail {
+                from_seq, entries, ..
+            } => Some(*from_seq..*from_seq + *entries),
             VerifyError::RootMismatch {
                 size, first_seq, ..
             } => Some(*first_seq..*size),
             _ => None,
         }
+    }
+}
+
+/// A duration for people: `0.4 s`, `42 s`, `17 min 3 s`, `5 h 12 min`,
+/// `3 d 4 h`.
+pub fn span_text(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..60 => format!("{:.1} s", d.as_secs_f64()),
+        60..3600 => format!("{} min {} s", s / 60, s % 60),
+        3600..86400 => format!("{} h {} min", s / 3600, s % 3600 / 60),
+        _ => format!("{} d {} h", s / 86400, s % 86400 / 3600),
     }
 }

@@ -81,10 +81,24 @@ pub(crate) struct Scan {
     pub stop: Option<Stop>,
     /// Total bytes from the stop to the end of the data.
     pub remaining_bytes: u64,
+    /// The `ts` of the entry the scan was asked to watch (see
+    /// [`scan_watching`]), if it is among the valid ones.
+    pub watch_ts: Option<jiff::Timestamp>,
 }
 
 pub(crate) fn scan(fs: &dyn FileSystem, dir: &Path) -> Result<Scan, (PathBuf, std::io::Error)> {
     scan_with_progress(fs, dir, &|_| {})
+}
+
+/// [`scan`], also noting the `ts` of the entry with seq `watch` (the first
+/// one no checkpoint signs: how old the unsigned tail is).
+pub(crate) fn scan_watching(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    progress: &(dyn Fn(u64) + Sync),
+    watch: Option<u64>,
+) -> Result<Scan, (PathBuf, std::io::Error)> {
+    scan_chunked(fs, dir, progress, CHUNK, watch)
 }
 
 /// Bytes read at a time: large enough that a read costs little per byte,
@@ -143,6 +157,8 @@ struct Parsed {
     /// Latest fast-path `ts` among the accepted lines.
     max_ts: Option<TsText>,
     stop: Option<(usize, usize, ChunkStop)>,
+    /// The index and `ts` of the watched line, if the chunk holds it.
+    watch_ts: Option<(usize, jiff::Timestamp)>,
 }
 
 fn ts_text(ts: &str) -> Option<TsText> {
@@ -153,8 +169,9 @@ fn ts_text(ts: &str) -> Option<TsText> {
 /// the first line that is incomplete, unparsable or out of sequence
 /// within the chunk; the checks that need earlier chunks run in order on
 /// the scanning thread ([`Scanner::take`]).
-fn parse_chunk(mut chunk: Chunk) -> Parsed {
+fn parse_chunk(mut chunk: Chunk, watch: Option<u64>) -> Parsed {
     let data = &chunk.buf[..chunk.len];
+    let mut watch_ts = None;
     let mut leaves = std::mem::take(&mut chunk.leaves);
     leaves.clear();
     let mut fulls = Vec::new();
@@ -164,8 +181,8 @@ fn parse_chunk(mut chunk: Chunk) -> Parsed {
     let mut offset = 0;
     while offset < data.len() {
         let index = leaves.len();
-        let (seq, len, ts) = match crate::entry::check_next_line_fast(&data[offset..]) {
-            Some((fast, len)) => (fast.seq, len, ts_text(fast.ts)),
+        let (seq, len, ts, full_ts) = match crate::entry::check_next_line_fast(&data[offset..]) {
+            Some((fast, len)) => (fast.seq, len, ts_text(fast.ts), None),
             None => {
                 let Some(len) = data[offset..].iter().position(|&b| b == b'\n') else {
                     stop = Some((index, offset, ChunkStop::Incomplete(data.len() - offset)));
@@ -174,6 +191,7 @@ fn parse_chunk(mut chunk: Chunk) -> Parsed {
                 match Entry::from_line(&data[offset..offset + len]) {
                     Ok(entry) => {
                         let seq = entry.seq;
+                        let ts = entry.ts;
                         if seq == first_seq.unwrap_or(seq) + index as u64 {
                             fulls.push(FullLine {
                                 index,
@@ -182,7 +200,7 @@ fn parse_chunk(mut chunk: Chunk) -> Parsed {
                                 ts_before: max_ts,
                             });
                         }
-                        (seq, len, None)
+                        (seq, len, None, Some(ts))
                     }
                     Err(e) => {
                         stop = Some((index, offset, ChunkStop::Bad(e.to_string())));
@@ -205,6 +223,11 @@ fn parse_chunk(mut chunk: Chunk) -> Parsed {
                 max_ts = Some(ts);
             }
         }
+        if watch == Some(seq) {
+            let ts =
+                full_ts.or_else(|| ts.and_then(|t| std::str::from_utf8(&t).ok()?.parse().ok()));
+            watch_ts = ts.map(|ts| (index, ts));
+        }
         leaves.push(merkle::leaf_hash(&data[offset..offset + len]));
         offset += len + 1;
     }
@@ -215,6 +238,7 @@ fn parse_chunk(mut chunk: Chunk) -> Parsed {
         fulls,
         max_ts,
         stop,
+        watch_ts,
     }
 }
 
@@ -409,6 +433,11 @@ impl Scanner {
             self.fast_ts = fast_ts;
         }
         let accepted = stop.as_ref().map_or(chunk.leaves.len(), |s| s.0);
+        if let Some((index, ts)) = p.watch_ts
+            && index < accepted
+        {
+            self.out.watch_ts = Some(ts);
+        }
         self.out.leaves.extend_from_slice(&chunk.leaves[..accepted]);
         if let Some((index, offset, problem)) = stop {
             self.out.stop = Some(Stop {
@@ -445,7 +474,7 @@ pub(crate) fn scan_with_progress(
     dir: &Path,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<Scan, (PathBuf, std::io::Error)> {
-    scan_chunked(fs, dir, progress, CHUNK)
+    scan_chunked(fs, dir, progress, CHUNK, None)
 }
 
 fn scan_chunked(
@@ -453,6 +482,7 @@ fn scan_chunked(
     dir: &Path,
     progress: &(dyn Fn(u64) + Sync),
     chunk_bytes: usize,
+    watch: Option<u64>,
 ) -> Result<Scan, (PathBuf, std::io::Error)> {
     use std::sync::mpsc;
     let segments = list_segments(fs, dir).map_err(|e| (dir.to_path_buf(), e))?;
@@ -488,7 +518,7 @@ fn scan_chunked(
                 loop {
                     let next = chunk_rx.lock().map(|rx| rx.recv());
                     let Ok(Ok(chunk)) = next else { break };
-                    if done_tx.send(parse_chunk(chunk)).is_err() {
+                    if done_tx.send(parse_chunk(chunk, watch)).is_err() {
                         break;
                     }
                 }
@@ -818,6 +848,20 @@ pub struct VerifyReport {
     /// Signing-key rotations in force (each covered by a checkpoint of the
     /// key before it).
     pub key_rotations: usize,
+    /// The size and root of every checkpoint whose root was checked, in
+    /// order: what a witness's note is compared with
+    /// ([`crate::check_witness`]).
+    pub heads: Vec<(u64, Hash)>,
+    /// Where the checkpoints are, for messages: `checkpoints.notes`, or the
+    /// PostgreSQL table.
+    pub notes_place: String,
+    /// How much time the unsigned entries span, by their timestamps: from
+    /// the first entry past the last checkpoint to the newest entry
+    /// (`None` if every entry is signed).
+    pub unsigned_span: Option<std::time::Duration>,
+    /// The longest span a writer leaves unsigned ([`MAX_UNSIGNED_SPAN`] for
+    /// a file ledger): `verify` fails past it.
+    pub max_unsigned_span: std::time::Duration,
 }
 
 /// Recomputes every leaf and root of the ledger in `dir` and checks every
@@ -854,7 +898,28 @@ pub(crate) fn verify_log(
     progress: &(dyn Fn(u64) + Sync),
     beyond_ok: bool,
 ) -> Result<(VerifyReport, usize), VerifyError> {
-    let scanned = scan_with_progress(fs, dir, progress)
+    // The checkpoints first: a writer appends a note only once the entries
+    // it signs are durable, so every note read here covers entries the
+    // scan below sees (a running writer's newer entries are its tail).
+    let notes_path = dir.join(CHECKPOINTS);
+    let notes = match fs.read(&notes_path) {
+        Ok(data) => parse_notes(&data),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Notes::default(),
+        Err(source) => {
+            return Err(VerifyError::Io {
+                path: notes_path,
+                source,
+            });
+        }
+    };
+    let has_notes = notes.total_len > 0;
+    // The first entry no checkpoint signs: its `ts` says how old the
+    // unsigned tail is.
+    let watch = notes
+        .notes
+        .last()
+        .map_or(Some(0), |n| parse_unverified(n).ok().map(|(cp, _)| cp.size));
+    let scanned = scan_watching(fs, dir, progress, watch)
         .map_err(|(path, source)| VerifyError::Io { path, source })?;
     if let Some(stop) = &scanned.stop {
         return Err(VerifyError::Entry {
@@ -864,8 +929,6 @@ pub(crate) fn verify_log(
             problem: stop.problem.clone(),
         });
     }
-    let notes_path = dir.join(CHECKPOINTS);
-    let has_notes = fs.read(&notes_path).is_ok_and(|d| !d.is_empty());
     let origin = match scanned.origin.clone() {
         Some(origin) => origin,
         // Every entry is gone but checkpoints remain: the check of their
@@ -888,16 +951,6 @@ pub(crate) fn verify_log(
             ),
         });
     }
-    let notes = match fs.read(&notes_path) {
-        Ok(data) => parse_notes(&data),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Notes::default(),
-        Err(source) => {
-            return Err(VerifyError::Io {
-                path: notes_path,
-                source,
-            });
-        }
-    };
     if notes.valid_len != notes.total_len {
         return Err(VerifyError::Checkpoint {
             index: notes.notes.len(),
@@ -928,20 +981,91 @@ pub(crate) fn verify_log(
     };
     let root = check_roots(&scanned.leaves, &checkpoints[..within])?;
     let anchored = checkpoints[..within].last().map_or(0, |c| c.size);
-    Ok((
-        VerifyReport {
-            origin,
-            segments: scanned.segments.len(),
-            entries,
-            root,
-            checkpoints: checkpoints.len(),
-            anchored,
-            unanchored: entries - anchored,
-            signing_key: walk.current,
-            key_rotations: walk.applied,
-        },
-        checkpoints.len() - within,
-    ))
+    let unsigned_span = unsigned_span(
+        entries,
+        anchored,
+        watch == Some(anchored),
+        scanned.watch_ts,
+        scanned.last_ts,
+    );
+    let report = VerifyReport {
+        origin,
+        segments: scanned.segments.len(),
+        entries,
+        root,
+        checkpoints: checkpoints.len(),
+        anchored,
+        unanchored: entries - anchored,
+        signing_key: walk.current,
+        key_rotations: walk.applied,
+        heads: checkpoints[..within]
+            .iter()
+            .map(|c| (c.size, c.root))
+            .collect(),
+        notes_place: CHECKPOINTS.into(),
+        unsigned_span,
+        max_unsigned_span: MAX_UNSIGNED_SPAN,
+    };
+    // An export's entries past its last checkpoint are a writer's tail
+    // only if no later checkpoint signs them; `verify --from-export` says
+    // how far the export reaches instead.
+    if !beyond_ok {
+        check_unsigned_tail(&report)?;
+    }
+    Ok((report, checkpoints.len() - within))
+}
+
+/// How long a writer may leave entries unsigned: it signs a checkpoint at
+/// least every [`CHECKPOINT_INTERVAL`] while entries arrive, and on open
+/// signs at once what a crash left unsigned (`docs/ledger.md` §11.3).
+pub const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The slack on top of [`CHECKPOINT_INTERVAL`]: the time one batch's write
+/// and fsync and one checkpoint's write and fsync may take on a slow or
+/// busy disk, and clock steps. A tail whose timestamps span more than
+/// [`MAX_UNSIGNED_SPAN`] is not what a writer leaves, even after a crash.
+pub const UNSIGNED_SLACK: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The longest a file ledger's unsigned tail may span ([`CHECKPOINT_INTERVAL`]
+/// + [`UNSIGNED_SLACK`]).
+pub const MAX_UNSIGNED_SPAN: std::time::Duration =
+    CHECKPOINT_INTERVAL.saturating_add(UNSIGNED_SLACK);
+
+/// The time the unsigned tail spans: from the first entry no checkpoint
+/// signs to the newest entry (`first_ts` is that first entry's `ts` if
+/// `first_known`). `None` if every entry is signed.
+pub(crate) fn unsigned_span(
+    entries: u64,
+    anchored: u64,
+    first_known: bool,
+    first_ts: Option<jiff::Timestamp>,
+    last_ts: Option<jiff::Timestamp>,
+) -> Option<std::time::Duration> {
+    if entries <= anchored {
+        return None;
+    }
+    match (first_known, first_ts, last_ts) {
+        (true, Some(first), Some(last)) => Some(
+            std::time::Duration::try_from(last.duration_since(first))
+                .unwrap_or(std::time::Duration::ZERO),
+        ),
+        _ => None,
+    }
+}
+
+/// Fails when the unsigned tail spans more than a writer leaves.
+pub(crate) fn check_unsigned_tail(report: &VerifyReport) -> Result<(), VerifyError> {
+    match report.unsigned_span {
+        Some(span) if span > report.max_unsigned_span => Err(VerifyError::UnsignedTail {
+            from_seq: report.anchored,
+            entries: report.unanchored,
+            span,
+            limit: report.max_unsigned_span,
+            place: report.notes_place.clone(),
+            report: Box::new(report.clone()),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// The local ledger as `ledger export` sees it, checked first: the
@@ -1298,7 +1422,7 @@ mod tests {
             std::fs::write(tmp.path().join(segment_name(first)), seg).unwrap();
             first += seg.iter().filter(|&&b| b == b'\n').count() as u64;
         }
-        let scan = scan_chunked(&durable::OsFs, tmp.path(), &|_| {}, chunk).unwrap();
+        let scan = scan_chunked(&durable::OsFs, tmp.path(), &|_| {}, chunk, Some(17)).unwrap();
         // The directory differs from run to run; everything else must not.
         let names: Vec<_> = scan
             .segments
@@ -1306,7 +1430,8 @@ mod tests {
             .map(|p| p.file_name().unwrap().to_owned())
             .collect();
         format!(
-            "{names:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?}",
+            "{names:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?}",
+            scan.watch_ts,
             scan.lens,
             scan.leaves,
             scan.origin,

@@ -26,18 +26,23 @@ mod pending;
 #[cfg(feature = "postgres")]
 mod pg;
 mod record_ids;
+mod witness;
 mod writer;
 
-pub use backend::{DEFAULT_SCHEMA, LedgerBackend, open_postgres, valid_schema};
+pub use backend::{DEFAULT_SCHEMA, LedgerBackend, open_postgres, open_postgres_with, valid_schema};
 pub use checkpoint::{Checkpoint, NoteError, VerifierKey};
 pub use entry::{Entry, EntryKind, FORMAT_VERSION};
-pub use error::{LedgerError, VerifyError};
+pub use error::{LedgerError, VerifyError, span_text};
 pub use files::{
-    ConsistencyProof, InclusionProof, ROTATE_ACTION, VerifyReport, prove_consistency,
-    prove_inclusion, read_entries, verify_dir, verify_dir_with_progress,
+    CHECKPOINT_INTERVAL, ConsistencyProof, InclusionProof, MAX_UNSIGNED_SPAN, ROTATE_ACTION,
+    UNSIGNED_SLACK, VerifyReport, prove_consistency, prove_inclusion, read_entries, verify_dir,
+    verify_dir_with_progress,
 };
 pub use pending::Pending;
 #[cfg(feature = "postgres")]
-pub use pg::{PgLedger, PgOptions, PgReader};
+pub use pg::{PG_LEASE, PG_MAX_UNSIGNED_SPAN, PgLedger, PgOptions, PgReader};
 pub use record_ids::{Delivery, RecordIds};
-pub use writer::{Ledger, LedgerOptions, Receipt, Recovery, new_origin};
+pub use witness::{FileWitness, Witness, WitnessNote, check_witness};
+pub use writer::{
+    ADOPT_ACTION, Adoption, Ledger, LedgerOptions, Receipt, Recovery, WITNESS_FAILED, new_origin,
+};

@@ -39,6 +39,7 @@ use jiff::Timestamp;
 use postgres::{Client, IsolationLevel, NoTls, Statement, Transaction};
 use sha2::{Digest, Sha256};
 
+use crate::Witness;
 use crate::backend::{DEFAULT_SCHEMA, LedgerBackend, valid_schema};
 use crate::checkpoint::{Checkpoint, NoteError, VerifierKey};
 use crate::entry::{Entry, EntryKind, FORMAT_VERSION};
@@ -46,7 +47,10 @@ use crate::error::{LedgerError, VerifyError};
 use crate::files::{self, ConsistencyProof, InclusionProof, ROTATE_ACTION, VerifyReport};
 use crate::merkle::{self, Hash, TreeBuilder};
 use crate::pending::{Completer, Pending};
-use crate::writer::Receipt;
+use crate::witness::Publisher;
+use crate::writer::{
+    ADOPT_ACTION, Adoption, GuardInput, Receipt, WITNESS_WAIT, guard_open, witness_alert,
+};
 
 /// Rows fetched per round trip when a whole ledger is read.
 const FETCH_ROWS: i32 = 10_000;
@@ -68,16 +72,37 @@ pub struct PgOptions {
     /// The name this process holds the signer lease under (default: host,
     /// process id and a random suffix).
     pub holder: Option<String>,
+    /// Where the latest checkpoint is also kept (`docs/ledger.md` §11):
+    /// checked on open, kept up to date by this process while it signs.
+    pub witnesses: Vec<Arc<dyn Witness>>,
+    /// The longest time the entries past the last checkpoint may span for
+    /// the open to go on (see [`PG_MAX_UNSIGNED_SPAN`]).
+    pub max_unsigned_span: Duration,
+    /// Go on where the open would refuse, recording the decision.
+    pub adopt: Option<Adoption>,
 }
+
+/// The signer lease's default length.
+pub const PG_LEASE: Duration = Duration::from_secs(10);
+
+/// The longest a PostgreSQL ledger's unsigned tail may span: a checkpoint
+/// interval, plus a signer lease (a signer that dies is replaced once its
+/// lease lapses), plus the same slack as a file ledger's.
+pub const PG_MAX_UNSIGNED_SPAN: Duration = files::CHECKPOINT_INTERVAL
+    .saturating_add(PG_LEASE)
+    .saturating_add(files::UNSIGNED_SLACK);
 
 impl Default for PgOptions {
     fn default() -> Self {
         PgOptions {
             schema: DEFAULT_SCHEMA.into(),
-            checkpoint_interval: Some(Duration::from_secs(1)),
-            lease: Duration::from_secs(10),
+            checkpoint_interval: Some(files::CHECKPOINT_INTERVAL),
+            lease: PG_LEASE,
             deferred_delay: Duration::from_millis(5),
             holder: None,
+            witnesses: Vec::new(),
+            max_unsigned_span: PG_MAX_UNSIGNED_SPAN,
+            adopt: None,
         }
     }
 }
@@ -231,6 +256,9 @@ struct RowScan {
     last_ts: Option<Timestamp>,
     /// The first bad row: the seq it should have had, and why.
     stop: Option<(u64, String)>,
+    /// The seq whose `ts` to note: the first one no checkpoint signs.
+    watch: Option<u64>,
+    watch_ts: Option<Timestamp>,
 }
 
 impl RowScan {
@@ -313,6 +341,9 @@ impl RowScan {
             self.rotations.push((seq, verifier_key.clone()));
         }
         self.last_ts = Some(self.last_ts.map_or(entry.ts, |t| t.max(entry.ts)));
+        if self.watch == Some(seq) {
+            self.watch_ts = Some(entry.ts);
+        }
         Ok(merkle::leaf_hash(bytes))
     }
 
@@ -424,9 +455,12 @@ impl PgReader {
             return Err(VerifyError::NoEntries { dir: sql.place() });
         }
         let mut tx = self.snapshot().map_err(dberr)?;
-        let mut scan = RowScan::default();
-        scan.read(&mut tx, &sql).map_err(dberr)?;
         let stored = read_notes(&mut tx, &sql, 0).map_err(dberr)?;
+        let mut scan = RowScan {
+            watch: Some(stored.last().map_or(0, |n| n.size.max(0) as u64)),
+            ..RowScan::default()
+        };
+        scan.read(&mut tx, &sql).map_err(dberr)?;
         tx.commit().map_err(dberr)?;
         verify_scan(&sql, &scan, &stored, key)
     }
@@ -637,7 +671,7 @@ fn verify_scan(
     let root = files::check_roots(&scan.leaves, &walk.checkpoints)?;
     let entries = scan.leaves.len() as u64;
     let anchored = walk.checkpoints.last().map_or(0, |c| c.size);
-    Ok(VerifyReport {
+    let report = VerifyReport {
         origin,
         segments: 1,
         entries,
@@ -647,7 +681,19 @@ fn verify_scan(
         unanchored: entries - anchored,
         signing_key: walk.current,
         key_rotations: walk.applied,
-    })
+        heads: walk.checkpoints.iter().map(|c| (c.size, c.root)).collect(),
+        notes_place: format!("table {}", sql.checkpoints()),
+        unsigned_span: files::unsigned_span(
+            entries,
+            anchored,
+            scan.watch == Some(anchored),
+            scan.watch_ts,
+            scan.last_ts,
+        ),
+        max_unsigned_span: PG_MAX_UNSIGNED_SPAN,
+    };
+    files::check_unsigned_tail(&report)?;
+    Ok(report)
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -659,6 +705,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct PgLedger {
     shared: Arc<Shared>,
     worker: Mutex<Option<JoinHandle<()>>>,
+    publisher: Option<Arc<Publisher>>,
+    /// What `PgOptions::adopt` adopted on open.
+    adopted: Option<String>,
 }
 
 struct Shared {
@@ -666,6 +715,31 @@ struct Shared {
     state: Mutex<State>,
     /// Wakes the writer thread.
     work: Condvar,
+}
+
+impl Shared {
+    /// Queues an entry for the writer thread.
+    fn enqueue(&self, kind: EntryKind, urgent: bool) -> Pending {
+        let mut st = lock(&self.state);
+        if let Some(cause) = &st.poisoned {
+            return Pending::ready(Err(LedgerError::Poisoned {
+                cause: cause.clone(),
+            }));
+        }
+        if st.closed {
+            return Pending::ready(Err(LedgerError::Closed));
+        }
+        let (completer, pending) = Pending::new();
+        st.queue.push((kind, completer));
+        if urgent {
+            st.urgent += 1;
+        } else if st.oldest_deferred.is_none() {
+            st.oldest_deferred = Some(Instant::now());
+        }
+        drop(st);
+        self.work.notify_one();
+        pending
+    }
 }
 
 enum Request {
@@ -717,6 +791,11 @@ struct Opened {
     origin: String,
     size: u64,
     verifier: VerifierKey,
+    publisher: Option<Arc<Publisher>>,
+    /// The last checkpoint: its size and note.
+    latest: Option<(u64, String)>,
+    adopted: Option<String>,
+    unread: Vec<(String, String)>,
 }
 
 impl PgLedger {
@@ -752,6 +831,7 @@ impl PgLedger {
     ) -> Result<PgLedger, LedgerError> {
         let sql = Sql::new(&options.schema)?;
         let url = url.to_owned();
+        let adoption = options.adopt.clone();
         let (tx, rx) = mpsc::channel();
         let (shared_tx, shared_rx) = mpsc::channel::<Arc<Shared>>();
         let worker = std::thread::Builder::new()
@@ -790,6 +870,13 @@ impl PgLedger {
                 });
             }
         };
+        let Opened {
+            publisher,
+            latest,
+            adopted,
+            unread,
+            ..
+        } = opened;
         let shared = Arc::new(Shared {
             origin: opened.origin,
             state: Mutex::new(State {
@@ -808,10 +895,61 @@ impl PgLedger {
         shared_tx
             .send(shared.clone())
             .expect("the writer thread waits for its state");
-        Ok(PgLedger {
+        if let Some(p) = &publisher {
+            // Witnesses that fail, and recover, are recorded in the ledger.
+            let weak = Arc::downgrade(&shared);
+            p.on_change(Box::new(move |witness, error| {
+                if let Some(sh) = weak.upgrade() {
+                    drop(sh.enqueue(witness_alert(witness, error), false));
+                }
+            }));
+        }
+        let ledger = PgLedger {
             shared,
             worker: Mutex::new(Some(worker)),
-        })
+            publisher: publisher.clone(),
+            adopted: adopted.clone(),
+        };
+        for (witness, error) in &unread {
+            ledger.append(witness_alert(
+                witness,
+                Some(&format!("{error} (not checked on open)")),
+            ))?;
+        }
+        let mut signed_now = None;
+        if let (Some(adoption), Some(what)) = (&adoption, &adopted) {
+            ledger.append(EntryKind::Admin {
+                operator: adoption.operator.clone(),
+                action: ADOPT_ACTION.into(),
+                target: what.clone(),
+                reason: adoption.reason.clone(),
+            })?;
+            // Signed now if this process can take the signer lease, else
+            // by the process that holds it.
+            match ledger.checkpoint() {
+                Ok(cp) => signed_now = cp,
+                Err(LedgerError::NotSigner { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if let Some(p) = &publisher {
+            if signed_now.is_none()
+                && let Some((size, note)) = &latest
+            {
+                // The witnesses catch up with the last checkpoint.
+                p.publish(*size, note);
+            }
+            for (witness, error) in p.flush(WITNESS_WAIT) {
+                ledger.append(witness_alert(&witness, Some(&error)))?;
+            }
+        }
+        Ok(ledger)
+    }
+
+    /// What `PgOptions::adopt` adopted on open (recorded in the ledger),
+    /// if anything needed adopting.
+    pub fn adopted(&self) -> Option<&str> {
+        self.adopted.as_deref()
     }
 
     /// Moves the file ledger in `dir` into an empty schema (created if
@@ -934,25 +1072,7 @@ impl PgLedger {
         if let Err(e) = crate::backend::check_appendable(&kind, &self.shared.origin) {
             return Pending::ready(Err(e));
         }
-        let mut st = lock(&self.shared.state);
-        if let Some(cause) = &st.poisoned {
-            return Pending::ready(Err(LedgerError::Poisoned {
-                cause: cause.clone(),
-            }));
-        }
-        if st.closed {
-            return Pending::ready(Err(LedgerError::Closed));
-        }
-        let (completer, pending) = Pending::new();
-        st.queue.push((kind, completer));
-        if urgent {
-            st.urgent += 1;
-        } else if st.oldest_deferred.is_none() {
-            st.oldest_deferred = Some(Instant::now());
-        }
-        drop(st);
-        self.shared.work.notify_one();
-        pending
+        self.shared.enqueue(kind, urgent)
     }
 
     /// Appends an entry; returns once its transaction has committed.
@@ -1021,7 +1141,11 @@ impl PgLedger {
     /// checkpoint if this process holds (or can take) the signer lease,
     /// and gives the lease up. Idempotent; also run on drop.
     pub fn close(&self) -> Result<Option<Checkpoint>, LedgerError> {
-        self.request(Request::Close, true)
+        let last = self.request(Request::Close, true);
+        if let Some(p) = &self.publisher {
+            p.finish(WITNESS_WAIT);
+        }
+        last
     }
 
     /// Rotates the checkpoint signing key to `new` (`docs/ledger.md` §4.4
@@ -1144,6 +1268,10 @@ impl LedgerBackend for PgLedger {
         PgLedger::verifier_key(self)
     }
 
+    fn adopted(&self) -> Option<String> {
+        PgLedger::adopted(self).map(str::to_owned)
+    }
+
     fn rotate_key(
         &self,
         new: SigningKey,
@@ -1176,6 +1304,8 @@ struct Writer {
     /// checkpoint is signed until [`PgLedger::rotate_key`] finishes it.
     pending: Option<(Receipt, VerifierKey)>,
     stmts: Statements,
+    /// Hands each checkpoint this process signs to the witnesses.
+    publisher: Option<Arc<Publisher>>,
 }
 
 struct Statements {
@@ -1251,9 +1381,12 @@ impl Writer {
                 .isolation_level(IsolationLevel::RepeatableRead)
                 .start()
                 .map_err(db("read the ledger"))?;
-            let mut scan = RowScan::default();
-            scan.read(&mut tx, sql).map_err(db("read the entries"))?;
             let stored = read_notes(&mut tx, sql, 0).map_err(db("read the checkpoints"))?;
+            let mut scan = RowScan {
+                watch: Some(stored.last().map_or(0, |n| n.size.max(0) as u64)),
+                ..RowScan::default()
+            };
+            scan.read(&mut tx, sql).map_err(db("read the entries"))?;
             tx.commit().map_err(db("read the ledger"))?;
             (scan, stored)
         };
@@ -1399,6 +1532,32 @@ impl Writer {
             }
             Err(other) => return Err(tampered(signed, 0, other.to_string())),
         }
+        let heads: Vec<(u64, Hash)> = walk.checkpoints.iter().map(|c| (c.size, c.root)).collect();
+        let notes_place = format!("table {}", sql.checkpoints());
+        let guard = guard_open(
+            &GuardInput {
+                origin: &origin,
+                verifier: &verifier,
+                heads: &heads,
+                leaves: &scan.leaves,
+                signed,
+                tail_span: files::unsigned_span(
+                    scan.leaves.len() as u64,
+                    signed,
+                    scan.watch == Some(signed),
+                    scan.watch_ts,
+                    scan.last_ts,
+                ),
+                rotation_pending: pending.is_some(),
+                notes_place: &notes_place,
+            },
+            &options.witnesses,
+            options.max_unsigned_span,
+            options.adopt.is_some(),
+        )
+        .map_err(|refusal| refusal.into_error(&sql.place()))?;
+        let publisher = (!options.witnesses.is_empty())
+            .then(|| Publisher::start(options.witnesses.clone(), guard.held.clone()));
         let mut tree = TreeBuilder::new();
         for leaf in &scan.leaves {
             tree.push(*leaf);
@@ -1421,6 +1580,7 @@ impl Writer {
             signed,
             pending,
             stmts,
+            publisher: publisher.clone(),
         };
         Ok((
             writer,
@@ -1428,6 +1588,12 @@ impl Writer {
                 origin,
                 size,
                 verifier,
+                publisher,
+                latest: stored
+                    .last()
+                    .map(|n| (n.size.max(0) as u64, n.note.clone())),
+                adopted: guard.adopted,
+                unread: guard.unread,
             },
         ))
     }
@@ -1761,14 +1927,18 @@ impl Writer {
             &[&(size as i64), &cp.sign(&self.key), &self.holder],
         )
         .map_err(at("store the old key's checkpoint"))?;
+        let new_note = cp.sign(&r.new);
         let id: i64 = tx
             .query_one(
                 &self.stmts.add_note,
-                &[&(size as i64), &cp.sign(&r.new), &self.holder],
+                &[&(size as i64), &new_note, &self.holder],
             )
             .map_err(at("store the new key's checkpoint"))?
             .get(0);
         tx.commit().map_err(at("commit the key rotation"))?;
+        if let Some(p) = &self.publisher {
+            p.publish(size, &new_note);
+        }
         self.key = r.new.clone();
         self.verifier = new_verifier.clone();
         self.pending = None;
@@ -1838,6 +2008,9 @@ impl Writer {
         end_signing(tx, &self.stmts, &self.holder, release)?;
         self.checked_note = id;
         self.signed = size;
+        if let Some(p) = &self.publisher {
+            p.publish(size, &note);
+        }
         Ok(Some(cp))
     }
 }

@@ -36,6 +36,29 @@ use crate::error::{LedgerError, VerifyError};
 use crate::files::{self, CHECKPOINTS, LOCK, ROTATE_ACTION, segment_name};
 use crate::merkle::{self, Hash, TreeBuilder};
 use crate::pending::{Completer, Pending};
+use crate::witness::{self, Publisher, Witness};
+
+/// How long opening and closing wait for the witnesses to take the latest
+/// checkpoint before going on without them.
+pub(crate) const WITNESS_WAIT: Duration = Duration::from_secs(10);
+
+/// An operator's decision to have the writer sign a ledger it would refuse
+/// to sign: an unsigned tail older than a writer leaves, or a ledger that
+/// no longer holds the tree a witness recorded (`ledger adopt-unsigned`).
+/// The open records it as an `admin` entry with the operator, the reason
+/// and what was adopted, then signs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Adoption {
+    pub operator: String,
+    pub reason: String,
+}
+
+/// The `code` of the `alert` entries recording that a witness could not be
+/// read or written, or works again.
+pub const WITNESS_FAILED: &str = "ledger.witness";
+
+/// The `action` of the `admin` entry an [`Adoption`] records.
+pub const ADOPT_ACTION: &str = "ledger.adopt-unsigned";
 
 /// How a file ledger is opened.
 #[derive(Clone, Debug)]
@@ -51,15 +74,29 @@ pub struct LedgerOptions {
     /// How long a deferred entry waits for an appender's batch to ride
     /// along with before the committer thread commits it on its own.
     pub deferred_delay: Duration,
+    /// Where the latest checkpoint is also kept (`docs/ledger.md` §11):
+    /// checked on open — the ledger must still hold the tree each one
+    /// recorded, or the open is refused — and kept up to date as the
+    /// writer signs.
+    pub witnesses: Vec<Arc<dyn Witness>>,
+    /// The longest time the entries past the last checkpoint may span
+    /// (by their timestamps) for the open to sign them: more is not what
+    /// a writer leaves, even after a crash, and the open is refused.
+    pub max_unsigned_span: Duration,
+    /// Sign what the open would refuse to, recording the decision.
+    pub adopt: Option<Adoption>,
 }
 
 impl Default for LedgerOptions {
     fn default() -> Self {
         LedgerOptions {
             segment_max_bytes: 64 << 20,
-            checkpoint_interval: Some(Duration::from_secs(1)),
+            checkpoint_interval: Some(files::CHECKPOINT_INTERVAL),
             lock: true,
             deferred_delay: Duration::from_millis(5),
+            witnesses: Vec::new(),
+            max_unsigned_span: files::MAX_UNSIGNED_SPAN,
+            adopt: None,
         }
     }
 }
@@ -91,6 +128,8 @@ pub struct Ledger {
     ticker: Mutex<Option<JoinHandle<()>>>,
     committer: Mutex<Option<JoinHandle<()>>>,
     recovery: Option<Recovery>,
+    /// What an [`Adoption`] adopted on open.
+    adopted: Option<String>,
     _lock: Option<std::fs::File>,
 }
 
@@ -112,6 +151,8 @@ struct Shared {
     stop_wake: Condvar,
     /// Batches written (one segment sync each).
     syncs: std::sync::atomic::AtomicU64,
+    /// Hands each checkpoint to the witnesses.
+    publisher: Option<Arc<Publisher>>,
 }
 
 struct State {
@@ -287,8 +328,10 @@ impl Ledger {
         options: LedgerOptions,
         lock_file: Option<std::fs::File>,
     ) -> Result<Ledger, LedgerError> {
-        let recovered = recover(fs.as_ref(), dir, &key)?;
+        let recovered = recover(fs.as_ref(), dir, &key, &options)?;
         let verifier = VerifierKey::from_signing_key(&recovered.origin, &key);
+        let publisher = (!options.witnesses.is_empty())
+            .then(|| Publisher::start(options.witnesses.clone(), recovered.held.clone()));
         let shared = Arc::new(Shared {
             origin: recovered.origin,
             dir: dir.to_path_buf(),
@@ -326,8 +369,18 @@ impl Ledger {
             stop: Mutex::new(false),
             stop_wake: Condvar::new(),
             syncs: Default::default(),
+            publisher: publisher.clone(),
             fs,
         });
+        if let Some(p) = &publisher {
+            // Witnesses that fail, and recover, are recorded in the ledger.
+            let weak = Arc::downgrade(&shared);
+            p.on_change(Box::new(move |witness, error| {
+                if let Some(sh) = weak.upgrade() {
+                    drop(sh.append_later(witness_alert(witness, error), false));
+                }
+            }));
+        }
         let ticker = options.checkpoint_interval.map(|every| {
             let shared = Arc::clone(&shared);
             std::thread::spawn(move || shared.tick(every))
@@ -341,6 +394,7 @@ impl Ledger {
             ticker: Mutex::new(ticker),
             committer: Mutex::new(Some(committer)),
             recovery: recovered.recovery.clone(),
+            adopted: recovered.adopted.clone(),
             _lock: lock_file,
         };
         if let Some(r) = &recovered.recovery {
@@ -362,6 +416,38 @@ impl Ledger {
                 code: "ledger.recovered".into(),
                 message,
             })?;
+        }
+        for (witness, error) in &recovered.unread {
+            ledger.append(witness_alert(
+                witness,
+                Some(&format!("{error} (not checked on open)")),
+            ))?;
+        }
+        if let (Some(adoption), Some(what)) = (&options.adopt, &recovered.adopted) {
+            ledger.append_any(EntryKind::Admin {
+                operator: adoption.operator.clone(),
+                action: ADOPT_ACTION.into(),
+                target: what.clone(),
+                reason: adoption.reason.clone(),
+            })?;
+        }
+        // What a crash left unsigned (checked above: no older than a writer
+        // leaves, or adopted) is signed now, before new entries join it.
+        let signed_now = if lock(&ledger.shared.cp).pending.is_none() {
+            ledger.checkpoint()?
+        } else {
+            None
+        };
+        if let Some(p) = &publisher {
+            if signed_now.is_none()
+                && let Some(note) = &recovered.latest_note
+            {
+                // Nothing new: the witnesses catch up with the last one.
+                p.publish(recovered.signed, note);
+            }
+            for (witness, error) in p.flush(WITNESS_WAIT) {
+                ledger.append(witness_alert(&witness, Some(&error)))?;
+            }
         }
         Ok(ledger)
     }
@@ -395,24 +481,7 @@ impl Ledger {
         if let Err(e) = crate::backend::check_appendable(&kind, &self.shared.origin) {
             return Pending::ready(Err(e));
         }
-        let sh = &self.shared;
-        let mut st = lock(&sh.state);
-        if let Some(cause) = &st.poisoned {
-            return Pending::ready(Err(LedgerError::Poisoned {
-                cause: cause.clone(),
-            }));
-        }
-        if st.closed {
-            return Pending::ready(Err(LedgerError::Closed));
-        }
-        let (completer, pending) = Pending::new();
-        let ticket = st.next_ticket;
-        st.next_ticket += 1;
-        st.queue.push((ticket, kind, Waiter::Later(completer)));
-        st.later_queued += 1;
-        st.urgent_queued += usize::from(urgent);
-        sh.announce(&mut st, true);
-        pending
+        self.shared.append_later(kind, urgent)
     }
 
     fn append_any(&self, kind: EntryKind) -> Result<Receipt, LedgerError> {
@@ -550,7 +619,17 @@ impl Ledger {
                 }
             }
         }
-        self.shared.checkpoint()
+        let last = self.shared.checkpoint();
+        if let Some(p) = &self.shared.publisher {
+            p.finish(WITNESS_WAIT);
+        }
+        last
+    }
+
+    /// What `LedgerOptions::adopt` adopted on open (recorded in the
+    /// ledger), if anything needed adopting.
+    pub fn adopted(&self) -> Option<&str> {
+        self.adopted.as_deref()
     }
 
     /// The verifier key for this ledger's checkpoints
@@ -602,6 +681,29 @@ impl Drop for Ledger {
 }
 
 impl Shared {
+    /// Queues an async (`urgent`) or deferred entry (see
+    /// [`Ledger::append_async`] and [`Ledger::append_deferred`]).
+    fn append_later(&self, kind: EntryKind, urgent: bool) -> Pending {
+        let sh = self;
+        let mut st = lock(&sh.state);
+        if let Some(cause) = &st.poisoned {
+            return Pending::ready(Err(LedgerError::Poisoned {
+                cause: cause.clone(),
+            }));
+        }
+        if st.closed {
+            return Pending::ready(Err(LedgerError::Closed));
+        }
+        let (completer, pending) = Pending::new();
+        let ticket = st.next_ticket;
+        st.next_ticket += 1;
+        st.queue.push((ticket, kind, Waiter::Later(completer)));
+        st.later_queued += 1;
+        st.urgent_queued += usize::from(urgent);
+        sh.announce(&mut st, true);
+        pending
+    }
+
     /// Lets a new leader wait, briefly, for the writers its predecessor
     /// just released to queue their next entries.
     ///
@@ -897,6 +999,9 @@ impl Shared {
             return Err(LedgerError::Poisoned { cause });
         }
         cp.last_size = size;
+        if let Some(p) = &self.publisher {
+            p.publish(size, &note);
+        }
         Ok(Some(checkpoint))
     }
 
@@ -916,6 +1021,20 @@ impl Shared {
             let _ = self.checkpoint();
             stopped = lock(&self.stop);
         }
+    }
+}
+
+/// The `alert` entry recording that a witness failed (`error`) or works
+/// again.
+pub(crate) fn witness_alert(witness: &str, error: Option<&str>) -> EntryKind {
+    EntryKind::Alert {
+        code: WITNESS_FAILED.into(),
+        message: match error {
+            Some(e) => format!(
+                "the latest checkpoint cannot be kept in {witness}: {e}; the writer retries with each checkpoint"
+            ),
+            None => format!("the latest checkpoint is kept in {witness} again"),
+        },
     }
 }
 
@@ -955,22 +1074,44 @@ struct Recovered {
     signed: u64,
     recovery: Option<Recovery>,
     pending: Option<(Receipt, VerifierKey)>,
+    /// The last checkpoint's note.
+    latest_note: Option<String>,
+    /// What each witness holds (as read on open).
+    held: Vec<Option<(u64, String)>>,
+    /// What an adoption adopted.
+    adopted: Option<String>,
+    /// Witnesses that could not be read: recorded as alerts.
+    unread: Vec<(String, String)>,
 }
 
-/// Scans the directory, refuses damage at or below the signed size, moves
-/// a torn tail aside, and opens the active segment and checkpoints file.
-fn recover(fs: &dyn FileSystem, dir: &Path, key: &SigningKey) -> Result<Recovered, LedgerError> {
-    let scan = files::scan(fs, dir).map_err(|(path, source)| LedgerError::Io {
-        op: "read",
-        path,
-        source,
-    })?;
+/// Scans the directory, refuses damage at or below the signed size, an
+/// unsigned tail older than a writer leaves and a ledger that no longer
+/// holds what a witness recorded (unless adopted), moves a torn tail
+/// aside, and opens the active segment and checkpoints file.
+fn recover(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    key: &SigningKey,
+    options: &LedgerOptions,
+) -> Result<Recovered, LedgerError> {
     let notes_path = dir.join(CHECKPOINTS);
     let notes = match fs.read(&notes_path) {
         Ok(data) => files::parse_notes(&data),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => files::Notes::default(),
         Err(e) => return Err(io_err("read", &notes_path)(e)),
     };
+    let watch = notes.notes.last().map_or(Some(0), |n| {
+        crate::checkpoint::parse_unverified(n)
+            .ok()
+            .map(|(cp, _)| cp.size)
+    });
+    let scan = files::scan_watching(fs, dir, &|_| {}, watch).map_err(|(path, source)| {
+        LedgerError::Io {
+            op: "read",
+            path,
+            source,
+        }
+    })?;
     // The checkpoints name the origin too: if the header of the first
     // segment is damaged, they still say whose ledger this is, and the
     // damage is reported as tampering below.
@@ -1098,6 +1239,31 @@ fn recover(fs: &dyn FileSystem, dir: &Path, key: &SigningKey) -> Result<Recovere
         }
         Err(other) => return Err(tampered(0, other.to_string())),
     }
+    let heads: Vec<(u64, Hash)> = checkpoints.iter().map(|c| (c.size, c.root)).collect();
+    let guard = guard_open(
+        &GuardInput {
+            origin: &origin,
+            verifier: &verifier,
+            heads: &heads,
+            leaves: &scan.leaves,
+            signed,
+            tail_span: files::unsigned_span(
+                scan.leaves.len() as u64,
+                signed,
+                watch == Some(signed),
+                scan.watch_ts,
+                scan.last_ts,
+            ),
+            // A rotation left pending signs nothing until it is finished,
+            // and finishing it signs the tail: it is not refused here.
+            rotation_pending: pending.is_some(),
+            notes_place: CHECKPOINTS,
+        },
+        &options.witnesses,
+        options.max_unsigned_span,
+        options.adopt.is_some(),
+    )
+    .map_err(|refusal| refusal.into_error(dir))?;
 
     let mut recovery = None;
     let mut segments = scan.segments.clone();
@@ -1108,12 +1274,7 @@ fn recover(fs: &dyn FileSystem, dir: &Path, key: &SigningKey) -> Result<Recovere
         for later in &scan.segments[stop.segment + 1..] {
             torn_bytes.extend(fs.read(later).map_err(io_err("read", later))?);
         }
-        let torn = unique_torn_path(fs, seg_path);
-        let mut file = fs.create_new(&torn).map_err(io_err("create", &torn))?;
-        file.write_all(&torn_bytes)
-            .map_err(io_err("write", &torn))?;
-        file.sync_data().map_err(io_err("sync", &torn))?;
-        fs.sync_dir(dir).map_err(io_err("sync", dir))?;
+        let torn = move_aside(fs, dir, seg_path, &torn_bytes)?;
         if stop.offset == 0 {
             fs.remove_file(seg_path)
                 .map_err(io_err("remove", seg_path))?;
@@ -1190,7 +1351,194 @@ fn recover(fs: &dyn FileSystem, dir: &Path, key: &SigningKey) -> Result<Recovere
         signed,
         recovery,
         pending,
+        latest_note: notes.notes.last().cloned(),
+        held: guard.held,
+        adopted: guard.adopted,
+        unread: guard.unread,
     })
+}
+
+/// What an opening writer knows of the ledger, for [`guard_open`].
+pub(crate) struct GuardInput<'a> {
+    pub origin: &'a str,
+    pub verifier: &'a VerifierKey,
+    /// Size and root of each verified checkpoint.
+    pub heads: &'a [(u64, Hash)],
+    pub leaves: &'a [Hash],
+    pub signed: u64,
+    pub tail_span: Option<Duration>,
+    pub rotation_pending: bool,
+    pub notes_place: &'a str,
+}
+
+/// What [`guard_open`] let through.
+pub(crate) struct Guarded {
+    pub held: Vec<Option<(u64, String)>>,
+    pub adopted: Option<String>,
+    pub unread: Vec<(String, String)>,
+}
+
+/// Why an open refuses to sign.
+pub(crate) enum Refusal {
+    Tail {
+        from_seq: u64,
+        entries: u64,
+        span: Duration,
+        limit: Duration,
+    },
+    Witness {
+        witness: String,
+        problem: String,
+    },
+}
+
+impl Refusal {
+    pub(crate) fn into_error(self, place: &Path) -> LedgerError {
+        match self {
+            Refusal::Tail {
+                from_seq,
+                entries,
+                span,
+                limit,
+            } => LedgerError::UnsignedTail {
+                dir: place.to_path_buf(),
+                from_seq,
+                entries,
+                span,
+                limit,
+            },
+            Refusal::Witness { witness, problem } => LedgerError::Witness {
+                dir: place.to_path_buf(),
+                witness,
+                problem,
+            },
+        }
+    }
+}
+
+/// The checks an opening writer makes before it signs anything (both
+/// backends): every witness must hold a tree the ledger holds, and the
+/// unsigned tail must not span more than `max_span`. With `adopting`,
+/// what fails is described (for the adoption's entry) instead of refused.
+pub(crate) fn guard_open(
+    input: &GuardInput<'_>,
+    witnesses: &[Arc<dyn Witness>],
+    max_span: Duration,
+    adopting: bool,
+) -> Result<Guarded, Refusal> {
+    let entries = input.leaves.len() as u64;
+    let mut adopted = Vec::new();
+    let mut held = Vec::with_capacity(witnesses.len());
+    let mut unread = Vec::new();
+    for (w, read) in witnesses.iter().zip(witness::read_all(witnesses)) {
+        let note = match read {
+            Ok(Some(note)) => note,
+            Ok(None) => {
+                held.push(None);
+                continue;
+            }
+            Err(e) => {
+                unread.push((w.describe(), e));
+                held.push(None);
+                continue;
+            }
+        };
+        let mut root_at = |n: u64| Ok(merkle::root(&input.leaves[..n as usize]));
+        match witness::check_note(
+            &note,
+            input.origin,
+            &[input.verifier],
+            input.heads,
+            entries,
+            input.notes_place,
+            &mut root_at,
+        ) {
+            Ok(seen) => held.push(Some((seen.size, note))),
+            Err(problem) if adopting => {
+                adopted.push(format!("{} {problem}", w.describe()));
+                held.push(None);
+            }
+            Err(problem) => {
+                return Err(Refusal::Witness {
+                    witness: w.describe(),
+                    problem,
+                });
+            }
+        }
+    }
+    if let Some(span) = input.tail_span
+        && span > max_span
+        && !input.rotation_pending
+    {
+        if adopting {
+            adopted.push(format!(
+                "the {} entries from seq {} on were signed by no checkpoint and span {}",
+                entries - input.signed,
+                input.signed,
+                crate::error::span_text(span)
+            ));
+        } else {
+            return Err(Refusal::Tail {
+                from_seq: input.signed,
+                entries: entries - input.signed,
+                span,
+                limit: max_span,
+            });
+        }
+    }
+    Ok(Guarded {
+        held,
+        adopted: (!adopted.is_empty()).then(|| adopted.join("; ")),
+        unread,
+    })
+}
+
+/// Moves `bytes` (a torn tail) into a new `<segment>.torn[.k]` file,
+/// durably. A file that could not be written whole is removed again, so a
+/// reopen that keeps failing (a full disk) leaves no file behind; if an
+/// earlier attempt already moved exactly these bytes (and failed after),
+/// its file is reused.
+fn move_aside(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    seg: &Path,
+    bytes: &[u8],
+) -> Result<PathBuf, LedgerError> {
+    if let Some(same) = torn_files(fs, seg)
+        .into_iter()
+        .find(|p| fs.read(p).is_ok_and(|d| d == bytes))
+    {
+        return Ok(same);
+    }
+    let torn = unique_torn_path(fs, seg);
+    let mut file = fs.create_new(&torn).map_err(io_err("create", &torn))?;
+    let written = file
+        .write_all(bytes)
+        .map_err(io_err("write", &torn))
+        .and_then(|()| file.sync_data().map_err(io_err("sync", &torn)));
+    drop(file);
+    if let Err(e) = written {
+        // Best effort: the error that matters is the write's.
+        let _ = fs.remove_file(&torn);
+        let _ = fs.sync_dir(dir);
+        return Err(e);
+    }
+    fs.sync_dir(dir).map_err(io_err("sync", dir))?;
+    Ok(torn)
+}
+
+/// The `<segment>.torn` and `<segment>.torn.<k>` files that exist.
+fn torn_files(fs: &dyn FileSystem, seg: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let base = format!("{}.torn", seg.display());
+    let mut candidate = PathBuf::from(&base);
+    let mut n = 1;
+    while fs.exists(&candidate) {
+        out.push(candidate);
+        candidate = PathBuf::from(format!("{base}.{n}"));
+        n += 1;
+    }
+    out
 }
 
 fn unique_torn_path(fs: &dyn FileSystem, seg: &Path) -> PathBuf {
