@@ -10,6 +10,7 @@
 mod admin;
 mod admin_keys;
 mod answer;
+pub mod connections;
 mod denials;
 pub mod export;
 pub mod form;

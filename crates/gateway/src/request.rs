@@ -3,7 +3,8 @@
 //!
 //! 1. [`read_body`]: the body exactly as PHP will read it ([`crate::form`],
 //!    [`crate::upload`]); anything ambiguous is refused;
-//! 2. [`authenticate`]: the client key ([`crate::keys`]); refusals are
+//! 2. [`authenticate`]: the client key ([`crate::keys`]), as soon as the
+//!    body's first 64 KiB have arrived (or its `token` part): refusals are
 //!    answered in REDCap's 403 shape and counted per source and minute;
 //! 3. [`authorise`]: the client's allowed methods, source addresses, a
 //!    reason for writes, the account's quarantine, exports the DAG guard
@@ -42,6 +43,7 @@ use tokio_util::sync::PollSender;
 use warden_config::WriteReason;
 
 use crate::answer;
+use crate::connections::{BodyError, Incoming};
 use crate::export::{Head, Scanner, Shape};
 use crate::form::{self, Form};
 use crate::keys::KeyRecord;
@@ -84,9 +86,8 @@ async fn handle(
             .into_response());
     }
     let applied = gw.applied();
-    let (mut form, upload) = read_body(&applied, headers, body).await?;
+    let (mut form, upload, caller) = read_body(gw, &applied, headers, body, peer).await?;
     let fmt = crate::reply::error_format(&form);
-    let caller = authenticate(gw, &mut form, peer, fmt).await?;
     let call = authorise(gw, &applied, &caller, &mut form, headers, fmt)?;
     let plan = prepare(&call, &mut form);
     hold(gw, call.account, fmt).await?;
@@ -144,13 +145,19 @@ impl Caller {
     }
 }
 
-/// Step 1: the body as PHP will read it ([`crate::form`]), or a refusal.
-/// Uploads are spooled.
+/// Steps 1 and 2: the body as PHP will read it ([`crate::form`]), or a
+/// refusal, and the client key in it ([`authenticate`]). Nothing expensive
+/// happens before the key is known: the key must come within the first
+/// [`upload::PRE_AUTH_BYTES`] of the body (and before any file part), so a
+/// client without a key costs at most that much memory, and no spool file.
+/// Uploads are spooled after.
 async fn read_body(
+    gw: &Shared,
     applied: &Applied,
     headers: &HeaderMap,
     body: axum::body::Body,
-) -> Result<(Form, Option<Upload>), ApiReply> {
+    peer: SocketAddr,
+) -> Result<(Form, Option<Upload>, Caller), ApiReply> {
     let gateway = &applied.config.config.gateway;
     let limits = php_limits(gateway);
     let limited = axum::body::Body::new(http_body_util::Limited::new(
@@ -159,6 +166,15 @@ async fn read_body(
     ));
     let refused =
         |message: String, fmt: Format| ApiReply::new(StatusCode::BAD_REQUEST, message, fmt);
+    let too_large = || {
+        refused(
+            format!(
+                "The request body is larger than the gateway accepts ({} bytes)",
+                gateway.max_body_bytes
+            ),
+            Format::Xml,
+        )
+    };
     let mut types = headers.get_all(header::CONTENT_TYPE).iter();
     let content_type = types.next().map(HeaderValue::as_bytes).unwrap_or_default();
     if types.next().is_some() {
@@ -167,55 +183,110 @@ async fn read_body(
             Format::Xml,
         ));
     }
-    match BodyKind::of(content_type) {
+    let upload_refused = |e: upload::UploadError| match e {
+        upload::UploadError::Spool(_) => {
+            ApiReply::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string(), Format::Xml)
+        }
+        other => refused(upperfirst(&other.to_string()), Format::Xml),
+    };
+    let (mut form, upload, presented, caller) = match BodyKind::of(content_type) {
         BodyKind::Multipart => {
-            let spool = applied.config.resolve(&gateway.accounts_file);
-            let spool = durable::parent_dir(&spool).join("spool");
-            upload::read(
+            let mut reader = upload::MultipartReader::new(
                 limited,
                 content_type,
-                &spool,
                 &limits,
                 gateway.max_body_bytes,
             )
-            .await
-            .map_err(|e| match e {
-                upload::UploadError::Spool(_) => {
-                    ApiReply::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string(), Format::Xml)
-                }
-                other => refused(upperfirst(&other.to_string()), Format::Xml),
-            })
+            .map_err(upload_refused)?;
+            let presented = reader
+                .token()
+                .await
+                .map_err(upload_refused)?
+                .unwrap_or_default();
+            let caller = authenticate(gw, &presented, peer, Format::Xml).await?;
+            let spool = applied.config.resolve(&gateway.accounts_file);
+            let spool = durable::parent_dir(&spool).join("spool");
+            let (form, upload) = reader.finish(&spool).await.map_err(upload_refused)?;
+            (form, upload, presented, caller)
         }
         BodyKind::Urlencoded => {
-            let bytes = axum::body::to_bytes(limited, usize::MAX)
-                .await
-                .map_err(|_| {
-                    refused(
-                        format!(
-                            "The request body is larger than the gateway accepts ({} bytes)",
-                            gateway.max_body_bytes
-                        ),
-                        Format::Xml,
-                    )
-                })?;
+            let mut stream = Incoming::new(limited);
+            let body_error = |(e, source): (BodyError, Option<axum::Error>)| match source {
+                Some(source) if upload::is_too_large(&source) => too_large(),
+                _ => refused(upperfirst(&e.to_string()), Format::Xml),
+            };
+            let mut bytes = Vec::new();
+            let mut ended = false;
+            while (bytes.len() as u64) < upload::PRE_AUTH_BYTES {
+                match stream.next().await.map_err(body_error)? {
+                    None => {
+                        ended = true;
+                        break;
+                    }
+                    Some(chunk) => bytes.extend_from_slice(&chunk),
+                }
+            }
+            // The key, from the fields complete in what was read.
+            let complete = if ended {
+                bytes.len()
+            } else {
+                memchr::memrchr(b'&', &bytes).unwrap_or(0)
+            };
+            let head = urlencoded::parse(&bytes[..complete], &limits);
+            let fmt = crate::reply::error_format_of(&head.post);
+            let token = head
+                .fields
+                .iter()
+                .any(|f| f.raw_name == b"token")
+                .then(|| head.post.get_name("token"))
+                .flatten()
+                .and_then(|v| v.as_bytes())
+                .map(|b| String::from_utf8_lossy(b).into_owned());
+            let presented = match token {
+                Some(t) => t,
+                // No key at all: REDCap's own refusal.
+                None if ended => String::new(),
+                None => {
+                    return Err(refused(
+                        upperfirst(&upload::UploadError::TokenTooLate.to_string()),
+                        fmt,
+                    ));
+                }
+            };
+            let caller = authenticate(gw, &presented, peer, fmt).await?;
+            while let Some(chunk) = stream.next().await.map_err(body_error)? {
+                bytes.extend_from_slice(&chunk);
+            }
             let parsed = urlencoded::parse(&bytes, &limits);
-            form::check(&parsed, &limits)
-                .map(|f| (f, None))
-                .map_err(|r| {
-                    refused(
-                        upperfirst(&r.to_string()),
-                        crate::reply::error_format_of(&parsed.post),
-                    )
-                })
+            drop(bytes);
+            let form = form::check(&parsed, &limits).map_err(|r| {
+                refused(
+                    upperfirst(&r.to_string()),
+                    crate::reply::error_format_of(&parsed.post),
+                )
+            })?;
+            (form, None, presented, caller)
         }
-        BodyKind::Other => Err(refused(
-            format!(
-                "PHP reads a request body into $_POST only for the Content-Type application/x-www-form-urlencoded or multipart/form-data; this request's is \"{}\"",
-                String::from_utf8_lossy(content_type)
-            ),
-            Format::Xml,
-        )),
+        BodyKind::Other => {
+            return Err(refused(
+                format!(
+                    "PHP reads a request body into $_POST only for the Content-Type application/x-www-form-urlencoded or multipart/form-data; this request's is \"{}\"",
+                    String::from_utf8_lossy(content_type)
+                ),
+                Format::Xml,
+            ));
+        }
+    };
+    // The key checked is the one REDCap would read (the rule refuses a
+    // second `token`; the two readings must agree whatever the body).
+    if form.take("token").unwrap_or_default() != presented {
+        return Err(refused(
+            "The request's token changed between the first and the whole reading of its body"
+                .into(),
+            crate::reply::error_format(&form),
+        ));
     }
+    Ok((form, upload, caller))
 }
 
 /// The PHP limits of the REDCap server, as configured.
@@ -235,19 +306,18 @@ fn upperfirst(s: &str) -> String {
     }
 }
 
-/// Step 2: the client key (taken out of the form: REDCap gets the real
-/// token instead). A refused key is counted per source and minute; one that
-/// is a real REDCap token raises an alert.
+/// Step 2: the client key (the form's `token`: REDCap gets the real token
+/// instead). A refused key is counted per source and minute; one that is a
+/// real REDCap token raises an alert.
 async fn authenticate(
     gw: &Shared,
-    form: &mut Form,
+    presented: &str,
     peer: SocketAddr,
     fmt: Format,
 ) -> Result<Caller, ApiReply> {
-    let presented = form.take("token").unwrap_or_default();
     let now = Timestamp::now();
     let source = peer.ip().to_string();
-    match gw.check_key(&presented, now) {
+    match gw.check_key(presented, now) {
         Ok(key) => {
             gw.key_use
                 .lock()

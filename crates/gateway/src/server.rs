@@ -240,6 +240,30 @@ pub async fn start(services: Services) -> Result<RunningGateway, StartError> {
         let _ = admin_stop_tx.send(());
     };
     let service = app.into_make_service_with_connect_info::<SocketAddr>();
+    // One server for plain HTTP and TLS alike, with the connection bounds
+    // of `crate::connections`.
+    let std_listener = listener.into_std().map_err(|source| StartError::Bind {
+        addr: gw.listen,
+        source,
+    })?;
+    let mut server = axum_server::from_tcp(std_listener)
+        .map_err(|source| StartError::Bind {
+            addr: gw.listen,
+            source,
+        })?
+        .first_request_timeout(crate::connections::FIRST_REQUEST);
+    server
+        .http_builder()
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(crate::connections::HEADER_READ);
+    let limit = crate::connections::ConnectionLimit::default();
+    let handle = axum_server::Handle::new();
+    let drain = handle.clone();
+    tokio::spawn(async move {
+        stopped.await;
+        drain.graceful_shutdown(Some(Duration::from_secs(30)));
+    });
     let serve = match (&gw.tls_cert, &gw.tls_key) {
         (Some(cert), Some(key)) => {
             let (cert, key) = (
@@ -253,30 +277,19 @@ pub async fn start(services: Services) -> Result<RunningGateway, StartError> {
                     key: key.clone(),
                     source,
                 })?;
-            let listener = listener.into_std().map_err(|source| StartError::Bind {
-                addr: gw.listen,
-                source,
-            })?;
-            let server =
-                axum_server::from_tcp_rustls(listener, tls).map_err(|source| StartError::Bind {
-                    addr: gw.listen,
-                    source,
-                })?;
-            let handle = axum_server::Handle::new();
-            let drain = handle.clone();
+            let server = server
+                .acceptor(axum_server::tls_rustls::RustlsAcceptor::new(tls).acceptor(limit))
+                .handle(handle);
             tokio::spawn(async move {
-                stopped.await;
-                drain.graceful_shutdown(Some(Duration::from_secs(30)));
-            });
-            tokio::spawn(async move {
-                let _ = server.handle(handle).serve(service).await;
+                let _ = server.serve(service).await;
             })
         }
-        _ => tokio::spawn(async move {
-            let _ = axum::serve(listener, service)
-                .with_graceful_shutdown(stopped)
-                .await;
-        }),
+        _ => {
+            let server = server.acceptor(limit).handle(handle);
+            tokio::spawn(async move {
+                let _ = server.serve(service).await;
+            })
+        }
     };
     let admin_serve = tokio::spawn(async move {
         let _ = axum::serve(admin_listener, admin)

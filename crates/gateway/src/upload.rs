@@ -21,6 +21,7 @@ use redcap::php_form::{Limits, Value, canonical, multipart};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
+use crate::connections::Incoming;
 use crate::form::{self, Form, Refusal};
 
 /// The file part of an upload, spooled.
@@ -47,6 +48,16 @@ pub enum UploadError {
     /// More than one file part.
     #[error("the upload has more than one file part; send one file per request")]
     SeveralFiles,
+    /// A file part before the `token` part.
+    #[error(
+        "the file part comes before the token; send the token (and the other parameters) first, as PyCap, REDCapR and curl -F in order do"
+    )]
+    FileBeforeToken,
+    /// No `token` part within the first [`PRE_AUTH_BYTES`].
+    #[error(
+        "the gateway reads the client key from the first 64 KiB of a request; send the token before the other parameters"
+    )]
+    TokenTooLate,
     /// A file part whose name is not a plain parameter name.
     #[error(
         "the file part's name \"{0}\" is not a plain parameter name; send the file as \"file\""
@@ -76,7 +87,8 @@ struct Spooling {
 }
 
 /// Reads a multipart body: text parts into a checked form, the file part
-/// into a spool file under `spool_dir`.
+/// into a spool file under `spool_dir` (what [`MultipartReader`] does,
+/// without stopping for the key).
 pub async fn read(
     body: Body,
     content_type: &[u8],
@@ -84,53 +96,153 @@ pub async fn read(
     limits: &Limits,
     max_body_bytes: u64,
 ) -> Result<(Form, Option<Upload>), UploadError> {
-    let boundary =
-        multipart::boundary(content_type).map_err(|e| Refusal::Unreadable(e.to_string()))?;
-    let mut parser = multipart::Parser::new(&boundary, limits);
-    let mut stream = body.into_data_stream();
-    let mut events = Vec::new();
-    let mut file: Option<Spooling> = None;
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| body_error(&e, max_body_bytes))?;
-        parser.feed(&chunk, &mut events);
-        on_events(&mut events, &mut file, spool_dir).await?;
-    }
-    let parsed = parser.finish(&mut events);
-    on_events(&mut events, &mut file, spool_dir).await?;
-    let form = form::check(&parsed, limits)?;
-    let Some(mut f) = file else {
-        return Ok((form, None));
-    };
-    if f.error.is_some_and(|e| e != 0) {
-        return Err(Refusal::Multipart(
-            "a file part PHP would not accept (an empty file name, or a file cut short)",
-        )
-        .into());
-    }
-    check_representable(&form)?;
-    f.file.flush().await.map_err(UploadError::Spool)?;
-    Ok((
-        form,
-        Some(Upload {
-            field: f.field,
-            filename: f.filename,
-            content_type: f.content_type,
-            size: f.size,
-            sha256: f.hash.finalize().into(),
-            spool: f.path,
-        }),
-    ))
+    let mut reader = MultipartReader::new(body, content_type, limits, max_body_bytes)?;
+    reader.token().await?;
+    reader.finish(spool_dir).await
 }
 
-fn body_error(e: &axum::Error, max_body_bytes: u64) -> UploadError {
+/// The most of a body the gateway reads before it knows the client's key
+/// (for urlencoded bodies and for the text parts before a multipart
+/// body's `token`): a client without a key costs at most this much.
+pub const PRE_AUTH_BYTES: u64 = 64 * 1024;
+
+/// A multipart body read in two steps: [`MultipartReader::token`] reads up
+/// to the `token` part (at most [`PRE_AUTH_BYTES`], and no file part may
+/// come first), so the key is checked before anything is spooled;
+/// [`MultipartReader::finish`] reads the rest.
+pub struct MultipartReader {
+    parser: multipart::Parser,
+    stream: Incoming,
+    events: Vec<multipart::Event>,
+    /// Events already looked at by [`MultipartReader::token`].
+    seen: usize,
+    limits: Limits,
+    max_body_bytes: u64,
+    read: u64,
+    ended: bool,
+}
+
+impl MultipartReader {
+    /// A reader for a body of this `Content-Type`.
+    pub fn new(
+        body: Body,
+        content_type: &[u8],
+        limits: &Limits,
+        max_body_bytes: u64,
+    ) -> Result<MultipartReader, UploadError> {
+        let boundary =
+            multipart::boundary(content_type).map_err(|e| Refusal::Unreadable(e.to_string()))?;
+        Ok(MultipartReader {
+            parser: multipart::Parser::new(&boundary, limits),
+            stream: Incoming::new(body),
+            events: Vec::new(),
+            seen: 0,
+            limits: limits.clone(),
+            max_body_bytes,
+            read: 0,
+            ended: false,
+        })
+    }
+
+    async fn next(&mut self) -> Result<Option<bytes::Bytes>, UploadError> {
+        let max = self.max_body_bytes;
+        self.stream
+            .next()
+            .await
+            .map_err(|(e, source)| match source {
+                Some(source) if is_too_large(&source) => UploadError::TooLarge(max),
+                _ => UploadError::Broken(e.to_string()),
+            })
+    }
+
+    /// Reads until the `token` part is in: its value, or `None` if the
+    /// body ended without one.
+    pub async fn token(&mut self) -> Result<Option<String>, UploadError> {
+        loop {
+            while self.seen < self.events.len() {
+                match &self.events[self.seen] {
+                    multipart::Event::Field(i) if self.parser.fields()[*i].raw_name == b"token" => {
+                        let value = self
+                            .parser
+                            .post()
+                            .get_name("token")
+                            .and_then(|v| v.as_bytes())
+                            .map(|b| String::from_utf8_lossy(b).into_owned());
+                        return Ok(value);
+                    }
+                    multipart::Event::FileStart { .. } => return Err(UploadError::FileBeforeToken),
+                    _ => self.seen += 1,
+                }
+            }
+            if self.read > PRE_AUTH_BYTES {
+                return Err(UploadError::TokenTooLate);
+            }
+            if self.ended {
+                return Ok(None);
+            }
+            match self.next().await? {
+                None => {
+                    // The last parts are read only now.
+                    self.ended = true;
+                    self.parser.end(&mut self.events);
+                }
+                Some(chunk) => {
+                    self.read += chunk.len() as u64;
+                    self.parser.feed(&chunk, &mut self.events);
+                }
+            }
+        }
+    }
+
+    /// Reads the rest of the body, spooling the file part.
+    pub async fn finish(mut self, spool_dir: &Path) -> Result<(Form, Option<Upload>), UploadError> {
+        let mut file: Option<Spooling> = None;
+        on_events(&mut self.events, &mut file, spool_dir).await?;
+        while !self.ended {
+            let Some(chunk) = self.next().await? else {
+                break;
+            };
+            self.parser.feed(&chunk, &mut self.events);
+            on_events(&mut self.events, &mut file, spool_dir).await?;
+        }
+        let parsed = self.parser.finish(&mut self.events);
+        on_events(&mut self.events, &mut file, spool_dir).await?;
+        let form = form::check(&parsed, &self.limits)?;
+        let Some(mut f) = file else {
+            return Ok((form, None));
+        };
+        if f.error.is_some_and(|e| e != 0) {
+            return Err(Refusal::Multipart(
+                "a file part PHP would not accept (an empty file name, or a file cut short)",
+            )
+            .into());
+        }
+        check_representable(&form)?;
+        f.file.flush().await.map_err(UploadError::Spool)?;
+        Ok((
+            form,
+            Some(Upload {
+                field: f.field,
+                filename: f.filename,
+                content_type: f.content_type,
+                size: f.size,
+                sha256: f.hash.finalize().into(),
+                spool: f.path,
+            }),
+        ))
+    }
+}
+
+/// Whether a body error is `max_body_bytes` being exceeded.
+pub(crate) fn is_too_large(e: &axum::Error) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(s) = source {
         if s.is::<http_body_util::LengthLimitError>() {
-            return UploadError::TooLarge(max_body_bytes);
+            return true;
         }
         source = s.source();
     }
-    UploadError::Broken(e.to_string())
+    false
 }
 
 async fn on_events(

@@ -904,3 +904,71 @@ async fn a_client_leaving_mid_export_is_recorded_as_such() {
     assert!(ids > 0 && ids < 40_003, "{ids} records had passed");
     assert!(bytes >= 256 * 1024, "{bytes}");
 }
+
+/// Issue #19, item 2: a connection that trickles its headers (a line
+/// every two seconds, never finishing) is closed once its first request's
+/// headers are late, and 64 connections from one address are all it gets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slow_and_too_many_connections_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let w = World::new().await;
+    let (gw, _) = w.start_on_disk().await;
+    let started = std::time::Instant::now();
+    let mut slow = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    slow.write_all(b"POST /api/ HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let closed = loop {
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        if slow.write_all(b"X-Trickle: 1\r\n").await.is_err() {
+            break true;
+        }
+        let mut b = [0u8; 64];
+        match tokio::time::timeout(std::time::Duration::from_millis(10), slow.read(&mut b)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break true,
+            Ok(Ok(_)) => break true, // an error answer, then the close
+            Err(_) => {}
+        }
+        if started.elapsed() > std::time::Duration::from_secs(20) {
+            break false;
+        }
+    };
+    assert!(closed, "the trickling connection was not closed");
+    assert!(started.elapsed() < std::time::Duration::from_secs(16));
+
+    // One connection more than the limit: each asks for the version; the
+    // one over the limit (whichever the gateway counted last) is closed
+    // unanswered.
+    let mut open = Vec::new();
+    for _ in 0..=gateway::connections::PER_SOURCE {
+        open.push(tokio::net::TcpStream::connect(gw.addr).await.unwrap());
+    }
+    let request = format!(
+        "POST /api/ HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\ntoken={}&content=version",
+        "token=&content=version".len() + w.keys["etl"].len(),
+        w.keys["etl"]
+    );
+    let mut answered = 0;
+    for c in &mut open {
+        let _ = c.write_all(request.as_bytes()).await;
+    }
+    for c in &mut open {
+        let mut b = [0u8; 64];
+        let n = tokio::time::timeout(std::time::Duration::from_secs(5), c.read(&mut b))
+            .await
+            .expect("answered or closed, not left hanging")
+            .unwrap_or(0);
+        if n > 0 {
+            answered += 1;
+        }
+    }
+    assert_eq!(answered, gateway::connections::PER_SOURCE);
+    drop(open);
+    // Once the others are gone, connections are served again.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let (s, _) = w
+        .call(&gw, &[("token", &w.keys["etl"]), ("content", "version")])
+        .await;
+    assert_eq!(s, 200);
+    gw.shutdown().await.unwrap();
+}

@@ -213,13 +213,21 @@ impl Parser {
         self.run(events);
     }
 
-    /// The body has ended: reads what is left.
-    pub fn finish(mut self, events: &mut Vec<Event>) -> Parsed {
-        self.finished = true;
-        self.run(events);
-        if !self.closed {
-            self.note(Note::Unterminated);
+    /// The body has ended: reads what is left (the events of the last
+    /// parts come now).
+    pub fn end(&mut self, events: &mut Vec<Event>) {
+        if !self.finished {
+            self.finished = true;
+            self.run(events);
+            if !self.closed {
+                self.note(Note::Unterminated);
+            }
         }
+    }
+
+    /// The body has ended: reads what is left, and gives the result.
+    pub fn finish(mut self, events: &mut Vec<Event>) -> Parsed {
+        self.end(events);
         self.out
     }
 
