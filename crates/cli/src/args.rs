@@ -228,6 +228,16 @@ pub enum LedgerCommand {
     Prove(ProveCommand),
     /// Sign a checkpoint over every entry now.
     Checkpoint,
+    /// Sign a ledger the writer refuses to sign — entries past the last
+    /// checkpoint spanning more than a writer leaves unsigned, or a ledger
+    /// that no longer holds the tree its witness recorded — after you
+    /// have checked it: recorded as an `admin` entry with your login and
+    /// reason, saying what was adopted. Stop the gateway first.
+    AdoptUnsigned {
+        /// Why the unsigned entries are genuine (recorded in the ledger).
+        #[arg(long)]
+        reason: String,
+    },
     /// Replace the checkpoint signing key: the new key goes into the
     /// secrets store, a `key` entry naming it is signed by the old key, and
     /// warden.toml's pinned verifier key is updated. Stop the gateway first.

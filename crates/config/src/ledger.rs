@@ -4,6 +4,7 @@
 //! [ledger]
 //! backend = "postgres"          # or "file" (the default)
 //! verifier_key = "…"
+//! witness_file = "/mnt/other/witness.note"   # optional: the latest checkpoint, on other storage
 //!
 //! [ledger.postgres]
 //! url_file = "data/ledger-db.url"   # a 0600 file holding the connection string
@@ -31,6 +32,10 @@ pub struct LedgerSection {
     pub dir: PathBuf,
     /// The checkpoint verifier key, `<origin>+<key id>+<base64 key>`.
     pub verifier_key: Spanned<String>,
+    /// A file on other storage than the ledger that keeps a copy of the
+    /// latest checkpoint (a witness, `docs/ledger.md` §11), beside the one
+    /// in the secrets store.
+    pub witness_file: Option<PathBuf>,
     /// `[ledger.postgres]`, required when `backend = "postgres"`.
     pub postgres: Option<PostgresLedgerSection>,
     /// `[ledger.export]`: where `ledger export` ships sealed segments.
@@ -45,6 +50,7 @@ struct RawLedgerSection {
     #[serde(default = "default_dir")]
     dir: PathBuf,
     verifier_key: Spanned<String>,
+    witness_file: Option<PathBuf>,
     postgres: Option<PostgresLedgerSection>,
     export: Option<crate::ExportSection>,
 }
@@ -57,9 +63,20 @@ impl TryFrom<RawLedgerSection> for LedgerSection {
                 "invalid value: backend = \"postgres\" needs a [ledger.postgres] table with url_file (or url, without a password); see docs/ledger.md §9".into(),
             );
         }
+        if let Some(w) = &raw.witness_file
+            && raw.backend == LedgerBackendKind::File
+            && (w.starts_with(&raw.dir) || w.as_os_str().is_empty())
+        {
+            return Err(format!(
+                "invalid value: witness_file {} is inside the ledger directory {}, where whoever can change the ledger can change it too; fix: name a file on other storage, e.g. witness_file = \"/mnt/other/witness.note\"",
+                w.display(),
+                raw.dir.display()
+            ));
+        }
         Ok(LedgerSection {
             backend: raw.backend,
             dir: raw.dir,
+            witness_file: raw.witness_file,
             verifier_key: raw.verifier_key,
             postgres: raw.postgres,
             export: raw.export,

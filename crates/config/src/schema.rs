@@ -197,6 +197,7 @@ pub(crate) const LEDGER: &[Field] = &[
     opt("backend", Kind::Choice(&["file", "postgres"])),
     opt("dir", Kind::Path),
     req("verifier_key", Kind::Text),
+    opt("witness_file", Kind::Path),
     opt("postgres", Kind::Table(LEDGER_POSTGRES)),
     opt("export", Kind::Table(LEDGER_EXPORT)),
 ];

@@ -9,19 +9,49 @@
 //!
 //! A command opens the ledger *before* it changes anything, so a change is
 //! never made when it could not be recorded.
+//!
+//! The latest checkpoint is also kept outside the ledger — in the secrets
+//! store as [`WITNESS_SECRET`], and in `[ledger] witness_file` if set —
+//! so that deleting checkpoints beside the ledger does not go unnoticed
+//! (`docs/ledger.md` §11): every writer open checks the ledger against
+//! these witnesses and keeps them up to date as it signs.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
-use ledger::{EntryKind, Ledger, LedgerBackend, LedgerError, LedgerOptions, VerifierKey};
+use ledger::{
+    Adoption, EntryKind, FileWitness, Ledger, LedgerBackend, LedgerError, LedgerOptions,
+    VerifierKey, Witness,
+};
 use secrets::{Label, SecretName, SecretStore, SecretValue, Selector, StoreError, VersionMeta};
-use warden_config::{LedgerBackendKind, LoadedConfig};
+use warden_config::{LedgerBackendKind, LoadedConfig, SecretsBackend};
 use zeroize::Zeroizing;
 
 /// The store entry holding the checkpoint signing key (hex of the Ed25519
 /// seed).
 pub const SIGNING_KEY_SECRET: &str = "warden/ledger-signing-key";
+
+/// The store entry holding the ledger's latest checkpoint (a public signed
+/// note, kept in the store because the store is another trust domain than
+/// the ledger's directory or database): the witness `ledger verify` and
+/// every writer open check the ledger against.
+pub const WITNESS_SECRET: &str = "warden/ledger-witness";
+
+/// How often a writer that signs every second updates the witness in the
+/// secrets store while checkpoints keep coming (it also does on open and
+/// on close): every minute for the age file store and OpenBao/Vault (each
+/// update is a new version; the file store keeps `keep_versions` of them,
+/// Vault its `max_versions`), every ten minutes for AWS Secrets Manager,
+/// which asks for no more than one new version per secret every ten
+/// minutes. The witness file is updated with every checkpoint.
+pub fn store_witness_interval(backend: SecretsBackend) -> Duration {
+    match backend {
+        SecretsBackend::Aws => Duration::from_secs(600),
+        _ => Duration::from_secs(60),
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
@@ -115,13 +145,152 @@ pub fn ledger_dir(config: &LoadedConfig) -> Result<PathBuf, AuditError> {
     Ok(config.resolve(&ledger_section(config)?.dir))
 }
 
+/// Where the witness in the secrets store is, for messages.
+pub fn store_witness_place(store: &dyn SecretStore) -> String {
+    format!("witness {WITNESS_SECRET} in {}", store.describe())
+}
+
+/// The witness in the secrets store: the latest note, or `None` if the
+/// store holds none (yet).
+pub async fn read_store_witness(store: &dyn SecretStore) -> Result<Option<String>, StoreError> {
+    match store
+        .get(&witness_name(), &Selector::Label(Label::Current))
+        .await
+    {
+        Ok(secret) => Ok(Some(secret.value.expose().to_string())),
+        Err(StoreError::NotFound { .. } | StoreError::LabelNotSet { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Replaces the witness in the secrets store with `note`.
+pub async fn write_store_witness(store: &dyn SecretStore, note: &str) -> Result<(), StoreError> {
+    let size = note.split('\n').nth(1).unwrap_or("?");
+    let meta = VersionMeta {
+        operator: os_login(),
+        at: jiff::Timestamp::now(),
+        reason: format!("the ledger's latest checkpoint (tree size {size}), kept as its witness"),
+        fingerprint: None,
+        rotation_id: None,
+    };
+    store
+        .put(
+            &witness_name(),
+            SecretValue::new(note.to_string()),
+            meta,
+            Label::Current,
+        )
+        .await
+        .map(|_| ())
+}
+
+fn witness_name() -> SecretName {
+    SecretName::new(WITNESS_SECRET).expect("valid constant name")
+}
+
+/// The login of this process, for the witness's version metadata.
+fn os_login() -> String {
+    let uid = nix::unistd::getuid();
+    nix::unistd::User::from_uid(uid)
+        .ok()
+        .flatten()
+        .map_or_else(|| format!("uid {uid}"), |u| u.name)
+}
+
+/// The witness in the secrets store, for a writer: reads and writes go to
+/// the store through the runtime the writer was opened from (from the
+/// writer's own threads, never an async one).
+struct StoreWitness {
+    store: Arc<dyn SecretStore>,
+    runtime: tokio::runtime::Handle,
+    every: Duration,
+    place: String,
+}
+
+impl Witness for StoreWitness {
+    fn describe(&self) -> String {
+        self.place.clone()
+    }
+
+    fn read(&self) -> Result<Option<String>, String> {
+        self.runtime
+            .block_on(read_store_witness(&*self.store))
+            .map_err(|e| e.to_string())
+    }
+
+    fn write(&self, note: &str) -> Result<(), String> {
+        self.runtime
+            .block_on(write_store_witness(&*self.store, note))
+            .map_err(|e| e.to_string())
+    }
+
+    fn min_interval(&self) -> Duration {
+        self.every
+    }
+}
+
+/// A witness read before the writer opened (by an async caller that holds
+/// the store only by reference): the writer checks the ledger against it,
+/// and what it would write is kept for the caller to store.
+struct ReadWitness {
+    place: String,
+    note: Result<Option<String>, String>,
+    written: Mutex<Option<String>>,
+}
+
+impl Witness for ReadWitness {
+    fn describe(&self) -> String {
+        self.place.clone()
+    }
+
+    fn read(&self) -> Result<Option<String>, String> {
+        self.note.clone()
+    }
+
+    fn write(&self, note: &str) -> Result<(), String> {
+        *self.written.lock().unwrap_or_else(|e| e.into_inner()) = Some(note.to_string());
+        Ok(())
+    }
+}
+
+/// What else a writer is opened with (see [`open_writer_with`]).
+#[derive(Default)]
+pub struct WriterOptions {
+    /// Keep the witness in this secrets store ([`WITNESS_SECRET`]): checked
+    /// on open and updated while the writer signs. Needs a tokio runtime
+    /// (the writer is opened from one of its blocking threads).
+    pub store: Option<Arc<dyn SecretStore>>,
+    /// Further witnesses.
+    pub witnesses: Vec<Arc<dyn Witness>>,
+    /// Sign what the open would refuse to (`ledger adopt-unsigned`).
+    pub adopt: Option<Adoption>,
+}
+
 /// Opens the configured ledger for writing: the file ledger in
-/// `[ledger] dir`, or the PostgreSQL ledger of `[ledger.postgres]`.
+/// `[ledger] dir`, or the PostgreSQL ledger of `[ledger.postgres]`, with
+/// the witness file of `[ledger] witness_file` if one is configured.
 /// Blocking; call it from a blocking thread.
 pub fn open_writer(
     config: &LoadedConfig,
     key: SigningKey,
     checkpoint_interval: Option<std::time::Duration>,
+) -> Result<Arc<dyn LedgerBackend>, LedgerError> {
+    open_writer_with(config, key, checkpoint_interval, WriterOptions::default())
+}
+
+/// The witness file of `[ledger] witness_file`, if one is configured.
+pub fn witness_file(config: &LoadedConfig) -> Option<PathBuf> {
+    let section = config.config.ledger.as_ref()?;
+    section.witness_file.as_ref().map(|f| config.resolve(f))
+}
+
+/// [`open_writer`], with the witness in the secrets store and an adoption
+/// as `options` asks.
+pub fn open_writer_with(
+    config: &LoadedConfig,
+    key: SigningKey,
+    checkpoint_interval: Option<std::time::Duration>,
+    options: WriterOptions,
 ) -> Result<Arc<dyn LedgerBackend>, LedgerError> {
     let section = config.config.ledger.as_ref().ok_or_else(|| {
         LedgerError::OutOfRange(format!(
@@ -129,6 +298,25 @@ pub fn open_writer(
             config.path.display()
         ))
     })?;
+    let mut witnesses: Vec<Arc<dyn Witness>> = Vec::new();
+    if let Some(file) = witness_file(config) {
+        witnesses.push(Arc::new(FileWitness::new(&file)));
+    }
+    if let Some(store) = options.store {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            LedgerError::OutOfRange(
+                "keeping the ledger's witness in the secrets store needs a tokio runtime; open the ledger from one of its blocking threads".into(),
+            )
+        })?;
+        witnesses.push(Arc::new(StoreWitness {
+            place: store_witness_place(&*store),
+            store,
+            runtime,
+            every: store_witness_interval(config.config.secrets.backend),
+        }));
+    }
+    witnesses.extend(options.witnesses);
+    let adopt = options.adopt;
     match section.backend {
         LedgerBackendKind::File => Ok(Arc::new(Ledger::open(
             Arc::new(durable::OsFs),
@@ -136,6 +324,8 @@ pub fn open_writer(
             key,
             LedgerOptions {
                 checkpoint_interval,
+                witnesses,
+                adopt,
                 ..LedgerOptions::default()
             },
         )?)),
@@ -152,12 +342,14 @@ pub fn open_writer(
             )?);
             // The first open moves the file ledger (written by `init`)
             // into the database.
-            Ok(Arc::from(ledger::open_postgres(
+            Ok(Arc::from(ledger::open_postgres_with(
                 &url,
                 &pg.schema,
                 key,
                 checkpoint_interval,
                 Some(&config.resolve(&section.dir)),
+                witnesses,
+                adopt,
             )?))
         }
     }
@@ -194,19 +386,63 @@ enum Writer {
 impl AuditTrail {
     /// Opens the ledger for writing (taking its lock) before any change;
     /// if a running gateway holds it, entries go through the gateway.
+    ///
+    /// The ledger is checked against its witnesses first (the one in
+    /// `store` included) and, once open, the witness in `store` is brought
+    /// up to the last checkpoint. It signs every second while the command
+    /// runs, so a long command never leaves a long unsigned tail.
     pub async fn open(
         config: &LoadedConfig,
         store: &dyn SecretStore,
     ) -> Result<AuditTrail, AuditError> {
         let (key, _) = load_signing_key(config, store).await?;
+        let read = Arc::new(ReadWitness {
+            place: store_witness_place(store),
+            note: read_store_witness(store).await.map_err(|e| e.to_string()),
+            written: Mutex::new(None),
+        });
         let cfg = config.clone();
-        let opened = tokio::task::spawn_blocking(move || open_writer(&cfg, key, None))
-            .await
-            .map_err(|e| AuditError::Task(e.to_string()))?;
+        let witness: Arc<dyn Witness> = read.clone();
+        let opened = tokio::task::spawn_blocking(move || {
+            open_writer_with(
+                &cfg,
+                key,
+                Some(ledger::CHECKPOINT_INTERVAL),
+                WriterOptions {
+                    witnesses: vec![witness],
+                    ..WriterOptions::default()
+                },
+            )
+        })
+        .await
+        .map_err(|e| AuditError::Task(e.to_string()))?;
         match opened {
-            Ok(ledger) => Ok(AuditTrail {
-                writer: Writer::Local(ledger),
-            }),
+            Ok(ledger) => {
+                let latest = read
+                    .written
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take();
+                if let Some(note) = latest
+                    && let Err(e) = write_store_witness(store, &note).await
+                {
+                    let l = ledger.clone();
+                    let place = store_witness_place(store);
+                    tokio::task::spawn_blocking(move || {
+                        l.append(EntryKind::Alert {
+                            code: ledger::WITNESS_FAILED.into(),
+                            message: format!(
+                                "the latest checkpoint cannot be kept in {place}: {e}"
+                            ),
+                        })
+                    })
+                    .await
+                    .map_err(|e| AuditError::Task(e.to_string()))??;
+                }
+                Ok(AuditTrail {
+                    writer: Writer::Local(ledger),
+                })
+            }
             Err(LedgerError::Locked { dir }) => AuditTrail::through_gateway(config, &dir),
             Err(e) => Err(e.into()),
         }
@@ -422,4 +658,50 @@ pub async fn rotate_signing_key(
         LedgerError::NotSigner { .. } => held(e.to_string()),
         e => AuditError::from(e),
     })
+}
+
+/// `ledger adopt-unsigned`: opens the ledger with an [`Adoption`] by
+/// `operator` for `reason`, so that a ledger the writer would refuse to
+/// sign — an unsigned tail older than a writer leaves, or a ledger that no
+/// longer holds the tree a witness recorded — is recorded as adopted (an
+/// `admin` entry saying what was adopted, with the operator and reason)
+/// and signed; the witnesses then hold the new checkpoint. Returns what
+/// was adopted, or `None` when nothing needed it (nothing is recorded
+/// then).
+pub async fn adopt_unsigned(
+    config: &LoadedConfig,
+    store: Arc<dyn SecretStore>,
+    operator: &str,
+    reason: &str,
+) -> Result<Option<String>, AuditError> {
+    let (key, _) = load_signing_key(config, &*store).await?;
+    let cfg = config.clone();
+    let adoption = Adoption {
+        operator: operator.to_string(),
+        reason: reason.to_string(),
+    };
+    let opened = tokio::task::spawn_blocking(move || {
+        let ledger = open_writer_with(
+            &cfg,
+            key,
+            None,
+            WriterOptions {
+                store: Some(store),
+                adopt: Some(adoption),
+                ..WriterOptions::default()
+            },
+        )?;
+        let adopted = ledger.adopted();
+        ledger.close()?;
+        Ok::<_, LedgerError>(adopted)
+    })
+    .await
+    .map_err(|e| AuditError::Task(e.to_string()))?;
+    match opened {
+        Err(LedgerError::Locked { dir }) => Err(AuditError::Gateway(format!(
+            "the ledger {} is held by a running gateway, which opened it (so there was nothing to adopt then); stop it first if its open is what failed",
+            dir.display()
+        ))),
+        other => Ok(other?),
+    }
 }

@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use durable::OsFs;
-use governance::audit::{self, AuditTrail};
+use governance::audit;
 use ledger::{
     Checkpoint, ConsistencyProof, Entry, InclusionProof, LedgerError, PgReader, VerifierKey,
-    VerifyError, VerifyReport,
+    VerifyError, VerifyReport, WitnessNote,
 };
 use serde_json::json;
 use warden_config::{LedgerBackendKind, LoadedConfig};
@@ -87,8 +87,81 @@ impl Store {
     }
 }
 
+/// A witness's verdict, for the report.
+struct WitnessSeen {
+    witness: String,
+    /// The size it signs, if it checks out.
+    size: Option<u64>,
+    /// What is wrong, if anything; `None` with no size: it holds nothing.
+    problem: Option<String>,
+}
+
+/// Reads the witnesses kept for this ledger outside it: the one in the
+/// secrets store and the witness file, if configured.
+fn read_witnesses(config: &LoadedConfig) -> (Vec<WitnessNote>, Vec<WitnessSeen>) {
+    let mut notes = Vec::new();
+    let mut seen = Vec::new();
+    match open_store(config) {
+        Err(e) => seen.push(WitnessSeen {
+            witness: format!("witness {} in the secrets store", audit::WITNESS_SECRET),
+            size: None,
+            problem: Some(format!("cannot be read: {e:#}")),
+        }),
+        Ok(store) => {
+            let place = audit::store_witness_place(&*store);
+            let read = super::runtime().map_err(|e| e.to_string()).and_then(|rt| {
+                rt.block_on(audit::read_store_witness(&*store))
+                    .map_err(|e| e.to_string())
+            });
+            match read {
+                Ok(Some(note)) => notes.push(WitnessNote {
+                    source: place,
+                    note,
+                }),
+                Ok(None) => seen.push(WitnessSeen {
+                    witness: place,
+                    size: None,
+                    problem: None,
+                }),
+                Err(e) => seen.push(WitnessSeen {
+                    witness: place,
+                    size: None,
+                    problem: Some(format!("cannot be read: {e}")),
+                }),
+            }
+        }
+    }
+    if let Some(file) = audit::witness_file(config) {
+        let witness = ledger::FileWitness::new(&file);
+        let place = ledger::Witness::describe(&witness);
+        match ledger::Witness::read(&witness) {
+            Ok(Some(note)) => notes.push(WitnessNote {
+                source: place,
+                note,
+            }),
+            // Configured, so a writer has written it (on its first open):
+            // gone is a finding.
+            Ok(None) => seen.push(WitnessSeen {
+                witness: place,
+                size: None,
+                problem: Some(
+                    "is missing: deleted, or no writer has opened the ledger since witness_file was configured"
+                        .into(),
+                ),
+            }),
+            Err(e) => seen.push(WitnessSeen {
+                witness: place,
+                size: None,
+                problem: Some(format!("cannot be read: {e}")),
+            }),
+        }
+    }
+    (notes, seen)
+}
+
 /// Checks the whole ledger against the pinned verifier key (or `--key`),
-/// never against a key found beside the ledger.
+/// never against a key found beside the ledger, and against the
+/// witnesses kept outside it.
 pub fn verify(args: &Args, key: Option<&str>, trusted: Option<&Path>) -> anyhow::Result<Outcome> {
     let config = load_config(&args.config)?;
     let mut store = Store::open(&config)?;
@@ -110,9 +183,16 @@ pub fn verify(args: &Args, key: Option<&str>, trusted: Option<&Path>) -> anyhow:
             )
         }
     };
-    let report = match store.verify(&key, args.json) {
-        Ok(r) => r,
-        Err(e) => {
+    // An unsigned tail older than a writer leaves fails verification, but
+    // the witnesses are still checked: they say more precisely what
+    // happened.
+    let (report, tail_failure) = match store
+        .verify(&key, args.json)
+        .map_err(|e| e.into_unsigned_tail())
+    {
+        Ok(r) => (r, None),
+        Err(Ok((report, failure))) => (report, Some(failure)),
+        Err(Err(e)) => {
             if args.json {
                 println!(
                     "{}",
@@ -125,6 +205,34 @@ pub fn verify(args: &Args, key: Option<&str>, trusted: Option<&Path>) -> anyhow:
             return Ok(Outcome::Findings);
         }
     };
+    let (notes, mut witnesses) = read_witnesses(&config);
+    for w in &notes {
+        let mut root_at = |n: u64| {
+            store
+                .prove_consistency(n, report.entries)
+                .map(|p| p.old_root)
+                .map_err(|e| e.to_string())
+        };
+        witnesses.push(
+            match ledger::check_witness(&report, &key, w, &mut root_at) {
+                Ok(size) => WitnessSeen {
+                    witness: w.source.clone(),
+                    size: Some(size),
+                    problem: None,
+                },
+                Err(VerifyError::Witness { problem, .. }) => WitnessSeen {
+                    witness: w.source.clone(),
+                    size: None,
+                    problem: Some(problem),
+                },
+                Err(e) => WitnessSeen {
+                    witness: w.source.clone(),
+                    size: None,
+                    problem: Some(format!("cannot be checked: {e}")),
+                },
+            },
+        );
+    }
     let mut trusted_ok = None;
     if let Some(path) = trusted {
         let note =
@@ -140,7 +248,8 @@ pub fn verify(args: &Args, key: Option<&str>, trusted: Option<&Path>) -> anyhow:
         };
         trusted_ok = Some((cp.size, matches));
     }
-    let ok = trusted_ok.is_none_or(|(_, m)| m);
+    let witnesses_ok = witnesses.iter().all(|w| w.problem.is_none());
+    let ok = trusted_ok.is_none_or(|(_, m)| m) && witnesses_ok && tail_failure.is_none();
     if args.json {
         println!(
             "{}",
@@ -148,6 +257,13 @@ pub fn verify(args: &Args, key: Option<&str>, trusted: Option<&Path>) -> anyhow:
                 "ok": ok, "ledger": place, "key": key.to_string(), "origin": report.origin,
                 "entries": report.entries, "segments": report.segments, "checkpoints": report.checkpoints,
                 "anchored": report.anchored, "unanchored": report.unanchored, "root": hex::encode(report.root),
+                "unsigned_span_seconds": report.unsigned_span.map(|d| d.as_secs_f64()),
+                "max_unsigned_span_seconds": report.max_unsigned_span.as_secs_f64(),
+                "unsigned_tail_failure": tail_failure,
+                "witnesses": witnesses.iter().map(|w| json!({
+                    "witness": w.witness, "size": w.size,
+                    "ok": w.problem.is_none(), "problem": w.problem,
+                })).collect::<Vec<_>>(),
                 "trusted_checkpoint": trusted_ok.map(|(size, m)| json!({"size": size, "consistent": m})),
             })
         );
@@ -162,11 +278,32 @@ pub fn verify(args: &Args, key: Option<&str>, trusted: Option<&Path>) -> anyhow:
             "{} checkpoint(s) verified with key {key} ({key_source})",
             report.checkpoints
         );
+        for w in &witnesses {
+            match (&w.problem, w.size) {
+                (Some(problem), _) => println!("FAILED: {} {problem}", w.witness),
+                (None, Some(size)) => println!(
+                    "{}: holds a checkpoint of {size} entries, which this ledger holds unchanged",
+                    w.witness
+                ),
+                (None, None) => println!(
+                    "{}: none yet (the next writer open keeps the latest checkpoint there)",
+                    w.witness
+                ),
+            }
+        }
         if report.unanchored > 0 {
+            let span = report
+                .unsigned_span
+                .map(|d| format!(", spanning {}", ledger::span_text(d)))
+                .unwrap_or_default();
             println!(
-                "{} entries after the last checkpoint are not yet signed",
-                report.unanchored
+                "{} entries after the last checkpoint are not yet signed{span} (a writer leaves at most {} unsigned)",
+                report.unanchored,
+                ledger::span_text(report.max_unsigned_span)
             );
+        }
+        if let Some(failure) = &tail_failure {
+            println!("FAILED: {failure}");
         }
         match trusted_ok {
             Some((size, true)) => {
@@ -296,11 +433,60 @@ pub fn checkpoint(args: &Args) -> anyhow::Result<Outcome> {
         }
         return Ok(Outcome::Clean);
     }
-    rt.block_on(async {
-        let trail = AuditTrail::open(&config, &*store).await?;
-        trail.close().await
+    // The file ledger: opening it checks it against its witnesses and
+    // signs what is unsigned; closing keeps the checkpoint in them.
+    let (key, _) = rt.block_on(audit::load_signing_key(&config, &*store))?;
+    let opened = rt.block_on(async {
+        let cfg = config.clone();
+        tokio::task::spawn_blocking(move || {
+            let ledger = audit::open_writer_with(
+                &cfg,
+                key,
+                None,
+                audit::WriterOptions {
+                    store: Some(store),
+                    ..audit::WriterOptions::default()
+                },
+            )?;
+            let signed = ledger.checkpoint();
+            ledger.close()?;
+            signed
+        })
+        .await
     })?;
-    println!("signed a checkpoint over every entry");
+    match opened {
+        Ok(_) => println!("signed a checkpoint over every entry"),
+        Err(LedgerError::Locked { .. }) => println!(
+            "the running gateway holds the ledger; it signs a checkpoint over every entry each second"
+        ),
+        Err(e) => return Err(e.into()),
+    }
+    Ok(Outcome::Clean)
+}
+
+/// `ledger adopt-unsigned`: sign, recorded, what a writer refuses to sign.
+pub fn adopt_unsigned(args: &Args, reason: &str) -> anyhow::Result<Outcome> {
+    let operator = crate::operator::Operator::current(args.operator.as_deref())?;
+    let reason = super::reason(reason)?;
+    let config = load_config(&args.config)?;
+    let store = open_store(&config)?;
+    let adopted = super::runtime()?.block_on(audit::adopt_unsigned(
+        &config,
+        store,
+        &operator.to_string(),
+        &reason,
+    ))?;
+    match adopted {
+        Some(what) => {
+            println!(
+                "Adopted, recorded in the ledger with your login and reason, and signed: {what}"
+            );
+            println!("Check it with `redcap-warden ledger verify`.");
+        }
+        None => println!(
+            "Nothing to adopt: the ledger holds what its witnesses recorded, and its unsigned entries are no older than a writer leaves. Nothing was recorded."
+        ),
+    }
     Ok(Outcome::Clean)
 }
 

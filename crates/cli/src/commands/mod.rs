@@ -104,6 +104,7 @@ pub fn run(args: &Args) -> anyhow::Result<Outcome> {
                 ledger::prove_consistency(args, *old, *new)
             }
             LedgerCommand::Checkpoint => ledger::checkpoint(args),
+            LedgerCommand::AdoptUnsigned { reason } => ledger::adopt_unsigned(args, reason),
             LedgerCommand::RotateKey { reason } => ledger::rotate_key(args, reason),
         },
         Command::Completions { shell } => completions::print(*shell),
