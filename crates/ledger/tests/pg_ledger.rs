@@ -1097,3 +1097,151 @@ fn forged_rotation_entries_are_rejected() {
     assert!(reader(&url, &schema).verify(&vkey_of(&new_key())).is_err());
     drop_schema(&url, &schema);
 }
+
+/// Deletes checkpoint rows (`where` selects them), as the table's owner
+/// can.
+fn delete_checkpoints(url: &str, schema: &str, which: &str) {
+    admin(url)
+        .batch_execute(&format!(
+            "ALTER TABLE {schema}.checkpoints DISABLE TRIGGER USER; DELETE FROM {schema}.checkpoints WHERE {which}; ALTER TABLE {schema}.checkpoints ENABLE TRIGGER USER"
+        ))
+        .unwrap();
+}
+
+fn replace_in_row(rows: &mut [(i64, Vec<u8>)], from: &str, to: &str) {
+    let row = rows
+        .iter_mut()
+        .find(|(_, e)| String::from_utf8_lossy(e).contains(from))
+        .unwrap();
+    row.1 = String::from_utf8(row.1.clone())
+        .unwrap()
+        .replacen(from, to, 1)
+        .into_bytes();
+}
+
+#[test]
+fn a_deleted_checkpoints_table_and_an_edited_entry_are_caught_by_the_witness() {
+    let Some(url) =
+        database("a_deleted_checkpoints_table_and_an_edited_entry_are_caught_by_the_witness")
+    else {
+        return;
+    };
+    let schema = fresh_schema(&url, "witness");
+    let other = tempfile::tempdir().unwrap();
+    let witness_path = other.path().join("witness.note");
+    let witnessed = |adopt: Option<ledger::Adoption>| PgOptions {
+        witnesses: vec![Arc::new(ledger::FileWitness::new(&witness_path))],
+        adopt,
+        ..quiet(&schema)
+    };
+    let ledger = PgLedger::create(&url, ORIGIN, key(), witnessed(None)).unwrap();
+    for i in 0..5 {
+        ledger.append(alert(i)).unwrap();
+    }
+    ledger.close().unwrap();
+    drop(ledger);
+    let witness = ledger::WitnessNote {
+        source: ledger::Witness::describe(&ledger::FileWitness::new(&witness_path)),
+        note: std::fs::read_to_string(&witness_path).unwrap(),
+    };
+    let check = |report: &ledger::VerifyReport| {
+        let mut r = reader(&url, &schema);
+        let mut root_at = |n: u64| {
+            r.prove_consistency(n, report.entries)
+                .map(|p| p.old_root)
+                .map_err(|e| e.to_string())
+        };
+        ledger::check_witness(report, &vkey(), &witness, &mut root_at)
+    };
+    let report = reader(&url, &schema).verify(&vkey()).unwrap();
+    assert_eq!(check(&report).unwrap(), 6);
+    // The owner edits an entry and deletes every checkpoint.
+    let mut tampered = rows(&url, &schema);
+    replace_in_row(&mut tampered, "entry 3", "entry X");
+    set_rows(&url, &schema, &tampered);
+    delete_checkpoints(&url, &schema, "true");
+    let report = reader(&url, &schema).verify(&vkey()).unwrap();
+    assert_eq!((report.checkpoints, report.unanchored), (0, 6));
+    match check(&report) {
+        Err(VerifyError::Witness { witness, problem }) => {
+            assert!(witness.contains("witness file"), "{witness}");
+            assert!(problem.contains("was changed"), "{problem}");
+            assert!(problem.contains("checkpoints"), "{problem}");
+        }
+        other => panic!("want a witness failure, got {other:?}"),
+    }
+    // No writer signs it, until it is adopted.
+    assert!(matches!(
+        PgLedger::open(&url, key(), witnessed(None)),
+        Err(LedgerError::Witness { .. })
+    ));
+    let adoption = ledger::Adoption {
+        operator: "ana".into(),
+        reason: "restored the entry's meaning from the paper record".into(),
+    };
+    let ledger = PgLedger::open(&url, key(), witnessed(Some(adoption))).unwrap();
+    assert!(ledger.adopted().unwrap().contains("witness file"));
+    ledger.close().unwrap();
+    drop(ledger);
+    let report = reader(&url, &schema).verify(&vkey()).unwrap();
+    assert_eq!(report.unanchored, 0);
+    let last = reader(&url, &schema).tail(1).unwrap().remove(0);
+    assert!(
+        matches!(&last.kind, EntryKind::Admin { action, .. } if action == ledger::ADOPT_ACTION),
+        "{last:?}"
+    );
+    let now = ledger::WitnessNote {
+        note: std::fs::read_to_string(&witness_path).unwrap(),
+        ..witness.clone()
+    };
+    let mut r = reader(&url, &schema);
+    let mut root_at = |n: u64| {
+        r.prove_consistency(n, report.entries)
+            .map(|p| p.old_root)
+            .map_err(|e| e.to_string())
+    };
+    assert_eq!(
+        ledger::check_witness(&report, &vkey(), &now, &mut root_at).unwrap(),
+        report.entries
+    );
+    drop_schema(&url, &schema);
+}
+
+#[test]
+fn an_old_unsigned_tail_fails_verify_and_is_refused_on_open() {
+    let Some(url) = database("an_old_unsigned_tail_fails_verify_and_is_refused_on_open") else {
+        return;
+    };
+    let schema = fresh_schema(&url, "old_tail");
+    closed_ledger(&url, &schema, 4);
+    reader(&url, &schema).verify(&vkey()).unwrap();
+    // Every checkpoint but the first deleted, and the first entry after it
+    // a year older than it was: the unsigned rows span a year.
+    delete_checkpoints(
+        &url,
+        &schema,
+        &format!("id > (SELECT min(id) FROM {schema}.checkpoints)"),
+    );
+    let mut tampered = rows(&url, &schema);
+    let row = &mut tampered[1].1;
+    let text = String::from_utf8(row.clone()).unwrap();
+    let at = text.find("\"ts\":\"").unwrap() + 6;
+    let year: u32 = text[at..at + 4].parse().unwrap();
+    *row = format!("{}{}{}", &text[..at], year - 1, &text[at + 4..]).into_bytes();
+    set_rows(&url, &schema, &tampered);
+    match reader(&url, &schema).verify(&vkey()) {
+        Err(e @ VerifyError::UnsignedTail { .. }) => {
+            assert!(e.to_string().contains("from seq 1 on"), "{e}");
+            assert!(
+                e.to_string().contains(&format!("{schema}.checkpoints")),
+                "{e}"
+            );
+        }
+        other => panic!("want an unsigned-tail failure, got {other:?}"),
+    }
+    assert!(matches!(
+        PgLedger::open(&url, key(), quiet(&schema)),
+        Err(LedgerError::UnsignedTail { .. })
+    ));
+    drop_schema(&url, &schema);
+}
