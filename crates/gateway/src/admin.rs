@@ -104,15 +104,14 @@ fn unauthorised() -> Response {
 
 async fn health(State(gw): State<Arc<Shared>>) -> Response {
     let degraded = gw.degraded();
-    let ledger_size = gw
-        .ledger
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .as_ref()
-        .map(|l| l.size());
+    let ledger_size = gw.ledger_size();
+    let outage = gw.outage_summary().map(|(since, cause, refused)| {
+        json!({"since": since.to_string(), "cause": cause, "requests_refused": refused})
+    });
     let body = json!({
         "status": if degraded { "degraded" } else { "ok" },
         "ledger_entries": ledger_size,
+        "ledger_outage": outage,
         "requests": gw.requests.load(Ordering::Relaxed),
         "outbound_in_window": gw.upstream.limiter().in_window(),
         "redcap_banned": gw.upstream.is_banned(),

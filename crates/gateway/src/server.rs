@@ -129,6 +129,9 @@ pub(crate) struct Shared {
     /// (`None`: the read failed) — [`crate::record_field`].
     pub(crate) record_fields:
         Mutex<HashMap<String, (Option<crate::export::RecordIdField>, std::time::Instant)>>,
+    /// The ledger's size when last seen, for `/health` while it is being
+    /// reopened.
+    pub(crate) last_ledger_size: AtomicU64,
 }
 
 /// A running gateway; [`RunningGateway::shutdown`] stops it gracefully.
@@ -181,6 +184,7 @@ pub async fn start(services: Services) -> Result<RunningGateway, StartError> {
         denials: Denials::default(),
         holds: Default::default(),
         record_fields: Default::default(),
+        last_ledger_size: AtomicU64::new(0),
         requests: AtomicU64::new(0),
         metrics: Metrics::default(),
         admin_token: admin::load_or_create_token(&admin_token_path).map_err(|source| {
@@ -454,6 +458,49 @@ impl Shared {
         o.missing.extend(missing);
     }
 
+    /// Every ten seconds of an outage, a line on stderr saying so (the
+    /// operator sees it in the journal while it lasts, not only after).
+    fn warn_outage(&self) {
+        let outage = self.outage.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(o) = outage.as_ref() {
+            let secs = Timestamp::now().duration_since(o.since).as_secs().max(0) as u64;
+            if secs > 0 && secs.is_multiple_of(10) {
+                tracing::error!(
+                    since = %o.since,
+                    refused = o.refused,
+                    cause = %o.cause,
+                    "the ledger is still unavailable: requests are refused until it is back"
+                );
+            }
+        }
+    }
+
+    /// The last size the ledger reported (kept while it is being reopened).
+    pub(crate) fn ledger_size(&self) -> Option<u64> {
+        if let Some(l) = self.current_ledger() {
+            let size = l.size();
+            self.last_ledger_size
+                .store(size, std::sync::atomic::Ordering::Relaxed);
+            return Some(size);
+        }
+        match self
+            .last_ledger_size
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            0 => None,
+            n => Some(n),
+        }
+    }
+
+    /// The outage, for `/health`: since when and why.
+    pub(crate) fn outage_summary(&self) -> Option<(Timestamp, String, u64)> {
+        self.outage
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|o| (o.since, o.cause.clone(), o.refused))
+    }
+
     /// Counts a request refused because the ledger is down (for the
     /// outage's alert).
     pub(crate) fn count_refused(&self) {
@@ -478,6 +525,7 @@ impl Shared {
     /// to reopen a failed ledger. At shutdown, flush everything.
     async fn housekeeping(&self, everything: bool) {
         if self.degraded() {
+            self.warn_outage();
             self.try_recover().await;
         }
         let now = Timestamp::now();
@@ -532,21 +580,29 @@ impl Shared {
             .as_mut()
             .map(|o| std::mem::take(&mut o.missing))
             .unwrap_or_default();
+        // Written one by one: those written are not owed any more, so a
+        // failure part-way never writes one twice at the next attempt.
         let ledger = reopened.clone();
-        let owed = missing.clone();
-        let written = tokio::task::spawn_blocking(move || {
-            owed.into_iter()
-                .try_for_each(|e| ledger.append(e).map(|_| ()))
+        let unwritten = tokio::task::spawn_blocking(move || {
+            let mut rest = missing.into_iter();
+            for (i, e) in rest.by_ref().enumerate() {
+                if let Err(err) = ledger.append(e.clone()) {
+                    tracing::warn!(error = %err, written = i, "owed ledger entries not all written yet");
+                    return std::iter::once(e).chain(rest).collect::<Vec<_>>();
+                }
+            }
+            Vec::new()
         })
-        .await;
-        if !matches!(written, Ok(Ok(()))) {
+        .await
+        .unwrap_or_default();
+        if !unwritten.is_empty() {
             if let Some(o) = self
                 .outage
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .as_mut()
             {
-                o.missing = missing;
+                o.missing = unwritten;
             }
             return;
         }

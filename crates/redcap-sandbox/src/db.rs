@@ -21,6 +21,7 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -442,9 +443,19 @@ pub struct Txn<'a> {
 impl Db {
     /// Opens (or creates) the state in `dir`.
     pub fn open(dir: &Path) -> anyhow::Result<Db> {
-        fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+        // The state holds every token in clear, as REDCap's database does:
+        // only its owner may read it.
+        if !dir.exists() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+        }
         let state_path = dir.join("state.json");
+        // A temporary file a crash left behind (never the state itself: the
+        // rename is what commits).
+        let _ = fs::remove_file(dir.join("state.json.tmp"));
         let mut state: State = match fs::read(&state_path) {
             Ok(bytes) => serde_json::from_slice(&bytes)
                 .with_context(|| format!("{} is not a sandbox state file", state_path.display()))?,
@@ -494,6 +505,7 @@ impl Txn<'_> {
             let mut f = OpenOptions::new()
                 .create(true)
                 .append(true)
+                .mode(0o600)
                 .open(&path)
                 .with_context(|| format!("cannot open {}", path.display()))?;
             let mut buf = Vec::new();
@@ -555,7 +567,13 @@ fn write_durably(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
-    let mut f = File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("cannot create {}", tmp.display()))?;
     f.write_all(bytes)
         .and_then(|()| f.sync_all())
         .with_context(|| format!("cannot write {}", tmp.display()))?;
@@ -586,5 +604,31 @@ mod stored_rights {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Rights, D::Error> {
         let map = Map::<String, Value>::deserialize(d)?;
         Rights::from_json(&map).map_err(D::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// The state holds tokens in clear: only its owner may read it, and a
+    /// temporary file a crash left behind does not linger.
+    #[test]
+    fn the_state_is_private_and_crash_leftovers_go() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        let db = Db::open(&dir).unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        let mut txn = db.begin();
+        txn.state.next_project_id += 1;
+        txn.state.touch();
+        txn.commit().unwrap();
+        assert_eq!(mode(&dir.join("state.json")), 0o600);
+        fs::write(dir.join("state.json.tmp"), b"{\"tokens\": \"half written\"").unwrap();
+        drop(db);
+        Db::open(&dir).unwrap();
+        assert!(!dir.join("state.json.tmp").exists());
     }
 }

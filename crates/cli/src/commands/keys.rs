@@ -146,7 +146,14 @@ pub fn issue(
 
 pub fn list(args: &Args) -> anyhow::Result<Outcome> {
     let config = load_config(&args.config)?;
-    let keys = key_file(&config).list()?;
+    let mut keys = key_file(&config).list()?;
+    // A running gateway writes key use to the file once a minute: ask it
+    // for what it has not written yet.
+    for (id, used) in running_key_use(&config) {
+        if let Some(k) = keys.iter_mut().find(|k| k.id == id) {
+            k.last_used = Some(k.last_used.map_or(used, |u| u.max(used)));
+        }
+    }
     let now = Timestamp::now();
     if args.json {
         let rows: Vec<_> = keys
@@ -180,6 +187,41 @@ pub fn list(args: &Args) -> anyhow::Result<Outcome> {
         );
     }
     Ok(Outcome::Clean)
+}
+
+/// Last use of each key as a running gateway knows it (`GET /admin/keys`);
+/// nothing when no gateway answers.
+fn running_key_use(config: &warden_config::LoadedConfig) -> Vec<(String, Timestamp)> {
+    let gw = &config.config.gateway;
+    let Ok(token) = std::fs::read_to_string(config.resolve(&gw.admin_token_file)) else {
+        return Vec::new();
+    };
+    let url = format!("http://{}/admin/keys", gw.admin_listen);
+    let Ok(rt) = super::runtime() else {
+        return Vec::new();
+    };
+    let rows: Option<serde_json::Value> = rt.block_on(async {
+        let resp = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(2))
+            .build()
+            .ok()?
+            .get(&url)
+            .bearer_auth(token.trim())
+            .send()
+            .await
+            .ok()?;
+        resp.status().is_success().then_some(())?;
+        resp.json().await.ok()
+    });
+    rows.and_then(|r| r.as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|row| {
+            let id = row["key"]["id"].as_str()?.to_string();
+            let used = row["key"]["last_used"].as_str()?.parse().ok()?;
+            Some((id, used))
+        })
+        .collect()
 }
 
 pub fn revoke(args: &Args, id: &str, reason: &str) -> anyhow::Result<Outcome> {

@@ -15,6 +15,7 @@ use crate::operator::Operator;
 use crate::store::{load_config, open_store};
 
 pub fn run(args: &Args) -> anyhow::Result<Outcome> {
+    log_to_stderr();
     let operator = Operator::current(args.operator.as_deref())?;
     let config = load_config(&args.config)?;
     let store = open_store(&config)?;
@@ -38,6 +39,18 @@ pub fn run(args: &Args) -> anyhow::Result<Outcome> {
         anyhow::Ok(())
     })?;
     Ok(Outcome::Clean)
+}
+
+/// The gateway's own log lines (an outage, a reopen, a quarantine that
+/// could not be saved…) go to stderr, where the service manager keeps them;
+/// `RUST_LOG` chooses how much (default `info`). They never hold a token.
+fn log_to_stderr() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 /// Opens the ledger with the signing key from the store and starts the
