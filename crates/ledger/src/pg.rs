@@ -704,6 +704,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// `Arc`; any number of processes may hold the same ledger open.
 pub struct PgLedger {
     shared: Arc<Shared>,
+    /// Where to read entries back from ([`LedgerBackend::tail`]).
+    url: String,
+    schema: String,
     worker: Mutex<Option<JoinHandle<()>>>,
     publisher: Option<Arc<Publisher>>,
     /// What `PgOptions::adopt` adopted on open.
@@ -831,6 +834,7 @@ impl PgLedger {
     ) -> Result<PgLedger, LedgerError> {
         let sql = Sql::new(&options.schema)?;
         let url = url.to_owned();
+        let (reader_url, schema) = (url.clone(), options.schema.clone());
         let adoption = options.adopt.clone();
         let (tx, rx) = mpsc::channel();
         let (shared_tx, shared_rx) = mpsc::channel::<Arc<Shared>>();
@@ -906,6 +910,8 @@ impl PgLedger {
         }
         let ledger = PgLedger {
             shared,
+            url: reader_url,
+            schema,
             worker: Mutex::new(Some(worker)),
             publisher: publisher.clone(),
             adopted: adopted.clone(),
@@ -1236,6 +1242,17 @@ impl LedgerBackend for PgLedger {
         PgLedger::append(self, kind)
     }
 
+    fn tail(&self, count: usize) -> Result<Vec<Entry>, LedgerError> {
+        // The synchronous client must not run on an async runtime's thread.
+        let (url, schema) = (self.url.clone(), self.schema.clone());
+        std::thread::spawn(move || PgReader::connect(&url, &schema)?.tail(count))
+            .join()
+            .map_err(|_| LedgerError::Database {
+                op: "read the entries",
+                detail: "the reading thread panicked".into(),
+            })?
+    }
+
     fn append_async(&self, kind: EntryKind) -> Pending {
         PgLedger::append_async(self, kind)
     }
@@ -1375,6 +1392,9 @@ impl Writer {
             seq,
             detail,
         };
+        // The witnesses first: another process may sign (and update them)
+        // after the snapshot below is taken.
+        let reads = crate::witness::read_all(&options.witnesses);
         let (scan, stored) = {
             let mut tx = client
                 .build_transaction()
@@ -1552,6 +1572,7 @@ impl Writer {
                 notes_place: &notes_place,
             },
             &options.witnesses,
+            reads,
             options.max_unsigned_span,
             options.adopt.is_some(),
         )

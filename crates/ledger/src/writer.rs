@@ -663,6 +663,11 @@ impl Ledger {
         lock(&self.shared.state).size
     }
 
+    /// The last `count` entries on disk ([`crate::files::read_tail`]).
+    pub fn tail(&self, count: usize) -> Result<Vec<crate::Entry>, LedgerError> {
+        crate::files::read_tail(self.shared.fs.as_ref(), &self.shared.dir, count)
+    }
+
     /// The root of the durable tree.
     pub fn root(&self) -> Hash {
         lock(&self.shared.state).root
@@ -1094,6 +1099,7 @@ fn recover(
     key: &SigningKey,
     options: &LedgerOptions,
 ) -> Result<Recovered, LedgerError> {
+    let reads = witness::read_all(&options.witnesses);
     let notes_path = dir.join(CHECKPOINTS);
     let notes = match fs.read(&notes_path) {
         Ok(data) => files::parse_notes(&data),
@@ -1260,6 +1266,7 @@ fn recover(
             notes_place: CHECKPOINTS,
         },
         &options.witnesses,
+        reads,
         options.max_unsigned_span,
         options.adopt.is_some(),
     )
@@ -1420,9 +1427,15 @@ impl Refusal {
 /// backends): every witness must hold a tree the ledger holds, and the
 /// unsigned tail must not span more than `max_span`. With `adopting`,
 /// what fails is described (for the adoption's entry) instead of refused.
+///
+/// `reads` are the witnesses' notes, read **before** the ledger was: a
+/// writer elsewhere (another PostgreSQL process) may sign and update a
+/// witness meanwhile, and a witness read after the ledger could then hold
+/// a checkpoint of entries the ledger as read does not (yet) have.
 pub(crate) fn guard_open(
     input: &GuardInput<'_>,
     witnesses: &[Arc<dyn Witness>],
+    reads: Vec<Result<Option<String>, String>>,
     max_span: Duration,
     adopting: bool,
 ) -> Result<Guarded, Refusal> {
@@ -1430,7 +1443,7 @@ pub(crate) fn guard_open(
     let mut adopted = Vec::new();
     let mut held = Vec::with_capacity(witnesses.len());
     let mut unread = Vec::new();
-    for (w, read) in witnesses.iter().zip(witness::read_all(witnesses)) {
+    for (w, read) in witnesses.iter().zip(reads) {
         let note = match read {
             Ok(Some(note)) => note,
             Ok(None) => {

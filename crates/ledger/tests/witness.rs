@@ -472,3 +472,52 @@ fn reopening_on_a_full_disk_leaves_no_torn_files_behind() {
     drop(ledger);
     verify_dir(&sim, dir, &vkey()).unwrap();
 }
+
+/// `verify` beside a busy writer: the witness is read first, the ledger
+/// next, so the witness is never ahead of what is verified.
+#[test]
+fn verifying_beside_a_busy_writer_never_fails() {
+    let s = Setup::new();
+    let ledger = Arc::new(
+        Ledger::create(
+            Arc::new(OsFs),
+            &s.dir,
+            ORIGIN,
+            key(),
+            LedgerOptions {
+                checkpoint_interval: Some(Duration::from_millis(2)),
+                ..s.options()
+            },
+        )
+        .unwrap(),
+    );
+    let writer = {
+        let ledger = Arc::clone(&ledger);
+        std::thread::spawn(move || {
+            for i in 0..400 {
+                ledger.append(alert(i)).unwrap();
+            }
+        })
+    };
+    let mut checked = 0;
+    while !writer.is_finished() || checked == 0 {
+        let witness = s.witness_note();
+        match verify_dir(&OsFs, &s.dir, &vkey()) {
+            Ok(report) => {
+                let mut root_at = |n: u64| {
+                    prove_consistency(&OsFs, &s.dir, n, report.entries)
+                        .map(|p| p.old_root)
+                        .map_err(|e| e.to_string())
+                };
+                check_witness(&report, &vkey(), &witness, &mut root_at).unwrap();
+                checked += 1;
+            }
+            // A line being written as it is read: the next pass sees it.
+            Err(VerifyError::Entry { problem, .. }) if problem.contains("incomplete") => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    writer.join().unwrap();
+    ledger.close().unwrap();
+    assert!(checked > 0);
+}

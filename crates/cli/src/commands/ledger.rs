@@ -183,6 +183,10 @@ pub fn verify(args: &Args, key: Option<&str>, trusted: Option<&Path>) -> anyhow:
             )
         }
     };
+    // The witnesses before the ledger: a running writer updates them only
+    // after the checkpoint they take is beside the ledger, so what is read
+    // next holds it.
+    let (notes, mut witnesses) = read_witnesses(&config);
     // An unsigned tail older than a writer leaves fails verification, but
     // the witnesses are still checked: they say more precisely what
     // happened.
@@ -205,7 +209,6 @@ pub fn verify(args: &Args, key: Option<&str>, trusted: Option<&Path>) -> anyhow:
             return Ok(Outcome::Findings);
         }
     };
-    let (notes, mut witnesses) = read_witnesses(&config);
     for w in &notes {
         let mut root_at = |n: u64| {
             store
