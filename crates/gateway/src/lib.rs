@@ -21,6 +21,7 @@ pub mod policy;
 mod record_field;
 pub mod reply;
 mod request;
+pub mod restart;
 pub mod server;
 pub mod tokens;
 pub mod upload;

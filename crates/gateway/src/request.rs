@@ -204,8 +204,7 @@ async fn read_body(
                 .map_err(upload_refused)?
                 .unwrap_or_default();
             let caller = authenticate(gw, &presented, peer, Format::Xml).await?;
-            let spool = applied.config.resolve(&gateway.accounts_file);
-            let spool = durable::parent_dir(&spool).join("spool");
+            let spool = crate::server::data_dir(&applied.config).join("spool");
             let (form, upload) = reader.finish(&spool).await.map_err(upload_refused)?;
             (form, upload, presented, caller)
         }
@@ -545,6 +544,23 @@ async fn record_request(
     if let Some(r) = form.get("record") {
         record_ids.push(r);
     }
+    // An import names the records it changes: read from its payload with
+    // the same reader as an export's answer (linear, any format and type).
+    if call.content == Content::Record
+        && call.action == Action::Import
+        && let Some(data) = form.get_bytes("data")
+    {
+        let eav = form.get("type") == Some("eav");
+        let field = if eav {
+            None
+        } else {
+            gw.record_id_field(call.account).await
+        };
+        let mut scanner = Scanner::new(export_shape(form), eav, field);
+        scanner.feed(data);
+        scanner.finish();
+        record_ids = scanner.into_ids();
+    }
     let entry = EntryKind::Request {
         request_id: request_id.clone(),
         client: call.client.name.clone(),
@@ -768,12 +784,7 @@ async fn answer_export(
     open: OpenAnswer,
 ) -> Result<Response, ApiReply> {
     let field = gw.record_id_field(call.account).await;
-    let shape = match form.get("format").unwrap_or("") {
-        "json" => Shape::Json,
-        "csv" => Shape::Csv(answer::csv_delimiter(form.get("csvDelimiter"))),
-        "odm" => Shape::Odm,
-        _ => Shape::Xml,
-    };
+    let shape = export_shape(form);
     let eav = form.get("type") == Some("eav");
     let OpenAnswer {
         status,
@@ -861,6 +872,16 @@ async fn answer_export(
         response.headers_mut().insert(header::CONTENT_LENGTH, len);
     }
     Ok(with_content_type(response, content_type.as_deref()))
+}
+
+/// The shape of records sent or answered in this form's `format`.
+fn export_shape(form: &Form) -> Shape {
+    match form.get("format").unwrap_or("") {
+        "json" => Shape::Json,
+        "csv" => Shape::Csv(answer::csv_delimiter(form.get("csvDelimiter"))),
+        "odm" => Shape::Odm,
+        _ => Shape::Xml,
+    }
 }
 
 type ChunkStream = Pin<Box<dyn Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>;

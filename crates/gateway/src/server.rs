@@ -196,6 +196,8 @@ pub async fn start(services: Services) -> Result<RunningGateway, StartError> {
         operator,
     });
     shared.load_token_fingerprints().await;
+    let marker = crate::restart::marker_path(&data_dir(&config));
+    let start_seq = shared.recover_from_last_run(&marker).await;
     shared
         .append(EntryKind::Admin {
             operator: shared.operator.clone(),
@@ -205,6 +207,9 @@ pub async fn start(services: Services) -> Result<RunningGateway, StartError> {
         })
         .await
         .ok();
+    if let Err(e) = crate::restart::write_marker(&marker, start_seq) {
+        tracing::warn!(error = %e, path = %marker.display(), "could not write the gateway's run marker: an unclean stop would go unmarked");
+    }
 
     let app = Router::new()
         .route("/api/", any(crate::request::api))
@@ -359,6 +364,10 @@ impl RunningGateway {
                 .await
                 .expect("the closing task panicked")?;
         }
+        // Stopped cleanly: the next start has nothing to mark.
+        crate::restart::remove_marker(&crate::restart::marker_path(&data_dir(
+            &self.shared.applied().config,
+        )));
         Ok(())
     }
 
@@ -385,6 +394,12 @@ pub(crate) fn file_stamp(path: &std::path::Path) -> Option<FileStamp> {
 }
 
 const REOPENING: &str = "the ledger is being reopened";
+
+/// The gateway's data directory (where its key, account-status and run
+/// files, and the upload spool, live): the directory of `accounts_file`.
+pub(crate) fn data_dir(config: &warden_config::LoadedConfig) -> std::path::PathBuf {
+    durable::parent_dir(&config.resolve(&config.config.gateway.accounts_file)).to_path_buf()
+}
 
 /// The copy of an entry an outage keeps, to write when the ledger is back:
 /// only `response` entries, whose requests REDCap has already acted on

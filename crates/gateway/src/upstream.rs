@@ -58,6 +58,21 @@ impl Limiter {
         }
     }
 
+    /// Counts calls made before this limiter existed (by an earlier run of
+    /// the gateway, read from the ledger) into the window.
+    pub fn seed(&self, made: &[Instant]) {
+        let mut calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let mut all: Vec<Instant> = made
+            .iter()
+            .copied()
+            .filter(|t| now.duration_since(*t) < WINDOW)
+            .chain(calls.iter().copied())
+            .collect();
+        all.sort();
+        *calls = all.into();
+    }
+
     /// Calls in the current window.
     pub fn in_window(&self) -> usize {
         let calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use common::*;
 use durable::{FileSystem, OsFs, SimFs};
 use gateway::keys::{KeyFile, KeyPolicy};
-use ledger::EntryKind;
+use ledger::{EntryKind, Ledger, LedgerOptions};
 use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -230,7 +230,7 @@ async fn refusals_use_redcaps_shapes_and_are_recorded() {
     let reasons: Vec<_> = kinds
         .iter()
         .filter_map(|k| match k {
-            EntryKind::Request { reason, .. } => reason.clone(),
+            EntryKind::Request { reason, client, .. } if client != "gateway" => reason.clone(),
             _ => None,
         })
         .collect();
@@ -971,4 +971,142 @@ async fn slow_and_too_many_connections_are_closed() {
         .await;
     assert_eq!(s, 200);
     gw.shutdown().await.unwrap();
+}
+
+/// Issue #19, items 3 and 4: a gateway that died without its stop entry
+/// leaves its marker; the next start marks each forwarded request without
+/// a response `interrupted`, raises an `unclean_stop` alert, and rebuilds
+/// the outbound window from the requests of the last minute. An import's
+/// `request` entry names the records of its payload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restart_after_a_crash_marks_the_unanswered_and_keeps_the_window() {
+    let w = World::new().await;
+    let dir = w.dir.join("data/ledger");
+    w.create_ledger(Arc::new(OsFs), &dir);
+    // A run that crashed: its start, three forwarded requests, one
+    // answered — and the marker it left.
+    let ledger = Ledger::open(
+        Arc::new(OsFs),
+        &dir,
+        w.signing.clone(),
+        LedgerOptions {
+            lock: false,
+            ..LedgerOptions::default()
+        },
+    )
+    .unwrap();
+    let start_seq = ledger.size();
+    let request = |id: &str| EntryKind::Request {
+        request_id: id.into(),
+        client: "etl".into(),
+        account: "heart-etl".into(),
+        site: None,
+        content: Some("record".into()),
+        action: Some("import".into()),
+        format: Some("json".into()),
+        params: vec!["content".into()],
+        record_ids: ["7"].into_iter().collect(),
+        filter_hmac: None,
+        body_hmac: "hm1:00".into(),
+        body_bytes: 1,
+        reason: None,
+    };
+    for id in ["r-a", "r-b", "r-c"] {
+        ledger.append(request(id)).unwrap();
+    }
+    ledger
+        .append(EntryKind::Response {
+            request_id: "r-b".into(),
+            status: 200,
+            record_ids: ["7"].into_iter().collect(),
+            body_hmac: "hm1:00".into(),
+            body_bytes: 1,
+            latency_ms: 1,
+            delivery: None,
+        })
+        .unwrap();
+    ledger.close().unwrap();
+    std::fs::write(
+        w.dir.join("data/gateway.running"),
+        format!(r#"{{"start_seq":{start_seq},"pid":1,"started":"2026-12-04T00:00:00Z"}}"#),
+    )
+    .unwrap();
+
+    let gw = w.start_gateway(Arc::new(OsFs), dir.clone()).await;
+    let health: Value = w
+        .http
+        .get(format!("http://{}/health", gw.admin_addr))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        health["outbound_in_window"], 3,
+        "the three requests of the last minute count: {health}"
+    );
+    assert!(
+        w.dir.join("data/gateway.running").exists(),
+        "this run's marker"
+    );
+    // An import names the records of its payload.
+    let (s, b) = w
+        .call(
+            &gw,
+            &[
+                ("token", &w.keys["etl"]),
+                ("content", "record"),
+                ("format", "json"),
+                (
+                    "data",
+                    r#"[{"record_id":"41","age":"1"},{"record_id":"42","age":"2"}]"#,
+                ),
+                ("reason", "visit"),
+            ],
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    gw.shutdown().await.unwrap();
+    assert!(
+        !w.dir.join("data/gateway.running").exists(),
+        "a clean stop removes it"
+    );
+
+    let kinds = entries(&OsFs, &dir);
+    let interrupted: Vec<String> = kinds
+        .iter()
+        .filter_map(|k| match k {
+            EntryKind::Interrupted { request_id, .. } => Some(request_id.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(interrupted, ["r-a", "r-c"]);
+    let alert = kinds
+        .iter()
+        .find_map(|k| match k {
+            EntryKind::Alert { code, message } if code == "unclean_stop" => Some(message.clone()),
+            _ => None,
+        })
+        .expect("an unclean_stop alert");
+    assert!(alert.contains("2 forwarded request(s)"), "{alert}");
+    let import = kinds
+        .iter()
+        .find_map(|k| match k {
+            EntryKind::Request {
+                client,
+                action: Some(a),
+                record_ids,
+                ..
+            } if client == "etl"
+                && a == "import"
+                && !record_ids.is_empty()
+                && record_ids.len() == 2 =>
+            {
+                Some(record_ids.to_vec())
+            }
+            _ => None,
+        })
+        .expect("the import's request entry");
+    assert_eq!(import, ["41", "42"]);
 }

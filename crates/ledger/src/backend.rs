@@ -7,7 +7,7 @@ use std::time::Duration;
 use ed25519_dalek::SigningKey;
 
 use crate::checkpoint::{Checkpoint, VerifierKey};
-use crate::entry::EntryKind;
+use crate::entry::{Entry, EntryKind};
 use crate::error::LedgerError;
 use crate::pending::Pending;
 use crate::witness::Witness;
@@ -67,6 +67,16 @@ pub trait LedgerBackend: Send + Sync {
     /// by `new`, which signs every later one. Returns the entry's receipt.
     /// Finishes a rotation to `new` found pending on open. The default
     /// refuses: a backend that cannot rotate keeps its key.
+    /// The last `count` entries as stored, in order (not verified: for a
+    /// process rebuilding its own state at start, e.g. the gateway's
+    /// outbound window and the requests a crash left unanswered).
+    fn tail(&self, count: usize) -> Result<Vec<Entry>, LedgerError> {
+        let _ = count;
+        Err(LedgerError::OutOfRange(
+            "this ledger backend cannot read its entries back".into(),
+        ))
+    }
+
     fn rotate_key(
         &self,
         new: SigningKey,
@@ -119,6 +129,10 @@ impl LedgerBackend for Ledger {
 
     fn adopted(&self) -> Option<String> {
         Ledger::adopted(self).map(str::to_owned)
+    }
+
+    fn tail(&self, count: usize) -> Result<Vec<Entry>, LedgerError> {
+        Ledger::tail(self, count)
     }
 
     fn rotate_key(

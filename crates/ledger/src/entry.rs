@@ -150,6 +150,15 @@ pub enum EntryKind {
         outcome: String,
         note: String,
     },
+    /// A request the gateway forwarded (its `request` entry is durable)
+    /// whose answer it never recorded: the gateway stopped uncleanly in
+    /// between. REDCap may or may not have acted; reconciling with REDCap's
+    /// log settles it.
+    Interrupted {
+        request_id: String,
+        /// What is known: when the gateway started again and what it found.
+        detail: String,
+    },
 }
 
 impl EntryKind {
@@ -180,6 +189,7 @@ impl EntryKind {
             EntryKind::Rotation { .. } => "rotation",
             EntryKind::Reconcile { .. } => "reconcile",
             EntryKind::Review { .. } => "review",
+            EntryKind::Interrupted { .. } => "interrupted",
         }
     }
 }
@@ -324,6 +334,7 @@ fn fast_schema(kind: &[u8]) -> Option<&'static [(&'static str, Field)]> {
             ("outcome", Str),
             ("note", Str),
         ],
+        b"interrupted" => &[("request_id", Str), ("detail", Str)],
         _ => return None,
     })
 }
@@ -807,6 +818,10 @@ mod tests {
                 outcome: "ok".into(),
                 note: "n".into(),
             },
+            EntryKind::Interrupted {
+                request_id: "r3".into(),
+                detail: "d".into(),
+            },
         ]
     }
 
@@ -828,7 +843,7 @@ mod tests {
             assert_eq!(v["kind"], e.kind.name());
             assert_eq!(Entry::from_line(&line).unwrap(), e);
         }
-        assert_eq!(names.len(), 13);
+        assert_eq!(names.len(), 14);
     }
 
     /// The fast path accepts every canonical ordinary entry, and never a
