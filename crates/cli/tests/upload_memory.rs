@@ -194,7 +194,10 @@ fn keyless_bodies_are_refused_before_they_cost_anything() {
                 } else {
                     let form = reqwest::multipart::Form::new()
                         .text("content", "file")
-                        .part("file", reqwest::multipart::Part::bytes(big).file_name("x.pdf"))
+                        .part(
+                            "file",
+                            reqwest::multipart::Part::bytes(big).file_name("x.pdf"),
+                        )
                         .text("token", "0123456789ABCDEF0123456789ABCDEF");
                     http.post(&url).multipart(form).send().await
                 };
@@ -215,7 +218,10 @@ fn keyless_bodies_are_refused_before_they_cost_anything() {
         statuses.iter().all(|&s| s == 400 || s == 403 || s == 0),
         "{statuses:?}"
     );
-    assert!(seen.lock().unwrap().is_empty(), "nothing reached the upstream");
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "nothing reached the upstream"
+    );
     let spool = dir.path().join("data/spool");
     assert_eq!(
         std::fs::read_dir(&spool).map(|d| d.count()).unwrap_or(0),

@@ -65,12 +65,19 @@ pub async fn start_gateway(
         .await
         .context("reading the fingerprint key")?;
     // The configured backend: the file ledger, or PostgreSQL.
+    // The witness of the latest checkpoint is kept in the store too
+    // (docs/ledger.md §11): the gateway opens its writer with it.
     let ledger_config = config.clone();
+    let witness_store = store.clone();
     let open_ledger: gateway::LedgerOpener = Arc::new(move || {
-        audit::open_writer(
+        audit::open_writer_with(
             &ledger_config,
             signing.clone(),
             Some(std::time::Duration::from_secs(1)),
+            audit::WriterOptions {
+                store: Some(witness_store.clone()),
+                ..Default::default()
+            },
         )
     });
     let keys = KeyFile::new(&config.resolve(&config.config.gateway.keys_file));
