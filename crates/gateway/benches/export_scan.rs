@@ -75,6 +75,15 @@ fn rate(bytes: usize, mut f: impl FnMut()) -> f64 {
 }
 
 fn main() {
+    // `cargo bench` passes `--bench`. `cargo test --all-targets` (and
+    // nextest, which lists with `--list`) run bench targets too: answer them
+    // with an empty list instead of running the benchmark.
+    if !std::env::args().any(|a| a == "--bench") {
+        eprintln!(
+            "export_scan: a benchmark; run it with `cargo bench -p gateway --bench export_scan`"
+        );
+        return;
+    }
     let field = RecordIdField {
         name: "record_id".into(),
         label: "Record ID".into(),
