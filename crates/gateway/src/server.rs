@@ -596,9 +596,27 @@ impl Shared {
             .map(|o| std::mem::take(&mut o.missing))
             .unwrap_or_default();
         // Written one by one: those written are not owed any more, so a
-        // failure part-way never writes one twice at the next attempt.
+        // failure part-way never writes one twice at the next attempt. And
+        // a response whose batch failed to sync may still have reached the
+        // disk (the write went through, the sync did not): recovery kept
+        // it, so it is not written again.
         let ledger = reopened.clone();
         let unwritten = tokio::task::spawn_blocking(move || {
+            let survived: std::collections::HashSet<String> = ledger
+                .tail(missing.len() * 4 + 64)
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|e| match e.kind {
+                    EntryKind::Response { request_id, .. } => Some(request_id),
+                    _ => None,
+                })
+                .collect();
+            let missing: Vec<EntryKind> = missing
+                .into_iter()
+                .filter(|e| {
+                    !matches!(e, EntryKind::Response { request_id, .. } if survived.contains(request_id))
+                })
+                .collect();
             let mut rest = missing.into_iter();
             for (i, e) in rest.by_ref().enumerate() {
                 if let Err(err) = ledger.append(e.clone()) {
