@@ -78,33 +78,11 @@ fn after_any_crash_the_ledger_names_every_change_and_marks_the_unanswered() {
     let up = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let up_port = up.local_addr().unwrap().port();
     upstream(up);
-    init(dir.path(), &format!("http://127.0.0.1:{up_port}/api/"));
-    let (extra, port, _) = gateway_config(r#"["record:import"]"#);
-    add_config(dir.path(), &extra);
-    let put = warden(
+    let (port, key) = installation_with_client(
         dir.path(),
-        &["secrets", "put", "redcap/a", "--reason", "t"],
-        Some("0123456789ABCDEF0123456789ABCDEF"),
+        &format!("http://127.0.0.1:{up_port}/api/"),
+        r#"["record:import"]"#,
     );
-    assert!(put.status.success(), "{}", text(&put));
-    let issue = warden(
-        dir.path(),
-        &[
-            "keys",
-            "issue",
-            "app",
-            "--to-file",
-            "app.key",
-            "--reason",
-            "t",
-        ],
-        None,
-    );
-    assert!(issue.status.success(), "{}", text(&issue));
-    let key = std::fs::read_to_string(dir.path().join("app.key"))
-        .unwrap()
-        .trim()
-        .to_string();
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     let http = reqwest::Client::builder()

@@ -42,17 +42,6 @@ fn upstream(listener: std::net::TcpListener, seen: Arc<Mutex<Vec<(usize, bool)>>
     });
 }
 
-fn vm(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with(field)).unwrap();
-    line.split_whitespace()
-        .nth(1)
-        .unwrap()
-        .parse::<u64>()
-        .unwrap()
-        * 1024
-}
-
 #[test]
 fn a_50_mb_upload_streams_through_with_bounded_memory() {
     let dir = tempfile::tempdir().unwrap();
@@ -61,33 +50,11 @@ fn a_50_mb_upload_streams_through_with_bounded_memory() {
     let seen = Arc::new(Mutex::new(Vec::new()));
     upstream(up, seen.clone());
 
-    init(dir.path(), &format!("http://127.0.0.1:{up_port}/api/"));
-    let (extra, port, _) = gateway_config(r#"["file:import"]"#);
-    add_config(dir.path(), &extra);
-    let put = warden(
+    let (port, key) = installation_with_client(
         dir.path(),
-        &["secrets", "put", "redcap/a", "--reason", "t"],
-        Some("0123456789ABCDEF0123456789ABCDEF"),
+        &format!("http://127.0.0.1:{up_port}/api/"),
+        r#"["file:import"]"#,
     );
-    assert!(put.status.success(), "{}", text(&put));
-    let issue = warden(
-        dir.path(),
-        &[
-            "keys",
-            "issue",
-            "app",
-            "--to-file",
-            "app.key",
-            "--reason",
-            "t",
-        ],
-        None,
-    );
-    assert!(issue.status.success(), "{}", text(&issue));
-    let key = std::fs::read_to_string(dir.path().join("app.key"))
-        .unwrap()
-        .trim()
-        .to_string();
 
     let serving = Serving::start(dir.path(), port);
     let pid = serving.pid();

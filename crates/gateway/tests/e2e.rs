@@ -381,6 +381,23 @@ async fn a_failing_ledger_refuses_requests_and_forwards_nothing() {
             .await;
         assert_eq!(s, 503, "{fault:?}: still degraded");
         assert!(gw.degraded());
+        // /health says what is wrong, and keeps the last size it knew.
+        let health: Value = w
+            .http
+            .get(format!("http://{}/health", gw.admin_addr))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(health["status"], "degraded", "{health}");
+        assert!(
+            health["ledger_entries"].as_u64().is_some_and(|n| n > 0),
+            "{fault:?}: {health}"
+        );
+        assert!(health["ledger_outage"]["cause"].is_string(), "{health}");
+        assert_eq!(health["ledger_outage"]["requests_refused"], 2, "{health}");
         assert_eq!(
             w.redcap_log().await.len(),
             before,
@@ -412,6 +429,16 @@ async fn a_failing_ledger_refuses_requests_and_forwards_nothing() {
         });
         let alert = alert.unwrap_or_else(|| panic!("{fault:?}: no outage alert"));
         assert!(alert.contains("2 requests refused"), "{alert}");
+        // No response is written twice.
+        let mut answered = std::collections::HashSet::new();
+        for k in entries(&sim, &dir) {
+            if let EntryKind::Response { request_id, .. } = k {
+                assert!(
+                    answered.insert(request_id.clone()),
+                    "{fault:?}: {request_id} twice"
+                );
+            }
+        }
     }
 }
 

@@ -35,6 +35,25 @@ async fn a_restricted_site_account_exports_only_its_site_and_no_dag_column() {
     gw.shutdown().await.unwrap();
 }
 
+/// Someone updates the site account's rights without `data_access_group`:
+/// REDCap silently removes it from its DAG.
+async fn drop_from_dag(w: &World) {
+    let rights = json!([{"username": "svc_site", "api_export": 1}]).to_string();
+    let r = w
+        .http
+        .post(format!("{}/api/", w.sandbox_base))
+        .form(&[
+            ("token", w.owner.as_str()),
+            ("content", "user"),
+            ("format", "json"),
+            ("data", &rights),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+}
+
 async fn assert_withheld_and_quarantined(
     w: &World,
     gw: &gateway::RunningGateway,
@@ -86,23 +105,7 @@ async fn assert_withheld_and_quarantined(
 async fn a_site_account_dropped_from_its_dag_is_withheld_and_quarantined() {
     let w = World::new().await;
     let (gw, ledger_dir) = w.start_on_disk().await;
-    // Someone updates the account's rights without data_access_group:
-    // REDCap silently removes it from its DAG.
-    let api = format!("{}/api/", w.sandbox_base);
-    let rights = json!([{"username": "svc_site", "api_export": 1}]).to_string();
-    let r = w
-        .http
-        .post(&api)
-        .form(&[
-            ("token", w.owner.as_str()),
-            ("content", "user"),
-            ("format", "json"),
-            ("data", &rights),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    drop_from_dag(&w).await;
     assert_withheld_and_quarantined(&w, &gw, &ledger_dir).await;
     gw.shutdown().await.unwrap();
 }
@@ -157,21 +160,7 @@ async fn a_site_account_made_administrator_is_withheld_and_quarantined() {
 async fn a_drifted_site_account_leaks_nothing_through_any_method() {
     let w = World::new().await;
     let (gw, ledger_dir) = w.start_on_disk().await;
-    let api = format!("{}/api/", w.sandbox_base);
-    let rights = json!([{"username": "svc_site", "api_export": 1}]).to_string();
-    let r = w
-        .http
-        .post(&api)
-        .form(&[
-            ("token", w.owner.as_str()),
-            ("content", "user"),
-            ("format", "json"),
-            ("data", &rights),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    drop_from_dag(&w).await;
     let forwarded = || {
         entries(&OsFs, &ledger_dir)
             .iter()

@@ -102,3 +102,49 @@ impl Drop for Serving {
         let _ = self.0.wait();
     }
 }
+
+/// A new installation in `dir` whose one client `app` (allowed `allow`)
+/// calls the REDCap at `redcap_url` through account `a`, whose token is in
+/// the store: returns the gateway's port and the client's key.
+pub fn installation_with_client(dir: &Path, redcap_url: &str, allow: &str) -> (u16, String) {
+    init(dir, redcap_url);
+    let (extra, port, _) = gateway_config(allow);
+    add_config(dir, &extra);
+    let put = warden(
+        dir,
+        &["secrets", "put", "redcap/a", "--reason", "t"],
+        Some("0123456789ABCDEF0123456789ABCDEF"),
+    );
+    assert!(put.status.success(), "{}", text(&put));
+    let issue = warden(
+        dir,
+        &[
+            "keys",
+            "issue",
+            "app",
+            "--to-file",
+            "app.key",
+            "--reason",
+            "t",
+        ],
+        None,
+    );
+    assert!(issue.status.success(), "{}", text(&issue));
+    let key = std::fs::read_to_string(dir.join("app.key"))
+        .unwrap()
+        .trim()
+        .to_string();
+    (port, key)
+}
+
+/// A process's memory figure from /proc (`VmRSS:`, `VmHWM:`), in bytes.
+pub fn vm(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with(field)).unwrap();
+    line.split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        * 1024
+}
