@@ -20,68 +20,15 @@
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
-BENCH_DIR=${BENCH_DIR:-/var/tmp}
+bench=export.sh
+# shellcheck source=bench/lib.sh
+. "$repo/bench/lib.sh"
 SIZES=${SIZES:-"10000 100000 1000000"}
 RUNS=${RUNS:-3}
 
-say() { printf '%s\n' "$*" >&2; }
-die() { say "export.sh: $*"; exit 2; }
-
-say "== machine"
-say "nproc: $(nproc); $(uptime)"
-say "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
-mkdir -p "$BENCH_DIR"
-work=$(mktemp -d "$BENCH_DIR/warden-export.XXXXXX")
-fstype=$(findmnt -n -o FSTYPE -T "$work")
-case $fstype in
-tmpfs | ramfs | overlay)
-    rmdir "$work"
-    die "$work is on $fstype, not a real disk: set BENCH_DIR to a directory on one"
-    ;;
-esac
-for t in curl python3 findmnt; do command -v $t >/dev/null || die "$t is required"; done
-
-target_dir=${CARGO_TARGET_DIR:-$repo/target}
-bin=$target_dir/release
-if [[ ${SKIP_BUILD:-0} != 1 ]]; then
-    say "== building release binaries"
-    (cd "$repo" && cargo build --release -p redcap-warden -p redcap-sandbox >&2)
-fi
-mkdir "$work/bin"
-for b in redcap-warden redcap-sandbox; do
-    [[ -x $bin/$b ]] || die "$bin/$b is missing (run without SKIP_BUILD=1)"
-    cp "$bin/$b" "$work/bin/"
-done
-bin=$work/bin
-
-pids=()
-cleanup() {
-    local p
-    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-    if [[ ${KEEP:-0} == 1 ]]; then say "kept $work"; else rm -rf "$work"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-free_port() {
-    local p
-    for _ in $(seq 50); do
-        p=$((20000 + RANDOM % 40000))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-            echo "$p"
-            return
-        fi
-    done
-    die "no free loopback port found"
-}
-wait_port() {
-    for _ in $(seq 300); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return
-        sleep 0.1
-    done
-    die "$2 did not start listening on 127.0.0.1:$1 (logs in $work)"
-}
+bench_workdir warden-export
+for t in curl python3; do command -v $t >/dev/null || die "$t is required"; done
+bench_binaries "-p redcap-warden -p redcap-sandbox" redcap-warden redcap-sandbox
 
 # --- the sandbox and a project of 20 fields ------------------------------------
 super=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n' | tr a-f A-F)
@@ -102,8 +49,6 @@ json.dump(fields, open(sys.argv[1], "w"))
 EOF
 curl -sf -d "token=$token" -d content=metadata -d format=json \
     --data-urlencode "data@$work/metadata.json" "$api" >/dev/null
-# The service account the gateway holds the token of (the creator's token,
-# for simplicity: the benchmark measures the proxy, not rights).
 
 # --- a throwaway installation ------------------------------------------------------
 gw_port=$(free_port)
@@ -122,6 +67,8 @@ outbound_per_minute = 100000000
 [[study]]
 name = "bench"
 
+# The project creator's token, for simplicity: the benchmark measures the
+# proxy, not rights.
 [[account]]
 name = "bench-account"
 username = "site_admin"

@@ -25,33 +25,19 @@
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
-BENCH_DIR=${BENCH_DIR:-/var/tmp}
+bench=gateway.sh
+# shellcheck source=bench/lib.sh
+. "$repo/bench/lib.sh"
 DURATION=${DURATION:-10s}
 CONNS=${CONNS:-32}
 LOAD_CPU=${LOAD_CPU:-0}
 SERVER_CPU=${SERVER_CPU:-1}
 [[ ${PERF:-0} == 1 ]] && KEEP=1
 
-say() { printf '%s\n' "$*" >&2; }
-die() { say "gateway.sh: $*"; exit 2; }
-
-# --- the machine -----------------------------------------------------------
-say "== machine"
-say "nproc: $(nproc); $(uptime)"
-say "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
+# --- the machine, tools and binaries ---------------------------------------
+bench_workdir warden-bench
 (($(nproc) >= 2)) || die "needs 2 CPUs to pin the load generator and the server apart"
-mkdir -p "$BENCH_DIR"
-work=$(mktemp -d "$BENCH_DIR/warden-bench.XXXXXX")
 findmnt -T "$work" >&2
-fstype=$(findmnt -n -o FSTYPE -T "$work")
-case $fstype in
-tmpfs | ramfs | overlay)
-    rmdir "$work"
-    die "$work is on $fstype, not a real disk: set BENCH_DIR to a directory on one"
-    ;;
-esac
-
-# --- tools and binaries ----------------------------------------------------
 missing=()
 command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || missing+=(nginx)
 command -v wrk >/dev/null || missing+=(wrk)
@@ -60,57 +46,8 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}" >&2
 fi
 nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
-for t in taskset findmnt curl; do command -v $t >/dev/null || die "$t is required"; done
-
-target_dir=${CARGO_TARGET_DIR:-$repo/target}
-bin=$target_dir/release
-if [[ ${SKIP_BUILD:-0} != 1 ]]; then
-    say "== building release binaries"
-    (cd "$repo" && cargo build --release -p redcap-warden -p warden-bench >&2)
-fi
-# Copies: the shared target directory may be rebuilt while the loads run.
-mkdir "$work/bin"
-for b in redcap-warden fixed-upstream fsync-probe; do
-    [[ -x $bin/$b ]] || die "$bin/$b is missing (run without SKIP_BUILD=1)"
-    cp "$bin/$b" "$work/bin/"
-done
-bin=$work/bin
-
-# --- processes, stopped on exit --------------------------------------------
-pids=()
-cleanup() {
-    local p
-    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-    if [[ ${KEEP:-0} == 1 ]]; then
-        say "kept $work"
-    else
-        rm -rf "$work"
-    fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-free_port() {
-    local p
-    for _ in $(seq 50); do
-        p=$((20000 + RANDOM % 40000))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-            echo "$p"
-            return
-        fi
-    done
-    die "no free loopback port found"
-}
-
-wait_port() { # port, what
-    local i
-    for i in $(seq 300); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return
-        sleep 0.1
-    done
-    die "$2 did not start listening on 127.0.0.1:$1 (logs in $work)"
-}
+for t in taskset curl; do command -v $t >/dev/null || die "$t is required"; done
+bench_binaries "-p redcap-warden -p warden-bench" redcap-warden fixed-upstream fsync-probe
 
 # --- the fixed-response upstream ---------------------------------------------
 up_port=$(free_port)

@@ -8,7 +8,7 @@
 mod common;
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::time::Duration;
 
 use common::*;
@@ -26,29 +26,7 @@ fn upstream(listener: std::net::TcpListener) {
 
 fn serve_connection(mut stream: std::net::TcpStream) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
-    loop {
-        let mut length = 0usize;
-        let mut first = true;
-        loop {
-            let mut line = String::new();
-            if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                return;
-            }
-            if first && line.trim().is_empty() {
-                continue;
-            }
-            first = false;
-            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                length = v.trim().parse().unwrap_or(0);
-            }
-            if line == "\r\n" {
-                break;
-            }
-        }
-        let mut body = vec![0u8; length];
-        if reader.read_exact(&mut body).is_err() {
-            return;
-        }
+    while let Some(body) = read_request(&mut reader) {
         let body = String::from_utf8_lossy(&body).to_string();
         let answer = if body.contains("content=metadata") {
             r#"[{"field_name":"record_id","form_name":"f","field_type":"text","field_label":"ID"}]"#

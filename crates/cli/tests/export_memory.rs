@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 
 use common::*;
 
@@ -30,21 +30,9 @@ fn upstream(listener: std::net::TcpListener) {
             let Ok(mut stream) = stream else { return };
             std::thread::spawn(move || {
                 let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut length = 0usize;
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                        length = v.trim().parse().unwrap_or(0);
-                    }
-                    if line == "\r\n" {
-                        break;
-                    }
-                }
-                let mut body = vec![0u8; length];
-                reader.read_exact(&mut body).unwrap();
+                let Some(body) = read_request(&mut reader) else {
+                    return;
+                };
                 let body = String::from_utf8_lossy(&body);
                 if body.contains("content=metadata") {
                     let md = r#"[{"field_name":"record_id","form_name":"f","field_type":"text","field_label":"Record ID"}]"#;

@@ -949,7 +949,7 @@ fn unescape(b: &[u8]) -> Vec<u8> {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'&'
-            && let Some(semi) = memchr::memchr(b';', &b[i..]).filter(|&s| s <= 12)
+            && let Some(semi) = memchr::memchr(b';', &b[i..b.len().min(i + 13)])
         {
             let name = &b[i + 1..i + semi];
             let ch = match name {

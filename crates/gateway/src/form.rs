@@ -166,8 +166,9 @@ pub struct Form {
     post: PhpArray,
 }
 
-/// The body's `$_POST` if the rule allows it.
-pub fn check(parsed: &Parsed, limits: &Limits) -> Result<Form, Refusal> {
+/// The body's `$_POST` if the rule allows it (taken, not copied: an
+/// import's `data` can be most of the body).
+pub fn check(parsed: Parsed, limits: &Limits) -> Result<Form, Refusal> {
     if parsed.stopped_early || parsed.vars > limits.max_input_vars {
         return Err(Refusal::TooManyFields {
             max: limits.max_input_vars,
@@ -236,9 +237,7 @@ pub fn check(parsed: &Parsed, limits: &Limits) -> Result<Form, Refusal> {
             }
         }
     }
-    let mut form = Form {
-        post: parsed.post.clone(),
-    };
+    let mut form = Form { post: parsed.post };
     for name in STRIPPED {
         form.post.remove(&key(name));
     }
@@ -333,6 +332,29 @@ impl Form {
             .update(key(name), Value::Str(value.as_bytes().to_vec()));
     }
 
+    /// A copy with a string parameter set.
+    pub fn with(&self, name: &str, value: &str) -> Form {
+        let mut form = self.clone();
+        form.set(name, value);
+        form
+    }
+
+    /// What `self.with(name, value).encode()` adds after `self.encode()`
+    /// (`encoded`) when the form has no `name`: the pair, after a `&`
+    /// unless `encoded` is empty. The gateway sends the canonical body it
+    /// recorded and then this, so an import's payload is neither copied
+    /// nor encoded again to add the token.
+    pub fn encoded_suffix(encoded: &[u8], name: &str, value: &str) -> String {
+        let mut out = String::with_capacity(name.len() + value.len() + 2);
+        if !encoded.is_empty() {
+            out.push('&');
+        }
+        canonical::percent_encode(name.as_bytes(), &mut out);
+        out.push('=');
+        canonical::percent_encode(value.as_bytes(), &mut out);
+        out
+    }
+
     /// The top-level parameter names, as PHP will see them (what the
     /// ledger records).
     pub fn names(&self) -> Vec<String> {
@@ -357,7 +379,7 @@ mod tests {
 
     fn parse(body: &str) -> Result<Form, Refusal> {
         let limits = Limits::default();
-        check(&urlencoded::parse(body.as_bytes(), &limits), &limits)
+        check(urlencoded::parse(body.as_bytes(), &limits), &limits)
     }
 
     #[test]
@@ -468,9 +490,27 @@ mod tests {
         };
         let parsed = urlencoded::parse(b"a=1&b=2&c=3&d=4", &limits);
         assert!(matches!(
-            check(&parsed, &limits),
+            check(parsed, &limits),
             Err(Refusal::TooManyFields { .. })
         ));
+    }
+
+    #[test]
+    fn the_encoded_suffix_is_what_setting_the_parameter_adds() {
+        for body in [
+            "",
+            "content=version",
+            "content=record&records[0]=1&data=%7B%22a%22%3A1%7D&my.field=x",
+        ] {
+            let f = parse(body).unwrap();
+            let encoded = f.encode();
+            let value = "0123456789ABCDEF&=% é";
+            assert_eq!(
+                encoded.clone() + &Form::encoded_suffix(encoded.as_bytes(), "token", value),
+                f.with("token", value).encode(),
+                "{body}"
+            );
+        }
     }
 
     #[test]

@@ -89,16 +89,21 @@ async fn handle(
     let (mut form, upload, caller) = read_body(gw, &applied, headers, body, peer).await?;
     let fmt = crate::reply::error_format(&form);
     let call = authorise(gw, &applied, &caller, &mut form, headers, fmt)?;
-    let plan = prepare(&call, &mut form);
+    let plan = prepare(
+        &call,
+        &mut form,
+        applied.config.config.gateway.max_input_vars,
+    )?;
     hold(gw, call.account, fmt).await?;
-    let request_id = record_request(gw, &call, &form, upload.as_ref(), fmt).await?;
+    let recorded = record_request(gw, &call, &form, upload.as_ref(), fmt).await?;
+    let request_id = recorded.request_id.clone();
     let export = plan.streamed_export;
     match forward(
         gw,
         &call,
         &form,
         upload.as_ref(),
-        &request_id,
+        &recorded,
         started,
         export,
     )
@@ -258,12 +263,9 @@ async fn read_body(
             }
             let parsed = urlencoded::parse(&bytes, &limits);
             drop(bytes);
-            let form = form::check(&parsed, &limits).map_err(|r| {
-                refused(
-                    upperfirst(&r.to_string()),
-                    crate::reply::error_format_of(&parsed.post),
-                )
-            })?;
+            let fmt = crate::reply::error_format_of(&parsed.post);
+            let form = form::check(parsed, &limits)
+                .map_err(|r| refused(upperfirst(&r.to_string()), fmt))?;
             (form, None, presented, caller)
         }
         BodyKind::Other => {
@@ -472,7 +474,7 @@ struct Plan {
 }
 
 /// Step 4: the form as it will be forwarded.
-fn prepare(call: &Call<'_>, form: &mut Form) -> Plan {
+fn prepare(call: &Call<'_>, form: &mut Form, max_input_vars: usize) -> Result<Plan, ApiReply> {
     form.take("backgroundProcess");
     let record = call.content == Content::Record;
     // DAG guard: REDCap never gives a DAG-restricted account the DAG
@@ -493,11 +495,25 @@ fn prepare(call: &Call<'_>, form: &mut Form) -> Plan {
             form.set("returnContent", "ids");
             wanted
         });
-    Plan {
+    // The body was checked before the gateway added its own fields; PHP
+    // must still read all of them, the token too.
+    let count = form.field_count() + 1;
+    if count > max_input_vars {
+        let refusal = form::Refusal::TooManyOutgoing {
+            count,
+            max: max_input_vars,
+        };
+        return Err(ApiReply::new(
+            StatusCode::BAD_REQUEST,
+            upperfirst(&refusal.to_string()),
+            call.fmt,
+        ));
+    }
+    Ok(Plan {
         dag_guard,
         streamed_export: record && call.action == Action::Export,
         rewrite_ids,
-    }
+    })
 }
 
 /// Step 5: a single-account token cut-over holds the request until the
@@ -516,15 +532,22 @@ async fn hold(gw: &Shared, account: &Account, fmt: Format) -> Result<(), ApiRepl
     Ok(())
 }
 
+/// A request made durable by [`record_request`].
+struct Recorded {
+    request_id: String,
+    /// The canonical urlencoded body, without the token: what the entry
+    /// hashes, and (the token added) what goes to REDCap.
+    canonical: bytes::Bytes,
+}
+
 /// Step 6: the `request` entry, durable before anything reaches REDCap.
-/// Returns the request id.
 async fn record_request(
     gw: &Shared,
     call: &Call<'_>,
     form: &Form,
     upload: Option<&Upload>,
     fmt: Format,
-) -> Result<String, ApiReply> {
+) -> Result<Recorded, ApiReply> {
     if gw.degraded() {
         gw.count_refused();
         return Err(ledger_unavailable(fmt));
@@ -532,12 +555,14 @@ async fn record_request(
     let request_id = crate::random_hex(12);
     // What the request entry hashes: the canonical fields, and for an
     // upload the SHA-256 of the file after a line break.
-    let mut canonical_without_token = form.encode();
-    let body_bytes = canonical_without_token.len() as u64 + upload.map_or(0, |u| u.size);
+    let canonical = form.encode();
+    let body_bytes = canonical.len() as u64 + upload.map_or(0, |u| u.size);
     let mut params = form.names();
+    let mut body_hmac = gw.fingerprint.hmac_stream();
+    body_hmac.update(canonical.as_bytes());
     if let Some(u) = upload {
-        canonical_without_token.push('\n');
-        canonical_without_token.push_str(&hex::encode(u.sha256));
+        body_hmac.update(b"\n");
+        body_hmac.update(hex::encode(u.sha256).as_bytes());
         params.push(u.field.clone());
     }
     let mut record_ids: RecordIds = form.list("records").into();
@@ -574,7 +599,7 @@ async fn record_request(
         filter_hmac: form
             .get_bytes("filterLogic")
             .map(|f| gw.fingerprint.hmac_hex(f)),
-        body_hmac: gw.fingerprint.hmac_hex(canonical_without_token.as_bytes()),
+        body_hmac: body_hmac.finish_hex(),
         body_bytes,
         reason: call.reason.clone(),
     };
@@ -583,7 +608,10 @@ async fn record_request(
         return Err(ledger_unavailable(fmt));
     }
     gw.requests.fetch_add(1, Ordering::Relaxed);
-    Ok(request_id)
+    Ok(Recorded {
+        request_id,
+        canonical: canonical.into(),
+    })
 }
 
 /// What [`forward`] got back.
@@ -601,11 +629,12 @@ async fn forward(
     call: &Call<'_>,
     form: &Form,
     upload: Option<&Upload>,
-    request_id: &str,
+    recorded: &Recorded,
     started: Instant,
     stream: bool,
 ) -> Result<Forwarded, ApiReply> {
     let account = call.account;
+    let request_id = recorded.request_id.as_str();
     let unavailable =
         |what: &str| ApiReply::new(StatusCode::SERVICE_UNAVAILABLE, what.to_string(), call.fmt);
     let mut token = gw
@@ -615,35 +644,21 @@ async fn forward(
         .map_err(|_| unavailable("The gateway cannot read this account's token from its secrets store; nothing was sent to REDCap"))?;
     let mut attempt = 0;
     loop {
-        let mut outgoing = form.clone();
-        outgoing.set("token", token.value.expose());
-        // The body was checked before the gateway added its own fields;
-        // PHP must still read all of them.
-        let max = gw.applied().config.config.gateway.max_input_vars;
-        if outgoing.field_count() > max {
-            let refusal = form::Refusal::TooManyOutgoing {
-                count: outgoing.field_count(),
-                max,
-            };
-            return Err(ApiReply::new(
-                StatusCode::BAD_REQUEST,
-                upperfirst(&refusal.to_string()),
-                call.fmt,
-            ));
-        }
         let sent = match upload {
+            // The canonical body as recorded, then the token.
             None => {
-                let body = outgoing.encode();
-                let len = body.len() as u64;
+                let with_token =
+                    Form::encoded_suffix(&recorded.canonical, "token", token.value.expose());
+                let length = (recorded.canonical.len() + with_token.len()) as u64;
+                let parts = [recorded.canonical.clone(), bytes::Bytes::from(with_token)];
+                let body = reqwest::Body::wrap_stream(futures_util::stream::iter(
+                    parts.map(Ok::<_, std::io::Error>),
+                ));
                 gw.upstream
-                    .open(
-                        "application/x-www-form-urlencoded",
-                        len,
-                        reqwest::Body::from(body),
-                    )
+                    .open("application/x-www-form-urlencoded", length, body)
                     .await
             }
-            Some(u) => match upload::outgoing(&outgoing, u).await {
+            Some(u) => match upload::outgoing(&form.with("token", token.value.expose()), u).await {
                 Ok((content_type, length, body)) => {
                     gw.upstream.open(&content_type, length, body).await
                 }

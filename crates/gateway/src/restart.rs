@@ -13,9 +13,10 @@
 //!   its threshold, so the outbound window is rebuilt from the `request`
 //!   entries of the last 60 seconds before any call goes out.
 //!
-//! Both read only the ledger's tail ([`ledger::LedgerBackend::tail`]).
+//! Both read only the ledger's tail, in one pass
+//! ([`ledger::LedgerBackend::read_from`]).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -59,30 +60,53 @@ impl Shared {
         let per_minute = u64::from(self.applied().config.config.gateway.outbound_per_minute);
         // The window needs the requests of the last minute: at most the
         // limit of them, with their responses and a little else around.
-        let window_scan = per_minute.saturating_mul(4).saturating_add(1024);
-        let crash_scan = crashed
+        let window_from = size.saturating_sub(per_minute.saturating_mul(4).saturating_add(1024));
+        let crash_from = crashed
             .as_ref()
-            .map_or(0, |m| size.saturating_sub(m.start_seq).min(MAX_SCAN));
-        let count = window_scan.max(crash_scan).min(size) as usize;
-        let reader = Arc::clone(&ledger);
-        let tail = match tokio::task::spawn_blocking(move || reader.tail(count)).await {
-            Ok(Ok(t)) => t,
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "could not read the ledger's tail at start");
-                Vec::new()
-            }
-            Err(_) => Vec::new(),
-        };
-        // The outbound window, from what went out in the last minute.
+            .map(|m| m.start_seq.max(size.saturating_sub(MAX_SCAN)));
+        let from = crash_from.map_or(window_from, |c| c.min(window_from));
+        // One pass, in order: the memory is the requests still unanswered,
+        // however long the crashed run was.
         let now = Timestamp::now();
         let since = now - Duration::from_secs(60);
-        let recent: Vec<Instant> = tail
-            .iter()
-            .filter(|e| matches!(e.kind, EntryKind::Request { .. }) && e.ts >= since)
-            .filter_map(|e| {
-                let ago = now.duration_since(e.ts).unsigned_abs();
-                Instant::now().checked_sub(ago)
-            })
+        let start_seq = crashed.as_ref().map(|m| m.start_seq);
+        let reader = Arc::clone(&ledger);
+        let read = tokio::task::spawn_blocking(move || {
+            let mut recent: Vec<Timestamp> = Vec::new();
+            // Request id -> seq, of the crashed run's requests not answered.
+            let mut unanswered: HashMap<String, u64> = HashMap::new();
+            let result = reader.read_from(from, &mut |e| {
+                let in_run = start_seq.is_some_and(|s| e.seq >= s);
+                match e.kind {
+                    EntryKind::Request { request_id, .. } => {
+                        if e.ts >= since {
+                            recent.push(e.ts);
+                        }
+                        if in_run {
+                            unanswered.insert(request_id, e.seq);
+                        }
+                    }
+                    EntryKind::Response { request_id, .. }
+                    | EntryKind::Interrupted { request_id, .. }
+                        if in_run =>
+                    {
+                        unanswered.remove(&request_id);
+                    }
+                    _ => {}
+                }
+            });
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "could not read the ledger's tail at start");
+            }
+            let mut unanswered: Vec<(String, u64)> = unanswered.into_iter().collect();
+            unanswered.sort_by_key(|(_, seq)| *seq);
+            (recent, unanswered)
+        });
+        let (recent, unanswered) = read.await.unwrap_or_default();
+        // The outbound window, from what went out in the last minute.
+        let recent: Vec<Instant> = recent
+            .into_iter()
+            .filter_map(|ts| Instant::now().checked_sub(now.duration_since(ts).unsigned_abs()))
             .collect();
         if !recent.is_empty() {
             tracing::info!(
@@ -93,31 +117,11 @@ impl Shared {
         self.upstream.limiter().seed(&recent);
 
         if let Some(m) = crashed {
-            let run: Vec<&ledger::Entry> = tail.iter().filter(|e| e.seq >= m.start_seq).collect();
-            let answered: HashSet<&str> = run
-                .iter()
-                .filter_map(|e| match &e.kind {
-                    EntryKind::Response { request_id, .. }
-                    | EntryKind::Interrupted { request_id, .. } => Some(request_id.as_str()),
-                    _ => None,
-                })
-                .collect();
-            let unanswered: Vec<String> = run
-                .iter()
-                .filter_map(|e| match &e.kind {
-                    EntryKind::Request { request_id, .. }
-                        if !answered.contains(request_id.as_str()) =>
-                    {
-                        Some(request_id.clone())
-                    }
-                    _ => None,
-                })
-                .collect();
             let detail = format!(
                 "the gateway started at {now} after a run (started {}, pid {}) that ended without its stop entry",
                 m.started, m.pid
             );
-            for request_id in &unanswered {
+            for (request_id, _) in &unanswered {
                 let _ = self
                     .append(EntryKind::Interrupted {
                         request_id: request_id.clone(),

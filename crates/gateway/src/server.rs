@@ -602,15 +602,13 @@ impl Shared {
         // it, so it is not written again.
         let ledger = reopened.clone();
         let unwritten = tokio::task::spawn_blocking(move || {
-            let survived: std::collections::HashSet<String> = ledger
-                .tail(missing.len() * 4 + 64)
-                .unwrap_or_default()
-                .into_iter()
-                .filter_map(|e| match e.kind {
-                    EntryKind::Response { request_id, .. } => Some(request_id),
-                    _ => None,
-                })
-                .collect();
+            let mut survived = std::collections::HashSet::new();
+            let from = ledger.size().saturating_sub(missing.len() as u64 * 4 + 64);
+            let _ = ledger.read_from(from, &mut |e| {
+                if let EntryKind::Response { request_id, .. } = e.kind {
+                    survived.insert(request_id);
+                }
+            });
             let missing: Vec<EntryKind> = missing
                 .into_iter()
                 .filter(|e| {

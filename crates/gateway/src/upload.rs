@@ -207,7 +207,7 @@ impl MultipartReader {
         }
         let parsed = self.parser.finish(&mut self.events);
         on_events(&mut self.events, &mut file, spool_dir).await?;
-        let form = form::check(&parsed, &self.limits)?;
+        let form = form::check(parsed, &self.limits)?;
         let Some(mut f) = file else {
             return Ok((form, None));
         };

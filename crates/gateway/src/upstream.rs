@@ -134,10 +134,15 @@ impl Upstream {
         &self.limiter
     }
 
-    /// POSTs a urlencoded form body.
+    /// POSTs a urlencoded form body and reads the whole answer.
     pub async fn post(&self, body: String) -> Result<UpstreamReply, UpstreamError> {
+        self.open_form(body).await?.read().await
+    }
+
+    /// POSTs a urlencoded form body; the answer's body is still to come.
+    pub async fn open_form(&self, body: String) -> Result<OpenAnswer, UpstreamError> {
         let len = body.len() as u64;
-        self.send(
+        self.open(
             "application/x-www-form-urlencoded",
             len,
             reqwest::Body::from(body),

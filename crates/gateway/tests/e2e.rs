@@ -199,6 +199,25 @@ async fn refusals_use_redcaps_shapes_and_are_recorded() {
         .await;
     assert_eq!(s, 400);
 
+    // A body of max_input_vars fields that the gateway's own
+    // `returnContent=ids` and the token would push past it: refused before
+    // anything is recorded or forwarded.
+    let site = &w.keys["site-app"];
+    let filler: Vec<(String, String)> = (0..996).map(|i| (format!("x{i}"), "1".into())).collect();
+    let mut params = vec![
+        ("token", site.as_str()),
+        ("content", "record"),
+        ("format", "json"),
+        ("data", r#"[{"record_id":"9"}]"#),
+    ];
+    params.extend(filler.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let (s, b) = w.call(&gw, &params).await;
+    assert_eq!(s, 400, "{b}");
+    assert!(
+        b.contains("1001 fields") && b.contains("max_input_vars"),
+        "{b}"
+    );
+
     gw.shutdown().await.unwrap();
     let after = w.redcap_log().await;
     let new_rows: Vec<&Value> = after.iter().take(after.len() - before).collect();
@@ -235,6 +254,12 @@ async fn refusals_use_redcaps_shapes_and_are_recorded() {
         })
         .collect();
     assert_eq!(reasons, ["visit 3 entered"]);
+    assert!(
+        !kinds
+            .iter()
+            .any(|k| matches!(k, EntryKind::Request { client, .. } if client == "site-app")),
+        "the refused import was not recorded"
+    );
 }
 
 /// The smuggling of issue #20: PHP cuts a name at its first NUL, so

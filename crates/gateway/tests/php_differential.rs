@@ -617,7 +617,7 @@ fn model(rt: &tokio::runtime::Runtime, spool: &Path, ct: &[u8], body: &[u8]) -> 
     match BodyKind::of(ct) {
         BodyKind::Urlencoded => {
             let parsed = urlencoded::parse(body, &LIMITS);
-            let forwarded = form::check(&parsed, &LIMITS).ok().and_then(|mut f| {
+            let forwarded = form::check(parsed.clone(), &LIMITS).ok().and_then(|mut f| {
                 f.take("token");
                 f.set("token", "0123456789ABCDEF0123456789ABCDEF");
                 (f.field_count() <= LIMITS.max_input_vars).then(|| urlencoded_forward(&f))

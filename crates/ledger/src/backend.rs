@@ -61,22 +61,28 @@ pub trait LedgerBackend: Send + Sync {
         None
     }
 
+    /// Hands `visit` the entries from seq `from` on, as stored, in order,
+    /// one at a time: memory stays that of one entry (or one batch of
+    /// rows) however many there are (not verified: for a process
+    /// rebuilding its own state at start, e.g. the gateway's outbound
+    /// window and the requests a crash left unanswered).
+    fn read_from(
+        &self,
+        from: u64,
+        visit: &mut (dyn FnMut(Entry) + Send),
+    ) -> Result<(), LedgerError> {
+        let _ = (from, visit);
+        Err(LedgerError::OutOfRange(
+            "this ledger backend cannot read its entries back".into(),
+        ))
+    }
+
     /// Rotates the checkpoint signing key to `new` (`docs/ledger.md`
     /// §4.4): a `key` entry carrying the new verifier key, covered by a
     /// checkpoint of the current key, then a checkpoint of the same tree
     /// by `new`, which signs every later one. Returns the entry's receipt.
     /// Finishes a rotation to `new` found pending on open. The default
     /// refuses: a backend that cannot rotate keeps its key.
-    /// The last `count` entries as stored, in order (not verified: for a
-    /// process rebuilding its own state at start, e.g. the gateway's
-    /// outbound window and the requests a crash left unanswered).
-    fn tail(&self, count: usize) -> Result<Vec<Entry>, LedgerError> {
-        let _ = count;
-        Err(LedgerError::OutOfRange(
-            "this ledger backend cannot read its entries back".into(),
-        ))
-    }
-
     fn rotate_key(
         &self,
         new: SigningKey,
@@ -131,8 +137,12 @@ impl LedgerBackend for Ledger {
         Ledger::adopted(self).map(str::to_owned)
     }
 
-    fn tail(&self, count: usize) -> Result<Vec<Entry>, LedgerError> {
-        Ledger::tail(self, count)
+    fn read_from(
+        &self,
+        from: u64,
+        visit: &mut (dyn FnMut(Entry) + Send),
+    ) -> Result<(), LedgerError> {
+        Ledger::read_from(self, from, visit)
     }
 
     fn rotate_key(

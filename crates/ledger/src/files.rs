@@ -1285,11 +1285,17 @@ pub fn read_entries(fs: &dyn FileSystem, dir: &Path) -> Result<Vec<Entry>, Ledge
     Ok(out)
 }
 
-/// The last `count` entries of the ledger in `dir`, in order, read from
-/// the newest segment back (never the whole ledger): what a gateway needs
-/// at start to rebuild its outbound window and to find the requests a
-/// crash left unanswered. A torn last line is skipped. No lock needed.
-pub fn read_tail(fs: &dyn FileSystem, dir: &Path, count: usize) -> Result<Vec<Entry>, LedgerError> {
+/// Hands `visit` the entries of the ledger in `dir` from seq `from` on, in
+/// order, reading only the segments that hold them, a line at a time: what
+/// a gateway reads at start to rebuild its outbound window and to find the
+/// requests a crash left unanswered, in the memory of one entry however
+/// long the ledger. A torn last line is skipped. No lock needed.
+pub fn read_from(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    from: u64,
+    visit: &mut dyn FnMut(Entry),
+) -> Result<(), LedgerError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| LedgerError::Io {
@@ -1299,21 +1305,34 @@ pub fn read_tail(fs: &dyn FileSystem, dir: &Path, count: usize) -> Result<Vec<En
         }
     };
     let segments = list_segments(fs, dir).map_err(io(dir))?;
-    let mut newest_first: Vec<Entry> = Vec::new();
-    for path in segments.iter().rev() {
-        if newest_first.len() >= count {
-            break;
+    // The segment holding `from`: the last one starting at or before it.
+    let first = segments
+        .iter()
+        .rposition(|p| parse_segment_name(p).is_some_and(|n| n <= from))
+        .unwrap_or(0);
+    let mut line = Vec::new();
+    for path in &segments[first..] {
+        let mut reader = std::io::BufReader::new(fs.open_read(path).map_err(io(path))?);
+        loop {
+            line.clear();
+            let n =
+                std::io::BufRead::read_until(&mut reader, b'\n', &mut line).map_err(io(path))?;
+            if n == 0 {
+                break;
+            }
+            let text = line.strip_suffix(b"\n").unwrap_or(&line);
+            if text.is_empty() {
+                continue;
+            }
+            let Ok(entry) = Entry::from_line(text) else {
+                break;
+            };
+            if entry.seq >= from {
+                visit(entry);
+            }
         }
-        let data = fs.read(path).map_err(io(path))?;
-        let entries: Vec<Entry> = data
-            .split(|&b| b == b'\n')
-            .filter(|l| !l.is_empty())
-            .map_while(|l| Entry::from_line(l).ok())
-            .collect();
-        newest_first.extend(entries.into_iter().rev().take(count - newest_first.len()));
     }
-    newest_first.reverse();
-    Ok(newest_first)
+    Ok(())
 }
 
 fn valid_leaves(fs: &dyn FileSystem, dir: &Path) -> Result<Vec<Hash>, LedgerError> {
@@ -1444,6 +1463,34 @@ mod tests {
             segments.push(seg);
         }
         segments
+    }
+
+    /// `read_from` starts in the segment holding `from`, keeps order
+    /// across segments and stops a segment at a torn line.
+    #[test]
+    fn read_from_visits_the_entries_from_a_seq_on_in_order() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut first = 0;
+        let segments = small_log();
+        for (i, seg) in segments.iter().enumerate() {
+            let mut seg = seg.clone();
+            if i == 2 {
+                seg.extend_from_slice(b"{\"seq\":36,\"ts\""); // torn
+            }
+            std::fs::write(tmp.path().join(segment_name(first)), seg).unwrap();
+            first += 12;
+        }
+        let seqs = |from| {
+            let mut got = Vec::new();
+            read_from(&durable::OsFs, tmp.path(), from, &mut |e| got.push(e.seq)).unwrap();
+            got
+        };
+        assert_eq!(seqs(0), (0..36).collect::<Vec<_>>());
+        assert_eq!(seqs(17), (17..36).collect::<Vec<_>>());
+        assert_eq!(seqs(24), (24..36).collect::<Vec<_>>());
+        assert_eq!(seqs(35), [35]);
+        assert!(seqs(36).is_empty());
+        assert!(seqs(1000).is_empty());
     }
 
     fn scan_of(segments: &[Vec<u8>], chunk: usize) -> String {

@@ -495,6 +495,39 @@ impl PgReader {
         Ok(out)
     }
 
+    /// Hands `visit` the entries from seq `from` on, in order (as stored;
+    /// `verify` checks them), a batch of rows at a time.
+    pub fn read_from(
+        &mut self,
+        from: u64,
+        visit: &mut dyn FnMut(Entry),
+    ) -> Result<(), LedgerError> {
+        let sql = self.sql.clone();
+        let mut tx = self.snapshot().map_err(db("read the entries"))?;
+        let portal = tx
+            .bind(
+                &format!(
+                    "SELECT entry FROM {} WHERE seq >= $1 ORDER BY seq",
+                    sql.entries()
+                ),
+                &[&(from.min(i64::MAX as u64) as i64)],
+            )
+            .map_err(db("read the entries"))?;
+        loop {
+            let rows = tx
+                .query_portal(&portal, FETCH_ROWS)
+                .map_err(db("read the entries"))?;
+            if rows.is_empty() {
+                break;
+            }
+            for row in &rows {
+                visit(parse_stored(row.get(0))?);
+            }
+        }
+        tx.commit().map_err(db("read the entries"))?;
+        Ok(())
+    }
+
     /// The last `count` entries (as stored; `verify` checks them).
     pub fn tail(&mut self, count: usize) -> Result<Vec<Entry>, LedgerError> {
         let rows = self
@@ -1242,15 +1275,20 @@ impl LedgerBackend for PgLedger {
         PgLedger::append(self, kind)
     }
 
-    fn tail(&self, count: usize) -> Result<Vec<Entry>, LedgerError> {
+    fn read_from(
+        &self,
+        from: u64,
+        visit: &mut (dyn FnMut(Entry) + Send),
+    ) -> Result<(), LedgerError> {
         // The synchronous client must not run on an async runtime's thread.
-        let (url, schema) = (self.url.clone(), self.schema.clone());
-        std::thread::spawn(move || PgReader::connect(&url, &schema)?.tail(count))
-            .join()
-            .map_err(|_| LedgerError::Database {
-                op: "read the entries",
-                detail: "the reading thread panicked".into(),
-            })?
+        std::thread::scope(|s| {
+            s.spawn(|| PgReader::connect(&self.url, &self.schema)?.read_from(from, visit))
+                .join()
+                .map_err(|_| LedgerError::Database {
+                    op: "read the entries",
+                    detail: "the reading thread panicked".into(),
+                })?
+        })
     }
 
     fn append_async(&self, kind: EntryKind) -> Pending {

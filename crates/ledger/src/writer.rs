@@ -663,9 +663,13 @@ impl Ledger {
         lock(&self.shared.state).size
     }
 
-    /// The last `count` entries on disk ([`crate::files::read_tail`]).
-    pub fn tail(&self, count: usize) -> Result<Vec<crate::Entry>, LedgerError> {
-        crate::files::read_tail(self.shared.fs.as_ref(), &self.shared.dir, count)
+    /// The entries on disk from seq `from` on ([`crate::files::read_from`]).
+    pub fn read_from(
+        &self,
+        from: u64,
+        visit: &mut dyn FnMut(crate::Entry),
+    ) -> Result<(), LedgerError> {
+        crate::files::read_from(self.shared.fs.as_ref(), &self.shared.dir, from, visit)
     }
 
     /// The root of the durable tree.

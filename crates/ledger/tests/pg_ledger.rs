@@ -152,6 +152,12 @@ fn append_close_verify_and_prove() {
     assert_eq!(r.entry(7).unwrap().unwrap(), entries[7]);
     assert!(r.entry(203).unwrap().is_none());
     assert_eq!(r.tail(3).unwrap(), entries[200..].to_vec());
+    // The backend's reader, in batches of rows, from any seq.
+    for from in [0, 197, 203] {
+        let mut read = Vec::new();
+        backend.read_from(from, &mut |e| read.push(e)).unwrap();
+        assert_eq!(read, entries[from as usize..].to_vec());
+    }
     let c = r.prove_consistency(17, 203).unwrap();
     merkle::verify_consistency(17, 203, &c.proof, &c.old_root, &final_cp.root).unwrap();
     assert!(r.prove_consistency(0, 203).is_err());

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+use std::io::BufRead;
 use std::path::Path;
 use std::process::{Child, Command as StdCommand, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -147,4 +148,31 @@ pub fn vm(pid: u32, field: &str) -> u64 {
         .parse::<u64>()
         .unwrap()
         * 1024
+}
+
+/// For stand-ins of REDCap: the body of the next HTTP request on a
+/// connection (read by its `Content-Length`), or `None` when the
+/// connection ends first. Blank lines between requests are skipped.
+pub fn read_request(reader: &mut impl BufRead) -> Option<Vec<u8>> {
+    let mut length = 0usize;
+    let mut first = true;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return None;
+        }
+        if first && line.trim().is_empty() {
+            continue;
+        }
+        first = false;
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap_or(0);
+        }
+        if line == "\r\n" {
+            break;
+        }
+    }
+    let mut body = vec![0u8; length];
+    reader.read_exact(&mut body).ok()?;
+    Some(body)
 }
