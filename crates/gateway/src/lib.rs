@@ -6,23 +6,30 @@
 //! makes a `request` entry durable in the ledger, injects the account's real
 //! token, forwards a canonical body to REDCap, and records the `response`.
 //! If the ledger cannot make the entry durable, nothing is forwarded.
+//!
+//! The modules, from the top: the handlers — [`server`] (lifecycle and
+//! listeners), `request` (the client listener's request path, one named
+//! step per function) and `admin` (the admin listener); the steps they
+//! call; the state every request shares (`state`, one lock story per
+//! part); and the leaf types it owns ([`keys`], [`tokens`], [`upstream`],
+//! …). Imports go downward only.
 
 mod admin;
-mod admin_keys;
 mod answer;
 pub mod connections;
 mod denials;
 pub mod export;
 pub mod form;
-mod hold;
 pub mod keys;
 mod metrics;
+pub mod paths;
 pub mod policy;
 mod record_field;
 pub mod reply;
 mod request;
 pub mod restart;
 pub mod server;
+mod state;
 pub mod tokens;
 pub mod upload;
 pub mod upstream;

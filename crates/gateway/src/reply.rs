@@ -58,6 +58,40 @@ impl ApiReply {
     }
 }
 
+impl ApiReply {
+    /// A 400 saying what is wrong with the request.
+    pub(crate) fn bad_request(message: impl Into<String>, format: Format) -> ApiReply {
+        ApiReply::new(StatusCode::BAD_REQUEST, message, format)
+    }
+
+    /// The 503 of a request the ledger could not record: nothing was
+    /// forwarded.
+    pub(crate) fn ledger_unavailable(format: Format) -> ApiReply {
+        ApiReply::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The gateway cannot record this request in its audit ledger, so it was not sent to REDCap; try again later",
+            format,
+        )
+    }
+}
+
+/// `s` with its first letter upper-case (an error message made a sentence).
+pub(crate) fn upperfirst(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
+/// Sets REDCap's `Content-Type` on an answer passed on.
+pub(crate) fn with_content_type(mut response: Response, content_type: Option<&str>) -> Response {
+    if let Some(ct) = content_type.and_then(|c| HeaderValue::from_str(c).ok()) {
+        response.headers_mut().insert(header::CONTENT_TYPE, ct);
+    }
+    response
+}
+
 impl IntoResponse for ApiReply {
     fn into_response(self) -> Response {
         let mut r = (self.status, self.body()).into_response();

@@ -22,12 +22,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
-use ledger::{EntryKind, LedgerBackend};
+use ledger::EntryKind;
 
-use crate::server::Shared;
+use crate::state::Gateway;
 
 /// The marker's name in the data directory.
-pub const MARKER: &str = "gateway.running";
+pub use crate::paths::RUN_MARKER as MARKER;
 
 /// The most entries read back to find a crashed run's unanswered requests.
 const MAX_SCAN: u64 = 2_000_000;
@@ -45,119 +45,124 @@ pub fn marker_path(data_dir: &Path) -> PathBuf {
     data_dir.join(MARKER)
 }
 
-impl Shared {
-    /// Before the `start` entry: marks what a crashed run left unanswered,
-    /// and seeds the outbound window. Returns the seq the new run's
-    /// `start` entry will have.
-    pub(crate) async fn recover_from_last_run(&self, marker: &Path) -> u64 {
-        let Some(ledger) = self.current_ledger_handle() else {
-            return 0;
-        };
-        let size = ledger.size();
-        let crashed: Option<Marker> = std::fs::read(marker)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok());
-        let per_minute = u64::from(self.applied().config.config.gateway.outbound_per_minute);
-        // The window needs the requests of the last minute: at most the
-        // limit of them, with their responses and a little else around.
-        let window_from = size.saturating_sub(per_minute.saturating_mul(4).saturating_add(1024));
-        let crash_from = crashed
-            .as_ref()
-            .map(|m| m.start_seq.max(size.saturating_sub(MAX_SCAN)));
-        let from = crash_from.map_or(window_from, |c| c.min(window_from));
-        // One pass, in order: the memory is the requests still unanswered,
-        // however long the crashed run was.
-        let now = Timestamp::now();
-        let since = now - Duration::from_secs(60);
-        let start_seq = crashed.as_ref().map(|m| m.start_seq);
-        let reader = Arc::clone(&ledger);
-        let read = tokio::task::spawn_blocking(move || {
-            let mut recent: Vec<Timestamp> = Vec::new();
-            // Request id -> seq, of the crashed run's requests not answered.
-            let mut unanswered: HashMap<String, u64> = HashMap::new();
-            let result = reader.read_from(from, &mut |e| {
-                let in_run = start_seq.is_some_and(|s| e.seq >= s);
-                match e.kind {
-                    EntryKind::Request { request_id, .. } => {
-                        if e.ts >= since {
-                            recent.push(e.ts);
-                        }
-                        if in_run {
-                            unanswered.insert(request_id, e.seq);
-                        }
+/// Before the `start` entry: marks what a crashed run left unanswered,
+/// and seeds the outbound window. Returns the seq the new run's `start`
+/// entry will have.
+pub(crate) async fn recover_from_last_run(gw: &Gateway, marker: &Path) -> u64 {
+    let Some(ledger) = gw.ledger().current() else {
+        return 0;
+    };
+    let size = ledger.size();
+    let crashed: Option<Marker> = std::fs::read(marker)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    let per_minute = u64::from(gw.applied().config.config.gateway.outbound_per_minute);
+    // The window needs the requests of the last minute: at most the
+    // limit of them, with their responses and a little else around.
+    let window_from = size.saturating_sub(per_minute.saturating_mul(4).saturating_add(1024));
+    let crash_from = crashed
+        .as_ref()
+        .map(|m| m.start_seq.max(size.saturating_sub(MAX_SCAN)));
+    let from = crash_from.map_or(window_from, |c| c.min(window_from));
+    // One pass, in order: the memory is the requests still unanswered,
+    // however long the crashed run was.
+    let now = Timestamp::now();
+    let since = now - Duration::from_secs(60);
+    let start_seq = crashed.as_ref().map(|m| m.start_seq);
+    let reader = Arc::clone(&ledger);
+    let read = tokio::task::spawn_blocking(move || {
+        let mut recent: Vec<Timestamp> = Vec::new();
+        // Request id -> seq, of the crashed run's requests not answered.
+        let mut unanswered: HashMap<String, u64> = HashMap::new();
+        let result = reader.read_from(from, &mut |e| {
+            let in_run = start_seq.is_some_and(|s| e.seq >= s);
+            match e.kind {
+                EntryKind::Request { request_id, .. } => {
+                    if e.ts >= since {
+                        recent.push(e.ts);
                     }
-                    EntryKind::Response { request_id, .. }
-                    | EntryKind::Interrupted { request_id, .. }
-                        if in_run =>
-                    {
-                        unanswered.remove(&request_id);
+                    if in_run {
+                        unanswered.insert(request_id, e.seq);
                     }
-                    _ => {}
                 }
-            });
-            if let Err(e) = result {
-                tracing::warn!(error = %e, "could not read the ledger's tail at start");
+                EntryKind::Response { request_id, .. }
+                | EntryKind::Interrupted { request_id, .. }
+                    if in_run =>
+                {
+                    unanswered.remove(&request_id);
+                }
+                _ => {}
             }
-            let mut unanswered: Vec<(String, u64)> = unanswered.into_iter().collect();
-            unanswered.sort_by_key(|(_, seq)| *seq);
-            (recent, unanswered)
         });
-        let (recent, unanswered) = read.await.unwrap_or_default();
-        // The outbound window, from what went out in the last minute.
-        let recent: Vec<Instant> = recent
-            .into_iter()
-            .filter_map(|ts| Instant::now().checked_sub(now.duration_since(ts).unsigned_abs()))
-            .collect();
-        if !recent.is_empty() {
-            tracing::info!(
-                calls = recent.len(),
-                "outbound window rebuilt from the ledger"
-            );
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "could not read the ledger's tail at start");
         }
-        self.upstream.limiter().seed(&recent);
-
-        if let Some(m) = crashed {
-            let detail = format!(
-                "the gateway started at {now} after a run (started {}, pid {}) that ended without its stop entry",
-                m.started, m.pid
-            );
-            for (request_id, _) in &unanswered {
-                let _ = self
-                    .append(EntryKind::Interrupted {
-                        request_id: request_id.clone(),
-                        detail: detail.clone(),
-                    })
-                    .await;
-            }
-            let partial = if size.saturating_sub(m.start_seq) > MAX_SCAN {
-                format!(" (only its last {MAX_SCAN} entries were read)")
-            } else {
-                String::new()
-            };
-            let message = format!(
-                "the gateway stopped uncleanly (a crash, kill -9 or a power cut): the run that started at seq {} (pid {}, {}) has no stop entry; {} forwarded request(s) have no response entry and are marked interrupted{partial}: reconcile them with REDCap's log",
-                m.start_seq,
-                m.pid,
-                m.started,
-                unanswered.len()
-            );
-            tracing::warn!("{message}");
-            let _ = self
-                .append(EntryKind::Alert {
-                    code: "unclean_stop".into(),
-                    message,
-                })
-                .await;
-        }
-        ledger.size()
+        let mut unanswered: Vec<(String, u64)> = unanswered.into_iter().collect();
+        unanswered.sort_by_key(|(_, seq)| *seq);
+        (recent, unanswered)
+    });
+    let (recent, unanswered) = read.await.unwrap_or_default();
+    // The outbound window, from what went out in the last minute.
+    let recent: Vec<Instant> = recent
+        .into_iter()
+        .filter_map(|ts| Instant::now().checked_sub(now.duration_since(ts).unsigned_abs()))
+        .collect();
+    if !recent.is_empty() {
+        tracing::info!(
+            calls = recent.len(),
+            "outbound window rebuilt from the ledger"
+        );
     }
+    gw.upstream().limiter().seed(&recent);
 
-    fn current_ledger_handle(&self) -> Option<Arc<dyn LedgerBackend>> {
-        self.ledger
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+    if let Some(m) = crashed {
+        mark_interrupted(gw, &m, &unanswered, size, now).await;
     }
+    ledger.size()
+}
+
+/// The crashed run's requests without a response get an `interrupted`
+/// entry each, and the stop an `unclean_stop` alert counting them.
+async fn mark_interrupted(
+    gw: &Gateway,
+    m: &Marker,
+    unanswered: &[(String, u64)],
+    size: u64,
+    now: Timestamp,
+) {
+    let detail = format!(
+        "the gateway started at {now} after a run (started {}, pid {}) that ended without its stop entry",
+        m.started, m.pid
+    );
+    for (request_id, _) in unanswered {
+        let _ = gw
+            .ledger()
+            .append(EntryKind::Interrupted {
+                request_id: request_id.clone(),
+                detail: detail.clone(),
+            })
+            .await;
+    }
+    let partial = if size.saturating_sub(m.start_seq) > MAX_SCAN {
+        format!(" (only its last {MAX_SCAN} entries were read)")
+    } else {
+        String::new()
+    };
+    let message = format!(
+        "the gateway stopped uncleanly (a crash, kill -9 or a power cut): the run that started at seq {} (pid {}, {}) has no stop entry; {} forwarded request(s) have no response entry and are marked interrupted{partial}: reconcile them with REDCap's log",
+        m.start_seq,
+        m.pid,
+        m.started,
+        unanswered.len()
+    );
+    tracing::warn!("{message}");
+    let _ = gw
+        .ledger()
+        .append(EntryKind::Alert {
+            code: "unclean_stop".into(),
+            message,
+        })
+        .await;
 }
 
 /// Writes the marker (durably: a power cut must not lose it).

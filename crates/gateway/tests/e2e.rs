@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use common::*;
@@ -331,6 +331,112 @@ async fn names_php_cuts_at_a_nul_never_reach_redcap() {
         .filter(|k| matches!(k, EntryKind::Request { .. }))
         .count();
     assert_eq!(requests_after, requests_before, "nothing was forwarded");
+}
+
+/// The real file system, with a hook that runs once, between reading the
+/// key file and returning what was read: another process's write landing
+/// in the window between the gateway's read and its stamp of the file.
+struct WriteWhileReading {
+    path: PathBuf,
+    hook: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    fired: std::sync::atomic::AtomicBool,
+}
+
+impl FileSystem for WriteWhileReading {
+    fn open_append(&self, path: &Path) -> std::io::Result<Box<dyn durable::DurableFile>> {
+        OsFs.open_append(path)
+    }
+    fn create_new(&self, path: &Path) -> std::io::Result<Box<dyn durable::DurableFile>> {
+        OsFs.create_new(path)
+    }
+    fn read(&self, path: &Path) -> std::io::Result<Vec<u8>> {
+        let bytes = OsFs.read(path)?;
+        if path == self.path
+            && let Some(hook) = self.hook.lock().unwrap().take()
+        {
+            hook();
+            self.fired.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        Ok(bytes)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+        OsFs.rename(from, to)
+    }
+    fn remove_file(&self, path: &Path) -> std::io::Result<()> {
+        OsFs.remove_file(path)
+    }
+    fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
+        OsFs.sync_dir(dir)
+    }
+    fn create_dir_all(&self, dir: &Path) -> std::io::Result<()> {
+        OsFs.create_dir_all(dir)
+    }
+    fn list_dir(&self, dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+        OsFs.list_dir(dir)
+    }
+    fn exists(&self, path: &Path) -> bool {
+        OsFs.exists(path)
+    }
+    fn file_id(&self, path: &Path) -> std::io::Result<durable::FileId> {
+        OsFs.file_id(path)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_revocation_written_while_the_gateway_reads_the_key_file_counts_at_once() {
+    let w = World::new().await;
+    let ledger_dir = w.dir.join("data/ledger");
+    w.create_ledger(Arc::new(OsFs), &ledger_dir);
+    let path = w.dir.join("data/client-keys.json");
+    let slow = Arc::new(WriteWhileReading {
+        path: path.clone(),
+        hook: std::sync::Mutex::new(None),
+        fired: Default::default(),
+    });
+    let gw = w
+        .try_start_gateway_with_keys(
+            Arc::new(OsFs),
+            ledger_dir,
+            KeyFile::with_fs(&path, slow.clone()),
+        )
+        .await
+        .unwrap();
+    let keyfile = KeyFile::new(&path);
+    let reader = keyfile
+        .list()
+        .unwrap()
+        .into_iter()
+        .find(|k| k.client == "reader")
+        .unwrap();
+    let export = [
+        ("token", w.keys["reader"].as_str()),
+        ("content", "record"),
+        ("format", "json"),
+    ];
+    assert_eq!(w.call(&gw, &export).await.0, 200, "the key works");
+    // `keys revoke` lands while the gateway reads the key file after
+    // another change (`keys issue` for another client).
+    let revoker = KeyFile::new(&path);
+    *slow.hook.lock().unwrap() = Some(Box::new(move || {
+        revoker
+            .revoke(&reader.id, "leaked", jiff::Timestamp::now())
+            .unwrap();
+    }));
+    let policy = KeyPolicy {
+        lifetime: jiff::SignedDuration::from_hours(24),
+        overlap: jiff::SignedDuration::from_hours(1),
+    };
+    keyfile
+        .issue("etl", "test", policy, jiff::Timestamp::now())
+        .unwrap();
+    let (s, _) = w.call(&gw, &export).await;
+    assert!(
+        slow.fired.load(std::sync::atomic::Ordering::SeqCst),
+        "the revocation was written between the gateway's read and its stamp"
+    );
+    assert_eq!(s, 403, "the revoked key is refused from the next request");
+    assert_eq!(w.call(&gw, &export).await.0, 403, "and stays refused");
+    gw.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

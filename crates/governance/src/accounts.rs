@@ -24,6 +24,18 @@ pub struct Quarantine {
     pub by: String,
 }
 
+impl Quarantine {
+    /// A quarantine starting now, `by` whom (`gateway` for the DAG guard),
+    /// and why.
+    pub fn new(reason: &str, by: &str) -> Quarantine {
+        Quarantine {
+            since: Timestamp::now(),
+            reason: reason.to_string(),
+            by: by.to_string(),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StatusError {
     #[error(
@@ -115,11 +127,8 @@ impl AccountStatusFile {
     /// Quarantines `account` (keeping the first quarantine if it already is).
     pub fn quarantine(&self, account: &str, reason: &str, by: &str) -> Result<(), StatusError> {
         self.update(|q| {
-            q.entry(account.to_string()).or_insert_with(|| Quarantine {
-                since: Timestamp::now(),
-                reason: reason.to_string(),
-                by: by.to_string(),
-            });
+            q.entry(account.to_string())
+                .or_insert_with(|| Quarantine::new(reason, by));
             Ok(())
         })
     }

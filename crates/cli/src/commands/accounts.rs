@@ -13,7 +13,7 @@ use crate::operator::Operator;
 use crate::store::{load_config, open_store};
 
 fn status_file(config: &LoadedConfig) -> AccountStatusFile {
-    AccountStatusFile::new(&config.resolve(&config.config.gateway.accounts_file))
+    AccountStatusFile::new(&gateway::paths::status_file(config))
 }
 
 /// Lists the accounts; exit 1 when any is quarantined.

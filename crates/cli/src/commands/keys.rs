@@ -2,12 +2,12 @@
 
 use std::path::Path;
 
-use anyhow::{Context, bail};
-use gateway::keys::{KeyFile, KeyPolicy};
+use anyhow::bail;
+use gateway::keys::{IssuedKey, KeyDestination, KeyFile, KeyOrder, KeyPolicy, issue_and_deliver};
 use governance::audit::AuditTrail;
 use jiff::Timestamp;
 use ledger::EntryKind;
-use secrets::{Label, SecretName, SecretValue, VersionMeta};
+use secrets::SecretName;
 use serde_json::json;
 use warden_config::LoadedConfig;
 
@@ -17,7 +17,7 @@ use crate::operator::Operator;
 use crate::store::{load_config, open_store};
 
 fn key_file(config: &LoadedConfig) -> KeyFile {
-    KeyFile::new(&config.resolve(&config.config.gateway.keys_file))
+    KeyFile::new(&gateway::paths::keys_file(config))
 }
 
 /// Issues a key and delivers it straight to its destination. If delivery
@@ -66,63 +66,35 @@ pub fn issue(
             path.display()
         );
     }
+    let destination = match (secret_name, to_file) {
+        (Some(name), _) => KeyDestination::Store(name),
+        (None, Some(path)) => KeyDestination::File(path.to_path_buf()),
+        (None, None) => unreachable!("clap requires one destination"),
+    };
     let store = open_store(&config)?;
     let rt = super::runtime()?;
     let trail = rt.block_on(AuditTrail::open(&config, &*store))?;
-    let policy = KeyPolicy::from_config(&config.config.gateway);
-    let keys = key_file(&config);
-    let now = Timestamp::now();
-    let (key, record, shortened) = keys.issue(client, &operator.to_string(), policy, now)?;
-
-    let delivered = match (&secret_name, to_file) {
-        (Some(name), _) => {
-            let meta = VersionMeta {
-                operator: operator.to_string(),
-                at: now,
-                reason: format!("client key {} for `{client}`: {reason}", record.id),
-                fingerprint: None,
-                rotation_id: None,
-            };
-            rt.block_on(store.put(
-                name,
-                SecretValue::new(key.expose().to_string()),
-                meta,
-                Label::Current,
-            ))
-            .map(|v| format!("secret `{name}` version {v}"))
-            .map_err(anyhow::Error::from)
-        }
-        (None, Some(path)) => gateway::keys::write_new_key_file(path, &key)
-            .with_context(|| format!("creating {}", path.display()))
-            .map(|()| format!("{} (mode 0600)", path.display())),
-        (None, None) => unreachable!("clap requires one destination"),
+    let operator = operator.to_string();
+    let order = KeyOrder {
+        client,
+        destination: &destination,
+        operator: &operator,
+        reason: &reason,
+        policy: KeyPolicy::from_config(&config.config.gateway),
     };
-    drop(key);
-    let destination = match delivered {
-        Ok(d) => d,
-        Err(e) => {
-            keys.revoke(&record.id, "not delivered", Timestamp::now())?;
-            return Err(e.context(format!(
-                "delivering key {} failed; it was revoked at once",
-                record.id
-            )));
-        }
-    };
-    rt.block_on(async {
-        trail
-            .record(EntryKind::Key {
-                operator: operator.to_string(),
-                action: "issue".into(),
-                key_name: format!("client:{client}/{}", record.id),
-                verifier_key: None,
-                reason: format!(
-                    "{reason} (delivered to {destination}; expires {})",
-                    record.expires_at
-                ),
-            })
-            .await?;
-        trail.close().await
+    let issued = rt.block_on(async {
+        let issued = issue_and_deliver(&key_file(&config), &*store, &order, |entry| {
+            trail.record(entry)
+        })
+        .await?;
+        trail.close().await?;
+        anyhow::Ok(issued)
     })?;
+    let IssuedKey {
+        record,
+        shortened,
+        delivered_to: destination,
+    } = issued;
     if args.json {
         println!(
             "{}",

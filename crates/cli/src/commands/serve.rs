@@ -80,7 +80,7 @@ pub async fn start_gateway(
             },
         )
     });
-    let keys = KeyFile::new(&config.resolve(&config.config.gateway.keys_file));
+    let keys = KeyFile::new(&gateway::paths::keys_file(config));
     Ok(gateway::start(gateway::Services {
         config: config.clone(),
         store,

@@ -288,6 +288,17 @@ write_reason = "optional"
         fs: Arc<dyn FileSystem>,
         ledger_dir: PathBuf,
     ) -> Result<RunningGateway, gateway::StartError> {
+        let keys = KeyFile::new(&self.dir.join("data/client-keys.json"));
+        self.try_start_gateway_with_keys(fs, ledger_dir, keys).await
+    }
+
+    /// Starts the gateway reading its client keys through `keys`.
+    pub async fn try_start_gateway_with_keys(
+        &self,
+        fs: Arc<dyn FileSystem>,
+        ledger_dir: PathBuf,
+        keys: KeyFile,
+    ) -> Result<RunningGateway, gateway::StartError> {
         let path = self.dir.join("warden.toml");
         std::fs::write(&path, self.config_text()).unwrap();
         let config = warden_config::load(&path).unwrap();
@@ -307,7 +318,7 @@ write_reason = "optional"
         let store: Arc<dyn SecretStore> = self.store.clone();
         let fingerprint = FingerprintKey::load(&*store).await.unwrap();
         gateway::start(Services {
-            keys: KeyFile::new(&self.dir.join("data/client-keys.json")),
+            keys,
             config,
             store,
             fingerprint,

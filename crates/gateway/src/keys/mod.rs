@@ -9,6 +9,10 @@
 //! Unlike REDCap's own tokens, keys expire (default 90 days) and rotate
 //! with an overlap: issuing a new key for a client shortens the client's
 //! older keys to the overlap window instead of killing them at once.
+//!
+//! Issuing one with its delivery and its ledger entry is [`issue`].
+
+mod issue;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -20,6 +24,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
+
+pub use issue::{IssueError, IssuedKey, KeyDestination, KeyOrder, issue_and_deliver};
 
 const FORMAT: &str = "redcap-warden/client-keys/1";
 

@@ -14,28 +14,23 @@
 //!
 //! Admin endpoints: `POST /admin/accounts/{account}/hold` and
 //! `POST /admin/accounts/{account}/release`, each `{operator, reason}` and
-//! each an `admin` entry.
+//! each an `admin` entry ([`crate::admin`]).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use std::sync::Arc;
-
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
 use jiff::Timestamp;
 use ledger::EntryKind;
-use serde::Deserialize;
-use serde_json::json;
-
-use crate::admin::{Refusal, admit, ledger_up, record_change, refuse, who_and_why};
-use crate::server::Shared;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 /// The holds in force, by account name.
+///
+/// Lock story: one `Mutex` over the map, held only to look up or change
+/// it (never across an await); written by the hold and release endpoints,
+/// by each held request (its count) and by housekeeping (expiry); read by
+/// every request ([`Holds::wait`]) and `/health`.
 #[derive(Default)]
 pub(crate) struct Holds {
     active: Mutex<HashMap<String, Hold>>,
@@ -175,102 +170,10 @@ impl Holds {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct HoldRequest {
-    operator: String,
-    reason: String,
-}
-
-/// `POST /admin/accounts/{account}/hold`.
-pub(crate) async fn start_hold(
-    State(gw): State<Arc<Shared>>,
-    Path(account): Path<String>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Result<Response, Refusal> {
-    let (operator, reason) = admit_hold(&gw, &account, &headers, &body)?;
-    let limit = Duration::from_secs(gw.applied().config.config.gateway.cutover_hold_seconds);
-    // A hold that ran out but that housekeeping has not ended yet owes its
-    // alert before a new one replaces it.
-    for alert in gw.holds.expire() {
-        let _ = gw.append(alert).await;
-    }
-    if let Err(since) = gw.holds.start(&account, limit) {
-        return Err(refuse(
-            StatusCode::CONFLICT,
-            format!("account `{account}` is already held (since {since}); release it first"),
-        ));
-    }
-    let entry = EntryKind::Admin {
-        operator,
-        action: "cutover-hold".into(),
-        target: format!("account:{account}"),
-        reason: format!("{reason} (at most {} s)", limit.as_secs()),
-    };
-    record_change(
-        &gw,
-        entry,
-        json!({"held": account, "at_most_seconds": limit.as_secs()}),
-    )
-    .await
-}
-
-/// `POST /admin/accounts/{account}/release`: the new token is in the store;
-/// the cached token is forgotten so waiting requests read it.
-pub(crate) async fn release_hold(
-    State(gw): State<Arc<Shared>>,
-    Path(account): Path<String>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Result<Response, Refusal> {
-    let (operator, reason) = admit_hold(&gw, &account, &headers, &body)?;
-    gw.tokens.clear();
-    let Some(released) = gw.holds.release(&account) else {
-        return Err(refuse(
-            StatusCode::CONFLICT,
-            format!("account `{account}` is not held (never, or its hold already ran out)"),
-        ));
-    };
-    let entry = EntryKind::Admin {
-        operator,
-        action: "cutover-release".into(),
-        target: format!("account:{account}"),
-        reason: format!(
-            "{reason} ({} requests waited, {} were refused)",
-            released.held, released.refused
-        ),
-    };
-    record_change(
-        &gw,
-        entry,
-        json!({"released": account, "waited": released.held, "refused": released.refused}),
-    )
-    .await
-}
-
-/// Bearer, body, a configured account, and a ledger that can record.
-fn admit_hold(
-    gw: &Shared,
-    account: &str,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<(String, String), Refusal> {
-    let req: HoldRequest = admit(gw, headers, body)?;
-    let who = who_and_why(&req.operator, &req.reason)?;
-    if !gw.applied().policy.accounts.contains_key(account) {
-        return Err(refuse(
-            StatusCode::NOT_FOUND,
-            format!("no [[account]] named `{account}` in the configuration in force"),
-        ));
-    }
-    ledger_up(gw)?;
-    Ok(who)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     #[tokio::test]
     async fn an_unheld_account_passes_at_once() {

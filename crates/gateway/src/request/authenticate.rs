@@ -1,0 +1,73 @@
+//! Step 2: the client key (the form's `token`: REDCap gets the real token
+//! instead), checked against the key file as it is now
+//! ([`crate::state::ClientKeys`]). A refused key is answered in REDCap's
+//! 403 shape and counted per source and minute; one that is a real REDCap
+//! token raises an alert.
+
+use std::net::SocketAddr;
+
+use axum::http::StatusCode;
+use jiff::Timestamp;
+use ledger::EntryKind;
+
+use crate::keys::KeyRecord;
+use crate::reply::{ApiReply, Format, NO_API_PERMISSION};
+use crate::state::Gateway;
+
+/// Who is calling: the key and where from.
+pub(super) struct Caller {
+    pub key: KeyRecord,
+    pub source: String,
+    pub now: Timestamp,
+}
+
+impl Caller {
+    /// A refusal after the key is known: counted into `denied` entries.
+    pub(super) fn deny(
+        &self,
+        gw: &Gateway,
+        why: String,
+        status: StatusCode,
+        message: String,
+        fmt: Format,
+    ) -> ApiReply {
+        gw.denials()
+            .count(self.now, &self.source, Some(&self.key.client), &why);
+        gw.metrics().denied();
+        ApiReply::new(status, message, fmt)
+    }
+}
+
+/// Step 2: the presented key, or REDCap's own refusal.
+pub(super) async fn authenticate(
+    gw: &Gateway,
+    presented: &str,
+    peer: SocketAddr,
+    fmt: Format,
+) -> Result<Caller, ApiReply> {
+    let now = Timestamp::now();
+    let source = peer.ip().to_string();
+    match gw.keys().check(presented, now) {
+        Ok(key) => {
+            gw.keys().note_use(&key.id, now);
+            Ok(Caller { key, source, now })
+        }
+        Err(why) => {
+            let fp = gw.fingerprint().fingerprint_bytes(presented.as_bytes()).0;
+            if let Some(account) = gw.token_holder(&fp) {
+                let _ = gw
+                    .ledger()
+                    .append(EntryKind::Alert {
+                        code: "real_token_presented".into(),
+                        message: format!(
+                            "a client at {source} presented the REDCap token of account `{account}` ({fp}) to the gateway: someone holds the real token; rotate it now"
+                        ),
+                    })
+                    .await;
+            }
+            gw.denials().count(now, &source, None, why);
+            gw.metrics().denied();
+            Err(ApiReply::new(StatusCode::FORBIDDEN, NO_API_PERMISSION, fmt))
+        }
+    }
+}
