@@ -25,11 +25,11 @@ pub struct Quarantine {
 }
 
 impl Quarantine {
-    /// A quarantine starting now, `by` whom (`gateway` for the DAG guard),
-    /// and why.
-    pub fn new(reason: &str, by: &str) -> Quarantine {
+    /// A quarantine starting `since`, `by` whom (`gateway` for the DAG
+    /// guard), and why.
+    pub fn new(since: Timestamp, reason: &str, by: &str) -> Quarantine {
         Quarantine {
-            since: Timestamp::now(),
+            since,
             reason: reason.to_string(),
             by: by.to_string(),
         }
@@ -126,9 +126,10 @@ impl AccountStatusFile {
 
     /// Quarantines `account` (keeping the first quarantine if it already is).
     pub fn quarantine(&self, account: &str, reason: &str, by: &str) -> Result<(), StatusError> {
+        let since = Timestamp::now();
         self.update(|q| {
             q.entry(account.to_string())
-                .or_insert_with(|| Quarantine::new(reason, by));
+                .or_insert_with(|| Quarantine::new(since, reason, by));
             Ok(())
         })
     }

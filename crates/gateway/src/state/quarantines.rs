@@ -46,7 +46,7 @@ impl Quarantines {
         }
         self.0.modify(|q| {
             q.entry(account.to_string())
-                .or_insert_with(|| Quarantine::new(reason, BY));
+                .or_insert_with(|| Quarantine::new(jiff::Timestamp::now(), reason, BY));
         });
     }
 
