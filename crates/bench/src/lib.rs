@@ -4,6 +4,8 @@
 //! The binaries are driven by `bench/gateway.sh`; nothing here runs in the
 //! test suite, and no test asserts a timing.
 
+#![warn(missing_docs)]
+
 use std::time::Duration;
 
 /// The value after `--name` in `args`, if given.

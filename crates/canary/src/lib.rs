@@ -11,6 +11,8 @@
 //! the parent pid in `/proc/*/stat`), for a canary passed on a command line
 //! or through the environment.
 
+#![warn(missing_docs)]
+
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
@@ -33,7 +35,13 @@ const PREFIX: usize = 16;
 /// Where a needle was found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Leak {
+    /// What held the canary: the name the caller gave the scanned text
+    /// (`"stdout"`, a log's name), a file's path, or
+    /// `/proc/<pid>/cmdline (<name>)` / `/proc/<pid>/environ (<name>)`.
     pub place: String,
+    /// Which encoding of the canary matched (`"as is"`, `"base64
+    /// (alignment 1)"`, …), or `"unscanned: …"` for a file that could not be
+    /// read, which a test must treat as a failure too.
     pub encoding: String,
 }
 
@@ -43,6 +51,13 @@ impl Canary {
         Canary::new("CA7A11A5DEADBEEF0123456789ABCDEF")
     }
 
+    /// A canary for `value` and every encoding of it listed in the crate
+    /// docs.
+    ///
+    /// # Panics
+    ///
+    /// If `value` has 16 characters or fewer: its shortest encodings would
+    /// be shorter than the 16-byte window the scanner searches with.
     pub fn new(value: &str) -> Canary {
         let mut needles: Vec<(String, Vec<u8>)> = Vec::new();
         let mut add = |encoding: String, bytes: Vec<u8>| {

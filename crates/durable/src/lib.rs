@@ -14,6 +14,8 @@
 //! operating system, and callers wrap them in their own typed errors with the
 //! path that failed.
 
+#![warn(missing_docs)]
+
 mod os;
 mod sim;
 
@@ -28,7 +30,9 @@ pub use sim::{Fault, SimFs};
 /// Two handles with the same `FileId` are the same file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FileId {
+    /// The device the file lives on (`st_dev`).
     pub dev: u64,
+    /// The inode number on that device (`st_ino`).
     pub ino: u64,
 }
 
