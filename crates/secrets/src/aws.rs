@@ -30,6 +30,9 @@ use crate::{
     SecretValue, Selector, StoreError, VersionId, VersionInfo, VersionMeta,
 };
 
+/// A [`SecretStore`] in AWS Secrets Manager (see the module docs for the
+/// mapping). The SDK client is built on first use, so opening the store
+/// never touches the network.
 pub struct AwsStore {
     opts: AwsStoreOptions,
     sdk: OnceCell<Client>,

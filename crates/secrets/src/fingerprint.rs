@@ -49,14 +49,21 @@ impl FingerprintKey {
         FingerprintKey { id, key }
     }
 
+    /// The key id: the `<n>` of the `fp<n>:` prefix of every fingerprint
+    /// made with this key.
     pub fn id(&self) -> u32 {
         self.id
     }
 
+    /// The fingerprint of a token (`fp<id>:<16 hex>`), what the ledger and
+    /// every message name it by.
     pub fn fingerprint(&self, value: &SecretValue) -> Fingerprint {
         self.fingerprint_bytes(value.expose().as_bytes())
     }
 
+    /// [`FingerprintKey::fingerprint`] of raw bytes (a token as it arrived
+    /// in a request body); the same token gives the same fingerprint
+    /// either way.
     pub fn fingerprint_bytes(&self, bytes: &[u8]) -> Fingerprint {
         let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key)
             .expect("HMAC takes any key length");

@@ -16,6 +16,8 @@
 //! `aws` feature `AwsStore` (AWS Secrets Manager).
 //! Every backend passes the same contract suite (`tests/contract/`).
 
+#![warn(missing_docs)]
+
 #[cfg(feature = "aws")]
 pub mod aws;
 mod error;
@@ -42,4 +44,5 @@ pub use store::{
 pub use value::SecretValue;
 pub use vault::{CredentialSource, VaultAuth, VaultStore, VaultStoreOptions};
 
+/// The result of every store operation.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize};
 pub struct SecretName(String);
 
 impl SecretName {
+    /// Validates `name` against the rules above (and the reserved
+    /// `.labels` suffix); the error says which rule it breaks.
     pub fn new(name: &str) -> Result<SecretName, String> {
         let problem = if name.is_empty() || name.len() > 128 {
             Some("must be 1 to 128 characters long")
@@ -39,6 +41,7 @@ impl SecretName {
         }
     }
 
+    /// The name as given.
     pub fn as_str(&self) -> &str {
         &self.0
     }

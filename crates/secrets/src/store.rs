@@ -19,8 +19,12 @@ pub enum Label {
 }
 
 impl Label {
+    /// Every label, in the order `history` lists them.
     pub const ALL: [Label; 3] = [Label::Current, Label::Pending, Label::Previous];
 
+    /// The label as users type it and the file store and Vault record it
+    /// (`current`, `pending`, `previous`); the AWS backend maps it to
+    /// `AWSCURRENT`, `AWSPENDING`, `AWSPREVIOUS`.
     pub fn as_str(self) -> &'static str {
         match self {
             Label::Current => "current",
@@ -61,7 +65,9 @@ impl fmt::Display for VersionId {
 /// Which version to read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Selector {
+    /// The version carrying this staging label.
     Label(Label),
+    /// The version with this backend identifier, labelled or not.
     Version(VersionId),
 }
 
@@ -94,38 +100,52 @@ pub struct VersionMeta {
 /// One version read back: value and metadata.
 #[derive(Debug, Clone)]
 pub struct Secret {
+    /// The secret the version belongs to.
     pub name: SecretName,
+    /// Which version this is.
     pub version: VersionId,
+    /// The value (zeroized on drop, never printed).
     pub value: SecretValue,
+    /// Who wrote it, when and why.
     pub meta: VersionMeta,
+    /// The staging labels this version carries now (possibly none).
     pub labels: Vec<Label>,
 }
 
 /// One version as `history` shows it: everything but the value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct VersionInfo {
+    /// Which version this is.
     pub version: VersionId,
+    /// The staging labels this version carries now (possibly none).
     pub labels: Vec<Label>,
+    /// Who wrote it, when and why.
     pub meta: VersionMeta,
 }
 
 /// One line of `secrets check`.
 #[derive(Debug, Clone, Serialize)]
 pub struct CheckItem {
+    /// Whether this check passed.
     pub ok: bool,
+    /// What was checked and what was found, e.g. `identity … has mode 600`.
     pub what: String,
     /// How to fix it, when not ok.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fix: Option<String>,
 }
 
+/// The result of [`SecretStore::check`]: one store's checks, item by item.
 #[derive(Debug, Clone, Serialize)]
 pub struct CheckReport {
+    /// The store checked, as [`SecretStore::describe`] names it.
     pub store: String,
+    /// Every check made, passed or not.
     pub items: Vec<CheckItem>,
 }
 
 impl CheckReport {
+    /// Whether every check passed.
     pub fn ok(&self) -> bool {
         self.items.iter().all(|i| i.ok)
     }

@@ -11,6 +11,7 @@ use secrecy::{ExposeSecret, SecretString};
 pub struct SecretValue(SecretString);
 
 impl SecretValue {
+    /// Takes ownership of `value`; from here it is wiped on drop.
     pub fn new(value: String) -> SecretValue {
         SecretValue(SecretString::from(value))
     }
@@ -21,6 +22,8 @@ impl SecretValue {
         self.0.expose_secret()
     }
 
+    /// Whether the value is the empty string (checked without exposing it
+    /// to the caller).
     pub fn is_empty(&self) -> bool {
         self.expose().is_empty()
     }

@@ -45,7 +45,9 @@ pub enum PassphraseSource {
     Credential(PathBuf),
     /// Already obtained (typed at a prompt); `from` says where, for errors.
     Given {
+        /// The passphrase (zeroized on drop).
         passphrase: SecretString,
+        /// Where it came from, e.g. `"typed at the terminal"`.
         from: String,
     },
 }
@@ -82,6 +84,8 @@ impl StoreIdentity {
     }
 }
 
+/// A new random X25519 age identity, for a new store; write it with
+/// [`write_identity_file`] before creating the store.
 pub fn generate_identity() -> age::x25519::Identity {
     age::x25519::Identity::generate()
 }

@@ -40,11 +40,21 @@ pub use durable::PrivateOsFs;
 /// versions of each secret to keep.
 #[derive(Debug, Clone)]
 pub struct FileStoreOptions {
+    /// The age-encrypted store file (`[secrets.file] path`).
     pub path: PathBuf,
+    /// The age identity file the store is encrypted to
+    /// (`[secrets.file] identity`); keep it, and a backup, mode 600.
     pub identity: PathBuf,
+    /// How many versions of each secret to keep (at least 1): after a
+    /// write, the oldest versions carrying no label are dropped until this
+    /// many remain. Labelled versions are never dropped.
     pub keep_versions: usize,
 }
 
+/// A [`SecretStore`] in one age-encrypted file, the embedded default.
+/// Every write re-encrypts the whole document to a temporary file, syncs
+/// it and renames it over the store, under `<file>.lock`. Cloning shares
+/// the open store.
 #[derive(Clone)]
 pub struct FileStore {
     inner: Arc<Inner>,
@@ -122,6 +132,8 @@ impl FileStore {
         FileStore::build(opts, fs, lock_file, identity, false)
     }
 
+    /// [`FileStore::open_with`] for a new store: creates it, empty,
+    /// through `fs`, refusing to overwrite one.
     pub fn create_with(
         opts: FileStoreOptions,
         fs: Arc<dyn FileSystem>,

@@ -88,8 +88,11 @@ pub enum VaultAuth {
     /// AppRole: a role id and a secret id, exchanged for a token at the
     /// AppRole auth mount (usually `approle`).
     AppRole {
+        /// The AppRole auth mount's path, e.g. `approle`.
         mount: String,
+        /// Where to read the role id.
         role_id: CredentialSource,
+        /// Where to read the secret id.
         secret_id: CredentialSource,
     },
 }

@@ -46,6 +46,7 @@ pub struct VaultStoreOptions {
     pub namespace: Option<String>,
     /// A PEM CA bundle to trust in addition to the system's.
     pub ca_file: Option<PathBuf>,
+    /// How to log in: a token or AppRole.
     pub auth: VaultAuth,
     /// KV `max_versions` set on each secret this store creates (0: the
     /// mount's setting).
@@ -58,6 +59,9 @@ pub struct VaultStoreOptions {
 /// race before giving up with [`StoreError::Conflict`].
 const CAS_ATTEMPTS: usize = 200;
 
+/// A [`SecretStore`] on an OpenBao or HashiCorp Vault KV version 2
+/// engine (layout in the module docs). Label moves use check-and-set, so
+/// concurrent writers on any number of hosts never lose a move.
 pub struct VaultStore {
     http: Http,
     opts: VaultStoreOptions,
