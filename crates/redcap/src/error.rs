@@ -23,7 +23,10 @@ pub enum ApiError {
     /// `api_120`: a super token was needed (Create Project) or was invalid. INF completion.
     SuperTokenRequired,
     /// Project rights expired as of the date (`YYYY-MM-DD`). *Verbatim.*
-    RightsExpired { date: String },
+    RightsExpired {
+        /// The expiry date, `YYYY-MM-DD`.
+        date: String,
+    },
     /// Export action without API Export. *Verbatim.*
     NoApiExport,
     /// Import action (or user delete) without API Import. *Verbatim.*
@@ -49,11 +52,20 @@ pub enum ApiError {
     /// Bad `action`. *Verbatim.*
     InvalidAction,
     /// `data` is not valid JSON; carries PHP's decoder message. *Verbatim.*
-    BadJson { decoder: String },
+    BadJson {
+        /// PHP's `json_last_error_msg()`, e.g. `Syntax error`.
+        decoder: String,
+    },
     /// `data` is not valid XML. *Verbatim.*
-    BadXml { details: String },
+    BadXml {
+        /// What the XML parser found wrong, and where.
+        details: String,
+    },
     /// `data` is not valid CSV (INF: the XML wording with our details).
-    BadCsv { details: String },
+    BadCsv {
+        /// What the CSV reader found wrong, and where.
+        details: String,
+    },
     /// `api_01`. *Verbatim.*
     ApiDisabled,
 
@@ -86,93 +98,176 @@ pub enum ApiError {
     // ----- 400: users and roles (§4.3–4.7) -----
     /// `rights_385`–`388`: a rights attribute with a bad value. *Verbatim* for 0/1.
     InvalidRightsValue {
+        /// The rights attribute, e.g. `user_rights`.
         field: String,
+        /// The username of the row.
         user: String,
+        /// The value sent.
         value: String,
+        /// The values it may take, as the message words them (`0 or 1`,
+        /// `a date (YYYY-MM-DD)`, …).
         allowed: &'static str,
     },
     /// `api_113`–`117`: unknown form name. *Verbatim.*
-    UnknownForm { form: String, user: String },
+    UnknownForm {
+        /// The form name sent.
+        form: String,
+        /// The username (or role) of the row.
+        user: String,
+    },
     /// `api_113`–`117`: bad form-level value. *Verbatim* tail, INF head.
     InvalidFormRight {
+        /// The form whose right was sent.
         form: String,
+        /// The username (or role) of the row.
         user: String,
+        /// The value sent.
         value: String,
     },
     /// `api_112`: user in a role cannot be edited by Import Users. INF completion.
-    UserInRole { user: String },
+    UserInRole {
+        /// The username.
+        user: String,
+    },
     /// `api_111`: unknown DAG in Import Users. *Verbatim.*
-    InvalidUserDag { dag: String },
+    InvalidUserDag {
+        /// The `data_access_group` value sent.
+        dag: String,
+    },
     /// `rights_443`: bad username. INF text.
-    InvalidUsername { user: String },
+    InvalidUsername {
+        /// The username sent.
+        user: String,
+    },
     /// A row without `username`. INF text.
     UsernameMissing,
     /// Delete Users: a name that is not a project user. INF text.
-    UnknownUsers { users: Vec<String> },
+    UnknownUsers {
+        /// The names that are not project users.
+        users: Vec<String>,
+    },
     /// New role without a label. *Verbatim.*
     RoleLabelBlank,
     /// Import roles with unknown unique names. *Verbatim* prefix.
-    InvalidRoleNames { names: Vec<String> },
+    InvalidRoleNames {
+        /// The unique role names the project does not have.
+        names: Vec<String>,
+    },
     /// `api_170`: delete roles with unknown unique names. INF text.
-    UnknownRolesToDelete { names: Vec<String> },
+    UnknownRolesToDelete {
+        /// The unique role names the project does not have.
+        names: Vec<String>,
+    },
     /// Role mapping: first row lacks `username`/`unique_role_name`. INF text.
     RoleMappingKeysMissing,
     /// Role mapping: a username twice. INF text.
-    DuplicateUsername { user: String },
+    DuplicateUsername {
+        /// The repeated username.
+        user: String,
+    },
     /// Role-based rights and a `users[]`/`roles[]` list that is missing or empty. INF text.
-    ListParameterMissing { parameter: &'static str },
+    ListParameterMissing {
+        /// The list parameter: `users`, `roles` or `dags`.
+        parameter: &'static str,
+    },
 
     // ----- 400: DAGs (§5.3, §5.4) -----
     /// Import DAGs without the two required keys. *Verbatim.*
     DagAttributesMissing,
     /// Import DAGs: unknown unique name. INF completion.
-    UnknownDagToRename { name: String },
+    UnknownDagToRename {
+        /// The unique group name sent.
+        name: String,
+    },
     /// Import DAGs: label longer than 100 characters. INF text.
-    DagLabelTooLong { label: String },
+    DagLabelTooLong {
+        /// The label sent.
+        label: String,
+    },
     /// `api_157`: delete unknown DAGs. INF text.
-    UnknownDagsToDelete { names: Vec<String> },
+    UnknownDagsToDelete {
+        /// The unique group names the project does not have.
+        names: Vec<String>,
+    },
     /// User-DAG mapping: unknown DAG. INF text.
-    InvalidMappingDag { user: String, dag: String },
+    InvalidMappingDag {
+        /// The username of the row.
+        user: String,
+        /// The unique group name sent.
+        dag: String,
+    },
     /// User-DAG mapping: user not in the project. INF text.
-    MappingUserNotInProject { user: String },
+    MappingUserNotInProject {
+        /// The username sent.
+        user: String,
+    },
     /// User-DAG mapping: rows without the two keys. INF text.
     DagMappingKeysMissing,
 
     // ----- 400: records and metadata (§5.5, §6) -----
     /// Unknown values in `records`/`fields`/`forms`/`events`. *Verbatim.*
     InvalidParameterValues {
+        /// `records`, `fields`, `forms` or `events`.
         parameter: &'static str,
+        /// The values the project does not have.
         values: Vec<String>,
     },
     /// `data_import_tool_171/172`: DAG user sent `redcap_data_access_group`. INF completion.
     IllegalDagField,
     /// `data_import_tool_251`: records of another DAG. *Verbatim.*
-    RecordsInOtherDag { records: Vec<String> },
+    RecordsInOtherDag {
+        /// The record ids of another DAG.
+        records: Vec<String>,
+    },
     /// Non-DAG user names invalid DAGs in `redcap_data_access_group`. *Verbatim.*
-    InvalidRecordDags { names: Vec<String> },
+    InvalidRecordDags {
+        /// The `redcap_data_access_group` values that are not DAGs of the project.
+        names: Vec<String>,
+    },
     /// Record import validation errors (lines of `"record","field","value","message"`).
-    RecordValidation { lines: Vec<ValidationLine> },
+    RecordValidation {
+        /// One line per rejected value.
+        lines: Vec<ValidationLine>,
+    },
     /// `api_136`: `records` is not an array for delete. INF text.
     RecordsNotArray,
     /// `api_137`: no records for delete. INF text.
     NoRecordsGiven,
     /// `api_131`: records to delete that do not exist. *Verbatim.*
-    RecordsDoNotExist { records: Vec<String> },
+    RecordsDoNotExist {
+        /// The record ids the project does not have.
+        records: Vec<String>,
+    },
     /// `api_102`: design change in production. INF text.
     ProductionDesign,
     /// Metadata import problems (INF texts).
-    BadMetadata { details: String },
+    BadMetadata {
+        /// The whole message: what is wrong with the data dictionary.
+        details: String,
+    },
 
     // ----- Export / Import / Delete File (`content=file`) -----
     /// Export File: the record does not exist (or is in another DAG). *Observed*;
     /// REDCap HTML-escapes the name.
-    FileRecordMissing { record: String },
+    FileRecordMissing {
+        /// The record id sent (escaped in the message).
+        record: String,
+    },
     /// Import File: the record does not exist (or is in another DAG). *Observed*, not escaped.
-    FileUploadRecordMissing { record: String },
+    FileUploadRecordMissing {
+        /// The record id sent.
+        record: String,
+    },
     /// Delete File: the record does not exist (or is in another DAG). *Observed*, not escaped.
-    FileDeleteRecordMissing { record: String },
+    FileDeleteRecordMissing {
+        /// The record id sent.
+        record: String,
+    },
     /// The field does not exist or is not a File Upload field. *Observed*; escaped.
-    NotAFileField { field: String },
+    NotAFileField {
+        /// The field name sent (escaped in the message).
+        field: String,
+    },
     /// Export File: the field holds no file for the record. *Observed.*
     NoFileToDownload,
     /// Delete File: the field holds no file for the record. *Observed.*
@@ -190,10 +285,18 @@ pub enum ApiError {
     FileIdentifierExport,
     /// Export File when the stored bytes are gone from the server's disk. *Observed*
     /// (REDCap names its storage path, so does the sandbox).
-    StoredFileMissing { path: String, name: String },
+    StoredFileMissing {
+        /// The stored file's path on the server.
+        path: String,
+        /// The file's name as uploaded.
+        name: String,
+    },
     /// Import/Delete File without view & edit rights on the field's
     /// instrument (403). INF text: the copies read show no such check.
-    FileFormNotEditable { field: String },
+    FileFormNotEditable {
+        /// The File Upload field.
+        field: String,
+    },
 }
 
 /// Rename Record answers its validation failures with HTTP **200** and the
@@ -212,9 +315,13 @@ pub mod rename {
 /// One line of a record import validation error.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ValidationLine {
+    /// The record id of the row.
     pub record: String,
+    /// The field the value was for.
     pub field: String,
+    /// The value sent.
     pub value: String,
+    /// Why it was refused (one of the constants below, or another text).
     pub message: String,
 }
 

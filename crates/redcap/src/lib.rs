@@ -20,6 +20,8 @@
 //! - [`php_form`]: PHP's request-body parsing, modelled exactly — what
 //!   REDCap will find in `$_POST` and `$_FILES`.
 
+#![warn(missing_docs)]
+
 #[cfg(feature = "client")]
 pub mod client;
 pub mod dag;

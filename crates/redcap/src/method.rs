@@ -3,10 +3,10 @@
 use crate::ApiError;
 
 macro_rules! contents {
-    ($($variant:ident => $wire:literal,)*) => {
+    ($($(#[$doc:meta])* $variant:ident => $wire:literal,)*) => {
         /// A value of the `content` parameter that REDCap 15.7.6 accepts.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        pub enum Content { $($variant,)* }
+        pub enum Content { $($(#[$doc])* $variant,)* }
 
         impl Content {
             /// Every accepted value, in the order of §1.5.
@@ -27,41 +27,78 @@ macro_rules! contents {
 }
 
 contents! {
+    /// Export/Import/Delete/Rename/Randomize Records (§6).
     Record => "record",
+    /// The data dictionary: Export/Import Metadata.
     Metadata => "metadata",
+    /// A record's File Upload field: Export/Import/Delete File.
     File => "file",
+    /// The File Repository: list, export, import, delete files and create folders.
     FileRepository => "fileRepository",
+    /// The size of a file in a record's File Upload field.
     FileSize => "filesize",
+    /// Facts about a file in a record's File Upload field.
     FileInfo => "fileinfo",
+    /// Which instruments and events repeat: Export/Import Repeating Instruments and Events.
     RepeatingFormsEvents => "repeatingFormsEvents",
+    /// Export Instruments (the project's forms).
     Instrument => "instrument",
+    /// Export/Import/Delete Events (longitudinal projects).
     Event => "event",
+    /// Export/Import/Delete Arms (longitudinal projects).
     Arm => "arm",
+    /// Export/Import/Delete Users: user rights, including API rights and DAG (§4).
     User => "user",
+    /// Import Project Info (`project_settings`).
     ProjectSettings => "project_settings",
+    /// Export Reports.
     Report => "report",
+    /// Verifies an "Advanced project bookmark" key and answers the
+    /// browser session's username and DAG; needs no token (§2.1).
     AuthKey => "authkey",
+    /// Export REDCap Version: answered for any valid token.
     Version => "version",
+    /// Export PDF file of instruments.
     Pdf => "pdf",
+    /// Export a survey link for a record.
     SurveyLink => "surveyLink",
+    /// Export a survey access code for a record.
     SurveyAccessCode => "surveyAccessCode",
+    /// Export a record's survey queue link.
     SurveyQueueLink => "surveyQueueLink",
+    /// Export a survey return code for a record.
     SurveyReturnCode => "surveyReturnCode",
+    /// Export a survey's participant list.
     ParticipantList => "participantList",
+    /// Export List of Export Field Names (checkbox fields expanded).
     ExportFieldNames => "exportFieldNames",
+    /// The REDCap Mobile App's check of the caller's rights.
     AppRightsCheck => "appRightsCheck",
+    /// Export/Import Instrument-Event Mappings.
     FormEventMapping => "formEventMapping",
+    /// The field validation types the server knows.
     FieldValidation => "fieldValidation",
+    /// A field's attachment file.
     Attachment => "attachment",
+    /// Export Project Info; with a super token, Create Project (§2.5).
     Project => "project",
+    /// Generate Next Record Name (auto-numbered record ids).
     GenerateNextRecordName => "generateNextRecordName",
+    /// Export Entire Project as REDCap XML (CDISC ODM).
     ProjectXml => "project_xml",
+    /// Export/Import/Delete/Switch Data Access Groups (§5).
     Dag => "dag",
+    /// Export/Import User-DAG Assignments (§5.4).
     UserDagMapping => "userDagMapping",
+    /// Export Logging.
     Log => "log",
+    /// Tableau's web data connector (accepted over GET too, §1.1).
     Tableau => "tableau",
+    /// MyCap's calls (accepted over GET too, §1.1).
     MyCap => "mycap",
+    /// Export/Import/Delete User Roles (§4.7).
     UserRole => "userRole",
+    /// Export/Import User-Role Assignments (§4.7).
     UserRoleMapping => "userRoleMapping",
 }
 
@@ -74,14 +111,23 @@ impl std::fmt::Display for Content {
 /// What a request does, after the derivation of §1.4.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Action {
+    /// Read data (the default for most contents).
     Export,
+    /// Create or update: the default when a `data` parameter is present.
     Import,
+    /// Delete what `content` names.
     Delete,
+    /// Switch the caller's current DAG (`content=dag`, §5.4).
     Switch,
+    /// Rename a record (`content=record`).
     Rename,
+    /// Randomize a record (`content=record`).
     Randomize,
+    /// List a File Repository folder.
     List,
+    /// Create a File Repository folder.
     CreateFolder,
+    /// `import_app`: an import as the REDCap Mobile App sends it.
     ImportApp,
 }
 

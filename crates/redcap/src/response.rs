@@ -30,18 +30,38 @@ pub enum Refusal {
     /// A super token was needed or is invalid (`api_120`).
     SuperTokenRequired,
     /// The token is valid but lacks API Export / API Import.
-    NoApiRight { message: String },
+    NoApiRight {
+        /// REDCap's text, naming the missing right.
+        message: String,
+    },
     /// The user's project rights expired on `date` (`YYYY-MM-DD`).
-    Expired { date: String },
+    Expired {
+        /// The expiry date as REDCap gives it, `YYYY-MM-DD`.
+        date: String,
+    },
     /// A privilege check refused the method (403 gates other than the above,
     /// and the 400 method-level privilege texts).
-    Privilege { message: String },
+    Privilege {
+        /// REDCap's text, naming the missing privilege.
+        message: String,
+    },
     /// Anything else REDCap answered with 400: bad parameters or data.
-    BadRequest { message: String },
+    BadRequest {
+        /// REDCap's text, saying what was wrong.
+        message: String,
+    },
     /// The caller's IP is banned (429): do not retry.
-    RateLimited { message: String },
+    RateLimited {
+        /// REDCap's text.
+        message: String,
+    },
     /// 5xx or an unexpected status.
-    Server { status: u16, message: String },
+    Server {
+        /// The HTTP status.
+        status: u16,
+        /// The error text found in the body, or the whole body trimmed.
+        message: String,
+    },
 }
 
 fn privilege_texts() -> Vec<String> {

@@ -15,7 +15,9 @@ use crate::RedcapVersion;
 /// Data viewing rights on one instrument (`forms`, §4.4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum FormRight {
+    /// Cannot see the instrument (legacy 0, bitmask 128).
     NoAccess,
+    /// May see, not change, the instrument's data (legacy 2, bitmask 129).
     ReadOnly,
     /// View & edit; survey responses read-only.
     ViewEdit,
@@ -111,13 +113,19 @@ impl FormRight {
 /// Data export rights on one instrument (`forms_export`, §4.5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ExportRight {
+    /// 0: the instrument's fields are never exported.
     NoAccess,
+    /// 1: every field.
     FullDataSet,
+    /// 2: without identifier, free-text and date fields; the record id is
+    /// hashed when it is an identifier.
     DeIdentified,
+    /// 3: without the fields tagged as identifiers.
     RemoveIdentifiers,
 }
 
 impl ExportRight {
+    /// Parses the code 0–3; `None` for a value REDCap would refuse.
     pub fn from_code(code: i64) -> Option<Self> {
         Some(match code {
             0 => ExportRight::NoAccess,
@@ -128,10 +136,12 @@ impl ExportRight {
         })
     }
 
+    /// Parses a wire value (`"2"`, `" 1"`); `None` if not a valid right.
     pub fn from_wire(value: &str) -> Option<Self> {
         value.trim().parse::<i64>().ok().and_then(Self::from_code)
     }
 
+    /// The code REDCap writes (0–3).
     pub fn code(self) -> u8 {
         match self {
             ExportRight::NoAccess => 0,
@@ -145,13 +155,18 @@ impl ExportRight {
 /// The `user_rights` attribute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum UserRightsLevel {
+    /// 0: no access to the User Rights page.
     #[default]
     NoAccess,
+    /// 1: full access: may change users' and roles' rights (Import Users
+    /// and Import User Roles need it).
     Full,
+    /// 2: may see, not change, users' rights (newer servers only).
     ReadOnly,
 }
 
 impl UserRightsLevel {
+    /// The code REDCap writes (0–2).
     pub fn code(self) -> u8 {
         match self {
             Self::NoAccess => 0,
@@ -159,6 +174,8 @@ impl UserRightsLevel {
             Self::ReadOnly => 2,
         }
     }
+
+    /// Parses the code 0–2; `None` for a value REDCap would refuse.
     pub fn from_code(code: i64) -> Option<Self> {
         Some(match code {
             0 => Self::NoAccess,
@@ -172,13 +189,17 @@ impl UserRightsLevel {
 /// The `lock_records` attribute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum LockRecords {
+    /// 0: may not lock forms.
     #[default]
     Disabled,
+    /// 1: may lock and unlock forms.
     LockUnlock,
+    /// 2: may lock and unlock forms, and e-sign them.
     LockUnlockWithESignature,
 }
 
 impl LockRecords {
+    /// The code REDCap writes (0–2).
     pub fn code(self) -> u8 {
         match self {
             Self::Disabled => 0,
@@ -186,6 +207,8 @@ impl LockRecords {
             Self::LockUnlockWithESignature => 2,
         }
     }
+
+    /// Parses the code 0–2; `None` for a value REDCap would refuse.
     pub fn from_code(code: i64) -> Option<Self> {
         Some(match code {
             0 => Self::Disabled,
@@ -199,23 +222,43 @@ impl LockRecords {
 /// A bad rights value; the caller adds the user name to make REDCap's message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RightsError {
+    /// A rights attribute has a value outside its codes
+    /// (REDCap's `rights_385`–`388`).
     #[error("the field {field:?} has the invalid value {value:?} (it must be {allowed})")]
     InvalidValue {
+        /// The attribute, e.g. `api_export`.
         field: String,
+        /// The value given.
         value: String,
+        /// The values it may take, e.g. `0 or 1`.
         allowed: &'static str,
     },
+    /// A `forms` or `forms_export` entry has a value that is not a right
+    /// (REDCap's `api_113`–`117`).
     #[error("the form {form:?} has the invalid value {value:?} (it must be 0, 1, 2 or 3)")]
-    InvalidFormValue { form: String, value: String },
+    InvalidFormValue {
+        /// The instrument's name.
+        form: String,
+        /// The value given.
+        value: String,
+    },
+    /// An attribute has the wrong JSON shape (e.g. `forms` not an object).
     #[error("the attribute {field:?} is not a {what}")]
-    Malformed { field: String, what: &'static str },
+    Malformed {
+        /// The attribute.
+        field: String,
+        /// The shape it must have, e.g. `number`.
+        what: &'static str,
+    },
 }
 
 /// How the values of a JSON export are typed: Export Users writes integers,
 /// Export User Roles writes strings (§10.14; `forms` stay integers).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ValueStyle {
+    /// `"design": 1` (Export Users).
     Integers,
+    /// `"design": "1"` (Export User Roles).
     Strings,
 }
 
@@ -261,39 +304,69 @@ const ORDER: &[&str] = &[
 /// when the feature is off, and are then left out of exports.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Rights {
+    /// Project Design and Setup.
     pub design: bool,
+    /// Alerts & Notifications.
     pub alerts: bool,
+    /// The User Rights page (and the user and role API methods).
     pub user_rights: UserRightsLevel,
+    /// The DAGs page and the DAG API methods.
     pub data_access_groups: bool,
+    /// Add, edit and organise reports.
     pub reports: bool,
+    /// Stats & Charts (`graphical`).
     pub stats_and_charts: bool,
+    /// Survey distribution tools (`participants`).
     pub manage_survey_participants: bool,
+    /// The Calendar.
     pub calendar: bool,
+    /// The Data Import Tool (UI).
     pub data_import_tool: bool,
+    /// The Data Comparison Tool.
     pub data_comparison_tool: bool,
+    /// The Logging page and Export Logging.
     pub logging: bool,
+    /// Email Logging (14.4.0 on).
     pub email_logging: bool,
+    /// The File Repository.
     pub file_repository: bool,
+    /// Create and edit data quality rules.
     pub data_quality_create: bool,
+    /// Run data quality rules.
     pub data_quality_execute: bool,
     /// 0 none … 5 open and respond; not validated by REDCap.
     pub data_quality_resolution: Option<u8>,
+    /// API Export: every export method.
     pub api_export: bool,
+    /// API Import/Update: every import (and user delete).
     pub api_import: bool,
+    /// API access to External Module actions (14.0.3 on).
     pub api_modules: bool,
+    /// The REDCap Mobile App (it can hold a token: §4.8).
     pub mobile_app: bool,
+    /// The Mobile App may download all records.
     pub mobile_app_download_data: bool,
+    /// Create records.
     pub record_create: bool,
+    /// Rename records.
     pub record_rename: bool,
+    /// Delete records.
     pub record_delete: bool,
+    /// Record Locking Customization.
     pub lock_records_customization: bool,
+    /// Lock and unlock forms.
     pub lock_records: LockRecords,
+    /// Lock and unlock entire records.
     pub lock_records_all_forms: bool,
     /// 0 reviewer, 1 person #1, 2 person #2; not validated by REDCap.
     pub double_data: Option<u8>,
+    /// Randomization setup; `None` when randomization is off.
     pub random_setup: Option<bool>,
+    /// The randomization dashboard; `None` when randomization is off.
     pub random_dashboard: Option<bool>,
+    /// Randomize records; `None` when randomization is off.
     pub random_perform: Option<bool>,
+    /// MyCap participant management; `None` when MyCap is off.
     pub mycap_participants: Option<bool>,
     /// Per-instrument data viewing rights.
     pub forms: BTreeMap<String, FormRight>,
@@ -667,17 +740,23 @@ impl Rights {
 /// One row of Export Users (§4.2): identity, expiration, DAG and rights.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct UserRights {
+    /// The account name (1–255 letters, digits, `_ ' . - @` and spaces).
     pub username: String,
+    /// The account's e-mail address (from the account, not the project).
     pub email: String,
+    /// The account's first name.
     pub firstname: String,
+    /// The account's last name.
     pub lastname: String,
     /// `YYYY-MM-DD`, or `None` for no expiry.
     pub expiration: Option<String>,
     /// Unique DAG name, or `None` for no DAG.
     pub data_access_group: Option<String>,
+    /// The DAG's id (stable across renames), or `None` for no DAG.
     pub data_access_group_id: Option<u64>,
     /// The DAG's label; exported from REDCap 16.0.0 on (§4.9).
     pub data_access_group_label: Option<String>,
+    /// The user's privileges (its role's, when it is in one).
     pub rights: Rights,
 }
 

@@ -14,13 +14,19 @@ pub enum TokenError {
     /// Wrong number of characters (a trailing newline counts, §10.11).
     #[error("a REDCap {kind} token has {expected} characters, this one has {actual}")]
     Length {
+        /// `"project"` or `"super"`.
         kind: &'static str,
+        /// 32 for a project token, 64 for a super token.
         expected: usize,
+        /// How many bytes the input has.
         actual: usize,
     },
     /// A character that is not 0-9 or A-F.
     #[error("a REDCap {kind} token has only the characters 0-9 and A-F (uppercase hex)")]
-    Characters { kind: &'static str },
+    Characters {
+        /// `"project"` or `"super"`.
+        kind: &'static str,
+    },
 }
 
 fn check(value: &str, kind: &'static str, expected: usize) -> Result<(), TokenError> {

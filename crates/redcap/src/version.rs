@@ -6,8 +6,11 @@ use std::str::FromStr;
 /// A REDCap version `major.minor.patch`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RedcapVersion {
+    /// The first number (15 in `15.7.6`).
     pub major: u16,
+    /// The second number (7 in `15.7.6`).
     pub minor: u16,
+    /// The third number (6 in `15.7.6`).
     pub patch: u16,
 }
 
@@ -17,6 +20,7 @@ impl RedcapVersion {
     /// From this version on, form viewing rights use the bitmask encoding (§4.4).
     pub const FORM_RIGHTS_BITMASK: RedcapVersion = RedcapVersion::new(15, 6, 0);
 
+    /// The version `major.minor.patch`.
     pub const fn new(major: u16, minor: u16, patch: u16) -> Self {
         Self {
             major,

@@ -5,8 +5,11 @@
 /// A normalised `format` or `returnFormat`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
+    /// `json`: errors as `{"error":"…"}`.
     Json,
+    /// `csv`: errors as `ERROR: …`.
     Csv,
+    /// `xml` (and anything unrecognised): errors as `<hash><error>…`.
     Xml,
 }
 

@@ -9,10 +9,14 @@ use crate::Content;
 /// One DAG (Export DAGs).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Dag {
+    /// The label users see (at most 100 characters).
     #[serde(deserialize_with = "text")]
     pub data_access_group_name: String,
+    /// The name the API uses, derived from the label (§5.2): it changes
+    /// when the DAG is renamed, so key stable mappings on the id.
     #[serde(deserialize_with = "text")]
     pub unique_group_name: String,
+    /// REDCap's `group_id`: stable across renames.
     #[serde(deserialize_with = "number")]
     pub data_access_group_id: u64,
 }
@@ -21,15 +25,19 @@ pub struct Dag {
 /// an existing one renames it (§5.3).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct NewDag {
+    /// The label to create or rename to (required, at most 100 characters).
     pub data_access_group_name: String,
+    /// Empty to create a DAG; an existing unique name to rename that DAG.
     pub unique_group_name: String,
 }
 
 /// One row of the user-DAG mapping; an empty DAG means "no DAG".
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DagAssignment {
+    /// A user already in the project.
     #[serde(deserialize_with = "text")]
     pub username: String,
+    /// The DAG's unique name, or empty for no DAG (sees all records).
     #[serde(deserialize_with = "text")]
     pub redcap_data_access_group: String,
 }

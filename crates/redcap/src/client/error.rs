@@ -15,35 +15,66 @@ pub enum Error {
     SuperTokenRequired,
     /// The token is valid but its user lacks API Export / API Import.
     #[error("the token has no API right for this action: {message}")]
-    NoApiRight { message: String },
+    NoApiRight {
+        /// REDCap's text, naming the missing right.
+        message: String,
+    },
     /// The user's project rights expired on `date` (`YYYY-MM-DD`).
     #[error("the user's project rights expired on {date}")]
-    Expired { date: String },
+    Expired {
+        /// The expiry date as REDCap gives it, `YYYY-MM-DD`.
+        date: String,
+    },
     /// A privilege check refused the method.
     #[error("privilege refused: {message}")]
-    Privilege { message: String },
+    Privilege {
+        /// REDCap's text, naming the missing privilege.
+        message: String,
+    },
     /// REDCap refused the parameters or the data; `message` is REDCap's.
     #[error("bad request: {message}")]
-    BadRequest { message: String },
+    BadRequest {
+        /// REDCap's text, saying what was wrong.
+        message: String,
+    },
     /// The caller's IP is banned (429, §9.1): never retried; an
     /// administrator must lift the ban.
     #[error("REDCap banned this IP (429): {message}")]
-    RateLimited { message: String },
+    RateLimited {
+        /// REDCap's text.
+        message: String,
+    },
     /// A 5xx or an unexpected status.
     #[error("REDCap server error {status}: {message}")]
-    Server { status: u16, message: String },
+    Server {
+        /// The HTTP status.
+        status: u16,
+        /// The error text found in the body, or the whole body trimmed.
+        message: String,
+    },
     /// No answer: connection, TLS, timeout or an unreadable body.
     #[error("transport error: {detail}")]
-    Transport { detail: String },
+    Transport {
+        /// reqwest's error and its causes, without the URL.
+        detail: String,
+    },
     /// The [`super::OutboundLimiter`] refused the call; nothing was sent.
     #[error("the outbound limiter refused the call; nothing was sent")]
     Throttled,
     /// A 200 answer that is not what the method returns.
     #[error("unexpected answer to {what}: {detail}")]
-    Decode { what: &'static str, detail: String },
+    Decode {
+        /// The method called, e.g. `"Export DAGs"`.
+        what: &'static str,
+        /// What did not decode, and where.
+        detail: String,
+    },
     /// The request could not be built (bad URL, unencodable data).
     #[error("cannot build the request: {detail}")]
-    Config { detail: String },
+    Config {
+        /// What could not be built.
+        detail: String,
+    },
 }
 
 impl From<Refusal> for Error {

@@ -16,7 +16,9 @@ use crate::Content;
 /// events) when the project has them.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct FileField {
+    /// The record id.
     pub record: String,
+    /// The File Upload field's variable name.
     pub field: String,
     /// Unique event name; longitudinal projects only.
     pub event: Option<String>,
@@ -61,6 +63,8 @@ pub struct FileUpload {
     /// The declared type (`text/plain`, `application/pdf`…); REDCap answers
     /// it back on export. `None` sends the part without a type.
     pub content_type: Option<String>,
+    /// The content (possibly participant data: `Debug` shows only its
+    /// length).
     pub bytes: Vec<u8>,
 }
 
@@ -84,6 +88,8 @@ pub struct FileDownload {
     pub mime_type: String,
     /// The whole `Content-Type` header as REDCap sent it.
     pub content_type: String,
+    /// The content (possibly participant data: `Debug` shows only its
+    /// length).
     pub bytes: Vec<u8>,
 }
 

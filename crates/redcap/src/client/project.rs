@@ -11,18 +11,24 @@ use crate::{Content, RedcapVersion};
 /// The `data` of Create Project (§2.5).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
 pub struct NewProject {
+    /// The title users see (required).
     pub project_title: String,
     /// 0 practice, 1 other (needs `purpose_other`), 2 research, 3 quality
     /// improvement, 4 operational support.
     pub purpose: u8,
+    /// What the purpose is, when `purpose` is 1 (other).
     #[serde(skip_serializing_if = "String::is_empty")]
     pub purpose_other: String,
+    /// Free-text notes on the project.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub project_notes: String,
+    /// Create the project longitudinal (events and arms).
     #[serde(skip_serializing_if = "std::ops::Not::not", serialize_with = "as_01")]
     pub is_longitudinal: bool,
+    /// Enable surveys.
     #[serde(skip_serializing_if = "std::ops::Not::not", serialize_with = "as_01")]
     pub surveys_enabled: bool,
+    /// Number new records automatically.
     #[serde(skip_serializing_if = "std::ops::Not::not", serialize_with = "as_01")]
     pub record_autonumbering_enabled: bool,
 }
@@ -35,29 +41,40 @@ fn as_01<S: serde::Serializer>(v: &bool, s: S) -> Result<S::Ok, S::Error> {
 /// in `other`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct ProjectInfo {
+    /// REDCap's id of the project.
     #[serde(deserialize_with = "number")]
     pub project_id: u64,
+    /// The title users see.
     #[serde(deserialize_with = "text")]
     pub project_title: String,
+    /// When the project was created (`YYYY-MM-DD HH:MM:SS`, server time).
     #[serde(deserialize_with = "text", default)]
     pub creation_time: String,
+    /// When it moved to production (same format), empty if never.
     #[serde(deserialize_with = "text", default)]
     pub production_time: String,
     /// 0 development, 1 production, 2 analysis/cleanup.
     #[serde(deserialize_with = "number")]
     pub in_production: u64,
+    /// 0 practice, 1 other, 2 research, 3 quality improvement, 4 operational support.
     #[serde(deserialize_with = "number")]
     pub purpose: u64,
+    /// What the purpose is, when `purpose` is 1 (other).
     #[serde(deserialize_with = "text", default)]
     pub purpose_other: String,
+    /// Free-text notes on the project.
     #[serde(deserialize_with = "text", default)]
     pub project_notes: String,
+    /// Whether the project has events and arms.
     #[serde(deserialize_with = "flag", default)]
     pub is_longitudinal: bool,
+    /// Whether surveys are enabled.
     #[serde(deserialize_with = "flag", default)]
     pub surveys_enabled: bool,
+    /// Whether new records are numbered automatically.
     #[serde(deserialize_with = "flag", default)]
     pub record_autonumbering_enabled: bool,
+    /// Every other attribute, as REDCap sent it (the list grows with versions).
     #[serde(flatten)]
     pub other: serde_json::Map<String, Value>,
 }
@@ -66,40 +83,58 @@ pub struct ProjectInfo {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(default)]
 pub struct Field {
+    /// The variable name.
     #[serde(deserialize_with = "text")]
     pub field_name: String,
+    /// The instrument the field is on.
     #[serde(deserialize_with = "text")]
     pub form_name: String,
+    /// A header shown above the field.
     #[serde(deserialize_with = "text")]
     pub section_header: String,
+    /// `text`, `notes`, `dropdown`, `radio`, `checkbox`, `file`, `calc`, `descriptive`, …
     #[serde(deserialize_with = "text")]
     pub field_type: String,
+    /// The question text.
     #[serde(deserialize_with = "text")]
     pub field_label: String,
+    /// Choices (`1, Yes | 0, No`) or a calculation.
     #[serde(deserialize_with = "text")]
     pub select_choices_or_calculations: String,
+    /// Help text shown under the field.
     #[serde(deserialize_with = "text")]
     pub field_note: String,
+    /// A text field's validation (`integer`, `date_ymd`, `email`, …).
     #[serde(deserialize_with = "text")]
     pub text_validation_type_or_show_slider_number: String,
+    /// The validation's minimum.
     #[serde(deserialize_with = "text")]
     pub text_validation_min: String,
+    /// The validation's maximum.
     #[serde(deserialize_with = "text")]
     pub text_validation_max: String,
+    /// `y` for an identifier (dropped from de-identified exports).
     #[serde(deserialize_with = "text")]
     pub identifier: String,
+    /// When the field is shown.
     #[serde(deserialize_with = "text")]
     pub branching_logic: String,
+    /// `y` when a value is required.
     #[serde(deserialize_with = "text")]
     pub required_field: String,
+    /// Layout of the field (`RV`, `RH`, `LV`, `LH`).
     #[serde(deserialize_with = "text")]
     pub custom_alignment: String,
+    /// The number shown for a survey question.
     #[serde(deserialize_with = "text")]
     pub question_number: String,
+    /// The matrix the field belongs to, if any.
     #[serde(deserialize_with = "text")]
     pub matrix_group_name: String,
+    /// `y` for a ranked matrix.
     #[serde(deserialize_with = "text")]
     pub matrix_ranking: String,
+    /// Action tags and notes.
     #[serde(deserialize_with = "text")]
     pub field_annotation: String,
 }
@@ -120,10 +155,13 @@ impl Field {
 /// One row of Export List of Export Field Names (§6.4).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct ExportFieldName {
+    /// The field's variable name.
     #[serde(deserialize_with = "text")]
     pub original_field_name: String,
+    /// For a checkbox, the choice's code; empty otherwise.
     #[serde(deserialize_with = "text")]
     pub choice_value: String,
+    /// The column the export uses (`var___code` for a checkbox choice).
     #[serde(deserialize_with = "text")]
     pub export_field_name: String,
 }
@@ -131,8 +169,10 @@ pub struct ExportFieldName {
 /// One instrument (§6.4).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Instrument {
+    /// The instrument's unique name (the `forms` key).
     #[serde(deserialize_with = "text")]
     pub instrument_name: String,
+    /// The label users see.
     #[serde(deserialize_with = "text")]
     pub instrument_label: String,
 }

@@ -10,8 +10,10 @@ use crate::Content;
 /// Flat (one row per record) or EAV (one row per value).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum RecordType {
+    /// `flat`: one row per record (and event and repeat instance).
     #[default]
     Flat,
+    /// `eav`: one row per value (`record`, `field_name`, `value`).
     Eav,
 }
 
@@ -27,20 +29,28 @@ impl RecordType {
 /// Raw codes or choice labels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum RawOrLabel {
+    /// The stored codes (`1`).
     #[default]
     Raw,
+    /// The choices' labels (`Yes`).
     Label,
 }
 
 /// What to export (§6.1). Empty lists mean "all".
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RecordQuery {
+    /// Record ids to export.
     pub records: Vec<String>,
+    /// Fields to export (the record id is not added: list it too).
     pub fields: Vec<String>,
+    /// Instruments whose fields to export.
     pub forms: Vec<String>,
+    /// Choice codes or their labels.
     pub raw_or_label: RawOrLabel,
     /// Adds `redcap_data_access_group` (ignored for DAG members).
     pub export_data_access_groups: bool,
+    /// With labels: checked checkbox columns hold the choice's label
+    /// instead of `Checked` (REDCap's `exportCheckboxLabel`).
     pub export_checkbox_label: bool,
 }
 
@@ -68,12 +78,16 @@ impl RecordQuery {
 /// in `other` for longitudinal or repeating projects).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct EavRow {
+    /// The record id.
     #[serde(deserialize_with = "text")]
     pub record: String,
+    /// The field.
     #[serde(deserialize_with = "text")]
     pub field_name: String,
+    /// The value, as text.
     #[serde(deserialize_with = "text")]
     pub value: String,
+    /// `redcap_event_name`, `redcap_repeat_instrument`, `redcap_repeat_instance` when the project has them.
     #[serde(flatten)]
     pub other: serde_json::Map<String, Value>,
 }
@@ -91,30 +105,40 @@ pub enum OverwriteBehavior {
 /// `returnContent` of Import Records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ReturnContent {
+    /// The number of records imported.
     #[default]
     Count,
+    /// The ids of the records imported.
     Ids,
     /// The new and the original ids (only with `force_auto_number`).
     AutoIds,
+    /// An empty body.
     Nothing,
 }
 
 /// How to import (§6.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ImportOptions {
+    /// The shape of the data sent.
     pub record_type: RecordType,
+    /// Whether blank values erase stored ones.
     pub overwrite: OverwriteBehavior,
+    /// Give new records the next ids instead of the ones sent.
     pub force_auto_number: bool,
+    /// What the answer lists.
     pub return_content: ReturnContent,
 }
 
 /// The answer of Import Records, by `returnContent`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ImportResult {
+    /// The number of records imported.
     Count(usize),
+    /// The ids of the records imported.
     Ids(Vec<String>),
     /// `(new id, original id)` pairs.
     AutoIds(Vec<(String, String)>),
+    /// Nothing was asked for.
     Nothing,
 }
 

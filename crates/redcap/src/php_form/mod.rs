@@ -10,7 +10,7 @@
 //! multipart reader with rules of its own. This module is that model, in
 //! three layers:
 //!
-//! - [`register`]: where one `name = value` lands (PHP's
+//! - [`mod@register`]: where one `name = value` lands (PHP's
 //!   `php_register_variable_ex`), on [`PhpArray`]s;
 //! - [`urlencoded`] and [`multipart`]: how PHP splits each body format
 //!   into names and values (the multipart parser streams, in chunks of any

@@ -23,7 +23,7 @@
 //!   and the rest of an upload it cancels for size. A part with neither `name` nor
 //!   `filename` ends the whole body. A part with `filename` is an upload
 //!   (`$_FILES`, under a normalised name: see
-//!   [`normalize_multipart_name`](super::register::normalize_multipart_name)),
+//!   [`normalize_multipart_name`]),
 //!   even with an empty file name; a text part named `MAX_FILE_SIZE` (any
 //!   case) limits the uploads after it.
 //! - Text parts are registered like urlencoded fields; those past
@@ -44,7 +44,8 @@ use super::{Field, Limits, Note, Parsed};
 const BUFSIZE: usize = 5 * 1024;
 
 /// The longest boundary the parser accepts: with a longer one PHP's buffer
-/// grows past [`BUFSIZE`] and its reads change shape (RFC 2046 allows 70).
+/// grows past its 5 KiB (`FILLUNIT`) and its reads change shape (RFC 2046
+/// allows 70).
 pub const MAX_BOUNDARY: usize = BUFSIZE - 6;
 
 /// What happens in a multipart body, in order.
