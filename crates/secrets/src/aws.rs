@@ -25,6 +25,7 @@ use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType};
 use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 
+use crate::labels::{check_new_version_label, check_removable};
 use crate::{
     AwsStoreOptions, CheckItem, CheckReport, Label, Result, Secret, SecretName, SecretStore,
     SecretValue, Selector, StoreError, VersionId, VersionInfo, VersionMeta,
@@ -503,12 +504,7 @@ impl SecretStore for AwsStore {
         meta: VersionMeta,
         label: Label,
     ) -> Result<VersionId> {
-        if label == Label::Previous {
-            return Err(StoreError::InvalidRequest {
-                store: self.store(),
-                detail: "a new version can be labelled current or pending, not previous".into(),
-            });
-        }
+        check_new_version_label(self, label)?;
         // AWS refuses a new version of a secret scheduled for deletion, but
         // moto accepts it; asking first keeps both honest.
         match self.status(name).await? {
@@ -611,12 +607,7 @@ impl SecretStore for AwsStore {
     }
 
     async fn remove_label(&self, name: &SecretName, label: Label) -> Result<()> {
-        if label == Label::Current {
-            return Err(StoreError::InvalidRequest {
-                store: self.store(),
-                detail: "the current label can only be moved, not removed".into(),
-            });
-        }
+        check_removable(self, label)?;
         for _ in 0..RESTAGE_ATTEMPTS {
             let stages = self.live(name).await?;
             let Some(holder) = Self::holder(&stages, label) else {

@@ -1,10 +1,11 @@
 //! How staging labels move, written once for the backends that keep labels
 //! themselves (the file store, Vault's `<name>.labels` entry). AWS moves its
-//! own labels with the same rules.
+//! own labels with the same rules. The two rules every backend checks before
+//! it touches anything are here too.
 
 use std::collections::BTreeMap;
 
-use crate::{Label, VersionId};
+use crate::{Label, Result, SecretStore, StoreError, VersionId};
 
 pub(crate) type Labels = BTreeMap<Label, VersionId>;
 
@@ -23,6 +24,33 @@ pub(crate) fn move_label(labels: &mut Labels, label: Label, to: &VersionId) {
         }
     }
     labels.insert(label, to.clone());
+}
+
+/// Refuses a new version labelled `previous`: a version becomes `previous`
+/// only by having been `current`.
+pub(crate) fn check_new_version_label(
+    store: &(impl SecretStore + ?Sized),
+    label: Label,
+) -> Result<()> {
+    if label == Label::Previous {
+        return Err(StoreError::InvalidRequest {
+            store: store.describe(),
+            detail: "a new version can be labelled current or pending, not previous".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Refuses to remove `current`: a secret in use always has a current
+/// version, so `current` can only be moved.
+pub(crate) fn check_removable(store: &(impl SecretStore + ?Sized), label: Label) -> Result<()> {
+    if label == Label::Current {
+        return Err(StoreError::InvalidRequest {
+            store: store.describe(),
+            detail: "the current label can only be moved, not removed".into(),
+        });
+    }
+    Ok(())
 }
 
 /// The labels one version carries, in `Label` order.

@@ -28,7 +28,7 @@ pub use self::identity::{
     create_identity_file, generate_identity, identity_is_protected, load_identity,
     read_passphrase_file, replace_identity_file, write_identity_file, write_new_identity_file,
 };
-use crate::labels::{labels_of, move_label};
+use crate::labels::{check_new_version_label, check_removable, labels_of, move_label};
 use crate::{
     CheckItem, CheckReport, Label, Result, Secret, SecretName, SecretStore, SecretValue, Selector,
     StoreError, VersionId, VersionInfo, VersionMeta,
@@ -74,7 +74,7 @@ impl FileStore {
     /// Opens an existing store on the real file system. A
     /// passphrase-protected identity needs [`FileStore::open_unlocking`].
     pub fn open(opts: FileStoreOptions) -> Result<FileStore> {
-        FileStore::open_unlocking(opts, &[])
+        FileStore::on_os(opts, &[], false)
     }
 
     /// Opens an existing store, unlocking a passphrase-protected identity
@@ -83,8 +83,7 @@ impl FileStore {
         opts: FileStoreOptions,
         sources: &[PassphraseSource],
     ) -> Result<FileStore> {
-        let identity = identity::load_identity(&opts.identity, &describe(&opts.path), sources)?;
-        FileStore::open_with_identity(opts, identity)
+        FileStore::on_os(opts, sources, false)
     }
 
     /// Opens an existing store with an identity already unlocked.
@@ -92,14 +91,13 @@ impl FileStore {
         opts: FileStoreOptions,
         identity: StoreIdentity,
     ) -> Result<FileStore> {
-        let lock = durable::lock_path_for(&opts.path);
-        FileStore::build(opts, Arc::new(PrivateOsFs), Some(lock), identity, false)
+        FileStore::on_os_with_identity(opts, identity, false)
     }
 
     /// Creates a new, empty store encrypted to the identity file at
     /// `opts.identity`, which must exist. Refuses to overwrite a store.
     pub fn create(opts: FileStoreOptions) -> Result<FileStore> {
-        FileStore::create_unlocking(opts, &[])
+        FileStore::on_os(opts, &[], true)
     }
 
     /// [`FileStore::create`] with a passphrase-protected identity.
@@ -107,9 +105,7 @@ impl FileStore {
         opts: FileStoreOptions,
         sources: &[PassphraseSource],
     ) -> Result<FileStore> {
-        let lock = durable::lock_path_for(&opts.path);
-        let identity = identity::load_identity(&opts.identity, &describe(&opts.path), sources)?;
-        FileStore::build(opts, Arc::new(PrivateOsFs), Some(lock), identity, true)
+        FileStore::on_os(opts, sources, true)
     }
 
     /// [`FileStore::create`] with an identity already unlocked.
@@ -117,8 +113,7 @@ impl FileStore {
         opts: FileStoreOptions,
         identity: StoreIdentity,
     ) -> Result<FileStore> {
-        let lock = durable::lock_path_for(&opts.path);
-        FileStore::build(opts, Arc::new(PrivateOsFs), Some(lock), identity, true)
+        FileStore::on_os_with_identity(opts, identity, true)
     }
 
     /// Opens a store through any file system (tests use `durable::SimFs`);
@@ -128,8 +123,7 @@ impl FileStore {
         fs: Arc<dyn FileSystem>,
         lock_file: Option<PathBuf>,
     ) -> Result<FileStore> {
-        let identity = identity::read_identity(&opts.identity, &describe(&opts.path))?;
-        FileStore::build(opts, fs, lock_file, identity, false)
+        FileStore::through(opts, fs, lock_file, false)
     }
 
     /// [`FileStore::open_with`] for a new store: creates it, empty,
@@ -139,8 +133,41 @@ impl FileStore {
         fs: Arc<dyn FileSystem>,
         lock_file: Option<PathBuf>,
     ) -> Result<FileStore> {
+        FileStore::through(opts, fs, lock_file, true)
+    }
+
+    /// On the real file system, with the identity loaded (and unlocked from
+    /// `sources` if protected); `create` a new store or open one.
+    fn on_os(
+        opts: FileStoreOptions,
+        sources: &[PassphraseSource],
+        create: bool,
+    ) -> Result<FileStore> {
+        let identity = identity::load_identity(&opts.identity, &describe(&opts.path), sources)?;
+        FileStore::on_os_with_identity(opts, identity, create)
+    }
+
+    /// On the real file system (files private to the owner), locked against
+    /// other processes by `<file>.lock`.
+    fn on_os_with_identity(
+        opts: FileStoreOptions,
+        identity: StoreIdentity,
+        create: bool,
+    ) -> Result<FileStore> {
+        let lock = durable::lock_path_for(&opts.path);
+        FileStore::build(opts, Arc::new(PrivateOsFs), Some(lock), identity, create)
+    }
+
+    /// Through `fs`; the identity (unprotected) is read from the real file
+    /// system.
+    fn through(
+        opts: FileStoreOptions,
+        fs: Arc<dyn FileSystem>,
+        lock_file: Option<PathBuf>,
+        create: bool,
+    ) -> Result<FileStore> {
         let identity = identity::read_identity(&opts.identity, &describe(&opts.path))?;
-        FileStore::build(opts, fs, lock_file, identity, true)
+        FileStore::build(opts, fs, lock_file, identity, create)
     }
 
     fn build(
@@ -320,12 +347,7 @@ impl FileStore {
         meta: VersionMeta,
         label: Label,
     ) -> Result<VersionId> {
-        if label == Label::Previous {
-            return Err(StoreError::InvalidRequest {
-                store: self.describe(),
-                detail: "a new version can be labelled current or pending, not previous".into(),
-            });
-        }
+        check_new_version_label(self, label)?;
         let keep = self.inner.opts.keep_versions.max(1);
         self.update(|doc| {
             let entry = doc.secrets.entry(name.clone()).or_default();
@@ -399,12 +421,7 @@ impl FileStore {
     }
 
     fn remove_label_sync(&self, name: &SecretName, label: Label) -> Result<()> {
-        if label == Label::Current {
-            return Err(StoreError::InvalidRequest {
-                store: self.describe(),
-                detail: "the current label can only be moved, not removed".into(),
-            });
-        }
+        check_removable(self, label)?;
         self.update(|doc| {
             self.live_entry_mut(doc, name)?.labels.remove(&label);
             Ok(())

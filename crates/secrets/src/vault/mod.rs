@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use self::http::{Answer, Http};
 pub use self::http::{CredentialSource, VaultAuth};
-use crate::labels::{Labels, labels_of, move_label};
+use crate::labels::{Labels, check_new_version_label, check_removable, labels_of, move_label};
 use crate::{
     CheckItem, CheckReport, Label, Result, Secret, SecretName, SecretStore, SecretValue, Selector,
     StoreError, VersionId, VersionInfo, VersionMeta,
@@ -458,12 +458,7 @@ impl SecretStore for VaultStore {
         meta: VersionMeta,
         label: Label,
     ) -> Result<VersionId> {
-        if label == Label::Previous {
-            return Err(StoreError::InvalidRequest {
-                store: self.store(),
-                detail: "a new version can be labelled current or pending, not previous".into(),
-            });
-        }
+        check_new_version_label(self, label)?;
         match self.key_state(name).await? {
             KeyState::Deleted(_) => {
                 return Err(StoreError::Deleted {
@@ -539,12 +534,7 @@ impl SecretStore for VaultStore {
     }
 
     async fn remove_label(&self, name: &SecretName, label: Label) -> Result<()> {
-        if label == Label::Current {
-            return Err(StoreError::InvalidRequest {
-                store: self.store(),
-                detail: "the current label can only be moved, not removed".into(),
-            });
-        }
+        check_removable(self, label)?;
         self.live(name).await?;
         self.update_labels(name, |labels| {
             labels.remove(&label);
