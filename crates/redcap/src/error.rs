@@ -380,6 +380,11 @@ fn quoted_list(items: &[String]) -> String {
         .join(", ")
 }
 
+/// The text of [`ApiError::RightsExpired`] before its date, which
+/// [`crate::classify`] recognises it by.
+pub(crate) const RIGHTS_EXPIRED_PREFIX: &str =
+    "You do not have API rights because your privileges have expired for this project as of ";
+
 impl ApiError {
     /// The HTTP status REDCap answers with.
     pub fn status(&self) -> u16 {
@@ -411,7 +416,7 @@ impl ApiError {
         match self {
             NoApiPermission => "You do not have permissions to use the API".into(),
             SuperTokenRequired => "You do not have permissions to use the API 'Create Project' method. You must have been granted a 64-character Super API Token by a REDCap administrator in order to use this method.".into(),
-            RightsExpired { date } => format!("You do not have API rights because your privileges have expired for this project as of {date}."),
+            RightsExpired { date } => format!("{RIGHTS_EXPIRED_PREFIX}{date}."),
             NoApiExport => "You do not have API Export privileges".into(),
             NoApiImport => "You do not have API Import/Update privileges".into(),
             NoDeleteRecord => "You do not have Delete Record privileges".into(),

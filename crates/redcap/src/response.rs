@@ -108,7 +108,6 @@ pub fn classify(status: u16, body: &str) -> Option<Refusal> {
         }),
         403 => {
             let message = message.unwrap_or_else(|| body.trim().to_owned());
-            let expired_prefix = "You do not have API rights because your privileges have expired for this project as of ";
             Some(if message == ApiError::NoApiPermission.message() {
                 Refusal::InvalidToken
             } else if message == ApiError::SuperTokenRequired.message()
@@ -117,7 +116,7 @@ pub fn classify(status: u16, body: &str) -> Option<Refusal> {
                 )
             {
                 Refusal::SuperTokenRequired
-            } else if let Some(rest) = message.strip_prefix(expired_prefix) {
+            } else if let Some(rest) = message.strip_prefix(crate::error::RIGHTS_EXPIRED_PREFIX) {
                 Refusal::Expired {
                     date: rest.trim_end_matches('.').to_owned(),
                 }

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::rows::{number, text};
-use super::{Error, Format, OutboundLimiter, Params, Project};
+use super::{Error, OutboundLimiter, Params, Project};
 use crate::Content;
 
 /// One DAG (Export DAGs).
@@ -52,27 +52,18 @@ impl<L: OutboundLimiter> Project<L> {
     /// Import DAGs (always with `action=import`: without it REDCap treats
     /// the call as an export, §10.9); answers the number of rows.
     pub async fn import_dags(&self, dags: &[NewDag]) -> Result<usize, Error> {
-        let data = serde_json::to_string(dags).map_err(Error::encode)?;
-        self.call_count(
+        self.import_json(
             "Import DAGs",
-            Params::write(Content::Dag)
-                .set("action", "import")
-                .format(Format::Json)
-                .set("data", data),
+            Params::write(Content::Dag).set("action", "import"),
+            dags,
         )
         .await
     }
 
     /// Delete DAGs by unique name.
     pub async fn delete_dags<S: AsRef<str>>(&self, dags: &[S]) -> Result<usize, Error> {
-        self.call_count(
-            "Delete DAGs",
-            Params::write(Content::Dag)
-                .set("action", "delete")
-                .format(Format::Json)
-                .list("dags", dags),
-        )
-        .await
+        self.call_count("Delete DAGs", Params::delete(Content::Dag, "dags", dags))
+            .await
     }
 
     /// Export User-DAG Assignments.
@@ -89,12 +80,10 @@ impl<L: OutboundLimiter> Project<L> {
         &self,
         rows: &[DagAssignment],
     ) -> Result<usize, Error> {
-        let data = serde_json::to_string(rows).map_err(Error::encode)?;
-        self.call_count(
+        self.import_json(
             "Import User-DAG Assignments",
-            Params::write(Content::UserDagMapping)
-                .format(Format::Json)
-                .set("data", data),
+            Params::write(Content::UserDagMapping),
+            rows,
         )
         .await
     }

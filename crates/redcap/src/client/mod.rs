@@ -202,6 +202,15 @@ impl Params {
         self
     }
 
+    /// A delete of the `content` items named in the list parameter `list`
+    /// (`dags[]`, `users[]`, `roles[]`, `records[]`), answered as JSON.
+    pub(crate) fn delete<S: AsRef<str>>(content: Content, list: &str, names: &[S]) -> Params {
+        Params::write(content)
+            .set("action", "delete")
+            .format(Format::Json)
+            .list(list, names)
+    }
+
     /// `format` and, for error bodies, `returnFormat`.
     pub fn format(self, format: Format) -> Params {
         self.set("format", format.as_str())
@@ -459,6 +468,19 @@ impl<L: OutboundLimiter> Project<L> {
     async fn call_count(&self, what: &'static str, params: Params) -> Result<usize, Error> {
         let answer = self.call(params).await?;
         rows::parse_count(what, &answer.body)
+    }
+
+    /// Sends `rows` as the JSON `data` of the import `params`; answers
+    /// REDCap's count.
+    async fn import_json<T: serde::Serialize + ?Sized>(
+        &self,
+        what: &'static str,
+        params: Params,
+        rows: &T,
+    ) -> Result<usize, Error> {
+        let data = serde_json::to_string(rows).map_err(Error::encode)?;
+        self.call_count(what, params.format(Format::Json).set("data", data))
+            .await
     }
 
     /// Sends an export and decodes its JSON array.

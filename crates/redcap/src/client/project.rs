@@ -217,14 +217,8 @@ impl<L: OutboundLimiter> Project<L> {
     /// Import Metadata (development status and Design right); answers the
     /// number of fields.
     pub async fn import_metadata(&self, fields: &[Field]) -> Result<usize, Error> {
-        let data = serde_json::to_string(fields).map_err(Error::encode)?;
-        self.call_count(
-            "Import Metadata",
-            Params::write(Content::Metadata)
-                .format(Format::Json)
-                .set("data", data),
-        )
-        .await
+        self.import_json("Import Metadata", Params::write(Content::Metadata), fields)
+            .await
     }
 
     /// Export List of Export Field Names, for one field or all.

@@ -286,11 +286,7 @@ impl<L: OutboundLimiter> Project<L> {
     ) -> Result<usize, Error> {
         self.call_count(
             "Delete Records",
-            Params::write(Content::Record)
-                .set("action", "delete")
-                .format(Format::Json)
-                .list("records", records)
-                .set_opt("instrument", instrument),
+            Params::delete(Content::Record, "records", records).set_opt("instrument", instrument),
         )
         .await
     }

@@ -84,10 +84,7 @@ impl<L: OutboundLimiter> Project<L> {
     pub async fn delete_users<S: AsRef<str>>(&self, users: &[S]) -> Result<usize, Error> {
         self.call_count(
             "Delete Users",
-            Params::write(Content::User)
-                .set("action", "delete")
-                .format(Format::Json)
-                .list("users", users),
+            Params::delete(Content::User, "users", users),
         )
         .await
     }
@@ -117,24 +114,15 @@ impl<L: OutboundLimiter> Project<L> {
     /// Import User Roles (an empty `unique_role_name` creates a role);
     /// answers the number of roles.
     pub async fn import_user_roles(&self, rows: &[Row]) -> Result<usize, Error> {
-        let data = serde_json::to_string(rows).map_err(Error::encode)?;
-        self.call_count(
-            "Import User Roles",
-            Params::write(Content::UserRole)
-                .format(Format::Json)
-                .set("data", data),
-        )
-        .await
+        self.import_json("Import User Roles", Params::write(Content::UserRole), rows)
+            .await
     }
 
     /// Delete User Roles by unique name.
     pub async fn delete_user_roles<S: AsRef<str>>(&self, roles: &[S]) -> Result<usize, Error> {
         self.call_count(
             "Delete User Roles",
-            Params::write(Content::UserRole)
-                .set("action", "delete")
-                .format(Format::Json)
-                .list("roles", roles),
+            Params::delete(Content::UserRole, "roles", roles),
         )
         .await
     }
@@ -153,12 +141,10 @@ impl<L: OutboundLimiter> Project<L> {
         &self,
         rows: &[RoleAssignment],
     ) -> Result<usize, Error> {
-        let data = serde_json::to_string(rows).map_err(Error::encode)?;
-        self.call_count(
+        self.import_json(
             "Import User-Role Assignments",
-            Params::write(Content::UserRoleMapping)
-                .format(Format::Json)
-                .set("data", data),
+            Params::write(Content::UserRoleMapping),
+            rows,
         )
         .await
     }
