@@ -1,7 +1,6 @@
 //! Opens the secrets store that warden.toml names.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 use secrets::file::{PASSPHRASE_CREDENTIAL, PassphraseSource, StoreIdentity};
@@ -147,7 +146,7 @@ pub fn open_backend(
                 ca_file: v.ca_file.as_ref().map(|p| config.resolve(p)),
                 auth,
                 max_versions: v.max_versions,
-                timeout: Duration::from_secs(v.timeout_seconds),
+                timeout: v.timeout,
             })
             .with_context(context)?;
             Ok(Arc::new(store))

@@ -64,6 +64,41 @@ fn a_wrong_type_gives_one_precise_message() {
 }
 
 #[test]
+fn a_bad_time_zone_gives_one_precise_message() {
+    let (code, out, _) = check(&GOOD.replace("America/Chicago", "America/Chicgo"), false);
+    assert_eq!(code, 1);
+    assert_eq!(
+        out.trim_end(),
+        "warden.toml:3:13: `redcap.time_zone`: `America/Chicgo` is not a time zone name known to the IANA database; fix: write the IANA name of the REDCap server's time zone, e.g. time_zone = \"Europe/Berlin\""
+    );
+}
+
+#[test]
+fn the_data_directory_is_checked_like_every_key() {
+    let (code, out, _) = check(
+        &format!("{GOOD}[paths]\ndata_dir = \"\"\ndata = 1\n"),
+        false,
+    );
+    assert_eq!(code, 1);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(
+        lines[0].starts_with("warden.toml:5:12: `paths.data_dir`: the path is empty; fix: "),
+        "{out}"
+    );
+    assert!(
+        lines[1].starts_with(
+            "warden.toml:6:1: `paths.data`: unknown field `data`, expected `data_dir`"
+        ),
+        "{out}"
+    );
+    let (code, out, err) = check(
+        &format!("{GOOD}[paths]\ndata_dir = \"/var/lib/warden\"\n"),
+        false,
+    );
+    assert_eq!(code, 0, "{out}{err}");
+}
+#[test]
 fn json_output_is_data() {
     let (code, out, _) = check(&GOOD.replace("url", "ur1"), true);
     assert_eq!(code, 1);

@@ -7,11 +7,14 @@
 
 use std::net::SocketAddr;
 use std::ops::Range;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
+use jiff::SignedDuration;
 use serde::Deserialize;
-use toml::Spanned;
 use toml::de::DeTable;
+
+use ::secrets::SecretName;
 
 use crate::Problem;
 use crate::problem::line_column;
@@ -28,10 +31,10 @@ pub struct GatewaySection {
     /// `tls_key`. Without both, the client listener speaks plain HTTP —
     /// acceptable only on loopback or behind a TLS-terminating proxy.
     #[serde(default)]
-    pub tls_cert: Option<Spanned<PathBuf>>,
+    pub tls_cert: Option<PathBuf>,
     /// The certificate's private key (PEM, PKCS#8, PKCS#1 or SEC1).
     #[serde(default)]
-    pub tls_key: Option<Spanned<PathBuf>>,
+    pub tls_key: Option<PathBuf>,
     /// The admin listener (health, metrics, reload); keep it off networks
     /// clients can reach.
     #[serde(default = "default_admin_listen")]
@@ -48,36 +51,72 @@ pub struct GatewaySection {
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: u64,
     /// How long a token read from the secrets store is used before the
-    /// store is asked again.
-    #[serde(default = "default_token_cache_seconds")]
-    pub token_cache_seconds: u64,
-    /// Client keys (only their SHA-256) and their expiry and revocation.
-    #[serde(default = "default_keys_file")]
+    /// store is asked again (`token_cache_seconds`).
+    #[serde(
+        rename = "token_cache_seconds",
+        default = "default_token_cache",
+        deserialize_with = "crate::units::seconds"
+    )]
+    pub token_cache: Duration,
+    /// Client keys (only their SHA-256) and their expiry and revocation;
+    /// `<data_dir>/client-keys.json` unless set.
+    #[serde(default)]
     pub keys_file: PathBuf,
-    /// Accounts the gateway has quarantined, until an operator releases them.
-    #[serde(default = "default_accounts_file")]
+    /// Accounts the gateway has quarantined, until an operator releases
+    /// them; `<data_dir>/account-status.json` unless set.
+    #[serde(default)]
     pub accounts_file: PathBuf,
     /// The admin listener's bearer credential (0600), created at first
     /// start; the CLI reads it to reach a running gateway.
-    #[serde(default = "default_admin_token_file")]
+    /// `<data_dir>/gateway-admin-token` unless set.
+    #[serde(default)]
     pub admin_token_file: PathBuf,
-    /// How long a newly issued client key is valid.
-    #[serde(default = "default_key_lifetime_days")]
-    pub key_lifetime_days: u32,
-    /// When a client's key is re-issued, how long the old one keeps working.
-    #[serde(default = "default_key_overlap_days")]
-    pub key_overlap_days: u32,
+    /// How long a newly issued client key is valid (`key_lifetime_days`).
+    #[serde(
+        rename = "key_lifetime_days",
+        default = "default_key_lifetime",
+        deserialize_with = "crate::units::days"
+    )]
+    pub key_lifetime: SignedDuration,
+    /// When a client's key is re-issued, how long the old one keeps working
+    /// (`key_overlap_days`).
+    #[serde(
+        rename = "key_overlap_days",
+        default = "default_key_overlap",
+        deserialize_with = "crate::units::days"
+    )]
+    pub key_overlap: SignedDuration,
     /// Calls per sliding 60 s window to REDCap (all of redcap-warden's
     /// calls together); REDCap permanently bans an IP past its own limit.
     #[serde(default = "default_outbound_per_minute")]
     pub outbound_per_minute: u32,
     /// The longest a single-account cut-over may hold an account's
-    /// requests before they are refused and the hold ends.
-    #[serde(default = "default_cutover_hold_seconds")]
-    pub cutover_hold_seconds: u64,
+    /// requests before they are refused and the hold ends
+    /// (`cutover_hold_seconds`).
+    #[serde(
+        rename = "cutover_hold_seconds",
+        default = "default_cutover_hold",
+        deserialize_with = "crate::units::seconds"
+    )]
+    pub cutover_hold: Duration,
+}
+
+impl GatewaySection {
+    /// Fills the files left out of `[gateway]` in from the data directory.
+    pub(crate) fn derive_paths(&mut self, data_dir: &Path) {
+        for (path, name) in [
+            (&mut self.keys_file, "client-keys.json"),
+            (&mut self.accounts_file, "account-status.json"),
+            (&mut self.admin_token_file, "gateway-admin-token"),
+        ] {
+            crate::paths::derive(path, data_dir, name);
+        }
+    }
 }
 
 impl Default for GatewaySection {
+    /// What an absent `[gateway]` means; the files are filled in from the
+    /// data directory when the whole file is parsed.
     fn default() -> Self {
         GatewaySection {
             listen: default_listen(),
@@ -87,23 +126,23 @@ impl Default for GatewaySection {
             max_input_vars: default_max_input_vars(),
             max_input_nesting_level: default_max_input_nesting_level(),
             max_body_bytes: default_max_body_bytes(),
-            token_cache_seconds: default_token_cache_seconds(),
-            keys_file: default_keys_file(),
-            accounts_file: default_accounts_file(),
-            admin_token_file: default_admin_token_file(),
-            key_lifetime_days: default_key_lifetime_days(),
-            key_overlap_days: default_key_overlap_days(),
+            token_cache: default_token_cache(),
+            keys_file: PathBuf::new(),
+            accounts_file: PathBuf::new(),
+            admin_token_file: PathBuf::new(),
+            key_lifetime: default_key_lifetime(),
+            key_overlap: default_key_overlap(),
             outbound_per_minute: default_outbound_per_minute(),
-            cutover_hold_seconds: default_cutover_hold_seconds(),
+            cutover_hold: default_cutover_hold(),
         }
     }
 }
 
 fn default_listen() -> SocketAddr {
-    "127.0.0.1:8470".parse().expect("valid")
+    SocketAddr::from(([127, 0, 0, 1], 8470))
 }
 fn default_admin_listen() -> SocketAddr {
-    "127.0.0.1:8471".parse().expect("valid")
+    SocketAddr::from(([127, 0, 0, 1], 8471))
 }
 fn default_max_input_vars() -> usize {
     1000
@@ -114,36 +153,27 @@ fn default_max_input_nesting_level() -> usize {
 fn default_max_body_bytes() -> u64 {
     256 * 1024 * 1024
 }
-fn default_token_cache_seconds() -> u64 {
-    300
+fn default_token_cache() -> Duration {
+    Duration::from_secs(300)
 }
-fn default_keys_file() -> PathBuf {
-    "data/client-keys.json".into()
+fn default_key_lifetime() -> SignedDuration {
+    crate::units::from_days(90)
 }
-fn default_accounts_file() -> PathBuf {
-    "data/account-status.json".into()
-}
-fn default_admin_token_file() -> PathBuf {
-    "data/gateway-admin-token".into()
-}
-fn default_key_lifetime_days() -> u32 {
-    90
-}
-fn default_key_overlap_days() -> u32 {
-    7
+fn default_key_overlap() -> SignedDuration {
+    crate::units::from_days(7)
 }
 fn default_outbound_per_minute() -> u32 {
     300
 }
-fn default_cutover_hold_seconds() -> u64 {
-    120
+fn default_cutover_hold() -> Duration {
+    Duration::from_secs(120)
 }
 
 /// `[[study]]`: one REDCap project.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StudySection {
-    pub name: Spanned<String>,
+    pub name: String,
     /// REDCap's project id, checked against the project info a token returns.
     pub project_id: Option<u64>,
     #[serde(default)]
@@ -154,7 +184,7 @@ pub struct StudySection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SiteSection {
-    pub name: Spanned<String>,
+    pub name: String,
     /// The DAG's numeric `data_access_group_id` (stable across renames).
     pub dag_id: u64,
 }
@@ -164,15 +194,15 @@ pub struct SiteSection {
 #[serde(deny_unknown_fields)]
 pub struct AccountSection {
     /// The name clients and the ledger use.
-    pub name: Spanned<String>,
+    pub name: String,
     /// The REDCap username.
     pub username: String,
     /// The secret (in the secrets store) that holds the account's token.
-    pub secret: Spanned<String>,
+    pub secret: SecretName,
     /// The study (REDCap project) the token belongs to.
-    pub study: Spanned<String>,
+    pub study: String,
     /// The site, for a DAG-bound site account.
-    pub site: Option<Spanned<String>>,
+    pub site: Option<String>,
 }
 
 /// Whether a client must give a reason for writes.
@@ -190,17 +220,17 @@ pub enum WriteReason {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientSection {
-    pub name: Spanned<String>,
+    pub name: String,
     /// The account whose token its calls use.
-    pub account: Spanned<String>,
+    pub account: String,
     /// What it may call: `content` or `content:action`, e.g.
     /// `"record:export"`, `"record:import"`, `"version"` (action export).
-    pub allow: Vec<Spanned<String>>,
+    pub allow: Vec<Method>,
     #[serde(default)]
     pub write_reason: WriteReason,
     /// Source addresses or CIDR ranges allowed to use its key; empty = any.
     #[serde(default)]
-    pub sources: Vec<Spanned<String>>,
+    pub sources: Vec<SourceRange>,
     /// For clients of site accounts: allow exports whose rows the gateway
     /// cannot check against the site's DAG (reports, PDFs, the file
     /// repository, logging). Off by default: such exports are refused.
@@ -209,7 +239,8 @@ pub struct ClientSection {
 }
 
 /// A `content[:action]` pair from an `allow` list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(try_from = "String")]
 pub struct Method {
     pub content: redcap::Content,
     pub action: redcap::Action,
@@ -232,8 +263,16 @@ impl Method {
     }
 }
 
+impl TryFrom<String> for Method {
+    type Error = String;
+    fn try_from(s: String) -> Result<Method, String> {
+        Method::parse(&s)
+    }
+}
+
 /// A source address allow-list entry: an address or a CIDR range.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
 pub struct SourceRange {
     pub addr: std::net::IpAddr,
     pub prefix: u8,
@@ -280,6 +319,13 @@ impl SourceRange {
             }
             _ => false,
         }
+    }
+}
+
+impl TryFrom<String> for SourceRange {
+    type Error = String;
+    fn try_from(s: String) -> Result<SourceRange, String> {
+        SourceRange::parse(&s)
     }
 }
 
@@ -447,7 +493,7 @@ pub(crate) fn validate(doc: &DeTable<'_>, text: &str, problems: &mut Vec<Problem
             }
         }
         if let Some((secret, span)) = str_at(account, "secret") {
-            match ::secrets::SecretName::new(secret) {
+            match SecretName::new(secret) {
                 Err(e) => push(
                     span,
                     format!("account[{i}].secret"),

@@ -19,27 +19,61 @@
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use toml::Spanned;
+use toml::de::DeTable;
+
+use crate::Problem;
+use crate::schema::{str_at, table_at};
 
 /// `[ledger]`. `init` writes it; the verifier key is pinned here so that
 /// `ledger verify` never trusts a key found beside the ledger itself.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(try_from = "RawLedgerSection")]
 pub struct LedgerSection {
-    /// Which store holds the ledger.
-    pub backend: LedgerBackendKind,
-    /// The directory of segment files and checkpoints (file backend).
+    /// Which store holds the ledger (`backend`, and `[ledger.postgres]`
+    /// for a database).
+    pub store: LedgerStore,
+    /// The directory of segment files and checkpoints (file backend; a
+    /// PostgreSQL ledger takes over the file ledger `init` wrote there);
+    /// `<data_dir>/ledger` unless set.
     pub dir: PathBuf,
-    /// The checkpoint verifier key, `<origin>+<key id>+<base64 key>`.
-    pub verifier_key: Spanned<String>,
+    /// The pinned checkpoint verifier key.
+    pub verifier_key: ledger::VerifierKey,
     /// A file on other storage than the ledger that keeps a copy of the
     /// latest checkpoint (a witness, `docs/ledger.md` §11), beside the one
     /// in the secrets store.
     pub witness_file: Option<PathBuf>,
-    /// `[ledger.postgres]`, required when `backend = "postgres"`.
-    pub postgres: Option<PostgresLedgerSection>,
     /// `[ledger.export]`: where `ledger export` ships sealed segments.
     pub export: Option<crate::ExportSection>,
+}
+
+/// Where the ledger is kept, with what that store needs.
+#[derive(Debug, Clone)]
+pub enum LedgerStore {
+    /// Segment files in `dir`: one machine.
+    File,
+    /// Tables in a PostgreSQL database: several gateways share one ledger.
+    Postgres(PostgresLedgerSection),
+}
+
+impl LedgerSection {
+    /// Which kind of store holds the ledger.
+    pub fn backend(&self) -> LedgerBackendKind {
+        match self.store {
+            LedgerStore::File => LedgerBackendKind::File,
+            LedgerStore::Postgres(_) => LedgerBackendKind::Postgres,
+        }
+    }
+
+    /// The pinned key.
+    pub fn verifier_key(&self) -> ledger::VerifierKey {
+        self.verifier_key.clone()
+    }
+
+    /// Fills the ledger directory in from the data directory when `dir`
+    /// is left out.
+    pub(crate) fn derive_paths(&mut self, data_dir: &Path) {
+        crate::paths::derive(&mut self.dir, data_dir, "ledger");
+    }
 }
 
 #[derive(Deserialize)]
@@ -47,9 +81,9 @@ pub struct LedgerSection {
 struct RawLedgerSection {
     #[serde(default)]
     backend: LedgerBackendKind,
-    #[serde(default = "default_dir")]
+    #[serde(default)]
     dir: PathBuf,
-    verifier_key: Spanned<String>,
+    verifier_key: String,
     witness_file: Option<PathBuf>,
     postgres: Option<PostgresLedgerSection>,
     export: Option<crate::ExportSection>,
@@ -58,31 +92,67 @@ struct RawLedgerSection {
 impl TryFrom<RawLedgerSection> for LedgerSection {
     type Error = String;
     fn try_from(raw: RawLedgerSection) -> Result<Self, String> {
-        if raw.backend == LedgerBackendKind::Postgres && raw.postgres.is_none() {
-            return Err(
-                "invalid value: backend = \"postgres\" needs a [ledger.postgres] table with url_file (or url, without a password); see docs/ledger.md §9".into(),
-            );
-        }
-        if let Some(w) = &raw.witness_file
-            && raw.backend == LedgerBackendKind::File
-            && (w.starts_with(&raw.dir) || w.as_os_str().is_empty())
-        {
-            return Err(format!(
-                "invalid value: witness_file {} is inside the ledger directory {}, where whoever can change the ledger can change it too; fix: name a file on other storage, e.g. witness_file = \"/mnt/other/witness.note\"",
-                w.display(),
-                raw.dir.display()
-            ));
-        }
+        let store = match (raw.backend, raw.postgres) {
+            (LedgerBackendKind::File, _) => LedgerStore::File,
+            (LedgerBackendKind::Postgres, Some(pg)) => LedgerStore::Postgres(pg),
+            (LedgerBackendKind::Postgres, None) => {
+                return Err(format!(
+                    "invalid value: backend = \"postgres\" needs {POSTGRES_NEEDS}"
+                ));
+            }
+        };
+        let verifier_key = parse_verifier_key(&raw.verifier_key)
+            .map_err(|e| format!("invalid value: verifier_key is {e}"))?;
         Ok(LedgerSection {
-            backend: raw.backend,
+            store,
             dir: raw.dir,
             witness_file: raw.witness_file,
-            verifier_key: raw.verifier_key,
-            postgres: raw.postgres,
+            verifier_key,
             export: raw.export,
         })
     }
 }
+
+/// `witness_file` must not lie inside the ledger directory of a file
+/// ledger: whoever can change the ledger could change its witness too.
+/// Checked on the generic document, so the problem has its position.
+pub(crate) fn validate_witness(doc: &DeTable<'_>, text: &str, problems: &mut Vec<Problem>) {
+    let Some(section) = table_at(doc, "ledger") else {
+        return;
+    };
+    let Some((witness, span)) = str_at(section, "witness_file") else {
+        return;
+    };
+    if witness.is_empty() || str_at(section, "backend").is_some_and(|(b, _)| b != "file") {
+        return;
+    }
+    let dir = match str_at(section, "dir") {
+        Some((dir, _)) => PathBuf::from(dir),
+        None => table_at(doc, "paths")
+            .and_then(|paths| str_at(paths, "data_dir"))
+            .map_or_else(
+                || crate::PathsSection::default().data_dir,
+                |(d, _)| d.into(),
+            )
+            .join("ledger"),
+    };
+    if Path::new(witness).starts_with(&dir) {
+        problems.push(Problem::at_offset(
+            text,
+            span.start,
+            Some("ledger.witness_file".into()),
+            format!(
+                "witness_file {witness} is inside the ledger directory {}, where whoever can change the ledger can change it too",
+                dir.display()
+            ),
+            "name a file on other storage, e.g. witness_file = \"/mnt/other/witness.note\"".into(),
+        ));
+    }
+}
+
+/// What `backend = "postgres"` needs besides.
+pub(crate) const POSTGRES_NEEDS: &str =
+    "a [ledger.postgres] table with url_file (or url, without a password); see docs/ledger.md §9";
 
 /// Where the ledger is kept.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -168,20 +238,8 @@ impl TryFrom<RawPostgresSection> for PostgresLedgerSection {
     }
 }
 
-fn default_dir() -> PathBuf {
-    "data/ledger".into()
-}
-
 fn default_schema() -> String {
     ledger::DEFAULT_SCHEMA.into()
-}
-
-impl LedgerSection {
-    /// The pinned key, already validated.
-    pub fn verifier_key(&self) -> ledger::VerifierKey {
-        ledger::VerifierKey::parse(self.verifier_key.get_ref())
-            .expect("validated when the file was loaded")
-    }
 }
 
 impl PostgresLedgerSection {
@@ -266,18 +324,16 @@ fn has_password(s: &str) -> bool {
     }
 }
 
-pub(crate) fn check_verifier_key(key: &str) -> Result<(), String> {
-    ledger::VerifierKey::parse(key)
-        .map(|_| ())
-        .map_err(|e| format!("not a verifier key ({e})"))
+pub(crate) fn parse_verifier_key(key: &str) -> Result<ledger::VerifierKey, String> {
+    ledger::VerifierKey::parse(key).map_err(|e| format!("not a verifier key ({e})"))
 }
 
 #[cfg(test)]
 mod ledger_tests {
     use super::*;
 
-    // Not parsed by the section itself (the crate's validation checks it).
-    const KEY: &str = "t.example/redcap-warden/0011223344556677+4cb46ec6+Aa4jICU7RL7XsRmLWIzU7PHoUmB/kNbp1JF9DgOhIKCy";
+    // The example key of Go's note package documentation.
+    const KEY: &str = "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW";
 
     fn section(text: &str) -> Result<LedgerSection, String> {
         #[derive(Deserialize)]
@@ -292,17 +348,19 @@ mod ledger_tests {
     #[test]
     fn the_file_backend_is_the_default() {
         let s = section("").unwrap();
-        assert_eq!(s.backend, LedgerBackendKind::File);
-        assert_eq!(s.dir, PathBuf::from("data/ledger"));
-        assert!(s.postgres.is_none());
+        assert_eq!(s.backend(), LedgerBackendKind::File);
+        assert!(matches!(s.store, LedgerStore::File));
+        assert_eq!(s.verifier_key.to_string(), KEY);
     }
 
     #[test]
     fn postgres_with_a_url_file_or_a_passwordless_url() {
         let s = section("backend = \"postgres\"\n[ledger.postgres]\nurl_file = \"data/db.url\"\n")
             .unwrap();
-        assert_eq!(s.backend, LedgerBackendKind::Postgres);
-        let pg = s.postgres.unwrap();
+        assert_eq!(s.backend(), LedgerBackendKind::Postgres);
+        let LedgerStore::Postgres(pg) = s.store else {
+            panic!("a PostgreSQL ledger")
+        };
         assert_eq!(pg.connection, ConnectionFrom::File("data/db.url".into()));
         assert_eq!(pg.schema, "redcap_warden");
         for url in [
@@ -314,7 +372,9 @@ mod ledger_tests {
                 "backend = \"postgres\"\n[ledger.postgres]\nurl = \"{url}\"\nschema = \"ledger2\"\n"
             ))
             .unwrap();
-            let pg = s.postgres.unwrap();
+            let LedgerStore::Postgres(pg) = s.store else {
+                panic!("a PostgreSQL ledger")
+            };
             assert_eq!(pg.connection, ConnectionFrom::Url(url.into()));
             assert_eq!(pg.schema, "ledger2");
         }

@@ -18,10 +18,12 @@ mod diff;
 mod export;
 mod gateway;
 mod ledger;
+mod paths;
 mod problem;
 mod schema;
 mod secrets;
 mod sections;
+mod units;
 
 use std::path::{Path, PathBuf};
 
@@ -29,33 +31,77 @@ pub use diff::field_diff;
 pub use export::*;
 pub use gateway::*;
 pub use ledger::*;
+pub use paths::PathsSection;
 pub use problem::{ConfigError, LoadError, Problem};
 pub use secrets::*;
 pub use sections::*;
 
-/// The whole of `warden.toml`, validated.
+/// The whole of `warden.toml`, validated, every value in the type it
+/// means: secret names, methods, source ranges, the time zone, the
+/// verifier key and durations are parsed once, here, and every file of the
+/// tool's own that the file leaves out is filled in from `[paths]
+/// data_dir`.
 #[derive(Debug, Clone, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(from = "Document")]
 pub struct Config {
     /// The REDCap server the tool governs.
     pub redcap: RedcapSection,
+    /// Where the tool's own files live.
+    pub paths: PathsSection,
     /// Where REDCap tokens and the tool's own keys are kept.
-    #[serde(default)]
     pub secrets: SecretsSection,
     /// The audit ledger; `init` writes this section.
     pub ledger: Option<LedgerSection>,
     /// The gateway's listeners and limits.
-    #[serde(default)]
     pub gateway: GatewaySection,
     /// REDCap projects, each with its sites.
-    #[serde(default)]
     pub study: Vec<StudySection>,
     /// REDCap service accounts and the secrets holding their tokens.
-    #[serde(default)]
     pub account: Vec<AccountSection>,
     /// Applications calling REDCap through the gateway.
-    #[serde(default)]
     pub client: Vec<ClientSection>,
+}
+
+/// The file as written: [`Config`] before the files it leaves out are
+/// derived from the data directory.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Document {
+    redcap: RedcapSection,
+    #[serde(default)]
+    paths: PathsSection,
+    #[serde(default)]
+    secrets: SecretsSection,
+    ledger: Option<LedgerSection>,
+    #[serde(default)]
+    gateway: GatewaySection,
+    #[serde(default)]
+    study: Vec<StudySection>,
+    #[serde(default)]
+    account: Vec<AccountSection>,
+    #[serde(default)]
+    client: Vec<ClientSection>,
+}
+
+impl From<Document> for Config {
+    fn from(mut doc: Document) -> Config {
+        let data_dir = &doc.paths.data_dir;
+        doc.secrets.file.derive_paths(data_dir);
+        if let Some(ledger) = &mut doc.ledger {
+            ledger.derive_paths(data_dir);
+        }
+        doc.gateway.derive_paths(data_dir);
+        Config {
+            redcap: doc.redcap,
+            paths: doc.paths,
+            secrets: doc.secrets,
+            ledger: doc.ledger,
+            gateway: doc.gateway,
+            study: doc.study,
+            account: doc.account,
+            client: doc.client,
+        }
+    }
 }
 
 /// A loaded configuration together with where it came from, so relative
@@ -79,6 +125,13 @@ impl LoadedConfig {
         } else {
             self.path.parent().unwrap_or(Path::new(".")).join(p)
         }
+    }
+
+    /// The data directory (`[paths] data_dir`, resolved): where the
+    /// gateway's run marker and upload spool live, and every file of the
+    /// tool's own the configuration does not place elsewhere.
+    pub fn data_dir(&self) -> PathBuf {
+        self.resolve(&self.config.paths.data_dir)
     }
 }
 
@@ -175,14 +228,14 @@ fn validate(doc: &toml::de::DeTable<'_>, text: &str, problems: &mut Vec<Problem>
         "redcap.time_zone",
         redcap,
         "time_zone",
-        sections::check_time_zone,
+        |name| sections::parse_time_zone(name).map(drop),
         "write the IANA name of the REDCap server's time zone, e.g. time_zone = \"Europe/Berlin\"",
     );
     check(
         "ledger.verifier_key",
         schema::table_at(doc, "ledger"),
         "verifier_key",
-        ledger::check_verifier_key,
+        |key| ledger::parse_verifier_key(key).map(drop),
         "restore the value `redcap-warden init` wrote, or print it with `redcap-warden ledger public-key` on the machine that holds the signing key",
     );
     for (section, backend, needs) in [
@@ -196,11 +249,7 @@ fn validate(doc: &toml::de::DeTable<'_>, text: &str, problems: &mut Vec<Problem>
             "aws",
             "a [secrets.aws] table (docs/secrets.md lists its keys)",
         ),
-        (
-            "ledger",
-            "postgres",
-            "a [ledger.postgres] table with url_file (or url, without a password); see docs/ledger.md §9",
-        ),
+        ("ledger", "postgres", ledger::POSTGRES_NEEDS),
     ] {
         if let Some(table) = schema::table_at(doc, section)
             && let Some((value, span)) = schema::str_at(table, "backend")
@@ -216,6 +265,7 @@ fn validate(doc: &toml::de::DeTable<'_>, text: &str, problems: &mut Vec<Problem>
             ));
         }
     }
+    ledger::validate_witness(doc, text, problems);
     gateway::validate(doc, text, problems);
 }
 

@@ -139,19 +139,7 @@ impl Problem {
             let expected = expected_names(&message);
             let table = container.rsplit_once('.').map_or("", |(t, _)| t);
             let field = join(table, &name);
-            let fix = match closest(&name, &expected) {
-                Some(best) => format!("did you mean `{best}`? rename the key or remove it"),
-                None if expected.is_empty() => "remove the key".to_string(),
-                None => format!(
-                    "remove the key; this table accepts only {}",
-                    expected
-                        .iter()
-                        .map(|n| format!("`{n}`"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            };
-            (Some(field), fix)
+            (Some(field), unknown_key_fix(&name, &expected).0)
         } else if let Some(name) = quoted_after(&message, "missing field `") {
             let table = container.clone();
             let where_ = if table.is_empty() {
@@ -172,19 +160,8 @@ impl Problem {
             (non_empty(container), format!("write {} here", expected.1))
         } else if let Some(rest) = message.strip_prefix("unknown variant `") {
             let expected = expected_names(rest);
-            let what = rest.split('`').next().unwrap_or_default().to_string();
-            let fix = match closest(&what, &expected) {
-                Some(best) => format!("did you mean `{best}`?"),
-                None => format!(
-                    "use one of {}",
-                    expected
-                        .iter()
-                        .map(|n| format!("`{n}`"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            };
-            (non_empty(container), fix)
+            let what = rest.split('`').next().unwrap_or_default();
+            (non_empty(container), unknown_choice_fix(what, &expected))
         } else if message.starts_with("invalid value") {
             (non_empty(container), "correct the value".to_string())
         } else {
@@ -251,6 +228,29 @@ pub(crate) fn quoted_list(names: &[String], quote: &str) -> String {
         .join(", ")
 }
 
+/// How to fix a key the table does not accept (`expected` are the keys it
+/// does), and the key it is likely a misspelling of.
+pub(crate) fn unknown_key_fix(name: &str, expected: &[String]) -> (String, Option<String>) {
+    let best = closest(name, expected);
+    let fix = match &best {
+        Some(best) => format!("did you mean `{best}`? rename the key or remove it"),
+        None if expected.is_empty() => "remove the key".to_string(),
+        None => format!(
+            "remove the key; this table accepts only {}",
+            quoted_list(expected, "`")
+        ),
+    };
+    (fix, best)
+}
+
+/// How to fix a value that is not one of `choices`.
+pub(crate) fn unknown_choice_fix(value: &str, choices: &[String]) -> String {
+    match closest(value, choices) {
+        Some(best) => format!("did you mean `{best}`?"),
+        None => format!("use one of {}", quoted_list(choices, "`")),
+    }
+}
+
 /// The names serde lists after "expected" (`a`, `b` or `c`).
 fn expected_names(message: &str) -> Vec<String> {
     let Some((_, tail)) = message.split_once("expected") else {
@@ -265,7 +265,7 @@ fn expected_names(message: &str) -> Vec<String> {
 
 /// The expected name nearest to a misspelling, if it is near enough to be a
 /// typo rather than a different word.
-pub(crate) fn closest(name: &str, expected: &[String]) -> Option<String> {
+fn closest(name: &str, expected: &[String]) -> Option<String> {
     expected
         .iter()
         .map(|e| (edit_distance(name, e), e))

@@ -18,7 +18,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use crate::Problem;
-use crate::problem::{closest, expected_list, quoted_list};
+use crate::problem::{expected_list, quoted_list, unknown_choice_fix, unknown_key_fix};
 
 /// What a key's value must be.
 #[derive(Debug, Clone, Copy)]
@@ -105,6 +105,7 @@ const USIZE: i64 = if usize::BITS >= 64 {
 /// The whole file ([`crate::Config`]).
 pub(crate) const TOP: &[Field] = &[
     req("redcap", Kind::Table(REDCAP)),
+    opt("paths", Kind::Table(PATHS)),
     opt("secrets", Kind::Table(SECRETS)),
     opt("ledger", Kind::Table(LEDGER)),
     opt("gateway", Kind::Table(GATEWAY)),
@@ -114,6 +115,8 @@ pub(crate) const TOP: &[Field] = &[
 ];
 
 pub(crate) const REDCAP: &[Field] = &[req("url", Kind::Text), req("time_zone", Kind::Text)];
+
+pub(crate) const PATHS: &[Field] = &[opt("data_dir", Kind::Path)];
 
 pub(crate) const SECRETS: &[Field] = &[
     opt("backend", Kind::Choice(&["file", "vault", "aws"])),
@@ -454,14 +457,7 @@ fn unknown_key(
         "unknown field `{name}`, {}",
         expected_list(&expected, "expected")
     );
-    let best = closest(name, &expected);
-    let fix = match &best {
-        Some(best) => format!("did you mean `{best}`? rename the key or remove it"),
-        None => format!(
-            "remove the key; this table accepts only {}",
-            quoted_list(&expected, "`")
-        ),
-    };
+    let (fix, best) = unknown_key_fix(name, &expected);
     (
         Problem::at_offset(text, key.span().start, Some(place.key(name)), message, fix),
         best,
@@ -560,10 +556,7 @@ fn check_value(
         (Kind::Choice(choices), DeValue::String(s)) => {
             if !choices.contains(&s.as_ref()) {
                 let choices: Vec<String> = choices.iter().map(|c| c.to_string()).collect();
-                let fix = match closest(s, &choices) {
-                    Some(best) => format!("did you mean `{best}`?"),
-                    None => format!("use one of {}", quoted_list(&choices, "`")),
-                };
+                let fix = unknown_choice_fix(s, &choices);
                 out.push(Problem::at_offset(
                     text,
                     at,

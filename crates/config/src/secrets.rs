@@ -4,7 +4,8 @@
 //! or the *environment variable* that holds a token or AppRole secret id;
 //! AWS credentials come from the default AWS chain.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -97,12 +98,13 @@ impl std::str::FromStr for SecretsBackend {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileSecretsSection {
-    /// The encrypted store.
-    #[serde(default = "default_store_path")]
+    /// The encrypted store; `<data_dir>/secrets.age` unless set.
+    #[serde(default)]
     pub path: PathBuf,
     /// The X25519 identity the store is encrypted to (mode 0600). Back it
     /// up: without it every token must be re-issued in REDCap's UI.
-    #[serde(default = "default_identity_path")]
+    /// `<data_dir>/identity.txt` unless set.
+    #[serde(default)]
     pub identity: PathBuf,
     /// How many old, unlabelled versions of each secret to keep.
     #[serde(default = "default_keep_versions")]
@@ -115,22 +117,25 @@ pub struct FileSecretsSection {
 }
 
 impl Default for FileSecretsSection {
+    /// What an absent `[secrets.file]` means; the files are filled in
+    /// from the data directory when the whole file is parsed.
     fn default() -> Self {
         FileSecretsSection {
-            path: default_store_path(),
-            identity: default_identity_path(),
+            path: PathBuf::new(),
+            identity: PathBuf::new(),
             keep_versions: default_keep_versions(),
             passphrase_file: None,
         }
     }
 }
 
-fn default_store_path() -> PathBuf {
-    "data/secrets.age".into()
-}
-
-fn default_identity_path() -> PathBuf {
-    "data/identity.txt".into()
+impl FileSecretsSection {
+    /// Fills the store and identity in from the data directory when they
+    /// are left out.
+    pub(crate) fn derive_paths(&mut self, data_dir: &Path) {
+        crate::paths::derive(&mut self.path, data_dir, "secrets.age");
+        crate::paths::derive(&mut self.identity, data_dir, "identity.txt");
+    }
 }
 
 fn default_keep_versions() -> usize {
@@ -173,8 +178,8 @@ pub struct VaultSecretsSection {
     pub auth: VaultAuthSection,
     /// KV versions kept per secret (KV's `max_versions`).
     pub max_versions: u32,
-    /// Seconds one request may take.
-    pub timeout_seconds: u64,
+    /// How long one request may take (`timeout_seconds`).
+    pub timeout: Duration,
 }
 
 #[derive(Deserialize)]
@@ -199,8 +204,11 @@ struct RawVaultSection {
     secret_id_env: Option<String>,
     #[serde(default = "default_max_versions")]
     max_versions: u32,
-    #[serde(default = "default_timeout")]
-    timeout_seconds: u64,
+    #[serde(
+        default = "default_timeout",
+        deserialize_with = "crate::units::seconds"
+    )]
+    timeout_seconds: Duration,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -223,8 +231,8 @@ fn default_approle_mount() -> String {
 fn default_max_versions() -> u32 {
     20
 }
-fn default_timeout() -> u64 {
-    30
+fn default_timeout() -> Duration {
+    Duration::from_secs(30)
 }
 
 /// Exactly one of `<what>_file` and `<what>_env`.
@@ -276,7 +284,7 @@ impl TryFrom<RawVaultSection> for VaultSecretsSection {
                 ));
             }
         }
-        if r.timeout_seconds == 0 {
+        if r.timeout_seconds.is_zero() {
             return Err("invalid value: timeout_seconds must be at least 1".into());
         }
         let auth = match r.auth {
@@ -324,7 +332,7 @@ impl TryFrom<RawVaultSection> for VaultSecretsSection {
             ca_file: r.ca_file,
             auth,
             max_versions: r.max_versions,
-            timeout_seconds: r.timeout_seconds,
+            timeout: r.timeout_seconds,
         })
     }
 }

@@ -2,30 +2,36 @@
 //! express. Every struct denies unknown keys: a misspelt key is an error, not
 //! a silently ignored line.
 
-use serde::Deserialize;
-use toml::Spanned;
+use jiff::tz::TimeZone;
+use serde::{Deserialize, Deserializer};
 
 /// `[redcap]`: the REDCap server whose tokens are governed.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedcapSection {
     /// The API endpoint, ending in `/api/` as REDCap's clients require.
-    pub url: Spanned<String>,
-    /// IANA name of the REDCap server's time zone. REDCap writes its log
-    /// timestamps in server-local time without a zone, to the minute;
+    pub url: String,
+    /// The REDCap server's time zone, from its IANA name. REDCap writes its
+    /// log timestamps in server-local time without a zone, to the minute;
     /// reconciliation needs this to compare them with the ledger's UTC.
-    pub time_zone: Spanned<String>,
+    #[serde(deserialize_with = "time_zone")]
+    pub time_zone: TimeZone,
 }
 
 impl RedcapSection {
     pub fn url(&self) -> &str {
-        self.url.get_ref()
+        &self.url
     }
 
-    /// The configured zone; validation has already proved the name exists.
-    pub fn time_zone(&self) -> jiff::tz::TimeZone {
-        jiff::tz::TimeZone::get(self.time_zone.get_ref()).unwrap_or(jiff::tz::TimeZone::UTC)
+    /// The configured zone.
+    pub fn time_zone(&self) -> &TimeZone {
+        &self.time_zone
     }
+}
+
+fn time_zone<'de, D: Deserializer<'de>>(d: D) -> Result<TimeZone, D::Error> {
+    let name = String::deserialize(d)?;
+    parse_time_zone(&name).map_err(serde::de::Error::custom)
 }
 
 /// REDCap's API lives at `<base>/api/`; https is required except on
@@ -70,8 +76,8 @@ pub(crate) fn check_redcap_url(raw: &str) -> Result<(), String> {
     Ok(())
 }
 
-pub(crate) fn check_time_zone(name: &str) -> Result<(), String> {
-    jiff::tz::TimeZone::get(name)
-        .map(|_| ())
+/// A zone by its IANA name.
+pub(crate) fn parse_time_zone(name: &str) -> Result<TimeZone, String> {
+    TimeZone::get(name)
         .map_err(|_| format!("`{name}` is not a time zone name known to the IANA database"))
 }

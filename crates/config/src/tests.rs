@@ -8,6 +8,9 @@ url = "https://redcap.example.org/api/"
 time_zone = "Europe/Berlin"
 "#;
 
+/// The example key of Go's note package documentation.
+const VERIFIER_KEY: &str = "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW";
+
 fn problems(text: &str) -> Vec<Problem> {
     parse(text, Path::new("warden.toml"))
         .expect_err("should be refused")
@@ -235,7 +238,7 @@ fn a_gateway_configuration_parses() {
     assert_eq!(c.gateway.max_input_vars, 1000);
     assert_eq!(c.study[0].site[0].dag_id, 3);
     assert_eq!(c.client[0].write_reason, WriteReason::Required);
-    let m = Method::parse(c.client[0].allow[2].get_ref()).unwrap();
+    let m = c.client[0].allow[2];
     assert_eq!(
         (m.content, m.action),
         (redcap::Content::Version, redcap::Action::Export)
@@ -804,9 +807,10 @@ fn the_schema_matches_the_serde_structs() {
     fn keys(fields: &[schema::Field]) -> Vec<&'static str> {
         fields.iter().map(|f| f.key).collect()
     }
-    let pairs: [(&str, &[schema::Field], &[&str]); 14] = [
+    let pairs: [(&str, &[schema::Field], &[&str]); 15] = [
         ("top", schema::TOP, serde_fields::<Config>()),
         ("redcap", schema::REDCAP, serde_fields::<RedcapSection>()),
+        ("paths", schema::PATHS, serde_fields::<PathsSection>()),
         ("secrets", schema::SECRETS, serde_fields::<SecretsSection>()),
         (
             "secrets.file",
@@ -897,4 +901,177 @@ fn serde_fields<'de, T: serde::Deserialize<'de>>() -> &'static [&'static str] {
         Err(Fields(f)) => f,
         Ok(_) => unreachable!("the probe never yields a value"),
     }
+}
+
+#[test]
+fn a_bad_time_zone_is_a_problem_at_its_line_and_column() {
+    let p = only(&GOOD.replace("Europe/Berlin", "Europe/Berln"));
+    assert_eq!((p.line, p.column), (4, 13), "{p:?}");
+    assert_eq!(p.field.as_deref(), Some("redcap.time_zone"));
+    assert_eq!(
+        p.message,
+        "`Europe/Berln` is not a time zone name known to the IANA database"
+    );
+    assert!(p.fix.contains("time_zone = \"Europe/Berlin\""), "{}", p.fix);
+}
+
+/// What the file says arrives in the types that mean it: nothing a
+/// consumer has to parse again.
+#[test]
+fn values_arrive_parsed() {
+    let c = parse(GATEWAY, Path::new("w")).unwrap();
+    assert_eq!(c.redcap.time_zone().iana_name(), Some("Europe/Berlin"));
+    assert_eq!(c.account[0].secret.as_str(), "redcap/heart/site-a/etl");
+    assert_eq!(
+        c.client[0].allow[0],
+        Method {
+            content: redcap::Content::Record,
+            action: redcap::Action::Export
+        }
+    );
+    assert!(c.client[0].sources[0].contains("10.1.3.4".parse().unwrap()));
+    assert!(c.client[0].sources[1].contains("::1".parse().unwrap()));
+    let gw = &c.gateway;
+    assert_eq!(gw.token_cache, std::time::Duration::from_secs(300));
+    assert_eq!(gw.cutover_hold, std::time::Duration::from_secs(120));
+    assert_eq!(gw.key_lifetime, jiff::SignedDuration::from_hours(90 * 24));
+    assert_eq!(gw.key_overlap, jiff::SignedDuration::from_hours(7 * 24));
+
+    let c = parse(
+        &format!(
+            "{GOOD}[gateway]\ntoken_cache_seconds = 5\ncutover_hold_seconds = 9\nkey_lifetime_days = 2\nkey_overlap_days = 0\n[secrets.vault]\naddress = \"https://v:8200\"\ntoken_env = \"T\"\ntimeout_seconds = 4\n"
+        ),
+        Path::new("w"),
+    )
+    .unwrap();
+    let gw = &c.gateway;
+    assert_eq!(gw.token_cache, std::time::Duration::from_secs(5));
+    assert_eq!(gw.cutover_hold, std::time::Duration::from_secs(9));
+    assert_eq!(gw.key_lifetime, jiff::SignedDuration::from_hours(48));
+    assert_eq!(gw.key_overlap, jiff::SignedDuration::ZERO);
+    assert_eq!(
+        c.secrets.vault.unwrap().timeout,
+        std::time::Duration::from_secs(4)
+    );
+}
+
+#[test]
+fn the_verifier_key_arrives_parsed() {
+    let c = parse(
+        &format!("{GOOD}[ledger]\nverifier_key = \"{VERIFIER_KEY}\"\n"),
+        Path::new("w"),
+    )
+    .unwrap();
+    let ledger = c.ledger.unwrap();
+    assert_eq!(ledger.verifier_key().to_string(), VERIFIER_KEY);
+    assert!(matches!(ledger.store, LedgerStore::File));
+    let p = only(&format!("{GOOD}[ledger]\nverifier_key = \"nonsense\"\n"));
+    assert_eq!((p.line, p.column), (6, 16), "{p:?}");
+    assert_eq!(p.field.as_deref(), Some("ledger.verifier_key"));
+}
+
+/// Every file of the tool's own that the configuration leaves out lives in
+/// `[paths] data_dir`, which defaults to the `data/` every one of them
+/// defaulted to before.
+#[test]
+fn files_left_out_live_in_the_data_directory() {
+    let ledger = format!("[ledger]\nverifier_key = \"{VERIFIER_KEY}\"\n");
+    let files = |c: &Config| {
+        [
+            c.secrets.file.path.clone(),
+            c.secrets.file.identity.clone(),
+            c.ledger.as_ref().unwrap().dir.clone(),
+            c.gateway.keys_file.clone(),
+            c.gateway.accounts_file.clone(),
+            c.gateway.admin_token_file.clone(),
+        ]
+    };
+    let c = parse(&format!("{GOOD}{ledger}"), Path::new("w")).unwrap();
+    assert_eq!(c.paths.data_dir, Path::new("data"));
+    assert_eq!(
+        files(&c).map(|p| p.display().to_string()),
+        [
+            "data/secrets.age",
+            "data/identity.txt",
+            "data/ledger",
+            "data/client-keys.json",
+            "data/account-status.json",
+            "data/gateway-admin-token",
+        ]
+    );
+
+    let c = parse(
+        &format!("{GOOD}[paths]\ndata_dir = \"/var/lib/warden\"\n{ledger}"),
+        Path::new("w"),
+    )
+    .unwrap();
+    for file in files(&c) {
+        assert!(file.starts_with("/var/lib/warden"), "{}", file.display());
+    }
+
+    // A key that is set names its own place.
+    let c = parse(
+        &format!(
+            "{GOOD}[paths]\ndata_dir = \"state\"\n[secrets.file]\nidentity = \"/secure/identity.txt\"\n[gateway]\nkeys_file = \"keys.json\"\n{ledger}dir = \"/ledger\"\n"
+        ),
+        Path::new("w"),
+    )
+    .unwrap();
+    assert_eq!(
+        files(&c).map(|p| p.display().to_string()),
+        [
+            "state/secrets.age",
+            "/secure/identity.txt",
+            "/ledger",
+            "keys.json",
+            "state/account-status.json",
+            "state/gateway-admin-token",
+        ]
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("warden.toml");
+    std::fs::write(&path, GOOD).unwrap();
+    assert_eq!(load(&path).unwrap().data_dir(), dir.path().join("data"));
+    std::fs::write(&path, format!("{GOOD}[paths]\ndata_dir = \"/srv/w\"\n")).unwrap();
+    assert_eq!(load(&path).unwrap().data_dir(), Path::new("/srv/w"));
+}
+
+#[test]
+fn a_bad_data_directory_is_a_problem_at_its_line() {
+    let p = only(&format!("{GOOD}[paths]\ndata_dir = \"\"\n"));
+    assert_eq!((p.line, p.field.as_deref()), (6, Some("paths.data_dir")));
+    assert!(p.message.contains("the path is empty"), "{}", p.message);
+    let p = only(&format!("{GOOD}[paths]\ndata_dir = 3\n"));
+    assert_eq!((p.line, p.column), (6, 12), "{p:?}");
+    assert!(p.fix.contains("a path in quotes"), "{}", p.fix);
+    let p = only(&format!("{GOOD}[paths]\ndatadir = \"d\"\n"));
+    assert_eq!(p.field.as_deref(), Some("paths.datadir"));
+    assert!(p.fix.contains("did you mean `data_dir`?"), "{}", p.fix);
+}
+
+#[test]
+fn a_witness_inside_the_ledger_directory_is_refused_at_its_line() {
+    let p = only(&format!(
+        "{GOOD}[ledger]\nverifier_key = \"{VERIFIER_KEY}\"\nwitness_file = \"data/ledger/witness.note\"\n"
+    ));
+    assert_eq!((p.line, p.column), (7, 16), "{p:?}");
+    assert_eq!(p.field.as_deref(), Some("ledger.witness_file"));
+    assert!(
+        p.message
+            .contains("inside the ledger directory data/ledger")
+    );
+    assert!(p.fix.contains("other storage"), "{}", p.fix);
+    // The ledger directory follows the data directory.
+    let p = only(&format!(
+        "{GOOD}[paths]\ndata_dir = \"/srv/w\"\n[ledger]\nverifier_key = \"{VERIFIER_KEY}\"\nwitness_file = \"/srv/w/ledger/w.note\"\n"
+    ));
+    assert!(p.message.contains("/srv/w/ledger"), "{}", p.message);
+    parse(
+        &format!(
+            "{GOOD}[ledger]\nverifier_key = \"{VERIFIER_KEY}\"\nwitness_file = \"/mnt/other/w.note\"\n"
+        ),
+        Path::new("w"),
+    )
+    .unwrap();
 }

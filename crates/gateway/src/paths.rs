@@ -8,11 +8,9 @@ use std::path::PathBuf;
 
 use warden_config::LoadedConfig;
 
-/// The gateway's data directory: today the directory of `[gateway]
-/// accounts_file` (the configuration has no setting of its own for it
-/// yet; when it has, this is the one line to change).
+/// The gateway's data directory: `[paths] data_dir`.
 pub fn data_dir(config: &LoadedConfig) -> PathBuf {
-    durable::parent_dir(&status_file(config)).to_path_buf()
+    config.data_dir()
 }
 
 /// The upload spool: uploads wait here, after the key is accepted, until

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use redcap::{Action, Content};
 use secrets::SecretName;
-use warden_config::{Config, Method, SourceRange, WriteReason};
+use warden_config::{Config, SourceRange, WriteReason};
 
 /// A REDCap service account the gateway holds a token for.
 #[derive(Debug, Clone)]
@@ -24,7 +24,8 @@ pub struct Account {
 #[derive(Debug, Clone)]
 pub struct Client {
     pub name: String,
-    pub account: String,
+    /// The account whose token its calls use.
+    pub account: Account,
     pub allow: HashSet<(Content, Action)>,
     pub write_reason: WriteReason,
     pub sources: Vec<SourceRange>,
@@ -100,8 +101,10 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// Builds the tables from a configuration that `warden_config` has
-    /// already validated (every reference resolves, every entry parses).
+    /// Builds the tables from a configuration `warden_config` has parsed
+    /// (every value already in its type, every reference resolved). A
+    /// client whose account is not among the accounts is left out, so it
+    /// is refused like any client the file does not name.
     pub fn from_config(config: &Config) -> Policy {
         let mut accounts = HashMap::new();
         for a in &config.account {
@@ -109,43 +112,35 @@ impl Policy {
                 config
                     .study
                     .iter()
-                    .find(|s| s.name.get_ref() == a.study.get_ref())
-                    .and_then(|s| s.site.iter().find(|x| x.name.get_ref() == site.get_ref()))
+                    .find(|s| s.name == a.study)
+                    .and_then(|s| s.site.iter().find(|x| &x.name == site))
                     .map(|x| x.dag_id)
             });
             accounts.insert(
-                a.name.get_ref().clone(),
+                a.name.clone(),
                 Account {
-                    name: a.name.get_ref().clone(),
+                    name: a.name.clone(),
                     username: a.username.clone(),
-                    secret: SecretName::new(a.secret.get_ref()).expect("validated"),
-                    study: a.study.get_ref().clone(),
-                    site: a.site.as_ref().map(|s| s.get_ref().clone()),
+                    secret: a.secret.clone(),
+                    study: a.study.clone(),
+                    site: a.site.clone(),
                     dag_id,
                 },
             );
         }
         let mut clients = HashMap::new();
         for c in &config.client {
-            let allow = c
-                .allow
-                .iter()
-                .map(|m| Method::parse(m.get_ref()).expect("validated"))
-                .map(|m| (m.content, m.action))
-                .collect();
-            let sources = c
-                .sources
-                .iter()
-                .map(|s| SourceRange::parse(s.get_ref()).expect("validated"))
-                .collect();
+            let Some(account) = accounts.get(&c.account) else {
+                continue;
+            };
             clients.insert(
-                c.name.get_ref().clone(),
+                c.name.clone(),
                 Client {
-                    name: c.name.get_ref().clone(),
-                    account: c.account.get_ref().clone(),
-                    allow,
+                    name: c.name.clone(),
+                    account: account.clone(),
+                    allow: c.allow.iter().map(|m| (m.content, m.action)).collect(),
                     write_reason: c.write_reason,
-                    sources,
+                    sources: c.sources.clone(),
                     unchecked_exports: c.unchecked_exports,
                 },
             );

@@ -224,10 +224,7 @@ async fn serve_clients(
     });
     Ok(match (&gw.tls_cert, &gw.tls_key) {
         (Some(cert), Some(key)) => {
-            let (cert, key) = (
-                config.resolve(cert.get_ref()),
-                config.resolve(key.get_ref()),
-            );
+            let (cert, key) = (config.resolve(cert), config.resolve(key));
             let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(&cert, &key)
                 .await
                 .map_err(|source| StartError::Tls {

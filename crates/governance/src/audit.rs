@@ -26,7 +26,7 @@ use ledger::{
     VerifierKey, Witness,
 };
 use secrets::{Label, SecretName, SecretStore, SecretValue, Selector, StoreError, VersionMeta};
-use warden_config::{LedgerBackendKind, LoadedConfig, SecretsBackend};
+use warden_config::{LedgerBackendKind, LedgerStore, LoadedConfig, SecretsBackend};
 use zeroize::Zeroizing;
 
 /// The store entry holding the checkpoint signing key (hex of the Ed25519
@@ -317,8 +317,8 @@ pub fn open_writer_with(
     }
     witnesses.extend(options.witnesses);
     let adopt = options.adopt;
-    match section.backend {
-        LedgerBackendKind::File => Ok(Arc::new(Ledger::open(
+    match &section.store {
+        LedgerStore::File => Ok(Arc::new(Ledger::open(
             Arc::new(durable::OsFs),
             &config.resolve(&section.dir),
             key,
@@ -329,11 +329,7 @@ pub fn open_writer_with(
                 ..LedgerOptions::default()
             },
         )?)),
-        LedgerBackendKind::Postgres => {
-            let pg = section
-                .postgres
-                .as_ref()
-                .expect("validated: backend = postgres has [ledger.postgres]");
+        LedgerStore::Postgres(pg) => {
             let url = Zeroizing::new(pg.connection_string(|p| config.resolve(p)).map_err(
                 |detail| LedgerError::Database {
                     op: "read the connection string",
@@ -555,7 +551,7 @@ pub async fn rotate_signing_key(
     operator: &str,
     reason: &str,
 ) -> Result<VerifierKey, AuditError> {
-    let postgres = ledger_section(config)?.backend == LedgerBackendKind::Postgres;
+    let postgres = ledger_section(config)?.backend() == LedgerBackendKind::Postgres;
     let stored = |label| async move {
         let secret = store
             .get(&signing_key_name(), &Selector::Label(label))

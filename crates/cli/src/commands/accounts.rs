@@ -25,11 +25,10 @@ pub fn list(args: &Args) -> anyhow::Result<Outcome> {
         .account
         .iter()
         .map(|a| {
-            let name = a.name.get_ref();
             json!({
-                "name": name, "username": a.username, "study": a.study.get_ref(),
-                "site": a.site.as_ref().map(|s| s.get_ref()), "secret": a.secret.get_ref(),
-                "quarantine": quarantined.get(name),
+                "name": a.name, "username": a.username, "study": a.study,
+                "site": a.site, "secret": a.secret,
+                "quarantine": quarantined.get(&a.name),
             })
         })
         .collect();
@@ -72,12 +71,7 @@ pub fn release(args: &Args, account: &str, reason: &str) -> anyhow::Result<Outco
     let operator = Operator::current(args.operator.as_deref())?;
     let reason = super::reason(reason)?;
     let config = load_config(&args.config)?;
-    if !config
-        .config
-        .account
-        .iter()
-        .any(|a| a.name.get_ref() == account)
-    {
+    if !config.config.account.iter().any(|a| a.name == account) {
         bail!(
             "no [[account]] named `{account}` in {}",
             config.path.display()

@@ -168,7 +168,7 @@ pub fn create_protected(
         sha256: String::new(),
     };
     let opts = file_store_options(&loaded);
-    let data_dir = durable::parent_dir(&opts.path).to_path_buf();
+    let data_dir = loaded.data_dir();
     let ledger_dir = audit::ledger_dir(&loaded)?;
     if data_dir.exists() {
         bail!(
@@ -312,14 +312,22 @@ url = {url}
 # The REDCap server's time zone: its log timestamps are server-local.
 time_zone = {tz}
 
+[paths]
+# The data directory (relative to this file, or absolute): the secrets store
+# and its identity, the ledger, the client keys, the account status and the
+# gateway's own files live here unless a key below names another place.
+data_dir = "data"
+
 [secrets]
 # file: one age-encrypted file (the embedded default).
 backend = "file"
 
 [secrets.file]
-path = "data/secrets.age"
-# Back this up with the store: without it every token must be re-issued.
-identity = "data/identity.txt"
+# The encrypted store, secrets.age in the data directory unless set here:
+# path = "/srv/warden/secrets.age"
+# Its identity, identity.txt in the data directory unless set here. Back it
+# up with the store: without it every token must be re-issued.
+# identity = "/srv/warden/identity.txt"
 # For a passphrase-protected identity (init --passphrase, secrets passphrase):
 # a file, mode 0600, whose first line is the passphrase, so `serve` starts
 # unattended. Without it the passphrase is asked for on a terminal, or read
@@ -329,8 +337,9 @@ identity = "data/identity.txt"
 keep_versions = 20
 
 [ledger]
-# The audit ledger: every API call and every change this tool makes.
-dir = "data/ledger"
+# The audit ledger: every API call and every change this tool makes, in
+# ledger/ in the data directory unless set here:
+# dir = "/srv/warden/ledger"
 # Checkpoints are signed with a key kept in the secrets store; this pinned
 # key verifies them. `redcap-warden ledger verify` uses it.
 verifier_key = {vk}

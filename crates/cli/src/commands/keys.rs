@@ -32,17 +32,12 @@ pub fn issue(
     let operator = Operator::current(args.operator.as_deref())?;
     let reason = super::reason(reason)?;
     let config = load_config(&args.config)?;
-    if !config
-        .config
-        .client
-        .iter()
-        .any(|c| c.name.get_ref() == client)
-    {
+    if !config.config.client.iter().any(|c| c.name == client) {
         let known: Vec<&str> = config
             .config
             .client
             .iter()
-            .map(|c| c.name.get_ref().as_str())
+            .map(|c| c.name.as_str())
             .collect();
         bail!(
             "no [[client]] named `{client}` in {}; known clients: {}",

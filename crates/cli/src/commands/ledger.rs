@@ -11,7 +11,7 @@ use ledger::{
     VerifyError, VerifyReport, WitnessNote,
 };
 use serde_json::json;
-use warden_config::{LedgerBackendKind, LoadedConfig};
+use warden_config::{LedgerBackendKind, LedgerStore, LoadedConfig};
 
 use crate::Outcome;
 use crate::args::Args;
@@ -31,8 +31,8 @@ impl Store {
             .ledger
             .as_ref()
             .expect("ledger_dir checked it");
-        Ok(match (section.backend, &section.postgres) {
-            (LedgerBackendKind::Postgres, Some(pg)) => {
+        Ok(match &section.store {
+            LedgerStore::Postgres(pg) => {
                 let url = zeroize::Zeroizing::new(
                     pg.connection_string(|p| config.resolve(p))
                         .map_err(anyhow::Error::msg)?,
@@ -41,7 +41,7 @@ impl Store {
                     PgReader::connect(&url, &pg.schema).context("opening the PostgreSQL ledger")?,
                 ))
             }
-            _ => Store::File(dir),
+            LedgerStore::File => Store::File(dir),
         })
     }
 
@@ -411,7 +411,7 @@ pub fn checkpoint(args: &Args) -> anyhow::Result<Outcome> {
         .config
         .ledger
         .as_ref()
-        .is_some_and(|l| l.backend == LedgerBackendKind::Postgres);
+        .is_some_and(|l| l.backend() == LedgerBackendKind::Postgres);
     if postgres {
         // Several processes share a PostgreSQL ledger; one of them, the
         // holder of the signer lease, signs its checkpoints.
@@ -503,7 +503,7 @@ pub fn rotate_key(args: &Args, reason: &str) -> anyhow::Result<Outcome> {
         .config
         .ledger
         .as_ref()
-        .map(|l| l.verifier_key.get_ref().clone())
+        .map(|l| l.verifier_key.to_string())
         .unwrap_or_default();
     let store = open_store(&config)?;
     let new = super::runtime()?.block_on(audit::rotate_signing_key(

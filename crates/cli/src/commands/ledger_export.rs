@@ -125,10 +125,10 @@ fn file_ledger(config: &LoadedConfig) -> anyhow::Result<std::path::PathBuf> {
         .ledger
         .as_ref()
         .expect("ledger_dir checked it");
-    if section.backend != LedgerBackendKind::File {
+    if section.backend() != LedgerBackendKind::File {
         bail!(
             "`ledger export` ships the segments of a file ledger; this installation keeps its ledger in {} (back that database up with its own write-once tooling)",
-            section.backend.as_str()
+            section.backend().as_str()
         );
     }
     Ok(dir)

@@ -3,7 +3,6 @@
 //! `{operator, reason}` and is an `admin` entry.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -30,7 +29,7 @@ pub(crate) async fn start(
     body: axum::body::Bytes,
 ) -> Result<Response, Refusal> {
     let (operator, reason) = admit_hold(&gw, &account, &headers, &body)?;
-    let limit = Duration::from_secs(gw.applied().config.config.gateway.cutover_hold_seconds);
+    let limit = gw.applied().config.config.gateway.cutover_hold;
     // A hold that ran out but that housekeeping has not ended yet owes its
     // alert before a new one replaces it.
     for alert in gw.holds().expire() {

@@ -144,10 +144,9 @@ impl KeyPolicy {
     /// The lifetimes `[gateway]` sets (`key_lifetime_days`,
     /// `key_overlap_days`).
     pub fn from_config(gateway: &warden_config::GatewaySection) -> KeyPolicy {
-        let days = |d: u32| SignedDuration::from_hours(24 * i64::from(d));
         KeyPolicy {
-            lifetime: days(gateway.key_lifetime_days),
-            overlap: days(gateway.key_overlap_days),
+            lifetime: gateway.key_lifetime,
+            overlap: gateway.key_overlap,
         }
     }
 }

@@ -65,11 +65,7 @@ fn client_of<'a>(
             NO_API_PERMISSION.into(),
         ));
     };
-    let account = applied
-        .policy
-        .accounts
-        .get(&client.account)
-        .expect("validated: every client names an account");
+    let account = &client.account;
     let ip = caller.source.parse().expect("an IP address printed");
     if !client.source_allowed(ip) {
         return Err(deny(

@@ -25,7 +25,6 @@ mod watched;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use governance::accounts::AccountStatusFile;
 use secrets::{FingerprintKey, SecretStore};
@@ -141,7 +140,7 @@ impl Gateway {
             })?;
         Ok(Gateway {
             operator,
-            tokens: TokenCache::new(store, Duration::from_secs(gw.token_cache_seconds)),
+            tokens: TokenCache::new(store, gw.token_cache),
             fingerprint,
             token_holders: RwLock::new(HashMap::new()),
             keys: ClientKeys::new(keys)?,
