@@ -231,3 +231,42 @@ fn a_quarantined_account_is_listed_and_released_with_a_reason() {
     assert_eq!(again.status.code(), Some(2));
     assert!(text(&again).contains("not quarantined"), "{}", text(&again));
 }
+
+/// `[paths] data_dir` places every file of the tool's own: an installation
+/// whose data directory was moved keeps working once the key names it.
+#[test]
+fn a_moved_data_directory_is_followed_by_every_command() {
+    let dir = setup();
+    std::fs::rename(dir.path().join("data"), dir.path().join("state")).unwrap();
+    let cfg = dir.path().join("warden.toml");
+    let toml = std::fs::read_to_string(&cfg).unwrap();
+    assert!(
+        toml.contains("\ndata_dir = \"data\"\n"),
+        "init writes it: {toml}"
+    );
+    std::fs::write(
+        &cfg,
+        toml.replace("data_dir = \"data\"", "data_dir = \"state\""),
+    )
+    .unwrap();
+    let out = warden(
+        dir.path(),
+        &[
+            "keys",
+            "issue",
+            "etl",
+            "--to-file",
+            "etl.key",
+            "--reason",
+            "moved",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(dir.path().join("state/client-keys.json").exists());
+    let out = warden(dir.path(), &["accounts", "list"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = warden(dir.path(), &["ledger", "verify"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("state/ledger"), "{}", text(&out));
+    assert!(!dir.path().join("data").exists());
+}

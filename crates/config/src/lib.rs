@@ -9,7 +9,11 @@
 //! (`study[1].site[0].dag_id`) plus a sentence saying how to fix it, because
 //! the people editing this file run clinical-trial infrastructure and should
 //! never have to guess what a parser meant. Only a file without problems is
-//! deserialized (serde, `deny_unknown_fields` everywhere) into [`Config`].
+//! deserialized (serde, `deny_unknown_fields` everywhere) into [`Config`],
+//! whose fields are already what they mean — a [`::secrets::SecretName`], a
+//! [`Method`], a [`SourceRange`], a [`jiff::tz::TimeZone`], a
+//! [`::ledger::VerifierKey`], a [`std::time::Duration`] — so nothing is parsed
+//! again, or trusted to have been checked, where it is used.
 //!
 //! No secret is ever part of this file: tokens live in the secrets store.
 //! Each feature adds its own section here (see `docs/configuration.md`).

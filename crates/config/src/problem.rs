@@ -170,14 +170,7 @@ impl Problem {
                 "correct the TOML syntax at this position".to_string(),
             )
         };
-        let (line, column) = line_column(text, span.start);
-        Problem {
-            line,
-            column,
-            field,
-            message,
-            fix,
-        }
+        Problem::at_offset(text, span.start, field, message, fix)
     }
 }
 
