@@ -173,9 +173,9 @@ pub fn load(path: &Path) -> Result<LoadedConfig, LoadError> {
 ///
 /// A TOML syntax error stops the parser and is reported alone. Otherwise
 /// every problem is collected — unknown keys, wrong types, missing keys and
-/// values out of range ([`schema::walk`]), semantic and cross-reference
-/// checks ([`validate`]), the rules of the sections that check themselves
-/// while deserializing ([`section_rules`]) — and all are returned together,
+/// values out of range (`schema::walk`), semantic and cross-reference
+/// checks (`validate`), the rules of the sections that check themselves
+/// while deserializing (`section_rules`) — and all are returned together,
 /// sorted by position. The typed [`Config`] is built only from a file with
 /// none.
 pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
