@@ -206,7 +206,7 @@ async fn run() -> anyhow::Result<()> {
     );
     let ip = std::net::IpAddr::from([127, 0, 0, 1]);
     let (handler_median, handler_min, len) = time(|_| async {
-        let reply = redcap_sandbox::api::handle(&db, &config, &post, ip);
+        let reply = redcap_sandbox::api::handle(&db, &config, &post, ip).into_complete()?;
         anyhow::ensure!(reply.status == 200, "handler answered {}", reply.status);
         Ok(reply.body.len())
     })

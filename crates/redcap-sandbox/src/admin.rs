@@ -110,7 +110,7 @@ where
     tokio::task::spawn_blocking(move || {
         let now = Now::new(&app.config);
         let mut txn = app.db.begin();
-        let result = f(&mut txn.state, &now);
+        let result = f(txn.state(), &now);
         txn.commit().map_err(|e| {
             AdminError(
                 StatusCode::INTERNAL_SERVER_ERROR,

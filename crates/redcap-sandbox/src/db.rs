@@ -1,26 +1,31 @@
-//! The sandbox's shared state and its persistence.
+//! The sandbox's shared state, its lock and its transactions.
 //!
-//! Locking story: one [`std::sync::Mutex`] around [`State`]. Every API or
-//! admin request runs start to finish inside one critical section on a
-//! blocking thread (`spawn_blocking`): it reads and changes the state, then —
-//! still holding the lock — makes its changes durable. So requests are
-//! serialised exactly as REDCap's transactions would appear to a client, and
-//! the order on disk is the order in memory. The sandbox is a test double:
-//! simplicity beats concurrency here.
+//! Locking story: one [`std::sync::Mutex`] around the settings ([`State`])
+//! and the SQLite connection that writes. Every API or admin request runs
+//! inside one critical section on a blocking thread (`spawn_blocking`) and
+//! one database transaction (`BEGIN IMMEDIATE` … `COMMIT`): it reads and
+//! changes what it needs, then — still holding the lock — commits. So
+//! answers are ordered as REDCap's transactions would appear to a client.
+//! A request that fails part way is rolled back whole (and the settings
+//! reloaded), so an import that fails changes nothing.
+//!
+//! Long exports do not hold the lock while they stream: inside the
+//! critical section they take a [`Snapshot`] (a WAL read transaction on a
+//! connection of their own), then answer from it after the lock is
+//! released; what they send is what was committed when they were ordered.
 //!
 //! On disk (in the `--data` directory):
-//! - `state.json`: everything but the logs, rewritten atomically (temp file,
-//!   fsync, rename, fsync directory) whenever it changed;
-//! - `log.jsonl`: REDCap's event and page-view logs, one row per line,
-//!   appended and fsynced; a torn last line (crash mid-write) is dropped;
+//! - `sandbox.db` (+ `-wal`, `-shm`): settings, records and logs, in tables
+//!   shaped like REDCap's ([`crate::store`]);
 //! - `edocs/<doc_id>`: the bytes of each file uploaded to a File Upload
-//!   field (REDCap's "edocs"); their name, type and size are in `state.json`.
-//!   A new file is written and fsynced before the state that points at it,
-//!   and a removed one is unlinked only after the state that forgot it.
+//!   field (REDCap's "edocs"); their name, type and size are rows of
+//!   `redcap_edocs_metadata`. A new file is written and fsynced before the
+//!   commit of the row that points at it, and a removed one is unlinked
+//!   only after the commit that forgot it.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -127,10 +132,10 @@ pub struct Dag {
     pub name: String,
 }
 
-/// One record of a classic project.
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+/// One record of a classic project, as the API modules handle it (the
+/// values live in `redcap_data`, see [`crate::store`]).
+#[derive(Debug, Clone, Default)]
 pub struct Record {
-    #[serde(default)]
     pub group_id: Option<u64>,
     pub values: BTreeMap<String, String>,
 }
@@ -163,8 +168,6 @@ pub struct Project {
     pub roles: Vec<Role>,
     #[serde(default)]
     pub dags: Vec<Dag>,
-    #[serde(default)]
-    pub records: BTreeMap<String, Record>,
 }
 
 fn yes() -> bool {
@@ -298,7 +301,18 @@ pub struct LogRow {
     pub group_id: Option<u64>,
 }
 
-/// Everything but the logs.
+/// What a request changed in the settings, so that only that is written.
+#[derive(Debug, Clone, Default)]
+pub struct Dirty {
+    /// Accounts, counters, system settings, the set of projects.
+    pub system: bool,
+    /// Projects whose settings (users, roles, DAGs, metadata) changed.
+    pub projects: std::collections::BTreeSet<u64>,
+}
+
+/// The settings: everything but records and logs (those stay in the
+/// database, see [`crate::store`]). Small whatever the projects' size, so
+/// they are held in memory and loaded at start.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct State {
     pub next_project_id: u64,
@@ -317,10 +331,10 @@ pub struct State {
     pub docs: BTreeMap<u64, Doc>,
     #[serde(default)]
     pub next_doc_id: u64,
-    /// Files of this request to write before the state (doc id, bytes).
+    /// Files of this request to write before the commit (doc id, bytes).
     #[serde(skip)]
     docs_to_write: Vec<(u64, axum::body::Bytes)>,
-    /// Files of this request to unlink after the state.
+    /// Files of this request to unlink after the commit.
     #[serde(skip)]
     docs_to_remove: Vec<u64>,
     /// Recent API hits per IP (last 60 seconds), for the limiter.
@@ -328,28 +342,30 @@ pub struct State {
     pub hits:
         std::collections::HashMap<std::net::IpAddr, std::collections::VecDeque<std::time::Instant>>,
     #[serde(skip)]
-    pub log: Vec<LogRow>,
-    #[serde(skip)]
     pending_log: Vec<LogRow>,
     #[serde(skip)]
-    dirty: bool,
+    dirty: Dirty,
 }
 
 impl State {
-    /// Marks the state as changed: it is written out when the request ends.
+    /// Marks the settings as changed: they are written when the request
+    /// ends.
     pub fn touch(&mut self) {
-        self.dirty = true;
+        self.dirty.system = true;
     }
 
-    /// Appends a log row (written out when the request ends).
-    pub fn log(&mut self, mut row: LogRow) {
-        row.id = self.log.last().map_or(1, |r| r.id + 1);
-        self.log.push(row.clone());
+    /// Marks one project's settings as changed.
+    pub fn touch_project(&mut self, pid: u64) {
+        self.dirty.projects.insert(pid);
+    }
+
+    /// Appends a log row (written when the request ends).
+    pub fn log(&mut self, row: LogRow) {
         self.pending_log.push(row);
     }
 
-    /// Stores an uploaded file; its bytes reach the disk before the state
-    /// that refers to it. Answers the new doc id.
+    /// Stores an uploaded file; its bytes reach the disk before the
+    /// database row that refers to it. Answers the new doc id.
     pub fn add_doc(&mut self, doc: Doc, bytes: axum::body::Bytes) -> u64 {
         let id = self.next_doc_id.max(1);
         self.next_doc_id = id + 1;
@@ -359,7 +375,7 @@ impl State {
         id
     }
 
-    /// Forgets a stored file; its bytes are unlinked once the state is
+    /// Forgets a stored file; its bytes are unlinked once the commit is
     /// durable. Unknown ids (a value that is not a doc id) are ignored.
     pub fn remove_doc(&mut self, id: u64) {
         if self.docs.remove(&id).is_some() {
@@ -426,25 +442,63 @@ pub fn random_below(n: u32) -> u32 {
     u32::from_le_bytes(b) % n
 }
 
+/// The settings and the connection that writes.
+struct Inner {
+    state: State,
+    conn: rusqlite::Connection,
+}
+
 /// The shared, persistent state.
 #[derive(Clone)]
 pub struct Db {
-    inner: Arc<Mutex<State>>,
+    inner: Arc<Mutex<Inner>>,
     dir: Arc<PathBuf>,
+    /// Idle read-only connections (WAL readers for streamed exports).
+    readers: Arc<Mutex<Vec<rusqlite::Connection>>>,
 }
 
-/// A critical section: the locked state; changes are made durable by
-/// [`Txn::commit`].
+/// A critical section and a database transaction: the locked settings and
+/// the connection inside `BEGIN IMMEDIATE`; changes are made durable by
+/// [`Txn::commit`], dropped without it they are rolled back.
 pub struct Txn<'a> {
-    pub state: MutexGuard<'a, State>,
-    dir: &'a Path,
+    guard: MutexGuard<'a, Inner>,
+    db: &'a Db,
+    open: bool,
+}
+
+/// A read transaction on its own connection: a snapshot of the database
+/// as of the moment it was taken, readable while other requests write.
+pub struct Snapshot {
+    conn: Option<rusqlite::Connection>,
+    readers: Arc<Mutex<Vec<rusqlite::Connection>>>,
+}
+
+impl Snapshot {
+    /// The connection, inside its read transaction.
+    pub fn conn(&self) -> &rusqlite::Connection {
+        self.conn.as_ref().expect("a snapshot holds its connection")
+    }
+}
+
+impl Drop for Snapshot {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take()
+            && conn.execute_batch("COMMIT").is_ok()
+        {
+            let mut pool = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+            if pool.len() < 8 {
+                pool.push(conn);
+            }
+        }
+    }
 }
 
 impl Db {
-    /// Opens (or creates) the state in `dir`.
+    /// Opens (or creates) the state in `dir`: `DIR/sandbox.db`, converting
+    /// an old `state.json` / `log.jsonl` once.
     pub fn open(dir: &Path) -> anyhow::Result<Db> {
-        // The state holds every token in clear, as REDCap's database does:
-        // only its owner may read it.
+        // The database holds every token in clear, as REDCap's does: only
+        // its owner may read it.
         if !dir.exists() {
             fs::DirBuilder::new()
                 .recursive(true)
@@ -452,114 +506,172 @@ impl Db {
                 .create(dir)
                 .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
         }
-        let state_path = dir.join("state.json");
-        // A temporary file a crash left behind (never the state itself: the
-        // rename is what commits).
-        let _ = fs::remove_file(dir.join("state.json.tmp"));
-        let mut state: State = match fs::read(&state_path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .with_context(|| format!("{} is not a sandbox state file", state_path.display()))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => State {
-                next_project_id: 1,
-                next_group_id: 1,
-                next_role_id: 1,
-                ..State::default()
-            },
-            Err(e) => {
-                return Err(e).with_context(|| format!("cannot read {}", state_path.display()));
-            }
-        };
-        state.log = read_log(&dir.join("log.jsonl"))?;
+        let (conn, state) = crate::store::open(dir)?;
         Ok(Db {
-            inner: Arc::new(Mutex::new(state)),
+            inner: Arc::new(Mutex::new(Inner { state, conn })),
             dir: Arc::new(dir.to_owned()),
+            readers: Arc::new(Mutex::new(Vec::new())),
         })
     }
 
-    /// Enters the critical section.
+    /// Enters the critical section and begins the write transaction.
     pub fn begin(&self) -> Txn<'_> {
         // A panic in another request must not take the sandbox down with it;
-        // the state is only ever changed in ways that keep it consistent.
-        let state = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        Txn {
-            state,
-            dir: &self.dir,
-        }
+        // a failed request's changes are rolled back and reloaded.
+        let guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut txn = Txn {
+            guard,
+            db: self,
+            open: false,
+        };
+        txn.open = txn.guard.conn.execute_batch("BEGIN IMMEDIATE").is_ok();
+        txn
+    }
+
+    /// Opens a read snapshot (a WAL reader) of what is committed now.
+    pub fn snapshot(&self) -> anyhow::Result<Snapshot> {
+        let pooled = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let conn = match pooled {
+            Some(c) => c,
+            None => {
+                let c = crate::store::connect(&self.dir.join(crate::store::DB_FILE))?;
+                c.pragma_update(None, "query_only", true)?;
+                c
+            }
+        };
+        // The read transaction starts at its first read: pin it now.
+        conn.execute_batch("BEGIN")?;
+        conn.query_row("SELECT count(*) FROM redcap_config", [], |_| Ok(()))?;
+        Ok(Snapshot {
+            conn: Some(conn),
+            readers: self.readers.clone(),
+        })
     }
 }
 
-impl Txn<'_> {
-    /// Makes this request's changes durable: log rows first (append + fsync),
-    /// then the state file if it changed.
-    pub fn commit(mut self) -> anyhow::Result<()> {
-        if !self.state.docs_to_write.is_empty() {
-            let dir = self.dir.join("edocs");
-            fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-            for (id, bytes) in std::mem::take(&mut self.state.docs_to_write) {
-                write_durably(&doc_path(self.dir, id), &bytes)?;
+impl<'a> Txn<'a> {
+    /// The settings.
+    pub fn state(&mut self) -> &mut State {
+        &mut self.guard.state
+    }
+
+    /// The settings and the connection inside the transaction.
+    pub fn parts(&mut self) -> (&mut State, &rusqlite::Connection) {
+        let inner = &mut *self.guard;
+        (&mut inner.state, &inner.conn)
+    }
+
+    /// The database, for [`Db::snapshot`].
+    pub fn db(&self) -> &'a Db {
+        self.db
+    }
+
+    /// Commits what the request did so far and begins a new transaction
+    /// (still inside the critical section): what follows sees it, and a
+    /// snapshot taken now contains it.
+    pub fn checkpoint(&mut self) -> anyhow::Result<()> {
+        self.flush()?;
+        self.guard.conn.execute_batch("COMMIT")?;
+        self.open = false;
+        self.unlink_removed_docs();
+        self.guard.conn.execute_batch("BEGIN IMMEDIATE")?;
+        self.open = true;
+        Ok(())
+    }
+
+    /// Writes this request's files, log rows and changed settings into the
+    /// transaction (files first: their bytes are durable before the rows
+    /// that point at them).
+    fn flush(&mut self) -> anyhow::Result<()> {
+        if !self.open {
+            anyhow::bail!("the database transaction could not begin");
+        }
+        let dir = self.db.dir.clone();
+        let inner = &mut *self.guard;
+        let state = &mut inner.state;
+        if !state.docs_to_write.is_empty() {
+            let edocs = dir.join("edocs");
+            fs::create_dir_all(&edocs)
+                .with_context(|| format!("cannot create {}", edocs.display()))?;
+            for (id, bytes) in std::mem::take(&mut state.docs_to_write) {
+                write_durably(&doc_path(&dir, id), &bytes)?;
+                crate::store::save_doc(&inner.conn, id, state.docs.get(&id))?;
             }
-            sync_dir(&dir)?;
+            sync_dir(&edocs)?;
         }
-        if !self.state.pending_log.is_empty() {
-            let path = self.dir.join("log.jsonl");
-            let mut f = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .mode(0o600)
-                .open(&path)
-                .with_context(|| format!("cannot open {}", path.display()))?;
-            let mut buf = Vec::new();
-            for row in self.state.pending_log.drain(..) {
-                serde_json::to_writer(&mut buf, &row)?;
-                buf.push(b'\n');
-            }
-            f.write_all(&buf)
-                .and_then(|()| f.sync_data())
-                .with_context(|| format!("cannot append to {}", path.display()))?;
+        for id in &state.docs_to_remove {
+            crate::store::save_doc(&inner.conn, *id, None)?;
         }
-        if self.state.dirty {
-            let bytes = serde_json::to_vec_pretty(&*self.state)?;
-            write_atomically(&self.dir.join("state.json"), &bytes)?;
-            self.state.dirty = false;
+        let rows = std::mem::take(&mut state.pending_log);
+        crate::store::append_log(&inner.conn, &rows)?;
+        let dirty = std::mem::take(&mut state.dirty);
+        if dirty.system || !dirty.projects.is_empty() {
+            crate::store::save_state(&inner.conn, state, &dirty)?;
         }
-        for id in std::mem::take(&mut self.state.docs_to_remove) {
-            let path = doc_path(self.dir, id);
+        Ok(())
+    }
+
+    fn unlink_removed_docs(&mut self) {
+        let dir = self.db.dir.clone();
+        for id in std::mem::take(&mut self.guard.state.docs_to_remove) {
+            let path = doc_path(&dir, id);
             match fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                // The state no longer refers to it: a leftover file is
+                // The database no longer refers to it: a leftover file is
                 // harmless, so the request still succeeds.
                 Err(e) => tracing::warn!("cannot remove {}: {e}", path.display()),
             }
         }
-        Ok(())
     }
-}
 
-fn read_log(path: &Path) -> anyhow::Result<Vec<LogRow>> {
-    let file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
-    };
-    let mut rows = Vec::new();
-    for (n, line) in BufReader::new(file).lines().enumerate() {
-        let line = line.with_context(|| format!("cannot read {}", path.display()))?;
-        match serde_json::from_str::<LogRow>(&line) {
-            Ok(row) => rows.push(row),
-            // Only a torn final line is tolerated; it was never acknowledged.
-            Err(_) => {
-                tracing::warn!("{}: ignoring unreadable line {}", path.display(), n + 1);
+    /// Makes this request's changes durable in one transaction (COMMIT
+    /// fsyncs the WAL: `synchronous=FULL`), then unlinks forgotten files.
+    /// On failure everything is rolled back and the settings reloaded.
+    pub fn commit(mut self) -> anyhow::Result<()> {
+        let result = self
+            .flush()
+            .and_then(|()| Ok(self.guard.conn.execute_batch("COMMIT")?));
+        match result {
+            Ok(()) => {
+                self.open = false;
+                self.unlink_removed_docs();
+                Ok(())
+            }
+            Err(e) => {
+                self.rollback();
+                Err(e)
             }
         }
     }
-    Ok(rows)
+
+    /// Drops this request's changes: the transaction is rolled back and the
+    /// settings are read back from the database.
+    pub fn rollback(&mut self) {
+        let inner = &mut *self.guard;
+        let _ = inner.conn.execute_batch("ROLLBACK");
+        self.open = false;
+        // Files written for this request are orphans: the rows pointing at
+        // them were never committed.
+        for (id, _) in std::mem::take(&mut inner.state.docs_to_write) {
+            let _ = fs::remove_file(doc_path(&self.db.dir, id));
+        }
+        match crate::store::load_state(&inner.conn) {
+            Ok(mut fresh) => {
+                fresh.hits = std::mem::take(&mut inner.state.hits);
+                inner.state = fresh;
+            }
+            Err(e) => tracing::error!("cannot reload the sandbox's settings: {e:#}"),
+        }
+    }
 }
 
-/// Temp file, fsync, rename over the target, fsync the directory.
-fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    write_durably(path, bytes)?;
-    sync_dir(path.parent().unwrap_or(Path::new(".")))
+impl Drop for Txn<'_> {
+    fn drop(&mut self) {
+        if self.open {
+            self.rollback();
+        }
+    }
 }
 
 /// Temp file, fsync, rename over the target (the caller syncs the directory).
@@ -587,8 +699,8 @@ fn sync_dir(dir: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("cannot sync the directory {}", dir.display()))
 }
 
-/// `Rights` is stored as its REDCap export (bitmask form codes), so the state
-/// file reads like REDCap's own JSON.
+/// `Rights` is stored as its REDCap export (bitmask form codes), so the old
+/// state file read like REDCap's own JSON (read by the migration).
 mod stored_rights {
     use redcap::rights::ValueStyle;
     use redcap::{RedcapVersion, Rights};
@@ -612,23 +724,21 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
-    /// The state holds tokens in clear: only its owner may read it, and a
-    /// temporary file a crash left behind does not linger.
+    /// The database holds tokens in clear: only its owner may read it.
     #[test]
-    fn the_state_is_private_and_crash_leftovers_go() {
+    fn the_state_is_private() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("data");
         let db = Db::open(&dir).unwrap();
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&dir), 0o700);
         let mut txn = db.begin();
-        txn.state.next_project_id += 1;
-        txn.state.touch();
+        txn.state().next_project_id += 1;
+        txn.state().touch();
         txn.commit().unwrap();
-        assert_eq!(mode(&dir.join("state.json")), 0o600);
-        fs::write(dir.join("state.json.tmp"), b"{\"tokens\": \"half written\"").unwrap();
+        assert_eq!(mode(&dir.join(crate::store::DB_FILE)), 0o600);
         drop(db);
-        Db::open(&dir).unwrap();
-        assert!(!dir.join("state.json.tmp").exists());
+        let db = Db::open(&dir).unwrap();
+        assert_eq!(db.begin().state().next_project_id, 2);
     }
 }

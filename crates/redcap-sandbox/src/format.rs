@@ -13,13 +13,39 @@ pub use redcap::Format;
 /// The body is bytes so that Export File can answer a stored file as it is;
 /// text answers hand over their `String`'s buffer (no copy), and the HTTP
 /// layer takes the `Vec` as it is (no copy either).
-#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
     pub status: u16,
     pub content_type: Cow<'static, str>,
     pub body: Vec<u8>,
     /// Further response headers (Export File's `Content-Security-Policy`).
     pub headers: Vec<(&'static str, String)>,
+    /// A body written from a database snapshot after the request's lock is
+    /// released (large exports); `body` is then empty.
+    pub stream: Option<Streamed>,
+}
+
+/// Writes a streamed body from the snapshot's connection.
+pub type WriteBody =
+    Box<dyn FnOnce(&rusqlite::Connection, &mut dyn std::io::Write) -> anyhow::Result<()> + Send>;
+
+/// A streamed answer: how to write it, the snapshot it reads (taken when
+/// the request commits), and the log rows to write once the snapshot is
+/// taken (rows that must not appear in the answer itself).
+pub struct Streamed {
+    pub write: WriteBody,
+    pub snapshot: Option<crate::db::Snapshot>,
+    pub log_after: Vec<crate::db::LogRow>,
+}
+
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reply")
+            .field("status", &self.status)
+            .field("content_type", &self.content_type)
+            .field("body", &self.body_text())
+            .field("streamed", &self.stream.is_some())
+            .finish()
+    }
 }
 
 impl Reply {
@@ -35,7 +61,34 @@ impl Reply {
             content_type: Cow::Borrowed(content_type),
             body: body.into_bytes(),
             headers: Vec::new(),
+            stream: None,
         }
+    }
+
+    /// 200 in `format`, the body written later from a snapshot.
+    pub fn streamed(format: Format, write: WriteBody, log_after: Vec<crate::db::LogRow>) -> Reply {
+        Reply {
+            status: 200,
+            content_type: Cow::Borrowed(format.content_type()),
+            body: Vec::new(),
+            headers: Vec::new(),
+            stream: Some(Streamed {
+                write,
+                snapshot: None,
+                log_after,
+            }),
+        }
+    }
+
+    /// Writes a streamed body into `body` (in-process callers, tests).
+    pub fn into_complete(mut self) -> anyhow::Result<Reply> {
+        if let Some(s) = self.stream.take() {
+            let snapshot = s
+                .snapshot
+                .ok_or_else(|| anyhow::anyhow!("a streamed answer without its snapshot"))?;
+            (s.write)(snapshot.conn(), &mut self.body)?;
+        }
+        Ok(self)
     }
 
     /// The body as text (for tests and logs; binary bodies come out lossy).
@@ -290,5 +343,125 @@ mod tests {
         let rows = decode_csv("a,b\n1,\"x,y\"\n").unwrap();
         assert_eq!(rows[0]["b"], json!("x,y"));
         assert!(decode_csv("a,b\n1,2,3\n").is_err());
+    }
+}
+
+/// Writes exported rows one at a time in `format`, exactly as
+/// [`render_rows`] writes them all at once (JSON as PHP's `json_encode`,
+/// CSV with its header from the first row, XML items): memory holds one
+/// row whatever the answer's size.
+pub struct RowWriter<'w> {
+    format: Format,
+    out: &'w mut dyn std::io::Write,
+    empty_header: &'w [&'w str],
+    item: &'w str,
+    root: &'w str,
+    rows: usize,
+    buf: Vec<u8>,
+}
+
+impl<'w> RowWriter<'w> {
+    /// Starts the answer.
+    pub fn begin(
+        format: Format,
+        out: &'w mut dyn std::io::Write,
+        empty_header: &'w [&'w str],
+        root: &'w str,
+        item: &'w str,
+    ) -> std::io::Result<RowWriter<'w>> {
+        match format {
+            Format::Json => out.write_all(b"[")?,
+            Format::Xml => write!(
+                out,
+                "<?xml version=\"1.0\" encoding=\"UTF-8\" ?>\n<{root}>\n"
+            )?,
+            Format::Csv => {}
+        }
+        Ok(RowWriter {
+            format,
+            out,
+            empty_header,
+            item,
+            root,
+            rows: 0,
+            buf: Vec::with_capacity(4096),
+        })
+    }
+
+    /// One row: its (column, value) cells in order.
+    pub fn row<K: AsRef<str>, V: AsRef<str>>(&mut self, cells: &[(K, V)]) -> std::io::Result<()> {
+        self.buf.clear();
+        match self.format {
+            Format::Json => {
+                if self.rows > 0 {
+                    self.buf.push(b',');
+                }
+                self.buf.push(b'{');
+                for (i, (k, v)) in cells.iter().enumerate() {
+                    if i > 0 {
+                        self.buf.push(b',');
+                    }
+                    php_json_str(&mut self.buf, k.as_ref());
+                    self.buf.push(b':');
+                    php_json_str(&mut self.buf, v.as_ref());
+                }
+                self.buf.push(b'}');
+            }
+            Format::Csv => {
+                let mut w = csv::WriterBuilder::new()
+                    .terminator(csv::Terminator::Any(b'\n'))
+                    .buffer_capacity(1024)
+                    .from_writer(&mut self.buf);
+                // Writing into a Vec cannot fail.
+                if self.rows == 0 {
+                    let _ = w.write_record(cells.iter().map(|(k, _)| k.as_ref()));
+                }
+                let _ = w.write_record(cells.iter().map(|(_, v)| v.as_ref()));
+                let _ = w.flush();
+            }
+            Format::Xml => {
+                self.buf.extend_from_slice(b"<");
+                self.buf.extend_from_slice(self.item.as_bytes());
+                self.buf.extend_from_slice(b">");
+                for (k, v) in cells {
+                    let (k, v) = (k.as_ref(), v.as_ref());
+                    self.buf.extend_from_slice(format!("<{k}>").as_bytes());
+                    self.buf.extend_from_slice(xml_escape(v).as_bytes());
+                    self.buf.extend_from_slice(format!("</{k}>").as_bytes());
+                }
+                self.buf
+                    .extend_from_slice(format!("</{}>\n", self.item).as_bytes());
+            }
+        }
+        self.rows += 1;
+        self.out.write_all(&self.buf)
+    }
+
+    /// Ends the answer.
+    pub fn end(self) -> std::io::Result<()> {
+        match self.format {
+            Format::Json => self.out.write_all(b"]"),
+            Format::Xml => write!(self.out, "</{}>\n", self.root),
+            Format::Csv if self.rows == 0 => {
+                let mut w = csv::WriterBuilder::new()
+                    .terminator(csv::Terminator::Any(b'\n'))
+                    .from_writer(Vec::new());
+                let _ = w.write_record(self.empty_header);
+                self.out.write_all(&w.into_inner().unwrap_or_default())
+            }
+            Format::Csv => Ok(()),
+        }
+    }
+}
+
+/// One JSON string as PHP's json_encode writes it here (see `php_json`).
+pub fn php_json_str(out: &mut Vec<u8>, s: &str) {
+    let start = out.len();
+    // Writing a &str into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+    if s.contains('/') {
+        let escaped = String::from_utf8_lossy(&out[start..]).replace('/', "\\/");
+        out.truncate(start);
+        out.extend_from_slice(escaped.as_bytes());
     }
 }

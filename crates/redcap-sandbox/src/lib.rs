@@ -6,7 +6,9 @@
 //! - [`admin`]: `/sandbox/…`, out-of-band endpoints for what REDCap does only
 //!   in its web UI (accounts, project tokens, super tokens, suspension,
 //!   expiry), guarded by the admin secret.
-//! - [`db`]: the shared state, its lock and its files.
+//! - [`db`]: the shared state, its lock and its transactions;
+//! - [`store`]: the SQLite tables (settings, records, logs) and the
+//!   migration from the old files.
 //!
 //! Tests start it in-process with [`Server::start`] on `127.0.0.1:0`.
 
@@ -15,6 +17,7 @@ pub mod api;
 pub mod db;
 pub mod format;
 pub mod post;
+pub mod store;
 pub mod xml;
 
 use std::net::SocketAddr;
@@ -114,13 +117,13 @@ pub fn open_state(config: &Config) -> anyhow::Result<Db> {
         redcap::SuperToken::parse(token).context("--super-token")?;
         let mut txn = db.begin();
         let taken = txn
-            .state
+            .state()
             .accounts
             .values()
             .any(|a| a.super_token.as_deref() == Some(token.as_str()));
         if !taken {
             let account = txn
-                .state
+                .state()
                 .accounts
                 .entry(SITE_ADMIN.to_owned())
                 .or_insert_with(|| Account {
@@ -129,7 +132,7 @@ pub fn open_state(config: &Config) -> anyhow::Result<Db> {
                     ..Account::default()
                 });
             account.super_token = Some(token.clone());
-            txn.state.touch();
+            txn.state().touch();
         }
         txn.commit()?;
     }
@@ -175,13 +178,88 @@ async fn api_endpoint(
             }
             let status =
                 StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            // `Body::from(Vec<u8>)` takes the buffer over: no copy.
-            (status, headers, r.body).into_response()
+            match r.stream {
+                Some(stream) => (status, headers, streamed_body(stream)).into_response(),
+                // `Body::from(Vec<u8>)` takes the buffer over: no copy.
+                None => (status, headers, r.body).into_response(),
+            }
         }
         Err(e) => {
             tracing::error!("API request failed: {e}");
             (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
         }
+    }
+}
+
+/// A streamed answer: written from its snapshot on a blocking thread, in
+/// chunks through a small channel (memory stays bounded: a slow client
+/// holds back the writer). A failure part way ends the body with an error,
+/// so the client sees a broken answer, never a short one that parses.
+fn streamed_body(stream: format::Streamed) -> axum::body::Body {
+    const CHUNK: usize = 64 * 1024;
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
+    tokio::task::spawn_blocking(move || {
+        let mut w = ChannelWriter {
+            tx: tx.clone(),
+            buf: Vec::with_capacity(CHUNK),
+        };
+        let result = match &stream.snapshot {
+            Some(s) => (stream.write)(s.conn(), &mut w),
+            None => Err(anyhow::anyhow!("a streamed answer without its snapshot")),
+        };
+        let result = result.and_then(|()| Ok(std::io::Write::flush(&mut w)?));
+        drop(stream.snapshot);
+        if let Err(e) = result {
+            tracing::error!("streamed answer failed: {e:#}");
+            let _ = tx.blocking_send(Err(std::io::Error::other("the export failed")));
+        }
+    });
+    axum::body::Body::new(ChannelBody(rx))
+}
+
+/// Buffers writes into chunks sent to the response body.
+struct ChannelWriter {
+    tx: tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
+    buf: Vec<u8>,
+}
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= 64 * 1024 {
+            self.flush()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::replace(
+            &mut self.buf,
+            Vec::with_capacity(64 * 1024),
+        ));
+        self.tx.blocking_send(Ok(chunk)).map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away")
+        })
+    }
+}
+
+/// The receiving end as an HTTP body.
+struct ChannelBody(tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>);
+
+impl http_body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|item| item.map(|r| r.map(http_body::Frame::data)))
     }
 }
 

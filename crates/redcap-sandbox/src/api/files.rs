@@ -30,6 +30,7 @@ use redcap::{ApiError, ExportRight};
 use super::Ctx;
 use crate::db::{Doc, Field, LogKind, doc_path};
 use crate::format::Reply;
+use crate::store;
 
 /// The File Upload field named by `field`, or the REDCap error for it.
 fn file_field<'p>(fields: &'p [Field], name: &str) -> Result<&'p Field, ApiError> {
@@ -42,17 +43,17 @@ fn file_field<'p>(fields: &'p [Field], name: &str) -> Result<&'p Field, ApiError
 }
 
 /// Whether the caller may see the record (own DAG, or no DAG).
-fn visible(ctx: &Ctx, record: &str) -> bool {
-    ctx.project()
-        .records
-        .get(record)
-        .is_some_and(|r| ctx.caller.group_id.is_none() || r.group_id == ctx.caller.group_id)
+fn visible(ctx: &mut Ctx, record: &str) -> Result<bool, ApiError> {
+    let pid = ctx.pid();
+    let group = ctx.sql(|c| store::record_group(c, pid, record))?;
+    Ok(group.is_some_and(|g| ctx.caller.group_id.is_none() || g == ctx.caller.group_id))
 }
 
 /// The doc id stored in the record's value of the field, if any.
-fn stored_doc(ctx: &Ctx, record: &str, field: &str) -> Option<u64> {
-    let value = ctx.project().records.get(record)?.values.get(field)?;
-    value.parse().ok()
+fn stored_doc(ctx: &mut Ctx, record: &str, field: &str) -> Result<Option<u64>, ApiError> {
+    let pid = ctx.pid();
+    let value = ctx.sql(|c| store::record_value(c, pid, record, field))?;
+    Ok(value.and_then(|v| v.parse().ok()))
 }
 
 /// The edit right on the field's instrument (Import/Delete, INF).
@@ -73,8 +74,9 @@ fn check_edit(ctx: &Ctx, field: &Field) -> Result<(), ApiError> {
 }
 
 /// The record's DAG, for the log row.
-fn record_group(ctx: &Ctx, record: &str) -> Option<u64> {
-    ctx.project().records.get(record).and_then(|r| r.group_id)
+fn record_group(ctx: &mut Ctx, record: &str) -> Result<Option<u64>, ApiError> {
+    let pid = ctx.pid();
+    Ok(ctx.sql(|c| store::record_group(c, pid, record))?.flatten())
 }
 
 /// A type for a file the uploader sent without one, from its extension.
@@ -136,11 +138,11 @@ pub fn export(ctx: &mut Ctx) -> Result<Reply, ApiError> {
             _ => {}
         }
     }
-    if !visible(ctx, &record) {
+    if !visible(ctx, &record)? {
         return Err(ApiError::FileRecordMissing { record });
     }
     file_field(&ctx.project().metadata, &field_name)?;
-    let doc_id = stored_doc(ctx, &record, &field_name).ok_or(ApiError::NoFileToDownload)?;
+    let doc_id = stored_doc(ctx, &record, &field_name)?.ok_or(ApiError::NoFileToDownload)?;
     let doc = ctx
         .state
         .docs
@@ -160,7 +162,7 @@ pub fn export(ctx: &mut Ctx) -> Result<Reply, ApiError> {
         }
     };
     let details = ctx.api_label("Download file");
-    let group = record_group(ctx, &record);
+    let group = record_group(ctx, &record)?;
     ctx.log(
         LogKind::Manage,
         "Manage/Design ",
@@ -173,6 +175,7 @@ pub fn export(ctx: &mut Ctx) -> Result<Reply, ApiError> {
         content_type: download_content_type(&doc.mime_type, &doc.name).into(),
         body: bytes,
         headers: vec![("content-security-policy", "script-src 'none'".into())],
+        stream: None,
     })
 }
 
@@ -187,7 +190,7 @@ pub fn import(ctx: &mut Ctx) -> Result<Reply, ApiError> {
     }
     let record = ctx.post.str("record").to_owned();
     let field_name = ctx.post.str("field").to_owned();
-    if !visible(ctx, &record) {
+    if !visible(ctx, &record)? {
         return Err(ApiError::FileUploadRecordMissing { record });
     }
     let field = file_field(&ctx.project().metadata, &field_name)?.clone();
@@ -202,7 +205,7 @@ pub fn import(ctx: &mut Ctx) -> Result<Reply, ApiError> {
         .unwrap_or_else(|| guess_mime(&name).to_owned());
     let bytes = upload.bytes.clone();
     let pid = ctx.caller.project_id.unwrap_or_default();
-    let old = stored_doc(ctx, &record, &field_name);
+    let old = stored_doc(ctx, &record, &field_name)?;
     let doc_id = ctx.state.add_doc(
         Doc {
             project_id: pid,
@@ -216,14 +219,12 @@ pub fn import(ctx: &mut Ctx) -> Result<Reply, ApiError> {
         ctx.state.remove_doc(old);
     }
     let status_field = format!("{}_complete", field.form_name);
-    let rec = ctx
-        .project_mut()
-        .records
-        .get_mut(&record)
-        .expect("visible records exist");
-    rec.values.insert(field_name.clone(), doc_id.to_string());
-    rec.values.entry(status_field).or_insert_with(|| "0".into());
-    let group = rec.group_id;
+    let pid = ctx.pid();
+    ctx.sql(|c| {
+        store::put_value(c, pid, &record, &field_name, &doc_id.to_string())?;
+        store::put_value_if_absent(c, pid, &record, &status_field, "0")
+    })?;
+    let group = record_group(ctx, &record)?;
     let action = format!("{} {record}", ctx.api_label("Upload document"));
     let details = format!("{field_name} = '{doc_id}'");
     ctx.log(LogKind::RecordEdit, action, details, Some(record), group);
@@ -240,20 +241,16 @@ pub fn delete(ctx: &mut Ctx) -> Result<Reply, ApiError> {
     }
     let record = ctx.post.str("record").to_owned();
     let field_name = ctx.post.str("field").to_owned();
-    if !visible(ctx, &record) {
+    if !visible(ctx, &record)? {
         return Err(ApiError::FileDeleteRecordMissing { record });
     }
     let field = file_field(&ctx.project().metadata, &field_name)?.clone();
     check_edit(ctx, &field)?;
-    let doc_id = stored_doc(ctx, &record, &field_name).ok_or(ApiError::NoFileToDelete)?;
+    let doc_id = stored_doc(ctx, &record, &field_name)?.ok_or(ApiError::NoFileToDelete)?;
     ctx.state.remove_doc(doc_id);
-    let rec = ctx
-        .project_mut()
-        .records
-        .get_mut(&record)
-        .expect("visible records exist");
-    rec.values.remove(&field_name);
-    let group = rec.group_id;
+    let pid = ctx.pid();
+    ctx.sql(|c| store::delete_value(c, pid, &record, &field_name))?;
+    let group = record_group(ctx, &record)?;
     let action = format!("{} {record}", ctx.api_label("Delete uploaded document"));
     ctx.log(LogKind::RecordEdit, action, field_name, Some(record), group);
     Ok(Reply::ok(ctx.return_format, String::new()))

@@ -1,27 +1,32 @@
 //! Export Logging (`content=log`, §7.1).
 
+use std::collections::HashMap;
+
 use redcap::ApiError;
-use serde_json::Map;
 
 use super::Ctx;
 use crate::db::{LogKind, LogRow};
-use crate::format::Reply;
+use crate::format::{Reply, RowWriter, WriteBody};
+use crate::store;
 
-fn matches_logtype(kind: LogKind, logtype: &str) -> bool {
+/// The log table and event kinds a `logtype` reads (page views live in
+/// their own table).
+fn kinds_of(logtype: &str) -> (bool, &'static [LogKind]) {
     use LogKind as K;
     match logtype {
-        "export" => kind == K::Export,
-        "manage" => kind == K::Manage,
-        "user" => kind == K::User,
-        "record" => matches!(kind, K::RecordAdd | K::RecordEdit | K::RecordDelete),
-        "record_add" => kind == K::RecordAdd,
-        "record_edit" => kind == K::RecordEdit,
-        "record_delete" => kind == K::RecordDelete,
-        // No locking in the sandbox: nothing matches.
-        "lock_record" => false,
-        "page_view" => kind == K::PageView,
-        // Unknown or empty: every event row (page views live elsewhere).
-        _ => kind != K::PageView,
+        "export" => (false, &[K::Export]),
+        "manage" => (false, &[K::Manage]),
+        "user" => (false, &[K::User]),
+        "record" => (false, &[K::RecordAdd, K::RecordEdit, K::RecordDelete]),
+        "record_add" => (false, &[K::RecordAdd]),
+        "record_edit" => (false, &[K::RecordEdit]),
+        "record_delete" => (false, &[K::RecordDelete]),
+        // No locking in the sandbox: nothing matches (no event row is a
+        // page view).
+        "lock_record" => (false, &[K::PageView]),
+        "page_view" => (true, &[]),
+        // Unknown or empty: every event row.
+        _ => (false, &[]),
     }
 }
 
@@ -61,47 +66,53 @@ pub fn export(ctx: &mut Ctx) -> Result<Reply, ApiError> {
     };
     let begin = minute(ctx.post.str("beginTime"));
     let end = minute(ctx.post.str("endTime"));
-    let pid = ctx.caller.project_id;
+    let pid = ctx.pid();
     let project = ctx.project();
-    // DAG scoping: rows on the DAG's records, and other rows by the DAG's users.
-    let in_dag = |row: &LogRow, g: u64| match &row.record {
-        Some(_) => row.group_id == Some(g),
-        None => project
-            .members
-            .get(&row.username)
-            .is_some_and(|m| m.group_id == Some(g)),
-    };
-    let rows: Vec<Map<String, serde_json::Value>> = ctx
-        .state
-        .log
+    // DAG scoping: rows on the DAG's records, and other rows by the DAG's
+    // users.
+    let member_groups: HashMap<String, Option<u64>> = project
+        .members
         .iter()
-        .rev()
-        .filter(|r| r.project_id == pid && matches_logtype(r.kind, logtype))
-        .filter(|r| user.is_empty() || r.username == user)
-        .filter(|r| record.is_empty() || r.record.as_deref() == Some(record.as_str()))
-        .filter(|r| dag.is_none_or(|g| in_dag(r, g)))
-        .filter(|r| ctx.caller.group_id.is_none_or(|g| in_dag(r, g)))
-        .filter(|r| begin.as_ref().is_none_or(|b| r.ts.as_str() >= b.as_str()))
-        .filter(|r| end.as_ref().is_none_or(|e| r.ts.as_str() <= e.as_str()))
-        .map(|r| {
-            let mut m = Map::new();
-            m.insert("timestamp".into(), r.ts.clone().into());
-            m.insert("username".into(), r.username.clone().into());
-            m.insert("action".into(), r.action.clone().into());
-            m.insert(
-                "details".into(),
-                r.details.replace(['\r', '\n'], " ").into(),
-            );
-            m.insert("record".into(), r.record.clone().unwrap_or_default().into());
-            m
-        })
+        .map(|(u, m)| (u.clone(), m.group_id))
         .collect();
-    let reply = ctx.rows_reply(
-        &rows,
-        &["timestamp", "username", "action", "details", "record"],
-        "logs",
-        "log",
-    );
-    ctx.log_manage(LogKind::Manage, "Export Logging");
-    Ok(reply)
+    let in_dag = move |row: &LogRow, g: u64| match &row.record {
+        Some(_) => row.group_id == Some(g),
+        None => member_groups.get(&row.username) == Some(&Some(g)),
+    };
+    let caller_group = ctx.caller.group_id;
+    let format = ctx.format;
+    let (page_views, kinds) = kinds_of(logtype);
+    let write: WriteBody = Box::new(move |conn, out| {
+        let q = store::LogQuery {
+            project_id: pid,
+            page_views,
+            kinds,
+            user: (!user.is_empty()).then_some(user.as_str()),
+            record: (!record.is_empty()).then_some(record.as_str()),
+            begin: begin.as_deref(),
+            end: end.as_deref(),
+        };
+        let header = ["timestamp", "username", "action", "details", "record"];
+        let mut w = RowWriter::begin(format, out, &header, "logs", "log")?;
+        store::for_each_log_row(conn, &q, |r| {
+            if dag.is_some_and(|g| !in_dag(&r, g)) || caller_group.is_some_and(|g| !in_dag(&r, g)) {
+                return Ok(());
+            }
+            let details = r.details.replace(['\r', '\n'], " ");
+            w.row(&[
+                ("timestamp", r.ts.as_str()),
+                ("username", r.username.as_str()),
+                ("action", r.action.as_str()),
+                ("details", details.as_str()),
+                ("record", r.record.as_deref().unwrap_or_default()),
+            ])?;
+            Ok(())
+        })?;
+        w.end()?;
+        Ok(())
+    });
+    // Logged after the answer's snapshot: the row is not in its own answer.
+    let details = ctx.api_label("Export Logging");
+    let row = ctx.log_row(LogKind::Manage, "Manage/Design ", details);
+    Ok(Reply::streamed(format, write, vec![row]))
 }

@@ -72,6 +72,10 @@ impl Now {
 /// Everything a method needs.
 pub struct Ctx<'a> {
     pub state: &'a mut State,
+    /// The database, inside this request's transaction.
+    pub conn: &'a rusqlite::Connection,
+    /// A storage failure: the request is rolled back and answers 500.
+    pub failure: Option<anyhow::Error>,
     pub config: &'a Config,
     pub post: &'a Post,
     pub format: Format,
@@ -84,6 +88,44 @@ pub struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// Runs a storage operation; a failure is kept for [`handle`] (which
+    /// rolls the request back and answers 500) and ends the method.
+    pub fn sql<T>(
+        &mut self,
+        f: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, ApiError> {
+        f(self.conn).map_err(|e| {
+            self.failure = Some(e.into());
+            // Never shown: the answer becomes a 500.
+            ApiError::InvalidContent
+        })
+    }
+
+    /// The caller's project id (project-token calls only).
+    pub fn pid(&self) -> u64 {
+        self.caller.project_id.unwrap_or_default()
+    }
+
+    /// A log row of the caller's project, to hand to a streamed answer.
+    pub fn log_row(
+        &self,
+        kind: LogKind,
+        action: impl Into<String>,
+        details: impl Into<String>,
+    ) -> LogRow {
+        LogRow {
+            id: 0,
+            project_id: self.caller.project_id,
+            ts: self.now.minute.clone(),
+            username: self.caller.username.to_lowercase(),
+            kind,
+            action: action.into(),
+            details: details.into(),
+            record: None,
+            group_id: None,
+        }
+    }
+
     /// The caller's project (project-token calls only).
     pub fn project(&self) -> &Project {
         let id = self.caller.project_id.unwrap_or_default();
@@ -93,7 +135,7 @@ impl Ctx<'_> {
     /// The caller's project, mutable; marks the state changed.
     pub fn project_mut(&mut self) -> &mut Project {
         let id = self.caller.project_id.unwrap_or_default();
-        self.state.touch();
+        self.state.touch_project(id);
         self.state
             .projects
             .get_mut(&id)
@@ -210,22 +252,58 @@ pub fn handle(db: &Db, config: &Config, post: &Post, ip: IpAddr) -> Reply {
     let format = Format::from_param(post.str("format"));
     let return_format = Format::return_format(post.str("returnFormat"), format);
     let mut txn = db.begin();
-    let reply = match rate_limit(&mut txn.state, config, ip) {
+    let (state, conn) = txn.parts();
+    let mut failure = None;
+    let reply = match rate_limit(state, config, ip) {
         Some(refused) => refused,
-        None => match process(&mut txn.state, config, post, format, return_format) {
+        None => match process(
+            state,
+            conn,
+            &mut failure,
+            config,
+            post,
+            format,
+            return_format,
+        ) {
             Ok(reply) => reply,
             Err(err) => Reply::error(&err, return_format),
         },
     };
-    if let Err(e) = txn.commit() {
+    let result = match failure {
+        // A storage failure part way: nothing of the request stays.
+        Some(e) => {
+            txn.rollback();
+            Err(e)
+        }
+        None => finish(txn, reply),
+    };
+    result.unwrap_or_else(|e| {
         tracing::error!("cannot persist the sandbox state: {e:#}");
-        return Reply::text(
+        Reply::text(
             500,
             "text/plain; charset=utf-8",
             "The sandbox could not save its state; see its log.".into(),
-        );
+        )
+    })
+}
+
+/// Commits the request. A streamed answer gets its snapshot here, inside
+/// the critical section: it sees everything committed before it (this
+/// request's page view included) and nothing after; the rows it logs
+/// after building its answer (Export Logging's own row) are committed
+/// after the snapshot was taken.
+fn finish(mut txn: crate::db::Txn<'_>, mut reply: Reply) -> anyhow::Result<Reply> {
+    let Some(stream) = reply.stream.as_mut() else {
+        txn.commit()?;
+        return Ok(reply);
+    };
+    txn.checkpoint()?;
+    stream.snapshot = Some(txn.db().snapshot()?);
+    for row in std::mem::take(&mut stream.log_after) {
+        txn.state().log(row);
     }
-    reply
+    txn.commit()?;
+    Ok(reply)
 }
 
 fn resolve_caller(
@@ -321,6 +399,8 @@ fn entry_gate(content: Content, action: Action, rights: &Rights) -> Result<(), A
 
 fn process(
     state: &mut State,
+    conn: &rusqlite::Connection,
+    failure: &mut Option<anyhow::Error>,
     config: &Config,
     post: &Post,
     format: Format,
@@ -381,6 +461,8 @@ fn process(
 
     let mut ctx = Ctx {
         state,
+        conn,
+        failure: None,
         config,
         post,
         format,
@@ -392,6 +474,13 @@ fn process(
     };
 
     // Super tokens reach only `version` and Create Project.
+    let result = dispatch(&mut ctx, content, action);
+    *failure = ctx.failure.take();
+    result
+}
+
+fn dispatch(ctx: &mut Ctx, content: Content, action: Action) -> Result<Reply, ApiError> {
+    let mut ctx = ctx;
     if ctx.caller.project_id.is_none() {
         return match (content, action) {
             (Content::Version, _) => version::export(&mut ctx),

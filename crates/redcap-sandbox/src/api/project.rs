@@ -104,7 +104,6 @@ pub fn create(ctx: &mut Ctx) -> Result<Reply, ApiError> {
         members: Default::default(),
         roles: Vec::new(),
         dags: Vec::new(),
-        records: Default::default(),
     };
     let rights = Rights::full(&project.forms());
     project.members.insert(

@@ -10,8 +10,10 @@ use serde_json::{Map, Value};
 
 use super::validation::{self, DateFormat};
 use super::{Ctx, files, text};
-use crate::db::{Field, LogKind, Project, Record};
-use crate::format::{Format, Reply, php_json};
+use crate::db::{Field, LogKind, Project};
+use crate::format::{Format, Reply, RowWriter, WriteBody, php_json};
+use crate::store::{self, RecordRow};
+use std::collections::HashMap;
 
 /// The DAG pseudo-field of flat rows.
 const DAG_FIELD: &str = "redcap_data_access_group";
@@ -73,14 +75,6 @@ fn columns(project: &Project) -> Vec<Column> {
     cols
 }
 
-/// Record names sort numerically when they are numbers (§6.1).
-fn record_order(name: &str) -> (u8, u64, String) {
-    match name.parse::<u64>() {
-        Ok(n) => (0, n, String::new()),
-        Err(_) => (1, 0, name.to_owned()),
-    }
-}
-
 /// Whether a de-identified export drops this field (§4.5): identifiers,
 /// free text, notes and dates.
 fn dropped_when_deidentified(f: &Field, is_record_id: bool) -> bool {
@@ -140,7 +134,7 @@ pub fn export(ctx: &mut Ctx) -> Result<Reply, ApiError> {
     }
     let rid = project.record_id_field().to_owned();
     let rights = &ctx.caller.rights;
-    let selected: Vec<&Column> = all
+    let selected: Vec<Column> = all
         .iter()
         .filter(|c| {
             if fields.is_empty() && forms.is_empty() {
@@ -171,82 +165,46 @@ pub fn export(ctx: &mut Ctx) -> Result<Reply, ApiError> {
                 }
             }
         })
+        .cloned()
         .collect();
-    let wanted = ctx.post.list("records", true);
-    let mut records: Vec<(&String, &Record)> = project
-        .records
-        .iter()
-        .filter(|(_, r)| ctx.caller.group_id.is_none() || r.group_id == ctx.caller.group_id)
-        .filter(|(n, _)| {
-            wanted
-                .as_ref()
-                .is_none_or(|w| w.is_empty() || w.contains(n))
-        })
-        .collect();
-    records.sort_by_cached_key(|(n, _)| record_order(n));
+    let wanted = ctx.post.list("records", true).filter(|w| !w.is_empty());
     let with_dag = ctx.post.flag("exportDataAccessGroups") && ctx.caller.group_id.is_none();
     let eav = ctx.post.str("type") == "eav";
     let labels = ctx.post.str("rawOrLabel") == "label";
     // Unique DAG names are derived from all labels: compute them once.
-    let dag_names: std::collections::HashMap<u64, String> = project
+    let dag_names: HashMap<u64, String> = project
         .dags
         .iter()
         .map(|d| d.id)
         .zip(project.dag_unique_names())
         .collect();
-    let checkbox_label = ctx.post.flag("exportCheckboxLabel");
+    // Only the selected columns are read (a filter of the query).
+    let stored_fields: Option<Vec<String>> =
+        (selected.len() < all.len()).then(|| selected.iter().map(|c| c.name.clone()).collect());
     let flat = FlatRows {
-        project,
-        selected: &selected,
+        metadata: project.metadata.clone(),
+        selected,
         labels,
-        checkbox_label,
+        checkbox_label: ctx.post.flag("exportCheckboxLabel"),
         with_dag,
-        dag_names: &dag_names,
+        dag_names,
     };
-    let reply = if !eav && ctx.format == Format::Json {
-        // The common case, written straight into the body: building a map
-        // per row first costs several times more than the JSON itself.
-        let rows: Vec<&Record> = records.iter().map(|(_, r)| *r).collect();
-        let body = flat.json(rows.iter());
-        Reply::ok(Format::Json, body)
-    } else {
-        let mut rows = Vec::new();
-        for (name, record) in &records {
-            if eav {
-                for c in &selected {
-                    let mut v = record.values.get(&c.name).cloned().unwrap_or_default();
-                    if c.file && !v.is_empty() {
-                        v = DOCUMENT.to_owned();
-                    }
-                    let (field, value) = match (&c.code, c.field) {
-                        (Some(code), Some(i)) if v == "1" => {
-                            (project.metadata[i].field_name.clone(), code.clone())
-                        }
-                        (Some(_), _) => continue,
-                        _ if v.is_empty() => continue,
-                        _ => (c.name.clone(), v),
-                    };
-                    let mut m = Map::new();
-                    m.insert("record".into(), (*name).clone().into());
-                    m.insert("field_name".into(), field.into());
-                    m.insert("value".into(), value.into());
-                    rows.push(m);
-                }
-                continue;
-            }
-            let mut m = Map::new();
-            flat.for_each_cell(record, |k, v| {
-                m.insert(k.to_owned(), Value::String(v.into_owned()));
-            });
-            rows.push(m);
-        }
-        let header: Vec<&str> = if eav {
-            vec!["record", "field_name", "value"]
-        } else {
-            selected.iter().map(|c| c.name.as_str()).collect()
+    let pid = ctx.pid();
+    let group_id = ctx.caller.group_id;
+    let format = ctx.format;
+    let write: WriteBody = Box::new(move |conn, out| {
+        let q = store::RecordQuery {
+            project_id: pid,
+            group_id,
+            records: wanted.as_deref(),
+            fields: stored_fields.as_deref(),
         };
-        ctx.rows_reply(&rows, &header, "records", "item")
-    };
+        if eav {
+            flat.write_eav(conn, &q, format, out)
+        } else {
+            flat.write_flat(conn, &q, format, out)
+        }
+    });
     let mut details = format!(
         "export_format: {}, rawOrLabel: {}",
         ctx.format.log_name(),
@@ -256,30 +214,35 @@ pub fn export(ctx: &mut Ctx) -> Result<Reply, ApiError> {
         details.push_str(", export_data_access_group: Yes");
     }
     ctx.log(LogKind::Export, "Data export (API) ", details, None, None);
-    Ok(reply)
+    Ok(Reply::streamed(ctx.format, write, Vec::new()))
 }
 
-/// What a flat export row is made of.
-struct FlatRows<'p> {
-    project: &'p Project,
-    selected: &'p [&'p Column],
+/// What a flat export row is made of (owned: it is written after the
+/// request's lock is released).
+struct FlatRows {
+    metadata: Vec<Field>,
+    selected: Vec<Column>,
     labels: bool,
     checkbox_label: bool,
     with_dag: bool,
-    dag_names: &'p std::collections::HashMap<u64, String>,
+    dag_names: HashMap<u64, String>,
 }
 
-impl<'p> FlatRows<'p> {
+impl FlatRows {
     /// Calls `cell` with each (column, value) of one flat row, in export
     /// order.
-    fn for_each_cell(&self, record: &'p Record, mut cell: impl FnMut(&'p str, Cow<'p, str>)) {
+    fn for_each_cell<'r>(
+        &'r self,
+        record: &'r RecordRow,
+        mut cell: impl FnMut(&'r str, Cow<'r, str>),
+    ) {
         for (i, c) in self.selected.iter().enumerate() {
             let mut raw = record.values.get(&c.name).map(String::as_str).unwrap_or("");
             if c.file && !raw.is_empty() {
                 raw = DOCUMENT;
             }
             let value = if self.labels {
-                Cow::Owned(label_of(self.project, c, raw, self.checkbox_label))
+                Cow::Owned(label_of(&self.metadata, c, raw, self.checkbox_label))
             } else {
                 Cow::Borrowed(raw)
             };
@@ -287,60 +250,75 @@ impl<'p> FlatRows<'p> {
             if self.with_dag && i == 0 {
                 let dag = record
                     .group_id
-                    .and_then(|g| self.dag_names.get(&g).cloned())
+                    .and_then(|g| self.dag_names.get(&g).map(String::as_str))
                     .unwrap_or_default();
-                cell(DAG_FIELD, Cow::Owned(dag));
+                cell(DAG_FIELD, Cow::Borrowed(dag));
             }
         }
     }
 
-    /// Flat rows as the JSON array `php_json` would write for them (string
-    /// values, `/` escaped as `\/`), without building the rows first.
-    fn json<'r>(&self, records: impl Iterator<Item = &'r &'p Record>) -> String
-    where
-        'p: 'r,
-    {
-        let mut out = Vec::with_capacity(1 << 16);
-        out.push(b'[');
-        for (n, record) in records.enumerate() {
-            if n > 0 {
-                out.push(b',');
-            }
-            out.push(b'{');
-            let mut first = true;
-            self.for_each_cell(record, |k, v| {
-                if !first {
-                    out.push(b',');
+    /// Flat rows, streamed from the database in REDCap's record order.
+    fn write_flat(
+        &self,
+        conn: &rusqlite::Connection,
+        q: &store::RecordQuery,
+        format: Format,
+        out: &mut dyn std::io::Write,
+    ) -> anyhow::Result<()> {
+        let header: Vec<&str> = self.selected.iter().map(|c| c.name.as_str()).collect();
+        let mut w = RowWriter::begin(format, out, &header, "records", "item")?;
+        let width = header.len() + 1;
+        store::for_each_record(conn, q, |record| {
+            let mut cells: Vec<(&str, Cow<str>)> = Vec::with_capacity(width);
+            self.for_each_cell(record, |k, v| cells.push((k, v)));
+            w.row(&cells)?;
+            Ok(())
+        })?;
+        w.end()?;
+        Ok(())
+    }
+
+    /// EAV rows (`record`, `field_name`, `value`), streamed likewise.
+    fn write_eav(
+        &self,
+        conn: &rusqlite::Connection,
+        q: &store::RecordQuery,
+        format: Format,
+        out: &mut dyn std::io::Write,
+    ) -> anyhow::Result<()> {
+        let header = ["record", "field_name", "value"];
+        let mut w = RowWriter::begin(format, out, &header, "records", "item")?;
+        store::for_each_record(conn, q, |record| {
+            for c in &self.selected {
+                let mut v = record.values.get(&c.name).map(String::as_str).unwrap_or("");
+                if c.file && !v.is_empty() {
+                    v = DOCUMENT;
                 }
-                first = false;
-                php_json_str(&mut out, k);
-                out.push(b':');
-                php_json_str(&mut out, &v);
-            });
-            out.push(b'}');
-        }
-        out.push(b']');
-        // Only whole JSON strings were written, so the bytes are UTF-8.
-        String::from_utf8(out).unwrap_or_default()
-    }
-}
-
-/// One JSON string as PHP's json_encode writes it here (see `php_json`).
-fn php_json_str(out: &mut Vec<u8>, s: &str) {
-    let start = out.len();
-    // Writing a &str into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, s);
-    if s.contains('/') {
-        let escaped = String::from_utf8_lossy(&out[start..]).replace('/', "\\/");
-        out.truncate(start);
-        out.extend_from_slice(escaped.as_bytes());
+                let (field, value) = match (&c.code, c.field) {
+                    (Some(code), Some(i)) if v == "1" => {
+                        (self.metadata[i].field_name.as_str(), code.as_str())
+                    }
+                    (Some(_), _) => continue,
+                    _ if v.is_empty() => continue,
+                    _ => (c.name.as_str(), v),
+                };
+                w.row(&[
+                    ("record", record.name.as_str()),
+                    ("field_name", field),
+                    ("value", value),
+                ])?;
+            }
+            Ok(())
+        })?;
+        w.end()?;
+        Ok(())
     }
 }
 
 /// The label of a flat value (`rawOrLabel=label`): choice labels for
 /// radio/dropdown, Yes/No, True/False, form status names; checkboxes give
 /// Checked/Unchecked, or the choice label / blank with `exportCheckboxLabel`.
-fn label_of(project: &Project, col: &Column, raw: &str, checkbox_label: bool) -> String {
+fn label_of(metadata: &[Field], col: &Column, raw: &str, checkbox_label: bool) -> String {
     let Some(i) = col.field else {
         return match raw {
             "0" => "Incomplete",
@@ -350,7 +328,7 @@ fn label_of(project: &Project, col: &Column, raw: &str, checkbox_label: bool) ->
         }
         .to_owned();
     };
-    let field = &project.metadata[i];
+    let field = &metadata[i];
     let choice_label = |code: &str| {
         field
             .select_choices_or_calculations
@@ -425,7 +403,10 @@ pub fn import(ctx: &mut Ctx) -> Result<Reply, ApiError> {
     // Validation reads the project in place and applying starts only once
     // nothing can fail, so all-or-nothing needs no copy of the project.
     let mut rows = ctx.take_rows();
-    let project = ctx.project();
+    // The settings part of the project (records are in the database).
+    let project = ctx.project().clone();
+    let project = &project;
+    let pid = ctx.pid();
     let rid = project.record_id_field().to_owned();
     if ctx.post.str("type") == "eav" {
         rows = eav_to_flat(rows, &rid, project);
@@ -455,13 +436,7 @@ pub fn import(ctx: &mut Ctx) -> Result<Reply, ApiError> {
     let mut id_map: BTreeMap<String, String> = BTreeMap::new();
     if auto {
         let prefix = caller_dag.map(|g| format!("{g}-")).unwrap_or_default();
-        let mut next = project
-            .records
-            .keys()
-            .filter_map(|k| k.strip_prefix(&prefix).and_then(|n| n.parse::<u64>().ok()))
-            .max()
-            .unwrap_or(0)
-            + 1;
+        let mut next = ctx.sql(|c| store::max_record_number(c, pid, &prefix))? + 1;
         for r in &rows {
             let original = text(r.get(&rid));
             id_map.entry(original).or_insert_with(|| {
@@ -507,8 +482,8 @@ pub fn import(ctx: &mut Ctx) -> Result<Reply, ApiError> {
             lines.push(line("", &rid, "", ValidationLine::BLANK_RECORD_ID));
             continue;
         }
-        match project.records.get(&id) {
-            Some(existing) => match (caller_dag, existing.group_id) {
+        match ctx.sql(|c| store::record_group(c, pid, &id))? {
+            Some(existing_group) => match (caller_dag, existing_group) {
                 (Some(mine), Some(theirs)) if mine != theirs && !other_dag.contains(&id) => {
                     other_dag.push(id.clone());
                 }
@@ -572,8 +547,8 @@ pub fn import(ctx: &mut Ctx) -> Result<Reply, ApiError> {
         return Err(ApiError::RecordValidation { lines });
     }
 
-    // Apply: nothing below fails.
-    let project = ctx.project_mut();
+    // Apply, in this request's transaction: a storage failure part way
+    // rolls the whole import back.
     // (new?, record, changes, its DAG, DAG change) per imported row.
     type RecordLog = (bool, String, Vec<String>, Option<u64>, Option<String>);
     let mut logs: Vec<RecordLog> = Vec::new();
@@ -583,16 +558,21 @@ pub fn import(ctx: &mut Ctx) -> Result<Reply, ApiError> {
         } else {
             text(row.get(&rid)).trim().to_owned()
         };
-        let is_new = !project.records.contains_key(&id);
-        let record = project.records.entry(id.clone()).or_insert_with(|| Record {
-            group_id: caller_dag,
-            values: BTreeMap::new(),
-        });
+        let existing = ctx.sql(|c| store::record_group(c, pid, &id))?;
+        let is_new = existing.is_none();
+        let mut group = existing.flatten();
         let mut changes = Vec::new();
-        if is_new {
-            record.values.insert(rid.clone(), id.clone());
+        let old_values = if is_new {
+            group = caller_dag;
+            ctx.sql(|c| {
+                store::insert_record(c, pid, &id, caller_dag)?;
+                store::put_value(c, pid, &id, &rid, &id)
+            })?;
             changes.push(format!("{rid} = '{id}'"));
-        }
+            BTreeMap::new()
+        } else {
+            ctx.sql(|c| store::record_values(c, pid, &id))?
+        };
         let mut touched_forms = BTreeSet::new();
         for (k, v) in row {
             if *k == rid || k == DAG_FIELD || col_of(k).is_some_and(|c| c.file) {
@@ -602,13 +582,15 @@ pub fn import(ctx: &mut Ctx) -> Result<Reply, ApiError> {
             if value.is_empty() && !overwrite {
                 continue;
             }
-            let old = record.values.get(k).cloned().unwrap_or_default();
+            let old = old_values.get(k).map(String::as_str).unwrap_or_default();
             if old != value {
-                if value.is_empty() {
-                    record.values.remove(k);
-                } else {
-                    record.values.insert(k.clone(), value.clone());
-                }
+                ctx.sql(|c| {
+                    if value.is_empty() {
+                        store::delete_value(c, pid, &id, k)
+                    } else {
+                        store::put_value(c, pid, &id, k, &value)
+                    }
+                })?;
                 changes.push(format!("{k} = '{value}'"));
             }
             if let Some(c) = col_of(k)
@@ -618,22 +600,22 @@ pub fn import(ctx: &mut Ctx) -> Result<Reply, ApiError> {
             }
         }
         for form in touched_forms {
-            record
-                .values
-                .entry(format!("{form}_complete"))
-                .or_insert_with(|| "0".into());
+            let status = format!("{form}_complete");
+            if !old_values.contains_key(&status) {
+                ctx.sql(|c| store::put_value_if_absent(c, pid, &id, &status, "0"))?;
+            }
         }
         let mut dag_change = None;
         if let Some(v) = row.get(DAG_FIELD) {
             let name = text(Some(v)).trim().to_owned();
-            let group = if name.is_empty() {
+            let new_group = if name.is_empty() {
                 None
             } else {
                 project.dag_id(&name)
             };
-            let record = project.records.get_mut(&id).expect("just inserted");
-            if (group.is_some() || overwrite) && record.group_id != group {
-                record.group_id = group;
+            if (new_group.is_some() || overwrite) && group != new_group {
+                ctx.sql(|c| store::set_record_group(c, pid, &id, new_group))?;
+                group = new_group;
                 dag_change = Some(if name.is_empty() {
                     "Remove record from Data Access Group".to_owned()
                 } else {
@@ -643,7 +625,6 @@ pub fn import(ctx: &mut Ctx) -> Result<Reply, ApiError> {
                 });
             }
         }
-        let group = project.records[&id].group_id;
         logs.push((is_new, id, changes, group, dag_change));
     }
     for (is_new, id, changes, group, dag_change) in logs {
@@ -740,22 +721,24 @@ pub fn delete(ctx: &mut Ctx) -> Result<Reply, ApiError> {
         return Err(ApiError::NoRecordsGiven);
     }
     let instrument = ctx.post.str("instrument").to_owned();
-    let project = ctx.project();
+    let project = ctx.project().clone();
+    let project = &project;
+    let pid = ctx.pid();
     if !instrument.is_empty() && !project.forms().contains(&instrument) {
         return Err(ApiError::InvalidParameterValues {
             parameter: "instrument",
             values: vec![instrument],
         });
     }
-    let missing: Vec<String> = records
-        .iter()
-        .filter(|r| {
-            project.records.get(*r).is_none_or(|rec| {
-                ctx.caller.group_id.is_some() && rec.group_id != ctx.caller.group_id
-            })
-        })
-        .cloned()
-        .collect();
+    let mut missing: Vec<String> = Vec::new();
+    for r in &records {
+        let found = ctx.sql(|c| store::record_group(c, pid, r))?;
+        let hidden =
+            found.is_none_or(|group| ctx.caller.group_id.is_some() && group != ctx.caller.group_id);
+        if hidden {
+            missing.push(r.clone());
+        }
+    }
     if !missing.is_empty() {
         return Err(ApiError::RecordsDoNotExist { records: missing });
     }
@@ -768,21 +751,28 @@ pub fn delete(ctx: &mut Ctx) -> Result<Reply, ApiError> {
     let mut deleted = Vec::new();
     let mut docs = Vec::new();
     let form = (!instrument.is_empty()).then_some(instrument.as_str());
-    let project = ctx.project_mut();
     for r in &records {
         if deleted.iter().any(|(d, _)| d == r) {
             continue;
         }
-        if let Some(rec) = project.records.get(r) {
-            docs.extend(files::record_docs(&project.metadata, &rec.values, form));
-        }
+        let Some(group) = ctx.sql(|c| store::record_group(c, pid, r))? else {
+            continue;
+        };
+        let values = ctx.sql(|c| store::record_values(c, pid, r))?;
+        docs.extend(files::record_docs(&project.metadata, &values, form));
         if instrument.is_empty() {
-            let group = project.records.remove(r).and_then(|rec| rec.group_id);
-            deleted.push((r.clone(), group));
-        } else if let Some(rec) = project.records.get_mut(r) {
-            rec.values.retain(|k, _| !cols.contains(k) || *k == rid);
-            deleted.push((r.clone(), rec.group_id));
+            ctx.sql(|c| store::delete_record(c, pid, r))?;
+        } else {
+            ctx.sql(|c| {
+                for k in values.keys() {
+                    if cols.contains(k) && *k != rid {
+                        store::delete_value(c, pid, r, k)?;
+                    }
+                }
+                Ok(())
+            })?;
         }
+        deleted.push((r.clone(), group));
     }
     // The record's files go with it.
     for doc in docs {
@@ -808,30 +798,29 @@ pub fn rename(ctx: &mut Ctx) -> Result<Reply, ApiError> {
     use redcap::error::rename as msg;
     let old = ctx.post.str("record").trim().to_owned();
     let new = ctx.post.str("new_record_name").trim().to_owned();
-    let plain = |m: &str| Ok(Reply::ok(ctx.format, m.to_owned()));
+    let format = ctx.format;
+    let plain = |m: &str| Ok(Reply::ok(format, m.to_owned()));
     if old.is_empty() {
         return plain(msg::RECORD_MISSING);
     }
-    let visible = ctx
-        .project()
-        .records
-        .get(&old)
-        .is_some_and(|r| ctx.caller.group_id.is_none() || r.group_id == ctx.caller.group_id);
+    let pid = ctx.pid();
+    let found = ctx.sql(|c| store::record_group(c, pid, &old))?;
+    let visible = found.is_some_and(|g| ctx.caller.group_id.is_none() || g == ctx.caller.group_id);
     if !visible {
         return plain(msg::RECORD_UNKNOWN);
     }
     if new.is_empty() {
         return plain(msg::NEW_NAME_MISSING);
     }
-    if ctx.project().records.contains_key(&new) {
+    if ctx.sql(|c| store::record_group(c, pid, &new))?.is_some() {
         return plain(msg::NEW_NAME_TAKEN);
     }
-    let project = ctx.project_mut();
-    let rid = project.record_id_field().to_owned();
-    let mut record = project.records.remove(&old).expect("checked above");
-    record.values.insert(rid.clone(), new.clone());
-    let group = record.group_id;
-    project.records.insert(new.clone(), record);
+    let rid = ctx.project().record_id_field().to_owned();
+    let group = found.flatten();
+    ctx.sql(|c| {
+        store::rename_record(c, pid, &old, &new)?;
+        store::put_value(c, pid, &new, &rid, &new)
+    })?;
     let action = format!("{} {new}", ctx.api_label("Update record"));
     let details = ctx.api_label(&format!("Rename record ({rid} = '{old}' -> '{new}')"));
     ctx.log(LogKind::RecordEdit, action, details, Some(new), group);
@@ -849,14 +838,8 @@ pub fn next_record_name(ctx: &mut Ctx) -> Result<Reply, ApiError> {
         .group_id
         .map(|g| format!("{g}-"))
         .unwrap_or_default();
-    let next = ctx
-        .project()
-        .records
-        .keys()
-        .filter_map(|k| k.strip_prefix(&prefix).and_then(|n| n.parse::<u64>().ok()))
-        .max()
-        .unwrap_or(0)
-        + 1;
+    let pid = ctx.pid();
+    let next = ctx.sql(|c| store::max_record_number(c, pid, &prefix))? + 1;
     Ok(Reply::ok(ctx.format, format!("{prefix}{next}")))
 }
 
@@ -864,15 +847,10 @@ pub fn next_record_name(ctx: &mut Ctx) -> Result<Reply, ApiError> {
 mod tests {
     use super::*;
 
+    /// The streamed writer answers what `render_rows` (and so PHP's
+    /// json_encode) answers for the same rows, in every format.
     #[test]
-    fn numeric_aware_order() {
-        let mut v = vec!["10", "2", "b", "1", "a"];
-        v.sort_by_key(|n| record_order(n));
-        assert_eq!(v, ["1", "2", "10", "a", "b"]);
-    }
-
-    #[test]
-    fn flat_json_writes_what_php_json_writes() {
+    fn streamed_rows_match_render_rows() {
         let project: Project = serde_json::from_value(serde_json::json!({
             "id": 1, "title": "t", "purpose": 0, "creation_time": "",
             "members": {},
@@ -880,15 +858,10 @@ mod tests {
                 {"field_name": "record_id", "form_name": "f", "field_type": "text", "field_label": "R"},
                 {"field_name": "name", "form_name": "f", "field_type": "text", "field_label": "N"}
             ],
-            "dags": [{"id": 7, "name": "Site/A"}],
-            "records": {
-                "1": {"group_id": 7, "values": {"record_id": "1", "name": "a/b \"q\" \\ é\n\u{1}", "f_complete": "0"}},
-                "2": {"values": {"record_id": "2"}}
-            }
+            "dags": [{"id": 7, "name": "Site/A"}]
         }))
         .unwrap();
         let cols = columns(&project);
-        let selected: Vec<&Column> = cols.iter().collect();
         let dag_names = project
             .dags
             .iter()
@@ -896,27 +869,67 @@ mod tests {
             .zip(project.dag_unique_names())
             .collect();
         let flat = FlatRows {
-            project: &project,
-            selected: &selected,
+            metadata: project.metadata.clone(),
+            selected: cols.clone(),
             labels: false,
             checkbox_label: false,
             with_dag: true,
-            dag_names: &dag_names,
+            dag_names,
         };
-        let records: Vec<&Record> = project.records.values().collect();
-        let maps: Vec<Value> = records
+        let records = [
+            RecordRow {
+                name: "1".into(),
+                group_id: Some(7),
+                values: [
+                    ("record_id", "1"),
+                    ("name", "a/b \"q\" \\ é\n\u{1}, <x> & y"),
+                    ("f_complete", "0"),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+            },
+            RecordRow {
+                name: "2".into(),
+                group_id: None,
+                values: [("record_id".to_owned(), "2".to_owned())]
+                    .into_iter()
+                    .collect(),
+            },
+        ];
+        let maps: Vec<Map<String, Value>> = records
             .iter()
             .map(|r| {
                 let mut m = Map::new();
                 flat.for_each_cell(r, |k, v| {
                     m.insert(k.to_owned(), Value::String(v.into_owned()));
                 });
-                Value::Object(m)
+                m
             })
             .collect();
-        let body = flat.json(records.iter());
-        assert!(body.contains("a\\/b"), "{body}");
-        assert_eq!(body, php_json(&Value::Array(maps)));
-        assert_eq!(flat.json(std::iter::empty()), "[]");
+        let header: Vec<&str> = cols.iter().map(|c| c.name.as_str()).collect();
+        for format in [Format::Json, Format::Csv, Format::Xml] {
+            for n in [0, 2] {
+                let mut out = Vec::new();
+                let mut w = RowWriter::begin(format, &mut out, &header, "records", "item").unwrap();
+                for r in &records[..n] {
+                    let mut cells = Vec::new();
+                    flat.for_each_cell(r, |k, v| cells.push((k, v)));
+                    w.row(&cells).unwrap();
+                }
+                w.end().unwrap();
+                let expected =
+                    crate::format::render_rows(format, &maps[..n], &header, "records", "item");
+                assert_eq!(String::from_utf8(out).unwrap(), expected, "{format:?} {n}");
+            }
+        }
+        let mut out = Vec::new();
+        let w = RowWriter::begin(Format::Json, &mut out, &header, "records", "item").unwrap();
+        w.end().unwrap();
+        assert_eq!(out, b"[]");
+        assert!(
+            php_json(&Value::Array(maps.into_iter().map(Value::Object).collect()))
+                .contains("a\\/b")
+        );
     }
 }

@@ -1,0 +1,1253 @@
+//! The SQLite layer: schema, loading and saving the project settings, the
+//! record values, the logs, and the one-time migration from the old
+//! `state.json` / `log.jsonl` files.
+//!
+//! Tables follow REDCap's own (`redcap_projects`, `redcap_user_rights`,
+//! `redcap_user_roles`, `redcap_data_access_groups`, `redcap_metadata`,
+//! `redcap_record_list`, `redcap_data`, `redcap_log_event`,
+//! `redcap_log_view`, `redcap_edocs_metadata`, `redcap_events_arms`,
+//! `redcap_events_metadata`), with the sandbox's own simplifications:
+//!
+//! - rights (of users and roles) are one JSON column in REDCap's export
+//!   shape, not REDCap's fifty columns;
+//! - record values are rows `(project_id, event_id, record, field_name,
+//!   instance, value)`; a classic project has one implicit event, id
+//!   [`CLASSIC_EVENT`], and instance 1; checkbox values are stored under the
+//!   export column (`name___code` = `1`/`0`), as the sandbox always has;
+//! - `redcap_record_list` holds one row per record with its DAG and its sort
+//!   key (numbers first, numerically, then names), so exports stream in
+//!   REDCap's order through an index.
+//!
+//! Durability: WAL journal with `synchronous=FULL`: every commit fsyncs the
+//! WAL before it returns, so a transaction that committed survives a crash
+//! or power loss (NORMAL would only sync at checkpoints and could lose the
+//! last commits on power loss, breaking "a 200 answer means durable").
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+
+use anyhow::Context as _;
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::{Map, Value};
+
+use crate::db::{Account, Dag, Doc, Field, LogKind, LogRow, Member, Project, Role, State};
+
+/// The event id of a classic project's single event in `redcap_data`.
+pub const CLASSIC_EVENT: i64 = 0;
+/// The arm of a classic project's records in `redcap_record_list`.
+pub const CLASSIC_ARM: i64 = 1;
+
+/// The database file in the data directory.
+pub const DB_FILE: &str = "sandbox.db";
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS redcap_config (
+    field_name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sandbox_banned_ips (ip TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS redcap_user_information (
+    username TEXT PRIMARY KEY,
+    user_email TEXT NOT NULL,
+    user_firstname TEXT NOT NULL,
+    user_lastname TEXT NOT NULL,
+    super_user INTEGER NOT NULL,
+    user_suspended INTEGER NOT NULL,
+    api_token TEXT
+);
+CREATE TABLE IF NOT EXISTS redcap_projects (
+    project_id INTEGER PRIMARY KEY,
+    app_title TEXT NOT NULL,
+    purpose INTEGER NOT NULL,
+    purpose_other TEXT NOT NULL,
+    project_note TEXT NOT NULL,
+    creation_time TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    production_time TEXT NOT NULL,
+    repeatforms INTEGER NOT NULL,
+    surveys_enabled INTEGER NOT NULL,
+    auto_inc_set INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS redcap_user_rights (
+    project_id INTEGER NOT NULL,
+    username TEXT NOT NULL,
+    expiration TEXT,
+    group_id INTEGER,
+    role_id INTEGER,
+    rights TEXT NOT NULL,
+    api_token TEXT,
+    PRIMARY KEY (project_id, username)
+);
+CREATE TABLE IF NOT EXISTS redcap_user_roles (
+    role_id INTEGER PRIMARY KEY,
+    project_id INTEGER NOT NULL,
+    unique_role_name TEXT NOT NULL,
+    role_name TEXT NOT NULL,
+    rights TEXT NOT NULL,
+    role_order INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS redcap_data_access_groups (
+    group_id INTEGER PRIMARY KEY,
+    project_id INTEGER NOT NULL,
+    group_name TEXT NOT NULL,
+    group_order INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS redcap_metadata (
+    project_id INTEGER NOT NULL,
+    field_order INTEGER NOT NULL,
+    field_name TEXT NOT NULL,
+    form_name TEXT NOT NULL,
+    section_header TEXT NOT NULL,
+    field_type TEXT NOT NULL,
+    field_label TEXT NOT NULL,
+    select_choices_or_calculations TEXT NOT NULL,
+    field_note TEXT NOT NULL,
+    text_validation_type_or_show_slider_number TEXT NOT NULL,
+    text_validation_min TEXT NOT NULL,
+    text_validation_max TEXT NOT NULL,
+    identifier TEXT NOT NULL,
+    branching_logic TEXT NOT NULL,
+    required_field TEXT NOT NULL,
+    custom_alignment TEXT NOT NULL,
+    question_number TEXT NOT NULL,
+    matrix_group_name TEXT NOT NULL,
+    matrix_ranking TEXT NOT NULL,
+    field_annotation TEXT NOT NULL,
+    PRIMARY KEY (project_id, field_order)
+);
+CREATE TABLE IF NOT EXISTS redcap_events_arms (
+    arm_id INTEGER PRIMARY KEY,
+    project_id INTEGER NOT NULL,
+    arm_num INTEGER NOT NULL,
+    arm_name TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS redcap_events_metadata (
+    event_id INTEGER PRIMARY KEY,
+    arm_id INTEGER NOT NULL,
+    day_offset REAL NOT NULL DEFAULT 0,
+    descrip TEXT NOT NULL,
+    custom_event_label TEXT
+);
+CREATE TABLE IF NOT EXISTS redcap_edocs_metadata (
+    doc_id INTEGER PRIMARY KEY,
+    project_id INTEGER NOT NULL,
+    doc_name TEXT NOT NULL,
+    mime_type TEXT NOT NULL,
+    doc_size INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS redcap_record_list (
+    project_id INTEGER NOT NULL,
+    arm INTEGER NOT NULL,
+    record TEXT NOT NULL,
+    dag_id INTEGER,
+    sort_class INTEGER NOT NULL,
+    sort_num INTEGER NOT NULL,
+    PRIMARY KEY (project_id, arm, record)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS redcap_record_list_order
+    ON redcap_record_list (project_id, arm, sort_class, sort_num, record);
+CREATE TABLE IF NOT EXISTS redcap_data (
+    project_id INTEGER NOT NULL,
+    event_id INTEGER NOT NULL,
+    record TEXT NOT NULL,
+    field_name TEXT NOT NULL,
+    instance INTEGER NOT NULL DEFAULT 1,
+    value TEXT NOT NULL,
+    PRIMARY KEY (project_id, record, event_id, field_name, instance)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS redcap_log_event (
+    log_event_id INTEGER PRIMARY KEY,
+    project_id INTEGER,
+    ts TEXT NOT NULL,
+    user TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    description TEXT NOT NULL,
+    data_values TEXT NOT NULL,
+    pk TEXT,
+    group_id INTEGER
+);
+CREATE INDEX IF NOT EXISTS redcap_log_event_project_ts ON redcap_log_event (project_id, ts);
+CREATE INDEX IF NOT EXISTS redcap_log_event_user ON redcap_log_event (project_id, user, ts);
+CREATE INDEX IF NOT EXISTS redcap_log_event_pk ON redcap_log_event (project_id, pk);
+CREATE TABLE IF NOT EXISTS redcap_log_view (
+    log_view_id INTEGER PRIMARY KEY,
+    project_id INTEGER,
+    ts TEXT NOT NULL,
+    user TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    description TEXT NOT NULL,
+    data_values TEXT NOT NULL,
+    pk TEXT,
+    group_id INTEGER
+);
+CREATE INDEX IF NOT EXISTS redcap_log_view_project_ts ON redcap_log_view (project_id, ts);
+CREATE INDEX IF NOT EXISTS redcap_log_view_user ON redcap_log_view (project_id, user, ts);
+";
+
+/// Opens a connection with the sandbox's settings.
+pub fn connect(path: &Path) -> anyhow::Result<Connection> {
+    let conn = Connection::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    conn.busy_timeout(std::time::Duration::from_secs(60))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    // Bounded memory: a 8 MB page cache per connection whatever the size.
+    conn.pragma_update(None, "cache_size", -8192)?;
+    conn.pragma_update(None, "temp_store", "FILE")?;
+    Ok(conn)
+}
+
+/// Opens (or creates) the database in `dir`, converting the old files if
+/// there; answers the connection and the settings state.
+pub fn open(dir: &Path) -> anyhow::Result<(Connection, State)> {
+    let path = dir.join(DB_FILE);
+    let conn = connect(&path)?;
+    set_private(&path);
+    conn.execute_batch(SCHEMA)
+        .context("cannot create the sandbox's tables")?;
+    migrate(dir, &conn)?;
+    let state = load_state(&conn)?;
+    Ok((conn, state))
+}
+
+fn set_private(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    for p in [
+        path.to_path_buf(),
+        path.with_extension("db-wal"),
+        path.with_extension("db-shm"),
+    ] {
+        if p.exists() {
+            let _ = fs::set_permissions(&p, fs::Permissions::from_mode(0o600));
+        }
+    }
+}
+
+fn config_get(conn: &Connection, name: &str) -> rusqlite::Result<Option<String>> {
+    conn.query_row(
+        "SELECT value FROM redcap_config WHERE field_name = ?1",
+        [name],
+        |r| r.get(0),
+    )
+    .optional()
+}
+
+fn config_set(conn: &Connection, name: &str, value: &str) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO redcap_config (field_name, value) VALUES (?1, ?2)
+         ON CONFLICT (field_name) DO UPDATE SET value = excluded.value",
+        [name, value],
+    )?;
+    Ok(())
+}
+
+fn rights_json(rights: &redcap::Rights) -> String {
+    use redcap::RedcapVersion;
+    use redcap::rights::ValueStyle;
+    let mut map = Map::new();
+    rights.write_json(&mut map, RedcapVersion::SPEC, ValueStyle::Integers, &[]);
+    Value::Object(map).to_string()
+}
+
+fn rights_from(text: &str) -> rusqlite::Result<redcap::Rights> {
+    let map: Map<String, Value> = serde_json::from_str(text)
+        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+    redcap::Rights::from_json(&map).map_err(|e| {
+        rusqlite::Error::ToSqlConversionFailure(Box::new(std::io::Error::other(e.to_string())))
+    })
+}
+
+/// The metadata columns, in table order after `project_id, field_order`.
+const FIELD_COLUMNS: [&str; 18] = [
+    "field_name",
+    "form_name",
+    "section_header",
+    "field_type",
+    "field_label",
+    "select_choices_or_calculations",
+    "field_note",
+    "text_validation_type_or_show_slider_number",
+    "text_validation_min",
+    "text_validation_max",
+    "identifier",
+    "branching_logic",
+    "required_field",
+    "custom_alignment",
+    "question_number",
+    "matrix_group_name",
+    "matrix_ranking",
+    "field_annotation",
+];
+
+/// Loads the settings (everything but records and logs): small whatever
+/// the size of the project's data.
+pub fn load_state(conn: &Connection) -> anyhow::Result<State> {
+    let mut state = State::default();
+    let num = |name: &str, default: u64| -> anyhow::Result<u64> {
+        Ok(config_get(conn, name)?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default))
+    };
+    state.next_project_id = num("next_project_id", 1)?;
+    state.next_group_id = num("next_group_id", 1)?;
+    state.next_role_id = num("next_role_id", 1)?;
+    state.next_doc_id = num("next_doc_id", 0)?;
+    state.api_disabled = num("api_disabled", 0)? == 1;
+    let mut stmt = conn.prepare("SELECT ip FROM sandbox_banned_ips")?;
+    for ip in stmt.query_map([], |r| r.get::<_, String>(0))? {
+        if let Ok(ip) = ip?.parse() {
+            state.banned_ips.insert(ip);
+        }
+    }
+    let mut stmt = conn.prepare(
+        "SELECT username, user_email, user_firstname, user_lastname, super_user,
+                user_suspended, api_token FROM redcap_user_information",
+    )?;
+    let accounts = stmt.query_map([], |r| {
+        Ok(Account {
+            username: r.get(0)?,
+            email: r.get(1)?,
+            firstname: r.get(2)?,
+            lastname: r.get(3)?,
+            administrator: r.get(4)?,
+            suspended: r.get(5)?,
+            super_token: r.get(6)?,
+        })
+    })?;
+    for a in accounts {
+        let a = a?;
+        state.accounts.insert(a.username.clone(), a);
+    }
+    let mut stmt = conn.prepare(
+        "SELECT project_id, app_title, purpose, purpose_other, project_note, creation_time,
+                status, production_time, repeatforms, surveys_enabled, auto_inc_set
+         FROM redcap_projects",
+    )?;
+    let projects = stmt.query_map([], |r| {
+        Ok(Project {
+            id: r.get(0)?,
+            title: r.get(1)?,
+            purpose: r.get(2)?,
+            purpose_other: r.get(3)?,
+            notes: r.get(4)?,
+            creation_time: r.get(5)?,
+            status: r.get(6)?,
+            production_time: r.get(7)?,
+            is_longitudinal: r.get(8)?,
+            surveys_enabled: r.get(9)?,
+            record_autonumbering_enabled: r.get(10)?,
+            metadata: Vec::new(),
+            members: BTreeMap::new(),
+            roles: Vec::new(),
+            dags: Vec::new(),
+        })
+    })?;
+    for p in projects {
+        let p = p?;
+        state.projects.insert(p.id, p);
+    }
+    let mut stmt = conn.prepare(&format!(
+        "SELECT project_id, {} FROM redcap_metadata ORDER BY project_id, field_order",
+        FIELD_COLUMNS.join(", ")
+    ))?;
+    let fields = stmt.query_map([], |r| {
+        let mut m = Map::new();
+        for (i, c) in FIELD_COLUMNS.iter().enumerate() {
+            m.insert((*c).to_owned(), Value::String(r.get(i + 1)?));
+        }
+        let field: Field = serde_json::from_value(Value::Object(m))
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        Ok((r.get::<_, u64>(0)?, field))
+    })?;
+    for f in fields {
+        let (pid, f) = f?;
+        if let Some(p) = state.projects.get_mut(&pid) {
+            p.metadata.push(f);
+        }
+    }
+    let mut stmt = conn.prepare(
+        "SELECT project_id, username, expiration, group_id, role_id, rights, api_token
+         FROM redcap_user_rights",
+    )?;
+    let members = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, u64>(0)?,
+            r.get::<_, String>(1)?,
+            Member {
+                expiration: r.get(2)?,
+                group_id: r.get(3)?,
+                role_id: r.get(4)?,
+                rights: rights_from(&r.get::<_, String>(5)?)?,
+                token: r.get(6)?,
+            },
+        ))
+    })?;
+    for m in members {
+        let (pid, user, m) = m?;
+        if let Some(p) = state.projects.get_mut(&pid) {
+            p.members.insert(user, m);
+        }
+    }
+    let mut stmt = conn.prepare(
+        "SELECT project_id, role_id, unique_role_name, role_name, rights
+         FROM redcap_user_roles ORDER BY project_id, role_order",
+    )?;
+    let roles = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, u64>(0)?,
+            Role {
+                id: r.get(1)?,
+                unique_name: r.get(2)?,
+                label: r.get(3)?,
+                rights: rights_from(&r.get::<_, String>(4)?)?,
+            },
+        ))
+    })?;
+    for role in roles {
+        let (pid, role) = role?;
+        if let Some(p) = state.projects.get_mut(&pid) {
+            p.roles.push(role);
+        }
+    }
+    let mut stmt = conn.prepare(
+        "SELECT project_id, group_id, group_name FROM redcap_data_access_groups
+         ORDER BY project_id, group_order",
+    )?;
+    let dags = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, u64>(0)?,
+            Dag {
+                id: r.get(1)?,
+                name: r.get(2)?,
+            },
+        ))
+    })?;
+    for d in dags {
+        let (pid, d) = d?;
+        if let Some(p) = state.projects.get_mut(&pid) {
+            p.dags.push(d);
+        }
+    }
+    let mut stmt = conn.prepare(
+        "SELECT doc_id, project_id, doc_name, mime_type, doc_size FROM redcap_edocs_metadata",
+    )?;
+    let docs = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, u64>(0)?,
+            Doc {
+                project_id: r.get(1)?,
+                name: r.get(2)?,
+                mime_type: r.get(3)?,
+                size: r.get(4)?,
+            },
+        ))
+    })?;
+    for d in docs {
+        let (id, d) = d?;
+        state.docs.insert(id, d);
+    }
+    Ok(state)
+}
+
+/// Writes the settings: the rows of what changed are replaced. Settings
+/// are small (accounts, projects, users, roles, DAGs, metadata, file
+/// names), so a changed part is rewritten whole; records and logs are
+/// never touched here.
+pub fn save_state(
+    conn: &Connection,
+    state: &State,
+    dirty: &crate::db::Dirty,
+) -> anyhow::Result<()> {
+    if dirty.system {
+        config_set(conn, "next_project_id", &state.next_project_id.to_string())?;
+        config_set(conn, "next_group_id", &state.next_group_id.to_string())?;
+        config_set(conn, "next_role_id", &state.next_role_id.to_string())?;
+        config_set(conn, "next_doc_id", &state.next_doc_id.to_string())?;
+        config_set(
+            conn,
+            "api_disabled",
+            if state.api_disabled { "1" } else { "0" },
+        )?;
+        conn.execute("DELETE FROM sandbox_banned_ips", [])?;
+        let mut stmt = conn.prepare_cached("INSERT INTO sandbox_banned_ips (ip) VALUES (?1)")?;
+        for ip in &state.banned_ips {
+            stmt.execute([ip.to_string()])?;
+        }
+        conn.execute("DELETE FROM redcap_user_information", [])?;
+        let mut stmt = conn.prepare_cached(
+            "INSERT INTO redcap_user_information (username, user_email, user_firstname,
+                 user_lastname, super_user, user_suspended, api_token)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?;
+        for a in state.accounts.values() {
+            stmt.execute(params![
+                a.username,
+                a.email,
+                a.firstname,
+                a.lastname,
+                a.administrator,
+                a.suspended,
+                a.super_token
+            ])?;
+        }
+    }
+    let pids: Vec<u64> = if dirty.system {
+        // A project may have been created or dropped: all of them.
+        let mut all: Vec<u64> = state.projects.keys().copied().collect();
+        let mut stmt = conn.prepare("SELECT project_id FROM redcap_projects")?;
+        for id in stmt.query_map([], |r| r.get::<_, u64>(0))? {
+            all.push(id?);
+        }
+        all.sort_unstable();
+        all.dedup();
+        all
+    } else {
+        dirty.projects.iter().copied().collect()
+    };
+    for pid in pids {
+        for table in [
+            "redcap_projects",
+            "redcap_metadata",
+            "redcap_user_rights",
+            "redcap_user_roles",
+            "redcap_data_access_groups",
+        ] {
+            conn.prepare_cached(&format!("DELETE FROM {table} WHERE project_id = ?1"))?
+                .execute([pid])?;
+        }
+        let Some(p) = state.projects.get(&pid) else {
+            continue;
+        };
+        conn.prepare_cached(
+            "INSERT INTO redcap_projects (project_id, app_title, purpose, purpose_other,
+                 project_note, creation_time, status, production_time, repeatforms,
+                 surveys_enabled, auto_inc_set)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        )?
+        .execute(params![
+            p.id,
+            p.title,
+            p.purpose,
+            p.purpose_other,
+            p.notes,
+            p.creation_time,
+            p.status,
+            p.production_time,
+            p.is_longitudinal,
+            p.surveys_enabled,
+            p.record_autonumbering_enabled
+        ])?;
+        let placeholders: Vec<String> = (3..3 + FIELD_COLUMNS.len())
+            .map(|i| format!("?{i}"))
+            .collect();
+        let mut stmt = conn.prepare_cached(&format!(
+            "INSERT INTO redcap_metadata (project_id, field_order, {}) VALUES (?1, ?2, {})",
+            FIELD_COLUMNS.join(", "),
+            placeholders.join(", ")
+        ))?;
+        for (order, f) in p.metadata.iter().enumerate() {
+            let map = match serde_json::to_value(f)? {
+                Value::Object(m) => m,
+                _ => Map::new(),
+            };
+            let mut values: Vec<String> = Vec::with_capacity(FIELD_COLUMNS.len());
+            for c in FIELD_COLUMNS {
+                values.push(map.get(c).and_then(Value::as_str).unwrap_or("").to_owned());
+            }
+            let mut args: Vec<&dyn rusqlite::ToSql> = vec![&pid, &order];
+            for v in &values {
+                args.push(v);
+            }
+            stmt.execute(args.as_slice())?;
+        }
+        let mut stmt = conn.prepare_cached(
+            "INSERT INTO redcap_user_rights (project_id, username, expiration, group_id,
+                 role_id, rights, api_token) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?;
+        for (user, m) in &p.members {
+            stmt.execute(params![
+                pid,
+                user,
+                m.expiration,
+                m.group_id,
+                m.role_id,
+                rights_json(&m.rights),
+                m.token
+            ])?;
+        }
+        let mut stmt = conn.prepare_cached(
+            "INSERT INTO redcap_user_roles (role_id, project_id, unique_role_name, role_name,
+                 rights, role_order) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        for (i, r) in p.roles.iter().enumerate() {
+            stmt.execute(params![
+                r.id,
+                pid,
+                r.unique_name,
+                r.label,
+                rights_json(&r.rights),
+                i
+            ])?;
+        }
+        let mut stmt = conn.prepare_cached(
+            "INSERT INTO redcap_data_access_groups (group_id, project_id, group_name,
+                 group_order) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        for (i, d) in p.dags.iter().enumerate() {
+            stmt.execute(params![d.id, pid, d.name, i])?;
+        }
+    }
+    Ok(())
+}
+
+/// Adds or removes one file's row (`redcap_edocs_metadata`).
+pub fn save_doc(conn: &Connection, id: u64, doc: Option<&Doc>) -> rusqlite::Result<()> {
+    match doc {
+        Some(d) => conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO redcap_edocs_metadata (doc_id, project_id, doc_name,
+                     mime_type, doc_size) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![id, d.project_id, d.name, d.mime_type, d.size])?,
+        None => conn
+            .prepare_cached("DELETE FROM redcap_edocs_metadata WHERE doc_id = ?1")?
+            .execute([id])?,
+    };
+    Ok(())
+}
+
+// ----- logs -----
+
+fn kind_name(kind: LogKind) -> &'static str {
+    match kind {
+        LogKind::Manage => "manage",
+        LogKind::User => "user",
+        LogKind::Export => "export",
+        LogKind::RecordAdd => "record_add",
+        LogKind::RecordEdit => "record_edit",
+        LogKind::RecordDelete => "record_delete",
+        LogKind::PageView => "page_view",
+    }
+}
+
+fn kind_of(name: &str) -> LogKind {
+    match name {
+        "manage" => LogKind::Manage,
+        "user" => LogKind::User,
+        "export" => LogKind::Export,
+        "record_add" => LogKind::RecordAdd,
+        "record_edit" => LogKind::RecordEdit,
+        "record_delete" => LogKind::RecordDelete,
+        _ => LogKind::PageView,
+    }
+}
+
+/// Appends log rows: page views to `redcap_log_view`, the rest to
+/// `redcap_log_event`.
+pub fn append_log(conn: &Connection, rows: &[LogRow]) -> rusqlite::Result<()> {
+    for row in rows {
+        let table = if row.kind == LogKind::PageView {
+            "redcap_log_view"
+        } else {
+            "redcap_log_event"
+        };
+        conn.prepare_cached(&format!(
+            "INSERT INTO {table} (project_id, ts, user, kind, description, data_values, pk,
+                 group_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+        ))?
+        .execute(params![
+            row.project_id,
+            row.ts,
+            row.username,
+            kind_name(row.kind),
+            row.action,
+            row.details,
+            row.record,
+            row.group_id
+        ])?;
+    }
+    Ok(())
+}
+
+/// What Export Logging asks for.
+pub struct LogQuery<'a> {
+    pub project_id: u64,
+    /// Page views (`redcap_log_view`) or events.
+    pub page_views: bool,
+    /// Event kinds to keep (empty: all).
+    pub kinds: &'a [LogKind],
+    pub user: Option<&'a str>,
+    pub record: Option<&'a str>,
+    pub begin: Option<&'a str>,
+    pub end: Option<&'a str>,
+}
+
+/// Calls `f` with each matching row, newest first, through the indexes on
+/// (project, time) and (project, user, time): a date range reads only
+/// that range.
+pub fn for_each_log_row(
+    conn: &Connection,
+    q: &LogQuery,
+    mut f: impl FnMut(LogRow) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let (table, id) = if q.page_views {
+        ("redcap_log_view", "log_view_id")
+    } else {
+        ("redcap_log_event", "log_event_id")
+    };
+    let kinds: Vec<&str> = q.kinds.iter().map(|k| kind_name(*k)).collect();
+    let mut sql = format!(
+        "SELECT {id}, project_id, ts, user, kind, description, data_values, pk, group_id
+         FROM {table} WHERE project_id = ?"
+    );
+    let mut args: Vec<Box<dyn rusqlite::ToSql>> = vec![Box::new(q.project_id)];
+    if !kinds.is_empty() {
+        sql.push_str(" AND kind IN (SELECT value FROM json_each(?))");
+        args.push(Box::new(serde_json::to_string(&kinds)?));
+    }
+    for (cond, value) in [
+        (" AND user = ?", q.user),
+        (" AND pk = ?", q.record),
+        (" AND ts >= ?", q.begin),
+        (" AND ts <= ?", q.end),
+    ] {
+        if let Some(v) = value {
+            sql.push_str(cond);
+            args.push(Box::new(v.to_owned()));
+        }
+    }
+    sql.push_str(&format!(" ORDER BY ts DESC, {id} DESC"));
+    let mut stmt = conn.prepare(&sql)?;
+    let mut rows = stmt.query(rusqlite::params_from_iter(args.iter()))?;
+    while let Some(r) = rows.next()? {
+        f(LogRow {
+            id: r.get(0)?,
+            project_id: r.get(1)?,
+            ts: r.get(2)?,
+            username: r.get(3)?,
+            kind: kind_of(r.get_ref(4)?.as_str()?),
+            action: r.get(5)?,
+            details: r.get(6)?,
+            record: r.get(7)?,
+            group_id: r.get(8)?,
+        })?;
+    }
+    Ok(())
+}
+
+// ----- records -----
+
+/// REDCap's record order: numbers first, numerically, then names (§6.1).
+/// Answers (class, number); names of class 1 sort by their text.
+pub fn sort_key(name: &str) -> (i64, i64) {
+    match name.parse::<u64>() {
+        Ok(n) => (0, i64::try_from(n).unwrap_or(i64::MAX)),
+        Err(_) => (1, 0),
+    }
+}
+
+/// Whether the record exists, and its DAG: `None` if it does not exist.
+pub fn record_group(
+    conn: &Connection,
+    pid: u64,
+    record: &str,
+) -> rusqlite::Result<Option<Option<u64>>> {
+    conn.prepare_cached(
+        "SELECT dag_id FROM redcap_record_list WHERE project_id = ?1 AND arm = ?2 AND record = ?3",
+    )?
+    .query_row(params![pid, CLASSIC_ARM, record], |r| r.get(0))
+    .optional()
+}
+
+/// Adds a record (no values).
+pub fn insert_record(
+    conn: &Connection,
+    pid: u64,
+    record: &str,
+    group: Option<u64>,
+) -> rusqlite::Result<()> {
+    let (class, num) = sort_key(record);
+    conn.prepare_cached(
+        "INSERT INTO redcap_record_list (project_id, arm, record, dag_id, sort_class, sort_num)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![pid, CLASSIC_ARM, record, group, class, num])?;
+    Ok(())
+}
+
+/// Moves a record to a DAG (or none).
+pub fn set_record_group(
+    conn: &Connection,
+    pid: u64,
+    record: &str,
+    group: Option<u64>,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "UPDATE redcap_record_list SET dag_id = ?4 WHERE project_id = ?1 AND arm = ?2 AND record = ?3",
+    )?
+    .execute(params![pid, CLASSIC_ARM, record, group])?;
+    Ok(())
+}
+
+/// A record's values by field (export column) name.
+pub fn record_values(
+    conn: &Connection,
+    pid: u64,
+    record: &str,
+) -> rusqlite::Result<BTreeMap<String, String>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT field_name, value FROM redcap_data
+         WHERE project_id = ?1 AND record = ?2 AND event_id = ?3 AND instance = 1",
+    )?;
+    let rows = stmt.query_map(params![pid, record, CLASSIC_EVENT], |r| {
+        Ok((r.get(0)?, r.get(1)?))
+    })?;
+    rows.collect()
+}
+
+/// One value of a record.
+pub fn record_value(
+    conn: &Connection,
+    pid: u64,
+    record: &str,
+    field: &str,
+) -> rusqlite::Result<Option<String>> {
+    conn.prepare_cached(
+        "SELECT value FROM redcap_data
+         WHERE project_id = ?1 AND record = ?2 AND event_id = ?3 AND field_name = ?4 AND instance = 1",
+    )?
+    .query_row(params![pid, record, CLASSIC_EVENT, field], |r| r.get(0))
+    .optional()
+}
+
+/// Sets a value (replacing any).
+pub fn put_value(
+    conn: &Connection,
+    pid: u64,
+    record: &str,
+    field: &str,
+    value: &str,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO redcap_data (project_id, event_id, record, field_name, instance, value)
+         VALUES (?1, ?2, ?3, ?4, 1, ?5)",
+    )?
+    .execute(params![pid, CLASSIC_EVENT, record, field, value])?;
+    Ok(())
+}
+
+/// Sets a value unless the record already has one.
+pub fn put_value_if_absent(
+    conn: &Connection,
+    pid: u64,
+    record: &str,
+    field: &str,
+    value: &str,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT OR IGNORE INTO redcap_data (project_id, event_id, record, field_name, instance, value)
+         VALUES (?1, ?2, ?3, ?4, 1, ?5)",
+    )?
+    .execute(params![pid, CLASSIC_EVENT, record, field, value])?;
+    Ok(())
+}
+
+/// Removes a value.
+pub fn delete_value(
+    conn: &Connection,
+    pid: u64,
+    record: &str,
+    field: &str,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "DELETE FROM redcap_data WHERE project_id = ?1 AND record = ?2 AND event_id = ?3
+             AND field_name = ?4",
+    )?
+    .execute(params![pid, record, CLASSIC_EVENT, field])?;
+    Ok(())
+}
+
+/// Removes a record and its values.
+pub fn delete_record(conn: &Connection, pid: u64, record: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached("DELETE FROM redcap_data WHERE project_id = ?1 AND record = ?2")?
+        .execute(params![pid, record])?;
+    conn.prepare_cached("DELETE FROM redcap_record_list WHERE project_id = ?1 AND record = ?2")?
+        .execute(params![pid, record])?;
+    Ok(())
+}
+
+/// Renames a record (its values follow).
+pub fn rename_record(conn: &Connection, pid: u64, old: &str, new: &str) -> rusqlite::Result<()> {
+    let (class, num) = sort_key(new);
+    conn.prepare_cached(
+        "UPDATE redcap_record_list SET record = ?3, sort_class = ?4, sort_num = ?5
+         WHERE project_id = ?1 AND record = ?2",
+    )?
+    .execute(params![pid, old, new, class, num])?;
+    conn.prepare_cached(
+        "UPDATE redcap_data SET record = ?3 WHERE project_id = ?1 AND record = ?2",
+    )?
+    .execute(params![pid, old, new])?;
+    Ok(())
+}
+
+/// The highest `<prefix><n>` record number (0 if none): auto-numbering
+/// and Generate Next Record Name.
+pub fn max_record_number(conn: &Connection, pid: u64, prefix: &str) -> rusqlite::Result<u64> {
+    if prefix.is_empty() {
+        let max: Option<i64> = conn
+            .prepare_cached(
+                "SELECT max(sort_num) FROM redcap_record_list
+                 WHERE project_id = ?1 AND arm = ?2 AND sort_class = 0",
+            )?
+            .query_row(params![pid, CLASSIC_ARM], |r| r.get(0))?;
+        return Ok(max.map_or(0, |m| u64::try_from(m).unwrap_or(0)));
+    }
+    // Names starting with the prefix: a range of the primary key.
+    let mut upper = prefix.to_owned();
+    upper.push(char::MAX);
+    let mut stmt = conn.prepare_cached(
+        "SELECT record FROM redcap_record_list
+         WHERE project_id = ?1 AND arm = ?2 AND record >= ?3 AND record < ?4",
+    )?;
+    let mut rows = stmt.query(params![pid, CLASSIC_ARM, prefix, upper])?;
+    let mut max = 0;
+    while let Some(r) = rows.next()? {
+        let name = r.get_ref(0)?.as_str()?;
+        if let Some(n) = name
+            .strip_prefix(prefix)
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            max = max.max(n);
+        }
+    }
+    Ok(max)
+}
+
+/// Which records an export reads.
+pub struct RecordQuery<'a> {
+    pub project_id: u64,
+    /// Only this DAG's records.
+    pub group_id: Option<u64>,
+    /// Only these records (`None`: all).
+    pub records: Option<&'a [String]>,
+    /// Only these stored fields (`None`: all).
+    pub fields: Option<&'a [String]>,
+}
+
+/// One record as an export reads it.
+#[derive(Debug, Default)]
+pub struct RecordRow {
+    pub name: String,
+    pub group_id: Option<u64>,
+    pub values: HashMap<String, String>,
+}
+
+/// Calls `f` with each record in REDCap's order, one at a time: the
+/// filters are part of the query, memory holds one record.
+pub fn for_each_record(
+    conn: &Connection,
+    q: &RecordQuery,
+    mut f: impl FnMut(&RecordRow) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let mut sql = String::from(
+        "SELECT r.record, r.dag_id, d.field_name, d.value
+         FROM redcap_record_list r
+         LEFT JOIN redcap_data d ON d.project_id = r.project_id AND d.record = r.record
+             AND d.event_id = ?1 AND d.instance = 1",
+    );
+    let mut args: Vec<Box<dyn rusqlite::ToSql>> = vec![Box::new(CLASSIC_EVENT)];
+    if let Some(fields) = q.fields {
+        sql.push_str(" AND d.field_name IN (SELECT value FROM json_each(?))");
+        args.push(Box::new(serde_json::to_string(fields)?));
+    }
+    sql.push_str(" WHERE r.project_id = ? AND r.arm = ?");
+    args.push(Box::new(q.project_id));
+    args.push(Box::new(CLASSIC_ARM));
+    if let Some(g) = q.group_id {
+        sql.push_str(" AND r.dag_id = ?");
+        args.push(Box::new(g));
+    }
+    if let Some(records) = q.records {
+        sql.push_str(" AND r.record IN (SELECT value FROM json_each(?))");
+        args.push(Box::new(serde_json::to_string(records)?));
+    }
+    sql.push_str(" ORDER BY r.sort_class, r.sort_num, r.record");
+    let mut stmt = conn.prepare(&sql)?;
+    let mut rows = stmt.query(rusqlite::params_from_iter(args.iter()))?;
+    let mut current = RecordRow::default();
+    let mut any = false;
+    while let Some(r) = rows.next()? {
+        let name = r.get_ref(0)?.as_str()?;
+        if !any || name != current.name {
+            if any {
+                f(&current)?;
+            }
+            any = true;
+            current.name.clear();
+            current.name.push_str(name);
+            current.values.clear();
+            current.group_id = r.get(1)?;
+        }
+        if let Some(field) = r.get_ref(2)?.as_str_or_null()? {
+            let value: String = r.get(3)?;
+            current.values.insert(field.to_owned(), value);
+        }
+    }
+    if any {
+        f(&current)?;
+    }
+    Ok(())
+}
+
+// ----- migration -----
+
+/// The old file format's projects, for their records.
+#[derive(serde::Deserialize)]
+struct OldState {
+    #[serde(default)]
+    projects: BTreeMap<u64, OldProject>,
+}
+
+#[derive(serde::Deserialize)]
+struct OldProject {
+    #[serde(default)]
+    records: BTreeMap<String, OldRecord>,
+}
+
+#[derive(serde::Deserialize)]
+struct OldRecord {
+    #[serde(default)]
+    group_id: Option<u64>,
+    values: BTreeMap<String, String>,
+}
+
+/// Converts a data directory of the file format (`state.json`,
+/// `log.jsonl`) once, in one transaction; the old files are then renamed
+/// to `*.migrated` as a backup.
+fn migrate(dir: &Path, conn: &Connection) -> anyhow::Result<()> {
+    let state_path = dir.join("state.json");
+    let log_path = dir.join("log.jsonl");
+    if !state_path.exists() && !log_path.exists() {
+        return Ok(());
+    }
+    if config_get(conn, "migrated_from_files")?.is_none() {
+        eprintln!(
+            "redcap-sandbox: converting {} and {} into {} (once; the old files are kept as *.migrated)",
+            state_path.display(),
+            log_path.display(),
+            dir.join(DB_FILE).display()
+        );
+        let _ = fs::remove_file(dir.join("state.json.tmp"));
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        let result = migrate_in(conn, &state_path, &log_path);
+        match result {
+            Ok((records, rows)) => {
+                conn.execute_batch("COMMIT")?;
+                eprintln!("redcap-sandbox: converted {records} records and {rows} log rows");
+            }
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                return Err(e.context("cannot convert the old state files"));
+            }
+        }
+    }
+    for p in [state_path, log_path] {
+        if p.exists() {
+            let mut backup = p.clone().into_os_string();
+            backup.push(".migrated");
+            fs::rename(&p, &backup).with_context(|| format!("cannot rename {}", p.display()))?;
+        }
+    }
+    Ok(())
+}
+
+fn migrate_in(conn: &Connection, state_path: &Path, log_path: &Path) -> anyhow::Result<(u64, u64)> {
+    let mut records = 0;
+    if state_path.exists() {
+        let bytes = fs::read(state_path)
+            .with_context(|| format!("cannot read {}", state_path.display()))?;
+        let state: State = serde_json::from_slice(&bytes)
+            .with_context(|| format!("{} is not a sandbox state file", state_path.display()))?;
+        let all = crate::db::Dirty {
+            system: true,
+            projects: Default::default(),
+        };
+        save_state(conn, &state, &all)?;
+        for (id, doc) in &state.docs {
+            save_doc(conn, *id, Some(doc))?;
+        }
+        drop(state);
+        let old: OldState = serde_json::from_slice(&bytes)?;
+        drop(bytes);
+        for (pid, p) in old.projects {
+            for (name, r) in p.records {
+                insert_record(conn, pid, &name, r.group_id)?;
+                for (k, v) in &r.values {
+                    put_value(conn, pid, &name, k, v)?;
+                }
+                records += 1;
+            }
+        }
+    }
+    let mut rows = 0;
+    if log_path.exists() {
+        let file = fs::File::open(log_path)
+            .with_context(|| format!("cannot read {}", log_path.display()))?;
+        for (n, line) in BufReader::new(file).lines().enumerate() {
+            let line = line.with_context(|| format!("cannot read {}", log_path.display()))?;
+            match serde_json::from_str::<LogRow>(&line) {
+                Ok(row) => {
+                    append_log(conn, std::slice::from_ref(&row))?;
+                    rows += 1;
+                }
+                // Only a torn final line is expected; it was never
+                // acknowledged.
+                Err(_) => {
+                    tracing::warn!("{}: ignoring unreadable line {}", log_path.display(), n + 1)
+                }
+            }
+        }
+    }
+    config_set(conn, "migrated_from_files", "1")?;
+    Ok((records, rows))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(conn: &Connection, q: &RecordQuery) -> Vec<String> {
+        let mut out = Vec::new();
+        for_each_record(conn, q, |r| {
+            out.push(format!("{}:{}", r.name, r.values.len()));
+            Ok(())
+        })
+        .unwrap();
+        out
+    }
+
+    /// Records come back in REDCap's order (numbers numerically, then
+    /// names), with the record, DAG and field filters applied in the query.
+    #[test]
+    fn records_stream_in_redcap_order_with_filters() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (conn, _) = open(tmp.path()).unwrap();
+        for (name, group) in [
+            ("10", None),
+            ("b", Some(3)),
+            ("2", Some(3)),
+            ("a", None),
+            ("01", None),
+        ] {
+            insert_record(&conn, 1, name, group).unwrap();
+            put_value(&conn, 1, name, "record_id", name).unwrap();
+            put_value(&conn, 1, name, "x", "1").unwrap();
+        }
+        insert_record(&conn, 2, "1", None).unwrap();
+        let all = RecordQuery {
+            project_id: 1,
+            group_id: None,
+            records: None,
+            fields: None,
+        };
+        assert_eq!(names(&conn, &all), ["01:2", "2:2", "10:2", "a:2", "b:2"]);
+        let dag = RecordQuery {
+            group_id: Some(3),
+            ..all
+        };
+        assert_eq!(names(&conn, &dag), ["2:2", "b:2"]);
+        let some = ["a".to_owned(), "10".to_owned(), "zz".to_owned()];
+        let only = ["x".to_owned()];
+        let q = RecordQuery {
+            project_id: 1,
+            group_id: None,
+            records: Some(&some),
+            fields: Some(&only),
+        };
+        assert_eq!(names(&conn, &q), ["10:1", "a:1"]);
+        assert_eq!(max_record_number(&conn, 1, "").unwrap(), 10);
+        insert_record(&conn, 1, "3-7", Some(3)).unwrap();
+        insert_record(&conn, 1, "3-12", Some(3)).unwrap();
+        assert_eq!(max_record_number(&conn, 1, "3-").unwrap(), 12);
+        rename_record(&conn, 1, "a", "11").unwrap();
+        assert_eq!(max_record_number(&conn, 1, "").unwrap(), 11);
+        delete_record(&conn, 1, "11").unwrap();
+        assert_eq!(record_group(&conn, 1, "11").unwrap(), None);
+        assert_eq!(record_values(&conn, 1, "10").unwrap().len(), 2);
+    }
+
+    /// A data directory of the old format is converted once: settings,
+    /// records and log rows arrive, the old files stay as `*.migrated`.
+    #[test]
+    fn old_files_are_converted_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let mut state = State::default();
+        state.next_project_id = 2;
+        state.next_group_id = 1;
+        state.next_role_id = 1;
+        let project: Project = serde_json::from_value(serde_json::json!({
+            "id": 1, "title": "Old", "purpose": 0, "creation_time": "2026-01-01 00:00:00",
+            "members": {},
+            "metadata": [
+                {"field_name": "record_id", "form_name": "f", "field_type": "text", "field_label": "R"}
+            ]
+        }))
+        .unwrap();
+        state.projects.insert(1, project);
+        let mut json = serde_json::to_value(&state).unwrap();
+        json["projects"]["1"]["records"] = serde_json::json!({
+            "1": {"values": {"record_id": "1", "f_complete": "0"}},
+            "x": {"group_id": 4, "values": {"record_id": "x"}}
+        });
+        fs::write(dir.join("state.json"), json.to_string()).unwrap();
+        let row = LogRow {
+            id: 1,
+            project_id: Some(1),
+            ts: "2026-01-01 00:00".into(),
+            username: "alice".into(),
+            kind: LogKind::RecordAdd,
+            action: "Create record (API) 1".into(),
+            details: "record_id = '1'".into(),
+            record: Some("1".into()),
+            group_id: None,
+        };
+        let mut log = serde_json::to_string(&row).unwrap();
+        log.push_str("\n{\"torn");
+        fs::write(dir.join("log.jsonl"), log).unwrap();
+
+        let (conn, loaded) = open(dir).unwrap();
+        assert_eq!(loaded.projects[&1].title, "Old");
+        assert_eq!(loaded.next_project_id, 2);
+        assert_eq!(record_group(&conn, 1, "x").unwrap(), Some(Some(4)));
+        assert_eq!(record_values(&conn, 1, "1").unwrap().len(), 2);
+        let mut rows = Vec::new();
+        let q = LogQuery {
+            project_id: 1,
+            page_views: false,
+            kinds: &[],
+            user: Some("alice"),
+            record: None,
+            begin: Some("2026-01-01 00:00"),
+            end: None,
+        };
+        for_each_log_row(&conn, &q, |r| {
+            rows.push(r.action);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(rows, ["Create record (API) 1"]);
+        assert!(!dir.join("state.json").exists());
+        assert!(dir.join("state.json.migrated").exists());
+        assert!(dir.join("log.jsonl.migrated").exists());
+        drop(conn);
+        // A second start finds nothing to convert.
+        let (conn, _) = open(dir).unwrap();
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM redcap_data", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 3);
+    }
+}
