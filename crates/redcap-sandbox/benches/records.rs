@@ -14,6 +14,8 @@
 
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
+
 use redcap::client::{
     Client, Field, Format, ImportOptions, ImportResult, NewProject, RecordQuery, RecordType,
     RetryPolicy, Row,
@@ -80,10 +82,34 @@ fn main() -> anyhow::Result<()> {
         );
         return Ok(());
     }
+    // `--floor FILE`: the serde_json floor of an export saved by
+    // bench/sandbox.sh (the same rows, serialised by serde_json::to_string).
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--floor") {
+        let file = args.get(i + 1).context("--floor FILE")?;
+        return floor(file);
+    }
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
         .block_on(run())
+}
+
+/// Prints the median seconds (of 3) serde_json needs to serialise the rows
+/// of a saved JSON export.
+fn floor(file: &str) -> anyhow::Result<()> {
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {file}"))?;
+    let rows: Vec<Row> = serde_json::from_slice(&bytes)?;
+    drop(bytes);
+    let mut times = Vec::new();
+    for _ in 0..3 {
+        let start = Instant::now();
+        let body = serde_json::to_string(&rows)?;
+        times.push(start.elapsed());
+        std::hint::black_box(body);
+    }
+    println!("{:.3}", median(times).as_secs_f64());
+    Ok(())
 }
 
 async fn run() -> anyhow::Result<()> {

@@ -195,6 +195,8 @@ pub fn connect(path: &Path) -> anyhow::Result<Connection> {
     // Bounded memory: a 8 MB page cache per connection whatever the size.
     conn.pragma_update(None, "cache_size", -8192)?;
     conn.pragma_update(None, "temp_store", "FILE")?;
+    // A large import's WAL is cut back after its checkpoint.
+    conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
     Ok(conn)
 }
 
@@ -459,11 +461,13 @@ pub fn save_state(
     state: &State,
     dirty: &crate::db::Dirty,
 ) -> anyhow::Result<()> {
+    // The counters go with any change (a new DAG or role of a project
+    // advances them).
+    config_set(conn, "next_project_id", &state.next_project_id.to_string())?;
+    config_set(conn, "next_group_id", &state.next_group_id.to_string())?;
+    config_set(conn, "next_role_id", &state.next_role_id.to_string())?;
+    config_set(conn, "next_doc_id", &state.next_doc_id.to_string())?;
     if dirty.system {
-        config_set(conn, "next_project_id", &state.next_project_id.to_string())?;
-        config_set(conn, "next_group_id", &state.next_group_id.to_string())?;
-        config_set(conn, "next_role_id", &state.next_role_id.to_string())?;
-        config_set(conn, "next_doc_id", &state.next_doc_id.to_string())?;
         config_set(
             conn,
             "api_disabled",
@@ -941,16 +945,20 @@ pub struct RecordQuery<'a> {
 pub struct RecordRow {
     pub name: String,
     pub group_id: Option<u64>,
-    pub values: HashMap<String, String>,
+    /// The values of the export's columns, in their order (`""`: none).
+    pub values: Vec<String>,
 }
 
-/// Calls `f` with each record in REDCap's order, one at a time: the
-/// filters are part of the query, memory holds one record.
+/// Calls `f` with each record in REDCap's order, one at a time, with the
+/// values of `columns`: the filters are part of the query, memory holds one
+/// record (its buffers reused from record to record).
 pub fn for_each_record(
     conn: &Connection,
     q: &RecordQuery,
+    columns: &[&str],
     mut f: impl FnMut(&RecordRow) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
+    let index: HashMap<&str, usize> = columns.iter().enumerate().map(|(i, c)| (*c, i)).collect();
     let mut sql = String::from(
         "SELECT r.record, r.dag_id, d.field_name, d.value
          FROM redcap_record_list r
@@ -976,7 +984,10 @@ pub fn for_each_record(
     sql.push_str(" ORDER BY r.sort_class, r.sort_num, r.record");
     let mut stmt = conn.prepare(&sql)?;
     let mut rows = stmt.query(rusqlite::params_from_iter(args.iter()))?;
-    let mut current = RecordRow::default();
+    let mut current = RecordRow {
+        values: vec![String::new(); columns.len()],
+        ..RecordRow::default()
+    };
     let mut any = false;
     while let Some(r) = rows.next()? {
         let name = r.get_ref(0)?.as_str()?;
@@ -987,12 +998,15 @@ pub fn for_each_record(
             any = true;
             current.name.clear();
             current.name.push_str(name);
-            current.values.clear();
+            for v in &mut current.values {
+                v.clear();
+            }
             current.group_id = r.get(1)?;
         }
-        if let Some(field) = r.get_ref(2)?.as_str_or_null()? {
-            let value: String = r.get(3)?;
-            current.values.insert(field.to_owned(), value);
+        if let Some(field) = r.get_ref(2)?.as_str_or_null()?
+            && let Some(&i) = index.get(field)
+        {
+            current.values[i].push_str(r.get_ref(3)?.as_str()?);
         }
     }
     if any {
@@ -1120,8 +1134,9 @@ mod tests {
 
     fn names(conn: &Connection, q: &RecordQuery) -> Vec<String> {
         let mut out = Vec::new();
-        for_each_record(conn, q, |r| {
-            out.push(format!("{}:{}", r.name, r.values.len()));
+        for_each_record(conn, q, &["record_id", "x"], |r| {
+            let n = r.values.iter().filter(|v| !v.is_empty()).count();
+            out.push(format!("{}:{n}", r.name));
             Ok(())
         })
         .unwrap();

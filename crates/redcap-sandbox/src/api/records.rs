@@ -237,7 +237,7 @@ impl FlatRows {
         mut cell: impl FnMut(&'r str, Cow<'r, str>),
     ) {
         for (i, c) in self.selected.iter().enumerate() {
-            let mut raw = record.values.get(&c.name).map(String::as_str).unwrap_or("");
+            let mut raw = record.values[i].as_str();
             if c.file && !raw.is_empty() {
                 raw = DOCUMENT;
             }
@@ -268,7 +268,7 @@ impl FlatRows {
         let header: Vec<&str> = self.selected.iter().map(|c| c.name.as_str()).collect();
         let mut w = RowWriter::begin(format, out, &header, "records", "item")?;
         let width = header.len() + 1;
-        store::for_each_record(conn, q, |record| {
+        store::for_each_record(conn, q, &header, |record| {
             let mut cells: Vec<(&str, Cow<str>)> = Vec::with_capacity(width);
             self.for_each_cell(record, |k, v| cells.push((k, v)));
             w.row(&cells)?;
@@ -287,10 +287,11 @@ impl FlatRows {
         out: &mut dyn std::io::Write,
     ) -> anyhow::Result<()> {
         let header = ["record", "field_name", "value"];
+        let columns: Vec<&str> = self.selected.iter().map(|c| c.name.as_str()).collect();
         let mut w = RowWriter::begin(format, out, &header, "records", "item")?;
-        store::for_each_record(conn, q, |record| {
-            for c in &self.selected {
-                let mut v = record.values.get(&c.name).map(String::as_str).unwrap_or("");
+        store::for_each_record(conn, q, &columns, |record| {
+            for (c, v) in self.selected.iter().zip(&record.values) {
+                let mut v = v.as_str();
                 if c.file && !v.is_empty() {
                     v = DOCUMENT;
                 }
@@ -880,21 +881,14 @@ mod tests {
             RecordRow {
                 name: "1".into(),
                 group_id: Some(7),
-                values: [
-                    ("record_id", "1"),
-                    ("name", "a/b \"q\" \\ é\n\u{1}, <x> & y"),
-                    ("f_complete", "0"),
-                ]
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect(),
+                values: ["1", "a/b \"q\" \\ é\n\u{1}, <x> & y", "0"]
+                    .map(String::from)
+                    .to_vec(),
             },
             RecordRow {
                 name: "2".into(),
                 group_id: None,
-                values: [("record_id".to_owned(), "2".to_owned())]
-                    .into_iter()
-                    .collect(),
+                values: ["2", "", ""].map(String::from).to_vec(),
             },
         ];
         let maps: Vec<Map<String, Value>> = records
