@@ -262,90 +262,6 @@ pub fn decode_rows(format: Format, data: &str) -> Result<Vec<Map<String, Value>>
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn error_shapes() {
-        let e = ApiError::NoApiExport;
-        assert_eq!(
-            Reply::error(&e, Format::Json).body_text(),
-            r#"{"error":"You do not have API Export privileges"}"#
-        );
-        assert_eq!(
-            Reply::error(&e, Format::Csv).body_text(),
-            "ERROR: You do not have API Export privileges"
-        );
-        assert_eq!(
-            Reply::error(&e, Format::Xml).body_text(),
-            "<?xml version=\"1.0\" encoding=\"UTF-8\" ?><hash><error>You do not have API Export privileges</error></hash>"
-        );
-        assert_eq!(Reply::error(&e, Format::Xml).status, 403);
-        // PHP's json_encode escapes '/'.
-        let slash = ApiError::DagMemberForbidden;
-        assert!(
-            Reply::error(&slash, Format::Json)
-                .body_text()
-                .contains("export\\/import\\/delete")
-        );
-    }
-
-    #[test]
-    fn format_normalisation() {
-        assert_eq!(Format::from_param("json"), Format::Json);
-        assert_eq!(Format::from_param("JSON"), Format::Xml);
-        assert_eq!(Format::from_param(""), Format::Xml);
-        assert_eq!(Format::return_format("", Format::Csv), Format::Csv);
-        assert_eq!(Format::return_format("yaml", Format::Json), Format::Xml);
-    }
-
-    #[test]
-    fn renders_rows() {
-        let rows = vec![
-            json!({"a": "1", "forms": {"f": 130, "g": 128}})
-                .as_object()
-                .unwrap()
-                .clone(),
-        ];
-        assert_eq!(
-            render_rows(Format::Csv, &rows, &[], "r", "i"),
-            "a,forms\n1,\"f:130,g:128\"\n"
-        );
-        assert_eq!(
-            render_rows(Format::Csv, &[], &["x", "y"], "r", "i"),
-            "x,y\n"
-        );
-        assert!(
-            render_rows(Format::Xml, &rows, &[], "users", "item")
-                .contains("<item><a>1</a><forms><f>130</f><g>128</g></forms></item>")
-        );
-        assert_eq!(render_rows(Format::Json, &[], &[], "r", "i"), "[]");
-    }
-
-    #[test]
-    fn decodes_data() {
-        assert_eq!(decode_json(r#"[{"a":1}]"#).unwrap()[0]["a"], json!(1));
-        assert_eq!(decode_json(r#"{"a":1}"#).unwrap().len(), 1);
-        assert_eq!(
-            decode_json("[{").unwrap_err(),
-            ApiError::BadJson {
-                decoder: "Syntax error".into()
-            }
-        );
-        assert_eq!(
-            decode_json("5").unwrap_err(),
-            ApiError::BadJson {
-                decoder: "No error".into()
-            }
-        );
-        let rows = decode_csv("a,b\n1,\"x,y\"\n").unwrap();
-        assert_eq!(rows[0]["b"], json!("x,y"));
-        assert!(decode_csv("a,b\n1,2,3\n").is_err());
-    }
-}
-
 /// Writes exported rows one at a time in `format`, exactly as
 /// [`render_rows`] writes them all at once (JSON as PHP's `json_encode`,
 /// CSV with its header from the first row, XML items): memory holds one
@@ -441,7 +357,7 @@ impl<'w> RowWriter<'w> {
     pub fn end(self) -> std::io::Result<()> {
         match self.format {
             Format::Json => self.out.write_all(b"]"),
-            Format::Xml => write!(self.out, "</{}>\n", self.root),
+            Format::Xml => writeln!(self.out, "</{}>", self.root),
             Format::Csv if self.rows == 0 => {
                 let mut w = csv::WriterBuilder::new()
                     .terminator(csv::Terminator::Any(b'\n'))
@@ -463,5 +379,89 @@ pub fn php_json_str(out: &mut Vec<u8>, s: &str) {
         let escaped = String::from_utf8_lossy(&out[start..]).replace('/', "\\/");
         out.truncate(start);
         out.extend_from_slice(escaped.as_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn error_shapes() {
+        let e = ApiError::NoApiExport;
+        assert_eq!(
+            Reply::error(&e, Format::Json).body_text(),
+            r#"{"error":"You do not have API Export privileges"}"#
+        );
+        assert_eq!(
+            Reply::error(&e, Format::Csv).body_text(),
+            "ERROR: You do not have API Export privileges"
+        );
+        assert_eq!(
+            Reply::error(&e, Format::Xml).body_text(),
+            "<?xml version=\"1.0\" encoding=\"UTF-8\" ?><hash><error>You do not have API Export privileges</error></hash>"
+        );
+        assert_eq!(Reply::error(&e, Format::Xml).status, 403);
+        // PHP's json_encode escapes '/'.
+        let slash = ApiError::DagMemberForbidden;
+        assert!(
+            Reply::error(&slash, Format::Json)
+                .body_text()
+                .contains("export\\/import\\/delete")
+        );
+    }
+
+    #[test]
+    fn format_normalisation() {
+        assert_eq!(Format::from_param("json"), Format::Json);
+        assert_eq!(Format::from_param("JSON"), Format::Xml);
+        assert_eq!(Format::from_param(""), Format::Xml);
+        assert_eq!(Format::return_format("", Format::Csv), Format::Csv);
+        assert_eq!(Format::return_format("yaml", Format::Json), Format::Xml);
+    }
+
+    #[test]
+    fn renders_rows() {
+        let rows = vec![
+            json!({"a": "1", "forms": {"f": 130, "g": 128}})
+                .as_object()
+                .unwrap()
+                .clone(),
+        ];
+        assert_eq!(
+            render_rows(Format::Csv, &rows, &[], "r", "i"),
+            "a,forms\n1,\"f:130,g:128\"\n"
+        );
+        assert_eq!(
+            render_rows(Format::Csv, &[], &["x", "y"], "r", "i"),
+            "x,y\n"
+        );
+        assert!(
+            render_rows(Format::Xml, &rows, &[], "users", "item")
+                .contains("<item><a>1</a><forms><f>130</f><g>128</g></forms></item>")
+        );
+        assert_eq!(render_rows(Format::Json, &[], &[], "r", "i"), "[]");
+    }
+
+    #[test]
+    fn decodes_data() {
+        assert_eq!(decode_json(r#"[{"a":1}]"#).unwrap()[0]["a"], json!(1));
+        assert_eq!(decode_json(r#"{"a":1}"#).unwrap().len(), 1);
+        assert_eq!(
+            decode_json("[{").unwrap_err(),
+            ApiError::BadJson {
+                decoder: "Syntax error".into()
+            }
+        );
+        assert_eq!(
+            decode_json("5").unwrap_err(),
+            ApiError::BadJson {
+                decoder: "No error".into()
+            }
+        );
+        let rows = decode_csv("a,b\n1,\"x,y\"\n").unwrap();
+        assert_eq!(rows[0]["b"], json!("x,y"));
+        assert!(decode_csv("a,b\n1,2,3\n").is_err());
     }
 }
