@@ -162,7 +162,9 @@ impl Ctx<'_> {
             record,
             group_id,
         };
-        self.state.log(row);
+        // Straight into the transaction (a large import's rows are not held
+        // until the commit); a failure makes the request a 500.
+        let _ = self.sql(|c| crate::store::append_log(c, std::slice::from_ref(&row)));
     }
 
     /// A Manage/Design row whose details are `description` (e.g.

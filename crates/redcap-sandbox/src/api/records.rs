@@ -550,10 +550,9 @@ pub fn import(ctx: &mut Ctx) -> Result<Reply, ApiError> {
 
     // Apply, in this request's transaction: a storage failure part way
     // rolls the whole import back.
-    // (new?, record, changes, its DAG, DAG change) per imported row.
-    type RecordLog = (bool, String, Vec<String>, Option<u64>, Option<String>);
-    let mut logs: Vec<RecordLog> = Vec::new();
-    for row in &rows {
+    // Each row is dropped once written, and its log rows go straight into
+    // the transaction: memory does not hold the import twice.
+    for row in rows {
         let id = if auto {
             id_map[&text(row.get(&rid))].clone()
         } else {
@@ -575,7 +574,7 @@ pub fn import(ctx: &mut Ctx) -> Result<Reply, ApiError> {
             ctx.sql(|c| store::record_values(c, pid, &id))?
         };
         let mut touched_forms = BTreeSet::new();
-        for (k, v) in row {
+        for (k, v) in &row {
             if *k == rid || k == DAG_FIELD || col_of(k).is_some_and(|c| c.file) {
                 continue;
             }
@@ -626,9 +625,6 @@ pub fn import(ctx: &mut Ctx) -> Result<Reply, ApiError> {
                 });
             }
         }
-        logs.push((is_new, id, changes, group, dag_change));
-    }
-    for (is_new, id, changes, group, dag_change) in logs {
         let (kind, verb) = if is_new {
             (LogKind::RecordAdd, "Create record")
         } else {
