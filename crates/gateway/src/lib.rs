@@ -11,8 +11,10 @@
 //! listeners), `request` (the client listener's request path, one named
 //! step per function) and `admin` (the admin listener); the steps they
 //! call; the state every request shares (`state`, one lock story per
-//! part); and the leaf types it owns ([`keys`], [`tokens`], [`upstream`],
+//! part); and the leaf types it owns ([`keys`], `tokens`, [`upstream`],
 //! …). Imports go downward only.
+
+#![warn(missing_docs)]
 
 mod admin;
 mod answer;
@@ -30,7 +32,7 @@ mod request;
 pub mod restart;
 pub mod server;
 mod state;
-pub mod tokens;
+mod tokens;
 pub mod upload;
 pub mod upstream;
 

@@ -11,10 +11,19 @@ use warden_config::{Config, SourceRange, WriteReason};
 /// A REDCap service account the gateway holds a token for.
 #[derive(Debug, Clone)]
 pub struct Account {
+    /// The `[[account]]`'s name in `warden.toml`; ledger entries, holds
+    /// and quarantines name the account by it.
     pub name: String,
+    /// The REDCap user the token belongs to.
     pub username: String,
+    /// The secret holding the account's token; the gateway injects its
+    /// `current` version.
     pub secret: SecretName,
+    /// The `[[study]]` (REDCap project) the token opens.
     pub study: String,
+    /// The study's site the account is bound to, if any: such an account
+    /// must stay restricted to the site's DAG, and the DAG guard checks
+    /// its exports.
     pub site: Option<String>,
     /// The site's DAG id, for site accounts.
     pub dag_id: Option<u64>,
@@ -23,20 +32,31 @@ pub struct Account {
 /// An application and what it may call.
 #[derive(Debug, Clone)]
 pub struct Client {
+    /// The `[[client]]`'s name; client keys are issued to it.
     pub name: String,
-    /// The account whose token its calls use.
+    /// The account whose token its calls are forwarded with.
     pub account: Account,
+    /// The API methods (`content:action`) it may call; anything else is
+    /// refused with a 403 and a `denied` entry.
     pub allow: HashSet<(Content, Action)>,
+    /// Whether its imports and deletes must carry a reason
+    /// (`X-Warden-Reason` or a `reason` field); without one they get a 400.
     pub write_reason: WriteReason,
+    /// The address ranges it may call from; empty means any.
     pub sources: Vec<SourceRange>,
+    /// `true` lets a client of a site account make the exports the DAG
+    /// guard cannot check ([`unguarded_export`]): an accepted risk of a
+    /// leak across sites, still recorded in the ledger.
     pub unchecked_exports: bool,
 }
 
 impl Client {
+    /// Whether `content:action` is among the methods it may call.
     pub fn allows(&self, content: Content, action: Action) -> bool {
         self.allow.contains(&(content, action))
     }
 
+    /// Whether a request from `ip` falls in its `sources`.
     pub fn source_allowed(&self, ip: IpAddr) -> bool {
         self.sources.is_empty() || self.sources.iter().any(|r| r.contains(ip))
     }
@@ -94,9 +114,13 @@ pub fn unguarded_export(content: Content, form: &crate::form::Form) -> Option<&'
     }
 }
 
+/// The policy in force: every client and account of the applied
+/// `warden.toml`, by name. A reload replaces it whole.
 #[derive(Debug, Clone, Default)]
 pub struct Policy {
+    /// Clients by name (a client key's `client`).
     pub clients: HashMap<String, Client>,
+    /// Accounts by name.
     pub accounts: HashMap<String, Account>,
 }
 

@@ -39,12 +39,20 @@ pub const NO_API_PERMISSION: &str = "You do not have permissions to use the API"
 /// An error answer: status, message, format.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiReply {
+    /// The HTTP status: REDCap's own for what REDCap would refuse (403 for
+    /// a bad token), 400 for a malformed request, 403 for a policy
+    /// refusal, 503 when the gateway cannot forward (ledger, limiter,
+    /// hold).
     pub status: StatusCode,
+    /// The sentence the client sees: what is wrong and how to fix it.
+    /// Never holds a token or a client key.
     pub message: String,
+    /// The shape the message is written in ([`error_format`]).
     pub format: Format,
 }
 
 impl ApiReply {
+    /// An answer with this status, message and format.
     pub fn new(status: StatusCode, message: impl Into<String>, format: Format) -> ApiReply {
         ApiReply {
             status,
@@ -53,6 +61,7 @@ impl ApiReply {
         }
     }
 
+    /// The body REDCap would send for this error in [`Self::format`].
     pub fn body(&self) -> String {
         redcap::wire::error_body(&self.message, self.format)
     }

@@ -1,8 +1,8 @@
-//! The gateway's lifecycle: building its state ([`crate::state`]),
+//! The gateway's lifecycle: building its state (`crate::state`),
 //! starting the client and admin listeners, the once-a-second
 //! housekeeping (denied-entry flushes, hold expiry, key-use records,
 //! reopening a failed ledger), and graceful shutdown. The request path
-//! itself is [`crate::request`].
+//! itself is `crate::request`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,9 +27,16 @@ pub use crate::state::LedgerOpener;
 /// What the gateway is given to run: the loaded configuration and the
 /// services it writes to.
 pub struct Services {
+    /// `warden.toml` as loaded and validated; `/admin/reload` replaces it.
     pub config: LoadedConfig,
+    /// The secrets store holding the accounts' tokens (and where keys
+    /// issued through the admin listener may be delivered).
     pub store: Arc<dyn SecretStore>,
+    /// The installation's HMAC key: it fingerprints tokens (to spot a real
+    /// REDCap token presented as a client key) and MACs the bodies the
+    /// ledger entries describe.
     pub fingerprint: FingerprintKey,
+    /// Opens the ledger, at start and again to reopen it after a failure.
     pub open_ledger: LedgerOpener,
     /// Where the key file lives (normally from the configuration).
     pub keys: KeyFile,
@@ -37,34 +44,56 @@ pub struct Services {
     pub operator: String,
 }
 
+/// Why the gateway did not start. Nothing is served and no client request
+/// was forwarded; fix the cause and start again.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// The ledger could not be opened. The gateway never serves without
+    /// one: a request it cannot record is not forwarded.
     #[error("opening the ledger: {0}")]
     Ledger(#[from] LedgerError),
+    /// A listener could not be opened: the address is in use, or not this
+    /// host's; change `[gateway] listen` or `admin_listen`, or stop what
+    /// holds it.
     #[error("listening on {addr}: {source}")]
     Bind {
+        /// The address asked for.
         addr: SocketAddr,
+        /// The OS error.
         #[source]
         source: std::io::Error,
     },
+    /// The client key file could not be read or is damaged; the
+    /// [`KeyError`](crate::keys::KeyError) says which and what to do.
     #[error("{0}")]
     Keys(#[from] crate::keys::KeyError),
+    /// The account-status file (the quarantines) could not be read or is
+    /// damaged.
     #[error("{0}")]
     Status(#[from] governance::accounts::StatusError),
+    /// The HTTP client for REDCap could not be built.
     #[error("{0}")]
     Upstream(#[from] UpstreamError),
+    /// `[gateway] tls_cert` or `tls_key` could not be loaded.
     #[error(
         "loading the TLS certificate {cert} and key {key}: {source}; fix: point [gateway] tls_cert and tls_key at PEM files the gateway can read"
     )]
     Tls {
+        /// The certificate file.
         cert: std::path::PathBuf,
+        /// The private key file.
         key: std::path::PathBuf,
+        /// What went wrong reading or parsing them.
         #[source]
         source: std::io::Error,
     },
+    /// The admin credential (`[gateway] admin_token_file`) could not be
+    /// read, or created on a first start.
     #[error("the admin credential {path}: {source}; fix: check the data directory's permissions")]
     AdminToken {
+        /// The credential file.
         path: std::path::PathBuf,
+        /// The OS error.
         #[source]
         source: std::io::Error,
     },
@@ -83,7 +112,10 @@ impl From<StateError> for StartError {
 
 /// A running gateway; [`RunningGateway::shutdown`] stops it gracefully.
 pub struct RunningGateway {
+    /// Where the client listener is bound (the real port when
+    /// `[gateway] listen` asked for port 0).
     pub addr: SocketAddr,
+    /// Where the admin listener is bound.
     pub admin_addr: SocketAddr,
     shared: Arc<Gateway>,
     stop: Option<oneshot::Sender<()>>,

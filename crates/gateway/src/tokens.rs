@@ -11,12 +11,17 @@ use secrets::{Label, Result, SecretName, SecretStore, SecretValue, Selector, Ver
 /// A token and the store version it came from.
 #[derive(Debug, Clone)]
 pub struct CachedToken {
+    /// The token itself; it goes only into the forwarded body.
     pub value: SecretValue,
+    /// The store version it is (a different one after a refresh means the
+    /// token was rotated).
     pub version: VersionId,
     /// When this version was written to the store (its age is a metric).
     pub written_at: jiff::Timestamp,
 }
 
+/// The tokens last read per account secret, each used for
+/// `[gateway] token_cache_seconds` before the store is asked again.
 pub struct TokenCache {
     store: Arc<dyn SecretStore>,
     ttl: Duration,
@@ -24,6 +29,7 @@ pub struct TokenCache {
 }
 
 impl TokenCache {
+    /// An empty cache over `store`, keeping each token for `ttl`.
     pub fn new(store: Arc<dyn SecretStore>, ttl: Duration) -> TokenCache {
         TokenCache {
             store,
@@ -82,6 +88,7 @@ impl TokenCache {
             .clear();
     }
 
+    /// The secrets store the tokens come from.
     pub fn store(&self) -> &Arc<dyn SecretStore> {
         &self.store
     }

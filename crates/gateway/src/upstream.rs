@@ -23,6 +23,8 @@ pub struct Limiter {
 const WINDOW: Duration = Duration::from_secs(60);
 
 impl Limiter {
+    /// A window admitting `per_minute` calls (at least one) in any 60
+    /// seconds, where a call waits at most `max_wait` for a slot.
     pub fn new(per_minute: u32, max_wait: Duration) -> Limiter {
         Limiter {
             per_minute: per_minute.max(1) as usize,
@@ -87,23 +89,43 @@ impl Limiter {
 /// REDCap's answer, as received.
 #[derive(Debug, Clone)]
 pub struct UpstreamReply {
+    /// The HTTP status.
     pub status: u16,
+    /// REDCap's `Content-Type`, when it sent one.
     pub content_type: Option<String>,
+    /// The whole body.
     pub body: Bytes,
 }
 
+/// Why a call to REDCap was not made or not answered. The client gets a
+/// 503 saying so, and the request's `response` entry records the 503.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
+    /// No slot in the outbound window freed up within the wait (30 s): the
+    /// call was not made. The figure is `[gateway] outbound_per_minute`;
+    /// if this happens in normal use, spread the clients' calls out rather
+    /// than raising it toward REDCap's own limit.
     #[error("the outbound limit of {0} calls a minute to REDCap is reached")]
     Limited(usize),
+    /// REDCap answered 429: it has banned this machine's IP, permanently.
+    /// Every later call is refused without being sent (an `alert` entry
+    /// says so, and `/ready` answers 503) until a REDCap administrator
+    /// lifts the ban and the gateway is restarted.
     #[error(
         "REDCap answered 429: this machine's IP address is banned; outbound calls are stopped until an administrator lifts the ban and the gateway restarts"
     )]
     Banned,
+    /// The HTTP exchange failed: connection refused, TLS, timeout (10 s to
+    /// connect, 600 s for the whole call), the answer's body broke off, or
+    /// a spooled upload could not be read back to send it. The text never
+    /// holds the URL or the body. At start: the HTTP client itself could
+    /// not be built.
     #[error("REDCap could not be reached: {0}")]
     Transport(String),
 }
 
+/// The one way to REDCap: the `[redcap] url`, the outbound [`Limiter`]
+/// every call goes through, and the ban flag a 429 sets.
 pub struct Upstream {
     http: reqwest::Client,
     url: String,
@@ -112,6 +134,8 @@ pub struct Upstream {
 }
 
 impl Upstream {
+    /// A client for REDCap at `url` whose calls stay within `per_minute`
+    /// in any 60 seconds, each waiting at most 30 s for a slot.
     pub fn new(url: &str, per_minute: u32) -> Result<Upstream, UpstreamError> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
@@ -126,10 +150,14 @@ impl Upstream {
         })
     }
 
+    /// Whether REDCap has answered 429 since this gateway started: then no
+    /// call is made until restart.
     pub fn is_banned(&self) -> bool {
         self.banned.load(Ordering::SeqCst)
     }
 
+    /// The outbound window, for `/health`, `/metrics` and seeding at
+    /// start.
     pub fn limiter(&self) -> &Limiter {
         &self.limiter
     }

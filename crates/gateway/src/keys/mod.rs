@@ -10,7 +10,8 @@
 //! with an overlap: issuing a new key for a client shortens the client's
 //! older keys to the overlap window instead of killing them at once.
 //!
-//! Issuing one with its delivery and its ledger entry is [`issue`].
+//! Issuing one with its delivery and its ledger entry is
+//! [`issue_and_deliver`].
 
 mod issue;
 
@@ -62,16 +63,30 @@ pub struct KeyRecord {
     /// `k-` and the first 8 hex of the digest: names the key in lists,
     /// revocations and the ledger without revealing it.
     pub id: String,
+    /// The `[[client]]` of `warden.toml` the key authenticates; its policy
+    /// decides what the key may call.
     pub client: String,
     /// Hex SHA-256 of the key.
     pub sha256: String,
+    /// When the key was issued (UTC).
     pub issued_at: Timestamp,
+    /// The operator who issued it: an OS login, or `admin-api (<name>)`.
     pub issued_by: String,
+    /// From this instant on the key is refused. Issuing a newer key for
+    /// the same client may bring it forward to the end of the overlap
+    /// window; nothing moves it later.
     pub expires_at: Timestamp,
+    /// When the key was revoked; a revoked key is refused from the next
+    /// request on, whatever its expiry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked_at: Option<Timestamp>,
+    /// The reason the operator gave for revoking it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked_reason: Option<String>,
+    /// The last request that presented the key, as of the gateway's last
+    /// flush to the key file (about once a minute, so it can lag; a
+    /// running gateway's `GET /admin/keys` includes what it has not yet
+    /// written).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_used: Option<Timestamp>,
 }
@@ -80,12 +95,16 @@ pub struct KeyRecord {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum KeyState {
+    /// Neither revoked nor past its expiry: the gateway accepts it.
     Active,
+    /// Past `expires_at`: refused; issue the client a new key.
     Expired,
+    /// Revoked by an operator: refused, and stays refused.
     Revoked,
 }
 
 impl KeyRecord {
+    /// The key's state at `now`; revocation wins over expiry.
     pub fn state(&self, now: Timestamp) -> KeyState {
         if self.revoked_at.is_some() {
             KeyState::Revoked
@@ -97,25 +116,47 @@ impl KeyRecord {
     }
 }
 
+/// Why the key file could not be read or changed.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
+    /// Reading, locking or writing the key file failed at the OS level;
+    /// nothing was changed.
     #[error(
         "client keys file {path}: {op} failed: {source}; fix: check the data directory's permissions and free space"
     )]
     Io {
+        /// The key file.
         path: PathBuf,
+        /// What was being done: `reading`, `locking` or `writing`.
         op: &'static str,
+        /// The OS error.
         #[source]
         source: std::io::Error,
     },
+    /// The key file is not a key file this version can read (bad JSON,
+    /// another `format`, a digest that is not 32 bytes of hex). The
+    /// gateway refuses to start rather than guess which keys are valid.
     #[error(
         "client keys file {path} is damaged ({detail}); fix: restore it from backup, or revoke-and-reissue every client key"
     )]
-    Corrupt { path: PathBuf, detail: String },
+    Corrupt {
+        /// The key file.
+        path: PathBuf,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// A revocation named an id no key in the file has.
     #[error("no client key `{id}`; fix: see `redcap-warden keys list`")]
-    NoSuchKey { id: String },
+    NoSuchKey {
+        /// The id asked for.
+        id: String,
+    },
+    /// A revocation named a key that is revoked already; nothing changed.
     #[error("client key `{id}` is already revoked")]
-    AlreadyRevoked { id: String },
+    AlreadyRevoked {
+        /// The key's id.
+        id: String,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -136,7 +177,12 @@ pub struct KeyFile {
 /// Lifetimes for [`KeyFile::issue`].
 #[derive(Debug, Clone, Copy)]
 pub struct KeyPolicy {
+    /// How long a new key works (`[gateway] key_lifetime_days`, 90 days
+    /// by default).
     pub lifetime: SignedDuration,
+    /// How long the client's older keys keep working after a new one is
+    /// issued (`[gateway] key_overlap_days`): the time a deployment has to
+    /// switch to the new key.
     pub overlap: SignedDuration,
 }
 
@@ -186,6 +232,7 @@ impl KeyFile {
         }
     }
 
+    /// Where the key file is.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -344,11 +391,22 @@ pub struct KeyRing {
 }
 
 /// The verdict on a presented key.
+///
+/// Every verdict but `Valid` gets the client REDCap's own answer to a bad
+/// token (403, [`NO_API_PERMISSION`](crate::reply::NO_API_PERMISSION)),
+/// so a client cannot tell an expired key from an unknown one; the
+/// ledger's `denied` entries (counted per source and minute) record
+/// which it was.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Presented<'a> {
+    /// An active key: the request goes on to the client's policy.
     Valid(&'a KeyRecord),
+    /// A key past its expiry.
     Expired(&'a KeyRecord),
+    /// A revoked key.
     Revoked(&'a KeyRecord),
+    /// No key with this digest: a typo, a key from another installation,
+    /// or a real REDCap token (which the gateway alerts on).
     Unknown,
 }
 
@@ -368,10 +426,12 @@ impl KeyRing {
         }
     }
 
+    /// How many keys the ring holds, in any state.
     pub fn len(&self) -> usize {
         self.by_digest.len()
     }
 
+    /// Whether the ring holds no key at all.
     pub fn is_empty(&self) -> bool {
         self.by_digest.is_empty()
     }
