@@ -292,22 +292,19 @@ pub fn open_writer_with(
     checkpoint_interval: Option<std::time::Duration>,
     options: WriterOptions,
 ) -> Result<Arc<dyn LedgerBackend>, LedgerError> {
-    let section = config.config.ledger.as_ref().ok_or_else(|| {
-        LedgerError::OutOfRange(format!(
-            "{} has no [ledger] section; set up with `redcap-warden init`",
-            config.path.display()
-        ))
-    })?;
+    let section = config
+        .config
+        .ledger
+        .as_ref()
+        .ok_or_else(|| LedgerError::NotConfigured {
+            config: config.path.clone(),
+        })?;
     let mut witnesses: Vec<Arc<dyn Witness>> = Vec::new();
     if let Some(file) = witness_file(config) {
         witnesses.push(Arc::new(FileWitness::new(&file)));
     }
     if let Some(store) = options.store {
-        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
-            LedgerError::OutOfRange(
-                "keeping the ledger's witness in the secrets store needs a tokio runtime; open the ledger from one of its blocking threads".into(),
-            )
-        })?;
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| LedgerError::NoRuntime)?;
         witnesses.push(Arc::new(StoreWitness {
             place: store_witness_place(&*store),
             store,

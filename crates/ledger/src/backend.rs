@@ -6,12 +6,14 @@ use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
 
+use crate::append::Receipt;
 use crate::checkpoint::{Checkpoint, VerifierKey};
 use crate::entry::{Entry, EntryKind};
 use crate::error::LedgerError;
+use crate::guard::Adoption;
 use crate::pending::Pending;
 use crate::witness::Witness;
-use crate::writer::{Adoption, Ledger, Receipt};
+use crate::writer::Ledger;
 
 /// A ledger open for writing. Every implementation is fail-closed: after
 /// any write error every append fails until the ledger is reopened.
@@ -72,9 +74,9 @@ pub trait LedgerBackend: Send + Sync {
         visit: &mut (dyn FnMut(Entry) + Send),
     ) -> Result<(), LedgerError> {
         let _ = (from, visit);
-        Err(LedgerError::OutOfRange(
-            "this ledger backend cannot read its entries back".into(),
-        ))
+        Err(LedgerError::Unsupported {
+            operation: "read its entries back",
+        })
     }
 
     /// Rotates the checkpoint signing key to `new` (`docs/ledger.md`
@@ -90,9 +92,9 @@ pub trait LedgerBackend: Send + Sync {
         reason: &str,
     ) -> Result<Receipt, LedgerError> {
         let _ = (new, operator, reason);
-        Err(LedgerError::OutOfRange(
-            "this ledger backend cannot rotate its signing key; the key stays as it is".into(),
-        ))
+        Err(LedgerError::Unsupported {
+            operation: "rotate its signing key (the key stays as it is)",
+        })
     }
 }
 
@@ -155,48 +157,63 @@ impl LedgerBackend for Ledger {
     }
 }
 
-/// Refuses, for every backend, the entries only the ledger itself writes:
-/// segment headers, and the rotation of its own signing key (written by
-/// `rotate_key`, which also signs the checkpoints around it).
-pub(crate) fn check_appendable(kind: &EntryKind, origin: &str) -> Result<(), LedgerError> {
-    if matches!(kind, EntryKind::Header { .. }) {
-        return Err(LedgerError::OutOfRange(
-            "header entries are written by the ledger itself".into(),
-        ));
+#[cfg(feature = "postgres")]
+impl LedgerBackend for crate::pg::PgLedger {
+    fn append(&self, kind: EntryKind) -> Result<Receipt, LedgerError> {
+        crate::pg::PgLedger::append(self, kind)
     }
-    if let EntryKind::Key {
-        action, key_name, ..
-    } = kind
-        && action == crate::files::ROTATE_ACTION
-        && key_name == origin
-    {
-        return Err(LedgerError::OutOfRange(
-            "signing-key rotation entries are written only by rotate_key".into(),
-        ));
+
+    fn read_from(
+        &self,
+        from: u64,
+        visit: &mut (dyn FnMut(Entry) + Send),
+    ) -> Result<(), LedgerError> {
+        crate::pg::PgLedger::read_from(self, from, visit)
     }
-    Ok(())
-}
 
-/// The PostgreSQL schema that holds a ledger's tables unless configured
-/// otherwise.
-pub const DEFAULT_SCHEMA: &str = "redcap_warden";
+    fn append_async(&self, kind: EntryKind) -> Pending {
+        crate::pg::PgLedger::append_async(self, kind)
+    }
 
-/// Whether `schema` is a name the PostgreSQL backend accepts for its
-/// schema: a plain lowercase identifier, so it is used in SQL unquoted.
-pub fn valid_schema(schema: &str) -> Result<(), String> {
-    let ok = !schema.is_empty()
-        && schema.len() <= 63
-        && schema.starts_with(|c: char| c.is_ascii_lowercase())
-        && schema
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-        && !schema.starts_with("pg_");
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "schema {schema:?} is not a plain lowercase name (a-z, 0-9 and _, starting with a letter, at most 63 characters, not pg_…)"
-        ))
+    fn append_deferred(&self, kind: EntryKind) -> Pending {
+        crate::pg::PgLedger::append_deferred(self, kind)
+    }
+
+    fn checkpoint(&self) -> Result<Option<Checkpoint>, LedgerError> {
+        crate::pg::PgLedger::checkpoint(self)
+    }
+
+    fn close(&self) -> Result<Option<Checkpoint>, LedgerError> {
+        crate::pg::PgLedger::close(self)
+    }
+
+    fn size(&self) -> u64 {
+        crate::pg::PgLedger::size(self)
+    }
+
+    fn pending(&self) -> usize {
+        crate::pg::PgLedger::pending(self)
+    }
+
+    fn origin(&self) -> &str {
+        crate::pg::PgLedger::origin(self)
+    }
+
+    fn verifier_key(&self) -> VerifierKey {
+        crate::pg::PgLedger::verifier_key(self)
+    }
+
+    fn adopted(&self) -> Option<String> {
+        crate::pg::PgLedger::adopted(self).map(str::to_owned)
+    }
+
+    fn rotate_key(
+        &self,
+        new: SigningKey,
+        operator: &str,
+        reason: &str,
+    ) -> Result<Receipt, LedgerError> {
+        crate::pg::PgLedger::rotate_key(self, new, operator, reason)
     }
 }
 
@@ -256,7 +273,7 @@ pub fn open_postgres_with(
                 if import_from.is_some_and(|d| d.join(crate::files::CHECKPOINTS).exists()) =>
             {
                 let dir = import_from.expect("checked");
-                let _lock = lock_dir(dir)?;
+                let _lock = crate::files::take_lock(dir)?;
                 Ok(Box::new(crate::pg::PgLedger::import_dir(
                     &durable::OsFs,
                     dir,
@@ -283,33 +300,6 @@ pub fn open_postgres_with(
             op: "open the ledger",
             detail: "this build of redcap-warden has no PostgreSQL support (cargo feature ledger/postgres)".into(),
         })
-    }
-}
-
-/// The file ledger's exclusive lock, as its writer takes it.
-#[cfg(feature = "postgres")]
-fn lock_dir(dir: &std::path::Path) -> Result<std::fs::File, LedgerError> {
-    let path = dir.join(crate::files::LOCK);
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|source| LedgerError::Io {
-            op: "open the lock file",
-            path: path.clone(),
-            source,
-        })?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(LedgerError::Locked {
-            dir: dir.to_path_buf(),
-        }),
-        Err(std::fs::TryLockError::Error(source)) => Err(LedgerError::Io {
-            op: "lock",
-            path,
-            source,
-        }),
     }
 }
 

@@ -4,7 +4,8 @@ use std::io;
 use std::path::PathBuf;
 
 use crate::checkpoint::NoteError;
-use crate::merkle::ProofError;
+use crate::checkpoint::VerifierKey;
+use crate::merkle::{Hash, ProofError};
 
 /// What went wrong opening, writing or proving from a ledger.
 #[derive(Debug, thiserror::Error)]
@@ -60,8 +61,58 @@ pub enum LedgerError {
         "the signing-key rotation entry at seq {seq} (to {key}) is not yet covered by a checkpoint of the previous key: open the ledger with the previous key and call rotate_key with the new key to finish it; no checkpoint is signed until then"
     )]
     RotationPending { seq: u64, key: String },
-    #[error("{0}")]
-    OutOfRange(String),
+    #[error(
+        "tree size {size} is larger than the log ({entries} entries); fix: give a size of at most {entries}, or none for the whole log"
+    )]
+    TreeBeyondLog { size: u64, entries: u64 },
+    #[error(
+        "seq {seq} is not in a tree of {size} entries; fix: give a seq below {size}, or a larger tree size"
+    )]
+    SeqBeyondTree { seq: u64, size: u64 },
+    #[error(
+        "a consistency proof needs 1 <= old <= new <= {entries} (the log size); got old {old}, new {new}; fix: give sizes in that range (a proof from the empty tree proves nothing)"
+    )]
+    BadProofRange { old: u64, new: u64, entries: u64 },
+    #[error(
+        "schema {schema:?} is not a plain lowercase name (a-z, 0-9 and _, starting with a letter, at most 63 characters, not pg_…); fix: set [ledger.postgres] schema to such a name"
+    )]
+    BadSchema { schema: String },
+    #[error(
+        "the file ledger {dir} does not verify ({source}); nothing was imported. fix: run `redcap-warden ledger verify` on it and restore it from the export or a backup, then import again"
+    )]
+    ImportUnverified {
+        dir: PathBuf,
+        #[source]
+        source: Box<VerifyError>,
+    },
+    #[error(
+        "the file ledger {dir} changed while it was read; nothing was imported. fix: stop every process writing it (the gateway) and import again"
+    )]
+    ImportChanged { dir: PathBuf },
+    #[error(
+        "the new signing key is the one already in force; nothing was rotated. fix: rotate to a newly generated key"
+    )]
+    SameKey,
+    #[error(
+        "this ledger backend cannot {operation}; fix: use the file or the PostgreSQL backend, which can"
+    )]
+    Unsupported { operation: &'static str },
+    #[error(
+        "header entries are written by the ledger itself, at the start of a segment; fix: append an entry of another kind"
+    )]
+    HeaderEntry,
+    #[error(
+        "signing-key rotation entries (action `rotate` naming the ledger's origin) are written only by rotate_key, which signs the checkpoints around them; fix: rotate with `redcap-warden ledger rotate-key`"
+    )]
+    RotationEntry,
+    #[error(
+        "{config} has no [ledger] section, and every change redcap-warden makes must be recorded in the ledger; fix: set up with `redcap-warden init`"
+    )]
+    NotConfigured { config: PathBuf },
+    #[error(
+        "keeping the ledger's witness in the secrets store needs a tokio runtime, and none is running on this thread; fix: open the ledger from one of the runtime's blocking threads"
+    )]
+    NoRuntime,
     #[error("ledger database: cannot {op}: {detail}")]
     Database { op: &'static str, detail: String },
     #[error(
@@ -96,6 +147,41 @@ pub enum LedgerError {
     },
     #[error(transparent)]
     Proof(#[from] ProofError),
+}
+
+/// What `verify_dir` (or `PgReader::verify`) found: a log whose every entry, root and checkpoint
+/// checks out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifyReport {
+    pub origin: String,
+    pub segments: usize,
+    pub entries: u64,
+    pub root: Hash,
+    pub checkpoints: usize,
+    /// The size the last checkpoint signs (0 if none).
+    pub anchored: u64,
+    /// Entries past the last checkpoint, not yet covered by a signature.
+    pub unanchored: u64,
+    /// The key that signs the next checkpoint: the pinned key, or the last
+    /// key a covered rotation put in force (§4.4).
+    pub signing_key: Option<VerifierKey>,
+    /// Signing-key rotations in force (each covered by a checkpoint of the
+    /// key before it).
+    pub key_rotations: usize,
+    /// The size and root of every checkpoint whose root was checked, in
+    /// order: what a witness's note is compared with
+    /// ([`crate::check_witness`]).
+    pub heads: Vec<(u64, Hash)>,
+    /// Where the checkpoints are, for messages: `checkpoints.notes`, or the
+    /// PostgreSQL table.
+    pub notes_place: String,
+    /// How much time the unsigned entries span, by their timestamps: from
+    /// the first entry past the last checkpoint to the newest entry
+    /// (`None` if every entry is signed).
+    pub unsigned_span: Option<std::time::Duration>,
+    /// The longest span a writer leaves unsigned ([`crate::MAX_UNSIGNED_SPAN`] for
+    /// a file ledger): `verify` fails past it.
+    pub max_unsigned_span: std::time::Duration,
 }
 
 /// The first thing `verify_dir` found wrong, and where.
@@ -154,7 +240,7 @@ pub enum VerifyError {
         place: String,
         /// Everything else checked out: the report, for a caller that
         /// goes on to check witnesses.
-        report: Box<crate::files::VerifyReport>,
+        report: Box<VerifyReport>,
     },
     #[error("{witness} {problem}")]
     Witness { witness: String, problem: String },
@@ -174,7 +260,7 @@ impl VerifyError {
     /// For an unsigned tail older than a writer leaves: the report of the
     /// rest of the verification (which passed), and the failure as text;
     /// any other failure is given back.
-    pub fn into_unsigned_tail(self) -> Result<(crate::files::VerifyReport, String), VerifyError> {
+    pub fn into_unsigned_tail(self) -> Result<(VerifyReport, String), VerifyError> {
         let text = self.to_string();
         match self {
             VerifyError::UnsignedTail { report, .. } => Ok((*report, text)),

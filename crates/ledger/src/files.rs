@@ -15,7 +15,7 @@ use durable::FileSystem;
 
 use crate::checkpoint::{Checkpoint, NoteError, VerifierKey, parse_unverified};
 use crate::entry::{Entry, EntryKind, FORMAT_VERSION};
-use crate::error::{LedgerError, VerifyError};
+use crate::error::{LedgerError, VerifyError, VerifyReport};
 use crate::merkle::{self, Hash, TreeBuilder};
 
 pub(crate) const CHECKPOINTS: &str = "checkpoints.notes";
@@ -670,6 +670,16 @@ pub(crate) struct KeyWalk {
     pub applied: usize,
 }
 
+/// Whether [`walk_keys`] needs a checkpoint signed by the pinned key when
+/// it is a key some rotation introduced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PinnedSignature {
+    /// Verification: the pinned key must have signed.
+    Needed,
+    /// A writer reopening its own ledger with the key in force.
+    NotNeeded,
+}
+
 /// Checks every checkpoint's signature along the chain of signing keys
 /// (`docs/ledger.md` §4.4): the key in force signs each checkpoint; a
 /// rotation `key` entry puts its key in force once a checkpoint signed by
@@ -680,7 +690,7 @@ pub(crate) struct KeyWalk {
 /// checkpoints before that rotation was in force are checked with the keys
 /// the log records (the first one by key id, `first_key_id`), and then at
 /// least one checkpoint must be signed by `pinned` or a key after it,
-/// unless `need_pinned_signature` is false (the writer reopening its own
+/// unless [`PinnedSignature::NotNeeded`] (the writer reopening its own
 /// ledger). Every root is checked against the log separately
 /// ([`check_roots`]): that is what makes the keys taken from the log
 /// trustworthy.
@@ -689,7 +699,7 @@ pub(crate) fn walk_keys(
     rotations: &[(u64, Option<String>)],
     pinned: &VerifierKey,
     first_key_id: Option<&str>,
-    need_pinned_signature: bool,
+    pinned_signature: PinnedSignature,
 ) -> Result<KeyWalk, (usize, NoteError)> {
     let keys: Vec<Result<VerifierKey, String>> = rotations
         .iter()
@@ -723,7 +733,7 @@ pub(crate) fn walk_keys(
             .map(|i| i + 1);
         first_by_pinned.is_some_and(|i| i < walk.checkpoints.len())
     };
-    if need_pinned_signature && !pinned_signed {
+    if pinned_signature == PinnedSignature::Needed && !pinned_signed {
         return Err((
             notes.len(),
             NoteError::KeyChain(format!(
@@ -829,41 +839,6 @@ fn walk_from(
     })
 }
 
-/// What `verify_dir` found: a log whose every entry, root and checkpoint
-/// checks out.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct VerifyReport {
-    pub origin: String,
-    pub segments: usize,
-    pub entries: u64,
-    pub root: Hash,
-    pub checkpoints: usize,
-    /// The size the last checkpoint signs (0 if none).
-    pub anchored: u64,
-    /// Entries past the last checkpoint, not yet covered by a signature.
-    pub unanchored: u64,
-    /// The key that signs the next checkpoint: the pinned key, or the last
-    /// key a covered rotation put in force (§4.4).
-    pub signing_key: Option<VerifierKey>,
-    /// Signing-key rotations in force (each covered by a checkpoint of the
-    /// key before it).
-    pub key_rotations: usize,
-    /// The size and root of every checkpoint whose root was checked, in
-    /// order: what a witness's note is compared with
-    /// ([`crate::check_witness`]).
-    pub heads: Vec<(u64, Hash)>,
-    /// Where the checkpoints are, for messages: `checkpoints.notes`, or the
-    /// PostgreSQL table.
-    pub notes_place: String,
-    /// How much time the unsigned entries span, by their timestamps: from
-    /// the first entry past the last checkpoint to the newest entry
-    /// (`None` if every entry is signed).
-    pub unsigned_span: Option<std::time::Duration>,
-    /// The longest span a writer leaves unsigned ([`MAX_UNSIGNED_SPAN`] for
-    /// a file ledger): `verify` fails past it.
-    pub max_unsigned_span: std::time::Duration,
-}
-
 /// Recomputes every leaf and root of the ledger in `dir` and checks every
 /// checkpoint's signature (by `key`) and root. Strict: any incomplete line
 /// or incomplete checkpoint counts as a failure (opening the ledger for
@@ -965,7 +940,7 @@ pub(crate) fn verify_log(
         &scanned.rotations,
         key,
         scanned.first_key_id.as_deref(),
-        true,
+        PinnedSignature::Needed,
     )
     .map_err(|(index, e)| VerifyError::Checkpoint {
         index,
@@ -1136,7 +1111,7 @@ pub(crate) fn export_view(
         &scanned.rotations,
         key,
         scanned.first_key_id.as_deref(),
-        true,
+        PinnedSignature::Needed,
     )
     .map_err(|(index, e)| VerifyError::Checkpoint {
         index,
@@ -1259,6 +1234,33 @@ pub struct ConsistencyProof {
     pub proof: Vec<Hash>,
 }
 
+/// Takes the file ledger's exclusive lock `<dir>/lock` (held while the
+/// returned file is open).
+pub(crate) fn take_lock(dir: &Path) -> Result<std::fs::File, LedgerError> {
+    let path = dir.join(LOCK);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| LedgerError::Io {
+            op: "open the lock file",
+            path: path.clone(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(LedgerError::Locked {
+            dir: dir.to_path_buf(),
+        }),
+        Err(std::fs::TryLockError::Error(source)) => Err(LedgerError::Io {
+            op: "lock",
+            path,
+            source,
+        }),
+    }
+}
+
 /// Every complete, valid entry of the ledger in `dir`, in order (stopping
 /// at the first incomplete or invalid line). For `show` and `tail`.
 pub fn read_entries(fs: &dyn FileSystem, dir: &Path) -> Result<Vec<Entry>, LedgerError> {
@@ -1352,26 +1354,30 @@ pub fn prove_inclusion(
     seq: u64,
     size: Option<u64>,
 ) -> Result<InclusionProof, LedgerError> {
-    let leaves = valid_leaves(fs, dir)?;
-    let size = size.unwrap_or(leaves.len() as u64);
-    if size > leaves.len() as u64 {
-        return Err(LedgerError::OutOfRange(format!(
-            "tree size {size} is larger than the log ({} entries)",
-            leaves.len()
-        )));
+    inclusion_proof(&valid_leaves(fs, dir)?, seq, size)
+}
+
+/// [`prove_inclusion`] over `leaves`, the log's leaf hashes (both
+/// backends).
+pub(crate) fn inclusion_proof(
+    leaves: &[Hash],
+    seq: u64,
+    size: Option<u64>,
+) -> Result<InclusionProof, LedgerError> {
+    let entries = leaves.len() as u64;
+    let size = size.unwrap_or(entries);
+    if size > entries {
+        return Err(LedgerError::TreeBeyondLog { size, entries });
     }
     if seq >= size {
-        return Err(LedgerError::OutOfRange(format!(
-            "seq {seq} is not in a tree of {size} entries"
-        )));
+        return Err(LedgerError::SeqBeyondTree { seq, size });
     }
-    let proof = merkle::inclusion_proof(&leaves, seq, size);
     Ok(InclusionProof {
         seq,
         size,
         leaf_hash: leaves[seq as usize],
         root: merkle::root(&leaves[..size as usize]),
-        proof,
+        proof: merkle::inclusion_proof(leaves, seq, size),
     })
 }
 
@@ -1383,19 +1389,26 @@ pub fn prove_consistency(
     old: u64,
     new: u64,
 ) -> Result<ConsistencyProof, LedgerError> {
-    let leaves = valid_leaves(fs, dir)?;
-    if old == 0 || old > new || new > leaves.len() as u64 {
-        return Err(LedgerError::OutOfRange(format!(
-            "a consistency proof needs 1 <= old <= new <= {} (the log size); got old {old}, new {new}",
-            leaves.len()
-        )));
+    consistency_proof(&valid_leaves(fs, dir)?, old, new)
+}
+
+/// [`prove_consistency`] over `leaves`, the log's leaf hashes (both
+/// backends).
+pub(crate) fn consistency_proof(
+    leaves: &[Hash],
+    old: u64,
+    new: u64,
+) -> Result<ConsistencyProof, LedgerError> {
+    let entries = leaves.len() as u64;
+    if old == 0 || old > new || new > entries {
+        return Err(LedgerError::BadProofRange { old, new, entries });
     }
     Ok(ConsistencyProof {
         old,
         new,
         old_root: merkle::root(&leaves[..old as usize]),
         new_root: merkle::root(&leaves[..new as usize]),
-        proof: merkle::consistency_proof(&leaves, old, new),
+        proof: merkle::consistency_proof(leaves, old, new),
     })
 }
 

@@ -15,34 +15,38 @@
 //! PostgreSQL database that several processes share, and `PgReader`
 //! verifies and proves from it.
 
+mod append;
 mod backend;
 pub mod checkpoint;
 pub mod entry;
 mod error;
 pub mod export;
 mod files;
+mod guard;
 pub mod merkle;
 mod pending;
-#[cfg(feature = "postgres")]
 mod pg;
 mod record_ids;
+mod recover;
 mod witness;
 mod writer;
 
-pub use backend::{DEFAULT_SCHEMA, LedgerBackend, open_postgres, open_postgres_with, valid_schema};
+pub use append::Receipt;
+pub use backend::{LedgerBackend, open_postgres, open_postgres_with};
 pub use checkpoint::{Checkpoint, NoteError, VerifierKey};
 pub use entry::{Entry, EntryKind, FORMAT_VERSION};
-pub use error::{LedgerError, VerifyError, span_text};
+pub use error::{LedgerError, VerifyError, VerifyReport, span_text};
 pub use files::{
     CHECKPOINT_INTERVAL, ConsistencyProof, InclusionProof, MAX_UNSIGNED_SPAN, ROTATE_ACTION,
-    UNSIGNED_SLACK, VerifyReport, prove_consistency, prove_inclusion, read_entries, verify_dir,
+    UNSIGNED_SLACK, prove_consistency, prove_inclusion, read_entries, verify_dir,
     verify_dir_with_progress,
 };
+pub use guard::{ADOPT_ACTION, Adoption, WITNESS_FAILED};
 pub use pending::Pending;
+pub use pg::{DEFAULT_SCHEMA, valid_schema};
 #[cfg(feature = "postgres")]
 pub use pg::{PG_LEASE, PG_MAX_UNSIGNED_SPAN, PgLedger, PgOptions, PgReader};
 pub use record_ids::{Delivery, RecordIds};
+pub use recover::Recovery;
 pub use witness::{FileWitness, Witness, WitnessNote, check_witness};
-pub use writer::{
-    ADOPT_ACTION, Adoption, Ledger, LedgerOptions, Receipt, Recovery, WITNESS_FAILED, new_origin,
-};
+pub use writer::{Ledger, LedgerOptions, new_origin};

@@ -11,8 +11,18 @@ use std::pin::Pin;
 use std::sync::{Arc, Condvar, Mutex};
 use std::task::{Context, Poll, Waker};
 
+use crate::append::Receipt;
 use crate::error::LedgerError;
-use crate::writer::Receipt;
+
+/// How soon a queued entry is committed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Urgency {
+    /// An appender awaits it: a batch is committed for it at once.
+    Now,
+    /// It rides along with the next batch, or is committed after the
+    /// backend's deferred delay.
+    Deferred,
+}
 
 /// An entry on its way to durability. Dropping it does not withdraw the
 /// entry: it is still committed, only nobody hears about it.

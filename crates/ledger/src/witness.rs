@@ -28,8 +28,7 @@ impl std::fmt::Debug for dyn Witness {
 }
 
 use crate::checkpoint::{Checkpoint, VerifierKey, parse_unverified};
-use crate::error::VerifyError;
-use crate::files::VerifyReport;
+use crate::error::{VerifyError, VerifyReport};
 use crate::merkle::Hash;
 
 /// A place outside the ledger that keeps a copy of its latest checkpoint

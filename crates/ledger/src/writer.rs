@@ -30,35 +30,16 @@ use durable::{DurableFile, FileSystem};
 use ed25519_dalek::SigningKey;
 use jiff::Timestamp;
 
-use crate::checkpoint::{Checkpoint, NoteError, VerifierKey};
+use crate::append::{Receipt, check_appendable};
+use crate::checkpoint::{Checkpoint, VerifierKey};
 use crate::entry::{Entry, EntryKind, FORMAT_VERSION};
-use crate::error::{LedgerError, VerifyError};
-use crate::files::{self, CHECKPOINTS, LOCK, ROTATE_ACTION, segment_name};
-use crate::merkle::{self, Hash, TreeBuilder};
-use crate::pending::{Completer, Pending};
-use crate::witness::{self, Publisher, Witness};
-
-/// How long opening and closing wait for the witnesses to take the latest
-/// checkpoint before going on without them.
-pub(crate) const WITNESS_WAIT: Duration = Duration::from_secs(10);
-
-/// An operator's decision to have the writer sign a ledger it would refuse
-/// to sign: an unsigned tail older than a writer leaves, or a ledger that
-/// no longer holds the tree a witness recorded (`ledger adopt-unsigned`).
-/// The open records it as an `admin` entry with the operator, the reason
-/// and what was adopted, then signs.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Adoption {
-    pub operator: String,
-    pub reason: String,
-}
-
-/// The `code` of the `alert` entries recording that a witness could not be
-/// read or written, or works again.
-pub const WITNESS_FAILED: &str = "ledger.witness";
-
-/// The `action` of the `admin` entry an [`Adoption`] records.
-pub const ADOPT_ACTION: &str = "ledger.adopt-unsigned";
+use crate::error::LedgerError;
+use crate::files::{self, CHECKPOINTS, ROTATE_ACTION, segment_name, take_lock};
+use crate::guard::{ADOPT_ACTION, Adoption, OpenRules, WITNESS_WAIT, witness_alert};
+use crate::merkle::{self, Hash};
+use crate::pending::{Completer, Pending, Urgency};
+use crate::recover::{Recovery, Segment, io_err, recover};
+use crate::witness::{Publisher, Witness};
 
 /// How a file ledger is opened.
 #[derive(Clone, Debug)]
@@ -99,27 +80,6 @@ impl Default for LedgerOptions {
             adopt: None,
         }
     }
-}
-
-/// Proof that an entry is durable: its seq and leaf hash.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Receipt {
-    pub seq: u64,
-    pub leaf_hash: Hash,
-}
-
-/// What recovery did when the ledger was opened.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Recovery {
-    /// Bytes moved from the segments to `torn_file`.
-    pub moved_bytes: u64,
-    /// The seq the first moved line would have had.
-    pub from_seq: u64,
-    pub torn_file: Option<PathBuf>,
-    /// Why the scan stopped there.
-    pub reason: String,
-    /// Bytes of an incomplete trailing note cut from checkpoints.notes.
-    pub checkpoint_tail_bytes: u64,
 }
 
 /// A file ledger open for writing. Share it between threads with `Arc`.
@@ -187,7 +147,26 @@ struct State {
     commit_time: Duration,
 }
 
-/// The active segment; owned by the leader while it writes.
+/// Whether a checkpoint is signed when the tree has not grown since the
+/// last one.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SameSize {
+    /// Nothing new to sign.
+    Skip,
+    /// Sign it again: a new key's first checkpoint, of the tree the old
+    /// key's last one signed.
+    Sign,
+}
+
+/// Who waits for a newly queued entry (see [`Shared::announce`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Waiting {
+    /// A parked appender thread.
+    Thread,
+    /// A [`Pending`]: the committer thread's business.
+    Pending,
+}
+
 /// Who waits for a queued entry.
 enum Waiter {
     /// An appender thread, parked until its receipt is in `State::done`.
@@ -203,16 +182,6 @@ impl Waiter {
             t.unpark();
         }
     }
-}
-
-struct Segment {
-    file: Box<dyn DurableFile>,
-    path: PathBuf,
-    len: u64,
-    next_seq: u64,
-    last_ts: Timestamp,
-    tree: TreeBuilder,
-    key_id: String,
 }
 
 /// The checkpoints file and the key that signs the next checkpoint; its
@@ -233,33 +202,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn io_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> LedgerError {
-    let path = path.to_path_buf();
-    move |source| LedgerError::Io { op, path, source }
-}
-
 /// A fresh origin `<host>/redcap-warden/<random ledger id>`.
 pub fn new_origin(host: &str) -> Result<String, LedgerError> {
     let mut id = [0u8; 8];
     getrandom::fill(&mut id).map_err(|e| LedgerError::Random(e.to_string()))?;
     Ok(format!("{host}/redcap-warden/{}", hex::encode(id)))
-}
-
-fn take_lock(dir: &Path) -> Result<std::fs::File, LedgerError> {
-    let path = dir.join(LOCK);
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(io_err("open the lock file", &path))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(LedgerError::Locked {
-            dir: dir.to_path_buf(),
-        }),
-        Err(std::fs::TryLockError::Error(e)) => Err(io_err("lock", &path)(e)),
-    }
 }
 
 impl Ledger {
@@ -328,7 +275,16 @@ impl Ledger {
         options: LedgerOptions,
         lock_file: Option<std::fs::File>,
     ) -> Result<Ledger, LedgerError> {
-        let recovered = recover(fs.as_ref(), dir, &key, &options)?;
+        let recovered = recover(
+            fs.as_ref(),
+            dir,
+            &key,
+            &OpenRules {
+                witnesses: &options.witnesses,
+                max_unsigned_span: options.max_unsigned_span,
+                adopting: options.adopt.is_some(),
+            },
+        )?;
         let verifier = VerifierKey::from_signing_key(&recovered.origin, &key);
         let publisher = (!options.witnesses.is_empty())
             .then(|| Publisher::start(options.witnesses.clone(), recovered.held.clone()));
@@ -377,7 +333,7 @@ impl Ledger {
             let weak = Arc::downgrade(&shared);
             p.on_change(Box::new(move |witness, error| {
                 if let Some(sh) = weak.upgrade() {
-                    drop(sh.append_later(witness_alert(witness, error), false));
+                    drop(sh.append_later(witness_alert(witness, error), Urgency::Deferred));
                 }
             }));
         }
@@ -455,7 +411,7 @@ impl Ledger {
     /// Appends an entry; returns once it is durable. Safe to call from many
     /// threads at once: concurrent entries share one write and one sync.
     pub fn append(&self, kind: EntryKind) -> Result<Receipt, LedgerError> {
-        crate::backend::check_appendable(&kind, &self.shared.origin)?;
+        check_appendable(&kind, &self.shared.origin)?;
         self.append_any(kind)
     }
 
@@ -466,7 +422,7 @@ impl Ledger {
     /// be. Use it for entries that must become durable but need not be
     /// before the caller goes on.
     pub fn append_deferred(&self, kind: EntryKind) -> Pending {
-        self.append_later(kind, false)
+        self.append_later(kind, Urgency::Deferred)
     }
 
     /// Queues an entry for the committer thread, which leads its batch at
@@ -474,14 +430,14 @@ impl Ledger {
     /// await the returned [`Pending`] for the receipt. For async callers,
     /// which must not block a thread while the batch syncs.
     pub fn append_async(&self, kind: EntryKind) -> Pending {
-        self.append_later(kind, true)
+        self.append_later(kind, Urgency::Now)
     }
 
-    fn append_later(&self, kind: EntryKind, urgent: bool) -> Pending {
-        if let Err(e) = crate::backend::check_appendable(&kind, &self.shared.origin) {
+    fn append_later(&self, kind: EntryKind, urgency: Urgency) -> Pending {
+        if let Err(e) = check_appendable(&kind, &self.shared.origin) {
             return Pending::ready(Err(e));
         }
-        self.shared.append_later(kind, urgent)
+        self.shared.append_later(kind, urgency)
     }
 
     fn append_any(&self, kind: EntryKind) -> Result<Receipt, LedgerError> {
@@ -499,7 +455,7 @@ impl Ledger {
         st.next_ticket += 1;
         st.queue
             .push((ticket, kind, Waiter::Thread(std::thread::current())));
-        sh.announce(&mut st, false);
+        sh.announce(&mut st, Waiting::Thread);
         loop {
             if let Some(receipt) = st.done.remove(&ticket) {
                 return Ok(receipt);
@@ -567,9 +523,7 @@ impl Ledger {
             }
             None => {
                 if new_verifier == cp.verifier {
-                    return Err(LedgerError::OutOfRange(
-                        "the new signing key is the current one".into(),
-                    ));
+                    return Err(LedgerError::SameKey);
                 }
                 self.append_any(EntryKind::Key {
                     operator: operator.to_owned(),
@@ -582,13 +536,13 @@ impl Ledger {
         };
         // The old key covers the entry: the durable size includes it, since
         // the append returned only after its batch synced.
-        sh.sign_locked(&mut cp, false)?;
+        sh.sign_locked(&mut cp, SameSize::Skip)?;
         cp.key = new;
         cp.verifier = new_verifier;
         lock(&sh.state).key_id = cp.verifier.key_id_hex();
         // The new key's first checkpoint, of the same tree if nothing
         // arrived meanwhile.
-        sh.sign_locked(&mut cp, true)?;
+        sh.sign_locked(&mut cp, SameSize::Sign)?;
         Ok(receipt)
     }
 
@@ -690,9 +644,9 @@ impl Drop for Ledger {
 }
 
 impl Shared {
-    /// Queues an async (`urgent`) or deferred entry (see
+    /// Queues an async ([`Urgency::Now`]) or deferred entry (see
     /// [`Ledger::append_async`] and [`Ledger::append_deferred`]).
-    fn append_later(&self, kind: EntryKind, urgent: bool) -> Pending {
+    fn append_later(&self, kind: EntryKind, urgency: Urgency) -> Pending {
         let sh = self;
         let mut st = lock(&sh.state);
         if let Some(cause) = &st.poisoned {
@@ -708,8 +662,8 @@ impl Shared {
         st.next_ticket += 1;
         st.queue.push((ticket, kind, Waiter::Later(completer)));
         st.later_queued += 1;
-        st.urgent_queued += usize::from(urgent);
-        sh.announce(&mut st, true);
+        st.urgent_queued += usize::from(urgency == Urgency::Now);
+        sh.announce(&mut st, Waiting::Pending);
         pending
     }
 
@@ -830,14 +784,14 @@ impl Shared {
 
     /// Wakes whoever must hear of a newly queued entry: a gathering leader
     /// once the queue holds what it waits for, and the committer thread if
-    /// it waits and the entry (`later`: async or deferred) is its business.
-    /// A wake-up is a system call and a context switch, so nobody is woken
-    /// for nothing, nor twice before it runs.
-    fn announce(&self, st: &mut State, later: bool) {
+    /// it waits and the entry (one with a [`Pending`]: async or deferred)
+    /// is its business. A wake-up is a system call and a context switch, so
+    /// nobody is woken for nothing, nor twice before it runs.
+    fn announce(&self, st: &mut State, waiting: Waiting) {
         if st.leader_waiting && st.queue.len() >= st.gather_want {
             self.arrive.notify_one();
         }
-        if later && st.committer_waiting && !st.committing {
+        if waiting == Waiting::Pending && st.committer_waiting && !st.committing {
             st.committer_waiting = false;
             self.deferred.notify_one();
         }
@@ -955,16 +909,16 @@ impl Shared {
 
     fn checkpoint(&self) -> Result<Option<Checkpoint>, LedgerError> {
         let mut cp = lock(&self.cp);
-        self.sign_locked(&mut cp, false)
+        self.sign_locked(&mut cp, SameSize::Skip)
     }
 
     /// Signs a checkpoint of the durable tree with the current key, unless
-    /// the last one covers it (`again`: also when it has the same size, for
-    /// a new key's first checkpoint).
+    /// the last one covers it ([`SameSize::Sign`]: also when it has the
+    /// same size, for a new key's first checkpoint).
     fn sign_locked(
         &self,
         cp: &mut CheckpointFile,
-        again: bool,
+        same_size: SameSize,
     ) -> Result<Option<Checkpoint>, LedgerError> {
         if let Some((receipt, key)) = &cp.pending {
             return Err(LedgerError::RotationPending {
@@ -981,7 +935,7 @@ impl Shared {
             }
             (st.size, st.root)
         };
-        if size < cp.last_size || (size == cp.last_size && !again) {
+        if size < cp.last_size || (size == cp.last_size && same_size == SameSize::Skip) {
             return Ok(None);
         }
         let checkpoint = Checkpoint {
@@ -1033,20 +987,6 @@ impl Shared {
     }
 }
 
-/// The `alert` entry recording that a witness failed (`error`) or works
-/// again.
-pub(crate) fn witness_alert(witness: &str, error: Option<&str>) -> EntryKind {
-    EntryKind::Alert {
-        code: WITNESS_FAILED.into(),
-        message: match error {
-            Some(e) => format!(
-                "the latest checkpoint cannot be kept in {witness}: {e}; the writer retries with each checkpoint"
-            ),
-            None => format!("the latest checkpoint is kept in {witness} again"),
-        },
-    }
-}
-
 /// Whether the UTC day changed since `last` (the segment's latest entry):
 /// segments are sealed daily as well as at a size, so a day's entries can
 /// be exported once the day is over.
@@ -1074,499 +1014,6 @@ fn fail_queue(st: &mut State) {
     }
     st.later_queued = 0;
     st.urgent_queued = 0;
-}
-
-struct Recovered {
-    origin: String,
-    segment: Segment,
-    checkpoints: Box<dyn DurableFile>,
-    signed: u64,
-    recovery: Option<Recovery>,
-    pending: Option<(Receipt, VerifierKey)>,
-    /// The last checkpoint's note.
-    latest_note: Option<String>,
-    /// What each witness holds (as read on open).
-    held: Vec<Option<(u64, String)>>,
-    /// What an adoption adopted.
-    adopted: Option<String>,
-    /// Witnesses that could not be read: recorded as alerts.
-    unread: Vec<(String, String)>,
-}
-
-/// Scans the directory, refuses damage at or below the signed size, an
-/// unsigned tail older than a writer leaves and a ledger that no longer
-/// holds what a witness recorded (unless adopted), moves a torn tail
-/// aside, and opens the active segment and checkpoints file.
-fn recover(
-    fs: &dyn FileSystem,
-    dir: &Path,
-    key: &SigningKey,
-    options: &LedgerOptions,
-) -> Result<Recovered, LedgerError> {
-    let reads = witness::read_all(&options.witnesses);
-    let notes_path = dir.join(CHECKPOINTS);
-    let notes = match fs.read(&notes_path) {
-        Ok(data) => files::parse_notes(&data),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => files::Notes::default(),
-        Err(e) => return Err(io_err("read", &notes_path)(e)),
-    };
-    let watch = notes.notes.last().map_or(Some(0), |n| {
-        crate::checkpoint::parse_unverified(n)
-            .ok()
-            .map(|(cp, _)| cp.size)
-    });
-    let scan = files::scan_watching(fs, dir, &|_| {}, watch).map_err(|(path, source)| {
-        LedgerError::Io {
-            op: "read",
-            path,
-            source,
-        }
-    })?;
-    // The checkpoints name the origin too: if the header of the first
-    // segment is damaged, they still say whose ledger this is, and the
-    // damage is reported as tampering below.
-    let signed_origin = notes
-        .notes
-        .first()
-        .and_then(|n| n.split('\n').next())
-        .map(str::to_owned);
-    let Some(origin) = signed_origin.clone().or_else(|| scan.origin.clone()) else {
-        return Err(LedgerError::NotALedger {
-            dir: dir.to_path_buf(),
-        });
-    };
-    let verifier = VerifierKey::from_signing_key(&origin, key);
-    // The writer holds the current key only: checkpoints older than it are
-    // checked with the keys the log records (§4.4); `verify` checks them
-    // from the pinned key.
-    let walk = files::walk_keys(
-        &notes.notes,
-        &scan.rotations,
-        &verifier,
-        scan.first_key_id.as_deref(),
-        false,
-    )
-    .map_err(|(index, source)| LedgerError::BadCheckpoint {
-        dir: dir.to_path_buf(),
-        index,
-        source,
-    })?;
-    let mut pending = None;
-    if walk.current.as_ref() != Some(&verifier) {
-        // Rotating to this key, interrupted before the old key covered it?
-        let uncovered = scan.rotations[walk.applied..]
-            .iter()
-            .find(|(_, k)| k.as_deref() == Some(verifier.to_string().as_str()));
-        return Err(match uncovered {
-            Some((seq, _)) => LedgerError::RotationPending {
-                seq: *seq,
-                key: verifier.to_string(),
-            },
-            None => LedgerError::WrongKey {
-                dir: dir.to_path_buf(),
-                given: verifier.key_id_hex(),
-                current: walk
-                    .current
-                    .as_ref()
-                    .map_or("the ledger's first key".into(), |k| {
-                        format!("key id {}", k.key_id_hex())
-                    }),
-            },
-        });
-    }
-    if let Some((seq, key)) = scan.rotations.get(walk.applied) {
-        let key = key
-            .as_deref()
-            .and_then(|k| VerifierKey::parse(k).ok())
-            .ok_or_else(|| LedgerError::Tampered {
-                dir: dir.to_path_buf(),
-                signed: walk.checkpoints.last().map_or(0, |c| c.size),
-                seq: *seq,
-                detail: "key rotation entry without a valid verifier key".into(),
-            })?;
-        pending = Some((
-            Receipt {
-                seq: *seq,
-                leaf_hash: scan.leaves[*seq as usize],
-            },
-            key,
-        ));
-    }
-    let checkpoints = walk.checkpoints;
-    let signed = checkpoints.last().map_or(0, |c| c.size);
-    let tampered = |seq: u64, detail: String| LedgerError::Tampered {
-        dir: dir.to_path_buf(),
-        signed,
-        seq,
-        detail,
-    };
-    if notes.valid_len < notes.total_len && !files::plausible_torn_note(&notes.tail) {
-        return Err(LedgerError::BadCheckpoint {
-            dir: dir.to_path_buf(),
-            index: notes.notes.len(),
-            source: NoteError::Malformed(format!(
-                "{CHECKPOINTS} is damaged from byte {} on (not an interrupted write)",
-                notes.valid_len
-            )),
-        });
-    }
-    if signed > 0 && scan.origin.as_deref() != Some(origin.as_str()) {
-        return Err(tampered(
-            0,
-            format!(
-                "the header of the first segment does not name origin {origin:?}, which the checkpoints sign"
-            ),
-        ));
-    }
-    if let Some(stop) = &scan.stop
-        && stop.seq < signed
-    {
-        return Err(tampered(
-            stop.seq,
-            format!(
-                "{} line {}: {}",
-                scan.segments[stop.segment].display(),
-                stop.line,
-                stop.problem
-            ),
-        ));
-    }
-    match files::check_roots(&scan.leaves, &checkpoints) {
-        Ok(_) => {}
-        Err(VerifyError::CheckpointBeyondLog { entries, .. }) => {
-            return Err(tampered(
-                entries,
-                format!("entries from seq {entries} on are missing"),
-            ));
-        }
-        Err(VerifyError::RootMismatch {
-            first_seq, size, ..
-        }) => {
-            return Err(tampered(
-                first_seq,
-                format!("an entry with seq in {first_seq}..{size} differs from what was signed"),
-            ));
-        }
-        Err(other) => return Err(tampered(0, other.to_string())),
-    }
-    let heads: Vec<(u64, Hash)> = checkpoints.iter().map(|c| (c.size, c.root)).collect();
-    let guard = guard_open(
-        &GuardInput {
-            origin: &origin,
-            verifier: &verifier,
-            heads: &heads,
-            leaves: &scan.leaves,
-            signed,
-            tail_span: files::unsigned_span(
-                scan.leaves.len() as u64,
-                signed,
-                watch == Some(signed),
-                scan.watch_ts,
-                scan.last_ts,
-            ),
-            // A rotation left pending signs nothing until it is finished,
-            // and finishing it signs the tail: it is not refused here.
-            rotation_pending: pending.is_some(),
-            notes_place: CHECKPOINTS,
-        },
-        &options.witnesses,
-        reads,
-        options.max_unsigned_span,
-        options.adopt.is_some(),
-    )
-    .map_err(|refusal| refusal.into_error(dir))?;
-
-    let mut recovery = None;
-    let mut segments = scan.segments.clone();
-    if let Some(stop) = &scan.stop {
-        let seg_path = &scan.segments[stop.segment];
-        let mut torn_bytes = fs.read(seg_path).map_err(io_err("read", seg_path))?;
-        torn_bytes.drain(..stop.offset as usize);
-        for later in &scan.segments[stop.segment + 1..] {
-            torn_bytes.extend(fs.read(later).map_err(io_err("read", later))?);
-        }
-        let torn = move_aside(fs, dir, seg_path, &torn_bytes)?;
-        if stop.offset == 0 {
-            fs.remove_file(seg_path)
-                .map_err(io_err("remove", seg_path))?;
-        } else {
-            let mut f = fs.open_append(seg_path).map_err(io_err("open", seg_path))?;
-            f.set_len(stop.offset)
-                .map_err(io_err("truncate", seg_path))?;
-            f.sync_data().map_err(io_err("sync", seg_path))?;
-        }
-        for later in &scan.segments[stop.segment + 1..] {
-            fs.remove_file(later).map_err(io_err("remove", later))?;
-        }
-        fs.sync_dir(dir).map_err(io_err("sync", dir))?;
-        segments.truncate(stop.segment + usize::from(stop.offset > 0));
-        recovery = Some(Recovery {
-            moved_bytes: scan.remaining_bytes,
-            from_seq: stop.seq,
-            torn_file: Some(torn),
-            reason: stop.problem.clone(),
-            checkpoint_tail_bytes: 0,
-        });
-    }
-
-    let tail = notes.total_len - notes.valid_len;
-    let mut notes_file = fs
-        .open_append(&notes_path)
-        .map_err(io_err("open", &notes_path))?;
-    if tail > 0 {
-        notes_file
-            .set_len(notes.valid_len)
-            .map_err(io_err("truncate", &notes_path))?;
-        notes_file
-            .sync_data()
-            .map_err(io_err("sync", &notes_path))?;
-        recovery
-            .get_or_insert(Recovery {
-                moved_bytes: 0,
-                from_seq: scan.leaves.len() as u64,
-                torn_file: None,
-                reason: String::new(),
-                checkpoint_tail_bytes: 0,
-            })
-            .checkpoint_tail_bytes = tail;
-    }
-    // The checkpoints file may have just been created.
-    fs.sync_dir(dir).map_err(io_err("sync", dir))?;
-
-    let next_seq = scan.leaves.len() as u64;
-    let path = segments
-        .last()
-        .cloned()
-        .unwrap_or_else(|| dir.join(segment_name(next_seq)));
-    let file = fs.open_append(&path).map_err(io_err("open", &path))?;
-    let len = file.len().map_err(io_err("stat", &path))?;
-    if len == 0 {
-        fs.sync_dir(dir).map_err(io_err("sync", dir))?;
-    }
-    let mut tree = TreeBuilder::new();
-    for leaf in &scan.leaves {
-        tree.push(*leaf);
-    }
-    Ok(Recovered {
-        segment: Segment {
-            file,
-            path,
-            len,
-            next_seq,
-            last_ts: scan.last_ts.unwrap_or(Timestamp::UNIX_EPOCH),
-            tree,
-            key_id: verifier.key_id_hex(),
-        },
-        origin,
-        checkpoints: notes_file,
-        signed,
-        recovery,
-        pending,
-        latest_note: notes.notes.last().cloned(),
-        held: guard.held,
-        adopted: guard.adopted,
-        unread: guard.unread,
-    })
-}
-
-/// What an opening writer knows of the ledger, for [`guard_open`].
-pub(crate) struct GuardInput<'a> {
-    pub origin: &'a str,
-    pub verifier: &'a VerifierKey,
-    /// Size and root of each verified checkpoint.
-    pub heads: &'a [(u64, Hash)],
-    pub leaves: &'a [Hash],
-    pub signed: u64,
-    pub tail_span: Option<Duration>,
-    pub rotation_pending: bool,
-    pub notes_place: &'a str,
-}
-
-/// What [`guard_open`] let through.
-pub(crate) struct Guarded {
-    pub held: Vec<Option<(u64, String)>>,
-    pub adopted: Option<String>,
-    pub unread: Vec<(String, String)>,
-}
-
-/// Why an open refuses to sign.
-pub(crate) enum Refusal {
-    Tail {
-        from_seq: u64,
-        entries: u64,
-        span: Duration,
-        limit: Duration,
-    },
-    Witness {
-        witness: String,
-        problem: String,
-    },
-}
-
-impl Refusal {
-    pub(crate) fn into_error(self, place: &Path) -> LedgerError {
-        match self {
-            Refusal::Tail {
-                from_seq,
-                entries,
-                span,
-                limit,
-            } => LedgerError::UnsignedTail {
-                dir: place.to_path_buf(),
-                from_seq,
-                entries,
-                span,
-                limit,
-            },
-            Refusal::Witness { witness, problem } => LedgerError::Witness {
-                dir: place.to_path_buf(),
-                witness,
-                problem,
-            },
-        }
-    }
-}
-
-/// The checks an opening writer makes before it signs anything (both
-/// backends): every witness must hold a tree the ledger holds, and the
-/// unsigned tail must not span more than `max_span`. With `adopting`,
-/// what fails is described (for the adoption's entry) instead of refused.
-///
-/// `reads` are the witnesses' notes, read **before** the ledger was: a
-/// writer elsewhere (another PostgreSQL process) may sign and update a
-/// witness meanwhile, and a witness read after the ledger could then hold
-/// a checkpoint of entries the ledger as read does not (yet) have.
-pub(crate) fn guard_open(
-    input: &GuardInput<'_>,
-    witnesses: &[Arc<dyn Witness>],
-    reads: Vec<Result<Option<String>, String>>,
-    max_span: Duration,
-    adopting: bool,
-) -> Result<Guarded, Refusal> {
-    let entries = input.leaves.len() as u64;
-    let mut adopted = Vec::new();
-    let mut held = Vec::with_capacity(witnesses.len());
-    let mut unread = Vec::new();
-    for (w, read) in witnesses.iter().zip(reads) {
-        let note = match read {
-            Ok(Some(note)) => note,
-            Ok(None) => {
-                held.push(None);
-                continue;
-            }
-            Err(e) => {
-                unread.push((w.describe(), e));
-                held.push(None);
-                continue;
-            }
-        };
-        let mut root_at = |n: u64| Ok(merkle::root(&input.leaves[..n as usize]));
-        match witness::check_note(
-            &note,
-            input.origin,
-            &[input.verifier],
-            input.heads,
-            entries,
-            input.notes_place,
-            &mut root_at,
-        ) {
-            Ok(seen) => held.push(Some((seen.size, note))),
-            Err(problem) if adopting => {
-                adopted.push(format!("{} {problem}", w.describe()));
-                held.push(None);
-            }
-            Err(problem) => {
-                return Err(Refusal::Witness {
-                    witness: w.describe(),
-                    problem,
-                });
-            }
-        }
-    }
-    if let Some(span) = input.tail_span
-        && span > max_span
-        && !input.rotation_pending
-    {
-        if adopting {
-            adopted.push(format!(
-                "the {} entries from seq {} on were signed by no checkpoint and span {}",
-                entries - input.signed,
-                input.signed,
-                crate::error::span_text(span)
-            ));
-        } else {
-            return Err(Refusal::Tail {
-                from_seq: input.signed,
-                entries: entries - input.signed,
-                span,
-                limit: max_span,
-            });
-        }
-    }
-    Ok(Guarded {
-        held,
-        adopted: (!adopted.is_empty()).then(|| adopted.join("; ")),
-        unread,
-    })
-}
-
-/// Moves `bytes` (a torn tail) into a new `<segment>.torn[.k]` file,
-/// durably. A file that could not be written whole is removed again, so a
-/// reopen that keeps failing (a full disk) leaves no file behind; if an
-/// earlier attempt already moved exactly these bytes (and failed after),
-/// its file is reused.
-fn move_aside(
-    fs: &dyn FileSystem,
-    dir: &Path,
-    seg: &Path,
-    bytes: &[u8],
-) -> Result<PathBuf, LedgerError> {
-    if let Some(same) = torn_files(fs, seg)
-        .into_iter()
-        .find(|p| fs.read(p).is_ok_and(|d| d == bytes))
-    {
-        return Ok(same);
-    }
-    let torn = unique_torn_path(fs, seg);
-    let mut file = fs.create_new(&torn).map_err(io_err("create", &torn))?;
-    let written = file
-        .write_all(bytes)
-        .map_err(io_err("write", &torn))
-        .and_then(|()| file.sync_data().map_err(io_err("sync", &torn)));
-    drop(file);
-    if let Err(e) = written {
-        // Best effort: the error that matters is the write's.
-        let _ = fs.remove_file(&torn);
-        let _ = fs.sync_dir(dir);
-        return Err(e);
-    }
-    fs.sync_dir(dir).map_err(io_err("sync", dir))?;
-    Ok(torn)
-}
-
-/// The `<segment>.torn` and `<segment>.torn.<k>` files that exist.
-fn torn_files(fs: &dyn FileSystem, seg: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let base = format!("{}.torn", seg.display());
-    let mut candidate = PathBuf::from(&base);
-    let mut n = 1;
-    while fs.exists(&candidate) {
-        out.push(candidate);
-        candidate = PathBuf::from(format!("{base}.{n}"));
-        n += 1;
-    }
-    out
-}
-
-fn unique_torn_path(fs: &dyn FileSystem, seg: &Path) -> PathBuf {
-    let base = format!("{}.torn", seg.display());
-    let mut candidate = PathBuf::from(&base);
-    let mut n = 1;
-    while fs.exists(&candidate) {
-        candidate = PathBuf::from(format!("{base}.{n}"));
-        n += 1;
-    }
-    candidate
 }
 
 #[cfg(test)]

@@ -135,7 +135,7 @@ fn header_entries_are_refused_deferred_too() {
     };
     assert!(matches!(
         ledger.append_deferred(header).wait(),
-        Err(LedgerError::OutOfRange(_))
+        Err(LedgerError::HeaderEntry)
     ));
 }
 

@@ -225,7 +225,7 @@ fn rotation_entries_are_written_only_by_rotate_key() {
     };
     assert!(matches!(
         ledger.append(forged),
-        Err(LedgerError::OutOfRange(_))
+        Err(LedgerError::RotationEntry)
     ));
     // Other key entries (client keys, the init record) are ordinary.
     ledger
@@ -239,7 +239,7 @@ fn rotation_entries_are_written_only_by_rotate_key() {
         .unwrap();
     assert!(matches!(
         ledger.rotate_key(old_key(), "ana", "same key"),
-        Err(LedgerError::OutOfRange(_))
+        Err(LedgerError::SameKey)
     ));
 }
 

@@ -867,11 +867,11 @@ fn rotation_is_followed_from_the_old_and_from_the_new_pinned_key() {
     // Rotation entries are written by rotate_key only, and to a new key.
     assert!(matches!(
         ledger.append(rotation(&forger_key())),
-        Err(LedgerError::OutOfRange(_))
+        Err(LedgerError::RotationEntry)
     ));
     assert!(matches!(
         ledger.rotate_key(key(), "ana", "same key"),
-        Err(LedgerError::OutOfRange(_))
+        Err(LedgerError::SameKey)
     ));
     let receipt = ledger
         .rotate_key(new_key(), "ana", "annual rotation")

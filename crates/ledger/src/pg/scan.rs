@@ -1,0 +1,214 @@
+//! Reading the tables back: [`RowScan`] checks the entry rows as it reads
+//! them (the PostgreSQL counterpart of the file scan), [`read_notes`] reads
+//! the stored checkpoints. Shared by the reader and the writer.
+
+use jiff::Timestamp;
+use postgres::Transaction;
+
+use super::sql::{FETCH_ROWS, Sql};
+use crate::entry::{Entry, EntryKind, FORMAT_VERSION};
+use crate::files::ROTATE_ACTION;
+use crate::merkle::{self, Hash};
+
+/// Every entry of a ledger, checked row by row as it is read (the PG
+/// counterpart of the file scan): the rows' seqs are 0, 1, 2, … without a
+/// gap, each entry is canonical and carries its row's seq, the first is a
+/// header and no other is.
+#[derive(Debug, Default)]
+pub(super) struct RowScan {
+    pub(super) leaves: Vec<Hash>,
+    pub(super) origin: Option<String>,
+    pub(super) first_key_id: Option<String>,
+    pub(super) rotations: Vec<(u64, Option<String>)>,
+    pub(super) last_ts: Option<Timestamp>,
+    /// The first bad row: the seq it should have had, and why.
+    pub(super) stop: Option<(u64, String)>,
+    /// The seq whose `ts` to note: the first one no checkpoint signs.
+    pub(super) watch: Option<u64>,
+    pub(super) watch_ts: Option<Timestamp>,
+}
+
+impl RowScan {
+    /// Adds the row `(seq, bytes)`; false once the scan has stopped.
+    pub(super) fn push(&mut self, row_seq: i64, bytes: &[u8]) -> bool {
+        if self.stop.is_some() {
+            return false;
+        }
+        let seq = self.leaves.len() as u64;
+        match self.check(seq, row_seq, bytes) {
+            Ok(leaf) => {
+                self.leaves.push(leaf);
+                true
+            }
+            Err(problem) => {
+                self.stop = Some((seq, problem));
+                false
+            }
+        }
+    }
+
+    pub(super) fn check(&mut self, seq: u64, row_seq: i64, bytes: &[u8]) -> Result<Hash, String> {
+        if row_seq != seq as i64 {
+            return Err(format!(
+                "no row with seq {seq}: the next row has seq {row_seq}"
+            ));
+        }
+        let entry = Entry::from_line(bytes).map_err(|e| e.to_string())?;
+        if entry.seq != seq {
+            return Err(format!(
+                "out of sequence: the row for seq {seq} holds an entry with seq {}",
+                entry.seq
+            ));
+        }
+        match (&entry.kind, seq == 0) {
+            (
+                EntryKind::Header {
+                    version,
+                    origin,
+                    key_id,
+                },
+                true,
+            ) => {
+                if *version != FORMAT_VERSION {
+                    return Err(format!("unsupported format version {version}"));
+                }
+                self.origin = Some(origin.clone());
+                self.first_key_id = Some(key_id.clone());
+            }
+            // A later header marks where a segment of a file ledger that
+            // was imported began; the writer itself writes none.
+            (
+                EntryKind::Header {
+                    version, origin, ..
+                },
+                false,
+            ) => {
+                if *version != FORMAT_VERSION {
+                    return Err(format!("unsupported format version {version}"));
+                }
+                if self.origin.as_ref() != Some(origin) {
+                    return Err(format!(
+                        "header names origin {origin:?}, the ledger's is {:?}",
+                        self.origin.as_deref().unwrap_or_default()
+                    ));
+                }
+            }
+            (_, true) => return Err("seq 0 must be the header entry".into()),
+            (_, false) => {}
+        }
+        if let EntryKind::Key {
+            action,
+            key_name,
+            verifier_key,
+            ..
+        } = &entry.kind
+            && action == ROTATE_ACTION
+            && self.origin.as_deref() == Some(key_name.as_str())
+        {
+            self.rotations.push((seq, verifier_key.clone()));
+        }
+        self.last_ts = Some(self.last_ts.map_or(entry.ts, |t| t.max(entry.ts)));
+        if self.watch == Some(seq) {
+            self.watch_ts = Some(entry.ts);
+        }
+        Ok(merkle::leaf_hash(bytes))
+    }
+
+    /// Reads and checks the rows from `self.leaves.len()` on.
+    pub(super) fn read(
+        &mut self,
+        tx: &mut Transaction<'_>,
+        sql: &Sql,
+    ) -> Result<(), postgres::Error> {
+        let from = self.leaves.len() as i64;
+        let portal = tx.bind(
+            &format!(
+                "SELECT seq, entry FROM {} WHERE seq >= $1 ORDER BY seq",
+                sql.entries()
+            ),
+            &[&from],
+        )?;
+        loop {
+            let rows = tx.query_portal(&portal, FETCH_ROWS)?;
+            if rows.is_empty() {
+                return Ok(());
+            }
+            for row in &rows {
+                if !self.push(row.get(0), row.get(1)) {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// A stored checkpoint: its row id and note.
+pub(super) struct StoredNote {
+    pub(super) id: i64,
+    pub(super) size: i64,
+    pub(super) note: String,
+}
+
+pub(super) fn read_notes(
+    tx: &mut Transaction<'_>,
+    sql: &Sql,
+    after: i64,
+) -> Result<Vec<StoredNote>, postgres::Error> {
+    Ok(tx
+        .query(
+            &format!(
+                "SELECT id, size, note FROM {} WHERE id > $1 ORDER BY id",
+                sql.checkpoints()
+            ),
+            &[&after],
+        )?
+        .iter()
+        .map(|r| StoredNote {
+            id: r.get(0),
+            size: r.get(1),
+            note: r.get(2),
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_row_scan_names_the_first_bad_row() {
+        let origin = "t/redcap-warden/00";
+        let header = Entry {
+            seq: 0,
+            ts: Timestamp::UNIX_EPOCH,
+            kind: EntryKind::Header {
+                version: 1,
+                origin: origin.into(),
+                key_id: "01020304".into(),
+            },
+        };
+        let alert = |seq| Entry {
+            seq,
+            ts: Timestamp::UNIX_EPOCH,
+            kind: EntryKind::Alert {
+                code: "c".into(),
+                message: "m".into(),
+            },
+        };
+        let mut scan = RowScan::default();
+        assert!(scan.push(0, &header.to_line()));
+        assert!(scan.push(1, &alert(1).to_line()));
+        // A missing row 2.
+        assert!(!scan.push(3, &alert(3).to_line()));
+        assert_eq!(scan.stop.as_ref().unwrap().0, 2);
+        // An entry in the wrong row.
+        let mut scan = RowScan::default();
+        scan.push(0, &header.to_line());
+        assert!(!scan.push(1, &alert(2).to_line()));
+        assert_eq!(scan.stop.as_ref().unwrap().0, 1);
+        // No header first.
+        let mut scan = RowScan::default();
+        assert!(!scan.push(0, &alert(0).to_line()));
+        assert_eq!(scan.origin, None);
+    }
+}
