@@ -98,124 +98,74 @@ pub trait LedgerBackend: Send + Sync {
     }
 }
 
-impl LedgerBackend for Ledger {
-    fn append(&self, kind: EntryKind) -> Result<Receipt, LedgerError> {
-        Ledger::append(self, kind)
-    }
+/// Implements [`LedgerBackend`] for a writer type by its inherent methods
+/// of the same names: both backends' writers have them all.
+macro_rules! backend_by_inherent_methods {
+    ($writer:ty) => {
+        impl LedgerBackend for $writer {
+            fn append(&self, kind: EntryKind) -> Result<Receipt, LedgerError> {
+                <$writer>::append(self, kind)
+            }
 
-    fn append_async(&self, kind: EntryKind) -> Pending {
-        Ledger::append_async(self, kind)
-    }
+            fn append_async(&self, kind: EntryKind) -> Pending {
+                <$writer>::append_async(self, kind)
+            }
 
-    fn append_deferred(&self, kind: EntryKind) -> Pending {
-        Ledger::append_deferred(self, kind)
-    }
+            fn append_deferred(&self, kind: EntryKind) -> Pending {
+                <$writer>::append_deferred(self, kind)
+            }
 
-    fn checkpoint(&self) -> Result<Option<Checkpoint>, LedgerError> {
-        Ledger::checkpoint(self)
-    }
+            fn checkpoint(&self) -> Result<Option<Checkpoint>, LedgerError> {
+                <$writer>::checkpoint(self)
+            }
 
-    fn close(&self) -> Result<Option<Checkpoint>, LedgerError> {
-        Ledger::close(self)
-    }
+            fn close(&self) -> Result<Option<Checkpoint>, LedgerError> {
+                <$writer>::close(self)
+            }
 
-    fn size(&self) -> u64 {
-        Ledger::size(self)
-    }
+            fn size(&self) -> u64 {
+                <$writer>::size(self)
+            }
 
-    fn pending(&self) -> usize {
-        Ledger::pending(self)
-    }
+            fn pending(&self) -> usize {
+                <$writer>::pending(self)
+            }
 
-    fn origin(&self) -> &str {
-        Ledger::origin(self)
-    }
+            fn origin(&self) -> &str {
+                <$writer>::origin(self)
+            }
 
-    fn verifier_key(&self) -> VerifierKey {
-        Ledger::verifier_key(self)
-    }
+            fn verifier_key(&self) -> VerifierKey {
+                <$writer>::verifier_key(self)
+            }
 
-    fn adopted(&self) -> Option<String> {
-        Ledger::adopted(self).map(str::to_owned)
-    }
+            fn adopted(&self) -> Option<String> {
+                <$writer>::adopted(self).map(str::to_owned)
+            }
 
-    fn read_from(
-        &self,
-        from: u64,
-        visit: &mut (dyn FnMut(Entry) + Send),
-    ) -> Result<(), LedgerError> {
-        Ledger::read_from(self, from, visit)
-    }
+            fn read_from(
+                &self,
+                from: u64,
+                visit: &mut (dyn FnMut(Entry) + Send),
+            ) -> Result<(), LedgerError> {
+                <$writer>::read_from(self, from, visit)
+            }
 
-    fn rotate_key(
-        &self,
-        new: SigningKey,
-        operator: &str,
-        reason: &str,
-    ) -> Result<Receipt, LedgerError> {
-        Ledger::rotate_key(self, new, operator, reason)
-    }
+            fn rotate_key(
+                &self,
+                new: SigningKey,
+                operator: &str,
+                reason: &str,
+            ) -> Result<Receipt, LedgerError> {
+                <$writer>::rotate_key(self, new, operator, reason)
+            }
+        }
+    };
 }
 
+backend_by_inherent_methods!(Ledger);
 #[cfg(feature = "postgres")]
-impl LedgerBackend for crate::pg::PgLedger {
-    fn append(&self, kind: EntryKind) -> Result<Receipt, LedgerError> {
-        crate::pg::PgLedger::append(self, kind)
-    }
-
-    fn read_from(
-        &self,
-        from: u64,
-        visit: &mut (dyn FnMut(Entry) + Send),
-    ) -> Result<(), LedgerError> {
-        crate::pg::PgLedger::read_from(self, from, visit)
-    }
-
-    fn append_async(&self, kind: EntryKind) -> Pending {
-        crate::pg::PgLedger::append_async(self, kind)
-    }
-
-    fn append_deferred(&self, kind: EntryKind) -> Pending {
-        crate::pg::PgLedger::append_deferred(self, kind)
-    }
-
-    fn checkpoint(&self) -> Result<Option<Checkpoint>, LedgerError> {
-        crate::pg::PgLedger::checkpoint(self)
-    }
-
-    fn close(&self) -> Result<Option<Checkpoint>, LedgerError> {
-        crate::pg::PgLedger::close(self)
-    }
-
-    fn size(&self) -> u64 {
-        crate::pg::PgLedger::size(self)
-    }
-
-    fn pending(&self) -> usize {
-        crate::pg::PgLedger::pending(self)
-    }
-
-    fn origin(&self) -> &str {
-        crate::pg::PgLedger::origin(self)
-    }
-
-    fn verifier_key(&self) -> VerifierKey {
-        crate::pg::PgLedger::verifier_key(self)
-    }
-
-    fn adopted(&self) -> Option<String> {
-        crate::pg::PgLedger::adopted(self).map(str::to_owned)
-    }
-
-    fn rotate_key(
-        &self,
-        new: SigningKey,
-        operator: &str,
-        reason: &str,
-    ) -> Result<Receipt, LedgerError> {
-        crate::pg::PgLedger::rotate_key(self, new, operator, reason)
-    }
-}
+backend_by_inherent_methods!(crate::pg::PgLedger);
 
 /// Opens the PostgreSQL ledger in `schema` of the database at `url` for
 /// writing (see `PgLedger::open`), signing checkpoints every

@@ -204,6 +204,20 @@ pub enum LineError {
 }
 
 impl Entry {
+    /// A new ledger's first entry: the header, seq 0, stamped now, naming
+    /// `origin` and the key id of its first signing key.
+    pub(crate) fn first_header(origin: &str, key_id: String) -> Entry {
+        Entry {
+            seq: 0,
+            ts: Timestamp::now(),
+            kind: EntryKind::Header {
+                version: FORMAT_VERSION,
+                origin: origin.to_owned(),
+                key_id,
+            },
+        }
+    }
+
     /// The line bytes (no newline): what is hashed and stored.
     pub fn to_line(&self) -> Vec<u8> {
         let mut line = Vec::new();

@@ -184,6 +184,20 @@ pub struct VerifyReport {
     pub max_unsigned_span: std::time::Duration,
 }
 
+impl LedgerError {
+    /// Why a writer takes no more entries or requests, if it takes none:
+    /// it was poisoned (by `cause`) or closed.
+    pub(crate) fn refusing(poisoned: Option<&String>, closed: bool) -> Option<LedgerError> {
+        match poisoned {
+            Some(cause) => Some(LedgerError::Poisoned {
+                cause: cause.clone(),
+            }),
+            None if closed => Some(LedgerError::Closed),
+            None => None,
+        }
+    }
+}
+
 /// The first thing `verify_dir` found wrong, and where.
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {

@@ -543,6 +543,44 @@ fn scan_chunked(
     Ok(scanner.finish())
 }
 
+/// A header's format version must be ours (§2.4).
+pub(crate) fn check_version(version: u32) -> Result<(), String> {
+    if version == FORMAT_VERSION {
+        Ok(())
+    } else {
+        Err(format!("unsupported format version {version}"))
+    }
+}
+
+/// A later header must name the ledger's origin (§2.4 rule 2).
+pub(crate) fn check_same_origin(origin: &str, ledger: &str) -> Result<(), String> {
+    if origin == ledger {
+        Ok(())
+    } else {
+        Err(format!(
+            "header names origin {origin:?}, the ledger's is {ledger:?}"
+        ))
+    }
+}
+
+/// The new verifier key of a rotation of the signing key of the ledger
+/// named `origin` (a `key` entry with action `rotate` naming it), if
+/// `kind` is one.
+pub(crate) fn rotation_of<'a>(
+    kind: &'a EntryKind,
+    origin: Option<&str>,
+) -> Option<&'a Option<String>> {
+    match kind {
+        EntryKind::Key {
+            action,
+            key_name,
+            verifier_key,
+            ..
+        } if action == ROTATE_ACTION && origin == Some(key_name.as_str()) => Some(verifier_key),
+        _ => None,
+    }
+}
+
 /// The order-dependent checks of a fully parsed entry (§2.4), and the
 /// rotation entries it records; returns the problem, if any.
 fn check_full(entry: &Entry, first_in_segment: bool, seq: u64, out: &mut Scan) -> Option<String> {
@@ -555,15 +593,13 @@ fn check_full(entry: &Entry, first_in_segment: bool, seq: u64, out: &mut Scan) -
             },
             true,
         ) => {
-            if *version != FORMAT_VERSION {
-                return Some(format!("unsupported format version {version}"));
+            if let Err(problem) = check_version(*version) {
+                return Some(problem);
             }
             if let Some(first) = &out.origin
-                && first != origin
+                && let Err(problem) = check_same_origin(origin, first)
             {
-                return Some(format!(
-                    "header names origin {origin:?}, the ledger's is {first:?}"
-                ));
+                return Some(problem);
             }
             out.origin = Some(origin.clone());
             out.key_id = Some(key_id.clone());
@@ -577,16 +613,8 @@ fn check_full(entry: &Entry, first_in_segment: bool, seq: u64, out: &mut Scan) -
         (_, true) => return Some("a segment must open with a header entry".into()),
         (_, false) => {}
     }
-    if let EntryKind::Key {
-        action,
-        key_name,
-        verifier_key,
-        ..
-    } = &entry.kind
-        && action == ROTATE_ACTION
-        && out.origin.as_deref() == Some(key_name.as_str())
-    {
-        out.rotations.push((seq, verifier_key.clone()));
+    if let Some(key) = rotation_of(&entry.kind, out.origin.as_deref()) {
+        out.rotations.push((seq, key.clone()));
     }
     None
 }
@@ -678,6 +706,37 @@ pub(crate) enum PinnedSignature {
     Needed,
     /// A writer reopening its own ledger with the key in force.
     NotNeeded,
+}
+
+/// The header of the scanned log must name the verifier key's origin.
+fn check_origin(scanned: &Scan, origin: &str, key: &VerifierKey) -> Result<(), VerifyError> {
+    if origin == key.name {
+        return Ok(());
+    }
+    Err(VerifyError::Entry {
+        segment: scanned.segments[0].clone(),
+        line: 1,
+        seq: 0,
+        problem: format!(
+            "the header names origin {origin:?}, the verifier key is for {:?}",
+            key.name
+        ),
+    })
+}
+
+/// [`walk_keys`] for verification, from the pinned key `key`.
+fn walk_pinned(notes: &Notes, scanned: &Scan, key: &VerifierKey) -> Result<KeyWalk, VerifyError> {
+    walk_keys(
+        &notes.notes,
+        &scanned.rotations,
+        key,
+        scanned.first_key_id.as_deref(),
+        PinnedSignature::Needed,
+    )
+    .map_err(|(index, e)| VerifyError::Checkpoint {
+        index,
+        problem: e.to_string(),
+    })
 }
 
 /// Checks every checkpoint's signature along the chain of signing keys
@@ -915,17 +974,7 @@ pub(crate) fn verify_log(
             });
         }
     };
-    if origin != key.name {
-        return Err(VerifyError::Entry {
-            segment: scanned.segments[0].clone(),
-            line: 1,
-            seq: 0,
-            problem: format!(
-                "the header names origin {origin:?}, the verifier key is for {:?}",
-                key.name
-            ),
-        });
-    }
+    check_origin(&scanned, &origin, key)?;
     if notes.valid_len != notes.total_len {
         return Err(VerifyError::Checkpoint {
             index: notes.notes.len(),
@@ -935,17 +984,7 @@ pub(crate) fn verify_log(
             ),
         });
     }
-    let walk = walk_keys(
-        &notes.notes,
-        &scanned.rotations,
-        key,
-        scanned.first_key_id.as_deref(),
-        PinnedSignature::Needed,
-    )
-    .map_err(|(index, e)| VerifyError::Checkpoint {
-        index,
-        problem: e.to_string(),
-    })?;
+    let walk = walk_pinned(&notes, &scanned, key)?;
     let checkpoints = walk.checkpoints;
     let entries = scanned.leaves.len() as u64;
     // Sizes are non-decreasing: the ones beyond the log are a suffix.
@@ -1095,28 +1134,8 @@ pub(crate) fn export_view(
             dir: dir.to_path_buf(),
         });
     };
-    if *origin != key.name {
-        return Err(VerifyError::Entry {
-            segment: scanned.segments[0].clone(),
-            line: 1,
-            seq: 0,
-            problem: format!(
-                "the header names origin {origin:?}, the verifier key is for {:?}",
-                key.name
-            ),
-        });
-    }
-    let walk = walk_keys(
-        &notes.notes,
-        &scanned.rotations,
-        key,
-        scanned.first_key_id.as_deref(),
-        PinnedSignature::Needed,
-    )
-    .map_err(|(index, e)| VerifyError::Checkpoint {
-        index,
-        problem: e.to_string(),
-    })?;
+    check_origin(&scanned, origin, key)?;
+    let walk = walk_pinned(&notes, &scanned, key)?;
     check_roots(&scanned.leaves, &walk.checkpoints)?;
     let mut end = 0u64;
     let note_ends = notes

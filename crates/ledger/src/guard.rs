@@ -14,7 +14,7 @@ use crate::entry::EntryKind;
 use crate::error::{LedgerError, VerifyError};
 use crate::files::{self, KeyWalk};
 use crate::merkle::{self, Hash};
-use crate::witness::{self, Witness};
+use crate::witness::{self, Publisher, Witness};
 
 /// How long opening and closing wait for the witnesses to take the latest
 /// checkpoint before going on without them.
@@ -50,6 +50,39 @@ pub(crate) fn witness_alert(witness: &str, error: Option<&str>) -> EntryKind {
             None => format!("the latest checkpoint is kept in {witness} again"),
         },
     }
+}
+
+/// The `alert` entry for a witness an open could not read.
+pub(crate) fn unread_alert(witness: &str, error: &str) -> EntryKind {
+    witness_alert(witness, Some(&format!("{error} (not checked on open)")))
+}
+
+/// The `admin` entry recording what an [`Adoption`] adopted.
+pub(crate) fn adoption_entry(adoption: &Adoption, what: &str) -> EntryKind {
+    EntryKind::Admin {
+        operator: adoption.operator.clone(),
+        action: ADOPT_ACTION.into(),
+        target: what.to_owned(),
+        reason: adoption.reason.clone(),
+    }
+}
+
+/// After an open: the witnesses catch up with the last checkpoint
+/// (`latest`, unless the open signed a new one) and are waited for; the
+/// alerts for those that failed are returned, for the ledger.
+pub(crate) fn settle_witnesses(
+    publisher: &Publisher,
+    signed_now: bool,
+    latest: Option<(u64, &str)>,
+) -> Vec<EntryKind> {
+    if !signed_now && let Some((size, note)) = latest {
+        publisher.publish(size, note);
+    }
+    publisher
+        .flush(WITNESS_WAIT)
+        .into_iter()
+        .map(|(witness, error)| witness_alert(&witness, Some(&error)))
+        .collect()
 }
 
 /// What the opener asks of [`guard_open`]: the witnesses to check, the

@@ -14,6 +14,27 @@
 //! through; with the `postgres` feature, `PgLedger` implements it over a
 //! PostgreSQL database that several processes share, and `PgReader`
 //! verifies and proves from it.
+//!
+//! # Modules
+//!
+//! In layers: a module imports only from layers below its own, so the
+//! imports run one way.
+//!
+//! ```text
+//! backend         LedgerBackend over both writers; open_postgres
+//!    │
+//! pg │ writer     the PostgreSQL backend (pg/mod.rs has its own layers);
+//!    │            the file writer: group commit, checkpoints, rotation
+//!    │  recover   the file writer's recovery on open
+//!    ▼
+//! guard           what both writers check on open before signing
+//! pending         Pending: an entry on its way to durability
+//! append          Receipt, and the entries no caller may append
+//! files, witness  the file format, scan, verification, proofs; witnesses
+//!   (export)      shipping sealed segments to write-once storage
+//! entry, checkpoint, merkle, error, record_ids, schema
+//!                 the format itself, errors, schema name rules
+//! ```
 
 mod append;
 mod backend;
@@ -25,9 +46,11 @@ mod files;
 mod guard;
 pub mod merkle;
 mod pending;
+#[cfg(feature = "postgres")]
 mod pg;
 mod record_ids;
 mod recover;
+mod schema;
 mod witness;
 mod writer;
 
@@ -43,10 +66,10 @@ pub use files::{
 };
 pub use guard::{ADOPT_ACTION, Adoption, WITNESS_FAILED};
 pub use pending::Pending;
-pub use pg::{DEFAULT_SCHEMA, valid_schema};
 #[cfg(feature = "postgres")]
 pub use pg::{PG_LEASE, PG_MAX_UNSIGNED_SPAN, PgLedger, PgOptions, PgReader};
 pub use record_ids::{Delivery, RecordIds};
 pub use recover::Recovery;
+pub use schema::{DEFAULT_SCHEMA, valid_schema};
 pub use witness::{FileWitness, Witness, WitnessNote, check_witness};
 pub use writer::{Ledger, LedgerOptions, new_origin};

@@ -35,10 +35,13 @@ use crate::checkpoint::{Checkpoint, VerifierKey};
 use crate::entry::{Entry, EntryKind, FORMAT_VERSION};
 use crate::error::LedgerError;
 use crate::files::{self, CHECKPOINTS, ROTATE_ACTION, segment_name, take_lock};
-use crate::guard::{ADOPT_ACTION, Adoption, OpenRules, WITNESS_WAIT, witness_alert};
+use crate::guard::{
+    Adoption, OpenRules, WITNESS_WAIT, adoption_entry, settle_witnesses, unread_alert,
+    witness_alert,
+};
 use crate::merkle::{self, Hash};
 use crate::pending::{Completer, Pending, Urgency};
-use crate::recover::{Recovery, Segment, io_err, recover};
+use crate::recover::{Recovered, Recovery, Segment, io_err, recover};
 use crate::witness::{Publisher, Witness};
 
 /// How a file ledger is opened.
@@ -231,15 +234,7 @@ impl Ledger {
             });
         }
         let verifier = VerifierKey::from_signing_key(origin, &key);
-        let header = Entry {
-            seq: 0,
-            ts: Timestamp::now(),
-            kind: EntryKind::Header {
-                version: FORMAT_VERSION,
-                origin: origin.to_owned(),
-                key_id: verifier.key_id_hex(),
-            },
-        };
+        let header = Entry::first_header(origin, verifier.key_id_hex());
         let seg = dir.join(segment_name(0));
         let mut file = fs.create_new(&seg).map_err(io_err("create", &seg))?;
         let mut line = header.to_line();
@@ -275,61 +270,56 @@ impl Ledger {
         options: LedgerOptions,
         lock_file: Option<std::fs::File>,
     ) -> Result<Ledger, LedgerError> {
-        let recovered = recover(
-            fs.as_ref(),
-            dir,
-            &key,
-            &OpenRules {
-                witnesses: &options.witnesses,
-                max_unsigned_span: options.max_unsigned_span,
-                adopting: options.adopt.is_some(),
-            },
-        )?;
-        let verifier = VerifierKey::from_signing_key(&recovered.origin, &key);
+        let rules = OpenRules {
+            witnesses: &options.witnesses,
+            max_unsigned_span: options.max_unsigned_span,
+            adopting: options.adopt.is_some(),
+        };
+        let Recovered {
+            origin,
+            segment,
+            checkpoints,
+            signed,
+            recovery,
+            pending,
+            latest_note,
+            held,
+            adopted,
+            unread,
+        } = recover(fs.as_ref(), dir, &key, &rules)?;
+        let verifier = VerifierKey::from_signing_key(&origin, &key);
         let publisher = (!options.witnesses.is_empty())
-            .then(|| Publisher::start(options.witnesses.clone(), recovered.held.clone()));
-        let shared = Arc::new(Shared {
-            origin: recovered.origin,
-            dir: dir.to_path_buf(),
-            segment_max_bytes: options.segment_max_bytes,
-            state: Mutex::new(State {
-                queue: Vec::new(),
-                later_queued: 0,
-                urgent_queued: 0,
-                next_ticket: 0,
-                done: Default::default(),
-                committing: false,
-                closed: false,
-                poisoned: None,
-                size: recovered.segment.tree.size(),
-                root: recovered.segment.tree.root(),
-                key_id: verifier.key_id_hex(),
-                io: Some(recovered.segment),
-                leader_waiting: false,
-                gather_want: 0,
-                committer_waiting: false,
-                recent_batches: [0, 0],
-                commit_time: Duration::ZERO,
-            }),
-            wake: Condvar::new(),
-            arrive: Condvar::new(),
-            deferred: Condvar::new(),
-            deferred_delay: options.deferred_delay,
-            cp: Mutex::new(CheckpointFile {
-                file: Some(recovered.checkpoints),
-                last_size: recovered.signed,
-                key,
-                verifier,
-                pending: recovered.pending,
-            }),
-            stop: Mutex::new(false),
-            stop_wake: Condvar::new(),
-            syncs: Default::default(),
-            publisher: publisher.clone(),
-            fs,
-        });
-        if let Some(p) = &publisher {
-            // Witnesses that fail, and recover, are recorded in the ledger.
+            .then(|| Publisher::start(options.witnesses.clone(), held));
+        let cp = CheckpointFile {
+            file: Some(checkpoints),
+            last_size: signed,
+            key,
+            verifier,
+            pending,
+        };
+        let shared = Arc::new(Shared::new(
+            fs, dir, origin, &options, segment, cp, publisher,
+        ));
+        let ledger = Ledger::start(shared, &options, lock_file, recovery, adopted);
+        ledger.record_open(
+            options.adopt.as_ref(),
+            &unread,
+            latest_note.as_deref().map(|n| (signed, n)),
+        )?;
+        Ok(ledger)
+    }
+
+    /// Starts the threads of an opened ledger: the checkpoint ticker (if
+    /// checkpoints are timed) and the committer; witnesses that fail, and
+    /// recover, are recorded in the ledger.
+    fn start(
+        shared: Arc<Shared>,
+        options: &LedgerOptions,
+        lock_file: Option<std::fs::File>,
+        recovery: Option<Recovery>,
+        adopted: Option<String>,
+    ) -> Ledger {
+        if let Some(p) = &shared.publisher {
             let weak = Arc::downgrade(&shared);
             p.on_change(Box::new(move |witness, error| {
                 if let Some(sh) = weak.upgrade() {
@@ -345,67 +335,48 @@ impl Ledger {
             let shared = Arc::clone(&shared);
             std::thread::spawn(move || shared.commit_later())
         };
-        let ledger = Ledger {
+        Ledger {
             shared,
             ticker: Mutex::new(ticker),
             committer: Mutex::new(Some(committer)),
-            recovery: recovered.recovery.clone(),
-            adopted: recovered.adopted.clone(),
+            recovery,
+            adopted,
             _lock: lock_file,
-        };
-        if let Some(r) = &recovered.recovery {
-            let message = match &r.torn_file {
-                Some(torn) => format!(
-                    "recovery moved {} bytes from seq {} on ({}) to {}; {} bytes of an incomplete checkpoint dropped",
-                    r.moved_bytes,
-                    r.from_seq,
-                    r.reason,
-                    torn.display(),
-                    r.checkpoint_tail_bytes
-                ),
-                None => format!(
-                    "recovery dropped {} bytes of an incomplete checkpoint at the end of {CHECKPOINTS}",
-                    r.checkpoint_tail_bytes
-                ),
-            };
-            ledger.append(EntryKind::Alert {
-                code: "ledger.recovered".into(),
-                message,
-            })?;
         }
-        for (witness, error) in &recovered.unread {
-            ledger.append(witness_alert(
-                witness,
-                Some(&format!("{error} (not checked on open)")),
-            ))?;
+    }
+
+    /// Records what the open found (a recovery, witnesses it could not
+    /// read, an adoption), signs what a crash left unsigned and brings the
+    /// witnesses up to date with the last checkpoint (`latest`).
+    fn record_open(
+        &self,
+        adopt: Option<&Adoption>,
+        unread: &[(String, String)],
+        latest: Option<(u64, &str)>,
+    ) -> Result<(), LedgerError> {
+        if let Some(r) = &self.recovery {
+            self.append(recovery_alert(r))?;
         }
-        if let (Some(adoption), Some(what)) = (&options.adopt, &recovered.adopted) {
-            ledger.append_any(EntryKind::Admin {
-                operator: adoption.operator.clone(),
-                action: ADOPT_ACTION.into(),
-                target: what.clone(),
-                reason: adoption.reason.clone(),
-            })?;
+        for (witness, error) in unread {
+            self.append(unread_alert(witness, error))?;
         }
-        // What a crash left unsigned (checked above: no older than a writer
-        // leaves, or adopted) is signed now, before new entries join it.
-        let signed_now = if lock(&ledger.shared.cp).pending.is_none() {
-            ledger.checkpoint()?
+        if let (Some(adoption), Some(what)) = (adopt, &self.adopted) {
+            self.append_any(adoption_entry(adoption, what))?;
+        }
+        // What a crash left unsigned (checked on open: no older than a
+        // writer leaves, or adopted) is signed now, before new entries
+        // join it.
+        let signed_now = if lock(&self.shared.cp).pending.is_none() {
+            self.checkpoint()?
         } else {
             None
         };
-        if let Some(p) = &publisher {
-            if signed_now.is_none()
-                && let Some(note) = &recovered.latest_note
-            {
-                // Nothing new: the witnesses catch up with the last one.
-                p.publish(recovered.signed, note);
-            }
-            for (witness, error) in p.flush(WITNESS_WAIT) {
-                ledger.append(witness_alert(&witness, Some(&error)))?;
+        if let Some(p) = &self.shared.publisher {
+            for alert in settle_witnesses(p, signed_now.is_some(), latest) {
+                self.append(alert)?;
             }
         }
-        Ok(ledger)
+        Ok(())
     }
 
     /// Appends an entry; returns once it is durable. Safe to call from many
@@ -443,13 +414,8 @@ impl Ledger {
     fn append_any(&self, kind: EntryKind) -> Result<Receipt, LedgerError> {
         let sh = &self.shared;
         let mut st = lock(&sh.state);
-        if let Some(cause) = &st.poisoned {
-            return Err(LedgerError::Poisoned {
-                cause: cause.clone(),
-            });
-        }
-        if st.closed {
-            return Err(LedgerError::Closed);
+        if let Some(e) = LedgerError::refusing(st.poisoned.as_ref(), st.closed) {
+            return Err(e);
         }
         let ticket = st.next_ticket;
         st.next_ticket += 1;
@@ -643,19 +609,82 @@ impl Drop for Ledger {
     }
 }
 
+/// The `alert` entry recording what recovery did.
+fn recovery_alert(r: &Recovery) -> EntryKind {
+    let message = match &r.torn_file {
+        Some(torn) => format!(
+            "recovery moved {} bytes from seq {} on ({}) to {}; {} bytes of an incomplete checkpoint dropped",
+            r.moved_bytes,
+            r.from_seq,
+            r.reason,
+            torn.display(),
+            r.checkpoint_tail_bytes
+        ),
+        None => format!(
+            "recovery dropped {} bytes of an incomplete checkpoint at the end of {CHECKPOINTS}",
+            r.checkpoint_tail_bytes
+        ),
+    };
+    EntryKind::Alert {
+        code: "ledger.recovered".into(),
+        message,
+    }
+}
+
 impl Shared {
+    /// The state of a ledger just recovered: `segment` active, `cp` signing.
+    fn new(
+        fs: Arc<dyn FileSystem>,
+        dir: &Path,
+        origin: String,
+        options: &LedgerOptions,
+        segment: Segment,
+        cp: CheckpointFile,
+        publisher: Option<Arc<Publisher>>,
+    ) -> Shared {
+        Shared {
+            origin,
+            dir: dir.to_path_buf(),
+            segment_max_bytes: options.segment_max_bytes,
+            state: Mutex::new(State {
+                queue: Vec::new(),
+                later_queued: 0,
+                urgent_queued: 0,
+                next_ticket: 0,
+                done: Default::default(),
+                committing: false,
+                closed: false,
+                poisoned: None,
+                size: segment.tree.size(),
+                root: segment.tree.root(),
+                key_id: cp.verifier.key_id_hex(),
+                io: Some(segment),
+                leader_waiting: false,
+                gather_want: 0,
+                committer_waiting: false,
+                recent_batches: [0, 0],
+                commit_time: Duration::ZERO,
+            }),
+            wake: Condvar::new(),
+            arrive: Condvar::new(),
+            deferred: Condvar::new(),
+            deferred_delay: options.deferred_delay,
+            cp: Mutex::new(cp),
+            stop: Mutex::new(false),
+            stop_wake: Condvar::new(),
+            syncs: Default::default(),
+            publisher,
+            fs,
+        }
+    }
+
     /// Queues an async ([`Urgency::Now`]) or deferred entry (see
     /// [`Ledger::append_async`] and [`Ledger::append_deferred`]).
     fn append_later(&self, kind: EntryKind, urgency: Urgency) -> Pending {
         let sh = self;
         let mut st = lock(&sh.state);
-        if let Some(cause) = &st.poisoned {
-            return Pending::ready(Err(LedgerError::Poisoned {
-                cause: cause.clone(),
-            }));
-        }
-        if st.closed {
-            return Pending::ready(Err(LedgerError::Closed));
+        if let Some(e) = LedgerError::refusing(st.poisoned.as_ref(), st.closed) {
+            return Pending::ready(Err(e));
         }
         let (completer, pending) = Pending::new();
         let ticket = st.next_ticket;

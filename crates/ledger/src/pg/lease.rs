@@ -4,7 +4,7 @@
 //! transaction sees committed; before signing it checks what other
 //! processes added since it last looked ([`catch_up`]).
 
-use postgres::Transaction;
+use postgres::{Client, Transaction};
 
 use super::queue::{Rotation, Shared, lock};
 use super::scan::{RowScan, read_notes};
@@ -24,33 +24,22 @@ impl Writer {
     /// holds the signer lease row and the advisory lock.
     pub(super) fn rotate(&mut self, shared: &Shared, r: &Rotation) -> Result<Receipt, Failure> {
         let new_verifier = VerifierKey::from_signing_key(&self.origin, &r.new);
-        match &self.pending {
-            Some((_, key)) if *key != new_verifier => {
-                return Err(Failure::Refused(
-                    self.pending_error().expect("a pending rotation"),
-                ));
-            }
-            None if new_verifier == self.verifier => {
-                return Err(Failure::Refused(LedgerError::SameKey));
-            }
-            _ => {}
-        }
+        self.check_rotation(&new_verifier)?;
         if !self.lease()? {
             return Err(self.not_signer());
         }
         let sql = self.sql.clone();
-        let mut tx = self
-            .client
-            .transaction()
-            .map_err(at("begin a key rotation"))?;
-        if tx
-            .query_opt(&self.stmts.hold_lease, &[&self.holder])
-            .map_err(at("lock the signer lease"))?
-            .is_none()
-        {
-            drop(tx);
+        let holding = begin_holding(
+            &mut self.client,
+            &self.stmts,
+            &self.holder,
+            "begin a key rotation",
+        )?;
+        if holding.is_none() {
+            drop(holding);
             return Err(self.not_signer());
         }
+        let mut tx = holding.expect("checked");
         // No entry commits until this transaction does: its checkpoints
         // sign exactly the rows it sees.
         tx.execute(&self.stmts.lock, &[&sql.lock_key])
@@ -74,23 +63,8 @@ impl Writer {
                     verifier_key: Some(new_verifier.to_string()),
                     reason: r.reason.clone(),
                 };
-                let receipt = insert_rows(&mut tx, &self.stmts, &sql, vec![kind])?[0];
-                // Read back as every row is: the scan records the rotation.
-                let before = self.scan.leaves.len();
-                self.scan
-                    .read(&mut tx, &sql)
-                    .map_err(at("read the rotation entry"))?;
-                if self.scan.stop.is_some() || self.scan.leaves.len() != receipt.seq as usize + 1 {
-                    return Err(Failure::Damage(format!(
-                        "the rotation entry at seq {} does not read back from {}; run `ledger verify`",
-                        receipt.seq,
-                        sql.entries()
-                    )));
-                }
-                for leaf in &self.scan.leaves[before..] {
-                    self.tree.push(*leaf);
-                }
-                receipt
+                let (scan, tree) = (&mut self.scan, &mut self.tree);
+                write_rotation_entry(&mut tx, &self.stmts, &sql, scan, tree, kind)?
             }
         };
         let size = self.tree.size();
@@ -127,6 +101,18 @@ impl Writer {
         st.verifier = new_verifier;
         st.size = st.size.max(size);
         Ok(receipt)
+    }
+
+    /// Refuses a rotation to `new` that cannot be: to the current key, or
+    /// to another key than that of the rotation found pending on open.
+    fn check_rotation(&self, new: &VerifierKey) -> Result<(), Failure> {
+        match &self.pending {
+            Some((_, key)) if key != new => Err(Failure::Refused(
+                self.pending_error().expect("a pending rotation"),
+            )),
+            None if *new == self.verifier => Err(Failure::Refused(LedgerError::SameKey)),
+            _ => Ok(()),
+        }
     }
 
     /// Takes or renews the signer lease; true if this process holds it.
@@ -203,17 +189,15 @@ impl Writer {
     /// the last to close signs everything.
     fn sign(&mut self, after: AfterSigning) -> Result<Option<Checkpoint>, Failure> {
         let sql = self.sql.clone();
-        let mut tx = self
-            .client
-            .transaction()
-            .map_err(at("begin a checkpoint"))?;
-        if tx
-            .query_opt(&self.stmts.hold_lease, &[&self.holder])
-            .map_err(at("lock the signer lease"))?
-            .is_none()
-        {
+        let holding = begin_holding(
+            &mut self.client,
+            &self.stmts,
+            &self.holder,
+            "begin a checkpoint",
+        )?;
+        let Some(mut tx) = holding else {
             return Ok(None);
-        }
+        };
         catch_up(
             &mut tx,
             &sql,
@@ -246,6 +230,48 @@ impl Writer {
         }
         Ok(Some(cp))
     }
+}
+
+/// Begins a transaction that holds the signer lease row locked (a
+/// takeover waits for it); `None` if this process no longer holds an
+/// unexpired lease.
+fn begin_holding<'c>(
+    client: &'c mut Client,
+    stmts: &Statements,
+    holder: &str,
+    op: &'static str,
+) -> Result<Option<Transaction<'c>>, Failure> {
+    let mut tx = client.transaction().map_err(at(op))?;
+    let held = tx
+        .query_opt(&stmts.hold_lease, &[&holder])
+        .map_err(at("lock the signer lease"))?;
+    Ok(held.map(|_| tx))
+}
+
+/// Inserts the rotation entry `kind` in `tx` and reads it back as every
+/// row is read (the scan records the rotation), growing `tree`.
+fn write_rotation_entry(
+    tx: &mut Transaction<'_>,
+    stmts: &Statements,
+    sql: &Sql,
+    scan: &mut RowScan,
+    tree: &mut TreeBuilder,
+    kind: EntryKind,
+) -> Result<Receipt, Failure> {
+    let receipt = insert_rows(tx, stmts, sql, vec![kind])?[0];
+    let before = scan.leaves.len();
+    scan.read(tx, sql).map_err(at("read the rotation entry"))?;
+    if scan.stop.is_some() || scan.leaves.len() != receipt.seq as usize + 1 {
+        return Err(Failure::Damage(format!(
+            "the rotation entry at seq {} does not read back from {}; run `ledger verify`",
+            receipt.seq,
+            sql.entries()
+        )));
+    }
+    for leaf in &scan.leaves[before..] {
+        tree.push(*leaf);
+    }
+    Ok(receipt)
 }
 
 /// What a signing transaction does with the signer lease.

@@ -19,7 +19,9 @@ use crate::append::{Receipt, check_appendable};
 use crate::checkpoint::{Checkpoint, VerifierKey};
 use crate::entry::{Entry, EntryKind};
 use crate::error::LedgerError;
-use crate::guard::{ADOPT_ACTION, WITNESS_WAIT, witness_alert};
+use crate::guard::{
+    Adoption, WITNESS_WAIT, adoption_entry, settle_witnesses, unread_alert, witness_alert,
+};
 use crate::pending::{Pending, Urgency};
 use crate::witness::Publisher;
 
@@ -34,6 +36,55 @@ pub struct PgLedger {
     publisher: Option<Arc<Publisher>>,
     /// What `PgOptions::adopt` adopted on open.
     adopted: Option<String>,
+}
+
+/// Starts the writer thread, which opens the ledger ([`Writer::open`]) and
+/// then, once it is handed the shared state, runs; returns the thread,
+/// what the open found and where to hand the state.
+fn spawn_writer(
+    url: String,
+    sql: Sql,
+    create: Option<String>,
+    key: SigningKey,
+    options: PgOptions,
+) -> Result<(JoinHandle<()>, Opened, mpsc::Sender<Arc<Shared>>), LedgerError> {
+    let (tx, rx) = mpsc::channel();
+    let (state_tx, state_rx) = mpsc::channel::<Arc<Shared>>();
+    let worker = std::thread::Builder::new()
+        .name("ledger-pg-writer".into())
+        .spawn(move || {
+            let mut writer = match Writer::open(&url, &sql, create, key, &options) {
+                Ok((writer, opened)) => {
+                    let _ = tx.send(Ok(opened));
+                    writer
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            };
+            if let Ok(shared) = state_rx.recv() {
+                writer.run(&shared);
+            }
+        })
+        .map_err(|e| LedgerError::Database {
+            op: "start the writer thread",
+            detail: e.to_string(),
+        })?;
+    match rx.recv() {
+        Ok(Ok(opened)) => Ok((worker, opened, state_tx)),
+        Ok(Err(e)) => {
+            let _ = worker.join();
+            Err(e)
+        }
+        Err(_) => {
+            let _ = worker.join();
+            Err(LedgerError::Database {
+                op: "open the ledger",
+                detail: "the writer thread stopped".into(),
+            })
+        }
+    }
 }
 
 impl PgLedger {
@@ -61,63 +112,27 @@ impl PgLedger {
         PgLedger::start(url, None, key, options)
     }
 
-    pub(super) fn start(
+    fn start(
         url: &str,
         create: Option<String>,
         key: SigningKey,
         options: PgOptions,
     ) -> Result<PgLedger, LedgerError> {
         let sql = Sql::new(&options.schema)?;
-        let url = url.to_owned();
-        let (reader_url, schema) = (url.clone(), options.schema.clone());
+        let (url, schema) = (url.to_owned(), options.schema.clone());
         let adoption = options.adopt.clone();
-        let (tx, rx) = mpsc::channel();
-        let (shared_tx, shared_rx) = mpsc::channel::<Arc<Shared>>();
-        let worker = std::thread::Builder::new()
-            .name("ledger-pg-writer".into())
-            .spawn(move || {
-                let opened = Writer::open(&url, &sql, create, key, &options);
-                let mut writer = match opened {
-                    Ok((writer, opened)) => {
-                        let _ = tx.send(Ok(opened));
-                        writer
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Err(e));
-                        return;
-                    }
-                };
-                if let Ok(shared) = shared_rx.recv() {
-                    writer.run(&shared);
-                }
-            })
-            .map_err(|e| LedgerError::Database {
-                op: "start the writer thread",
-                detail: e.to_string(),
-            })?;
-        let opened = match rx.recv() {
-            Ok(Ok(opened)) => opened,
-            Ok(Err(e)) => {
-                let _ = worker.join();
-                return Err(e);
-            }
-            Err(_) => {
-                let _ = worker.join();
-                return Err(LedgerError::Database {
-                    op: "open the ledger",
-                    detail: "the writer thread stopped".into(),
-                });
-            }
-        };
+        let (worker, opened, state_tx) = spawn_writer(url.clone(), sql, create, key, options)?;
         let Opened {
+            origin,
+            size,
+            verifier,
             publisher,
             latest,
             adopted,
             unread,
-            ..
         } = opened;
         let shared = Arc::new(Shared {
-            origin: opened.origin,
+            origin,
             state: Mutex::new(State {
                 queue: Vec::new(),
                 urgent: 0,
@@ -126,12 +141,12 @@ impl PgLedger {
                 in_flight: 0,
                 closed: false,
                 poisoned: None,
-                size: opened.size,
-                verifier: opened.verifier,
+                size,
+                verifier,
             }),
             work: Condvar::new(),
         });
-        shared_tx
+        state_tx
             .send(shared.clone())
             .expect("the writer thread waits for its state");
         if let Some(p) = &publisher {
@@ -145,46 +160,46 @@ impl PgLedger {
         }
         let ledger = PgLedger {
             shared,
-            url: reader_url,
+            url,
             schema,
             worker: Mutex::new(Some(worker)),
-            publisher: publisher.clone(),
-            adopted: adopted.clone(),
+            publisher,
+            adopted,
         };
-        for (witness, error) in &unread {
-            ledger.append(witness_alert(
-                witness,
-                Some(&format!("{error} (not checked on open)")),
-            ))?;
+        let latest = latest.as_ref().map(|(size, note)| (*size, note.as_str()));
+        ledger.record_open(adoption.as_ref(), &unread, latest)?;
+        Ok(ledger)
+    }
+
+    /// Records what the open found (witnesses it could not read, an
+    /// adoption, signed now if this process can take the signer lease) and
+    /// brings the witnesses up to date with the last checkpoint (`latest`).
+    fn record_open(
+        &self,
+        adoption: Option<&Adoption>,
+        unread: &[(String, String)],
+        latest: Option<(u64, &str)>,
+    ) -> Result<(), LedgerError> {
+        for (witness, error) in unread {
+            self.append(unread_alert(witness, error))?;
         }
         let mut signed_now = None;
-        if let (Some(adoption), Some(what)) = (&adoption, &adopted) {
-            ledger.append(EntryKind::Admin {
-                operator: adoption.operator.clone(),
-                action: ADOPT_ACTION.into(),
-                target: what.clone(),
-                reason: adoption.reason.clone(),
-            })?;
+        if let (Some(adoption), Some(what)) = (adoption, &self.adopted) {
+            self.append(adoption_entry(adoption, what))?;
             // Signed now if this process can take the signer lease, else
             // by the process that holds it.
-            match ledger.checkpoint() {
+            match self.checkpoint() {
                 Ok(cp) => signed_now = cp,
                 Err(LedgerError::NotSigner { .. }) => {}
                 Err(e) => return Err(e),
             }
         }
-        if let Some(p) = &publisher {
-            if signed_now.is_none()
-                && let Some((size, note)) = &latest
-            {
-                // The witnesses catch up with the last checkpoint.
-                p.publish(*size, note);
-            }
-            for (witness, error) in p.flush(WITNESS_WAIT) {
-                ledger.append(witness_alert(&witness, Some(&error)))?;
+        if let Some(p) = &self.publisher {
+            for alert in settle_witnesses(p, signed_now.is_some(), latest) {
+                self.append(alert)?;
             }
         }
-        Ok(ledger)
+        Ok(())
     }
 
     /// What `PgOptions::adopt` adopted on open (recorded in the ledger),
@@ -227,13 +242,8 @@ impl PgLedger {
         let (tx, rx) = mpsc::channel();
         {
             let mut st = lock(&self.shared.state);
-            if let Some(cause) = &st.poisoned {
-                return Err(LedgerError::Poisoned {
-                    cause: cause.clone(),
-                });
-            }
-            if st.closed {
-                return Err(LedgerError::Closed);
+            if let Some(e) = LedgerError::refusing(st.poisoned.as_ref(), st.closed) {
+                return Err(e);
             }
             let request = make(tx);
             if matches!(request, Request::Close(_)) {

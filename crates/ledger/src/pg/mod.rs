@@ -28,54 +28,35 @@
 //! opened and used from any thread (the synchronous client must not run on
 //! an async runtime's worker).
 //!
-//! The parts, each importing only those below it:
+//! The parts, in layers: each imports only from layers below its own.
 //!
 //! ```text
-//! ledger (PgLedger: the handle, opening) ─► import (a file ledger moved in)
-//!   │
-//!   ▼
-//! open (the writer thread's open checks) ─► writer (the thread: batches, rotation)
-//!                                              │
-//!                                              ▼
-//!                                           lease (signer lease, checkpoints)
-//!                                              │
-//! reader (PgReader) ───────────────────────────┤
-//!                                              ▼
-//!                                           scan (rows and notes read back)
-//!                                              │
-//!                                              ▼
-//!                                           sql (session, schema, statements)
+//! import                 moving a file ledger in (PgLedger::import_dir)
+//! ledger                 PgLedger, the handle: queues entries and
+//!                        requests, starts the writer thread
+//! open, lease            the writer's open checks; the signer lease,
+//!                        checkpoints and key rotation
+//! writer, reader         the writer thread (batches, requests); PgReader
+//! queue, options, scan   what handle and thread share; PgOptions; rows
+//!                        and notes read back and checked
+//! sql                    session, schema SQL, statements, errors
 //! ```
 //!
-//! The schema name rules ([`DEFAULT_SCHEMA`], [`valid_schema`]) are built
-//! without the `postgres` feature too: configuration checks them.
+//! The schema name rules ([`crate::DEFAULT_SCHEMA`],
+//! [`crate::valid_schema`]) are in `schema.rs`, built without the
+//! `postgres` feature too: configuration checks them.
 
-#[cfg(feature = "postgres")]
 mod import;
-#[cfg(feature = "postgres")]
 mod lease;
-#[cfg(feature = "postgres")]
 mod ledger;
-#[cfg(feature = "postgres")]
 mod open;
-#[cfg(feature = "postgres")]
 mod options;
-#[cfg(feature = "postgres")]
 mod queue;
-#[cfg(feature = "postgres")]
 mod reader;
-#[cfg(feature = "postgres")]
 mod scan;
-mod schema;
-#[cfg(feature = "postgres")]
 mod sql;
-#[cfg(feature = "postgres")]
 mod writer;
 
-#[cfg(feature = "postgres")]
 pub use ledger::PgLedger;
-#[cfg(feature = "postgres")]
 pub use options::{PG_LEASE, PG_MAX_UNSIGNED_SPAN, PgOptions};
-#[cfg(feature = "postgres")]
 pub use reader::PgReader;
-pub use schema::{DEFAULT_SCHEMA, valid_schema};

@@ -4,9 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::schema::DEFAULT_SCHEMA;
 use crate::files;
 use crate::guard::Adoption;
+use crate::schema::DEFAULT_SCHEMA;
 use crate::witness::Witness;
 
 /// How a PostgreSQL ledger is opened.

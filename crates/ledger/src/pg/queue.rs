@@ -30,13 +30,8 @@ impl Shared {
     /// Queues an entry for the writer thread.
     pub(super) fn enqueue(&self, kind: EntryKind, urgency: Urgency) -> Pending {
         let mut st = lock(&self.state);
-        if let Some(cause) = &st.poisoned {
-            return Pending::ready(Err(LedgerError::Poisoned {
-                cause: cause.clone(),
-            }));
-        }
-        if st.closed {
-            return Pending::ready(Err(LedgerError::Closed));
+        if let Some(e) = LedgerError::refusing(st.poisoned.as_ref(), st.closed) {
+            return Pending::ready(Err(e));
         }
         let (completer, pending) = Pending::new();
         st.queue.push((kind, completer));

@@ -79,31 +79,14 @@ impl PgReader {
 
     /// Every entry, in order, up to the first bad row.
     pub fn read_entries(&mut self) -> Result<Vec<Entry>, LedgerError> {
-        let sql = self.sql.clone();
-        let mut tx = self.snapshot().map_err(db("read the entries"))?;
-        let portal = tx
-            .bind(
-                &format!("SELECT seq, entry FROM {} ORDER BY seq", sql.entries()),
-                &[],
-            )
-            .map_err(db("read the entries"))?;
         let mut out = Vec::new();
-        'rows: loop {
-            let rows = tx
-                .query_portal(&portal, FETCH_ROWS)
-                .map_err(db("read the entries"))?;
-            if rows.is_empty() {
-                break;
+        self.each_row(0, &mut |seq, bytes| match Entry::from_line(bytes) {
+            Ok(e) if seq == out.len() as i64 && e.seq == seq as u64 => {
+                out.push(e);
+                Ok(true)
             }
-            for row in &rows {
-                let (seq, bytes): (i64, &[u8]) = (row.get(0), row.get(1));
-                match Entry::from_line(bytes) {
-                    Ok(e) if seq == out.len() as i64 && e.seq == seq as u64 => out.push(e),
-                    _ => break 'rows,
-                }
-            }
-        }
-        tx.commit().map_err(db("read the entries"))?;
+            _ => Ok(false),
+        })?;
         Ok(out)
     }
 
@@ -114,18 +97,31 @@ impl PgReader {
         from: u64,
         visit: &mut dyn FnMut(Entry),
     ) -> Result<(), LedgerError> {
+        self.each_row(from, &mut |_, bytes| {
+            visit(parse_stored(bytes)?);
+            Ok(true)
+        })
+    }
+
+    /// Hands `visit` each row `(seq, entry)` from seq `from` on, in order,
+    /// in one snapshot, a batch of rows at a time, until it answers false.
+    fn each_row(
+        &mut self,
+        from: u64,
+        visit: &mut dyn FnMut(i64, &[u8]) -> Result<bool, LedgerError>,
+    ) -> Result<(), LedgerError> {
         let sql = self.sql.clone();
         let mut tx = self.snapshot().map_err(db("read the entries"))?;
         let portal = tx
             .bind(
                 &format!(
-                    "SELECT entry FROM {} WHERE seq >= $1 ORDER BY seq",
+                    "SELECT seq, entry FROM {} WHERE seq >= $1 ORDER BY seq",
                     sql.entries()
                 ),
                 &[&(from.min(i64::MAX as u64) as i64)],
             )
             .map_err(db("read the entries"))?;
-        loop {
+        'rows: loop {
             let rows = tx
                 .query_portal(&portal, FETCH_ROWS)
                 .map_err(db("read the entries"))?;
@@ -133,7 +129,9 @@ impl PgReader {
                 break;
             }
             for row in &rows {
-                visit(parse_stored(row.get(0))?);
+                if !visit(row.get(0), row.get(1))? {
+                    break 'rows;
+                }
             }
         }
         tx.commit().map_err(db("read the entries"))?;

@@ -6,8 +6,8 @@ use jiff::Timestamp;
 use postgres::Transaction;
 
 use super::sql::{FETCH_ROWS, Sql};
-use crate::entry::{Entry, EntryKind, FORMAT_VERSION};
-use crate::files::ROTATE_ACTION;
+use crate::entry::{Entry, EntryKind};
+use crate::files::{check_same_origin, check_version, rotation_of};
 use crate::merkle::{self, Hash};
 
 /// Every entry of a ledger, checked row by row as it is read (the PG
@@ -69,9 +69,7 @@ impl RowScan {
                 },
                 true,
             ) => {
-                if *version != FORMAT_VERSION {
-                    return Err(format!("unsupported format version {version}"));
-                }
+                check_version(*version)?;
                 self.origin = Some(origin.clone());
                 self.first_key_id = Some(key_id.clone());
             }
@@ -83,29 +81,14 @@ impl RowScan {
                 },
                 false,
             ) => {
-                if *version != FORMAT_VERSION {
-                    return Err(format!("unsupported format version {version}"));
-                }
-                if self.origin.as_ref() != Some(origin) {
-                    return Err(format!(
-                        "header names origin {origin:?}, the ledger's is {:?}",
-                        self.origin.as_deref().unwrap_or_default()
-                    ));
-                }
+                check_version(*version)?;
+                check_same_origin(origin, self.origin.as_deref().unwrap_or_default())?;
             }
             (_, true) => return Err("seq 0 must be the header entry".into()),
             (_, false) => {}
         }
-        if let EntryKind::Key {
-            action,
-            key_name,
-            verifier_key,
-            ..
-        } = &entry.kind
-            && action == ROTATE_ACTION
-            && self.origin.as_deref() == Some(key_name.as_str())
-        {
-            self.rotations.push((seq, verifier_key.clone()));
+        if let Some(key) = rotation_of(&entry.kind, self.origin.as_deref()) {
+            self.rotations.push((seq, key.clone()));
         }
         self.last_ts = Some(self.last_ts.map_or(entry.ts, |t| t.max(entry.ts)));
         if self.watch == Some(seq) {

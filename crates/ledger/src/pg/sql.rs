@@ -6,14 +6,13 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
-use jiff::Timestamp;
 use postgres::{Client, NoTls, Statement};
 use sha2::{Digest, Sha256};
 
-use super::schema::valid_schema;
 use crate::checkpoint::VerifierKey;
-use crate::entry::{Entry, EntryKind, FORMAT_VERSION};
+use crate::entry::Entry;
 use crate::error::LedgerError;
+use crate::schema::valid_schema;
 
 /// Rows fetched per round trip when a whole ledger is read.
 pub(super) const FETCH_ROWS: i32 = 10_000;
@@ -252,15 +251,8 @@ pub(super) fn create_header(
     if entries > 0 || notes > 0 {
         return Err(LedgerError::AlreadyExists { dir: sql.place() });
     }
-    let header = Entry {
-        seq: 0,
-        ts: Timestamp::now(),
-        kind: EntryKind::Header {
-            version: FORMAT_VERSION,
-            origin: origin.to_owned(),
-            key_id: VerifierKey::from_signing_key(origin, key).key_id_hex(),
-        },
-    };
+    let key_id = VerifierKey::from_signing_key(origin, key).key_id_hex();
+    let header = Entry::first_header(origin, key_id);
     tx.execute(
         &format!("INSERT INTO {} (seq, entry) VALUES (0, $1)", sql.entries()),
         &[&header.to_line()],
