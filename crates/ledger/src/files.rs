@@ -619,6 +619,20 @@ fn check_full(entry: &Entry, first_in_segment: bool, seq: u64, out: &mut Scan) -
     None
 }
 
+/// The checkpoints file of the ledger in `dir` split into notes (none if
+/// there is no file yet); on error, the file's path and the error.
+pub(crate) fn read_notes(
+    fs: &dyn FileSystem,
+    dir: &Path,
+) -> Result<Notes, (PathBuf, std::io::Error)> {
+    let path = dir.join(CHECKPOINTS);
+    match fs.read(&path) {
+        Ok(data) => Ok(parse_notes(&data)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Notes::default()),
+        Err(e) => Err((path, e)),
+    }
+}
+
 /// The checkpoints file split into notes.
 #[derive(Debug, Default)]
 pub(crate) struct Notes {
@@ -935,17 +949,7 @@ pub(crate) fn verify_log(
     // The checkpoints first: a writer appends a note only once the entries
     // it signs are durable, so every note read here covers entries the
     // scan below sees (a running writer's newer entries are its tail).
-    let notes_path = dir.join(CHECKPOINTS);
-    let notes = match fs.read(&notes_path) {
-        Ok(data) => parse_notes(&data),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Notes::default(),
-        Err(source) => {
-            return Err(VerifyError::Io {
-                path: notes_path,
-                source,
-            });
-        }
-    };
+    let notes = read_notes(fs, dir).map_err(|(path, source)| VerifyError::Io { path, source })?;
     let has_notes = notes.total_len > 0;
     // The first entry no checkpoint signs: its `ts` says how old the
     // unsigned tail is.
@@ -1107,17 +1111,7 @@ pub(crate) fn export_view(
     dir: &Path,
     key: &VerifierKey,
 ) -> Result<ExportView, VerifyError> {
-    let notes_path = dir.join(CHECKPOINTS);
-    let notes = match fs.read(&notes_path) {
-        Ok(data) => parse_notes(&data),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Notes::default(),
-        Err(source) => {
-            return Err(VerifyError::Io {
-                path: notes_path,
-                source,
-            });
-        }
-    };
+    let notes = read_notes(fs, dir).map_err(|(path, source)| VerifyError::Io { path, source })?;
     let scanned = scan(fs, dir).map_err(|(path, source)| VerifyError::Io { path, source })?;
     if let Some(stop) = &scanned.stop
         && stop.segment + 1 < scanned.segments.len()

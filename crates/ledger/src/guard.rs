@@ -239,6 +239,47 @@ pub(crate) fn guard_open(
     })
 }
 
+/// What an opening writer's checks of its ledger found: whose ledger, the
+/// key in force, the checkpoints (signatures and roots checked), the size
+/// the last one signs, and a rotation left pending.
+pub(crate) struct Checked {
+    pub origin: String,
+    pub verifier: VerifierKey,
+    pub checkpoints: Vec<Checkpoint>,
+    pub signed: u64,
+    pub pending: Option<(Receipt, VerifierKey)>,
+}
+
+impl Checked {
+    /// [`guard_open`] for this ledger: `leaves` are its entries' hashes,
+    /// `tail_span` what its unsigned entries span, `place` its name in
+    /// messages.
+    pub(crate) fn guard(
+        &self,
+        leaves: &[Hash],
+        tail_span: Option<Duration>,
+        notes_place: &str,
+        rules: &OpenRules<'_>,
+        reads: Vec<Result<Option<String>, String>>,
+        place: &Path,
+    ) -> Result<Guarded, LedgerError> {
+        let heads: Vec<(u64, Hash)> = self.checkpoints.iter().map(|c| (c.size, c.root)).collect();
+        let input = GuardInput {
+            origin: &self.origin,
+            verifier: &self.verifier,
+            heads: &heads,
+            leaves,
+            signed: self.signed,
+            tail_span,
+            // A rotation left pending signs nothing until it is finished,
+            // and finishing it signs the tail: it is not refused here.
+            rotation_pending: self.pending.is_some(),
+            notes_place,
+        };
+        guard_open(&input, rules, reads).map_err(|refusal| refusal.into_error(place))
+    }
+}
+
 /// Where an opening writer found damage, and the size the last
 /// checkpoint signs: the parts of [`LedgerError::Tampered`] every check
 /// shares.

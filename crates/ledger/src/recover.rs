@@ -10,14 +10,14 @@ use ed25519_dalek::SigningKey;
 use jiff::Timestamp;
 
 use crate::append::Receipt;
-use crate::checkpoint::{Checkpoint, NoteError, VerifierKey};
+use crate::checkpoint::{NoteError, VerifierKey};
 use crate::error::LedgerError;
 use crate::files::{self, CHECKPOINTS, Notes, PinnedSignature, Scan, Stop, segment_name};
 use crate::guard::{
-    Damage, GuardInput, OpenRules, check_key_in_force, check_signed_roots, guard_open,
-    ledger_origin, pending_rotation,
+    Checked, Damage, OpenRules, check_key_in_force, check_signed_roots, ledger_origin,
+    pending_rotation,
 };
-use crate::merkle::{Hash, TreeBuilder};
+use crate::merkle::TreeBuilder;
 use crate::witness;
 
 /// What recovery did when the ledger was opened.
@@ -81,35 +81,15 @@ pub(crate) fn recover(
     let reads = witness::read_all(rules.witnesses);
     let (notes, watch, scan) = read_dir(fs, dir)?;
     let checked = check_dir(dir, key, &notes, &scan)?;
-    let heads: Vec<(u64, Hash)> = checked
-        .checkpoints
-        .iter()
-        .map(|c| (c.size, c.root))
-        .collect();
     let signed = checked.signed;
-    let guard = guard_open(
-        &GuardInput {
-            origin: &checked.origin,
-            verifier: &checked.verifier,
-            heads: &heads,
-            leaves: &scan.leaves,
-            signed,
-            tail_span: files::unsigned_span(
-                scan.leaves.len() as u64,
-                signed,
-                watch == Some(signed),
-                scan.watch_ts,
-                scan.last_ts,
-            ),
-            // A rotation left pending signs nothing until it is finished,
-            // and finishing it signs the tail: it is not refused here.
-            rotation_pending: checked.pending.is_some(),
-            notes_place: CHECKPOINTS,
-        },
-        rules,
-        reads,
-    )
-    .map_err(|refusal| refusal.into_error(dir))?;
+    let tail_span = files::unsigned_span(
+        scan.leaves.len() as u64,
+        signed,
+        watch == Some(signed),
+        scan.watch_ts,
+        scan.last_ts,
+    );
+    let guard = checked.guard(&scan.leaves, tail_span, CHECKPOINTS, rules, reads, dir)?;
     let (mut recovery, segments) = match &scan.stop {
         Some(stop) => {
             let (recovery, segments) = move_torn_tail(fs, dir, &scan, stop)?;
@@ -136,12 +116,7 @@ pub(crate) fn recover(
 /// Reads the checkpoints, then scans the segments, noting the timestamp
 /// of the first entry no checkpoint signs (`watch`, its seq).
 fn read_dir(fs: &dyn FileSystem, dir: &Path) -> Result<(Notes, Option<u64>, Scan), LedgerError> {
-    let notes_path = dir.join(CHECKPOINTS);
-    let notes = match fs.read(&notes_path) {
-        Ok(data) => files::parse_notes(&data),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Notes::default(),
-        Err(e) => return Err(io_err("read", &notes_path)(e)),
-    };
+    let notes = files::read_notes(fs, dir).map_err(|(path, e)| io_err("read", &path)(e))?;
     let watch = notes.notes.last().map_or(Some(0), |n| {
         crate::checkpoint::parse_unverified(n)
             .ok()
@@ -155,16 +130,6 @@ fn read_dir(fs: &dyn FileSystem, dir: &Path) -> Result<(Notes, Option<u64>, Scan
         }
     })?;
     Ok((notes, watch, scan))
-}
-
-/// What [`check_dir`] found: whose ledger, the key in force, the
-/// checkpoints (signatures checked) and the size the last one signs.
-struct Checked {
-    origin: String,
-    verifier: VerifierKey,
-    checkpoints: Vec<Checkpoint>,
-    signed: u64,
-    pending: Option<(Receipt, VerifierKey)>,
 }
 
 /// The checks of everything the checkpoints sign: the key chain, the

@@ -7,14 +7,14 @@
 use postgres::{Client, Transaction};
 
 use super::queue::{Rotation, Shared, lock};
-use super::scan::{RowScan, read_notes};
+use super::scan::RowScan;
 use super::sql::{Failure, Sql, Statements, at};
 use super::writer::{Writer, insert_rows};
 use crate::append::Receipt;
 use crate::checkpoint::{Checkpoint, VerifierKey};
 use crate::entry::EntryKind;
 use crate::error::LedgerError;
-use crate::files::{self, ROTATE_ACTION};
+use crate::files::ROTATE_ACTION;
 use crate::merkle::TreeBuilder;
 
 impl Writer {
@@ -44,15 +44,7 @@ impl Writer {
         // sign exactly the rows it sees.
         tx.execute(&self.stmts.lock, &[&sql.lock_key])
             .map_err(at("take the ledger's advisory lock"))?;
-        catch_up(
-            &mut tx,
-            &sql,
-            &mut self.scan,
-            &mut self.tree,
-            &self.verifier,
-            &mut self.signed,
-            &mut self.checked_note,
-        )?;
+        self.chain.catch_up(&mut tx, &sql, &self.verifier)?;
         let receipt = match &self.pending {
             Some((receipt, _)) => *receipt,
             None => {
@@ -63,15 +55,15 @@ impl Writer {
                     verifier_key: Some(new_verifier.to_string()),
                     reason: r.reason.clone(),
                 };
-                let (scan, tree) = (&mut self.scan, &mut self.tree);
+                let (scan, tree) = (&mut self.chain.scan, &mut self.chain.tree);
                 write_rotation_entry(&mut tx, &self.stmts, &sql, scan, tree, kind)?
             }
         };
-        let size = self.tree.size();
+        let size = self.chain.tree.size();
         let cp = Checkpoint {
             origin: self.origin.clone(),
             size,
-            root: self.tree.root(),
+            root: self.chain.tree.root(),
         };
         // The old key covers the rotation entry; then the new key signs
         // the same tree (an equal size is allowed).
@@ -95,8 +87,8 @@ impl Writer {
         self.key = r.new.clone();
         self.verifier = new_verifier.clone();
         self.pending = None;
-        self.signed = size;
-        self.checked_note = id;
+        self.chain.signed = size;
+        self.chain.checked_note = id;
         let mut st = lock(&shared.state);
         st.verifier = new_verifier;
         st.size = st.size.max(size);
@@ -198,24 +190,16 @@ impl Writer {
         let Some(mut tx) = holding else {
             return Ok(None);
         };
-        catch_up(
-            &mut tx,
-            &sql,
-            &mut self.scan,
-            &mut self.tree,
-            &self.verifier,
-            &mut self.signed,
-            &mut self.checked_note,
-        )?;
-        let size = self.tree.size();
-        if size <= self.signed {
+        self.chain.catch_up(&mut tx, &sql, &self.verifier)?;
+        let size = self.chain.tree.size();
+        if size <= self.chain.signed {
             end_signing(tx, &self.stmts, &self.holder, after)?;
             return Ok(None);
         }
         let cp = Checkpoint {
             origin: self.origin.clone(),
             size,
-            root: self.tree.root(),
+            root: self.chain.tree.root(),
         };
         let note = cp.sign(&self.key);
         let id: i64 = tx
@@ -223,8 +207,8 @@ impl Writer {
             .map_err(at("store the checkpoint"))?
             .get(0);
         end_signing(tx, &self.stmts, &self.holder, after)?;
-        self.checked_note = id;
-        self.signed = size;
+        self.chain.checked_note = id;
+        self.chain.signed = size;
         if let Some(p) = &self.publisher {
             p.publish(size, &note);
         }
@@ -296,81 +280,4 @@ fn end_signing(
             .map_err(at("release the signer lease"))?;
     }
     tx.commit().map_err(at("commit the checkpoint"))
-}
-
-/// Reads and checks, in `tx`, the rows and the checkpoints other processes
-/// added since the writer last looked: the rows as on open, the
-/// checkpoints by `verifier` (the key this process signs with) and
-/// against the rows. A rotation entry this process did not write ends
-/// here: its key must not sign past it.
-pub(super) fn catch_up(
-    tx: &mut Transaction<'_>,
-    sql: &Sql,
-    scan: &mut RowScan,
-    tree: &mut TreeBuilder,
-    verifier: &VerifierKey,
-    signed: &mut u64,
-    checked_note: &mut i64,
-) -> Result<(), Failure> {
-    let before = scan.leaves.len();
-    scan.read(tx, sql).map_err(at("read the new entries"))?;
-    if let Some((seq, problem)) = &scan.stop {
-        return Err(Failure::Damage(format!(
-            "{} was changed: entry seq {seq}: {problem}; refusing to sign, run `ledger verify`",
-            sql.entries()
-        )));
-    }
-    if let Some((seq, key)) = scan.rotations.iter().find(|(s, _)| *s >= before as u64) {
-        return Err(Failure::Damage(superseded(sql, *seq, key.as_deref())));
-    }
-    for leaf in &scan.leaves[before..] {
-        tree.push(*leaf);
-    }
-    // Checkpoints other signers wrote since we last looked.
-    let foreign = read_notes(tx, sql, *checked_note).map_err(at("read the checkpoints"))?;
-    if foreign.is_empty() {
-        return Ok(());
-    }
-    let mut cps = Vec::with_capacity(foreign.len());
-    for n in &foreign {
-        let cp = Checkpoint::verify(&n.note, verifier).map_err(|e| {
-            Failure::Damage(format!(
-                "checkpoint id {} in {} does not verify with this process's signing key (id {}): {e}. If the signing key was rotated, restart this process so that it loads the new key from the secrets store; otherwise run `ledger verify`",
-                n.id,
-                sql.checkpoints(),
-                verifier.key_id_hex()
-            ))
-        })?;
-        if (cp.size as i64) != n.size || cp.size < *signed {
-            return Err(Failure::Damage(format!(
-                "checkpoint id {} in {} signs size {} after size {} was signed (or disagrees with its size column)",
-                n.id,
-                sql.checkpoints(),
-                cp.size,
-                signed
-            )));
-        }
-        *signed = cp.size;
-        cps.push(cp);
-    }
-    if let Err(e) = files::check_roots(&scan.leaves, &cps) {
-        return Err(Failure::Damage(format!(
-            "a checkpoint another process signed does not match the entries: {e}"
-        )));
-    }
-    *checked_note = foreign.last().map_or(*checked_note, |n| n.id);
-    Ok(())
-}
-
-/// Why a process stops signing once another one rotated the key.
-pub(super) fn superseded(sql: &Sql, seq: u64, key: Option<&str>) -> String {
-    let to = key
-        .and_then(|k| VerifierKey::parse(k).ok())
-        .map_or("a key this process cannot read".into(), |k| {
-            format!("key id {}", k.key_id_hex())
-        });
-    format!(
-        "entry seq {seq} in {} rotates the signing key to {to}, and this process did not write it: it holds the old key and signs nothing more. Restart it (it loads the current key from the secrets store); if nobody rotated the key, the row was forged: run `ledger verify`",
-        sql.entries()
-    )
 }

@@ -9,18 +9,17 @@ use ed25519_dalek::SigningKey;
 use postgres::{Client, IsolationLevel};
 
 use super::options::PgOptions;
-use super::scan::{RowScan, StoredNote, read_notes};
+use super::scan::{Chain, RowScan, StoredNote, read_notes};
 use super::sql::{Sql, Statements, check_durability, connect, create_header, db, migrate};
 use super::writer::{Writer, default_holder};
-use crate::append::Receipt;
-use crate::checkpoint::{Checkpoint, NoteError, VerifierKey};
+use crate::checkpoint::{NoteError, VerifierKey};
 use crate::error::LedgerError;
 use crate::files::{self, KeyWalk, PinnedSignature};
 use crate::guard::{
-    Damage, GuardInput, Guarded, OpenRules, check_key_in_force, check_signed_roots, guard_open,
-    ledger_origin, pending_rotation,
+    Checked, Damage, Guarded, OpenRules, check_key_in_force, check_signed_roots, ledger_origin,
+    pending_rotation,
 };
-use crate::merkle::{Hash, TreeBuilder};
+use crate::merkle::TreeBuilder;
 use crate::witness::Publisher;
 
 /// What opening found, sent from the writer thread to the opener.
@@ -82,10 +81,12 @@ impl Writer {
             lease_ms: options.lease.as_millis().min(i64::MAX as u128) as i64,
             interval: options.checkpoint_interval,
             deferred_delay: options.deferred_delay,
-            scan,
-            tree,
-            checked_note: stored.last().map_or(0, |n| n.id),
-            signed: checked.signed,
+            chain: Chain {
+                scan,
+                tree,
+                checked_note: stored.last().map_or(0, |n| n.id),
+                signed: checked.signed,
+            },
             pending: checked.pending,
             stmts,
             publisher,
@@ -94,7 +95,7 @@ impl Writer {
     }
 }
 
-/// The checks both writers make before signing ([`guard_open`]): the
+/// The checks both writers make before signing ([`Checked::guard`]): the
 /// witnesses and the age of the unsigned tail.
 fn guard_tables(
     sql: &Sql,
@@ -103,38 +104,28 @@ fn guard_tables(
     options: &PgOptions,
     reads: Vec<Result<Option<String>, String>>,
 ) -> Result<Guarded, LedgerError> {
-    let heads: Vec<(u64, Hash)> = checked
-        .checkpoints
-        .iter()
-        .map(|c| (c.size, c.root))
-        .collect();
-    let notes_place = format!("table {}", sql.checkpoints());
     let signed = checked.signed;
-    guard_open(
-        &GuardInput {
-            origin: &checked.origin,
-            verifier: &checked.verifier,
-            heads: &heads,
-            leaves: &scan.leaves,
-            signed,
-            tail_span: files::unsigned_span(
-                scan.leaves.len() as u64,
-                signed,
-                scan.watch == Some(signed),
-                scan.watch_ts,
-                scan.last_ts,
-            ),
-            rotation_pending: checked.pending.is_some(),
-            notes_place: &notes_place,
-        },
-        &OpenRules {
-            witnesses: &options.witnesses,
-            max_unsigned_span: options.max_unsigned_span,
-            adopting: options.adopt.is_some(),
-        },
+    let tail_span = files::unsigned_span(
+        scan.leaves.len() as u64,
+        signed,
+        scan.watch == Some(signed),
+        scan.watch_ts,
+        scan.last_ts,
+    );
+    let rules = OpenRules {
+        witnesses: &options.witnesses,
+        max_unsigned_span: options.max_unsigned_span,
+        adopting: options.adopt.is_some(),
+    };
+    let notes_place = format!("table {}", sql.checkpoints());
+    checked.guard(
+        &scan.leaves,
+        tail_span,
+        &notes_place,
+        &rules,
         reads,
+        &sql.place(),
     )
-    .map_err(|refusal| refusal.into_error(&sql.place()))
 }
 
 /// The writer's connection: durable commits checked, a lock timeout set,
@@ -175,16 +166,6 @@ fn read_snapshot(
     scan.read(&mut tx, sql).map_err(db("read the entries"))?;
     tx.commit().map_err(db("read the ledger"))?;
     Ok((scan, stored))
-}
-
-/// What [`check_tables`] found: whose ledger, the key in force, the
-/// checkpoints (signatures checked) and the size the last one signs.
-struct Checked {
-    origin: String,
-    verifier: VerifierKey,
-    checkpoints: Vec<Checkpoint>,
-    signed: u64,
-    pending: Option<(Receipt, VerifierKey)>,
 }
 
 /// The checks of the snapshot. Committed rows are acknowledged entries:

@@ -5,10 +5,11 @@
 use jiff::Timestamp;
 use postgres::Transaction;
 
-use super::sql::{FETCH_ROWS, Sql};
+use super::sql::{FETCH_ROWS, Failure, Sql, at};
+use crate::checkpoint::{Checkpoint, VerifierKey};
 use crate::entry::{Entry, EntryKind};
-use crate::files::{check_same_origin, check_version, rotation_of};
-use crate::merkle::{self, Hash};
+use crate::files::{self, check_same_origin, check_version, rotation_of};
+use crate::merkle::{self, Hash, TreeBuilder};
 
 /// Every entry of a ledger, checked row by row as it is read (the PG
 /// counterpart of the file scan): the rows' seqs are 0, 1, 2, … without a
@@ -152,6 +153,98 @@ pub(super) fn read_notes(
             note: r.get(2),
         })
         .collect())
+}
+
+/// The log as the writer has checked it: every row read so far and
+/// their tree, the last checkpoint row checked and the size it signs.
+pub(super) struct Chain {
+    pub(super) scan: RowScan,
+    pub(super) tree: TreeBuilder,
+    pub(super) checked_note: i64,
+    pub(super) signed: u64,
+}
+
+impl Chain {
+    /// Reads and checks, in `tx`, the rows and the checkpoints other
+    /// processes added since the writer last looked: the rows as on open,
+    /// the checkpoints by `verifier` (the key this process signs with) and
+    /// against the rows. A rotation entry this process did not write ends
+    /// here: its key must not sign past it.
+    pub(super) fn catch_up(
+        &mut self,
+        tx: &mut Transaction<'_>,
+        sql: &Sql,
+        verifier: &VerifierKey,
+    ) -> Result<(), Failure> {
+        let before = self.scan.leaves.len();
+        self.scan
+            .read(tx, sql)
+            .map_err(at("read the new entries"))?;
+        if let Some((seq, problem)) = &self.scan.stop {
+            return Err(Failure::Damage(format!(
+                "{} was changed: entry seq {seq}: {problem}; refusing to sign, run `ledger verify`",
+                sql.entries()
+            )));
+        }
+        if let Some((seq, key)) = self
+            .scan
+            .rotations
+            .iter()
+            .find(|(s, _)| *s >= before as u64)
+        {
+            return Err(Failure::Damage(superseded(sql, *seq, key.as_deref())));
+        }
+        for leaf in &self.scan.leaves[before..] {
+            self.tree.push(*leaf);
+        }
+        // Checkpoints other signers wrote since we last looked.
+        let foreign = read_notes(tx, sql, self.checked_note).map_err(at("read the checkpoints"))?;
+        if foreign.is_empty() {
+            return Ok(());
+        }
+        let mut cps = Vec::with_capacity(foreign.len());
+        for n in &foreign {
+            let cp = Checkpoint::verify(&n.note, verifier).map_err(|e| {
+                Failure::Damage(format!(
+                    "checkpoint id {} in {} does not verify with this process's signing key (id {}): {e}. If the signing key was rotated, restart this process so that it loads the new key from the secrets store; otherwise run `ledger verify`",
+                    n.id,
+                    sql.checkpoints(),
+                    verifier.key_id_hex()
+                ))
+            })?;
+            if (cp.size as i64) != n.size || cp.size < self.signed {
+                return Err(Failure::Damage(format!(
+                    "checkpoint id {} in {} signs size {} after size {} was signed (or disagrees with its size column)",
+                    n.id,
+                    sql.checkpoints(),
+                    cp.size,
+                    self.signed
+                )));
+            }
+            self.signed = cp.size;
+            cps.push(cp);
+        }
+        if let Err(e) = files::check_roots(&self.scan.leaves, &cps) {
+            return Err(Failure::Damage(format!(
+                "a checkpoint another process signed does not match the entries: {e}"
+            )));
+        }
+        self.checked_note = foreign.last().map_or(self.checked_note, |n| n.id);
+        Ok(())
+    }
+}
+
+/// Why a process stops signing once another one rotated the key.
+pub(super) fn superseded(sql: &Sql, seq: u64, key: Option<&str>) -> String {
+    let to = key
+        .and_then(|k| VerifierKey::parse(k).ok())
+        .map_or("a key this process cannot read".into(), |k| {
+            format!("key id {}", k.key_id_hex())
+        });
+    format!(
+        "entry seq {seq} in {} rotates the signing key to {to}, and this process did not write it: it holds the old key and signs nothing more. Restart it (it loads the current key from the secrets store); if nobody rotated the key, the row was forged: run `ledger verify`",
+        sql.entries()
+    )
 }
 
 #[cfg(test)]

@@ -11,13 +11,13 @@ use jiff::Timestamp;
 use postgres::{Client, Transaction};
 
 use super::queue::{CheckpointReply, Request, RotationReply, Shared, lock};
-use super::scan::RowScan;
+use super::scan::Chain;
 use super::sql::{Failure, Sql, Statements, at};
 use crate::append::Receipt;
 use crate::checkpoint::{Checkpoint, VerifierKey};
 use crate::entry::{Entry, EntryKind};
 use crate::error::LedgerError;
-use crate::merkle::{self, TreeBuilder};
+use crate::merkle;
 use crate::pending::Completer;
 use crate::witness::Publisher;
 
@@ -34,11 +34,7 @@ pub(super) struct Writer {
     pub(super) interval: Option<Duration>,
     pub(super) deferred_delay: Duration,
     /// The checked prefix of the log (all entries read so far).
-    pub(super) scan: RowScan,
-    pub(super) tree: TreeBuilder,
-    /// The last checkpoint row checked, and the size it signs.
-    pub(super) checked_note: i64,
-    pub(super) signed: u64,
+    pub(super) chain: Chain,
     /// A rotation `key` entry no checkpoint covers, found on open: no
     /// checkpoint is signed until [`PgLedger::rotate_key`] finishes it.
     pub(super) pending: Option<(Receipt, VerifierKey)>,
