@@ -38,6 +38,15 @@ pub struct PgLedger {
     adopted: Option<String>,
 }
 
+/// A writer thread that opened the ledger and waits for the shared state.
+struct Started {
+    worker: JoinHandle<()>,
+    /// What the open found.
+    opened: Opened,
+    /// Where the thread is handed the shared state, then runs.
+    state_tx: mpsc::Sender<Arc<Shared>>,
+}
+
 /// Starts the writer thread, which opens the ledger ([`Writer::open`]) and
 /// then, once it is handed the shared state, runs; returns the thread,
 /// what the open found and where to hand the state.
@@ -47,7 +56,7 @@ fn spawn_writer(
     create: Option<String>,
     key: SigningKey,
     options: PgOptions,
-) -> Result<(JoinHandle<()>, Opened, mpsc::Sender<Arc<Shared>>), LedgerError> {
+) -> Result<Started, LedgerError> {
     let (tx, rx) = mpsc::channel();
     let (state_tx, state_rx) = mpsc::channel::<Arc<Shared>>();
     let worker = std::thread::Builder::new()
@@ -72,7 +81,11 @@ fn spawn_writer(
             detail: e.to_string(),
         })?;
     match rx.recv() {
-        Ok(Ok(opened)) => Ok((worker, opened, state_tx)),
+        Ok(Ok(opened)) => Ok(Started {
+            worker,
+            opened,
+            state_tx,
+        }),
         Ok(Err(e)) => {
             let _ = worker.join();
             Err(e)
@@ -121,7 +134,11 @@ impl PgLedger {
         let sql = Sql::new(&options.schema)?;
         let (url, schema) = (url.to_owned(), options.schema.clone());
         let adoption = options.adopt.clone();
-        let (worker, opened, state_tx) = spawn_writer(url.clone(), sql, create, key, options)?;
+        let Started {
+            worker,
+            opened,
+            state_tx,
+        } = spawn_writer(url.clone(), sql, create, key, options)?;
         let Opened {
             origin,
             size,

@@ -12,6 +12,10 @@ use crate::error::{LedgerError, VerifyError, VerifyReport};
 use crate::files::{self, ConsistencyProof, InclusionProof, PinnedSignature};
 use crate::merkle::Hash;
 
+/// What [`PgReader::each_row`] hands each row `(seq, entry)` to: true to
+/// go on.
+type RowVisit<'a> = dyn FnMut(i64, &[u8]) -> Result<bool, LedgerError> + 'a;
+
 /// A read-only view of a PostgreSQL ledger: verification, proofs and
 /// entries for `ledger verify`, `prove`, `show` and `tail`. Each call
 /// reads one consistent snapshot.
@@ -105,11 +109,7 @@ impl PgReader {
 
     /// Hands `visit` each row `(seq, entry)` from seq `from` on, in order,
     /// in one snapshot, a batch of rows at a time, until it answers false.
-    fn each_row(
-        &mut self,
-        from: u64,
-        visit: &mut dyn FnMut(i64, &[u8]) -> Result<bool, LedgerError>,
-    ) -> Result<(), LedgerError> {
+    fn each_row(&mut self, from: u64, visit: &mut RowVisit<'_>) -> Result<(), LedgerError> {
         let sql = self.sql.clone();
         let mut tx = self.snapshot().map_err(db("read the entries"))?;
         let portal = tx
