@@ -2,7 +2,7 @@
 //! time holds the lease row, renews it every checkpoint interval and signs,
 //! in a transaction that holds the row locked, the entries that
 //! transaction sees committed; before signing it checks what other
-//! processes added since it last looked ([`catch_up`]).
+//! processes added since it last looked ([`super::scan::Chain::catch_up`]).
 
 use postgres::{Client, Transaction};
 
@@ -18,7 +18,7 @@ use crate::files::ROTATE_ACTION;
 use crate::merkle::TreeBuilder;
 
 impl Writer {
-    /// [`PgLedger::rotate_key`], on the writer thread: the rotation entry
+    /// [`crate::PgLedger::rotate_key`], on the writer thread: the rotation entry
     /// (unless one is pending), the old key's checkpoint covering it and
     /// the new key's checkpoint of the same tree, in one transaction that
     /// holds the signer lease row and the advisory lock.
@@ -127,7 +127,7 @@ impl Writer {
         Ok(())
     }
 
-    /// [`PgLedger::checkpoint`], on the writer thread: refused while a
+    /// [`crate::PgLedger::checkpoint`], on the writer thread: refused while a
     /// rotation is pending or another process holds the lease.
     pub(super) fn checkpoint_now(&mut self) -> Result<Option<Checkpoint>, Failure> {
         if let Some(e) = self.pending_error() {

@@ -16,8 +16,8 @@ pub struct PgOptions {
     /// schema. Lowercase letters, digits and `_`, starting with a letter.
     pub schema: String,
     /// Renew the signer lease and sign a checkpoint this often while
-    /// entries arrive (`None`: only on [`PgLedger::checkpoint`] and
-    /// [`PgLedger::close`], for deterministic tests).
+    /// entries arrive (`None`: only on [`crate::PgLedger::checkpoint`] and
+    /// [`crate::PgLedger::close`], for deterministic tests).
     pub checkpoint_interval: Option<Duration>,
     /// How long a taken or renewed signer lease lasts.
     pub lease: Duration,

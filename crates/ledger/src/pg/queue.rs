@@ -59,7 +59,7 @@ pub(super) enum Request {
     Rotate(Box<Rotation>),
 }
 
-/// A [`PgLedger::rotate_key`] for the writer thread.
+/// A [`crate::PgLedger::rotate_key`] for the writer thread.
 pub(super) struct Rotation {
     pub(super) new: SigningKey,
     pub(super) operator: String,

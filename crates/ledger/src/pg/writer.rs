@@ -36,7 +36,7 @@ pub(super) struct Writer {
     /// The checked prefix of the log (all entries read so far).
     pub(super) chain: Chain,
     /// A rotation `key` entry no checkpoint covers, found on open: no
-    /// checkpoint is signed until [`PgLedger::rotate_key`] finishes it.
+    /// checkpoint is signed until [`crate::PgLedger::rotate_key`] finishes it.
     pub(super) pending: Option<(Receipt, VerifierKey)>,
     pub(super) stmts: Statements,
     /// Hands each checkpoint this process signs to the witnesses.
