@@ -583,7 +583,7 @@ impl Ledger {
         lock(&self.shared.state).size
     }
 
-    /// The entries on disk from seq `from` on ([`crate::files::read_from`]).
+    /// The entries on disk from seq `from` on (read line by line, as the gateway does at start).
     pub fn read_from(
         &self,
         from: u64,
