@@ -173,9 +173,12 @@ fn default_cutover_hold() -> Duration {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StudySection {
+    /// `name`: unique, letters, digits, `-` and `_`; accounts name their
+    /// study with it (`[[account]] study`).
     pub name: String,
     /// REDCap's project id, checked against the project info a token returns.
     pub project_id: Option<u64>,
+    /// Its `[[study.site]]` tables; none for a single-site study.
     #[serde(default)]
     pub site: Vec<SiteSection>,
 }
@@ -184,6 +187,7 @@ pub struct StudySection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SiteSection {
+    /// `name`: unique within the study; accounts bind to it with `site`.
     pub name: String,
     /// The DAG's numeric `data_access_group_id` (stable across renames).
     pub dag_id: u64,
@@ -220,12 +224,15 @@ pub enum WriteReason {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientSection {
+    /// `name`: unique; the name keys are issued to and the ledger records.
     pub name: String,
     /// The account whose token its calls use.
     pub account: String,
     /// What it may call: `content` or `content:action`, e.g.
     /// `"record:export"`, `"record:import"`, `"version"` (action export).
     pub allow: Vec<Method>,
+    /// `write_reason`: whether its imports and deletes need a reason
+    /// (`X-Warden-Reason` or a `reason` field); `"required"` by default.
     #[serde(default)]
     pub write_reason: WriteReason,
     /// Source addresses or CIDR ranges allowed to use its key; empty = any.
@@ -242,11 +249,15 @@ pub struct ClientSection {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 #[serde(try_from = "String")]
 pub struct Method {
+    /// REDCap's `content` parameter.
     pub content: redcap::Content,
+    /// REDCap's `action` parameter; `export` when the entry names none.
     pub action: redcap::Action,
 }
 
 impl Method {
+    /// Parses `content` or `content:action`; the error names the unknown
+    /// part and lists the known values.
     pub fn parse(s: &str) -> Result<Method, String> {
         let (content, action) = s.split_once(':').unwrap_or((s, "export"));
         let content = redcap::Content::parse(content).ok_or_else(|| {
@@ -274,11 +285,16 @@ impl TryFrom<String> for Method {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
 pub struct SourceRange {
+    /// The address as written (host bits are not cleared).
     pub addr: std::net::IpAddr,
+    /// The prefix length: at most 32 for IPv4, 128 for IPv6; a bare
+    /// address has the full length.
     pub prefix: u8,
 }
 
 impl SourceRange {
+    /// Parses an address or `address/prefix`; the error says which part is
+    /// wrong.
     pub fn parse(s: &str) -> Result<SourceRange, String> {
         let (addr, prefix) = match s.split_once('/') {
             Some((a, p)) => (a, Some(p)),
@@ -299,6 +315,8 @@ impl SourceRange {
         Ok(SourceRange { addr, prefix })
     }
 
+    /// Whether `ip` is in the range; an IPv4-mapped IPv6 address
+    /// (`::ffff:10.1.2.3`) counts as its IPv4 address.
     pub fn contains(&self, ip: std::net::IpAddr) -> bool {
         let ip = match ip {
             std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map(std::net::IpAddr::V4).unwrap_or(ip),

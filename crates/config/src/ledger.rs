@@ -167,6 +167,7 @@ pub enum LedgerBackendKind {
 }
 
 impl LedgerBackendKind {
+    /// The value as written in `[ledger] backend`.
     pub fn as_str(self) -> &'static str {
         match self {
             LedgerBackendKind::File => "file",
@@ -179,6 +180,7 @@ impl LedgerBackendKind {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(try_from = "RawPostgresSection")]
 pub struct PostgresLedgerSection {
+    /// The connection string, from `url` or `url_file` (exactly one).
     pub connection: ConnectionFrom,
     /// The schema of the ledger's tables (one ledger per schema).
     pub schema: String,

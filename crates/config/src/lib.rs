@@ -18,6 +18,8 @@
 //! No secret is ever part of this file: tokens live in the secrets store.
 //! Each feature adds its own section here (see `docs/configuration.md`).
 
+#![warn(missing_docs)]
+
 mod diff;
 mod export;
 mod gateway;
@@ -112,7 +114,10 @@ impl From<Document> for Config {
 /// paths inside it resolve against the file's directory, not the caller's.
 #[derive(Debug, Clone)]
 pub struct LoadedConfig {
+    /// The file it was loaded from, as given (relative paths in it resolve
+    /// against this file's directory).
     pub path: PathBuf,
+    /// The checked configuration.
     pub config: Config,
     /// The file's text as loaded (it holds no secrets), for diffs.
     pub text: String,

@@ -15,14 +15,19 @@ pub struct Problem {
     pub column: usize,
     /// Dotted path of the field, e.g. `redcap.url`, when one is known.
     pub field: Option<String>,
+    /// What is wrong, e.g. "`Europe/Berln` is not a time zone name known to
+    /// the IANA database".
     pub message: String,
+    /// What to change to make it right; printed after `fix:`.
     pub fix: String,
 }
 
 /// Every problem found in one file. `Display` prints one line per problem.
 #[derive(Debug, Clone, thiserror::Error)]
 pub struct ConfigError {
+    /// The file the problems are in.
     pub path: PathBuf,
+    /// All of them, sorted by line and column; never empty.
     pub problems: Vec<Problem>,
 }
 
@@ -45,7 +50,10 @@ impl ConfigError {
 pub enum LoadError {
     /// The file could not be read at all.
     Unreadable {
+        /// The file that was asked for.
         path: PathBuf,
+        /// The OS error (no such file, permission denied, …); fix the path
+        /// or the file's permissions.
         source: std::io::Error,
     },
     /// The file was read and has problems.

@@ -58,6 +58,8 @@ impl TryFrom<RawSecretsSection> for SecretsSection {
     }
 }
 
+/// `[secrets] backend`: which store holds the REDCap tokens, the token
+/// fingerprint key and the ledger's signing key.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SecretsBackend {
@@ -71,6 +73,7 @@ pub enum SecretsBackend {
 }
 
 impl SecretsBackend {
+    /// The value as written in `[secrets] backend`.
     pub fn as_str(self) -> &'static str {
         match self {
             SecretsBackend::File => "file",
@@ -146,17 +149,27 @@ fn default_keep_versions() -> usize {
 /// never the credential itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CredentialFrom {
+    /// `<what>_file`: a file holding the credential.
     File(PathBuf),
+    /// `<what>_env`: the name of the environment variable holding it (a
+    /// name of letters, digits and `_`, never the credential itself).
     Env(String),
 }
 
 /// How redcap-warden logs in to Vault.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VaultAuthSection {
+    /// `auth = "token"` (the default): a Vault token from `token_file` or
+    /// `token_env`.
     Token(CredentialFrom),
+    /// `auth = "approle"`: an AppRole login, which yields a token.
     AppRole {
+        /// `approle_mount`: where the AppRole auth method is mounted
+        /// (`approle` by default).
         mount: String,
+        /// `role_id_file` or `role_id_env`.
         role_id: CredentialFrom,
+        /// `secret_id_file` or `secret_id_env`.
         secret_id: CredentialFrom,
     },
 }
@@ -175,6 +188,7 @@ pub struct VaultSecretsSection {
     pub namespace: Option<String>,
     /// PEM CA certificate(s) to trust for the server, besides the system's.
     pub ca_file: Option<PathBuf>,
+    /// How to log in (`auth` and its credential keys).
     pub auth: VaultAuthSection,
     /// KV versions kept per secret (KV's `max_versions`).
     pub max_versions: u32,

@@ -19,6 +19,7 @@ pub struct RedcapSection {
 }
 
 impl RedcapSection {
+    /// The configured API endpoint (`[redcap] url`).
     pub fn url(&self) -> &str {
         &self.url
     }

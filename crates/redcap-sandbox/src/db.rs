@@ -132,14 +132,6 @@ pub struct Dag {
     pub name: String,
 }
 
-/// One record of a classic project, as the API modules handle it (the
-/// values live in `redcap_data`, see [`crate::store`]).
-#[derive(Debug, Clone, Default)]
-pub struct Record {
-    pub group_id: Option<u64>,
-    pub values: BTreeMap<String, String>,
-}
-
 /// A project.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Project {

@@ -3,22 +3,24 @@
 //!
 //! - [`api`]: `POST /api/`, REDCap's methods with its processing order,
 //!   rights, DAG rules, error texts and logging (`redcap-api.md`).
-//! - [`admin`]: `/sandbox/…`, out-of-band endpoints for what REDCap does only
+//! - `admin`: `/sandbox/…`, out-of-band endpoints for what REDCap does only
 //!   in its web UI (accounts, project tokens, super tokens, suspension,
 //!   expiry), guarded by the admin secret.
-//! - [`db`]: the shared state, its lock and its transactions;
-//! - [`store`]: the SQLite tables (settings, records, logs) and the
+//! - `db`: the shared state, its lock and its transactions;
+//! - `store`: the SQLite tables (settings, records, logs) and the
 //!   migration from the old files.
 //!
 //! Tests start it in-process with [`Server::start`] on `127.0.0.1:0`.
 
-pub mod admin;
+#![warn(missing_docs)]
+
+mod admin;
 pub mod api;
-pub mod db;
-pub mod format;
+mod db;
+mod format;
 pub mod post;
-pub mod store;
-pub mod xml;
+mod store;
+mod xml;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -95,13 +97,13 @@ impl Config {
 
 /// What every request handler shares.
 #[derive(Clone)]
-pub struct AppState {
+pub(crate) struct AppState {
     pub db: Db,
     pub config: Arc<Config>,
 }
 
 /// Builds the HTTP application over an opened state.
-pub fn app(state: AppState) -> Router {
+pub(crate) fn app(state: AppState) -> Router {
     Router::new()
         .route("/api/", any(api_endpoint))
         .route("/api", any(api_endpoint))

@@ -25,7 +25,10 @@ pub const PHP_LIMITS: Limits = Limits {
 /// A `$_POST` value: a string or an (ordered) array.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PhpValue {
+    /// A scalar, e.g. `token=…`; bytes that are not UTF-8 become U+FFFD.
     Str(String),
+    /// `name[]=…` or `name[key]=…`: keys (integer keys as text) and values
+    /// in PHP's order.
     Array(Vec<(String, PhpValue)>),
 }
 
@@ -69,10 +72,16 @@ impl PhpValue {
 /// and the raw bytes. `error` is PHP's `UPLOAD_ERR_*` (0: kept).
 #[derive(Debug, Clone)]
 pub struct Upload {
+    /// The form field it was sent under (REDCap's Import File reads `file`).
     pub name: String,
+    /// The client's file name, reduced to its basename.
     pub filename: String,
+    /// The part's `Content-Type`, if it declared one.
     pub content_type: Option<String>,
+    /// PHP's `UPLOAD_ERR_*` code; anything but 0 means the bytes were not
+    /// kept.
     pub error: i64,
+    /// The file's content.
     pub bytes: axum::body::Bytes,
 }
 
@@ -80,6 +89,7 @@ pub struct Upload {
 #[derive(Debug, Clone, Default)]
 pub struct Post {
     values: Vec<(String, PhpValue)>,
+    /// `$_FILES`: the file parts of a multipart body, in order.
     pub files: Vec<Upload>,
 }
 

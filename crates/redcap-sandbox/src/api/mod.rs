@@ -12,7 +12,7 @@
 //! it does not know: 400 `The value of the parameter "content" is not valid`.
 
 mod dags;
-pub mod files;
+pub(crate) mod files;
 mod logging;
 mod metadata;
 mod project;
@@ -22,7 +22,7 @@ mod users;
 mod validation;
 mod version;
 
-pub use users::{import_user_row, parse_expiration, user_row, valid_username};
+pub(crate) use users::{import_user_row, parse_expiration, user_row, valid_username};
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -37,7 +37,7 @@ use crate::post::Post;
 
 /// Who is calling, with the rights that apply to this request.
 #[derive(Debug, Clone)]
-pub struct Caller {
+pub(crate) struct Caller {
     pub username: String,
     /// `None` for a super token.
     pub project_id: Option<u64>,
@@ -49,7 +49,7 @@ pub struct Caller {
 }
 
 /// Server-local time of the request.
-pub struct Now {
+pub(crate) struct Now {
     /// `YYYY-MM-DD HH:MM` (log timestamps, §7.1).
     pub minute: String,
     /// `YYYY-MM-DD HH:MM:SS`.
@@ -70,7 +70,7 @@ impl Now {
 }
 
 /// Everything a method needs.
-pub struct Ctx<'a> {
+pub(crate) struct Ctx<'a> {
     pub state: &'a mut State,
     /// The database, inside this request's transaction.
     pub conn: &'a rusqlite::Connection,
@@ -80,7 +80,6 @@ pub struct Ctx<'a> {
     pub post: &'a Post,
     pub format: Format,
     pub return_format: Format,
-    pub action: Action,
     pub caller: Caller,
     pub now: Now,
     /// `data`, decoded in `format` (step 5 of §1.3).
@@ -210,7 +209,7 @@ impl Ctx<'_> {
 }
 
 /// A JSON value as the string PHP would see (`1` → `"1"`).
-pub fn text(value: Option<&Value>) -> String {
+pub(crate) fn text(value: Option<&Value>) -> String {
     value
         .and_then(redcap::rights::wire_text)
         .unwrap_or_default()
@@ -469,7 +468,6 @@ fn process(
         post,
         format,
         return_format,
-        action,
         caller,
         now,
         rows,
