@@ -170,3 +170,25 @@ pub fn open_backend(
         }
     }
 }
+
+/// The audit trail a command records its changes in, opened before it
+/// changes anything: the ledger itself, or, while a running gateway holds
+/// it, the gateway's admin listener (which appends to the same ledger).
+pub async fn open_trail(
+    config: &LoadedConfig,
+    store: &dyn SecretStore,
+) -> anyhow::Result<governance::audit::AuditTrail> {
+    use governance::audit::{AuditError, AuditTrail};
+    match AuditTrail::open(config, store, &governance::clock::SystemClock).await {
+        Err(AuditError::Held { dir }) => {
+            let client = gateway::admin_client::AdminClient::from_config(config).map_err(|e| {
+                anyhow::anyhow!(
+                    "the ledger {} is held by another process, and {e}; stop the other process or run this command where the gateway's data directory is readable",
+                    dir.display()
+                )
+            })?;
+            Ok(AuditTrail::through(Box::new(client)))
+        }
+        other => Ok(other?),
+    }
+}

@@ -13,9 +13,13 @@
 //! Errors are plain [`std::io::Error`]s: this crate is a thin layer over the
 //! operating system, and callers wrap them in their own typed errors with the
 //! path that failed.
+//!
+//! [`host`] holds the two other things every crate asks of the host: its
+//! name and random bytes.
 
 #![warn(missing_docs)]
 
+pub mod host;
 mod os;
 mod sim;
 
@@ -23,6 +27,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+pub use host::{host_name, random_hex};
 pub use os::{OsFs, PrivateOsFs};
 pub use sim::{Fault, SimFs};
 

@@ -17,6 +17,7 @@
 #![warn(missing_docs)]
 
 mod admin;
+pub mod admin_client;
 mod answer;
 pub mod connections;
 mod denials;
@@ -37,10 +38,3 @@ pub mod upload;
 pub mod upstream;
 
 pub use server::{LedgerOpener, RunningGateway, Services, StartError, start};
-
-/// `n` random bytes from the operating system, in lower-case hex.
-pub(crate) fn random_hex(n: usize) -> String {
-    let mut b = vec![0u8; n];
-    getrandom::fill(&mut b).expect("the operating system's random source failed");
-    hex::encode(b)
-}

@@ -339,7 +339,7 @@ pub async fn outgoing(
 ) -> std::io::Result<(String, u64, reqwest::Body)> {
     let leaves = canonical::leaves(form.post());
     let boundary = loop {
-        let b = format!("warden{}", crate::random_hex(16));
+        let b = format!("warden{}", durable::random_hex(16));
         let clash = leaves.iter().any(|(_, v)| {
             v.as_bytes()
                 .is_some_and(|v| memchr::memmem::find(v, b.as_bytes()).is_some())

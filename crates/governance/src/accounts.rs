@@ -14,6 +14,8 @@ use durable::FileSystem;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use crate::clock::{Clock, SystemClock};
+
 const FORMAT: &str = "redcap-warden/account-status/1";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,6 +68,7 @@ pub struct AccountStatusFile {
     path: PathBuf,
     fs: Arc<dyn FileSystem>,
     lock: PathBuf,
+    clock: Arc<dyn Clock>,
 }
 
 impl AccountStatusFile {
@@ -74,7 +77,14 @@ impl AccountStatusFile {
             path: path.to_path_buf(),
             fs: Arc::new(durable::OsFs),
             lock: durable::lock_path_for(path),
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// The same file, stamping quarantines with `clock`'s time.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> AccountStatusFile {
+        self.clock = clock;
+        self
     }
 
     pub fn path(&self) -> &Path {
@@ -126,7 +136,7 @@ impl AccountStatusFile {
 
     /// Quarantines `account` (keeping the first quarantine if it already is).
     pub fn quarantine(&self, account: &str, reason: &str, by: &str) -> Result<(), StatusError> {
-        let since = Timestamp::now();
+        let since = self.clock.now();
         self.update(|q| {
             q.entry(account.to_string())
                 .or_insert_with(|| Quarantine::new(since, reason, by));
@@ -150,7 +160,9 @@ mod tests {
     #[test]
     fn quarantine_persists_until_released() {
         let dir = tempfile::tempdir().unwrap();
-        let f = AccountStatusFile::new(&dir.path().join("status.json"));
+        let at: Timestamp = "2026-03-04T05:06:07Z".parse().unwrap();
+        let f = AccountStatusFile::new(&dir.path().join("status.json"))
+            .with_clock(Arc::new(move || at));
         assert!(f.quarantined().unwrap().is_empty());
         f.quarantine("site-a", "DAG column in an export", "gateway")
             .unwrap();
@@ -161,6 +173,7 @@ mod tests {
             q["site-a"].reason, "DAG column in an export",
             "the first cause is kept"
         );
+        assert_eq!(q["site-a"].since, at, "stamped with the injected clock");
         assert_eq!(again.release("site-a").unwrap().by, "gateway");
         assert!(matches!(
             again.release("site-a"),

@@ -2,56 +2,32 @@
 //!
 //! Every change redcap-warden makes — a secret written, a client key issued
 //! or revoked, rights applied, a token rotated — is a ledger entry naming
-//! the operator and the reason. The ledger's checkpoint signing key lives
-//! in the secrets store (never beside the ledger); its verifier key is
-//! pinned in `warden.toml`, and a signing key that does not match the pin
-//! is refused rather than used.
+//! the operator and the reason, appended through an [`EntrySink`]. This
+//! crate's own sink is the ledger the process holds; while another process
+//! (a running gateway) holds it, [`AuditTrail::open`] says so
+//! ([`AuditError::Held`]) and the caller plugs in a sink that hands the
+//! entries to that process (the gateway crate's admin client): governance
+//! knows no HTTP path.
 //!
 //! A command opens the ledger *before* it changes anything, so a change is
-//! never made when it could not be recorded.
-//!
-//! The latest checkpoint is also kept outside the ledger — in the secrets
-//! store as [`WITNESS_SECRET`], and in `[ledger] witness_file` if set —
-//! so that deleting checkpoints beside the ledger does not go unnoticed
-//! (`docs/ledger.md` §11): every writer open checks the ledger against
-//! these witnesses and keeps them up to date as it signs.
+//! never made when it could not be recorded. Opening checks the ledger
+//! against its witnesses ([`crate::witness`]) and the signing key against
+//! the pin ([`crate::signing_key`]).
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
 use ed25519_dalek::SigningKey;
 use ledger::{
-    Adoption, EntryKind, FileWitness, Ledger, LedgerBackend, LedgerError, LedgerOptions,
-    VerifierKey, Witness,
+    Adoption, EntryKind, FileWitness, Ledger, LedgerBackend, LedgerError, LedgerOptions, Witness,
 };
-use secrets::{Label, SecretName, SecretStore, SecretValue, Selector, StoreError, VersionMeta};
-use warden_config::{LedgerBackendKind, LedgerStore, LoadedConfig, SecretsBackend};
+use secrets::{SecretStore, StoreError};
+use warden_config::{LedgerStore, LoadedConfig};
 use zeroize::Zeroizing;
 
-/// The store entry holding the checkpoint signing key (hex of the Ed25519
-/// seed).
-pub const SIGNING_KEY_SECRET: &str = "warden/ledger-signing-key";
-
-/// The store entry holding the ledger's latest checkpoint (a public signed
-/// note, kept in the store because the store is another trust domain than
-/// the ledger's directory or database): the witness `ledger verify` and
-/// every writer open check the ledger against.
-pub const WITNESS_SECRET: &str = "warden/ledger-witness";
-
-/// How often a writer that signs every second updates the witness in the
-/// secrets store while checkpoints keep coming (it also does on open and
-/// on close): every minute for the age file store and OpenBao/Vault (each
-/// update is a new version; the file store keeps `keep_versions` of them,
-/// Vault its `max_versions`), every ten minutes for AWS Secrets Manager,
-/// which asks for no more than one new version per secret every ten
-/// minutes. The witness file is updated with every checkpoint.
-pub fn store_witness_interval(backend: SecretsBackend) -> Duration {
-    match backend {
-        SecretsBackend::Aws => Duration::from_secs(600),
-        _ => Duration::from_secs(60),
-    }
-}
+use crate::clock::{Clock, SystemClock};
+use crate::signing_key::{self, SIGNING_KEY_SECRET};
+use crate::witness::{self, ReadWitness, StoreWitness};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
@@ -69,6 +45,14 @@ pub enum AuditError {
         "the ledger signing key in the secrets store does not match the verifier key pinned in {config}; refusing to sign with it. fix: restore the matching store or warden.toml from backup"
     )]
     KeyMismatch { config: PathBuf },
+    #[error(
+        "an interrupted signing-key rotation was finished (recorded in the ledger), but {config} could not be updated to pin its key; fix: set [ledger] verifier_key in {config} to {verifier}"
+    )]
+    NotPinned { config: PathBuf, verifier: String },
+    /// Another process holds the ledger: hand the entries to it (see
+    /// [`AuditTrail::through`]).
+    #[error("the ledger {} is held by another process", dir.display())]
+    Held { dir: PathBuf },
     #[error(transparent)]
     Ledger(#[from] LedgerError),
     #[error("the ledger writer task failed: {0}")]
@@ -77,193 +61,71 @@ pub enum AuditError {
     Gateway(String),
 }
 
-/// A fresh signing key and the ledger origin `<host>/redcap-warden/<id>`.
-pub fn new_signing_key() -> SigningKey {
-    let mut seed = Zeroizing::new([0u8; 32]);
-    getrandom::fill(&mut *seed).expect("the operating system's random source failed");
-    SigningKey::from_bytes(&seed)
-}
+/// Where a trail's entries go: the ledger this process holds, or a process
+/// that holds it (a running gateway's admin listener).
+#[async_trait::async_trait]
+pub trait EntrySink: Send + Sync {
+    /// Appends one entry; returns once it is durable.
+    async fn append(&self, kind: EntryKind) -> Result<(), AuditError>;
 
-/// This machine's host name, for the origin.
-pub fn host_name() -> String {
-    nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .filter(|h| {
-            !h.is_empty()
-                && h.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
-        })
-        .unwrap_or_else(|| "localhost".into())
-}
-
-/// Stores the signing key as the current version of [`SIGNING_KEY_SECRET`].
-pub async fn save_signing_key(
-    store: &dyn SecretStore,
-    key: &SigningKey,
-    meta: VersionMeta,
-) -> Result<String, StoreError> {
-    let value = SecretValue::new(Zeroizing::new(hex::encode(key.to_bytes())).to_string());
-    let v = store
-        .put(&signing_key_name(), value, meta, Label::Current)
-        .await?;
-    Ok(v.0)
-}
-
-/// Reads the signing key and checks it against the pinned verifier key.
-pub async fn load_signing_key(
-    config: &LoadedConfig,
-    store: &dyn SecretStore,
-) -> Result<(SigningKey, VerifierKey), AuditError> {
-    let pinned = ledger_section(config)?.verifier_key();
-    let secret = store
-        .get(&signing_key_name(), &Selector::Label(Label::Current))
-        .await
-        .map_err(AuditError::Key)?;
-    let bytes = Zeroizing::new(
-        hex::decode(secret.value.expose()).map_err(|e| AuditError::BadKey(e.to_string()))?,
-    );
-    let seed: &[u8; 32] = bytes
-        .as_slice()
-        .try_into()
-        .map_err(|_| AuditError::BadKey("not 32 bytes".into()))?;
-    let key = SigningKey::from_bytes(seed);
-    if key.verifying_key() != pinned.key {
-        return Err(AuditError::KeyMismatch {
-            config: config.path.clone(),
-        });
-    }
-    Ok((key, pinned))
-}
-
-fn signing_key_name() -> SecretName {
-    SecretName::new(SIGNING_KEY_SECRET).expect("valid constant name")
-}
-
-/// The ledger directory named in the configuration.
-pub fn ledger_dir(config: &LoadedConfig) -> Result<PathBuf, AuditError> {
-    Ok(config.resolve(&ledger_section(config)?.dir))
-}
-
-/// Where the witness in the secrets store is, for messages.
-pub fn store_witness_place(store: &dyn SecretStore) -> String {
-    format!("witness {WITNESS_SECRET} in {}", store.describe())
-}
-
-/// The witness in the secrets store: the latest note, or `None` if the
-/// store holds none (yet).
-pub async fn read_store_witness(store: &dyn SecretStore) -> Result<Option<String>, StoreError> {
-    match store
-        .get(&witness_name(), &Selector::Label(Label::Current))
-        .await
-    {
-        Ok(secret) => Ok(Some(secret.value.expose().to_string())),
-        Err(StoreError::NotFound { .. } | StoreError::LabelNotSet { .. }) => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
-/// Replaces the witness in the secrets store with `note`.
-pub async fn write_store_witness(store: &dyn SecretStore, note: &str) -> Result<(), StoreError> {
-    let size = note.split('\n').nth(1).unwrap_or("?");
-    let meta = VersionMeta {
-        operator: os_login(),
-        at: jiff::Timestamp::now(),
-        reason: format!("the ledger's latest checkpoint (tree size {size}), kept as its witness"),
-        fingerprint: None,
-        rotation_id: None,
-    };
-    store
-        .put(
-            &witness_name(),
-            SecretValue::new(note.to_string()),
-            meta,
-            Label::Current,
-        )
-        .await
-        .map(|_| ())
-}
-
-fn witness_name() -> SecretName {
-    SecretName::new(WITNESS_SECRET).expect("valid constant name")
-}
-
-/// The login of this process, for the witness's version metadata.
-fn os_login() -> String {
-    let uid = nix::unistd::getuid();
-    nix::unistd::User::from_uid(uid)
-        .ok()
-        .flatten()
-        .map_or_else(|| format!("uid {uid}"), |u| u.name)
-}
-
-/// The witness in the secrets store, for a writer: reads and writes go to
-/// the store through the runtime the writer was opened from (from the
-/// writer's own threads, never an async one).
-struct StoreWitness {
-    store: Arc<dyn SecretStore>,
-    runtime: tokio::runtime::Handle,
-    every: Duration,
-    place: String,
-}
-
-impl Witness for StoreWitness {
-    fn describe(&self) -> String {
-        self.place.clone()
-    }
-
-    fn read(&self) -> Result<Option<String>, String> {
-        self.runtime
-            .block_on(read_store_witness(&*self.store))
-            .map_err(|e| e.to_string())
-    }
-
-    fn write(&self, note: &str) -> Result<(), String> {
-        self.runtime
-            .block_on(write_store_witness(&*self.store, note))
-            .map_err(|e| e.to_string())
-    }
-
-    fn min_interval(&self) -> Duration {
-        self.every
-    }
-}
-
-/// A witness read before the writer opened (by an async caller that holds
-/// the store only by reference): the writer checks the ledger against it,
-/// and what it would write is kept for the caller to store.
-struct ReadWitness {
-    place: String,
-    note: Result<Option<String>, String>,
-    written: Mutex<Option<String>>,
-}
-
-impl Witness for ReadWitness {
-    fn describe(&self) -> String {
-        self.place.clone()
-    }
-
-    fn read(&self) -> Result<Option<String>, String> {
-        self.note.clone()
-    }
-
-    fn write(&self, note: &str) -> Result<(), String> {
-        *self.written.lock().unwrap_or_else(|e| e.into_inner()) = Some(note.to_string());
+    /// Ends the writing (a local ledger signs a final checkpoint and is
+    /// released; a process that holds the ledger signs its own).
+    async fn close(&self) -> Result<(), AuditError> {
         Ok(())
     }
 }
 
+/// The ledger this process holds.
+struct HeldLedger(Arc<dyn LedgerBackend>);
+
+#[async_trait::async_trait]
+impl EntrySink for HeldLedger {
+    async fn append(&self, kind: EntryKind) -> Result<(), AuditError> {
+        let ledger = self.0.clone();
+        blocking(move || ledger.append(kind)).await?;
+        Ok(())
+    }
+
+    async fn close(&self) -> Result<(), AuditError> {
+        let ledger = self.0.clone();
+        blocking(move || ledger.close()).await?;
+        Ok(())
+    }
+}
+
+/// Runs ledger work on a blocking thread.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, LedgerError> + Send + 'static,
+) -> Result<T, AuditError> {
+    Ok(tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| AuditError::Task(e.to_string()))??)
+}
+
 /// What else a writer is opened with (see [`open_writer_with`]).
-#[derive(Default)]
 pub struct WriterOptions {
-    /// Keep the witness in this secrets store ([`WITNESS_SECRET`]): checked
-    /// on open and updated while the writer signs. Needs a tokio runtime
-    /// (the writer is opened from one of its blocking threads).
+    /// Keep the witness in this secrets store
+    /// ([`witness::WITNESS_SECRET`]): checked on open and updated while the
+    /// writer signs. Needs a tokio runtime (the writer is opened from one
+    /// of its blocking threads).
     pub store: Option<Arc<dyn SecretStore>>,
-    /// Further witnesses.
+    /// The time stamped on the witness's versions in `store`.
+    pub clock: Arc<dyn Clock>,
+    /// More witnesses to check and keep up to date.
     pub witnesses: Vec<Arc<dyn Witness>>,
-    /// Sign what the open would refuse to (`ledger adopt-unsigned`).
+    /// Adopt what the writer would otherwise refuse (`ledger adopt-unsigned`).
     pub adopt: Option<Adoption>,
+}
+
+impl Default for WriterOptions {
+    fn default() -> WriterOptions {
+        WriterOptions {
+            store: None,
+            clock: Arc::new(SystemClock),
+            witnesses: Vec::new(),
+            adopt: None,
+        }
+    }
 }
 
 /// Opens the configured ledger for writing: the file ledger in
@@ -306,10 +168,11 @@ pub fn open_writer_with(
     if let Some(store) = options.store {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| LedgerError::NoRuntime)?;
         witnesses.push(Arc::new(StoreWitness {
-            place: store_witness_place(&*store),
+            place: witness::store_witness_place(&*store),
             store,
             runtime,
-            every: store_witness_interval(config.config.secrets.backend),
+            every: witness::store_witness_interval(config.config.secrets.backend),
+            clock: options.clock,
         }));
     }
     witnesses.extend(options.witnesses);
@@ -349,7 +212,7 @@ pub fn open_writer_with(
 }
 
 /// `[ledger]`, which every change needs.
-fn ledger_section(config: &LoadedConfig) -> Result<&warden_config::LedgerSection, AuditError> {
+pub fn ledger_section(config: &LoadedConfig) -> Result<&warden_config::LedgerSection, AuditError> {
     config
         .config
         .ledger
@@ -359,41 +222,35 @@ fn ledger_section(config: &LoadedConfig) -> Result<&warden_config::LedgerSection
         })
 }
 
-/// The ledger open for a command's changes: entries are appended durably,
-/// and closing signs a final checkpoint. While a gateway holds the ledger,
-/// entries go through its admin listener instead (it appends them to the
-/// same ledger and signs them in its next checkpoint).
-pub struct AuditTrail {
-    writer: Writer,
+/// The ledger directory named in the configuration.
+pub fn ledger_dir(config: &LoadedConfig) -> Result<PathBuf, AuditError> {
+    Ok(config.resolve(&ledger_section(config)?.dir))
 }
 
-enum Writer {
-    Local(Arc<dyn LedgerBackend>),
-    Gateway {
-        url: String,
-        token: Zeroizing<String>,
-        http: reqwest::Client,
-    },
+/// The trail a command records its changes in: entries are appended
+/// durably, and closing ends the writing (see [`EntrySink::close`]).
+pub struct AuditTrail {
+    sink: Box<dyn EntrySink>,
 }
 
 impl AuditTrail {
-    /// Opens the ledger for writing (taking its lock) before any change;
-    /// if a running gateway holds it, entries go through the gateway.
+    /// Opens the ledger for writing (taking its lock) before any change.
+    /// [`AuditError::Held`] means another process (a running gateway)
+    /// holds it: hand the entries to that process with [`AuditTrail::through`].
     ///
-    /// The ledger is checked against its witnesses first (the one in
-    /// `store` included) and, once open, the witness in `store` is brought
-    /// up to the last checkpoint. It signs every second while the command
-    /// runs, so a long command never leaves a long unsigned tail.
+    /// The signing key is loaded first, which finishes or rolls back a key
+    /// rotation that stopped half-way ([`signing_key::load_signing_key`]).
+    /// The ledger is checked against its witnesses (the one in `store`
+    /// included) and, once open, the witness in `store` is brought up to
+    /// the last checkpoint. It signs every second while the command runs,
+    /// so a long command never leaves a long unsigned tail.
     pub async fn open(
         config: &LoadedConfig,
         store: &dyn SecretStore,
+        clock: &dyn Clock,
     ) -> Result<AuditTrail, AuditError> {
-        let (key, _) = load_signing_key(config, store).await?;
-        let read = Arc::new(ReadWitness {
-            place: store_witness_place(store),
-            note: read_store_witness(store).await.map_err(|e| e.to_string()),
-            written: Mutex::new(None),
-        });
+        let (key, _) = signing_key::load_signing_key(config, store).await?;
+        let read = Arc::new(ReadWitness::read(store).await);
         let cfg = config.clone();
         let witness: Arc<dyn Witness> = read.clone();
         let opened = tokio::task::spawn_blocking(move || {
@@ -409,60 +266,36 @@ impl AuditTrail {
         })
         .await
         .map_err(|e| AuditError::Task(e.to_string()))?;
-        match opened {
-            Ok(ledger) => {
-                let latest = read
-                    .written
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .take();
-                if let Some(note) = latest
-                    && let Err(e) = write_store_witness(store, &note).await
-                {
-                    let l = ledger.clone();
-                    let place = store_witness_place(store);
-                    tokio::task::spawn_blocking(move || {
-                        l.append(EntryKind::Alert {
-                            code: ledger::WITNESS_FAILED.into(),
-                            message: format!(
-                                "the latest checkpoint cannot be kept in {place}: {e}"
-                            ),
-                        })
-                    })
-                    .await
-                    .map_err(|e| AuditError::Task(e.to_string()))??;
-                }
-                Ok(AuditTrail {
-                    writer: Writer::Local(ledger),
+        let ledger = match opened {
+            Ok(ledger) => ledger,
+            Err(LedgerError::Locked { dir }) => return Err(AuditError::Held { dir }),
+            Err(e) => return Err(e.into()),
+        };
+        if let Some(note) = read.take_written()
+            && let Err(e) = witness::write_store_witness(store, &note, clock).await
+        {
+            let l = ledger.clone();
+            let place = witness::store_witness_place(store);
+            blocking(move || {
+                l.append(EntryKind::Alert {
+                    code: ledger::WITNESS_FAILED.into(),
+                    message: format!("the latest checkpoint cannot be kept in {place}: {e}"),
                 })
-            }
-            Err(LedgerError::Locked { dir }) => AuditTrail::through_gateway(config, &dir),
-            Err(e) => Err(e.into()),
+            })
+            .await?;
         }
+        Ok(AuditTrail::writing_to(ledger))
     }
 
-    /// The running gateway's admin listener, reached with the credential
-    /// in `[gateway] admin_token_file`.
-    fn through_gateway(
-        config: &LoadedConfig,
-        dir: &std::path::Path,
-    ) -> Result<AuditTrail, AuditError> {
-        let gw = &config.config.gateway;
-        let token_file = config.resolve(&gw.admin_token_file);
-        let token = std::fs::read_to_string(&token_file).map_err(|e| {
-            AuditError::Gateway(format!(
-                "the ledger {} is held by another process, and the gateway's admin credential {} cannot be read ({e}); stop the other process or run this command where the gateway's data directory is readable",
-                dir.display(),
-                token_file.display()
-            ))
-        })?;
-        Ok(AuditTrail {
-            writer: Writer::Gateway {
-                url: format!("http://{}/admin/ledger/append", gw.admin_listen),
-                token: Zeroizing::new(token.trim().to_string()),
-                http: reqwest::Client::new(),
-            },
-        })
+    /// A trail whose entries go to `sink` (a process that holds the
+    /// ledger).
+    pub fn through(sink: Box<dyn EntrySink>) -> AuditTrail {
+        AuditTrail { sink }
+    }
+
+    /// A trail over a ledger this process already holds.
+    pub fn writing_to(ledger: Arc<dyn LedgerBackend>) -> AuditTrail {
+        AuditTrail::through(Box::new(HeldLedger(ledger)))
     }
 
     /// Creates a new ledger (used by `init`).
@@ -475,182 +308,22 @@ impl AuditTrail {
             checkpoint_interval: None,
             ..LedgerOptions::default()
         };
-        let ledger = tokio::task::spawn_blocking(move || {
-            Ledger::create(Arc::new(durable::OsFs), &dir, &origin, key, options)
-        })
-        .await
-        .map_err(|e| AuditError::Task(e.to_string()))??;
-        Ok(AuditTrail {
-            writer: Writer::Local(Arc::new(ledger)),
-        })
+        let ledger =
+            blocking(move || Ledger::create(Arc::new(durable::OsFs), &dir, &origin, key, options))
+                .await?;
+        Ok(AuditTrail::writing_to(Arc::new(ledger)))
     }
 
     /// Appends one entry; returns once it is durable.
     pub async fn record(&self, kind: EntryKind) -> Result<(), AuditError> {
-        match &self.writer {
-            Writer::Local(ledger) => {
-                let ledger = ledger.clone();
-                tokio::task::spawn_blocking(move || ledger.append(kind))
-                    .await
-                    .map_err(|e| AuditError::Task(e.to_string()))??;
-                Ok(())
-            }
-            Writer::Gateway { url, token, http } => {
-                let resp = http
-                    .post(url)
-                    .bearer_auth(token.as_str())
-                    .json(&kind)
-                    .send()
-                    .await
-                    .map_err(|e| {
-                        AuditError::Gateway(format!(
-                            "the gateway holds the ledger but cannot be reached at {url}: {}",
-                            e.without_url()
-                        ))
-                    })?;
-                if !resp.status().is_success() {
-                    let status = resp.status();
-                    let body = resp.text().await.unwrap_or_default();
-                    return Err(AuditError::Gateway(format!(
-                        "the gateway refused the ledger entry ({status}): {body}"
-                    )));
-                }
-                Ok(())
-            }
-        }
+        self.sink.append(kind).await
     }
 
-    /// Signs a final checkpoint and releases the ledger (a running gateway
-    /// signs its own checkpoints).
+    /// Signs a final checkpoint and releases the ledger (a process that
+    /// holds the ledger signs its own checkpoints).
     pub async fn close(self) -> Result<(), AuditError> {
-        if let Writer::Local(ledger) = self.writer {
-            tokio::task::spawn_blocking(move || ledger.close())
-                .await
-                .map_err(|e| AuditError::Task(e.to_string()))??;
-        }
-        Ok(())
+        self.sink.close().await
     }
-}
-
-/// Rotates the checkpoint signing key: the new key becomes the store's
-/// current version (the old one stays as `previous`), a `key` entry naming
-/// the new verifier key is appended and covered by a checkpoint of the old
-/// key, and the ledger signs with the new key from then on. Returns the new
-/// verifier key, which must then be pinned in `warden.toml`. Works for both
-/// backends; with PostgreSQL this process must be able to take the signer
-/// lease (no running gateway holds it).
-///
-/// Finishes an interrupted rotation too: if the ledger reports one pending,
-/// it is opened with the previous key and completed with the current one.
-pub async fn rotate_signing_key(
-    config: &LoadedConfig,
-    store: &dyn SecretStore,
-    operator: &str,
-    reason: &str,
-) -> Result<VerifierKey, AuditError> {
-    let postgres = ledger_section(config)?.backend() == LedgerBackendKind::Postgres;
-    let stored = |label| async move {
-        let secret = store
-            .get(&signing_key_name(), &Selector::Label(label))
-            .await
-            .map_err(AuditError::Key)?;
-        let bytes = Zeroizing::new(
-            hex::decode(secret.value.expose()).map_err(|e| AuditError::BadKey(e.to_string()))?,
-        );
-        let seed: &[u8; 32] = bytes
-            .as_slice()
-            .try_into()
-            .map_err(|_| AuditError::BadKey("not 32 bytes".into()))?;
-        Ok::<_, AuditError>(SigningKey::from_bytes(seed))
-    };
-    let current = stored(Label::Current).await?;
-    let open = |key: SigningKey| {
-        let config = config.clone();
-        async move {
-            tokio::task::spawn_blocking(move || open_writer(&config, key, None))
-                .await
-                .map_err(|e| AuditError::Task(e.to_string()))?
-                .map_err(AuditError::from)
-        }
-    };
-    let held = |detail: String| {
-        AuditError::Gateway(format!(
-            "{detail}; stop every gateway that uses this ledger, rotate the key, then start them again (they load the new key from the secrets store)"
-        ))
-    };
-    let (ledger, new) = match open(current.clone()).await {
-        // An earlier rotation stopped between its entry and the old key's
-        // checkpoint: the current stored key is the new one.
-        Err(AuditError::Ledger(LedgerError::RotationPending { .. })) => {
-            (open(stored(Label::Previous).await?).await?, current)
-        }
-        Err(AuditError::Ledger(LedgerError::Locked { dir })) => {
-            return Err(held(format!(
-                "the ledger {} is held by a running gateway",
-                dir.display()
-            )));
-        }
-        Err(e) => return Err(e),
-        Ok(ledger) => {
-            if postgres {
-                // Only the signer lease's holder rotates: take it (signing
-                // what is new) before a new key is stored.
-                let l = ledger.clone();
-                match tokio::task::spawn_blocking(move || l.checkpoint())
-                    .await
-                    .map_err(|e| AuditError::Task(e.to_string()))?
-                {
-                    Err(e @ LedgerError::NotSigner { .. }) => {
-                        let _ = tokio::task::spawn_blocking(move || ledger.close()).await;
-                        return Err(held(e.to_string()));
-                    }
-                    other => {
-                        other?;
-                    }
-                }
-            }
-            let new = new_signing_key();
-            let meta = VersionMeta {
-                operator: operator.to_string(),
-                at: jiff::Timestamp::now(),
-                reason: reason.to_string(),
-                fingerprint: None,
-                rotation_id: None,
-            };
-            let version = save_signing_key(store, &new, meta)
-                .await
-                .map_err(AuditError::Key)?;
-            let l = ledger.clone();
-            let (op, why) = (operator.to_string(), reason.to_string());
-            tokio::task::spawn_blocking(move || {
-                l.append(EntryKind::Secret {
-                    operator: op,
-                    name: SIGNING_KEY_SECRET.into(),
-                    version,
-                    action: "rotate".into(),
-                    fingerprint: None,
-                    reason: why,
-                })
-            })
-            .await
-            .map_err(|e| AuditError::Task(e.to_string()))??;
-            (ledger, new)
-        }
-    };
-    let (op, why) = (operator.to_string(), reason.to_string());
-    tokio::task::spawn_blocking(move || {
-        ledger.rotate_key(new, &op, &why)?;
-        let verifier = ledger.verifier_key();
-        ledger.close()?;
-        Ok::<_, LedgerError>(verifier)
-    })
-    .await
-    .map_err(|e| AuditError::Task(e.to_string()))?
-    .map_err(|e| match e {
-        // PostgreSQL: a gateway took the signer lease meanwhile.
-        LedgerError::NotSigner { .. } => held(e.to_string()),
-        e => AuditError::from(e),
-    })
 }
 
 /// `ledger adopt-unsigned`: opens the ledger with an [`Adoption`] by
@@ -666,8 +339,9 @@ pub async fn adopt_unsigned(
     store: Arc<dyn SecretStore>,
     operator: &str,
     reason: &str,
+    clock: Arc<dyn Clock>,
 ) -> Result<Option<String>, AuditError> {
-    let (key, _) = load_signing_key(config, &*store).await?;
+    let (key, _) = signing_key::load_signing_key(config, &*store).await?;
     let cfg = config.clone();
     let adoption = Adoption {
         operator: operator.to_string(),
@@ -680,6 +354,7 @@ pub async fn adopt_unsigned(
             None,
             WriterOptions {
                 store: Some(store),
+                clock,
                 adopt: Some(adoption),
                 ..WriterOptions::default()
             },

@@ -1,6 +1,42 @@
-//! What redcap-warden decides and records on top of the REDCap client, the
-//! secrets store and the ledger. Today: the audit trail of the tool's own
-//! changes ([`audit`]).
+//! What redcap-warden decides and records on top of the REDCap client
+//! ([`redcap`], re-exported so callers reach the same client through this
+//! crate), the secrets store and the ledger.
+//!
+//! Today:
+//! - [`audit`]: the trail of the tool's own changes. Every change is a
+//!   ledger entry, written through an [`audit::EntrySink`]: the ledger this
+//!   process holds, or whatever the caller plugs in while another process
+//!   (a running gateway) holds it. This crate knows no HTTP path.
+//! - [`signing_key`]: the ledger's checkpoint signing key in the secrets
+//!   store, its rotation, and the recovery of a rotation that stopped
+//!   half-way.
+//! - [`witness`]: the latest checkpoint, kept in the secrets store.
+//! - [`accounts`]: service-account status that outlives a process
+//!   (quarantines).
+//! - [`clock`]: the time stamped on what is kept, injected.
+//!
+//! The rest of DESIGN's governance layer comes as sibling modules of
+//! these, each recording its changes through [`audit::AuditTrail`] and
+//! taking its time from a [`clock::Clock`]: `rights` (profiles, check /
+//! plan / apply, always with the DAG), `rotation` (the token rotation
+//! state machine), `reauth` (re-authorisation of API-only accounts) and
+//! `reconcile` (REDCap's Export Logging against the ledger).
 
 pub mod accounts;
 pub mod audit;
+pub mod clock;
+pub mod signing_key;
+pub mod witness;
+
+pub use redcap;
+
+/// The login of this process (its real user id in the password database),
+/// for what this crate records on its own: a witness version, the recovery
+/// of an interrupted key rotation.
+pub(crate) fn os_login() -> String {
+    let uid = nix::unistd::getuid();
+    nix::unistd::User::from_uid(uid)
+        .ok()
+        .flatten()
+        .map_or_else(|| format!("uid {uid}"), |u| u.name)
+}

@@ -94,10 +94,8 @@ enum Failure {
 /// time; the rest is random.
 fn new_version_id() -> String {
     let nanos = jiff::Timestamp::now().as_nanosecond() as u64;
-    let mut r = [0u8; 8];
-    getrandom::fill(&mut r).expect("the operating system's random source failed");
     let t = format!("{nanos:016x}");
-    let r = hex::encode(r);
+    let r = durable::random_hex(8);
     format!(
         "{}-{}-{}-{}-{}",
         &t[..8],

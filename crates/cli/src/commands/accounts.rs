@@ -2,7 +2,6 @@
 
 use anyhow::bail;
 use governance::accounts::AccountStatusFile;
-use governance::audit::AuditTrail;
 use ledger::EntryKind;
 use serde_json::json;
 use warden_config::LoadedConfig;
@@ -79,7 +78,7 @@ pub fn release(args: &Args, account: &str, reason: &str) -> anyhow::Result<Outco
     }
     let store = open_store(&config)?;
     let rt = super::runtime()?;
-    let trail = rt.block_on(AuditTrail::open(&config, &*store))?;
+    let trail = rt.block_on(crate::store::open_trail(&config, &*store))?;
     let was = status_file(&config).release(account)?;
     rt.block_on(async {
         trail

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use governance::audit::{self, AuditTrail};
+use governance::signing_key;
 use ledger::EntryKind;
 use secrets::file::{SecretString, create_identity_file};
 use secrets::{FINGERPRINT_KEY_SECRET, FileStore, FingerprintKey, VersionMeta};
@@ -151,8 +152,8 @@ pub fn create_protected(
             .map(str::to_string)
             .context("this machine's time zone has no IANA name; pass --time-zone, e.g. --time-zone Europe/Berlin")?,
     };
-    let signing_key = audit::new_signing_key();
-    let origin = ledger::new_origin(&audit::host_name())?;
+    let signing_key = signing_key::new_signing_key();
+    let origin = ledger::new_origin(&durable::host_name())?;
     let verifier = ledger::VerifierKey::from_signing_key(&origin, &signing_key);
     let text = template(redcap_url, &time_zone, &verifier.to_string()) + extra;
     // The same checks `config check` makes, before anything is created.
@@ -203,7 +204,7 @@ pub fn create_protected(
             let fp_version = FingerprintKey::generate(1)
                 .save(&store, meta.clone())
                 .await?;
-            let sk_version = audit::save_signing_key(&store, &signing_key, meta).await?;
+            let sk_version = signing_key::save_signing_key(&store, &signing_key, meta).await?;
             let trail = AuditTrail::create(ledger_dir.clone(), origin.clone(), signing_key).await?;
             let op = operator.to_string();
             trail
@@ -236,7 +237,7 @@ pub fn create_protected(
             }
             for (name, version) in [
                 (FINGERPRINT_KEY_SECRET, fp_version.0),
-                (audit::SIGNING_KEY_SECRET, sk_version),
+                (signing_key::SIGNING_KEY_SECRET, sk_version),
             ] {
                 trail
                     .record(EntryKind::Secret {

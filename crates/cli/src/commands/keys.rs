@@ -4,7 +4,6 @@ use std::path::Path;
 
 use anyhow::bail;
 use gateway::keys::{IssuedKey, KeyDestination, KeyFile, KeyOrder, KeyPolicy, issue_and_deliver};
-use governance::audit::AuditTrail;
 use jiff::Timestamp;
 use ledger::EntryKind;
 use secrets::SecretName;
@@ -68,7 +67,7 @@ pub fn issue(
     };
     let store = open_store(&config)?;
     let rt = super::runtime()?;
-    let trail = rt.block_on(AuditTrail::open(&config, &*store))?;
+    let trail = rt.block_on(crate::store::open_trail(&config, &*store))?;
     let operator = operator.to_string();
     let order = KeyOrder {
         client,
@@ -197,7 +196,7 @@ pub fn revoke(args: &Args, id: &str, reason: &str) -> anyhow::Result<Outcome> {
     let config = load_config(&args.config)?;
     let store = open_store(&config)?;
     let rt = super::runtime()?;
-    let trail = rt.block_on(AuditTrail::open(&config, &*store))?;
+    let trail = rt.block_on(crate::store::open_trail(&config, &*store))?;
     let record = key_file(&config).revoke(id, &reason, Timestamp::now())?;
     rt.block_on(async {
         trail

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use durable::OsFs;
-use governance::audit;
+use governance::clock::SystemClock;
+use governance::{audit, signing_key, witness};
 use ledger::{
     Checkpoint, ConsistencyProof, Entry, InclusionProof, LedgerError, PgReader, VerifierKey,
     VerifyError, VerifyReport, WitnessNote,
@@ -25,12 +26,8 @@ enum Store {
 
 impl Store {
     fn open(config: &LoadedConfig) -> anyhow::Result<Store> {
-        let dir = audit::ledger_dir(config)?;
-        let section = config
-            .config
-            .ledger
-            .as_ref()
-            .expect("ledger_dir checked it");
+        let section = audit::ledger_section(config)?;
+        let dir = config.resolve(&section.dir);
         Ok(match &section.store {
             LedgerStore::Postgres(pg) => {
                 let url = zeroize::Zeroizing::new(
@@ -61,29 +58,27 @@ impl Store {
         }
     }
 
-    fn entries(&mut self) -> Result<Vec<Entry>, LedgerError> {
+    /// One read, from whichever backend this is.
+    fn read<T>(
+        &mut self,
+        file: impl FnOnce(&Path) -> Result<T, LedgerError>,
+        postgres: impl FnOnce(&mut PgReader) -> Result<T, LedgerError>,
+    ) -> Result<T, LedgerError> {
         match self {
-            Store::File(dir) => ledger::read_entries(&OsFs, dir),
-            Store::Postgres(r) => r.read_entries(),
+            Store::File(dir) => file(dir),
+            Store::Postgres(r) => postgres(r),
         }
     }
 
-    fn prove_inclusion(
-        &mut self,
-        seq: u64,
-        size: Option<u64>,
-    ) -> Result<InclusionProof, LedgerError> {
-        match self {
-            Store::File(dir) => ledger::prove_inclusion(&OsFs, dir, seq, size),
-            Store::Postgres(r) => r.prove_inclusion(seq, size),
-        }
+    fn entries(&mut self) -> Result<Vec<Entry>, LedgerError> {
+        self.read(|dir| ledger::read_entries(&OsFs, dir), |r| r.read_entries())
     }
 
     fn prove_consistency(&mut self, old: u64, new: u64) -> Result<ConsistencyProof, LedgerError> {
-        match self {
-            Store::File(dir) => ledger::prove_consistency(&OsFs, dir, old, new),
-            Store::Postgres(r) => r.prove_consistency(old, new),
-        }
+        self.read(
+            |dir| ledger::prove_consistency(&OsFs, dir, old, new),
+            |r| r.prove_consistency(old, new),
+        )
     }
 }
 
@@ -103,14 +98,14 @@ fn read_witnesses(config: &LoadedConfig) -> (Vec<WitnessNote>, Vec<WitnessSeen>)
     let mut seen = Vec::new();
     match open_store(config) {
         Err(e) => seen.push(WitnessSeen {
-            witness: format!("witness {} in the secrets store", audit::WITNESS_SECRET),
+            witness: format!("witness {} in the secrets store", witness::WITNESS_SECRET),
             size: None,
             problem: Some(format!("cannot be read: {e:#}")),
         }),
         Ok(store) => {
-            let place = audit::store_witness_place(&*store);
+            let place = witness::store_witness_place(&*store);
             let read = super::runtime().map_err(|e| e.to_string()).and_then(|rt| {
-                rt.block_on(audit::read_store_witness(&*store))
+                rt.block_on(witness::read_store_witness(&*store))
                     .map_err(|e| e.to_string())
             });
             match read {
@@ -328,7 +323,8 @@ pub fn verify(args: &Args, key: Option<&str>, trusted: Option<&Path>) -> anyhow:
 pub fn public_key(args: &Args) -> anyhow::Result<Outcome> {
     let config = load_config(&args.config)?;
     let store = open_store(&config)?;
-    let (_, pinned) = super::runtime()?.block_on(audit::load_signing_key(&config, &*store))?;
+    let (_, pinned) =
+        super::runtime()?.block_on(signing_key::pinned_signing_key(&config, &*store))?;
     if args.json {
         println!("{}", json!({"verifier_key": pinned.to_string()}));
     } else {
@@ -380,26 +376,38 @@ pub fn show(args: &Args, seq: u64) -> anyhow::Result<Outcome> {
 }
 
 pub fn prove_inclusion(args: &Args, seq: u64, size: Option<u64>) -> anyhow::Result<Outcome> {
-    let p = store(args)?.prove_inclusion(seq, size)?;
-    println!(
-        "{}",
+    let p: InclusionProof = store(args)?.read(
+        |dir| ledger::prove_inclusion(&OsFs, dir, seq, size),
+        |r| r.prove_inclusion(seq, size),
+    )?;
+    print_proof(
         json!({
             "seq": p.seq, "tree_size": p.size, "leaf_hash": hex::encode(p.leaf_hash),
-            "root": hex::encode(p.root), "proof": p.proof.iter().map(hex::encode).collect::<Vec<_>>(),
-        })
-    );
-    Ok(Outcome::Clean)
+            "root": hex::encode(p.root),
+        }),
+        &p.proof,
+    )
 }
 
 pub fn prove_consistency(args: &Args, old: u64, new: u64) -> anyhow::Result<Outcome> {
     let p = store(args)?.prove_consistency(old, new)?;
-    println!(
-        "{}",
+    print_proof(
         json!({
             "old_size": p.old, "new_size": p.new, "old_root": hex::encode(p.old_root),
-            "new_root": hex::encode(p.new_root), "proof": p.proof.iter().map(hex::encode).collect::<Vec<_>>(),
-        })
-    );
+            "new_root": hex::encode(p.new_root),
+        }),
+        &p.proof,
+    )
+}
+
+/// Prints a proof as one JSON object: `fields`, and `proof`, its hashes in
+/// hex.
+fn print_proof(
+    mut fields: serde_json::Value,
+    proof: &[impl AsRef<[u8]>],
+) -> anyhow::Result<Outcome> {
+    fields["proof"] = json!(proof.iter().map(hex::encode).collect::<Vec<_>>());
+    println!("{fields}");
     Ok(Outcome::Clean)
 }
 
@@ -415,7 +423,7 @@ pub fn checkpoint(args: &Args) -> anyhow::Result<Outcome> {
     if postgres {
         // Several processes share a PostgreSQL ledger; one of them, the
         // holder of the signer lease, signs its checkpoints.
-        let (key, _) = rt.block_on(audit::load_signing_key(&config, &*store))?;
+        let (key, _) = rt.block_on(signing_key::load_signing_key(&config, &*store))?;
         let signed = rt.block_on(async {
             let cfg = config.clone();
             tokio::task::spawn_blocking(move || {
@@ -438,7 +446,7 @@ pub fn checkpoint(args: &Args) -> anyhow::Result<Outcome> {
     }
     // The file ledger: opening it checks it against its witnesses and
     // signs what is unsigned; closing keeps the checkpoint in them.
-    let (key, _) = rt.block_on(audit::load_signing_key(&config, &*store))?;
+    let (key, _) = rt.block_on(signing_key::load_signing_key(&config, &*store))?;
     let opened = rt.block_on(async {
         let cfg = config.clone();
         tokio::task::spawn_blocking(move || {
@@ -478,6 +486,7 @@ pub fn adopt_unsigned(args: &Args, reason: &str) -> anyhow::Result<Outcome> {
         store,
         &operator.to_string(),
         &reason,
+        std::sync::Arc::new(SystemClock),
     ))?;
     match adopted {
         Some(what) => {
@@ -499,28 +508,16 @@ pub fn rotate_key(args: &Args, reason: &str) -> anyhow::Result<Outcome> {
     let operator = crate::operator::Operator::current(args.operator.as_deref())?;
     let reason = super::reason(reason)?;
     let config = load_config(&args.config)?;
-    let old = config
-        .config
-        .ledger
-        .as_ref()
-        .map(|l| l.verifier_key.to_string())
-        .unwrap_or_default();
     let store = open_store(&config)?;
-    let new = super::runtime()?.block_on(audit::rotate_signing_key(
+    let rotated = super::runtime()?.block_on(signing_key::rotate_signing_key(
         &config,
         &*store,
         &operator.to_string(),
         &reason,
+        &SystemClock,
     ))?;
-    let new = new.to_string();
-    // Pin the new key: the same file with only the key's value replaced.
-    let pinned = if !old.is_empty() && config.text.matches(old.as_str()).count() == 1 {
-        let text = config.text.replace(old.as_str(), &new);
-        durable::atomic_replace(&OsFs, &config.path, text.as_bytes()).is_ok()
-    } else {
-        false
-    };
-    if pinned {
+    let new = rotated.verifier.to_string();
+    if rotated.pinned {
         println!(
             "Rotated the ledger signing key; {} now pins:",
             config.path.display()

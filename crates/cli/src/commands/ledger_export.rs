@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use durable::{FileSystem, OsFs};
-use governance::audit::{self, AuditTrail};
+use governance::audit;
 use ledger::export::{ExportError, ExportTarget, S3Export};
 use ledger::{EntryKind, VerifierKey, VerifyError, VerifyReport};
 use serde_json::json;
@@ -119,12 +119,8 @@ fn target(
 
 /// The file ledger's directory; the export ships file segments only.
 fn file_ledger(config: &LoadedConfig) -> anyhow::Result<std::path::PathBuf> {
-    let dir = audit::ledger_dir(config)?;
-    let section = config
-        .config
-        .ledger
-        .as_ref()
-        .expect("ledger_dir checked it");
+    let section = audit::ledger_section(config)?;
+    let dir = config.resolve(&section.dir);
     if section.backend() != LedgerBackendKind::File {
         bail!(
             "`ledger export` ships the segments of a file ledger; this installation keeps its ledger in {} (back that database up with its own write-once tooling)",
@@ -155,7 +151,7 @@ pub fn export(args: &Args, reason: &str) -> anyhow::Result<Outcome> {
     let report = rt.block_on(async {
         // The ledger is opened first: if the export cannot be recorded,
         // nothing is shipped.
-        let trail = AuditTrail::open(&config, &*store).await?;
+        let trail = crate::store::open_trail(&config, &*store).await?;
         let exporter = S3Export::connect(target.clone()).await?;
         let report = exporter.export(&OsFs, &dir, &key).await?;
         if report.shipped_anything() {

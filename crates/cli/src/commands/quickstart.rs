@@ -11,7 +11,6 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use governance::audit::AuditTrail;
 use redcap_sandbox::{Config as SandboxConfig, Server};
 use secrets::{Label, SecretName, SecretValue};
 use serde::{Deserialize, Serialize};
@@ -115,10 +114,9 @@ fn sandbox_credentials(dir: &Path) -> anyhow::Result<SandboxCredentials> {
     Ok(creds)
 }
 
+/// Upper case, as REDCap writes its tokens.
 fn random_hex(bytes: usize) -> String {
-    let mut b = vec![0u8; bytes];
-    getrandom::fill(&mut b).expect("the operating system's random source failed");
-    hex::encode_upper(b)
+    durable::random_hex(bytes).to_ascii_uppercase()
 }
 
 /// A small REDCap client for seeding the sandbox.
@@ -318,7 +316,7 @@ async fn seed(
         .await??;
     let config = load_config(config_path)?;
     let store = open_store(&config)?;
-    let trail = AuditTrail::open(&config, &*store).await?;
+    let trail = crate::store::open_trail(&config, &*store).await?;
     for (site, token) in tokens {
         let name = SecretName::new(&format!("redcap/heart2/{site}")).map_err(anyhow::Error::msg)?;
         super::secrets::store_version(

@@ -14,7 +14,6 @@ use serde_json::json;
 use warden_config::SecretsBackend;
 use zeroize::Zeroizing;
 
-use governance::audit::AuditTrail;
 use ledger::EntryKind;
 
 use crate::Outcome;
@@ -43,7 +42,7 @@ pub fn put(args: &Args, name: &str, reason: &str, label: &str) -> anyhow::Result
     let rt = super::runtime()?;
     // Open the ledger before changing anything: a change that cannot be
     // recorded is not made.
-    let trail = rt.block_on(AuditTrail::open(&config, &*store))?;
+    let trail = rt.block_on(crate::store::open_trail(&config, &*store))?;
     let value = read_value(&name)?;
     let (version, fingerprint) = rt.block_on(store_version(
         &*store, &trail, &name, value, label, &reason, &operator,
@@ -65,7 +64,7 @@ pub fn put(args: &Args, name: &str, reason: &str, label: &str) -> anyhow::Result
 /// nothing is stored that could not be recorded.
 pub async fn store_version(
     store: &dyn SecretStore,
-    trail: &AuditTrail,
+    trail: &governance::audit::AuditTrail,
     name: &SecretName,
     value: SecretValue,
     label: Label,
@@ -281,7 +280,7 @@ pub fn migrate(args: &Args, to: &str, reason: &str) -> anyhow::Result<Outcome> {
     let source = open_store(&config)?;
     let dest = open_backend(&config, to)?;
     let rt = super::runtime()?;
-    let trail = rt.block_on(AuditTrail::open(&config, &*source))?;
+    let trail = rt.block_on(crate::store::open_trail(&config, &*source))?;
     let key = rt
         .block_on(FingerprintKey::load(&*source))
         .with_context(|| {
@@ -295,7 +294,7 @@ pub fn migrate(args: &Args, to: &str, reason: &str) -> anyhow::Result<Outcome> {
             // while this command records, and the first writer to open with
             // the new store writes it there (`ledger verify` reports "none
             // yet" until then).
-            if name.as_str() == governance::audit::WITNESS_SECRET {
+            if name.as_str() == governance::witness::WITNESS_SECRET {
                 continue;
             }
             let c = migrate_one(&*source, &*dest, &key, &name).await?;
@@ -560,7 +559,7 @@ pub fn passphrase(args: &Args, reason: &str, remove: bool) -> anyhow::Result<Out
         _ => open_store(&config)?,
     };
     let rt = super::runtime()?;
-    let trail = rt.block_on(AuditTrail::open(&config, &*store))?;
+    let trail = rt.block_on(crate::store::open_trail(&config, &*store))?;
     let new = if remove {
         None
     } else {

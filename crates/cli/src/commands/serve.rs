@@ -5,7 +5,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use gateway::RunningGateway;
 use gateway::keys::KeyFile;
-use governance::audit;
+use governance::{audit, signing_key};
 use secrets::{FingerprintKey, SecretStore};
 use warden_config::LoadedConfig;
 
@@ -60,7 +60,7 @@ pub async fn start_gateway(
     store: Arc<dyn SecretStore>,
     operator: &Operator,
 ) -> anyhow::Result<RunningGateway> {
-    let (signing, _) = audit::load_signing_key(config, &*store).await?;
+    let (signing, _) = signing_key::load_signing_key(config, &*store).await?;
     let fingerprint = FingerprintKey::load(&*store)
         .await
         .context("reading the fingerprint key")?;

@@ -35,9 +35,9 @@ pub struct ClientKey(Zeroizing<String>);
 
 impl ClientKey {
     fn generate() -> ClientKey {
-        let mut bytes = Zeroizing::new([0u8; 16]);
-        getrandom::fill(&mut *bytes).expect("the operating system's random source failed");
-        ClientKey(Zeroizing::new(hex::encode_upper(*bytes)))
+        let mut key = Zeroizing::new(durable::random_hex(16));
+        key.make_ascii_uppercase();
+        ClientKey(key)
     }
 
     /// The key, for its one delivery.

@@ -34,7 +34,7 @@ pub(super) async fn record_request(
         ledger.count_refused();
         return Err(ApiReply::ledger_unavailable(call.fmt));
     }
-    let request_id = crate::random_hex(12);
+    let request_id = durable::random_hex(12);
     // What the request entry hashes: the canonical fields, and for an
     // upload the SHA-256 of the file after a line break.
     let canonical = form.encode();

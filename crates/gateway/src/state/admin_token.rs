@@ -38,9 +38,7 @@ pub fn load_or_create_token(path: &Path) -> Result<AdminToken, std::io::Error> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).expect("the operating system's random source failed");
-    let token = hex::encode(bytes);
+    let token = Zeroizing::new(durable::random_hex(32));
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -48,5 +46,5 @@ pub fn load_or_create_token(path: &Path) -> Result<AdminToken, std::io::Error> {
         .open(path)?;
     f.write_all(token.as_bytes())?;
     f.sync_all()?;
-    Ok(AdminToken(Zeroizing::new(token)))
+    Ok(AdminToken(token))
 }

@@ -89,14 +89,12 @@ impl Answers {
 /// The signer-lease holder name of this process: host, process id and a
 /// random suffix.
 pub(super) fn default_holder() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into());
-    let mut r = [0u8; 4];
-    let _ = getrandom::fill(&mut r);
-    format!("{host} pid {} {}", std::process::id(), hex::encode(r))
+    format!(
+        "{} pid {} {}",
+        durable::host_name(),
+        std::process::id(),
+        durable::random_hex(4)
+    )
 }
 
 impl Writer {

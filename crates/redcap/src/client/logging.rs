@@ -66,7 +66,13 @@ impl LogQuery {
 }
 
 /// One log row, newest first; `timestamp` has minute precision.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+///
+/// `details` is REDCap's own text, which holds full token values (a
+/// regeneration logs "Replaced token = <the old token>", a deletion the
+/// deleted one) and record values: `Debug` shows only its length, so a
+/// row that reaches a log line, an error or a panic message carries no
+/// detail text. Pass it through the redactor before showing it anywhere.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 pub struct LogEntry {
     #[serde(deserialize_with = "text")]
     pub timestamp: String,
@@ -78,6 +84,21 @@ pub struct LogEntry {
     pub details: String,
     #[serde(deserialize_with = "text", default)]
     pub record: String,
+}
+
+impl std::fmt::Debug for LogEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogEntry")
+            .field("timestamp", &self.timestamp)
+            .field("username", &self.username)
+            .field("action", &self.action)
+            .field(
+                "details",
+                &format_args!("<{} bytes, not shown>", self.details.len()),
+            )
+            .field("record", &self.record)
+            .finish()
+    }
 }
 
 impl<L: OutboundLimiter> Project<L> {
@@ -93,5 +114,32 @@ impl<L: OutboundLimiter> Project<L> {
         query: &LogQuery,
     ) -> Result<String, Error> {
         Ok(self.call(query.params().format(format)).await?.body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_shows_no_detail_text() {
+        let token = "0123456789ABCDEF0123456789ABCDEF";
+        let row: LogEntry = serde_json::from_str(&format!(
+            r#"{{"timestamp":"2026-01-02 03:04","username":"alice","action":"Manage/Design ","details":"User regenerate own API token; Replaced token = {token}","record":""}}"#
+        ))
+        .unwrap();
+        assert!(row.details.contains(token), "the row keeps its text");
+        for shown in [
+            format!("{row:?}"),
+            format!("{row:#?}"),
+            format!("{:?}", vec![row.clone()]),
+        ] {
+            assert!(!shown.contains(token), "{shown}");
+            assert!(!shown.contains("Replaced token"), "{shown}");
+            assert!(
+                shown.contains("alice") && shown.contains("not shown"),
+                "{shown}"
+            );
+        }
     }
 }

@@ -1,0 +1,28 @@
+//! The time governance stamps on what it keeps (a secret version's `at`,
+//! a quarantine's `since`). It is handed in rather than read where it is
+//! used, as the gateway's key file takes `now`, so a test can fix it.
+//! The ledger stamps its own entries.
+
+use jiff::Timestamp;
+
+/// Where the current time comes from.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> Timestamp;
+}
+
+/// The system clock, for everything but tests.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::now()
+    }
+}
+
+/// Any `Fn() -> Timestamp` is a clock (a test's fixed time).
+impl<F: Fn() -> Timestamp + Send + Sync> Clock for F {
+    fn now(&self) -> Timestamp {
+        self()
+    }
+}
