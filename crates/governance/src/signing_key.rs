@@ -229,12 +229,18 @@ async fn settle_interrupted_rotation(
             }
             (ledger, true)
         }
-        // Never announced: the process died before the ledger's rotation.
-        Err(AuditError::Ledger(LedgerError::WrongKey { .. })) => {
-            let current = read(store, Label::Current).await?;
-            (open(config, current.key).await?, false)
-        }
         Err(AuditError::Ledger(LedgerError::Locked { .. })) => return Ok(None),
+        // The ledger refuses the staged key (it signed none of the
+        // checkpoints). If it takes the current one, it never heard of the
+        // staged key: the process died before the ledger's rotation.
+        Err(AuditError::Ledger(_)) => {
+            let current = read(store, Label::Current).await?;
+            match open(config, current.key).await {
+                Ok(ledger) => (ledger, false),
+                Err(AuditError::Ledger(LedgerError::Locked { .. })) => return Ok(None),
+                Err(e) => return Err(e),
+            }
+        }
         Err(e) => return Err(e),
     };
     let entry = |action: &str, reason: String| EntryKind::Secret {
