@@ -138,7 +138,7 @@ pub async fn load_signing_key(
                 verifier: verifier.to_string(),
             });
         }
-        Some(Settled::Finished { verifier, .. }) => verifier,
+        Some(Settled::Finished { verifier, .. }) => *verifier,
         Some(Settled::RolledBack) | None => ledger_section(config)?.verifier_key(),
     };
     let current = read(store, Label::Current).await?;
@@ -175,7 +175,10 @@ fn check_pin(
 enum Settled {
     /// The staged key is now in force, `current`, and (if `pinned`)
     /// pinned.
-    Finished { verifier: VerifierKey, pinned: bool },
+    Finished {
+        verifier: Box<VerifierKey>,
+        pinned: bool,
+    },
     /// The staged key was dropped; the old key signs on.
     RolledBack,
 }
@@ -268,7 +271,7 @@ async fn settle_interrupted_rotation(
             .await
             .map_err(AuditError::Key)?;
         Settled::Finished {
-            verifier: wanted,
+            verifier: Box::new(wanted),
             pinned,
         }
     } else {
