@@ -475,17 +475,38 @@ pub fn checkpoint(args: &Args) -> anyhow::Result<Outcome> {
     Ok(Outcome::Clean)
 }
 
+/// What a command that changes the ledger starts from.
+struct Change {
+    /// The OS login (see [`crate::operator`]).
+    operator: String,
+    reason: String,
+    config: LoadedConfig,
+    store: std::sync::Arc<dyn secrets::SecretStore>,
+}
+
+impl Change {
+    fn new(args: &Args, reason: &str) -> anyhow::Result<Change> {
+        let operator = crate::operator::Operator::current(args.operator.as_deref())?.to_string();
+        let reason = super::reason(reason)?;
+        let config = load_config(&args.config)?;
+        let store = open_store(&config)?;
+        Ok(Change {
+            operator,
+            reason,
+            config,
+            store,
+        })
+    }
+}
+
 /// `ledger adopt-unsigned`: sign, recorded, what a writer refuses to sign.
 pub fn adopt_unsigned(args: &Args, reason: &str) -> anyhow::Result<Outcome> {
-    let operator = crate::operator::Operator::current(args.operator.as_deref())?;
-    let reason = super::reason(reason)?;
-    let config = load_config(&args.config)?;
-    let store = open_store(&config)?;
+    let change = Change::new(args, reason)?;
     let adopted = super::runtime()?.block_on(audit::adopt_unsigned(
-        &config,
-        store,
-        &operator.to_string(),
-        &reason,
+        &change.config,
+        change.store,
+        &change.operator,
+        &change.reason,
         std::sync::Arc::new(SystemClock),
     ))?;
     match adopted {
@@ -505,14 +526,16 @@ pub fn adopt_unsigned(args: &Args, reason: &str) -> anyhow::Result<Outcome> {
 /// `ledger rotate-key`: a new signing key, announced in the ledger under
 /// the old one, then pinned in warden.toml.
 pub fn rotate_key(args: &Args, reason: &str) -> anyhow::Result<Outcome> {
-    let operator = crate::operator::Operator::current(args.operator.as_deref())?;
-    let reason = super::reason(reason)?;
-    let config = load_config(&args.config)?;
-    let store = open_store(&config)?;
+    let Change {
+        operator,
+        reason,
+        config,
+        store,
+    } = Change::new(args, reason)?;
     let rotated = super::runtime()?.block_on(signing_key::rotate_signing_key(
         &config,
         &*store,
-        &operator.to_string(),
+        &operator,
         &reason,
         &SystemClock,
     ))?;
