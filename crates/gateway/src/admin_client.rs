@@ -1,4 +1,4 @@
-//! The admin listener ([`crate::admin`]) seen from another process.
+//! The admin listener (`admin`) seen from another process.
 //!
 //! While a running gateway holds the ledger, a `redcap-warden` command
 //! cannot open it; its entries go to the gateway instead

@@ -9,14 +9,25 @@ use crate::Content;
 /// `logtype` of Export Logging.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogType {
+    /// Data exports, including downloads of exported files and PDFs with
+    /// data.
     Export,
+    /// Manage/Design events.
     Manage,
+    /// User rights events: token lifecycle (whose rows hold token values),
+    /// API user and role exports.
     User,
+    /// Every record event.
     Record,
+    /// Records created.
     RecordAdd,
+    /// Records updated.
     RecordEdit,
+    /// Records deleted.
     RecordDelete,
+    /// Locking and e-signatures.
     LockRecord,
+    /// The page-view table.
     PageView,
 }
 
@@ -40,6 +51,7 @@ impl LogType {
 /// Filters of Export Logging; `None` means "no filter".
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct LogQuery {
+    /// Which kind of event.
     pub logtype: Option<LogType>,
     /// Exact username.
     pub user: Option<String>,
@@ -68,20 +80,29 @@ impl LogQuery {
 /// One log row, newest first; `timestamp` has minute precision.
 ///
 /// `details` is REDCap's own text, which holds full token values (a
-/// regeneration logs "Replaced token = <the old token>", a deletion the
+/// regeneration logs `Replaced token = <the old token>`, a deletion the
 /// deleted one) and record values: `Debug` shows only its length, so a
 /// row that reaches a log line, an error or a panic message carries no
-/// detail text. Pass it through the redactor before showing it anywhere.
+/// detail text. Never store or show `details` as it is: REDCap's log rows
+/// are redacted first (DESIGN.md, invariants).
 #[derive(Clone, PartialEq, Eq, Deserialize)]
 pub struct LogEntry {
+    /// `YYYY-MM-DD HH:MM`, server local time, no zone.
     #[serde(deserialize_with = "text")]
     pub timestamp: String,
+    /// The lower-cased REDCap username (`SYSTEM` for cron; an
+    /// impersonating admin as `admin (user)`).
     #[serde(deserialize_with = "text")]
     pub username: String,
+    /// The event's label, e.g. `Manage/Design ` (with REDCap's trailing
+    /// space) or `Update record (API) 12`.
     #[serde(deserialize_with = "text")]
     pub action: String,
+    /// REDCap's description of the event: may hold full token values and
+    /// record values (see the type's documentation).
     #[serde(deserialize_with = "text", default)]
     pub details: String,
+    /// The record name for record events, else empty.
     #[serde(deserialize_with = "text", default)]
     pub record: String,
 }

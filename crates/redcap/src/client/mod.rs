@@ -28,8 +28,6 @@
 mod dags;
 mod error;
 mod files;
-// documented with the redactor change (h-governance)
-#[allow(missing_docs)]
 mod logging;
 mod project;
 mod records;
