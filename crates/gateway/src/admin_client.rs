@@ -18,7 +18,9 @@ use zeroize::Zeroizing;
 #[derive(Debug, thiserror::Error)]
 #[error("the gateway's admin credential {} cannot be read ({source})", path.display())]
 pub struct CredentialUnreadable {
+    /// The credential file.
     pub path: PathBuf,
+    /// Why it cannot be read.
     #[source]
     pub source: std::io::Error,
 }
@@ -32,6 +34,7 @@ pub struct AdminClient {
 }
 
 impl AdminClient {
+    /// The gateway that `config` describes, with its credential read now.
     pub fn from_config(config: &LoadedConfig) -> Result<AdminClient, CredentialUnreadable> {
         let path = crate::paths::admin_token_file(config);
         let token = std::fs::read_to_string(&path)
