@@ -268,7 +268,7 @@ pub enum KeysCommand {
     /// keep working through the overlap window ([gateway] key_overlap_days).
     #[command(group = clap::ArgGroup::new("destination").required(true).args(["to_store", "to_file"]))]
     Issue {
-        /// The client, as named in a [[client]] section.
+        /// The client, as named in a `[[client]]` section.
         client: String,
         /// Store the key as this secret.
         #[arg(long, value_name = "NAME")]
@@ -298,7 +298,7 @@ pub enum AccountsCommand {
     List,
     /// Lift a quarantine, once the cause is understood and fixed.
     Release {
-        /// The account, as named in an [[account]] section.
+        /// The account, as named in an `[[account]]` section.
         account: String,
         /// What was found and fixed (recorded in the ledger).
         #[arg(long)]

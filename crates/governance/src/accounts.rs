@@ -18,9 +18,14 @@ use crate::clock::{Clock, SystemClock};
 
 const FORMAT: &str = "redcap-warden/account-status/1";
 
+/// An account the gateway refuses to forward for until an operator
+/// releases it (`accounts release`): set by the DAG guard when REDCap showed
+/// the account is not DAG-restricted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Quarantine {
+    /// When the quarantine began (UTC).
     pub since: Timestamp,
+    /// Why, in words an operator can act on (shown by `accounts list`).
     pub reason: String,
     /// Who quarantined it (`gateway` for the DAG guard).
     pub by: String,
@@ -38,19 +43,31 @@ impl Quarantine {
     }
 }
 
+/// Why the account status file could not be read or changed.
 #[derive(Debug, thiserror::Error)]
 pub enum StatusError {
+    /// Reading, writing, locking or replacing the file failed.
     #[error(
         "account status file {path}: {op} failed: {source}; fix: check the data directory's permissions and free space"
     )]
     Io {
+        /// The status file.
         path: PathBuf,
+        /// What was being done (`read`, `lock`, `replace`, …).
         op: &'static str,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
+    /// The file is not a status document this version can read.
     #[error("account status file {path} is damaged ({detail}); fix: restore it from backup")]
-    Corrupt { path: PathBuf, detail: String },
+    Corrupt {
+        /// The status file.
+        path: PathBuf,
+        /// What the parser found wrong.
+        detail: String,
+    },
+    /// A release named an account that is not quarantined.
     #[error("account `{0}` is not quarantined")]
     NotQuarantined(String),
 }
@@ -72,6 +89,8 @@ pub struct AccountStatusFile {
 }
 
 impl AccountStatusFile {
+    /// The status file at `path` (it need not exist yet: no file means no
+    /// quarantines), on the real file system and clock.
     pub fn new(path: &Path) -> AccountStatusFile {
         AccountStatusFile {
             path: path.to_path_buf(),
@@ -87,6 +106,7 @@ impl AccountStatusFile {
         self
     }
 
+    /// Where the file is.
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -29,34 +29,58 @@ use crate::clock::{Clock, SystemClock};
 use crate::signing_key::{self, SIGNING_KEY_SECRET};
 use crate::witness::{self, ReadWitness, StoreWitness};
 
+/// Why a change could not be recorded: and so, by the rule that every change
+/// is a ledger entry, why it was not made.
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
+    /// `warden.toml` has no `[ledger]` section.
     #[error(
         "{config} has no [ledger] section, and every change redcap-warden makes must be recorded in the ledger; fix: set up with `redcap-warden init`"
     )]
-    NotConfigured { config: PathBuf },
+    NotConfigured {
+        /// The configuration file.
+        config: PathBuf,
+    },
+    /// The secrets store could not give the signing key.
     #[error("reading the ledger signing key `{SIGNING_KEY_SECRET}`: {0}")]
     Key(#[source] StoreError),
     #[error(
         "the ledger signing key in the secrets store is damaged ({0}); fix: restore the store from backup"
     )]
+    /// The stored signing key does not decode (not a 32-byte Ed25519 seed).
     BadKey(String),
     #[error(
         "the ledger signing key in the secrets store does not match the verifier key pinned in {config}; refusing to sign with it. fix: restore the matching store or warden.toml from backup"
     )]
-    KeyMismatch { config: PathBuf },
+    /// The stored key is not the one `warden.toml` pins.
+    KeyMismatch {
+        /// The configuration file holding the pin.
+        config: PathBuf,
+    },
     #[error(
         "an interrupted signing-key rotation was finished (recorded in the ledger), but {config} could not be updated to pin its key; fix: set [ledger] verifier_key in {config} to {verifier}"
     )]
-    NotPinned { config: PathBuf, verifier: String },
+    /// A recovered rotation could not rewrite the pin in `warden.toml`.
+    NotPinned {
+        /// The configuration file to edit.
+        config: PathBuf,
+        /// The verifier key to pin there.
+        verifier: String,
+    },
     /// Another process holds the ledger: hand the entries to it (see
     /// [`AuditTrail::through`]).
     #[error("the ledger {} is held by another process", dir.display())]
-    Held { dir: PathBuf },
+    Held {
+        /// The ledger directory.
+        dir: PathBuf,
+    },
+    /// The ledger refused or failed the entry (it fails closed).
     #[error(transparent)]
     Ledger(#[from] LedgerError),
+    /// The blocking task that ran the ledger write panicked or was cancelled.
     #[error("the ledger writer task failed: {0}")]
     Task(String),
+    /// A running gateway, holding the ledger, refused or failed the entry.
     #[error("{0}")]
     Gateway(String),
 }

@@ -7,6 +7,7 @@ use jiff::Timestamp;
 
 /// Where the current time comes from.
 pub trait Clock: Send + Sync {
+    /// The current time (UTC).
     fn now(&self) -> Timestamp;
 }
 

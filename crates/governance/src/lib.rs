@@ -22,6 +22,8 @@
 //! state machine), `reauth` (re-authorisation of API-only accounts) and
 //! `reconcile` (REDCap's Export Logging against the ledger).
 
+#![warn(missing_docs)]
+
 pub mod accounts;
 pub mod audit;
 pub mod clock;
