@@ -20,7 +20,6 @@ use crate::admin;
 use crate::keys::KeyFile;
 use crate::paths;
 use crate::state::{Gateway, Parts, StateError, config_change_reason};
-use crate::upstream::UpstreamError;
 
 pub use crate::state::LedgerOpener;
 
@@ -63,17 +62,10 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
-    /// The client key file could not be read or is damaged; the
-    /// [`KeyError`](crate::keys::KeyError) says which and what to do.
-    #[error("{0}")]
-    Keys(#[from] crate::keys::KeyError),
-    /// The account-status file (the quarantines) could not be read or is
-    /// damaged.
-    #[error("{0}")]
-    Status(#[from] governance::accounts::StatusError),
-    /// The HTTP client for REDCap could not be built.
-    #[error("{0}")]
-    Upstream(#[from] UpstreamError),
+    /// The gateway's shared state could not be built (client keys,
+    /// quarantines, the REDCap client, the admin credential).
+    #[error(transparent)]
+    State(#[from] StateError),
     /// `[gateway] tls_cert` or `tls_key` could not be loaded.
     #[error(
         "loading the TLS certificate {cert} and key {key}: {source}; fix: point [gateway] tls_cert and tls_key at PEM files the gateway can read"
@@ -87,27 +79,6 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
-    /// The admin credential (`[gateway] admin_token_file`) could not be
-    /// read, or created on a first start.
-    #[error("the admin credential {path}: {source}; fix: check the data directory's permissions")]
-    AdminToken {
-        /// The credential file.
-        path: std::path::PathBuf,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-impl From<StateError> for StartError {
-    fn from(e: StateError) -> StartError {
-        match e {
-            StateError::Keys(e) => StartError::Keys(e),
-            StateError::Status(e) => StartError::Status(e),
-            StateError::Upstream(e) => StartError::Upstream(e),
-            StateError::AdminToken { path, source } => StartError::AdminToken { path, source },
-        }
-    }
 }
 
 /// A running gateway; [`RunningGateway::shutdown`] stops it gracefully.

@@ -46,18 +46,28 @@ pub use ledger::LedgerOpener;
 pub(crate) use quarantines::Quarantines;
 pub(crate) use record_fields::RecordFields;
 
-/// Why the state could not be built at start.
+/// Why the gateway's state could not be built at start (a part of
+/// [`StartError`](crate::StartError)).
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum StateError {
+pub enum StateError {
+    /// The client key file could not be read or is damaged; the
+    /// [`KeyError`](crate::keys::KeyError) says which and what to do.
     #[error("{0}")]
     Keys(#[from] crate::keys::KeyError),
+    /// The account-status file (the quarantines) could not be read or is
+    /// damaged.
     #[error("{0}")]
     Status(#[from] governance::accounts::StatusError),
+    /// The HTTP client for REDCap could not be built.
     #[error("{0}")]
     Upstream(#[from] UpstreamError),
+    /// The admin credential (`[gateway] admin_token_file`) could not be
+    /// read, or created on a first start.
     #[error("the admin credential {path}: {source}; fix: check the data directory's permissions")]
     AdminToken {
+        /// The credential file.
         path: std::path::PathBuf,
+        /// The OS error.
         #[source]
         source: std::io::Error,
     },
