@@ -8,7 +8,9 @@ use crate::merkle::Hash;
 /// Proof that an entry is durable: its seq and leaf hash.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Receipt {
+    /// The entry's position in the log (its leaf index).
     pub seq: u64,
+    /// The entry's Merkle leaf hash, which inclusion proofs start from.
     pub leaf_hash: Hash,
 }
 

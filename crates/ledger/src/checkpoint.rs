@@ -28,16 +28,42 @@ const SIG_PREFIX: &str = "\u{2014} ";
 /// Why a note or verifier key was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NoteError {
+    /// The note is not a C2SP signed note of a checkpoint (origin, size,
+    /// base64 root, blank line, signature lines); the text says which part.
+    /// A hand-edited or truncated checkpoints file gives this.
     #[error("malformed checkpoint note: {0}")]
     Malformed(String),
+    /// The verifier key text is not `name+hexkeyid+base64key` with an
+    /// Ed25519 key, or its key id does not match; recopy it from
+    /// `warden.toml` or the key's creation output.
     #[error("malformed verifier key (want name+hexkeyid+base64key): {0}")]
     BadVerifierKey(String),
+    /// The checkpoint belongs to another ledger than the key.
     #[error("checkpoint origin is {got:?}, the verifier key names {want:?}")]
-    WrongOrigin { got: String, want: String },
+    WrongOrigin {
+        /// The origin the checkpoint names.
+        got: String,
+        /// The origin the verifier key names.
+        want: String,
+    },
+    /// The note carries no signature line by the key: it was signed by
+    /// another key (check the key is the one in force) or stripped.
     #[error("no signature by key {name} (id {key_id}) on the checkpoint")]
-    NoSignature { name: String, key_id: String },
+    NoSignature {
+        /// The key's name.
+        name: String,
+        /// The key's id, 8 hex digits.
+        key_id: String,
+    },
+    /// The key's signature does not verify: the note was altered after
+    /// signing, which is tampering.
     #[error("the signature by key {name} on the checkpoint is invalid")]
-    BadSignature { name: String },
+    BadSignature {
+        /// The key's name.
+        name: String,
+    },
+    /// A checkpoint is signed by a key that no covered rotation put in
+    /// force at its size (docs/ledger.md §4.4).
     #[error("breaks the signing-key chain: {0}")]
     KeyChain(String),
 }
@@ -45,16 +71,23 @@ pub enum NoteError {
 /// A signed tree head: the tree of the first `size` entries has `root`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Checkpoint {
+    /// The ledger's origin: the name that ties the checkpoint to its log.
     pub origin: String,
+    /// How many entries the tree holds.
     pub size: u64,
+    /// The RFC 6962 root of those entries.
     pub root: Hash,
 }
 
 /// A public key that verifies checkpoints: the C2SP verifier key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VerifierKey {
+    /// The key's name (the ledger's origin, for a ledger signing key).
     pub name: String,
+    /// The C2SP key id: the first 4 bytes of SHA-256 over name, type and
+    /// key, which signature lines start with.
     pub key_id: [u8; 4],
+    /// The Ed25519 public key.
     pub key: VerifyingKey,
 }
 

@@ -25,6 +25,7 @@ pub struct Entry {
     /// When the writer committed it (UTC, nanoseconds).
     #[serde(with = "ts_nanos")]
     pub ts: Timestamp,
+    /// What happened: the kind and its fields.
     #[serde(flatten)]
     pub kind: EntryKind,
 }
@@ -45,12 +46,20 @@ pub enum EntryKind {
     },
     /// A client request the gateway is about to forward.
     Request {
+        /// The gateway's id for the request; its `response` (or
+        /// `interrupted`) entry names the same id.
         request_id: String,
+        /// The gateway client that sent it.
         client: String,
+        /// The service account whose REDCap token the request is sent with.
         account: String,
+        /// The study site (DAG) the account is bound to, if any.
         site: Option<String>,
+        /// REDCap's `content` parameter, if sent.
         content: Option<String>,
+        /// REDCap's `action` parameter, if sent.
         action: Option<String>,
+        /// REDCap's `format` parameter, if sent.
         format: Option<String>,
         /// Names of every parameter sent (never their values).
         params: Vec<String>,
@@ -60,16 +69,28 @@ pub enum EntryKind {
         filter_hmac: Option<String>,
         /// HMAC of the canonical request body under the fingerprint key.
         body_hmac: String,
+        /// Size of the request body in bytes (the body itself is never
+        /// stored).
         body_bytes: u64,
+        /// Why the client says it makes the request, if it gave a reason.
         reason: Option<String>,
     },
     /// REDCap's answer to a request.
     Response {
+        /// The id of the `request` entry this answers.
         request_id: String,
+        /// REDCap's HTTP status.
         status: u16,
+        /// The records the answer named: for a record export every record
+        /// that left, for an import every record changed.
         record_ids: RecordIds,
+        /// HMAC of the answer's body under the fingerprint key (the body
+        /// itself is never stored).
         body_hmac: String,
+        /// Size of the answer's body in bytes.
         body_bytes: u64,
+        /// Milliseconds from forwarding the request to the end of the
+        /// answer.
         latency_ms: u64,
         /// Only for answers streamed to the client (record exports): whether
         /// the client received it whole. Absent otherwise — and in every
@@ -79,75 +100,120 @@ pub enum EntryKind {
     },
     /// Refused attempts, aggregated per source and minute.
     Denied {
+        /// The client's network address.
         source: String,
+        /// The client name it presented, if any.
         client: Option<String>,
+        /// Why the attempts were refused.
         reason: String,
+        /// How many attempts from `source` were refused in the minute.
         count: u64,
     },
     /// Something an operator must look at (including recovery reports).
-    Alert { code: String, message: String },
+    Alert {
+        /// A stable dotted code to filter on, e.g. `ledger.recovered`.
+        code: String,
+        /// What happened and what to do, for people.
+        message: String,
+    },
     /// An administrative action not covered by a more specific kind.
     Admin {
+        /// The OS login of the person who made the change.
         operator: String,
+        /// What was done (a short verb phrase, e.g. `ledger.adopt`).
         action: String,
+        /// What it was done to.
         target: String,
+        /// The reason the operator gave.
         reason: String,
     },
     /// A secrets-store change (never the value).
     Secret {
+        /// The OS login of the person who made the change.
         operator: String,
+        /// The secret's name in the store.
         name: String,
+        /// The store's version of the secret after the change.
         version: String,
+        /// What was done to the secret (e.g. `put`, `create`).
         action: String,
         /// Token fingerprint (`fp1:…`), when the secret is a token.
         fingerprint: Option<String>,
+        /// The reason the operator gave.
         reason: String,
     },
     /// A signing-key or client-key change; `verifier_key` is public.
     Key {
+        /// The OS login of the person who made the change.
         operator: String,
+        /// What was done to the key (e.g. `issue`, `revoke`, `rotate`).
         action: String,
+        /// Which key: the ledger signing key or a client's key, by name.
         key_name: String,
+        /// The new public verifier key, when the change made one.
         verifier_key: Option<String>,
+        /// The reason the operator gave.
         reason: String,
     },
     /// REDCap user rights applied to a service account.
     Rights {
+        /// The OS login of the person who applied them.
         operator: String,
+        /// The service account whose rights changed.
         account: String,
+        /// The REDCap project they apply in.
         project: String,
+        /// One line per right changed: `name: old -> new`.
         changes: Vec<String>,
+        /// The reason the operator gave.
         reason: String,
     },
     /// A service account re-authorised (or lapsed).
     Reauth {
+        /// The OS login of the person who re-authorised it.
         operator: String,
+        /// The service account.
         account: String,
         /// RFC 3339 end of the new authorisation, if granted.
         until: Option<String>,
+        /// The reason the operator gave.
         reason: String,
     },
     /// A rotation state transition.
     Rotation {
+        /// The id shared by every transition of one token rotation.
         rotation_id: String,
+        /// The service account whose token is rotated.
         account: String,
+        /// The rotation state left.
         from: String,
+        /// The rotation state entered.
         to: String,
+        /// The OS login of the person driving the rotation.
         operator: String,
+        /// What happened in the transition, for people (never a token).
         detail: String,
     },
     /// A reconciliation run against REDCap's logging.
     Reconcile {
+        /// Start of the span of REDCap's log compared (RFC 3339).
         window_start: String,
+        /// End of the span of REDCap's log compared (RFC 3339).
         window_end: String,
+        /// How many discrepancies the run found.
         findings: u64,
+        /// What was found, for people.
         summary: String,
     },
     /// A periodic review signed off by a person.
     Review {
+        /// The OS login of the person who signed the review off.
         reviewer: String,
+        /// What was reviewed.
         scope: String,
+        /// The reviewer's conclusion.
         outcome: String,
+        /// The reviewer's remarks.
         note: String,
     },
     /// A request the gateway forwarded (its `request` entry is durable)
@@ -155,6 +221,7 @@ pub enum EntryKind {
     /// between. REDCap may or may not have acted; reconciling with REDCap's
     /// log settles it.
     Interrupted {
+        /// The id of the `request` entry that got no `response`.
         request_id: String,
         /// What is known: when the gateway started again and what it found.
         detail: String,
@@ -197,8 +264,13 @@ impl EntryKind {
 /// Why a line is not a valid entry.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LineError {
+    /// The line is not JSON, or not an entry of a known kind with every
+    /// field of its kind; the text is serde_json's message.
     #[error("not a JSON entry: {0}")]
     Json(String),
+    /// The line parses but does not re-serialise to the same bytes, so
+    /// its leaf hash would not be reproducible: it was edited or written
+    /// by something other than the ledger.
     #[error("not in canonical form (field order, whitespace or escaping differs)")]
     NotCanonical,
 }
@@ -620,6 +692,7 @@ mod ts_nanos {
     use jiff::fmt::temporal::DateTimePrinter;
     use serde::{Deserialize, Deserializer, Serializer};
 
+    /// `ts` as the ledger writes it, e.g. `2026-11-28T11:20:21.408570602Z`.
     pub fn format(ts: &Timestamp) -> String {
         DateTimePrinter::new()
             .precision(Some(9))

@@ -35,6 +35,7 @@ use crate::merkle::Hash;
 /// Where and how to export (`[ledger.export]` in `warden.toml`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExportTarget {
+    /// The S3 bucket; it must have Object Lock enabled.
     pub bucket: String,
     /// Prepended to every key, e.g. `"site-1/ledger/"`.
     pub prefix: String,
@@ -42,6 +43,7 @@ pub struct ExportTarget {
     pub region: Option<String>,
     /// Another endpoint (moto, an S3-compatible store); path-style.
     pub endpoint_url: Option<String>,
+    /// How long each object is locked (COMPLIANCE mode), in days.
     pub retention_days: u32,
     /// Ship the latest checkpoint when the last shipped one is at least
     /// this old, even if no segment was sealed meanwhile.
@@ -69,7 +71,9 @@ const NOTES_DIR: &str = "checkpoints/";
 /// One object written by an export.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Shipped {
+    /// The object's key in the bucket.
     pub key: String,
+    /// The object's size.
     pub bytes: u64,
     /// Hex SHA-256 of the object, as S3 confirmed it.
     pub sha256: String,
@@ -134,6 +138,7 @@ impl ExportReport {
 /// What `verify --from-export` found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExportVerifyReport {
+    /// Segments found in the export.
     pub segments: usize,
     /// Entries in the exported segments: all verified.
     pub entries: u64,
@@ -153,8 +158,11 @@ pub struct ExportVerifyReport {
     pub local: Option<LocalComparison>,
 }
 
+/// How the export compares with the local ledger
+/// ([`ExportVerifyReport::local`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LocalComparison {
+    /// Entries in the local ledger.
     pub entries: u64,
     /// Local entries not yet exported (from `entries` of the report on).
     pub not_exported: u64,
@@ -171,32 +179,71 @@ impl ExportVerifyReport {
     }
 }
 
+/// Why an export, or the verification of one, failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
+    /// The build lacks the `s3` feature.
     #[error(
         "this build of redcap-warden has no S3 support; rebuild it with `--features ledger/s3` to use `ledger export` and `ledger verify --from-export`"
     )]
     NotBuilt,
+    /// The bucket is not write-once: the export refuses to ship to it.
     #[error(
         "bucket {bucket} does not have Object Lock enabled ({detail}); the export must be write-once. fix: create a bucket with Object Lock enabled (aws s3api create-bucket --object-lock-enabled-for-bucket ...) and name it in [ledger.export] bucket"
     )]
-    NoObjectLock { bucket: String, detail: String },
-    #[error("S3 {op} {what} failed: {detail}")]
-    S3 {
-        op: &'static str,
-        what: String,
+    NoObjectLock {
+        /// The bucket.
+        bucket: String,
+        /// What S3 said about its Object Lock configuration.
         detail: String,
     },
+    /// An S3 call failed (network, credentials, permissions, a missing
+    /// bucket); the detail is S3's error code and message. Nothing
+    /// already shipped is affected: fix the cause and export again.
+    #[error("S3 {op} {what} failed: {detail}")]
+    S3 {
+        /// The S3 operation, e.g. `PutObject`.
+        op: &'static str,
+        /// The bucket or object it was called on.
+        what: String,
+        /// S3's error code and message.
+        detail: String,
+    },
+    /// The local ledger failed verification, so nothing was shipped:
+    /// run `ledger verify` on it first.
     #[error("the local ledger does not verify, so nothing was exported: {0}")]
     Local(VerifyError),
+    /// The bucket holds objects that do not match the local ledger (another
+    /// ledger's export, or local segments or checkpoints lost or changed);
+    /// nothing is overwritten. The text says what differs and what to do.
     #[error("{0}")]
     Conflict(String),
+    /// An uploaded object did not come back as sent: its hash, lock mode
+    /// or retain-until date differs from what was asked.
     #[error("{key}: {problem}")]
-    Upload { key: String, problem: String },
+    Upload {
+        /// The object's key.
+        key: String,
+        /// What differs.
+        problem: String,
+    },
+    /// The exported entries or checkpoints failed verification
+    /// (`verify --from-export`): the export was tampered with, or is not
+    /// of this ledger.
     #[error("the export does not verify: {0}")]
     Verify(VerifyError),
+    /// The objects under the prefix cannot be read as an export: nothing
+    /// was exported there, the checkpoint pieces leave a gap, or an object
+    /// changed while it was read.
     #[error("the export at {url} is unusable: {problem}")]
-    Layout { url: String, problem: String },
+    Layout {
+        /// The export's `s3://bucket/prefix`.
+        url: String,
+        /// What is wrong with the objects.
+        problem: String,
+    },
+    /// The export's configuration is incomplete (e.g. no AWS region); the
+    /// text says what to set.
     #[error("{0}")]
     Config(String),
 }
@@ -505,10 +552,12 @@ pub struct S3Export(());
 
 #[cfg(not(feature = "s3"))]
 impl S3Export {
+    /// Always [`ExportError::NotBuilt`]: this build has no S3 client.
     pub async fn connect(_target: ExportTarget) -> Result<S3Export, ExportError> {
         Err(ExportError::NotBuilt)
     }
 
+    /// Always [`ExportError::NotBuilt`]: this build has no S3 client.
     pub async fn export(
         &self,
         _fs: &dyn FileSystem,
@@ -518,6 +567,7 @@ impl S3Export {
         Err(ExportError::NotBuilt)
     }
 
+    /// Always [`ExportError::NotBuilt`]: this build has no S3 client.
     pub async fn verify(
         &self,
         _key: &VerifierKey,

@@ -1230,20 +1230,30 @@ pub(crate) fn check_roots(
 /// An inclusion proof of entry `seq` in the tree of `size` entries.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InclusionProof {
+    /// The entry proved (its leaf index).
     pub seq: u64,
+    /// The size of the tree it is proved in.
     pub size: u64,
+    /// The entry's leaf hash.
     pub leaf_hash: Hash,
+    /// The root of the tree of `size` entries.
     pub root: Hash,
+    /// The RFC 6962 audit path, from the leaf up.
     pub proof: Vec<Hash>,
 }
 
 /// A consistency proof between the trees of `old` and `new` entries.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConsistencyProof {
+    /// The size of the older tree.
     pub old: u64,
+    /// The size of the newer tree.
     pub new: u64,
+    /// The root of the older tree.
     pub old_root: Hash,
+    /// The root of the newer tree.
     pub new_root: Hash,
+    /// The RFC 6962 consistency proof from `old_root` to `new_root`.
     pub proof: Vec<Hash>,
 }
 

@@ -27,7 +27,9 @@ pub(crate) const WITNESS_WAIT: Duration = Duration::from_secs(10);
 /// and what was adopted, then signs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Adoption {
+    /// The OS login of the person adopting.
     pub operator: String,
+    /// Why they accept the ledger as it is.
     pub reason: String,
 }
 

@@ -1,3 +1,5 @@
+#![warn(missing_docs)]
+
 //! The ledger: redcap-warden's tamper-evident audit log.
 //!
 //! Every API call and every state change becomes one line of JSON (an

@@ -15,18 +15,49 @@ pub type Hash = [u8; 32];
 /// Why a proof was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProofError {
+    /// An inclusion proof was asked for a leaf the tree does not hold.
     #[error("leaf index {index} is not below tree size {size}")]
-    IndexBeyondSize { index: u64, size: u64 },
+    IndexBeyondSize {
+        /// The leaf index (the entry's seq).
+        index: u64,
+        /// The tree size.
+        size: u64,
+    },
+    /// A consistency proof was asked from the empty tree.
     #[error("a consistency proof from the empty tree proves nothing; size 0 is not allowed")]
     EmptyOldTree,
+    /// A consistency proof was asked from a larger tree to a smaller one.
     #[error("old tree size {size1} is larger than new tree size {size2}")]
-    SizesReversed { size1: u64, size2: u64 },
+    SizesReversed {
+        /// The old tree's size.
+        size1: u64,
+        /// The new tree's size.
+        size2: u64,
+    },
+    /// The proof has too few or too many hashes for the sizes: it is for
+    /// other sizes, or was truncated.
     #[error("the proof has {got} hashes; a proof for these sizes has {want}")]
-    WrongProofSize { got: usize, want: usize },
+    WrongProofSize {
+        /// Hashes in the proof.
+        got: usize,
+        /// Hashes a proof for these sizes has.
+        want: usize,
+    },
+    /// A hash given (hex-decoded) is not 32 bytes long.
     #[error("a hash in the proof (or the leaf hash) is {got} bytes, not 32")]
-    WrongHashSize { got: usize },
+    WrongHashSize {
+        /// Its length in bytes.
+        got: usize,
+    },
+    /// The proof does not lead to the root it is checked against: the
+    /// entry or the earlier tree is not part of that tree.
     #[error("the proof leads to root {computed}, not the expected {expected}")]
-    RootMismatch { computed: String, expected: String },
+    RootMismatch {
+        /// The root the proof leads to (hex).
+        computed: String,
+        /// The root it was checked against (hex).
+        expected: String,
+    },
 }
 
 /// SHA-256(0x00 ‖ data): the hash of a leaf.
@@ -78,6 +109,7 @@ pub struct TreeBuilder {
 }
 
 impl TreeBuilder {
+    /// The builder of the empty tree.
     pub fn new() -> TreeBuilder {
         TreeBuilder::default()
     }

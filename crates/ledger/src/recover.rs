@@ -27,6 +27,7 @@ pub struct Recovery {
     pub moved_bytes: u64,
     /// The seq the first moved line would have had.
     pub from_seq: u64,
+    /// The file the moved bytes were kept in (none if nothing was moved).
     pub torn_file: Option<PathBuf>,
     /// Why the scan stopped there.
     pub reason: String,

@@ -104,6 +104,7 @@ impl Witness for FileWitness {
 pub struct WitnessNote {
     /// Where it was read, for messages (see [`Witness::describe`]).
     pub source: String,
+    /// The checkpoint note the witness holds, as text.
     pub note: String,
 }
 

@@ -559,10 +559,12 @@ impl Ledger {
         lock(&self.shared.cp).verifier.clone()
     }
 
+    /// The ledger's origin: the name its checkpoints and key carry.
     pub fn origin(&self) -> &str {
         &self.shared.origin
     }
 
+    /// The ledger's directory.
     pub fn dir(&self) -> &Path {
         &self.shared.dir
     }

@@ -77,6 +77,7 @@ impl S3Export {
         }
     }
 
+    /// Where this client exports to.
     pub fn target(&self) -> &ExportTarget {
         &self.target
     }

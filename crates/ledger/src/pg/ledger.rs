@@ -363,6 +363,7 @@ impl PgLedger {
         })
     }
 
+    /// The ledger's origin: the name its checkpoints and key carry.
     pub fn origin(&self) -> &str {
         &self.shared.origin
     }
