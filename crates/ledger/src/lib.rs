@@ -1,5 +1,3 @@
-#![warn(missing_docs)]
-
 //! The ledger: redcap-warden's tamper-evident audit log.
 //!
 //! Every API call and every state change becomes one line of JSON (an
@@ -37,6 +35,8 @@
 //! entry, checkpoint, merkle, error, record_ids, schema
 //!                 the format itself, errors, schema name rules
 //! ```
+
+#![warn(missing_docs)]
 
 mod append;
 mod backend;
