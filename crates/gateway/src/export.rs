@@ -270,6 +270,17 @@ enum KeyKind {
     FieldName,
 }
 
+/// What the JSON reader does after one byte.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// Go on with the next byte.
+    Next,
+    /// Read the same byte again in the new state.
+    Again,
+    /// The answer is not JSON this reader follows: stop reading ids.
+    Broken,
+}
+
 impl JsonReader {
     fn new(column: IdColumn, eav: bool) -> Self {
         JsonReader {
@@ -302,129 +313,162 @@ impl JsonReader {
         let mut i = 0;
         while i < chunk.len() {
             let c = chunk[i];
-            match self.state {
+            let step = match self.state {
                 JState::Str => {
-                    // Run to the next quote or backslash.
-                    let rest = &chunk[i..];
-                    let n = memchr::memchr2(b'"', b'\\', rest).unwrap_or(rest.len());
-                    if self.role != Role::Skip {
-                        self.buf.extend_from_slice(&rest[..n]);
-                    }
-                    i += n;
-                    let Some(&c) = chunk.get(i) else { break };
-                    if c == b'\\' {
-                        self.state = JState::Escape;
-                    } else {
-                        self.state = JState::Between;
-                        self.string_done();
-                    }
+                    i += self.string_run(&chunk[i..]);
+                    continue;
                 }
-                JState::Escape => {
-                    let decoded = match c {
-                        b'"' => b'"',
-                        b'\\' => b'\\',
-                        b'/' => b'/',
-                        b'b' => 8,
-                        b'f' => 12,
-                        b'n' => b'\n',
-                        b'r' => b'\r',
-                        b't' => b'\t',
-                        b'u' => {
-                            self.state = JState::Unicode;
-                            self.hex = (0, 0);
-                            i += 1;
-                            continue;
-                        }
-                        _ => return false,
-                    };
-                    if self.role != Role::Skip {
-                        self.buf.push(decoded);
-                    }
-                    self.state = JState::Str;
-                }
-                JState::Unicode => {
-                    let Some(d) = (c as char).to_digit(16) else {
-                        return false;
-                    };
-                    self.hex = (self.hex.0 + 1, self.hex.1 * 16 + d);
-                    if self.hex.0 == 4 {
-                        self.unicode(self.hex.1);
-                        self.state = JState::Str;
-                    }
-                }
-                JState::Bare => {
-                    if c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b'+') {
-                        if self.role == Role::Capture {
-                            self.buf.push(c);
-                        }
-                    } else {
-                        self.state = JState::Between;
-                        if self.role == Role::Capture {
-                            self.value_done();
-                        }
-                        self.role = Role::Skip;
-                        continue; // read c again, as what follows the value
-                    }
-                }
-                JState::Between => {
-                    if c.is_ascii_whitespace() {
-                        i += 1;
-                        continue;
-                    }
-                    if self.done || (self.depth == 0 && c != b'[') {
-                        return false;
-                    }
-                    match c {
-                        b'[' | b'{' => {
-                            if self.depth == 1 {
-                                if c != b'{' {
-                                    return false;
-                                }
-                                self.row_id = None;
-                                self.row_dag = false;
-                                self.key = KeyKind::Other;
-                                self.after_colon = false;
-                            }
-                            self.depth += 1;
-                        }
-                        b']' | b'}' => {
-                            self.depth -= 1;
-                            if self.depth == 1 {
-                                self.row_done(out);
-                            } else if self.depth == 0 {
-                                self.done = true;
-                            }
-                        }
-                        b':' if self.depth == 2 => self.after_colon = true,
-                        b',' if self.depth == 2 => {
-                            self.after_colon = false;
-                            self.key = KeyKind::Other;
-                        }
-                        b':' | b',' => {}
-                        b'"' => {
-                            self.buf.clear();
-                            self.state = JState::Str;
-                            self.role = if self.depth == 2 && !self.after_colon {
-                                Role::Key
-                            } else {
-                                self.value_role()
-                            };
-                        }
-                        _ if c.is_ascii_alphanumeric() || c == b'-' => {
-                            self.buf.clear();
-                            self.role = self.value_role();
-                            if self.role == Role::Capture {
-                                self.buf.push(c);
-                            }
-                            self.state = JState::Bare;
-                        }
-                        _ => return false,
-                    }
-                }
+                JState::Escape => self.escape(c),
+                JState::Unicode => self.unicode_digit(c),
+                JState::Bare => self.bare(c),
+                JState::Between => self.between(c, out),
+            };
+            match step {
+                Step::Next => i += 1,
+                Step::Again => {}
+                Step::Broken => return false,
             }
-            i += 1;
         }
         true
+    }
+
+    /// Inside a string: takes its bytes up to the next quote or backslash
+    /// (a run found with memchr) and that byte; returns how many it took.
+    #[inline]
+    fn string_run(&mut self, rest: &[u8]) -> usize {
+        let n = memchr::memchr2(b'"', b'\\', rest).unwrap_or(rest.len());
+        if self.role != Role::Skip {
+            self.buf.extend_from_slice(&rest[..n]);
+        }
+        match rest.get(n) {
+            None => n,
+            Some(b'\\') => {
+                self.state = JState::Escape;
+                n + 1
+            }
+            Some(_) => {
+                self.state = JState::Between;
+                self.string_done();
+                n + 1
+            }
+        }
+    }
+
+    /// The byte after a backslash.
+    #[inline]
+    fn escape(&mut self, c: u8) -> Step {
+        let decoded = match c {
+            b'"' => b'"',
+            b'\\' => b'\\',
+            b'/' => b'/',
+            b'b' => 8,
+            b'f' => 12,
+            b'n' => b'\n',
+            b'r' => b'\r',
+            b't' => b'\t',
+            b'u' => {
+                self.state = JState::Unicode;
+                self.hex = (0, 0);
+                return Step::Next;
+            }
+            _ => return Step::Broken,
+        };
+        if self.role != Role::Skip {
+            self.buf.push(decoded);
+        }
+        self.state = JState::Str;
+        Step::Next
+    }
+
+    /// One of the four hex digits of a `\u` escape.
+    #[inline]
+    fn unicode_digit(&mut self, c: u8) -> Step {
+        let Some(d) = (c as char).to_digit(16) else {
+            return Step::Broken;
+        };
+        self.hex = (self.hex.0 + 1, self.hex.1 * 16 + d);
+        if self.hex.0 == 4 {
+            self.unicode(self.hex.1);
+            self.state = JState::Str;
+        }
+        Step::Next
+    }
+
+    /// Inside a bare value (number, `true`, `false`, `null`); the byte that
+    /// ends it is read again as what follows the value.
+    #[inline]
+    fn bare(&mut self, c: u8) -> Step {
+        if c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b'+') {
+            if self.role == Role::Capture {
+                self.buf.push(c);
+            }
+            return Step::Next;
+        }
+        self.state = JState::Between;
+        if self.role == Role::Capture {
+            self.value_done();
+        }
+        self.role = Role::Skip;
+        Step::Again
+    }
+
+    /// Between tokens: structure (`[`, `{`, `]`, `}`, `:`, `,`) and the
+    /// start of a string or bare value.
+    #[inline]
+    fn between(&mut self, c: u8, out: &mut Out<'_>) -> Step {
+        if c.is_ascii_whitespace() {
+            return Step::Next;
+        }
+        if self.done || (self.depth == 0 && c != b'[') {
+            return Step::Broken;
+        }
+        match c {
+            b'[' | b'{' => {
+                if self.depth == 1 {
+                    if c != b'{' {
+                        return Step::Broken;
+                    }
+                    self.row_id = None;
+                    self.row_dag = false;
+                    self.key = KeyKind::Other;
+                    self.after_colon = false;
+                }
+                self.depth += 1;
+            }
+            b']' | b'}' => {
+                self.depth -= 1;
+                if self.depth == 1 {
+                    self.row_done(out);
+                } else if self.depth == 0 {
+                    self.done = true;
+                }
+            }
+            b':' if self.depth == 2 => self.after_colon = true,
+            b',' if self.depth == 2 => {
+                self.after_colon = false;
+                self.key = KeyKind::Other;
+            }
+            b':' | b',' => {}
+            b'"' => {
+                self.buf.clear();
+                self.state = JState::Str;
+                self.role = if self.depth == 2 && !self.after_colon {
+                    Role::Key
+                } else {
+                    self.value_role()
+                };
+            }
+            _ if c.is_ascii_alphanumeric() || c == b'-' => {
+                self.buf.clear();
+                self.role = self.value_role();
+                if self.role == Role::Capture {
+                    self.buf.push(c);
+                }
+                self.state = JState::Bare;
+            }
+            _ => return Step::Broken,
+        }
+        Step::Next
     }
 
     fn unicode(&mut self, v: u32) {
