@@ -178,6 +178,9 @@ pub struct StudySection {
     pub name: String,
     /// REDCap's project id, checked against the project info a token returns.
     pub project_id: Option<u64>,
+    /// The account (of this study, without a site) whose token reads the
+    /// project's user rights for `rights check`.
+    pub rights_manager: Option<String>,
     /// Its `[[study.site]]` tables; none for a single-site study.
     #[serde(default)]
     pub site: Vec<SiteSection>,
@@ -207,6 +210,9 @@ pub struct AccountSection {
     pub study: String,
     /// The site, for a DAG-bound site account.
     pub site: Option<String>,
+    /// The rights profile (`[[profile]]` or built-in) the account's REDCap
+    /// rights must stay within; required for site accounts.
+    pub profile: Option<String>,
 }
 
 /// Whether a client must give a reason for writes.
@@ -595,7 +601,7 @@ pub(crate) fn validate(doc: &DeTable<'_>, text: &str, problems: &mut Vec<Problem
 /// each table has one, so references to them can be checked; `None` when
 /// some table's name is missing or not a string (the walk reports that,
 /// and a reference to it would be a false alarm).
-fn names<'a>(
+pub(crate) fn names<'a>(
     tables: &[(usize, &'a DeTable<'_>, Range<usize>)],
     path: &str,
     what: &str,

@@ -26,6 +26,7 @@ mod gateway;
 mod ledger;
 mod paths;
 mod problem;
+mod profile;
 mod schema;
 mod secrets;
 mod sections;
@@ -39,6 +40,7 @@ pub use gateway::*;
 pub use ledger::*;
 pub use paths::PathsSection;
 pub use problem::{ConfigError, LoadError, Problem};
+pub use profile::*;
 pub use secrets::*;
 pub use sections::*;
 
@@ -62,6 +64,8 @@ pub struct Config {
     pub gateway: GatewaySection,
     /// REDCap projects, each with its sites.
     pub study: Vec<StudySection>,
+    /// Rights profiles accounts are held to.
+    pub profile: Vec<ProfileSection>,
     /// REDCap service accounts and the secrets holding their tokens.
     pub account: Vec<AccountSection>,
     /// Applications calling REDCap through the gateway.
@@ -84,6 +88,8 @@ struct Document {
     #[serde(default)]
     study: Vec<StudySection>,
     #[serde(default)]
+    profile: Vec<ProfileSection>,
+    #[serde(default)]
     account: Vec<AccountSection>,
     #[serde(default)]
     client: Vec<ClientSection>,
@@ -104,6 +110,7 @@ impl From<Document> for Config {
             ledger: doc.ledger,
             gateway: doc.gateway,
             study: doc.study,
+            profile: doc.profile,
             account: doc.account,
             client: doc.client,
         }
@@ -276,6 +283,7 @@ fn validate(doc: &toml::de::DeTable<'_>, text: &str, problems: &mut Vec<Problem>
     }
     ledger::validate_witness(doc, text, problems);
     gateway::validate(doc, text, problems);
+    profile::validate(doc, text, problems);
 }
 
 /// The sections whose own rules run while they are deserialized (which

@@ -110,6 +110,7 @@ pub(crate) const TOP: &[Field] = &[
     opt("ledger", Kind::Table(LEDGER)),
     opt("gateway", Kind::Table(GATEWAY)),
     opt("study", Kind::Tables(STUDY)),
+    opt("profile", Kind::Tables(PROFILE)),
     opt("account", Kind::Tables(ACCOUNT)),
     opt("client", Kind::Tables(CLIENT)),
 ];
@@ -342,6 +343,7 @@ pub(crate) const STUDY: &[Field] = &[
         count(1, U64, "REDCap numbers its projects from 1"),
     )
     .eg("project_id = 14"),
+    opt("rights_manager", Kind::Text).eg("rights_manager = \"heart2-rights\""),
     opt("site", Kind::Tables(SITE)),
 ];
 
@@ -365,6 +367,15 @@ pub(crate) const ACCOUNT: &[Field] = &[
     req("secret", Kind::Text).eg("secret = \"redcap/heart2/site-a\""),
     req("study", Kind::Text).eg("study = \"heart2\""),
     opt("site", Kind::Text).eg("site = \"site-a\""),
+    opt("profile", Kind::Text).eg("profile = \"site-data-read\""),
+];
+
+pub(crate) const PROFILE: &[Field] = &[
+    req("name", Kind::Text).eg("name = \"site-etl\""),
+    opt("extends", Kind::Text).eg("extends = \"site-data-import\""),
+    opt("grant", Kind::TextList).eg("grant = [\"api_export\", \"record_create\"]"),
+    opt("forms", Kind::TextList).eg("forms = [\"*:read_only\"]"),
+    opt("forms_export", Kind::TextList).eg("forms_export = [\"*:de_identified\"]"),
 ];
 
 pub(crate) const CLIENT: &[Field] = &[

@@ -223,6 +223,7 @@ username = "svc_heart_a_etl"
 secret = "redcap/heart/site-a/etl"
 study = "heart"
 site = "site-a"
+profile = "site-data-import"
 
 [[client]]
 name = "etl-a"
@@ -249,7 +250,7 @@ fn a_gateway_configuration_parses() {
 fn broken_references_name_the_field_and_line() {
     let p = only(&GATEWAY.replace("account = \"heart-a-etl\"", "account = \"heart-b-etl\""));
     assert_eq!(p.field.as_deref(), Some("client[0].account"));
-    assert_eq!(p.line, 26);
+    assert_eq!(p.line, 27);
     assert!(
         p.message
             .contains("account `heart-b-etl`, which is not defined"),
@@ -386,6 +387,7 @@ username = "svc_heart_a"
 secret = "redcap/heart/site-a"
 study = "heart"
 site = "site-a"
+profile = "site-data-import"
 
 [[client]]
 name = "app"
@@ -405,9 +407,9 @@ fn every_problem_of_a_file_is_reported_in_one_run() {
             (7, 1, "gateway.key_lifetime_day"),
             (18, 10, "study[0].site[1].dag_id"),
             (25, 10, "study[1].site[0].dag_id"),
-            (36, 11, "client[0].account"),
-            (37, 39, "client[0].allow[2]"),
-            (38, 21, "client[0].unchecked_exports"),
+            (37, 11, "client[0].account"),
+            (38, 39, "client[0].allow[2]"),
+            (39, 21, "client[0].unchecked_exports"),
         ],
         "{p:#?}"
     );
@@ -511,7 +513,7 @@ fn a_wrong_type_in_a_site_names_the_whole_path_in_user_words() {
     let p = problems(&text);
     assert_eq!(p.len(), 2, "{p:#?}");
     assert_eq!(p[0].field.as_deref(), Some("study[0].site[1].dag_id"));
-    assert_eq!((p[0].line, p[0].column), (32, 10));
+    assert_eq!((p[0].line, p[0].column), (33, 10));
     assert_eq!(
         p[0].message,
         "invalid type: decimal number `4.5`, expected a whole number"
@@ -551,7 +553,7 @@ fn a_wrong_type_in_a_site_names_the_whole_path_in_user_words() {
     let p = problems(&GATEWAY.replace("allow = [", "allow = \"record:export\"\nx = ["));
     assert_eq!(
         places(&p),
-        [(27, 9, "client[0].allow"), (28, 1, "client[0].x")]
+        [(28, 9, "client[0].allow"), (29, 1, "client[0].x")]
     );
     let p = only(&GATEWAY.replace(
         "allow = [\"record:export\", \"record:import\", \"version\"]",
@@ -807,7 +809,7 @@ fn the_schema_matches_the_serde_structs() {
     fn keys(fields: &[schema::Field]) -> Vec<&'static str> {
         fields.iter().map(|f| f.key).collect()
     }
-    let pairs: [(&str, &[schema::Field], &[&str]); 15] = [
+    let pairs: [(&str, &[schema::Field], &[&str]); 16] = [
         ("top", schema::TOP, serde_fields::<Config>()),
         ("redcap", schema::REDCAP, serde_fields::<RedcapSection>()),
         ("paths", schema::PATHS, serde_fields::<PathsSection>()),
@@ -841,6 +843,7 @@ fn the_schema_matches_the_serde_structs() {
         ("gateway", schema::GATEWAY, serde_fields::<GatewaySection>()),
         ("study", schema::STUDY, serde_fields::<StudySection>()),
         ("study.site", schema::SITE, serde_fields::<SiteSection>()),
+        ("profile", schema::PROFILE, serde_fields::<ProfileSection>()),
         ("account", schema::ACCOUNT, serde_fields::<AccountSection>()),
         ("client", schema::CLIENT, serde_fields::<ClientSection>()),
     ];
@@ -1074,4 +1077,110 @@ fn a_witness_inside_the_ledger_directory_is_refused_at_its_line() {
         Path::new("w"),
     )
     .unwrap();
+}
+
+const PROFILES: &str = r#"
+[[profile]]
+name = "site-etl"
+extends = "site-data-import"
+grant = ["data_quality_execute", "lock_records=1"]
+forms = ["*:read_only", "visit:view_edit", "consent:129"]
+forms_export = ["*:de_identified", "visit:full_data_set"]
+"#;
+
+#[test]
+fn profiles_parse_into_rights() {
+    let text = format!("{GATEWAY}{PROFILES}")
+        .replace("profile = \"site-data-import\"", "profile = \"site-etl\"");
+    let c = parse(&text, Path::new("w")).unwrap();
+    let p = &c.profile[0];
+    assert_eq!(p.extends.as_deref(), Some("site-data-import"));
+    assert_eq!(p.grant[1].right, "lock_records");
+    assert_eq!(p.grant[1].value, 1);
+    assert_eq!(p.forms[2].right, redcap::rights::FormRight::ReadOnly);
+    assert_eq!(
+        p.forms_export[1].right,
+        redcap::rights::ExportRight::FullDataSet
+    );
+    assert_eq!(c.account[0].profile.as_deref(), Some("site-etl"));
+}
+
+#[test]
+fn profile_problems_are_each_reported_with_place_and_fix() {
+    let text = format!("{GATEWAY}{PROFILES}")
+        .replace("\"data_quality_execute\"", "\"design_everything\"")
+        .replace("\"lock_records=1\"", "\"lock_records=7\"")
+        .replace("\"visit:view_edit\"", "\"visit:edit\"")
+        .replace("\"*:de_identified\"", "\"*:5\"")
+        .replace("extends = \"site-data-import\"", "extends = \"nope\"")
+        .replace("profile = \"site-data-import\"", "profile = \"missing\"");
+    let p = problems(&text);
+    let fields: Vec<_> = p.iter().filter_map(|p| p.field.as_deref()).collect();
+    assert_eq!(
+        fields,
+        [
+            "account[0].profile",
+            "profile[0].extends",
+            "profile[0].grant[0]",
+            "profile[0].grant[1]",
+            "profile[0].forms[1]",
+            "profile[0].forms_export[0]",
+        ],
+        "{p:?}"
+    );
+    assert!(
+        p[2].message
+            .contains("`design_everything` is not a REDCap user right")
+    );
+    assert!(p[3].message.contains("lock_records"), "{}", p[3].message);
+    assert!(
+        p.iter()
+            .all(|p| p.line > 0 && p.column > 0 && !p.fix.is_empty())
+    );
+    let line = text.lines().position(|l| l.starts_with("grant")).unwrap() + 1;
+    assert_eq!(p[2].line, line);
+}
+
+#[test]
+fn a_site_account_needs_a_profile() {
+    let p = only(&GATEWAY.replace("profile = \"site-data-import\"\n", ""));
+    assert_eq!(p.field.as_deref(), Some("account[0].site"));
+    assert!(p.message.contains("has no profile"), "{}", p.message);
+    assert!(p.fix.contains("profile = \"site-data-read\""));
+}
+
+#[test]
+fn profiles_cannot_loop_or_shadow_built_ins() {
+    let text = format!(
+        "{GATEWAY}\n[[profile]]\nname = \"a\"\nextends = \"b\"\n\n[[profile]]\nname = \"b\"\nextends = \"a\"\n\n[[profile]]\nname = \"log-reader\"\n"
+    );
+    let p = problems(&text);
+    assert_eq!(p.len(), 3, "{p:?}");
+    assert!(p[0].message.contains("loop"));
+    assert!(p[2].message.contains("built-in"));
+}
+
+#[test]
+fn the_rights_manager_is_an_account_of_the_study_without_a_site() {
+    let text = GATEWAY.replace(
+        "project_id = 14\n",
+        "project_id = 14\nrights_manager = \"heart-a-etl\"\n",
+    );
+    let p = only(&text);
+    assert_eq!(p.field.as_deref(), Some("study[0].rights_manager"));
+    assert!(p.message.contains("is a site account"));
+    let p = only(&text.replace(
+        "rights_manager = \"heart-a-etl\"",
+        "rights_manager = \"heart-rights\"",
+    ));
+    assert!(p.message.contains("not an [[account]]"), "{}", p.message);
+    let ok = format!(
+        "{}\n[[account]]\nname = \"heart-rights\"\nusername = \"svc_rights\"\nsecret = \"redcap/heart/rights\"\nstudy = \"heart\"\nprofile = \"rights-manager\"\n",
+        text.replace(
+            "rights_manager = \"heart-a-etl\"",
+            "rights_manager = \"heart-rights\""
+        )
+    );
+    let c = parse(&ok, Path::new("w")).unwrap();
+    assert_eq!(c.study[0].rights_manager.as_deref(), Some("heart-rights"));
 }

@@ -298,7 +298,7 @@ async fn seed(
     }
     for (site, _, username) in SITES {
         extra.push_str(&format!(
-            "\n[[account]]\nname = \"heart2-{site}\"\nusername = \"{username}\"\nsecret = \"redcap/heart2/{site}\"\nstudy = \"heart2\"\nsite = \"{site}\"\n"
+            "\n[[account]]\nname = \"heart2-{site}\"\nusername = \"{username}\"\nsecret = \"redcap/heart2/{site}\"\nstudy = \"heart2\"\nsite = \"{site}\"\nprofile = \"site-data-import\"\n"
         ));
     }
     for (site, _, _) in SITES {

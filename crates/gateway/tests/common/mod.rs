@@ -252,6 +252,7 @@ username = "svc_site"
 secret = "redcap/heart/site-a"
 study = "heart"
 site = "site-a"
+profile = "site-data-import"
 
 [[client]]
 name = "site-app"
