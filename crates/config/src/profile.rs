@@ -242,7 +242,7 @@ pub(crate) fn validate(
         all.join(", ")
     };
     for (i, profile, _) in &profiles {
-        let name = str_at(profile, "name").map(|(n, span)| (n, span));
+        let name = str_at(profile, "name");
         if let Some((n, span)) = &name
             && BUILT_IN_PROFILES.contains(n)
         {

@@ -14,11 +14,13 @@
 //! - [`accounts`]: service-account status that outlives a process
 //!   (quarantines).
 //! - [`clock`]: the time stamped on what is kept, injected.
+//! - [`rights`]: rights profiles (deny by default, built-ins of
+//!   redcap-api.md §11) and their comparison with live REDCap rights
+//!   (`rights check`; plan / apply, always with the DAG, are to come).
 //!
 //! The rest of DESIGN's governance layer comes as sibling modules of
 //! these, each recording its changes through [`audit::AuditTrail`] and
-//! taking its time from a [`clock::Clock`]: `rights` (profiles, check /
-//! plan / apply, always with the DAG), `rotation` (the token rotation
+//! taking its time from a [`clock::Clock`]: `rotation` (the token rotation
 //! state machine), `reauth` (re-authorisation of API-only accounts) and
 //! `reconcile` (REDCap's Export Logging against the ledger).
 
@@ -27,6 +29,7 @@
 pub mod accounts;
 pub mod audit;
 pub mod clock;
+pub mod rights;
 pub mod signing_key;
 pub mod witness;
 

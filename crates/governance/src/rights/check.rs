@@ -1,0 +1,420 @@
+//! Live REDCap rights compared with each governed account's profile.
+//! Every finding has a severity and one plain line saying what the risk is.
+
+use redcap::rights::{ExportRight, FormRight, UserRights, wire_text};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::profile::Profile;
+
+/// How much a finding matters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Worth knowing; no data is exposed by it alone.
+    Warning,
+    /// More access than intended.
+    High,
+    /// Access that defeats the DAG boundary or lets the account change
+    /// rights, the project, or records beyond recovery.
+    Critical,
+}
+
+impl std::fmt::Display for Severity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Severity::Warning => "warning",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        })
+    }
+}
+
+/// One thing wrong with an account's live rights.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    pub severity: Severity,
+    /// The `[[account]]`, or `None` for a REDCap user no account governs.
+    pub account: Option<String>,
+    /// The REDCap username.
+    pub username: String,
+    /// A stable short code, e.g. `right-beyond-profile`.
+    pub code: &'static str,
+    /// What was found, e.g. `design = 1 (profile site-data-read grants 0)`.
+    pub detail: String,
+    /// The risk, in one plain line.
+    pub risk: String,
+}
+
+/// A DAG as Export DAGs lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveDag {
+    pub id: u64,
+    pub unique_name: String,
+}
+
+/// What the rights manager's token read from one project.
+#[derive(Debug, Clone, Default)]
+pub struct LiveProject {
+    /// Export Users rows as sent (JSON objects), so rights this tool does
+    /// not know are seen too.
+    pub users: Vec<Map<String, Value>>,
+    /// (username, unique role name) for users in a role.
+    pub roles: Vec<(String, String)>,
+    pub dags: Vec<LiveDag>,
+}
+
+/// A governed account: who it is, its site's DAG, its profile.
+#[derive(Debug, Clone)]
+pub struct Governed {
+    pub account: String,
+    pub username: String,
+    /// (site name, dag_id) for a site account.
+    pub site: Option<(String, u64)>,
+    pub profile: Profile,
+}
+
+/// Keys of an Export Users row that are not privileges.
+const IDENTITY: &[&str] = &[
+    "username",
+    "email",
+    "firstname",
+    "lastname",
+    "expiration",
+    "data_access_group",
+    "data_access_group_id",
+    "data_access_group_label",
+    "forms",
+    "forms_export",
+];
+
+/// The risk of holding `right` beyond a profile, and its severity.
+fn right_risk(right: &str) -> (Severity, &'static str) {
+    match right {
+        "design" => (
+            Severity::Critical,
+            "can change the project's instruments and fields, and delete data with them",
+        ),
+        "user_rights" => (
+            Severity::Critical,
+            "can change users' rights, its own included, and so lift every other limit",
+        ),
+        "data_access_groups" => (
+            Severity::Critical,
+            "can create, rename and reassign Data Access Groups: the site boundary itself",
+        ),
+        "mobile_app" => (
+            Severity::Critical,
+            "with mobile_app=1 in a request REDCap grants it design, user rights, DAG and full export rights (§4.8)",
+        ),
+        "record_delete" => (
+            Severity::Critical,
+            "can delete records, and REDCap does not check the DAG on API deletes",
+        ),
+        "record_rename" => (
+            Severity::Critical,
+            "can rename records, and REDCap does not check the DAG on API renames",
+        ),
+        "api_import" => (
+            Severity::High,
+            "can write through the API, which the profile does not allow",
+        ),
+        "api_export" => (
+            Severity::High,
+            "can read through the API, which the profile does not allow",
+        ),
+        "api_modules" => (
+            Severity::High,
+            "can call External Module actions through the API, which no one reviewed",
+        ),
+        _ => (
+            Severity::Warning,
+            "holds a REDCap right the profile does not grant",
+        ),
+    }
+}
+
+/// Whether `live` exceeds `granted` for an attribute: `user_rights` 2
+/// (read-only) is less than 1 (full); values without an order (Data
+/// Resolution Workflow, Double Data Entry) must match or be 0.
+fn exceeds(right: &str, live: u8, granted: u8) -> bool {
+    match right {
+        "user_rights" => {
+            let rank = |v: u8| match v {
+                0 => 0,
+                2 => 1,
+                _ => 2,
+            };
+            rank(live) > rank(granted)
+        }
+        "data_quality_resolution" | "double_data" => live != 0 && live != granted,
+        _ => live > granted,
+    }
+}
+
+/// The capabilities a data viewing right carries: view, edit, edit survey
+/// responses, delete.
+fn capabilities(r: FormRight) -> [bool; 4] {
+    use FormRight::*;
+    [
+        r != NoAccess,
+        r.can_edit(),
+        matches!(r, ViewEditResponses | ViewEditResponsesDelete),
+        matches!(r, ViewEditDelete | ViewEditResponsesDelete),
+    ]
+}
+
+fn form_exceeds(live: FormRight, granted: FormRight) -> bool {
+    let (l, g) = (capabilities(live), capabilities(granted));
+    l.iter().zip(g).any(|(l, g)| *l && !g)
+}
+
+fn export_rank(r: ExportRight) -> u8 {
+    match r {
+        ExportRight::NoAccess => 0,
+        ExportRight::DeIdentified => 1,
+        ExportRight::RemoveIdentifiers => 2,
+        ExportRight::FullDataSet => 3,
+    }
+}
+
+fn form_right_name(r: FormRight) -> &'static str {
+    warden_config::FORM_RIGHT_NAMES
+        .iter()
+        .find(|(_, x)| *x == r)
+        .map_or("?", |(n, _)| n)
+}
+
+fn export_right_name(r: ExportRight) -> &'static str {
+    warden_config::EXPORT_RIGHT_NAMES
+        .iter()
+        .find(|(_, x)| *x == r)
+        .map_or("?", |(n, _)| n)
+}
+
+/// The rights of one Export Users row beyond `profile` (deny by default),
+/// and the attributes this tool does not know.
+pub fn rights_beyond(
+    profile: &Profile,
+    row: &Map<String, Value>,
+    account: Option<&str>,
+) -> Result<Vec<Finding>, redcap::rights::RightsError> {
+    let user = UserRights::from_json(row)?;
+    let mut out = Vec::new();
+    let mut finding = |severity, code, detail: String, risk: &str| {
+        out.push(Finding {
+            severity,
+            account: account.map(str::to_string),
+            username: user.username.clone(),
+            code,
+            detail,
+            risk: risk.to_string(),
+        })
+    };
+    for (key, value) in row {
+        if IDENTITY.contains(&key.as_str()) {
+            continue;
+        }
+        let Some(live) = user.rights.attribute(key) else {
+            if redcap::rights::Rights::is_attribute(key) {
+                continue; // a conditional feature that is off
+            }
+            let shown = wire_text(value).unwrap_or_else(|| "?".into());
+            if shown.trim().is_empty() || shown.trim() == "0" {
+                continue;
+            }
+            finding(
+                Severity::High,
+                "unknown-right",
+                format!("{key} = {shown}"),
+                "REDCap reports a right this tool does not know (a newer REDCap?); no profile governs what it allows",
+            );
+            continue;
+        };
+        let granted = profile.grant(key);
+        if exceeds(key, live, granted) {
+            let (severity, risk) = right_risk(key);
+            finding(
+                severity,
+                "right-beyond-profile",
+                format!(
+                    "{key} = {live} (profile `{}` grants {granted})",
+                    profile.name
+                ),
+                risk,
+            );
+        }
+    }
+    for (form, live) in &user.rights.forms {
+        let granted = profile.form(form);
+        if form_exceeds(*live, granted) {
+            let deletes = capabilities(*live)[3] && !capabilities(granted)[3];
+            finding(
+                if deletes {
+                    Severity::Critical
+                } else {
+                    Severity::High
+                },
+                "form-beyond-profile",
+                format!(
+                    "forms {form} = {} (profile `{}` allows {})",
+                    form_right_name(*live),
+                    profile.name,
+                    form_right_name(granted)
+                ),
+                if deletes {
+                    "can delete the instrument's data"
+                } else {
+                    "can see or change an instrument's data beyond what the profile allows"
+                },
+            );
+        }
+    }
+    for (form, live) in &user.rights.forms_export {
+        let granted = profile.form_export(form);
+        if export_rank(*live) > export_rank(granted) {
+            let full = *live == ExportRight::FullDataSet;
+            finding(
+                if full {
+                    Severity::Critical
+                } else {
+                    Severity::High
+                },
+                "export-beyond-profile",
+                format!(
+                    "forms_export {form} = {} (profile `{}` allows {})",
+                    export_right_name(*live),
+                    profile.name,
+                    export_right_name(granted)
+                ),
+                if full {
+                    "can export the instrument's identifiers (full data set)"
+                } else {
+                    "can export more of the instrument than the profile allows"
+                },
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// Everything wrong with one governed account in `live`.
+pub fn check_account(
+    governed: &Governed,
+    live: &LiveProject,
+) -> Result<Vec<Finding>, redcap::rights::RightsError> {
+    let finding = |severity, code, detail: String, risk: &str| Finding {
+        severity,
+        account: Some(governed.account.clone()),
+        username: governed.username.clone(),
+        code,
+        detail,
+        risk: risk.to_string(),
+    };
+    let Some(row) = live.users.iter().find(|r| {
+        r.get("username")
+            .and_then(wire_text)
+            .is_some_and(|u| u.eq_ignore_ascii_case(&governed.username))
+    }) else {
+        return Ok(vec![finding(
+            Severity::Warning,
+            "not-in-project",
+            "the REDCap user is not a user of the project".into(),
+            "its token cannot work; warden.toml and REDCap disagree about who uses this project",
+        )]);
+    };
+    let mut out = rights_beyond(&governed.profile, row, Some(&governed.account))?;
+    let user = UserRights::from_json(row)?;
+    if let Some((_, role)) = live
+        .roles
+        .iter()
+        .find(|(u, r)| u.eq_ignore_ascii_case(&governed.username) && !r.is_empty())
+    {
+        out.push(finding(
+            Severity::High,
+            "in-role",
+            format!("the user is in role {role}"),
+            "its rights are the role's: a change to the role changes them, and Import Users cannot correct them",
+        ));
+    }
+    if user.expiration.is_none() {
+        out.push(finding(
+            Severity::Warning,
+            "no-expiration",
+            "no project expiration date".into(),
+            "its access never ends unless someone remembers to remove it",
+        ));
+    }
+    match (&governed.site, user.data_access_group_id) {
+        (Some((site, dag)), None) => out.push(finding(
+            Severity::Critical,
+            "no-dag",
+            format!("not in a Data Access Group (site `{site}` is DAG {dag})"),
+            "sees and changes the records of every site",
+        )),
+        (Some((site, dag)), Some(live_dag)) if live_dag != *dag => out.push(finding(
+            Severity::Critical,
+            "wrong-dag",
+            format!(
+                "in DAG {live_dag} ({}), but site `{site}` is DAG {dag}",
+                user.data_access_group.as_deref().unwrap_or("?")
+            ),
+            "sees and changes another site's records",
+        )),
+        (Some((site, dag)), Some(_)) if !live.dags.iter().any(|d| d.id == *dag) => {
+            out.push(finding(
+                Severity::Critical,
+                "site-dag-missing",
+                format!("site `{site}` is bound to DAG {dag}, which the project does not have"),
+                "the site boundary the account relies on does not exist",
+            ))
+        }
+        _ => {}
+    }
+    Ok(out)
+}
+
+/// Project users no account governs that hold API rights.
+pub fn ungoverned(governed_usernames: &[&str], live: &LiveProject) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for row in &live.users {
+        let Some(username) = row.get("username").and_then(wire_text) else {
+            continue;
+        };
+        if governed_usernames
+            .iter()
+            .any(|g| g.eq_ignore_ascii_case(&username))
+        {
+            continue;
+        }
+        let flag = |k: &str| {
+            row.get(k)
+                .and_then(wire_text)
+                .is_some_and(|v| v.trim() == "1")
+        };
+        let api: Vec<&str> = ["api_export", "api_import", "mobile_app"]
+            .into_iter()
+            .filter(|k| flag(k))
+            .collect();
+        if !api.is_empty() {
+            out.push(Finding {
+                severity: Severity::Warning,
+                account: None,
+                username,
+                code: "ungoverned-api-access",
+                detail: format!("{} with no [[account]] in warden.toml", api.join(", ")),
+                risk: "a token may exist for this user that no gateway, profile or ledger covers"
+                    .into(),
+            });
+        }
+    }
+    out
+}
+
+/// SHA-256 (hex) of the findings as canonical JSON: the ledger records it,
+/// so a later run can show whether anything changed.
+pub fn digest(findings: &[Finding]) -> String {
+    use sha2::Digest;
+    let json = serde_json::to_vec(findings).unwrap_or_default();
+    hex::encode(sha2::Sha256::digest(json))
+}

@@ -1,0 +1,185 @@
+use serde_json::{Map, Value, json};
+
+use super::*;
+
+fn row(v: Value) -> Map<String, Value> {
+    v.as_object().unwrap().clone()
+}
+
+fn site_account() -> Governed {
+    Governed {
+        account: "heart-a".into(),
+        username: "svc_a".into(),
+        site: Some(("site-a".into(), 3)),
+        profile: resolve("site-data-import", &[]).unwrap(),
+    }
+}
+
+fn live(user: Value) -> LiveProject {
+    LiveProject {
+        users: vec![row(user)],
+        roles: vec![],
+        dags: vec![LiveDag {
+            id: 3,
+            unique_name: "site_a".into(),
+        }],
+    }
+}
+
+fn clean_user() -> Value {
+    json!({"username": "svc_a", "expiration": "2027-06-30",
+        "data_access_group": "site_a", "data_access_group_id": 3,
+        "design": 0, "user_rights": 0, "api_export": 1, "api_import": 1,
+        "record_create": 1, "mobile_app": 0,
+        "forms": {"visit": 130, "consent": 129},
+        "forms_export": {"visit": 3, "consent": 2}})
+}
+
+fn codes(f: &[Finding]) -> Vec<&str> {
+    f.iter().map(|f| f.code).collect()
+}
+
+#[test]
+fn a_user_within_the_profile_has_no_findings() {
+    let f = check_account(&site_account(), &live(clean_user())).unwrap();
+    assert_eq!(f, vec![]);
+}
+
+#[test]
+fn both_form_encodings_compare_alike() {
+    // Legacy 1 (view & edit) and 2 (read-only) are the bitmask 130 and 129.
+    let mut legacy = clean_user();
+    legacy["forms"] = json!({"visit": 1, "consent": 2});
+    assert_eq!(
+        check_account(&site_account(), &live(legacy)).unwrap(),
+        vec![]
+    );
+    // CSV-cell form, bitmask 146: view & edit + delete exceeds view & edit.
+    let mut delete = clean_user();
+    delete["forms"] = json!("visit:146,consent:129");
+    let f = check_account(&site_account(), &live(delete)).unwrap();
+    assert_eq!(codes(&f), ["form-beyond-profile"]);
+    assert_eq!(f[0].severity, Severity::Critical);
+    // Legacy 3 (edit survey responses) exceeds view & edit.
+    let mut responses = clean_user();
+    responses["forms"] = json!({"visit": 3, "consent": 129});
+    let f = check_account(&site_account(), &live(responses)).unwrap();
+    assert_eq!(codes(&f), ["form-beyond-profile"]);
+    assert!(
+        f[0].detail.contains("view_edit_responses"),
+        "{}",
+        f[0].detail
+    );
+    // A read-only profile: legacy 1 on a form exceeds it, legacy 2 does not.
+    let read = Governed {
+        profile: resolve("site-data-read", &[]).unwrap(),
+        ..site_account()
+    };
+    let mut u = clean_user();
+    u["api_import"] = json!(0);
+    u["record_create"] = json!(0);
+    u["forms"] = json!({"visit": 1, "consent": 2});
+    let f = check_account(&read, &live(u)).unwrap();
+    assert_eq!(codes(&f), ["form-beyond-profile"]);
+    assert!(f[0].detail.starts_with("forms visit = view_edit"));
+}
+
+#[test]
+fn rights_beyond_the_profile_are_findings_with_their_severity() {
+    let mut u = clean_user();
+    u["design"] = json!(1);
+    u["mobile_app"] = json!("1");
+    u["logging"] = json!(1);
+    u["forms_export"] = json!({"visit": 1, "consent": 2});
+    let f = check_account(&site_account(), &live(u)).unwrap();
+    let got: Vec<_> = f.iter().map(|f| (f.code, f.severity)).collect();
+    assert_eq!(
+        got,
+        [
+            ("right-beyond-profile", Severity::Critical),
+            ("right-beyond-profile", Severity::Critical),
+            ("right-beyond-profile", Severity::Warning),
+            ("export-beyond-profile", Severity::Critical),
+        ],
+        "{f:#?}"
+    );
+    assert!(f[0].detail.starts_with("design = 1"));
+    assert!(
+        f.iter()
+            .all(|f| !f.risk.is_empty() && !f.risk.contains('\n'))
+    );
+}
+
+#[test]
+fn user_rights_read_only_is_less_than_full() {
+    let manager = Governed {
+        account: "rm".into(),
+        username: "svc_a".into(),
+        site: None,
+        profile: resolve("rights-manager", &[]).unwrap(),
+    };
+    let mut u = clean_user();
+    u["user_rights"] = json!(2);
+    u["api_import"] = json!(1);
+    u["record_create"] = json!(0);
+    u["forms"] = json!({});
+    u["forms_export"] = json!({});
+    assert_eq!(check_account(&manager, &live(u)).unwrap(), vec![]);
+    let read_only = Governed {
+        profile: Profile {
+            grants: [("user_rights".to_string(), 2)].into(),
+            ..manager.profile.clone()
+        },
+        ..manager
+    };
+    let mut u = clean_user();
+    u["user_rights"] = json!(1);
+    u["forms"] = json!({});
+    u["forms_export"] = json!({});
+    let f = rights_beyond(&read_only.profile, &row(u), None).unwrap();
+    assert!(
+        f.iter().any(|f| f.detail.starts_with("user_rights = 1")),
+        "{f:?}"
+    );
+}
+
+#[test]
+fn dag_role_expiration_and_unknown_rights() {
+    let mut u = clean_user();
+    u["data_access_group"] = json!("");
+    u["data_access_group_id"] = json!("");
+    u["expiration"] = json!("");
+    u["teleport"] = json!(1);
+    let mut project = live(u);
+    project.roles.push(("SVC_A".into(), "U-2119C4Y87T".into()));
+    let f = check_account(&site_account(), &project).unwrap();
+    assert_eq!(
+        codes(&f),
+        ["unknown-right", "in-role", "no-expiration", "no-dag"],
+        "{f:#?}"
+    );
+    let mut u = clean_user();
+    u["data_access_group"] = json!("site_b");
+    u["data_access_group_id"] = json!(4);
+    let f = check_account(&site_account(), &live(u)).unwrap();
+    assert_eq!(codes(&f), ["wrong-dag"]);
+    assert_eq!(f[0].severity, Severity::Critical);
+    let f = check_account(&site_account(), &LiveProject::default()).unwrap();
+    assert_eq!(codes(&f), ["not-in-project"]);
+}
+
+#[test]
+fn ungoverned_api_users_and_the_digest() {
+    let mut project = live(clean_user());
+    project
+        .users
+        .push(row(json!({"username": "someone", "api_export": "1"})));
+    project
+        .users
+        .push(row(json!({"username": "web_only", "api_export": 0})));
+    let f = ungoverned(&["svc_a"], &project);
+    assert_eq!(codes(&f), ["ungoverned-api-access"]);
+    assert_eq!(f[0].username, "someone");
+    assert_eq!(digest(&f).len(), 64);
+    assert_ne!(digest(&f), digest(&[]));
+}
