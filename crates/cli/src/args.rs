@@ -109,10 +109,32 @@ pub enum Command {
     #[command(subcommand)]
     Ledger(LedgerCommand),
 
+    /// Compare the REDCap rights of the governed accounts with their
+    /// profiles.
+    #[command(subcommand)]
+    Rights(RightsCommand),
+
     /// Print a shell completion script to standard output.
     Completions {
         /// The shell to write completions for.
         shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RightsCommand {
+    /// Read each study's live user rights, roles, DAGs and expirations
+    /// through its rights manager's token and compare them with every
+    /// governed account's profile: exit 0 if all are within, 1 listing each
+    /// finding with its severity and risk, 2 on error. Each run is a
+    /// `rights` ledger entry with the findings' digest.
+    Check {
+        /// Only this study.
+        #[arg(long, value_name = "STUDY")]
+        study: Option<String>,
+        /// Only this account.
+        #[arg(long, value_name = "ACCOUNT")]
+        account: Option<String>,
     },
 }
 

@@ -8,13 +8,14 @@ mod keys;
 mod ledger;
 mod ledger_export;
 mod quickstart;
+mod rights;
 mod secrets;
 mod serve;
 
 use crate::Outcome;
 use crate::args::{
     AccountsCommand, Args, Command, ConfigCommand, KeysCommand, LedgerCommand, ProveCommand,
-    SecretsCommand,
+    RightsCommand, SecretsCommand,
 };
 
 pub fn run(args: &Args) -> anyhow::Result<Outcome> {
@@ -107,6 +108,9 @@ pub fn run(args: &Args) -> anyhow::Result<Outcome> {
             LedgerCommand::AdoptUnsigned { reason } => ledger::adopt_unsigned(args, reason),
             LedgerCommand::RotateKey { reason } => ledger::rotate_key(args, reason),
         },
+        Command::Rights(RightsCommand::Check { study, account }) => {
+            rights::check(args, study.as_deref(), account.as_deref())
+        }
         Command::Completions { shell } => completions::print(*shell),
     }
 }
