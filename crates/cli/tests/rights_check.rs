@@ -1,0 +1,316 @@
+//! `rights check` end to end against redcap-sandbox: a clean study, then
+//! one drift at a time put into REDCap through the rights manager's token
+//! (design, mobile_app, a dropped DAG, a role), each found with its exit
+//! code. No token value ever appears in the output.
+
+mod common;
+
+use std::path::Path;
+
+use common::{add_config, init, text, warden};
+use redcap_sandbox::{Config as SandboxConfig, Server};
+use serde_json::{Value, json};
+
+const SUPER: &str = "AB12CD34EF56AB12CD34EF56AB12CD34EF56AB12CD34EF56AB12CD34EF56AB12";
+const ADMIN: &str = "rights-check-admin-secret";
+
+struct Sandbox {
+    rt: tokio::runtime::Runtime,
+    http: reqwest::Client,
+    base: String,
+    _server: Server,
+}
+
+impl Sandbox {
+    fn api(&self, params: &[(&str, &str)]) -> String {
+        self.rt.block_on(async {
+            let r = self
+                .http
+                .post(format!("{}/api/", self.base))
+                .form(params)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status();
+            let body = r.text().await.unwrap();
+            assert_eq!(status, 200, "{body}");
+            body
+        })
+    }
+
+    fn admin(&self, path: &str, body: Option<Value>) -> Value {
+        self.rt.block_on(async {
+            let mut req = self
+                .http
+                .post(format!("{}{path}", self.base))
+                .bearer_auth(ADMIN);
+            if let Some(b) = body {
+                req = req.json(&b);
+            }
+            let r = req.send().await.unwrap();
+            assert_eq!(r.status(), 200, "{path}");
+            r.json().await.unwrap()
+        })
+    }
+
+    fn user(&self, pid: u64, rights: Value) -> String {
+        let username = rights["username"].as_str().unwrap().to_string();
+        self.admin(&format!("/sandbox/projects/{pid}/users"), Some(rights));
+        let t = self.admin(
+            &format!("/sandbox/projects/{pid}/users/{username}/token"),
+            None,
+        );
+        t["token"].as_str().unwrap().to_string()
+    }
+}
+
+fn check(dir: &Path, tokens: &[&str], extra: &[&str]) -> (i32, String) {
+    let mut args = vec!["rights", "check"];
+    args.extend_from_slice(extra);
+    let out = warden(dir, &args, None);
+    let all = text(&out);
+    for t in tokens {
+        assert!(!all.contains(t), "a token value was printed:\n{all}");
+    }
+    (out.status.code().unwrap_or(-1), all)
+}
+
+#[test]
+fn rights_check_finds_each_drift_against_the_sandbox() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let server = rt.block_on(async {
+        let mut sc = SandboxConfig::for_tests(tmp.path().join("sandbox"));
+        sc.super_token = Some(SUPER.into());
+        sc.admin_secret = Some(ADMIN.into());
+        Server::start(sc).await.unwrap()
+    });
+    let s = Sandbox {
+        base: format!("http://{}", server.addr),
+        http: reqwest::Client::new(),
+        rt,
+        _server: server,
+    };
+    let owner = s.api(&[
+        ("token", SUPER),
+        ("content", "project"),
+        ("format", "json"),
+        ("data", r#"[{"project_title":"Heart","purpose":2}]"#),
+    ]);
+    let info: Value = serde_json::from_str(&s.api(&[
+        ("token", &owner),
+        ("content", "project"),
+        ("format", "json"),
+    ]))
+    .unwrap();
+    let pid = info["project_id"].as_u64().unwrap();
+    let md = json!([
+        {"field_name": "record_id", "form_name": "demographics", "field_type": "text", "field_label": "ID"},
+        {"field_name": "sbp", "form_name": "visit", "field_type": "text", "field_label": "BP"}
+    ]);
+    s.api(&[
+        ("token", &owner),
+        ("content", "metadata"),
+        ("format", "json"),
+        ("data", &md.to_string()),
+    ]);
+    s.api(&[
+        ("token", &owner),
+        ("content", "dag"),
+        ("action", "import"),
+        ("format", "json"),
+        (
+            "data",
+            r#"[{"data_access_group_name":"Site A","unique_group_name":""}]"#,
+        ),
+    ]);
+    let dags: Vec<Value> =
+        serde_json::from_str(&s.api(&[("token", &owner), ("content", "dag"), ("format", "json")]))
+            .unwrap();
+    let unique = dags[0]["unique_group_name"].as_str().unwrap().to_string();
+    let dag_id = dags[0]["data_access_group_id"].as_u64().unwrap();
+
+    let expiration = "2099-12-31";
+    let manager = s.user(
+        pid,
+        json!({"username": "svc_rights", "expiration": expiration,
+            "api_export": 1, "api_import": 1, "user_rights": 1, "data_access_groups": 1}),
+    );
+    let site = s.user(
+        pid,
+        json!({"username": "svc_site_a", "expiration": expiration, "data_access_group": unique,
+            "api_export": 1, "api_import": 1, "record_create": 1,
+            "forms": {"demographics": 1, "visit": 2},
+            "forms_export": {"demographics": 3, "visit": 2}}),
+    );
+    // The project's creator keeps its account, without API rights: an
+    // API-capable user no [[account]] governs would be a finding.
+    let users: Vec<Value> = serde_json::from_str(&s.api(&[
+        ("token", &manager),
+        ("content", "user"),
+        ("format", "json"),
+    ]))
+    .unwrap();
+    let creator = users
+        .iter()
+        .map(|u| u["username"].as_str().unwrap().to_string())
+        .find(|u| u != "svc_rights" && u != "svc_site_a")
+        .unwrap();
+    let import_users = |rows: Value| {
+        s.api(&[
+            ("token", &manager),
+            ("content", "user"),
+            ("format", "json"),
+            ("data", &rows.to_string()),
+        ])
+    };
+    import_users(
+        json!([{"username": creator, "api_export": 0, "api_import": 0, "mobile_app": 0, "data_access_group": ""}]),
+    );
+
+    let dir = tmp.path().join("warden");
+    std::fs::create_dir(&dir).unwrap();
+    init(&dir, &format!("{}/api/", s.base));
+    for (name, token) in [
+        ("redcap/heart/rights", &manager),
+        ("redcap/heart/site-a", &site),
+    ] {
+        let put = warden(
+            &dir,
+            &["secrets", "put", name, "--reason", "t"],
+            Some(token),
+        );
+        assert!(put.status.success(), "{}", text(&put));
+    }
+    add_config(
+        &dir,
+        &format!(
+            r#"
+[[study]]
+name = "heart"
+rights_manager = "heart-rights"
+
+[[study.site]]
+name = "site-a"
+dag_id = {dag_id}
+
+[[account]]
+name = "heart-rights"
+username = "svc_rights"
+secret = "redcap/heart/rights"
+study = "heart"
+profile = "rights-manager"
+
+[[account]]
+name = "heart-site-a"
+username = "svc_site_a"
+secret = "redcap/heart/site-a"
+study = "heart"
+site = "site-a"
+profile = "site-data-import"
+"#
+        ),
+    );
+    let tokens = [owner.as_str(), manager.as_str(), site.as_str(), SUPER];
+
+    let (code, out) = check(&dir, &tokens, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("every governed account is within its profile"),
+        "{out}"
+    );
+
+    // design = 1 (the DAG sent along, as every rights import must).
+    import_users(json!([{"username": "svc_site_a", "design": 1, "data_access_group": unique}]));
+    let (code, out) = check(&dir, &tokens, &["--json"]);
+    assert_eq!(code, 1, "{out}");
+    let report: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    let findings = report[0]["findings"].as_array().unwrap();
+    assert_eq!(findings.len(), 1, "{out}");
+    assert_eq!(findings[0]["code"], "right-beyond-profile");
+    assert_eq!(findings[0]["severity"], "critical");
+    assert_eq!(findings[0]["account"], "heart-site-a");
+    assert!(
+        findings[0]["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("design = 1")
+    );
+    assert_eq!(report[0]["digest"].as_str().unwrap().len(), 64);
+
+    // mobile_app = 1 instead.
+    import_users(
+        json!([{"username": "svc_site_a", "design": 0, "mobile_app": 1, "data_access_group": unique}]),
+    );
+    let (code, out) = check(
+        &dir,
+        &tokens,
+        &["--study", "heart", "--account", "heart-site-a"],
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("CRITICAL heart-site-a (svc_site_a): right-beyond-profile: mobile_app = 1"),
+        "{out}"
+    );
+
+    // A rights import without data_access_group drops the account's DAG.
+    import_users(json!([{"username": "svc_site_a", "mobile_app": 0}]));
+    let (code, out) = check(&dir, &tokens, &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("no-dag: not in a Data Access Group (site `site-a` is DAG"),
+        "{out}"
+    );
+    assert!(
+        out.contains("sees and changes the records of every site"),
+        "{out}"
+    );
+    import_users(json!([{"username": "svc_site_a", "data_access_group": unique}]));
+    assert_eq!(check(&dir, &tokens, &[]).0, 0);
+
+    // Placed in a role.
+    s.api(&[
+        ("token", &manager),
+        ("content", "userRole"),
+        ("format", "json"),
+        (
+            "data",
+            r#"[{"unique_role_name":"","role_label":"Site staff"}]"#,
+        ),
+    ]);
+    let roles: Vec<Value> = serde_json::from_str(&s.api(&[
+        ("token", &manager),
+        ("content", "userRole"),
+        ("format", "json"),
+    ]))
+    .unwrap();
+    let role = roles[0]["unique_role_name"].as_str().unwrap();
+    s.api(&[
+        ("token", &manager),
+        ("content", "userRoleMapping"),
+        ("format", "json"),
+        (
+            "data",
+            &json!([{"username": "svc_site_a", "unique_role_name": role}]).to_string(),
+        ),
+    ]);
+    let (code, out) = check(&dir, &tokens, &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!("in-role: the user is in role {role}")),
+        "{out}"
+    );
+
+    // Each run is a `rights` entry in the ledger, with the digest.
+    let tail = warden(&dir, &["ledger", "tail", "--count", "50"], None);
+    let tail = text(&tail);
+    assert!(tail.matches("digest sha256:").count() >= 6, "{tail}");
+    for t in tokens {
+        assert!(!tail.contains(t));
+    }
+
+    // An unknown study is an error (exit 2).
+    let (code, out) = check(&dir, &tokens, &["--study", "lung"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("no [[study]] named `lung`"), "{out}");
+}
