@@ -309,6 +309,40 @@ profile = "site-data-import"
         assert!(!tail.contains(t));
     }
 
+    // A second site whose secret holds site A's token.
+    s.api(&[
+        ("token", &manager),
+        ("content", "dag"),
+        ("action", "import"),
+        ("format", "json"),
+        (
+            "data",
+            r#"[{"data_access_group_name":"Site B","unique_group_name":""}]"#,
+        ),
+    ]);
+    let put = warden(
+        &dir,
+        &["secrets", "put", "redcap/heart/site-b", "--reason", "t"],
+        Some(&site),
+    );
+    assert!(put.status.success(), "{}", text(&put));
+    let path = dir.join("warden.toml");
+    let toml = std::fs::read_to_string(&path).unwrap().replace(
+        "\n[[account]]\nname = \"heart-rights\"",
+        &format!("\n[[study.site]]\nname = \"site-b\"\ndag_id = {}\n\n[[account]]\nname = \"heart-rights\"", dag_id + 1),
+    );
+    std::fs::write(&path, toml).unwrap();
+    add_config(
+        &dir,
+        "\n[[account]]\nname = \"heart-site-b\"\nusername = \"svc_site_b\"\nsecret = \"redcap/heart/site-b\"\nstudy = \"heart\"\nsite = \"site-b\"\nprofile = \"site-data-read\"\n",
+    );
+    let (code, out) = check(&dir, &tokens, &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("shared-token: holds the same token (same fingerprint) as `heart-site-a` of site `site-a`"),
+        "{out}"
+    );
+
     // An unknown study is an error (exit 2).
     let (code, out) = check(&dir, &tokens, &["--study", "lung"]);
     assert_eq!(code, 2, "{out}");

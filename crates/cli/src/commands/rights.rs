@@ -253,6 +253,30 @@ async fn check_study(
     if only.is_none() {
         let names: Vec<&str> = accounts.iter().map(|a| a.username.as_str()).collect();
         findings.extend(rights::ungoverned(&names, &live));
+        // Two sites holding one token: compared in memory, never shown.
+        let mut held = Vec::new();
+        for a in accounts.iter().filter(|a| a.site.is_some()) {
+            match store.get(&a.secret, &Selector::Label(Label::Current)).await {
+                Ok(secret) => held.push((a, secret.value)),
+                Err(secrets::StoreError::NotFound { .. }) => {}
+                Err(e) => {
+                    return Err(anyhow::Error::new(e).context(format!(
+                        "reading the token of site account `{}` (secret {})",
+                        a.name, a.secret
+                    )));
+                }
+            }
+        }
+        let sites: Vec<rights::SiteToken<'_>> = held
+            .iter()
+            .map(|(a, token)| rights::SiteToken {
+                account: &a.name,
+                username: &a.username,
+                site: a.site.as_deref().unwrap_or_default(),
+                token,
+            })
+            .collect();
+        findings.extend(rights::shared_tokens(&sites));
     }
     Ok(findings)
 }

@@ -418,3 +418,37 @@ pub fn digest(findings: &[Finding]) -> String {
     let json = serde_json::to_vec(findings).unwrap_or_default();
     hex::encode(sha2::Sha256::digest(json))
 }
+
+/// A site account and the token its secret currently holds (compared in
+/// memory only; never printed or recorded).
+pub struct SiteToken<'a> {
+    pub account: &'a str,
+    pub username: &'a str,
+    pub site: &'a str,
+    pub token: &'a secrets::SecretValue,
+}
+
+/// Site accounts of different sites holding the same token (one secret
+/// pasted under two names): each site's calls could be made as the other.
+pub fn shared_tokens(sites: &[SiteToken<'_>]) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for (i, a) in sites.iter().enumerate() {
+        for b in &sites[..i] {
+            if a.site != b.site && a.token.expose() == b.token.expose() {
+                out.push(Finding {
+                    severity: Severity::Critical,
+                    account: Some(a.account.to_string()),
+                    username: a.username.to_string(),
+                    code: "shared-token",
+                    detail: format!(
+                        "holds the same token (same fingerprint) as `{}` of site `{}`",
+                        b.account, b.site
+                    ),
+                    risk: "one token serves two sites, so the DAG boundary between them is gone"
+                        .into(),
+                });
+            }
+        }
+    }
+    out
+}

@@ -6,8 +6,8 @@ pub mod check;
 pub mod profile;
 
 pub use check::{
-    Finding, Governed, LiveDag, LiveProject, Severity, check_account, digest, rights_beyond,
-    ungoverned,
+    Finding, Governed, LiveDag, LiveProject, Severity, SiteToken, check_account, digest,
+    rights_beyond, shared_tokens, ungoverned,
 };
 pub use profile::{Profile, ProfileError, built_in, resolve};
 

@@ -183,3 +183,30 @@ fn ungoverned_api_users_and_the_digest() {
     assert_eq!(digest(&f).len(), 64);
     assert_ne!(digest(&f), digest(&[]));
 }
+
+#[test]
+fn two_sites_with_one_token_are_found() {
+    let one = secrets::SecretValue::new("0123456789ABCDEF0123456789ABCDEF".into());
+    let same = secrets::SecretValue::new("0123456789ABCDEF0123456789ABCDEF".into());
+    let other = secrets::SecretValue::new("FEDCBA9876543210FEDCBA9876543210".into());
+    let site = |account, site, token| SiteToken {
+        account,
+        username: "u",
+        site,
+        token,
+    };
+    let f = shared_tokens(&[
+        site("a", "site-a", &one),
+        site("c", "site-c", &other),
+        site("b", "site-b", &same),
+    ]);
+    assert_eq!(codes(&f), ["shared-token"]);
+    assert_eq!(f[0].account.as_deref(), Some("b"));
+    assert!(f[0].detail.contains("`a` of site `site-a`"));
+    let text = format!("{f:?}");
+    assert!(!text.contains("0123456789ABCDEF"));
+    assert_eq!(
+        shared_tokens(&[site("a", "site-a", &one), site("c", "site-c", &other)]),
+        vec![]
+    );
+}
