@@ -23,6 +23,7 @@ pub const BUILT_IN_PROFILES: &[&str] = &[
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProfileSection {
+    /// `name`: unique, letters, digits, `-` and `_`, not a built-in's name.
     pub name: String,
     /// A built-in or another `[[profile]]` whose grants this one adds to.
     pub extends: Option<String>,
@@ -114,7 +115,9 @@ pub const EXPORT_RIGHT_NAMES: &[(&str, ExportRight)] = &[
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
 pub struct FormGrant {
+    /// The instrument's name, or `*` for every instrument.
     pub form: String,
+    /// The highest data viewing right it may have.
     pub right: FormRight,
 }
 
@@ -122,7 +125,9 @@ pub struct FormGrant {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
 pub struct ExportGrant {
+    /// The instrument's name, or `*` for every instrument.
     pub form: String,
+    /// The highest data export right it may have.
     pub right: ExportRight,
 }
 
