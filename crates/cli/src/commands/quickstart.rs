@@ -296,9 +296,11 @@ async fn seed(
             dag(label)?.1
         ));
     }
+    // The rights seeded above: site-data-import plus full-data export.
+    extra.push_str("\n[[profile]]\nname = \"heart2-site\"\nextends = \"site-data-import\"\nforms_export = [\"*:full_data_set\"]\n");
     for (site, _, username) in SITES {
         extra.push_str(&format!(
-            "\n[[account]]\nname = \"heart2-{site}\"\nusername = \"{username}\"\nsecret = \"redcap/heart2/{site}\"\nstudy = \"heart2\"\nsite = \"{site}\"\nprofile = \"site-data-import\"\n"
+            "\n[[account]]\nname = \"heart2-{site}\"\nusername = \"{username}\"\nsecret = \"redcap/heart2/{site}\"\nstudy = \"heart2\"\nsite = \"{site}\"\nprofile = \"heart2-site\"\n"
         ));
     }
     for (site, _, _) in SITES {
