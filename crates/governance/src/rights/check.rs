@@ -33,6 +33,7 @@ impl std::fmt::Display for Severity {
 /// One thing wrong with an account's live rights.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Finding {
+    /// How much it matters.
     pub severity: Severity,
     /// The `[[account]]`, or `None` for a REDCap user no account governs.
     pub account: Option<String>,
@@ -49,7 +50,9 @@ pub struct Finding {
 /// A DAG as Export DAGs lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LiveDag {
+    /// `data_access_group_id`: stable across renames.
     pub id: u64,
+    /// The unique name, derived from the label (it changes on a rename).
     pub unique_name: String,
 }
 
@@ -61,16 +64,20 @@ pub struct LiveProject {
     pub users: Vec<Map<String, Value>>,
     /// (username, unique role name) for users in a role.
     pub roles: Vec<(String, String)>,
+    /// The project's DAGs (Export DAGs).
     pub dags: Vec<LiveDag>,
 }
 
 /// A governed account: who it is, its site's DAG, its profile.
 #[derive(Debug, Clone)]
 pub struct Governed {
+    /// The `[[account]]` name.
     pub account: String,
+    /// The REDCap username.
     pub username: String,
     /// (site name, dag_id) for a site account.
     pub site: Option<(String, u64)>,
+    /// The profile its rights must stay within.
     pub profile: Profile,
 }
 
@@ -422,9 +429,13 @@ pub fn digest(findings: &[Finding]) -> String {
 /// A site account and the token its secret currently holds (compared in
 /// memory only; never printed or recorded).
 pub struct SiteToken<'a> {
+    /// The `[[account]]` name.
     pub account: &'a str,
+    /// The REDCap username.
     pub username: &'a str,
+    /// The account's site.
     pub site: &'a str,
+    /// The token its secret holds now.
     pub token: &'a secrets::SecretValue,
 }
 

@@ -24,8 +24,10 @@ pub struct Profile {
 /// is the error when a caller skips it).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProfileError {
+    /// No built-in or `[[profile]]` has this name.
     #[error("profile `{0}` is not defined (neither built in nor a [[profile]])")]
     Unknown(String),
+    /// The `extends` chain comes back to this profile.
     #[error("profile `{0}` extends itself through its `extends` chain")]
     Loop(String),
 }
