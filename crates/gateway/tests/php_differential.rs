@@ -27,6 +27,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -51,7 +52,12 @@ struct Php {
 }
 
 impl Drop for Php {
+    /// `php -S` with workers forks them; killing the server alone leaves
+    /// them running, so the whole process group (started for it) goes.
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -95,6 +101,7 @@ fn start_php() -> Option<Php> {
         ])
         .arg(&script)
         .env("PHP_CLI_SERVER_WORKERS", "4")
+        .process_group(0)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
