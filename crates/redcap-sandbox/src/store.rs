@@ -260,27 +260,9 @@ fn rights_from(text: &str) -> rusqlite::Result<redcap::Rights> {
     })
 }
 
-/// The metadata columns, in table order after `project_id, field_order`.
-const FIELD_COLUMNS: [&str; 18] = [
-    "field_name",
-    "form_name",
-    "section_header",
-    "field_type",
-    "field_label",
-    "select_choices_or_calculations",
-    "field_note",
-    "text_validation_type_or_show_slider_number",
-    "text_validation_min",
-    "text_validation_max",
-    "identifier",
-    "branching_logic",
-    "required_field",
-    "custom_alignment",
-    "question_number",
-    "matrix_group_name",
-    "matrix_ranking",
-    "field_annotation",
-];
+/// The metadata columns, in table order after `project_id, field_order`:
+/// the data dictionary's, in REDCap's order.
+const FIELD_COLUMNS: &[&str] = crate::api::metadata::COLUMNS;
 
 /// Loads the settings (everything but records and logs): small whatever
 /// the size of the project's data.
@@ -557,7 +539,7 @@ pub fn save_state(
             };
             let mut values: Vec<String> = Vec::with_capacity(FIELD_COLUMNS.len());
             for c in FIELD_COLUMNS {
-                values.push(map.get(c).and_then(Value::as_str).unwrap_or("").to_owned());
+                values.push(map.get(*c).and_then(Value::as_str).unwrap_or("").to_owned());
             }
             let mut args: Vec<&dyn rusqlite::ToSql> = vec![&pid, &order];
             for v in &values {

@@ -14,7 +14,7 @@
 mod dags;
 pub(crate) mod files;
 mod logging;
-mod metadata;
+pub(crate) mod metadata;
 mod project;
 mod records;
 mod roles;
