@@ -756,6 +756,19 @@ fn quickstart(suite: &mut Suite, root: &Path) -> Quick {
         .to_string();
     let (status, body) = suite.call(port, &[("token", &key), ("content", "version")]);
     assert_eq!(status, 200, "{body}");
+    // The study it seeds is clean under `rights check`, read through the
+    // rights manager's token (a canary too) while the gateway holds the
+    // ledger; its output is scanned with the rest.
+    let rights = suite.run(&dir, &["rights", "check", "--json"], None);
+    rights.ok();
+    let report = rights.json();
+    assert_eq!(report[0]["study"], "heart2", "{}", rights.text());
+    assert_eq!(
+        report[0]["findings"],
+        serde_json::json!([]),
+        "{}",
+        rights.text()
+    );
     w.scan(&refs, &mut leaks);
     let ran = w.stop(&refs, &mut leaks);
     suite.record(&ran);

@@ -2,7 +2,8 @@
 //! install. It starts redcap-sandbox (a REDCap API emulator) and the
 //! gateway with the embedded defaults, and on first run seeds a two-site
 //! study: a project with two Data Access Groups, one least-privilege
-//! service account per site bound to its DAG, their tokens in the
+//! service account per site bound to its DAG (and a rights manager, the
+//! project's creator removed, so `rights check` starts clean), their tokens in the
 //! age-encrypted store, and a client key per site application in a 0600
 //! file. It prints the gateway's URL and a PyCap snippet, and serves until
 //! Ctrl-C. Run it again in the same directory to pick up where it stopped.
@@ -26,6 +27,9 @@ const SITES: [(&str, &str, &str); 2] = [
     ("site-a", "Site A", "svc_heart_site_a"),
     ("site-b", "Site B", "svc_heart_site_b"),
 ];
+
+/// The study's rights-manager account (no site, no DAG).
+const RIGHTS_MANAGER: &str = "svc_heart_rights";
 
 /// The sandbox's own credentials (it plays REDCap; these are test
 /// credentials, kept in a 0600 file so a restart finds them).
@@ -285,9 +289,62 @@ async fn seed(
         tokens.push((site, SecretValue::new(token)));
     }
 
+    // The study's rights manager (profile "rights-manager"): `rights check`
+    // reads every account's rights through it.
+    s.admin(
+        &format!("/sandbox/projects/{pid}/users"),
+        Some(json!({
+            "username": RIGHTS_MANAGER, "expiration": expiration,
+            "api_export": 1, "api_import": 1, "user_rights": 1, "data_access_groups": 1,
+            "record_create": 0, "record_delete": 0, "record_rename": 0, "design": 0,
+            "mobile_app": 0, "forms": {"enrolment": 0, "visit": 0},
+            "forms_export": {"enrolment": 0, "visit": 0}
+        })),
+    )
+    .await?;
+    let t = s
+        .admin(
+            &format!("/sandbox/projects/{pid}/users/{RIGHTS_MANAGER}/token"),
+            None,
+        )
+        .await?;
+    let manager_token = t["token"]
+        .as_str()
+        .context("the sandbox issued no token")?
+        .to_string();
+    // The project's creator (the super token's user) holds every right,
+    // API access included: as in a real handover, the governed accounts
+    // remain and the creator leaves, so `rights check` starts clean.
+    let users: Vec<Value> = serde_json::from_str(
+        &s.api(&[
+            ("token", &manager_token),
+            ("content", "user"),
+            ("format", "json"),
+        ])
+        .await?,
+    )?;
+    let ours = |u: &str| u == RIGHTS_MANAGER || SITES.iter().any(|(_, _, name)| *name == u);
+    for user in &users {
+        let name = user["username"].as_str().unwrap_or_default();
+        if !ours(name) {
+            // Deleting users needs Delete Record too (redcap-api.md §4.1),
+            // which the rights manager rightly lacks: the creator removes
+            // itself.
+            s.api(&[
+                ("token", &owner),
+                ("content", "user"),
+                ("action", "delete"),
+                ("format", "json"),
+                ("users[0]", name),
+            ])
+            .await?;
+        }
+    }
+    tokens.push(("rights", SecretValue::new(manager_token)));
+
     // warden's setup: config with the study, store, ledger, tokens, keys.
     let mut extra = format!(
-        "\n[gateway]\nlisten = \"{}\"\nadmin_listen = \"{}\"\n\n[[study]]\nname = \"heart2\"\nproject_id = {pid}\n",
+        "\n[gateway]\nlisten = \"{}\"\nadmin_listen = \"{}\"\n\n[[study]]\nname = \"heart2\"\nproject_id = {pid}\nrights_manager = \"heart2-rights\"\n",
         listen.gateway, listen.admin
     );
     for (site, label, _) in SITES {
@@ -303,6 +360,9 @@ async fn seed(
             "\n[[account]]\nname = \"heart2-{site}\"\nusername = \"{username}\"\nsecret = \"redcap/heart2/{site}\"\nstudy = \"heart2\"\nsite = \"{site}\"\nprofile = \"heart2-site\"\n"
         ));
     }
+    extra.push_str(&format!(
+        "\n[[account]]\nname = \"heart2-rights\"\nusername = \"{RIGHTS_MANAGER}\"\nsecret = \"redcap/heart2/rights\"\nstudy = \"heart2\"\nprofile = \"rights-manager\"\n"
+    ));
     for (site, _, _) in SITES {
         extra.push_str(&format!(
             "\n[[client]]\nname = \"{site}-app\"\naccount = \"heart2-{site}\"\nallow = [\"record:export\", \"record:import\", \"metadata:export\", \"exportFieldNames\", \"instrument\", \"project\", \"version\"]\n# PyCap cannot send a reason header; production clients should use \"required\".\nwrite_reason = \"optional\"\n"
@@ -327,7 +387,7 @@ async fn seed(
             &name,
             token,
             Label::Current,
-            "quickstart: site account token",
+            "quickstart: service account token",
             operator,
         )
         .await?;
@@ -390,6 +450,10 @@ fn print_welcome(dir: &Path, config: &Path, sandbox: &Server, gateway: &gateway:
     );
     println!(
         "Check the ledger:             redcap-warden --config {} ledger verify",
+        config.display()
+    );
+    println!(
+        "Check the accounts' rights:   redcap-warden --config {} rights check",
         config.display()
     );
     println!("Ctrl-C stops the gateway and the sandbox; run quickstart again to resume.");
