@@ -815,12 +815,9 @@ pub fn put_value(
     field: &str,
     value: &str,
 ) -> rusqlite::Result<()> {
-    conn.prepare_cached(
-        "INSERT OR REPLACE INTO redcap_data (project_id, event_id, record, field_name, instance, value)
-         VALUES (?1, ?2, ?3, ?4, 1, ?5)",
-    )?
-    .execute(params![pid, CLASSIC_EVENT, record, field, value])?;
-    Ok(())
+    const SQL: &str = "INSERT OR REPLACE INTO redcap_data (project_id, event_id, record, field_name, instance, value)
+         VALUES (?1, ?2, ?3, ?4, 1, ?5)";
+    insert_value(conn, SQL, pid, record, field, value)
 }
 
 /// Sets a value unless the record already has one.
@@ -831,11 +828,23 @@ pub fn put_value_if_absent(
     field: &str,
     value: &str,
 ) -> rusqlite::Result<()> {
-    conn.prepare_cached(
-        "INSERT OR IGNORE INTO redcap_data (project_id, event_id, record, field_name, instance, value)
-         VALUES (?1, ?2, ?3, ?4, 1, ?5)",
-    )?
-    .execute(params![pid, CLASSIC_EVENT, record, field, value])?;
+    const SQL: &str = "INSERT OR IGNORE INTO redcap_data (project_id, event_id, record, field_name, instance, value)
+         VALUES (?1, ?2, ?3, ?4, 1, ?5)";
+    insert_value(conn, SQL, pid, record, field, value)
+}
+
+/// One classic-project value through `sql` (which says what an existing
+/// value does: replaced or kept).
+fn insert_value(
+    conn: &Connection,
+    sql: &'static str,
+    pid: u64,
+    record: &str,
+    field: &str,
+    value: &str,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?
+        .execute(params![pid, CLASSIC_EVENT, record, field, value])?;
     Ok(())
 }
 

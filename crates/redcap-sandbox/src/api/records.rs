@@ -366,33 +366,32 @@ fn eav_to_flat(
     rid: &str,
     project: &Project,
 ) -> Vec<Map<String, Value>> {
-    let mut flat: Vec<(String, Map<String, Value>)> = Vec::new();
+    // Records in the order they first appear, found by id in O(1).
+    let mut flat: Vec<Map<String, Value>> = Vec::new();
+    let mut at: HashMap<String, usize> = HashMap::new();
+    let checkboxes: BTreeSet<&str> = project
+        .metadata
+        .iter()
+        .filter(|f| f.field_type == "checkbox")
+        .map(|f| f.field_name.as_str())
+        .collect();
     for row in rows {
         let record = text(row.get("record"));
         let field = text(row.get("field_name"));
         let value = text(row.get("value"));
-        let pos = match flat.iter().position(|(r, _)| *r == record) {
-            Some(p) => p,
-            None => {
-                let mut m = Map::new();
-                m.insert(rid.to_owned(), record.clone().into());
-                flat.push((record, m));
-                flat.len() - 1
-            }
-        };
-        let is_checkbox = project
-            .metadata
-            .iter()
-            .any(|f| f.field_name == field && f.field_type == "checkbox");
-        if is_checkbox {
-            flat[pos]
-                .1
-                .insert(format!("{field}___{}", value.to_lowercase()), "1".into());
+        let pos = *at.entry(record).or_insert_with_key(|record| {
+            let mut m = Map::new();
+            m.insert(rid.to_owned(), record.clone().into());
+            flat.push(m);
+            flat.len() - 1
+        });
+        if checkboxes.contains(field.as_str()) {
+            flat[pos].insert(format!("{field}___{}", value.to_lowercase()), "1".into());
         } else {
-            flat[pos].1.insert(field, value.into());
+            flat[pos].insert(field, value.into());
         }
     }
-    flat.into_iter().map(|(_, m)| m).collect()
+    flat
 }
 
 /// Import Records: `overwriteBehavior`, `forceAutoNumber`, `returnContent`,
@@ -470,6 +469,7 @@ pub fn import(ctx: &mut Ctx) -> Result<Reply, ApiError> {
     }
     let mut lines = Vec::new();
     let mut other_dag = Vec::new();
+    let mut other_dag_seen: BTreeSet<String> = BTreeSet::new();
     let mut ids: Vec<String> = Vec::new();
     let mut seen: BTreeSet<String> = BTreeSet::new();
     for row in &rows {
@@ -485,7 +485,9 @@ pub fn import(ctx: &mut Ctx) -> Result<Reply, ApiError> {
         }
         match ctx.sql(|c| store::record_group(c, pid, &id))? {
             Some(existing_group) => match (caller_dag, existing_group) {
-                (Some(mine), Some(theirs)) if mine != theirs && !other_dag.contains(&id) => {
+                (Some(mine), Some(theirs))
+                    if mine != theirs && other_dag_seen.insert(id.clone()) =>
+                {
                     other_dag.push(id.clone());
                 }
                 (Some(_), None) => lines.push(line(&id, &rid, &id, ValidationLine::OTHER_DAG)),
@@ -687,7 +689,12 @@ fn import_reply(ctx: &Ctx, ids: &[String], id_map: &BTreeMap<String, String>, au
         "auto_ids" if auto => {
             let pairs = id_map.iter().map(|(orig, new)| (new.clone(), orig.clone()));
             let mut pairs: Vec<(String, String)> = pairs.collect();
-            pairs.sort_by_key(|(new, _)| ids.iter().position(|i| i == new));
+            let order: HashMap<&str, usize> = ids
+                .iter()
+                .enumerate()
+                .map(|(i, id)| (id.as_str(), i))
+                .collect();
+            pairs.sort_by_key(|(new, _)| order.get(new.as_str()).copied());
             list(
                 pairs.into_iter().map(|(n, o)| format!("{n},{o}")).collect(),
                 "id,original_id",
@@ -746,10 +753,11 @@ pub fn delete(ctx: &mut Ctx) -> Result<Reply, ApiError> {
         .collect();
     let rid = project.record_id_field().to_owned();
     let mut deleted = Vec::new();
+    let mut deleted_ids: BTreeSet<&str> = BTreeSet::new();
     let mut docs = Vec::new();
     let form = (!instrument.is_empty()).then_some(instrument.as_str());
     for r in &records {
-        if deleted.iter().any(|(d, _)| d == r) {
+        if !deleted_ids.insert(r.as_str()) {
             continue;
         }
         let Some(group) = ctx.sql(|c| store::record_group(c, pid, r))? else {
