@@ -178,18 +178,6 @@ impl Upstream {
         .await
     }
 
-    /// POSTs a body of the given type and exact length (a streamed upload)
-    /// and reads the whole answer. Errors never contain the body: it holds
-    /// a token.
-    pub async fn send(
-        &self,
-        content_type: &str,
-        length: u64,
-        body: reqwest::Body,
-    ) -> Result<UpstreamReply, UpstreamError> {
-        self.open(content_type, length, body).await?.read().await
-    }
-
     /// POSTs a body and returns as soon as REDCap's status and headers are
     /// in: the body can then be streamed (a record export).
     pub async fn open(

@@ -167,11 +167,7 @@ pub fn verify(args: &Args, key: Option<&str>, trusted: Option<&Path>) -> anyhow:
             "--key".to_string(),
         ),
         None => {
-            let section = config
-                .config
-                .ledger
-                .as_ref()
-                .expect("ledger_dir checked the section");
+            let section = audit::ledger_section(&config)?;
             (
                 section.verifier_key(),
                 format!("pinned in {}", config.path.display()),

@@ -137,7 +137,7 @@ pub fn export(args: &Args, reason: &str) -> anyhow::Result<Outcome> {
     let reason = super::reason(reason)?;
     let config = load_config(&args.config)?;
     let dir = file_ledger(&config)?;
-    let section = config.config.ledger.as_ref().expect("checked");
+    let section = audit::ledger_section(&config)?;
     if section.export.is_none() {
         bail!(
             "no export is configured: add a [ledger.export] section to {} with bucket and retention_days (docs/ledger.md §10)",
