@@ -122,6 +122,11 @@ pub enum UpstreamError {
     /// not be built.
     #[error("REDCap could not be reached: {0}")]
     Transport(String),
+    /// REDCap answered with a redirect (3xx). Never followed: the token is
+    /// in the body, and a 307 or 308 would carry it on to wherever the
+    /// answer points. The text names where, without its query, and the fix.
+    #[error("{0}")]
+    Redirected(String),
 }
 
 /// The one way to REDCap: the `[redcap] url`, the outbound [`Limiter`]
@@ -140,6 +145,7 @@ impl Upstream {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(600))
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| UpstreamError::Transport(e.to_string()))?;
         Ok(Upstream {
@@ -202,6 +208,15 @@ impl Upstream {
             .await
             .map_err(|e| UpstreamError::Transport(e.without_url().to_string()))?;
         let status = resp.status().as_u16();
+        if resp.status().is_redirection() {
+            let location = resp
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|v| v.to_str().ok());
+            return Err(UpstreamError::Redirected(redcap::client::redirect_message(
+                location,
+            )));
+        }
         if status == 429 {
             self.banned.store(true, Ordering::SeqCst);
             return Err(UpstreamError::Banned);

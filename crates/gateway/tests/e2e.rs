@@ -1268,3 +1268,61 @@ async fn a_restart_after_a_crash_marks_the_unanswered_and_keeps_the_window() {
         .expect("the import's request entry");
     assert_eq!(import, ["41", "42"]);
 }
+
+/// `[redcap] url` answers with a redirect (an http:// address in front of an
+/// https:// REDCap, a moved server): the gateway follows none, so neither
+/// the token nor the call goes anywhere else; the client hears a 503 that
+/// names where REDCap points and the fix, and the `response` entry says 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_redirect_from_redcap_is_never_followed() {
+    let mut w = World::new().await;
+    let target = format!("{}/api/", w.sandbox_base);
+    for status in [302u16, 307] {
+        let to = target.clone();
+        let app = axum::Router::new().route(
+            "/api/",
+            axum::routing::post(move || {
+                let to = to.clone();
+                async move {
+                    (
+                        axum::http::StatusCode::from_u16(status).unwrap(),
+                        [(axum::http::header::LOCATION, format!("{to}?moved=1"))],
+                        "moved",
+                    )
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let before = w.redcap_log().await.len();
+        let dir = w.dir.join(format!("data/ledger-{status}"));
+        w.create_ledger(Arc::new(OsFs), &dir);
+        // The gateway reads `[redcap] url` from the configuration at start.
+        let real = std::mem::replace(&mut w.sandbox_base, format!("http://{addr}"));
+        let gw = w.start_gateway(Arc::new(OsFs), dir.clone()).await;
+        w.sandbox_base = real;
+        let (code, body) = w
+            .call(&gw, &[("token", &w.keys["etl"]), ("content", "version")])
+            .await;
+        assert_eq!(code, 503, "{status}: {body}");
+        assert!(
+            body.contains(&target) && body.contains("[redcap] url") && !body.contains("moved=1"),
+            "{status}: {body}"
+        );
+        assert_eq!(
+            w.redcap_log().await.len(),
+            before,
+            "{status}: nothing reached REDCap through the redirect"
+        );
+        gw.shutdown().await.unwrap();
+        let statuses: Vec<u16> = entries(&OsFs, &dir)
+            .into_iter()
+            .filter_map(|e| match e {
+                EntryKind::Response { status, .. } => Some(status),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(statuses, [503], "{status}");
+    }
+}

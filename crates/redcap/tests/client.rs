@@ -800,3 +800,56 @@ async fn file_exports_are_retried_and_uploads_are_not() {
     assert!(matches!(e, Error::Server { status: 503, .. }), "{e:?}");
     assert_eq!(server.hits.load(Ordering::SeqCst), 2);
 }
+
+/// A server whose `/api/` answers `status` with `Location: {target}`, and a
+/// second one (the redirect's target) that counts what reaches it and
+/// whether the token came along.
+#[tokio::test]
+async fn redirects_are_never_followed_and_the_token_stays_home() {
+    let elsewhere = scripted(vec![]).await;
+    for status in [301u16, 302, 303, 307, 308] {
+        let target = elsewhere.url.clone();
+        let app = axum::Router::new().route(
+            "/api/",
+            axum::routing::post(move || {
+                let target = target.clone();
+                async move {
+                    (
+                        axum::http::StatusCode::from_u16(status).unwrap(),
+                        [(
+                            axum::http::header::LOCATION,
+                            format!("{target}?from=redirect"),
+                        )],
+                        "moved",
+                    )
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let p = Client::new(&format!("http://{addr}/api/"))
+            .unwrap()
+            .with_retry(fast_retry())
+            .project(some_token());
+        let e = p.version().await.unwrap_err();
+        let Error::Server { status: s, message } = &e else {
+            panic!("{status}: {e:?}");
+        };
+        assert_eq!(*s, status);
+        assert!(
+            message.contains(&elsewhere.url) && message.contains("[redcap] url"),
+            "{status}: the error names where REDCap points and the fix: {message}"
+        );
+        assert!(
+            !message.contains("from=redirect"),
+            "{message}: the query is left out"
+        );
+        assert!(!e.to_string().contains(some_token().expose()), "{e}");
+    }
+    assert_eq!(
+        elsewhere.hits.load(Ordering::SeqCst),
+        0,
+        "nothing (and no token) reached the redirect's target"
+    );
+}

@@ -254,13 +254,18 @@ impl Client<NoLimiter> {
     pub fn new(api_url: &str) -> Result<Client<NoLimiter>, Error> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
+            // The token is in the body: a 307/308 would send it on to
+            // wherever the answer points. A redirect is an error instead.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| Error::transport(&e))?;
         Client::with_http(http, api_url)
     }
 
     /// A client over a caller-built `reqwest::Client` (custom CA, proxy,
-    /// timeouts).
+    /// timeouts). Build it with `.redirect(reqwest::redirect::Policy::none())`
+    /// as [`Client::new`] does: a client that follows a 307 or 308 sends
+    /// the token on to wherever the answer points.
     pub fn with_http(http: reqwest::Client, api_url: &str) -> Result<Client<NoLimiter>, Error> {
         let url = reqwest::Url::parse(api_url).map_err(|e| Error::Config {
             detail: format!("API URL {api_url:?}: {e}"),
@@ -408,6 +413,9 @@ impl<L: OutboundLimiter> Client<L> {
         };
         let response = request.send().await.map_err(|e| Error::transport(&e))?;
         let status = response.status().as_u16();
+        if response.status().is_redirection() {
+            return Err(redirected(status, response.headers()));
+        }
         let content_type = response
             .headers()
             .get(reqwest::header::CONTENT_TYPE)
@@ -417,6 +425,30 @@ impl<L: OutboundLimiter> Client<L> {
         // The body's buffer is handed on as it is (no copy).
         let bytes = response.bytes().await.map_err(|e| Error::transport(&e))?;
         read(status, content_type, Vec::from(bytes))
+    }
+}
+
+/// A 3xx answer: never followed (the token is in the body, and a 307 or
+/// 308 would carry it to wherever REDCap points). The error names where,
+/// without the query, and the fix.
+fn redirected(status: u16, headers: &reqwest::header::HeaderMap) -> Error {
+    let location = headers
+        .get(reqwest::header::LOCATION)
+        .and_then(|v| v.to_str().ok());
+    Error::Server {
+        status,
+        message: redirect_message(location),
+    }
+}
+
+/// What a caller is told about a redirect to `location` (its query and
+/// fragment are left out: they are the server's, and may carry anything).
+pub fn redirect_message(location: Option<&str>) -> String {
+    match location.map(|l| l.split(['?', '#']).next().unwrap_or_default()) {
+        Some(to) => format!(
+            "REDCap answered with a redirect to {to}, which is not followed (the token travels in the body): set [redcap] url to the address REDCap's API answers at, e.g. https:// instead of http://"
+        ),
+        None => "REDCap answered with a redirect, which is not followed (the token travels in the body): check [redcap] url".to_owned(),
     }
 }
 
