@@ -133,7 +133,8 @@ pub enum UpstreamError {
 /// every call goes through, and the ban flag a 429 sets.
 pub struct Upstream {
     http: reqwest::Client,
-    url: String,
+    /// Parsed once: a `&str` would be parsed again on every call.
+    url: reqwest::Url,
     limiter: Limiter,
     banned: AtomicBool,
 }
@@ -150,7 +151,8 @@ impl Upstream {
             .map_err(|e| UpstreamError::Transport(e.to_string()))?;
         Ok(Upstream {
             http,
-            url: url.to_string(),
+            url: reqwest::Url::parse(url)
+                .map_err(|e| UpstreamError::Transport(format!("[redcap] url: {e}")))?,
             limiter: Limiter::new(per_minute, Duration::from_secs(30)),
             banned: AtomicBool::new(false),
         })
@@ -200,7 +202,7 @@ impl Upstream {
         }
         let resp = self
             .http
-            .post(&self.url)
+            .post(self.url.clone())
             .header(reqwest::header::CONTENT_TYPE, content_type)
             .header(reqwest::header::CONTENT_LENGTH, length)
             .body(body)
