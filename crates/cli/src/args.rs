@@ -110,7 +110,7 @@ pub enum Command {
     Ledger(LedgerCommand),
 
     /// Compare the REDCap rights of the governed accounts with their
-    /// profiles.
+    /// profiles, and bring them back within (plan, apply).
     #[command(subcommand)]
     Rights(RightsCommand),
 
@@ -129,6 +129,35 @@ pub enum RightsCommand {
     /// finding with its severity and risk, 2 on error. Each run is a
     /// `rights` ledger entry with the findings' digest.
     Check {
+        /// Only this study.
+        #[arg(long, value_name = "STUDY")]
+        study: Option<String>,
+        /// Only this account.
+        #[arg(long, value_name = "ACCOUNT")]
+        account: Option<String>,
+    },
+    /// Show, per account, the `name: live -> wanted` changes that bring
+    /// REDCap within the profiles (lowering only), and the findings
+    /// `apply` leaves for a person. Exit 0 if there is nothing to do, 1
+    /// otherwise, 2 on error. Changes nothing.
+    Plan {
+        /// Only this study.
+        #[arg(long, value_name = "STUDY")]
+        study: Option<String>,
+        /// Only this account.
+        #[arg(long, value_name = "ACCOUNT")]
+        account: Option<String>,
+    },
+    /// Make the plan in REDCap through the rights manager: a role removed
+    /// first, then complete forms maps and always the site's DAG; read
+    /// back to confirm; one `rights` ledger entry per account with your
+    /// login, the reason and every change. Never raises a right, never
+    /// touches users no account governs. Exit 0 if the study is then
+    /// clean, 1 if findings remain for a person, 2 on error.
+    Apply {
+        /// Why (recorded in the ledger with your login).
+        #[arg(long)]
+        reason: String,
         /// Only this study.
         #[arg(long, value_name = "STUDY")]
         study: Option<String>,

@@ -165,7 +165,8 @@ fn rights_check_finds_each_drift_against_the_sandbox() {
         ])
     };
     import_users(
-        json!([{"username": creator, "api_export": 0, "api_import": 0, "mobile_app": 0, "data_access_group": ""}]),
+        json!([{"username": creator, "api_export": 0, "api_import": 0, "api_modules": 0, "mobile_app": 0,
+            "user_rights": 0, "data_access_groups": 0, "data_access_group": ""}]),
     );
 
     let dir = tmp.path().join("warden");
@@ -339,7 +340,8 @@ profile = "site-data-import"
     let (code, out) = check(&dir, &tokens, &[]);
     assert_eq!(code, 1, "{out}");
     assert!(
-        out.contains("shared-token: holds the same token (same fingerprint) as `heart-site-a` of site `site-a`"),
+        out.contains("shared-token: holds the same token (same fingerprint, fp1:")
+            && out.contains(") as `heart-site-a` of site `site-a`"),
         "{out}"
     );
 

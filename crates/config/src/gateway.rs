@@ -194,6 +194,11 @@ pub struct SiteSection {
     pub name: String,
     /// The DAG's numeric `data_access_group_id` (stable across renames).
     pub dag_id: u64,
+    /// `dag_name`: the DAG's unique group name as last confirmed; a label
+    /// `rights check` compares with REDCap's (a rename changes it), never
+    /// what the site binds to.
+    #[serde(default)]
+    pub dag_name: Option<String>,
 }
 
 /// `[[account]]`: a REDCap service account and where its token is kept.

@@ -359,6 +359,7 @@ pub(crate) const SITE: &[Field] = &[
         ),
     )
     .eg("dag_id = 3"),
+    opt("dag_name", Kind::Text).eg("dag_name = \"site_a\""),
 ];
 
 pub(crate) const ACCOUNT: &[Field] = &[

@@ -111,6 +111,14 @@ pub fn run(args: &Args) -> anyhow::Result<Outcome> {
         Command::Rights(RightsCommand::Check { study, account }) => {
             rights::check(args, study.as_deref(), account.as_deref())
         }
+        Command::Rights(RightsCommand::Plan { study, account }) => {
+            rights::plan(args, study.as_deref(), account.as_deref())
+        }
+        Command::Rights(RightsCommand::Apply {
+            reason,
+            study,
+            account,
+        }) => rights::apply(args, reason, study.as_deref(), account.as_deref()),
         Command::Completions { shell } => completions::print(*shell),
     }
 }

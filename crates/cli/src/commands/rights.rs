@@ -1,16 +1,26 @@
-//! `rights check`: live REDCap rights of the governed accounts compared
-//! with their profiles (the logic is `governance::rights`).
+//! `rights check | plan | apply`: live REDCap rights of the governed
+//! accounts compared with their profiles, and brought back within them
+//! (the logic is `governance::rights`; this file reads REDCap, writes the
+//! ledger and prints).
+//!
+//! Each study is read through its rights manager's token: Export Users,
+//! the user-role assignments and the DAGs. A check adds the findings that
+//! need more than that: the administrator probe (a site account's own
+//! token), token fingerprints (the secrets store), sites sharing a user.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use governance::redcap::client::{Client, Format, OutboundLimiter};
-use governance::rights::{self, Finding, Governed, LiveDag, LiveProject};
+use governance::redcap::client::{Client, Format, OutboundLimiter, Project, RoleAssignment};
+use governance::redcap::rights::FormRightsEncoding;
+use governance::rights::{
+    self, AccountPlan, Finding, Governed, LiveDag, LiveProject, PlanBlocked, SiteBinding,
+};
 use ledger::EntryKind;
-use secrets::{Label, SecretStore, Selector};
+use secrets::{FingerprintKey, Label, SecretStore, Selector};
 use serde_json::{Map, Value, json};
-use warden_config::{LoadedConfig, StudySection};
+use warden_config::{AccountSection, Config, LoadedConfig, StudySection};
 
 use crate::Outcome;
 use crate::args::Args;
@@ -22,11 +32,20 @@ use crate::store::{load_config, open_store};
 /// keeps its own window; REDCap counts both, so keep the setting well
 /// under its threshold).
 #[derive(Clone)]
-struct Paced(Arc<gateway::upstream::Limiter>);
+pub(super) struct Paced(Arc<gateway::upstream::Limiter>);
 
 impl OutboundLimiter for Paced {
     async fn acquire(&self) -> bool {
         self.0.acquire().await
+    }
+}
+
+impl Paced {
+    pub(super) fn for_config(c: &Config) -> Paced {
+        Paced(Arc::new(gateway::upstream::Limiter::new(
+            c.gateway.outbound_per_minute,
+            Duration::from_secs(60),
+        )))
     }
 }
 
@@ -36,9 +55,12 @@ struct StudyResult {
     findings: Vec<Finding>,
 }
 
-pub fn check(args: &Args, study: Option<&str>, account: Option<&str>) -> anyhow::Result<Outcome> {
-    let operator = Operator::current(args.operator.as_deref())?;
-    let config = load_config(&args.config)?;
+/// The studies `--study` / `--account` select, checked against the file.
+fn select<'c>(
+    config: &'c LoadedConfig,
+    study: Option<&str>,
+    account: Option<&str>,
+) -> anyhow::Result<Vec<&'c StudySection>> {
     let c = &config.config;
     if let Some(s) = study
         && !c.study.iter().any(|x| x.name == s)
@@ -77,21 +99,29 @@ pub fn check(args: &Args, study: Option<&str>, account: Option<&str>) -> anyhow:
             config.path.display()
         );
     }
+    Ok(studies)
+}
+
+/// `rights check`: findings, one `rights` ledger entry per study with
+/// their digest; exit 0 clean, 1 findings.
+pub fn check(args: &Args, study: Option<&str>, account: Option<&str>) -> anyhow::Result<Outcome> {
+    let operator = Operator::current(args.operator.as_deref())?;
+    let config = load_config(&args.config)?;
+    let studies = select(&config, study, account)?;
     let store = open_store(&config)?;
     let rt = super::runtime()?;
-    let limiter = Arc::new(gateway::upstream::Limiter::new(
-        c.gateway.outbound_per_minute,
-        Duration::from_secs(60),
-    ));
+    let paced = Paced::for_config(&config.config);
     let mut results = Vec::new();
     for s in &studies {
-        let findings = rt.block_on(check_study(&config, &*store, &limiter, s, account))?;
+        let findings = rt.block_on(async {
+            let read = StudyRead::open(&config, &*store, &paced, s).await?;
+            read.findings(&config, &*store, &paced, account).await
+        })?;
         results.push(StudyResult {
             study: s.name.clone(),
             findings,
         });
     }
-    let all: Vec<&Finding> = results.iter().flat_map(|r| &r.findings).collect();
     let trail = rt.block_on(crate::store::open_trail(&config, &*store))?;
     rt.block_on(async {
         for r in &results {
@@ -111,15 +141,19 @@ pub fn check(args: &Args, study: Option<&str>, account: Option<&str>) -> anyhow:
         }
         trail.close().await
     })?;
-    print(args, &results);
-    Ok(if all.is_empty() {
+    print_findings(args, &results);
+    Ok(outcome(results.iter().all(|r| r.findings.is_empty())))
+}
+
+fn outcome(clean: bool) -> Outcome {
+    if clean {
         Outcome::Clean
     } else {
         Outcome::Findings
-    })
+    }
 }
 
-fn print(args: &Args, results: &[StudyResult]) {
+fn print_findings(args: &Args, results: &[StudyResult]) {
     if args.json {
         let out: Vec<Value> = results
             .iter()
@@ -140,124 +174,213 @@ fn print(args: &Args, results: &[StudyResult]) {
         }
         println!("study `{}`: {} finding(s)", r.study, r.findings.len());
         for f in &r.findings {
-            println!(
-                "  {:<8} {} ({}): {}: {} — {}",
-                f.severity.to_string().to_uppercase(),
-                f.account.as_deref().unwrap_or("(no account)"),
-                f.username,
-                f.code,
-                f.detail,
-                f.risk
-            );
+            println!("  {}", finding_line(f));
         }
     }
 }
 
-async fn check_study(
-    config: &LoadedConfig,
-    store: &dyn SecretStore,
-    limiter: &Arc<gateway::upstream::Limiter>,
-    study: &StudySection,
-    only: Option<&str>,
-) -> anyhow::Result<Vec<Finding>> {
-    let c = &config.config;
-    let Some(manager_name) = &study.rights_manager else {
-        bail!(
-            "study `{}` has no rights_manager, so its rights cannot be read; add rights_manager = \"ACCOUNT\" to the [[study]] and an [[account]] for a REDCap user with API Export and User Rights (profile \"rights-manager\")",
-            study.name
-        );
+fn finding_line(f: &Finding) -> String {
+    let who = match (&f.account, f.username.is_empty(), &f.site) {
+        (Some(a), false, _) => format!("{a} ({})", f.username),
+        (None, false, _) => format!("(no account) ({})", f.username),
+        (_, true, Some(site)) => format!("site {site}"),
+        _ => "(study)".into(),
     };
-    let manager = c
-        .account
-        .iter()
-        .find(|a| &a.name == manager_name)
-        .context("the rights manager is not an [[account]] (config check reports this)")?;
-    let secret = store
-        .get(&manager.secret, &Selector::Label(Label::Current))
-        .await
-        .with_context(|| {
-            format!(
-                "reading the token of rights manager `{}` (secret {})",
-                manager.name, manager.secret
-            )
-        })?;
-    let token = governance::redcap::Token::parse(secret.value.expose()).with_context(|| {
-        format!(
-            "the secret {} of rights manager `{}` is not a REDCap token",
-            manager.secret, manager.name
-        )
-    })?;
-    let project = Client::new(c.redcap.url())?
-        .with_limiter(Paced(limiter.clone()))
-        .project(token);
-    let what = |m: &str| format!("{m} with the token of rights manager `{}`", manager.name);
-    let users: Vec<Map<String, Value>> = serde_json::from_str(
-        &project
-            .export_users_raw(Format::Json)
-            .await
-            .with_context(|| what("Export Users"))?,
+    format!(
+        "{:<8} {who}: {}: {} — {}",
+        f.severity.to_string().to_uppercase(),
+        f.code,
+        f.detail,
+        f.risk
     )
-    .with_context(|| what("reading Export Users' JSON"))?;
-    let roles = project
-        .export_user_role_assignments()
-        .await
-        .with_context(|| what("Export User-Role Assignments"))?;
-    let dags = project
-        .export_dags()
-        .await
-        .with_context(|| what("Export DAGs"))?;
-    let live = LiveProject {
-        users,
-        roles: roles
-            .into_iter()
-            .map(|r| (r.username, r.unique_role_name))
-            .collect(),
-        dags: dags
-            .into_iter()
-            .map(|d| LiveDag {
-                id: d.data_access_group_id,
-                unique_name: d.unique_group_name,
-            })
-            .collect(),
-    };
-    let accounts: Vec<_> = c.account.iter().filter(|a| a.study == study.name).collect();
-    let mut findings = Vec::new();
-    for a in &accounts {
-        if only.is_some_and(|o| o != a.name) {
-            continue;
+}
+
+/// A study read through its rights manager.
+struct StudyRead<'c> {
+    study: &'c StudySection,
+    manager: &'c AccountSection,
+    project: Project<Paced>,
+    live: LiveProject,
+    /// The study's accounts with a profile (the rights manager always has
+    /// one), with what `governance::rights` needs of them.
+    governed: Vec<(&'c AccountSection, Governed)>,
+}
+
+impl<'c> StudyRead<'c> {
+    async fn open(
+        config: &'c LoadedConfig,
+        store: &dyn SecretStore,
+        paced: &Paced,
+        study: &'c StudySection,
+    ) -> anyhow::Result<StudyRead<'c>> {
+        let c = &config.config;
+        let Some(manager_name) = &study.rights_manager else {
+            bail!(
+                "study `{}` has no rights_manager, so its rights cannot be read; add rights_manager = \"ACCOUNT\" to the [[study]] and an [[account]] for a REDCap user with API Export and User Rights (profile \"rights-manager\")",
+                study.name
+            );
+        };
+        let manager = c
+            .account
+            .iter()
+            .find(|a| &a.name == manager_name)
+            .context("the rights manager is not an [[account]] (config check reports this)")?;
+        let token = account_token(store, manager, "rights manager").await?;
+        let project = Client::new(c.redcap.url())?
+            .with_limiter(paced.clone())
+            .project(token);
+        let mut governed = Vec::new();
+        for a in c.account.iter().filter(|a| a.study == study.name) {
+            let profile_name = match (&a.profile, a.name == manager.name) {
+                (Some(p), _) => p.as_str(),
+                (None, true) => "rights-manager",
+                (None, false) => continue,
+            };
+            let profile = rights::resolve(profile_name, &c.profile)?;
+            let site = a.site.as_ref().and_then(|s| {
+                study
+                    .site
+                    .iter()
+                    .find(|x| &x.name == s)
+                    .map(|x| (x.name.clone(), x.dag_id))
+            });
+            governed.push((
+                a,
+                Governed {
+                    account: a.name.clone(),
+                    username: a.username.clone(),
+                    site,
+                    profile,
+                },
+            ));
         }
-        let profile_name = match (&a.profile, a.name == *manager_name) {
-            (Some(p), _) => p.as_str(),
-            (None, true) => "rights-manager",
-            (None, false) => continue,
+        let mut read = StudyRead {
+            study,
+            manager,
+            project,
+            live: LiveProject::default(),
+            governed,
         };
-        let profile = rights::resolve(profile_name, &c.profile)?;
-        let site = a.site.as_ref().and_then(|s| {
-            study
-                .site
-                .iter()
-                .find(|x| &x.name == s)
-                .map(|x| (x.name.clone(), x.dag_id))
-        });
-        let governed = Governed {
-            account: a.name.clone(),
-            username: a.username.clone(),
-            site,
-            profile,
-        };
-        findings.extend(
-            rights::check_account(&governed, &live)
-                .with_context(|| format!("reading the rights of `{}`", a.username))?,
-        );
+        read.live = read.read_live().await?;
+        Ok(read)
     }
-    if only.is_none() {
-        let names: Vec<&str> = accounts.iter().map(|a| a.username.as_str()).collect();
-        findings.extend(rights::ungoverned(&names, &live));
-        // Two sites holding one token: compared in memory, never shown.
+
+    fn what(&self, method: &str) -> String {
+        format!(
+            "{method} with the token of rights manager `{}`",
+            self.manager.name
+        )
+    }
+
+    /// Export Users, the user-role assignments and the DAGs.
+    async fn read_live(&self) -> anyhow::Result<LiveProject> {
+        let users: Vec<Map<String, Value>> = serde_json::from_str(
+            &self
+                .project
+                .export_users_raw(Format::Json)
+                .await
+                .with_context(|| self.what("Export Users"))?,
+        )
+        .with_context(|| self.what("reading Export Users' JSON"))?;
+        let roles = self
+            .project
+            .export_user_role_assignments()
+            .await
+            .with_context(|| self.what("Export User-Role Assignments"))?;
+        let dags = self
+            .project
+            .export_dags()
+            .await
+            .with_context(|| self.what("Export DAGs"))?;
+        Ok(LiveProject {
+            users,
+            roles: roles
+                .into_iter()
+                .map(|r| (r.username, r.unique_role_name))
+                .collect(),
+            dags: dags
+                .into_iter()
+                .map(|d| LiveDag {
+                    id: d.data_access_group_id,
+                    unique_name: d.unique_group_name,
+                })
+                .collect(),
+        })
+    }
+
+    /// Every finding of the study (`only`: one account's).
+    async fn findings(
+        &self,
+        config: &LoadedConfig,
+        store: &dyn SecretStore,
+        paced: &Paced,
+        only: Option<&str>,
+    ) -> anyhow::Result<Vec<Finding>> {
+        let mut findings = Vec::new();
+        for (a, g) in &self.governed {
+            if only.is_some_and(|o| o != a.name) {
+                continue;
+            }
+            findings.extend(
+                rights::check_account(g, &self.live)
+                    .with_context(|| format!("reading the rights of `{}`", a.username))?,
+            );
+            if let Some(evidence) = self.administrator_probe(config, store, paced, a).await? {
+                findings.push(rights::administrator(g, &evidence));
+            }
+        }
+        if only.is_some() {
+            return Ok(findings);
+        }
+        let usernames: Vec<&str> = config
+            .config
+            .account
+            .iter()
+            .filter(|a| a.study == self.study.name)
+            .map(|a| a.username.as_str())
+            .collect();
+        findings.extend(rights::ungoverned(&usernames, &self.live));
+        let sites: Vec<SiteBinding> = self
+            .study
+            .site
+            .iter()
+            .map(|s| SiteBinding {
+                name: s.name.clone(),
+                dag_id: s.dag_id,
+                dag_name: s.dag_name.clone(),
+            })
+            .collect();
+        findings.extend(rights::renamed_dags(&sites, &self.live));
+        let governed: Vec<Governed> = self.governed.iter().map(|(_, g)| g.clone()).collect();
+        findings.extend(rights::shared_accounts(&governed));
+        findings.extend(self.shared_tokens(config, store).await?);
+        Ok(findings)
+    }
+
+    /// Two sites holding one token, by fingerprint under the
+    /// installation's key: values are never compared outside the store's
+    /// keyed hash, nor shown.
+    async fn shared_tokens(
+        &self,
+        config: &LoadedConfig,
+        store: &dyn SecretStore,
+    ) -> anyhow::Result<Vec<Finding>> {
+        let site_accounts: Vec<&AccountSection> = config
+            .config
+            .account
+            .iter()
+            .filter(|a| a.study == self.study.name && a.site.is_some())
+            .collect();
+        if site_accounts.len() < 2 {
+            return Ok(Vec::new());
+        }
+        let key = FingerprintKey::load(store).await.with_context(|| {
+            format!("reading the fingerprint key `{}` (was the store set up with `redcap-warden init`?)", secrets::FINGERPRINT_KEY_SECRET)
+        })?;
         let mut held = Vec::new();
-        for a in accounts.iter().filter(|a| a.site.is_some()) {
+        for a in site_accounts {
             match store.get(&a.secret, &Selector::Label(Label::Current)).await {
-                Ok(secret) => held.push((a, secret.value)),
+                Ok(secret) => held.push((a, key.fingerprint(&secret.value))),
                 Err(secrets::StoreError::NotFound { .. }) => {}
                 Err(e) => {
                     return Err(anyhow::Error::new(e).context(format!(
@@ -269,14 +392,502 @@ async fn check_study(
         }
         let sites: Vec<rights::SiteToken<'_>> = held
             .iter()
-            .map(|(a, token)| rights::SiteToken {
+            .map(|(a, fingerprint)| rights::SiteToken {
                 account: &a.name,
                 username: &a.username,
                 site: a.site.as_deref().unwrap_or_default(),
-                token,
+                fingerprint,
             })
             .collect();
-        findings.extend(rights::shared_tokens(&sites));
+        Ok(rights::shared_tokens(&sites))
     }
-    Ok(findings)
+
+    /// Whether REDCap treats `account` as an administrator. Administrators
+    /// are not visible through the API (§8.2), but they bypass rights and
+    /// DAGs (§1.7) — the same bypass the gateway's DAG guard sees when a
+    /// DAG-bound account gets the DAG column back. The probe asks for the
+    /// project's DAGs with the account's own token, when Export Users says
+    /// REDCap must refuse that (the user is in a DAG, or lacks the DAG
+    /// right): an answer instead of a refusal is the bypass. No record is
+    /// read. An account whose rights allow Export DAGs (the rights
+    /// manager) cannot be told apart this way and is not probed.
+    async fn administrator_probe(
+        &self,
+        config: &LoadedConfig,
+        store: &dyn SecretStore,
+        paced: &Paced,
+        account: &AccountSection,
+    ) -> anyhow::Result<Option<String>> {
+        let Some(row) = self.live.users.iter().find(|r| {
+            r.get("username")
+                .and_then(governance::redcap::rights::wire_text)
+                .is_some_and(|u| u.eq_ignore_ascii_case(&account.username))
+        }) else {
+            return Ok(None);
+        };
+        let user = governance::redcap::UserRights::from_json(row)
+            .with_context(|| format!("reading the rights of `{}`", account.username))?;
+        let in_dag = user.data_access_group_id.is_some();
+        if !in_dag && user.rights.data_access_groups {
+            return Ok(None);
+        }
+        let token = match store
+            .get(&account.secret, &Selector::Label(Label::Current))
+            .await
+        {
+            Ok(_) => account_token(store, account, "account").await?,
+            Err(secrets::StoreError::NotFound { .. }) => return Ok(None),
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!(
+                    "reading the token of `{}` (secret {})",
+                    account.name, account.secret
+                )));
+            }
+        };
+        let probe = Client::new(config.config.redcap.url())?
+            .with_limiter(paced.clone())
+            .project(token);
+        use governance::redcap::client::Error;
+        match probe.export_dags().await {
+            Ok(_) => Ok(Some(format!(
+                "REDCap answered Export DAGs to its token although Export Users shows it {}",
+                if in_dag {
+                    "in a Data Access Group"
+                } else {
+                    "without the DAG right"
+                }
+            ))),
+            // Any refusal shows REDCap applies its rights: administrators
+            // are never refused.
+            Err(
+                Error::InvalidToken
+                | Error::NoApiRight { .. }
+                | Error::Expired { .. }
+                | Error::Privilege { .. }
+                | Error::BadRequest { .. },
+            ) => Ok(None),
+            Err(e) => Err(anyhow::Error::new(e).context(format!(
+                "probing whether `{}` is a REDCap administrator (Export DAGs with its own token)",
+                account.name
+            ))),
+        }
+    }
+
+    /// The instruments and the form-rights encoding of the project's
+    /// REDCap version (for complete `forms` maps in its own numbers).
+    async fn instruments(&self) -> anyhow::Result<(Vec<String>, FormRightsEncoding)> {
+        let instruments = self
+            .project
+            .export_instruments()
+            .await
+            .with_context(|| self.what("Export Instruments"))?
+            .into_iter()
+            .map(|i| i.instrument_name)
+            .collect();
+        let version = self
+            .project
+            .version()
+            .await
+            .with_context(|| self.what("Export REDCap Version"))?;
+        Ok((instruments, FormRightsEncoding::for_version(version)))
+    }
+
+    /// The plan for each governed account (`only`: one), the rights
+    /// manager last (lowering its own rights first would stop the rest).
+    fn plans(
+        &self,
+        instruments: &[String],
+        encoding: FormRightsEncoding,
+        only: Option<&str>,
+    ) -> Vec<(&'c AccountSection, Result<AccountPlan, PlanBlocked>)> {
+        let mut out: Vec<_> = self
+            .governed
+            .iter()
+            .filter(|(a, _)| only.is_none_or(|o| o == a.name))
+            .map(|(a, g)| {
+                let shared = self.governed.iter().find(|(b, h)| {
+                    b.name != a.name
+                        && h.site.is_some()
+                        && g.site.is_some()
+                        && h.site != g.site
+                        && h.username.eq_ignore_ascii_case(&g.username)
+                });
+                let plan = match shared {
+                    Some((b, _)) => Err(PlanBlocked::SharedUser(b.name.clone())),
+                    None => rights::plan_account(g, &self.live, instruments, encoding),
+                };
+                (*a, plan)
+            })
+            .collect();
+        out.sort_by_key(|(a, _)| a.name == self.manager.name);
+        out
+    }
+}
+
+/// An account's current token, parsed (never shown).
+async fn account_token(
+    store: &dyn SecretStore,
+    account: &AccountSection,
+    role: &str,
+) -> anyhow::Result<governance::redcap::Token> {
+    let secret = store
+        .get(&account.secret, &Selector::Label(Label::Current))
+        .await
+        .with_context(|| {
+            format!(
+                "reading the token of {role} `{}` (secret {})",
+                account.name, account.secret
+            )
+        })?;
+    governance::redcap::Token::parse(secret.value.expose()).with_context(|| {
+        format!(
+            "the secret {} of {role} `{}` is not a REDCap token",
+            account.secret, account.name
+        )
+    })
+}
+
+/// A plan's output for one study.
+struct PlanResult {
+    study: String,
+    plans: Vec<AccountPlan>,
+    blocked: Vec<(String, String)>,
+    /// Findings `apply` does not fix (they need a person).
+    unfixed: Vec<Finding>,
+}
+
+/// `rights plan`: the per-field changes `apply` would make, and the
+/// findings it would leave; exit 0 when there is nothing to do.
+pub fn plan(args: &Args, study: Option<&str>, account: Option<&str>) -> anyhow::Result<Outcome> {
+    let config = load_config(&args.config)?;
+    let studies = select(&config, study, account)?;
+    let store = open_store(&config)?;
+    let rt = super::runtime()?;
+    let paced = Paced::for_config(&config.config);
+    let mut results = Vec::new();
+    for s in &studies {
+        results.push(rt.block_on(async {
+            let read = StudyRead::open(&config, &*store, &paced, s).await?;
+            let findings = read.findings(&config, &*store, &paced, account).await?;
+            let (instruments, encoding) = read.instruments().await?;
+            let mut result = PlanResult {
+                study: s.name.clone(),
+                plans: Vec::new(),
+                blocked: Vec::new(),
+                unfixed: findings
+                    .into_iter()
+                    .filter(|f| !f.fixed_by_apply())
+                    .collect(),
+            };
+            for (a, p) in read.plans(&instruments, encoding, account) {
+                match p {
+                    Ok(p) if p.is_empty() => {}
+                    Ok(p) => result.plans.push(p),
+                    Err(e) => result.blocked.push((a.name.clone(), e.to_string())),
+                }
+            }
+            anyhow::Ok(result)
+        })?);
+    }
+    let clean = results
+        .iter()
+        .all(|r| r.plans.is_empty() && r.blocked.is_empty() && r.unfixed.is_empty());
+    if args.json {
+        let out: Vec<Value> = results.iter().map(plan_json).collect();
+        println!("{}", Value::Array(out));
+    } else {
+        for r in &results {
+            print_plan(r, "to change");
+        }
+    }
+    Ok(outcome(clean))
+}
+
+fn plan_json(r: &PlanResult) -> Value {
+    json!({
+        "study": r.study,
+        "plans": r.plans,
+        "blocked": r.blocked.iter().map(|(a, why)| json!({"account": a, "why": why})).collect::<Vec<_>>(),
+        "unfixed": r.unfixed,
+    })
+}
+
+fn print_plan(r: &PlanResult, verb: &str) {
+    if r.plans.is_empty() && r.blocked.is_empty() && r.unfixed.is_empty() {
+        println!(
+            "study `{}`: nothing to change; every governed account is within its profile",
+            r.study
+        );
+        return;
+    }
+    println!("study `{}`: {} account(s) {verb}", r.study, r.plans.len());
+    for p in &r.plans {
+        println!("  {} ({}):", p.account, p.username);
+        for c in &p.changes {
+            println!("    {c}");
+        }
+    }
+    for (a, why) in &r.blocked {
+        println!("  {a}: cannot be planned for: {why}");
+    }
+    if !r.unfixed.is_empty() {
+        println!("  left for a person (apply does not change these):");
+        for f in &r.unfixed {
+            println!("    {}", finding_line(f));
+        }
+    }
+}
+
+/// `rights apply`: makes each plan in REDCap — a role removed first
+/// through `userRoleMapping`, then one Import Users row with complete
+/// `forms` / `forms_export` maps and always `data_access_group` — reads
+/// back to confirm, and records one `rights` entry per account (operator,
+/// reason, every `name: before -> after`). Ungoverned users are reported,
+/// never touched. Exit 0 when the study is then clean, 1 when findings
+/// remain (those that need a person), 2 on error.
+pub fn apply(
+    args: &Args,
+    reason: &str,
+    study: Option<&str>,
+    account: Option<&str>,
+) -> anyhow::Result<Outcome> {
+    let operator = Operator::current(args.operator.as_deref())?;
+    let reason = super::reason(reason)?;
+    let config = load_config(&args.config)?;
+    let studies = select(&config, study, account)?;
+    let store = open_store(&config)?;
+    let rt = super::runtime()?;
+    let paced = Paced::for_config(&config.config);
+    // The ledger is opened before REDCap is touched: a change that could
+    // not be recorded is not made.
+    let trail = rt.block_on(crate::store::open_trail(&config, &*store))?;
+    let mut results = Vec::new();
+    let mut failure = None;
+    for s in &studies {
+        let done = rt.block_on(apply_study(
+            &config, &*store, &paced, &trail, s, account, &operator, &reason,
+        ));
+        match done {
+            Ok(r) => results.push(r),
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    rt.block_on(trail.close())?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    let clean = results
+        .iter()
+        .all(|r| r.blocked.is_empty() && r.unfixed.is_empty());
+    if args.json {
+        let out: Vec<Value> = results.iter().map(plan_json).collect();
+        println!("{}", Value::Array(out));
+    } else {
+        for r in &results {
+            print_plan(r, "changed");
+        }
+    }
+    Ok(outcome(clean))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn apply_study(
+    config: &LoadedConfig,
+    store: &dyn SecretStore,
+    paced: &Paced,
+    trail: &governance::audit::AuditTrail,
+    study: &StudySection,
+    only: Option<&str>,
+    operator: &Operator,
+    reason: &str,
+) -> anyhow::Result<PlanResult> {
+    let mut read = StudyRead::open(config, store, paced, study).await?;
+    let (instruments, encoding) = read.instruments().await?;
+    let mut result = PlanResult {
+        study: study.name.clone(),
+        plans: Vec::new(),
+        blocked: Vec::new(),
+        unfixed: Vec::new(),
+    };
+    let accounts: Vec<&AccountSection> = read
+        .plans(&instruments, encoding, only)
+        .into_iter()
+        .map(|(a, _)| a)
+        .collect();
+    for a in accounts {
+        // Planned on what REDCap reports now: an earlier account's import
+        // (or the role removal below) may have changed it.
+        let planned = read
+            .plans(&instruments, encoding, Some(&a.name))
+            .pop()
+            .map(|(_, p)| p);
+        let mut plan = match planned {
+            Some(Ok(p)) if p.is_empty() => continue,
+            Some(Ok(p)) => p,
+            Some(Err(e)) => {
+                result.blocked.push((a.name.clone(), e.to_string()));
+                continue;
+            }
+            None => continue,
+        };
+        let manager = read.manager;
+        let refused =
+            |method: &str, e: governance::redcap::client::Error| refusal(manager, a, method, e);
+        let mut changes = plan.changes.clone();
+        if let Some(role) = &plan.role {
+            // A role member's rights are the role's and Import Users
+            // refuses them (§4.7): leave the role first, then plan again
+            // on the user's own rights.
+            read.project
+                .import_user_role_assignments(&[RoleAssignment {
+                    username: a.username.clone(),
+                    unique_role_name: String::new(),
+                }])
+                .await
+                .map_err(|e| refused("Import User-Role Assignments", e))?;
+            read.live = read
+                .live_or_recorded(trail, a, operator, reason, &changes)
+                .await?;
+            let again = read
+                .plans(&instruments, encoding, Some(&a.name))
+                .pop()
+                .map(|(_, p)| p);
+            plan = match again {
+                Some(Ok(p)) => p,
+                Some(Err(e)) => bail!(
+                    "`{}` left role {role}, but then: {e}; run `rights check`",
+                    a.name
+                ),
+                None => unreachable!("the account was planned for above"),
+            };
+            changes.retain(|c| c.field == "role");
+            changes.extend(plan.changes.iter().cloned());
+        }
+        if !plan.is_empty() {
+            read.project
+                .import_users(std::slice::from_ref(&plan.row))
+                .await
+                .map_err(|e| refused("Import Users", e))?;
+            read.live = read
+                .live_or_recorded(trail, a, operator, reason, &changes)
+                .await?;
+        }
+        // Read back: the account must now need nothing more.
+        let after = read
+            .plans(&instruments, encoding, Some(&a.name))
+            .pop()
+            .map(|(_, p)| p);
+        let confirmed = matches!(&after, Some(Ok(p)) if p.is_empty());
+        let mut lines: Vec<String> = changes.iter().map(|c| c.to_string()).collect();
+        if !confirmed {
+            lines.push("read back: REDCap does not show every change".into());
+        }
+        record(trail, study, a, operator, reason, lines).await?;
+        if !confirmed {
+            let left = match after {
+                Some(Ok(p)) => p
+                    .changes
+                    .iter()
+                    .map(|c| c.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+                Some(Err(e)) => e.to_string(),
+                None => String::new(),
+            };
+            bail!(
+                "REDCap took the import for `{}` but reading it back still shows: {left}; the change is recorded in the ledger; run `rights check` and look at the user in REDCap",
+                a.name
+            );
+        }
+        plan.changes = changes;
+        result.plans.push(plan);
+    }
+    // What is left needs a person: findings apply does not fix.
+    result.unfixed = read.findings(config, store, paced, only).await?;
+    Ok(result)
+}
+
+impl StudyRead<'_> {
+    /// Re-reads the project after a change; if that fails, the change is
+    /// recorded before the error is returned (it was made).
+    async fn live_or_recorded(
+        &self,
+        trail: &governance::audit::AuditTrail,
+        account: &AccountSection,
+        operator: &Operator,
+        reason: &str,
+        changes: &[rights::Change],
+    ) -> anyhow::Result<LiveProject> {
+        match self.read_live().await {
+            Ok(live) => Ok(live),
+            Err(e) => {
+                let mut lines: Vec<String> = changes.iter().map(|c| c.to_string()).collect();
+                lines.push("read back failed: not confirmed".into());
+                record(trail, self.study, account, operator, reason, lines).await?;
+                Err(e)
+            }
+        }
+    }
+}
+
+async fn record(
+    trail: &governance::audit::AuditTrail,
+    study: &StudySection,
+    account: &AccountSection,
+    operator: &Operator,
+    reason: &str,
+    changes: Vec<String>,
+) -> anyhow::Result<()> {
+    trail
+        .record(EntryKind::Rights {
+            operator: operator.to_string(),
+            account: account.name.clone(),
+            project: study.name.clone(),
+            changes,
+            reason: reason.to_string(),
+        })
+        .await
+        .with_context(|| {
+            format!(
+                "the rights of `{}` were changed in REDCap but the ledger entry could not be written; record it by hand and check the ledger",
+                account.name
+            )
+        })
+}
+
+/// REDCap refused a write: its own message, and what to change.
+fn refusal(
+    manager: &AccountSection,
+    account: &AccountSection,
+    method: &str,
+    e: governance::redcap::client::Error,
+) -> anyhow::Error {
+    use governance::redcap::client::Error;
+    let fix = match &e {
+        Error::NoApiRight { .. } | Error::Privilege { .. } => format!(
+            "fix: give REDCap user `{}` (rights manager `{}`) API Import and User Rights = Full access (1) in the project's User Rights page — the built-in profile rights-manager",
+            manager.username, manager.name
+        ),
+        Error::Expired { .. } => format!(
+            "fix: extend the project expiration of REDCap user `{}` (rights manager `{}`)",
+            manager.username, manager.name
+        ),
+        Error::InvalidToken => format!(
+            "fix: store the rights manager's current token under {} (`secrets put`)",
+            manager.secret
+        ),
+        _ => "fix: see REDCap's message; nothing else was changed for this account".into(),
+    };
+    let said = e
+        .redcap_message()
+        .map(|m| format!("REDCap said: {m}"))
+        .unwrap_or_else(|| e.to_string());
+    anyhow::anyhow!(
+        "{method} for `{}` with the token of rights manager `{}` failed. {said}; {fix}",
+        account.name,
+        manager.name
+    )
 }

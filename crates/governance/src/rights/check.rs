@@ -37,8 +37,11 @@ pub struct Finding {
     pub severity: Severity,
     /// The `[[account]]`, or `None` for a REDCap user no account governs.
     pub account: Option<String>,
-    /// The REDCap username.
+    /// The REDCap username (empty for a finding about a site).
     pub username: String,
+    /// The `[[study.site]]` a finding about a site names.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
     /// A stable short code, e.g. `right-beyond-profile`.
     pub code: &'static str,
     /// What was found, e.g. `design = 1 (profile site-data-read grants 0)`.
@@ -82,7 +85,7 @@ pub struct Governed {
 }
 
 /// Keys of an Export Users row that are not privileges.
-const IDENTITY: &[&str] = &[
+pub(super) const IDENTITY: &[&str] = &[
     "username",
     "email",
     "firstname",
@@ -144,7 +147,7 @@ fn right_risk(right: &str) -> (Severity, &'static str) {
 /// Whether `live` exceeds `granted` for an attribute: `user_rights` 2
 /// (read-only) is less than 1 (full); values without an order (Data
 /// Resolution Workflow, Double Data Entry) must match or be 0.
-fn exceeds(right: &str, live: u8, granted: u8) -> bool {
+pub(super) fn exceeds(right: &str, live: u8, granted: u8) -> bool {
     match right {
         "user_rights" => {
             let rank = |v: u8| match v {
@@ -161,7 +164,7 @@ fn exceeds(right: &str, live: u8, granted: u8) -> bool {
 
 /// The capabilities a data viewing right carries: view, edit, edit survey
 /// responses, delete.
-fn capabilities(r: FormRight) -> [bool; 4] {
+pub(super) fn capabilities(r: FormRight) -> [bool; 4] {
     use FormRight::*;
     [
         r != NoAccess,
@@ -176,7 +179,7 @@ fn form_exceeds(live: FormRight, granted: FormRight) -> bool {
     l.iter().zip(g).any(|(l, g)| *l && !g)
 }
 
-fn export_rank(r: ExportRight) -> u8 {
+pub(super) fn export_rank(r: ExportRight) -> u8 {
     match r {
         ExportRight::NoAccess => 0,
         ExportRight::DeIdentified => 1,
@@ -185,14 +188,14 @@ fn export_rank(r: ExportRight) -> u8 {
     }
 }
 
-fn form_right_name(r: FormRight) -> &'static str {
+pub(super) fn form_right_name(r: FormRight) -> &'static str {
     warden_config::FORM_RIGHT_NAMES
         .iter()
         .find(|(_, x)| *x == r)
         .map_or("?", |(n, _)| n)
 }
 
-fn export_right_name(r: ExportRight) -> &'static str {
+pub(super) fn export_right_name(r: ExportRight) -> &'static str {
     warden_config::EXPORT_RIGHT_NAMES
         .iter()
         .find(|(_, x)| *x == r)
@@ -213,6 +216,7 @@ pub fn rights_beyond(
             severity,
             account: account.map(str::to_string),
             username: user.username.clone(),
+            site: None,
             code,
             detail,
             risk: risk.to_string(),
@@ -314,6 +318,7 @@ pub fn check_account(
         severity,
         account: Some(governed.account.clone()),
         username: governed.username.clone(),
+        site: None,
         code,
         detail,
         risk: risk.to_string(),
@@ -381,7 +386,10 @@ pub fn check_account(
     Ok(out)
 }
 
-/// Project users no account governs that hold API rights.
+/// Project users no account governs that hold an API right
+/// (`api_export`, `api_import`, `api_modules`, `mobile_app`) or a right
+/// over rights (`user_rights`, `data_access_groups`): REDCap lets them do
+/// what no profile, gateway or ledger covers.
 pub fn ungoverned(governed_usernames: &[&str], live: &LiveProject) -> Vec<Finding> {
     let mut out = Vec::new();
     for row in &live.users {
@@ -394,25 +402,132 @@ pub fn ungoverned(governed_usernames: &[&str], live: &LiveProject) -> Vec<Findin
         {
             continue;
         }
-        let flag = |k: &str| {
-            row.get(k)
-                .and_then(wire_text)
-                .is_some_and(|v| v.trim() == "1")
+        let held = |keys: &[&'static str]| -> Vec<&'static str> {
+            keys.iter()
+                .copied()
+                .filter(|k| {
+                    row.get(*k)
+                        .and_then(wire_text)
+                        .is_some_and(|v| !matches!(v.trim(), "" | "0"))
+                })
+                .collect()
         };
-        let api: Vec<&str> = ["api_export", "api_import", "mobile_app"]
-            .into_iter()
-            .filter(|k| flag(k))
-            .collect();
+        let api = held(&["api_export", "api_import", "api_modules", "mobile_app"]);
         if !api.is_empty() {
             out.push(Finding {
                 severity: Severity::Warning,
                 account: None,
-                username,
+                username: username.clone(),
+                site: None,
                 code: "ungoverned-api-access",
                 detail: format!("{} with no [[account]] in warden.toml", api.join(", ")),
                 risk: "a token may exist for this user that no gateway, profile or ledger covers"
                     .into(),
             });
+        }
+        let over_rights = held(&["user_rights", "data_access_groups"]);
+        if !over_rights.is_empty() {
+            out.push(Finding {
+                severity: Severity::Warning,
+                account: None,
+                username,
+                site: None,
+                code: "ungoverned-rights-access",
+                detail: format!(
+                    "{} with no [[account]] in warden.toml",
+                    over_rights.join(", ")
+                ),
+                risk: "can change users' rights or the Data Access Groups, so every site boundary depends on this person"
+                    .into(),
+            });
+        }
+    }
+    out
+}
+
+/// A `[[study.site]]` as `rights check` sees it.
+#[derive(Debug, Clone)]
+pub struct SiteBinding {
+    /// The site's name.
+    pub name: String,
+    /// The DAG it is bound to (`data_access_group_id`).
+    pub dag_id: u64,
+    /// The DAG's unique name as last confirmed (`dag_name`), if given.
+    pub dag_name: Option<String>,
+}
+
+/// Sites whose DAG's unique name is no longer the one `warden.toml`
+/// records: the DAG was renamed (REDCap recomputes unique names, §5.2).
+/// The site stays bound to its `dag_id`; the name is only a label to check.
+pub fn renamed_dags(sites: &[SiteBinding], live: &LiveProject) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for site in sites {
+        let (Some(expected), Some(dag)) = (
+            &site.dag_name,
+            live.dags.iter().find(|d| d.id == site.dag_id),
+        ) else {
+            continue;
+        };
+        if dag.unique_name != *expected {
+            out.push(Finding {
+                severity: Severity::High,
+                account: None,
+                username: String::new(),
+                site: Some(site.name.clone()),
+                code: "dag-renamed",
+                detail: format!(
+                    "DAG {} is now `{}`, not `{expected}` (dag_name in warden.toml)",
+                    site.dag_id, dag.unique_name
+                ),
+                risk: "someone with the DAG right changed the site boundary; anything keyed on the old name now misses it (check REDCap's log, then confirm the new dag_name)"
+                    .into(),
+            });
+        }
+    }
+    out
+}
+
+/// A governed account REDCap does not restrict although its rights say it
+/// should: an administrator, who bypasses rights, DAGs and expiration
+/// (§1.7). Found as the gateway's DAG guard finds it: an export asked for
+/// with `exportDataAccessGroups=true` came back with the DAG column while
+/// Export Users shows the account in its DAG.
+pub fn administrator(governed: &Governed, evidence: &str) -> Finding {
+    Finding {
+        severity: Severity::Critical,
+        account: Some(governed.account.clone()),
+        username: governed.username.clone(),
+        site: None,
+        code: "administrator",
+        detail: format!("the user is a REDCap administrator ({evidence})"),
+        risk: "its token ignores rights, the DAG and the expiration date: it reads and changes every site's records"
+            .into(),
+    }
+}
+
+/// Site accounts of different sites that are the same REDCap user: one
+/// user has one DAG, so at least one site's calls run in another's DAG.
+pub fn shared_accounts(governed: &[Governed]) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for (i, a) in governed.iter().enumerate() {
+        let Some((site_a, _)) = &a.site else { continue };
+        for b in &governed[..i] {
+            let Some((site_b, _)) = &b.site else { continue };
+            if site_a != site_b && a.username.eq_ignore_ascii_case(&b.username) {
+                out.push(Finding {
+                    severity: Severity::Critical,
+                    account: Some(a.account.clone()),
+                    username: a.username.clone(),
+                    site: Some(site_a.clone()),
+                    code: "shared-account",
+                    detail: format!(
+                        "site `{site_a}` uses the REDCap user `{}` that `{}` of site `{site_b}` uses",
+                        a.username, b.account
+                    ),
+                    risk: "a REDCap user is in one DAG, so one of the two sites works in the other's DAG"
+                        .into(),
+                });
+            }
         }
     }
     out
@@ -426,8 +541,8 @@ pub fn digest(findings: &[Finding]) -> String {
     hex::encode(sha2::Sha256::digest(json))
 }
 
-/// A site account and the token its secret currently holds (compared in
-/// memory only; never printed or recorded).
+/// A site account and the fingerprint of the token its secret holds
+/// (under the installation's fingerprint key; never the value).
 pub struct SiteToken<'a> {
     /// The `[[account]]` name.
     pub account: &'a str,
@@ -435,8 +550,8 @@ pub struct SiteToken<'a> {
     pub username: &'a str,
     /// The account's site.
     pub site: &'a str,
-    /// The token its secret holds now.
-    pub token: &'a secrets::SecretValue,
+    /// The fingerprint of the token its secret holds now.
+    pub fingerprint: &'a secrets::Fingerprint,
 }
 
 /// Site accounts of different sites holding the same token (one secret
@@ -445,15 +560,16 @@ pub fn shared_tokens(sites: &[SiteToken<'_>]) -> Vec<Finding> {
     let mut out = Vec::new();
     for (i, a) in sites.iter().enumerate() {
         for b in &sites[..i] {
-            if a.site != b.site && a.token.expose() == b.token.expose() {
+            if a.site != b.site && a.fingerprint == b.fingerprint {
                 out.push(Finding {
                     severity: Severity::Critical,
                     account: Some(a.account.to_string()),
                     username: a.username.to_string(),
+                    site: Some(a.site.to_string()),
                     code: "shared-token",
                     detail: format!(
-                        "holds the same token (same fingerprint) as `{}` of site `{}`",
-                        b.account, b.site
+                        "holds the same token (same fingerprint, {}) as `{}` of site `{}`",
+                        a.fingerprint, b.account, b.site
                     ),
                     risk: "one token serves two sites, so the DAG boundary between them is gone"
                         .into(),
@@ -462,4 +578,23 @@ pub fn shared_tokens(sites: &[SiteToken<'_>]) -> Vec<Finding> {
         }
     }
     out
+}
+
+impl Finding {
+    /// Whether `rights apply` corrects what this finding reports: rights,
+    /// instrument rights, DAG and role of a governed account. The rest
+    /// (an administrator, a renamed DAG, shared accounts or tokens,
+    /// ungoverned users, unknown rights, expiration) need a person.
+    pub fn fixed_by_apply(&self) -> bool {
+        self.account.is_some()
+            && matches!(
+                self.code,
+                "right-beyond-profile"
+                    | "form-beyond-profile"
+                    | "export-beyond-profile"
+                    | "in-role"
+                    | "no-dag"
+                    | "wrong-dag"
+            )
+    }
 }

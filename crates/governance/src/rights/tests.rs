@@ -169,7 +169,7 @@ fn dag_role_expiration_and_unknown_rights() {
 }
 
 #[test]
-fn ungoverned_api_users_and_the_digest() {
+fn ungoverned_api_and_rights_users_and_the_digest() {
     let mut project = live(clean_user());
     project
         .users
@@ -177,23 +177,48 @@ fn ungoverned_api_users_and_the_digest() {
     project
         .users
         .push(row(json!({"username": "web_only", "api_export": 0})));
+    project.users.push(row(
+        json!({"username": "coordinator", "api_modules": 1, "user_rights": 2, "data_access_groups": 1}),
+    ));
     let f = ungoverned(&["svc_a"], &project);
-    assert_eq!(codes(&f), ["ungoverned-api-access"]);
+    assert_eq!(
+        codes(&f),
+        [
+            "ungoverned-api-access",
+            "ungoverned-api-access",
+            "ungoverned-rights-access"
+        ]
+    );
     assert_eq!(f[0].username, "someone");
+    assert_eq!(
+        f[1].detail,
+        "api_modules with no [[account]] in warden.toml"
+    );
+    assert_eq!(
+        f[2].detail,
+        "user_rights, data_access_groups with no [[account]] in warden.toml"
+    );
     assert_eq!(digest(&f).len(), 64);
     assert_ne!(digest(&f), digest(&[]));
 }
 
 #[test]
-fn two_sites_with_one_token_are_found() {
-    let one = secrets::SecretValue::new("0123456789ABCDEF0123456789ABCDEF".into());
-    let same = secrets::SecretValue::new("0123456789ABCDEF0123456789ABCDEF".into());
-    let other = secrets::SecretValue::new("FEDCBA9876543210FEDCBA9876543210".into());
-    let site = |account, site, token| SiteToken {
+fn two_sites_with_one_token_or_one_user_are_found() {
+    let key = secrets::FingerprintKey::generate(1);
+    let one = key.fingerprint(&secrets::SecretValue::new(
+        "0123456789ABCDEF0123456789ABCDEF".into(),
+    ));
+    let same = key.fingerprint(&secrets::SecretValue::new(
+        "0123456789ABCDEF0123456789ABCDEF".into(),
+    ));
+    let other = key.fingerprint(&secrets::SecretValue::new(
+        "FEDCBA9876543210FEDCBA9876543210".into(),
+    ));
+    let site = |account, site, fingerprint| SiteToken {
         account,
         username: "u",
         site,
-        token,
+        fingerprint,
     };
     let f = shared_tokens(&[
         site("a", "site-a", &one),
@@ -203,10 +228,128 @@ fn two_sites_with_one_token_are_found() {
     assert_eq!(codes(&f), ["shared-token"]);
     assert_eq!(f[0].account.as_deref(), Some("b"));
     assert!(f[0].detail.contains("`a` of site `site-a`"));
+    assert!(f[0].detail.contains(&one.to_string()));
     let text = format!("{f:?}");
     assert!(!text.contains("0123456789ABCDEF"));
     assert_eq!(
         shared_tokens(&[site("a", "site-a", &one), site("c", "site-c", &other)]),
         vec![]
+    );
+
+    let b = Governed {
+        account: "heart-b".into(),
+        username: "SVC_A".into(),
+        site: Some(("site-b".into(), 4)),
+        ..site_account()
+    };
+    let f = shared_accounts(&[site_account(), b.clone()]);
+    assert_eq!(codes(&f), ["shared-account"]);
+    assert!(f[0].detail.contains("`heart-a` of site `site-a`"), "{f:?}");
+    let same_site = Governed {
+        site: Some(("site-a".into(), 3)),
+        ..b
+    };
+    assert_eq!(shared_accounts(&[site_account(), same_site]), vec![]);
+}
+
+#[test]
+fn a_renamed_dag_and_an_administrator() {
+    let sites = [
+        SiteBinding {
+            name: "site-a".into(),
+            dag_id: 3,
+            dag_name: Some("site_a".into()),
+        },
+        SiteBinding {
+            name: "site-z".into(),
+            dag_id: 9,
+            dag_name: Some("gone".into()),
+        },
+    ];
+    let project = live(clean_user());
+    assert_eq!(renamed_dags(&sites, &project), vec![]);
+    let mut renamed = project.clone();
+    renamed.dags[0].unique_name = "site_a_north".into();
+    let f = renamed_dags(&sites, &renamed);
+    assert_eq!(codes(&f), ["dag-renamed"]);
+    assert_eq!(f[0].site.as_deref(), Some("site-a"));
+    assert!(f[0].detail.contains("`site_a_north`, not `site_a`"));
+    assert!(!f[0].fixed_by_apply());
+    let a = administrator(&site_account(), "probe");
+    assert_eq!(a.severity, Severity::Critical);
+    assert!(!a.fixed_by_apply());
+}
+
+fn plan_of(user: Value, roles: Vec<(String, String)>) -> AccountPlan {
+    let mut project = live(user);
+    project.roles = roles;
+    plan_account(
+        &site_account(),
+        &project,
+        &["consent".into(), "visit".into(), "extra".into()],
+        redcap::rights::FormRightsEncoding::Bitmask,
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_plan_lowers_to_the_profile_and_always_carries_the_dag() {
+    // Within the profile: nothing to change.
+    assert!(plan_of(clean_user(), vec![]).is_empty());
+    let mut u = clean_user();
+    u["design"] = json!(1);
+    u["mobile_app"] = json!(1);
+    u["api_import"] = json!(0); // below the profile: left as it is
+    u["data_access_group"] = json!("");
+    u["data_access_group_id"] = json!("");
+    u["forms"] = json!({"visit": 154, "consent": 2});
+    u["forms_export"] = json!({"visit": 1, "consent": 2});
+    let p = plan_of(u, vec![("svc_a".into(), "U-2119C4Y87T".into())]);
+    let shown: Vec<String> = p.changes.iter().map(|c| c.to_string()).collect();
+    assert_eq!(
+        shown,
+        [
+            "role: U-2119C4Y87T -> (none)",
+            "data_access_group: (none) -> site_a",
+            "design: 1 -> 0",
+            "mobile_app: 1 -> 0",
+            "forms visit: view_edit_responses_delete -> view_edit",
+            "forms_export visit: full_data_set -> remove_identifiers",
+        ],
+        "{p:#?}"
+    );
+    assert_eq!(p.role.as_deref(), Some("U-2119C4Y87T"));
+    assert_eq!(p.row["data_access_group"], "site_a");
+    assert_eq!(p.row["design"], 0);
+    assert!(!p.row.contains_key("api_import"));
+    // Complete maps, in the server's encoding.
+    assert_eq!(
+        p.row["forms"],
+        json!({"consent": 129, "extra": 128, "visit": 130})
+    );
+    assert_eq!(
+        p.row["forms_export"],
+        json!({"consent": 2, "extra": 0, "visit": 3})
+    );
+    // An account already in its DAG keeps it in the row.
+    let mut u = clean_user();
+    u["design"] = json!(1);
+    let p = plan_of(u, vec![]);
+    assert_eq!(p.row["data_access_group"], "site_a");
+    assert_eq!(p.changes.len(), 1);
+    // A site whose DAG is gone cannot be planned for.
+    let mut project = live(clean_user());
+    project.dags.clear();
+    assert_eq!(
+        plan_account(
+            &site_account(),
+            &project,
+            &[],
+            redcap::rights::FormRightsEncoding::Legacy
+        ),
+        Err(PlanBlocked::SiteDagMissing {
+            site: "site-a".into(),
+            dag_id: 3
+        })
     );
 }
