@@ -114,6 +114,16 @@ pub enum Command {
     #[command(subcommand)]
     Rights(RightsCommand),
 
+    /// Show each site with its DAG (id, the name warden.toml confirms, the
+    /// name REDCap gives it now), its accounts, their token fingerprints
+    /// and status, and their gateway clients. Exit 1 when a site's DAG is
+    /// gone or renamed or an account is not active.
+    Sites {
+        /// Only this study.
+        #[arg(long, value_name = "STUDY")]
+        study: Option<String>,
+    },
+
     /// Print a shell completion script to standard output.
     Completions {
         /// The shell to write completions for.

@@ -267,6 +267,46 @@ fn every_drift_is_found_apply_fixes_what_it_may_and_every_dag_stays() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("nothing to change"), "{out}");
 
+    // `sites`: each site's DAG, accounts, fingerprints, status, clients.
+    add_config(
+        &dir,
+        "\n[[client]]\nname = \"etl-b\"\naccount = \"heart-site-b\"\nallow = [\"record:export\"]\n",
+    );
+    let (code, out) = run(
+        &dir,
+        &tokens,
+        &[
+            "keys",
+            "issue",
+            "etl-b",
+            "--to-file",
+            "etl-b.key",
+            "--reason",
+            "t",
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    let key = std::fs::read_to_string(dir.join("etl-b.key")).unwrap();
+    tokens.push(key.trim().to_string());
+    let (code, out) = run(&dir, &tokens, &["sites", "--json"]);
+    assert_eq!(code, 0, "{out}");
+    let report: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    let site_b = &report[0]["sites"][1];
+    assert_eq!(site_b["name"], "site-b");
+    assert_eq!(site_b["dag_id"], json!(dag("b")));
+    assert_eq!(site_b["live_name"], "site_b");
+    assert_eq!(site_b["live_label"], "Site B");
+    let account = &site_b["accounts"][0];
+    assert_eq!(account["name"], "heart-site-b");
+    assert!(
+        account["fingerprint"].as_str().unwrap().starts_with("fp1:"),
+        "{out}"
+    );
+    assert_eq!(account["status"]["state"], "active");
+    assert_eq!(account["clients"][0]["name"], "etl-b");
+    assert_eq!(account["clients"][0]["active_keys"], 1);
+    assert_eq!(report[0]["sites"][5]["accounts"], json!([]));
+
     // Every drift at once.
     // design = 1 (the DAG sent along, as every rights import must).
     import_users(json!([{"username": "svc_site_a", "design": 1, "data_access_group": "site_a"}]));
@@ -333,6 +373,35 @@ fn every_drift_is_found_apply_fixes_what_it_may_and_every_dag_stays() {
         "/sandbox/users",
         json!({"username": "svc_site_a", "administrator": true}),
     );
+
+    // `sites` shows the rename and a quarantine (as the gateway writes it).
+    let status = dir.join("data/account-status.json");
+    std::fs::write(
+        &status,
+        r#"{"format":"redcap-warden/account-status/1","quarantined":{"heart-site-c":{"since":"2026-11-28T10:00:00Z","reason":"DAG column seen","by":"gateway"}}}"#,
+    )
+    .unwrap();
+    let (code, out) = run(&dir, &tokens, &["sites", "--study", "heart"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!(
+            "site `site-a`: DAG {} — REDCap calls it site_a_north (label Site A North), warden.toml site_a: renamed"
+        , dag("a"))),
+        "{out}"
+    );
+    assert!(
+        out.contains("account `heart-site-c` (REDCap user svc_site_c): token fp1:"),
+        "{out}"
+    );
+    assert!(
+        out.contains("QUARANTINED since 2026-11-28 10:00:00 by gateway: DAG column seen"),
+        "{out}"
+    );
+    assert!(
+        out.contains("client `etl-b`: 1 active key(s), last expires"),
+        "{out}"
+    );
+    std::fs::remove_file(&status).unwrap();
 
     let (code, out) = run(&dir, &tokens, &["rights", "check", "--json"]);
     assert_eq!(code, 1, "{out}");
@@ -447,6 +516,9 @@ fn every_drift_is_found_apply_fixes_what_it_may_and_every_dag_stays() {
     let (code, out) = run(&dir, &tokens, &["rights", "apply", "--reason", "again"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("nothing to change"), "{out}");
+
+    let (code, out) = run(&dir, &tokens, &["sites"]);
+    assert_eq!(code, 0, "{out}");
 
     // Every site account is still in its own DAG.
     let users = s.json(&[("token", &manager), ("content", "user"), ("format", "json")]);

@@ -11,6 +11,7 @@ mod quickstart;
 mod rights;
 mod secrets;
 mod serve;
+mod sites;
 
 use crate::Outcome;
 use crate::args::{
@@ -119,6 +120,7 @@ pub fn run(args: &Args) -> anyhow::Result<Outcome> {
             study,
             account,
         }) => rights::apply(args, reason, study.as_deref(), account.as_deref()),
+        Command::Sites { study } => sites::run(args, study.as_deref()),
         Command::Completions { shell } => completions::print(*shell),
     }
 }

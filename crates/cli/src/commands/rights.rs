@@ -525,7 +525,7 @@ impl<'c> StudyRead<'c> {
 }
 
 /// An account's current token, parsed (never shown).
-async fn account_token(
+pub(super) async fn account_token(
     store: &dyn SecretStore,
     account: &AccountSection,
     role: &str,
