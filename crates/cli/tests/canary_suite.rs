@@ -769,6 +769,29 @@ fn quickstart(suite: &mut Suite, root: &Path) -> Quick {
         "{}",
         rights.text()
     );
+    // plan, apply and sites read the same tokens (and sites every site
+    // account's, for its fingerprint); nothing to change, nothing printed.
+    let plan = suite.run(&dir, &["rights", "plan", "--json"], None);
+    plan.ok();
+    assert_eq!(
+        plan.json()[0]["plans"],
+        serde_json::json!([]),
+        "{}",
+        plan.text()
+    );
+    let apply = suite.run(&dir, &["rights", "apply", "--reason", "canary suite"], None);
+    apply.ok();
+    let sites = suite.run(&dir, &["sites", "--json"], None);
+    sites.ok();
+    assert!(
+        sites.json()[0]["sites"][0]["accounts"][0]["fingerprint"]
+            .as_str()
+            .is_some_and(|f| f.starts_with("fp")),
+        "{}",
+        sites.text()
+    );
+    let sites = suite.run(&dir, &["sites"], None);
+    sites.ok();
     w.scan(&refs, &mut leaks);
     let ran = w.stop(&refs, &mut leaks);
     suite.record(&ran);
