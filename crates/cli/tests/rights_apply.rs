@@ -249,6 +249,27 @@ fn every_drift_is_found_apply_fixes_what_it_may_and_every_dag_stays() {
         ));
     }
     add_config(&dir, &toml);
+    // A rights manager with read-only User Rights can read but not write:
+    // apply stops with REDCap's own message and the fix (exit 2).
+    s.admin(
+        &format!("/sandbox/projects/{pid}/users"),
+        json!({"username": "svc_rights", "user_rights": 2}),
+    );
+    let (code, out) = run(&dir, &tokens, &["rights", "apply", "--reason", "t"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("Import Users for `heart-site-b` with the token of rights manager `heart-rights` failed. REDCap said: "),
+        "{out}"
+    );
+    assert!(
+        out.contains("fix: give REDCap user `svc_rights` (rights manager `heart-rights`) API Import and User Rights = Full access (1)"),
+        "{out}"
+    );
+    s.admin(
+        &format!("/sandbox/projects/{pid}/users"),
+        json!({"username": "svc_rights", "user_rights": 1}),
+    );
+
     // Site b, c, d, e accounts read only: their forms come down first.
     let (code, out) = run(
         &dir,
@@ -489,6 +510,8 @@ fn every_drift_is_found_apply_fixes_what_it_may_and_every_dag_stays() {
         "mobile_app: 1 -> 0",
         &format!("role: {role} -> (none)"),
         "quarterly review #7",
+        "probe: Export DAGs with the token of `heart-site-a` (administrator test; answered)",
+        "probe: Export DAGs with the token of `heart-site-b` (administrator test; refused)",
     ] {
         assert!(tail.contains(line), "no `{line}` in the ledger:\n{tail}");
     }

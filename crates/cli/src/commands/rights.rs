@@ -53,6 +53,15 @@ impl Paced {
 struct StudyResult {
     study: String,
     findings: Vec<Finding>,
+    probes: Vec<String>,
+}
+
+/// A study's findings, and the calls made with governed accounts' own
+/// tokens to find them (recorded in the ledger, so that reconciling
+/// REDCap's log finds each of them there).
+struct Checked {
+    findings: Vec<Finding>,
+    probes: Vec<String>,
 }
 
 /// The studies `--study` / `--account` select, checked against the file.
@@ -113,13 +122,14 @@ pub fn check(args: &Args, study: Option<&str>, account: Option<&str>) -> anyhow:
     let paced = Paced::for_config(&config.config);
     let mut results = Vec::new();
     for s in &studies {
-        let findings = rt.block_on(async {
+        let checked = rt.block_on(async {
             let read = StudyRead::open(&config, &*store, &paced, s).await?;
             read.findings(&config, &*store, &paced, account).await
         })?;
         results.push(StudyResult {
             study: s.name.clone(),
-            findings,
+            findings: checked.findings,
+            probes: checked.probes,
         });
     }
     let trail = rt.block_on(crate::store::open_trail(&config, &*store))?;
@@ -130,11 +140,13 @@ pub fn check(args: &Args, study: Option<&str>, account: Option<&str>) -> anyhow:
                     operator: operator.to_string(),
                     account: account.unwrap_or("*").to_string(),
                     project: r.study.clone(),
-                    changes: vec![format!(
+                    changes: std::iter::once(format!(
                         "check: {} finding(s), digest sha256:{}",
                         r.findings.len(),
                         rights::digest(&r.findings)
-                    )],
+                    ))
+                    .chain(r.probes.iter().cloned())
+                    .collect(),
                     reason: "rights check (read only; nothing changed in REDCap)".into(),
                 })
                 .await?;
@@ -315,8 +327,9 @@ impl<'c> StudyRead<'c> {
         store: &dyn SecretStore,
         paced: &Paced,
         only: Option<&str>,
-    ) -> anyhow::Result<Vec<Finding>> {
+    ) -> anyhow::Result<Checked> {
         let mut findings = Vec::new();
+        let mut probes = Vec::new();
         for (a, g) in &self.governed {
             if only.is_some_and(|o| o != a.name) {
                 continue;
@@ -325,12 +338,23 @@ impl<'c> StudyRead<'c> {
                 rights::check_account(g, &self.live)
                     .with_context(|| format!("reading the rights of `{}`", a.username))?,
             );
-            if let Some(evidence) = self.administrator_probe(config, store, paced, a).await? {
-                findings.push(rights::administrator(g, &evidence));
+            if let Some(answer) = self.administrator_probe(config, store, paced, a).await? {
+                probes.push(format!(
+                    "probe: Export DAGs with the token of `{}` (administrator test; {})",
+                    a.name,
+                    if answer.is_some() {
+                        "answered"
+                    } else {
+                        "refused"
+                    }
+                ));
+                if let Some(evidence) = answer {
+                    findings.push(rights::administrator(g, &evidence));
+                }
             }
         }
         if only.is_some() {
-            return Ok(findings);
+            return Ok(Checked { findings, probes });
         }
         let usernames: Vec<&str> = config
             .config
@@ -354,7 +378,7 @@ impl<'c> StudyRead<'c> {
         let governed: Vec<Governed> = self.governed.iter().map(|(_, g)| g.clone()).collect();
         findings.extend(rights::shared_accounts(&governed));
         findings.extend(self.shared_tokens(config, store).await?);
-        Ok(findings)
+        Ok(Checked { findings, probes })
     }
 
     /// Two sites holding one token, by fingerprint under the
@@ -411,13 +435,15 @@ impl<'c> StudyRead<'c> {
     /// right): an answer instead of a refusal is the bypass. No record is
     /// read. An account whose rights allow Export DAGs (the rights
     /// manager) cannot be told apart this way and is not probed.
+    /// `None`: no call made; `Some(None)`: refused; `Some(Some(why))`:
+    /// answered, an administrator.
     async fn administrator_probe(
         &self,
         config: &LoadedConfig,
         store: &dyn SecretStore,
         paced: &Paced,
         account: &AccountSection,
-    ) -> anyhow::Result<Option<String>> {
+    ) -> anyhow::Result<Option<Option<String>>> {
         let Some(row) = self.live.users.iter().find(|r| {
             r.get("username")
                 .and_then(governance::redcap::rights::wire_text)
@@ -449,14 +475,14 @@ impl<'c> StudyRead<'c> {
             .project(token);
         use governance::redcap::client::Error;
         match probe.export_dags().await {
-            Ok(_) => Ok(Some(format!(
+            Ok(_) => Ok(Some(Some(format!(
                 "REDCap answered Export DAGs to its token although Export Users shows it {}",
                 if in_dag {
                     "in a Data Access Group"
                 } else {
                     "without the DAG right"
                 }
-            ))),
+            )))),
             // Any refusal shows REDCap applies its rights: administrators
             // are never refused.
             Err(
@@ -465,7 +491,7 @@ impl<'c> StudyRead<'c> {
                 | Error::Expired { .. }
                 | Error::Privilege { .. }
                 | Error::BadRequest { .. },
-            ) => Ok(None),
+            ) => Ok(Some(None)),
             Err(e) => Err(anyhow::Error::new(e).context(format!(
                 "probing whether `{}` is a REDCap administrator (Export DAGs with its own token)",
                 account.name
@@ -554,6 +580,8 @@ struct PlanResult {
     blocked: Vec<(String, String)>,
     /// Findings `apply` does not fix (they need a person).
     unfixed: Vec<Finding>,
+    /// The administrator probe's calls (see [`Checked`]).
+    probes: Vec<String>,
 }
 
 /// `rights plan`: the per-field changes `apply` would make, and the
@@ -568,16 +596,18 @@ pub fn plan(args: &Args, study: Option<&str>, account: Option<&str>) -> anyhow::
     for s in &studies {
         results.push(rt.block_on(async {
             let read = StudyRead::open(&config, &*store, &paced, s).await?;
-            let findings = read.findings(&config, &*store, &paced, account).await?;
+            let checked = read.findings(&config, &*store, &paced, account).await?;
             let (instruments, encoding) = read.instruments().await?;
             let mut result = PlanResult {
                 study: s.name.clone(),
                 plans: Vec::new(),
                 blocked: Vec::new(),
-                unfixed: findings
+                unfixed: checked
+                    .findings
                     .into_iter()
                     .filter(|f| !f.fixed_by_apply())
                     .collect(),
+                probes: checked.probes,
             };
             for (a, p) in read.plans(&instruments, encoding, account) {
                 match p {
@@ -589,6 +619,7 @@ pub fn plan(args: &Args, study: Option<&str>, account: Option<&str>) -> anyhow::
             anyhow::Ok(result)
         })?);
     }
+    record_probes(args, &config, &*store, &rt, &results, "rights plan")?;
     let clean = results
         .iter()
         .all(|r| r.plans.is_empty() && r.blocked.is_empty() && r.unfixed.is_empty());
@@ -711,6 +742,7 @@ async fn apply_study(
         plans: Vec::new(),
         blocked: Vec::new(),
         unfixed: Vec::new(),
+        probes: Vec::new(),
     };
     let accounts: Vec<&AccountSection> = read
         .plans(&instruments, encoding, only)
@@ -806,7 +838,19 @@ async fn apply_study(
         result.plans.push(plan);
     }
     // What is left needs a person: findings apply does not fix.
-    result.unfixed = read.findings(config, store, paced, only).await?;
+    let checked = read.findings(config, store, paced, only).await?;
+    result.unfixed = checked.findings;
+    if !checked.probes.is_empty() {
+        trail
+            .record(EntryKind::Rights {
+                operator: operator.to_string(),
+                account: only.unwrap_or("*").to_string(),
+                project: study.name.clone(),
+                changes: checked.probes,
+                reason: "rights apply: the check after it (read only)".into(),
+            })
+            .await?;
+    }
     Ok(result)
 }
 
@@ -831,6 +875,38 @@ impl StudyRead<'_> {
             }
         }
     }
+}
+
+/// One `rights` entry per study naming the administrator probe's calls
+/// of a read-only command (`plan`).
+fn record_probes(
+    args: &Args,
+    config: &LoadedConfig,
+    store: &dyn SecretStore,
+    rt: &tokio::runtime::Runtime,
+    results: &[PlanResult],
+    command: &str,
+) -> anyhow::Result<()> {
+    if results.iter().all(|r| r.probes.is_empty()) {
+        return Ok(());
+    }
+    let operator = Operator::current(args.operator.as_deref())?;
+    let trail = rt.block_on(crate::store::open_trail(config, store))?;
+    rt.block_on(async {
+        for r in results.iter().filter(|r| !r.probes.is_empty()) {
+            trail
+                .record(EntryKind::Rights {
+                    operator: operator.to_string(),
+                    account: "*".into(),
+                    project: r.study.clone(),
+                    changes: r.probes.clone(),
+                    reason: format!("{command} (read only; nothing changed in REDCap)"),
+                })
+                .await?;
+        }
+        trail.close().await?;
+        anyhow::Ok(())
+    })
 }
 
 async fn record(
