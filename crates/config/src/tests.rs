@@ -1184,3 +1184,21 @@ fn the_rights_manager_is_an_account_of_the_study_without_a_site() {
     let c = parse(&ok, Path::new("w")).unwrap();
     assert_eq!(c.study[0].rights_manager.as_deref(), Some("heart-rights"));
 }
+
+#[test]
+fn a_site_may_label_its_dag_with_the_unique_name() {
+    let c = parse(
+        &GATEWAY.replace("dag_id = 3", "dag_id = 3\ndag_name = \"site_a\""),
+        Path::new("w"),
+    )
+    .unwrap();
+    assert_eq!(c.study[0].site[0].dag_id, 3);
+    assert_eq!(c.study[0].site[0].dag_name.as_deref(), Some("site_a"));
+    assert_eq!(
+        parse(GATEWAY, Path::new("w")).unwrap().study[0].site[0].dag_name,
+        None
+    );
+    let p = only(&GATEWAY.replace("dag_id = 3", "dag_id = 3\ndag_name = 7"));
+    assert_eq!(p.field.as_deref(), Some("study[0].site[0].dag_name"));
+    assert!(p.fix.contains("dag_name = \"site_a\""), "{}", p.fix);
+}
