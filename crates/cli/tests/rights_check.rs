@@ -345,6 +345,22 @@ profile = "site-data-import"
         "{out}"
     );
 
+    // A rights manager without User Rights: REDCap's message and the fix.
+    s.admin(
+        &format!("/sandbox/projects/{pid}/users"),
+        Some(json!({"username": "svc_rights", "user_rights": 0})),
+    );
+    let (code, out) = check(&dir, &tokens, &[]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("Export Users with the token of rights manager `heart-rights`: privilege refused: Insufficient user privileges"),
+        "{out}"
+    );
+    assert!(
+        out.contains("fix: give REDCap user `svc_rights` API Export, User Rights"),
+        "{out}"
+    );
+
     // An unknown study is an error (exit 2).
     let (code, out) = check(&dir, &tokens, &["--study", "lung"]);
     assert_eq!(code, 2, "{out}");

@@ -277,6 +277,29 @@ impl<'c> StudyRead<'c> {
         Ok(read)
     }
 
+    /// A read the rights manager's token was refused: REDCap's message and
+    /// what its REDCap user needs.
+    fn read_refused(&self, method: &str, e: governance::redcap::client::Error) -> anyhow::Error {
+        use governance::redcap::client::Error;
+        let m = self.manager;
+        let fix = match &e {
+            Error::NoApiRight { .. } | Error::Privilege { .. } => format!(
+                "; fix: give REDCap user `{}` API Export, User Rights (Full access to apply, Read-only to check) and the Data Access Groups right, and no DAG — the built-in profile rights-manager",
+                m.username
+            ),
+            Error::Expired { .. } => format!(
+                "; fix: extend the project expiration of REDCap user `{}`",
+                m.username
+            ),
+            Error::InvalidToken => format!(
+                "; fix: store the rights manager's current token under {} (`secrets put`)",
+                m.secret
+            ),
+            _ => String::new(),
+        };
+        anyhow::anyhow!("{}: {e}{fix}", self.what(method))
+    }
+
     fn what(&self, method: &str) -> String {
         format!(
             "{method} with the token of rights manager `{}`",
@@ -291,19 +314,19 @@ impl<'c> StudyRead<'c> {
                 .project
                 .export_users_raw(Format::Json)
                 .await
-                .with_context(|| self.what("Export Users"))?,
+                .map_err(|e| self.read_refused("Export Users", e))?,
         )
         .with_context(|| self.what("reading Export Users' JSON"))?;
         let roles = self
             .project
             .export_user_role_assignments()
             .await
-            .with_context(|| self.what("Export User-Role Assignments"))?;
+            .map_err(|e| self.read_refused("Export User-Role Assignments", e))?;
         let dags = self
             .project
             .export_dags()
             .await
-            .with_context(|| self.what("Export DAGs"))?;
+            .map_err(|e| self.read_refused("Export DAGs", e))?;
         Ok(LiveProject {
             users,
             roles: roles
@@ -506,7 +529,7 @@ impl<'c> StudyRead<'c> {
             .project
             .export_instruments()
             .await
-            .with_context(|| self.what("Export Instruments"))?
+            .map_err(|e| self.read_refused("Export Instruments", e))?
             .into_iter()
             .map(|i| i.instrument_name)
             .collect();
@@ -514,7 +537,7 @@ impl<'c> StudyRead<'c> {
             .project
             .version()
             .await
-            .with_context(|| self.what("Export REDCap Version"))?;
+            .map_err(|e| self.read_refused("Export REDCap Version", e))?;
         Ok((instruments, FormRightsEncoding::for_version(version)))
     }
 
