@@ -4,6 +4,8 @@
 //! Reads REDCap's DAGs through the study's rights manager; never prints a
 //! token, only its fingerprint under the installation's key.
 
+use std::collections::BTreeMap;
+
 use anyhow::{Context, bail};
 use gateway::keys::{KeyFile, KeyState};
 use governance::accounts::{AccountStatusFile, Quarantine};
@@ -39,12 +41,11 @@ impl Status {
 }
 
 /// The status file's word on `account`, as the gateway reads it.
-fn status(account: &str, file: &AccountStatusFile) -> anyhow::Result<Status> {
-    let quarantined = file.quarantined()?;
-    Ok(match quarantined.get(account) {
+fn status(account: &str, quarantined: &BTreeMap<String, Quarantine>) -> Status {
+    match quarantined.get(account) {
         Some(q) => Status::Quarantined(q.clone()),
         None => Status::Active,
-    })
+    }
 }
 
 /// `redcap-warden sites [--study S]`: exit 0, or 1 when a site's DAG is
@@ -72,7 +73,14 @@ pub fn run(args: &Args, study: Option<&str>) -> anyhow::Result<Outcome> {
     let store = open_store(&config)?;
     let rt = super::runtime()?;
     let paced = Paced::for_config(c);
-    let status_file = AccountStatusFile::new(&gateway::paths::status_file(&config));
+    let quarantined = AccountStatusFile::new(&gateway::paths::status_file(&config))
+        .quarantined()
+        .with_context(|| {
+            format!(
+                "reading the gateway's account status file {}",
+                gateway::paths::status_file(&config).display()
+            )
+        })?;
     let keys = KeyFile::new(&gateway::paths::keys_file(&config))
         .list()
         .with_context(|| {
@@ -115,7 +123,7 @@ pub fn run(args: &Args, study: Option<&str>) -> anyhow::Result<Outcome> {
                 .iter()
                 .filter(|a| a.study == s.name && a.site.as_deref() == Some(site.name.as_str()))
             {
-                let st = status(&a.name, &status_file)?;
+                let st = status(&a.name, &quarantined);
                 if !matches!(st, Status::Active) {
                     clean = false;
                 }
