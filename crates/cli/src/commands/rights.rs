@@ -758,8 +758,16 @@ async fn apply_study(
     operator: &Operator,
     reason: &str,
 ) -> anyhow::Result<PlanResult> {
-    let mut read = StudyRead::open(config, store, paced, study).await?;
+    let read = StudyRead::open(config, store, paced, study).await?;
     let (instruments, encoding) = read.instruments().await?;
+    let mut applier = Applier {
+        read,
+        trail,
+        operator,
+        reason,
+        instruments,
+        encoding,
+    };
     let mut result = PlanResult {
         study: study.name.clone(),
         plans: Vec::new(),
@@ -767,101 +775,21 @@ async fn apply_study(
         unfixed: Vec::new(),
         probes: Vec::new(),
     };
-    let accounts: Vec<&AccountSection> = read
-        .plans(&instruments, encoding, only)
+    let accounts: Vec<&AccountSection> = applier
+        .read
+        .plans(&applier.instruments, encoding, only)
         .into_iter()
         .map(|(a, _)| a)
         .collect();
     for a in accounts {
-        // Planned on what REDCap reports now: an earlier account's import
-        // (or the role removal below) may have changed it.
-        let planned = read
-            .plans(&instruments, encoding, Some(&a.name))
-            .pop()
-            .map(|(_, p)| p);
-        let mut plan = match planned {
-            Some(Ok(p)) if p.is_empty() => continue,
-            Some(Ok(p)) => p,
-            Some(Err(e)) => {
-                result.blocked.push((a.name.clone(), e.to_string()));
-                continue;
-            }
-            None => continue,
-        };
-        let manager = read.manager;
-        let refused =
-            |method: &str, e: governance::redcap::client::Error| refusal(manager, a, method, e);
-        let mut changes = plan.changes.clone();
-        if let Some(role) = &plan.role {
-            // A role member's rights are the role's and Import Users
-            // refuses them (§4.7): leave the role first, then plan again
-            // on the user's own rights.
-            read.project
-                .import_user_role_assignments(&[RoleAssignment {
-                    username: a.username.clone(),
-                    unique_role_name: String::new(),
-                }])
-                .await
-                .map_err(|e| refused("Import User-Role Assignments", e))?;
-            read.live = read
-                .live_or_recorded(trail, a, operator, reason, &changes)
-                .await?;
-            let again = read
-                .plans(&instruments, encoding, Some(&a.name))
-                .pop()
-                .map(|(_, p)| p);
-            plan = match again {
-                Some(Ok(p)) => p,
-                Some(Err(e)) => bail!(
-                    "`{}` left role {role}, but then: {e}; run `rights check`",
-                    a.name
-                ),
-                None => unreachable!("the account was planned for above"),
-            };
-            changes.retain(|c| c.field == "role");
-            changes.extend(plan.changes.iter().cloned());
+        match applier.account(a).await? {
+            Applied::Nothing => {}
+            Applied::Blocked(why) => result.blocked.push((a.name.clone(), why)),
+            Applied::Done(plan) => result.plans.push(plan),
         }
-        if !plan.is_empty() {
-            read.project
-                .import_users(std::slice::from_ref(&plan.row))
-                .await
-                .map_err(|e| refused("Import Users", e))?;
-            read.live = read
-                .live_or_recorded(trail, a, operator, reason, &changes)
-                .await?;
-        }
-        // Read back: the account must now need nothing more.
-        let after = read
-            .plans(&instruments, encoding, Some(&a.name))
-            .pop()
-            .map(|(_, p)| p);
-        let confirmed = matches!(&after, Some(Ok(p)) if p.is_empty());
-        let mut lines: Vec<String> = changes.iter().map(|c| c.to_string()).collect();
-        if !confirmed {
-            lines.push("read back: REDCap does not show every change".into());
-        }
-        record(trail, study, a, operator, reason, lines).await?;
-        if !confirmed {
-            let left = match after {
-                Some(Ok(p)) => p
-                    .changes
-                    .iter()
-                    .map(|c| c.to_string())
-                    .collect::<Vec<_>>()
-                    .join("; "),
-                Some(Err(e)) => e.to_string(),
-                None => String::new(),
-            };
-            bail!(
-                "REDCap took the import for `{}` but reading it back still shows: {left}; the change is recorded in the ledger; run `rights check` and look at the user in REDCap",
-                a.name
-            );
-        }
-        plan.changes = changes;
-        result.plans.push(plan);
     }
     // What is left needs a person: findings apply does not fix.
-    let checked = read.findings(config, store, paced, only).await?;
+    let checked = applier.read.findings(config, store, paced, only).await?;
     result.unfixed = checked.findings;
     if !checked.probes.is_empty() {
         trail
@@ -877,26 +805,135 @@ async fn apply_study(
     Ok(result)
 }
 
-impl StudyRead<'_> {
-    /// Re-reads the project after a change; if that fails, the change is
-    /// recorded before the error is returned (it was made).
-    async fn live_or_recorded(
-        &self,
-        trail: &governance::audit::AuditTrail,
-        account: &AccountSection,
-        operator: &Operator,
-        reason: &str,
-        changes: &[rights::Change],
-    ) -> anyhow::Result<LiveProject> {
-        match self.read_live().await {
-            Ok(live) => Ok(live),
+/// What `apply` did to one account.
+enum Applied {
+    /// It was within its profile.
+    Nothing,
+    /// It could not be planned for (the reason).
+    Blocked(String),
+    /// Its changes were made, confirmed and recorded.
+    Done(AccountPlan),
+}
+
+/// `apply` in one study: what every account's change needs.
+struct Applier<'c, 't> {
+    read: StudyRead<'c>,
+    trail: &'t governance::audit::AuditTrail,
+    operator: &'t Operator,
+    reason: &'t str,
+    instruments: Vec<String>,
+    encoding: FormRightsEncoding,
+}
+
+impl Applier<'_, '_> {
+    /// The plan for `account` on what REDCap reports now (an earlier
+    /// account's import, or a role removal, may have changed it).
+    fn plan(&self, account: &AccountSection) -> Option<Result<AccountPlan, PlanBlocked>> {
+        self.read
+            .plans(&self.instruments, self.encoding, Some(&account.name))
+            .pop()
+            .map(|(_, p)| p)
+    }
+
+    /// Plans, changes, reads back and records one account. Whatever was
+    /// changed in REDCap is recorded even when a later step fails.
+    async fn account(&mut self, a: &AccountSection) -> anyhow::Result<Applied> {
+        let plan = match self.plan(a) {
+            None => return Ok(Applied::Nothing),
+            Some(Ok(p)) if p.is_empty() => return Ok(Applied::Nothing),
+            Some(Ok(p)) => p,
+            Some(Err(e)) => return Ok(Applied::Blocked(e.to_string())),
+        };
+        let mut made = Vec::new();
+        match self.change(a, plan, &mut made).await {
+            Ok(plan) => {
+                let lines = made.iter().map(|c| c.to_string()).collect();
+                record(
+                    self.trail,
+                    self.read.study,
+                    a,
+                    self.operator,
+                    self.reason,
+                    lines,
+                )
+                .await?;
+                Ok(Applied::Done(plan))
+            }
+            Err(e) if made.is_empty() => Err(e),
             Err(e) => {
-                let mut lines: Vec<String> = changes.iter().map(|c| c.to_string()).collect();
-                lines.push("read back failed: not confirmed".into());
-                record(trail, self.study, account, operator, reason, lines).await?;
-                Err(e)
+                let mut lines: Vec<String> = made.iter().map(|c| c.to_string()).collect();
+                lines.push(format!("stopped, not confirmed: {e:#}"));
+                record(
+                    self.trail,
+                    self.read.study,
+                    a,
+                    self.operator,
+                    self.reason,
+                    lines,
+                )
+                .await?;
+                Err(e.context("the changes made before this are recorded in the ledger"))
             }
         }
+    }
+
+    /// The REDCap side of [`Applier::account`]: `made` collects each
+    /// change once REDCap has taken it.
+    async fn change(
+        &mut self,
+        a: &AccountSection,
+        mut plan: AccountPlan,
+        made: &mut Vec<rights::Change>,
+    ) -> anyhow::Result<AccountPlan> {
+        let manager = self.read.manager;
+        let refused =
+            |method: &str, e: governance::redcap::client::Error| refusal(manager, a, method, e);
+        if let Some(role) = plan.role.clone() {
+            // A role member's rights are the role's and Import Users
+            // refuses them (§4.7): leave the role first, then plan again
+            // on the user's own rights.
+            self.read
+                .project
+                .import_user_role_assignments(&[RoleAssignment {
+                    username: a.username.clone(),
+                    unique_role_name: String::new(),
+                }])
+                .await
+                .map_err(|e| refused("Import User-Role Assignments", e))?;
+            made.extend(plan.changes.iter().filter(|c| c.field == "role").cloned());
+            self.read.live = self.read.read_live().await?;
+            plan = match self.plan(a) {
+                Some(Ok(p)) => p,
+                Some(Err(e)) => bail!("`{}` left role {role}, but then: {e}", a.name),
+                None => bail!("`{}` left role {role} and is no longer governed", a.name),
+            };
+        }
+        if !plan.is_empty() {
+            self.read
+                .project
+                .import_users(std::slice::from_ref(&plan.row))
+                .await
+                .map_err(|e| refused("Import Users", e))?;
+            made.extend(plan.changes.iter().cloned());
+            self.read.live = self.read.read_live().await?;
+        }
+        // Read back: the account must now need nothing more.
+        match self.plan(a) {
+            Some(Ok(p)) if p.is_empty() => {}
+            Some(Ok(p)) => bail!(
+                "REDCap took the import for `{}` but reading it back still shows: {}; run `rights check` and look at the user in REDCap",
+                a.name,
+                p.changes
+                    .iter()
+                    .map(|c| c.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+            Some(Err(e)) => bail!("reading `{}` back: {e}", a.name),
+            None => bail!("reading `{}` back: it is no longer governed", a.name),
+        }
+        plan.changes = made.clone();
+        Ok(plan)
     }
 }
 
