@@ -255,3 +255,41 @@ pub fn plan_account(
         row: import,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_meet_of_two_form_rights_is_what_both_allow() {
+        for live in FormRight::ALL {
+            for ceiling in FormRight::ALL {
+                let meet = form_meet(live, ceiling);
+                let want: Vec<bool> = capabilities(live)
+                    .iter()
+                    .zip(capabilities(ceiling))
+                    .map(|(l, c)| *l && c)
+                    .collect();
+                // Edit rights need view; read-only is view without edit.
+                let want: Vec<bool> = if want[1] {
+                    want
+                } else {
+                    vec![want[0], false, false, false]
+                };
+                assert_eq!(
+                    capabilities(meet).to_vec(),
+                    want,
+                    "{live:?} within {ceiling:?} gave {meet:?}"
+                );
+            }
+        }
+        assert_eq!(
+            export_meet(ExportRight::FullDataSet, ExportRight::DeIdentified),
+            ExportRight::DeIdentified
+        );
+        assert_eq!(
+            export_meet(ExportRight::NoAccess, ExportRight::FullDataSet),
+            ExportRight::NoAccess
+        );
+    }
+}
