@@ -208,6 +208,8 @@ pub fn open(dir: &Path) -> anyhow::Result<(Connection, State)> {
     set_private(&path);
     conn.execute_batch(SCHEMA)
         .context("cannot create the sandbox's tables")?;
+    conn.execute_batch(crate::api::file_repository::SCHEMA)
+        .context("cannot create the File Repository's tables")?;
     migrate(dir, &conn)?;
     let state = load_state(&conn)?;
     Ok((conn, state))

@@ -297,6 +297,31 @@ pub enum ApiError {
         /// The File Upload field.
         field: String,
     },
+
+    // ----- File Repository (`content=fileRepository`) -----
+    // Texts read in REDCap 15.7.6's `API/fileRepository/*.php` and
+    // `Classes/FileRepository.php` (strongest source): *verbatim*.
+    /// Any File Repository method without the File Repository right (403).
+    NoFileRepositoryRight,
+    /// `folder_id` names no folder of the project, or one restricted to
+    /// another DAG or role.
+    RepositoryFolderInaccessible {
+        /// The `folder_id` sent.
+        folder_id: String,
+    },
+    /// Create Folder without a `name`.
+    RepositoryFolderNameMissing,
+    /// Create Folder with a `folder_id` that is not an integer.
+    RepositoryFolderIdInvalid,
+    /// Create Folder with the name of a folder already in that directory;
+    /// REDCap HTML-escapes the name.
+    RepositoryFolderExists {
+        /// The folder name (escaped in the message).
+        name: String,
+    },
+    /// Export/Delete a File Repository file: `doc_id` missing, not an
+    /// integer, or no file of the project.
+    RepositoryDocInvalid,
 }
 
 /// Rename Record answers its validation failures with HTTP **200** and the
@@ -405,7 +430,8 @@ impl ApiError {
             | FileUploadAnalysisCleanup
             | FileDeleteAnalysisCleanup
             | FileIdentifierExport
-            | FileFormNotEditable { .. } => 403,
+            | FileFormNotEditable { .. }
+            | NoFileRepositoryRight => 403,
             _ => 400,
         }
     }
@@ -486,6 +512,12 @@ impl ApiError {
             FileIdentifierExport => "The API request cannot complete because this File Upload field is an Identifier field while at the same time you currently have either \"De-Identified\" data export rights or \"Remove all tagged Identifier fields\" data export rights, which prevent you from exporting fields tagged as Identifiers. Higher level data export rights are required for this operation.".into(),
             StoredFileMissing { path, name } => format!("The file \"{path}\" (\"{name}\") does not exist"),
             FileFormNotEditable { field } => format!("You do not have edit privileges for the instrument containing the field '{field}'."),
+            NoFileRepositoryRight => "The API request cannot complete because currently you do not have \"File Repository\" rights, which are required for this operation.".into(),
+            RepositoryFolderInaccessible { folder_id } => format!("The File Repository folder folder_id={folder_id} does not exist or else you do not have permission to that folder because it is DAG-restricted or Role-restricted."),
+            RepositoryFolderNameMissing => "new folder 'name' not provided".into(),
+            RepositoryFolderIdInvalid => "folder_id is not valid".into(),
+            RepositoryFolderExists { name } => format!("ERROR: The folder name \"{}\" could not be created because a folder with that same name already exists in this directory. You should create a new folder with a different name instead.", html_escape(name)),
+            RepositoryDocInvalid => "Invalid doc_id or missing doc_id".into(),
         }
     }
 }

@@ -80,7 +80,7 @@ fn record_group(ctx: &mut Ctx, record: &str) -> Result<Option<u64>, ApiError> {
 }
 
 /// A type for a file the uploader sent without one, from its extension.
-fn guess_mime(name: &str) -> &'static str {
+pub(crate) fn guess_mime(name: &str) -> &'static str {
     let ext = name
         .rsplit_once('.')
         .map(|(_, e)| e.to_ascii_lowercase())

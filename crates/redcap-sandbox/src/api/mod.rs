@@ -12,6 +12,7 @@
 //! it does not know: 400 `The value of the parameter "content" is not valid`.
 
 mod dags;
+pub(crate) mod file_repository;
 pub(crate) mod files;
 mod logging;
 pub(crate) mod metadata;
@@ -372,7 +373,11 @@ fn resolve_caller(
 /// The entry gate of §1.3 step 7 (32-character tokens).
 fn entry_gate(content: Content, action: Action, rights: &Rights) -> Result<(), ApiError> {
     match action {
-        Action::Export | Action::List if !rights.api_export => Err(ApiError::NoApiExport),
+        // REDCap's gate skips `list` (File Repository): no API right needed.
+        Action::Export if !rights.api_export => Err(ApiError::NoApiExport),
+        Action::List if content == Content::User && !rights.api_import => {
+            Err(ApiError::NoApiImport)
+        }
         Action::Import | Action::ImportApp | Action::CreateFolder if !rights.api_import => {
             Err(ApiError::NoApiImport)
         }
@@ -520,10 +525,15 @@ fn dispatch(ctx: &mut Ctx, content: Content, action: Action) -> Result<Reply, Ap
         (C::File, A::Export) => files::export(ctx),
         (C::File, A::Import) => files::import(ctx),
         (C::File, A::Delete) => files::delete(ctx),
+        (C::FileRepository, A::CreateFolder) => file_repository::create_folder(ctx),
+        (C::FileRepository, A::List) => file_repository::list(ctx),
+        (C::FileRepository, A::Export) => file_repository::export(ctx),
+        (C::FileRepository, A::Import) => file_repository::import(ctx),
+        (C::FileRepository, A::Delete) => file_repository::delete(ctx),
         // Not implemented: answered like an unknown content.
         (C::Project, A::Import) => Err(ApiError::SuperTokenRequired),
         (C::Dag | C::User | C::UserRole, _) => Err(ApiError::InvalidAction),
-        (C::Record | C::File, _) => Err(ApiError::InvalidAction),
+        (C::Record | C::File | C::FileRepository, _) => Err(ApiError::InvalidAction),
         _ => Err(ApiError::InvalidContent),
     }
 }
