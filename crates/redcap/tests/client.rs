@@ -853,3 +853,143 @@ async fn redirects_are_never_followed_and_the_token_stays_home() {
         "nothing (and no token) reached the redirect's target"
     );
 }
+
+#[tokio::test]
+async fn file_repository_folders_files_and_restrictions() {
+    use redcap::client::{NewFolder, RepositoryEntry};
+    let sb = Sandbox::start().await;
+    let (client, token) = project(&sb).await;
+    let p = client.project(token);
+    p.import_metadata(&metadata()).await.unwrap();
+    p.import_dags(&[NewDag {
+        data_access_group_name: "Site A".into(),
+        unique_group_name: String::new(),
+    }])
+    .await
+    .unwrap();
+    let site_a = p.export_dags().await.unwrap()[0].data_access_group_id;
+
+    let docs = p
+        .create_repository_folder(&NewFolder::new("Docs"))
+        .await
+        .unwrap();
+    let inner = p
+        .create_repository_folder(&NewFolder {
+            parent: Some(docs),
+            ..NewFolder::new("Inner")
+        })
+        .await
+        .unwrap();
+    let restricted = p
+        .create_repository_folder(&NewFolder {
+            dag_id: Some(site_a),
+            ..NewFolder::new("Site A only")
+        })
+        .await
+        .unwrap();
+    assert_ne!(docs, inner);
+    let upload = |name: &str, bytes: &[u8]| FileUpload {
+        file_name: name.into(),
+        content_type: None,
+        bytes: bytes.to_vec(),
+    };
+    let bytes = b"ERROR: not an error\n\x00\xff".to_vec();
+    p.import_repository_file(Some(docs), upload("notes.txt", &bytes))
+        .await
+        .unwrap();
+    p.import_repository_file(Some(docs), upload("notes.txt", b"again"))
+        .await
+        .unwrap();
+
+    let top = p.list_repository(None).await.unwrap();
+    assert_eq!(
+        top,
+        [
+            RepositoryEntry::Folder {
+                folder_id: docs,
+                name: "Docs".into()
+            },
+            RepositoryEntry::Folder {
+                folder_id: restricted,
+                name: "Site A only".into()
+            }
+        ]
+    );
+    let listing = p.list_repository(Some(docs)).await.unwrap();
+    let names: Vec<&str> = listing.iter().map(RepositoryEntry::name).collect();
+    assert_eq!(names, ["Inner", "notes (1).txt", "notes.txt"]);
+    let RepositoryEntry::File { doc_id, .. } = listing[2].clone() else {
+        panic!("not a file: {:?}", listing[2]);
+    };
+    let d = p.export_repository_file(doc_id).await.unwrap();
+    assert_eq!(d.bytes, bytes);
+    assert_eq!(d.name.as_deref(), Some("notes.txt"));
+    assert_eq!(d.mime_type, "text/plain");
+
+    p.delete_repository_file(doc_id).await.unwrap();
+    let names: Vec<String> = p
+        .list_repository(Some(docs))
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.name().to_owned())
+        .collect();
+    assert_eq!(names, ["Inner", "notes (1).txt"]);
+
+    // REDCap's texts as errors: a taken name, an unknown doc.
+    assert_eq!(
+        p.create_repository_folder(&NewFolder::new("Docs"))
+            .await
+            .unwrap_err(),
+        Error::BadRequest {
+            message: redcap::ApiError::RepositoryFolderExists {
+                name: "Docs".into()
+            }
+            .message()
+        }
+    );
+    assert_eq!(
+        p.export_repository_file(999_999).await.unwrap_err(),
+        Error::BadRequest {
+            message: "Invalid doc_id or missing doc_id".into()
+        }
+    );
+
+    // A user of another DAG does not see, nor reach, Site A's folder.
+    p.import_dags(&[NewDag {
+        data_access_group_name: "Site B".into(),
+        unique_group_name: String::new(),
+    }])
+    .await
+    .unwrap();
+    let other = sb
+        .user_with_token(
+            1,
+            json!({"username": "bea", "file_repository": 1, "api_export": 1,
+                   "api_import": 1, "data_access_group": "site_b"}),
+        )
+        .await;
+    let q = client.project(Token::parse(&other).unwrap());
+    let names: Vec<String> = q
+        .list_repository(None)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.name().to_owned())
+        .collect();
+    assert_eq!(names, ["Docs"]);
+    assert!(matches!(
+        q.list_repository(Some(restricted)).await.unwrap_err(),
+        Error::BadRequest { message } if message.contains("DAG-restricted")
+    ));
+
+    // Without the File Repository right: a privilege refusal.
+    let none = sb
+        .user_with_token(1, json!({"username": "nofr", "api_export": 1}))
+        .await;
+    let r = client.project(Token::parse(&none).unwrap());
+    assert!(matches!(
+        r.list_repository(None).await.unwrap_err(),
+        Error::Privilege { message } if message.contains("\"File Repository\" rights")
+    ));
+}

@@ -118,7 +118,11 @@ fn name_parameter(content_type: &str) -> Option<String> {
 
 /// The reader of Export File: a 200 is the file whatever its bytes (a file
 /// may well start with `ERROR:`); anything else is REDCap's refusal.
-fn download(status: u16, content_type: String, bytes: Vec<u8>) -> Result<FileDownload, Error> {
+pub(super) fn download(
+    status: u16,
+    content_type: String,
+    bytes: Vec<u8>,
+) -> Result<FileDownload, Error> {
     if status != 200 {
         let body = String::from_utf8_lossy(&bytes);
         return Err(match crate::classify(status, &body) {
@@ -143,7 +147,7 @@ fn download(status: u16, content_type: String, bytes: Vec<u8>) -> Result<FileDow
 }
 
 /// The reader of Import/Delete File: an empty 200.
-fn empty(status: u16, content_type: String, bytes: Vec<u8>) -> Result<(), Error> {
+pub(super) fn empty(status: u16, content_type: String, bytes: Vec<u8>) -> Result<(), Error> {
     super::text_answer(status, content_type, bytes).map(|_| ())
 }
 
@@ -186,7 +190,7 @@ impl<L: OutboundLimiter> Project<L> {
             .await
     }
 
-    async fn send_file<T>(
+    pub(super) async fn send_file<T>(
         &self,
         params: Params,
         upload: Option<FileUpload>,

@@ -27,6 +27,7 @@
 
 mod dags;
 mod error;
+mod file_repository;
 mod files;
 mod logging;
 mod project;
@@ -39,6 +40,7 @@ use std::time::Duration;
 
 pub use dags::{Dag, DagAssignment, NewDag};
 pub use error::Error;
+pub use file_repository::{NewFolder, RepositoryEntry};
 pub use files::{FileDownload, FileField, FileUpload};
 pub use logging::{LogEntry, LogQuery, LogType};
 pub use project::{ExportFieldName, Field, Instrument, NewProject, ProjectInfo};
