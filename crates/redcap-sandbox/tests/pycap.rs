@@ -3,7 +3,8 @@
 //! super token, metadata, records imported and exported in JSON, CSV and XML,
 //! flat and EAV, users and rights, roles, DAGs and the user-DAG mapping,
 //! logging with filters, deletes, and files (`import_file`, `export_file`,
-//! `delete_file`).
+//! `delete_file`); and PyCap's File Repository methods
+//! (`pycap_file_repository.py`).
 //!
 //! `PYCAP_PYTHON` names a Python with `pycap` installed; `scripts/test`
 //! creates that venv and exports it. Without it the test passes with a note
@@ -14,34 +15,64 @@ mod common;
 
 use common::{SUPER, Sandbox};
 
-#[tokio::test]
-async fn pycap_session() {
-    let python = match std::env::var_os("PYCAP_PYTHON") {
-        Some(p) if !p.is_empty() => p,
+/// The Python with PyCap, or `None` when the run is to be skipped (never
+/// under CI).
+fn pycap_python(test: &str) -> Option<std::ffi::OsString> {
+    match std::env::var_os("PYCAP_PYTHON") {
+        Some(p) if !p.is_empty() => Some(p),
         _ if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) => panic!(
             "CI is set but PYCAP_PYTHON is not: scripts/test installs PyCap into a venv and exports PYCAP_PYTHON"
         ),
         _ => {
             eprintln!(
-                "pycap_session: not run; set PYCAP_PYTHON to a python with pycap (scripts/test does)"
+                "{test}: not run; set PYCAP_PYTHON to a python with pycap (scripts/test does)"
             );
-            return;
+            None
         }
-    };
+    }
+}
+
+/// Runs `tests/<script>` against a fresh sandbox (API URL and super token
+/// as arguments, the admin secret in the environment) and checks that it
+/// ends with `ok_line`.
+async fn run_script(python: &std::ffi::OsStr, script: &str, ok_line: &str) {
     let sb = Sandbox::start().await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/pycap_session.py");
-    let out = tokio::process::Command::new(&python)
-        .arg(script)
+    let script = format!("{}/tests/{script}", env!("CARGO_MANIFEST_DIR"));
+    let out = tokio::process::Command::new(python)
+        .arg(&script)
         .arg(&sb.api)
         .arg(SUPER)
+        .env("SANDBOX_ADMIN_SECRET", common::SECRET)
         .output()
         .await
         .unwrap_or_else(|e| panic!("cannot run PYCAP_PYTHON={python:?}: {e}"));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "PyCap session failed:\n{stdout}\n{stderr}"
-    );
-    assert!(stdout.contains("PyCap session OK"), "{stdout}");
+    assert!(out.status.success(), "{script} failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains(ok_line), "{stdout}");
+}
+
+#[tokio::test]
+async fn pycap_session() {
+    let Some(python) = pycap_python("pycap_session") else {
+        return;
+    };
+    run_script(&python, "pycap_session.py", "PyCap session OK").await;
+}
+
+/// PyCap's File Repository methods (`create_folder_in_repository`,
+/// `export_file_repository`, `import_file_into_repository`,
+/// `export_file_from_repository`, `delete_file_from_repository`), with the
+/// answer shapes PyCap's doctests show, DAG-restricted folders and rights.
+#[tokio::test]
+async fn pycap_file_repository() {
+    let Some(python) = pycap_python("pycap_file_repository") else {
+        return;
+    };
+    run_script(
+        &python,
+        "pycap_file_repository.py",
+        "PyCap File Repository OK",
+    )
+    .await;
 }
