@@ -1,0 +1,89 @@
+//! REDCap's `content` whitelist (§1.5), method by method, as the
+//! compatibility table in `docs/sandbox.md` states it: every content the
+//! sandbox does not implement answers as REDCap answers one it does not know
+//! (400 `The value of the parameter "content" is not valid`), and every
+//! content it implements answers something else. A row of the table that
+//! changes must change here too.
+
+mod common;
+
+use common::Sandbox;
+use redcap::ApiError as E;
+
+/// Implemented, with a call that reaches the method.
+const SUPPORTED: &[(&str, &[(&str, &str)])] = &[
+    ("record", &[]),
+    ("metadata", &[]),
+    (
+        "file",
+        &[("action", "export"), ("record", "1"), ("field", "x")],
+    ),
+    ("fileRepository", &[("action", "list")]),
+    ("instrument", &[]),
+    ("user", &[]),
+    ("version", &[]),
+    ("exportFieldNames", &[]),
+    ("project", &[]),
+    ("generateNextRecordName", &[]),
+    ("dag", &[]),
+    ("userDagMapping", &[]),
+    ("log", &[]),
+    ("userRole", &[]),
+    ("userRoleMapping", &[]),
+];
+
+/// In REDCap 15.7.6's whitelist, not implemented by the sandbox.
+const UNSUPPORTED: &[&str] = &[
+    "filesize",
+    "fileinfo",
+    "repeatingFormsEvents",
+    "event",
+    "arm",
+    "project_settings",
+    "report",
+    "authkey",
+    "pdf",
+    "surveyLink",
+    "surveyAccessCode",
+    "surveyQueueLink",
+    "surveyReturnCode",
+    "participantList",
+    "appRightsCheck",
+    "formEventMapping",
+    "fieldValidation",
+    "attachment",
+    "project_xml",
+    "tableau",
+    "mycap",
+    "externalModule",
+];
+
+#[tokio::test]
+async fn the_whitelist_is_answered_as_the_compatibility_table_says() {
+    let sb = Sandbox::start().await;
+    let admin = sb.create_project().await;
+    let invalid = E::InvalidContent.message();
+    for (content, extra) in SUPPORTED {
+        let a = sb.call(&admin, content, extra).await;
+        assert!(
+            !a.body.contains(&invalid),
+            "{content} is in the table as supported but answers: {}",
+            a.body
+        );
+    }
+    for content in UNSUPPORTED {
+        sb.call(&admin, content, &[])
+            .await
+            .assert_error(400, &invalid);
+    }
+    // Randomize is the one unimplemented action of an implemented content.
+    sb.call(
+        &admin,
+        "record",
+        &[("action", "randomize"), ("record", "1")],
+    )
+    .await
+    .assert_error(400, &E::InvalidAction.message());
+    // 36 contents in 15.7.6's whitelist, plus externalModule.
+    assert_eq!(SUPPORTED.len() + UNSUPPORTED.len(), 37);
+}
