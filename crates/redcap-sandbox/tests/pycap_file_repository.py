@@ -11,6 +11,7 @@ import io
 import json
 import os
 import sys
+import tempfile
 import xml.etree.ElementTree as ET
 
 import requests
@@ -71,6 +72,31 @@ refused(lambda: p.create_folder_in_repository(name="New Folder"),
         'The folder name "New Folder" could not be created because a folder with that same name already exists')
 refused(lambda: p.create_folder_in_repository(name="x", folder_id=4040),
         "The File Repository folder folder_id=4040 does not exist")
+
+# --- PyCap's own doctest fixture (tests/integration/conftest.py,
+# add_files_to_repository), as it runs it: the second upload reuses the file
+# object already read to its end, so it sends an empty file.
+step("PyCap's add_files_to_repository fixture")
+fixture = Project(API, requests.post(API, data={"token": SUPER, "content": "project", "format": "json",
+    "data": json.dumps([{"project_title": "PyCap doctest", "purpose": 0}])}).text)
+fixture_folder = fixture.create_folder_in_repository("test").pop()
+tmp_file = tempfile.NamedTemporaryFile()
+with open(tmp_file.name, mode="w", encoding="utf-8") as tmp:
+    tmp.write("hello")
+assert fixture.import_file_into_repository(file_name="test.txt", file_object=tmp_file) == [{}]
+assert fixture.import_file_into_repository(file_name="test_in_folder.txt", file_object=tmp_file,
+                                           folder_id=fixture_folder["folder_id"]) == [{}]
+fx_dir = fixture.export_file_repository()
+fx_text = [file for file in fx_dir if file["name"] == "test.txt"].pop()
+assert fixture.export_file_from_repository(doc_id=fx_text["doc_id"]) == \
+    (b"hello", {"name": "test.txt", "charset": "UTF-8"})
+fx_folder = [folder for folder in fx_dir if folder["name"] == "test"].pop()
+fx_subdir = fixture.export_file_repository(folder_id=fx_folder["folder_id"])
+fx_file = [file for file in fx_subdir if file["name"] == "test_in_folder.txt"].pop()
+assert fixture.export_file_from_repository(doc_id=fx_file["doc_id"]) == \
+    (b"", {"name": "test_in_folder.txt", "charset": "UTF-8"})
+assert fixture.delete_file_from_repository(doc_id=fx_file["doc_id"]) == [{}]
+assert fixture.export_file_repository(folder_id=fx_folder["folder_id"]) == []
 
 # --- Import files: PyCap answers [{}] (REDCap's empty 200) ----------------------
 step("import_file_into_repository")
