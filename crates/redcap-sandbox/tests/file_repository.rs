@@ -764,3 +764,101 @@ async fn the_recycle_bin_is_emptied_after_thirty_days() {
     assert_eq!(edocs(&sb), 1);
     assert_eq!(download(&sb, &admin, &keep).await.bytes, b"keep");
 }
+
+/// REDCap's foreign keys: deleting a DAG (or a role) deletes the folders
+/// restricted to it; their sub-folders and files land at the top level,
+/// in everyone's reach.
+#[tokio::test]
+async fn deleting_a_dag_or_role_takes_its_folders_and_frees_their_contents() {
+    let sb = Sandbox::start().await;
+    let admin = project(&sb).await;
+    let a = fr(
+        &sb,
+        &admin,
+        "createFolder",
+        &[("name", "A only"), ("dag_id", "1")],
+    )
+    .await;
+    assert_eq!(a.json(), json!([{"folder_id": 1}]));
+    let a = fr(
+        &sb,
+        &admin,
+        "createFolder",
+        &[("name", "A sub"), ("folder_id", "1")],
+    )
+    .await;
+    assert_eq!(a.json(), json!([{"folder_id": 2}]));
+    assert_eq!(
+        upload(&sb, &admin, Some("1"), "a.txt", b"site a")
+            .await
+            .status,
+        200
+    );
+    let a = sb
+        .import(
+            &admin,
+            "userRole",
+            json!([{"unique_role_name": "", "role_label": "Monitors"}]),
+            &[],
+        )
+        .await;
+    assert_eq!(a.body, "1");
+    let a = fr(
+        &sb,
+        &admin,
+        "createFolder",
+        &[("name", "Monitors only"), ("role_id", "1")],
+    )
+    .await;
+    assert_eq!(a.json(), json!([{"folder_id": 3}]));
+    let bob = sb
+        .user_with_token(
+            1,
+            json!({"username": "bob", "file_repository": 1, "data_access_group": "site_b"}),
+        )
+        .await;
+    let names = |v: Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(names(list(&sb, &bob, None).await), ["Monitors only"]);
+
+    let a = sb
+        .call(
+            &admin,
+            "dag",
+            &[("action", "delete"), ("dags[0]", "site_a")],
+        )
+        .await;
+    assert_eq!(a.body, "1", "{}", a.body);
+    assert_eq!(
+        names(list(&sb, &bob, None).await),
+        ["A sub", "Monitors only", "a.txt"]
+    );
+    fr(&sb, &admin, "list", &[("folder_id", "1")])
+        .await
+        .assert_error(
+            400,
+            &E::RepositoryFolderInaccessible {
+                folder_id: "1".into(),
+            }
+            .message(),
+        );
+    let roles = sb.call(&admin, "userRole", &[]).await.json();
+    let role = roles[0]["unique_role_name"].as_str().unwrap().to_owned();
+    let a = sb
+        .call(
+            &admin,
+            "userRole",
+            &[("action", "delete"), ("roles[0]", &role)],
+        )
+        .await;
+    assert_eq!(a.body, "1", "{}", a.body);
+    assert_eq!(names(list(&sb, &admin, None).await), ["A sub", "a.txt"]);
+    // Restart: the same.
+    let sb = sb.restart().await;
+    assert_eq!(names(list(&sb, &bob, None).await), ["A sub", "a.txt"]);
+}

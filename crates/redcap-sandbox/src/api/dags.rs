@@ -112,6 +112,11 @@ pub fn delete(ctx: &mut Ctx) -> Result<Reply, ApiError> {
         return Err(ApiError::UnknownDagsToDelete { names: unknown });
     }
     let ids: Vec<u64> = wanted.iter().filter_map(|n| project.dag_id(n)).collect();
+    super::file_repository::drop_restricted_folders(
+        ctx,
+        super::file_repository::Restriction::Dag,
+        &ids,
+    )?;
     let project = ctx.project_mut();
     project.dags.retain(|d| !ids.contains(&d.id));
     for m in project.members.values_mut() {

@@ -192,6 +192,57 @@ fn purge_recycle_bin(ctx: &mut Ctx) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// What a folder restriction names.
+#[derive(Clone, Copy)]
+pub(crate) enum Restriction {
+    Dag,
+    Role,
+}
+
+/// Deleting DAGs or roles takes the folders restricted to them along, as
+/// REDCap's foreign keys do (`redcap_docs_folders.dag_id` and `role_id`
+/// `ON DELETE CASCADE`, RC `Resources/sql/install.sql`): their
+/// sub-folders move to the top level (`parent_folder_id ON DELETE SET
+/// NULL`) and their files too (the folder link is deleted with the
+/// folder), where everyone with the right sees them.
+pub(crate) fn drop_restricted_folders(
+    ctx: &mut Ctx,
+    restriction: Restriction,
+    ids: &[u64],
+) -> Result<(), ApiError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let column = match restriction {
+        Restriction::Dag => "dag_id",
+        Restriction::Role => "role_id",
+    };
+    let pid = ctx.pid();
+    let ids = serde_json::to_string(ids).unwrap_or_default();
+    ctx.sql(|c| {
+        let folders = format!(
+            "SELECT folder_id FROM redcap_docs_folders
+             WHERE project_id = ?1 AND {column} IN (SELECT value FROM json_each(?2))"
+        );
+        c.execute(
+            &format!(
+                "UPDATE redcap_docs_folders SET parent_folder_id = NULL
+                 WHERE parent_folder_id IN ({folders})"
+            ),
+            params![pid, ids],
+        )?;
+        c.execute(
+            &format!("UPDATE redcap_docs SET folder_id = NULL WHERE folder_id IN ({folders})"),
+            params![pid, ids],
+        )?;
+        c.execute(
+            &format!("DELETE FROM redcap_docs_folders WHERE folder_id IN ({folders})"),
+            params![pid, ids],
+        )?;
+        Ok(())
+    })
+}
+
 /// Create Folder: `name`, optional `folder_id` (parent), `dag_id`, `role_id`.
 pub fn create_folder(ctx: &mut Ctx) -> Result<Reply, ApiError> {
     check_right(ctx)?;

@@ -152,6 +152,11 @@ pub fn delete(ctx: &mut Ctx) -> Result<Reply, ApiError> {
             m.role_id = None;
         }
     }
+    super::file_repository::drop_restricted_folders(
+        ctx,
+        super::file_repository::Restriction::Role,
+        &ids,
+    )?;
     Ok(ctx.count(ids.len()))
 }
 
