@@ -125,6 +125,10 @@ fn right_risk(right: &str) -> (Severity, &'static str) {
             Severity::Critical,
             "can rename records, and REDCap does not check the DAG on API renames",
         ),
+        "file_repository" => (
+            Severity::Critical,
+            "can export any uploaded file of the project by its id through the File Repository, whatever its DAG (docs/sandbox.md, File Repository)",
+        ),
         "api_import" => (
             Severity::High,
             "can write through the API, which the profile does not allow",

@@ -353,3 +353,18 @@ fn a_plan_lowers_to_the_profile_and_always_carries_the_dag() {
         })
     );
 }
+
+#[test]
+fn the_file_repository_right_is_critical_on_a_site_account() {
+    // REDCap's File Repository export serves any file of the project by its
+    // doc_id, whatever the caller's DAG: the right undoes the site boundary.
+    let mut u = clean_user();
+    u["file_repository"] = json!(1);
+    let f = check_account(&site_account(), &live(u)).unwrap();
+    assert_eq!(f.len(), 1, "{f:#?}");
+    assert_eq!(
+        (f[0].code, f[0].severity),
+        ("right-beyond-profile", Severity::Critical)
+    );
+    assert!(f[0].risk.contains("File Repository"), "{}", f[0].risk);
+}
