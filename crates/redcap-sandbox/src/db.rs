@@ -447,6 +447,30 @@ pub struct Db {
     dir: Arc<PathBuf>,
     /// Idle read-only connections (WAL readers for streamed exports).
     readers: Arc<Mutex<Vec<rusqlite::Connection>>>,
+    /// Wakes the checkpointer after a commit (see [`start_checkpointer`]).
+    checkpoints: std::sync::mpsc::SyncSender<()>,
+}
+
+/// Starts the thread that copies committed WAL frames into the database
+/// file (a passive checkpoint) after each commit, on a connection of its
+/// own: the request that committed does not wait for it. Durability does
+/// not depend on it (a commit is durable once the WAL is fsynced); the
+/// writer still checkpoints itself should the WAL pass 256 MB. The thread
+/// ends when the last [`Db`] is dropped.
+fn start_checkpointer(path: &Path) -> anyhow::Result<std::sync::mpsc::SyncSender<()>> {
+    let conn = crate::store::connect(path)?;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
+    std::thread::Builder::new()
+        .name("sandbox-checkpoint".into())
+        .spawn(move || {
+            while rx.recv().is_ok() {
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::warn!("checkpoint of the sandbox's WAL failed: {e}");
+                }
+            }
+        })
+        .context("cannot start the checkpoint thread")?;
+    Ok(tx)
 }
 
 /// A critical section and a database transaction: the locked settings and
@@ -499,10 +523,12 @@ impl Db {
                 .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
         }
         let (conn, state) = crate::store::open(dir)?;
+        let checkpoints = start_checkpointer(&dir.join(crate::store::DB_FILE))?;
         Ok(Db {
             inner: Arc::new(Mutex::new(Inner { state, conn })),
             dir: Arc::new(dir.to_owned()),
             readers: Arc::new(Mutex::new(Vec::new())),
+            checkpoints,
         })
     }
 
@@ -565,6 +591,7 @@ impl<'a> Txn<'a> {
         self.flush()?;
         self.guard.conn.execute_batch("COMMIT")?;
         self.open = false;
+        let _ = self.db.checkpoints.try_send(());
         self.unlink_removed_docs();
         self.guard.conn.execute_batch("BEGIN IMMEDIATE")?;
         self.open = true;
@@ -627,6 +654,8 @@ impl<'a> Txn<'a> {
         match result {
             Ok(()) => {
                 self.open = false;
+                // Full means a wake-up is already pending.
+                let _ = self.db.checkpoints.try_send(());
                 self.unlink_removed_docs();
                 Ok(())
             }

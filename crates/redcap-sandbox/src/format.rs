@@ -194,23 +194,177 @@ pub fn render_rows(
 /// Decodes a JSON `data` parameter; REDCap needs it to decode to a PHP array
 /// (a JSON array or object) (§1.6). An object counts as one row.
 pub fn decode_json(data: &str) -> Result<Vec<Map<String, Value>>, ApiError> {
-    let value: Value = serde_json::from_str(data).map_err(|e| ApiError::BadJson {
-        decoder: php_json_error(&e),
+    let mut rows = Vec::new();
+    for_each_json_row(data, |row| {
+        rows.push(row);
+        Ok(())
     })?;
-    match value {
-        Value::Array(items) => Ok(items
-            .into_iter()
-            .map(|v| match v {
-                Value::Object(m) => m,
-                // PHP would see a scalar row as an empty set of attributes.
-                _ => Map::new(),
-            })
-            .collect()),
-        Value::Object(m) => Ok(vec![m]),
+    Ok(rows)
+}
+
+/// What the top level of a JSON `data` turned out to be.
+enum JsonTop {
+    /// An array or an object: its rows were handed over.
+    Rows,
+    /// A scalar: json_decode succeeds but gives no array.
+    Scalar,
+}
+
+/// Hands each row of a JSON array (or the one row of an object) to `f`
+/// as it is parsed: memory holds one row. Errors are [`decode_json`]'s; an
+/// error of `f` ends the parse and is answered as it is.
+pub fn for_each_json_row(
+    data: &str,
+    mut f: impl FnMut(Map<String, Value>) -> Result<(), ApiError>,
+) -> Result<(), ApiError> {
+    use serde::Deserializer as _;
+    let mut stopped = None;
+    let mut de = serde_json::Deserializer::from_str(data);
+    let top = de
+        .deserialize_any(JsonRows {
+            f: &mut f,
+            stopped: &mut stopped,
+        })
+        .and_then(|top| de.end().map(|()| top));
+    if let Some(e) = stopped {
+        return Err(e);
+    }
+    match top {
+        Ok(JsonTop::Rows) => Ok(()),
         // json_decode succeeded but gave no array: PHP reports "No error".
+        Ok(JsonTop::Scalar) => Err(ApiError::BadJson {
+            decoder: "No error".into(),
+        }),
+        Err(e) => Err(ApiError::BadJson {
+            decoder: php_json_error(&e),
+        }),
+    }
+}
+
+/// Checks a JSON `data` as [`decode_json`] would, keeping nothing: the
+/// same parser path (a value parsed as `Value` is, then dropped).
+fn check_json(data: &str) -> Result<(), ApiError> {
+    let parsed: Result<Discard, _> = serde_json::from_str(data);
+    if let Err(e) = parsed {
+        return Err(ApiError::BadJson {
+            decoder: php_json_error(&e),
+        });
+    }
+    match data
+        .trim_start_matches([' ', '\n', '\t', '\r'])
+        .as_bytes()
+        .first()
+    {
+        Some(b'[' | b'{') => Ok(()),
         _ => Err(ApiError::BadJson {
             decoder: "No error".into(),
         }),
+    }
+}
+
+/// The top-level visitor of [`for_each_json_row`].
+struct JsonRows<'f, F> {
+    f: &'f mut F,
+    stopped: &'f mut Option<ApiError>,
+}
+
+impl<'de, F> serde::de::Visitor<'de> for JsonRows<'_, F>
+where
+    F: FnMut(Map<String, Value>) -> Result<(), ApiError>,
+{
+    type Value = JsonTop;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<JsonTop, A::Error> {
+        while let Some(item) = seq.next_element::<Value>()? {
+            let row = match item {
+                Value::Object(m) => m,
+                // PHP would see a scalar row as an empty set of attributes.
+                _ => Map::new(),
+            };
+            if let Err(e) = (self.f)(row) {
+                *self.stopped = Some(e);
+                return Err(serde::de::Error::custom("stopped"));
+            }
+        }
+        Ok(JsonTop::Rows)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<JsonTop, A::Error> {
+        use serde::Deserialize as _;
+        let row = Map::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+        if let Err(e) = (self.f)(row) {
+            *self.stopped = Some(e);
+            return Err(serde::de::Error::custom("stopped"));
+        }
+        Ok(JsonTop::Rows)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<JsonTop, E> {
+        Ok(JsonTop::Scalar)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<JsonTop, E> {
+        Ok(JsonTop::Scalar)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<JsonTop, E> {
+        Ok(JsonTop::Scalar)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<JsonTop, E> {
+        Ok(JsonTop::Scalar)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<JsonTop, E> {
+        Ok(JsonTop::Scalar)
+    }
+    fn visit_unit<E>(self) -> Result<JsonTop, E> {
+        Ok(JsonTop::Scalar)
+    }
+}
+
+/// Any JSON value, parsed through the path `Value` takes, kept nowhere.
+struct Discard;
+
+impl<'de> serde::Deserialize<'de> for Discard {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Discard, D::Error> {
+        d.deserialize_any(DiscardVisitor)
+    }
+}
+
+struct DiscardVisitor;
+
+impl<'de> serde::de::Visitor<'de> for DiscardVisitor {
+    type Value = Discard;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Discard, E> {
+        Ok(Discard)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Discard, E> {
+        Ok(Discard)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Discard, E> {
+        Ok(Discard)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Discard, E> {
+        Ok(Discard)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Discard, E> {
+        Ok(Discard)
+    }
+    fn visit_unit<E>(self) -> Result<Discard, E> {
+        Ok(Discard)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Discard, A::Error> {
+        while seq.next_element::<Discard>()?.is_some() {}
+        Ok(Discard)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Discard, A::Error> {
+        while map.next_entry::<Discard, Discard>()?.is_some() {}
+        Ok(Discard)
     }
 }
 
@@ -228,6 +382,33 @@ fn php_json_error(e: &serde_json::Error) -> String {
 
 /// Parses CSV `data`: a header line, then one row per line.
 pub fn decode_csv(data: &str) -> Result<Vec<Map<String, Value>>, ApiError> {
+    let mut rows = Vec::new();
+    for_each_csv_row(data, |row| {
+        rows.push(row);
+        Ok(())
+    })?;
+    Ok(rows)
+}
+
+/// Hands each CSV row to `f` as it is read (memory holds one row).
+pub fn for_each_csv_row(
+    data: &str,
+    mut f: impl FnMut(Map<String, Value>) -> Result<(), ApiError>,
+) -> Result<(), ApiError> {
+    csv_records(data, |headers, rec| {
+        let mut m = Map::new();
+        for (h, v) in headers.iter().zip(rec.iter()) {
+            m.insert(h.clone(), Value::String(v.to_owned()));
+        }
+        f(m)
+    })
+}
+
+/// The CSV reader of [`decode_csv`]: the trimmed header, then each record.
+fn csv_records(
+    data: &str,
+    mut f: impl FnMut(&[String], &csv::StringRecord) -> Result<(), ApiError>,
+) -> Result<(), ApiError> {
     let mut reader = csv::ReaderBuilder::new()
         .flexible(false)
         .from_reader(data.as_bytes());
@@ -239,18 +420,18 @@ pub fn decode_csv(data: &str) -> Result<Vec<Map<String, Value>>, ApiError> {
         .iter()
         .map(|h| h.trim().to_owned())
         .collect();
-    let mut rows = Vec::new();
-    for rec in reader.records() {
-        let rec = rec.map_err(|e| ApiError::BadCsv {
-            details: e.to_string(),
-        })?;
-        let mut m = Map::new();
-        for (h, v) in headers.iter().zip(rec.iter()) {
-            m.insert(h.clone(), Value::String(v.to_owned()));
+    let mut rec = csv::StringRecord::new();
+    loop {
+        match reader.read_record(&mut rec) {
+            Ok(true) => f(&headers, &rec)?,
+            Ok(false) => return Ok(()),
+            Err(e) => {
+                return Err(ApiError::BadCsv {
+                    details: e.to_string(),
+                });
+            }
         }
-        rows.push(m);
     }
-    Ok(rows)
 }
 
 /// Parses `data` in `format` into rows (XML: `<root><item><k>v</k>…`).
@@ -262,18 +443,55 @@ pub fn decode_rows(format: Format, data: &str) -> Result<Vec<Map<String, Value>>
     }
 }
 
+/// Hands each row of `data` to `f` as it is parsed, in order: what
+/// [`decode_rows`] answers, one row at a time (memory holds one row).
+/// Call [`check_rows`] first when the decoding errors must come before
+/// anything `f` does.
+pub fn for_each_row(
+    format: Format,
+    data: &str,
+    f: impl FnMut(Map<String, Value>) -> Result<(), ApiError>,
+) -> Result<(), ApiError> {
+    match format {
+        Format::Json => for_each_json_row(data, f),
+        Format::Csv => for_each_csv_row(data, f),
+        Format::Xml => crate::xml::for_each_item(data, f),
+    }
+}
+
+/// Answers the error [`decode_rows`] would give for `data`, keeping no
+/// rows (REDCap decodes `data` before it looks at rights: §1.3 step 5).
+pub fn check_rows(format: Format, data: &str) -> Result<(), ApiError> {
+    match format {
+        Format::Json => check_json(data),
+        Format::Csv => csv_records(data, |_, _| Ok(())),
+        Format::Xml => crate::xml::check(data),
+    }
+}
+
 /// Writes exported rows one at a time in `format`, exactly as
 /// [`render_rows`] writes them all at once (JSON as PHP's `json_encode`,
 /// CSV with its header from the first row, XML items): memory holds one
 /// row whatever the answer's size.
 pub struct RowWriter<'w> {
     format: Format,
-    out: &'w mut dyn std::io::Write,
+    out: Sink<'w>,
     empty_header: &'w [&'w str],
     item: &'w str,
     root: &'w str,
     rows: usize,
     buf: Vec<u8>,
+    /// Each column's name as last written, and its encoding (`"name":` in
+    /// JSON, `<name>` and `</name>` in XML): a row's keys are the previous
+    /// row's nearly always, so they are encoded once.
+    keys: Vec<(String, Vec<u8>, Vec<u8>)>,
+}
+
+/// Where a [`RowWriter`] writes: CSV through one `csv::Writer` for the
+/// whole answer (its buffer and quoting rules), the others as they are.
+enum Sink<'w> {
+    Plain(&'w mut dyn std::io::Write),
+    Csv(csv::Writer<&'w mut dyn std::io::Write>),
 }
 
 impl<'w> RowWriter<'w> {
@@ -285,14 +503,25 @@ impl<'w> RowWriter<'w> {
         root: &'w str,
         item: &'w str,
     ) -> std::io::Result<RowWriter<'w>> {
-        match format {
-            Format::Json => out.write_all(b"[")?,
-            Format::Xml => write!(
-                out,
-                "<?xml version=\"1.0\" encoding=\"UTF-8\" ?>\n<{root}>\n"
-            )?,
-            Format::Csv => {}
-        }
+        let out = match format {
+            Format::Json => {
+                out.write_all(b"[")?;
+                Sink::Plain(out)
+            }
+            Format::Xml => {
+                write!(
+                    out,
+                    "<?xml version=\"1.0\" encoding=\"UTF-8\" ?>\n<{root}>\n"
+                )?;
+                Sink::Plain(out)
+            }
+            Format::Csv => Sink::Csv(
+                csv::WriterBuilder::new()
+                    .terminator(csv::Terminator::Any(b'\n'))
+                    .buffer_capacity(64 * 1024)
+                    .from_writer(out),
+            ),
+        };
         Ok(RowWriter {
             format,
             out,
@@ -301,7 +530,33 @@ impl<'w> RowWriter<'w> {
             root,
             rows: 0,
             buf: Vec::with_capacity(4096),
+            keys: Vec::new(),
         })
+    }
+
+    /// The encoding of column `i` named `k` (see `keys`).
+    fn key(&mut self, i: usize, k: &str) -> usize {
+        if self.keys.len() <= i {
+            self.keys.resize_with(i + 1, Default::default);
+        }
+        let entry = &mut self.keys[i];
+        if entry.0 != k || entry.1.is_empty() {
+            entry.0.clear();
+            entry.0.push_str(k);
+            entry.1.clear();
+            entry.2.clear();
+            match self.format {
+                Format::Json => {
+                    php_json_str(&mut entry.1, k);
+                    entry.1.push(b':');
+                }
+                _ => {
+                    entry.1.extend_from_slice(format!("<{k}>").as_bytes());
+                    entry.2.extend_from_slice(format!("</{k}>").as_bytes());
+                }
+            }
+        }
+        i
     }
 
     /// One row: its (column, value) cells in order.
@@ -317,69 +572,110 @@ impl<'w> RowWriter<'w> {
                     if i > 0 {
                         self.buf.push(b',');
                     }
-                    php_json_str(&mut self.buf, k.as_ref());
-                    self.buf.push(b':');
+                    let key = self.key(i, k.as_ref());
+                    self.buf.extend_from_slice(&self.keys[key].1);
                     php_json_str(&mut self.buf, v.as_ref());
                 }
                 self.buf.push(b'}');
             }
             Format::Csv => {
-                let mut w = csv::WriterBuilder::new()
-                    .terminator(csv::Terminator::Any(b'\n'))
-                    .buffer_capacity(1024)
-                    .from_writer(&mut self.buf);
-                // Writing into a Vec cannot fail.
-                if self.rows == 0 {
-                    let _ = w.write_record(cells.iter().map(|(k, _)| k.as_ref()));
+                if let Sink::Csv(w) = &mut self.out {
+                    if self.rows == 0 {
+                        w.write_record(cells.iter().map(|(k, _)| k.as_ref()))?;
+                    }
+                    w.write_record(cells.iter().map(|(_, v)| v.as_ref()))?;
                 }
-                let _ = w.write_record(cells.iter().map(|(_, v)| v.as_ref()));
-                let _ = w.flush();
             }
             Format::Xml => {
                 self.buf.extend_from_slice(b"<");
                 self.buf.extend_from_slice(self.item.as_bytes());
                 self.buf.extend_from_slice(b">");
-                for (k, v) in cells {
-                    let (k, v) = (k.as_ref(), v.as_ref());
-                    self.buf.extend_from_slice(format!("<{k}>").as_bytes());
-                    self.buf.extend_from_slice(xml_escape(v).as_bytes());
-                    self.buf.extend_from_slice(format!("</{k}>").as_bytes());
+                for (i, (k, v)) in cells.iter().enumerate() {
+                    let key = self.key(i, k.as_ref());
+                    self.buf.extend_from_slice(&self.keys[key].1);
+                    xml_escape_into(&mut self.buf, v.as_ref());
+                    self.buf.extend_from_slice(&self.keys[key].2);
                 }
-                self.buf
-                    .extend_from_slice(format!("</{}>\n", self.item).as_bytes());
+                self.buf.extend_from_slice(b"</");
+                self.buf.extend_from_slice(self.item.as_bytes());
+                self.buf.extend_from_slice(b">\n");
             }
         }
         self.rows += 1;
-        self.out.write_all(&self.buf)
+        match &mut self.out {
+            Sink::Plain(out) => out.write_all(&self.buf),
+            Sink::Csv(_) => Ok(()),
+        }
     }
 
     /// Ends the answer.
     pub fn end(self) -> std::io::Result<()> {
-        match self.format {
-            Format::Json => self.out.write_all(b"]"),
-            Format::Xml => writeln!(self.out, "</{}>", self.root),
-            Format::Csv if self.rows == 0 => {
-                let mut w = csv::WriterBuilder::new()
-                    .terminator(csv::Terminator::Any(b'\n'))
-                    .from_writer(Vec::new());
-                let _ = w.write_record(self.empty_header);
-                self.out.write_all(&w.into_inner().unwrap_or_default())
+        match self.out {
+            Sink::Plain(out) if self.format == Format::Json => out.write_all(b"]"),
+            Sink::Plain(out) => writeln!(out, "</{}>", self.root),
+            Sink::Csv(mut w) => {
+                if self.rows == 0 {
+                    w.write_record(self.empty_header)?;
+                }
+                w.flush()
             }
-            Format::Csv => Ok(()),
         }
     }
 }
 
-/// One JSON string as PHP's json_encode writes it here (see `php_json`).
+/// One JSON string as PHP's json_encode writes it here (see `php_json`:
+/// serde_json's escapes, and `/` as `\/`), straight into `out`.
 pub fn php_json_str(out: &mut Vec<u8>, s: &str) {
-    let start = out.len();
-    // Writing a &str into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, s);
-    if s.contains('/') {
-        let escaped = String::from_utf8_lossy(&out[start..]).replace('/', "\\/");
-        out.truncate(start);
-        out.extend_from_slice(escaped.as_bytes());
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bytes = s.as_bytes();
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'/' => b"\\/",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            0..=0x1f => {
+                out.extend_from_slice(&bytes[start..i]);
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[usize::from(b >> 4)]);
+                out.push(HEX[usize::from(b & 0xf)]);
+                start = i + 1;
+                continue;
+            }
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        out.extend_from_slice(escape);
+        start = i + 1;
     }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+/// [`xml_escape`], straight into `out`.
+fn xml_escape_into(out: &mut Vec<u8>, s: &str) {
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape: &[u8] = match b {
+            b'&' => b"&amp;",
+            b'<' => b"&lt;",
+            b'>' => b"&gt;",
+            b'"' => b"&quot;",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        out.extend_from_slice(escape);
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
 }
 
 #[cfg(test)]
@@ -419,6 +715,31 @@ mod tests {
         assert_eq!(Format::from_param(""), Format::Xml);
         assert_eq!(Format::return_format("", Format::Csv), Format::Csv);
         assert_eq!(Format::return_format("yaml", Format::Json), Format::Xml);
+    }
+
+    /// The streamed string encoder writes what php_json writes.
+    #[test]
+    fn php_json_str_matches_php_json() {
+        let mut all: String = (0u8..0x80).map(char::from).collect();
+        all.push_str("é€😀 a/b \\ \"");
+        for s in [all.as_str(), "", "plain", "/", "\u{7f}\u{1f}"] {
+            let mut out = Vec::new();
+            php_json_str(&mut out, s);
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                php_json(&json!(s)),
+                "{s:?}"
+            );
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn php_json_str_matches_php_json_on_any_string(s in ".*") {
+            let mut out = Vec::new();
+            php_json_str(&mut out, &s);
+            proptest::prop_assert_eq!(String::from_utf8(out).unwrap(), php_json(&json!(s)));
+        }
     }
 
     #[test]

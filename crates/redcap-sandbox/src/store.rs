@@ -148,15 +148,6 @@ CREATE TABLE IF NOT EXISTS redcap_record_list (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS redcap_record_list_order
     ON redcap_record_list (project_id, arm, sort_class, sort_num, record);
-CREATE TABLE IF NOT EXISTS redcap_data (
-    project_id INTEGER NOT NULL,
-    event_id INTEGER NOT NULL,
-    record TEXT NOT NULL,
-    field_name TEXT NOT NULL,
-    instance INTEGER NOT NULL DEFAULT 1,
-    value TEXT NOT NULL,
-    PRIMARY KEY (project_id, record, event_id, field_name, instance)
-) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS redcap_log_event (
     log_event_id INTEGER PRIMARY KEY,
     project_id INTEGER,
@@ -186,14 +177,36 @@ CREATE INDEX IF NOT EXISTS redcap_log_view_project_ts ON redcap_log_view (projec
 CREATE INDEX IF NOT EXISTS redcap_log_view_user ON redcap_log_view (project_id, user, ts);
 ";
 
+/// `redcap_data`: REDCap's columns, then the record's sort key (as in
+/// `redcap_record_list`), which leads the primary key after the project: a
+/// project's values lie in REDCap's record order, so an export reads them
+/// in one ordered scan and new records with growing numbers are appended,
+/// not spread over the table as text order (`"10" < "9"`) would spread
+/// them.
+const DATA_TABLE: &str = "
+CREATE TABLE IF NOT EXISTS redcap_data (
+    project_id INTEGER NOT NULL,
+    event_id INTEGER NOT NULL,
+    record TEXT NOT NULL,
+    field_name TEXT NOT NULL,
+    instance INTEGER NOT NULL DEFAULT 1,
+    value TEXT NOT NULL,
+    sort_class INTEGER NOT NULL,
+    sort_num INTEGER NOT NULL,
+    PRIMARY KEY (project_id, sort_class, sort_num, record, event_id, field_name, instance)
+) WITHOUT ROWID;
+";
+
 /// Opens a connection with the sandbox's settings.
 pub fn connect(path: &Path) -> anyhow::Result<Connection> {
     let conn = Connection::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     conn.busy_timeout(std::time::Duration::from_secs(60))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
-    // Bounded memory: a 8 MB page cache per connection whatever the size.
-    conn.pragma_update(None, "cache_size", -8192)?;
+    // Bounded memory: a 16 MB page cache per connection whatever the size.
+    conn.pragma_update(None, "cache_size", -16384)?;
+    // Room for every statement shape (put_values has one per count).
+    conn.set_prepared_statement_cache_capacity(128);
     conn.pragma_update(None, "temp_store", "FILE")?;
     // A large import's WAL is cut back after its checkpoint.
     conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
@@ -210,9 +223,56 @@ pub fn open(dir: &Path) -> anyhow::Result<(Connection, State)> {
         .context("cannot create the sandbox's tables")?;
     conn.execute_batch(crate::api::file_repository::SCHEMA)
         .context("cannot create the File Repository's tables")?;
+    // Checkpoints run on their own thread after each commit (db.rs); the
+    // writer checkpoints itself only past 256 MB of WAL.
+    conn.pragma_update(None, "wal_autocheckpoint", 65536)?;
+    upgrade_data_table(&conn).context("cannot upgrade the table redcap_data")?;
+    conn.execute_batch(DATA_TABLE)
+        .context("cannot create the sandbox's tables")?;
     migrate(dir, &conn)?;
     let state = load_state(&conn)?;
     Ok((conn, state))
+}
+
+/// A database of the first SQLite layout keyed `redcap_data` by the
+/// record's text: its rows are copied once into the table keyed by the
+/// sort key (taken from `redcap_record_list`), in one transaction.
+fn upgrade_data_table(conn: &Connection) -> anyhow::Result<()> {
+    let exists: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'redcap_data'",
+        [],
+        |r| r.get(0),
+    )?;
+    let keyed: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM pragma_table_info('redcap_data') WHERE name = 'sort_class'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !exists || keyed {
+        return Ok(());
+    }
+    eprintln!("redcap-sandbox: re-keying redcap_data by REDCap's record order (once)");
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let result = conn
+        .execute_batch("ALTER TABLE redcap_data RENAME TO redcap_data_old")
+        .and_then(|()| conn.execute_batch(DATA_TABLE))
+        .and_then(|()| {
+            conn.execute(
+                "INSERT INTO redcap_data (project_id, event_id, record, field_name, instance,
+                     value, sort_class, sort_num)
+                 SELECT d.project_id, d.event_id, d.record, d.field_name, d.instance, d.value,
+                     r.sort_class, r.sort_num
+                 FROM redcap_data_old d JOIN redcap_record_list r
+                     ON r.project_id = d.project_id AND r.arm = ?1 AND r.record = d.record",
+                [CLASSIC_ARM],
+            )
+        })
+        .and_then(|_| conn.execute_batch("DROP TABLE redcap_data_old; COMMIT"));
+    if let Err(e) = result {
+        let _ = conn.execute_batch("ROLLBACK");
+        return Err(e.into());
+    }
+    Ok(())
 }
 
 fn set_private(path: &Path) {
@@ -635,16 +695,14 @@ fn kind_of(name: &str) -> LogKind {
 /// `redcap_log_event`.
 pub fn append_log(conn: &Connection, rows: &[LogRow]) -> rusqlite::Result<()> {
     for row in rows {
-        let table = if row.kind == LogKind::PageView {
-            "redcap_log_view"
+        let sql = if row.kind == LogKind::PageView {
+            "INSERT INTO redcap_log_view (project_id, ts, user, kind, description, data_values,
+                 pk, group_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
         } else {
-            "redcap_log_event"
+            "INSERT INTO redcap_log_event (project_id, ts, user, kind, description, data_values,
+                 pk, group_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
         };
-        conn.prepare_cached(&format!(
-            "INSERT INTO {table} (project_id, ts, user, kind, description, data_values, pk,
-                 group_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
-        ))?
-        .execute(params![
+        conn.prepare_cached(sql)?.execute(params![
             row.project_id,
             row.ts,
             row.username,
@@ -778,17 +836,21 @@ pub fn set_record_group(
     Ok(())
 }
 
+/// The `WHERE` of one record's values: its key in `redcap_data`'s order.
+const RECORD_KEY: &str = "project_id = ?1 AND sort_class = ?2 AND sort_num = ?3 AND record = ?4";
+
 /// A record's values by field (export column) name.
 pub fn record_values(
     conn: &Connection,
     pid: u64,
     record: &str,
 ) -> rusqlite::Result<BTreeMap<String, String>> {
-    let mut stmt = conn.prepare_cached(
+    let (class, num) = sort_key(record);
+    let mut stmt = conn.prepare_cached(&format!(
         "SELECT field_name, value FROM redcap_data
-         WHERE project_id = ?1 AND record = ?2 AND event_id = ?3 AND instance = 1",
-    )?;
-    let rows = stmt.query_map(params![pid, record, CLASSIC_EVENT], |r| {
+         WHERE {RECORD_KEY} AND event_id = ?5 AND instance = 1"
+    ))?;
+    let rows = stmt.query_map(params![pid, class, num, record, CLASSIC_EVENT], |r| {
         Ok((r.get(0)?, r.get(1)?))
     })?;
     rows.collect()
@@ -801,11 +863,15 @@ pub fn record_value(
     record: &str,
     field: &str,
 ) -> rusqlite::Result<Option<String>> {
-    conn.prepare_cached(
+    let (class, num) = sort_key(record);
+    conn.prepare_cached(&format!(
         "SELECT value FROM redcap_data
-         WHERE project_id = ?1 AND record = ?2 AND event_id = ?3 AND field_name = ?4 AND instance = 1",
-    )?
-    .query_row(params![pid, record, CLASSIC_EVENT, field], |r| r.get(0))
+         WHERE {RECORD_KEY} AND event_id = ?5 AND field_name = ?6 AND instance = 1"
+    ))?
+    .query_row(
+        params![pid, class, num, record, CLASSIC_EVENT, field],
+        |r| r.get(0),
+    )
     .optional()
 }
 
@@ -817,9 +883,7 @@ pub fn put_value(
     field: &str,
     value: &str,
 ) -> rusqlite::Result<()> {
-    const SQL: &str = "INSERT OR REPLACE INTO redcap_data (project_id, event_id, record, field_name, instance, value)
-         VALUES (?1, ?2, ?3, ?4, 1, ?5)";
-    insert_value(conn, SQL, pid, record, field, value)
+    put_values(conn, pid, record, &[(field, value)])
 }
 
 /// Sets a value unless the record already has one.
@@ -830,24 +894,68 @@ pub fn put_value_if_absent(
     field: &str,
     value: &str,
 ) -> rusqlite::Result<()> {
-    const SQL: &str = "INSERT OR IGNORE INTO redcap_data (project_id, event_id, record, field_name, instance, value)
-         VALUES (?1, ?2, ?3, ?4, 1, ?5)";
-    insert_value(conn, SQL, pid, record, field, value)
+    let (class, num) = sort_key(record);
+    conn.prepare_cached(&format!(
+        "INSERT OR IGNORE INTO redcap_data (project_id, event_id, record, field_name, instance,
+             value, sort_class, sort_num)
+         VALUES (?1, {CLASSIC_EVENT}, ?2, ?3, 1, ?4, ?5, ?6)"
+    ))?
+    .execute(params![pid, record, field, value, class, num])?;
+    Ok(())
 }
 
-/// One classic-project value through `sql` (which says what an existing
-/// value does: replaced or kept).
-fn insert_value(
+/// Sets several values of one record (replacing any): one statement per
+/// [`VALUES_PER_STATEMENT`] values, not one per value.
+pub fn put_values<V: AsRef<str>>(
     conn: &Connection,
-    sql: &'static str,
     pid: u64,
     record: &str,
-    field: &str,
-    value: &str,
+    values: &[(&str, V)],
 ) -> rusqlite::Result<()> {
-    conn.prepare_cached(sql)?
-        .execute(params![pid, CLASSIC_EVENT, record, field, value])?;
+    let (class, num) = sort_key(record);
+    for chunk in values.chunks(VALUES_PER_STATEMENT) {
+        let mut stmt = conn.prepare_cached(put_values_sql(chunk.len()))?;
+        stmt.raw_bind_parameter(1, pid)?;
+        stmt.raw_bind_parameter(2, record)?;
+        stmt.raw_bind_parameter(3, class)?;
+        stmt.raw_bind_parameter(4, num)?;
+        for (i, (field, value)) in chunk.iter().enumerate() {
+            stmt.raw_bind_parameter(5 + 2 * i, field)?;
+            stmt.raw_bind_parameter(6 + 2 * i, value.as_ref())?;
+        }
+        stmt.raw_execute()?;
+    }
     Ok(())
+}
+
+/// The most values [`put_values`] writes in one statement.
+const VALUES_PER_STATEMENT: usize = 32;
+
+/// The statement of [`put_values`] for `n` values (1 to
+/// [`VALUES_PER_STATEMENT`]), made once.
+fn put_values_sql(n: usize) -> &'static str {
+    static SQL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let all = SQL.get_or_init(|| {
+        (0..=VALUES_PER_STATEMENT)
+            .map(|n| {
+                let rows: Vec<String> = (0..n)
+                    .map(|i| {
+                        format!(
+                            "(?1, {CLASSIC_EVENT}, ?2, ?{}, 1, ?{}, ?3, ?4)",
+                            5 + 2 * i,
+                            6 + 2 * i
+                        )
+                    })
+                    .collect();
+                format!(
+                    "INSERT OR REPLACE INTO redcap_data (project_id, event_id, record, field_name,
+                         instance, value, sort_class, sort_num) VALUES {}",
+                    rows.join(", ")
+                )
+            })
+            .collect()
+    });
+    &all[n]
 }
 
 /// Removes a value.
@@ -857,18 +965,19 @@ pub fn delete_value(
     record: &str,
     field: &str,
 ) -> rusqlite::Result<()> {
-    conn.prepare_cached(
-        "DELETE FROM redcap_data WHERE project_id = ?1 AND record = ?2 AND event_id = ?3
-             AND field_name = ?4",
-    )?
-    .execute(params![pid, record, CLASSIC_EVENT, field])?;
+    let (class, num) = sort_key(record);
+    conn.prepare_cached(&format!(
+        "DELETE FROM redcap_data WHERE {RECORD_KEY} AND event_id = ?5 AND field_name = ?6"
+    ))?
+    .execute(params![pid, class, num, record, CLASSIC_EVENT, field])?;
     Ok(())
 }
 
 /// Removes a record and its values.
 pub fn delete_record(conn: &Connection, pid: u64, record: &str) -> rusqlite::Result<()> {
-    conn.prepare_cached("DELETE FROM redcap_data WHERE project_id = ?1 AND record = ?2")?
-        .execute(params![pid, record])?;
+    let (class, num) = sort_key(record);
+    conn.prepare_cached(&format!("DELETE FROM redcap_data WHERE {RECORD_KEY}"))?
+        .execute(params![pid, class, num, record])?;
     conn.prepare_cached("DELETE FROM redcap_record_list WHERE project_id = ?1 AND record = ?2")?
         .execute(params![pid, record])?;
     Ok(())
@@ -882,10 +991,11 @@ pub fn rename_record(conn: &Connection, pid: u64, old: &str, new: &str) -> rusql
          WHERE project_id = ?1 AND record = ?2",
     )?
     .execute(params![pid, old, new, class, num])?;
-    conn.prepare_cached(
-        "UPDATE redcap_data SET record = ?3 WHERE project_id = ?1 AND record = ?2",
-    )?
-    .execute(params![pid, old, new])?;
+    let (old_class, old_num) = sort_key(old);
+    conn.prepare_cached(&format!(
+        "UPDATE redcap_data SET record = ?5, sort_class = ?6, sort_num = ?7 WHERE {RECORD_KEY}"
+    ))?
+    .execute(params![pid, old_class, old_num, old, new, class, num])?;
     Ok(())
 }
 
@@ -943,70 +1053,186 @@ pub struct RecordRow {
 }
 
 /// Calls `f` with each record in REDCap's order, one at a time, with the
-/// values of `columns`: the filters are part of the query, memory holds one
-/// record (its buffers reused from record to record).
+/// values of `columns`: the filters are part of the queries, memory holds
+/// one record (its buffers reused from record to record).
+///
+/// Two ordered reads side by side: the records (`redcap_record_list`
+/// through its sort-key index, with the DAG and record filters) and their
+/// values (`redcap_data`, whose key is the same order, with the field
+/// filter); each value row is matched to its record as both advance — one
+/// pass over each, no lookup per record. With a `records` filter (usually
+/// a few records) each record's values are read by their key instead.
 pub fn for_each_record(
     conn: &Connection,
     q: &RecordQuery,
     columns: &[&str],
     mut f: impl FnMut(&RecordRow) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    let index: HashMap<&str, usize> = columns.iter().enumerate().map(|(i, c)| (*c, i)).collect();
+    let index: HashMap<&str, usize, FieldHash> =
+        columns.iter().enumerate().map(|(i, c)| (*c, i)).collect();
     let mut sql = String::from(
-        "SELECT r.record, r.dag_id, d.field_name, d.value
-         FROM redcap_record_list r
-         LEFT JOIN redcap_data d ON d.project_id = r.project_id AND d.record = r.record
-             AND d.event_id = ?1 AND d.instance = 1",
+        "SELECT record, dag_id, sort_class, sort_num FROM redcap_record_list
+         WHERE project_id = ? AND arm = ?",
     );
-    let mut args: Vec<Box<dyn rusqlite::ToSql>> = vec![Box::new(CLASSIC_EVENT)];
-    if let Some(fields) = q.fields {
-        sql.push_str(" AND d.field_name IN (SELECT value FROM json_each(?))");
-        args.push(Box::new(serde_json::to_string(fields)?));
-    }
-    sql.push_str(" WHERE r.project_id = ? AND r.arm = ?");
-    args.push(Box::new(q.project_id));
-    args.push(Box::new(CLASSIC_ARM));
+    let mut args: Vec<Box<dyn rusqlite::ToSql>> =
+        vec![Box::new(q.project_id), Box::new(CLASSIC_ARM)];
     if let Some(g) = q.group_id {
-        sql.push_str(" AND r.dag_id = ?");
+        sql.push_str(" AND dag_id = ?");
         args.push(Box::new(g));
     }
     if let Some(records) = q.records {
-        sql.push_str(" AND r.record IN (SELECT value FROM json_each(?))");
+        sql.push_str(" AND record IN (SELECT value FROM json_each(?))");
         args.push(Box::new(serde_json::to_string(records)?));
     }
-    sql.push_str(" ORDER BY r.sort_class, r.sort_num, r.record");
-    let mut stmt = conn.prepare(&sql)?;
-    let mut rows = stmt.query(rusqlite::params_from_iter(args.iter()))?;
+    sql.push_str(" ORDER BY sort_class, sort_num, record");
+    let mut list = conn.prepare(&sql)?;
+    let mut records = list.query(rusqlite::params_from_iter(args.iter()))?;
+
+    let fields = q.fields.map(serde_json::to_string).transpose()?;
+    let field_filter = if fields.is_some() {
+        " AND field_name IN (SELECT value FROM json_each(?))"
+    } else {
+        ""
+    };
     let mut current = RecordRow {
         values: vec![String::new(); columns.len()],
         ..RecordRow::default()
     };
-    let mut any = false;
-    while let Some(r) = rows.next()? {
-        let name = r.get_ref(0)?.as_str()?;
-        if !any || name != current.name {
-            if any {
-                f(&current)?;
-            }
-            any = true;
-            current.name.clear();
-            current.name.push_str(name);
-            for v in &mut current.values {
-                v.clear();
-            }
-            current.group_id = r.get(1)?;
+    let mut key = (0i64, 0i64);
+    // The next record of the list into `current` (values cleared).
+    let mut next_record = |current: &mut RecordRow, key: &mut (i64, i64)| -> anyhow::Result<bool> {
+        let Some(r) = records.next()? else {
+            return Ok(false);
+        };
+        current.name.clear();
+        current.name.push_str(r.get_ref(0)?.as_str()?);
+        current.group_id = r.get(1)?;
+        *key = (r.get(2)?, r.get(3)?);
+        for v in &mut current.values {
+            v.clear();
         }
-        if let Some(field) = r.get_ref(2)?.as_str_or_null()?
-            && let Some(&i) = index.get(field)
-        {
-            current.values[i].push_str(r.get_ref(3)?.as_str()?);
+        Ok(true)
+    };
+    let put = |current: &mut RecordRow, field: &str, value: &str| {
+        if let Some(&i) = index.get(field) {
+            current.values[i].push_str(value);
+        }
+    };
+
+    if q.records.is_some() {
+        let mut values = conn.prepare(&format!(
+            "SELECT field_name, value FROM redcap_data
+             WHERE {RECORD_KEY} AND event_id = ?5 AND instance = 1{field_filter}"
+        ))?;
+        while next_record(&mut current, &mut key)? {
+            let mut rows = match &fields {
+                Some(list) => values.query(params![
+                    q.project_id,
+                    key.0,
+                    key.1,
+                    current.name,
+                    CLASSIC_EVENT,
+                    list
+                ])?,
+                None => values.query(params![
+                    q.project_id,
+                    key.0,
+                    key.1,
+                    current.name,
+                    CLASSIC_EVENT
+                ])?,
+            };
+            while let Some(r) = rows.next()? {
+                put(
+                    &mut current,
+                    r.get_ref(0)?.as_str()?,
+                    r.get_ref(1)?.as_str()?,
+                );
+            }
+            drop(rows);
+            f(&current)?;
+        }
+        return Ok(());
+    }
+
+    let mut values = conn.prepare(&format!(
+        "SELECT sort_class, sort_num, record, field_name, value FROM redcap_data
+         WHERE project_id = ?1 AND event_id = ?2 AND instance = 1{field_filter}
+         ORDER BY sort_class, sort_num, record"
+    ))?;
+    let mut rows = match &fields {
+        Some(list) => values.query(params![q.project_id, CLASSIC_EVENT, list])?,
+        None => values.query(params![q.project_id, CLASSIC_EVENT])?,
+    };
+    let mut have = next_record(&mut current, &mut key)?;
+    while have && let Some(r) = rows.next()? {
+        // Nearly always a further value of the current record: its name
+        // alone says so.
+        if r.get_ref(2)?.as_bytes()? == current.name.as_bytes() {
+            put(
+                &mut current,
+                r.get_ref(3)?.as_str()?,
+                r.get_ref(4)?.as_str()?,
+            );
+            continue;
+        }
+        let row_key = (r.get::<_, i64>(0)?, r.get::<_, i64>(1)?);
+        let name = r.get_ref(2)?.as_str()?;
+        // Records before this value's are complete (or have no values).
+        loop {
+            match (key, current.name.as_str()).cmp(&(row_key, name)) {
+                std::cmp::Ordering::Less => {
+                    f(&current)?;
+                    have = next_record(&mut current, &mut key)?;
+                    if !have {
+                        break;
+                    }
+                }
+                std::cmp::Ordering::Equal => {
+                    put(
+                        &mut current,
+                        r.get_ref(3)?.as_str()?,
+                        r.get_ref(4)?.as_str()?,
+                    );
+                    break;
+                }
+                // A value of a record the filters left out.
+                std::cmp::Ordering::Greater => break,
+            }
         }
     }
-    if any {
+    while have {
         f(&current)?;
+        have = next_record(&mut current, &mut key)?;
     }
     Ok(())
 }
+
+/// FNV-1a: the export looks up the column of every value by its field
+/// name, and these short, trusted keys need no SipHash.
+#[derive(Default, Clone, Copy)]
+struct FieldHasher(u64);
+
+impl std::hash::Hasher for FieldHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+type FieldHash = std::hash::BuildHasherDefault<FieldHasher>;
 
 // ----- migration -----
 

@@ -49,10 +49,19 @@ impl Element {
     }
 }
 
-fn parse(data: &str) -> Result<Element, ApiError> {
+/// Reads the document and hands each item (each child of the root, or the
+/// root itself when all its children are leaves) to `item` as soon as it
+/// is complete: memory holds one item. Parse errors end the reading.
+fn read_items(
+    data: &str,
+    mut item: impl FnMut(&Element) -> Result<(), ApiError>,
+) -> Result<(), ApiError> {
     let mut reader = Reader::from_str(data);
+    // The open elements; `stack[0]` is the root, which keeps its children
+    // only while they are all leaves (it may be the single item).
     let mut stack: Vec<Element> = Vec::new();
-    let mut root = None;
+    let mut root_seen = false;
+    let mut leaves_only = true;
     loop {
         let event = reader
             .read_event()
@@ -72,36 +81,50 @@ fn parse(data: &str) -> Result<Element, ApiError> {
                     name: e.name().as_ref().to_owned(),
                     ..Element::default()
                 };
-                match stack.last_mut() {
-                    Some(parent) => parent.children.push(el),
-                    None if root.is_none() => root = Some(el),
-                    None => return Err(bad("more than one root element")),
+                match stack.len() {
+                    0 if root_seen => return Err(bad("more than one root element")),
+                    0 => root_seen = true,
+                    1 => child_done(&mut stack[0], el, &mut leaves_only, &mut item)?,
+                    _ => stack.last_mut().expect("not empty").children.push(el),
                 }
             }
             Event::Text(t) => {
-                if let Some(top) = stack.last_mut() {
+                // The root's own text is never read: not kept.
+                if stack.len() > 1
+                    && let Some(top) = stack.last_mut()
+                {
                     top.raw_text.push_str(&t.into_inner());
                 }
             }
             Event::GeneralRef(r) => {
-                if let Some(top) = stack.last_mut() {
+                if stack.len() > 1
+                    && let Some(top) = stack.last_mut()
+                {
                     top.raw_text.push('&');
                     top.raw_text.push_str(&r.into_inner());
                     top.raw_text.push(';');
                 }
             }
             Event::CData(c) => {
-                if let Some(top) = stack.last_mut() {
+                if stack.len() > 1
+                    && let Some(top) = stack.last_mut()
+                {
                     top.raw_text
                         .push_str(&quick_xml::escape::escape(c.into_inner().as_ref()));
                 }
             }
             Event::End(_) => {
                 let el = stack.pop().ok_or_else(|| bad("unbalanced end tag"))?;
-                match stack.last_mut() {
-                    Some(parent) => parent.children.push(el),
-                    None if root.is_none() => root = Some(el),
-                    None => return Err(bad("more than one root element")),
+                match stack.len() {
+                    0 if root_seen => return Err(bad("more than one root element")),
+                    0 => {
+                        root_seen = true;
+                        if leaves_only && !el.children.is_empty() {
+                            item(&el)?;
+                        }
+                    }
+                    1 => child_done(&mut stack[0], el, &mut leaves_only, &mut item)?,
+                    _ => stack.last_mut().expect("not empty").children.push(el),
                 }
             }
             Event::Eof => break,
@@ -111,29 +134,75 @@ fn parse(data: &str) -> Result<Element, ApiError> {
     if !stack.is_empty() {
         return Err(bad("the document ends inside an element"));
     }
-    root.ok_or_else(|| bad("the document has no root element"))
+    if !root_seen {
+        return Err(bad("the document has no root element"));
+    }
+    Ok(())
+}
+
+/// A child of the root is complete: an item, or held back while the root
+/// may still turn out to be the single item (all its children leaves).
+fn child_done(
+    root: &mut Element,
+    el: Element,
+    leaves_only: &mut bool,
+    item: &mut impl FnMut(&Element) -> Result<(), ApiError>,
+) -> Result<(), ApiError> {
+    if *leaves_only {
+        if el.is_leaf() {
+            root.children.push(el);
+            return Ok(());
+        }
+        *leaves_only = false;
+        for held in std::mem::take(&mut root.children) {
+            item(&held)?;
+        }
+    }
+    item(&el)
+}
+
+/// An item as a row: each child a field.
+fn row_of(item: &Element) -> Result<Map<String, Value>, ApiError> {
+    let mut row = Map::new();
+    for field in &item.children {
+        row.insert(field.name.clone(), field.value()?);
+    }
+    Ok(row)
+}
+
+/// Checks a document as [`decode_items`] reads it, keeping nothing: a
+/// parse error anywhere comes before an unreadable value (an entity), and
+/// of those the first.
+pub fn check(data: &str) -> Result<(), ApiError> {
+    let mut first_bad_value = None;
+    read_items(data, |item| {
+        if let (Err(e), None) = (row_of(item), &first_bad_value) {
+            first_bad_value = Some(e);
+        }
+        Ok(())
+    })?;
+    first_bad_value.map_or(Ok(()), Err)
+}
+
+/// Hands each item of a document to `f` as a row, as it is read (memory
+/// holds one item). Call [`check`] first for [`decode_items`]'s errors.
+pub fn for_each_item(
+    data: &str,
+    mut f: impl FnMut(Map<String, Value>) -> Result<(), ApiError>,
+) -> Result<(), ApiError> {
+    read_items(data, |item| f(row_of(item)?))
 }
 
 /// Parses the items of an XML document into rows. A root whose children
 /// are all leaves is itself the single row.
 pub fn decode_items(data: &str) -> Result<Vec<Map<String, Value>>, ApiError> {
-    let root = parse(data)?;
-    let single = !root.children.is_empty() && root.children.iter().all(Element::is_leaf);
-    let items: Vec<&Element> = if single {
-        vec![&root]
-    } else {
-        root.children.iter().collect()
-    };
-    items
-        .into_iter()
-        .map(|item| {
-            let mut row = Map::new();
-            for field in &item.children {
-                row.insert(field.name.clone(), field.value()?);
-            }
-            Ok(row)
-        })
-        .collect()
+    check(data)?;
+    let mut rows = Vec::new();
+    for_each_item(data, |row| {
+        rows.push(row);
+        Ok(())
+    })?;
+    Ok(rows)
 }
 
 #[cfg(test)]

@@ -33,7 +33,7 @@ use serde_json::{Map, Value};
 
 use crate::Config;
 use crate::db::{Db, LogKind, LogRow, Project, State};
-use crate::format::{Format, Reply, decode_rows};
+use crate::format::{Format, Reply, check_rows, decode_rows};
 use crate::post::Post;
 
 /// Who is calling, with the rights that apply to this request.
@@ -77,6 +77,9 @@ pub(crate) struct Ctx<'a> {
     pub conn: &'a rusqlite::Connection,
     /// A storage failure: the request is rolled back and answers 500.
     pub failure: Option<anyhow::Error>,
+    /// `conn.total_changes()` when the request began: equal now, the
+    /// request has written nothing to the database yet.
+    pub changes_at_start: u64,
     pub config: &'a Config,
     pub post: &'a Post,
     pub format: Format,
@@ -99,6 +102,12 @@ impl Ctx<'_> {
             // Never shown: the answer becomes a 500.
             ApiError::InvalidContent
         })
+    }
+
+    /// Whether this request has written nothing to the database so far
+    /// (its settings and log rows wait in the state until the commit).
+    pub fn nothing_written(&self) -> bool {
+        self.conn.total_changes() == self.changes_at_start
     }
 
     /// The caller's project id (project-token calls only).
@@ -412,6 +421,7 @@ fn process(
     format: Format,
     return_format: Format,
 ) -> Result<Reply, ApiError> {
+    let changes_at_start = conn.total_changes();
     let now = Now::new(config);
     let content_raw = post.str("content");
     let has_data = post.has("data");
@@ -450,8 +460,15 @@ fn process(
         }
     }
 
-    // Step 5: `data` decoding.
+    // Step 5: `data` decoding. Records are read from `data` one row at a
+    // time by the method (a large import is never held whole): here they
+    // are only checked, so a decoding error still comes first.
+    let streamed = Content::parse(content_raw) == Some(Content::Record);
     let rows = match post.get("data").and_then(|d| d.as_str()) {
+        Some(data) if streamed => {
+            check_rows(format, data)?;
+            None
+        }
         Some(data) => Some(decode_rows(format, data)?),
         None => None,
     };
@@ -469,6 +486,7 @@ fn process(
         state,
         conn,
         failure: None,
+        changes_at_start,
         config,
         post,
         format,

@@ -2,7 +2,7 @@
 //! §6.1–6.3).
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use redcap::error::ValidationLine;
 use redcap::{ApiError, ExportRight};
@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use super::validation::{self, DateFormat};
 use super::{Ctx, files, text};
 use crate::db::{Field, LogKind, Project};
-use crate::format::{Format, Reply, RowWriter, WriteBody, php_json};
+use crate::format::{self, Format, Reply, RowWriter, WriteBody, php_json};
 use crate::store::{self, RecordRow};
 use std::collections::HashMap;
 
@@ -360,262 +360,460 @@ fn label_of(metadata: &[Field], col: &Column, raw: &str, checkbox_label: bool) -
     }
 }
 
-/// Rows of an EAV import (`record`, `field_name`, `value`) as flat rows.
-fn eav_to_flat(
-    rows: Vec<Map<String, Value>>,
-    rid: &str,
-    project: &Project,
-) -> Vec<Map<String, Value>> {
-    // Records in the order they first appear, found by id in O(1).
-    let mut flat: Vec<Map<String, Value>> = Vec::new();
-    let mut at: HashMap<String, usize> = HashMap::new();
-    let checkboxes: BTreeSet<&str> = project
-        .metadata
-        .iter()
-        .filter(|f| f.field_type == "checkbox")
-        .map(|f| f.field_name.as_str())
-        .collect();
-    for row in rows {
+/// Groups the rows of an EAV import (`record`, `field_name`, `value`) into
+/// flat rows, records in the order they first appear. A record's values
+/// may be anywhere in the import, so these rows are held until its end.
+struct EavRows<'p> {
+    rid: &'p str,
+    checkboxes: HashSet<&'p str>,
+    flat: Vec<Map<String, Value>>,
+    /// Each record's row in `flat`, found in O(1).
+    at: HashMap<String, usize>,
+}
+
+impl<'p> EavRows<'p> {
+    fn new(rid: &'p str, project: &'p Project) -> EavRows<'p> {
+        EavRows {
+            rid,
+            checkboxes: project
+                .metadata
+                .iter()
+                .filter(|f| f.field_type == "checkbox")
+                .map(|f| f.field_name.as_str())
+                .collect(),
+            flat: Vec::new(),
+            at: HashMap::new(),
+        }
+    }
+
+    fn add(&mut self, row: &Map<String, Value>) {
         let record = text(row.get("record"));
         let field = text(row.get("field_name"));
         let value = text(row.get("value"));
-        let pos = *at.entry(record).or_insert_with_key(|record| {
+        let flat = &mut self.flat;
+        let rid = self.rid;
+        let pos = *self.at.entry(record).or_insert_with_key(|record| {
             let mut m = Map::new();
             m.insert(rid.to_owned(), record.clone().into());
             flat.push(m);
             flat.len() - 1
         });
-        if checkboxes.contains(field.as_str()) {
+        if self.checkboxes.contains(field.as_str()) {
             flat[pos].insert(format!("{field}___{}", value.to_lowercase()), "1".into());
         } else {
             flat[pos].insert(field, value.into());
         }
     }
-    flat
+}
+
+/// A JSON value as PHP would see it, borrowed when it is a string.
+fn text_of(value: &Value) -> Cow<'_, str> {
+    match value {
+        Value::String(s) => Cow::Borrowed(s.as_str()),
+        v => Cow::Owned(text(Some(v))),
+    }
 }
 
 /// Import Records: `overwriteBehavior`, `forceAutoNumber`, `returnContent`,
 /// the DAG rules of §5.5–5.6, per-form edit rights, Create Records right.
+///
+/// The rows are read from `data` one at a time (a large import is never
+/// held whole; EAV rows are grouped by record first), each validated and —
+/// while nothing has failed — written at once, in the request's
+/// transaction. The first failure stops the writing; the rest is still
+/// validated, so the answer lists every bad value as REDCap's does, and
+/// what was written is rolled back: an import that fails changes nothing
+/// (REDCap's all-or-nothing import).
 pub fn import(ctx: &mut Ctx) -> Result<Reply, ApiError> {
     if ctx.project().status == 2 {
         return Err(ApiError::AnalysisCleanup);
     }
-    // Validation reads the project in place and applying starts only once
-    // nothing can fail, so all-or-nothing needs no copy of the project.
-    let mut rows = ctx.take_rows();
     // The settings part of the project (records are in the database).
     let project = ctx.project().clone();
-    let project = &project;
-    let pid = ctx.pid();
-    let rid = project.record_id_field().to_owned();
-    if ctx.post.str("type") == "eav" {
-        rows = eav_to_flat(rows, &rid, project);
+    let mut import = Import::new(ctx, &project)?;
+    let post = ctx.post;
+    let format = ctx.format;
+    // A missing `data` is an empty import.
+    let data = post.get("data").and_then(|d| d.as_str());
+    // Undoing a failed import: when the request has written nothing
+    // before it, by rolling the transaction back and beginning anew (what
+    // the request holds for its commit — page view, settings — waits in
+    // the state, untouched); else by a savepoint, whose sub-journal copies
+    // every page the import changes (a fifth of a large import's time).
+    let clean = ctx.nothing_written();
+    if !clean {
+        ctx.sql(|c| c.execute_batch("SAVEPOINT record_import"))?;
     }
-    let overwrite = ctx.post.str("overwriteBehavior") == "overwrite";
-    let auto = ctx.post.flag("forceAutoNumber");
-    let caller_dag = ctx.caller.group_id;
-    let rights = ctx.caller.rights.clone();
+    let read = match data {
+        None => Ok(()),
+        Some(data) if post.str("type") == "eav" => {
+            let mut eav = EavRows::new(project.record_id_field(), &project);
+            format::for_each_row(format, data, |row| {
+                eav.add(&row);
+                Ok(())
+            })
+            .and_then(|()| {
+                let rows = std::mem::take(&mut eav.flat);
+                drop(eav);
+                rows.into_iter().try_for_each(|row| import.row(ctx, row))
+            })
+        }
+        Some(data) => format::for_each_row(format, data, |row| import.row(ctx, row)),
+    };
+    match read.and_then(|()| import.verdict()) {
+        Ok(()) => {
+            if !clean {
+                ctx.sql(|c| c.execute_batch("RELEASE record_import"))?;
+            }
+            Ok(import_reply(ctx, &import.ids, &import.id_map, import.auto))
+        }
+        Err(e) => {
+            // A storage failure rolls the whole request back (`handle`).
+            if ctx.failure.is_none() {
+                let undo = if clean {
+                    "ROLLBACK; BEGIN IMMEDIATE"
+                } else {
+                    "ROLLBACK TO record_import; RELEASE record_import"
+                };
+                ctx.sql(|c| c.execute_batch(undo))?;
+            }
+            Err(e)
+        }
+    }
+}
 
-    // DAG column rules.
-    if rows.iter().any(|r| r.contains_key(DAG_FIELD)) {
-        if caller_dag.is_some() {
+/// One Import Records request: what its rows are checked against, what
+/// was found wrong so far, and the ids it has seen.
+struct Import<'p> {
+    project: &'p Project,
+    pid: u64,
+    rid: String,
+    overwrite: bool,
+    auto: bool,
+    caller_dag: Option<u64>,
+    record_create: bool,
+    date_format: DateFormat,
+    cols: Vec<Column>,
+    /// Column index by name.
+    by_name: HashMap<String, usize>,
+    /// Per column: whether the caller may edit its form.
+    can_edit: Vec<bool>,
+    /// Per column of a radio/dropdown/yesno/truefalse field: its codes.
+    codes: Vec<Vec<String>>,
+    /// DAG ids by unique name.
+    dags: HashMap<String, u64>,
+    /// Auto-numbering: the prefix (`<group_id>-` for DAG users) and the
+    /// next number.
+    prefix: String,
+    next: u64,
+    /// Original id → new id (auto-numbering).
+    id_map: BTreeMap<String, String>,
+    /// Ids in the order they first appear.
+    ids: Vec<String>,
+    seen: HashSet<String>,
+    // What is wrong, by REDCap's precedence.
+    dag_field_in_dag: bool,
+    bad_dags: Vec<String>,
+    other_dag: Vec<String>,
+    other_dag_seen: HashSet<String>,
+    lines: Vec<ValidationLine>,
+}
+
+impl<'p> Import<'p> {
+    fn new(ctx: &mut Ctx, project: &'p Project) -> Result<Import<'p>, ApiError> {
+        let pid = ctx.pid();
+        let rid = project.record_id_field().to_owned();
+        let auto = ctx.post.flag("forceAutoNumber");
+        let caller_dag = ctx.caller.group_id;
+        let prefix = caller_dag.map(|g| format!("{g}-")).unwrap_or_default();
+        let next = if auto {
+            ctx.sql(|c| store::max_record_number(c, pid, &prefix))? + 1
+        } else {
+            0
+        };
+        let cols = columns(project);
+        let rights = &ctx.caller.rights;
+        let can_edit = cols
+            .iter()
+            .map(|c| rights.forms.get(&c.form).is_some_and(|r| r.can_edit()))
+            .collect();
+        let codes = cols
+            .iter()
+            .map(|c| match (c.field, &c.code) {
+                (Some(i), None) => project.metadata[i].choice_codes(),
+                _ => Vec::new(),
+            })
+            .collect();
+        Ok(Import {
+            project,
+            pid,
+            overwrite: ctx.post.str("overwriteBehavior") == "overwrite",
+            auto,
+            caller_dag,
+            record_create: rights.record_create,
+            date_format: DateFormat::from_param(ctx.post.str("dateFormat")),
+            by_name: cols
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (c.name.clone(), i))
+                .collect(),
+            can_edit,
+            codes,
+            cols,
+            dags: project
+                .dag_unique_names()
+                .into_iter()
+                .zip(project.dags.iter().map(|d| d.id))
+                .collect(),
+            prefix,
+            next,
+            rid,
+            id_map: BTreeMap::new(),
+            ids: Vec::new(),
+            seen: HashSet::new(),
+            dag_field_in_dag: false,
+            bad_dags: Vec::new(),
+            other_dag: Vec::new(),
+            other_dag_seen: HashSet::new(),
+            lines: Vec::new(),
+        })
+    }
+
+    /// Whether anything was found wrong (nothing more is written).
+    fn failed(&self) -> bool {
+        self.dag_field_in_dag
+            || !self.bad_dags.is_empty()
+            || !self.other_dag.is_empty()
+            || !self.lines.is_empty()
+    }
+
+    /// The import's answer once every row was read: the first of REDCap's
+    /// checks that failed, in its order.
+    fn verdict(&mut self) -> Result<(), ApiError> {
+        if self.dag_field_in_dag {
             return Err(ApiError::IllegalDagField);
         }
-        let mut bad: Vec<String> = rows
-            .iter()
-            .map(|r| text(r.get(DAG_FIELD)).trim().to_owned())
-            .filter(|d| !d.is_empty() && project.dag_id(d).is_none())
-            .collect();
+        let mut bad = std::mem::take(&mut self.bad_dags);
         bad.dedup();
         if !bad.is_empty() {
             return Err(ApiError::InvalidRecordDags { names: bad });
         }
-    }
-
-    // Auto-numbering: `<group_id>-<n>` for DAG users (§5.5).
-    let mut id_map: BTreeMap<String, String> = BTreeMap::new();
-    if auto {
-        let prefix = caller_dag.map(|g| format!("{g}-")).unwrap_or_default();
-        let mut next = ctx.sql(|c| store::max_record_number(c, pid, &prefix))? + 1;
-        for r in &rows {
-            let original = text(r.get(&rid));
-            id_map.entry(original).or_insert_with(|| {
-                let id = format!("{prefix}{next}");
-                next += 1;
-                id
-            });
+        if !self.other_dag.is_empty() {
+            let records = std::mem::take(&mut self.other_dag);
+            return Err(ApiError::RecordsInOtherDag { records });
         }
+        if !self.lines.is_empty() {
+            let lines = std::mem::take(&mut self.lines);
+            return Err(ApiError::RecordValidation { lines });
+        }
+        Ok(())
     }
 
-    let cols = columns(project);
-    let by_name: std::collections::HashMap<&str, &Column> =
-        cols.iter().map(|c| (c.name.as_str(), c)).collect();
-    let col_of = |name: &str| by_name.get(name).copied();
-
-    // Dates arrive in `dateFormat` and are stored as YYYY-MM-DD.
-    let date_format = DateFormat::from_param(ctx.post.str("dateFormat"));
-    if date_format != DateFormat::Ymd {
-        for row in &mut rows {
+    /// Validates one row and, while nothing has failed, writes it. An
+    /// error is a storage failure (the request becomes a 500).
+    fn row(&mut self, ctx: &mut Ctx, mut row: Map<String, Value>) -> Result<(), ApiError> {
+        // DAG column rules (§5.5).
+        if let Some(v) = row.get(DAG_FIELD) {
+            if self.caller_dag.is_some() {
+                self.dag_field_in_dag = true;
+            } else {
+                let name = text_of(v);
+                let name = name.trim();
+                if !name.is_empty() && !self.dags.contains_key(name) {
+                    self.bad_dags.push(name.to_owned());
+                }
+            }
+        }
+        // Auto-numbering: `<group_id>-<n>` for DAG users, by the id as sent.
+        let auto_id = self.auto.then(|| {
+            let original = text(row.get(&self.rid));
+            let (prefix, next) = (&self.prefix, &mut self.next);
+            self.id_map
+                .entry(original)
+                .or_insert_with(|| {
+                    let id = format!("{prefix}{next}");
+                    *next += 1;
+                    id
+                })
+                .clone()
+        });
+        // Dates arrive in `dateFormat` and are stored as YYYY-MM-DD.
+        if self.date_format != DateFormat::Ymd {
             for (k, v) in row.iter_mut() {
-                let Some(i) = col_of(k).and_then(|c| c.field) else {
+                let Some(i) = self.by_name.get(k).and_then(|&c| self.cols[c].field) else {
                     continue;
                 };
-                let vtype = &project.metadata[i].text_validation_type_or_show_slider_number;
-                if let Some(ymd) = validation::to_ymd(vtype, text(Some(v)).trim(), date_format) {
+                let vtype = &self.project.metadata[i].text_validation_type_or_show_slider_number;
+                if let Some(ymd) = validation::to_ymd(vtype, text(Some(v)).trim(), self.date_format)
+                {
                     *v = Value::String(ymd);
                 }
             }
         }
-    }
-    let mut lines = Vec::new();
-    let mut other_dag = Vec::new();
-    let mut other_dag_seen: BTreeSet<String> = BTreeSet::new();
-    let mut ids: Vec<String> = Vec::new();
-    let mut seen: BTreeSet<String> = BTreeSet::new();
-    for row in &rows {
-        let original = text(row.get(&rid)).trim().to_owned();
-        let id = if auto {
-            id_map[&text(row.get(&rid))].clone()
-        } else {
-            original.clone()
+        let id = match auto_id {
+            Some(id) => id,
+            None => text(row.get(&self.rid)).trim().to_owned(),
         };
         if id.is_empty() {
-            lines.push(line("", &rid, "", ValidationLine::BLANK_RECORD_ID));
-            continue;
+            let line = line("", &self.rid, "", ValidationLine::BLANK_RECORD_ID);
+            self.lines.push(line);
+            return Ok(());
         }
-        match ctx.sql(|c| store::record_group(c, pid, &id))? {
-            Some(existing_group) => match (caller_dag, existing_group) {
+        let pid = self.pid;
+        let existing = ctx.sql(|c| store::record_group(c, pid, &id))?;
+        self.check(&id, existing, &row);
+        if self.seen.insert(id.clone()) {
+            self.ids.push(id.clone());
+        }
+        if self.failed() {
+            return Ok(());
+        }
+        self.apply(ctx, id, existing, &row)
+    }
+
+    /// REDCap's checks of one row's record and values.
+    fn check(&mut self, id: &str, existing: Option<Option<u64>>, row: &Map<String, Value>) {
+        let rid = self.rid.as_str();
+        match existing {
+            Some(existing_group) => match (self.caller_dag, existing_group) {
                 (Some(mine), Some(theirs))
-                    if mine != theirs && other_dag_seen.insert(id.clone()) =>
+                    if mine != theirs && self.other_dag_seen.insert(id.to_owned()) =>
                 {
-                    other_dag.push(id.clone());
+                    self.other_dag.push(id.to_owned());
                 }
-                (Some(_), None) => lines.push(line(&id, &rid, &id, ValidationLine::OTHER_DAG)),
+                (Some(_), None) => self
+                    .lines
+                    .push(line(id, rid, id, ValidationLine::OTHER_DAG)),
                 _ => {}
             },
-            None if !rights.record_create && !seen.contains(&id) => {
-                lines.push(line(&id, &rid, &id, ValidationLine::NO_RECORD_CREATE));
+            None if !self.record_create && !self.seen.contains(id) => {
+                self.lines
+                    .push(line(id, rid, id, ValidationLine::NO_RECORD_CREATE));
             }
             None => {}
         }
         for (k, v) in row {
-            if *k == rid || k == DAG_FIELD {
+            if k == rid || k == DAG_FIELD {
                 continue;
             }
-            let value = text(Some(v));
-            let Some(col) = col_of(k) else {
-                lines.push(line(&id, k, &value, ValidationLine::NO_SUCH_FIELD));
+            let value = text_of(v);
+            let Some(&c) = self.by_name.get(k.as_str()) else {
+                self.lines
+                    .push(line(id, k, &value, ValidationLine::NO_SUCH_FIELD));
                 continue;
             };
+            let col = &self.cols[c];
             // REDCap's record import skips File Upload fields (files come
             // only through Import File).
             if col.file {
                 continue;
             }
-            let can_edit = rights.forms.get(&col.form).is_some_and(|r| r.can_edit());
-            if !can_edit && !value.is_empty() {
-                lines.push(line(&id, k, &value, ValidationLine::NO_FORM_EDIT));
+            if !self.can_edit[c] && !value.is_empty() {
+                self.lines
+                    .push(line(id, k, &value, ValidationLine::NO_FORM_EDIT));
                 continue;
             }
             let ok = match (col.field, &col.code) {
-                (None, _) => ["", "0", "1", "2"].contains(&value.as_str()),
-                (Some(_), Some(_)) => ["", "0", "1"].contains(&value.as_str()),
-                (Some(i), None) => {
-                    let codes = project.metadata[i].choice_codes();
-                    value.is_empty() || codes.is_empty() || codes.contains(&value)
+                (None, _) => ["", "0", "1", "2"].contains(&&*value),
+                (Some(_), Some(_)) => ["", "0", "1"].contains(&&*value),
+                (Some(_), None) => {
+                    let codes = &self.codes[c];
+                    value.is_empty() || codes.is_empty() || codes.iter().any(|x| *x == value)
                 }
             };
             if !ok {
-                lines.push(line(&id, k, &value, ValidationLine::BAD_CHOICE));
+                self.lines
+                    .push(line(id, k, &value, ValidationLine::BAD_CHOICE));
                 continue;
             }
             if let Some(i) = col.field {
-                let f = &project.metadata[i];
+                let f = &self.project.metadata[i];
                 if f.field_type == "text"
                     && !value.is_empty()
                     && !validation::valid(&f.text_validation_type_or_show_slider_number, &value)
                 {
-                    lines.push(line(&id, k, &value, ValidationLine::BAD_FORMAT));
+                    self.lines
+                        .push(line(id, k, &value, ValidationLine::BAD_FORMAT));
                 }
             }
         }
-        if seen.insert(id.clone()) {
-            ids.push(id);
-        }
-    }
-    if !other_dag.is_empty() {
-        return Err(ApiError::RecordsInOtherDag { records: other_dag });
-    }
-    if !lines.is_empty() {
-        return Err(ApiError::RecordValidation { lines });
     }
 
-    // Apply, in this request's transaction: a storage failure part way
-    // rolls the whole import back.
-    // Each row is dropped once written, and its log rows go straight into
-    // the transaction: memory does not hold the import twice.
-    for row in rows {
-        let id = if auto {
-            id_map[&text(row.get(&rid))].clone()
-        } else {
-            text(row.get(&rid)).trim().to_owned()
-        };
-        let existing = ctx.sql(|c| store::record_group(c, pid, &id))?;
+    /// Writes one valid row: its record if new, the values that changed
+    /// (one statement for all of them), the form status of the forms it
+    /// touched, its DAG, its log rows.
+    fn apply(
+        &mut self,
+        ctx: &mut Ctx,
+        id: String,
+        existing: Option<Option<u64>>,
+        row: &Map<String, Value>,
+    ) -> Result<(), ApiError> {
+        let (pid, rid) = (self.pid, self.rid.as_str());
         let is_new = existing.is_none();
         let mut group = existing.flatten();
-        let mut changes = Vec::new();
+        let mut changes = String::new();
+        let mut puts: Vec<(&str, Cow<str>)> = Vec::with_capacity(row.len() + 2);
         let old_values = if is_new {
-            group = caller_dag;
-            ctx.sql(|c| {
-                store::insert_record(c, pid, &id, caller_dag)?;
-                store::put_value(c, pid, &id, &rid, &id)
-            })?;
-            changes.push(format!("{rid} = '{id}'"));
+            group = self.caller_dag;
+            ctx.sql(|c| store::insert_record(c, pid, &id, group))?;
+            puts.push((rid, Cow::Borrowed(id.as_str())));
+            changes = format!("{rid} = '{id}'");
             BTreeMap::new()
         } else {
             ctx.sql(|c| store::record_values(c, pid, &id))?
         };
-        let mut touched_forms = BTreeSet::new();
-        for (k, v) in &row {
-            if *k == rid || k == DAG_FIELD || col_of(k).is_some_and(|c| c.file) {
+        let mut touched_forms: Vec<&str> = Vec::new();
+        for (k, v) in row {
+            let col = self.by_name.get(k.as_str()).map(|&c| &self.cols[c]);
+            if k == rid || k == DAG_FIELD || col.is_some_and(|c| c.file) {
                 continue;
             }
-            let value = text(Some(v));
-            if value.is_empty() && !overwrite {
+            let value = text_of(v);
+            if value.is_empty() && !self.overwrite {
                 continue;
             }
             let old = old_values.get(k).map(String::as_str).unwrap_or_default();
             if old != value {
-                ctx.sql(|c| {
-                    if value.is_empty() {
-                        store::delete_value(c, pid, &id, k)
-                    } else {
-                        store::put_value(c, pid, &id, k, &value)
-                    }
-                })?;
-                changes.push(format!("{k} = '{value}'"));
+                if value.is_empty() {
+                    ctx.sql(|c| store::delete_value(c, pid, &id, k))?;
+                }
+                if !changes.is_empty() {
+                    changes.push_str(", ");
+                }
+                changes.push_str(&format!("{k} = '{value}'"));
+                if !value.is_empty() {
+                    puts.push((k.as_str(), value.clone()));
+                }
             }
-            if let Some(c) = col_of(k)
+            if let Some(c) = col
                 && !value.is_empty()
+                && !touched_forms.contains(&c.form.as_str())
             {
-                touched_forms.insert(c.form.clone());
+                touched_forms.push(&c.form);
             }
         }
-        for form in touched_forms {
-            let status = format!("{form}_complete");
-            if !old_values.contains_key(&status) {
-                ctx.sql(|c| store::put_value_if_absent(c, pid, &id, &status, "0"))?;
-            }
+        let statuses: Vec<String> = touched_forms
+            .iter()
+            .map(|form| format!("{form}_complete"))
+            .filter(|s| !old_values.contains_key(s) && !puts.iter().any(|(k, _)| k == s))
+            .collect();
+        for s in &statuses {
+            puts.push((s.as_str(), Cow::Borrowed("0")));
         }
+        puts.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        ctx.sql(|c| store::put_values(c, pid, &id, &puts))?;
+        drop(puts);
         let mut dag_change = None;
         if let Some(v) = row.get(DAG_FIELD) {
-            let name = text(Some(v)).trim().to_owned();
+            let name = text_of(v);
+            let name = name.trim();
             let new_group = if name.is_empty() {
                 None
             } else {
-                project.dag_id(&name)
+                self.dags.get(name).copied()
             };
-            if (new_group.is_some() || overwrite) && group != new_group {
+            if (new_group.is_some() || self.overwrite) && group != new_group {
                 ctx.sql(|c| store::set_record_group(c, pid, &id, new_group))?;
                 group = new_group;
                 dag_change = Some(if name.is_empty() {
@@ -634,21 +832,19 @@ pub fn import(ctx: &mut Ctx) -> Result<Reply, ApiError> {
         };
         if is_new || !changes.is_empty() {
             let action = format!("{} {id}", ctx.api_label(verb));
-            ctx.log(kind, action, changes.join(", "), Some(id.clone()), group);
+            ctx.log(kind, action, changes, Some(id.clone()), group);
         }
         if let Some(d) = dag_change {
             let action = format!("{} {id}", ctx.api_label("Update record"));
             let details = ctx.api_label(&d);
-            ctx.log(
-                LogKind::RecordEdit,
-                action,
-                details,
-                Some(id.clone()),
-                group,
-            );
+            ctx.log(LogKind::RecordEdit, action, details, Some(id), group);
         }
+        if let Some(e) = ctx.failure.as_ref() {
+            tracing::debug!("record import stopped: {e:#}");
+            return Err(ApiError::InvalidContent);
+        }
+        Ok(())
     }
-    Ok(import_reply(ctx, &ids, &id_map, auto))
 }
 
 fn line(record: &str, field: &str, value: &str, message: &str) -> ValidationLine {
