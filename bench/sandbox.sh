@@ -13,8 +13,11 @@
 #   its size; next to it the serde_json floor of the same rows (the time
 #   serde_json::to_string needs for the exported rows, measured by
 #   `cargo bench -p redcap-sandbox --bench records -- --bench --floor FILE`);
-# - the sandbox's RSS: peak (VmHWM) during the growth (the import requests'
-#   own buffers: 50,000 parsed records per request), then — after a restart
+# - the sandbox's CPU time (user + sys, all its threads, from
+#   /proc/PID/stat): over the growth (as records per CPU second: the rate
+#   a machine with a core to spare would see) and per export;
+# - the sandbox's RSS: peak (VmHWM) during the growth (an import request's
+#   body and the rows in flight), then — after a restart
 #   on the grown database, timed from exec to listening — idle, and peak
 #   during the exports (reset through /proc/PID/clear_refs).
 #
@@ -73,13 +76,18 @@ curl -sf -d "token=$token" -d content=metadata -d format=json \
     --data-urlencode "data@$work/metadata.json" "$api" >/dev/null
 
 status() { awk -v k="$1:" '$1 == k {print $2}' "/proc/$sb_pid/status"; }
+# The sandbox's CPU seconds so far (utime + stime of all its threads).
+cpu_secs() { python3 -c "import os; f=open('/proc/$sb_pid/stat').read().rsplit(')', 1)[1].split(); print((int(f[11]) + int(f[12])) / os.sysconf('SC_CLK_TCK'))"; }
 mb() { python3 -c "print(f'{int(\"$1\") / 1024:.0f}')"; }
 median() { python3 -c 'import sys,statistics; print(statistics.median(float(x) for x in sys.argv[1:]))' "$@"; }
 
 # --- growing the project -------------------------------------------------------------
 have=0
-grow_to() { # records; prints the import seconds
-    local want=$1 total=0
+# Runs in this shell (not a $(...) subshell), so that `have` advances;
+# writes the import seconds and the sandbox's CPU seconds to $work/grow.out.
+grow_to() { # records
+    local want=$1 total=0 cpu0
+    cpu0=$(cpu_secs)
     while ((have < want)); do
         local n=$((want - have < BATCH ? want - have : BATCH))
         python3 - "$have" "$n" "$work/batch.form" "$token" <<'EOF'
@@ -98,23 +106,30 @@ EOF
         have=$((have + n))
     done
     rm -f "$work/batch.form"
-    echo "$total"
+    sleep 1 # the last checkpoint (its own thread) is part of the import's cost
+    echo "$total $(python3 -c "print($(cpu_secs) - $cpu0)")" >"$work/grow.out"
 }
 
-# One export: prints wall seconds; the body goes to $work/out.
+# One export: prints wall seconds and the sandbox's CPU seconds; the body
+# goes to $work/out.
 export_once() { # format type
-    curl -sf -o "$work/out" -w '%{time_total}' -d "token=$token" -d content=record \
-        -d "format=$1" -d "type=$2" "$api"
+    local c0 t
+    c0=$(cpu_secs)
+    t=$(curl -sf -o "$work/out" -w '%{time_total}' -d "token=$token" -d content=record \
+        -d "format=$1" -d "type=$2" "$api")
+    echo "$t $(python3 -c "print($(cpu_secs) - $c0)")"
 }
 
 say "== load at start: $(uptime)"
-printf '| records | import rate (records/s) | one-record import median / max (ms) | json (s) | csv (s) | xml (s) | eav (s) | json MB | serde floor (s) | start-up (s) | RSS peak import / idle after restart / peak export (MB) |\n'
-printf '|---|---|---|---|---|---|---|---|---|---|---|\n'
+printf '| records | import rate (records/s) | import records per CPU s | one-record import median / max (ms) | json (s) | csv (s) | xml (s) | eav (s) | export CPU json / csv / xml / eav (s) | json MB | serde floor (s) | start-up (s) | RSS peak import / idle after restart / peak export (MB) |\n'
+printf '|---|---|---|---|---|---|---|---|---|---|---|---|---|\n'
 for size in $SIZES; do
     from=$have
     echo 5 >"/proc/$sb_pid/clear_refs"
-    secs=$(grow_to "$size")
+    grow_to "$size"
+    read -r secs cpu <"$work/grow.out"
     rate=$(python3 -c "print(f'{($size - $from) / $secs:,.0f}')")
+    cpu_rate=$(python3 -c "print(f'{($size - $from) / $cpu:,.0f}')")
     hwm_import=$(status VmHWM)
     # One-record imports: an update of record 1 with a new value each time.
     lat=()
@@ -134,13 +149,18 @@ for size in $SIZES; do
     curl -sf -o /dev/null -d "token=$super" -d content=version "$api"
     idle=$(status VmRSS)
     echo 5 >"/proc/$sb_pid/clear_refs"
-    declare -A took=()
+    declare -A took=() cpu_took=()
     for fmt in json csv xml eav; do
         format=$fmt type=flat
         [[ $fmt == eav ]] && format=json type=eav
-        runs=()
-        for _ in $(seq "$RUNS"); do runs+=("$(export_once "$format" "$type")"); done
+        runs=() cpus=()
+        for _ in $(seq "$RUNS"); do
+            read -r t c < <(export_once "$format" "$type")
+            runs+=("$t")
+            cpus+=("$c")
+        done
         took[$fmt]=$(median "${runs[@]}")
+        cpu_took[$fmt]=$(median "${cpus[@]}")
         if [[ $fmt == json ]]; then
             json_bytes=$(stat -c %s "$work/out")
             mv "$work/out" "$work/export.json"
@@ -157,9 +177,10 @@ EOF
         floor=$("$work/bin/records-floor" --bench --floor "$work/export.json")
     fi
     rm -f "$work/export.json" "$work/out"
-    printf '| %s | %s | %s / %s | %.3f | %.3f | %.3f | %.3f | %.1f | %.3f | %s | %s / %s / %s |\n' \
-        "$(python3 -c "print(f'{$size:,}')")" "$rate" "$lat_med" "$lat_max" \
+    printf '| %s | %s | %s | %s / %s | %.3f | %.3f | %.3f | %.3f | %.2f / %.2f / %.2f / %.2f | %.1f | %.3f | %s | %s / %s / %s |\n' \
+        "$(python3 -c "print(f'{$size:,}')")" "$rate" "$cpu_rate" "$lat_med" "$lat_max" \
         "${took[json]}" "${took[csv]}" "${took[xml]}" "${took[eav]}" \
+        "${cpu_took[json]}" "${cpu_took[csv]}" "${cpu_took[xml]}" "${cpu_took[eav]}" \
         "$(python3 -c "print($json_bytes / 1e6)")" "$floor" \
         "$startup" "$(mb "$hwm_import")" "$(mb "$idle")" "$(mb "$hwm_export")"
     say "== load after $size: $(uptime)"

@@ -1401,6 +1401,20 @@ mod tests {
             fields: Some(&only),
         };
         assert_eq!(names(&conn, &q), ["10:1", "a:1"]);
+        // A field filter alone (the merged scan): records without a value
+        // of the field still come, empty.
+        insert_record(&conn, 1, "7", None).unwrap();
+        let only_x = RecordQuery {
+            project_id: 1,
+            group_id: None,
+            records: None,
+            fields: Some(&only),
+        };
+        assert_eq!(
+            names(&conn, &only_x),
+            ["01:1", "2:1", "7:0", "10:1", "a:1", "b:1"]
+        );
+        delete_record(&conn, 1, "7").unwrap();
         assert_eq!(max_record_number(&conn, 1, "").unwrap(), 10);
         insert_record(&conn, 1, "3-7", Some(3)).unwrap();
         insert_record(&conn, 1, "3-12", Some(3)).unwrap();
@@ -1410,6 +1424,52 @@ mod tests {
         delete_record(&conn, 1, "11").unwrap();
         assert_eq!(record_group(&conn, 1, "11").unwrap(), None);
         assert_eq!(record_values(&conn, 1, "10").unwrap().len(), 2);
+    }
+
+    /// A database of the first SQLite layout (`redcap_data` keyed by the
+    /// record's text) is re-keyed once at start, its values kept.
+    #[test]
+    fn the_first_layout_is_rekeyed() {
+        let tmp = tempfile::tempdir().unwrap();
+        {
+            let conn = connect(&tmp.path().join(DB_FILE)).unwrap();
+            conn.execute_batch(SCHEMA).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE redcap_data (project_id INTEGER NOT NULL,
+                     event_id INTEGER NOT NULL, record TEXT NOT NULL,
+                     field_name TEXT NOT NULL, instance INTEGER NOT NULL DEFAULT 1,
+                     value TEXT NOT NULL,
+                     PRIMARY KEY (project_id, record, event_id, field_name, instance))
+                 WITHOUT ROWID",
+            )
+            .unwrap();
+            for name in ["10", "9", "a"] {
+                insert_record(&conn, 1, name, None).unwrap();
+                conn.execute(
+                    "INSERT INTO redcap_data VALUES (1, 0, ?1, 'record_id', 1, ?1)",
+                    [name],
+                )
+                .unwrap();
+            }
+        }
+        let (conn, _) = open(tmp.path()).unwrap();
+        let all = RecordQuery {
+            project_id: 1,
+            group_id: None,
+            records: None,
+            fields: None,
+        };
+        assert_eq!(names(&conn, &all), ["9:1", "10:1", "a:1"]);
+        assert_eq!(
+            record_value(&conn, 1, "10", "record_id")
+                .unwrap()
+                .as_deref(),
+            Some("10")
+        );
+        drop(conn);
+        // Once: a second start finds the new layout.
+        let (conn, _) = open(tmp.path()).unwrap();
+        assert_eq!(names(&conn, &all), ["9:1", "10:1", "a:1"]);
     }
 
     /// A data directory of the old format is converted once: settings,

@@ -225,6 +225,35 @@ mod tests {
         assert_eq!(rows[1]["username"], json!("bob"));
     }
 
+    /// Items are handed over one by one; leaf children of the root are
+    /// held back only while the root may be the single item, and a parse
+    /// error anywhere comes before an unreadable value.
+    #[test]
+    fn items_stream_in_order_and_errors_keep_their_precedence() {
+        let mut seen = Vec::new();
+        for_each_item(
+            "<r><a/><item><x>1</x></item><b>t</b><item><x>2</x></item></r>",
+            |row| {
+                seen.push(row);
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            seen,
+            [json!({}), json!({"x": "1"}), json!({}), json!({"x": "2"})]
+                .map(|v| v.as_object().unwrap().clone())
+        );
+        let bad_entity = "<r><item><x>&bogus;</x></item>";
+        let late_parse_error = format!("{bad_entity}<item></r>");
+        let e = decode_items(&late_parse_error).unwrap_err();
+        assert_eq!(check(&late_parse_error).unwrap_err().message(), e.message());
+        assert!(!e.message().contains("bogus"), "{}", e.message());
+        let e = check(&format!("{bad_entity}</r>")).unwrap_err();
+        assert!(e.message().contains("bogus"), "{}", e.message());
+        assert!(check("<r><item><x>1</x></item></r>").is_ok());
+    }
+
     #[test]
     fn a_root_of_leaves_is_one_item() {
         let rows =

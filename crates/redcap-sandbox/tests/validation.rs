@@ -296,3 +296,67 @@ async fn date_format_converts_and_ranges_are_soft() {
         .await;
     a.assert_error(400, &bad_format("6", "age", "forty"));
 }
+
+/// Imports are written row by row as they are read: a bad value after
+/// good rows (here the last of 500) still leaves nothing — no record, no
+/// record log row — in every data format, and existing records keep their
+/// values.
+#[tokio::test]
+async fn a_bad_row_after_good_ones_leaves_nothing() {
+    let sb = Sandbox::start().await;
+    let admin = project(&sb).await;
+    let a = sb
+        .import(
+            &admin,
+            "record",
+            json!([{"record_id": "1", "age": "7"}]),
+            &[],
+        )
+        .await;
+    assert_eq!(a.json(), json!({"count": 1}), "{}", a.body);
+    let n = 500;
+    let mut rows: Vec<Value> = (1..n)
+        .map(|i| json!({"record_id": i.to_string(), "age": "8", "v_integer": i.to_string()}))
+        .collect();
+    rows.push(json!({"record_id": n.to_string(), "v_integer": "x"}));
+    let mut csv = String::from("record_id,age,v_integer\n");
+    let mut xml = String::from("<records>");
+    for r in &rows {
+        let (id, age, int) = (
+            &r["record_id"],
+            r["age"].as_str().unwrap_or(""),
+            &r["v_integer"],
+        );
+        let (id, int) = (id.as_str().unwrap(), int.as_str().unwrap());
+        csv.push_str(&format!("{id},{age},{int}\n"));
+        xml.push_str(&format!(
+            "<item><record_id>{id}</record_id><age>{age}</age><v_integer>{int}</v_integer></item>"
+        ));
+    }
+    xml.push_str("</records>");
+    let json_data = Value::Array(rows).to_string();
+    let expected = bad_format(&n.to_string(), "v_integer", "x");
+    for (format, data) in [("json", json_data.as_str()), ("csv", &csv), ("xml", &xml)] {
+        let a = sb
+            .post(&[
+                ("token", &admin),
+                ("content", "record"),
+                ("format", format),
+                ("returnFormat", "json"),
+                ("data", data),
+            ])
+            .await;
+        assert_eq!(a.status, 400, "{format}: {}", a.body);
+        let body = redcap::wire::error_body(&expected, redcap::Format::Json);
+        assert_eq!(a.body, body, "{format}");
+    }
+    let rows = sb.call(&admin, "record", &[]).await.json();
+    assert_eq!(rows.as_array().map(Vec::len), Some(1), "{rows}");
+    assert_eq!(rows[0]["age"], "7");
+    // Only the first import's record row: the failed ones left none.
+    let log = sb
+        .call(&admin, "log", &[("logtype", "record")])
+        .await
+        .json();
+    assert_eq!(log.as_array().map(Vec::len), Some(1), "{log}");
+}
