@@ -438,7 +438,16 @@ pub fn random_below(n: u32) -> u32 {
 struct Inner {
     state: State,
     conn: rusqlite::Connection,
+    /// `conn.total_changes()` when the checkpointer was last woken.
+    changes_at_checkpoint: u64,
 }
+
+/// Rows written since the last checkpoint that make the next one worth
+/// it (a few MB of WAL). A checkpoint briefly holds back the transactions
+/// that begin while it syncs the database file, so small requests do not
+/// each wake it: like SQLite's own automatic checkpoint, it runs once the
+/// WAL has grown, but on its own thread.
+const CHECKPOINT_AFTER_ROWS: u64 = 20_000;
 
 /// The shared, persistent state.
 #[derive(Clone)]
@@ -452,8 +461,8 @@ pub struct Db {
 }
 
 /// Starts the thread that copies committed WAL frames into the database
-/// file (a passive checkpoint) after each commit, on a connection of its
-/// own: the request that committed does not wait for it. Durability does
+/// file (a passive checkpoint) once a commit has grown the WAL, on a
+/// connection of its own: the request that committed does not wait for it. Durability does
 /// not depend on it (a commit is durable once the WAL is fsynced); the
 /// writer still checkpoints itself should the WAL pass 256 MB. The thread
 /// ends when the last [`Db`] is dropped.
@@ -525,7 +534,11 @@ impl Db {
         let (conn, state) = crate::store::open(dir)?;
         let checkpoints = start_checkpointer(&dir.join(crate::store::DB_FILE))?;
         Ok(Db {
-            inner: Arc::new(Mutex::new(Inner { state, conn })),
+            inner: Arc::new(Mutex::new(Inner {
+                changes_at_checkpoint: conn.total_changes(),
+                state,
+                conn,
+            })),
             dir: Arc::new(dir.to_owned()),
             readers: Arc::new(Mutex::new(Vec::new())),
             checkpoints,
@@ -591,7 +604,7 @@ impl<'a> Txn<'a> {
         self.flush()?;
         self.guard.conn.execute_batch("COMMIT")?;
         self.open = false;
-        let _ = self.db.checkpoints.try_send(());
+        self.wake_checkpointer();
         self.unlink_removed_docs();
         self.guard.conn.execute_batch("BEGIN IMMEDIATE")?;
         self.open = true;
@@ -630,6 +643,17 @@ impl<'a> Txn<'a> {
         Ok(())
     }
 
+    /// After a commit: wakes the checkpointer once enough was written
+    /// (see [`CHECKPOINT_AFTER_ROWS`]).
+    fn wake_checkpointer(&mut self) {
+        let changes = self.guard.conn.total_changes();
+        if changes.saturating_sub(self.guard.changes_at_checkpoint) >= CHECKPOINT_AFTER_ROWS {
+            self.guard.changes_at_checkpoint = changes;
+            // Full means a wake-up is already pending.
+            let _ = self.db.checkpoints.try_send(());
+        }
+    }
+
     fn unlink_removed_docs(&mut self) {
         let dir = self.db.dir.clone();
         for id in std::mem::take(&mut self.guard.state.docs_to_remove) {
@@ -654,8 +678,7 @@ impl<'a> Txn<'a> {
         match result {
             Ok(()) => {
                 self.open = false;
-                // Full means a wake-up is already pending.
-                let _ = self.db.checkpoints.try_send(());
+                self.wake_checkpointer();
                 self.unlink_removed_docs();
                 Ok(())
             }

@@ -45,6 +45,18 @@ impl PhpValue {
         }
     }
 
+    /// [`PhpValue::of`], taking the value: a string keeps its buffer (a
+    /// large `data` is not copied).
+    fn of_owned(v: Value) -> PhpValue {
+        match v {
+            Value::Str(s) => PhpValue::Str(
+                String::from_utf8(s)
+                    .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+            ),
+            other => PhpValue::of(&other),
+        }
+    }
+
     /// The string, if this is one.
     pub fn as_str(&self) -> Option<&str> {
         match self {
@@ -110,23 +122,27 @@ impl Post {
                 bytes: u.bytes.into(),
             })
             .collect();
-        Ok(Post::from_array(&parsed.post, files))
+        Ok(Post::from_array(parsed.post, files))
     }
 
-    fn from_array(post: &PhpArray, files: Vec<Upload>) -> Post {
-        Post {
-            values: post
-                .iter()
-                .map(|(k, v)| (k.to_text(), PhpValue::of(v)))
-                .collect(),
-            files,
+    /// Takes the parsed array over, value by value (last first: removing
+    /// from the end moves nothing), so no value is held twice.
+    fn from_array(mut post: PhpArray, files: Vec<Upload>) -> Post {
+        let keys: Vec<_> = post.iter().map(|(k, _)| k.clone()).collect();
+        let mut values = Vec::with_capacity(keys.len());
+        for k in keys.into_iter().rev() {
+            if let Some(v) = post.remove(&k) {
+                values.push((k.to_text(), PhpValue::of_owned(v)));
+            }
         }
+        values.reverse();
+        Post { values, files }
     }
 
     /// Parses an `application/x-www-form-urlencoded` body.
     pub fn from_urlencoded(body: &[u8]) -> Self {
         let parsed = php_form::urlencoded::parse(body, &PHP_LIMITS);
-        Post::from_array(&parsed.post, Vec::new())
+        Post::from_array(parsed.post, Vec::new())
     }
 
     /// The uploaded file part named `name` (`$_FILES[name]`); PHP keeps the

@@ -781,7 +781,10 @@ impl<'p> Import<'p> {
                 if !changes.is_empty() {
                     changes.push_str(", ");
                 }
-                changes.push_str(&format!("{k} = '{value}'"));
+                changes.push_str(k);
+                changes.push_str(" = '");
+                changes.push_str(&value);
+                changes.push('\'');
                 if !value.is_empty() {
                     puts.push((k.as_str(), value.clone()));
                 }
