@@ -1157,7 +1157,7 @@ pub fn for_each_record(
     }
 
     let mut values = conn.prepare(&format!(
-        "SELECT sort_class, sort_num, record, field_name, value FROM redcap_data
+        "SELECT record, field_name, value FROM redcap_data
          WHERE project_id = ?1 AND event_id = ?2 AND instance = 1{field_filter}
          ORDER BY sort_class, sort_num, record"
     ))?;
@@ -1169,16 +1169,18 @@ pub fn for_each_record(
     while have && let Some(r) = rows.next()? {
         // Nearly always a further value of the current record: its name
         // alone says so.
-        if r.get_ref(2)?.as_bytes()? == current.name.as_bytes() {
+        if r.get_ref(0)?.as_bytes()? == current.name.as_bytes() {
             put(
                 &mut current,
-                r.get_ref(3)?.as_str()?,
-                r.get_ref(4)?.as_str()?,
+                r.get_ref(1)?.as_str()?,
+                r.get_ref(2)?.as_str()?,
             );
             continue;
         }
-        let row_key = (r.get::<_, i64>(0)?, r.get::<_, i64>(1)?);
-        let name = r.get_ref(2)?.as_str()?;
+        // The stored sort key is the name's (`sort_key`): computed here
+        // rather than read with every value.
+        let name = r.get_ref(0)?.as_str()?;
+        let row_key = sort_key(name);
         // Records before this value's are complete (or have no values).
         loop {
             match (key, current.name.as_str()).cmp(&(row_key, name)) {
@@ -1192,8 +1194,8 @@ pub fn for_each_record(
                 std::cmp::Ordering::Equal => {
                     put(
                         &mut current,
-                        r.get_ref(3)?.as_str()?,
-                        r.get_ref(4)?.as_str()?,
+                        r.get_ref(1)?.as_str()?,
+                        r.get_ref(2)?.as_str()?,
                     );
                     break;
                 }
