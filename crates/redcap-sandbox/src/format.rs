@@ -491,7 +491,7 @@ pub struct RowWriter<'w> {
 /// whole answer (its buffer and quoting rules), the others as they are.
 enum Sink<'w> {
     Plain(&'w mut dyn std::io::Write),
-    Csv(csv::Writer<&'w mut dyn std::io::Write>),
+    Csv(Box<csv::Writer<&'w mut dyn std::io::Write>>),
 }
 
 impl<'w> RowWriter<'w> {
@@ -515,12 +515,12 @@ impl<'w> RowWriter<'w> {
                 )?;
                 Sink::Plain(out)
             }
-            Format::Csv => Sink::Csv(
+            Format::Csv => Sink::Csv(Box::new(
                 csv::WriterBuilder::new()
                     .terminator(csv::Terminator::Any(b'\n'))
                     .buffer_capacity(64 * 1024)
                     .from_writer(out),
-            ),
+            )),
         };
         Ok(RowWriter {
             format,
