@@ -224,8 +224,7 @@ pub fn open(dir: &Path) -> anyhow::Result<(Connection, State)> {
     conn.execute_batch(crate::api::file_repository::SCHEMA)
         .context("cannot create the File Repository's tables")?;
     // Checkpoints run on their own thread once commits have grown the WAL
-    // (db.rs); the
-    // writer checkpoints itself only past 256 MB of WAL.
+    // (db.rs); the writer checkpoints itself only past 256 MB of WAL.
     conn.pragma_update(None, "wal_autocheckpoint", 65536)?;
     upgrade_data_table(&conn).context("cannot upgrade the table redcap_data")?;
     conn.execute_batch(DATA_TABLE)
