@@ -218,6 +218,10 @@ pub struct AccountSection {
     /// The rights profile (`[[profile]]` or built-in) the account's REDCap
     /// rights must stay within; required for site accounts.
     pub profile: Option<String>,
+    /// How many days a token may live before `rotate status` calls it
+    /// overdue (90 by default).
+    #[serde(default = "crate::rotation::default_rotate_every_days")]
+    pub rotate_every_days: u32,
 }
 
 /// Whether a client must give a reason for writes.

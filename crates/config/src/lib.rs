@@ -27,6 +27,7 @@ mod ledger;
 mod paths;
 mod problem;
 mod profile;
+mod rotation;
 mod schema;
 mod secrets;
 mod sections;
@@ -41,6 +42,7 @@ pub use ledger::*;
 pub use paths::PathsSection;
 pub use problem::{ConfigError, LoadError, Problem};
 pub use profile::*;
+pub use rotation::*;
 pub use secrets::*;
 pub use sections::*;
 
@@ -70,6 +72,8 @@ pub struct Config {
     pub account: Vec<AccountSection>,
     /// Applications calling REDCap through the gateway.
     pub client: Vec<ClientSection>,
+    /// How token rotations obtain new tokens.
+    pub rotation: RotationSection,
 }
 
 /// The file as written: [`Config`] before the files it leaves out are
@@ -93,6 +97,8 @@ struct Document {
     account: Vec<AccountSection>,
     #[serde(default)]
     client: Vec<ClientSection>,
+    #[serde(default)]
+    rotation: RotationSection,
 }
 
 impl From<Document> for Config {
@@ -113,6 +119,7 @@ impl From<Document> for Config {
             profile: doc.profile,
             account: doc.account,
             client: doc.client,
+            rotation: doc.rotation,
         }
     }
 }
@@ -284,6 +291,7 @@ fn validate(doc: &toml::de::DeTable<'_>, text: &str, problems: &mut Vec<Problem>
     ledger::validate_witness(doc, text, problems);
     gateway::validate(doc, text, problems);
     profile::validate(doc, text, problems);
+    rotation::validate(doc, text, problems);
 }
 
 /// The sections whose own rules run while they are deserialized (which

@@ -113,6 +113,7 @@ pub(crate) const TOP: &[Field] = &[
     opt("profile", Kind::Tables(PROFILE)),
     opt("account", Kind::Tables(ACCOUNT)),
     opt("client", Kind::Tables(CLIENT)),
+    opt("rotation", Kind::Table(ROTATION)),
 ];
 
 pub(crate) const REDCAP: &[Field] = &[req("url", Kind::Text), req("time_zone", Kind::Text)];
@@ -369,6 +370,24 @@ pub(crate) const ACCOUNT: &[Field] = &[
     req("study", Kind::Text).eg("study = \"heart2\""),
     opt("site", Kind::Text).eg("site = \"site-a\""),
     opt("profile", Kind::Text).eg("profile = \"site-data-read\""),
+    // 0 would make every token overdue the moment it is stored.
+    opt(
+        "rotate_every_days",
+        count(
+            1,
+            U32,
+            "a token must live at least a day; 0 would make every token overdue the moment it is stored",
+        ),
+    )
+    .eg("rotate_every_days = 90"),
+];
+
+pub(crate) const ROTATION: &[Field] = &[
+    opt("issuer", Kind::Choice(&["manual", "sandbox", "command"])),
+    opt("sandbox_url", Kind::Text).eg("sandbox_url = \"http://127.0.0.1:8480\""),
+    opt("sandbox_admin_secret_file", Kind::Path),
+    opt("command", Kind::TextList)
+        .eg("command = [\"/usr/local/bin/regenerate-token\", \"{username}\", \"{project_id}\"]"),
 ];
 
 pub(crate) const PROFILE: &[Field] = &[

@@ -809,7 +809,7 @@ fn the_schema_matches_the_serde_structs() {
     fn keys(fields: &[schema::Field]) -> Vec<&'static str> {
         fields.iter().map(|f| f.key).collect()
     }
-    let pairs: [(&str, &[schema::Field], &[&str]); 16] = [
+    let pairs: [(&str, &[schema::Field], &[&str]); 17] = [
         ("top", schema::TOP, serde_fields::<Config>()),
         ("redcap", schema::REDCAP, serde_fields::<RedcapSection>()),
         ("paths", schema::PATHS, serde_fields::<PathsSection>()),
@@ -846,6 +846,11 @@ fn the_schema_matches_the_serde_structs() {
         ("profile", schema::PROFILE, serde_fields::<ProfileSection>()),
         ("account", schema::ACCOUNT, serde_fields::<AccountSection>()),
         ("client", schema::CLIENT, serde_fields::<ClientSection>()),
+        (
+            "rotation",
+            schema::ROTATION,
+            serde_fields::<RotationSection>(),
+        ),
     ];
     for (name, schema, serde) in pairs {
         assert_eq!(keys(schema), serde, "[{name}]");
@@ -1201,4 +1206,53 @@ fn a_site_may_label_its_dag_with_the_unique_name() {
     let p = only(&GATEWAY.replace("dag_id = 3", "dag_id = 3\ndag_name = 7"));
     assert_eq!(p.field.as_deref(), Some("study[0].site[0].dag_name"));
     assert!(p.fix.contains("dag_name = \"site_a\""), "{}", p.fix);
+}
+
+#[test]
+fn rotation_defaults_to_the_manual_issuer_and_ninety_days() {
+    let text = format!(
+        "{GOOD}\n[[study]]\nname = \"s\"\n\n[[account]]\nname = \"a\"\nusername = \"svc\"\nsecret = \"redcap/a\"\nstudy = \"s\"\n"
+    );
+    let c = parse(&text, Path::new("warden.toml")).unwrap();
+    assert_eq!(c.rotation.issuer, IssuerKind::Manual);
+    assert_eq!(c.account[0].rotate_every_days, DEFAULT_ROTATE_EVERY_DAYS);
+    let c = parse(
+        &format!("{text}rotate_every_days = 30\n\n[rotation]\nissuer = \"sandbox\"\nsandbox_url = \"http://127.0.0.1:8480\"\nsandbox_admin_secret_file = \"secret\"\n"),
+        Path::new("warden.toml"),
+    )
+    .unwrap();
+    assert_eq!(c.account[0].rotate_every_days, 30);
+    assert_eq!(c.rotation.issuer, IssuerKind::Sandbox);
+}
+
+#[test]
+fn an_issuer_without_its_settings_is_refused_with_what_to_add() {
+    let p = problems(&format!("{GOOD}\n[rotation]\nissuer = \"sandbox\"\n"));
+    assert_eq!(p.len(), 2, "{p:?}");
+    assert!(
+        p.iter()
+            .all(|p| p.field.as_deref() == Some("rotation.issuer"))
+    );
+    assert!(
+        p[0].message.contains("needs sandbox_url"),
+        "{}",
+        p[0].message
+    );
+    assert!(
+        p[1].fix.contains("sandbox_admin_secret_file"),
+        "{}",
+        p[1].fix
+    );
+    let p = only(&format!("{GOOD}\n[rotation]\nissuer = \"command\"\n"));
+    assert!(p.message.contains("needs command"), "{}", p.message);
+    let p = only(&format!(
+        "{GOOD}\n[rotation]\nsandbox_url = \"127.0.0.1:8480\"\n"
+    ));
+    assert_eq!(p.field.as_deref(), Some("rotation.sandbox_url"));
+    let p = only(&format!("{GOOD}\n[rotation]\nissuer = \"magic\"\n"));
+    assert_eq!(p.field.as_deref(), Some("rotation.issuer"));
+    let p = only(&format!(
+        "{GOOD}\n[[study]]\nname = \"s\"\n\n[[account]]\nname = \"a\"\nusername = \"svc\"\nsecret = \"redcap/a\"\nstudy = \"s\"\nrotate_every_days = 0\n"
+    ));
+    assert_eq!(p.field.as_deref(), Some("account[0].rotate_every_days"));
 }

@@ -17,12 +17,15 @@
 //! - [`rights`]: rights profiles (deny by default, built-ins of
 //!   redcap-api.md §11) and their comparison with live REDCap rights
 //!   (`rights check`; plan / apply, always with the DAG, are to come).
+//! - [`rotation`]: the token rotation state machine — journal, escrow,
+//!   issuers, verification, cut-over and the proof that the old token is
+//!   dead, resumable after a crash at any step.
 //!
 //! The rest of DESIGN's governance layer comes as sibling modules of
 //! these, each recording its changes through [`audit::AuditTrail`] and
-//! taking its time from a [`clock::Clock`]: `rotation` (the token rotation
-//! state machine), `reauth` (re-authorisation of API-only accounts) and
-//! `reconcile` (REDCap's Export Logging against the ledger).
+//! taking its time from a [`clock::Clock`]: `reauth` (re-authorisation of
+//! API-only accounts) and `reconcile` (REDCap's Export Logging against the
+//! ledger).
 
 #![warn(missing_docs)]
 
@@ -30,6 +33,7 @@ pub mod accounts;
 pub mod audit;
 pub mod clock;
 pub mod rights;
+pub mod rotation;
 pub mod signing_key;
 pub mod witness;
 

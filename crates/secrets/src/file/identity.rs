@@ -82,6 +82,29 @@ impl StoreIdentity {
     pub fn is_protected(&self) -> bool {
         self.passphrase_from.is_some()
     }
+
+    /// Decrypts what [`seal_to`] encrypted to this identity's public key
+    /// (the rotation escrow). The error never holds the value.
+    pub fn unseal(&self, sealed: &[u8]) -> Result<crate::SecretValue, String> {
+        let plain = Zeroizing::new(age::decrypt(&self.key, sealed).map_err(|e| match e {
+            age::DecryptError::NoMatchingKeys => "it is not encrypted to this identity".to_string(),
+            other => format!("it does not decrypt ({other})"),
+        })?);
+        let text = std::str::from_utf8(&plain).map_err(|_| "it decrypts, but not to text")?;
+        Ok(crate::SecretValue::new(text.to_string()))
+    }
+}
+
+/// Encrypts `value` to the age X25519 recipient `public_key` (`age1…`),
+/// ASCII-armored — readable by `rage -d -i IDENTITY` in an emergency. The
+/// rotation escrow keeps a new token this way until the store holds it.
+pub fn seal_to(public_key: &str, value: &crate::SecretValue) -> Result<Vec<u8>, String> {
+    let recipient: age::x25519::Recipient = public_key
+        .parse()
+        .map_err(|e| format!("`{public_key}` is not an age X25519 public key: {e}"))?;
+    age::encrypt_and_armor(&recipient, value.expose().as_bytes())
+        .map(String::into_bytes)
+        .map_err(|e| format!("age encryption failed: {e}"))
 }
 
 /// A new random X25519 age identity, for a new store; write it with

@@ -26,7 +26,8 @@ use self::document::{Document, Entry, FORMAT, StoredVersion};
 pub use self::identity::{
     MIN_PASSPHRASE_CHARS, PASSPHRASE_CREDENTIAL, PassphraseSource, StoreIdentity,
     create_identity_file, generate_identity, identity_is_protected, load_identity,
-    read_passphrase_file, replace_identity_file, write_identity_file, write_new_identity_file,
+    read_passphrase_file, replace_identity_file, seal_to, write_identity_file,
+    write_new_identity_file,
 };
 use crate::labels::{check_new_version_label, check_removable, labels_of, move_label};
 use crate::{

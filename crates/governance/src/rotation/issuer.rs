@@ -1,0 +1,200 @@
+//! Issuers: whatever makes REDCap regenerate an account's token and hands
+//! over the new value.
+//!
+//! - `manual` (in the CLI, which owns the terminal): a person follows the
+//!   printed steps in REDCap's UI and types the token at a no-echo prompt
+//!   or pipes it on standard input — never on the command line;
+//! - [`SandboxIssuer`]: redcap-sandbox's admin endpoint
+//!   (`POST /sandbox/projects/{pid}/users/{u}/token/regenerate`);
+//! - [`CommandIssuer`]: an institution's program prints the token on
+//!   standard output; its standard error is shown; its environment holds
+//!   nothing of ours (only `PATH`, `LANG` and `HOME`).
+//!
+//! Every issuer's answer goes straight into the escrow: the caller
+//! escrows it before anything else happens.
+
+use std::process::Stdio;
+
+use secrets::SecretValue;
+use tokio::io::AsyncReadExt;
+use zeroize::Zeroizing;
+
+/// Whose token to regenerate.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The `[[account]]` name.
+    pub account: String,
+    /// Its REDCap username.
+    pub username: String,
+    /// The REDCap project id.
+    pub project_id: u64,
+}
+
+/// Why an issuer gave no token. Never holds a value.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct IssueError(pub String);
+
+/// Obtains a new token for an account. REDCap kills the old one at that
+/// moment.
+#[async_trait::async_trait]
+pub trait Issuer: Send + Sync {
+    /// `manual`, `sandbox` or `command`.
+    fn name(&self) -> &'static str;
+
+    /// What to do when obtaining fails, for the error message.
+    fn fix(&self) -> String;
+
+    /// Regenerates the token of `target` and returns the new value.
+    async fn obtain(&self, target: &Target) -> Result<SecretValue, IssueError>;
+}
+
+/// redcap-sandbox's admin endpoint.
+pub struct SandboxIssuer {
+    base: String,
+    secret: Zeroizing<String>,
+    http: reqwest::Client,
+}
+
+impl SandboxIssuer {
+    /// The sandbox at `base` (e.g. `http://127.0.0.1:8480`), with its
+    /// `--admin-secret`.
+    pub fn new(base: &str, secret: Zeroizing<String>) -> SandboxIssuer {
+        SandboxIssuer {
+            base: base.trim_end_matches('/').to_string(),
+            secret,
+            http: reqwest::Client::new(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Issuer for SandboxIssuer {
+    fn name(&self) -> &'static str {
+        "sandbox"
+    }
+
+    fn fix(&self) -> String {
+        format!(
+            "check that redcap-sandbox answers at {} with the admin secret of [rotation] sandbox_admin_secret_file, then resume the rotation",
+            self.base
+        )
+    }
+
+    async fn obtain(&self, target: &Target) -> Result<SecretValue, IssueError> {
+        let url = format!(
+            "{}/sandbox/projects/{}/users/{}/token/regenerate",
+            self.base, target.project_id, target.username
+        );
+        let resp = self
+            .http
+            .post(&url)
+            .bearer_auth(self.secret.as_str())
+            .send()
+            .await
+            .map_err(|e| IssueError(format!("no answer from {url}: {}", e.without_url())))?;
+        let status = resp.status();
+        let body = Zeroizing::new(
+            resp.bytes()
+                .await
+                .map_err(|e| {
+                    IssueError(format!("reading the answer of {url}: {}", e.without_url()))
+                })?
+                .to_vec(),
+        );
+        if !status.is_success() {
+            // The sandbox's errors are `{"error": "..."}` and never hold a token.
+            let why = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["error"].as_str().map(str::to_string))
+                .unwrap_or_default();
+            return Err(IssueError(format!("{url} answered {status}: {why}")));
+        }
+        #[derive(serde::Deserialize)]
+        struct Regenerated {
+            token: String,
+        }
+        let answer: Regenerated = serde_json::from_slice(&body)
+            .map_err(|_| IssueError(format!("{url} answered 200 without a token field")))?;
+        Ok(SecretValue::new(answer.token))
+    }
+}
+
+/// An institution's program that regenerates the token and prints it.
+pub struct CommandIssuer {
+    argv: Vec<String>,
+}
+
+impl CommandIssuer {
+    /// `argv[0]` run with `argv[1..]`; `{account}`, `{username}` and
+    /// `{project_id}` in the arguments are replaced.
+    pub fn new(argv: Vec<String>) -> CommandIssuer {
+        CommandIssuer { argv }
+    }
+}
+
+#[async_trait::async_trait]
+impl Issuer for CommandIssuer {
+    fn name(&self) -> &'static str {
+        "command"
+    }
+
+    fn fix(&self) -> String {
+        "fix the program named in [rotation] command (its standard error is shown above), then resume the rotation".into()
+    }
+
+    async fn obtain(&self, target: &Target) -> Result<SecretValue, IssueError> {
+        let Some((program, args)) = self.argv.split_first() else {
+            return Err(IssueError("[rotation] command is empty".into()));
+        };
+        let args: Vec<String> = args
+            .iter()
+            .map(|a| {
+                a.replace("{account}", &target.account)
+                    .replace("{username}", &target.username)
+                    .replace("{project_id}", &target.project_id.to_string())
+            })
+            .collect();
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.args(&args)
+            .env_clear()
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        for keep in ["PATH", "LANG", "HOME"] {
+            if let Some(v) = std::env::var_os(keep) {
+                cmd.env(keep, v);
+            }
+        }
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| IssueError(format!("cannot run `{program}`: {e}")))?;
+        let mut out = Zeroizing::new(Vec::new());
+        if let Some(mut stdout) = child.stdout.take() {
+            stdout
+                .read_to_end(&mut out)
+                .await
+                .map_err(|e| IssueError(format!("reading the output of `{program}`: {e}")))?;
+        }
+        let status = child
+            .wait()
+            .await
+            .map_err(|e| IssueError(format!("waiting for `{program}`: {e}")))?;
+        if !status.success() {
+            return Err(IssueError(format!("`{program}` failed ({status})")));
+        }
+        let text = std::str::from_utf8(&out)
+            .map_err(|_| IssueError(format!("`{program}` printed something that is not text")))?;
+        let token = text.trim();
+        if token.is_empty() {
+            return Err(IssueError(format!("`{program}` printed nothing")));
+        }
+        if token.lines().count() > 1 {
+            return Err(IssueError(format!(
+                "`{program}` printed more than one line; it must print the token alone"
+            )));
+        }
+        Ok(SecretValue::new(token.to_string()))
+    }
+}

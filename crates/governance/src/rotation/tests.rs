@@ -1,0 +1,556 @@
+//! The state machine against a simulated disk and a stand-in REDCap: the
+//! power is cut after every write of the journal, the escrow and the store,
+//! and resuming must end with exactly one valid `current` token, the old
+//! one dead, and nothing lost.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use durable::{FileSystem, SimFs};
+use ledger::EntryKind;
+use secrets::file::StoreIdentity;
+use secrets::{
+    FileStore, FileStoreOptions, FingerprintKey, Label, SecretName, SecretStore, SecretValue,
+    Selector, VersionMeta,
+};
+
+use super::*;
+use crate::audit::{AuditError, AuditTrail, EntrySink};
+
+const PID: u64 = 14;
+const OLD: &str = "0123456789ABCDEF0123456789ABCDEF";
+const USER: &str = "svc_site_a";
+
+/// REDCap as far as a rotation sees it: one token per user, regenerated
+/// in place (the old one dies at once).
+#[derive(Default)]
+struct FakeRedcap {
+    tokens: Mutex<HashMap<String, (String, u64)>>,
+    down: Mutex<bool>,
+}
+
+impl FakeRedcap {
+    fn with(user: &str, token: &str, pid: u64) -> Arc<FakeRedcap> {
+        let r = FakeRedcap::default();
+        r.tokens
+            .lock()
+            .unwrap()
+            .insert(user.into(), (token.into(), pid));
+        Arc::new(r)
+    }
+    fn token_of(&self, user: &str) -> String {
+        self.tokens.lock().unwrap()[user].0.clone()
+    }
+}
+
+#[async_trait::async_trait]
+impl TokenCheck for FakeRedcap {
+    async fn project_of(&self, token: &SecretValue) -> Result<TokenAnswer, String> {
+        if *self.down.lock().unwrap() {
+            return Err("connection refused".into());
+        }
+        let tokens = self.tokens.lock().unwrap();
+        Ok(tokens
+            .values()
+            .find(|(t, _)| t == token.expose())
+            .map_or(TokenAnswer::Invalid, |(_, p)| TokenAnswer::Project(*p)))
+    }
+}
+
+/// The sandbox issuer's behaviour: regenerate in place.
+struct Regenerate(Arc<FakeRedcap>);
+
+#[async_trait::async_trait]
+impl Issuer for Regenerate {
+    fn name(&self) -> &'static str {
+        "sandbox"
+    }
+    fn fix(&self) -> String {
+        "none".into()
+    }
+    async fn obtain(&self, target: &Target) -> Result<SecretValue, IssueError> {
+        let new = durable::random_hex(16).to_uppercase();
+        let mut tokens = self.0.tokens.lock().unwrap();
+        let entry = tokens
+            .get_mut(&target.username)
+            .ok_or_else(|| IssueError("no such user".into()))?;
+        entry.0 = new.clone();
+        Ok(SecretValue::new(new))
+    }
+}
+
+/// A token of another account (a wrong paste).
+struct Fixed(String);
+
+#[async_trait::async_trait]
+impl Issuer for Fixed {
+    fn name(&self) -> &'static str {
+        "manual"
+    }
+    fn fix(&self) -> String {
+        "none".into()
+    }
+    async fn obtain(&self, _: &Target) -> Result<SecretValue, IssueError> {
+        Ok(SecretValue::new(self.0.clone()))
+    }
+}
+
+/// The ledger: what was acknowledged stays (it is durable on its own).
+#[derive(Clone, Default)]
+struct Mem(Arc<Mutex<Vec<EntryKind>>>);
+
+#[async_trait::async_trait]
+impl EntrySink for Mem {
+    async fn append(&self, kind: EntryKind) -> Result<(), AuditError> {
+        self.0.lock().unwrap().push(kind);
+        Ok(())
+    }
+}
+
+struct World {
+    _tmp: tempfile::TempDir,
+    identity_path: PathBuf,
+    identity: StoreIdentity,
+    fp: FingerprintKey,
+    redcap: Arc<FakeRedcap>,
+    ledger: Mem,
+}
+
+fn name() -> SecretName {
+    SecretName::new("redcap/heart/site-a").unwrap()
+}
+
+fn opts(identity: &Path) -> FileStoreOptions {
+    FileStoreOptions {
+        path: "/data/secrets.age".into(),
+        identity: identity.to_path_buf(),
+        keep_versions: 20,
+    }
+}
+
+impl World {
+    fn new() -> World {
+        let tmp = tempfile::tempdir().unwrap();
+        let identity_path = tmp.path().join("identity.txt");
+        let identity = secrets::file::create_identity_file(&identity_path, None).unwrap();
+        World {
+            _tmp: tmp,
+            identity_path,
+            identity,
+            fp: FingerprintKey::generate(1),
+            redcap: FakeRedcap::with(USER, OLD, PID),
+            ledger: Mem::default(),
+        }
+    }
+
+    /// A disk holding the store with the old token as current.
+    fn disk(&self, rt: &tokio::runtime::Runtime) -> SimFs {
+        let sim = SimFs::new();
+        durable::create_dir_all_durable(&sim, Path::new("/data")).unwrap();
+        let store =
+            FileStore::create_with(opts(&self.identity_path), Arc::new(sim.clone()), None).unwrap();
+        rt.block_on(
+            store.put(
+                &name(),
+                SecretValue::new(OLD.into()),
+                VersionMeta {
+                    operator: "test".into(),
+                    at: jiff::Timestamp::now(),
+                    reason: "first token".into(),
+                    fingerprint: Some(
+                        self.fp
+                            .fingerprint(&SecretValue::new(OLD.into()))
+                            .to_string(),
+                    ),
+                    rotation_id: None,
+                },
+                Label::Current,
+            ),
+        )
+        .unwrap();
+        sim
+    }
+
+    fn store(&self, sim: &SimFs) -> FileStore {
+        FileStore::open_with(opts(&self.identity_path), Arc::new(sim.clone()), None).unwrap()
+    }
+
+    fn journal(sim: &SimFs) -> Journal {
+        Journal::with(Arc::new(sim.clone()), "/data/rotation".into())
+    }
+
+    /// Runs `f` with a rotator over `sim`.
+    fn with_rotator<T>(
+        &self,
+        rt: &tokio::runtime::Runtime,
+        sim: &SimFs,
+        f: impl AsyncFnOnce(&Rotator<'_>) -> T,
+    ) -> T {
+        let journal = World::journal(sim);
+        let escrow = Escrow::new(
+            journal.clone(),
+            EscrowKey::store_identity(self.identity.clone(), &self.identity_path),
+        );
+        let store = self.store(sim);
+        let trail = AuditTrail::through(Box::new(self.ledger.clone()));
+        let clock = crate::clock::SystemClock;
+        let rotator = Rotator {
+            journal: &journal,
+            escrow: &escrow,
+            store: &store,
+            trail: &trail,
+            fingerprints: &self.fp,
+            redcap: &*self.redcap,
+            cutover: &NoGateway,
+            clock: &clock,
+            operator: "alice".into(),
+            say: &|_| {},
+        };
+        rt.block_on(f(&rotator))
+    }
+
+    fn plan(&self) -> Plan {
+        Plan {
+            account: "heart-site-a".into(),
+            username: USER.into(),
+            secret: name(),
+            project_id: Some(PID),
+            issuer: "sandbox".into(),
+            reason: "scheduled".into(),
+        }
+    }
+
+    /// Plan and drive to the end with the regenerating issuer.
+    fn rotate(&self, rt: &tokio::runtime::Runtime, sim: &SimFs) -> Result<Rotation, RotationError> {
+        let issuer = Regenerate(self.redcap.clone());
+        self.with_rotator(rt, sim, async |r| {
+            let rot = r.plan(self.plan()).await?;
+            r.drive(rot, Some(&issuer)).await
+        })
+    }
+
+    fn current(&self, rt: &tokio::runtime::Runtime, sim: &SimFs) -> String {
+        let s = rt
+            .block_on(
+                self.store(sim)
+                    .get(&name(), &Selector::Label(Label::Current)),
+            )
+            .unwrap();
+        s.value.expose().to_string()
+    }
+
+    /// Every file on the disk except the store and the escrows: none may
+    /// hold `value`.
+    fn assert_nowhere_but_store_and_escrow(&self, sim: &SimFs, value: &str) {
+        fn walk(sim: &SimFs, dir: &Path, out: &mut Vec<PathBuf>) {
+            for p in sim.list_dir(dir).unwrap_or_default() {
+                if sim.read(&p).is_ok() {
+                    out.push(p);
+                } else {
+                    walk(sim, &p, out);
+                }
+            }
+        }
+        let mut files = Vec::new();
+        walk(sim, Path::new("/data"), &mut files);
+        for f in files {
+            let n = f.file_name().unwrap().to_string_lossy().to_string();
+            if n.contains("secrets.age") || n.ends_with(".escrow.age") {
+                continue;
+            }
+            let bytes = sim.read(&f).unwrap();
+            let text = String::from_utf8_lossy(&bytes);
+            assert!(!text.contains(value), "{} holds a token value", f.display());
+        }
+    }
+
+    fn states(&self, id: &str) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for e in self.ledger.0.lock().unwrap().iter() {
+            if let EntryKind::Rotation {
+                rotation_id, to, ..
+            } = e
+                && rotation_id == id
+                && out.last() != Some(to)
+            {
+                out.push(to.clone());
+            }
+        }
+        out
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+const ALL: [&str; 7] = [
+    "planned",
+    "obtained",
+    "verified",
+    "stored",
+    "switched",
+    "old-revoked-verified",
+    "done",
+];
+
+#[test]
+fn a_rotation_runs_to_done_and_records_every_state() {
+    let rt = rt();
+    let w = World::new();
+    let sim = w.disk(&rt);
+    let rot = w.rotate(&rt, &sim).unwrap();
+    assert_eq!(rot.state, State::Done);
+    let new = w.redcap.token_of(USER);
+    assert_ne!(new, OLD);
+    assert_eq!(w.current(&rt, &sim), new);
+    assert_eq!(w.states(&rot.id), ALL);
+    assert!(rot.proof.as_deref().unwrap().contains("403"));
+    assert_eq!(rot.ownership.as_deref(), Some("unproven"));
+    assert!(!sim.exists(&PathBuf::from(format!(
+        "/data/rotation/{}.escrow.age",
+        rot.id
+    ))));
+    // The old version is `previous`, with its history; the new one names
+    // the rotation.
+    let hist = rt.block_on(w.store(&sim).history(&name())).unwrap();
+    assert_eq!(hist[0].labels, [Label::Current]);
+    assert_eq!(hist[0].meta.rotation_id.as_deref(), Some(rot.id.as_str()));
+    assert_eq!(hist[1].labels, [Label::Previous]);
+    // Fingerprints only, in the journal and the ledger.
+    w.assert_nowhere_but_store_and_escrow(&sim, &new);
+    w.assert_nowhere_but_store_and_escrow(&sim, OLD);
+    let ledger = format!("{:?}", w.ledger.0.lock().unwrap());
+    assert!(!ledger.contains(&new) && !ledger.contains(OLD));
+    assert!(ledger.contains(&rot.new_fingerprint.clone().unwrap()));
+    // Reading the journal back gives the same record.
+    assert_eq!(World::journal(&sim).load(&rot.id).unwrap(), rot);
+}
+
+#[test]
+fn a_power_cut_after_any_write_is_finished_by_resume() {
+    let rt = rt();
+    // One clean run to count the writes.
+    let (base, total) = {
+        let w = World::new();
+        let sim = w.disk(&rt);
+        let base = sim.op_count();
+        w.rotate(&rt, &sim).unwrap();
+        (base, sim.op_count() - base)
+    };
+    assert!(total > 20, "journal, escrow and store writes: {total}");
+    let mut recovered = 0;
+    for k in 0..=total {
+        let w = World::new();
+        let sim = w.disk(&rt);
+        sim.crash_after(base + k);
+        let first = w.rotate(&rt, &sim);
+        // Torn writes too: part of what was not synced reaches the disk.
+        let after = sim.crash_keeping(if k % 2 == 0 { 0 } else { 7 });
+        let open = World::journal(&after).all().unwrap();
+        let rot = match open.into_iter().next() {
+            // The journal never became durable: nothing started, nothing
+            // was regenerated; a new rotation starts from scratch.
+            None => {
+                assert_eq!(w.redcap.token_of(USER), OLD, "crash at op {k}");
+                w.rotate(&rt, &after).unwrap()
+            }
+            // Once the token is in escrow, resuming must never ask the
+            // issuer again (a person may have gone; REDCap would kill the
+            // escrowed token): resume without one.
+            Some(rot) if rot.state != State::Planned || after.exists(&escrow_of(&rot.id)) => {
+                recovered += 1;
+                w.with_rotator(&rt, &after, async |r| r.drive(rot, None).await)
+                    .unwrap_or_else(|e| panic!("resume after a crash at op {k}: {e}"))
+            }
+            Some(rot) => {
+                let issuer = Regenerate(w.redcap.clone());
+                w.with_rotator(&rt, &after, async |r| r.drive(rot, Some(&issuer)).await)
+                    .unwrap_or_else(|e| panic!("resume after a crash at op {k}: {e}"))
+            }
+        };
+        assert_eq!(rot.state, State::Done, "crash at op {k}");
+        if k >= total {
+            assert!(first.is_ok());
+        }
+        // Exactly one valid token, and it is the store's current one.
+        let valid = w.redcap.token_of(USER);
+        assert_eq!(w.current(&rt, &after), valid, "crash at op {k}");
+        let dead = rt
+            .block_on(w.redcap.project_of(&SecretValue::new(OLD.into())))
+            .unwrap();
+        assert_eq!(dead, TokenAnswer::Invalid);
+        // Every state is in the ledger, in order; no escrow left behind.
+        assert_eq!(w.states(&rot.id), ALL, "crash at op {k}");
+        let left: Vec<_> = after
+            .list_dir(Path::new("/data/rotation"))
+            .unwrap()
+            .into_iter()
+            .filter(|p| p.to_string_lossy().ends_with(".escrow.age"))
+            .collect();
+        assert!(left.is_empty(), "crash at op {k}: {left:?}");
+        w.assert_nowhere_but_store_and_escrow(&after, &valid);
+    }
+    assert!(
+        recovered > total / 2,
+        "{recovered} of {total} resumed past planned"
+    );
+}
+
+fn escrow_of(id: &str) -> PathBuf {
+    PathBuf::from(format!("/data/rotation/{id}.escrow.age"))
+}
+
+#[test]
+fn a_token_of_another_project_fails_verification_and_stays_in_escrow() {
+    let rt = rt();
+    let w = World::new();
+    let other = "FEDCBA9876543210FEDCBA9876543210";
+    w.redcap
+        .tokens
+        .lock()
+        .unwrap()
+        .insert("svc_other".into(), (other.into(), PID + 1));
+    let sim = w.disk(&rt);
+    let rot = w
+        .with_rotator(&rt, &sim, async |r| {
+            let rot = r.plan(w.plan()).await?;
+            r.drive(rot, Some(&Fixed(other.into()))).await
+        })
+        .unwrap();
+    assert_eq!(rot.state, State::Failed);
+    assert!(
+        rot.detail.contains("opens project 15, not 14"),
+        "{}",
+        rot.detail
+    );
+    assert_eq!(w.current(&rt, &sim), OLD, "the store is unchanged");
+    assert!(sim.exists(&PathBuf::from(format!(
+        "/data/rotation/{}.escrow.age",
+        rot.id
+    ))));
+    // A failed rotation is closed: a new one may start.
+    assert!(
+        World::journal(&sim)
+            .open_for("heart-site-a")
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[test]
+fn a_second_rotation_of_the_account_is_refused_while_one_is_open() {
+    let rt = rt();
+    let w = World::new();
+    let sim = w.disk(&rt);
+    let first = w
+        .with_rotator(&rt, &sim, async |r| r.plan(w.plan()).await)
+        .unwrap();
+    let err = w
+        .with_rotator(&rt, &sim, async |r| r.plan(w.plan()).await)
+        .unwrap_err();
+    assert!(matches!(err, RotationError::Open { ref id, .. } if *id == first.id));
+    assert!(err.to_string().contains("rotate resume"), "{err}");
+}
+
+#[test]
+fn redcap_down_stops_the_rotation_and_resume_continues() {
+    let rt = rt();
+    let w = World::new();
+    let sim = w.disk(&rt);
+    let issuer = Regenerate(w.redcap.clone());
+    let rot = w
+        .with_rotator(&rt, &sim, async |r| r.plan(w.plan()).await)
+        .unwrap();
+    *w.redcap.down.lock().unwrap() = true;
+    let err = w
+        .with_rotator(&rt, &sim, async |r| {
+            r.drive(rot.clone(), Some(&issuer)).await
+        })
+        .unwrap_err();
+    assert!(matches!(err, RotationError::Redcap { .. }), "{err}");
+    let kept = World::journal(&sim).load(&rot.id).unwrap();
+    assert_eq!(kept.state, State::Obtained, "the escrowed token is kept");
+    *w.redcap.down.lock().unwrap() = false;
+    let done = w
+        .with_rotator(&rt, &sim, async |r| r.drive(kept, None).await)
+        .unwrap();
+    assert_eq!(done.state, State::Done);
+    assert_eq!(w.current(&rt, &sim), w.redcap.token_of(USER));
+}
+
+#[test]
+fn abort_after_obtained_stores_the_escrowed_token_as_current() {
+    let rt = rt();
+    let w = World::new();
+    let sim = w.disk(&rt);
+    let issuer = Regenerate(w.redcap.clone());
+    let rot = w
+        .with_rotator(&rt, &sim, async |r| r.plan(w.plan()).await)
+        .unwrap();
+    *w.redcap.down.lock().unwrap() = true;
+    let _ = w.with_rotator(&rt, &sim, async |r| {
+        r.drive(rot.clone(), Some(&issuer)).await
+    });
+    let obtained = World::journal(&sim).load(&rot.id).unwrap();
+    assert_eq!(obtained.state, State::Obtained);
+    let aborted = w
+        .with_rotator(&rt, &sim, async |r| r.abort(obtained).await)
+        .unwrap();
+    assert_eq!(aborted.state, State::Aborted);
+    assert!(
+        aborted.detail.contains("is now current"),
+        "{}",
+        aborted.detail
+    );
+    assert_eq!(w.current(&rt, &sim), w.redcap.token_of(USER));
+    assert!(!sim.exists(&PathBuf::from(format!(
+        "/data/rotation/{}.escrow.age",
+        rot.id
+    ))));
+    // Abort before anything was obtained leaves the token alone.
+    *w.redcap.down.lock().unwrap() = false;
+    let before = w.current(&rt, &sim);
+    let planned = w
+        .with_rotator(&rt, &sim, async |r| r.plan(w.plan()).await)
+        .unwrap();
+    let aborted = w
+        .with_rotator(&rt, &sim, async |r| r.abort(planned).await)
+        .unwrap();
+    assert_eq!(aborted.state, State::Aborted);
+    assert_eq!(w.current(&rt, &sim), before);
+    let again = w
+        .with_rotator(&rt, &sim, async |r| r.abort(aborted).await)
+        .unwrap_err();
+    assert!(again.to_string().contains("already ended"), "{again}");
+}
+
+#[test]
+fn a_torn_journal_line_is_ignored_and_cut_before_the_next_append() {
+    let rt = rt();
+    let w = World::new();
+    let sim = w.disk(&rt);
+    let rot = w
+        .with_rotator(&rt, &sim, async |r| r.plan(w.plan()).await)
+        .unwrap();
+    let journal = World::journal(&sim);
+    let path = journal.path(&rot.id);
+    let mut f = sim.open_append(&path).unwrap();
+    f.write_all(b"{\"id\":\"torn").unwrap();
+    assert_eq!(journal.load(&rot.id).unwrap(), rot);
+    let mut next = rot.clone();
+    next.detail = "next".into();
+    journal.append(&next).unwrap();
+    assert_eq!(journal.load(&rot.id).unwrap(), next);
+    // Damage in the middle is reported, not skipped.
+    let bytes = sim.read(&path).unwrap();
+    let mut damaged = b"garbage\n".to_vec();
+    damaged.extend_from_slice(&bytes);
+    durable::atomic_replace(&sim, &path, &damaged).unwrap();
+    let err = journal.load(&rot.id).unwrap_err();
+    assert!(err.to_string().contains("damaged"), "{err}");
+}
