@@ -124,6 +124,11 @@ pub enum Command {
         study: Option<String>,
     },
 
+    /// Rotate service-account tokens: a resumable procedure around REDCap's
+    /// manual regenerate step (docs/rotation.md).
+    #[command(subcommand)]
+    Rotate(RotateCommand),
+
     /// Print a shell completion script to standard output.
     Completions {
         /// The shell to write completions for.
@@ -362,6 +367,72 @@ pub enum AccountsCommand {
         /// The account, as named in an `[[account]]` section.
         account: String,
         /// What was found and fixed (recorded in the ledger).
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+/// Who obtains a new token (default: `[rotation] issuer`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum IssuerArg {
+    /// A person regenerates it in REDCap's UI and types it (no echo) or
+    /// pipes it on standard input.
+    Manual,
+    /// redcap-sandbox's admin endpoint.
+    Sandbox,
+    /// The program of `[rotation] command`.
+    Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RotateCommand {
+    /// Every account: its token's age, due date (`rotate_every_days`),
+    /// any open rotation and the last one with its proof. Exit 1 when a
+    /// token is overdue or a rotation is open.
+    Status,
+    /// Start a rotation of ACCOUNT and drive it as far as it goes: the
+    /// gateway holds the account's requests, the issuer obtains the new
+    /// token (escrowed at once), it is verified, stored, made current, and
+    /// the old token shown dead.
+    Start {
+        /// The `[[account]]` whose token to rotate.
+        account: String,
+        /// Why (recorded with your login in every ledger entry).
+        #[arg(long)]
+        reason: String,
+        /// The issuer [default: `[rotation] issuer`].
+        #[arg(long, value_enum)]
+        issuer: Option<IssuerArg>,
+    },
+    /// Like `start`, from start to done with a non-interactive issuer
+    /// (sandbox or command); refuses `manual`.
+    Run {
+        /// The `[[account]]` whose token to rotate.
+        account: String,
+        /// Why (recorded with your login in every ledger entry).
+        #[arg(long)]
+        reason: String,
+        /// The issuer [default: `[rotation] issuer`].
+        #[arg(long, value_enum)]
+        issuer: Option<IssuerArg>,
+    },
+    /// Continue rotation ID from its last durable state (after a crash, or
+    /// once REDCap, the store, the gateway or the ledger is back).
+    Resume {
+        /// The rotation id (`rotate status` lists open ones).
+        id: String,
+        /// The issuer, if the rotation still needs its new token
+        /// [default: the one it was started with].
+        #[arg(long, value_enum)]
+        issuer: Option<IssuerArg>,
+    },
+    /// Stop rotation ID. After the new token was obtained (REDCap has
+    /// already killed the old one), the escrowed token is stored as
+    /// `current`, and the command says so.
+    Abort {
+        /// The rotation id.
+        id: String,
+        /// Why (recorded with your login).
         #[arg(long)]
         reason: String,
     },

@@ -74,3 +74,100 @@ impl EntrySink for AdminClient {
         Ok(())
     }
 }
+
+/// The answer of a state-changing admin endpoint: its status and the
+/// `error` text of a refusal.
+struct Answer {
+    status: reqwest::StatusCode,
+    error: String,
+}
+
+impl AdminClient {
+    /// `POST` `body` to `path` on the admin listener. `Err` when nothing
+    /// answers there (no gateway running).
+    async fn post(&self, path: &str, body: serde_json::Value) -> Result<Answer, String> {
+        let url = format!("http://{}{path}", self.listen);
+        let resp = self
+            .http
+            .post(&url)
+            .bearer_auth(self.token.as_str())
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| format!("no gateway answers at {url} ({})", e.without_url()))?;
+        let status = resp.status();
+        let error = if status.is_success() {
+            String::new()
+        } else {
+            let v: serde_json::Value = resp.json().await.unwrap_or_default();
+            v["error"].as_str().unwrap_or_default().to_string()
+        };
+        Ok(Answer { status, error })
+    }
+}
+
+/// What a rotation asks of the gateway: the cut-over hold. A gateway that
+/// does not run is no error — there is nothing to hold — and the answer
+/// says so.
+#[async_trait::async_trait]
+impl governance::rotation::Cutover for AdminClient {
+    async fn hold(&self, account: &str, operator: &str, reason: &str) -> Result<String, String> {
+        let a = match self
+            .post(
+                &format!("/admin/accounts/{account}/hold"),
+                serde_json::json!({"operator": operator, "reason": reason}),
+            )
+            .await
+        {
+            Ok(a) => a,
+            Err(none) => return Ok(format!("{none}: continuing without a cut-over hold")),
+        };
+        match a.status.as_u16() {
+            200..=299 => Ok(format!(
+                "the gateway holds the requests of `{account}` until the switch"
+            )),
+            409 => Ok(format!(
+                "the gateway already holds the requests of `{account}`"
+            )),
+            // The account is not in the configuration the gateway runs.
+            404 => Ok(format!(
+                "the running gateway does not serve `{account}` ({}): no hold needed",
+                a.error
+            )),
+            _ => Err(format!(
+                "the gateway refused to hold `{account}` ({}): {}",
+                a.status, a.error
+            )),
+        }
+    }
+
+    async fn release(&self, account: &str, operator: &str, reason: &str) -> Result<String, String> {
+        let a = match self
+            .post(
+                &format!("/admin/accounts/{account}/release"),
+                serde_json::json!({"operator": operator, "reason": reason}),
+            )
+            .await
+        {
+            Ok(a) => a,
+            Err(none) => return Ok(format!("{none}: no gateway to release")),
+        };
+        match a.status.as_u16() {
+            200..=299 => Ok(format!(
+                "the gateway released `{account}`; it reads the new current token"
+            )),
+            // No hold in force (it ran out, or the gateway restarted): the
+            // release still made it forget cached tokens.
+            409 => Ok(format!(
+                "the gateway had no hold on `{account}` (it ran out or the gateway restarted); its cached tokens are forgotten"
+            )),
+            404 => Ok(format!(
+                "the running gateway does not serve `{account}`: nothing to release"
+            )),
+            _ => Err(format!(
+                "the gateway refused to release `{account}` ({}): {}",
+                a.status, a.error
+            )),
+        }
+    }
+}

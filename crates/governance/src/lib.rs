@@ -39,6 +39,24 @@ pub mod witness;
 
 pub use redcap;
 
+/// Points where a test kills the process, to prove that the next open
+/// recovers (a signing-key rotation, a token rotation). Compiled in only with the `fault-injection` feature (the CLI
+/// turns it on for its own tests, never in a release build); even then
+/// nothing happens unless `REDCAP_WARDEN_FAULT` names the point.
+pub(crate) mod fault {
+    #[cfg(feature = "fault-injection")]
+    pub(crate) fn point(name: &str) {
+        if std::env::var("REDCAP_WARDEN_FAULT").is_ok_and(|v| v == name) {
+            // SIGKILL: nothing is flushed, closed or unlocked but by the
+            // kernel, as when the machine's operator kills the process.
+            let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+
+    #[cfg(not(feature = "fault-injection"))]
+    pub(crate) fn point(_: &str) {}
+}
+
 /// The login of this process (its real user id in the password database),
 /// for what this crate records on its own: a witness version, the recovery
 /// of an interrupted key rotation.

@@ -406,7 +406,7 @@ pub async fn rotate_signing_key(
         reason: reason.to_string(),
     };
     blocking(move || l.append(kind)).await?;
-    fault::point("signing-key-staged");
+    crate::fault::point("signing-key-staged");
     // 2. In force in the ledger.
     let (op, why) = (operator.to_string(), reason.to_string());
     let l = ledger.clone();
@@ -416,7 +416,7 @@ pub async fn rotate_signing_key(
     })
     .await
     .map_err(|e| not_signer(e, held))?;
-    fault::point("signing-key-rotated");
+    crate::fault::point("signing-key-rotated");
     // 3. Pinned; 4. current.
     let pinned = pin(config, &pinned, &verifier);
     store
@@ -450,22 +450,4 @@ fn not_signer(e: AuditError, held: impl Fn(String) -> AuditError) -> AuditError 
         AuditError::Ledger(e @ LedgerError::NotSigner { .. }) => held(e.to_string()),
         e => e,
     }
-}
-
-/// Points where a test kills the process, to prove that the next open
-/// recovers. Compiled in only with the `fault-injection` feature (the CLI
-/// turns it on for its own tests, never in a release build); even then
-/// nothing happens unless `REDCAP_WARDEN_FAULT` names the point.
-mod fault {
-    #[cfg(feature = "fault-injection")]
-    pub(super) fn point(name: &str) {
-        if std::env::var("REDCAP_WARDEN_FAULT").is_ok_and(|v| v == name) {
-            // SIGKILL: nothing is flushed, closed or unlocked but by the
-            // kernel, as when the machine's operator kills the process.
-            let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
-        }
-    }
-
-    #[cfg(not(feature = "fault-injection"))]
-    pub(super) fn point(_: &str) {}
 }

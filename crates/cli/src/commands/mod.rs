@@ -9,6 +9,7 @@ mod ledger;
 mod ledger_export;
 mod quickstart;
 mod rights;
+mod rotate;
 mod secrets;
 mod serve;
 mod sites;
@@ -16,7 +17,7 @@ mod sites;
 use crate::Outcome;
 use crate::args::{
     AccountsCommand, Args, Command, ConfigCommand, KeysCommand, LedgerCommand, ProveCommand,
-    RightsCommand, SecretsCommand,
+    RightsCommand, RotateCommand, SecretsCommand,
 };
 
 pub fn run(args: &Args) -> anyhow::Result<Outcome> {
@@ -121,6 +122,21 @@ pub fn run(args: &Args) -> anyhow::Result<Outcome> {
             account,
         }) => rights::apply(args, reason, study.as_deref(), account.as_deref()),
         Command::Sites { study } => sites::run(args, study.as_deref()),
+        Command::Rotate(cmd) => match cmd {
+            RotateCommand::Status => rotate::status(args),
+            RotateCommand::Start {
+                account,
+                reason,
+                issuer,
+            } => rotate::start(args, account, reason, *issuer, false),
+            RotateCommand::Run {
+                account,
+                reason,
+                issuer,
+            } => rotate::start(args, account, reason, *issuer, true),
+            RotateCommand::Resume { id, issuer } => rotate::resume(args, id, *issuer),
+            RotateCommand::Abort { id, reason } => rotate::abort(args, id, reason),
+        },
         Command::Completions { shell } => completions::print(*shell),
     }
 }

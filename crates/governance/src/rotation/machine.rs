@@ -207,7 +207,7 @@ impl Rotator<'_> {
     /// releases the hold. After (REDCap has killed the old token), stores
     /// the escrowed token as `current` — unverified — and says so. Past
     /// the switch, refused: resume finishes it.
-    pub async fn abort(&self, mut rot: Rotation) -> Result<Rotation, RotationError> {
+    pub async fn abort(&self, mut rot: Rotation, why: &str) -> Result<Rotation, RotationError> {
         if !rot.recorded {
             self.record(&mut rot).await?;
         }
@@ -217,7 +217,7 @@ impl Rotator<'_> {
                 self.transition(
                     &mut rot,
                     State::Aborted,
-                    format!("aborted before a new token was obtained: the old token is unchanged unless someone regenerated it in REDCap by hand; {released}"),
+                    format!("aborted ({why}) before a new token was obtained: the old token is unchanged unless someone regenerated it in REDCap by hand; {released}"),
                 )
                 .await?;
             }
@@ -232,7 +232,7 @@ impl Rotator<'_> {
                 self.transition(
                     &mut rot,
                     State::Aborted,
-                    format!("aborted after the new token was obtained: REDCap had already replaced the old token, so the escrowed token ({fp}) is now current (version {version}) without the remaining checks; {released}"),
+                    format!("aborted ({why}) after the new token was obtained: REDCap had already replaced the old token, so the escrowed token ({fp}) is now current (version {version}) without the remaining checks; {released}"),
                 )
                 .await?;
             }
@@ -307,6 +307,7 @@ impl Rotator<'_> {
             })?;
             // Nothing else happens before the token is durable in escrow.
             self.escrow.put(&rot.id, &token)?;
+            crate::fault::point("rotation:escrowed");
             (
                 token,
                 format!(
@@ -568,6 +569,7 @@ impl Rotator<'_> {
         rot.detail = detail;
         rot.recorded = false;
         self.journal.append(rot)?;
+        crate::fault::point(&format!("rotation:{to}:unrecorded"));
         self.record(rot).await
     }
 
@@ -579,6 +581,7 @@ impl Rotator<'_> {
             "rotation {}: {} → {}",
             rot.id, rot.from, rot.state
         ));
+        crate::fault::point(&format!("rotation:{}", rot.state));
         Ok(())
     }
 }

@@ -429,10 +429,12 @@ fn a_token_of_another_project_fails_verification_and_stays_in_escrow() {
         rot.detail
     );
     assert_eq!(w.current(&rt, &sim), OLD, "the store is unchanged");
-    assert!(sim.exists(&PathBuf::from(format!(
-        "/data/rotation/{}.escrow.age",
-        rot.id
-    ))));
+    // The escrow is age, to the store's identity: `rage -d -i` opens it.
+    let sealed = sim.read(&escrow_of(&rot.id)).unwrap();
+    let text = String::from_utf8(sealed.clone()).unwrap();
+    assert!(text.starts_with("-----BEGIN AGE ENCRYPTED FILE-----"));
+    assert!(!text.contains(other));
+    assert_eq!(w.identity.unseal(&sealed).unwrap().expose(), other);
     // A failed rotation is closed: a new one may start.
     assert!(
         World::journal(&sim)
@@ -499,7 +501,9 @@ fn abort_after_obtained_stores_the_escrowed_token_as_current() {
     let obtained = World::journal(&sim).load(&rot.id).unwrap();
     assert_eq!(obtained.state, State::Obtained);
     let aborted = w
-        .with_rotator(&rt, &sim, async |r| r.abort(obtained).await)
+        .with_rotator(&rt, &sim, async |r| {
+            r.abort(obtained, "operator stopped it").await
+        })
         .unwrap();
     assert_eq!(aborted.state, State::Aborted);
     assert!(
@@ -519,12 +523,12 @@ fn abort_after_obtained_stores_the_escrowed_token_as_current() {
         .with_rotator(&rt, &sim, async |r| r.plan(w.plan()).await)
         .unwrap();
     let aborted = w
-        .with_rotator(&rt, &sim, async |r| r.abort(planned).await)
+        .with_rotator(&rt, &sim, async |r| r.abort(planned, "t").await)
         .unwrap();
     assert_eq!(aborted.state, State::Aborted);
     assert_eq!(w.current(&rt, &sim), before);
     let again = w
-        .with_rotator(&rt, &sim, async |r| r.abort(aborted).await)
+        .with_rotator(&rt, &sim, async |r| r.abort(aborted, "t").await)
         .unwrap_err();
     assert!(again.to_string().contains("already ended"), "{again}");
 }

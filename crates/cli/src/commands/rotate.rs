@@ -1,0 +1,436 @@
+//! `rotate status|start|run|resume|abort`: token rotation
+//! (`docs/rotation.md`; the state machine is `governance::rotation`).
+//! This file wires it to the configuration, the store, the ledger, REDCap
+//! and the running gateway, and owns the one issuer that needs the
+//! terminal: `manual`.
+
+use std::io::{IsTerminal, Read};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use governance::redcap::client::{Client, OutboundLimiter};
+use governance::rotation::escrow::ESCROW_IDENTITY;
+use governance::rotation::{
+    CommandIssuer, Cutover, Escrow, EscrowKey, IssueError, Issuer, Journal, NoGateway, Plan,
+    Rotation, RotationError, Rotator, SandboxIssuer, State, Target,
+};
+use secrets::file::ExposeSecret;
+use secrets::{FileStore, FingerprintKey, Label, SecretStore, SecretValue};
+use serde_json::{Value, json};
+use warden_config::{IssuerKind, LoadedConfig, SecretsBackend};
+use zeroize::Zeroizing;
+
+use crate::Outcome;
+use crate::args::{Args, IssuerArg};
+use crate::operator::Operator;
+use crate::store::{file_store_options, load_config, open_store, open_trail, unlock_identity};
+
+/// The outbound window, in this process (as `rights check` keeps it).
+#[derive(Clone)]
+struct Paced(Arc<gateway::upstream::Limiter>);
+
+impl OutboundLimiter for Paced {
+    async fn acquire(&self) -> bool {
+        self.0.acquire().await
+    }
+}
+
+/// Where the journals and escrows live: `<data_dir>/rotation/`.
+fn journal(config: &LoadedConfig) -> Journal {
+    Journal::on_os(config.data_dir().join("rotation"))
+}
+
+/// The store, and who the escrow encrypts to: the file store's identity,
+/// or for Vault and AWS the escrow's own identity beside the journals.
+fn store_and_escrow(
+    config: &LoadedConfig,
+    journal: &Journal,
+) -> anyhow::Result<(Arc<dyn SecretStore>, Escrow)> {
+    if config.config.secrets.backend == SecretsBackend::File {
+        let opts = file_store_options(config);
+        let identity = unlock_identity(config)?;
+        let store = FileStore::open_with_identity(opts.clone(), identity.clone())
+            .with_context(|| format!("opening the secrets store {}", opts.path.display()))?;
+        let key = EscrowKey::store_identity(identity, &opts.identity);
+        Ok((Arc::new(store), Escrow::new(journal.clone(), key)))
+    } else {
+        let store = open_store(config)?;
+        let key = EscrowKey::own_identity(&journal.dir().join(ESCROW_IDENTITY))?;
+        Ok((store, Escrow::new(journal.clone(), key)))
+    }
+}
+
+fn issuer_kind(arg: Option<IssuerArg>, default: IssuerKind) -> IssuerKind {
+    match arg {
+        Some(IssuerArg::Manual) => IssuerKind::Manual,
+        Some(IssuerArg::Sandbox) => IssuerKind::Sandbox,
+        Some(IssuerArg::Command) => IssuerKind::Command,
+        None => default,
+    }
+}
+
+/// The issuer `kind`, from `[rotation]`.
+fn issuer(config: &LoadedConfig, kind: IssuerKind) -> anyhow::Result<Box<dyn Issuer>> {
+    let r = &config.config.rotation;
+    let file = config.path.display();
+    Ok(match kind {
+        IssuerKind::Manual => Box::new(Manual {
+            redcap_url: config.config.redcap.url().to_string(),
+        }),
+        IssuerKind::Sandbox => {
+            let Some(url) = &r.sandbox_url else {
+                bail!(
+                    "the sandbox issuer needs [rotation] sandbox_url in {file}, e.g. sandbox_url = \"http://127.0.0.1:8480\""
+                );
+            };
+            let Some(secret_file) = &r.sandbox_admin_secret_file else {
+                bail!(
+                    "the sandbox issuer needs [rotation] sandbox_admin_secret_file in {file}: a 0600 file holding the sandbox's --admin-secret"
+                );
+            };
+            let path = config.resolve(secret_file);
+            let secret = secrets::file::read_passphrase_file(&path).map_err(|e| {
+                anyhow::anyhow!(
+                    "[rotation] sandbox_admin_secret_file {}: {e}",
+                    path.display()
+                )
+            })?;
+            Box::new(SandboxIssuer::new(
+                url,
+                Zeroizing::new(secret.expose_secret().to_string()),
+            ))
+        }
+        IssuerKind::Command => {
+            if r.command.is_empty() {
+                bail!(
+                    "the command issuer needs [rotation] command in {file}, e.g. command = [\"/usr/local/bin/regenerate-token\", \"{{username}}\", \"{{project_id}}\"]"
+                );
+            }
+            Box::new(CommandIssuer::new(r.command.clone()))
+        }
+    })
+}
+
+/// Runs `f` with a rotator over everything `config` names: the ledger is
+/// opened first (nothing happens that could not be recorded) and closed
+/// after, whatever `f` returned.
+fn with_rotator(
+    config: &LoadedConfig,
+    operator: &Operator,
+    f: impl AsyncFnOnce(&Rotator<'_>) -> Result<Rotation, RotationError>,
+) -> anyhow::Result<Rotation> {
+    let journal = journal(config);
+    let (store, escrow) = store_and_escrow(config, &journal)?;
+    let rt = super::runtime()?;
+    rt.block_on(async {
+        let fingerprints = FingerprintKey::load(&*store).await.with_context(
+            || "reading the fingerprint key (was the store set up with `redcap-warden init`?)",
+        )?;
+        let limiter = Arc::new(gateway::upstream::Limiter::new(
+            config.config.gateway.outbound_per_minute,
+            Duration::from_secs(60),
+        ));
+        let redcap = Client::new(config.config.redcap.url())
+            .with_context(|| format!("the REDCap URL in {}", config.path.display()))?
+            .with_limiter(Paced(limiter));
+        let cutover: Box<dyn Cutover> =
+            match gateway::admin_client::AdminClient::from_config(config) {
+                Ok(client) => Box::new(client),
+                Err(e) => {
+                    eprintln!("no gateway has run here ({e}): rotating without a cut-over hold");
+                    Box::new(NoGateway)
+                }
+            };
+        let trail = open_trail(config, &*store).await?;
+        let clock = governance::clock::SystemClock;
+        let say = |line: &str| eprintln!("{line}");
+        let rotator = Rotator {
+            journal: &journal,
+            escrow: &escrow,
+            store: &*store,
+            trail: &trail,
+            fingerprints: &fingerprints,
+            redcap: &redcap,
+            cutover: &*cutover,
+            clock: &clock,
+            operator: operator.to_string(),
+            say: &say,
+        };
+        let result = f(&rotator).await;
+        let closed = trail.close().await;
+        let rotation = result?;
+        closed?;
+        anyhow::Ok(rotation)
+    })
+}
+
+/// `rotate start` and `rotate run` (`run` refuses the manual issuer).
+pub fn start(
+    args: &Args,
+    account: &str,
+    reason: &str,
+    issuer_arg: Option<IssuerArg>,
+    unattended: bool,
+) -> anyhow::Result<Outcome> {
+    let operator = Operator::current(args.operator.as_deref())?;
+    let reason = super::reason(reason)?;
+    let config = load_config(&args.config)?;
+    let c = &config.config;
+    let Some(acc) = c.account.iter().find(|a| a.name == account) else {
+        bail!(
+            "no [[account]] named `{account}` in {}; `redcap-warden accounts list` shows them",
+            config.path.display()
+        );
+    };
+    let project_id = c
+        .study
+        .iter()
+        .find(|s| s.name == acc.study)
+        .and_then(|s| s.project_id);
+    let kind = issuer_kind(issuer_arg, c.rotation.issuer);
+    if unattended && kind == IssuerKind::Manual {
+        bail!(
+            "`rotate run` needs an issuer that works without a person (sandbox or command), and the issuer is manual; use `rotate start` (it asks for the token), or give --issuer sandbox|command with its [rotation] settings"
+        );
+    }
+    let issuer = issuer(&config, kind)?;
+    let _lock = journal(&config).lock(account)?;
+    let plan = Plan {
+        account: acc.name.clone(),
+        username: acc.username.clone(),
+        secret: acc.secret.clone(),
+        project_id,
+        issuer: kind.as_str().to_string(),
+        reason,
+    };
+    let rotation = with_rotator(&config, &operator, async |r| {
+        let rot = r.plan(plan).await?;
+        r.drive(rot, Some(&*issuer)).await
+    })?;
+    report(args, &rotation)
+}
+
+/// `rotate resume ID`.
+pub fn resume(args: &Args, id: &str, issuer_arg: Option<IssuerArg>) -> anyhow::Result<Outcome> {
+    let operator = Operator::current(args.operator.as_deref())?;
+    let config = load_config(&args.config)?;
+    let journal = journal(&config);
+    let account = journal.load(id)?.account;
+    let _lock = journal.lock(&account)?;
+    // Read again under the lock: another process may have moved it on.
+    let rot = journal.load(id)?;
+    if !rot.state.is_open() {
+        eprintln!("rotation {id} has already ended ({})", rot.state);
+        return report(args, &rot);
+    }
+    let default = match rot.issuer.as_str() {
+        "sandbox" => IssuerKind::Sandbox,
+        "command" => IssuerKind::Command,
+        _ => IssuerKind::Manual,
+    };
+    let issuer = if rot.state == State::Planned {
+        Some(issuer(&config, issuer_kind(issuer_arg, default))?)
+    } else {
+        None
+    };
+    let rotation = with_rotator(&config, &operator, async |r| {
+        r.drive(rot, issuer.as_deref()).await
+    })?;
+    report(args, &rotation)
+}
+
+/// `rotate abort ID --reason R`.
+pub fn abort(args: &Args, id: &str, reason: &str) -> anyhow::Result<Outcome> {
+    let operator = Operator::current(args.operator.as_deref())?;
+    let reason = super::reason(reason)?;
+    let config = load_config(&args.config)?;
+    let journal = journal(&config);
+    let account = journal.load(id)?.account;
+    let _lock = journal.lock(&account)?;
+    let rot = journal.load(id)?;
+    let rotation = with_rotator(&config, &operator, async |r| r.abort(rot, &reason).await)?;
+    report(args, &rotation)
+}
+
+/// What a rotation came to: JSON (the journal's record: fingerprints
+/// only), or a few lines.
+fn report(args: &Args, rot: &Rotation) -> anyhow::Result<Outcome> {
+    if args.json {
+        println!("{}", serde_json::to_string(rot)?);
+    } else {
+        println!(
+            "rotation {} of `{}` ({}): {}",
+            rot.id, rot.account, rot.username, rot.state
+        );
+        println!("  {}", rot.detail);
+        println!(
+            "  old token {} (version {})",
+            rot.old_fingerprint, rot.old_version
+        );
+        if let Some(fp) = &rot.new_fingerprint {
+            println!(
+                "  new token {fp} (version {})",
+                rot.new_version.as_deref().unwrap_or("not stored")
+            );
+        }
+        if let Some(o) = &rot.ownership {
+            println!("  ownership: {o}");
+        }
+        if let Some(p) = &rot.proof {
+            println!("  proof: {p}");
+        }
+    }
+    Ok(if rot.state == State::Failed {
+        Outcome::Findings
+    } else {
+        Outcome::Clean
+    })
+}
+
+/// `rotate status`: every account's token age and due date, open and last
+/// rotations. Exit 1 when a token is overdue.
+pub fn status(args: &Args) -> anyhow::Result<Outcome> {
+    let config = load_config(&args.config)?;
+    let store = open_store(&config)?;
+    let rotations = journal(&config).all()?;
+    let rt = super::runtime()?;
+    let now = jiff::Timestamp::now();
+    let mut rows = Vec::new();
+    let mut overdue_any = false;
+    for a in &config.config.account {
+        let history = match rt.block_on(store.history(&a.secret)) {
+            Ok(h) => h,
+            Err(secrets::StoreError::NotFound { .. }) => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
+        let current = history.iter().find(|v| v.labels.contains(&Label::Current));
+        let days = i64::from(a.rotate_every_days);
+        let (set_at, age_days, due, overdue) = match current {
+            Some(v) => {
+                let due = v
+                    .meta
+                    .at
+                    .checked_add(jiff::SignedDuration::from_hours(24 * days))
+                    .unwrap_or(v.meta.at);
+                let age = now.duration_since(v.meta.at).as_hours() / 24;
+                (Some(v.meta.at), Some(age), Some(due), now > due)
+            }
+            None => (None, None, None, false),
+        };
+        overdue_any |= overdue;
+        let mine: Vec<&Rotation> = rotations.iter().filter(|r| r.account == a.name).collect();
+        let open = mine.iter().rev().find(|r| r.state.is_open());
+        let last = mine.iter().rev().find(|r| !r.state.is_open());
+        rows.push(json!({
+            "account": a.name,
+            "secret": a.secret,
+            "token_version": current.map(|v| v.version.0.clone()),
+            "token_set_at": set_at.map(|t| t.to_string()),
+            "age_days": age_days,
+            "rotate_every_days": a.rotate_every_days,
+            "due": due.map(|t| t.to_string()),
+            "overdue": overdue,
+            "open_rotation": open.map(|r| json!({"id": r.id, "state": r.state, "since": r.at.to_string(), "detail": r.detail})),
+            "last_rotation": last.map(|r| json!({"id": r.id, "state": r.state, "at": r.at.to_string(), "proof": r.proof, "ownership": r.ownership})),
+        }));
+    }
+    if args.json {
+        println!("{}", Value::Array(rows));
+    } else if rows.is_empty() {
+        println!("No [[account]] sections in {}.", config.path.display());
+    } else {
+        println!(
+            "{:<24} {:>4} {:<12} {:<8} {:<36} LAST",
+            "ACCOUNT", "AGE", "DUE", "", "OPEN ROTATION"
+        );
+        for r in &rows {
+            let s = |v: &Value| v.as_str().unwrap_or("-").to_string();
+            let open = match r["open_rotation"].as_object() {
+                Some(o) => format!("{} ({})", s(&o["id"]), s(&o["state"])),
+                None => "-".into(),
+            };
+            let last = match r["last_rotation"].as_object() {
+                Some(o) => format!(
+                    "{} {} {}",
+                    s(&o["id"]),
+                    s(&o["state"]),
+                    super::short_time(&s(&o["at"]))
+                ),
+                None => "-".into(),
+            };
+            let age = r["age_days"]
+                .as_i64()
+                .map_or("-".to_string(), |d| format!("{d}d"));
+            let due = s(&r["due"]);
+            println!(
+                "{:<24} {:>4} {:<12} {:<8} {:<36} {last}",
+                s(&r["account"]),
+                age,
+                due.get(..10).unwrap_or(&due),
+                if r["overdue"] == true { "OVERDUE" } else { "" },
+                open,
+            );
+        }
+    }
+    Ok(if overdue_any {
+        Outcome::Findings
+    } else {
+        Outcome::Clean
+    })
+}
+
+/// A person regenerates the token in REDCap's UI; the token comes from a
+/// no-echo prompt on a terminal, otherwise from standard input — never
+/// from the command line.
+struct Manual {
+    redcap_url: String,
+}
+
+#[async_trait::async_trait]
+impl Issuer for Manual {
+    fn name(&self) -> &'static str {
+        "manual"
+    }
+
+    fn fix(&self) -> String {
+        "paste the token REDCap shows after regenerating it".into()
+    }
+
+    async fn obtain(&self, t: &Target) -> Result<SecretValue, IssueError> {
+        let base = self.redcap_url.trim_end_matches('/');
+        let base = base.strip_suffix("/api").unwrap_or(base);
+        eprintln!(
+            "\nRegenerate the API token of REDCap user `{user}` in project {pid} (account `{acc}`):\n  \
+             1. Sign in to {base}/ as a REDCap administrator.\n  \
+             2. Control Center → API Tokens ({base}/ControlCenter/user_api_tokens.php); find user `{user}`, project {pid}.\n  \
+             3. Regenerate the token and confirm. REDCap deactivates the old token at once (the gateway holds the account's requests meanwhile).\n  \
+             4. Copy the new token and paste it below (it is not echoed), or pipe it on standard input.\n",
+            user = t.username,
+            pid = t.project_id,
+            acc = t.account,
+        );
+        let mut raw = Zeroizing::new(String::new());
+        if std::io::stdin().is_terminal() {
+            *raw = rpassword::prompt_password(format!(
+                "New token for `{}` (not echoed): ",
+                t.username
+            ))
+            .map_err(|e| IssueError(format!("reading the token from the terminal: {e}")))?;
+        } else {
+            std::io::stdin()
+                .read_to_string(&mut raw)
+                .map_err(|e| IssueError(format!("reading the token from standard input: {e}")))?;
+        }
+        let token = raw.trim();
+        if token.is_empty() {
+            return Err(IssueError("no token was given".into()));
+        }
+        if token.chars().any(char::is_control) {
+            return Err(IssueError(
+                "the token contains control characters (a line break inside it?); give it on one line".into(),
+            ));
+        }
+        Ok(SecretValue::new(token.to_string()))
+    }
+}

@@ -1,0 +1,488 @@
+//! `rotate` end to end against redcap-sandbox, with the gateway running:
+//! a rotation from start to done (the gateway keeps serving the account,
+//! with the new token), then the process killed (SIGKILL) after every
+//! state and at the escrow, each time finished by `rotate resume`; the
+//! manual issuer from standard input, a wrong token pasted, and a second
+//! rotation of the account refused while one is in progress. At the end
+//! `ledger verify` accepts the chain, and no token value — the first or any
+//! of the new ones — is in any output or any file but the store.
+
+mod common;
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use canary::Canary;
+use common::{Serving, add_config, free_port, init, text, warden};
+use redcap_sandbox::{Config as SandboxConfig, Server};
+use serde_json::{Value, json};
+
+const SUPER: &str = "CD34EF56AB12CD34EF56AB12CD34EF56AB12CD34EF56AB12CD34EF56AB12CD34";
+const ADMIN: &str = "rotation-test-sandbox-admin";
+const ACCOUNT: &str = "heart-site-a";
+
+struct Sandbox {
+    rt: tokio::runtime::Runtime,
+    http: reqwest::Client,
+    base: String,
+    _server: Server,
+}
+
+impl Sandbox {
+    fn post(&self, url: &str, form: &[(&str, &str)]) -> (u16, String) {
+        self.rt.block_on(async {
+            let r = self.http.post(url).form(form).send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        })
+    }
+
+    fn api(&self, form: &[(&str, &str)]) -> (u16, String) {
+        self.post(&format!("{}/api/", self.base), form)
+    }
+
+    fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        self.rt.block_on(async {
+            let mut req = self
+                .http
+                .request(method, format!("{}{path}", self.base))
+                .bearer_auth(ADMIN);
+            if let Some(b) = body {
+                req = req.json(&b);
+            }
+            let r = req.send().await.unwrap();
+            assert_eq!(r.status(), 200, "{path}");
+            r.json().await.unwrap()
+        })
+    }
+
+    /// The user's token as REDCap holds it now.
+    fn token(&self, pid: u64, user: &str) -> String {
+        self.admin(
+            reqwest::Method::GET,
+            &format!("/sandbox/projects/{pid}/users/{user}/token"),
+            None,
+        )["token"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    fn works(&self, token: &str) -> bool {
+        let (status, _) = self.api(&[("token", token), ("content", "version")]);
+        status == 200
+    }
+}
+
+fn rotate(dir: &Path, args: &[&str], fault: Option<&str>, stdin: Option<&str>) -> Output {
+    let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("redcap-warden"));
+    cmd.current_dir(dir)
+        .arg("rotate")
+        .args(args)
+        .env_remove("SUDO_USER")
+        .env_remove("REDCAP_WARDEN_FAULT")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(f) = fault {
+        cmd.env("REDCAP_WARDEN_FAULT", f);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut pipe = child.stdin.take().unwrap();
+    if let Some(s) = stdin {
+        pipe.write_all(s.as_bytes()).unwrap();
+    }
+    drop(pipe);
+    child.wait_with_output().unwrap()
+}
+
+fn status_json(dir: &Path) -> Value {
+    let out = warden(dir, &["rotate", "status", "--json"], None);
+    assert!(out.status.code().unwrap_or(2) < 2, "{}", text(&out));
+    serde_json::from_slice::<Value>(&out.stdout).unwrap()[0].clone()
+}
+
+#[test]
+fn rotations_against_the_sandbox_end_with_one_valid_current_token() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let server = rt.block_on(async {
+        let mut sc = SandboxConfig::for_tests(tmp.path().join("sandbox"));
+        sc.super_token = Some(SUPER.into());
+        sc.admin_secret = Some(ADMIN.into());
+        Server::start(sc).await.unwrap()
+    });
+    let s = Sandbox {
+        base: format!("http://{}", server.addr),
+        http: reqwest::Client::new(),
+        rt,
+        _server: server,
+    };
+    let (_, owner) = s.api(&[
+        ("token", SUPER),
+        ("content", "project"),
+        ("format", "json"),
+        ("data", r#"[{"project_title":"Heart","purpose":2}]"#),
+    ]);
+    let (_, info) = s.api(&[
+        ("token", &owner),
+        ("content", "project"),
+        ("format", "json"),
+    ]);
+    let pid = serde_json::from_str::<Value>(&info).unwrap()["project_id"]
+        .as_u64()
+        .unwrap();
+    for user in ["svc_site_a", "svc_other"] {
+        s.admin(
+            reqwest::Method::POST,
+            &format!("/sandbox/projects/{pid}/users"),
+            Some(json!({"username": user, "api_export": 1})),
+        );
+        s.admin(
+            reqwest::Method::POST,
+            &format!("/sandbox/projects/{pid}/users/{user}/token"),
+            None,
+        );
+    }
+    // A token of another project, for the wrong paste.
+    let (_, foreign_owner) = s.api(&[
+        ("token", SUPER),
+        ("content", "project"),
+        ("format", "json"),
+        ("data", r#"[{"project_title":"Other","purpose":2}]"#),
+    ]);
+    let first = s.token(pid, "svc_site_a");
+    let mut tokens = vec![first.clone(), owner.clone(), foreign_owner.clone()];
+
+    let dir = tmp.path().join("warden");
+    std::fs::create_dir(&dir).unwrap();
+    init(&dir, &format!("{}/api/", s.base));
+    let put = warden(
+        &dir,
+        &[
+            "secrets",
+            "put",
+            "redcap/heart/site-a",
+            "--reason",
+            "first token",
+        ],
+        Some(&first),
+    );
+    assert!(put.status.success(), "{}", text(&put));
+    let secret_file = dir.join("sandbox-admin-secret");
+    std::fs::write(&secret_file, format!("{ADMIN}\n")).unwrap();
+    std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (port, admin) = (free_port(), free_port());
+    add_config(
+        &dir,
+        &format!(
+            r#"
+[gateway]
+listen = "127.0.0.1:{port}"
+admin_listen = "127.0.0.1:{admin}"
+
+[[study]]
+name = "heart"
+project_id = {pid}
+
+[[account]]
+name = "{ACCOUNT}"
+username = "svc_site_a"
+secret = "redcap/heart/site-a"
+study = "heart"
+rotate_every_days = 30
+
+[[client]]
+name = "app"
+account = "{ACCOUNT}"
+allow = ["version", "project"]
+write_reason = "optional"
+
+[rotation]
+issuer = "sandbox"
+sandbox_url = "{}"
+sandbox_admin_secret_file = "sandbox-admin-secret"
+"#,
+            s.base
+        ),
+    );
+    let check = warden(&dir, &["config", "check"], None);
+    assert!(check.status.success(), "{}", text(&check));
+    let issue = warden(
+        &dir,
+        &[
+            "keys",
+            "issue",
+            "app",
+            "--to-file",
+            "app.key",
+            "--reason",
+            "t",
+        ],
+        None,
+    );
+    assert!(issue.status.success(), "{}", text(&issue));
+    let key = std::fs::read_to_string(dir.join("app.key"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let through_gateway = || {
+        s.post(
+            &format!("http://127.0.0.1:{port}/api/"),
+            &[("token", &key), ("content", "project"), ("format", "json")],
+        )
+    };
+    let mut outputs: Vec<String> = Vec::new();
+
+    let serving = Serving::start(&dir, port);
+    assert_eq!(through_gateway().0, 200);
+    let before = status_json(&dir);
+    assert_eq!(before["overdue"], false, "{before}");
+    assert_eq!(before["age_days"], 0, "{before}");
+    assert!(before["last_rotation"].is_null());
+
+    // 1. From start to done, the gateway holding and releasing the account.
+    let out = rotate(
+        &dir,
+        &["run", ACCOUNT, "--reason", "scheduled rotation"],
+        None,
+        None,
+    );
+    let all = text(&out);
+    outputs.push(all.clone());
+    assert!(out.status.success(), "{all}");
+    assert!(all.contains(": done"), "{all}");
+    assert!(all.contains("the gateway holds the requests"), "{all}");
+    assert!(all.contains("the gateway released"), "{all}");
+    assert!(all.contains("ownership: unproven"), "{all}");
+    let now = s.token(pid, "svc_site_a");
+    tokens.push(now.clone());
+    assert_ne!(now, first);
+    assert!(!s.works(&first), "the old token is dead");
+    assert_eq!(
+        through_gateway().0,
+        200,
+        "the gateway serves with the new token"
+    );
+    let after = status_json(&dir);
+    assert_eq!(after["last_rotation"]["state"], "done", "{after}");
+    assert!(
+        after["last_rotation"]["proof"]
+            .as_str()
+            .unwrap()
+            .contains("403"),
+        "{after}"
+    );
+    assert!(after["open_rotation"].is_null(), "{after}");
+
+    // 2. Killed after every state and at the escrow; resume finishes.
+    let points = [
+        "rotation:planned",
+        "rotation:escrowed",
+        "rotation:obtained:unrecorded",
+        "rotation:obtained",
+        "rotation:verified",
+        "rotation:stored",
+        "rotation:switched:unrecorded",
+        "rotation:switched",
+        "rotation:old-revoked-verified",
+    ];
+    for point in points {
+        let old = s.token(pid, "svc_site_a");
+        let out = rotate(
+            &dir,
+            &["run", ACCOUNT, "--reason", "crash test"],
+            Some(point),
+            None,
+        );
+        outputs.push(text(&out));
+        assert_eq!(out.status.signal(), Some(9), "{point}: {}", text(&out));
+        let open = status_json(&dir)["open_rotation"].clone();
+        let id = open["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{point}: {open}"));
+        // A second rotation of the account is refused while one is open.
+        let again = rotate(&dir, &["run", ACCOUNT, "--reason", "again"], None, None);
+        outputs.push(text(&again));
+        assert_eq!(again.status.code(), Some(2), "{point}");
+        assert!(
+            text(&again).contains("already has an open rotation"),
+            "{}",
+            text(&again)
+        );
+        let out = rotate(&dir, &["resume", id], None, None);
+        let all = text(&out);
+        outputs.push(all.clone());
+        assert!(out.status.success(), "{point}: {all}");
+        assert!(all.contains(": done"), "{point}: {all}");
+        let new = s.token(pid, "svc_site_a");
+        tokens.push(new.clone());
+        assert_ne!(new, old, "{point}");
+        assert!(!s.works(&old), "{point}: the old token is dead");
+        assert_eq!(through_gateway().0, 200, "{point}: the gateway serves");
+        assert!(
+            std::fs::read_dir(dir.join("data/rotation"))
+                .unwrap()
+                .flatten()
+                .all(|e| !e.file_name().to_string_lossy().ends_with(".escrow.age")),
+            "{point}: an escrow was left behind"
+        );
+    }
+
+    // 3. The manual issuer: the token from standard input (REDCap's UI
+    //    regenerated it — here the sandbox's admin endpoint).
+    let regenerated = s.admin(
+        reqwest::Method::POST,
+        &format!("/sandbox/projects/{pid}/users/svc_site_a/token/regenerate"),
+        None,
+    )["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    tokens.push(regenerated.clone());
+    let out = rotate(
+        &dir,
+        &["start", ACCOUNT, "--reason", "manual", "--issuer", "manual"],
+        None,
+        Some(&format!("{regenerated}\n")),
+    );
+    let all = text(&out);
+    outputs.push(all.clone());
+    assert!(out.status.success(), "{all}");
+    assert!(all.contains("Control Center"), "{all}");
+    assert_eq!(through_gateway().0, 200);
+
+    // 3b. While one process is in a rotation (waiting for the person),
+    //     another is refused at once, by the account's lock.
+    let mut waiting = Command::new(assert_cmd::cargo::cargo_bin("redcap-warden"))
+        .current_dir(&dir)
+        .args([
+            "rotate", "start", ACCOUNT, "--reason", "slow", "--issuer", "manual",
+        ])
+        .env_remove("SUDO_USER")
+        .env_remove("REDCAP_WARDEN_FAULT")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while status_json(&dir)["open_rotation"].is_null() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rotation did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let busy = rotate(
+        &dir,
+        &["run", ACCOUNT, "--reason", "concurrent"],
+        None,
+        None,
+    );
+    outputs.push(text(&busy));
+    assert_eq!(busy.status.code(), Some(2));
+    assert!(
+        text(&busy).contains("another redcap-warden process is rotating"),
+        "{}",
+        text(&busy)
+    );
+    let regenerated = s.admin(
+        reqwest::Method::POST,
+        &format!("/sandbox/projects/{pid}/users/svc_site_a/token/regenerate"),
+        None,
+    )["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    tokens.push(regenerated.clone());
+    let mut pipe = waiting.stdin.take().unwrap();
+    pipe.write_all(regenerated.as_bytes()).unwrap();
+    drop(pipe);
+    let out = waiting.wait_with_output().unwrap();
+    outputs.push(text(&out));
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(through_gateway().0, 200);
+
+    // 4. A token of another project pasted: failed, exit 1, store untouched.
+    let out = rotate(
+        &dir,
+        &[
+            "start",
+            ACCOUNT,
+            "--reason",
+            "wrong paste",
+            "--issuer",
+            "manual",
+        ],
+        None,
+        Some(&foreign_owner),
+    );
+    let all = text(&out);
+    outputs.push(all.clone());
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains(": failed") && all.contains("not this account's token"),
+        "{all}"
+    );
+    assert_eq!(through_gateway().0, 200, "the current token is unchanged");
+    let failed = status_json(&dir)["last_rotation"].clone();
+    assert_eq!(failed["state"], "failed", "{failed}");
+
+    // 5. `run` refuses the manual issuer; abort before anything is obtained.
+    let out = rotate(
+        &dir,
+        &["run", ACCOUNT, "--reason", "r", "--issuer", "manual"],
+        None,
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("needs an issuer that works without a person"));
+    let out = rotate(
+        &dir,
+        &["run", ACCOUNT, "--reason", "r"],
+        Some("rotation:planned"),
+        None,
+    );
+    assert_eq!(out.status.signal(), Some(9));
+    let id = status_json(&dir)["open_rotation"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = rotate(
+        &dir,
+        &["abort", &id, "--reason", "changed my mind"],
+        None,
+        None,
+    );
+    outputs.push(text(&out));
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains(": aborted"), "{}", text(&out));
+    assert_eq!(through_gateway().0, 200);
+
+    drop(serving);
+    let verify = warden(&dir, &["ledger", "verify"], None);
+    assert!(verify.status.success(), "{}", text(&verify));
+    let tail = warden(&dir, &["ledger", "tail", "-n", "100000"], None);
+    let entries = String::from_utf8_lossy(&tail.stdout).to_string();
+    let done = entries
+        .lines()
+        .filter(|l| l.contains("\"kind\":\"rotation\"") && l.contains("\"to\":\"done\""))
+        .count();
+    assert_eq!(done, 3 + points.len(), "one done per finished rotation");
+    outputs.push(entries);
+
+    // No token value anywhere but the store (the sandbox's own data plays
+    // REDCap and is outside `dir`).
+    let mut leaks = Vec::new();
+    for t in &tokens {
+        let c = Canary::new(t);
+        for (i, o) in outputs.iter().enumerate() {
+            leaks.extend(c.find(&format!("output {i}"), o.as_bytes()));
+        }
+        leaks.extend(c.scan_dir(&dir, &[dir.join("data/secrets.age")]));
+        c.assert_clean(&leaks);
+    }
+}
