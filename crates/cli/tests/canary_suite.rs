@@ -13,6 +13,12 @@
 //!   and of all their descendants, read from /proc again and again while
 //!   each runs (`serve` and `quickstart` for their whole life).
 //!
+//! On the first installation, on every backend, the token is also rotated
+//! (`rotate run` with the sandbox issuer while the gateway serves): the
+//! canary is then the old token, and each new token REDCap made becomes a
+//! canary too, looked for in every output and file afterwards (only the
+//! store and the sandbox may hold it).
+//!
 //! A backend whose server variable (from scripts/test) is missing is skipped
 //! with a message; under CI that is a failure. A self-check plants the canary
 //! in each kind of place scanned and requires the scanner to find it, so the
@@ -199,6 +205,9 @@ struct Suite {
     /// (place, bytes): command output, gateway answers.
     seen: Vec<(String, Vec<u8>)>,
     leaks: Vec<Leak>,
+    /// The tokens rotations made (known only once made: scanned in every
+    /// output and file afterwards).
+    rotated: Vec<Canary>,
     commands: usize,
     process_scans: usize,
     rt: tokio::runtime::Runtime,
@@ -282,8 +291,8 @@ fn set_backend(dir: &Path, from: &str, to: &str) {
 }
 
 /// A sandbox project with one user `svc` allowed to export; its API token
-/// is the canary.
-fn sandbox(suite: &Suite, data: PathBuf) -> (Server, String) {
+/// is the canary. Also returns the project's id.
+fn sandbox(suite: &Suite, data: PathBuf) -> (Server, String, u64) {
     suite.rt.block_on(async {
         let mut sc = SandboxConfig::for_tests(data);
         sc.super_token = Some(SUPER.into());
@@ -345,7 +354,7 @@ fn sandbox(suite: &Suite, data: PathBuf) -> (Server, String) {
             .json()
             .await
             .unwrap();
-        (server, t["token"].as_str().unwrap().to_string())
+        (server, t["token"].as_str().unwrap().to_string(), pid)
     })
 }
 
@@ -476,6 +485,106 @@ fn every_command(suite: &mut Suite, dir: &Path, backend: &str, secret: &str, por
     );
 }
 
+/// Where the sandbox's admin endpoint regenerates account `a`'s token.
+struct Rotating {
+    base: String,
+    pid: u64,
+}
+
+/// `rotate run a` with the sandbox issuer while the gateway serves (the
+/// hold, the release, the proof), `rotate status`, and a request through
+/// the gateway with the new token. The new token becomes a canary too.
+fn rotate_through_gateway(suite: &mut Suite, dir: &Path, backend: &str, port: u16, at: &Rotating) {
+    let cfg = dir.join("warden.toml");
+    if !std::fs::read_to_string(&cfg)
+        .unwrap()
+        .contains("[rotation]")
+    {
+        let file = dir.join("sandbox-admin-secret");
+        std::fs::write(&file, format!("{ADMIN}\n")).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        add_config(
+            dir,
+            &format!(
+                "\n[rotation]\nissuer = \"sandbox\"\nsandbox_url = \"{}\"\nsandbox_admin_secret_file = \"sandbox-admin-secret\"\n",
+                at.base
+            ),
+        );
+    }
+    let key_file = format!("app-rotation-{backend}.key");
+    suite
+        .run(
+            dir,
+            &[
+                "keys",
+                "issue",
+                "app",
+                "--to-file",
+                &key_file,
+                "--reason",
+                "canary",
+            ],
+            None,
+        )
+        .ok();
+    let key = std::fs::read_to_string(dir.join(&key_file))
+        .unwrap()
+        .trim()
+        .to_string();
+    let cmd = suite.command(dir, &["serve"]);
+    let mut serving = Watched::spawn(
+        format!("`redcap-warden serve` (rotation, {backend})"),
+        cmd,
+        None,
+    );
+    wait_for_port(port, &mut serving, suite);
+    let ran = suite.run(
+        dir,
+        &[
+            "rotate",
+            "run",
+            "a",
+            "--reason",
+            &format!("canary on {backend}"),
+        ],
+        None,
+    );
+    assert!(ran.ok().text().contains(": done"), "{}", ran.text());
+    serving.scan(&[&suite.canary], &mut suite.leaks);
+    let (status, body) = suite.call(port, &[("token", &key), ("content", "version")]);
+    assert_eq!(status, 200, "the gateway serves with the new token: {body}");
+    suite.run(dir, &["rotate", "status"], None).ok();
+    let st = suite.run(dir, &["rotate", "status", "--json"], None);
+    assert_eq!(
+        st.ok().json()[0]["last_rotation"]["state"],
+        "done",
+        "{}",
+        st.text()
+    );
+    let ran = serving.stop(&[&suite.canary], &mut suite.leaks);
+    assert!(ran.status.success(), "{}", ran.text());
+    suite.record(&ran);
+    let new: Value = suite.rt.block_on(async {
+        suite
+            .http
+            .get(format!(
+                "{}/sandbox/projects/{}/users/svc/token",
+                at.base, at.pid
+            ))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    });
+    suite
+        .rotated
+        .push(Canary::new(new["token"].as_str().unwrap()));
+}
+
 /// `init` (plain, or with a passphrase and a passphrase file) plus the
 /// gateway's configuration.
 fn install(suite: &mut Suite, dir: &Path, redcap_url: &str, passphrase: bool) -> u16 {
@@ -550,13 +659,18 @@ fn a_canary_token_leaks_nowhere_through_any_command_or_backend() {
         canary: Canary::new("placeholder-until-the-sandbox-issues-one"),
         seen: Vec::new(),
         leaks: Vec::new(),
+        rotated: Vec::new(),
         commands: 0,
         process_scans: 0,
         rt,
         http,
     };
     let sandbox_dir = root.path().join("sandbox");
-    let (server, token) = sandbox(&suite, sandbox_dir.clone());
+    let (server, token, pid) = sandbox(&suite, sandbox_dir.clone());
+    let sandbox_at = Rotating {
+        base: format!("http://{}", server.addr),
+        pid,
+    };
     suite.canary = Canary::new(&token);
     let redcap_url = server.api_url.clone();
     let mut stores = vec![];
@@ -590,6 +704,10 @@ fn a_canary_token_leaks_nowhere_through_any_command_or_backend() {
     stores.push(pp_dir.join("data/secrets.age"));
     covered.push("file+passphrase");
 
+    // The canary is account `a`'s token in both installations: rotating it
+    // (in the first) kills it, so this comes after both have used it.
+    rotate_through_gateway(&mut suite, &file_dir, "file", port, &sandbox_at);
+
     // 3. file → vault → aws → file, every command on each.
     let vault = backend_server("WARDEN_TEST_VAULT_ADDR", "OpenBao");
     let aws = backend_server("WARDEN_TEST_AWS_ENDPOINT", "moto");
@@ -612,6 +730,7 @@ fn a_canary_token_leaks_nowhere_through_any_command_or_backend() {
         set_backend(&file_dir, backend, "vault");
         backend = "vault";
         every_command(&mut suite, &file_dir, "vault", "redcap/on-vault", port);
+        rotate_through_gateway(&mut suite, &file_dir, "vault", port, &sandbox_at);
         covered.push("vault");
     }
     if let Some(endpoint) = &aws {
@@ -632,6 +751,7 @@ fn a_canary_token_leaks_nowhere_through_any_command_or_backend() {
         set_backend(&file_dir, backend, "aws");
         backend = "aws";
         every_command(&mut suite, &file_dir, "aws", "redcap/on-aws", port);
+        rotate_through_gateway(&mut suite, &file_dir, "aws", port, &sandbox_at);
         covered.push("aws");
     }
     if backend != "file" {
@@ -671,6 +791,15 @@ fn a_canary_token_leaks_nowhere_through_any_command_or_backend() {
     allowed.push(sandbox_dir.clone());
     allowed.extend(quick.allowed.iter().cloned());
     leaks.extend(scan_temp(&suite.canary, started, &allowed));
+    // Every token a rotation made: nowhere but the stores (and the
+    // sandbox, which plays REDCap).
+    for c in &suite.rotated {
+        for (place, bytes) in &suite.seen {
+            leaks.extend(c.find(place, bytes));
+        }
+        leaks.extend(c.scan_dir(&file_dir, &[file_dir.join("data/secrets.age")]));
+        leaks.extend(scan_temp(c, started, &allowed));
+    }
     for c in &quick.canaries {
         leaks.extend(scan_temp(c, started, &allowed));
         leaks.extend(c.scan_dir(&quick.dir, &quick.allowed));
