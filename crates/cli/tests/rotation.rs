@@ -194,6 +194,12 @@ secret = "redcap/heart/site-a"
 study = "heart"
 rotate_every_days = 30
 
+[[account]]
+name = "heart-other"
+username = "svc_other"
+secret = "redcap/heart/other"
+study = "heart"
+
 [[client]]
 name = "app"
 account = "{ACCOUNT}"
@@ -473,6 +479,51 @@ sandbox_admin_secret_file = "sandbox-admin-secret"
         .count();
     assert_eq!(done, 3 + points.len(), "one done per finished rotation");
     outputs.push(entries);
+
+    // `rotate status`: a token stored 91 days ago is overdue (exit 1); one
+    //  without a token is listed as such; the rotated one is not overdue.
+    let store = secrets::FileStore::open(secrets::FileStoreOptions {
+        path: dir.join("data/secrets.age"),
+        identity: dir.join("data/identity.txt"),
+        keep_versions: 20,
+    })
+    .unwrap();
+    let status = warden(&dir, &["rotate", "status", "--json"], None);
+    assert_eq!(status.status.code(), Some(0), "{}", text(&status));
+    let rows: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert!(rows[1]["token_version"].is_null(), "{rows}");
+    let other = s.token(pid, "svc_other");
+    tokens.push(other.clone());
+    s.rt.block_on(async {
+        use secrets::SecretStore;
+        store
+            .put(
+                &secrets::SecretName::new("redcap/heart/other").unwrap(),
+                secrets::SecretValue::new(other.clone()),
+                secrets::VersionMeta {
+                    operator: "test".into(),
+                    at: jiff::Timestamp::now() - jiff::SignedDuration::from_hours(24 * 91),
+                    reason: "stored long ago".into(),
+                    fingerprint: None,
+                    rotation_id: None,
+                },
+                secrets::Label::Current,
+            )
+            .await
+            .unwrap();
+    });
+    let status = warden(&dir, &["rotate", "status", "--json"], None);
+    assert_eq!(status.status.code(), Some(1), "{}", text(&status));
+    let rows: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(rows[0]["overdue"], false, "{rows}");
+    assert_eq!(rows[1]["overdue"], true, "{rows}");
+    assert_eq!(rows[1]["age_days"], 91, "{rows}");
+    assert_eq!(rows[1]["rotate_every_days"], 90, "{rows}");
+    let table = warden(&dir, &["rotate", "status"], None);
+    assert_eq!(table.status.code(), Some(1));
+    assert!(text(&table).contains("OVERDUE"), "{}", text(&table));
+    outputs.push(text(&status));
+    outputs.push(text(&table));
 
     // No token value anywhere but the store (the sandbox's own data plays
     // REDCap and is outside `dir`).

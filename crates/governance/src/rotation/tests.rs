@@ -558,3 +558,68 @@ fn a_torn_journal_line_is_ignored_and_cut_before_the_next_append() {
     let err = journal.load(&rot.id).unwrap_err();
     assert!(err.to_string().contains("damaged"), "{err}");
 }
+
+fn target() -> Target {
+    Target {
+        account: "heart-site-a".into(),
+        username: USER.into(),
+        project_id: PID,
+    }
+}
+
+fn sh(script: &str) -> CommandIssuer {
+    CommandIssuer::new(vec![
+        "/bin/sh".into(),
+        "-c".into(),
+        script.into(),
+        "issuer".into(),
+        "{account}".into(),
+        "{username}".into(),
+        "{project_id}".into(),
+    ])
+}
+
+#[test]
+fn the_command_issuer_reads_one_line_and_passes_no_environment() {
+    let rt = rt();
+    // The placeholders are replaced; cargo's variables (set for every
+    // test process) are not passed on.
+    let got = rt
+        .block_on(sh(r#"test -z "$CARGO_MANIFEST_DIR" && test "$1/$2/$3" = "heart-site-a/svc_site_a/14" && echo ABCDEF0123456789ABCDEF0123456789"#).obtain(&target()))
+        .unwrap();
+    assert_eq!(got.expose(), "ABCDEF0123456789ABCDEF0123456789");
+    for (script, says) in [
+        ("exit 3", "failed"),
+        ("true", "printed nothing"),
+        ("echo A; echo B", "more than one line"),
+    ] {
+        let err = rt.block_on(sh(script).obtain(&target())).unwrap_err();
+        assert!(err.to_string().contains(says), "{script}: {err}");
+    }
+    let err = rt
+        .block_on(CommandIssuer::new(vec!["/nonexistent/regenerate".into()]).obtain(&target()))
+        .unwrap_err();
+    assert!(err.to_string().contains("cannot run"), "{err}");
+}
+
+#[test]
+fn the_escrow_identity_of_stores_without_one_is_made_once_and_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("rotation").join(escrow::ESCROW_IDENTITY);
+    let first = EscrowKey::own_identity(&path).unwrap();
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let journal = Journal::on_os(tmp.path().join("rotation"));
+    let token = SecretValue::new(OLD.into());
+    Escrow::new(journal.clone(), first)
+        .put("r1", &token)
+        .unwrap();
+    // Opened again later (another process): the same key reads it.
+    let again = Escrow::new(journal, EscrowKey::own_identity(&path).unwrap());
+    assert!(again.holds("r1"));
+    assert_eq!(again.take("r1").unwrap().expose(), OLD);
+    again.remove("r1").unwrap();
+    assert!(!again.holds("r1"));
+    again.remove("r1").unwrap();
+}
