@@ -210,6 +210,7 @@ write_reason = "optional"
 issuer = "sandbox"
 sandbox_url = "{}"
 sandbox_admin_secret_file = "sandbox-admin-secret"
+after_switch = ["/bin/sh", "-c", "test -z \"$CARGO_MANIFEST_DIR\" && echo \"$1 $2 $3\" >> hook.log", "hook", "{{rotation_id}}", "{{account}}", "{{fingerprint}}"]
 "#,
             s.base
         ),
@@ -479,6 +480,15 @@ sandbox_admin_secret_file = "sandbox-admin-secret"
         .count();
     assert_eq!(done, 3 + points.len(), "one done per finished rotation");
     outputs.push(entries);
+    // The after_switch hook ran once per switch, told the fingerprint (and
+    // given no environment of ours).
+    let hook = std::fs::read_to_string(dir.join("hook.log")).unwrap();
+    assert_eq!(hook.lines().count(), done, "{hook}");
+    assert!(
+        hook.lines()
+            .all(|l| l.contains(ACCOUNT) && l.contains("fp1:")),
+        "{hook}"
+    );
 
     // `rotate status`: a token stored 91 days ago is overdue (exit 1); one
     //  without a token is listed as such; the rotated one is not overdue.

@@ -60,6 +60,14 @@ pub struct RotationSection {
     /// on standard output; its standard error is shown.
     #[serde(default)]
     pub command: Vec<String>,
+    /// A program run after each switch (the SOP's "redeploy"); `{account}`,
+    /// `{username}`, `{project_id}`, `{rotation_id}`, `{secret}` and
+    /// `{fingerprint}` are replaced. It is never given a token.
+    #[serde(default)]
+    pub after_switch: Vec<String>,
+    /// A URL POSTed a JSON note of each switch (rotation, account, project,
+    /// secret, fingerprint — never a token).
+    pub after_switch_webhook: Option<String>,
 }
 
 /// What a rotation period of an account defaults to.
@@ -91,6 +99,16 @@ pub(crate) fn validate(doc: &DeTable<'_>, text: &str, problems: &mut Vec<Problem
             "sandbox_url",
             format!("`{url}` is not an http:// or https:// address"),
             "write the sandbox's base address, e.g. sandbox_url = \"http://127.0.0.1:8480\"",
+        );
+    }
+    if let Some((url, span)) = str_at(rotation, "after_switch_webhook")
+        && !(url.starts_with("http://") || url.starts_with("https://"))
+    {
+        push(
+            span,
+            "after_switch_webhook",
+            format!("`{url}` is not an http:// or https:// address"),
+            "write the address to POST to, e.g. after_switch_webhook = \"https://deploy.example.org/hooks/redcap-token\"",
         );
     }
     let Some((issuer, span)) = str_at(rotation, "issuer") else {

@@ -388,6 +388,10 @@ pub(crate) const ROTATION: &[Field] = &[
     opt("sandbox_admin_secret_file", Kind::Path),
     opt("command", Kind::TextList)
         .eg("command = [\"/usr/local/bin/regenerate-token\", \"{username}\", \"{project_id}\"]"),
+    opt("after_switch", Kind::TextList)
+        .eg("after_switch = [\"/usr/local/bin/redeploy\", \"{account}\"]"),
+    opt("after_switch_webhook", Kind::Text)
+        .eg("after_switch_webhook = \"https://deploy.example.org/hooks/redcap-token\""),
 ];
 
 pub(crate) const PROFILE: &[Field] = &[

@@ -1249,6 +1249,10 @@ fn an_issuer_without_its_settings_is_refused_with_what_to_add() {
         "{GOOD}\n[rotation]\nsandbox_url = \"127.0.0.1:8480\"\n"
     ));
     assert_eq!(p.field.as_deref(), Some("rotation.sandbox_url"));
+    let p = only(&format!(
+        "{GOOD}\n[rotation]\nafter_switch_webhook = \"deploy.example.org\"\n"
+    ));
+    assert_eq!(p.field.as_deref(), Some("rotation.after_switch_webhook"));
     let p = only(&format!("{GOOD}\n[rotation]\nissuer = \"magic\"\n"));
     assert_eq!(p.field.as_deref(), Some("rotation.issuer"));
     let p = only(&format!(

@@ -12,8 +12,8 @@ use anyhow::{Context, bail};
 use governance::redcap::client::{Client, OutboundLimiter};
 use governance::rotation::escrow::ESCROW_IDENTITY;
 use governance::rotation::{
-    CommandIssuer, Cutover, Escrow, EscrowKey, IssueError, Issuer, Journal, NoGateway, Plan,
-    Rotation, RotationError, Rotator, SandboxIssuer, State, Target,
+    CommandHook, CommandIssuer, Cutover, Escrow, EscrowKey, Hook, IssueError, Issuer, Journal,
+    NoGateway, Plan, Rotation, RotationError, Rotator, SandboxIssuer, State, Target, WebhookHook,
 };
 use secrets::file::ExposeSecret;
 use secrets::{FileStore, FingerprintKey, Label, SecretStore, SecretValue};
@@ -142,6 +142,14 @@ fn with_rotator(
                     Box::new(NoGateway)
                 }
             };
+        let mut hooks: Vec<Box<dyn Hook>> = Vec::new();
+        let r = &config.config.rotation;
+        if !r.after_switch.is_empty() {
+            hooks.push(Box::new(CommandHook::new(r.after_switch.clone())));
+        }
+        if let Some(url) = &r.after_switch_webhook {
+            hooks.push(Box::new(WebhookHook::new(url)));
+        }
         let trail = open_trail(config, &*store).await?;
         let clock = governance::clock::SystemClock;
         let say = |line: &str| eprintln!("{line}");
@@ -153,6 +161,7 @@ fn with_rotator(
             fingerprints: &fingerprints,
             redcap: &redcap,
             cutover: &*cutover,
+            hooks: &hooks,
             clock: &clock,
             operator: operator.to_string(),
             say: &say,

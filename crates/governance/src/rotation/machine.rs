@@ -7,6 +7,7 @@ use secrets::{
 };
 
 use super::escrow::Escrow;
+use super::hooks::{Hook, Switched};
 use super::issuer::{Issuer, Target};
 use super::journal::Journal;
 use super::probe::{TokenAnswer, TokenCheck};
@@ -75,6 +76,8 @@ pub struct Rotator<'a> {
     pub redcap: &'a dyn TokenCheck,
     /// The gateway's cut-over hold.
     pub cutover: &'a dyn Cutover,
+    /// Run after the switch, in order (the SOP's "redeploy").
+    pub hooks: &'a [Box<dyn Hook>],
     /// The time stamped on records and versions.
     pub clock: &'a dyn Clock,
     /// Who is acting (the OS login, with a stated name beside it).
@@ -433,6 +436,26 @@ impl Rotator<'_> {
         self.escrow.remove(&rot.id)?;
         let released = self.release(rot).await?;
         (self.say)(&released);
+        let mut released = released;
+        for hook in self.hooks {
+            let event = Switched {
+                rotation_id: rot.id.clone(),
+                account: rot.account.clone(),
+                username: rot.username.clone(),
+                project_id: rot.project_id,
+                secret: rot.secret.clone(),
+                fingerprint: fp.clone(),
+            };
+            hook.run(&event)
+                .await
+                .map_err(|detail| RotationError::Hook {
+                    hook: hook.describe(),
+                    detail,
+                    id: rot.id.clone(),
+                })?;
+            (self.say)(&format!("{} ran", hook.describe()));
+            released.push_str(&format!("; {} ran", hook.describe()));
+        }
         let old = self
             .store
             .get(

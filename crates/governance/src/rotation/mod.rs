@@ -23,8 +23,8 @@
 //!   project; ownership by log correlation is recorded as *unproven* until
 //!   a log reader exists.
 //! - **stored**: the store holds it as `pending`.
-//! - **switched**: it is `current`; the escrow is removed and the gateway
-//!   released (which makes it forget cached tokens).
+//! - **switched**: it is `current`; the escrow is removed, the gateway
+//!   released (which makes it forget cached tokens) and the [`hooks`] run.
 //! - **old-revoked-verified**: the old token got REDCap's invalid-token
 //!   answer (403 "You do not have permissions to use the API"): the proof.
 //! - **done**; or **failed** (the new token failed verification: the
@@ -37,6 +37,7 @@
 //! `rotate resume` runs) finishes with exactly one valid `current` token.
 
 pub mod escrow;
+pub mod hooks;
 pub mod issuer;
 pub mod journal;
 mod machine;
@@ -48,6 +49,7 @@ mod tests;
 use serde::{Deserialize, Serialize};
 
 pub use escrow::{Escrow, EscrowKey};
+pub use hooks::{CommandHook, Hook, Switched, WebhookHook};
 pub use issuer::{CommandIssuer, IssueError, Issuer, SandboxIssuer, Target};
 pub use journal::{AccountLock, Journal};
 pub use machine::{Cutover, NoGateway, Plan, Rotator};
@@ -288,6 +290,18 @@ pub enum RotationError {
         /// The store's error.
         #[source]
         source: Box<secrets::StoreError>,
+        /// The rotation to resume.
+        id: String,
+    },
+    /// A hook after the switch failed; the new token is current.
+    #[error(
+        "{hook} failed: {detail}; the new token is already current. fix: make the hook succeed (it must be safe to run again), then `redcap-warden rotate resume {id}`"
+    )]
+    Hook {
+        /// Which hook.
+        hook: String,
+        /// Why.
+        detail: String,
         /// The rotation to resume.
         id: String,
     },

@@ -115,6 +115,7 @@ struct World {
     fp: FingerprintKey,
     redcap: Arc<FakeRedcap>,
     ledger: Mem,
+    hooks: Vec<Box<dyn Hook>>,
 }
 
 fn name() -> SecretName {
@@ -141,6 +142,7 @@ impl World {
             fp: FingerprintKey::generate(1),
             redcap: FakeRedcap::with(USER, OLD, PID),
             ledger: Mem::default(),
+            hooks: Vec::new(),
         }
     }
 
@@ -203,6 +205,7 @@ impl World {
             fingerprints: &self.fp,
             redcap: &*self.redcap,
             cutover: &NoGateway,
+            hooks: &self.hooks,
             clock: &clock,
             operator: "alice".into(),
             say: &|_| {},
@@ -622,4 +625,123 @@ fn the_escrow_identity_of_stores_without_one_is_made_once_and_private() {
     again.remove("r1").unwrap();
     assert!(!again.holds("r1"));
     again.remove("r1").unwrap();
+}
+
+/// A hook that fails its first `fail` runs, counting every run.
+struct Flaky {
+    runs: Arc<Mutex<Vec<Switched>>>,
+    fail: usize,
+}
+
+#[async_trait::async_trait]
+impl Hook for Flaky {
+    fn describe(&self) -> String {
+        "the test hook".into()
+    }
+    async fn run(&self, e: &Switched) -> Result<(), String> {
+        let mut runs = self.runs.lock().unwrap();
+        runs.push(e.clone());
+        if runs.len() <= self.fail {
+            Err("deploy target unreachable".into())
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[test]
+fn a_failing_hook_stops_after_the_switch_and_resume_runs_it_again() {
+    let rt = rt();
+    let mut w = World::new();
+    let runs = Arc::new(Mutex::new(Vec::new()));
+    w.hooks.push(Box::new(Flaky {
+        runs: runs.clone(),
+        fail: 1,
+    }));
+    let sim = w.disk(&rt);
+    let err = w.rotate(&rt, &sim).unwrap_err();
+    assert!(matches!(err, RotationError::Hook { .. }), "{err}");
+    assert!(err.to_string().contains("already current"), "{err}");
+    let rot = World::journal(&sim)
+        .open_for("heart-site-a")
+        .unwrap()
+        .unwrap();
+    assert_eq!(rot.state, State::Switched);
+    assert_eq!(w.current(&rt, &sim), w.redcap.token_of(USER));
+    let done = w
+        .with_rotator(&rt, &sim, async |r| r.drive(rot, None).await)
+        .unwrap();
+    assert_eq!(done.state, State::Done);
+    assert!(done.detail.contains("rotation complete"));
+    let runs = runs.lock().unwrap();
+    assert_eq!(runs.len(), 2);
+    // The hook is told the fingerprint, never the token.
+    assert_eq!(Some(&runs[1].fingerprint), done.new_fingerprint.as_ref());
+    assert!(!format!("{:?}", runs[1]).contains(&w.redcap.token_of(USER)));
+}
+
+/// One HTTP answer with `status`, after reading the request; returns the
+/// request's bytes.
+async fn answer_once(listener: tokio::net::TcpListener, status: &str) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut conn, _) = listener.accept().await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = conn.read(&mut buf).await.unwrap();
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got);
+        if let Some(head_end) = text.find("\r\n\r\n") {
+            let length = text[..head_end]
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>().unwrap())
+                })
+                .unwrap_or(0);
+            if got.len() >= head_end + 4 + length || n == 0 {
+                break;
+            }
+        }
+    }
+    let reply = format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+    conn.write_all(reply.as_bytes()).await.unwrap();
+    got
+}
+
+#[test]
+fn the_webhook_posts_the_switch_without_the_token_and_needs_a_2xx() {
+    let rt = rt();
+    let event = Switched {
+        rotation_id: "20261207T000000Z-abcdef".into(),
+        account: "heart-site-a".into(),
+        username: USER.into(),
+        project_id: PID,
+        secret: "redcap/heart/site-a".into(),
+        fingerprint: "fp1:0123456789abcdef".into(),
+    };
+    for (status, ok) in [
+        ("204 No Content", true),
+        ("500 Internal Server Error", false),
+    ] {
+        let (got, result) = rt.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let url = format!("http://{}/hooks/redcap", listener.local_addr().unwrap());
+            let server = tokio::spawn(answer_once(listener, status));
+            let result = WebhookHook::new(&url).run(&event).await;
+            (server.await.unwrap(), result)
+        });
+        assert_eq!(result.is_ok(), ok, "{status}: {result:?}");
+        let text = String::from_utf8(got).unwrap();
+        assert!(text.starts_with("POST /hooks/redcap "), "{text}");
+        assert!(
+            text.contains("\"fingerprint\":\"fp1:0123456789abcdef\""),
+            "{text}"
+        );
+        assert!(
+            text.contains("\"rotation_id\":\"20261207T000000Z-abcdef\""),
+            "{text}"
+        );
+    }
 }
