@@ -491,9 +491,13 @@ struct Rotating {
     pid: u64,
 }
 
-/// `rotate run a` with the sandbox issuer while the gateway serves (the
+/// `rotate run` with the sandbox issuer while the gateway serves (the
 /// hold, the release, the proof), `rotate status`, and a request through
-/// the gateway with the new token. The new token becomes a canary too.
+/// the gateway. The new token becomes a canary too. On `file` the account
+/// rotated is `a`, whose token is the canary; on the other backends it is
+/// an account of its own (a new sandbox user, its first token a canary
+/// too), so that `a`'s token — one per REDCap user — keeps working there
+/// and the copies `secrets migrate` compares stay equal.
 fn rotate_through_gateway(suite: &mut Suite, dir: &Path, backend: &str, port: u16, at: &Rotating) {
     let cfg = dir.join("warden.toml");
     if !std::fs::read_to_string(&cfg)
@@ -512,6 +516,52 @@ fn rotate_through_gateway(suite: &mut Suite, dir: &Path, backend: &str, port: u1
             ),
         );
     }
+    let (account, user) = if backend == "file" {
+        ("a".to_string(), "svc".to_string())
+    } else {
+        let (account, user) = (format!("rot-{backend}"), format!("svc_rot_{backend}"));
+        let first: Value = suite.rt.block_on(async {
+            let r = suite
+                .http
+                .post(format!("{}/sandbox/projects/{}/users", at.base, at.pid))
+                .bearer_auth(ADMIN)
+                .json(&json!({"username": user, "api_export": 1}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            suite
+                .http
+                .post(format!(
+                    "{}/sandbox/projects/{}/users/{user}/token",
+                    at.base, at.pid
+                ))
+                .bearer_auth(ADMIN)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap()
+        });
+        let first = first["token"].as_str().unwrap().to_string();
+        let secret = format!("redcap/rot-{backend}");
+        suite
+            .run(
+                dir,
+                &["secrets", "put", &secret, "--reason", "canary"],
+                Some(&first),
+            )
+            .ok();
+        suite.rotated.push(Canary::new(&first));
+        add_config(
+            dir,
+            &format!(
+                "\n[[account]]\nname = \"{account}\"\nusername = \"{user}\"\nsecret = \"{secret}\"\nstudy = \"s\"\n"
+            ),
+        );
+        (account, user)
+    };
     let key_file = format!("app-rotation-{backend}.key");
     suite
         .run(
@@ -544,7 +594,7 @@ fn rotate_through_gateway(suite: &mut Suite, dir: &Path, backend: &str, port: u1
         &[
             "rotate",
             "run",
-            "a",
+            &account,
             "--reason",
             &format!("canary on {backend}"),
         ],
@@ -556,12 +606,14 @@ fn rotate_through_gateway(suite: &mut Suite, dir: &Path, backend: &str, port: u1
     assert_eq!(status, 200, "the gateway serves with the new token: {body}");
     suite.run(dir, &["rotate", "status"], None).ok();
     let st = suite.run(dir, &["rotate", "status", "--json"], None);
-    assert_eq!(
-        st.ok().json()[0]["last_rotation"]["state"],
-        "done",
-        "{}",
-        st.text()
-    );
+    let rows = st.ok().json();
+    let row = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["account"] == account.as_str())
+        .unwrap_or_else(|| panic!("{}", st.text()));
+    assert_eq!(row["last_rotation"]["state"], "done", "{}", st.text());
     let ran = serving.stop(&[&suite.canary], &mut suite.leaks);
     assert!(ran.status.success(), "{}", ran.text());
     suite.record(&ran);
@@ -569,7 +621,7 @@ fn rotate_through_gateway(suite: &mut Suite, dir: &Path, backend: &str, port: u1
         suite
             .http
             .get(format!(
-                "{}/sandbox/projects/{}/users/svc/token",
+                "{}/sandbox/projects/{}/users/{user}/token",
                 at.base, at.pid
             ))
             .bearer_auth(ADMIN)
