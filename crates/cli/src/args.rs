@@ -403,6 +403,11 @@ pub enum RotateCommand {
         /// The issuer [default: `[rotation] issuer`].
         #[arg(long, value_enum)]
         issuer: Option<IssuerArg>,
+        /// The token may have leaked: first quarantine the account, so the
+        /// gateway refuses its clients at once; they stay refused after the
+        /// rotation until `accounts release`.
+        #[arg(long)]
+        emergency: bool,
     },
     /// Like `start`, from start to done with a non-interactive issuer
     /// (sandbox or command); refuses `manual`.

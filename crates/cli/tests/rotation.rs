@@ -469,6 +469,49 @@ after_switch = ["/bin/sh", "-c", "test -z \"$CARGO_MANIFEST_DIR\" && echo \"$1 $
     assert!(text(&out).contains(": aborted"), "{}", text(&out));
     assert_eq!(through_gateway().0, 200);
 
+    // 6. An emergency: the account's clients are refused first, and stay
+    //    refused after the rotation until an operator releases them.
+    let out = rotate(
+        &dir,
+        &[
+            "start",
+            ACCOUNT,
+            "--reason",
+            "token seen in a log",
+            "--issuer",
+            "sandbox",
+            "--emergency",
+        ],
+        None,
+        None,
+    );
+    let all = text(&out);
+    outputs.push(all.clone());
+    assert!(out.status.success(), "{all}");
+    assert!(
+        all.contains("is quarantined") && all.contains("stays quarantined"),
+        "{all}"
+    );
+    tokens.push(s.token(pid, "svc_site_a"));
+    assert_eq!(through_gateway().0, 403, "the clients are refused");
+    let release = warden(
+        &dir,
+        &[
+            "accounts",
+            "release",
+            ACCOUNT,
+            "--reason",
+            "clients checked",
+        ],
+        None,
+    );
+    assert!(release.status.success(), "{}", text(&release));
+    assert_eq!(
+        through_gateway().0,
+        200,
+        "released: served with the new token"
+    );
+
     drop(serving);
     let verify = warden(&dir, &["ledger", "verify"], None);
     assert!(verify.status.success(), "{}", text(&verify));
@@ -478,7 +521,7 @@ after_switch = ["/bin/sh", "-c", "test -z \"$CARGO_MANIFEST_DIR\" && echo \"$1 $
         .lines()
         .filter(|l| l.contains("\"kind\":\"rotation\"") && l.contains("\"to\":\"done\""))
         .count();
-    assert_eq!(done, 3 + points.len(), "one done per finished rotation");
+    assert_eq!(done, 4 + points.len(), "one done per finished rotation");
     outputs.push(entries);
     // The after_switch hook ran once per switch, told the fingerprint (and
     // given no environment of ours).

@@ -175,12 +175,15 @@ fn with_rotator(
 }
 
 /// `rotate start` and `rotate run` (`run` refuses the manual issuer).
+/// With `emergency`, the account is quarantined first (the gateway refuses
+/// its clients from their next request) and stays so.
 pub fn start(
     args: &Args,
     account: &str,
     reason: &str,
     issuer_arg: Option<IssuerArg>,
     unattended: bool,
+    emergency: bool,
 ) -> anyhow::Result<Outcome> {
     let operator = Operator::current(args.operator.as_deref())?;
     let reason = super::reason(reason)?;
@@ -213,11 +216,47 @@ pub fn start(
         issuer: kind.as_str().to_string(),
         reason,
     };
+    let status =
+        governance::accounts::AccountStatusFile::new(&gateway::paths::status_file(&config));
     let rotation = with_rotator(&config, &operator, async |r| {
+        if emergency {
+            // Refuse the clients before anything else: the token may be in
+            // the wrong hands, and so may the clients' keys.
+            status
+                .quarantine(
+                    &plan.account,
+                    &format!("emergency rotation: {}", plan.reason),
+                    &operator.to_string(),
+                )
+                .map_err(|e| {
+                    RotationError::Refused(format!(
+                        "quarantining `{}` for the emergency rotation: {e}; nothing was rotated",
+                        plan.account
+                    ))
+                })?;
+            r.trail
+                .record(ledger::EntryKind::Admin {
+                    operator: operator.to_string(),
+                    action: "quarantine".into(),
+                    target: format!("account:{}", plan.account),
+                    reason: format!("emergency rotation: {}", plan.reason),
+                })
+                .await?;
+            eprintln!(
+                "account `{}` is quarantined: the gateway refuses its clients from their next request",
+                plan.account
+            );
+        }
         let rot = r.plan(plan).await?;
         r.drive(rot, Some(&*issuer)).await
     })?;
-    report(args, &rotation)
+    let outcome = report(args, &rotation)?;
+    if emergency {
+        eprintln!(
+            "account `{account}` stays quarantined: check its clients (revoke and reissue their keys with `redcap-warden keys` if they may be compromised), then `redcap-warden accounts release {account} --reason R`"
+        );
+    }
+    Ok(outcome)
 }
 
 /// `rotate resume ID`.
