@@ -101,7 +101,13 @@ fn rotate(dir: &Path, args: &[&str], fault: Option<&str>, stdin: Option<&str>) -
 fn status_json(dir: &Path) -> Value {
     let out = warden(dir, &["rotate", "status", "--json"], None);
     assert!(out.status.code().unwrap_or(2) < 2, "{}", text(&out));
-    serde_json::from_slice::<Value>(&out.stdout).unwrap()[0].clone()
+    let rows: Value = serde_json::from_slice(&out.stdout).unwrap();
+    rows.as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["account"] == ACCOUNT)
+        .unwrap()
+        .clone()
 }
 
 #[test]
@@ -134,11 +140,21 @@ fn rotations_against_the_sandbox_end_with_one_valid_current_token() {
     let pid = serde_json::from_str::<Value>(&info).unwrap()["project_id"]
         .as_u64()
         .unwrap();
-    for user in ["svc_site_a", "svc_other"] {
+    for (user, rights) in [
+        ("svc_site_a", json!({"api_export": 1})),
+        ("svc_other", json!({"api_export": 1})),
+        (
+            "svc_rights",
+            json!({"api_export": 1, "api_import": 1, "user_rights": 1, "data_access_groups": 1}),
+        ),
+    ] {
+        let mut rights = rights;
+        rights["username"] = json!(user);
+        rights["expiration"] = json!("2099-12-31");
         s.admin(
             reqwest::Method::POST,
             &format!("/sandbox/projects/{pid}/users"),
-            Some(json!({"username": user, "api_export": 1})),
+            Some(rights),
         );
         s.admin(
             reqwest::Method::POST,
@@ -171,6 +187,20 @@ fn rotations_against_the_sandbox_end_with_one_valid_current_token() {
         Some(&first),
     );
     assert!(put.status.success(), "{}", text(&put));
+    let manager = s.token(pid, "svc_rights");
+    tokens.push(manager.clone());
+    let put = warden(
+        &dir,
+        &[
+            "secrets",
+            "put",
+            "redcap/heart/rights",
+            "--reason",
+            "rights manager",
+        ],
+        Some(&manager),
+    );
+    assert!(put.status.success(), "{}", text(&put));
     let secret_file = dir.join("sandbox-admin-secret");
     std::fs::write(&secret_file, format!("{ADMIN}\n")).unwrap();
     std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -186,12 +216,20 @@ admin_listen = "127.0.0.1:{admin}"
 [[study]]
 name = "heart"
 project_id = {pid}
+rights_manager = "heart-rights"
+
+[[account]]
+name = "heart-rights"
+username = "svc_rights"
+secret = "redcap/heart/rights"
+study = "heart"
 
 [[account]]
 name = "{ACCOUNT}"
 username = "svc_site_a"
 secret = "redcap/heart/site-a"
 study = "heart"
+profile = "site-data-read"
 rotate_every_days = 30
 
 [[account]]
@@ -264,6 +302,7 @@ after_switch = ["/bin/sh", "-c", "test -z \"$CARGO_MANIFEST_DIR\" && echo \"$1 $
     assert!(all.contains("the gateway holds the requests"), "{all}");
     assert!(all.contains("the gateway released"), "{all}");
     assert!(all.contains("ownership: unproven"), "{all}");
+    assert!(all.contains("rights and DAG within its profile"), "{all}");
     let now = s.token(pid, "svc_site_a");
     tokens.push(now.clone());
     assert_ne!(now, first);
@@ -512,6 +551,33 @@ after_switch = ["/bin/sh", "-c", "test -z \"$CARGO_MANIFEST_DIR\" && echo \"$1 $
         "released: served with the new token"
     );
 
+    // 7. Rights drift (mobile_app, which the Control Center path can set):
+    //    the new token waits in escrow until the rights are fixed.
+    let drift = |mobile: u8| {
+        s.admin(
+            reqwest::Method::POST,
+            &format!("/sandbox/projects/{pid}/users"),
+            Some(json!({"username": "svc_site_a", "api_export": 1, "mobile_app": mobile, "expiration": "2099-12-31"})),
+        );
+    };
+    drift(1);
+    let out = rotate(&dir, &["run", ACCOUNT, "--reason", "drift"], None, None);
+    let all = text(&out);
+    outputs.push(all.clone());
+    assert_eq!(out.status.code(), Some(2), "{all}");
+    assert!(
+        all.contains("differ from its profile") && all.contains("mobile_app"),
+        "{all}"
+    );
+    let open = status_json(&dir)["open_rotation"].clone();
+    assert_eq!(open["state"], "obtained", "{open}");
+    tokens.push(s.token(pid, "svc_site_a"));
+    drift(0);
+    let out = rotate(&dir, &["resume", open["id"].as_str().unwrap()], None, None);
+    outputs.push(text(&out));
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(through_gateway().0, 200);
+
     drop(serving);
     let verify = warden(&dir, &["ledger", "verify"], None);
     assert!(verify.status.success(), "{}", text(&verify));
@@ -521,7 +587,7 @@ after_switch = ["/bin/sh", "-c", "test -z \"$CARGO_MANIFEST_DIR\" && echo \"$1 $
         .lines()
         .filter(|l| l.contains("\"kind\":\"rotation\"") && l.contains("\"to\":\"done\""))
         .count();
-    assert_eq!(done, 4 + points.len(), "one done per finished rotation");
+    assert_eq!(done, 5 + points.len(), "one done per finished rotation");
     outputs.push(entries);
     // The after_switch hook ran once per switch, told the fingerprint (and
     // given no environment of ours).
@@ -544,7 +610,7 @@ after_switch = ["/bin/sh", "-c", "test -z \"$CARGO_MANIFEST_DIR\" && echo \"$1 $
     let status = warden(&dir, &["rotate", "status", "--json"], None);
     assert_eq!(status.status.code(), Some(0), "{}", text(&status));
     let rows: Value = serde_json::from_slice(&status.stdout).unwrap();
-    assert!(rows[1]["token_version"].is_null(), "{rows}");
+    assert!(rows[2]["token_version"].is_null(), "{rows}");
     let other = s.token(pid, "svc_other");
     tokens.push(other.clone());
     s.rt.block_on(async {
@@ -568,10 +634,10 @@ after_switch = ["/bin/sh", "-c", "test -z \"$CARGO_MANIFEST_DIR\" && echo \"$1 $
     let status = warden(&dir, &["rotate", "status", "--json"], None);
     assert_eq!(status.status.code(), Some(1), "{}", text(&status));
     let rows: Value = serde_json::from_slice(&status.stdout).unwrap();
-    assert_eq!(rows[0]["overdue"], false, "{rows}");
-    assert_eq!(rows[1]["overdue"], true, "{rows}");
-    assert_eq!(rows[1]["age_days"], 91, "{rows}");
-    assert_eq!(rows[1]["rotate_every_days"], 90, "{rows}");
+    assert_eq!(rows[1]["overdue"], false, "{rows}");
+    assert_eq!(rows[2]["overdue"], true, "{rows}");
+    assert_eq!(rows[2]["age_days"], 91, "{rows}");
+    assert_eq!(rows[2]["rotate_every_days"], 90, "{rows}");
     let table = warden(&dir, &["rotate", "status"], None);
     assert_eq!(table.status.code(), Some(1));
     assert!(text(&table).contains("OVERDUE"), "{}", text(&table));

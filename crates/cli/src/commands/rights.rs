@@ -1027,3 +1027,18 @@ fn refusal(
         manager.name
     )
 }
+
+/// One account's findings as `rights check --account` finds them, and the
+/// administrator probe's calls made to find them (for the caller's ledger
+/// entry): `rotate` verifies a new token's account with it.
+pub(super) async fn account_findings(
+    config: &LoadedConfig,
+    store: &dyn SecretStore,
+    study: &StudySection,
+    account: &str,
+) -> anyhow::Result<(Vec<Finding>, Vec<String>)> {
+    let paced = Paced::for_config(&config.config);
+    let read = StudyRead::open(config, store, &paced, study).await?;
+    let checked = read.findings(config, store, &paced, Some(account)).await?;
+    Ok((checked.findings, checked.probes))
+}

@@ -6,14 +6,14 @@
 
 use std::io::{IsTerminal, Read};
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, bail};
-use governance::redcap::client::{Client, OutboundLimiter};
+use governance::redcap::client::Client;
 use governance::rotation::escrow::ESCROW_IDENTITY;
 use governance::rotation::{
     CommandHook, CommandIssuer, Cutover, Escrow, EscrowKey, Hook, IssueError, Issuer, Journal,
-    NoGateway, Plan, Rotation, RotationError, Rotator, SandboxIssuer, State, Target, WebhookHook,
+    NoGateway, Plan, RightsCheck, RightsVerdict, Rotation, RotationError, Rotator, SandboxIssuer,
+    State, Target, WebhookHook,
 };
 use secrets::file::ExposeSecret;
 use secrets::{FileStore, FingerprintKey, Label, SecretStore, SecretValue};
@@ -25,16 +25,6 @@ use crate::Outcome;
 use crate::args::{Args, IssuerArg};
 use crate::operator::Operator;
 use crate::store::{file_store_options, load_config, open_store, open_trail, unlock_identity};
-
-/// The outbound window, in this process (as `rights check` keeps it).
-#[derive(Clone)]
-struct Paced(Arc<gateway::upstream::Limiter>);
-
-impl OutboundLimiter for Paced {
-    async fn acquire(&self) -> bool {
-        self.0.acquire().await
-    }
-}
 
 /// Where the journals and escrows live: `<data_dir>/rotation/`.
 fn journal(config: &LoadedConfig) -> Journal {
@@ -127,13 +117,15 @@ fn with_rotator(
         let fingerprints = FingerprintKey::load(&*store).await.with_context(
             || "reading the fingerprint key (was the store set up with `redcap-warden init`?)",
         )?;
-        let limiter = Arc::new(gateway::upstream::Limiter::new(
-            config.config.gateway.outbound_per_minute,
-            Duration::from_secs(60),
-        ));
+
         let redcap = Client::new(config.config.redcap.url())
             .with_context(|| format!("the REDCap URL in {}", config.path.display()))?
-            .with_limiter(Paced(limiter));
+            // The outbound window `rights check` keeps, in this process.
+            .with_limiter(super::rights::Paced::for_config(&config.config));
+        let rights = LiveRights {
+            config,
+            store: &*store,
+        };
         let cutover: Box<dyn Cutover> =
             match gateway::admin_client::AdminClient::from_config(config) {
                 Ok(client) => Box::new(client),
@@ -160,6 +152,7 @@ fn with_rotator(
             trail: &trail,
             fingerprints: &fingerprints,
             redcap: &redcap,
+            rights: &rights,
             cutover: &*cutover,
             hooks: &hooks,
             clock: &clock,
@@ -426,6 +419,63 @@ pub fn status(args: &Args) -> anyhow::Result<Outcome> {
     } else {
         Outcome::Clean
     })
+}
+
+/// The account's live rights and DAG against its profile, read through its
+/// study's rights manager — `rights check --account` for one account.
+struct LiveRights<'a> {
+    config: &'a LoadedConfig,
+    store: &'a dyn SecretStore,
+}
+
+#[async_trait::async_trait]
+impl RightsCheck for LiveRights<'_> {
+    async fn verdict(&self, account: &str) -> Result<RightsVerdict, String> {
+        let c = &self.config.config;
+        let not = |why: &str| Ok(RightsVerdict::NotChecked(why.to_string()));
+        let Some(a) = c.account.iter().find(|a| a.name == account) else {
+            return not("the account is no longer in warden.toml");
+        };
+        let Some(study) = c.study.iter().find(|s| s.name == a.study) else {
+            return not("its study is no longer in warden.toml");
+        };
+        match &study.rights_manager {
+            None => return not("its study has no rights_manager"),
+            // The manager's token is the one being replaced: the old one is
+            // dead, the new one not yet stored.
+            Some(m) if m == account => {
+                return not(
+                    "it is its study's rights manager; run `rights check` after the rotation",
+                );
+            }
+            Some(_) => {}
+        }
+        if a.profile.is_none() {
+            return not("it has no profile");
+        }
+        let (findings, probes) =
+            super::rights::account_findings(self.config, self.store, study, account)
+                .await
+                .map_err(|e| format!("{e:#}"))?;
+        Ok(if findings.is_empty() {
+            RightsVerdict::Clean(probes)
+        } else {
+            RightsVerdict::Drift(
+                findings
+                    .iter()
+                    .map(|f| {
+                        format!(
+                            "{} {}: {}",
+                            f.severity.to_string().to_uppercase(),
+                            f.code,
+                            f.detail
+                        )
+                    })
+                    .chain(probes)
+                    .collect(),
+            )
+        })
+    }
 }
 
 /// A person regenerates the token in REDCap's UI; the token comes from a

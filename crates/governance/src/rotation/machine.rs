@@ -10,7 +10,7 @@ use super::escrow::Escrow;
 use super::hooks::{Hook, Switched};
 use super::issuer::{Issuer, Target};
 use super::journal::Journal;
-use super::probe::{TokenAnswer, TokenCheck};
+use super::probe::{RightsCheck, RightsVerdict, TokenAnswer, TokenCheck};
 use super::{Rotation, RotationError, State};
 use crate::audit::AuditTrail;
 use crate::clock::Clock;
@@ -74,6 +74,8 @@ pub struct Rotator<'a> {
     pub fingerprints: &'a FingerprintKey,
     /// REDCap.
     pub redcap: &'a dyn TokenCheck,
+    /// The account's rights and DAG against its profile.
+    pub rights: &'a dyn RightsCheck,
     /// The gateway's cut-over hold.
     pub cutover: &'a dyn Cutover,
     /// Run after the switch, in order (the SOP's "redeploy").
@@ -356,9 +358,32 @@ impl Rotator<'_> {
         };
         match failure {
             None => {
+                let rights = match self.rights.verdict(&rot.account).await {
+                    Err(detail) => {
+                        return Err(RotationError::Redcap {
+                            what: "for the account's rights",
+                            detail,
+                            id: rot.id.clone(),
+                        });
+                    }
+                    Ok(RightsVerdict::Drift(findings)) => {
+                        return Err(RotationError::RightsDrift {
+                            account: rot.account.clone(),
+                            findings,
+                            id: rot.id.clone(),
+                        });
+                    }
+                    Ok(RightsVerdict::Clean(probes)) if probes.is_empty() => {
+                        "rights and DAG within its profile".to_string()
+                    }
+                    Ok(RightsVerdict::Clean(probes)) => {
+                        format!("rights and DAG within its profile ({})", probes.join("; "))
+                    }
+                    Ok(RightsVerdict::NotChecked(why)) => format!("rights not checked ({why})"),
+                };
                 rot.ownership = Some("unproven".into());
                 let detail = format!(
-                    "the new token authenticates and opens project {}; ownership: unproven (proof by log correlation needs a log reader); rights not re-read by this version",
+                    "the new token authenticates and opens project {}; {rights}; ownership: unproven (proof by log correlation needs a log reader)",
                     rot.project_id
                 );
                 self.transition(rot, State::Verified, detail).await
@@ -601,8 +626,8 @@ impl Rotator<'_> {
         rot.recorded = true;
         self.journal.append(rot)?;
         (self.say)(&format!(
-            "rotation {}: {} → {}",
-            rot.id, rot.from, rot.state
+            "rotation {}: {} → {}: {}",
+            rot.id, rot.from, rot.state, rot.detail
         ));
         crate::fault::point(&format!("rotation:{}", rot.state));
         Ok(())

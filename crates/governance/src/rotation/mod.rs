@@ -20,8 +20,9 @@
 //! - **obtained**: an [`Issuer`] gave the new token and it is in the
 //!   [`escrow`] — encrypted and synced before anything else happens.
 //! - **verified**: the new token authenticates and belongs to the expected
-//!   project; ownership by log correlation is recorded as *unproven* until
-//!   a log reader exists.
+//!   project, and the account's rights and DAG are within its profile
+//!   ([`RightsCheck`]); ownership by log correlation is recorded as
+//!   *unproven* until a log reader exists.
 //! - **stored**: the store holds it as `pending`.
 //! - **switched**: it is `current`; the escrow is removed, the gateway
 //!   released (which makes it forget cached tokens) and the [`hooks`] run.
@@ -53,7 +54,7 @@ pub use hooks::{CommandHook, Hook, Switched, WebhookHook};
 pub use issuer::{CommandIssuer, IssueError, Issuer, SandboxIssuer, Target};
 pub use journal::{AccountLock, Journal};
 pub use machine::{Cutover, NoGateway, Plan, Rotator};
-pub use probe::{TokenAnswer, TokenCheck};
+pub use probe::{NoRightsCheck, RightsCheck, RightsVerdict, TokenAnswer, TokenCheck};
 
 use crate::audit::AuditError;
 
@@ -267,6 +268,17 @@ pub enum RotationError {
         what: &'static str,
         /// The transport or server error.
         detail: String,
+        /// The rotation to resume.
+        id: String,
+    },
+    /// The account's rights or DAG differ from its profile: the new token
+    /// stays in escrow, not stored, until they are fixed.
+    #[error("the rights of account `{account}` differ from its profile, so the new token is not stored: {}; fix: correct them in REDCap (User Rights), then `redcap-warden rotate resume {id}` — the new token waits in the escrow; or `redcap-warden rotate abort {id} --reason R` to store it as it is", findings.join("; "))]
+    RightsDrift {
+        /// The account.
+        account: String,
+        /// What differs.
+        findings: Vec<String>,
         /// The rotation to resume.
         id: String,
     },

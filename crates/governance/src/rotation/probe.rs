@@ -48,3 +48,38 @@ impl<L: OutboundLimiter + Clone + 'static> TokenCheck for Client<L> {
         }
     }
 }
+
+/// What re-reading the account's rights and DAG against its profile found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RightsVerdict {
+    /// Not checked, and why (no profile, no rights manager, the account is
+    /// the rights manager itself).
+    NotChecked(String),
+    /// Within the profile, DAG included; the calls made with the
+    /// account's own token to find out (for the ledger entry), if any.
+    Clean(Vec<String>),
+    /// Each finding, for people (severity, code, what), then the calls
+    /// made with the account's own token, if any.
+    Drift(Vec<String>),
+}
+
+/// Re-reads an account's live rights and DAG (through its study's rights
+/// manager) and compares them with its profile — what `rights check
+/// --account` does. `Err` means REDCap could not be asked.
+#[async_trait::async_trait]
+pub trait RightsCheck: Send + Sync {
+    /// The verdict for `account`.
+    async fn verdict(&self, account: &str) -> Result<RightsVerdict, String>;
+}
+
+/// No rights check (tests, and installations without profiles).
+pub struct NoRightsCheck;
+
+#[async_trait::async_trait]
+impl RightsCheck for NoRightsCheck {
+    async fn verdict(&self, _: &str) -> Result<RightsVerdict, String> {
+        Ok(RightsVerdict::NotChecked(
+            "no rights check configured".into(),
+        ))
+    }
+}

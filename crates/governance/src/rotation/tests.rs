@@ -116,6 +116,7 @@ struct World {
     redcap: Arc<FakeRedcap>,
     ledger: Mem,
     hooks: Vec<Box<dyn Hook>>,
+    rights: Box<dyn RightsCheck>,
 }
 
 fn name() -> SecretName {
@@ -143,6 +144,7 @@ impl World {
             redcap: FakeRedcap::with(USER, OLD, PID),
             ledger: Mem::default(),
             hooks: Vec::new(),
+            rights: Box::new(NoRightsCheck),
         }
     }
 
@@ -204,6 +206,7 @@ impl World {
             trail: &trail,
             fingerprints: &self.fp,
             redcap: &*self.redcap,
+            rights: &*self.rights,
             cutover: &NoGateway,
             hooks: &self.hooks,
             clock: &clock,
@@ -744,4 +747,58 @@ fn the_webhook_posts_the_switch_without_the_token_and_needs_a_2xx() {
             "{text}"
         );
     }
+}
+
+/// Rights that drift until `fixed` is set.
+struct Drifting {
+    fixed: Arc<Mutex<bool>>,
+}
+
+#[async_trait::async_trait]
+impl RightsCheck for Drifting {
+    async fn verdict(&self, _: &str) -> Result<RightsVerdict, String> {
+        Ok(if *self.fixed.lock().unwrap() {
+            RightsVerdict::Clean(Vec::new())
+        } else {
+            RightsVerdict::Drift(vec![
+                "CRITICAL mobile_app: held, the profile does not grant it".into(),
+            ])
+        })
+    }
+}
+
+#[test]
+fn rights_drift_keeps_the_token_in_escrow_until_fixed() {
+    let rt = rt();
+    let mut w = World::new();
+    let fixed = Arc::new(Mutex::new(false));
+    w.rights = Box::new(Drifting {
+        fixed: fixed.clone(),
+    });
+    let sim = w.disk(&rt);
+    let err = w.rotate(&rt, &sim).unwrap_err();
+    assert!(matches!(err, RotationError::RightsDrift { .. }), "{err}");
+    assert!(err.to_string().contains("mobile_app"), "{err}");
+    let rot = World::journal(&sim)
+        .open_for("heart-site-a")
+        .unwrap()
+        .unwrap();
+    assert_eq!(rot.state, State::Obtained);
+    assert!(sim.exists(&escrow_of(&rot.id)));
+    assert_eq!(
+        w.current(&rt, &sim),
+        OLD,
+        "not stored while the rights drift"
+    );
+    *fixed.lock().unwrap() = true;
+    let done = w
+        .with_rotator(&rt, &sim, async |r| r.drive(rot, None).await)
+        .unwrap();
+    assert_eq!(done.state, State::Done);
+    assert_eq!(w.current(&rt, &sim), w.redcap.token_of(USER));
+    let ledger = format!("{:?}", w.ledger.0.lock().unwrap());
+    assert!(
+        ledger.contains("rights and DAG within its profile"),
+        "{ledger}"
+    );
 }
