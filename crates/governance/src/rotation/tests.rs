@@ -802,3 +802,187 @@ fn rights_drift_keeps_the_token_in_escrow_until_fixed() {
         "{ledger}"
     );
 }
+
+/// A store whose `n`-th operation (counting from 0) fails as an
+/// unreachable server would; every other one goes to `inner`.
+struct FlakyStore {
+    inner: FileStore,
+    calls: Mutex<usize>,
+    fail_at: Option<usize>,
+}
+
+impl FlakyStore {
+    fn tick(&self) -> secrets::Result<()> {
+        let mut calls = self.calls.lock().unwrap();
+        let n = *calls;
+        *calls += 1;
+        if Some(n) == self.fail_at {
+            return Err(secrets::StoreError::Unreachable {
+                store: "the flaky test store".into(),
+                detail: "connection refused".into(),
+                fix: "wait".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl SecretStore for FlakyStore {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    async fn put(
+        &self,
+        name: &SecretName,
+        value: SecretValue,
+        meta: VersionMeta,
+        label: Label,
+    ) -> secrets::Result<secrets::VersionId> {
+        self.tick()?;
+        self.inner.put(name, value, meta, label).await
+    }
+    async fn get(&self, name: &SecretName, which: &Selector) -> secrets::Result<secrets::Secret> {
+        self.tick()?;
+        self.inner.get(name, which).await
+    }
+    async fn move_label(
+        &self,
+        name: &SecretName,
+        label: Label,
+        to: &secrets::VersionId,
+    ) -> secrets::Result<()> {
+        self.tick()?;
+        self.inner.move_label(name, label, to).await
+    }
+    async fn remove_label(&self, name: &SecretName, label: Label) -> secrets::Result<()> {
+        self.tick()?;
+        self.inner.remove_label(name, label).await
+    }
+    async fn list(&self) -> secrets::Result<Vec<SecretName>> {
+        self.inner.list().await
+    }
+    async fn history(&self, name: &SecretName) -> secrets::Result<Vec<secrets::VersionInfo>> {
+        self.inner.history(name).await
+    }
+    async fn delete(&self, name: &SecretName) -> secrets::Result<()> {
+        self.inner.delete(name).await
+    }
+    async fn restore(&self, name: &SecretName) -> secrets::Result<()> {
+        self.inner.restore(name).await
+    }
+    async fn check(&self) -> secrets::Result<secrets::CheckReport> {
+        self.inner.check().await
+    }
+}
+
+/// REDCap failing its `n`-th call (counting from 0), up otherwise.
+struct FlakyRedcap {
+    inner: Arc<FakeRedcap>,
+    calls: Mutex<usize>,
+    fail_at: usize,
+}
+
+#[async_trait::async_trait]
+impl TokenCheck for FlakyRedcap {
+    async fn project_of(&self, token: &SecretValue) -> Result<TokenAnswer, String> {
+        let n = {
+            let mut calls = self.calls.lock().unwrap();
+            *calls += 1;
+            *calls - 1
+        };
+        if n == self.fail_at {
+            return Err("REDCap answered 503".into());
+        }
+        self.inner.project_of(token).await
+    }
+}
+
+#[test]
+fn the_store_or_redcap_unavailable_at_each_step_is_finished_by_resume() {
+    let rt = rt();
+    // Store operations and REDCap calls of one clean rotation.
+    let w = World::new();
+    let sim = w.disk(&rt);
+    let counting = FlakyStore {
+        inner: w.store(&sim),
+        calls: Mutex::new(0),
+        fail_at: None,
+    };
+    let run = |w: &World, sim: &SimFs, store: &dyn SecretStore, redcap: &dyn TokenCheck| {
+        let journal = World::journal(sim);
+        let escrow = Escrow::new(
+            journal.clone(),
+            EscrowKey::store_identity(w.identity.clone(), &w.identity_path),
+        );
+        let trail = AuditTrail::through(Box::new(w.ledger.clone()));
+        let clock = crate::clock::SystemClock;
+        let issuer = Regenerate(w.redcap.clone());
+        let r = Rotator {
+            journal: &journal,
+            escrow: &escrow,
+            store,
+            trail: &trail,
+            fingerprints: &w.fp,
+            redcap,
+            rights: &NoRightsCheck,
+            cutover: &NoGateway,
+            hooks: &[],
+            clock: &clock,
+            operator: "alice".into(),
+            say: &|_| {},
+        };
+        rt.block_on(async {
+            let rot = match journal.open_for("heart-site-a")? {
+                Some(rot) => rot,
+                None => r.plan(w.plan()).await?,
+            };
+            r.drive(rot, Some(&issuer)).await
+        })
+    };
+    run(&w, &sim, &counting, &*w.redcap).unwrap();
+    let store_ops = *counting.calls.lock().unwrap();
+    assert!(store_ops >= 6, "{store_ops}");
+    for n in 0..store_ops {
+        let w = World::new();
+        let sim = w.disk(&rt);
+        let flaky = FlakyStore {
+            inner: w.store(&sim),
+            calls: Mutex::new(0),
+            fail_at: Some(n),
+        };
+        let first = run(&w, &sim, &flaky, &*w.redcap);
+        assert!(
+            matches!(first, Err(RotationError::Store { .. })),
+            "store op {n}: {first:?}"
+        );
+        let done = run(&w, &sim, &w.store(&sim), &*w.redcap)
+            .unwrap_or_else(|e| panic!("resume after store op {n} failed: {e}"));
+        assert_eq!(done.state, State::Done, "store op {n}");
+        assert_eq!(
+            w.current(&rt, &sim),
+            w.redcap.token_of(USER),
+            "store op {n}"
+        );
+    }
+    // REDCap: the project check at verify, the old token's proof.
+    for n in 0..2 {
+        let w = World::new();
+        let sim = w.disk(&rt);
+        let flaky = FlakyRedcap {
+            inner: w.redcap.clone(),
+            calls: Mutex::new(0),
+            fail_at: n,
+        };
+        let first = run(&w, &sim, &w.store(&sim), &flaky);
+        assert!(
+            matches!(first, Err(RotationError::Redcap { .. })),
+            "REDCap call {n}: {first:?}"
+        );
+        let done = run(&w, &sim, &w.store(&sim), &*w.redcap)
+            .unwrap_or_else(|e| panic!("resume after REDCap call {n} failed: {e}"));
+        assert_eq!(done.state, State::Done, "REDCap call {n}");
+        assert_eq!(w.current(&rt, &sim), w.redcap.token_of(USER));
+        assert_eq!(w.states(&done.id), ALL, "REDCap call {n}");
+    }
+}
