@@ -288,13 +288,56 @@ after_switch = ["/bin/sh", "-c", "test -z \"$CARGO_MANIFEST_DIR\" && echo \"$1 $
     assert_eq!(before["age_days"], 0, "{before}");
     assert!(before["last_rotation"].is_null());
 
-    // 1. From start to done, the gateway holding and releasing the account.
+    // 1. From start to done, the gateway holding and releasing the account,
+    //    under continuous load through the gateway: no request fails.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (stop, url, key) = (
+            stop.clone(),
+            format!("http://127.0.0.1:{port}/api/"),
+            key.clone(),
+        );
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let http = reqwest::Client::new();
+            let (mut ok, mut failed) = (0usize, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let (status, body) = rt.block_on(async {
+                    let r = http
+                        .post(&url)
+                        .form(&[("token", key.as_str()), ("content", "version")])
+                        .send()
+                        .await
+                        .unwrap();
+                    (r.status().as_u16(), r.text().await.unwrap())
+                });
+                if status == 200 {
+                    ok += 1;
+                } else {
+                    failed.push(format!("{status}: {body}"));
+                }
+            }
+            (ok, failed)
+        })
+    };
     let out = rotate(
         &dir,
         &["run", ACCOUNT, "--reason", "scheduled rotation"],
         None,
         None,
     );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = load.join().unwrap();
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {failed:?}",
+        failed.len(),
+        ok + failed.len()
+    );
+    assert!(ok > 0);
     let all = text(&out);
     outputs.push(all.clone());
     assert!(out.status.success(), "{all}");

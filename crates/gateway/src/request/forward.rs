@@ -35,7 +35,8 @@ pub(super) struct Outgoing<'a> {
 }
 
 /// Step 7: inject the account's token and send; if REDCap refuses a token
-/// that the store has since replaced (a rotation), re-read and retry once.
+/// that the store has since replaced (a rotation), re-read and retry once —
+/// after the account's cut-over hold, if one began meanwhile.
 pub(super) async fn forward(
     gw: &Gateway,
     call: &Call<'_>,
@@ -65,6 +66,11 @@ pub(super) async fn forward(
             reply.status == 403 && String::from_utf8_lossy(&reply.body).contains(NO_API_PERMISSION);
         if refused && attempt == 0 {
             attempt += 1;
+            // A request that passed the hold step just before a cut-over
+            // began can reach REDCap after the token was regenerated: it
+            // waits for the release like the requests held at step 5, then
+            // takes the new token (no hold: returns at once).
+            let _ = gw.holds().wait(&account.name).await;
             if let Ok(fresh) = gw.tokens().refresh(&account.secret).await
                 && fresh.version != token.version
             {
