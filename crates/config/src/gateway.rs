@@ -184,6 +184,10 @@ pub struct StudySection {
     /// Its `[[study.site]]` tables; none for a single-site study.
     #[serde(default)]
     pub site: Vec<SiteSection>,
+    /// The account (of this study, without a site) whose token reads the
+    /// project's Export Logging for `reconcile` and the API-only check of
+    /// `rights check`.
+    pub log_reader: Option<String>,
 }
 
 /// `[[study.site]]`: a site of a multi-site study, bound to one DAG.

@@ -28,6 +28,7 @@ mod paths;
 mod problem;
 mod profile;
 mod rotation;
+mod reconcile;
 mod schema;
 mod secrets;
 mod sections;
@@ -43,6 +44,7 @@ pub use paths::PathsSection;
 pub use problem::{ConfigError, LoadError, Problem};
 pub use profile::*;
 pub use rotation::*;
+pub use reconcile::ReconcileSection;
 pub use secrets::*;
 pub use sections::*;
 
@@ -74,6 +76,8 @@ pub struct Config {
     pub client: Vec<ClientSection>,
     /// How token rotations obtain new tokens.
     pub rotation: RotationSection,
+    /// How REDCap's log is paired with the ledger.
+    pub reconcile: ReconcileSection,
 }
 
 /// The file as written: [`Config`] before the files it leaves out are
@@ -99,6 +103,7 @@ struct Document {
     client: Vec<ClientSection>,
     #[serde(default)]
     rotation: RotationSection,
+    reconcile: ReconcileSection,
 }
 
 impl From<Document> for Config {
@@ -120,6 +125,7 @@ impl From<Document> for Config {
             account: doc.account,
             client: doc.client,
             rotation: doc.rotation,
+            reconcile: doc.reconcile,
         }
     }
 }
@@ -292,6 +298,7 @@ fn validate(doc: &toml::de::DeTable<'_>, text: &str, problems: &mut Vec<Problem>
     gateway::validate(doc, text, problems);
     profile::validate(doc, text, problems);
     rotation::validate(doc, text, problems);
+    reconcile::validate(doc, text, problems);
 }
 
 /// The sections whose own rules run while they are deserialized (which

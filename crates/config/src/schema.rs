@@ -114,6 +114,7 @@ pub(crate) const TOP: &[Field] = &[
     opt("account", Kind::Tables(ACCOUNT)),
     opt("client", Kind::Tables(CLIENT)),
     opt("rotation", Kind::Table(ROTATION)),
+    opt("reconcile", Kind::Table(RECONCILE)),
 ];
 
 pub(crate) const REDCAP: &[Field] = &[req("url", Kind::Text), req("time_zone", Kind::Text)];
@@ -346,6 +347,7 @@ pub(crate) const STUDY: &[Field] = &[
     .eg("project_id = 14"),
     opt("rights_manager", Kind::Text).eg("rights_manager = \"heart2-rights\""),
     opt("site", Kind::Tables(SITE)),
+    opt("log_reader", Kind::Text).eg("log_reader = \"heart2-log\""),
 ];
 
 pub(crate) const SITE: &[Field] = &[
@@ -409,6 +411,25 @@ pub(crate) const CLIENT: &[Field] = &[
     opt("write_reason", Kind::Choice(&["required", "optional"])),
     opt("sources", Kind::TextList).eg("sources = [\"10.1.0.0/16\"]"),
     opt("unchecked_exports", Kind::Bool).eg("unchecked_exports = false"),
+];
+
+pub(crate) const RECONCILE: &[Field] = &[
+    // 0 would demand that REDCap's clock and the ledger's agree to the
+    // second, which two machines' clocks never do.
+    opt(
+        "tolerance_seconds",
+        count(
+            1,
+            U64,
+            "REDCap's clock and the gateway's never agree exactly; 0 would make every call a finding",
+        ),
+    )
+    .eg("tolerance_seconds = 120"),
+    opt(
+        "api_only_lookback_days",
+        count(1, U32, "a lookback of 0 days would read none of REDCap's log"),
+    )
+    .eg("api_only_lookback_days = 30"),
 ];
 
 /// Where the walk is: the full path with indexes (`study[0].site[1]`) and

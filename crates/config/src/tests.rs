@@ -850,6 +850,9 @@ fn the_schema_matches_the_serde_structs() {
             "rotation",
             schema::ROTATION,
             serde_fields::<RotationSection>(),
+            "reconcile",
+            schema::RECONCILE,
+            serde_fields::<ReconcileSection>(),
         ),
     ];
     for (name, schema, serde) in pairs {
@@ -1259,4 +1262,43 @@ fn an_issuer_without_its_settings_is_refused_with_what_to_add() {
         "{GOOD}\n[[study]]\nname = \"s\"\n\n[[account]]\nname = \"a\"\nusername = \"svc\"\nsecret = \"redcap/a\"\nstudy = \"s\"\nrotate_every_days = 0\n"
     ));
     assert_eq!(p.field.as_deref(), Some("account[0].rotate_every_days"));
+fn the_log_reader_is_an_account_of_the_study_without_a_site() {
+    let text = GATEWAY.replace(
+        "project_id = 14\n",
+        "project_id = 14\nlog_reader = \"heart-a-etl\"\n",
+    );
+    let p = only(&text);
+    assert_eq!(p.field.as_deref(), Some("study[0].log_reader"));
+    assert!(p.message.contains("is a site account"), "{}", p.message);
+    assert!(p.line > 0 && !p.fix.is_empty());
+    let missing = text.replace("log_reader = \"heart-a-etl\"", "log_reader = \"heart-log\"");
+    let p = only(&missing);
+    assert!(p.message.contains("not an [[account]]"), "{}", p.message);
+    assert!(p.fix.contains("log-reader"), "{}", p.fix);
+    let reader = "\n[[account]]\nname = \"heart-log\"\nusername = \"svc_log\"\nsecret = \"redcap/heart/log\"\nstudy = \"heart\"\nprofile = \"log-reader\"\n";
+    let c = parse(&format!("{missing}{reader}"), Path::new("w")).unwrap();
+    assert_eq!(c.study[0].log_reader.as_deref(), Some("heart-log"));
+    let other = format!(
+        "{missing}\n[[study]]\nname = \"lung\"\n{}",
+        reader.replace("study = \"heart\"", "study = \"lung\"")
+    );
+    let p = only(&other);
+    assert!(p.message.contains("another study"), "{}", p.message);
+}
+
+#[test]
+fn reconcile_tolerance_defaults_and_refuses_zero() {
+    let c = parse(GATEWAY, Path::new("w")).unwrap();
+    assert_eq!(c.reconcile.tolerance, std::time::Duration::from_secs(120));
+    assert_eq!(c.reconcile.api_only_lookback, crate::units::from_days(30));
+    let c = parse(
+        &format!("{GATEWAY}\n[reconcile]\ntolerance_seconds = 30\napi_only_lookback_days = 7\n"),
+        Path::new("w"),
+    )
+    .unwrap();
+    assert_eq!(c.reconcile.tolerance, std::time::Duration::from_secs(30));
+    assert_eq!(c.reconcile.api_only_lookback, crate::units::from_days(7));
+    let p = only(&format!("{GATEWAY}\n[reconcile]\ntolerance_seconds = 0\n"));
+    assert_eq!(p.field.as_deref(), Some("reconcile.tolerance_seconds"));
+    assert!(p.message.contains("never agree"), "{}", p.message);
 }

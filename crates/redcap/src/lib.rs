@@ -19,6 +19,8 @@
 //! - [`RedcapVersion`]: the version a server reports, which selects encodings.
 //! - [`php_form`]: PHP's request-body parsing, modelled exactly — what
 //!   REDCap will find in `$_POST` and `$_FILES`.
+//! - [`redact`]: the one redactor every piece of REDCap log text passes
+//!   (REDCap logs full token values on regeneration and deletion).
 
 #![warn(missing_docs)]
 
@@ -28,6 +30,7 @@ pub mod dag;
 pub mod error;
 pub mod method;
 pub mod php_form;
+pub mod redact;
 pub mod response;
 pub mod rights;
 pub mod token;

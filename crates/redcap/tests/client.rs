@@ -14,6 +14,7 @@ use redcap::client::{
     ImportResult, LogQuery, LogType, NewDag, NewProject, OutboundLimiter, OverwriteBehavior,
     Params, RawOrLabel, RecordQuery, RecordType, RetryPolicy, ReturnContent, RoleAssignment, Row,
 };
+use redcap::redact::Placeholder;
 use redcap::{Content, FormRight, RedcapVersion, SuperToken, Token};
 use serde_json::{Value, json};
 
@@ -358,50 +359,65 @@ async fn users_roles_dags_and_logging() {
     assert_eq!(with_dag[0]["redcap_data_access_group"], "site_a");
 
     // Logging with filters.
-    let log = p.export_logging(&LogQuery::default()).await.unwrap();
-    assert!(
-        log.iter().any(|e| e.action == "Create record (API) 1"),
-        "{log:?}"
-    );
-    let rec = p
-        .export_logging(&LogQuery {
-            logtype: Some(LogType::Record),
-            record: Some("1".into()),
-            ..LogQuery::default()
-        })
+    let log = p
+        .export_logging(&LogQuery::default(), &Placeholder)
         .await
         .unwrap();
     assert!(
-        !rec.is_empty() && rec.iter().all(|e| e.record == "1"),
+        log.iter().any(|e| e.action() == "Create record (API) 1"),
+        "{log:?}"
+    );
+    let rec = p
+        .export_logging(
+            &LogQuery {
+                logtype: Some(LogType::Record),
+                record: Some("1".into()),
+                ..LogQuery::default()
+            },
+            &Placeholder,
+        )
+        .await
+        .unwrap();
+    assert!(
+        !rec.is_empty() && rec.iter().all(|e| e.record() == "1"),
         "{rec:?}"
     );
     let nobody = p
-        .export_logging(&LogQuery {
-            user: Some("nobody".into()),
-            ..LogQuery::default()
-        })
+        .export_logging(
+            &LogQuery {
+                user: Some("nobody".into()),
+                ..LogQuery::default()
+            },
+            &Placeholder,
+        )
         .await
         .unwrap();
     assert!(nobody.is_empty());
     let dag_rows = p
-        .export_logging(&LogQuery {
-            dag: Some(dags[0].data_access_group_id),
-            logtype: Some(LogType::Record),
-            ..LogQuery::default()
-        })
+        .export_logging(
+            &LogQuery {
+                dag: Some(dags[0].data_access_group_id),
+                logtype: Some(LogType::Record),
+                ..LogQuery::default()
+            },
+            &Placeholder,
+        )
         .await
         .unwrap();
-    assert!(dag_rows.iter().all(|e| e.record == "1"), "{dag_rows:?}");
+    assert!(dag_rows.iter().all(|e| e.record() == "1"), "{dag_rows:?}");
     let future = p
-        .export_logging(&LogQuery {
-            begin_time: Some("2999-01-01 00:00".into()),
-            ..LogQuery::default()
-        })
+        .export_logging(
+            &LogQuery {
+                begin_time: Some("2999-01-01 00:00".into()),
+                ..LogQuery::default()
+            },
+            &Placeholder,
+        )
         .await
         .unwrap();
     assert!(future.is_empty());
     let csv = p
-        .export_logging_raw(Format::Csv, &LogQuery::default())
+        .export_logging_raw(Format::Csv, &LogQuery::default(), &Placeholder)
         .await
         .unwrap();
     assert!(

@@ -5,6 +5,7 @@ use serde::Deserialize;
 use super::rows::text;
 use super::{Error, Format, OutboundLimiter, Params, Project};
 use crate::Content;
+use crate::redact::{TokenMask, redact};
 
 /// `logtype` of Export Logging.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,32 +80,85 @@ impl LogQuery {
 
 /// One log row, newest first; `timestamp` has minute precision.
 ///
-/// `details` is REDCap's own text, which holds full token values (a
-/// regeneration logs `Replaced token = <the old token>`, a deletion the
-/// deleted one) and record values: `Debug` shows only its length, so a
-/// row that reaches a log line, an error or a panic message carries no
-/// detail text. Never store or show `details` as it is: REDCap's log rows
-/// are redacted first (DESIGN.md, invariants).
-#[derive(Clone, PartialEq, Eq, Deserialize)]
+/// REDCap's log text holds full token values (a regeneration logs
+/// `Replaced token = <the old token>`, a deletion the deleted one): a
+/// `LogEntry` can only be built through the redactor ([`LogEntry::new`],
+/// which [`Project::export_logging`] uses), so every field of a row that
+/// left the client has had its token-shaped runs replaced
+/// ([`crate::redact`]). `details` also holds record values: `Debug` shows
+/// only its length, so a row that reaches a log line, an error or a panic
+/// message carries no detail text.
+#[derive(Clone, PartialEq, Eq)]
 pub struct LogEntry {
-    /// `YYYY-MM-DD HH:MM`, server local time, no zone.
+    timestamp: String,
+    username: String,
+    action: String,
+    details: String,
+    record: String,
+}
+
+/// A row as REDCap sends it, before redaction; never leaves this module.
+#[derive(Deserialize)]
+struct RawEntry {
     #[serde(deserialize_with = "text")]
-    pub timestamp: String,
+    timestamp: String,
+    #[serde(deserialize_with = "text")]
+    username: String,
+    #[serde(deserialize_with = "text")]
+    action: String,
+    #[serde(deserialize_with = "text", default)]
+    details: String,
+    #[serde(deserialize_with = "text", default)]
+    record: String,
+}
+
+impl LogEntry {
+    /// A row from its fields, each passed through the redactor with `mask`.
+    pub fn new(
+        timestamp: &str,
+        username: &str,
+        action: &str,
+        details: &str,
+        record: &str,
+        mask: &dyn TokenMask,
+    ) -> LogEntry {
+        let r = |s: &str| redact(s, mask).into_owned();
+        LogEntry {
+            timestamp: r(timestamp),
+            username: r(username),
+            action: r(action),
+            details: r(details),
+            record: r(record),
+        }
+    }
+
+    /// `YYYY-MM-DD HH:MM`, server local time, no zone.
+    pub fn timestamp(&self) -> &str {
+        &self.timestamp
+    }
+
     /// The lower-cased REDCap username (`SYSTEM` for cron; an
     /// impersonating admin as `admin (user)`).
-    #[serde(deserialize_with = "text")]
-    pub username: String,
+    pub fn username(&self) -> &str {
+        &self.username
+    }
+
     /// The event's label, e.g. `Manage/Design ` (with REDCap's trailing
     /// space) or `Update record (API) 12`.
-    #[serde(deserialize_with = "text")]
-    pub action: String,
-    /// REDCap's description of the event: may hold full token values and
-    /// record values (see the type's documentation).
-    #[serde(deserialize_with = "text", default)]
-    pub details: String,
+    pub fn action(&self) -> &str {
+        &self.action
+    }
+
+    /// REDCap's description of the event, redacted: record values remain
+    /// (see the type's documentation).
+    pub fn details(&self) -> &str {
+        &self.details
+    }
+
     /// The record name for record events, else empty.
-    #[serde(deserialize_with = "text", default)]
-    pub record: String,
+    pub fn record(&self) -> &str {
+        &self.record
+    }
 }
 
 impl std::fmt::Debug for LogEntry {
@@ -123,33 +177,69 @@ impl std::fmt::Debug for LogEntry {
 }
 
 impl<L: OutboundLimiter> Project<L> {
-    /// Export Logging with filters.
-    pub async fn export_logging(&self, query: &LogQuery) -> Result<Vec<LogEntry>, Error> {
-        self.call_json("Export Logging", query.params()).await
+    /// Export Logging with filters; every row redacted with `mask`.
+    ///
+    /// The body is redacted before it is decoded too, so a decoding error
+    /// cannot quote a token.
+    pub async fn export_logging(
+        &self,
+        query: &LogQuery,
+        mask: &dyn TokenMask,
+    ) -> Result<Vec<LogEntry>, Error> {
+        let body = self.export_logging_raw(Format::Json, query, mask).await?;
+        let rows: Vec<RawEntry> = serde_json::from_str(&body).map_err(|e| Error::Decode {
+            what: "Export Logging",
+            detail: e.to_string(),
+        })?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                LogEntry::new(
+                    &r.timestamp,
+                    &r.username,
+                    &r.action,
+                    &r.details,
+                    &r.record,
+                    mask,
+                )
+            })
+            .collect())
     }
 
-    /// Export Logging in `format`: the body exactly as REDCap sent it.
+    /// Export Logging in `format`: the body as REDCap sent it, redacted
+    /// with `mask`.
     pub async fn export_logging_raw(
         &self,
         format: Format,
         query: &LogQuery,
+        mask: &dyn TokenMask,
     ) -> Result<String, Error> {
-        Ok(self.call(query.params().format(format)).await?.body)
+        let body = self.call(query.params().format(format)).await?.body;
+        Ok(redact(&body, mask).into_owned())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::redact::Placeholder;
 
     #[test]
-    fn debug_shows_no_detail_text() {
+    fn a_row_is_redacted_when_built_and_debug_shows_no_detail_text() {
         let token = "0123456789ABCDEF0123456789ABCDEF";
-        let row: LogEntry = serde_json::from_str(&format!(
-            r#"{{"timestamp":"2026-01-02 03:04","username":"alice","action":"Manage/Design ","details":"User regenerate own API token; Replaced token = {token}","record":""}}"#
-        ))
-        .unwrap();
-        assert!(row.details.contains(token), "the row keeps its text");
+        let details = format!("User regenerate own API token; Replaced token = {token}");
+        let row = LogEntry::new(
+            "2026-01-02 03:04",
+            "alice",
+            "Manage/Design ",
+            &details,
+            "",
+            &Placeholder,
+        );
+        assert_eq!(
+            row.details(),
+            "User regenerate own API token; Replaced token = [token]"
+        );
         for shown in [
             format!("{row:?}"),
             format!("{row:#?}"),
