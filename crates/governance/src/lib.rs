@@ -14,6 +14,11 @@
 //! - [`accounts`]: service-account status that outlives a process
 //!   (quarantines).
 //! - [`clock`]: the time stamped on what is kept, injected.
+//! - [`redcap_log`]: REDCap's own log, redacted (token values become
+//!   fingerprints), placed in UTC, and sorted by what each row shows.
+//! - [`reconcile`]: REDCap's Export Logging paired with the ledger
+//!   (`reconcile`): the token used outside the gateway, UI use by API-only
+//!   accounts, token and access changes, writes REDCap never logged.
 //! - [`rights`]: rights profiles (deny by default, built-ins of
 //!   redcap-api.md §11) and their comparison with live REDCap rights
 //!   (`rights check`; plan / apply, always with the DAG, are to come).
@@ -24,14 +29,15 @@
 //! The rest of DESIGN's governance layer comes as sibling modules of
 //! these, each recording its changes through [`audit::AuditTrail`] and
 //! taking its time from a [`clock::Clock`]: `reauth` (re-authorisation of
-//! API-only accounts) and `reconcile` (REDCap's Export Logging against the
-//! ledger).
+//! API-only accounts).
 
 #![warn(missing_docs)]
 
 pub mod accounts;
 pub mod audit;
 pub mod clock;
+pub mod reconcile;
+pub mod redcap_log;
 pub mod rights;
 pub mod rotation;
 pub mod signing_key;

@@ -1,0 +1,458 @@
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
+use ledger::{Entry, EntryKind, RecordIds};
+use redcap::client::LogEntry;
+use redcap::redact::Placeholder;
+
+use super::*;
+
+fn setup(since: &str, until: &str) -> Setup {
+    Setup {
+        accounts: vec![
+            Account {
+                name: "heart-a".into(),
+                username: "svc_a".into(),
+                role: Role::Service,
+            },
+            Account {
+                name: "heart-rights".into(),
+                username: "svc_rights".into(),
+                role: Role::RightsManager,
+            },
+            Account {
+                name: "heart-log".into(),
+                username: "svc_log".into(),
+                role: Role::LogReader,
+            },
+        ],
+        time_zone: TimeZone::get("Europe/Berlin").unwrap(),
+        tolerance: Duration::from_secs(120),
+        api_path: "/api/".into(),
+        since: since.parse().unwrap(),
+        until: until.parse().unwrap(),
+    }
+}
+
+fn row(ts: &str, user: &str, action: &str, details: &str, record: &str) -> LogEntry {
+    LogEntry::new(ts, user, action, details, record, &Placeholder)
+}
+
+fn api_call(ts: &str, user: &str) -> LogEntry {
+    row(
+        ts,
+        user,
+        "Page View",
+        "Page accessed: https://redcap.example.org/api/",
+        "",
+    )
+}
+
+fn request(seq: u64, ts: &str, id: &str, account: &str, action: Option<&str>) -> Entry {
+    Entry {
+        seq,
+        ts: ts.parse().unwrap(),
+        kind: EntryKind::Request {
+            request_id: id.into(),
+            client: "app".into(),
+            account: account.into(),
+            site: None,
+            content: Some("record".into()),
+            action: action.map(Into::into),
+            format: Some("json".into()),
+            params: vec!["content".into(), "format".into()],
+            record_ids: RecordIds::new(),
+            filter_hmac: None,
+            body_hmac: "hm1:00".into(),
+            body_bytes: 10,
+            reason: None,
+        },
+    }
+}
+
+fn response(seq: u64, ts: &str, id: &str, status: u16) -> Entry {
+    Entry {
+        seq,
+        ts: ts.parse().unwrap(),
+        kind: EntryKind::Response {
+            request_id: id.into(),
+            status,
+            record_ids: RecordIds::new(),
+            body_hmac: "hm1:00".into(),
+            body_bytes: 10,
+            latency_ms: 3,
+            delivery: None,
+        },
+    }
+}
+
+fn run(setup: &Setup, rows: &[LogEntry], entries: &[Entry]) -> Report {
+    let mut index = LedgerIndex::new(setup);
+    for e in entries {
+        index.push(e);
+    }
+    reconcile(setup, rows, &mut index, &NoExplanations).unwrap()
+}
+
+fn codes(r: &Report) -> Vec<&'static str> {
+    r.findings.iter().map(|f| f.code).collect()
+}
+
+#[test]
+fn calls_through_the_gateway_pair_and_are_clean() {
+    // Berlin is UTC+1 in winter: REDCap's 10:05 is 09:05 UTC.
+    let s = setup("2026-01-10T09:00:00Z", "2026-01-10T10:00:00Z");
+    let rows = vec![
+        api_call("2026-01-10 10:05", "svc_a"),
+        row(
+            "2026-01-10 10:05",
+            "svc_a",
+            "Data export (API) ",
+            "fields",
+            "",
+        ),
+        api_call("2026-01-10 10:06", "svc_a"),
+        row(
+            "2026-01-10 10:06",
+            "svc_a",
+            "Create record (API) 7",
+            "age = '61'",
+            "7",
+        ),
+        // The tool's own accounts read directly.
+        api_call("2026-01-10 10:20", "svc_rights"),
+        row(
+            "2026-01-10 10:20",
+            "svc_rights",
+            "Manage/Design ",
+            "Export users (API)",
+            "",
+        ),
+        api_call("2026-01-10 10:30", "svc_log"),
+        row(
+            "2026-01-10 10:30",
+            "svc_log",
+            "Manage/Design ",
+            "Export Logging (API)",
+            "",
+        ),
+        // Someone else entirely, through the UI: not ours to judge.
+        row(
+            "2026-01-10 10:40",
+            "coordinator",
+            "Update record 3",
+            "age = '70'",
+            "3",
+        ),
+    ];
+    let entries = vec![
+        // The ledger stamps a request before REDCap sees it: 59 s earlier
+        // falls in the tolerance.
+        request(1, "2026-01-10T09:04:59Z", "r1", "heart-a", Some("export")),
+        response(2, "2026-01-10T09:05:01Z", "r1", 200),
+        request(3, "2026-01-10T09:06:10Z", "r2", "heart-a", Some("import")),
+        response(4, "2026-01-10T09:06:11Z", "r2", 200),
+    ];
+    let r = run(&s, &rows, &entries);
+    assert_eq!(r.findings, vec![], "{r:#?}");
+    assert_eq!(r.forwarded, 2);
+    assert_eq!(r.redcap_rows, rows.len());
+}
+
+#[test]
+fn a_direct_export_is_one_finding_with_both_counts() {
+    let s = setup("2026-01-10T09:00:00Z", "2026-01-10T10:00:00Z");
+    let rows = vec![
+        api_call("2026-01-10 10:05", "svc_a"),
+        row(
+            "2026-01-10 10:05",
+            "svc_a",
+            "Data export (API) ",
+            "fields",
+            "",
+        ),
+        // The bypass: a second call in the same minute, and an export.
+        api_call("2026-01-10 10:05", "svc_a"),
+        api_call("2026-01-10 10:45", "svc_a"),
+        row(
+            "2026-01-10 10:45",
+            "svc_a",
+            "Data export (API) ",
+            "records",
+            "",
+        ),
+    ];
+    let entries = vec![request(
+        1,
+        "2026-01-10T09:05:10Z",
+        "r1",
+        "heart-a",
+        Some("export"),
+    )];
+    let r = run(&s, &rows, &entries);
+    assert_eq!(
+        codes(&r),
+        ["unexplained-api-activity", "unexplained-api-activity"],
+        "{r:#?}"
+    );
+    let first = &r.findings[0];
+    assert_eq!(first.at, "2026-01-10 10:05");
+    assert!(
+        first.detail.contains("REDCap logged 2 API call(s)"),
+        "{}",
+        first.detail
+    );
+    assert!(
+        first.detail.contains("the gateway forwarded 1"),
+        "{}",
+        first.detail
+    );
+    let second = &r.findings[1];
+    assert_eq!(second.account.as_deref(), Some("heart-a"));
+    assert!(second.detail.contains("forwarded 0"), "{}", second.detail);
+    assert_eq!(second.rows.len(), 1);
+    assert!(second.rows[0].contains("Data export (API)"));
+    assert_eq!(second.severity, Severity::Critical);
+}
+
+#[test]
+fn a_request_pairs_with_one_call_only() {
+    let s = setup("2026-01-10T09:00:00Z", "2026-01-10T10:00:00Z");
+    let rows = vec![
+        api_call("2026-01-10 10:05", "svc_a"),
+        api_call("2026-01-10 10:06", "svc_a"),
+    ];
+    let entries = vec![request(
+        1,
+        "2026-01-10T09:05:30Z",
+        "r1",
+        "heart-a",
+        Some("export"),
+    )];
+    let r = run(&s, &rows, &entries);
+    assert_eq!(codes(&r), ["unexplained-api-activity"], "{r:#?}");
+    assert_eq!(r.findings[0].at, "2026-01-10 10:06");
+}
+
+#[test]
+fn ui_use_playground_token_and_access_changes_are_found() {
+    let s = setup("2026-01-10T09:00:00Z", "2026-01-10T10:00:00Z");
+    let rows = vec![
+        row(
+            "2026-01-10 10:01",
+            "svc_a",
+            "Page View",
+            "Page accessed: https://redcap.example.org/redcap_v15.7.6/index.php?pid=3",
+            "",
+        ),
+        row(
+            "2026-01-10 10:02",
+            "svc_a",
+            "Update record 3",
+            "age = '70'",
+            "3",
+        ),
+        row(
+            "2026-01-10 10:03",
+            "svc_log",
+            "Manage/Design ",
+            "Export users (API Playground)",
+            "",
+        ),
+        row(
+            "2026-01-10 10:04",
+            "site_admin",
+            "Manage/Design ",
+            "Regenerate API token for user (username = 'svc_a'); Replaced token = [token]",
+            "",
+        ),
+        row(
+            "2026-01-10 10:05",
+            "site_admin",
+            "Update user svc_a",
+            "user = 'svc_a'",
+            "",
+        ),
+        row(
+            "2026-01-10 10:06",
+            "site_admin",
+            "Manage/Design ",
+            "Rename data access group (group = 'A')",
+            "",
+        ),
+        // The log reader doing more than reading the log.
+        api_call("2026-01-10 10:07", "svc_log"),
+        row(
+            "2026-01-10 10:07",
+            "svc_log",
+            "Data export (API) ",
+            "fields",
+            "",
+        ),
+    ];
+    let r = run(&s, &rows, &[]);
+    assert_eq!(
+        codes(&r),
+        [
+            "ui-activity",
+            "ui-activity",
+            "api-playground",
+            "token-event",
+            "access-change",
+            "access-change",
+            "unexplained-api-activity"
+        ],
+        "{r:#?}"
+    );
+    // A record row shows its record, never its values.
+    assert!(r.findings[1].rows[0].contains("record 3"));
+    assert!(!r.findings[1].rows[0].contains("70"));
+    assert_eq!(r.findings[3].account.as_deref(), Some("heart-a"));
+}
+
+#[test]
+fn a_rotation_journal_can_explain_a_token_event() {
+    struct Journal;
+    impl Explain for Journal {
+        fn token_event(&self, username: &str, _: redcap_log::TokenEvent, _: &[Timestamp]) -> bool {
+            username == "svc_a"
+        }
+    }
+    let s = setup("2026-01-10T09:00:00Z", "2026-01-10T10:00:00Z");
+    let rows = vec![row(
+        "2026-01-10 10:04",
+        "site_admin",
+        "Manage/Design ",
+        "Regenerate API token for user (username = 'svc_a'); Replaced token = [token]",
+        "",
+    )];
+    let mut index = LedgerIndex::new(&s);
+    let r = reconcile(&s, &rows, &mut index, &Journal).unwrap();
+    assert_eq!(r.findings, vec![]);
+}
+
+#[test]
+fn the_rights_manager_s_recorded_change_is_not_a_finding() {
+    let s = setup("2026-01-10T09:00:00Z", "2026-01-10T10:00:00Z");
+    let rows = vec![
+        api_call("2026-01-10 10:10", "svc_rights"),
+        row(
+            "2026-01-10 10:10",
+            "svc_rights",
+            "Manage/Design ",
+            "Import users (API)",
+            "",
+        ),
+    ];
+    let rights = Entry {
+        seq: 1,
+        ts: "2026-01-10T09:10:20Z".parse().unwrap(),
+        kind: EntryKind::Rights {
+            operator: "alice".into(),
+            account: "heart-a".into(),
+            project: "heart".into(),
+            changes: vec!["design: 1 -> 0".into()],
+            reason: "drift".into(),
+        },
+    };
+    let r = run(&s, &rows, std::slice::from_ref(&rights));
+    // The import itself is not a read the rights manager is expected to
+    // make without a recorded change: with the entry it is explained…
+    assert_eq!(codes(&r), ["unexplained-api-activity"], "{r:#?}");
+    // …as an access change; without it, both.
+    let r = run(&s, &rows, &[]);
+    assert_eq!(
+        codes(&r),
+        ["access-change", "unexplained-api-activity"],
+        "{r:#?}"
+    );
+}
+
+#[test]
+fn writes_redcap_never_logged_are_found() {
+    let s = setup("2026-01-10T09:00:00Z", "2026-01-10T10:00:00Z");
+    let rows = vec![api_call("2026-01-10 10:06", "svc_a")];
+    let entries = vec![
+        request(1, "2026-01-10T09:06:10Z", "r2", "heart-a", Some("import")),
+        response(2, "2026-01-10T09:06:11Z", "r2", 200),
+        // Refused by REDCap: nothing to log.
+        request(3, "2026-01-10T09:07:10Z", "r3", "heart-a", Some("import")),
+        response(4, "2026-01-10T09:07:11Z", "r3", 400),
+    ];
+    let r = run(&s, &rows, &entries);
+    // The page view pairs with r2, but REDCap logged no record event.
+    assert_eq!(codes(&r), ["unlogged-write"], "{r:#?}");
+    assert!(r.findings[0].detail.contains("r2"));
+}
+
+#[test]
+fn at_a_daylight_saving_change_both_readings_pair() {
+    // Berlin, 2026-10-25: 02:30 local happened at 00:30Z and at 01:30Z.
+    let s = setup("2026-10-25T00:00:00Z", "2026-10-25T03:00:00Z");
+    let rows = vec![
+        api_call("2026-10-25 02:30", "svc_a"),
+        api_call("2026-10-25 02:30", "svc_a"),
+    ];
+    let entries = vec![
+        request(1, "2026-10-25T00:30:05Z", "r1", "heart-a", Some("export")),
+        request(2, "2026-10-25T01:30:05Z", "r2", "heart-a", Some("export")),
+    ];
+    let r = run(&s, &rows, &entries);
+    assert_eq!(r.findings, vec![], "{r:#?}");
+}
+
+#[test]
+fn entries_outside_the_window_and_of_other_accounts_are_not_kept() {
+    let s = setup("2026-01-10T09:00:00Z", "2026-01-10T10:00:00Z");
+    let mut index = LedgerIndex::new(&s);
+    index.push(&request(1, "2026-01-09T09:00:00Z", "old", "heart-a", None));
+    index.push(&request(2, "2026-01-10T09:30:00Z", "other", "lung-a", None));
+    index.push(&request(3, "2026-01-10T09:30:00Z", "ours", "heart-a", None));
+    assert_eq!(index.requests.len(), 1);
+    assert_eq!(index.requests[0].request_id, "ours");
+}
+
+#[test]
+fn the_log_is_read_day_by_day_in_local_time_without_overlap() {
+    let tz = TimeZone::get("Europe/Berlin").unwrap();
+    let w = LogWindow {
+        from: "2026-01-10T09:00:00Z".parse().unwrap(),
+        to: "2026-01-12T10:00:00Z".parse().unwrap(),
+    };
+    assert_eq!(
+        w.requests(&tz),
+        vec![
+            (
+                "2026-01-10 09:00".to_string(),
+                "2026-01-10 23:59".to_string()
+            ),
+            (
+                "2026-01-11 00:00".to_string(),
+                "2026-01-11 23:59".to_string()
+            ),
+            (
+                "2026-01-12 00:00".to_string(),
+                "2026-01-12 12:00".to_string()
+            ),
+        ]
+    );
+}
+
+#[test]
+fn the_summary_names_counts_and_digest_but_no_row_text() {
+    let s = setup("2026-01-10T09:00:00Z", "2026-01-10T10:00:00Z");
+    let rows = vec![row(
+        "2026-01-10 10:02",
+        "svc_a",
+        "Update record 3",
+        "age = '70'",
+        "3",
+    )];
+    let r = run(&s, &rows, &[]);
+    let summary = r.summary("heart");
+    assert!(
+        summary.starts_with("study heart: 1 finding(s) (ui-activity 1)"),
+        "{summary}"
+    );
+    assert!(summary.contains("digest sha256:"));
+    assert!(!summary.contains("age"));
+}
