@@ -128,6 +128,25 @@ pub enum Command {
     /// manual regenerate step (docs/rotation.md).
     #[command(subcommand)]
     Rotate(RotateCommand),
+    /// Pair REDCap's own log (Export Logging, read through each study's
+    /// log reader) with the ledger over a window: a governed account's
+    /// REDCap activity with no forwarded request beside it (its token used
+    /// outside the gateway), UI or API Playground use by API-only
+    /// accounts, token regenerations, deletions and views, changes to
+    /// users, roles or DAGs, and writes REDCap never logged. Exit 0 clean,
+    /// 1 findings, 2 error; each study's run is a `reconcile` ledger entry.
+    Reconcile {
+        /// Start of the window, UTC: RFC 3339 (2026-12-01T08:00:00Z),
+        /// `YYYY-MM-DD HH:MM` or `YYYY-MM-DD`.
+        #[arg(long, value_name = "TIME")]
+        since: String,
+        /// End of the window, UTC, in the same forms [default: now].
+        #[arg(long, value_name = "TIME")]
+        until: Option<String>,
+        /// Only this study.
+        #[arg(long, value_name = "STUDY")]
+        study: Option<String>,
+    },
 
     /// Print a shell completion script to standard output.
     Completions {

@@ -97,7 +97,7 @@ mod tests {
             self.0 ^= self.0 << 17;
             self.0
         }
-        fn pick<'a>(&mut self, from: &'a [u8]) -> u8 {
+        fn pick(&mut self, from: &[u8]) -> u8 {
             from[(self.next() % from.len() as u64) as usize]
         }
         fn hex(&mut self, n: usize) -> String {
@@ -179,7 +179,7 @@ mod tests {
                 let f = g.filler(len);
                 text.push_str(&f);
                 fillers.push(f);
-                let len = if g.next() % 2 == 0 { 32 } else { 64 };
+                let len = if g.next().is_multiple_of(2) { 32 } else { 64 };
                 let t = g.hex(len);
                 text.push_str(&t);
                 tokens.push(t);

@@ -8,6 +8,7 @@ mod keys;
 mod ledger;
 mod ledger_export;
 mod quickstart;
+mod reconcile;
 mod rights;
 mod rotate;
 mod secrets;
@@ -138,6 +139,11 @@ pub fn run(args: &Args) -> anyhow::Result<Outcome> {
             RotateCommand::Resume { id, issuer } => rotate::resume(args, id, *issuer),
             RotateCommand::Abort { id, reason } => rotate::abort(args, id, reason),
         },
+        Command::Reconcile {
+            since,
+            until,
+            study,
+        } => reconcile::run(args, since, until.as_deref(), study.as_deref()),
         Command::Completions { shell } => completions::print(*shell),
     }
 }

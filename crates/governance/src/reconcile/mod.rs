@@ -343,10 +343,11 @@ pub fn reconcile(
         });
     }
     placed.sort_by_key(|p| p.candidates[0]);
+    // A row belongs to the window when its minute began in it.
     let in_window = |p: &Placed<'_>| {
         p.candidates
             .iter()
-            .any(|c| *c >= setup.since.checked_sub(minute).unwrap_or(*c) && *c <= setup.until)
+            .any(|c| *c >= setup.since && *c <= setup.until)
     };
     // The span of a row's minute, widened by the tolerance, for each reading.
     let spans = |p: &Placed<'_>| -> Vec<(Timestamp, Timestamp)> {
@@ -376,10 +377,19 @@ pub fn reconcile(
     let mut api_events: HashMap<String, Vec<Timestamp>> = HashMap::new();
     // REDCap's API calls per (username, local minute).
     let mut calls_per_minute: HashMap<(String, String), usize> = HashMap::new();
+    // API event rows per (username, local minute), as shown: the context
+    // of a minute with calls no request pairs with.
+    let mut events_per_minute: HashMap<(String, String), Vec<String>> = HashMap::new();
 
     for p in &placed {
         let account = setup.account_of_username(&p.username);
         let activity = redcap_log::activity(p.row, &setup.api_path);
+        if activity == Activity::ApiEvent && in_window(p) {
+            events_per_minute
+                .entry((p.username.clone(), p.row.timestamp().to_string()))
+                .or_default()
+                .push(shown(p.row));
+        }
         if matches!(activity, Activity::ApiEvent | Activity::Playground) {
             api_events
                 .entry(p.username.clone())
@@ -510,7 +520,7 @@ pub fn reconcile(
 
     let mut grouped: Vec<_> = unexplained.into_iter().collect();
     grouped.sort_by(|a, b| (&a.0.1, &a.0.0).cmp(&(&b.0.1, &b.0.0)));
-    for ((username, at), (calls, events)) in grouped {
+    for ((username, at), (calls, mut events)) in grouped {
         let Some(a) = setup.account_of_username(&username) else {
             continue;
         };
@@ -535,6 +545,14 @@ pub fn reconcile(
             ));
         }
         detail.push_str(" — the token was used outside the gateway");
+        if events.is_empty() {
+            // The calls' own rows were paired loosely with the forwarded
+            // requests of the minute: show them all, one of them is not
+            // the gateway's.
+            events = events_per_minute
+                .remove(&(username.clone(), at.clone()))
+                .unwrap_or_default();
+        }
         report.findings.push(Finding {
             severity: Severity::Critical,
             code: "unexplained-api-activity",

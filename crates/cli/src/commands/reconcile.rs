@@ -1,0 +1,375 @@
+//! `reconcile`: REDCap's Export Logging, read through each study's log
+//! reader, paired with the ledger over a window (the logic is
+//! `governance::reconcile`). Every row passes the redactor inside the
+//! REDCap client before anything here sees it.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use durable::OsFs;
+use governance::reconcile::{
+    self, Account, LedgerIndex, LogWindow, NoExplanations, Report, Role, Setup,
+};
+use governance::redcap::client::{Client, LogEntry, OutboundLimiter};
+use governance::redcap_log::{self, FingerprintMask};
+use jiff::Timestamp;
+use ledger::{Entry, EntryKind, PgReader};
+use secrets::{FingerprintKey, Label, SecretStore, Selector};
+use serde_json::{Value, json};
+use warden_config::{LedgerStore, LoadedConfig, StudySection};
+
+use crate::Outcome;
+use crate::args::Args;
+use crate::operator::Operator;
+use crate::store::{load_config, open_store};
+
+/// The gateway's outbound window, in this process (as `rights check`
+/// paces its calls): REDCap counts this tool's calls with the gateway's.
+#[derive(Clone)]
+pub(super) struct Paced(pub Arc<gateway::upstream::Limiter>);
+
+impl OutboundLimiter for Paced {
+    async fn acquire(&self) -> bool {
+        self.0.acquire().await
+    }
+}
+
+/// A study with what reconciling it needs.
+struct Planned<'a> {
+    study: &'a StudySection,
+    setup: Setup,
+}
+
+struct StudyResult {
+    study: String,
+    report: Report,
+}
+
+pub fn run(
+    args: &Args,
+    since: &str,
+    until: Option<&str>,
+    study: Option<&str>,
+) -> anyhow::Result<Outcome> {
+    let operator = Operator::current(args.operator.as_deref())?;
+    let config = load_config(&args.config)?;
+    let c = &config.config;
+    let since = parse_time(since).context("--since")?;
+    let until = match until {
+        Some(u) => parse_time(u).context("--until")?,
+        None => Timestamp::now(),
+    };
+    if until <= since {
+        bail!(
+            "--until ({until}) is not after --since ({since}); give a window that ends after it starts"
+        );
+    }
+    let studies = studies(&config, study)?;
+    let planned: Vec<Planned<'_>> = studies
+        .into_iter()
+        .map(|s| Planned {
+            setup: setup(&config, s, since, until),
+            study: s,
+        })
+        .collect();
+
+    let store = open_store(&config)?;
+    let rt = super::runtime()?;
+    let key = rt
+        .block_on(FingerprintKey::load(&*store))
+        .context("reading the fingerprint key (REDCap's log rows name tokens by fingerprint)")?;
+    let limiter = Arc::new(gateway::upstream::Limiter::new(
+        c.gateway.outbound_per_minute,
+        Duration::from_secs(60),
+    ));
+    let mut rows = Vec::new();
+    for p in &planned {
+        let window = LogWindow {
+            from: since.checked_sub(p.setup.margin()).unwrap_or(since),
+            to: until.checked_add(p.setup.margin()).unwrap_or(until),
+        };
+        let got = rt.block_on(read_log(
+            &config, &*store, &limiter, p.study, window, &key, args.json,
+        ))?;
+        rows.push(got);
+    }
+
+    // One pass over the ledger feeds every study's index.
+    let mut indexes: Vec<LedgerIndex> =
+        planned.iter().map(|p| LedgerIndex::new(&p.setup)).collect();
+    read_ledger(&config, &mut |e| {
+        for index in &mut indexes {
+            index.push(&e);
+        }
+    })?;
+
+    let mut results = Vec::new();
+    for ((p, rows), mut index) in planned.iter().zip(&rows).zip(indexes) {
+        let report = reconcile::reconcile(&p.setup, rows, &mut index, &NoExplanations)
+            .with_context(|| format!("reading the log of study `{}`", p.study.name))?;
+        results.push(StudyResult {
+            study: p.study.name.clone(),
+            report,
+        });
+    }
+
+    let trail = rt.block_on(crate::store::open_trail(&config, &*store))?;
+    rt.block_on(async {
+        for r in &results {
+            trail
+                .record(EntryKind::Reconcile {
+                    window_start: since.to_string(),
+                    window_end: until.to_string(),
+                    findings: r.report.findings.len() as u64,
+                    summary: format!("{} (operator {operator})", r.report.summary(&r.study)),
+                })
+                .await?;
+        }
+        trail.close().await
+    })?;
+    print(args, since, until, &results);
+    Ok(if results.iter().all(|r| r.report.findings.is_empty()) {
+        Outcome::Clean
+    } else {
+        Outcome::Findings
+    })
+}
+
+/// `--since` / `--until`: RFC 3339, or a UTC `YYYY-MM-DD[ HH:MM[:SS]]`.
+fn parse_time(raw: &str) -> anyhow::Result<Timestamp> {
+    let s = raw.trim();
+    if let Ok(t) = s.parse::<Timestamp>() {
+        return Ok(t);
+    }
+    let utc = jiff::tz::TimeZone::UTC;
+    for format in [
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%d %H:%M",
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%dT%H:%M",
+    ] {
+        if let Ok(dt) = jiff::civil::DateTime::strptime(format, s) {
+            return Ok(utc.to_timestamp(dt)?);
+        }
+    }
+    if let Ok(d) = s.parse::<jiff::civil::Date>() {
+        return Ok(utc.to_timestamp(d.to_datetime(jiff::civil::Time::midnight()))?);
+    }
+    bail!(
+        "`{raw}` is not a time; write RFC 3339 (2026-12-01T08:00:00Z), or UTC as YYYY-MM-DD HH:MM or YYYY-MM-DD"
+    )
+}
+
+/// The studies to reconcile: the one named, or every study with a log
+/// reader.
+fn studies<'a>(
+    config: &'a LoadedConfig,
+    only: Option<&str>,
+) -> anyhow::Result<Vec<&'a StudySection>> {
+    let c = &config.config;
+    if let Some(name) = only {
+        let Some(s) = c.study.iter().find(|s| s.name == name) else {
+            bail!("no [[study]] named `{name}` in {}", config.path.display());
+        };
+        if s.log_reader.is_none() {
+            bail!("{}", no_reader(&s.name));
+        }
+        return Ok(vec![s]);
+    }
+    let with: Vec<&StudySection> = c.study.iter().filter(|s| s.log_reader.is_some()).collect();
+    if with.is_empty() {
+        bail!(
+            "no [[study]] in {} has a log_reader, so REDCap's log cannot be read; {}",
+            config.path.display(),
+            reader_fix()
+        );
+    }
+    Ok(with)
+}
+
+fn no_reader(study: &str) -> String {
+    format!(
+        "study `{study}` has no log_reader, so its REDCap log cannot be read; {}",
+        reader_fix()
+    )
+}
+
+fn reader_fix() -> &'static str {
+    "add log_reader = \"ACCOUNT\" to the [[study]] and an [[account]] (without a site) for a REDCap user with API Export, Logging and an export right on one instrument (profile \"log-reader\"; docs/reconcile.md)"
+}
+
+/// The accounts of `study` and the window, as the reconciliation sees them.
+fn setup(config: &LoadedConfig, study: &StudySection, since: Timestamp, until: Timestamp) -> Setup {
+    let c = &config.config;
+    let accounts = c
+        .account
+        .iter()
+        .filter(|a| a.study == study.name)
+        .map(|a| Account {
+            name: a.name.clone(),
+            username: a.username.clone(),
+            role: if study.log_reader.as_deref() == Some(&a.name) {
+                Role::LogReader
+            } else if study.rights_manager.as_deref() == Some(&a.name) {
+                Role::RightsManager
+            } else {
+                Role::Service
+            },
+        })
+        .collect();
+    Setup {
+        accounts,
+        time_zone: c.redcap.time_zone().clone(),
+        tolerance: c.reconcile.tolerance,
+        api_path: redcap_log::api_path(c.redcap.url()),
+        since,
+        until,
+    }
+}
+
+/// The token of `study`'s log reader, as a client of its project paced by
+/// `limiter`.
+pub(super) async fn log_reader_project(
+    config: &LoadedConfig,
+    store: &dyn SecretStore,
+    limiter: &Arc<gateway::upstream::Limiter>,
+    study: &StudySection,
+) -> anyhow::Result<(String, governance::redcap::client::Project<Paced>)> {
+    let c = &config.config;
+    let Some(name) = &study.log_reader else {
+        bail!("{}", no_reader(&study.name));
+    };
+    let reader = c
+        .account
+        .iter()
+        .find(|a| &a.name == name)
+        .context("the log reader is not an [[account]] (config check reports this)")?;
+    let secret = store
+        .get(&reader.secret, &Selector::Label(Label::Current))
+        .await
+        .with_context(|| {
+            format!(
+                "reading the token of log reader `{}` (secret {})",
+                reader.name, reader.secret
+            )
+        })?;
+    let token = governance::redcap::Token::parse(secret.value.expose()).with_context(|| {
+        format!(
+            "the secret {} of log reader `{}` is not a REDCap token",
+            reader.secret, reader.name
+        )
+    })?;
+    let project = Client::new(c.redcap.url())?
+        .with_limiter(Paced(limiter.clone()))
+        .project(token);
+    Ok((reader.name.clone(), project))
+}
+
+/// REDCap's log of `study` over `window`, redacted with fingerprints;
+/// progress on stderr when it takes more than one day's request.
+async fn read_log(
+    config: &LoadedConfig,
+    store: &dyn SecretStore,
+    limiter: &Arc<gateway::upstream::Limiter>,
+    study: &StudySection,
+    window: LogWindow,
+    key: &FingerprintKey,
+    quiet: bool,
+) -> anyhow::Result<Vec<LogEntry>> {
+    let (reader, project) = log_reader_project(config, store, limiter, study).await?;
+    let tz = config.config.redcap.time_zone();
+    let name = study.name.clone();
+    let mut progress = |done: usize, total: usize| {
+        if total > 1 && !quiet {
+            let mut err = std::io::stderr();
+            let _ = write!(
+                err,
+                "\rreconcile: study `{name}`: REDCap's log, day {done} of {total}"
+            );
+            if done == total {
+                let _ = writeln!(err);
+            }
+        }
+    };
+    reconcile::pull_log(&project, window, tz, &FingerprintMask(key), &mut progress)
+        .await
+        .with_context(|| {
+            format!(
+                "Export Logging of study `{}` with the token of log reader `{reader}`",
+                study.name
+            )
+        })
+}
+
+/// Hands `visit` every ledger entry, in order, from the configured
+/// backend, without taking the writer's lock (a running gateway may hold
+/// it).
+fn read_ledger(config: &LoadedConfig, visit: &mut dyn FnMut(Entry)) -> anyhow::Result<()> {
+    let section = governance::audit::ledger_section(config)?;
+    match &section.store {
+        LedgerStore::File => {
+            let dir = config.resolve(&section.dir);
+            ledger::read_from(&OsFs, &dir, 0, visit)
+                .with_context(|| format!("reading the ledger in {}", dir.display()))
+        }
+        LedgerStore::Postgres(pg) => {
+            let url = zeroize::Zeroizing::new(
+                pg.connection_string(|p| config.resolve(p))
+                    .map_err(anyhow::Error::msg)?,
+            );
+            PgReader::connect(&url, &pg.schema)
+                .context("opening the PostgreSQL ledger")?
+                .read_from(0, visit)
+                .context("reading the PostgreSQL ledger")
+        }
+    }
+}
+
+fn print(args: &Args, since: Timestamp, until: Timestamp, results: &[StudyResult]) {
+    if args.json {
+        let studies: Vec<Value> = results
+            .iter()
+            .map(|r| {
+                json!({
+                    "study": r.study,
+                    "redcap_rows": r.report.redcap_rows,
+                    "forwarded": r.report.forwarded,
+                    "digest": reconcile::digest(&r.report.findings),
+                    "findings": r.report.findings,
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            json!({"window_start": since.to_string(), "window_end": until.to_string(), "studies": studies})
+        );
+        return;
+    }
+    for r in results {
+        let head = format!(
+            "study `{}`, {since} to {until}: {} REDCap row(s), {} forwarded request(s)",
+            r.study, r.report.redcap_rows, r.report.forwarded
+        );
+        if r.report.findings.is_empty() {
+            println!("{head}: REDCap's log and the ledger agree");
+            continue;
+        }
+        println!("{head}: {} finding(s)", r.report.findings.len());
+        for f in &r.report.findings {
+            println!(
+                "  {:<8} {} {} ({}): {}: {}",
+                f.severity.to_string().to_uppercase(),
+                f.at,
+                f.account.as_deref().unwrap_or("(no account)"),
+                f.username,
+                f.code,
+                f.detail
+            );
+            for row in &f.rows {
+                println!("           {row}");
+            }
+        }
+    }
+}

@@ -1,0 +1,358 @@
+//! `reconcile` end to end against redcap-sandbox: a study with a site
+//! account, a rights manager and a log reader; calls through the gateway
+//! reconcile clean; a record export made straight against the sandbox
+//! with the site account's token (the bypass) is found, and nothing else.
+//! A token regenerated in REDCap (whose log then holds the old value) is
+//! a finding named by fingerprint. No token value ever appears in the
+//! output or the ledger.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::{Serving, add_config, free_port, init, text, warden};
+use redcap_sandbox::{Config as SandboxConfig, Server};
+use serde_json::{Value, json};
+
+const SUPER: &str = "CD12CD34EF56AB12CD34EF56AB12CD34EF56AB12CD34EF56AB12CD34EF56AB12";
+const ADMIN: &str = "reconcile-admin-secret";
+
+struct Sandbox {
+    rt: tokio::runtime::Runtime,
+    http: reqwest::Client,
+    base: String,
+    _server: Server,
+}
+
+impl Sandbox {
+    fn post(&self, url: &str, params: &[(&str, &str)]) -> (u16, String) {
+        self.rt.block_on(async {
+            let r = self.http.post(url).form(params).send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        })
+    }
+
+    fn api(&self, params: &[(&str, &str)]) -> String {
+        let (status, body) = self.post(&format!("{}/api/", self.base), params);
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    fn admin(&self, path: &str, body: Option<Value>) -> Value {
+        self.rt.block_on(async {
+            let mut req = self
+                .http
+                .post(format!("{}{path}", self.base))
+                .bearer_auth(ADMIN);
+            if let Some(b) = body {
+                req = req.json(&b);
+            }
+            let r = req.send().await.unwrap();
+            assert_eq!(r.status(), 200, "{path}");
+            r.json().await.unwrap()
+        })
+    }
+
+    fn user(&self, pid: u64, rights: Value) -> String {
+        let username = rights["username"].as_str().unwrap().to_string();
+        self.admin(&format!("/sandbox/projects/{pid}/users"), Some(rights));
+        let t = self.admin(
+            &format!("/sandbox/projects/{pid}/users/{username}/token"),
+            None,
+        );
+        t["token"].as_str().unwrap().to_string()
+    }
+}
+
+/// `reconcile` with `extra` arguments: its exit code and JSON report;
+/// no token may appear in anything it printed.
+fn reconcile(dir: &Path, since: &str, tokens: &[&str]) -> (i32, Value, String) {
+    let out = warden(dir, &["reconcile", "--since", since, "--json"], None);
+    let all = text(&out);
+    for t in tokens {
+        assert!(!all.contains(t), "a token value was printed:\n{all}");
+        assert!(
+            !all.contains(&t.to_lowercase()),
+            "a token value was printed:\n{all}"
+        );
+    }
+    let report = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    (out.status.code().unwrap_or(-1), report, all)
+}
+
+/// Waits for the start of the next minute and returns it (RFC 3339, UTC):
+/// REDCap's log has minute precision, so the window starts after the
+/// setup's own rows.
+fn next_minute() -> String {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    let next = (now.as_secs() / 60 + 1) * 60;
+    std::thread::sleep(Duration::from_secs(next - now.as_secs()) + Duration::from_millis(200));
+    jiff::Timestamp::from_second(next as i64)
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn reconcile_is_clean_through_the_gateway_and_finds_the_bypass() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("w");
+    std::fs::create_dir(&dir).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let server = rt.block_on(async {
+        let mut sc = SandboxConfig::for_tests(tmp.path().join("sandbox"));
+        sc.super_token = Some(SUPER.into());
+        sc.admin_secret = Some(ADMIN.into());
+        Server::start(sc).await.unwrap()
+    });
+    let api_url = server.api_url.clone();
+    let s = Sandbox {
+        base: format!("http://{}", server.addr),
+        http: reqwest::Client::new(),
+        rt,
+        _server: server,
+    };
+    let owner = s.api(&[
+        ("token", SUPER),
+        ("content", "project"),
+        ("format", "json"),
+        ("data", r#"[{"project_title":"Heart","purpose":2}]"#),
+    ]);
+    let info: Value = serde_json::from_str(&s.api(&[
+        ("token", &owner),
+        ("content", "project"),
+        ("format", "json"),
+    ]))
+    .unwrap();
+    let pid = info["project_id"].as_u64().unwrap();
+    let md = json!([
+        {"field_name": "record_id", "form_name": "demographics", "field_type": "text", "field_label": "ID"},
+        {"field_name": "age", "form_name": "demographics", "field_type": "text", "field_label": "Age"}
+    ]);
+    s.api(&[
+        ("token", &owner),
+        ("content", "metadata"),
+        ("format", "json"),
+        ("data", &md.to_string()),
+    ]);
+    s.api(&[
+        ("token", &owner),
+        ("content", "dag"),
+        ("action", "import"),
+        ("format", "json"),
+        (
+            "data",
+            r#"[{"data_access_group_name":"Site A","unique_group_name":""}]"#,
+        ),
+    ]);
+    let dags: Vec<Value> =
+        serde_json::from_str(&s.api(&[("token", &owner), ("content", "dag"), ("format", "json")]))
+            .unwrap();
+    let unique = dags[0]["unique_group_name"].as_str().unwrap().to_string();
+    let dag_id = dags[0]["data_access_group_id"].as_u64().unwrap();
+    s.api(&[
+        ("token", &owner),
+        ("content", "record"),
+        ("format", "json"),
+        (
+            "data",
+            &json!([{"record_id": "1", "age": "61", "redcap_data_access_group": unique}])
+                .to_string(),
+        ),
+    ]);
+    let site = s.user(
+        pid,
+        json!({"username": "svc_site_a", "expiration": "2099-12-31", "data_access_group": unique,
+            "api_export": 1, "api_import": 1, "record_create": 1,
+            "forms": {"demographics": 1}, "forms_export": {"demographics": 1}}),
+    );
+    let manager = s.user(
+        pid,
+        json!({"username": "svc_rights", "expiration": "2099-12-31",
+            "api_export": 1, "api_import": 1, "user_rights": 1, "data_access_groups": 1}),
+    );
+    let reader = s.user(
+        pid,
+        json!({"username": "svc_log", "expiration": "2099-12-31",
+            "api_export": 1, "logging": 1, "forms_export": {"demographics": 2}}),
+    );
+    let tokens = [
+        site.as_str(),
+        manager.as_str(),
+        reader.as_str(),
+        &owner,
+        SUPER,
+    ];
+
+    init(&dir, &api_url);
+    let (port, admin) = (free_port(), free_port());
+    add_config(
+        &dir,
+        &format!(
+            r#"
+[gateway]
+listen = "127.0.0.1:{port}"
+admin_listen = "127.0.0.1:{admin}"
+
+[[study]]
+name = "heart"
+project_id = {pid}
+rights_manager = "heart-rights"
+log_reader = "heart-log"
+
+[[study.site]]
+name = "site-a"
+dag_id = {dag_id}
+
+[[account]]
+name = "heart-site-a"
+username = "svc_site_a"
+secret = "redcap/heart/site-a"
+study = "heart"
+site = "site-a"
+profile = "site-data-import"
+
+[[account]]
+name = "heart-rights"
+username = "svc_rights"
+secret = "redcap/heart/rights"
+study = "heart"
+profile = "rights-manager"
+
+[[account]]
+name = "heart-log"
+username = "svc_log"
+secret = "redcap/heart/log"
+study = "heart"
+profile = "log-reader"
+
+[[client]]
+name = "app"
+account = "heart-site-a"
+allow = ["record:export", "metadata"]
+"#
+        ),
+    );
+    let check = warden(&dir, &["config", "check"], None);
+    assert!(check.status.success(), "{}", text(&check));
+    for (name, token) in [
+        ("redcap/heart/site-a", &site),
+        ("redcap/heart/rights", &manager),
+        ("redcap/heart/log", &reader),
+    ] {
+        let put = warden(
+            &dir,
+            &["secrets", "put", name, "--reason", "t"],
+            Some(token),
+        );
+        assert!(put.status.success(), "{}", text(&put));
+    }
+    let issue = warden(
+        &dir,
+        &[
+            "keys",
+            "issue",
+            "app",
+            "--to-file",
+            "app.key",
+            "--reason",
+            "t",
+        ],
+        None,
+    );
+    assert!(issue.status.success(), "{}", text(&issue));
+    let key = std::fs::read_to_string(dir.join("app.key"))
+        .unwrap()
+        .trim()
+        .to_string();
+
+    let since = next_minute();
+    let serving = Serving::start(&dir, port);
+    let gateway = format!("http://127.0.0.1:{port}/api/");
+    for params in [
+        &[
+            ("token", key.as_str()),
+            ("content", "record"),
+            ("format", "json"),
+        ][..],
+        &[
+            ("token", key.as_str()),
+            ("content", "metadata"),
+            ("format", "json"),
+        ][..],
+    ] {
+        let (status, body) = s.post(&gateway, params);
+        assert_eq!(status, 200, "{body}");
+    }
+
+    // Through the gateway only: clean.
+    let (code, report, all) = reconcile(&dir, &since, &tokens);
+    assert_eq!(code, 0, "{all}");
+    let study = &report["studies"][0];
+    assert_eq!(study["study"], "heart", "{all}");
+    assert_eq!(study["findings"], json!([]), "{all}");
+    assert!(study["forwarded"].as_u64().unwrap() >= 2, "{all}");
+
+    // The bypass: the site account's own token, straight at REDCap.
+    s.api(&[("token", &site), ("content", "record"), ("format", "json")]);
+    let (code, report, all) = reconcile(&dir, &since, &tokens);
+    assert_eq!(code, 1, "{all}");
+    let findings = report["studies"][0]["findings"].as_array().unwrap().clone();
+    assert_eq!(findings.len(), 1, "{all}");
+    assert_eq!(findings[0]["code"], "unexplained-api-activity", "{all}");
+    assert_eq!(findings[0]["account"], "heart-site-a", "{all}");
+    assert_eq!(findings[0]["severity"], "critical", "{all}");
+    assert!(
+        findings[0]["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r.as_str().unwrap().contains("Data export (API)")),
+        "{all}"
+    );
+    assert!(
+        findings[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("1 call(s) have no forwarded request"),
+        "{all}"
+    );
+
+    // The token regenerated in REDCap: its log now holds the old value;
+    // reconcile names it by fingerprint and never repeats it.
+    let regen = s.admin(
+        &format!("/sandbox/projects/{pid}/users/svc_site_a/token/regenerate"),
+        None,
+    );
+    let new = regen["token"].as_str().unwrap().to_string();
+    let mut all_tokens = tokens.to_vec();
+    all_tokens.push(&new);
+    let (code, report, all) = reconcile(&dir, &since, &all_tokens);
+    assert_eq!(code, 1, "{all}");
+    let findings = report["studies"][0]["findings"].as_array().unwrap();
+    let event = findings
+        .iter()
+        .find(|f| f["code"] == "token-event")
+        .unwrap_or_else(|| panic!("no token event in {all}"));
+    assert_eq!(event["account"], "heart-site-a");
+    let row = event["rows"][0].as_str().unwrap();
+    assert!(row.contains("Replaced token = fp"), "{row}");
+    drop(serving);
+
+    // Each run is a reconcile entry; nothing of the ledger holds a token.
+    let tail = warden(&dir, &["ledger", "tail", "--count", "50"], None);
+    let tail_text = text(&tail);
+    assert!(tail_text.matches("reconcile").count() >= 3, "{tail_text}");
+    for entry in std::fs::read_dir(dir.join("data/ledger"))
+        .unwrap()
+        .flatten()
+    {
+        let bytes = std::fs::read(entry.path()).unwrap();
+        let body = String::from_utf8_lossy(&bytes);
+        for t in &all_tokens {
+            assert!(!body.contains(t), "a token in {}", entry.path().display());
+        }
+    }
+    let verify = warden(&dir, &["ledger", "verify"], None);
+    assert!(verify.status.success(), "{}", text(&verify));
+}
