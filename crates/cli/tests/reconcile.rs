@@ -339,6 +339,50 @@ allow = ["record:export", "metadata"]
     assert!(row.contains("Replaced token = fp"), "{row}");
     drop(serving);
 
+    // The API-only check of `rights check`: clean for UI use until the site
+    // account views a page of the web UI and uses the API Playground.
+    let rights = |tokens: &[&str]| {
+        let out = warden(&dir, &["rights", "check", "--json"], None);
+        let all = text(&out);
+        for t in tokens {
+            assert!(!all.contains(t), "a token value was printed:\n{all}");
+        }
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        let codes: Vec<String> = report[0]["findings"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{all}"))
+            .iter()
+            .map(|f| format!("{} {}", f["code"].as_str().unwrap(), f["account"]))
+            .collect();
+        (out.status.code().unwrap_or(-1), codes, all)
+    };
+    let (_, codes, all) = rights(&all_tokens);
+    assert!(
+        !codes
+            .iter()
+            .any(|c| c.starts_with("ui-") || c.starts_with("api-playground")),
+        "{all}"
+    );
+    assert!(!codes.iter().any(|c| c.contains("heart-log")), "{all}");
+    s.admin(
+        &format!("/sandbox/projects/{pid}/page-view"),
+        Some(json!({"username": "svc_site_a"})),
+    );
+    s.api(&[
+        ("token", &new),
+        ("content", "metadata"),
+        ("format", "json"),
+        ("playground", "1"),
+    ]);
+    let (code, codes, all) = rights(&all_tokens);
+    assert_eq!(code, 1, "{all}");
+    for want in [
+        "ui-page-view \"heart-site-a\"",
+        "api-playground \"heart-site-a\"",
+    ] {
+        assert!(codes.iter().any(|c| c == want), "{want} missing: {all}");
+    }
+
     // Each run is a reconcile entry; nothing of the ledger holds a token.
     let tail = warden(&dir, &["ledger", "tail", "--count", "50"], None);
     let tail_text = text(&tail);

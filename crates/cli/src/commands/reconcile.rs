@@ -4,15 +4,13 @@
 //! REDCap client before anything here sees it.
 
 use std::io::Write;
-use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 use durable::OsFs;
 use governance::reconcile::{
     self, Account, LedgerIndex, LogWindow, NoExplanations, Report, Role, Setup,
 };
-use governance::redcap::client::{Client, LogEntry, OutboundLimiter};
+use governance::redcap::client::{Client, LogEntry};
 use governance::redcap_log::{self, FingerprintMask};
 use jiff::Timestamp;
 use ledger::{Entry, EntryKind, PgReader};
@@ -25,16 +23,7 @@ use crate::args::Args;
 use crate::operator::Operator;
 use crate::store::{load_config, open_store};
 
-/// The gateway's outbound window, in this process (as `rights check`
-/// paces its calls): REDCap counts this tool's calls with the gateway's.
-#[derive(Clone)]
-pub(super) struct Paced(pub Arc<gateway::upstream::Limiter>);
-
-impl OutboundLimiter for Paced {
-    async fn acquire(&self) -> bool {
-        self.0.acquire().await
-    }
-}
+use super::rights::Paced;
 
 /// A study with what reconciling it needs.
 struct Planned<'a> {
@@ -80,10 +69,7 @@ pub fn run(
     let key = rt
         .block_on(FingerprintKey::load(&*store))
         .context("reading the fingerprint key (REDCap's log rows name tokens by fingerprint)")?;
-    let limiter = Arc::new(gateway::upstream::Limiter::new(
-        c.gateway.outbound_per_minute,
-        Duration::from_secs(60),
-    ));
+    let limiter = Paced::for_config(c);
     let mut rows = Vec::new();
     for p in &planned {
         let window = LogWindow {
@@ -234,7 +220,7 @@ fn setup(config: &LoadedConfig, study: &StudySection, since: Timestamp, until: T
 pub(super) async fn log_reader_project(
     config: &LoadedConfig,
     store: &dyn SecretStore,
-    limiter: &Arc<gateway::upstream::Limiter>,
+    limiter: &Paced,
     study: &StudySection,
 ) -> anyhow::Result<(String, governance::redcap::client::Project<Paced>)> {
     let c = &config.config;
@@ -262,7 +248,7 @@ pub(super) async fn log_reader_project(
         )
     })?;
     let project = Client::new(c.redcap.url())?
-        .with_limiter(Paced(limiter.clone()))
+        .with_limiter(limiter.clone())
         .project(token);
     Ok((reader.name.clone(), project))
 }
@@ -272,7 +258,7 @@ pub(super) async fn log_reader_project(
 async fn read_log(
     config: &LoadedConfig,
     store: &dyn SecretStore,
-    limiter: &Arc<gateway::upstream::Limiter>,
+    limiter: &Paced,
     study: &StudySection,
     window: LogWindow,
     key: &FingerprintKey,
@@ -372,4 +358,35 @@ fn print(args: &Args, since: Timestamp, until: Timestamp, results: &[StudyResult
             }
         }
     }
+}
+
+/// The API-only check of `rights check` (#11 item 6): the last
+/// `[reconcile] api_only_lookback_days` of `study`'s REDCap log, read
+/// through its log reader, searched for rows of the governed accounts that
+/// are not API calls. Nothing when the study has no log reader.
+pub(super) async fn api_only_findings(
+    config: &LoadedConfig,
+    store: &dyn SecretStore,
+    limiter: &Paced,
+    study: &StudySection,
+    only: Option<&str>,
+) -> anyhow::Result<Vec<governance::rights::Finding>> {
+    if study.log_reader.is_none() {
+        return Ok(Vec::new());
+    }
+    let c = &config.config;
+    let key = FingerprintKey::load(store)
+        .await
+        .context("reading the fingerprint key (REDCap's log rows name tokens by fingerprint)")?;
+    let now = Timestamp::now();
+    let window = LogWindow {
+        from: now
+            .checked_sub(c.reconcile.api_only_lookback)
+            .unwrap_or(now),
+        to: now,
+    };
+    let rows = read_log(config, store, limiter, study, window, &key, true).await?;
+    let mut s = setup(config, study, window.from, window.to);
+    s.accounts.retain(|a| only.is_none_or(|o| o == a.name));
+    Ok(reconcile::api_only(&rows, &s.accounts, &s.api_path))
 }

@@ -376,6 +376,10 @@ impl<'c> StudyRead<'c> {
                 }
             }
         }
+        // UI use by the API-only accounts, from REDCap's log (#11 item 6).
+        findings.extend(
+            super::reconcile::api_only_findings(config, store, paced, self.study, only).await?,
+        );
         if only.is_some() {
             return Ok(Checked { findings, probes });
         }

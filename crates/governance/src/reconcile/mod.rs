@@ -607,6 +607,55 @@ pub fn reconcile(
     Ok(report)
 }
 
+/// The API-only check of `rights check` (#11): every row of REDCap's log
+/// by a governed account that is not an API call — a page of the web UI,
+/// an event REDCap does not mark as an API action (its own token
+/// regenerated from the UI included), the API Playground — as a critical
+/// rights finding.
+pub fn api_only(
+    rows: &[LogEntry],
+    accounts: &[Account],
+    api_path: &str,
+) -> Vec<crate::rights::Finding> {
+    let mut out = Vec::new();
+    for row in rows {
+        let Some(a) = accounts
+            .iter()
+            .find(|a| a.username.eq_ignore_ascii_case(row.username()))
+        else {
+            continue;
+        };
+        let (code, detail, risk) = match redcap_log::activity(row, api_path) {
+            Activity::ApiCall | Activity::ApiEvent => continue,
+            Activity::UiPage { page } => (
+                "ui-page-view",
+                format!("viewed {page} at {} (REDCap time)", row.timestamp()),
+                "someone signs in to REDCap's web UI with a service account: its use is no longer attributable to one integration",
+            ),
+            Activity::UiEvent => (
+                "ui-activity",
+                format!("{} at {} (REDCap time)", shown(row), row.timestamp()),
+                "an API-only account acted outside the API: a person is using its login",
+            ),
+            Activity::Playground => (
+                "api-playground",
+                format!("{} at {} (REDCap time)", shown(row), row.timestamp()),
+                "the API Playground runs with the account's own token in a browser session, outside the gateway and its ledger",
+            ),
+        };
+        out.push(crate::rights::Finding {
+            severity: Severity::Critical,
+            account: Some(a.name.clone()),
+            username: row.username().to_lowercase(),
+            site: None,
+            code,
+            detail,
+            risk: risk.to_string(),
+        });
+    }
+    out
+}
+
 /// What the rights manager reads (redcap-api.md §4, §5): expected.
 const RIGHTS_MANAGER_READS: &[&str] = &[
     "Export users",

@@ -456,3 +456,59 @@ fn the_summary_names_counts_and_digest_but_no_row_text() {
     assert!(summary.contains("digest sha256:"));
     assert!(!summary.contains("age"));
 }
+
+#[test]
+fn the_api_only_check_reports_every_non_api_row_of_a_governed_account() {
+    let s = setup("2026-01-10T09:00:00Z", "2026-01-10T10:00:00Z");
+    let rows = vec![
+        api_call("2026-01-10 10:00", "svc_a"),
+        row(
+            "2026-01-10 10:00",
+            "svc_a",
+            "Data export (API) ",
+            "fields",
+            "",
+        ),
+        row(
+            "2026-01-10 10:01",
+            "svc_a",
+            "Page View",
+            "Page accessed: https://redcap.example.org/redcap_v15.7.6/index.php?pid=3",
+            "",
+        ),
+        row(
+            "2026-01-10 10:02",
+            "svc_log",
+            "Manage/Design ",
+            "User regenerate own API token; Replaced token = [token]",
+            "",
+        ),
+        row(
+            "2026-01-10 10:03",
+            "svc_rights",
+            "Manage/Design ",
+            "Export users (API Playground)",
+            "",
+        ),
+        row(
+            "2026-01-10 10:04",
+            "coordinator",
+            "Page View",
+            "Page accessed: https://x/index.php",
+            "",
+        ),
+    ];
+    let found = api_only(&rows, &s.accounts, "/api/");
+    let codes: Vec<_> = found.iter().map(|f| f.code).collect();
+    assert_eq!(
+        codes,
+        ["ui-page-view", "ui-activity", "api-playground"],
+        "{found:#?}"
+    );
+    assert!(
+        found
+            .iter()
+            .all(|f| f.severity == Severity::Critical && !f.risk.is_empty())
+    );
+    assert_eq!(found[1].account.as_deref(), Some("heart-log"));
+}
