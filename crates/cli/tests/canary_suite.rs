@@ -973,6 +973,58 @@ fn quickstart(suite: &mut Suite, root: &Path) -> Quick {
     );
     let sites = suite.run(&dir, &["sites"], None);
     sites.ok();
+    // REDCap's log carries token values on regeneration: regenerate site
+    // A's token in the sandbox (its old value, a canary, is now in REDCap's
+    // log), then reconcile — which reads that log through the log reader —
+    // must repeat neither the old value nor the new one.
+    let creds: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("sandbox-credentials.json")).unwrap(),
+    )
+    .unwrap();
+    let admin_secret = creds["admin_secret"].as_str().unwrap().to_string();
+    let base = format!("http://127.0.0.1:{sandbox_port}");
+    let new_token = suite.rt.block_on(async {
+        let projects: Value = suite
+            .http
+            .get(format!("{base}/sandbox/projects"))
+            .bearer_auth(&admin_secret)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let pid = projects[0]["project_id"].as_u64().unwrap();
+        let regen: Value = suite
+            .http
+            .post(format!(
+                "{base}/sandbox/projects/{pid}/users/svc_heart_site_a/token/regenerate"
+            ))
+            .bearer_auth(&admin_secret)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        regen["token"].as_str().unwrap().to_string()
+    });
+    let mut canaries = canaries;
+    canaries.push(Canary::new(&new_token));
+    let refs: Vec<&Canary> = canaries.iter().collect();
+    let today = jiff::Timestamp::now().strftime("%Y-%m-%d").to_string();
+    let reconciled = suite.run(&dir, &["reconcile", "--since", &today, "--json"], None);
+    assert_eq!(reconciled.status.code(), Some(1), "{}", reconciled.text());
+    let report = reconciled.json();
+    assert!(
+        report["studies"][0]["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["code"] == "token-event" && f["account"] == "heart2-site-a"),
+        "{}",
+        reconciled.text()
+    );
     w.scan(&refs, &mut leaks);
     let ran = w.stop(&refs, &mut leaks);
     suite.record(&ran);

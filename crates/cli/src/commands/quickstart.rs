@@ -2,8 +2,9 @@
 //! install. It starts redcap-sandbox (a REDCap API emulator) and the
 //! gateway with the embedded defaults, and on first run seeds a two-site
 //! study: a project with two Data Access Groups, one least-privilege
-//! service account per site bound to its DAG (and a rights manager, the
-//! project's creator removed, so `rights check` starts clean), their tokens in the
+//! service account per site bound to its DAG (and a rights manager and a
+//! log reader, the project's creator removed, so `rights check` starts
+//! clean and `reconcile` can read REDCap's log), their tokens in the
 //! age-encrypted store, and a client key per site application in a 0600
 //! file. It prints the gateway's URL and a PyCap snippet, and serves until
 //! Ctrl-C. Run it again in the same directory to pick up where it stopped.
@@ -30,6 +31,10 @@ const SITES: [(&str, &str, &str); 2] = [
 
 /// The study's rights-manager account (no site, no DAG).
 const RIGHTS_MANAGER: &str = "svc_heart_rights";
+
+/// The study's log-reader account (no site, no DAG): reads REDCap's log
+/// for `reconcile` and the API-only check of `rights check`.
+const LOG_READER: &str = "svc_heart_log";
 
 /// The sandbox's own credentials (it plays REDCap; these are test
 /// credentials, kept in a 0600 file so a restart finds them).
@@ -312,6 +317,30 @@ async fn seed(
         .as_str()
         .context("the sandbox issued no token")?
         .to_string();
+    // The study's log reader (profile "log-reader"): API Export, Logging,
+    // and the de-identified export right Export Logging demands.
+    s.admin(
+        &format!("/sandbox/projects/{pid}/users"),
+        Some(json!({
+            "username": LOG_READER, "expiration": expiration,
+            "api_export": 1, "api_import": 0, "logging": 1, "user_rights": 0,
+            "data_access_groups": 0, "record_create": 0, "record_delete": 0,
+            "record_rename": 0, "design": 0, "mobile_app": 0,
+            "forms": {"enrolment": 0, "visit": 0},
+            "forms_export": {"enrolment": 2, "visit": 2}
+        })),
+    )
+    .await?;
+    let t = s
+        .admin(
+            &format!("/sandbox/projects/{pid}/users/{LOG_READER}/token"),
+            None,
+        )
+        .await?;
+    let reader_token = t["token"]
+        .as_str()
+        .context("the sandbox issued no token")?
+        .to_string();
     // The project's creator (the super token's user) holds every right,
     // API access included: as in a real handover, the governed accounts
     // remain and the creator leaves, so `rights check` starts clean.
@@ -323,7 +352,9 @@ async fn seed(
         ])
         .await?,
     )?;
-    let ours = |u: &str| u == RIGHTS_MANAGER || SITES.iter().any(|(_, _, name)| *name == u);
+    let ours = |u: &str| {
+        u == RIGHTS_MANAGER || u == LOG_READER || SITES.iter().any(|(_, _, name)| *name == u)
+    };
     for user in &users {
         let name = user["username"].as_str().unwrap_or_default();
         if !ours(name) {
@@ -341,10 +372,11 @@ async fn seed(
         }
     }
     tokens.push(("rights", SecretValue::new(manager_token)));
+    tokens.push(("log", SecretValue::new(reader_token)));
 
     // warden's setup: config with the study, store, ledger, tokens, keys.
     let mut extra = format!(
-        "\n[gateway]\nlisten = \"{}\"\nadmin_listen = \"{}\"\n\n[[study]]\nname = \"heart2\"\nproject_id = {pid}\nrights_manager = \"heart2-rights\"\n",
+        "\n[gateway]\nlisten = \"{}\"\nadmin_listen = \"{}\"\n\n[[study]]\nname = \"heart2\"\nproject_id = {pid}\nrights_manager = \"heart2-rights\"\nlog_reader = \"heart2-log\"\n",
         listen.gateway, listen.admin
     );
     for (site, label, _) in SITES {
@@ -362,6 +394,9 @@ async fn seed(
     }
     extra.push_str(&format!(
         "\n[[account]]\nname = \"heart2-rights\"\nusername = \"{RIGHTS_MANAGER}\"\nsecret = \"redcap/heart2/rights\"\nstudy = \"heart2\"\nprofile = \"rights-manager\"\n"
+    ));
+    extra.push_str(&format!(
+        "\n[[account]]\nname = \"heart2-log\"\nusername = \"{LOG_READER}\"\nsecret = \"redcap/heart2/log\"\nstudy = \"heart2\"\nprofile = \"log-reader\"\n"
     ));
     for (site, _, _) in SITES {
         extra.push_str(&format!(
@@ -455,6 +490,11 @@ fn print_welcome(dir: &Path, config: &Path, sandbox: &Server, gateway: &gateway:
     println!(
         "Check the accounts' rights:   redcap-warden --config {} rights check",
         config.display()
+    );
+    println!(
+        "Pair REDCap's log with it:    redcap-warden --config {} reconcile --since {}",
+        config.display(),
+        jiff::Timestamp::now().strftime("%Y-%m-%d")
     );
     println!("Ctrl-C stops the gateway and the sandbox; run quickstart again to resume.");
 }
