@@ -158,6 +158,22 @@ fn append_close_verify_and_prove() {
         backend.read_from(from, &mut |e| read.push(e)).unwrap();
         assert_eq!(read, entries[from as usize..].to_vec());
     }
+    // From a time on (binary search by seq), until told to stop.
+    for (from, stop) in [(0usize, 203u64), (150, 160), (202, 203)] {
+        let mut read = Vec::new();
+        r.read_since(entries[from].ts, &mut |e| {
+            let go = e.seq < stop;
+            read.push(e);
+            go
+        })
+        .unwrap();
+        let first = entries
+            .iter()
+            .position(|e| e.ts >= entries[from].ts)
+            .unwrap();
+        let last = (stop as usize).min(202);
+        assert_eq!(read, entries[first..=last].to_vec());
+    }
     let c = r.prove_consistency(17, 203).unwrap();
     merkle::verify_consistency(17, 203, &c.proof, &c.old_root, &final_cp.root).unwrap();
     assert!(r.prove_consistency(0, 203).is_err());

@@ -82,13 +82,20 @@ pub fn run(
         rows.push(got);
     }
 
-    // One pass over the ledger feeds every study's index.
+    // One pass over the ledger's window feeds every study's index.
     let mut indexes: Vec<LedgerIndex> =
         planned.iter().map(|p| LedgerIndex::new(&p.setup)).collect();
-    read_ledger(&config, &mut |e| {
+    let margin = planned[0].setup.margin();
+    let from = since.checked_sub(margin).unwrap_or(since);
+    let to = until.checked_add(margin).unwrap_or(until);
+    read_ledger(&config, from, &mut |e| {
+        if e.ts > to {
+            return false;
+        }
         for index in &mut indexes {
             index.push(&e);
         }
+        true
     })?;
 
     let mut results = Vec::new();
@@ -289,15 +296,20 @@ async fn read_log(
         })
 }
 
-/// Hands `visit` every ledger entry, in order, from the configured
-/// backend, without taking the writer's lock (a running gateway may hold
-/// it).
-fn read_ledger(config: &LoadedConfig, visit: &mut dyn FnMut(Entry)) -> anyhow::Result<()> {
+/// Hands `visit` the ledger's entries from `from` on, in order, until it
+/// answers `false`, from the configured backend: only the segments (or
+/// rows) of the window are read, and the writer's lock is not taken (a
+/// running gateway may hold it).
+fn read_ledger(
+    config: &LoadedConfig,
+    from: Timestamp,
+    visit: &mut dyn FnMut(Entry) -> bool,
+) -> anyhow::Result<()> {
     let section = governance::audit::ledger_section(config)?;
     match &section.store {
         LedgerStore::File => {
             let dir = config.resolve(&section.dir);
-            ledger::read_from(&OsFs, &dir, 0, visit)
+            ledger::read_since(&OsFs, &dir, from, visit)
                 .with_context(|| format!("reading the ledger in {}", dir.display()))
         }
         LedgerStore::Postgres(pg) => {
@@ -307,7 +319,7 @@ fn read_ledger(config: &LoadedConfig, visit: &mut dyn FnMut(Entry)) -> anyhow::R
             );
             PgReader::connect(&url, &pg.schema)
                 .context("opening the PostgreSQL ledger")?
-                .read_from(0, visit)
+                .read_since(from, visit)
                 .context("reading the PostgreSQL ledger")
         }
     }

@@ -107,6 +107,29 @@ impl PgReader {
         })
     }
 
+    /// Hands `visit` the entries committed at or after `since`, in order,
+    /// until it answers `false` (what `reconcile` reads for a window):
+    /// the first such seq is found by binary search (entries are in time
+    /// order), then rows are read from there.
+    pub fn read_since(
+        &mut self,
+        since: jiff::Timestamp,
+        visit: &mut dyn FnMut(Entry) -> bool,
+    ) -> Result<(), LedgerError> {
+        let (mut lo, mut hi) = (0u64, self.count()?);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match self.entry(mid)? {
+                Some(e) if e.ts < since => lo = mid + 1,
+                _ => hi = mid,
+            }
+        }
+        self.each_row(lo, &mut |_, bytes| {
+            let entry = parse_stored(bytes)?;
+            Ok(entry.ts < since || visit(entry))
+        })
+    }
+
     /// Hands `visit` each row `(seq, entry)` from seq `from` on, in order,
     /// in one snapshot, a batch of rows at a time, until it answers false.
     fn each_row(&mut self, from: u64, visit: &mut RowVisit<'_>) -> Result<(), LedgerError> {
