@@ -29,7 +29,9 @@
 //! The study's own tool accounts — the rights manager and the log reader
 //! — call REDCap directly, not through the gateway: their reads (Export
 //! Users, roles, DAGs, Logging) are expected; anything else they do is a
-//! finding like any governed account's.
+//! finding like any governed account's. A call `rights check` made with a
+//! governed account's own token is recorded in its `rights` entry
+//! (`probe: … with the token of `ACCOUNT` …`) and counts as forwarded.
 //!
 //! Scale: one pass over the ledger's entries, keeping only the window's
 //! requests in a map by (username, minute); each REDCap row then looks at
@@ -294,7 +296,32 @@ impl LedgerIndex {
                     self.requests[i].status = Some(*status);
                 }
             }
-            EntryKind::Rights { .. } => self.rights_entries.push(entry.ts),
+            EntryKind::Rights { changes, .. } => {
+                self.rights_entries.push(entry.ts);
+                // `rights check` calls REDCap with governed accounts' own
+                // tokens (the administrator probe) and records each call
+                // as `probe: <method> with the token of `<account>` …`:
+                // such a call is a forwarded request of that account.
+                for line in changes {
+                    if let Some(account) = probed_account(line)
+                        && let Some(username) = self.usernames.get(account)
+                    {
+                        let i = self.requests.len();
+                        self.requests.push(Forwarded {
+                            at: entry.ts,
+                            username: username.clone(),
+                            request_id: format!("rights entry {}", entry.seq),
+                            write: false,
+                            status: None,
+                            paired: false,
+                        });
+                        self.by_minute
+                            .entry((username.clone(), minute_number(entry.ts)))
+                            .or_default()
+                            .push(i);
+                    }
+                }
+            }
             _ => {}
         }
     }
@@ -313,6 +340,15 @@ impl LedgerIndex {
         }
         out
     }
+}
+
+/// The account a `probe: … with the token of `<account>` …` line of a
+/// `rights` entry names.
+fn probed_account(line: &str) -> Option<&str> {
+    let rest = line.strip_prefix("probe:")?;
+    let i = rest.find("with the token of `")? + "with the token of `".len();
+    let rest = &rest[i..];
+    Some(&rest[..rest.find('`')?])
 }
 
 /// A REDCap row placed in time.

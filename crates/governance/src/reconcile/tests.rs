@@ -512,3 +512,38 @@ fn the_api_only_check_reports_every_non_api_row_of_a_governed_account() {
     );
     assert_eq!(found[1].account.as_deref(), Some("heart-log"));
 }
+
+#[test]
+fn a_probe_recorded_by_rights_check_explains_its_call() {
+    let s = setup("2026-01-10T09:00:00Z", "2026-01-10T10:00:00Z");
+    let rows = vec![
+        api_call("2026-01-10 10:10", "svc_a"),
+        row(
+            "2026-01-10 10:10",
+            "svc_a",
+            "Manage/Design ",
+            "Export DAGs (API)",
+            "",
+        ),
+    ];
+    let rights = Entry {
+        seq: 1,
+        ts: "2026-01-10T09:10:30Z".parse().unwrap(),
+        kind: EntryKind::Rights {
+            operator: "alice".into(),
+            account: "*".into(),
+            project: "heart".into(),
+            changes: vec![
+                "check: 0 finding(s), digest sha256:00".into(),
+                "probe: Export DAGs with the token of `heart-a` (administrator test; refused)"
+                    .into(),
+            ],
+            reason: "rights check".into(),
+        },
+    };
+    assert_eq!(
+        run(&s, &rows, std::slice::from_ref(&rights)).findings,
+        vec![]
+    );
+    assert_eq!(codes(&run(&s, &rows, &[])), ["unexplained-api-activity"]);
+}
