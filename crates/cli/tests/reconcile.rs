@@ -93,8 +93,20 @@ fn next_minute() -> String {
         .to_string()
 }
 
-#[test]
-fn reconcile_is_clean_through_the_gateway_and_finds_the_bypass() {
+/// A study in the sandbox (site account, rights manager, log reader) and
+/// an installation governing it, with `extra` appended to warden.toml.
+struct Study {
+    _tmp: tempfile::TempDir,
+    dir: std::path::PathBuf,
+    s: Sandbox,
+    pid: u64,
+    site: String,
+    tokens: Vec<String>,
+    key: String,
+    port: u16,
+}
+
+fn study(extra: &str) -> Study {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("w");
     std::fs::create_dir(&dir).unwrap();
@@ -176,12 +188,12 @@ fn reconcile_is_clean_through_the_gateway_and_finds_the_bypass() {
         json!({"username": "svc_log", "expiration": "2099-12-31",
             "api_export": 1, "logging": 1, "forms_export": {"demographics": 2}}),
     );
-    let tokens = [
-        site.as_str(),
-        manager.as_str(),
-        reader.as_str(),
-        &owner,
-        SUPER,
+    let tokens = vec![
+        site.clone(),
+        manager.clone(),
+        reader.clone(),
+        owner.clone(),
+        SUPER.to_string(),
     ];
 
     init(&dir, &api_url);
@@ -230,7 +242,7 @@ profile = "log-reader"
 name = "app"
 account = "heart-site-a"
 allow = ["record:export", "metadata"]
-"#
+{extra}"#
         ),
     );
     let check = warden(&dir, &["config", "check"], None);
@@ -265,7 +277,31 @@ allow = ["record:export", "metadata"]
         .unwrap()
         .trim()
         .to_string();
+    Study {
+        _tmp: tmp,
+        dir,
+        s,
+        pid,
+        site,
+        tokens,
+        key,
+        port,
+    }
+}
 
+#[test]
+fn reconcile_is_clean_through_the_gateway_and_finds_the_bypass() {
+    let Study {
+        _tmp,
+        dir,
+        s,
+        pid,
+        site,
+        tokens,
+        key,
+        port,
+    } = study("");
+    let tokens: Vec<&str> = tokens.iter().map(String::as_str).collect();
     let since = next_minute();
     let serving = Serving::start(&dir, port);
     let gateway = format!("http://127.0.0.1:{port}/api/");
@@ -325,7 +361,7 @@ allow = ["record:export", "metadata"]
         None,
     );
     let new = regen["token"].as_str().unwrap().to_string();
-    let mut all_tokens = tokens.to_vec();
+    let mut all_tokens = tokens.clone();
     all_tokens.push(&new);
     let (code, report, all) = reconcile(&dir, &since, &all_tokens);
     assert_eq!(code, 1, "{all}");
@@ -399,4 +435,39 @@ allow = ["record:export", "metadata"]
     }
     let verify = warden(&dir, &["ledger", "verify"], None);
     assert!(verify.status.success(), "{}", text(&verify));
+}
+
+/// `serve` reconciles on its own (`[reconcile] every_minutes`): a record
+/// export made straight against REDCap just before the gateway starts is in
+/// the first scheduled run's window, which records a `reconcile` entry and
+/// raises an `alert`.
+#[test]
+fn serve_reconciles_on_a_schedule_and_raises_an_alert() {
+    let study = study("\n[reconcile]\ntolerance_seconds = 1\nevery_minutes = 1\n");
+    let s = &study.s;
+    s.api(&[
+        ("token", &study.site),
+        ("content", "record"),
+        ("format", "json"),
+    ]);
+    // The first run covers up to a minute and a second before it starts.
+    std::thread::sleep(Duration::from_secs(2));
+    let _serving = Serving::start(&study.dir, study.port);
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    let tail = loop {
+        let out = warden(&study.dir, &["ledger", "tail", "-n", "40"], None);
+        let tail = text(&out);
+        if tail.contains("reconcile.findings") {
+            break tail;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no scheduled reconcile alert:\n{tail}"
+        );
+        std::thread::sleep(Duration::from_secs(5));
+    };
+    assert!(tail.contains("unexplained-api-activity"), "{tail}");
+    for t in &study.tokens {
+        assert!(!tail.contains(t.as_str()), "a token in the ledger:\n{tail}");
+    }
 }

@@ -29,6 +29,14 @@ pub struct ReconcileSection {
         deserialize_with = "crate::units::days"
     )]
     pub api_only_lookback: SignedDuration,
+    /// How often `serve` reconciles on its own (`every_minutes`; `0`
+    /// turns it off): `None` when off.
+    #[serde(
+        rename = "every_minutes",
+        default = "default_every",
+        deserialize_with = "minutes_or_off"
+    )]
+    pub every: Option<Duration>,
 }
 
 impl Default for ReconcileSection {
@@ -36,12 +44,23 @@ impl Default for ReconcileSection {
         ReconcileSection {
             tolerance: default_tolerance(),
             api_only_lookback: default_lookback(),
+            every: default_every(),
         }
     }
 }
 
 fn default_tolerance() -> Duration {
     Duration::from_secs(120)
+}
+
+fn default_every() -> Option<Duration> {
+    Some(Duration::from_secs(60 * 60))
+}
+
+/// A whole number of minutes; 0 is "off".
+fn minutes_or_off<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let minutes = u64::deserialize(d)?;
+    Ok((minutes > 0).then(|| Duration::from_secs(minutes.saturating_mul(60))))
 }
 
 fn default_lookback() -> SignedDuration {

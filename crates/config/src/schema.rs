@@ -430,6 +430,15 @@ pub(crate) const RECONCILE: &[Field] = &[
         count(1, U32, "a lookback of 0 days would read none of REDCap's log"),
     )
     .eg("api_only_lookback_days = 30"),
+    opt(
+        "every_minutes",
+        count(
+            0,
+            U32,
+            "a number of minutes cannot be negative (0 turns the scheduled reconcile off)",
+        ),
+    )
+    .eg("every_minutes = 60"),
 ];
 
 /// Where the walk is: the full path with indexes (`study[0].site[1]`) and

@@ -1291,6 +1291,10 @@ fn reconcile_tolerance_defaults_and_refuses_zero() {
     let c = parse(GATEWAY, Path::new("w")).unwrap();
     assert_eq!(c.reconcile.tolerance, std::time::Duration::from_secs(120));
     assert_eq!(c.reconcile.api_only_lookback, crate::units::from_days(30));
+    assert_eq!(
+        c.reconcile.every,
+        Some(std::time::Duration::from_secs(3600))
+    );
     let c = parse(
         &format!("{GATEWAY}\n[reconcile]\ntolerance_seconds = 30\napi_only_lookback_days = 7\n"),
         Path::new("w"),
@@ -1298,6 +1302,12 @@ fn reconcile_tolerance_defaults_and_refuses_zero() {
     .unwrap();
     assert_eq!(c.reconcile.tolerance, std::time::Duration::from_secs(30));
     assert_eq!(c.reconcile.api_only_lookback, crate::units::from_days(7));
+    let off = parse(
+        &format!("{GATEWAY}\n[reconcile]\nevery_minutes = 0\n"),
+        Path::new("w"),
+    )
+    .unwrap();
+    assert_eq!(off.reconcile.every, None);
     let p = only(&format!("{GATEWAY}\n[reconcile]\ntolerance_seconds = 0\n"));
     assert_eq!(p.field.as_deref(), Some("reconcile.tolerance_seconds"));
     assert!(p.message.contains("never agree"), "{}", p.message);

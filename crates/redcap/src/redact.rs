@@ -20,8 +20,9 @@
 
 use std::borrow::Cow;
 
-/// What a token-shaped run becomes.
-pub trait TokenMask {
+/// What a token-shaped run becomes. `Sync`, so a mask can be held across
+/// the awaits of a log export.
+pub trait TokenMask: Sync {
     /// The text to write instead of `token` (a run of 32 or 64 hex
     /// characters). Must not contain the token or a slice of it.
     fn mask(&self, token: &str) -> String;

@@ -44,7 +44,6 @@ pub fn run(
 ) -> anyhow::Result<Outcome> {
     let operator = Operator::current(args.operator.as_deref())?;
     let config = load_config(&args.config)?;
-    let c = &config.config;
     let since = parse_time(since).context("--since")?;
     let until = match until {
         Some(u) => parse_time(u).context("--until")?,
@@ -56,47 +55,84 @@ pub fn run(
         );
     }
     let studies = studies(&config, study)?;
+    let store = open_store(&config)?;
+    let rt = super::runtime()?;
+    let results = rt.block_on(async {
+        let results = reconcile_window(&config, &*store, &studies, since, until, args.json).await?;
+        record(
+            &config,
+            &*store,
+            &results,
+            since,
+            until,
+            &operator.to_string(),
+            false,
+        )
+        .await?;
+        anyhow::Ok(results)
+    })?;
+    print(args, since, until, &results);
+    Ok(if results.iter().all(|r| r.report.findings.is_empty()) {
+        Outcome::Clean
+    } else {
+        Outcome::Findings
+    })
+}
+
+/// Reconciles `studies` over `since`..`until`: REDCap's log through each
+/// log reader, then one pass over the ledger's window.
+async fn reconcile_window(
+    config: &LoadedConfig,
+    store: &dyn SecretStore,
+    studies: &[&StudySection],
+    since: Timestamp,
+    until: Timestamp,
+    quiet: bool,
+) -> anyhow::Result<Vec<StudyResult>> {
     let planned: Vec<Planned<'_>> = studies
-        .into_iter()
+        .iter()
         .map(|s| Planned {
-            setup: setup(&config, s, since, until),
+            setup: setup(config, s, since, until),
             study: s,
         })
         .collect();
-
-    let store = open_store(&config)?;
-    let rt = super::runtime()?;
-    let key = rt
-        .block_on(FingerprintKey::load(&*store))
+    let key = FingerprintKey::load(store)
+        .await
         .context("reading the fingerprint key (REDCap's log rows name tokens by fingerprint)")?;
-    let limiter = Paced::for_config(c);
+    let limiter = Paced::for_config(&config.config);
     let mut rows = Vec::new();
     for p in &planned {
         let window = LogWindow {
             from: since.checked_sub(p.setup.margin()).unwrap_or(since),
             to: until.checked_add(p.setup.margin()).unwrap_or(until),
         };
-        let got = rt.block_on(read_log(
-            &config, &*store, &limiter, p.study, window, &key, args.json,
-        ))?;
-        rows.push(got);
+        rows.push(read_log(config, store, &limiter, p.study, window, &key, quiet).await?);
     }
 
-    // One pass over the ledger's window feeds every study's index.
-    let mut indexes: Vec<LedgerIndex> =
-        planned.iter().map(|p| LedgerIndex::new(&p.setup)).collect();
-    let margin = planned[0].setup.margin();
+    // One pass over the ledger's window feeds every study's index (on a
+    // thread of its own: it reads files or a database synchronously).
+    let indexes: Vec<LedgerIndex> = planned.iter().map(|p| LedgerIndex::new(&p.setup)).collect();
+    let margin = planned
+        .first()
+        .map_or(jiff::SignedDuration::ZERO, |p| p.setup.margin());
     let from = since.checked_sub(margin).unwrap_or(since);
     let to = until.checked_add(margin).unwrap_or(until);
-    read_ledger(&config, from, &mut |e| {
-        if e.ts > to {
-            return false;
-        }
-        for index in &mut indexes {
-            index.push(&e);
-        }
-        true
-    })?;
+    let owned = config.clone();
+    let indexes = tokio::task::spawn_blocking(move || {
+        let mut indexes = indexes;
+        read_ledger(&owned, from, &mut |e| {
+            if e.ts > to {
+                return false;
+            }
+            for index in &mut indexes {
+                index.push(&e);
+            }
+            true
+        })
+        .map(|()| indexes)
+    })
+    .await
+    .context("the ledger reader stopped")??;
 
     let mut results = Vec::new();
     for ((p, rows), mut index) in planned.iter().zip(&rows).zip(indexes) {
@@ -107,27 +143,119 @@ pub fn run(
             report,
         });
     }
+    Ok(results)
+}
 
-    let trail = rt.block_on(crate::store::open_trail(&config, &*store))?;
-    rt.block_on(async {
-        for r in &results {
+/// One `reconcile` entry per study; with `alert`, an `alert` entry too for
+/// each study with findings (the scheduled run inside `serve`).
+async fn record(
+    config: &LoadedConfig,
+    store: &dyn SecretStore,
+    results: &[StudyResult],
+    since: Timestamp,
+    until: Timestamp,
+    operator: &str,
+    alert: bool,
+) -> anyhow::Result<()> {
+    let trail = crate::store::open_trail(config, store).await?;
+    for r in results {
+        trail
+            .record(EntryKind::Reconcile {
+                window_start: since.to_string(),
+                window_end: until.to_string(),
+                findings: r.report.findings.len() as u64,
+                summary: format!("{} (operator {operator})", r.report.summary(&r.study)),
+            })
+            .await?;
+        if alert && !r.report.findings.is_empty() {
             trail
-                .record(EntryKind::Reconcile {
-                    window_start: since.to_string(),
-                    window_end: until.to_string(),
-                    findings: r.report.findings.len() as u64,
-                    summary: format!("{} (operator {operator})", r.report.summary(&r.study)),
+                .record(EntryKind::Alert {
+                    code: ALERT_FINDINGS.into(),
+                    message: format!(
+                        "scheduled reconcile of study `{}` found {} discrepancy(ies) between REDCap's log and the ledger; see them with: redcap-warden reconcile --study {} --since {since} --until {until}",
+                        r.study,
+                        r.report.findings.len(),
+                        r.study
+                    ),
                 })
                 .await?;
         }
-        trail.close().await
-    })?;
-    print(args, since, until, &results);
-    Ok(if results.iter().all(|r| r.report.findings.is_empty()) {
-        Outcome::Clean
-    } else {
-        Outcome::Findings
-    })
+    }
+    Ok(trail.close().await?)
+}
+
+/// The `alert` code of a scheduled run with findings.
+pub const ALERT_FINDINGS: &str = "reconcile.findings";
+/// The `alert` code of a scheduled run that could not be made.
+pub const ALERT_FAILED: &str = "reconcile.failed";
+
+/// Reconciles on a schedule inside `serve` (`[reconcile] every_minutes`):
+/// each run covers the time since the previous one's end, up to a margin
+/// before now (so a request and its REDCap rows are both in), records a
+/// `reconcile` entry per study and an `alert` when it finds anything; a
+/// run that fails records an `alert` and its window is tried again next
+/// time. The first run covers one interval before the start. `None` when
+/// the schedule is off or no study has a log reader.
+pub fn spawn_schedule(
+    config: LoadedConfig,
+    store: std::sync::Arc<dyn SecretStore>,
+    operator: String,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let every = config.config.reconcile.every?;
+    if !config.config.study.iter().any(|s| s.log_reader.is_some()) {
+        return None;
+    }
+    let every_signed = jiff::SignedDuration::try_from(every).ok()?;
+    Some(tokio::spawn(async move {
+        let studies: Vec<&StudySection> = config
+            .config
+            .study
+            .iter()
+            .filter(|s| s.log_reader.is_some())
+            .collect();
+        let margin = jiff::SignedDuration::try_from(config.config.reconcile.tolerance)
+            .unwrap_or(jiff::SignedDuration::ZERO)
+            + jiff::SignedDuration::from_secs(60);
+        let start = Timestamp::now();
+        let mut since = start.checked_sub(every_signed + margin).unwrap_or(start);
+        let mut ticks = tokio::time::interval(every);
+        ticks.tick().await; // the first tick is immediate
+        loop {
+            ticks.tick().await;
+            let until = Timestamp::now().checked_sub(margin).unwrap_or(since);
+            if until <= since {
+                continue;
+            }
+            let run = async {
+                let results =
+                    reconcile_window(&config, &*store, &studies, since, until, true).await?;
+                record(&config, &*store, &results, since, until, &operator, true).await
+            };
+            match run.await {
+                Ok(()) => since = until,
+                Err(e) => {
+                    eprintln!("redcap-warden: scheduled reconcile failed: {e:#}");
+                    let failed = async {
+                        let trail = crate::store::open_trail(&config, &*store).await?;
+                        trail
+                            .record(EntryKind::Alert {
+                                code: ALERT_FAILED.into(),
+                                message: format!(
+                                    "scheduled reconcile of {since} to {until} failed and will be tried again: {e:#}"
+                                ),
+                            })
+                            .await?;
+                        anyhow::Ok(trail.close().await?)
+                    };
+                    if let Err(e) = failed.await {
+                        eprintln!(
+                            "redcap-warden: the reconcile alert could not be recorded: {e:#}"
+                        );
+                    }
+                }
+            }
+        }
+    }))
 }
 
 /// `--since` / `--until`: RFC 3339, or a UTC `YYYY-MM-DD[ HH:MM[:SS]]`.

@@ -23,7 +23,10 @@ pub fn run(args: &Args) -> anyhow::Result<Outcome> {
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let running = start_gateway(&config, store, &operator).await?;
+        let running = start_gateway(&config, store.clone(), &operator).await?;
+        // REDCap's log against the ledger, on a schedule (docs/reconcile.md).
+        let reconciling =
+            super::reconcile::spawn_schedule(config.clone(), store, operator.to_string());
         eprintln!(
             "redcap-warden gateway: REDCap API at http://{}/api/ (forwarding to {})",
             running.addr,
@@ -34,6 +37,9 @@ pub fn run(args: &Args) -> anyhow::Result<Outcome> {
             running.admin_addr
         );
         shutdown_signal().await;
+        if let Some(task) = reconciling {
+            task.abort();
+        }
         eprintln!("stopping: draining requests, signing a final checkpoint");
         running.shutdown().await?;
         anyhow::Ok(())

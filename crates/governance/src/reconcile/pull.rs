@@ -66,7 +66,7 @@ pub async fn pull_log<L: OutboundLimiter>(
     window: LogWindow,
     tz: &TimeZone,
     mask: &dyn TokenMask,
-    progress: &mut dyn FnMut(usize, usize),
+    progress: &mut (dyn FnMut(usize, usize) + Send),
 ) -> Result<Vec<LogEntry>, Error> {
     let requests = window.requests(tz);
     let mut rows = Vec::new();
