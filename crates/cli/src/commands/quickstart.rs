@@ -491,10 +491,12 @@ fn print_welcome(dir: &Path, config: &Path, sandbox: &Server, gateway: &gateway:
         "Check the accounts' rights:   redcap-warden --config {} rights check",
         config.display()
     );
+    // From now on: what the seeding itself did (users added, DAGs made)
+    // would be access changes.
     println!(
         "Pair REDCap's log with it:    redcap-warden --config {} reconcile --since {}",
         config.display(),
-        jiff::Timestamp::now().strftime("%Y-%m-%d")
+        jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ")
     );
     println!("Ctrl-C stops the gateway and the sandbox; run quickstart again to resume.");
 }
