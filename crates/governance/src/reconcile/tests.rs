@@ -547,3 +547,44 @@ fn a_probe_recorded_by_rights_check_explains_its_call() {
     );
     assert_eq!(codes(&run(&s, &rows, &[])), ["unexplained-api-activity"]);
 }
+
+/// Scale (run by hand: `cargo test -p governance --lib
+/// reconcile_scales -- --ignored --nocapture`): a million forwarded
+/// requests and two million REDCap rows over 30 days, every call paired;
+/// prints how long the index and the pairing took. Asserts only the
+/// outcome (no timings).
+#[test]
+#[ignore]
+fn reconcile_scales_to_millions_of_entries() {
+    let mut s = setup("2026-01-01T00:00:00Z", "2026-01-31T00:00:00Z");
+    s.time_zone = TimeZone::UTC;
+    let start: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+    let n: i64 = 1_000_000;
+    let step = (30 * 24 * 3600 * 1000) / n; // ms between requests
+    let t = std::time::Instant::now();
+    let mut index = LedgerIndex::new(&s);
+    let mut rows = Vec::with_capacity(2 * n as usize);
+    for i in 0..n {
+        let at = start + jiff::SignedDuration::from_millis(i * step);
+        index.push(&request(
+            i as u64,
+            &at.to_string(),
+            &format!("r{i}"),
+            "heart-a",
+            Some("export"),
+        ));
+        let minute = redcap_log::local_minute(at, &TimeZone::UTC);
+        rows.push(api_call(&minute, "svc_a"));
+        rows.push(row(&minute, "svc_a", "Data export (API) ", "fields", ""));
+    }
+    let built = t.elapsed();
+    let t = std::time::Instant::now();
+    let r = reconcile(&s, &rows, &mut index, &NoExplanations).unwrap();
+    let paired = t.elapsed();
+    eprintln!(
+        "reconcile scale: {n} requests indexed and {} rows built in {built:?}; paired in {paired:?}",
+        rows.len()
+    );
+    assert_eq!(r.findings, vec![]);
+    assert_eq!(r.forwarded, n as usize);
+}
