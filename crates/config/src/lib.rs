@@ -27,8 +27,8 @@ mod ledger;
 mod paths;
 mod problem;
 mod profile;
-mod rotation;
 mod reconcile;
+mod rotation;
 mod schema;
 mod secrets;
 mod sections;
@@ -43,8 +43,8 @@ pub use ledger::*;
 pub use paths::PathsSection;
 pub use problem::{ConfigError, LoadError, Problem};
 pub use profile::*;
-pub use rotation::*;
 pub use reconcile::ReconcileSection;
+pub use rotation::*;
 pub use secrets::*;
 pub use sections::*;
 
@@ -103,6 +103,7 @@ struct Document {
     client: Vec<ClientSection>,
     #[serde(default)]
     rotation: RotationSection,
+    #[serde(default)]
     reconcile: ReconcileSection,
 }
 

@@ -809,7 +809,7 @@ fn the_schema_matches_the_serde_structs() {
     fn keys(fields: &[schema::Field]) -> Vec<&'static str> {
         fields.iter().map(|f| f.key).collect()
     }
-    let pairs: [(&str, &[schema::Field], &[&str]); 17] = [
+    let pairs: [(&str, &[schema::Field], &[&str]); 18] = [
         ("top", schema::TOP, serde_fields::<Config>()),
         ("redcap", schema::REDCAP, serde_fields::<RedcapSection>()),
         ("paths", schema::PATHS, serde_fields::<PathsSection>()),
@@ -850,6 +850,8 @@ fn the_schema_matches_the_serde_structs() {
             "rotation",
             schema::ROTATION,
             serde_fields::<RotationSection>(),
+        ),
+        (
             "reconcile",
             schema::RECONCILE,
             serde_fields::<ReconcileSection>(),
@@ -1262,6 +1264,9 @@ fn an_issuer_without_its_settings_is_refused_with_what_to_add() {
         "{GOOD}\n[[study]]\nname = \"s\"\n\n[[account]]\nname = \"a\"\nusername = \"svc\"\nsecret = \"redcap/a\"\nstudy = \"s\"\nrotate_every_days = 0\n"
     ));
     assert_eq!(p.field.as_deref(), Some("account[0].rotate_every_days"));
+}
+
+#[test]
 fn the_log_reader_is_an_account_of_the_study_without_a_site() {
     let text = GATEWAY.replace(
         "project_id = 14\n",
