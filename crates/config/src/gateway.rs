@@ -226,6 +226,15 @@ pub struct AccountSection {
     /// overdue (90 by default).
     #[serde(default = "crate::rotation::default_rotate_every_days")]
     pub rotate_every_days: u32,
+    /// Days an approval lasts: the account lapses when this many pass
+    /// without a signed re-approval (`reauth`); `None`: never re-approved.
+    pub reauth_every_days: Option<u32>,
+    /// Days without a forwarded request after which the account lapses.
+    pub lapse_after_inactive_days: Option<u32>,
+    /// Who may re-approve the account: SSH public keys as lines of
+    /// `allowed_signers` (docs/reauth.md).
+    #[serde(default)]
+    pub approvers: Vec<crate::Approver>,
 }
 
 /// Whether a client must give a reason for writes.

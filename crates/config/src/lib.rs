@@ -28,6 +28,7 @@ mod paths;
 mod problem;
 mod profile;
 mod reconcile;
+mod reauth;
 mod rotation;
 mod schema;
 mod secrets;
@@ -44,6 +45,7 @@ pub use paths::PathsSection;
 pub use problem::{ConfigError, LoadError, Problem};
 pub use profile::*;
 pub use reconcile::ReconcileSection;
+pub use reauth::{APPROVER_KEY_TYPE, Approver, REAUTH_NAMESPACE};
 pub use rotation::*;
 pub use secrets::*;
 pub use sections::*;
@@ -300,6 +302,7 @@ fn validate(doc: &toml::de::DeTable<'_>, text: &str, problems: &mut Vec<Problem>
     profile::validate(doc, text, problems);
     rotation::validate(doc, text, problems);
     reconcile::validate(doc, text, problems);
+    reauth::validate(doc, text, problems);
 }
 
 /// The sections whose own rules run while they are deserialized (which

@@ -382,6 +382,18 @@ pub(crate) const ACCOUNT: &[Field] = &[
         ),
     )
     .eg("rotate_every_days = 90"),
+    opt(
+        "reauth_every_days",
+        count(1, 3650, "an approval must last at least a day"),
+    )
+    .eg("reauth_every_days = 90"),
+    opt(
+        "lapse_after_inactive_days",
+        count(1, 3650, "an account is idle for at least a day"),
+    )
+    .eg("lapse_after_inactive_days = 30"),
+    opt("approvers", Kind::TextList)
+        .eg("approvers = [\"ana@example.org ssh-ed25519 AAAAC3Nz... ana\"]"),
 ];
 
 pub(crate) const ROTATION: &[Field] = &[

@@ -1317,3 +1317,72 @@ fn reconcile_tolerance_defaults_and_refuses_zero() {
     assert_eq!(p.field.as_deref(), Some("reconcile.tolerance_seconds"));
     assert!(p.message.contains("never agree"), "{}", p.message);
 }
+
+const APPROVER: &str = "ana@example.org ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPL/2wWg/wiUYsiZA+ZAxr2xEVNNLfq+zXqLBJa7egEp ana";
+
+#[test]
+fn reauth_fields_parse() {
+    let text = GATEWAY.replace(
+        "profile = \"site-data-import\"\n",
+        &format!(
+            "profile = \"site-data-import\"\nreauth_every_days = 90\nlapse_after_inactive_days = 30\napprovers = [\"{APPROVER}\"]\n"
+        ),
+    );
+    let c = parse(&text, Path::new("w")).unwrap();
+    let a = &c.account[0];
+    assert_eq!(
+        (a.reauth_every_days, a.lapse_after_inactive_days),
+        (Some(90), Some(30))
+    );
+    assert_eq!(a.approvers[0].principals, ["ana@example.org"]);
+    assert_eq!(a.approvers[0].line, APPROVER);
+    let plain = parse(GATEWAY, Path::new("w")).unwrap();
+    assert!(plain.account[0].approvers.is_empty());
+    assert_eq!(plain.account[0].reauth_every_days, None);
+}
+
+#[test]
+fn reauth_problems_are_each_reported_with_place_and_fix() {
+    let with = |extra: &str| {
+        GATEWAY.replace(
+            "profile = \"site-data-import\"\n",
+            &format!("profile = \"site-data-import\"\n{extra}"),
+        )
+    };
+    let p = only(&with("reauth_every_days = 90\n"));
+    assert_eq!(p.field.as_deref(), Some("account[0].reauth_every_days"));
+    assert!(p.message.contains("has no approvers"), "{}", p.message);
+    assert!(p.fix.contains("approvers = ["), "{}", p.fix);
+
+    let p = only(&with(&format!("approvers = [\"{APPROVER}\"]\n")));
+    assert_eq!(p.field.as_deref(), Some("account[0].approvers"));
+    assert!(p.fix.contains("reauth_every_days = 90"), "{}", p.fix);
+
+    let p = only(&with(&format!(
+        "reauth_every_days = 90\napprovers = [\"{}\"]\n",
+        APPROVER.replace("ssh-ed25519", "ssh-rsa")
+    )));
+    assert_eq!(p.field.as_deref(), Some("account[0].approvers[0]"));
+    assert!(
+        p.message.contains("key type `ssh-rsa` cannot be verified"),
+        "{}",
+        p.message
+    );
+    assert!(p.fix.contains("ssh-keygen -t ed25519"), "{}", p.fix);
+
+    let p = only(
+        &with("reauth_every_days = 0\napprovers = [\"x\"]\n").replace(
+            "approvers = [\"x\"]",
+            &format!("approvers = [\"{APPROVER}\"]"),
+        ),
+    );
+    assert_eq!(p.field.as_deref(), Some("account[0].reauth_every_days"));
+
+    let all = problems(&with("lapse_after_inactive_days = 30\n"));
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(
+        all[0].field.as_deref(),
+        Some("account[0].lapse_after_inactive_days")
+    );
+    assert!(all[0].message.contains("no approval could restore it"));
+}
