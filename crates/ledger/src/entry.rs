@@ -14,6 +14,31 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::record_ids::{Delivery, RecordIds};
 
+/// What a `reauth` entry records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReauthAction {
+    /// A signed approval re-authorised the account until `until`.
+    Approve,
+    /// The account lapsed (no approval in time, or idle): REDCap's
+    /// expiration was set to the day it lapsed and the gateway refuses it.
+    Lapse,
+}
+
+/// A re-approval as signed: the statement, the SSH signature over it and
+/// the approver's key, so the approval can be checked without this tool.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Approval {
+    /// The approver's principal (from `warden.toml`'s `approvers`).
+    pub signer: String,
+    /// The approver's `allowed_signers` line, as configured.
+    pub allowed_signer: String,
+    /// The statement exactly as signed (the bytes of the file).
+    pub statement: String,
+    /// The armored SSH signature (`-----BEGIN SSH SIGNATURE-----`).
+    pub signature: String,
+}
+
 /// Version of the line format, written in every segment header.
 pub const FORMAT_VERSION: u32 = 1;
 
@@ -178,6 +203,14 @@ pub enum EntryKind {
         until: Option<String>,
         /// The reason the operator gave.
         reason: String,
+        /// What happened: an approval or a lapse. Absent in every line
+        /// written before the field existed, which stay canonical.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        action: Option<ReauthAction>,
+        /// The signed approval, for [`ReauthAction::Approve`]: enough for
+        /// anyone to check it again with `ssh-keygen -Y verify`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        approval: Option<Approval>,
     },
     /// A rotation state transition.
     Rotation {
@@ -769,6 +802,8 @@ mod tests {
                 account: "svc".into(),
                 until: None,
                 reason: "lapsed".into(),
+                action: None,
+                approval: None,
             },
         };
         let line = String::from_utf8(e.to_line()).unwrap();
@@ -884,6 +919,30 @@ mod tests {
                 account: "a".into(),
                 until: Some("2027-01-01T00:00:00Z".into()),
                 reason: "r".into(),
+                action: None,
+                approval: None,
+            },
+            EntryKind::Reauth {
+                operator: "o".into(),
+                account: "a".into(),
+                until: None,
+                reason: "idle".into(),
+                action: Some(ReauthAction::Lapse),
+                approval: None,
+            },
+            EntryKind::Reauth {
+                operator: "o".into(),
+                account: "a".into(),
+                until: Some("2027-01-01".into()),
+                reason: "r".into(),
+                action: Some(ReauthAction::Approve),
+                approval: Some(Approval {
+                    signer: "ana@example.org".into(),
+                    allowed_signer: "ana@example.org ssh-ed25519 AAAA".into(),
+                    statement: "{\"account\":\"a\"}\n".into(),
+                    signature: "-----BEGIN SSH SIGNATURE-----\nU1NI\n-----END SSH SIGNATURE-----\n"
+                        .into(),
+                }),
             },
             EntryKind::Rotation {
                 rotation_id: "x".into(),
@@ -962,7 +1021,17 @@ mod tests {
     fn fast_path_never_accepts_what_the_parser_rejects() {
         let mut lines = Vec::new();
         for (i, kind) in all_kinds().into_iter().enumerate() {
-            let fast = !matches!(kind, EntryKind::Header { .. } | EntryKind::Key { .. });
+            // Rare kinds, and reauth lines with their optional last
+            // fields, are left to the full parser.
+            let fast = !matches!(
+                kind,
+                EntryKind::Header { .. }
+                    | EntryKind::Key { .. }
+                    | EntryKind::Reauth {
+                        action: Some(_),
+                        ..
+                    }
+            );
             let line = Entry {
                 seq: i as u64 * 1000 + 7,
                 ts: "2024-02-29T23:59:59.000000001Z".parse().unwrap(),

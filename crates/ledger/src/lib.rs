@@ -59,7 +59,7 @@ mod writer;
 pub use append::Receipt;
 pub use backend::{LedgerBackend, open_postgres, open_postgres_with};
 pub use checkpoint::{Checkpoint, NoteError, VerifierKey};
-pub use entry::{Entry, EntryKind, FORMAT_VERSION};
+pub use entry::{Approval, Entry, EntryKind, FORMAT_VERSION, ReauthAction};
 pub use error::{LedgerError, VerifyError, VerifyReport, span_text};
 pub use files::{
     CHECKPOINT_INTERVAL, ConsistencyProof, InclusionProof, MAX_UNSIGNED_SPAN, ROTATE_ACTION,
