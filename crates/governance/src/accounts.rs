@@ -1,10 +1,14 @@
-//! Service-account status that outlives a process: quarantines.
+//! Service-account status that outlives a process: quarantines, and
+//! lapses (re-authorisation, `crate::reauth`).
 //!
 //! The gateway quarantines an account when it sees something that must not
 //! happen — a site account's export arriving with a Data Access Group
 //! column, meaning REDCap no longer restricts it to its site. A quarantined
 //! account's calls are refused until an operator releases it with a
 //! recorded reason (`redcap-warden accounts release`).
+//!
+//! A lapsed account (not re-approved in time, or idle) is refused the same
+//! way until a signed approval restores it (`redcap-warden reauth`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -72,11 +76,35 @@ pub enum StatusError {
     NotQuarantined(String),
 }
 
+/// An account the gateway refuses because it lapsed (`reauth sweep`),
+/// until a signed approval restores it (`reauth`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lapse {
+    /// When the lapse was recorded (UTC).
+    pub since: Timestamp,
+    /// Why, e.g. `not re-approved by its due date 2027-03-07`.
+    pub reason: String,
+    /// Who recorded it (the operator of the sweep).
+    pub by: String,
+}
+
+/// Everything the status file holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Status {
+    /// Quarantined accounts by name.
+    pub quarantined: BTreeMap<String, Quarantine>,
+    /// Lapsed accounts by name.
+    pub lapsed: BTreeMap<String, Lapse>,
+}
+
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Document {
     format: String,
     quarantined: BTreeMap<String, Quarantine>,
+    /// Absent in files written before lapses existed (and when none).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    lapsed: BTreeMap<String, Lapse>,
 }
 
 /// The status file: read-modify-write under an exclusive lock, replaced
@@ -121,8 +149,13 @@ impl AccountStatusFile {
 
     /// Quarantined accounts by name. A missing file means none.
     pub fn quarantined(&self) -> Result<BTreeMap<String, Quarantine>, StatusError> {
+        Ok(self.status()?.quarantined)
+    }
+
+    /// Quarantined and lapsed accounts. A missing file means none.
+    pub fn status(&self) -> Result<Status, StatusError> {
         if !self.fs.exists(&self.path) {
-            return Ok(BTreeMap::new());
+            return Ok(Status::default());
         }
         let bytes = self.fs.read(&self.path).map_err(self.io("reading"))?;
         let doc: Document = serde_json::from_slice(&bytes).map_err(|e| StatusError::Corrupt {
@@ -135,19 +168,30 @@ impl AccountStatusFile {
                 detail: format!("unknown format `{}`", doc.format),
             });
         }
-        Ok(doc.quarantined)
+        Ok(Status {
+            quarantined: doc.quarantined,
+            lapsed: doc.lapsed,
+        })
     }
 
     fn update<T>(
         &self,
         f: impl FnOnce(&mut BTreeMap<String, Quarantine>) -> Result<T, StatusError>,
     ) -> Result<T, StatusError> {
+        self.update_all(|s| f(&mut s.quarantined))
+    }
+
+    fn update_all<T>(
+        &self,
+        f: impl FnOnce(&mut Status) -> Result<T, StatusError>,
+    ) -> Result<T, StatusError> {
         let _lock = durable::lock_exclusive(&self.lock).map_err(self.io("locking"))?;
-        let mut q = self.quarantined()?;
-        let out = f(&mut q)?;
+        let mut status = self.status()?;
+        let out = f(&mut status)?;
         let bytes = serde_json::to_vec_pretty(&Document {
             format: FORMAT.into(),
-            quarantined: q,
+            quarantined: status.quarantined,
+            lapsed: status.lapsed,
         })
         .expect("serialisable");
         durable::atomic_replace(&*self.fs, &self.path, &bytes).map_err(self.io("writing"))?;
@@ -162,6 +206,26 @@ impl AccountStatusFile {
                 .or_insert_with(|| Quarantine::new(since, reason, by));
             Ok(())
         })
+    }
+
+    /// Marks `account` lapsed (keeping the first lapse if it already is).
+    pub fn lapse(&self, account: &str, reason: &str, by: &str) -> Result<(), StatusError> {
+        let since = self.clock.now();
+        self.update_all(|s| {
+            s.lapsed
+                .entry(account.to_string())
+                .or_insert_with(|| Lapse {
+                    since,
+                    reason: reason.to_string(),
+                    by: by.to_string(),
+                });
+            Ok(())
+        })
+    }
+
+    /// Clears `account`'s lapse (an approval); returns it, if it was lapsed.
+    pub fn restore(&self, account: &str) -> Result<Option<Lapse>, StatusError> {
+        self.update_all(|s| Ok(s.lapsed.remove(account)))
     }
 
     /// Releases `account`; returns the quarantine it was under.
@@ -199,6 +263,16 @@ mod tests {
             again.release("site-a"),
             Err(StatusError::NotQuarantined(_))
         ));
+        let before = std::fs::read(dir.path().join("status.json")).unwrap();
+        again.lapse("site-b", "idle", "ana").unwrap();
+        assert_eq!(again.status().unwrap().lapsed["site-b"].by, "ana");
+        assert_eq!(again.restore("site-b").unwrap().unwrap().reason, "idle");
+        assert_eq!(again.restore("site-b").unwrap(), None);
+        assert_eq!(
+            std::fs::read(dir.path().join("status.json")).unwrap(),
+            before,
+            "without lapses the file is as before they existed"
+        );
         std::fs::write(dir.path().join("status.json"), "[").unwrap();
         assert!(matches!(
             again.quarantined(),

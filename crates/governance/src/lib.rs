@@ -38,6 +38,7 @@ pub mod audit;
 pub mod clock;
 pub mod reconcile;
 pub mod redcap_log;
+pub mod reauth;
 pub mod rights;
 pub mod rotation;
 pub mod signing_key;

@@ -1,5 +1,5 @@
 //! Step 3: what the client's policy allows — its allowed methods, source
-//! addresses, a reason for writes, the account's quarantine, exports the
+//! addresses, a reason for writes, the account's quarantine or lapse, exports the
 //! DAG guard cannot check.
 
 use axum::http::{HeaderMap, StatusCode};
@@ -143,6 +143,18 @@ fn allowed_now(gw: &Gateway, call: &Call<'_>, form: &Form, deny: Deny<'_>) -> Re
             format!(
                 "The gateway has quarantined account \"{}\" since {} ({}); an operator must release it",
                 account.name, q.since, q.reason
+            ),
+        ));
+    }
+    if let Some(l) = gw.quarantines().lapse_of(&account.name) {
+        return Err(deny(
+            format!("account lapsed: {}", l.reason),
+            StatusCode::FORBIDDEN,
+            format!(
+                "The gateway refuses account \"{}\": its re-authorisation lapsed on {} ({}); an approver must re-approve it (redcap-warden reauth)",
+                account.name,
+                l.since.strftime("%Y-%m-%d"),
+                l.reason
             ),
         ));
     }

@@ -1,21 +1,20 @@
-//! Quarantined accounts: the account status file as last read, and the
-//! quarantines the DAG guard has just decided.
+//! Quarantined and lapsed accounts: the account status file as last read,
+//! and the quarantines the DAG guard has just decided.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
-use governance::accounts::{AccountStatusFile, Quarantine, StatusError};
+use governance::accounts::{AccountStatusFile, Lapse, Quarantine, Status, StatusError};
 
 use super::watched::{Source, Watched};
 
 impl Source for AccountStatusFile {
-    type Value = BTreeMap<String, Quarantine>;
+    type Value = Status;
     type Error = StatusError;
     fn path(&self) -> &Path {
         AccountStatusFile::path(self)
     }
     fn load(&self) -> Result<Self::Value, StatusError> {
-        self.quarantined()
+        self.status()
     }
 }
 
@@ -35,7 +34,13 @@ impl Quarantines {
     /// The account's quarantine, as the status file says now (an operator
     /// may have released it).
     pub(crate) fn of(&self, account: &str) -> Option<Quarantine> {
-        self.0.read(|q| q.get(account).cloned())
+        self.0.read(|s| s.quarantined.get(account).cloned())
+    }
+
+    /// The account's lapse, as the status file says now (`reauth sweep`
+    /// marks it, an approval clears it).
+    pub(crate) fn lapse_of(&self, account: &str) -> Option<Lapse> {
+        self.0.read(|s| s.lapsed.get(account).cloned())
     }
 
     /// Quarantines `account`: in the status file, and in memory at once
@@ -44,8 +49,9 @@ impl Quarantines {
         if let Err(e) = self.0.source().quarantine(account, reason, BY) {
             tracing::error!(error = %e, account = %account, "could not persist the quarantine");
         }
-        self.0.modify(|q| {
-            q.entry(account.to_string())
+        self.0.modify(|s| {
+            s.quarantined
+                .entry(account.to_string())
                 .or_insert_with(|| Quarantine::new(jiff::Timestamp::now(), reason, BY));
         });
     }
