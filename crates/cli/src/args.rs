@@ -148,6 +148,11 @@ pub enum Command {
         study: Option<String>,
     },
 
+    /// Re-authorise a service account with an approver's SSH signature
+    /// (`reauth ACCOUNT --reason R --signature FILE`), print the statement
+    /// to sign, sweep lapsed accounts, or show each account's status.
+    Reauth(ReauthArgs),
+
     /// Print a shell completion script to standard output.
     Completions {
         /// The shell to write completions for.
@@ -460,4 +465,53 @@ pub enum RotateCommand {
         #[arg(long)]
         reason: String,
     },
+}
+
+/// `reauth ACCOUNT --reason R --signature FILE [--statement FILE]`, or one
+/// of its subcommands.
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct ReauthArgs {
+    #[command(subcommand)]
+    pub command: Option<ReauthCommand>,
+    /// The account to re-approve, as named in an `[[account]]` section:
+    /// checks the approver's signature over the statement, sets the
+    /// account's REDCap expiration to the statement's due date (keeping its
+    /// DAG), records a `reauth` entry holding the signature, and lifts a
+    /// lapse.
+    #[arg(required = true, value_name = "ACCOUNT")]
+    pub account: Option<String>,
+    /// Why it is re-approved now (recorded in the ledger).
+    #[arg(long, required = true)]
+    pub reason: Option<String>,
+    /// The approver's signature: the `.sig` file `ssh-keygen -Y sign -n
+    /// redcap-warden-reauth` wrote.
+    #[arg(long, required = true, value_name = "FILE")]
+    pub signature: Option<PathBuf>,
+    /// The statement that was signed; by default the signature's name
+    /// without `.sig`.
+    #[arg(long, value_name = "FILE")]
+    pub statement: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReauthCommand {
+    /// Print the statement an approver signs for ACCOUNT: account, study,
+    /// period (today to the next due date), reason, the digest of its live
+    /// REDCap rights, and the time, as canonical JSON.
+    Statement {
+        /// The account, as named in an `[[account]]` section.
+        account: String,
+        /// Why it should be re-approved (part of what is signed).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Lapse every account whose approval period ended or that has been
+    /// idle too long: its REDCap expiration is set to today (keeping its
+    /// DAG), a `reauth` entry records it, and the gateway refuses it.
+    /// `serve` runs this daily. Exit 1 if it lapsed any account.
+    Sweep,
+    /// Each re-authorised account's due date, lapse, last approval and last
+    /// use (from the ledger). Exit 1 if any is lapsed.
+    Status,
 }

@@ -27,3 +27,18 @@ impl<F: Fn() -> Timestamp + Send + Sync> Clock for F {
         self()
     }
 }
+
+/// The clock commands and the gateway take their dates from: the system's.
+/// Builds with the test-only `test-clock` feature (the CLI's tests) read a
+/// fixed time from `REDCAP_WARDEN_TEST_NOW` (RFC 3339) when it is set, so a
+/// test can let months pass without waiting; release builds never do.
+pub fn configured() -> std::sync::Arc<dyn Clock> {
+    #[cfg(feature = "test-clock")]
+    if let Some(at) = std::env::var("REDCAP_WARDEN_TEST_NOW")
+        .ok()
+        .and_then(|s| s.parse::<Timestamp>().ok())
+    {
+        return std::sync::Arc::new(move || at);
+    }
+    std::sync::Arc::new(SystemClock)
+}

@@ -64,6 +64,10 @@ pub struct Config {
     pub page_hit_threshold: Option<u32>,
     /// IPs the limiter never counts.
     pub rate_limit_exempt: Vec<std::net::IpAddr>,
+    /// How far the sandbox's clock runs ahead of the system's (zero by
+    /// default): tests of date-driven behaviour, such as a project
+    /// expiration (§8.1), let days pass without waiting.
+    pub clock_offset: jiff::SignedDuration,
 }
 
 impl Config {
@@ -79,6 +83,7 @@ impl Config {
             version: RedcapVersion::SPEC,
             page_hit_threshold: None,
             rate_limit_exempt: Vec::new(),
+            clock_offset: jiff::SignedDuration::ZERO,
         }
     }
 

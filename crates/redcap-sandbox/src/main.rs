@@ -204,6 +204,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         version: args.redcap_version,
         page_hit_threshold: args.page_hit_threshold,
         rate_limit_exempt: args.rate_limit_exempt,
+        clock_offset: jiff::SignedDuration::ZERO,
     };
     let server = Server::start(config).await?;
     eprintln!("redcap-sandbox: REDCap API at {}", server.api_url);

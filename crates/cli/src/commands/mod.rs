@@ -9,6 +9,7 @@ mod ledger;
 mod ledger_export;
 mod quickstart;
 mod reconcile;
+mod reauth;
 mod rights;
 mod rotate;
 mod secrets;
@@ -20,6 +21,7 @@ use crate::args::{
     AccountsCommand, Args, Command, ConfigCommand, KeysCommand, LedgerCommand, ProveCommand,
     RightsCommand, RotateCommand, SecretsCommand,
 };
+use crate::args::{ReauthArgs, ReauthCommand};
 
 pub fn run(args: &Args) -> anyhow::Result<Outcome> {
     match &args.command {
@@ -144,6 +146,25 @@ pub fn run(args: &Args) -> anyhow::Result<Outcome> {
             until,
             study,
         } => reconcile::run(args, since, until.as_deref(), study.as_deref()),
+        Command::Reauth(ReauthArgs {
+            command: Some(cmd), ..
+        }) => match cmd {
+            ReauthCommand::Statement { account, reason } => {
+                reauth::statement(args, account, reason.as_deref())
+            }
+            ReauthCommand::Sweep => reauth::sweep(args),
+            ReauthCommand::Status => reauth::status(args),
+        },
+        Command::Reauth(ReauthArgs {
+            command: None,
+            account: Some(account),
+            reason: Some(reason),
+            signature: Some(signature),
+            statement,
+        }) => reauth::approve(args, account, reason, signature, statement.as_deref()),
+        Command::Reauth(_) => {
+            anyhow::bail!("reauth needs ACCOUNT, --reason and --signature (see reauth --help)")
+        }
         Command::Completions { shell } => completions::print(*shell),
     }
 }

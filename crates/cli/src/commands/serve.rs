@@ -26,7 +26,8 @@ pub fn run(args: &Args) -> anyhow::Result<Outcome> {
         let running = start_gateway(&config, store.clone(), &operator).await?;
         // REDCap's log against the ledger, on a schedule (docs/reconcile.md).
         let reconciling =
-            super::reconcile::spawn_schedule(config.clone(), store, operator.to_string());
+            super::reconcile::spawn_schedule(config.clone(), store.clone(), operator.to_string());
+        let sweeper = tokio::spawn(sweep_daily(config.clone(), store, operator.to_string()));
         eprintln!(
             "redcap-warden gateway: REDCap API at http://{}/api/ (forwarding to {})",
             running.addr,
@@ -40,11 +41,38 @@ pub fn run(args: &Args) -> anyhow::Result<Outcome> {
         if let Some(task) = reconciling {
             task.abort();
         }
+        sweeper.abort();
         eprintln!("stopping: draining requests, signing a final checkpoint");
         running.shutdown().await?;
         anyhow::Ok(())
     })?;
     Ok(Outcome::Clean)
+}
+
+/// Re-authorisation's sweep (`reauth sweep`) inside the gateway: once at
+/// start, then every 24 hours (an hour after a failed one). It records
+/// through the gateway's own admin listener, as any command does while the
+/// gateway holds the ledger. Nothing runs when no account is re-authorised.
+async fn sweep_daily(config: LoadedConfig, store: Arc<dyn SecretStore>, operator: String) {
+    if super::reauth::governed(&config).next().is_none() {
+        return;
+    }
+    let clock = governance::clock::configured();
+    loop {
+        let next = match super::reauth::sweep_once(&config, &*store, &operator, &*clock).await {
+            Ok(lapsed) => {
+                for (account, cause) in lapsed {
+                    tracing::warn!(account = %account, "re-authorisation lapsed: {cause}");
+                }
+                24 * 3600
+            }
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "the re-authorisation sweep failed; it runs again in an hour");
+                3600
+            }
+        };
+        tokio::time::sleep(std::time::Duration::from_secs(next)).await;
+    }
 }
 
 /// The gateway's own log lines (an outage, a reopen, a quarantine that

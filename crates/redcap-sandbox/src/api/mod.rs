@@ -61,7 +61,10 @@ pub(crate) struct Now {
 
 impl Now {
     pub fn new(config: &Config) -> Now {
-        let z = jiff::ZonedDateTime::now().with_time_zone(config.timezone.clone());
+        let z = jiff::Timestamp::now()
+            .saturating_add(config.clock_offset)
+            .expect("a signed duration adds to a timestamp")
+            .to_zoned_datetime(config.timezone.clone());
         Now {
             minute: z.strftime("%Y-%m-%d %H:%M").to_string(),
             second: z.strftime("%Y-%m-%d %H:%M:%S").to_string(),
