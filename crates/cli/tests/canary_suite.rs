@@ -973,6 +973,7 @@ fn quickstart(suite: &mut Suite, root: &Path) -> Quick {
     );
     let sites = suite.run(&dir, &["sites"], None);
     sites.ok();
+    reauth(suite, root, &dir);
     // REDCap's log carries token values on regeneration: regenerate site
     // A's token in the sandbox (its old value, a canary, is now in REDCap's
     // log), then reconcile — which reads that log through the log reader —
@@ -1039,6 +1040,76 @@ fn quickstart(suite: &mut Suite, root: &Path) -> Quick {
         canaries,
         leaks,
     }
+}
+
+/// The re-authorisation commands on the quickstart's study, while its
+/// gateway holds the ledger: site A gets a period and an approver (a key
+/// `ssh-keygen` makes here), then `reauth status`, `reauth statement`, an
+/// approval signed with `ssh-keygen -Y sign`, and `reauth sweep`, each
+/// scanned with the rest (the statement and the approval read rights
+/// through the rights manager's token, a canary).
+fn reauth(suite: &mut Suite, root: &Path, dir: &Path) {
+    let key = root.join("approver_ed25519");
+    let made = Command::new("ssh-keygen")
+        .args(["-q", "-N", "", "-t", "ed25519", "-C", "canary", "-f"])
+        .arg(&key)
+        .output()
+        .expect("ssh-keygen (openssh-client) is installed");
+    assert!(made.status.success(), "{made:?}");
+    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    let config = dir.join("warden.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let site_a = "site = \"site-a\"\nprofile = \"heart2-site\"\n";
+    assert!(text.contains(site_a), "the quickstart's site A account");
+    std::fs::write(
+        &config,
+        text.replace(
+            site_a,
+            &format!(
+                "{site_a}reauth_every_days = 90\nlapse_after_inactive_days = 30\napprovers = [\"approver@example.org {}\"]\n",
+                public.trim()
+            ),
+        ),
+    )
+    .unwrap();
+    let status = suite.run(dir, &["reauth", "status", "--json"], None);
+    status.ok();
+    assert_eq!(status.json()[0]["lapsed"], false, "{}", status.text());
+    let statement = suite.run(
+        dir,
+        &["reauth", "statement", "heart2-site-a", "--reason", "canary"],
+        None,
+    );
+    statement.ok();
+    let file = root.join("reauth-statement.json");
+    std::fs::write(&file, &statement.stdout).unwrap();
+    let signed = Command::new("ssh-keygen")
+        .args(["-Y", "sign", "-n", "redcap-warden-reauth", "-f"])
+        .arg(&key)
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(signed.status.success(), "{signed:?}");
+    let sig = format!("{}.sig", file.display());
+    let approved = suite.run(
+        dir,
+        &[
+            "reauth",
+            "heart2-site-a",
+            "--reason",
+            "canary",
+            "--signature",
+            &sig,
+        ],
+        None,
+    );
+    approved.ok();
+    assert!(
+        approved.text().contains("re-approved"),
+        "{}",
+        approved.text()
+    );
+    suite.run(dir, &["reauth", "sweep"], None).ok();
 }
 
 /// The scanner finds the canary when it is there: in a file of the
