@@ -266,7 +266,7 @@ write_reason = "optional"
         .unwrap()
         .trim()
         .to_string();
-    let _serving = Serving::start(&dir, port);
+    let serving = Serving::start(&dir, port);
     let gateway = format!("http://127.0.0.1:{port}/api/");
     let through_gateway = || r.post(&gateway, &[("token", &key), ("content", "version")]);
     let direct = || {
@@ -474,4 +474,28 @@ write_reason = "optional"
         .expect("a reauth lapse entry");
     assert_eq!(lapse["until"], Value::Null);
     assert_eq!(lapse["operator"], login.as_str());
+
+    // `serve` sweeps at start: restarted when the approval's period is
+    // long over, it lapses the account itself and refuses its client.
+    drop(serving);
+    let months = Timestamp::now()
+        .checked_add(SignedDuration::from_hours(200 * 24))
+        .unwrap();
+    let _serving = Serving::start_at(&dir, port, &months.to_string());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (status, body) = through_gateway();
+        if status == 403 {
+            assert!(body.contains("not re-approved by its due date"), "{body}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "serve did not sweep: {body}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let (code, out) = run(warden(&dir, &["accounts", "list"], None), &tokens);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("LAPSED since"), "{out}");
 }

@@ -306,3 +306,49 @@ async fn imports_report_record_ids_to_the_ledger_in_the_shape_the_client_asked()
         );
     }
 }
+
+/// A lapsed account (`reauth sweep` marks it in the status file while the
+/// gateway runs) is refused with REDCap's 403 shape and a message naming
+/// the lapse, counted as a `denied` entry whose reason names it; an
+/// approval clearing the lapse lets calls through again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lapsed_account_is_refused_until_restored() {
+    let w = World::new().await;
+    let (gw, ledger_dir) = w.start_on_disk().await;
+    let status = AccountStatusFile::new(&w.dir.join("data/account-status.json"));
+    status
+        .lapse(
+            "heart-site-a",
+            "not re-approved by its due date 2026-12-01",
+            "ana",
+        )
+        .unwrap();
+    let export = [
+        ("token", w.keys["site-app"].as_str()),
+        ("content", "record"),
+        ("format", "json"),
+    ];
+    let (s, b) = w.call(&gw, &export).await;
+    assert_eq!(s, 403, "{b}");
+    let v: Value = serde_json::from_str(&b).unwrap();
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("re-authorisation lapsed"),
+        "{b}"
+    );
+    assert!(
+        b.contains("not re-approved by its due date 2026-12-01"),
+        "{b}"
+    );
+    assert!(status.restore("heart-site-a").unwrap().is_some());
+    let (s, b) = w.call(&gw, &export).await;
+    assert_eq!(s, 200, "{b}");
+    gw.shutdown().await.unwrap();
+    let denied = entries(&OsFs, &ledger_dir).into_iter().any(|k| {
+        matches!(k, EntryKind::Denied { reason, .. }
+            if reason == "account lapsed: not re-approved by its due date 2026-12-01")
+    });
+    assert!(denied, "a denied entry names the lapse");
+}

@@ -15,10 +15,11 @@ fn status_file(config: &LoadedConfig) -> AccountStatusFile {
     AccountStatusFile::new(&gateway::paths::status_file(config))
 }
 
-/// Lists the accounts; exit 1 when any is quarantined.
+/// Lists the accounts; exit 1 when any is quarantined or lapsed.
 pub fn list(args: &Args) -> anyhow::Result<Outcome> {
     let config = load_config(&args.config)?;
-    let quarantined = status_file(&config).quarantined()?;
+    let status = status_file(&config).status()?;
+    let (quarantined, lapsed) = (&status.quarantined, &status.lapsed);
     let rows: Vec<_> = config
         .config
         .account
@@ -28,6 +29,7 @@ pub fn list(args: &Args) -> anyhow::Result<Outcome> {
                 "name": a.name, "username": a.username, "study": a.study,
                 "site": a.site, "secret": a.secret,
                 "quarantine": quarantined.get(&a.name),
+                "lapse": lapsed.get(&a.name),
             })
         })
         .collect();
@@ -41,14 +43,19 @@ pub fn list(args: &Args) -> anyhow::Result<Outcome> {
             "ACCOUNT", "REDCAP USER", "STUDY", "SITE"
         );
         for r in &rows {
-            let status = match r["quarantine"].as_object() {
-                Some(q) => format!(
+            let status = match (r["quarantine"].as_object(), r["lapse"].as_object()) {
+                (Some(q), _) => format!(
                     "QUARANTINED since {} by {}: {}",
                     super::short_time(q["since"].as_str().unwrap_or_default()),
                     q["by"].as_str().unwrap_or_default(),
                     q["reason"].as_str().unwrap_or_default()
                 ),
-                None => "active".into(),
+                (None, Some(l)) => format!(
+                    "LAPSED since {}: {} (re-approve with redcap-warden reauth)",
+                    super::short_time(l["since"].as_str().unwrap_or_default()),
+                    l["reason"].as_str().unwrap_or_default()
+                ),
+                (None, None) => "active".into(),
             };
             println!(
                 "{:<24} {:<24} {:<12} {:<10} {status}",
@@ -59,7 +66,7 @@ pub fn list(args: &Args) -> anyhow::Result<Outcome> {
             );
         }
     }
-    Ok(if quarantined.is_empty() {
+    Ok(if quarantined.is_empty() && lapsed.is_empty() {
         Outcome::Clean
     } else {
         Outcome::Findings

@@ -316,7 +316,7 @@ pub async fn sweep_once(
         let Some(cause) = status.lapsed else {
             continue;
         };
-        let why = format!("lapsed: {cause}");
+        let why = cause.to_string();
         if status.lapse_recorded {
             // Recorded earlier; the status file must still say so.
             if !marked.contains_key(&account.name) {

@@ -89,6 +89,27 @@ impl Serving {
         serving
     }
 
+    /// As [`Serving::start`], with the clock of re-authorisation at `now`
+    /// (`REDCAP_WARDEN_TEST_NOW`, honoured by test builds only).
+    pub fn start_at(dir: &Path, port: u16, now: &str) -> Serving {
+        let child = StdCommand::cargo_bin("redcap-warden")
+            .unwrap()
+            .current_dir(dir)
+            .arg("serve")
+            .env("REDCAP_WARDEN_TEST_NOW", now)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let serving = Serving(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "the gateway did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        serving
+    }
+
     pub fn pid(&self) -> u32 {
         self.0.id()
     }
