@@ -311,6 +311,7 @@ pub async fn sweep_once(
     let marked = file.status()?.lapsed;
     let limiter = limiter(config);
     let mut lapsed = Vec::new();
+    let mut failed = Vec::new();
     for account in governed(config) {
         let status = reauth::assess(account, &facts, now, tz);
         let Some(cause) = status.lapsed else {
@@ -324,31 +325,66 @@ pub async fn sweep_once(
             }
             continue;
         }
-        let project = manager_project(config, store, &limiter, account).await?;
-        let trail = crate::store::open_trail(config, store).await?;
-        reauth::set_expiration(&project, &account.username, Some(today))
-            .await
-            .with_context(|| {
-                format!(
-                    "setting the REDCap expiration of lapsed account `{}` to {today}",
-                    account.name
-                )
-            })?;
-        trail
-            .record(EntryKind::Reauth {
-                operator: operator.to_string(),
-                account: account.name.clone(),
-                until: None,
-                reason: why.clone(),
-                action: Some(ReauthAction::Lapse),
-                approval: None,
-            })
-            .await?;
-        trail.close().await?;
-        file.lapse(&account.name, &why, operator)?;
-        lapsed.push((account.name.clone(), cause));
+        // One account's failure (its study's REDCap unreachable) does not
+        // keep the others from lapsing.
+        match lapse(config, store, &limiter, account, today, &why, operator).await {
+            Ok(()) => lapsed.push((account.name.clone(), cause)),
+            Err(e) => failed.push(format!("{e:#}")),
+        }
+    }
+    if !failed.is_empty() {
+        bail!(
+            "{} lapsed; could not lapse: {}",
+            if lapsed.is_empty() {
+                "no account".to_string()
+            } else {
+                lapsed
+                    .iter()
+                    .map(|(a, _)| format!("`{a}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
+            failed.join("; ")
+        );
     }
     Ok(lapsed)
+}
+
+/// Lapses one account: REDCap expiration `today` (DAG kept), the `reauth`
+/// entry, the status file.
+async fn lapse(
+    config: &LoadedConfig,
+    store: &dyn SecretStore,
+    limiter: &Arc<gateway::upstream::Limiter>,
+    account: &AccountSection,
+    today: jiff::civil::Date,
+    why: &str,
+    operator: &str,
+) -> anyhow::Result<()> {
+    let project = manager_project(config, store, limiter, account).await?;
+    let trail = crate::store::open_trail(config, store).await?;
+    reauth::set_expiration(&project, &account.username, Some(today))
+        .await
+        .with_context(|| {
+            format!(
+                "setting the REDCap expiration of lapsed account `{}` to {today}",
+                account.name
+            )
+        })?;
+    trail
+        .record(EntryKind::Reauth {
+            operator: operator.to_string(),
+            account: account.name.clone(),
+            until: None,
+            reason: why.to_string(),
+            action: Some(ReauthAction::Lapse),
+            approval: None,
+        })
+        .await
+        .with_context(|| format!("REDCap's expiration of `{}` was set to {today}, but the lapse could not be recorded in the ledger; run the sweep again once the ledger is writable", account.name))?;
+    trail.close().await?;
+    status_file(config).lapse(&account.name, why, operator)?;
+    Ok(())
 }
 
 /// `reauth sweep`.
