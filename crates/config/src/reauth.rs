@@ -121,7 +121,9 @@ impl Approver {
 /// The checks of the re-authorisation fields of each `[[account]]`: every
 /// approver line parses, and the fields come together — a period needs
 /// someone to approve, approvers and an inactivity limit need a period
-/// (an approval sets the account's REDCap expiration to the end of it).
+/// (an approval sets the account's REDCap expiration to the end of it),
+/// and a study's rights manager has none of them (its token sets the
+/// expirations, so it must not expire itself).
 pub(crate) fn validate(
     doc: &toml::de::DeTable<'_>,
     text: &str,
@@ -166,6 +168,17 @@ pub(crate) fn validate(
                 "add reauth_every_days = 90 (or the period your SOP sets)".into(),
             ),
             _ => {}
+        }
+        let manages = tables_at(doc, "study")
+            .into_iter()
+            .any(|(_, study, _)| str_at(study, "rights_manager").is_some_and(|(m, _)| m == name));
+        if manages && let Some((_, at)) = every.as_ref().or(inactive.as_ref()) {
+            push(
+                at.clone(),
+                format!("account[{i}].{}", if every.is_some() { "reauth_every_days" } else { "lapse_after_inactive_days" }),
+                format!("account `{name}` is a study's rights manager, which cannot lapse: a lapse would expire the very token that sets and lifts expirations"),
+                "remove reauth_every_days, lapse_after_inactive_days and approvers from the rights manager; review it with rights check instead".into(),
+            );
         }
         if let (Some((_, at)), None) = (&inactive, &every) {
             push(

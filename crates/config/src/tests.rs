@@ -1385,4 +1385,21 @@ fn reauth_problems_are_each_reported_with_place_and_fix() {
         Some("account[0].lapse_after_inactive_days")
     );
     assert!(all[0].message.contains("no approval could restore it"));
+
+    let managed = GATEWAY
+        .replace(
+            "project_id = 14\n",
+            "project_id = 14\nrights_manager = \"heart-rights\"\n",
+        )
+        .replace(
+            "[[client]]",
+            &format!("[[account]]\nname = \"heart-rights\"\nusername = \"svc_rights\"\nsecret = \"redcap/heart/rights\"\nstudy = \"heart\"\nreauth_every_days = 90\napprovers = [\"{APPROVER}\"]\n\n[[client]]"),
+        );
+    let p = only(&managed);
+    assert_eq!(p.field.as_deref(), Some("account[1].reauth_every_days"));
+    assert!(
+        p.message.contains("rights manager, which cannot lapse"),
+        "{}",
+        p.message
+    );
 }
