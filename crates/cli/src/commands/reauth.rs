@@ -119,17 +119,18 @@ async fn live_digest(project: &Project<Paced>, account: &AccountSection) -> anyh
         .with_context(|| format!("reading the rights of `{}`", account.username))
 }
 
-/// Everything the ledger says about re-authorisation, read in one pass
-/// (the file ledger without its lock, as `ledger tail` does; PostgreSQL
-/// through a reader).
-fn read_facts(config: &LoadedConfig) -> anyhow::Result<LedgerFacts> {
+/// Everything the ledger says about re-authorisation: `facts` brought up
+/// to date from the entry after the last it took in, in one pass (the file
+/// ledger without its lock, as `ledger tail` does; PostgreSQL through a
+/// reader).
+fn read_facts(config: &LoadedConfig, mut facts: LedgerFacts) -> anyhow::Result<LedgerFacts> {
     let section = governance::audit::ledger_section(config)?;
-    let mut facts = LedgerFacts::default();
+    let from = facts.next;
     let mut visit = |e: ledger::Entry| facts.observe(&e);
     match &section.store {
         LedgerStore::File => {
             let dir = config.resolve(&section.dir);
-            ledger::read_from(&durable::OsFs, &dir, 0, &mut visit)
+            ledger::read_from(&durable::OsFs, &dir, from, &mut visit)
                 .with_context(|| format!("reading the ledger {}", dir.display()))?;
         }
         LedgerStore::Postgres(pg) => {
@@ -139,16 +140,16 @@ fn read_facts(config: &LoadedConfig) -> anyhow::Result<LedgerFacts> {
             );
             let mut reader = ledger::PgReader::connect(&url, &pg.schema)
                 .context("opening the PostgreSQL ledger")?;
-            reader.read_from(0, &mut visit)?;
+            reader.read_from(from, &mut visit)?;
         }
     }
     Ok(facts)
 }
 
 /// [`read_facts`] off the async threads (the PostgreSQL reader blocks).
-async fn facts(config: &LoadedConfig) -> anyhow::Result<LedgerFacts> {
+async fn facts(config: &LoadedConfig, facts: LedgerFacts) -> anyhow::Result<LedgerFacts> {
     let config = config.clone();
-    tokio::task::spawn_blocking(move || read_facts(&config)).await?
+    tokio::task::spawn_blocking(move || read_facts(&config, facts)).await?
 }
 
 /// `reauth statement ACCOUNT [--reason R]`: the statement to sign, on
@@ -231,7 +232,7 @@ pub fn approve(
     rt.block_on(async {
         let project = manager_project(&config, &*store, &limiter(&config), account).await?;
         let live = live_digest(&project, account).await?;
-        let facts = facts(&config).await?;
+        let facts = facts(&config, LedgerFacts::default()).await?;
         let verified = reauth::verify(
             account,
             &Presented {
@@ -296,14 +297,17 @@ pub(crate) fn governed(config: &LoadedConfig) -> impl Iterator<Item = &AccountSe
 
 /// Lapses every account that must lapse now: REDCap expiration today (the
 /// DAG kept), a `reauth` entry, the status file. Returns the accounts
-/// lapsed and why. `serve` calls this daily.
+/// lapsed and why. `serve` calls this daily, keeping `known` (the ledger's
+/// facts so far) between runs so each reads only the entries since.
 pub async fn sweep_once(
     config: &LoadedConfig,
     store: &dyn SecretStore,
     operator: &str,
     clock: &dyn Clock,
+    known: &mut LedgerFacts,
 ) -> anyhow::Result<Vec<(String, LapseCause)>> {
-    let facts = facts(config).await?;
+    *known = facts(config, std::mem::take(known)).await?;
+    let facts = &*known;
     let now = clock.now();
     let tz = config.config.redcap.time_zone();
     let today = reauth::day(now, tz);
@@ -313,7 +317,7 @@ pub async fn sweep_once(
     let mut lapsed = Vec::new();
     let mut failed = Vec::new();
     for account in governed(config) {
-        let status = reauth::assess(account, &facts, now, tz);
+        let status = reauth::assess(account, facts, now, tz);
         let Some(cause) = status.lapsed else {
             continue;
         };
@@ -400,8 +404,13 @@ pub fn sweep(args: &Args) -> anyhow::Result<Outcome> {
     }
     let store = open_store(&config)?;
     let clock = governance::clock::configured();
-    let lapsed =
-        super::runtime()?.block_on(sweep_once(&config, &*store, &operator.to_string(), &*clock))?;
+    let lapsed = super::runtime()?.block_on(sweep_once(
+        &config,
+        &*store,
+        &operator.to_string(),
+        &*clock,
+        &mut LedgerFacts::default(),
+    ))?;
     if args.json {
         let rows: Vec<_> = lapsed
             .iter()
@@ -428,7 +437,7 @@ pub fn sweep(args: &Args) -> anyhow::Result<Outcome> {
 pub fn status(args: &Args) -> anyhow::Result<Outcome> {
     let config = load_config(&args.config)?;
     let clock = governance::clock::configured();
-    let facts = read_facts(&config)?;
+    let facts = read_facts(&config, LedgerFacts::default())?;
     let now = clock.now();
     let tz = config.config.redcap.time_zone();
     let rows: Vec<reauth::AccountStatus> = governed(&config)

@@ -53,13 +53,19 @@ pub fn run(args: &Args) -> anyhow::Result<Outcome> {
 /// start, then every 24 hours (an hour after a failed one). It records
 /// through the gateway's own admin listener, as any command does while the
 /// gateway holds the ledger. Nothing runs when no account is re-authorised.
+/// The ledger is read once in all: each sweep takes in only the entries
+/// written since the one before.
 async fn sweep_daily(config: LoadedConfig, store: Arc<dyn SecretStore>, operator: String) {
     if super::reauth::governed(&config).next().is_none() {
         return;
     }
     let clock = governance::clock::configured();
+    // The ledger's facts so far: each sweep reads only the entries since.
+    let mut facts = governance::reauth::LedgerFacts::default();
     loop {
-        let next = match super::reauth::sweep_once(&config, &*store, &operator, &*clock).await {
+        let next = match super::reauth::sweep_once(&config, &*store, &operator, &*clock, &mut facts)
+            .await
+        {
             Ok(lapsed) => {
                 for (account, cause) in lapsed {
                     tracing::warn!(account = %account, "re-authorisation lapsed: {cause}");

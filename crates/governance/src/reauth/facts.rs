@@ -69,6 +69,10 @@ pub struct LedgerFacts {
     /// SHA-256 of each statement and signature an approval used → the
     /// approval's seq.
     pub used: HashMap<String, u64>,
+    /// The seq after the last entry taken in: where to go on reading, so a
+    /// long-running process (the gateway's daily sweep) reads each entry
+    /// once, not the whole ledger every day.
+    pub next: u64,
 }
 
 /// `rights check` records its runs as `rights` entries whose changes are
@@ -83,6 +87,7 @@ impl LedgerFacts {
         if self.started.is_none() {
             self.started = Some(entry.ts);
         }
+        self.next = entry.seq + 1;
         match &entry.kind {
             EntryKind::Request { account, .. } => {
                 // The common case: no allocation once the account is known.

@@ -372,6 +372,7 @@ fn lapses_come_from_the_period_the_idle_days_or_the_ledger() {
     let s = assess(&acct, &facts, t("2026-04-03T00:00:00Z"), &tz);
     assert_eq!(s.lapsed, None, "{s:?}");
     assert_eq!(s.due.unwrap().to_string(), "2026-07-01");
+    assert_eq!(facts.next, 4, "a later read goes on from entry 4");
 }
 
 #[test]
