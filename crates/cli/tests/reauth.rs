@@ -13,7 +13,6 @@ use std::process::{Command as StdCommand, Output};
 
 use assert_cmd::Command;
 use common::{Serving, add_config, free_port, init, text, warden};
-use governance::audit::EntrySink;
 use jiff::{SignedDuration, Timestamp};
 use redcap_sandbox::{Config as SandboxConfig, Server};
 use serde_json::{Value, json};
@@ -415,21 +414,29 @@ write_reason = "optional"
     refused(approve(later, &sig, &[]), "(replayed)");
 
     // Self-approval: the operator who last changed the account's rights
-    // (a rights change as `rights apply` records it) may not approve.
-    let loaded = warden_config::load(&dir.join("warden.toml")).unwrap();
-    r.rt.block_on(async {
-        gateway::admin_client::AdminClient::from_config(&loaded)
-            .unwrap()
-            .append(ledger::EntryKind::Rights {
-                operator: login.clone(),
-                account: "heart-a".into(),
-                project: "heart".into(),
-                changes: vec!["record_create: 0 -> 1".into()],
-                reason: "new ETL step".into(),
-            })
-            .await
-            .unwrap();
-    });
+    // may not approve. Someone gives the account design=1 in REDCap (with
+    // its DAG); `rights apply`, run by this login, takes it away again.
+    r.api(&[
+        ("token", &manager),
+        ("content", "user"),
+        ("format", "json"),
+        (
+            "data",
+            &json!([{"username": "svc_site_a", "design": 1, "data_access_group": unique}])
+                .to_string(),
+        ),
+    ]);
+    let (code, out) = run(
+        warden(
+            &dir,
+            &["rights", "apply", "--reason", "design is not for ETL"],
+            None,
+        ),
+        &tokens,
+    );
+    // (Exit 1: the project's creator is left for a person.)
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("design: 1 -> 0"), "{out}");
     // (A minute on: a statement of the same second would be the same
     // statement, and so a replay.)
     let next = later.checked_add(SignedDuration::from_secs(60)).unwrap();

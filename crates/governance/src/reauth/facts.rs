@@ -75,10 +75,13 @@ pub struct LedgerFacts {
     pub next: u64,
 }
 
-/// `rights check` records its runs as `rights` entries whose changes are
-/// `check: …` lines: they changed nothing.
+/// `rights check` (and the check after `rights apply`) records its runs
+/// as `rights` entries whose changes are `check: …` and `probe: …` lines,
+/// or none: they changed nothing.
 fn is_check(changes: &[String]) -> bool {
-    !changes.is_empty() && changes.iter().all(|c| c.starts_with("check:"))
+    changes
+        .iter()
+        .all(|c| c.starts_with("check:") || c.starts_with("probe:"))
 }
 
 impl LedgerFacts {

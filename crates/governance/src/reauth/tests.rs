@@ -220,8 +220,13 @@ fn approvals_signed_with_ssh_keygen_are_checked_and_refused_with_reasons() {
         (
             8,
             "bob",
-            vec!["check: 0 finding(s), digest sha256:00".to_string()],
+            vec![
+                "check: 0 finding(s), digest sha256:00".to_string(),
+                "probe: Export DAGs with the token of `site-a` (administrator test; refused)"
+                    .to_string(),
+            ],
         ),
+        (9, "bob", vec![]),
     ] {
         changed_by_ana.observe(&entry(
             seq,
