@@ -36,9 +36,9 @@
 pub mod accounts;
 pub mod audit;
 pub mod clock;
+pub mod reauth;
 pub mod reconcile;
 pub mod redcap_log;
-pub mod reauth;
 pub mod rights;
 pub mod rotation;
 pub mod signing_key;
