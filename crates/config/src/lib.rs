@@ -33,6 +33,7 @@ mod rotation;
 mod schema;
 mod secrets;
 mod sections;
+mod sop;
 mod units;
 
 use std::path::{Path, PathBuf};
@@ -49,6 +50,7 @@ pub use reconcile::ReconcileSection;
 pub use rotation::*;
 pub use secrets::*;
 pub use sections::*;
+pub use sop::*;
 
 /// The whole of `warden.toml`, validated, every value in the type it
 /// means: secret names, methods, source ranges, the time zone, the
@@ -80,6 +82,8 @@ pub struct Config {
     pub rotation: RotationSection,
     /// How REDCap's log is paired with the ledger.
     pub reconcile: ReconcileSection,
+    /// The token-management SOP (`redcap-warden sop`).
+    pub sop: Option<SopSection>,
 }
 
 /// The file as written: [`Config`] before the files it leaves out are
@@ -107,6 +111,7 @@ struct Document {
     rotation: RotationSection,
     #[serde(default)]
     reconcile: ReconcileSection,
+    sop: Option<SopSection>,
 }
 
 impl From<Document> for Config {
@@ -129,6 +134,7 @@ impl From<Document> for Config {
             client: doc.client,
             rotation: doc.rotation,
             reconcile: doc.reconcile,
+            sop: doc.sop,
         }
     }
 }
@@ -303,6 +309,7 @@ fn validate(doc: &toml::de::DeTable<'_>, text: &str, problems: &mut Vec<Problem>
     rotation::validate(doc, text, problems);
     reconcile::validate(doc, text, problems);
     reauth::validate(doc, text, problems);
+    sop::validate(doc, text, problems);
 }
 
 /// The sections whose own rules run while they are deserialized (which

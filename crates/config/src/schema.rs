@@ -115,6 +115,7 @@ pub(crate) const TOP: &[Field] = &[
     opt("client", Kind::Tables(CLIENT)),
     opt("rotation", Kind::Table(ROTATION)),
     opt("reconcile", Kind::Table(RECONCILE)),
+    opt("sop", Kind::Table(SOP)),
 ];
 
 pub(crate) const REDCAP: &[Field] = &[req("url", Kind::Text), req("time_zone", Kind::Text)];
@@ -406,6 +407,31 @@ pub(crate) const ROTATION: &[Field] = &[
         .eg("after_switch = [\"/usr/local/bin/redeploy\", \"{account}\"]"),
     opt("after_switch_webhook", Kind::Text)
         .eg("after_switch_webhook = \"https://deploy.example.org/hooks/redcap-token\""),
+];
+
+pub(crate) const SOP: &[Field] = &[
+    req("document_id", Kind::Text).eg("document_id = \"SOP-IT-017\""),
+    req("version", Kind::Text).eg("version = \"1.0\""),
+    opt("title", Kind::Text).eg("title = \"Management of REDCap API tokens\""),
+    opt("approved", Kind::Path).eg("approved = \"sop/approved/token-sop.md\""),
+    req("owner", Kind::Table(SOP_ROLE)),
+    req("approver", Kind::Table(SOP_ROLE)),
+    req("operator", Kind::Table(SOP_ROLE)),
+    req("redcap_admin", Kind::Table(SOP_ROLE)),
+    opt("revision", Kind::Tables(SOP_REVISION)),
+];
+
+pub(crate) const SOP_ROLE: &[Field] = &[
+    req("name", Kind::Text).eg("name = \"Research IT (J. Doe)\""),
+    req("deputy", Kind::Text).eg("deputy = \"A. Smith\""),
+    opt("contact", Kind::Text).eg("contact = \"redcap-admin@example.org\""),
+];
+
+pub(crate) const SOP_REVISION: &[Field] = &[
+    req("version", Kind::Text).eg("version = \"1.0\""),
+    req("date", Kind::Text).eg("date = \"2026-12-01\""),
+    req("author", Kind::Text).eg("author = \"J. Doe\""),
+    req("change", Kind::Text).eg("change = \"first issue\""),
 ];
 
 pub(crate) const PROFILE: &[Field] = &[

@@ -809,7 +809,7 @@ fn the_schema_matches_the_serde_structs() {
     fn keys(fields: &[schema::Field]) -> Vec<&'static str> {
         fields.iter().map(|f| f.key).collect()
     }
-    let pairs: [(&str, &[schema::Field], &[&str]); 18] = [
+    let pairs: [(&str, &[schema::Field], &[&str]); 21] = [
         ("top", schema::TOP, serde_fields::<Config>()),
         ("redcap", schema::REDCAP, serde_fields::<RedcapSection>()),
         ("paths", schema::PATHS, serde_fields::<PathsSection>()),
@@ -855,6 +855,13 @@ fn the_schema_matches_the_serde_structs() {
             "reconcile",
             schema::RECONCILE,
             serde_fields::<ReconcileSection>(),
+        ),
+        ("sop", schema::SOP, serde_fields::<SopSection>()),
+        ("sop.role", schema::SOP_ROLE, serde_fields::<Role>()),
+        (
+            "sop.revision",
+            schema::SOP_REVISION,
+            serde_fields::<Revision>(),
         ),
     ];
     for (name, schema, serde) in pairs {
@@ -1402,4 +1409,69 @@ fn reauth_problems_are_each_reported_with_place_and_fix() {
         "{}",
         p.message
     );
+}
+
+const SOP: &str = r#"
+[sop]
+document_id = "SOP-IT-017"
+version = "1.1"
+approved = "approved-sop.md"
+owner = { name = "Research IT", deputy = "A. Smith" }
+approver = { name = "Head of Data Management", deputy = "B. Jones" }
+operator = { name = "J. Doe", deputy = "C. Brown", contact = "redcap-ops@example.org" }
+redcap_admin = { name = "REDCap team", deputy = "D. Green", contact = "redcap-admin@example.org" }
+[[sop.revision]]
+version = "1.0"
+date = "2026-11-01"
+author = "J. Doe"
+change = "first issue"
+[[sop.revision]]
+version = "1.1"
+date = "2026-12-01"
+author = "J. Doe"
+change = "rotation every 60 days"
+"#;
+
+#[test]
+fn an_sop_section_parses() {
+    let text = format!("{GOOD}{SOP}");
+    let c = parse(&text, Path::new("warden.toml")).expect("parses");
+    let sop = c.sop.expect("[sop]");
+    assert_eq!(sop.document_id, "SOP-IT-017");
+    assert_eq!(
+        sop.redcap_admin.contact.as_deref(),
+        Some("redcap-admin@example.org")
+    );
+    assert_eq!(sop.revision.len(), 2);
+    assert_eq!(sop.approved.as_deref(), Some(Path::new("approved-sop.md")));
+}
+
+#[test]
+fn sop_problems_name_the_field_and_the_fix() {
+    let text = format!("{GOOD}{SOP}")
+        .replace("deputy = \"B. Jones\"", "deputy = \"Head of Data Management\"")
+        .replace("date = \"2026-11-01\"", "date = \"1 Nov 2026\"")
+        .replace("version = \"1.1\"\napproved", "version = \"1.2\"\napproved")
+        .replace("redcap_admin = { name = \"REDCap team\", deputy = \"D. Green\", contact = \"redcap-admin@example.org\" }\n", "");
+    let e = parse(&text, Path::new("warden.toml")).expect_err("problems");
+    let fields: Vec<_> = e
+        .problems
+        .iter()
+        .filter_map(|p| p.field.as_deref())
+        .collect();
+    for f in [
+        "sop.approver.deputy",
+        "sop.revision[0].date",
+        "sop.version",
+        "sop.redcap_admin",
+    ] {
+        assert!(fields.contains(&f), "{f} missing in {fields:?}");
+    }
+    let version = e
+        .problems
+        .iter()
+        .find(|p| p.field.as_deref() == Some("sop.version"))
+        .unwrap();
+    assert!(version.message.contains("`1.1`"), "{}", version.message);
+    assert!(version.fix.contains("[[sop.revision]]"), "{}", version.fix);
 }
