@@ -25,6 +25,8 @@
 //! - [`rotation`]: the token rotation state machine — journal, escrow,
 //!   issuers, verification, cut-over and the proof that the old token is
 //!   dead, resumable after a crash at any step.
+//! - [`sop`]: the token-management SOP generated from the configuration
+//!   (Markdown and HTML), and the check of a written copy against it.
 //!
 //! The rest of DESIGN's governance layer comes as sibling modules of
 //! these, each recording its changes through [`audit::AuditTrail`] and
@@ -42,6 +44,7 @@ pub mod redcap_log;
 pub mod rights;
 pub mod rotation;
 pub mod signing_key;
+pub mod sop;
 pub mod witness;
 
 pub use redcap;

@@ -496,18 +496,21 @@ impl Issuer for Manual {
     }
 
     async fn obtain(&self, t: &Target) -> Result<SecretValue, IssueError> {
-        let base = self.redcap_url.trim_end_matches('/');
-        let base = base.strip_suffix("/api").unwrap_or(base);
-        eprintln!(
-            "\nRegenerate the API token of REDCap user `{user}` in project {pid} (account `{acc}`):\n  \
-             1. Sign in to {base}/ as a REDCap administrator.\n  \
-             2. Control Center → API Tokens ({base}/ControlCenter/user_api_tokens.php); find user `{user}`, project {pid}.\n  \
-             3. Regenerate the token and confirm. REDCap deactivates the old token at once (the gateway holds the account's requests meanwhile).\n  \
-             4. Copy the new token and paste it below (it is not echoed), or pipe it on standard input.\n",
+        let steps = governance::rotation::issuer::manual_steps(
+            &self.redcap_url,
+            &t.username,
+            &t.project_id.to_string(),
+        );
+        let mut text = format!(
+            "\nRegenerate the API token of REDCap user `{user}` in project {pid} (account `{acc}`):\n",
             user = t.username,
             pid = t.project_id,
             acc = t.account,
         );
+        for (n, step) in steps.iter().enumerate() {
+            text.push_str(&format!("  {}. {step}\n", n + 1));
+        }
+        eprintln!("{text}");
         let mut raw = Zeroizing::new(String::new());
         if std::io::stdin().is_terminal() {
             *raw = rpassword::prompt_password(format!(

@@ -49,6 +49,29 @@ pub trait Issuer: Send + Sync {
     async fn obtain(&self, target: &Target) -> Result<SecretValue, IssueError>;
 }
 
+/// The steps a person takes in REDCap's UI to regenerate the token of
+/// REDCap user `username` in `project` (a project id, or words naming it):
+/// the administrator's Control Center path. The `manual` issuer prints
+/// them, numbered; the SOP (`crate::sop`) writes the same text, so the
+/// document and the tool never disagree.
+pub fn manual_steps(redcap_api_url: &str, username: &str, project: &str) -> [String; 4] {
+    let base = redcap_base(redcap_api_url);
+    [
+        format!("Sign in to {base}/ as a REDCap administrator."),
+        format!(
+            "Control Center → API Tokens ({base}/ControlCenter/user_api_tokens.php); find user `{username}`, project {project}."
+        ),
+        "Regenerate the token and confirm. REDCap deactivates the old token at once (the gateway holds the account's requests meanwhile).".into(),
+        "Copy the new token and paste it at redcap-warden's prompt (it is not echoed), or pipe it on standard input.".into(),
+    ]
+}
+
+/// REDCap's base address: its API address without the trailing `api/`.
+pub fn redcap_base(redcap_api_url: &str) -> &str {
+    let base = redcap_api_url.trim_end_matches('/');
+    base.strip_suffix("/api").unwrap_or(base)
+}
+
 /// redcap-sandbox's admin endpoint.
 pub struct SandboxIssuer {
     base: String,

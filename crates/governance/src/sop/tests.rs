@@ -1,0 +1,228 @@
+//! The SOP from a sample configuration: every required section, the same
+//! procedure for the same configuration, a changed rotation period caught
+//! and named, and HTML that reaches for nothing outside itself.
+
+use std::path::Path;
+
+use warden_config::LoadedConfig;
+
+use super::{SopError, build, compare, html, markdown, stale};
+
+const CONFIG: &str = r#"
+[redcap]
+url = "https://redcap.example.org/api/"
+time_zone = "Europe/Berlin"
+
+[[study]]
+name = "heart2"
+project_id = 14
+rights_manager = "heart2-rights"
+[[study.site]]
+name = "site-a"
+dag_id = 3
+
+[[account]]
+name = "heart2-rights"
+username = "svc_heart_rights"
+secret = "redcap/heart2/rights"
+study = "heart2"
+
+[[account]]
+name = "heart2-site-a"
+username = "svc_heart_site_a"
+secret = "redcap/heart2/site-a"
+study = "heart2"
+site = "site-a"
+profile = "site-data-read"
+rotate_every_days = 60
+
+[rotation]
+after_switch = ["/usr/local/bin/redeploy", "{account}"]
+
+[sop]
+document_id = "SOP-IT-017"
+version = "1.1"
+owner = { name = "Research IT", deputy = "A. Smith" }
+approver = { name = "Head of Data Management", deputy = "B. Jones" }
+operator = { name = "J. Doe", deputy = "C. Brown" }
+redcap_admin = { name = "REDCap team", deputy = "D. Green", contact = "redcap-admin@example.org" }
+[[sop.revision]]
+version = "1.0"
+date = "2026-11-01"
+author = "J. Doe"
+change = "first issue"
+[[sop.revision]]
+version = "1.1"
+date = "2026-12-01"
+author = "J. Doe"
+change = "site A every 60 days"
+"#;
+
+fn loaded(text: &str) -> LoadedConfig {
+    use sha2::Digest;
+    let config = warden_config::parse(text, Path::new("warden.toml")).expect("the sample parses");
+    LoadedConfig {
+        path: "warden.toml".into(),
+        config,
+        text: text.into(),
+        sha256: hex::encode(sha2::Sha256::digest(text.as_bytes())),
+    }
+}
+
+#[test]
+fn the_sample_renders_every_required_section() {
+    let l = loaded(CONFIG);
+    let doc = build(&l, "9.9.9", "2026-12-07T10:00:00Z").unwrap();
+    let md = markdown::render(&doc);
+    for want in [
+        // header and document control
+        "SOP-IT-017",
+        "| Version | 1.1 |",
+        &l.sha256,
+        "redcap-warden 9.9.9",
+        "| 1.0 | 2026-11-01 | J. Doe | first issue |",
+        "| 1.1 | 2026-12-01 | J. Doe | site A every 60 days |",
+        // roles with deputies, the REDCap administrator included
+        "| REDCap administrator | REDCap team | D. Green | redcap-admin@example.org |",
+        "| SOP owner | Research IT | A. Smith |",
+        "| Rotation operator | J. Doe | C. Brown |",
+        // schedule
+        "| `heart2-site-a` | `svc_heart_site_a` | `heart2` (project 14) | site-a | 60 days |",
+        "| `heart2-rights` | `svc_heart_rights` | `heart2` (project 14) | — (study-wide) | 90 days |",
+        // routine and emergency rotation
+        "## 5. Routine rotation",
+        "redcap-warden rotate start ACCOUNT --reason \"scheduled (SOP-IT-017 §5)\"",
+        "rotate resume ID",
+        "rotate abort ID --reason R",
+        "/usr/local/bin/redeploy {account}",
+        "## 6. Emergency rotation",
+        "--emergency",
+        "accounts release ACCOUNT",
+        // enrolment, retirement, re-authorisation
+        "### Enrolment of a service account",
+        "### Retirement of a service account",
+        "## 8. Re-authorisation",
+        // the REDCap UI steps the manual issuer prints
+        "## 9. REDCap UI steps",
+        "Control Center → API Tokens (https://redcap.example.org/ControlCenter/user_api_tokens.php); find user `svc_heart_site_a`, project 14.",
+        // evidence
+        "a `rotation` ledger entry",
+        "`data/rotation/ID.journal`",
+        "`redcap-warden secrets history SECRET`",
+        "docs/ledger.md §2.3",
+        // signatures
+        "## 11. Signatures",
+        "| Approved by | Head of Data Management |   |   |",
+    ] {
+        assert!(md.contains(want), "missing {want:?} in\n{md}");
+    }
+    let html = html::render(&doc);
+    for want in [
+        "<h2 id=\"signatures\">11. Signatures</h2>",
+        "<code>svc_heart_site_a</code>",
+        "D. Green",
+    ] {
+        assert!(html.contains(want), "missing {want:?} in\n{html}");
+    }
+}
+
+#[test]
+fn the_same_configuration_gives_the_same_procedure() {
+    let l = loaded(CONFIG);
+    let a = build(&l, "9.9.9", "2026-12-07T10:00:00Z").unwrap();
+    // Another time, another build, a comment added: the same procedure.
+    let l2 = loaded(&format!("# reviewed 2026-12-08\n{CONFIG}"));
+    let b = build(&l2, "9.9.10", "2027-01-01T00:00:00Z").unwrap();
+    assert_eq!(a.procedure, b.procedure);
+    assert_ne!(markdown::render(&a), markdown::render(&b));
+    assert_eq!(
+        compare(&markdown::render(&a), &b.procedure, "a.md").unwrap(),
+        vec![]
+    );
+    assert_eq!(
+        compare(&html::render(&a), &b.procedure, "a.html").unwrap(),
+        vec![]
+    );
+    // Line endings and trailing blanks an editor may change do not count.
+    let crlf = markdown::render(&a).replace('\n', " \r\n");
+    assert_eq!(compare(&crlf, &b.procedure, "a.md").unwrap(), vec![]);
+    assert!(
+        stale(&l2, &markdown::render(&a), "approved.md")
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
+fn a_changed_rotation_period_is_caught_and_named() {
+    let approved = build(&loaded(CONFIG), "9.9.9", "2026-12-07T10:00:00Z").unwrap();
+    let changed = loaded(&CONFIG.replace("rotate_every_days = 60", "rotate_every_days = 30"));
+    for written in [markdown::render(&approved), html::render(&approved)] {
+        let d = stale(&changed, &written, "approved").unwrap();
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(d[0].section, "4. Schedule");
+        assert!(
+            d[0].diff
+                .iter()
+                .any(|l| l.starts_with('-') && l.contains("60 days")),
+            "{:?}",
+            d[0].diff
+        );
+        assert!(
+            d[0].diff
+                .iter()
+                .any(|l| l.starts_with('+') && l.contains("30 days")),
+            "{:?}",
+            d[0].diff
+        );
+        assert!(d[0].diff.len() < 12, "a short diff: {:?}", d[0].diff);
+    }
+    // A new deputy changes the roles and the signatures' table does not
+    // name deputies: one section.
+    let deputy = loaded(&CONFIG.replace("deputy = \"D. Green\"", "deputy = \"E. White\""));
+    let d = stale(&deputy, &markdown::render(&approved), "approved.md").unwrap();
+    let names: Vec<_> = d.iter().map(|d| d.section.as_str()).collect();
+    assert!(names.contains(&"3. Roles and deputies"), "{names:?}");
+}
+
+#[test]
+fn the_html_reaches_for_nothing_outside_itself() {
+    let doc = build(&loaded(CONFIG), "9.9.9", "2026-12-07T10:00:00Z").unwrap();
+    let html = html::render(&doc);
+    // Every tag, attributes included: no address, no script, no import.
+    let mut rest = html.as_str();
+    let mut tags = 0;
+    while let Some(start) = rest.find('<') {
+        let end = rest[start..].find('>').expect("tags close") + start;
+        let tag = rest[start..=end].to_ascii_lowercase();
+        for bad in [
+            "src=", "href=", "http:", "https:", "<script", "<link", "<img", "<iframe", "url(",
+        ] {
+            assert!(!tag.contains(bad), "{tag}");
+        }
+        tags += 1;
+        rest = &rest[end + 1..];
+    }
+    assert!(tags > 50);
+    let style = &html[html.find("<style>").unwrap()..html.find("</style>").unwrap()];
+    assert!(
+        !style.contains("@import") && !style.contains("url("),
+        "{style}"
+    );
+    // The REDCap address is there, as text.
+    assert!(
+        html.contains("<code>https://redcap.example.org</code>"),
+        "{html}"
+    );
+}
+
+#[test]
+fn a_file_without_a_procedure_and_a_config_without_sop_are_errors() {
+    let doc = build(&loaded(CONFIG), "9.9.9", "t").unwrap();
+    let e = compare("# notes\n", &doc.procedure, "notes.md").unwrap_err();
+    assert!(matches!(e, SopError::NoProcedure { .. }), "{e}");
+    assert!(e.to_string().contains("notes.md"));
+    let no_sop = &CONFIG[..CONFIG.find("[sop]").unwrap()];
+    let e = build(&loaded(no_sop), "9.9.9", "t").unwrap_err();
+    assert!(e.to_string().contains("has no [sop] section"), "{e}");
+}
