@@ -158,6 +158,23 @@ pub enum Command {
         /// The shell to write completions for.
         shell: clap_complete::Shell,
     },
+
+    /// Write the token-management SOP generated from warden.toml ([sop]):
+    /// Markdown and a self-contained HTML file (--out DIR), or check a
+    /// written copy (--check FILE): exit 0 when today's configuration gives
+    /// the same procedure, 1 naming the sections that differ, 2 on error
+    /// (docs/sop.md).
+    #[command(group = clap::ArgGroup::new("sop_mode").required(true).args(["out", "check"]))]
+    Sop {
+        /// Write <document_id>.md and <document_id>.html into this
+        /// directory (made if missing).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Compare the procedure in this Markdown or HTML file (one `sop
+        /// --out` wrote) with what today's configuration gives.
+        #[arg(long, value_name = "FILE")]
+        check: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -76,6 +76,23 @@ impl Sandbox {
     }
 }
 
+/// An `[sop]` whose approved copy is `approved-sop.md`.
+const SOP: &str = r#"
+[sop]
+document_id = "SOP-T"
+version = "1"
+approved = "approved-sop.md"
+owner = { name = "Owner", deputy = "Owner's deputy" }
+approver = { name = "Approver", deputy = "Approver's deputy" }
+operator = { name = "Operator", deputy = "Operator's deputy" }
+redcap_admin = { name = "Admin", deputy = "Admin's deputy" }
+[[sop.revision]]
+version = "1"
+date = "2026-12-01"
+author = "Owner"
+change = "first issue"
+"#;
+
 fn rotate(dir: &Path, args: &[&str], fault: Option<&str>, stdin: Option<&str>) -> Output {
     let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("redcap-warden"));
     cmd.current_dir(dir)
@@ -255,6 +272,18 @@ after_switch = ["/bin/sh", "-c", "test -z \"$CARGO_MANIFEST_DIR\" && echo \"$1 $
     );
     let check = warden(&dir, &["config", "check"], None);
     assert!(check.status.success(), "{}", text(&check));
+    // The approved SOP is of an older configuration (the account rotated
+    // every 60 days): the first rotation warns and records it.
+    add_config(&dir, SOP);
+    let sop = warden(&dir, &["sop", "--out", "sop"], None);
+    assert!(sop.status.success(), "{}", text(&sop));
+    let current_sop = std::fs::read_to_string(dir.join("sop/SOP-T.md")).unwrap();
+    assert!(current_sop.contains("| 30 days |"), "{current_sop}");
+    std::fs::write(
+        dir.join("approved-sop.md"),
+        current_sop.replace("| 30 days |", "| 60 days |"),
+    )
+    .unwrap();
     let issue = warden(
         &dir,
         &[
@@ -346,6 +375,14 @@ after_switch = ["/bin/sh", "-c", "test -z \"$CARGO_MANIFEST_DIR\" && echo \"$1 $
     assert!(all.contains("the gateway released"), "{all}");
     assert!(all.contains("ownership: unproven"), "{all}");
     assert!(all.contains("rights and DAG within its profile"), "{all}");
+    assert!(all.contains("warning: the approved SOP is stale"), "{all}");
+    assert!(all.contains("§ 4. Schedule"), "{all}");
+    assert!(
+        all.contains("sop: stale (approved-sop.md: 4. Schedule)"),
+        "{all}"
+    );
+    // Approved again: the rotations below record nothing about the SOP.
+    std::fs::write(dir.join("approved-sop.md"), &current_sop).unwrap();
     let now = s.token(pid, "svc_site_a");
     tokens.push(now.clone());
     assert_ne!(now, first);
@@ -631,6 +668,15 @@ after_switch = ["/bin/sh", "-c", "test -z \"$CARGO_MANIFEST_DIR\" && echo \"$1 $
         .filter(|l| l.contains("\"kind\":\"rotation\"") && l.contains("\"to\":\"done\""))
         .count();
     assert_eq!(done, 5 + points.len(), "one done per finished rotation");
+    let stale: Vec<&str> = entries
+        .lines()
+        .filter(|l| l.contains("\"to\":\"planned\"") && l.contains("sop: stale"))
+        .collect();
+    assert_eq!(
+        stale.len(),
+        1,
+        "only the first rotation's SOP was stale: {stale:?}"
+    );
     outputs.push(entries);
     // The after_switch hook ran once per switch, told the fingerprint (and
     // given no environment of ours).

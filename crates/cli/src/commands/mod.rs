@@ -15,6 +15,7 @@ mod rotate;
 mod secrets;
 mod serve;
 mod sites;
+mod sop;
 
 use crate::Outcome;
 use crate::args::{
@@ -125,6 +126,7 @@ pub fn run(args: &Args) -> anyhow::Result<Outcome> {
             account,
         }) => rights::apply(args, reason, study.as_deref(), account.as_deref()),
         Command::Sites { study } => sites::run(args, study.as_deref()),
+        Command::Sop { out, check } => sop::run(args, out.as_deref(), check.as_deref()),
         Command::Rotate(cmd) => match cmd {
             RotateCommand::Status => rotate::status(args),
             RotateCommand::Start {

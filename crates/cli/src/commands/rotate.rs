@@ -208,6 +208,7 @@ pub fn start(
         project_id,
         issuer: kind.as_str().to_string(),
         reason,
+        note: super::sop::stale_note(&config),
     };
     let status =
         governance::accounts::AccountStatusFile::new(&gateway::paths::status_file(&config));

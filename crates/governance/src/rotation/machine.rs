@@ -58,6 +58,9 @@ pub struct Plan {
     pub issuer: String,
     /// Why.
     pub reason: String,
+    /// Added to the `planned` entry's detail, e.g. `sop: stale (…)` when
+    /// the approved SOP no longer matches the configuration.
+    pub note: Option<String>,
 }
 
 /// Everything a rotation touches, borrowed for one command.
@@ -157,8 +160,11 @@ impl Rotator<'_> {
             at: now,
             by: self.operator.clone(),
             detail: format!(
-                "planned: single-account mode, {} issuer, project {project_id}",
-                plan.issuer
+                "planned: single-account mode, {} issuer, project {project_id}{}",
+                plan.issuer,
+                plan.note
+                    .as_ref()
+                    .map_or(String::new(), |n| format!("; {n}"))
             ),
             old_version: current.version.0.clone(),
             old_fingerprint: self.fingerprints.fingerprint(&current.value).to_string(),

@@ -224,6 +224,7 @@ impl World {
             project_id: Some(PID),
             issuer: "sandbox".into(),
             reason: "scheduled".into(),
+            note: None,
         }
     }
 

@@ -141,12 +141,12 @@ fn unified(old: &[String], new: &[String]) -> Vec<String> {
             script.push((' ', &old[i]));
             i += 1;
             j += 1;
-        } else if j < m && (i == n || lcs[i][j + 1] >= lcs[i + 1][j]) {
-            script.push(('+', &new[j]));
-            j += 1;
-        } else {
+        } else if i < n && (j == m || lcs[i + 1][j] >= lcs[i][j + 1]) {
             script.push(('-', &old[i]));
             i += 1;
+        } else {
+            script.push(('+', &new[j]));
+            j += 1;
         }
     }
     let changed: Vec<bool> = script.iter().map(|(k, _)| *k != ' ').collect();

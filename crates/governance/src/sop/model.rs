@@ -331,7 +331,7 @@ fn routine(loaded: &LoadedConfig, sop: &SopSection) -> Section {
         )
     } else {
         format!(
-            "After the switch, {}. Neither is given the token; a failing hook stops the rotation in `switched` and `rotate resume` runs it again.",
+            "After the switch, {}. No hook is given the token; a failing hook stops the rotation in `switched` and `rotate resume` runs it again.",
             hooks.join("; then ")
         )
     };
@@ -512,7 +512,7 @@ fn evidence(loaded: &LoadedConfig) -> Section {
         vec![
             s("New token stored, pending, current"),
             s(
-                "the store's version metadata: version, labels (`pending`, `current`, `previous`), fingerprint, creation time",
+                "the store's version metadata: version, labels (`pending`, `current`, `previous`), fingerprint, when and by whom it was written",
             ),
             s("`redcap-warden secrets history SECRET`"),
         ],
