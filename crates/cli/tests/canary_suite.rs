@@ -1026,6 +1026,17 @@ fn quickstart(suite: &mut Suite, root: &Path) -> Quick {
         "{}",
         reconciled.text()
     );
+    // The SOP of the quickstart's configuration, written and checked: its
+    // files are scanned with the installation, its output with the rest.
+    suite.run(&dir, &["sop", "--out", "sop"], None).ok();
+    suite
+        .run(&dir, &["sop", "--check", "sop/SOP-QUICKSTART.md"], None)
+        .ok();
+    let html = std::fs::read_to_string(dir.join("sop/SOP-QUICKSTART.html")).unwrap();
+    assert!(
+        html.contains("heart2-"),
+        "the SOP names the quickstart's accounts"
+    );
     w.scan(&refs, &mut leaks);
     let ran = w.stop(&refs, &mut leaks);
     suite.record(&ran);
