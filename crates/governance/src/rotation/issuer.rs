@@ -2,7 +2,7 @@
 //! over the new value.
 //!
 //! - `manual` (in the CLI, which owns the terminal): a person follows the
-//!   printed steps in REDCap's UI and types the token at a no-echo prompt
+//!   printed steps ([`manual_steps`], which the SOP writes too) in REDCap's UI and types the token at a no-echo prompt
 //!   or pipes it on standard input — never on the command line;
 //! - [`SandboxIssuer`]: redcap-sandbox's admin endpoint
 //!   (`POST /sandbox/projects/{pid}/users/{u}/token/regenerate`);
