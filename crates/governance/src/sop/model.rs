@@ -95,7 +95,7 @@ pub fn build(
         routine(loaded, sop),
         emergency(sop),
         lifecycle(loaded),
-        reauthorisation(),
+        reauthorisation(loaded),
         redcap_ui(loaded),
         evidence(loaded),
         signatures(sop),
@@ -260,7 +260,13 @@ fn schedule(loaded: &LoadedConfig) -> Section {
                 format!("`{}` (project {})", a.study, project_of(loaded, a)),
                 a.site.clone().unwrap_or_else(|| s("— (study-wide)")),
                 format!("{} days", a.rotate_every_days),
-                s("not configured"),
+                a.reauth_every_days.map_or_else(
+                    || s("not configured"),
+                    |d| match a.lapse_after_inactive_days {
+                        Some(idle) => format!("every {d} days; lapses after {idle} idle days"),
+                        None => format!("every {d} days"),
+                    },
+                ),
             ]
         })
         .collect();
@@ -451,13 +457,70 @@ fn lifecycle(loaded: &LoadedConfig) -> Section {
     }
 }
 
-fn reauthorisation() -> Section {
+fn reauthorisation(loaded: &LoadedConfig) -> Section {
+    let c = &loaded.config;
+    let governed: Vec<_> = c
+        .account
+        .iter()
+        .filter_map(|a| a.reauth_every_days.map(|every| (a, every)))
+        .collect();
+    let blocks = if governed.is_empty() {
+        vec![Block::Para(s(
+            "No account of this installation has re-authorisation configured (`reauth_every_days` on an `[[account]]`). This section lists each account's period, idle limit and approvers, and the approval steps, once it is.",
+        ))]
+    } else {
+        let rows = governed
+            .iter()
+            .map(|(a, every)| {
+                let approvers: Vec<String> = a
+                    .approvers
+                    .iter()
+                    .map(|p| p.principals.join(", "))
+                    .collect();
+                vec![
+                    format!("`{}`", a.name),
+                    format!("{every} days"),
+                    a.lapse_after_inactive_days
+                        .map_or_else(|| s("—"), |d| format!("{d} days")),
+                    approvers.join("; "),
+                ]
+            })
+            .collect();
+        vec![
+            Block::Para(s(
+                "Each account below must be re-approved by one of its approvers before its period runs out, and lapses when it is not, or when the ledger shows no forwarded request for its idle limit. A lapsed account is refused by the gateway and, through its REDCap project expiration, by REDCap itself. An approval is an SSH signature (namespace `redcap-warden-reauth`) over a statement of the account's live rights, never a typed name; an approver may not approve an account whose rights they last changed.",
+            )),
+            Block::Table(
+                vec![
+                    s("Account"),
+                    s("Re-approve every"),
+                    s("Lapses after idle"),
+                    s("Approvers (allowed_signers principals)"),
+                ],
+                rows,
+            ),
+            Block::Heading(s("Approving an account")),
+            Block::Steps(vec![
+                s(
+                    "The rotation operator prints the statement: `redcap-warden reauth statement ACCOUNT --reason \"…\" > ACCOUNT.json`.",
+                ),
+                s(
+                    "The approver reads it and signs it with their own key: `ssh-keygen -Y sign -n redcap-warden-reauth -f ~/.ssh/id_ed25519 ACCOUNT.json` (writes `ACCOUNT.json.sig`).",
+                ),
+                s(
+                    "The operator applies it within 7 days: `redcap-warden reauth ACCOUNT --reason \"…\" --signature ACCOUNT.json.sig`. The tool verifies the signature against the account's approvers, sets the account's REDCap expiration to the next due date (with its Data Access Group) and records a `reauth` ledger entry holding the signature.",
+                ),
+            ]),
+            Block::Heading(s("Lapses")),
+            Block::Para(s(
+                "`serve` runs `redcap-warden reauth sweep` at start and every 24 hours; the operator may run it by hand. `redcap-warden reauth status` shows each account's due date, last approval and last use. An auditor checks an approval without redcap-warden: the ledger's `reauth` entry holds the statement, the signature and the approver's `allowed_signers` line, which `ssh-keygen -Y verify` accepts (docs/reauth.md).",
+            )),
+        ]
+    };
     Section {
         id: "reauthorisation",
         title: "Re-authorisation",
-        blocks: vec![Block::Para(s(
-            "No account of this installation has re-authorisation configured. This section is generated with each account's re-authorisation period and the approval steps once re-authorisation is configured in `warden.toml`.",
-        ))],
+        blocks,
     }
 }
 

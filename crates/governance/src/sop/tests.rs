@@ -226,3 +226,27 @@ fn a_file_without_a_procedure_and_a_config_without_sop_are_errors() {
     let e = build(&loaded(no_sop), "9.9.9", "t").unwrap_err();
     assert!(e.to_string().contains("has no [sop] section"), "{e}");
 }
+
+#[test]
+fn re_authorisation_is_described_from_the_accounts_and_a_change_is_caught() {
+    let approved = build(&loaded(CONFIG), "9.9.9", "2026-12-07T10:00:00Z").unwrap();
+    let text = markdown::render(&approved);
+    assert!(text.contains("No account of this installation has re-authorisation configured"));
+    let with = CONFIG.replace(
+        "rotate_every_days = 60\n",
+        "rotate_every_days = 60\nreauth_every_days = 90\nlapse_after_inactive_days = 30\napprovers = [\"ana@example.org ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPL/2wWg/wiUYsiZA+ZAxr2xEVNNLfq+zXqLBJa7egEp ana\"]\n",
+    );
+    let now = build(&loaded(&with), "9.9.9", "2026-12-07T10:00:00Z").unwrap();
+    let md = markdown::render(&now);
+    for expected in [
+        "every 90 days; lapses after 30 idle days",
+        "ana@example.org",
+        "ssh-keygen -Y sign -n redcap-warden-reauth",
+        "redcap-warden reauth sweep",
+    ] {
+        assert!(md.contains(expected), "{expected}");
+    }
+    let d = stale(&loaded(&with), &text, "approved.md").unwrap();
+    let names: Vec<_> = d.iter().map(|d| d.section.as_str()).collect();
+    assert_eq!(names, ["4. Schedule", "8. Re-authorisation"], "{d:?}");
+}
