@@ -312,6 +312,18 @@ write_reason = "optional"
     assert_eq!(status[0]["lapsed"], true);
     assert_eq!(status[0]["lapse_recorded"], true);
     assert!(status[0]["last_use"].is_string());
+    // `sites` shows the lapse beside the account (exit 1: not active).
+    let (code, out) = run(at(&dir, later, &["sites", "--json"]), &tokens);
+    assert_eq!(code, 1, "{out}");
+    let sites: Value = serde_json::from_str(&out).unwrap();
+    let account = sites[0]["sites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["accounts"].as_array().unwrap())
+        .find(|a| a["name"] == "heart-a")
+        .expect("heart-a is a site's account");
+    assert_eq!(account["status"]["state"], "lapsed", "{out}");
 
     // The statement to sign.
     let statement_at = |now: Timestamp, name: &str| {

@@ -4,11 +4,9 @@
 //! Reads REDCap's DAGs through the study's rights manager; never prints a
 //! token, only its fingerprint under the installation's key.
 
-use std::collections::BTreeMap;
-
 use anyhow::{Context, bail};
 use gateway::keys::{KeyFile, KeyState};
-use governance::accounts::{AccountStatusFile, Quarantine};
+use governance::accounts::{self, AccountStatusFile, Lapse, Quarantine};
 use governance::redcap::client::{Client, Dag};
 use secrets::{FingerprintKey, Label, SecretStore, Selector};
 use serde_json::{Value, json};
@@ -25,8 +23,8 @@ enum Status {
     Active,
     /// Refused until an operator releases it (`accounts release`).
     Quarantined(Quarantine),
-    // Lapsed (re-authorisation overdue, #11 item 5) joins here when the
-    // account-status file records it: read it in `status` below.
+    /// Refused until a signed approval restores it (`reauth`).
+    Lapsed(Lapse),
 }
 
 impl Status {
@@ -36,15 +34,20 @@ impl Status {
             Status::Quarantined(q) => json!({
                 "state": "quarantined", "since": q.since.to_string(), "by": q.by, "reason": q.reason,
             }),
+            Status::Lapsed(l) => json!({
+                "state": "lapsed", "since": l.since.to_string(), "by": l.by, "reason": l.reason,
+            }),
         }
     }
 }
 
-/// The status file's word on `account`, as the gateway reads it.
-fn status(account: &str, quarantined: &BTreeMap<String, Quarantine>) -> Status {
-    match quarantined.get(account) {
-        Some(q) => Status::Quarantined(q.clone()),
-        None => Status::Active,
+/// The status file's word on `account`, as the gateway reads it (a
+/// quarantine first: it is the one an operator must lift by hand).
+fn status(account: &str, file: &accounts::Status) -> Status {
+    match (file.quarantined.get(account), file.lapsed.get(account)) {
+        (Some(q), _) => Status::Quarantined(q.clone()),
+        (None, Some(l)) => Status::Lapsed(l.clone()),
+        (None, None) => Status::Active,
     }
 }
 
@@ -73,8 +76,8 @@ pub fn run(args: &Args, study: Option<&str>) -> anyhow::Result<Outcome> {
     let store = open_store(&config)?;
     let rt = super::runtime()?;
     let paced = Paced::for_config(c);
-    let quarantined = AccountStatusFile::new(&gateway::paths::status_file(&config))
-        .quarantined()
+    let statuses = AccountStatusFile::new(&gateway::paths::status_file(&config))
+        .status()
         .with_context(|| {
             format!(
                 "reading the gateway's account status file {}",
@@ -123,7 +126,7 @@ pub fn run(args: &Args, study: Option<&str>) -> anyhow::Result<Outcome> {
                 .iter()
                 .filter(|a| a.study == s.name && a.site.as_deref() == Some(site.name.as_str()))
             {
-                let st = status(&a.name, &quarantined);
+                let st = status(&a.name, &statuses);
                 if !matches!(st, Status::Active) {
                     clean = false;
                 }
@@ -251,6 +254,11 @@ fn print(out: &[Value]) {
                         "QUARANTINED since {} by {}: {}",
                         super::short_time(a["status"]["since"].as_str().unwrap_or_default()),
                         s(&a["status"]["by"]),
+                        s(&a["status"]["reason"])
+                    ),
+                    Some("lapsed") => format!(
+                        "LAPSED since {}: {} (a signed approval restores it: redcap-warden reauth)",
+                        super::short_time(a["status"]["since"].as_str().unwrap_or_default()),
                         s(&a["status"]["reason"])
                     ),
                     other => other.unwrap_or("-").to_string(),
