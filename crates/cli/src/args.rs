@@ -159,7 +159,7 @@ pub enum Command {
         shell: clap_complete::Shell,
     },
 
-    /// Write the token-management SOP generated from warden.toml ([sop]):
+    /// Write the token-management SOP generated from warden.toml (`[sop]`):
     /// Markdown and a self-contained HTML file (--out DIR), or check a
     /// written copy (--check FILE): exit 0 when today's configuration gives
     /// the same procedure, 1 naming the sections that differ, 2 on error

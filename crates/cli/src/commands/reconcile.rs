@@ -8,7 +8,7 @@ use std::io::Write;
 use anyhow::{Context, bail};
 use durable::OsFs;
 use governance::reconcile::{
-    self, Account, LedgerIndex, LogWindow, NoExplanations, Report, Role, Setup,
+    self, Account, LedgerIndex, LogWindow, Report, Role, RotationJournal, Setup,
 };
 use governance::redcap::client::{Client, LogEntry};
 use governance::redcap_log::{self, FingerprintMask};
@@ -134,9 +134,19 @@ async fn reconcile_window(
     .await
     .context("the ledger reader stopped")??;
 
+    // A regeneration inside one of this installation's recorded rotations
+    // is that rotation's step, not a finding.
+    let journal = governance::rotation::Journal::on_os(config.data_dir().join("rotation"));
+    let regenerations = journal.regenerations().with_context(|| {
+        format!(
+            "reading the rotation journals in {}",
+            journal.dir().display()
+        )
+    })?;
+    let explain = RotationJournal::new(regenerations, config.config.reconcile.tolerance);
     let mut results = Vec::new();
     for ((p, rows), mut index) in planned.iter().zip(&rows).zip(indexes) {
-        let report = reconcile::reconcile(&p.setup, rows, &mut index, &NoExplanations)
+        let report = reconcile::reconcile(&p.setup, rows, &mut index, &explain)
             .with_context(|| format!("reading the log of study `{}`", p.study.name))?;
         results.push(StudyResult {
             study: p.study.name.clone(),

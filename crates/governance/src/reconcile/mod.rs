@@ -17,8 +17,9 @@
 //!   or the API Playground is a person using its login, or its token
 //!   used by something other than the gateway.
 //! - `token-event` (critical): a governed account's token regenerated,
-//!   deleted or viewed, unless [`Explain::token_event`] explains it (the
-//!   rotation journal will).
+//!   deleted or viewed, unless [`Explain::token_event`] explains it: a
+//!   regeneration inside one of the account's recorded rotations
+//!   ([`RotationJournal`]) is that rotation's step.
 //! - `access-change` (high): a change to users, roles, rights or DAGs, by
 //!   anyone — except the study's rights manager's, when a `rights` ledger
 //!   entry stands beside it (the tool's own change, recorded).
@@ -126,6 +127,47 @@ pub struct NoExplanations;
 impl Explain for NoExplanations {
     fn token_event(&self, _: &str, _: redcap_log::TokenEvent, _: &[Timestamp]) -> bool {
         false
+    }
+}
+
+/// The rotation journals' regenerations: a regeneration of a username's
+/// token logged while one of its rotations was obtaining the new token
+/// (from planning to escrow, widened by the tolerance on both sides and by
+/// the minute REDCap's timestamp leaves open) is that rotation's step. A
+/// deletion or a view is never explained by a rotation.
+pub struct RotationJournal {
+    regenerations: Vec<crate::rotation::Regeneration>,
+    tolerance: SignedDuration,
+}
+
+impl RotationJournal {
+    /// Explains by `regenerations` (`Journal::regenerations`) within
+    /// `tolerance` (`[reconcile] tolerance_seconds`).
+    pub fn new(
+        regenerations: Vec<crate::rotation::Regeneration>,
+        tolerance: std::time::Duration,
+    ) -> RotationJournal {
+        RotationJournal {
+            regenerations,
+            tolerance: SignedDuration::try_from(tolerance).unwrap_or(SignedDuration::MAX),
+        }
+    }
+}
+
+impl Explain for RotationJournal {
+    fn token_event(&self, username: &str, event: redcap_log::TokenEvent, at: &[Timestamp]) -> bool {
+        if event != redcap_log::TokenEvent::Regenerated {
+            return false;
+        }
+        let minute = SignedDuration::from_secs(60);
+        self.regenerations.iter().any(|r| {
+            r.username.eq_ignore_ascii_case(username)
+                && at.iter().any(|start| {
+                    let end = start.saturating_add(minute).unwrap_or(*start);
+                    end >= r.from.saturating_sub(self.tolerance).unwrap_or(r.from)
+                        && *start <= r.until.saturating_add(self.tolerance).unwrap_or(r.until)
+                })
+        })
     }
 }
 

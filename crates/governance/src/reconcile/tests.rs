@@ -310,24 +310,62 @@ fn ui_use_playground_token_and_access_changes_are_found() {
 }
 
 #[test]
-fn a_rotation_journal_can_explain_a_token_event() {
-    struct Journal;
-    impl Explain for Journal {
-        fn token_event(&self, username: &str, _: redcap_log::TokenEvent, _: &[Timestamp]) -> bool {
-            username == "svc_a"
-        }
-    }
+fn a_regeneration_inside_a_recorded_rotation_is_explained_and_nothing_else_is() {
     let s = setup("2026-01-10T09:00:00Z", "2026-01-10T10:00:00Z");
-    let rows = vec![row(
+    // Europe/Berlin in January is UTC+1: 10:04 local is 09:04 UTC.
+    let regenerate = |user: &str| {
+        row(
+            "2026-01-10 10:04",
+            "site_admin",
+            "Manage/Design ",
+            &format!(
+                "Regenerate API token for user (username = '{user}'); Replaced token = [token]"
+            ),
+            "",
+        )
+    };
+    let delete = row(
         "2026-01-10 10:04",
         "site_admin",
         "Manage/Design ",
-        "Regenerate API token for user (username = 'svc_a'); Replaced token = [token]",
+        "Delete API token for user (username = 'svc_a')",
         "",
-    )];
-    let mut index = LedgerIndex::new(&s);
-    let r = reconcile(&s, &rows, &mut index, &Journal).unwrap();
-    assert_eq!(r.findings, vec![]);
+    );
+    let rotation = |from: &str, until: &str| crate::rotation::Regeneration {
+        rotation_id: "r1".into(),
+        username: "svc_a".into(),
+        from: from.parse().unwrap(),
+        until: until.parse().unwrap(),
+    };
+    let found = |journal: Vec<crate::rotation::Regeneration>, rows: &[LogEntry]| {
+        let explain = RotationJournal::new(journal, s.tolerance);
+        let mut index = LedgerIndex::new(&s);
+        codes(&reconcile(&s, rows, &mut index, &explain).unwrap())
+    };
+    // Planned 09:04:30, token in escrow 09:05:10: REDCap's minute 09:04
+    // (09:04:00-09:05:00) overlaps it.
+    let during = vec![rotation("2026-01-10T09:04:30Z", "2026-01-10T09:05:10Z")];
+    assert_eq!(
+        found(during.clone(), &[regenerate("svc_a")]),
+        Vec::<&str>::new()
+    );
+    // The same rotation explains neither another governed user's
+    // regeneration nor a deletion; a rotation an hour earlier explains
+    // nothing.
+    assert_eq!(
+        found(during.clone(), &[regenerate("svc_log")]),
+        ["token-event"]
+    );
+    assert_eq!(
+        found(during, std::slice::from_ref(&delete)),
+        ["token-event"]
+    );
+    let earlier = vec![rotation("2026-01-10T08:00:00Z", "2026-01-10T08:01:00Z")];
+    assert_eq!(found(earlier, &[regenerate("svc_a")]), ["token-event"]);
+    // Within the tolerance (120 s) after the escrow still counts: the two
+    // clocks differ.
+    let close = vec![rotation("2026-01-10T09:01:00Z", "2026-01-10T09:02:30Z")];
+    assert_eq!(found(close, &[regenerate("svc_a")]), Vec::<&str>::new());
 }
 
 #[test]

@@ -30,6 +30,20 @@ pub struct Journal {
     os_locks: bool,
 }
 
+/// The span in which one rotation had REDCap regenerate `username`'s token
+/// ([`Journal::regenerations`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Regeneration {
+    /// The rotation.
+    pub rotation_id: String,
+    /// The REDCap user whose token it regenerated.
+    pub username: String,
+    /// When the rotation was planned.
+    pub from: jiff::Timestamp,
+    /// When the new token was in escrow (or the rotation's last record).
+    pub until: jiff::Timestamp,
+}
+
 /// Held while a process works on an account's rotation; released on drop.
 pub struct AccountLock {
     _file: Option<std::fs::File>,
@@ -154,6 +168,15 @@ impl Journal {
     }
 
     fn read(&self, path: &Path) -> Result<Rotation, RotationError> {
+        let mut records = self.records(path)?;
+        records.pop().ok_or_else(|| RotationError::Damaged {
+            path: path.to_path_buf(),
+            detail: "it holds no complete record".into(),
+        })
+    }
+
+    /// Every whole record of one journal, oldest first.
+    fn records(&self, path: &Path) -> Result<Vec<Rotation>, RotationError> {
         let bytes = self
             .fs
             .read(path)
@@ -162,7 +185,7 @@ impl Journal {
             path: path.to_path_buf(),
             detail,
         };
-        let mut last = None;
+        let mut records = Vec::new();
         // Only lines ending in a line break count: a last line without one
         // is a write the power cut tore — never acknowledged, and cut off
         // by the next append.
@@ -172,15 +195,52 @@ impl Journal {
                 continue;
             }
             match serde_json::from_slice::<Rotation>(line) {
-                Ok(r) => last = Some(r),
+                Ok(r) => records.push(r),
                 Err(e) => return Err(damaged(format!("line {}: {e}", n + 1))),
             }
         }
-        last.ok_or_else(|| damaged("it holds no complete record".into()))
+        Ok(records)
     }
 
     /// Every rotation with a journal, oldest first.
     pub fn all(&self) -> Result<Vec<Rotation>, RotationError> {
+        self.journals()?
+            .iter()
+            .map(|path| self.read(path))
+            .collect::<Result<Vec<_>, _>>()
+            .map(|mut out| {
+                out.sort_by(|a, b| a.started.cmp(&b.started).then(a.id.cmp(&b.id)));
+                out
+            })
+    }
+
+    /// When each rotation had REDCap regenerate a token: from its planning
+    /// to the record that holds the new token in escrow (`obtained`) — or,
+    /// for one that never got that far, its last record. REDCap logs the
+    /// regeneration inside that span (`reconcile` explains the row by it).
+    pub fn regenerations(&self) -> Result<Vec<Regeneration>, RotationError> {
+        let mut out = Vec::new();
+        for path in self.journals()? {
+            let records = self.records(&path)?;
+            let Some(first) = records.first() else {
+                continue;
+            };
+            let obtained = records
+                .iter()
+                .find(|r| r.new_fingerprint.is_some())
+                .or(records.last())
+                .map_or(first.at, |r| r.at);
+            out.push(Regeneration {
+                rotation_id: first.id.clone(),
+                username: first.username.clone(),
+                from: first.started,
+                until: obtained,
+            });
+        }
+        Ok(out)
+    }
+
+    fn journals(&self) -> Result<Vec<PathBuf>, RotationError> {
         if !self.fs.exists(&self.dir) {
             return Ok(Vec::new());
         }
@@ -188,18 +248,14 @@ impl Journal {
             .fs
             .list_dir(&self.dir)
             .map_err(|source| io_error("listing the rotation journals", &self.dir, source))?;
-        let mut out = Vec::new();
-        for path in entries {
-            let is_journal = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.ends_with(SUFFIX) && !n.starts_with('.'));
-            if is_journal {
-                out.push(self.read(&path)?);
-            }
-        }
-        out.sort_by(|a, b| a.started.cmp(&b.started).then(a.id.cmp(&b.id)));
-        Ok(out)
+        Ok(entries
+            .into_iter()
+            .filter(|path| {
+                path.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.ends_with(SUFFIX) && !n.starts_with('.'))
+            })
+            .collect())
     }
 
     /// The account's open rotation, if any.

@@ -52,7 +52,7 @@ use serde::{Deserialize, Serialize};
 pub use escrow::{Escrow, EscrowKey};
 pub use hooks::{CommandHook, Hook, Switched, WebhookHook};
 pub use issuer::{CommandIssuer, IssueError, Issuer, SandboxIssuer, Target};
-pub use journal::{AccountLock, Journal};
+pub use journal::{AccountLock, Journal, Regeneration};
 pub use machine::{Cutover, NoGateway, Plan, Rotator};
 pub use probe::{NoRightsCheck, RightsCheck, RightsVerdict, TokenAnswer, TokenCheck};
 
