@@ -1086,6 +1086,14 @@ fn reauth(suite: &mut Suite, root: &Path, dir: &Path) {
     let status = suite.run(dir, &["reauth", "status", "--json"], None);
     status.ok();
     assert_eq!(status.json()[0]["lapsed"], false, "{}", status.text());
+    // The quickstart's study has a log reader: last use in REDCap's log is
+    // read (a time, or "never"), never null.
+    assert!(
+        status.json()[0]["last_seen_in_redcap_log"].is_string(),
+        "{}",
+        status.text()
+    );
+    suite.run(dir, &["reauth", "status"], None).ok();
     let statement = suite.run(
         dir,
         &["reauth", "statement", "heart2-site-a", "--reason", "canary"],

@@ -3,32 +3,22 @@
 //! `governance::reauth`; docs/reauth.md).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 use governance::clock::Clock;
 use governance::reauth::{self, LapseCause, LedgerFacts, Presented, Statement};
-use governance::redcap::client::{Client, OutboundLimiter, Project};
+use governance::redcap::client::{Client, Project};
+use jiff::Timestamp;
 use ledger::{Approval, EntryKind, ReauthAction};
 use secrets::{Label, SecretStore, Selector};
 use serde_json::json;
 use warden_config::{AccountSection, LedgerStore, LoadedConfig};
 
+use super::rights::Paced;
 use crate::Outcome;
 use crate::args::Args;
 use crate::operator::Operator;
 use crate::store::{load_config, open_store};
-
-/// The gateway's outbound window, in this process (as `rights check`).
-#[derive(Clone)]
-struct Paced(Arc<gateway::upstream::Limiter>);
-
-impl OutboundLimiter for Paced {
-    async fn acquire(&self) -> bool {
-        self.0.acquire().await
-    }
-}
 
 fn status_file(config: &LoadedConfig) -> governance::accounts::AccountStatusFile {
     governance::accounts::AccountStatusFile::new(&gateway::paths::status_file(config))
@@ -49,7 +39,7 @@ fn account<'c>(config: &'c LoadedConfig, name: &str) -> anyhow::Result<&'c Accou
 async fn manager_project(
     config: &LoadedConfig,
     store: &dyn SecretStore,
-    limiter: &Arc<gateway::upstream::Limiter>,
+    limiter: &Paced,
     account: &AccountSection,
 ) -> anyhow::Result<Project<Paced>> {
     let c = &config.config;
@@ -86,15 +76,8 @@ async fn manager_project(
         )
     })?;
     Ok(Client::new(c.redcap.url())?
-        .with_limiter(Paced(limiter.clone()))
+        .with_limiter(limiter.clone())
         .project(token))
-}
-
-fn limiter(config: &LoadedConfig) -> Arc<gateway::upstream::Limiter> {
-    Arc::new(gateway::upstream::Limiter::new(
-        config.config.gateway.outbound_per_minute,
-        Duration::from_secs(60),
-    ))
 }
 
 /// The digest of `account`'s live rights (and its role).
@@ -167,7 +150,13 @@ pub fn statement(args: &Args, name: &str, reason: Option<&str>) -> anyhow::Resul
     let store = open_store(&config)?;
     let rt = super::runtime()?;
     let digest = rt.block_on(async {
-        let project = manager_project(&config, &*store, &limiter(&config), account).await?;
+        let project = manager_project(
+            &config,
+            &*store,
+            &Paced::for_config(&config.config),
+            account,
+        )
+        .await?;
         live_digest(&project, account).await
     })?;
     let now = governance::clock::configured().now();
@@ -230,7 +219,7 @@ pub fn approve(
     let clock = governance::clock::configured();
     let tz = config.config.redcap.time_zone();
     rt.block_on(async {
-        let project = manager_project(&config, &*store, &limiter(&config), account).await?;
+        let project = manager_project(&config, &*store, &Paced::for_config(&config.config), account).await?;
         let live = live_digest(&project, account).await?;
         let facts = facts(&config, LedgerFacts::default()).await?;
         let verified = reauth::verify(
@@ -313,7 +302,7 @@ pub async fn sweep_once(
     let today = reauth::day(now, tz);
     let file = status_file(config);
     let marked = file.status()?.lapsed;
-    let limiter = limiter(config);
+    let limiter = Paced::for_config(&config.config);
     let mut lapsed = Vec::new();
     let mut failed = Vec::new();
     for account in governed(config) {
@@ -359,7 +348,7 @@ pub async fn sweep_once(
 async fn lapse(
     config: &LoadedConfig,
     store: &dyn SecretStore,
-    limiter: &Arc<gateway::upstream::Limiter>,
+    limiter: &Paced,
     account: &AccountSection,
     today: jiff::civil::Date,
     why: &str,
@@ -434,6 +423,46 @@ pub fn sweep(args: &Args) -> anyhow::Result<Outcome> {
 }
 
 /// `reauth status`.
+/// Per study (by name), when each user last appears in REDCap's log over
+/// the longest `lapse_after_inactive_days` of its governed accounts (else
+/// `[reconcile] api_only_lookback_days`); `None` for a study without a log
+/// reader.
+fn last_use_in_redcap_log(
+    config: &LoadedConfig,
+    now: Timestamp,
+) -> anyhow::Result<
+    std::collections::HashMap<String, Option<std::collections::HashMap<String, Timestamp>>>,
+> {
+    let c = &config.config;
+    let studies: Vec<_> = c
+        .study
+        .iter()
+        .filter(|s| governed(config).any(|a| a.study == s.name))
+        .collect();
+    if studies.iter().all(|s| s.log_reader.is_none()) {
+        return Ok(studies.iter().map(|s| (s.name.clone(), None)).collect());
+    }
+    let store = open_store(config)?;
+    let limiter = Paced::for_config(c);
+    super::runtime()?.block_on(async {
+        let mut out = std::collections::HashMap::new();
+        for study in studies {
+            let days = governed(config)
+                .filter(|a| a.study == study.name)
+                .filter_map(|a| a.lapse_after_inactive_days)
+                .max();
+            let lookback = days.map_or(c.reconcile.api_only_lookback, |d| {
+                jiff::SignedDuration::from_hours(i64::from(d) * 24)
+            });
+            let from = now.checked_sub(lookback).unwrap_or(now);
+            let seen =
+                super::reconcile::last_seen_in_log(config, &*store, &limiter, study, from).await?;
+            out.insert(study.name.clone(), seen);
+        }
+        Ok(out)
+    })
+}
+
 pub fn status(args: &Args) -> anyhow::Result<Outcome> {
     let config = load_config(&args.config)?;
     let clock = governance::clock::configured();
@@ -443,6 +472,12 @@ pub fn status(args: &Args) -> anyhow::Result<Outcome> {
     let rows: Vec<reauth::AccountStatus> = governed(&config)
         .map(|a| reauth::assess(a, &facts, now, tz))
         .collect();
+    let in_log = last_use_in_redcap_log(&config, now)?;
+    let seen = |account: &str| -> Option<Option<Timestamp>> {
+        let a = config.config.account.iter().find(|a| a.name == account)?;
+        let study = in_log.get(&a.study)?.as_ref()?;
+        Some(study.get(&a.username.to_lowercase()).copied())
+    };
     let any_lapsed = rows.iter().any(|r| r.lapsed.is_some());
     if args.json {
         let out: Vec<_> = rows
@@ -457,6 +492,13 @@ pub fn status(args: &Args) -> anyhow::Result<Outcome> {
                     "lapse_recorded": r.lapse_recorded,
                     "last_approval": r.last_approval.as_ref().map(|(ts, by, until)| json!({"at": ts, "by": by, "until": until})),
                     "last_use": r.last_use,
+                    // null: the study has no log reader; "never": not in
+                    // the log's window.
+                    "last_seen_in_redcap_log": match seen(&r.account) {
+                        None => serde_json::Value::Null,
+                        Some(None) => json!("never"),
+                        Some(Some(t)) => json!(t),
+                    },
                 })
             })
             .collect();
@@ -468,8 +510,8 @@ pub fn status(args: &Args) -> anyhow::Result<Outcome> {
         );
     } else {
         println!(
-            "{:<24} {:<11} {:<34} {:<20} STATUS",
-            "ACCOUNT", "DUE", "LAST APPROVAL", "LAST USE"
+            "{:<24} {:<11} {:<34} {:<17} {:<17} STATUS",
+            "ACCOUNT", "DUE", "LAST APPROVAL", "LAST USE", "IN REDCAP'S LOG"
         );
         for r in &rows {
             let approval = r
@@ -489,14 +531,18 @@ pub fn status(args: &Args) -> anyhow::Result<Outcome> {
                     format!("LAPSES at the next sweep: {c}")
                 }
             };
+            let minute = |t: Timestamp| t.strftime("%Y-%m-%d %H:%M").to_string();
             println!(
-                "{:<24} {:<11} {:<34} {:<20} {state}",
+                "{:<24} {:<11} {:<34} {:<17} {:<17} {state}",
                 r.account,
                 r.due.map_or("-".to_string(), |d| d.to_string()),
                 approval,
-                r.last_use.map_or("never".to_string(), |t| t
-                    .strftime("%Y-%m-%d %H:%M")
-                    .to_string()),
+                r.last_use.map_or("never".to_string(), minute),
+                match seen(&r.account) {
+                    None => "no log reader".to_string(),
+                    Some(None) => "never".to_string(),
+                    Some(Some(t)) => minute(t),
+                },
             );
         }
     }

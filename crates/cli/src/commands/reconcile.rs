@@ -540,3 +540,41 @@ pub(super) async fn api_only_findings(
     s.accounts.retain(|a| only.is_none_or(|o| o == a.name));
     Ok(reconcile::api_only(&rows, &s.accounts, &s.api_path))
 }
+
+/// When each REDCap user (lower case) last appears in `study`'s REDCap log
+/// from `from` until now — any row: an API call, a page view, an event —
+/// read through the study's log reader (the later UTC reading of an
+/// ambiguous local minute). `None` when the study has no log reader.
+pub(super) async fn last_seen_in_log(
+    config: &LoadedConfig,
+    store: &dyn SecretStore,
+    limiter: &Paced,
+    study: &StudySection,
+    from: Timestamp,
+) -> anyhow::Result<Option<std::collections::HashMap<String, Timestamp>>> {
+    if study.log_reader.is_none() {
+        return Ok(None);
+    }
+    let key = FingerprintKey::load(store)
+        .await
+        .context("reading the fingerprint key (REDCap's log rows name tokens by fingerprint)")?;
+    let window = LogWindow {
+        from,
+        to: Timestamp::now(),
+    };
+    let rows = read_log(config, store, limiter, study, window, &key, true).await?;
+    let tz = config.config.redcap.time_zone();
+    let mut last = std::collections::HashMap::new();
+    for row in &rows {
+        let Some(at) = redcap_log::utc_candidates(row.timestamp(), tz)
+            .ok()
+            .and_then(|c| c.into_iter().max())
+        else {
+            continue;
+        };
+        last.entry(row.username().to_lowercase())
+            .and_modify(|t: &mut Timestamp| *t = (*t).max(at))
+            .or_insert(at);
+    }
+    Ok(Some(last))
+}
