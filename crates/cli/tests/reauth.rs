@@ -12,13 +12,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command as StdCommand, Output};
 
 use assert_cmd::Command;
+use common::sandbox::Sandbox;
 use common::{Serving, add_config, free_port, init, text, warden};
 use jiff::{SignedDuration, Timestamp};
-use redcap_sandbox::{Config as SandboxConfig, Server};
 use serde_json::{Value, json};
 
-const SUPER: &str = "CD12CD34EF56AB12CD34EF56AB12CD34EF56AB12CD34EF56AB12CD34EF56AB12";
-const ADMIN: &str = "reauth-admin-secret";
 const AHEAD: SignedDuration = SignedDuration::from_hours(40 * 24);
 
 /// `redcap-warden` with the CLI's clock at `now`.
@@ -66,57 +64,6 @@ fn os_login() -> String {
         .name
 }
 
-struct Redcap {
-    rt: tokio::runtime::Runtime,
-    http: reqwest::Client,
-    base: String,
-    _server: Server,
-}
-
-impl Redcap {
-    /// POSTs a form; answers status and body.
-    fn post(&self, url: &str, params: &[(&str, &str)]) -> (u16, String) {
-        self.rt.block_on(async {
-            let r = self.http.post(url).form(params).send().await.unwrap();
-            (r.status().as_u16(), r.text().await.unwrap())
-        })
-    }
-
-    fn api(&self, params: &[(&str, &str)]) -> String {
-        let (status, body) = self.post(&format!("{}/api/", self.base), params);
-        assert_eq!(status, 200, "{body}");
-        body
-    }
-
-    fn user(&self, pid: u64, rights: Value) -> String {
-        let username = rights["username"].as_str().unwrap().to_string();
-        self.rt.block_on(async {
-            for (path, body) in [
-                (format!("/sandbox/projects/{pid}/users"), Some(rights)),
-                (
-                    format!("/sandbox/projects/{pid}/users/{username}/token"),
-                    None,
-                ),
-            ] {
-                let mut req = self
-                    .http
-                    .post(format!("{}{path}", self.base))
-                    .bearer_auth(ADMIN);
-                if let Some(b) = body {
-                    req = req.json(&b);
-                }
-                let r = req.send().await.unwrap();
-                assert_eq!(r.status(), 200, "{path}");
-                let v: Value = r.json().await.unwrap();
-                if let Some(t) = v["token"].as_str() {
-                    return t.to_string();
-                }
-            }
-            unreachable!("the token endpoint answers a token")
-        })
-    }
-}
-
 /// Exit code and output, checked for the tokens.
 fn run(out: Output, tokens: &[&str]) -> (i32, String) {
     let all = text(&out);
@@ -129,50 +76,9 @@ fn run(out: Output, tokens: &[&str]) -> (i32, String) {
 #[test]
 fn an_idle_account_lapses_in_redcap_and_the_gateway_and_a_signed_approval_restores_it() {
     let tmp = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let server = rt.block_on(async {
-        let mut sc = SandboxConfig::for_tests(tmp.path().join("sandbox"));
-        sc.super_token = Some(SUPER.into());
-        sc.admin_secret = Some(ADMIN.into());
-        sc.clock_offset = AHEAD;
-        Server::start(sc).await.unwrap()
-    });
-    let r = Redcap {
-        base: format!("http://{}", server.addr),
-        http: reqwest::Client::new(),
-        rt,
-        _server: server,
-    };
-    let owner = r.api(&[
-        ("token", SUPER),
-        ("content", "project"),
-        ("format", "json"),
-        ("data", r#"[{"project_title":"Heart","purpose":2}]"#),
-    ]);
-    let info: Value = serde_json::from_str(&r.api(&[
-        ("token", &owner),
-        ("content", "project"),
-        ("format", "json"),
-    ]))
-    .unwrap();
-    let pid = info["project_id"].as_u64().unwrap();
-    r.api(&[
-        ("token", &owner),
-        ("content", "dag"),
-        ("action", "import"),
-        ("format", "json"),
-        (
-            "data",
-            r#"[{"data_access_group_name":"Site A","unique_group_name":""}]"#,
-        ),
-    ]);
-    let dags: Vec<Value> =
-        serde_json::from_str(&r.api(&[("token", &owner), ("content", "dag"), ("format", "json")]))
-            .unwrap();
-    let (unique, dag_id) = (
-        dags[0]["unique_group_name"].as_str().unwrap().to_string(),
-        dags[0]["data_access_group_id"].as_u64().unwrap(),
-    );
+    let r = Sandbox::start_with(&tmp.path().join("sandbox"), |sc| sc.clock_offset = AHEAD);
+    let (owner, pid) = r.project(None);
+    let (unique, dag_id) = r.dag(&owner, "Site A");
     let manager = r.user(
         pid,
         json!({"username": "svc_rights", "expiration": "2099-12-31",

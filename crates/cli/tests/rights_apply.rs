@@ -12,68 +12,9 @@ mod common;
 
 use std::path::Path;
 
+use common::sandbox::{SUPER, Sandbox};
 use common::{add_config, init, text, warden};
-use redcap_sandbox::{Config as SandboxConfig, Server};
 use serde_json::{Value, json};
-
-const SUPER: &str = "CD34EF56AB12CD34EF56AB12CD34EF56AB12CD34EF56AB12CD34EF56AB12CD34";
-const ADMIN: &str = "rights-apply-admin-secret";
-
-struct Sandbox {
-    rt: tokio::runtime::Runtime,
-    http: reqwest::Client,
-    base: String,
-    _server: Server,
-}
-
-impl Sandbox {
-    fn api(&self, params: &[(&str, &str)]) -> String {
-        self.rt.block_on(async {
-            let r = self
-                .http
-                .post(format!("{}/api/", self.base))
-                .form(params)
-                .send()
-                .await
-                .unwrap();
-            let status = r.status();
-            let body = r.text().await.unwrap();
-            assert_eq!(status, 200, "{body}");
-            body
-        })
-    }
-
-    fn json(&self, params: &[(&str, &str)]) -> Vec<Value> {
-        serde_json::from_str(&self.api(params)).unwrap()
-    }
-
-    fn admin(&self, path: &str, body: Value) -> Value {
-        self.rt.block_on(async {
-            let r = self
-                .http
-                .post(format!("{}{path}", self.base))
-                .bearer_auth(ADMIN)
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
-            let status = r.status();
-            let v: Value = r.json().await.unwrap();
-            assert_eq!(status, 200, "{path}: {v}");
-            v
-        })
-    }
-
-    fn user(&self, pid: u64, rights: Value) -> String {
-        let username = rights["username"].as_str().unwrap().to_string();
-        self.admin(&format!("/sandbox/projects/{pid}/users"), rights);
-        let t = self.admin(
-            &format!("/sandbox/projects/{pid}/users/{username}/token"),
-            json!({}),
-        );
-        t["token"].as_str().unwrap().to_string()
-    }
-}
 
 fn run(dir: &Path, tokens: &[String], args: &[&str]) -> (i32, String) {
     let out = warden(dir, args, None);
@@ -108,42 +49,12 @@ fn findings(out: &str) -> Vec<(String, String)> {
 #[test]
 fn every_drift_is_found_apply_fixes_what_it_may_and_every_dag_stays() {
     let tmp = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let server = rt.block_on(async {
-        let mut sc = SandboxConfig::for_tests(tmp.path().join("sandbox"));
-        sc.super_token = Some(SUPER.into());
-        sc.admin_secret = Some(ADMIN.into());
-        Server::start(sc).await.unwrap()
-    });
-    let s = Sandbox {
-        base: format!("http://{}", server.addr),
-        http: reqwest::Client::new(),
-        rt,
-        _server: server,
-    };
-    let owner = s.api(&[
-        ("token", SUPER),
-        ("content", "project"),
-        ("format", "json"),
-        ("data", r#"[{"project_title":"Heart","purpose":2}]"#),
-    ]);
-    let info: Value = serde_json::from_str(&s.api(&[
-        ("token", &owner),
-        ("content", "project"),
-        ("format", "json"),
-    ]))
-    .unwrap();
-    let pid = info["project_id"].as_u64().unwrap();
+    let s = Sandbox::start(&tmp.path().join("sandbox"));
     let md = json!([
         {"field_name": "record_id", "form_name": "demographics", "field_type": "text", "field_label": "ID"},
         {"field_name": "sbp", "form_name": "visit", "field_type": "text", "field_label": "BP"}
     ]);
-    s.api(&[
-        ("token", &owner),
-        ("content", "metadata"),
-        ("format", "json"),
-        ("data", &md.to_string()),
-    ]);
+    let (owner, pid) = s.project(Some(md));
     let sites = ["a", "b", "c", "d", "e", "f"];
     let labels: Vec<Value> = sites
         .iter()
@@ -159,6 +70,8 @@ fn every_drift_is_found_apply_fixes_what_it_may_and_every_dag_stays() {
     let dags = s.json(&[("token", &owner), ("content", "dag"), ("format", "json")]);
     let dag = |x: &str| {
         let d = dags
+            .as_array()
+            .unwrap()
             .iter()
             .find(|d| d["unique_group_name"] == format!("site_{x}"))
             .unwrap();
@@ -188,8 +101,8 @@ fn every_drift_is_found_apply_fixes_what_it_may_and_every_dag_stays() {
     // A study coordinator working in REDCap's UI, no API right yet.
     s.admin(
         &format!("/sandbox/projects/{pid}/users"),
-        json!({"username": "coordinator", "expiration": expiration, "data_access_group": "site_a",
-            "forms": {"demographics": 1, "visit": 1}}),
+        Some(json!({"username": "coordinator", "expiration": expiration, "data_access_group": "site_a",
+            "forms": {"demographics": 1, "visit": 1}})),
     );
     let import_users = |rows: Value| {
         s.api(&[
@@ -201,6 +114,8 @@ fn every_drift_is_found_apply_fixes_what_it_may_and_every_dag_stays() {
     };
     let creator = s
         .json(&[("token", &manager), ("content", "user"), ("format", "json")])
+        .as_array()
+        .unwrap()
         .iter()
         .map(|u| u["username"].as_str().unwrap().to_string())
         .find(|u| u != "svc_rights" && !u.starts_with("svc_site_") && u != "coordinator")
@@ -253,7 +168,7 @@ fn every_drift_is_found_apply_fixes_what_it_may_and_every_dag_stays() {
     // apply stops with REDCap's own message and the fix (exit 2).
     s.admin(
         &format!("/sandbox/projects/{pid}/users"),
-        json!({"username": "svc_rights", "user_rights": 2}),
+        Some(json!({"username": "svc_rights", "user_rights": 2})),
     );
     let (code, out) = run(&dir, &tokens, &["rights", "apply", "--reason", "t"]);
     assert_eq!(code, 2, "{out}");
@@ -267,7 +182,7 @@ fn every_drift_is_found_apply_fixes_what_it_may_and_every_dag_stays() {
     );
     s.admin(
         &format!("/sandbox/projects/{pid}/users"),
-        json!({"username": "svc_rights", "user_rights": 1}),
+        Some(json!({"username": "svc_rights", "user_rights": 1})),
     );
 
     // Site b, c, d, e accounts read only: their forms come down first.
@@ -377,7 +292,7 @@ fn every_drift_is_found_apply_fixes_what_it_may_and_every_dag_stays() {
     // Site a's DAG renamed in REDCap's UI.
     s.admin(
         &format!("/sandbox/projects/{pid}/dags/{}/rename", dag("a")),
-        json!({"name": "Site A North"}),
+        Some(json!({"name": "Site A North"})),
     );
     // The coordinator given API export.
     import_users(
@@ -392,7 +307,7 @@ fn every_drift_is_found_apply_fixes_what_it_may_and_every_dag_stays() {
     // Site a's user made a REDCap administrator.
     s.admin(
         "/sandbox/users",
-        json!({"username": "svc_site_a", "administrator": true}),
+        Some(json!({"username": "svc_site_a", "administrator": true})),
     );
 
     // `sites` shows the rename and a quarantine (as the gateway writes it).
@@ -520,7 +435,7 @@ fn every_drift_is_found_apply_fixes_what_it_may_and_every_dag_stays() {
     // name, the coordinator's API right, one REDCap user per site.
     s.admin(
         "/sandbox/users",
-        json!({"username": "svc_site_a", "administrator": false}),
+        Some(json!({"username": "svc_site_a", "administrator": false})),
     );
     import_users(
         json!([{"username": "coordinator", "api_export": 0, "data_access_group": "site_a_north"}]),
@@ -547,6 +462,8 @@ fn every_drift_is_found_apply_fixes_what_it_may_and_every_dag_stays() {
     let users = s.json(&[("token", &manager), ("content", "user"), ("format", "json")]);
     for x in ["a", "b", "c", "d", "e"] {
         let u = users
+            .as_array()
+            .unwrap()
             .iter()
             .find(|u| u["username"] == format!("svc_site_{x}"))
             .unwrap();

@@ -7,62 +7,9 @@ mod common;
 
 use std::path::Path;
 
+use common::sandbox::{SUPER, Sandbox};
 use common::{add_config, init, text, warden};
-use redcap_sandbox::{Config as SandboxConfig, Server};
 use serde_json::{Value, json};
-
-const SUPER: &str = "AB12CD34EF56AB12CD34EF56AB12CD34EF56AB12CD34EF56AB12CD34EF56AB12";
-const ADMIN: &str = "rights-check-admin-secret";
-
-struct Sandbox {
-    rt: tokio::runtime::Runtime,
-    http: reqwest::Client,
-    base: String,
-    _server: Server,
-}
-
-impl Sandbox {
-    fn api(&self, params: &[(&str, &str)]) -> String {
-        self.rt.block_on(async {
-            let r = self
-                .http
-                .post(format!("{}/api/", self.base))
-                .form(params)
-                .send()
-                .await
-                .unwrap();
-            let status = r.status();
-            let body = r.text().await.unwrap();
-            assert_eq!(status, 200, "{body}");
-            body
-        })
-    }
-
-    fn admin(&self, path: &str, body: Option<Value>) -> Value {
-        self.rt.block_on(async {
-            let mut req = self
-                .http
-                .post(format!("{}{path}", self.base))
-                .bearer_auth(ADMIN);
-            if let Some(b) = body {
-                req = req.json(&b);
-            }
-            let r = req.send().await.unwrap();
-            assert_eq!(r.status(), 200, "{path}");
-            r.json().await.unwrap()
-        })
-    }
-
-    fn user(&self, pid: u64, rights: Value) -> String {
-        let username = rights["username"].as_str().unwrap().to_string();
-        self.admin(&format!("/sandbox/projects/{pid}/users"), Some(rights));
-        let t = self.admin(
-            &format!("/sandbox/projects/{pid}/users/{username}/token"),
-            None,
-        );
-        t["token"].as_str().unwrap().to_string()
-    }
-}
 
 fn check(dir: &Path, tokens: &[&str], extra: &[&str]) -> (i32, String) {
     let mut args = vec!["rights", "check"];
@@ -78,57 +25,13 @@ fn check(dir: &Path, tokens: &[&str], extra: &[&str]) -> (i32, String) {
 #[test]
 fn rights_check_finds_each_drift_against_the_sandbox() {
     let tmp = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let server = rt.block_on(async {
-        let mut sc = SandboxConfig::for_tests(tmp.path().join("sandbox"));
-        sc.super_token = Some(SUPER.into());
-        sc.admin_secret = Some(ADMIN.into());
-        Server::start(sc).await.unwrap()
-    });
-    let s = Sandbox {
-        base: format!("http://{}", server.addr),
-        http: reqwest::Client::new(),
-        rt,
-        _server: server,
-    };
-    let owner = s.api(&[
-        ("token", SUPER),
-        ("content", "project"),
-        ("format", "json"),
-        ("data", r#"[{"project_title":"Heart","purpose":2}]"#),
-    ]);
-    let info: Value = serde_json::from_str(&s.api(&[
-        ("token", &owner),
-        ("content", "project"),
-        ("format", "json"),
-    ]))
-    .unwrap();
-    let pid = info["project_id"].as_u64().unwrap();
+    let s = Sandbox::start(&tmp.path().join("sandbox"));
     let md = json!([
         {"field_name": "record_id", "form_name": "demographics", "field_type": "text", "field_label": "ID"},
         {"field_name": "sbp", "form_name": "visit", "field_type": "text", "field_label": "BP"}
     ]);
-    s.api(&[
-        ("token", &owner),
-        ("content", "metadata"),
-        ("format", "json"),
-        ("data", &md.to_string()),
-    ]);
-    s.api(&[
-        ("token", &owner),
-        ("content", "dag"),
-        ("action", "import"),
-        ("format", "json"),
-        (
-            "data",
-            r#"[{"data_access_group_name":"Site A","unique_group_name":""}]"#,
-        ),
-    ]);
-    let dags: Vec<Value> =
-        serde_json::from_str(&s.api(&[("token", &owner), ("content", "dag"), ("format", "json")]))
-            .unwrap();
-    let unique = dags[0]["unique_group_name"].as_str().unwrap().to_string();
-    let dag_id = dags[0]["data_access_group_id"].as_u64().unwrap();
+    let (owner, pid) = s.project(Some(md));
+    let (unique, dag_id) = s.dag(&owner, "Site A");
 
     let expiration = "2099-12-31";
     let manager = s.user(

@@ -16,64 +16,16 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use canary::Canary;
+use common::sandbox::{ADMIN, SUPER, Sandbox};
 use common::{Serving, add_config, free_port, init, text, warden};
-use redcap_sandbox::{Config as SandboxConfig, Server};
 use serde_json::{Value, json};
 
-const SUPER: &str = "CD34EF56AB12CD34EF56AB12CD34EF56AB12CD34EF56AB12CD34EF56AB12CD34";
-const ADMIN: &str = "rotation-test-sandbox-admin";
 const ACCOUNT: &str = "heart-site-a";
 
-struct Sandbox {
-    rt: tokio::runtime::Runtime,
-    http: reqwest::Client,
-    base: String,
-    _server: Server,
-}
-
-impl Sandbox {
-    fn post(&self, url: &str, form: &[(&str, &str)]) -> (u16, String) {
-        self.rt.block_on(async {
-            let r = self.http.post(url).form(form).send().await.unwrap();
-            (r.status().as_u16(), r.text().await.unwrap())
-        })
-    }
-
-    fn api(&self, form: &[(&str, &str)]) -> (u16, String) {
-        self.post(&format!("{}/api/", self.base), form)
-    }
-
-    fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        self.rt.block_on(async {
-            let mut req = self
-                .http
-                .request(method, format!("{}{path}", self.base))
-                .bearer_auth(ADMIN);
-            if let Some(b) = body {
-                req = req.json(&b);
-            }
-            let r = req.send().await.unwrap();
-            assert_eq!(r.status(), 200, "{path}");
-            r.json().await.unwrap()
-        })
-    }
-
-    /// The user's token as REDCap holds it now.
-    fn token(&self, pid: u64, user: &str) -> String {
-        self.admin(
-            reqwest::Method::GET,
-            &format!("/sandbox/projects/{pid}/users/{user}/token"),
-            None,
-        )["token"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    }
-
-    fn works(&self, token: &str) -> bool {
-        let (status, _) = self.api(&[("token", token), ("content", "version")]);
-        status == 200
-    }
+/// Whether REDCap accepts `token`.
+fn works(s: &Sandbox, token: &str) -> bool {
+    let (status, _) = s.call(&[("token", token), ("content", "version")]);
+    status == 200
 }
 
 /// An `[sop]` whose approved copy is `approved-sop.md`.
@@ -130,33 +82,8 @@ fn status_json(dir: &Path) -> Value {
 #[test]
 fn rotations_against_the_sandbox_end_with_one_valid_current_token() {
     let tmp = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let server = rt.block_on(async {
-        let mut sc = SandboxConfig::for_tests(tmp.path().join("sandbox"));
-        sc.super_token = Some(SUPER.into());
-        sc.admin_secret = Some(ADMIN.into());
-        Server::start(sc).await.unwrap()
-    });
-    let s = Sandbox {
-        base: format!("http://{}", server.addr),
-        http: reqwest::Client::new(),
-        rt,
-        _server: server,
-    };
-    let (_, owner) = s.api(&[
-        ("token", SUPER),
-        ("content", "project"),
-        ("format", "json"),
-        ("data", r#"[{"project_title":"Heart","purpose":2}]"#),
-    ]);
-    let (_, info) = s.api(&[
-        ("token", &owner),
-        ("content", "project"),
-        ("format", "json"),
-    ]);
-    let pid = serde_json::from_str::<Value>(&info).unwrap()["project_id"]
-        .as_u64()
-        .unwrap();
+    let s = Sandbox::start(&tmp.path().join("sandbox"));
+    let (owner, pid) = s.project(None);
     for (user, rights) in [
         ("svc_site_a", json!({"api_export": 1})),
         ("svc_other", json!({"api_export": 1})),
@@ -168,19 +95,11 @@ fn rotations_against_the_sandbox_end_with_one_valid_current_token() {
         let mut rights = rights;
         rights["username"] = json!(user);
         rights["expiration"] = json!("2099-12-31");
-        s.admin(
-            reqwest::Method::POST,
-            &format!("/sandbox/projects/{pid}/users"),
-            Some(rights),
-        );
-        s.admin(
-            reqwest::Method::POST,
-            &format!("/sandbox/projects/{pid}/users/{user}/token"),
-            None,
-        );
+        s.admin(&format!("/sandbox/projects/{pid}/users"), Some(rights));
+        s.admin(&format!("/sandbox/projects/{pid}/users/{user}/token"), None);
     }
     // A token of another project, for the wrong paste.
-    let (_, foreign_owner) = s.api(&[
+    let (_, foreign_owner) = s.call(&[
         ("token", SUPER),
         ("content", "project"),
         ("format", "json"),
@@ -386,7 +305,7 @@ after_switch = ["/bin/sh", "-c", "test -z \"$CARGO_MANIFEST_DIR\" && echo \"$1 $
     let now = s.token(pid, "svc_site_a");
     tokens.push(now.clone());
     assert_ne!(now, first);
-    assert!(!s.works(&first), "the old token is dead");
+    assert!(!works(&s, &first), "the old token is dead");
     assert_eq!(
         through_gateway().0,
         200,
@@ -446,7 +365,7 @@ after_switch = ["/bin/sh", "-c", "test -z \"$CARGO_MANIFEST_DIR\" && echo \"$1 $
         let new = s.token(pid, "svc_site_a");
         tokens.push(new.clone());
         assert_ne!(new, old, "{point}");
-        assert!(!s.works(&old), "{point}: the old token is dead");
+        assert!(!works(&s, &old), "{point}: the old token is dead");
         assert_eq!(through_gateway().0, 200, "{point}: the gateway serves");
         assert!(
             std::fs::read_dir(dir.join("data/rotation"))
@@ -460,7 +379,6 @@ after_switch = ["/bin/sh", "-c", "test -z \"$CARGO_MANIFEST_DIR\" && echo \"$1 $
     // 3. The manual issuer: the token from standard input (REDCap's UI
     //    regenerated it — here the sandbox's admin endpoint).
     let regenerated = s.admin(
-        reqwest::Method::POST,
         &format!("/sandbox/projects/{pid}/users/svc_site_a/token/regenerate"),
         None,
     )["token"]
@@ -516,7 +434,6 @@ after_switch = ["/bin/sh", "-c", "test -z \"$CARGO_MANIFEST_DIR\" && echo \"$1 $
         text(&busy)
     );
     let regenerated = s.admin(
-        reqwest::Method::POST,
         &format!("/sandbox/projects/{pid}/users/svc_site_a/token/regenerate"),
         None,
     )["token"]
@@ -635,7 +552,6 @@ after_switch = ["/bin/sh", "-c", "test -z \"$CARGO_MANIFEST_DIR\" && echo \"$1 $
     //    the new token waits in escrow until the rights are fixed.
     let drift = |mobile: u8| {
         s.admin(
-            reqwest::Method::POST,
             &format!("/sandbox/projects/{pid}/users"),
             Some(json!({"username": "svc_site_a", "api_export": 1, "mobile_app": mobile, "expiration": "2099-12-31"})),
         );

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod sandbox;
+
 use std::io::BufRead;
 use std::path::Path;
 use std::process::{Child, Command as StdCommand, Output, Stdio};
