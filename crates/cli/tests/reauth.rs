@@ -13,7 +13,7 @@ use std::process::{Command as StdCommand, Output};
 
 use assert_cmd::Command;
 use common::sandbox::Sandbox;
-use common::{Serving, add_config, free_port, init, text, warden};
+use common::{Serving, add_config, free_port, init, issue_key, text, warden};
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
 
@@ -153,24 +153,7 @@ write_reason = "optional"
     );
     let check = warden(&dir, &["config", "check"], None);
     assert!(check.status.success(), "{}", text(&check));
-    let issue = warden(
-        &dir,
-        &[
-            "keys",
-            "issue",
-            "app",
-            "--to-file",
-            "app.key",
-            "--reason",
-            "t",
-        ],
-        None,
-    );
-    assert!(issue.status.success(), "{}", text(&issue));
-    let key = std::fs::read_to_string(dir.join("app.key"))
-        .unwrap()
-        .trim()
-        .to_string();
+    let key = issue_key(&dir, "app");
     let serving = Serving::start(&dir, port);
     let gateway = format!("http://127.0.0.1:{port}/api/");
     let through_gateway = || r.post(&gateway, &[("token", &key), ("content", "version")]);

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::sandbox::{SUPER, Sandbox};
-use common::{Serving, add_config, free_port, init, text, warden};
+use common::{Serving, add_config, free_port, init, issue_key, text, warden};
 use serde_json::{Value, json};
 
 /// `reconcile` with `extra` arguments: its exit code and JSON report;
@@ -164,24 +164,7 @@ allow = ["record:export", "metadata"]
         );
         assert!(put.status.success(), "{}", text(&put));
     }
-    let issue = warden(
-        &dir,
-        &[
-            "keys",
-            "issue",
-            "app",
-            "--to-file",
-            "app.key",
-            "--reason",
-            "t",
-        ],
-        None,
-    );
-    assert!(issue.status.success(), "{}", text(&issue));
-    let key = std::fs::read_to_string(dir.join("app.key"))
-        .unwrap()
-        .trim()
-        .to_string();
+    let key = issue_key(&dir, "app");
     Study {
         _tmp: tmp,
         dir,

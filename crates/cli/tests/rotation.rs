@@ -17,7 +17,7 @@ use std::process::{Command, Output, Stdio};
 
 use canary::Canary;
 use common::sandbox::{ADMIN, SUPER, Sandbox};
-use common::{Serving, add_config, free_port, init, text, warden};
+use common::{Serving, add_config, free_port, init, issue_key, text, warden};
 use serde_json::{Value, json};
 
 const ACCOUNT: &str = "heart-site-a";
@@ -203,24 +203,7 @@ after_switch = ["/bin/sh", "-c", "test -z \"$CARGO_MANIFEST_DIR\" && echo \"$1 $
         current_sop.replace("| 30 days |", "| 60 days |"),
     )
     .unwrap();
-    let issue = warden(
-        &dir,
-        &[
-            "keys",
-            "issue",
-            "app",
-            "--to-file",
-            "app.key",
-            "--reason",
-            "t",
-        ],
-        None,
-    );
-    assert!(issue.status.success(), "{}", text(&issue));
-    let key = std::fs::read_to_string(dir.join("app.key"))
-        .unwrap()
-        .trim()
-        .to_string();
+    let key = issue_key(&dir, "app");
     let through_gateway = || {
         s.post(
             &format!("http://127.0.0.1:{port}/api/"),

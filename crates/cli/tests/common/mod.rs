@@ -199,3 +199,19 @@ pub fn read_request(reader: &mut impl BufRead) -> Option<Vec<u8>> {
     reader.read_exact(&mut body).ok()?;
     Some(body)
 }
+
+/// Issues a client key to `client` with `keys issue --to-file` and
+/// answers it.
+pub fn issue_key(dir: &Path, client: &str) -> String {
+    let file = format!("{client}.key");
+    let issue = warden(
+        dir,
+        &["keys", "issue", client, "--to-file", &file, "--reason", "t"],
+        None,
+    );
+    assert!(issue.status.success(), "{}", text(&issue));
+    std::fs::read_to_string(dir.join(&file))
+        .unwrap()
+        .trim()
+        .to_string()
+}
