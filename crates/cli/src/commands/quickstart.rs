@@ -96,6 +96,19 @@ pub fn run(args: &Args, dir: &Path, listen: &Listen) -> anyhow::Result<Outcome> 
     Ok(Outcome::Clean)
 }
 
+/// Creates `path` with `text`, readable by its owner only.
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(text.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
+}
+
 fn sandbox_credentials(dir: &Path) -> anyhow::Result<SandboxCredentials> {
     let path = dir.join("sandbox-credentials.json");
     if path.exists() {
@@ -112,14 +125,7 @@ fn sandbox_credentials(dir: &Path) -> anyhow::Result<SandboxCredentials> {
         super_token: random_hex(32),
         admin_secret: random_hex(24),
     };
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    use std::io::Write;
-    f.write_all(serde_json::to_string_pretty(&creds)?.as_bytes())?;
+    write_private(&path, &serde_json::to_string_pretty(&creds)?)?;
     Ok(creds)
 }
 
@@ -403,6 +409,17 @@ async fn seed(
             "\n[[client]]\nname = \"{site}-app\"\naccount = \"heart2-{site}\"\nallow = [\"record:export\", \"record:import\", \"metadata:export\", \"exportFieldNames\", \"instrument\", \"project\", \"version\"]\n# PyCap cannot send a reason header; production clients should use \"required\".\nwrite_reason = \"optional\"\n"
         ));
     }
+    // Rotations regenerate tokens through the sandbox's admin endpoint (in
+    // REDCap a person does it in the Control Center: issuer "manual"), so
+    // `rotate run heart2-site-a --reason R` works here as it stands.
+    write_private(
+        &dir.join("sandbox-admin-secret"),
+        &format!("{}\n", credentials.admin_secret),
+    )?;
+    extra.push_str(&format!(
+        "\n[rotation]\n# The demo's REDCap is redcap-sandbox; against a real REDCap use \"manual\" (or \"command\").\nissuer = \"sandbox\"\nsandbox_url = \"{}\"\nsandbox_admin_secret_file = \"sandbox-admin-secret\"\n",
+        s.base
+    ));
     // A demonstration SOP (`redcap-warden sop --out sop`): the roles are
     // placeholders for an institution to replace.
     extra.push_str(&format!(

@@ -389,7 +389,7 @@ impl Rotator<'_> {
                 };
                 rot.ownership = Some("unproven".into());
                 let detail = format!(
-                    "the new token authenticates and opens project {}; {rights}; ownership: unproven (proof by log correlation needs a log reader)",
+                    "the new token authenticates and opens project {}; {rights}; ownership: unproven (proof by correlation with REDCap's log is not built yet: docs/rotation.md)",
                     rot.project_id
                 );
                 self.transition(rot, State::Verified, detail).await
