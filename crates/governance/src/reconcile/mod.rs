@@ -32,7 +32,9 @@
 //! Users, roles, DAGs, Logging) are expected; anything else they do is a
 //! finding like any governed account's. A call `rights check` made with a
 //! governed account's own token is recorded in its `rights` entry
-//! (`probe: … with the token of `ACCOUNT` …`) and counts as forwarded.
+//! (`probe: … with the token of `ACCOUNT` …`) and counts as forwarded, as
+//! do a rotation's own calls (its `verified` entry: Export Project Info with
+//! the new token, and the probes named in its detail).
 //!
 //! Scale: one pass over the ledger's entries, keeping only the window's
 //! requests in a map by (username, minute); each REDCap row then looks at
@@ -345,27 +347,56 @@ impl LedgerIndex {
                 // as `probe: <method> with the token of `<account>` …`:
                 // such a call is a forwarded request of that account.
                 for line in changes {
-                    if let Some(account) = probed_account(line)
-                        && let Some(username) = self.usernames.get(account)
-                    {
-                        let i = self.requests.len();
-                        self.requests.push(Forwarded {
-                            at: entry.ts,
-                            username: username.clone(),
-                            request_id: format!("rights entry {}", entry.seq),
-                            write: false,
-                            status: None,
-                            paired: false,
-                        });
-                        self.by_minute
-                            .entry((username.clone(), minute_number(entry.ts)))
-                            .or_default()
-                            .push(i);
+                    if let Some(account) = probed_account(line) {
+                        self.direct_call(account, entry, "rights");
+                    }
+                }
+            }
+            EntryKind::Rotation {
+                account,
+                to,
+                detail,
+                ..
+            } => {
+                // A rotation calls REDCap with the account's tokens itself:
+                // entering `verified`, Export Project Info with the new
+                // token, and the probes its rights check made (named in
+                // the detail as in a `rights` entry). The old token's
+                // proof call is refused as an unknown token, which leaves
+                // no row (redcap-api.md §7.2).
+                if to == "verified" {
+                    self.direct_call(account, entry, "rotation");
+                }
+                for (at, _) in detail.match_indices("probe:") {
+                    if let Some(probed) = probed_account(&detail[at..]) {
+                        self.direct_call(probed, entry, "rotation");
                     }
                 }
             }
             _ => {}
         }
+    }
+
+    /// A call the tool made to REDCap with `account`'s own token, recorded
+    /// by `entry` (a `rights` or `rotation` entry): counted as a forwarded
+    /// request of that account.
+    fn direct_call(&mut self, account: &str, entry: &Entry, kind: &str) {
+        let Some(username) = self.usernames.get(account) else {
+            return;
+        };
+        let i = self.requests.len();
+        self.requests.push(Forwarded {
+            at: entry.ts,
+            username: username.clone(),
+            request_id: format!("{kind} entry {}", entry.seq),
+            write: false,
+            status: None,
+            paired: false,
+        });
+        self.by_minute
+            .entry((username.clone(), minute_number(entry.ts)))
+            .or_default()
+            .push(i);
     }
 
     /// Requests of `username` forwarded between `from` and `to`.

@@ -626,3 +626,48 @@ fn reconcile_scales_to_millions_of_entries() {
     assert_eq!(r.findings, vec![]);
     assert_eq!(r.forwarded, n as usize);
 }
+
+#[test]
+fn a_rotations_own_calls_with_the_accounts_token_are_not_findings() {
+    let s = setup("2026-01-10T09:00:00Z", "2026-01-10T10:00:00Z");
+    let rotation = |seq: u64, ts: &str, to: &str, detail: &str| Entry {
+        seq,
+        ts: ts.parse().unwrap(),
+        kind: EntryKind::Rotation {
+            rotation_id: "r1".into(),
+            account: "heart-a".into(),
+            from: "x".into(),
+            to: to.into(),
+            operator: "op".into(),
+            detail: detail.into(),
+        },
+    };
+    // Verification: Export Project Info with the new token, and the rights
+    // check's administrator probe with it (both in the minute 10:04 local).
+    let rows = vec![
+        api_call("2026-01-10 10:04", "svc_a"),
+        row(
+            "2026-01-10 10:04",
+            "svc_a",
+            "Manage/Design ",
+            "Export project information (API)",
+            "",
+        ),
+        api_call("2026-01-10 10:04", "svc_a"),
+    ];
+    let entries = vec![
+        rotation(1, "2026-01-10T09:04:10Z", "obtained", "escrowed"),
+        rotation(
+            2,
+            "2026-01-10T09:04:20Z",
+            "verified",
+            "the new token authenticates and opens project 3; rights and DAG within its profile (probe: Export DAGs with the token of `heart-a` (administrator test; refused)); ownership: unproven",
+        ),
+    ];
+    assert_eq!(codes(&run(&s, &rows, &entries)), Vec::<&str>::new());
+    // Without the `verified` entry the same calls are the leak signal.
+    assert_eq!(
+        codes(&run(&s, &rows, &entries[..1])),
+        ["unexplained-api-activity"]
+    );
+}
