@@ -431,6 +431,27 @@ struct Placed<'a> {
     username: String,
 }
 
+impl Placed<'_> {
+    /// A finding about this one row (shown redacted, as every row is).
+    fn finding(
+        &self,
+        severity: Severity,
+        code: &'static str,
+        account: Option<&Account>,
+        detail: String,
+    ) -> Finding {
+        Finding {
+            severity,
+            code,
+            account: account.map(|a| a.name.clone()),
+            username: self.username.clone(),
+            at: self.row.timestamp().to_string(),
+            detail,
+            rows: vec![shown(self.row)],
+        }
+    }
+}
+
 /// Compares REDCap's `rows` (event and page-view rows, redacted, any
 /// order) with the ledger `index` over `setup`'s window.
 pub fn reconcile(
@@ -550,64 +571,55 @@ pub fn reconcile(
             && !explain.token_event(&subject, event, &p.candidates)
         {
             report.findings.push(Finding {
-                severity: Severity::Critical,
-                code: "token-event",
-                account: Some(a.name.clone()),
                 username: subject.clone(),
-                at: p.row.timestamp().to_string(),
-                detail: format!(
-                    "the token of governed account `{}` was {event} in REDCap by {}, and no rotation explains it",
-                    a.name,
-                    p.row.username()
-                ),
-                rows: vec![shown(p.row)],
+                ..p.finding(
+                    Severity::Critical,
+                    "token-event",
+                    Some(a),
+                    format!(
+                        "the token of governed account `{}` was {event} in REDCap by {}, and no rotation explains it",
+                        a.name,
+                        p.row.username()
+                    ),
+                )
             });
         }
         let Some(a) = account else { continue };
         match activity {
             Activity::ApiCall => {} // a tool account's own calls
-            Activity::UiPage { page } => report.findings.push(Finding {
-                severity: Severity::Critical,
-                code: "ui-activity",
-                account: Some(a.name.clone()),
-                username: p.username.clone(),
-                at: p.row.timestamp().to_string(),
-                detail: format!(
+            Activity::UiPage { page } => report.findings.push(p.finding(
+                Severity::Critical,
+                "ui-activity",
+                Some(a),
+                format!(
                     "API-only account `{}` viewed a page of REDCap's web UI: {page}",
                     a.name
                 ),
-                rows: vec![shown(p.row)],
-            }),
+            )),
             Activity::UiEvent => {
                 // A token row about this account written by REDCap on its
                 // behalf is reported as a token event above.
                 if redcap_log::token_event(p.row).is_none() {
-                    report.findings.push(Finding {
-                        severity: Severity::Critical,
-                        code: "ui-activity",
-                        account: Some(a.name.clone()),
-                        username: p.username.clone(),
-                        at: p.row.timestamp().to_string(),
-                        detail: format!(
+                    report.findings.push(p.finding(
+                        Severity::Critical,
+                        "ui-activity",
+                        Some(a),
+                        format!(
                             "API-only account `{}` did something REDCap does not mark as an API action",
                             a.name
                         ),
-                        rows: vec![shown(p.row)],
-                    });
+                    ));
                 }
             }
-            Activity::Playground => report.findings.push(Finding {
-                severity: Severity::Critical,
-                code: "api-playground",
-                account: Some(a.name.clone()),
-                username: p.username.clone(),
-                at: p.row.timestamp().to_string(),
-                detail: format!(
+            Activity::Playground => report.findings.push(p.finding(
+                Severity::Critical,
+                "api-playground",
+                Some(a),
+                format!(
                     "API-only account `{}` appears in the API Playground (a person using its login, or a client the gateway did not forward)",
                     a.name
                 ),
-                rows: vec![shown(p.row)],
-            }),
+            )),
             Activity::ApiEvent => {
                 let explained = match a.role {
                     Role::Service => spans(p)
@@ -809,22 +821,19 @@ fn access_change(
     if recorded {
         return None;
     }
-    let (code, thing) = match what {
-        "dag" => ("access-change", "Data Access Groups"),
-        _ => ("access-change", "users, roles or rights"),
+    let thing = match what {
+        "dag" => "Data Access Groups",
+        _ => "users, roles or rights",
     };
-    Some(Finding {
-        severity: Severity::High,
-        code,
-        account: account.map(|a| a.name.clone()),
-        username: p.username.clone(),
-        at: p.row.timestamp().to_string(),
-        detail: format!(
+    Some(p.finding(
+        Severity::High,
+        "access-change",
+        account,
+        format!(
             "`{}` changed {thing} in REDCap, with no rights change of this tool's recorded beside it",
             p.row.username()
         ),
-        rows: vec![shown(p.row)],
-    })
+    ))
 }
 
 /// Forwarded requests of `username` whose time falls in REDCap's local
