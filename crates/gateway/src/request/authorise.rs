@@ -11,7 +11,7 @@ use crate::answer;
 use crate::form::Form;
 use crate::policy::{self, Account, Client};
 use crate::reply::{ApiReply, Format, NO_API_PERMISSION};
-use crate::state::{Applied, Gateway};
+use crate::state::{Applied, Gateway, Refusal};
 
 /// An authorised call: who, for which account, doing what.
 pub(super) struct Call<'a> {
@@ -136,27 +136,30 @@ fn allowed_now(gw: &Gateway, call: &Call<'_>, form: &Form, deny: Deny<'_>) -> Re
             "This client must give a reason for changes: send it in the X-Warden-Reason header or a \"reason\" field".into(),
         ));
     }
-    if let Some(q) = gw.quarantines().of(&account.name) {
-        return Err(deny(
-            "account quarantined".into(),
-            StatusCode::FORBIDDEN,
-            format!(
-                "The gateway has quarantined account \"{}\" since {} ({}); an operator must release it",
-                account.name, q.since, q.reason
-            ),
-        ));
-    }
-    if let Some(l) = gw.quarantines().lapse_of(&account.name) {
-        return Err(deny(
-            format!("account lapsed: {}", l.reason),
-            StatusCode::FORBIDDEN,
-            format!(
-                "The gateway refuses account \"{}\": its re-authorisation lapsed on {} ({}); an approver must re-approve it (redcap-warden reauth)",
-                account.name,
-                l.since.strftime("%Y-%m-%d"),
-                l.reason
-            ),
-        ));
+    match gw.quarantines().refusal_of(&account.name) {
+        None => {}
+        Some(Refusal::Quarantined(q)) => {
+            return Err(deny(
+                "account quarantined".into(),
+                StatusCode::FORBIDDEN,
+                format!(
+                    "The gateway has quarantined account \"{}\" since {} ({}); an operator must release it",
+                    account.name, q.since, q.reason
+                ),
+            ));
+        }
+        Some(Refusal::Lapsed(l)) => {
+            return Err(deny(
+                format!("account lapsed: {}", l.reason),
+                StatusCode::FORBIDDEN,
+                format!(
+                    "The gateway refuses account \"{}\": its re-authorisation lapsed on {} ({}); an approver must re-approve it (redcap-warden reauth)",
+                    account.name,
+                    l.since.strftime("%Y-%m-%d"),
+                    l.reason
+                ),
+            ));
+        }
     }
     // REDCap then answers without record ids: the ledger could not say
     // which records changed.

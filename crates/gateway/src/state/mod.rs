@@ -43,7 +43,7 @@ pub(crate) use config::{Applied, config_change_reason, remember_applied};
 pub(crate) use holds::Holds;
 pub(crate) use ledger::LedgerLink;
 pub use ledger::LedgerOpener;
-pub(crate) use quarantines::Quarantines;
+pub(crate) use quarantines::{Quarantines, Refusal};
 pub(crate) use record_fields::RecordFields;
 
 /// Why the gateway's state could not be built at start (a part of

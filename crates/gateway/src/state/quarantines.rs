@@ -18,6 +18,14 @@ impl Source for AccountStatusFile {
     }
 }
 
+/// Why the gateway refuses an account's calls.
+pub(crate) enum Refusal {
+    /// Quarantined (the DAG guard, or an operator).
+    Quarantined(Quarantine),
+    /// Its re-authorisation lapsed.
+    Lapsed(Lapse),
+}
+
 /// Who the gateway's own quarantines are by.
 const BY: &str = "gateway";
 
@@ -31,16 +39,14 @@ impl Quarantines {
         Ok(Quarantines(Watched::new(file)?))
     }
 
-    /// The account's quarantine, as the status file says now (an operator
-    /// may have released it).
-    pub(crate) fn of(&self, account: &str) -> Option<Quarantine> {
-        self.0.read(|s| s.quarantined.get(account).cloned())
-    }
-
-    /// The account's lapse, as the status file says now (`reauth sweep`
-    /// marks it, an approval clears it).
-    pub(crate) fn lapse_of(&self, account: &str) -> Option<Lapse> {
-        self.0.read(|s| s.lapsed.get(account).cloned())
+    /// Why the account is refused, as the status file says now (one read
+    /// per request): a quarantine (an operator may have released it), else
+    /// a lapse (`reauth sweep` marks it, an approval clears it).
+    pub(crate) fn refusal_of(&self, account: &str) -> Option<Refusal> {
+        self.0.read(|s| match s.quarantined.get(account) {
+            Some(q) => Some(Refusal::Quarantined(q.clone())),
+            None => s.lapsed.get(account).cloned().map(Refusal::Lapsed),
+        })
     }
 
     /// Quarantines `account`: in the status file, and in memory at once
