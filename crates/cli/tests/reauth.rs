@@ -13,7 +13,7 @@ use std::process::{Command as StdCommand, Output};
 
 use assert_cmd::Command;
 use common::sandbox::Sandbox;
-use common::{Serving, add_config, free_port, init, issue_key, text, warden};
+use common::{Serving, add_config, free_port, init, issue_key, put_secrets, text, warden};
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
 
@@ -94,17 +94,13 @@ fn an_idle_account_lapses_in_redcap_and_the_gateway_and_a_signed_approval_restor
     let dir = tmp.path().join("warden");
     std::fs::create_dir(&dir).unwrap();
     init(&dir, &format!("{}/api/", r.base));
-    for (name, token) in [
-        ("redcap/heart/rights", &manager),
-        ("redcap/heart/site-a", &site),
-    ] {
-        let put = warden(
-            &dir,
-            &["secrets", "put", name, "--reason", "t"],
-            Some(token),
-        );
-        assert!(put.status.success(), "{}", text(&put));
-    }
+    put_secrets(
+        &dir,
+        &[
+            ("redcap/heart/rights", manager.as_str()),
+            ("redcap/heart/site-a", site.as_str()),
+        ],
+    );
     let (ana, ana_pub) = keygen(tmp.path(), "ana");
     let (eve, _) = keygen(tmp.path(), "eve");
     let (me, me_pub) = keygen(tmp.path(), "me");

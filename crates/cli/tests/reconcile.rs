@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::sandbox::{SUPER, Sandbox};
-use common::{Serving, add_config, free_port, init, issue_key, text, warden};
+use common::{Serving, add_config, free_port, init, issue_key, put_secrets, text, warden};
 use serde_json::{Value, json};
 
 /// `reconcile` with `extra` arguments: its exit code and JSON report;
@@ -152,18 +152,14 @@ allow = ["record:export", "metadata"]
     );
     let check = warden(&dir, &["config", "check"], None);
     assert!(check.status.success(), "{}", text(&check));
-    for (name, token) in [
-        ("redcap/heart/site-a", &site),
-        ("redcap/heart/rights", &manager),
-        ("redcap/heart/log", &reader),
-    ] {
-        let put = warden(
-            &dir,
-            &["secrets", "put", name, "--reason", "t"],
-            Some(token),
-        );
-        assert!(put.status.success(), "{}", text(&put));
-    }
+    put_secrets(
+        &dir,
+        &[
+            ("redcap/heart/site-a", site.as_str()),
+            ("redcap/heart/rights", manager.as_str()),
+            ("redcap/heart/log", reader.as_str()),
+        ],
+    );
     let key = issue_key(&dir, "app");
     Study {
         _tmp: tmp,

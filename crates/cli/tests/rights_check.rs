@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 
 use common::sandbox::{SUPER, Sandbox};
-use common::{add_config, init, text, warden};
+use common::{add_config, init, put_secrets, text, warden};
 use serde_json::{Value, json};
 
 fn check(dir: &Path, tokens: &[&str], extra: &[&str]) -> (i32, String) {
@@ -75,17 +75,13 @@ fn rights_check_finds_each_drift_against_the_sandbox() {
     let dir = tmp.path().join("warden");
     std::fs::create_dir(&dir).unwrap();
     init(&dir, &format!("{}/api/", s.base));
-    for (name, token) in [
-        ("redcap/heart/rights", &manager),
-        ("redcap/heart/site-a", &site),
-    ] {
-        let put = warden(
-            &dir,
-            &["secrets", "put", name, "--reason", "t"],
-            Some(token),
-        );
-        assert!(put.status.success(), "{}", text(&put));
-    }
+    put_secrets(
+        &dir,
+        &[
+            ("redcap/heart/rights", manager.as_str()),
+            ("redcap/heart/site-a", site.as_str()),
+        ],
+    );
     add_config(
         &dir,
         &format!(

@@ -215,3 +215,11 @@ pub fn issue_key(dir: &Path, client: &str) -> String {
         .trim()
         .to_string()
 }
+
+/// Stores each `(secret, token)` with `secrets put` (the token on stdin).
+pub fn put_secrets(dir: &Path, secrets: &[(&str, &str)]) {
+    for (name, token) in secrets {
+        let put = warden(dir, &["secrets", "put", name, "--reason", "t"], Some(token));
+        assert!(put.status.success(), "{}", text(&put));
+    }
+}
