@@ -175,6 +175,23 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         check: Option<PathBuf>,
     },
+
+    /// Write the compliance report: one self-contained, offline HTML file
+    /// (token inventory and ages, rotation timeline, rights drift — `rights
+    /// check` runs now and is recorded —, re-authorisation, ledger
+    /// verification and the latest signed checkpoint, reconciliation,
+    /// client keys, activity, and each requirement of compliance.md with
+    /// its evidence; docs/report.md). Exit 0, 1 when the report holds a
+    /// critical finding, 2 on error.
+    Report {
+        /// The HTML file to write.
+        #[arg(long, value_name = "FILE.html")]
+        out: PathBuf,
+        /// Also print it to PDF (FILE.pdf beside it) through headless
+        /// Chromium (`chromium` on PATH, or $CHROMIUM).
+        #[arg(long)]
+        pdf: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

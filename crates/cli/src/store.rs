@@ -192,3 +192,32 @@ pub async fn open_trail(
         other => Ok(other?),
     }
 }
+
+/// Hands `visit` every entry of the configured ledger from seq `from` on,
+/// in one pass: the file ledger without its lock (as `ledger tail` does,
+/// so a running gateway may keep writing), PostgreSQL through a reader.
+/// Re-authorisation, the report and the dashboard read the ledger here.
+pub fn read_ledger_from(
+    config: &LoadedConfig,
+    from: u64,
+    visit: &mut dyn FnMut(ledger::Entry),
+) -> anyhow::Result<()> {
+    let section = governance::audit::ledger_section(config)?;
+    match &section.store {
+        warden_config::LedgerStore::File => {
+            let dir = config.resolve(&section.dir);
+            ledger::read_from(&durable::OsFs, &dir, from, visit)
+                .with_context(|| format!("reading the ledger {}", dir.display()))?;
+        }
+        warden_config::LedgerStore::Postgres(pg) => {
+            let url = zeroize::Zeroizing::new(
+                pg.connection_string(|p| config.resolve(p))
+                    .map_err(anyhow::Error::msg)?,
+            );
+            let mut reader = ledger::PgReader::connect(&url, &pg.schema)
+                .context("opening the PostgreSQL ledger")?;
+            reader.read_from(from, visit)?;
+        }
+    }
+    Ok(())
+}

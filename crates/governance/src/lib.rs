@@ -25,6 +25,9 @@
 //! - [`rotation`]: the token rotation state machine — journal, escrow,
 //!   issuers, verification, cut-over and the proof that the old token is
 //!   dead, resumable after a crash at any step.
+//! - [`report`]: the evidence model behind `report --out FILE.html` and
+//!   the gateway's dashboard, its findings, the compliance map, and its
+//!   rendering as one self-contained HTML page with inline SVG charts.
 //! - [`sop`]: the token-management SOP generated from the configuration
 //!   (Markdown and HTML), and the check of a written copy against it.
 //!
@@ -41,6 +44,7 @@ pub mod clock;
 pub mod reauth;
 pub mod reconcile;
 pub mod redcap_log;
+pub mod report;
 pub mod rights;
 pub mod rotation;
 pub mod signing_key;

@@ -912,6 +912,19 @@ fn walk_from(
     })
 }
 
+/// The text of the latest complete signed note in the ledger in `dir`
+/// (`None` before the first checkpoint), as `checkpoints.notes` holds it:
+/// what a report shows and a third party checks with the verifier key.
+/// The note is not verified here; [`verify_dir`] does that.
+pub fn latest_note(fs: &dyn FileSystem, dir: &Path) -> Result<Option<String>, LedgerError> {
+    let notes = read_notes(fs, dir).map_err(|(path, source)| LedgerError::Io {
+        op: "read",
+        path,
+        source,
+    })?;
+    Ok(notes.notes.last().cloned())
+}
+
 /// Recomputes every leaf and root of the ledger in `dir` and checks every
 /// checkpoint's signature (by `key`) and root. Strict: any incomplete line
 /// or incomplete checkpoint counts as a failure (opening the ledger for

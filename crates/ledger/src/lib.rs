@@ -63,8 +63,8 @@ pub use entry::{Approval, Entry, EntryKind, FORMAT_VERSION, ReauthAction};
 pub use error::{LedgerError, VerifyError, VerifyReport, span_text};
 pub use files::{
     CHECKPOINT_INTERVAL, ConsistencyProof, InclusionProof, MAX_UNSIGNED_SPAN, ROTATE_ACTION,
-    UNSIGNED_SLACK, prove_consistency, prove_inclusion, read_entries, read_from, read_since,
-    verify_dir, verify_dir_with_progress,
+    UNSIGNED_SLACK, latest_note, prove_consistency, prove_inclusion, read_entries, read_from,
+    read_since, verify_dir, verify_dir_with_progress,
 };
 pub use guard::{ADOPT_ACTION, Adoption, WITNESS_FAILED};
 pub use pending::Pending;

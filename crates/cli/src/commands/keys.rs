@@ -110,16 +110,24 @@ pub fn issue(
     Ok(Outcome::Clean)
 }
 
-pub fn list(args: &Args) -> anyhow::Result<Outcome> {
-    let config = load_config(&args.config)?;
-    let mut keys = key_file(&config).list()?;
-    // A running gateway writes key use to the file once a minute: ask it
-    // for what it has not written yet.
-    for (id, used) in running_key_use(&config) {
+/// Every key in the key file, with the last use a running gateway has not
+/// written there yet (it writes once a minute). Must not be called from
+/// inside a runtime: it runs its own to ask the gateway.
+pub(super) fn with_last_use(
+    config: &warden_config::LoadedConfig,
+) -> anyhow::Result<Vec<gateway::keys::KeyRecord>> {
+    let mut keys = key_file(config).list()?;
+    for (id, used) in running_key_use(config) {
         if let Some(k) = keys.iter_mut().find(|k| k.id == id) {
             k.last_used = Some(k.last_used.map_or(used, |u| u.max(used)));
         }
     }
+    Ok(keys)
+}
+
+pub fn list(args: &Args) -> anyhow::Result<Outcome> {
+    let config = load_config(&args.config)?;
+    let keys = with_last_use(&config)?;
     let now = Timestamp::now();
     if args.json {
         let rows: Vec<_> = keys

@@ -154,6 +154,37 @@ fn read_witnesses(config: &LoadedConfig) -> (Vec<WitnessNote>, Vec<WitnessSeen>)
     (notes, seen)
 }
 
+/// The ledger checked against the pinned verifier key, and the text of
+/// its latest signed checkpoint, for the report and the dashboard: what
+/// `ledger verify` checks of the log itself (its witnesses are
+/// `ledger verify`'s own).
+pub(super) fn verified_view(
+    config: &LoadedConfig,
+) -> anyhow::Result<governance::report::LedgerView> {
+    let mut store = Store::open(config)?;
+    let key = audit::ledger_section(config)?.verifier_key();
+    let verified = match store.verify(&key, true) {
+        Ok(r) => Ok(governance::report::VerifySummary {
+            entries: r.entries,
+            checkpoints: r.checkpoints,
+            anchored: r.anchored,
+            unanchored: r.unanchored,
+            root: hex::encode(r.root),
+        }),
+        Err(e) => Err(e.to_string()),
+    };
+    let latest_checkpoint = match &mut store {
+        Store::File(dir) => ledger::latest_note(&OsFs, dir)?,
+        Store::Postgres(r) => r.latest_note()?,
+    };
+    Ok(governance::report::LedgerView {
+        place: store.place(),
+        verifier_key: key.to_string(),
+        verified,
+        latest_checkpoint,
+    })
+}
+
 /// Checks the whole ledger against the pinned verifier key (or `--key`),
 /// never against a key found beside the ledger, and against the
 /// witnesses kept outside it.

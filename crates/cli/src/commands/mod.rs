@@ -10,6 +10,7 @@ mod ledger_export;
 mod quickstart;
 mod reauth;
 mod reconcile;
+mod report;
 mod rights;
 mod rotate;
 mod secrets;
@@ -167,6 +168,7 @@ pub fn run(args: &Args) -> anyhow::Result<Outcome> {
         Command::Reauth(_) => {
             anyhow::bail!("reauth needs ACCOUNT, --reason and --signature (see reauth --help)")
         }
+        Command::Report { out, pdf } => report::run(args, out, *pdf),
         Command::Completions { shell } => completions::print(*shell),
     }
 }

@@ -12,7 +12,7 @@ use jiff::Timestamp;
 use ledger::{Approval, EntryKind, ReauthAction};
 use secrets::{Label, SecretStore, Selector};
 use serde_json::json;
-use warden_config::{AccountSection, LedgerStore, LoadedConfig};
+use warden_config::{AccountSection, LoadedConfig};
 
 use super::rights::Paced;
 use crate::Outcome;
@@ -107,25 +107,8 @@ async fn live_digest(project: &Project<Paced>, account: &AccountSection) -> anyh
 /// ledger without its lock, as `ledger tail` does; PostgreSQL through a
 /// reader).
 fn read_facts(config: &LoadedConfig, mut facts: LedgerFacts) -> anyhow::Result<LedgerFacts> {
-    let section = governance::audit::ledger_section(config)?;
     let from = facts.next;
-    let mut visit = |e: ledger::Entry| facts.observe(&e);
-    match &section.store {
-        LedgerStore::File => {
-            let dir = config.resolve(&section.dir);
-            ledger::read_from(&durable::OsFs, &dir, from, &mut visit)
-                .with_context(|| format!("reading the ledger {}", dir.display()))?;
-        }
-        LedgerStore::Postgres(pg) => {
-            let url = zeroize::Zeroizing::new(
-                pg.connection_string(|p| config.resolve(p))
-                    .map_err(anyhow::Error::msg)?,
-            );
-            let mut reader = ledger::PgReader::connect(&url, &pg.schema)
-                .context("opening the PostgreSQL ledger")?;
-            reader.read_from(from, &mut visit)?;
-        }
-    }
+    crate::store::read_ledger_from(config, from, &mut |e| facts.observe(&e))?;
     Ok(facts)
 }
 

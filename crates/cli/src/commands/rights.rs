@@ -116,15 +116,46 @@ fn select<'c>(
 pub fn check(args: &Args, study: Option<&str>, account: Option<&str>) -> anyhow::Result<Outcome> {
     let operator = Operator::current(args.operator.as_deref())?;
     let config = load_config(&args.config)?;
-    let studies = select(&config, study, account)?;
     let store = open_store(&config)?;
+    let results = check_and_record(&config, &*store, &operator, study, account)?;
+    print_findings(args, &results);
+    Ok(outcome(results.iter().all(|r| r.findings.is_empty())))
+}
+
+/// `rights check`'s findings per study, for the report: the same check,
+/// recorded the same way.
+pub(super) fn studies_checked(
+    config: &LoadedConfig,
+    store: &dyn SecretStore,
+    operator: &Operator,
+) -> anyhow::Result<Vec<governance::report::StudyRights>> {
+    Ok(check_and_record(config, store, operator, None, None)?
+        .into_iter()
+        .map(|r| governance::report::StudyRights {
+            study: r.study,
+            findings: r.findings,
+        })
+        .collect())
+}
+
+/// Checks the studies `study` / `account` select and records one `rights`
+/// entry per study (the probes made with governed accounts' tokens
+/// named in it).
+fn check_and_record(
+    config: &LoadedConfig,
+    store: &dyn SecretStore,
+    operator: &Operator,
+    study: Option<&str>,
+    account: Option<&str>,
+) -> anyhow::Result<Vec<StudyResult>> {
+    let studies = select(config, study, account)?;
     let rt = super::runtime()?;
     let paced = Paced::for_config(&config.config);
     let mut results = Vec::new();
     for s in &studies {
         let checked = rt.block_on(async {
-            let read = StudyRead::open(&config, &*store, &paced, s).await?;
-            read.findings(&config, &*store, &paced, account).await
+            let read = StudyRead::open(config, store, &paced, s).await?;
+            read.findings(config, store, &paced, account).await
         })?;
         results.push(StudyResult {
             study: s.name.clone(),
@@ -132,7 +163,7 @@ pub fn check(args: &Args, study: Option<&str>, account: Option<&str>) -> anyhow:
             probes: checked.probes,
         });
     }
-    let trail = rt.block_on(crate::store::open_trail(&config, &*store))?;
+    let trail = rt.block_on(crate::store::open_trail(config, store))?;
     rt.block_on(async {
         for r in &results {
             trail
@@ -153,8 +184,7 @@ pub fn check(args: &Args, study: Option<&str>, account: Option<&str>) -> anyhow:
         }
         trail.close().await
     })?;
-    print_findings(args, &results);
-    Ok(outcome(results.iter().all(|r| r.findings.is_empty())))
+    Ok(results)
 }
 
 fn outcome(clean: bool) -> Outcome {

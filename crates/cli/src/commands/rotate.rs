@@ -16,7 +16,7 @@ use governance::rotation::{
     State, Target, WebhookHook,
 };
 use secrets::file::ExposeSecret;
-use secrets::{FileStore, FingerprintKey, Label, SecretStore, SecretValue};
+use secrets::{FileStore, FingerprintKey, SecretStore, SecretValue};
 use serde_json::{Value, json};
 use warden_config::{IssuerKind, LoadedConfig, SecretsBackend};
 use zeroize::Zeroizing;
@@ -338,45 +338,30 @@ pub fn status(args: &Args) -> anyhow::Result<Outcome> {
     let rotations = journal(&config).all()?;
     let rt = super::runtime()?;
     let now = jiff::Timestamp::now();
-    let mut rows = Vec::new();
-    let mut overdue_any = false;
-    for a in &config.config.account {
-        let history = match rt.block_on(store.history(&a.secret)) {
-            Ok(h) => h,
-            Err(secrets::StoreError::NotFound { .. }) => Vec::new(),
-            Err(e) => return Err(e.into()),
-        };
-        let current = history.iter().find(|v| v.labels.contains(&Label::Current));
-        let days = i64::from(a.rotate_every_days);
-        let (set_at, age_days, due, overdue) = match current {
-            Some(v) => {
-                let due = v
-                    .meta
-                    .at
-                    .checked_add(jiff::SignedDuration::from_hours(24 * days))
-                    .unwrap_or(v.meta.at);
-                let age = now.duration_since(v.meta.at).as_hours() / 24;
-                (Some(v.meta.at), Some(age), Some(due), now > due)
-            }
-            None => (None, None, None, false),
-        };
-        overdue_any |= overdue;
-        let mine: Vec<&Rotation> = rotations.iter().filter(|r| r.account == a.name).collect();
-        let open = mine.iter().rev().find(|r| r.state.is_open());
-        let last = mine.iter().rev().find(|r| !r.state.is_open());
-        rows.push(json!({
-            "account": a.name,
-            "secret": a.secret,
-            "token_version": current.map(|v| v.version.0.clone()),
-            "token_set_at": set_at.map(|t| t.to_string()),
-            "age_days": age_days,
-            "rotate_every_days": a.rotate_every_days,
-            "due": due.map(|t| t.to_string()),
-            "overdue": overdue,
-            "open_rotation": open.map(|r| json!({"id": r.id, "state": r.state, "since": r.at.to_string(), "detail": r.detail})),
-            "last_rotation": last.map(|r| json!({"id": r.id, "state": r.state, "at": r.at.to_string(), "proof": r.proof, "ownership": r.ownership})),
-        }));
-    }
+    let inventory = rt.block_on(governance::rotation::inventory(
+        &config.config.account,
+        &*store,
+        &rotations,
+        now,
+    ))?;
+    let overdue_any = inventory.iter().any(|t| t.overdue);
+    let rows: Vec<Value> = inventory
+        .iter()
+        .map(|t| {
+            json!({
+                "account": t.account,
+                "secret": t.secret,
+                "token_version": t.token_version,
+                "token_set_at": t.token_set_at.map(|t| t.to_string()),
+                "age_days": t.age_days,
+                "rotate_every_days": t.rotate_every_days,
+                "due": t.due.map(|t| t.to_string()),
+                "overdue": t.overdue,
+                "open_rotation": t.open_rotation.as_ref().map(|r| json!({"id": r.id, "state": r.state, "since": r.at.to_string(), "detail": r.detail})),
+                "last_rotation": t.last_rotation.as_ref().map(|r| json!({"id": r.id, "state": r.state, "at": r.at.to_string(), "proof": r.proof, "ownership": r.ownership})),
+            })
+        })
+        .collect();
     if args.json {
         println!("{}", Value::Array(rows));
     } else if rows.is_empty() {

@@ -114,6 +114,20 @@ impl KeyRecord {
             KeyState::Active
         }
     }
+
+    /// The key as the report and the dashboard show it: id, state, age
+    /// and last use — never its hash.
+    pub fn view(&self, now: Timestamp) -> governance::report::ClientKeyView {
+        governance::report::ClientKeyView {
+            client: self.client.clone(),
+            id: self.id.clone(),
+            state: format!("{:?}", self.state(now)).to_lowercase(),
+            issued_at: self.issued_at,
+            expires_at: self.expires_at,
+            last_used: self.last_used,
+            issued_by: self.issued_by.clone(),
+        }
+    }
 }
 
 /// Why the key file could not be read or changed.

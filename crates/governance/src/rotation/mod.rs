@@ -43,6 +43,7 @@ pub mod issuer;
 pub mod journal;
 mod machine;
 mod probe;
+pub mod status;
 
 #[cfg(test)]
 mod tests;
@@ -55,6 +56,7 @@ pub use issuer::{CommandIssuer, IssueError, Issuer, SandboxIssuer, Target};
 pub use journal::{AccountLock, Journal, Regeneration};
 pub use machine::{Cutover, NoGateway, Plan, Rotator};
 pub use probe::{NoRightsCheck, RightsCheck, RightsVerdict, TokenAnswer, TokenCheck};
+pub use status::{TokenStatus, inventory};
 
 use crate::audit::AuditError;
 

@@ -181,6 +181,28 @@ impl PgReader {
         Ok(out)
     }
 
+    /// The text of the latest signed note (`None` before the first
+    /// checkpoint); not verified here ([`PgReader::verify`] does that).
+    pub fn latest_note(&mut self) -> Result<Option<String>, LedgerError> {
+        if !self
+            .tables_exist()
+            .map_err(db("look for the ledger's tables"))?
+        {
+            return Ok(None);
+        }
+        let row = self
+            .client
+            .query_opt(
+                &format!(
+                    "SELECT note FROM {} ORDER BY id DESC LIMIT 1",
+                    self.sql.checkpoints()
+                ),
+                &[],
+            )
+            .map_err(db("read the latest checkpoint"))?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
     /// The entry with seq `seq`, if there is one.
     pub fn entry(&mut self, seq: u64) -> Result<Option<Entry>, LedgerError> {
         let row = self
