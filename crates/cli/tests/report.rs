@@ -5,7 +5,9 @@
 //! the seeded accounts and the reconciliation's findings, exit 1 for
 //! them, hold no token value, and load in headless Chromium without a
 //! console message (screenshots in target/chromium-artifacts/); `--pdf`
-//! prints it, and says how to install Chromium when there is none.
+//! prints it, and says how to install Chromium when there is none. The
+//! dashboard on the admin listener asks a browser for the admin credential,
+//! and with it shows the same, findings first, then the live charts.
 
 mod common;
 
@@ -261,6 +263,63 @@ fn the_report_and_the_dashboard_show_the_seeded_accounts_and_findings_in_chromiu
         assert!(page.dom.contains(want), "{want} in the rendered report");
     }
     assert!(page.dom.contains("<svg"), "the charts render");
+
+    // The dashboard: behind the admin credential, the same views, live.
+    let dashboard = format!("http://127.0.0.1:{}/dashboard", q.admin);
+    let credential = std::fs::read_to_string(q.dir.join("data/gateway-admin-token"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (refused, answered) = rt.block_on(async {
+        let http = reqwest::Client::new();
+        let refused = http.get(&dashboard).send().await.unwrap();
+        let answered = http
+            .get(&dashboard)
+            .bearer_auth(&credential)
+            .send()
+            .await
+            .unwrap();
+        (
+            (
+                refused.status().as_u16(),
+                refused.headers().get("www-authenticate").is_some(),
+            ),
+            (answered.status().as_u16(), answered.text().await.unwrap()),
+        )
+    });
+    assert_eq!(
+        refused,
+        (401, true),
+        "a browser is asked for the credential"
+    );
+    assert_eq!(answered.0, 200, "{}", answered.1);
+    no_leak("the dashboard", &answered.1, &canaries);
+    let page = chromium.load(
+        &format!("http://admin:{credential}@127.0.0.1:{}/dashboard", q.admin),
+        "dashboard",
+    );
+    assert!(page.console.is_empty(), "console: {:?}", page.console);
+    assert_eq!(outside_references(&page.dom), Vec::<String>::new());
+    no_leak("the dashboard in Chromium", &page.dom, &canaries);
+    for want in [
+        "heart2-site-a",
+        "heart2-site-b",
+        "site-a-app",
+        "sev-critical",
+        "Gateway, live",
+        "Request rate (per minute)",
+        "id=\"ledger-verified\"",
+    ] {
+        assert!(page.dom.contains(want), "{want} in the dashboard");
+    }
+    let findings = page.dom.find("id=\"findings\"").unwrap();
+    let live = page.dom.find("id=\"live\"").unwrap();
+    let tokens = page.dom.find("id=\"tokens\"").unwrap();
+    assert!(
+        findings < live && live < tokens,
+        "findings first, then the live charts"
+    );
 }
 
 /// The browser checks can fail: a page that writes to the console, or

@@ -38,4 +38,4 @@ pub mod upload;
 pub mod upstream;
 
 pub use server::{LedgerOpener, RunningGateway, Services, StartError, start};
-pub use state::StateError;
+pub use state::{EvidenceSource, StateError};

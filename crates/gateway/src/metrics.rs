@@ -1,6 +1,7 @@
-//! Counters for the admin listener's `/metrics` (Prometheus text format).
+//! Counters for the admin listener's `/metrics` (Prometheus text format),
+//! and the last hour of them per minute for the dashboard's charts.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,6 +12,19 @@ const BUCKETS: [f64; 12] = [
     0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
 ];
 
+/// Minutes kept for the dashboard.
+const MINUTES_KEPT: usize = 60;
+
+/// One minute's counts: requests answered, refused, and their latency.
+#[derive(Debug, Clone, Copy, Default)]
+struct Minute {
+    /// Unix minute.
+    at: i64,
+    requests: u64,
+    denied: u64,
+    latency_micros: u64,
+}
+
 #[derive(Default)]
 pub struct Metrics {
     by_status: Mutex<BTreeMap<u16, u64>>,
@@ -18,10 +32,79 @@ pub struct Metrics {
     count: AtomicU64,
     sum_micros: AtomicU64,
     denied: AtomicU64,
+    /// The last [`MINUTES_KEPT`] minutes with traffic, oldest first.
+    /// Lock story: written by every answer and refusal (a push or an
+    /// add), read by the dashboard; held for no more than that.
+    minutes: Mutex<VecDeque<Minute>>,
+}
+
+/// The current Unix minute.
+fn this_minute() -> i64 {
+    jiff::Timestamp::now().as_second().div_euclid(60)
 }
 
 impl Metrics {
+    /// Adds to the current minute's counts.
+    fn in_minute(&self, f: impl FnOnce(&mut Minute)) {
+        let now = this_minute();
+        let mut minutes = self.minutes.lock().unwrap_or_else(|e| e.into_inner());
+        if minutes.back().is_none_or(|m| m.at != now) {
+            if minutes.len() == MINUTES_KEPT {
+                minutes.pop_front();
+            }
+            minutes.push_back(Minute {
+                at: now,
+                ..Minute::default()
+            });
+        }
+        if let Some(m) = minutes.back_mut() {
+            f(m);
+        }
+    }
+
+    /// The last hour per minute, oldest first, minutes without traffic
+    /// as zeros (from the first minute with traffic).
+    pub fn per_minute(&self) -> Vec<governance::report::LiveMinute> {
+        let now = this_minute();
+        let minutes = self.minutes.lock().unwrap_or_else(|e| e.into_inner());
+        let from = (now - MINUTES_KEPT as i64 + 1).max(minutes.front().map_or(now, |m| m.at));
+        (from..=now)
+            .map(|at| {
+                let m = minutes
+                    .iter()
+                    .find(|m| m.at == at)
+                    .copied()
+                    .unwrap_or_default();
+                governance::report::LiveMinute {
+                    at: jiff::Timestamp::from_second(at * 60)
+                        .unwrap_or(jiff::Timestamp::UNIX_EPOCH),
+                    requests: m.requests,
+                    denied: m.denied,
+                    mean_latency_ms: if m.requests == 0 {
+                        0.0
+                    } else {
+                        m.latency_micros as f64 / m.requests as f64 / 1000.0
+                    },
+                }
+            })
+            .collect()
+    }
+
+    /// Requests answered since start.
+    pub fn answered(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Requests refused by the gateway's own checks since start.
+    pub fn denied_total(&self) -> u64 {
+        self.denied.load(Ordering::Relaxed)
+    }
+
     pub fn observe(&self, status: u16, latency: Duration) {
+        self.in_minute(|m| {
+            m.requests += 1;
+            m.latency_micros += latency.as_micros() as u64;
+        });
         *self
             .by_status
             .lock()
@@ -40,6 +123,7 @@ impl Metrics {
     }
 
     pub fn denied(&self) {
+        self.in_minute(|m| m.denied += 1);
         self.denied.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -134,5 +218,9 @@ mod tests {
         assert!(text.contains("warden_denied_total 1"));
         assert!(text.contains("warden_ledger_entries 7"));
         assert!(text.contains("warden_token_age_seconds{account=\"site-a\"} 86400"));
+        let minutes = m.per_minute();
+        let total: u64 = minutes.iter().map(|m| m.requests).sum();
+        let denied: u64 = minutes.iter().map(|m| m.denied).sum();
+        assert_eq!((total, denied), (3, 1), "the minutes hold what was counted");
     }
 }

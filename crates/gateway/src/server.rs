@@ -252,6 +252,13 @@ async fn serve_clients(
 }
 
 impl RunningGateway {
+    /// Plugs in what gathers the dashboard's evidence (`serve` does, with
+    /// the report's gathering); until then the dashboard shows the
+    /// gateway's own counters only. `false` if a source was already set.
+    pub fn set_evidence_source(&self, source: Arc<dyn crate::state::EvidenceSource>) -> bool {
+        self.shared.evidence().set(source)
+    }
+
     /// Stops accepting, lets requests in flight finish, writes what is
     /// pending (denials, a stop entry) and signs a final checkpoint.
     pub async fn shutdown(mut self) -> Result<(), LedgerError> {

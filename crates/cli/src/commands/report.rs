@@ -125,6 +125,39 @@ pub(super) fn gather(
     })
 }
 
+/// The dashboard's evidence, gathered as the report's is (rights drift
+/// from the ledger's latest checks: no REDCap call per page load), on a
+/// thread of its own (the gathering blocks).
+pub(super) struct DashboardEvidence {
+    pub(super) config: LoadedConfig,
+    pub(super) store: std::sync::Arc<dyn SecretStore>,
+}
+
+#[async_trait::async_trait]
+impl gateway::EvidenceSource for DashboardEvidence {
+    async fn gather(&self) -> Result<Evidence, String> {
+        let (config, store) = (self.config.clone(), self.store.clone());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            let mut gathered = gather(&config, &*store, Rights::FromLedger, Vec::new());
+            // The gateway appends while the ledger is read: a line being
+            // written as verification reaches it fails it; a second look
+            // tells that from damage.
+            if let Ok(e) = &mut gathered
+                && e.ledger.verified.is_err()
+            {
+                std::thread::sleep(std::time::Duration::from_secs(1));
+                if let Ok(again) = super::ledger::verified_view(&config) {
+                    e.ledger = again;
+                }
+            }
+            let _ = tx.send(gathered.map_err(|e| format!("{e:#}")));
+        });
+        rx.await
+            .unwrap_or_else(|_| Err("the gathering thread stopped".into()))
+    }
+}
+
 /// Writes `bytes` to `path` whole (a temporary file beside it, renamed).
 fn write_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {

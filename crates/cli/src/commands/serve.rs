@@ -34,8 +34,8 @@ pub fn run(args: &Args) -> anyhow::Result<Outcome> {
             config.config.redcap.url()
         );
         eprintln!(
-            "admin: http://{}/health; stop with Ctrl-C",
-            running.admin_addr
+            "admin: http://{}/health, dashboard http://{}/dashboard (the admin credential is the password); stop with Ctrl-C",
+            running.admin_addr, running.admin_addr
         );
         shutdown_signal().await;
         if let Some(task) = reconciling {
@@ -121,15 +121,21 @@ pub async fn start_gateway(
         )
     });
     let keys = KeyFile::new(&gateway::paths::keys_file(config));
-    Ok(gateway::start(gateway::Services {
+    let running = gateway::start(gateway::Services {
         config: config.clone(),
-        store,
+        store: store.clone(),
         fingerprint,
         open_ledger,
         keys,
         operator: operator.to_string(),
     })
-    .await?)
+    .await?;
+    // The dashboard shows what `report` gathers.
+    running.set_evidence_source(Arc::new(super::report::DashboardEvidence {
+        config: config.clone(),
+        store,
+    }));
+    Ok(running)
 }
 
 /// Ctrl-C or SIGTERM.

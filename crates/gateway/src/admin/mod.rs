@@ -3,6 +3,8 @@
 //! - `GET /health`, `GET /ready`: for load balancers; reveal nothing
 //!   ([`status`]).
 //! - `GET /metrics`: Prometheus text (bearer; [`status`]).
+//! - `GET /dashboard`: the compliance report's views, live (bearer, or
+//!   HTTP Basic with the credential as password; [`dashboard`]).
 //! - `POST /admin/reload`: re-read `warden.toml` and the key and status
 //!   files, forget cached tokens (bearer; [`reload`]). The ledger entry
 //!   carries the new file's SHA-256 and a field-level diff.
@@ -17,6 +19,7 @@
 //! state-changing endpoint checks first, and how it answers, is [`call`].
 
 mod call;
+mod dashboard;
 mod holds;
 mod keys;
 mod ledger;
@@ -36,6 +39,7 @@ pub(crate) fn routes() -> Router<Arc<Gateway>> {
         .route("/health", get(status::health))
         .route("/ready", get(status::ready))
         .route("/metrics", get(status::metrics))
+        .route("/dashboard", get(dashboard::page))
         .route("/admin/reload", post(reload::reload))
         .route("/admin/ledger/append", post(ledger::append))
         .route("/admin/keys", get(keys::list))

@@ -16,6 +16,7 @@
 mod admin_token;
 mod client_keys;
 mod config;
+mod evidence;
 mod holds;
 mod ledger;
 mod quarantines;
@@ -40,6 +41,8 @@ use crate::upstream::{Upstream, UpstreamError};
 pub use admin_token::{AdminToken, load_or_create_token};
 pub(crate) use client_keys::ClientKeys;
 pub(crate) use config::{Applied, config_change_reason, remember_applied};
+pub(crate) use evidence::EvidenceSlot;
+pub use evidence::EvidenceSource;
 pub(crate) use holds::Holds;
 pub(crate) use ledger::LedgerLink;
 pub use ledger::LedgerOpener;
@@ -126,6 +129,9 @@ pub(crate) struct Gateway {
     metrics: Metrics,
     /// The admin listener's bearer credential. Never changes.
     admin_token: AdminToken,
+    /// The dashboard's evidence ([`EvidenceSlot`]): its source set once
+    /// after start, the last gathering cached.
+    evidence: EvidenceSlot,
 }
 
 impl Gateway {
@@ -163,6 +169,7 @@ impl Gateway {
             requests: AtomicU64::new(0),
             metrics: Metrics::default(),
             admin_token,
+            evidence: EvidenceSlot::default(),
             config: config::InForce::new(config),
         })
     }
@@ -223,6 +230,10 @@ impl Gateway {
 
     pub(crate) fn admin_token(&self) -> &AdminToken {
         &self.admin_token
+    }
+
+    pub(crate) fn evidence(&self) -> &EvidenceSlot {
+        &self.evidence
     }
 
     /// Counts a request forwarded.

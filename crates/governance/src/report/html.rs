@@ -67,12 +67,12 @@ nav a{margin-right:12px}
 @media print{main{max-width:none;padding:0}nav{display:none}h2{break-after:avoid}tr,svg,pre{break-inside:avoid}a{color:inherit;text-decoration:none}}
 "#;
 
-/// The whole page.
-pub fn render(e: &Evidence, page: &Page) -> String {
-    let mut h = String::new();
+/// The page's head: nothing may be fetched (the policy says so to the
+/// browser too), and an optional refresh.
+fn head(h: &mut String, page: &Page) {
     let _ = write!(
         h,
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">"
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta http-equiv=\"Content-Security-Policy\" content=\"{CSP}\"><meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">"
     );
     if let Some(n) = page.refresh_seconds {
         let _ = write!(h, "<meta http-equiv=\"refresh\" content=\"{n}\">");
@@ -82,6 +82,32 @@ pub fn render(e: &Evidence, page: &Page) -> String {
         "<title>{}</title><style>{CSS}</style></head><body><main>",
         esc(&page.title)
     );
+}
+
+/// The page's content security policy: inline style only, nothing
+/// fetched, no script.
+pub const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src data:";
+
+/// A page of the gateway's live counters alone, with `note` saying why
+/// the rest of the evidence is not there.
+pub fn render_live(live: &LiveMetrics, note: &str, page: &Page) -> String {
+    let mut h = String::new();
+    head(&mut h, page);
+    let _ = write!(
+        h,
+        "<h1>{}</h1><p class=\"bad-text\" id=\"no-evidence\">{}</p>",
+        esc(&page.title),
+        esc(note)
+    );
+    live_section(&mut h, live);
+    h.push_str("</main></body></html>\n");
+    h
+}
+
+/// The whole page.
+pub fn render(e: &Evidence, page: &Page) -> String {
+    let mut h = String::new();
+    head(&mut h, page);
     let _ = write!(
         h,
         "<h1>{}</h1><p class=\"meta\">Generated {} from <code>{}</code> · REDCap time zone {} · redcap-warden {}</p>",
