@@ -17,7 +17,9 @@
 //! (`rotate run` with the sandbox issuer while the gateway serves): the
 //! canary is then the old token, and each new token REDCap made becomes a
 //! canary too, looked for in every output and file afterwards (only the
-//! store and the sandbox may hold it).
+//! store and the sandbox may hold it) — among them `report` and the
+//! gateway's dashboard, run after the rotation, and again on the
+//! quickstart after its token event and `reconcile`.
 //!
 //! A backend whose server variable (from scripts/test) is missing is skipped
 //! with a message; under CI that is a failure. A self-check plants the canary
@@ -266,6 +268,36 @@ impl Suite {
             ),
             body.clone().into_bytes(),
         ));
+        (status, body)
+    }
+
+    /// The running gateway's dashboard (`GET /dashboard` on the
+    /// `admin_listen` of `dir`'s warden.toml, with the credential from
+    /// its data directory); the page is kept for scanning.
+    fn dashboard(&mut self, dir: &Path) -> (u16, String) {
+        let toml = std::fs::read_to_string(dir.join("warden.toml")).unwrap();
+        let admin = toml
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("admin_listen = \""))
+            .and_then(|l| l.strip_suffix('"'))
+            .expect("admin_listen in warden.toml")
+            .to_string();
+        let credential = std::fs::read_to_string(dir.join("data/gateway-admin-token"))
+            .unwrap()
+            .trim()
+            .to_string();
+        let (status, body) = self.rt.block_on(async {
+            let r = self
+                .http
+                .get(format!("http://{admin}/dashboard"))
+                .bearer_auth(&credential)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        });
+        self.seen
+            .push(("the dashboard".into(), body.clone().into_bytes()));
         (status, body)
     }
 }
@@ -614,6 +646,16 @@ fn rotate_through_gateway(suite: &mut Suite, dir: &Path, backend: &str, port: u1
         .find(|r| r["account"] == account.as_str())
         .unwrap_or_else(|| panic!("{}", st.text()));
     assert_eq!(row["last_rotation"]["state"], "done", "{}", st.text());
+    // The report and the dashboard after the rotation: the old token (the
+    // canary) and the new one appear in neither.
+    let report = format!("report-{backend}.html");
+    let ran = suite.run(dir, &["report", "--out", &report], None);
+    assert!(ran.status.code().is_some_and(|c| c < 2), "{}", ran.text());
+    let page = std::fs::read(dir.join(&report)).unwrap();
+    suite.seen.push((format!("the report ({backend})"), page));
+    let (status, body) = suite.dashboard(dir);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(&account), "the dashboard names `{account}`");
     let ran = serving.stop(&[&suite.canary], &mut suite.leaks);
     assert!(ran.status.success(), "{}", ran.text());
     suite.record(&ran);
@@ -1026,6 +1068,19 @@ fn quickstart(suite: &mut Suite, root: &Path) -> Quick {
         "{}",
         reconciled.text()
     );
+    // The report and the dashboard on the quickstart, after the token
+    // event and reconcile: both name it, and neither repeats a token.
+    let report = suite.run(&dir, &["report", "--out", "report/report.html"], None);
+    assert_eq!(report.status.code(), Some(1), "{}", report.text());
+    let page = std::fs::read_to_string(dir.join("report/report.html")).unwrap();
+    let (status, dashboard) = suite.dashboard(&dir);
+    assert_eq!(status, 200, "{dashboard}");
+    for (what, text) in [("the report", &page), ("the dashboard", &dashboard)] {
+        assert!(text.contains("heart2-site-a"), "{what} names the accounts");
+        for c in &refs {
+            leaks.extend(c.find(what, text.as_bytes()));
+        }
+    }
     // The SOP of the quickstart's configuration, written and checked: its
     // files are scanned with the installation, its output with the rest.
     suite.run(&dir, &["sop", "--out", "sop"], None).ok();

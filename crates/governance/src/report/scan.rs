@@ -130,7 +130,7 @@ pub struct LedgerScan {
     /// The last entry's time.
     pub last: Option<Timestamp>,
     /// `rotation` entries, oldest first (the newest
-    /// [`ROTATION_STEPS_KEPT`]).
+    /// 200).
     pub rotations: VecDeque<RotationStep>,
     /// The latest `reconcile` entry per study.
     pub reconciles: BTreeMap<String, ReconcileRun>,
@@ -143,7 +143,7 @@ pub struct LedgerScan {
     pub access_changes: u64,
     /// `reauth` entries.
     pub reauth_entries: u64,
-    /// Alerts, oldest first (the newest [`ALERTS_KEPT`]).
+    /// Alerts, oldest first (the newest 50).
     pub alerts: VecDeque<AlertSeen>,
     /// Alerts in all.
     pub alerts_total: u64,

@@ -31,6 +31,10 @@
 //! - **done**; or **failed** (the new token failed verification: the
 //!   escrow is kept) or **aborted**.
 //!
+//! [`status`] is `rotate status`'s inventory: each account's token age
+//! against its period, due date, open and last rotation (the compliance
+//! report and the dashboard show the same).
+//!
 //! The journal ([`journal`]) holds fingerprints, never values; the escrow
 //! is the only place besides the store a new token is ever written. Both
 //! go through [`durable::FileSystem`], so tests cut the power after every
