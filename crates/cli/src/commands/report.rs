@@ -234,8 +234,7 @@ fn print_pdf(html: &Path, pdf: &Path) -> anyhow::Result<()> {
             out.status,
             String::from_utf8_lossy(&out.stderr)
                 .lines()
-                .filter(|l| !l.trim().is_empty())
-                .last()
+                .rfind(|l| !l.trim().is_empty())
                 .unwrap_or("no message")
         );
     }

@@ -346,7 +346,7 @@ impl Evidence {
                 "the gateway's ledger is degraded: requests are refused (fail closed)".into(),
             );
         }
-        out.sort_by(|a, b| b.severity.cmp(&a.severity));
+        out.sort_by_key(|f| std::cmp::Reverse(f.severity));
         out
     }
 
