@@ -86,6 +86,19 @@ fn append_close_verify_and_prove_on_disk() {
     assert_eq!(report.unanchored, 0);
     assert_eq!(report.root, final_cp.root);
     assert_eq!(report.origin, ORIGIN);
+    // The latest note is the final checkpoint, as signed.
+    let note = ledger::latest_note(fs.as_ref(), &dir)
+        .unwrap()
+        .expect("a note");
+    assert_eq!(
+        ledger::Checkpoint::verify(&note, &vkey()).unwrap().size,
+        201
+    );
+    assert_eq!(
+        ledger::latest_note(fs.as_ref(), &tmp.path().join("none")).unwrap(),
+        None,
+        "no checkpoint file yet"
+    );
 
     let entries = read_entries(fs.as_ref(), &dir).unwrap();
     for r in &receipts {

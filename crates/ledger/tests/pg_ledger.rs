@@ -134,6 +134,11 @@ fn append_close_verify_and_prove() {
 
     let mut r = reader(&url, &schema);
     let report = r.verify(&vkey()).unwrap();
+    let note = r.latest_note().unwrap().expect("a note");
+    assert_eq!(
+        ledger::Checkpoint::verify(&note, &vkey()).unwrap().size,
+        203
+    );
     assert_eq!(report.entries, 203);
     assert_eq!(report.segments, 1);
     assert_eq!(report.anchored, 203);
