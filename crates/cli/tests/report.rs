@@ -7,7 +7,8 @@
 //! console message (screenshots in target/chromium-artifacts/); `--pdf`
 //! prints it, and says how to install Chromium when there is none. The
 //! dashboard on the admin listener asks a browser for the admin credential,
-//! and with it shows the same, findings first, then the live charts.
+//! and with it shows the same, findings first, then the live charts. With
+//! REDCap gone the report is still written, saying rights were not checked.
 
 mod common;
 
@@ -320,6 +321,21 @@ fn the_report_and_the_dashboard_show_the_seeded_accounts_and_findings_in_chromiu
         findings < live && live < tokens,
         "findings first, then the live charts"
     );
+
+    // REDCap gone (the quickstart stopped): the report is still written,
+    // saying rights could not be checked.
+    let dir = q.dir.clone();
+    drop(q);
+    let offline = warden(&dir, &["report", "--out", "out/offline.html"], None);
+    assert_eq!(offline.status.code(), Some(1), "{}", text(&offline));
+    let html = std::fs::read_to_string(dir.join("out/offline.html")).unwrap();
+    assert!(
+        html.contains("Rights could not be checked"),
+        "{}",
+        text(&offline)
+    );
+    assert!(html.contains("id=\"ledger-verified\""));
+    no_leak("the offline report", &html, &canaries);
 }
 
 /// The browser checks can fail: a page that writes to the console, or
