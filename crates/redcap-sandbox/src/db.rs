@@ -160,6 +160,68 @@ pub struct Project {
     pub roles: Vec<Role>,
     #[serde(default)]
     pub dags: Vec<Dag>,
+    /// Arms, in arm-number order (longitudinal projects; none in a classic
+    /// one).
+    #[serde(default)]
+    pub arms: Vec<Arm>,
+    /// Events, in their order within the arms' order.
+    #[serde(default)]
+    pub events: Vec<Event>,
+    /// Which instruments, or whole events, repeat (§6.6).
+    #[serde(default)]
+    pub repeating: Vec<Repeating>,
+}
+
+/// An arm of a longitudinal project.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Arm {
+    pub num: u32,
+    pub name: String,
+}
+
+/// An event of a longitudinal project (a row of `redcap_events_metadata`)
+/// with its designated instruments (`redcap_events_forms`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Event {
+    /// REDCap's `event_id`, unique in the whole server; the key of the
+    /// event's values in `redcap_data`.
+    pub id: i64,
+    pub arm_num: u32,
+    pub name: String,
+    #[serde(default)]
+    pub day_offset: f64,
+    #[serde(default)]
+    pub offset_min: f64,
+    #[serde(default)]
+    pub offset_max: f64,
+    #[serde(default)]
+    pub custom_label: String,
+    /// Designated instruments, in data-dictionary order.
+    #[serde(default)]
+    pub forms: Vec<String>,
+}
+
+/// A repeating instrument (`form` set) or a repeating event (`form`
+/// empty): a row of `redcap_events_repeat`. `event_id` is
+/// [`crate::store::CLASSIC_EVENT`] in a classic project.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Repeating {
+    pub event_id: i64,
+    pub form: String,
+    pub custom_label: String,
+}
+
+/// A unique event name before its arm suffix (§6.6): the label in lower
+/// case, characters other than letters, digits and spaces dropped, spaces
+/// made `_`, cut to 18 characters.
+fn event_name_stem(label: &str) -> String {
+    let cleaned: String = label
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == ' ' || *c == '_')
+        .map(|c| if c == ' ' { '_' } else { c })
+        .collect();
+    cleaned.chars().take(18).collect()
 }
 
 fn yes() -> bool {
@@ -219,6 +281,61 @@ impl Project {
             .unwrap_or_else(|| member.rights.clone());
         self.normalise_forms(&mut rights);
         rights
+    }
+
+    /// Unique event names (`<stem>_arm_<n>`), aligned with `self.events`;
+    /// a name already taken gets `b`, `c`, … appended.
+    pub fn unique_event_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = Vec::with_capacity(self.events.len());
+        for e in &self.events {
+            let base = format!("{}_arm_{}", event_name_stem(&e.name), e.arm_num);
+            let mut name = base.clone();
+            let mut suffix = b'b';
+            while names.contains(&name) {
+                name = format!("{base}{}", suffix as char);
+                suffix = suffix.saturating_add(1);
+            }
+            names.push(name);
+        }
+        names
+    }
+
+    /// The event of a unique name.
+    pub fn event_by_unique(&self, unique: &str) -> Option<&Event> {
+        let names = self.unique_event_names();
+        names
+            .iter()
+            .position(|n| n == unique)
+            .map(|i| &self.events[i])
+    }
+
+    /// Whether the project has repeating instruments or events.
+    pub fn has_repeating(&self) -> bool {
+        !self.repeating.is_empty()
+    }
+
+    /// Whether `form` repeats on the event (as an instrument).
+    pub fn repeats_form(&self, event_id: i64, form: &str) -> bool {
+        self.repeating
+            .iter()
+            .any(|r| r.event_id == event_id && r.form == form)
+    }
+
+    /// Whether the whole event repeats.
+    pub fn repeats_event(&self, event_id: i64) -> bool {
+        self.repeating
+            .iter()
+            .any(|r| r.event_id == event_id && r.form.is_empty())
+    }
+
+    /// The events a record's values may sit in: the project's, or the
+    /// classic project's single implicit one.
+    pub fn event_ids(&self) -> Vec<i64> {
+        if self.is_longitudinal {
+            self.events.iter().map(|e| e.id).collect()
+        } else {
+            vec![crate::store::CLASSIC_EVENT]
+        }
     }
 
     /// Makes the form maps cover exactly the project's instruments.
@@ -310,6 +427,9 @@ pub struct State {
     pub next_project_id: u64,
     pub next_group_id: u64,
     pub next_role_id: u64,
+    /// The next `event_id` (shared by all projects, as in REDCap).
+    #[serde(default)]
+    pub next_event_id: i64,
     pub accounts: BTreeMap<String, Account>,
     pub projects: BTreeMap<u64, Project>,
     /// The system setting "API enabled" is off (§1.3 step 3).

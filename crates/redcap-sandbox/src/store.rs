@@ -117,19 +117,6 @@ CREATE TABLE IF NOT EXISTS redcap_metadata (
     field_annotation TEXT NOT NULL,
     PRIMARY KEY (project_id, field_order)
 );
-CREATE TABLE IF NOT EXISTS redcap_events_arms (
-    arm_id INTEGER PRIMARY KEY,
-    project_id INTEGER NOT NULL,
-    arm_num INTEGER NOT NULL,
-    arm_name TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS redcap_events_metadata (
-    event_id INTEGER PRIMARY KEY,
-    arm_id INTEGER NOT NULL,
-    day_offset REAL NOT NULL DEFAULT 0,
-    descrip TEXT NOT NULL,
-    custom_event_label TEXT
-);
 CREATE TABLE IF NOT EXISTS redcap_edocs_metadata (
     doc_id INTEGER PRIMARY KEY,
     project_id INTEGER NOT NULL,
@@ -176,6 +163,76 @@ CREATE TABLE IF NOT EXISTS redcap_log_view (
 CREATE INDEX IF NOT EXISTS redcap_log_view_project_ts ON redcap_log_view (project_id, ts);
 CREATE INDEX IF NOT EXISTS redcap_log_view_user ON redcap_log_view (project_id, user, ts);
 ";
+
+/// The longitudinal structure: arms, events (with their arm number
+/// rather than REDCap's `arm_id`), the instruments designated for each
+/// event, and the repeating instruments and events (`event_id` 0 in a
+/// classic project). The first layout had empty `redcap_events_arms` and
+/// `redcap_events_metadata` tables of another shape: [`upgrade_events_tables`]
+/// replaces them.
+const EVENTS_TABLES: &str = "
+CREATE TABLE IF NOT EXISTS redcap_events_arms (
+    project_id INTEGER NOT NULL,
+    arm_num INTEGER NOT NULL,
+    arm_name TEXT NOT NULL,
+    PRIMARY KEY (project_id, arm_num)
+);
+CREATE TABLE IF NOT EXISTS redcap_events_metadata (
+    event_id INTEGER PRIMARY KEY,
+    project_id INTEGER NOT NULL,
+    arm_num INTEGER NOT NULL,
+    event_order INTEGER NOT NULL,
+    descrip TEXT NOT NULL,
+    day_offset REAL NOT NULL,
+    offset_min REAL NOT NULL,
+    offset_max REAL NOT NULL,
+    custom_event_label TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS redcap_events_metadata_project
+    ON redcap_events_metadata (project_id, event_order);
+CREATE TABLE IF NOT EXISTS redcap_events_forms (
+    project_id INTEGER NOT NULL,
+    event_id INTEGER NOT NULL,
+    form_order INTEGER NOT NULL,
+    form_name TEXT NOT NULL,
+    PRIMARY KEY (project_id, event_id, form_order)
+);
+CREATE TABLE IF NOT EXISTS redcap_events_repeat (
+    project_id INTEGER NOT NULL,
+    repeat_order INTEGER NOT NULL,
+    event_id INTEGER NOT NULL,
+    form_name TEXT NOT NULL,
+    custom_repeat_form_label TEXT NOT NULL,
+    PRIMARY KEY (project_id, repeat_order)
+);
+";
+
+/// Replaces the first layout's (always empty) event tables by
+/// [`EVENTS_TABLES`]'s.
+fn upgrade_events_tables(conn: &Connection) -> anyhow::Result<()> {
+    let old: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM pragma_table_info('redcap_events_metadata')
+         WHERE name = 'arm_id'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !old {
+        return Ok(());
+    }
+    let rows: i64 = conn.query_row(
+        "SELECT (SELECT count(*) FROM redcap_events_metadata)
+              + (SELECT count(*) FROM redcap_events_arms)",
+        [],
+        |r| r.get(0),
+    )?;
+    anyhow::ensure!(
+        rows == 0,
+        "redcap_events_arms/redcap_events_metadata of the first layout hold rows; \
+         the sandbox never wrote any: restore the data directory from a backup"
+    );
+    conn.execute_batch("DROP TABLE redcap_events_metadata; DROP TABLE redcap_events_arms;")?;
+    Ok(())
+}
 
 /// `redcap_data`: REDCap's columns, then the record's sort key (as in
 /// `redcap_record_list`), which leads the primary key after the project: a
@@ -227,6 +284,9 @@ pub fn open(dir: &Path) -> anyhow::Result<(Connection, State)> {
     // (db.rs); the writer checkpoints itself only past 256 MB of WAL.
     conn.pragma_update(None, "wal_autocheckpoint", 65536)?;
     upgrade_data_table(&conn).context("cannot upgrade the table redcap_data")?;
+    upgrade_events_tables(&conn).context("cannot upgrade the event tables")?;
+    conn.execute_batch(EVENTS_TABLES)
+        .context("cannot create the event tables")?;
     conn.execute_batch(DATA_TABLE)
         .context("cannot create the sandbox's tables")?;
     migrate(dir, &conn)?;
@@ -339,6 +399,7 @@ pub fn load_state(conn: &Connection) -> anyhow::Result<State> {
     state.next_group_id = num("next_group_id", 1)?;
     state.next_role_id = num("next_role_id", 1)?;
     state.next_doc_id = num("next_doc_id", 0)?;
+    state.next_event_id = i64::try_from(num("next_event_id", 1)?).unwrap_or(1);
     state.api_disabled = num("api_disabled", 0)? == 1;
     let mut stmt = conn.prepare("SELECT ip FROM sandbox_banned_ips")?;
     for ip in stmt.query_map([], |r| r.get::<_, String>(0))? {
@@ -387,6 +448,9 @@ pub fn load_state(conn: &Connection) -> anyhow::Result<State> {
             members: BTreeMap::new(),
             roles: Vec::new(),
             dags: Vec::new(),
+            arms: Vec::new(),
+            events: Vec::new(),
+            repeating: Vec::new(),
         })
     })?;
     for p in projects {
@@ -475,6 +539,7 @@ pub fn load_state(conn: &Connection) -> anyhow::Result<State> {
             p.dags.push(d);
         }
     }
+    load_events(conn, &mut state)?;
     let mut stmt = conn.prepare(
         "SELECT doc_id, project_id, doc_name, mime_type, doc_size FROM redcap_edocs_metadata",
     )?;
@@ -496,6 +561,140 @@ pub fn load_state(conn: &Connection) -> anyhow::Result<State> {
     Ok(state)
 }
 
+/// Loads arms, events, their instruments and the repeating setup.
+fn load_events(conn: &Connection, state: &mut State) -> anyhow::Result<()> {
+    use crate::db::{Arm, Event, Repeating};
+    let mut stmt =
+        conn.prepare("SELECT project_id, arm_num, arm_name FROM redcap_events_arms ORDER BY 1, 2")?;
+    let arms = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, u64>(0)?,
+            Arm {
+                num: r.get(1)?,
+                name: r.get(2)?,
+            },
+        ))
+    })?;
+    for a in arms {
+        let (pid, a) = a?;
+        if let Some(p) = state.projects.get_mut(&pid) {
+            p.arms.push(a);
+        }
+    }
+    let mut stmt = conn.prepare(
+        "SELECT project_id, event_id, arm_num, descrip, day_offset, offset_min, offset_max,
+                custom_event_label
+         FROM redcap_events_metadata ORDER BY project_id, event_order",
+    )?;
+    let events = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, u64>(0)?,
+            Event {
+                id: r.get(1)?,
+                arm_num: r.get(2)?,
+                name: r.get(3)?,
+                day_offset: r.get(4)?,
+                offset_min: r.get(5)?,
+                offset_max: r.get(6)?,
+                custom_label: r.get(7)?,
+                forms: Vec::new(),
+            },
+        ))
+    })?;
+    for e in events {
+        let (pid, e) = e?;
+        if let Some(p) = state.projects.get_mut(&pid) {
+            p.events.push(e);
+        }
+    }
+    let mut stmt = conn.prepare(
+        "SELECT project_id, event_id, form_name FROM redcap_events_forms
+         ORDER BY project_id, event_id, form_order",
+    )?;
+    let forms = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, u64>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, String>(2)?,
+        ))
+    })?;
+    for f in forms {
+        let (pid, event_id, form) = f?;
+        if let Some(e) = state
+            .projects
+            .get_mut(&pid)
+            .and_then(|p| p.events.iter_mut().find(|e| e.id == event_id))
+        {
+            e.forms.push(form);
+        }
+    }
+    let mut stmt = conn.prepare(
+        "SELECT project_id, event_id, form_name, custom_repeat_form_label
+         FROM redcap_events_repeat ORDER BY project_id, repeat_order",
+    )?;
+    let repeats = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, u64>(0)?,
+            Repeating {
+                event_id: r.get(1)?,
+                form: r.get(2)?,
+                custom_label: r.get(3)?,
+            },
+        ))
+    })?;
+    for rep in repeats {
+        let (pid, rep) = rep?;
+        if let Some(p) = state.projects.get_mut(&pid) {
+            p.repeating.push(rep);
+        }
+    }
+    Ok(())
+}
+
+/// Writes one project's arms, events, designations and repeating setup
+/// (after its old rows were deleted).
+fn save_events(conn: &Connection, p: &Project) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO redcap_events_arms (project_id, arm_num, arm_name) VALUES (?1, ?2, ?3)",
+    )?;
+    for a in &p.arms {
+        stmt.execute(params![p.id, a.num, a.name])?;
+    }
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO redcap_events_metadata (event_id, project_id, arm_num, event_order, descrip,
+             day_offset, offset_min, offset_max, custom_event_label)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?;
+    let mut forms = conn.prepare_cached(
+        "INSERT INTO redcap_events_forms (project_id, event_id, form_order, form_name)
+         VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for (i, e) in p.events.iter().enumerate() {
+        stmt.execute(params![
+            e.id,
+            p.id,
+            e.arm_num,
+            i,
+            e.name,
+            e.day_offset,
+            e.offset_min,
+            e.offset_max,
+            e.custom_label
+        ])?;
+        for (j, f) in e.forms.iter().enumerate() {
+            forms.execute(params![p.id, e.id, j, f])?;
+        }
+    }
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO redcap_events_repeat (project_id, repeat_order, event_id, form_name,
+             custom_repeat_form_label) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for (i, r) in p.repeating.iter().enumerate() {
+        stmt.execute(params![p.id, i, r.event_id, r.form, r.custom_label])?;
+    }
+    Ok(())
+}
+
 /// Writes the settings: the rows of what changed are replaced. Settings
 /// are small (accounts, projects, users, roles, DAGs, metadata, file
 /// names), so a changed part is rewritten whole; records and logs are
@@ -511,6 +710,7 @@ pub fn save_state(
     config_set(conn, "next_group_id", &state.next_group_id.to_string())?;
     config_set(conn, "next_role_id", &state.next_role_id.to_string())?;
     config_set(conn, "next_doc_id", &state.next_doc_id.to_string())?;
+    config_set(conn, "next_event_id", &state.next_event_id.to_string())?;
     if dirty.system {
         config_set(
             conn,
@@ -560,6 +760,10 @@ pub fn save_state(
             "redcap_user_rights",
             "redcap_user_roles",
             "redcap_data_access_groups",
+            "redcap_events_arms",
+            "redcap_events_metadata",
+            "redcap_events_forms",
+            "redcap_events_repeat",
         ] {
             conn.prepare_cached(&format!("DELETE FROM {table} WHERE project_id = ?1"))?
                 .execute([pid])?;
@@ -645,6 +849,7 @@ pub fn save_state(
         for (i, d) in p.dags.iter().enumerate() {
             stmt.execute(params![d.id, pid, d.name, i])?;
         }
+        save_events(conn, p)?;
     }
     Ok(())
 }
@@ -839,19 +1044,70 @@ pub fn set_record_group(
 /// The `WHERE` of one record's values: its key in `redcap_data`'s order.
 const RECORD_KEY: &str = "project_id = ?1 AND sort_class = ?2 AND sort_num = ?3 AND record = ?4";
 
+/// Where a value sits in a record: its event and its instance (1 unless
+/// the instrument or event repeats).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Slot {
+    pub event: i64,
+    pub instance: i64,
+}
+
+impl Slot {
+    /// A classic project's only slot.
+    pub const CLASSIC: Slot = Slot {
+        event: CLASSIC_EVENT,
+        instance: 1,
+    };
+}
+
 /// A record's values by field (export column) name.
+#[cfg(test)]
 pub fn record_values(
     conn: &Connection,
     pid: u64,
     record: &str,
 ) -> rusqlite::Result<BTreeMap<String, String>> {
+    record_values_in(conn, pid, record, Slot::CLASSIC)
+}
+
+/// A record's values in one slot, by field (export column) name.
+pub fn record_values_in(
+    conn: &Connection,
+    pid: u64,
+    record: &str,
+    slot: Slot,
+) -> rusqlite::Result<BTreeMap<String, String>> {
     let (class, num) = sort_key(record);
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT field_name, value FROM redcap_data
-         WHERE {RECORD_KEY} AND event_id = ?5 AND instance = 1"
+         WHERE {RECORD_KEY} AND event_id = ?5 AND instance = ?6"
     ))?;
-    let rows = stmt.query_map(params![pid, class, num, record, CLASSIC_EVENT], |r| {
-        Ok((r.get(0)?, r.get(1)?))
+    let rows = stmt.query_map(
+        params![pid, class, num, record, slot.event, slot.instance],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    rows.collect()
+}
+
+/// Every value of a record: (slot, field, value), in key order.
+pub fn record_all_values(
+    conn: &Connection,
+    pid: u64,
+    record: &str,
+) -> rusqlite::Result<Vec<(Slot, String, String)>> {
+    let (class, num) = sort_key(record);
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT event_id, instance, field_name, value FROM redcap_data WHERE {RECORD_KEY}"
+    ))?;
+    let rows = stmt.query_map(params![pid, class, num, record], |r| {
+        Ok((
+            Slot {
+                event: r.get(0)?,
+                instance: r.get(1)?,
+            },
+            r.get(2)?,
+            r.get(3)?,
+        ))
     })?;
     rows.collect()
 }
@@ -904,12 +1160,108 @@ pub fn put_value_if_absent(
     Ok(())
 }
 
+/// Sets a value of one slot unless the record already has one there.
+pub fn put_value_if_absent_in(
+    conn: &Connection,
+    pid: u64,
+    record: &str,
+    slot: Slot,
+    field: &str,
+    value: &str,
+) -> rusqlite::Result<()> {
+    let (class, num) = sort_key(record);
+    conn.prepare_cached(
+        "INSERT OR IGNORE INTO redcap_data (project_id, event_id, record, field_name, instance,
+             value, sort_class, sort_num)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+        pid,
+        slot.event,
+        record,
+        field,
+        slot.instance,
+        value,
+        class,
+        num
+    ])?;
+    Ok(())
+}
+
+/// The highest instance of a record's values of `fields` in an event (0
+/// if none).
+pub fn max_instance(
+    conn: &Connection,
+    pid: u64,
+    record: &str,
+    event: i64,
+    fields: &[String],
+) -> rusqlite::Result<i64> {
+    let (class, num) = sort_key(record);
+    let list = serde_json::to_string(fields).unwrap_or_default();
+    conn.prepare_cached(&format!(
+        "SELECT coalesce(max(instance), 0) FROM redcap_data
+         WHERE {RECORD_KEY} AND event_id = ?5
+             AND field_name IN (SELECT value FROM json_each(?6))"
+    ))?
+    .query_row(params![pid, class, num, record, event, list], |r| r.get(0))
+}
+
+/// Removes every value of a project's events (a deleted event or arm)
+/// and the records left with no value; answers the values' doc ids
+/// candidates (every value of `file_fields`).
+pub fn delete_event_data(
+    conn: &Connection,
+    pid: u64,
+    events: &[i64],
+    file_fields: &[String],
+) -> rusqlite::Result<Vec<String>> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    let events = serde_json::to_string(events).unwrap_or_default();
+    let files = serde_json::to_string(file_fields).unwrap_or_default();
+    let mut stmt = conn.prepare(
+        "SELECT value FROM redcap_data WHERE project_id = ?1
+             AND event_id IN (SELECT value FROM json_each(?2))
+             AND field_name IN (SELECT value FROM json_each(?3))",
+    )?;
+    let docs = stmt
+        .query_map(params![pid, events, files], |r| r.get(0))?
+        .collect::<rusqlite::Result<Vec<String>>>()?;
+    conn.execute(
+        "DELETE FROM redcap_data WHERE project_id = ?1
+             AND event_id IN (SELECT value FROM json_each(?2))",
+        params![pid, events],
+    )?;
+    conn.execute(
+        "DELETE FROM redcap_record_list WHERE project_id = ?1 AND NOT EXISTS (
+             SELECT 1 FROM redcap_data d WHERE d.project_id = ?1
+                 AND d.sort_class = redcap_record_list.sort_class
+                 AND d.sort_num = redcap_record_list.sort_num
+                 AND d.record = redcap_record_list.record)",
+        [pid],
+    )?;
+    Ok(docs)
+}
+
 /// Sets several values of one record (replacing any): one statement per
 /// [`VALUES_PER_STATEMENT`] values, not one per value.
 pub fn put_values<V: AsRef<str>>(
     conn: &Connection,
     pid: u64,
     record: &str,
+    values: &[(&str, V)],
+) -> rusqlite::Result<()> {
+    put_values_in(conn, pid, record, Slot::CLASSIC, values)
+}
+
+/// [`put_values`] in one slot.
+pub fn put_values_in<V: AsRef<str>>(
+    conn: &Connection,
+    pid: u64,
+    record: &str,
+    slot: Slot,
     values: &[(&str, V)],
 ) -> rusqlite::Result<()> {
     let (class, num) = sort_key(record);
@@ -919,9 +1271,11 @@ pub fn put_values<V: AsRef<str>>(
         stmt.raw_bind_parameter(2, record)?;
         stmt.raw_bind_parameter(3, class)?;
         stmt.raw_bind_parameter(4, num)?;
+        stmt.raw_bind_parameter(5, slot.event)?;
+        stmt.raw_bind_parameter(6, slot.instance)?;
         for (i, (field, value)) in chunk.iter().enumerate() {
-            stmt.raw_bind_parameter(5 + 2 * i, field)?;
-            stmt.raw_bind_parameter(6 + 2 * i, value.as_ref())?;
+            stmt.raw_bind_parameter(7 + 2 * i, field)?;
+            stmt.raw_bind_parameter(8 + 2 * i, value.as_ref())?;
         }
         stmt.raw_execute()?;
     }
@@ -931,7 +1285,7 @@ pub fn put_values<V: AsRef<str>>(
 /// The most values [`put_values`] writes in one statement.
 const VALUES_PER_STATEMENT: usize = 32;
 
-/// The statement of [`put_values`] for `n` values (1 to
+/// The statement of [`put_values_in`] for `n` values (1 to
 /// [`VALUES_PER_STATEMENT`]), made once.
 fn put_values_sql(n: usize) -> &'static str {
     static SQL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
@@ -939,13 +1293,7 @@ fn put_values_sql(n: usize) -> &'static str {
         (0..=VALUES_PER_STATEMENT)
             .map(|n| {
                 let rows: Vec<String> = (0..n)
-                    .map(|i| {
-                        format!(
-                            "(?1, {CLASSIC_EVENT}, ?2, ?{}, 1, ?{}, ?3, ?4)",
-                            5 + 2 * i,
-                            6 + 2 * i
-                        )
-                    })
+                    .map(|i| format!("(?1, ?5, ?2, ?{}, ?6, ?{}, ?3, ?4)", 7 + 2 * i, 8 + 2 * i))
                     .collect();
                 format!(
                     "INSERT OR REPLACE INTO redcap_data (project_id, event_id, record, field_name,
@@ -965,11 +1313,31 @@ pub fn delete_value(
     record: &str,
     field: &str,
 ) -> rusqlite::Result<()> {
+    delete_value_in(conn, pid, record, Slot::CLASSIC, field)
+}
+
+/// Removes a value of one slot.
+pub fn delete_value_in(
+    conn: &Connection,
+    pid: u64,
+    record: &str,
+    slot: Slot,
+    field: &str,
+) -> rusqlite::Result<()> {
     let (class, num) = sort_key(record);
     conn.prepare_cached(&format!(
-        "DELETE FROM redcap_data WHERE {RECORD_KEY} AND event_id = ?5 AND field_name = ?6"
+        "DELETE FROM redcap_data
+         WHERE {RECORD_KEY} AND event_id = ?5 AND field_name = ?6 AND instance = ?7"
     ))?
-    .execute(params![pid, class, num, record, CLASSIC_EVENT, field])?;
+    .execute(params![
+        pid,
+        class,
+        num,
+        record,
+        slot.event,
+        field,
+        slot.instance
+    ])?;
     Ok(())
 }
 
@@ -1041,6 +1409,9 @@ pub struct RecordQuery<'a> {
     pub records: Option<&'a [String]>,
     /// Only these stored fields (`None`: all).
     pub fields: Option<&'a [String]>,
+    /// Every event and instance (longitudinal or repeating projects);
+    /// `false` reads only the classic slot.
+    pub all_slots: bool,
 }
 
 /// One record as an export reads it.
@@ -1048,13 +1419,56 @@ pub struct RecordQuery<'a> {
 pub struct RecordRow {
     pub name: String,
     pub group_id: Option<u64>,
-    /// The values of the export's columns, in their order (`""`: none).
-    pub values: Vec<String>,
+    /// The record's slots with values, each with the values of the
+    /// export's columns in their order (`""`: none). A classic read has
+    /// exactly one slot, [`Slot::CLASSIC`], even when it holds nothing.
+    pub slots: Vec<(Slot, Vec<String>)>,
+    /// Value buffers of earlier records, reused.
+    spare: Vec<Vec<String>>,
+}
+
+impl RecordRow {
+    /// A record of a classic read (tests).
+    #[cfg(test)]
+    pub fn classic(name: &str, group_id: Option<u64>, values: Vec<String>) -> RecordRow {
+        RecordRow {
+            name: name.to_owned(),
+            group_id,
+            slots: vec![(Slot::CLASSIC, values)],
+            spare: Vec::new(),
+        }
+    }
+
+    /// The values of a slot, added (empty) if new.
+    fn slot_mut(&mut self, slot: Slot, width: usize) -> &mut Vec<String> {
+        let pos = match self.slots.last() {
+            Some((s, _)) if *s == slot => Some(self.slots.len() - 1),
+            _ => self.slots.iter().position(|(s, _)| *s == slot),
+        };
+        let pos = pos.unwrap_or_else(|| {
+            let mut values = self.spare.pop().unwrap_or_default();
+            values.resize(width, String::new());
+            self.slots.push((slot, values));
+            self.slots.len() - 1
+        });
+        &mut self.slots[pos].1
+    }
+
+    /// Empties the record for the next one, keeping its buffers.
+    fn clear(&mut self) {
+        for (_, mut values) in self.slots.drain(..) {
+            for v in &mut values {
+                v.clear();
+            }
+            self.spare.push(values);
+        }
+    }
 }
 
 /// Calls `f` with each record in REDCap's order, one at a time, with the
-/// values of `columns`: the filters are part of the queries, memory holds
-/// one record (its buffers reused from record to record).
+/// values of `columns` in each of its slots: the filters are part of the
+/// queries, memory holds one record (its buffers reused from record to
+/// record).
 ///
 /// Two ordered reads side by side: the records (`redcap_record_list`
 /// through its sort-key index, with the DAG and record filters) and their
@@ -1070,6 +1484,7 @@ pub fn for_each_record(
 ) -> anyhow::Result<()> {
     let index: HashMap<&str, usize, FieldHash> =
         columns.iter().enumerate().map(|(i, c)| (*c, i)).collect();
+    let width = columns.len();
     let mut sql = String::from(
         "SELECT record, dag_id, sort_class, sort_num FROM redcap_record_list
          WHERE project_id = ? AND arm = ?",
@@ -1094,60 +1509,61 @@ pub fn for_each_record(
     } else {
         ""
     };
-    let mut current = RecordRow {
-        values: vec![String::new(); columns.len()],
-        ..RecordRow::default()
+    // A classic read: only the classic slot, named in the query.
+    let slot_filter = if q.all_slots {
+        String::new()
+    } else {
+        format!(" AND event_id = {CLASSIC_EVENT} AND instance = 1")
     };
+    let all_slots = q.all_slots;
+    let mut current = RecordRow::default();
     let mut key = (0i64, 0i64);
     // The next record of the list into `current` (values cleared).
     let mut next_record = |current: &mut RecordRow, key: &mut (i64, i64)| -> anyhow::Result<bool> {
         let Some(r) = records.next()? else {
             return Ok(false);
         };
+        current.clear();
         current.name.clear();
         current.name.push_str(r.get_ref(0)?.as_str()?);
         current.group_id = r.get(1)?;
         *key = (r.get(2)?, r.get(3)?);
-        for v in &mut current.values {
-            v.clear();
+        if !all_slots {
+            current.slot_mut(Slot::CLASSIC, width);
         }
         Ok(true)
     };
-    let put = |current: &mut RecordRow, field: &str, value: &str| {
-        if let Some(&i) = index.get(field) {
-            current.values[i].push_str(value);
+    // A value row: (record, field, value, event, instance).
+    let put = |current: &mut RecordRow, r: &rusqlite::Row| -> anyhow::Result<()> {
+        if let Some(&i) = index.get(r.get_ref(1)?.as_str()?) {
+            let slot = if all_slots {
+                Slot {
+                    event: r.get(3)?,
+                    instance: r.get(4)?,
+                }
+            } else {
+                Slot::CLASSIC
+            };
+            current.slot_mut(slot, width)[i].push_str(r.get_ref(2)?.as_str()?);
         }
+        Ok(())
     };
 
     if q.records.is_some() {
         let mut values = conn.prepare(&format!(
-            "SELECT field_name, value FROM redcap_data
-             WHERE {RECORD_KEY} AND event_id = ?5 AND instance = 1{field_filter}"
+            "SELECT record, field_name, value, event_id, instance FROM redcap_data
+             WHERE {RECORD_KEY}{slot_filter}{}",
+            field_filter.replace('?', "?5")
         ))?;
         while next_record(&mut current, &mut key)? {
             let mut rows = match &fields {
-                Some(list) => values.query(params![
-                    q.project_id,
-                    key.0,
-                    key.1,
-                    current.name,
-                    CLASSIC_EVENT,
-                    list
-                ])?,
-                None => values.query(params![
-                    q.project_id,
-                    key.0,
-                    key.1,
-                    current.name,
-                    CLASSIC_EVENT
-                ])?,
+                Some(list) => {
+                    values.query(params![q.project_id, key.0, key.1, current.name, list])?
+                }
+                None => values.query(params![q.project_id, key.0, key.1, current.name])?,
             };
             while let Some(r) = rows.next()? {
-                put(
-                    &mut current,
-                    r.get_ref(0)?.as_str()?,
-                    r.get_ref(1)?.as_str()?,
-                );
+                put(&mut current, r)?;
             }
             drop(rows);
             f(&current)?;
@@ -1156,24 +1572,21 @@ pub fn for_each_record(
     }
 
     let mut values = conn.prepare(&format!(
-        "SELECT record, field_name, value FROM redcap_data
-         WHERE project_id = ?1 AND event_id = ?2 AND instance = 1{field_filter}
-         ORDER BY sort_class, sort_num, record"
+        "SELECT record, field_name, value, event_id, instance FROM redcap_data
+         WHERE project_id = ?1{slot_filter}{}
+         ORDER BY sort_class, sort_num, record",
+        field_filter.replace('?', "?2")
     ))?;
     let mut rows = match &fields {
-        Some(list) => values.query(params![q.project_id, CLASSIC_EVENT, list])?,
-        None => values.query(params![q.project_id, CLASSIC_EVENT])?,
+        Some(list) => values.query(params![q.project_id, list])?,
+        None => values.query(params![q.project_id])?,
     };
     let mut have = next_record(&mut current, &mut key)?;
     while have && let Some(r) = rows.next()? {
         // Nearly always a further value of the current record: its name
         // alone says so.
         if r.get_ref(0)?.as_bytes()? == current.name.as_bytes() {
-            put(
-                &mut current,
-                r.get_ref(1)?.as_str()?,
-                r.get_ref(2)?.as_str()?,
-            );
+            put(&mut current, r)?;
             continue;
         }
         // The stored sort key is the name's (`sort_key`): computed here
@@ -1191,11 +1604,7 @@ pub fn for_each_record(
                     }
                 }
                 std::cmp::Ordering::Equal => {
-                    put(
-                        &mut current,
-                        r.get_ref(1)?.as_str()?,
-                        r.get_ref(2)?.as_str()?,
-                    );
+                    put(&mut current, r)?;
                     break;
                 }
                 // A value of a record the filters left out.
@@ -1356,7 +1765,7 @@ mod tests {
     fn names(conn: &Connection, q: &RecordQuery) -> Vec<String> {
         let mut out = Vec::new();
         for_each_record(conn, q, &["record_id", "x"], |r| {
-            let n = r.values.iter().filter(|v| !v.is_empty()).count();
+            let n = r.slots[0].1.iter().filter(|v| !v.is_empty()).count();
             out.push(format!("{}:{n}", r.name));
             Ok(())
         })
@@ -1387,6 +1796,7 @@ mod tests {
             group_id: None,
             records: None,
             fields: None,
+            all_slots: false,
         };
         assert_eq!(names(&conn, &all), ["01:2", "2:2", "10:2", "a:2", "b:2"]);
         let dag = RecordQuery {
@@ -1401,6 +1811,7 @@ mod tests {
             group_id: None,
             records: Some(&some),
             fields: Some(&only),
+            all_slots: false,
         };
         assert_eq!(names(&conn, &q), ["10:1", "a:1"]);
         // A field filter alone (the merged scan): records without a value
@@ -1411,6 +1822,7 @@ mod tests {
             group_id: None,
             records: None,
             fields: Some(&only),
+            all_slots: false,
         };
         assert_eq!(
             names(&conn, &only_x),
@@ -1460,6 +1872,7 @@ mod tests {
             group_id: None,
             records: None,
             fields: None,
+            all_slots: false,
         };
         assert_eq!(names(&conn, &all), ["9:1", "10:1", "a:1"]);
         assert_eq!(

@@ -30,15 +30,16 @@ const SUPPORTED: &[(&str, &[(&str, &str)])] = &[
     ("log", &[]),
     ("userRole", &[]),
     ("userRoleMapping", &[]),
+    ("repeatingFormsEvents", &[]),
+    ("event", &[]),
+    ("arm", &[]),
+    ("formEventMapping", &[]),
 ];
 
 /// In REDCap 15.7.6's whitelist, not implemented by the sandbox.
 const UNSUPPORTED: &[&str] = &[
     "filesize",
     "fileinfo",
-    "repeatingFormsEvents",
-    "event",
-    "arm",
     "project_settings",
     "report",
     "authkey",
@@ -49,7 +50,6 @@ const UNSUPPORTED: &[&str] = &[
     "surveyReturnCode",
     "participantList",
     "appRightsCheck",
-    "formEventMapping",
     "fieldValidation",
     "attachment",
     "project_xml",

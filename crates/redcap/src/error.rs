@@ -240,6 +240,22 @@ pub enum ApiError {
     },
     /// `api_102`: design change in production. INF text.
     ProductionDesign,
+    /// Arms, events, instrument-event mappings or repeating instruments
+    /// asked of a classic project (`what`: `arms`, `events`,
+    /// `form/event mappings`, …). *Verbatim* for the exports of arms,
+    /// events and mappings (§6.6); INF for the imports and deletes.
+    ClassicProject {
+        /// `export`, `import` or `delete`.
+        verb: &'static str,
+        /// What was asked for.
+        what: &'static str,
+    },
+    /// Problems with imported arms, events, mappings or repeating setup
+    /// (INF texts).
+    BadStructure {
+        /// The whole message: what is wrong and with which row.
+        details: String,
+    },
     /// Metadata import problems (INF texts).
     BadMetadata {
         /// The whole message: what is wrong with the data dictionary.
@@ -361,6 +377,23 @@ impl ValidationLine {
         "You do not have edit privileges for the instrument containing this field.";
     /// Creating a record without the Create Records right. INF text.
     pub const NO_RECORD_CREATE: &'static str = "You do not have privileges to create new records.";
+    /// A longitudinal import's value on an instrument the event does not
+    /// hold (`{field}`, `{event}` = the event's label). *Observed* on live
+    /// servers (PyCap issue #142, redcapAPI PR #348).
+    pub const NOT_DESIGNATED: &'static str = "This field ('{field}') exists on an instrument that is not designated for the event named '{event}'. You are not allowed to import data for this field into this event.";
+    /// A `redcap_event_name` that names no event of the project. INF text.
+    pub const BAD_EVENT: &'static str = "The value provided for redcap_event_name is not a valid unique event name in this project.";
+    /// A `redcap_repeat_instrument` that does not repeat on the row's event. INF text.
+    pub const BAD_REPEAT_INSTRUMENT: &'static str = "The value provided for redcap_repeat_instrument is not a repeating instrument on this event.";
+    /// A `redcap_repeat_instance` that is not a whole number from 1 (or `new`). INF text.
+    pub const BAD_REPEAT_INSTANCE: &'static str =
+        "The value provided for redcap_repeat_instance must be an integer greater than 0.";
+    /// A row with `redcap_repeat_instance` on a non-repeating instrument or event, or one
+    /// missing it for a repeating one. INF text.
+    pub const MISSING_REPEAT_INSTANCE: &'static str = "The value provided for redcap_repeat_instance is missing or is not allowed for this instrument and event.";
+    /// A row with `redcap_repeat_instrument` holding data of another instrument. INF text.
+    pub const OTHER_INSTRUMENT: &'static str =
+        "This field is not on the repeating instrument given in redcap_repeat_instrument.";
     /// A row whose record ID is blank. INF text.
     pub const BLANK_RECORD_ID: &'static str = "The record ID cannot be blank.";
     /// A checkbox or yes/no value outside its choices. INF text.
@@ -499,6 +532,8 @@ impl ApiError {
             RecordsDoNotExist { records } => format!("One or more of the records provided cannot be deleted because they do not exist in the project. The following records do not exist: {}", records.join(", ")),
             ProductionDesign => "This method cannot be used while the project is in production status.".into(),
             BadMetadata { details } => details.clone(),
+            ClassicProject { verb, what } => format!("You cannot {verb} {what} for classic projects"),
+            BadStructure { details } => details.clone(),
             FileRecordMissing { record } => format!("The record \"{}\" does not exist", html_escape(record)),
             FileUploadRecordMissing { record } => format!("The record '{record}' does not exist. It must exist to upload a file"),
             FileDeleteRecordMissing { record } => format!("The record '{record}' does not exist"),

@@ -191,8 +191,33 @@ pub fn import(ctx: &mut Ctx) -> Result<Reply, ApiError> {
         project.normalise_forms(&mut r.rights);
     }
     project.roles = roles;
+    // Instruments that left the project leave the events and the
+    // repeating setup; new ones are designated for no event (a mapping
+    // import does that).
+    let forms = project.forms();
+    for e in &mut project.events {
+        e.forms.retain(|f| forms.contains(f));
+    }
+    project
+        .repeating
+        .retain(|r| r.form.is_empty() || forms.contains(&r.form));
     ctx.log_manage(LogKind::Manage, "Upload data dictionary");
     Ok(ctx.count(count))
+}
+
+/// An instrument's label, made from its name (`my_first_instrument` →
+/// `My First Instrument`): the sandbox keeps no labels of its own.
+pub fn form_label(form: &str) -> String {
+    form.split('_')
+        .filter(|w| !w.is_empty())
+        .map(|w| {
+            let mut c = w.chars();
+            c.next()
+                .map(|first| first.to_uppercase().collect::<String>() + c.as_str())
+                .unwrap_or_default()
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Export Instruments: `instrument_name`, `instrument_label`.
@@ -203,17 +228,7 @@ pub fn export_instruments(ctx: &mut Ctx) -> Result<Reply, ApiError> {
         .into_iter()
         .map(|f| {
             let mut m = Map::new();
-            let label = f
-                .split('_')
-                .filter(|w| !w.is_empty())
-                .map(|w| {
-                    let mut c = w.chars();
-                    c.next()
-                        .map(|first| first.to_uppercase().collect::<String>() + c.as_str())
-                        .unwrap_or_default()
-                })
-                .collect::<Vec<_>>()
-                .join(" ");
+            let label = form_label(&f);
             m.insert("instrument_name".into(), f.into());
             m.insert("instrument_label".into(), label.into());
             m

@@ -12,6 +12,7 @@
 //! it does not know: 400 `The value of the parameter "content" is not valid`.
 
 mod dags;
+mod events;
 pub(crate) mod file_repository;
 pub(crate) mod files;
 mod logging;
@@ -543,6 +544,16 @@ fn dispatch(ctx: &mut Ctx, content: Content, action: Action) -> Result<Reply, Ap
         (C::Record, A::Delete) => records::delete(ctx),
         (C::Record, A::Rename) => records::rename(ctx),
         (C::Log, A::Export) => logging::export(ctx),
+        (C::Arm, A::Export) => events::export_arms(ctx),
+        (C::Arm, A::Import) => events::import_arms(ctx),
+        (C::Arm, A::Delete) => events::delete_arms(ctx),
+        (C::Event, A::Export) => events::export_events(ctx),
+        (C::Event, A::Import) => events::import_events(ctx),
+        (C::Event, A::Delete) => events::delete_events(ctx),
+        (C::FormEventMapping, A::Export) => events::export_mappings(ctx),
+        (C::FormEventMapping, A::Import) => events::import_mappings(ctx),
+        (C::RepeatingFormsEvents, A::Export) => events::export_repeating(ctx),
+        (C::RepeatingFormsEvents, A::Import) => events::import_repeating(ctx),
         (C::File, A::Export) => files::export(ctx),
         (C::File, A::Import) => files::import(ctx),
         (C::File, A::Delete) => files::delete(ctx),
@@ -553,7 +564,7 @@ fn dispatch(ctx: &mut Ctx, content: Content, action: Action) -> Result<Reply, Ap
         (C::FileRepository, A::Delete) => file_repository::delete(ctx),
         // Not implemented: answered like an unknown content.
         (C::Project, A::Import) => Err(ApiError::SuperTokenRequired),
-        (C::Dag | C::User | C::UserRole, _) => Err(ApiError::InvalidAction),
+        (C::Dag | C::User | C::UserRole | C::Arm | C::Event, _) => Err(ApiError::InvalidAction),
         (C::Record | C::File | C::FileRepository, _) => Err(ApiError::InvalidAction),
         _ => Err(ApiError::InvalidContent),
     }

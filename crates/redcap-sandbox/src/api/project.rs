@@ -4,7 +4,7 @@ use redcap::{ApiError, Rights};
 use serde_json::{Map, Value};
 
 use super::{Ctx, text};
-use crate::db::{Field, LogKind, Member, Project};
+use crate::db::{Arm, Event, Field, LogKind, Member, Project};
 use crate::format::Reply;
 
 /// Export Project Info: one object (JSON) / one row (CSV) / `<items>` (XML).
@@ -24,7 +24,10 @@ pub fn export(ctx: &mut Ctx) -> Result<Reply, ApiError> {
     m.insert("custom_record_label".into(), "".into());
     m.insert("secondary_unique_field".into(), "".into());
     m.insert("is_longitudinal".into(), b(p.is_longitudinal));
-    m.insert("has_repeating_instruments_or_events".into(), b(false));
+    m.insert(
+        "has_repeating_instruments_or_events".into(),
+        b(p.has_repeating()),
+    );
     m.insert("surveys_enabled".into(), b(p.surveys_enabled));
     m.insert("scheduling_enabled".into(), b(false));
     m.insert(
@@ -104,7 +107,30 @@ pub fn create(ctx: &mut Ctx) -> Result<Reply, ApiError> {
         members: Default::default(),
         roles: Vec::new(),
         dags: Vec::new(),
+        arms: Vec::new(),
+        events: Vec::new(),
+        repeating: Vec::new(),
     };
+    // A longitudinal project starts with one arm and one event holding
+    // every instrument (§2.5).
+    if project.is_longitudinal {
+        let event_id = state.next_event_id.max(1);
+        state.next_event_id = event_id + 1;
+        project.arms.push(Arm {
+            num: 1,
+            name: "Arm 1".into(),
+        });
+        project.events.push(Event {
+            id: event_id,
+            arm_num: 1,
+            name: "Event 1".into(),
+            day_offset: 0.0,
+            offset_min: 0.0,
+            offset_max: 0.0,
+            custom_label: String::new(),
+            forms: project.forms(),
+        });
+    }
     let rights = Rights::full(&project.forms());
     project.members.insert(
         creator.clone(),

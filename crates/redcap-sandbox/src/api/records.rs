@@ -9,10 +9,10 @@ use redcap::{ApiError, ExportRight};
 use serde_json::{Map, Value};
 
 use super::validation::{self, DateFormat};
-use super::{Ctx, files, text};
+use super::{Ctx, files, metadata, text};
 use crate::db::{Field, LogKind, Project};
 use crate::format::{self, Format, Reply, RowWriter, WriteBody, php_json};
-use crate::store::{self, RecordRow};
+use crate::store::{self, RecordRow, Slot};
 use std::collections::HashMap;
 
 /// The DAG pseudo-field of flat rows.
@@ -171,6 +171,26 @@ pub fn export(ctx: &mut Ctx) -> Result<Reply, ApiError> {
     let with_dag = ctx.post.flag("exportDataAccessGroups") && ctx.caller.group_id.is_none();
     let eav = ctx.post.str("type") == "eav";
     let labels = ctx.post.str("rawOrLabel") == "label";
+    // `events`: unique event names of a longitudinal project.
+    let events = ctx.post.list("events", true).unwrap_or_default();
+    let unique_names = project.unique_event_names();
+    let bad: Vec<String> = events
+        .iter()
+        .filter(|e| !unique_names.contains(e))
+        .cloned()
+        .collect();
+    if !bad.is_empty() {
+        return Err(ApiError::InvalidParameterValues {
+            parameter: "events",
+            values: bad,
+        });
+    }
+    let all_slots = project.is_longitudinal || project.has_repeating();
+    let layout = if all_slots {
+        event_layouts(project, &selected, &events, labels)
+    } else {
+        Vec::new()
+    };
     // Unique DAG names are derived from all labels: compute them once.
     let dag_names: HashMap<u64, String> = project
         .dags
@@ -178,9 +198,16 @@ pub fn export(ctx: &mut Ctx) -> Result<Reply, ApiError> {
         .map(|d| d.id)
         .zip(project.dag_unique_names())
         .collect();
-    // Only the selected columns are read (a filter of the query).
-    let stored_fields: Option<Vec<String>> =
-        (selected.len() < all.len()).then(|| selected.iter().map(|c| c.name.clone()).collect());
+    // Only the selected columns are read (a filter of the query); the
+    // record ID field too where it tells which events a record has.
+    let stored_fields: Option<Vec<String>> = (selected.len() < all.len()).then(|| {
+        let mut names: Vec<String> = selected.iter().map(|c| c.name.clone()).collect();
+        if all_slots && !names.contains(&rid) {
+            names.push(rid.clone());
+        }
+        names
+    });
+    let rid_col = selected.iter().position(|c| c.name == rid);
     let flat = FlatRows {
         metadata: project.metadata.clone(),
         selected,
@@ -188,6 +215,10 @@ pub fn export(ctx: &mut Ctx) -> Result<Reply, ApiError> {
         checkbox_label: ctx.post.flag("exportCheckboxLabel"),
         with_dag,
         dag_names,
+        longitudinal: project.is_longitudinal,
+        repeating: project.has_repeating(),
+        rid_col,
+        layout,
     };
     let pid = ctx.pid();
     let group_id = ctx.caller.group_id;
@@ -198,6 +229,7 @@ pub fn export(ctx: &mut Ctx) -> Result<Reply, ApiError> {
             group_id,
             records: wanted.as_deref(),
             fields: stored_fields.as_deref(),
+            all_slots,
         };
         if eav {
             flat.write_eav(conn, &q, format, out)
@@ -217,6 +249,99 @@ pub fn export(ctx: &mut Ctx) -> Result<Reply, ApiError> {
     Ok(Reply::streamed(ctx.format, write, Vec::new()))
 }
 
+/// The event pseudo-field of a longitudinal project's rows.
+const EVENT_FIELD: &str = "redcap_event_name";
+/// The repeating pseudo-fields.
+const REPEAT_INSTRUMENT: &str = "redcap_repeat_instrument";
+const REPEAT_INSTANCE: &str = "redcap_repeat_instance";
+
+/// How one event's slots become rows (longitudinal or repeating projects).
+struct EventLayout {
+    id: i64,
+    /// The `redcap_event_name` value: the unique name, or the event's
+    /// label with `rawOrLabel=label` (empty in a classic project).
+    name: String,
+    /// The whole event repeats: each instance is one row.
+    repeats: bool,
+    /// Its repeating instruments: (name as exported, columns kept).
+    forms: Vec<(String, String, Vec<bool>)>,
+    /// The columns of its non-repeating row (those of no repeating
+    /// instrument).
+    base: Vec<bool>,
+}
+
+/// An event's label as REDCap shows it in messages and logs:
+/// `<name> (Arm <n>: <arm name>)`.
+fn event_label(project: &Project, e: &crate::db::Event) -> String {
+    let arm = project
+        .arms
+        .iter()
+        .find(|a| a.num == e.arm_num)
+        .map(|a| a.name.as_str())
+        .unwrap_or_default();
+    format!("{} (Arm {}: {arm})", e.name, e.arm_num)
+}
+
+/// The layouts of the exported events, in the project's order (the classic
+/// project's one implicit event when not longitudinal).
+fn event_layouts(
+    project: &Project,
+    selected: &[Column],
+    only: &[String],
+    labels: bool,
+) -> Vec<EventLayout> {
+    let names = project.unique_event_names();
+    let events: Vec<(i64, String)> = if project.is_longitudinal {
+        project
+            .events
+            .iter()
+            .zip(&names)
+            .filter(|(_, n)| only.is_empty() || only.contains(n))
+            .map(|(e, n)| {
+                let shown = if labels {
+                    event_label(project, e)
+                } else {
+                    n.clone()
+                };
+                (e.id, shown)
+            })
+            .collect()
+    } else {
+        vec![(store::CLASSIC_EVENT, String::new())]
+    };
+    let forms = project.forms();
+    events
+        .into_iter()
+        .map(|(id, name)| {
+            let repeating: Vec<&String> = forms
+                .iter()
+                .filter(|f| project.repeats_form(id, f))
+                .collect();
+            EventLayout {
+                id,
+                name,
+                repeats: project.repeats_event(id),
+                forms: repeating
+                    .iter()
+                    .map(|f| {
+                        let shown = if labels {
+                            metadata::form_label(f)
+                        } else {
+                            (*f).clone()
+                        };
+                        let keep = selected.iter().map(|c| &c.form == *f).collect();
+                        ((*f).clone(), shown, keep)
+                    })
+                    .collect(),
+                base: selected
+                    .iter()
+                    .map(|c| !repeating.contains(&&c.form))
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
 /// What a flat export row is made of (owned: it is written after the
 /// request's lock is released).
 struct FlatRows {
@@ -226,33 +351,180 @@ struct FlatRows {
     checkbox_label: bool,
     with_dag: bool,
     dag_names: HashMap<u64, String>,
+    /// Rows carry `redcap_event_name`.
+    longitudinal: bool,
+    /// Rows carry `redcap_repeat_instrument` and `redcap_repeat_instance`.
+    repeating: bool,
+    /// The record ID field's column, if selected: every row shows the
+    /// record's name there.
+    rid_col: Option<usize>,
+    /// Per event, how its slots become rows; empty for a classic project
+    /// without repetition (one row per record).
+    layout: Vec<EventLayout>,
+}
+
+/// One exported row of a record: a slot's values, the columns it shows,
+/// and its pseudo-fields.
+struct OutRow<'r> {
+    values: &'r [String],
+    /// Columns shown (`None`: all).
+    keep: Option<&'r [bool]>,
+    event: &'r str,
+    instrument: &'r str,
+    instance: String,
 }
 
 impl FlatRows {
+    /// Calls `row` with each row of a record in REDCap's order: by event,
+    /// then its non-repeating row, then each repeating instrument's (in
+    /// instrument order) or the repeating event's instances, ascending.
+    fn for_each_row<'r>(
+        &'r self,
+        record: &'r RecordRow,
+        mut row: impl FnMut(OutRow<'r>) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        if self.layout.is_empty() {
+            let values = record.slots.first().map(|(_, v)| v.as_slice());
+            return row(OutRow {
+                values: values.unwrap_or_default(),
+                keep: None,
+                event: "",
+                instrument: "",
+                instance: String::new(),
+            });
+        }
+        let mut instances: Vec<(i64, &'r [String])> = Vec::new();
+        for e in &self.layout {
+            instances.clear();
+            instances.extend(
+                record
+                    .slots
+                    .iter()
+                    .filter(|(s, _)| s.event == e.id)
+                    .map(|(s, v)| (s.instance, v.as_slice())),
+            );
+            if instances.is_empty() {
+                continue;
+            }
+            instances.sort_unstable_by_key(|(i, _)| *i);
+            if e.repeats {
+                for (i, values) in &instances {
+                    row(OutRow {
+                        values,
+                        keep: None,
+                        event: &e.name,
+                        instrument: "",
+                        instance: i.to_string(),
+                    })?;
+                }
+                continue;
+            }
+            if let Some((1, values)) = instances.first() {
+                row(OutRow {
+                    values,
+                    keep: Some(&e.base),
+                    event: &e.name,
+                    instrument: "",
+                    instance: String::new(),
+                })?;
+            }
+            for (_, shown, keep) in &e.forms {
+                for (i, values) in &instances {
+                    let has_data = values
+                        .iter()
+                        .zip(keep)
+                        .enumerate()
+                        .any(|(c, (v, k))| *k && !v.is_empty() && Some(c) != self.rid_col);
+                    if has_data {
+                        row(OutRow {
+                            values,
+                            keep: Some(keep),
+                            event: &e.name,
+                            instrument: shown,
+                            instance: i.to_string(),
+                        })?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The header of flat rows: the selected columns with the
+    /// pseudo-fields after the first.
+    fn header(&self) -> Vec<&str> {
+        let mut header = Vec::with_capacity(self.selected.len() + 4);
+        for (i, c) in self.selected.iter().enumerate() {
+            header.push(c.name.as_str());
+            if i == 0 {
+                header.extend(self.pseudo_names());
+            }
+        }
+        header
+    }
+
+    fn pseudo_names(&self) -> Vec<&'static str> {
+        let mut names = Vec::new();
+        if self.longitudinal {
+            names.push(EVENT_FIELD);
+        }
+        if self.repeating {
+            names.push(REPEAT_INSTRUMENT);
+            names.push(REPEAT_INSTANCE);
+        }
+        if self.with_dag {
+            names.push(DAG_FIELD);
+        }
+        names
+    }
+
+    /// The value shown in column `i` of a row (`None`: not shown there).
+    fn value<'r>(&'r self, record: &'r RecordRow, row: &OutRow<'r>, i: usize) -> &'r str {
+        if Some(i) == self.rid_col && !self.layout.is_empty() {
+            return &record.name;
+        }
+        if row.keep.is_some_and(|k| !k[i]) {
+            return "";
+        }
+        let raw = row.values.get(i).map(String::as_str).unwrap_or_default();
+        if self.selected[i].file && !raw.is_empty() {
+            DOCUMENT
+        } else {
+            raw
+        }
+    }
+
     /// Calls `cell` with each (column, value) of one flat row, in export
     /// order.
     fn for_each_cell<'r>(
         &'r self,
         record: &'r RecordRow,
+        row: &OutRow<'r>,
         mut cell: impl FnMut(&'r str, Cow<'r, str>),
     ) {
         for (i, c) in self.selected.iter().enumerate() {
-            let mut raw = record.values[i].as_str();
-            if c.file && !raw.is_empty() {
-                raw = DOCUMENT;
-            }
+            let raw = self.value(record, row, i);
             let value = if self.labels {
                 Cow::Owned(label_of(&self.metadata, c, raw, self.checkbox_label))
             } else {
                 Cow::Borrowed(raw)
             };
             cell(c.name.as_str(), value);
-            if self.with_dag && i == 0 {
-                let dag = record
-                    .group_id
-                    .and_then(|g| self.dag_names.get(&g).map(String::as_str))
-                    .unwrap_or_default();
-                cell(DAG_FIELD, Cow::Borrowed(dag));
+            if i == 0 {
+                if self.longitudinal {
+                    cell(EVENT_FIELD, Cow::Borrowed(row.event));
+                }
+                if self.repeating {
+                    cell(REPEAT_INSTRUMENT, Cow::Borrowed(row.instrument));
+                    cell(REPEAT_INSTANCE, Cow::Owned(row.instance.clone()));
+                }
+                if self.with_dag {
+                    let dag = record
+                        .group_id
+                        .and_then(|g| self.dag_names.get(&g).map(String::as_str))
+                        .unwrap_or_default();
+                    cell(DAG_FIELD, Cow::Borrowed(dag));
+                }
             }
         }
     }
@@ -265,20 +537,24 @@ impl FlatRows {
         format: Format,
         out: &mut dyn std::io::Write,
     ) -> anyhow::Result<()> {
-        let header: Vec<&str> = self.selected.iter().map(|c| c.name.as_str()).collect();
+        let header = self.header();
+        let columns: Vec<&str> = self.selected.iter().map(|c| c.name.as_str()).collect();
         let mut w = RowWriter::begin(format, out, &header, "records", "item")?;
-        let width = header.len() + 1;
-        store::for_each_record(conn, q, &header, |record| {
-            let mut cells: Vec<(&str, Cow<str>)> = Vec::with_capacity(width);
-            self.for_each_cell(record, |k, v| cells.push((k, v)));
-            w.row(&cells)?;
-            Ok(())
+        let width = header.len();
+        store::for_each_record(conn, q, &columns, |record| {
+            self.for_each_row(record, |row| {
+                let mut cells: Vec<(&str, Cow<str>)> = Vec::with_capacity(width);
+                self.for_each_cell(record, &row, |k, v| cells.push((k, v)));
+                w.row(&cells)?;
+                Ok(())
+            })
         })?;
         w.end()?;
         Ok(())
     }
 
-    /// EAV rows (`record`, `field_name`, `value`), streamed likewise.
+    /// EAV rows (`record`, the pseudo-fields, `field_name`, `value`),
+    /// streamed likewise.
     fn write_eav(
         &self,
         conn: &rusqlite::Connection,
@@ -286,30 +562,46 @@ impl FlatRows {
         format: Format,
         out: &mut dyn std::io::Write,
     ) -> anyhow::Result<()> {
-        let header = ["record", "field_name", "value"];
+        let mut header = vec!["record"];
+        if self.longitudinal {
+            header.push(EVENT_FIELD);
+        }
+        if self.repeating {
+            header.push(REPEAT_INSTRUMENT);
+            header.push(REPEAT_INSTANCE);
+        }
+        header.extend(["field_name", "value"]);
         let columns: Vec<&str> = self.selected.iter().map(|c| c.name.as_str()).collect();
         let mut w = RowWriter::begin(format, out, &header, "records", "item")?;
         store::for_each_record(conn, q, &columns, |record| {
-            for (c, v) in self.selected.iter().zip(&record.values) {
-                let mut v = v.as_str();
-                if c.file && !v.is_empty() {
-                    v = DOCUMENT;
-                }
-                let (field, value) = match (&c.code, c.field) {
-                    (Some(code), Some(i)) if v == "1" => {
-                        (self.metadata[i].field_name.as_str(), code.as_str())
+            self.for_each_row(record, |row| {
+                for (i, c) in self.selected.iter().enumerate() {
+                    let v = self.value(record, &row, i);
+                    if row.keep.is_some_and(|k| !k[i]) {
+                        continue;
                     }
-                    (Some(_), _) => continue,
-                    _ if v.is_empty() => continue,
-                    _ => (c.name.as_str(), v),
-                };
-                w.row(&[
-                    ("record", record.name.as_str()),
-                    ("field_name", field),
-                    ("value", value),
-                ])?;
-            }
-            Ok(())
+                    let (field, value) = match (&c.code, c.field) {
+                        (Some(code), Some(f)) if v == "1" => {
+                            (self.metadata[f].field_name.as_str(), code.as_str())
+                        }
+                        (Some(_), _) => continue,
+                        _ if v.is_empty() => continue,
+                        _ => (c.name.as_str(), v),
+                    };
+                    let mut cells: Vec<(&str, &str)> = vec![("record", record.name.as_str())];
+                    if self.longitudinal {
+                        cells.push((EVENT_FIELD, row.event));
+                    }
+                    if self.repeating {
+                        cells.push((REPEAT_INSTRUMENT, row.instrument));
+                        cells.push((REPEAT_INSTANCE, row.instance.as_str()));
+                    }
+                    cells.push(("field_name", field));
+                    cells.push(("value", value));
+                    w.row(&cells)?;
+                }
+                Ok(())
+            })
         })?;
         w.end()?;
         Ok(())
@@ -390,11 +682,24 @@ impl<'p> EavRows<'p> {
         let record = text(row.get("record"));
         let field = text(row.get("field_name"));
         let value = text(row.get("value"));
+        // A record's values group by their slot's pseudo-fields, if sent.
+        let pseudo: Vec<(&str, String)> = [EVENT_FIELD, REPEAT_INSTRUMENT, REPEAT_INSTANCE]
+            .into_iter()
+            .filter_map(|k| row.get(k).map(|v| (k, text(Some(v)))))
+            .collect();
+        let mut key = record.clone();
+        for (_, v) in &pseudo {
+            key.push('\0');
+            key.push_str(v);
+        }
         let flat = &mut self.flat;
         let rid = self.rid;
-        let pos = *self.at.entry(record).or_insert_with_key(|record| {
+        let pos = *self.at.entry(key).or_insert_with(|| {
             let mut m = Map::new();
             m.insert(rid.to_owned(), record.clone().into());
+            for (k, v) in pseudo {
+                m.insert(k.to_owned(), v.into());
+            }
             flat.push(m);
             flat.len() - 1
         });
@@ -517,6 +822,23 @@ struct Import<'p> {
     other_dag: Vec<String>,
     other_dag_seen: HashSet<String>,
     lines: Vec<ValidationLine>,
+    /// The project has events or repetition: rows name their slot.
+    slotted: bool,
+    /// Unique event names, aligned with `project.events`.
+    event_names: Vec<String>,
+}
+
+/// Where an imported row's values go.
+struct Target {
+    slot: Slot,
+    /// Its event's label (`Event 1 (Arm 1: Arm 1)`), in messages and the
+    /// log (empty in a classic project).
+    event_label: String,
+    /// The repeating instrument the row is for.
+    instrument: Option<String>,
+    /// The slot holding the record ID value for this event: the
+    /// instance's own for a repeating event, else instance 1.
+    anchor: Slot,
 }
 
 impl<'p> Import<'p> {
@@ -576,6 +898,8 @@ impl<'p> Import<'p> {
             other_dag: Vec::new(),
             other_dag_seen: HashSet::new(),
             lines: Vec::new(),
+            slotted: project.is_longitudinal || project.has_repeating(),
+            event_names: project.unique_event_names(),
         })
     }
 
@@ -661,18 +985,176 @@ impl<'p> Import<'p> {
         }
         let pid = self.pid;
         let existing = ctx.sql(|c| store::record_group(c, pid, &id))?;
-        self.check(&id, existing, &row);
+        let target = self.target(ctx, &id, &row)?;
+        self.check(&id, existing, &row, target.as_ref());
         if self.seen.insert(id.clone()) {
             self.ids.push(id.clone());
         }
+        let Some(target) = target else {
+            return Ok(());
+        };
         if self.failed() {
             return Ok(());
         }
-        self.apply(ctx, id, existing, &row)
+        self.apply(ctx, id, existing, &row, &target)
+    }
+
+    /// The slot a row's values go to: its `redcap_event_name` (the first
+    /// event when blank), `redcap_repeat_instrument` and
+    /// `redcap_repeat_instance` (`new`: the next instance). `None` (with
+    /// the line saying why) when they name no slot.
+    fn target(
+        &mut self,
+        ctx: &mut Ctx,
+        id: &str,
+        row: &Map<String, Value>,
+    ) -> Result<Option<Target>, ApiError> {
+        let project = self.project;
+        if !self.slotted {
+            return Ok(Some(Target {
+                slot: Slot::CLASSIC,
+                event_label: String::new(),
+                instrument: None,
+                anchor: Slot::CLASSIC,
+            }));
+        }
+        let (event, event_label) = if project.is_longitudinal {
+            let name = text(row.get(EVENT_FIELD));
+            let name = name.trim();
+            let found = if name.is_empty() {
+                project.events.first()
+            } else {
+                self.event_names
+                    .iter()
+                    .position(|n| n == name)
+                    .map(|i| &project.events[i])
+            };
+            let Some(e) = found else {
+                self.lines
+                    .push(line(id, EVENT_FIELD, name, ValidationLine::BAD_EVENT));
+                return Ok(None);
+            };
+            (e.id, event_label(project, e))
+        } else {
+            (store::CLASSIC_EVENT, String::new())
+        };
+        let instrument = text(row.get(REPEAT_INSTRUMENT)).trim().to_owned();
+        let instance = text(row.get(REPEAT_INSTANCE)).trim().to_owned();
+        let repeats_event = project.repeats_event(event);
+        if !instrument.is_empty() && !project.repeats_form(event, &instrument) {
+            let l = line(
+                id,
+                REPEAT_INSTRUMENT,
+                &instrument,
+                ValidationLine::BAD_REPEAT_INSTRUMENT,
+            );
+            self.lines.push(l);
+            return Ok(None);
+        }
+        let repeating = !instrument.is_empty() || repeats_event;
+        let instance = match (repeating, instance.as_str()) {
+            (false, "") => 1,
+            (false, v) => {
+                let l = line(
+                    id,
+                    REPEAT_INSTANCE,
+                    v,
+                    ValidationLine::MISSING_REPEAT_INSTANCE,
+                );
+                self.lines.push(l);
+                return Ok(None);
+            }
+            (true, "") if instrument.is_empty() => 1,
+            (true, "") => {
+                let l = line(
+                    id,
+                    REPEAT_INSTANCE,
+                    "",
+                    ValidationLine::MISSING_REPEAT_INSTANCE,
+                );
+                self.lines.push(l);
+                return Ok(None);
+            }
+            (true, "new") => {
+                // The next instance of this instrument (or event) for the
+                // record: after every stored one.
+                let fields: Vec<String> = self
+                    .cols
+                    .iter()
+                    .filter(|c| instrument.is_empty() || c.form == instrument)
+                    .map(|c| c.name.clone())
+                    .collect();
+                let pid = self.pid;
+                ctx.sql(|c| store::max_instance(c, pid, id, event, &fields))? + 1
+            }
+            (true, v) => match v.parse::<i64>() {
+                Ok(n) if n >= 1 => n,
+                _ => {
+                    let l = line(id, REPEAT_INSTANCE, v, ValidationLine::BAD_REPEAT_INSTANCE);
+                    self.lines.push(l);
+                    return Ok(None);
+                }
+            },
+        };
+        let slot = Slot { event, instance };
+        Ok(Some(Target {
+            slot,
+            event_label,
+            instrument: (!instrument.is_empty()).then_some(instrument),
+            anchor: if repeats_event {
+                slot
+            } else {
+                Slot { event, instance: 1 }
+            },
+        }))
+    }
+
+    /// Why a value of `col` cannot go to the row's slot, if it cannot: its
+    /// instrument is not designated for the event, or the row is for
+    /// another (or no) repeating instrument.
+    fn misplaced(&self, col: &Column, t: &Target) -> Option<String> {
+        if !self.slotted {
+            return None;
+        }
+        let project = self.project;
+        let name = col.field.map(|i| project.metadata[i].field_name.as_str());
+        if name == Some(self.rid.as_str()) {
+            return None;
+        }
+        if project.is_longitudinal
+            && !project
+                .events
+                .iter()
+                .any(|e| e.id == t.slot.event && e.forms.contains(&col.form))
+        {
+            return Some(
+                ValidationLine::NOT_DESIGNATED
+                    .replace("{field}", name.unwrap_or(&col.name))
+                    .replace("{event}", &t.event_label),
+            );
+        }
+        match &t.instrument {
+            Some(form) if *form != col.form => Some(ValidationLine::OTHER_INSTRUMENT.into()),
+            None if project.repeats_form(t.slot.event, &col.form) => {
+                Some(ValidationLine::MISSING_REPEAT_INSTANCE.into())
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether a column of the row is one of the slot's pseudo-fields.
+    fn is_pseudo(&self, k: &str) -> bool {
+        self.slotted && [EVENT_FIELD, REPEAT_INSTRUMENT, REPEAT_INSTANCE].contains(&k)
     }
 
     /// REDCap's checks of one row's record and values.
-    fn check(&mut self, id: &str, existing: Option<Option<u64>>, row: &Map<String, Value>) {
+    fn check(
+        &mut self,
+        id: &str,
+        existing: Option<Option<u64>>,
+        row: &Map<String, Value>,
+        target: Option<&Target>,
+    ) {
         let rid = self.rid.as_str();
         match existing {
             Some(existing_group) => match (self.caller_dag, existing_group) {
@@ -693,7 +1175,7 @@ impl<'p> Import<'p> {
             None => {}
         }
         for (k, v) in row {
-            if k == rid || k == DAG_FIELD {
+            if k == rid || k == DAG_FIELD || self.is_pseudo(k) {
                 continue;
             }
             let value = text_of(v);
@@ -703,6 +1185,13 @@ impl<'p> Import<'p> {
                 continue;
             };
             let col = &self.cols[c];
+            if let Some(t) = target
+                && !value.is_empty()
+                && let Some(message) = self.misplaced(col, t)
+            {
+                self.lines.push(line(id, k, &value, &message));
+                continue;
+            }
             // REDCap's record import skips File Upload fields (files come
             // only through Import File).
             if col.file {
@@ -748,25 +1237,40 @@ impl<'p> Import<'p> {
         id: String,
         existing: Option<Option<u64>>,
         row: &Map<String, Value>,
+        target: &Target,
     ) -> Result<(), ApiError> {
         let (pid, rid) = (self.pid, self.rid.as_str());
+        let slot = target.slot;
         let is_new = existing.is_none();
         let mut group = existing.flatten();
         let mut changes = String::new();
         let mut puts: Vec<(&str, Cow<str>)> = Vec::with_capacity(row.len() + 2);
-        let old_values = if is_new {
+        if is_new {
             group = self.caller_dag;
             ctx.sql(|c| store::insert_record(c, pid, &id, group))?;
-            puts.push((rid, Cow::Borrowed(id.as_str())));
             changes = format!("{rid} = '{id}'");
+        }
+        let old_values = if is_new && !self.slotted {
+            puts.push((rid, Cow::Borrowed(id.as_str())));
             BTreeMap::new()
         } else {
-            ctx.sql(|c| store::record_values(c, pid, &id))?
+            ctx.sql(|c| store::record_values_in(c, pid, &id, slot))?
         };
+        // The record ID value marks the event as holding the record.
+        if self.slotted {
+            let anchor = target.anchor;
+            if anchor == slot {
+                if !old_values.contains_key(rid) {
+                    puts.push((rid, Cow::Borrowed(id.as_str())));
+                }
+            } else {
+                ctx.sql(|c| store::put_value_if_absent_in(c, pid, &id, anchor, rid, &id))?;
+            }
+        }
         let mut touched_forms: Vec<&str> = Vec::new();
         for (k, v) in row {
             let col = self.by_name.get(k.as_str()).map(|&c| &self.cols[c]);
-            if k == rid || k == DAG_FIELD || col.is_some_and(|c| c.file) {
+            if k == rid || k == DAG_FIELD || self.is_pseudo(k) || col.is_some_and(|c| c.file) {
                 continue;
             }
             let value = text_of(v);
@@ -776,7 +1280,7 @@ impl<'p> Import<'p> {
             let old = old_values.get(k).map(String::as_str).unwrap_or_default();
             if old != value {
                 if value.is_empty() {
-                    ctx.sql(|c| store::delete_value(c, pid, &id, k))?;
+                    ctx.sql(|c| store::delete_value_in(c, pid, &id, slot, k))?;
                 }
                 if !changes.is_empty() {
                     changes.push_str(", ");
@@ -805,7 +1309,7 @@ impl<'p> Import<'p> {
             puts.push((s.as_str(), Cow::Borrowed("0")));
         }
         puts.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        ctx.sql(|c| store::put_values(c, pid, &id, &puts))?;
+        ctx.sql(|c| store::put_values_in(c, pid, &id, slot, &puts))?;
         drop(puts);
         let mut dag_change = None;
         if let Some(v) = row.get(DAG_FIELD) {
@@ -834,7 +1338,13 @@ impl<'p> Import<'p> {
             (LogKind::RecordEdit, "Update record")
         };
         if is_new || !changes.is_empty() {
-            let action = format!("{} {id}", ctx.api_label(verb));
+            let mut action = format!("{} {id}", ctx.api_label(verb));
+            if !target.event_label.is_empty() {
+                action = format!("{action} ({})", target.event_label);
+            }
+            if slot.instance > 1 {
+                changes = format!("[instance = {}], {changes}", slot.instance);
+            }
             ctx.log(kind, action, changes, Some(id.clone()), group);
         }
         if let Some(d) = dag_change {
@@ -945,16 +1455,76 @@ pub fn delete(ctx: &mut Ctx) -> Result<Reply, ApiError> {
     if !missing.is_empty() {
         return Err(ApiError::RecordsDoNotExist { records: missing });
     }
-    let cols: Vec<String> = columns(project)
+    // Part of each record: an event (`event`), an arm's events (`arm`),
+    // an instance (`repeat_instance`), an instrument (`instrument`).
+    let event = ctx.post.str("event").trim().to_owned();
+    let event_id = if event.is_empty() {
+        None
+    } else {
+        match project.event_by_unique(&event) {
+            Some(e) if project.is_longitudinal => Some(e.id),
+            _ => {
+                return Err(ApiError::InvalidParameterValues {
+                    parameter: "event",
+                    values: vec![event],
+                });
+            }
+        }
+    };
+    let arm = ctx.post.str("arm").trim().to_owned();
+    let arm_events: Option<Vec<i64>> = if arm.is_empty() || !project.is_longitudinal {
+        None
+    } else {
+        match arm.parse::<u32>() {
+            Ok(n) if project.arms.iter().any(|a| a.num == n) => Some(
+                project
+                    .events
+                    .iter()
+                    .filter(|e| e.arm_num == n)
+                    .map(|e| e.id)
+                    .collect(),
+            ),
+            _ => {
+                return Err(ApiError::InvalidParameterValues {
+                    parameter: "arm",
+                    values: vec![arm],
+                });
+            }
+        }
+    };
+    let instance_param = ctx.post.str("repeat_instance").trim().to_owned();
+    let instance = if instance_param.is_empty() || !project.has_repeating() {
+        None
+    } else {
+        match instance_param.parse::<i64>() {
+            Ok(n) if n >= 1 => Some(n),
+            _ => {
+                return Err(ApiError::InvalidParameterValues {
+                    parameter: "repeat_instance",
+                    values: vec![instance_param],
+                });
+            }
+        }
+    };
+    let partial =
+        !instrument.is_empty() || event_id.is_some() || arm_events.is_some() || instance.is_some();
+    let cols: HashSet<String> = columns(project)
         .into_iter()
         .filter(|c| c.form == instrument)
         .map(|c| c.name)
         .collect();
     let rid = project.record_id_field().to_owned();
+    let removes = |slot: Slot, field: &str| {
+        event_id.is_none_or(|e| slot.event == e)
+            && arm_events
+                .as_ref()
+                .is_none_or(|events| events.contains(&slot.event))
+            && instance.is_none_or(|i| slot.instance == i)
+            && (instrument.is_empty() || (cols.contains(field) && field != rid))
+    };
     let mut deleted = Vec::new();
     let mut deleted_ids: BTreeSet<&str> = BTreeSet::new();
     let mut docs = Vec::new();
-    let form = (!instrument.is_empty()).then_some(instrument.as_str());
     for r in &records {
         if !deleted_ids.insert(r.as_str()) {
             continue;
@@ -962,19 +1532,30 @@ pub fn delete(ctx: &mut Ctx) -> Result<Reply, ApiError> {
         let Some(group) = ctx.sql(|c| store::record_group(c, pid, r))? else {
             continue;
         };
-        let values = ctx.sql(|c| store::record_values(c, pid, r))?;
-        docs.extend(files::record_docs(&project.metadata, &values, form));
-        if instrument.is_empty() {
-            ctx.sql(|c| store::delete_record(c, pid, r))?;
-        } else {
-            ctx.sql(|c| {
-                for k in values.keys() {
-                    if cols.contains(k) && *k != rid {
-                        store::delete_value(c, pid, r, k)?;
-                    }
+        if partial {
+            let all = ctx.sql(|c| store::record_all_values(c, pid, r))?;
+            let mut gone: BTreeMap<String, String> = BTreeMap::new();
+            let mut left = 0usize;
+            for (slot, field, value) in all {
+                if removes(slot, &field) {
+                    ctx.sql(|c| store::delete_value_in(c, pid, r, slot, &field))?;
+                    gone.insert(field, value);
+                } else {
+                    left += 1;
                 }
-                Ok(())
-            })?;
+            }
+            docs.extend(files::record_docs(&project.metadata, &gone, None));
+            // An event (or arm) emptied of the record's values: nothing of
+            // the record is left there; a record with no values left is gone.
+            if left == 0 {
+                ctx.sql(|c| store::delete_record(c, pid, r))?;
+            }
+        } else {
+            let all = ctx.sql(|c| store::record_all_values(c, pid, r))?;
+            let values: BTreeMap<String, String> =
+                all.into_iter().map(|(_, f, v)| (f, v)).collect();
+            docs.extend(files::record_docs(&project.metadata, &values, None));
+            ctx.sql(|c| store::delete_record(c, pid, r))?;
         }
         deleted.push((r.clone(), group));
     }
@@ -984,12 +1565,18 @@ pub fn delete(ctx: &mut Ctx) -> Result<Reply, ApiError> {
     }
     let n = deleted.len();
     for (r, group) in deleted {
-        let action = format!("{} {r}", ctx.api_label("Delete record"));
-        let details = if instrument.is_empty() {
+        let mut action = format!("{} {r}", ctx.api_label("Delete record"));
+        if let Some(e) = event_id.and_then(|id| project.events.iter().find(|e| e.id == id)) {
+            action = format!("{action} ({})", event_label(project, e));
+        }
+        let mut details = if instrument.is_empty() {
             format!("{rid} = '{r}'")
         } else {
             format!("instrument = '{instrument}'")
         };
+        if let Some(i) = instance {
+            details = format!("[instance = {i}], {details}");
+        }
         ctx.log(LogKind::RecordDelete, action, details, Some(r), group);
     }
     Ok(ctx.count(n))
@@ -1079,26 +1666,35 @@ mod tests {
             checkbox_label: false,
             with_dag: true,
             dag_names,
+            longitudinal: false,
+            repeating: false,
+            rid_col: Some(0),
+            layout: Vec::new(),
         };
         let records = [
-            RecordRow {
-                name: "1".into(),
-                group_id: Some(7),
-                values: ["1", "a/b \"q\" \\ é\n\u{1}, <x> & y", "0"]
+            RecordRow::classic(
+                "1",
+                Some(7),
+                ["1", "a/b \"q\" \\ é\n\u{1}, <x> & y", "0"]
                     .map(String::from)
                     .to_vec(),
-            },
-            RecordRow {
-                name: "2".into(),
-                group_id: None,
-                values: ["2", "", ""].map(String::from).to_vec(),
-            },
+            ),
+            RecordRow::classic("2", None, ["2", "", ""].map(String::from).to_vec()),
         ];
+        fn row_of(r: &RecordRow) -> OutRow<'_> {
+            OutRow {
+                values: &r.slots[0].1,
+                keep: None,
+                event: "",
+                instrument: "",
+                instance: String::new(),
+            }
+        }
         let maps: Vec<Map<String, Value>> = records
             .iter()
             .map(|r| {
                 let mut m = Map::new();
-                flat.for_each_cell(r, |k, v| {
+                flat.for_each_cell(r, &row_of(r), |k, v| {
                     m.insert(k.to_owned(), Value::String(v.into_owned()));
                 });
                 m
@@ -1111,7 +1707,7 @@ mod tests {
                 let mut w = RowWriter::begin(format, &mut out, &header, "records", "item").unwrap();
                 for r in &records[..n] {
                     let mut cells = Vec::new();
-                    flat.for_each_cell(r, |k, v| cells.push((k, v)));
+                    flat.for_each_cell(r, &row_of(r), |k, v| cells.push((k, v)));
                     w.row(&cells).unwrap();
                 }
                 w.end().unwrap();
