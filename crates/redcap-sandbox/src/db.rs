@@ -170,6 +170,10 @@ pub struct Project {
     /// Which instruments, or whole events, repeat (§6.6).
     #[serde(default)]
     pub repeating: Vec<Repeating>,
+    /// Instrument labels given by a REDCap XML file (others are made
+    /// from the instrument's name).
+    #[serde(default)]
+    pub form_labels: BTreeMap<String, String>,
 }
 
 /// An arm of a longitudinal project.

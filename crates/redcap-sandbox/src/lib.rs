@@ -18,6 +18,7 @@ mod admin;
 pub mod api;
 mod db;
 mod format;
+mod odm;
 pub mod post;
 mod store;
 mod xml;

@@ -197,6 +197,12 @@ CREATE TABLE IF NOT EXISTS redcap_events_forms (
     form_name TEXT NOT NULL,
     PRIMARY KEY (project_id, event_id, form_order)
 );
+CREATE TABLE IF NOT EXISTS redcap_form_labels (
+    project_id INTEGER NOT NULL,
+    form_name TEXT NOT NULL,
+    form_label TEXT NOT NULL,
+    PRIMARY KEY (project_id, form_name)
+);
 CREATE TABLE IF NOT EXISTS redcap_events_repeat (
     project_id INTEGER NOT NULL,
     repeat_order INTEGER NOT NULL,
@@ -451,6 +457,7 @@ pub fn load_state(conn: &Connection) -> anyhow::Result<State> {
             arms: Vec::new(),
             events: Vec::new(),
             repeating: Vec::new(),
+            form_labels: BTreeMap::new(),
         })
     })?;
     for p in projects {
@@ -648,6 +655,21 @@ fn load_events(conn: &Connection, state: &mut State) -> anyhow::Result<()> {
             p.repeating.push(rep);
         }
     }
+    let mut stmt =
+        conn.prepare("SELECT project_id, form_name, form_label FROM redcap_form_labels")?;
+    let labels = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, u64>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+        ))
+    })?;
+    for l in labels {
+        let (pid, form, label) = l?;
+        if let Some(p) = state.projects.get_mut(&pid) {
+            p.form_labels.insert(form, label);
+        }
+    }
     Ok(())
 }
 
@@ -691,6 +713,12 @@ fn save_events(conn: &Connection, p: &Project) -> rusqlite::Result<()> {
     )?;
     for (i, r) in p.repeating.iter().enumerate() {
         stmt.execute(params![p.id, i, r.event_id, r.form, r.custom_label])?;
+    }
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO redcap_form_labels (project_id, form_name, form_label) VALUES (?1, ?2, ?3)",
+    )?;
+    for (form, label) in &p.form_labels {
+        stmt.execute(params![p.id, form, label])?;
     }
     Ok(())
 }
@@ -764,6 +792,7 @@ pub fn save_state(
             "redcap_events_metadata",
             "redcap_events_forms",
             "redcap_events_repeat",
+            "redcap_form_labels",
         ] {
             conn.prepare_cached(&format!("DELETE FROM {table} WHERE project_id = ?1"))?
                 .execute([pid])?;

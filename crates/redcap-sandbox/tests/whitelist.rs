@@ -34,6 +34,7 @@ const SUPPORTED: &[(&str, &[(&str, &str)])] = &[
     ("event", &[]),
     ("arm", &[]),
     ("formEventMapping", &[]),
+    ("project_xml", &[("returnMetadataOnly", "true")]),
 ];
 
 /// In REDCap 15.7.6's whitelist, not implemented by the sandbox.
@@ -52,7 +53,6 @@ const UNSUPPORTED: &[&str] = &[
     "appRightsCheck",
     "fieldValidation",
     "attachment",
-    "project_xml",
     "tableau",
     "mycap",
     "externalModule",

@@ -201,13 +201,17 @@ pub fn import(ctx: &mut Ctx) -> Result<Reply, ApiError> {
     project
         .repeating
         .retain(|r| r.form.is_empty() || forms.contains(&r.form));
+    project.form_labels.retain(|f, _| forms.contains(f));
     ctx.log_manage(LogKind::Manage, "Upload data dictionary");
     Ok(ctx.count(count))
 }
 
-/// An instrument's label, made from its name (`my_first_instrument` →
-/// `My First Instrument`): the sandbox keeps no labels of its own.
-pub fn form_label(form: &str) -> String {
+/// An instrument's label: the one a REDCap XML file gave, else made from
+/// its name (`my_first_instrument` → `My First Instrument`).
+pub fn form_label(project: &crate::db::Project, form: &str) -> String {
+    if let Some(l) = project.form_labels.get(form) {
+        return l.clone();
+    }
     form.split('_')
         .filter(|w| !w.is_empty())
         .map(|w| {
@@ -222,13 +226,13 @@ pub fn form_label(form: &str) -> String {
 
 /// Export Instruments: `instrument_name`, `instrument_label`.
 pub fn export_instruments(ctx: &mut Ctx) -> Result<Reply, ApiError> {
-    let rows: Vec<_> = ctx
-        .project()
+    let project = ctx.project();
+    let rows: Vec<_> = project
         .forms()
         .into_iter()
         .map(|f| {
             let mut m = Map::new();
-            let label = form_label(&f);
+            let label = form_label(project, &f);
             m.insert("instrument_name".into(), f.into());
             m.insert("instrument_label".into(), label.into());
             m

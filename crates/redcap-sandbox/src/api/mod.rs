@@ -18,6 +18,7 @@ pub(crate) mod files;
 mod logging;
 pub(crate) mod metadata;
 mod project;
+mod project_xml;
 mod records;
 mod roles;
 mod users;
@@ -544,6 +545,7 @@ fn dispatch(ctx: &mut Ctx, content: Content, action: Action) -> Result<Reply, Ap
         (C::Record, A::Delete) => records::delete(ctx),
         (C::Record, A::Rename) => records::rename(ctx),
         (C::Log, A::Export) => logging::export(ctx),
+        (C::ProjectXml, A::Export) => project_xml::export(ctx),
         (C::Arm, A::Export) => events::export_arms(ctx),
         (C::Arm, A::Import) => events::import_arms(ctx),
         (C::Arm, A::Delete) => events::delete_arms(ctx),

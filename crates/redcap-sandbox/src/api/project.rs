@@ -3,7 +3,7 @@
 use redcap::{ApiError, Rights};
 use serde_json::{Map, Value};
 
-use super::{Ctx, text};
+use super::{Ctx, project_xml, text};
 use crate::db::{Arm, Event, Field, LogKind, Member, Project};
 use crate::format::Reply;
 
@@ -79,6 +79,9 @@ pub fn create(ctx: &mut Ctx) -> Result<Reply, ApiError> {
         v => v == "1",
     };
 
+    // A REDCap XML file (`odm`) seeds the project; it is read before
+    // anything changes.
+    let mut file = project_xml::read_odm(ctx)?;
     let state = &mut *ctx.state;
     let id = state.next_project_id.max(1);
     state.next_project_id = id + 1;
@@ -110,10 +113,28 @@ pub fn create(ctx: &mut Ctx) -> Result<Reply, ApiError> {
         arms: Vec::new(),
         events: Vec::new(),
         repeating: Vec::new(),
+        form_labels: Default::default(),
     };
+    let events = match file.as_mut() {
+        Some(f) => {
+            if f.autonumbering.is_some()
+                && text(row.get("record_autonumbering_enabled"))
+                    .trim()
+                    .is_empty()
+            {
+                project.record_autonumbering_enabled = f.autonumbering.unwrap_or(true);
+            }
+            if text(row.get("surveys_enabled")).trim().is_empty() {
+                project.surveys_enabled = f.surveys_enabled;
+            }
+            project_xml::apply_structure(ctx, &mut project, f)?
+        }
+        None => Default::default(),
+    };
+    let state = &mut *ctx.state;
     // A longitudinal project starts with one arm and one event holding
     // every instrument (§2.5).
-    if project.is_longitudinal {
+    if project.is_longitudinal && file.is_none() {
         let event_id = state.next_event_id.max(1);
         state.next_event_id = event_id + 1;
         project.arms.push(Arm {
@@ -146,7 +167,12 @@ pub fn create(ctx: &mut Ctx) -> Result<Reply, ApiError> {
     state.touch();
     // The rest of the request logs into the new project.
     ctx.caller.project_id = Some(id);
-    ctx.log_manage(LogKind::Manage, "Create project");
+    if let Some(f) = &file {
+        project_xml::import_records(ctx, f, &events)?;
+        ctx.log_manage(LogKind::Manage, "Create project using REDCap XML file");
+    } else {
+        ctx.log_manage(LogKind::Manage, "Create project");
+    }
     ctx.log(
         LogKind::User,
         "Manage/Design ",

@@ -75,6 +75,11 @@ fn columns(project: &Project) -> Vec<Column> {
     cols
 }
 
+/// The names of a project's flat columns (no pseudo-fields).
+pub(crate) fn export_columns(project: &Project) -> Vec<String> {
+    columns(project).into_iter().map(|c| c.name).collect()
+}
+
 /// Whether a de-identified export drops this field (§4.5): identifiers,
 /// free text, notes and dates.
 fn dropped_when_deidentified(f: &Field, is_record_id: bool) -> bool {
@@ -325,7 +330,7 @@ fn event_layouts(
                     .iter()
                     .map(|f| {
                         let shown = if labels {
-                            metadata::form_label(f)
+                            metadata::form_label(project, f)
                         } else {
                             (*f).clone()
                         };
