@@ -485,6 +485,9 @@ pub struct RowWriter<'w> {
     /// JSON, `<name>` and `</name>` in XML): a row's keys are the previous
     /// row's nearly always, so they are encoded once.
     keys: Vec<(String, Vec<u8>, Vec<u8>)>,
+    /// Columns whose whole-number values JSON writes as numbers
+    /// (`redcap_repeat_instance`), not strings.
+    numeric: &'static [&'static str],
 }
 
 /// Where a [`RowWriter`] writes: CSV through one `csv::Writer` for the
@@ -531,7 +534,14 @@ impl<'w> RowWriter<'w> {
             rows: 0,
             buf: Vec::with_capacity(4096),
             keys: Vec::new(),
+            numeric: &[],
         })
+    }
+
+    /// Writes the whole-number values of these columns as JSON numbers.
+    pub fn numeric(mut self, columns: &'static [&'static str]) -> RowWriter<'w> {
+        self.numeric = columns;
+        self
     }
 
     /// The encoding of column `i` named `k` (see `keys`).
@@ -574,7 +584,16 @@ impl<'w> RowWriter<'w> {
                     }
                     let key = self.key(i, k.as_ref());
                     self.buf.extend_from_slice(&self.keys[key].1);
-                    php_json_str(&mut self.buf, v.as_ref());
+                    let v = v.as_ref();
+                    if !self.numeric.is_empty()
+                        && !v.is_empty()
+                        && v.bytes().all(|b| b.is_ascii_digit())
+                        && self.numeric.contains(&k.as_ref())
+                    {
+                        self.buf.extend_from_slice(v.as_bytes());
+                    } else {
+                        php_json_str(&mut self.buf, v);
+                    }
                 }
                 self.buf.push(b'}');
             }

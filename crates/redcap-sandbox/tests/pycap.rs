@@ -3,8 +3,9 @@
 //! super token, metadata, records imported and exported in JSON, CSV and XML,
 //! flat and EAV, users and rights, roles, DAGs and the user-DAG mapping,
 //! logging with filters, deletes, and files (`import_file`, `export_file`,
-//! `delete_file`); and PyCap's File Repository methods
-//! (`pycap_file_repository.py`).
+//! `delete_file`); PyCap's File Repository methods
+//! (`pycap_file_repository.py`); its longitudinal and repeating methods and
+//! a project from REDCap XML (`pycap_longitudinal.py`).
 //!
 //! `PYCAP_PYTHON` names a Python with `pycap` installed; `scripts/test`
 //! creates that venv and exports it. Without it the test passes with a note
@@ -75,4 +76,19 @@ async fn pycap_file_repository() {
         "PyCap File Repository OK",
     )
     .await;
+}
+
+/// PyCap's longitudinal and repeating methods (`export_arms`,
+/// `import_arms`, `delete_arms`, `export_events`, `import_events`,
+/// `delete_events`, `export_instrument_event_mappings`,
+/// `import_instrument_event_mappings`, the repeating setup, records by
+/// event and instance, `delete_records` of one instance, `is_longitudinal`)
+/// and a project from REDCap XML created as PyCap's integration fixture
+/// creates one.
+#[tokio::test]
+async fn pycap_longitudinal() {
+    let Some(python) = pycap_python("pycap_longitudinal") else {
+        return;
+    };
+    run_script(&python, "pycap_longitudinal.py", "PyCap longitudinal OK").await;
 }

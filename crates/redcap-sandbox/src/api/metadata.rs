@@ -192,11 +192,18 @@ pub fn import(ctx: &mut Ctx) -> Result<Reply, ApiError> {
     }
     project.roles = roles;
     // Instruments that left the project leave the events and the
-    // repeating setup; new ones are designated for no event (a mapping
-    // import does that).
+    // repeating setup. New ones are designated for the event of a
+    // one-event project (INF: as REDCap's Online Designer does); with more
+    // events a mapping import designates them.
     let forms = project.forms();
+    let single_event = project.events.len() == 1;
     for e in &mut project.events {
         e.forms.retain(|f| forms.contains(f));
+        if single_event {
+            e.forms.extend(new_forms.iter().cloned());
+            e.forms
+                .sort_by_key(|f| forms.iter().position(|x| x == f).unwrap_or(usize::MAX));
+        }
     }
     project
         .repeating

@@ -275,9 +275,13 @@ struct EventLayout {
     base: Vec<bool>,
 }
 
-/// An event's label as REDCap shows it in messages and logs:
-/// `<name> (Arm <n>: <arm name>)`.
+/// An event's label as REDCap shows it in labelled exports, messages and
+/// logs: its name, with `(Arm <n>: <arm name>)` when the project has more
+/// than one arm.
 fn event_label(project: &Project, e: &crate::db::Event) -> String {
+    if project.arms.len() <= 1 {
+        return e.name.clone();
+    }
     let arm = project
         .arms
         .iter()
@@ -544,7 +548,8 @@ impl FlatRows {
     ) -> anyhow::Result<()> {
         let header = self.header();
         let columns: Vec<&str> = self.selected.iter().map(|c| c.name.as_str()).collect();
-        let mut w = RowWriter::begin(format, out, &header, "records", "item")?;
+        let mut w =
+            RowWriter::begin(format, out, &header, "records", "item")?.numeric(&[REPEAT_INSTANCE]);
         let width = header.len();
         store::for_each_record(conn, q, &columns, |record| {
             self.for_each_row(record, |row| {
@@ -577,7 +582,8 @@ impl FlatRows {
         }
         header.extend(["field_name", "value"]);
         let columns: Vec<&str> = self.selected.iter().map(|c| c.name.as_str()).collect();
-        let mut w = RowWriter::begin(format, out, &header, "records", "item")?;
+        let mut w =
+            RowWriter::begin(format, out, &header, "records", "item")?.numeric(&[REPEAT_INSTANCE]);
         store::for_each_record(conn, q, &columns, |record| {
             self.for_each_row(record, |row| {
                 for (i, c) in self.selected.iter().enumerate() {
@@ -1255,8 +1261,11 @@ impl<'p> Import<'p> {
             ctx.sql(|c| store::insert_record(c, pid, &id, group))?;
             changes = format!("{rid} = '{id}'");
         }
-        let old_values = if is_new && !self.slotted {
-            puts.push((rid, Cow::Borrowed(id.as_str())));
+        // A new record has no values to compare with: nothing is read.
+        let old_values = if is_new {
+            if !self.slotted {
+                puts.push((rid, Cow::Borrowed(id.as_str())));
+            }
             BTreeMap::new()
         } else {
             ctx.sql(|c| store::record_values_in(c, pid, &id, slot))?
