@@ -208,6 +208,12 @@ pub struct OdmProject {
     pub records: Vec<OdmRecord>,
 }
 
+/// Items of a file that are no fields of the dictionary.
+const PSEUDO_ITEMS: &[&str] = &["redcap_data_access_group", "redcap_survey_identifier"];
+
+/// The item that carries a record's Data Access Group (its unique name).
+pub const DAG_ITEM: &str = "redcap_data_access_group";
+
 /// Field types of the file and of the data dictionary where they differ.
 const TYPES: &[(&str, &str)] = &[("textarea", "notes"), ("select", "dropdown")];
 /// Validation types likewise (REDCap's files use the legacy names).
@@ -365,9 +371,12 @@ fn read_dictionary(mdv: &Node, p: &mut OdmProject) -> Result<(), String> {
                     "" => item.attr("Name"),
                     n => n,
                 };
-                if name == format!("{form_name}_complete")
+                // Items without a field type are REDCap's pseudo-fields (the
+                // record's DAG, survey identifier and timestamps).
+                if item.attr("redcap:FieldType").is_empty()
+                    || name == format!("{form_name}_complete")
                     || name == format!("{form_name}_timestamp")
-                    || name == "redcap_survey_identifier"
+                    || PSEUDO_ITEMS.contains(&name)
                     || p.metadata.iter().any(|f| f.field_name == name)
                 {
                     continue;
@@ -467,7 +476,7 @@ fn read_records(clinical: &Node, forms: &[(String, String)], out: &mut Vec<OdmRe
     for subject in clinical.all("SubjectData") {
         let mut record = OdmRecord {
             name: subject.attr("SubjectKey").to_owned(),
-            dag: subject.attr("redcap:DataAccessGroup").to_owned(),
+            dag: String::new(),
             values: Vec::new(),
         };
         let mut read_forms = |parent: &Node, event: &str, event_key: i64| {
@@ -477,6 +486,10 @@ fn read_records(clinical: &Node, forms: &[(String, String)], out: &mut Vec<OdmRe
                 for group in form.all("ItemGroupData") {
                     for item in group.all("ItemData") {
                         let field = item.attr("ItemOID");
+                        if field == DAG_ITEM {
+                            record.dag = item.attr("Value").to_owned();
+                            continue;
+                        }
                         if field == "redcap_survey_identifier"
                             || forms.iter().any(|(f, _)| field == format!("{f}_timestamp"))
                         {
@@ -785,6 +798,12 @@ pub fn write_metadata(m: &Metadata) -> String {
                         v = escape(&f.field_name)
                     );
                 }
+                if i == 0 && !m.dags.is_empty() {
+                    let _ = writeln!(
+                        s,
+                        "\t\t<ItemRef ItemOID=\"{DAG_ITEM}\" Mandatory=\"No\" redcap:Variable=\"{DAG_ITEM}\"/>"
+                    );
+                }
             }
             let _ = writeln!(s, "\t</ItemGroupDef>");
         }
@@ -797,6 +816,12 @@ pub fn write_metadata(m: &Metadata) -> String {
     for (form, _) in m.forms {
         for f in m.metadata.iter().filter(|f| &f.form_name == form) {
             write_item_defs(&mut s, f);
+            if f.field_name == rid && !m.dags.is_empty() {
+                let _ = writeln!(
+                    s,
+                    "\t<ItemDef OID=\"{DAG_ITEM}\" Name=\"{DAG_ITEM}\" DataType=\"text\" Length=\"999\" redcap:Variable=\"{DAG_ITEM}\">\n\t\t<Question><TranslatedText>Data Access Group</TranslatedText></Question>\n\t</ItemDef>"
+                );
+            }
         }
         let _ = writeln!(
             s,
@@ -1031,10 +1056,9 @@ impl<'a> RecordWriter<'a> {
             escape(&record.name),
             escape(self.rid)
         );
-        if let Some(d) = dag.filter(|d| !d.is_empty()) {
-            let _ = write!(out, " redcap:DataAccessGroup=\"{}\"", escape(d));
-        }
         out.push_str(">\n");
+        // The record's DAG goes beside its first record ID value.
+        let mut dag = dag.filter(|d| !d.is_empty());
         for EventLayout {
             id: event_id,
             unique_name: unique,
@@ -1080,6 +1104,7 @@ impl<'a> RecordWriter<'a> {
                             values,
                             columns,
                             form_repeats,
+                            &mut dag,
                         );
                     }
                 }
@@ -1101,6 +1126,7 @@ impl<'a> RecordWriter<'a> {
         values: &[String],
         columns: &[&str],
         form_repeats: bool,
+        dag: &mut Option<&str>,
     ) {
         // The form's values in dictionary order, grouped.
         let mut groups: Vec<(&str, Vec<(&str, &str)>)> = Vec::new();
@@ -1114,9 +1140,15 @@ impl<'a> RecordWriter<'a> {
             if f != form || (*c == self.rid && form_repeats) {
                 continue;
             }
+            let mut item = vec![(*c, v.as_str())];
+            if *c == self.rid
+                && let Some(d) = dag.take()
+            {
+                item.push((DAG_ITEM, d));
+            }
             match groups.iter_mut().find(|(g, _)| g == group) {
-                Some((_, items)) => items.push((c, v)),
-                None => groups.push((group.as_str(), vec![(c, v)])),
+                Some((_, items)) => items.extend(item),
+                None => groups.push((group.as_str(), item)),
             }
         }
         if groups.is_empty() {

@@ -740,7 +740,7 @@ async fn records_flat_json_with_dags_and_rights() {
     assert_eq!(
         all[1],
         json!({"record_id": "2", "redcap_data_access_group": "site_b", "name": "Ben", "age": "", "demographics_complete": "0",
-               "symptoms___1": "1", "symptoms___2": "", "arm": "b", "visit_complete": "0"})
+               "symptoms___1": "1", "symptoms___2": "0", "arm": "b", "visit_complete": "0"})
     );
     assert_eq!(all[2]["record_id"], "10");
     // Filters.
@@ -770,7 +770,7 @@ async fn records_flat_json_with_dags_and_rights() {
         .json();
     assert_eq!(
         forms,
-        json!([{"symptoms___1": "1", "symptoms___2": "", "arm": "b", "visit_complete": "0"}])
+        json!([{"symptoms___1": "1", "symptoms___2": "0", "arm": "b", "visit_complete": "0"}])
     );
     sb.call(&admin, "record", &[("fields", "nope")])
         .await
@@ -789,7 +789,7 @@ async fn records_flat_json_with_dags_and_rights() {
         .json();
     assert_eq!(
         mine,
-        json!([{"record_id": "1", "age": "40", "demographics_complete": "0", "symptoms___1": "", "symptoms___2": "", "arm": "", "visit_complete": ""}])
+        json!([{"record_id": "1", "age": "40", "demographics_complete": "0", "symptoms___1": "0", "symptoms___2": "0", "arm": "", "visit_complete": ""}])
     );
     // DAG import rules (§5.5).
     sb.import(

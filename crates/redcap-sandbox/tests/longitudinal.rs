@@ -407,7 +407,7 @@ async fn records_by_event() {
     assert_eq!(
         csv.body,
         "record_id,redcap_event_name,name,age,demographics_complete,symptoms___1,symptoms___2,arm,visit_complete\n\
-         2,baseline_arm_1,,,,,1,b,0\n"
+         2,baseline_arm_1,,,,0,1,b,0\n"
     );
     let xml = sb
         .post(&[
@@ -599,14 +599,14 @@ async fn repeating_instruments_and_events() {
     assert_eq!(
         brief,
         [
-            "screening_arm_1|||Ann||",
+            "screening_arm_1|||Ann||0",
             // The event's non-repeating row (empty here: its one
             // instrument repeats), then the instrument's instances.
             "baseline_arm_1|||||",
-            "baseline_arm_1|visit|1||a|",
-            "baseline_arm_1|visit|2||b|",
+            "baseline_arm_1|visit|1||a|0",
+            "baseline_arm_1|visit|2||b|0",
             // A repeating event: every instance a row, no instrument.
-            "followup_visit_num_arm_1||1|||",
+            "followup_visit_num_arm_1||1|||0",
             "followup_visit_num_arm_1||2|||1",
         ]
     );
@@ -712,8 +712,8 @@ async fn classic_repeating_instruments() {
         csv.body,
         "record_id,redcap_repeat_instrument,redcap_repeat_instance,name,age,demographics_complete,symptoms___1,symptoms___2,arm,visit_complete\n\
          1,,,Ann,,0,,,,\n\
-         1,visit,1,,,,,,a,0\n\
-         1,visit,3,,,,,,b,0\n"
+         1,visit,1,,,,0,0,a,0\n\
+         1,visit,3,,,,0,0,b,0\n"
     );
     // Deleting a repeating instrument's data: every instance.
     let a = sb

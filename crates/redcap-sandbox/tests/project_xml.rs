@@ -11,8 +11,9 @@ use serde_json::json;
 
 /// A classic project's file as REDCap writes it (legacy `int` validation,
 /// `select` and `textarea` types, checkbox choices, a soft range, a
-/// required field, a repeating instrument, a DAG, survey identifier and
-/// timestamp items, instrument labels of their own).
+/// required field, a repeating instrument, a DAG and a record in it —
+/// the `redcap_data_access_group` item —, survey identifier and timestamp
+/// items, instrument labels of their own).
 const CLASSIC: &str = r#"<?xml version="1.0" encoding="UTF-8" ?>
 <ODM xmlns="http://www.cdisc.org/ns/odm/v1.3" xmlns:redcap="https://projectredcap.org" ODMVersion="1.3.1" FileType="Snapshot" SourceSystem="REDCap">
 <Study OID="Project.Clinic">
@@ -45,6 +46,7 @@ const CLASSIC: &str = r#"<?xml version="1.0" encoding="UTF-8" ?>
 	</FormDef>
 	<ItemGroupDef OID="intake.pid" Name="Intake Form" Repeating="No">
 		<ItemRef ItemOID="pid" Mandatory="No" redcap:Variable="pid"/>
+		<ItemRef ItemOID="redcap_data_access_group" Mandatory="No" redcap:Variable="redcap_data_access_group"/>
 		<ItemRef ItemOID="redcap_survey_identifier" Mandatory="No" redcap:Variable="redcap_survey_identifier"/>
 		<ItemRef ItemOID="intake_timestamp" Mandatory="No" redcap:Variable="intake_timestamp"/>
 		<ItemRef ItemOID="age" Mandatory="Yes" redcap:Variable="age"/>
@@ -64,6 +66,9 @@ const CLASSIC: &str = r#"<?xml version="1.0" encoding="UTF-8" ?>
 	</ItemGroupDef>
 	<ItemDef OID="pid" Name="pid" DataType="text" Length="999" redcap:Variable="pid" redcap:FieldType="text">
 		<Question><TranslatedText>Participant ID</TranslatedText></Question>
+	</ItemDef>
+	<ItemDef OID="redcap_data_access_group" Name="redcap_data_access_group" DataType="text" Length="999" redcap:Variable="redcap_data_access_group">
+		<Question><TranslatedText>Data Access Group</TranslatedText></Question>
 	</ItemDef>
 	<ItemDef OID="redcap_survey_identifier" Name="redcap_survey_identifier" DataType="text" Length="999" redcap:Variable="redcap_survey_identifier">
 		<Question><TranslatedText>Survey Identifier</TranslatedText></Question>
@@ -117,10 +122,11 @@ const CLASSIC: &str = r#"<?xml version="1.0" encoding="UTF-8" ?>
 </MetaDataVersion>
 </Study>
 <ClinicalData StudyOID="Project.Clinic" MetaDataVersionOID="Metadata.Clinic_2026-01-01_1200">
-	<SubjectData SubjectKey="1" redcap:RecordIdField="pid" redcap:DataAccessGroup="north_site">
+	<SubjectData SubjectKey="1" redcap:RecordIdField="pid">
 			<FormData FormOID="Form.intake" FormRepeatKey="1">
 				<ItemGroupData ItemGroupOID="intake.pid" ItemGroupRepeatKey="1">
 					<ItemData ItemOID="pid" Value="1"/>
+					<ItemData ItemOID="redcap_data_access_group" Value="north_site"/>
 					<ItemData ItemOID="redcap_survey_identifier" Value=""/>
 					<ItemData ItemOID="intake_timestamp" Value="[not completed]"/>
 					<ItemData ItemOID="age" Value="44"/>
@@ -282,7 +288,7 @@ async fn a_project_from_a_redcap_file() {
              "seen": "2026-02-03", "visits_complete": ""},
             {"pid": "2", "redcap_repeat_instrument": "", "redcap_repeat_instance": "",
              "redcap_data_access_group": "", "age": "", "sex": "",
-             "diet___1": "", "diet___2": "", "history": "line one line \"two\"",
+             "diet___1": "0", "diet___2": "0", "history": "line one line \"two\"",
              "intake_complete": "", "seen": "", "visits_complete": ""}
         ])
     );
@@ -299,7 +305,9 @@ async fn a_project_from_a_redcap_file() {
     // Round trip: the export read back exports the same file.
     let first = project_xml(&sb, &token, &[("exportDataAccessGroups", "true")]).await;
     assert!(
-        first.contains("redcap:DataAccessGroup=\"north_site\""),
+        first.replace('\t', "").contains(
+            "<ItemData ItemOID=\"pid\" Value=\"1\"/>\n<ItemData ItemOID=\"redcap_data_access_group\" Value=\"north_site\"/>"
+        ),
         "{first}"
     );
     assert!(
@@ -321,7 +329,10 @@ async fn a_project_from_a_redcap_file() {
     assert!(bare.trim_end().ends_with("</ODM>"));
     assert!(bare.contains("<redcap:DataAccessGroups group_name=\"North Site\"/>"));
     let plain = project_xml(&sb, &token, &[]).await;
-    assert!(!plain.contains("redcap:DataAccessGroup="), "{plain}");
+    assert!(
+        !plain.contains("<ItemData ItemOID=\"redcap_data_access_group\""),
+        "{plain}"
+    );
     let one = project_xml(&sb, &token, &[("records[0]", "2")]).await;
     assert!(!one.contains("SubjectKey=\"1\""), "{one}");
     assert!(one.contains("SubjectKey=\"2\""), "{one}");

@@ -496,8 +496,13 @@ impl FlatRows {
             return "";
         }
         let raw = row.values.get(i).map(String::as_str).unwrap_or_default();
-        if self.selected[i].file && !raw.is_empty() {
+        let col = &self.selected[i];
+        if col.file && !raw.is_empty() {
             DOCUMENT
+        } else if raw.is_empty() && col.code.is_some() {
+            // An unchecked box is `0` in every row that shows it (REDCap
+            // stores only checked ones; PyCap's doctests show `'0'`).
+            "0"
         } else {
             raw
         }
