@@ -185,6 +185,17 @@ pub struct OdmValue {
     pub instance: i64,
     pub field: String,
     pub value: String,
+    /// A File Upload field's file (`ItemDataBase64Binary`): its name, type
+    /// and base64 content; `value` is then empty.
+    pub file: Option<OdmFile>,
+}
+
+/// A file carried in a REDCap XML file.
+#[derive(Debug)]
+pub struct OdmFile {
+    pub name: String,
+    pub mime_type: String,
+    pub base64: String,
 }
 
 /// What a REDCap XML file holds that the sandbox keeps.
@@ -500,6 +511,20 @@ fn read_records(clinical: &Node, forms: &[(String, String)], out: &mut Vec<OdmRe
                             instance,
                             field: field.to_owned(),
                             value: item.attr("Value").to_owned(),
+                            file: None,
+                        });
+                    }
+                    for item in group.all("ItemDataBase64Binary") {
+                        record.values.push(OdmValue {
+                            event: event.to_owned(),
+                            instance,
+                            field: item.attr("ItemOID").to_owned(),
+                            value: String::new(),
+                            file: Some(OdmFile {
+                                name: item.attr("redcap:DocName").to_owned(),
+                                mime_type: item.attr("redcap:MimeType").to_owned(),
+                                base64: item.text.split_whitespace().collect(),
+                            }),
                         });
                     }
                 }
@@ -1002,6 +1027,12 @@ pub struct EventLayout {
 /// One record's `SubjectData`: its slots' values grouped by event, then
 /// instrument (with its instance), then item group.
 pub struct RecordWriter<'a> {
+    /// File Upload fields' columns.
+    pub file_fields: std::collections::HashSet<String>,
+    /// Where a File Upload field's file is written from (`exportFiles`):
+    /// answers its name, type and bytes; `None` leaves the fields out.
+    #[allow(clippy::type_complexity)]
+    pub files: Option<Box<dyn Fn(&str) -> Option<(String, String, Vec<u8>)> + Send + 'a>>,
     pub forms: &'a [(String, String)],
     pub rid: &'a str,
     /// The events, in order (a classic project: its implicit one).
@@ -1032,6 +1063,12 @@ impl<'a> RecordWriter<'a> {
             );
         }
         RecordWriter {
+            file_fields: metadata
+                .iter()
+                .filter(|f| f.field_type == "file")
+                .map(|f| f.field_name.clone())
+                .collect(),
+            files: None,
             forms,
             rid: metadata
                 .first()
@@ -1167,6 +1204,21 @@ impl<'a> RecordWriter<'a> {
                 escape(group)
             );
             for (item, value) in items {
+                if self.file_fields.contains(item) {
+                    // A file travels whole (`exportFiles`) or not at all.
+                    if let Some((name, mime, bytes)) = self.files.as_ref().and_then(|f| f(value)) {
+                        use base64::Engine as _;
+                        let _ = writeln!(
+                            out,
+                            "{indent}\t\t<ItemDataBase64Binary ItemOID=\"{}\" redcap:DocName=\"{}\" redcap:MimeType=\"{}\"><![CDATA[{}]]></ItemDataBase64Binary>",
+                            escape(item),
+                            escape(&name),
+                            escape(&mime),
+                            base64::engine::general_purpose::STANDARD.encode(bytes)
+                        );
+                    }
+                    continue;
+                }
                 let _ = writeln!(
                     out,
                     "{indent}\t\t<ItemData ItemOID=\"{}\" Value=\"{}\"/>",

@@ -1141,23 +1141,35 @@ pub fn record_all_values(
     rows.collect()
 }
 
-/// One value of a record.
+/// One value of a record in one slot.
+pub fn record_value_in(
+    conn: &Connection,
+    pid: u64,
+    record: &str,
+    slot: Slot,
+    field: &str,
+) -> rusqlite::Result<Option<String>> {
+    let (class, num) = sort_key(record);
+    conn.prepare_cached(&format!(
+        "SELECT value FROM redcap_data
+         WHERE {RECORD_KEY} AND event_id = ?5 AND field_name = ?6 AND instance = ?7"
+    ))?
+    .query_row(
+        params![pid, class, num, record, slot.event, field, slot.instance],
+        |r| r.get(0),
+    )
+    .optional()
+}
+
+/// One value of a record (classic slot).
+#[cfg(test)]
 pub fn record_value(
     conn: &Connection,
     pid: u64,
     record: &str,
     field: &str,
 ) -> rusqlite::Result<Option<String>> {
-    let (class, num) = sort_key(record);
-    conn.prepare_cached(&format!(
-        "SELECT value FROM redcap_data
-         WHERE {RECORD_KEY} AND event_id = ?5 AND field_name = ?6 AND instance = 1"
-    ))?
-    .query_row(
-        params![pid, class, num, record, CLASSIC_EVENT, field],
-        |r| r.get(0),
-    )
-    .optional()
+    record_value_in(conn, pid, record, Slot::CLASSIC, field)
 }
 
 /// Sets a value (replacing any).
@@ -1169,24 +1181,6 @@ pub fn put_value(
     value: &str,
 ) -> rusqlite::Result<()> {
     put_values(conn, pid, record, &[(field, value)])
-}
-
-/// Sets a value unless the record already has one.
-pub fn put_value_if_absent(
-    conn: &Connection,
-    pid: u64,
-    record: &str,
-    field: &str,
-    value: &str,
-) -> rusqlite::Result<()> {
-    let (class, num) = sort_key(record);
-    conn.prepare_cached(&format!(
-        "INSERT OR IGNORE INTO redcap_data (project_id, event_id, record, field_name, instance,
-             value, sort_class, sort_num)
-         VALUES (?1, {CLASSIC_EVENT}, ?2, ?3, 1, ?4, ?5, ?6)"
-    ))?
-    .execute(params![pid, record, field, value, class, num])?;
-    Ok(())
 }
 
 /// Sets a value of one slot unless the record already has one there.
@@ -1333,16 +1327,6 @@ fn put_values_sql(n: usize) -> &'static str {
             .collect()
     });
     &all[n]
-}
-
-/// Removes a value.
-pub fn delete_value(
-    conn: &Connection,
-    pid: u64,
-    record: &str,
-    field: &str,
-) -> rusqlite::Result<()> {
-    delete_value_in(conn, pid, record, Slot::CLASSIC, field)
 }
 
 /// Removes a value of one slot.

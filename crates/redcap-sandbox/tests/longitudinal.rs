@@ -732,3 +732,121 @@ async fn classic_repeating_instruments() {
     assert_eq!(rows.as_array().unwrap().len(), 1, "{rows}");
     assert_eq!(rows[0]["name"], "Ann");
 }
+
+/// Files of File Upload fields by event and instance: `event` (blank: the
+/// first event) and `repeat_instance` name the slot, as in REDCap.
+#[tokio::test]
+async fn files_by_event_and_instance() {
+    let sb = Sandbox::start().await;
+    let token = longitudinal_project(&sb).await;
+    let md = json!([
+        {"field_name": "record_id", "form_name": "demographics", "field_type": "text", "field_label": "ID"},
+        {"field_name": "scan", "form_name": "visit", "field_type": "file", "field_label": "Scan"}
+    ]);
+    assert_eq!(sb.import(&token, "metadata", md, &[]).await.status, 200);
+    structure(&sb, &token).await;
+    let a = sb
+        .import(
+            &token,
+            "repeatingFormsEvents",
+            json!([{"event_name": "baseline_arm_1", "form_name": "visit", "custom_form_label": ""}]),
+            &[],
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let a = sb
+        .import(
+            &token,
+            "record",
+            json!([{"record_id": "1", "redcap_event_name": "screening_arm_1"}]),
+            &[],
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    for (instance, bytes) in [("1", b"one".to_vec()), ("2", b"two".to_vec())] {
+        let a = file_call(
+            &sb,
+            &token,
+            "import",
+            "baseline_arm_1",
+            instance,
+            Some(bytes),
+        )
+        .await;
+        assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.bytes));
+    }
+    let export = |event, instance| file_call(&sb, &token, "export", event, instance, None);
+    assert_eq!(export("baseline_arm_1", "2").await.bytes, b"two");
+    assert_eq!(export("baseline_arm_1", "1").await.bytes, b"one");
+    // No event: the first, where the record has no file.
+    let none = export("", "").await;
+    assert_eq!(none.status, 400);
+    assert!(
+        String::from_utf8_lossy(&none.bytes)
+            .contains("There is no file to download for this record")
+    );
+    assert_eq!(export("nope_arm_1", "1").await.status, 400);
+    // The rows show the file where it is.
+    let rows = sb.call(&token, "record", &[]).await.json();
+    let scans: Vec<String> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            format!(
+                "{}|{}|{}",
+                r["redcap_event_name"].as_str().unwrap(),
+                text(&r["redcap_repeat_instance"]),
+                r["scan"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        scans,
+        [
+            "screening_arm_1||",
+            "baseline_arm_1||",
+            "baseline_arm_1|1|[document]",
+            "baseline_arm_1|2|[document]"
+        ]
+    );
+    let a = file_call(&sb, &token, "delete", "baseline_arm_1", "2", None).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(export("baseline_arm_1", "2").await.status, 400);
+    assert_eq!(export("baseline_arm_1", "1").await.bytes, b"one");
+}
+
+/// A `content=file` call on record 1's `scan` in one event and instance
+/// (an upload when `bytes` is given).
+async fn file_call(
+    sb: &Sandbox,
+    token: &str,
+    action: &str,
+    event: &str,
+    instance: &str,
+    bytes: Option<Vec<u8>>,
+) -> common::BytesAnswer {
+    let p = [
+        ("token", token),
+        ("content", "file"),
+        ("action", action),
+        ("record", "1"),
+        ("field", "scan"),
+        ("event", event),
+        ("repeat_instance", instance),
+        ("returnFormat", "json"),
+    ];
+    match bytes {
+        Some(b) => {
+            let a = sb
+                .post_multipart(&p, Some(("scan.txt", Some("text/plain"), b)))
+                .await;
+            common::BytesAnswer {
+                status: a.status,
+                headers: Default::default(),
+                bytes: a.body.into_bytes(),
+            }
+        }
+        None => sb.post_bytes(&p).await,
+    }
+}

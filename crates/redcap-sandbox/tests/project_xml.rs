@@ -54,6 +54,7 @@ const CLASSIC: &str = r#"<?xml version="1.0" encoding="UTF-8" ?>
 		<ItemRef ItemOID="diet___1" Mandatory="No" redcap:Variable="diet"/>
 		<ItemRef ItemOID="diet___2" Mandatory="No" redcap:Variable="diet"/>
 		<ItemRef ItemOID="history" Mandatory="No" redcap:Variable="history"/>
+		<ItemRef ItemOID="consent" Mandatory="No" redcap:Variable="consent"/>
 	</ItemGroupDef>
 	<ItemGroupDef OID="intake.intake_complete" Name="Form Status" Repeating="No">
 		<ItemRef ItemOID="intake_complete" Mandatory="No" redcap:Variable="intake_complete"/>
@@ -96,6 +97,9 @@ const CLASSIC: &str = r#"<?xml version="1.0" encoding="UTF-8" ?>
 	<ItemDef OID="history" Name="history" DataType="text" Length="999" redcap:Variable="history" redcap:FieldType="textarea" redcap:BranchingLogic="[age] &gt; 18">
 		<Question><TranslatedText>History</TranslatedText></Question>
 	</ItemDef>
+	<ItemDef OID="consent" Name="consent" DataType="text" Length="999" redcap:Variable="consent" redcap:FieldType="file">
+		<Question><TranslatedText>Consent form</TranslatedText></Question>
+	</ItemDef>
 	<ItemDef OID="intake_complete" Name="intake_complete" DataType="text" Length="1" redcap:Variable="intake_complete" redcap:FieldType="select" redcap:SectionHeader="Form Status">
 		<Question><TranslatedText>Complete?</TranslatedText></Question>
 		<CodeListRef CodeListOID="intake_complete.choices"/>
@@ -133,6 +137,7 @@ const CLASSIC: &str = r#"<?xml version="1.0" encoding="UTF-8" ?>
 					<ItemData ItemOID="sex" Value="0"/>
 					<ItemData ItemOID="diet___1" Value="1"/>
 					<ItemData ItemOID="diet___2" Value="0"/>
+					<ItemDataBase64Binary ItemOID="consent" redcap:DocName="consent.txt" redcap:MimeType="text/plain"><![CDATA[c2lnbmVkIGJ5IEFubg==]]></ItemDataBase64Binary>
 				</ItemGroupData>
 				<ItemGroupData ItemGroupOID="intake.intake_complete" ItemGroupRepeatKey="1">
 					<ItemData ItemOID="intake_complete" Value="2"/>
@@ -232,7 +237,23 @@ async fn a_project_from_a_redcap_file() {
         .iter()
         .map(|f| f["field_name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["pid", "age", "sex", "diet", "history", "seen"]);
+    assert_eq!(
+        names,
+        ["pid", "age", "sex", "diet", "history", "consent", "seen"]
+    );
+    // The file's file is the record's.
+    let file = sb
+        .post_bytes(&[
+            ("token", &token),
+            ("content", "file"),
+            ("action", "export"),
+            ("record", "1"),
+            ("field", "consent"),
+        ])
+        .await;
+    assert_eq!(file.status, 200);
+    assert_eq!(file.bytes, b"signed by Ann");
+    assert!(file.header("content-type").contains("name=\"consent.txt\""));
     let age = &md[1];
     assert_eq!(age["text_validation_type_or_show_slider_number"], "integer");
     assert_eq!(age["text_validation_min"], "0");
@@ -276,19 +297,19 @@ async fn a_project_from_a_redcap_file() {
         json!([
             {"pid": "1", "redcap_repeat_instrument": "", "redcap_repeat_instance": "",
              "redcap_data_access_group": "north_site", "age": "44", "sex": "0",
-             "diet___1": "1", "diet___2": "0", "history": "", "intake_complete": "2",
+             "diet___1": "1", "diet___2": "0", "consent": "[document]", "history": "", "intake_complete": "2",
              "seen": "", "visits_complete": ""},
             {"pid": "1", "redcap_repeat_instrument": "visits", "redcap_repeat_instance": 1,
              "redcap_data_access_group": "north_site", "age": "", "sex": "",
-             "diet___1": "", "diet___2": "", "history": "", "intake_complete": "",
+             "diet___1": "", "diet___2": "", "consent": "", "history": "", "intake_complete": "",
              "seen": "2026-01-02", "visits_complete": ""},
             {"pid": "1", "redcap_repeat_instrument": "visits", "redcap_repeat_instance": 2,
              "redcap_data_access_group": "north_site", "age": "", "sex": "",
-             "diet___1": "", "diet___2": "", "history": "", "intake_complete": "",
+             "diet___1": "", "diet___2": "", "consent": "", "history": "", "intake_complete": "",
              "seen": "2026-02-03", "visits_complete": ""},
             {"pid": "2", "redcap_repeat_instrument": "", "redcap_repeat_instance": "",
              "redcap_data_access_group": "", "age": "", "sex": "",
-             "diet___1": "0", "diet___2": "0", "history": "line one line \"two\"",
+             "diet___1": "0", "diet___2": "0", "consent": "", "history": "line one line \"two\"",
              "intake_complete": "", "seen": "", "visits_complete": ""}
         ])
     );
@@ -303,7 +324,12 @@ async fn a_project_from_a_redcap_file() {
     );
 
     // Round trip: the export read back exports the same file.
-    let first = project_xml(&sb, &token, &[("exportDataAccessGroups", "true")]).await;
+    let with_all = [("exportDataAccessGroups", "true"), ("exportFiles", "true")];
+    let first = project_xml(&sb, &token, &with_all).await;
+    assert!(
+        first.contains("<ItemDataBase64Binary ItemOID=\"consent\" redcap:DocName=\"consent.txt\" redcap:MimeType=\"text/plain\"><![CDATA[c2lnbmVkIGJ5IEFubg==]]></ItemDataBase64Binary>"),
+        "{first}"
+    );
     assert!(
         first.replace('\t', "").contains(
             "<ItemData ItemOID=\"pid\" Value=\"1\"/>\n<ItemData ItemOID=\"redcap_data_access_group\" Value=\"north_site\"/>"
@@ -315,7 +341,7 @@ async fn a_project_from_a_redcap_file() {
         "{first}"
     );
     let second_token = create_from(&sb, "From a file", &first).await;
-    let second = project_xml(&sb, &second_token, &[("exportDataAccessGroups", "true")]).await;
+    let second = project_xml(&sb, &second_token, &with_all).await;
     assert_eq!(timeless(&first), timeless(&second));
     assert_eq!(
         sb.call(&second_token, "record", &[]).await.json(),
@@ -329,6 +355,11 @@ async fn a_project_from_a_redcap_file() {
     assert!(bare.trim_end().ends_with("</ODM>"));
     assert!(bare.contains("<redcap:DataAccessGroups group_name=\"North Site\"/>"));
     let plain = project_xml(&sb, &token, &[]).await;
+    // Without exportFiles a File Upload field is left out.
+    assert!(
+        !plain.contains("<ItemData ItemOID=\"consent\"") && !plain.contains("ItemDataBase64Binary"),
+        "{plain}"
+    );
     assert!(
         !plain.contains("<ItemData ItemOID=\"redcap_data_access_group\""),
         "{plain}"
@@ -453,6 +484,10 @@ async fn bad_files_are_refused_and_create_nothing() {
         (
             "<ODM><Study><MetaDataVersion><FormDef OID=\"Form.f\" Name=\"F\"><ItemGroupRef ItemGroupOID=\"f.x\"/></FormDef><ItemGroupDef OID=\"f.x\"><ItemRef ItemOID=\"x\"/></ItemGroupDef></MetaDataVersion></Study></ODM>",
             "the item \\\"x\\\" has no <ItemDef>",
+        ),
+        (
+            "<ODM><Study><MetaDataVersion><FormDef OID=\"Form.f\" Name=\"F\"><ItemGroupRef ItemGroupOID=\"f.x\"/></FormDef><ItemGroupDef OID=\"f.x\"><ItemRef ItemOID=\"x\"/></ItemGroupDef><ItemDef OID=\"x\" redcap:Variable=\"x\" redcap:FieldType=\"text\"/></MetaDataVersion></Study><ClinicalData><SubjectData SubjectKey=\"1\"><FormData FormOID=\"Form.f\"><ItemGroupData><ItemData ItemOID=\"x\" Value=\"1\"/><ItemData ItemOID=\"redcap_data_access_group\" Value=\"nowhere\"/></ItemGroupData></FormData></SubjectData></ClinicalData></ODM>",
+            "the record \\\"1\\\" is in the unknown Data Access Group \\\"nowhere\\\"",
         ),
     ] {
         let a = sb

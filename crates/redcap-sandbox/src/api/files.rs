@@ -30,7 +30,7 @@ use redcap::{ApiError, ExportRight};
 use super::Ctx;
 use crate::db::{Doc, Field, LogKind, doc_path};
 use crate::format::Reply;
-use crate::store;
+use crate::store::{self, Slot};
 
 /// The File Upload field named by `field`, or the REDCap error for it.
 fn file_field<'p>(fields: &'p [Field], name: &str) -> Result<&'p Field, ApiError> {
@@ -49,10 +49,53 @@ fn visible(ctx: &mut Ctx, record: &str) -> Result<bool, ApiError> {
     Ok(group.is_some_and(|g| ctx.caller.group_id.is_none() || g == ctx.caller.group_id))
 }
 
+/// Where the file sits: the event named by `event` (a unique event name;
+/// blank: the first event) and the instance `repeat_instance` (blank: 1).
+/// A classic project has one event and ignores `event`, as REDCap does; a
+/// project without repetition ignores `repeat_instance`.
+fn file_slot(ctx: &Ctx) -> Result<Slot, ApiError> {
+    let p = ctx.project();
+    let event = if p.is_longitudinal {
+        let name = ctx.post.str("event").trim();
+        let found = if name.is_empty() {
+            p.events.first()
+        } else {
+            p.event_by_unique(name)
+        };
+        found
+            .ok_or_else(|| ApiError::InvalidParameterValues {
+                parameter: "event",
+                values: vec![name.to_owned()],
+            })?
+            .id
+    } else {
+        store::CLASSIC_EVENT
+    };
+    let instance = if p.has_repeating() {
+        match ctx.post.str("repeat_instance").trim() {
+            "" => 1,
+            v => v.parse::<i64>().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                ApiError::InvalidParameterValues {
+                    parameter: "repeat_instance",
+                    values: vec![v.to_owned()],
+                }
+            })?,
+        }
+    } else {
+        1
+    };
+    Ok(Slot { event, instance })
+}
+
 /// The doc id stored in the record's value of the field, if any.
-fn stored_doc(ctx: &mut Ctx, record: &str, field: &str) -> Result<Option<u64>, ApiError> {
+fn stored_doc(
+    ctx: &mut Ctx,
+    record: &str,
+    slot: Slot,
+    field: &str,
+) -> Result<Option<u64>, ApiError> {
     let pid = ctx.pid();
-    let value = ctx.sql(|c| store::record_value(c, pid, record, field))?;
+    let value = ctx.sql(|c| store::record_value_in(c, pid, record, slot, field))?;
     Ok(value.and_then(|v| v.parse().ok()))
 }
 
@@ -142,7 +185,8 @@ pub fn export(ctx: &mut Ctx) -> Result<Reply, ApiError> {
         return Err(ApiError::FileRecordMissing { record });
     }
     file_field(&ctx.project().metadata, &field_name)?;
-    let doc_id = stored_doc(ctx, &record, &field_name)?.ok_or(ApiError::NoFileToDownload)?;
+    let slot = file_slot(ctx)?;
+    let doc_id = stored_doc(ctx, &record, slot, &field_name)?.ok_or(ApiError::NoFileToDownload)?;
     let doc = ctx
         .state
         .docs
@@ -205,7 +249,8 @@ pub fn import(ctx: &mut Ctx) -> Result<Reply, ApiError> {
         .unwrap_or_else(|| guess_mime(&name).to_owned());
     let bytes = upload.bytes.clone();
     let pid = ctx.caller.project_id.unwrap_or_default();
-    let old = stored_doc(ctx, &record, &field_name)?;
+    let slot = file_slot(ctx)?;
+    let old = stored_doc(ctx, &record, slot, &field_name)?;
     let doc_id = ctx.state.add_doc(
         Doc {
             project_id: pid,
@@ -221,8 +266,14 @@ pub fn import(ctx: &mut Ctx) -> Result<Reply, ApiError> {
     let status_field = format!("{}_complete", field.form_name);
     let pid = ctx.pid();
     ctx.sql(|c| {
-        store::put_value(c, pid, &record, &field_name, &doc_id.to_string())?;
-        store::put_value_if_absent(c, pid, &record, &status_field, "0")
+        store::put_values_in(
+            c,
+            pid,
+            &record,
+            slot,
+            &[(field_name.as_str(), doc_id.to_string())],
+        )?;
+        store::put_value_if_absent_in(c, pid, &record, slot, &status_field, "0")
     })?;
     let group = record_group(ctx, &record)?;
     let action = format!("{} {record}", ctx.api_label("Upload document"));
@@ -246,10 +297,11 @@ pub fn delete(ctx: &mut Ctx) -> Result<Reply, ApiError> {
     }
     let field = file_field(&ctx.project().metadata, &field_name)?.clone();
     check_edit(ctx, &field)?;
-    let doc_id = stored_doc(ctx, &record, &field_name)?.ok_or(ApiError::NoFileToDelete)?;
+    let slot = file_slot(ctx)?;
+    let doc_id = stored_doc(ctx, &record, slot, &field_name)?.ok_or(ApiError::NoFileToDelete)?;
     ctx.state.remove_doc(doc_id);
     let pid = ctx.pid();
-    ctx.sql(|c| store::delete_value(c, pid, &record, &field_name))?;
+    ctx.sql(|c| store::delete_value_in(c, pid, &record, slot, &field_name))?;
     let group = record_group(ctx, &record)?;
     let action = format!("{} {record}", ctx.api_label("Delete uploaded document"));
     ctx.log(LogKind::RecordEdit, action, field_name, Some(record), group);

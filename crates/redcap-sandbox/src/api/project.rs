@@ -84,7 +84,6 @@ pub fn create(ctx: &mut Ctx) -> Result<Reply, ApiError> {
     let mut file = project_xml::read_odm(ctx)?;
     let state = &mut *ctx.state;
     let id = state.next_project_id.max(1);
-    state.next_project_id = id + 1;
     let creator = ctx.caller.username.clone();
     let metadata = vec![Field {
         field_name: "record_id".into(),
@@ -115,7 +114,11 @@ pub fn create(ctx: &mut Ctx) -> Result<Reply, ApiError> {
         repeating: Vec::new(),
         form_labels: Default::default(),
     };
-    let events = match file.as_mut() {
+    let mut counters = project_xml::Counters {
+        next_event_id: ctx.state.next_event_id,
+        next_group_id: ctx.state.next_group_id,
+    };
+    let records = match file.as_mut() {
         Some(f) => {
             if f.autonumbering.is_some()
                 && text(row.get("record_autonumbering_enabled"))
@@ -127,11 +130,16 @@ pub fn create(ctx: &mut Ctx) -> Result<Reply, ApiError> {
             if text(row.get("surveys_enabled")).trim().is_empty() {
                 project.surveys_enabled = f.surveys_enabled;
             }
-            project_xml::apply_structure(ctx, &mut project, f)?
+            let events = project_xml::apply_structure(&mut counters, &mut project, f)?;
+            project_xml::prepare_records(&project, f, &events)?
         }
-        None => Default::default(),
+        None => Vec::new(),
     };
+    // The file was found good: from here on the project is made.
     let state = &mut *ctx.state;
+    state.next_project_id = id + 1;
+    state.next_event_id = counters.next_event_id;
+    state.next_group_id = counters.next_group_id;
     // A longitudinal project starts with one arm and one event holding
     // every instrument (§2.5).
     if project.is_longitudinal && file.is_none() {
@@ -167,8 +175,8 @@ pub fn create(ctx: &mut Ctx) -> Result<Reply, ApiError> {
     state.touch();
     // The rest of the request logs into the new project.
     ctx.caller.project_id = Some(id);
-    if let Some(f) = &file {
-        project_xml::import_records(ctx, f, &events)?;
+    if file.is_some() {
+        project_xml::write_records(ctx, records)?;
         ctx.log_manage(LogKind::Manage, "Create project using REDCap XML file");
     } else {
         ctx.log_manage(LogKind::Manage, "Create project");

@@ -27,11 +27,19 @@ pub fn read_odm(ctx: &Ctx) -> Result<Option<OdmProject>, ApiError> {
     odm::read(xml).map(Some).map_err(bad)
 }
 
+/// The server-wide counters a new project's events and DAGs draw from,
+/// copied out of the state and written back only once the whole file was
+/// found good (a refused file changes nothing).
+pub struct Counters {
+    pub next_event_id: i64,
+    pub next_group_id: u64,
+}
+
 /// Gives a new project what the file holds: its dictionary, instrument
 /// labels, arms, events and their instruments, repeating setup and DAGs.
 /// Answers the file's unique event names → event ids.
 pub fn apply_structure(
-    ctx: &mut Ctx,
+    counters: &mut Counters,
     project: &mut Project,
     file: &mut OdmProject,
 ) -> Result<HashMap<String, i64>, ApiError> {
@@ -52,8 +60,8 @@ pub fn apply_structure(
                 e.unique_name
             )));
         }
-        let id = ctx.state.next_event_id.max(1);
-        ctx.state.next_event_id = id + 1;
+        let id = counters.next_event_id.max(1);
+        counters.next_event_id = id + 1;
         ids.insert(e.unique_name.clone(), id);
         project.events.push(Event {
             id,
@@ -88,8 +96,8 @@ pub fn apply_structure(
         });
     }
     for label in &file.dags {
-        let id = ctx.state.next_group_id.max(1);
-        ctx.state.next_group_id = id + 1;
+        let id = counters.next_group_id.max(1);
+        counters.next_group_id = id + 1;
         project.dags.push(Dag {
             id,
             name: label.clone(),
@@ -98,15 +106,27 @@ pub fn apply_structure(
     Ok(ids)
 }
 
-/// Writes the file's records into the new project (the caller's project),
-/// each slot's values in one statement. Answers how many records.
-pub fn import_records(
-    ctx: &mut Ctx,
+/// A value ready to be written: text, or a file to store first.
+pub enum Value {
+    Text(String),
+    File(crate::db::Doc, Vec<u8>),
+}
+
+/// A record of the file, checked against the new project.
+pub struct Prepared {
+    name: String,
+    group: Option<u64>,
+    slots: BTreeMap<Slot, Vec<(String, Value)>>,
+}
+
+/// Checks the file's records against the new project (before anything is
+/// written): names, DAGs, fields, events, files.
+pub fn prepare_records(
+    project: &Project,
     file: &OdmProject,
     events: &HashMap<String, i64>,
-) -> Result<usize, ApiError> {
-    let project = ctx.project().clone();
-    let columns: HashSet<String> = super::records::export_columns(&project)
+) -> Result<Vec<Prepared>, ApiError> {
+    let columns: HashSet<String> = super::records::export_columns(project)
         .into_iter()
         .collect();
     let dags: HashMap<String, u64> = project
@@ -114,8 +134,14 @@ pub fn import_records(
         .into_iter()
         .zip(project.dags.iter().map(|d| d.id))
         .collect();
-    let pid = ctx.pid();
+    let file_fields: HashSet<&str> = project
+        .metadata
+        .iter()
+        .filter(|f| f.field_type == "file")
+        .map(|f| f.field_name.as_str())
+        .collect();
     let mut seen: HashSet<&str> = HashSet::new();
+    let mut out = Vec::with_capacity(file.records.len());
     for record in &file.records {
         if record.name.trim().is_empty() {
             return Err(bad("a record (SubjectData) has no SubjectKey"));
@@ -135,7 +161,7 @@ pub fn import_records(
                 ))
             })?),
         };
-        let mut slots: BTreeMap<Slot, Vec<(&str, &str)>> = BTreeMap::new();
+        let mut slots: BTreeMap<Slot, Vec<(String, Value)>> = BTreeMap::new();
         for v in &record.values {
             if !columns.contains(&v.field) {
                 return Err(bad(format!(
@@ -153,26 +179,90 @@ pub fn import_records(
             } else {
                 store::CLASSIC_EVENT
             };
-            if v.value.is_empty() {
-                continue;
-            }
+            // A File Upload field holds a file of this project or nothing:
+            // a plain value there (another server's doc id) is dropped.
+            let value = match (&v.file, file_fields.contains(v.field.as_str())) {
+                (Some(f), true) => {
+                    use base64::Engine as _;
+                    let bytes = base64::engine::general_purpose::STANDARD
+                        .decode(&f.base64)
+                        .map_err(|e| {
+                            bad(format!(
+                                "the file of \"{}\" of the record \"{}\" is not base64: {e}",
+                                v.field, record.name
+                            ))
+                        })?;
+                    let doc = crate::db::Doc {
+                        project_id: project.id,
+                        name: f.name.clone(),
+                        mime_type: if f.mime_type.is_empty() {
+                            "application/octet-stream".into()
+                        } else {
+                            f.mime_type.clone()
+                        },
+                        size: bytes.len() as u64,
+                    };
+                    Value::File(doc, bytes)
+                }
+                (_, true) => continue,
+                (Some(_), false) => {
+                    return Err(bad(format!(
+                        "\"{}\" carries a file but is no File Upload field",
+                        v.field
+                    )));
+                }
+                (None, false) if v.value.is_empty() => continue,
+                (None, false) => Value::Text(v.value.clone()),
+            };
             slots
                 .entry(Slot {
                     event,
                     instance: v.instance,
                 })
                 .or_default()
-                .push((&v.field, &v.value));
+                .push((v.field.clone(), value));
+        }
+        out.push(Prepared {
+            name: record.name.clone(),
+            group,
+            slots,
+        });
+    }
+    Ok(out)
+}
+
+/// Writes the checked records into the new project (the caller's), each
+/// slot's values in one statement; files are stored first.
+pub fn write_records(ctx: &mut Ctx, records: Vec<Prepared>) -> Result<(), ApiError> {
+    let pid = ctx.pid();
+    for record in records {
+        let mut slots: Vec<(Slot, Vec<(String, String)>)> = Vec::with_capacity(record.slots.len());
+        for (slot, values) in record.slots {
+            let values = values
+                .into_iter()
+                .map(|(field, v)| match v {
+                    Value::Text(t) => (field, t),
+                    Value::File(doc, bytes) => {
+                        let id = ctx.state.add_doc(doc, bytes.into());
+                        (field, id.to_string())
+                    }
+                })
+                .collect();
+            slots.push((slot, values));
         }
         ctx.sql(|c| {
-            store::insert_record(c, pid, &record.name, group)?;
+            store::insert_record(c, pid, &record.name, record.group)?;
             for (slot, values) in &slots {
-                store::put_values_in(c, pid, &record.name, *slot, values)?;
+                let values: Vec<(&str, &str)> = values
+                    .iter()
+                    .map(|(f, v)| (f.as_str(), v.as_str()))
+                    .collect();
+                store::put_values_in(c, pid, &record.name, *slot, &values)?;
             }
             Ok(())
         })?;
     }
-    Ok(file.records.len())
+    Ok(())
 }
 
 /// Export Entire Project as REDCap XML: settings, arms and events, the
@@ -267,6 +357,18 @@ pub fn export(ctx: &mut Ctx) -> Result<Reply, ApiError> {
         .zip(project.dag_unique_names())
         .collect();
     let pid = ctx.pid();
+    // `exportFiles`: File Upload fields' files go into the file (their
+    // names and types as stored now; bytes read as the answer is written).
+    let with_files = ctx.post.flag("exportFiles").then(|| {
+        let docs: HashMap<u64, crate::db::Doc> = ctx
+            .state
+            .docs
+            .iter()
+            .filter(|(_, d)| d.project_id == pid)
+            .map(|(id, d)| (*id, d.clone()))
+            .collect();
+        (ctx.config.data.clone(), docs)
+    });
     let group_id = ctx.caller.group_id;
     let study = odm::study_oid(&project.title);
     let mdv = odm::metadata_oid(&project.title, &ctx.now.second);
@@ -278,7 +380,15 @@ pub fn export(ctx: &mut Ctx) -> Result<Reply, ApiError> {
             odm::escape(&study),
             odm::escape(&mdv)
         )?;
-        let writer = odm::RecordWriter::new(&project.metadata, &forms, layout);
+        let mut writer = odm::RecordWriter::new(&project.metadata, &forms, layout);
+        if let Some((dir, docs)) = &with_files {
+            writer.files = Some(Box::new(move |value: &str| {
+                let id: u64 = value.parse().ok()?;
+                let doc = docs.get(&id)?;
+                let bytes = std::fs::read(crate::db::doc_path(dir, id)).ok()?;
+                Some((doc.name.clone(), doc.mime_type.clone(), bytes))
+            }));
+        }
         let cols: Vec<&str> = columns.iter().map(String::as_str).collect();
         let q = store::RecordQuery {
             project_id: pid,
