@@ -216,7 +216,115 @@ pub struct OdmProject {
     pub repeating: Vec<(String, String, String)>,
     /// DAG labels.
     pub dags: Vec<String>,
+    /// User roles as Import User Roles rows (`role_label`, rights by their
+    /// API names, `forms`/`forms_export` objects).
+    pub roles: Vec<serde_json::Map<String, serde_json::Value>>,
     pub records: Vec<OdmRecord>,
+}
+
+/// A role's rights: the attribute of `redcap:UserRoles` (REDCap's column
+/// name) and the API's name, where they differ; the others are the same.
+const ROLE_ATTRIBUTES: &[(&str, &str)] = &[
+    ("data_logging", "logging"),
+    ("graphical", "stats_and_charts"),
+    ("participants", "manage_survey_participants"),
+    ("data_quality_design", "data_quality_create"),
+    ("lock_record_customize", "lock_records_customization"),
+    ("lock_record", "lock_records"),
+    ("lock_record_multiform", "lock_records_all_forms"),
+];
+
+/// Role rights carried under the same name in the file and the API.
+const ROLE_SAME: &[&str] = &[
+    "design",
+    "alerts",
+    "user_rights",
+    "data_access_groups",
+    "reports",
+    "calendar",
+    "data_import_tool",
+    "data_comparison_tool",
+    "email_logging",
+    "file_repository",
+    "data_quality_execute",
+    "api_export",
+    "api_import",
+    "api_modules",
+    "mobile_app",
+    "mobile_app_download_data",
+    "record_create",
+    "record_rename",
+    "record_delete",
+];
+
+/// `[form_1,2][form_2,1]` → `{"form_1": "2", "form_2": "1"}`.
+fn form_rights(list: &str) -> serde_json::Map<String, serde_json::Value> {
+    list.split(['[', ']'])
+        .filter_map(|p| p.split_once(','))
+        .map(|(f, v)| (f.trim().to_owned(), v.trim().to_owned().into()))
+        .collect()
+}
+
+/// A `redcap:UserRoles` element as an Import User Roles row.
+fn role_row(node: &Node) -> serde_json::Map<String, serde_json::Value> {
+    let mut row = serde_json::Map::new();
+    row.insert("role_label".into(), node.attr("role_name").into());
+    for (file, api) in ROLE_ATTRIBUTES {
+        if node.attrs.iter().any(|(k, _)| k == file) {
+            row.insert((*api).into(), node.attr(file).into());
+        }
+    }
+    for name in ROLE_SAME {
+        if node.attrs.iter().any(|(k, _)| k == name) {
+            row.insert((*name).into(), node.attr(name).into());
+        }
+    }
+    row.insert("forms".into(), form_rights(node.attr("data_entry")).into());
+    row.insert(
+        "forms_export".into(),
+        form_rights(node.attr("data_export_instruments")).into(),
+    );
+    row
+}
+
+/// A role as `redcap:UserRoles` attributes, from its Export User Roles row.
+pub fn role_attributes(row: &serde_json::Map<String, serde_json::Value>) -> String {
+    let text = |k: &str| match row.get(k) {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(serde_json::Value::Number(n)) => n.to_string(),
+        _ => String::new(),
+    };
+    let forms = |k: &str| match row.get(k) {
+        Some(serde_json::Value::Object(m)) => m
+            .iter()
+            .map(|(f, v)| {
+                let v = match v {
+                    serde_json::Value::String(s) => s.clone(),
+                    v => v.to_string(),
+                };
+                format!("[{f},{v}]")
+            })
+            .collect::<String>(),
+        _ => String::new(),
+    };
+    let mut out = format!(
+        "role_name=\"{}\" unique_role_name=\"{}\"",
+        escape(&text("role_label")),
+        escape(&text("unique_role_name"))
+    );
+    for (file, api) in ROLE_ATTRIBUTES {
+        let _ = write!(out, " {file}=\"{}\"", escape(&text(api)));
+    }
+    for name in ROLE_SAME {
+        let _ = write!(out, " {name}=\"{}\"", escape(&text(name)));
+    }
+    let _ = write!(
+        out,
+        " data_entry=\"{}\" data_export_instruments=\"{}\"",
+        escape(&forms("forms")),
+        escape(&forms("forms_export"))
+    );
+    out
 }
 
 /// Items of a file that are no fields of the dictionary.
@@ -297,6 +405,9 @@ pub fn read(xml: &str) -> Result<OdmProject, String> {
             for dag in d.all("redcap:DataAccessGroups") {
                 p.dags.push(dag.attr("group_name").to_owned());
             }
+        }
+        if let Some(r) = g.child("redcap:UserRolesGroup") {
+            p.roles = r.all("redcap:UserRoles").map(role_row).collect();
         }
     }
     let mdv = study
@@ -561,6 +672,8 @@ pub struct Metadata<'a> {
     /// (unique event name or `""`, instrument or `""`, custom label).
     pub repeating: Vec<(String, String, String)>,
     pub dags: Vec<String>,
+    /// Roles as `redcap:UserRoles` attributes ([`role_attributes`]).
+    pub roles: Vec<String>,
 }
 
 /// The study's OID (`Project.<title letters>`).
@@ -722,6 +835,13 @@ pub fn write_metadata(m: &Metadata) -> String {
             );
         }
         let _ = writeln!(s, "\t</redcap:DataAccessGroupsGroup>");
+    }
+    if !m.roles.is_empty() {
+        let _ = writeln!(s, "\t<redcap:UserRolesGroup>");
+        for r in &m.roles {
+            let _ = writeln!(s, "\t\t<redcap:UserRoles {r}/>");
+        }
+        let _ = writeln!(s, "\t</redcap:UserRolesGroup>");
     }
     let _ = writeln!(s, "</GlobalVariables>");
     let rid = m

@@ -31,6 +31,9 @@ const CLASSIC: &str = r#"<?xml version="1.0" encoding="UTF-8" ?>
 	<redcap:DataAccessGroupsGroup>
 		<redcap:DataAccessGroups group_name="North Site"/>
 	</redcap:DataAccessGroupsGroup>
+	<redcap:UserRolesGroup>
+		<redcap:UserRoles role_name="Monitor" unique_role_name="U-942MC93HH8" lock_record="0" data_logging="1" graphical="1" design="0" user_rights="0" api_export="1" record_create="0" data_entry="[intake,2][visits,1]" data_export_instruments="[intake,0][visits,1]" external_module_config=""/>
+	</redcap:UserRolesGroup>
 	<redcap:SurveysGroup>
 		<redcap:Surveys form_name="intake" title="Intake"/>
 	</redcap:SurveysGroup>
@@ -198,12 +201,17 @@ async fn project_xml(sb: &Sandbox, token: &str, extra: &[(&str, &str)]) -> Strin
 }
 
 /// The file without its moment of export (`AsOfDateTime`,
-/// `CreationDateTime`, the metadata version's date).
+/// `CreationDateTime`, the metadata version's date) and its roles' unique
+/// names (new for each project, as REDCap makes them).
 fn timeless(xml: &str) -> String {
     xml.lines()
         .map(|l| {
             let mut l = l.to_owned();
-            for attr in ["AsOfDateTime=\"", "CreationDateTime=\""] {
+            for attr in [
+                "AsOfDateTime=\"",
+                "CreationDateTime=\"",
+                "unique_role_name=\"",
+            ] {
                 if let Some(i) = l.find(attr) {
                     let start = i + attr.len();
                     let end = start + l[start..].find('"').unwrap();
@@ -287,6 +295,27 @@ async fn a_project_from_a_redcap_file() {
     assert_eq!(
         sb.call(&token, "dag", &[]).await.json(),
         json!([{"data_access_group_name": "North Site", "unique_group_name": "north_site", "data_access_group_id": sb.call(&token, "dag", &[]).await.json()[0]["data_access_group_id"]}])
+    );
+    // The role, under a unique name of its own, as new roles get.
+    let roles = sb.call(&token, "userRole", &[]).await.json();
+    let role = &roles[0];
+    assert_eq!(role["role_label"], "Monitor");
+    assert_ne!(role["unique_role_name"], "U-942MC93HH8");
+    assert_eq!(role["logging"], "1");
+    assert_eq!(role["stats_and_charts"], "1");
+    assert_eq!(role["api_export"], "1");
+    assert_eq!(role["record_create"], "0");
+    // Legacy codes in the file (2 read-only, 1 view & edit), exported in
+    // the played version's encoding (15.7.6: the bitmask).
+    assert_eq!(
+        role["forms"],
+        json!({"intake": 129, "visits": 130}),
+        "{role}"
+    );
+    assert_eq!(
+        role["forms_export"],
+        json!({"intake": 0, "visits": 1}),
+        "{role}"
     );
     let rows = sb
         .call(&token, "record", &[("exportDataAccessGroups", "true")])

@@ -20,8 +20,8 @@ pub(crate) mod metadata;
 mod project;
 mod project_xml;
 mod records;
-mod roles;
-mod users;
+pub(crate) mod roles;
+pub(crate) mod users;
 mod validation;
 mod version;
 

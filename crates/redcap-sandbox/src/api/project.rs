@@ -117,6 +117,7 @@ pub fn create(ctx: &mut Ctx) -> Result<Reply, ApiError> {
     let mut counters = project_xml::Counters {
         next_event_id: ctx.state.next_event_id,
         next_group_id: ctx.state.next_group_id,
+        next_role_id: ctx.state.next_role_id,
     };
     let records = match file.as_mut() {
         Some(f) => {
@@ -130,7 +131,8 @@ pub fn create(ctx: &mut Ctx) -> Result<Reply, ApiError> {
             if text(row.get("surveys_enabled")).trim().is_empty() {
                 project.surveys_enabled = f.surveys_enabled;
             }
-            let events = project_xml::apply_structure(&mut counters, &mut project, f)?;
+            let events =
+                project_xml::apply_structure(&mut counters, &mut project, f, ctx.config.version)?;
             project_xml::prepare_records(&project, f, &events)?
         }
         None => Vec::new(),
@@ -140,6 +142,7 @@ pub fn create(ctx: &mut Ctx) -> Result<Reply, ApiError> {
     state.next_project_id = id + 1;
     state.next_event_id = counters.next_event_id;
     state.next_group_id = counters.next_group_id;
+    state.next_role_id = counters.next_role_id;
     // A longitudinal project starts with one arm and one event holding
     // every instrument (§2.5).
     if project.is_longitudinal && file.is_none() {

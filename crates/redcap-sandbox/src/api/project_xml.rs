@@ -33,15 +33,18 @@ pub fn read_odm(ctx: &Ctx) -> Result<Option<OdmProject>, ApiError> {
 pub struct Counters {
     pub next_event_id: i64,
     pub next_group_id: u64,
+    pub next_role_id: u64,
 }
 
 /// Gives a new project what the file holds: its dictionary, instrument
-/// labels, arms, events and their instruments, repeating setup and DAGs.
+/// labels, arms, events and their instruments, repeating setup, DAGs and
+/// roles (new unique role names, as new roles get).
 /// Answers the file's unique event names → event ids.
 pub fn apply_structure(
     counters: &mut Counters,
     project: &mut Project,
     file: &mut OdmProject,
+    version: redcap::RedcapVersion,
 ) -> Result<HashMap<String, i64>, ApiError> {
     project.metadata = std::mem::take(&mut file.metadata);
     let forms = project.forms();
@@ -101,6 +104,24 @@ pub fn apply_structure(
         project.dags.push(Dag {
             id,
             name: label.clone(),
+        });
+    }
+    for row in &file.roles {
+        let label = super::text(row.get("role_label")).trim().to_owned();
+        if label.is_empty() {
+            return Err(bad("a role (redcap:UserRoles) has no role_name"));
+        }
+        let mut rights = redcap::Rights::none(&forms);
+        super::users::apply_rights(project, version, &label, row, &mut rights)?;
+        project.normalise_forms(&mut rights);
+        let id = counters.next_role_id.max(1);
+        counters.next_role_id = id + 1;
+        let unique_name = super::roles::new_unique_role_name(project);
+        project.roles.push(crate::db::Role {
+            id,
+            unique_name,
+            label,
+            rights,
         });
     }
     Ok(ids)
@@ -318,6 +339,24 @@ pub fn export(ctx: &mut Ctx) -> Result<Reply, ApiError> {
         events: project.events.iter().zip(names.iter().cloned()).collect(),
         repeating,
         dags: project.dags.iter().map(|d| d.name.clone()).collect(),
+        roles: project
+            .roles
+            .iter()
+            .map(|r| {
+                let mut m = serde_json::Map::new();
+                m.insert("unique_role_name".into(), r.unique_name.clone().into());
+                m.insert("role_label".into(), r.label.clone().into());
+                let mut rights = r.rights.clone();
+                project.normalise_forms(&mut rights);
+                rights.write_json(
+                    &mut m,
+                    ctx.config.version,
+                    redcap::rights::ValueStyle::Strings,
+                    &project.forms(),
+                );
+                odm::role_attributes(&m)
+            })
+            .collect(),
     });
     ctx.log(
         LogKind::Export,

@@ -11,7 +11,7 @@ use crate::format::Reply;
 
 /// `U-` + 3 digits (no zeros) + 7 characters of an unambiguous alphabet,
 /// e.g. `U-2119C4Y87T` (§4.7).
-fn new_unique_role_name(project: &Project) -> String {
+pub(crate) fn new_unique_role_name(project: &Project) -> String {
     const ALPHABET: &[u8] = b"34789ACDEFHJKLMNPRTWXY";
     loop {
         let mut name = String::from("U-");
