@@ -858,3 +858,144 @@ async fn the_ip_ban_is_plain_text_in_every_format() {
         );
     }
 }
+
+/// The longitudinal structure's refusals (§6.6) in the three shapes:
+/// classic projects, the Design right, development status, unknown names.
+#[tokio::test]
+async fn longitudinal_structure_errors() {
+    let sb = Sandbox::start().await;
+    let classic = sb.create_project().await;
+    for (content, what) in [
+        ("arm", "arms"),
+        ("event", "events"),
+        ("formEventMapping", "form/event mappings"),
+    ] {
+        check(
+            &sb,
+            &format!("{content} of a classic project"),
+            &[("token", &classic), ("content", content)],
+            Expect::Error(E::ClassicProject {
+                verb: "export",
+                what,
+            }),
+        )
+        .await;
+    }
+    check(
+        &sb,
+        "arm import into a classic project",
+        &[
+            ("token", &classic),
+            ("content", "arm"),
+            ("action", "import"),
+            ("format", "json"),
+            ("data", r#"[{"arm_num": 2, "name": "B"}]"#),
+        ],
+        Expect::Error(E::ClassicProject {
+            verb: "import",
+            what: "arms",
+        }),
+    )
+    .await;
+    let a = sb
+        .import(
+            SUPER,
+            "project",
+            json!([{"project_title": "L", "purpose": 0, "is_longitudinal": 1}]),
+            &[],
+        )
+        .await;
+    let token = a.body;
+    let pid = sb.call(&token, "project", &[]).await.json()["project_id"]
+        .as_u64()
+        .unwrap();
+    check(
+        &sb,
+        "unknown events in a record export",
+        &[
+            ("token", &token),
+            ("content", "record"),
+            ("events", "nope_arm_1,event_1_arm_1"),
+        ],
+        Expect::Error(E::InvalidParameterValues {
+            parameter: "events",
+            values: vec!["nope_arm_1".into()],
+        }),
+    )
+    .await;
+    check(
+        &sb,
+        "unknown events to delete",
+        &[
+            ("token", &token),
+            ("content", "event"),
+            ("action", "delete"),
+            ("events[0]", "nope_arm_1"),
+        ],
+        Expect::Error(E::InvalidParameterValues {
+            parameter: "events",
+            values: vec!["nope_arm_1".into()],
+        }),
+    )
+    .await;
+    check(
+        &sb,
+        "an event in an unknown arm",
+        &[
+            ("token", &token),
+            ("content", "event"),
+            ("action", "import"),
+            ("format", "json"),
+            ("data", r#"[{"event_name": "X", "arm_num": 7}]"#),
+        ],
+        Expect::Error(E::BadStructure {
+            details: "The arm number 7 of the event \"X\" does not exist in the project.".into(),
+        }),
+    )
+    .await;
+    // Without Design: 400 api_124; in production: 400 api_102.
+    let designer_less = sb
+        .user_with_token(
+            pid,
+            json!({"username": "nodesign", "design": 0, "api_export": 1, "api_import": 1,
+                   "record_delete": 1, "forms": {"my_first_instrument": 1}}),
+        )
+        .await;
+    for (label, params) in [
+        (
+            "arm import without Design",
+            vec![
+                ("content", "arm"),
+                ("action", "import"),
+                ("format", "json"),
+                ("data", r#"[{"arm_num": 2, "name": "B"}]"#),
+            ],
+        ),
+        (
+            "repeating setup export without Design",
+            vec![("content", "repeatingFormsEvents")],
+        ),
+    ] {
+        let mut p = vec![("token", designer_less.as_str())];
+        p.extend(params);
+        check(&sb, label, &p, Expect::Error(E::DesignPrivilege)).await;
+    }
+    sb.admin(
+        Method::POST,
+        &format!("/sandbox/projects/{pid}/status"),
+        Some(json!({"status": 1})),
+    )
+    .await;
+    check(
+        &sb,
+        "event delete in production",
+        &[
+            ("token", &token),
+            ("content", "event"),
+            ("action", "delete"),
+            ("events[0]", "event_1_arm_1"),
+        ],
+        Expect::Error(E::ProductionDesign),
+    )
+    .await;
+}
