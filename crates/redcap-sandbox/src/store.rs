@@ -1425,6 +1425,8 @@ pub struct RecordQuery<'a> {
     /// Every event and instance (longitudinal or repeating projects);
     /// `false` reads only the classic slot.
     pub all_slots: bool,
+    /// Only these events' values (`None`: all).
+    pub events: Option<&'a [i64]>,
 }
 
 /// One record as an export reads it.
@@ -1516,12 +1518,18 @@ pub fn for_each_record(
     let mut list = conn.prepare(&sql)?;
     let mut records = list.query(rusqlite::params_from_iter(args.iter()))?;
 
-    let fields = q.fields.map(serde_json::to_string).transpose()?;
-    let field_filter = if fields.is_some() {
-        " AND field_name IN (SELECT value FROM json_each(?))"
-    } else {
-        ""
-    };
+    // The value filters, each a JSON list bound after the key's
+    // parameters (an unnumbered `?` takes the next number).
+    let mut filter = String::new();
+    let mut lists: Vec<String> = Vec::new();
+    if let Some(fields) = q.fields {
+        filter.push_str(" AND field_name IN (SELECT value FROM json_each(?))");
+        lists.push(serde_json::to_string(fields)?);
+    }
+    if let Some(events) = q.events {
+        filter.push_str(" AND event_id IN (SELECT value FROM json_each(?))");
+        lists.push(serde_json::to_string(events)?);
+    }
     // A classic read: only the classic slot, named in the query.
     let slot_filter = if q.all_slots {
         String::new()
@@ -1565,16 +1573,13 @@ pub fn for_each_record(
     if q.records.is_some() {
         let mut values = conn.prepare(&format!(
             "SELECT record, field_name, value, event_id, instance FROM redcap_data
-             WHERE {RECORD_KEY}{slot_filter}{}",
-            field_filter.replace('?', "?5")
+             WHERE {RECORD_KEY}{slot_filter}{filter}"
         ))?;
         while next_record(&mut current, &mut key)? {
-            let mut rows = match &fields {
-                Some(list) => {
-                    values.query(params![q.project_id, key.0, key.1, current.name, list])?
-                }
-                None => values.query(params![q.project_id, key.0, key.1, current.name])?,
-            };
+            let mut args: Vec<&dyn rusqlite::ToSql> =
+                vec![&q.project_id, &key.0, &key.1, &current.name];
+            args.extend(lists.iter().map(|l| l as &dyn rusqlite::ToSql));
+            let mut rows = values.query(args.as_slice())?;
             while let Some(r) = rows.next()? {
                 put(&mut current, r)?;
             }
@@ -1586,14 +1591,12 @@ pub fn for_each_record(
 
     let mut values = conn.prepare(&format!(
         "SELECT record, field_name, value, event_id, instance FROM redcap_data
-         WHERE project_id = ?1{slot_filter}{}
-         ORDER BY sort_class, sort_num, record",
-        field_filter.replace('?', "?2")
+         WHERE project_id = ?1{slot_filter}{filter}
+         ORDER BY sort_class, sort_num, record"
     ))?;
-    let mut rows = match &fields {
-        Some(list) => values.query(params![q.project_id, list])?,
-        None => values.query(params![q.project_id])?,
-    };
+    let mut args: Vec<&dyn rusqlite::ToSql> = vec![&q.project_id];
+    args.extend(lists.iter().map(|l| l as &dyn rusqlite::ToSql));
+    let mut rows = values.query(args.as_slice())?;
     let mut have = next_record(&mut current, &mut key)?;
     while have && let Some(r) = rows.next()? {
         // Nearly always a further value of the current record: its name
@@ -1810,6 +1813,7 @@ mod tests {
             records: None,
             fields: None,
             all_slots: false,
+            events: None,
         };
         assert_eq!(names(&conn, &all), ["01:2", "2:2", "10:2", "a:2", "b:2"]);
         let dag = RecordQuery {
@@ -1825,6 +1829,7 @@ mod tests {
             records: Some(&some),
             fields: Some(&only),
             all_slots: false,
+            events: None,
         };
         assert_eq!(names(&conn, &q), ["10:1", "a:1"]);
         // A field filter alone (the merged scan): records without a value
@@ -1836,6 +1841,7 @@ mod tests {
             records: None,
             fields: Some(&only),
             all_slots: false,
+            events: None,
         };
         assert_eq!(
             names(&conn, &only_x),
@@ -1886,6 +1892,7 @@ mod tests {
             records: None,
             fields: None,
             all_slots: false,
+            events: None,
         };
         assert_eq!(names(&conn, &all), ["9:1", "10:1", "a:1"]);
         assert_eq!(

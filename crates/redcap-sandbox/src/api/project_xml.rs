@@ -435,6 +435,7 @@ pub fn export(ctx: &mut Ctx) -> Result<Reply, ApiError> {
             records: wanted.as_deref(),
             fields: None,
             all_slots: true,
+            events: None,
         };
         let mut buf = String::with_capacity(64 * 1024);
         store::for_each_record(conn, &q, &cols, |record| {

@@ -228,6 +228,13 @@ pub fn export(ctx: &mut Ctx) -> Result<Reply, ApiError> {
     let pid = ctx.pid();
     let group_id = ctx.caller.group_id;
     let format = ctx.format;
+    // `events`: only those events' values are read.
+    let event_ids: Option<Vec<i64>> = (!events.is_empty()).then(|| {
+        events
+            .iter()
+            .filter_map(|e| project.event_by_unique(e).map(|e| e.id))
+            .collect()
+    });
     let write: WriteBody = Box::new(move |conn, out| {
         let q = store::RecordQuery {
             project_id: pid,
@@ -235,6 +242,7 @@ pub fn export(ctx: &mut Ctx) -> Result<Reply, ApiError> {
             records: wanted.as_deref(),
             fields: stored_fields.as_deref(),
             all_slots,
+            events: event_ids.as_deref(),
         };
         if eav {
             flat.write_eav(conn, &q, format, out)
