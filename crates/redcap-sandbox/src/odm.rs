@@ -811,17 +811,14 @@ pub fn write_metadata(m: &Metadata) -> String {
             }
             let _ = writeln!(s, "\t\t</redcap:RepeatingInstruments>");
         }
-        let events: Vec<_> = m.repeating.iter().filter(|r| r.1.is_empty()).collect();
-        if !events.is_empty() {
-            let _ = writeln!(s, "\t\t<redcap:RepeatingEvents>");
-            for (event, _, _) in events {
-                let _ = writeln!(
-                    s,
-                    "\t\t\t<redcap:RepeatingEvent redcap:UniqueEventName=\"{}\"/>",
-                    escape(event)
-                );
-            }
-            let _ = writeln!(s, "\t\t</redcap:RepeatingEvents>");
+        // Repeating events stand directly in the group, as REDCap writes
+        // them (its repeating instruments have a wrapper of their own).
+        for (event, _, _) in m.repeating.iter().filter(|r| r.1.is_empty()) {
+            let _ = writeln!(
+                s,
+                "\t\t<redcap:RepeatingEvent redcap:UniqueEventName=\"{}\"/>",
+                escape(event)
+            );
         }
         let _ = writeln!(s, "\t</redcap:RepeatingInstrumentsAndEvents>");
     }

@@ -474,7 +474,7 @@ async fn a_longitudinal_round_trip_is_stable() {
     for expected in [
         "<StudyEventDef OID=\"Event.visit_arm_1\" Name=\"Visit (Arm 1: Drug A)\" Type=\"Common\" Repeating=\"No\" redcap:EventName=\"Visit\" redcap:CustomEventLabel=\"\" redcap:UniqueEventName=\"visit_arm_1\" redcap:ArmNum=\"1\" redcap:ArmName=\"Drug A\" redcap:DayOffset=\"7\" redcap:OffsetMin=\"1\" redcap:OffsetMax=\"2\">",
         "<redcap:RepeatingInstrument redcap:UniqueEventName=\"visit_arm_1\" redcap:RepeatInstrument=\"visit\" redcap:CustomLabel=\"\"/>",
-        "<redcap:RepeatingEvent redcap:UniqueEventName=\"follow_up_arm_1\"/>",
+        "\t\t</redcap:RepeatingInstruments>\n\t\t<redcap:RepeatingEvent redcap:UniqueEventName=\"follow_up_arm_1\"/>\n\t</redcap:RepeatingInstrumentsAndEvents>",
         "<StudyEventData StudyEventOID=\"Event.follow_up_arm_1\" StudyEventRepeatKey=\"3\" redcap:UniqueEventName=\"follow_up_arm_1\">",
         "<ItemData ItemOID=\"name\" Value=\"Ann &lt;&amp;&gt; &quot;A&quot;\"/>",
         "<ItemData ItemOID=\"name\" Value=\"Bo&#10;line\"/>",
