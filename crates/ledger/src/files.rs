@@ -1440,6 +1440,51 @@ pub fn read_since(
     Ok(())
 }
 
+/// Hands `visit` every complete line of the ledger in `dir` as stored —
+/// its seq (its position) and its bytes without the newline, the bytes
+/// its leaf hash is taken over — from the first on, in order, until it
+/// answers `false`: one pass for readers that hash and search the lines
+/// themselves (`trace`). Reading stops at a line without its newline (a
+/// write in progress). No lock needed; nothing is checked (the caller
+/// proves what it uses against a signed checkpoint).
+pub fn read_lines(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    visit: &mut dyn FnMut(u64, &[u8]) -> bool,
+) -> Result<(), LedgerError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| LedgerError::Io {
+            op: "read",
+            path,
+            source,
+        }
+    };
+    let segments = list_segments(fs, dir).map_err(io(dir))?;
+    let mut line = Vec::new();
+    let mut seq = 0u64;
+    for path in &segments {
+        let mut reader =
+            std::io::BufReader::with_capacity(1 << 20, fs.open_read(path).map_err(io(path))?);
+        loop {
+            line.clear();
+            let n =
+                std::io::BufRead::read_until(&mut reader, b'\n', &mut line).map_err(io(path))?;
+            if n == 0 {
+                break;
+            }
+            let Some(text) = line.strip_suffix(b"\n") else {
+                return Ok(());
+            };
+            if !visit(seq, text) {
+                return Ok(());
+            }
+            seq += 1;
+        }
+    }
+    Ok(())
+}
+
 fn valid_leaves(fs: &dyn FileSystem, dir: &Path) -> Result<Vec<Hash>, LedgerError> {
     let scanned = scan(fs, dir).map_err(|(path, source)| LedgerError::Io {
         op: "read",

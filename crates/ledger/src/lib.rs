@@ -64,7 +64,7 @@ pub use error::{LedgerError, VerifyError, VerifyReport, span_text};
 pub use files::{
     CHECKPOINT_INTERVAL, ConsistencyProof, InclusionProof, MAX_UNSIGNED_SPAN, ROTATE_ACTION,
     UNSIGNED_SLACK, latest_note, prove_consistency, prove_inclusion, read_entries, read_from,
-    read_since, verify_dir, verify_dir_with_progress,
+    read_lines, read_since, verify_dir, verify_dir_with_progress,
 };
 pub use guard::{ADOPT_ACTION, Adoption, WITNESS_FAILED};
 pub use pending::Pending;

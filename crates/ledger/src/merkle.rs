@@ -220,6 +220,171 @@ fn subproof(m: usize, leaves: &[Hash], complete: bool, out: &mut Vec<Hash>) {
     }
 }
 
+/// Inclusion proofs of chosen leaves in the tree of `size` leaves, gathered
+/// in **one pass** over the leaves: [`ProofCollector::push`] each leaf in
+/// order, saying whether its proof is wanted, then
+/// [`ProofCollector::finish`]. Memory is O(log n) plus O(log n) per wanted
+/// leaf, time O(n + k log n) for k wanted leaves — where asking
+/// [`inclusion_proof`] once per leaf would cost O(k n) and keep every leaf.
+///
+/// Why it works: every hash on a leaf's audit path (RFC 9162 §2.1.3.1) is
+/// the root of a perfect, aligned subtree — those to the left of the leaf
+/// are on the builder's stack when the leaf arrives, those to its right
+/// are made by a merge later — except at most one: the right sibling on
+/// the tree's right border, an imperfect range ending at `size`, whose
+/// root is that of the stack's last entries once every leaf is in.
+#[derive(Debug)]
+pub struct ProofCollector {
+    size: u64,
+    next: u64,
+    /// Perfect subtrees covering `[0, next)`: (root, start, length).
+    stack: Vec<(Hash, u64, u64)>,
+    proofs: Vec<CollectedProof>,
+    /// (start, length) of a perfect subtree still to come → the proof
+    /// slots waiting for its root.
+    waiting: std::collections::HashMap<(u64, u64), Vec<(usize, usize)>>,
+    /// Slots waiting for the root of `[start, size)`: (proof, slot, start).
+    border: Vec<(usize, usize, u64)>,
+}
+
+/// One leaf's inclusion proof, as [`ProofCollector::finish`] returns it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CollectedProof {
+    /// The leaf's index.
+    pub index: u64,
+    /// The leaf's hash.
+    pub leaf_hash: Hash,
+    /// The audit path, from the leaf up (as [`inclusion_proof`] gives it).
+    pub proof: Vec<Hash>,
+}
+
+/// The ranges `[start, end)` whose roots make up the audit path of leaf
+/// `m` in the tree over `[lo, hi)`, from the leaf up (RFC 9162 `PATH`).
+fn path_ranges(m: u64, lo: u64, hi: u64, out: &mut Vec<(u64, u64)>) {
+    let n = hi - lo;
+    if n <= 1 {
+        return;
+    }
+    let k = split(n as usize) as u64;
+    if m - lo < k {
+        path_ranges(m, lo, lo + k, out);
+        out.push((lo + k, hi));
+    } else {
+        path_ranges(m, lo + k, hi, out);
+        out.push((lo, lo + k));
+    }
+}
+
+impl ProofCollector {
+    /// A collector for proofs in the tree of the first `size` leaves.
+    pub fn new(size: u64) -> ProofCollector {
+        ProofCollector {
+            size,
+            next: 0,
+            stack: Vec::new(),
+            proofs: Vec::new(),
+            waiting: std::collections::HashMap::new(),
+            border: Vec::new(),
+        }
+    }
+
+    /// How many leaves were pushed.
+    pub fn pushed(&self) -> u64 {
+        self.next
+    }
+
+    /// Takes in the next leaf (index [`ProofCollector::pushed`]); `want`
+    /// asks for its proof. Leaves past `size` are ignored.
+    pub fn push(&mut self, leaf: Hash, want: bool) {
+        let index = self.next;
+        if index >= self.size {
+            return;
+        }
+        if want {
+            let mut ranges = Vec::new();
+            path_ranges(index, 0, self.size, &mut ranges);
+            let p = self.proofs.len();
+            self.proofs.push(CollectedProof {
+                index,
+                leaf_hash: leaf,
+                proof: vec![[0; 32]; ranges.len()],
+            });
+            for (slot, (start, end)) in ranges.into_iter().enumerate() {
+                let len = end - start;
+                if end <= index {
+                    // Left of the leaf: a perfect subtree on the stack.
+                    if let Some((root, _, _)) =
+                        self.stack.iter().find(|(_, s, l)| *s == start && *l == len)
+                    {
+                        self.proofs[p].proof[slot] = *root;
+                    }
+                } else if len.is_power_of_two() && start.is_multiple_of(len) {
+                    self.waiting
+                        .entry((start, len))
+                        .or_default()
+                        .push((p, slot));
+                } else {
+                    self.border.push((p, slot, start));
+                }
+            }
+        }
+        self.made(leaf, index, 1);
+        let mut hash = leaf;
+        let mut len = 1;
+        let mut start = index;
+        while let Some(&(left, left_start, left_len)) = self.stack.last() {
+            if left_len != len {
+                break;
+            }
+            self.stack.pop();
+            hash = node_hash(&left, &hash);
+            len *= 2;
+            start = left_start;
+            self.made(hash, start, len);
+        }
+        self.stack.push((hash, start, len));
+        self.next += 1;
+    }
+
+    /// A perfect subtree's root is known: fill the slots waiting for it.
+    fn made(&mut self, root: Hash, start: u64, len: u64) {
+        if let Some(slots) = self.waiting.remove(&(start, len)) {
+            for (p, slot) in slots {
+                self.proofs[p].proof[slot] = root;
+            }
+        }
+    }
+
+    /// The proofs of the wanted leaves, in leaf order, and the root of the
+    /// tree; `None` unless exactly `size` leaves were pushed.
+    pub fn finish(mut self) -> Option<(Vec<CollectedProof>, Hash)> {
+        if self.next != self.size {
+            return None;
+        }
+        let root_from = |stack: &[(Hash, u64, u64)], from: u64| -> Option<Hash> {
+            let first = stack.iter().position(|(_, s, _)| *s == from)?;
+            let mut iter = stack[first..].iter().rev();
+            let (mut acc, _, _) = *iter.next()?;
+            for (left, _, _) in iter {
+                acc = node_hash(left, &acc);
+            }
+            Some(acc)
+        };
+        for (p, slot, start) in std::mem::take(&mut self.border) {
+            self.proofs[p].proof[slot] = root_from(&self.stack, start)?;
+        }
+        if !self.waiting.is_empty() {
+            return None;
+        }
+        let root = if self.size == 0 {
+            empty_root()
+        } else {
+            root_from(&self.stack, 0)?
+        };
+        Some((self.proofs, root))
+    }
+}
+
 fn check_len(h: &[u8]) -> Result<(), ProofError> {
     if h.len() == 32 {
         Ok(())
@@ -436,6 +601,38 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn one_pass_proofs_equal_the_proofs_asked_one_by_one() {
+        let l = leaves(70);
+        for size in 0..=70u64 {
+            for pick in [1u64, 2, 3, 7] {
+                let mut c = ProofCollector::new(size);
+                for (i, leaf) in l.iter().enumerate() {
+                    c.push(*leaf, (i as u64).is_multiple_of(pick));
+                }
+                // Leaves past the tree are ignored; exactly `size` count.
+                let (proofs, root) = c.finish().unwrap();
+                assert_eq!(root, mth(&l[..size as usize]), "size={size}");
+                let wanted: Vec<u64> = (0..size).filter(|i| i.is_multiple_of(pick)).collect();
+                assert_eq!(proofs.len(), wanted.len());
+                for (p, index) in proofs.iter().zip(wanted) {
+                    assert_eq!(p.index, index);
+                    assert_eq!(p.leaf_hash, l[index as usize]);
+                    assert_eq!(
+                        p.proof,
+                        inclusion_proof(&l, index, size),
+                        "size={size} index={index}"
+                    );
+                    verify_inclusion(index, size, &p.leaf_hash, &p.proof, &root).unwrap();
+                }
+            }
+        }
+        // Too few leaves: no proofs.
+        let mut c = ProofCollector::new(5);
+        c.push(l[0], true);
+        assert!(c.finish().is_none());
     }
 
     fn cases() -> u32 {

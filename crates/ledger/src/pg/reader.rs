@@ -130,6 +130,16 @@ impl PgReader {
         })
     }
 
+    /// Hands `visit` every row as stored — its seq and the entry's bytes,
+    /// the bytes its leaf hash is taken over — from the first on, in order,
+    /// in one snapshot, until it answers `false` (`trace`: one pass).
+    pub fn read_lines(
+        &mut self,
+        visit: &mut dyn FnMut(u64, &[u8]) -> bool,
+    ) -> Result<(), LedgerError> {
+        self.each_row(0, &mut |seq, bytes| Ok(visit(seq as u64, bytes)))
+    }
+
     /// Hands `visit` each row `(seq, entry)` from seq `from` on, in order,
     /// in one snapshot, a batch of rows at a time, until it answers false.
     fn each_row(&mut self, from: u64, visit: &mut RowVisit<'_>) -> Result<(), LedgerError> {
