@@ -30,6 +30,9 @@
 //!   rendering as one self-contained HTML page with inline SVG charts.
 //! - [`sop`]: the token-management SOP generated from the configuration
 //!   (Markdown and HTML), and the check of a written copy against it.
+//! - [`trace`]: one record end to end — the calls naming it, each ledger
+//!   entry proved against the latest checkpoint, REDCap's rows beside
+//!   them (`trace RECORD`).
 //!
 //! The rest of DESIGN's governance layer comes as sibling modules of
 //! these, each recording its changes through [`audit::AuditTrail`] and
@@ -49,6 +52,7 @@ pub mod rights;
 pub mod rotation;
 pub mod signing_key;
 pub mod sop;
+pub mod trace;
 pub mod witness;
 
 pub use redcap;

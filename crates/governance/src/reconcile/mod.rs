@@ -452,6 +452,32 @@ impl Placed<'_> {
     }
 }
 
+/// The spans of UTC time a REDCap row stands for, one per reading of its
+/// local minute (`candidates`, [`redcap_log::utc_candidates`]): the minute
+/// widened by the tolerance on both sides. A ledger entry whose time falls
+/// in one of them may be the row's event — the pairing rule of
+/// [`reconcile`] and of `trace`.
+pub fn row_spans(
+    candidates: &[Timestamp],
+    tolerance: SignedDuration,
+) -> Vec<(Timestamp, Timestamp)> {
+    let minute = SignedDuration::from_secs(60);
+    candidates
+        .iter()
+        .map(|c| {
+            (
+                c.checked_sub(tolerance).unwrap_or(*c),
+                c.checked_add(minute + tolerance).unwrap_or(*c),
+            )
+        })
+        .collect()
+}
+
+/// Whether `at` falls in one of `spans` ([`row_spans`]).
+pub fn in_spans(spans: &[(Timestamp, Timestamp)], at: Timestamp) -> bool {
+    spans.iter().any(|(from, to)| at >= *from && at <= *to)
+}
+
 /// Compares REDCap's `rows` (event and page-view rows, redacted, any
 /// order) with the ledger `index` over `setup`'s window.
 pub fn reconcile(
@@ -479,18 +505,7 @@ pub fn reconcile(
             .iter()
             .any(|c| *c >= setup.since && *c <= setup.until)
     };
-    // The span of a row's minute, widened by the tolerance, for each reading.
-    let spans = |p: &Placed<'_>| -> Vec<(Timestamp, Timestamp)> {
-        p.candidates
-            .iter()
-            .map(|c| {
-                (
-                    c.checked_sub(tolerance).unwrap_or(*c),
-                    c.checked_add(minute + tolerance).unwrap_or(*c),
-                )
-            })
-            .collect()
-    };
+    let spans = |p: &Placed<'_>| row_spans(&p.candidates, tolerance);
 
     let mut report = Report {
         redcap_rows: placed.iter().filter(|p| in_window(p)).count(),
@@ -856,7 +871,7 @@ fn forwarded_in_minute(index: &LedgerIndex, username: &str, at: &str, tz: &TimeZ
 /// A row as a finding shows it: time, user, action and — for rows that
 /// are not about a record — the (redacted) details. A record row's
 /// details hold field values, patient data: only its record name is shown.
-fn shown(row: &LogEntry) -> String {
+pub fn shown(row: &LogEntry) -> String {
     let action = row.action().trim();
     if row.record().is_empty() {
         format!(
