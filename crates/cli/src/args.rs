@@ -148,6 +148,27 @@ pub enum Command {
         study: Option<String>,
     },
 
+    /// Trace one record end to end: each call through the gateway that
+    /// named it (the client, the account, what was asked, REDCap's answer),
+    /// each ledger entry naming it with its inclusion proof against the
+    /// latest signed checkpoint (verified), and the rows of REDCap's own
+    /// log beside each call, read through the study's log reader
+    /// (redacted). REDCap rows naming the record that no call explains are
+    /// listed; exit 1 when a governed account's are among them (its token
+    /// was used outside the gateway), 0 otherwise, 2 on error
+    /// (docs/trace.md).
+    Trace {
+        /// The record's id (its name in REDCap).
+        record: String,
+        /// The study [default: the only one].
+        #[arg(long, value_name = "STUDY")]
+        study: Option<String>,
+        /// Only calls from this time on, UTC: RFC 3339, `YYYY-MM-DD
+        /// HH:MM` or `YYYY-MM-DD` [default: the whole ledger].
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+    },
+
     /// Re-authorise a service account with an approver's SSH signature
     /// (`reauth ACCOUNT --reason R --signature FILE`), print the statement
     /// to sign, sweep lapsed accounts, or show each account's status.

@@ -17,6 +17,7 @@ mod secrets;
 mod serve;
 mod sites;
 mod sop;
+mod trace;
 
 use crate::Outcome;
 use crate::args::{
@@ -149,6 +150,11 @@ pub fn run(args: &Args) -> anyhow::Result<Outcome> {
             until,
             study,
         } => reconcile::run(args, since, until.as_deref(), study.as_deref()),
+        Command::Trace {
+            record,
+            study,
+            since,
+        } => trace::run(args, record, study.as_deref(), since.as_deref()),
         Command::Reauth(ReauthArgs {
             command: Some(cmd), ..
         }) => match cmd {

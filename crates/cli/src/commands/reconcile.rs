@@ -269,7 +269,7 @@ pub fn spawn_schedule(
 }
 
 /// `--since` / `--until`: RFC 3339, or a UTC `YYYY-MM-DD[ HH:MM[:SS]]`.
-fn parse_time(raw: &str) -> anyhow::Result<Timestamp> {
+pub(super) fn parse_time(raw: &str) -> anyhow::Result<Timestamp> {
     let s = raw.trim();
     if let Ok(t) = s.parse::<Timestamp>() {
         return Ok(t);
@@ -332,7 +332,12 @@ fn reader_fix() -> &'static str {
 }
 
 /// The accounts of `study` and the window, as the reconciliation sees them.
-fn setup(config: &LoadedConfig, study: &StudySection, since: Timestamp, until: Timestamp) -> Setup {
+pub(super) fn setup(
+    config: &LoadedConfig,
+    study: &StudySection,
+    since: Timestamp,
+    until: Timestamp,
+) -> Setup {
     let c = &config.config;
     let accounts = c
         .account

@@ -5,6 +5,7 @@
 
 pub mod chromium;
 pub mod sandbox;
+pub mod study;
 
 use std::io::BufRead;
 use std::path::Path;

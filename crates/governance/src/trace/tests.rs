@@ -217,6 +217,10 @@ fn redcap_rows_pair_within_the_tolerance_and_the_rest_are_unexplained() {
     assert!(r1.redcap_rows.iter().all(|r| !r.contains("record_id =")));
     assert_eq!(t.unexplained.len(), 3, "{:?}", t.unexplained);
     assert_eq!(t.findings(), 2);
-    let nurse = t.unexplained.iter().find(|u| u.username == "nurse").unwrap();
+    let nurse = t
+        .unexplained
+        .iter()
+        .find(|u| u.username == "nurse")
+        .unwrap();
     assert_eq!(nurse.account, None);
 }
