@@ -29,6 +29,7 @@ mod problem;
 mod profile;
 mod reauth;
 mod reconcile;
+mod review;
 mod rotation;
 mod schema;
 mod secrets;
@@ -47,6 +48,7 @@ pub use problem::{ConfigError, LoadError, Problem};
 pub use profile::*;
 pub use reauth::{APPROVER_KEY_TYPE, Approver, REAUTH_NAMESPACE};
 pub use reconcile::ReconcileSection;
+pub use review::{REVIEW_NAMESPACE, ReviewSection, Reviewer};
 pub use rotation::*;
 pub use secrets::*;
 pub use sections::*;
@@ -84,6 +86,8 @@ pub struct Config {
     pub reconcile: ReconcileSection,
     /// The token-management SOP (`redcap-warden sop`).
     pub sop: Option<SopSection>,
+    /// Who may sign audit-trail reviews (`redcap-warden review sign`).
+    pub review: ReviewSection,
 }
 
 /// The file as written: [`Config`] before the files it leaves out are
@@ -112,6 +116,8 @@ struct Document {
     #[serde(default)]
     reconcile: ReconcileSection,
     sop: Option<SopSection>,
+    #[serde(default)]
+    review: ReviewSection,
 }
 
 impl From<Document> for Config {
@@ -135,6 +141,7 @@ impl From<Document> for Config {
             rotation: doc.rotation,
             reconcile: doc.reconcile,
             sop: doc.sop,
+            review: doc.review,
         }
     }
 }
@@ -310,6 +317,7 @@ fn validate(doc: &toml::de::DeTable<'_>, text: &str, problems: &mut Vec<Problem>
     reconcile::validate(doc, text, problems);
     reauth::validate(doc, text, problems);
     sop::validate(doc, text, problems);
+    review::validate(doc, text, problems);
 }
 
 /// The sections whose own rules run while they are deserialized (which

@@ -52,6 +52,14 @@ impl Approver {
     /// base64 [comment]`. The only option accepted is `namespaces="…"`
     /// naming [`REAUTH_NAMESPACE`]; the only key type, `ssh-ed25519`.
     pub fn parse(line: &str) -> Result<Approver, String> {
+        Approver::parse_for(line, REAUTH_NAMESPACE)
+    }
+
+    /// [`Approver::parse`] for signatures in `namespace` (a `namespaces`
+    /// option must allow it): approvals ([`REAUTH_NAMESPACE`]) and reviews
+    /// (`redcap-warden-review`) are signed the same way.
+    pub fn parse_for(line: &str, namespace: &str) -> Result<Approver, String> {
+        let ns_wanted = namespace;
         use base64::Engine;
         let line = line.trim();
         let mut words = line.split_whitespace();
@@ -77,12 +85,12 @@ impl Approver {
             match namespaces {
                 None => {
                     return Err(format!(
-                        "the option `{options}` is not supported here (only namespaces=\"{REAUTH_NAMESPACE}\")"
+                        "the option `{options}` is not supported here (only namespaces=\"{ns_wanted}\")"
                     ));
                 }
-                Some(ns) if !ns.split(',').any(|n| n == REAUTH_NAMESPACE) => {
+                Some(ns) if !ns.split(',').any(|n| n == ns_wanted) => {
                     return Err(format!(
-                        "the option `{options}` does not allow the namespace {REAUTH_NAMESPACE}, so this key could never approve"
+                        "the option `{options}` does not allow the namespace {ns_wanted}, so this key could never sign there"
                     ));
                 }
                 Some(_) => {}
@@ -231,7 +239,7 @@ mod tests {
             ),
             (
                 &format!("ana namespaces=\"git\" ssh-ed25519 {KEY}"),
-                "could never approve",
+                "could never sign there",
             ),
             (
                 &format!("ana valid-after=\"20260101\" ssh-ed25519 {KEY}"),

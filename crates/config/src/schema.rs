@@ -116,7 +116,12 @@ pub(crate) const TOP: &[Field] = &[
     opt("rotation", Kind::Table(ROTATION)),
     opt("reconcile", Kind::Table(RECONCILE)),
     opt("sop", Kind::Table(SOP)),
+    opt("review", Kind::Table(REVIEW)),
 ];
+
+/// `[review]` ([`crate::ReviewSection`]).
+pub(crate) const REVIEW: &[Field] = &[opt("reviewers", Kind::TextList)
+    .eg("reviewers = [\"qa@example.org ssh-ed25519 AAAAC3Nz... qa\"]")];
 
 pub(crate) const REDCAP: &[Field] = &[req("url", Kind::Text), req("time_zone", Kind::Text)];
 

@@ -809,7 +809,7 @@ fn the_schema_matches_the_serde_structs() {
     fn keys(fields: &[schema::Field]) -> Vec<&'static str> {
         fields.iter().map(|f| f.key).collect()
     }
-    let pairs: [(&str, &[schema::Field], &[&str]); 21] = [
+    let pairs: [(&str, &[schema::Field], &[&str]); 22] = [
         ("top", schema::TOP, serde_fields::<Config>()),
         ("redcap", schema::REDCAP, serde_fields::<RedcapSection>()),
         ("paths", schema::PATHS, serde_fields::<PathsSection>()),
@@ -857,6 +857,7 @@ fn the_schema_matches_the_serde_structs() {
             serde_fields::<ReconcileSection>(),
         ),
         ("sop", schema::SOP, serde_fields::<SopSection>()),
+        ("review", schema::REVIEW, serde_fields::<ReviewSection>()),
         ("sop.role", schema::SOP_ROLE, serde_fields::<Role>()),
         (
             "sop.revision",
