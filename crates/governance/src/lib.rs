@@ -30,6 +30,9 @@
 //!   rendering as one self-contained HTML page with inline SVG charts.
 //! - [`sop`]: the token-management SOP generated from the configuration
 //!   (Markdown and HTML), and the check of a written copy against it.
+//! - [`review`]: signed audit-trail reviews (`review statement`, `review
+//!   sign`, `review list`); [`sshsig`]: the SSH signature check they share
+//!   with re-authorisation.
 //! - [`trace`]: one record end to end — the calls naming it, each ledger
 //!   entry proved against the latest checkpoint, REDCap's rows beside
 //!   them (`trace RECORD`).
@@ -48,10 +51,12 @@ pub mod reauth;
 pub mod reconcile;
 pub mod redcap_log;
 pub mod report;
+pub mod review;
 pub mod rights;
 pub mod rotation;
 pub mod signing_key;
 pub mod sop;
+pub mod sshsig;
 pub mod trace;
 pub mod witness;
 

@@ -25,13 +25,15 @@ pub enum ReauthAction {
     Lapse,
 }
 
-/// A re-approval as signed: the statement, the SSH signature over it and
-/// the approver's key, so the approval can be checked without this tool.
+/// A statement as signed — a re-approval (`reauth`) or an audit-trail
+/// review (`review`): the statement, the SSH signature over it and the
+/// signer's key, so it can be checked without this tool.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Approval {
-    /// The approver's principal (from `warden.toml`'s `approvers`).
+    /// The signer's principal (from `warden.toml`'s `approvers`, or
+    /// `[review] reviewers`).
     pub signer: String,
-    /// The approver's `allowed_signers` line, as configured.
+    /// The signer's `allowed_signers` line, as configured.
     pub allowed_signer: String,
     /// The statement exactly as signed (the bytes of the file).
     pub statement: String,
@@ -248,6 +250,12 @@ pub enum EntryKind {
         outcome: String,
         /// The reviewer's remarks.
         note: String,
+        /// The signed review statement (`review sign`): enough for anyone
+        /// to check it again with `ssh-keygen -Y verify -n
+        /// redcap-warden-review`. Absent in every line written before the
+        /// field existed, which stay canonical.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        signed: Option<Approval>,
     },
     /// A request the gateway forwarded (its `request` entry is durable)
     /// whose answer it never recorded: the gateway stopped uncleanly in
@@ -963,6 +971,20 @@ mod tests {
                 scope: "s".into(),
                 outcome: "ok".into(),
                 note: "n".into(),
+                signed: None,
+            },
+            EntryKind::Review {
+                reviewer: "r".into(),
+                scope: "s".into(),
+                outcome: "ok".into(),
+                note: "n".into(),
+                signed: Some(Approval {
+                    signer: "qa@example.org".into(),
+                    allowed_signer: "qa@example.org ssh-ed25519 AAAA".into(),
+                    statement: "{\"review\":\"audit-trail\"}\n".into(),
+                    signature: "-----BEGIN SSH SIGNATURE-----\nU1NI\n-----END SSH SIGNATURE-----\n"
+                        .into(),
+                }),
             },
             EntryKind::Interrupted {
                 request_id: "r3".into(),

@@ -6,7 +6,6 @@
 
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
-use ssh_key::{Algorithm, HashAlg, PublicKey, SshSig};
 use warden_config::{AccountSection, Approver, REAUTH_NAMESPACE};
 
 use super::facts::LedgerFacts;
@@ -168,71 +167,31 @@ pub fn principal_is(principal: &str, operator: &str) -> bool {
         .any(|n| n.eq_ignore_ascii_case(principal) || n.eq_ignore_ascii_case(local))
 }
 
-/// The key type named inside an armored SSH signature, read without
-/// understanding the key (so a type the library was built without can be
-/// named): `"SSHSIG"`, a version, then the public key, which starts with
-/// its type as an SSH string.
-fn signature_key_type(pem: &[u8]) -> Option<String> {
-    use base64::Engine;
-    let text = std::str::from_utf8(pem).ok()?;
-    let body: String = text
-        .lines()
-        .skip_while(|l| !l.starts_with("-----BEGIN SSH SIGNATURE-----"))
-        .skip(1)
-        .take_while(|l| !l.starts_with("-----END"))
-        .collect();
-    let blob = base64::engine::general_purpose::STANDARD
-        .decode(body)
-        .ok()?;
-    let rest = blob.strip_prefix(b"SSHSIG")?.get(4 + 4..)?;
-    let len = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
-    let kind = rest.get(4..4 + len)?;
-    String::from_utf8(kind.to_vec()).ok()
-}
-
 /// Checks the signature alone: an SSHSIG in our namespace, by an approver
-/// of `account`, over `statement`.
+/// of `account`, over `statement` (the check reviews share,
+/// [`crate::sshsig`]).
 fn check_signature(
     account: &AccountSection,
     presented: &Presented<'_>,
 ) -> Result<(Approver, String), Refusal> {
-    let sig = SshSig::from_pem(presented.signature).map_err(|e| {
-        if let Some(kind) = signature_key_type(presented.signature)
-            && kind != warden_config::APPROVER_KEY_TYPE
-        {
-            return Refusal::UnsupportedKey(kind);
-        }
-        let text = String::from_utf8_lossy(presented.signature);
-        Refusal::Unsigned(if text.trim().is_empty() {
-            "the file is empty".into()
-        } else if !text.contains("-----BEGIN SSH SIGNATURE-----") {
-            "no -----BEGIN SSH SIGNATURE----- block".into()
-        } else {
-            format!("unreadable: {e}")
-        })
-    })?;
-    if sig.namespace() != REAUTH_NAMESPACE {
-        return Err(Refusal::WrongNamespace(sig.namespace().to_string()));
-    }
-    if sig.algorithm() != Algorithm::Ed25519 {
-        return Err(Refusal::UnsupportedKey(
-            sig.algorithm().as_str().to_string(),
-        ));
-    }
-    let signer = PublicKey::from(sig.public_key().clone());
-    let fingerprint = signer.fingerprint(HashAlg::Sha256).to_string();
-    let approver = account
-        .approvers
-        .iter()
-        .find(|a| PublicKey::from_bytes(&a.key).is_ok_and(|k| k.key_data() == sig.public_key()))
-        .ok_or_else(|| Refusal::NotAnApprover {
+    use crate::sshsig::{SignatureError, check};
+    check(
+        &account.approvers,
+        REAUTH_NAMESPACE,
+        presented.statement,
+        presented.signature,
+    )
+    .map(|s| (s.signer, s.fingerprint))
+    .map_err(|e| match e {
+        SignatureError::Unsigned(what) => Refusal::Unsigned(what),
+        SignatureError::WrongNamespace(ns) => Refusal::WrongNamespace(ns),
+        SignatureError::UnsupportedKey(kind) => Refusal::UnsupportedKey(kind),
+        SignatureError::NotListed(fingerprint) => Refusal::NotAnApprover {
             account: account.name.clone(),
-            fingerprint: fingerprint.clone(),
-        })?;
-    signer
-        .verify(REAUTH_NAMESPACE, presented.statement, &sig)
-        .map_err(|_| Refusal::BadSignature)?;
-    Ok((approver.clone(), fingerprint))
+            fingerprint,
+        },
+        SignatureError::BadSignature => Refusal::BadSignature,
+    })
 }
 
 /// Checks an approval of `account` (of study `account.study`) at `now`
