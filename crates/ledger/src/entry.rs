@@ -1043,14 +1043,18 @@ mod tests {
     fn fast_path_never_accepts_what_the_parser_rejects() {
         let mut lines = Vec::new();
         for (i, kind) in all_kinds().into_iter().enumerate() {
-            // Rare kinds, and reauth lines with their optional last
-            // fields, are left to the full parser.
+            // Rare kinds, and reauth and review lines with their optional
+            // last fields, are left to the full parser.
             let fast = !matches!(
                 kind,
                 EntryKind::Header { .. }
                     | EntryKind::Key { .. }
                     | EntryKind::Reauth {
                         action: Some(_),
+                        ..
+                    }
+                    | EntryKind::Review {
+                        signed: Some(_),
                         ..
                     }
             );
