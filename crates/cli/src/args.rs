@@ -169,6 +169,12 @@ pub enum Command {
         since: Option<String>,
     },
 
+    /// Signed reviews of the audit trail: print the statement of a
+    /// period's review, record a review signed by a reviewer listed in
+    /// `[review] reviewers`, or list the reviews recorded (docs/review.md).
+    #[command(subcommand)]
+    Review(ReviewCommand),
+
     /// Re-authorise a service account with an approver's SSH signature
     /// (`reauth ACCOUNT --reason R --signature FILE`), print the statement
     /// to sign, sweep lapsed accounts, or show each account's status.
@@ -520,6 +526,43 @@ pub enum RotateCommand {
         #[arg(long)]
         reason: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReviewCommand {
+    /// Print the statement a reviewer signs for PERIOD: the ledger's
+    /// entries of the period under the latest signed checkpoint, the
+    /// reconcile runs in them and the findings they recorded (which the
+    /// review acknowledges), the reviewer (your OS login; --operator adds
+    /// a typed name beside it), a note, the time — as canonical JSON.
+    Statement {
+        /// A UTC month (2026-11), day (2026-11-03), or FROM..UNTIL (days,
+        /// UNTIL included, or RFC 3339 times).
+        #[arg(long, value_name = "PERIOD")]
+        period: String,
+        /// The reviewer's remarks (part of what is signed).
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Record a review: checks the SSH signature (`ssh-keygen -Y sign -n
+    /// redcap-warden-review`) by a key in `[review] reviewers` that is your
+    /// own, and every claim of the statement against the ledger; refuses an
+    /// unsigned, wrongly signed, self-incoherent, expired or replayed one
+    /// with its reason; records a `review` entry holding the signature.
+    Sign {
+        /// The period, as in the statement.
+        #[arg(long, value_name = "PERIOD")]
+        period: String,
+        /// The signature file `ssh-keygen -Y sign` wrote.
+        #[arg(long, value_name = "FILE")]
+        signature: PathBuf,
+        /// The statement signed [default: the signature's name without
+        /// `.sig`].
+        #[arg(long, value_name = "FILE")]
+        statement: Option<PathBuf>,
+    },
+    /// List the reviews recorded in the ledger.
+    List,
 }
 
 /// `reauth ACCOUNT --reason R --signature FILE [--statement FILE]`, or one

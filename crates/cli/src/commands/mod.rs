@@ -11,6 +11,7 @@ mod quickstart;
 mod reauth;
 mod reconcile;
 mod report;
+mod review;
 mod rights;
 mod rotate;
 mod secrets;
@@ -24,7 +25,7 @@ use crate::args::{
     AccountsCommand, Args, Command, ConfigCommand, KeysCommand, LedgerCommand, ProveCommand,
     RightsCommand, RotateCommand, SecretsCommand,
 };
-use crate::args::{ReauthArgs, ReauthCommand};
+use crate::args::{ReauthArgs, ReauthCommand, ReviewCommand};
 
 pub fn run(args: &Args) -> anyhow::Result<Outcome> {
     match &args.command {
@@ -155,6 +156,15 @@ pub fn run(args: &Args) -> anyhow::Result<Outcome> {
             study,
             since,
         } => trace::run(args, record, study.as_deref(), since.as_deref()),
+        Command::Review(cmd) => match cmd {
+            ReviewCommand::Statement { period, note } => review::statement(args, period, note),
+            ReviewCommand::Sign {
+                period,
+                signature,
+                statement,
+            } => review::sign(args, period, signature, statement.as_deref()),
+            ReviewCommand::List => review::list(args),
+        },
         Command::Reauth(ReauthArgs {
             command: Some(cmd), ..
         }) => match cmd {

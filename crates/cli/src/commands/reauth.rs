@@ -167,7 +167,10 @@ pub fn statement(args: &Args, name: &str, reason: Option<&str>) -> anyhow::Resul
 
 /// Where the statement is: `--statement`, else the signature's path
 /// without `.sig` (where `ssh-keygen -Y sign` put the signature).
-fn statement_path(signature: &Path, statement: Option<&Path>) -> anyhow::Result<PathBuf> {
+pub(super) fn statement_path(
+    signature: &Path,
+    statement: Option<&Path>,
+) -> anyhow::Result<PathBuf> {
     if let Some(s) = statement {
         return Ok(s.to_path_buf());
     }

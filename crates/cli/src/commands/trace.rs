@@ -141,7 +141,7 @@ fn names(studies: &[StudySection]) -> String {
 
 /// The newest checkpoint, verified with the key pinned in warden.toml
 /// (never one found beside the ledger); `None` when nothing is signed yet.
-fn latest_checkpoint(config: &LoadedConfig) -> anyhow::Result<Option<Checkpoint>> {
+pub(super) fn latest_checkpoint(config: &LoadedConfig) -> anyhow::Result<Option<Checkpoint>> {
     let section = governance::audit::ledger_section(config)?;
     let note = match &section.store {
         LedgerStore::File => {
@@ -169,7 +169,7 @@ fn latest_checkpoint(config: &LoadedConfig) -> anyhow::Result<Option<Checkpoint>
 }
 
 /// Hands `visit` every line of the configured ledger, as stored.
-fn read_lines(
+pub(super) fn read_lines(
     config: &LoadedConfig,
     visit: &mut dyn FnMut(u64, &[u8]) -> bool,
 ) -> anyhow::Result<()> {
