@@ -44,7 +44,7 @@ pub(crate) fn validate(
         return;
     };
     for (j, line, span) in strs_at(review, "reviewers").unwrap_or_default() {
-        if let Err(e) = Approver::parse_for(&line, REVIEW_NAMESPACE) {
+        if let Err(e) = Approver::parse_for(line, REVIEW_NAMESPACE) {
             problems.push(crate::Problem::at_offset(
                 text,
                 span.start,
