@@ -76,23 +76,36 @@ pub enum Command {
 
     /// Try everything on this machine with nothing installed: starts
     /// redcap-sandbox (a REDCap API emulator) and the gateway, seeds a
-    /// two-site study with least-privilege site accounts, tokens in the
+    /// three-site study with least-privilege site accounts, tokens in the
     /// encrypted store and client keys in 0600 files, prints a PyCap
     /// snippet, and serves until Ctrl-C. Run again in the same directory to
-    /// resume.
+    /// resume. With --tour: a scripted run in a new directory that shows
+    /// each part working and exits (0 when everything showed what it
+    /// should).
     Quickstart {
-        /// Where everything is kept.
-        #[arg(long, default_value = "warden-quickstart", value_name = "DIR")]
-        dir: PathBuf,
-        /// Address of redcap-sandbox.
-        #[arg(long, default_value = "127.0.0.1:8480", value_name = "ADDR")]
-        sandbox_listen: std::net::SocketAddr,
-        /// Address of the gateway (first run only; later runs read warden.toml).
-        #[arg(long, default_value = "127.0.0.1:8470", value_name = "ADDR")]
-        listen: std::net::SocketAddr,
-        /// Address of the gateway's admin listener (first run only).
-        #[arg(long, default_value = "127.0.0.1:8471", value_name = "ADDR")]
-        admin_listen: std::net::SocketAddr,
+        /// Where everything is kept [default: warden-quickstart, or
+        /// warden-tour with --tour].
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Address of redcap-sandbox [default: 127.0.0.1:8480; with
+        /// --tour a free port].
+        #[arg(long, value_name = "ADDR")]
+        sandbox_listen: Option<std::net::SocketAddr>,
+        /// Address of the gateway (first run only; later runs read
+        /// warden.toml) [default: 127.0.0.1:8470; with --tour a free port].
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<std::net::SocketAddr>,
+        /// Address of the gateway's admin listener (first run only)
+        /// [default: 127.0.0.1:8471; with --tour a free port].
+        #[arg(long, value_name = "ADDR")]
+        admin_listen: Option<std::net::SocketAddr>,
+        /// Run the scripted tour: three sites, calls through the gateway, a
+        /// denied call, a rotation, an export made straight against REDCap
+        /// with a site's token (the bypass), `ledger verify`, `reconcile`
+        /// (which finds the bypass and nothing else) and `trace`, printing
+        /// what each showed; then stop. Needs a new directory.
+        #[arg(long)]
+        tour: bool,
     },
 
     /// The service accounts of warden.toml and their status; release an

@@ -18,6 +18,7 @@ mod secrets;
 mod serve;
 mod sites;
 mod sop;
+mod tour;
 mod trace;
 
 use crate::Outcome;
@@ -56,14 +57,12 @@ pub fn run(args: &Args) -> anyhow::Result<Outcome> {
             sandbox_listen,
             listen,
             admin_listen,
+            tour,
         } => quickstart::run(
             args,
-            dir,
-            &quickstart::Listen {
-                sandbox: *sandbox_listen,
-                gateway: *listen,
-                admin: *admin_listen,
-            },
+            dir.as_deref(),
+            quickstart::Listen::chosen(*sandbox_listen, *listen, *admin_listen, *tour)?,
+            *tour,
         ),
         Command::Accounts(AccountsCommand::List) => accounts::list(args),
         Command::Accounts(AccountsCommand::Release { account, reason }) => {

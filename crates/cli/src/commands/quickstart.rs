@@ -1,6 +1,6 @@
 //! `quickstart`: the whole procedure on one machine, with nothing to
 //! install. It starts redcap-sandbox (a REDCap API emulator) and the
-//! gateway with the embedded defaults, and on first run seeds a two-site
+//! gateway with the embedded defaults, and on first run seeds a three-site
 //! study: a project with two Data Access Groups, one least-privilege
 //! service account per site bound to its DAG (and a rights manager and a
 //! log reader, the project's creator removed, so `rights check` starts
@@ -24,9 +24,10 @@ use crate::operator::Operator;
 use crate::store::{load_config, open_store};
 
 /// The sites of the demo study: (site name, DAG label, service account).
-const SITES: [(&str, &str, &str); 2] = [
+pub(super) const SITES: [(&str, &str, &str); 3] = [
     ("site-a", "Site A", "svc_heart_site_a"),
     ("site-b", "Site B", "svc_heart_site_b"),
+    ("site-c", "Site C", "svc_heart_site_c"),
 ];
 
 /// The study's rights-manager account (no site, no DAG).
@@ -48,19 +49,71 @@ pub struct Listen {
     pub sandbox: std::net::SocketAddr,
     pub gateway: std::net::SocketAddr,
     pub admin: std::net::SocketAddr,
+    /// Whether `--sandbox-listen` was given (else a later run serves the
+    /// sandbox where warden.toml's `[redcap] url` says it is).
+    pub sandbox_given: bool,
 }
 
-pub fn run(args: &Args, dir: &Path, listen: &Listen) -> anyhow::Result<Outcome> {
+impl Listen {
+    /// The addresses given, else the defaults: fixed ports for the
+    /// quickstart (its README snippet names them), free ones for the tour
+    /// (so it runs beside a quickstart, and in CI).
+    pub fn chosen(
+        sandbox: Option<std::net::SocketAddr>,
+        gateway: Option<std::net::SocketAddr>,
+        admin: Option<std::net::SocketAddr>,
+        tour: bool,
+    ) -> anyhow::Result<Listen> {
+        let free = || -> anyhow::Result<std::net::SocketAddr> {
+            Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+        };
+        let pick = |given: Option<std::net::SocketAddr>, port: u16| match (given, tour) {
+            (Some(a), _) => Ok(a),
+            (None, true) => free(),
+            (None, false) => Ok(std::net::SocketAddr::from(([127, 0, 0, 1], port))),
+        };
+        Ok(Listen {
+            sandbox_given: sandbox.is_some(),
+            sandbox: pick(sandbox, 8480)?,
+            gateway: pick(gateway, 8470)?,
+            admin: pick(admin, 8471)?,
+        })
+    }
+}
+
+pub fn run(args: &Args, dir: Option<&Path>, listen: Listen, tour: bool) -> anyhow::Result<Outcome> {
+    let listen = &listen;
     let operator = Operator::current(args.operator.as_deref())?;
+    let dir = dir.unwrap_or(Path::new(if tour {
+        "warden-tour"
+    } else {
+        "warden-quickstart"
+    }));
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let config_path = dir.join("warden.toml");
     let fresh = !config_path.exists();
+    if tour && !fresh {
+        bail!(
+            "{} already holds an installation; the tour starts from nothing: remove the directory, or choose another with --dir",
+            dir.display()
+        );
+    }
     if fresh && std::fs::read_dir(dir)?.next().is_some() {
         bail!(
             "{} is not empty and holds no quickstart; choose an empty directory with --dir",
             dir.display()
         );
     }
+    // A later run serves the sandbox where the installation expects it (a
+    // tour's, on the port it was given).
+    let mut listen = Listen { ..*listen };
+    if !fresh
+        && !listen.sandbox_given
+        && let Some(addr) = sandbox_addr(&config_path)
+    {
+        listen.sandbox = addr;
+    }
+    let listen = &listen;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -83,17 +136,41 @@ pub fn run(args: &Args, dir: &Path, listen: &Listen) -> anyhow::Result<Outcome> 
             let config = load_config(&config_path)?;
             let store = open_store(&config)?;
             let gateway = super::serve::start_gateway(&config, store, &operator).await?;
+            if tour {
+                let toured = super::tour::run(&super::tour::Installation {
+                    dir,
+                    config_path: &config_path,
+                    sandbox_url: &sandbox.api_url,
+                    gateway: gateway.addr,
+                    operator: &operator,
+                })
+                .await;
+                gateway.shutdown().await?;
+                return toured;
+            }
             print_welcome(dir, &config_path, &sandbox, &gateway);
             super::serve::shutdown_signal().await;
             eprintln!("stopping the gateway and the sandbox");
             gateway.shutdown().await?;
-            anyhow::Ok(())
+            anyhow::Ok(Outcome::Clean)
         }
         .await;
         sandbox.stop().await.ok();
         result
-    })?;
-    Ok(Outcome::Clean)
+    })
+}
+
+/// The address of `[redcap] url` in an installation's warden.toml, when
+/// it is a loopback address (the quickstart's own sandbox).
+fn sandbox_addr(config_path: &Path) -> Option<std::net::SocketAddr> {
+    let config = load_config(config_path).ok()?;
+    let url = config.config.redcap.url();
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split('/').next()?;
+    authority
+        .parse::<std::net::SocketAddr>()
+        .ok()
+        .filter(|a| a.ip().is_loopback())
 }
 
 /// Creates `path` with `text`, readable by its owner only.
@@ -259,7 +336,8 @@ async fn seed(
     let records = json!([
         {"record_id": "1", "enrol_date": "2026-01-12", "age": "61", "redcap_data_access_group": dag("Site A")?.0},
         {"record_id": "2", "enrol_date": "2026-02-03", "age": "57", "redcap_data_access_group": dag("Site A")?.0},
-        {"record_id": "3", "enrol_date": "2026-02-19", "age": "70", "redcap_data_access_group": dag("Site B")?.0}
+        {"record_id": "3", "enrol_date": "2026-02-19", "age": "70", "redcap_data_access_group": dag("Site B")?.0},
+        {"record_id": "4", "enrol_date": "2026-03-02", "age": "49", "redcap_data_access_group": dag("Site C")?.0}
     ]);
     s.api(&[
         ("token", &owner),
@@ -490,7 +568,7 @@ fn print_welcome(dir: &Path, config: &Path, sandbox: &Server, gateway: &gateway:
         gateway.addr
     );
     println!(
-        "client keys (mode 0600):                {}/keys/site-a-app.key, site-b-app.key",
+        "client keys (mode 0600):                {}/keys/site-a-app.key, site-b-app.key, site-c-app.key",
         dir.display()
     );
     println!();

@@ -81,7 +81,13 @@ pub fn run(
         let tolerance =
             SignedDuration::try_from(c.reconcile.tolerance).unwrap_or(SignedDuration::ZERO);
         trace
-            .attach_rows(&rows, c.redcap.time_zone(), tolerance, &usernames)
+            .attach_rows(
+                &rows,
+                c.redcap.time_zone(),
+                tolerance,
+                &usernames,
+                &governance::redcap_log::api_path(c.redcap.url()),
+            )
             .with_context(|| format!("reading the REDCap log of study `{}`", study.name))?;
     }
     if trace.calls.is_empty() && trace.unexplained.is_empty() {
@@ -329,7 +335,7 @@ fn print(args: &Args, study: &str, log_read: bool, trace: &Trace) {
             continue;
         }
         if call.redcap_rows.is_empty() {
-            println!("    REDCap's log: no row of the account within the tolerance");
+            println!("    REDCap's log: no row of the account for this call within the tolerance");
         }
         for row in &call.redcap_rows {
             println!("    REDCap's log: {row}");

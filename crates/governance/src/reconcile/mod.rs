@@ -33,8 +33,9 @@
 //! finding like any governed account's. A call `rights check` made with a
 //! governed account's own token is recorded in its `rights` entry
 //! (`probe: … with the token of `ACCOUNT` …`) and counts as forwarded, as
-//! do a rotation's own calls (its `verified` entry: Export Project Info with
-//! the new token, and the probes named in its detail).
+//! does a rotation's own call (its `verified` entry: Export Project Info
+//! with the new token; the probes its detail names are made with the dead
+//! old token and leave no row).
 //!
 //! Scale: one pass over the ledger's entries, keeping only the window's
 //! requests in a map by (username, minute); each REDCap row then looks at
@@ -352,26 +353,17 @@ impl LedgerIndex {
                     }
                 }
             }
-            EntryKind::Rotation {
-                account,
-                to,
-                detail,
-                ..
-            } => {
-                // A rotation calls REDCap with the account's tokens itself:
-                // entering `verified`, Export Project Info with the new
-                // token, and the probes its rights check made (named in
-                // the detail as in a `rights` entry). The old token's
-                // proof call is refused as an unknown token, which leaves
-                // no row (redcap-api.md §7.2).
-                if to == "verified" {
-                    self.direct_call(account, entry, "rotation");
-                }
-                for (at, _) in detail.match_indices("probe:") {
-                    if let Some(probed) = probed_account(&detail[at..]) {
-                        self.direct_call(probed, entry, "rotation");
-                    }
-                }
+            // A rotation calls REDCap with the account's new token
+            // itself: entering `verified`, Export Project Info. The
+            // probes its rights check names in the detail are made with
+            // the token the store still holds — the old one, already dead
+            // (docs/rotation.md, known limits) — and are refused as
+            // unknown tokens, which REDCap logs for no user (redcap-api.md
+            // §7.2), as is the old token's proof call: counting them would
+            // let as many calls made outside the gateway pass unseen
+            // (found by quickstart --tour's bypass right after a rotation).
+            EntryKind::Rotation { account, to, .. } if to == "verified" => {
+                self.direct_call(account, entry, "rotation");
             }
             _ => {}
         }

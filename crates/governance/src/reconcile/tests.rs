@@ -642,9 +642,10 @@ fn a_rotations_own_calls_with_the_accounts_token_are_not_findings() {
             detail: detail.into(),
         },
     };
-    // Verification: Export Project Info with the new token, and the rights
-    // check's administrator probe with it (both in the minute 10:04 local).
-    let rows = vec![
+    // Verification: Export Project Info with the new token (in the minute
+    // 10:04 local). The rights check's administrator probe is made with the
+    // old token, already dead: REDCap logs it for no user.
+    let mut rows = vec![
         api_call("2026-01-10 10:04", "svc_a"),
         row(
             "2026-01-10 10:04",
@@ -653,7 +654,6 @@ fn a_rotations_own_calls_with_the_accounts_token_are_not_findings() {
             "Export project information (API)",
             "",
         ),
-        api_call("2026-01-10 10:04", "svc_a"),
     ];
     let entries = vec![
         rotation(1, "2026-01-10T09:04:10Z", "obtained", "escrowed"),
@@ -668,6 +668,13 @@ fn a_rotations_own_calls_with_the_accounts_token_are_not_findings() {
     // Without the `verified` entry the same calls are the leak signal.
     assert_eq!(
         codes(&run(&s, &rows, &entries[..1])),
+        ["unexplained-api-activity"]
+    );
+    // The probe named in the detail stands for no call: one more API call
+    // in the minute (the token used outside the gateway) is found.
+    rows.push(api_call("2026-01-10 10:04", "svc_a"));
+    assert_eq!(
+        codes(&run(&s, &rows, &entries)),
         ["unexplained-api-activity"]
     );
 }

@@ -191,17 +191,21 @@ impl Trace {
         Some((first, last))
     }
 
-    /// Pairs REDCap's `rows` (redacted; any order) with the calls: a call
-    /// gets every row of its account's `username` (from `usernames`, by
-    /// account name) whose minute, read in `tz` and widened by
-    /// `tolerance`, holds its request; a row naming the record that no
-    /// call of its user takes is [`Unexplained`].
+    /// Pairs REDCap's `rows` (redacted; any order) with the calls, one to
+    /// one, in time order: each row goes to the earliest call of its
+    /// user (`usernames`: account name → REDCap username) whose request
+    /// lies in the row's minute, read in `tz` and widened by `tolerance`
+    /// (reconcile's rule), and that REDCap would log it for — a page view
+    /// of the API endpoint (`api_path`) for every call, the method's event
+    /// row (a record export's `Data export`, an import's record rows, …).
+    /// A row naming the record that no call takes is [`Unexplained`].
     pub fn attach_rows(
         &mut self,
         rows: &[LogEntry],
         tz: &jiff::tz::TimeZone,
         tolerance: SignedDuration,
         usernames: &HashMap<String, String>,
+        api_path: &str,
     ) -> Result<(), redcap_log::BadTimestamp> {
         let mut placed = Vec::with_capacity(rows.len());
         for row in rows {
@@ -209,32 +213,73 @@ impl Trace {
             placed.push((row, row_spans(&candidates, tolerance), candidates[0]));
         }
         placed.sort_by_key(|p| p.2);
-        let mut seen = HashSet::new();
+        // Per call: whether its page view was taken, and the event rows'
+        // texts it took (one row of each text: an import of two records
+        // takes both record rows, two exports take one export row each).
+        let mut viewed = vec![false; self.calls.len()];
+        let mut taken: Vec<HashSet<String>> = vec![HashSet::new(); self.calls.len()];
         for (row, spans, _) in &placed {
             let user = row.username().to_lowercase();
-            let mut explained = false;
-            for call in &mut self.calls {
-                let Some(username) = usernames.get(&call.account) else {
-                    continue;
-                };
-                if username.eq_ignore_ascii_case(&user) && in_spans(spans, call.request.ts) {
-                    call.redcap_rows.push(shown(row));
-                    explained = true;
+            let page_view = redcap_log::activity(row, api_path) == redcap_log::Activity::ApiCall;
+            let text = shown(row);
+            let call = (0..self.calls.len()).find(|&i| {
+                let c = &self.calls[i];
+                usernames
+                    .get(&c.account)
+                    .is_some_and(|u| u.eq_ignore_ascii_case(&user))
+                    && in_spans(spans, c.request.ts)
+                    && if page_view {
+                        !viewed[i]
+                    } else {
+                        logged_for(c, row) && !taken[i].contains(&text)
+                    }
+            });
+            match call {
+                Some(i) => {
+                    if page_view {
+                        viewed[i] = true;
+                    } else {
+                        taken[i].insert(text.clone());
+                    }
+                    self.calls[i].redcap_rows.push(text);
                 }
-            }
-            if !explained && row.record() == self.record && seen.insert(shown(row)) {
-                self.unexplained.push(Unexplained {
-                    row: shown(row),
+                None if row.record() == self.record => self.unexplained.push(Unexplained {
+                    row: text,
                     account: usernames
                         .iter()
                         .find(|(_, u)| u.eq_ignore_ascii_case(&user))
                         .map(|(a, _)| a.clone()),
                     username: user,
-                });
+                }),
+                None => {}
             }
         }
         Ok(())
     }
+}
+
+/// Whether REDCap logs event `row` for a call of this method: the
+/// descriptions of redcap-api.md §7.2 for the methods a trace meets
+/// (anything else: any API event of the account).
+fn logged_for(call: &Call, row: &LogEntry) -> bool {
+    let text = format!("{} {}", row.action(), row.details()).to_lowercase();
+    if !text.contains("(api") {
+        return false;
+    }
+    let want: &[&str] = match (call.content.as_deref(), call.action.as_deref()) {
+        (Some("record"), Some("export")) => &["data export"],
+        (Some("record"), Some("import")) => &["create record", "update record"],
+        (Some("record"), Some("delete")) => &["delete record"],
+        (Some("record"), Some("rename")) => &["rename record"],
+        (Some("metadata"), _) => &["data dictionary"],
+        (Some("project"), Some("export")) => &["export project information"],
+        (Some("log"), _) => &["export logging"],
+        (Some("file"), Some("export")) => &["download file"],
+        (Some("file"), Some("import")) => &["upload document"],
+        (Some("file"), Some("delete")) => &["delete uploaded document"],
+        _ => return true,
+    };
+    want.iter().any(|w| text.contains(w))
 }
 
 /// The head of a request or response line: what a trace needs of every

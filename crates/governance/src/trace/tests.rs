@@ -194,10 +194,23 @@ fn redcap_rows_pair_within_the_tolerance_and_the_rest_are_unexplained() {
         ("heart-b".to_string(), "svc_b".to_string()),
     ]
     .into();
+    let page = |ts: &str| {
+        LogEntry::new(
+            ts,
+            "svc_a",
+            "Page View",
+            "Page accessed: https://redcap.example.org/api/",
+            "",
+            &Placeholder,
+        )
+    };
     let rows = [
         // Berlin is UTC+1: 11:00 local is 10:00 UTC.
         row("2026-12-07 11:00", "svc_a", "Update record (API) 7", "7"),
         row("2026-12-07 11:00", "svc_a", "Data export (API)", ""),
+        row("2026-12-07 11:00", "svc_a", "Data export (API)", ""),
+        page("2026-12-07 11:00"),
+        page("2026-12-07 11:00"),
         // Ten minutes later: no call of svc_a near it.
         row("2026-12-07 11:05", "svc_a", "Update record (API) 7", "7"),
         // Another governed account, and a person.
@@ -209,12 +222,21 @@ fn redcap_rows_pair_within_the_tolerance_and_the_rest_are_unexplained() {
         &TimeZone::get("Europe/Berlin").unwrap(),
         SignedDuration::from_secs(120),
         &usernames,
+        "/api/",
     )
     .unwrap();
-    let r1 = &t.calls[0];
-    assert_eq!(r1.redcap_rows.len(), 2, "{:?}", r1.redcap_rows);
+    // One to one, by method: the import (r1) takes the record row and the
+    // first page view, the export (r2) an export row and the second page
+    // view; the second export row goes to the next export (r5).
+    let r1 = &t.calls[0].redcap_rows;
+    assert_eq!(r1.len(), 2, "{r1:?}");
+    assert!(r1[0].contains("Update record (API) 7"), "{r1:?}");
+    assert!(r1[1].contains("Page View"), "{r1:?}");
+    let r2 = &t.calls[1].redcap_rows;
+    assert_eq!(r2.len(), 2, "{r2:?}");
+    assert!(r2[0].contains("Data export (API)"), "{r2:?}");
     // Record rows show their record name only, never field values.
-    assert!(r1.redcap_rows.iter().all(|r| !r.contains("record_id =")));
+    assert!(r1.iter().all(|r| !r.contains("record_id =")));
     assert_eq!(t.unexplained.len(), 3, "{:?}", t.unexplained);
     assert_eq!(t.findings(), 2);
     let nurse = t
