@@ -135,15 +135,32 @@ impl Watched {
     }
 
     /// Scans until the process exits; returns its status and output.
-    fn finish(mut self, canaries: &[&Canary], leaks: &mut Vec<Leak>) -> Ran {
-        let deadline = Instant::now() + Duration::from_secs(120);
+    fn finish(self, canaries: &[&Canary], leaks: &mut Vec<Leak>) -> Ran {
+        self.finish_within(
+            Duration::from_secs(120),
+            Duration::from_millis(3),
+            canaries,
+            leaks,
+        )
+    }
+
+    /// [`Watched::finish`] for a long run: scans every `every`, fails
+    /// after `limit`.
+    fn finish_within(
+        mut self,
+        limit: Duration,
+        every: Duration,
+        canaries: &[&Canary],
+        leaks: &mut Vec<Leak>,
+    ) -> Ran {
+        let deadline = Instant::now() + limit;
         let status = loop {
             self.scan(canaries, leaks);
             if let Some(status) = self.child.try_wait().unwrap() {
                 break status;
             }
             assert!(Instant::now() < deadline, "{} did not finish", self.label);
-            std::thread::sleep(Duration::from_millis(3));
+            std::thread::sleep(every);
         };
         self.collect(status)
     }
@@ -871,6 +888,8 @@ fn a_canary_token_leaks_nowhere_through_any_command_or_backend() {
 
     // 4. quickstart: its tokens are the sandbox's, read back from its store.
     let quick = quickstart(&mut suite, root.path());
+    // 5. quickstart --tour: the same, scripted, with a rotation and the bypass.
+    let toured = tour(&mut suite, root.path());
 
     suite.rt.block_on(server.stop()).unwrap();
 
@@ -894,19 +913,24 @@ fn a_canary_token_leaks_nowhere_through_any_command_or_backend() {
         leaks.extend(c.scan_dir(&file_dir, &[file_dir.join("data/secrets.age")]));
         leaks.extend(scan_temp(c, started, &allowed));
     }
-    for c in &quick.canaries {
-        leaks.extend(scan_temp(c, started, &allowed));
-        leaks.extend(c.scan_dir(&quick.dir, &quick.allowed));
-        for (place, bytes) in &suite.seen {
-            leaks.extend(c.find(place, bytes));
+    allowed.extend(toured.allowed.iter().cloned());
+    for q in [&quick, &toured] {
+        for c in &q.canaries {
+            leaks.extend(scan_temp(c, started, &allowed));
+            leaks.extend(c.scan_dir(&q.dir, &q.allowed));
+            for (place, bytes) in &suite.seen {
+                leaks.extend(c.find(place, bytes));
+            }
         }
     }
     leaks.extend(quick.leaks);
+    leaks.extend(toured.leaks);
     eprintln!(
-        "canary suite: backends {covered:?}; {} commands; {} process-tree scans; quickstart {} token(s); {} outputs scanned",
+        "canary suite: backends {covered:?}; {} commands; {} process-tree scans; quickstart {} token(s); tour {} token(s); {} outputs scanned",
         suite.commands,
         suite.process_scans,
         quick.canaries.len(),
+        toured.canaries.len(),
         suite.seen.len()
     );
     suite.canary.assert_clean(&leaks);
@@ -1016,6 +1040,34 @@ fn quickstart(suite: &mut Suite, root: &Path) -> Quick {
     let sites = suite.run(&dir, &["sites"], None);
     sites.ok();
     reauth(suite, root, &dir);
+    // trace: site A's application exports its records through the
+    // gateway; record 1 is then traced from the client through its proved
+    // ledger entries to REDCap's rows (read through the log reader's
+    // token, a canary), before site A's token is regenerated below.
+    let site_a = std::fs::read_to_string(dir.join("keys/site-a-app.key"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let (status, body) = suite.call(
+        port,
+        &[
+            ("token", &site_a),
+            ("content", "record"),
+            ("format", "json"),
+        ],
+    );
+    assert_eq!(status, 200, "{body}");
+    std::thread::sleep(Duration::from_millis(1500));
+    let traced = suite.run(&dir, &["trace", "1", "--json"], None);
+    traced.ok();
+    let t = traced.json();
+    assert_eq!(t["calls"][0]["client"], "site-a-app", "{}", traced.text());
+    assert!(
+        t["calls"][0]["response"]["proof"].is_object(),
+        "{}",
+        traced.text()
+    );
+    suite.run(&dir, &["trace", "1"], None).ok();
     // REDCap's log carries token values on regeneration: regenerate site
     // A's token in the sandbox (its old value, a canary, is now in REDCap's
     // log), then reconcile — which reads that log through the log reader —
@@ -1068,6 +1120,7 @@ fn quickstart(suite: &mut Suite, root: &Path) -> Quick {
         "{}",
         reconciled.text()
     );
+    review(suite, root, &dir);
     // The report and the dashboard on the quickstart, after the token
     // event and reconcile: both name it, and neither repeats a token.
     let report = suite.run(&dir, &["report", "--out", "report/report.html"], None);
@@ -1099,6 +1152,123 @@ fn quickstart(suite: &mut Suite, root: &Path) -> Quick {
         allowed: vec![
             dir.join("data/secrets.age"),
             // redcap-sandbox plays REDCap: its data holds the tokens.
+            dir.join("sandbox"),
+            dir.join("sandbox-credentials.json"),
+        ],
+        dir,
+        canaries,
+        leaks,
+    }
+}
+
+/// A signed review of today's audit trail on the quickstart, while its
+/// gateway holds the ledger: the reviewer (a key `ssh-keygen` makes here,
+/// listed for this login) prints the statement — which acknowledges the
+/// reconcile run with findings just made — signs it, records it, lists it.
+fn review(suite: &mut Suite, root: &Path, dir: &Path) {
+    let key = root.join("reviewer_ed25519");
+    let made = Command::new("ssh-keygen")
+        .args(["-q", "-N", "", "-t", "ed25519", "-C", "canary", "-f"])
+        .arg(&key)
+        .output()
+        .expect("ssh-keygen (openssh-client) is installed");
+    assert!(made.status.success(), "{made:?}");
+    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    let login = Command::new("id").arg("-un").output().unwrap();
+    let login = String::from_utf8(login.stdout).unwrap().trim().to_string();
+    add_config(
+        dir,
+        &format!("\n[review]\nreviewers = [\"{login} {}\"]\n", public.trim()),
+    );
+    // The reconcile entry is signed within a second: then it is in range.
+    std::thread::sleep(Duration::from_millis(1500));
+    let today = jiff::Timestamp::now().strftime("%Y-%m-%d").to_string();
+    let statement = suite.run(dir, &["review", "statement", "--period", &today], None);
+    statement.ok();
+    let s = statement.json();
+    assert!(
+        !s["findings"].as_array().unwrap().is_empty(),
+        "the review acknowledges reconcile's findings: {}",
+        statement.text()
+    );
+    let file = root.join("review-statement.json");
+    std::fs::write(&file, &statement.stdout).unwrap();
+    let signed = Command::new("ssh-keygen")
+        .args(["-Y", "sign", "-n", "redcap-warden-review", "-f"])
+        .arg(&key)
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(signed.status.success(), "{signed:?}");
+    let sig = format!("{}.sig", file.display());
+    let recorded = suite.run(
+        dir,
+        &["review", "sign", "--period", &today, "--signature", &sig],
+        None,
+    );
+    recorded.ok();
+    let list = suite.run(dir, &["review", "list", "--json"], None);
+    list.ok();
+    assert_eq!(list.json().as_array().unwrap().len(), 1, "{}", list.text());
+    suite.run(dir, &["review", "list"], None).ok();
+}
+
+/// `quickstart --tour` in its own directory, its process tree scanned
+/// while it runs: it exits 0; its tokens (read back from its store,
+/// site A's rotated one included) appear in none of its output or files.
+fn tour(suite: &mut Suite, root: &Path) -> Quick {
+    let dir = root.join("tour");
+    let cmd = suite.command(root, &["quickstart", "--tour", "--dir", "tour"]);
+    let w = Watched::spawn("`redcap-warden quickstart --tour`".into(), cmd, None);
+    let mut leaks = Vec::new();
+    let ran = w.finish_within(
+        Duration::from_secs(300),
+        Duration::from_millis(200),
+        &[&suite.canary],
+        &mut leaks,
+    );
+    suite.record(&ran);
+    ran.ok();
+    let text = ran.text();
+    for step in [
+        "[1/8] Three sites",
+        "site-c-app exports records: 200",
+        "the gateway answered 403",
+        "rotation complete",
+        "reconcile found the direct export and nothing else",
+        "inclusion proof verified",
+        "Tour complete",
+    ] {
+        assert!(text.contains(step), "the tour showed no {step:?}:\n{text}");
+    }
+    let store = secrets::FileStore::open(secrets::FileStoreOptions {
+        path: dir.join("data/secrets.age"),
+        identity: dir.join("data/identity.txt"),
+        keep_versions: 20,
+    })
+    .unwrap();
+    let canaries: Vec<Canary> = suite.rt.block_on(async {
+        use secrets::SecretStore;
+        let mut out = Vec::new();
+        for name in store.list().await.unwrap() {
+            if !name.as_str().starts_with("redcap/") {
+                continue;
+            }
+            for label in [secrets::Label::Current, secrets::Label::Previous] {
+                if let Ok(s) = store.get(&name, &secrets::Selector::Label(label)).await {
+                    out.push(Canary::new(s.value.expose()));
+                }
+            }
+        }
+        out
+    });
+    assert!(
+        canaries.len() > 5,
+        "the tour stored its tokens and rotated one"
+    );
+    Quick {
+        allowed: vec![
+            dir.join("data/secrets.age"),
             dir.join("sandbox"),
             dir.join("sandbox-credentials.json"),
         ],
