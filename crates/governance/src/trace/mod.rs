@@ -153,7 +153,8 @@ pub struct Trace {
     pub checkpoint: Option<(u64, String)>,
     /// Entries read.
     pub entries: u64,
-    /// The calls naming the record, in ledger order.
+    /// The calls naming the record, in the order of their requests (time
+    /// order).
     pub calls: Vec<Call>,
     /// REDCap rows naming the record with no call beside them.
     pub unexplained: Vec<Unexplained>,
@@ -222,18 +223,27 @@ impl Trace {
             let user = row.username().to_lowercase();
             let page_view = redcap_log::activity(row, api_path) == redcap_log::Activity::ApiCall;
             let text = shown(row);
-            let call = (0..self.calls.len()).find(|&i| {
-                let c = &self.calls[i];
-                usernames
-                    .get(&c.account)
-                    .is_some_and(|u| u.eq_ignore_ascii_case(&user))
-                    && in_spans(spans, c.request.ts)
-                    && if page_view {
-                        !viewed[i]
-                    } else {
-                        logged_for(c, row) && !taken[i].contains(&text)
-                    }
-            });
+            // The calls are in time order: only those inside the row's
+            // spans are looked at (never every call for every row).
+            let call = spans
+                .iter()
+                .flat_map(|(from, to)| {
+                    let start = self.calls.partition_point(|c| c.request.ts < *from);
+                    let end = self.calls.partition_point(|c| c.request.ts <= *to);
+                    start..end
+                })
+                .find(|&i| {
+                    let c = &self.calls[i];
+                    usernames
+                        .get(&c.account)
+                        .is_some_and(|u| u.eq_ignore_ascii_case(&user))
+                        && in_spans(spans, c.request.ts)
+                        && if page_view {
+                            !viewed[i]
+                        } else {
+                            logged_for(c, row) && !taken[i].contains(&text)
+                        }
+                });
             match call {
                 Some(i) => {
                     if page_view {
@@ -481,6 +491,9 @@ impl Tracer {
                 }
             }
         }
+        // Calls named by their response were opened after later requests:
+        // in request order, they are in time order (the pairing searches).
+        self.calls.sort_by_key(|c| c.request.seq);
         Ok(Trace {
             record: self.record,
             checkpoint: checkpoint.map(|c| (c.size, hex::encode(c.root))),

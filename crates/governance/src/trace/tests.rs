@@ -246,3 +246,49 @@ fn redcap_rows_pair_within_the_tolerance_and_the_rest_are_unexplained() {
         .unwrap();
     assert_eq!(nurse.account, None);
 }
+
+/// One pass over a million entries, one in ten naming the record among
+/// a hundred ids: prints the time (run with --ignored --nocapture; tests
+/// never assert timings).
+#[test]
+#[ignore]
+fn trace_scales_to_a_million_entries() {
+    let n = 1_000_000u64;
+    let ids: Vec<String> = (0..100).map(|i| i.to_string()).collect();
+    let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let mut lines = Vec::with_capacity(n as usize);
+    let mut tree = merkle::TreeBuilder::new();
+    for seq in 0..n {
+        let ts = format!("2026-12-07T10:00:00.{:09}Z", seq);
+        let id = format!("r{}", seq / 2);
+        let line = if seq % 2 == 0 {
+            request(seq, &ts, &id, "heart-a", "export", &[])
+        } else if seq % 20 == 1 {
+            response(seq, &ts, &id, &id_refs)
+        } else {
+            response(seq, &ts, &id, &id_refs[..3])
+        }
+        .to_line();
+        tree.push(merkle::leaf_hash(&line));
+        lines.push(line);
+    }
+    let cp = Checkpoint {
+        origin: "test".into(),
+        size: n,
+        root: tree.root(),
+    };
+    let started = std::time::Instant::now();
+    let accounts: HashSet<String> = ["heart-a".to_string()].into();
+    let mut t = Tracer::new("7", "hmac-of-7", accounts, None, Some(cp));
+    for (seq, line) in lines.iter().enumerate() {
+        t.push(seq as u64, line).unwrap();
+    }
+    let t = t.finish().unwrap();
+    eprintln!(
+        "trace: {} entries, {} calls naming the record, every proof verified, in {:?}",
+        t.entries,
+        t.calls.len(),
+        started.elapsed()
+    );
+    assert_eq!(t.calls.len(), 50_000);
+}
