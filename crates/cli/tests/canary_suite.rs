@@ -1231,12 +1231,13 @@ fn tour(suite: &mut Suite, root: &Path) -> Quick {
     ran.ok();
     let text = ran.text();
     for step in [
-        "[1/8] Three sites",
+        "[1/9] Three sites",
         "site-c-app exports records: 200",
         "the gateway answered 403",
         "rotation complete",
         "reconcile found the direct export and nothing else",
         "inclusion proof verified",
+        "it leads with the direct export",
         "Tour complete",
     ] {
         assert!(text.contains(step), "the tour showed no {step:?}:\n{text}");

@@ -40,9 +40,8 @@ struct Tour<'a> {
     step: usize,
 }
 
-/// The steps, for the header of each (the report step is added here once
-/// `report` lands).
-const STEPS: usize = 8;
+/// The steps, for the header of each.
+const STEPS: usize = 9;
 
 impl Tour<'_> {
     fn step(&mut self, title: &str) {
@@ -308,10 +307,23 @@ pub async fn run(at: &Installation<'_>) -> anyhow::Result<Outcome> {
         "  (REDCap's log does not say which records an export sent, so the direct export is reconcile's finding, not trace's)"
     );
 
-    // ── The lead adds the `report` step here once h-report's `report
-    // --out FILE.html` is merged (#13 items 4 and 9): run it like the
-    // steps above into the tour's directory, print where the file is,
-    // and raise STEPS to 9. ──
+    t.step("report: the compliance report, one self-contained HTML file — tokens, rotations, rights, re-authorisation, the ledger and its latest checkpoint, reconciliation findings, reviews, each requirement with its evidence");
+    let report = at.dir.join("report.html");
+    let report_arg = report.display().to_string();
+    let out = t.warden(&["report", "--out", &report_arg]).await?;
+    Tour::show(&out);
+    // Exit 1: the report holds a critical finding — the bypass.
+    if out.status.code() != Some(1) || !report.exists() {
+        bail!(
+            "the tour stopped: report should write {} and exit 1 for the direct export reconcile found (exit {})",
+            report.display(),
+            out.status
+        );
+    }
+    println!(
+        "  the report is {} (open it in a browser; it needs no network): it leads with the direct export",
+        report.display()
+    );
 
     println!();
     println!(
