@@ -13,24 +13,34 @@
 
 #![warn(missing_docs)]
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
+use aho_corasick::AhoCorasick;
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 
 /// A canary and the needles derived from it.
 pub struct Canary {
     value: String,
+    scanner: Scanner,
+}
+
+/// Several canaries searched for in one pass over each haystack: scanning
+/// a directory once for all of them costs what scanning it for one does.
+pub struct Canaries {
+    scanner: Scanner,
+}
+
+/// Named needles and one Aho-Corasick automaton over all of them, so a
+/// haystack is read once whatever the number of needles.
+struct Scanner {
     needles: Vec<(String, Vec<u8>)>,
-    /// The first [`PREFIX`] bytes of every needle, for a one-pass search.
-    prefixes: HashSet<[u8; PREFIX]>,
+    automaton: AhoCorasick,
 }
 
 /// Every needle is at least this long (the shortest is a 16-character
-/// slice), so a haystack is searched by looking up each 16-byte window in
-/// a set of needle prefixes and comparing in full only on a hit.
-const PREFIX: usize = 16;
+/// slice): shorter ones would match ordinary text by chance.
+const SHORTEST: usize = 16;
 
 /// Where a needle was found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,17 +137,12 @@ impl Canary {
             }
         }
         assert!(
-            needles.iter().all(|(_, n)| n.len() >= PREFIX),
-            "a canary needs at least 17 characters so every encoding is at least {PREFIX} bytes"
+            needles.iter().all(|(_, n)| n.len() >= SHORTEST),
+            "a canary needs at least 17 characters so every encoding is at least {SHORTEST} bytes"
         );
-        let prefixes = needles
-            .iter()
-            .map(|(_, n)| n[..PREFIX].try_into().expect("checked above"))
-            .collect();
         Canary {
             value: value.to_string(),
-            needles,
-            prefixes,
+            scanner: Scanner::new(needles),
         }
     }
 
@@ -160,30 +165,7 @@ impl Canary {
 
     /// Every encoding of the canary found in `haystack`.
     pub fn find(&self, place: &str, haystack: &[u8]) -> Vec<Leak> {
-        let mut found: Vec<usize> = Vec::new();
-        if haystack.len() >= PREFIX {
-            for start in 0..=haystack.len() - PREFIX {
-                let window: &[u8; PREFIX] = haystack[start..start + PREFIX]
-                    .try_into()
-                    .expect("a window of PREFIX bytes");
-                if !self.prefixes.contains(window) {
-                    continue;
-                }
-                for (i, (_, n)) in self.needles.iter().enumerate() {
-                    if !found.contains(&i) && haystack[start..].starts_with(n) {
-                        found.push(i);
-                    }
-                }
-            }
-        }
-        found.sort_unstable();
-        found
-            .into_iter()
-            .map(|i| Leak {
-                place: place.to_string(),
-                encoding: self.needles[i].0.clone(),
-            })
-            .collect()
+        self.scanner.find(place, haystack)
     }
 
     /// Scans every regular file below `dir` except those `allowed` (the
@@ -192,12 +174,100 @@ impl Canary {
     /// cannot be read is reported as a leak: what cannot be scanned cannot
     /// be called clean.
     pub fn scan_dir(&self, dir: &Path, allowed: &[PathBuf]) -> Vec<Leak> {
-        self.scan_dir_where(dir, allowed, |_| true)
+        self.scanner.scan_dir_where(dir, allowed, |_| true)
     }
 
     /// [`Canary::scan_dir`] limited to the files `keep` accepts (e.g. those
     /// modified since a test began, in a shared temporary directory).
     pub fn scan_dir_where(
+        &self,
+        dir: &Path,
+        allowed: &[PathBuf],
+        keep: impl Fn(&std::fs::Metadata) -> bool,
+    ) -> Vec<Leak> {
+        self.scanner.scan_dir_where(dir, allowed, keep)
+    }
+
+    /// Scans the command line and environment of process `root` and of
+    /// every descendant. A process that exits while being read is skipped.
+    pub fn scan_process_tree(&self, root: u32) -> Vec<Leak> {
+        self.scanner.scan_process_tree(root)
+    }
+
+    /// Fails the test, naming each place and encoding, if anything leaked.
+    pub fn assert_clean(&self, leaks: &[Leak]) {
+        assert!(leaks.is_empty(), "the canary token leaked: {leaks:#?}");
+    }
+}
+
+impl Canaries {
+    /// One scanner for every canary given; a leak's encoding names the
+    /// canary by `label` (e.g. `"rotated token 2: base64 (alignment 1)"`).
+    pub fn new<'a>(canaries: impl IntoIterator<Item = (String, &'a Canary)>) -> Canaries {
+        let needles = canaries
+            .into_iter()
+            .flat_map(|(label, c)| {
+                c.scanner
+                    .needles
+                    .iter()
+                    .map(move |(encoding, n)| (format!("{label}: {encoding}"), n.clone()))
+            })
+            .collect();
+        Canaries {
+            scanner: Scanner::new(needles),
+        }
+    }
+
+    /// [`Canary::find`] for every canary of the set.
+    pub fn find(&self, place: &str, haystack: &[u8]) -> Vec<Leak> {
+        self.scanner.find(place, haystack)
+    }
+
+    /// [`Canary::scan_dir`] for every canary of the set.
+    pub fn scan_dir(&self, dir: &Path, allowed: &[PathBuf]) -> Vec<Leak> {
+        self.scanner.scan_dir_where(dir, allowed, |_| true)
+    }
+
+    /// [`Canary::scan_dir_where`] for every canary of the set.
+    pub fn scan_dir_where(
+        &self,
+        dir: &Path,
+        allowed: &[PathBuf],
+        keep: impl Fn(&std::fs::Metadata) -> bool,
+    ) -> Vec<Leak> {
+        self.scanner.scan_dir_where(dir, allowed, keep)
+    }
+}
+
+impl Scanner {
+    fn new(needles: Vec<(String, Vec<u8>)>) -> Scanner {
+        let automaton = AhoCorasick::new(needles.iter().map(|(_, n)| n))
+            .expect("a few hundred short needles fit any automaton");
+        Scanner { needles, automaton }
+    }
+
+    /// Every needle found in `haystack`, each named once, in needle order.
+    /// Overlapping matches count: a 16-character slice inside the whole
+    /// value is reported as well as the value.
+    fn find(&self, place: &str, haystack: &[u8]) -> Vec<Leak> {
+        let mut found = vec![false; self.needles.len()];
+        for m in self.automaton.find_overlapping_iter(haystack) {
+            found[m.pattern().as_usize()] = true;
+        }
+        found
+            .iter()
+            .zip(&self.needles)
+            .filter(|(hit, _)| **hit)
+            .map(|(_, (encoding, _))| Leak {
+                place: place.to_string(),
+                encoding: encoding.clone(),
+            })
+            .collect()
+    }
+
+    /// [`Canary::scan_dir`] limited to the files `keep` accepts (e.g. those
+    /// modified since a test began, in a shared temporary directory).
+    fn scan_dir_where(
         &self,
         dir: &Path,
         allowed: &[PathBuf],
@@ -243,7 +313,7 @@ impl Canary {
 
     /// Scans the command line and environment of process `root` and of
     /// every descendant. A process that exits while being read is skipped.
-    pub fn scan_process_tree(&self, root: u32) -> Vec<Leak> {
+    fn scan_process_tree(&self, root: u32) -> Vec<Leak> {
         let mut leaks = Vec::new();
         for pid in process_tree(root) {
             for what in ["cmdline", "environ"] {
@@ -254,11 +324,6 @@ impl Canary {
             }
         }
         leaks
-    }
-
-    /// Fails the test, naming each place and encoding, if anything leaked.
-    pub fn assert_clean(&self, leaks: &[Leak]) {
-        assert!(leaks.is_empty(), "the canary token leaked: {leaks:#?}");
     }
 }
 
@@ -463,6 +528,41 @@ mod tests {
     fn parent_pid_survives_odd_command_names() {
         assert_eq!(parent_pid("42 (a) b (c)) S 7 42 42 0"), Some(7));
         assert_eq!(parent_pid("garbage"), None);
+    }
+
+    #[test]
+    fn a_set_finds_each_canary_under_its_label_in_one_pass() {
+        let first = Canary::redcap_token();
+        let second = Canary::new("0123456789ABCDEF0123456789ABCDEF");
+        let set = Canaries::new([
+            ("first".to_string(), &first),
+            ("second".to_string(), &second),
+        ]);
+        let text = format!(
+            "a {} and b {}",
+            first.value(),
+            second.in_base64_blob("x", "y", false)
+        );
+        let leaks = set.find("log", text.as_bytes());
+        assert!(
+            leaks.iter().any(|l| l.encoding == "first: as is"),
+            "{leaks:?}"
+        );
+        assert!(
+            leaks
+                .iter()
+                .any(|l| l.encoding.starts_with("second: base64")),
+            "{leaks:?}"
+        );
+        assert!(
+            !leaks
+                .iter()
+                .any(|l| l.encoding.starts_with("second: as is"))
+        );
+        assert!(
+            set.find("clean", b"nothing here at all, not even hex")
+                .is_empty()
+        );
     }
 
     #[test]
