@@ -9,11 +9,12 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use governance::redcap::client::Client;
+use governance::redcap_log::FingerprintMask;
 use governance::rotation::escrow::ESCROW_IDENTITY;
 use governance::rotation::{
     CommandHook, CommandIssuer, Cutover, Escrow, EscrowKey, Hook, IssueError, Issuer, Journal,
-    NoGateway, Plan, RightsCheck, RightsVerdict, Rotation, RotationError, Rotator, SandboxIssuer,
-    State, Target, WebhookHook,
+    LogCorrelation, NoGateway, NoLogReader, OwnershipCheck, Plan, RightsCheck, RightsVerdict,
+    Rotation, RotationError, Rotator, SandboxIssuer, State, Target, WebhookHook,
 };
 use secrets::file::ExposeSecret;
 use secrets::{FileStore, FingerprintKey, SecretStore, SecretValue};
@@ -105,9 +106,12 @@ fn issuer(config: &LoadedConfig, kind: IssuerKind) -> anyhow::Result<Box<dyn Iss
 /// Runs `f` with a rotator over everything `config` names: the ledger is
 /// opened first (nothing happens that could not be recorded) and closed
 /// after, whatever `f` returned.
+/// `account`: the account whose new token may be verified (its study's
+/// log reader proves ownership); `None` when nothing is verified (abort).
 fn with_rotator(
     config: &LoadedConfig,
     operator: &Operator,
+    account: Option<&str>,
     f: impl AsyncFnOnce(&Rotator<'_>) -> Result<Rotation, RotationError>,
 ) -> anyhow::Result<Rotation> {
     let journal = journal(config);
@@ -118,10 +122,14 @@ fn with_rotator(
             || "reading the fingerprint key (was the store set up with `redcap-warden init`?)",
         )?;
 
+        // The outbound window `rights check` keeps, in this process.
+        let paced = super::rights::Paced::for_config(&config.config);
         let redcap = Client::new(config.config.redcap.url())
             .with_context(|| format!("the REDCap URL in {}", config.path.display()))?
-            // The outbound window `rights check` keeps, in this process.
-            .with_limiter(super::rights::Paced::for_config(&config.config));
+            .with_limiter(paced.clone());
+        let mask = FingerprintMask(&fingerprints);
+        let now = jiff::Timestamp::now;
+        let ownership = ownership_check(config, &*store, &paced, account, &mask, &now).await?;
         let rights = LiveRights {
             config,
             store: &*store,
@@ -153,6 +161,7 @@ fn with_rotator(
             fingerprints: &fingerprints,
             redcap: &redcap,
             rights: &rights,
+            ownership: &*ownership,
             cutover: &*cutover,
             hooks: &hooks,
             clock: &clock,
@@ -212,7 +221,7 @@ pub fn start(
     };
     let status =
         governance::accounts::AccountStatusFile::new(&gateway::paths::status_file(&config));
-    let rotation = with_rotator(&config, &operator, async |r| {
+    let rotation = with_rotator(&config, &operator, Some(account), async |r| {
         if emergency {
             // Refuse the clients before anything else: the token may be in
             // the wrong hands, and so may the clients' keys.
@@ -276,7 +285,7 @@ pub fn resume(args: &Args, id: &str, issuer_arg: Option<IssuerArg>) -> anyhow::R
     } else {
         None
     };
-    let rotation = with_rotator(&config, &operator, async |r| {
+    let rotation = with_rotator(&config, &operator, Some(&account), async |r| {
         r.drive(rot, issuer.as_deref()).await
     })?;
     report(args, &rotation)
@@ -291,7 +300,9 @@ pub fn abort(args: &Args, id: &str, reason: &str) -> anyhow::Result<Outcome> {
     let account = journal.load(id)?.account;
     let _lock = journal.lock(&account)?;
     let rot = journal.load(id)?;
-    let rotation = with_rotator(&config, &operator, async |r| r.abort(rot, &reason).await)?;
+    let rotation = with_rotator(&config, &operator, None, async |r| {
+        r.abort(rot, &reason).await
+    })?;
     report(args, &rotation)
 }
 
@@ -405,6 +416,58 @@ pub fn status(args: &Args) -> anyhow::Result<Outcome> {
     } else {
         Outcome::Clean
     })
+}
+
+/// The proof of ownership for `account`'s new token: REDCap's log read
+/// through its study's log reader, or unproven (and why) without one.
+async fn ownership_check<'a>(
+    config: &LoadedConfig,
+    store: &dyn SecretStore,
+    paced: &super::rights::Paced,
+    account: Option<&str>,
+    mask: &'a FingerprintMask<'a>,
+    now: &'a (dyn Fn() -> jiff::Timestamp + Sync),
+) -> anyhow::Result<Box<dyn OwnershipCheck + 'a>> {
+    let c = &config.config;
+    let unproven = |why: &str| -> anyhow::Result<Box<dyn OwnershipCheck + 'a>> {
+        Ok(Box::new(NoLogReader(why.to_string())))
+    };
+    let Some(account) = account else {
+        return unproven("nothing is verified");
+    };
+    let Some(study) = c
+        .account
+        .iter()
+        .find(|a| a.name == account)
+        .and_then(|a| c.study.iter().find(|s| s.name == a.study))
+    else {
+        return unproven("the account or its study is no longer in warden.toml");
+    };
+    match &study.log_reader {
+        None => {
+            unproven("its study has no log_reader to read REDCap's log with (docs/reconcile.md)")
+        }
+        // Its old token is dead once regenerated, its new one not stored.
+        Some(r) if r == account => unproven("it is its study's log reader"),
+        Some(_) => {
+            let (reader, project) =
+                super::reconcile::log_reader_project(config, store, paced, study).await?;
+            let username = c
+                .account
+                .iter()
+                .find(|a| a.name == reader)
+                .map_or(reader.clone(), |a| a.username.clone());
+            Ok(Box::new(LogCorrelation {
+                project,
+                reader: username,
+                time_zone: c.redcap.time_zone().clone(),
+                tolerance: jiff::SignedDuration::try_from(c.reconcile.tolerance)
+                    .unwrap_or(jiff::SignedDuration::from_secs(60)),
+                mask,
+                now,
+            }))
+        }
+    }
 }
 
 /// The account's live rights and DAG against its profile, read through its

@@ -10,6 +10,7 @@ use super::escrow::Escrow;
 use super::hooks::{Hook, Switched};
 use super::issuer::{Issuer, Target};
 use super::journal::Journal;
+use super::ownership::{LogCalls, Ownership, OwnershipCheck};
 use super::probe::{RightsCheck, RightsVerdict, TokenAnswer, TokenCheck};
 use super::{Rotation, RotationError, State};
 use crate::audit::AuditTrail;
@@ -63,6 +64,20 @@ pub struct Plan {
     pub note: Option<String>,
 }
 
+/// What verifying a new token found ([`Rotator::verification`]).
+#[derive(Debug, Clone)]
+pub struct Verification {
+    /// Why the token is not the account's (another project, not
+    /// accepted, refused, or its call logged under another username);
+    /// `None` when it passed.
+    pub failure: Option<String>,
+    /// The rights and DAG against the profile, for people.
+    pub rights: String,
+    /// Ownership by log correlation: dual mode finishes only when it is
+    /// [`Ownership::Proved`].
+    pub ownership: Ownership,
+}
+
 /// Everything a rotation touches, borrowed for one command.
 pub struct Rotator<'a> {
     /// The journals.
@@ -79,6 +94,9 @@ pub struct Rotator<'a> {
     pub redcap: &'a dyn TokenCheck,
     /// The account's rights and DAG against its profile.
     pub rights: &'a dyn RightsCheck,
+    /// REDCap's log, read through the study's log reader, for the proof
+    /// of ownership ([`super::ownership`]).
+    pub ownership: &'a dyn OwnershipCheck,
     /// The gateway's cut-over hold.
     pub cutover: &'a dyn Cutover,
     /// Run after the switch, in order (the SOP's "redeploy").
@@ -171,6 +189,7 @@ impl Rotator<'_> {
             new_fingerprint: None,
             new_version: None,
             ownership: None,
+            ownership_evidence: None,
             proof: None,
             recorded: false,
         };
@@ -340,11 +359,62 @@ impl Rotator<'_> {
         self.transition(rot, State::Obtained, detail).await
     }
 
-    /// obtained → verified (or failed): the token authenticates and opens
-    /// the expected project.
+    /// obtained → verified (or failed): [`Rotator::verification`] of the
+    /// escrowed token; a token that is not the account's fails, and its
+    /// escrow is kept.
     async fn verify(&self, rot: &mut Rotation) -> Result<(), RotationError> {
         let token = self.escrow.take(&rot.id)?;
-        let failure = match self.redcap.project_of(&token).await {
+        let v = self.verification(rot, &token).await?;
+        rot.ownership = Some(v.ownership.word().to_string());
+        rot.ownership_evidence = Some(v.ownership.detail().to_string());
+        match v.failure {
+            None => {
+                let detail = format!(
+                    "the new token authenticates and opens project {}; {}; ownership: {} ({})",
+                    rot.project_id,
+                    v.rights,
+                    v.ownership.word(),
+                    v.ownership.detail()
+                );
+                self.transition(rot, State::Verified, detail).await
+            }
+            Some(why) => {
+                let released = self.release(rot).await.unwrap_or_else(|e| e.to_string());
+                let detail = format!(
+                    "verification failed: {why}; the token stays in the escrow {} and was not stored; {released}; start a new rotation to obtain the right token",
+                    self.escrow.path(&rot.id).display()
+                );
+                self.transition(rot, State::Failed, detail).await
+            }
+        }
+    }
+
+    /// What verifying `token` as the new token of `rot` finds: it
+    /// authenticates and opens the expected project (Export Project Info);
+    /// REDCap's log shows that call under the account's username
+    /// (read before and after it through the study's log reader,
+    /// [`super::ownership`]); the account's rights and DAG are within its
+    /// profile. Stops with an error (nothing decided) when REDCap cannot
+    /// be asked, and with [`RotationError::RightsDrift`] on drift.
+    pub async fn verification(
+        &self,
+        rot: &Rotation,
+        token: &SecretValue,
+    ) -> Result<Verification, RotationError> {
+        let log_error = |detail: String| RotationError::Redcap {
+            what: "for its log (ownership)",
+            detail,
+            id: rot.id.clone(),
+        };
+        // The time just before the call, and the log's rows of the call
+        // from then on as they stand before it.
+        let asked = self.clock.now();
+        let before = self
+            .ownership
+            .calls(Some(&rot.username), asked)
+            .await
+            .map_err(log_error)?;
+        let failure = match self.redcap.project_of(token).await {
             Err(detail) => {
                 return Err(RotationError::Redcap {
                     what: "about the new token",
@@ -362,47 +432,73 @@ impl Rotator<'_> {
             ),
             Ok(TokenAnswer::Refused(why)) => Some(format!("REDCap refused the new token: {why}")),
         };
-        match failure {
-            None => {
-                let rights = match self.rights.verdict(&rot.account).await {
-                    Err(detail) => {
-                        return Err(RotationError::Redcap {
-                            what: "for the account's rights",
-                            detail,
-                            id: rot.id.clone(),
-                        });
-                    }
-                    Ok(RightsVerdict::Drift(findings)) => {
-                        return Err(RotationError::RightsDrift {
-                            account: rot.account.clone(),
-                            findings,
-                            id: rot.id.clone(),
-                        });
-                    }
-                    Ok(RightsVerdict::Clean(probes)) if probes.is_empty() => {
-                        "rights and DAG within its profile".to_string()
-                    }
-                    Ok(RightsVerdict::Clean(probes)) => {
-                        format!("rights and DAG within its profile ({})", probes.join("; "))
-                    }
-                    Ok(RightsVerdict::NotChecked(why)) => format!("rights not checked ({why})"),
-                };
-                rot.ownership = Some("unproven".into());
-                let detail = format!(
-                    "the new token authenticates and opens project {}; {rights}; ownership: unproven (proof by correlation with REDCap's log is not built yet: docs/rotation.md)",
-                    rot.project_id
-                );
-                self.transition(rot, State::Verified, detail).await
-            }
-            Some(why) => {
-                let released = self.release(rot).await.unwrap_or_else(|e| e.to_string());
-                let detail = format!(
-                    "verification failed: {why}; the token stays in the escrow {} and was not stored; {released}; start a new rotation to obtain the right token",
-                    self.escrow.path(&rot.id).display()
-                );
-                self.transition(rot, State::Failed, detail).await
-            }
+        if let Some(why) = failure {
+            return Ok(Verification {
+                failure: Some(why),
+                rights: "rights not checked".into(),
+                ownership: Ownership::Unproven("the token did not open the project".into()),
+            });
         }
+        let ownership = match before {
+            LogCalls::NoReader(why) => Ownership::Unproven(why),
+            LogCalls::Rows(before) => {
+                let after = match self
+                    .ownership
+                    .calls(Some(&rot.username), asked)
+                    .await
+                    .map_err(log_error)?
+                {
+                    LogCalls::Rows(rows) => rows,
+                    LogCalls::NoReader(_) => Vec::new(),
+                };
+                match super::ownership::new_rows(&before, &after).pop() {
+                    Some(row) => Ownership::Proved(format!("REDCap's log: {row}")),
+                    None => {
+                        let others =
+                            match self.ownership.calls(None, asked).await.map_err(log_error)? {
+                                LogCalls::Rows(rows) => rows,
+                                LogCalls::NoReader(_) => Vec::new(),
+                            };
+                        Ownership::Refuted(refutation(rot, asked, &others))
+                    }
+                }
+            }
+        };
+        if let Ownership::Refuted(why) = &ownership {
+            return Ok(Verification {
+                failure: Some(why.clone()),
+                rights: "rights not checked".into(),
+                ownership,
+            });
+        }
+        let rights = match self.rights.verdict(&rot.account).await {
+            Err(detail) => {
+                return Err(RotationError::Redcap {
+                    what: "for the account's rights",
+                    detail,
+                    id: rot.id.clone(),
+                });
+            }
+            Ok(RightsVerdict::Drift(findings)) => {
+                return Err(RotationError::RightsDrift {
+                    account: rot.account.clone(),
+                    findings,
+                    id: rot.id.clone(),
+                });
+            }
+            Ok(RightsVerdict::Clean(probes)) if probes.is_empty() => {
+                "rights and DAG within its profile".to_string()
+            }
+            Ok(RightsVerdict::Clean(probes)) => {
+                format!("rights and DAG within its profile ({})", probes.join("; "))
+            }
+            Ok(RightsVerdict::NotChecked(why)) => format!("rights not checked ({why})"),
+        };
+        Ok(Verification {
+            failure: None,
+            rights,
+            ownership,
+        })
     }
 
     /// verified → stored: the token as the store's `pending` version (one
@@ -638,4 +734,36 @@ impl Rotator<'_> {
         crate::fault::point(&format!("rotation:{}", rot.state));
         Ok(())
     }
+}
+
+/// Why ownership was refuted: no call of Export Project Info under the
+/// account's username since `asked`, and whose calls there were.
+fn refutation(rot: &Rotation, asked: jiff::Timestamp, others: &[String]) -> String {
+    let mut users: Vec<&str> = others
+        .iter()
+        .filter_map(|r| {
+            r.split_once(") ")
+                .and_then(|(_, rest)| rest.split_once(':'))
+        })
+        .map(|(user, _)| user.trim())
+        .filter(|u| !u.eq_ignore_ascii_case(&rot.username))
+        .collect();
+    users.sort_unstable();
+    users.dedup();
+    let shown = if users.is_empty() {
+        "no call of it by anyone else either".to_string()
+    } else {
+        format!(
+            "the call appears under {} instead: the token is that user's",
+            users
+                .iter()
+                .map(|u| format!("`{u}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    format!(
+        "REDCap's log shows no Export Project Info by `{}` since {asked} (less the tolerance) although the new token just made that call; {shown}",
+        rot.username
+    )
 }

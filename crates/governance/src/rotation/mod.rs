@@ -21,8 +21,9 @@
 //!   [`escrow`] — encrypted and synced before anything else happens.
 //! - **verified**: the new token authenticates and belongs to the expected
 //!   project, and the account's rights and DAG are within its profile
-//!   ([`RightsCheck`]); ownership by log correlation is recorded as
-//!   *unproven* until a log reader exists.
+//!   ([`RightsCheck`]); ownership is proved by correlation with REDCap's
+//!   log read through the study's log reader ([`ownership`]), or recorded
+//!   *unproven* without one.
 //! - **stored**: the store holds it as `pending`.
 //! - **switched**: it is `current`; the escrow is removed, the gateway
 //!   released (which makes it forget cached tokens) and the [`hooks`] run.
@@ -46,6 +47,7 @@ pub mod hooks;
 pub mod issuer;
 pub mod journal;
 mod machine;
+pub mod ownership;
 mod probe;
 pub mod status;
 
@@ -58,7 +60,8 @@ pub use escrow::{Escrow, EscrowKey};
 pub use hooks::{CommandHook, Hook, Switched, WebhookHook};
 pub use issuer::{CommandIssuer, IssueError, Issuer, SandboxIssuer, Target};
 pub use journal::{AccountLock, Journal, Regeneration};
-pub use machine::{Cutover, NoGateway, Plan, Rotator};
+pub use machine::{Cutover, NoGateway, Plan, Rotator, Verification};
+pub use ownership::{LogCalls, LogCorrelation, NoLogReader, Ownership, OwnershipCheck};
 pub use probe::{NoRightsCheck, RightsCheck, RightsVerdict, TokenAnswer, TokenCheck};
 pub use status::{TokenStatus, inventory};
 
@@ -159,8 +162,14 @@ pub struct Rotation {
     pub new_fingerprint: Option<String>,
     /// The store version of the new token, once stored.
     pub new_version: Option<String>,
-    /// `unproven` until ownership is proved by log correlation.
+    /// `proved` (REDCap's log shows verification's call under the
+    /// account's username) or `unproven` (no log reader); `refuted` on a
+    /// failed rotation whose token is another user's.
     pub ownership: Option<String>,
+    /// The log row that proved it (redacted), or why it is unproven or
+    /// refuted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ownership_evidence: Option<String>,
     /// The answer that showed the old token dead.
     pub proof: Option<String>,
     /// Whether the ledger holds the entry of the last transition.

@@ -28,6 +28,9 @@ const USER: &str = "svc_site_a";
 struct FakeRedcap {
     tokens: Mutex<HashMap<String, (String, u64)>>,
     down: Mutex<bool>,
+    /// REDCap's log of Export Project Info: who called it (the token's
+    /// user), in order.
+    log: Mutex<Vec<String>>,
 }
 
 impl FakeRedcap {
@@ -51,10 +54,11 @@ impl TokenCheck for FakeRedcap {
             return Err("connection refused".into());
         }
         let tokens = self.tokens.lock().unwrap();
-        Ok(tokens
-            .values()
-            .find(|(t, _)| t == token.expose())
-            .map_or(TokenAnswer::Invalid, |(_, p)| TokenAnswer::Project(*p)))
+        let found = tokens.iter().find(|(_, (t, _))| t == token.expose());
+        if let Some((user, _)) = found {
+            self.log.lock().unwrap().push(user.clone());
+        }
+        Ok(found.map_or(TokenAnswer::Invalid, |(_, (_, p))| TokenAnswer::Project(*p)))
     }
 }
 
@@ -117,6 +121,7 @@ struct World {
     ledger: Mem,
     hooks: Vec<Box<dyn Hook>>,
     rights: Box<dyn RightsCheck>,
+    ownership: Box<dyn OwnershipCheck>,
 }
 
 fn name() -> SecretName {
@@ -145,6 +150,7 @@ impl World {
             ledger: Mem::default(),
             hooks: Vec::new(),
             rights: Box::new(NoRightsCheck),
+            ownership: Box::new(NoLogReader("no log reader in this test".into())),
         }
     }
 
@@ -207,6 +213,7 @@ impl World {
             fingerprints: &self.fp,
             redcap: &*self.redcap,
             rights: &*self.rights,
+            ownership: &*self.ownership,
             cutover: &NoGateway,
             hooks: &self.hooks,
             clock: &clock,
@@ -927,6 +934,7 @@ fn the_store_or_redcap_unavailable_at_each_step_is_finished_by_resume() {
             fingerprints: &w.fp,
             redcap,
             rights: &NoRightsCheck,
+            ownership: &NoLogReader("no log reader in this test".into()),
             cutover: &NoGateway,
             hooks: &[],
             clock: &clock,
@@ -986,4 +994,88 @@ fn the_store_or_redcap_unavailable_at_each_step_is_finished_by_resume() {
         assert_eq!(w.current(&rt, &sim), w.redcap.token_of(USER));
         assert_eq!(w.states(&done.id), ALL, "REDCap call {n}");
     }
+}
+
+/// The study's log reader over the stand-in REDCap's log: every row is
+/// of the same minute, so only the count before and after tells a new
+/// call from an earlier one.
+struct FakeLog(Arc<FakeRedcap>);
+
+#[async_trait::async_trait]
+impl OwnershipCheck for FakeLog {
+    async fn calls(&self, username: Option<&str>, _: jiff::Timestamp) -> Result<LogCalls, String> {
+        Ok(LogCalls::Rows(
+            self.0
+                .log
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|u| username.is_none_or(|w| w == u.as_str()))
+                .map(|u| {
+                    format!(
+                        "2026-12-07 09:30 (UTC) {u}: Manage/Design Export project information (API)"
+                    )
+                })
+                .collect(),
+        ))
+    }
+}
+
+#[test]
+fn ownership_is_proved_by_the_call_in_redcaps_log_under_the_accounts_username() {
+    let rt = rt();
+    let mut w = World::new();
+    w.ownership = Box::new(FakeLog(w.redcap.clone()));
+    let sim = w.disk(&rt);
+    // An earlier call in the same minute (the old token's) is in the log
+    // before verification: it must not count as the proof.
+    rt.block_on(w.redcap.project_of(&SecretValue::new(OLD.into())))
+        .unwrap();
+    let rot = w.rotate(&rt, &sim).unwrap();
+    assert_eq!(rot.state, State::Done);
+    assert_eq!(rot.ownership.as_deref(), Some("proved"));
+    let evidence = rot.ownership_evidence.clone().unwrap();
+    assert!(
+        evidence.contains("2026-12-07 09:30") && evidence.contains(USER),
+        "{evidence}"
+    );
+    let ledger = format!("{:?}", w.ledger.0.lock().unwrap());
+    assert!(
+        ledger.contains("ownership: proved (REDCap's log: "),
+        "{ledger}"
+    );
+}
+
+#[test]
+fn a_token_of_another_user_of_the_project_is_refuted_by_the_log_and_kept_in_escrow() {
+    let rt = rt();
+    let mut w = World::new();
+    w.ownership = Box::new(FakeLog(w.redcap.clone()));
+    // Another account of the same project: Export Project Info cannot
+    // tell its token from this account's.
+    let other = "FEDCBA9876543210FEDCBA9876543210";
+    w.redcap
+        .tokens
+        .lock()
+        .unwrap()
+        .insert("svc_other".into(), (other.into(), PID));
+    let sim = w.disk(&rt);
+    let rot = w
+        .with_rotator(&rt, &sim, async |r| {
+            let rot = r.plan(w.plan()).await?;
+            r.drive(rot, Some(&Fixed(other.into()))).await
+        })
+        .unwrap();
+    assert_eq!(rot.state, State::Failed, "{}", rot.detail);
+    assert_eq!(rot.ownership.as_deref(), Some("refuted"));
+    assert!(
+        rot.detail
+            .contains("no Export Project Info by `svc_site_a`")
+            && rot.detail.contains("appears under `svc_other` instead"),
+        "{}",
+        rot.detail
+    );
+    assert_eq!(w.current(&rt, &sim), OLD, "the store is unchanged");
+    let sealed = sim.read(&escrow_of(&rot.id)).unwrap();
+    assert_eq!(w.identity.unseal(&sealed).unwrap().expose(), other);
 }
