@@ -352,3 +352,41 @@ async fn a_lapsed_account_is_refused_until_restored() {
     });
     assert!(denied, "a denied entry names the lapse");
 }
+
+/// A retired account (`accounts retire` marks it in the status file) is
+/// refused with REDCap's 403 shape and a message saying it was retired,
+/// by whom and why, counted as a `denied` entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_retired_account_is_refused_with_a_clear_message() {
+    let w = World::new().await;
+    let (gw, ledger_dir) = w.start_on_disk().await;
+    let status = AccountStatusFile::new(&w.dir.join("data/account-status.json"));
+    status
+        .retire(
+            "heart-site-a",
+            "site closed",
+            "ana",
+            "Export Project Info got REDCap's invalid-token answer",
+        )
+        .unwrap();
+    let export = [
+        ("token", w.keys["site-app"].as_str()),
+        ("content", "record"),
+        ("format", "json"),
+    ];
+    let (s, b) = w.call(&gw, &export).await;
+    assert_eq!(s, 403, "{b}");
+    let v: Value = serde_json::from_str(&b).unwrap();
+    let msg = v["error"].as_str().unwrap();
+    assert!(
+        msg.contains("no longer serves account \"heart-site-a\"")
+            && msg.contains("retired on")
+            && msg.contains("by ana (site closed)"),
+        "{b}"
+    );
+    gw.shutdown().await.unwrap();
+    let denied = entries(&OsFs, &ledger_dir)
+        .into_iter()
+        .any(|k| matches!(k, EntryKind::Denied { reason, .. } if reason == "account retired"));
+    assert!(denied, "a denied entry names the retirement");
+}

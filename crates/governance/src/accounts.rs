@@ -9,6 +9,10 @@
 //!
 //! A lapsed account (not re-approved in time, or idle) is refused the same
 //! way until a signed approval restores it (`redcap-warden reauth`).
+//!
+//! A retired account (`redcap-warden accounts retire`: its token shown
+//! dead in REDCap, its secret retired) is refused for good, unless it is
+//! enrolled again (`redcap-warden accounts enroll`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -88,6 +92,21 @@ pub struct Lapse {
     pub by: String,
 }
 
+/// An account retired by `accounts retire`: its token was shown dead in
+/// REDCap and its secret retired (kept in the store's history, no longer
+/// served).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retirement {
+    /// When it was retired (UTC).
+    pub since: Timestamp,
+    /// Why (the operator's reason).
+    pub reason: String,
+    /// Who retired it (the OS login).
+    pub by: String,
+    /// The answer that showed its token dead.
+    pub proof: String,
+}
+
 /// Everything the status file holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Status {
@@ -95,6 +114,8 @@ pub struct Status {
     pub quarantined: BTreeMap<String, Quarantine>,
     /// Lapsed accounts by name.
     pub lapsed: BTreeMap<String, Lapse>,
+    /// Retired accounts by name.
+    pub retired: BTreeMap<String, Retirement>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -105,6 +126,9 @@ struct Document {
     /// Absent in files written before lapses existed (and when none).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     lapsed: BTreeMap<String, Lapse>,
+    /// Absent in files written before retirements existed (and when none).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    retired: BTreeMap<String, Retirement>,
 }
 
 /// The status file: read-modify-write under an exclusive lock, replaced
@@ -171,6 +195,7 @@ impl AccountStatusFile {
         Ok(Status {
             quarantined: doc.quarantined,
             lapsed: doc.lapsed,
+            retired: doc.retired,
         })
     }
 
@@ -192,6 +217,7 @@ impl AccountStatusFile {
             format: FORMAT.into(),
             quarantined: status.quarantined,
             lapsed: status.lapsed,
+            retired: status.retired,
         })
         .expect("serialisable");
         durable::atomic_replace(&*self.fs, &self.path, &bytes).map_err(self.io("writing"))?;
@@ -226,6 +252,35 @@ impl AccountStatusFile {
     /// Clears `account`'s lapse (an approval); returns it, if it was lapsed.
     pub fn restore(&self, account: &str) -> Result<Option<Lapse>, StatusError> {
         self.update_all(|s| Ok(s.lapsed.remove(account)))
+    }
+
+    /// Marks `account` retired (keeping the first retirement if it
+    /// already is).
+    pub fn retire(
+        &self,
+        account: &str,
+        reason: &str,
+        by: &str,
+        proof: &str,
+    ) -> Result<(), StatusError> {
+        let since = self.clock.now();
+        self.update_all(|s| {
+            s.retired
+                .entry(account.to_string())
+                .or_insert_with(|| Retirement {
+                    since,
+                    reason: reason.to_string(),
+                    by: by.to_string(),
+                    proof: proof.to_string(),
+                });
+            Ok(())
+        })
+    }
+
+    /// Clears `account`'s retirement (enrolled again); returns it, if it
+    /// was retired.
+    pub fn unretire(&self, account: &str) -> Result<Option<Retirement>, StatusError> {
+        self.update_all(|s| Ok(s.retired.remove(account)))
     }
 
     /// Releases `account`; returns the quarantine it was under.
@@ -268,10 +323,18 @@ mod tests {
         assert_eq!(again.status().unwrap().lapsed["site-b"].by, "ana");
         assert_eq!(again.restore("site-b").unwrap().unwrap().reason, "idle");
         assert_eq!(again.restore("site-b").unwrap(), None);
+        again.retire("site-c", "site closed", "ana", "403").unwrap();
+        again.retire("site-c", "again", "bob", "403").unwrap();
+        assert_eq!(again.status().unwrap().retired["site-c"].by, "ana");
+        assert_eq!(
+            again.unretire("site-c").unwrap().unwrap().reason,
+            "site closed"
+        );
+        assert_eq!(again.unretire("site-c").unwrap(), None);
         assert_eq!(
             std::fs::read(dir.path().join("status.json")).unwrap(),
             before,
-            "without lapses the file is as before they existed"
+            "without lapses and retirements the file is as before they existed"
         );
         std::fs::write(dir.path().join("status.json"), "[").unwrap();
         assert!(matches!(

@@ -15,11 +15,12 @@ fn status_file(config: &LoadedConfig) -> AccountStatusFile {
     AccountStatusFile::new(&gateway::paths::status_file(config))
 }
 
-/// Lists the accounts; exit 1 when any is quarantined or lapsed.
+/// Lists the accounts; exit 1 when any (not retired) is quarantined or
+/// lapsed.
 pub fn list(args: &Args) -> anyhow::Result<Outcome> {
     let config = load_config(&args.config)?;
     let status = status_file(&config).status()?;
-    let (quarantined, lapsed) = (&status.quarantined, &status.lapsed);
+    let (quarantined, lapsed, retired) = (&status.quarantined, &status.lapsed, &status.retired);
     let rows: Vec<_> = config
         .config
         .account
@@ -30,6 +31,7 @@ pub fn list(args: &Args) -> anyhow::Result<Outcome> {
                 "site": a.site, "secret": a.secret,
                 "quarantine": quarantined.get(&a.name),
                 "lapse": lapsed.get(&a.name),
+                "retired": retired.get(&a.name),
             })
         })
         .collect();
@@ -44,6 +46,12 @@ pub fn list(args: &Args) -> anyhow::Result<Outcome> {
         );
         for r in &rows {
             let status = match (r["quarantine"].as_object(), r["lapse"].as_object()) {
+                _ if r["retired"].is_object() => format!(
+                    "RETIRED since {} by {}: {}",
+                    super::short_time(r["retired"]["since"].as_str().unwrap_or_default()),
+                    r["retired"]["by"].as_str().unwrap_or_default(),
+                    r["retired"]["reason"].as_str().unwrap_or_default()
+                ),
                 (Some(q), _) => format!(
                     "QUARANTINED since {} by {}: {}",
                     super::short_time(q["since"].as_str().unwrap_or_default()),
@@ -66,7 +74,12 @@ pub fn list(args: &Args) -> anyhow::Result<Outcome> {
             );
         }
     }
-    Ok(if quarantined.is_empty() && lapsed.is_empty() {
+    // A retired account is refused for good: no longer a finding.
+    let refused = quarantined
+        .keys()
+        .chain(lapsed.keys())
+        .any(|a| !retired.contains_key(a));
+    Ok(if !refused {
         Outcome::Clean
     } else {
         Outcome::Findings

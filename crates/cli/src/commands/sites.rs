@@ -6,7 +6,7 @@
 
 use anyhow::{Context, bail};
 use gateway::keys::{KeyFile, KeyState};
-use governance::accounts::{self, AccountStatusFile, Lapse, Quarantine};
+use governance::accounts::{self, AccountStatusFile, Lapse, Quarantine, Retirement};
 use governance::redcap::client::{Client, Dag};
 use secrets::{FingerprintKey, Label, SecretStore, Selector};
 use serde_json::{Value, json};
@@ -25,6 +25,8 @@ enum Status {
     Quarantined(Quarantine),
     /// Refused until a signed approval restores it (`reauth`).
     Lapsed(Lapse),
+    /// Retired for good (`accounts retire`): not a finding.
+    Retired(Retirement),
 }
 
 impl Status {
@@ -37,13 +39,21 @@ impl Status {
             Status::Lapsed(l) => json!({
                 "state": "lapsed", "since": l.since.to_string(), "by": l.by, "reason": l.reason,
             }),
+            Status::Retired(r) => json!({
+                "state": "retired", "since": r.since.to_string(), "by": r.by, "reason": r.reason,
+                "proof": r.proof,
+            }),
         }
     }
 }
 
 /// The status file's word on `account`, as the gateway reads it (a
-/// quarantine first: it is the one an operator must lift by hand).
+/// retirement first, then a quarantine: it is the one an operator must
+/// lift by hand).
 fn status(account: &str, file: &accounts::Status) -> Status {
+    if let Some(r) = file.retired.get(account) {
+        return Status::Retired(r.clone());
+    }
     match (file.quarantined.get(account), file.lapsed.get(account)) {
         (Some(q), _) => Status::Quarantined(q.clone()),
         (None, Some(l)) => Status::Lapsed(l.clone()),
@@ -127,7 +137,7 @@ pub fn run(args: &Args, study: Option<&str>) -> anyhow::Result<Outcome> {
                 .filter(|a| a.study == s.name && a.site.as_deref() == Some(site.name.as_str()))
             {
                 let st = status(&a.name, &statuses);
-                if !matches!(st, Status::Active) {
+                if !matches!(st, Status::Active | Status::Retired(_)) {
                     clean = false;
                 }
                 let fingerprint = rt.block_on(fingerprint(&*store, a))?;
@@ -222,7 +232,8 @@ async fn fingerprint(
             })?;
             Ok(Some(key.fingerprint(&secret.value).to_string()))
         }
-        Err(secrets::StoreError::NotFound { .. }) => Ok(None),
+        // A retired account's secret is deleted (its history kept).
+        Err(secrets::StoreError::NotFound { .. } | secrets::StoreError::Deleted { .. }) => Ok(None),
         Err(e) => Err(anyhow::Error::new(e).context(format!(
             "reading the token of `{}` (secret {})",
             account.name, account.secret
@@ -261,13 +272,25 @@ fn print(out: &[Value]) {
                         super::short_time(a["status"]["since"].as_str().unwrap_or_default()),
                         s(&a["status"]["reason"])
                     ),
+                    Some("retired") => format!(
+                        "RETIRED since {} by {}: {}",
+                        super::short_time(a["status"]["since"].as_str().unwrap_or_default()),
+                        s(&a["status"]["by"]),
+                        s(&a["status"]["reason"])
+                    ),
                     other => other.unwrap_or("-").to_string(),
                 };
                 println!(
                     "    account `{}` (REDCap user {}): token {}; {status}",
                     s(&a["name"]),
                     s(&a["username"]),
-                    a["fingerprint"].as_str().unwrap_or("not stored"),
+                    a["fingerprint"]
+                        .as_str()
+                        .unwrap_or(if a["status"]["state"] == "retired" {
+                            "retired"
+                        } else {
+                            "not stored"
+                        },),
                 );
                 for k in a["clients"].as_array().into_iter().flatten() {
                     println!(

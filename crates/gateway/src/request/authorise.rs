@@ -148,6 +148,19 @@ fn allowed_now(gw: &Gateway, call: &Call<'_>, form: &Form, deny: Deny<'_>) -> Re
                 ),
             ));
         }
+        Some(Refusal::Retired(r)) => {
+            return Err(deny(
+                "account retired".into(),
+                StatusCode::FORBIDDEN,
+                format!(
+                    "The gateway no longer serves account \"{}\": it was retired on {} by {} ({}); its REDCap token is dead. Use the account that replaced it, or enrol it again (redcap-warden accounts enroll)",
+                    account.name,
+                    r.since.strftime("%Y-%m-%d"),
+                    r.by,
+                    r.reason
+                ),
+            ));
+        }
         Some(Refusal::Lapsed(l)) => {
             return Err(deny(
                 format!("account lapsed: {}", l.reason),

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use governance::accounts::{AccountStatusFile, Lapse, Quarantine, Status, StatusError};
+use governance::accounts::{AccountStatusFile, Lapse, Quarantine, Retirement, Status, StatusError};
 
 use super::watched::{Source, Watched};
 
@@ -24,6 +24,8 @@ pub(crate) enum Refusal {
     Quarantined(Quarantine),
     /// Its re-authorisation lapsed.
     Lapsed(Lapse),
+    /// Retired (`accounts retire`): its token is dead, its secret retired.
+    Retired(Retirement),
 }
 
 /// Who the gateway's own quarantines are by.
@@ -40,12 +42,18 @@ impl Quarantines {
     }
 
     /// Why the account is refused, as the status file says now (one read
-    /// per request): a quarantine (an operator may have released it), else
-    /// a lapse (`reauth sweep` marks it, an approval clears it).
+    /// per request): a retirement (for good), else a quarantine (an
+    /// operator may have released it), else a lapse (`reauth sweep` marks
+    /// it, an approval clears it).
     pub(crate) fn refusal_of(&self, account: &str) -> Option<Refusal> {
-        self.0.read(|s| match s.quarantined.get(account) {
-            Some(q) => Some(Refusal::Quarantined(q.clone())),
-            None => s.lapsed.get(account).cloned().map(Refusal::Lapsed),
+        self.0.read(|s| {
+            if let Some(r) = s.retired.get(account) {
+                return Some(Refusal::Retired(r.clone()));
+            }
+            match s.quarantined.get(account) {
+                Some(q) => Some(Refusal::Quarantined(q.clone())),
+                None => s.lapsed.get(account).cloned().map(Refusal::Lapsed),
+            }
         })
     }
 
