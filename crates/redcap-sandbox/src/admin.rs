@@ -50,6 +50,10 @@ pub fn routes() -> Router<AppState> {
         .route("/sandbox/projects", get(list_projects))
         .route("/sandbox/projects/{pid}/users", post(add_project_user))
         .route(
+            "/sandbox/projects/{pid}/users/{username}",
+            axum::routing::delete(remove_project_user),
+        )
+        .route(
             "/sandbox/projects/{pid}/users/{username}/token",
             post(create_token).get(show_token).delete(delete_token),
         )
@@ -298,6 +302,38 @@ async fn add_project_user(
         Ok(Value::Object(crate::api::user_row(
             state, project, version, &username,
         )))
+    })
+    .await
+}
+
+/// `DELETE /sandbox/projects/{pid}/users/{u}`: removes the user from the
+/// project as the User Rights page does — its rights row goes, and with it
+/// its API token (§2.4: the token then gets the generic 403). Logged
+/// "Delete user …" as REDCap does.
+async fn remove_project_user(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path((pid, username)): Path<(u64, String)>,
+) -> Answer {
+    run(app, headers, move |state, now| {
+        let username = username.to_lowercase();
+        let project = project_mut(state, pid)?;
+        let removed = project.members.remove(&username).ok_or_else(|| {
+            AdminError::not_found(format!("{username} is not a user of project {pid}"))
+        })?;
+        state.touch();
+        state.log(LogRow {
+            id: 0,
+            project_id: Some(pid),
+            ts: now.minute.clone(),
+            username: SITE_ADMIN.into(),
+            kind: LogKind::User,
+            action: format!("Delete user {username}"),
+            details: format!("user = '{username}'"),
+            record: None,
+            group_id: None,
+        });
+        Ok(json!({ "project_id": pid, "username": username, "had_token": removed.token.is_some() }))
     })
     .await
 }

@@ -28,6 +28,9 @@ pub struct Target {
     pub username: String,
     /// The REDCap project id.
     pub project_id: u64,
+    /// The account's first token (`accounts enroll`): created, not
+    /// regenerated.
+    pub first: bool,
 }
 
 /// Why an issuer gave no token. Never holds a value.
@@ -63,6 +66,38 @@ pub fn manual_steps(redcap_api_url: &str, username: &str, project: &str) -> [Str
         ),
         "Regenerate the token and confirm. REDCap deactivates the old token at once (the gateway holds the account's requests meanwhile).".into(),
         "Copy the new token and paste it at redcap-warden's prompt (it is not echoed), or pipe it on standard input.".into(),
+    ]
+}
+
+/// The steps a person takes to create the *first* token of REDCap user
+/// `username` in `project` (`accounts enroll` with the `manual` issuer):
+/// the Control Center's "create API token" for the user.
+pub fn manual_create_steps(redcap_api_url: &str, username: &str, project: &str) -> [String; 4] {
+    let base = redcap_base(redcap_api_url);
+    [
+        format!("Sign in to {base}/ as a REDCap administrator."),
+        format!(
+            "Control Center → API Tokens ({base}/ControlCenter/user_api_tokens.php): create an API token for user `{username}` in project {project}, with API Export (and API Import only if its profile allows it) and Mobile App unticked."
+        ),
+        "Confirm. If the user already had a token there, regenerate it instead: no token redcap-warden did not obtain may stay valid.".into(),
+        "Copy the new token and paste it at redcap-warden's prompt (it is not echoed), or pipe it on standard input.".into(),
+    ]
+}
+
+/// The steps a person takes in REDCap's UI to retire REDCap user
+/// `username` from `project` (`accounts retire`): delete its token, then
+/// remove the user from the project.
+pub fn manual_retire_steps(redcap_api_url: &str, username: &str, project: &str) -> [String; 4] {
+    let base = redcap_base(redcap_api_url);
+    [
+        format!("Sign in to {base}/ as a REDCap administrator."),
+        format!(
+            "Control Center → API Tokens ({base}/ControlCenter/user_api_tokens.php); find user `{username}`, project {project}; delete the token and confirm."
+        ),
+        format!(
+            "In project {project}: User Rights → user `{username}` → Remove user (this also removes any token REDCap still holds for it)."
+        ),
+        "Then run `redcap-warden accounts retire` again with the same account and reason: it proves the token dead and retires the secret.".into(),
     ]
 }
 
@@ -105,13 +140,45 @@ impl Issuer for SandboxIssuer {
     }
 
     async fn obtain(&self, target: &Target) -> Result<SecretValue, IssueError> {
-        let url = format!(
-            "{}/sandbox/projects/{}/users/{}/token/regenerate",
+        let token = format!(
+            "{}/sandbox/projects/{}/users/{}/token",
             self.base, target.project_id, target.username
         );
+        let regenerate = format!("{token}/regenerate");
+        if target.first {
+            // A token that already exists (an administrator made it
+            // before enrolment) is regenerated: none that we did not
+            // obtain stays valid.
+            match self.call(reqwest::Method::POST, &token).await? {
+                Answer::Ok(body) => return token_of(&token, &body),
+                Answer::Refused(status, _) if status == reqwest::StatusCode::CONFLICT => {}
+                Answer::Refused(status, why) => {
+                    return Err(IssueError(format!("{token} answered {status}: {why}")));
+                }
+            }
+        }
+        match self.call(reqwest::Method::POST, &regenerate).await? {
+            Answer::Ok(body) => token_of(&regenerate, &body),
+            Answer::Refused(status, why) => {
+                Err(IssueError(format!("{regenerate} answered {status}: {why}")))
+            }
+        }
+    }
+}
+
+/// What an admin endpoint answered.
+enum Answer {
+    /// 2xx, with its body (which may hold a token).
+    Ok(Zeroizing<Vec<u8>>),
+    /// Another status, with the sandbox's `error` text (never a token).
+    Refused(reqwest::StatusCode, String),
+}
+
+impl SandboxIssuer {
+    async fn call(&self, method: reqwest::Method, url: &str) -> Result<Answer, IssueError> {
         let resp = self
             .http
-            .post(&url)
+            .request(method, url)
             .bearer_auth(self.secret.as_str())
             .send()
             .await
@@ -125,22 +192,68 @@ impl Issuer for SandboxIssuer {
                 })?
                 .to_vec(),
         );
-        if !status.is_success() {
-            // The sandbox's errors are `{"error": "..."}` and never hold a token.
-            let why = serde_json::from_slice::<serde_json::Value>(&body)
-                .ok()
-                .and_then(|v| v["error"].as_str().map(str::to_string))
-                .unwrap_or_default();
-            return Err(IssueError(format!("{url} answered {status}: {why}")));
+        if status.is_success() {
+            return Ok(Answer::Ok(body));
         }
-        #[derive(serde::Deserialize)]
-        struct Regenerated {
-            token: String,
-        }
-        let answer: Regenerated = serde_json::from_slice(&body)
-            .map_err(|_| IssueError(format!("{url} answered 200 without a token field")))?;
-        Ok(SecretValue::new(answer.token))
+        // The sandbox's errors are `{"error": "..."}` and never hold a token.
+        let why = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        Ok(Answer::Refused(status, why))
     }
+
+    /// Deletes `target`'s token and removes the user from the project
+    /// (what `accounts retire` asks a REDCap administrator to do), through
+    /// the admin endpoints. Either already done counts as done. Returns
+    /// what happened, for the ledger (the answers carry the deleted
+    /// token's value: they are dropped unread).
+    pub async fn retire(&self, target: &Target) -> Result<String, IssueError> {
+        let user = format!(
+            "{}/sandbox/projects/{}/users/{}",
+            self.base, target.project_id, target.username
+        );
+        let token = format!("{user}/token");
+        let mut done = Vec::new();
+        for (url, did, already) in [
+            (
+                &token,
+                "deleted its API token",
+                "it had no API token (already deleted)",
+            ),
+            (
+                &user,
+                "removed the user from the project",
+                "it was not a user of the project (already removed)",
+            ),
+        ] {
+            match self.call(reqwest::Method::DELETE, url).await? {
+                Answer::Ok(_) => done.push(did),
+                Answer::Refused(status, _) if status == reqwest::StatusCode::NOT_FOUND => {
+                    done.push(already)
+                }
+                Answer::Refused(status, why) => {
+                    return Err(IssueError(format!("{url} answered {status}: {why}")));
+                }
+            }
+        }
+        Ok(format!(
+            "the sandbox's admin endpoints: {} of `{}` in project {}",
+            done.join(", then "),
+            target.username,
+            target.project_id
+        ))
+    }
+}
+
+fn token_of(url: &str, body: &[u8]) -> Result<SecretValue, IssueError> {
+    #[derive(serde::Deserialize)]
+    struct Issued {
+        token: String,
+    }
+    let answer: Issued = serde_json::from_slice(body)
+        .map_err(|_| IssueError(format!("{url} answered 200 without a token field")))?;
+    Ok(SecretValue::new(answer.token))
 }
 
 /// An institution's program that regenerates the token and prints it.
@@ -149,8 +262,9 @@ pub struct CommandIssuer {
 }
 
 impl CommandIssuer {
-    /// `argv[0]` run with `argv[1..]`; `{account}`, `{username}` and
-    /// `{project_id}` in the arguments are replaced.
+    /// `argv[0]` run with `argv[1..]`; `{account}`, `{username}`,
+    /// `{project_id}` and `{action}` (`create` for an account's first
+    /// token, `regenerate` otherwise) in the arguments are replaced.
     pub fn new(argv: Vec<String>) -> CommandIssuer {
         CommandIssuer { argv }
     }
@@ -176,6 +290,10 @@ impl Issuer for CommandIssuer {
                 a.replace("{account}", &target.account)
                     .replace("{username}", &target.username)
                     .replace("{project_id}", &target.project_id.to_string())
+                    .replace(
+                        "{action}",
+                        if target.first { "create" } else { "regenerate" },
+                    )
             })
             .collect();
         let mut cmd = tokio::process::Command::new(program);

@@ -12,7 +12,7 @@ use super::issuer::{Issuer, Target};
 use super::journal::Journal;
 use super::ownership::{LogCalls, Ownership, OwnershipCheck};
 use super::probe::{RightsCheck, RightsVerdict, TokenAnswer, TokenCheck};
-use super::{Rotation, RotationError, State};
+use super::{Kind, Rotation, RotationError, State};
 use crate::audit::AuditTrail;
 use crate::clock::Clock;
 
@@ -114,6 +114,18 @@ impl Rotator<'_> {
     /// Refused while the account has an open rotation. Hold the account's
     /// [`Journal::lock`] around this and [`Rotator::drive`].
     pub async fn plan(&self, plan: Plan) -> Result<Rotation, RotationError> {
+        self.plan_kind(plan, Kind::Rotation).await
+    }
+
+    /// Creates the enrolment of an account (`accounts enroll`): a
+    /// rotation of kind [`Kind::Enrol`] that obtains the account's first
+    /// token — or, for a retired account enrolled again, replaces its dead
+    /// one. Needs the study's `project_id`.
+    pub async fn plan_enrol(&self, plan: Plan) -> Result<Rotation, RotationError> {
+        self.plan_kind(plan, Kind::Enrol).await
+    }
+
+    async fn plan_kind(&self, plan: Plan, kind: Kind) -> Result<Rotation, RotationError> {
         if let Some(open) = self.journal.open_for(&plan.account)? {
             return Err(RotationError::Open {
                 account: plan.account,
@@ -121,31 +133,45 @@ impl Rotator<'_> {
                 state: open.state,
             });
         }
-        let current = self
+        let current = match self
             .store
             .get(&plan.secret, &Selector::Label(Label::Current))
             .await
-            .map_err(|e| match e {
-                StoreError::NotFound { .. } | StoreError::LabelNotSet { .. } => {
-                    RotationError::Refused(format!(
-                        "`{}` (account `{}`) has no current token to rotate; store the first one with `redcap-warden secrets put {}`",
-                        plan.secret, plan.account, plan.secret
-                    ))
-                }
-                source => RotationError::Store {
+        {
+            Ok(current) => Some(current),
+            Err(StoreError::NotFound { .. } | StoreError::LabelNotSet { .. })
+                if kind == Kind::Enrol =>
+            {
+                None
+            }
+            Err(StoreError::NotFound { .. } | StoreError::LabelNotSet { .. }) => {
+                return Err(RotationError::Refused(format!(
+                    "`{}` (account `{}`) has no current token to rotate; obtain its first one with `redcap-warden accounts enroll {}`",
+                    plan.secret, plan.account, plan.account
+                )));
+            }
+            Err(source) => {
+                return Err(RotationError::Store {
                     source: Box::new(source),
                     id: "(not started)".into(),
-                },
-            })?;
+                });
+            }
+        };
         let now = self.clock.now();
         let id = format!(
             "{}-{}",
             now.strftime("%Y%m%dT%H%M%SZ"),
             durable::random_hex(3)
         );
-        let project_id = match plan.project_id {
-            Some(p) => p,
-            None => match self.redcap.project_of(&current.value).await {
+        let project_id = match (plan.project_id, &current) {
+            (Some(p), _) => p,
+            (None, None) => {
+                return Err(RotationError::Refused(format!(
+                    "the study of account `{}` has no project_id, so its first token cannot be obtained or checked; add project_id = N to its [[study]]",
+                    plan.account
+                )));
+            }
+            (None, Some(current)) => match self.redcap.project_of(&current.value).await {
                 Ok(TokenAnswer::Project(p)) => p,
                 Ok(_) => {
                     return Err(RotationError::Refused(format!(
@@ -162,8 +188,13 @@ impl Rotator<'_> {
                 }
             },
         };
+        let what = match kind {
+            Kind::Rotation => "single-account mode",
+            Kind::Enrol => "enrolment (the account's first token)",
+        };
         let rotation = Rotation {
             id,
+            kind,
             account: plan.account,
             username: plan.username,
             secret: plan.secret.to_string(),
@@ -178,14 +209,18 @@ impl Rotator<'_> {
             at: now,
             by: self.operator.clone(),
             detail: format!(
-                "planned: single-account mode, {} issuer, project {project_id}{}",
+                "planned: {what}, {} issuer, project {project_id}{}",
                 plan.issuer,
                 plan.note
                     .as_ref()
                     .map_or(String::new(), |n| format!("; {n}"))
             ),
-            old_version: current.version.0.clone(),
-            old_fingerprint: self.fingerprints.fingerprint(&current.value).to_string(),
+            old_version: current
+                .as_ref()
+                .map_or(String::new(), |c| c.version.0.clone()),
+            old_fingerprint: current.as_ref().map_or("none".to_string(), |c| {
+                self.fingerprints.fingerprint(&c.value).to_string()
+            }),
             new_fingerprint: None,
             new_version: None,
             ownership: None,
@@ -287,6 +322,7 @@ impl Rotator<'_> {
             account: rot.account.clone(),
             username: rot.username.clone(),
             project_id: rot.project_id,
+            first: rot.kind == Kind::Enrol,
         }
     }
 
@@ -310,17 +346,21 @@ impl Rotator<'_> {
                     rot.id
                 )));
             };
-            let held = self
-                .cutover
-                .hold(&rot.account, &self.operator, &self.why(rot))
-                .await
-                .map_err(|detail| RotationError::Gateway {
-                    detail,
-                    fix: format!(
-                        "check the gateway and its ledger, then `redcap-warden rotate resume {}` (nothing was regenerated)",
-                        rot.id
-                    ),
-                })?;
+            let held = if rot.kind == Kind::Enrol {
+                // Nothing is served with the account's token yet.
+                "no cut-over hold: an enrolment replaces no token in use".to_string()
+            } else {
+                self.cutover
+                    .hold(&rot.account, &self.operator, &self.why(rot))
+                    .await
+                    .map_err(|detail| RotationError::Gateway {
+                        detail,
+                        fix: format!(
+                            "check the gateway and its ledger, then `redcap-warden rotate resume {}` (nothing was regenerated)",
+                            rot.id
+                        ),
+                    })?
+            };
             (self.say)(&held);
             (self.say)(&format!(
                 "obtaining a new token for `{}` ({}) from the {} issuer",
@@ -539,10 +579,14 @@ impl Rotator<'_> {
         self.transition(
             rot,
             State::Switched,
-            format!(
-                "version {version} is current; the old version {} is previous",
-                rot.old_version
-            ),
+            if rot.old_version.is_empty() {
+                format!("version {version} is current (the account's first token)")
+            } else {
+                format!(
+                    "version {version} is current; the old version {} is previous",
+                    rot.old_version
+                )
+            },
         )
         .await
     }
@@ -582,6 +626,16 @@ impl Rotator<'_> {
                 })?;
             (self.say)(&format!("{} ran", hook.describe()));
             released.push_str(&format!("; {} ran", hook.describe()));
+        }
+        if rot.old_version.is_empty() {
+            // An enrolment: the account had no token before this one.
+            return self
+                .transition(
+                    rot,
+                    State::Done,
+                    format!("{released}; the account's first token is current: enrolment complete"),
+                )
+                .await;
         }
         let old = self
             .store
@@ -658,7 +712,8 @@ impl Rotator<'_> {
                     && self.fingerprints.fingerprint(&s.value).to_string() == fp;
                 Ok(mine.then_some(s.version))
             }
-            Err(StoreError::LabelNotSet { .. }) => Ok(None),
+            // An enrolment's secret does not exist before its first put.
+            Err(StoreError::LabelNotSet { .. } | StoreError::NotFound { .. }) => Ok(None),
             Err(source) => Err(self.store_error(rot, source)),
         }
     }

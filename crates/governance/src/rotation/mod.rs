@@ -59,6 +59,7 @@ use serde::{Deserialize, Serialize};
 pub use escrow::{Escrow, EscrowKey};
 pub use hooks::{CommandHook, Hook, Switched, WebhookHook};
 pub use issuer::{CommandIssuer, IssueError, Issuer, SandboxIssuer, Target};
+pub use issuer::{manual_create_steps, manual_retire_steps};
 pub use journal::{AccountLock, Journal, Regeneration};
 pub use machine::{Cutover, NoGateway, Plan, Rotator, Verification};
 pub use ownership::{LogCalls, LogCorrelation, NoLogReader, Ownership, OwnershipCheck};
@@ -120,12 +121,35 @@ impl std::fmt::Display for State {
     }
 }
 
+/// What a rotation is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    /// An account's token replaced (`rotate`).
+    #[default]
+    Rotation,
+    /// An account's first token (`accounts enroll`): created rather than
+    /// regenerated, no cut-over hold, and nothing old to prove dead unless
+    /// the account had been retired.
+    Enrol,
+}
+
+impl Kind {
+    fn is_rotation(&self) -> bool {
+        *self == Kind::Rotation
+    }
+}
+
 /// One rotation as its journal keeps it: each journal line is the whole
 /// record after a transition. Fingerprints only, never a value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rotation {
     /// `YYYYMMDDTHHMMSSZ-xxxxxx`: when it was planned, and random hex.
     pub id: String,
+    /// A rotation, or an enrolment (absent in journals written before
+    /// enrolments existed).
+    #[serde(default, skip_serializing_if = "Kind::is_rotation")]
+    pub kind: Kind,
     /// The `[[account]]` whose token is rotated.
     pub account: String,
     /// Its REDCap username.
@@ -181,7 +205,11 @@ impl Rotation {
     /// reason, account and fingerprints, never a value.
     pub fn entry(&self) -> ledger::EntryKind {
         let mut detail = format!("{}; reason: {}", self.detail, self.reason);
-        detail.push_str(&format!("; old token {}", self.old_fingerprint));
+        if self.old_version.is_empty() {
+            detail.push_str("; first token of the account (enrolment): no old token");
+        } else {
+            detail.push_str(&format!("; old token {}", self.old_fingerprint));
+        }
         if let Some(fp) = &self.new_fingerprint {
             detail.push_str(&format!("; new token {fp}"));
         }

@@ -15,6 +15,7 @@ use secrets::{
     Selector, VersionMeta,
 };
 
+use super::Kind;
 use super::*;
 use crate::audit::{AuditError, AuditTrail, EntrySink};
 
@@ -575,6 +576,7 @@ fn a_torn_journal_line_is_ignored_and_cut_before_the_next_append() {
 
 fn target() -> Target {
     Target {
+        first: false,
         account: "heart-site-a".into(),
         username: USER.into(),
         project_id: PID,
@@ -1078,4 +1080,52 @@ fn a_token_of_another_user_of_the_project_is_refuted_by_the_log_and_kept_in_escr
     assert_eq!(w.current(&rt, &sim), OLD, "the store is unchanged");
     let sealed = sim.read(&escrow_of(&rot.id)).unwrap();
     assert_eq!(w.identity.unseal(&sealed).unwrap().expose(), other);
+}
+
+#[test]
+fn an_enrolment_obtains_the_first_token_and_ends_done_without_an_old_one() {
+    let rt = rt();
+    let mut w = World::new();
+    w.ownership = Box::new(FakeLog(w.redcap.clone()));
+    // A store without the account's secret.
+    let sim = SimFs::new();
+    durable::create_dir_all_durable(&sim, Path::new("/data")).unwrap();
+    FileStore::create_with(opts(&w.identity_path), Arc::new(sim.clone()), None).unwrap();
+    // A plain rotation has nothing to replace, and says how to start.
+    let refused = w
+        .with_rotator(&rt, &sim, async |r| r.plan(w.plan()).await)
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("accounts enroll heart-site-a"),
+        "{refused}"
+    );
+    let issuer = Regenerate(w.redcap.clone());
+    let rot = w
+        .with_rotator(&rt, &sim, async |r| {
+            let rot = r.plan_enrol(w.plan()).await?;
+            r.drive(rot, Some(&issuer)).await
+        })
+        .unwrap();
+    assert_eq!(rot.state, State::Done, "{}", rot.detail);
+    assert_eq!(rot.kind, Kind::Enrol);
+    assert_eq!(
+        w.states(&rot.id),
+        [
+            "planned", "obtained", "verified", "stored", "switched", "done"
+        ]
+    );
+    assert_eq!(w.current(&rt, &sim), w.redcap.token_of(USER));
+    assert_eq!(rot.ownership.as_deref(), Some("proved"));
+    assert!(rot.proof.is_none(), "no old token to prove dead");
+    let ledger = format!("{:?}", w.ledger.0.lock().unwrap());
+    assert!(
+        ledger.contains("first token of the account (enrolment): no old token"),
+        "{ledger}"
+    );
+    // The journal reads back as an enrolment; the next one is a rotation.
+    let back = World::journal(&sim).load(&rot.id).unwrap();
+    assert_eq!(back.kind, Kind::Enrol);
+    let next = w.rotate(&rt, &sim).unwrap();
+    assert_eq!(next.kind, Kind::Rotation);
+    assert_eq!(next.state, State::Done);
 }
