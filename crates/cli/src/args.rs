@@ -109,7 +109,8 @@ pub enum Command {
     },
 
     /// The service accounts of warden.toml and their status; release an
-    /// account the gateway quarantined.
+    /// account the gateway quarantined; enrol an account (its profile, then
+    /// its first token) or retire one (its keys, token and secret).
     #[command(subcommand)]
     Accounts(AccountsCommand),
 
@@ -467,6 +468,36 @@ pub enum AccountsCommand {
         /// What was found and fixed (recorded in the ledger).
         #[arg(long)]
         reason: String,
+    },
+    /// Enrol ACCOUNT: apply its profile in REDCap (rights and DAG), prove
+    /// it with `rights check`, then obtain its first token through the
+    /// issuer — escrowed, verified (ownership included) and stored as
+    /// `current`. Resumable: run it again, or `rotate resume ID`.
+    Enroll {
+        /// The `[[account]]` to enrol.
+        account: String,
+        /// Why (recorded with your login in every ledger entry).
+        #[arg(long)]
+        reason: String,
+        /// The issuer [default: `[rotation] issuer`].
+        #[arg(long, value_enum)]
+        issuer: Option<IssuerArg>,
+    },
+    /// Retire ACCOUNT: revoke its clients' keys, delete its token and
+    /// remove the user in REDCap (the steps are printed; the sandbox
+    /// issuer does them), prove the token dead, and retire the secret
+    /// (kept in the store's history, no longer served).
+    Retire {
+        /// The `[[account]]` to retire.
+        account: String,
+        /// Why (recorded with your login in every ledger entry).
+        #[arg(long)]
+        reason: String,
+        /// Who does the REDCap steps [default: `[rotation] issuer`]:
+        /// `sandbox` does them through the sandbox's admin endpoints;
+        /// otherwise a person does them from the printed steps.
+        #[arg(long, value_enum)]
+        issuer: Option<IssuerArg>,
     },
 }
 

@@ -68,6 +68,16 @@ pub fn run(args: &Args) -> anyhow::Result<Outcome> {
         Command::Accounts(AccountsCommand::Release { account, reason }) => {
             accounts::release(args, account, reason)
         }
+        Command::Accounts(AccountsCommand::Enroll {
+            account,
+            reason,
+            issuer,
+        }) => accounts::enroll(args, account, reason, *issuer),
+        Command::Accounts(AccountsCommand::Retire {
+            account,
+            reason,
+            issuer,
+        }) => accounts::retire(args, account, reason, *issuer),
         Command::Keys(cmd) => match cmd {
             KeysCommand::Issue {
                 client,

@@ -1076,3 +1076,113 @@ pub(super) async fn account_findings(
     let checked = read.findings(config, store, &paced, Some(account)).await?;
     Ok((checked.findings, checked.probes))
 }
+
+/// `accounts enroll`'s first step for `account`: add its REDCap user to
+/// the project if it is not in it (one Import Users row with no rights and
+/// the site's DAG — `data_access_group` always given), bring its rights
+/// within its profile as `rights apply --account` does, and prove it as
+/// `rights check --account` does. Every change is a `rights` entry
+/// (operator, reason). Returns what was done and the findings left (none:
+/// the profile is proved).
+pub(super) async fn enrol(
+    config: &LoadedConfig,
+    store: &dyn SecretStore,
+    trail: &governance::audit::AuditTrail,
+    study: &StudySection,
+    account: &AccountSection,
+    operator: &Operator,
+    reason: &str,
+) -> anyhow::Result<(Vec<String>, Vec<Finding>)> {
+    if account.profile.is_none() {
+        bail!(
+            "`accounts enroll` applies the account's profile, and `{}` has none; add profile = \"NAME\" to its [[account]] (docs/rights.md)",
+            account.name
+        );
+    }
+    let paced = Paced::for_config(&config.config);
+    let mut read = StudyRead::open(config, store, &paced, study).await?;
+    let manager = read.manager;
+    let mut done = Vec::new();
+    let member = read.live.users.iter().any(|r| {
+        r.get("username")
+            .and_then(governance::redcap::rights::wire_text)
+            .is_some_and(|u| u.eq_ignore_ascii_case(&account.username))
+    });
+    if !member {
+        let dag = match account.site.as_ref().and_then(|s| {
+            study.site.iter().find(|x| &x.name == s)
+        }) {
+            None => String::new(),
+            Some(site) => read
+                .live
+                .dags
+                .iter()
+                .find(|d| d.id == site.dag_id)
+                .map(|d| d.unique_name.clone())
+                .with_context(|| {
+                    format!(
+                        "site `{}` is bound to DAG id {}, which project of study `{}` does not have; fix the site's dag_id (`redcap-warden sites`)",
+                        site.name, site.dag_id, study.name
+                    )
+                })?,
+        };
+        let mut row = Map::new();
+        row.insert("username".into(), json!(account.username));
+        // Always the DAG: REDCap resets it when the column is left out.
+        row.insert("data_access_group".into(), json!(dag));
+        read.project
+            .import_users(&[row])
+            .await
+            .map_err(|e| refusal(manager, account, "Import Users (adding the user)", e))?;
+        let line = format!(
+            "user: added to the project with no rights, data_access_group: {}",
+            if dag.is_empty() { "(none)" } else { &dag }
+        );
+        record(trail, study, account, operator, reason, vec![line.clone()]).await?;
+        done.push(line);
+        read.live = read.read_live().await?;
+    }
+    let (instruments, encoding) = read.instruments().await?;
+    let mut applier = Applier {
+        read,
+        trail,
+        operator,
+        reason,
+        instruments,
+        encoding,
+    };
+    match applier.account(account).await? {
+        Applied::Nothing => done.push("rights already within the profile".into()),
+        Applied::Blocked(why) => {
+            bail!("the profile of `{}` cannot be applied: {why}", account.name)
+        }
+        Applied::Done(plan) => done.extend(plan.changes.iter().map(|c| c.to_string())),
+    }
+    let checked = applier
+        .read
+        .findings(config, store, &paced, Some(&account.name))
+        .await?;
+    let mut changes = checked.probes;
+    changes.push(format!(
+        "rights check --account {}: {} finding(s)",
+        account.name,
+        checked.findings.len()
+    ));
+    trail
+        .record(EntryKind::Rights {
+            operator: operator.to_string(),
+            account: account.name.clone(),
+            project: study.name.clone(),
+            changes,
+            reason: format!(
+                "accounts enroll: the check after applying the profile (read only); {reason}"
+            ),
+        })
+        .await?;
+    Ok((done, checked.findings))
+}
+
+/// A finding as `rights check` prints it.
+pub(super) fn finding_text(f: &Finding) -> String {
+    finding_line(f)
+}

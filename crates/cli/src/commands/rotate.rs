@@ -28,7 +28,7 @@ use crate::operator::Operator;
 use crate::store::{file_store_options, load_config, open_store, open_trail, unlock_identity};
 
 /// Where the journals and escrows live: `<data_dir>/rotation/`.
-fn journal(config: &LoadedConfig) -> Journal {
+pub(super) fn journal(config: &LoadedConfig) -> Journal {
     Journal::on_os(config.data_dir().join("rotation"))
 }
 
@@ -52,7 +52,7 @@ fn store_and_escrow(
     }
 }
 
-fn issuer_kind(arg: Option<IssuerArg>, default: IssuerKind) -> IssuerKind {
+pub(super) fn issuer_kind(arg: Option<IssuerArg>, default: IssuerKind) -> IssuerKind {
     match arg {
         Some(IssuerArg::Manual) => IssuerKind::Manual,
         Some(IssuerArg::Sandbox) => IssuerKind::Sandbox,
@@ -62,36 +62,14 @@ fn issuer_kind(arg: Option<IssuerArg>, default: IssuerKind) -> IssuerKind {
 }
 
 /// The issuer `kind`, from `[rotation]`.
-fn issuer(config: &LoadedConfig, kind: IssuerKind) -> anyhow::Result<Box<dyn Issuer>> {
+pub(super) fn issuer(config: &LoadedConfig, kind: IssuerKind) -> anyhow::Result<Box<dyn Issuer>> {
     let r = &config.config.rotation;
     let file = config.path.display();
     Ok(match kind {
         IssuerKind::Manual => Box::new(Manual {
             redcap_url: config.config.redcap.url().to_string(),
         }),
-        IssuerKind::Sandbox => {
-            let Some(url) = &r.sandbox_url else {
-                bail!(
-                    "the sandbox issuer needs [rotation] sandbox_url in {file}, e.g. sandbox_url = \"http://127.0.0.1:8480\""
-                );
-            };
-            let Some(secret_file) = &r.sandbox_admin_secret_file else {
-                bail!(
-                    "the sandbox issuer needs [rotation] sandbox_admin_secret_file in {file}: a 0600 file holding the sandbox's --admin-secret"
-                );
-            };
-            let path = config.resolve(secret_file);
-            let secret = secrets::file::read_passphrase_file(&path).map_err(|e| {
-                anyhow::anyhow!(
-                    "[rotation] sandbox_admin_secret_file {}: {e}",
-                    path.display()
-                )
-            })?;
-            Box::new(SandboxIssuer::new(
-                url,
-                Zeroizing::new(secret.expose_secret().to_string()),
-            ))
-        }
+        IssuerKind::Sandbox => Box::new(sandbox_issuer(config)?),
         IssuerKind::Command => {
             if r.command.is_empty() {
                 bail!(
@@ -103,12 +81,39 @@ fn issuer(config: &LoadedConfig, kind: IssuerKind) -> anyhow::Result<Box<dyn Iss
     })
 }
 
+/// The sandbox issuer of `[rotation]`.
+pub(super) fn sandbox_issuer(config: &LoadedConfig) -> anyhow::Result<SandboxIssuer> {
+    let r = &config.config.rotation;
+    let file = config.path.display();
+    let Some(url) = &r.sandbox_url else {
+        bail!(
+            "the sandbox issuer needs [rotation] sandbox_url in {file}, e.g. sandbox_url = \"http://127.0.0.1:8480\""
+        );
+    };
+    let Some(secret_file) = &r.sandbox_admin_secret_file else {
+        bail!(
+            "the sandbox issuer needs [rotation] sandbox_admin_secret_file in {file}: a 0600 file holding the sandbox's --admin-secret"
+        );
+    };
+    let path = config.resolve(secret_file);
+    let secret = secrets::file::read_passphrase_file(&path).map_err(|e| {
+        anyhow::anyhow!(
+            "[rotation] sandbox_admin_secret_file {}: {e}",
+            path.display()
+        )
+    })?;
+    Ok(SandboxIssuer::new(
+        url,
+        Zeroizing::new(secret.expose_secret().to_string()),
+    ))
+}
+
 /// Runs `f` with a rotator over everything `config` names: the ledger is
 /// opened first (nothing happens that could not be recorded) and closed
 /// after, whatever `f` returned.
 /// `account`: the account whose new token may be verified (its study's
 /// log reader proves ownership); `None` when nothing is verified (abort).
-fn with_rotator(
+pub(super) fn with_rotator(
     config: &LoadedConfig,
     operator: &Operator,
     account: Option<&str>,
@@ -308,7 +313,7 @@ pub fn abort(args: &Args, id: &str, reason: &str) -> anyhow::Result<Outcome> {
 
 /// What a rotation came to: JSON (the journal's record: fingerprints
 /// only), or a few lines.
-fn report(args: &Args, rot: &Rotation) -> anyhow::Result<Outcome> {
+pub(super) fn report(args: &Args, rot: &Rotation) -> anyhow::Result<Outcome> {
     if args.json {
         println!("{}", serde_json::to_string(rot)?);
     } else {
@@ -545,13 +550,27 @@ impl Issuer for Manual {
     }
 
     async fn obtain(&self, t: &Target) -> Result<SecretValue, IssueError> {
-        let steps = governance::rotation::issuer::manual_steps(
-            &self.redcap_url,
-            &t.username,
-            &t.project_id.to_string(),
-        );
+        let (steps, verb) = if t.first {
+            (
+                governance::rotation::manual_create_steps(
+                    &self.redcap_url,
+                    &t.username,
+                    &t.project_id.to_string(),
+                ),
+                "Create the first",
+            )
+        } else {
+            (
+                governance::rotation::issuer::manual_steps(
+                    &self.redcap_url,
+                    &t.username,
+                    &t.project_id.to_string(),
+                ),
+                "Regenerate the",
+            )
+        };
         let mut text = format!(
-            "\nRegenerate the API token of REDCap user `{user}` in project {pid} (account `{acc}`):\n",
+            "\n{verb} API token of REDCap user `{user}` in project {pid} (account `{acc}`):\n",
             user = t.username,
             pid = t.project_id,
             acc = t.account,
