@@ -48,6 +48,22 @@ pub fn issue(
             }
         );
     }
+    if let Some(c) = config.config.client.iter().find(|c| c.name == client) {
+        let status =
+            governance::accounts::AccountStatusFile::new(&gateway::paths::status_file(&config))
+                .status()?;
+        if let Some(r) = status.retired.get(&c.account) {
+            bail!(
+                "client `{client}` uses account `{}`, which was retired on {} by {} ({}): the gateway would refuse every call; point the client at another account in {}, or enrol the account again (`redcap-warden accounts enroll {}`)",
+                c.account,
+                r.since,
+                r.by,
+                r.reason,
+                config.path.display(),
+                c.account
+            );
+        }
+    }
     let secret_name = to_store
         .map(SecretName::new)
         .transpose()

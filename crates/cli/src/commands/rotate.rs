@@ -352,6 +352,10 @@ pub fn status(args: &Args) -> anyhow::Result<Outcome> {
     let config = load_config(&args.config)?;
     let store = open_store(&config)?;
     let rotations = journal(&config).all()?;
+    let retired =
+        governance::accounts::AccountStatusFile::new(&gateway::paths::status_file(&config))
+            .status()?
+            .retired;
     let rt = super::runtime()?;
     let now = jiff::Timestamp::now();
     let inventory = rt.block_on(governance::rotation::inventory(
@@ -360,7 +364,10 @@ pub fn status(args: &Args) -> anyhow::Result<Outcome> {
         &rotations,
         now,
     ))?;
-    let overdue_any = inventory.iter().any(|t| t.overdue);
+    // A retired account is due for nothing.
+    let overdue =
+        |t: &governance::rotation::TokenStatus| t.overdue && !retired.contains_key(&t.account);
+    let overdue_any = inventory.iter().any(overdue);
     let rows: Vec<Value> = inventory
         .iter()
         .map(|t| {
@@ -372,9 +379,10 @@ pub fn status(args: &Args) -> anyhow::Result<Outcome> {
                 "age_days": t.age_days,
                 "rotate_every_days": t.rotate_every_days,
                 "due": t.due.map(|t| t.to_string()),
-                "overdue": t.overdue,
+                "overdue": overdue(t),
                 "open_rotation": t.open_rotation.as_ref().map(|r| json!({"id": r.id, "state": r.state, "since": r.at.to_string(), "detail": r.detail})),
-                "last_rotation": t.last_rotation.as_ref().map(|r| json!({"id": r.id, "state": r.state, "at": r.at.to_string(), "proof": r.proof, "ownership": r.ownership})),
+                "last_rotation": t.last_rotation.as_ref().map(|r| json!({"id": r.id, "kind": r.kind, "state": r.state, "at": r.at.to_string(), "proof": r.proof, "ownership": r.ownership})),
+                "retired": retired.get(&t.account).map(|r| json!({"since": r.since.to_string(), "by": r.by, "reason": r.reason, "proof": r.proof})),
             })
         })
         .collect();
@@ -411,7 +419,13 @@ pub fn status(args: &Args) -> anyhow::Result<Outcome> {
                 s(&r["account"]),
                 age,
                 due.get(..10).unwrap_or(&due),
-                if r["overdue"] == true { "OVERDUE" } else { "" },
+                if r["retired"].is_object() {
+                    "RETIRED"
+                } else if r["overdue"] == true {
+                    "OVERDUE"
+                } else {
+                    ""
+                },
                 open,
             );
         }

@@ -53,7 +53,8 @@ pub async fn inventory(
     for a in accounts {
         let history = match store.history(&a.secret).await {
             Ok(h) => h,
-            Err(StoreError::NotFound { .. }) => Vec::new(),
+            // A retired account's secret is deleted, its history kept.
+            Err(StoreError::NotFound { .. } | StoreError::Deleted { .. }) => Vec::new(),
             Err(e) => return Err(e),
         };
         let current = history.iter().find(|v| v.labels.contains(&Label::Current));
