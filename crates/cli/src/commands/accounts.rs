@@ -237,6 +237,11 @@ pub fn enroll(
     for line in &done {
         eprintln!("  {line}");
     }
+    let (findings, notes): (Vec<_>, Vec<_>) =
+        findings.into_iter().partition(super::rights::holds_token);
+    for f in &notes {
+        eprintln!("  note: {}", super::rights::finding_text(f));
+    }
     if !findings.is_empty() {
         println!(
             "account `{account}` is not enrolled: `rights check` still finds what the profile does not allow, so no token was obtained:"

@@ -1100,48 +1100,8 @@ pub(super) async fn enrol(
         );
     }
     let paced = Paced::for_config(&config.config);
-    let mut read = StudyRead::open(config, store, &paced, study).await?;
+    let read = StudyRead::open(config, store, &paced, study).await?;
     let manager = read.manager;
-    let mut done = Vec::new();
-    let member = read.live.users.iter().any(|r| {
-        r.get("username")
-            .and_then(governance::redcap::rights::wire_text)
-            .is_some_and(|u| u.eq_ignore_ascii_case(&account.username))
-    });
-    if !member {
-        let dag = match account.site.as_ref().and_then(|s| {
-            study.site.iter().find(|x| &x.name == s)
-        }) {
-            None => String::new(),
-            Some(site) => read
-                .live
-                .dags
-                .iter()
-                .find(|d| d.id == site.dag_id)
-                .map(|d| d.unique_name.clone())
-                .with_context(|| {
-                    format!(
-                        "site `{}` is bound to DAG id {}, which project of study `{}` does not have; fix the site's dag_id (`redcap-warden sites`)",
-                        site.name, site.dag_id, study.name
-                    )
-                })?,
-        };
-        let mut row = Map::new();
-        row.insert("username".into(), json!(account.username));
-        // Always the DAG: REDCap resets it when the column is left out.
-        row.insert("data_access_group".into(), json!(dag));
-        read.project
-            .import_users(&[row])
-            .await
-            .map_err(|e| refusal(manager, account, "Import Users (adding the user)", e))?;
-        let line = format!(
-            "user: added to the project with no rights, data_access_group: {}",
-            if dag.is_empty() { "(none)" } else { &dag }
-        );
-        record(trail, study, account, operator, reason, vec![line.clone()]).await?;
-        done.push(line);
-        read.live = read.read_live().await?;
-    }
     let (instruments, encoding) = read.instruments().await?;
     let mut applier = Applier {
         read,
@@ -1151,12 +1111,56 @@ pub(super) async fn enrol(
         instruments,
         encoding,
     };
-    match applier.account(account).await? {
-        Applied::Nothing => done.push("rights already within the profile".into()),
-        Applied::Blocked(why) => {
-            bail!("the profile of `{}` cannot be applied: {why}", account.name)
+    let mut done = Vec::new();
+    let member = applier.read.live.users.iter().any(|r| {
+        r.get("username")
+            .and_then(governance::redcap::rights::wire_text)
+            .is_some_and(|u| u.eq_ignore_ascii_case(&account.username))
+    });
+    // A member in a role leaves it first, and rights beyond the profile
+    // come down — what `rights apply` does.
+    if member {
+        match applier.account(account).await? {
+            Applied::Nothing => {}
+            Applied::Blocked(why) => {
+                bail!("the profile of `{}` cannot be applied: {why}", account.name)
+            }
+            Applied::Done(plan) => done.extend(plan.changes.iter().map(|c| c.to_string())),
         }
-        Applied::Done(plan) => done.extend(plan.changes.iter().map(|c| c.to_string())),
+    }
+    // Then exactly the profile (the user added to the project if it is
+    // not in it), DAG included.
+    let governed = applier
+        .read
+        .governed
+        .iter()
+        .find(|(a, _)| a.name == account.name)
+        .map(|(_, g)| g.clone())
+        .context("the account is governed (it has a profile)")?;
+    let plan = rights::enrolment_row(
+        &governed,
+        &applier.read.live,
+        &applier.instruments,
+        applier.encoding,
+    )?;
+    if !plan.is_empty() {
+        applier
+            .read
+            .project
+            .import_users(std::slice::from_ref(&plan.row))
+            .await
+            .map_err(|e| refusal(manager, account, "Import Users (the profile)", e))?;
+        let mut lines: Vec<String> = Vec::new();
+        if !member {
+            lines.push("user: added to the project".into());
+        }
+        lines.extend(plan.changes.iter().map(|c| c.to_string()));
+        record(trail, study, account, operator, reason, lines.clone()).await?;
+        done.extend(lines);
+        applier.read.live = applier.read.read_live().await?;
+    }
+    if done.is_empty() {
+        done.push("rights and DAG already exactly its profile".into());
     }
     let checked = applier
         .read
@@ -1185,4 +1189,13 @@ pub(super) async fn enrol(
 /// A finding as `rights check` prints it.
 pub(super) fn finding_text(f: &Finding) -> String {
     finding_line(f)
+}
+
+/// Whether `f` keeps a token from being obtained or stored for its
+/// account (enrolment, rotation): every finding does but a missing
+/// project expiration — not a right beyond the profile, and one that
+/// re-authorisation sets (`reauth`); it is shown, not held against the
+/// token.
+pub(super) fn holds_token(f: &Finding) -> bool {
+    f.code != "no-expiration"
 }

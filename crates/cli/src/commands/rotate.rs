@@ -525,6 +525,14 @@ impl RightsCheck for LiveRights<'_> {
             super::rights::account_findings(self.config, self.store, study, account)
                 .await
                 .map_err(|e| format!("{e:#}"))?;
+        // A missing expiration is shown, not held against the token.
+        let (findings, notes): (Vec<_>, Vec<_>) =
+            findings.into_iter().partition(super::rights::holds_token);
+        let probes: Vec<String> = notes
+            .iter()
+            .map(|f| format!("note: {} {}", f.code, f.detail))
+            .chain(probes)
+            .collect();
         Ok(if findings.is_empty() {
             RightsVerdict::Clean(probes)
         } else {

@@ -10,7 +10,7 @@ pub use check::{
     Finding, Governed, LiveDag, LiveProject, Severity, SiteBinding, SiteToken, administrator,
     check_account, digest, renamed_dags, rights_beyond, shared_accounts, shared_tokens, ungoverned,
 };
-pub use plan::{AccountPlan, Change, PlanBlocked, plan_account};
+pub use plan::{AccountPlan, Change, PlanBlocked, enrolment_row, plan_account};
 pub use profile::{Profile, ProfileError, built_in, resolve};
 
 #[cfg(test)]

@@ -256,6 +256,148 @@ pub fn plan_account(
     })
 }
 
+/// The Import Users row that gives an account being enrolled (`accounts
+/// enroll`) exactly its profile: every granted attribute at its grant and
+/// every other one the user holds at 0, every instrument's data viewing
+/// and export right at the profile's ceiling, and its site's DAG (looked
+/// up by id; `data_access_group` is always in the row). The changes are
+/// against the user's live row, or against nothing when the user is not in
+/// the project yet (the import adds it).
+///
+/// This is the one place the tool raises rights — to the profile and no
+/// further — because an operator enrolling an account asks for it, with a
+/// recorded reason. A user in a role must leave it first (`rights apply`'s
+/// plan does that).
+pub fn enrolment_row(
+    governed: &Governed,
+    live: &LiveProject,
+    instruments: &[String],
+    encoding: FormRightsEncoding,
+) -> Result<AccountPlan, PlanBlocked> {
+    let row = live.users.iter().find(|r| {
+        r.get("username")
+            .and_then(wire_text)
+            .is_some_and(|u| u.eq_ignore_ascii_case(&governed.username))
+    });
+    let user = row.map(UserRights::from_json).transpose()?;
+    let profile = &governed.profile;
+    let mut changes = Vec::new();
+    let mut import = Map::new();
+    import.insert(
+        "username".into(),
+        Value::String(governed.username.to_lowercase()),
+    );
+    let live_dag = user
+        .as_ref()
+        .and_then(|u| u.data_access_group.clone())
+        .unwrap_or_default();
+    let dag = match &governed.site {
+        Some((site, dag_id)) => live
+            .dags
+            .iter()
+            .find(|d| d.id == *dag_id)
+            .map(|d| d.unique_name.clone())
+            .ok_or_else(|| PlanBlocked::SiteDagMissing {
+                site: site.clone(),
+                dag_id: *dag_id,
+            })?,
+        None => String::new(),
+    };
+    if user.is_none() || live_dag != dag {
+        changes.push(Change {
+            field: "data_access_group".into(),
+            live: if live_dag.is_empty() {
+                "(none)".into()
+            } else {
+                live_dag
+            },
+            wanted: if dag.is_empty() {
+                "(none)".into()
+            } else {
+                dag.clone()
+            },
+        });
+    }
+    import.insert("data_access_group".into(), Value::String(dag));
+
+    // Every attribute the profile grants, at its grant; every other one
+    // the user holds, down to 0.
+    let mut keys: Vec<String> = profile.grants.keys().cloned().collect();
+    if let Some(row) = row {
+        keys.extend(
+            row.keys()
+                .filter(|k| !IDENTITY.contains(&k.as_str()))
+                .cloned(),
+        );
+    }
+    keys.sort();
+    keys.dedup();
+    for key in keys {
+        let held = match &user {
+            None => 0,
+            Some(u) => match u.rights.attribute(&key) {
+                Some(v) => v,
+                None if profile.grants.contains_key(&key) => 0,
+                // Not a right this version knows: a finding, not something
+                // to import.
+                None => continue,
+            },
+        };
+        let wanted = profile.grant(&key);
+        if held != wanted {
+            changes.push(Change {
+                field: key.clone(),
+                live: held.to_string(),
+                wanted: wanted.to_string(),
+            });
+        }
+        if held != wanted || user.is_none() {
+            import.insert(key, Value::from(wanted));
+        }
+    }
+
+    let mut forms = Map::new();
+    let mut forms_export = Map::new();
+    for form in instruments {
+        let l = user
+            .as_ref()
+            .and_then(|u| u.rights.forms.get(form).copied())
+            .unwrap_or(FormRight::NoAccess);
+        let w = profile.form(form);
+        if w != l {
+            changes.push(Change {
+                field: format!("forms {form}"),
+                live: form_right_name(l).into(),
+                wanted: form_right_name(w).into(),
+            });
+        }
+        forms.insert(form.clone(), Value::from(w.code(encoding)));
+        let l = user
+            .as_ref()
+            .and_then(|u| u.rights.forms_export.get(form).copied())
+            .unwrap_or(ExportRight::NoAccess);
+        let w = profile.form_export(form);
+        if w != l {
+            changes.push(Change {
+                field: format!("forms_export {form}"),
+                live: export_right_name(l).into(),
+                wanted: export_right_name(w).into(),
+            });
+        }
+        forms_export.insert(form.clone(), Value::from(w.code()));
+    }
+    import.insert("forms".into(), Value::Object(forms));
+    import.insert("forms_export".into(), Value::Object(forms_export));
+
+    Ok(AccountPlan {
+        account: governed.account.clone(),
+        username: governed.username.clone(),
+        role: None,
+        changes,
+        row: import,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

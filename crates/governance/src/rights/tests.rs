@@ -368,3 +368,75 @@ fn the_file_repository_right_is_critical_on_a_site_account() {
     );
     assert!(f[0].risk.contains("File Repository"), "{}", f[0].risk);
 }
+
+#[test]
+fn an_enrolment_row_gives_exactly_the_profile_with_the_dag() {
+    let instruments = ["consent".to_string(), "visit".to_string()];
+    let enc = redcap::rights::FormRightsEncoding::for_version(redcap::RedcapVersion::SPEC);
+    // Not in the project: every grant, every instrument, the site's DAG.
+    let empty = LiveProject {
+        users: vec![],
+        ..live(clean_user())
+    };
+    let p = enrolment_row(&site_account(), &empty, &instruments, enc).unwrap();
+    assert_eq!(p.row["username"], "svc_a");
+    assert_eq!(p.row["data_access_group"], "site_a");
+    assert_eq!(p.row["api_export"], 1);
+    assert_eq!(p.row["api_import"], 1);
+    assert_eq!(p.row["record_create"], 1);
+    assert!(
+        p.row.get("design").is_none(),
+        "absent means 0 for a new user"
+    );
+    let changes: Vec<String> = p.changes.iter().map(|c| c.to_string()).collect();
+    assert!(
+        changes.contains(&"data_access_group: (none) -> site_a".to_string()),
+        "{changes:?}"
+    );
+    assert!(
+        changes.contains(&"api_export: 0 -> 1".to_string()),
+        "{changes:?}"
+    );
+    assert!(
+        changes.contains(&"forms visit: no_access -> view_edit".to_string()),
+        "{changes:?}"
+    );
+    // Applied, it leaves nothing to change and no finding.
+    let u = clean_user();
+    let mut within = u.clone();
+    within["forms"] = json!({"visit": 130, "consent": 130});
+    within["forms_export"] = json!({"visit": 3, "consent": 3});
+    let p = enrolment_row(&site_account(), &live(within.clone()), &instruments, enc).unwrap();
+    assert!(p.is_empty(), "{:?}", p.changes);
+    assert_eq!(
+        check_account(&site_account(), &live(within)).unwrap(),
+        vec![]
+    );
+    // A member below and above the profile, in another DAG: raised, lowered
+    // and moved, the DAG always in the row.
+    let mut off = u;
+    off["api_import"] = json!(0);
+    off["design"] = json!(1);
+    off["data_access_group"] = json!("");
+    off["data_access_group_id"] = json!(null);
+    let p = enrolment_row(&site_account(), &live(off), &instruments, enc).unwrap();
+    let changes: Vec<String> = p.changes.iter().map(|c| c.to_string()).collect();
+    assert!(
+        changes.contains(&"api_import: 0 -> 1".to_string()),
+        "{changes:?}"
+    );
+    assert!(
+        changes.contains(&"design: 1 -> 0".to_string()),
+        "{changes:?}"
+    );
+    assert_eq!(p.row["data_access_group"], "site_a");
+    // A site whose DAG is gone cannot be enrolled.
+    let gone = LiveProject {
+        dags: vec![],
+        ..live(clean_user())
+    };
+    assert!(matches!(
+        enrolment_row(&site_account(), &gone, &instruments, enc),
+        Err(PlanBlocked::SiteDagMissing { .. })
+    ));
+}

@@ -447,13 +447,9 @@ impl Rotator<'_> {
             id: rot.id.clone(),
         };
         // The time just before the call, and the log's rows of the call
-        // from then on as they stand before it.
+        // from then on (anyone's) as they stand before it.
         let asked = self.clock.now();
-        let before = self
-            .ownership
-            .calls(Some(&rot.username), asked)
-            .await
-            .map_err(log_error)?;
+        let before = self.ownership.calls(None, asked).await.map_err(log_error)?;
         let failure = match self.redcap.project_of(token).await {
             Err(detail) => {
                 return Err(RotationError::Redcap {
@@ -482,24 +478,31 @@ impl Rotator<'_> {
         let ownership = match before {
             LogCalls::NoReader(why) => Ownership::Unproven(why),
             LogCalls::Rows(before) => {
-                let after = match self
-                    .ownership
-                    .calls(Some(&rot.username), asked)
-                    .await
-                    .map_err(log_error)?
-                {
+                let rows = |calls| match calls {
                     LogCalls::Rows(rows) => rows,
                     LogCalls::NoReader(_) => Vec::new(),
                 };
-                match super::ownership::new_rows(&before, &after).pop() {
-                    Some(row) => Ownership::Proved(format!("REDCap's log: {row}")),
+                // The call, under the expected username: a row that was
+                // not there before.
+                let mine = rows(
+                    self.ownership
+                        .calls(Some(&rot.username), asked)
+                        .await
+                        .map_err(log_error)?,
+                );
+                let theirs: Vec<_> = before
+                    .iter()
+                    .filter(|c| c.username.eq_ignore_ascii_case(&rot.username))
+                    .cloned()
+                    .collect();
+                match super::ownership::new_rows(&theirs, &mine).pop() {
+                    Some(call) => Ownership::Proved(format!("REDCap's log: {}", call.row)),
                     None => {
-                        let others =
-                            match self.ownership.calls(None, asked).await.map_err(log_error)? {
-                                LogCalls::Rows(rows) => rows,
-                                LogCalls::NoReader(_) => Vec::new(),
-                            };
-                        Ownership::Refuted(refutation(rot, asked, &others))
+                        // Whose call it was: the new rows of anyone.
+                        let after =
+                            rows(self.ownership.calls(None, asked).await.map_err(log_error)?);
+                        let new = super::ownership::new_rows(&before, &after);
+                        Ownership::Refuted(refutation(rot, asked, &new))
                     }
                 }
             }
@@ -791,22 +794,22 @@ impl Rotator<'_> {
     }
 }
 
-/// Why ownership was refuted: no call of Export Project Info under the
-/// account's username since `asked`, and whose calls there were.
-fn refutation(rot: &Rotation, asked: jiff::Timestamp, others: &[String]) -> String {
+/// Why ownership was refuted: no new call of Export Project Info under
+/// the account's username since `asked`, and whose new calls there were.
+fn refutation(
+    rot: &Rotation,
+    asked: jiff::Timestamp,
+    others: &[super::ownership::LoggedCall],
+) -> String {
     let mut users: Vec<&str> = others
         .iter()
-        .filter_map(|r| {
-            r.split_once(") ")
-                .and_then(|(_, rest)| rest.split_once(':'))
-        })
-        .map(|(user, _)| user.trim())
+        .map(|c| c.username.as_str())
         .filter(|u| !u.eq_ignore_ascii_case(&rot.username))
         .collect();
     users.sort_unstable();
     users.dedup();
     let shown = if users.is_empty() {
-        "no call of it by anyone else either".to_string()
+        "no new call of it by anyone else either".to_string()
     } else {
         format!(
             "the call appears under {} instead: the token is that user's",

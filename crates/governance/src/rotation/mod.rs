@@ -62,7 +62,7 @@ pub use issuer::{CommandIssuer, IssueError, Issuer, SandboxIssuer, Target};
 pub use issuer::{manual_create_steps, manual_retire_steps};
 pub use journal::{AccountLock, Journal, Regeneration};
 pub use machine::{Cutover, NoGateway, Plan, Rotator, Verification};
-pub use ownership::{LogCalls, LogCorrelation, NoLogReader, Ownership, OwnershipCheck};
+pub use ownership::{LogCalls, LogCorrelation, LoggedCall, NoLogReader, Ownership, OwnershipCheck};
 pub use probe::{NoRightsCheck, RightsCheck, RightsVerdict, TokenAnswer, TokenCheck};
 pub use status::{TokenStatus, inventory};
 

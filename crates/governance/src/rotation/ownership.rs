@@ -10,7 +10,7 @@
 //! row that was not there before is the call, made under the expected
 //! username. A token of another user (another site's account pasted, the
 //! other account of a dual pair) leaves its row under that user instead,
-//! and the proof fails.
+//! and the proof fails, naming whose new row appeared.
 //!
 //! REDCap stamps rows in server-local time to the minute (§7.1): the rows
 //! are placed in time with the configured `[redcap] time_zone`, and a row
@@ -71,13 +71,22 @@ impl Ownership {
     }
 }
 
+/// One call of Export Project Info in REDCap's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedCall {
+    /// Who REDCap logged it under (lower case).
+    pub username: String,
+    /// The row, redacted, as evidence ([`evidence`]).
+    pub row: String,
+}
+
 /// What the log shows, from a moment on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LogCalls {
     /// No log can be read, and why: ownership stays unproven.
     NoReader(String),
-    /// The rows of Export Project Info calls (redacted, one line each).
-    Rows(Vec<String>),
+    /// The rows of Export Project Info calls.
+    Rows(Vec<LoggedCall>),
 }
 
 /// Reads REDCap's log for the calls of Export Project Info. `Err` means
@@ -187,23 +196,26 @@ impl<L: OutboundLimiter + Clone + 'static> OwnershipCheck for LogCorrelation<'_,
             rows.extend(
                 got.iter()
                     .filter(|r| is_call_since(r, username, &self.reader, since, &self.time_zone))
-                    .map(|r| evidence(r, &self.time_zone)),
+                    .map(|r| LoggedCall {
+                        username: r.username().trim().to_lowercase(),
+                        row: evidence(r, &self.time_zone),
+                    }),
             );
         }
         Ok(LogCalls::Rows(rows))
     }
 }
 
-/// The rows of `after` that were not in `before` (as a multiset: a row
+/// The calls of `after` that were not in `before` (as a multiset: a row
 /// REDCap wrote twice in one minute counts twice).
-pub fn new_rows(before: &[String], after: &[String]) -> Vec<String> {
+pub fn new_rows(before: &[LoggedCall], after: &[LoggedCall]) -> Vec<LoggedCall> {
     let mut seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
     for r in before {
-        *seen.entry(r.as_str()).or_default() += 1;
+        *seen.entry(r.row.as_str()).or_default() += 1;
     }
     after
         .iter()
-        .filter(|r| match seen.get_mut(r.as_str()) {
+        .filter(|r| match seen.get_mut(r.row.as_str()) {
             Some(n) if *n > 0 => {
                 *n -= 1;
                 false

@@ -1013,10 +1013,11 @@ impl OwnershipCheck for FakeLog {
                 .unwrap()
                 .iter()
                 .filter(|u| username.is_none_or(|w| w == u.as_str()))
-                .map(|u| {
-                    format!(
+                .map(|u| LoggedCall {
+                    username: u.clone(),
+                    row: format!(
                         "2026-12-07 09:30 (UTC) {u}: Manage/Design Export project information (API)"
-                    )
+                    ),
                 })
                 .collect(),
         ))
