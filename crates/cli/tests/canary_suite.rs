@@ -1134,6 +1134,61 @@ fn quickstart(suite: &mut Suite, root: &Path) -> Quick {
             leaks.extend(c.find(what, text.as_bytes()));
         }
     }
+    // An account's life on the quickstart: site B retired (its clients'
+    // keys revoked, its token deleted and its user removed through the
+    // sandbox, the token proved dead, its secret retired), then enrolled
+    // again (its profile applied in REDCap, DAG included, a first token
+    // created, escrowed, verified — ownership through the log reader — and
+    // stored). Its new token is a canary too.
+    let retired = suite.run(
+        &dir,
+        &[
+            "accounts",
+            "retire",
+            "heart2-site-b",
+            "--reason",
+            "canary suite",
+        ],
+        None,
+    );
+    assert!(
+        retired.ok().text().contains("is retired"),
+        "{}",
+        retired.text()
+    );
+    suite.run(&dir, &["accounts", "list"], None);
+    suite.run(&dir, &["rotate", "status"], None);
+    let enrolled = suite.run(
+        &dir,
+        &[
+            "accounts",
+            "enroll",
+            "heart2-site-b",
+            "--reason",
+            "canary suite",
+        ],
+        None,
+    );
+    assert!(
+        enrolled.ok().text().contains("ownership: proved"),
+        "{}",
+        enrolled.text()
+    );
+    let enrolled_token = suite.rt.block_on(async {
+        use secrets::SecretStore;
+        store
+            .get(
+                &secrets::SecretName::new("redcap/heart2/site-b").unwrap(),
+                &secrets::Selector::Label(secrets::Label::Current),
+            )
+            .await
+            .unwrap()
+            .value
+            .expose()
+            .to_string()
+    });
+    canaries.push(Canary::new(&enrolled_token));
+    let refs: Vec<&Canary> = canaries.iter().collect();
     // The SOP of the quickstart's configuration, written and checked: its
     // files are scanned with the installation, its output with the rest.
     suite.run(&dir, &["sop", "--out", "sop"], None).ok();

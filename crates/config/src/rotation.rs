@@ -56,7 +56,8 @@ pub struct RotationSection {
     /// A file (mode 0600) holding the sandbox's `--admin-secret`.
     pub sandbox_admin_secret_file: Option<PathBuf>,
     /// The `command` issuer's program and arguments; `{account}`,
-    /// `{username}` and `{project_id}` are replaced. It prints the new token
+    /// `{username}`, `{project_id}` and `{action}` (`create` at enrolment,
+    /// else `regenerate`) are replaced. It prints the new token
     /// on standard output; its standard error is shown.
     #[serde(default)]
     pub command: Vec<String>,

@@ -362,7 +362,7 @@ fn routine(loaded: &LoadedConfig, sop: &SopSection) -> Section {
                     "**obtained**: the new token is obtained (§9 for `manual`) and at once encrypted into the escrow; REDCap has already deactivated the old token.",
                 ),
                 s(
-                    "**verified**: the new token authenticates and opens the study's project, and the account's rights and Data Access Group are within its profile. A finding (e.g. `mobile_app`, which the Control Center can set) stops the rotation here with the token kept in escrow: have the rights fixed, then `rotate resume ID`.",
+                    "**verified**: the new token authenticates and opens the study's project; REDCap's log, read through the study's log reader, shows that call under the account's username (ownership proved — without a log reader it is recorded unproven; a call under another username fails the rotation, the token kept in escrow); and the account's rights and Data Access Group are within its profile. A finding (e.g. `mobile_app`, which the Control Center can set) stops the rotation here with the token kept in escrow: have the rights fixed, then `rotate resume ID`.",
                 ),
                 s(
                     "**stored**: the store holds the new token as `pending`; **switched**: it is `current`, the escrow is removed and the gateway released.",
@@ -422,17 +422,18 @@ fn lifecycle(loaded: &LoadedConfig) -> Section {
         blocks: vec![
             Block::Heading(s("Enrolment of a service account")),
             Block::Steps(vec![
-                s(
-                    "The REDCap administrator creates the REDCap user (API only: no UI login), adds it to the project and to the site's Data Access Group, and creates its API token.",
-                ),
+                s("The REDCap administrator creates the REDCap user (API only: no UI login)."),
                 s(
                     "The SOP owner adds its `[[account]]` (name, username, secret, study, site, profile, `rotate_every_days`) to `warden.toml` and runs `redcap-warden config check`.",
                 ),
                 s(
-                    "The rotation operator brings its rights within the profile: `redcap-warden rights plan --account ACCOUNT`, then `redcap-warden rights apply --account ACCOUNT --reason R`, and proves it with `redcap-warden rights check --account ACCOUNT` (exit 0).",
+                    "The rotation operator enrols it: `redcap-warden accounts enroll ACCOUNT --reason R`. The tool applies the account's profile in REDCap through the study's rights manager (the user added to the project in its site's Data Access Group if missing) and proves it with `rights check`; any finding stops it before a token exists — fix it in REDCap (User Rights) and run the command again.",
                 ),
                 s(
-                    "The rotation operator stores the first token from the no-echo prompt: `redcap-warden secrets put SECRET --reason R`.",
+                    "The tool then obtains the first token: with the manual issuer it prints the Control Center steps (§9: create the user's API token) for the REDCap administrator, and the rotation operator pastes the token at the no-echo prompt. The token is escrowed, verified (the study's project; the call in REDCap's log under the account's username; rights and DAG) and stored as current.",
+                ),
+                format!(
+                    "If the command stops (an error, a power cut), the rotation operator runs it again: it continues from the journal in `{data_dir}/rotation/` without asking for another token once one is escrowed. Evidence: the `rights` and `rotation` ledger entries (kind `enrol`) with the operator and reason."
                 ),
                 s(
                     "The SOP owner regenerates this document (`redcap-warden sop --out DIR`): the new account appears in §4 and §9.",
@@ -441,13 +442,13 @@ fn lifecycle(loaded: &LoadedConfig) -> Section {
             Block::Heading(s("Retirement of a service account")),
             Block::Steps(vec![
                 s(
-                    "The rotation operator revokes the keys of the account's clients (`redcap-warden keys list`, `redcap-warden keys revoke ID --reason R`).",
+                    "The rotation operator runs `redcap-warden accounts retire ACCOUNT --reason R`: it revokes the keys of the account's clients and prints the REDCap steps (with the sandbox issuer it does them itself).",
                 ),
                 s(
-                    "The REDCap administrator deletes the account's API token in the Control Center (§9, the same page: delete instead of regenerate) and removes the user from the project.",
+                    "The REDCap administrator deletes the account's API token in the Control Center (§9, the same page: delete instead of regenerate) and removes the user from the project (User Rights).",
                 ),
                 s(
-                    "The REDCap administrator confirms in the Control Center (§9) that the user holds no token in the project. (`accounts retire`, which will prove the token dead through REDCap's invalid-token answer and retire the secret, is not available yet.)",
+                    "The rotation operator runs the same command again: it proves the token dead through REDCap's invalid-token answer, records the proof, and retires the secret (kept in the store's history, no longer served); the gateway refuses the account from then on and `redcap-warden accounts list` shows it retired. Evidence: the `key` and `admin` ledger entries with the operator, reason and proof.",
                 ),
                 format!(
                     "The SOP owner removes its `[[account]]` and `[[client]]` sections and regenerates this document. The secret keeps its history in the store; the rotation journals stay in `{data_dir}/rotation/`."
