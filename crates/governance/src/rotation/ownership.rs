@@ -225,3 +225,118 @@ pub fn new_rows(before: &[LoggedCall], after: &[LoggedCall]) -> Vec<LoggedCall> 
         .cloned()
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use redcap::redact::Placeholder;
+
+    use super::*;
+
+    fn row(ts: &str, user: &str, details: &str) -> LogEntry {
+        LogEntry::new(ts, user, "Manage/Design ", details, "", &Placeholder)
+    }
+
+    #[test]
+    fn a_call_is_placed_in_redcaps_time_zone_and_matched_by_user_and_method() {
+        let berlin = TimeZone::get("Europe/Berlin").unwrap();
+        // 10:30 in Berlin (winter) is 09:30 UTC; the minute ends 09:31.
+        let since: Timestamp = "2026-12-07T09:30:40Z".parse().unwrap();
+        let call = row(
+            "2026-12-07 10:30",
+            "svc_a",
+            "Export project information (API)",
+        );
+        assert!(is_call_since(
+            &call,
+            Some("SVC_A"),
+            "svc_log",
+            since,
+            &berlin
+        ));
+        // "09:30" is the call's minute in UTC, but in Berlin it ended an
+        // hour before the call began.
+        let nine = row(
+            "2026-12-07 09:30",
+            "svc_a",
+            "Export project information (API)",
+        );
+        assert!(is_call_since(
+            &nine,
+            Some("svc_a"),
+            "svc_log",
+            since,
+            &TimeZone::UTC
+        ));
+        assert!(!is_call_since(
+            &nine,
+            Some("svc_a"),
+            "svc_log",
+            since,
+            &berlin
+        ));
+        // A minute that ended before the call began is an earlier call.
+        let earlier = row(
+            "2026-12-07 10:29",
+            "svc_a",
+            "Export project information (API)",
+        );
+        assert!(!is_call_since(
+            &earlier,
+            Some("svc_a"),
+            "svc_log",
+            since,
+            &berlin
+        ));
+        // Another user, another method, the log reader itself.
+        assert!(!is_call_since(
+            &call,
+            Some("svc_b"),
+            "svc_log",
+            since,
+            &berlin
+        ));
+        let other = row("2026-12-07 10:30", "svc_a", "Export users (API)");
+        assert!(!is_call_since(
+            &other,
+            Some("svc_a"),
+            "svc_log",
+            since,
+            &berlin
+        ));
+        let reader = row(
+            "2026-12-07 10:30",
+            "svc_log",
+            "Export project information (API)",
+        );
+        assert!(!is_call_since(&reader, None, "svc_log", since, &berlin));
+        assert!(is_call_since(&call, None, "svc_log", since, &berlin));
+        // A row that is not REDCap's minute never matches.
+        let bad = row("yesterday", "svc_a", "Export project information (API)");
+        assert!(!is_call_since(
+            &bad,
+            Some("svc_a"),
+            "svc_log",
+            since,
+            &berlin
+        ));
+        assert_eq!(
+            evidence(&call, &berlin),
+            "2026-12-07 10:30 (Europe/Berlin) svc_a: Manage/Design Export project information (API)"
+        );
+    }
+
+    #[test]
+    fn only_rows_missing_before_the_call_are_new() {
+        let call = |u: &str, row: &str| LoggedCall {
+            username: u.into(),
+            row: row.into(),
+        };
+        let a = call("svc_a", "10:30 svc_a");
+        let b = call("svc_b", "10:30 svc_b");
+        let one = vec![a.clone()];
+        let two = vec![a.clone(), a.clone()];
+        assert_eq!(new_rows(&one, &one), vec![]);
+        assert_eq!(new_rows(&one, &two), vec![a.clone()]);
+        assert_eq!(new_rows(&one, &[b.clone(), a]), vec![b]);
+    }
+}
