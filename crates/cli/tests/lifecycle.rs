@@ -52,6 +52,9 @@ fn run(dir: &Path, args: &[&str], fault: Option<&str>, stdin: Option<&str>) -> O
     child.wait_with_output().unwrap()
 }
 
+/// REDCap's (the sandbox's) time zone, and `[redcap] time_zone`.
+const ZONE: &str = "Pacific/Auckland";
+
 struct Study {
     _tmp: tempfile::TempDir,
     dir: PathBuf,
@@ -70,7 +73,11 @@ fn study() -> Study {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("w");
     std::fs::create_dir(&dir).unwrap();
-    let s = Sandbox::start(&tmp.path().join("sandbox"));
+    // REDCap stamps its log in server-local time: a zone far from UTC, on
+    // both sides, so a proof that ignored it would fail.
+    let s = Sandbox::start_with(&tmp.path().join("sandbox"), |c| {
+        c.timezone = jiff::tz::TimeZone::get(ZONE).unwrap();
+    });
     let md = json!([
         {"field_name": "record_id", "form_name": "demographics", "field_type": "text", "field_label": "ID"},
         {"field_name": "age", "form_name": "demographics", "field_type": "text", "field_label": "Age"}
@@ -121,6 +128,14 @@ fn study() -> Study {
     ];
 
     init(&dir, &s.api_url);
+    let cfg = dir.join("warden.toml");
+    let toml = std::fs::read_to_string(&cfg).unwrap();
+    assert!(toml.contains("time_zone = \"UTC\""), "{toml}");
+    std::fs::write(
+        &cfg,
+        toml.replace("time_zone = \"UTC\"", &format!("time_zone = \"{ZONE}\"")),
+    )
+    .unwrap();
     let secret_file = dir.join("sandbox-admin-secret");
     std::fs::write(&secret_file, format!("{ADMIN}\n")).unwrap();
     std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -289,7 +304,9 @@ fn ownership_is_proved_through_the_log_reader_and_another_users_token_is_refused
     assert!(all.contains("ownership: proved"), "{all}");
     assert!(
         all.contains("ownership: proved (REDCap's log: ")
-            && all.contains("svc_site_a: Manage/Design Export project information (API)"),
+            && all.contains(
+                "(Pacific/Auckland) svc_site_a: Manage/Design Export project information (API)"
+            ),
         "the verified entry names the log row: {all}"
     );
     let current = s.token(pid, "svc_site_a");
