@@ -1,10 +1,12 @@
 //! Ownership and an account's life, end to end against redcap-sandbox:
 //!
 //! - a rotation proves the new token's ownership through the study's log
-//!   reader (REDCap's log shows verification's call under the account's
-//!   username); a token of another user of the same project — which opens
-//!   the right project — is refused because the log shows the call under
-//!   that user, and stays in escrow;
+//!   reader (REDCap's log, in a time zone far from UTC, shows
+//!   verification's call under the account's username); a token of
+//!   another user of the same project — which opens the right project — is
+//!   refused because the log shows the call under that user, and stays in
+//!   escrow; the account is then retired by hand (the manual issuer's
+//!   steps, the command run again once the token is deleted);
 //! - `accounts enroll` adds a REDCap user to the project in its site's
 //!   DAG, applies and proves its profile, and obtains its first token (the
 //!   process killed after the escrow, then the command run again finishes
@@ -375,6 +377,72 @@ fn ownership_is_proved_through_the_log_reader_and_another_users_token_is_refused
     );
     assert_eq!(status, 200, "{body}");
     drop(serving);
+
+    // Retired by hand (the manual issuer): the first run revokes the keys
+    // and prints the REDCap steps, but the token still answers, so it
+    // stops; once the administrator deleted the token, the second run
+    // proves it dead and retires the secret.
+    let out = run(
+        &dir,
+        &[
+            "accounts",
+            "retire",
+            "heart-site-a",
+            "--reason",
+            "site A closed",
+            "--issuer",
+            "manual",
+        ],
+        None,
+        None,
+    );
+    outputs.push_str(&text(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let all = text(&out);
+    assert!(
+        all.contains("revoked key")
+            && all.contains("Control Center → API Tokens")
+            && all.contains("delete the token")
+            && all.contains("Remove user")
+            && all.contains("still authenticates at REDCap"),
+        "{all}"
+    );
+    let rows = json_rows(&dir, &["accounts", "list", "--json"]);
+    assert_eq!(rows[0]["retired"], Value::Null, "not retired yet: {rows}");
+    s.rt.block_on(async {
+        let r = s
+            .http
+            .delete(format!(
+                "{}/sandbox/projects/{pid}/users/svc_site_a/token",
+                s.base
+            ))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    });
+    let out = run(
+        &dir,
+        &[
+            "accounts",
+            "retire",
+            "heart-site-a",
+            "--reason",
+            "site A closed",
+            "--issuer",
+            "manual",
+        ],
+        None,
+        None,
+    );
+    outputs.push_str(&text(&out));
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("got REDCap's invalid-token answer"),
+        "{}",
+        text(&out)
+    );
 
     let verify = warden(&dir, &["ledger", "verify"], None);
     assert!(verify.status.success(), "{}", text(&verify));
