@@ -176,7 +176,7 @@ impl AccountStatusFile {
         Ok(self.status()?.quarantined)
     }
 
-    /// Quarantined and lapsed accounts. A missing file means none.
+    /// Quarantined, lapsed and retired accounts. A missing file means none.
     pub fn status(&self) -> Result<Status, StatusError> {
         if !self.fs.exists(&self.path) {
             return Ok(Status::default());

@@ -1,4 +1,4 @@
-//! Quarantined and lapsed accounts: the account status file as last read,
+//! Quarantined, lapsed and retired accounts: the account status file as last read,
 //! and the quarantines the DAG guard has just decided.
 
 use std::path::Path;
