@@ -166,6 +166,13 @@ pub fn enroll(
     let reason = super::reason(reason)?;
     let config = load_config(&args.config)?;
     let (acc, study) = account_and_study(&config, account)?;
+    if study.rights_manager.as_deref() == Some(account) {
+        bail!(
+            "`{account}` is the rights manager of study `{}`, through which enrolment applies profiles, so it cannot enrol itself: a REDCap administrator gives its user the rights of profile rights-manager and creates its token; store that with `redcap-warden secrets put {} --reason R` (docs/accounts.md)",
+            study.name,
+            acc.secret
+        );
+    }
     let journal = super::rotate::journal(&config);
     let _lock = journal.lock(account)?;
     // An enrolment under way (the process stopped): finish it.
