@@ -477,6 +477,19 @@ fn an_account_is_enrolled_served_and_retired() {
         text(&out)
     );
 
+    // The rights manager, through which enrolment works, is set up by hand.
+    let out = warden(
+        &dir,
+        &["accounts", "enroll", "heart-rights", "--reason", "r"],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("cannot enrol itself") && text(&out).contains("secrets put"),
+        "{}",
+        text(&out)
+    );
+
     // Enrol, killed right after the first token is escrowed …
     let out = run(
         &dir,
