@@ -88,6 +88,21 @@ pub struct Lapse {
     pub by: String,
 }
 
+/// Which member of a dual pair of accounts the gateway serves the pair's
+/// clients with (`docs/rotation.md`, dual-account mode): switched by a
+/// dual rotation, read by the gateway on every request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Active {
+    /// The `[[account]]` serving.
+    pub account: String,
+    /// Since when (UTC).
+    pub since: Timestamp,
+    /// Who switched it (the operator of the rotation).
+    pub by: String,
+    /// The rotation that switched it.
+    pub rotation_id: String,
+}
+
 /// Everything the status file holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Status {
@@ -95,6 +110,19 @@ pub struct Status {
     pub quarantined: BTreeMap<String, Quarantine>,
     /// Lapsed accounts by name.
     pub lapsed: BTreeMap<String, Lapse>,
+    /// The active member of each dual pair that has switched at least
+    /// once, by the pair's key (`warden_config::pair_key`); a pair not
+    /// listed is served by the member whose name is its key.
+    pub active: BTreeMap<String, Active>,
+}
+
+impl Status {
+    /// The member of the dual pair `pair_key` serving now.
+    pub fn active_of(&self, pair_key: &str) -> String {
+        self.active
+            .get(pair_key)
+            .map_or_else(|| pair_key.to_string(), |a| a.account.clone())
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -105,6 +133,9 @@ struct Document {
     /// Absent in files written before lapses existed (and when none).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     lapsed: BTreeMap<String, Lapse>,
+    /// Absent in files written before dual pairs existed (and when none).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    active: BTreeMap<String, Active>,
 }
 
 /// The status file: read-modify-write under an exclusive lock, replaced
@@ -171,6 +202,7 @@ impl AccountStatusFile {
         Ok(Status {
             quarantined: doc.quarantined,
             lapsed: doc.lapsed,
+            active: doc.active,
         })
     }
 
@@ -192,6 +224,7 @@ impl AccountStatusFile {
             format: FORMAT.into(),
             quarantined: status.quarantined,
             lapsed: status.lapsed,
+            active: status.active,
         })
         .expect("serialisable");
         durable::atomic_replace(&*self.fs, &self.path, &bytes).map_err(self.io("writing"))?;
@@ -226,6 +259,30 @@ impl AccountStatusFile {
     /// Clears `account`'s lapse (an approval); returns it, if it was lapsed.
     pub fn restore(&self, account: &str) -> Result<Option<Lapse>, StatusError> {
         self.update_all(|s| Ok(s.lapsed.remove(account)))
+    }
+
+    /// Makes `account` the active member of the dual pair `pair_key`
+    /// (durable when this returns: the file is replaced and synced).
+    pub fn set_active(
+        &self,
+        pair_key: &str,
+        account: &str,
+        by: &str,
+        rotation_id: &str,
+    ) -> Result<(), StatusError> {
+        let since = self.clock.now();
+        self.update_all(|s| {
+            s.active.insert(
+                pair_key.to_string(),
+                Active {
+                    account: account.to_string(),
+                    since,
+                    by: by.to_string(),
+                    rotation_id: rotation_id.to_string(),
+                },
+            );
+            Ok(())
+        })
     }
 
     /// Releases `account`; returns the quarantine it was under.

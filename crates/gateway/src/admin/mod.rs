@@ -47,4 +47,5 @@ pub(crate) fn routes() -> Router<Arc<Gateway>> {
         .route("/admin/keys/revoke", post(keys::revoke))
         .route("/admin/accounts/{account}/hold", post(holds::start))
         .route("/admin/accounts/{account}/release", post(holds::release))
+        .route("/admin/accounts/{account}/activate", post(holds::activate))
 }
