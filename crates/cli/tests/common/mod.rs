@@ -6,6 +6,7 @@
 pub mod chromium;
 pub mod sandbox;
 pub mod study;
+pub mod site;
 
 use std::io::BufRead;
 use std::path::Path;
