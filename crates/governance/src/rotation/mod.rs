@@ -28,8 +28,15 @@
 //!   released (which makes it forget cached tokens) and the [`hooks`] run.
 //! - **old-revoked-verified**: the old token got REDCap's invalid-token
 //!   answer (403 "You do not have permissions to use the API"): the proof.
-//! - **done**; or **failed** (the new token failed verification: the
-//!   escrow is kept) or **aborted**.
+//! - **done**; or **failed** (the new token failed verification, or is
+//!   another account's current token: the escrow is kept) or **aborted**.
+//!
+//! In dual-account mode ([`Dual`]) the same steps take the pair's
+//! standby to `switched`, where the gateway starts serving the pair with
+//! it ([`Cutover::activate`], no hold); then the member that was active is
+//! regenerated too — `second-obtained`, `second-verified`,
+//! `second-stored` (its `current`) — before both old tokens are proved
+//! dead, and `done` needs ownership proved for both new tokens.
 //!
 //! [`status`] is `rotate status`'s inventory: each account's token age
 //! against its period, due date, open and last rotation (the compliance
@@ -144,6 +151,7 @@ pub struct Rotation {
     /// The REDCap project the new token must belong to.
     pub project_id: u64,
     /// `single`: one account; the gateway holds its requests meanwhile.
+    /// `dual`: a pair of accounts alternating ([`Rotation::dual`]).
     pub mode: String,
     /// The issuer named when the rotation was planned.
     pub issuer: String,
