@@ -482,6 +482,89 @@ allow = ["version", "record:export"]
         let (s, b) = w.call(&gw, &export).await;
         assert_eq!(s, 200, "served by pair-2: {b}");
     }
+
+    // A request that took the active member's token just before the pair
+    // switched and reaches REDCap after that member was regenerated: REDCap
+    // refuses it, and the gateway retries with the new active member's
+    // token. (Held here at step 5 to order it: it was authorised while
+    // pair-2 served.)
+    let (s, b) = admin_post(
+        &w,
+        &gw,
+        "/admin/accounts/pair-2/hold",
+        json!({"operator": "ana", "reason": "order the test"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    let caught = {
+        let (http, addr, key) = (w.http.clone(), gw.addr, key.clone());
+        tokio::spawn(async move {
+            let r = http
+                .post(format!("http://{addr}/api/"))
+                .form(&[
+                    ("token", key.as_str()),
+                    ("content", "record"),
+                    ("format", "json"),
+                ])
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!caught.is_finished(), "the request waits at the hold");
+    governance::accounts::AccountStatusFile::new(&w.dir.join("data/account-status.json"))
+        .set_active("pair-1", "pair-1", "ana", "r2")
+        .unwrap();
+    let r: Value = w
+        .http
+        .post(format!(
+            "{}/sandbox/projects/{}/users/svc_pair_1/token/regenerate",
+            w.sandbox_base, w.pid
+        ))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let fresh = r["token"].as_str().unwrap().to_string();
+    tokens.push(fresh.clone());
+    w.store
+        .put(
+            &SecretName::new("redcap/pair-1").unwrap(),
+            secrets::SecretValue::new(fresh),
+            meta("rotated"),
+            Label::Current,
+        )
+        .await
+        .unwrap();
+    let r: Value = w
+        .http
+        .post(format!(
+            "{}/sandbox/projects/{}/users/svc_pair_2/token/regenerate",
+            w.sandbox_base, w.pid
+        ))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    tokens.push(r["token"].as_str().unwrap().to_string());
+    let (s, b) = admin_post(
+        &w,
+        &gw,
+        "/admin/accounts/pair-2/release",
+        json!({"operator": "ana", "reason": "order the test"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = caught.await.unwrap();
+    assert_eq!(s, 200, "retried with pair-1's new token: {b}");
     gw.shutdown().await.unwrap();
     let entries = entries(&OsFs, &ledger_dir);
     let served: Vec<&str> = entries
@@ -493,7 +576,7 @@ allow = ["version", "record:export"]
             _ => None,
         })
         .collect();
-    assert_eq!(served, ["pair-1", "pair-2", "pair-2", "pair-2"]);
+    assert_eq!(served, ["pair-1", "pair-2", "pair-2", "pair-2", "pair-2"]);
     assert!(entries.iter().any(|e| matches!(
         e,
         EntryKind::Admin { action, target, .. } if action == "dual-activate" && target == "account:pair-2"
