@@ -75,7 +75,7 @@ impl Site {
         let log = sandbox.user(
             pid,
             json!({"username": "svc_log", "expiration": "2099-12-31", "api_export": 1, "logging": 1,
-                "forms": {"enrolment": 0}, "forms_export": {"enrolment": 0}}),
+                "forms": {"enrolment": 0}, "forms_export": {"enrolment": 2}}),
         );
         tokens.push(log.clone());
         secrets.push(("redcap/heart/log", log));
