@@ -217,6 +217,7 @@ pub(crate) const LEDGER: &[Field] = &[
 pub(crate) const LEDGER_POSTGRES: &[Field] = &[
     opt("url", Kind::Text),
     opt("url_file", Kind::Path),
+    opt("url_credential", Kind::Text),
     opt("schema", Kind::Text),
 ];
 

@@ -24,6 +24,8 @@ mod holds;
 mod keys;
 mod ledger;
 mod reload;
+pub use reload::Reloaded;
+pub(crate) use reload::apply_reload;
 mod status;
 
 use std::sync::Arc;
