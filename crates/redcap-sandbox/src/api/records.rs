@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 use super::validation::{self, DateFormat};
 use super::{Ctx, files, metadata, text};
 use crate::db::{Field, LogKind, Project};
+use crate::filter_logic;
 use crate::format::{self, Format, Reply, RowWriter, WriteBody, php_json};
 use crate::store::{self, RecordRow, Slot};
 use std::collections::HashMap;
@@ -191,6 +192,10 @@ pub fn export(ctx: &mut Ctx) -> Result<Reply, ApiError> {
         });
     }
     let all_slots = project.is_longitudinal || project.has_repeating();
+    let filter = match ctx.post.str("filterLogic").trim() {
+        "" => None,
+        src => Some(row_filter(ctx, src)?),
+    };
     let layout = if all_slots {
         event_layouts(project, &selected, &events, labels)
     } else {
@@ -203,10 +208,26 @@ pub fn export(ctx: &mut Ctx) -> Result<Reply, ApiError> {
         .map(|d| d.id)
         .zip(project.dag_unique_names())
         .collect();
-    // Only the selected columns are read (a filter of the query); the
-    // record ID field too where it tells which events a record has.
+    // The columns read: the selected ones, then those only the filter
+    // logic needs.
+    let mut read_columns: Vec<String> = selected.iter().map(|c| c.name.clone()).collect();
+    let mut filter = filter;
+    if let Some(f) = &mut filter {
+        for (name, _) in &f.logic.columns {
+            let i = match read_columns.iter().position(|c| c == name) {
+                Some(i) => i,
+                None => {
+                    read_columns.push(name.clone());
+                    read_columns.len() - 1
+                }
+            };
+            f.cols.push(i);
+        }
+    }
+    // Only the columns read are read (a filter of the query); the record
+    // ID field too where it tells which events a record has.
     let stored_fields: Option<Vec<String>> = (selected.len() < all.len()).then(|| {
-        let mut names: Vec<String> = selected.iter().map(|c| c.name.clone()).collect();
+        let mut names = read_columns.clone();
         if all_slots && !names.contains(&rid) {
             names.push(rid.clone());
         }
@@ -224,16 +245,29 @@ pub fn export(ctx: &mut Ctx) -> Result<Reply, ApiError> {
         repeating: project.has_repeating(),
         rid_col,
         layout,
+        read_columns,
+        filter,
     };
     let pid = ctx.pid();
     let group_id = ctx.caller.group_id;
     let format = ctx.format;
     // `events`: only those events' values are read.
+    // `[event][field]` in the filter logic reads those events too.
     let event_ids: Option<Vec<i64>> = (!events.is_empty()).then(|| {
-        events
+        let mut ids: Vec<i64> = events
             .iter()
             .filter_map(|e| project.event_by_unique(e).map(|e| e.id))
-            .collect()
+            .collect();
+        if let Some(f) = &flat.filter {
+            ids.extend(
+                f.logic
+                    .events
+                    .iter()
+                    .filter(|e| !ids.contains(e))
+                    .collect::<Vec<_>>(),
+            );
+        }
+        ids
     });
     let write: WriteBody = Box::new(move |conn, out| {
         let q = store::RecordQuery {
@@ -378,12 +412,19 @@ struct FlatRows {
     /// Per event, how its slots become rows; empty for a classic project
     /// without repetition (one row per record).
     layout: Vec<EventLayout>,
+    /// The columns read: `selected`'s, then those only `filter` reads.
+    read_columns: Vec<String>,
+    /// `filterLogic`: only the rows it passes are exported.
+    filter: Option<RowFilter>,
 }
 
 /// One exported row of a record: a slot's values, the columns it shows,
 /// and its pseudo-fields.
 struct OutRow<'r> {
+    /// The slot's values (every column read).
     values: &'r [String],
+    /// The slot's event id ([`store::CLASSIC_EVENT`] in a classic project).
+    event_id: i64,
     /// Columns shown (`None`: all).
     keep: Option<&'r [bool]>,
     event: &'r str,
@@ -398,12 +439,18 @@ impl FlatRows {
     fn for_each_row<'r>(
         &'r self,
         record: &'r RecordRow,
-        mut row: impl FnMut(OutRow<'r>) -> anyhow::Result<()>,
+        mut emit: impl FnMut(OutRow<'r>) -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
+        // `filterLogic`: each row is checked as it is made.
+        let mut row = |r: OutRow<'r>| match &self.filter {
+            Some(f) if !f.passes(self, record, &r) => Ok(()),
+            _ => emit(r),
+        };
         if self.layout.is_empty() {
             let values = record.slots.first().map(|(_, v)| v.as_slice());
             return row(OutRow {
                 values: values.unwrap_or_default(),
+                event_id: store::CLASSIC_EVENT,
                 keep: None,
                 event: "",
                 instrument: "",
@@ -428,6 +475,7 @@ impl FlatRows {
                 for (i, values) in &instances {
                     row(OutRow {
                         values,
+                        event_id: e.id,
                         keep: None,
                         event: &e.name,
                         instrument: "",
@@ -439,6 +487,7 @@ impl FlatRows {
             if let Some((1, values)) = instances.first() {
                 row(OutRow {
                     values,
+                    event_id: e.id,
                     keep: Some(&e.base),
                     event: &e.name,
                     instrument: "",
@@ -455,6 +504,7 @@ impl FlatRows {
                     if has_data {
                         row(OutRow {
                             values,
+                            event_id: e.id,
                             keep: Some(keep),
                             event: &e.name,
                             instrument: shown,
@@ -560,7 +610,7 @@ impl FlatRows {
         out: &mut dyn std::io::Write,
     ) -> anyhow::Result<()> {
         let header = self.header();
-        let columns: Vec<&str> = self.selected.iter().map(|c| c.name.as_str()).collect();
+        let columns: Vec<&str> = self.read_columns.iter().map(String::as_str).collect();
         let mut w =
             RowWriter::begin(format, out, &header, "records", "item")?.numeric(&[REPEAT_INSTANCE]);
         let width = header.len();
@@ -594,7 +644,7 @@ impl FlatRows {
             header.push(REPEAT_INSTANCE);
         }
         header.extend(["field_name", "value"]);
-        let columns: Vec<&str> = self.selected.iter().map(|c| c.name.as_str()).collect();
+        let columns: Vec<&str> = self.read_columns.iter().map(String::as_str).collect();
         let mut w =
             RowWriter::begin(format, out, &header, "records", "item")?.numeric(&[REPEAT_INSTANCE]);
         store::for_each_record(conn, q, &columns, |record| {
@@ -629,6 +679,200 @@ impl FlatRows {
         })?;
         w.end()?;
         Ok(())
+    }
+}
+
+/// `filterLogic`, checked against the project, with what its evaluation
+/// needs from a row.
+struct RowFilter {
+    logic: filter_logic::Logic,
+    /// Per column of the logic, its index among the columns read.
+    cols: Vec<usize>,
+    /// Per column of the logic: whether it is the record ID field, a
+    /// checkbox column.
+    is_rid: Vec<bool>,
+    is_checkbox: Vec<bool>,
+    /// The (event, instrument) pairs that repeat, and the events that
+    /// repeat whole.
+    repeating_forms: HashSet<(i64, String)>,
+    repeating_events: HashSet<i64>,
+    /// Event id → unique name, label, arm number.
+    events: HashMap<i64, (String, String, u32)>,
+    /// The caller (`[user-name]`).
+    user: String,
+}
+
+/// Parses `filterLogic` against the project (400 when it is bad).
+fn row_filter(ctx: &Ctx, src: &str) -> Result<RowFilter, ApiError> {
+    let project = ctx.project();
+    let mut fields: HashMap<String, (String, bool, Vec<String>)> = project
+        .metadata
+        .iter()
+        .filter(|f| !f.is_descriptive())
+        .map(|f| {
+            let checkbox = f.field_type == "checkbox";
+            let codes = if checkbox {
+                f.choice_codes()
+            } else {
+                Vec::new()
+            };
+            (f.field_name.clone(), (f.form_name.clone(), checkbox, codes))
+        })
+        .collect();
+    let forms = project.forms();
+    for form in &forms {
+        fields.insert(
+            format!("{form}_complete"),
+            (form.clone(), false, Vec::new()),
+        );
+    }
+    let names = project.unique_event_names();
+    let schema = filter_logic::Schema {
+        fields,
+        events: if project.is_longitudinal {
+            names
+                .iter()
+                .zip(&project.events)
+                .map(|(n, e)| (n.clone(), e.id))
+                .collect()
+        } else {
+            HashMap::new()
+        },
+        now: ctx.now.second.clone(),
+    };
+    let logic = filter_logic::parse(src, &schema)
+        .map_err(|e| ApiError::InvalidFilterLogic { reason: e.0 })?;
+    let rid = project.record_id_field();
+    let mut events: HashMap<i64, (String, String, u32)> = project
+        .events
+        .iter()
+        .zip(names)
+        .map(|(e, n)| (e.id, (n, event_label(project, e), e.arm_num)))
+        .collect();
+    events
+        .entry(store::CLASSIC_EVENT)
+        .or_insert_with(|| (String::new(), String::new(), 1));
+    let event_ids: Vec<i64> = events.keys().copied().collect();
+    Ok(RowFilter {
+        is_rid: logic.columns.iter().map(|(c, _)| c == rid).collect(),
+        is_checkbox: logic
+            .columns
+            .iter()
+            .map(|(c, _)| c.contains("___") && !fields_has(project, c))
+            .collect(),
+        repeating_forms: event_ids
+            .iter()
+            .flat_map(|&e| {
+                forms
+                    .iter()
+                    .filter(move |f| project.repeats_form(e, f))
+                    .map(move |f| (e, f.clone()))
+            })
+            .collect(),
+        repeating_events: event_ids
+            .iter()
+            .copied()
+            .filter(|&e| project.repeats_event(e))
+            .collect(),
+        cols: Vec::new(),
+        events,
+        user: ctx.caller.username.to_lowercase(),
+        logic,
+    })
+}
+
+/// Whether `name` is a field of the project (not a checkbox column).
+fn fields_has(project: &Project, name: &str) -> bool {
+    project.metadata.iter().any(|f| f.field_name == name)
+}
+
+impl RowFilter {
+    /// Whether the filter logic passes on this row of `record`.
+    fn passes(&self, flat: &FlatRows, record: &RecordRow, row: &OutRow) -> bool {
+        let instance = row.instance.parse::<i64>().unwrap_or(1);
+        self.logic.matches(&FilterRow {
+            filter: self,
+            flat,
+            record,
+            row,
+            instance,
+        })
+    }
+
+    /// A column's value in one event's first instance.
+    fn in_event<'r>(&self, record: &'r RecordRow, event: i64, i: usize) -> &'r str {
+        record
+            .slots
+            .iter()
+            .find(|(s, _)| s.event == event && s.instance == 1)
+            .and_then(|(_, v)| v.get(i))
+            .map(String::as_str)
+            .unwrap_or_default()
+    }
+}
+
+/// One row as the filter logic sees it.
+struct FilterRow<'a> {
+    filter: &'a RowFilter,
+    flat: &'a FlatRows,
+    record: &'a RecordRow,
+    row: &'a OutRow<'a>,
+    instance: i64,
+}
+
+impl filter_logic::Row for FilterRow<'_> {
+    fn value(&self, col: usize, event: Option<i64>) -> &str {
+        let f = self.filter;
+        if f.is_rid[col] {
+            return &self.record.name;
+        }
+        let i = f.cols[col];
+        let here = self.row.event_id;
+        let v = match event {
+            Some(e) => f.in_event(self.record, e, i),
+            None => {
+                let form = &f.logic.columns[col].1;
+                let repeating_form = f.repeating_forms.contains(&(here, form.clone()));
+                if repeating_form && self.row.instrument.is_empty() {
+                    // The event's non-repeating row does not show it.
+                    ""
+                } else if repeating_form
+                    || f.repeating_events.contains(&here)
+                    || self.flat.layout.is_empty()
+                {
+                    self.row
+                        .values
+                        .get(i)
+                        .map(String::as_str)
+                        .unwrap_or_default()
+                } else {
+                    f.in_event(self.record, here, i)
+                }
+            }
+        };
+        if v.is_empty() && f.is_checkbox[col] {
+            "0"
+        } else {
+            v
+        }
+    }
+
+    fn smart(&self, s: filter_logic::Smart) -> String {
+        use filter_logic::Smart;
+        let event = self.filter.events.get(&self.row.event_id);
+        match s {
+            Smart::RecordName => self.record.name.clone(),
+            Smart::EventName => event.map(|e| e.0.clone()).unwrap_or_default(),
+            Smart::EventLabel => event.map(|e| e.1.clone()).unwrap_or_default(),
+            Smart::ArmNumber => event.map(|e| e.2.to_string()).unwrap_or_default(),
+            Smart::RecordDagName => self
+                .record
+                .group_id
+                .and_then(|g| self.flat.dag_names.get(&g).cloned())
+                .unwrap_or_default(),
+            Smart::CurrentInstance => self.instance.to_string(),
+            Smart::UserName => self.filter.user.clone(),
+        }
     }
 }
 
@@ -1697,6 +1941,8 @@ mod tests {
             repeating: false,
             rid_col: Some(0),
             layout: Vec::new(),
+            read_columns: cols.iter().map(|c| c.name.clone()).collect(),
+            filter: None,
         };
         let records = [
             RecordRow::classic(
@@ -1711,6 +1957,7 @@ mod tests {
         fn row_of(r: &RecordRow) -> OutRow<'_> {
             OutRow {
                 values: &r.slots[0].1,
+                event_id: store::CLASSIC_EVENT,
                 keep: None,
                 event: "",
                 instrument: "",
