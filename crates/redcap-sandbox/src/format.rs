@@ -538,6 +538,21 @@ impl<'w> RowWriter<'w> {
         })
     }
 
+    /// CSV with this delimiter instead of `,` (before any row).
+    pub fn delimiter(mut self, delimiter: u8) -> std::io::Result<RowWriter<'w>> {
+        if let Sink::Csv(w) = self.out {
+            let out = w.into_inner().map_err(|e| e.into_error())?;
+            self.out = Sink::Csv(Box::new(
+                csv::WriterBuilder::new()
+                    .terminator(csv::Terminator::Any(b'\n'))
+                    .delimiter(delimiter)
+                    .buffer_capacity(64 * 1024)
+                    .from_writer(out),
+            ));
+        }
+        Ok(self)
+    }
+
     /// Writes the whole-number values of these columns as JSON numbers.
     pub fn numeric(mut self, columns: &'static [&'static str]) -> RowWriter<'w> {
         self.numeric = columns;

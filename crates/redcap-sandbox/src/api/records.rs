@@ -234,6 +234,64 @@ pub fn export(ctx: &mut Ctx) -> Result<Reply, ApiError> {
         names
     });
     let rid_col = selected.iter().position(|c| c.name == rid);
+    // `decimalCharacter`: numbers of calc and number-validated fields with
+    // this decimal separator.
+    let decimal = match ctx.post.str("decimalCharacter") {
+        "," => Some(','),
+        "." => Some('.'),
+        _ => None,
+    };
+    let decimal_cols = selected
+        .iter()
+        .map(|c| {
+            c.field.is_some_and(|i| {
+                let f = &project.metadata[i];
+                f.field_type == "calc"
+                    || (f.field_type == "text"
+                        && f.text_validation_type_or_show_slider_number
+                            .starts_with("number"))
+            })
+        })
+        .collect();
+    // `csvDelimiter`: `,` (default), `tab`, `;`, `|`, `^`.
+    let delimiter = match ctx.post.str("csvDelimiter") {
+        "tab" => b'\t',
+        ";" => b';',
+        "|" => b'|',
+        "^" => b'^',
+        _ => b',',
+    };
+    // `dateRangeBegin`/`dateRangeEnd`: records created or changed in the
+    // range, by the log (minute precision, as its timestamps).
+    let range_end = |name: &'static str, default: &str| -> Result<String, ApiError> {
+        let v = ctx.post.str(name).trim();
+        if v.is_empty() {
+            return Ok(default.to_owned());
+        }
+        let ok = [10, 16, 19].contains(&v.len())
+            && v.bytes().enumerate().all(|(i, b)| match i {
+                4 | 7 => b == b'-',
+                10 => b == b' ',
+                13 | 16 => b == b':',
+                _ => b.is_ascii_digit(),
+            });
+        if !ok {
+            return Err(ApiError::InvalidParameterValues {
+                parameter: name,
+                values: vec![v.to_owned()],
+            });
+        }
+        Ok(v[..v.len().min(16)].to_owned())
+    };
+    let date_range = match (
+        range_end("dateRangeBegin", "")?,
+        range_end("dateRangeEnd", "9999-12-31 23:59")?,
+    ) {
+        (b, e) if b.is_empty() && e.starts_with("9999") => None,
+        // A bare end date includes that whole day.
+        (b, e) if e.len() == 10 => Some((b, format!("{e} 23:59"))),
+        (b, e) => Some((b, e)),
+    };
     let flat = FlatRows {
         metadata: project.metadata.clone(),
         selected,
@@ -247,6 +305,8 @@ pub fn export(ctx: &mut Ctx) -> Result<Reply, ApiError> {
         layout,
         read_columns,
         filter,
+        decimal,
+        decimal_cols,
     };
     let pid = ctx.pid();
     let group_id = ctx.caller.group_id;
@@ -270,6 +330,14 @@ pub fn export(ctx: &mut Ctx) -> Result<Reply, ApiError> {
         ids
     });
     let write: WriteBody = Box::new(move |conn, out| {
+        let mut wanted = wanted;
+        if let Some((begin, end)) = &date_range {
+            let changed = store::records_changed(conn, pid, begin, end)?;
+            wanted = Some(match wanted {
+                Some(w) => w.into_iter().filter(|r| changed.contains(r)).collect(),
+                None => changed,
+            });
+        }
         let q = store::RecordQuery {
             project_id: pid,
             group_id,
@@ -279,9 +347,9 @@ pub fn export(ctx: &mut Ctx) -> Result<Reply, ApiError> {
             events: event_ids.as_deref(),
         };
         if eav {
-            flat.write_eav(conn, &q, format, out)
+            flat.write_eav(conn, &q, format, delimiter, out)
         } else {
-            flat.write_flat(conn, &q, format, out)
+            flat.write_flat(conn, &q, format, delimiter, out)
         }
     });
     let mut details = format!(
@@ -416,6 +484,9 @@ struct FlatRows {
     read_columns: Vec<String>,
     /// `filterLogic`: only the rows it passes are exported.
     filter: Option<RowFilter>,
+    /// `decimalCharacter`, and per selected column whether it applies.
+    decimal: Option<char>,
+    decimal_cols: Vec<bool>,
 }
 
 /// One exported row of a record: a slot's values, the columns it shows,
@@ -566,6 +637,21 @@ impl FlatRows {
         }
     }
 
+    /// A value with `decimalCharacter` applied (number fields only).
+    fn decimal<'r>(&self, i: usize, v: &'r str) -> Cow<'r, str> {
+        match self.decimal {
+            Some(d) if self.decimal_cols[i] => {
+                let other = if d == ',' { '.' } else { ',' };
+                if v.contains(other) {
+                    Cow::Owned(v.replace(other, &d.to_string()))
+                } else {
+                    Cow::Borrowed(v)
+                }
+            }
+            _ => Cow::Borrowed(v),
+        }
+    }
+
     /// Calls `cell` with each (column, value) of one flat row, in export
     /// order.
     fn for_each_cell<'r>(
@@ -575,11 +661,11 @@ impl FlatRows {
         mut cell: impl FnMut(&'r str, Cow<'r, str>),
     ) {
         for (i, c) in self.selected.iter().enumerate() {
-            let raw = self.value(record, row, i);
+            let raw = self.decimal(i, self.value(record, row, i));
             let value = if self.labels {
-                Cow::Owned(label_of(&self.metadata, c, raw, self.checkbox_label))
+                Cow::Owned(label_of(&self.metadata, c, &raw, self.checkbox_label))
             } else {
-                Cow::Borrowed(raw)
+                raw
             };
             cell(c.name.as_str(), value);
             if i == 0 {
@@ -607,12 +693,14 @@ impl FlatRows {
         conn: &rusqlite::Connection,
         q: &store::RecordQuery,
         format: Format,
+        delimiter: u8,
         out: &mut dyn std::io::Write,
     ) -> anyhow::Result<()> {
         let header = self.header();
         let columns: Vec<&str> = self.read_columns.iter().map(String::as_str).collect();
-        let mut w =
-            RowWriter::begin(format, out, &header, "records", "item")?.numeric(&[REPEAT_INSTANCE]);
+        let mut w = RowWriter::begin(format, out, &header, "records", "item")?
+            .numeric(&[REPEAT_INSTANCE])
+            .delimiter(delimiter)?;
         let width = header.len();
         store::for_each_record(conn, q, &columns, |record| {
             self.for_each_row(record, |row| {
@@ -633,6 +721,7 @@ impl FlatRows {
         conn: &rusqlite::Connection,
         q: &store::RecordQuery,
         format: Format,
+        delimiter: u8,
         out: &mut dyn std::io::Write,
     ) -> anyhow::Result<()> {
         let mut header = vec!["record"];
@@ -645,8 +734,9 @@ impl FlatRows {
         }
         header.extend(["field_name", "value"]);
         let columns: Vec<&str> = self.read_columns.iter().map(String::as_str).collect();
-        let mut w =
-            RowWriter::begin(format, out, &header, "records", "item")?.numeric(&[REPEAT_INSTANCE]);
+        let mut w = RowWriter::begin(format, out, &header, "records", "item")?
+            .numeric(&[REPEAT_INSTANCE])
+            .delimiter(delimiter)?;
         store::for_each_record(conn, q, &columns, |record| {
             self.for_each_row(record, |row| {
                 for (i, c) in self.selected.iter().enumerate() {
@@ -662,6 +752,8 @@ impl FlatRows {
                         _ if v.is_empty() => continue,
                         _ => (c.name.as_str(), v),
                     };
+                    let value = self.decimal(i, value);
+                    let value = value.as_ref();
                     let mut cells: Vec<(&str, &str)> = vec![("record", record.name.as_str())];
                     if self.longitudinal {
                         cells.push((EVENT_FIELD, row.event));
@@ -1943,6 +2035,8 @@ mod tests {
             layout: Vec::new(),
             read_columns: cols.iter().map(|c| c.name.clone()).collect(),
             filter: None,
+            decimal: None,
+            decimal_cols: vec![false; cols.len()],
         };
         let records = [
             RecordRow::classic(
