@@ -210,3 +210,54 @@ async fn date_range() {
             .message(),
         );
 }
+
+#[tokio::test]
+async fn label_headers() {
+    let sb = Sandbox::start().await;
+    let token = sb.create_project().await;
+    sb.standard_metadata(&token).await;
+    let export = |extra: Vec<(&'static str, &'static str)>| {
+        let sb = &sb;
+        let token = token.clone();
+        async move {
+            let mut params = vec![
+                ("token", token.as_str()),
+                ("content", "record"),
+                ("format", "csv"),
+                ("rawOrLabelHeaders", "label"),
+            ];
+            params.extend(extra);
+            let a = sb.post(&params).await;
+            assert_eq!(a.status, 200, "{}", a.body);
+            a.body
+        }
+    };
+    let header = "Record ID,Name,Age,Complete?,Symptoms (choice=Fever),Symptoms (choice=Cough),Arm,Complete?\n";
+    // No records: the header alone.
+    assert_eq!(export(vec![]).await, header);
+    let a = sb
+        .import(
+            &token,
+            "record",
+            json!([{"record_id": "1", "symptoms___2": "1", "arm": "b"}]),
+            &[],
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(export(vec![]).await, format!("{header}1,,,,0,1,b,0\n"));
+    // Values stay raw unless rawOrLabel says otherwise; both together.
+    assert_eq!(
+        export(vec![("rawOrLabel", "label"), ("fields", "record_id,arm")]).await,
+        "Record ID,Arm\n1,B\n"
+    );
+    // JSON keys are never labels.
+    let rows = sb
+        .call(
+            &token,
+            "record",
+            &[("rawOrLabelHeaders", "label"), ("fields", "arm")],
+        )
+        .await
+        .json();
+    assert_eq!(rows, json!([{"arm": "b"}]));
+}

@@ -307,6 +307,7 @@ pub fn export(ctx: &mut Ctx) -> Result<Reply, ApiError> {
         filter,
         decimal,
         decimal_cols,
+        label_headers: ctx.post.str("rawOrLabelHeaders") == "label",
     };
     let pid = ctx.pid();
     let group_id = ctx.caller.group_id;
@@ -487,6 +488,8 @@ struct FlatRows {
     /// `decimalCharacter`, and per selected column whether it applies.
     decimal: Option<char>,
     decimal_cols: Vec<bool>,
+    /// `rawOrLabelHeaders=label`: a flat CSV's header shows labels.
+    label_headers: bool,
 }
 
 /// One exported row of a record: a slot's values, the columns it shows,
@@ -601,6 +604,43 @@ impl FlatRows {
         header
     }
 
+    /// The header of a flat CSV with `rawOrLabelHeaders=label`: each
+    /// field's label (tags removed), `<label> (choice=<choice label>)` for a
+    /// checkbox column, `Complete?` for a form's status, and the
+    /// pseudo-fields' names as REDCap's labelled exports show them (INF).
+    fn label_header(&self) -> Vec<String> {
+        let mut header = Vec::with_capacity(self.selected.len() + 4);
+        for (i, c) in self.selected.iter().enumerate() {
+            header.push(match c.field {
+                None => "Complete?".to_owned(),
+                Some(f) => {
+                    let field = &self.metadata[f];
+                    let label = strip_tags(&field.field_label);
+                    match &c.code {
+                        Some(code) => format!(
+                            "{label} (choice={})",
+                            strip_tags(&label_of(&self.metadata, c, "1", true))
+                        )
+                        .replace("(choice=)", &format!("(choice={code})")),
+                        None => label,
+                    }
+                }
+            });
+            if i == 0 {
+                header.extend(self.pseudo_names().into_iter().map(|p| {
+                    match p {
+                        EVENT_FIELD => "Event Name",
+                        REPEAT_INSTRUMENT => "Repeat Instrument",
+                        REPEAT_INSTANCE => "Repeat Instance",
+                        _ => "Data Access Group",
+                    }
+                    .to_owned()
+                }));
+            }
+        }
+        header
+    }
+
     fn pseudo_names(&self) -> Vec<&'static str> {
         let mut names = Vec::new();
         if self.longitudinal {
@@ -701,6 +741,9 @@ impl FlatRows {
         let mut w = RowWriter::begin(format, out, &header, "records", "item")?
             .numeric(&[REPEAT_INSTANCE])
             .delimiter(delimiter)?;
+        if self.label_headers {
+            w = w.csv_header(self.label_header());
+        }
         let width = header.len();
         store::for_each_record(conn, q, &columns, |record| {
             self.for_each_row(record, |row| {
@@ -772,6 +815,21 @@ impl FlatRows {
         w.end()?;
         Ok(())
     }
+}
+
+/// Text without HTML tags, trimmed (labels in headers).
+fn strip_tags(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut in_tag = false;
+    for c in s.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' if in_tag => in_tag = false,
+            c if !in_tag => out.push(c),
+            _ => {}
+        }
+    }
+    out.trim().to_owned()
 }
 
 /// `filterLogic`, checked against the project, with what its evaluation
@@ -2037,6 +2095,7 @@ mod tests {
             filter: None,
             decimal: None,
             decimal_cols: vec![false; cols.len()],
+            label_headers: false,
         };
         let records = [
             RecordRow::classic(
