@@ -842,9 +842,9 @@ struct RowFilter {
     /// checkbox column.
     is_rid: Vec<bool>,
     is_checkbox: Vec<bool>,
-    /// The (event, instrument) pairs that repeat, and the events that
-    /// repeat whole.
-    repeating_forms: HashSet<(i64, String)>,
+    /// Per column of the logic, the events where its instrument repeats;
+    /// and the events that repeat whole.
+    repeats_in: Vec<HashSet<i64>>,
     repeating_events: HashSet<i64>,
     /// Event id → unique name, label, arm number.
     events: HashMap<i64, (String, String, u32)>,
@@ -910,13 +910,15 @@ fn row_filter(ctx: &Ctx, src: &str) -> Result<RowFilter, ApiError> {
             .iter()
             .map(|(c, _)| c.contains("___") && !fields_has(project, c))
             .collect(),
-        repeating_forms: event_ids
+        repeats_in: logic
+            .columns
             .iter()
-            .flat_map(|&e| {
-                forms
+            .map(|(_, form)| {
+                event_ids
                     .iter()
-                    .filter(move |f| project.repeats_form(e, f))
-                    .map(move |f| (e, f.clone()))
+                    .copied()
+                    .filter(|&e| project.repeats_form(e, form))
+                    .collect()
             })
             .collect(),
         repeating_events: event_ids
@@ -981,8 +983,7 @@ impl filter_logic::Row for FilterRow<'_> {
         let v = match event {
             Some(e) => f.in_event(self.record, e, i),
             None => {
-                let form = &f.logic.columns[col].1;
-                let repeating_form = f.repeating_forms.contains(&(here, form.clone()));
+                let repeating_form = f.repeats_in[col].contains(&here);
                 if repeating_form && self.row.instrument.is_empty() {
                     // The event's non-repeating row does not show it.
                     ""
