@@ -26,6 +26,11 @@ pub struct Args {
     #[arg(long, global = true)]
     pub json: bool,
 
+    /// How `serve` writes its log lines to stderr: `text`, or `json` (one
+    /// JSON object a line, for journald or a log shipper).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, value_name = "FORMAT")]
+    pub log_format: LogFormat,
+
     /// A name to record beside your OS login for state-changing commands.
     /// It is added to the login, never substituted for it.
     #[arg(long, global = true, value_name = "NAME")]
@@ -33,6 +38,16 @@ pub struct Args {
 
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object a line: `timestamp`, `level`, `target`, `message`
+    /// and the event's fields.
+    Json,
 }
 
 #[derive(Debug, Subcommand)]

@@ -5,6 +5,7 @@
 
 mod args;
 mod commands;
+mod notify;
 mod operator;
 mod store;
 

@@ -235,6 +235,57 @@ pub struct AccountSection {
     /// `allowed_signers` (docs/reauth.md).
     #[serde(default)]
     pub approvers: Vec<crate::Approver>,
+    /// `single` (one token; a rotation holds the account's requests
+    /// briefly) or `dual` (two REDCap users alternate, zero downtime:
+    /// [`AccountSection::partner`] names the other).
+    #[serde(default)]
+    pub mode: AccountMode,
+    /// For `mode = "dual"`: the other `[[account]]` of the pair — same
+    /// study, site and profile, its own REDCap user and secret, and
+    /// naming this one back. Clients may name either; the gateway serves
+    /// them with whichever member is active.
+    pub partner: Option<String>,
+}
+
+/// How an account's token is replaced (`docs/rotation.md`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccountMode {
+    /// One REDCap user, one token: the gateway holds the account's
+    /// requests while it is regenerated.
+    #[default]
+    Single,
+    /// Two REDCap users alternate: the standby's token is regenerated
+    /// while the active one serves, then the gateway switches.
+    Dual,
+}
+
+impl AccountMode {
+    /// The name as written in `warden.toml` and the journal.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountMode::Single => "single",
+            AccountMode::Dual => "dual",
+        }
+    }
+}
+
+impl AccountSection {
+    /// The pair this account belongs to, named by the member whose name
+    /// sorts first (the key of the active member in the account status
+    /// file); `None` for a single-mode account.
+    pub fn pair_key(&self) -> Option<String> {
+        match (self.mode, &self.partner) {
+            (AccountMode::Dual, Some(p)) => Some(pair_key(&self.name, p)),
+            _ => None,
+        }
+    }
+}
+
+/// The key of the dual pair of accounts `a` and `b`: the name that sorts
+/// first. It does not change when the file is reordered.
+pub fn pair_key(a: &str, b: &str) -> String {
+    if a <= b { a } else { b }.to_string()
 }
 
 /// Whether a client must give a reason for writes.
@@ -565,6 +616,8 @@ pub(crate) fn validate(doc: &DeTable<'_>, text: &str, problems: &mut Vec<Problem
         }
     }
 
+    dual_pairs(&accounts, &mut push);
+
     for (i, client, _) in &clients {
         let client_name = str_at(client, "name");
         let shown = client_name.as_ref().map_or("?", |(n, _)| *n);
@@ -612,6 +665,107 @@ pub(crate) fn validate(doc: &DeTable<'_>, text: &str, problems: &mut Vec<Problem
                     format!("client[{i}].sources[{j}]"),
                     e,
                     "write an address or CIDR range, e.g. \"10.1.2.0/24\"".into(),
+                );
+            }
+        }
+    }
+}
+
+/// Dual-mode accounts come in pairs: each names the other as `partner`,
+/// and both serve the same study, site and profile (clients may name
+/// either, so the two must be interchangeable to REDCap's rights).
+fn dual_pairs(
+    accounts: &[(usize, &DeTable<'_>, Range<usize>)],
+    push: &mut impl FnMut(Range<usize>, String, String, String),
+) {
+    let find = |name: &str| {
+        accounts
+            .iter()
+            .find(|(_, a, _)| str_at(a, "name").is_some_and(|(n, _)| n == name))
+    };
+    for (i, account, span) in accounts {
+        let name = str_at(account, "name").map_or("?", |(n, _)| n);
+        let dual = str_at(account, "mode").is_some_and(|(m, _)| m == "dual");
+        let partner = str_at(account, "partner");
+        let (partner, partner_span) = match (dual, partner) {
+            (false, None) => continue,
+            (false, Some((p, pspan))) => {
+                push(
+                    pspan,
+                    format!("account[{i}].partner"),
+                    format!("account `{name}` names partner `{p}` but is not mode = \"dual\""),
+                    "add mode = \"dual\" to both accounts of the pair, or remove partner".into(),
+                );
+                continue;
+            }
+            (true, None) => {
+                let at = str_at(account, "mode").map_or(span.clone(), |(_, s)| s);
+                push(
+                    at,
+                    format!("account[{i}].mode"),
+                    format!("account `{name}` is mode = \"dual\" without a partner"),
+                    "add partner = \"NAME\", the other [[account]] of the pair (its own REDCap user in the same study, site and profile), or use mode = \"single\"".into(),
+                );
+                continue;
+            }
+            (true, Some(p)) => p,
+        };
+        if partner == name {
+            push(
+                partner_span,
+                format!("account[{i}].partner"),
+                format!("account `{name}` names itself as its partner"),
+                "name the other [[account]] of the pair".into(),
+            );
+            continue;
+        }
+        let Some((_, other, _)) = find(partner) else {
+            push(
+                partner_span,
+                format!("account[{i}].partner"),
+                format!("account `{name}` names partner `{partner}`, which is not defined"),
+                "add the pair's other [[account]] (mode = \"dual\", partner naming this one) or correct the name".into(),
+            );
+            continue;
+        };
+        let back = str_at(other, "partner").map(|(p, _)| p);
+        let other_dual = str_at(other, "mode").is_some_and(|(m, _)| m == "dual");
+        if !other_dual || back != Some(name) {
+            push(
+                partner_span.clone(),
+                format!("account[{i}].partner"),
+                format!(
+                    "account `{name}` names partner `{partner}`, but `{partner}` {}",
+                    match (other_dual, back) {
+                        (false, _) => "is not mode = \"dual\"".to_string(),
+                        (true, None) => "names no partner".to_string(),
+                        (true, Some(b)) => format!("names `{b}` as its partner"),
+                    }
+                ),
+                format!(
+                    "give `{partner}` mode = \"dual\" and partner = \"{name}\": a pair names each other"
+                ),
+            );
+            continue;
+        }
+        // Each difference is reported once, on the member that sorts first.
+        if name > partner {
+            continue;
+        }
+        for key in ["study", "site", "profile"] {
+            let mine = str_at(account, key).map(|(v, _)| v);
+            let theirs = str_at(other, key).map(|(v, _)| v);
+            if mine != theirs {
+                let shown = |v: Option<&str>| v.map_or("none".to_string(), |v| format!("`{v}`"));
+                push(
+                    partner_span.clone(),
+                    format!("account[{i}].{key}"),
+                    format!(
+                        "the dual pair `{name}` and `{partner}` differ in {key} ({} and {}): clients of either are served by whichever is active, so both must be the same {key}",
+                        shown(mine),
+                        shown(theirs)
+                    ),
+                    format!("give both accounts the same {key}"),
                 );
             }
         }

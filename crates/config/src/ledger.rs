@@ -180,7 +180,8 @@ impl LedgerBackendKind {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(try_from = "RawPostgresSection")]
 pub struct PostgresLedgerSection {
-    /// The connection string, from `url` or `url_file` (exactly one).
+    /// The connection string, from `url`, `url_file` or `url_credential`
+    /// (exactly one).
     pub connection: ConnectionFrom,
     /// The schema of the ledger's tables (one ledger per schema).
     pub schema: String,
@@ -194,6 +195,10 @@ pub enum ConnectionFrom {
     Url(String),
     /// A file holding the connection string, readable by its owner only.
     File(PathBuf),
+    /// A systemd credential (`LoadCredential=NAME:…` in the unit): the
+    /// file `$CREDENTIALS_DIRECTORY/NAME`, held to the same rules as
+    /// `url_file`.
+    Credential(String),
 }
 
 #[derive(Deserialize)]
@@ -201,6 +206,7 @@ pub enum ConnectionFrom {
 struct RawPostgresSection {
     url: Option<String>,
     url_file: Option<PathBuf>,
+    url_credential: Option<String>,
     #[serde(default = "default_schema")]
     schema: String,
 }
@@ -211,18 +217,18 @@ impl TryFrom<RawPostgresSection> for PostgresLedgerSection {
         ledger::valid_schema(&raw.schema).map_err(|e| {
             format!("invalid value: {e}; fix: name a plain schema, e.g. schema = \"redcap_warden\"")
         })?;
-        let connection = match (raw.url, raw.url_file) {
-            (Some(_), Some(_)) => {
-                return Err(
-                    "invalid value: [ledger.postgres] has both url and url_file; keep one (url_file if the connection needs a password)".into(),
-                );
-            }
-            (None, None) => {
-                return Err(
-                    "missing field: [ledger.postgres] needs url_file (a 0600 file holding the connection string) or url (without a password)".into(),
-                );
-            }
-            (Some(url), None) => {
+        let given = [
+            raw.url.is_some(),
+            raw.url_file.is_some(),
+            raw.url_credential.is_some(),
+        ];
+        if given.iter().filter(|g| **g).count() > 1 {
+            return Err(
+                "invalid value: [ledger.postgres] has more than one of url, url_file and url_credential; keep one (url_file or url_credential if the connection needs a password)".into(),
+            );
+        }
+        let connection = match (raw.url, raw.url_file, raw.url_credential) {
+            (Some(url), _, _) => {
                 check_connection_string(&url).map_err(|e| format!("invalid value: url {e}"))?;
                 if has_password(&url) {
                     return Err(
@@ -231,7 +237,17 @@ impl TryFrom<RawPostgresSection> for PostgresLedgerSection {
                 }
                 ConnectionFrom::Url(url)
             }
-            (None, Some(path)) => ConnectionFrom::File(path),
+            (None, Some(path), _) => ConnectionFrom::File(path),
+            (None, None, Some(name)) => {
+                valid_credential_name(&name)
+                    .map_err(|e| format!("invalid value: url_credential {e}"))?;
+                ConnectionFrom::Credential(name)
+            }
+            (None, None, None) => {
+                return Err(
+                    "missing field: [ledger.postgres] needs url_file (a 0600 file holding the connection string), url_credential (a systemd credential's name) or url (without a password)".into(),
+                );
+            }
         };
         Ok(PostgresLedgerSection {
             connection,
@@ -250,11 +266,40 @@ impl PostgresLedgerSection {
     /// file must belong to the user running redcap-warden and be readable
     /// by nobody else. Errors never contain the string itself.
     pub fn connection_string(&self, resolve: impl Fn(&Path) -> PathBuf) -> Result<String, String> {
+        self.connection_string_with(resolve, std::env::var_os("CREDENTIALS_DIRECTORY"))
+    }
+
+    /// [`Self::connection_string`] with `$CREDENTIALS_DIRECTORY` given.
+    fn connection_string_with(
+        &self,
+        resolve: impl Fn(&Path) -> PathBuf,
+        credentials_directory: Option<std::ffi::OsString>,
+    ) -> Result<String, String> {
         match &self.connection {
             ConnectionFrom::Url(url) => Ok(url.clone()),
             ConnectionFrom::File(path) => read_url_file(&resolve(path)),
+            ConnectionFrom::Credential(name) => {
+                let dir = credentials_directory
+                    .filter(|d| !d.is_empty())
+                    .ok_or_else(|| {
+                        format!(
+                            "[ledger.postgres] url_credential {name}: $CREDENTIALS_DIRECTORY is not set (systemd sets it for a unit with LoadCredential={name}:FILE); fix: run under such a unit, or use url_file outside systemd"
+                        )
+                    })?;
+                read_url_file(&Path::new(&dir).join(name))
+            }
         }
     }
+}
+
+/// A credential name as systemd takes it: one file name, no `/`.
+fn valid_credential_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.len() > 255 {
+        return Err(format!(
+            "`{name}` is not a credential name; fix: write the NAME of the unit's LoadCredential=NAME:FILE, e.g. url_credential = \"redcap-warden-ledger-db-url\""
+        ));
+    }
+    Ok(())
 }
 
 fn read_url_file(path: &Path) -> Result<String, String> {
@@ -408,7 +453,7 @@ mod ledger_tests {
             ),
             (
                 "backend = \"postgres\"\n[ledger.postgres]\nurl = \"x\"\nurl_file = \"f\"\n",
-                "both url and url_file",
+                "more than one of url, url_file and url_credential",
             ),
             (
                 "backend = \"postgres\"\n[ledger.postgres]\nurl = \"db.example.org\"\n",
@@ -427,6 +472,58 @@ mod ledger_tests {
                 "{text}: the password leaked: {err}"
             );
         }
+    }
+
+    #[test]
+    fn postgres_with_a_systemd_credential() {
+        let s = section(
+            "backend = \"postgres\"\n[ledger.postgres]\nurl_credential = \"redcap-warden-ledger-db-url\"\n",
+        )
+        .unwrap();
+        let LedgerStore::Postgres(pg) = s.store else {
+            panic!("a PostgreSQL ledger")
+        };
+        assert_eq!(
+            pg.connection,
+            ConnectionFrom::Credential("redcap-warden-ledger-db-url".into())
+        );
+        for (text, want) in [
+            (
+                "url_credential = \"../db.url\"\n",
+                "is not a credential name",
+            ),
+            (
+                "url_credential = \"db\"\nurl_file = \"f\"\n",
+                "more than one of",
+            ),
+        ] {
+            let err = section(&format!(
+                "backend = \"postgres\"\n[ledger.postgres]\n{text}"
+            ))
+            .unwrap_err();
+            assert!(err.contains(want), "{text}: {err}");
+        }
+        // Read from $CREDENTIALS_DIRECTORY, held to url_file's rules.
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let resolve = |p: &Path| p.to_path_buf();
+        let err = pg.connection_string_with(resolve, None).unwrap_err();
+        assert!(err.contains("CREDENTIALS_DIRECTORY is not set"), "{err}");
+        let dir = Some(tmp.path().as_os_str().to_owned());
+        let path = tmp.path().join("redcap-warden-ledger-db-url");
+        std::fs::write(&path, "postgresql://w:s3cret@db/w\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o440)).unwrap();
+        let err = pg.connection_string_with(resolve, dir.clone()).unwrap_err();
+        assert!(
+            err.contains("chmod 600") && !err.contains("s3cret"),
+            "{err}"
+        );
+        // systemd writes credentials 0400.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400)).unwrap();
+        assert_eq!(
+            pg.connection_string_with(resolve, dir).unwrap(),
+            "postgresql://w:s3cret@db/w"
+        );
     }
 
     #[test]

@@ -217,6 +217,7 @@ pub(crate) const LEDGER: &[Field] = &[
 pub(crate) const LEDGER_POSTGRES: &[Field] = &[
     opt("url", Kind::Text),
     opt("url_file", Kind::Path),
+    opt("url_credential", Kind::Text),
     opt("schema", Kind::Text),
 ];
 
@@ -400,6 +401,8 @@ pub(crate) const ACCOUNT: &[Field] = &[
     .eg("lapse_after_inactive_days = 30"),
     opt("approvers", Kind::TextList)
         .eg("approvers = [\"ana@example.org ssh-ed25519 AAAAC3Nz... ana\"]"),
+    opt("mode", Kind::Choice(&["single", "dual"])).eg("mode = \"dual\""),
+    opt("partner", Kind::Text).eg("partner = \"heart2-site-a-2\""),
 ];
 
 pub(crate) const ROTATION: &[Field] = &[

@@ -1476,3 +1476,97 @@ fn sop_problems_name_the_field_and_the_fix() {
     assert!(version.message.contains("`1.1`"), "{}", version.message);
     assert!(version.fix.contains("[[sop.revision]]"), "{}", version.fix);
 }
+
+/// `GATEWAY` with `heart-a-etl` made the first member of a dual pair whose
+/// second member is `heart-a-etl-2`.
+fn dual_gateway() -> String {
+    GATEWAY.replace(
+        "profile = \"site-data-import\"\n",
+        "profile = \"site-data-import\"\nmode = \"dual\"\npartner = \"heart-a-etl-2\"\n\n[[account]]\nname = \"heart-a-etl-2\"\nusername = \"svc_heart_a_etl_2\"\nsecret = \"redcap/heart/site-a/etl-2\"\nstudy = \"heart\"\nsite = \"site-a\"\nprofile = \"site-data-import\"\nmode = \"dual\"\npartner = \"heart-a-etl\"\n",
+    )
+}
+
+#[test]
+fn a_dual_pair_names_each_other_in_the_same_study_site_and_profile() {
+    let text = dual_gateway();
+    let c = parse(&text, Path::new("w")).unwrap();
+    assert_eq!(c.account[0].mode, AccountMode::Dual);
+    assert_eq!(c.account[1].partner.as_deref(), Some("heart-a-etl"));
+    assert_eq!(c.account[0].pair_key().as_deref(), Some("heart-a-etl"));
+    assert_eq!(c.account[1].pair_key().as_deref(), Some("heart-a-etl"));
+    let single = parse(GATEWAY, Path::new("w")).unwrap();
+    assert_eq!(single.account[0].mode, AccountMode::Single);
+    assert_eq!(single.account[0].pair_key(), None);
+
+    // The second member in another site: one problem, naming both.
+    let p = only(&text.replacen(
+        "site = \"site-a\"\nprofile = \"site-data-import\"\nmode = \"dual\"\npartner = \"heart-a-etl\"",
+        "profile = \"site-data-import\"\nmode = \"dual\"\npartner = \"heart-a-etl\"",
+        1,
+    ));
+    assert_eq!(p.field.as_deref(), Some("account[0].site"));
+    assert!(
+        p.message
+            .contains("`heart-a-etl` and `heart-a-etl-2` differ in site (`site-a` and none)"),
+        "{}",
+        p.message
+    );
+    assert!(p.fix.contains("same site"), "{}", p.fix);
+    let p = only(&text.replace(
+        "profile = \"site-data-import\"\nmode = \"dual\"\npartner = \"heart-a-etl\"",
+        "profile = \"site-data-read\"\nmode = \"dual\"\npartner = \"heart-a-etl\"",
+    ));
+    assert!(p.message.contains("differ in profile"), "{}", p.message);
+
+    // A partner that does not name this one back, or is not dual.
+    let p = only(&text.replace(
+        "mode = \"dual\"\npartner = \"heart-a-etl\"\n",
+        "mode = \"single\"\n",
+    ));
+    assert_eq!(p.field.as_deref(), Some("account[0].partner"));
+    assert!(
+        p.message.contains("is not mode = \"dual\""),
+        "{}",
+        p.message
+    );
+    assert!(p.fix.contains("partner = \"heart-a-etl\""), "{}", p.fix);
+    // Dual without a partner, a partner without dual, an unknown partner,
+    // oneself.
+    let p = problems(&text.replace("partner = \"heart-a-etl-2\"\n", ""));
+    assert!(
+        p.iter()
+            .any(|p| p.field.as_deref() == Some("account[0].mode")
+                && p.message.contains("without a partner")),
+        "{p:?}"
+    );
+    let p = only(&GATEWAY.replace(
+        "profile = \"site-data-import\"\n",
+        "profile = \"site-data-import\"\npartner = \"x\"\n",
+    ));
+    assert!(
+        p.message.contains("is not mode = \"dual\""),
+        "{}",
+        p.message
+    );
+    let p = problems(&text.replace("partner = \"heart-a-etl-2\"", "partner = \"nobody\""));
+    assert!(
+        p.iter()
+            .any(|p| p.message.contains("partner `nobody`, which is not defined")),
+        "{p:?}"
+    );
+    let p = problems(&text.replace("partner = \"heart-a-etl-2\"", "partner = \"heart-a-etl\""));
+    assert!(
+        p.iter().any(|p| p.message.contains("names itself")),
+        "{p:?}"
+    );
+    let p = problems(&text.replace(
+        "mode = \"dual\"\npartner = \"heart-a-etl-2\"",
+        "mode = \"twin\"\npartner = \"heart-a-etl-2\"",
+    ));
+    assert!(
+        p.iter()
+            .any(|p| p.field.as_deref() == Some("account[0].mode")
+                && p.message.contains("expected `single` or `dual`")),
+        "{p:?}"
+    );
+}

@@ -171,3 +171,44 @@ impl governance::rotation::Cutover for AdminClient {
         }
     }
 }
+
+impl AdminClient {
+    /// Dual mode: tells the running gateway that `account` is now the
+    /// active member of its pair (the account status file already says
+    /// so); the gateway re-reads the file and confirms. A gateway that
+    /// does not run is no error: it reads the file when it starts.
+    pub async fn announce_active(
+        &self,
+        account: &str,
+        operator: &str,
+        reason: &str,
+    ) -> Result<String, String> {
+        let a = match self
+            .post(
+                &format!("/admin/accounts/{account}/activate"),
+                serde_json::json!({"operator": operator, "reason": reason}),
+            )
+            .await
+        {
+            Ok(a) => a,
+            Err(none) => {
+                return Ok(format!(
+                    "{none}: a gateway started later reads the active member from the account status file"
+                ));
+            }
+        };
+        match a.status.as_u16() {
+            200..=299 => Ok(format!(
+                "the gateway serves the pair's clients with `{account}` from their next request"
+            )),
+            404 => Ok(format!(
+                "the running gateway does not serve `{account}` as a dual pair ({}): reload it to apply the configuration",
+                a.error
+            )),
+            _ => Err(format!(
+                "the gateway did not confirm the switch to `{account}` ({}): {}",
+                a.status, a.error
+            )),
+        }
+    }
+}

@@ -37,5 +37,6 @@ mod tokens;
 pub mod upload;
 pub mod upstream;
 
+pub use admin::Reloaded;
 pub use server::{LedgerOpener, RunningGateway, Services, StartError, start};
 pub use state::{EvidenceSource, StateError};

@@ -27,6 +27,10 @@ pub struct Account {
     pub site: Option<String>,
     /// The site's DAG id, for site accounts.
     pub dag_id: Option<u64>,
+    /// For an account of a dual pair (`mode = "dual"`): the pair's key.
+    /// Its clients are served by whichever member of the pair is active
+    /// (the account status file says which), and so are the partner's.
+    pub pair: Option<String>,
 }
 
 /// An application and what it may call.
@@ -149,6 +153,7 @@ impl Policy {
                     study: a.study.clone(),
                     site: a.site.clone(),
                     dag_id,
+                    pair: a.pair_key(),
                 },
             );
         }

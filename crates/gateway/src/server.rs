@@ -259,6 +259,20 @@ impl RunningGateway {
         self.shared.evidence().set(source)
     }
 
+    /// What `POST /admin/reload` does, asked from inside the process
+    /// (`serve` on SIGHUP): re-reads `warden.toml` and the key and
+    /// account-status files, forgets cached tokens, and records an `admin`
+    /// `reload` entry by `operator` whose reason names `trigger` (e.g.
+    /// `SIGHUP`). A file that does not load changes nothing and is the
+    /// error.
+    pub async fn reload(
+        &self,
+        operator: &str,
+        trigger: &str,
+    ) -> Result<crate::admin::Reloaded, warden_config::LoadError> {
+        crate::admin::apply_reload(&self.shared, operator, Some(trigger)).await
+    }
+
     /// Stops accepting, lets requests in flight finish, writes what is
     /// pending (denials, a stop entry) and signs a final checkpoint.
     pub async fn shutdown(mut self) -> Result<(), LedgerError> {

@@ -351,6 +351,242 @@ async fn a_held_account_waits_for_its_new_token_then_goes_through() {
     canary.assert_clean(&canary.scan_dir(&ledger_dir, &[]));
 }
 
+/// A dual pair `pair-1` / `pair-2` (two sandbox users) and a client
+/// naming `pair-1`: the gateway serves it with the active member, which the
+/// account-status file names; `activate` confirms a switch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dual_pair_is_served_by_its_active_member_and_switches_without_a_hold() {
+    let w = World::new().await;
+    let mut tokens = Vec::new();
+    for (n, user) in [(1, "svc_pair_1"), (2, "svc_pair_2")] {
+        let base = format!("{}/sandbox/projects/{}/users", w.sandbox_base, w.pid);
+        let r = w
+            .http
+            .post(&base)
+            .bearer_auth(ADMIN)
+            .json(&json!({"username": user, "api_export": 1, "forms": {"demographics": 1}, "forms_export": {"demographics": 1}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let t: Value = w
+            .http
+            .post(format!("{base}/{user}/token"))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let token = t["token"].as_str().unwrap().to_string();
+        w.store
+            .put(
+                &SecretName::new(&format!("redcap/pair-{n}")).unwrap(),
+                secrets::SecretValue::new(token.clone()),
+                meta("initial"),
+                Label::Current,
+            )
+            .await
+            .unwrap();
+        tokens.push(token);
+    }
+    *w.gateway_extra.lock().unwrap() = r#"
+[[account]]
+name = "pair-1"
+username = "svc_pair_1"
+secret = "redcap/pair-1"
+study = "heart"
+mode = "dual"
+partner = "pair-2"
+
+[[account]]
+name = "pair-2"
+username = "svc_pair_2"
+secret = "redcap/pair-2"
+study = "heart"
+mode = "dual"
+partner = "pair-1"
+
+[[client]]
+name = "pair-app"
+account = "pair-1"
+allow = ["version", "record:export"]
+"#
+    .into();
+    let keyfile = gateway::keys::KeyFile::new(&w.dir.join("data/client-keys.json"));
+    let policy = gateway::keys::KeyPolicy {
+        lifetime: jiff::SignedDuration::from_hours(24),
+        overlap: jiff::SignedDuration::from_hours(1),
+    };
+    let (key, _, _) = keyfile
+        .issue("pair-app", "test", policy, jiff::Timestamp::now())
+        .unwrap();
+    let key = key.expose().to_string();
+    let (gw, ledger_dir) = w.start_on_disk().await;
+    let export = [
+        ("token", key.as_str()),
+        ("content", "record"),
+        ("format", "json"),
+    ];
+    // No switch yet: the member whose name sorts first serves.
+    let (s, b) = w.call(&gw, &export).await;
+    assert_eq!(s, 200, "{b}");
+
+    // A rotation makes pair-2 active (durably, in the account-status
+    // file); the gateway confirms; the next request goes with pair-2's
+    // token — pair-1's may die now without any request failing.
+    let (s, b) = admin_post(
+        &w,
+        &gw,
+        "/admin/accounts/pair-2/activate",
+        json!({"operator": "ana", "reason": "rotation r1"}),
+    )
+    .await;
+    assert_eq!(s, 409, "the file does not name pair-2 yet: {b}");
+    governance::accounts::AccountStatusFile::new(&w.dir.join("data/account-status.json"))
+        .set_active("pair-1", "pair-2", "ana", "r1")
+        .unwrap();
+    let (s, b) = admin_post(
+        &w,
+        &gw,
+        "/admin/accounts/pair-2/activate",
+        json!({"operator": "ana", "reason": "rotation r1"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["active"], "pair-2");
+    let (s, b) = admin_post(
+        &w,
+        &gw,
+        "/admin/accounts/heart-etl/activate",
+        json!({"operator": "ana", "reason": "x"}),
+    )
+    .await;
+    assert_eq!(s, 404, "not a dual pair: {b}");
+    let r: Value = w
+        .http
+        .post(format!(
+            "{}/sandbox/projects/{}/users/svc_pair_1/token/regenerate",
+            w.sandbox_base, w.pid
+        ))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    tokens.push(r["token"].as_str().unwrap().to_string());
+    for _ in 0..3 {
+        let (s, b) = w.call(&gw, &export).await;
+        assert_eq!(s, 200, "served by pair-2: {b}");
+    }
+
+    // A request that took the active member's token just before the pair
+    // switched and reaches REDCap after that member was regenerated: REDCap
+    // refuses it, and the gateway retries with the new active member's
+    // token. (Held here at step 5 to order it: it was authorised while
+    // pair-2 served.)
+    let (s, b) = admin_post(
+        &w,
+        &gw,
+        "/admin/accounts/pair-2/hold",
+        json!({"operator": "ana", "reason": "order the test"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    let caught = {
+        let (http, addr, key) = (w.http.clone(), gw.addr, key.clone());
+        tokio::spawn(async move {
+            let r = http
+                .post(format!("http://{addr}/api/"))
+                .form(&[
+                    ("token", key.as_str()),
+                    ("content", "record"),
+                    ("format", "json"),
+                ])
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!caught.is_finished(), "the request waits at the hold");
+    governance::accounts::AccountStatusFile::new(&w.dir.join("data/account-status.json"))
+        .set_active("pair-1", "pair-1", "ana", "r2")
+        .unwrap();
+    let r: Value = w
+        .http
+        .post(format!(
+            "{}/sandbox/projects/{}/users/svc_pair_1/token/regenerate",
+            w.sandbox_base, w.pid
+        ))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let fresh = r["token"].as_str().unwrap().to_string();
+    tokens.push(fresh.clone());
+    w.store
+        .put(
+            &SecretName::new("redcap/pair-1").unwrap(),
+            secrets::SecretValue::new(fresh),
+            meta("rotated"),
+            Label::Current,
+        )
+        .await
+        .unwrap();
+    let r: Value = w
+        .http
+        .post(format!(
+            "{}/sandbox/projects/{}/users/svc_pair_2/token/regenerate",
+            w.sandbox_base, w.pid
+        ))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    tokens.push(r["token"].as_str().unwrap().to_string());
+    let (s, b) = admin_post(
+        &w,
+        &gw,
+        "/admin/accounts/pair-2/release",
+        json!({"operator": "ana", "reason": "order the test"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = caught.await.unwrap();
+    assert_eq!(s, 200, "retried with pair-1's new token: {b}");
+    gw.shutdown().await.unwrap();
+    let entries = entries(&OsFs, &ledger_dir);
+    let served: Vec<&str> = entries
+        .iter()
+        .filter_map(|e| match e {
+            EntryKind::Request {
+                client, account, ..
+            } if client == "pair-app" => Some(account.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(served, ["pair-1", "pair-2", "pair-2", "pair-2", "pair-2"]);
+    assert!(entries.iter().any(|e| matches!(
+        e,
+        EntryKind::Admin { action, target, .. } if action == "dual-activate" && target == "account:pair-2"
+    )));
+    for t in &tokens {
+        let canary = canary::Canary::new(t);
+        canary.assert_clean(&canary.scan_dir(&ledger_dir, &[]));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_hold_that_runs_out_refuses_in_redcaps_shape_and_says_so_in_the_ledger() {
     let w = World::new().await;

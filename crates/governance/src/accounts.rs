@@ -92,6 +92,21 @@ pub struct Lapse {
     pub by: String,
 }
 
+/// Which member of a dual pair of accounts the gateway serves the pair's
+/// clients with (`docs/rotation.md`, dual-account mode): switched by a
+/// dual rotation, read by the gateway on every request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Active {
+    /// The `[[account]]` serving.
+    pub account: String,
+    /// Since when (UTC).
+    pub since: Timestamp,
+    /// Who switched it (the operator of the rotation).
+    pub by: String,
+    /// The rotation that switched it.
+    pub rotation_id: String,
+}
+
 /// An account retired by `accounts retire`: its token was shown dead in
 /// REDCap and its secret retired (kept in the store's history, no longer
 /// served).
@@ -114,8 +129,21 @@ pub struct Status {
     pub quarantined: BTreeMap<String, Quarantine>,
     /// Lapsed accounts by name.
     pub lapsed: BTreeMap<String, Lapse>,
+    /// The active member of each dual pair that has switched at least
+    /// once, by the pair's key (`warden_config::pair_key`); a pair not
+    /// listed is served by the member whose name is its key.
+    pub active: BTreeMap<String, Active>,
     /// Retired accounts by name.
     pub retired: BTreeMap<String, Retirement>,
+}
+
+impl Status {
+    /// The member of the dual pair `pair_key` serving now.
+    pub fn active_of(&self, pair_key: &str) -> String {
+        self.active
+            .get(pair_key)
+            .map_or_else(|| pair_key.to_string(), |a| a.account.clone())
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -126,6 +154,9 @@ struct Document {
     /// Absent in files written before lapses existed (and when none).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     lapsed: BTreeMap<String, Lapse>,
+    /// Absent in files written before dual pairs existed (and when none).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    active: BTreeMap<String, Active>,
     /// Absent in files written before retirements existed (and when none).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     retired: BTreeMap<String, Retirement>,
@@ -195,6 +226,7 @@ impl AccountStatusFile {
         Ok(Status {
             quarantined: doc.quarantined,
             lapsed: doc.lapsed,
+            active: doc.active,
             retired: doc.retired,
         })
     }
@@ -217,6 +249,7 @@ impl AccountStatusFile {
             format: FORMAT.into(),
             quarantined: status.quarantined,
             lapsed: status.lapsed,
+            active: status.active,
             retired: status.retired,
         })
         .expect("serialisable");
@@ -252,6 +285,30 @@ impl AccountStatusFile {
     /// Clears `account`'s lapse (an approval); returns it, if it was lapsed.
     pub fn restore(&self, account: &str) -> Result<Option<Lapse>, StatusError> {
         self.update_all(|s| Ok(s.lapsed.remove(account)))
+    }
+
+    /// Makes `account` the active member of the dual pair `pair_key`
+    /// (durable when this returns: the file is replaced and synced).
+    pub fn set_active(
+        &self,
+        pair_key: &str,
+        account: &str,
+        by: &str,
+        rotation_id: &str,
+    ) -> Result<(), StatusError> {
+        let since = self.clock.now();
+        self.update_all(|s| {
+            s.active.insert(
+                pair_key.to_string(),
+                Active {
+                    account: account.to_string(),
+                    since,
+                    by: by.to_string(),
+                    rotation_id: rotation_id.to_string(),
+                },
+            );
+            Ok(())
+        })
     }
 
     /// Marks `account` retired (keeping the first retirement if it

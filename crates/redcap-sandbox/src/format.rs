@@ -488,6 +488,8 @@ pub struct RowWriter<'w> {
     /// Columns whose whole-number values JSON writes as numbers
     /// (`redcap_repeat_instance`), not strings.
     numeric: &'static [&'static str],
+    /// A CSV header other than the columns' names (`rawOrLabelHeaders`).
+    csv_header: Option<Vec<String>>,
 }
 
 /// Where a [`RowWriter`] writes: CSV through one `csv::Writer` for the
@@ -535,7 +537,29 @@ impl<'w> RowWriter<'w> {
             buf: Vec::with_capacity(4096),
             keys: Vec::new(),
             numeric: &[],
+            csv_header: None,
         })
+    }
+
+    /// CSV with this delimiter instead of `,` (before any row).
+    pub fn delimiter(mut self, delimiter: u8) -> std::io::Result<RowWriter<'w>> {
+        if let Sink::Csv(w) = self.out {
+            let out = w.into_inner().map_err(|e| e.into_error())?;
+            self.out = Sink::Csv(Box::new(
+                csv::WriterBuilder::new()
+                    .terminator(csv::Terminator::Any(b'\n'))
+                    .delimiter(delimiter)
+                    .buffer_capacity(64 * 1024)
+                    .from_writer(out),
+            ));
+        }
+        Ok(self)
+    }
+
+    /// Writes this CSV header instead of the columns' names.
+    pub fn csv_header(mut self, header: Vec<String>) -> RowWriter<'w> {
+        self.csv_header = Some(header);
+        self
     }
 
     /// Writes the whole-number values of these columns as JSON numbers.
@@ -600,7 +624,10 @@ impl<'w> RowWriter<'w> {
             Format::Csv => {
                 if let Sink::Csv(w) = &mut self.out {
                     if self.rows == 0 {
-                        w.write_record(cells.iter().map(|(k, _)| k.as_ref()))?;
+                        match &self.csv_header {
+                            Some(h) => w.write_record(h)?,
+                            None => w.write_record(cells.iter().map(|(k, _)| k.as_ref()))?,
+                        }
                     }
                     w.write_record(cells.iter().map(|(_, v)| v.as_ref()))?;
                 }
@@ -634,7 +661,10 @@ impl<'w> RowWriter<'w> {
             Sink::Plain(out) => writeln!(out, "</{}>", self.root),
             Sink::Csv(mut w) => {
                 if self.rows == 0 {
-                    w.write_record(self.empty_header)?;
+                    match &self.csv_header {
+                        Some(h) => w.write_record(h)?,
+                        None => w.write_record(self.empty_header)?,
+                    }
                 }
                 w.flush()
             }

@@ -17,6 +17,7 @@
 mod admin;
 pub mod api;
 mod db;
+mod filter_logic;
 mod format;
 mod odm;
 pub mod post;

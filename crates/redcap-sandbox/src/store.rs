@@ -950,6 +950,25 @@ pub fn append_log(conn: &Connection, rows: &[LogRow]) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// The records created or changed between `begin` and `end` (log
+/// timestamps, `YYYY-MM-DD HH:MM`, both ends included), in no order: Export
+/// Records' `dateRangeBegin`/`dateRangeEnd`, read through the log's
+/// (project, time) index.
+pub fn records_changed(
+    conn: &Connection,
+    project_id: u64,
+    begin: &str,
+    end: &str,
+) -> rusqlite::Result<Vec<String>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT DISTINCT pk FROM redcap_log_event
+         WHERE project_id = ?1 AND ts >= ?2 AND ts <= ?3
+           AND kind IN ('record_add', 'record_edit') AND pk IS NOT NULL",
+    )?;
+    let rows = stmt.query_map(params![project_id, begin, end], |r| r.get(0))?;
+    rows.collect()
+}
+
 /// What Export Logging asks for.
 pub struct LogQuery<'a> {
     pub project_id: u64,

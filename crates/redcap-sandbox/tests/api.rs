@@ -954,6 +954,54 @@ async fn field_names_instruments_and_next_record_name() {
             {"original_field_name": "symptoms", "choice_value": "2", "export_field_name": "symptoms___2"}
         ])
     );
+    // The whole list: each instrument's fields, then its status field; no
+    // File Upload fields (PyCap's doctest), calc fields kept.
+    let md = json!([
+        {"field_name": "record_id", "form_name": "f1", "field_type": "text", "field_label": "ID"},
+        {"field_name": "intro", "form_name": "f1", "field_type": "descriptive", "field_label": "Hi"},
+        {"field_name": "doc", "form_name": "f1", "field_type": "file", "field_label": "Doc"},
+        {"field_name": "sig", "form_name": "f1", "field_type": "file", "field_label": "Sig", "text_validation_type_or_show_slider_number": "signature"},
+        {"field_name": "w", "form_name": "f2", "field_type": "text", "field_label": "W"},
+        {"field_name": "bmi", "form_name": "f2", "field_type": "calc", "field_label": "BMI", "select_choices_or_calculations": "[w]*2"},
+        {"field_name": "cb", "form_name": "f2", "field_type": "checkbox", "field_label": "CB", "select_choices_or_calculations": "A, a | 2, b"}
+    ]);
+    let other = sb.create_project().await;
+    let a = sb.import(&other, "metadata", md, &[]).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let names = sb.call(&other, "exportFieldNames", &[]).await.json();
+    let brief: Vec<String> = names
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            format!(
+                "{}/{}/{}",
+                n["original_field_name"].as_str().unwrap(),
+                n["choice_value"].as_str().unwrap(),
+                n["export_field_name"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        brief,
+        [
+            "record_id//record_id",
+            "f1_complete//f1_complete",
+            "w//w",
+            "bmi//bmi",
+            "cb/A/cb___a",
+            "cb/2/cb___2",
+            "f2_complete//f2_complete"
+        ]
+    );
+    let one = sb
+        .call(&other, "exportFieldNames", &[("field", "f2_complete")])
+        .await
+        .json();
+    assert_eq!(
+        one,
+        json!([{"original_field_name": "f2_complete", "choice_value": "", "export_field_name": "f2_complete"}])
+    );
     let forms = sb.call(&admin, "instrument", &[]).await.json();
     assert_eq!(forms[0]["instrument_name"], "demographics");
     assert_eq!(forms[1]["instrument_name"], "visit");

@@ -128,6 +128,23 @@ assert p.export_records(records=["1"], fields=["record_id", "arm"], raw_or_label
     [{"record_id": "1", "arm": "A"}]
 visit = p.export_records(records=["1"], forms=["visit"])
 assert "symptoms___1" in visit[0] and "name" not in visit[0], visit
+step("export records filter_logic and options")
+# PyCap backfills the record ID field when `fields` is given.
+assert [r["record_id"] for r in p.export_records(filter_logic="[age] > 35 or [name] = 'Eve'")] == ["1", "5"]
+assert [r["record_id"] for r in p.export_records(filter_logic="[symptoms(1)] = '1' AND [arm] <> ''")] == ["1"]
+assert [r["record_id"] for r in p.export_records(fields=["age"], filter_logic="[name] = ''")] == ["6"]
+try:
+    p.export_records(filter_logic="[age] >")
+    raise AssertionError("bad filter logic was accepted")
+except RedcapError as e:
+    assert message(e).startswith('The parameter "filterLogic" is not valid logic'), e
+from datetime import datetime
+assert len(p.export_records(date_begin=datetime(2000, 1, 1))) == 6
+assert p.export_records(date_end=datetime(2000, 1, 1)) == []
+labelled = p.export_records(format_type="csv", fields=["record_id", "arm"], raw_or_label_headers="label")
+assert labelled.splitlines()[0] == "Record ID,Arm", labelled
+assert p.export_field_names()[-1] == \
+    {"original_field_name": "visit_complete", "choice_value": "", "export_field_name": "visit_complete"}
 checkbox = p.export_records(records=["1"], fields=["symptoms"], export_checkbox_labels=True, raw_or_label="label")
 assert checkbox[0]["symptoms___1"] == "Fever", checkbox
 try:

@@ -212,6 +212,13 @@ pub enum ApiError {
         /// The values the project does not have.
         values: Vec<String>,
     },
+    /// Export Records: `filterLogic` that does not parse or names what the
+    /// project lacks. INF text (REDCap documents only that "the API will
+    /// respond with an error message").
+    InvalidFilterLogic {
+        /// What is wrong, e.g. `'nope' is not a field of the project`.
+        reason: String,
+    },
     /// `data_import_tool_171/172`: DAG user sent `redcap_data_access_group`. INF completion.
     IllegalDagField,
     /// `data_import_tool_251`: records of another DAG. *Verbatim.*
@@ -527,6 +534,7 @@ impl ApiError {
             RecordsInOtherDag { records } => format!("The following records cannot be modified because they do not belong to your Data Access Group: {}", records.join(", ")),
             InvalidRecordDags { names } => format!("The following Data Access Group are invalid for the redcap_data_access_group field: {}", names.join(", ")),
             RecordValidation { lines } => lines.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"),
+            InvalidFilterLogic { reason } => format!("The parameter \"filterLogic\" is not valid logic: {reason}. Write it in REDCap's logic syntax, e.g. [age] > 30 and [sex] = '1'."),
             RecordsNotArray => "The parameter \"records\" must be an array.".into(),
             NoRecordsGiven => "No records were provided to delete.".into(),
             RecordsDoNotExist { records } => format!("One or more of the records provided cannot be deleted because they do not exist in the project. The following records do not exist: {}", records.join(", ")),

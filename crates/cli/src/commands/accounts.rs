@@ -276,6 +276,14 @@ pub fn enroll(
         issuer: kind.as_str().to_string(),
         reason: reason.clone(),
         note: super::sop::stale_note(&config),
+        // A token of another account of the study is refused.
+        others: c
+            .account
+            .iter()
+            .filter(|a| a.study == acc.study && a.name != acc.name)
+            .map(|a| (a.name.clone(), a.secret.clone()))
+            .collect(),
+        dual: None,
     };
     let rotation = super::rotate::with_rotator(&config, &operator, Some(account), async |r| {
         let rot = r.plan_enrol(plan).await?;

@@ -537,6 +537,7 @@ async fn seed(
         let args = Args {
             config: config_path.to_path_buf(),
             json: false,
+            log_format: crate::args::LogFormat::Text,
             operator: operator.stated_name.clone(),
             command: Command::Serve,
         };

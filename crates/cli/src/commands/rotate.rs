@@ -139,14 +139,18 @@ pub(super) fn with_rotator(
             config,
             store: &*store,
         };
-        let cutover: Box<dyn Cutover> =
-            match gateway::admin_client::AdminClient::from_config(config) {
-                Ok(client) => Box::new(client),
+        let cutover = Local {
+            gateway: match gateway::admin_client::AdminClient::from_config(config) {
+                Ok(client) => Some(client),
                 Err(e) => {
                     eprintln!("no gateway has run here ({e}): rotating without a cut-over hold");
-                    Box::new(NoGateway)
+                    None
                 }
-            };
+            },
+            status: governance::accounts::AccountStatusFile::new(&gateway::paths::status_file(
+                config,
+            )),
+        };
         let mut hooks: Vec<Box<dyn Hook>> = Vec::new();
         let r = &config.config.rotation;
         if !r.after_switch.is_empty() {
@@ -167,7 +171,7 @@ pub(super) fn with_rotator(
             redcap: &redcap,
             rights: &rights,
             ownership: &*ownership,
-            cutover: &*cutover,
+            cutover: &cutover,
             hooks: &hooks,
             clock: &clock,
             operator: operator.to_string(),
@@ -214,15 +218,60 @@ pub fn start(
         );
     }
     let issuer = issuer(&config, kind)?;
-    let _lock = journal(&config).lock(account)?;
+    let status =
+        governance::accounts::AccountStatusFile::new(&gateway::paths::status_file(&config));
+    // A dual pair is rotated as a pair: its standby first, whichever
+    // member ACCOUNT names.
+    let (rotated, dual) = match (acc.pair_key(), &acc.partner) {
+        (Some(pair), Some(partner)) => {
+            let active = status
+                .status()
+                .with_context(|| "reading which member of the dual pair is active")?
+                .active_of(&pair);
+            let find = |n: &str| c.account.iter().find(|a| a.name == n);
+            let (Some(active), Some(standby)) = (
+                find(&active),
+                find(if active == acc.name {
+                    partner
+                } else {
+                    &acc.name
+                }),
+            ) else {
+                bail!(
+                    "the account status file names `{active}` as the active member of pair `{pair}`, which is not an account of the pair in {}; correct [[account]] partner, or the file",
+                    config.path.display()
+                );
+            };
+            let dual = governance::rotation::DualPlan {
+                pair: pair.clone(),
+                account: active.name.clone(),
+                username: active.username.clone(),
+                secret: active.secret.clone(),
+            };
+            (standby, Some(dual))
+        }
+        _ => (acc, None),
+    };
+    let lock_name = dual.as_ref().map_or(account, |d| d.pair.as_str());
+    let _lock = journal(&config).lock(lock_name)?;
+    let others = c
+        .account
+        .iter()
+        .filter(|a| {
+            a.study == acc.study && a.name != acc.name && acc.partner.as_ref() != Some(&a.name)
+        })
+        .map(|a| (a.name.clone(), a.secret.clone()))
+        .collect();
     let plan = Plan {
-        account: acc.name.clone(),
-        username: acc.username.clone(),
-        secret: acc.secret.clone(),
+        account: rotated.name.clone(),
+        username: rotated.username.clone(),
+        secret: rotated.secret.clone(),
         project_id,
         issuer: kind.as_str().to_string(),
         reason,
         note: super::sop::stale_note(&config),
+        others,
+        dual,
     };
     let status =
         governance::accounts::AccountStatusFile::new(&gateway::paths::status_file(&config));
@@ -232,27 +281,25 @@ pub fn start(
             // the wrong hands, and so may the clients' keys.
             status
                 .quarantine(
-                    &plan.account,
+                    account,
                     &format!("emergency rotation: {}", plan.reason),
                     &operator.to_string(),
                 )
                 .map_err(|e| {
                     RotationError::Refused(format!(
-                        "quarantining `{}` for the emergency rotation: {e}; nothing was rotated",
-                        plan.account
+                        "quarantining `{account}` for the emergency rotation: {e}; nothing was rotated"
                     ))
                 })?;
             r.trail
                 .record(ledger::EntryKind::Admin {
                     operator: operator.to_string(),
                     action: "quarantine".into(),
-                    target: format!("account:{}", plan.account),
+                    target: format!("account:{account}"),
                     reason: format!("emergency rotation: {}", plan.reason),
                 })
                 .await?;
             eprintln!(
-                "account `{}` is quarantined: the gateway refuses its clients from their next request",
-                plan.account
+                "account `{account}` is quarantined: the gateway refuses its clients from their next request"
             );
         }
         let rot = r.plan(plan).await?;
@@ -272,8 +319,8 @@ pub fn resume(args: &Args, id: &str, issuer_arg: Option<IssuerArg>) -> anyhow::R
     let operator = Operator::current(args.operator.as_deref())?;
     let config = load_config(&args.config)?;
     let journal = journal(&config);
-    let account = journal.load(id)?.account;
-    let _lock = journal.lock(&account)?;
+    let lock_name = journal.load(id)?.lock_name().to_string();
+    let _lock = journal.lock(&lock_name)?;
     // Read again under the lock: another process may have moved it on.
     let rot = journal.load(id)?;
     if !rot.state.is_open() {
@@ -285,11 +332,20 @@ pub fn resume(args: &Args, id: &str, issuer_arg: Option<IssuerArg>) -> anyhow::R
         "command" => IssuerKind::Command,
         _ => IssuerKind::Manual,
     };
-    let issuer = if rot.state == State::Planned {
+    // Planned, or a dual rotation whose second member is still to be
+    // regenerated (a token already in escrow is never asked for again).
+    let needs_issuer = rot.state == State::Planned
+        || (rot.dual.is_some()
+            && matches!(
+                rot.state,
+                State::Obtained | State::Verified | State::Stored | State::Switched
+            ));
+    let issuer = if needs_issuer {
         Some(issuer(&config, issuer_kind(issuer_arg, default))?)
     } else {
         None
     };
+    let account = rot.account.clone();
     let rotation = with_rotator(&config, &operator, Some(&account), async |r| {
         r.drive(rot, issuer.as_deref()).await
     })?;
@@ -302,8 +358,8 @@ pub fn abort(args: &Args, id: &str, reason: &str) -> anyhow::Result<Outcome> {
     let reason = super::reason(reason)?;
     let config = load_config(&args.config)?;
     let journal = journal(&config);
-    let account = journal.load(id)?.account;
-    let _lock = journal.lock(&account)?;
+    let lock_name = journal.load(id)?.lock_name().to_string();
+    let _lock = journal.lock(&lock_name)?;
     let rot = journal.load(id)?;
     let rotation = with_rotator(&config, &operator, None, async |r| {
         r.abort(rot, &reason).await
@@ -332,6 +388,24 @@ pub(super) fn report(args: &Args, rot: &Rotation) -> anyhow::Result<Outcome> {
                 rot.new_version.as_deref().unwrap_or("not stored")
             );
         }
+        if let Some(d) = &rot.dual {
+            println!(
+                "  dual pair `{}`: `{}` regenerated first, then active; `{}` regenerated second",
+                d.pair, d.first.account, d.second.account
+            );
+            if d.second_leg {
+                println!(
+                    "  `{}`: old token {}, new token {} (version {})",
+                    d.first.account,
+                    d.first.old_fingerprint,
+                    d.first.new_fingerprint.as_deref().unwrap_or("-"),
+                    d.first.new_version.as_deref().unwrap_or("-")
+                );
+                if let Some(o) = &d.first.ownership {
+                    println!("  `{}` ownership: {o}", d.first.account);
+                }
+            }
+        }
         if let Some(o) = &rot.ownership {
             println!("  ownership: {o}");
         }
@@ -352,10 +426,10 @@ pub fn status(args: &Args) -> anyhow::Result<Outcome> {
     let config = load_config(&args.config)?;
     let store = open_store(&config)?;
     let rotations = journal(&config).all()?;
-    let retired =
+    let account_status =
         governance::accounts::AccountStatusFile::new(&gateway::paths::status_file(&config))
-            .status()?
-            .retired;
+            .status()?;
+    let retired = &account_status.retired;
     let rt = super::runtime()?;
     let now = jiff::Timestamp::now();
     let inventory = rt.block_on(governance::rotation::inventory(
@@ -370,7 +444,12 @@ pub fn status(args: &Args) -> anyhow::Result<Outcome> {
     let overdue_any = inventory.iter().any(overdue);
     let rows: Vec<Value> = inventory
         .iter()
-        .map(|t| {
+        .zip(&config.config.account)
+        .map(|(t, a)| {
+            let pair = a.pair_key().map(|k| {
+                let active = account_status.active_of(&k);
+                json!({"pair": k, "partner": a.partner, "active": active == a.name})
+            });
             json!({
                 "account": t.account,
                 "secret": t.secret,
@@ -383,6 +462,8 @@ pub fn status(args: &Args) -> anyhow::Result<Outcome> {
                 "open_rotation": t.open_rotation.as_ref().map(|r| json!({"id": r.id, "state": r.state, "since": r.at.to_string(), "detail": r.detail})),
                 "last_rotation": t.last_rotation.as_ref().map(|r| json!({"id": r.id, "kind": r.kind, "state": r.state, "at": r.at.to_string(), "proof": r.proof, "ownership": r.ownership})),
                 "retired": retired.get(&t.account).map(|r| json!({"since": r.since.to_string(), "by": r.by, "reason": r.reason, "proof": r.proof})),
+                "mode": a.mode.as_str(),
+                "dual": pair,
             })
         })
         .collect();
@@ -486,6 +567,62 @@ async fn ownership_check<'a>(
                 now,
             }))
         }
+    }
+}
+
+/// The gateway's hold as the running gateway gives it (when one has run
+/// here), and a dual pair's active member in the account status file,
+/// which the gateway reads on each request.
+struct Local {
+    gateway: Option<gateway::admin_client::AdminClient>,
+    status: governance::accounts::AccountStatusFile,
+}
+
+#[async_trait::async_trait]
+impl Cutover for Local {
+    async fn hold(&self, account: &str, operator: &str, reason: &str) -> Result<String, String> {
+        match &self.gateway {
+            Some(g) => g.hold(account, operator, reason).await,
+            None => NoGateway.hold(account, operator, reason).await,
+        }
+    }
+
+    async fn release(&self, account: &str, operator: &str, reason: &str) -> Result<String, String> {
+        match &self.gateway {
+            Some(g) => g.release(account, operator, reason).await,
+            None => NoGateway.release(account, operator, reason).await,
+        }
+    }
+
+    async fn active(&self, pair: &str) -> Result<String, String> {
+        self.status
+            .status()
+            .map(|s| s.active_of(pair))
+            .map_err(|e| e.to_string())
+    }
+
+    async fn activate(
+        &self,
+        pair: &str,
+        account: &str,
+        operator: &str,
+        rotation_id: &str,
+        reason: &str,
+    ) -> Result<String, String> {
+        self.status
+            .set_active(pair, account, operator, rotation_id)
+            .map_err(|e| e.to_string())?;
+        let told = match &self.gateway {
+            Some(g) => g.announce_active(account, operator, reason).await?,
+            None => {
+                "no gateway has run here; one started later reads it from the account status file"
+                    .into()
+            }
+        };
+        Ok(format!(
+            "`{account}` is the active member of pair `{pair}` in {}; {told}",
+            self.status.path().display()
+        ))
     }
 }
 

@@ -10,12 +10,12 @@ use secrets::{FingerprintKey, SecretStore};
 use warden_config::LoadedConfig;
 
 use crate::Outcome;
-use crate::args::Args;
+use crate::args::{Args, LogFormat};
 use crate::operator::Operator;
 use crate::store::{load_config, open_store};
 
 pub fn run(args: &Args) -> anyhow::Result<Outcome> {
-    log_to_stderr();
+    log_to_stderr(args.log_format);
     let operator = Operator::current(args.operator.as_deref())?;
     let config = load_config(&args.config)?;
     let store = open_store(&config)?;
@@ -28,21 +28,32 @@ pub fn run(args: &Args) -> anyhow::Result<Outcome> {
         let reconciling =
             super::reconcile::spawn_schedule(config.clone(), store.clone(), operator.to_string());
         let sweeper = tokio::spawn(sweep_daily(config.clone(), store, operator.to_string()));
-        eprintln!(
-            "redcap-warden gateway: REDCap API at http://{}/api/ (forwarding to {})",
-            running.addr,
-            config.config.redcap.url()
+        let format = args.log_format;
+        say(
+            format,
+            &format!(
+                "redcap-warden gateway: REDCap API at http://{}/api/ (forwarding to {})",
+                running.addr,
+                config.config.redcap.url()
+            ),
         );
-        eprintln!(
-            "admin: http://{}/health, dashboard http://{}/dashboard (the admin credential is the password); stop with Ctrl-C",
-            running.admin_addr, running.admin_addr
+        say(
+            format,
+            &format!(
+                "admin: http://{}/health, dashboard http://{}/dashboard (the admin credential is the password); stop with Ctrl-C, reload with SIGHUP",
+                running.admin_addr, running.admin_addr
+            ),
         );
-        shutdown_signal().await;
+        serve_until_stopped(&running, &operator.to_string()).await;
+        crate::notify::tell("STOPPING=1");
         if let Some(task) = reconciling {
             task.abort();
         }
         sweeper.abort();
-        eprintln!("stopping: draining requests, signing a final checkpoint");
+        say(
+            format,
+            "stopping: draining requests, signing a final checkpoint",
+        );
         running.shutdown().await?;
         anyhow::Ok(())
     })?;
@@ -81,16 +92,73 @@ async fn sweep_daily(config: LoadedConfig, store: Arc<dyn SecretStore>, operator
     }
 }
 
+/// Tells the service manager the gateway is ready (`READY=1`, when started
+/// with `Type=notify`), then waits for Ctrl-C or SIGTERM. Each SIGHUP
+/// meanwhile reloads as `reload` does, framed by `RELOADING=1` and
+/// `READY=1`. The handlers are installed before `READY=1`, so a SIGHUP
+/// right after it reloads instead of ending the process.
+async fn serve_until_stopped(running: &RunningGateway, operator: &str) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    let mut hup = signal(SignalKind::hangup()).expect("installing a SIGHUP handler");
+    crate::notify::tell("READY=1\nSTATUS=serving");
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return,
+            _ = term.recv() => return,
+            _ = hup.recv() => {
+                crate::notify::tell("RELOADING=1\nSTATUS=reloading warden.toml");
+                match running.reload(operator, "SIGHUP").await {
+                    Ok(done) => {
+                        tracing::info!(
+                            changes = %done.changes.join("; "),
+                            recorded = done.recorded,
+                            "reloaded on SIGHUP"
+                        );
+                        for r in &done.restart_required {
+                            tracing::warn!(change = %r, "needs a restart to take effect");
+                        }
+                    }
+                    Err(e) => tracing::error!(
+                        error = %e,
+                        "SIGHUP: not reloaded; the gateway keeps the configuration it had"
+                    ),
+                }
+                crate::notify::tell("READY=1\nSTATUS=serving");
+            }
+        }
+    }
+}
+
+/// A line for the operator: as is in text mode, a log event in JSON mode
+/// (so stderr stays one JSON object a line).
+fn say(format: LogFormat, line: &str) {
+    match format {
+        LogFormat::Text => eprintln!("{line}"),
+        LogFormat::Json => tracing::info!("{line}"),
+    }
+}
+
 /// The gateway's own log lines (an outage, a reopen, a quarantine that
 /// could not be saved…) go to stderr, where the service manager keeps them;
-/// `RUST_LOG` chooses how much (default `info`). They never hold a token.
-fn log_to_stderr() {
+/// `RUST_LOG` chooses how much (default `info`). `--log-format json` writes
+/// one JSON object a line (`timestamp`, `level`, `target`, `message`, the
+/// event's fields). They never hold a token.
+fn log_to_stderr(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .try_init(),
+    };
 }
 
 /// Opens the ledger with the signing key from the store and starts the

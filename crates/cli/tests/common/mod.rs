@@ -5,6 +5,7 @@
 
 pub mod chromium;
 pub mod sandbox;
+pub mod site;
 pub mod study;
 
 use std::io::BufRead;

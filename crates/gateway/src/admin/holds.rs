@@ -1,6 +1,6 @@
 //! `POST /admin/accounts/{account}/hold` and `.../release`: the cut-over
-//! hold ([`crate::state::Holds`] tells its story). Each takes
-//! `{operator, reason}` and is an `admin` entry.
+//! hold ([`crate::state::Holds`] tells its story); `.../activate`: a dual
+//! pair's switch. Each takes `{operator, reason}` and is an `admin` entry.
 
 use std::sync::Arc;
 
@@ -105,4 +105,46 @@ fn admit_hold(
     }
     ledger_up(gw)?;
     Ok(who)
+}
+
+/// `POST /admin/accounts/{account}/activate`: a dual rotation has made
+/// `account` the active member of its pair in the account status file;
+/// the gateway re-reads the file now and confirms that it serves the
+/// pair's clients with `account` from their next request (no hold: the
+/// partner's token keeps working until it is regenerated, and a request
+/// caught by that retries with the new member's token). 409 when the file
+/// names the other member.
+pub(crate) async fn activate(
+    State(gw): State<Arc<Gateway>>,
+    Path(account): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, Refusal> {
+    let (operator, reason) = admit_hold(&gw, &account, &headers, &body)?;
+    let applied = gw.applied();
+    let Some(pair) = applied.policy.accounts[&account].pair.clone() else {
+        return Err(refuse(
+            StatusCode::NOT_FOUND,
+            format!(
+                "account `{account}` is not of a dual pair (mode = \"dual\") in the configuration in force"
+            ),
+        ));
+    };
+    gw.quarantines().reload();
+    let active = gw.quarantines().active_of(&pair);
+    if active != account {
+        return Err(refuse(
+            StatusCode::CONFLICT,
+            format!(
+                "the account status file names `{active}` as the active member of pair `{pair}`, not `{account}`"
+            ),
+        ));
+    }
+    let entry = EntryKind::Admin {
+        operator,
+        action: "dual-activate".into(),
+        target: format!("account:{account}"),
+        reason: format!("{reason} (pair `{pair}`)"),
+    };
+    record_change(&gw, entry, json!({"active": account, "pair": pair})).await
 }

@@ -24,6 +24,8 @@ mod holds;
 mod keys;
 mod ledger;
 mod reload;
+pub use reload::Reloaded;
+pub(crate) use reload::apply_reload;
 mod status;
 
 use std::sync::Arc;
@@ -47,4 +49,5 @@ pub(crate) fn routes() -> Router<Arc<Gateway>> {
         .route("/admin/keys/revoke", post(keys::revoke))
         .route("/admin/accounts/{account}/hold", post(holds::start))
         .route("/admin/accounts/{account}/release", post(holds::release))
+        .route("/admin/accounts/{account}/activate", post(holds::activate))
 }

@@ -29,24 +29,54 @@ pub(crate) async fn reload(
     headers: HeaderMap,
 ) -> Result<Response, Refusal> {
     bearer(&gw, &headers)?;
+    match apply_reload(&gw, "admin-api", None).await {
+        Ok(done) => Ok(axum::Json(json!({
+            "reloaded": true,
+            "recorded": done.recorded,
+            "changes": done.changes,
+            "restart_required": done.restart_required,
+        }))
+        .into_response()),
+        Err(e) => Ok((
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({"error": format!("not reloaded: {e}")})),
+        )
+            .into_response()),
+    }
+}
+
+/// What a reload applied.
+#[derive(Debug, Clone)]
+pub struct Reloaded {
+    /// The `admin` entry naming it is in the ledger.
+    pub recorded: bool,
+    /// Field-level changes of `warden.toml`.
+    pub changes: Vec<String>,
+    /// The changes that take effect only after a restart.
+    pub restart_required: Vec<String>,
+}
+
+/// Re-reads `warden.toml` (nothing is applied if it does not load), the
+/// key and account-status files, forgets cached tokens, and records an
+/// `admin` `reload` entry by `operator`; its reason names the `trigger`
+/// when there is one (`reload (SIGHUP): …`). Shared by `POST /admin/reload`
+/// and `serve`'s SIGHUP.
+pub(crate) async fn apply_reload(
+    gw: &Gateway,
+    operator: &str,
+    trigger: Option<&str>,
+) -> Result<Reloaded, warden_config::LoadError> {
     let old = gw.applied();
-    let new = match warden_config::load(&old.config.path) {
-        Ok(c) => c,
-        Err(e) => {
-            return Ok((
-                StatusCode::BAD_REQUEST,
-                axum::Json(json!({"error": format!("not reloaded: {e}")})),
-            )
-                .into_response());
-        }
-    };
+    let new = warden_config::load(&old.config.path)?;
     let changes = warden_config::field_diff(&old.config.text, &new.text);
-    let restart: Vec<&String> = changes
+    let restart_required: Vec<String> = changes
         .iter()
         .filter(|c| RESTART_ONLY.iter().any(|p| c.starts_with(p)))
+        .cloned()
         .collect();
     let reason = format!(
-        "reload: warden.toml sha256 {}; {}",
+        "reload{}: warden.toml sha256 {}; {}",
+        trigger.map(|t| format!(" ({t})")).unwrap_or_default(),
         new.sha256,
         if changes.is_empty() {
             "no changes".to_string()
@@ -63,12 +93,16 @@ pub(crate) async fn reload(
     let recorded = gw
         .ledger()
         .append(EntryKind::Admin {
-            operator: "admin-api".into(),
+            operator: operator.into(),
             action: "reload".into(),
             target: new.path.display().to_string(),
             reason,
         })
         .await
         .is_ok();
-    Ok(axum::Json(json!({"reloaded": true, "recorded": recorded, "changes": changes, "restart_required": restart})).into_response())
+    Ok(Reloaded {
+        recorded,
+        changes,
+        restart_required,
+    })
 }

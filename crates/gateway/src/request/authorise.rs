@@ -37,7 +37,13 @@ pub(super) fn authorise<'a>(
     fmt: Format,
 ) -> Result<Call<'a>, ApiReply> {
     let deny = |why: String, status, message| caller.deny(gw, why, status, message, fmt);
-    let (client, account) = client_of(applied, caller, &deny)?;
+    let (client, named) = client_of(applied, caller, &deny)?;
+    // A dual pair's clients are served by its active member: the token,
+    // the ledger entries and the DAG guard are that account's.
+    let (serving, refusal) = gw
+        .quarantines()
+        .standing(&named.name, named.pair.as_deref());
+    let account = applied.policy.accounts.get(&serving).unwrap_or(named);
     let (content, action) = method_of(form, client, fmt, &deny)?;
     let call = Call {
         client,
@@ -47,7 +53,7 @@ pub(super) fn authorise<'a>(
         reason: reason_of(headers, form),
         fmt,
     };
-    allowed_now(gw, &call, form, &deny)?;
+    allowed_now(&call, refusal, form, &deny)?;
     Ok(call)
 }
 
@@ -118,7 +124,12 @@ fn method_of(
 /// What else must hold for this call now: a reason for a write where the
 /// client must give one, the account not quarantined, no background
 /// import, no site export the DAG guard cannot check.
-fn allowed_now(gw: &Gateway, call: &Call<'_>, form: &Form, deny: Deny<'_>) -> Result<(), ApiReply> {
+fn allowed_now(
+    call: &Call<'_>,
+    refusal: Option<(String, Refusal)>,
+    form: &Form,
+    deny: Deny<'_>,
+) -> Result<(), ApiReply> {
     let Call {
         client,
         account,
@@ -136,38 +147,36 @@ fn allowed_now(gw: &Gateway, call: &Call<'_>, form: &Form, deny: Deny<'_>) -> Re
             "This client must give a reason for changes: send it in the X-Warden-Reason header or a \"reason\" field".into(),
         ));
     }
-    match gw.quarantines().refusal_of(&account.name) {
+    match refusal {
         None => {}
-        Some(Refusal::Quarantined(q)) => {
+        Some((refused, Refusal::Quarantined(q))) => {
             return Err(deny(
                 "account quarantined".into(),
                 StatusCode::FORBIDDEN,
                 format!(
-                    "The gateway has quarantined account \"{}\" since {} ({}); an operator must release it",
-                    account.name, q.since, q.reason
+                    "The gateway has quarantined account \"{refused}\" since {} ({}); an operator must release it",
+                    q.since, q.reason
                 ),
             ));
         }
-        Some(Refusal::Retired(r)) => {
+        Some((refused, Refusal::Retired(r))) => {
             return Err(deny(
                 "account retired".into(),
                 StatusCode::FORBIDDEN,
                 format!(
-                    "The gateway no longer serves account \"{}\": it was retired on {} by {} ({}); its REDCap token is dead. Use the account that replaced it, or enrol it again (redcap-warden accounts enroll)",
-                    account.name,
+                    "The gateway no longer serves account \"{refused}\": it was retired on {} by {} ({}); its REDCap token is dead. Use the account that replaced it, or enrol it again (redcap-warden accounts enroll)",
                     r.since.strftime("%Y-%m-%d"),
                     r.by,
                     r.reason
                 ),
             ));
         }
-        Some(Refusal::Lapsed(l)) => {
+        Some((refused, Refusal::Lapsed(l))) => {
             return Err(deny(
                 format!("account lapsed: {}", l.reason),
                 StatusCode::FORBIDDEN,
                 format!(
-                    "The gateway refuses account \"{}\": its re-authorisation lapsed on {} ({}); an approver must re-approve it (redcap-warden reauth)",
-                    account.name,
+                    "The gateway refuses account \"{refused}\": its re-authorisation lapsed on {} ({}); an approver must re-approve it (redcap-warden reauth)",
                     l.since.strftime("%Y-%m-%d"),
                     l.reason
                 ),

@@ -41,20 +41,37 @@ impl Quarantines {
         Ok(Quarantines(Watched::new(file)?))
     }
 
-    /// Why the account is refused, as the status file says now (one read
-    /// per request): a retirement (for good), else a quarantine (an
-    /// operator may have released it), else a lapse (`reauth sweep` marks
-    /// it, an approval clears it).
-    pub(crate) fn refusal_of(&self, account: &str) -> Option<Refusal> {
+    /// Which account serves a client of `named` now — the active member of
+    /// its dual pair, or `named` itself — and why the gateway refuses, if
+    /// it does: a retirement (for good), a quarantine (an operator may
+    /// release it) or a lapse (an approval clears it) of either (one read
+    /// per request).
+    pub(crate) fn standing(
+        &self,
+        named: &str,
+        pair: Option<&str>,
+    ) -> (String, Option<(String, Refusal)>) {
         self.0.read(|s| {
-            if let Some(r) = s.retired.get(account) {
-                return Some(Refusal::Retired(r.clone()));
-            }
-            match s.quarantined.get(account) {
-                Some(q) => Some(Refusal::Quarantined(q.clone())),
-                None => s.lapsed.get(account).cloned().map(Refusal::Lapsed),
-            }
+            let serving = pair.map_or_else(|| named.to_string(), |p| s.active_of(p));
+            let refusal = [named, serving.as_str()].into_iter().find_map(|a| {
+                let why = if let Some(r) = s.retired.get(a) {
+                    Some(Refusal::Retired(r.clone()))
+                } else {
+                    match s.quarantined.get(a) {
+                        Some(q) => Some(Refusal::Quarantined(q.clone())),
+                        None => s.lapsed.get(a).cloned().map(Refusal::Lapsed),
+                    }
+                };
+                why.map(|w| (a.to_string(), w))
+            });
+            (serving, refusal)
         })
+    }
+
+    /// The active member of the dual pair `pair`, as the status file says
+    /// now.
+    pub(crate) fn active_of(&self, pair: &str) -> String {
+        self.0.read(|s| s.active_of(pair))
     }
 
     /// Quarantines `account`: in the status file, and in memory at once

@@ -53,6 +53,8 @@ fn account(approvers: &[String]) -> AccountSection {
             .iter()
             .map(|l| Approver::parse(l).unwrap())
             .collect(),
+        mode: Default::default(),
+        partner: None,
     }
 }
 

@@ -236,6 +236,24 @@ impl Journal {
                 from: first.started,
                 until: obtained,
             });
+            // A dual rotation regenerates the second member once it has
+            // switched: from that record to the one that escrowed the
+            // second token.
+            if let Some(d) = &first.dual
+                && let Some(switched) = records.iter().find(|r| r.state == super::State::Switched)
+            {
+                let until = records
+                    .iter()
+                    .find(|r| r.second_leg() && r.new_fingerprint.is_some())
+                    .or(records.last())
+                    .map_or(switched.at, |r| r.at);
+                out.push(Regeneration {
+                    rotation_id: first.id.clone(),
+                    username: d.second.username.clone(),
+                    from: switched.at,
+                    until,
+                });
+            }
         }
         Ok(out)
     }
@@ -263,7 +281,7 @@ impl Journal {
         Ok(self
             .all()?
             .into_iter()
-            .find(|r| r.account == account && r.state.is_open()))
+            .find(|r| r.concerns(account) && r.state.is_open()))
     }
 }
 

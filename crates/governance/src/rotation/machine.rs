@@ -12,7 +12,7 @@ use super::issuer::{Issuer, Target};
 use super::journal::Journal;
 use super::ownership::{LogCalls, Ownership, OwnershipCheck};
 use super::probe::{RightsCheck, RightsVerdict, TokenAnswer, TokenCheck};
-use super::{Kind, Rotation, RotationError, State};
+use super::{Dual, Kind, Member, Rotation, RotationError, State, ownership_proved};
 use crate::audit::AuditTrail;
 use crate::clock::Clock;
 
@@ -28,6 +28,32 @@ pub trait Cutover: Send + Sync {
     /// Ends the hold; the gateway forgets cached tokens, so waiting
     /// requests read the new `current` token. No hold in force is fine.
     async fn release(&self, account: &str, operator: &str, reason: &str) -> Result<String, String>;
+
+    /// Dual mode: the member of the pair `pair` the gateway serves with now
+    /// (the account status file).
+    async fn active(&self, pair: &str) -> Result<String, String> {
+        Err(format!(
+            "this installation cannot tell which member of the dual pair `{pair}` is active"
+        ))
+    }
+
+    /// Dual mode: makes `account` the active member of `pair` — durably
+    /// (the account status file), then tells the running gateway, which
+    /// serves the pair's clients with it from their next request. Done
+    /// again it changes nothing. A sentence for the journal and ledger.
+    async fn activate(
+        &self,
+        pair: &str,
+        account: &str,
+        operator: &str,
+        rotation_id: &str,
+        reason: &str,
+    ) -> Result<String, String> {
+        let _ = (account, operator, rotation_id, reason);
+        Err(format!(
+            "this installation cannot switch the dual pair `{pair}`"
+        ))
+    }
 }
 
 /// No gateway to tell (tests, or an installation that runs none).
@@ -62,6 +88,25 @@ pub struct Plan {
     /// Added to the `planned` entry's detail, e.g. `sop: stale (…)` when
     /// the approved SOP no longer matches the configuration.
     pub note: Option<String>,
+    /// The study's other accounts (`[[account]]` name, secret): a new
+    /// token equal to one of their current tokens is refused.
+    pub others: Vec<(String, SecretName)>,
+    /// Dual-account mode: `account` above is the pair's standby (rotated
+    /// first, then made active); this is the active member.
+    pub dual: Option<DualPlan>,
+}
+
+/// The active member of a dual pair, for [`Plan::dual`].
+#[derive(Debug, Clone)]
+pub struct DualPlan {
+    /// The pair's key.
+    pub pair: String,
+    /// The active member's `[[account]]`.
+    pub account: String,
+    /// Its REDCap username.
+    pub username: String,
+    /// Its secret.
+    pub secret: SecretName,
 }
 
 /// What verifying a new token found ([`Rotator::verification`]).
@@ -126,12 +171,15 @@ impl Rotator<'_> {
     }
 
     async fn plan_kind(&self, plan: Plan, kind: Kind) -> Result<Rotation, RotationError> {
-        if let Some(open) = self.journal.open_for(&plan.account)? {
-            return Err(RotationError::Open {
-                account: plan.account,
-                id: open.id,
-                state: open.state,
-            });
+        let members = std::iter::once(&plan.account).chain(plan.dual.iter().map(|d| &d.account));
+        for account in members {
+            if let Some(open) = self.journal.open_for(account)? {
+                return Err(RotationError::Open {
+                    account: account.clone(),
+                    id: open.id,
+                    state: open.state,
+                });
+            }
         }
         let current = match self
             .store
@@ -188,9 +236,38 @@ impl Rotator<'_> {
                 }
             },
         };
-        let what = match kind {
-            Kind::Rotation => "single-account mode",
-            Kind::Enrol => "enrolment (the account's first token)",
+        let dual = match (&plan.dual, &current) {
+            (Some(d), Some(standby)) if kind == Kind::Rotation => {
+                let active = self.current_of(&d.secret, &d.account).await?;
+                let member = |account: &str,
+                              username: &str,
+                              secret: &SecretName,
+                              v: &secrets::Secret| Member {
+                    account: account.to_string(),
+                    username: username.to_string(),
+                    secret: secret.to_string(),
+                    old_version: v.version.0.clone(),
+                    old_fingerprint: self.fingerprints.fingerprint(&v.value).to_string(),
+                    new_fingerprint: None,
+                    new_version: None,
+                    ownership: None,
+                };
+                Some(Dual {
+                    pair: d.pair.clone(),
+                    first: member(&plan.account, &plan.username, &plan.secret, standby),
+                    second: member(&d.account, &d.username, &d.secret, &active),
+                    second_leg: false,
+                })
+            }
+            _ => None,
+        };
+        let what = match (kind, &dual) {
+            (Kind::Rotation, None) => "single-account mode".to_string(),
+            (Kind::Rotation, Some(d)) => format!(
+                "dual-account mode: `{}` (standby) is regenerated first, then serves; then `{}` (active now) is regenerated",
+                d.first.account, d.second.account
+            ),
+            (Kind::Enrol, _) => "enrolment (the account's first token)".to_string(),
         };
         let rotation = Rotation {
             id,
@@ -199,7 +276,7 @@ impl Rotator<'_> {
             username: plan.username,
             secret: plan.secret.to_string(),
             project_id,
-            mode: "single".into(),
+            mode: if dual.is_some() { "dual" } else { "single" }.into(),
             issuer: plan.issuer.clone(),
             reason: plan.reason,
             started_by: self.operator.clone(),
@@ -227,11 +304,39 @@ impl Rotator<'_> {
             ownership_evidence: None,
             proof: None,
             recorded: false,
+            others: plan
+                .others
+                .iter()
+                .map(|(a, sec)| (a.clone(), sec.to_string()))
+                .collect(),
+            dual,
         };
         self.journal.create(&rotation)?;
         let mut rotation = rotation;
         self.record(&mut rotation).await?;
         Ok(rotation)
+    }
+
+    /// The current token of `secret` (account `account`), to be rotated.
+    async fn current_of(
+        &self,
+        secret: &SecretName,
+        account: &str,
+    ) -> Result<secrets::Secret, RotationError> {
+        self.store
+            .get(secret, &Selector::Label(Label::Current))
+            .await
+            .map_err(|e| match e {
+                StoreError::NotFound { .. } | StoreError::LabelNotSet { .. } => {
+                    RotationError::Refused(format!(
+                        "`{secret}` (account `{account}`) has no current token to rotate; obtain its first one with `redcap-warden accounts enroll {account}`"
+                    ))
+                }
+                source => RotationError::Store {
+                    source: Box::new(source),
+                    id: "(not started)".into(),
+                },
+            })
     }
 
     /// Runs the rotation from its state to `done` (or `failed`): what
@@ -255,17 +360,78 @@ impl Rotator<'_> {
         loop {
             match rot.state {
                 State::Planned => self.obtain(&mut rot, issuer).await?,
-                State::Obtained => self.verify(&mut rot).await?,
-                State::Verified => self.store_pending(&mut rot).await?,
+                State::Obtained | State::SecondObtained => self.verify(&mut rot).await?,
+                State::Verified | State::SecondVerified => self.store_pending(&mut rot).await?,
                 State::Stored => self.switch(&mut rot).await?,
-                State::Switched => self.prove_old_dead(&mut rot).await?,
-                State::OldRevokedVerified => {
-                    self.transition(&mut rot, State::Done, "rotation complete".into())
-                        .await?
+                State::Switched if rot.dual.is_some() => {
+                    self.begin_second_leg(&mut rot).await?;
+                    self.obtain(&mut rot, issuer).await?
                 }
+                State::Switched | State::SecondStored => self.prove_old_dead(&mut rot).await?,
+                State::OldRevokedVerified => self.finish(&mut rot).await?,
                 State::Done | State::Failed | State::Aborted => return Ok(rot),
             }
         }
+    }
+
+    /// old-revoked-verified → done. A dual rotation finishes only when
+    /// verification proved both new tokens to be their accounts' (REDCap's
+    /// log shows each one's call as the expected user).
+    async fn finish(&self, rot: &mut Rotation) -> Result<(), RotationError> {
+        if let Some(d) = &rot.dual {
+            let unproven: Vec<String> = [
+                (&d.first.account, d.first.ownership.as_deref()),
+                (&d.second.account, rot.ownership.as_deref()),
+            ]
+            .into_iter()
+            .filter(|(_, o)| !ownership_proved(*o))
+            .map(|(a, o)| format!("`{a}`: {}", o.unwrap_or("not verified")))
+            .collect();
+            if !unproven.is_empty() {
+                return Err(RotationError::Refused(format!(
+                    "dual-account rotation {} does not finish without proof that each new token is its account's, and ownership is unproven for {}; both new tokens are current and both old ones shown dead, so the pair is served — give the study a log_reader (docs/reconcile.md) for the next rotation, check REDCap's log for the minutes of the `verified` and `second-verified` entries (`redcap-warden reconcile`), then end this one with `redcap-warden rotate abort {} --reason R`",
+                    rot.id,
+                    unproven.join("; "),
+                    rot.id
+                )));
+            }
+        }
+        self.transition(rot, State::Done, "rotation complete".into())
+            .await
+    }
+
+    /// Dual mode, switched: the gateway serves the first member with its
+    /// new token, so the second (the member that was active) is
+    /// regenerated next. The first's escrow is removed (the store holds
+    /// its token as current) and the record's fields move to the second
+    /// member; the next transition makes that durable.
+    async fn begin_second_leg(&self, rot: &mut Rotation) -> Result<(), RotationError> {
+        if rot.second_leg() {
+            return Ok(());
+        }
+        let name = self.secret_name(rot)?;
+        let fp = rot.new_fingerprint.clone().unwrap_or_default();
+        if self.ours(rot, &name, Label::Current, &fp).await?.is_none() {
+            return Err(RotationError::Refused(format!(
+                "the store's current version of `{name}` is not the new token ({fp}) although rotation {} switched to it; someone changed the secret meanwhile: check `redcap-warden secrets history {name}`; the escrow {} is kept",
+                rot.id,
+                self.escrow.path(&rot.escrow_id()).display()
+            )));
+        }
+        self.escrow.remove(&rot.escrow_id())?;
+        let Some(d) = rot.dual.as_mut() else {
+            return Ok(());
+        };
+        d.first.new_fingerprint = rot.new_fingerprint.take();
+        d.first.new_version = rot.new_version.take();
+        d.first.ownership = rot.ownership.take();
+        d.second_leg = true;
+        rot.account = d.second.account.clone();
+        rot.username = d.second.username.clone();
+        rot.secret = d.second.secret.clone();
+        rot.old_version = d.second.old_version.clone();
+        rot.old_fingerprint = d.second.old_fingerprint.clone();
+        Ok(())
     }
 
     /// `rotate abort`: before a token is obtained, ends the rotation and
@@ -277,7 +443,7 @@ impl Rotator<'_> {
             self.record(&mut rot).await?;
         }
         match rot.state {
-            State::Planned if !self.escrow.holds(&rot.id) => {
+            State::Planned if !self.escrow.holds(&rot.escrow_id()) => {
                 let released = self.release(&rot).await?;
                 self.transition(
                     &mut rot,
@@ -286,22 +452,40 @@ impl Rotator<'_> {
                 )
                 .await?;
             }
-            State::Planned | State::Obtained | State::Verified | State::Stored => {
-                let token = self.escrow.take(&rot.id)?;
-                let fp = self.fingerprints.fingerprint(&token).to_string();
-                rot.new_fingerprint = Some(fp.clone());
-                let version = self.make_current(&rot, token, &fp).await?;
-                rot.new_version = Some(version.0.clone());
-                self.escrow.remove(&rot.id)?;
-                let released = self.release(&rot).await?;
-                self.transition(
-                    &mut rot,
-                    State::Aborted,
-                    format!("aborted ({why}) after the new token was obtained: REDCap had already replaced the old token, so the escrowed token ({fp}) is now current (version {version}) without the remaining checks; {released}"),
-                )
-                .await?;
+            State::Switched if rot.dual.is_some() && !self.second_escrowed(&rot) => {
+                self.begin_second_leg(&mut rot).await?;
+                let serving = rot
+                    .dual
+                    .as_ref()
+                    .map_or("", |d| d.first.account.as_str())
+                    .to_string();
+                let detail = format!(
+                    "aborted ({why}) after the switch: the gateway serves the pair with `{serving}` and its new token; the token of `{}` was not regenerated and stays current",
+                    rot.account
+                );
+                self.transition(&mut rot, State::Aborted, detail).await?;
             }
-            State::Switched | State::OldRevokedVerified => {
+            State::OldRevokedVerified if rot.dual.is_some() => {
+                let detail = format!(
+                    "ended ({why}) without proof of ownership: both new tokens are current and both old ones were shown dead ({})",
+                    rot.proof.clone().unwrap_or_default()
+                );
+                self.transition(&mut rot, State::Aborted, detail).await?;
+            }
+            State::Switched | State::SecondObtained | State::SecondVerified
+                if rot.dual.is_some() =>
+            {
+                self.begin_second_leg(&mut rot).await?;
+                self.abort_with_escrowed(&mut rot, why).await?;
+            }
+            State::Planned | State::Obtained | State::Verified | State::Stored => {
+                self.abort_with_escrowed(&mut rot, why).await?;
+            }
+            State::Switched
+            | State::SecondObtained
+            | State::SecondVerified
+            | State::SecondStored
+            | State::OldRevokedVerified => {
                 return Err(RotationError::Refused(format!(
                     "rotation {} is past the switch: the new token is already current; finish it with `redcap-warden rotate resume {}`",
                     rot.id, rot.id
@@ -315,6 +499,33 @@ impl Rotator<'_> {
             }
         }
         Ok(rot)
+    }
+
+    /// Whether a dual rotation's second token is in escrow.
+    fn second_escrowed(&self, rot: &Rotation) -> bool {
+        self.escrow.holds(&format!("{}-second", rot.id))
+    }
+
+    /// Abort after a token was obtained: REDCap has already killed the
+    /// old one, so the escrowed token becomes `current`, unverified.
+    async fn abort_with_escrowed(
+        &self,
+        rot: &mut Rotation,
+        why: &str,
+    ) -> Result<(), RotationError> {
+        let token = self.escrow.take(&rot.escrow_id())?;
+        let fp = self.fingerprints.fingerprint(&token).to_string();
+        rot.new_fingerprint = Some(fp.clone());
+        let version = self.make_current(rot, token, &fp).await?;
+        rot.new_version = Some(version.0.clone());
+        self.escrow.remove(&rot.escrow_id())?;
+        let released = self.release(rot).await?;
+        self.transition(
+            rot,
+            State::Aborted,
+            format!("aborted ({why}) after the new token of `{}` was obtained: REDCap had already replaced its old token, so the escrowed token ({fp}) is now current (version {version}) without the remaining checks; {released}", rot.account),
+        )
+        .await
     }
 
     fn target(rot: &Rotation) -> Target {
@@ -333,9 +544,9 @@ impl Rotator<'_> {
         rot: &mut Rotation,
         issuer: Option<&dyn Issuer>,
     ) -> Result<(), RotationError> {
-        let (token, detail) = if self.escrow.holds(&rot.id) {
+        let (token, detail) = if self.escrow.holds(&rot.escrow_id()) {
             (
-                self.escrow.take(&rot.id)?,
+                self.escrow.take(&rot.escrow_id())?,
                 "recovered from the escrow (the process had stopped after escrowing it)"
                     .to_string(),
             )
@@ -349,6 +560,8 @@ impl Rotator<'_> {
             let held = if rot.kind == Kind::Enrol {
                 // Nothing is served with the account's token yet.
                 "no cut-over hold: an enrolment replaces no token in use".to_string()
+            } else if rot.dual.is_some() {
+                "dual-account mode: the other member serves meanwhile, no hold".to_string()
             } else {
                 self.cutover
                     .hold(&rot.account, &self.operator, &self.why(rot))
@@ -376,7 +589,7 @@ impl Rotator<'_> {
                 }
             })?;
             // Nothing else happens before the token is durable in escrow.
-            self.escrow.put(&rot.id, &token)?;
+            self.escrow.put(&rot.escrow_id(), &token)?;
             crate::fault::point("rotation:escrowed");
             (
                 token,
@@ -389,21 +602,64 @@ impl Rotator<'_> {
         let fp = self.fingerprints.fingerprint(&token).to_string();
         if fp == rot.old_fingerprint {
             // The store still has this value: nothing is lost by dropping it.
-            self.escrow.remove(&rot.id)?;
+            self.escrow.remove(&rot.escrow_id())?;
             return Err(RotationError::Refused(format!(
                 "the token given is the account's current token ({fp}): it was not regenerated; regenerate it in REDCap, then `redcap-warden rotate resume {}`",
                 rot.id
             )));
         }
-        rot.new_fingerprint = Some(fp);
-        self.transition(rot, State::Obtained, detail).await
+        rot.new_fingerprint = Some(fp.clone());
+        if let Some(owner) = self.holder_of(rot, &fp).await? {
+            let detail = format!(
+                "{detail}; refused: the token given is the current token of account `{owner}`, not a new token of `{}` ({}); it stays in the escrow {} and was not stored; {}; start a new rotation and give the token REDCap shows for user {} after regenerating it",
+                rot.account,
+                rot.username,
+                self.escrow.path(&rot.escrow_id()).display(),
+                self.release(rot).await.unwrap_or_else(|e| e.to_string()),
+                rot.username,
+            );
+            return self.transition(rot, State::Failed, detail).await;
+        }
+        let to = if rot.second_leg() {
+            State::SecondObtained
+        } else {
+            State::Obtained
+        };
+        self.transition(rot, to, detail).await
+    }
+
+    /// The account whose current token has fingerprint `fp`, among the
+    /// study's other accounts and the other member of a dual pair.
+    async fn holder_of(&self, rot: &Rotation, fp: &str) -> Result<Option<String>, RotationError> {
+        let mut candidates: Vec<(String, String)> = rot.others.clone();
+        if let Some(d) = &rot.dual {
+            let partner = if d.second_leg { &d.first } else { &d.second };
+            candidates.push((partner.account.clone(), partner.secret.clone()));
+        }
+        for (account, secret) in candidates {
+            let Ok(name) = SecretName::new(&secret) else {
+                continue;
+            };
+            match self
+                .store
+                .get(&name, &Selector::Label(Label::Current))
+                .await
+            {
+                Ok(s) if self.fingerprints.fingerprint(&s.value).to_string() == fp => {
+                    return Ok(Some(account));
+                }
+                Ok(_) | Err(StoreError::NotFound { .. } | StoreError::LabelNotSet { .. }) => {}
+                Err(source) => return Err(self.store_error(rot, source)),
+            }
+        }
+        Ok(None)
     }
 
     /// obtained → verified (or failed): [`Rotator::verification`] of the
     /// escrowed token; a token that is not the account's fails, and its
     /// escrow is kept.
     async fn verify(&self, rot: &mut Rotation) -> Result<(), RotationError> {
-        let token = self.escrow.take(&rot.id)?;
+        let token = self.escrow.take(&rot.escrow_id())?;
         let v = self.verification(rot, &token).await?;
         rot.ownership = Some(v.ownership.word().to_string());
         rot.ownership_evidence = Some(v.ownership.detail().to_string());
@@ -416,13 +672,18 @@ impl Rotator<'_> {
                     v.ownership.word(),
                     v.ownership.detail()
                 );
-                self.transition(rot, State::Verified, detail).await
+                let to = if rot.second_leg() {
+                    State::SecondVerified
+                } else {
+                    State::Verified
+                };
+                self.transition(rot, to, detail).await
             }
             Some(why) => {
                 let released = self.release(rot).await.unwrap_or_else(|e| e.to_string());
                 let detail = format!(
                     "verification failed: {why}; the token stays in the escrow {} and was not stored; {released}; start a new rotation to obtain the right token",
-                    self.escrow.path(&rot.id).display()
+                    self.escrow.path(&rot.escrow_id()).display()
                 );
                 self.transition(rot, State::Failed, detail).await
             }
@@ -549,10 +810,33 @@ impl Rotator<'_> {
     async fn store_pending(&self, rot: &mut Rotation) -> Result<(), RotationError> {
         let name = self.secret_name(rot)?;
         let fp = rot.new_fingerprint.clone().unwrap_or_default();
+        if rot.second_leg() {
+            // Nobody is served with this member now: its new token goes
+            // straight to `current` (a version this rotation stored is
+            // reused).
+            let version = match self.ours(rot, &name, Label::Current, &fp).await? {
+                Some(v) => v,
+                None => {
+                    let token = self.escrow.take(&rot.escrow_id())?;
+                    self.make_current(rot, token, &fp).await?
+                }
+            };
+            rot.new_version = Some(version.0.clone());
+            return self
+                .transition(
+                    rot,
+                    State::SecondStored,
+                    format!(
+                        "stored as current version {version} of `{name}`: `{}` is the standby now, with a new token",
+                        rot.account
+                    ),
+                )
+                .await;
+        }
         let version = match self.ours(rot, &name, Label::Pending, &fp).await? {
             Some(v) => v,
             None => {
-                let token = self.escrow.take(&rot.id)?;
+                let token = self.escrow.take(&rot.escrow_id())?;
                 self.store
                     .put(&name, token, self.meta(rot, &fp), Label::Pending)
                     .await
@@ -579,19 +863,30 @@ impl Rotator<'_> {
                 .await
                 .map_err(|source| self.store_error(rot, source))?;
         }
-        self.transition(
-            rot,
-            State::Switched,
-            if rot.old_version.is_empty() {
-                format!("version {version} is current (the account's first token)")
-            } else {
-                format!(
-                    "version {version} is current; the old version {} is previous",
-                    rot.old_version
-                )
-            },
-        )
-        .await
+        let mut detail = if rot.old_version.is_empty() {
+            format!("version {version} is current (the account's first token)")
+        } else {
+            format!(
+                "version {version} is current; the old version {} is previous",
+                rot.old_version
+            )
+        };
+        if let Some(d) = &rot.dual {
+            let told = self
+                .cutover
+                .activate(&d.pair, &rot.account, &self.operator, &rot.id, &self.why(rot))
+                .await
+                .map_err(|detail| RotationError::Gateway {
+                    detail,
+                    fix: format!(
+                        "check the account status file and the gateway, then `redcap-warden rotate resume {}` (the new token is stored; the pair is still served by `{}`)",
+                        rot.id, d.second.account
+                    ),
+                })?;
+            (self.say)(&told);
+            detail.push_str(&format!("; {told}"));
+        }
+        self.transition(rot, State::Switched, detail).await
     }
 
     /// switched → old-revoked-verified: the escrow is removed (the store
@@ -604,22 +899,36 @@ impl Rotator<'_> {
             return Err(RotationError::Refused(format!(
                 "the store's current version of `{name}` is not the new token ({fp}) although rotation {} switched to it; someone changed the secret meanwhile: check `redcap-warden secrets history {name}`; the escrow {} is kept",
                 rot.id,
-                self.escrow.path(&rot.id).display()
+                self.escrow.path(&rot.escrow_id()).display()
             )));
         }
-        self.escrow.remove(&rot.id)?;
+        self.escrow.remove(&rot.escrow_id())?;
         let released = self.release(rot).await?;
         (self.say)(&released);
         let mut released = released;
-        for hook in self.hooks {
-            let event = Switched {
+        // The hooks hear of the account that serves now: in dual mode the
+        // first member, switched to.
+        let event = match &rot.dual {
+            None => Switched {
                 rotation_id: rot.id.clone(),
                 account: rot.account.clone(),
                 username: rot.username.clone(),
                 project_id: rot.project_id,
                 secret: rot.secret.clone(),
                 fingerprint: fp.clone(),
-            };
+            },
+            Some(d) => Switched {
+                rotation_id: rot.id.clone(),
+                account: d.first.account.clone(),
+                username: d.first.username.clone(),
+                project_id: rot.project_id,
+                secret: d.first.secret.clone(),
+                fingerprint: d.first.new_fingerprint.clone().unwrap_or_default(),
+            },
+        };
+        for hook in self.hooks {
+            let event = event.clone();
+
             hook.run(&event)
                 .await
                 .map_err(|detail| RotationError::Hook {
@@ -640,40 +949,62 @@ impl Rotator<'_> {
                 )
                 .await;
         }
-        let old = self
-            .store
-            .get(
-                &name,
-                &Selector::Version(VersionId(rot.old_version.clone())),
-            )
-            .await
-            .map_err(|source| self.store_error(rot, source))?;
-        match self.redcap.project_of(&old.value).await {
-            Ok(TokenAnswer::Invalid) => {
-                let proof = format!(
-                    "{}: Export Project Info with the old token {} got REDCap's invalid-token answer (403 \"You do not have permissions to use the API\")",
-                    self.clock.now(),
-                    rot.old_fingerprint
-                );
-                rot.proof = Some(proof.clone());
-                self.transition(
-                    rot,
-                    State::OldRevokedVerified,
-                    format!("{released}; {proof}"),
-                )
-                .await
-            }
-            Ok(_) => Err(RotationError::OldTokenAlive {
-                fingerprint: rot.old_fingerprint.clone(),
-                username: rot.username.clone(),
-                id: rot.id.clone(),
-            }),
-            Err(detail) => Err(RotationError::Redcap {
-                what: "about the old token",
-                detail,
-                id: rot.id.clone(),
-            }),
+        let mut olds = vec![(
+            name.clone(),
+            rot.old_version.clone(),
+            rot.old_fingerprint.clone(),
+            rot.username.clone(),
+        )];
+        if let Some(d) = &rot.dual {
+            olds.insert(
+                0,
+                (
+                    SecretName::new(&d.first.secret).map_err(|e| RotationError::Damaged {
+                        path: self.journal.path(&rot.id),
+                        detail: format!("its first member's secret name is invalid: {e}"),
+                    })?,
+                    d.first.old_version.clone(),
+                    d.first.old_fingerprint.clone(),
+                    d.first.username.clone(),
+                ),
+            );
         }
+        let mut proofs = Vec::new();
+        for (secret, version, fingerprint, username) in olds {
+            let old = self
+                .store
+                .get(&secret, &Selector::Version(VersionId(version)))
+                .await
+                .map_err(|source| self.store_error(rot, source))?;
+            match self.redcap.project_of(&old.value).await {
+                Ok(TokenAnswer::Invalid) => proofs.push(format!(
+                    "{}: Export Project Info with the old token {fingerprint} got REDCap's invalid-token answer (403 \"You do not have permissions to use the API\")",
+                    self.clock.now(),
+                )),
+                Ok(_) => {
+                    return Err(RotationError::OldTokenAlive {
+                        fingerprint,
+                        username,
+                        id: rot.id.clone(),
+                    });
+                }
+                Err(detail) => {
+                    return Err(RotationError::Redcap {
+                        what: "about the old token",
+                        detail,
+                        id: rot.id.clone(),
+                    });
+                }
+            }
+        }
+        let proof = proofs.join("; ");
+        rot.proof = Some(proof.clone());
+        self.transition(
+            rot,
+            State::OldRevokedVerified,
+            format!("{released}; {proof}"),
+        )
+        .await
     }
 
     /// Makes `token` current (abort): reuses a version this rotation
@@ -750,6 +1081,9 @@ impl Rotator<'_> {
     }
 
     async fn release(&self, rot: &Rotation) -> Result<String, RotationError> {
+        if rot.dual.is_some() {
+            return Ok("dual-account mode: no hold to release".into());
+        }
         self.cutover
             .release(&rot.account, &self.operator, &self.why(rot))
             .await

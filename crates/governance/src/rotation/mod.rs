@@ -29,8 +29,19 @@
 //!   released (which makes it forget cached tokens) and the [`hooks`] run.
 //! - **old-revoked-verified**: the old token got REDCap's invalid-token
 //!   answer (403 "You do not have permissions to use the API"): the proof.
-//! - **done**; or **failed** (the new token failed verification: the
-//!   escrow is kept) or **aborted**.
+//! - **done**; or **failed** (the new token failed verification, or is
+//!   another account's current token: the escrow is kept) or **aborted**.
+//!
+//! In dual-account mode ([`Dual`]) the same steps take the pair's
+//! standby to `switched`, where the gateway starts serving the pair with
+//! it ([`Cutover::activate`], no hold); then the member that was active is
+//! regenerated too — `second-obtained`, `second-verified`,
+//! `second-stored` (its `current`) — before both old tokens are proved
+//! dead, and `done` needs ownership proved for both new tokens.
+//!
+//! [`status`] is `rotate status`'s inventory: each account's token age
+//! against its period, due date, open and last rotation (the compliance
+//! report and the dashboard show the same).
 //!
 //! [`status`] is `rotate status`'s inventory: each account's token age
 //! against its period, due date, open and last rotation (the compliance
@@ -61,7 +72,7 @@ pub use hooks::{CommandHook, Hook, Switched, WebhookHook};
 pub use issuer::{CommandIssuer, IssueError, Issuer, SandboxIssuer, Target};
 pub use issuer::{manual_create_steps, manual_retire_steps};
 pub use journal::{AccountLock, Journal, Regeneration};
-pub use machine::{Cutover, NoGateway, Plan, Rotator, Verification};
+pub use machine::{Cutover, DualPlan, NoGateway, Plan, Rotator, Verification};
 pub use ownership::{LogCalls, LogCorrelation, LoggedCall, NoLogReader, Ownership, OwnershipCheck};
 pub use probe::{NoRightsCheck, RightsCheck, RightsVerdict, TokenAnswer, TokenCheck};
 pub use status::{TokenStatus, inventory};
@@ -80,8 +91,17 @@ pub enum State {
     Verified,
     /// The store holds the new token as `pending`.
     Stored,
-    /// The store holds the new token as `current`.
+    /// The store holds the new token as `current` (dual mode: the gateway
+    /// serves the pair with this member now).
     Switched,
+    /// Dual mode: the previously active member's new token is in the
+    /// escrow (REDCap has killed its old one).
+    SecondObtained,
+    /// Dual mode: it passed verification.
+    SecondVerified,
+    /// Dual mode: the store holds it as the now-standby member's
+    /// `current`.
+    SecondStored,
     /// The old token was shown to be dead.
     OldRevokedVerified,
     /// Finished.
@@ -101,6 +121,9 @@ impl State {
             State::Verified => "verified",
             State::Stored => "stored",
             State::Switched => "switched",
+            State::SecondObtained => "second-obtained",
+            State::SecondVerified => "second-verified",
+            State::SecondStored => "second-stored",
             State::OldRevokedVerified => "old-revoked-verified",
             State::Done => "done",
             State::Failed => "failed",
@@ -159,6 +182,7 @@ pub struct Rotation {
     /// The REDCap project the new token must belong to.
     pub project_id: u64,
     /// `single`: one account; the gateway holds its requests meanwhile.
+    /// `dual`: a pair of accounts alternating ([`Rotation::dual`]).
     pub mode: String,
     /// The issuer named when the rotation was planned.
     pub issuer: String,
@@ -198,6 +222,92 @@ pub struct Rotation {
     pub proof: Option<String>,
     /// Whether the ledger holds the entry of the last transition.
     pub recorded: bool,
+    /// The REDCap project's other accounts (`[[account]]` name, secret):
+    /// a new token equal to one of their current tokens is the wrong
+    /// account's and is refused. Absent in journals written before.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub others: Vec<(String, String)>,
+    /// Dual-account mode: the pair. The fields above (`account` …
+    /// `ownership`) describe the member being worked on: the standby
+    /// first, then — once the gateway serves the standby — the member
+    /// that was active.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dual: Option<Dual>,
+}
+
+/// A dual rotation's pair (`docs/rotation.md`, dual-account mode).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dual {
+    /// The pair's key (the member name that sorts first).
+    pub pair: String,
+    /// The standby when the rotation was planned: regenerated first, then
+    /// made active. Its results are filled in when the second leg begins.
+    pub first: Member,
+    /// The member active when the rotation was planned: regenerated once
+    /// the gateway serves the first, so a leaked value of its old token
+    /// dies too.
+    pub second: Member,
+    /// Whether the fields of [`Rotation`] describe the second member.
+    pub second_leg: bool,
+}
+
+/// One member of a dual pair within a rotation. Fingerprints only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// The `[[account]]`.
+    pub account: String,
+    /// Its REDCap username.
+    pub username: String,
+    /// The secret holding its token.
+    pub secret: String,
+    /// The store version of its old token.
+    pub old_version: String,
+    /// Its old token's fingerprint.
+    pub old_fingerprint: String,
+    /// Its new token's fingerprint, once obtained.
+    pub new_fingerprint: Option<String>,
+    /// The store version of its new token, once stored.
+    pub new_version: Option<String>,
+    /// What verification said of the new token's ownership.
+    pub ownership: Option<String>,
+}
+
+/// Whether an `ownership` value says the new token was proved to be the
+/// expected account's (by correlation with REDCap's log): it begins with
+/// `proved`. Dual mode does not finish without it.
+pub fn ownership_proved(ownership: Option<&str>) -> bool {
+    ownership.is_some_and(|o| o.starts_with("proved"))
+}
+
+impl Rotation {
+    /// Whether this rotation concerns `account`: its account, or either
+    /// member of its dual pair.
+    pub fn concerns(&self, account: &str) -> bool {
+        self.account == account
+            || self
+                .dual
+                .as_ref()
+                .is_some_and(|d| d.first.account == account || d.second.account == account)
+    }
+
+    /// What the per-account lock is named: the account, or the pair's key.
+    pub fn lock_name(&self) -> &str {
+        self.dual.as_ref().map_or(&self.account, |d| &d.pair)
+    }
+
+    /// Where the token being worked on is escrowed: `<id>`, or in a dual
+    /// rotation's second leg `<id>-second`.
+    pub fn escrow_id(&self) -> String {
+        match &self.dual {
+            Some(d) if d.second_leg => format!("{}-second", self.id),
+            _ => self.id.clone(),
+        }
+    }
+
+    /// Whether this is a dual rotation in its second leg.
+    pub fn second_leg(&self) -> bool {
+        self.dual.as_ref().is_some_and(|d| d.second_leg)
+    }
 }
 
 impl Rotation {

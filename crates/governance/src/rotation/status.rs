@@ -65,7 +65,8 @@ pub async fn inventory(
                 .checked_add(SignedDuration::from_hours(24 * days))
                 .unwrap_or(v.meta.at)
         });
-        let mine: Vec<&Rotation> = rotations.iter().filter(|r| r.account == a.name).collect();
+        // A dual rotation concerns both members of its pair.
+        let mine: Vec<&Rotation> = rotations.iter().filter(|r| r.concerns(&a.name)).collect();
         rows.push(TokenStatus {
             account: a.name.clone(),
             study: a.study.clone(),

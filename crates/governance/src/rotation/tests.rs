@@ -123,6 +123,45 @@ struct World {
     hooks: Vec<Box<dyn Hook>>,
     rights: Box<dyn RightsCheck>,
     ownership: Box<dyn OwnershipCheck>,
+    pair: MemPair,
+}
+
+/// The account status file's active members, as a dual rotation sees
+/// them (no gateway to hold or tell).
+#[derive(Default)]
+struct MemPair(Mutex<HashMap<String, String>>);
+
+#[async_trait::async_trait]
+impl Cutover for MemPair {
+    async fn hold(&self, _: &str, _: &str, _: &str) -> Result<String, String> {
+        Ok("no gateway to hold requests".into())
+    }
+    async fn release(&self, _: &str, _: &str, _: &str) -> Result<String, String> {
+        Ok("no gateway to release".into())
+    }
+    async fn active(&self, pair: &str) -> Result<String, String> {
+        Ok(self
+            .0
+            .lock()
+            .unwrap()
+            .get(pair)
+            .cloned()
+            .unwrap_or_else(|| pair.to_string()))
+    }
+    async fn activate(
+        &self,
+        pair: &str,
+        account: &str,
+        _: &str,
+        _: &str,
+        _: &str,
+    ) -> Result<String, String> {
+        self.0
+            .lock()
+            .unwrap()
+            .insert(pair.to_string(), account.to_string());
+        Ok(format!("`{account}` is active"))
+    }
 }
 
 fn name() -> SecretName {
@@ -151,6 +190,7 @@ impl World {
             ledger: Mem::default(),
             hooks: Vec::new(),
             rights: Box::new(NoRightsCheck),
+            pair: MemPair::default(),
             ownership: Box::new(NoLogReader("no log reader in this test".into())),
         }
     }
@@ -215,7 +255,7 @@ impl World {
             redcap: &*self.redcap,
             rights: &*self.rights,
             ownership: &*self.ownership,
-            cutover: &NoGateway,
+            cutover: &self.pair,
             hooks: &self.hooks,
             clock: &clock,
             operator: "alice".into(),
@@ -233,6 +273,8 @@ impl World {
             issuer: "sandbox".into(),
             reason: "scheduled".into(),
             note: None,
+            others: Vec::new(),
+            dual: None,
         }
     }
 
@@ -996,6 +1038,581 @@ fn the_store_or_redcap_unavailable_at_each_step_is_finished_by_resume() {
         assert_eq!(w.current(&rt, &sim), w.redcap.token_of(USER));
         assert_eq!(w.states(&done.id), ALL, "REDCap call {n}");
     }
+}
+
+// Dual-account mode: `heart-site-a` (svc_site_a, active: the pair's key)
+// and `heart-site-a-2` (svc_site_a2, standby) alternate.
+
+const USER2: &str = "svc_site_a2";
+const OLD2: &str = "ABCDEF0123456789ABCDEF0123456789";
+const PAIR: &str = "heart-site-a";
+const STANDBY: &str = "heart-site-a-2";
+
+fn name2() -> SecretName {
+    SecretName::new("redcap/heart/site-a-2").unwrap()
+}
+
+const DUAL: [&str; 10] = [
+    "planned",
+    "obtained",
+    "verified",
+    "stored",
+    "switched",
+    "second-obtained",
+    "second-verified",
+    "second-stored",
+    "old-revoked-verified",
+    "done",
+];
+
+impl World {
+    /// A world with the pair's second member in REDCap.
+    fn dual() -> World {
+        let mut w = World::new();
+        // REDCap's log, read as the study's log reader: ownership is proved.
+        w.ownership = Box::new(FakeLog(w.redcap.clone()));
+        w.redcap
+            .tokens
+            .lock()
+            .unwrap()
+            .insert(USER2.into(), (OLD2.into(), PID));
+        w
+    }
+
+    /// A disk with both members' tokens current.
+    fn dual_disk(&self, rt: &tokio::runtime::Runtime) -> SimFs {
+        let sim = self.disk(rt);
+        let value = SecretValue::new(OLD2.into());
+        rt.block_on(self.store(&sim).put(
+            &name2(),
+            value.clone(),
+            VersionMeta {
+                operator: "test".into(),
+                at: jiff::Timestamp::now(),
+                reason: "first token".into(),
+                fingerprint: Some(self.fp.fingerprint(&value).to_string()),
+                rotation_id: None,
+            },
+            Label::Current,
+        ))
+        .unwrap();
+        sim
+    }
+
+    /// The pair's rotation: the standby first.
+    fn dual_plan(&self) -> Plan {
+        Plan {
+            account: STANDBY.into(),
+            username: USER2.into(),
+            secret: name2(),
+            project_id: Some(PID),
+            issuer: "sandbox".into(),
+            reason: "scheduled".into(),
+            note: None,
+            others: Vec::new(),
+            dual: Some(DualPlan {
+                pair: PAIR.into(),
+                account: PAIR.into(),
+                username: USER.into(),
+                secret: name(),
+            }),
+        }
+    }
+
+    fn current_of(&self, rt: &tokio::runtime::Runtime, sim: &SimFs, n: &SecretName) -> String {
+        let s = rt
+            .block_on(self.store(sim).get(n, &Selector::Label(Label::Current)))
+            .unwrap();
+        s.value.expose().to_string()
+    }
+
+    /// Plans (unless one is open) and drives with the regenerating issuer.
+    fn rotate_dual(
+        &self,
+        rt: &tokio::runtime::Runtime,
+        sim: &SimFs,
+    ) -> Result<Rotation, RotationError> {
+        let issuer = Regenerate(self.redcap.clone());
+        self.with_rotator(rt, sim, async |r| {
+            let rot = match r.journal.open_for(PAIR)? {
+                Some(rot) => rot,
+                None => r.plan(self.dual_plan()).await?,
+            };
+            r.drive(rot, Some(&issuer)).await
+        })
+    }
+
+    /// What a finished dual rotation must show: both tokens regenerated
+    /// and current, both old ones dead, the standby active, every state
+    /// in the ledger in order, no escrow left, no value outside the store.
+    /// Until ownership is proved by log correlation the rotation stops at
+    /// old-revoked-verified, refusing `done` with the reason.
+    fn assert_dual_finished(
+        &self,
+        rt: &tokio::runtime::Runtime,
+        sim: &SimFs,
+        result: Result<Rotation, RotationError>,
+        what: &str,
+    ) {
+        let rot = match result {
+            Ok(rot) => {
+                assert_eq!(rot.state, State::Done, "{what}");
+                assert!(ownership_proved(rot.ownership.as_deref()), "{what}");
+                rot
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                assert!(
+                    msg.contains("does not finish without proof") && msg.contains("rotate abort"),
+                    "{what}: {msg}"
+                );
+                let rot = World::journal(sim).open_for(PAIR).unwrap().unwrap();
+                assert_eq!(rot.state, State::OldRevokedVerified, "{what}");
+                assert!(!ownership_proved(rot.ownership.as_deref()), "{what}");
+                rot
+            }
+        };
+        let (new1, new2) = (self.redcap.token_of(USER), self.redcap.token_of(USER2));
+        assert!(new1 != OLD && new2 != OLD2, "{what}: both regenerated");
+        assert_eq!(self.current_of(rt, sim, &name()), new1, "{what}");
+        assert_eq!(self.current_of(rt, sim, &name2()), new2, "{what}");
+        for old in [OLD, OLD2] {
+            let answer = rt
+                .block_on(self.redcap.project_of(&SecretValue::new(old.into())))
+                .unwrap();
+            assert_eq!(answer, TokenAnswer::Invalid, "{what}");
+        }
+        assert_eq!(
+            self.pair.0.lock().unwrap().get(PAIR).map(String::as_str),
+            Some(STANDBY),
+            "{what}: the standby serves"
+        );
+        let states = self.states(&rot.id);
+        let expected = if rot.state == State::Done {
+            &DUAL[..]
+        } else {
+            &DUAL[..9]
+        };
+        assert_eq!(states, expected, "{what}");
+        let d = rot.dual.as_ref().unwrap();
+        assert!(d.second_leg, "{what}");
+        assert_eq!(d.first.account, STANDBY);
+        assert_eq!(rot.account, PAIR);
+        assert_eq!(
+            rot.proof
+                .as_deref()
+                .unwrap()
+                .matches("invalid-token answer")
+                .count(),
+            2,
+            "{what}: both old tokens proved dead"
+        );
+        let left: Vec<_> = sim
+            .list_dir(Path::new("/data/rotation"))
+            .unwrap()
+            .into_iter()
+            .filter(|p| p.to_string_lossy().ends_with(".escrow.age"))
+            .collect();
+        assert!(left.is_empty(), "{what}: {left:?}");
+        for v in [OLD, OLD2, new1.as_str(), new2.as_str()] {
+            self.assert_nowhere_but_store_and_escrow(sim, v);
+        }
+        let ledger = format!("{:?}", self.ledger.0.lock().unwrap());
+        for v in [OLD, OLD2, new1.as_str(), new2.as_str()] {
+            assert!(!ledger.contains(v), "{what}: a value in the ledger");
+        }
+    }
+}
+
+#[test]
+fn a_dual_rotation_regenerates_the_standby_switches_then_regenerates_the_other() {
+    let rt = rt();
+    let w = World::dual();
+    let sim = w.dual_disk(&rt);
+    // The standby is regenerated while the active member serves (its
+    // token still works, nothing switched yet); the other member only
+    // once the pair has switched to the standby.
+    struct Watch<'w>(&'w World, Mutex<Vec<String>>);
+    #[async_trait::async_trait]
+    impl Issuer for Watch<'_> {
+        fn name(&self) -> &'static str {
+            "sandbox"
+        }
+        fn fix(&self) -> String {
+            "none".into()
+        }
+        async fn obtain(&self, target: &Target) -> Result<SecretValue, IssueError> {
+            let active = self.0.pair.0.lock().unwrap().get(PAIR).cloned();
+            let old_works = self.0.redcap.token_of(USER) == OLD;
+            self.1
+                .lock()
+                .unwrap()
+                .push(format!("{} {active:?} {old_works}", target.username));
+            Regenerate(self.0.redcap.clone()).obtain(target).await
+        }
+    }
+    let issuer = Watch(&w, Mutex::new(Vec::new()));
+    let rot = w.with_rotator(&rt, &sim, async |r| {
+        let rot = r.plan(w.dual_plan()).await?;
+        assert_eq!(rot.mode, "dual");
+        assert!(rot.detail.contains("dual-account mode"), "{}", rot.detail);
+        r.drive(rot, Some(&issuer)).await
+    });
+    assert_eq!(
+        *issuer.1.lock().unwrap(),
+        [
+            format!("{USER2} None true"),
+            format!("{USER} Some(\"{STANDBY}\") true"),
+        ]
+    );
+    w.assert_dual_finished(&rt, &sim, rot, "a clean run");
+    // Both members' rotations are in `rotate status`'s view.
+    let all = World::journal(&sim).all().unwrap();
+    assert!(all[0].concerns(PAIR) && all[0].concerns(STANDBY));
+    // Regenerations for reconcile: one per member.
+    let regens = World::journal(&sim).regenerations().unwrap();
+    let users: Vec<&str> = regens.iter().map(|r| r.username.as_str()).collect();
+    assert_eq!(users, [USER2, USER]);
+    assert!(regens[1].from >= regens[0].until);
+}
+
+#[test]
+fn a_dual_rotation_without_ownership_proof_can_be_ended_by_abort() {
+    let rt = rt();
+    let mut w = World::dual();
+    w.ownership = Box::new(NoLogReader("no log reader in this test".into()));
+    let sim = w.dual_disk(&rt);
+    let first = w.rotate_dual(&rt, &sim);
+    if first.is_ok() {
+        // Ownership was proved: nothing to end.
+        return;
+    }
+    let open = World::journal(&sim).open_for(STANDBY).unwrap().unwrap();
+    assert_eq!(open.state, State::OldRevokedVerified);
+    // A second rotation of either member is refused meanwhile.
+    let err = w
+        .with_rotator(&rt, &sim, async |r| r.plan(w.dual_plan()).await)
+        .unwrap_err();
+    assert!(matches!(err, RotationError::Open { .. }), "{err}");
+    let ended = w
+        .with_rotator(&rt, &sim, async |r| {
+            r.abort(open, "reviewed REDCap's log").await
+        })
+        .unwrap();
+    assert_eq!(ended.state, State::Aborted);
+    assert!(
+        ended.detail.contains("without proof of ownership"),
+        "{}",
+        ended.detail
+    );
+    assert!(World::journal(&sim).open_for(PAIR).unwrap().is_none());
+}
+
+#[test]
+fn a_power_cut_after_any_write_of_a_dual_rotation_is_finished_by_resume() {
+    let rt = rt();
+    let (base, total) = {
+        let w = World::dual();
+        let sim = w.dual_disk(&rt);
+        let base = sim.op_count();
+        let _ = w.rotate_dual(&rt, &sim);
+        (base, sim.op_count() - base)
+    };
+    assert!(total > 30, "journal, escrow and store writes: {total}");
+    for k in 0..=total {
+        let w = World::dual();
+        let sim = w.dual_disk(&rt);
+        sim.crash_after(base + k);
+        let _ = w.rotate_dual(&rt, &sim);
+        let after = sim.crash_keeping(if k % 2 == 0 { 0 } else { 7 });
+        let rot = World::journal(&after).all().unwrap().into_iter().next();
+        let result = match rot {
+            None => {
+                assert_eq!(w.redcap.token_of(USER2), OLD2, "crash at op {k}");
+                w.rotate_dual(&rt, &after)
+            }
+            // The issuer is given (the second member may still need it),
+            // but a token in escrow is never asked for again: if it were,
+            // REDCap would have killed the escrowed one and verification
+            // would fail.
+            Some(rot) => {
+                let issuer = Regenerate(w.redcap.clone());
+                w.with_rotator(&rt, &after, async |r| r.drive(rot, Some(&issuer)).await)
+            }
+        };
+        w.assert_dual_finished(&rt, &after, result, &format!("crash at op {k}"));
+    }
+}
+
+#[test]
+fn the_store_or_redcap_unavailable_at_each_step_of_a_dual_rotation_is_finished_by_resume() {
+    let rt = rt();
+    let run = |w: &World,
+               sim: &SimFs,
+               store: &dyn SecretStore,
+               redcap: &dyn TokenCheck,
+               issuer: &dyn Issuer| {
+        let journal = World::journal(sim);
+        let escrow = Escrow::new(
+            journal.clone(),
+            EscrowKey::store_identity(w.identity.clone(), &w.identity_path),
+        );
+        let trail = AuditTrail::through(Box::new(w.ledger.clone()));
+        let clock = crate::clock::SystemClock;
+        let r = Rotator {
+            journal: &journal,
+            escrow: &escrow,
+            store,
+            trail: &trail,
+            fingerprints: &w.fp,
+            redcap,
+            rights: &NoRightsCheck,
+            ownership: &*w.ownership,
+            cutover: &w.pair,
+            hooks: &[],
+            clock: &clock,
+            operator: "alice".into(),
+            say: &|_| {},
+        };
+        rt.block_on(async {
+            let rot = match journal.open_for(PAIR)? {
+                Some(rot) => rot,
+                None => r.plan(w.dual_plan()).await?,
+            };
+            r.drive(rot, Some(issuer)).await
+        })
+    };
+    let w = World::dual();
+    let sim = w.dual_disk(&rt);
+    let counting = FlakyStore {
+        inner: w.store(&sim),
+        calls: Mutex::new(0),
+        fail_at: None,
+    };
+    let _ = run(
+        &w,
+        &sim,
+        &counting,
+        &*w.redcap,
+        &Regenerate(w.redcap.clone()),
+    );
+    let store_ops = *counting.calls.lock().unwrap();
+    assert!(store_ops >= 12, "{store_ops}");
+    for n in 0..store_ops {
+        let w = World::dual();
+        let sim = w.dual_disk(&rt);
+        let flaky = FlakyStore {
+            inner: w.store(&sim),
+            calls: Mutex::new(0),
+            fail_at: Some(n),
+        };
+        let first = run(&w, &sim, &flaky, &*w.redcap, &Regenerate(w.redcap.clone()));
+        assert!(
+            matches!(first, Err(RotationError::Store { .. })),
+            "store op {n}: {first:?}"
+        );
+        assert!(
+            first.unwrap_err().to_string().contains("rotate resume"),
+            "store op {n}: the error says how to continue"
+        );
+        let done = run(
+            &w,
+            &sim,
+            &w.store(&sim),
+            &*w.redcap,
+            &Regenerate(w.redcap.clone()),
+        );
+        w.assert_dual_finished(&rt, &sim, done, &format!("store op {n}"));
+    }
+    // REDCap: each leg's project check and both old tokens' proofs.
+    for n in 0..4 {
+        let w = World::dual();
+        let sim = w.dual_disk(&rt);
+        let flaky = FlakyRedcap {
+            inner: w.redcap.clone(),
+            calls: Mutex::new(0),
+            fail_at: n,
+        };
+        let first = run(
+            &w,
+            &sim,
+            &w.store(&sim),
+            &flaky,
+            &Regenerate(w.redcap.clone()),
+        );
+        assert!(
+            matches!(first, Err(RotationError::Redcap { .. })),
+            "REDCap call {n}: {first:?}"
+        );
+        let done = run(
+            &w,
+            &sim,
+            &w.store(&sim),
+            &*w.redcap,
+            &Regenerate(w.redcap.clone()),
+        );
+        w.assert_dual_finished(&rt, &sim, done, &format!("REDCap call {n}"));
+    }
+    // The issuer (the sandbox's admin endpoint) unreachable for each leg:
+    // nothing regenerated, resume asks again.
+    for leg in 0..2 {
+        let w = World::dual();
+        let sim = w.dual_disk(&rt);
+        let down = Down {
+            inner: Regenerate(w.redcap.clone()),
+            calls: Mutex::new(0),
+            fail_at: leg,
+        };
+        let first = run(&w, &sim, &w.store(&sim), &*w.redcap, &down);
+        let err = first.unwrap_err();
+        assert!(
+            matches!(err, RotationError::Issuer { .. }),
+            "leg {leg}: {err}"
+        );
+        assert!(err.to_string().contains("rotate resume"), "{err}");
+        let open = World::journal(&sim).open_for(PAIR).unwrap().unwrap();
+        assert_eq!(
+            open.state,
+            if leg == 0 {
+                State::Planned
+            } else {
+                State::Switched
+            },
+            "leg {leg}"
+        );
+        let done = run(
+            &w,
+            &sim,
+            &w.store(&sim),
+            &*w.redcap,
+            &Regenerate(w.redcap.clone()),
+        );
+        w.assert_dual_finished(&rt, &sim, done, &format!("issuer down in leg {leg}"));
+    }
+}
+
+/// An issuer whose `n`-th call fails as an unreachable sandbox would.
+struct Down {
+    inner: Regenerate,
+    calls: Mutex<usize>,
+    fail_at: usize,
+}
+
+#[async_trait::async_trait]
+impl Issuer for Down {
+    fn name(&self) -> &'static str {
+        "sandbox"
+    }
+    fn fix(&self) -> String {
+        "check that the sandbox answers".into()
+    }
+    async fn obtain(&self, target: &Target) -> Result<SecretValue, IssueError> {
+        let n = {
+            let mut calls = self.calls.lock().unwrap();
+            *calls += 1;
+            *calls - 1
+        };
+        if n == self.fail_at {
+            return Err(IssueError("connection refused".into()));
+        }
+        self.inner.obtain(target).await
+    }
+}
+
+#[test]
+fn a_token_of_the_wrong_account_is_refused_and_its_escrow_kept() {
+    let rt = rt();
+    // Single mode: another account of the project pasted.
+    let w = World::dual();
+    let sim = w.dual_disk(&rt);
+    let mut plan = w.plan();
+    plan.others = vec![("heart-other".into(), name2())];
+    let rot = w
+        .with_rotator(&rt, &sim, async |r| {
+            let rot = r.plan(plan).await?;
+            r.drive(rot, Some(&Fixed(OLD2.into()))).await
+        })
+        .unwrap();
+    assert_eq!(rot.state, State::Failed);
+    assert!(
+        rot.detail
+            .contains("current token of account `heart-other`"),
+        "{}",
+        rot.detail
+    );
+    assert_eq!(w.current(&rt, &sim), OLD, "nothing stored");
+    let sealed = sim.read(&escrow_of(&rot.id)).unwrap();
+    assert_eq!(w.identity.unseal(&sealed).unwrap().expose(), OLD2);
+    assert!(!rot.detail.contains(OLD2));
+
+    // Dual mode: the other member's token pasted for the standby.
+    let w = World::dual();
+    let sim = w.dual_disk(&rt);
+    let rot = w
+        .with_rotator(&rt, &sim, async |r| {
+            let rot = r.plan(w.dual_plan()).await?;
+            r.drive(rot, Some(&Fixed(OLD.into()))).await
+        })
+        .unwrap();
+    assert_eq!(rot.state, State::Failed);
+    assert!(
+        rot.detail
+            .contains("current token of account `heart-site-a`"),
+        "{}",
+        rot.detail
+    );
+    assert_eq!(w.current_of(&rt, &sim, &name2()), OLD2, "nothing stored");
+    assert_eq!(w.current(&rt, &sim), OLD);
+    assert!(w.pair.0.lock().unwrap().is_empty(), "no switch");
+    let sealed = sim.read(&escrow_of(&rot.id)).unwrap();
+    assert_eq!(w.identity.unseal(&sealed).unwrap().expose(), OLD);
+
+    // Dual mode, second leg: the first member's new token pasted for the
+    // second.
+    let w = World::dual();
+    let sim = w.dual_disk(&rt);
+    struct FirstThenItsToken(Arc<FakeRedcap>, Mutex<bool>);
+    #[async_trait::async_trait]
+    impl Issuer for FirstThenItsToken {
+        fn name(&self) -> &'static str {
+            "manual"
+        }
+        fn fix(&self) -> String {
+            "none".into()
+        }
+        async fn obtain(&self, target: &Target) -> Result<SecretValue, IssueError> {
+            let again = std::mem::replace(&mut *self.1.lock().unwrap(), true);
+            if again {
+                return Ok(SecretValue::new(self.0.token_of(USER2)));
+            }
+            Regenerate(self.0.clone()).obtain(target).await
+        }
+    }
+    let issuer = FirstThenItsToken(w.redcap.clone(), Mutex::new(false));
+    let rot = w
+        .with_rotator(&rt, &sim, async |r| {
+            let rot = r.plan(w.dual_plan()).await?;
+            r.drive(rot, Some(&issuer)).await
+        })
+        .unwrap();
+    assert_eq!(rot.state, State::Failed);
+    assert!(
+        rot.detail
+            .contains("current token of account `heart-site-a-2`"),
+        "{}",
+        rot.detail
+    );
+    assert_eq!(
+        w.current(&rt, &sim),
+        OLD,
+        "the second member's store is unchanged"
+    );
+    assert_eq!(
+        w.current_of(&rt, &sim, &name2()),
+        w.redcap.token_of(USER2),
+        "the first member serves with its new token"
+    );
+    assert!(sim.exists(&escrow_of(&format!("{}-second", rot.id))));
 }
 
 /// The study's log reader over the stand-in REDCap's log: every row is

@@ -260,31 +260,50 @@ pub fn export_instruments(ctx: &mut Ctx) -> Result<Reply, ApiError> {
 pub fn export_field_names(ctx: &mut Ctx) -> Result<Reply, ApiError> {
     let project = ctx.project();
     let only = ctx.post.str("field").trim().to_owned();
-    if !only.is_empty() && !project.metadata.iter().any(|f| f.field_name == only) {
+    let forms = project.forms();
+    let is_complete = |name: &str| forms.iter().any(|f| format!("{f}_complete") == name);
+    if !only.is_empty()
+        && !project.metadata.iter().any(|f| f.field_name == only)
+        && !is_complete(&only)
+    {
         return Err(ApiError::InvalidParameterValues {
             parameter: "field",
             values: vec![only],
         });
     }
+    // Each instrument's fields, then its `<form>_complete`; descriptive and
+    // File Upload fields (signatures too) are left out, as REDCap's answer
+    // in PyCap's doctest shows (its `upload_field` is missing,
+    // `form_1_complete` listed); calc fields stay (PyCap's integration test
+    // counts 16 names for its simple project, two calc fields among them).
     let mut rows = Vec::new();
-    for f in &project.metadata {
-        if f.is_descriptive() || (!only.is_empty() && f.field_name != only) {
-            continue;
-        }
-        let mut push = |choice: &str, export: String| {
-            let mut m = Map::new();
-            m.insert("original_field_name".into(), f.field_name.clone().into());
-            m.insert("choice_value".into(), choice.into());
-            m.insert("export_field_name".into(), export.into());
-            rows.push(m);
-        };
-        if f.field_type == "checkbox" {
-            for code in f.choice_codes() {
-                let export = format!("{}___{}", f.field_name, code.to_lowercase());
-                push(&code, export);
+    let mut push = |original: &str, choice: &str, export: String| {
+        let mut m = Map::new();
+        m.insert("original_field_name".into(), original.into());
+        m.insert("choice_value".into(), choice.into());
+        m.insert("export_field_name".into(), export.into());
+        rows.push(m);
+    };
+    for form in &forms {
+        for f in project.metadata.iter().filter(|f| &f.form_name == form) {
+            if f.is_descriptive()
+                || f.field_type == "file"
+                || (!only.is_empty() && f.field_name != only)
+            {
+                continue;
             }
-        } else {
-            push("", f.field_name.clone());
+            if f.field_type == "checkbox" {
+                for code in f.choice_codes() {
+                    let export = format!("{}___{}", f.field_name, code.to_lowercase());
+                    push(&f.field_name, &code, export);
+                }
+            } else {
+                push(&f.field_name, "", f.field_name.clone());
+            }
+        }
+        let complete = format!("{form}_complete");
+        if only.is_empty() || only == complete {
+            push(&complete, "", complete.clone());
         }
     }
     ctx.log_manage(LogKind::Manage, "Export list of export field names");

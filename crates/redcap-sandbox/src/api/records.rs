@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 use super::validation::{self, DateFormat};
 use super::{Ctx, files, metadata, text};
 use crate::db::{Field, LogKind, Project};
+use crate::filter_logic;
 use crate::format::{self, Format, Reply, RowWriter, WriteBody, php_json};
 use crate::store::{self, RecordRow, Slot};
 use std::collections::HashMap;
@@ -191,6 +192,10 @@ pub fn export(ctx: &mut Ctx) -> Result<Reply, ApiError> {
         });
     }
     let all_slots = project.is_longitudinal || project.has_repeating();
+    let filter = match ctx.post.str("filterLogic").trim() {
+        "" => None,
+        src => Some(row_filter(ctx, src)?),
+    };
     let layout = if all_slots {
         event_layouts(project, &selected, &events, labels)
     } else {
@@ -203,16 +208,90 @@ pub fn export(ctx: &mut Ctx) -> Result<Reply, ApiError> {
         .map(|d| d.id)
         .zip(project.dag_unique_names())
         .collect();
-    // Only the selected columns are read (a filter of the query); the
-    // record ID field too where it tells which events a record has.
+    // The columns read: the selected ones, then those only the filter
+    // logic needs.
+    let mut read_columns: Vec<String> = selected.iter().map(|c| c.name.clone()).collect();
+    let mut filter = filter;
+    if let Some(f) = &mut filter {
+        for (name, _) in &f.logic.columns {
+            let i = match read_columns.iter().position(|c| c == name) {
+                Some(i) => i,
+                None => {
+                    read_columns.push(name.clone());
+                    read_columns.len() - 1
+                }
+            };
+            f.cols.push(i);
+        }
+    }
+    // Only the columns read are read (a filter of the query); the record
+    // ID field too where it tells which events a record has.
     let stored_fields: Option<Vec<String>> = (selected.len() < all.len()).then(|| {
-        let mut names: Vec<String> = selected.iter().map(|c| c.name.clone()).collect();
+        let mut names = read_columns.clone();
         if all_slots && !names.contains(&rid) {
             names.push(rid.clone());
         }
         names
     });
     let rid_col = selected.iter().position(|c| c.name == rid);
+    // `decimalCharacter`: numbers of calc and number-validated fields with
+    // this decimal separator.
+    let decimal = match ctx.post.str("decimalCharacter") {
+        "," => Some(','),
+        "." => Some('.'),
+        _ => None,
+    };
+    let decimal_cols = selected
+        .iter()
+        .map(|c| {
+            c.field.is_some_and(|i| {
+                let f = &project.metadata[i];
+                f.field_type == "calc"
+                    || (f.field_type == "text"
+                        && f.text_validation_type_or_show_slider_number
+                            .starts_with("number"))
+            })
+        })
+        .collect();
+    // `csvDelimiter`: `,` (default), `tab`, `;`, `|`, `^`.
+    let delimiter = match ctx.post.str("csvDelimiter") {
+        "tab" => b'\t',
+        ";" => b';',
+        "|" => b'|',
+        "^" => b'^',
+        _ => b',',
+    };
+    // `dateRangeBegin`/`dateRangeEnd`: records created or changed in the
+    // range, by the log (minute precision, as its timestamps).
+    let range_end = |name: &'static str, default: &str| -> Result<String, ApiError> {
+        let v = ctx.post.str(name).trim();
+        if v.is_empty() {
+            return Ok(default.to_owned());
+        }
+        let ok = [10, 16, 19].contains(&v.len())
+            && v.bytes().enumerate().all(|(i, b)| match i {
+                4 | 7 => b == b'-',
+                10 => b == b' ',
+                13 | 16 => b == b':',
+                _ => b.is_ascii_digit(),
+            });
+        if !ok {
+            return Err(ApiError::InvalidParameterValues {
+                parameter: name,
+                values: vec![v.to_owned()],
+            });
+        }
+        Ok(v[..v.len().min(16)].to_owned())
+    };
+    let date_range = match (
+        range_end("dateRangeBegin", "")?,
+        range_end("dateRangeEnd", "9999-12-31 23:59")?,
+    ) {
+        (b, e) if b.is_empty() && e.starts_with("9999") => None,
+        // A bare end date includes that whole day.
+        (b, e) if e.len() == 10 => Some((b, format!("{e} 23:59"))),
+        (b, e) => Some((b, e)),
+    };
     let flat = FlatRows {
         metadata: project.metadata.clone(),
         selected,
@@ -224,18 +303,42 @@ pub fn export(ctx: &mut Ctx) -> Result<Reply, ApiError> {
         repeating: project.has_repeating(),
         rid_col,
         layout,
+        read_columns,
+        filter,
+        decimal,
+        decimal_cols,
+        label_headers: ctx.post.str("rawOrLabelHeaders") == "label",
     };
     let pid = ctx.pid();
     let group_id = ctx.caller.group_id;
     let format = ctx.format;
     // `events`: only those events' values are read.
+    // `[event][field]` in the filter logic reads those events too.
     let event_ids: Option<Vec<i64>> = (!events.is_empty()).then(|| {
-        events
+        let mut ids: Vec<i64> = events
             .iter()
             .filter_map(|e| project.event_by_unique(e).map(|e| e.id))
-            .collect()
+            .collect();
+        if let Some(f) = &flat.filter {
+            ids.extend(
+                f.logic
+                    .events
+                    .iter()
+                    .filter(|e| !ids.contains(e))
+                    .collect::<Vec<_>>(),
+            );
+        }
+        ids
     });
     let write: WriteBody = Box::new(move |conn, out| {
+        let mut wanted = wanted;
+        if let Some((begin, end)) = &date_range {
+            let changed = store::records_changed(conn, pid, begin, end)?;
+            wanted = Some(match wanted {
+                Some(w) => w.into_iter().filter(|r| changed.contains(r)).collect(),
+                None => changed,
+            });
+        }
         let q = store::RecordQuery {
             project_id: pid,
             group_id,
@@ -245,9 +348,9 @@ pub fn export(ctx: &mut Ctx) -> Result<Reply, ApiError> {
             events: event_ids.as_deref(),
         };
         if eav {
-            flat.write_eav(conn, &q, format, out)
+            flat.write_eav(conn, &q, format, delimiter, out)
         } else {
-            flat.write_flat(conn, &q, format, out)
+            flat.write_flat(conn, &q, format, delimiter, out)
         }
     });
     let mut details = format!(
@@ -378,12 +481,24 @@ struct FlatRows {
     /// Per event, how its slots become rows; empty for a classic project
     /// without repetition (one row per record).
     layout: Vec<EventLayout>,
+    /// The columns read: `selected`'s, then those only `filter` reads.
+    read_columns: Vec<String>,
+    /// `filterLogic`: only the rows it passes are exported.
+    filter: Option<RowFilter>,
+    /// `decimalCharacter`, and per selected column whether it applies.
+    decimal: Option<char>,
+    decimal_cols: Vec<bool>,
+    /// `rawOrLabelHeaders=label`: a flat CSV's header shows labels.
+    label_headers: bool,
 }
 
 /// One exported row of a record: a slot's values, the columns it shows,
 /// and its pseudo-fields.
 struct OutRow<'r> {
+    /// The slot's values (every column read).
     values: &'r [String],
+    /// The slot's event id ([`store::CLASSIC_EVENT`] in a classic project).
+    event_id: i64,
     /// Columns shown (`None`: all).
     keep: Option<&'r [bool]>,
     event: &'r str,
@@ -398,12 +513,18 @@ impl FlatRows {
     fn for_each_row<'r>(
         &'r self,
         record: &'r RecordRow,
-        mut row: impl FnMut(OutRow<'r>) -> anyhow::Result<()>,
+        mut emit: impl FnMut(OutRow<'r>) -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
+        // `filterLogic`: each row is checked as it is made.
+        let mut row = |r: OutRow<'r>| match &self.filter {
+            Some(f) if !f.passes(self, record, &r) => Ok(()),
+            _ => emit(r),
+        };
         if self.layout.is_empty() {
             let values = record.slots.first().map(|(_, v)| v.as_slice());
             return row(OutRow {
                 values: values.unwrap_or_default(),
+                event_id: store::CLASSIC_EVENT,
                 keep: None,
                 event: "",
                 instrument: "",
@@ -428,6 +549,7 @@ impl FlatRows {
                 for (i, values) in &instances {
                     row(OutRow {
                         values,
+                        event_id: e.id,
                         keep: None,
                         event: &e.name,
                         instrument: "",
@@ -439,6 +561,7 @@ impl FlatRows {
             if let Some((1, values)) = instances.first() {
                 row(OutRow {
                     values,
+                    event_id: e.id,
                     keep: Some(&e.base),
                     event: &e.name,
                     instrument: "",
@@ -455,6 +578,7 @@ impl FlatRows {
                     if has_data {
                         row(OutRow {
                             values,
+                            event_id: e.id,
                             keep: Some(keep),
                             event: &e.name,
                             instrument: shown,
@@ -475,6 +599,43 @@ impl FlatRows {
             header.push(c.name.as_str());
             if i == 0 {
                 header.extend(self.pseudo_names());
+            }
+        }
+        header
+    }
+
+    /// The header of a flat CSV with `rawOrLabelHeaders=label`: each
+    /// field's label (tags removed), `<label> (choice=<choice label>)` for a
+    /// checkbox column, `Complete?` for a form's status, and the
+    /// pseudo-fields' names as REDCap's labelled exports show them (INF).
+    fn label_header(&self) -> Vec<String> {
+        let mut header = Vec::with_capacity(self.selected.len() + 4);
+        for (i, c) in self.selected.iter().enumerate() {
+            header.push(match c.field {
+                None => "Complete?".to_owned(),
+                Some(f) => {
+                    let field = &self.metadata[f];
+                    let label = strip_tags(&field.field_label);
+                    match &c.code {
+                        Some(code) => format!(
+                            "{label} (choice={})",
+                            strip_tags(&label_of(&self.metadata, c, "1", true))
+                        )
+                        .replace("(choice=)", &format!("(choice={code})")),
+                        None => label,
+                    }
+                }
+            });
+            if i == 0 {
+                header.extend(self.pseudo_names().into_iter().map(|p| {
+                    match p {
+                        EVENT_FIELD => "Event Name",
+                        REPEAT_INSTRUMENT => "Repeat Instrument",
+                        REPEAT_INSTANCE => "Repeat Instance",
+                        _ => "Data Access Group",
+                    }
+                    .to_owned()
+                }));
             }
         }
         header
@@ -516,6 +677,21 @@ impl FlatRows {
         }
     }
 
+    /// A value with `decimalCharacter` applied (number fields only).
+    fn decimal<'r>(&self, i: usize, v: &'r str) -> Cow<'r, str> {
+        match self.decimal {
+            Some(d) if self.decimal_cols[i] => {
+                let other = if d == ',' { '.' } else { ',' };
+                if v.contains(other) {
+                    Cow::Owned(v.replace(other, &d.to_string()))
+                } else {
+                    Cow::Borrowed(v)
+                }
+            }
+            _ => Cow::Borrowed(v),
+        }
+    }
+
     /// Calls `cell` with each (column, value) of one flat row, in export
     /// order.
     fn for_each_cell<'r>(
@@ -525,11 +701,11 @@ impl FlatRows {
         mut cell: impl FnMut(&'r str, Cow<'r, str>),
     ) {
         for (i, c) in self.selected.iter().enumerate() {
-            let raw = self.value(record, row, i);
+            let raw = self.decimal(i, self.value(record, row, i));
             let value = if self.labels {
-                Cow::Owned(label_of(&self.metadata, c, raw, self.checkbox_label))
+                Cow::Owned(label_of(&self.metadata, c, &raw, self.checkbox_label))
             } else {
-                Cow::Borrowed(raw)
+                raw
             };
             cell(c.name.as_str(), value);
             if i == 0 {
@@ -557,12 +733,17 @@ impl FlatRows {
         conn: &rusqlite::Connection,
         q: &store::RecordQuery,
         format: Format,
+        delimiter: u8,
         out: &mut dyn std::io::Write,
     ) -> anyhow::Result<()> {
         let header = self.header();
-        let columns: Vec<&str> = self.selected.iter().map(|c| c.name.as_str()).collect();
-        let mut w =
-            RowWriter::begin(format, out, &header, "records", "item")?.numeric(&[REPEAT_INSTANCE]);
+        let columns: Vec<&str> = self.read_columns.iter().map(String::as_str).collect();
+        let mut w = RowWriter::begin(format, out, &header, "records", "item")?
+            .numeric(&[REPEAT_INSTANCE])
+            .delimiter(delimiter)?;
+        if self.label_headers {
+            w = w.csv_header(self.label_header());
+        }
         let width = header.len();
         store::for_each_record(conn, q, &columns, |record| {
             self.for_each_row(record, |row| {
@@ -583,6 +764,7 @@ impl FlatRows {
         conn: &rusqlite::Connection,
         q: &store::RecordQuery,
         format: Format,
+        delimiter: u8,
         out: &mut dyn std::io::Write,
     ) -> anyhow::Result<()> {
         let mut header = vec!["record"];
@@ -594,9 +776,10 @@ impl FlatRows {
             header.push(REPEAT_INSTANCE);
         }
         header.extend(["field_name", "value"]);
-        let columns: Vec<&str> = self.selected.iter().map(|c| c.name.as_str()).collect();
-        let mut w =
-            RowWriter::begin(format, out, &header, "records", "item")?.numeric(&[REPEAT_INSTANCE]);
+        let columns: Vec<&str> = self.read_columns.iter().map(String::as_str).collect();
+        let mut w = RowWriter::begin(format, out, &header, "records", "item")?
+            .numeric(&[REPEAT_INSTANCE])
+            .delimiter(delimiter)?;
         store::for_each_record(conn, q, &columns, |record| {
             self.for_each_row(record, |row| {
                 for (i, c) in self.selected.iter().enumerate() {
@@ -612,6 +795,8 @@ impl FlatRows {
                         _ if v.is_empty() => continue,
                         _ => (c.name.as_str(), v),
                     };
+                    let value = self.decimal(i, value);
+                    let value = value.as_ref();
                     let mut cells: Vec<(&str, &str)> = vec![("record", record.name.as_str())];
                     if self.longitudinal {
                         cells.push((EVENT_FIELD, row.event));
@@ -629,6 +814,216 @@ impl FlatRows {
         })?;
         w.end()?;
         Ok(())
+    }
+}
+
+/// Text without HTML tags, trimmed (labels in headers).
+fn strip_tags(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut in_tag = false;
+    for c in s.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' if in_tag => in_tag = false,
+            c if !in_tag => out.push(c),
+            _ => {}
+        }
+    }
+    out.trim().to_owned()
+}
+
+/// `filterLogic`, checked against the project, with what its evaluation
+/// needs from a row.
+struct RowFilter {
+    logic: filter_logic::Logic,
+    /// Per column of the logic, its index among the columns read.
+    cols: Vec<usize>,
+    /// Per column of the logic: whether it is the record ID field, a
+    /// checkbox column.
+    is_rid: Vec<bool>,
+    is_checkbox: Vec<bool>,
+    /// Per column of the logic, the events where its instrument repeats;
+    /// and the events that repeat whole.
+    repeats_in: Vec<HashSet<i64>>,
+    repeating_events: HashSet<i64>,
+    /// Event id → unique name, label, arm number.
+    events: HashMap<i64, (String, String, u32)>,
+    /// The caller (`[user-name]`).
+    user: String,
+}
+
+/// Parses `filterLogic` against the project (400 when it is bad).
+fn row_filter(ctx: &Ctx, src: &str) -> Result<RowFilter, ApiError> {
+    let project = ctx.project();
+    let mut fields: HashMap<String, (String, bool, Vec<String>)> = project
+        .metadata
+        .iter()
+        .filter(|f| !f.is_descriptive())
+        .map(|f| {
+            let checkbox = f.field_type == "checkbox";
+            let codes = if checkbox {
+                f.choice_codes()
+            } else {
+                Vec::new()
+            };
+            (f.field_name.clone(), (f.form_name.clone(), checkbox, codes))
+        })
+        .collect();
+    let forms = project.forms();
+    for form in &forms {
+        fields.insert(
+            format!("{form}_complete"),
+            (form.clone(), false, Vec::new()),
+        );
+    }
+    let names = project.unique_event_names();
+    let schema = filter_logic::Schema {
+        fields,
+        events: if project.is_longitudinal {
+            names
+                .iter()
+                .zip(&project.events)
+                .map(|(n, e)| (n.clone(), e.id))
+                .collect()
+        } else {
+            HashMap::new()
+        },
+        now: ctx.now.second.clone(),
+    };
+    let logic = filter_logic::parse(src, &schema)
+        .map_err(|e| ApiError::InvalidFilterLogic { reason: e.0 })?;
+    let rid = project.record_id_field();
+    let mut events: HashMap<i64, (String, String, u32)> = project
+        .events
+        .iter()
+        .zip(names)
+        .map(|(e, n)| (e.id, (n, event_label(project, e), e.arm_num)))
+        .collect();
+    events
+        .entry(store::CLASSIC_EVENT)
+        .or_insert_with(|| (String::new(), String::new(), 1));
+    let event_ids: Vec<i64> = events.keys().copied().collect();
+    Ok(RowFilter {
+        is_rid: logic.columns.iter().map(|(c, _)| c == rid).collect(),
+        is_checkbox: logic
+            .columns
+            .iter()
+            .map(|(c, _)| c.contains("___") && !fields_has(project, c))
+            .collect(),
+        repeats_in: logic
+            .columns
+            .iter()
+            .map(|(_, form)| {
+                event_ids
+                    .iter()
+                    .copied()
+                    .filter(|&e| project.repeats_form(e, form))
+                    .collect()
+            })
+            .collect(),
+        repeating_events: event_ids
+            .iter()
+            .copied()
+            .filter(|&e| project.repeats_event(e))
+            .collect(),
+        cols: Vec::new(),
+        events,
+        user: ctx.caller.username.to_lowercase(),
+        logic,
+    })
+}
+
+/// Whether `name` is a field of the project (not a checkbox column).
+fn fields_has(project: &Project, name: &str) -> bool {
+    project.metadata.iter().any(|f| f.field_name == name)
+}
+
+impl RowFilter {
+    /// Whether the filter logic passes on this row of `record`.
+    fn passes(&self, flat: &FlatRows, record: &RecordRow, row: &OutRow) -> bool {
+        let instance = row.instance.parse::<i64>().unwrap_or(1);
+        self.logic.matches(&FilterRow {
+            filter: self,
+            flat,
+            record,
+            row,
+            instance,
+        })
+    }
+
+    /// A column's value in one event's first instance.
+    fn in_event<'r>(&self, record: &'r RecordRow, event: i64, i: usize) -> &'r str {
+        record
+            .slots
+            .iter()
+            .find(|(s, _)| s.event == event && s.instance == 1)
+            .and_then(|(_, v)| v.get(i))
+            .map(String::as_str)
+            .unwrap_or_default()
+    }
+}
+
+/// One row as the filter logic sees it.
+struct FilterRow<'a> {
+    filter: &'a RowFilter,
+    flat: &'a FlatRows,
+    record: &'a RecordRow,
+    row: &'a OutRow<'a>,
+    instance: i64,
+}
+
+impl filter_logic::Row for FilterRow<'_> {
+    fn value(&self, col: usize, event: Option<i64>) -> &str {
+        let f = self.filter;
+        if f.is_rid[col] {
+            return &self.record.name;
+        }
+        let i = f.cols[col];
+        let here = self.row.event_id;
+        let v = match event {
+            Some(e) => f.in_event(self.record, e, i),
+            None => {
+                let repeating_form = f.repeats_in[col].contains(&here);
+                if repeating_form && self.row.instrument.is_empty() {
+                    // The event's non-repeating row does not show it.
+                    ""
+                } else if repeating_form
+                    || f.repeating_events.contains(&here)
+                    || self.flat.layout.is_empty()
+                {
+                    self.row
+                        .values
+                        .get(i)
+                        .map(String::as_str)
+                        .unwrap_or_default()
+                } else {
+                    f.in_event(self.record, here, i)
+                }
+            }
+        };
+        if v.is_empty() && f.is_checkbox[col] {
+            "0"
+        } else {
+            v
+        }
+    }
+
+    fn smart(&self, s: filter_logic::Smart) -> String {
+        use filter_logic::Smart;
+        let event = self.filter.events.get(&self.row.event_id);
+        match s {
+            Smart::RecordName => self.record.name.clone(),
+            Smart::EventName => event.map(|e| e.0.clone()).unwrap_or_default(),
+            Smart::EventLabel => event.map(|e| e.1.clone()).unwrap_or_default(),
+            Smart::ArmNumber => event.map(|e| e.2.to_string()).unwrap_or_default(),
+            Smart::RecordDagName => self
+                .record
+                .group_id
+                .and_then(|g| self.flat.dag_names.get(&g).cloned())
+                .unwrap_or_default(),
+            Smart::CurrentInstance => self.instance.to_string(),
+            Smart::UserName => self.filter.user.clone(),
+        }
     }
 }
 
@@ -1697,6 +2092,11 @@ mod tests {
             repeating: false,
             rid_col: Some(0),
             layout: Vec::new(),
+            read_columns: cols.iter().map(|c| c.name.clone()).collect(),
+            filter: None,
+            decimal: None,
+            decimal_cols: vec![false; cols.len()],
+            label_headers: false,
         };
         let records = [
             RecordRow::classic(
@@ -1711,6 +2111,7 @@ mod tests {
         fn row_of(r: &RecordRow) -> OutRow<'_> {
             OutRow {
                 values: &r.slots[0].1,
+                event_id: store::CLASSIC_EVENT,
                 keep: None,
                 event: "",
                 instrument: "",
