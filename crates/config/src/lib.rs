@@ -20,6 +20,7 @@
 
 #![warn(missing_docs)]
 
+mod alerts;
 mod diff;
 mod export;
 mod gateway;
@@ -39,6 +40,7 @@ mod units;
 
 use std::path::{Path, PathBuf};
 
+pub use alerts::{AlertsSection, DEFAULT_WEBHOOK_HEADER, Severity, SyslogTarget};
 pub use diff::field_diff;
 pub use export::*;
 pub use gateway::*;
@@ -88,6 +90,8 @@ pub struct Config {
     pub sop: Option<SopSection>,
     /// Who may sign audit-trail reviews (`redcap-warden review sign`).
     pub review: ReviewSection,
+    /// Where alerts go besides the ledger (webhook, syslog).
+    pub alerts: AlertsSection,
 }
 
 /// The file as written: [`Config`] before the files it leaves out are
@@ -118,6 +122,8 @@ struct Document {
     sop: Option<SopSection>,
     #[serde(default)]
     review: ReviewSection,
+    #[serde(default)]
+    alerts: AlertsSection,
 }
 
 impl From<Document> for Config {
@@ -142,6 +148,7 @@ impl From<Document> for Config {
             reconcile: doc.reconcile,
             sop: doc.sop,
             review: doc.review,
+            alerts: doc.alerts,
         }
     }
 }
@@ -318,6 +325,7 @@ fn validate(doc: &toml::de::DeTable<'_>, text: &str, problems: &mut Vec<Problem>
     reauth::validate(doc, text, problems);
     sop::validate(doc, text, problems);
     review::validate(doc, text, problems);
+    alerts::validate(doc, text, problems);
 }
 
 /// The sections whose own rules run while they are deserialized (which

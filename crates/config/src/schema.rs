@@ -117,6 +117,7 @@ pub(crate) const TOP: &[Field] = &[
     opt("reconcile", Kind::Table(RECONCILE)),
     opt("sop", Kind::Table(SOP)),
     opt("review", Kind::Table(REVIEW)),
+    opt("alerts", Kind::Table(ALERTS)),
 ];
 
 /// `[review]` ([`crate::ReviewSection`]).
@@ -457,6 +458,31 @@ pub(crate) const CLIENT: &[Field] = &[
     opt("write_reason", Kind::Choice(&["required", "optional"])),
     opt("sources", Kind::TextList).eg("sources = [\"10.1.0.0/16\"]"),
     opt("unchecked_exports", Kind::Bool).eg("unchecked_exports = false"),
+];
+
+pub(crate) const ALERTS: &[Field] = &[
+    opt("webhook", Kind::Text).eg("webhook = \"https://alerts.example.org/hooks/redcap-warden\""),
+    opt("webhook_secret", Kind::Text).eg("webhook_secret = \"alerts/webhook\""),
+    opt("webhook_header", Kind::Text).eg("webhook_header = \"X-Redcap-Warden-Secret\""),
+    opt(
+        "webhook_timeout_seconds",
+        count(1, U64, "a POST given 0 seconds could never be answered"),
+    )
+    .eg("webhook_timeout_seconds = 10"),
+    opt(
+        "webhook_retries",
+        count(
+            0,
+            10,
+            "retries wait 1, 2, 4 … s each; more than 10 would wait for hours",
+        ),
+    )
+    .eg("webhook_retries = 3"),
+    opt("syslog", Kind::Text).eg("syslog = \"udp://syslog.example.org:514\""),
+    opt(
+        "min_severity",
+        Kind::Choice(&["info", "warning", "critical"]),
+    ),
 ];
 
 pub(crate) const RECONCILE: &[Field] = &[

@@ -809,7 +809,7 @@ fn the_schema_matches_the_serde_structs() {
     fn keys(fields: &[schema::Field]) -> Vec<&'static str> {
         fields.iter().map(|f| f.key).collect()
     }
-    let pairs: [(&str, &[schema::Field], &[&str]); 22] = [
+    let pairs: [(&str, &[schema::Field], &[&str]); 23] = [
         ("top", schema::TOP, serde_fields::<Config>()),
         ("redcap", schema::REDCAP, serde_fields::<RedcapSection>()),
         ("paths", schema::PATHS, serde_fields::<PathsSection>()),
@@ -858,6 +858,7 @@ fn the_schema_matches_the_serde_structs() {
         ),
         ("sop", schema::SOP, serde_fields::<SopSection>()),
         ("review", schema::REVIEW, serde_fields::<ReviewSection>()),
+        ("alerts", schema::ALERTS, serde_fields::<AlertsSection>()),
         ("sop.role", schema::SOP_ROLE, serde_fields::<Role>()),
         (
             "sop.revision",
@@ -1569,4 +1570,73 @@ fn a_dual_pair_names_each_other_in_the_same_study_site_and_profile() {
                 && p.message.contains("expected `single` or `dual`")),
         "{p:?}"
     );
+}
+
+#[test]
+fn alerts_default_to_the_ledger_only_and_read_their_targets() {
+    let c = parse(GATEWAY, Path::new("w")).unwrap();
+    assert_eq!(c.alerts.webhook, None);
+    assert_eq!(c.alerts.syslog, None);
+    assert_eq!(c.alerts.min_severity, Severity::Warning);
+    assert_eq!(c.alerts.webhook_header, DEFAULT_WEBHOOK_HEADER);
+    let c = parse(
+        &format!(
+            "{GATEWAY}\n[alerts]\nwebhook = \"https://alerts.example.org/h\"\nwebhook_secret = \"alerts/webhook\"\nwebhook_timeout_seconds = 3\nwebhook_retries = 0\nsyslog = \"udp://127.0.0.1:5514\"\nmin_severity = \"critical\"\n"
+        ),
+        Path::new("w"),
+    )
+    .unwrap();
+    assert_eq!(
+        c.alerts.webhook.as_deref(),
+        Some("https://alerts.example.org/h")
+    );
+    assert_eq!(
+        c.alerts.webhook_secret.as_ref().map(|s| s.to_string()),
+        Some("alerts/webhook".to_string())
+    );
+    assert_eq!(c.alerts.webhook_timeout, std::time::Duration::from_secs(3));
+    assert_eq!(c.alerts.webhook_retries, 0);
+    assert_eq!(
+        c.alerts.syslog,
+        Some(SyslogTarget::Udp("127.0.0.1:5514".into()))
+    );
+    assert_eq!(c.alerts.min_severity, Severity::Critical);
+    let local = parse(
+        &format!("{GATEWAY}\n[alerts]\nsyslog = \"local\"\n"),
+        Path::new("w"),
+    )
+    .unwrap();
+    assert_eq!(
+        local.alerts.syslog,
+        Some(SyslogTarget::Local("/dev/log".into()))
+    );
+}
+
+#[test]
+fn alerts_with_a_bad_target_say_what_to_write() {
+    for (line, field, words) in [
+        ("webhook = \"ftp://x\"", "alerts.webhook", "http://"),
+        ("syslog = \"10.0.0.1\"", "alerts.syslog", "udp://host:port"),
+        (
+            "syslog = \"udp://host\"",
+            "alerts.syslog",
+            "udp://host:port",
+        ),
+        (
+            "webhook_header = \"X Bad\"",
+            "alerts.webhook_header",
+            "header name",
+        ),
+        ("min_severity = \"loud\"", "alerts.min_severity", "loud"),
+    ] {
+        let p = only(&format!("{GATEWAY}\n[alerts]\n{line}\n"));
+        assert_eq!(p.field.as_deref(), Some(field), "{line}: {p:?}");
+        assert!(p.message.contains(words), "{line}: {}", p.message);
+        assert!(!p.fix.is_empty());
+    }
+    let p = only(&format!(
+        "{GATEWAY}\n[alerts]\nwebhook_secret = \"alerts/webhook\"\n"
+    ));
+    assert_eq!(p.field.as_deref(), Some("alerts.webhook_secret"));
+    assert!(p.message.contains("no webhook"), "{}", p.message);
 }

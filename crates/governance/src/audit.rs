@@ -25,6 +25,7 @@ use secrets::{SecretStore, StoreError};
 use warden_config::{LedgerStore, LoadedConfig};
 use zeroize::Zeroizing;
 
+use crate::alerts::Alerts;
 use crate::clock::{Clock, SystemClock};
 use crate::signing_key::{self, SIGNING_KEY_SECRET};
 use crate::witness::{self, ReadWitness, StoreWitness};
@@ -99,20 +100,35 @@ pub trait EntrySink: Send + Sync {
     }
 }
 
-/// The ledger this process holds.
-struct HeldLedger(Arc<dyn LedgerBackend>);
+/// The ledger this process holds, and where the alerts among its entries
+/// go besides ([`crate::alerts`]; a process that holds the ledger for us
+/// sends those of the entries we hand it).
+struct HeldLedger {
+    ledger: Arc<dyn LedgerBackend>,
+    alerts: Alerts,
+}
 
 #[async_trait::async_trait]
 impl EntrySink for HeldLedger {
     async fn append(&self, kind: EntryKind) -> Result<(), AuditError> {
-        let ledger = self.0.clone();
-        blocking(move || ledger.append(kind)).await?;
+        let ledger = self.ledger.clone();
+        let raised = self.alerts.is_on().then(|| kind.clone());
+        let outcome = blocking(move || ledger.append(kind)).await;
+        if let Some(kind) = raised {
+            self.alerts
+                .entry_appended(&kind, outcome.as_ref().map(|_| ()));
+        }
+        outcome?;
         Ok(())
     }
 
     async fn close(&self) -> Result<(), AuditError> {
-        let ledger = self.0.clone();
-        blocking(move || ledger.close()).await?;
+        let ledger = self.ledger.clone();
+        let closed = blocking(move || ledger.close()).await;
+        // A command's alerts go out before it exits (a bounded wait).
+        let alerts = self.alerts.clone();
+        let _ = tokio::task::spawn_blocking(move || alerts.flush(crate::alerts::FLUSH_LIMIT)).await;
+        closed?;
         Ok(())
     }
 }
@@ -295,20 +311,22 @@ impl AuditTrail {
             Err(LedgerError::Locked { dir }) => return Err(AuditError::Held { dir }),
             Err(e) => return Err(e.into()),
         };
+        let trail = AuditTrail::through(Box::new(HeldLedger {
+            ledger,
+            alerts: Alerts::from_config(config, store).await,
+        }));
         if let Some(note) = read.take_written()
             && let Err(e) = witness::write_store_witness(store, &note, clock).await
         {
-            let l = ledger.clone();
             let place = witness::store_witness_place(store);
-            blocking(move || {
-                l.append(EntryKind::Alert {
+            trail
+                .record(EntryKind::Alert {
                     code: ledger::WITNESS_FAILED.into(),
                     message: format!("the latest checkpoint cannot be kept in {place}: {e}"),
                 })
-            })
-            .await?;
+                .await?;
         }
-        Ok(AuditTrail::writing_to(ledger))
+        Ok(trail)
     }
 
     /// A trail whose entries go to `sink` (a process that holds the
@@ -317,9 +335,13 @@ impl AuditTrail {
         AuditTrail { sink }
     }
 
-    /// A trail over a ledger this process already holds.
+    /// A trail over a ledger this process already holds (its alerts go
+    /// to the ledger only).
     pub fn writing_to(ledger: Arc<dyn LedgerBackend>) -> AuditTrail {
-        AuditTrail::through(Box::new(HeldLedger(ledger)))
+        AuditTrail::through(Box::new(HeldLedger {
+            ledger,
+            alerts: Alerts::off(),
+        }))
     }
 
     /// Creates a new ledger (used by `init`).

@@ -3,6 +3,9 @@
 //! crate), the secrets store and the ledger.
 //!
 //! Today:
+//! - [`alerts`]: alerts beyond the ledger — a webhook and syslog — from
+//!   the entries the trail and the gateway append, and from what the
+//!   ledger cannot take.
 //! - [`audit`]: the trail of the tool's own changes. Every change is a
 //!   ledger entry, written through an [`audit::EntrySink`]: the ledger this
 //!   process holds, or whatever the caller plugs in while another process
@@ -14,6 +17,8 @@
 //! - [`accounts`]: service-account status that outlives a process
 //!   (quarantines).
 //! - [`clock`]: the time stamped on what is kept, injected.
+//! - [`clock_sync`]: whether the host clock is synchronised (asked at the
+//!   gateway's start).
 //! - [`redcap_log`]: REDCap's own log, redacted (token values become
 //!   fingerprints), placed in UTC, and sorted by what each row shows.
 //! - [`reconcile`]: REDCap's Export Logging paired with the ledger
@@ -45,8 +50,10 @@
 #![warn(missing_docs)]
 
 pub mod accounts;
+pub mod alerts;
 pub mod audit;
 pub mod clock;
+pub mod clock_sync;
 pub mod reauth;
 pub mod reconcile;
 pub mod redcap_log;
