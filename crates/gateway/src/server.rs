@@ -11,6 +11,8 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::any;
+use governance::alerts::Alerts;
+use governance::clock_sync::SyncProbe;
 use ledger::{EntryKind, LedgerError};
 use secrets::{FingerprintKey, SecretStore};
 use tokio::sync::oneshot;
@@ -41,6 +43,9 @@ pub struct Services {
     pub keys: KeyFile,
     /// Who started the gateway (recorded in the start and stop entries).
     pub operator: String,
+    /// Asks whether the host clock is synchronised, at start
+    /// ([`governance::clock_sync::SystemProbe`] outside tests).
+    pub clock: Arc<dyn SyncProbe>,
 }
 
 /// Why the gateway did not start. Nothing is served and no client request
@@ -143,7 +148,8 @@ pub async fn start(services: Services) -> Result<RunningGateway, StartError> {
 }
 
 /// Opens the ledger and builds the state; marks what a crashed last run
-/// left, writes the `start` entry and this run's marker.
+/// left, writes the `start` entry, whether the host clock is synchronised,
+/// and this run's marker.
 async fn begin(services: Services) -> Result<Arc<Gateway>, StartError> {
     let Services {
         config,
@@ -152,7 +158,11 @@ async fn begin(services: Services) -> Result<Arc<Gateway>, StartError> {
         open_ledger,
         keys,
         operator,
+        clock,
     } = services;
+    // `[alerts]`: the webhook and syslog, for every alert entry the
+    // gateway appends (and for the ledger failing, which it cannot take).
+    let alerts = Alerts::from_config(&config, &*store).await;
     let opener = open_ledger.clone();
     let ledger = tokio::task::spawn_blocking(move || opener())
         .await
@@ -165,6 +175,7 @@ async fn begin(services: Services) -> Result<Arc<Gateway>, StartError> {
         open_ledger,
         keys,
         operator,
+        alerts,
     })?);
     shared.load_token_fingerprints().await;
     let marker = paths::run_marker(&config);
@@ -179,10 +190,42 @@ async fn begin(services: Services) -> Result<Arc<Gateway>, StartError> {
         })
         .await
         .ok();
+    record_clock(&shared, clock).await;
     if let Err(e) = crate::restart::write_marker(&marker, start_seq) {
         tracing::warn!(error = %e, path = %marker.display(), "could not write the gateway's run marker: an unclean stop would go unmarked");
     }
     Ok(shared)
+}
+
+/// Whether the host clock is synchronised, as an `admin` entry
+/// (`clock.check`); when it is not, or cannot be told, an `alert` too
+/// (`clock.unsynchronised`): ledger times are only as good as this clock.
+async fn record_clock(gw: &Gateway, probe: Arc<dyn SyncProbe>) {
+    let sync = match tokio::task::spawn_blocking(move || probe.probe()).await {
+        Ok(s) => s,
+        Err(e) => governance::clock_sync::ClockSync::Unknown {
+            tried: format!("the probe failed: {e}"),
+        },
+    };
+    let said = sync.describe();
+    let ledger = gw.ledger();
+    let _ = ledger
+        .append(EntryKind::Admin {
+            operator: gw.operator().to_string(),
+            action: "clock.check".into(),
+            target: "host clock".into(),
+            reason: said.clone(),
+        })
+        .await;
+    if !sync.is_synchronised() {
+        tracing::warn!("{said}");
+        let _ = ledger
+            .append(EntryKind::Alert {
+                code: governance::alerts::CLOCK_UNSYNCHRONISED.into(),
+                message: said,
+            })
+            .await;
+    }
 }
 
 /// A listener on `addr`, and the address it got.

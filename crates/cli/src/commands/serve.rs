@@ -196,6 +196,7 @@ pub async fn start_gateway(
         open_ledger,
         keys,
         operator: operator.to_string(),
+        clock: Arc::new(governance::clock_sync::SystemProbe),
     })
     .await?;
     // The dashboard shows what `report` gathers.

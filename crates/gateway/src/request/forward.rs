@@ -11,7 +11,7 @@ use super::authorise::Call;
 use super::record::Recorded;
 use crate::form::Form;
 use crate::reply::{ApiReply, NO_API_PERMISSION};
-use crate::state::Gateway;
+use crate::state::{Gateway, Service};
 use crate::tokens::CachedToken;
 use crate::upload::{self, Upload};
 use crate::upstream::{OpenAnswer, UpstreamError, UpstreamReply};
@@ -44,16 +44,26 @@ pub(super) async fn forward(
     out: Outgoing<'_>,
 ) -> Result<Forwarded, ApiReply> {
     let account = call.account;
-    let mut token = gw.tokens().get(&account.secret).await.map_err(|_| {
-        unavailable(
-            "The gateway cannot read this account's token from its secrets store; nothing was sent to REDCap",
-            call,
-        )
-    })?;
+    let mut token = match gw.tokens().get(&account.secret).await {
+        Ok(t) => {
+            note(gw, gw.reachability().answered(Service::Store)).await;
+            t
+        }
+        Err(e) => {
+            note(gw, gw.reachability().failed(Service::Store, &e.to_string())).await;
+            return Err(unavailable(
+                "The gateway cannot read this account's token from its secrets store; nothing was sent to REDCap",
+                call,
+            ));
+        }
+    };
     let mut attempt = 0;
     loop {
         let open = match send(gw, &out, &token).await {
-            Ok(open) => open,
+            Ok(open) => {
+                note(gw, gw.reachability().answered(Service::Redcap)).await;
+                open
+            }
             Err(e) => return Err(failed(gw, call, &out, e).await),
         };
         if out.stream && open.status == 200 {
@@ -154,15 +164,29 @@ async fn failed(gw: &Gateway, call: &Call<'_>, out: &Outgoing<'_>, e: UpstreamEr
             delivery: None,
         })
         .await;
-    if matches!(e, UpstreamError::Banned) {
-        let _ = ledger
-            .append(EntryKind::Alert {
-                code: "redcap_ip_banned".into(),
-                message: e.to_string(),
-            })
-            .await;
+    match &e {
+        UpstreamError::Banned => {
+            let _ = ledger
+                .append(EntryKind::Alert {
+                    code: "redcap_ip_banned".into(),
+                    message: e.to_string(),
+                })
+                .await;
+        }
+        UpstreamError::Transport(why) => {
+            note(gw, gw.reachability().failed(Service::Redcap, why)).await;
+        }
+        UpstreamError::Limited(_) | UpstreamError::Redirected(_) => {}
     }
     unavailable(&format!("{e}; the request was not completed"), call)
+}
+
+/// Records a change in whether REDCap or the store answers (an `alert`
+/// entry, [`crate::state::Reachability`]).
+async fn note(gw: &Gateway, change: Option<EntryKind>) {
+    if let Some(alert) = change {
+        let _ = gw.ledger().append(alert).await;
+    }
 }
 
 fn unavailable(what: &str, call: &Call<'_>) -> ApiReply {

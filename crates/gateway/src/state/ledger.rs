@@ -5,10 +5,16 @@
 //! [`LedgerLink::try_recover`]), and then an `alert` entry records the
 //! outage and how many requests were refused. `response` entries that
 //! could not be written are kept and written first when it is back.
+//!
+//! Every entry appended here that raises an alert ([`alerts::alert_of`]:
+//! the gateway's own and those other commands hand it) goes to the
+//! webhook and syslog too; the ledger failing is raised there at once,
+//! since the ledger itself cannot take it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+use governance::alerts::{self, Alerts, Raised};
 use jiff::Timestamp;
 use ledger::{EntryKind, LedgerBackend, LedgerError};
 
@@ -42,6 +48,7 @@ pub(crate) struct LedgerLink {
     open: LedgerOpener,
     outage: Mutex<Option<Outage>>,
     last_size: AtomicU64,
+    alerts: Alerts,
 }
 
 /// The copy of an entry an outage keeps, to write when the ledger is back:
@@ -53,27 +60,49 @@ fn owed(kind: &EntryKind) -> Option<EntryKind> {
 }
 
 impl LedgerLink {
-    pub(crate) fn new(ledger: Arc<dyn LedgerBackend>, open: LedgerOpener) -> LedgerLink {
+    pub(crate) fn new(
+        ledger: Arc<dyn LedgerBackend>,
+        open: LedgerOpener,
+        alerts: Alerts,
+    ) -> LedgerLink {
         LedgerLink {
             ledger: RwLock::new(Some(ledger)),
             open,
             outage: Mutex::new(None),
             last_size: AtomicU64::new(0),
+            alerts,
         }
     }
 
-    /// Appends durably, or records the outage and fails.
+    /// Appends durably, or records the outage and fails. An entry that
+    /// raises an alert raises it either way, saying whether the ledger
+    /// holds it.
     pub(crate) async fn append(&self, kind: EntryKind) -> Result<(), ()> {
+        let raised = if self.alerts.is_on() {
+            alerts::alert_of(&kind)
+        } else {
+            None
+        };
+        let outcome = self.append_entry(kind).await;
+        if let Some(r) = raised {
+            self.alerts
+                .raise(r, outcome.as_ref().err().map(String::as_str));
+        }
+        outcome.map_err(|_| ())
+    }
+
+    async fn append_entry(&self, kind: EntryKind) -> Result<(), String> {
         let Some(ledger) = self.current() else {
             self.note_outage(REOPENING.into(), None);
-            return Err(());
+            return Err(REOPENING.into());
         };
         let owed = owed(&kind);
         match ledger.append_async(kind).await {
             Ok(_) => Ok(()),
             Err(e) => {
-                self.note_outage(e.to_string(), owed);
-                Err(())
+                let why = e.to_string();
+                self.note_outage(why.clone(), owed);
+                Err(why)
             }
         }
     }
@@ -120,6 +149,18 @@ impl LedgerLink {
         let mut outage = self.lock_outage();
         let o = outage.get_or_insert_with(|| {
             tracing::error!(%cause, "ledger unavailable: refusing requests until it is back");
+            // Fail closed, and say so where someone is listening: the
+            // ledger cannot take this one (it is recorded when the ledger
+            // is back, as `ledger_unavailable`).
+            self.alerts.raise(
+                Raised::new(
+                    alerts::LEDGER_FAILED,
+                    format!(
+                        "the gateway's audit ledger failed ({cause}): every client request is refused (503) until it can be written again; the gateway retries every second"
+                    ),
+                ),
+                Some(&cause),
+            );
             Outage {
                 since: Timestamp::now(),
                 refused: 0,

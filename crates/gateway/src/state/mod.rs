@@ -20,6 +20,7 @@ mod evidence;
 mod holds;
 mod ledger;
 mod quarantines;
+mod reachability;
 mod record_fields;
 mod watched;
 
@@ -47,6 +48,7 @@ pub(crate) use holds::Holds;
 pub(crate) use ledger::LedgerLink;
 pub use ledger::LedgerOpener;
 pub(crate) use quarantines::{Quarantines, Refusal};
+pub(crate) use reachability::{Reachability, Service};
 pub(crate) use record_fields::RecordFields;
 
 /// Why the gateway's state could not be built at start (a part of
@@ -85,6 +87,7 @@ pub(crate) struct Parts {
     pub open_ledger: LedgerOpener,
     pub keys: KeyFile,
     pub operator: String,
+    pub alerts: governance::alerts::Alerts,
 }
 
 /// The state every request shares. Each field's lock story is on its
@@ -132,6 +135,8 @@ pub(crate) struct Gateway {
     /// The dashboard's evidence ([`EvidenceSlot`]): its source set once
     /// after start, the last gathering cached.
     evidence: EvidenceSlot,
+    /// Whether REDCap and the secrets store answer ([`Reachability`]).
+    reachability: Reachability,
 }
 
 impl Gateway {
@@ -146,6 +151,7 @@ impl Gateway {
             open_ledger,
             keys,
             operator,
+            alerts,
         } = parts;
         let gw = &config.config.gateway;
         let admin_token_path = paths::admin_token_file(&config);
@@ -161,7 +167,7 @@ impl Gateway {
             token_holders: RwLock::new(HashMap::new()),
             keys: ClientKeys::new(keys)?,
             quarantines: Quarantines::new(AccountStatusFile::new(&paths::status_file(&config)))?,
-            ledger: Arc::new(LedgerLink::new(ledger, open_ledger)),
+            ledger: Arc::new(LedgerLink::new(ledger, open_ledger, alerts)),
             upstream: Upstream::new(config.config.redcap.url(), gw.outbound_per_minute)?,
             denials: Denials::default(),
             holds: Holds::default(),
@@ -170,6 +176,7 @@ impl Gateway {
             metrics: Metrics::default(),
             admin_token,
             evidence: EvidenceSlot::default(),
+            reachability: Reachability::default(),
             config: config::InForce::new(config),
         })
     }
@@ -226,6 +233,10 @@ impl Gateway {
 
     pub(crate) fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    pub(crate) fn reachability(&self) -> &Reachability {
+        &self.reachability
     }
 
     pub(crate) fn admin_token(&self) -> &AdminToken {

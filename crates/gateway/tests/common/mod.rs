@@ -39,6 +39,10 @@ pub struct World {
     pub dag_id: u64,
     /// Extra lines for the `[gateway]` table (TLS settings).
     pub gateway_extra: std::sync::Mutex<String>,
+    /// Sections appended to warden.toml (e.g. `[alerts]`).
+    pub extra_sections: std::sync::Mutex<String>,
+    /// What the gateway is told about the host clock at start.
+    pub clock: std::sync::Mutex<Arc<dyn governance::clock_sync::SyncProbe>>,
     /// Client keys by client name.
     pub keys: std::collections::HashMap<String, String>,
 }
@@ -193,6 +197,12 @@ impl World {
             keys: Default::default(),
             owner: admin_token,
             gateway_extra: Default::default(),
+            extra_sections: Default::default(),
+            clock: std::sync::Mutex::new(Arc::new(governance::clock_sync::FixedProbe(
+                governance::clock_sync::ClockSync::Synchronised {
+                    source: "the test says so".into(),
+                },
+            ))),
             site_token,
             dag_id,
         };
@@ -259,7 +269,10 @@ name = "site-app"
 account = "heart-site-a"
 allow = ["record:export", "record:import", "metadata", "log", "report", "pdf", "file:export", "fileinfo", "filesize", "fileRepository:export", "participantList", "surveyLink", "surveyAccessCode", "surveyQueueLink", "surveyReturnCode", "project_xml", "tableau", "mycap"]
 write_reason = "optional"
+
+{extra_sections}
 "#,
+            extra_sections = self.extra_sections.lock().unwrap(),
             base = self.sandbox_base,
             gateway_extra = self.gateway_extra.lock().unwrap(),
             dag_id = self.dag_id
@@ -325,6 +338,7 @@ write_reason = "optional"
             fingerprint,
             open_ledger: opener,
             operator: "tester".into(),
+            clock: self.clock.lock().unwrap().clone(),
         })
         .await
     }
