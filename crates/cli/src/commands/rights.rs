@@ -181,6 +181,35 @@ fn check_and_record(
                     reason: "rights check (read only; nothing changed in REDCap)".into(),
                 })
                 .await?;
+            // Critical findings are an alert too: to the webhook and
+            // syslog as well as the ledger (docs/alerts.md).
+            let critical: Vec<String> = r
+                .findings
+                .iter()
+                .filter(|f| f.severity == rights::Severity::Critical)
+                .map(|f| {
+                    format!(
+                        "{} {}: {}",
+                        f.account.as_deref().unwrap_or(&f.username),
+                        f.code,
+                        f.detail
+                    )
+                })
+                .collect();
+            if !critical.is_empty() {
+                trail
+                    .record(EntryKind::Alert {
+                        code: governance::alerts::RIGHTS_CRITICAL.into(),
+                        message: format!(
+                            "rights check of study `{}` found {} critical finding(s): {}; see them with: redcap-warden rights check --study {}",
+                            r.study,
+                            critical.len(),
+                            critical.join("; "),
+                            r.study
+                        ),
+                    })
+                    .await?;
+            }
         }
         trail.close().await
     })?;

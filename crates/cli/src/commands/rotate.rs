@@ -420,6 +420,51 @@ pub(super) fn report(args: &Args, rot: &Rotation) -> anyhow::Result<Outcome> {
     })
 }
 
+/// The accounts whose token is past its rotation period at `now`, as
+/// `alert` entries (`rotation.overdue`): `serve`'s daily sweep records
+/// them, so the webhook and syslog hear of each once a day until it is
+/// rotated. An account whose secret cannot be read is an alert too.
+pub async fn overdue_alerts(
+    config: &LoadedConfig,
+    store: &dyn secrets::SecretStore,
+    now: jiff::Timestamp,
+) -> Vec<ledger::EntryKind> {
+    let mut alerts = Vec::new();
+    for a in &config.config.account {
+        // One account at a time: a secret that cannot be read is that
+        // account's alert, not the end of the sweep.
+        let message = match governance::rotation::inventory(
+            std::slice::from_ref(a),
+            store,
+            &[],
+            now,
+        )
+        .await
+        {
+            Ok(rows) => match rows.first() {
+                Some(t) if t.overdue => format!(
+                    "the token of account `{}` is overdue for rotation: set {}, due {} (every {} days); rotate it with: redcap-warden rotate run {} --reason \"scheduled rotation\"",
+                    a.name,
+                    t.token_set_at.map(|t| t.to_string()).unwrap_or_default(),
+                    t.due.map(|t| t.to_string()).unwrap_or_default(),
+                    a.rotate_every_days,
+                    a.name
+                ),
+                _ => continue,
+            },
+            Err(e) => format!(
+                "the rotation due date of account `{}` cannot be read from the secrets store: {e}",
+                a.name
+            ),
+        };
+        alerts.push(ledger::EntryKind::Alert {
+            code: governance::alerts::ROTATION_OVERDUE.into(),
+            message,
+        });
+    }
+    alerts
+}
+
 /// `rotate status`: every account's token age and due date, open and last
 /// rotations. Exit 1 when a token is overdue.
 pub fn status(args: &Args) -> anyhow::Result<Outcome> {
@@ -760,5 +805,83 @@ impl Issuer for Manual {
             ));
         }
         Ok(SecretValue::new(token.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrets::{FileStoreOptions, Label, SecretName, VersionMeta};
+
+    #[tokio::test]
+    async fn an_overdue_token_is_an_alert_and_a_fresh_one_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        secrets::file::write_identity_file(
+            &dir.path().join("identity.txt"),
+            &secrets::file::generate_identity(),
+        )
+        .unwrap();
+        let store = FileStore::create(FileStoreOptions {
+            path: dir.path().join("secrets.age"),
+            identity: dir.path().join("identity.txt"),
+            keep_versions: 3,
+        })
+        .unwrap();
+        let path = dir.path().join("warden.toml");
+        std::fs::write(
+            &path,
+            r#"
+[redcap]
+url = "https://redcap.example.org/api/"
+time_zone = "UTC"
+
+[[study]]
+name = "heart"
+
+[[account]]
+name = "heart-etl"
+username = "svc_etl"
+secret = "redcap/heart/etl"
+study = "heart"
+rotate_every_days = 30
+
+[[account]]
+name = "heart-never-stored"
+username = "svc_other"
+secret = "redcap/heart/other"
+study = "heart"
+"#,
+        )
+        .unwrap();
+        let config = warden_config::load(&path).unwrap();
+        let now = jiff::Timestamp::now();
+        store
+            .put(
+                &SecretName::new("redcap/heart/etl").unwrap(),
+                SecretValue::from("0123456789ABCDEF0123456789ABCDEF".to_string()),
+                VersionMeta {
+                    operator: "test".into(),
+                    at: now,
+                    reason: "t".into(),
+                    fingerprint: None,
+                    rotation_id: None,
+                },
+                Label::Current,
+            )
+            .await
+            .unwrap();
+        assert!(overdue_alerts(&config, &store, now).await.is_empty());
+        let later = now + jiff::SignedDuration::from_hours(24 * 31);
+        let alerts = overdue_alerts(&config, &store, later).await;
+        assert_eq!(alerts.len(), 1, "{alerts:?}");
+        let ledger::EntryKind::Alert { code, message } = &alerts[0] else {
+            panic!("{alerts:?}");
+        };
+        assert_eq!(code, governance::alerts::ROTATION_OVERDUE);
+        assert!(
+            message.contains("`heart-etl`") && message.contains("every 30 days"),
+            "{message}"
+        );
+        assert!(!message.contains("0123456789ABCDEF0123456789ABCDEF"));
     }
 }

@@ -27,7 +27,8 @@ pub fn run(args: &Args) -> anyhow::Result<Outcome> {
         // REDCap's log against the ledger, on a schedule (docs/reconcile.md).
         let reconciling =
             super::reconcile::spawn_schedule(config.clone(), store.clone(), operator.to_string());
-        let sweeper = tokio::spawn(sweep_daily(config.clone(), store, operator.to_string()));
+        let sweeper = tokio::spawn(sweep_daily(config.clone(), store.clone(), operator.to_string()));
+        let overdue = tokio::spawn(overdue_daily(config.clone(), store));
         let format = args.log_format;
         say(
             format,
@@ -50,6 +51,7 @@ pub fn run(args: &Args) -> anyhow::Result<Outcome> {
             task.abort();
         }
         sweeper.abort();
+        overdue.abort();
         say(
             format,
             "stopping: draining requests, signing a final checkpoint",
@@ -136,6 +138,29 @@ fn say(format: LogFormat, line: &str) {
     match format {
         LogFormat::Text => eprintln!("{line}"),
         LogFormat::Json => tracing::info!("{line}"),
+    }
+}
+
+/// Overdue rotations, once at start and then every 24 hours: each account
+/// past its `rotate_every_days` is an `alert` (`rotation.overdue`),
+/// recorded through the gateway's admin listener like any command's
+/// entry — and so sent to the webhook and syslog (`[alerts]`).
+async fn overdue_daily(config: LoadedConfig, store: Arc<dyn SecretStore>) {
+    loop {
+        let alerts = super::rotate::overdue_alerts(&config, &*store, jiff::Timestamp::now()).await;
+        if !alerts.is_empty() {
+            let recorded = async {
+                let trail = crate::store::open_trail(&config, &*store).await?;
+                for a in alerts {
+                    trail.record(a).await?;
+                }
+                anyhow::Ok(trail.close().await?)
+            };
+            if let Err(e) = recorded.await {
+                tracing::error!(error = %format!("{e:#}"), "overdue rotations could not be recorded");
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(24 * 3600)).await;
     }
 }
 
