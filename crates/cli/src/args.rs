@@ -248,6 +248,27 @@ pub enum Command {
         #[arg(long)]
         pdf: bool,
     },
+
+    /// Write the validation pack a QA unit files: each requirement of
+    /// compliance.md, the tests that cover it, this run's result of each
+    /// (nextest's JUnit report), and this binary's version and SHA-256, as
+    /// matrix.md and matrix.html. Exit 1 when a mapped test failed or did
+    /// not run (docs/validation.md).
+    ValidationPack {
+        /// The directory to write into (made if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// nextest's JUnit report [default: target/nextest/default/junit.xml].
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
+        /// Run the mapped tests first (scripts/test, or cargo nextest run),
+        /// from the workspace.
+        #[arg(long)]
+        run: bool,
+        /// Another mapping than the built-in docs/validation/requirements.toml.
+        #[arg(long, value_name = "FILE")]
+        requirements: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -20,6 +20,7 @@ mod sites;
 mod sop;
 mod tour;
 mod trace;
+mod validation_pack;
 
 use crate::Outcome;
 use crate::args::{
@@ -139,6 +140,12 @@ pub fn run(args: &Args) -> anyhow::Result<Outcome> {
         }) => rights::apply(args, reason, study.as_deref(), account.as_deref()),
         Command::Sites { study } => sites::run(args, study.as_deref()),
         Command::Sop { out, check } => sop::run(args, out.as_deref(), check.as_deref()),
+        Command::ValidationPack {
+            out,
+            junit,
+            run,
+            requirements,
+        } => validation_pack::run(args, out, junit.as_deref(), *run, requirements.as_deref()),
         Command::Rotate(cmd) => match cmd {
             RotateCommand::Status => rotate::status(args),
             RotateCommand::Start {
