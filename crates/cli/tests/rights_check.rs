@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 
 use common::sandbox::{SUPER, Sandbox};
-use common::{add_config, init, put_secrets, text, warden};
+use common::{add_config, init, put_secrets, text, warden, webhook_receiver};
 use serde_json::{Value, json};
 
 fn check(dir: &Path, tokens: &[&str], extra: &[&str]) -> (i32, String) {
@@ -112,6 +112,21 @@ profile = "site-data-import"
         ),
     );
     let tokens = [owner.as_str(), manager.as_str(), site.as_str(), SUPER];
+    // Critical findings are alerts: to a webhook (with its secret header,
+    // read from the store) and syslog as well as the ledger.
+    let (hook, posts) = webhook_receiver();
+    let syslog = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    syslog
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    put_secrets(&dir, &[("alerts/webhook", "hook-secret-for-the-test")]);
+    add_config(
+        &dir,
+        &format!(
+            "\n[alerts]\nwebhook = \"{hook}\"\nwebhook_secret = \"alerts/webhook\"\nsyslog = \"udp://{}\"\n",
+            syslog.local_addr().unwrap()
+        ),
+    );
 
     let (code, out) = check(&dir, &tokens, &[]);
     assert_eq!(code, 0, "{out}");
@@ -137,6 +152,36 @@ profile = "site-data-import"
             .starts_with("design = 1")
     );
     assert_eq!(report[0]["digest"].as_str().unwrap().len(), 64);
+    let (headers, alert) = posts
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("the critical finding reaches the webhook");
+    assert_eq!(alert["code"], "rights.critical", "{alert}");
+    assert_eq!(alert["severity"], "critical");
+    assert_eq!(alert["ledger"], "recorded");
+    let message = alert["message"].as_str().unwrap();
+    assert!(
+        message.contains("heart-site-a right-beyond-profile: design = 1"),
+        "{message}"
+    );
+    assert!(
+        headers
+            .iter()
+            .any(|(k, v)| k == "x-redcap-warden-secret" && v == "hook-secret-for-the-test"),
+        "{headers:?}"
+    );
+    let mut buf = [0; 4096];
+    let n = syslog.recv(&mut buf).expect("and syslog");
+    let line = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(
+        line.starts_with("<82>1 ") && line.contains(" rights.critical - "),
+        "{line}"
+    );
+    for t in tokens {
+        assert!(
+            !message.contains(t) && !line.contains(t),
+            "a token in an alert"
+        );
+    }
 
     // mobile_app = 1 instead.
     import_users(
