@@ -472,6 +472,9 @@ fn every_command(suite: &mut Suite, dir: &Path, backend: &str, secret: &str, por
         .trim()
         .to_string();
 
+    // Alerts go to a webhook and syslog too: what they receive is scanned.
+    let (posts, syslog) = alert_sinks(dir);
+
     // The gateway, watched for its whole life.
     let cmd = suite.command(dir, &["serve"]);
     let mut serving = Watched::spawn(format!("`redcap-warden serve` ({backend})"), cmd, None);
@@ -505,6 +508,7 @@ fn every_command(suite: &mut Suite, dir: &Path, backend: &str, secret: &str, por
     let ran = serving.stop(&[&suite.canary], &mut suite.leaks);
     assert!(ran.status.success(), "{}", ran.text());
     suite.record(&ran);
+    collect_alerts(suite, backend, &posts, &syslog);
 
     suite
         .run(
@@ -538,6 +542,74 @@ fn every_command(suite: &mut Suite, dir: &Path, backend: &str, secret: &str, por
 struct Rotating {
     base: String,
     pid: u64,
+}
+
+/// `[alerts]` in `dir`'s warden.toml (replacing an earlier one): a webhook
+/// receiver and a UDP syslog socket on loopback.
+fn alert_sinks(
+    dir: &Path,
+) -> (
+    std::sync::mpsc::Receiver<(Vec<(String, String)>, Value)>,
+    std::net::UdpSocket,
+) {
+    const MARK: &str = "# canary suite: alerts";
+    let (hook, posts) = common::webhook_receiver();
+    let syslog = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let path = dir.join("warden.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    if let Some(i) = lines.iter().position(|l| *l == MARK) {
+        lines.drain(i..i + 4);
+    }
+    let mut text = lines.join("\n");
+    text += &format!(
+        "\n{MARK}\n[alerts]\nwebhook = \"{hook}\"\nsyslog = \"udp://{}\"\n",
+        syslog.local_addr().unwrap()
+    );
+    std::fs::write(&path, text).unwrap();
+    (posts, syslog)
+}
+
+/// What the webhook and syslog received while the gateway ran, kept for
+/// the scan; the real token presented as a key must have raised its alert
+/// there (so the scan looked at something).
+fn collect_alerts(
+    suite: &mut Suite,
+    backend: &str,
+    posts: &std::sync::mpsc::Receiver<(Vec<(String, String)>, Value)>,
+    syslog: &std::net::UdpSocket,
+) {
+    let mut codes = Vec::new();
+    while let Ok((headers, body)) =
+        posts.recv_timeout(std::time::Duration::from_secs(if codes.is_empty() {
+            30
+        } else {
+            1
+        }))
+    {
+        codes.push(body["code"].as_str().unwrap_or_default().to_string());
+        suite.seen.push((
+            format!("an alert POSTed to the webhook ({backend})"),
+            format!("{headers:?}{body}").into_bytes(),
+        ));
+    }
+    assert!(
+        codes.iter().any(|c| c == "real_token_presented"),
+        "{backend}: the webhook got {codes:?}"
+    );
+    syslog
+        .set_read_timeout(Some(std::time::Duration::from_millis(500)))
+        .unwrap();
+    let mut buf = [0; 4096];
+    let mut lines = 0;
+    while let Ok(n) = syslog.recv(&mut buf) {
+        lines += 1;
+        suite.seen.push((
+            format!("an alert sent to syslog ({backend})"),
+            buf[..n].to_vec(),
+        ));
+    }
+    assert!(lines > 0, "{backend}: syslog got nothing");
 }
 
 /// `rotate run` with the sandbox issuer while the gateway serves (the
