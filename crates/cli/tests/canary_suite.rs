@@ -549,7 +549,7 @@ struct Rotating {
 fn alert_sinks(
     dir: &Path,
 ) -> (
-    std::sync::mpsc::Receiver<(Vec<(String, String)>, Value)>,
+    std::sync::mpsc::Receiver<common::Posted>,
     std::net::UdpSocket,
 ) {
     const MARK: &str = "# canary suite: alerts";
@@ -576,7 +576,7 @@ fn alert_sinks(
 fn collect_alerts(
     suite: &mut Suite,
     backend: &str,
-    posts: &std::sync::mpsc::Receiver<(Vec<(String, String)>, Value)>,
+    posts: &std::sync::mpsc::Receiver<common::Posted>,
     syslog: &std::net::UdpSocket,
 ) {
     let mut codes = Vec::new();

@@ -70,7 +70,7 @@ pub struct SystemProbe;
 impl SyncProbe for SystemProbe {
     fn probe(&self) -> ClockSync {
         let mut tried = Vec::new();
-        let asks: [(&str, &[&str], fn(&str) -> Option<bool>); 3] = [
+        let asks: [Ask; 3] = [
             (
                 "timedatectl",
                 &["show", "-p", "NTPSynchronized", "--value"],
@@ -102,6 +102,14 @@ impl SyncProbe for SystemProbe {
         }
     }
 }
+
+/// A tool to ask: its program, arguments, and the reading of its output
+/// (`Some(true)`: synchronised).
+type Ask = (
+    &'static str,
+    &'static [&'static str],
+    fn(&str) -> Option<bool>,
+);
 
 /// A fixed answer (tests, and hosts whose operator vouches for the clock
 /// otherwise).

@@ -227,12 +227,13 @@ pub fn put_secrets(dir: &Path, secrets: &[(&str, &str)]) {
     }
 }
 
-/// A webhook receiver on a loopback port (always 200): each POST's
-/// headers (names lower-cased) and JSON body come out of the channel.
-pub fn webhook_receiver() -> (
-    String,
-    std::sync::mpsc::Receiver<(Vec<(String, String)>, serde_json::Value)>,
-) {
+/// One POST a [`webhook_receiver`] took: its headers (names lower-cased)
+/// and JSON body.
+pub type Posted = (Vec<(String, String)>, serde_json::Value);
+
+/// A webhook receiver on a loopback port (always 200): each POST comes
+/// out of the channel.
+pub fn webhook_receiver() -> (String, std::sync::mpsc::Receiver<Posted>) {
     use std::io::{Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());

@@ -331,6 +331,7 @@ write_reason = "optional"
         });
         let store: Arc<dyn SecretStore> = self.store.clone();
         let fingerprint = FingerprintKey::load(&*store).await.unwrap();
+        let clock = self.clock.lock().unwrap().clone();
         gateway::start(Services {
             keys,
             config,
@@ -338,7 +339,7 @@ write_reason = "optional"
             fingerprint,
             open_ledger: opener,
             operator: "tester".into(),
-            clock: self.clock.lock().unwrap().clone(),
+            clock,
         })
         .await
     }

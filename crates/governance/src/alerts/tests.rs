@@ -9,15 +9,13 @@ use zeroize::Zeroizing;
 
 use super::*;
 
+/// One POST: its headers and JSON body.
+type Posted = (Vec<(String, String)>, serde_json::Value);
+
 /// A webhook receiver on a loopback port: answers each POST with the next
 /// status of `statuses` (then 200), and hands over each request's headers
 /// (lower-cased names) and JSON body.
-fn receiver(
-    statuses: Vec<u16>,
-) -> (
-    String,
-    mpsc::Receiver<(Vec<(String, String)>, serde_json::Value)>,
-) {
+fn receiver(statuses: Vec<u16>) -> (String, mpsc::Receiver<Posted>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
     let (tx, rx) = mpsc::channel();
