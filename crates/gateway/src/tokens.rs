@@ -40,6 +40,12 @@ impl TokenCache {
 
     /// The current token, from the cache while it is younger than the TTL.
     pub async fn get(&self, name: &SecretName) -> Result<CachedToken> {
+        Ok(self.get_noting(name).await?.0)
+    }
+
+    /// [`TokenCache::get`], and whether the store was read for it (so a
+    /// caller can tell that the store answered, not only the cache).
+    pub async fn get_noting(&self, name: &SecretName) -> Result<(CachedToken, bool)> {
         if let Some((t, at)) = self
             .entries
             .lock()
@@ -47,9 +53,9 @@ impl TokenCache {
             .get(name)
             && at.elapsed() < self.ttl
         {
-            return Ok(t.clone());
+            return Ok((t.clone(), false));
         }
-        self.refresh(name).await
+        Ok((self.refresh(name).await?, true))
     }
 
     /// Reads the store's current token now (after REDCap refused the cached

@@ -219,3 +219,53 @@ async fn redcap_unreachable_is_one_alert_however_many_requests_fail() {
         .count();
     assert_eq!(n, 1);
 }
+
+/// The secrets store stops answering (its file is gone): one alert, and
+/// one when it answers again — with `min_severity = "info"`, both reach
+/// the webhook.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_secrets_store_unreachable_and_back_are_one_alert_each() {
+    let w = World::new().await;
+    let (posts, _udp) = listen(&w);
+    w.extra_sections
+        .lock()
+        .unwrap()
+        .push_str("min_severity = \"info\"\n");
+    *w.gateway_extra.lock().unwrap() = "token_cache_seconds = 1\n".into();
+    let (gw, dir) = w.start_on_disk().await;
+    let store = w.dir.join("data/secrets.age");
+    let away = w.dir.join("data/secrets.age.away");
+    std::fs::rename(&store, &away).unwrap();
+    // Past the cached token's lifetime, the store must be read.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let export = [
+        ("token", w.keys["etl"].as_str()),
+        ("content", "record"),
+        ("format", "json"),
+    ];
+    for _ in 0..2 {
+        let (s, b) = w.call(&gw, &export).await;
+        assert_eq!(s, 503, "{b}");
+        assert!(b.contains("secrets store"), "{b}");
+    }
+    let down = posted(&posts, "secrets.unreachable");
+    assert_eq!(down["severity"], "critical");
+    std::fs::rename(&away, &store).unwrap();
+    let (s, b) = w.call(&gw, &export).await;
+    assert_eq!(s, 200, "{b}");
+    let back = posted(&posts, "secrets.reachable");
+    assert_eq!(back["severity"], "info");
+    assert!(
+        back["message"].as_str().unwrap().contains("2 request(s)"),
+        "{back}"
+    );
+    gw.shutdown().await.unwrap();
+    let codes: Vec<String> = entries(&durable::OsFs, &dir)
+        .into_iter()
+        .filter_map(|k| match k {
+            EntryKind::Alert { code, .. } if code.starts_with("secrets.") => Some(code),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(codes, ["secrets.unreachable", "secrets.reachable"]);
+}

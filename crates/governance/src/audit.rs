@@ -112,11 +112,15 @@ struct HeldLedger {
 impl EntrySink for HeldLedger {
     async fn append(&self, kind: EntryKind) -> Result<(), AuditError> {
         let ledger = self.ledger.clone();
-        let raised = self.alerts.is_on().then(|| kind.clone());
+        let raised = if self.alerts.is_on() {
+            crate::alerts::alert_of(&kind)
+        } else {
+            None
+        };
         let outcome = blocking(move || ledger.append(kind)).await;
-        if let Some(kind) = raised {
-            self.alerts
-                .entry_appended(&kind, outcome.as_ref().map(|_| ()));
+        if let Some(r) = raised {
+            let not_recorded = outcome.as_ref().err().map(ToString::to_string);
+            self.alerts.raise(r, not_recorded.as_deref());
         }
         outcome?;
         Ok(())

@@ -22,6 +22,7 @@ const RESTART_ONLY: &[&str] = &[
     "redcap.url",
     "ledger.",
     "secrets.",
+    "alerts.",
 ];
 
 pub(crate) async fn reload(

@@ -44,9 +44,12 @@ pub(super) async fn forward(
     out: Outgoing<'_>,
 ) -> Result<Forwarded, ApiReply> {
     let account = call.account;
-    let mut token = match gw.tokens().get(&account.secret).await {
-        Ok(t) => {
-            note(gw, gw.reachability().answered(Service::Store)).await;
+    let mut token = match gw.tokens().get_noting(&account.secret).await {
+        Ok((t, from_store)) => {
+            // A cached token says nothing of whether the store answers.
+            if from_store {
+                note(gw, gw.reachability().answered(Service::Store)).await;
+            }
             t
         }
         Err(e) => {

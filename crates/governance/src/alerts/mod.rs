@@ -335,18 +335,6 @@ impl Alerts {
         }
     }
 
-    /// The alert an appended entry raises, if any ([`alert_of`]), raised;
-    /// `outcome` is the append's.
-    pub fn entry_appended<E: std::fmt::Display>(&self, kind: &EntryKind, outcome: Result<(), &E>) {
-        if !self.is_on() {
-            return;
-        }
-        if let Some(raised) = alert_of(kind) {
-            let why = outcome.err().map(|e| e.to_string());
-            self.raise(raised, why.as_deref());
-        }
-    }
-
     /// Waits until every alert raised so far was sent (or given up on),
     /// at most `limit`. Returns whether all went.
     pub fn flush(&self, limit: Duration) -> bool {
