@@ -43,6 +43,10 @@ pub struct Services {
     pub keys: KeyFile,
     /// Who started the gateway (recorded in the start and stop entries).
     pub operator: String,
+    /// Where alerts go besides the ledger (`[alerts]`:
+    /// [`Alerts::from_config`]); the same the ledger opener was given, so
+    /// the writer's own alerts and the gateway's go through one sender.
+    pub alerts: Alerts,
     /// Asks whether the host clock is synchronised, at start
     /// ([`governance::clock_sync::SystemProbe`] outside tests).
     pub clock: Arc<dyn SyncProbe>,
@@ -158,11 +162,9 @@ async fn begin(services: Services) -> Result<Arc<Gateway>, StartError> {
         open_ledger,
         keys,
         operator,
+        alerts,
         clock,
     } = services;
-    // `[alerts]`: the webhook and syslog, for every alert entry the
-    // gateway appends (and for the ledger failing, which it cannot take).
-    let alerts = Alerts::from_config(&config, &*store).await;
     let opener = open_ledger.clone();
     let ledger = tokio::task::spawn_blocking(move || opener())
         .await

@@ -25,7 +25,7 @@ use secrets::{SecretStore, StoreError};
 use warden_config::{LedgerStore, LoadedConfig};
 use zeroize::Zeroizing;
 
-use crate::alerts::Alerts;
+use crate::alerts::{AlertingWitness, Alerts};
 use crate::clock::{Clock, SystemClock};
 use crate::signing_key::{self, SIGNING_KEY_SECRET};
 use crate::witness::{self, ReadWitness, StoreWitness};
@@ -159,6 +159,9 @@ pub struct WriterOptions {
     pub witnesses: Vec<Arc<dyn Witness>>,
     /// Adopt what the writer would otherwise refuse (`ledger adopt-unsigned`).
     pub adopt: Option<Adoption>,
+    /// Where the alerts the writer records by itself (a witness failing, a
+    /// recovery on open) go besides the ledger ([`crate::alerts`]).
+    pub alerts: Alerts,
 }
 
 impl Default for WriterOptions {
@@ -168,6 +171,7 @@ impl Default for WriterOptions {
             clock: Arc::new(SystemClock),
             witnesses: Vec::new(),
             adopt: None,
+            alerts: Alerts::off(),
         }
     }
 }
@@ -220,19 +224,30 @@ pub fn open_writer_with(
         }));
     }
     witnesses.extend(options.witnesses);
+    let alerts = options.alerts;
+    let witnesses = witnesses
+        .into_iter()
+        .map(|w| AlertingWitness::wrap(w, &alerts))
+        .collect();
     let adopt = options.adopt;
     match &section.store {
-        LedgerStore::File => Ok(Arc::new(Ledger::open(
-            Arc::new(durable::OsFs),
-            &config.resolve(&section.dir),
-            key,
-            LedgerOptions {
-                checkpoint_interval,
-                witnesses,
-                adopt,
-                ..LedgerOptions::default()
-            },
-        )?)),
+        LedgerStore::File => {
+            let ledger = Ledger::open(
+                Arc::new(durable::OsFs),
+                &config.resolve(&section.dir),
+                key,
+                LedgerOptions {
+                    checkpoint_interval,
+                    witnesses,
+                    adopt,
+                    ..LedgerOptions::default()
+                },
+            )?;
+            if let Some(r) = ledger.recovery() {
+                alerts.raise(crate::alerts::recovered(r), None);
+            }
+            Ok(Arc::new(ledger))
+        }
         LedgerStore::Postgres(pg) => {
             let url = Zeroizing::new(pg.connection_string(|p| config.resolve(p)).map_err(
                 |detail| LedgerError::Database {
@@ -297,6 +312,8 @@ impl AuditTrail {
         let read = Arc::new(ReadWitness::read(store).await);
         let cfg = config.clone();
         let witness: Arc<dyn Witness> = read.clone();
+        let alerts = Alerts::from_config(config, store).await;
+        let writer_alerts = alerts.clone();
         let opened = tokio::task::spawn_blocking(move || {
             open_writer_with(
                 &cfg,
@@ -304,6 +321,7 @@ impl AuditTrail {
                 Some(ledger::CHECKPOINT_INTERVAL),
                 WriterOptions {
                     witnesses: vec![witness],
+                    alerts: writer_alerts,
                     ..WriterOptions::default()
                 },
             )
@@ -315,10 +333,7 @@ impl AuditTrail {
             Err(LedgerError::Locked { dir }) => return Err(AuditError::Held { dir }),
             Err(e) => return Err(e.into()),
         };
-        let trail = AuditTrail::through(Box::new(HeldLedger {
-            ledger,
-            alerts: Alerts::from_config(config, store).await,
-        }));
+        let trail = AuditTrail::through(Box::new(HeldLedger { ledger, alerts }));
         if let Some(note) = read.take_written()
             && let Err(e) = witness::write_store_witness(store, &note, clock).await
         {

@@ -202,6 +202,9 @@ pub async fn start_gateway(
     // (docs/ledger.md §11): the gateway opens its writer with it.
     let ledger_config = config.clone();
     let witness_store = store.clone();
+    // `[alerts]`: one sender for the writer's own alerts and the gateway's.
+    let alerts = governance::alerts::Alerts::from_config(config, &*store).await;
+    let writer_alerts = alerts.clone();
     let open_ledger: gateway::LedgerOpener = Arc::new(move || {
         audit::open_writer_with(
             &ledger_config,
@@ -209,6 +212,7 @@ pub async fn start_gateway(
             Some(std::time::Duration::from_secs(1)),
             audit::WriterOptions {
                 store: Some(witness_store.clone()),
+                alerts: writer_alerts.clone(),
                 ..Default::default()
             },
         )
@@ -221,6 +225,7 @@ pub async fn start_gateway(
         open_ledger,
         keys,
         operator: operator.to_string(),
+        alerts,
         clock: Arc::new(governance::clock_sync::SystemProbe),
     })
     .await?;

@@ -332,6 +332,7 @@ write_reason = "optional"
         let store: Arc<dyn SecretStore> = self.store.clone();
         let fingerprint = FingerprintKey::load(&*store).await.unwrap();
         let clock = self.clock.lock().unwrap().clone();
+        let alerts = governance::alerts::Alerts::from_config(&config, &*store).await;
         gateway::start(Services {
             keys,
             config,
@@ -339,6 +340,7 @@ write_reason = "optional"
             fingerprint,
             open_ledger: opener,
             operator: "tester".into(),
+            alerts,
             clock,
         })
         .await

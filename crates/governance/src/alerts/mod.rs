@@ -426,3 +426,100 @@ fn host_name() -> String {
         .collect();
     if clean.is_empty() { "-".into() } else { clean }
 }
+
+/// A witness whose failures (and recovery) are also sent as alerts: the
+/// ledger writer records a failing witness itself (`ledger.witness`), out
+/// of the two places alerts are otherwise raised, so the witnesses it is
+/// given are wrapped in this ([`crate::audit::open_writer_with`]).
+pub(crate) struct AlertingWitness {
+    inner: Arc<dyn ledger::Witness>,
+    alerts: Alerts,
+    failing: std::sync::atomic::AtomicBool,
+}
+
+impl AlertingWitness {
+    pub(crate) fn wrap(
+        inner: Arc<dyn ledger::Witness>,
+        alerts: &Alerts,
+    ) -> Arc<dyn ledger::Witness> {
+        if !alerts.is_on() {
+            return inner;
+        }
+        Arc::new(AlertingWitness {
+            inner,
+            alerts: alerts.clone(),
+            failing: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    fn noted(&self, outcome: Result<(), &str>, doing: &str) {
+        use std::sync::atomic::Ordering;
+        match outcome {
+            Err(e) => {
+                if !self.failing.swap(true, Ordering::AcqRel) {
+                    self.alerts.raise(
+                        Raised::new(
+                            ledger::WITNESS_FAILED,
+                            format!(
+                                "the latest checkpoint cannot be {doing} {}: {e}; the writer retries with each checkpoint",
+                                self.inner.describe()
+                            ),
+                        ),
+                        None,
+                    );
+                }
+            }
+            Ok(()) => {
+                if self.failing.swap(false, Ordering::AcqRel) {
+                    self.alerts.raise(
+                        Raised {
+                            code: ledger::WITNESS_FAILED.into(),
+                            severity: Severity::Info,
+                            message: format!(
+                                "the latest checkpoint is kept in {} again",
+                                self.inner.describe()
+                            ),
+                        },
+                        None,
+                    );
+                }
+            }
+        }
+    }
+}
+
+impl ledger::Witness for AlertingWitness {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+
+    fn read(&self) -> Result<Option<String>, String> {
+        let r = self.inner.read();
+        if let Err(e) = &r {
+            self.noted(Err(e), "read from");
+        }
+        r
+    }
+
+    fn write(&self, note: &str) -> Result<(), String> {
+        let r = self.inner.write(note);
+        self.noted(r.as_ref().map(|_| ()).map_err(String::as_str), "kept in");
+        r
+    }
+
+    fn min_interval(&self) -> Duration {
+        self.inner.min_interval()
+    }
+}
+
+/// The alert of a file ledger that recovered from a torn write on open
+/// (the writer records `ledger.recovered` itself).
+pub(crate) fn recovered(r: &ledger::Recovery) -> Raised {
+    Raised::new(
+        "ledger.recovered",
+        format!(
+            "the ledger recovered from an incomplete write at its end (a crash or power cut) when it was opened: {} byte(s) from seq {} set aside ({}); no acknowledged entry is lost; see the `ledger.recovered` entry",
+            r.moved_bytes, r.from_seq, r.reason
+        ),
+    )
+}

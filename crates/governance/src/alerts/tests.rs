@@ -272,3 +272,65 @@ fn the_syslog_message_is_cut_on_a_character_boundary() {
     );
     assert!(line.contains(&format!(" {} - ", "x".repeat(32))));
 }
+
+/// A witness that fails while `broken` is set.
+struct Flaky {
+    broken: std::sync::atomic::AtomicBool,
+}
+
+impl ledger::Witness for Flaky {
+    fn describe(&self) -> String {
+        "the test's witness".into()
+    }
+    fn read(&self) -> Result<Option<String>, String> {
+        Ok(None)
+    }
+    fn write(&self, _note: &str) -> Result<(), String> {
+        if self.broken.load(std::sync::atomic::Ordering::SeqCst) {
+            Err("disk gone".into())
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[test]
+fn a_failing_witness_is_one_alert_and_its_return_another() {
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_read_timeout(Some(WAIT)).unwrap();
+    let mut s = section(
+        None,
+        Some(SyslogTarget::Udp(udp.local_addr().unwrap().to_string())),
+    );
+    s.min_severity = Severity::Info;
+    let alerts = Alerts::start(&s, None);
+    let flaky = Arc::new(Flaky {
+        broken: std::sync::atomic::AtomicBool::new(true),
+    });
+    let w = AlertingWitness::wrap(flaky.clone(), &alerts);
+    assert!(w.write("n1").is_err());
+    assert!(w.write("n2").is_err());
+    flaky
+        .broken
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    assert!(w.write("n3").is_ok());
+    assert!(w.write("n4").is_ok());
+    assert!(alerts.flush(WAIT));
+    let mut buf = [0; 4096];
+    let n = udp.recv(&mut buf).unwrap();
+    let first = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(first.starts_with("<82>1 ") && first.contains("ledger.witness: the latest checkpoint cannot be kept in the test's witness: disk gone"), "{first}");
+    let n = udp.recv(&mut buf).unwrap();
+    let second = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(
+        second.starts_with("<86>1 ") && second.contains("kept in the test's witness again"),
+        "{second}"
+    );
+    udp.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    assert!(udp.recv(&mut buf).is_err(), "one alert each way");
+    // Without targets the witness is passed through as it is.
+    let plain: Arc<dyn ledger::Witness> = flaky.clone();
+    let same = AlertingWitness::wrap(plain.clone(), &Alerts::off());
+    assert!(Arc::ptr_eq(&plain, &same));
+}
