@@ -508,7 +508,9 @@ fn every_command(suite: &mut Suite, dir: &Path, backend: &str, secret: &str, por
     let ran = serving.stop(&[&suite.canary], &mut suite.leaks);
     assert!(ran.status.success(), "{}", ran.text());
     suite.record(&ran);
-    collect_alerts(suite, backend, &posts, &syslog);
+    // The canary is the account's token only where it was put under the
+    // account's own secret: there, presenting it must have raised an alert.
+    collect_alerts(suite, backend, &posts, &syslog, secret == "redcap/a");
 
     suite
         .run(
@@ -571,32 +573,33 @@ fn alert_sinks(
 }
 
 /// What the webhook and syslog received while the gateway ran, kept for
-/// the scan; the real token presented as a key must have raised its alert
-/// there (so the scan looked at something).
+/// the scan; with `expect_real_token`, the real token presented as a key
+/// must have raised its alert there (so the scan looked at something).
 fn collect_alerts(
     suite: &mut Suite,
     backend: &str,
     posts: &std::sync::mpsc::Receiver<common::Posted>,
     syslog: &std::net::UdpSocket,
+    expect_real_token: bool,
 ) {
-    let mut codes = Vec::new();
-    while let Ok((headers, body)) =
-        posts.recv_timeout(std::time::Duration::from_secs(if codes.is_empty() {
-            30
-        } else {
-            1
-        }))
-    {
+    let mut codes: Vec<String> = Vec::new();
+    let waiting = |codes: &[String]| {
+        let done = !expect_real_token || codes.iter().any(|c| c == "real_token_presented");
+        std::time::Duration::from_secs(if done { 1 } else { 30 })
+    };
+    while let Ok((headers, body)) = posts.recv_timeout(waiting(&codes)) {
         codes.push(body["code"].as_str().unwrap_or_default().to_string());
         suite.seen.push((
             format!("an alert POSTed to the webhook ({backend})"),
             format!("{headers:?}{body}").into_bytes(),
         ));
     }
-    assert!(
-        codes.iter().any(|c| c == "real_token_presented"),
-        "{backend}: the webhook got {codes:?}"
-    );
+    if expect_real_token {
+        assert!(
+            codes.iter().any(|c| c == "real_token_presented"),
+            "{backend}: the webhook got {codes:?}"
+        );
+    }
     syslog
         .set_read_timeout(Some(std::time::Duration::from_millis(500)))
         .unwrap();
@@ -609,7 +612,9 @@ fn collect_alerts(
             buf[..n].to_vec(),
         ));
     }
-    assert!(lines > 0, "{backend}: syslog got nothing");
+    if expect_real_token {
+        assert!(lines > 0, "{backend}: syslog got nothing");
+    }
 }
 
 /// `rotate run` with the sandbox issuer while the gateway serves (the

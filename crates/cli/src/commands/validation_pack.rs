@@ -243,7 +243,8 @@ fn load_mapping(text: &str, from: &str) -> anyhow::Result<Vec<Requirement>> {
     Ok(m.requirement)
 }
 
-/// `validation-pack`.
+/// `validation-pack`: read the mapping, (run the tests,) read their
+/// results, pair the two, write the pack, say what is not met.
 pub fn run(
     _args: &Args,
     out: &Path,
@@ -251,16 +252,7 @@ pub fn run(
     run_tests: bool,
     requirements: Option<&Path>,
 ) -> anyhow::Result<Outcome> {
-    let (text, from) = match requirements {
-        Some(p) => (
-            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
-            p.display().to_string(),
-        ),
-        None => (
-            REQUIREMENTS.to_string(),
-            "the built-in docs/validation/requirements.toml".to_string(),
-        ),
-    };
+    let (text, from) = read_mapping(requirements)?;
     let mapping = load_mapping(&text, &from)?;
     let junit = junit.map_or_else(|| PathBuf::from(DEFAULT_JUNIT), Path::to_path_buf);
     if run_tests {
@@ -275,7 +267,52 @@ pub fn run(
     let report = parse_junit(&xml)
         .with_context(|| format!("{} is not a JUnit report nextest wrote", junit.display()))?;
     let binary = this_binary()?;
-    let rows: Vec<Row> = mapping
+    let rows = pair(mapping, &report);
+    let pack = Pack {
+        written: jiff::Timestamp::now().to_string(),
+        binary: &binary,
+        junit: &junit,
+        junit_timestamp: report.timestamp.as_deref(),
+        commit: source_commit(),
+        rows: &rows,
+    };
+    pack.write(out, &text, &xml)?;
+    let complete = print_summary(&rows);
+    println!(
+        "Wrote the validation pack to {} (redcap-warden {}, sha256 {})",
+        out.display(),
+        binary.version,
+        binary.sha256
+    );
+    Ok(if complete {
+        Outcome::Clean
+    } else {
+        eprintln!(
+            "redcap-warden: some mapped tests failed or did not run: the pack is not evidence that every requirement is met"
+        );
+        Outcome::Findings
+    })
+}
+
+/// The mapping's text and where it came from: `--requirements FILE`, or
+/// the one built in.
+fn read_mapping(requirements: Option<&Path>) -> anyhow::Result<(String, String)> {
+    Ok(match requirements {
+        Some(p) => (
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+            p.display().to_string(),
+        ),
+        None => (
+            REQUIREMENTS.to_string(),
+            "the built-in docs/validation/requirements.toml".to_string(),
+        ),
+    })
+}
+
+/// Each requirement with the result of each of its tests (not in the
+/// report: not run).
+fn pair(mapping: Vec<Requirement>, report: &Report) -> Vec<Row> {
+    mapping
         .into_iter()
         .map(|requirement| {
             let results = requirement
@@ -297,34 +334,14 @@ pub fn run(
                 results,
             }
         })
-        .collect();
-    let pack = Pack {
-        written: jiff::Timestamp::now().to_string(),
-        binary: &binary,
-        junit: &junit,
-        junit_timestamp: report.timestamp.as_deref(),
-        commit: source_commit(),
-        rows: &rows,
-    };
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let write = |name: &str, body: &[u8]| -> anyhow::Result<()> {
-        let p = out.join(name);
-        std::fs::write(&p, body).with_context(|| format!("writing {}", p.display()))
-    };
-    write("matrix.md", pack.markdown().as_bytes())?;
-    write("matrix.html", pack.html().as_bytes())?;
-    write(
-        "results.json",
-        serde_json::to_string_pretty(&rows)?.as_bytes(),
-    )?;
-    write("results.xml", xml.as_bytes())?;
-    write("requirements.toml", text.as_bytes())?;
-    write(
-        "binary.sha256",
-        format!("{}  {}\n", binary.sha256, binary.path.display()).as_bytes(),
-    )?;
+        .collect()
+}
+
+/// One line per requirement, and each test of it that did not pass;
+/// whether every requirement is met.
+fn print_summary(rows: &[Row]) -> bool {
     let mut complete = true;
-    for r in &rows {
+    for r in rows {
         let passed = r
             .results
             .iter()
@@ -342,20 +359,7 @@ pub fn run(
             println!("      {} {} {}", t.status.word(), t.binary, t.name);
         }
     }
-    println!(
-        "Wrote the validation pack to {} (redcap-warden {}, sha256 {})",
-        out.display(),
-        binary.version,
-        binary.sha256
-    );
-    Ok(if complete {
-        Outcome::Clean
-    } else {
-        eprintln!(
-            "redcap-warden: some mapped tests failed or did not run: the pack is not evidence that every requirement is met"
-        );
-        Outcome::Findings
-    })
+    complete
 }
 
 /// `--run`: the mapped tests through `scripts/test` (which starts the
@@ -437,6 +441,27 @@ struct Pack<'a> {
 }
 
 impl Pack<'_> {
+    /// Writes every file of the pack into `out` (made if missing).
+    fn write(&self, out: &Path, mapping: &str, junit: &str) -> anyhow::Result<()> {
+        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+        let write = |name: &str, body: &[u8]| -> anyhow::Result<()> {
+            let p = out.join(name);
+            std::fs::write(&p, body).with_context(|| format!("writing {}", p.display()))
+        };
+        write("matrix.md", self.markdown().as_bytes())?;
+        write("matrix.html", self.html().as_bytes())?;
+        write(
+            "results.json",
+            serde_json::to_string_pretty(self.rows)?.as_bytes(),
+        )?;
+        write("results.xml", junit.as_bytes())?;
+        write("requirements.toml", mapping.as_bytes())?;
+        write(
+            "binary.sha256",
+            format!("{}  {}\n", self.binary.sha256, self.binary.path.display()).as_bytes(),
+        )
+    }
+
     fn facts(&self) -> Vec<(&'static str, String)> {
         let tests: usize = self.rows.iter().map(|r| r.results.len()).sum();
         let passed: usize = self
