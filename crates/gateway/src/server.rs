@@ -333,6 +333,16 @@ impl RunningGateway {
         }
         housekeeping(&self.shared, true).await;
         let ledger = self.shared.ledger();
+        // A client may have its last byte while its answer's `response`
+        // entry is still being made (the record ids and HMAC finish on
+        // threads of their own): wait for those before closing.
+        let owed = ledger.settle(std::time::Duration::from_secs(30)).await;
+        if owed > 0 {
+            tracing::error!(
+                owed,
+                "stopping with streamed answers whose response entries were not made; the next start records their requests as interrupted"
+            );
+        }
         ledger
             .append(EntryKind::Admin {
                 operator: self.shared.operator().to_string(),
@@ -347,8 +357,11 @@ impl RunningGateway {
                 .await
                 .expect("the closing task panicked")?;
         }
-        // Stopped cleanly: the next start has nothing to mark.
-        crate::restart::remove_marker(&paths::run_marker(&self.shared.applied().config));
+        // Stopped cleanly: the next start has nothing to mark (unless an
+        // answer's entry was never made: then it marks that request).
+        if owed == 0 {
+            crate::restart::remove_marker(&paths::run_marker(&self.shared.applied().config));
+        }
         Ok(())
     }
 

@@ -20,7 +20,7 @@ use super::prepare::Plan;
 use crate::export::{Scanner, Shape};
 use crate::record_field::record_id_field;
 use crate::reply::with_content_type;
-use crate::state::{Gateway, LedgerLink};
+use crate::state::{Gateway, LedgerLink, Owed};
 use crate::upstream::OpenAnswer;
 
 /// A record export's answer as it starts: REDCap's status and headers,
@@ -71,6 +71,7 @@ impl Streaming {
                 mac: Some(gw.fingerprint().hmac_stream()),
                 bytes: 0,
                 written: false,
+                _owed: gw.ledger().owe(),
             },
         }
     }
@@ -119,6 +120,8 @@ pub(super) struct Tally {
     mac: Option<secrets::HmacStream>,
     bytes: u64,
     written: bool,
+    /// Held until the entry is queued: a shutdown waits for it.
+    _owed: Owed,
 }
 
 impl Tally {

@@ -11,8 +11,9 @@
 //! webhook and syslog too; the ledger failing is raised there at once,
 //! since the ledger itself cannot take it.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use governance::alerts::{self, Alerts, Raised};
 use jiff::Timestamp;
@@ -49,6 +50,23 @@ pub(crate) struct LedgerLink {
     outage: Mutex<Option<Outage>>,
     last_size: AtomicU64,
     alerts: Alerts,
+    /// Streamed answers whose `response` entry is still to be queued
+    /// ([`LedgerLink::owe`]); shutdown waits for them.
+    owed: AtomicUsize,
+    settled: tokio::sync::Notify,
+}
+
+/// A `response` entry a streamed answer still owes the ledger: while any
+/// is alive, [`LedgerLink::settle`] waits, so a gateway stopping right
+/// after a client got its last byte still records that answer.
+pub(crate) struct Owed(Arc<LedgerLink>);
+
+impl Drop for Owed {
+    fn drop(&mut self) {
+        if self.0.owed.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.settled.notify_waiters();
+        }
+    }
 }
 
 /// The copy of an entry an outage keeps, to write when the ledger is back:
@@ -71,7 +89,32 @@ impl LedgerLink {
             outage: Mutex::new(None),
             last_size: AtomicU64::new(0),
             alerts,
+            owed: AtomicUsize::new(0),
+            settled: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Counts a `response` entry owed by an answer still streaming; drop
+    /// the guard once the entry is queued ([`LedgerLink::append_soon`]).
+    pub(crate) fn owe(self: &Arc<Self>) -> Owed {
+        self.owed.fetch_add(1, Ordering::AcqRel);
+        Owed(Arc::clone(self))
+    }
+
+    /// Waits (at most `bound`) until no streamed answer owes its
+    /// `response` entry; says how many still did if the bound passed.
+    pub(crate) async fn settle(&self, bound: Duration) -> usize {
+        let wait = async {
+            loop {
+                let notified = self.settled.notified();
+                if self.owed.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        let _ = tokio::time::timeout(bound, wait).await;
+        self.owed.load(Ordering::Acquire)
     }
 
     /// Appends durably, or records the outage and fails. An entry that
