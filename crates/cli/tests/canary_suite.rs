@@ -34,7 +34,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use canary::{Canary, Leak};
+use canary::{Canaries, Canary, Leak};
 use common::{add_config, free_port, gateway_config};
 use redcap_sandbox::{Config as SandboxConfig, Server};
 use serde_json::{Value, json};
@@ -952,7 +952,7 @@ fn scan_installation(suite: &Suite, dir: &Path) -> Vec<Leak> {
 
 /// Files under the temporary directory written since `since` by this
 /// user, except the allowed ones (the sandbox's own data: it plays REDCap).
-fn scan_temp(canary: &Canary, since: SystemTime, allowed: &[PathBuf]) -> Vec<Leak> {
+fn scan_temp(canary: &Canaries, since: SystemTime, allowed: &[PathBuf]) -> Vec<Leak> {
     use std::os::unix::fs::MetadataExt;
     let me = nix::unistd::geteuid().as_raw();
     let recent = |m: &std::fs::Metadata| m.modified().map(|t| t >= since).unwrap_or(true);
@@ -1115,35 +1115,61 @@ fn a_canary_token_leaks_nowhere_through_any_command_or_backend() {
 
     suite.rt.block_on(server.stop()).unwrap();
 
-    // Scan everything.
+    // Scan everything: the outputs and the temporary directory once for
+    // every token at a time (one pass each, whatever the number of tokens).
+    let every = Canaries::new(
+        std::iter::once(("the canary".to_string(), &suite.canary))
+            .chain(
+                suite
+                    .rotated
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| (format!("rotated token {i}"), c)),
+            )
+            .chain(
+                quick
+                    .canaries
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| (format!("quickstart token {i}"), c)),
+            )
+            .chain(
+                toured
+                    .canaries
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| (format!("tour token {i}"), c)),
+            ),
+    );
     let mut leaks = std::mem::take(&mut suite.leaks);
     for (place, bytes) in &suite.seen {
-        leaks.extend(suite.canary.find(place, bytes));
+        leaks.extend(every.find(place, bytes));
     }
     leaks.extend(scan_installation(&suite, &file_dir));
     leaks.extend(scan_installation(&suite, &pp_dir));
+    // Every token a rotation made: nowhere but the stores (and the
+    // sandbox, which plays REDCap).
+    let rotated = Canaries::new(
+        suite
+            .rotated
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (format!("rotated token {i}"), c)),
+    );
+    leaks.extend(rotated.scan_dir(&file_dir, &[file_dir.join("data/secrets.age")]));
     let mut allowed = stores.clone();
     allowed.push(sandbox_dir.clone());
     allowed.extend(quick.allowed.iter().cloned());
-    leaks.extend(scan_temp(&suite.canary, started, &allowed));
-    // Every token a rotation made: nowhere but the stores (and the
-    // sandbox, which plays REDCap).
-    for c in &suite.rotated {
-        for (place, bytes) in &suite.seen {
-            leaks.extend(c.find(place, bytes));
-        }
-        leaks.extend(c.scan_dir(&file_dir, &[file_dir.join("data/secrets.age")]));
-        leaks.extend(scan_temp(c, started, &allowed));
-    }
     allowed.extend(toured.allowed.iter().cloned());
+    leaks.extend(scan_temp(&every, started, &allowed));
     for q in [&quick, &toured] {
-        for c in &q.canaries {
-            leaks.extend(scan_temp(c, started, &allowed));
-            leaks.extend(c.scan_dir(&q.dir, &q.allowed));
-            for (place, bytes) in &suite.seen {
-                leaks.extend(c.find(place, bytes));
-            }
-        }
+        let tokens = Canaries::new(
+            q.canaries
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (format!("token {i}"), c)),
+        );
+        leaks.extend(tokens.scan_dir(&q.dir, &q.allowed));
     }
     leaks.extend(quick.leaks);
     leaks.extend(toured.leaks);
@@ -1655,7 +1681,11 @@ fn self_check(suite: &mut Suite, dir: &Path, started: SystemTime, allowed: &[Pat
     let tmp = tempfile::NamedTempFile::new().unwrap();
     let percent: String = token.bytes().map(|b| format!("%{b:02x}")).collect();
     std::fs::write(tmp.path(), format!("q=a&t={percent}")).unwrap();
-    let found = scan_temp(&suite.canary, started, allowed);
+    let found = scan_temp(
+        &Canaries::new([("the canary".to_string(), &suite.canary)]),
+        started,
+        allowed,
+    );
     assert!(
         found.iter().any(|l| Path::new(&l.place) == tmp.path()),
         "the temporary-directory scan missed a planted canary: {found:?}"
