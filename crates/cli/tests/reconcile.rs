@@ -182,7 +182,9 @@ fn reconcile_is_clean_through_the_gateway_and_finds_the_bypass() {
 /// `serve` reconciles on its own (`[reconcile] every_minutes`): a record
 /// export made straight against REDCap just before the gateway starts is in
 /// the first scheduled run's window, which records a `reconcile` entry and
-/// raises an `alert`.
+/// raises an `alert`. The series resumes where the ledger's last reconcile
+/// of the study ended (here a run by hand up to five minutes ago), so a
+/// restart leaves no span uncovered.
 #[test]
 fn serve_reconciles_on_a_schedule_and_raises_an_alert() {
     let study = study("\n[reconcile]\ntolerance_seconds = 1\nevery_minutes = 1\n");
@@ -192,12 +194,25 @@ fn serve_reconciles_on_a_schedule_and_raises_an_alert() {
         ("content", "record"),
         ("format", "json"),
     ]);
-    // The first run covers up to a minute and a second before it starts.
+    let now = jiff::Timestamp::now();
+    let ended = jiff::Timestamp::from_second(now.as_second() - 300).unwrap();
+    let began = jiff::Timestamp::from_second(now.as_second() - 600).unwrap();
+    warden(
+        &study.dir,
+        &[
+            "reconcile",
+            "--since",
+            &began.to_string(),
+            "--until",
+            &ended.to_string(),
+        ],
+        None,
+    );
     std::thread::sleep(Duration::from_secs(2));
     let _serving = Serving::start(&study.dir, study.port);
     let deadline = std::time::Instant::now() + Duration::from_secs(300);
     let tail = loop {
-        let out = warden(&study.dir, &["ledger", "tail", "-n", "40"], None);
+        let out = warden(&study.dir, &["ledger", "tail", "-n", "200"], None);
         let tail = text(&out);
         if tail.contains("reconcile.findings") {
             break tail;
@@ -209,6 +224,11 @@ fn serve_reconciles_on_a_schedule_and_raises_an_alert() {
         std::thread::sleep(Duration::from_secs(5));
     };
     assert!(tail.contains("unexplained-api-activity"), "{tail}");
+    let resumed = format!(r#""window_start":"{ended}""#);
+    assert!(
+        tail.matches(&resumed).count() == 1 && tail.contains(&format!(r#""window_end":"{ended}""#)),
+        "the scheduled run does not resume at {ended}:\n{tail}"
+    );
     for t in &study.tokens {
         assert!(!tail.contains(t.as_str()), "a token in the ledger:\n{tail}");
     }

@@ -204,8 +204,10 @@ pub const ALERT_FAILED: &str = "reconcile.failed";
 /// before now (so a request and its REDCap rows are both in), records a
 /// `reconcile` entry per study and an `alert` when it finds anything; a
 /// run that fails records an `alert` and its window is tried again next
-/// time. The first run covers one interval before the start. `None` when
-/// the schedule is off or no study has a log reader.
+/// time. The first run resumes where the ledger's last `reconcile` entry
+/// of each study ended ([`resume_point`]), so a restart leaves no span
+/// unreconciled; without one it covers one interval before the start.
+/// `None` when the schedule is off or no study has a log reader.
 pub fn spawn_schedule(
     config: LoadedConfig,
     store: std::sync::Arc<dyn SecretStore>,
@@ -227,7 +229,27 @@ pub fn spawn_schedule(
             .unwrap_or(jiff::SignedDuration::ZERO)
             + jiff::SignedDuration::from_secs(60);
         let start = Timestamp::now();
-        let mut since = start.checked_sub(every_signed + margin).unwrap_or(start);
+        let fresh = start.checked_sub(every_signed + margin).unwrap_or(start);
+        let names: Vec<String> = studies.iter().map(|s| s.name.clone()).collect();
+        let reading = config.clone();
+        let mut since = match tokio::task::spawn_blocking(move || resume_point(&reading, &names))
+            .await
+        {
+            Ok(Ok(Some(last))) if last < fresh => {
+                eprintln!(
+                    "redcap-warden: scheduled reconcile resumes from {last}, where the ledger's last reconcile ended"
+                );
+                last
+            }
+            Ok(Ok(_)) => fresh,
+            Ok(Err(e)) => {
+                eprintln!(
+                    "redcap-warden: the ledger's last reconcile could not be read ({e:#}); the schedule starts one interval back"
+                );
+                fresh
+            }
+            Err(_) => fresh,
+        };
         let mut ticks = tokio::time::interval(every);
         ticks.tick().await; // the first tick is immediate
         loop {
@@ -266,6 +288,29 @@ pub fn spawn_schedule(
             }
         }
     }))
+}
+
+/// Where a scheduled series resumes: the earliest, over `studies`, of the
+/// end of each one's last `reconcile` entry in the ledger (one pass);
+/// `None` when none has been reconciled. A study never reconciled is
+/// covered by the first run's start (one interval back) or earlier.
+fn resume_point(config: &LoadedConfig, studies: &[String]) -> anyhow::Result<Option<Timestamp>> {
+    let mut last: std::collections::HashMap<String, Timestamp> = std::collections::HashMap::new();
+    crate::store::read_ledger_from(config, 0, &mut |e| {
+        if let EntryKind::Reconcile {
+            window_end,
+            summary,
+            ..
+        } = &e.kind
+            && let Some(study) = reconcile::study_of_summary(summary)
+            && let Ok(end) = window_end.parse::<Timestamp>()
+            && studies.iter().any(|s| s == study)
+        {
+            let at = last.entry(study.to_string()).or_insert(end);
+            *at = (*at).max(end);
+        }
+    })?;
+    Ok(last.into_values().min())
 }
 
 /// `--since` / `--until`: RFC 3339, or a UTC `YYYY-MM-DD[ HH:MM[:SS]]`.

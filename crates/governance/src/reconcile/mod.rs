@@ -236,6 +236,14 @@ impl Report {
     }
 }
 
+/// The study a `reconcile` entry's summary ([`Report::summary`]) names.
+pub fn study_of_summary(summary: &str) -> Option<&str> {
+    summary
+        .strip_prefix("study ")?
+        .split_once(": ")
+        .map(|(s, _)| s)
+}
+
 /// SHA-256 (hex) of the findings as JSON.
 pub fn digest(findings: &[Finding]) -> String {
     use sha2::Digest;

@@ -493,6 +493,9 @@ fn the_summary_names_counts_and_digest_but_no_row_text() {
     );
     assert!(summary.contains("digest sha256:"));
     assert!(!summary.contains("age"));
+    // The schedule resumes per study by the name its summary starts with.
+    assert_eq!(study_of_summary(&summary), Some("heart"));
+    assert_eq!(study_of_summary("no study here"), None);
 }
 
 #[test]
