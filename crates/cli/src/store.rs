@@ -193,31 +193,49 @@ pub async fn open_trail(
     }
 }
 
+/// The configured ledger, opened for reading without its writer's lock (as
+/// `ledger tail` does, so a running gateway may keep writing). Every reader
+/// of the ledger outside the `ledger` commands (re-authorisation,
+/// reconcile, trace, the report and the dashboard) opens it here.
+pub enum LedgerSource {
+    /// The file ledger's directory.
+    File(std::path::PathBuf),
+    /// A reader of the PostgreSQL ledger.
+    Postgres(Box<ledger::PgReader>),
+}
+
+impl LedgerSource {
+    /// Opens the ledger `config` names.
+    pub fn open(config: &LoadedConfig) -> anyhow::Result<LedgerSource> {
+        let section = governance::audit::ledger_section(config)?;
+        Ok(match &section.store {
+            warden_config::LedgerStore::File => LedgerSource::File(config.resolve(&section.dir)),
+            warden_config::LedgerStore::Postgres(pg) => {
+                let url = zeroize::Zeroizing::new(
+                    pg.connection_string(|p| config.resolve(p))
+                        .map_err(anyhow::Error::msg)?,
+                );
+                LedgerSource::Postgres(Box::new(
+                    ledger::PgReader::connect(&url, &pg.schema)
+                        .context("opening the PostgreSQL ledger")?,
+                ))
+            }
+        })
+    }
+}
+
 /// Hands `visit` every entry of the configured ledger from seq `from` on,
-/// in one pass: the file ledger without its lock (as `ledger tail` does,
-/// so a running gateway may keep writing), PostgreSQL through a reader.
-/// Re-authorisation, the report and the dashboard read the ledger here.
+/// in one pass.
 pub fn read_ledger_from(
     config: &LoadedConfig,
     from: u64,
     visit: &mut dyn FnMut(ledger::Entry),
 ) -> anyhow::Result<()> {
-    let section = governance::audit::ledger_section(config)?;
-    match &section.store {
-        warden_config::LedgerStore::File => {
-            let dir = config.resolve(&section.dir);
-            ledger::read_from(&durable::OsFs, &dir, from, visit)
-                .with_context(|| format!("reading the ledger {}", dir.display()))?;
-        }
-        warden_config::LedgerStore::Postgres(pg) => {
-            let url = zeroize::Zeroizing::new(
-                pg.connection_string(|p| config.resolve(p))
-                    .map_err(anyhow::Error::msg)?,
-            );
-            let mut reader = ledger::PgReader::connect(&url, &pg.schema)
-                .context("opening the PostgreSQL ledger")?;
-            reader.read_from(from, visit)?;
-        }
+    match LedgerSource::open(config)? {
+        LedgerSource::File(dir) => ledger::read_from(&durable::OsFs, &dir, from, visit)
+            .with_context(|| format!("reading the ledger in {}", dir.display())),
+        LedgerSource::Postgres(mut r) => r
+            .read_from(from, visit)
+            .context("reading the PostgreSQL ledger"),
     }
-    Ok(())
 }

@@ -1,7 +1,7 @@
 //! `ledger verify | public-key | tail | show | prove | checkpoint`, over
 //! the configured backend: the file ledger or PostgreSQL.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, bail};
 use durable::OsFs;
@@ -12,36 +12,16 @@ use ledger::{
     VerifyError, VerifyReport, WitnessNote,
 };
 use serde_json::json;
-use warden_config::{LedgerBackendKind, LedgerStore, LoadedConfig};
+use warden_config::{LedgerBackendKind, LoadedConfig};
 
 use crate::Outcome;
 use crate::args::Args;
 use crate::store::{load_config, open_store};
 
-/// The configured ledger, open for reading.
-enum Store {
-    File(PathBuf),
-    Postgres(Box<PgReader>),
-}
+/// The ledger commands read the ledger as every other reader does.
+use crate::store::LedgerSource as Store;
 
 impl Store {
-    fn open(config: &LoadedConfig) -> anyhow::Result<Store> {
-        let section = audit::ledger_section(config)?;
-        let dir = config.resolve(&section.dir);
-        Ok(match &section.store {
-            LedgerStore::Postgres(pg) => {
-                let url = zeroize::Zeroizing::new(
-                    pg.connection_string(|p| config.resolve(p))
-                        .map_err(anyhow::Error::msg)?,
-                );
-                Store::Postgres(Box::new(
-                    PgReader::connect(&url, &pg.schema).context("opening the PostgreSQL ledger")?,
-                ))
-            }
-            LedgerStore::File => Store::File(dir),
-        })
-    }
-
     /// Where the ledger is, for messages.
     fn place(&self) -> String {
         match self {

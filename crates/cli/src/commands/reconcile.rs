@@ -13,14 +13,15 @@ use governance::reconcile::{
 use governance::redcap::client::{Client, LogEntry};
 use governance::redcap_log::{self, FingerprintMask};
 use jiff::Timestamp;
-use ledger::{Entry, EntryKind, PgReader};
+use ledger::{Entry, EntryKind};
 use secrets::{FingerprintKey, Label, SecretStore, Selector};
 use serde_json::{Value, json};
-use warden_config::{LedgerStore, LoadedConfig, StudySection};
+use warden_config::{LoadedConfig, StudySection};
 
 use crate::Outcome;
 use crate::args::Args;
 use crate::operator::Operator;
+use crate::store::LedgerSource;
 use crate::store::{load_config, open_store};
 
 use super::rights::Paced;
@@ -493,23 +494,12 @@ fn read_ledger(
     from: Timestamp,
     visit: &mut dyn FnMut(Entry) -> bool,
 ) -> anyhow::Result<()> {
-    let section = governance::audit::ledger_section(config)?;
-    match &section.store {
-        LedgerStore::File => {
-            let dir = config.resolve(&section.dir);
-            ledger::read_since(&OsFs, &dir, from, visit)
-                .with_context(|| format!("reading the ledger in {}", dir.display()))
-        }
-        LedgerStore::Postgres(pg) => {
-            let url = zeroize::Zeroizing::new(
-                pg.connection_string(|p| config.resolve(p))
-                    .map_err(anyhow::Error::msg)?,
-            );
-            PgReader::connect(&url, &pg.schema)
-                .context("opening the PostgreSQL ledger")?
-                .read_since(from, visit)
-                .context("reading the PostgreSQL ledger")
-        }
+    match LedgerSource::open(config)? {
+        LedgerSource::File(dir) => ledger::read_since(&OsFs, &dir, from, visit)
+            .with_context(|| format!("reading the ledger in {}", dir.display())),
+        LedgerSource::Postgres(mut r) => r
+            .read_since(from, visit)
+            .context("reading the PostgreSQL ledger"),
     }
 }
 

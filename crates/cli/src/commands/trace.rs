@@ -13,14 +13,14 @@ use governance::redcap::client::{LogEntry, LogQuery};
 use governance::redcap_log::{FingerprintMask, local_minute};
 use governance::trace::{Trace, Tracer};
 use jiff::{SignedDuration, Timestamp};
-use ledger::{Checkpoint, PgReader};
+use ledger::Checkpoint;
 use secrets::FingerprintKey;
 use serde_json::json;
-use warden_config::{LedgerStore, LoadedConfig, StudySection};
+use warden_config::{LoadedConfig, StudySection};
 
 use crate::Outcome;
 use crate::args::Args;
-use crate::store::{load_config, open_store};
+use crate::store::{LedgerSource, load_config, open_store};
 
 use super::rights::Paced;
 
@@ -149,22 +149,12 @@ fn names(studies: &[StudySection]) -> String {
 /// (never one found beside the ledger); `None` when nothing is signed yet.
 pub(super) fn latest_checkpoint(config: &LoadedConfig) -> anyhow::Result<Option<Checkpoint>> {
     let section = governance::audit::ledger_section(config)?;
-    let note = match &section.store {
-        LedgerStore::File => {
-            let dir = config.resolve(&section.dir);
-            ledger::latest_note(&OsFs, &dir)
-                .with_context(|| format!("reading the checkpoints of {}", dir.display()))?
-        }
-        LedgerStore::Postgres(pg) => {
-            let url = zeroize::Zeroizing::new(
-                pg.connection_string(|p| config.resolve(p))
-                    .map_err(anyhow::Error::msg)?,
-            );
-            PgReader::connect(&url, &pg.schema)
-                .context("opening the PostgreSQL ledger")?
-                .latest_note()
-                .context("reading the PostgreSQL ledger's checkpoints")?
-        }
+    let note = match LedgerSource::open(config)? {
+        LedgerSource::File(dir) => ledger::latest_note(&OsFs, &dir)
+            .with_context(|| format!("reading the checkpoints of {}", dir.display()))?,
+        LedgerSource::Postgres(mut r) => r
+            .latest_note()
+            .context("reading the PostgreSQL ledger's checkpoints")?,
     };
     note.map(|n| {
         Checkpoint::verify(&n, &section.verifier_key()).context(
@@ -179,22 +169,11 @@ pub(super) fn read_lines(
     config: &LoadedConfig,
     visit: &mut dyn FnMut(u64, &[u8]) -> bool,
 ) -> anyhow::Result<()> {
-    let section = governance::audit::ledger_section(config)?;
-    match &section.store {
-        LedgerStore::File => {
-            let dir = config.resolve(&section.dir);
-            ledger::read_lines(&OsFs, &dir, visit)
-                .with_context(|| format!("reading the ledger in {}", dir.display()))
-        }
-        LedgerStore::Postgres(pg) => {
-            let url = zeroize::Zeroizing::new(
-                pg.connection_string(|p| config.resolve(p))
-                    .map_err(anyhow::Error::msg)?,
-            );
-            PgReader::connect(&url, &pg.schema)
-                .context("opening the PostgreSQL ledger")?
-                .read_lines(visit)
-                .context("reading the PostgreSQL ledger")
+    match LedgerSource::open(config)? {
+        LedgerSource::File(dir) => ledger::read_lines(&OsFs, &dir, visit)
+            .with_context(|| format!("reading the ledger in {}", dir.display())),
+        LedgerSource::Postgres(mut r) => {
+            r.read_lines(visit).context("reading the PostgreSQL ledger")
         }
     }
 }
