@@ -465,6 +465,7 @@ async fn retire_steps(
                 username: acc.username.clone(),
                 project_id,
                 first: false,
+                role: governance::rotation::issuer::Role::Single,
             };
             let sandbox = super::rotate::sandbox_issuer(config)?;
             let did = sandbox

@@ -769,6 +769,7 @@ impl Issuer for Manual {
                     &self.redcap_url,
                     &t.username,
                     &t.project_id.to_string(),
+                    &t.role,
                 ),
                 "Regenerate the",
             )

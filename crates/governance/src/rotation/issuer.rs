@@ -31,6 +31,33 @@ pub struct Target {
     /// The account's first token (`accounts enroll`): created, not
     /// regenerated.
     pub first: bool,
+    /// Where the account stands while its token is regenerated (what the
+    /// gateway does with its requests meanwhile).
+    pub role: Role,
+}
+
+/// Where an account stands while its token is regenerated: what the
+/// gateway does with its requests meanwhile (the `manual` issuer's and the
+/// SOP's step text, [`manual_steps`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Role {
+    /// Single-account mode: the gateway holds the account's requests until
+    /// the switch.
+    #[default]
+    Single,
+    /// Dual mode, first leg: this account is the pair's standby; the
+    /// gateway keeps serving with `active`, nothing is held.
+    Standby {
+        /// The pair's active member, serving meanwhile.
+        active: String,
+    },
+    /// Dual mode, second leg: this account was the active member; the
+    /// gateway already serves with `serving` (the regenerated standby),
+    /// nothing is held.
+    PreviousActive {
+        /// The member now serving.
+        serving: String,
+    },
 }
 
 /// Why an issuer gave no token. Never holds a value.
@@ -56,15 +83,33 @@ pub trait Issuer: Send + Sync {
 /// REDCap user `username` in `project` (a project id, or words naming it):
 /// the administrator's Control Center path. The `manual` issuer prints
 /// them, numbered; the SOP (`crate::sop`) writes the same text, so the
-/// document and the tool never disagree.
-pub fn manual_steps(redcap_api_url: &str, username: &str, project: &str) -> [String; 4] {
+/// document and the tool never disagree. `role` says what the gateway
+/// does with the account's requests meanwhile: holds them (single mode),
+/// or serves them with the pair's other member (dual mode).
+pub fn manual_steps(
+    redcap_api_url: &str,
+    username: &str,
+    project: &str,
+    role: &Role,
+) -> [String; 4] {
     let base = redcap_base(redcap_api_url);
+    let meanwhile = match role {
+        Role::Single => "the gateway holds the account's requests meanwhile".to_string(),
+        Role::Standby { active } => format!(
+            "this account is the pair's standby: nothing is held, the gateway keeps serving with the active member `{active}`"
+        ),
+        Role::PreviousActive { serving } => format!(
+            "this account was the pair's active member: nothing is held, the gateway already serves with `{serving}`, regenerated a moment ago"
+        ),
+    };
     [
         format!("Sign in to {base}/ as a REDCap administrator."),
         format!(
             "Control Center → API Tokens ({base}/ControlCenter/user_api_tokens.php); find user `{username}`, project {project}."
         ),
-        "Regenerate the token and confirm. REDCap deactivates the old token at once (the gateway holds the account's requests meanwhile).".into(),
+        format!(
+            "Regenerate the token and confirm. REDCap deactivates the old token at once ({meanwhile})."
+        ),
         "Copy the new token and paste it at redcap-warden's prompt (it is not echoed), or pipe it on standard input.".into(),
     ]
 }

@@ -8,7 +8,7 @@ use secrets::{
 
 use super::escrow::Escrow;
 use super::hooks::{Hook, Switched};
-use super::issuer::{Issuer, Target};
+use super::issuer::{Issuer, Role, Target};
 use super::journal::Journal;
 use super::ownership::{LogCalls, Ownership, OwnershipCheck};
 use super::probe::{RightsCheck, RightsVerdict, TokenAnswer, TokenCheck};
@@ -534,6 +534,15 @@ impl Rotator<'_> {
             username: rot.username.clone(),
             project_id: rot.project_id,
             first: rot.kind == Kind::Enrol,
+            role: match &rot.dual {
+                None => Role::Single,
+                Some(d) if d.second_leg => Role::PreviousActive {
+                    serving: d.first.account.clone(),
+                },
+                Some(d) => Role::Standby {
+                    active: d.second.account.clone(),
+                },
+            },
         }
     }
 

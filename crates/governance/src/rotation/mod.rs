@@ -69,7 +69,7 @@ use serde::{Deserialize, Serialize};
 
 pub use escrow::{Escrow, EscrowKey};
 pub use hooks::{CommandHook, Hook, Switched, WebhookHook};
-pub use issuer::{CommandIssuer, IssueError, Issuer, SandboxIssuer, Target};
+pub use issuer::{CommandIssuer, IssueError, Issuer, Role, SandboxIssuer, Target};
 pub use issuer::{manual_create_steps, manual_retire_steps};
 pub use journal::{AccountLock, Journal, Regeneration};
 pub use machine::{Cutover, DualPlan, NoGateway, Plan, Rotator, Verification};

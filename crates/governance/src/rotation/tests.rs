@@ -622,6 +622,7 @@ fn target() -> Target {
         account: "heart-site-a".into(),
         username: USER.into(),
         project_id: PID,
+        role: Role::Single,
     }
 }
 
@@ -1746,4 +1747,48 @@ fn an_enrolment_obtains_the_first_token_and_ends_done_without_an_old_one() {
     let next = w.rotate(&rt, &sim).unwrap();
     assert_eq!(next.kind, Kind::Rotation);
     assert_eq!(next.state, State::Done);
+}
+
+/// The `manual` issuer's regeneration steps say what the gateway does
+/// meanwhile for each mode: holds the requests (single), keeps serving with
+/// the active member (dual, standby), already serves with the regenerated
+/// standby (dual, second leg) — never "holds" in dual mode.
+#[test]
+fn manual_steps_say_what_the_gateway_does_in_each_mode() {
+    let url = "https://redcap.example.org/api/";
+    let single = issuer::manual_steps(url, USER, "7", &Role::Single).join("\n");
+    assert!(
+        single.contains("the gateway holds the account's requests"),
+        "{single}"
+    );
+    let standby = issuer::manual_steps(
+        url,
+        USER,
+        "7",
+        &Role::Standby {
+            active: "heart-b".into(),
+        },
+    )
+    .join("\n");
+    assert!(!standby.contains("holds"), "{standby}");
+    assert!(
+        standby.contains("standby")
+            && standby.contains("keeps serving with the active member `heart-b`"),
+        "{standby}"
+    );
+    let second = issuer::manual_steps(
+        url,
+        USER,
+        "7",
+        &Role::PreviousActive {
+            serving: "heart-a".into(),
+        },
+    )
+    .join("\n");
+    assert!(!second.contains("holds"), "{second}");
+    assert!(
+        second.contains("was the pair's active member")
+            && second.contains("already serves with `heart-a`"),
+        "{second}"
+    );
 }

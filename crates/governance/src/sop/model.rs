@@ -6,7 +6,7 @@
 use warden_config::{AccountSection, IssuerKind, LoadedConfig, Role, SecretsBackend, SopSection};
 
 use super::SopError;
-use crate::rotation::issuer::{manual_steps, redcap_base};
+use crate::rotation::issuer::{Role as StepRole, manual_steps, redcap_base};
 
 /// A generated SOP: what identifies this rendering, and the procedure.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -535,9 +535,43 @@ fn redcap_ui(loaded: &LoadedConfig) -> Section {
             "`{}` (REDCap user `{}`)",
             a.name, a.username
         )));
-        blocks.push(Block::Steps(
-            manual_steps(c.redcap.url(), &a.username, &project_of(loaded, a)).into(),
-        ));
+        let project = project_of(loaded, a);
+        match (a.mode, &a.partner) {
+            (warden_config::AccountMode::Dual, Some(partner)) => {
+                blocks.push(Block::Para(format!(
+                    "As the standby of pair `{}` (first leg; `{partner}` serves):",
+                    a.pair_key().unwrap_or_default()
+                )));
+                blocks.push(Block::Steps(
+                    manual_steps(
+                        c.redcap.url(),
+                        &a.username,
+                        &project,
+                        &StepRole::Standby {
+                            active: partner.clone(),
+                        },
+                    )
+                    .into(),
+                ));
+                blocks.push(Block::Para(format!(
+                    "As the previous active member (second leg; `{partner}` already serves):"
+                )));
+                blocks.push(Block::Steps(
+                    manual_steps(
+                        c.redcap.url(),
+                        &a.username,
+                        &project,
+                        &StepRole::PreviousActive {
+                            serving: partner.clone(),
+                        },
+                    )
+                    .into(),
+                ));
+            }
+            _ => blocks.push(Block::Steps(
+                manual_steps(c.redcap.url(), &a.username, &project, &StepRole::Single).into(),
+            )),
+        }
     }
     if c.account.is_empty() {
         blocks.push(Block::Para(s("No `[[account]]` is configured.")));
