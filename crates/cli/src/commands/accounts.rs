@@ -11,10 +11,12 @@
 //! secret: marked retired (the gateway refuses the account) and deleted
 //! from the store, whose history keeps it.
 
+use std::sync::Arc;
+
 use anyhow::{Context, bail};
 use governance::accounts::AccountStatusFile;
 use governance::redcap::client::Client;
-use governance::rotation::{Kind, Plan, RotationError, Target, TokenAnswer, TokenCheck};
+use governance::rotation::{Escrow, Kind, Plan, RotationError, Target, TokenAnswer, TokenCheck};
 use ledger::EntryKind;
 use secrets::{FingerprintKey, Label, SecretStore, Selector, StoreError};
 use serde_json::json;
@@ -175,6 +177,9 @@ pub fn enroll(
     }
     let journal = super::rotate::journal(&config);
     let _lock = journal.lock(account)?;
+    // Opened once for the whole enrolment: a passphrase-protected file
+    // store asks for its passphrase once.
+    let (store, escrow) = super::rotate::store_and_escrow(&config, &journal)?;
     // An enrolment under way (the process stopped): finish it.
     if let Some(open) = journal.open_for(account)? {
         if open.kind != Kind::Enrol {
@@ -189,11 +194,18 @@ pub fn enroll(
             "account `{account}`: continuing its enrolment {} from `{}`",
             open.id, open.state
         );
-        return finish_enrolment(args, &config, &operator, account, open, issuer_arg);
+        return finish_enrolment(
+            args,
+            &config,
+            &operator,
+            account,
+            open,
+            issuer_arg,
+            (store, escrow),
+        );
     }
     let status = status_file(&config);
     let retired = status.status()?.retired.remove(account);
-    let store = open_store(&config)?;
     let rt = super::runtime()?;
     rt.block_on(async {
         match store.get(&acc.secret, &Selector::Label(Label::Current)).await {
@@ -262,7 +274,6 @@ pub fn enroll(
         return Ok(Outcome::Findings);
     }
     eprintln!("account `{account}`: rights check --account {account}: within its profile");
-    drop(store);
 
     // 2. The first token: a rotation of kind `enrol`.
     let c = &config.config;
@@ -285,11 +296,17 @@ pub fn enroll(
             .collect(),
         dual: None,
     };
-    let rotation = super::rotate::with_rotator(&config, &operator, Some(account), async |r| {
-        let rot = r.plan_enrol(plan).await?;
-        r.drive(rot, Some(&*issuer)).await
-    })?;
-    enrolled(args, &config, &operator, &rotation)
+    let rotation = super::rotate::with_rotator_on(
+        &config,
+        &operator,
+        Some(account),
+        (store.clone(), escrow),
+        async |r| {
+            let rot = r.plan_enrol(plan).await?;
+            r.drive(rot, Some(&*issuer)).await
+        },
+    )?;
+    enrolled(args, &config, &operator, &rotation, &store)
 }
 
 /// Drives an enrolment that was under way to its end.
@@ -300,6 +317,7 @@ fn finish_enrolment(
     account: &str,
     open: governance::rotation::Rotation,
     issuer_arg: Option<IssuerArg>,
+    (store, escrow): (Arc<dyn SecretStore>, Escrow),
 ) -> anyhow::Result<Outcome> {
     let default = match open.issuer.as_str() {
         "sandbox" => IssuerKind::Sandbox,
@@ -314,10 +332,14 @@ fn finish_enrolment(
     } else {
         None
     };
-    let rotation = super::rotate::with_rotator(config, operator, Some(account), async |r| {
-        r.drive(open, issuer.as_deref()).await
-    })?;
-    enrolled(args, config, operator, &rotation)
+    let rotation = super::rotate::with_rotator_on(
+        config,
+        operator,
+        Some(account),
+        (store.clone(), escrow),
+        async |r| r.drive(open, issuer.as_deref()).await,
+    )?;
+    enrolled(args, config, operator, &rotation, &store)
 }
 
 /// After an enrolment's rotation: a retired account is active again; the
@@ -327,15 +349,15 @@ fn enrolled(
     config: &LoadedConfig,
     operator: &Operator,
     rotation: &governance::rotation::Rotation,
+    store: &Arc<dyn SecretStore>,
 ) -> anyhow::Result<Outcome> {
     use governance::rotation::State;
     if rotation.state == State::Done
         && let Some(was) = status_file(config).unretire(&rotation.account)?
     {
-        let store = open_store(config)?;
         let rt = super::runtime()?;
         rt.block_on(async {
-            let trail = open_trail(config, &*store).await?;
+            let trail = open_trail(config, &**store).await?;
             let recorded = trail
                 .record(EntryKind::Admin {
                     operator: operator.to_string(),

@@ -34,7 +34,7 @@ pub(super) fn journal(config: &LoadedConfig) -> Journal {
 
 /// The store, and who the escrow encrypts to: the file store's identity,
 /// or for Vault and AWS the escrow's own identity beside the journals.
-fn store_and_escrow(
+pub(super) fn store_and_escrow(
     config: &LoadedConfig,
     journal: &Journal,
 ) -> anyhow::Result<(Arc<dyn SecretStore>, Escrow)> {
@@ -120,7 +120,21 @@ pub(super) fn with_rotator(
     f: impl AsyncFnOnce(&Rotator<'_>) -> Result<Rotation, RotationError>,
 ) -> anyhow::Result<Rotation> {
     let journal = journal(config);
-    let (store, escrow) = store_and_escrow(config, &journal)?;
+    let opened = store_and_escrow(config, &journal)?;
+    with_rotator_on(config, operator, account, opened, f)
+}
+
+/// [`with_rotator`] on a store and escrow the caller has opened already
+/// (`accounts enroll` reads the store before the rotation: a
+/// passphrase-protected file store is unlocked once, not once per use).
+pub(super) fn with_rotator_on(
+    config: &LoadedConfig,
+    operator: &Operator,
+    account: Option<&str>,
+    (store, escrow): (Arc<dyn SecretStore>, Escrow),
+    f: impl AsyncFnOnce(&Rotator<'_>) -> Result<Rotation, RotationError>,
+) -> anyhow::Result<Rotation> {
+    let journal = journal(config);
     let rt = super::runtime()?;
     rt.block_on(async {
         let fingerprints = FingerprintKey::load(&*store).await.with_context(
