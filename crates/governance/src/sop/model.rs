@@ -356,7 +356,7 @@ fn routine(loaded: &LoadedConfig, sop: &SopSection) -> Section {
                     sop.document_id
                 ),
                 s(
-                    "**planned**: the rotation is created with the old token's fingerprint and store version; the gateway holds the account's requests.",
+                    "**planned**: the rotation is created with the old token's fingerprint and store version; in single-account mode the gateway holds the account's requests (dual mode: below).",
                 ),
                 s(
                     "**obtained**: the new token is obtained (§9 for `manual`) and at once encrypted into the escrow; REDCap has already deactivated the old token.",
@@ -378,8 +378,96 @@ fn routine(loaded: &LoadedConfig, sop: &SopSection) -> Section {
             Block::Para(s(
                 "If a rotation stops (REDCap or the store unreachable, the process ended), nothing is lost: `redcap-warden rotate resume ID` continues from the last recorded state and never asks for a token already in escrow. `redcap-warden rotate abort ID --reason R` before a token is obtained ends it; after, it stores the escrowed token as `current` unverified (the old one is already dead) and says so. A second rotation of the same account is refused while one is open.",
             )),
-        ],
+        ]
+        .into_iter()
+        .chain(dual(loaded, sop))
+        .collect(),
     }
+}
+
+/// The dual-account procedure (`mode = "dual"`, `docs/rotation.md`), when
+/// any account is configured so: its pairs, the order of regeneration, the
+/// switch, the proof of both old tokens dead, and the ownership proof dual
+/// mode requires. Nothing when every account is single.
+fn dual(loaded: &LoadedConfig, sop: &SopSection) -> Vec<Block> {
+    let c = &loaded.config;
+    let mut rows = Vec::new();
+    let mut seen = Vec::new();
+    for a in &c.account {
+        let (Some(key), Some(partner)) = (a.pair_key(), &a.partner) else {
+            continue;
+        };
+        if seen.contains(&key) {
+            continue;
+        }
+        seen.push(key.clone());
+        let other = c.account.iter().find(|o| &o.name == partner);
+        let reader = c
+            .study
+            .iter()
+            .find(|st| st.name == a.study)
+            .and_then(|st| st.log_reader.clone());
+        rows.push(vec![
+            format!("`{key}`"),
+            format!("`{}` (REDCap user `{}`)", a.name, a.username),
+            match other {
+                Some(o) => format!("`{}` (REDCap user `{}`)", o.name, o.username),
+                None => format!("`{partner}`"),
+            },
+            format!("`{}`, project {}", a.study, project_of(loaded, a)),
+            match reader {
+                Some(r) => format!("`{r}`: ownership can be proved"),
+                None => s(
+                    "**none**: ownership cannot be proved, so a rotation of this pair stops before done (below); configure a `log_reader`",
+                ),
+            },
+        ]);
+    }
+    if rows.is_empty() {
+        return Vec::new();
+    }
+    vec![
+        Block::Heading(s("Dual-account mode")),
+        Block::Para(s(
+            "These accounts are configured `mode = \"dual\"`: each pair is two REDCap users in the same study, site and profile, each with its own token. Clients name either member and are served with the pair's **active** member (`redcap-warden rotate status` shows which). Rotating either member rotates the pair; the gateway holds nothing.",
+        )),
+        Block::Table(
+            vec![
+                s("Pair"),
+                s("Member"),
+                s("Partner"),
+                s("Study, project"),
+                s("Log reader (ownership proof)"),
+            ],
+            rows,
+        ),
+        Block::Steps(vec![
+            format!(
+                "Run `redcap-warden rotate {} ACCOUNT --reason \"scheduled ({} §5)\"` with either member.",
+                if c.rotation.issuer == IssuerKind::Manual {
+                    "start"
+                } else {
+                    "run"
+                },
+                sop.document_id
+            ),
+            s(
+                "**The standby first** (`planned → obtained → verified → stored`): the member that is not active is regenerated (§9, \"as the standby\"), escrowed, verified (project, ownership, rights and DAG) and stored while the active member keeps serving.",
+            ),
+            s(
+                "**The switch** (`switched`): the standby's new token is `current`, the account-status file names it active and the running gateway confirms; from the next request the pair's clients are served with it.",
+            ),
+            s(
+                "**Then the member that was active** (`second-obtained → second-verified → second-stored`): it is regenerated too (§9, \"as the previous active member\"), so a leaked copy of its old token dies; its new token is verified and stored — it is the standby for the next rotation.",
+            ),
+            s(
+                "**old-revoked-verified**: **both** old tokens get REDCap's invalid-token answer (HTTP 403), each recorded with its time as the proof; the redeploy hooks run once.",
+            ),
+            s(
+                "**done** only when ownership of **both** new tokens was proved by correlation with REDCap's log (the study's `log_reader`). Without that proof the rotation stops at `old-revoked-verified` (exit 2): check REDCap's log for the minutes of the `verified` and `second-verified` entries (`redcap-warden reconcile`), then end it with `redcap-warden rotate abort ID --reason R` (recorded as aborted without proof of ownership) and give the study a log reader.",
+            ),
+        ]),
+    ]
 }
 
 fn emergency(sop: &SopSection) -> Section {

@@ -250,3 +250,63 @@ fn re_authorisation_is_described_from_the_accounts_and_a_change_is_caught() {
     let names: Vec<_> = d.iter().map(|d| d.section.as_str()).collect();
     assert_eq!(names, ["4. Schedule", "8. Re-authorisation"], "{d:?}");
 }
+
+/// With a dual pair the SOP describes the dual procedure from the
+/// configuration — the pair, the standby regenerated first while the active
+/// member serves, the switch, the member that was active regenerated next,
+/// both old tokens proved dead, ownership proof required (and a pair without
+/// a log reader said to stop before done) — and the §9 steps say nothing is
+/// held; a single-mode SOP says none of it, and `sop --check` of the
+/// single-mode copy against the dual configuration names the sections.
+#[test]
+fn dual_mode_is_described_from_the_pairs_and_a_change_of_mode_is_caught() {
+    let single = build(&loaded(CONFIG), "9.9.9", "2026-12-07T10:00:00Z").unwrap();
+    let single_md = markdown::render(&single);
+    assert!(!single_md.contains("Dual-account mode"), "{single_md}");
+    assert!(!single_md.contains("standby"), "{single_md}");
+    let dual_config = CONFIG.replace(
+        "rotate_every_days = 60\n",
+        "rotate_every_days = 60\nmode = \"dual\"\npartner = \"heart2-site-a2\"\n\n[[account]]\nname = \"heart2-site-a2\"\nusername = \"svc_heart_site_a2\"\nsecret = \"redcap/heart2/site-a2\"\nstudy = \"heart2\"\nsite = \"site-a\"\nprofile = \"site-data-read\"\nrotate_every_days = 60\nmode = \"dual\"\npartner = \"heart2-site-a\"\n",
+    );
+    let dual = loaded(&dual_config);
+    let doc = build(&dual, "9.9.9", "2026-12-07T10:00:00Z").unwrap();
+    let md = markdown::render(&doc);
+    for expected in [
+        "Dual-account mode",
+        "`heart2-site-a` (REDCap user `svc_heart_site_a`)",
+        "`heart2-site-a2` (REDCap user `svc_heart_site_a2`)",
+        "**The standby first**",
+        "while the active member keeps serving",
+        "**The switch** (`switched`)",
+        "**Then the member that was active**",
+        "**both** old tokens get REDCap's invalid-token answer",
+        "ownership of **both** new tokens was proved",
+        "**none**: ownership cannot be proved",
+        "nothing is held, the gateway keeps serving with the active member `heart2-site-a2`",
+        "nothing is held, the gateway already serves with `heart2-site-a`",
+    ] {
+        assert!(md.contains(expected), "{expected}\n{md}");
+    }
+    // The same procedure for the same configuration.
+    assert_eq!(doc.procedure, build(&dual, "1.0.0", "t").unwrap().procedure);
+    // A log reader in the study: the pair's ownership can be proved.
+    let with_reader = dual_config.replace(
+        "rights_manager = \"heart2-rights\"\n",
+        "rights_manager = \"heart2-rights\"\nlog_reader = \"heart2-rights\"\n",
+    );
+    let md = markdown::render(&build(&loaded(&with_reader), "9.9.9", "t").unwrap());
+    assert!(
+        md.contains("`heart2-rights`: ownership can be proved"),
+        "{md}"
+    );
+    assert!(!md.contains("**none**: ownership cannot be proved"), "{md}");
+    // The approved single-mode copy is stale against the dual configuration
+    // (and the other way round), the sections named.
+    let d = stale(&dual, &single_md, "approved.md").unwrap();
+    let names: Vec<_> = d.iter().map(|d| d.section.as_str()).collect();
+    assert!(names.contains(&"5. Routine rotation"), "{names:?}");
+    assert!(names.contains(&"9. REDCap UI steps"), "{names:?}");
+    let d = stale(&loaded(CONFIG), &markdown::render(&doc), "approved.md").unwrap();
+    let names: Vec<_> = d.iter().map(|d| d.section.as_str()).collect();
+    assert!(names.contains(&"5. Routine rotation"), "{names:?}");
+}
