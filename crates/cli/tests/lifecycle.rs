@@ -741,3 +741,108 @@ fn ledger_text(dir: &Path) -> String {
     }
     out
 }
+
+/// `reconcile` explains the REDCap rows an enrolment and a retirement make
+/// for their account — the user added and its profile imported, its first
+/// token created, its token deleted and the user removed — by the
+/// enrolment (a rotation of kind `enrol`) and the retirement's ledger
+/// entries; the same kinds of rows about an account neither enrolled nor
+/// retired then (site A's token regenerated and a user added by the
+/// administrator) are still findings.
+#[test]
+fn reconcile_explains_enrolment_and_retirement_rows_and_nothing_else() {
+    let Study {
+        _tmp,
+        dir,
+        s,
+        pid,
+        mut tokens,
+        ..
+    } = study();
+    let since = jiff::Timestamp::now()
+        .checked_sub(jiff::SignedDuration::from_secs(60))
+        .unwrap()
+        .to_string();
+    let out = run(
+        &dir,
+        &[
+            "accounts",
+            "enroll",
+            "heart-site-b",
+            "--reason",
+            "site B opens",
+        ],
+        None,
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    tokens.push(s.token(pid, "svc_site_b"));
+    let out = run(
+        &dir,
+        &[
+            "accounts",
+            "retire",
+            "heart-site-b",
+            "--reason",
+            "site B closed",
+        ],
+        None,
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    // Outside any enrolment or retirement of theirs: site A's token
+    // regenerated in the Control Center, another user added by hand.
+    let regenerated = s.admin(
+        &format!("/sandbox/projects/{pid}/users/svc_site_a/token/regenerate"),
+        None,
+    );
+    tokens.push(regenerated["token"].as_str().unwrap().to_string());
+    s.admin("/sandbox/users", Some(json!({"username": "svc_intruder"})));
+    s.admin(
+        &format!("/sandbox/projects/{pid}/users"),
+        Some(json!({"username": "svc_intruder"})),
+    );
+
+    let out = warden(&dir, &["reconcile", "--since", &since, "--json"], None);
+    let all = text(&out);
+    assert_no_token_in(&all, &tokens);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    let findings: Vec<&Value> = report["studies"]
+        .as_array()
+        .map(|studies| {
+            studies
+                .iter()
+                .flat_map(|s| s["findings"].as_array().into_iter().flatten())
+                .collect()
+        })
+        .unwrap_or_default();
+    let about = |user: &str| -> Vec<String> {
+        findings
+            .iter()
+            .filter(|f| {
+                f["username"] == user
+                    || f["rows"]
+                        .as_array()
+                        .is_some_and(|r| r.iter().any(|r| r.as_str().unwrap_or("").contains(user)))
+            })
+            .map(|f| format!("{} {}", f["code"], f["detail"]))
+            .collect()
+    };
+    assert!(
+        about("svc_site_b").is_empty(),
+        "{:#?}\n{all}",
+        about("svc_site_b")
+    );
+    let a = about("svc_site_a");
+    assert!(
+        a.iter()
+            .any(|f| f.contains("token-event") && f.contains("regenerated")),
+        "{a:#?}\n{all}"
+    );
+    let intruder = about("svc_intruder");
+    assert!(
+        intruder.iter().any(|f| f.contains("access-change")),
+        "{intruder:#?}\n{all}"
+    );
+    assert_eq!(out.status.code(), Some(1), "{all}");
+}

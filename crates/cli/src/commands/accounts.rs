@@ -515,6 +515,20 @@ async fn retire_steps(
                 text.push_str(&format!("  {}. {step}\n", n + 1));
             }
             eprintln!("{text}");
+            // Where the retirement began: REDCap's rows deleting the token
+            // and removing the user from here to the `retire account`
+            // entry are its steps (`reconcile`, docs/reconcile.md).
+            trail
+                .record(EntryKind::Admin {
+                    operator: operator.to_string(),
+                    action: "retire: REDCap steps given".into(),
+                    target: format!("account:{account}"),
+                    reason: format!(
+                        "accounts retire: delete the token of `{}` and remove the user from project {project} in REDCap; {reason}",
+                        acc.username
+                    ),
+                })
+                .await?;
         }
     }
     // 3. The token, shown dead.

@@ -19,10 +19,13 @@
 //! - `token-event` (critical): a governed account's token regenerated,
 //!   deleted or viewed, unless [`Explain::token_event`] explains it: a
 //!   regeneration inside one of the account's recorded rotations
-//!   ([`RotationJournal`]) is that rotation's step.
+//!   ([`RotationJournal`]) is that rotation's step, and a deletion inside
+//!   the account's recorded retirement is that retirement's.
 //! - `access-change` (high): a change to users, roles, rights or DAGs, by
 //!   anyone — except the study's rights manager's, when a `rights` ledger
-//!   entry stands beside it (the tool's own change, recorded).
+//!   entry stands beside it (the tool's own change, recorded), and a user
+//!   added, changed or removed within its own recorded enrolment or
+//!   retirement (the spans [`LedgerIndex`] gathers from the ledger).
 //! - `unlogged-write` (high): a write (import, delete, rename) the gateway
 //!   forwarded and REDCap answered 200, with no API event of that account
 //!   in REDCap's log within the tolerance.
@@ -279,6 +282,12 @@ pub struct LedgerIndex {
     by_request_id: HashMap<String, usize>,
     /// When `rights` entries were written (the tool's own rights changes).
     rights_entries: Vec<Timestamp>,
+    /// Lower-cased username → the spans of its enrolments and
+    /// retirements, recorded as the tool's own steps ([`LedgerIndex::push`]).
+    lifecycle: HashMap<String, Vec<(Timestamp, Timestamp)>>,
+    /// Lower-cased username → when its retirement under way began (its
+    /// first recorded step), until its `retire account` entry closes it.
+    retiring: HashMap<String, Timestamp>,
 }
 
 fn minute_number(t: Timestamp) -> i64 {
@@ -301,12 +310,98 @@ impl LedgerIndex {
             by_minute: HashMap::new(),
             by_request_id: HashMap::new(),
             rights_entries: Vec::new(),
+            lifecycle: HashMap::new(),
+            retiring: HashMap::new(),
         }
+    }
+
+    /// Whether an enrolment or a retirement of `username` (lower case),
+    /// recorded in the ledger, spans part of one of `spans` ([`row_spans`]).
+    fn lifecycle_of(&self, username: &str, spans: &[(Timestamp, Timestamp)]) -> bool {
+        self.lifecycle.get(username).is_some_and(|own| {
+            own.iter()
+                .any(|(s, e)| spans.iter().any(|(from, to)| s <= to && e >= from))
+        })
+    }
+
+    /// Whether any enrolment or retirement spans part of one of `spans`:
+    /// the rights manager's imports and reads then are its steps.
+    fn any_lifecycle(&self, spans: &[(Timestamp, Timestamp)]) -> bool {
+        self.lifecycle
+            .keys()
+            .any(|username| self.lifecycle_of(username, spans))
+    }
+
+    /// A step of an enrolment or a retirement of `account`: a span of its
+    /// own, or the start of a retirement (`opens`), or its end (`closes`,
+    /// spanning back to the retirement's start).
+    fn lifecycle_step(&mut self, account: &str, at: Timestamp, opens: bool, closes: bool) {
+        let Some(username) = self.usernames.get(account).cloned() else {
+            return;
+        };
+        if opens {
+            let start = self.retiring.entry(username.clone()).or_insert(at);
+            *start = (*start).min(at);
+        }
+        let from = if closes {
+            self.retiring.remove(&username).unwrap_or(at)
+        } else {
+            at
+        };
+        self.lifecycle
+            .entry(username)
+            .or_default()
+            .push((from.min(at), at));
     }
 
     /// Takes in one ledger entry; entries outside the window (and its
     /// margin) and of other studies' accounts are dropped at once.
     pub fn push(&mut self, entry: &Entry) {
+        // An enrolment's and a retirement's own steps (`accounts enroll`,
+        // `accounts retire`, docs/accounts.md): the REDCap rows they make
+        // for their account are no findings. Read before the window's
+        // bounds, so that a retirement begun before the window still spans
+        // to its end; the rest is dropped with the window below.
+        if entry.ts <= self.to {
+            match &entry.kind {
+                EntryKind::Admin { action, target, .. } => {
+                    if let Some(account) = target.strip_prefix("account:") {
+                        match action.as_str() {
+                            "retire: REDCap steps given" => {
+                                self.lifecycle_step(account, entry.ts, true, false)
+                            }
+                            "redcap: delete token, remove user" => {
+                                self.lifecycle_step(account, entry.ts, true, false)
+                            }
+                            "retire account" => self.lifecycle_step(account, entry.ts, false, true),
+                            _ => {}
+                        }
+                    }
+                }
+                EntryKind::Key { action, reason, .. } if action == "revoke" => {
+                    if let Some(account) = reason
+                        .strip_prefix("accounts retire `")
+                        .and_then(|r| r.split('`').next())
+                    {
+                        self.lifecycle_step(account, entry.ts, true, false);
+                    }
+                }
+                EntryKind::Rights {
+                    account, changes, ..
+                } if changes
+                    .iter()
+                    .any(|c| c.starts_with("user: added to the project")) =>
+                {
+                    self.lifecycle_step(account, entry.ts, false, false);
+                }
+                EntryKind::Rotation {
+                    account, detail, ..
+                } if detail.contains("first token of the account (enrolment)") => {
+                    self.lifecycle_step(account, entry.ts, false, false);
+                }
+                _ => {}
+            }
+        }
         if entry.ts < self.from || entry.ts > self.to {
             return;
         }
@@ -584,6 +679,7 @@ pub fn reconcile(
         if let Some((subject, event)) = redcap_log::token_event(p.row)
             && let Some(a) = setup.account_of_username(&subject)
             && !explain.token_event(&subject, event, &p.candidates)
+            && !index.lifecycle_of(&subject, &spans(p))
         {
             report.findings.push(Finding {
                 username: subject.clone(),
@@ -592,7 +688,7 @@ pub fn reconcile(
                     "token-event",
                     Some(a),
                     format!(
-                        "the token of governed account `{}` was {event} in REDCap by {}, and no rotation explains it",
+                        "the token of governed account `{}` was {event} in REDCap by {}, and no rotation, enrolment or retirement explains it",
                         a.name,
                         p.row.username()
                     ),
@@ -613,8 +709,12 @@ pub fn reconcile(
             )),
             Activity::UiEvent => {
                 // A token row about this account written by REDCap on its
-                // behalf is reported as a token event above.
-                if redcap_log::token_event(p.row).is_none() {
+                // behalf is reported as a token event above; the rights
+                // manager's rows adding, changing or removing a user
+                // within that user's enrolment or retirement are its steps.
+                let lifecycle_step = a.role == Role::RightsManager
+                    && named_user(p.row).is_some_and(|u| index.lifecycle_of(&u, &spans(p)));
+                if redcap_log::token_event(p.row).is_none() && !lifecycle_step {
                     report.findings.push(p.finding(
                         Severity::Critical,
                         "ui-activity",
@@ -640,7 +740,12 @@ pub fn reconcile(
                     Role::Service => spans(p)
                         .into_iter()
                         .any(|(from, to)| !index.around(&p.username, from, to).is_empty()),
-                    Role::RightsManager => expected_read(p.row, RIGHTS_MANAGER_READS),
+                    // Its imports and reads within an enrolment or a
+                    // retirement are that step's (the profile applied).
+                    Role::RightsManager => {
+                        expected_read(p.row, RIGHTS_MANAGER_READS)
+                            || index.any_lifecycle(&spans(p))
+                    }
                     Role::LogReader => expected_read(p.row, LOG_READER_READS),
                 };
                 if !explained {
@@ -828,6 +933,11 @@ fn access_change(
     spans: &[(Timestamp, Timestamp)],
 ) -> Option<Finding> {
     let what = redcap_log::rights_change(p.row)?;
+    // A user added, changed or removed within its own enrolment or
+    // retirement, as the tool recorded it.
+    if named_user(p.row).is_some_and(|u| index.lifecycle_of(&u, spans)) {
+        return None;
+    }
     let account = setup.account_of_username(&p.username);
     let recorded = account.is_some_and(|a| a.role == Role::RightsManager)
         && spans
@@ -849,6 +959,25 @@ fn access_change(
             p.row.username()
         ),
     ))
+}
+
+/// The user a users-and-rights row is about (lower case): `user = 'x'` in
+/// its details, or its action `Add user x`, `Update user x`, `Delete user
+/// x`.
+fn named_user(row: &LogEntry) -> Option<String> {
+    let details = row.details().to_lowercase();
+    if let Some(i) = details.find("user = '") {
+        let rest = &details[i + "user = '".len()..];
+        if let Some(end) = rest.find('\'') {
+            return Some(rest[..end].to_string());
+        }
+    }
+    let action = row.action().trim().to_lowercase();
+    ["add user ", "update user ", "edit user ", "delete user "]
+        .iter()
+        .find_map(|verb| action.strip_prefix(verb))
+        .map(|u| u.trim().to_string())
+        .filter(|u| !u.is_empty() && !u.contains(' '))
 }
 
 /// Forwarded requests of `username` whose time falls in REDCap's local

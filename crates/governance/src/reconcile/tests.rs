@@ -681,3 +681,117 @@ fn a_rotations_own_calls_with_the_accounts_token_are_not_findings() {
         ["unexplained-api-activity"]
     );
 }
+
+fn admin(seq: u64, ts: &str, action: &str, account: &str) -> Entry {
+    Entry {
+        seq,
+        ts: ts.parse().unwrap(),
+        kind: EntryKind::Admin {
+            operator: "alice".into(),
+            action: action.into(),
+            target: format!("account:{account}"),
+            reason: "site A closed".into(),
+        },
+    }
+}
+
+/// The REDCap rows of a retirement (token deleted, user removed) between
+/// its first recorded step and its `retire account` entry, and of an
+/// enrolment (the rights manager adding the user and importing its
+/// profile, beside the `rights` entry "user: added to the project") are the
+/// tool's own steps; the same rows outside them, or about another account,
+/// are still findings.
+#[test]
+fn enrolment_and_retirement_rows_are_explained_within_them_only() {
+    let s = setup("2026-01-10T09:00:00Z", "2026-01-10T10:00:00Z");
+    // Berlin is UTC+1 in January: REDCap's 10:10 is 09:10 UTC.
+    let retirement_rows = |local: &str, user: &str| {
+        vec![
+            row(
+                local,
+                "site_admin",
+                "Manage/Design ",
+                &format!("Delete API token for user (username = '{user}')"),
+                "",
+            ),
+            row(
+                local,
+                "site_admin",
+                &format!("Delete user {user}"),
+                &format!("user = '{user}'"),
+                "",
+            ),
+        ]
+    };
+    let enrolment_rows = |local: &str| {
+        vec![
+            api_call(local, "svc_rights"),
+            row(
+                local,
+                "svc_rights",
+                "Manage/Design ",
+                "Import users (API)",
+                "",
+            ),
+            row(local, "svc_rights", "Add user svc_a", "user = 'svc_a'", ""),
+        ]
+    };
+    let entries = vec![
+        // A manual retirement: the steps given at 09:05, the token shown
+        // dead at 09:20.
+        admin(
+            1,
+            "2026-01-10T09:05:00Z",
+            "retire: REDCap steps given",
+            "heart-a",
+        ),
+        admin(2, "2026-01-10T09:20:00Z", "retire account", "heart-a"),
+        // Enrolled again at 09:30: the profile imported.
+        Entry {
+            seq: 3,
+            ts: "2026-01-10T09:30:10Z".parse().unwrap(),
+            kind: EntryKind::Rights {
+                operator: "alice".into(),
+                account: "heart-a".into(),
+                project: "heart".into(),
+                changes: vec![
+                    "user: added to the project".into(),
+                    "api_export: 0 -> 1".into(),
+                ],
+                reason: "site A opens".into(),
+            },
+        },
+    ];
+    // Within: nothing.
+    let mut within = retirement_rows("2026-01-10 10:12", "svc_a");
+    within.extend(enrolment_rows("2026-01-10 10:30"));
+    let r = run(&s, &within, &entries);
+    assert_eq!(codes(&r), Vec::<&str>::new(), "{r:#?}");
+    // The same rows outside the retirement and the enrolment: findings.
+    let mut outside = retirement_rows("2026-01-10 10:40", "svc_a");
+    outside.extend(enrolment_rows("2026-01-10 10:50"));
+    let r = run(&s, &outside, &entries);
+    let found = codes(&r);
+    for code in [
+        "token-event",
+        "access-change",
+        "ui-activity",
+        "unexplained-api-activity",
+    ] {
+        assert!(found.contains(&code), "{code}: {r:#?}");
+    }
+    // Another governed account's token deleted during heart-a's
+    // retirement: still a finding.
+    let r = run(
+        &s,
+        &retirement_rows("2026-01-10 10:12", "svc_log"),
+        &entries,
+    );
+    let found = codes(&r);
+    assert!(found.contains(&"token-event"), "{r:#?}");
+    assert!(found.contains(&"access-change"), "{r:#?}");
+    // Without the ledger's entries nothing is explained.
+    let r = run(&s, &within, &[]);
+    assert!(codes(&r).contains(&"token-event"), "{r:#?}");
+    assert!(codes(&r).contains(&"ui-activity"), "{r:#?}");
+}
