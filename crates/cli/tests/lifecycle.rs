@@ -846,3 +846,55 @@ fn reconcile_explains_enrolment_and_retirement_rows_and_nothing_else() {
     );
     assert_eq!(out.status.code(), Some(1), "{all}");
 }
+
+/// With a passphrase-protected file store and no passphrase source, a
+/// person enrolling an account at a terminal is asked for the passphrase
+/// once: the store is opened once and used by every step (here a pty from
+/// `script`, given the passphrase once; a second prompt would read the end
+/// of input and fail).
+#[test]
+fn enroll_asks_for_the_store_passphrase_once() {
+    let Study {
+        _tmp, dir, s: _s, ..
+    } = study();
+    const PASSPHRASE: &str = "a long enough store passphrase";
+    let add = run(
+        &dir,
+        &["secrets", "passphrase", "--reason", "protect the identity"],
+        None,
+        Some(&format!("{PASSPHRASE}\n")),
+    );
+    assert!(add.status.success(), "{}", text(&add));
+    let bin = assert_cmd::cargo::cargo_bin("redcap-warden");
+    let command = format!(
+        "'{}' accounts enroll heart-site-b --reason 'site B opens'",
+        bin.display()
+    );
+    let mut child = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .current_dir(&dir)
+        .env_remove("SUDO_USER")
+        .env_remove("REDCAP_WARDEN_FAULT")
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script(1) from util-linux runs the command on a pty");
+    let mut pipe = child.stdin.take().unwrap();
+    pipe.write_all(format!("{PASSPHRASE}\n").as_bytes())
+        .unwrap();
+    drop(pipe);
+    let out = child.wait_with_output().unwrap();
+    let all = text(&out);
+    assert_eq!(
+        all.matches("Passphrase for the secrets-store identity")
+            .count(),
+        1,
+        "{all}"
+    );
+    assert!(
+        all.contains("is enrolled: its first token is current"),
+        "{all}"
+    );
+}
