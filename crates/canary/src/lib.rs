@@ -22,18 +22,13 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 /// A canary and the needles derived from it.
 pub struct Canary {
     value: String,
-    scanner: Scanner,
+    scanner: Canaries,
 }
 
-/// Several canaries searched for in one pass over each haystack: scanning
-/// a directory once for all of them costs what scanning it for one does.
+/// Several canaries searched for in one pass over each haystack: named
+/// needles and one Aho-Corasick automaton over all of them, so scanning a
+/// directory once for all of them costs what scanning it for one does.
 pub struct Canaries {
-    scanner: Scanner,
-}
-
-/// Named needles and one Aho-Corasick automaton over all of them, so a
-/// haystack is read once whatever the number of needles.
-struct Scanner {
     needles: Vec<(String, Vec<u8>)>,
     automaton: AhoCorasick,
 }
@@ -142,7 +137,7 @@ impl Canary {
         );
         Canary {
             value: value.to_string(),
-            scanner: Scanner::new(needles),
+            scanner: Canaries::of(needles),
         }
     }
 
@@ -213,43 +208,19 @@ impl Canaries {
                     .map(move |(encoding, n)| (format!("{label}: {encoding}"), n.clone()))
             })
             .collect();
-        Canaries {
-            scanner: Scanner::new(needles),
-        }
+        Canaries::of(needles)
     }
 
-    /// [`Canary::find`] for every canary of the set.
-    pub fn find(&self, place: &str, haystack: &[u8]) -> Vec<Leak> {
-        self.scanner.find(place, haystack)
-    }
-
-    /// [`Canary::scan_dir`] for every canary of the set.
-    pub fn scan_dir(&self, dir: &Path, allowed: &[PathBuf]) -> Vec<Leak> {
-        self.scanner.scan_dir_where(dir, allowed, |_| true)
-    }
-
-    /// [`Canary::scan_dir_where`] for every canary of the set.
-    pub fn scan_dir_where(
-        &self,
-        dir: &Path,
-        allowed: &[PathBuf],
-        keep: impl Fn(&std::fs::Metadata) -> bool,
-    ) -> Vec<Leak> {
-        self.scanner.scan_dir_where(dir, allowed, keep)
-    }
-}
-
-impl Scanner {
-    fn new(needles: Vec<(String, Vec<u8>)>) -> Scanner {
+    fn of(needles: Vec<(String, Vec<u8>)>) -> Canaries {
         let automaton = AhoCorasick::new(needles.iter().map(|(_, n)| n))
             .expect("a few hundred short needles fit any automaton");
-        Scanner { needles, automaton }
+        Canaries { needles, automaton }
     }
 
     /// Every needle found in `haystack`, each named once, in needle order.
     /// Overlapping matches count: a 16-character slice inside the whole
     /// value is reported as well as the value.
-    fn find(&self, place: &str, haystack: &[u8]) -> Vec<Leak> {
+    pub fn find(&self, place: &str, haystack: &[u8]) -> Vec<Leak> {
         let mut found = vec![false; self.needles.len()];
         for m in self.automaton.find_overlapping_iter(haystack) {
             found[m.pattern().as_usize()] = true;
@@ -265,9 +236,13 @@ impl Scanner {
             .collect()
     }
 
-    /// [`Canary::scan_dir`] limited to the files `keep` accepts (e.g. those
-    /// modified since a test began, in a shared temporary directory).
-    fn scan_dir_where(
+    /// [`Canary::scan_dir`] for every canary of the set.
+    pub fn scan_dir(&self, dir: &Path, allowed: &[PathBuf]) -> Vec<Leak> {
+        self.scan_dir_where(dir, allowed, |_| true)
+    }
+
+    /// [`Canary::scan_dir_where`] for every canary of the set.
+    pub fn scan_dir_where(
         &self,
         dir: &Path,
         allowed: &[PathBuf],
@@ -311,9 +286,8 @@ impl Scanner {
         leaks
     }
 
-    /// Scans the command line and environment of process `root` and of
-    /// every descendant. A process that exits while being read is skipped.
-    fn scan_process_tree(&self, root: u32) -> Vec<Leak> {
+    /// [`Canary::scan_process_tree`] for every canary of the set.
+    pub fn scan_process_tree(&self, root: u32) -> Vec<Leak> {
         let mut leaks = Vec::new();
         for pid in process_tree(root) {
             for what in ["cmdline", "environ"] {

@@ -395,7 +395,11 @@ impl Tracer {
         if !ours {
             return Ok(false);
         }
-        let names = self.needles.iter().any(|n| contains(line, n)) && self.names(line, seq)?;
+        let names = self
+            .needles
+            .iter()
+            .any(|n| memchr::memmem::find(line, n).is_some())
+            && self.names(line, seq)?;
         let recent = self.since.is_none_or(|s| ts >= s);
         let signed = self.checkpoint.as_ref().is_some_and(|c| seq < c.size);
         let leaf = |names: bool| Leaf {
@@ -528,21 +532,6 @@ fn kind_of(line: &[u8]) -> Option<&[u8]> {
     let at = head.windows(KIND.len()).position(|w| w == KIND)? + KIND.len();
     let rest = &line[at..];
     Some(&rest[..rest.iter().position(|&b| b == b'"')?])
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    let Some((&first, _)) = needle.split_first() else {
-        return true;
-    };
-    let mut at = 0;
-    while let Some(i) = haystack[at..].iter().position(|&b| b == first) {
-        let start = at + i;
-        if haystack[start..].starts_with(needle) {
-            return true;
-        }
-        at = start + 1;
-    }
-    false
 }
 
 #[cfg(test)]
