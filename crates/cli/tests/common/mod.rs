@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod chromium;
+pub mod cluster;
 pub mod sandbox;
 pub mod site;
 pub mod study;
