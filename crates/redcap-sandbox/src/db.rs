@@ -219,13 +219,35 @@ pub struct Repeating {
 /// case, characters other than letters, digits and spaces dropped, spaces
 /// made `_`, cut to 18 characters.
 fn event_name_stem(label: &str) -> String {
-    let cleaned: String = label
-        .to_lowercase()
+    // REDCap's `Project::getUniqueEventNames`: keep ASCII letters, digits,
+    // `_` and spaces of the trimmed label, spaces become `_`, cut to 18,
+    // lower-case, strip `_` at both ends; nothing left → the first 10 hex
+    // digits of the label's MD5.
+    let label = label.trim();
+    let stem: String = label
         .chars()
-        .filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == ' ' || *c == '_')
-        .map(|c| if c == ' ' { '_' } else { c })
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == ' ')
+        .map(|c| {
+            if c == ' ' {
+                '_'
+            } else {
+                c.to_ascii_lowercase()
+            }
+        })
+        .take(18)
         .collect();
-    cleaned.chars().take(18).collect()
+    let stem = stem.trim_matches('_');
+    if stem.is_empty() {
+        use md5::Digest;
+        let digest = md5::Md5::digest(label.as_bytes());
+        digest
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()[..10]
+            .to_owned()
+    } else {
+        stem.to_owned()
+    }
 }
 
 fn yes() -> bool {

@@ -850,3 +850,69 @@ async fn file_call(
         None => sb.post_bytes(&p).await,
     }
 }
+
+/// Import Events with a `unique_event_name` the project does not know adds
+/// a new event (REDCap's `Event::addEvents` updates only a name it finds),
+/// and unique names are derived as REDCap derives them: the label's
+/// letters, digits, `_` and spaces, cut to 18, without `_` at either end,
+/// the MD5 prefix when nothing is left (redcaplite's integration suite
+/// relies on `integration_event_<timestamp>` becoming
+/// `integration_event_arm_3`).
+#[tokio::test]
+async fn event_import_adds_an_event_for_an_unknown_unique_name() {
+    let sb = Sandbox::start().await;
+    let token = longitudinal_project(&sb).await;
+    let a = sb
+        .import(
+            &token,
+            "arm",
+            json!([{"arm_num": 3, "name": "Third"}]),
+            &[("action", "import")],
+        )
+        .await;
+    assert_eq!((a.status, a.body.as_str()), (200, "1"));
+    let a = sb
+        .import(
+            &token,
+            "event",
+            json!([
+                {"event_name": "integration_event_202612071427", "arm_num": "3", "unique_event_name": "integration_event_arm_3"},
+                {"event_name": " _Visit (2)_ ", "arm_num": 3, "unique_event_name": "nowhere_arm_9"},
+                {"event_name": "Émission", "arm_num": 3},
+                {"event_name": "ÉÉ", "arm_num": 3}
+            ]),
+            &[("action", "import")],
+        )
+        .await;
+    assert_eq!((a.status, a.body.as_str()), (200, "4"), "{}", a.body);
+    let events = sb.call(&token, "event", &[("arms[0]", "3")]).await.json();
+    let names: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["unique_event_name"].as_str().unwrap())
+        .collect();
+    // md5("ÉÉ") = b66c374cb7… (printf 'ÉÉ' | md5sum)
+    assert_eq!(
+        names,
+        [
+            "integration_event_arm_3",
+            "visit_2_arm_3",
+            "mission_arm_3",
+            "b66c374cb7_arm_3"
+        ]
+    );
+    // A known name still updates that event.
+    let a = sb
+        .import(
+            &token,
+            "event",
+            json!([{"event_name": "Renamed", "arm_num": 3, "unique_event_name": "visit_2_arm_3"}]),
+            &[("action", "import")],
+        )
+        .await;
+    assert_eq!((a.status, a.body.as_str()), (200, "1"), "{}", a.body);
+    let events = sb.call(&token, "event", &[("arms[0]", "3")]).await.json();
+    assert_eq!(events.as_array().unwrap().len(), 4, "{events}");
+    assert_eq!(events[1]["unique_event_name"], "renamed_arm_3", "{events}");
+}

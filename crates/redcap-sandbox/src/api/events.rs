@@ -234,7 +234,7 @@ fn offset(row: &Map<String, Value>, key: &str) -> Result<f64, ApiError> {
 }
 
 /// Import Events (`event_name`, `arm_num`, optional `unique_event_name` to
-/// rename an existing event, `day_offset`, `offset_min`, `offset_max`,
+/// rename an existing event — an unknown one adds a new event —, `day_offset`, `offset_min`, `offset_max`,
 /// `custom_event_label`); with `override=1` events left out are deleted
 /// first, with their data. New events hold no instruments until a mapping
 /// import designates some.
@@ -262,19 +262,14 @@ pub fn import_events(ctx: &mut Ctx) -> Result<Reply, ApiError> {
                 "The arm number {arm_num} of the event \"{name}\" does not exist in the project."
             )));
         }
+        // REDCap looks the name up and updates that event; a name it does
+        // not know (or none) adds a new event, whose unique name is then
+        // derived from its label (`Event::addEvents`).
         let unique = text(row.get("unique_event_name")).trim().to_owned();
-        let existing = if unique.is_empty() {
-            None
-        } else {
-            match names.iter().position(|n| *n == unique) {
-                Some(i) => Some(project.events[i].id),
-                None => {
-                    return Err(bad(format!(
-                        "The unique event name \"{unique}\" does not exist in the project."
-                    )));
-                }
-            }
-        };
+        let existing = names
+            .iter()
+            .position(|n| !unique.is_empty() && *n == unique)
+            .map(|i| project.events[i].id);
         imported.push((
             existing,
             Event {
