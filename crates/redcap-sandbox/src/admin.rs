@@ -71,6 +71,7 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/sandbox/projects/{pid}/page-view", post(page_view))
         .route("/sandbox/projects/{pid}/status", post(set_status))
+        .route("/sandbox/projects/{pid}/reports", post(define_report))
         .route("/sandbox/banned-ips", get(list_banned))
         .route("/sandbox/system", post(set_system))
         .route("/sandbox/banned-ips/{ip}", axum::routing::delete(unban))
@@ -648,4 +649,50 @@ async fn set_system(
         Ok(json!({ "api_enabled": body.api_enabled }))
     })
     .await
+}
+
+/// `POST /sandbox/projects/{pid}/reports` `{"title", "fields"?,
+/// "filter_logic"?}`: define a report (REDCap does it in its web UI),
+/// logged as REDCap logs a new report; answers `{"report_id"}`.
+async fn define_report(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(pid): Path<u64>,
+    Json(body): Json<crate::api::reports::NewReport>,
+) -> Answer {
+    authorised(&app, &headers)?;
+    tokio::task::spawn_blocking(move || {
+        let now = Now::new(&app.config);
+        let mut txn = app.db.begin();
+        let (state, conn) = txn.parts();
+        let project = state
+            .projects
+            .get(&pid)
+            .ok_or_else(|| AdminError::not_found(format!("no project {pid}")))?;
+        let report_id =
+            crate::api::reports::define(conn, project, &body).map_err(AdminError::bad)?;
+        state.log(LogRow {
+            id: 0,
+            project_id: Some(pid),
+            ts: now.minute.clone(),
+            username: SITE_ADMIN.into(),
+            kind: LogKind::Manage,
+            action: "Manage/Design ".into(),
+            details: format!(
+                "Create report (report: \"{}\", report_id: {report_id})",
+                body.title.trim()
+            ),
+            record: None,
+            group_id: None,
+        });
+        txn.commit().map_err(|e| {
+            AdminError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot save: {e:#}"),
+            )
+        })?;
+        Ok(Json(json!({ "report_id": report_id })))
+    })
+    .await
+    .map_err(|e| AdminError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
 }

@@ -286,6 +286,10 @@ pub fn open(dir: &Path) -> anyhow::Result<(Connection, State)> {
         .context("cannot create the sandbox's tables")?;
     conn.execute_batch(crate::api::file_repository::SCHEMA)
         .context("cannot create the File Repository's tables")?;
+    conn.execute_batch(crate::api::reports::SCHEMA)
+        .context("cannot create the reports table")?;
+    conn.execute_batch(crate::api::project_settings::SCHEMA)
+        .context("cannot create the project settings table")?;
     // Checkpoints run on their own thread once commits have grown the WAL
     // (db.rs); the writer checkpoints itself only past 256 MB of WAL.
     conn.pragma_update(None, "wal_autocheckpoint", 65536)?;

@@ -345,6 +345,21 @@ pub enum ApiError {
     /// Export/Delete a File Repository file: `doc_id` missing, not an
     /// integer, or no file of the project.
     RepositoryDocInvalid,
+
+    // ----- reports, project settings (§6.5) -----
+    /// Export Reports: the `report_id` is not one of the project's reports
+    /// (REDCap escapes it for HTML). *Observed* in 15.7.6's
+    /// `API/report/export.php`.
+    ReportNotInProject {
+        /// The `report_id` sent.
+        report_id: String,
+    },
+    /// `api_228`: Import Project Information without the Design right.
+    /// *Observed* in 15.7.6's `English.ini`.
+    ProjectSettingsPrivilege,
+    /// `data_import_tool_200`: Import Project Information whose `data`
+    /// gives no attributes. *Observed* in 15.7.6's `English.ini`.
+    DataNotInFormat,
 }
 
 /// Rename Record answers its validation failures with HTTP **200** and the
@@ -471,7 +486,8 @@ impl ApiError {
             | FileDeleteAnalysisCleanup
             | FileIdentifierExport
             | FileFormNotEditable { .. }
-            | NoFileRepositoryRight => 403,
+            | NoFileRepositoryRight
+            | ReportNotInProject { .. } => 403,
             _ => 400,
         }
     }
@@ -561,6 +577,12 @@ impl ApiError {
             RepositoryFolderIdInvalid => "folder_id is not valid".into(),
             RepositoryFolderExists { name } => format!("ERROR: The folder name \"{}\" could not be created because a folder with that same name already exists in this directory. You should create a new folder with a different name instead.", html_escape(name)),
             RepositoryDocInvalid => "Invalid doc_id or missing doc_id".into(),
+            ReportNotInProject { report_id } => format!(
+                "The API request cannot complete because report_id={} does not belong to this project.",
+                html_escape(report_id)
+            ),
+            ProjectSettingsPrivilege => "Insufficient user privileges: You must have 'API Import/Update' privileges and 'Project Setup/Design' privileges in the project.".into(),
+            DataNotInFormat => "The data is not in the specified format.".into(),
         }
     }
 }

@@ -159,6 +159,49 @@ pub fn download_content_type(mime: &str, name: &str) -> String {
 
 /// Export File: the stored bytes, as they were uploaded.
 pub fn export(ctx: &mut Ctx) -> Result<Reply, ApiError> {
+    let (record, doc_id, doc) = exported_doc(ctx)?;
+    let path = doc_path(&ctx.config.data, doc_id);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!("cannot read {}: {e}", path.display());
+            return Err(ApiError::StoredFileMissing {
+                path: path.display().to_string(),
+                name: doc.name,
+            });
+        }
+    };
+    let details = ctx.api_label("Download file");
+    let group = record_group(ctx, &record)?;
+    ctx.log(
+        LogKind::Manage,
+        "Manage/Design ",
+        details,
+        Some(record),
+        group,
+    );
+    Ok(Reply {
+        status: 200,
+        content_type: download_content_type(&doc.mime_type, &doc.name).into(),
+        body: bytes,
+        headers: vec![("content-security-policy", "script-src 'none'".into())],
+        stream: None,
+    })
+}
+
+/// `content=fileinfo` (and the older `filesize`), REDCap's Mobile App
+/// method: Export File's checks and errors, then `{"size": <bytes>,
+/// "name": "<file name>"}` as JSON whatever the `format`, logging nothing
+/// (15.7.6's `API/file/export.php` with `fileinfo` set).
+pub fn info(ctx: &mut Ctx) -> Result<Reply, ApiError> {
+    let (_, _, doc) = exported_doc(ctx)?;
+    let body = crate::format::php_json(&serde_json::json!({"size": doc.size, "name": doc.name}));
+    Ok(Reply::ok(crate::format::Format::Json, body))
+}
+
+/// Export File's checks, in REDCap's order: the record's file of the
+/// field, its doc id and its edoc row.
+fn exported_doc(ctx: &mut Ctx) -> Result<(String, u64, Doc), ApiError> {
     // Export rights first, as REDCap checks them before anything else.
     let rights = &ctx.caller.rights;
     if !rights.has_any_export_right() {
@@ -194,33 +237,7 @@ pub fn export(ctx: &mut Ctx) -> Result<Reply, ApiError> {
         .filter(|d| Some(d.project_id) == ctx.caller.project_id)
         .cloned()
         .ok_or(ApiError::NoFileToDownload)?;
-    let path = doc_path(&ctx.config.data, doc_id);
-    let bytes = match std::fs::read(&path) {
-        Ok(b) => b,
-        Err(e) => {
-            tracing::error!("cannot read {}: {e}", path.display());
-            return Err(ApiError::StoredFileMissing {
-                path: path.display().to_string(),
-                name: doc.name,
-            });
-        }
-    };
-    let details = ctx.api_label("Download file");
-    let group = record_group(ctx, &record)?;
-    ctx.log(
-        LogKind::Manage,
-        "Manage/Design ",
-        details,
-        Some(record),
-        group,
-    );
-    Ok(Reply {
-        status: 200,
-        content_type: download_content_type(&doc.mime_type, &doc.name).into(),
-        body: bytes,
-        headers: vec![("content-security-policy", "script-src 'none'".into())],
-        stream: None,
-    })
+    Ok((record, doc_id, doc))
 }
 
 /// Import File: a multipart part named `file`; replaces the field's file.

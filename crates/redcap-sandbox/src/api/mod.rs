@@ -11,15 +11,20 @@
 //! Methods the sandbox does not implement answer as REDCap answers a content
 //! it does not know: 400 `The value of the parameter "content" is not valid`.
 
+mod app_rights;
 mod dags;
 mod events;
+mod field_validation;
 pub(crate) mod file_repository;
 pub(crate) mod files;
 mod logging;
 pub(crate) mod metadata;
 mod project;
+pub(crate) mod project_settings;
 mod project_xml;
+mod randomize;
 mod records;
+pub(crate) mod reports;
 pub(crate) mod roles;
 pub(crate) mod users;
 mod validation;
@@ -52,6 +57,7 @@ pub(crate) struct Caller {
 }
 
 /// Server-local time of the request.
+#[derive(Clone)]
 pub(crate) struct Now {
     /// `YYYY-MM-DD HH:MM` (log timestamps, §7.1).
     pub minute: String,
@@ -481,6 +487,14 @@ fn process(
     // Step 6: content whitelist and action.
     let content = Content::parse(content_raw).ok_or(ApiError::InvalidContent)?;
     let action = Action::derive(content, post.str("action"), has_data)?;
+    // `fileinfo`/`filesize` check `action` as `file` does, then take the
+    // derived one (REDCap's API/index.php).
+    if matches!(content, Content::FileInfo | Content::FileSize)
+        && !["export", "import", "import_app", "delete"]
+            .contains(&post.str("action").to_ascii_lowercase().as_str())
+    {
+        return Err(ApiError::InvalidAction);
+    }
 
     // Step 7: privilege gate for project tokens.
     if caller.project_id.is_some() {
@@ -564,6 +578,18 @@ fn dispatch(ctx: &mut Ctx, content: Content, action: Action) -> Result<Reply, Ap
         (C::FileRepository, A::Export) => file_repository::export(ctx),
         (C::FileRepository, A::Import) => file_repository::import(ctx),
         (C::FileRepository, A::Delete) => file_repository::delete(ctx),
+        (C::FileInfo | C::FileSize, A::Import) => files::import(ctx),
+        (C::FileInfo | C::FileSize, _) => files::info(ctx),
+        (C::Report, A::Export) => reports::export(ctx),
+        (C::ProjectSettings, A::Import) => project_settings::import(ctx),
+        (C::Record, A::Randomize) => randomize::randomize(ctx),
+        (C::AppRightsCheck, _) => app_rights::check(ctx),
+        (C::FieldValidation, A::Export) => field_validation::export(ctx),
+        // REDCap includes `<content>/<action>.php`, which does not exist
+        // for these: PHP carries on and the answer is an empty 200 (INF).
+        (C::Report | C::ProjectSettings | C::FieldValidation, _) => {
+            Ok(Reply::text(200, "text/html; charset=UTF-8", String::new()))
+        }
         // Not implemented: answered like an unknown content.
         (C::Project, A::Import) => Err(ApiError::SuperTokenRequired),
         (C::Dag | C::User | C::UserRole | C::Arm | C::Event, _) => Err(ApiError::InvalidAction),

@@ -47,6 +47,11 @@ pub fn export(ctx: &mut Ctx) -> Result<Reply, ApiError> {
     m.insert("missing_data_codes".into(), "".into());
     m.insert("external_modules".into(), "".into());
     m.insert("bypass_branching_erase_field_prompt".into(), b(false));
+    // What Import Project Information changed of the rest.
+    let pid = p.id;
+    for (name, value) in ctx.sql(|c| super::project_settings::stored(c, pid))? {
+        m.insert(name, value);
+    }
     ctx.log_manage(LogKind::Manage, "Export project information");
     Ok(match ctx.format {
         crate::format::Format::Json => {

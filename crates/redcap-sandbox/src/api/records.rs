@@ -353,8 +353,13 @@ pub fn export(ctx: &mut Ctx) -> Result<Reply, ApiError> {
             flat.write_flat(conn, &q, format, delimiter, out)
         }
     });
+    // A report (api/reports.rs) is this export with its `report_id`.
+    let report = match ctx.post.str("content") {
+        "report" => format!("report_id: {}, ", ctx.post.str("report_id")),
+        _ => String::new(),
+    };
     let mut details = format!(
-        "export_format: {}, rawOrLabel: {}",
+        "{report}export_format: {}, rawOrLabel: {}",
         ctx.format.log_name(),
         if labels { "label" } else { "raw" }
     );
