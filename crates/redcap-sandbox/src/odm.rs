@@ -219,6 +219,8 @@ pub struct OdmProject {
     /// User roles as Import User Roles rows (`role_label`, rights by their
     /// API names, `forms`/`forms_export` objects).
     pub roles: Vec<serde_json::Map<String, serde_json::Value>>,
+    /// Reports (`redcap:Reports`: title, fields, filter logic).
+    pub reports: Vec<crate::api::reports::NewReport>,
     pub records: Vec<OdmRecord>,
 }
 
@@ -408,6 +410,12 @@ pub fn read(xml: &str) -> Result<OdmProject, String> {
         }
         if let Some(r) = g.child("redcap:UserRolesGroup") {
             p.roles = r.all("redcap:UserRoles").map(role_row).collect();
+        }
+        if let Some(r) = g.child("redcap:ReportsGroup") {
+            p.reports = r
+                .all("redcap:Reports")
+                .map(|e| crate::api::reports::from_odm(|name| e.attr(name)))
+                .collect();
         }
     }
     let mdv = study
@@ -674,6 +682,8 @@ pub struct Metadata<'a> {
     pub dags: Vec<String>,
     /// Roles as `redcap:UserRoles` attributes ([`role_attributes`]).
     pub roles: Vec<String>,
+    /// Reports as `redcap:Reports` attributes.
+    pub reports: Vec<String>,
 }
 
 /// The study's OID (`Project.<title letters>`).
@@ -839,6 +849,13 @@ pub fn write_metadata(m: &Metadata) -> String {
             let _ = writeln!(s, "\t\t<redcap:UserRoles {r}/>");
         }
         let _ = writeln!(s, "\t</redcap:UserRolesGroup>");
+    }
+    if !m.reports.is_empty() {
+        let _ = writeln!(s, "\t<redcap:ReportsGroup>");
+        for r in &m.reports {
+            let _ = writeln!(s, "\t\t<redcap:Reports {r}/>");
+        }
+        let _ = writeln!(s, "\t</redcap:ReportsGroup>");
     }
     let _ = writeln!(s, "</GlobalVariables>");
     let rid = m

@@ -296,3 +296,87 @@ async fn report_definitions_are_checked_and_kept() {
         json!([{"record_id": "2", "age": "45"}, {"record_id": "3", "age": "70"}])
     );
 }
+
+/// Reports travel in REDCap XML as REDCap writes them
+/// (`redcap:ReportsGroup`/`redcap:Reports` with `redcap_reports_fields`
+/// and the logic in `advanced_logic`): Export Entire Project shows them,
+/// a project created from that file has them (new `report_id`s, given in
+/// order across the server) and exports the same file again; a report
+/// naming a field the file does not define is refused.
+#[tokio::test]
+async fn reports_travel_in_redcap_xml() {
+    let sb = Sandbox::start().await;
+    let (token, pid) = project(&sb).await;
+    let id = report_id(
+        &sb,
+        pid,
+        json!({"title": "Older & \"wiser\"", "fields": ["record_id", "age"], "filter_logic": "[age] > 40"}),
+    )
+    .await;
+    let xml = |token: String| {
+        let sb = &sb;
+        async move {
+            let a = sb
+                .post(&[
+                    ("token", &token),
+                    ("content", "project_xml"),
+                    ("returnMetadataOnly", "true"),
+                ])
+                .await;
+            assert_eq!(a.status, 200, "{}", a.body);
+            a.body
+        }
+    };
+    let first = xml(token.clone()).await;
+    assert!(
+        first.contains(
+            "<redcap:ReportsGroup>\n\t\t<redcap:Reports title=\"Older &amp; &quot;wiser&quot;\" user_access=\"ALL\" user_edit_access=\"ALL\" advanced_logic=\"[age] &gt; 40\" redcap_reports_fields=\"record_id,age\" redcap_reports_filter_dags=\"\" redcap_reports_filter_events=\"\"/>\n\t</redcap:ReportsGroup>"
+        ),
+        "{first}"
+    );
+    let create = |odm: String| {
+        let sb = &sb;
+        async move {
+            sb.post(&[
+                ("token", common::SUPER),
+                ("content", "project"),
+                ("format", "json"),
+                ("data", r#"[{"project_title": "Copy", "purpose": 0}]"#),
+                ("odm", &odm),
+            ])
+            .await
+        }
+    };
+    let a = create(first.clone()).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let copy = a.body;
+    let second = xml(copy.clone()).await;
+    let group = |s: &str| {
+        let start = s.find("<redcap:ReportsGroup>").expect("a ReportsGroup");
+        let end = s.find("</redcap:ReportsGroup>").expect("its end");
+        s[start..end].to_owned()
+    };
+    assert_eq!(group(&first), group(&second));
+    // The copy's report is the next id; it filters the copy's (empty)
+    // records; the original still answers.
+    let next = (id.parse::<u64>().unwrap() + 1).to_string();
+    let a = sb.call(&copy, "report", &[("report_id", &next)]).await;
+    assert_eq!((a.status, a.body.as_str()), (200, "[]"));
+    sb.call(&token, "report", &[("report_id", &next)])
+        .await
+        .assert_error(
+            403,
+            &E::ReportNotInProject {
+                report_id: next.clone(),
+            }
+            .message(),
+        );
+    // A report of unknown fields: the file is refused, nothing made.
+    let bad = first.replace(
+        "redcap_reports_fields=\"record_id,age\"",
+        "redcap_reports_fields=\"record_id,weight\"",
+    );
+    let a = create(bad).await;
+    assert_eq!(a.status, 400, "{}", a.body);
+    assert!(a.body.contains("weight"), "{}", a.body);
+}

@@ -142,6 +142,10 @@ pub fn create(ctx: &mut Ctx) -> Result<Reply, ApiError> {
         }
         None => Vec::new(),
     };
+    let reports = file
+        .as_mut()
+        .map(|f| std::mem::take(&mut f.reports))
+        .unwrap_or_default();
     // The file was found good: from here on the project is made.
     let state = &mut *ctx.state;
     state.next_project_id = id + 1;
@@ -185,6 +189,12 @@ pub fn create(ctx: &mut Ctx) -> Result<Reply, ApiError> {
     ctx.caller.project_id = Some(id);
     if file.is_some() {
         project_xml::write_records(ctx, records)?;
+        ctx.sql(|c| {
+            for r in &reports {
+                super::reports::insert(c, id, r)?;
+            }
+            Ok(())
+        })?;
         ctx.log_manage(LogKind::Manage, "Create project using REDCap XML file");
     } else {
         ctx.log_manage(LogKind::Manage, "Create project");

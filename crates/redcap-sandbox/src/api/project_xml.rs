@@ -106,6 +106,10 @@ pub fn apply_structure(
             name: label.clone(),
         });
     }
+    for r in &file.reports {
+        super::reports::check(project, r)
+            .map_err(|e| bad(format!("a report (redcap:Reports): {e}")))?;
+    }
     for row in &file.roles {
         let label = super::text(row.get("role_label")).trim().to_owned();
         if label.is_empty() {
@@ -324,6 +328,8 @@ pub fn export(ctx: &mut Ctx) -> Result<Reply, ApiError> {
         })
         .collect();
     let version = ctx.config.version.to_string();
+    let pid = project.id;
+    let reports = ctx.sql(|c| super::reports::of_project(c, pid))?;
     let head = odm::write_metadata(&odm::Metadata {
         title: &project.title,
         version: &version,
@@ -357,6 +363,7 @@ pub fn export(ctx: &mut Ctx) -> Result<Reply, ApiError> {
                 odm::role_attributes(&m)
             })
             .collect(),
+        reports: reports.iter().map(super::reports::odm_attributes).collect(),
     });
     ctx.log(
         LogKind::Export,

@@ -53,13 +53,8 @@ struct Report {
     limiter_logic: String,
 }
 
-/// Checks a definition against the project and stores it; answers the
-/// new `report_id`, or what is wrong with the definition.
-pub(crate) fn define(
-    conn: &rusqlite::Connection,
-    project: &Project,
-    report: &NewReport,
-) -> Result<u64, String> {
+/// What is wrong with a definition for this project, if anything.
+pub(crate) fn check(project: &Project, report: &NewReport) -> Result<(), String> {
     if report.title.trim().is_empty() {
         return Err("a report needs a \"title\"".into());
     }
@@ -75,13 +70,90 @@ pub(crate) fn define(
             unknown.join(", ")
         ));
     }
-    let fields = serde_json::to_string(&report.fields).map_err(|e| e.to_string())?;
-    conn.execute(
+    Ok(())
+}
+
+/// Stores a checked definition; answers its `report_id`.
+pub(crate) fn insert(
+    conn: &rusqlite::Connection,
+    project_id: u64,
+    report: &NewReport,
+) -> rusqlite::Result<u64> {
+    let fields = serde_json::Value::from(report.fields.clone()).to_string();
+    conn.prepare_cached(
         "INSERT INTO redcap_reports (project_id, title, fields, limiter_logic) VALUES (?1, ?2, ?3, ?4)",
-        params![project.id, report.title.trim(), fields, report.filter_logic],
-    )
-    .map_err(|e| format!("cannot store the report: {e}"))?;
+    )?
+    .execute(params![
+        project_id,
+        report.title.trim(),
+        fields,
+        report.filter_logic
+    ])?;
     Ok(conn.last_insert_rowid() as u64)
+}
+
+/// Checks a definition against the project and stores it; answers the
+/// new `report_id`, or what is wrong with the definition.
+pub(crate) fn define(
+    conn: &rusqlite::Connection,
+    project: &Project,
+    report: &NewReport,
+) -> Result<u64, String> {
+    check(project, report)?;
+    insert(conn, project.id, report).map_err(|e| format!("cannot store the report: {e}"))
+}
+
+/// The project's reports, oldest first.
+pub(crate) fn of_project(
+    conn: &rusqlite::Connection,
+    project_id: u64,
+) -> rusqlite::Result<Vec<NewReport>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT title, fields, limiter_logic FROM redcap_reports WHERE project_id = ?1 ORDER BY report_id",
+    )?;
+    let rows = stmt.query_map([project_id], |r| {
+        Ok(NewReport {
+            title: r.get(0)?,
+            fields: serde_json::from_str(&r.get::<_, String>(1)?).unwrap_or_default(),
+            filter_logic: r.get(2)?,
+        })
+    })?;
+    rows.collect()
+}
+
+/// A report of a REDCap XML file (`redcap:Reports`): `title`, the fields
+/// of `redcap_reports_fields` (a comma list) and the filter logic, which
+/// REDCap writes into `advanced_logic` (`limiter_logic` read when that is
+/// blank).
+pub(crate) fn from_odm<'a>(attr: impl Fn(&str) -> &'a str) -> NewReport {
+    let logic = match attr("advanced_logic") {
+        "" => attr("limiter_logic"),
+        l => l,
+    };
+    NewReport {
+        title: attr("title").to_owned(),
+        fields: attr("redcap_reports_fields")
+            .split(',')
+            .map(str::trim)
+            .filter(|f| !f.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        filter_logic: logic.to_owned(),
+    }
+}
+
+/// A report as `redcap:Reports` attributes, as REDCap writes them
+/// (access for all, the logic as advanced logic, no DAG or event
+/// limiters); REDCap's `ID` (a hash of the `report_id`, for report
+/// folders) is left out, so that a round trip stays identical.
+pub(crate) fn odm_attributes(report: &NewReport) -> String {
+    use crate::odm::escape;
+    format!(
+        "title=\"{}\" user_access=\"ALL\" user_edit_access=\"ALL\" advanced_logic=\"{}\" redcap_reports_fields=\"{}\" redcap_reports_filter_dags=\"\" redcap_reports_filter_events=\"\"",
+        escape(&report.title),
+        escape(&report.filter_logic),
+        escape(&report.fields.join(","))
+    )
 }
 
 /// The project's report of this id, if it is one.
