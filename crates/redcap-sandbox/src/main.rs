@@ -141,6 +141,18 @@ enum AdminAction {
     ListProjects,
     /// Set a project's status: 0 development, 1 production, 2 analysis/cleanup.
     SetStatus { project: u64, status: u8 },
+    /// Define a report (REDCap does it in its web UI): its fields and
+    /// filter logic; prints the new `report_id`.
+    DefineReport {
+        project: u64,
+        title: String,
+        /// Field names, comma-separated (none: the record ID field).
+        #[arg(long, value_delimiter = ',')]
+        fields: Vec<String>,
+        /// REDCap filter logic, e.g. "[age] > 40".
+        #[arg(long, default_value = "")]
+        filter_logic: String,
+    },
     /// List IPs banned by the rate limiter.
     BannedIps,
     /// Lift an IP ban.
@@ -335,6 +347,16 @@ async fn admin(args: AdminArgs) -> anyhow::Result<()> {
             reqwest::Method::POST,
             format!("/sandbox/projects/{project}/status"),
             Some(json!({ "status": status })),
+        ),
+        A::DefineReport {
+            project,
+            title,
+            fields,
+            filter_logic,
+        } => (
+            reqwest::Method::POST,
+            format!("/sandbox/projects/{project}/reports"),
+            Some(json!({ "title": title, "fields": fields, "filter_logic": filter_logic })),
         ),
         A::Api { state } => (
             reqwest::Method::POST,

@@ -6,8 +6,8 @@
 //! (`GlobalVariables`), its data dictionary (`FormDef` → `ItemGroupDef`
 //! → `ItemDef`, with `CodeList`s and `RangeCheck`s), arms and events
 //! (`StudyEventDef`, with their `FormRef`s), the repeating setup, Data
-//! Access Groups and the records (`ClinicalData`). Elements the sandbox
-//! does not keep (surveys' settings, roles, reports, multilanguage …)
+//! Access Groups, roles, reports and the records (`ClinicalData`).
+//! Elements the sandbox does not keep (surveys' settings, multilanguage …)
 //! are skipped. [`write_metadata`] and [`write_record`] write the same
 //! shape back, so a project read from a file it wrote writes that file
 //! again.

@@ -380,3 +380,49 @@ async fn reports_travel_in_redcap_xml() {
     assert_eq!(a.status, 400, "{}", a.body);
     assert!(a.body.contains("weight"), "{}", a.body);
 }
+
+/// `redcap-sandbox admin define-report` calls the endpoint and prints its
+/// answer.
+#[tokio::test]
+async fn the_admin_cli_defines_a_report() {
+    let sb = Sandbox::start().await;
+    let (token, pid) = project(&sb).await;
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_redcap-sandbox"))
+        .args(["admin", "define-report", &pid.to_string(), "Older"])
+        .args(["--fields", "record_id,age", "--filter-logic", "[age] > 40"])
+        .env("REDCAP_SANDBOX_URL", format!("{}/", sb.base))
+        .env("REDCAP_SANDBOX_ADMIN_SECRET", common::SECRET)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_str(stdout.trim()).unwrap();
+    let id = v["report_id"].as_u64().unwrap().to_string();
+    let a = sb.call(&token, "report", &[("report_id", &id)]).await;
+    assert_eq!(
+        a.json(),
+        json!([{"record_id": "2", "age": "45"}, {"record_id": "3", "age": "70"}])
+    );
+    // A field the project lacks: exit status 2 and the endpoint's message.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_redcap-sandbox"))
+        .args([
+            "admin",
+            "define-report",
+            &pid.to_string(),
+            "Bad",
+            "--fields",
+            "weight",
+        ])
+        .env("REDCAP_SANDBOX_URL", format!("{}/", sb.base))
+        .env("REDCAP_SANDBOX_ADMIN_SECRET", common::SECRET)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("weight"));
+}
