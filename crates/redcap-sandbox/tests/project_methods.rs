@@ -153,23 +153,85 @@ async fn import_project_information() {
         .import(
             &token,
             "project_settings",
-            json!({"is_longitudinal": "1", "project_title": "Not applied"}),
-            &[],
-        )
-        .await;
-    assert_eq!(a.status, 400, "{}", a.body);
-    let info = sb.call(&token, "project", &[]).await.json();
-    assert_eq!(info["project_title"], "From CSV");
-    // The project's own value is accepted.
-    let a = sb
-        .import(
-            &token,
-            "project_settings",
             json!({"is_longitudinal": "0"}),
             &[],
         )
         .await;
     assert_eq!((a.status, a.body.as_str()), (200, "1"), "{}", a.body);
+
+    // Turning the project longitudinal moves its values into Event 1 of
+    // Arm 1, which holds every instrument; back again when it has one
+    // event; refused with two.
+    let a = sb
+        .import(&token, "record", json!([{"record_id": "7"}]), &[])
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let classic = sb.call(&token, "record", &[]).await.json();
+    let a = sb
+        .import(
+            &token,
+            "project_settings",
+            json!({"is_longitudinal": 1}),
+            &[],
+        )
+        .await;
+    assert_eq!((a.status, a.body.as_str()), (200, "1"), "{}", a.body);
+    let info = sb.call(&token, "project", &[]).await.json();
+    assert_eq!(info["is_longitudinal"], 1);
+    assert_eq!(
+        sb.call(&token, "arm", &[]).await.json(),
+        json!([{"arm_num": 1, "name": "Arm 1"}])
+    );
+    let events = sb.call(&token, "event", &[]).await.json();
+    assert_eq!(events[0]["unique_event_name"], "event_1_arm_1", "{events}");
+    let records = sb.call(&token, "record", &[]).await.json();
+    assert_eq!(records[0]["record_id"], "7", "{records}");
+    assert_eq!(
+        records[0]["redcap_event_name"], "event_1_arm_1",
+        "{records}"
+    );
+    let a = sb
+        .import(
+            &token,
+            "event",
+            json!([{"event_name": "Follow up", "arm_num": 1}]),
+            &[("action", "import")],
+        )
+        .await;
+    assert_eq!((a.status, a.body.as_str()), (200, "1"), "{}", a.body);
+    let a = sb
+        .import(
+            &token,
+            "project_settings",
+            json!({"is_longitudinal": 0, "project_title": "Not applied"}),
+            &[],
+        )
+        .await;
+    assert_eq!(a.status, 400, "{}", a.body);
+    assert!(a.body.contains("2 events"), "{}", a.body);
+    let a = sb
+        .post(&[
+            ("token", &token),
+            ("content", "event"),
+            ("action", "delete"),
+            ("events[0]", "follow_up_arm_1"),
+        ])
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let a = sb
+        .import(
+            &token,
+            "project_settings",
+            json!({"is_longitudinal": 0}),
+            &[],
+        )
+        .await;
+    assert_eq!((a.status, a.body.as_str()), (200, "1"), "{}", a.body);
+    let records = sb.call(&token, "record", &[]).await.json();
+    assert_eq!(records, classic);
+    let info = sb.call(&token, "project", &[]).await.json();
+    assert_eq!(info["is_longitudinal"], 0);
+    assert_eq!(info["project_title"], "From CSV");
 
     // Kept across a restart.
     let sb = sb.restart().await;

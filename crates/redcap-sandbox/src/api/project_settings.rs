@@ -14,9 +14,12 @@
 //! scheduling, randomization, IRB and grant numbers, PI names, the
 //! today/now button, the branching-erase prompt) are kept in
 //! `redcap_project_settings` and shown by Export Project Info.
-//! `is_longitudinal` may be sent with the project's current value only:
-//! turning a classic project longitudinal or back is refused (the sandbox
-//! keeps a classic project's values without an event).
+//! `is_longitudinal=1` turns a classic project longitudinal as REDCap
+//! shows one: arm 1 (`Arm 1`) with one event (`Event 1`) holding every
+//! instrument, where its values (kept without an event in a classic
+//! project) and its repeating setup move. `is_longitudinal=0` turns a
+//! project of one event back (REDCap would accept more and hide the other
+//! events' data: the sandbox refuses that, saying why).
 
 use std::collections::BTreeMap;
 
@@ -25,8 +28,9 @@ use rusqlite::params;
 use serde_json::{Map, Value};
 
 use super::{Ctx, text};
-use crate::db::LogKind;
+use crate::db::{Arm, Event, LogKind};
 use crate::format::{Format, Reply};
+use crate::store;
 
 /// The table of the attributes the sandbox's project row has no column
 /// for (REDCap keeps them in `redcap_projects`).
@@ -129,11 +133,17 @@ pub fn import(ctx: &mut Ctx) -> Result<Reply, ApiError> {
     let autonumbering = get("record_autonumbering_enabled")
         .map(|v| flag("record_autonumbering_enabled", &v))
         .transpose()?;
-    if let Some(v) = get("is_longitudinal")
-        && flag("is_longitudinal", &v)? != ctx.project().is_longitudinal
-    {
+    let longitudinal = match get("is_longitudinal") {
+        Some(v) => Some(flag("is_longitudinal", &v)?),
+        None => None,
+    }
+    .filter(|on| *on != ctx.project().is_longitudinal);
+    if longitudinal == Some(false) && ctx.project().events.len() != 1 {
         return Err(ApiError::BadStructure {
-            details: "The sandbox cannot turn a classic project longitudinal or a longitudinal one classic through Import Project Information: create the project with the \"is_longitudinal\" it needs.".into(),
+            details: format!(
+                "The project has {} events: the sandbox turns a longitudinal project classic only when it has one event (delete the others first), as REDCap would otherwise hide their data.",
+                ctx.project().events.len()
+            ),
         });
     }
     let mut kept = Vec::new();
@@ -159,6 +169,11 @@ pub fn import(ctx: &mut Ctx) -> Result<Reply, ApiError> {
         }
         Ok(())
     })?;
+    match longitudinal {
+        Some(true) => make_longitudinal(ctx)?,
+        Some(false) => make_classic(ctx)?,
+        None => {}
+    }
     let title = get("project_title");
     let purpose_other = get("purpose_other");
     let notes = get("project_notes");
@@ -190,4 +205,61 @@ pub fn import(ctx: &mut Ctx) -> Result<Reply, ApiError> {
         }
     }
     Ok(ctx.count(count))
+}
+
+/// Moves a project's values and repeating setup from `from` to `to` (an
+/// event id, or [`store::CLASSIC_EVENT`]).
+fn move_event(ctx: &mut Ctx, from: i64, to: i64) -> Result<(), ApiError> {
+    let pid = ctx.pid();
+    ctx.sql(|c| {
+        c.execute(
+            "UPDATE redcap_data SET event_id = ?3 WHERE project_id = ?1 AND event_id = ?2",
+            params![pid, from, to],
+        )
+    })?;
+    for r in &mut ctx.project_mut().repeating {
+        if r.event_id == from {
+            r.event_id = to;
+        }
+    }
+    Ok(())
+}
+
+/// A classic project becomes longitudinal: `Arm 1`, `Event 1` with every
+/// instrument, the values moved there.
+fn make_longitudinal(ctx: &mut Ctx) -> Result<(), ApiError> {
+    let id = ctx.state.next_event_id.max(1);
+    ctx.state.next_event_id = id + 1;
+    ctx.state.touch();
+    move_event(ctx, store::CLASSIC_EVENT, id)?;
+    let p = ctx.project_mut();
+    let forms = p.forms();
+    p.arms = vec![Arm {
+        num: 1,
+        name: "Arm 1".into(),
+    }];
+    p.events = vec![Event {
+        id,
+        arm_num: 1,
+        name: "Event 1".into(),
+        day_offset: 0.0,
+        offset_min: 0.0,
+        offset_max: 0.0,
+        custom_label: String::new(),
+        forms,
+    }];
+    p.is_longitudinal = true;
+    Ok(())
+}
+
+/// A longitudinal project of one event becomes classic: its values leave
+/// the event, the arm and event go.
+fn make_classic(ctx: &mut Ctx) -> Result<(), ApiError> {
+    let id = ctx.project().events[0].id;
+    move_event(ctx, id, store::CLASSIC_EVENT)?;
+    let p = ctx.project_mut();
+    p.arms.clear();
+    p.events.clear();
+    p.is_longitudinal = false;
+    Ok(())
 }
