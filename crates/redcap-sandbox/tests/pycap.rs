@@ -5,7 +5,8 @@
 //! logging with filters, deletes, and files (`import_file`, `export_file`,
 //! `delete_file`); PyCap's File Repository methods
 //! (`pycap_file_repository.py`); its longitudinal and repeating methods and
-//! a project from REDCap XML (`pycap_longitudinal.py`).
+//! a project from REDCap XML (`pycap_longitudinal.py`); `export_report`
+//! (`pycap_reports.py`).
 //!
 //! `PYCAP_PYTHON` names a Python with `pycap` installed; `scripts/test`
 //! creates that venv and exports it. Without it the test passes with a note
@@ -91,4 +92,15 @@ async fn pycap_longitudinal() {
         return;
     };
     run_script(&python, "pycap_longitudinal.py", "PyCap longitudinal OK").await;
+}
+
+/// PyCap's `export_report` (reports defined through the admin endpoint)
+/// in every format it offers, with labels, checkbox labels and a CSV
+/// delimiter, and REDCap's refusal of another project's report.
+#[tokio::test]
+async fn pycap_reports() {
+    let Some(python) = pycap_python("pycap_reports") else {
+        return;
+    };
+    run_script(&python, "pycap_reports.py", "PyCap reports OK").await;
 }
