@@ -42,10 +42,20 @@ struct Slot {
     ready: Condvar,
 }
 
+/// What to do with an outcome nobody waits or polls for
+/// ([`Pending::on_done`]); run by whoever completes the entry.
+type Callback = Box<dyn FnOnce(Result<Receipt, LedgerError>) + Send>;
+
 #[derive(Default)]
 struct SlotState {
     outcome: Option<Result<Receipt, LedgerError>>,
     waker: Option<Waker>,
+    /// A thread blocks in [`Pending::wait`]: only then is the condition
+    /// variable signalled (a signal is a system call, made for nobody
+    /// otherwise, on every entry).
+    thread_waiting: bool,
+    /// Run with the outcome instead of storing it.
+    callback: Option<Callback>,
     /// The completer was dropped without an outcome.
     abandoned: bool,
 }
@@ -75,8 +85,27 @@ impl Pending {
             if st.abandoned {
                 return Err(LedgerError::Closed);
             }
+            st.thread_waiting = true;
             st = self.slot.ready.wait(st).unwrap_or_else(|e| e.into_inner());
         }
+    }
+
+    /// Hands the outcome to `f` instead of waiting for it: at once if it
+    /// is known, else on the thread that completes the entry (keep `f`
+    /// short: the ledger's committer runs it). For an appender that only
+    /// acts on a failure and must not spend a task or a thread on waiting.
+    pub fn on_done(self, f: impl FnOnce(Result<Receipt, LedgerError>) + Send + 'static) {
+        let mut st = self.slot.lock();
+        let outcome = match st.outcome.take() {
+            Some(outcome) => outcome,
+            None if st.abandoned => Err(LedgerError::Closed),
+            None => {
+                st.callback = Some(Box::new(f));
+                return;
+            }
+        };
+        drop(st);
+        f(outcome);
     }
 }
 
@@ -100,14 +129,24 @@ impl Completer {
     /// Delivers the outcome and wakes whoever waits.
     pub(crate) fn complete(self, outcome: Result<Receipt, LedgerError>) {
         let mut st = self.slot.lock();
+        if let Some(f) = st.callback.take() {
+            // Marks the slot finished for the drop below.
+            st.abandoned = true;
+            drop(st);
+            f(outcome);
+            return;
+        }
         st.outcome = Some(outcome);
         Self::wake(&self.slot, st);
     }
 
     fn wake(slot: &Slot, mut st: std::sync::MutexGuard<'_, SlotState>) {
         let waker = st.waker.take();
+        let thread = std::mem::take(&mut st.thread_waiting);
         drop(st);
-        slot.ready.notify_all();
+        if thread {
+            slot.ready.notify_all();
+        }
         if let Some(w) = waker {
             w.wake();
         }
@@ -117,10 +156,16 @@ impl Completer {
 impl Drop for Completer {
     fn drop(&mut self) {
         let mut st = self.slot.lock();
-        if st.outcome.is_none() {
-            st.abandoned = true;
-            Self::wake(&self.slot, st);
+        if st.outcome.is_some() || st.abandoned {
+            return;
         }
+        st.abandoned = true;
+        if let Some(f) = st.callback.take() {
+            drop(st);
+            f(Err(LedgerError::Closed));
+            return;
+        }
+        Self::wake(&self.slot, st);
     }
 }
 
@@ -155,6 +200,35 @@ mod tests {
         let (c, p) = Pending::new();
         drop(c);
         assert!(matches!(p.wait(), Err(LedgerError::Closed)));
+    }
+
+    #[test]
+    fn on_done_runs_once_with_the_outcome_whenever_it_comes() {
+        use std::sync::mpsc;
+        // Completed after the callback was set, from another thread.
+        let (c, p) = Pending::new();
+        let (tx, rx) = mpsc::channel();
+        p.on_done(move |o| tx.send(o.map(|r| r.seq)).unwrap());
+        std::thread::spawn(move || c.complete(Ok(receipt(5))))
+            .join()
+            .unwrap();
+        assert_eq!(rx.recv().unwrap().unwrap(), 5);
+        assert!(rx.try_recv().is_err(), "the callback runs once");
+        // Already complete: at once.
+        let (tx, rx) = mpsc::channel();
+        Pending::ready(Ok(receipt(6))).on_done(move |o| tx.send(o.map(|r| r.seq)).unwrap());
+        assert_eq!(rx.try_recv().unwrap().unwrap(), 6);
+        // Abandoned, before or after the callback was set: the ledger closed.
+        let (c, p) = Pending::new();
+        let (tx, rx) = mpsc::channel();
+        p.on_done(move |o| tx.send(o.is_err()).unwrap());
+        drop(c);
+        assert!(rx.recv().unwrap());
+        let (c, p) = Pending::new();
+        drop(c);
+        let (tx, rx) = mpsc::channel();
+        p.on_done(move |o| tx.send(matches!(o, Err(LedgerError::Closed))).unwrap());
+        assert!(rx.try_recv().unwrap());
     }
 
     #[test]

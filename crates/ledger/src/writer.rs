@@ -144,6 +144,9 @@ struct State {
     gather_want: usize,
     /// The committer thread waits on `Shared::deferred`.
     committer_waiting: bool,
+    /// ... and only until the deferred delay of entries already queued
+    /// ends: another deferred entry is no reason to wake it.
+    committer_delaying: bool,
     /// Sizes of the last two batches (older first).
     recent_batches: [usize; 2],
     /// Moving average of one batch's write and sync.
@@ -167,7 +170,7 @@ enum Waiting {
     /// A parked appender thread.
     Thread,
     /// A [`Pending`]: the committer thread's business.
-    Pending,
+    Pending(Urgency),
 }
 
 /// Who waits for a queued entry.
@@ -664,6 +667,7 @@ impl Shared {
                 leader_waiting: false,
                 gather_want: 0,
                 committer_waiting: false,
+                committer_delaying: false,
                 recent_batches: [0, 0],
                 commit_time: Duration::ZERO,
             }),
@@ -694,7 +698,7 @@ impl Shared {
         st.queue.push((ticket, kind, Waiter::Later(completer)));
         st.later_queued += 1;
         st.urgent_queued += usize::from(urgency == Urgency::Now);
-        sh.announce(&mut st, Waiting::Pending);
+        sh.announce(&mut st, Waiting::Pending(urgency));
         pending
     }
 
@@ -802,7 +806,10 @@ impl Shared {
             // The next leader.
             next.unpark();
         }
-        if st.later_queued > 0 && st.committer_waiting {
+        if st.later_queued > 0
+            && st.committer_waiting
+            && (!st.committer_delaying || st.urgent_queued > 0)
+        {
             st.committer_waiting = false;
             self.deferred.notify_one();
         }
@@ -822,7 +829,12 @@ impl Shared {
         if st.leader_waiting && st.queue.len() >= st.gather_want {
             self.arrive.notify_one();
         }
-        if waiting == Waiting::Pending && st.committer_waiting && !st.committing {
+        let wakes = match waiting {
+            Waiting::Thread => false,
+            Waiting::Pending(Urgency::Now) => true,
+            Waiting::Pending(Urgency::Deferred) => !st.committer_delaying,
+        };
+        if wakes && st.committer_waiting && !st.committing {
             st.committer_waiting = false;
             self.deferred.notify_one();
         }
@@ -851,12 +863,14 @@ impl Shared {
                     break;
                 }
                 st.committer_waiting = true;
+                st.committer_delaying = true;
                 st = self
                     .deferred
                     .wait_timeout(st, deadline - now)
                     .unwrap_or_else(|e| e.into_inner())
                     .0;
                 st.committer_waiting = false;
+                st.committer_delaying = false;
             }
             if !st.closed && st.later_queued > 0 && !st.committing && st.poisoned.is_none() {
                 st = self.lead(st);

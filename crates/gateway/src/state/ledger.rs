@@ -161,8 +161,9 @@ impl LedgerLink {
         };
         let pending = ledger.append_deferred(kind.clone());
         let link = Arc::clone(self);
-        tokio::spawn(async move {
-            if let Err(e) = pending.await {
+        // No task waits for it: the ledger's committer reports a failure.
+        pending.on_done(move |outcome| {
+            if let Err(e) = outcome {
                 link.note_outage(e.to_string(), Some(kind));
             }
         });
