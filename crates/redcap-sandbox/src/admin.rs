@@ -21,13 +21,13 @@ use crate::{AppState, SITE_ADMIN};
 
 /// An admin endpoint failure: status and a message for the operator.
 #[derive(Debug)]
-pub struct AdminError(StatusCode, String);
+pub struct AdminError(pub(crate) StatusCode, pub(crate) String);
 
 impl AdminError {
-    fn not_found(what: impl Into<String>) -> Self {
+    pub(crate) fn not_found(what: impl Into<String>) -> Self {
         AdminError(StatusCode::NOT_FOUND, what.into())
     }
-    fn bad(what: impl Into<String>) -> Self {
+    pub(crate) fn bad(what: impl Into<String>) -> Self {
         AdminError(StatusCode::BAD_REQUEST, what.into())
     }
 }
@@ -38,7 +38,7 @@ impl IntoResponse for AdminError {
     }
 }
 
-type Answer = Result<Json<Value>, AdminError>;
+pub(crate) type Answer = Result<Json<Value>, AdminError>;
 
 /// The `/sandbox/` routes.
 pub fn routes() -> Router<AppState> {
@@ -78,7 +78,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// Constant-time comparison of the bearer secret.
-fn authorised(app: &AppState, headers: &HeaderMap) -> Result<(), AdminError> {
+pub(crate) fn authorised(app: &AppState, headers: &HeaderMap) -> Result<(), AdminError> {
     let Some(secret) = &app.config.admin_secret else {
         return Err(AdminError(
             StatusCode::FORBIDDEN,
@@ -128,7 +128,35 @@ where
     .map_err(|e| AdminError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
 }
 
-fn project_mut(state: &mut Data, pid: u64) -> Result<&mut Project, AdminError> {
+/// Like [`run`], with the request's database connection too (inside its
+/// transaction): endpoints that write tables of their own.
+pub(crate) async fn run_db<F>(app: AppState, headers: HeaderMap, f: F) -> Answer
+where
+    F: FnOnce(&mut Data, &rusqlite::Connection, &Now) -> Result<Value, AdminError> + Send + 'static,
+{
+    authorised(&app, &headers)?;
+    tokio::task::spawn_blocking(move || {
+        let now = Now::new(&app.config);
+        let mut txn = app.db.begin();
+        let (state, conn) = txn.parts();
+        let result = f(state, conn, &now);
+        if result.is_err() {
+            txn.rollback();
+            return result.map(Json);
+        }
+        txn.commit().map_err(|e| {
+            AdminError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot save: {e:#}"),
+            )
+        })?;
+        result.map(Json)
+    })
+    .await
+    .map_err(|e| AdminError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+}
+
+pub(crate) fn project_mut(state: &mut Data, pid: u64) -> Result<&mut Project, AdminError> {
     state
         .projects
         .get_mut(&pid)

@@ -20,8 +20,11 @@ mod db;
 mod filter_logic;
 mod format;
 mod odm;
+mod pdf;
 pub mod post;
 mod store;
+mod survey_admin;
+mod surveys;
 mod xml;
 
 use std::net::SocketAddr;
@@ -115,6 +118,7 @@ pub(crate) fn app(state: AppState) -> Router {
         .route("/api/", any(api_endpoint))
         .route("/api", any(api_endpoint))
         .merge(admin::routes())
+        .merge(survey_admin::routes())
         .layer(DefaultBodyLimit::max(512 * 1024 * 1024))
         .with_state(state)
 }

@@ -7,8 +7,9 @@
 //! → `ItemDef`, with `CodeList`s and `RangeCheck`s), arms and events
 //! (`StudyEventDef`, with their `FormRef`s), the repeating setup, Data
 //! Access Groups, roles, reports and the records (`ClinicalData`).
-//! Elements the sandbox does not keep (surveys' settings, multilanguage …)
-//! are skipped. [`write_metadata`] and [`write_record`] write the same
+//! Elements the sandbox does not keep (survey settings beyond the few of
+//! [`crate::surveys::SurveySettings`], multilanguage …) are skipped.
+//! [`write_metadata`] and [`write_record`] write the same
 //! shape back, so a project read from a file it wrote writes that file
 //! again.
 //!
@@ -222,6 +223,11 @@ pub struct OdmProject {
     /// Reports (`redcap:Reports`: title, fields, filter logic).
     pub reports: Vec<crate::api::reports::NewReport>,
     pub records: Vec<OdmRecord>,
+    /// Surveys (`redcap:SurveysGroup`): their settings.
+    pub surveys: Vec<crate::surveys::SurveySettings>,
+    /// The survey queue (`redcap:SurveysQueueGroup`): (instrument, unique
+    /// event name, active).
+    pub survey_queue: Vec<(String, String, bool)>,
 }
 
 /// A role's rights: the attribute of `redcap:UserRoles` (REDCap's column
@@ -415,6 +421,30 @@ pub fn read(xml: &str) -> Result<OdmProject, String> {
             p.reports = r
                 .all("redcap:Reports")
                 .map(|e| crate::api::reports::from_odm(|name| e.attr(name)))
+                .collect();
+        }
+        if let Some(s) = g.child("redcap:SurveysGroup") {
+            p.surveys = s
+                .all("redcap:Surveys")
+                .map(|s| crate::surveys::SurveySettings {
+                    form: s.attr("form_name").to_owned(),
+                    title: s.attr("title").to_owned(),
+                    enabled: s.attr("survey_enabled") != "0",
+                    save_and_return: s.attr("save_and_return") == "1",
+                    edit_completed_response: s.attr("edit_completed_response") == "1",
+                })
+                .collect();
+        }
+        if let Some(q) = g.child("redcap:SurveysQueueGroup") {
+            p.survey_queue = q
+                .all("redcap:SurveysQueue")
+                .map(|q| {
+                    (
+                        q.attr("survey_id").to_owned(),
+                        q.attr("event_id").to_owned(),
+                        q.attr("active") != "0",
+                    )
+                })
                 .collect();
         }
     }

@@ -290,6 +290,8 @@ pub fn open(dir: &Path) -> anyhow::Result<(Connection, State)> {
         .context("cannot create the reports table")?;
     conn.execute_batch(crate::api::project_settings::SCHEMA)
         .context("cannot create the project settings table")?;
+    conn.execute_batch(crate::surveys::SCHEMA)
+        .context("cannot create the survey tables")?;
     // Checkpoints run on their own thread once commits have grown the WAL
     // (db.rs); the writer checkpoints itself only past 256 MB of WAL.
     conn.pragma_update(None, "wal_autocheckpoint", 65536)?;
@@ -1384,6 +1386,7 @@ pub fn delete_record(conn: &Connection, pid: u64, record: &str) -> rusqlite::Res
         .execute(params![pid, class, num, record])?;
     conn.prepare_cached("DELETE FROM redcap_record_list WHERE project_id = ?1 AND record = ?2")?
         .execute(params![pid, record])?;
+    crate::surveys::delete_record(conn, pid, record)?;
     Ok(())
 }
 
@@ -1400,6 +1403,7 @@ pub fn rename_record(conn: &Connection, pid: u64, old: &str, new: &str) -> rusql
         "UPDATE redcap_data SET record = ?5, sort_class = ?6, sort_num = ?7 WHERE {RECORD_KEY}"
     ))?
     .execute(params![pid, old_class, old_num, old, new, class, num])?;
+    crate::surveys::rename_record(conn, pid, old, new)?;
     Ok(())
 }
 

@@ -321,6 +321,47 @@ pub enum ApiError {
         field: String,
     },
 
+    // ----- Surveys and PDFs (`surveyLink`, `surveyQueueLink`,
+    // `surveyAccessCode`, `surveyReturnCode`, `participantList`, `pdf`) -----
+    // Texts read in REDCap 15.7.6's `API/survey*/export.php`,
+    // `API/participantList/export.php` and `API/pdf/export.php`: *verbatim*.
+    /// A survey method without the Manage Survey Participants right (403).
+    NoSurveyParticipantsRight,
+    /// A survey method without a required parameter (`record`,
+    /// `instrument`, `event`).
+    SurveyParameterMissing {
+        /// The parameter's name.
+        parameter: &'static str,
+    },
+    /// `instrument` names no instrument of the project (surveys, `pdf`).
+    InvalidInstrument,
+    /// `event` names no event of the project (surveys, `pdf`).
+    InvalidEvent,
+    /// The instrument is not a survey (`surveyLink`, `surveyAccessCode`,
+    /// `participantList`: the name in single quotes, unescaped).
+    NotASurvey {
+        /// The instrument.
+        form: String,
+    },
+    /// The instrument is not a survey (`surveyReturnCode`: the name in
+    /// double quotes, HTML-escaped).
+    NotASurveyQuoted {
+        /// The instrument.
+        form: String,
+    },
+    /// A longitudinal survey link or access code for an event that does
+    /// not hold the instrument (both names HTML-escaped).
+    SurveyNotInEvent {
+        /// The instrument.
+        form: String,
+        /// The unique event name sent.
+        event: String,
+    },
+    /// `surveyQueueLink` in a project without an active survey queue.
+    SurveyQueueDisabled,
+    /// `surveyReturnCode` for a survey without "Save & Return Later".
+    SaveAndReturnDisabled,
+
     // ----- File Repository (`content=fileRepository`) -----
     // Texts read in REDCap 15.7.6's `API/fileRepository/*.php` and
     // `Classes/FileRepository.php` (strongest source): *verbatim*.
@@ -486,6 +527,7 @@ impl ApiError {
             | FileDeleteAnalysisCleanup
             | FileIdentifierExport
             | FileFormNotEditable { .. }
+            | NoSurveyParticipantsRight
             | NoFileRepositoryRight
             | ReportNotInProject { .. } => 403,
             _ => 400,
@@ -571,6 +613,15 @@ impl ApiError {
             FileIdentifierExport => "The API request cannot complete because this File Upload field is an Identifier field while at the same time you currently have either \"De-Identified\" data export rights or \"Remove all tagged Identifier fields\" data export rights, which prevent you from exporting fields tagged as Identifiers. Higher level data export rights are required for this operation.".into(),
             StoredFileMissing { path, name } => format!("The file \"{path}\" (\"{name}\") does not exist"),
             FileFormNotEditable { field } => format!("You do not have edit privileges for the instrument containing the field '{field}'."),
+            NoSurveyParticipantsRight => "The API request cannot complete because currently you do not have \"Manage Survey Participants\" privileges, which are required for this operation.".into(),
+            SurveyParameterMissing { parameter } => format!("The parameter '{parameter}' is missing"),
+            InvalidInstrument => "Invalid instrument".into(),
+            InvalidEvent => "Invalid event".into(),
+            NotASurvey { form } => format!("The instrument '{form}' has not been enabled as a survey"),
+            NotASurveyQuoted { form } => format!("The instrument \"{}\" has not been enabled as a survey", html_escape(form)),
+            SurveyNotInEvent { form, event } => format!("The instrument \"{}\" has not been designated for the event \"{}\"", html_escape(form), html_escape(event)),
+            SurveyQueueDisabled => "The Survey Queue has not been enabled in this project. You will need to enable the Survey Queue before using this method.".into(),
+            SaveAndReturnDisabled => "The 'Save & Return Later' feature has not been enabled for this survey".into(),
             NoFileRepositoryRight => "The API request cannot complete because currently you do not have \"File Repository\" rights, which are required for this operation.".into(),
             RepositoryFolderInaccessible { folder_id } => format!("The File Repository folder folder_id={folder_id} does not exist or else you do not have permission to that folder because it is DAG-restricted or Role-restricted."),
             RepositoryFolderNameMissing => "new folder 'name' not provided".into(),

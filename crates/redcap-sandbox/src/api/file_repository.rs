@@ -550,7 +550,7 @@ fn free_name(
 
 /// PHP's `natcasesort` order: digit runs compared as numbers, the rest
 /// case-insensitively.
-fn natural_cmp(a: &str, b: &str) -> Ordering {
+pub(crate) fn natural_cmp(a: &str, b: &str) -> Ordering {
     let (mut a, mut b) = (a.chars().peekable(), b.chars().peekable());
     loop {
         match (a.peek().copied(), b.peek().copied()) {

@@ -19,6 +19,7 @@ pub(crate) mod file_repository;
 pub(crate) mod files;
 mod logging;
 pub(crate) mod metadata;
+mod pdf;
 mod project;
 pub(crate) mod project_settings;
 mod project_xml;
@@ -26,6 +27,7 @@ mod randomize;
 mod records;
 pub(crate) mod reports;
 pub(crate) mod roles;
+mod surveys;
 pub(crate) mod users;
 mod validation;
 mod version;
@@ -578,6 +580,12 @@ fn dispatch(ctx: &mut Ctx, content: Content, action: Action) -> Result<Reply, Ap
         (C::FileRepository, A::Export) => file_repository::export(ctx),
         (C::FileRepository, A::Import) => file_repository::import(ctx),
         (C::FileRepository, A::Delete) => file_repository::delete(ctx),
+        (C::SurveyLink, A::Export) => surveys::link(ctx),
+        (C::SurveyQueueLink, A::Export) => surveys::queue_link(ctx),
+        (C::SurveyAccessCode, A::Export) => surveys::access_code(ctx),
+        (C::SurveyReturnCode, A::Export) => surveys::return_code(ctx),
+        (C::ParticipantList, A::Export) => surveys::participant_list(ctx),
+        (C::Pdf, A::Export) => pdf::export(ctx),
         (C::FileInfo | C::FileSize, A::Import) => files::import(ctx),
         (C::FileInfo | C::FileSize, _) => files::info(ctx),
         (C::Report, A::Export) => reports::export(ctx),

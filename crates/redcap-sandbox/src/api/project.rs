@@ -124,6 +124,7 @@ pub fn create(ctx: &mut Ctx) -> Result<Reply, ApiError> {
         next_group_id: ctx.state.next_group_id,
         next_role_id: ctx.state.next_role_id,
     };
+    let mut survey_setup = None;
     let records = match file.as_mut() {
         Some(f) => {
             if f.autonumbering.is_some()
@@ -138,6 +139,11 @@ pub fn create(ctx: &mut Ctx) -> Result<Reply, ApiError> {
             }
             let events =
                 project_xml::apply_structure(&mut counters, &mut project, f, ctx.config.version)?;
+            survey_setup = Some((
+                std::mem::take(&mut f.surveys),
+                std::mem::take(&mut f.survey_queue),
+                events.clone(),
+            ));
             project_xml::prepare_records(&project, f, &events)?
         }
         None => Vec::new(),
@@ -183,10 +189,14 @@ pub fn create(ctx: &mut Ctx) -> Result<Reply, ApiError> {
             token: Some(token.clone()),
         },
     );
+    let surveys_of_file = survey_setup.map(|s| (project.clone(), s));
     state.projects.insert(id, project);
     state.touch();
     // The rest of the request logs into the new project.
     ctx.caller.project_id = Some(id);
+    if let Some((project, (surveys, queue, events))) = surveys_of_file {
+        ctx.sql(|c| crate::surveys::apply_odm(c, &project, &surveys, &queue, &events))?;
+    }
     if file.is_some() {
         project_xml::write_records(ctx, records)?;
         ctx.sql(|c| {

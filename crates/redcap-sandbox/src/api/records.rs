@@ -14,10 +14,13 @@ use crate::db::{Field, LogKind, Project};
 use crate::filter_logic;
 use crate::format::{self, Format, Reply, RowWriter, WriteBody, php_json};
 use crate::store::{self, RecordRow, Slot};
+use crate::surveys;
 use std::collections::HashMap;
 
 /// The DAG pseudo-field of flat rows.
 const DAG_FIELD: &str = "redcap_data_access_group";
+/// The survey identifier column (`exportSurveyFields`).
+const SURVEY_IDENTIFIER: &str = "redcap_survey_identifier";
 
 /// One data column of a flat row.
 #[derive(Debug, Clone)]
@@ -292,7 +295,20 @@ pub fn export(ctx: &mut Ctx) -> Result<Reply, ApiError> {
         (b, e) if e.len() == 10 => Some((b, format!("{e} 23:59"))),
         (b, e) => Some((b, e)),
     };
+    // `exportSurveyFields`: the survey identifier and timestamps.
+    let survey = if ctx.post.flag("exportSurveyFields") {
+        let project = project.clone();
+        let names: Vec<(&str, &str)> = selected
+            .iter()
+            .map(|c| (c.name.as_str(), c.form.as_str()))
+            .collect();
+        ctx.sql(|c| surveys::ExportColumns::new(c, &project, &names))?
+    } else {
+        None
+    };
+    let project = ctx.project();
     let flat = FlatRows {
+        survey,
         metadata: project.metadata.clone(),
         selected,
         labels,
@@ -309,6 +325,7 @@ pub fn export(ctx: &mut Ctx) -> Result<Reply, ApiError> {
         decimal_cols,
         label_headers: ctx.post.str("rawOrLabelHeaders") == "label",
     };
+    let with_survey_fields = flat.survey.is_some();
     let pid = ctx.pid();
     let group_id = ctx.caller.group_id;
     let format = ctx.format;
@@ -365,6 +382,9 @@ pub fn export(ctx: &mut Ctx) -> Result<Reply, ApiError> {
     );
     if with_dag {
         details.push_str(", export_data_access_group: Yes");
+    }
+    if with_survey_fields {
+        details.push_str(", export_survey_fields: Yes");
     }
     ctx.log(LogKind::Export, "Data export (API) ", details, None, None);
     Ok(Reply::streamed(ctx.format, write, Vec::new()))
@@ -470,6 +490,8 @@ fn event_layouts(
 /// What a flat export row is made of (owned: it is written after the
 /// request's lock is released).
 struct FlatRows {
+    /// `exportSurveyFields`: the survey columns (`None`: off, or no survey).
+    survey: Option<surveys::ExportColumns>,
     metadata: Vec<Field>,
     selected: Vec<Column>,
     labels: bool,
@@ -598,15 +620,31 @@ impl FlatRows {
 
     /// The header of flat rows: the selected columns with the
     /// pseudo-fields after the first.
-    fn header(&self) -> Vec<&str> {
+    fn header(&self) -> Vec<String> {
         let mut header = Vec::with_capacity(self.selected.len() + 4);
         for (i, c) in self.selected.iter().enumerate() {
-            header.push(c.name.as_str());
+            if let Some((_, column)) = self.timestamp_before(i) {
+                header.push(column.to_owned());
+            }
+            header.push(c.name.clone());
             if i == 0 {
-                header.extend(self.pseudo_names());
+                header.extend(self.pseudo_names().into_iter().map(str::to_owned));
+                if self.survey.is_some() {
+                    header.push(SURVEY_IDENTIFIER.to_owned());
+                }
             }
         }
         header
+    }
+
+    /// The survey (instrument, column name) whose timestamp column comes
+    /// before column `i`.
+    fn timestamp_before(&self, i: usize) -> Option<(&str, &str)> {
+        self.survey
+            .as_ref()
+            .and_then(|s| s.before.get(i))
+            .and_then(|f| f.as_ref())
+            .map(|(form, column)| (form.as_str(), column.as_str()))
     }
 
     /// The header of a flat CSV with `rawOrLabelHeaders=label`: each
@@ -616,6 +654,9 @@ impl FlatRows {
     fn label_header(&self) -> Vec<String> {
         let mut header = Vec::with_capacity(self.selected.len() + 4);
         for (i, c) in self.selected.iter().enumerate() {
+            if self.timestamp_before(i).is_some() {
+                header.push("Survey Timestamp".to_owned());
+            }
             header.push(match c.field {
                 None => "Complete?".to_owned(),
                 Some(f) => {
@@ -641,6 +682,9 @@ impl FlatRows {
                     }
                     .to_owned()
                 }));
+                if self.survey.is_some() {
+                    header.push("Survey Identifier".to_owned());
+                }
             }
         }
         header
@@ -706,6 +750,17 @@ impl FlatRows {
         mut cell: impl FnMut(&'r str, Cow<'r, str>),
     ) {
         for (i, c) in self.selected.iter().enumerate() {
+            if let (Some((form, column)), Some(s)) = (self.timestamp_before(i), &self.survey) {
+                // Shown where the instrument's columns are.
+                let shown = !row.keep.is_some_and(|k| !k[i]);
+                let instance = row.instance.parse().unwrap_or(1);
+                let ts = if shown {
+                    s.timestamp(row.event_id, form, instance)
+                } else {
+                    String::new()
+                };
+                cell(column, Cow::Owned(ts));
+            }
             let raw = self.decimal(i, self.value(record, row, i));
             let value = if self.labels {
                 Cow::Owned(label_of(&self.metadata, c, &raw, self.checkbox_label))
@@ -728,6 +783,9 @@ impl FlatRows {
                         .unwrap_or_default();
                     cell(DAG_FIELD, Cow::Borrowed(dag));
                 }
+                if let Some(s) = &self.survey {
+                    cell(SURVEY_IDENTIFIER, Cow::Owned(s.identifier()));
+                }
             }
         }
     }
@@ -742,6 +800,7 @@ impl FlatRows {
         out: &mut dyn std::io::Write,
     ) -> anyhow::Result<()> {
         let header = self.header();
+        let header: Vec<&str> = header.iter().map(String::as_str).collect();
         let columns: Vec<&str> = self.read_columns.iter().map(String::as_str).collect();
         let mut w = RowWriter::begin(format, out, &header, "records", "item")?
             .numeric(&[REPEAT_INSTANCE])
@@ -751,6 +810,9 @@ impl FlatRows {
         }
         let width = header.len();
         store::for_each_record(conn, q, &columns, |record| {
+            if let Some(s) = &self.survey {
+                s.load(conn, &record.name)?;
+            }
             self.for_each_row(record, |row| {
                 let mut cells: Vec<(&str, Cow<str>)> = Vec::with_capacity(width);
                 self.for_each_cell(record, &row, |k, v| cells.push((k, v)));
@@ -785,7 +847,19 @@ impl FlatRows {
         let mut w = RowWriter::begin(format, out, &header, "records", "item")?
             .numeric(&[REPEAT_INSTANCE])
             .delimiter(delimiter)?;
+        // `exportSurveyFields`: the instruments exported, for their
+        // timestamp rows.
+        let mut exported: Vec<&str> = Vec::new();
+        for c in &self.selected {
+            if !exported.contains(&c.form.as_str()) {
+                exported.push(&c.form);
+            }
+        }
         store::for_each_record(conn, q, &columns, |record| {
+            if let Some(s) = &self.survey {
+                s.load(conn, &record.name)?;
+            }
+            let mut events_seen: Vec<i64> = Vec::new();
             self.for_each_row(record, |row| {
                 for (i, c) in self.selected.iter().enumerate() {
                     let v = self.value(record, &row, i);
@@ -813,6 +887,27 @@ impl FlatRows {
                     cells.push(("field_name", field));
                     cells.push(("value", value));
                     w.row(&cells)?;
+                    // After a record's first value row in an event, its
+                    // survey rows (REDCap's EAV export), without instance.
+                    if let Some(s) = &self.survey
+                        && !events_seen.contains(&row.event_id)
+                    {
+                        events_seen.push(row.event_id);
+                        for (field, value) in s.eav_rows(row.event_id, &exported) {
+                            let mut cells: Vec<(&str, &str)> =
+                                vec![("record", record.name.as_str())];
+                            if self.longitudinal {
+                                cells.push((EVENT_FIELD, row.event));
+                            }
+                            if self.repeating {
+                                cells.push((REPEAT_INSTRUMENT, ""));
+                                cells.push((REPEAT_INSTANCE, ""));
+                            }
+                            cells.push(("field_name", &field));
+                            cells.push(("value", &value));
+                            w.row(&cells)?;
+                        }
+                    }
                 }
                 Ok(())
             })
@@ -2087,6 +2182,7 @@ mod tests {
             .zip(project.dag_unique_names())
             .collect();
         let flat = FlatRows {
+            survey: None,
             metadata: project.metadata.clone(),
             selected: cols.clone(),
             labels: false,
