@@ -47,17 +47,17 @@ const SUPPORTED: &[(&str, &[(&str, &str)])] = &[
     ("report", &[("report_id", "1")]),
     ("appRightsCheck", &[]),
     ("fieldValidation", &[]),
+    ("pdf", &[]),
+    ("surveyLink", &[]),
+    ("surveyAccessCode", &[]),
+    ("surveyQueueLink", &[]),
+    ("surveyReturnCode", &[]),
+    ("participantList", &[]),
 ];
 
 /// In REDCap 15.7.6's whitelist, not implemented by the sandbox.
 const UNSUPPORTED: &[&str] = &[
     "authkey",
-    "pdf",
-    "surveyLink",
-    "surveyAccessCode",
-    "surveyQueueLink",
-    "surveyReturnCode",
-    "participantList",
     "attachment",
     "tableau",
     "mycap",
