@@ -6,7 +6,9 @@
 //! `delete_file`); PyCap's File Repository methods
 //! (`pycap_file_repository.py`); its longitudinal and repeating methods and
 //! a project from REDCap XML (`pycap_longitudinal.py`); `export_report`
-//! (`pycap_reports.py`).
+//! (`pycap_reports.py`); its survey methods,
+//! `export_records(export_survey_fields=True)` and `export_pdf`
+//! (`pycap_surveys.py`).
 //!
 //! `PYCAP_PYTHON` names a Python with `pycap` installed; `scripts/test`
 //! creates that venv and exports it. Without it the test passes with a note
@@ -103,4 +105,19 @@ async fn pycap_reports() {
         return;
     };
     run_script(&python, "pycap_reports.py", "PyCap reports OK").await;
+}
+
+/// PyCap's survey methods (`export_survey_link`,
+/// `export_survey_queue_link`, `export_survey_access_code`,
+/// `export_survey_return_code`, `export_survey_participant_list` in JSON,
+/// CSV and XML), `export_records(export_survey_fields=True)` and
+/// `export_pdf` (blank, one record, all records, compact), on a project made
+/// from REDCap XML with a survey and a survey queue, checking the answers'
+/// shapes.
+#[tokio::test]
+async fn pycap_surveys() {
+    let Some(python) = pycap_python("pycap_surveys") else {
+        return;
+    };
+    run_script(&python, "pycap_surveys.py", "PyCap surveys OK").await;
 }
