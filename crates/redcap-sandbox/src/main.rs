@@ -159,6 +159,52 @@ enum AdminAction {
     Unban { ip: String },
     /// Switch the whole API on or off (`on` / `off`).
     Api { state: OnOff },
+    /// List a project's surveys.
+    Surveys { project: u64 },
+    /// Make an instrument a survey (surveys are switched on for the project).
+    EnableSurvey {
+        project: u64,
+        form: String,
+        /// The survey's title (default: the instrument's label).
+        #[arg(long, default_value = "")]
+        title: String,
+        /// Turn "Save & Return Later" on (return codes).
+        #[arg(long)]
+        save_and_return: bool,
+        /// Let respondents edit completed responses.
+        #[arg(long)]
+        edit_completed_response: bool,
+        /// Put the survey in the survey queue of every event that holds it.
+        #[arg(long)]
+        queue: bool,
+        /// Keep the settings but mark the survey inactive.
+        #[arg(long)]
+        disabled: bool,
+    },
+    /// Record a respondent's submission of a survey for an existing record.
+    SurveyResponse {
+        project: u64,
+        form: String,
+        record: String,
+        /// Unique event name (longitudinal projects; default: the first event).
+        #[arg(long, default_value = "")]
+        event: String,
+        /// Repeat instance (default 1).
+        #[arg(long)]
+        instance: Option<i64>,
+        /// Started but not completed.
+        #[arg(long)]
+        partial: bool,
+        /// Submit time `YYYY-MM-DD HH:MM:SS` (default: now).
+        #[arg(long)]
+        time: Option<String>,
+        /// The participant's email address.
+        #[arg(long)]
+        email: Option<String>,
+        /// The participant's identifier.
+        #[arg(long)]
+        identifier: Option<String>,
+    },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -368,6 +414,54 @@ async fn admin(args: AdminArgs) -> anyhow::Result<()> {
             reqwest::Method::DELETE,
             format!("/sandbox/banned-ips/{ip}"),
             None,
+        ),
+        A::Surveys { project } => (
+            reqwest::Method::GET,
+            format!("/sandbox/projects/{project}/surveys"),
+            None,
+        ),
+        A::EnableSurvey {
+            project,
+            form,
+            title,
+            save_and_return,
+            edit_completed_response,
+            queue,
+            disabled,
+        } => (
+            reqwest::Method::POST,
+            format!("/sandbox/projects/{project}/surveys"),
+            Some(json!({
+                "form": form,
+                "title": title,
+                "enabled": !disabled,
+                "save_and_return": save_and_return,
+                "edit_completed_response": edit_completed_response,
+                "queue": queue,
+            })),
+        ),
+        A::SurveyResponse {
+            project,
+            form,
+            record,
+            event,
+            instance,
+            partial,
+            time,
+            email,
+            identifier,
+        } => (
+            reqwest::Method::POST,
+            format!("/sandbox/projects/{project}/surveys/{form}/responses"),
+            Some(json!({
+                "record": record,
+                "event": event,
+                "instance": instance,
+                "completed": !partial,
+                "time": time,
+                "email": email,
+                "identifier": identifier,
+            })),
         ),
     };
     let url = format!("{base}{path}");

@@ -1023,3 +1023,71 @@ async fn surveys_from_a_redcap_xml_file() {
     assert_eq!(s, 400, "{v}");
     let _ = E::InvalidEvent;
 }
+
+/// The admin CLI's survey commands call the same endpoints.
+#[tokio::test]
+async fn admin_cli_survey_commands() {
+    let sb = Sandbox::start().await;
+    let token = classic(&sb).await;
+    let url = format!("{}/", sb.base);
+    let cli = |args: Vec<&'static str>| {
+        let url = url.clone();
+        async move {
+            let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_redcap-sandbox"))
+                .arg("admin")
+                .args(args)
+                .env("REDCAP_SANDBOX_URL", url)
+                .env("REDCAP_SANDBOX_ADMIN_SECRET", common::SECRET)
+                .output()
+                .await
+                .unwrap();
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        }
+    };
+    let (code, out, err) = cli(vec![
+        "enable-survey",
+        "1",
+        "visit",
+        "--save-and-return",
+        "--queue",
+        "--title",
+        "Visit survey",
+    ])
+    .await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v[0]["title"], "Visit survey");
+    assert_eq!(v[0]["save_and_return"], true);
+    let (code, out, err) = cli(vec![
+        "survey-response",
+        "1",
+        "visit",
+        "2",
+        "--partial",
+        "--identifier",
+        "P-2",
+    ])
+    .await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    let rows = sb
+        .call(
+            &token,
+            "record",
+            &[("exportSurveyFields", "true"), ("records", "2")],
+        )
+        .await
+        .json();
+    assert_eq!(rows[0]["visit_timestamp"], "[not completed]");
+    assert_eq!(rows[0]["redcap_survey_identifier"], "P-2");
+    // A record that does not exist: status 2 and the endpoint's message.
+    let (code, _, err) = cli(vec!["survey-response", "1", "visit", "9"]).await;
+    assert_eq!(code, Some(2));
+    assert!(err.contains("no record"), "{err}");
+    let (code, out, _) = cli(vec!["surveys", "1"]).await;
+    assert_eq!(code, Some(0));
+    assert!(out.contains("\"save_and_return\":true"), "{out}");
+}
