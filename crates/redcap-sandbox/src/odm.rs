@@ -714,6 +714,10 @@ pub struct Metadata<'a> {
     pub roles: Vec<String>,
     /// Reports as `redcap:Reports` attributes.
     pub reports: Vec<String>,
+    /// Surveys and survey queue entries as `redcap:Surveys` and
+    /// `redcap:SurveysQueue` attributes ([`crate::surveys::odm_attributes`]).
+    pub surveys: Vec<String>,
+    pub survey_queue: Vec<String>,
 }
 
 /// The study's OID (`Project.<title letters>`).
@@ -872,6 +876,18 @@ pub fn write_metadata(m: &Metadata) -> String {
             );
         }
         let _ = writeln!(s, "\t</redcap:DataAccessGroupsGroup>");
+    }
+    for (group, item, list) in [
+        ("SurveysGroup", "Surveys", &m.surveys),
+        ("SurveysQueueGroup", "SurveysQueue", &m.survey_queue),
+    ] {
+        if !list.is_empty() {
+            let _ = writeln!(s, "\t<redcap:{group}>");
+            for attributes in list {
+                let _ = writeln!(s, "\t\t<redcap:{item} {attributes}/>");
+            }
+            let _ = writeln!(s, "\t</redcap:{group}>");
+        }
     }
     if !m.roles.is_empty() {
         let _ = writeln!(s, "\t<redcap:UserRolesGroup>");

@@ -227,6 +227,47 @@ pub fn apply_odm(
     Ok(())
 }
 
+/// The project's surveys and survey queue as REDCap XML writes them
+/// (`redcap:Surveys`, `redcap:SurveysQueue` attributes, the settings the
+/// sandbox keeps; a classic project's queue names its hidden first event,
+/// `event_1_arm_1`).
+pub fn odm_attributes(
+    conn: &Connection,
+    project: &Project,
+) -> rusqlite::Result<(Vec<String>, Vec<String>)> {
+    let e = crate::odm::escape;
+    let b = |v: bool| if v { "1" } else { "0" };
+    let names = project.unique_event_names();
+    let mut list = Vec::new();
+    let mut queue = Vec::new();
+    for s in surveys(conn, project)? {
+        list.push(format!(
+            "form_name=\"{}\" title=\"{}\" survey_enabled=\"{}\" save_and_return=\"{}\" edit_completed_response=\"{}\"",
+            e(&s.form),
+            e(&s.title),
+            b(s.enabled),
+            b(s.save_and_return),
+            b(s.edit_completed_response)
+        ));
+        for event in queue_events(conn, s.id)? {
+            let name = if project.is_longitudinal {
+                match project.events.iter().position(|ev| ev.id == event) {
+                    Some(i) => names[i].clone(),
+                    None => continue,
+                }
+            } else {
+                "event_1_arm_1".to_owned()
+            };
+            queue.push(format!(
+                "active=\"1\" auto_start=\"0\" condition_andor=\"AND\" condition_logic=\"\" event_id=\"{}\" survey_id=\"{}\"",
+                e(&name),
+                e(&s.form)
+            ));
+        }
+    }
+    Ok((list, queue))
+}
+
 /// Puts a survey in the survey queue of these events (active), or takes
 /// it out of every event (`events` empty).
 pub fn set_queue(conn: &Connection, survey_id: i64, events: &[i64]) -> rusqlite::Result<()> {

@@ -1004,6 +1004,37 @@ async fn surveys_from_a_redcap_xml_file() {
         )
         .await;
     assert_eq!(rc.body.len(), 8, "{}", rc.body);
+    // Exported back (REDCap's order: DAGs, surveys, the queue, roles), and
+    // a project made from that file has the same surveys.
+    let xml = sb
+        .post(&[
+            ("token", &token),
+            ("content", "project_xml"),
+            ("returnMetadataOnly", "true"),
+        ])
+        .await
+        .body;
+    let groups = "\t<redcap:SurveysGroup>\n\t\t<redcap:Surveys form_name=\"form_1\" title=\"Form 1\" survey_enabled=\"1\" save_and_return=\"1\" edit_completed_response=\"0\"/>\n\t</redcap:SurveysGroup>\n\t<redcap:SurveysQueueGroup>\n\t\t<redcap:SurveysQueue active=\"1\" auto_start=\"0\" condition_andor=\"AND\" condition_logic=\"\" event_id=\"event_1_arm_1\" survey_id=\"form_1\"/>\n\t</redcap:SurveysQueueGroup>\n";
+    assert!(xml.contains(groups), "{xml}");
+    let a = sb
+        .post(&[
+            ("token", SUPER),
+            ("content", "project"),
+            ("format", "json"),
+            ("data", r#"[{"project_title": "S2", "purpose": 0}]"#),
+            ("odm", &xml),
+        ])
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let again = sb
+        .post(&[
+            ("token", &a.body),
+            ("content", "project_xml"),
+            ("returnMetadataOnly", "true"),
+        ])
+        .await
+        .body;
+    assert!(again.contains(groups), "{again}");
     // Admin refusals.
     let (s, v) = sb
         .admin(

@@ -330,7 +330,10 @@ pub fn export(ctx: &mut Ctx) -> Result<Reply, ApiError> {
     let version = ctx.config.version.to_string();
     let pid = project.id;
     let reports = ctx.sql(|c| super::reports::of_project(c, pid))?;
+    let (surveys, survey_queue) = ctx.sql(|c| crate::surveys::odm_attributes(c, &project))?;
     let head = odm::write_metadata(&odm::Metadata {
+        surveys,
+        survey_queue,
         title: &project.title,
         version: &version,
         now: &ctx.now.second,
