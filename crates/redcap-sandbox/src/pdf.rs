@@ -303,7 +303,7 @@ impl Document {
             catalog + 1
         );
         for offset in &offsets[1..] {
-            let _ = write!(Out(&mut out), "{offset:010} 00000 n \n");
+            let _ = writeln!(Out(&mut out), "{offset:010} 00000 n ");
         }
         let _ = write!(
             Out(&mut out),

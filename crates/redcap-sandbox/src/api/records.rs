@@ -752,7 +752,7 @@ impl FlatRows {
         for (i, c) in self.selected.iter().enumerate() {
             if let (Some((form, column)), Some(s)) = (self.timestamp_before(i), &self.survey) {
                 // Shown where the instrument's columns are.
-                let shown = !row.keep.is_some_and(|k| !k[i]);
+                let shown = row.keep.is_none_or(|k| k[i]);
                 let instance = row.instance.parse().unwrap_or(1);
                 let ts = if shown {
                     s.timestamp(row.event_id, form, instance)
