@@ -317,17 +317,22 @@ pub fn queue_enabled(conn: &Connection, project: &Project) -> rusqlite::Result<b
     Ok(false)
 }
 
-/// The event a classic project's survey rows use.
-pub fn first_event(project: &Project) -> i64 {
-    if project.is_longitudinal {
-        project
-            .events
-            .first()
-            .map(|e| e.id)
-            .unwrap_or(CLASSIC_EVENT)
-    } else {
-        CLASSIC_EVENT
+/// The first event of an event's arm (a classic project's one event).
+pub fn first_in_arm(project: &Project, event_id: i64) -> i64 {
+    if !project.is_longitudinal {
+        return CLASSIC_EVENT;
     }
+    let arm = project
+        .events
+        .iter()
+        .find(|e| e.id == event_id)
+        .map(|e| e.arm_num);
+    project
+        .events
+        .iter()
+        .find(|e| Some(e.arm_num) == arm)
+        .map(|e| e.id)
+        .unwrap_or(event_id)
 }
 
 /// The participant (id, hash) of a record's response to a survey in an
@@ -672,9 +677,10 @@ pub struct ExportColumns {
     /// Per selected column, the survey whose timestamp column comes
     /// before it: (instrument, `<instrument>_timestamp`).
     pub before: Vec<Option<(String, String)>>,
-    /// The project's first instrument and event (EAV's identifier row).
+    /// The project's first instrument, and each event's arm's first event
+    /// (EAV's identifier row).
     pub first_form: String,
-    pub first_event: i64,
+    pub first_in_arm: std::collections::HashMap<i64, i64>,
     /// The record being written: its submitted responses.
     current: std::cell::RefCell<Vec<Response>>,
 }
@@ -707,7 +713,11 @@ impl ExportColumns {
             pid: project.id,
             before,
             first_form: project.forms().first().cloned().unwrap_or_default(),
-            first_event: first_event(project),
+            first_in_arm: project
+                .events
+                .iter()
+                .map(|e| (e.id, first_in_arm(project, e.id)))
+                .collect(),
             current: Default::default(),
         }))
     }
@@ -742,15 +752,20 @@ impl ExportColumns {
 
     /// EAV: the rows REDCap adds after the first value row of a record's
     /// event — the identifier (when the first instrument has a response in
-    /// the first event) and each exported survey's timestamp there, in
-    /// completion order.
+    /// the first event of the event's arm) and each exported survey's
+    /// timestamp there, in completion order.
     pub fn eav_rows(&self, event_id: i64, exported: &[&str]) -> Vec<(String, String)> {
         let current = self.current.borrow();
+        let first = self
+            .first_in_arm
+            .get(&event_id)
+            .copied()
+            .unwrap_or(event_id);
         let mut rows = Vec::new();
         if let Some(r) = current
             .iter()
             .rev()
-            .find(|r| r.event_id == self.first_event && r.form == self.first_form)
+            .find(|r| r.event_id == first && r.form == self.first_form)
         {
             rows.push(("redcap_survey_identifier".to_owned(), r.identifier.clone()));
         }

@@ -155,7 +155,7 @@ async fn processing_order_and_request_shape_errors() {
         .await
         .assert_error(400, &E::InvalidContent.message());
     // Unimplemented methods answer like unknown ones.
-    sb.call(&token, "surveyLink", &[])
+    sb.call(&token, "tableau", &[])
         .await
         .assert_error(400, &E::InvalidContent.message());
     sb.call(&token, "user", &[("action", "rename")])

@@ -297,9 +297,8 @@ pub fn participant_list(ctx: &mut Ctx) -> Result<Reply, ApiError> {
         Ok(())
     })?;
     let mut list = ctx.sql(|c| surveys::participants(c, survey.id, event_id))?;
-    let first_event = surveys::first_event(&project);
     let first_form = project.forms().first().cloned().unwrap_or_default();
-    let followup = !(form == first_form && event_id == first_event);
+    let followup = !(form == first_form && event_id == surveys::first_in_arm(&project, event_id));
     list.retain(|p| !(followup && p.record.is_empty()) && (repeating || p.instance <= 1));
     // Email, record, instance, participant id — PHP's natural order.
     list.sort_by(|a, b| {
