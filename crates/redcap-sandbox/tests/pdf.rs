@@ -325,31 +325,38 @@ async fn pdfs_blank_and_with_data() {
     assert!(shown.iter().any(|s| s == "Bob"));
     assert!(!shown.iter().any(|s| s.contains("Alice")));
 
-    // Logged as Manage/Design rows.
-    let log = sb
-        .call(&token, "log", &[("logtype", "manage")])
-        .await
-        .json();
-    let rows = log.as_array().unwrap();
-    for (what, record) in [
-        ("Download all data entry forms as PDF (API)", ""),
-        ("Download data entry form as PDF (API)", ""),
+    // Logged as Manage/Design rows; Export Logging's `export` type shows
+    // those "(with data)", `manage` the others (REDCap's filter).
+    for (logtype, what, record) in [
+        ("manage", "Download all data entry forms as PDF (API)", ""),
+        ("manage", "Download data entry form as PDF (API)", ""),
         (
+            "export",
             "Download all data entry forms as PDF (with data) (API)",
             "1",
         ),
-        ("Download data entry form as PDF (with data) (API)", "1"),
         (
+            "export",
+            "Download data entry form as PDF (with data) (API)",
+            "1",
+        ),
+        (
+            "manage",
             "Download all data entry forms as PDF (all records) (API)",
             "",
         ),
     ] {
+        let log = sb.call(&token, "log", &[("logtype", logtype)]).await.json();
+        let rows = log.as_array().unwrap();
         assert!(
-            rows.iter()
-                .any(|r| r["details"] == what && r["record"] == record),
-            "no {what} row: {log}"
+            rows.iter().any(|r| r["details"] == what
+                && r["record"] == record
+                && r["action"] == "Manage/Design "),
+            "no {what} row in {logtype}: {log}"
         );
     }
+    let manage = sb.call(&token, "log", &[("logtype", "manage")]).await.body;
+    assert!(!manage.contains("(with data)"), "{manage}");
 }
 
 #[tokio::test]

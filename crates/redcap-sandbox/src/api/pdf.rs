@@ -24,7 +24,8 @@
 //!   `_YYYY-MM-DD_HHMM` when it holds data;
 //! - logged (Manage/Design, with the record): "Download data entry form as
 //!   PDF", "… (with data)", "Download all data entry forms as PDF", "…
-//!   (with data)", "… (all records)".
+//!   (with data)", "… (all records)"; Export Logging's `logtype=export`
+//!   shows the "(with data)" rows, `manage` the others.
 //!
 //! REDCap answers the FPDF string with PHP's default headers; the sandbox
 //! sends `Content-Type: application/pdf` and the file name in
@@ -249,13 +250,14 @@ pub fn export(ctx: &mut Ctx) -> Result<Reply, ApiError> {
         ctx.sql(|c| store::record_group(c, pid, &record))?.flatten()
     };
     let logged_record = (!record.is_empty() && !all_records).then(|| record.clone());
-    ctx.log(
-        LogKind::Manage,
-        "Manage/Design ",
-        label,
-        logged_record,
-        group,
-    );
+    // REDCap's `logtype=export` takes Manage/Design rows "… PDF (with
+    // data)", `logtype=manage` the others (RC `Logging::setEventFilterSql`).
+    let kind = if description.ends_with("(with data)") {
+        LogKind::Export
+    } else {
+        LogKind::Manage
+    };
+    ctx.log(kind, "Manage/Design ", label, logged_record, group);
     Ok(Reply {
         status: 200,
         content_type: "application/pdf".into(),
