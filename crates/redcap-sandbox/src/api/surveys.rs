@@ -21,8 +21,6 @@
 //!   (the participant list puts the instrument's name there, as REDCap's
 //!   call does).
 
-use std::cmp::Ordering;
-
 use redcap::ApiError;
 
 use super::Ctx;
@@ -230,184 +228,238 @@ pub fn participant_list(ctx: &mut Ctx) -> Result<Reply, ApiError> {
     let survey = instrument(ctx, false, false)?;
     let event_id = event(ctx, false, &survey.form, false)?;
     let project = ctx.project().clone();
-    let pid = ctx.pid();
-    let form = survey.form.clone();
-    let repeating = project.repeats_form(event_id, &form) || project.repeats_event(event_id);
-    let queue = ctx.sql(|c| surveys::queue_enabled(c, &project))?;
-    // With several arms, the records of the event's arm: those with data
-    // in one of its events (REDCap keeps a record list per arm).
-    let arm_events: Option<Vec<i64>> = (project.arms.len() > 1).then(|| {
-        let arm = project
-            .events
-            .iter()
-            .find(|e| e.id == event_id)
-            .map(|e| e.arm_num);
-        project
-            .events
-            .iter()
-            .filter(|e| Some(e.arm_num) == arm)
-            .map(|e| e.id)
-            .collect()
-    });
-    // Every record has a row: its instances of the instrument in the event
-    // (those with a form status), or instance 1.
-    ctx.sql(|c| {
-        let mut records: Vec<String> = c
-            .prepare_cached(
-                "SELECT record FROM redcap_record_list WHERE project_id = ?1 AND arm = ?2",
-            )?
-            .query_map(rusqlite::params![pid, store::CLASSIC_ARM], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
-        if let Some(events) = &arm_events {
-            let mut in_arm: Vec<String> = Vec::new();
-            for e in events {
-                let found: Vec<String> = c
-                    .prepare_cached(
-                        "SELECT DISTINCT record FROM redcap_data WHERE project_id = ?1
-                         AND event_id = ?2",
+    let list = List {
+        repeating: project.repeats_form(event_id, &survey.form) || project.repeats_event(event_id),
+        queue: ctx.sql(|c| surveys::queue_enabled(c, &project))?,
+        page: survey_page(ctx),
+        pid: ctx.pid(),
+        survey,
+        event_id,
+    };
+    list.give_every_record_a_row(ctx, &project)?;
+    let participants = list.participants(ctx, &project)?;
+    let rows = list.rows(ctx, &participants)?;
+    let body = match ctx.format {
+        Format::Json => json_list(&rows),
+        Format::Csv => csv_list(&list.header(), &rows),
+        Format::Xml => xml_list(&rows),
+    };
+    let details = ctx.api_label("Download survey participant list");
+    let form = list.survey.form;
+    ctx.log(LogKind::Manage, "Manage/Design ", details, Some(form), None);
+    Ok(Reply::ok(ctx.format, body))
+}
+
+/// A participant list being made: the survey, its event, and what its
+/// rows show.
+struct List {
+    survey: Survey,
+    event_id: i64,
+    pid: u64,
+    /// The instrument or the event repeats: rows have `repeat_instance`.
+    repeating: bool,
+    /// The survey queue is enabled: rows have `survey_queue_link`.
+    queue: bool,
+    /// `<public URL>surveys/`.
+    page: String,
+}
+
+/// One row of the list: (column, value) in REDCap's order.
+type Row = Vec<(&'static str, Cell)>;
+
+impl List {
+    /// Every record (with several arms, those with data in the event's
+    /// arm: REDCap keeps a record list per arm) gets a participant row: one
+    /// per instance of the instrument with a form status where it repeats,
+    /// else instance 1.
+    fn give_every_record_a_row(
+        &self,
+        ctx: &mut Ctx,
+        project: &crate::db::Project,
+    ) -> Result<(), ApiError> {
+        let arm_events: Option<Vec<i64>> = (project.arms.len() > 1).then(|| {
+            let arm = project
+                .events
+                .iter()
+                .find(|e| e.id == self.event_id)
+                .map(|e| e.arm_num);
+            project
+                .events
+                .iter()
+                .filter(|e| Some(e.arm_num) == arm)
+                .map(|e| e.id)
+                .collect()
+        });
+        let (pid, event_id) = (self.pid, self.event_id);
+        let status = format!("{}_complete", self.survey.form);
+        ctx.sql(|c| {
+            let mut records: Vec<String> = c
+                .prepare_cached(
+                    "SELECT record FROM redcap_record_list WHERE project_id = ?1 AND arm = ?2",
+                )?
+                .query_map(rusqlite::params![pid, store::CLASSIC_ARM], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            if let Some(events) = &arm_events {
+                let mut in_arm: Vec<String> = Vec::new();
+                for e in events {
+                    let found: Vec<String> = c
+                        .prepare_cached(
+                            "SELECT DISTINCT record FROM redcap_data WHERE project_id = ?1
+                             AND event_id = ?2",
+                        )?
+                        .query_map(rusqlite::params![pid, e], |r| r.get(0))?
+                        .collect::<rusqlite::Result<_>>()?;
+                    in_arm.extend(found);
+                }
+                records.retain(|r| in_arm.contains(r));
+            }
+            records.sort_by(|a, b| natural_cmp(a, b));
+            for record in records {
+                let mut instances: Vec<i64> = if self.repeating {
+                    c.prepare_cached(
+                        "SELECT DISTINCT instance FROM redcap_data WHERE project_id = ?1
+                         AND record = ?2 AND event_id = ?3 AND field_name = ?4 AND value <> ''",
                     )?
-                    .query_map(rusqlite::params![pid, e], |r| r.get(0))?
-                    .collect::<rusqlite::Result<_>>()?;
-                in_arm.extend(found);
+                    .query_map(rusqlite::params![pid, record, event_id, status], |r| {
+                        r.get(0)
+                    })?
+                    .collect::<rusqlite::Result<_>>()?
+                } else {
+                    Vec::new()
+                };
+                if instances.is_empty() {
+                    instances.push(1);
+                }
+                for i in instances {
+                    surveys::participant_for(c, self.survey.id, event_id, &record, i)?;
+                }
             }
-            records.retain(|r| in_arm.contains(r));
-        }
-        records.sort_by(|a, b| natural_cmp(a, b));
-        for record in records {
-            let mut instances: Vec<i64> = if repeating {
-                c.prepare_cached(
-                    "SELECT DISTINCT instance FROM redcap_data WHERE project_id = ?1
-                     AND record = ?2 AND event_id = ?3 AND field_name = ?4 AND value <> ''",
-                )?
-                .query_map(
-                    rusqlite::params![pid, record, event_id, format!("{form}_complete")],
-                    |r| r.get(0),
-                )?
-                .collect::<rusqlite::Result<_>>()?
-            } else {
-                Vec::new()
-            };
-            if instances.is_empty() {
-                instances.push(1);
-            }
-            for i in instances {
-                surveys::participant_for(c, survey.id, event_id, &record, i)?;
-            }
-        }
-        Ok(())
-    })?;
-    let mut list = ctx.sql(|c| surveys::participants(c, survey.id, event_id))?;
-    let first_form = project.forms().first().cloned().unwrap_or_default();
-    let followup = !(form == first_form && event_id == surveys::first_in_arm(&project, event_id));
-    list.retain(|p| !(followup && p.record.is_empty()) && (repeating || p.instance <= 1));
-    // Email, record, instance, participant id — PHP's natural order.
-    list.sort_by(|a, b| {
+            Ok(())
+        })
+    }
+
+    /// The participants the caller sees, in REDCap's order: email, record,
+    /// instance, participant id, in PHP's natural order. A follow-up survey
+    /// lists only participants with a record; a DAG member only those of
+    /// its DAG's records (and those without a record).
+    fn participants(
+        &self,
+        ctx: &mut Ctx,
+        project: &crate::db::Project,
+    ) -> Result<Vec<surveys::Participant>, ApiError> {
+        let mut list = ctx.sql(|c| surveys::participants(c, self.survey.id, self.event_id))?;
+        let first_form = project.forms().first().cloned().unwrap_or_default();
+        let followup = !(self.survey.form == first_form
+            && self.event_id == surveys::first_in_arm(project, self.event_id));
+        list.retain(|p| !(followup && p.record.is_empty()) && (self.repeating || p.instance <= 1));
         let key = |p: &surveys::Participant| {
             format!("{}--{}--{}--{}", p.email, p.record, p.instance, p.id)
         };
-        natural_cmp(&key(a), &key(b)).then(Ordering::Equal)
-    });
-    // A DAG member sees the participants of its DAG's records (and those
-    // without a record).
-    if let Some(g) = ctx.caller.group_id {
+        list.sort_by(|a, b| natural_cmp(&key(a), &key(b)));
+        let Some(g) = ctx.caller.group_id else {
+            return Ok(list);
+        };
         let mut kept = Vec::with_capacity(list.len());
         for p in list {
-            if p.record.is_empty() {
-                kept.push(p);
-                continue;
-            }
-            let group = ctx.sql(|c| store::record_group(c, pid, &p.record))?;
+            let group = if p.record.is_empty() {
+                Some(Some(g))
+            } else {
+                let pid = self.pid;
+                ctx.sql(|c| store::record_group(c, pid, &p.record))?
+            };
             if group == Some(Some(g)) {
                 kept.push(p);
             }
         }
-        list = kept;
+        Ok(kept)
     }
-    let page = survey_page(ctx);
-    let mut occurrences: std::collections::HashMap<String, (usize, usize)> = Default::default();
-    for p in &list {
-        if !p.email.is_empty() {
+
+    /// The rows, in the columns' order (the access codes made now if new).
+    fn rows(&self, ctx: &mut Ctx, list: &[surveys::Participant]) -> Result<Vec<Row>, ApiError> {
+        let mut occurrences: std::collections::HashMap<String, (usize, usize)> = Default::default();
+        for p in list.iter().filter(|p| !p.email.is_empty()) {
             occurrences.entry(p.email.to_lowercase()).or_default().0 += 1;
         }
-    }
-    let mut rows: Vec<Vec<(&'static str, Cell)>> = Vec::with_capacity(list.len());
-    for p in &list {
-        let code = ctx.sql(|c| surveys::access_code(c, p.id))?;
-        let queue_link = if queue && !p.record.is_empty() {
-            let hash = ctx.sql(|c| surveys::queue_hash(c, pid, &p.record))?;
-            format!("{page}?sq={hash}")
-        } else {
-            String::new()
-        };
-        let occurrence = match occurrences.get_mut(&p.email.to_lowercase()) {
-            Some((total, current)) if *total > 1 => {
-                *current += 1;
-                *current
+        let mut rows = Vec::with_capacity(list.len());
+        for p in list {
+            let code = ctx.sql(|c| surveys::access_code(c, p.id))?;
+            let queue_link = if self.queue && !p.record.is_empty() {
+                let pid = self.pid;
+                let hash = ctx.sql(|c| surveys::queue_hash(c, pid, &p.record))?;
+                format!("{}?sq={hash}", self.page)
+            } else {
+                String::new()
+            };
+            let occurrence = match occurrences.get_mut(&p.email.to_lowercase()) {
+                Some((total, current)) if *total > 1 => {
+                    *current += 1;
+                    *current
+                }
+                _ => 1,
+            };
+            // A completed response that cannot be edited has no code or link.
+            let closed = p.response == 2 && !self.survey.edit_completed_response;
+            let text = |s: String| Cell::Text(s);
+            let mut row: Row = vec![
+                ("email", text(p.email.clone())),
+                ("email_occurrence", text(occurrence.to_string())),
+                ("identifier", text(p.identifier.clone())),
+                // REDCap shows the record only where the participant has an
+                // identifier (or an email from a designated email field,
+                // which the sandbox does not have).
+                (
+                    "record",
+                    text(if p.identifier.is_empty() {
+                        String::new()
+                    } else {
+                        p.record.clone()
+                    }),
+                ),
+            ];
+            if self.repeating {
+                row.push(("repeat_instance", text(p.instance.to_string())));
             }
-            _ => 1,
-        };
-        let closed = p.response == 2 && !survey.edit_completed_response;
-        let mut row = vec![
-            ("email", Cell::Text(p.email.clone())),
-            ("email_occurrence", Cell::Text(occurrence.to_string())),
-            ("identifier", Cell::Text(p.identifier.clone())),
-            // REDCap shows the record only where the participant has an
-            // identifier (or an email from a designated email field, which
-            // the sandbox does not have).
-            (
-                "record",
-                Cell::Text(if p.identifier.is_empty() {
+            row.push(("invitation_sent_status", Cell::Int(0)));
+            row.push(("invitation_send_time", text(String::new())));
+            row.push(("response_status", Cell::Int(i64::from(p.response))));
+            row.push((
+                "survey_access_code",
+                text(if closed { String::new() } else { code }),
+            ));
+            row.push((
+                "survey_link",
+                text(if closed {
                     String::new()
                 } else {
-                    p.record.clone()
+                    format!("{}?s={}", self.page, p.hash)
                 }),
-            ),
-        ];
-        if repeating {
-            row.push(("repeat_instance", Cell::Text(p.instance.to_string())));
+            ));
+            if self.queue {
+                row.push(("survey_queue_link", text(queue_link)));
+            }
+            rows.push(row);
         }
-        row.push(("invitation_sent_status", Cell::Int(0)));
-        row.push(("invitation_send_time", Cell::Text(String::new())));
-        row.push(("response_status", Cell::Int(i64::from(p.response))));
-        row.push((
+        Ok(rows)
+    }
+
+    /// The columns (CSV's header, also with no participant).
+    fn header(&self) -> Vec<&'static str> {
+        let mut header = vec!["email", "email_occurrence", "identifier", "record"];
+        if self.repeating {
+            header.push("repeat_instance");
+        }
+        header.extend([
+            "invitation_sent_status",
+            "invitation_send_time",
+            "response_status",
             "survey_access_code",
-            Cell::Text(if closed { String::new() } else { code }),
-        ));
-        row.push((
             "survey_link",
-            Cell::Text(if closed {
-                String::new()
-            } else {
-                format!("{page}?s={}", p.hash)
-            }),
-        ));
-        if queue {
-            row.push(("survey_queue_link", Cell::Text(queue_link)));
+        ]);
+        if self.queue {
+            header.push("survey_queue_link");
         }
-        rows.push(row);
+        header
     }
-    let mut header: Vec<&str> = vec!["email", "email_occurrence", "identifier", "record"];
-    if repeating {
-        header.push("repeat_instance");
-    }
-    header.extend([
-        "invitation_sent_status",
-        "invitation_send_time",
-        "response_status",
-        "survey_access_code",
-        "survey_link",
-    ]);
-    if queue {
-        header.push("survey_queue_link");
-    }
-    let body = match ctx.format {
-        Format::Json => json_list(&rows),
-        Format::Csv => csv_list(&header, &rows),
-        Format::Xml => xml_list(&rows),
-    };
-    let details = ctx.api_label("Download survey participant list");
-    ctx.log(LogKind::Manage, "Manage/Design ", details, Some(form), None);
-    Ok(Reply::ok(ctx.format, body))
 }
 
 /// A participant-list value: JSON writes the statuses as numbers.
@@ -425,7 +477,7 @@ impl Cell {
     }
 }
 
-fn json_list(rows: &[Vec<(&str, Cell)>]) -> String {
+fn json_list(rows: &[Row]) -> String {
     let items: Vec<serde_json::Value> = rows
         .iter()
         .map(|row| {
@@ -453,7 +505,7 @@ fn csv_field(s: &str) -> String {
     }
 }
 
-fn csv_list(header: &[&str], rows: &[Vec<(&str, Cell)>]) -> String {
+fn csv_list(header: &[&str], rows: &[Row]) -> String {
     let mut out = String::new();
     let line = |fields: Vec<String>, out: &mut String| {
         out.push_str(&fields.join(","));
@@ -470,7 +522,7 @@ fn csv_list(header: &[&str], rows: &[Vec<(&str, Cell)>]) -> String {
 }
 
 /// `<participants>` with each value in CDATA, as REDCap writes it.
-fn xml_list(rows: &[Vec<(&str, Cell)>]) -> String {
+fn xml_list(rows: &[Row]) -> String {
     let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\" ?>\n<participants>\n");
     for row in rows {
         out.push_str("<participant>");
