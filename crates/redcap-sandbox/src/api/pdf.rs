@@ -50,214 +50,11 @@ enum Mode {
 }
 
 pub fn export(ctx: &mut Ctx) -> Result<Reply, ApiError> {
-    if !ctx.caller.rights.has_any_export_right() {
-        return Err(ApiError::NoExportAccess);
-    }
     let project = ctx.project().clone();
-    let form = ctx.post.str("instrument").to_owned();
-    if !form.is_empty() && !project.forms().contains(&form) {
-        return Err(ApiError::InvalidInstrument);
-    }
-    let record = ctx.post.str("record").to_owned();
-    let mut event: Option<i64> = (!project.is_longitudinal).then_some(CLASSIC_EVENT);
-    if !record.is_empty() {
-        if project.is_longitudinal {
-            let name = ctx.post.str("event");
-            if !name.is_empty() {
-                event = Some(
-                    project
-                        .event_by_unique(name)
-                        .ok_or(ApiError::InvalidEvent)?
-                        .id,
-                );
-            }
-        }
-        let pid = ctx.pid();
-        let group = ctx.sql(|c| store::record_group(c, pid, &record))?;
-        // A record outside the caller's DAG reads as missing (INF: REDCap
-        // prints it without data).
-        let visible = match (group, ctx.caller.group_id) {
-            (None, _) => false,
-            (Some(_), None) => true,
-            (Some(g), Some(mine)) => g == Some(mine),
-        };
-        if !visible {
-            return Err(ApiError::FileDeleteRecordMissing { record });
-        }
-    }
-    let first_event = project
-        .events
-        .first()
-        .map(|e| e.id)
-        .unwrap_or(CLASSIC_EVENT);
-    let instance_event = event.unwrap_or(first_event);
-    let repeats = project.repeats_form(instance_event, &form)
-        || (project.is_longitudinal && project.repeats_event(instance_event));
-    let raw_instance = ctx.post.str("repeat_instance").trim();
-    let instance: i64 = if repeats {
-        raw_instance.parse().ok().filter(|n| *n > 0).unwrap_or(1)
-    } else {
-        1
-    };
-    let compact = matches!(ctx.post.str("compactDisplay"), "1")
-        || ctx.post.str("compactDisplay").eq_ignore_ascii_case("true");
-    let all_records = ctx.post.has("allRecords") || ctx.post.has("allrecords");
-    let (mode, description) = if all_records {
-        (
-            Mode::AllRecords,
-            "Download all data entry forms as PDF (all records)",
-        )
-    } else if !form.is_empty() && record.is_empty() {
-        (Mode::Blank, "Download data entry form as PDF")
-    } else if !form.is_empty() {
-        (
-            Mode::Record(record.clone()),
-            "Download data entry form as PDF (with data)",
-        )
-    } else if record.is_empty() {
-        (Mode::Blank, "Download all data entry forms as PDF")
-    } else {
-        (
-            Mode::Record(record.clone()),
-            "Download all data entry forms as PDF (with data)",
-        )
-    };
-    // Instruments printed: the one asked for (not with `allRecords`), else
-    // all; with data, only those the caller may export (INF).
-    let forms: Vec<String> = project
-        .forms()
-        .into_iter()
-        .filter(|f| all_records || form.is_empty() || *f == form)
-        .filter(|f| {
-            matches!(mode, Mode::Blank)
-                || ctx
-                    .caller
-                    .rights
-                    .forms_export
-                    .get(f)
-                    .is_some_and(|r| *r != ExportRight::NoAccess)
-        })
-        .collect();
-    let header = project.title.clone();
-    let mut doc = Document::new(&project.title, &header);
-    match &mode {
-        Mode::Blank => {
-            for f in &forms {
-                instrument_page(&mut doc, &project, f, None, "", compact);
-            }
-        }
-        Mode::Record(_) | Mode::AllRecords => {
-            let columns = records::export_columns(&project);
-            let names: Vec<&str> = columns.iter().map(String::as_str).collect();
-            let only = match &mode {
-                Mode::Record(r) => Some(vec![r.clone()]),
-                _ => None,
-            };
-            let q = RecordQuery {
-                project_id: project.id,
-                group_id: ctx.caller.group_id,
-                records: only.as_deref(),
-                fields: None,
-                all_slots: project.is_longitudinal || project.has_repeating(),
-                events: None,
-            };
-            let one_slot = matches!(mode, Mode::Record(_)) && !form.is_empty();
-            let rid = project.record_id_field().to_owned();
-            let result = store::for_each_record(ctx.conn, &q, &names, |rec| {
-                for (slot, values) in &rec.slots {
-                    if !all_records && event.is_some_and(|e| e != slot.event) {
-                        continue;
-                    }
-                    if one_slot && repeats && slot.instance != instance {
-                        continue;
-                    }
-                    let event_forms: Option<&Vec<String>> = project
-                        .events
-                        .iter()
-                        .find(|e| e.id == slot.event)
-                        .filter(|_| project.is_longitudinal)
-                        .map(|e| &e.forms);
-                    let event_label = project
-                        .events
-                        .iter()
-                        .find(|e| e.id == slot.event)
-                        .filter(|_| project.is_longitudinal)
-                        .map(|e| format!(" ({})", e.name))
-                        .unwrap_or_default();
-                    for f in &forms {
-                        if event_forms.is_some_and(|fs| !fs.contains(f)) {
-                            continue;
-                        }
-                        let repeating = project.repeats_form(slot.event, f)
-                            || project.repeats_event(slot.event);
-                        let has_data = columns.iter().zip(values).any(|(c, v)| {
-                            !v.is_empty()
-                                && *c != rid
-                                && column_form(&project, c).is_some_and(|cf| cf == f)
-                        });
-                        if slot.instance > 1 && !repeating {
-                            continue;
-                        }
-                        if repeating && !has_data && !(one_slot && slot.instance == instance) {
-                            continue;
-                        }
-                        let title = if repeating {
-                            format!("Record ID {}{event_label} (#{})", rec.name, slot.instance)
-                        } else {
-                            format!("Record ID {}{event_label}", rec.name)
-                        };
-                        let data = Data {
-                            columns: &columns,
-                            values,
-                            record: &rec.name,
-                            rid: &rid,
-                        };
-                        instrument_page(&mut doc, &project, f, Some(&data), &title, compact);
-                    }
-                }
-                Ok(())
-            });
-            if let Err(e) = result {
-                ctx.failure = Some(e);
-                return Err(ApiError::InvalidContent);
-            }
-        }
-    }
-    let created: String = ctx
-        .now
-        .second
-        .chars()
-        .filter(char::is_ascii_digit)
-        .collect();
-    let bytes = doc.finish(&created);
-    // File name (REDCap's `PDF::output`).
-    let mut name = String::new();
-    if !form.is_empty() && !all_records {
-        name.push_str(&camel(&metadata::form_label(&project, &form)));
-        name.push('_');
-    }
-    name.push_str(&camel(&project.title));
-    name.truncate(30);
-    if !matches!(mode, Mode::Blank) {
-        let s = &ctx.now.second;
-        name.push_str(&format!("_{}_{}{}", &s[..10], &s[11..13], &s[14..16]));
-    }
-    let label = ctx.api_label(description);
-    let pid = ctx.pid();
-    let group = if record.is_empty() || all_records {
-        None
-    } else {
-        ctx.sql(|c| store::record_group(c, pid, &record))?.flatten()
-    };
-    let logged_record = (!record.is_empty() && !all_records).then(|| record.clone());
-    // REDCap's `logtype=export` takes Manage/Design rows "… PDF (with
-    // data)", `logtype=manage` the others (RC `Logging::setEventFilterSql`).
-    let kind = if description.ends_with("(with data)") {
-        LogKind::Export
-    } else {
-        LogKind::Manage
-    };
-    ctx.log(kind, "Manage/Design ", label, logged_record, group);
+    let req = Request::read(ctx, &project)?;
+    let bytes = req.document(ctx, &project)?;
+    let name = req.file_name(&project, &ctx.now.second);
+    req.log(ctx)?;
     Ok(Reply {
         status: 200,
         content_type: "application/pdf".into(),
@@ -268,6 +65,262 @@ pub fn export(ctx: &mut Ctx) -> Result<Reply, ApiError> {
         )],
         stream: None,
     })
+}
+
+/// A `pdf` request, checked.
+struct Request {
+    /// `instrument` (empty: every one).
+    form: String,
+    /// `record` (empty: none).
+    record: String,
+    /// The event asked for (a classic project's one event; `None`: every
+    /// event of a longitudinal project).
+    event: Option<i64>,
+    /// The instrument or event repeats: `instance` counts.
+    repeats: bool,
+    instance: i64,
+    compact: bool,
+    all_records: bool,
+    mode: Mode,
+    /// What the log row says.
+    description: &'static str,
+}
+
+impl Request {
+    /// The parameters, checked in REDCap's order.
+    fn read(ctx: &mut Ctx, project: &Project) -> Result<Request, ApiError> {
+        if !ctx.caller.rights.has_any_export_right() {
+            return Err(ApiError::NoExportAccess);
+        }
+        let form = ctx.post.str("instrument").to_owned();
+        if !form.is_empty() && !project.forms().contains(&form) {
+            return Err(ApiError::InvalidInstrument);
+        }
+        let record = ctx.post.str("record").to_owned();
+        let mut event: Option<i64> = (!project.is_longitudinal).then_some(CLASSIC_EVENT);
+        if !record.is_empty() {
+            if project.is_longitudinal {
+                let name = ctx.post.str("event");
+                if !name.is_empty() {
+                    let e = project
+                        .event_by_unique(name)
+                        .ok_or(ApiError::InvalidEvent)?;
+                    event = Some(e.id);
+                }
+            }
+            let pid = ctx.pid();
+            let group = ctx.sql(|c| store::record_group(c, pid, &record))?;
+            // A record outside the caller's DAG reads as missing (INF:
+            // REDCap prints it without data).
+            let visible = match (group, ctx.caller.group_id) {
+                (None, _) => false,
+                (Some(_), None) => true,
+                (Some(g), Some(mine)) => g == Some(mine),
+            };
+            if !visible {
+                return Err(ApiError::FileDeleteRecordMissing { record });
+            }
+        }
+        let first_event = project
+            .events
+            .first()
+            .map(|e| e.id)
+            .unwrap_or(CLASSIC_EVENT);
+        let instance_event = event.unwrap_or(first_event);
+        let repeats = project.repeats_form(instance_event, &form)
+            || (project.is_longitudinal && project.repeats_event(instance_event));
+        let instance: i64 = if repeats {
+            let raw = ctx.post.str("repeat_instance").trim();
+            raw.parse().ok().filter(|n| *n > 0).unwrap_or(1)
+        } else {
+            1
+        };
+        let compact_param = ctx.post.str("compactDisplay");
+        let compact = compact_param == "1" || compact_param.eq_ignore_ascii_case("true");
+        let all_records = ctx.post.has("allRecords") || ctx.post.has("allrecords");
+        let (mode, description) = if all_records {
+            (
+                Mode::AllRecords,
+                "Download all data entry forms as PDF (all records)",
+            )
+        } else if !form.is_empty() && record.is_empty() {
+            (Mode::Blank, "Download data entry form as PDF")
+        } else if !form.is_empty() {
+            (
+                Mode::Record(record.clone()),
+                "Download data entry form as PDF (with data)",
+            )
+        } else if record.is_empty() {
+            (Mode::Blank, "Download all data entry forms as PDF")
+        } else {
+            (
+                Mode::Record(record.clone()),
+                "Download all data entry forms as PDF (with data)",
+            )
+        };
+        Ok(Request {
+            form,
+            record,
+            event,
+            repeats,
+            instance,
+            compact,
+            all_records,
+            mode,
+            description,
+        })
+    }
+
+    /// The PDF file.
+    fn document(&self, ctx: &mut Ctx, project: &Project) -> Result<Vec<u8>, ApiError> {
+        // Instruments printed: the one asked for (not with `allRecords`),
+        // else all; with data, only those the caller may export (INF).
+        let forms: Vec<String> = project
+            .forms()
+            .into_iter()
+            .filter(|f| self.all_records || self.form.is_empty() || *f == self.form)
+            .filter(|f| {
+                matches!(self.mode, Mode::Blank)
+                    || ctx
+                        .caller
+                        .rights
+                        .forms_export
+                        .get(f)
+                        .is_some_and(|r| *r != ExportRight::NoAccess)
+            })
+            .collect();
+        let mut doc = Document::new(&project.title, &project.title);
+        if matches!(self.mode, Mode::Blank) {
+            for f in &forms {
+                instrument_page(&mut doc, project, f, None, "", self.compact);
+            }
+        } else if let Err(e) = self.data_pages(ctx, project, &forms, &mut doc) {
+            ctx.failure = Some(e);
+            return Err(ApiError::InvalidContent);
+        }
+        let created: String = ctx
+            .now
+            .second
+            .chars()
+            .filter(char::is_ascii_digit)
+            .collect();
+        Ok(doc.finish(&created))
+    }
+
+    /// The pages of the records' data: per record, event and instance,
+    /// each instrument the event holds (a repeating one only where it has
+    /// data, or the instance asked for).
+    fn data_pages(
+        &self,
+        ctx: &Ctx,
+        project: &Project,
+        forms: &[String],
+        doc: &mut Document,
+    ) -> anyhow::Result<()> {
+        let columns = records::export_columns(project);
+        let names: Vec<&str> = columns.iter().map(String::as_str).collect();
+        let only = match &self.mode {
+            Mode::Record(r) => Some(vec![r.clone()]),
+            _ => None,
+        };
+        let q = RecordQuery {
+            project_id: project.id,
+            group_id: ctx.caller.group_id,
+            records: only.as_deref(),
+            fields: None,
+            all_slots: project.is_longitudinal || project.has_repeating(),
+            events: None,
+        };
+        let one_slot = matches!(self.mode, Mode::Record(_)) && !self.form.is_empty();
+        let rid = project.record_id_field().to_owned();
+        store::for_each_record(ctx.conn, &q, &names, |rec| {
+            for (slot, values) in &rec.slots {
+                if !self.all_records && self.event.is_some_and(|e| e != slot.event) {
+                    continue;
+                }
+                if one_slot && self.repeats && slot.instance != self.instance {
+                    continue;
+                }
+                let event = project
+                    .events
+                    .iter()
+                    .find(|e| e.id == slot.event)
+                    .filter(|_| project.is_longitudinal);
+                let event_label = event.map(|e| format!(" ({})", e.name)).unwrap_or_default();
+                for f in forms {
+                    if event.is_some_and(|e| !e.forms.contains(f)) {
+                        continue;
+                    }
+                    let repeating =
+                        project.repeats_form(slot.event, f) || project.repeats_event(slot.event);
+                    let has_data = columns.iter().zip(values).any(|(c, v)| {
+                        !v.is_empty()
+                            && *c != rid
+                            && column_form(project, c).is_some_and(|cf| cf == f)
+                    });
+                    if slot.instance > 1 && !repeating {
+                        continue;
+                    }
+                    if repeating && !has_data && !(one_slot && slot.instance == self.instance) {
+                        continue;
+                    }
+                    let title = if repeating {
+                        format!("Record ID {}{event_label} (#{})", rec.name, slot.instance)
+                    } else {
+                        format!("Record ID {}{event_label}", rec.name)
+                    };
+                    let data = Data {
+                        columns: &columns,
+                        values,
+                        record: &rec.name,
+                        rid: &rid,
+                    };
+                    instrument_page(doc, project, f, Some(&data), &title, self.compact);
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// The file name (REDCap's `PDF::output`): the instrument's label (one
+    /// instrument), the project's title, cut to 30 characters, then the
+    /// time (`now` is `YYYY-MM-DD HH:MM:SS`) when the document holds data.
+    fn file_name(&self, project: &Project, now: &str) -> String {
+        let mut name = String::new();
+        if !self.form.is_empty() && !self.all_records {
+            name.push_str(&camel(&metadata::form_label(project, &self.form)));
+            name.push('_');
+        }
+        name.push_str(&camel(&project.title));
+        name.truncate(30);
+        if !matches!(self.mode, Mode::Blank) {
+            name.push_str(&format!("_{}_{}{}", &now[..10], &now[11..13], &now[14..16]));
+        }
+        name
+    }
+
+    /// The log row: REDCap's `logtype=export` takes Manage/Design rows "…
+    /// PDF (with data)", `logtype=manage` the others (RC
+    /// `Logging::setEventFilterSql`).
+    fn log(&self, ctx: &mut Ctx) -> Result<(), ApiError> {
+        let label = ctx.api_label(self.description);
+        let with_record = !self.record.is_empty() && !self.all_records;
+        let group = if with_record {
+            let pid = ctx.pid();
+            ctx.sql(|c| store::record_group(c, pid, &self.record))?
+                .flatten()
+        } else {
+            None
+        };
+        let kind = if self.description.ends_with("(with data)") {
+            LogKind::Export
+        } else {
+            LogKind::Manage
+        };
+        let record = with_record.then(|| self.record.clone());
+        ctx.log(kind, "Manage/Design ", label, record, group);
+        Ok(())
+    }
 }
 
 /// PHP's `str_replace(' ', '', ucwords(preg_replace('/[^a-zA-Z0-9]/', ' ', s)))`.
