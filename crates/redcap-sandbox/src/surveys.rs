@@ -652,6 +652,19 @@ pub fn delete_record(conn: &Connection, pid: u64, record: &str) -> rusqlite::Res
     Ok(())
 }
 
+/// Moves a project's survey participants and queue entries from one
+/// event to another (a classic project made longitudinal, or back).
+pub fn move_event(conn: &Connection, pid: u64, from: i64, to: i64) -> rusqlite::Result<()> {
+    for table in ["redcap_surveys_participants", "redcap_surveys_queue"] {
+        conn.prepare_cached(&format!(
+            "UPDATE {table} SET event_id = ?3 WHERE event_id = ?2
+             AND survey_id IN (SELECT survey_id FROM redcap_surveys WHERE project_id = ?1)"
+        ))?
+        .execute(params![pid, from, to])?;
+    }
+    Ok(())
+}
+
 /// Moves a record's survey rows to its new name.
 pub fn rename_record(conn: &Connection, pid: u64, old: &str, new: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(

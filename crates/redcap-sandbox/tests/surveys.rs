@@ -1122,3 +1122,42 @@ async fn admin_cli_survey_commands() {
     assert_eq!(code, Some(0));
     assert!(out.contains("\"save_and_return\":true"), "{out}");
 }
+
+/// A classic project made longitudinal (Import Project Information) keeps
+/// its survey links and queue: they move to `event_1_arm_1` with the data.
+#[tokio::test]
+async fn surveys_follow_a_project_made_longitudinal() {
+    let sb = Sandbox::start().await;
+    let token = classic(&sb).await;
+    enable(&sb, 1, json!({"form": "visit", "queue": true})).await;
+    let link = sb
+        .call(
+            &token,
+            "surveyLink",
+            &[("record", "1"), ("instrument", "visit")],
+        )
+        .await
+        .body;
+    let a = sb
+        .call(
+            &token,
+            "project_settings",
+            &[("data", r#"{"is_longitudinal": "1"}"#)],
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let again = sb
+        .call(
+            &token,
+            "surveyLink",
+            &[
+                ("record", "1"),
+                ("instrument", "visit"),
+                ("event", "event_1_arm_1"),
+            ],
+        )
+        .await;
+    assert_eq!(again.body, link);
+    let q = sb.call(&token, "surveyQueueLink", &[("record", "1")]).await;
+    assert_eq!(q.status, 200, "{}", q.body);
+}

@@ -215,7 +215,8 @@ fn move_event(ctx: &mut Ctx, from: i64, to: i64) -> Result<(), ApiError> {
         c.execute(
             "UPDATE redcap_data SET event_id = ?3 WHERE project_id = ?1 AND event_id = ?2",
             params![pid, from, to],
-        )
+        )?;
+        crate::surveys::move_event(c, pid, from, to)
     })?;
     for r in &mut ctx.project_mut().repeating {
         if r.event_id == from {
