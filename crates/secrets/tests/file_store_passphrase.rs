@@ -107,6 +107,25 @@ async fn the_identity_holds_no_key_in_clear_and_reopens_with_the_passphrase() {
     );
 }
 
+/// The scrypt cost is fixed, not measured on a machine that may be busy:
+/// the stanza of every protection asks for 2^18.
+#[tokio::test]
+async fn the_passphrase_protection_costs_two_to_the_eighteen_whatever_the_load() {
+    use base64::Engine;
+    let f = new_store().await;
+    let text = std::fs::read_to_string(f._dir.path().join("identity.txt")).unwrap();
+    let body: String = text.lines().filter(|l| !l.starts_with("-----")).collect();
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .unwrap();
+    let header = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned();
+    let stanza = header
+        .lines()
+        .find(|l| l.starts_with("-> scrypt "))
+        .unwrap_or_else(|| panic!("no scrypt stanza in {header:?}"));
+    assert_eq!(stanza.rsplit(' ').next(), Some("18"), "{stanza}");
+}
+
 #[tokio::test]
 async fn a_wrong_or_missing_passphrase_is_one_line_naming_store_and_fix() {
     let f = new_store().await;

@@ -123,6 +123,29 @@ fn identity_text(identity: &age::x25519::Identity) -> Zeroizing<String> {
     ))
 }
 
+/// The scrypt cost (N = 2^18, 256 MiB, about half a second on a current
+/// core) every passphrase protection is written with. age would otherwise
+/// measure the machine at that moment, so a protection made while the host
+/// was busy would be cheap to guess, and one made while it was idle could
+/// be refused later when it is busy (age accepts at most 2^4 times what it
+/// measures at reading).
+const SCRYPT_WORK_FACTOR: u8 = 18;
+
+/// The most work a passphrase-protected identity may ask for when read:
+/// 2^22 (4 GiB, several seconds), whatever the machine's load. age's own
+/// bound is 2^4 times what it measures at that moment, so a file written
+/// while the host was idle (earlier releases let age choose the cost) was
+/// refused when it was busy. The identity file is local; this bound only
+/// stops a damaged or planted file from asking for hours of work.
+const SCRYPT_MAX_ACCEPTED: u8 = 22;
+
+/// The age identity that opens a passphrase-protected identity file.
+fn passphrase_identity(passphrase: SecretString) -> age::scrypt::Identity {
+    let mut identity = age::scrypt::Identity::new(passphrase);
+    identity.set_max_work_factor(SCRYPT_MAX_ACCEPTED);
+    identity
+}
+
 /// The bytes of an identity file: plain, or encrypted to `passphrase`.
 fn identity_file_bytes(
     identity: &age::x25519::Identity,
@@ -132,7 +155,8 @@ fn identity_file_bytes(
     match passphrase {
         None => Ok(Zeroizing::new(text.as_bytes().to_vec())),
         Some(p) => {
-            let recipient = age::scrypt::Recipient::new(p.clone());
+            let mut recipient = age::scrypt::Recipient::new(p.clone());
+            recipient.set_work_factor(SCRYPT_WORK_FACTOR);
             age::encrypt_and_armor(&recipient, text.as_bytes())
                 .map(|s| Zeroizing::new(s.into_bytes()))
                 .map_err(|e| std::io::Error::other(e.to_string()))
@@ -266,7 +290,7 @@ pub fn load_identity(
     );
     let (text, passphrase_from) = if looks_encrypted(&bytes) {
         let (passphrase, from) = find_passphrase(path, store, sources)?;
-        let plain = age::decrypt(&age::scrypt::Identity::new(passphrase), &bytes).map_err(|e| match e {
+        let plain = age::decrypt(&passphrase_identity(passphrase), &bytes).map_err(|e| match e {
             age::DecryptError::DecryptionFailed => StoreError::WrongPassphrase {
                 store: store.to_string(),
                 identity: path.display().to_string(),
@@ -276,9 +300,9 @@ pub fn load_identity(
                 "it is encrypted, but not to a passphrase".into(),
                 "restore the identity file from backup",
             ),
-            age::DecryptError::ExcessiveWork { required, target } => bad(
-                format!("its passphrase protection needs scrypt work 2^{required}, more than this machine accepts (2^{target} is about a second here)"),
-                "unlock it on a faster machine and re-protect it there with `redcap-warden secrets passphrase`",
+            age::DecryptError::ExcessiveWork { required, .. } => bad(
+                format!("its passphrase protection needs scrypt work 2^{required}, more than the 2^{SCRYPT_MAX_ACCEPTED} redcap-warden accepts"),
+                "decrypt it with `age -d` into a plain identity file (mode 0600), then protect it again with `redcap-warden secrets passphrase`, which writes 2^18",
             ),
             other => bad(
                 format!("it is damaged ({other})"),
