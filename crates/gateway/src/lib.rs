@@ -27,6 +27,7 @@ pub mod keys;
 mod metrics;
 pub mod paths;
 pub mod policy;
+pub mod rate_window;
 mod record_field;
 pub mod reply;
 mod request;

@@ -11,7 +11,9 @@
 //!   names the stop and the count.
 //! - **The rate window survives restarts.** REDCap bans an IP for good past
 //!   its threshold, so the outbound window is rebuilt from the `request`
-//!   entries of the last 60 seconds before any call goes out.
+//!   entries of the last 60 seconds before any call goes out. (The window
+//!   the replicas share in PostgreSQL survives by itself; it takes the
+//!   ledger's calls only when it holds none.)
 //!
 //! Both read only the ledger's tail, in one pass
 //! ([`ledger::LedgerBackend::read_from`]).
@@ -19,7 +21,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use jiff::Timestamp;
 use ledger::EntryKind;
@@ -102,18 +104,13 @@ pub(crate) async fn recover_from_last_run(gw: &Gateway, marker: &Path) -> u64 {
         (recent, unanswered)
     });
     let (recent, unanswered) = read.await.unwrap_or_default();
-    // The outbound window, from what went out in the last minute.
-    let recent: Vec<Instant> = recent
-        .into_iter()
-        .filter_map(|ts| Instant::now().checked_sub(now.duration_since(ts).unsigned_abs()))
-        .collect();
-    if !recent.is_empty() {
-        tracing::info!(
-            calls = recent.len(),
-            "outbound window rebuilt from the ledger"
-        );
+    // The outbound window, from what went out in the last minute (a
+    // shared window takes them only if no replica has counted a call in
+    // it: see `Limiter::seed`).
+    let seeded = gw.upstream().limiter().seed(&recent).await;
+    if seeded > 0 {
+        tracing::info!(calls = seeded, "outbound window rebuilt from the ledger");
     }
-    gw.upstream().limiter().seed(&recent);
 
     if let Some(m) = crashed {
         mark_interrupted(gw, &m, &unanswered, size, now).await;

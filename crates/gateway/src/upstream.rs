@@ -4,7 +4,10 @@
 //! (600 requests a minute by default) the IP is banned until an
 //! administrator lifts the ban. Every call redcap-warden makes goes through
 //! one sliding 60-second window that stays well under it, and a 429 from
-//! REDCap stops all outbound calls until restart.
+//! REDCap stops all outbound calls until restart. With the PostgreSQL
+//! ledger the window is one for every gateway replica, kept in the
+//! database ([`crate::rate_window`]); with the file ledger it is this
+//! process's.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -12,15 +15,23 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
+use jiff::Timestamp;
 
-/// A sliding 60-second window of calls.
+use crate::rate_window::{SharedWindow, WindowRefusal};
+
+/// A sliding 60-second window of calls: this process's own, or the one
+/// all replicas share in PostgreSQL.
 pub struct Limiter {
     per_minute: usize,
     max_wait: Duration,
+    /// The window when it is this process's (unused when `shared`).
     calls: Mutex<VecDeque<Instant>>,
+    /// The replicas' common window (the PostgreSQL backend).
+    shared: Option<SharedWindow>,
 }
 
-const WINDOW: Duration = Duration::from_secs(60);
+/// The window's length.
+pub const WINDOW: Duration = Duration::from_secs(60);
 
 impl Limiter {
     /// A window admitting `per_minute` calls (at least one) in any 60
@@ -30,12 +41,64 @@ impl Limiter {
             per_minute: per_minute.max(1) as usize,
             max_wait,
             calls: Mutex::new(VecDeque::new()),
+            shared: None,
         }
     }
 
+    /// As [`Limiter::new`], the calls counted in `window`, which every
+    /// replica shares.
+    pub fn shared(per_minute: u32, max_wait: Duration, window: SharedWindow) -> Limiter {
+        Limiter {
+            shared: Some(window),
+            ..Limiter::new(per_minute, max_wait)
+        }
+    }
+
+    /// The window the `[ledger]` of `config` calls for: the shared one in
+    /// PostgreSQL with `backend = "postgres"`, this process's otherwise.
+    pub fn for_config(
+        config: &warden_config::LoadedConfig,
+        max_wait: Duration,
+    ) -> Result<Limiter, UpstreamError> {
+        let per_minute = config.config.gateway.outbound_per_minute;
+        match config.config.ledger.as_ref().map(|l| &l.store) {
+            Some(warden_config::LedgerStore::Postgres(pg)) => {
+                let url = zeroize::Zeroizing::new(
+                    pg.connection_string(|p| config.resolve(p))
+                        .map_err(UpstreamError::WindowUnavailable)?,
+                );
+                let window = SharedWindow::new(&url, &pg.schema)
+                    .map_err(|e| UpstreamError::WindowUnavailable(e.to_string()))?;
+                Ok(Limiter::shared(per_minute, max_wait, window))
+            }
+            _ => Ok(Limiter::new(per_minute, max_wait)),
+        }
+    }
+
+    /// Whether the window is the one the replicas share.
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
+    }
+
     /// Waits for a slot in the window; `false` if none frees up within the
-    /// maximum wait.
+    /// maximum wait, or the shared window cannot be reached.
     pub async fn acquire(&self) -> bool {
+        self.admit().await.is_ok()
+    }
+
+    /// Waits for a slot in the window: [`UpstreamError::Limited`] if none
+    /// frees up within the maximum wait, [`UpstreamError::WindowUnavailable`]
+    /// if the shared window cannot be reached (the call must not be made).
+    pub async fn admit(&self) -> Result<(), UpstreamError> {
+        if let Some(shared) = &self.shared {
+            return shared
+                .admit(self.per_minute, self.max_wait)
+                .await
+                .map_err(|e| match e {
+                    WindowRefusal::Full => UpstreamError::Limited(self.per_minute),
+                    WindowRefusal::Unavailable(why) => UpstreamError::WindowUnavailable(why),
+                });
+        }
         let deadline = Instant::now() + self.max_wait;
         loop {
             let wait = {
@@ -49,40 +112,72 @@ impl Limiter {
                 }
                 if calls.len() < self.per_minute {
                     calls.push_back(now);
-                    return true;
+                    return Ok(());
                 }
                 WINDOW - now.duration_since(*calls.front().expect("the window is full"))
             };
             if Instant::now() + wait > deadline {
-                return false;
+                return Err(UpstreamError::Limited(self.per_minute));
             }
             tokio::time::sleep(wait).await;
         }
     }
 
     /// Counts calls made before this limiter existed (by an earlier run of
-    /// the gateway, read from the ledger) into the window.
-    pub fn seed(&self, made: &[Instant]) {
+    /// the gateway, read from the ledger) into the window. The shared
+    /// window takes them only when it holds no call at all (then they were
+    /// made before the replicas kept their calls there); answers how many
+    /// were counted in.
+    pub async fn seed(&self, made: &[Timestamp]) -> usize {
+        if let Some(shared) = &self.shared {
+            return match shared.seed(self.per_minute, made).await {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not seed the shared outbound window from the ledger");
+                    0
+                }
+            };
+        }
         let mut calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
+        let (now, wall) = (Instant::now(), Timestamp::now());
+        let made: Vec<Instant> = made
+            .iter()
+            .filter_map(|ts| now.checked_sub(wall.duration_since(*ts).unsigned_abs()))
+            .collect();
         let mut all: Vec<Instant> = made
             .iter()
             .copied()
             .filter(|t| now.duration_since(*t) < WINDOW)
             .chain(calls.iter().copied())
             .collect();
+        let seeded = all.len() - calls.len();
         all.sort();
         *calls = all.into();
+        seeded
     }
 
-    /// Calls in the current window.
+    /// Calls in the current window: this process's, or for the shared
+    /// window all replicas' as last counted ([`Limiter::refresh`]).
     pub fn in_window(&self) -> usize {
+        if let Some(shared) = &self.shared {
+            return shared.last_count();
+        }
         let calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         calls
             .iter()
             .filter(|t| now.duration_since(**t) < WINDOW)
             .count()
+    }
+
+    /// Counts the shared window again (for `/health` and `/metrics`),
+    /// waiting at most two seconds; nothing to do for a local window.
+    pub async fn refresh(&self) {
+        if let Some(shared) = &self.shared
+            && let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(2), shared.count()).await
+        {
+            tracing::debug!(error = %e, "could not count the shared outbound window");
+        }
     }
 }
 
@@ -127,7 +222,15 @@ pub enum UpstreamError {
     /// answer points. The text names where, without its query, and the fix.
     #[error("{0}")]
     Redirected(String),
+    /// The outbound window the replicas share in PostgreSQL could not be
+    /// asked (the text says why, never the connection string): the call
+    /// was not made — a call outside the window could get the IP banned.
+    #[error("{0}")]
+    WindowUnavailable(String),
 }
+
+/// The longest a call waits for a slot in the window.
+const MAX_WAIT: Duration = Duration::from_secs(30);
 
 /// The one way to REDCap: the `[redcap] url`, the outbound [`Limiter`]
 /// every call goes through, and the ban flag a 429 sets.
@@ -143,6 +246,20 @@ impl Upstream {
     /// A client for REDCap at `url` whose calls stay within `per_minute`
     /// in any 60 seconds, each waiting at most 30 s for a slot.
     pub fn new(url: &str, per_minute: u32) -> Result<Upstream, UpstreamError> {
+        Upstream::with_limiter(url, Limiter::new(per_minute, MAX_WAIT))
+    }
+
+    /// The client `config` calls for: its `[redcap] url`, and the window
+    /// of [`Limiter::for_config`].
+    pub fn for_config(config: &warden_config::LoadedConfig) -> Result<Upstream, UpstreamError> {
+        Upstream::with_limiter(
+            config.config.redcap.url(),
+            Limiter::for_config(config, MAX_WAIT)?,
+        )
+    }
+
+    /// A client for REDCap at `url` whose calls go through `limiter`.
+    pub fn with_limiter(url: &str, limiter: Limiter) -> Result<Upstream, UpstreamError> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(600))
@@ -153,7 +270,7 @@ impl Upstream {
             http,
             url: reqwest::Url::parse(url)
                 .map_err(|e| UpstreamError::Transport(format!("[redcap] url: {e}")))?,
-            limiter: Limiter::new(per_minute, Duration::from_secs(30)),
+            limiter,
             banned: AtomicBool::new(false),
         })
     }
@@ -197,9 +314,7 @@ impl Upstream {
         if self.is_banned() {
             return Err(UpstreamError::Banned);
         }
-        if !self.limiter.acquire().await {
-            return Err(UpstreamError::Limited(self.limiter.per_minute));
-        }
+        self.limiter.admit().await?;
         let resp = self
             .http
             .post(self.url.clone())

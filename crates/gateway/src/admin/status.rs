@@ -13,6 +13,7 @@ use super::call::{Refusal, bearer};
 use crate::state::Gateway;
 
 pub(crate) async fn health(State(gw): State<Arc<Gateway>>) -> Response {
+    gw.upstream().limiter().refresh().await;
     let ledger = gw.ledger();
     let degraded = ledger.degraded();
     let outage = ledger.outage_summary().map(|(since, cause, refused)| {
@@ -24,6 +25,7 @@ pub(crate) async fn health(State(gw): State<Arc<Gateway>>) -> Response {
         "ledger_outage": outage,
         "requests": gw.requests(),
         "outbound_in_window": gw.upstream().limiter().in_window(),
+        "outbound_window": if gw.upstream().limiter().is_shared() { "shared" } else { "local" },
         "redcap_banned": gw.upstream().is_banned(),
         "held_accounts": gw.holds().list().into_iter().map(|(a, since)| json!({"account": a, "since": since})).collect::<Vec<_>>(),
     });
@@ -48,6 +50,7 @@ pub(crate) async fn metrics(
     headers: HeaderMap,
 ) -> Result<Response, Refusal> {
     bearer(&gw, &headers)?;
+    gw.upstream().limiter().refresh().await;
     let ledger = gw.ledger().current();
     let applied = gw.applied();
     let now = Timestamp::now();
@@ -86,7 +89,7 @@ pub(crate) async fn metrics(
         ),
         (
             "warden_outbound_in_window",
-            "Calls to REDCap in the last 60 s.",
+            "Calls to REDCap in the last 60 s (all replicas' with the shared window).",
             gw.upstream().limiter().in_window() as f64,
         ),
         (

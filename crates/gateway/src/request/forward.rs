@@ -179,7 +179,9 @@ async fn failed(gw: &Gateway, call: &Call<'_>, out: &Outgoing<'_>, e: UpstreamEr
         UpstreamError::Transport(why) => {
             note(gw, gw.reachability().failed(Service::Redcap, why)).await;
         }
-        UpstreamError::Limited(_) | UpstreamError::Redirected(_) => {}
+        UpstreamError::Limited(_)
+        | UpstreamError::Redirected(_)
+        | UpstreamError::WindowUnavailable(_) => {}
     }
     unavailable(&format!("{e}; the request was not completed"), call)
 }

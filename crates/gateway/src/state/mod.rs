@@ -168,7 +168,7 @@ impl Gateway {
             keys: ClientKeys::new(keys)?,
             quarantines: Quarantines::new(AccountStatusFile::new(&paths::status_file(&config)))?,
             ledger: Arc::new(LedgerLink::new(ledger, open_ledger, alerts)),
-            upstream: Upstream::new(config.config.redcap.url(), gw.outbound_per_minute)?,
+            upstream: Upstream::for_config(&config)?,
             denials: Denials::default(),
             holds: Holds::default(),
             record_fields: RecordFields::default(),
