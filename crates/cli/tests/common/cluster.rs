@@ -27,6 +27,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command as StdCommand, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use assert_cmd::cargo::CommandCargoExt;
@@ -451,6 +453,100 @@ impl Cluster {
         .map(|r| r.get(0))
     }
 
+    /// The signed checkpoints in the order they were stored: `(size,
+    /// signer)`.
+    pub fn checkpoints(&self) -> Vec<(u64, String)> {
+        let mut db = db_client(&self.database_url);
+        db.query(
+            &format!(
+                "SELECT size, signer FROM {}.checkpoints ORDER BY id",
+                self.schema
+            ),
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get::<_, i64>(0) as u64, r.get(1)))
+        .collect()
+    }
+
+    /// Which running replica a signer name (a lease holder, a checkpoint's
+    /// signer: `HOST pid PID SUFFIX`) is, if any.
+    pub fn node_of(&self, signer: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| {
+            n.pid()
+                .is_some_and(|pid| signer.contains(&format!(" pid {pid} ")))
+        })
+    }
+
+    /// Waits (up to `within`) until a running replica holds the signer
+    /// lease; answers which.
+    pub fn wait_for_lease_holder(&self, within: Duration) -> usize {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(i) = self.lease_holder().and_then(|h| self.node_of(&h)) {
+                return i;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no running replica took the signer lease (holder: {:?})",
+                self.lease_holder()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Starts `clients` clients per replica in `nodes`, each importing a
+    /// record of its own and exporting it back, in a loop, until
+    /// [`Load::finish`].
+    pub fn load(&self, nodes: &[usize], clients: usize, key: &str) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let tally = Arc::new(Tally::default());
+        let mut tasks = Vec::new();
+        for &node in nodes {
+            for c in 0..clients {
+                let (stop, tally) = (Arc::clone(&stop), Arc::clone(&tally));
+                let (url, key) = (self.nodes[node].api_url(), key.to_string());
+                tasks.push(self.sandbox.rt.spawn(async move {
+                    let http = reqwest::Client::new();
+                    let mut i = 0usize;
+                    while !stop.load(Ordering::SeqCst) {
+                        i += 1;
+                        let id = format!("n{node}-c{c}-{i}");
+                        let data = format!(r#"[{{"record_id":"{id}","age":"{}"}}]"#, 20 + i % 60);
+                        let forms: [Vec<(&str, &str)>; 2] = [
+                            vec![
+                                ("token", &key),
+                                ("content", "record"),
+                                ("action", "import"),
+                                ("format", "json"),
+                                ("data", &data),
+                            ],
+                            vec![
+                                ("token", &key),
+                                ("content", "record"),
+                                ("format", "json"),
+                                ("records[0]", &id),
+                            ],
+                        ];
+                        for (n, form) in forms.iter().enumerate() {
+                            let (status, body) = match http.post(&url).form(form).send().await {
+                                Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+                                Err(e) => (0, e.to_string()),
+                            };
+                            if status == 200 && (n == 0 || body.contains(&id)) {
+                                tally.ok[node].fetch_add(1, Ordering::SeqCst);
+                            } else {
+                                tally.failed.lock().unwrap().push((node, status, body));
+                            }
+                        }
+                    }
+                }));
+            }
+        }
+        Load { stop, tally, tasks }
+    }
+
     /// IPs the sandbox has banned (its page-hit limiter).
     pub fn banned_ips(&self) -> Vec<String> {
         self.sandbox
@@ -460,6 +556,62 @@ impl Cluster {
             .iter()
             .filter_map(|v| v.as_str().map(str::to_string))
             .collect()
+    }
+}
+
+/// What the clients of a [`Load`] saw.
+#[derive(Default, Debug)]
+pub struct Tally {
+    /// Requests answered as expected, per replica.
+    pub ok: [AtomicUsize; 2],
+    /// The others: replica, status (0: no connection), body.
+    pub failed: Mutex<Vec<(usize, u16, String)>>,
+}
+
+impl Tally {
+    /// Answered as expected, both replicas together.
+    pub fn total_ok(&self) -> usize {
+        self.ok.iter().map(|n| n.load(Ordering::SeqCst)).sum()
+    }
+
+    /// Answered as expected by replica `node`.
+    pub fn ok_at(&self, node: usize) -> usize {
+        self.ok[node].load(Ordering::SeqCst)
+    }
+}
+
+/// Clients looping through the gateways ([`Cluster::load`]).
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    pub tally: Arc<Tally>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    /// Waits (up to `within`) until `n` more requests were answered as
+    /// expected than when called.
+    pub fn wait_for(&self, n: usize, within: Duration) {
+        let target = self.tally.total_ok() + n;
+        let deadline = Instant::now() + within;
+        while self.tally.total_ok() < target {
+            assert!(
+                Instant::now() < deadline,
+                "the load stalled at {} answered (failures: {:?})",
+                self.tally.total_ok(),
+                self.tally.failed.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the clients (each finishes its current request) and answers
+    /// what they saw.
+    pub fn finish(self, rt: &tokio::runtime::Runtime) -> Arc<Tally> {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.tasks {
+            rt.block_on(t).unwrap();
+        }
+        self.tally
     }
 }
 
