@@ -9,18 +9,22 @@
 //!
 //! # The table
 //!
-//! `<schema>.outbound_slots (slot, last_at, replica)` holds one row per
-//! call the budget allows in a minute (`[gateway] outbound_per_minute`
-//! rows, slots `0..budget`). A call is admitted by taking a slot whose
-//! last use is at least 60 s old and stamping it with the database's
-//! clock, in one statement:
+//! `<schema>.outbound_slots (slot, last_at, replica)` holds at most one
+//! row per call the budget allows in a minute (`[gateway]
+//! outbound_per_minute`; slots `0..budget`, made as they are first
+//! needed, so a huge budget costs only the rows it uses). A call is
+//! admitted by taking a slot whose last use is at least 60 s old and
+//! stamping it with the database's clock, in one statement:
 //!
 //! ```sql
 //! UPDATE outbound_slots SET last_at = clock_timestamp(), replica = $me
 //!  WHERE slot = (SELECT slot FROM outbound_slots
 //!                 WHERE slot < $budget AND last_at <= clock_timestamp() - 60 s
-//!                 ORDER BY slot LIMIT 1 FOR UPDATE SKIP LOCKED)
+//!                 ORDER BY last_at LIMIT 1 FOR UPDATE SKIP LOCKED)
 //! ```
+//!
+//! (or, when no slot is free and fewer than `budget` exist, by making the
+//! next one, stamped the same way).
 //!
 //! A slot is used at most once in any 60 s, so at most `budget` calls are
 //! admitted in any 60 s, whichever replicas make them; and while fewer

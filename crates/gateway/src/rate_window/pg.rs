@@ -278,19 +278,20 @@ CREATE TABLE IF NOT EXISTS {s}.{WINDOW_TABLE} (
     slot integer PRIMARY KEY CHECK (slot >= 0),
     last_at timestamptz NOT NULL,
     replica text NOT NULL DEFAULT ''
-);"
+);
+CREATE INDEX IF NOT EXISTS {WINDOW_TABLE}_last_at ON {s}.{WINDOW_TABLE} (last_at);"
         )
     }
 }
 
-/// One connection and the slots it knows exist.
+/// One connection and its prepared statements.
 struct Conn {
     client: Client,
-    /// Slots `0..ensured` exist (slots are never removed).
-    ensured: usize,
-    admit: postgres::Statement,
+    take: postgres::Statement,
+    add: postgres::Statement,
     full: postgres::Statement,
     count: postgres::Statement,
+    seed: postgres::Statement,
     sql_schema: String,
     seconds: f64,
     replica: String,
@@ -330,75 +331,84 @@ impl Conn {
         tx.batch_execute(&sql.migration()).map_err(words)?;
         tx.commit().map_err(words)?;
         let s = &sql.schema;
-        let admit = client
-            .prepare(&format!(
-                "UPDATE {s}.{WINDOW_TABLE} SET last_at = clock_timestamp(), replica = $3
-                  WHERE slot = (SELECT slot FROM {s}.{WINDOW_TABLE}
-                                 WHERE slot < $1 AND last_at <= clock_timestamp() - make_interval(secs => $2)
-                                 ORDER BY slot LIMIT 1 FOR UPDATE SKIP LOCKED)
-                  RETURNING slot, (extract(epoch FROM last_at) * 1000000)::int8"
-            ))
-            .map_err(words)?;
-        let full = client
-            .prepare(&format!(
-                "SELECT count(*), extract(epoch FROM (min(last_at) + make_interval(secs => $2) - clock_timestamp()))::float8
-                   FROM {s}.{WINDOW_TABLE} WHERE slot < $1"
-            ))
-            .map_err(words)?;
-        let count = client
-            .prepare(&format!(
-                "SELECT count(*) FROM {s}.{WINDOW_TABLE}
-                  WHERE last_at > clock_timestamp() - make_interval(secs => $1)"
-            ))
-            .map_err(words)?;
+        let t = WINDOW_TABLE;
+        let mut prepare = |text: String| client.prepare(&text).map_err(words);
+        // The oldest free slot (the index on last_at finds it at once).
+        let take = prepare(format!(
+            "UPDATE {s}.{t} SET last_at = clock_timestamp(), replica = $3
+              WHERE slot = (SELECT slot FROM {s}.{t}
+                             WHERE slot < $1 AND last_at <= clock_timestamp() - make_interval(secs => $2)
+                             ORDER BY last_at LIMIT 1 FOR UPDATE SKIP LOCKED)
+              RETURNING slot, (extract(epoch FROM last_at) * 1000000)::int8"
+        ))?;
+        // No slot free: a new one while there are fewer than the budget.
+        // Slots are made densely from 0, so the next one's number is the
+        // count below the budget; two replicas making the same one at once
+        // conflict, and the one that loses tries again.
+        let add = prepare(format!(
+            "INSERT INTO {s}.{t} (slot, last_at, replica)
+             SELECT n, clock_timestamp(), $2
+               FROM (SELECT count(*)::int4 AS n FROM {s}.{t} WHERE slot < $1) AS next
+              WHERE n < $1
+             ON CONFLICT (slot) DO NOTHING
+             RETURNING slot, (extract(epoch FROM last_at) * 1000000)::int8"
+        ))?;
+        let full = prepare(format!(
+            "SELECT count(*), extract(epoch FROM (min(last_at) + make_interval(secs => $2) - clock_timestamp()))::float8
+               FROM {s}.{t} WHERE slot < $1"
+        ))?;
+        let count = prepare(format!(
+            "SELECT count(*) FROM {s}.{t} WHERE last_at > clock_timestamp() - make_interval(secs => $1)"
+        ))?;
+        let seed = prepare(format!(
+            "INSERT INTO {s}.{t} (slot, last_at, replica)
+             VALUES ($1, to_timestamp($2::int8::float8 / 1000000), $3)
+             ON CONFLICT (slot) DO UPDATE SET last_at = EXCLUDED.last_at, replica = EXCLUDED.replica"
+        ))?;
         Ok(Conn {
             client,
-            ensured: 0,
-            admit,
+            take,
+            add,
             full,
             count,
+            seed,
             sql_schema: sql.schema.clone(),
             seconds: sql.seconds,
             replica: shared.replica.clone(),
         })
     }
 
-    /// Makes sure slots `0..budget` exist (new ones last used at the
-    /// epoch: free).
-    fn ensure(&mut self, budget: usize) -> Result<(), postgres::Error> {
-        if budget > self.ensured {
-            let n = i32::try_from(budget).unwrap_or(i32::MAX);
-            self.client.execute(
-                &format!(
-                    "INSERT INTO {}.{WINDOW_TABLE} (slot, last_at)
-                     SELECT g, 'epoch' FROM generate_series(0, $1 - 1) AS g
-                     ON CONFLICT (slot) DO NOTHING",
-                    self.sql_schema
-                ),
-                &[&n],
-            )?;
-            self.ensured = budget;
-        }
-        Ok(())
-    }
-
     fn admit(&mut self, budget: usize) -> Result<Admission, postgres::Error> {
-        self.ensure(budget)?;
         let b = i32::try_from(budget).unwrap_or(i32::MAX);
-        if let Some(row) = self
-            .client
-            .query_opt(&self.admit, &[&b, &self.seconds, &self.replica])?
-        {
-            let slot: i32 = row.get(0);
-            return Ok(Admission::Admitted {
-                slot: slot as u32,
-                at_micros: row.get(1),
-            });
+        let admitted = |row: postgres::Row| Admission::Admitted {
+            slot: row.get::<_, i32>(0) as u32,
+            at_micros: row.get(1),
+        };
+        // A lost race for a new slot means another replica made it: look
+        // again (a handful of times at most under any real contention).
+        for _ in 0..8 {
+            if let Some(row) = self
+                .client
+                .query_opt(&self.take, &[&b, &self.seconds, &self.replica])?
+            {
+                return Ok(admitted(row));
+            }
+            if let Some(row) = self.client.query_opt(&self.add, &[&b, &self.replica])? {
+                return Ok(admitted(row));
+            }
+            let row = self.client.query_one(&self.full, &[&b, &self.seconds])?;
+            let slots: i64 = row.get(0);
+            if slots >= i64::from(b) {
+                let retry: Option<f64> = row.get(1);
+                return Ok(Admission::Full {
+                    retry_in: Duration::from_secs_f64(
+                        retry.unwrap_or(0.0).clamp(0.0, self.seconds),
+                    ),
+                });
+            }
         }
-        let row = self.client.query_one(&self.full, &[&b, &self.seconds])?;
-        let retry: Option<f64> = row.get(1);
         Ok(Admission::Full {
-            retry_in: Duration::from_secs_f64(retry.unwrap_or(0.0).clamp(0.0, self.seconds)),
+            retry_in: Duration::ZERO,
         })
     }
 
@@ -411,48 +421,32 @@ impl Conn {
     /// window, the newest first and at most `budget` of them; answers how
     /// many. The table is locked against admissions meanwhile.
     fn seed(&mut self, budget: usize, micros: &[i64]) -> Result<usize, postgres::Error> {
-        self.ensure(budget)?;
         let s = self.sql_schema.clone();
         let seconds = self.seconds;
         let mut tx = self.client.transaction()?;
         tx.batch_execute(&format!(
             "LOCK TABLE {s}.{WINDOW_TABLE} IN SHARE ROW EXCLUSIVE MODE"
         ))?;
-        let in_use: i64 = tx
-            .query_one(
-                &format!(
-                    "SELECT count(*) FROM {s}.{WINDOW_TABLE}
-                      WHERE last_at > clock_timestamp() - make_interval(secs => $1)"
-                ),
-                &[&seconds],
-            )?
-            .get(0);
+        let in_use: i64 = tx.query_one(&self.count, &[&seconds])?.get(0);
         if in_use > 0 {
             tx.commit()?;
             return Ok(0);
         }
-        let mut newest: Vec<i64> = micros.to_vec();
+        let now = jiff::Timestamp::now().as_microsecond();
+        let window = (seconds * 1e6) as i64;
+        let mut newest: Vec<i64> = micros
+            .iter()
+            .copied()
+            .filter(|at| *at > now - window)
+            .collect();
         newest.sort_unstable_by(|a, b| b.cmp(a));
         newest.truncate(budget);
-        let mut seeded = 0;
+        let note = format!("{} (seeded from the ledger)", self.replica);
         for (slot, at) in newest.iter().enumerate() {
             let slot = i32::try_from(slot).unwrap_or(i32::MAX);
-            seeded += tx.execute(
-                &format!(
-                    "UPDATE {s}.{WINDOW_TABLE}
-                        SET last_at = to_timestamp($2::int8::float8 / 1000000), replica = $3
-                      WHERE slot = $1
-                        AND to_timestamp($2::int8::float8 / 1000000) > clock_timestamp() - make_interval(secs => $4)"
-                ),
-                &[
-                    &slot,
-                    at,
-                    &format!("{} (seeded from the ledger)", self.replica),
-                    &seconds,
-                ],
-            )?;
+            tx.execute(&self.seed, &[&slot, at, &note])?;
         }
         tx.commit()?;
-        Ok(seeded as usize)
+        Ok(newest.len())
     }
 }
