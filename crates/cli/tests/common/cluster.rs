@@ -530,8 +530,17 @@ impl Cluster {
                             ],
                         ];
                         for (n, form) in forms.iter().enumerate() {
+                            // Status 0: no answer, or its body broke off.
                             let (status, body) = match http.post(&url).form(form).send().await {
-                                Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+                                Ok(r) => {
+                                    let status = r.status().as_u16();
+                                    match r.text().await {
+                                        Ok(body) => (status, body),
+                                        Err(e) => {
+                                            (0, format!("{status}, then the body broke off: {e}"))
+                                        }
+                                    }
+                                }
                                 Err(e) => (0, e.to_string()),
                             };
                             if status == 200 && (n == 0 || body.contains(&id)) {
@@ -564,7 +573,8 @@ impl Cluster {
 pub struct Tally {
     /// Requests answered as expected, per replica.
     pub ok: [AtomicUsize; 2],
-    /// The others: replica, status (0: no connection), body.
+    /// The others: replica, status (0: no answer, or its body broke off),
+    /// body.
     pub failed: Mutex<Vec<(usize, u16, String)>>,
 }
 

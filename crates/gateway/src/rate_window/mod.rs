@@ -51,7 +51,11 @@
 //! The `postgres` client is synchronous: a few threads of this module's
 //! own each hold a connection and take jobs from a queue; the async side
 //! waits on a oneshot reply, so no tokio worker ever blocks on the
-//! database.
+//! database. A thread takes every admission queued when it is free and
+//! takes their slots in one transaction — one commit, one WAL flush, for
+//! all of them (the window's own group commit); a transaction that only
+//! takes unlocked rows never waits on another replica's, so batches cannot
+//! deadlock. Making a new slot is left to single statements.
 
 mod pg;
 

@@ -165,30 +165,57 @@ fn replica_name() -> String {
 fn serve(shared: &Shared, jobs: &Mutex<mpsc::Receiver<Job>>) {
     let mut conn: Option<Conn> = None;
     loop {
-        let job = {
+        // The job waited for, and whatever else is queued behind it: the
+        // admissions among them share one commit.
+        let batch = {
             let rx = jobs.lock().unwrap_or_else(|e| e.into_inner());
-            match rx.recv() {
-                Ok(job) => job,
-                Err(_) => return,
+            let Ok(first) = rx.recv() else { return };
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
             }
+            batch
         };
-        match job {
-            Job::Admit { budget, reply } => {
-                let _ = reply.send(with_conn(shared, &mut conn, |c| c.admit(budget)));
+        let mut admits = Vec::new();
+        for job in batch {
+            match job {
+                Job::Admit { budget, reply } => admits.push((budget, reply)),
+                Job::Count { reply } => {
+                    let _ = reply.send(with_conn(shared, &mut conn, Conn::count));
+                }
+                Job::Seed {
+                    budget,
+                    micros,
+                    reply,
+                } => {
+                    let _ = reply.send(with_conn(shared, &mut conn, |c| c.seed(budget, &micros)));
+                }
             }
-            Job::Count { reply } => {
-                let _ = reply.send(with_conn(shared, &mut conn, Conn::count));
+        }
+        if admits.is_empty() {
+            continue;
+        }
+        let budgets: Vec<usize> = admits.iter().map(|(b, _)| *b).collect();
+        match with_conn(shared, &mut conn, |c| c.admit_batch(&budgets)) {
+            Ok(answers) => {
+                for ((_, reply), answer) in admits.into_iter().zip(answers) {
+                    let _ = reply.send(Ok(answer));
+                }
             }
-            Job::Seed {
-                budget,
-                micros,
-                reply,
-            } => {
-                let _ = reply.send(with_conn(shared, &mut conn, |c| c.seed(budget, &micros)));
+            Err(e) => {
+                for (_, reply) in admits {
+                    let _ = reply.send(Err(e.clone()));
+                }
             }
         }
     }
 }
+
+/// The most jobs one thread takes at once.
+const MAX_BATCH: usize = 64;
 
 /// Runs `work` on the thread's connection, connecting first if needed; an
 /// error drops the connection (the next job reconnects).
@@ -281,6 +308,14 @@ CREATE TABLE IF NOT EXISTS {s}.{WINDOW_TABLE} (
 );
 CREATE INDEX IF NOT EXISTS {WINDOW_TABLE}_last_at ON {s}.{WINDOW_TABLE} (last_at);"
         )
+    }
+}
+
+/// A row of `take` or `add`: the slot and its new stamp.
+fn admitted(row: &postgres::Row) -> Admission {
+    Admission::Admitted {
+        slot: row.get::<_, i32>(0) as u32,
+        at_micros: row.get(1),
     }
 }
 
@@ -378,12 +413,46 @@ impl Conn {
         })
     }
 
+    /// Admissions for calls within `budgets` (one each). The free slots
+    /// are taken in one transaction, one commit for all; where none was
+    /// free, each goes on alone ([`Conn::admit`]). The transaction only
+    /// ever takes unlocked rows (`SKIP LOCKED`) and makes none, so it never
+    /// waits on another replica's.
+    fn admit_batch(&mut self, budgets: &[usize]) -> Result<Vec<Admission>, postgres::Error> {
+        if let [budget] = budgets {
+            return Ok(vec![self.admit(*budget)?]);
+        }
+        let mut answers: Vec<Option<Admission>> = budgets.iter().map(|_| None).collect();
+        {
+            let Conn {
+                client,
+                take,
+                seconds,
+                replica,
+                ..
+            } = self;
+            let mut tx = client.transaction()?;
+            for (answer, budget) in answers.iter_mut().zip(budgets) {
+                let b = i32::try_from(*budget).unwrap_or(i32::MAX);
+                if let Some(row) = tx.query_opt(&*take, &[&b, &*seconds, &*replica])? {
+                    *answer = Some(admitted(&row));
+                }
+            }
+            tx.commit()?;
+        }
+        answers
+            .into_iter()
+            .zip(budgets)
+            .map(|(answer, budget)| match answer {
+                Some(a) => Ok(a),
+                None => self.admit(*budget),
+            })
+            .collect()
+    }
+
+    /// One admission, each statement committing by itself.
     fn admit(&mut self, budget: usize) -> Result<Admission, postgres::Error> {
         let b = i32::try_from(budget).unwrap_or(i32::MAX);
-        let admitted = |row: postgres::Row| Admission::Admitted {
-            slot: row.get::<_, i32>(0) as u32,
-            at_micros: row.get(1),
-        };
         // A lost race for a new slot means another replica made it: look
         // again (a handful of times at most under any real contention).
         for _ in 0..8 {
@@ -391,10 +460,10 @@ impl Conn {
                 .client
                 .query_opt(&self.take, &[&b, &self.seconds, &self.replica])?
             {
-                return Ok(admitted(row));
+                return Ok(admitted(&row));
             }
             if let Some(row) = self.client.query_opt(&self.add, &[&b, &self.replica])? {
-                return Ok(admitted(row));
+                return Ok(admitted(&row));
             }
             let row = self.client.query_one(&self.full, &[&b, &self.seconds])?;
             let slots: i64 = row.get(0);
