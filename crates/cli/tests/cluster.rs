@@ -192,9 +192,18 @@ fn killing_the_signer_lease_holder_mid_load_moves_signing_and_the_ledger_stays_w
         "the survivor keeps serving",
         || load.tally.ok_at(other) > survivors_ok + 20,
     );
+    // The killed replica comes back while the other serves: it marks its
+    // own unanswered requests interrupted, and none of the other's.
+    cluster.start(holder);
+    let back_ok = load.tally.ok_at(holder);
+    wait_until(
+        Duration::from_secs(60),
+        "the restarted replica serves",
+        || load.tally.ok_at(holder) > back_ok + 10,
+    );
     let tally = load.finish(&cluster.sandbox.rt);
     // Only requests to the killed replica failed, and only by losing
-    // their connection (or finding nobody listening).
+    // their connection or the rest of their answer.
     for (node, status, body) in tally.failed.lock().unwrap().iter() {
         assert_eq!(*node, holder, "{status} {body}");
         assert_eq!(*status, 0, "{body}");
@@ -218,9 +227,7 @@ fn killing_the_signer_lease_holder_mid_load_moves_signing_and_the_ledger_stays_w
         "the killed holder signed after its successor: {checkpoints:?}"
     );
 
-    // The killed replica comes back: it marks its unanswered requests.
     cluster.stop(other);
-    cluster.start(holder);
     cluster.stop(holder);
     let entries = cluster.entries();
     assert!(
@@ -229,6 +236,18 @@ fn killing_the_signer_lease_holder_mid_load_moves_signing_and_the_ledger_stays_w
             .any(|e| e["kind"] == "alert" && e["code"] == "unclean_stop"),
         "no unclean_stop alert"
     );
+    let responded: std::collections::HashSet<&str> = entries
+        .iter()
+        .filter(|e| e["kind"] == "response")
+        .filter_map(|e| e["request_id"].as_str())
+        .collect();
+    for e in entries.iter().filter(|e| e["kind"] == "interrupted") {
+        let id = e["request_id"].as_str().unwrap();
+        assert!(
+            !responded.contains(id),
+            "request {id} was marked interrupted but was answered (another replica's?)"
+        );
+    }
     let n = cluster.assert_verified_gap_free();
     assert_eq!(n as usize, entries.len());
     assert!(tally.ok_at(holder) > 0 && tally.ok_at(other) > 0);

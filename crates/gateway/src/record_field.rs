@@ -56,7 +56,7 @@ async fn read_record_id_field(gw: &Gateway, account: &Account) -> Result<RecordI
         .await
         .map_err(|_| "the token could not be read from the secrets store".to_string())?;
     let body = "content=metadata&format=json&returnFormat=json";
-    let request_id = durable::random_hex(12);
+    let request_id = crate::restart::new_request_id();
     let ledger = gw.ledger();
     ledger
         .append(EntryKind::Request {

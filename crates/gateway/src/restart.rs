@@ -17,6 +17,14 @@
 //!
 //! Both read only the ledger's tail, in one pass
 //! ([`ledger::LedgerBackend::read_from`]).
+//!
+//! Replicas sharing a PostgreSQL ledger interleave their entries, so a
+//! crashed run's requests are told apart by their id: every request id of
+//! a run begins with the run's tag (8 hex digits, random per process),
+//! which the marker records. Another replica's requests in flight while a
+//! crashed one restarts are not its to mark. (A marker written before tags
+//! existed has none: then every unanswered request since its start counts,
+//! as before.)
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -40,6 +48,22 @@ struct Marker {
     start_seq: u64,
     pid: u32,
     started: Timestamp,
+    /// What the run's request ids begin with ([`run_tag`]).
+    #[serde(default)]
+    run_tag: Option<String>,
+}
+
+/// This process's run tag: 8 random hex digits every request id of the
+/// run begins with.
+pub fn run_tag() -> &'static str {
+    static TAG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TAG.get_or_init(|| durable::random_hex(4))
+}
+
+/// A new request id: the run's tag, then 16 random hex digits (24 in all,
+/// as before tags).
+pub fn new_request_id() -> String {
+    format!("{}{}", run_tag(), durable::random_hex(8))
 }
 
 /// Where the marker lives.
@@ -71,6 +95,7 @@ pub(crate) async fn recover_from_last_run(gw: &Gateway, marker: &Path) -> u64 {
     let now = Timestamp::now();
     let since = now - Duration::from_secs(60);
     let start_seq = crashed.as_ref().map(|m| m.start_seq);
+    let tag = crashed.as_ref().and_then(|m| m.run_tag.clone());
     let reader = Arc::clone(&ledger);
     let read = tokio::task::spawn_blocking(move || {
         let mut recent: Vec<Timestamp> = Vec::new();
@@ -83,7 +108,7 @@ pub(crate) async fn recover_from_last_run(gw: &Gateway, marker: &Path) -> u64 {
                     if e.ts >= since {
                         recent.push(e.ts);
                     }
-                    if in_run {
+                    if in_run && tag.as_deref().is_none_or(|t| request_id.starts_with(t)) {
                         unanswered.insert(request_id, e.seq);
                     }
                 }
@@ -168,6 +193,7 @@ pub fn write_marker(path: &Path, start_seq: u64) -> std::io::Result<()> {
         start_seq,
         pid: std::process::id(),
         started: Timestamp::now(),
+        run_tag: Some(run_tag().to_string()),
     };
     let tmp = path.with_extension("tmp");
     {

@@ -497,8 +497,8 @@ impl Cluster {
     }
 
     /// Starts `clients` clients per replica in `nodes`, each importing a
-    /// record of its own and exporting it back, in a loop, until
-    /// [`Load::finish`].
+    /// record of its own and exporting it back (unless the import failed),
+    /// in a loop, until [`Load::finish`].
     pub fn load(&self, nodes: &[usize], clients: usize, key: &str) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let tally = Arc::new(Tally::default());
@@ -547,6 +547,9 @@ impl Cluster {
                                 tally.ok[node].fetch_add(1, Ordering::SeqCst);
                             } else {
                                 tally.failed.lock().unwrap().push((node, status, body));
+                                // An import that failed has nothing to
+                                // export back.
+                                break;
                             }
                         }
                     }

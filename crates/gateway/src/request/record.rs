@@ -75,13 +75,15 @@ pub(super) async fn record_request(
     })
 }
 
-/// A new request id: 12 random bytes in hex, like
-/// `durable::random_hex(12)`, but from the operating system's random
-/// source read 4 KiB at a time per thread rather than a system call per
-/// request.
+/// A new request id: the run's tag ([`crate::restart::run_tag`], 4 bytes
+/// in hex, so a restart after a crash tells this run's requests from other
+/// replicas') and 8 random bytes in hex — 24 hex digits, as
+/// `crate::restart::new_request_id` makes them — the random bytes from the
+/// operating system's random source read 4 KiB at a time per thread rather
+/// than a system call per request.
 fn new_request_id() -> String {
-    const ID: usize = 12;
-    const POOL: usize = 340 * ID;
+    const ID: usize = 8;
+    const POOL: usize = 512 * ID;
     thread_local! {
         static RANDOM: std::cell::RefCell<(Box<[u8; POOL]>, usize)> =
             std::cell::RefCell::new((Box::new([0; POOL]), POOL));
@@ -92,7 +94,7 @@ fn new_request_id() -> String {
             *used = 0;
         }
         let bytes = &mut pool[*used..*used + ID];
-        let id = hex::encode(&*bytes);
+        let id = format!("{}{}", crate::restart::run_tag(), hex::encode(&*bytes));
         // Handed out once: not left in memory.
         bytes.fill(0);
         *used += ID;
