@@ -42,14 +42,17 @@ bench_cleanup() {
 # bench_binaries "PACKAGES" BINARY...: builds the packages' release
 # binaries (unless SKIP_BUILD=1) and copies the binaries to $work/bin (the
 # shared target directory may be rebuilt while a benchmark runs); sets $bin.
+# BENCH_PROFILE=dev takes the dev build instead (the workspace's own code
+# unoptimised: say so next to any figure measured with it).
 bench_binaries() {
-    local packages=$1 b
+    local packages=$1 b profile=release dir=release
     shift
-    bin=${CARGO_TARGET_DIR:-$repo/target}/release
+    if [[ ${BENCH_PROFILE:-release} == dev ]]; then profile=dev dir=debug; fi
+    bin=${CARGO_TARGET_DIR:-$repo/target}/$dir
     if [[ ${SKIP_BUILD:-0} != 1 ]]; then
-        say "== building release binaries"
+        say "== building $profile binaries"
         # shellcheck disable=SC2086 # one -p per package
-        (cd "$repo" && cargo build --release $packages >&2)
+        (cd "$repo" && cargo build --profile "$profile" $packages >&2)
     fi
     mkdir "$work/bin"
     for b in "$@"; do

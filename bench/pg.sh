@@ -22,7 +22,7 @@
 # Environment: BENCH_DIR (a directory on a real disk; default /var/tmp),
 #   SECS (per append measurement, default 5), DURATION (per wrk load,
 #   default 10s), CONNS (wrk connections in all, default 32),
-#   SKIP_BUILD=1, KEEP=1.
+#   SKIP_BUILD=1, KEEP=1, BENCH_PROFILE=dev (the dev build, unoptimised).
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -186,7 +186,11 @@ for node in node-a node-b; do
     kill -TERM "${gw_pid[$node]}"
     wait "${gw_pid[$node]}" || true
 done
-verify=$(cd "$work/node-a" && "$bin/redcap-warden" ledger verify 2>&1 | tail -1)
+if (cd "$work/node-a" && "$bin/redcap-warden" ledger verify >"$work/verify.txt" 2>&1); then
+    verify="passed"
+else
+    verify="FAILED (see $work/verify.txt)"
+fi
 
 # --- the table -------------------------------------------------------------------------
 rate() { # kind writers file field
@@ -195,7 +199,7 @@ rate() { # kind writers file field
 calc() { awk "BEGIN { printf \"$1\", $2 }"; }
 
 echo
-echo "PostgreSQL benchmark, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, $fstype ($(findmnt -n -o SOURCE -T "$work")), PostgreSQL 15 on the same machine"
+echo "PostgreSQL benchmark, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, $fstype ($(findmnt -n -o SOURCE -T "$work")), PostgreSQL 15 on the same machine, ${BENCH_PROFILE:-release} build"
 echo "load average at start $load1$([[ $quiet == no ]] && echo ' — NOT QUIET, figures unreliable')"
 echo
 echo "| writers | PostgreSQL commits/s | ledger appends/s, 1 handle | ÷ commits | ledger appends/s, 2 handles | ÷ commits |"
