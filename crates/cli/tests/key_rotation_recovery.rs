@@ -170,15 +170,7 @@ fn a_rotation_killed_after_the_ledger_rotates_is_finished() {
 /// An installation whose ledger is in PostgreSQL (a fresh schema), or
 /// `None` when no test database is configured.
 fn postgres_installation(test: &str) -> Option<tempfile::TempDir> {
-    let url = match std::env::var("WARDEN_TEST_DATABASE_URL") {
-        Ok(url) if !url.is_empty() => url,
-        _ => {
-            eprintln!(
-                "{test}: skipped: WARDEN_TEST_DATABASE_URL is not set (scripts/test starts PostgreSQL and sets it)"
-            );
-            return None;
-        }
-    };
+    let url = common::cluster::database(test)?;
     let dir = tempfile::tempdir().unwrap();
     init(dir.path(), "http://127.0.0.1:8080/api/");
     let path = dir.path().join("warden.toml");

@@ -1,6 +1,6 @@
 //! The shared window against a real PostgreSQL (WARDEN_TEST_DATABASE_URL,
 //! which scripts/test sets; without it each test prints a notice and
-//! passes without running), with windows of a second or two so that
+//! passes without running, or fails under CI), with windows of a second or two so that
 //! several of them pass in a test.
 
 use std::sync::{Arc, Mutex};
@@ -12,6 +12,9 @@ use crate::upstream::{Limiter, UpstreamError};
 fn database(test: &str) -> Option<String> {
     match std::env::var("WARDEN_TEST_DATABASE_URL") {
         Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) => panic!(
+            "{test}: WARDEN_TEST_DATABASE_URL is not set under CI; run the tests through scripts/test, which starts PostgreSQL and sets it"
+        ),
         _ => {
             eprintln!(
                 "{test}: skipped: WARDEN_TEST_DATABASE_URL is not set (scripts/test starts PostgreSQL and sets it)"
