@@ -19,6 +19,7 @@
 mod admin;
 pub mod admin_client;
 mod answer;
+pub mod cluster;
 pub mod connections;
 mod denials;
 pub mod export;

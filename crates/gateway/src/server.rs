@@ -100,6 +100,9 @@ pub struct RunningGateway {
     shared: Arc<Gateway>,
     stop: Option<oneshot::Sender<()>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// With the PostgreSQL ledger, the thread following the shared state
+    /// (`crate::cluster`); stopped at shutdown.
+    follower: Option<crate::cluster::Follower>,
 }
 
 /// Starts the client and admin listeners.
@@ -142,12 +145,14 @@ pub async fn start(services: Services) -> Result<RunningGateway, StartError> {
             }
         })
     };
+    let follower = follow_shared_state(&shared);
     Ok(RunningGateway {
         addr,
         admin_addr,
         shared,
         stop: Some(stop_tx),
         tasks: vec![serve, admin_serve, ticker],
+        follower,
     })
 }
 
@@ -324,6 +329,9 @@ impl RunningGateway {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+        if let Some(follower) = self.follower.take() {
+            let _ = tokio::task::spawn_blocking(move || drop(follower)).await;
+        }
         let ticker = self.tasks.pop();
         if let Some(t) = ticker {
             t.abort();
@@ -384,8 +392,103 @@ async fn housekeeping(gw: &Gateway, everything: bool) {
     for entry in gw.denials().drain(now, everything) {
         let _ = ledger.append(entry).await;
     }
+    let mut expired = false;
     for entry in gw.holds().expire() {
+        expired = true;
         let _ = ledger.append(entry).await;
     }
+    if expired && let Some(link) = gw.cluster() {
+        if let Err(e) = link.holds.forget_expired(now) {
+            tracing::warn!(error = %e, "could not remove the holds that ran out from PostgreSQL");
+        }
+    }
     gw.keys().flush_use(everything);
+}
+
+/// With the PostgreSQL ledger, starts the thread that keeps this
+/// gateway's copy of the shared state current (`crate::cluster`): on each
+/// notification, and every few seconds whatever it heard.
+fn follow_shared_state(gw: &Arc<Gateway>) -> Option<crate::cluster::Follower> {
+    let link = gw.cluster()?;
+    let weak = Arc::downgrade(gw);
+    let runtime = tokio::runtime::Handle::current();
+    Some(crate::cluster::Follower::start(
+        link.cluster.database(),
+        crate::cluster::REREAD,
+        move |changed| {
+            if let Some(gw) = weak.upgrade() {
+                follow(&gw, changed, &runtime);
+            }
+        },
+    ))
+}
+
+/// Re-reads what `changed` names (on the follower's thread: blocking
+/// reads are its job; a reload another gateway announced runs on the
+/// runtime).
+fn follow(gw: &Gateway, changed: crate::cluster::Changed<'_>, runtime: &tokio::runtime::Handle) {
+    use crate::cluster::{Changed, names};
+    let Some(link) = gw.cluster() else {
+        return;
+    };
+    let wants = |name: &str| changed == Changed::All || changed == Changed::One(name);
+    let mut confirmed = true;
+    if wants(names::CLIENT_KEYS)
+        && let Err(e) = gw.keys().try_reload()
+    {
+        tracing::warn!(error = %e, "could not re-read the client keys from PostgreSQL");
+        confirmed = false;
+    }
+    if wants(names::ACCOUNT_STATUS)
+        && let Err(e) = gw.quarantines().try_reload()
+    {
+        tracing::warn!(error = %e, "could not re-read the account status from PostgreSQL");
+        confirmed = false;
+    }
+    if wants(names::CUTOVER_HOLDS) {
+        match link.holds.in_force(jiff::Timestamp::now()) {
+            Ok(shared) => follow_holds(gw, &shared),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not re-read the cut-over holds from PostgreSQL");
+                confirmed = false;
+            }
+        }
+    }
+    if wants(names::RELOAD) {
+        match link.reloads.asked() {
+            Ok(Some(asked)) => runtime.block_on(crate::admin::follow_reload(gw, &asked)),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the reload generation from PostgreSQL");
+                confirmed = false;
+            }
+        }
+    }
+    if changed == Changed::All && confirmed {
+        link.confirmed.mark();
+    }
+}
+
+/// Holds what the shared holds hold, and releases what they no longer do
+/// (forgetting cached tokens: the new one is in the store).
+fn follow_holds(
+    gw: &Gateway,
+    shared: &std::collections::BTreeMap<String, crate::cluster::SharedHold>,
+) {
+    let now = jiff::Timestamp::now();
+    let limit = gw.applied().config.config.gateway.cutover_hold;
+    for (account, hold) in shared {
+        if let Some(left) = hold.left(now) {
+            gw.holds().mirror(account, hold.since, left, limit);
+        }
+    }
+    let mut released = false;
+    for (account, since) in gw.holds().list() {
+        if shared.get(&account).is_none_or(|h| h.since != since) {
+            released |= gw.holds().release(&account).is_some();
+        }
+    }
+    if released {
+        gw.tokens().clear();
+    }
 }

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use durable::FileSystem;
+use durable::{DocumentError, FileDocument, SharedDocument};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
@@ -73,6 +73,19 @@ pub enum StatusError {
         /// The status file.
         path: PathBuf,
         /// What the parser found wrong.
+        detail: String,
+    },
+    /// The status lives in PostgreSQL (`[ledger] backend = "postgres"`)
+    /// and the database did not answer or refused; nothing was changed.
+    #[error(
+        "account status in {place}: could not {op}: {detail}; fix: check that PostgreSQL answers"
+    )]
+    Database {
+        /// Where the status is.
+        place: PathBuf,
+        /// What was being done.
+        op: &'static str,
+        /// The database's error.
         detail: String,
     },
     /// A release named an account that is not quarantined.
@@ -162,12 +175,12 @@ struct Document {
     retired: BTreeMap<String, Retirement>,
 }
 
-/// The status file: read-modify-write under an exclusive lock, replaced
-/// atomically.
+/// The account status: read-modify-write under an exclusive lock. A file
+/// replaced atomically on one machine; a row of PostgreSQL every gateway
+/// shares with `[ledger] backend = "postgres"` (the gateway's `cluster`
+/// module builds that document).
 pub struct AccountStatusFile {
-    path: PathBuf,
-    fs: Arc<dyn FileSystem>,
-    lock: PathBuf,
+    doc: Arc<dyn SharedDocument>,
     clock: Arc<dyn Clock>,
 }
 
@@ -175,10 +188,13 @@ impl AccountStatusFile {
     /// The status file at `path` (it need not exist yet: no file means no
     /// quarantines), on the real file system and clock.
     pub fn new(path: &Path) -> AccountStatusFile {
+        AccountStatusFile::shared(Arc::new(FileDocument::new(path)))
+    }
+
+    /// The status in any shared document, on the real clock.
+    pub fn shared(doc: Arc<dyn SharedDocument>) -> AccountStatusFile {
         AccountStatusFile {
-            path: path.to_path_buf(),
-            fs: Arc::new(durable::OsFs),
-            lock: durable::lock_path_for(path),
+            doc,
             clock: Arc::new(SystemClock),
         }
     }
@@ -189,16 +205,28 @@ impl AccountStatusFile {
         self
     }
 
-    /// Where the file is.
+    /// Where the status is: the file, or the PostgreSQL row.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.doc.place()
     }
 
-    fn io(&self, op: &'static str) -> impl FnOnce(std::io::Error) -> StatusError + '_ {
-        move |source| StatusError::Io {
-            path: self.path.clone(),
-            op,
-            source,
+    /// The document the status is in.
+    pub fn document(&self) -> &dyn SharedDocument {
+        &*self.doc
+    }
+
+    fn failed(&self, e: DocumentError) -> StatusError {
+        match e {
+            DocumentError::Io { op, source } => StatusError::Io {
+                path: self.path().to_path_buf(),
+                op,
+                source,
+            },
+            DocumentError::Database { op, detail } => StatusError::Database {
+                place: self.path().to_path_buf(),
+                op,
+                detail,
+            },
         }
     }
 
@@ -209,17 +237,21 @@ impl AccountStatusFile {
 
     /// Quarantined, lapsed and retired accounts. A missing file means none.
     pub fn status(&self) -> Result<Status, StatusError> {
-        if !self.fs.exists(&self.path) {
+        let bytes = self.doc.read().map_err(|e| self.failed(e))?;
+        self.parse(bytes)
+    }
+
+    fn parse(&self, bytes: Option<Vec<u8>>) -> Result<Status, StatusError> {
+        let Some(bytes) = bytes else {
             return Ok(Status::default());
-        }
-        let bytes = self.fs.read(&self.path).map_err(self.io("reading"))?;
+        };
         let doc: Document = serde_json::from_slice(&bytes).map_err(|e| StatusError::Corrupt {
-            path: self.path.clone(),
+            path: self.path().to_path_buf(),
             detail: e.to_string(),
         })?;
         if doc.format != FORMAT {
             return Err(StatusError::Corrupt {
-                path: self.path.clone(),
+                path: self.path().to_path_buf(),
                 detail: format!("unknown format `{}`", doc.format),
             });
         }
@@ -231,30 +263,54 @@ impl AccountStatusFile {
         })
     }
 
-    fn update<T>(
+    fn update<T: Send>(
         &self,
-        f: impl FnOnce(&mut BTreeMap<String, Quarantine>) -> Result<T, StatusError>,
+        f: impl FnOnce(&mut BTreeMap<String, Quarantine>) -> Result<T, StatusError> + Send,
     ) -> Result<T, StatusError> {
         self.update_all(|s| f(&mut s.quarantined))
     }
 
-    fn update_all<T>(
+    fn update_all<T: Send>(
         &self,
-        f: impl FnOnce(&mut Status) -> Result<T, StatusError>,
+        f: impl FnOnce(&mut Status) -> Result<T, StatusError> + Send,
     ) -> Result<T, StatusError> {
-        let _lock = durable::lock_exclusive(&self.lock).map_err(self.io("locking"))?;
-        let mut status = self.status()?;
-        let out = f(&mut status)?;
-        let bytes = serde_json::to_vec_pretty(&Document {
-            format: FORMAT.into(),
-            quarantined: status.quarantined,
-            lapsed: status.lapsed,
-            active: status.active,
-            retired: status.retired,
+        let mut f = Some(f);
+        let mut out = None;
+        self.doc
+            .update(&mut |bytes| {
+                let f = f.take()?;
+                let changed = self.parse(bytes).and_then(|mut status| {
+                    let t = f(&mut status)?;
+                    Ok((t, status))
+                });
+                match changed {
+                    Ok((t, status)) => {
+                        out = Some(Ok(t));
+                        Some(
+                            serde_json::to_vec_pretty(&Document {
+                                format: FORMAT.into(),
+                                quarantined: status.quarantined,
+                                lapsed: status.lapsed,
+                                active: status.active,
+                                retired: status.retired,
+                            })
+                            .expect("serialisable"),
+                        )
+                    }
+                    Err(e) => {
+                        out = Some(Err(e));
+                        None
+                    }
+                }
+            })
+            .map_err(|e| self.failed(e))?;
+        out.unwrap_or_else(|| {
+            Err(StatusError::Database {
+                place: self.path().to_path_buf(),
+                op: "change the account status",
+                detail: "the change was not applied".into(),
+            })
         })
-        .expect("serialisable");
-        durable::atomic_replace(&*self.fs, &self.path, &bytes).map_err(self.io("writing"))?;
-        Ok(out)
     }
 
     /// Quarantines `account` (keeping the first quarantine if it already is).

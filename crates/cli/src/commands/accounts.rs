@@ -27,15 +27,17 @@ use crate::args::{Args, IssuerArg};
 use crate::operator::Operator;
 use crate::store::{load_config, open_store, open_trail};
 
-fn status_file(config: &LoadedConfig) -> AccountStatusFile {
-    AccountStatusFile::new(&gateway::paths::status_file(config))
+/// The account status: the file, or with the PostgreSQL ledger the row
+/// every gateway shares.
+fn status_file(config: &LoadedConfig) -> anyhow::Result<AccountStatusFile> {
+    Ok(gateway::cluster::status_file(config)?)
 }
 
 /// Lists the accounts; exit 1 when any (not retired) is quarantined or
 /// lapsed.
 pub fn list(args: &Args) -> anyhow::Result<Outcome> {
     let config = load_config(&args.config)?;
-    let status = status_file(&config).status()?;
+    let status = status_file(&config)?.status()?;
     let (quarantined, lapsed, retired) = (&status.quarantined, &status.lapsed, &status.retired);
     let rows: Vec<_> = config
         .config
@@ -115,7 +117,7 @@ pub fn release(args: &Args, account: &str, reason: &str) -> anyhow::Result<Outco
     let store = open_store(&config)?;
     let rt = super::runtime()?;
     let trail = rt.block_on(crate::store::open_trail(&config, &*store))?;
-    let was = status_file(&config).release(account)?;
+    let was = status_file(&config)?.release(account)?;
     rt.block_on(async {
         trail
             .record(EntryKind::Admin {
@@ -204,7 +206,7 @@ pub fn enroll(
             (store, escrow),
         );
     }
-    let status = status_file(&config);
+    let status = status_file(&config)?;
     let retired = status.status()?.retired.remove(account);
     let rt = super::runtime()?;
     rt.block_on(async {
@@ -353,7 +355,7 @@ fn enrolled(
 ) -> anyhow::Result<Outcome> {
     use governance::rotation::State;
     if rotation.state == State::Done
-        && let Some(was) = status_file(config).unretire(&rotation.account)?
+        && let Some(was) = status_file(config)?.unretire(&rotation.account)?
     {
         let rt = super::runtime()?;
         rt.block_on(async {
@@ -407,7 +409,7 @@ pub fn retire(
             open.id
         );
     }
-    let status = status_file(&config);
+    let status = status_file(&config)?;
     if let Some(r) = status.status()?.retired.get(account) {
         println!(
             "account `{account}` was retired on {} by {} ({}); nothing to do",
@@ -449,7 +451,7 @@ async fn retire_steps(
     let c = &config.config;
     let account = acc.name.as_str();
     // 1. Its clients' keys.
-    let keys = gateway::keys::KeyFile::new(&gateway::paths::keys_file(config));
+    let keys = gateway::cluster::key_file(config)?;
     let clients: Vec<&str> = c
         .client
         .iter()
@@ -567,7 +569,7 @@ async fn retire_steps(
         }
     };
     // 4. The secret retired: refused by the gateway, then not served.
-    status_file(config).retire(account, reason, &operator.to_string(), &proof)?;
+    status_file(config)?.retire(account, reason, &operator.to_string(), &proof)?;
     match store.delete(&acc.secret).await {
         Ok(()) | Err(StoreError::NotFound { .. } | StoreError::Deleted { .. }) => {}
         Err(e) => {

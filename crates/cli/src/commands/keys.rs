@@ -15,8 +15,10 @@ use crate::args::Args;
 use crate::operator::Operator;
 use crate::store::{load_config, open_store};
 
-fn key_file(config: &LoadedConfig) -> KeyFile {
-    KeyFile::new(&gateway::paths::keys_file(config))
+/// The client keys: the file, or with the PostgreSQL ledger the row every
+/// gateway shares.
+fn key_file(config: &LoadedConfig) -> anyhow::Result<KeyFile> {
+    Ok(gateway::cluster::key_file(config)?)
 }
 
 /// Issues a key and delivers it straight to its destination. If delivery
@@ -49,9 +51,7 @@ pub fn issue(
         );
     }
     if let Some(c) = config.config.client.iter().find(|c| c.name == client) {
-        let status =
-            governance::accounts::AccountStatusFile::new(&gateway::paths::status_file(&config))
-                .status()?;
+        let status = gateway::cluster::status_file(&config)?.status()?;
         if let Some(r) = status.retired.get(&c.account) {
             bail!(
                 "client `{client}` uses account `{}`, which was retired on {} by {} ({}): the gateway would refuse every call; point the client at another account in {}, or enrol the account again (`redcap-warden accounts enroll {}`)",
@@ -93,7 +93,7 @@ pub fn issue(
         policy: KeyPolicy::from_config(&config.config.gateway),
     };
     let issued = rt.block_on(async {
-        let issued = issue_and_deliver(&key_file(&config), &*store, &order, |entry| {
+        let issued = issue_and_deliver(&key_file(&config)?, &*store, &order, |entry| {
             trail.record(entry)
         })
         .await?;
@@ -132,7 +132,7 @@ pub fn issue(
 pub(super) fn with_last_use(
     config: &warden_config::LoadedConfig,
 ) -> anyhow::Result<Vec<gateway::keys::KeyRecord>> {
-    let mut keys = key_file(config).list()?;
+    let mut keys = key_file(config)?.list()?;
     for (id, used) in running_key_use(config) {
         if let Some(k) = keys.iter_mut().find(|k| k.id == id) {
             k.last_used = Some(k.last_used.map_or(used, |u| u.max(used)));
@@ -221,7 +221,7 @@ pub fn revoke(args: &Args, id: &str, reason: &str) -> anyhow::Result<Outcome> {
     let store = open_store(&config)?;
     let rt = super::runtime()?;
     let trail = rt.block_on(crate::store::open_trail(&config, &*store))?;
-    let record = key_file(&config).revoke(id, &reason, Timestamp::now())?;
+    let record = key_file(&config)?.revoke(id, &reason, Timestamp::now())?;
     rt.block_on(async {
         trail
             .record(EntryKind::Key {

@@ -20,8 +20,10 @@ use crate::args::Args;
 use crate::operator::Operator;
 use crate::store::{load_config, open_store};
 
-fn status_file(config: &LoadedConfig) -> governance::accounts::AccountStatusFile {
-    governance::accounts::AccountStatusFile::new(&gateway::paths::status_file(config))
+/// The account status: the file, or with the PostgreSQL ledger the row
+/// every gateway shares.
+fn status_file(config: &LoadedConfig) -> anyhow::Result<governance::accounts::AccountStatusFile> {
+    Ok(gateway::cluster::status_file(config)?)
 }
 
 /// The `[[account]]` named `name`.
@@ -245,7 +247,7 @@ pub fn approve(
             .await
             .context("REDCap's expiration was set, but the approval could not be recorded in the ledger; run the command again once the ledger is writable")?;
         trail.close().await?;
-        let lifted = status_file(&config).restore(&account.name)?;
+        let lifted = status_file(&config)?.restore(&account.name)?;
         println!(
             "Account `{name}` re-approved by {} (key {}) until {until}: its REDCap expiration is {until} (DAG kept){}.",
             verified.signer,
@@ -286,7 +288,7 @@ pub async fn sweep_once(
     let now = clock.now();
     let tz = config.config.redcap.time_zone();
     let today = reauth::day(now, tz);
-    let file = status_file(config);
+    let file = status_file(config)?;
     let marked = file.status()?.lapsed;
     let limiter = Paced::for_config(&config.config);
     let mut lapsed = Vec::new();
@@ -362,7 +364,7 @@ async fn lapse(
         .await
         .with_context(|| format!("REDCap's expiration of `{}` was set to {today}, but the lapse could not be recorded in the ledger; run the sweep again once the ledger is writable", account.name))?;
     trail.close().await?;
-    status_file(config).lapse(&account.name, why, operator)?;
+    status_file(config)?.lapse(&account.name, why, operator)?;
     Ok(())
 }
 

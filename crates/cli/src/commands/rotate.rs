@@ -161,9 +161,7 @@ pub(super) fn with_rotator_on(
                     None
                 }
             },
-            status: governance::accounts::AccountStatusFile::new(&gateway::paths::status_file(
-                config,
-            )),
+            status: gateway::cluster::status_file(config)?,
         };
         let mut hooks: Vec<Box<dyn Hook>> = Vec::new();
         let r = &config.config.rotation;
@@ -232,8 +230,7 @@ pub fn start(
         );
     }
     let issuer = issuer(&config, kind)?;
-    let status =
-        governance::accounts::AccountStatusFile::new(&gateway::paths::status_file(&config));
+    let status = gateway::cluster::status_file(&config)?;
     // A dual pair is rotated as a pair: its standby first, whichever
     // member ACCOUNT names.
     let (rotated, dual) = match (acc.pair_key(), &acc.partner) {
@@ -287,8 +284,7 @@ pub fn start(
         others,
         dual,
     };
-    let status =
-        governance::accounts::AccountStatusFile::new(&gateway::paths::status_file(&config));
+    let status = gateway::cluster::status_file(&config)?;
     let rotation = with_rotator(&config, &operator, Some(account), async |r| {
         if emergency {
             // Refuse the clients before anything else: the token may be in
@@ -485,9 +481,7 @@ pub fn status(args: &Args) -> anyhow::Result<Outcome> {
     let config = load_config(&args.config)?;
     let store = open_store(&config)?;
     let rotations = journal(&config).all()?;
-    let account_status =
-        governance::accounts::AccountStatusFile::new(&gateway::paths::status_file(&config))
-            .status()?;
+    let account_status = gateway::cluster::status_file(&config)?.status()?;
     let retired = &account_status.retired;
     let rt = super::runtime()?;
     let now = jiff::Timestamp::now();

@@ -4,7 +4,6 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use gateway::RunningGateway;
-use gateway::keys::KeyFile;
 use governance::{audit, signing_key};
 use secrets::{FingerprintKey, SecretStore};
 use warden_config::LoadedConfig;
@@ -217,7 +216,7 @@ pub async fn start_gateway(
             },
         )
     });
-    let keys = KeyFile::new(&gateway::paths::keys_file(config));
+    let keys = gateway::cluster::key_file(config)?;
     let running = gateway::start(gateway::Services {
         config: config.clone(),
         store: store.clone(),

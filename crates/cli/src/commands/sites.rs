@@ -5,8 +5,8 @@
 //! token, only its fingerprint under the installation's key.
 
 use anyhow::{Context, bail};
-use gateway::keys::{KeyFile, KeyState};
-use governance::accounts::{self, AccountStatusFile, Lapse, Quarantine, Retirement};
+use gateway::keys::KeyState;
+use governance::accounts::{self, Lapse, Quarantine, Retirement};
 use governance::redcap::client::{Client, Dag};
 use secrets::{FingerprintKey, Label, SecretStore, Selector};
 use serde_json::{Value, json};
@@ -86,22 +86,17 @@ pub fn run(args: &Args, study: Option<&str>) -> anyhow::Result<Outcome> {
     let store = open_store(&config)?;
     let rt = super::runtime()?;
     let paced = Paced::for_config(c);
-    let statuses = AccountStatusFile::new(&gateway::paths::status_file(&config))
-        .status()
-        .with_context(|| {
-            format!(
-                "reading the gateway's account status file {}",
-                gateway::paths::status_file(&config).display()
-            )
-        })?;
-    let keys = KeyFile::new(&gateway::paths::keys_file(&config))
+    let status_file = gateway::cluster::status_file(&config)?;
+    let statuses = status_file.status().with_context(|| {
+        format!(
+            "reading the gateway's account status {}",
+            status_file.path().display()
+        )
+    })?;
+    let key_file = gateway::cluster::key_file(&config)?;
+    let keys = key_file
         .list()
-        .with_context(|| {
-            format!(
-                "reading the client keys file {}",
-                gateway::paths::keys_file(&config).display()
-            )
-        })?;
+        .with_context(|| format!("reading the client keys {}", key_file.path().display()))?;
     let now = jiff::Timestamp::now();
     let mut out = Vec::new();
     let mut clean = true;

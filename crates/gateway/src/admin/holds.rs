@@ -35,7 +35,7 @@ pub(crate) async fn start(
     for alert in gw.holds().expire() {
         let _ = gw.ledger().append(alert).await;
     }
-    if let Err(since) = gw.holds().start(&account, limit) {
+    if let Err(since) = start_hold(&gw, &account, limit, &operator)? {
         return Err(refuse(
             StatusCode::CONFLICT,
             format!("account `{account}` is already held (since {since}); release it first"),
@@ -65,7 +65,7 @@ pub(crate) async fn release(
 ) -> Result<Response, Refusal> {
     let (operator, reason) = admit_hold(&gw, &account, &headers, &body)?;
     gw.tokens().clear();
-    let Some(released) = gw.holds().release(&account) else {
+    let Some(released) = release_hold(&gw, &account)? else {
         return Err(refuse(
             StatusCode::CONFLICT,
             format!("account `{account}` is not held (never, or its hold already ran out)"),
@@ -86,6 +86,55 @@ pub(crate) async fn release(
         json!({"released": account, "waited": released.held, "refused": released.refused}),
     )
     .await
+}
+
+/// Starts the hold here, and with the PostgreSQL ledger first in the
+/// shared holds every gateway follows (`crate::cluster::holds`).
+fn start_hold(
+    gw: &Gateway,
+    account: &str,
+    limit: std::time::Duration,
+    operator: &str,
+) -> Result<Result<(), jiff::Timestamp>, Refusal> {
+    let Some(link) = gw.cluster() else {
+        return Ok(gw.holds().start(account, limit));
+    };
+    let now = jiff::Timestamp::now();
+    match link.holds.start(account, limit, operator, now) {
+        Ok(Ok(hold)) => {
+            let left = hold.left(now).unwrap_or_default();
+            gw.holds().mirror(account, hold.since, left, limit);
+            Ok(Ok(()))
+        }
+        Ok(Err(since)) => Ok(Err(since)),
+        Err(e) => Err(refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the hold was not started: {e}"),
+        )),
+    }
+}
+
+/// Releases the hold here, and with the PostgreSQL ledger in the shared
+/// holds too (the other gateways release theirs when they see it gone).
+/// `None` when the account was not held.
+fn release_hold(gw: &Gateway, account: &str) -> Result<Option<crate::state::Released>, Refusal> {
+    let here = gw.holds().release(account);
+    let Some(link) = gw.cluster() else {
+        return Ok(here);
+    };
+    match link.holds.release(account) {
+        Ok(Some(_)) => Ok(Some(here.unwrap_or(crate::state::Released {
+            held: 0,
+            refused: 0,
+        }))),
+        Ok(None) => Ok(here),
+        Err(e) => Err(refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "released on this gateway only: {e}; the other gateways keep holding until it runs out or a release reaches PostgreSQL"
+            ),
+        )),
+    }
 }
 
 /// Bearer, body, a configured account, and a ledger that can record.

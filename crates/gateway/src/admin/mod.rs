@@ -25,7 +25,7 @@ mod keys;
 mod ledger;
 mod reload;
 pub use reload::Reloaded;
-pub(crate) use reload::apply_reload;
+pub(crate) use reload::{apply_reload, follow_reload};
 mod status;
 
 use std::sync::Arc;

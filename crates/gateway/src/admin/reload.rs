@@ -62,7 +62,34 @@ pub struct Reloaded {
 /// `admin` `reload` entry by `operator`; its reason names the `trigger`
 /// when there is one (`reload (SIGHUP): …`). Shared by `POST /admin/reload`
 /// and `serve`'s SIGHUP.
+///
+/// With the PostgreSQL ledger the reload is then announced to every other
+/// gateway (`crate::cluster::reload`), which reloads as
+/// [`follow_reload`] does.
 pub(crate) async fn apply_reload(
+    gw: &Gateway,
+    operator: &str,
+    trigger: Option<&str>,
+) -> Result<Reloaded, warden_config::LoadError> {
+    let done = reload_here(gw, operator, trigger).await?;
+    if let Some(link) = gw.cluster()
+        && let Err(e) = link.reloads.publish(operator)
+    {
+        tracing::error!(error = %e, "reloaded here, but the reload could not be announced to the other gateways; reload each of them");
+    }
+    Ok(done)
+}
+
+/// A reload another gateway announced: this one reloads too, recording
+/// its own `reload` entry by the operator who asked.
+pub(crate) async fn follow_reload(gw: &Gateway, asked: &crate::cluster::Asked) {
+    let trigger = format!("announced through PostgreSQL by gateway {}", asked.origin);
+    if let Err(e) = reload_here(gw, &asked.operator, Some(&trigger)).await {
+        tracing::error!(error = %e, "another gateway reloaded, but this one's warden.toml does not load; keeping the configuration in force");
+    }
+}
+
+async fn reload_here(
     gw: &Gateway,
     operator: &str,
     trigger: Option<&str>,

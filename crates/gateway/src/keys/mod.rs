@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use durable::FileSystem;
+use durable::{DocumentError, FileDocument, FileSystem, SharedDocument};
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -159,6 +159,19 @@ pub enum KeyError {
         /// What is wrong with it.
         detail: String,
     },
+    /// The keys live in PostgreSQL (`[ledger] backend = "postgres"`) and
+    /// the database did not answer or refused; nothing was changed.
+    #[error(
+        "client keys in {place}: could not {op}: {detail}; fix: check that PostgreSQL answers (the gateway refuses client keys it cannot confirm)"
+    )]
+    Database {
+        /// Where the keys are.
+        place: PathBuf,
+        /// What was being done.
+        op: &'static str,
+        /// The database's error.
+        detail: String,
+    },
     /// A revocation named an id no key in the file has.
     #[error("no client key `{id}`; fix: see `redcap-warden keys list`")]
     NoSuchKey {
@@ -180,12 +193,11 @@ struct Document {
     keys: Vec<KeyRecord>,
 }
 
-/// The keys file: hashes, expiry, revocation. Every change is a
-/// read-modify-write under an exclusive lock, replaced atomically.
+/// The client keys: hashes, expiry, revocation. A file on one machine, a
+/// row of PostgreSQL shared by every gateway (`crate::cluster`). Every
+/// change is a read-modify-write under an exclusive lock.
 pub struct KeyFile {
-    path: PathBuf,
-    fs: Arc<dyn FileSystem>,
-    lock: Option<PathBuf>,
+    doc: Arc<dyn SharedDocument>,
 }
 
 /// Lifetimes for [`KeyFile::issue`].
@@ -230,76 +242,103 @@ pub fn write_new_key_file(path: &Path, key: &ClientKey) -> std::io::Result<()> {
 impl KeyFile {
     /// The keys file on the real file system, locked through `<file>.lock`.
     pub fn new(path: &Path) -> KeyFile {
-        KeyFile {
-            path: path.to_path_buf(),
-            fs: Arc::new(durable::OsFs),
-            lock: Some(durable::lock_path_for(path)),
-        }
+        KeyFile::shared(Arc::new(FileDocument::new(path)))
     }
 
     /// Through any file system (tests), without an inter-process lock.
     pub fn with_fs(path: &Path, fs: Arc<dyn FileSystem>) -> KeyFile {
-        KeyFile {
-            path: path.to_path_buf(),
-            fs,
-            lock: None,
-        }
+        KeyFile::shared(Arc::new(FileDocument::with_fs(path, fs)))
     }
 
-    /// Where the key file is.
+    /// The keys in any shared document (PostgreSQL: `crate::cluster`).
+    pub fn shared(doc: Arc<dyn SharedDocument>) -> KeyFile {
+        KeyFile { doc }
+    }
+
+    /// Where the keys are: the file, or the PostgreSQL row.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.doc.place()
     }
 
-    fn io(&self, op: &'static str) -> impl FnOnce(std::io::Error) -> KeyError + '_ {
-        move |source| KeyError::Io {
-            path: self.path.clone(),
-            op,
-            source,
+    /// The document the keys are in.
+    pub(crate) fn document(&self) -> &dyn SharedDocument {
+        &*self.doc
+    }
+
+    fn failed(&self, e: DocumentError) -> KeyError {
+        match e {
+            DocumentError::Io { op, source } => KeyError::Io {
+                path: self.path().to_path_buf(),
+                op,
+                source,
+            },
+            DocumentError::Database { op, detail } => KeyError::Database {
+                place: self.path().to_path_buf(),
+                op,
+                detail,
+            },
         }
     }
 
-    fn locked(&self) -> Result<Option<std::fs::File>, KeyError> {
-        self.lock
-            .as_deref()
-            .map(durable::lock_exclusive)
-            .transpose()
-            .map_err(self.io("locking"))
-    }
-
-    /// Every key record. A missing file is an empty list.
-    pub fn list(&self) -> Result<Vec<KeyRecord>, KeyError> {
-        if !self.fs.exists(&self.path) {
+    fn parse(&self, bytes: Option<Vec<u8>>) -> Result<Vec<KeyRecord>, KeyError> {
+        let Some(bytes) = bytes else {
             return Ok(Vec::new());
-        }
-        let bytes = self.fs.read(&self.path).map_err(self.io("reading"))?;
+        };
         let doc: Document = serde_json::from_slice(&bytes).map_err(|e| KeyError::Corrupt {
-            path: self.path.clone(),
+            path: self.path().to_path_buf(),
             detail: e.to_string(),
         })?;
         if doc.format != FORMAT {
             return Err(KeyError::Corrupt {
-                path: self.path.clone(),
+                path: self.path().to_path_buf(),
                 detail: format!("unknown format `{}`", doc.format),
             });
         }
         Ok(doc.keys)
     }
 
-    fn update<T>(
+    /// Every key record. A missing file is an empty list.
+    pub fn list(&self) -> Result<Vec<KeyRecord>, KeyError> {
+        let bytes = self.doc.read().map_err(|e| self.failed(e))?;
+        self.parse(bytes)
+    }
+
+    fn update<T: Send>(
         &self,
-        f: impl FnOnce(&mut Vec<KeyRecord>) -> Result<T, KeyError>,
+        f: impl FnOnce(&mut Vec<KeyRecord>) -> Result<T, KeyError> + Send,
     ) -> Result<T, KeyError> {
-        let _lock = self.locked()?;
-        let mut keys = self.list()?;
-        let out = f(&mut keys)?;
-        let doc = Document {
-            format: FORMAT.into(),
-            keys,
-        };
-        let bytes = serde_json::to_vec_pretty(&doc).expect("serialisable");
-        durable::atomic_replace(&*self.fs, &self.path, &bytes).map_err(self.io("writing"))?;
-        Ok(out)
+        let mut f = Some(f);
+        let mut out = None;
+        self.doc
+            .update(&mut |bytes| {
+                let f = f.take()?;
+                let changed = self.parse(bytes).and_then(|mut keys| {
+                    let t = f(&mut keys)?;
+                    Ok((t, keys))
+                });
+                match changed {
+                    Ok((t, keys)) => {
+                        out = Some(Ok(t));
+                        let doc = Document {
+                            format: FORMAT.into(),
+                            keys,
+                        };
+                        Some(serde_json::to_vec_pretty(&doc).expect("serialisable"))
+                    }
+                    Err(e) => {
+                        out = Some(Err(e));
+                        None
+                    }
+                }
+            })
+            .map_err(|e| self.failed(e))?;
+        out.unwrap_or_else(|| {
+            Err(KeyError::Database {
+                place: self.path().to_path_buf(),
+                op: "change the keys",
+                detail: "the change was not applied".into(),
+            })
+        })
     }
 
     /// Issues a new key for `client`. The client's other active keys are
@@ -382,13 +421,13 @@ impl KeyFile {
         for k in self.list()? {
             let Ok(bytes) = hex::decode(&k.sha256) else {
                 return Err(KeyError::Corrupt {
-                    path: self.path.clone(),
+                    path: self.path().to_path_buf(),
                     detail: format!("key `{}` has a bad digest", k.id),
                 });
             };
             let Ok(d) = <[u8; 32]>::try_from(bytes.as_slice()) else {
                 return Err(KeyError::Corrupt {
-                    path: self.path.clone(),
+                    path: self.path().to_path_buf(),
                     detail: format!("key `{}` has a bad digest", k.id),
                 });
             };

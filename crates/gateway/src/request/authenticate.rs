@@ -47,6 +47,25 @@ pub(super) async fn authenticate(
 ) -> Result<Caller, ApiReply> {
     let now = Timestamp::now();
     let source = peer.ip().to_string();
+    // Fail closed: keys not confirmed with PostgreSQL lately may include
+    // one revoked meanwhile.
+    if let Some(ago) = gw.cluster().and_then(|l| l.confirmed.stale()) {
+        gw.denials().count(
+            now,
+            &source,
+            None,
+            "client keys not confirmed with PostgreSQL",
+        );
+        gw.metrics().denied();
+        return Err(ApiReply::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "The gateway could not confirm client keys with its database for {} s; try again later.",
+                ago.as_secs()
+            ),
+            fmt,
+        ));
+    }
     match gw.keys().check(presented, now) {
         Ok(key) => {
             gw.keys().note_use(&key.id, now);

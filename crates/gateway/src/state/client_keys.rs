@@ -20,6 +20,9 @@ impl Source for KeyFile {
     fn load(&self) -> Result<KeyRing, KeyError> {
         self.ring()
     }
+    fn stamp(&self) -> Option<super::watched::FileStamp> {
+        self.document().stamp()
+    }
 }
 
 /// How often key use goes to the key file (not on every request).
@@ -67,9 +70,14 @@ impl ClientKeys {
     /// Re-reads the key file now (after a change this process made, or a
     /// reload).
     pub(crate) fn reload(&self) {
-        if let Err(e) = self.ring.reload() {
+        if let Err(e) = self.try_reload() {
             tracing::warn!(error = %e, "could not reload client keys");
         }
+    }
+
+    /// Re-reads the keys now, saying why not.
+    pub(crate) fn try_reload(&self) -> Result<(), KeyError> {
+        self.ring.reload()
     }
 
     /// Notes that key `id` was used at `now`.

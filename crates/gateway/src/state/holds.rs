@@ -88,6 +88,37 @@ impl Holds {
         Ok(())
     }
 
+    /// Holds `account` as another gateway's hold says (the shared holds,
+    /// `crate::cluster`): since `since`, for `left` more, `limit` in all.
+    /// A hold in force with the same start is left as it is; one with
+    /// another start is replaced.
+    pub(crate) fn mirror(&self, account: &str, since: Timestamp, left: Duration, limit: Duration) {
+        let mut active = self.lock();
+        if active.get(account).is_some_and(|h| h.since == since) {
+            return;
+        }
+        let (released, _) = watch::channel(false);
+        if let Some(old) = active.insert(
+            account.to_string(),
+            Hold {
+                since,
+                deadline: Instant::now() + left,
+                limit,
+                released,
+                held: 0,
+                refused: 0,
+            },
+        ) {
+            old.released.send_replace(true);
+        }
+    }
+
+    /// When the hold on `account` in force here started.
+    #[cfg(test)]
+    fn since(&self, account: &str) -> Option<Timestamp> {
+        self.lock().get(account).map(|h| h.since)
+    }
+
     /// Ends the hold on `account`, letting its waiting requests through.
     pub(crate) fn release(&self, account: &str) -> Option<Released> {
         let hold = self.lock().remove(account)?;
@@ -198,6 +229,28 @@ mod tests {
         assert_eq!((released.held, released.refused), (1, 0));
         assert_eq!(waiter.await.unwrap(), Ok(()));
         assert_eq!(holds.wait("etl").await, Ok(()), "no hold any more");
+    }
+
+    #[tokio::test]
+    async fn a_mirrored_hold_is_kept_once_and_released_like_any() {
+        let holds = Arc::new(Holds::default());
+        let since = Timestamp::now();
+        let hour = Duration::from_secs(3600);
+        holds.mirror("etl", since, hour, hour);
+        holds.mirror("etl", since, hour, hour);
+        assert_eq!(holds.since("etl"), Some(since));
+        let waiter = {
+            let holds = Arc::clone(&holds);
+            tokio::spawn(async move { holds.wait("etl").await })
+        };
+        while holds.lock()["etl"].held == 0 {
+            tokio::task::yield_now().await;
+        }
+        holds.mirror("etl", since, hour, hour);
+        assert!(!waiter.is_finished(), "the same hold is not restarted");
+        assert_eq!(holds.release("etl").map(|r| r.held), Some(1));
+        assert_eq!(waiter.await.unwrap(), Ok(()));
+        assert_eq!(holds.since("etl"), None);
     }
 
     #[test]

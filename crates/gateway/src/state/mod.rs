@@ -28,7 +28,6 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use governance::accounts::AccountStatusFile;
 use secrets::{FingerprintKey, SecretStore};
 use warden_config::LoadedConfig;
 
@@ -44,7 +43,7 @@ pub(crate) use client_keys::ClientKeys;
 pub(crate) use config::{Applied, config_change_reason, remember_applied};
 pub(crate) use evidence::EvidenceSlot;
 pub use evidence::EvidenceSource;
-pub(crate) use holds::Holds;
+pub(crate) use holds::{Holds, Released};
 pub use ledger::LedgerOpener;
 pub(crate) use ledger::{LedgerLink, Owed};
 pub(crate) use quarantines::{Quarantines, Refusal};
@@ -59,6 +58,12 @@ pub enum StateError {
     /// [`KeyError`](crate::keys::KeyError) says which and what to do.
     #[error("{0}")]
     Keys(#[from] crate::keys::KeyError),
+    /// The shared state in PostgreSQL could not be named or read.
+    #[error("{0}")]
+    Cluster(#[from] crate::cluster::ClusterError),
+    /// The shared state in PostgreSQL could not be read at start.
+    #[error("the shared state in PostgreSQL: {0}; fix: check that PostgreSQL answers")]
+    Shared(#[from] durable::DocumentError),
     /// The account-status file (the quarantines) could not be read or is
     /// damaged.
     #[error("{0}")]
@@ -137,6 +142,10 @@ pub(crate) struct Gateway {
     evidence: EvidenceSlot,
     /// Whether REDCap and the secrets store answer ([`Reachability`]).
     reachability: Reachability,
+    /// With the PostgreSQL ledger: the shared holds and reloads, and when
+    /// the shared documents were last confirmed ([`crate::cluster::Link`]).
+    /// Never replaced.
+    cluster: Option<crate::cluster::Link>,
 }
 
 impl Gateway {
@@ -160,13 +169,17 @@ impl Gateway {
                 path: admin_token_path.clone(),
                 source,
             })?;
+        let cluster = crate::cluster::Cluster::from_config(&config)?
+            .map(crate::cluster::Link::new)
+            .transpose()?;
         Ok(Gateway {
+            cluster,
             operator,
             tokens: TokenCache::new(store, gw.token_cache),
             fingerprint,
             token_holders: RwLock::new(HashMap::new()),
             keys: ClientKeys::new(keys)?,
-            quarantines: Quarantines::new(AccountStatusFile::new(&paths::status_file(&config)))?,
+            quarantines: Quarantines::new(crate::cluster::status_file(&config)?)?,
             ledger: Arc::new(LedgerLink::new(ledger, open_ledger, alerts)),
             upstream: Upstream::for_config(&config)?,
             denials: Denials::default(),
@@ -245,6 +258,11 @@ impl Gateway {
 
     pub(crate) fn evidence(&self) -> &EvidenceSlot {
         &self.evidence
+    }
+
+    /// The shared state in PostgreSQL, with the PostgreSQL ledger.
+    pub(crate) fn cluster(&self) -> Option<&crate::cluster::Link> {
+        self.cluster.as_ref()
     }
 
     /// Counts a request forwarded.

@@ -16,6 +16,9 @@ impl Source for AccountStatusFile {
     fn load(&self) -> Result<Self::Value, StatusError> {
         self.status()
     }
+    fn stamp(&self) -> Option<super::watched::FileStamp> {
+        self.document().stamp()
+    }
 }
 
 /// Why the gateway refuses an account's calls.
@@ -89,8 +92,13 @@ impl Quarantines {
 
     /// Re-reads the status file now (a reload).
     pub(crate) fn reload(&self) {
-        if let Err(e) = self.0.reload() {
+        if let Err(e) = self.try_reload() {
             tracing::warn!(error = %e, "could not re-read account status");
         }
+    }
+
+    /// Re-reads the status now, saying why not.
+    pub(crate) fn try_reload(&self) -> Result<(), StatusError> {
+        self.0.reload()
     }
 }

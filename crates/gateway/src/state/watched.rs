@@ -18,7 +18,7 @@ use std::sync::RwLock;
 /// atomically (a new inode each time), so inode, length and modification
 /// time together change on every write, even two writes within one tick
 /// of the file system's clock.
-pub(crate) type FileStamp = (u64, u64, std::time::SystemTime);
+pub(crate) type FileStamp = durable::DocumentStamp;
 
 /// The stamp of the file `path` names now (`None`: no such file).
 pub(crate) fn file_stamp(path: &Path) -> Option<FileStamp> {
@@ -35,6 +35,13 @@ pub(crate) trait Source: Send + Sync {
     fn path(&self) -> &Path;
     /// Reads the file into its value (a missing file is a value too).
     fn load(&self) -> Result<Self::Value, Self::Error>;
+    /// The version of the file now. A source no `stat` can watch (a row
+    /// of PostgreSQL) answers `None` always: it is never re-read on a
+    /// request, only by [`Watched::reload`] (which the cluster's listener
+    /// calls on each notification and periodic re-read).
+    fn stamp(&self) -> Option<FileStamp> {
+        file_stamp(self.path())
+    }
 }
 
 /// Reads on a failed re-read: a file replaced faster than it can be read
@@ -52,11 +59,15 @@ pub(crate) struct Watched<S: Source> {
     current: RwLock<(S::Value, Option<FileStamp>)>,
 }
 
+fn watched_stamp<S: Source>(source: &S) -> Option<FileStamp> {
+    source.stamp()
+}
+
 impl<S: Source> Watched<S> {
     /// Reads the file a first time.
     pub(crate) fn new(source: S) -> Result<Watched<S>, S::Error> {
         let path = source.path().to_path_buf();
-        let stamp = file_stamp(&path);
+        let stamp = watched_stamp(&source);
         let value = source.load()?;
         let watched = Watched {
             source,
@@ -64,7 +75,7 @@ impl<S: Source> Watched<S> {
             current: RwLock::new((value, stamp)),
         };
         // Changed while it was read: read again now.
-        if file_stamp(&watched.path) != stamp {
+        if watched.source.stamp() != stamp {
             let _ = watched.reload();
         }
         Ok(watched)
@@ -80,7 +91,7 @@ impl<S: Source> Watched<S> {
     /// the value last read (a half-written or unreadable file must not
     /// lock every client out, nor resurrect a revoked key).
     pub(crate) fn read<R>(&self, f: impl FnOnce(&S::Value) -> R) -> R {
-        let stamp = file_stamp(&self.path);
+        let stamp = self.source.stamp();
         if self.lock_read().1 != stamp {
             self.reread(stamp);
         }
@@ -90,12 +101,12 @@ impl<S: Source> Watched<S> {
     /// Re-reads now, whatever the stamp says (a reload, or a change this
     /// process has just made).
     pub(crate) fn reload(&self) -> Result<(), S::Error> {
-        let stamp = file_stamp(&self.path);
+        let stamp = self.source.stamp();
         let value = self.source.load()?;
-        let moved = file_stamp(&self.path) != stamp;
+        let moved = self.source.stamp() != stamp;
         *self.lock_write() = (value, stamp);
         if moved {
-            self.reread(file_stamp(&self.path));
+            self.reread(self.source.stamp());
         }
         Ok(())
     }
@@ -117,7 +128,7 @@ impl<S: Source> Watched<S> {
                     return;
                 }
             };
-            let after = file_stamp(&self.path);
+            let after = self.source.stamp();
             let mut current = self.lock_write();
             *current = (value, stamp);
             if after == stamp {
