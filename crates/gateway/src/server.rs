@@ -482,13 +482,18 @@ fn follow_holds(
             gw.holds().mirror(account, hold.since, left, limit);
         }
     }
-    let mut released = false;
-    for (account, since) in gw.holds().list() {
-        if shared.get(&account).is_none_or(|h| h.since != since) {
-            released |= gw.holds().release(&account).is_some();
-        }
-    }
-    if released {
+    let ended: Vec<String> = gw
+        .holds()
+        .list()
+        .into_iter()
+        .filter(|(account, since)| shared.get(account).is_none_or(|h| h.since != *since))
+        .map(|(account, _)| account)
+        .collect();
+    if !ended.is_empty() {
+        // Forgotten before the waiters go on, so they read the new token.
         gw.tokens().clear();
+    }
+    for account in ended {
+        gw.holds().release(&account);
     }
 }

@@ -114,6 +114,21 @@ impl Database {
     }
 }
 
+impl Drop for Database {
+    fn drop(&mut self) {
+        // Closing a session blocks on the client's own runtime: never on
+        // an async worker either.
+        let client = self
+            .client
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(c) = client {
+            off_runtime(move || drop(c));
+        }
+    }
+}
+
 /// A `postgres` error as a [`DocumentError`] of `op`.
 pub(crate) fn db(op: &'static str) -> impl FnOnce(postgres::Error) -> DocumentError {
     move |e| DocumentError::Database {
@@ -136,6 +151,8 @@ fn lock_key(schema: &str) -> i64 {
 /// Creates the schema and the `shared_state` table if missing.
 pub(crate) fn migrate(client: &mut Client, schema: &str) -> Result<(), DocumentError> {
     let mut tx = client.transaction().map_err(db("begin the migration"))?;
+    tx.batch_execute("SET LOCAL client_min_messages = warning")
+        .map_err(db("begin the migration"))?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&lock_key(schema)])
         .map_err(db("lock the schema"))?;
     tx.batch_execute(&format!(
