@@ -68,6 +68,16 @@ pub enum Command {
         /// of standard input. Never on the command line.
         #[arg(long)]
         passphrase: bool,
+        /// Start the ledger (and the state several gateways share) straight
+        /// in PostgreSQL: a file, mode 0600, holding the connection string
+        /// (`postgresql://warden:PASSWORD@db.example.org/warden`). Written
+        /// to warden.toml as `[ledger.postgres] url_file`.
+        #[arg(long, value_name = "FILE")]
+        postgres_url_file: Option<PathBuf>,
+        /// The PostgreSQL schema the ledger's tables go in (one ledger per
+        /// schema) [default: redcap_warden].
+        #[arg(long, value_name = "NAME", requires = "postgres_url_file")]
+        postgres_schema: Option<String>,
     },
 
     /// Store, list and inspect secrets. No command ever prints a value.

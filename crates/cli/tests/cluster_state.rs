@@ -427,3 +427,112 @@ fn a_change_whose_notification_is_missed_is_read_by_the_periodic_re_read() {
         "node-b said it lost its listener: {logs}"
     );
 }
+
+#[test]
+fn init_starts_straight_on_postgresql() {
+    let Some(url) = common::cluster::database("init_postgres") else {
+        return;
+    };
+    let schema = format!("init_pg_{}", std::process::id());
+    let mut db = db_client(&url);
+    db.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let url_file = dir.join("db.url");
+    std::fs::write(&url_file, format!("{url}\n")).unwrap();
+    std::fs::set_permissions(
+        &url_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+
+    // A readable-by-others connection file is refused, and nothing is made.
+    std::fs::set_permissions(
+        &url_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    let refused = common::warden(
+        dir,
+        &[
+            "init",
+            "--redcap-url",
+            "http://127.0.0.1:9/api/",
+            "--time-zone",
+            "UTC",
+            "--postgres-url-file",
+            "db.url",
+            "--postgres-schema",
+            &schema,
+        ],
+        None,
+    );
+    assert!(!refused.status.success());
+    assert!(text(&refused).contains("chmod 600"), "{}", text(&refused));
+    assert!(!dir.join("warden.toml").exists() && !dir.join("data").exists());
+    std::fs::set_permissions(
+        &url_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+
+    let init = common::warden(
+        dir,
+        &[
+            "init",
+            "--redcap-url",
+            "http://127.0.0.1:9/api/",
+            "--time-zone",
+            "UTC",
+            "--postgres-url-file",
+            "db.url",
+            "--postgres-schema",
+            &schema,
+        ],
+        None,
+    );
+    assert!(init.status.success(), "{}", text(&init));
+    assert!(
+        text(&init).contains(&format!("PostgreSQL schema {schema}")),
+        "{}",
+        text(&init)
+    );
+    let toml = std::fs::read_to_string(dir.join("warden.toml")).unwrap();
+    assert!(toml.contains("backend = \"postgres\""), "{toml}");
+    assert!(
+        !toml.contains(&url),
+        "the connection string stays in its file"
+    );
+    // No file ledger was written: the entries are in the database.
+    assert!(!dir.join("data/ledger").exists());
+    let entries: Vec<serde_json::Value> = db
+        .query(
+            &format!("SELECT entry FROM {schema}.entries ORDER BY seq"),
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| serde_json::from_slice(r.get::<_, &[u8]>(0)).unwrap())
+        .collect();
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["kind"] == "admin" && e["action"] == "init"),
+        "{entries:#?}"
+    );
+    let check = common::warden(dir, &["config", "check"], None);
+    assert!(check.status.success(), "{}", text(&check));
+    let verify = common::warden(dir, &["ledger", "verify"], None);
+    assert!(verify.status.success(), "{}", text(&verify));
+    // Changes made from here go to the database too: a secret's entry.
+    common::put_secrets(dir, &[("redcap/x", "0123456789ABCDEF0123456789ABCDEF")]);
+    let after: i64 = db
+        .query_one(&format!("SELECT count(*) FROM {schema}.entries"), &[])
+        .unwrap()
+        .get(0);
+    assert!(after as usize > entries.len());
+    assert!(!dir.join("data/ledger").exists());
+    db.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        .unwrap();
+}

@@ -23,12 +23,49 @@ pub struct Setup {
     pub verifier: ledger::VerifierKey,
 }
 
+/// Where `init` starts the ledger.
+pub enum LedgerChoice {
+    /// The file ledger in the data directory (the default).
+    File,
+    /// PostgreSQL: the connection string's file (absolute) and the schema.
+    Postgres {
+        /// `[ledger.postgres] url_file`.
+        url_file: PathBuf,
+        /// `[ledger.postgres] schema`.
+        schema: String,
+    },
+}
+
+impl LedgerChoice {
+    /// From `--postgres-url-file` and `--postgres-schema`: the file must
+    /// exist (its mode and content are checked as `config check` does).
+    pub fn from_flags(
+        url_file: Option<&Path>,
+        schema: Option<&str>,
+    ) -> anyhow::Result<LedgerChoice> {
+        let Some(file) = url_file else {
+            return Ok(LedgerChoice::File);
+        };
+        let url_file = std::fs::canonicalize(file).with_context(|| {
+            format!(
+                "--postgres-url-file {}: no such file; fix: write the connection string to it (chmod 600) first",
+                file.display()
+            )
+        })?;
+        let schema = schema.unwrap_or(ledger::DEFAULT_SCHEMA).to_string();
+        ledger::valid_schema(&schema)
+            .map_err(|e| anyhow::anyhow!("--postgres-schema {schema}: {e}"))?;
+        Ok(LedgerChoice::Postgres { url_file, schema })
+    }
+}
+
 /// `init` as a command: creates the setup and says what to back up.
 pub fn run(
     args: &Args,
     redcap_url: &str,
     time_zone: Option<&str>,
     passphrase: bool,
+    ledger: LedgerChoice,
 ) -> anyhow::Result<Outcome> {
     let operator = Operator::current(args.operator.as_deref())?;
     let config_path = &args.config;
@@ -50,13 +87,14 @@ pub fn run(
         identity,
         ledger: ledger_dir,
         verifier,
-    } = create_protected(
+    } = create_with(
         config_path,
         redcap_url,
         time_zone,
         "",
         &operator,
         passphrase.as_ref(),
+        &ledger,
     )?;
     let protected = passphrase.is_some();
     if args.json {
@@ -138,6 +176,29 @@ pub fn create_protected(
     operator: &Operator,
     passphrase: Option<&SecretString>,
 ) -> anyhow::Result<Setup> {
+    create_with(
+        config_path,
+        redcap_url,
+        time_zone,
+        extra,
+        operator,
+        passphrase,
+        &LedgerChoice::File,
+    )
+}
+
+/// [`create_protected`], with the ledger where `ledger` says: with
+/// PostgreSQL the first entries go straight into the database (no file
+/// ledger, no import at the first open).
+pub fn create_with(
+    config_path: &Path,
+    redcap_url: &str,
+    time_zone: Option<&str>,
+    extra: &str,
+    operator: &Operator,
+    passphrase: Option<&SecretString>,
+    ledger_choice: &LedgerChoice,
+) -> anyhow::Result<Setup> {
     let config_path = &config_path.to_path_buf();
     if config_path.exists() {
         bail!(
@@ -155,7 +216,7 @@ pub fn create_protected(
     let signing_key = signing_key::new_signing_key();
     let origin = ledger::new_origin(&durable::host_name())?;
     let verifier = ledger::VerifierKey::from_signing_key(&origin, &signing_key);
-    let text = template(redcap_url, &time_zone, &verifier.to_string()) + extra;
+    let text = template(redcap_url, &time_zone, &verifier.to_string(), ledger_choice) + extra;
     // The same checks `config check` makes, before anything is created.
     let config = warden_config::parse(&text, config_path).map_err(|e| {
         anyhow::anyhow!("{e}").context(
@@ -171,6 +232,18 @@ pub fn create_protected(
     let opts = file_store_options(&loaded);
     let data_dir = loaded.data_dir();
     let ledger_dir = audit::ledger_dir(&loaded)?;
+    // With PostgreSQL: the connection string, read and checked now (mode
+    // 0600, a valid string), before anything is created.
+    let postgres = match &loaded.config.ledger.as_ref().map(|l| &l.store) {
+        Some(warden_config::LedgerStore::Postgres(pg)) => Some((
+            zeroize::Zeroizing::new(
+                pg.connection_string(|p| loaded.resolve(p))
+                    .map_err(anyhow::Error::msg)?,
+            ),
+            pg.schema.clone(),
+        )),
+        _ => None,
+    };
     if data_dir.exists() {
         bail!(
             "{} already exists; init never reuses an existing data directory (move it away or use another directory)",
@@ -205,7 +278,28 @@ pub fn create_protected(
                 .save(&store, meta.clone())
                 .await?;
             let sk_version = signing_key::save_signing_key(&store, &signing_key, meta).await?;
-            let trail = AuditTrail::create(ledger_dir.clone(), origin.clone(), signing_key).await?;
+            let trail = match &postgres {
+                None => AuditTrail::create(ledger_dir.clone(), origin.clone(), signing_key).await?,
+                Some((url, schema)) => {
+                    let (url, schema, origin) = (url.clone(), schema.clone(), origin.clone());
+                    let ledger = tokio::task::spawn_blocking(move || {
+                        ledger::PgLedger::create(
+                            &url,
+                            &origin,
+                            signing_key,
+                            ledger::PgOptions {
+                                schema,
+                                checkpoint_interval: None,
+                                ..ledger::PgOptions::default()
+                            },
+                        )
+                    })
+                    .await
+                    .context("the PostgreSQL ledger's creation panicked")?
+                    .context("creating the ledger in PostgreSQL")?;
+                    AuditTrail::writing_to(std::sync::Arc::new(ledger))
+                }
+            };
             let op = operator.to_string();
             trail
                 .record(EntryKind::Admin {
@@ -265,7 +359,10 @@ pub fn create_protected(
     Ok(Setup {
         store: opts.path,
         identity: opts.identity,
-        ledger: ledger_dir,
+        ledger: match &postgres {
+            None => ledger_dir,
+            Some((_, schema)) => format!("PostgreSQL schema {schema}").into(),
+        },
         verifier,
     })
 }
@@ -300,8 +397,32 @@ fn write_new_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::File::open(durable::parent_dir(path))?.sync_all()
 }
 
-fn template(redcap_url: &str, time_zone: &str, verifier_key: &str) -> String {
+fn template(
+    redcap_url: &str,
+    time_zone: &str,
+    verifier_key: &str,
+    ledger_choice: &LedgerChoice,
+) -> String {
     let quote = |s: &str| toml_string(s);
+    let postgres = match ledger_choice {
+        LedgerChoice::File => String::new(),
+        LedgerChoice::Postgres { url_file, schema } => format!(
+            r#"
+[ledger.postgres]
+# The ledger, and what several gateways share (client keys, account status,
+# cut-over holds, reloads, the outbound window), in this PostgreSQL database.
+# The connection string is in this file, mode 0600 (it may hold a password).
+url_file = {file}
+schema = {schema}
+"#,
+            file = quote(&url_file.display().to_string()),
+            schema = quote(schema),
+        ),
+    };
+    let backend = match ledger_choice {
+        LedgerChoice::File => "",
+        LedgerChoice::Postgres { .. } => "backend = \"postgres\"\n",
+    };
     format!(
         r#"# redcap-warden configuration. No secret ever goes in this file:
 # tokens and keys live in the secrets store below.
@@ -338,13 +459,13 @@ backend = "file"
 keep_versions = 20
 
 [ledger]
-# The audit ledger: every API call and every change this tool makes, in
+{backend}# The audit ledger: every API call and every change this tool makes, in
 # ledger/ in the data directory unless set here:
 # dir = "/srv/warden/ledger"
 # Checkpoints are signed with a key kept in the secrets store; this pinned
 # key verifies them. `redcap-warden ledger verify` uses it.
 verifier_key = {vk}
-"#,
+{postgres}"#,
         vk = quote(verifier_key),
         url = quote(redcap_url),
         tz = quote(time_zone),

@@ -35,7 +35,18 @@ pub fn run(args: &Args) -> anyhow::Result<Outcome> {
             redcap_url,
             time_zone,
             passphrase,
-        } => init::run(args, redcap_url, time_zone.as_deref(), *passphrase),
+            postgres_url_file,
+            postgres_schema,
+        } => init::run(
+            args,
+            redcap_url,
+            time_zone.as_deref(),
+            *passphrase,
+            init::LedgerChoice::from_flags(
+                postgres_url_file.as_deref(),
+                postgres_schema.as_deref(),
+            )?,
+        ),
         Command::Config(ConfigCommand::Check) => config::check(args),
         Command::Secrets(cmd) => match cmd {
             SecretsCommand::Put {
