@@ -536,3 +536,34 @@ fn init_starts_straight_on_postgresql() {
     db.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
         .unwrap();
 }
+
+#[test]
+fn a_reload_through_one_gateway_reloads_the_other() {
+    let Some(cluster) = started("reload") else {
+        return;
+    };
+    let (status, body) = cluster.admin(0, Method::POST, "/admin/reload", None);
+    assert_eq!(status, 200, "{body}");
+    // node-b reloads too, and records it as its own `reload` entry naming
+    // where the reload came from.
+    eventually("node-b records the reload it was told of", || {
+        cluster.entries().iter().any(|e| {
+            e["kind"] == "admin"
+                && e["action"] == "reload"
+                && e["reason"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("announced through PostgreSQL")
+        })
+    });
+    let reloads = cluster
+        .entries()
+        .iter()
+        .filter(|e| e["kind"] == "admin" && e["action"] == "reload")
+        .count();
+    assert_eq!(reloads, 2, "one reload on each gateway, not an echo");
+    let key = cluster.issue_key(0, CLIENT);
+    eventually("both still serve", || {
+        cluster.version(0, &key).0 == 200 && cluster.version(1, &key).0 == 200
+    });
+}

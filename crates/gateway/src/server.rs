@@ -446,8 +446,9 @@ fn follow(gw: &Gateway, changed: crate::cluster::Changed<'_>, runtime: &tokio::r
         confirmed = false;
     }
     if wants(names::CUTOVER_HOLDS) {
-        match link.holds.in_force(jiff::Timestamp::now()) {
-            Ok(shared) => follow_holds(gw, &shared),
+        let read_at = jiff::Timestamp::now();
+        match link.holds.in_force(read_at) {
+            Ok(shared) => follow_holds(gw, &shared, read_at),
             Err(e) => {
                 tracing::warn!(error = %e, "could not re-read the cut-over holds from PostgreSQL");
                 confirmed = false;
@@ -470,10 +471,12 @@ fn follow(gw: &Gateway, changed: crate::cluster::Changed<'_>, runtime: &tokio::r
 }
 
 /// Holds what the shared holds hold, and releases what they no longer do
-/// (forgetting cached tokens: the new one is in the store).
+/// (forgetting cached tokens: the new one is in the store). A hold that
+/// started after `read_at` is not in what was read, and stays.
 fn follow_holds(
     gw: &Gateway,
     shared: &std::collections::BTreeMap<String, crate::cluster::SharedHold>,
+    read_at: jiff::Timestamp,
 ) {
     let now = jiff::Timestamp::now();
     let limit = gw.applied().config.config.gateway.cutover_hold;
@@ -486,7 +489,9 @@ fn follow_holds(
         .holds()
         .list()
         .into_iter()
-        .filter(|(account, since)| shared.get(account).is_none_or(|h| h.since != *since))
+        .filter(|(account, since)| {
+            *since < read_at && shared.get(account).is_none_or(|h| h.since != *since)
+        })
         .map(|(account, _)| account)
         .collect();
     if !ended.is_empty() {
