@@ -567,3 +567,45 @@ fn a_reload_through_one_gateway_reloads_the_other() {
         cluster.version(0, &key).0 == 200 && cluster.version(1, &key).0 == 200
     });
 }
+
+#[test]
+fn a_gateway_that_cannot_confirm_the_keys_refuses_them() {
+    let Some(cluster) = started("unconfirmed") else {
+        return;
+    };
+    let key = cluster.issue_key(0, CLIENT);
+    eventually("both admit the key", || {
+        cluster.version(0, &key).0 == 200 && cluster.version(1, &key).0 == 200
+    });
+    // The shared documents cannot be read (the ledger still can): a
+    // revocation made meanwhile would be invisible, so after a few missed
+    // re-reads every key is refused rather than trusted. A session holds
+    // the table locked: every read waits, and times out.
+    let mut db = db_client(&cluster.database_url);
+    let mut lock = db.transaction().unwrap();
+    lock.batch_execute(&format!(
+        "LOCK TABLE {0}.shared_state IN ACCESS EXCLUSIVE MODE",
+        cluster.schema
+    ))
+    .unwrap();
+    eventually("node-b refuses keys it cannot confirm", || {
+        let (status, body) = cluster.version(1, &key);
+        status == 503 && body.contains("could not confirm client keys")
+    });
+    let (status, _) = cluster.version(0, &key);
+    assert_eq!(status, 503);
+    lock.rollback().unwrap();
+    eventually("both admit the key again", || {
+        cluster.version(0, &key).0 == 200 && cluster.version(1, &key).0 == 200
+    });
+    // The refusals are counted into `denied` entries (flushed at stop).
+    let mut cluster = cluster;
+    cluster.stop(1);
+    let entries = cluster.entries();
+    assert!(
+        entries.iter().any(|e| e["kind"] == "denied"
+            && e.to_string()
+                .contains("client keys not confirmed with PostgreSQL")),
+        "{entries:#?}"
+    );
+}

@@ -31,6 +31,9 @@ use zeroize::Zeroizing;
 /// `<schema>:<document name>`.
 pub(crate) const CHANNEL: &str = "redcap_warden_state";
 
+/// How long one statement on the shared state may take.
+const STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A database error in words, never the connection string.
 pub(crate) fn describe(e: &postgres::Error) -> String {
     match e.as_db_error() {
@@ -83,7 +86,16 @@ impl Database {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(10));
         }
-        config.connect(NoTls).map_err(db("connect"))
+        let mut client = config.connect(NoTls).map_err(db("connect"))?;
+        // A database that hangs is an error after a while, not a wait
+        // without end: the follower goes on, and fails closed.
+        client
+            .batch_execute(&format!(
+                "SET statement_timeout = {}",
+                STATEMENT_TIMEOUT.as_millis()
+            ))
+            .map_err(db("connect"))?;
+        Ok(client)
     }
 
     /// Runs `work` on the shared connection, connecting (and creating the

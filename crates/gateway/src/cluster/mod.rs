@@ -179,3 +179,21 @@ impl Link {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documents_not_confirmed_for_long_are_stale() {
+        let c = Confirmed::now();
+        assert_eq!(c.stale(), None);
+        let long_ago = jiff::Timestamp::now().as_millisecond()
+            - i64::try_from(STALE_AFTER.as_millis()).unwrap()
+            - 1_000;
+        c.0.store(long_ago, Ordering::Relaxed);
+        assert!(c.stale().is_some_and(|ago| ago > STALE_AFTER));
+        c.mark();
+        assert_eq!(c.stale(), None, "a complete re-read confirms them again");
+    }
+}
