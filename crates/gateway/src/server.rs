@@ -397,10 +397,11 @@ async fn housekeeping(gw: &Gateway, everything: bool) {
         expired = true;
         let _ = ledger.append(entry).await;
     }
-    if expired && let Some(link) = gw.cluster() {
-        if let Err(e) = link.holds.forget_expired(now) {
-            tracing::warn!(error = %e, "could not remove the holds that ran out from PostgreSQL");
-        }
+    if expired
+        && let Some(link) = gw.cluster()
+        && let Err(e) = link.holds.forget_expired(now)
+    {
+        tracing::warn!(error = %e, "could not remove the holds that ran out from PostgreSQL");
     }
     gw.keys().flush_use(everything);
 }
