@@ -5,11 +5,11 @@
 //!
 //! Each is one JSON document — the same document the file backend keeps
 //! in a file — in a row of `<schema>.shared_state`, beside the ledger's
-//! tables ([`database`]: the table, the migration, the connection). A
+//! tables (`database`: the table, the migration, the connection). A
 //! change is a transaction holding the row locked, so changes from any
 //! gateway or `redcap-warden` command are serialised by PostgreSQL's own
 //! locking, and announced with `NOTIFY` on commit. Each gateway's
-//! follower thread ([`follow`]) listens and re-reads what was announced,
+//! follower thread (`follow`) listens and re-reads what was announced,
 //! and re-reads everything every [`REREAD`] whatever it heard: a missed
 //! notification delays a change by at most that long, never loses it.
 //! Requests read the documents as last read, from memory.
@@ -21,11 +21,11 @@
 //!
 //! Nothing here is a home-made protocol: one database, its row locks, its
 //! `LISTEN/NOTIFY`. The synchronous `postgres` client never runs on an
-//! async worker ([`database::off_runtime`]).
+//! async worker (`database::off_runtime`).
 //!
-//! The parts: [`document`] (a row as a [`durable::SharedDocument`]),
-//! [`holds`] (the cut-over holds), [`reload`] (reload fan-out),
-//! [`follow`] (the listener thread).
+//! The parts: `document` (a row as a [`durable::SharedDocument`]),
+//! `holds` (the cut-over holds), `reload` (reload fan-out),
+//! `follow` (the listener thread).
 
 mod database;
 mod document;
