@@ -84,9 +84,32 @@ fn a_key_revoked_through_one_gateway_is_refused_by_the_other() {
         cluster.version(1, &key).0 == 200
     });
     assert_eq!(cluster.version(0, &key).0, 200);
-    // The keys are in PostgreSQL, not in the (shared-by-path) key file.
+    // The keys are in PostgreSQL, not in the (shared-by-path) key file,
+    // and only as their SHA-256: the key itself is in no row.
     let file = cluster.nodes[0].dir.join("data/client-keys.json");
     assert!(!file.exists(), "{} was written", file.display());
+    let rows = db_client(&cluster.database_url)
+        .query(
+            &format!(
+                "SELECT name, convert_from(document, 'UTF8') FROM {}.shared_state",
+                cluster.schema
+            ),
+            &[],
+        )
+        .unwrap();
+    let keys_row = rows
+        .iter()
+        .find(|r| r.get::<_, &str>(0) == "client-keys")
+        .map(|r| r.get::<_, String>(1))
+        .expect("the client-keys row");
+    assert!(keys_row.contains("\"sha256\""), "{keys_row}");
+    for r in &rows {
+        let doc: String = r.get(1);
+        assert!(
+            !doc.contains(&key) && !doc.contains(&key.to_lowercase()),
+            "a client key in shared_state"
+        );
+    }
 
     let id = active_key_id(&cluster, 1);
     let (status, body) = cluster.admin(
