@@ -66,7 +66,16 @@ pub(super) async fn authenticate(
             fmt,
         ));
     }
-    match gw.keys().check(presented, now) {
+    let mut verdict = gw.keys().check(presented, now);
+    // With shared keys an unknown key may be one issued on another host
+    // whose notification is still on its way: read the keys once more.
+    if verdict == Err("unknown key") && gw.cluster().is_some() && gw.keys().may_recheck() {
+        if let Err(e) = gw.keys().try_reload() {
+            tracing::warn!(error = %e, "could not re-read the client keys from PostgreSQL");
+        }
+        verdict = gw.keys().check(presented, now);
+    }
+    match verdict {
         Ok(key) => {
             gw.keys().note_use(&key.id, now);
             Ok(Caller { key, source, now })

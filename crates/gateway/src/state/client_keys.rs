@@ -25,6 +25,9 @@ impl Source for KeyFile {
     }
 }
 
+/// The least time between two re-reads an unknown key causes.
+const RECHECK: Duration = Duration::from_millis(50);
+
 /// How often key use goes to the key file (not on every request).
 const USE_FLUSH: Duration = Duration::from_secs(60);
 
@@ -38,6 +41,9 @@ const USE_FLUSH: Duration = Duration::from_secs(60);
 /// - `flushed` (`Mutex`): when `used` was last written; housekeeping only.
 pub(crate) struct ClientKeys {
     ring: Watched<KeyFile>,
+    /// When an unknown key last made the keys be re-read (shared keys
+    /// only; [`ClientKeys::may_recheck`]).
+    rechecked: Mutex<Option<Instant>>,
     used: Mutex<HashMap<String, Timestamp>>,
     flushed: Mutex<Instant>,
 }
@@ -46,6 +52,7 @@ impl ClientKeys {
     pub(crate) fn new(file: KeyFile) -> Result<ClientKeys, KeyError> {
         Ok(ClientKeys {
             ring: Watched::new(file)?,
+            rechecked: Mutex::new(None),
             used: Mutex::new(HashMap::new()),
             flushed: Mutex::new(Instant::now()),
         })
@@ -78,6 +85,19 @@ impl ClientKeys {
     /// Re-reads the keys now, saying why not.
     pub(crate) fn try_reload(&self) -> Result<(), KeyError> {
         self.ring.reload()
+    }
+
+    /// Whether an unknown key may have the keys re-read now: a key issued
+    /// on another host a moment ago works from its first request, before
+    /// the notification arrives; at most one re-read per [`RECHECK`], so
+    /// unknown keys cannot make the gateway hammer the database.
+    pub(crate) fn may_recheck(&self) -> bool {
+        let mut last = self.rechecked.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|t| t.elapsed() < RECHECK) {
+            return false;
+        }
+        *last = Some(Instant::now());
+        true
     }
 
     /// Notes that key `id` was used at `now`.
