@@ -61,6 +61,24 @@ pub trait FileSystem: Send + Sync {
     fn open_read(&self, path: &Path) -> io::Result<Box<dyn io::Read + Send>> {
         Ok(Box::new(io::Cursor::new(self.read(path)?)))
     }
+    /// Opens the file for reading from byte `offset` on (an append-only
+    /// file's new bytes). The default reads and drops the bytes before it;
+    /// a file shorter than `offset` is [`io::ErrorKind::UnexpectedEof`].
+    fn open_read_at(&self, path: &Path, offset: u64) -> io::Result<Box<dyn io::Read + Send>> {
+        use io::Read as _;
+        let mut file = self.open_read(path)?;
+        let skipped = io::copy(&mut (&mut file).take(offset), &mut io::sink())?;
+        if skipped < offset {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "{} holds {skipped} bytes, fewer than {offset}",
+                    path.display()
+                ),
+            ));
+        }
+        Ok(file)
+    }
     /// Renames a file, replacing `to` if it exists. Durable only after both
     /// parent directories are synced.
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;

@@ -60,6 +60,20 @@ impl FileSystem for OsFs {
         Ok(Box::new(File::open(path)?))
     }
 
+    fn open_read_at(&self, path: &Path, offset: u64) -> io::Result<Box<dyn io::Read + Send>> {
+        use std::io::Seek;
+        let mut file = File::open(path)?;
+        let len = file.metadata()?.len();
+        if len < offset {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("{} holds {len} bytes, fewer than {offset}", path.display()),
+            ));
+        }
+        file.seek(io::SeekFrom::Start(offset))?;
+        Ok(Box::new(file))
+    }
+
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         fs::rename(from, to)
     }

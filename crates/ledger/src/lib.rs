@@ -45,6 +45,7 @@ pub mod entry;
 mod error;
 pub mod export;
 mod files;
+mod follow;
 mod guard;
 pub mod merkle;
 mod pending;
@@ -66,6 +67,7 @@ pub use files::{
     UNSIGNED_SLACK, latest_note, prove_consistency, prove_inclusion, read_entries, read_from,
     read_lines, read_since, verify_dir, verify_dir_with_progress,
 };
+pub use follow::{FollowError, Followed, Follower};
 pub use guard::{ADOPT_ACTION, Adoption, WITNESS_FAILED};
 pub use pending::Pending;
 #[cfg(feature = "postgres")]
