@@ -162,6 +162,8 @@ pub(super) fn verified_view(
         verifier_key: key.to_string(),
         verified,
         latest_checkpoint,
+        how: governance::report::VerifiedHow::Full,
+        changed: None,
     })
 }
 

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, bail};
-use governance::report::{ClientKeyView, Evidence, LedgerScan, RightsView, html};
+use governance::report::{ClientKeyView, Evidence, LedgerScan, LedgerView, RightsView, html};
 use jiff::Timestamp;
 use secrets::SecretStore;
 use warden_config::LoadedConfig;
@@ -80,6 +80,25 @@ pub(super) fn gather(
     rights: Rights<'_>,
     keys: Vec<ClientKeyView>,
 ) -> anyhow::Result<Evidence> {
+    gather_with(config, store, rights, keys, &mut |config| {
+        let mut scan = LedgerScan::default();
+        crate::store::read_ledger_from(config, 0, &mut |e| scan.push(&e))?;
+        Ok((scan, super::ledger::verified_view(config)?))
+    })
+}
+
+/// The ledger's part of the evidence: its one-pass scan and its
+/// verification.
+type LedgerPart<'a> = dyn FnMut(&LoadedConfig) -> anyhow::Result<(LedgerScan, LedgerView)> + 'a;
+
+/// [`gather`], the ledger read and verified by `ledger_part`.
+fn gather_with(
+    config: &LoadedConfig,
+    store: &dyn SecretStore,
+    rights: Rights<'_>,
+    keys: Vec<ClientKeyView>,
+    ledger_part: &mut LedgerPart<'_>,
+) -> anyhow::Result<Evidence> {
     let c = &config.config;
     let rights = match rights {
         // REDCap unreachable, a refused token, nothing to check: the
@@ -104,13 +123,11 @@ pub(super) fn gather(
         ))
         .context("reading the token versions from the secrets store")?;
     // After the rights check, so its entries are in the scan.
-    let mut scan = LedgerScan::default();
-    crate::store::read_ledger_from(config, 0, &mut |e| scan.push(&e))?;
+    let (scan, ledger) = ledger_part(config)?;
     let tz = c.redcap.time_zone();
     let reauth = super::reauth::governed(config)
         .map(|a| governance::reauth::assess(a, &scan.facts, now, tz))
         .collect();
-    let ledger = super::ledger::verified_view(config)?;
     Ok(Evidence {
         generated_at: now,
         config_path: config.path.display().to_string(),
@@ -127,19 +144,158 @@ pub(super) fn gather(
 
 /// The dashboard's evidence, gathered as the report's is (rights drift
 /// from the ledger's latest checks: no REDCap call per page load), on a
-/// thread of its own (the gathering blocks).
+/// thread of its own (the gathering blocks). A file ledger is followed:
+/// verified in full at the first load and every [`FULL_EVERY`], and in
+/// between only what was appended since the last load is read and
+/// verified ([`ledger::Follower`]), the scan kept from load to load.
 pub(super) struct DashboardEvidence {
     pub(super) config: LoadedConfig,
     pub(super) store: std::sync::Arc<dyn SecretStore>,
+    pub(super) following: std::sync::Arc<std::sync::Mutex<Option<Following>>>,
+}
+
+impl DashboardEvidence {
+    /// The source for `serve`, following nothing yet.
+    pub(super) fn new(
+        config: LoadedConfig,
+        store: std::sync::Arc<dyn SecretStore>,
+    ) -> DashboardEvidence {
+        DashboardEvidence {
+            config,
+            store,
+            following: Default::default(),
+        }
+    }
+}
+
+/// How often the dashboard verifies the whole ledger again, however
+/// little was appended: the bound on how long an old entry changed in
+/// place (its length, and the segment's last line, kept) goes unseen.
+pub(super) const FULL_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// A followed file ledger: the verified prefix and the scan of it.
+pub(super) struct Following {
+    follower: ledger::Follower,
+    scan: LedgerScan,
+    full_at: Timestamp,
+    full_instant: std::time::Instant,
+    /// A change of the verified prefix once seen, kept on show.
+    changed: Option<String>,
+}
+
+/// The ledger part of the dashboard's evidence: incremental while the
+/// ledger is a file ledger that only grew and the last full verification
+/// is younger than `full_every`; in full otherwise.
+pub(super) fn followed_ledger(
+    config: &LoadedConfig,
+    following: &mut Option<Following>,
+    full_every: std::time::Duration,
+) -> anyhow::Result<(LedgerScan, LedgerView)> {
+    let section = governance::audit::ledger_section(config)?;
+    let warden_config::LedgerStore::File = section.store else {
+        *following = None;
+        let mut scan = LedgerScan::default();
+        crate::store::read_ledger_from(config, 0, &mut |e| scan.push(&e))?;
+        return Ok((scan, super::ledger::verified_view(config)?));
+    };
+    let dir = config.resolve(&section.dir);
+    let key = section.verifier_key();
+    let view = |f: &ledger::Followed, note: Option<&str>, how, changed| LedgerView {
+        place: dir.display().to_string(),
+        verifier_key: key.to_string(),
+        verified: Ok(governance::report::VerifySummary {
+            entries: f.entries,
+            checkpoints: f.checkpoints,
+            anchored: f.anchored,
+            unanchored: f.entries - f.anchored,
+            root: hex::encode(f.root),
+        }),
+        latest_checkpoint: note.map(str::to_owned),
+        how,
+        changed,
+    };
+    let mut changed = following.as_ref().and_then(|f| f.changed.clone());
+    if let Some(f) = following
+        .as_mut()
+        .filter(|f| f.full_instant.elapsed() < full_every)
+    {
+        let before = f.follower.figures().entries;
+        let scan = &mut f.scan;
+        match f.follower.advance(&durable::OsFs, &mut |e| scan.push(e)) {
+            Ok(figures) => {
+                let how = governance::report::VerifiedHow::Incremental {
+                    full_at: f.full_at,
+                    new_entries: figures.entries - before,
+                };
+                let v = view(&figures, f.follower.latest_note(), how, changed);
+                return Ok((f.scan.clone(), v));
+            }
+            Err(ledger::FollowError::Changed(why)) => {
+                changed = Some(format!("seen {}: {why}", Timestamp::now()));
+            }
+            // The full verification below says what is wrong, as
+            // `ledger verify` says it.
+            Err(_) => {}
+        }
+    }
+    *following = None;
+    let mut scan = LedgerScan::default();
+    let full_at = Timestamp::now();
+    let full_instant = std::time::Instant::now();
+    match ledger::Follower::start(&durable::OsFs, &dir, &key, &mut |e| scan.push(e)) {
+        Ok((follower, figures)) => {
+            let v = view(
+                &figures,
+                follower.as_ref().and_then(|f| f.latest_note()),
+                governance::report::VerifiedHow::Full,
+                changed.clone(),
+            );
+            let v = match (&follower, v.latest_checkpoint.is_some()) {
+                // The chain cannot be followed from the pinned key: the
+                // note as the file holds it.
+                (None, _) | (_, false) => LedgerView {
+                    latest_checkpoint: ledger::latest_note(&durable::OsFs, &dir)?,
+                    ..v
+                },
+                _ => v,
+            };
+            if let Some(follower) = follower {
+                *following = Some(Following {
+                    follower,
+                    scan: scan.clone(),
+                    full_at,
+                    full_instant,
+                    changed,
+                });
+            }
+            Ok((scan, v))
+        }
+        // The report's own gathering, which says why.
+        Err(_) => {
+            let mut scan = LedgerScan::default();
+            crate::store::read_ledger_from(config, 0, &mut |e| scan.push(&e))?;
+            let mut v = super::ledger::verified_view(config)?;
+            v.changed = changed;
+            Ok((scan, v))
+        }
+    }
 }
 
 #[async_trait::async_trait]
 impl gateway::EvidenceSource for DashboardEvidence {
     async fn gather(&self) -> Result<Evidence, String> {
         let (config, store) = (self.config.clone(), self.store.clone());
+        let following = self.following.clone();
         let (tx, rx) = tokio::sync::oneshot::channel();
         std::thread::spawn(move || {
-            let mut gathered = gather(&config, &*store, Rights::FromLedger, Vec::new());
+            let mut following = following.lock().unwrap_or_else(|e| e.into_inner());
+            let mut gathered = gather_with(
+                &config,
+                &*store,
+                Rights::FromLedger,
+                Vec::new(),
+                &mut |config| followed_ledger(config, &mut following, FULL_EVERY),
+            );
             // The gateway appends while the ledger is read: a line being
             // written as verification reaches it fails it; a second look
             // tells that from damage.
@@ -239,4 +395,207 @@ fn print_pdf(html: &Path, pdf: &Path) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use ed25519_dalek::SigningKey;
+    use ledger::{EntryKind, Ledger, LedgerOptions, VerifierKey};
+
+    use super::*;
+
+    const ORIGIN: &str = "test.example/redcap-warden/00112233aabbccdd";
+
+    fn key() -> SigningKey {
+        SigningKey::from_bytes(&[42; 32])
+    }
+
+    /// A configuration naming a file ledger in `dir`/ledger.
+    fn config(dir: &Path) -> LoadedConfig {
+        let path = dir.join("warden.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[redcap]\nurl = \"https://redcap.example.org/api/\"\ntime_zone = \"UTC\"\n\n[ledger]\ndir = \"ledger\"\nverifier_key = \"{}\"\n",
+                VerifierKey::from_signing_key(ORIGIN, &key())
+            ),
+        )
+        .unwrap();
+        warden_config::load(&path).unwrap()
+    }
+
+    fn options() -> LedgerOptions {
+        LedgerOptions {
+            segment_max_bytes: 8192,
+            checkpoint_interval: None,
+            lock: false,
+            ..LedgerOptions::default()
+        }
+    }
+
+    /// Appends requests, responses, a denial and an alert, signing a
+    /// checkpoint every 7 entries and at the end.
+    fn append(dir: &Path, from: u64, n: u64) {
+        let fs: Arc<dyn durable::FileSystem> = Arc::new(durable::OsFs);
+        let ledger_dir = dir.join("ledger");
+        let ledger = if from == 0 {
+            Ledger::create(fs, &ledger_dir, ORIGIN, key(), options()).unwrap()
+        } else {
+            Ledger::open(fs, &ledger_dir, key(), options()).unwrap()
+        };
+        for i in from..from + n {
+            let kind = match i % 4 {
+                0 => EntryKind::Alert {
+                    code: "test".into(),
+                    message: format!("alert {i}"),
+                },
+                _ => EntryKind::Admin {
+                    operator: "ana".into(),
+                    action: "apply".into(),
+                    target: format!("account-{i}"),
+                    reason: "ticket 7".into(),
+                },
+            };
+            ledger.append(kind).unwrap();
+            if i % 7 == 6 {
+                ledger.checkpoint().unwrap();
+            }
+        }
+        ledger.close().unwrap();
+    }
+
+    fn json<T: serde::Serialize>(t: &T) -> String {
+        serde_json::to_string(t).unwrap()
+    }
+
+    fn full(config: &LoadedConfig) -> (LedgerScan, LedgerView) {
+        let mut scan = LedgerScan::default();
+        crate::store::read_ledger_from(config, 0, &mut |e| scan.push(&e)).unwrap();
+        (scan, super::super::ledger::verified_view(config).unwrap())
+    }
+
+    #[test]
+    fn the_followed_ledger_equals_a_full_gathering() {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = config(tmp.path());
+        append(tmp.path(), 0, 50);
+        let mut following = None;
+        let hour = Duration::from_secs(3600);
+        let (scan, view) = followed_ledger(&config, &mut following, hour).unwrap();
+        assert!(following.is_some());
+        assert!(matches!(view.how, governance::report::VerifiedHow::Full));
+        let (fscan, fview) = full(&config);
+        assert_eq!(json(&scan), json(&fscan));
+        assert_eq!(json(&view.verified), json(&fview.verified));
+        for n in [1, 30, 0, 100] {
+            let before = scan_entries(&config);
+            append(tmp.path(), before, n);
+            let (scan, view) = followed_ledger(&config, &mut following, hour).unwrap();
+            let added = scan_entries(&config) - before;
+            assert!(added >= n);
+            assert!(
+                matches!(view.how, governance::report::VerifiedHow::Incremental { new_entries, .. } if new_entries == added),
+                "{:?}",
+                view.how
+            );
+            let (fscan, fview) = full(&config);
+            assert_eq!(json(&scan), json(&fscan), "after {n} more");
+            let facts = |s: &LedgerScan| {
+                let used: std::collections::BTreeMap<_, _> = s.facts.used.iter().collect();
+                format!(
+                    "{:?} {:?} {:?} {used:?}",
+                    s.facts.started, s.facts.accounts, s.facts.next
+                )
+            };
+            assert_eq!(facts(&scan), facts(&fscan), "after {n} more");
+            assert_eq!(json(&view.verified), json(&fview.verified));
+            assert_eq!(view.latest_checkpoint, fview.latest_checkpoint);
+            assert!(view.changed.is_none());
+        }
+    }
+
+    fn scan_entries(config: &LoadedConfig) -> u64 {
+        full(config).0.entries
+    }
+
+    #[test]
+    fn a_tampered_old_entry_is_caught_by_the_periodic_full_verification() {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = config(tmp.path());
+        append(tmp.path(), 0, 40);
+        let mut following = None;
+        followed_ledger(&config, &mut following, Duration::from_secs(3600)).unwrap();
+        // An old entry changed in place, its length kept.
+        let first = tmp
+            .path()
+            .join("ledger")
+            .join(ledger_first_segment(tmp.path()));
+        let text = std::fs::read_to_string(&first).unwrap();
+        std::fs::write(&first, text.replacen("account-1\"", "account-9\"", 1)).unwrap();
+        // A full verification is due (FULL_EVERY elapsed): it fails.
+        let (_, view) = followed_ledger(&config, &mut following, Duration::ZERO).unwrap();
+        let err = view.verified.unwrap_err();
+        assert!(err.contains("was changed"), "{err}");
+        assert!(following.is_none());
+    }
+
+    #[test]
+    fn a_truncated_ledger_is_a_finding_and_verified_in_full() {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = config(tmp.path());
+        append(tmp.path(), 0, 40);
+        let mut following = None;
+        let hour = Duration::from_secs(3600);
+        followed_ledger(&config, &mut following, hour).unwrap();
+        // The newest segment replaced by another file with the same bytes.
+        let seg = tmp
+            .path()
+            .join("ledger")
+            .join(ledger_last_segment(tmp.path()));
+        let other = seg.with_extension("new");
+        std::fs::copy(&seg, &other).unwrap();
+        std::fs::rename(&other, &seg).unwrap();
+        let (_, view) = followed_ledger(&config, &mut following, hour).unwrap();
+        assert!(matches!(view.how, governance::report::VerifiedHow::Full));
+        assert!(view.verified.is_ok(), "{:?}", view.verified);
+        let why = view.changed.clone().expect("the change is named");
+        assert!(why.contains("replaced"), "{why}");
+        // It stays on show.
+        let (_, view) = followed_ledger(&config, &mut following, hour).unwrap();
+        assert_eq!(view.changed.as_deref(), Some(why.as_str()));
+        let e = Evidence {
+            generated_at: Timestamp::now(),
+            config_path: String::new(),
+            redcap_time_zone: "UTC".into(),
+            tokens: Vec::new(),
+            rights: RightsView::FromLedger,
+            reauth: Vec::new(),
+            ledger: view,
+            scan: LedgerScan::default(),
+            keys: Vec::new(),
+            live: None,
+        };
+        assert!(e.has_critical());
+    }
+
+    fn segments(root: &Path) -> Vec<String> {
+        let mut s: Vec<String> = std::fs::read_dir(root.join("ledger"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".jsonl"))
+            .collect();
+        s.sort();
+        s
+    }
+
+    fn ledger_first_segment(root: &Path) -> String {
+        segments(root).remove(0)
+    }
+
+    fn ledger_last_segment(root: &Path) -> String {
+        segments(root).pop().unwrap()
+    }
 }

@@ -229,10 +229,10 @@ pub async fn start_gateway(
     })
     .await?;
     // The dashboard shows what `report` gathers.
-    running.set_evidence_source(Arc::new(super::report::DashboardEvidence {
-        config: config.clone(),
+    running.set_evidence_source(Arc::new(super::report::DashboardEvidence::new(
+        config.clone(),
         store,
-    }));
+    )));
     Ok(running)
 }
 

@@ -512,6 +512,24 @@ fn ledger(h: &mut String, e: &Evidence) {
             );
         }
     }
+    if let super::VerifiedHow::Incremental {
+        full_at,
+        new_entries,
+    } = &l.how
+    {
+        let _ = write!(
+            h,
+            "<p class=\"meta\" id=\"ledger-incremental\">This look verified the {new_entries} entries and the checkpoints appended since the last one, onto the prefix verified in full at {}; the whole ledger is verified again every 10 minutes.</p>",
+            super::minute(*full_at)
+        );
+    }
+    if let Some(why) = &l.changed {
+        let _ = write!(
+            h,
+            "<p class=\"bad-text\" id=\"ledger-changed\">The verified ledger changed under the dashboard: {}. It was verified in full again (above).</p>",
+            esc(why)
+        );
+    }
     h.push_str("<h3>Latest signed checkpoint</h3>");
     match &l.latest_checkpoint {
         Some(note) => {

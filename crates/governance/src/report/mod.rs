@@ -104,6 +104,30 @@ pub struct LedgerView {
     pub verified: Result<VerifySummary, String>,
     /// The text of the latest signed note (C2SP), if there is one.
     pub latest_checkpoint: Option<String>,
+    /// How it was verified: in full, or (the dashboard) the entries and
+    /// checkpoints appended since the last verification, and when it was
+    /// last verified in full.
+    pub how: VerifiedHow,
+    /// The dashboard: the verified ledger changed under it (a segment
+    /// truncated, replaced or rewritten; the checkpoints rewritten) — when
+    /// it was seen and what. It was then verified in full again.
+    pub changed: Option<String>,
+}
+
+/// How a [`LedgerView`] was verified.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "how", rename_all = "snake_case")]
+pub enum VerifiedHow {
+    /// Every entry and checkpoint, now.
+    Full,
+    /// What was appended since the last look, onto a prefix verified in
+    /// full at `full_at` (docs/report.md).
+    Incremental {
+        /// The last full verification.
+        full_at: Timestamp,
+        /// Entries verified in this look.
+        new_entries: u64,
+    },
 }
 
 /// A successful verification's figures.
@@ -233,6 +257,15 @@ impl Evidence {
                 ),
             ),
             Ok(_) => {}
+        }
+        if let Some(why) = &self.ledger.changed {
+            add(
+                Severity::Critical,
+                s::LEDGER,
+                format!(
+                    "the verified ledger changed under the dashboard ({why}); it was verified in full again"
+                ),
+            );
         }
         for t in &self.tokens {
             if t.overdue {

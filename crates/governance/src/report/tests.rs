@@ -53,6 +53,8 @@ fn evidence(scan: LedgerScan, verified: Result<VerifySummary, String>) -> Eviden
             verifier_key: "warden+abc".into(),
             verified,
             latest_checkpoint: Some("origin\n3\nroot=\n\n— warden sig\n".into()),
+            how: super::VerifiedHow::Full,
+            changed: None,
         },
         scan,
         keys: Vec::new(),
