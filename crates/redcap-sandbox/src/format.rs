@@ -158,21 +158,17 @@ pub fn render_rows(
             rows.iter().cloned().map(Value::Object).collect(),
         )),
         Format::Csv => {
-            let mut w = csv::WriterBuilder::new()
-                .terminator(csv::Terminator::Any(b'\n'))
-                .from_writer(Vec::new());
+            let mut w = php_csv_writer(b',').from_writer(Vec::new());
             let header: Vec<String> = match rows.first() {
                 Some(r) => r.keys().cloned().collect(),
                 None => empty_header.iter().map(|s| (*s).to_owned()).collect(),
             };
             // Writing into a Vec cannot fail.
-            let _ = w.write_record(&header);
+            let _ = w.write_record(header.iter().map(|h| php_csv_bytes(h, b',')));
             for r in rows {
-                let _ = w.write_record(
-                    header
-                        .iter()
-                        .map(|h| r.get(h).map(cell).unwrap_or_default()),
-                );
+                let _ = w.write_record(header.iter().map(|h| {
+                    php_csv_bytes(&r.get(h).map(cell).unwrap_or_default(), b',').into_owned()
+                }));
             }
             String::from_utf8(w.into_inner().unwrap_or_default()).unwrap_or_default()
         }
@@ -490,6 +486,41 @@ pub struct RowWriter<'w> {
     numeric: &'static [&'static str],
     /// A CSV header other than the columns' names (`rawOrLabelHeaders`).
     csv_header: Option<Vec<String>>,
+    /// The CSV delimiter (fields holding it are quoted).
+    delimiter: u8,
+}
+
+/// A CSV writer that writes each field as it is given: fields are quoted
+/// beforehand by [`php_csv_field`], as PHP's `fputcsv` (which REDCap
+/// writes every CSV answer with) quotes them.
+fn php_csv_writer(delimiter: u8) -> csv::WriterBuilder {
+    let mut b = csv::WriterBuilder::new();
+    b.terminator(csv::Terminator::Any(b'\n'))
+        .delimiter(delimiter)
+        .quote_style(csv::QuoteStyle::Never);
+    b
+}
+
+/// A CSV field as PHP's `fputcsv($fp, $line, $delimiter, '"', '')` writes
+/// it: enclosed in `"` (inner `"` doubled) when it holds the delimiter,
+/// `"`, a line break, a tab or a space — so `Event 1` is `"Event 1"` —,
+/// else as it is.
+pub fn php_csv_field(v: &str, delimiter: u8) -> Cow<'_, str> {
+    if v.bytes()
+        .any(|b| matches!(b, b'"' | b'\n' | b'\r' | b'\t' | b' ') || b == delimiter)
+    {
+        Cow::Owned(format!("\"{}\"", v.replace('"', "\"\"")))
+    } else {
+        Cow::Borrowed(v)
+    }
+}
+
+/// [`php_csv_field`] as the bytes a `csv::Writer` takes.
+fn php_csv_bytes(v: &str, delimiter: u8) -> Cow<'_, [u8]> {
+    match php_csv_field(v, delimiter) {
+        Cow::Borrowed(s) => Cow::Borrowed(s.as_bytes()),
+        Cow::Owned(s) => Cow::Owned(s.into_bytes()),
+    }
 }
 
 /// Where a [`RowWriter`] writes: CSV through one `csv::Writer` for the
@@ -521,8 +552,7 @@ impl<'w> RowWriter<'w> {
                 Sink::Plain(out)
             }
             Format::Csv => Sink::Csv(Box::new(
-                csv::WriterBuilder::new()
-                    .terminator(csv::Terminator::Any(b'\n'))
+                php_csv_writer(b',')
                     .buffer_capacity(64 * 1024)
                     .from_writer(out),
             )),
@@ -538,6 +568,7 @@ impl<'w> RowWriter<'w> {
             keys: Vec::new(),
             numeric: &[],
             csv_header: None,
+            delimiter: b',',
         })
     }
 
@@ -546,12 +577,11 @@ impl<'w> RowWriter<'w> {
         if let Sink::Csv(w) = self.out {
             let out = w.into_inner().map_err(|e| e.into_error())?;
             self.out = Sink::Csv(Box::new(
-                csv::WriterBuilder::new()
-                    .terminator(csv::Terminator::Any(b'\n'))
-                    .delimiter(delimiter)
+                php_csv_writer(delimiter)
                     .buffer_capacity(64 * 1024)
                     .from_writer(out),
             ));
+            self.delimiter = delimiter;
         }
         Ok(self)
     }
@@ -623,13 +653,16 @@ impl<'w> RowWriter<'w> {
             }
             Format::Csv => {
                 if let Sink::Csv(w) = &mut self.out {
+                    let d = self.delimiter;
                     if self.rows == 0 {
                         match &self.csv_header {
-                            Some(h) => w.write_record(h)?,
-                            None => w.write_record(cells.iter().map(|(k, _)| k.as_ref()))?,
+                            Some(h) => w.write_record(h.iter().map(|k| php_csv_bytes(k, d)))?,
+                            None => w.write_record(
+                                cells.iter().map(|(k, _)| php_csv_bytes(k.as_ref(), d)),
+                            )?,
                         }
                     }
-                    w.write_record(cells.iter().map(|(_, v)| v.as_ref()))?;
+                    w.write_record(cells.iter().map(|(_, v)| php_csv_bytes(v.as_ref(), d)))?;
                 }
             }
             Format::Xml => {
@@ -661,9 +694,12 @@ impl<'w> RowWriter<'w> {
             Sink::Plain(out) => writeln!(out, "</{}>", self.root),
             Sink::Csv(mut w) => {
                 if self.rows == 0 {
+                    let d = self.delimiter;
                     match &self.csv_header {
-                        Some(h) => w.write_record(h)?,
-                        None => w.write_record(self.empty_header)?,
+                        Some(h) => w.write_record(h.iter().map(|k| php_csv_bytes(k, d)))?,
+                        None => {
+                            w.write_record(self.empty_header.iter().map(|k| php_csv_bytes(k, d)))?
+                        }
                     }
                 }
                 w.flush()

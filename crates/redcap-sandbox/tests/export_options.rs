@@ -232,7 +232,8 @@ async fn label_headers() {
             a.body
         }
     };
-    let header = "Record ID,Name,Age,Complete?,Symptoms (choice=Fever),Symptoms (choice=Cough),Arm,Complete?\n";
+    // PHP's fputcsv quotes every cell holding a space.
+    let header = "\"Record ID\",Name,Age,Complete?,\"Symptoms (choice=Fever)\",\"Symptoms (choice=Cough)\",Arm,Complete?\n";
     // No records: the header alone.
     assert_eq!(export(vec![]).await, header);
     let a = sb
@@ -248,7 +249,7 @@ async fn label_headers() {
     // Values stay raw unless rawOrLabel says otherwise; both together.
     assert_eq!(
         export(vec![("rawOrLabel", "label"), ("fields", "record_id,arm")]).await,
-        "Record ID,Arm\n1,B\n"
+        "\"Record ID\",Arm\n1,B\n"
     );
     // JSON keys are never labels.
     let rows = sb

@@ -156,7 +156,7 @@ async fn arms_events_and_mappings() {
     let csv = sb
         .post(&[("token", &token), ("content", "arm"), ("format", "csv")])
         .await;
-    assert_eq!(csv.body, "arm_num,name\n1,Drug A\n2,Drug B\n");
+    assert_eq!(csv.body, "arm_num,name\n1,\"Drug A\"\n2,\"Drug B\"\n");
     let xml = sb
         .post(&[
             ("token", &token),
@@ -806,8 +806,8 @@ async fn files_by_event_and_instance() {
         [
             "screening_arm_1||",
             "baseline_arm_1||",
-            "baseline_arm_1|1|[document]",
-            "baseline_arm_1|2|[document]"
+            "baseline_arm_1|1|scan.txt",
+            "baseline_arm_1|2|scan.txt"
         ]
     );
     let a = file_call(&sb, &token, "delete", "baseline_arm_1", "2", None).await;

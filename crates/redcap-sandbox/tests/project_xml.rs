@@ -326,7 +326,7 @@ async fn a_project_from_a_redcap_file() {
         json!([
             {"pid": "1", "redcap_repeat_instrument": "", "redcap_repeat_instance": "",
              "redcap_data_access_group": "north_site", "age": "44", "sex": "0",
-             "diet___1": "1", "diet___2": "0", "consent": "[document]", "history": "", "intake_complete": "2",
+             "diet___1": "1", "diet___2": "0", "consent": "consent.txt", "history": "", "intake_complete": "2",
              "seen": "", "visits_complete": ""},
             {"pid": "1", "redcap_repeat_instrument": "visits", "redcap_repeat_instance": 1,
              "redcap_data_access_group": "north_site", "age": "", "sex": "",

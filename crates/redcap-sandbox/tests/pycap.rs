@@ -121,3 +121,143 @@ async fn pycap_surveys() {
     };
     run_script(&python, "pycap_surveys.py", "PyCap surveys OK").await;
 }
+
+/// The two suites PyCap 2.7.0 ships in its repository (not in its PyPI
+/// package): the integration tests (`tests/integration`, whose fixtures
+/// create projects from REDCap XML with a super token) and the doctests
+/// of its methods (`redcap/`, run by its CI as `pytest --doctest-only
+/// --doctest-plus`).
+#[derive(Clone, Copy)]
+enum Suite {
+    Integration,
+    Doctests,
+}
+
+/// Runs one of PyCap 2.7.0's own suites, unchanged, against a fresh
+/// sandbox; any failure, error or skip fails the test.
+///
+/// `tests/pycap-2.7.0/` holds PyCap's `tests/` and data at its tag 2.7.0
+/// (MIT, its LICENSE beside them); the doctests are those of the installed
+/// package (`pycap==2.7.0` from PyPI, the same files). Both are copied into
+/// a temporary directory, where pytest runs with `pycap_suite_plugin.py`,
+/// which checks that every file is PyCap 2.7.0's (git blob hashes) and
+/// sends the demo server's URL written in the suites to the sandbox. The
+/// sandbox plays that server's public URL (the survey links the suites
+/// check start with it); PyCap's `pytest.ini` is used with its `addopts`
+/// cleared (they load pylint, black, mypy and coverage plugins, which
+/// check PyCap's own code, not the server).
+async fn run_suite(python: &std::ffi::OsStr, suite: Suite) {
+    let tests = concat!(env!("CARGO_MANIFEST_DIR"), "/tests");
+    let work = tempfile::tempdir().unwrap();
+    copy_dir(
+        std::path::Path::new(&format!("{tests}/pycap-2.7.0")),
+        work.path(),
+    );
+    let out = std::process::Command::new(python)
+        .args([
+            "-c",
+            "import os, redcap, pytest, pytest_doctestplus; print(os.path.dirname(redcap.__file__))",
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run PYCAP_PYTHON={python:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "PYCAP_PYTHON={python:?} lacks pycap, pytest or pytest-doctestplus (scripts/test installs them): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let package = String::from_utf8(out.stdout).unwrap();
+    let mut args = vec![
+        "-m",
+        "pytest",
+        "-p",
+        "pycap_suite_plugin",
+        "-p",
+        "no:cacheprovider",
+        "-o",
+        "addopts=",
+        "-rfEs",
+        "--color=no",
+    ];
+    let sb = match suite {
+        Suite::Integration => {
+            args.push("tests/integration");
+            Sandbox::start_with(|c| {
+                c.public_url = Some("https://redcapdemo.vumc.org/".into());
+            })
+            .await
+        }
+        Suite::Doctests => {
+            copy_dir(
+                std::path::Path::new(package.trim()),
+                &work.path().join("redcap"),
+            );
+            args.extend(["--doctest-only", "--doctest-plus", "redcap"]);
+            // The doctest project's role is stored with legacy form codes
+            // (its XML, exported from REDCap 15.2.1, says
+            // `data_entry="[form_1,2]"`), which REDCap answers as stored;
+            // the sandbox keeps rights by meaning and writes the played
+            // version's encoding, so it plays a version before the bitmask
+            // (15.6.0) here.
+            Sandbox::start_with(|c| {
+                c.public_url = Some("https://redcapdemo.vumc.org/".into());
+                c.version = "15.5.0".parse().unwrap();
+            })
+            .await
+        }
+    };
+    let out = tokio::process::Command::new(python)
+        .args(&args)
+        .current_dir(work.path())
+        .env("PYTHONPATH", tests)
+        .env("PYCAP_SUITE_DIR", work.path())
+        .env("SANDBOX_API_URL", &sb.api)
+        .env("REDCAPDEMO_SUPERUSER_TOKEN", SUPER)
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("cannot run PYCAP_PYTHON={python:?}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "PyCap's suite failed:\n{stdout}\n{stderr}"
+    );
+    let summary = stdout.lines().last().unwrap_or_default();
+    assert!(
+        summary.contains(" passed") && !summary.contains("skipped") && !summary.contains("failed"),
+        "{stdout}"
+    );
+}
+
+/// Copies a directory tree (without `__pycache__`).
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            if entry.file_name() != "__pycache__" {
+                copy_dir(&entry.path(), &target);
+            }
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// PyCap 2.7.0's integration suite, unchanged (`Suite::Integration`).
+#[tokio::test]
+async fn pycap_own_integration_suite() {
+    let Some(python) = pycap_python("pycap_own_integration_suite") else {
+        return;
+    };
+    run_suite(&python, Suite::Integration).await;
+}
+
+/// PyCap 2.7.0's doctests, unchanged (`Suite::Doctests`).
+#[tokio::test]
+async fn pycap_own_doctests() {
+    let Some(python) = pycap_python("pycap_own_doctests") else {
+        return;
+    };
+    run_suite(&python, Suite::Doctests).await;
+}

@@ -110,11 +110,12 @@ assert [(r["redcap_event_name"], r["redcap_repeat_instrument"], r["redcap_repeat
                           ("event_2_arm_1", "visit", 1), ("event_2_arm_1", "visit", 2)], out
 assert list(out[0])[:4] == ["record_id", "redcap_event_name", "redcap_repeat_instrument",
                             "redcap_repeat_instance"], out[0]
-# Labels: a one-arm project's event is its name (PyCap's doctest shows "Event 1").
+# Labels: a one-arm project's event is its name, quoted as PHP's fputcsv
+# quotes a cell with a space (PyCap's doctest shows '1,"Event 1",,1,Yes').
 labelled = p.export_records(format_type="csv", raw_or_label="label", fields=["field_1"])
 assert labelled.splitlines()[:2] == [
     "record_id,redcap_event_name,redcap_repeat_instrument,redcap_repeat_instance,field_1",
-    "1,Event 1,,,a"], labelled
+    '1,"Event 1",,,a'], labelled
 only = p.export_records(events=["event_1_arm_1"])
 assert [r["redcap_event_name"] for r in only] == ["event_1_arm_1"], only
 eav = p.export_records(record_type="eav")

@@ -142,7 +142,8 @@ from datetime import datetime
 assert len(p.export_records(date_begin=datetime(2000, 1, 1))) == 6
 assert p.export_records(date_end=datetime(2000, 1, 1)) == []
 labelled = p.export_records(format_type="csv", fields=["record_id", "arm"], raw_or_label_headers="label")
-assert labelled.splitlines()[0] == "Record ID,Arm", labelled
+# PHP's fputcsv quotes a cell holding a space.
+assert labelled.splitlines()[0] == '"Record ID",Arm', labelled
 assert p.export_field_names()[-1] == \
     {"original_field_name": "visit_complete", "choice_value": "", "export_field_name": "visit_complete"}
 checkbox = p.export_records(records=["1"], fields=["symptoms"], export_checkbox_labels=True, raw_or_label="label")
@@ -252,9 +253,16 @@ assert p.import_file("1", "consent", "consent.txt", io.BytesIO(content)) == [{}]
 data, headers = p.export_file("1", "consent")
 assert data == content, data
 assert headers == {"name": "consent.txt", "charset": "UTF-8"}, headers
-# (PyCap adds the record ID field to `fields`.)
+# (PyCap adds the record ID field to `fields`.) A flat export shows the
+# file's name (PyCap's doctest: 'upload_field': 'test_upload.txt'), an EAV
+# one the stored doc id.
 assert p.export_records(records=["1"], fields=["consent"]) == \
-    [{"record_id": "1", "consent": "[document]"}]
+    [{"record_id": "1", "consent": "consent.txt"}]
+eav = p.export_records(records=["1"], fields=["consent"], record_type="eav")
+assert [(r["field_name"], r["value"].isdigit()) for r in eav] == \
+    [("record_id", False), ("consent", True)] or \
+    [(r["field_name"], r["value"].isdigit()) for r in eav] == \
+    [("record_id", True), ("consent", True)], eav
 try:
     p.export_file("404", "consent")
     raise AssertionError("exporting a file of a missing record succeeded")

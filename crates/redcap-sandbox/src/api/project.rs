@@ -209,12 +209,8 @@ pub fn create(ctx: &mut Ctx) -> Result<Reply, ApiError> {
     } else {
         ctx.log_manage(LogKind::Manage, "Create project");
     }
-    ctx.log(
-        LogKind::User,
-        "Manage/Design ",
-        format!("Create API token for user (username = '{creator}')"),
-        None,
-        None,
-    );
+    // REDCap's `Project::apiCreate` gives the creator a token without a
+    // log row of its own (`RedCapDB::setAPIToken` logs nothing): the
+    // creation's row above is the last one.
     Ok(Reply::ok(ctx.format, token))
 }

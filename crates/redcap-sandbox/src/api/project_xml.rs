@@ -258,12 +258,47 @@ pub fn prepare_records(
 
 /// Writes the checked records into the new project (the caller's), each
 /// slot's values in one statement; files are stored first.
+///
+/// Each record-event is logged as REDCap's import (`Records::saveData`)
+/// logs it, before the creation's own row: `Create record (API) <r>` for
+/// the record's first slot, `Update record (API) <r>` for the others
+/// (with the event's label in a longitudinal project), the values as
+/// `field = 'value'`, then the DAG assignment.
 pub fn write_records(ctx: &mut Ctx, records: Vec<Prepared>) -> Result<(), ApiError> {
     let pid = ctx.pid();
+    let labels: HashMap<i64, String> = {
+        let project = ctx.project();
+        if project.is_longitudinal {
+            project
+                .events
+                .iter()
+                .map(|e| (e.id, super::records::event_label(project, e)))
+                .collect()
+        } else {
+            HashMap::new()
+        }
+    };
+    let dag_names: HashMap<u64, String> = {
+        let project = ctx.project();
+        project
+            .dags
+            .iter()
+            .map(|d| d.id)
+            .zip(project.dag_unique_names())
+            .collect()
+    };
+    let checkboxes: HashSet<String> = ctx
+        .project()
+        .metadata
+        .iter()
+        .filter(|f| f.field_type == "checkbox")
+        .map(|f| f.field_name.clone())
+        .collect();
     for record in records {
+        let mut log_rows: Vec<(LogKind, String, String)> = Vec::new();
         let mut slots: Vec<(Slot, Vec<(String, String)>)> = Vec::with_capacity(record.slots.len());
         for (slot, values) in record.slots {
-            let values = values
+            let values: Vec<(String, String)> = values
                 .into_iter()
                 .map(|(field, v)| match v {
                     Value::Text(t) => (field, t),
@@ -273,7 +308,45 @@ pub fn write_records(ctx: &mut Ctx, records: Vec<Prepared>) -> Result<(), ApiErr
                     }
                 })
                 .collect();
+            let verb = if slots.is_empty() {
+                "Create record"
+            } else {
+                "Update record"
+            };
+            let kind = if slots.is_empty() {
+                LogKind::RecordAdd
+            } else {
+                LogKind::RecordEdit
+            };
+            let mut action = format!("{} {}", ctx.api_label(verb), record.name);
+            if let Some(label) = labels.get(&slot.event) {
+                action = format!("{action} ({label})");
+            }
+            let mut details: Vec<String> = Vec::with_capacity(values.len());
+            if slot.instance > 1 {
+                details.push(format!("[instance = {}]", slot.instance));
+            }
+            for (field, value) in &values {
+                match field.split_once("___") {
+                    Some((base, code)) if checkboxes.contains(base) => {
+                        if value == "1" {
+                            details.push(format!("{base}({code}) = checked"));
+                        }
+                    }
+                    _ => details.push(format!("{field} = '{value}'")),
+                }
+            }
+            log_rows.push((kind, action, details.join(", ")));
             slots.push((slot, values));
+        }
+        if let Some(name) = record.group.and_then(|g| dag_names.get(&g)) {
+            log_rows.push((
+                LogKind::RecordEdit,
+                format!("{} {}", ctx.api_label("Update record"), record.name),
+                ctx.api_label(&format!(
+                    "Assign record to Data Access Group (redcap_data_access_group = '{name}')"
+                )),
+            ));
         }
         ctx.sql(|c| {
             store::insert_record(c, pid, &record.name, record.group)?;
@@ -286,6 +359,15 @@ pub fn write_records(ctx: &mut Ctx, records: Vec<Prepared>) -> Result<(), ApiErr
             }
             Ok(())
         })?;
+        for (kind, action, details) in log_rows {
+            ctx.log(
+                kind,
+                action,
+                details,
+                Some(record.name.clone()),
+                record.group,
+            );
+        }
     }
     Ok(())
 }

@@ -31,13 +31,14 @@ struct Column {
     field: Option<usize>,
     /// For checkbox columns, the choice code.
     code: Option<String>,
-    /// A File Upload field: its value is a doc id, exported as
-    /// `[document]` and never written by Import Records.
+    /// A File Upload field: its value is a doc id, exported flat as the
+    /// file's name (EAV: the doc id) and never written by Import Records.
     file: bool,
 }
 
-/// What Export Records shows for a File Upload field that holds a file.
-const DOCUMENT: &str = "[document]";
+/// What flat Export Records shows for a File Upload field whose doc has no
+/// name (REDCap's `global_01`); a stored file shows its name.
+const NO_FILE_NAME: &str = "ERROR";
 
 /// The flat columns of a project: each form's fields (checkboxes expanded to
 /// `name___code`, descriptive fields skipped), then `<form>_complete`.
@@ -295,6 +296,17 @@ pub fn export(ctx: &mut Ctx) -> Result<Reply, ApiError> {
         (b, e) if e.len() == 10 => Some((b, format!("{e} 23:59"))),
         (b, e) => Some((b, e)),
     };
+    let pid = ctx.pid();
+    let file_names: HashMap<String, String> = if selected.iter().any(|c| c.file) {
+        ctx.state
+            .docs
+            .iter()
+            .filter(|(_, d)| d.project_id == pid)
+            .map(|(id, d)| (id.to_string(), d.name.clone()))
+            .collect()
+    } else {
+        HashMap::new()
+    };
     // `exportSurveyFields`: the survey identifier and timestamps.
     let survey = if ctx.post.flag("exportSurveyFields") {
         let project = project.clone();
@@ -324,6 +336,8 @@ pub fn export(ctx: &mut Ctx) -> Result<Reply, ApiError> {
         decimal,
         decimal_cols,
         label_headers: ctx.post.str("rawOrLabelHeaders") == "label",
+        eav,
+        file_names,
     };
     let with_survey_fields = flat.survey.is_some();
     let pid = ctx.pid();
@@ -413,9 +427,10 @@ struct EventLayout {
 
 /// An event's label as REDCap shows it in labelled exports, messages and
 /// logs: its name, with `(Arm <n>: <arm name>)` when the project has more
-/// than one arm.
-fn event_label(project: &Project, e: &crate::db::Event) -> String {
-    if project.arms.len() <= 1 {
+/// than one arm holding events (REDCap's `multiple_arms` counts the arms of
+/// its events: an arm without events does not count).
+pub(crate) fn event_label(project: &Project, e: &crate::db::Event) -> String {
+    if project.events.iter().all(|x| x.arm_num == e.arm_num) {
         return e.name.clone();
     }
     let arm = project
@@ -517,6 +532,13 @@ struct FlatRows {
     decimal_cols: Vec<bool>,
     /// `rawOrLabelHeaders=label`: a flat CSV's header shows labels.
     label_headers: bool,
+    /// An EAV export: File Upload fields show their stored doc id, as
+    /// REDCap's EAV path reads `redcap_data` as it is.
+    eav: bool,
+    /// The project's file names by doc id, when a File Upload column is
+    /// selected: a flat export shows the name (REDCap 15.7.6's
+    /// `Records::getData` swaps `[document]` for `Files::getEdocName`).
+    file_names: HashMap<String, String>,
 }
 
 /// One exported row of a record: a slot's values, the columns it shows,
@@ -715,8 +737,11 @@ impl FlatRows {
         }
         let raw = row.values.get(i).map(String::as_str).unwrap_or_default();
         let col = &self.selected[i];
-        if col.file && !raw.is_empty() {
-            DOCUMENT
+        if col.file && !raw.is_empty() && !self.eav {
+            self.file_names
+                .get(raw)
+                .map(String::as_str)
+                .unwrap_or(NO_FILE_NAME)
         } else if raw.is_empty() && col.code.is_some() {
             // An unchecked box is `0` in every row that shows it (REDCap
             // stores only checked ones; PyCap's doctests show `'0'`).
@@ -2198,6 +2223,8 @@ mod tests {
             decimal: None,
             decimal_cols: vec![false; cols.len()],
             label_headers: false,
+            eav: false,
+            file_names: HashMap::new(),
         };
         let records = [
             RecordRow::classic(
