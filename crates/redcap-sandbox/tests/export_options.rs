@@ -262,3 +262,101 @@ async fn label_headers() {
         .json();
     assert_eq!(rows, json!([{"arm": "b"}]));
 }
+
+/// `combineCheckboxOptions` (flat only, REDCap 15.7.6's `getData`): a
+/// checkbox is one column named after the field, holding its checked
+/// codes joined by commas (labels with `rawOrLabel=label`, the field's label
+/// as its labelled header); EAV rows are unchanged. `rawOrLabel` other than
+/// `raw`/`label` (PyCap offers `both`) is `raw` (`API/index.php`).
+#[tokio::test]
+async fn combine_checkbox_options_and_raw_or_label_both() {
+    let sb = Sandbox::start().await;
+    let token = sb.create_project().await;
+    sb.standard_metadata(&token).await;
+    let a = sb
+        .import(
+            &token,
+            "record",
+            json!([
+                {"record_id": "1", "symptoms___1": "1", "symptoms___2": "1", "arm": "b"},
+                {"record_id": "2", "arm": "a"}
+            ]),
+            &[],
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let export = |extra: Vec<(&'static str, &'static str)>| {
+        let sb = &sb;
+        let token = token.clone();
+        async move {
+            let mut params = vec![
+                ("token", token.as_str()),
+                ("content", "record"),
+                ("format", "json"),
+                ("fields", "record_id,symptoms,arm"),
+            ];
+            params.extend(extra);
+            let a = sb.post(&params).await;
+            assert_eq!(a.status, 200, "{}", a.body);
+            a.body
+        }
+    };
+    let json_of = |s: String| -> serde_json::Value { serde_json::from_str(&s).unwrap() };
+    assert_eq!(
+        json_of(export(vec![("combineCheckboxOptions", "true")]).await),
+        json!([
+            {"record_id": "1", "symptoms": "1,2", "arm": "b"},
+            {"record_id": "2", "symptoms": "", "arm": "a"}
+        ])
+    );
+    assert_eq!(
+        json_of(
+            export(vec![
+                ("combineCheckboxOptions", "1"),
+                ("rawOrLabel", "label")
+            ])
+            .await
+        ),
+        json!([
+            {"record_id": "1", "symptoms": "Fever,Cough", "arm": "B"},
+            {"record_id": "2", "symptoms": "", "arm": "A"}
+        ])
+    );
+    assert_eq!(
+        export(vec![
+            ("combineCheckboxOptions", "TRUE"),
+            ("format", "csv"),
+            ("rawOrLabelHeaders", "label")
+        ])
+        .await,
+        "\"Record ID\",Symptoms,Arm\n1,\"1,2\",b\n2,,a\n"
+    );
+    // Anything but 1/true leaves the columns split.
+    assert_eq!(
+        json_of(export(vec![("combineCheckboxOptions", "yes")]).await)[0]["symptoms___2"],
+        "1"
+    );
+    // EAV: one row per checked code, as without it.
+    let eav = json_of(
+        export(vec![
+            ("combineCheckboxOptions", "true"),
+            ("type", "eav"),
+            ("records", "1"),
+        ])
+        .await,
+    );
+    assert_eq!(
+        eav,
+        json!([
+            {"record": "1", "field_name": "record_id", "value": "1"},
+            {"record": "1", "field_name": "symptoms", "value": "1"},
+            {"record": "1", "field_name": "symptoms", "value": "2"},
+            {"record": "1", "field_name": "arm", "value": "b"}
+        ])
+    );
+    // rawOrLabel=both is raw.
+    assert_eq!(
+        export(vec![("rawOrLabel", "both")]).await,
+        export(vec![("rawOrLabel", "raw")]).await
+    );
+}

@@ -338,6 +338,7 @@ pub fn export(ctx: &mut Ctx) -> Result<Reply, ApiError> {
         label_headers: ctx.post.str("rawOrLabelHeaders") == "label",
         eav,
         file_names,
+        combine: ctx.post.flag("combineCheckboxOptions"),
     };
     let with_survey_fields = flat.survey.is_some();
     let pid = ctx.pid();
@@ -532,6 +533,8 @@ struct FlatRows {
     decimal_cols: Vec<bool>,
     /// `rawOrLabelHeaders=label`: a flat CSV's header shows labels.
     label_headers: bool,
+    /// `combineCheckboxOptions` (flat only): a checkbox is one column.
+    combine: bool,
     /// An EAV export: File Upload fields show their stored doc id, as
     /// REDCap's EAV path reads `redcap_data` as it is.
     eav: bool,
@@ -648,7 +651,11 @@ impl FlatRows {
             if let Some((_, column)) = self.timestamp_before(i) {
                 header.push(column.to_owned());
             }
-            header.push(c.name.clone());
+            match self.combined(i) {
+                Some(None) => {}
+                Some(Some(f)) => header.push(self.metadata[f].field_name.clone()),
+                None => header.push(c.name.clone()),
+            }
             if i == 0 {
                 header.extend(self.pseudo_names().into_iter().map(str::to_owned));
                 if self.survey.is_some() {
@@ -678,6 +685,14 @@ impl FlatRows {
         for (i, c) in self.selected.iter().enumerate() {
             if self.timestamp_before(i).is_some() {
                 header.push("Survey Timestamp".to_owned());
+            }
+            match self.combined(i) {
+                Some(None) => continue,
+                Some(Some(f)) => {
+                    header.push(strip_tags(&self.metadata[f].field_label));
+                    continue;
+                }
+                None => {}
             }
             header.push(match c.field {
                 None => "Complete?".to_owned(),
@@ -766,6 +781,41 @@ impl FlatRows {
         }
     }
 
+    /// With `combineCheckboxOptions`, how column `i` shows: `None` for a
+    /// column shown as it is, `Some(Some(field))` for the first column of
+    /// a checkbox (the one combined column), `Some(None)` for its others.
+    fn combined(&self, i: usize) -> Option<Option<usize>> {
+        if !self.combine {
+            return None;
+        }
+        let c = &self.selected[i];
+        c.code.as_ref()?;
+        let first = i == 0 || self.selected[i - 1].field != c.field;
+        Some(if first { c.field } else { None })
+    }
+
+    /// A checkbox's one combined cell (`combineCheckboxOptions`, flat
+    /// only): the codes — with `rawOrLabel=label` the labels — of its
+    /// checked choices, joined by commas (REDCap's `getData`).
+    fn combined_value(&self, record: &RecordRow, row: &OutRow, first: usize) -> String {
+        let field = self.selected[first].field;
+        let mut checked: Vec<String> = Vec::new();
+        for (i, c) in self.selected.iter().enumerate().skip(first) {
+            if c.field != field || c.code.is_none() {
+                break;
+            }
+            if self.value(record, row, i) == "1" {
+                let code = c.code.clone().unwrap_or_default();
+                checked.push(if self.labels {
+                    label_of(&self.metadata, c, "1", true)
+                } else {
+                    code
+                });
+            }
+        }
+        checked.join(",")
+    }
+
     /// Calls `cell` with each (column, value) of one flat row, in export
     /// order.
     fn for_each_cell<'r>(
@@ -785,6 +835,15 @@ impl FlatRows {
                     String::new()
                 };
                 cell(column, Cow::Owned(ts));
+            }
+            match self.combined(i) {
+                Some(None) => continue,
+                Some(Some(f)) => {
+                    let value = self.combined_value(record, row, i);
+                    cell(self.metadata[f].field_name.as_str(), Cow::Owned(value));
+                    continue;
+                }
+                None => {}
             }
             let raw = self.decimal(i, self.value(record, row, i));
             let value = if self.labels {
@@ -2225,6 +2284,7 @@ mod tests {
             label_headers: false,
             eav: false,
             file_names: HashMap::new(),
+            combine: false,
         };
         let records = [
             RecordRow::classic(
