@@ -196,6 +196,14 @@ dags = p.export_dags()
 assert [d["unique_group_name"] for d in dags] == ["site_a", "site_b"], dags
 assert [d["unique_group_name"] for d in csv_rows(p.export_dags(format_type="csv"))] == ["site_a", "site_b"]
 assert [d["unique_group_name"] for d in xml_rows(p.export_dags(format_type="xml"), "dags")] == ["site_a", "site_b"]
+# switch_dag: REDCap answers a switch it does not allow with HTTP 200 and an
+# "ERROR: ..." body (§10.3); PyCap asks for CSV and raises on it.
+for dag, text in [("site_a", "ERROR: User/DAG assignment not permitted"), ("nowhere", "ERROR: Invalid DAG")]:
+    try:
+        p.switch_dag(dag)
+        raise AssertionError("switch_dag succeeded without a DAG Switcher")
+    except RedcapError as e:
+        assert str(e) == text, e
 step("user-dag mapping")
 assert p.import_user_dag_assignment([{"username": "bob", "redcap_data_access_group": "site_a"}]) == 1
 assert p.import_user_dag_assignment("username,redcap_data_access_group\ncarol,site_b\n", import_format="csv") == 1
