@@ -488,6 +488,10 @@ pub struct RowWriter<'w> {
     csv_header: Option<Vec<String>>,
     /// The CSV delimiter (fields holding it are quoted).
     delimiter: u8,
+    /// Export Logging's shapes (`API/log/export.php`): XML values in
+    /// CDATA, CSV values sanitised as `arrayToCsv` does, an empty CSV the
+    /// header without a line break.
+    log_shapes: bool,
 }
 
 /// A CSV writer that writes each field as it is given: fields are quoted
@@ -569,6 +573,7 @@ impl<'w> RowWriter<'w> {
             numeric: &[],
             csv_header: None,
             delimiter: b',',
+            log_shapes: false,
         })
     }
 
@@ -584,6 +589,12 @@ impl<'w> RowWriter<'w> {
             self.delimiter = delimiter;
         }
         Ok(self)
+    }
+
+    /// Writes Export Logging's shapes (see `log_shapes`).
+    pub fn log_shapes(mut self) -> RowWriter<'w> {
+        self.log_shapes = true;
+        self
     }
 
     /// Writes this CSV header instead of the columns' names.
@@ -662,7 +673,21 @@ impl<'w> RowWriter<'w> {
                             )?,
                         }
                     }
-                    w.write_record(cells.iter().map(|(_, v)| php_csv_bytes(v.as_ref(), d)))?;
+                    if self.log_shapes {
+                        // REDCap's arrayToCsv: a value starting with `=`,
+                        // `-`, `+` or `@` gets a tab before it (against CSV
+                        // injection).
+                        w.write_record(cells.iter().map(|(_, v)| {
+                            let v = v.as_ref();
+                            if v.starts_with(['=', '-', '+', '@']) {
+                                php_csv_bytes(&format!("\t{v}"), d).into_owned().into()
+                            } else {
+                                php_csv_bytes(v, d)
+                            }
+                        }))?;
+                    } else {
+                        w.write_record(cells.iter().map(|(_, v)| php_csv_bytes(v.as_ref(), d)))?;
+                    }
                 }
             }
             Format::Xml => {
@@ -672,7 +697,17 @@ impl<'w> RowWriter<'w> {
                 for (i, (k, v)) in cells.iter().enumerate() {
                     let key = self.key(i, k.as_ref());
                     self.buf.extend_from_slice(&self.keys[key].1);
-                    xml_escape_into(&mut self.buf, v.as_ref());
+                    let v = v.as_ref();
+                    if self.log_shapes && !v.is_empty() {
+                        // REDCap's Export Logging: the value as it is in
+                        // CDATA (`]]>` split across two sections).
+                        self.buf.extend_from_slice(b"<![CDATA[");
+                        self.buf
+                            .extend_from_slice(v.replace("]]>", "]]]]><![CDATA[>").as_bytes());
+                        self.buf.extend_from_slice(b"]]>");
+                    } else {
+                        xml_escape_into(&mut self.buf, v);
+                    }
                     self.buf.extend_from_slice(&self.keys[key].2);
                 }
                 self.buf.extend_from_slice(b"</");
@@ -693,6 +728,13 @@ impl<'w> RowWriter<'w> {
             Sink::Plain(out) if self.format == Format::Json => out.write_all(b"]"),
             Sink::Plain(out) => writeln!(out, "</{}>", self.root),
             Sink::Csv(mut w) => {
+                if self.rows == 0 && self.log_shapes {
+                    // Export Logging answers no row with its header
+                    // alone, without a line break.
+                    w.flush()?;
+                    let out = w.into_inner().map_err(|e| e.into_error())?;
+                    return out.write_all(self.empty_header.join(",").as_bytes());
+                }
                 if self.rows == 0 {
                     let d = self.delimiter;
                     match &self.csv_header {

@@ -323,7 +323,8 @@ async fn export_logging_rows_and_filters() {
             ("user", "nobody"),
         ])
         .await;
-    assert_eq!(a.body, "timestamp,username,action,details,record\n");
+    // The bare header, no line break (`API/log/export.php`).
+    assert_eq!(a.body, "timestamp,username,action,details,record");
 }
 
 #[tokio::test]
@@ -483,4 +484,62 @@ async fn api_switched_off_system_wide() {
     )
     .await;
     assert_eq!(sb.call(&token, "version", &[]).await.status, 200);
+}
+
+/// Export Logging's CSV and XML as REDCap 15.7.6's `API/log/export.php`
+/// writes them: XML values in CDATA (empty ones as `<x></x>`), CSV through
+/// `arrayToCsv` (fputcsv quoting; a value starting with `=`, `-`, `+` or
+/// `@` gets a tab before it), and no row as the bare header, no line break.
+#[tokio::test]
+async fn export_logging_shapes() {
+    let sb = Sandbox::start().await;
+    let admin = sb.create_project().await;
+    sb.standard_metadata(&admin).await;
+    let a = sb
+        .import(
+            &admin,
+            "record",
+            json!([{"record_id": "-7", "age": "5"}]),
+            &[],
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let log = |params: Vec<(&'static str, &'static str)>| {
+        let sb = &sb;
+        let admin = admin.clone();
+        async move {
+            let mut p = vec![("token", admin.as_str()), ("content", "log")];
+            p.extend(params);
+            let a = sb.post(&p).await;
+            assert_eq!(a.status, 200, "{}", a.body);
+            a.body
+        }
+    };
+    let xml = log(vec![("format", "xml"), ("logtype", "record")]).await;
+    assert!(
+        xml.starts_with(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\" ?>\n<logs>\n<log><timestamp><![CDATA["
+        ),
+        "{xml}"
+    );
+    assert!(
+        xml.contains("<action><![CDATA[Create record (API) -7]]></action>"),
+        "{xml}"
+    );
+    assert!(xml.ends_with("</log>\n</logs>\n"), "{xml}");
+    let manage = log(vec![("format", "xml"), ("logtype", "manage")]).await;
+    assert!(manage.contains("<record></record>"), "{manage}");
+    let csv = log(vec![("format", "csv"), ("logtype", "record")]).await;
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next(),
+        Some("timestamp,username,action,details,record")
+    );
+    let row = lines.next().unwrap();
+    assert!(row.ends_with(",\"\t-7\""), "{csv}");
+    assert!(row.contains(",\"Create record (API) -7\","), "{csv}");
+    assert_eq!(
+        log(vec![("format", "csv"), ("user", "nobody")]).await,
+        "timestamp,username,action,details,record"
+    );
 }

@@ -93,7 +93,7 @@ pub fn export(ctx: &mut Ctx) -> Result<Reply, ApiError> {
             end: end.as_deref(),
         };
         let header = ["timestamp", "username", "action", "details", "record"];
-        let mut w = RowWriter::begin(format, out, &header, "logs", "log")?;
+        let mut w = RowWriter::begin(format, out, &header, "logs", "log")?.log_shapes();
         store::for_each_log_row(conn, &q, |r| {
             if dag.is_some_and(|g| !in_dag(&r, g)) || caller_group.is_some_and(|g| !in_dag(&r, g)) {
                 return Ok(());
