@@ -165,6 +165,23 @@ pub fn prepare_records(
         .filter(|f| f.field_type == "file")
         .map(|f| f.field_name.as_str())
         .collect();
+    // Calculated fields (`calc`, and text fields with @CALCTEXT or
+    // @CALCDATE): REDCap's import skips their values (`Records::saveData`,
+    // `data_import_tool_197`: "Calculated fields cannot be imported"), and
+    // a project created from a file holds none — PyCap's integration test
+    // counts 30 EAV values for its simple project, whose file gives `age`
+    // and `bmi` to two records (34 with them).
+    let calculated: HashSet<&str> = project
+        .metadata
+        .iter()
+        .filter(|f| {
+            f.field_type == "calc"
+                || (f.field_type == "text"
+                    && (f.field_annotation.contains("@CALCTEXT")
+                        || f.field_annotation.contains("@CALCDATE")))
+        })
+        .map(|f| f.field_name.as_str())
+        .collect();
     let mut seen: HashSet<&str> = HashSet::new();
     let mut out = Vec::with_capacity(file.records.len());
     for record in &file.records {
@@ -237,6 +254,7 @@ pub fn prepare_records(
                     )));
                 }
                 (None, false) if v.value.is_empty() => continue,
+                (None, false) if calculated.contains(v.field.as_str()) => continue,
                 (None, false) => Value::Text(v.value.clone()),
             };
             slots
