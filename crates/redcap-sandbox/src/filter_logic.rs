@@ -10,7 +10,10 @@
 //! `round`, `abs`, `min`, `max`, `mean`, `isblankormissingcode`, and the
 //! smart variables `[record-name]`, `[event-name]`, `[event-label]`,
 //! `[arm-number]`, `[record-dag-name]`, `[current-instance]`,
-//! `[user-name]`.
+//! `[user-name]`. A field may be followed by an instance, `[field][2]` or
+//! `[event][field][2]` (that instance of a repeating instrument or event;
+//! `[current-instance]` is the row's), and `[field:value]` is `[field]`, as
+//! REDCap's `LogicTester` rewrites it.
 //!
 //! Comparisons follow REDCap's (PHP's) rules: two numbers compare as
 //! numbers (`'1.0' = 1`), anything else as text; a blank value equals only
@@ -54,6 +57,8 @@ enum Expr {
     Field {
         col: usize,
         event: Option<i64>,
+        /// `[field][n]`: that instance (`None`: the row's, as `value` says).
+        instance: Option<i64>,
     },
     Smart(Smart),
     Not(Box<Expr>),
@@ -106,6 +111,9 @@ pub trait Row {
     /// own slot, or for a field of an instrument that does not repeat
     /// there, the event's first instance).
     fn value(&self, col: usize, event: Option<i64>) -> &str;
+    /// The value of `Logic::columns[col]` in instance `instance` of
+    /// `event` (`None`: the row's event) — `[field][n]`.
+    fn value_at(&self, col: usize, event: Option<i64>, instance: i64) -> &str;
     /// A smart variable's value.
     fn smart(&self, s: Smart) -> String;
 }
@@ -447,10 +455,12 @@ impl Parser<'_> {
                         if !self.events.contains(&id) {
                             self.events.push(id);
                         }
-                        return self.field(&next, Some(id));
+                        let field = self.field(&next, Some(id))?;
+                        return Ok(self.instance_suffix(field));
                     }
                 }
-                self.field(&b, None)
+                let field = self.field(&b, None)?;
+                Ok(self.instance_suffix(field))
             }
             Tok::Word(w) => {
                 match w.to_lowercase().as_str() {
@@ -502,8 +512,37 @@ impl Parser<'_> {
         }
     }
 
+    /// A field followed by `[n]` (a whole number from 1) or
+    /// `[current-instance]`: that instance of it.
+    fn instance_suffix(&mut self, e: Expr) -> Expr {
+        let Expr::Field { col, event, .. } = e else {
+            return e;
+        };
+        let instance = match self.peek() {
+            Some(Tok::Bracket(n)) if n.eq_ignore_ascii_case("current-instance") => {
+                self.pos += 1;
+                None
+            }
+            Some(Tok::Bracket(n)) => match n.parse::<i64>() {
+                Ok(n) if n >= 1 && !n.to_string().is_empty() => {
+                    self.pos += 1;
+                    Some(n)
+                }
+                _ => None,
+            },
+            _ => None,
+        };
+        Expr::Field {
+            col,
+            event,
+            instance,
+        }
+    }
+
     /// `[name]` or `[name(code)]` (after any `[event]`), or a smart variable.
     fn field(&mut self, b: &str, event: Option<i64>) -> Result<Expr, LogicError> {
+        // REDCap's LogicTester rewrites `:value]` as `]`.
+        let b = b.strip_suffix(":value").unwrap_or(b);
         let smart = match b.to_lowercase().as_str() {
             "record-name" => Some(Smart::RecordName),
             "event-name" => Some(Smart::EventName),
@@ -565,7 +604,11 @@ impl Parser<'_> {
                 self.columns.len() - 1
             }
         };
-        Ok(Expr::Field { col, event })
+        Ok(Expr::Field {
+            col,
+            event,
+            instance: None,
+        })
     }
 }
 
@@ -581,7 +624,16 @@ impl Logic {
         match e {
             Expr::Num(n) => V::Num(*n),
             Expr::Str(s) => V::Text(s.clone()),
-            Expr::Field { col, event } => V::Text(row.value(*col, *event).to_owned()),
+            Expr::Field {
+                col,
+                event,
+                instance: None,
+            } => V::Text(row.value(*col, *event).to_owned()),
+            Expr::Field {
+                col,
+                event,
+                instance: Some(n),
+            } => V::Text(row.value_at(*col, *event, *n).to_owned()),
             Expr::Smart(s) => V::Text(row.smart(*s)),
             Expr::Not(a) => V::bool(!self.eval(a, row).truthy()),
             Expr::Neg(a) => match self.eval(a, row).num() {
@@ -774,6 +826,7 @@ mod tests {
         logic: Logic,
         own: HashMap<&'static str, &'static str>,
         by_event: HashMap<(i64, &'static str), &'static str>,
+        by_instance: HashMap<(Option<i64>, &'static str, i64), &'static str>,
     }
 
     impl Row for TestRow {
@@ -788,6 +841,14 @@ mod tests {
                     .map(|(_, v)| *v)
                     .unwrap_or(""),
             }
+        }
+        fn value_at(&self, col: usize, event: Option<i64>, instance: i64) -> &str {
+            let name = self.logic.columns[col].0.as_str();
+            self.by_instance
+                .iter()
+                .find(|((ev, n, i), _)| *ev == event && *n == name && *i == instance)
+                .map(|(_, v)| *v)
+                .unwrap_or("")
         }
         fn smart(&self, s: Smart) -> String {
             match s {
@@ -810,8 +871,40 @@ mod tests {
             by_event: [((10, "age"), "40"), ((11, "age"), "41")]
                 .into_iter()
                 .collect(),
+            by_instance: [
+                ((None, "visit", 2), "2026-02-01"),
+                ((Some(11), "visit", 3), "2026-03-01"),
+            ]
+            .into_iter()
+            .collect(),
         };
         row.logic.matches(&row)
+    }
+
+    #[test]
+    fn instances_and_value_suffix() {
+        // `[field][n]`: that instance of the row's event; after an event,
+        // of that event; `[current-instance]` is the row's own.
+        assert!(eval("[visit][2] = '2026-02-01'", &[]));
+        assert!(eval("[visit][3] = ''", &[]));
+        assert!(eval("[week_1_arm_1][visit][3] = '2026-03-01'", &[]));
+        assert!(eval(
+            "[visit][current-instance] = '2026-01-01'",
+            &[("visit", "2026-01-01")]
+        ));
+        // `[field:value]` is `[field]` (REDCap's LogicTester).
+        assert!(eval("[age:value] = 5", &[("age", "5")]));
+        // A bracket after a field that is no instance is still an error.
+        assert!(
+            err("[age][x] = 1").contains("'[x]'"),
+            "{}",
+            err("[age][x] = 1")
+        );
+        assert!(
+            err("[age][0] = 1").contains("'[0]'"),
+            "{}",
+            err("[age][0] = 1")
+        );
     }
 
     fn err(src: &str) -> String {

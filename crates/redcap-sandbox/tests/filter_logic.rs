@@ -270,6 +270,20 @@ async fn longitudinal_and_repeating_filters() {
         rows("[current-instance] = 2", vec![]).await,
         ["1/week_1_arm_1/2"]
     );
+    // `[event][field][n]` reads instance n of that event (record 1 has a
+    // second visit there, record 2 not); `[field:value]` is `[field]`.
+    assert_eq!(
+        rows(
+            "[week_1_arm_1][arm][2] = 'b' and [event-name] = 'baseline_arm_1'",
+            vec![]
+        )
+        .await,
+        ["1/baseline_arm_1/"]
+    );
+    assert_eq!(
+        rows("[arm:value] = 'b' and [age:value] = 20", vec![]).await,
+        ["2/baseline_arm_1/"]
+    );
     // The `events` filter limits the rows, not what the logic may read.
     assert_eq!(
         rows(

@@ -1192,6 +1192,28 @@ impl filter_logic::Row for FilterRow<'_> {
         }
     }
 
+    fn value_at(&self, col: usize, event: Option<i64>, instance: i64) -> &str {
+        let f = self.filter;
+        if f.is_rid[col] {
+            return &self.record.name;
+        }
+        let i = f.cols[col];
+        let event = event.unwrap_or(self.row.event_id);
+        let v = self
+            .record
+            .slots
+            .iter()
+            .find(|(s, _)| s.event == event && s.instance == instance)
+            .and_then(|(_, v)| v.get(i))
+            .map(String::as_str)
+            .unwrap_or_default();
+        if v.is_empty() && f.is_checkbox[col] {
+            "0"
+        } else {
+            v
+        }
+    }
+
     fn smart(&self, s: filter_logic::Smart) -> String {
         use filter_logic::Smart;
         let event = self.filter.events.get(&self.row.event_id);
