@@ -789,7 +789,7 @@ async fn records_flat_json_with_dags_and_rights() {
         .json();
     assert_eq!(
         mine,
-        json!([{"record_id": "1", "age": "40", "demographics_complete": "0", "symptoms___1": "0", "symptoms___2": "0", "arm": "", "visit_complete": ""}])
+        json!([{"record_id": "1", "age": "40", "demographics_complete": "0", "symptoms___1": "0", "symptoms___2": "0", "arm": "", "visit_complete": "0"}])
     );
     // DAG import rules (§5.5).
     sb.import(

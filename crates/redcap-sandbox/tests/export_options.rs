@@ -245,7 +245,7 @@ async fn label_headers() {
         )
         .await;
     assert_eq!(a.status, 200, "{}", a.body);
-    assert_eq!(export(vec![]).await, format!("{header}1,,,,0,1,b,0\n"));
+    assert_eq!(export(vec![]).await, format!("{header}1,,,0,0,1,b,0\n"));
     // Values stay raw unless rawOrLabel says otherwise; both together.
     assert_eq!(
         export(vec![("rawOrLabel", "label"), ("fields", "record_id,arm")]).await,
@@ -358,5 +358,61 @@ async fn combine_checkbox_options_and_raw_or_label_both() {
     assert_eq!(
         export(vec![("rawOrLabel", "both")]).await,
         export(vec![("rawOrLabel", "raw")]).await
+    );
+}
+
+/// A form without a status (gray) exports as `0` (Incomplete) in a flat
+/// row that shows it, blank with `exportBlankForGrayFormStatus`; EAV has
+/// no row for it (REDCap 15.7.6's getData defaults, its EAV path).
+#[tokio::test]
+async fn gray_form_status() {
+    let sb = Sandbox::start().await;
+    let token = sb.create_project().await;
+    sb.standard_metadata(&token).await;
+    let a = sb
+        .import(
+            &token,
+            "record",
+            json!([{"record_id": "1", "age": "5"}]),
+            &[],
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let fields = ("fields", "record_id,demographics_complete,visit_complete");
+    let rows = sb.call(&token, "record", &[fields]).await.json();
+    assert_eq!(
+        rows,
+        json!([{"record_id": "1", "demographics_complete": "0", "visit_complete": "0"}])
+    );
+    let labels = sb
+        .call(&token, "record", &[fields, ("rawOrLabel", "label")])
+        .await
+        .json();
+    assert_eq!(labels[0]["visit_complete"], "Incomplete");
+    for flag in ["1", "true", "TRUE"] {
+        let rows = sb
+            .call(
+                &token,
+                "record",
+                &[fields, ("exportBlankForGrayFormStatus", flag)],
+            )
+            .await
+            .json();
+        assert_eq!(
+            rows,
+            json!([{"record_id": "1", "demographics_complete": "0", "visit_complete": ""}]),
+            "{flag}"
+        );
+    }
+    let eav = sb
+        .call(&token, "record", &[fields, ("type", "eav")])
+        .await
+        .json();
+    assert!(
+        !eav.as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["field_name"] == "visit_complete"),
+        "{eav}"
     );
 }

@@ -407,7 +407,7 @@ async fn records_by_event() {
     assert_eq!(
         csv.body,
         "record_id,redcap_event_name,name,age,demographics_complete,symptoms___1,symptoms___2,arm,visit_complete\n\
-         2,baseline_arm_1,,,,0,1,b,0\n"
+         2,baseline_arm_1,,,0,0,1,b,0\n"
     );
     let xml = sb
         .post(&[

@@ -331,15 +331,15 @@ async fn a_project_from_a_redcap_file() {
             {"pid": "1", "redcap_repeat_instrument": "visits", "redcap_repeat_instance": 1,
              "redcap_data_access_group": "north_site", "age": "", "sex": "",
              "diet___1": "", "diet___2": "", "consent": "", "history": "", "intake_complete": "",
-             "seen": "2026-01-02", "visits_complete": ""},
+             "seen": "2026-01-02", "visits_complete": "0"},
             {"pid": "1", "redcap_repeat_instrument": "visits", "redcap_repeat_instance": 2,
              "redcap_data_access_group": "north_site", "age": "", "sex": "",
              "diet___1": "", "diet___2": "", "consent": "", "history": "", "intake_complete": "",
-             "seen": "2026-02-03", "visits_complete": ""},
+             "seen": "2026-02-03", "visits_complete": "0"},
             {"pid": "2", "redcap_repeat_instrument": "", "redcap_repeat_instance": "",
              "redcap_data_access_group": "", "age": "", "sex": "",
              "diet___1": "0", "diet___2": "0", "consent": "", "history": "line one line \"two\"",
-             "intake_complete": "", "seen": "", "visits_complete": ""}
+             "intake_complete": "0", "seen": "", "visits_complete": ""}
         ])
     );
     // The log says how the project came.

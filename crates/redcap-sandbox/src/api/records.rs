@@ -339,6 +339,7 @@ pub fn export(ctx: &mut Ctx) -> Result<Reply, ApiError> {
         eav,
         file_names,
         combine: ctx.post.flag("combineCheckboxOptions"),
+        blank_gray: ctx.post.flag("exportBlankForGrayFormStatus"),
     };
     let with_survey_fields = flat.survey.is_some();
     let pid = ctx.pid();
@@ -535,6 +536,9 @@ struct FlatRows {
     label_headers: bool,
     /// `combineCheckboxOptions` (flat only): a checkbox is one column.
     combine: bool,
+    /// `exportBlankForGrayFormStatus`: a form without a status shows
+    /// blank, not `0`.
+    blank_gray: bool,
     /// An EAV export: File Upload fields show their stored doc id, as
     /// REDCap's EAV path reads `redcap_data` as it is.
     eav: bool,
@@ -760,6 +764,11 @@ impl FlatRows {
         } else if raw.is_empty() && col.code.is_some() {
             // An unchecked box is `0` in every row that shows it (REDCap
             // stores only checked ones; PyCap's doctests show `'0'`).
+            "0"
+        } else if raw.is_empty() && col.field.is_none() && !self.eav && !self.blank_gray {
+            // A form without a status (gray) is Incomplete, `0`, in a flat
+            // row that shows it — blank with `exportBlankForGrayFormStatus`
+            // (REDCap 15.7.6's getData defaults).
             "0"
         } else {
             raw
@@ -2307,6 +2316,7 @@ mod tests {
             eav: false,
             file_names: HashMap::new(),
             combine: false,
+            blank_gray: false,
         };
         let records = [
             RecordRow::classic(
