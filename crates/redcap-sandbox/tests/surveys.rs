@@ -824,7 +824,9 @@ async fn survey_fields_in_record_exports() {
     );
     assert_eq!(
         csv.body.lines().nth(1),
-        Some("1,P-1,2026-01-02 03:04:05,Alice,30,2,[not completed],0,0,,")
+        // PHP's fputcsv quotes cells with a space; a form without a
+        // status is 0 where its instrument shows (REDCap's getData).
+        Some("1,P-1,\"2026-01-02 03:04:05\",Alice,30,2,\"[not completed]\",0,0,,0")
     );
     let labels = sb
         .post(&[
@@ -838,7 +840,7 @@ async fn survey_fields_in_record_exports() {
     assert!(
         labels
             .body
-            .starts_with("Record ID,Survey Identifier,Survey Timestamp,Name,"),
+            .starts_with("\"Record ID\",\"Survey Identifier\",\"Survey Timestamp\",Name,"),
         "{}",
         labels.body
     );
