@@ -136,23 +136,25 @@ enum Suite {
 /// Runs one of PyCap 2.7.0's own suites, unchanged, against a fresh
 /// sandbox; any failure, error or skip fails the test.
 ///
-/// `tests/pycap-2.7.0/` holds PyCap's `tests/` and data at its tag 2.7.0
-/// (MIT, its LICENSE beside them); the doctests are those of the installed
-/// package (`pycap==2.7.0` from PyPI, the same files). Both are copied into
-/// a temporary directory, where pytest runs with `pycap_suite_plugin.py`,
+/// `source` is a checkout of PyCap at its tag 2.7.0 (`PYCAP_SOURCE`): its
+/// `tests/` and data are not on PyPI, and this repository does not copy
+/// them. Its `tests/`, `pytest.ini` and `LICENSE` (and for the doctests the
+/// installed `pycap==2.7.0` package, the same files) are copied into a
+/// temporary directory, where pytest runs with `pycap_suite_plugin.py`,
 /// which checks that every file is PyCap 2.7.0's (git blob hashes) and
 /// sends the demo server's URL written in the suites to the sandbox. The
 /// sandbox plays that server's public URL (the survey links the suites
 /// check start with it); PyCap's `pytest.ini` is used with its `addopts`
 /// cleared (they load pylint, black, mypy and coverage plugins, which
 /// check PyCap's own code, not the server).
-async fn run_suite(python: &std::ffi::OsStr, suite: Suite) {
+async fn run_suite(python: &std::ffi::OsStr, source: &std::path::Path, suite: Suite) {
     let tests = concat!(env!("CARGO_MANIFEST_DIR"), "/tests");
     let work = tempfile::tempdir().unwrap();
-    copy_dir(
-        std::path::Path::new(&format!("{tests}/pycap-2.7.0")),
-        work.path(),
-    );
+    copy_dir(&source.join("tests"), &work.path().join("tests"));
+    for file in ["pytest.ini", "LICENSE"] {
+        std::fs::copy(source.join(file), work.path().join(file))
+            .unwrap_or_else(|e| panic!("PYCAP_SOURCE={}: {file}: {e}", source.display()));
+    }
     let out = std::process::Command::new(python)
         .args([
             "-c",
@@ -264,20 +266,40 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     }
 }
 
+/// A checkout of PyCap at its tag 2.7.0, named by `PYCAP_SOURCE`, or
+/// `None` with a notice. PyCap publishes its tests only on GitHub, which
+/// CI cannot reach, so these two tests run where a developer has fetched
+/// it (`git clone --depth 1 --branch 2.7.0
+/// https://github.com/redcap-tools/PyCap`), not in CI.
+fn pycap_source(test: &str) -> Option<std::path::PathBuf> {
+    match std::env::var_os("PYCAP_SOURCE") {
+        Some(p) if !p.is_empty() => Some(p.into()),
+        _ => {
+            eprintln!(
+                "{test}: not run; set PYCAP_SOURCE to a checkout of PyCap 2.7.0 (its tests are not on PyPI) and PYCAP_PYTHON"
+            );
+            None
+        }
+    }
+}
+
 /// PyCap 2.7.0's integration suite, unchanged (`Suite::Integration`).
 #[tokio::test]
 async fn pycap_own_integration_suite() {
-    let Some(python) = pycap_python("pycap_own_integration_suite") else {
+    let test = "pycap_own_integration_suite";
+    let (Some(source), Some(python)) = (pycap_source(test), pycap_python(test)) else {
         return;
     };
-    run_suite(&python, Suite::Integration).await;
+    run_suite(&python, &source, Suite::Integration).await;
 }
 
-/// PyCap 2.7.0's doctests, unchanged (`Suite::Doctests`).
+/// PyCap 2.7.0's doctests, unchanged (`Suite::Doctests`): they build their
+/// project from the checkout's `tests/data/doctest_project.xml`.
 #[tokio::test]
 async fn pycap_own_doctests() {
-    let Some(python) = pycap_python("pycap_own_doctests") else {
+    let test = "pycap_own_doctests";
+    let (Some(source), Some(python)) = (pycap_source(test), pycap_python(test)) else {
         return;
     };
-    run_suite(&python, Suite::Doctests).await;
+    run_suite(&python, &source, Suite::Doctests).await;
 }

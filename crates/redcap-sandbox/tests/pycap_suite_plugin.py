@@ -10,10 +10,10 @@ every `requests` call to that URL to the sandbox instead
 URL, so the survey links it answers start as PyCap's tests expect.
 
 Before the tests run it checks that what runs is PyCap 2.7.0 as published:
-the installed `redcap` package is version 2.7.0, and each file of
-`pycap-2.7.0/` (PyCap's tests and data at the tag 2.7.0, commit
-ceda5de9449581359e1b65f7e278cec675a9d873) has the git blob hash it has
-there.
+the installed `redcap` package is version 2.7.0, and each file taken
+from the PyCap checkout named by `PYCAP_SOURCE` (its tests and data at
+the tag 2.7.0, commit ceda5de9449581359e1b65f7e278cec675a9d873) has the
+git blob hash it has there.
 """
 
 import hashlib
@@ -26,7 +26,7 @@ import requests.sessions
 DEMO = "https://redcapdemo.vumc.org/api/"
 VERSION = "2.7.0"
 
-# `git ls-tree -r 2.7.0` of PyCap, for the files copied into pycap-2.7.0/.
+# `git ls-tree -r 2.7.0` of PyCap, for the files the suites use.
 BLOBS = {
     "LICENSE": "c3414314f6782233f019ab024d5693118b5d5e75",
     "pytest.ini": "064e25f920515232db2da068c065b654b9b52197",
