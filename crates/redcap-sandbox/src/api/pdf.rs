@@ -389,26 +389,13 @@ fn choices(f: &Field) -> Vec<(String, String)> {
             .select_choices_or_calculations
             .split('|')
             .filter_map(|c| {
-                c.split_once(',')
-                    .map(|(code, label)| (code.trim().to_owned(), strip_tags(label.trim())))
+                c.split_once(',').map(|(code, label)| {
+                    (code.trim().to_owned(), records::strip_tags(label.trim()))
+                })
             })
             .filter(|(c, _)| !c.is_empty())
             .collect(),
     }
-}
-
-fn strip_tags(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut in_tag = false;
-    for c in s.chars() {
-        match c {
-            '<' => in_tag = true,
-            '>' if in_tag => in_tag = false,
-            c if !in_tag => out.push(c),
-            _ => {}
-        }
-    }
-    out.trim().to_owned()
 }
 
 /// One instrument on a new page: the record line (with data), the
@@ -430,10 +417,15 @@ fn instrument_page(
     doc.text(&metadata::form_label(project, form), Font::Bold, 14.0, 0.0);
     doc.space(8.0);
     for f in project.metadata.iter().filter(|f| f.form_name == form) {
-        let label = strip_tags(&f.field_label);
+        let label = records::strip_tags(&f.field_label);
         if !f.section_header.is_empty() {
             doc.space(4.0);
-            doc.text(&strip_tags(&f.section_header), Font::Bold, 11.0, 0.0);
+            doc.text(
+                &records::strip_tags(&f.section_header),
+                Font::Bold,
+                11.0,
+                0.0,
+            );
             doc.space(2.0);
         }
         if f.is_descriptive() {

@@ -1010,8 +1010,8 @@ impl FlatRows {
     }
 }
 
-/// Text without HTML tags, trimmed (labels in headers).
-fn strip_tags(s: &str) -> String {
+/// Text without HTML tags, trimmed (labels in headers and PDFs).
+pub(super) fn strip_tags(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut in_tag = false;
     for c in s.chars() {
