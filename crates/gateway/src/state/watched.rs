@@ -59,15 +59,11 @@ pub(crate) struct Watched<S: Source> {
     current: RwLock<(S::Value, Option<FileStamp>)>,
 }
 
-fn watched_stamp<S: Source>(source: &S) -> Option<FileStamp> {
-    source.stamp()
-}
-
 impl<S: Source> Watched<S> {
     /// Reads the file a first time.
     pub(crate) fn new(source: S) -> Result<Watched<S>, S::Error> {
         let path = source.path().to_path_buf();
-        let stamp = watched_stamp(&source);
+        let stamp = source.stamp();
         let value = source.load()?;
         let watched = Watched {
             source,
