@@ -300,7 +300,8 @@ impl List {
                 .query_map(rusqlite::params![pid, store::CLASSIC_ARM], |r| r.get(0))?
                 .collect::<rusqlite::Result<_>>()?;
             if let Some(events) = &arm_events {
-                let mut in_arm: Vec<String> = Vec::new();
+                let mut in_arm: std::collections::HashSet<String> =
+                    std::collections::HashSet::new();
                 for e in events {
                     let found: Vec<String> = c
                         .prepare_cached(
@@ -311,7 +312,7 @@ impl List {
                         .collect::<rusqlite::Result<_>>()?;
                     in_arm.extend(found);
                 }
-                records.retain(|r| in_arm.contains(r));
+                records.retain(|r| in_arm.contains(r.as_str()));
             }
             records.sort_by(|a, b| natural_cmp(a, b));
             for record in records {
