@@ -23,6 +23,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::connections::Incoming;
 use crate::form::{self, Form, Refusal};
+use crate::upstream::OutBody;
 
 /// The file part of an upload, spooled.
 pub struct Upload {
@@ -333,10 +334,7 @@ fn check_representable(form: &Form) -> Result<(), Refusal> {
 /// The outgoing multipart body: the canonical text fields, then the file
 /// streamed from its spool. Returns the content type, the exact length and
 /// the body.
-pub async fn outgoing(
-    form: &Form,
-    upload: &Upload,
-) -> std::io::Result<(String, u64, reqwest::Body)> {
+pub async fn outgoing(form: &Form, upload: &Upload) -> std::io::Result<(String, u64, OutBody)> {
     let leaves = canonical::leaves(form.post());
     let boundary = loop {
         let b = format!("warden{}", durable::random_hex(16));
@@ -387,6 +385,6 @@ pub async fn outgoing(
     Ok((
         format!("multipart/form-data; boundary={boundary}"),
         length,
-        reqwest::Body::wrap_stream(stream),
+        OutBody::Stream(Box::pin(stream)),
     ))
 }

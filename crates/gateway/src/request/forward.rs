@@ -14,7 +14,7 @@ use crate::reply::{ApiReply, NO_API_PERMISSION};
 use crate::state::{Gateway, Service};
 use crate::tokens::CachedToken;
 use crate::upload::{self, Upload};
-use crate::upstream::{OpenAnswer, UpstreamError, UpstreamReply};
+use crate::upstream::{OpenAnswer, OutBody, UpstreamError, UpstreamReply};
 
 /// What [`forward`] got back.
 pub(super) enum Forwarded {
@@ -133,10 +133,7 @@ async fn send(
             let canonical = &out.recorded.canonical;
             let with_token = Form::encoded_suffix(canonical, "token", token.value.expose());
             let length = (canonical.len() + with_token.len()) as u64;
-            let parts = [canonical.clone(), bytes::Bytes::from(with_token)];
-            let body = reqwest::Body::wrap_stream(futures_util::stream::iter(
-                parts.map(Ok::<_, std::io::Error>),
-            ));
+            let body = OutBody::parts([canonical.clone(), bytes::Bytes::from(with_token)]);
             gw.upstream()
                 .open("application/x-www-form-urlencoded", length, body)
                 .await

@@ -80,10 +80,7 @@ async fn read_head(call: &Call<'_>, answer: &mut Streaming) -> Result<(), ApiRep
                 answer.tally.write(Delivery::UpstreamFailed);
                 return Err(ApiReply::new(
                     StatusCode::BAD_GATEWAY,
-                    format!(
-                        "REDCap's answer broke off ({}); nothing was sent to the client",
-                        e.without_url()
-                    ),
+                    format!("REDCap's answer broke off ({e}); nothing was sent to the client"),
                     call.fmt,
                 ));
             }

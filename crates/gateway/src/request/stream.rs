@@ -21,7 +21,7 @@ use crate::export::{Scanner, Shape};
 use crate::record_field::record_id_field;
 use crate::reply::with_content_type;
 use crate::state::{Gateway, LedgerLink, Owed};
-use crate::upstream::OpenAnswer;
+use crate::upstream::{AnswerBody, OpenAnswer};
 
 /// A record export's answer as it starts: REDCap's status and headers,
 /// its body still to come, what the guard held back of it, and the tally
@@ -53,13 +53,13 @@ impl Streaming {
             status,
             content_type,
             content_length,
-            response,
+            body,
         } = open;
         Streaming {
             status,
             content_type,
             content_length,
-            upstream: Box::pin(response.bytes_stream()),
+            upstream: Box::pin(body),
             held: Vec::new(),
             ended: false,
             tally: Tally {
@@ -106,7 +106,7 @@ pub(super) fn stream_response(answer: Streaming) -> Response {
     with_content_type(response, content_type.as_deref())
 }
 
-pub(super) type ChunkStream = Pin<Box<dyn Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>;
+pub(super) type ChunkStream = Pin<Box<AnswerBody>>;
 
 /// What the gateway learns from an answer as it passes, and the `response`
 /// entry it owes: written exactly once, when the stream ends, breaks, or
@@ -253,8 +253,7 @@ impl Stream for ExportBody {
                                 this.done = true;
                                 let _ = this.tally.send_item(Passed::End(Delivery::UpstreamFailed));
                                 return Poll::Ready(Some(Err(std::io::Error::other(format!(
-                                    "REDCap's answer broke off: {}",
-                                    e.without_url()
+                                    "REDCap's answer broke off: {e}"
                                 )))));
                             }
                             Poll::Ready(None) => {

@@ -1,4 +1,5 @@
-//! Calls to REDCap: one HTTP client, behind the outbound limiter.
+//! Calls to REDCap: its connections ([`connections`]), behind the
+//! outbound limiter.
 //!
 //! REDCap's only rate limit is per IP and *permanent*: past its threshold
 //! (600 requests a minute by default) the IP is banned until an
@@ -9,14 +10,19 @@
 //! database ([`crate::rate_window`]); with the file ledger it is this
 //! process's.
 
+mod connections;
+
 use std::collections::VecDeque;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
+use axum::http::{HeaderValue, header};
 use jiff::Timestamp;
 
+use self::connections::Connections;
+pub use self::connections::{AnswerBody, OutBody};
 use crate::rate_window::{SharedWindow, WindowRefusal};
 
 /// A sliding 60-second window of calls: this process's own, or the one
@@ -232,12 +238,11 @@ pub enum UpstreamError {
 /// The longest a call waits for a slot in the window.
 const MAX_WAIT: Duration = Duration::from_secs(30);
 
-/// The one way to REDCap: the `[redcap] url`, the outbound [`Limiter`]
-/// every call goes through, and the ban flag a 429 sets.
+/// The one way to REDCap: the `[redcap] url`'s [`Connections`], the
+/// outbound [`Limiter`] every call goes through, and the ban flag a 429
+/// sets.
 pub struct Upstream {
-    http: reqwest::Client,
-    /// Parsed once: a `&str` would be parsed again on every call.
-    url: reqwest::Url,
+    connections: Arc<Connections>,
     limiter: Limiter,
     banned: AtomicBool,
 }
@@ -260,16 +265,8 @@ impl Upstream {
 
     /// A client for REDCap at `url` whose calls go through `limiter`.
     pub fn with_limiter(url: &str, limiter: Limiter) -> Result<Upstream, UpstreamError> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(600))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| UpstreamError::Transport(e.to_string()))?;
         Ok(Upstream {
-            http,
-            url: reqwest::Url::parse(url)
-                .map_err(|e| UpstreamError::Transport(format!("[redcap] url: {e}")))?,
+            connections: Connections::new(url).map_err(UpstreamError::Transport)?,
             limiter,
             banned: AtomicBool::new(false),
         })
@@ -298,56 +295,49 @@ impl Upstream {
         self.open(
             "application/x-www-form-urlencoded",
             len,
-            reqwest::Body::from(body),
+            OutBody::parts([Bytes::from(body)]),
         )
         .await
     }
 
-    /// POSTs a body and returns as soon as REDCap's status and headers are
-    /// in: the body can then be streamed (a record export).
+    /// POSTs a body of `length` bytes and returns as soon as REDCap's
+    /// status and headers are in: the body can then be streamed (a record
+    /// export).
     pub async fn open(
         &self,
         content_type: &str,
         length: u64,
-        body: reqwest::Body,
+        body: OutBody,
     ) -> Result<OpenAnswer, UpstreamError> {
         if self.is_banned() {
             return Err(UpstreamError::Banned);
         }
         self.limiter.admit().await?;
-        let resp = self
-            .http
-            .post(self.url.clone())
-            .header(reqwest::header::CONTENT_TYPE, content_type)
-            .header(reqwest::header::CONTENT_LENGTH, length)
-            .body(body)
-            .send()
+        let (head, body) = self
+            .connections
+            .post(content_type, length, body)
             .await
-            .map_err(|e| UpstreamError::Transport(e.without_url().to_string()))?;
-        let status = resp.status().as_u16();
-        if resp.status().is_redirection() {
-            let location = resp
-                .headers()
-                .get(reqwest::header::LOCATION)
-                .and_then(|v| v.to_str().ok());
+            .map_err(UpstreamError::Transport)?;
+        let status = head.status();
+        let text = |name| {
+            head.headers()
+                .get(name)
+                .and_then(|v: &HeaderValue| v.to_str().ok())
+        };
+        if status.is_redirection() {
             return Err(UpstreamError::Redirected(redcap::client::redirect_message(
-                location,
+                text(header::LOCATION),
             )));
         }
-        if status == 429 {
+        if status.as_u16() == 429 {
             self.banned.store(true, Ordering::SeqCst);
             return Err(UpstreamError::Banned);
         }
-        let content_type = resp
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
         Ok(OpenAnswer {
-            status,
-            content_type,
-            content_length: resp.content_length(),
-            response: resp,
+            status: status.as_u16(),
+            content_type: text(header::CONTENT_TYPE).map(str::to_string),
+            content_length: text(header::CONTENT_LENGTH).and_then(|l| l.parse().ok()),
+            body,
         })
     }
 }
@@ -360,22 +350,41 @@ pub struct OpenAnswer {
     pub content_type: Option<String>,
     /// REDCap's `Content-Length`, when it sent one.
     pub content_length: Option<u64>,
-    /// The body, to be read.
-    pub response: reqwest::Response,
+    /// The body, to be read (to its end, or its connection is closed).
+    pub body: AnswerBody,
 }
 
 impl OpenAnswer {
     /// Reads the whole body.
     pub async fn read(self) -> Result<UpstreamReply, UpstreamError> {
-        let body = self
-            .response
-            .bytes()
-            .await
-            .map_err(|e| UpstreamError::Transport(e.without_url().to_string()))?;
+        use futures_util::StreamExt;
+        let mut body = self.body;
+        let mut whole = bytes::BytesMut::new();
+        let mut only: Option<Bytes> = None;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk
+                .map_err(|e| UpstreamError::Transport(format!("REDCap's answer broke off: {e}")))?;
+            // One chunk (most answers) is kept as it came, without a copy.
+            match only.take() {
+                None if whole.is_empty() => only = Some(chunk),
+                first => {
+                    if whole.is_empty() {
+                        whole.reserve(
+                            self.content_length
+                                .map_or(0, |l| usize::try_from(l).unwrap_or(0).min(64 << 20)),
+                        );
+                    }
+                    if let Some(f) = first {
+                        whole.extend_from_slice(&f);
+                    }
+                    whole.extend_from_slice(&chunk);
+                }
+            }
+        }
         Ok(UpstreamReply {
             status: self.status,
             content_type: self.content_type,
-            body,
+            body: only.unwrap_or_else(|| whole.freeze()),
         })
     }
 }
