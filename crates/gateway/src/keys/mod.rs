@@ -431,7 +431,7 @@ impl KeyFile {
                     detail: format!("key `{}` has a bad digest", k.id),
                 });
             };
-            by_digest.insert(d, k);
+            by_digest.insert(d, std::sync::Arc::new(k));
         }
         Ok(KeyRing { by_digest })
     }
@@ -440,7 +440,8 @@ impl KeyFile {
 /// Presented key → record, for the gateway.
 #[derive(Debug, Default, Clone)]
 pub struct KeyRing {
-    by_digest: HashMap<[u8; 32], KeyRecord>,
+    /// Shared, so a request takes its key's record without copying it.
+    by_digest: HashMap<[u8; 32], std::sync::Arc<KeyRecord>>,
 }
 
 /// The verdict on a presented key.
@@ -453,11 +454,11 @@ pub struct KeyRing {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Presented<'a> {
     /// An active key: the request goes on to the client's policy.
-    Valid(&'a KeyRecord),
+    Valid(&'a std::sync::Arc<KeyRecord>),
     /// A key past its expiry.
-    Expired(&'a KeyRecord),
+    Expired(&'a std::sync::Arc<KeyRecord>),
     /// A revoked key.
-    Revoked(&'a KeyRecord),
+    Revoked(&'a std::sync::Arc<KeyRecord>),
     /// No key with this digest: a typo, a key from another installation,
     /// or a real REDCap token (which the gateway alerts on).
     Unknown,
@@ -533,7 +534,10 @@ mod tests {
         let (b, rb, _) = f.issue("ui", "alice", policy(), now).unwrap();
         f.revoke(&rb.id, "leaked", now).unwrap();
         let ring = f.ring().unwrap();
-        assert_eq!(ring.check(a.expose(), now), Presented::Valid(&ra));
+        assert_eq!(
+            ring.check(a.expose(), now),
+            Presented::Valid(&std::sync::Arc::new(ra.clone()))
+        );
         assert!(matches!(ring.check(b.expose(), now), Presented::Revoked(_)));
         assert!(matches!(
             ring.check(a.expose(), ra.expires_at),

@@ -16,7 +16,7 @@ use crate::state::Gateway;
 
 /// Who is calling: the key and where from.
 pub(super) struct Caller {
-    pub key: KeyRecord,
+    pub key: std::sync::Arc<KeyRecord>,
     pub source: String,
     pub now: Timestamp,
 }

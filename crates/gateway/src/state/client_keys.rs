@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
@@ -65,9 +65,13 @@ impl ClientKeys {
 
     /// Checks a presented key against the key file as it is now: a key
     /// issued or revoked a moment ago counts from the next request.
-    pub(crate) fn check(&self, presented: &str, now: Timestamp) -> Result<KeyRecord, &'static str> {
+    pub(crate) fn check(
+        &self,
+        presented: &str,
+        now: Timestamp,
+    ) -> Result<Arc<KeyRecord>, &'static str> {
         self.ring.read(|ring| match ring.check(presented, now) {
-            Presented::Valid(r) => Ok(r.clone()),
+            Presented::Valid(r) => Ok(Arc::clone(r)),
             Presented::Expired(_) => Err("expired key"),
             Presented::Revoked(_) => Err("revoked key"),
             Presented::Unknown => Err("unknown key"),
@@ -102,10 +106,13 @@ impl ClientKeys {
 
     /// Notes that key `id` was used at `now`.
     pub(crate) fn note_use(&self, id: &str, now: Timestamp) {
-        self.used
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id.to_string(), now);
+        let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+        match used.get_mut(id) {
+            Some(last) => *last = now,
+            None => {
+                used.insert(id.to_string(), now);
+            }
+        }
     }
 
     /// Use noted but not yet written to the key file.
