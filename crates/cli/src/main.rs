@@ -11,13 +11,6 @@ mod store;
 
 use std::process::ExitCode;
 
-/// mimalloc rather than glibc's malloc: the gateway allocates and frees
-/// small objects on every request from one thread and hands some to
-/// another (the ledger's committer), where glibc's arenas spent about 8 %
-/// of its CPU (#10 item 5, docs/benchmarks.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use clap::Parser;
 
 /// What a command concluded, as opposed to failing to run.
