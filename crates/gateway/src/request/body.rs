@@ -8,7 +8,7 @@
 use std::net::SocketAddr;
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use redcap::php_form::{BodyKind, Limits, urlencoded};
+use redcap::php_form::{BodyKind, Limits, Parsed, urlencoded};
 
 use super::authenticate::{Caller, authenticate};
 use crate::connections::{BodyError, Incoming};
@@ -37,8 +37,18 @@ pub(super) async fn read_body(
     ));
     let content_type = content_type(headers)?;
     let (mut form, upload, presented, caller) = match BodyKind::of(content_type) {
+        // Boxed: an upload's reader is large and rare; every request's
+        // future would otherwise carry it.
         BodyKind::Multipart => {
-            read_multipart(gw, applied, limited, content_type, &limits, peer).await?
+            Box::pin(read_multipart(
+                gw,
+                applied,
+                limited,
+                content_type,
+                &limits,
+                peer,
+            ))
+            .await?
         }
         BodyKind::Urlencoded => {
             read_urlencoded(gw, limited, &limits, gateway.max_body_bytes, peer).await?
@@ -147,12 +157,18 @@ async fn read_urlencoded(
             Some(chunk) => bytes.extend_from_slice(&chunk),
         }
     }
-    let (presented, fmt) = presented_key(&bytes, ended, limits)?;
+    let (presented, fmt, whole) = presented_key(&bytes, ended, limits)?;
     let caller = authenticate(gw, &presented, peer, fmt).await?;
-    while let Some(chunk) = stream.next().await.map_err(body_error)? {
-        bytes.extend_from_slice(&chunk);
-    }
-    let parsed = urlencoded::parse(&bytes, limits);
+    let parsed = match whole {
+        // The body ended within the first read: it was parsed whole.
+        Some(parsed) => parsed,
+        None => {
+            while let Some(chunk) = stream.next().await.map_err(body_error)? {
+                bytes.extend_from_slice(&chunk);
+            }
+            urlencoded::parse(&bytes, limits)
+        }
+    };
     drop(bytes);
     let fmt = crate::reply::error_format_of(&parsed.post);
     let form = form::check(parsed, limits)
@@ -161,10 +177,14 @@ async fn read_urlencoded(
 }
 
 /// The key in the fields complete in the body's first bytes (`ended`: the
-/// whole body), and the format refusals take. No `token` field there: the
-/// body ended without one (an empty key, REDCap's own refusal), or it
-/// comes too late.
-fn presented_key(bytes: &[u8], ended: bool, limits: &Limits) -> Result<(String, Format), ApiReply> {
+/// whole body, then also returned parsed, so it is parsed once), and the
+/// format refusals take. No `token` field there: the body ended without
+/// one (an empty key, REDCap's own refusal), or it comes too late.
+fn presented_key(
+    bytes: &[u8],
+    ended: bool,
+    limits: &Limits,
+) -> Result<(String, Format, Option<Parsed>), ApiReply> {
     let complete = if ended {
         bytes.len()
     } else {
@@ -180,9 +200,11 @@ fn presented_key(bytes: &[u8], ended: bool, limits: &Limits) -> Result<(String, 
         .flatten()
         .and_then(|v| v.as_bytes())
         .map(|b| String::from_utf8_lossy(b).into_owned());
+    // A body that ended was parsed whole: the caller need not again.
+    let whole = ended.then_some(head);
     match token {
-        Some(t) => Ok((t, fmt)),
-        None if ended => Ok((String::new(), fmt)),
+        Some(t) => Ok((t, fmt, whole)),
+        None if ended => Ok((String::new(), fmt, whole)),
         None => Err(ApiReply::bad_request(
             upperfirst(&upload::UploadError::TokenTooLate.to_string()),
             fmt,
