@@ -1,4 +1,4 @@
-//! Calls to REDCap: its connections ([`connections`]), behind the
+//! Calls to REDCap: its connections (`connections.rs`), behind the
 //! outbound limiter.
 //!
 //! REDCap's only rate limit is per IP and *permanent*: past its threshold
@@ -238,7 +238,7 @@ pub enum UpstreamError {
 /// The longest a call waits for a slot in the window.
 const MAX_WAIT: Duration = Duration::from_secs(30);
 
-/// The one way to REDCap: the `[redcap] url`'s [`Connections`], the
+/// The one way to REDCap: the `[redcap] url`'s connections, the
 /// outbound [`Limiter`] every call goes through, and the ban flag a 429
 /// sets.
 pub struct Upstream {
