@@ -164,10 +164,8 @@ impl Connections {
                 port,
                 authority: HeaderValue::from_str(authority)
                     .map_err(|e| format!("[redcap] url's host: {e}"))?,
-                path: uri.path_and_query().map_or_else(
-                    || Uri::from_static("/"),
-                    |p| Uri::try_from(p.as_str()).unwrap_or_else(|_| Uri::from_static("/")),
-                ),
+                path: Uri::try_from(uri.path_and_query().map_or("/", |p| p.as_str()))
+                    .map_err(|e| format!("[redcap] url's path: {e}"))?,
                 tls,
             },
             idle: Mutex::new(Vec::new()),
