@@ -61,9 +61,28 @@ pub fn run_tag() -> &'static str {
 }
 
 /// A new request id: the run's tag, then 16 random hex digits (24 in all,
-/// as before tags).
+/// as before tags). The random bytes come from the operating system's
+/// random source read 4 KiB at a time per thread, not a system call per
+/// request.
 pub fn new_request_id() -> String {
-    format!("{}{}", run_tag(), durable::random_hex(8))
+    const ID: usize = 8;
+    const POOL: usize = 512 * ID;
+    thread_local! {
+        static RANDOM: std::cell::RefCell<(Box<[u8; POOL]>, usize)> =
+            std::cell::RefCell::new((Box::new([0; POOL]), POOL));
+    }
+    RANDOM.with_borrow_mut(|(pool, used)| {
+        if *used == POOL {
+            getrandom::fill(&mut pool[..]).expect("the operating system's random source failed");
+            *used = 0;
+        }
+        let bytes = &mut pool[*used..*used + ID];
+        let id = format!("{}{}", run_tag(), hex::encode(&*bytes));
+        // Handed out once: not left in memory.
+        bytes.fill(0);
+        *used += ID;
+        id
+    })
 }
 
 /// Where the marker lives.

@@ -34,7 +34,7 @@ pub(super) async fn record_request(
         ledger.count_refused();
         return Err(ApiReply::ledger_unavailable(call.fmt));
     }
-    let request_id = new_request_id();
+    let request_id = crate::restart::new_request_id();
     // What the request entry hashes: the canonical fields, and for an
     // upload the SHA-256 of the file after a line break.
     let canonical = form.encode();
@@ -72,33 +72,6 @@ pub(super) async fn record_request(
     Ok(Recorded {
         request_id,
         canonical: canonical.into(),
-    })
-}
-
-/// A new request id: the run's tag ([`crate::restart::run_tag`], 4 bytes
-/// in hex, so a restart after a crash tells this run's requests from other
-/// replicas') and 8 random bytes in hex — 24 hex digits, as
-/// `crate::restart::new_request_id` makes them — the random bytes from the
-/// operating system's random source read 4 KiB at a time per thread rather
-/// than a system call per request.
-fn new_request_id() -> String {
-    const ID: usize = 8;
-    const POOL: usize = 512 * ID;
-    thread_local! {
-        static RANDOM: std::cell::RefCell<(Box<[u8; POOL]>, usize)> =
-            std::cell::RefCell::new((Box::new([0; POOL]), POOL));
-    }
-    RANDOM.with_borrow_mut(|(pool, used)| {
-        if *used == POOL {
-            getrandom::fill(&mut pool[..]).expect("the operating system's random source failed");
-            *used = 0;
-        }
-        let bytes = &mut pool[*used..*used + ID];
-        let id = format!("{}{}", crate::restart::run_tag(), hex::encode(&*bytes));
-        // Handed out once: not left in memory.
-        bytes.fill(0);
-        *used += ID;
-        id
     })
 }
 

@@ -30,7 +30,7 @@ pub(super) struct Streaming {
     status: u16,
     content_type: Option<String>,
     content_length: Option<u64>,
-    pub upstream: ChunkStream,
+    pub upstream: AnswerBody,
     /// Chunks read (by the guard) and not yet passed on.
     pub held: Vec<bytes::Bytes>,
     /// REDCap's answer ended while the guard read it.
@@ -59,7 +59,7 @@ impl Streaming {
             status,
             content_type,
             content_length,
-            upstream: Box::pin(body),
+            upstream: body,
             held: Vec::new(),
             ended: false,
             tally: Tally {
@@ -105,8 +105,6 @@ pub(super) fn stream_response(answer: Streaming) -> Response {
     }
     with_content_type(response, content_type.as_deref())
 }
-
-pub(super) type ChunkStream = Pin<Box<AnswerBody>>;
 
 /// What the gateway learns from an answer as it passes, and the `response`
 /// entry it owes: written exactly once, when the stream ends, breaks, or
@@ -217,7 +215,7 @@ enum Passed {
 /// thread before it goes to the client.
 struct ExportBody {
     held: std::collections::VecDeque<bytes::Bytes>,
-    upstream: Option<ChunkStream>,
+    upstream: Option<AnswerBody>,
     /// REDCap's `Content-Length`: hyper stops asking for more once it has
     /// that many bytes, so the answer is complete then, not at the end of
     /// the stream.
@@ -245,7 +243,7 @@ impl Stream for ExportBody {
                     Some(chunk) => this.passed(chunk),
                     None => match this.upstream.as_mut() {
                         None => Passed::End(Delivery::Complete),
-                        Some(upstream) => match upstream.as_mut().poll_next(cx) {
+                        Some(upstream) => match Pin::new(upstream).poll_next(cx) {
                             Poll::Pending => return Poll::Pending,
                             Poll::Ready(Some(Ok(chunk))) => this.passed(chunk),
                             Poll::Ready(Some(Err(e))) => {

@@ -359,34 +359,29 @@ impl OpenAnswer {
     /// Reads the whole body.
     pub async fn read(self) -> Result<UpstreamReply, UpstreamError> {
         use futures_util::StreamExt;
-        let mut body = self.body;
-        let mut whole = bytes::BytesMut::new();
-        let mut only: Option<Bytes> = None;
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk
-                .map_err(|e| UpstreamError::Transport(format!("REDCap's answer broke off: {e}")))?;
-            // One chunk (most answers) is kept as it came, without a copy.
-            match only.take() {
-                None if whole.is_empty() => only = Some(chunk),
-                first => {
-                    if whole.is_empty() {
-                        whole.reserve(
-                            self.content_length
-                                .map_or(0, |l| usize::try_from(l).unwrap_or(0).min(64 << 20)),
-                        );
-                    }
-                    if let Some(f) = first {
-                        whole.extend_from_slice(&f);
-                    }
-                    whole.extend_from_slice(&chunk);
-                }
-            }
-        }
-        Ok(UpstreamReply {
+        let broke = |e| UpstreamError::Transport(format!("REDCap's answer broke off: {e}"));
+        let mut chunks = self.body;
+        let reply = |body| UpstreamReply {
             status: self.status,
             content_type: self.content_type,
-            body: only.unwrap_or_else(|| whole.freeze()),
-        })
+            body,
+        };
+        // One chunk (most answers) is kept as it came, without a copy.
+        let first = match chunks.next().await {
+            None => return Ok(reply(Bytes::new())),
+            Some(c) => c.map_err(broke)?,
+        };
+        let Some(second) = chunks.next().await else {
+            return Ok(reply(first));
+        };
+        let announced = self.content_length.and_then(|l| usize::try_from(l).ok());
+        let mut whole = bytes::BytesMut::with_capacity(announced.unwrap_or(0).min(64 << 20));
+        whole.extend_from_slice(&first);
+        whole.extend_from_slice(&second.map_err(broke)?);
+        while let Some(chunk) = chunks.next().await {
+            whole.extend_from_slice(&chunk.map_err(broke)?);
+        }
+        Ok(reply(whole.freeze()))
     }
 }
 
