@@ -138,10 +138,16 @@ impl SharedDocument for FileDocument {
     }
 
     fn stamp(&self) -> Option<DocumentStamp> {
-        use std::os::unix::fs::MetadataExt;
-        let m = std::fs::metadata(&self.path).ok()?;
-        Some((m.ino(), m.len(), m.modified().ok()?))
+        file_stamp(&self.path)
     }
+}
+
+/// A file's stamp: its inode, size and modification time (`None` if it
+/// cannot be read); any write or replacement changes it.
+pub fn file_stamp(path: &Path) -> Option<DocumentStamp> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.ino(), m.len(), m.modified().ok()?))
 }
 
 #[cfg(test)]

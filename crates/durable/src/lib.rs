@@ -28,7 +28,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-pub use document::{DocumentError, DocumentStamp, FileDocument, SharedDocument};
+pub use document::{DocumentError, DocumentStamp, FileDocument, SharedDocument, file_stamp};
 pub use host::{host_name, random_hex};
 pub use os::{OsFs, PrivateOsFs};
 pub use sim::{Fault, SimFs};

@@ -222,8 +222,16 @@ impl Follower {
         fs.open_read_at(&notes_path, self.notes_len)
             .and_then(|mut f| f.read_to_end(&mut new_notes))
             .map_err(|e| io_error(&notes_path, e))?;
-        // A note being written is left for the next look.
+        // A note being written is left for the next look; bytes that
+        // cannot be one are damage (as `verify_dir` says of them).
         let new_notes = parse_notes(&new_notes);
+        if !new_notes.tail.is_empty() && !crate::files::plausible_torn_note(&new_notes.tail) {
+            return Err(FollowError::Invalid(format!(
+                "{CHECKPOINTS} holds {} bytes after byte {} that are not a checkpoint note",
+                new_notes.tail.len(),
+                self.notes_len + new_notes.valid_len
+            )));
+        }
         let mut rotations = std::mem::take(&mut self.rotations);
         self.read_entries(fs, None, &mut rotations, visit)?;
         self.rotations = rotations;
@@ -270,15 +278,18 @@ impl Follower {
                 let want = seg.last_line.len() as u64 + u64::from(i + 1 < self.segments.len());
                 f.take(want).read_to_end(&mut now)
             });
-            match read {
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                    return Err(FollowError::Changed(format!(
-                        "segment {name} is shorter than the {} bytes verified",
-                        seg.len
-                    )));
-                }
+            // The file ends before what was verified: opening past its end
+            // fails so, a short read otherwise.
+            let shorter = match read {
+                Ok(_) => now.len() < seg.last_line.len(),
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => true,
                 Err(e) => return Err(io_error(&seg.path, e)),
+            };
+            if shorter {
+                return Err(FollowError::Changed(format!(
+                    "segment {name} is shorter than the {} bytes verified",
+                    seg.len
+                )));
             }
             if !now.starts_with(&seg.last_line) {
                 return Err(FollowError::Changed(format!(
@@ -299,20 +310,21 @@ impl Follower {
             let read = fs
                 .open_read_at(&path, self.notes_len - note.len() as u64)
                 .and_then(|f| f.take(note.len() as u64).read_to_end(&mut now));
-            match read {
-                Ok(_) if now == note.as_bytes() => {}
-                Ok(_) => {
-                    return Err(FollowError::Changed(format!(
-                        "the last verified checkpoint in {CHECKPOINTS} changed"
-                    )));
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                    return Err(FollowError::Changed(format!(
-                        "{CHECKPOINTS} is shorter than the {} bytes verified",
-                        self.notes_len
-                    )));
-                }
+            let shorter = match read {
+                Ok(_) => now.len() < note.len(),
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => true,
                 Err(e) => return Err(io_error(&path, e)),
+            };
+            if shorter {
+                return Err(FollowError::Changed(format!(
+                    "{CHECKPOINTS} is shorter than the {} bytes verified",
+                    self.notes_len
+                )));
+            }
+            if now != note.as_bytes() {
+                return Err(FollowError::Changed(format!(
+                    "the last verified checkpoint in {CHECKPOINTS} changed"
+                )));
             }
         }
         Ok(())

@@ -204,11 +204,13 @@ fn a_forged_new_checkpoint_is_refused() {
     append(&dir, 0, 20, 10, true);
     let mut f = start(&dir, &mut Vec::new());
     append(&dir, 20, 10, 100, false);
-    // A note signed by another key appended after the real ones.
+    // A note with the ledger's true size and root, signed by another key,
+    // appended after the real ones: only its signature is wrong.
+    let truth = figures_of_full(&dir);
     let forged = ledger::Checkpoint {
         origin: ORIGIN.into(),
-        size: 31,
-        root: f.figures().root,
+        size: truth.entries,
+        root: truth.root,
     }
     .sign(&SigningKey::from_bytes(&[66; 32]));
     let notes = dir.join("checkpoints.notes");
@@ -230,9 +232,47 @@ fn a_bad_appended_line_is_refused() {
         .append(true)
         .open(&last)
         .unwrap();
-    std::io::Write::write_all(&mut file, b"{\"seq\":999}\n").unwrap();
+    // A well-formed entry, but not the next seq.
+    let skipped = Entry {
+        seq: f.figures().entries + 1,
+        ts: jiff::Timestamp::now(),
+        kind: admin(999),
+    };
+    let mut line = skipped.to_line();
+    line.push(b'\n');
+    std::io::Write::write_all(&mut file, &line).unwrap();
     let err = f.advance(&OsFs, &mut |_| {}).unwrap_err();
     assert!(matches!(err, FollowError::Invalid(_)), "{err}");
+}
+
+#[test]
+fn bytes_appended_to_the_checkpoints_that_are_no_note_are_refused() {
+    let (_tmp, dir) = ledger_dir();
+    append(&dir, 0, 20, 10, true);
+    let mut f = start(&dir, &mut Vec::new());
+    let notes = notes_of(&dir);
+    let mut data = std::fs::read(&notes).unwrap();
+    // Not a note cut short by a power cut: many lines, no signature.
+    data.extend_from_slice(b"x\ny\nz\nw\nv\n");
+    std::fs::write(&notes, data).unwrap();
+    let err = f.advance(&OsFs, &mut |_| {}).unwrap_err();
+    assert!(
+        matches!(&err, FollowError::Invalid(m) if m.contains("not a checkpoint note")),
+        "{err}"
+    );
+    // A note still being written (its first line) is left for later.
+    let (_tmp, dir) = ledger_dir();
+    append(&dir, 0, 20, 10, true);
+    let mut f = start(&dir, &mut Vec::new());
+    let truth = figures_of_full(&dir);
+    let mut data = std::fs::read(notes_of(&dir)).unwrap();
+    data.extend_from_slice(ORIGIN.as_bytes());
+    std::fs::write(notes_of(&dir), data).unwrap();
+    assert_eq!(f.advance(&OsFs, &mut |_| {}).unwrap(), truth);
+}
+
+fn notes_of(dir: &Path) -> PathBuf {
+    dir.join("checkpoints.notes")
 }
 
 #[test]

@@ -70,6 +70,8 @@ CREATE TABLE IF NOT EXISTS redcap_surveys_response (
 );
 CREATE INDEX IF NOT EXISTS redcap_surveys_response_record
     ON redcap_surveys_response (record);
+CREATE INDEX IF NOT EXISTS redcap_surveys_response_return_code
+    ON redcap_surveys_response (return_code);
 CREATE TABLE IF NOT EXISTS redcap_surveys_queue_hashes (
     project_id INTEGER NOT NULL,
     record TEXT NOT NULL,
@@ -347,8 +349,11 @@ pub fn participant_for(
 ) -> rusqlite::Result<(i64, String)> {
     let found: Option<(i64, String)> = conn
         .prepare_cached(
-            "SELECT p.participant_id, p.hash FROM redcap_surveys_participants p
-             JOIN redcap_surveys_response r ON r.participant_id = p.participant_id
+            // From the record's few responses (CROSS JOIN keeps SQLite from
+            // starting at every participant of the survey: a participant
+            // list of N records asks this N times).
+            "SELECT p.participant_id, p.hash FROM redcap_surveys_response r
+             CROSS JOIN redcap_surveys_participants p ON p.participant_id = r.participant_id
              WHERE p.survey_id = ?1 AND p.event_id = ?2 AND p.participant_email IS NOT NULL
                AND r.record = ?3 AND r.instance = ?4
              ORDER BY p.participant_id LIMIT 1",
@@ -455,8 +460,8 @@ pub fn return_code(
         let taken = conn
             .prepare_cached(
                 "SELECT 1 FROM redcap_surveys_response r
-                 JOIN redcap_surveys_participants p ON p.participant_id = r.participant_id
-                 WHERE p.survey_id = ?1 AND r.return_code = ?2",
+                 CROSS JOIN redcap_surveys_participants p ON p.participant_id = r.participant_id
+                 WHERE r.return_code = ?2 AND p.survey_id = ?1",
             )?
             .query_row(params![survey_id, candidate], |_| Ok(()))
             .optional()?
@@ -632,19 +637,29 @@ pub fn participants(
 /// Forgets a record's responses, codes and queue hash (the record is
 /// deleted); participant rows left without a response go too, but those
 /// with an email address (the participant list's own entries).
+///
+/// Each statement starts from the record's own rows: Delete Records of N
+/// records calls this N times.
 pub fn delete_record(conn: &Connection, pid: u64, record: &str) -> rusqlite::Result<()> {
-    conn.prepare_cached(
-        "DELETE FROM redcap_surveys_response WHERE record = ?2 AND participant_id IN (
-             SELECT p.participant_id FROM redcap_surveys_participants p
-             JOIN redcap_surveys s ON s.survey_id = p.survey_id WHERE s.project_id = ?1)",
-    )?
-    .execute(params![pid, record])?;
-    conn.prepare_cached(
-        "DELETE FROM redcap_surveys_participants WHERE participant_email = ''
-           AND survey_id IN (SELECT survey_id FROM redcap_surveys WHERE project_id = ?1)
-           AND participant_id NOT IN (SELECT participant_id FROM redcap_surveys_response)",
-    )?
-    .execute(params![pid])?;
+    let participants: Vec<i64> = conn
+        .prepare_cached(
+            "DELETE FROM redcap_surveys_response WHERE record = ?2 AND EXISTS (
+                 SELECT 1 FROM redcap_surveys_participants p
+                 JOIN redcap_surveys s ON s.survey_id = p.survey_id
+                 WHERE p.participant_id = redcap_surveys_response.participant_id
+                   AND s.project_id = ?1)
+             RETURNING participant_id",
+        )?
+        .query_map(params![pid, record], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut orphan = conn.prepare_cached(
+        "DELETE FROM redcap_surveys_participants WHERE participant_id = ?1
+           AND participant_email = ''
+           AND NOT EXISTS (SELECT 1 FROM redcap_surveys_response WHERE participant_id = ?1)",
+    )?;
+    for participant in participants {
+        orphan.execute(params![participant])?;
+    }
     conn.prepare_cached(
         "DELETE FROM redcap_surveys_queue_hashes WHERE project_id = ?1 AND record = ?2",
     )?
@@ -668,9 +683,11 @@ pub fn move_event(conn: &Connection, pid: u64, from: i64, to: i64) -> rusqlite::
 /// Moves a record's survey rows to its new name.
 pub fn rename_record(conn: &Connection, pid: u64, old: &str, new: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(
-        "UPDATE redcap_surveys_response SET record = ?3 WHERE record = ?2 AND participant_id IN (
-             SELECT p.participant_id FROM redcap_surveys_participants p
-             JOIN redcap_surveys s ON s.survey_id = p.survey_id WHERE s.project_id = ?1)",
+        "UPDATE redcap_surveys_response SET record = ?3 WHERE record = ?2 AND EXISTS (
+             SELECT 1 FROM redcap_surveys_participants p
+             JOIN redcap_surveys s ON s.survey_id = p.survey_id
+             WHERE p.participant_id = redcap_surveys_response.participant_id
+               AND s.project_id = ?1)",
     )?
     .execute(params![pid, old, new])?;
     conn.prepare_cached(

@@ -34,8 +34,8 @@ mod holds;
 mod reload;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use governance::accounts::AccountStatusFile;
 use warden_config::{LedgerStore, LoadedConfig};
@@ -126,24 +126,38 @@ pub fn status_file(config: &LoadedConfig) -> Result<AccountStatusFile, ClusterEr
 
 /// When the shared documents were last all read from PostgreSQL.
 ///
-/// Lock story: one atomic (milliseconds since the Unix epoch); written by
-/// the follower after each complete re-read, read by every request.
-pub(crate) struct Confirmed(AtomicI64);
+/// On the monotonic clock: a wall clock stepped back must not make old
+/// documents look fresh (that would admit keys unconfirmed).
+///
+/// Lock story: one atomic (milliseconds since `base`); written by the
+/// follower after each complete re-read, read by every request.
+pub(crate) struct Confirmed {
+    base: Instant,
+    at: AtomicU64,
+}
 
 impl Confirmed {
     pub(crate) fn now() -> Confirmed {
-        Confirmed(AtomicI64::new(jiff::Timestamp::now().as_millisecond()))
+        Confirmed {
+            base: Instant::now(),
+            at: AtomicU64::new(0),
+        }
+    }
+
+    fn since_base(&self) -> u64 {
+        u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
     pub(crate) fn mark(&self) {
-        self.0
-            .store(jiff::Timestamp::now().as_millisecond(), Ordering::Relaxed);
+        self.at.store(self.since_base(), Ordering::Relaxed);
     }
 
     /// How long ago, when longer than [`STALE_AFTER`].
     pub(crate) fn stale(&self) -> Option<Duration> {
-        let ago = jiff::Timestamp::now().as_millisecond() - self.0.load(Ordering::Relaxed);
-        let ago = Duration::from_millis(u64::try_from(ago).unwrap_or(0));
+        let ago = self
+            .since_base()
+            .saturating_sub(self.at.load(Ordering::Relaxed));
+        let ago = Duration::from_millis(ago);
         (ago > STALE_AFTER).then_some(ago)
     }
 }
@@ -186,12 +200,12 @@ mod tests {
 
     #[test]
     fn documents_not_confirmed_for_long_are_stale() {
-        let c = Confirmed::now();
-        assert_eq!(c.stale(), None);
-        let long_ago = jiff::Timestamp::now().as_millisecond()
-            - i64::try_from(STALE_AFTER.as_millis()).unwrap()
-            - 1_000;
-        c.0.store(long_ago, Ordering::Relaxed);
+        assert_eq!(Confirmed::now().stale(), None);
+        // Confirmed when a clock started STALE_AFTER + 1 s ago read 0.
+        let c = Confirmed {
+            base: Instant::now() - STALE_AFTER - Duration::from_secs(1),
+            at: AtomicU64::new(0),
+        };
         assert!(c.stale().is_some_and(|ago| ago > STALE_AFTER));
         c.mark();
         assert_eq!(c.stale(), None, "a complete re-read confirms them again");

@@ -20,13 +20,6 @@ use std::sync::RwLock;
 /// of the file system's clock.
 pub(crate) type FileStamp = durable::DocumentStamp;
 
-/// The stamp of the file `path` names now (`None`: no such file).
-pub(crate) fn file_stamp(path: &Path) -> Option<FileStamp> {
-    use std::os::unix::fs::MetadataExt;
-    let m = std::fs::metadata(path).ok()?;
-    Some((m.ino(), m.len(), m.modified().ok()?))
-}
-
 /// A file the gateway watches, and how to read it.
 pub(crate) trait Source: Send + Sync {
     type Value: Send + Sync;
@@ -40,7 +33,7 @@ pub(crate) trait Source: Send + Sync {
     /// request, only by [`Watched::reload`] (which the cluster's listener
     /// calls on each notification and periodic re-read).
     fn stamp(&self) -> Option<FileStamp> {
-        file_stamp(self.path())
+        durable::file_stamp(self.path())
     }
 }
 
