@@ -95,15 +95,9 @@ mod tests {
     use postgres::fallible_iterator::FallibleIterator;
     use zeroize::Zeroizing;
 
-    /// The test database (scripts/test sets it), or a notice.
+    /// The test database (scripts/test sets it; [`crate::test_database_url`]).
     fn database(schema: &str) -> Option<Arc<Database>> {
-        let url = match std::env::var("WARDEN_TEST_DATABASE_URL") {
-            Ok(u) if !u.is_empty() => u,
-            _ => {
-                eprintln!("skipped: WARDEN_TEST_DATABASE_URL is not set (scripts/test sets it)");
-                return None;
-            }
-        };
+        let url = crate::test_database_url(schema)?;
         let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
         c.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
             .unwrap();

@@ -10,18 +10,7 @@ use super::*;
 use crate::upstream::{Limiter, UpstreamError};
 
 fn database(test: &str) -> Option<String> {
-    match std::env::var("WARDEN_TEST_DATABASE_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) => panic!(
-            "{test}: WARDEN_TEST_DATABASE_URL is not set under CI; run the tests through scripts/test, which starts PostgreSQL and sets it"
-        ),
-        _ => {
-            eprintln!(
-                "{test}: skipped: WARDEN_TEST_DATABASE_URL is not set (scripts/test starts PostgreSQL and sets it)"
-            );
-            None
-        }
-    }
+    crate::test_database_url(test)
 }
 
 /// A schema of its own for one test, dropped first if a run left it.
