@@ -135,6 +135,10 @@ CREATE TABLE IF NOT EXISTS redcap_record_list (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS redcap_record_list_order
     ON redcap_record_list (project_id, arm, sort_class, sort_num, record);
+-- A record in every arm at once (deleting or renaming it): without this,
+-- each such change scanned the project's whole record list.
+CREATE INDEX IF NOT EXISTS redcap_record_list_record
+    ON redcap_record_list (project_id, record);
 CREATE TABLE IF NOT EXISTS redcap_log_event (
     log_event_id INTEGER PRIMARY KEY,
     project_id INTEGER,
