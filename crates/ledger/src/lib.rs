@@ -40,6 +40,7 @@
 
 mod append;
 mod backend;
+mod batch_thread;
 pub mod checkpoint;
 pub mod entry;
 mod error;

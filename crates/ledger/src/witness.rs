@@ -314,10 +314,7 @@ impl Publisher {
         });
         let thread = {
             let inner = Arc::clone(&inner);
-            std::thread::Builder::new()
-                .name("ledger-witness".into())
-                .spawn(move || inner.run())
-                .ok()
+            crate::batch_thread::spawn("ledger-witness", move || inner.run()).ok()
         };
         Arc::new(Publisher {
             inner,

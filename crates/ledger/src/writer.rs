@@ -332,11 +332,13 @@ impl Ledger {
         }
         let ticker = options.checkpoint_interval.map(|every| {
             let shared = Arc::clone(&shared);
-            std::thread::spawn(move || shared.tick(every))
+            crate::batch_thread::spawn("ledger-checkpoint", move || shared.tick(every))
+                .expect("starting the ledger's checkpoint thread")
         });
         let committer = {
             let shared = Arc::clone(&shared);
-            std::thread::spawn(move || shared.commit_later())
+            crate::batch_thread::spawn("ledger-commit", move || shared.commit_later())
+                .expect("starting the ledger's committer thread")
         };
         Ledger {
             shared,

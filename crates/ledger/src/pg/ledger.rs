@@ -59,27 +59,25 @@ fn spawn_writer(
 ) -> Result<Started, LedgerError> {
     let (tx, rx) = mpsc::channel();
     let (state_tx, state_rx) = mpsc::channel::<Arc<Shared>>();
-    let worker = std::thread::Builder::new()
-        .name("ledger-pg-writer".into())
-        .spawn(move || {
-            let mut writer = match Writer::open(&url, &sql, create, key, &options) {
-                Ok((writer, opened)) => {
-                    let _ = tx.send(Ok(opened));
-                    writer
-                }
-                Err(e) => {
-                    let _ = tx.send(Err(e));
-                    return;
-                }
-            };
-            if let Ok(shared) = state_rx.recv() {
-                writer.run(&shared);
+    let worker = crate::batch_thread::spawn("ledger-pg-writer", move || {
+        let mut writer = match Writer::open(&url, &sql, create, key, &options) {
+            Ok((writer, opened)) => {
+                let _ = tx.send(Ok(opened));
+                writer
             }
-        })
-        .map_err(|e| LedgerError::Database {
-            op: "start the writer thread",
-            detail: e.to_string(),
-        })?;
+            Err(e) => {
+                let _ = tx.send(Err(e));
+                return;
+            }
+        };
+        if let Ok(shared) = state_rx.recv() {
+            writer.run(&shared);
+        }
+    })
+    .map_err(|e| LedgerError::Database {
+        op: "start the writer thread",
+        detail: e.to_string(),
+    })?;
     match rx.recv() {
         Ok(Ok(opened)) => Ok(Started {
             worker,
