@@ -239,7 +239,7 @@ pub fn check(parsed: Parsed, limits: &Limits) -> Result<Form, Refusal> {
     }
     let mut form = Form { post: parsed.post };
     for name in STRIPPED {
-        form.post.remove(&key(name));
+        form.post.remove_name(name);
     }
     Ok(form)
 }
@@ -293,13 +293,13 @@ impl Form {
 
     /// A string parameter's bytes.
     pub fn get_bytes(&self, name: &str) -> Option<&[u8]> {
-        self.post.get(&key(name)).and_then(Value::as_bytes)
+        self.post.get_name(name).and_then(Value::as_bytes)
     }
 
     /// A list parameter: the array's values in order, or a string split on
     /// commas (as REDCap accepts for `records`, `fields`…).
     pub fn list(&self, name: &str) -> Vec<String> {
-        match self.post.get(&key(name)) {
+        match self.post.get_name(name) {
             Some(Value::Array(a)) => a
                 .iter()
                 .filter_map(|(_, v)| v.as_bytes())
@@ -317,8 +317,8 @@ impl Form {
 
     /// Removes a string parameter and returns it.
     pub fn take(&mut self, name: &str) -> Option<String> {
-        match self.post.get(&key(name)) {
-            Some(Value::Str(_)) => match self.post.remove(&key(name)) {
+        match self.post.get_name(name) {
+            Some(Value::Str(_)) => match self.post.remove_name(name) {
                 Some(Value::Str(s)) => Some(String::from_utf8_lossy(&s).into_owned()),
                 _ => None,
             },

@@ -77,7 +77,12 @@ pub fn new_request_id() -> String {
             *used = 0;
         }
         let bytes = &mut pool[*used..*used + ID];
-        let id = format!("{}{}", run_tag(), hex::encode(&*bytes));
+        let tag = run_tag();
+        let mut digits = [0u8; 2 * ID];
+        hex::encode_to_slice(&*bytes, &mut digits).expect("two digits per byte");
+        let mut id = String::with_capacity(tag.len() + digits.len());
+        id.push_str(tag);
+        id.push_str(std::str::from_utf8(&digits).expect("ASCII hex digits"));
         // Handed out once: not left in memory.
         bytes.fill(0);
         *used += ID;

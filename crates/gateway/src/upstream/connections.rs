@@ -193,7 +193,13 @@ impl Connections {
         loop {
             let (mut sender, reused) = match self.take_idle().await {
                 Some(s) => (s, true),
-                None => (within(&mut deadline, self.connect()).await??, false),
+                // Boxed: opening a connection (TCP, a TLS handshake) is a
+                // future of kilobytes that every call would otherwise carry
+                // inline and be copied with, though most reuse one.
+                None => (
+                    within(&mut deadline, Box::pin(self.connect())).await??,
+                    false,
+                ),
             };
             match within(&mut deadline, sender.try_send_request(request)).await? {
                 Ok(response) => {

@@ -313,10 +313,9 @@ impl Upstream {
             return Err(UpstreamError::Banned);
         }
         self.limiter.admit().await?;
-        // Boxed: the call's future (hyper's, a TLS handshake's) takes
-        // kilobytes, which every request's future would otherwise carry
-        // inline and be copied with.
-        let (head, body) = Box::pin(self.connections.post(content_type, length, body))
+        let (head, body) = self
+            .connections
+            .post(content_type, length, body)
             .await
             .map_err(UpstreamError::Transport)?;
         let status = head.status();

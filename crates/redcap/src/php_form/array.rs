@@ -1,13 +1,15 @@
 //! PHP arrays as `$_POST` and `$_FILES` hold them: ordered maps keyed by
 //! integers or byte strings, with PHP's "next free index" for `a[]`.
 
-use indexmap::IndexMap;
+use std::hash::{Hash, Hasher};
+
+use indexmap::{Equivalent, IndexMap};
 
 /// A PHP array key. PHP turns a string that is a canonical decimal integer
 /// (no sign but `-`, no leading zero, within `i64`) into an integer key, so
 /// `a[5]` and `a[05]` are different keys but `a[5]` and `a[+5]`… are not
 /// the same either (`+5` stays a string).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Key {
     /// An integer key.
     Int(i64),
@@ -15,7 +17,47 @@ pub enum Key {
     Str(Vec<u8>),
 }
 
+/// A [`Key`] borrowed: what a lookup by name needs, without copying the
+/// name. Hashes as the key it stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyRef<'a> {
+    /// An integer key.
+    Int(i64),
+    /// A string key.
+    Str(&'a [u8]),
+}
+
+impl<'a> KeyRef<'a> {
+    /// The key PHP makes of these bytes.
+    pub fn from_bytes(b: &'a [u8]) -> KeyRef<'a> {
+        match numeric_key(b) {
+            Some(i) => KeyRef::Int(i),
+            None => KeyRef::Str(b),
+        }
+    }
+}
+
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_ref().hash(state);
+    }
+}
+
+impl Equivalent<Key> for KeyRef<'_> {
+    fn equivalent(&self, key: &Key) -> bool {
+        *self == key.as_ref()
+    }
+}
+
 impl Key {
+    /// The borrowed form.
+    pub fn as_ref(&self) -> KeyRef<'_> {
+        match self {
+            Key::Int(i) => KeyRef::Int(*i),
+            Key::Str(s) => KeyRef::Str(s),
+        }
+    }
+
     /// The key PHP makes of these bytes.
     pub fn from_bytes(b: &[u8]) -> Key {
         match numeric_key(b) {
@@ -136,7 +178,13 @@ impl PhpArray {
     /// The element under the string key `name` (as PHP would look it up:
     /// `"5"` finds the integer key 5).
     pub fn get_name(&self, name: &str) -> Option<&Value> {
-        self.map.get(&Key::from_bytes(name.as_bytes()))
+        self.map.get(&KeyRef::from_bytes(name.as_bytes()))
+    }
+
+    /// Removes the element under the string key `name` (looked up as
+    /// [`PhpArray::get_name`] does), keeping the order of the rest.
+    pub fn remove_name(&mut self, name: &str) -> Option<Value> {
+        self.map.shift_remove(&KeyRef::from_bytes(name.as_bytes()))
     }
 
     /// Sets `key`, keeping its position if it exists (PHP's update).
@@ -194,6 +242,25 @@ impl PhpArray {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_name_finds_the_key_php_makes_of_it_without_copying() {
+        let mut a = PhpArray::new();
+        a.update(Key::from_bytes(b"5"), Value::Str(b"five".to_vec()));
+        a.update(Key::from_bytes(b"05"), Value::Str(b"oh-five".to_vec()));
+        a.update(Key::from_bytes(b"token"), Value::Str(b"t".to_vec()));
+        assert_eq!(a.get_name("5"), Some(&Value::Str(b"five".to_vec())));
+        assert_eq!(a.get_name("05"), Some(&Value::Str(b"oh-five".to_vec())));
+        assert_eq!(a.get_name("token"), a.get(&Key::Str(b"token".to_vec())));
+        assert_eq!(a.get_name("+5"), None);
+        assert_eq!(a.remove_name("5"), Some(Value::Str(b"five".to_vec())));
+        assert_eq!(a.get(&Key::Int(5)), None);
+        let keys: Vec<_> = a.iter().map(|(k, _)| k.clone()).collect();
+        assert_eq!(
+            keys,
+            [Key::Str(b"05".to_vec()), Key::Str(b"token".to_vec())]
+        );
+    }
 
     #[test]
     fn numeric_strings_become_integer_keys_as_php_makes_them() {

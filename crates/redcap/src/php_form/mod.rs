@@ -30,7 +30,7 @@ pub mod multipart;
 pub mod register;
 pub mod urlencoded;
 
-pub use array::{Key, PhpArray, Value};
+pub use array::{Key, KeyRef, PhpArray, Value};
 pub use register::{Effect, Registration, register};
 
 /// The `php.ini` limits that change what PHP reads.
