@@ -8,9 +8,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::DefaultBodyLimit;
-use axum::routing::any;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use axum::http::{Request, StatusCode};
+use axum::response::{IntoResponse, Response};
 use governance::alerts::Alerts;
 use governance::clock_sync::SyncProbe;
 use ledger::{EntryKind, LedgerError};
@@ -110,13 +114,7 @@ pub async fn start(services: Services) -> Result<RunningGateway, StartError> {
     let config = services.config.clone();
     let gw = &config.config.gateway;
     let shared = begin(services).await?;
-    let app = Router::new()
-        .route("/api/", any(crate::request::api))
-        .route("/api", any(crate::request::api))
-        .layer(DefaultBodyLimit::max(
-            usize::try_from(gw.max_body_bytes).unwrap_or(usize::MAX),
-        ))
-        .with_state(shared.clone());
+    let app = Clients(shared.clone());
     let admin = admin::routes().with_state(shared.clone());
     let (listener, addr) = bind(gw.listen).await?;
     let (admin_listener, admin_addr) = bind(gw.admin_listen).await?;
@@ -250,7 +248,7 @@ async fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr),
 async fn serve_clients(
     config: &LoadedConfig,
     listener: tokio::net::TcpListener,
-    app: Router,
+    app: Clients,
     stopped: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<tokio::task::JoinHandle<()>, StartError> {
     let gw = &config.config.gateway;
@@ -258,7 +256,7 @@ async fn serve_clients(
         addr: gw.listen,
         source,
     };
-    let service = app.into_make_service_with_connect_info::<SocketAddr>();
+    let service = app;
     let std_listener = listener.into_std().map_err(bind_error)?;
     let mut server = axum_server::from_tcp(std_listener)
         .map_err(bind_error)?
@@ -501,5 +499,58 @@ fn follow_holds(
     }
     for account in ended {
         gw.holds().release(&account);
+    }
+}
+
+/// The client listener's connections: each gets a [`ClientService`] that
+/// knows its peer's address.
+#[derive(Clone)]
+struct Clients(Arc<Gateway>);
+
+impl tower_service::Service<SocketAddr> for Clients {
+    type Response = ClientService;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<ClientService, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, peer: SocketAddr) -> Self::Future {
+        std::future::ready(Ok(ClientService {
+            gw: Arc::clone(&self.0),
+            peer,
+        }))
+    }
+}
+
+/// The client listener's one route: REDCap's `/api/` (and `/api`), any
+/// method (the request path answers all but `POST` with REDCap's 501), to
+/// [`crate::request::api`]; any other path is 404 with an empty body. No
+/// router: it would cost a few allocations and a boxed future per request
+/// for one route (#10 item 5).
+#[derive(Clone)]
+struct ClientService {
+    gw: Arc<Gateway>,
+    peer: SocketAddr,
+}
+
+impl tower_service::Service<Request<hyper::body::Incoming>> for ClientService {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<hyper::body::Incoming>) -> Self::Future {
+        if !matches!(request.uri().path(), "/api/" | "/api") {
+            return Box::pin(std::future::ready(
+                Ok(StatusCode::NOT_FOUND.into_response()),
+            ));
+        }
+        let (gw, peer) = (Arc::clone(&self.gw), self.peer);
+        Box::pin(async move { Ok(crate::request::api(&gw, peer, request).await) })
     }
 }

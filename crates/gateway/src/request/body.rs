@@ -26,7 +26,7 @@ pub(super) async fn read_body(
     gw: &Gateway,
     applied: &Applied,
     headers: &HeaderMap,
-    body: axum::body::Body,
+    body: hyper::body::Incoming,
     peer: SocketAddr,
 ) -> Result<(Form, Option<Upload>, Caller), ApiReply> {
     let gateway = &applied.config.config.gateway;

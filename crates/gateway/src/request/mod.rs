@@ -41,10 +41,8 @@ mod respond;
 mod stream;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 
@@ -60,15 +58,16 @@ use self::stream::{Streaming, stream_response};
 use crate::reply::ApiReply;
 use crate::state::Gateway;
 
-/// The client listener: `/api/`, REDCap's protocol.
+/// The client listener's `/api/`: REDCap's protocol
+/// ([`crate::server`] routes here).
 pub(crate) async fn api(
-    State(gw): State<Arc<Gateway>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    request: axum::extract::Request,
+    gw: &Gateway,
+    peer: SocketAddr,
+    request: axum::http::Request<hyper::body::Incoming>,
 ) -> Response {
     let started = Instant::now();
     let (parts, body) = request.into_parts();
-    let response = match handle(&gw, peer, parts.method, &parts.headers, body).await {
+    let response = match handle(gw, peer, parts.method, &parts.headers, body).await {
         Ok(r) => r,
         Err(reply) => reply.into_response(),
     };
@@ -83,7 +82,7 @@ async fn handle(
     peer: SocketAddr,
     method: Method,
     headers: &HeaderMap,
-    body: axum::body::Body,
+    body: hyper::body::Incoming,
 ) -> Result<Response, ApiReply> {
     let started = Instant::now();
     if method != Method::POST {

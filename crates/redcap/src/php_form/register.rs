@@ -21,6 +21,8 @@
 //! 7. A later value replaces an earlier one in place; descending through a
 //!    string replaces it with an array.
 
+use std::borrow::Cow;
+
 use super::array::{Key, PhpArray, Value};
 
 /// What one registration did.
@@ -70,16 +72,20 @@ pub fn register(
             effect: Effect::Dropped,
         };
     }
-    let base: Vec<u8> = name[..base_len].iter().map(|&c| base_char(c)).collect();
+    // Copied only when PHP rewrites a character of it.
+    let base: Cow<'_, [u8]> = if name[..base_len].iter().any(|&c| base_char(c) != c) {
+        Cow::Owned(name[..base_len].iter().map(|&c| base_char(c)).collect())
+    } else {
+        Cow::Borrowed(&name[..base_len])
+    };
+    let top = Key::from_bytes(&base);
     let Some(open) = open else {
-        let top = Key::from_bytes(&base);
         post.update(top.clone(), value);
         return set(top);
     };
 
     // Walk the bracket groups: `path` is where to descend (None = append),
     // `pending` the key the value lands on in the deepest array.
-    let top = Key::from_bytes(&base);
     let mut path: Vec<Option<Key>> = Vec::new();
     let mut pending = Some(top.clone());
     let mut ip = open;
@@ -111,7 +117,7 @@ pub fn register(
                 None if path.is_empty() => {
                     // Not an index after all: the `[` and what follows join
                     // the base name.
-                    let mut joined = base;
+                    let mut joined = base.into_owned();
                     joined.push(b'_');
                     joined.extend(name[index_start..].iter().map(|&c| match c {
                         b' ' | b'.' | b'[' => b'_',
