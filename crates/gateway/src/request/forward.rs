@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode};
 use ledger::{EntryKind, RecordIds};
 
 use super::authorise::Call;
@@ -14,7 +14,7 @@ use crate::reply::{ApiReply, NO_API_PERMISSION};
 use crate::state::{Gateway, Service};
 use crate::tokens::CachedToken;
 use crate::upload::{self, Upload};
-use crate::upstream::{OpenAnswer, OutBody, UpstreamError, UpstreamReply};
+use crate::upstream::{FORM_URLENCODED, OpenAnswer, OutBody, UpstreamError, UpstreamReply};
 
 /// What [`forward`] got back.
 pub(super) enum Forwarded {
@@ -130,18 +130,24 @@ async fn send(
 ) -> Result<OpenAnswer, UpstreamError> {
     match out.upload {
         None => {
+            // One buffer: the canonical form, then the token.
             let canonical = &out.recorded.canonical;
-            let with_token = Form::encoded_suffix(canonical, "token", token.value.expose());
-            let length = (canonical.len() + with_token.len()) as u64;
-            let body = OutBody::parts([canonical.clone(), bytes::Bytes::from(with_token)]);
+            let suffix = Form::encoded_suffix(canonical, "token", token.value.expose());
+            let mut whole = Vec::with_capacity(canonical.len() + suffix.len());
+            whole.extend_from_slice(canonical);
+            whole.extend_from_slice(suffix.as_bytes());
+            let length = whole.len() as u64;
             gw.upstream()
-                .open("application/x-www-form-urlencoded", length, body)
+                .open(FORM_URLENCODED, length, OutBody::whole(whole.into()))
                 .await
         }
         Some(u) => match upload::outgoing(&out.form.with("token", token.value.expose()), u).await {
-            Ok((content_type, length, body)) => {
-                gw.upstream().open(&content_type, length, body).await
-            }
+            Ok((content_type, length, body)) => match HeaderValue::try_from(content_type) {
+                Ok(content_type) => gw.upstream().open(content_type, length, body).await,
+                Err(e) => Err(UpstreamError::Transport(format!(
+                    "the upload's Content-Type: {e}"
+                ))),
+            },
             Err(e) => Err(UpstreamError::Transport(format!(
                 "reading the spooled upload: {e}"
             ))),

@@ -17,7 +17,6 @@
 //! REDCap before the request left is sent again on another (never one
 //! that may have reached REDCap).
 
-use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -43,20 +42,20 @@ const IDLE: Duration = Duration::from_secs(90);
 /// At most this many idle connections are kept.
 const MAX_IDLE: usize = 256;
 
-/// A request's body: in memory (the canonical form and the token's
-/// suffix), or streamed (a multipart upload from its spool). Its length
-/// is always known and sent as `Content-Length`.
+/// A request's body: in memory (the canonical form with the token), or
+/// streamed (a multipart upload from its spool). Its length is always
+/// known and sent as `Content-Length`.
 pub enum OutBody {
-    /// The parts, in order.
-    Parts(VecDeque<Bytes>),
+    /// The whole body (`None` once sent).
+    Whole(Option<Bytes>),
     /// A stream of parts.
     Stream(Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>),
 }
 
 impl OutBody {
-    /// A body of the given parts.
-    pub fn parts(parts: impl IntoIterator<Item = Bytes>) -> OutBody {
-        OutBody::Parts(parts.into_iter().filter(|p| !p.is_empty()).collect())
+    /// A body held whole.
+    pub fn whole(body: Bytes) -> OutBody {
+        OutBody::Whole(Some(body).filter(|b| !b.is_empty()))
     }
 }
 
@@ -69,7 +68,7 @@ impl Body for OutBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         match self.get_mut() {
-            OutBody::Parts(parts) => Poll::Ready(parts.pop_front().map(|p| Ok(Frame::data(p)))),
+            OutBody::Whole(body) => Poll::Ready(body.take().map(|b| Ok(Frame::data(b)))),
             OutBody::Stream(s) => s
                 .as_mut()
                 .poll_next(cx)
@@ -78,12 +77,12 @@ impl Body for OutBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        matches!(self, OutBody::Parts(p) if p.is_empty())
+        matches!(self, OutBody::Whole(None))
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            OutBody::Parts(p) => SizeHint::with_exact(p.iter().map(|b| b.len() as u64).sum()),
+            OutBody::Whole(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             OutBody::Stream(_) => SizeHint::default(),
         }
     }
@@ -176,7 +175,7 @@ impl Connections {
     /// headers are in; its body is read through [`AnswerBody`].
     pub async fn post(
         self: &Arc<Self>,
-        content_type: &str,
+        content_type: HeaderValue,
         length: u64,
         body: OutBody,
     ) -> Result<(Response<()>, AnswerBody), String> {

@@ -36,6 +36,10 @@ pub struct Limiter {
     shared: Option<SharedWindow>,
 }
 
+/// The `Content-Type` of a form sent to REDCap.
+pub const FORM_URLENCODED: HeaderValue =
+    HeaderValue::from_static("application/x-www-form-urlencoded");
+
 /// The window's length.
 pub const WINDOW: Duration = Duration::from_secs(60);
 
@@ -292,12 +296,8 @@ impl Upstream {
     /// POSTs a urlencoded form body; the answer's body is still to come.
     pub async fn open_form(&self, body: String) -> Result<OpenAnswer, UpstreamError> {
         let len = body.len() as u64;
-        self.open(
-            "application/x-www-form-urlencoded",
-            len,
-            OutBody::parts([Bytes::from(body)]),
-        )
-        .await
+        self.open(FORM_URLENCODED, len, OutBody::whole(Bytes::from(body)))
+            .await
     }
 
     /// POSTs a body of `length` bytes and returns as soon as REDCap's
@@ -305,7 +305,7 @@ impl Upstream {
     /// export).
     pub async fn open(
         &self,
-        content_type: &str,
+        content_type: HeaderValue,
         length: u64,
         body: OutBody,
     ) -> Result<OpenAnswer, UpstreamError> {

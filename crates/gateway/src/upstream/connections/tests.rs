@@ -97,9 +97,9 @@ async fn server(answer: Answer) -> (String, Arc<Seen>) {
 async fn call(c: &Arc<Connections>) -> Result<String, String> {
     let (head, mut body) = c
         .post(
-            "application/x-www-form-urlencoded",
+            crate::upstream::FORM_URLENCODED,
             15,
-            OutBody::parts([Bytes::from_static(b"content=version")]),
+            OutBody::whole(Bytes::from_static(b"content=version")),
         )
         .await?;
     assert_eq!(head.status(), 200);
@@ -146,7 +146,11 @@ async fn an_answer_dropped_half_read_closes_its_connection() {
     let c = Connections::new(&url).unwrap();
     for n in 1..=3 {
         let (head, mut body) = c
-            .post("text/plain", 1, OutBody::parts([Bytes::from_static(b"x")]))
+            .post(
+                HeaderValue::from_static("text/plain"),
+                1,
+                OutBody::whole(Bytes::from_static(b"x")),
+            )
             .await
             .unwrap();
         assert_eq!(head.status(), 200);
@@ -168,7 +172,11 @@ async fn a_streamed_body_goes_out_whole() {
         ["content=", "record&", "data=x"].map(|p| Ok(Bytes::from_static(p.as_bytes()))),
     );
     let (head, body) = c
-        .post("text/plain", 21, OutBody::Stream(Box::pin(parts)))
+        .post(
+            HeaderValue::from_static("text/plain"),
+            21,
+            OutBody::Stream(Box::pin(parts)),
+        )
         .await
         .unwrap();
     assert_eq!(head.status(), 200);
