@@ -90,11 +90,12 @@ const BINARY: &[&str] = &["data", "odm", "filterLogic"];
 /// caller (`mobile_app` escalates rights, `playground` relabels the log).
 pub const STRIPPED: &[&str] = &["mobile_app", "mobileApp", "playground"];
 
-fn protected(name: &[u8]) -> Option<(&'static str, Shape)> {
+fn protected(name: &[u8]) -> Option<(usize, &'static str, Shape)> {
     PROTECTED
         .iter()
-        .copied()
-        .find(|(n, _)| n.as_bytes() == name)
+        .enumerate()
+        .find(|(_, (n, _))| n.as_bytes() == name)
+        .map(|(i, &(n, shape))| (i, n, shape))
 }
 
 /// Why a body was refused; the message says what to change.
@@ -177,13 +178,14 @@ pub fn check(parsed: Parsed, limits: &Limits) -> Result<Form, Refusal> {
     if let Some(note) = parsed.notes.first() {
         return Err(Refusal::Multipart(note.describe()));
     }
-    // Fields that touched each protected parameter.
-    let mut touched: std::collections::HashMap<&'static str, usize> = Default::default();
+    // Fields that touched each protected parameter (by its place in
+    // `PROTECTED`).
+    let mut touched = [0usize; PROTECTED.len()];
     for field in &parsed.fields {
         let Some(Key::Str(top)) = &field.registration.top else {
             continue;
         };
-        let Some((name, shape)) = protected(top) else {
+        let Some((index, name, shape)) = protected(top) else {
             continue;
         };
         let raw = &field.raw_name[..];
@@ -212,9 +214,12 @@ pub fn check(parsed: Parsed, limits: &Limits) -> Result<Form, Refusal> {
         if field.registration.effect != Effect::Set {
             return Err(Refusal::Repeated { name: name.into() });
         }
-        *touched.entry(name).or_default() += 1;
+        touched[index] += 1;
     }
-    for (name, count) in touched {
+    for (&(name, _), count) in PROTECTED.iter().zip(touched) {
+        if count == 0 {
+            continue;
+        }
         let value = parsed.post.get_name(name);
         let leaves = match value {
             Some(Value::Str(_)) => 1,

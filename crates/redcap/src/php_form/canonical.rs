@@ -37,8 +37,10 @@ fn walk<'a>(name: Vec<u8>, v: &'a Value, out: &mut Vec<(Vec<u8>, &'a Value)>) {
 /// name from the keys on its way down (`prefix` holds the encoded name of
 /// the array being walked): the gateway encodes every request it forwards.
 pub fn urlencoded(post: &PhpArray) -> String {
-    let mut out = String::new();
-    let mut prefix = String::new();
+    // Sized for a typical request's body and name, which then take no
+    // reallocation.
+    let mut out = String::with_capacity(256);
+    let mut prefix = String::with_capacity(64);
     for (k, v) in post.iter() {
         prefix.clear();
         encode_key(k, &mut prefix);
