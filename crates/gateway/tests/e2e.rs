@@ -1326,3 +1326,50 @@ async fn a_redirect_from_redcap_is_never_followed() {
         assert_eq!(statuses, [503], "{status}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_client_listener_serves_api_with_or_without_its_slash_and_nothing_else() {
+    let w = World::new().await;
+    let (gw, _ledger_dir) = w.start_on_disk().await;
+    let key = &w.keys["etl"];
+    let form = [("token", key.as_str()), ("content", "version")];
+    for path in ["/api/", "/api"] {
+        let r = w
+            .http
+            .post(format!("http://{}{path}", gw.addr))
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{path}");
+        assert!(
+            !r.text().await.unwrap().is_empty(),
+            "{path}: REDCap's version"
+        );
+    }
+    // Any other path: 404 with an empty body (what the router answered).
+    for path in ["/", "/api/x", "/redcap/api/", "/API/"] {
+        let r = w
+            .http
+            .post(format!("http://{}{path}", gw.addr))
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 404, "{path}");
+        assert_eq!(r.text().await.unwrap(), "", "{path}");
+    }
+    // Any method reaches the request path, which answers as REDCap does.
+    let r = w
+        .http
+        .get(format!("http://{}/api/", gw.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 501);
+    assert_eq!(
+        r.text().await.unwrap(),
+        "The requested method is not implemented."
+    );
+    gw.shutdown().await.unwrap();
+}

@@ -741,7 +741,42 @@ mod ts_nanos {
     }
 
     pub fn serialize<S: Serializer>(ts: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&format(ts))
+        // Printed on the stack: every entry has one, and the committer
+        // writes two per gateway request.
+        let mut text = Stack::default();
+        let printed = DateTimePrinter::new()
+            .precision(Some(9))
+            .print_timestamp(ts, jiff::fmt::StdFmtWrite(&mut text));
+        match (printed, std::str::from_utf8(&text.bytes[..text.len])) {
+            (Ok(()), Ok(t)) => s.serialize_str(t),
+            _ => s.serialize_str(&format(ts)),
+        }
+    }
+
+    /// Room for any timestamp jiff prints (30 bytes in the ledger's
+    /// years).
+    struct Stack {
+        bytes: [u8; 48],
+        len: usize,
+    }
+
+    impl Default for Stack {
+        fn default() -> Self {
+            Stack {
+                bytes: [0; 48],
+                len: 0,
+            }
+        }
+    }
+
+    impl std::fmt::Write for Stack {
+        fn write_str(&mut self, piece: &str) -> std::fmt::Result {
+            let end = self.len + piece.len();
+            let room = self.bytes.get_mut(self.len..end).ok_or(std::fmt::Error)?;
+            room.copy_from_slice(piece.as_bytes());
+            self.len = end;
+            Ok(())
+        }
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Timestamp, D::Error> {
@@ -764,6 +799,22 @@ mod tests {
                 code: "x".into(),
                 message: "y".into(),
             },
+        }
+    }
+
+    #[test]
+    fn timestamps_printed_on_the_stack_are_jiffs_text() {
+        #[derive(serde::Serialize)]
+        struct Ts(#[serde(with = "ts_nanos")] Timestamp);
+        for ts in [
+            Timestamp::MIN,
+            Timestamp::MAX,
+            Timestamp::UNIX_EPOCH,
+            Timestamp::now(),
+            "2026-11-28T11:20:21.408570602Z".parse().unwrap(),
+        ] {
+            let json = serde_json::to_string(&Ts(ts)).unwrap();
+            assert_eq!(json, format!("\"{}\"", ts_nanos::format(&ts)));
         }
     }
 
