@@ -4,14 +4,13 @@
 //! reopening a failed ledger), and graceful shutdown. The request path
 //! itself is `crate::request`.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
-
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::http::{Request, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -248,7 +247,7 @@ async fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr),
 async fn serve_clients(
     config: &LoadedConfig,
     listener: tokio::net::TcpListener,
-    app: Clients,
+    service: Clients,
     stopped: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<tokio::task::JoinHandle<()>, StartError> {
     let gw = &config.config.gateway;
@@ -256,7 +255,6 @@ async fn serve_clients(
         addr: gw.listen,
         source,
     };
-    let service = app;
     let std_listener = listener.into_std().map_err(bind_error)?;
     let mut server = axum_server::from_tcp(std_listener)
         .map_err(bind_error)?

@@ -1333,14 +1333,14 @@ async fn the_client_listener_serves_api_with_or_without_its_slash_and_nothing_el
     let (gw, _ledger_dir) = w.start_on_disk().await;
     let key = &w.keys["etl"];
     let form = [("token", key.as_str()), ("content", "version")];
-    for path in ["/api/", "/api"] {
-        let r = w
-            .http
+    let post = |path: &str| {
+        w.http
             .post(format!("http://{}{path}", gw.addr))
             .form(&form)
             .send()
-            .await
-            .unwrap();
+    };
+    for path in ["/api/", "/api"] {
+        let r = post(path).await.unwrap();
         assert_eq!(r.status().as_u16(), 200, "{path}");
         assert!(
             !r.text().await.unwrap().is_empty(),
@@ -1349,13 +1349,7 @@ async fn the_client_listener_serves_api_with_or_without_its_slash_and_nothing_el
     }
     // Any other path: 404 with an empty body (what the router answered).
     for path in ["/", "/api/x", "/redcap/api/", "/API/"] {
-        let r = w
-            .http
-            .post(format!("http://{}{path}", gw.addr))
-            .form(&form)
-            .send()
-            .await
-            .unwrap();
+        let r = post(path).await.unwrap();
         assert_eq!(r.status().as_u16(), 404, "{path}");
         assert_eq!(r.text().await.unwrap(), "", "{path}");
     }
