@@ -39,25 +39,6 @@ mod tokens;
 pub mod upload;
 pub mod upstream;
 
-/// The test database's URL (`WARDEN_TEST_DATABASE_URL`, which scripts/test
-/// sets after starting PostgreSQL): without it a test prints a notice and
-/// passes without running — or, under CI, fails.
-#[cfg(test)]
-pub(crate) fn test_database_url(test: &str) -> Option<String> {
-    match std::env::var("WARDEN_TEST_DATABASE_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) => panic!(
-            "{test}: WARDEN_TEST_DATABASE_URL is not set under CI; run the tests through scripts/test, which starts PostgreSQL and sets it"
-        ),
-        _ => {
-            eprintln!(
-                "{test}: skipped: WARDEN_TEST_DATABASE_URL is not set (scripts/test starts PostgreSQL and sets it)"
-            );
-            None
-        }
-    }
-}
-
 pub use admin::Reloaded;
 pub use server::{LedgerOpener, RunningGateway, Services, StartError, start};
 pub use state::{EvidenceSource, StateError};

@@ -5,7 +5,8 @@
 //!
 //! Runs when WARDEN_TEST_DATABASE_URL names a database the tests may create
 //! schemas in (scripts/test starts a PostgreSQL 15 and sets it); otherwise
-//! each test prints a notice and passes without running.
+//! each test prints a notice and passes without running (under CI it
+//! fails instead: `test_database::url`).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use ledger::{
     VerifyError, merkle,
 };
 use postgres::{Client, NoTls};
+use test_database::url as database;
 
 const ORIGIN: &str = "test.example/redcap-warden/00112233aabbccdd";
 
@@ -26,22 +28,6 @@ fn key() -> SigningKey {
 
 fn vkey() -> VerifierKey {
     VerifierKey::from_signing_key(ORIGIN, &key())
-}
-
-/// The test database, or `None` (with a notice) when none is configured.
-fn database(test: &str) -> Option<String> {
-    match std::env::var("WARDEN_TEST_DATABASE_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) => panic!(
-            "{test}: WARDEN_TEST_DATABASE_URL is not set under CI; run the tests through scripts/test, which starts PostgreSQL and sets it"
-        ),
-        _ => {
-            eprintln!(
-                "{test}: skipped: WARDEN_TEST_DATABASE_URL is not set (scripts/test starts PostgreSQL and sets it)"
-            );
-            None
-        }
-    }
 }
 
 /// A fresh schema for one test (dropped first if a previous run left it).

@@ -126,22 +126,7 @@ pub struct Cluster {
     pub tokens: Vec<String>,
 }
 
-/// The test database, or `None` with a notice when none is configured
-/// (scripts/test starts PostgreSQL and sets WARDEN_TEST_DATABASE_URL).
-pub fn database(test: &str) -> Option<String> {
-    match std::env::var("WARDEN_TEST_DATABASE_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) => panic!(
-            "{test}: WARDEN_TEST_DATABASE_URL is not set under CI; run the tests through scripts/test, which starts PostgreSQL and sets it"
-        ),
-        _ => {
-            eprintln!(
-                "{test}: skipped: WARDEN_TEST_DATABASE_URL is not set (scripts/test starts PostgreSQL and sets it)"
-            );
-            None
-        }
-    }
-}
+pub use test_database::url as database;
 
 /// A client of the test database.
 pub fn db_client(url: &str) -> postgres::Client {

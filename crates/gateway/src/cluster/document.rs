@@ -95,9 +95,9 @@ mod tests {
     use postgres::fallible_iterator::FallibleIterator;
     use zeroize::Zeroizing;
 
-    /// The test database (scripts/test sets it; [`crate::test_database_url`]).
+    /// The test database (scripts/test sets it; [`test_database::url`]).
     fn database(schema: &str) -> Option<Arc<Database>> {
-        let url = crate::test_database_url(schema)?;
+        let url = test_database::url(schema)?;
         let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
         c.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
             .unwrap();

@@ -10,7 +10,7 @@ use super::*;
 use crate::upstream::{Limiter, UpstreamError};
 
 fn database(test: &str) -> Option<String> {
-    crate::test_database_url(test)
+    test_database::url(test)
 }
 
 /// A schema of its own for one test, dropped first if a run left it.
